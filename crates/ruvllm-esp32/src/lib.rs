@@ -1,0 +1,15 @@
+//! ruvllm-esp32: llama-architecture language models, vector search and retrieval for ESP32
+//! microcontrollers. `no_std`; the `alloc` feature adds conversion and writing of model files,
+//! `std` adds run-time CPU feature detection for the host's fast kernels.
+#![cfg_attr(not(test), no_std)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod error;
+pub mod model;
+pub mod quant;
+
+pub use error::{Error, Result};

@@ -1,0 +1,120 @@
+//! The hyper-parameters of a llama-architecture model.
+
+use crate::error::{Error, Result};
+
+/// Limits that keep a malicious or corrupt header from asking for absurd memory. They are far
+/// above anything a microcontroller (or this host tool) would run.
+pub const MAX_DIM: usize = 1 << 16;
+pub const MAX_LAYERS: usize = 256;
+pub const MAX_VOCAB: usize = 1 << 20;
+pub const MAX_SEQ_LEN: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Config {
+    /// Embedding width.
+    pub dim: usize,
+    /// Width of the SwiGLU hidden layer.
+    pub hidden_dim: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    /// Key/value heads (grouped-query attention when smaller than `n_heads`).
+    pub n_kv_heads: usize,
+    pub vocab_size: usize,
+    /// Context length the model was trained for.
+    pub seq_len: usize,
+    /// The classifier reuses the token embedding table.
+    pub shared_classifier: bool,
+    pub norm_eps: f32,
+    pub rope_theta: f32,
+}
+
+impl Config {
+    pub fn head_size(&self) -> usize {
+        self.dim / self.n_heads
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_size()
+    }
+
+    /// Rejects configurations that are inconsistent or absurd, before anything is sized from
+    /// them.
+    pub fn validate(&self) -> Result<()> {
+        let ok_range = |v: usize, max: usize| v >= 1 && v <= max;
+        if !ok_range(self.dim, MAX_DIM) || !ok_range(self.hidden_dim, 4 * MAX_DIM) {
+            return Err(Error::Invalid { what: "model dimension out of range" });
+        }
+        if !ok_range(self.n_layers, MAX_LAYERS) {
+            return Err(Error::Invalid { what: "layer count out of range" });
+        }
+        if !ok_range(self.vocab_size, MAX_VOCAB) {
+            return Err(Error::Invalid { what: "vocabulary size out of range" });
+        }
+        if !ok_range(self.seq_len, MAX_SEQ_LEN) {
+            return Err(Error::Invalid { what: "context length out of range" });
+        }
+        if self.n_heads == 0 || self.dim % self.n_heads != 0 {
+            return Err(Error::Invalid { what: "dim is not a multiple of the head count" });
+        }
+        if self.head_size() % 2 != 0 {
+            return Err(Error::Invalid { what: "head size must be even for RoPE" });
+        }
+        if self.n_kv_heads == 0 || self.n_kv_heads > self.n_heads || self.n_heads % self.n_kv_heads != 0 {
+            return Err(Error::Invalid { what: "head count is not a multiple of the KV head count" });
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0 && self.norm_eps < 1.0) {
+            return Err(Error::Invalid { what: "RMSNorm epsilon out of range" });
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+            return Err(Error::Invalid { what: "RoPE base out of range" });
+        }
+        Ok(())
+    }
+
+    /// Number of parameters (the classifier counted once when shared).
+    pub fn n_params(&self) -> usize {
+        let (d, h, kv) = (self.dim, self.hidden_dim, self.kv_dim());
+        let per_layer = 2 * d + d * d + 2 * d * kv + d * d + 3 * d * h;
+        let cls = if self.shared_classifier { 0 } else { self.vocab_size * d };
+        self.vocab_size * d + self.n_layers * per_layer + d + cls
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn stories260k() -> Config {
+        Config {
+            dim: 64,
+            hidden_dim: 172,
+            n_layers: 5,
+            n_heads: 8,
+            n_kv_heads: 4,
+            vocab_size: 512,
+            seq_len: 512,
+            shared_classifier: true,
+            norm_eps: 1e-5,
+            rope_theta: 10000.0,
+        }
+    }
+
+    #[test]
+    fn stories260k_parameter_count_matches_its_documentation() {
+        assert_eq!(stories260k().n_params(), 260_032);
+        stories260k().validate().unwrap();
+    }
+
+    #[test]
+    fn absurd_dimensions_are_rejected() {
+        let mut c = stories260k();
+        c.n_kv_heads = 3;
+        assert!(c.validate().is_err());
+        let mut c = stories260k();
+        c.dim = usize::MAX;
+        assert!(c.validate().is_err());
+        let mut c = stories260k();
+        c.n_layers = 0;
+        assert!(c.validate().is_err());
+    }
+}
