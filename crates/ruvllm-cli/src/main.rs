@@ -1,1 +1,124 @@
-fn main() {}
+//! `ruvllm-esp32`: the host tool. Convert, generate, evaluate, inspect and benchmark models
+//! for the ESP32 engine.
+
+mod bench;
+mod commands;
+mod image;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "ruvllm-esp32", version, about = "Tiny language models for ESP32 microcontrollers: convert, run, measure")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Where the model comes from; shared by every command that runs one.
+#[derive(clap::Args, Clone)]
+pub struct ModelArgs {
+    /// Model: a llama2.c checkpoint (.bin, fp32 or int8 "ak42") or a GGUF file
+    #[arg(short = 'm', long)]
+    pub model: PathBuf,
+    /// llama2.c tokenizer.bin (required with a llama2.c checkpoint)
+    #[arg(short = 'z', long)]
+    pub tokenizer: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Convert a model to the engine's self-contained GGUF image
+    #[command(after_help = "Example:\n  ruvllm-esp32 convert stories260K.bin --tokenizer tok512.bin --quant q8 -o stories260K-q8.gguf")]
+    Convert {
+        /// Input: llama2.c checkpoint or GGUF
+        input: PathBuf,
+        #[arg(short = 'z', long)]
+        tokenizer: Option<PathBuf>,
+        /// f32 or q8 (int8 groups of 32 with one scale each)
+        #[arg(short = 'q', long, default_value = "f32")]
+        quant: String,
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+    },
+    /// Generate text from a prompt (stdout: prompt + continuation; stderr: speed)
+    #[command(after_help = "Example:\n  ruvllm-esp32 gen -m stories260K.bin -z tok512.bin -p \"Once upon a time\" -n 256")]
+    Gen {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(short = 'p', long, default_value = "")]
+        prompt: String,
+        /// Positions to run, prompt included (like llama2.c's -n)
+        #[arg(short = 'n', long, default_value_t = 256)]
+        steps: usize,
+        /// 0 = greedy
+        #[arg(short = 't', long, default_value_t = 0.0)]
+        temp: f32,
+        #[arg(long, default_value_t = 0.9)]
+        top_p: f32,
+        /// 0 = off
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(short = 's', long, default_value_t = 42)]
+        seed: u64,
+        /// Convert at load: f32 or q8
+        #[arg(short = 'q', long)]
+        quant: Option<String>,
+        /// Use the scalar reference kernels instead of the CPU's fast path
+        #[arg(long)]
+        scalar: bool,
+    },
+    /// Score a text file: tokens, mean negative log-likelihood, perplexity
+    #[command(after_help = "Example:\n  ruvllm-esp32 eval -m stories260K.bin -z tok512.bin --text story.txt --quant q8")]
+    Eval {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        text: PathBuf,
+        #[arg(short = 'q', long)]
+        quant: Option<String>,
+    },
+    /// Show a model's shape, sizes and where it fits on each ESP32
+    Info {
+        model: PathBuf,
+        #[arg(short = 'z', long)]
+        tokenizer: Option<PathBuf>,
+        #[arg(short = 'q', long)]
+        quant: Option<String>,
+    },
+    /// Measure prompt and generation tokens/s for each precision, against the scalar kernels
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(short = 'p', long, default_value = "Once upon a time")]
+        prompt: String,
+        #[arg(short = 'n', long, default_value_t = 256)]
+        steps: usize,
+        /// Runs per configuration; the fastest counts
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Convert { input, tokenizer, quant, output } => commands::convert(&input, tokenizer.as_deref(), &quant, &output),
+        Cmd::Gen { model, prompt, steps, temp, top_p, top_k, seed, quant, scalar } => {
+            commands::gen(&model, &prompt, steps, temp, top_p, top_k, seed, quant.as_deref(), scalar)
+        }
+        Cmd::Eval { model, text, quant } => commands::eval(&model, &text, quant.as_deref()),
+        Cmd::Info { model, tokenizer, quant } => commands::info(&model, tokenizer.as_deref(), quant.as_deref()),
+        Cmd::Bench { model, prompt, steps, repeat, json } => bench::run(&model, &prompt, steps, repeat, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -9,6 +9,8 @@ extern crate alloc;
 extern crate std;
 
 pub mod error;
+pub mod infer;
+pub mod kernels;
 pub mod model;
 pub mod quant;
 

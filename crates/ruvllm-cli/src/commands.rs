@@ -1,0 +1,210 @@
+//! convert, gen, eval and info.
+
+use crate::image::{self, Image};
+use crate::ModelArgs;
+use anyhow::{bail, Context, Result};
+use ruvllm_esp32::infer::{self, State};
+use ruvllm_esp32::kernels::Kernels;
+use ruvllm_esp32::model::chips::CHIPS;
+use ruvllm_esp32::model::{Matrix, Model, Precision};
+use ruvllm_esp32::sample::{ProbIndex, Sampler};
+use ruvllm_esp32::tokenizer;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Instant;
+
+pub fn convert(input: &Path, tok: Option<&Path>, quant: &str, output: &Path) -> Result<()> {
+    let q = image::parse_quant(quant)?;
+    let img = image::load(input, tok, Some(q))?;
+    // Check the result loads before anything is written, then write it atomically.
+    Model::<'_>::from_gguf(img.bytes()).context("converted image does not load")?;
+    let tmp = output.with_extension("gguf.tmp");
+    std::fs::write(&tmp, img.bytes()).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::rename(&tmp, output).with_context(|| format!("{}: cannot write", output.display()))?;
+    eprintln!("wrote {} ({} bytes, {})", output.display(), img.bytes().len(), quant);
+    Ok(())
+}
+
+fn load(args: &ModelArgs, quant: Option<&str>) -> Result<Image> {
+    let q = quant.map(image::parse_quant).transpose()?;
+    image::load(&args.model, args.tokenizer.as_deref(), q)
+}
+
+fn model_of(img: &Image) -> Result<Model<'_>> {
+    Model::from_gguf(img.bytes()).with_context(|| img.origin.clone())
+}
+
+/// Encodes a prompt with BOS, as llama2.c does, and checks it fits in `steps` positions.
+pub fn encode_prompt(model: &Model<'_>, prompt: &str, steps: usize) -> Result<Vec<u32>> {
+    let mut tokens = vec![0u32; prompt.len() + 3];
+    let n = tokenizer::encode(&model.vocab, prompt.as_bytes(), true, false, &mut tokens)?;
+    tokens.truncate(n);
+    if n > steps {
+        bail!("the prompt is {n} tokens, more than --steps {steps} (the context used for this run)");
+    }
+    Ok(tokens)
+}
+
+pub fn check_steps(model: &Model<'_>, steps: usize) -> Result<()> {
+    let ctx = model.config.seq_len;
+    if steps == 0 || steps > ctx {
+        bail!("--steps {steps} is outside 1..={ctx}, the model's context length");
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn gen(
+    args: &ModelArgs,
+    prompt: &str,
+    steps: usize,
+    temp: f32,
+    top_p: f32,
+    top_k: usize,
+    seed: u64,
+    quant: Option<&str>,
+    scalar: bool,
+) -> Result<()> {
+    if !(temp.is_finite() && temp >= 0.0) || !(0.0..=1.0).contains(&top_p) {
+        bail!("--temp must be >= 0 and --top-p within 0..=1");
+    }
+    let img = load(args, quant)?;
+    let model = model_of(&img)?;
+    check_steps(&model, steps)?;
+    let tokens = encode_prompt(&model, prompt, steps)?;
+    let kernels = if scalar { Kernels::REFERENCE } else { Kernels::detect() };
+    let mut arena = vec![0f32; State::arena_len(&model, steps)];
+    let mut state = State::new(&model, &mut arena, steps, kernels)?;
+    let mut sampler = Sampler::new(temp, top_p, top_k, seed);
+    let mut scratch = vec![ProbIndex::default(); model.config.vocab_size];
+
+    let stdout = std::io::stdout();
+    let interactive = stdout.is_terminal();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let start = Instant::now();
+    let mut io_err = None;
+    let stats = infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, |bytes, _| {
+        let r = out.write_all(bytes).and_then(|_| if interactive { out.flush() } else { Ok(()) });
+        if let Err(e) = r {
+            io_err.get_or_insert(e);
+        }
+    })?;
+    let end = Instant::now();
+    out.write_all(b"\n").and_then(|_| out.flush()).context("writing to stdout")?;
+    if let Some(e) = io_err {
+        return Err(e).context("writing to stdout");
+    }
+    let total = (end - start).as_secs_f64();
+    eprintln!(
+        "achieved tok/s: {:.1} ({} positions in {:.2} ms; prompt {} tokens, generated {}; {} {})",
+        (stats.prompt_tokens - 1 + stats.generated) as f64 / total.max(1e-9),
+        stats.prompt_tokens - 1 + stats.generated,
+        total * 1e3,
+        stats.prompt_tokens,
+        stats.generated,
+        model.precision.name(),
+        kernels.name,
+    );
+    Ok(())
+}
+
+pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>) -> Result<()> {
+    let img = load(args, quant)?;
+    let model = model_of(&img)?;
+    let data = std::fs::read(text).with_context(|| format!("{}: cannot read", text.display()))?;
+    let mut tokens = vec![0u32; data.len() + 3];
+    let n = tokenizer::encode(&model.vocab, &data, true, false, &mut tokens).with_context(|| text.display().to_string())?;
+    tokens.truncate(n);
+    if n < 2 {
+        bail!("{}: too short to score (needs at least one token)", text.display());
+    }
+    let ctx = model.config.seq_len;
+    let mut arena = vec![0f32; State::arena_len(&model, ctx)];
+    let mut state = State::new(&model, &mut arena, ctx, Kernels::detect())?;
+    let s = infer::score(&model, &mut state, &tokens)?;
+    println!("tokens: {}", s.tokens);
+    println!("nll: {:.6}", s.mean_nll());
+    println!("perplexity: {:.6}", s.perplexity());
+    Ok(())
+}
+
+fn kib(b: usize) -> String {
+    format!("{:.1} KiB", b as f64 / 1024.0)
+}
+
+pub fn info(path: &Path, tok: Option<&Path>, quant: Option<&str>) -> Result<()> {
+    let q = quant.map(image::parse_quant).transpose()?;
+    let img = image::load(path, tok, q)?;
+    let model = model_of(&img)?;
+    let c = &model.config;
+    println!("model: {}", img.origin);
+    println!(
+        "config: dim {} hidden {} layers {} heads {} kv_heads {} head_size {} vocab {} context {} classifier {}",
+        c.dim,
+        c.hidden_dim,
+        c.n_layers,
+        c.n_heads,
+        c.n_kv_heads,
+        c.head_size(),
+        c.vocab_size,
+        c.seq_len,
+        if c.shared_classifier { "shared" } else { "separate" }
+    );
+    println!("parameters: {}", c.n_params());
+    println!("precision: {} (group {})", model.precision.name(), model.group);
+    let (mut f32b, mut i8b, mut scaleb) = (model.output_norm.len() * 4, 0, 0);
+    let mut mats = vec![model.token_embd];
+    if !c.shared_classifier {
+        mats.push(model.output);
+    }
+    for l in &model.layers {
+        f32b += (l.attn_norm.len() + l.ffn_norm.len()) * 4;
+        mats.extend([l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3]);
+    }
+    for m in mats {
+        match m {
+            Matrix::F32 { w, .. } => f32b += w.len() * 4,
+            Matrix::Q8 { q, s, .. } => {
+                i8b += q.len();
+                scaleb += s.len() * 4;
+            }
+        }
+    }
+    println!("weights: f32 {f32b} bytes, int8 {i8b} bytes, scales {scaleb} bytes");
+    let image_len = img.bytes().len();
+    println!("image: {image_len} bytes (GGUF, read in place from flash)");
+    let full = State::ram_bytes(c, model.precision, model.group, c.seq_len);
+    println!("RAM at full context {}: {} bytes ({}) for activations + KV cache", c.seq_len, full, kib(full));
+    println!();
+    println!("chip plan ({} precision; arena budget = data RAM - {} firmware reserve; image budget = flash - {} app):",
+        model.precision.name(), kib(ruvllm_esp32::model::chips::FIRMWARE_RESERVE), kib(ruvllm_esp32::model::chips::APP_FLASH_RESERVE));
+    println!("{:<8} {:>10} {:>12} {:>12} {:>6} {:>9}  verdict", "chip", "data RAM", "arena budget", "flash budget", "fpu", "max ctx");
+    for chip in CHIPS {
+        let budget = chip.arena_budget();
+        let max_ctx = (1..=c.seq_len)
+            .rev()
+            .find(|&n| State::ram_bytes(c, model.precision, model.group, n) <= budget)
+            .unwrap_or(0);
+        let flash_ok = image_len <= chip.image_budget();
+        let verdict = match (flash_ok, max_ctx) {
+            (false, _) => "does not fit: image larger than flash budget".to_string(),
+            (true, 0) => "does not fit: no context fits in RAM".to_string(),
+            (true, n) if n == c.seq_len => "fits at full context".to_string(),
+            (true, n) => {
+                let alt = if model.precision == Precision::F32 { " (--quant q8 stores the KV cache in int8)" } else { "" };
+                format!("fits at context {n}{alt}")
+            }
+        };
+        println!(
+            "{:<8} {:>10} {:>12} {:>12} {:>6} {:>9}  {}",
+            chip.name,
+            kib(chip.data_ram),
+            kib(budget),
+            kib(chip.image_budget()),
+            if chip.has_fpu { "yes" } else { "no" },
+            max_ctx,
+            verdict
+        );
+    }
+    Ok(())
+}

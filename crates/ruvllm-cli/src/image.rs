@@ -1,0 +1,86 @@
+//! Turning whatever model file the user has into the engine's GGUF image, in memory.
+
+use anyhow::{bail, Context, Result};
+use ruvllm_esp32::convert::{self, HostModel, Quant};
+use ruvllm_esp32::gguf::Gguf;
+use std::path::Path;
+
+/// A model image in an 8-byte aligned buffer, so its tensors can be read in place.
+pub struct Image {
+    words: Vec<u64>,
+    len: usize,
+    /// How the image was obtained, for messages.
+    pub origin: String,
+}
+
+impl Image {
+    pub fn from_bytes(bytes: &[u8], origin: String) -> Image {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        Image { words, len: bytes.len(), origin }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice::<u64, u8>(&self.words)[..self.len]
+    }
+}
+
+pub fn parse_quant(s: &str) -> Result<Quant> {
+    match s {
+        "f32" => Ok(Quant::F32),
+        "q8" => Ok(Quant::Q8),
+        _ => bail!("unknown quantization '{s}' (use f32 or q8)"),
+    }
+}
+
+pub fn quant_name(q: Quant) -> &'static str {
+    match q {
+        Quant::F32 => "f32",
+        Quant::Q8 => "q8",
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))
+}
+
+/// Magic of llama2.c's versioned exports ("ak42", little-endian u32 0x616b3432).
+const AK42: [u8; 4] = 0x616b_3432u32.to_le_bytes();
+
+/// Loads `model` (llama2.c .bin with `tokenizer`, or any llama GGUF) as an engine image at the
+/// requested precision. An engine GGUF already at that precision is used as it is.
+pub fn load(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>) -> Result<Image> {
+    let bytes = read(model)?;
+    let name = model.display().to_string();
+    let (host, default_quant): (HostModel, Quant) = if bytes.starts_with(b"GGUF") {
+        let g = Gguf::parse(&bytes).with_context(|| name.clone())?;
+        let stored = match g.get_str("ruvllm.quant") {
+            Ok("f32") => Some(Quant::F32),
+            Ok("q8") => Some(Quant::Q8),
+            _ => None,
+        };
+        let engine_ready = g.get("ruvllm.tokenizer.index").is_some() && stored.is_some();
+        if engine_ready && tokenizer.is_none() && (quant.is_none() || quant == stored) {
+            g.verify_checksum().with_context(|| name.clone())?;
+            return Ok(Image::from_bytes(&bytes, name));
+        }
+        let host = convert::load_gguf(&bytes).with_context(|| name.clone())?;
+        (host, stored.unwrap_or(Quant::F32))
+    } else {
+        let default_quant = if bytes.starts_with(&AK42) { Quant::Q8 } else { Quant::F32 };
+        let host = convert::load_llama2c(&bytes).with_context(|| name.clone())?;
+        (host, default_quant)
+    };
+    let mut host = host;
+    if let Some(tok) = tokenizer {
+        let tb = read(tok)?;
+        let vocab = convert::load_tokenizer_bin(&tb, host.config.vocab_size)
+            .with_context(|| tok.display().to_string())?;
+        host.vocab = Some(vocab);
+    } else if host.vocab.is_none() {
+        bail!("{name}: a llama2.c checkpoint carries no tokenizer: pass --tokenizer tokenizer.bin");
+    }
+    let quant = quant.unwrap_or(default_quant);
+    let image = host.to_gguf(quant).with_context(|| format!("{name}: converting to {}", quant_name(quant)))?;
+    Ok(Image::from_bytes(&image, format!("{name} (converted to {})", quant_name(quant))))
+}

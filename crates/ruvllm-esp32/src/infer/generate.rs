@@ -1,0 +1,70 @@
+//! Text generation the way llama2.c's `run` does it: the prompt's tokens are forced, then the
+//! sampler picks, and each token's text is emitted as soon as it is known.
+
+use super::State;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::sample::{ProbIndex, Sampler};
+use crate::tokenizer::{self, Vocab};
+
+/// What a generation did, for reporting speed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GenStats {
+    /// Prompt tokens, BOS included.
+    pub prompt_tokens: usize,
+    /// Tokens produced by the sampler.
+    pub generated: usize,
+}
+
+/// Runs positions `0..steps` starting from `prompt` (which must start with BOS and be
+/// non-empty), emitting the bytes of every token after the first, like llama2.c (it stops
+/// early when the model produces BOS). `on_token(bytes, forced)` gets each printable piece;
+/// `forced` is true while the prompt is being replayed.
+#[allow(clippy::too_many_arguments)]
+pub fn generate<const L: usize>(
+    model: &Model<'_, L>,
+    state: &mut State<'_>,
+    sampler: &mut Sampler,
+    scratch: &mut [ProbIndex],
+    prompt: &[u32],
+    steps: usize,
+    mut on_token: impl FnMut(&[u8], bool),
+) -> Result<GenStats> {
+    let vocab = &model.vocab;
+    let Some(&first) = prompt.first() else {
+        return Err(Error::Invalid { what: "empty prompt (it must hold at least BOS)" });
+    };
+    if steps > state.seq_len() {
+        return Err(Error::ContextFull { need: steps, capacity: state.seq_len() });
+    }
+    if prompt.len() > steps {
+        return Err(Error::ContextFull { need: prompt.len(), capacity: steps });
+    }
+    let mut stats = GenStats { prompt_tokens: prompt.len(), generated: 0 };
+    let mut token = first;
+    for pos in 0..steps {
+        let forced = pos + 1 < prompt.len();
+        let next = if forced {
+            state.prefill(model, token, pos)?;
+            prompt[pos + 1]
+        } else {
+            let logits = state.forward(model, token, pos)?;
+            stats.generated += 1;
+            sampler.sample(logits, scratch)
+        };
+        if next == vocab.bos() {
+            break;
+        }
+        emit(vocab, token, next, forced, &mut on_token);
+        token = next;
+    }
+    Ok(stats)
+}
+
+fn emit(vocab: &Vocab<'_>, prev: u32, next: u32, forced: bool, on_token: &mut impl FnMut(&[u8], bool)) {
+    let mut byte = [0u8; 1];
+    let piece = tokenizer::decode(vocab, prev, next, &mut byte);
+    if tokenizer::is_printable(piece) {
+        on_token(piece, forced);
+    }
+}

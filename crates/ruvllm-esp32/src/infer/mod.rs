@@ -1,0 +1,254 @@
+//! The forward pass. All memory lives in one caller-provided arena sized by
+//! [`State::arena_len`], so a token never allocates and the chip's RAM budget is known before
+//! anything runs.
+
+mod eval;
+mod generate;
+
+pub use eval::{nll, score, Score};
+pub use generate::{generate, GenStats};
+
+use crate::error::{Error, Result};
+use crate::kernels::{reference, AttnShape, Kernels};
+use crate::model::{Config, Matrix, Model, Precision};
+use crate::quant;
+
+/// The key/value cache: f32 for the f32 path, int8 with per-group scales for the INT8 path
+/// (a quarter of the RAM, which is what lets a 512-token context fit an ESP32-C3).
+enum KvCache<'s> {
+    F32 { k: &'s mut [f32], v: &'s mut [f32] },
+    Q8 { k: &'s mut [i8], ks: &'s mut [f32], v: &'s mut [i8], vs: &'s mut [f32] },
+}
+
+/// Activations and KV cache for one sequence.
+pub struct State<'s> {
+    seq_len: usize,
+    kernels: Kernels,
+    x: &'s mut [f32],
+    xb: &'s mut [f32],
+    xb2: &'s mut [f32],
+    hb: &'s mut [f32],
+    hb2: &'s mut [f32],
+    q: &'s mut [f32],
+    kv_row: &'s mut [f32],
+    att: &'s mut [f32],
+    logits: &'s mut [f32],
+    rope: &'s mut [f32],
+    /// Quantized activation (INT8 path): values and group scales.
+    xq: &'s mut [i8],
+    xs: &'s mut [f32],
+    kv: KvCache<'s>,
+}
+
+/// Sizes of every buffer, in elements; the single source for both sizing and carving.
+struct Plan {
+    f32s: [usize; 10],
+    kv_f32: usize,
+    kv_i8: usize,
+    kv_scales: usize,
+    xq: usize,
+    xs: usize,
+}
+
+impl Plan {
+    fn new(c: &Config, p: Precision, group: usize, seq_len: usize) -> Plan {
+        let (d, h, kv) = (c.dim, c.hidden_dim, c.kv_dim());
+        let cache = c.n_layers * seq_len * kv;
+        let f32s = [d, d, d, h, h, d, kv, c.n_heads * seq_len, c.vocab_size, c.head_size()];
+        let widest = d.max(h);
+        match p {
+            Precision::F32 => Plan { f32s, kv_f32: cache, kv_i8: 0, kv_scales: 0, xq: 0, xs: 0 },
+            Precision::Q8 => Plan {
+                f32s,
+                kv_f32: 0,
+                kv_i8: cache,
+                kv_scales: c.n_layers * seq_len * kv.div_ceil(group),
+                xq: widest,
+                xs: widest.div_ceil(group),
+            },
+        }
+    }
+
+    /// Total arena length in f32 units (int8 buffers are rounded up to whole f32s).
+    fn len(&self) -> usize {
+        let i8_words = |n: usize| n.div_ceil(4);
+        self.f32s.iter().sum::<usize>()
+            + 2 * self.kv_f32
+            + 2 * i8_words(self.kv_i8)
+            + 2 * self.kv_scales
+            + i8_words(self.xq)
+            + self.xs
+    }
+}
+
+/// Hands out disjoint slices of the arena.
+struct Carver<'s>(&'s mut [f32]);
+
+impl<'s> Carver<'s> {
+    fn f32(&mut self, n: usize) -> &'s mut [f32] {
+        let (head, tail) = core::mem::take(&mut self.0).split_at_mut(n);
+        self.0 = tail;
+        head.fill(0.0);
+        head
+    }
+
+    fn i8(&mut self, n: usize) -> &'s mut [i8] {
+        let words = self.f32(n.div_ceil(4));
+        &mut bytemuck::cast_slice_mut::<f32, i8>(words)[..n]
+    }
+}
+
+impl<'s> State<'s> {
+    /// Arena length (in f32 elements) a model needs for a context of `seq_len` positions.
+    pub fn arena_len<const L: usize>(model: &Model<'_, L>, seq_len: usize) -> usize {
+        Plan::new(&model.config, model.precision, model.group, seq_len).len()
+    }
+
+    /// RAM in bytes for the activations and KV cache of `config` at `seq_len` positions.
+    pub fn ram_bytes(config: &Config, precision: Precision, group: usize, seq_len: usize) -> usize {
+        Plan::new(config, precision, group, seq_len).len() * 4
+    }
+
+    /// Builds the state inside `arena` for up to `seq_len` positions (at most the model's).
+    pub fn new<const L: usize>(
+        model: &Model<'_, L>,
+        arena: &'s mut [f32],
+        seq_len: usize,
+        kernels: Kernels,
+    ) -> Result<State<'s>> {
+        if seq_len == 0 || seq_len > model.config.seq_len {
+            return Err(Error::ContextFull { need: seq_len, capacity: model.config.seq_len });
+        }
+        let plan = Plan::new(&model.config, model.precision, model.group, seq_len);
+        if arena.len() < plan.len() {
+            return Err(Error::BufferTooSmall { need: plan.len() * 4, have: arena.len() * 4 });
+        }
+        let mut c = Carver(arena);
+        let [d0, d1, d2, h0, h1, d3, kv, att, voc, rope] = plan.f32s;
+        let (x, xb, xb2, hb, hb2, q) = (c.f32(d0), c.f32(d1), c.f32(d2), c.f32(h0), c.f32(h1), c.f32(d3));
+        let (kv_row, att, logits, rope) = (c.f32(kv), c.f32(att), c.f32(voc), c.f32(rope));
+        let kv = match model.precision {
+            Precision::F32 => KvCache::F32 { k: c.f32(plan.kv_f32), v: c.f32(plan.kv_f32) },
+            Precision::Q8 => KvCache::Q8 {
+                k: c.i8(plan.kv_i8),
+                ks: c.f32(plan.kv_scales),
+                v: c.i8(plan.kv_i8),
+                vs: c.f32(plan.kv_scales),
+            },
+        };
+        let (xq, xs) = (c.i8(plan.xq), c.f32(plan.xs));
+        Ok(State { seq_len, kernels, x, xb, xb2, hb, hb2, q, kv_row, att, logits, rope, xq, xs, kv })
+    }
+
+    /// Positions this state can hold.
+    pub fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
+    /// Runs `token` at position `pos` and returns the logits for the next token.
+    pub fn forward<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [f32]> {
+        self.step(model, token, pos, true)?;
+        Ok(self.logits)
+    }
+
+    /// Runs a prompt token whose logits nobody reads: the classifier is skipped.
+    pub fn prefill<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
+        self.step(model, token, pos, false)
+    }
+
+    fn step<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize, logits: bool) -> Result<()> {
+        let c = &model.config;
+        if token as usize >= c.vocab_size {
+            return Err(Error::Invalid { what: "token id outside the vocabulary" });
+        }
+        if pos >= self.seq_len {
+            return Err(Error::ContextFull { need: pos + 1, capacity: self.seq_len });
+        }
+        let (hs, kv_dim, group) = (c.head_size(), c.kv_dim(), model.group);
+        let shape = AttnShape { head_size: hs, kv_dim, kv_mul: c.n_heads / c.n_kv_heads };
+        let k = self.kernels;
+        model.token_embd.row_into(token as usize, self.x, group);
+        reference::rope_table(self.rope, pos, hs, c.rope_theta);
+        let ng = kv_dim.div_ceil(group);
+        for (l, layer) in model.layers.iter().enumerate() {
+            reference::rmsnorm(self.xb, self.x, layer.attn_norm, c.norm_eps);
+            let cache_row = (l * self.seq_len + pos) * kv_dim;
+            let layer_range = l * self.seq_len * kv_dim..(l * self.seq_len + pos + 1) * kv_dim;
+            let srow = (l * self.seq_len + pos) * ng;
+            let s_range = l * self.seq_len * ng..(l * self.seq_len + pos + 1) * ng;
+            // q, k, v for this position; k and v go straight into the cache.
+            let mut mv = |out: &mut [f32], m: &Matrix<'_>, quantized: bool| {
+                matvec(k, out, m, self.xb, self.xq, self.xs, group, quantized)
+            };
+            mv(self.q, &layer.wq, false);
+            match &mut self.kv {
+                KvCache::F32 { k: kc, v: vc } => {
+                    let krow = &mut kc[cache_row..cache_row + kv_dim];
+                    mv(krow, &layer.wk, true);
+                    reference::rope(krow, self.rope);
+                    mv(&mut vc[cache_row..cache_row + kv_dim], &layer.wv, true);
+                    reference::rope(self.q, self.rope);
+                    (k.attention_f32)(self.xb2, self.q, &kc[layer_range.clone()], &vc[layer_range], self.att, shape);
+                }
+                KvCache::Q8 { k: kc, ks, v: vc, vs } => {
+                    mv(self.kv_row, &layer.wk, true);
+                    reference::rope(self.kv_row, self.rope);
+                    quant::quantize_row(self.kv_row, &mut kc[cache_row..cache_row + kv_dim], &mut ks[srow..srow + ng], group);
+                    mv(self.kv_row, &layer.wv, true);
+                    quant::quantize_row(self.kv_row, &mut vc[cache_row..cache_row + kv_dim], &mut vs[srow..srow + ng], group);
+                    reference::rope(self.q, self.rope);
+                    reference::attention_q8(
+                        self.xb2,
+                        self.q,
+                        &kc[layer_range.clone()],
+                        &ks[s_range.clone()],
+                        &vc[layer_range],
+                        &vs[s_range],
+                        self.att,
+                        shape,
+                        group,
+                    );
+                }
+            }
+            matvec(k, self.xb, &layer.wo, self.xb2, self.xq, self.xs, group, false);
+            add(self.x, self.xb);
+            reference::rmsnorm(self.xb, self.x, layer.ffn_norm, c.norm_eps);
+            matvec(k, self.hb, &layer.w1, self.xb, self.xq, self.xs, group, false);
+            matvec(k, self.hb2, &layer.w3, self.xb, self.xq, self.xs, group, true);
+            reference::swiglu(self.hb, self.hb2);
+            matvec(k, self.xb, &layer.w2, self.hb, self.xq, self.xs, group, false);
+            add(self.x, self.xb);
+        }
+        if logits {
+            reference::rmsnorm(self.xb, self.x, model.output_norm, c.norm_eps);
+            matvec(k, self.logits, &model.output, self.xb, self.xq, self.xs, group, false);
+        }
+        Ok(())
+    }
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// `out = m * x`. On the INT8 path `x` is quantized into `xq`/`xs` first, unless `reuse` says
+/// the previous call already quantized this same `x`.
+#[allow(clippy::too_many_arguments)]
+fn matvec(k: Kernels, out: &mut [f32], m: &Matrix<'_>, x: &[f32], xq: &mut [i8], xs: &mut [f32], group: usize, reuse: bool) {
+    match *m {
+        Matrix::F32 { w, .. } => (k.matvec_f32)(out, w, x),
+        Matrix::Q8 { q, s, cols, .. } => {
+            let (xq, xs) = (&mut xq[..cols], &mut xs[..cols.div_ceil(group)]);
+            if !reuse {
+                quant::quantize_row(x, xq, xs, group);
+            }
+            (k.matvec_q8)(out, q, s, xq, xs, group)
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Compute kernels. `reference` is the scalar definition of each operation; fast paths (x86
+//! AVX2 on the host) are selected once at run time and tested against it.
+
+pub mod reference;
+#[cfg(all(target_arch = "x86_64", feature = "std"))]
+pub mod x86;
+
+/// Shape of one attention call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttnShape {
+    pub head_size: usize,
+    /// Width of one position's keys (n_kv_heads * head_size).
+    pub kv_dim: usize,
+    /// Query heads per key/value head.
+    pub kv_mul: usize,
+}
+
+pub type MatvecF32 = fn(&mut [f32], &[f32], &[f32]);
+pub type MatvecQ8 = fn(&mut [f32], &[i8], &[f32], &[i8], &[f32], usize);
+pub type AttentionF32 = fn(&mut [f32], &[f32], &[f32], &[f32], &mut [f32], AttnShape);
+
+/// The kernels one forward pass uses; the rest are always the reference ones because they
+/// are a negligible share of the time.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    pub name: &'static str,
+    pub matvec_f32: MatvecF32,
+    pub matvec_q8: MatvecQ8,
+    pub attention_f32: AttentionF32,
+}
+
+impl Kernels {
+    pub const REFERENCE: Kernels = Kernels {
+        name: "scalar",
+        matvec_f32: reference::matvec_f32,
+        matvec_q8: reference::matvec_q8,
+        attention_f32: reference::attention_f32,
+    };
+
+    /// The fastest kernels this CPU supports.
+    pub fn detect() -> Kernels {
+        #[cfg(all(target_arch = "x86_64", feature = "std"))]
+        if let Some(k) = x86::detect() {
+            return k;
+        }
+        Self::REFERENCE
+    }
+}
+
+impl core::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name)
+    }
+}

@@ -1,0 +1,169 @@
+//! Scalar reference kernels: the definition of every operation, used on chips without a fast
+//! path and as the truth that fast paths are tested against. Sums run left to right in f32,
+//! the same order as llama2.c, so fp32 output matches it bit for bit.
+
+use super::AttnShape;
+
+/// `out[i] = sum_j w[i * n + j] * x[j]` with `n = x.len()`, `w` row-major `[out.len()][n]`.
+pub fn matvec_f32(out: &mut [f32], w: &[f32], x: &[f32]) {
+    let n = x.len();
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(n)) {
+        let mut acc = 0.0f32;
+        for (a, b) in row.iter().zip(x) {
+            acc += a * b;
+        }
+        *o = acc;
+    }
+}
+
+/// INT8 matrix-vector product. `wq` is `[out.len()][n]` int8 with `groups(n)` scales per row in
+/// `ws`; `xq`/`xs` is the activation quantized with the same grouping. Each group's products
+/// are summed exactly in i32 and scaled once.
+pub fn matvec_q8(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32], group: usize) {
+    let n = xq.len();
+    let ng = n.div_ceil(group);
+    for ((o, row), rs) in out.iter_mut().zip(wq.chunks_exact(n)).zip(ws.chunks_exact(ng)) {
+        let mut acc = 0.0f32;
+        for (((wg, xg), sw), sx) in row.chunks(group).zip(xq.chunks(group)).zip(rs).zip(xs) {
+            let mut isum = 0i32;
+            for (a, b) in wg.iter().zip(xg) {
+                isum += *a as i32 * *b as i32;
+            }
+            acc += isum as f32 * (sw * sx);
+        }
+        *o = acc;
+    }
+}
+
+/// Attention for one layer and all query heads at one position (llama2.c's order of
+/// operations). `q` is `[n_heads][head_size]`; `keys`/`values` hold the positions seen so far,
+/// `[positions][kv_dim]`; `att` is scratch of at least `n_heads * positions`; `out` is
+/// `[n_heads][head_size]`.
+pub fn attention_f32(
+    out: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    att: &mut [f32],
+    shape: AttnShape,
+) {
+    let AttnShape { head_size, kv_dim, kv_mul } = shape;
+    let positions = keys.len() / kv_dim;
+    let scale = 1.0 / libm::sqrtf(head_size as f32);
+    for (h, (qh, oh)) in q.chunks_exact(head_size).zip(out.chunks_exact_mut(head_size)).enumerate() {
+        let kv_off = (h / kv_mul) * head_size;
+        let att = &mut att[h * positions..(h + 1) * positions];
+        for (a, k) in att.iter_mut().zip(keys.chunks_exact(kv_dim)) {
+            let mut score = 0.0f32;
+            for (x, y) in qh.iter().zip(&k[kv_off..kv_off + head_size]) {
+                score += x * y;
+            }
+            *a = score * scale;
+        }
+        softmax(att);
+        oh.fill(0.0);
+        for (a, v) in att.iter().zip(values.chunks_exact(kv_dim)) {
+            for (o, x) in oh.iter_mut().zip(&v[kv_off..kv_off + head_size]) {
+                *o += a * x;
+            }
+        }
+    }
+}
+
+/// Attention over an int8 KV cache: `keys`/`values` are `[positions][kv_dim]` int8 with
+/// `groups(kv_dim)` scales per position in `key_scales`/`value_scales`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_q8(
+    out: &mut [f32],
+    q: &[f32],
+    keys: &[i8],
+    key_scales: &[f32],
+    values: &[i8],
+    value_scales: &[f32],
+    att: &mut [f32],
+    shape: AttnShape,
+    group: usize,
+) {
+    let AttnShape { head_size, kv_dim, kv_mul } = shape;
+    let ng = kv_dim.div_ceil(group);
+    let positions = keys.len() / kv_dim;
+    let scale = 1.0 / libm::sqrtf(head_size as f32);
+    for (h, (qh, oh)) in q.chunks_exact(head_size).zip(out.chunks_exact_mut(head_size)).enumerate() {
+        let kv_off = (h / kv_mul) * head_size;
+        let att = &mut att[h * positions..(h + 1) * positions];
+        for ((a, k), ks) in att.iter_mut().zip(keys.chunks_exact(kv_dim)).zip(key_scales.chunks_exact(ng)) {
+            let mut score = 0.0f32;
+            for (i, x) in qh.iter().enumerate() {
+                let j = kv_off + i;
+                score += x * (k[j] as f32 * ks[j / group]);
+            }
+            *a = score * scale;
+        }
+        softmax(att);
+        oh.fill(0.0);
+        for ((a, v), vs) in att.iter().zip(values.chunks_exact(kv_dim)).zip(value_scales.chunks_exact(ng)) {
+            for (i, o) in oh.iter_mut().enumerate() {
+                let j = kv_off + i;
+                *o += a * (v[j] as f32 * vs[j / group]);
+            }
+        }
+    }
+}
+
+/// In-place softmax (max-subtracted, like llama2.c).
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, v| if *v > m { *v } else { m });
+    let mut sum = 0.0f32;
+    for v in x.iter_mut() {
+        *v = libm::expf(*v - max);
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
+    }
+}
+
+/// `o = w * (x / rms(x))`, llama2.c's RMSNorm.
+pub fn rmsnorm(o: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    let mut ss = 0.0f32;
+    for v in x {
+        ss += v * v;
+    }
+    ss /= x.len() as f32;
+    ss += eps;
+    let inv = 1.0 / libm::sqrtf(ss);
+    for ((o, x), w) in o.iter_mut().zip(x).zip(w) {
+        *o = w * (inv * x);
+    }
+}
+
+/// SwiGLU gate: `h1 = silu(h1) * h3`.
+pub fn swiglu(h1: &mut [f32], h3: &[f32]) {
+    for (a, b) in h1.iter_mut().zip(h3) {
+        let s = *a * (1.0 / (1.0 + libm::expf(-*a)));
+        *a = s * b;
+    }
+}
+
+/// Cosine and sine of every rotation angle at `pos`: `table` gets `head_size / 2` pairs
+/// `(cos, sin)`. Computed once per token, shared by every layer and head.
+pub fn rope_table(table: &mut [f32], pos: usize, head_size: usize, theta: f32) {
+    for (i, cs) in table.chunks_exact_mut(2).enumerate() {
+        let freq = 1.0 / libm::powf(theta, (2 * i) as f32 / head_size as f32);
+        let val = pos as f32 * freq;
+        cs[0] = libm::cosf(val);
+        cs[1] = libm::sinf(val);
+    }
+}
+
+/// Rotary position embedding over adjacent pairs (llama2.c / GGML "normal" mode), head by head,
+/// with a table from [`rope_table`].
+pub fn rope(v: &mut [f32], table: &[f32]) {
+    for head in v.chunks_exact_mut(table.len()) {
+        for (pair, cs) in head.chunks_exact_mut(2).zip(table.chunks_exact(2)) {
+            let (v0, v1) = (pair[0], pair[1]);
+            pair[0] = v0 * cs[0] - v1 * cs[1];
+            pair[1] = v0 * cs[1] + v1 * cs[0];
+        }
+    }
+}

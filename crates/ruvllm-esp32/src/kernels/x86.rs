@@ -1,0 +1,338 @@
+//! AVX2 + FMA kernels for x86-64 hosts, chosen at run time by [`detect`]. Each one computes
+//! the same function as its `reference` twin (tests compare them); only the f32 summation
+//! order differs.
+
+use super::{reference, AttnShape, Kernels};
+use core::arch::x86_64::*;
+
+/// The AVX2 kernel set, if this CPU has AVX2 and FMA.
+pub fn detect() -> Option<Kernels> {
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        Some(Kernels { name: "avx2", matvec_f32, matvec_q8, attention_f32 })
+    } else {
+        None
+    }
+}
+
+fn matvec_f32(out: &mut [f32], w: &[f32], x: &[f32]) {
+    assert!(w.len() >= out.len() * x.len());
+    // SAFETY: only reachable through `detect`, which checked AVX2 and FMA; bounds asserted.
+    unsafe { matvec_f32_avx2(out, w, x) }
+}
+
+fn matvec_q8(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32], group: usize) {
+    let n = xq.len();
+    let ng = n.div_ceil(group);
+    if group != 32 {
+        return reference::matvec_q8(out, wq, ws, xq, xs, group);
+    }
+    assert!(wq.len() >= out.len() * n && ws.len() >= out.len() * ng && xs.len() >= ng);
+    // SAFETY: as above.
+    unsafe { matvec_q8_avx2(out, wq, ws, xq, xs) }
+}
+
+fn attention_f32(out: &mut [f32], q: &[f32], keys: &[f32], values: &[f32], att: &mut [f32], shape: AttnShape) {
+    let AttnShape { head_size, kv_dim, kv_mul } = shape;
+    let n_heads = q.len() / head_size;
+    let positions = keys.len() / kv_dim;
+    if head_size % 8 != 0 {
+        return reference::attention_f32(out, q, keys, values, att, shape);
+    }
+    assert!(
+        out.len() >= q.len()
+            && values.len() >= keys.len()
+            && att.len() >= n_heads * positions
+            && n_heads / kv_mul * head_size <= kv_dim
+    );
+    // SAFETY: as above.
+    unsafe { attention_f32_avx2(out, q, keys, values, att, shape) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Sums each of eight vectors: lane i of the result is the sum of `v[i]`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hsum8(v: &[__m256; 8]) -> __m256 {
+    let a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+    let b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+    // a holds [v0 v1 v2 v3] partial sums of the low halves, then of the high halves.
+    let lo = _mm256_permute2f128_ps(a, b, 0x20);
+    let hi = _mm256_permute2f128_ps(a, b, 0x31);
+    _mm256_add_ps(lo, hi)
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn matvec_f32_avx2(out: &mut [f32], w: &[f32], x: &[f32]) {
+    let n = x.len();
+    let n8 = n - n % 8;
+    let xp = x.as_ptr();
+    let mut r = 0;
+    // Four rows at a time so each load of x serves four FMAs.
+    while r + 4 <= out.len() {
+        let rows = [0, 1, 2, 3].map(|i| w.as_ptr().add((r + i) * n));
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut j = 0;
+        while j < n8 {
+            let xv = _mm256_loadu_ps(xp.add(j));
+            for i in 0..4 {
+                acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(rows[i].add(j)), xv, acc[i]);
+            }
+            j += 8;
+        }
+        for i in 0..4 {
+            let mut s = hsum(acc[i]);
+            for jj in n8..n {
+                s += *rows[i].add(jj) * *xp.add(jj);
+            }
+            out[r + i] = s;
+        }
+        r += 4;
+    }
+    while r < out.len() {
+        let row = w.as_ptr().add(r * n);
+        let mut acc = _mm256_setzero_ps();
+        let mut j = 0;
+        while j < n8 {
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(row.add(j)), _mm256_loadu_ps(xp.add(j)), acc);
+            j += 8;
+        }
+        let mut s = hsum(acc);
+        for jj in n8..n {
+            s += *row.add(jj) * *xp.add(jj);
+        }
+        out[r] = s;
+        r += 1;
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn matvec_q8_avx2(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32]) {
+    const G: usize = 32;
+    let n = xq.len();
+    let full = n / G;
+    let ng = n.div_ceil(G);
+    let ones = _mm256_set1_epi16(1);
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = wq.as_ptr().add(r * n);
+        let rs = ws.as_ptr().add(r * ng);
+        let mut acc = _mm256_setzero_ps();
+        for g in 0..full {
+            let w = _mm256_loadu_si256(row.add(g * G) as *const __m256i);
+            let x = _mm256_loadu_si256(xq.as_ptr().add(g * G) as *const __m256i);
+            // maddubs wants unsigned x signed: move x's sign onto w. |x|, |w| <= 127 so the
+            // pairwise i16 sums cannot saturate.
+            let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(w, x));
+            let p32 = _mm256_madd_epi16(p16, ones);
+            let scale = _mm256_set1_ps(*rs.add(g) * *xs.get_unchecked(g));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), scale, acc);
+        }
+        let mut s = hsum(acc);
+        if full < ng {
+            // The row's last, partial group.
+            let mut isum = 0i32;
+            for j in full * G..n {
+                isum += *row.add(j) as i32 * *xq.get_unchecked(j) as i32;
+            }
+            s += isum as f32 * (*rs.add(full) * *xs.get_unchecked(full));
+        }
+        *o = s;
+    }
+}
+
+/// `exp(x)` for eight lanes: Cody-Waite range reduction and a degree-6 polynomial (about one
+/// ulp from the correctly rounded value); inputs below -87 flush to zero, as softmax wants.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exp8(x: __m256) -> __m256 {
+    let x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.37)), _mm256_set1_ps(-87.33));
+    let n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(core::f32::consts::LOG2_E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_145_75), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428_606_8e-6), r);
+    // Taylor coefficients 1/k! for k = 6..0, evaluated by Horner's rule.
+    let mut p = _mm256_set1_ps(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    // Scale by 2^n: n lies in [-126, 127] after the clamp, so the exponent stays normal.
+    let e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    _mm256_mul_ps(p, _mm256_castsi256_ps(e))
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_avx2(x: &mut [f32]) {
+    let n = x.len();
+    let n8 = n - n % 8;
+    let p = x.as_mut_ptr();
+    let mut mv = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i < n8 {
+        mv = _mm256_max_ps(mv, _mm256_loadu_ps(p.add(i)));
+        i += 8;
+    }
+    let mut max = {
+        let m = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
+    };
+    for v in &x[n8..] {
+        max = max.max(*v);
+    }
+    let maxv = _mm256_set1_ps(max);
+    let mut sumv = _mm256_setzero_ps();
+    let mut i = 0;
+    while i < n8 {
+        let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), maxv));
+        _mm256_storeu_ps(p.add(i), e);
+        sumv = _mm256_add_ps(sumv, e);
+        i += 8;
+    }
+    let mut sum = hsum(sumv);
+    for v in &mut x[n8..] {
+        *v = libm::expf(*v - max);
+        sum += *v;
+    }
+    let inv = _mm256_set1_ps(1.0 / sum);
+    let mut i = 0;
+    while i < n8 {
+        _mm256_storeu_ps(p.add(i), _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), inv));
+        i += 8;
+    }
+    for v in &mut x[n8..] {
+        *v /= sum;
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attention_f32_avx2(out: &mut [f32], q: &[f32], keys: &[f32], values: &[f32], att: &mut [f32], shape: AttnShape) {
+    let AttnShape { head_size: hs, kv_dim, kv_mul } = shape;
+    let n_heads = q.len() / hs;
+    let positions = keys.len() / kv_dim;
+    let chunks = hs / 8;
+    let scale = _mm256_set1_ps(1.0 / libm::sqrtf(hs as f32));
+    let (kp, vp) = (keys.as_ptr(), values.as_ptr());
+    for h in 0..n_heads {
+        let qh = q.as_ptr().add(h * hs);
+        let off = (h / kv_mul) * hs;
+        let a = att.as_mut_ptr().add(h * positions);
+        // Scores, eight positions at a time, reduced together by one transposing sum.
+        let mut t = 0;
+        while t + 8 <= positions {
+            let mut prod = [_mm256_setzero_ps(); 8];
+            for c in 0..chunks {
+                let qv = _mm256_loadu_ps(qh.add(c * 8));
+                for (i, p) in prod.iter_mut().enumerate() {
+                    let kv = _mm256_loadu_ps(kp.add((t + i) * kv_dim + off + c * 8));
+                    *p = _mm256_fmadd_ps(qv, kv, *p);
+                }
+            }
+            _mm256_storeu_ps(a.add(t), _mm256_mul_ps(hsum8(&prod), scale));
+            t += 8;
+        }
+        while t < positions {
+            let mut acc = _mm256_setzero_ps();
+            for c in 0..chunks {
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(qh.add(c * 8)), _mm256_loadu_ps(kp.add(t * kv_dim + off + c * 8)), acc);
+            }
+            *a.add(t) = hsum(_mm256_mul_ps(acc, scale));
+            t += 1;
+        }
+        softmax_avx2(core::slice::from_raw_parts_mut(a, positions));
+        let oh = out.as_mut_ptr().add(h * hs);
+        for c in 0..chunks {
+            let mut acc = _mm256_setzero_ps();
+            for t in 0..positions {
+                let w = _mm256_set1_ps(*a.add(t));
+                acc = _mm256_fmadd_ps(w, _mm256_loadu_ps(vp.add(t * kv_dim + off + c * 8)), acc);
+            }
+            _mm256_storeu_ps(oh.add(c * 8), acc);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random test data (xorshift), no dependency needed.
+    fn data(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn close(a: &[f32], b: &[f32], tol: f32) {
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "at {i}: {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn fast_kernels_match_the_reference() {
+        let Some(k) = detect() else {
+            eprintln!("skipping: this CPU has no AVX2/FMA");
+            return;
+        };
+        for (rows, cols) in [(64, 64), (172, 64), (64, 172), (7, 13), (512, 64), (3, 8)] {
+            let w = data(rows * cols, 1 + rows as u64);
+            let x = data(cols, 99 + cols as u64);
+            let (mut a, mut b) = (vec![0.0; rows], vec![0.0; rows]);
+            (k.matvec_f32)(&mut a, &w, &x);
+            reference::matvec_f32(&mut b, &w, &x);
+            close(&a, &b, 1e-5);
+
+            let ng = cols.div_ceil(32);
+            let (mut wq, mut wsc) = (vec![0i8; rows * cols], vec![0.0; rows * ng]);
+            for r in 0..rows {
+                crate::quant::quantize_row(&w[r * cols..(r + 1) * cols], &mut wq[r * cols..(r + 1) * cols], &mut wsc[r * ng..(r + 1) * ng], 32);
+            }
+            let (mut xq, mut xsc) = (vec![0i8; cols], vec![0.0; ng]);
+            crate::quant::quantize_row(&x, &mut xq, &mut xsc, 32);
+            (k.matvec_q8)(&mut a, &wq, &wsc, &xq, &xsc, 32);
+            reference::matvec_q8(&mut b, &wq, &wsc, &xq, &xsc, 32);
+            close(&a, &b, 1e-5);
+        }
+        for (heads, kv_heads, hs, positions) in [(8, 4, 8, 1), (8, 4, 8, 37), (4, 4, 16, 64), (8, 2, 8, 512)] {
+            let shape = AttnShape { head_size: hs, kv_dim: kv_heads * hs, kv_mul: heads / kv_heads };
+            let q = data(heads * hs, 5);
+            let keys = data(positions * shape.kv_dim, 6);
+            let values = data(positions * shape.kv_dim, 7);
+            let (mut a, mut b) = (vec![0.0; heads * hs], vec![0.0; heads * hs]);
+            let mut att = vec![0.0; heads * positions];
+            (k.attention_f32)(&mut a, &q, &keys, &values, &mut att, shape);
+            reference::attention_f32(&mut b, &q, &keys, &values, &mut att, shape);
+            close(&a, &b, 1e-5);
+        }
+    }
+
+    #[test]
+    fn vector_exp_is_within_two_ulp() {
+        if detect().is_none() {
+            return;
+        }
+        let xs: Vec<f32> = (0..20000).map(|i| -87.0 + i as f32 * 0.0044).collect();
+        for chunk in xs.chunks_exact(8) {
+            let mut out = [0.0f32; 8];
+            // SAFETY: AVX2 and FMA were detected above.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), exp8(_mm256_loadu_ps(chunk.as_ptr()))) };
+            for (x, e) in chunk.iter().zip(out) {
+                let want = libm::expf(*x);
+                let ulp = (want.to_bits() as i64 - e.to_bits() as i64).abs();
+                assert!(ulp <= 2, "exp({x}) = {e}, want {want} ({ulp} ulp)");
+            }
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Weights read in place from a GGUF image (zero-copy: on the chip they stay in flash).
+
+use crate::error::{Error, Result};
+use crate::gguf::{self, GgmlType, Gguf, TensorInfo};
+use crate::model::Config;
+use crate::tokenizer::Vocab;
+
+/// Most layers a [`Model`] can hold by default; firmware picks a smaller bound to save RAM.
+pub const DEFAULT_MAX_LAYERS: usize = 64;
+
+/// Numeric format of a model's matrices (norms are always f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    /// Symmetric int8 with one f32 scale per group of `group` values along each row.
+    Q8,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Q8 => "q8",
+        }
+    }
+}
+
+/// A row-major `[rows][cols]` matrix.
+#[derive(Debug, Clone, Copy)]
+pub enum Matrix<'a> {
+    F32 { w: &'a [f32], rows: usize, cols: usize },
+    Q8 { q: &'a [i8], s: &'a [f32], rows: usize, cols: usize },
+}
+
+impl<'a> Matrix<'a> {
+    pub fn rows(&self) -> usize {
+        match *self {
+            Matrix::F32 { rows, .. } | Matrix::Q8 { rows, .. } => rows,
+        }
+    }
+
+    pub fn cols(&self) -> usize {
+        match *self {
+            Matrix::F32 { cols, .. } | Matrix::Q8 { cols, .. } => cols,
+        }
+    }
+
+    /// Bytes this matrix occupies in the image.
+    pub fn bytes(&self) -> usize {
+        match *self {
+            Matrix::F32 { w, .. } => core::mem::size_of_val(w),
+            Matrix::Q8 { q, s, .. } => q.len() + core::mem::size_of_val(s),
+        }
+    }
+
+    /// Copies row `r` into `out` as f32 (the embedding lookup).
+    pub fn row_into(&self, r: usize, out: &mut [f32], group: usize) {
+        match *self {
+            Matrix::F32 { w, cols, .. } => out.copy_from_slice(&w[r * cols..(r + 1) * cols]),
+            Matrix::Q8 { q, s, cols, .. } => {
+                let ng = cols.div_ceil(group);
+                crate::quant::dequantize_row(
+                    &q[r * cols..(r + 1) * cols],
+                    &s[r * ng..(r + 1) * ng],
+                    out,
+                    group,
+                );
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Layer<'a> {
+    pub attn_norm: &'a [f32],
+    pub wq: Matrix<'a>,
+    pub wk: Matrix<'a>,
+    pub wv: Matrix<'a>,
+    pub wo: Matrix<'a>,
+    pub ffn_norm: &'a [f32],
+    /// SwiGLU gate (llama2.c's w1).
+    pub w1: Matrix<'a>,
+    /// Down projection (w2).
+    pub w2: Matrix<'a>,
+    /// Up projection (w3).
+    pub w3: Matrix<'a>,
+}
+
+/// A llama-architecture model whose weights borrow the GGUF image.
+#[derive(Debug, Clone)]
+pub struct Model<'a, const MAX_LAYERS: usize = DEFAULT_MAX_LAYERS> {
+    pub config: Config,
+    pub precision: Precision,
+    /// Quantization group size (meaningful for [`Precision::Q8`]).
+    pub group: usize,
+    pub token_embd: Matrix<'a>,
+    pub layers: heapless::Vec<Layer<'a>, MAX_LAYERS>,
+    pub output_norm: &'a [f32],
+    /// The classifier: the embedding table itself when shared.
+    pub output: Matrix<'a>,
+    pub vocab: Vocab<'a>,
+    /// The image's checksum was present and verified.
+    pub checksum_verified: bool,
+}
+
+impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
+    /// Reads a model written by `convert` (or any llama GGUF whose matrices are F32). The
+    /// checksum, when present, is verified: a corrupt image is refused.
+    pub fn from_gguf(bytes: &'a [u8]) -> Result<Self> {
+        let g = Gguf::parse(bytes)?;
+        let checksum_verified = g.verify_checksum()?;
+        Self::from_parsed(&g, checksum_verified)
+    }
+
+    /// As [`Model::from_gguf`] but without reading the whole image for its checksum: for a
+    /// chip that verified it once at boot.
+    pub fn from_gguf_unverified(bytes: &'a [u8]) -> Result<Self> {
+        Self::from_parsed(&Gguf::parse(bytes)?, false)
+    }
+
+    fn from_parsed(g: &Gguf<'a>, checksum_verified: bool) -> Result<Self> {
+        if g.get_str("general.architecture")? != "llama" {
+            return Err(Error::Unsupported { what: "architecture other than llama" });
+        }
+        let u = |k: &'static str| g.get_u32(k).map(|v| v as usize);
+        let dim = u("llama.embedding_length")?;
+        let n_heads = u("llama.attention.head_count")?;
+        let tokens = g.get_array("tokenizer.ggml.tokens")?;
+        let config = Config {
+            dim,
+            hidden_dim: u("llama.feed_forward_length")?,
+            n_layers: u("llama.block_count")?,
+            n_heads,
+            n_kv_heads: g.get_u32("llama.attention.head_count_kv").map(|v| v as usize).unwrap_or(n_heads),
+            vocab_size: tokens.len,
+            seq_len: u("llama.context_length")?,
+            shared_classifier: g.tensor("output.weight").is_none(),
+            norm_eps: g.get_f32("llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+            rope_theta: g.get_f32("llama.rope.freq_base").unwrap_or(10000.0),
+        };
+        config.validate()?;
+        if config.n_layers > MAX_LAYERS {
+            return Err(Error::Unsupported { what: "more layers than this build's MAX_LAYERS" });
+        }
+        if let Ok(rot) = g.get_u32("llama.rope.dimension_count") {
+            if rot as usize != config.head_size() {
+                return Err(Error::Unsupported { what: "partial rotary embedding" });
+            }
+        }
+        let group = g.get_u32("ruvllm.quant.group_size").map(|v| v as usize).unwrap_or(crate::quant::GROUP);
+        if group == 0 || group > 4096 {
+            return Err(Error::Invalid { what: "quantization group size" });
+        }
+        let token_embd = matrix(g, "token_embd.weight", config.vocab_size, dim, group)?;
+        let precision = match token_embd {
+            Matrix::F32 { .. } => Precision::F32,
+            Matrix::Q8 { .. } => Precision::Q8,
+        };
+        let (d, h, kv) = (dim, config.hidden_dim, config.kv_dim());
+        let mut layers = heapless::Vec::new();
+        let mut name = heapless::String::<64>::new();
+        for l in 0..config.n_layers {
+            let mut m = |suffix: &str, rows: usize, cols: usize| -> Result<Matrix<'a>> {
+                layer_name(&mut name, l, suffix)?;
+                let m = matrix(g, &name, rows, cols, group)?;
+                same_precision(&m, precision)?;
+                Ok(m)
+            };
+            let wq = m("attn_q.weight", d, d)?;
+            let wk = m("attn_k.weight", kv, d)?;
+            let wv = m("attn_v.weight", kv, d)?;
+            let wo = m("attn_output.weight", d, d)?;
+            let w1 = m("ffn_gate.weight", h, d)?;
+            let w2 = m("ffn_down.weight", d, h)?;
+            let w3 = m("ffn_up.weight", h, d)?;
+            layer_name(&mut name, l, "attn_norm.weight")?;
+            let attn_norm = vector(g, &name, d)?;
+            layer_name(&mut name, l, "ffn_norm.weight")?;
+            let ffn_norm = vector(g, &name, d)?;
+            let layer = Layer { attn_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3 };
+            layers.push(layer).map_err(|_| Error::Unsupported { what: "too many layers" })?;
+        }
+        let output = if config.shared_classifier {
+            token_embd
+        } else {
+            let m = matrix(g, "output.weight", config.vocab_size, d, group)?;
+            same_precision(&m, precision)?;
+            m
+        };
+        let scores = g.get_array("tokenizer.ggml.scores")?;
+        let index = g
+            .get_array("ruvllm.tokenizer.index")
+            .map_err(|_| Error::Missing { what: "ruvllm.tokenizer.index (convert the model with `ruvllm-esp32 convert`)" })?;
+        let vocab = Vocab::new(
+            config.vocab_size,
+            tokens.payload,
+            scores.payload,
+            index.payload,
+            g.get_u32("tokenizer.ggml.bos_token_id").unwrap_or(1),
+            g.get_u32("tokenizer.ggml.eos_token_id").unwrap_or(2),
+        )?;
+        Ok(Model {
+            config,
+            precision,
+            group,
+            token_embd,
+            layers,
+            output_norm: vector(g, "output_norm.weight", d)?,
+            output,
+            vocab,
+            checksum_verified,
+        })
+    }
+
+    /// Bytes of weights by kind: (f32 bytes, int8 bytes incl. their scales).
+    pub fn weight_bytes(&self) -> usize {
+        let mut total = self.token_embd.bytes() + self.output_norm.len() * 4;
+        for l in &self.layers {
+            total += (l.attn_norm.len() + l.ffn_norm.len()) * 4;
+            for m in [l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3] {
+                total += m.bytes();
+            }
+        }
+        if !self.config.shared_classifier {
+            total += self.output.bytes();
+        }
+        total
+    }
+}
+
+fn layer_name(name: &mut heapless::String<64>, l: usize, suffix: &str) -> Result<()> {
+    use core::fmt::Write;
+    name.clear();
+    write!(name, "blk.{l}.{suffix}").map_err(|_| Error::Invalid { what: "tensor name too long" })
+}
+
+fn same_precision(m: &Matrix<'_>, p: Precision) -> Result<()> {
+    match (m, p) {
+        (Matrix::F32 { .. }, Precision::F32) | (Matrix::Q8 { .. }, Precision::Q8) => Ok(()),
+        _ => Err(Error::Unsupported { what: "matrices of mixed precision" }),
+    }
+}
+
+fn tensor<'a>(g: &Gguf<'a>, name: &str) -> Result<TensorInfo<'a>> {
+    g.tensor(name).ok_or(Error::Missing { what: "a weight tensor (token_embd, blk.N.*, output_norm)" })
+}
+
+fn check_dims(t: &TensorInfo<'_>, dims: &[usize]) -> Result<()> {
+    let matches = t.n_dims <= 4
+        && t.dims.iter().enumerate().all(|(i, d)| *d == dims.get(i).map_or(1, |v| *v as u64));
+    if matches {
+        Ok(())
+    } else {
+        Err(Error::Invalid { what: "tensor shape does not match the model config" })
+    }
+}
+
+fn vector<'a>(g: &Gguf<'a>, name: &str, n: usize) -> Result<&'a [f32]> {
+    let t = tensor(g, name)?;
+    check_dims(&t, &[n])?;
+    if t.ty != GgmlType::F32 {
+        return Err(Error::Unsupported { what: "norm weights that are not F32" });
+    }
+    gguf::as_f32(t.data)
+}
+
+/// GGUF stores a `[rows][cols]` matrix with ne0 = cols. Int8 matrices come with a
+/// `<name>.scale` F32 tensor of `[rows][groups(cols)]`.
+fn matrix<'a>(g: &Gguf<'a>, name: &str, rows: usize, cols: usize, group: usize) -> Result<Matrix<'a>> {
+    let t = tensor(g, name)?;
+    check_dims(&t, &[cols, rows])?;
+    match t.ty {
+        GgmlType::F32 => Ok(Matrix::F32 { w: gguf::as_f32(t.data)?, rows, cols }),
+        GgmlType::I8 => {
+            let mut sname = heapless::String::<72>::new();
+            sname
+                .push_str(name)
+                .and_then(|_| sname.push_str(".scale"))
+                .map_err(|_| Error::Invalid { what: "tensor name too long" })?;
+            let st = g.tensor(&sname).ok_or(Error::Missing { what: "the .scale tensor of an int8 matrix" })?;
+            check_dims(&st, &[cols.div_ceil(group), rows])?;
+            if st.ty != GgmlType::F32 {
+                return Err(Error::Invalid { what: "int8 scales that are not F32" });
+            }
+            Ok(Matrix::Q8 { q: gguf::as_i8(t.data), s: gguf::as_f32(st.data)?, rows, cols })
+        }
+        _ => Err(Error::Unsupported {
+            what: "tensor type (the engine reads F32 and int8; convert F16/Q8_0 files first)",
+        }),
+    }
+}
