@@ -8,7 +8,10 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "alloc")]
+pub mod convert;
 pub mod error;
+pub mod gguf;
 pub mod model;
 pub mod quant;
 
