@@ -8,9 +8,12 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "alloc")]
+pub mod convert;
 pub mod error;
 pub mod infer;
 pub mod kernels;
+pub mod gguf;
 pub mod model;
 pub mod quant;
 

@@ -1,0 +1,178 @@
+//! In-memory GGUF v3 writer (host side).
+//!
+//! The data section is laid out first so that its CRC-32 can be stored in the header as
+//! `ruvllm.checksum`; output is deterministic (keys and tensors in insertion order).
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::{crc32, GgmlType, ValueType, CHECKSUM_KEY, MAGIC};
+use crate::error::{Error, Result};
+
+/// Alignment of the data section and of every tensor in it.
+pub const ALIGNMENT: usize = 32;
+
+struct PendingTensor {
+    name: String,
+    dims: Vec<u64>,
+    ty: GgmlType,
+    data: Vec<u8>,
+}
+
+/// Collects metadata and tensors, then [`GgufWriter::finish`] emits the file.
+#[derive(Default)]
+pub struct GgufWriter {
+    kv: Vec<u8>,
+    n_kv: u64,
+    tensors: Vec<PendingTensor>,
+}
+
+fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s);
+}
+
+impl GgufWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn key(&mut self, key: &str, ty: ValueType) {
+        put_str(&mut self.kv, key.as_bytes());
+        self.kv.extend_from_slice(&ty.id().to_le_bytes());
+        self.n_kv += 1;
+    }
+
+    pub fn add_u32(&mut self, key: &str, v: u32) {
+        self.key(key, ValueType::U32);
+        self.kv.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub fn add_i32(&mut self, key: &str, v: i32) {
+        self.key(key, ValueType::I32);
+        self.kv.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub fn add_f32(&mut self, key: &str, v: f32) {
+        self.key(key, ValueType::F32);
+        self.kv.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub fn add_bool(&mut self, key: &str, v: bool) {
+        self.key(key, ValueType::Bool);
+        self.kv.push(v as u8);
+    }
+
+    pub fn add_str(&mut self, key: &str, v: &str) {
+        self.key(key, ValueType::Str);
+        put_str(&mut self.kv, v.as_bytes());
+    }
+
+    fn array_header(&mut self, key: &str, elem: ValueType, len: usize) {
+        self.key(key, ValueType::Array);
+        self.kv.extend_from_slice(&elem.id().to_le_bytes());
+        self.kv.extend_from_slice(&(len as u64).to_le_bytes());
+    }
+
+    /// String array whose elements are raw bytes (tokenizer pieces need not be UTF-8).
+    pub fn add_str_array(&mut self, key: &str, v: &[&[u8]]) {
+        self.array_header(key, ValueType::Str, v.len());
+        for s in v {
+            put_str(&mut self.kv, s);
+        }
+    }
+
+    pub fn add_f32_array(&mut self, key: &str, v: &[f32]) {
+        self.array_header(key, ValueType::F32, v.len());
+        v.iter()
+            .for_each(|x| self.kv.extend_from_slice(&x.to_le_bytes()));
+    }
+
+    pub fn add_i32_array(&mut self, key: &str, v: &[i32]) {
+        self.array_header(key, ValueType::I32, v.len());
+        v.iter()
+            .for_each(|x| self.kv.extend_from_slice(&x.to_le_bytes()));
+    }
+
+    pub fn add_u32_array(&mut self, key: &str, v: &[u32]) {
+        self.array_header(key, ValueType::U32, v.len());
+        v.iter()
+            .for_each(|x| self.kv.extend_from_slice(&x.to_le_bytes()));
+    }
+
+    /// Adds a tensor; `dims` lists ne0 (the contiguous dimension) first. Fails when the data
+    /// length does not match the dims and type.
+    pub fn add_tensor(
+        &mut self,
+        name: &str,
+        dims: &[u64],
+        ty: GgmlType,
+        data: impl Into<Vec<u8>>,
+    ) -> Result<()> {
+        if dims.is_empty() || dims.len() > 4 {
+            return Err(Error::Invalid {
+                what: "tensor must have 1 to 4 dimensions",
+            });
+        }
+        let n = dims
+            .iter()
+            .try_fold(1u64, |a, d| a.checked_mul(*d))
+            .ok_or(Error::Invalid {
+                what: "tensor size overflows",
+            })?;
+        let need = ty.bytes_for(n).ok_or(Error::Unsupported {
+            what: "tensor type or block count",
+        })?;
+        let data = data.into();
+        if need != data.len() as u64 {
+            return Err(Error::Invalid {
+                what: "tensor data length does not match its dims",
+            });
+        }
+        self.tensors.push(PendingTensor {
+            name: String::from(name),
+            dims: dims.to_vec(),
+            ty,
+            data,
+        });
+        Ok(())
+    }
+
+    /// Emits the file: header, tensor infos, padding, data section.
+    pub fn finish(self) -> Vec<u8> {
+        let mut data = Vec::new();
+        let mut offsets = Vec::with_capacity(self.tensors.len());
+        for t in &self.tensors {
+            data.resize(data.len().next_multiple_of(ALIGNMENT), 0);
+            offsets.push(data.len() as u64);
+            data.extend_from_slice(&t.data);
+        }
+        data.resize(data.len().next_multiple_of(ALIGNMENT), 0);
+        let checksum = crc32(&data);
+
+        let mut out = Vec::with_capacity(self.kv.len() + data.len() + 1024);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&3u32.to_le_bytes());
+        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.n_kv + 2).to_le_bytes());
+        let mut fixed = GgufWriter::new();
+        fixed.add_u32("general.alignment", ALIGNMENT as u32);
+        out.extend_from_slice(&fixed.kv);
+        out.extend_from_slice(&self.kv);
+        let mut tail = GgufWriter::new();
+        tail.add_u32(CHECKSUM_KEY, checksum);
+        out.extend_from_slice(&tail.kv);
+        for (t, off) in self.tensors.iter().zip(offsets) {
+            put_str(&mut out, t.name.as_bytes());
+            out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+            t.dims
+                .iter()
+                .for_each(|d| out.extend_from_slice(&d.to_le_bytes()));
+            out.extend_from_slice(&t.ty.id().to_le_bytes());
+            out.extend_from_slice(&off.to_le_bytes());
+        }
+        out.resize(out.len().next_multiple_of(ALIGNMENT), 0);
+        out.extend_from_slice(&data);
+        out
+    }
+}
