@@ -11,5 +11,6 @@ extern crate std;
 pub mod error;
 pub mod model;
 pub mod quant;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
