@@ -16,5 +16,6 @@ pub mod kernels;
 pub mod gguf;
 pub mod model;
 pub mod quant;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

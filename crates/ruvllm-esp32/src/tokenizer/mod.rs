@@ -1,0 +1,387 @@
+//! llama2.c-compatible byte-pair tokenizer that reads its vocabulary in place from the model
+//! image (flash): no RAM copies, no heap.
+//!
+//! Vocabulary payloads (raw GGUF array payloads, all little-endian, no alignment needed):
+//! - `tokenizer.ggml.tokens`: per token a u64 byte length followed by the bytes;
+//! - `tokenizer.ggml.scores`: one f32 per token;
+//! - `ruvllm.tokenizer.index`: 2*n u32: [0,n) byte offset of token i's length prefix within
+//!   the tokens payload, [n,2n) token ids sorted by piece bytes (ties by id).
+
+use core::cmp::Ordering;
+
+use crate::{Error, Result};
+
+#[cfg(test)]
+mod tests;
+
+/// Score llama2.c starts its best-merge search from: merges scoring at or below it never happen.
+const MERGE_FLOOR: f32 = -1e10;
+
+/// Byte-fallback tokens start after `<unk>`, `<s>`, `</s>` (llama2.c hard-codes this).
+const BYTE_TOKEN_BASE: u32 = 3;
+
+/// A validated vocabulary borrowed from the model image.
+#[derive(Clone, Copy, Debug)]
+pub struct Vocab<'a> {
+    n: usize,
+    pieces: &'a [u8],
+    scores: &'a [u8],
+    /// Only the offsets half of the index payload.
+    offsets: &'a [u8],
+    /// Only the sorted-ids half of the index payload.
+    sorted: &'a [u8],
+    bos: u32,
+    eos: u32,
+    /// Longest piece, so impossible merge candidates are skipped without a search.
+    max_piece_len: usize,
+}
+
+/// Reads the `i`-th little-endian u32 of `bytes`; `None` past the end.
+#[inline]
+fn u32_at(bytes: &[u8], i: usize) -> Option<u32> {
+    let start = i.checked_mul(4)?;
+    let b = bytes.get(start..start.checked_add(4)?)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Piece bytes of the entry whose u64 length prefix starts at `offset`; `None` if out of bounds.
+fn piece_at(pieces: &[u8], offset: usize) -> Option<&[u8]> {
+    let body = offset.checked_add(8)?;
+    let b = pieces.get(offset..body)?;
+    let len = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+    let len = usize::try_from(len).ok()?;
+    pieces.get(body..body.checked_add(len)?)
+}
+
+/// Compares `piece` with the concatenation `a ++ b` without building it, so merge candidates
+/// need no scratch buffer and no length limit.
+fn cmp_concat(piece: &[u8], a: &[u8], b: &[u8]) -> Ordering {
+    let (head, tail) = piece.split_at(piece.len().min(a.len()));
+    match head.cmp(&a[..head.len()]) {
+        Ordering::Equal if piece.len() < a.len() => Ordering::Less,
+        Ordering::Equal => tail.cmp(b),
+        other => other,
+    }
+}
+
+impl<'a> Vocab<'a> {
+    /// Validates everything once (payload lengths match `n`, every offset and length in
+    /// bounds, the sorted list is a strictly ordered permutation, scores finite, BOS/EOS in
+    /// range), so later accessors are infallible and panic-free.
+    pub fn new(
+        n: usize,
+        pieces: &'a [u8],
+        scores: &'a [u8],
+        index: &'a [u8],
+        bos: u32,
+        eos: u32,
+    ) -> Result<Self> {
+        if n == 0 || u32::try_from(n).is_err() {
+            return Err(Error::Invalid {
+                what: "tokenizer vocabulary size",
+            });
+        }
+        let score_bytes = n.checked_mul(4).ok_or(Error::Invalid {
+            what: "tokenizer vocabulary size",
+        })?;
+        if scores.len() != score_bytes {
+            return Err(Error::Invalid {
+                what: "tokenizer.ggml.scores length differs from vocabulary size",
+            });
+        }
+        if Some(index.len()) != score_bytes.checked_mul(2) {
+            return Err(Error::Invalid {
+                what: "ruvllm.tokenizer.index length is not 2 * vocabulary size",
+            });
+        }
+        if bos as usize >= n || eos as usize >= n {
+            return Err(Error::Invalid {
+                what: "tokenizer BOS/EOS id out of range",
+            });
+        }
+        let (offsets, sorted) = index.split_at(score_bytes);
+
+        if scores
+            .chunks_exact(4)
+            .any(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
+        {
+            return Err(Error::Invalid {
+                what: "tokenizer score is not finite",
+            });
+        }
+
+        let mut max_piece_len = 0;
+        for i in 0..n {
+            let off = u32_at(offsets, i).ok_or(Error::Truncated {
+                what: "tokenizer offsets",
+            })?;
+            let piece = piece_at(pieces, off as usize).ok_or(Error::Invalid {
+                what: "token offset or length past end of tokenizer.ggml.tokens",
+            })?;
+            max_piece_len = max_piece_len.max(piece.len());
+        }
+
+        let vocab = Vocab {
+            n,
+            pieces,
+            scores,
+            offsets,
+            sorted,
+            bos,
+            eos,
+            max_piece_len,
+        };
+
+        // Strictly increasing (bytes, id) pairs cannot repeat an id, so n in-range ids that
+        // are strictly ordered are exactly a permutation: no "seen" bitmap (heap) needed.
+        let mut prev: Option<u32> = None;
+        for k in 0..n {
+            let id = u32_at(sorted, k).ok_or(Error::Truncated {
+                what: "tokenizer sorted ids",
+            })?;
+            if id as usize >= n {
+                return Err(Error::Invalid {
+                    what: "sorted token id out of range",
+                });
+            }
+            if let Some(p) = prev {
+                let ord = vocab.piece(p).cmp(vocab.piece(id)).then(p.cmp(&id));
+                if ord != Ordering::Less {
+                    return Err(Error::Invalid {
+                        what: "tokenizer index is not sorted by piece bytes",
+                    });
+                }
+            }
+            prev = Some(id);
+        }
+        Ok(vocab)
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Always false: [`Vocab::new`] rejects empty vocabularies.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Piece bytes of `id`; empty for an out-of-range id.
+    pub fn piece(&self, id: u32) -> &'a [u8] {
+        u32_at(self.offsets, id as usize)
+            .and_then(|off| piece_at(self.pieces, off as usize))
+            .unwrap_or(&[])
+    }
+
+    /// Merge score of `id`; 0 for an out-of-range id.
+    pub fn score(&self, id: u32) -> f32 {
+        u32_at(self.scores, id as usize).map_or(0.0, f32::from_bits)
+    }
+
+    /// Id whose piece is exactly `bytes` (the lowest such id if pieces repeat).
+    pub fn lookup(&self, bytes: &[u8]) -> Option<u32> {
+        self.lookup_by(|piece| piece.cmp(bytes))
+    }
+
+    /// Id whose piece is exactly `a ++ b`.
+    fn lookup_concat(&self, a: &[u8], b: &[u8]) -> Option<u32> {
+        if a.len() + b.len() > self.max_piece_len {
+            return None;
+        }
+        self.lookup_by(|piece| cmp_concat(piece, a, b))
+    }
+
+    /// Lower-bound binary search over the sorted ids; `cmp` orders a piece against the key.
+    fn lookup_by(&self, cmp: impl Fn(&[u8]) -> Ordering) -> Option<u32> {
+        let (mut lo, mut hi) = (0usize, self.n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let id = u32_at(self.sorted, mid)?;
+            if cmp(self.piece(id)) == Ordering::Less {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let id = u32_at(self.sorted, lo)?;
+        (cmp(self.piece(id)) == Ordering::Equal).then_some(id)
+    }
+
+    /// Beginning-of-sequence token id.
+    pub fn bos(&self) -> u32 {
+        self.bos
+    }
+
+    /// End-of-sequence token id.
+    pub fn eos(&self) -> u32 {
+        self.eos
+    }
+}
+
+/// Appends ids to `out` but keeps counting past its end, so an overflow can report the
+/// exact capacity needed.
+struct Sink<'o> {
+    out: &'o mut [u32],
+    count: usize,
+}
+
+impl Sink<'_> {
+    fn push(&mut self, id: u32) {
+        if let Some(slot) = self.out.get_mut(self.count) {
+            *slot = id;
+        }
+        self.count += 1;
+    }
+}
+
+/// Byte-fallback token of `byte`, checked against the vocabulary size.
+fn byte_token(vocab: &Vocab, byte: u8) -> Result<u32> {
+    let id = u32::from(byte) + BYTE_TOKEN_BASE;
+    if (id as usize) < vocab.len() {
+        Ok(id)
+    } else {
+        Err(Error::Invalid {
+            what: "vocabulary too small for byte-fallback tokens",
+        })
+    }
+}
+
+#[inline]
+fn is_continuation(b: u8) -> bool {
+    b & 0xC0 == 0x80
+}
+
+/// llama2.c-compatible BPE encode. Writes ids into `out` (also the merge work area) and
+/// returns how many. `text.len() + 3` slots always suffice.
+///
+/// Like llama2.c: optional BOS; a dummy-prefix `" "` token when `text` is non-empty; text is
+/// split into UTF-8 code points (a lead or ASCII byte plus following continuation bytes, at
+/// most 4 bytes per group), each looked up or else emitted as byte tokens `byte + 3`; then the
+/// adjacent pair whose concatenation is in the vocabulary with the highest score is merged
+/// (first pair on ties) until none is left; then optional EOS. Unlike C strings a 0 byte does
+/// not end the text; it is encoded like any other byte.
+///
+/// Errors: [`Error::BufferTooSmall`] (`need` in tokens) when `out` cannot hold the unmerged
+/// sequence; [`Error::Missing`] when the vocabulary has no `" "` piece; [`Error::Invalid`]
+/// when byte fallback needs an id beyond the vocabulary.
+pub fn encode(vocab: &Vocab, text: &[u8], bos: bool, eos: bool, out: &mut [u32]) -> Result<usize> {
+    let have = out.len();
+    let mut sink = Sink { out, count: 0 };
+    if bos {
+        sink.push(vocab.bos());
+    }
+    if !text.is_empty() {
+        let space = vocab.lookup(b" ").ok_or(Error::Missing {
+            what: "tokenizer piece \" \" (dummy prefix)",
+        })?;
+        sink.push(space);
+    }
+
+    let mut start = 0;
+    while start < text.len() {
+        // Group the byte at `start` with following continuation bytes, 4 bytes at most.
+        let mut end = start + 1;
+        while end < text.len()
+            && end - start < 4
+            && text.get(end).copied().is_some_and(is_continuation)
+        {
+            end += 1;
+        }
+        let point = text.get(start..end).unwrap_or(&[]);
+        match vocab.lookup(point) {
+            Some(id) => sink.push(id),
+            None => {
+                for &b in point {
+                    sink.push(byte_token(vocab, b)?);
+                }
+            }
+        }
+        start = end;
+    }
+
+    let need = sink.count + usize::from(eos);
+    let Sink { out, count } = sink;
+    if need > have {
+        return Err(Error::BufferTooSmall { need, have });
+    }
+    // count <= out.len() was checked above, so this never falls back.
+    let work = out.get_mut(..count).unwrap_or_default();
+    let len = merge_pairs(vocab, work);
+
+    if eos {
+        if let Some(slot) = out.get_mut(len) {
+            *slot = vocab.eos();
+        }
+        return Ok(len + 1);
+    }
+    Ok(len)
+}
+
+/// llama2.c's merge loop on `toks` in place; returns the merged length.
+fn merge_pairs(vocab: &Vocab, toks: &mut [u32]) -> usize {
+    let mut len = toks.len();
+    loop {
+        let live = toks.get(..len).unwrap_or_default();
+        let mut best: Option<(usize, u32)> = None;
+        let mut best_score = MERGE_FLOOR;
+        for (i, pair) in live.windows(2).enumerate() {
+            if let Some(id) = vocab.lookup_concat(vocab.piece(pair[0]), vocab.piece(pair[1])) {
+                let score = vocab.score(id);
+                if score > best_score {
+                    best_score = score;
+                    best = Some((i, id));
+                }
+            }
+        }
+        let Some((i, id)) = best else { return len };
+        // Replace the pair by the merged token and close the gap; i + 1 < len by construction.
+        if let Some(live) = toks.get_mut(..len) {
+            live[i] = id;
+            live.copy_within(i + 2.., i + 1);
+        }
+        len -= 1;
+    }
+}
+
+/// Parses a `<0xHH>` byte piece (two hex digits, either case).
+fn parse_byte_piece(piece: &[u8]) -> Option<u8> {
+    match piece {
+        [b'<', b'0', b'x', hi, lo, b'>'] => {
+            let hex = |c: u8| (c as char).to_digit(16);
+            Some((hex(*hi)? * 16 + hex(*lo)?) as u8)
+        }
+        _ => None,
+    }
+}
+
+/// The bytes to print for `token` following `prev`, like llama2.c's decode: after BOS a
+/// leading space is stripped (sentencepiece's dummy prefix), and a `<0xHH>` piece becomes the
+/// raw byte, returned through the `byte` scratch. Out-of-range ids decode to nothing.
+pub fn decode<'a>(vocab: &Vocab<'a>, prev: u32, token: u32, byte: &'a mut [u8; 1]) -> &'a [u8] {
+    let mut piece = vocab.piece(token);
+    if prev == vocab.bos() {
+        if let Some(rest) = piece.strip_prefix(b" ") {
+            piece = rest;
+        }
+    }
+    match parse_byte_piece(piece) {
+        Some(b) => {
+            byte[0] = b;
+            let shared: &'a [u8; 1] = byte;
+            shared
+        }
+        None => piece,
+    }
+}
+
+/// llama2.c's safe_printf rule: a single-byte piece that is neither printable ASCII nor
+/// whitespace (C locale `isprint`/`isspace`) is not printed. An empty piece prints nothing,
+/// so it also counts as not printable.
+pub fn is_printable(piece: &[u8]) -> bool {
+    match piece {
+        [] => false,
+        [b] => matches!(b, 0x20..=0x7E | 0x09..=0x0D),
+        _ => true,
+    }
+}
