@@ -11,6 +11,7 @@ extern crate std;
 pub mod error;
 pub mod model;
 pub mod quant;
+pub mod sample;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
