@@ -16,6 +16,7 @@ pub mod kernels;
 pub mod gguf;
 pub mod model;
 pub mod quant;
+pub mod sample;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
