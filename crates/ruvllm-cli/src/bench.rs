@@ -22,7 +22,13 @@ struct Row {
 }
 
 /// Fastest of `repeat` greedy runs: (prompt tok/s, generation tok/s, generated tokens).
-fn measure(model: &Model<'_>, tokens: &[u32], steps: usize, kernels: Kernels, repeat: usize) -> Result<(f64, f64, usize)> {
+fn measure(
+    model: &Model<'_>,
+    tokens: &[u32],
+    steps: usize,
+    kernels: Kernels,
+    repeat: usize,
+) -> Result<(f64, f64, usize)> {
     let mut arena = vec![0f32; State::arena_len(model, steps)];
     let mut scratch = vec![ProbIndex::default(); model.config.vocab_size];
     let (mut best_prompt, mut best_gen, mut generated) = (f64::INFINITY, f64::INFINITY, 0);
@@ -31,11 +37,19 @@ fn measure(model: &Model<'_>, tokens: &[u32], steps: usize, kernels: Kernels, re
         let mut sampler = Sampler::new(0.0, 0.9, 0, 1);
         let start = Instant::now();
         let mut first = None;
-        let stats = infer::generate(model, &mut state, &mut sampler, &mut scratch, tokens, steps, |_, forced| {
-            if !forced && first.is_none() {
-                first = Some(Instant::now());
-            }
-        })?;
+        let stats = infer::generate(
+            model,
+            &mut state,
+            &mut sampler,
+            &mut scratch,
+            tokens,
+            steps,
+            |_, forced| {
+                if !forced && first.is_none() {
+                    first = Some(Instant::now());
+                }
+            },
+        )?;
         let end = Instant::now();
         // The prompt phase ends when the first sampled token appears.
         let split = first.unwrap_or(end);
@@ -56,11 +70,21 @@ pub fn run(args: &ModelArgs, prompt: &str, steps: usize, repeat: usize, json: bo
         check_steps(&model, steps)?;
         let tokens = encode_prompt(&model, prompt, steps)?;
         for kernels in [Kernels::REFERENCE, Kernels::detect()] {
-            if rows.iter().any(|r: &Row| r.precision == image::quant_name(quant) && r.kernels == kernels.name) {
+            if rows
+                .iter()
+                .any(|r: &Row| r.precision == image::quant_name(quant) && r.kernels == kernels.name)
+            {
                 continue;
             }
-            let (prompt_tps, gen_tps, generated) = measure(&model, &tokens, steps, kernels, repeat)?;
-            rows.push(Row { precision: image::quant_name(quant), kernels: kernels.name, prompt_tps, gen_tps, generated });
+            let (prompt_tps, gen_tps, generated) =
+                measure(&model, &tokens, steps, kernels, repeat)?;
+            rows.push(Row {
+                precision: image::quant_name(quant),
+                kernels: kernels.name,
+                prompt_tps,
+                gen_tps,
+                generated,
+            });
         }
     }
     let baseline = rows.first().map_or(1.0, |r| r.gen_tps);
@@ -77,7 +101,10 @@ pub fn run(args: &ModelArgs, prompt: &str, steps: usize, repeat: usize, json: bo
         println!("[{}]", items.join(","));
     } else {
         println!("single thread, greedy, {steps} positions, best of {repeat}; baseline = f32 scalar in this run");
-        println!("{:<9} {:<8} {:>14} {:>14} {:>10}", "precision", "kernels", "prompt tok/s", "gen tok/s", "vs base");
+        println!(
+            "{:<9} {:<8} {:>14} {:>14} {:>10}",
+            "precision", "kernels", "prompt tok/s", "gen tok/s", "vs base"
+        );
         for r in &rows {
             println!(
                 "{:<9} {:<8} {:>14.0} {:>14.0} {:>9.2}x",

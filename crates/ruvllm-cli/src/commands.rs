@@ -19,9 +19,15 @@ pub fn convert(input: &Path, tok: Option<&Path>, quant: &str, output: &Path) -> 
     // Check the result loads before anything is written, then write it atomically.
     Model::<'_>::from_gguf(img.bytes()).context("converted image does not load")?;
     let tmp = output.with_extension("gguf.tmp");
-    std::fs::write(&tmp, img.bytes()).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::write(&tmp, img.bytes())
+        .with_context(|| format!("{}: cannot write", tmp.display()))?;
     std::fs::rename(&tmp, output).with_context(|| format!("{}: cannot write", output.display()))?;
-    eprintln!("wrote {} ({} bytes, {})", output.display(), img.bytes().len(), quant);
+    eprintln!(
+        "wrote {} ({} bytes, {})",
+        output.display(),
+        img.bytes().len(),
+        quant
+    );
     Ok(())
 }
 
@@ -40,7 +46,9 @@ pub fn encode_prompt(model: &Model<'_>, prompt: &str, steps: usize) -> Result<Ve
     let n = tokenizer::encode(&model.vocab, prompt.as_bytes(), true, false, &mut tokens)?;
     tokens.truncate(n);
     if n > steps {
-        bail!("the prompt is {n} tokens, more than --steps {steps} (the context used for this run)");
+        bail!(
+            "the prompt is {n} tokens, more than --steps {steps} (the context used for this run)"
+        );
     }
     Ok(tokens)
 }
@@ -72,7 +80,11 @@ pub fn gen(
     let model = model_of(&img)?;
     check_steps(&model, steps)?;
     let tokens = encode_prompt(&model, prompt, steps)?;
-    let kernels = if scalar { Kernels::REFERENCE } else { Kernels::detect() };
+    let kernels = if scalar {
+        Kernels::REFERENCE
+    } else {
+        Kernels::detect()
+    };
     let mut arena = vec![0f32; State::arena_len(&model, steps)];
     let mut state = State::new(&model, &mut arena, steps, kernels)?;
     let mut sampler = Sampler::new(temp, top_p, top_k, seed);
@@ -83,14 +95,26 @@ pub fn gen(
     let mut out = std::io::BufWriter::new(stdout.lock());
     let start = Instant::now();
     let mut io_err = None;
-    let stats = infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, |bytes, _| {
-        let r = out.write_all(bytes).and_then(|_| if interactive { out.flush() } else { Ok(()) });
-        if let Err(e) = r {
-            io_err.get_or_insert(e);
-        }
-    })?;
+    let stats = infer::generate(
+        &model,
+        &mut state,
+        &mut sampler,
+        &mut scratch,
+        &tokens,
+        steps,
+        |bytes, _| {
+            let r = out
+                .write_all(bytes)
+                .and_then(|_| if interactive { out.flush() } else { Ok(()) });
+            if let Err(e) = r {
+                io_err.get_or_insert(e);
+            }
+        },
+    )?;
     let end = Instant::now();
-    out.write_all(b"\n").and_then(|_| out.flush()).context("writing to stdout")?;
+    out.write_all(b"\n")
+        .and_then(|_| out.flush())
+        .context("writing to stdout")?;
     if let Some(e) = io_err {
         return Err(e).context("writing to stdout");
     }
@@ -113,10 +137,14 @@ pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>) -> Result<()> {
     let model = model_of(&img)?;
     let data = std::fs::read(text).with_context(|| format!("{}: cannot read", text.display()))?;
     let mut tokens = vec![0u32; data.len() + 3];
-    let n = tokenizer::encode(&model.vocab, &data, true, false, &mut tokens).with_context(|| text.display().to_string())?;
+    let n = tokenizer::encode(&model.vocab, &data, true, false, &mut tokens)
+        .with_context(|| text.display().to_string())?;
     tokens.truncate(n);
     if n < 2 {
-        bail!("{}: too short to score (needs at least one token)", text.display());
+        bail!(
+            "{}: too short to score (needs at least one token)",
+            text.display()
+        );
     }
     let ctx = model.config.seq_len;
     let mut arena = vec![0f32; State::arena_len(&model, ctx)];
@@ -151,7 +179,11 @@ pub fn info(path: &Path, tok: Option<&Path>, quant: Option<&str>) -> Result<()> 
         if c.shared_classifier { "shared" } else { "separate" }
     );
     println!("parameters: {}", c.n_params());
-    println!("precision: {} (group {})", model.precision.name(), model.group);
+    println!(
+        "precision: {} (group {})",
+        model.precision.name(),
+        model.group
+    );
     let (mut f32b, mut i8b, mut scaleb) = (model.output_norm.len() * 4, 0, 0);
     let mut mats = vec![model.token_embd];
     if !c.shared_classifier {
@@ -174,11 +206,19 @@ pub fn info(path: &Path, tok: Option<&Path>, quant: Option<&str>) -> Result<()> 
     let image_len = img.bytes().len();
     println!("image: {image_len} bytes (GGUF, read in place from flash)");
     let full = State::ram_bytes(c, model.precision, model.group, c.seq_len);
-    println!("RAM at full context {}: {} bytes ({}) for activations + KV cache", c.seq_len, full, kib(full));
+    println!(
+        "RAM at full context {}: {} bytes ({}) for activations + KV cache",
+        c.seq_len,
+        full,
+        kib(full)
+    );
     println!();
     println!("chip plan ({} precision; arena budget = data RAM - {} firmware reserve; image budget = flash - {} app):",
         model.precision.name(), kib(ruvllm_esp32::model::chips::FIRMWARE_RESERVE), kib(ruvllm_esp32::model::chips::APP_FLASH_RESERVE));
-    println!("{:<8} {:>10} {:>12} {:>12} {:>6} {:>9}  verdict", "chip", "data RAM", "arena budget", "flash budget", "fpu", "max ctx");
+    println!(
+        "{:<8} {:>10} {:>12} {:>12} {:>6} {:>9}  verdict",
+        "chip", "data RAM", "arena budget", "flash budget", "fpu", "max ctx"
+    );
     for chip in CHIPS {
         let budget = chip.arena_budget();
         let max_ctx = (1..=c.seq_len)
@@ -191,7 +231,11 @@ pub fn info(path: &Path, tok: Option<&Path>, quant: Option<&str>) -> Result<()> 
             (true, 0) => "does not fit: no context fits in RAM".to_string(),
             (true, n) if n == c.seq_len => "fits at full context".to_string(),
             (true, n) => {
-                let alt = if model.precision == Precision::F32 { " (--quant q8 stores the KV cache in int8)" } else { "" };
+                let alt = if model.precision == Precision::F32 {
+                    " (--quant q8 stores the KV cache in int8)"
+                } else {
+                    ""
+                };
                 format!("fits at context {n}{alt}")
             }
         };

@@ -17,7 +17,11 @@ impl Image {
     pub fn from_bytes(bytes: &[u8], origin: String) -> Image {
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
         bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
-        Image { words, len: bytes.len(), origin }
+        Image {
+            words,
+            len: bytes.len(),
+            origin,
+        }
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -67,7 +71,11 @@ pub fn load(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>) -> Res
         let host = convert::load_gguf(&bytes).with_context(|| name.clone())?;
         (host, stored.unwrap_or(Quant::F32))
     } else {
-        let default_quant = if bytes.starts_with(&AK42) { Quant::Q8 } else { Quant::F32 };
+        let default_quant = if bytes.starts_with(&AK42) {
+            Quant::Q8
+        } else {
+            Quant::F32
+        };
         let host = convert::load_llama2c(&bytes).with_context(|| name.clone())?;
         (host, default_quant)
     };
@@ -81,6 +89,11 @@ pub fn load(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>) -> Res
         bail!("{name}: a llama2.c checkpoint carries no tokenizer: pass --tokenizer tokenizer.bin");
     }
     let quant = quant.unwrap_or(default_quant);
-    let image = host.to_gguf(quant).with_context(|| format!("{name}: converting to {}", quant_name(quant)))?;
-    Ok(Image::from_bytes(&image, format!("{name} (converted to {})", quant_name(quant))))
+    let image = host
+        .to_gguf(quant)
+        .with_context(|| format!("{name}: converting to {}", quant_name(quant)))?;
+    Ok(Image::from_bytes(
+        &image,
+        format!("{name} (converted to {})", quant_name(quant)),
+    ))
 }

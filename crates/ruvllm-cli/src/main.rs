@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "ruvllm-esp32", version, about = "Tiny language models for ESP32 microcontrollers: convert, run, measure")]
+#[command(
+    name = "ruvllm-esp32",
+    version,
+    about = "Tiny language models for ESP32 microcontrollers: convert, run, measure"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -30,7 +34,9 @@ pub struct ModelArgs {
 #[derive(Subcommand)]
 enum Cmd {
     /// Convert a model to the engine's self-contained GGUF image
-    #[command(after_help = "Example:\n  ruvllm-esp32 convert stories260K.bin --tokenizer tok512.bin --quant q8 -o stories260K-q8.gguf")]
+    #[command(
+        after_help = "Example:\n  ruvllm-esp32 convert stories260K.bin --tokenizer tok512.bin --quant q8 -o stories260K-q8.gguf"
+    )]
     Convert {
         /// Input: llama2.c checkpoint or GGUF
         input: PathBuf,
@@ -43,7 +49,9 @@ enum Cmd {
         output: PathBuf,
     },
     /// Generate text from a prompt (stdout: prompt + continuation; stderr: speed)
-    #[command(after_help = "Example:\n  ruvllm-esp32 gen -m stories260K.bin -z tok512.bin -p \"Once upon a time\" -n 256")]
+    #[command(
+        after_help = "Example:\n  ruvllm-esp32 gen -m stories260K.bin -z tok512.bin -p \"Once upon a time\" -n 256"
+    )]
     Gen {
         #[command(flatten)]
         model: ModelArgs,
@@ -70,7 +78,9 @@ enum Cmd {
         scalar: bool,
     },
     /// Score a text file: tokens, mean negative log-likelihood, perplexity
-    #[command(after_help = "Example:\n  ruvllm-esp32 eval -m stories260K.bin -z tok512.bin --text story.txt --quant q8")]
+    #[command(
+        after_help = "Example:\n  ruvllm-esp32 eval -m stories260K.bin -z tok512.bin --text story.txt --quant q8"
+    )]
     Eval {
         #[command(flatten)]
         model: ModelArgs,
@@ -106,13 +116,46 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Convert { input, tokenizer, quant, output } => commands::convert(&input, tokenizer.as_deref(), &quant, &output),
-        Cmd::Gen { model, prompt, steps, temp, top_p, top_k, seed, quant, scalar } => {
-            commands::gen(&model, &prompt, steps, temp, top_p, top_k, seed, quant.as_deref(), scalar)
-        }
+        Cmd::Convert {
+            input,
+            tokenizer,
+            quant,
+            output,
+        } => commands::convert(&input, tokenizer.as_deref(), &quant, &output),
+        Cmd::Gen {
+            model,
+            prompt,
+            steps,
+            temp,
+            top_p,
+            top_k,
+            seed,
+            quant,
+            scalar,
+        } => commands::gen(
+            &model,
+            &prompt,
+            steps,
+            temp,
+            top_p,
+            top_k,
+            seed,
+            quant.as_deref(),
+            scalar,
+        ),
         Cmd::Eval { model, text, quant } => commands::eval(&model, &text, quant.as_deref()),
-        Cmd::Info { model, tokenizer, quant } => commands::info(&model, tokenizer.as_deref(), quant.as_deref()),
-        Cmd::Bench { model, prompt, steps, repeat, json } => bench::run(&model, &prompt, steps, repeat, json),
+        Cmd::Info {
+            model,
+            tokenizer,
+            quant,
+        } => commands::info(&model, tokenizer.as_deref(), quant.as_deref()),
+        Cmd::Bench {
+            model,
+            prompt,
+            steps,
+            repeat,
+            json,
+        } => bench::run(&model, &prompt, steps, repeat, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,9 +11,9 @@ extern crate std;
 #[cfg(feature = "alloc")]
 pub mod convert;
 pub mod error;
+pub mod gguf;
 pub mod infer;
 pub mod kernels;
-pub mod gguf;
 pub mod model;
 pub mod quant;
 pub mod sample;

@@ -16,8 +16,16 @@ use crate::quant;
 /// The key/value cache: f32 for the f32 path, int8 with per-group scales for the INT8 path
 /// (a quarter of the RAM, which is what lets a 512-token context fit an ESP32-C3).
 enum KvCache<'s> {
-    F32 { k: &'s mut [f32], v: &'s mut [f32] },
-    Q8 { k: &'s mut [i8], ks: &'s mut [f32], v: &'s mut [i8], vs: &'s mut [f32] },
+    F32 {
+        k: &'s mut [f32],
+        v: &'s mut [f32],
+    },
+    Q8 {
+        k: &'s mut [i8],
+        ks: &'s mut [f32],
+        v: &'s mut [i8],
+        vs: &'s mut [f32],
+    },
 }
 
 /// Activations and KV cache for one sequence.
@@ -54,10 +62,28 @@ impl Plan {
     fn new(c: &Config, p: Precision, group: usize, seq_len: usize) -> Plan {
         let (d, h, kv) = (c.dim, c.hidden_dim, c.kv_dim());
         let cache = c.n_layers * seq_len * kv;
-        let f32s = [d, d, d, h, h, d, kv, c.n_heads * seq_len, c.vocab_size, c.head_size()];
+        let f32s = [
+            d,
+            d,
+            d,
+            h,
+            h,
+            d,
+            kv,
+            c.n_heads * seq_len,
+            c.vocab_size,
+            c.head_size(),
+        ];
         let widest = d.max(h);
         match p {
-            Precision::F32 => Plan { f32s, kv_f32: cache, kv_i8: 0, kv_scales: 0, xq: 0, xs: 0 },
+            Precision::F32 => Plan {
+                f32s,
+                kv_f32: cache,
+                kv_i8: 0,
+                kv_scales: 0,
+                xq: 0,
+                xs: 0,
+            },
             Precision::Q8 => Plan {
                 f32s,
                 kv_f32: 0,
@@ -117,18 +143,34 @@ impl<'s> State<'s> {
         kernels: Kernels,
     ) -> Result<State<'s>> {
         if seq_len == 0 || seq_len > model.config.seq_len {
-            return Err(Error::ContextFull { need: seq_len, capacity: model.config.seq_len });
+            return Err(Error::ContextFull {
+                need: seq_len,
+                capacity: model.config.seq_len,
+            });
         }
         let plan = Plan::new(&model.config, model.precision, model.group, seq_len);
         if arena.len() < plan.len() {
-            return Err(Error::BufferTooSmall { need: plan.len() * 4, have: arena.len() * 4 });
+            return Err(Error::BufferTooSmall {
+                need: plan.len() * 4,
+                have: arena.len() * 4,
+            });
         }
         let mut c = Carver(arena);
         let [d0, d1, d2, h0, h1, d3, kv, att, voc, rope] = plan.f32s;
-        let (x, xb, xb2, hb, hb2, q) = (c.f32(d0), c.f32(d1), c.f32(d2), c.f32(h0), c.f32(h1), c.f32(d3));
+        let (x, xb, xb2, hb, hb2, q) = (
+            c.f32(d0),
+            c.f32(d1),
+            c.f32(d2),
+            c.f32(h0),
+            c.f32(h1),
+            c.f32(d3),
+        );
         let (kv_row, att, logits, rope) = (c.f32(kv), c.f32(att), c.f32(voc), c.f32(rope));
         let kv = match model.precision {
-            Precision::F32 => KvCache::F32 { k: c.f32(plan.kv_f32), v: c.f32(plan.kv_f32) },
+            Precision::F32 => KvCache::F32 {
+                k: c.f32(plan.kv_f32),
+                v: c.f32(plan.kv_f32),
+            },
             Precision::Q8 => KvCache::Q8 {
                 k: c.i8(plan.kv_i8),
                 ks: c.f32(plan.kv_scales),
@@ -137,7 +179,23 @@ impl<'s> State<'s> {
             },
         };
         let (xq, xs) = (c.i8(plan.xq), c.f32(plan.xs));
-        Ok(State { seq_len, kernels, x, xb, xb2, hb, hb2, q, kv_row, att, logits, rope, xq, xs, kv })
+        Ok(State {
+            seq_len,
+            kernels,
+            x,
+            xb,
+            xb2,
+            hb,
+            hb2,
+            q,
+            kv_row,
+            att,
+            logits,
+            rope,
+            xq,
+            xs,
+            kv,
+        })
     }
 
     /// Positions this state can hold.
@@ -150,26 +208,51 @@ impl<'s> State<'s> {
     }
 
     /// Runs `token` at position `pos` and returns the logits for the next token.
-    pub fn forward<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [f32]> {
+    pub fn forward<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        token: u32,
+        pos: usize,
+    ) -> Result<&mut [f32]> {
         self.step(model, token, pos, true)?;
         Ok(self.logits)
     }
 
     /// Runs a prompt token whose logits nobody reads: the classifier is skipped.
-    pub fn prefill<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
+    pub fn prefill<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        token: u32,
+        pos: usize,
+    ) -> Result<()> {
         self.step(model, token, pos, false)
     }
 
-    fn step<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize, logits: bool) -> Result<()> {
+    fn step<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        token: u32,
+        pos: usize,
+        logits: bool,
+    ) -> Result<()> {
         let c = &model.config;
         if token as usize >= c.vocab_size {
-            return Err(Error::Invalid { what: "token id outside the vocabulary" });
+            return Err(Error::Invalid {
+                what: "token id outside the vocabulary",
+            });
         }
         if pos >= self.seq_len {
-            return Err(Error::ContextFull { need: pos + 1, capacity: self.seq_len });
+            return Err(Error::ContextFull {
+                need: pos + 1,
+                capacity: self.seq_len,
+            });
         }
         let (hs, kv_dim, group) = (c.head_size(), c.kv_dim(), model.group);
-        let shape = AttnShape { head_size: hs, kv_dim, kv_mul: c.n_heads / c.n_kv_heads };
+        let shape = AttnShape {
+            head_size: hs,
+            kv_dim,
+            kv_mul: c.n_heads / c.n_kv_heads,
+        };
         let k = self.kernels;
         model.token_embd.row_into(token as usize, self.x, group);
         reference::rope_table(self.rope, pos, hs, c.rope_theta);
@@ -192,14 +275,36 @@ impl<'s> State<'s> {
                     reference::rope(krow, self.rope);
                     mv(&mut vc[cache_row..cache_row + kv_dim], &layer.wv, true);
                     reference::rope(self.q, self.rope);
-                    (k.attention_f32)(self.xb2, self.q, &kc[layer_range.clone()], &vc[layer_range], self.att, shape);
+                    (k.attention_f32)(
+                        self.xb2,
+                        self.q,
+                        &kc[layer_range.clone()],
+                        &vc[layer_range],
+                        self.att,
+                        shape,
+                    );
                 }
-                KvCache::Q8 { k: kc, ks, v: vc, vs } => {
+                KvCache::Q8 {
+                    k: kc,
+                    ks,
+                    v: vc,
+                    vs,
+                } => {
                     mv(self.kv_row, &layer.wk, true);
                     reference::rope(self.kv_row, self.rope);
-                    quant::quantize_row(self.kv_row, &mut kc[cache_row..cache_row + kv_dim], &mut ks[srow..srow + ng], group);
+                    quant::quantize_row(
+                        self.kv_row,
+                        &mut kc[cache_row..cache_row + kv_dim],
+                        &mut ks[srow..srow + ng],
+                        group,
+                    );
                     mv(self.kv_row, &layer.wv, true);
-                    quant::quantize_row(self.kv_row, &mut vc[cache_row..cache_row + kv_dim], &mut vs[srow..srow + ng], group);
+                    quant::quantize_row(
+                        self.kv_row,
+                        &mut vc[cache_row..cache_row + kv_dim],
+                        &mut vs[srow..srow + ng],
+                        group,
+                    );
                     reference::rope(self.q, self.rope);
                     reference::attention_q8(
                         self.xb2,
@@ -214,18 +319,35 @@ impl<'s> State<'s> {
                     );
                 }
             }
-            matvec(k, self.xb, &layer.wo, self.xb2, self.xq, self.xs, group, false);
+            matvec(
+                k, self.xb, &layer.wo, self.xb2, self.xq, self.xs, group, false,
+            );
             add(self.x, self.xb);
             reference::rmsnorm(self.xb, self.x, layer.ffn_norm, c.norm_eps);
-            matvec(k, self.hb, &layer.w1, self.xb, self.xq, self.xs, group, false);
-            matvec(k, self.hb2, &layer.w3, self.xb, self.xq, self.xs, group, true);
+            matvec(
+                k, self.hb, &layer.w1, self.xb, self.xq, self.xs, group, false,
+            );
+            matvec(
+                k, self.hb2, &layer.w3, self.xb, self.xq, self.xs, group, true,
+            );
             reference::swiglu(self.hb, self.hb2);
-            matvec(k, self.xb, &layer.w2, self.hb, self.xq, self.xs, group, false);
+            matvec(
+                k, self.xb, &layer.w2, self.hb, self.xq, self.xs, group, false,
+            );
             add(self.x, self.xb);
         }
         if logits {
             reference::rmsnorm(self.xb, self.x, model.output_norm, c.norm_eps);
-            matvec(k, self.logits, &model.output, self.xb, self.xq, self.xs, group, false);
+            matvec(
+                k,
+                self.logits,
+                &model.output,
+                self.xb,
+                self.xq,
+                self.xs,
+                group,
+                false,
+            );
         }
         Ok(())
     }
@@ -240,7 +362,16 @@ fn add(x: &mut [f32], y: &[f32]) {
 /// `out = m * x`. On the INT8 path `x` is quantized into `xq`/`xs` first, unless `reuse` says
 /// the previous call already quantized this same `x`.
 #[allow(clippy::too_many_arguments)]
-fn matvec(k: Kernels, out: &mut [f32], m: &Matrix<'_>, x: &[f32], xq: &mut [i8], xs: &mut [f32], group: usize, reuse: bool) {
+fn matvec(
+    k: Kernels,
+    out: &mut [f32],
+    m: &Matrix<'_>,
+    x: &[f32],
+    xq: &mut [i8],
+    xs: &mut [f32],
+    group: usize,
+    reuse: bool,
+) {
     match *m {
         Matrix::F32 { w, .. } => (k.matvec_f32)(out, w, x),
         Matrix::Q8 { q, s, cols, .. } => {

@@ -3,6 +3,7 @@
 //! the same order as llama2.c, so fp32 output matches it bit for bit.
 
 use super::AttnShape;
+pub use crate::sample::softmax;
 
 /// `out[i] = sum_j w[i * n + j] * x[j]` with `n = x.len()`, `w` row-major `[out.len()][n]`.
 pub fn matvec_f32(out: &mut [f32], w: &[f32], x: &[f32]) {
@@ -22,7 +23,11 @@ pub fn matvec_f32(out: &mut [f32], w: &[f32], x: &[f32]) {
 pub fn matvec_q8(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32], group: usize) {
     let n = xq.len();
     let ng = n.div_ceil(group);
-    for ((o, row), rs) in out.iter_mut().zip(wq.chunks_exact(n)).zip(ws.chunks_exact(ng)) {
+    for ((o, row), rs) in out
+        .iter_mut()
+        .zip(wq.chunks_exact(n))
+        .zip(ws.chunks_exact(ng))
+    {
         let mut acc = 0.0f32;
         for (((wg, xg), sw), sx) in row.chunks(group).zip(xq.chunks(group)).zip(rs).zip(xs) {
             let mut isum = 0i32;
@@ -47,10 +52,18 @@ pub fn attention_f32(
     att: &mut [f32],
     shape: AttnShape,
 ) {
-    let AttnShape { head_size, kv_dim, kv_mul } = shape;
+    let AttnShape {
+        head_size,
+        kv_dim,
+        kv_mul,
+    } = shape;
     let positions = keys.len() / kv_dim;
     let scale = 1.0 / libm::sqrtf(head_size as f32);
-    for (h, (qh, oh)) in q.chunks_exact(head_size).zip(out.chunks_exact_mut(head_size)).enumerate() {
+    for (h, (qh, oh)) in q
+        .chunks_exact(head_size)
+        .zip(out.chunks_exact_mut(head_size))
+        .enumerate()
+    {
         let kv_off = (h / kv_mul) * head_size;
         let att = &mut att[h * positions..(h + 1) * positions];
         for (a, k) in att.iter_mut().zip(keys.chunks_exact(kv_dim)) {
@@ -84,14 +97,26 @@ pub fn attention_q8(
     shape: AttnShape,
     group: usize,
 ) {
-    let AttnShape { head_size, kv_dim, kv_mul } = shape;
+    let AttnShape {
+        head_size,
+        kv_dim,
+        kv_mul,
+    } = shape;
     let ng = kv_dim.div_ceil(group);
     let positions = keys.len() / kv_dim;
     let scale = 1.0 / libm::sqrtf(head_size as f32);
-    for (h, (qh, oh)) in q.chunks_exact(head_size).zip(out.chunks_exact_mut(head_size)).enumerate() {
+    for (h, (qh, oh)) in q
+        .chunks_exact(head_size)
+        .zip(out.chunks_exact_mut(head_size))
+        .enumerate()
+    {
         let kv_off = (h / kv_mul) * head_size;
         let att = &mut att[h * positions..(h + 1) * positions];
-        for ((a, k), ks) in att.iter_mut().zip(keys.chunks_exact(kv_dim)).zip(key_scales.chunks_exact(ng)) {
+        for ((a, k), ks) in att
+            .iter_mut()
+            .zip(keys.chunks_exact(kv_dim))
+            .zip(key_scales.chunks_exact(ng))
+        {
             let mut score = 0.0f32;
             for (i, x) in qh.iter().enumerate() {
                 let j = kv_off + i;
@@ -101,25 +126,16 @@ pub fn attention_q8(
         }
         softmax(att);
         oh.fill(0.0);
-        for ((a, v), vs) in att.iter().zip(values.chunks_exact(kv_dim)).zip(value_scales.chunks_exact(ng)) {
+        for ((a, v), vs) in att
+            .iter()
+            .zip(values.chunks_exact(kv_dim))
+            .zip(value_scales.chunks_exact(ng))
+        {
             for (i, o) in oh.iter_mut().enumerate() {
                 let j = kv_off + i;
                 *o += a * (v[j] as f32 * vs[j / group]);
             }
         }
-    }
-}
-
-/// In-place softmax (max-subtracted, like llama2.c).
-pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, v| if *v > m { *v } else { m });
-    let mut sum = 0.0f32;
-    for v in x.iter_mut() {
-        *v = libm::expf(*v - max);
-        sum += *v;
-    }
-    for v in x.iter_mut() {
-        *v /= sum;
     }
 }
 

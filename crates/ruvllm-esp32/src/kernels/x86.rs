@@ -8,7 +8,12 @@ use core::arch::x86_64::*;
 /// The AVX2 kernel set, if this CPU has AVX2 and FMA.
 pub fn detect() -> Option<Kernels> {
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        Some(Kernels { name: "avx2", matvec_f32, matvec_q8, attention_f32 })
+        Some(Kernels {
+            name: "avx2",
+            matvec_f32,
+            matvec_q8,
+            attention_f32,
+        })
     } else {
         None
     }
@@ -31,8 +36,19 @@ fn matvec_q8(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32], grou
     unsafe { matvec_q8_avx2(out, wq, ws, xq, xs) }
 }
 
-fn attention_f32(out: &mut [f32], q: &[f32], keys: &[f32], values: &[f32], att: &mut [f32], shape: AttnShape) {
-    let AttnShape { head_size, kv_dim, kv_mul } = shape;
+fn attention_f32(
+    out: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    att: &mut [f32],
+    shape: AttnShape,
+) {
+    let AttnShape {
+        head_size,
+        kv_dim,
+        kv_mul,
+    } = shape;
     let n_heads = q.len() / head_size;
     let positions = keys.len() / kv_dim;
     if head_size % 8 != 0 {
@@ -152,8 +168,14 @@ unsafe fn matvec_q8_avx2(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn exp8(x: __m256) -> __m256 {
-    let x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.37)), _mm256_set1_ps(-87.33));
-    let n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(core::f32::consts::LOG2_E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    let x = _mm256_max_ps(
+        _mm256_min_ps(x, _mm256_set1_ps(88.37)),
+        _mm256_set1_ps(-87.33),
+    );
+    let n = _mm256_round_ps(
+        _mm256_mul_ps(x, _mm256_set1_ps(core::f32::consts::LOG2_E)),
+        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+    );
     let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_145_75), x);
     let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428_606_8e-6), r);
     // Taylor coefficients 1/k! for k = 6..0, evaluated by Horner's rule.
@@ -162,7 +184,10 @@ fn exp8(x: __m256) -> __m256 {
         p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
     }
     // Scale by 2^n: n lies in [-126, 127] after the clamp, so the exponent stays normal.
-    let e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    let e = _mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+        23,
+    );
     _mm256_mul_ps(p, _mm256_castsi256_ps(e))
 }
 
@@ -211,8 +236,19 @@ unsafe fn softmax_avx2(x: &mut [f32]) {
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attention_f32_avx2(out: &mut [f32], q: &[f32], keys: &[f32], values: &[f32], att: &mut [f32], shape: AttnShape) {
-    let AttnShape { head_size: hs, kv_dim, kv_mul } = shape;
+unsafe fn attention_f32_avx2(
+    out: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    att: &mut [f32],
+    shape: AttnShape,
+) {
+    let AttnShape {
+        head_size: hs,
+        kv_dim,
+        kv_mul,
+    } = shape;
     let n_heads = q.len() / hs;
     let positions = keys.len() / kv_dim;
     let chunks = hs / 8;
@@ -239,7 +275,11 @@ unsafe fn attention_f32_avx2(out: &mut [f32], q: &[f32], keys: &[f32], values: &
         while t < positions {
             let mut acc = _mm256_setzero_ps();
             for c in 0..chunks {
-                acc = _mm256_fmadd_ps(_mm256_loadu_ps(qh.add(c * 8)), _mm256_loadu_ps(kp.add(t * kv_dim + off + c * 8)), acc);
+                acc = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(qh.add(c * 8)),
+                    _mm256_loadu_ps(kp.add(t * kv_dim + off + c * 8)),
+                    acc,
+                );
             }
             *a.add(t) = hsum(_mm256_mul_ps(acc, scale));
             t += 1;
@@ -297,7 +337,12 @@ mod tests {
             let ng = cols.div_ceil(32);
             let (mut wq, mut wsc) = (vec![0i8; rows * cols], vec![0.0; rows * ng]);
             for r in 0..rows {
-                crate::quant::quantize_row(&w[r * cols..(r + 1) * cols], &mut wq[r * cols..(r + 1) * cols], &mut wsc[r * ng..(r + 1) * ng], 32);
+                crate::quant::quantize_row(
+                    &w[r * cols..(r + 1) * cols],
+                    &mut wq[r * cols..(r + 1) * cols],
+                    &mut wsc[r * ng..(r + 1) * ng],
+                    32,
+                );
             }
             let (mut xq, mut xsc) = (vec![0i8; cols], vec![0.0; ng]);
             crate::quant::quantize_row(&x, &mut xq, &mut xsc, 32);
@@ -305,8 +350,14 @@ mod tests {
             reference::matvec_q8(&mut b, &wq, &wsc, &xq, &xsc, 32);
             close(&a, &b, 1e-5);
         }
-        for (heads, kv_heads, hs, positions) in [(8, 4, 8, 1), (8, 4, 8, 37), (4, 4, 16, 64), (8, 2, 8, 512)] {
-            let shape = AttnShape { head_size: hs, kv_dim: kv_heads * hs, kv_mul: heads / kv_heads };
+        for (heads, kv_heads, hs, positions) in
+            [(8, 4, 8, 1), (8, 4, 8, 37), (4, 4, 16, 64), (8, 2, 8, 512)]
+        {
+            let shape = AttnShape {
+                head_size: hs,
+                kv_dim: kv_heads * hs,
+                kv_mul: heads / kv_heads,
+            };
             let q = data(heads * hs, 5);
             let keys = data(positions * shape.kv_dim, 6);
             let values = data(positions * shape.kv_dim, 7);
