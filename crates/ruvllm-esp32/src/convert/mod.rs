@@ -1,1 +1,326 @@
-//! placeholder
+//! Host-side model loading (llama2.c checkpoints, llama2.c tokenizers, GGUF) into plain f32
+//! tensors, and conversion to the engine's GGUF layout.
+//!
+//! Every loader checks the sizes a header announces against the input length before it
+//! allocates, so a corrupt or hostile file costs at most a few times its own size in memory.
+
+mod from_gguf;
+mod llama2c;
+
+use alloc::format;
+use alloc::vec;
+use alloc::vec::Vec;
+
+pub use from_gguf::load_gguf;
+pub use llama2c::{load_llama2c, load_tokenizer_bin};
+
+use crate::error::{Error, Result};
+use crate::gguf::{GgmlType, GgufWriter};
+use crate::model::Config;
+use crate::quant;
+
+/// One transformer block, matrices row-major `[out][in]` as in llama2.c.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostLayer {
+    pub attn_norm: Vec<f32>,
+    pub wq: Vec<f32>,
+    pub wk: Vec<f32>,
+    pub wv: Vec<f32>,
+    pub wo: Vec<f32>,
+    pub ffn_norm: Vec<f32>,
+    /// Gate projection.
+    pub w1: Vec<f32>,
+    /// Down projection.
+    pub w2: Vec<f32>,
+    /// Up projection.
+    pub w3: Vec<f32>,
+}
+
+/// A SentencePiece-style vocabulary as llama2.c's tokenizer.bin stores it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostVocab {
+    pub pieces: Vec<Vec<u8>>,
+    pub scores: Vec<f32>,
+    pub max_token_length: u32,
+    pub bos: u32,
+    pub eos: u32,
+}
+
+/// A whole model in f32 on the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostModel {
+    pub config: Config,
+    pub token_embd: Vec<f32>,
+    pub layers: Vec<HostLayer>,
+    pub output_norm: Vec<f32>,
+    /// `None` when the classifier shares the token embedding.
+    pub output: Option<Vec<f32>>,
+    pub vocab: Option<HostVocab>,
+}
+
+/// Weight storage of the engine GGUF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quant {
+    F32,
+    Q8,
+}
+
+/// llama.cpp token types written to `tokenizer.ggml.token_type`.
+const TOKEN_NORMAL: i32 = 1;
+const TOKEN_UNKNOWN: i32 = 2;
+const TOKEN_CONTROL: i32 = 3;
+const TOKEN_BYTE: i32 = 6;
+
+/// `size = a * b`, as an error instead of an overflow.
+pub(crate) fn mul(a: usize, b: usize) -> Result<usize> {
+    a.checked_mul(b).ok_or(Error::Invalid {
+        what: "tensor size overflows",
+    })
+}
+
+/// Parameter count with overflow checks (unlike `Config::n_params`, safe on hostile headers
+/// and 32-bit hosts).
+pub(crate) fn checked_params(c: &Config) -> Result<usize> {
+    let (d, h, kv) = (c.dim, c.hidden_dim, c.kv_dim());
+    let per_layer = [
+        mul(2, d)?,
+        mul(d, d)?,
+        mul(mul(2, d)?, kv)?,
+        mul(d, d)?,
+        mul(mul(3, d)?, h)?,
+    ];
+    let cls = if c.shared_classifier { 0 } else { 1 };
+    let total = [
+        mul(c.n_layers, sum(&per_layer)?)?,
+        mul(mul(c.vocab_size, d)?, 1 + cls)?,
+        d,
+    ];
+    sum(&total)
+}
+
+fn sum(v: &[usize]) -> Result<usize> {
+    v.iter()
+        .try_fold(0usize, |a, b| a.checked_add(*b))
+        .ok_or(Error::Invalid {
+            what: "size overflows",
+        })
+}
+
+/// True for SentencePiece byte-fallback pieces `<0xHH>`.
+fn is_byte_piece(p: &[u8]) -> bool {
+    p.len() == 6
+        && p.starts_with(b"<0x")
+        && p[5] == b'>'
+        && p[3..5].iter().all(|c| c.is_ascii_hexdigit())
+}
+
+impl HostModel {
+    /// Checks every tensor and the vocabulary against the config.
+    pub fn validate(&self) -> Result<()> {
+        let c = &self.config;
+        c.validate()?;
+        let (d, h, kv, v) = (c.dim, c.hidden_dim, c.kv_dim(), c.vocab_size);
+        let bad = |ok: bool, what: &'static str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::Invalid { what })
+            }
+        };
+        bad(self.token_embd.len() == mul(v, d)?, "token embedding size")?;
+        bad(self.layers.len() == c.n_layers, "layer count")?;
+        for l in &self.layers {
+            bad(l.attn_norm.len() == d && l.ffn_norm.len() == d, "norm size")?;
+            bad(
+                l.wq.len() == mul(d, d)? && l.wo.len() == mul(d, d)?,
+                "attention matrix size",
+            )?;
+            bad(
+                l.wk.len() == mul(kv, d)? && l.wv.len() == mul(kv, d)?,
+                "key/value matrix size",
+            )?;
+            bad(
+                l.w1.len() == mul(h, d)? && l.w2.len() == mul(d, h)? && l.w3.len() == mul(h, d)?,
+                "ffn size",
+            )?;
+        }
+        bad(self.output_norm.len() == d, "output norm size")?;
+        bad(
+            self.output.is_none() == c.shared_classifier,
+            "classifier sharing flag",
+        )?;
+        if let Some(o) = &self.output {
+            bad(o.len() == mul(v, d)?, "classifier size")?;
+        }
+        if let Some(voc) = &self.vocab {
+            bad(
+                voc.pieces.len() == v && voc.scores.len() == v,
+                "vocabulary size",
+            )?;
+            bad(
+                (voc.bos as usize) < v && (voc.eos as usize) < v,
+                "BOS/EOS id",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Writes the engine's GGUF (see the crate docs for the exact layout).
+    pub fn to_gguf(&self, quant: Quant) -> Result<Vec<u8>> {
+        let vocab = self.vocab.as_ref().ok_or(Error::Missing {
+            what: "tokenizer vocabulary",
+        })?;
+        self.validate()?;
+        let c = &self.config;
+        let u32_of =
+            |v: usize, what: &'static str| u32::try_from(v).map_err(|_| Error::Invalid { what });
+
+        let mut w = GgufWriter::new();
+        w.add_str("general.architecture", "llama");
+        w.add_str("general.name", "ruvllm-esp32 model");
+        w.add_u32("llama.context_length", u32_of(c.seq_len, "seq_len")?);
+        w.add_u32("llama.embedding_length", u32_of(c.dim, "dim")?);
+        w.add_u32("llama.block_count", u32_of(c.n_layers, "n_layers")?);
+        w.add_u32(
+            "llama.feed_forward_length",
+            u32_of(c.hidden_dim, "hidden_dim")?,
+        );
+        w.add_u32("llama.attention.head_count", u32_of(c.n_heads, "n_heads")?);
+        w.add_u32(
+            "llama.attention.head_count_kv",
+            u32_of(c.n_kv_heads, "n_kv_heads")?,
+        );
+        w.add_u32(
+            "llama.rope.dimension_count",
+            u32_of(c.head_size(), "head_size")?,
+        );
+        w.add_f32("llama.attention.layer_norm_rms_epsilon", c.norm_eps);
+        w.add_f32("llama.rope.freq_base", c.rope_theta);
+        w.add_u32("llama.vocab_size", u32_of(c.vocab_size, "vocab_size")?);
+        w.add_str(
+            "ruvllm.quant",
+            if quant == Quant::Q8 { "q8" } else { "f32" },
+        );
+        w.add_u32("ruvllm.quant.group_size", quant::GROUP as u32);
+        add_vocab(&mut w, vocab)?;
+
+        let (d, h, kv) = (c.dim, c.hidden_dim, c.kv_dim());
+        add_matrix(
+            &mut w,
+            "token_embd.weight",
+            &self.token_embd,
+            c.vocab_size,
+            d,
+            quant,
+        )?;
+        for (i, l) in self.layers.iter().enumerate() {
+            let name = |s: &str| format!("blk.{i}.{s}.weight");
+            add_norm(&mut w, &name("attn_norm"), &l.attn_norm)?;
+            add_matrix(&mut w, &name("attn_q"), &l.wq, d, d, quant)?;
+            add_matrix(&mut w, &name("attn_k"), &l.wk, kv, d, quant)?;
+            add_matrix(&mut w, &name("attn_v"), &l.wv, kv, d, quant)?;
+            add_matrix(&mut w, &name("attn_output"), &l.wo, d, d, quant)?;
+            add_norm(&mut w, &name("ffn_norm"), &l.ffn_norm)?;
+            add_matrix(&mut w, &name("ffn_gate"), &l.w1, h, d, quant)?;
+            add_matrix(&mut w, &name("ffn_down"), &l.w2, d, h, quant)?;
+            add_matrix(&mut w, &name("ffn_up"), &l.w3, h, d, quant)?;
+        }
+        add_norm(&mut w, "output_norm.weight", &self.output_norm)?;
+        if let Some(o) = &self.output {
+            add_matrix(&mut w, "output.weight", o, c.vocab_size, d, quant)?;
+        }
+        Ok(w.finish())
+    }
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn add_norm(w: &mut GgufWriter, name: &str, v: &[f32]) -> Result<()> {
+    w.add_tensor(name, &[v.len() as u64], GgmlType::F32, f32_bytes(v))
+}
+
+/// A `rows x cols` matrix: F32, or I8 values plus a `.scale` tensor of per-row groups.
+fn add_matrix(
+    w: &mut GgufWriter,
+    name: &str,
+    m: &[f32],
+    rows: usize,
+    cols: usize,
+    quant: Quant,
+) -> Result<()> {
+    let dims = [cols as u64, rows as u64];
+    match quant {
+        Quant::F32 => w.add_tensor(name, &dims, GgmlType::F32, f32_bytes(m)),
+        Quant::Q8 => {
+            let g = quant::groups(cols, quant::GROUP);
+            let mut q = vec![0i8; m.len()];
+            let mut s = vec![0f32; mul(rows, g)?];
+            for ((x, q), s) in m
+                .chunks_exact(cols)
+                .zip(q.chunks_exact_mut(cols))
+                .zip(s.chunks_exact_mut(g))
+            {
+                quant::quantize_row(x, q, s, quant::GROUP);
+            }
+            let qb: Vec<u8> = q.iter().map(|v| *v as u8).collect();
+            w.add_tensor(name, &dims, GgmlType::I8, qb)?;
+            w.add_tensor(
+                &format!("{name}.scale"),
+                &[g as u64, rows as u64],
+                GgmlType::F32,
+                f32_bytes(&s),
+            )
+        }
+    }
+}
+
+/// Tokenizer metadata plus `ruvllm.tokenizer.index` (piece offsets, then ids sorted by piece
+/// bytes) so the chip can binary-search pieces in place in flash.
+fn add_vocab(w: &mut GgufWriter, vocab: &HostVocab) -> Result<()> {
+    let n = vocab.pieces.len();
+    let pieces: Vec<&[u8]> = vocab.pieces.iter().map(|p| p.as_slice()).collect();
+    let types: Vec<i32> = (0..n)
+        .map(|i| match (i, pieces.get(i)) {
+            (0, _) => TOKEN_UNKNOWN,
+            (i, _) if i as u32 == vocab.bos || i as u32 == vocab.eos => TOKEN_CONTROL,
+            (_, Some(p)) if is_byte_piece(p) => TOKEN_BYTE,
+            _ => TOKEN_NORMAL,
+        })
+        .collect();
+    let mut index = Vec::with_capacity(mul(n, 2)?);
+    let mut off = 0usize;
+    for p in &pieces {
+        index.push(u32::try_from(off).map_err(|_| Error::Invalid {
+            what: "tokenizer too large",
+        })?);
+        off = off.checked_add(8 + p.len()).ok_or(Error::Invalid {
+            what: "tokenizer too large",
+        })?;
+    }
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    // Stable sort keeps equal pieces in id order.
+    order.sort_by(|a, b| pieces[*a as usize].cmp(pieces[*b as usize]));
+    index.extend_from_slice(&order);
+
+    let max_len = pieces.iter().map(|p| p.len()).max().unwrap_or(0);
+    let max_len = u32::try_from(max_len).map_err(|_| Error::Invalid {
+        what: "token too long",
+    })?;
+    w.add_str("tokenizer.ggml.model", "llama");
+    w.add_str_array("tokenizer.ggml.tokens", &pieces);
+    w.add_f32_array("tokenizer.ggml.scores", &vocab.scores);
+    w.add_i32_array("tokenizer.ggml.token_type", &types);
+    w.add_u32("tokenizer.ggml.bos_token_id", vocab.bos);
+    w.add_u32("tokenizer.ggml.eos_token_id", vocab.eos);
+    w.add_u32(
+        "ruvllm.tokenizer.max_token_length",
+        vocab.max_token_length.max(max_len),
+    );
+    w.add_u32_array("ruvllm.tokenizer.index", &index);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,269 @@
+//! Any llama-architecture GGUF (F32 / F16 / Q8_0 tensors, or this engine's I8 + `.scale`
+//! pairs) into f32 host tensors.
+
+use alloc::format;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::{mul, HostLayer, HostModel, HostVocab};
+use crate::error::{Error, Result};
+use crate::gguf::{f16_to_f32, GgmlType, Gguf, Value, Q8_0_BLOCK, Q8_0_BYTES};
+use crate::model::Config;
+use crate::quant;
+
+/// Optional u32 key: absent is fine, present but wrong is an error.
+fn opt_u32(g: &Gguf, key: &'static str) -> Result<Option<u32>> {
+    match g.get_u32(key) {
+        Ok(v) => Ok(Some(v)),
+        Err(Error::Missing { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn opt_f32(g: &Gguf, key: &'static str) -> Result<Option<f32>> {
+    match g.get_f32(key) {
+        Ok(v) => Ok(Some(v)),
+        Err(Error::Missing { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn req(g: &Gguf, key: &'static str) -> Result<usize> {
+    g.get_u32(key).map(|v| v as usize)
+}
+
+fn f32_le(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+}
+
+/// Reads tensor `name` as a `rows x cols` f32 matrix (a vector when `rows` is 1).
+fn tensor(g: &Gguf, name: &str, rows: usize, cols: usize, group: usize) -> Result<Vec<f32>> {
+    let t = g.tensor(name).ok_or(Error::Missing {
+        what: "model tensor (see llama.cpp names)",
+    })?;
+    let n = mul(rows, cols)?;
+    let shape_ok = t.dims[0] == cols as u64 && t.n_elements() == n as u64;
+    if !shape_ok {
+        return Err(Error::Invalid {
+            what: "tensor shape does not match the model config",
+        });
+    }
+    // The GGUF parser guaranteed `data` holds exactly n elements of `ty`.
+    let out = match t.ty {
+        GgmlType::F32 => f32_le(t.data).collect(),
+        GgmlType::F16 => t
+            .data
+            .chunks_exact(2)
+            .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        GgmlType::Q8_0 => {
+            let mut out = Vec::with_capacity(n);
+            for b in t.data.chunks_exact(Q8_0_BYTES as usize) {
+                let d = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
+                out.extend(b[2..].iter().map(|q| *q as i8 as f32 * d));
+            }
+            debug_assert_eq!(out.len() as u64 % Q8_0_BLOCK, 0);
+            out
+        }
+        GgmlType::I8 => {
+            // This engine's layout: per-row groups with scales in `<name>.scale`.
+            let gpr = quant::groups(cols, group);
+            let sname = format!("{name}.scale");
+            let st = g.tensor(&sname).ok_or(Error::Missing {
+                what: "I8 tensor scales (<name>.scale)",
+            })?;
+            if st.ty != GgmlType::F32
+                || st.dims[0] != gpr as u64
+                || st.n_elements() != mul(rows, gpr)? as u64
+            {
+                return Err(Error::Invalid {
+                    what: "I8 scale tensor shape",
+                });
+            }
+            let scales: Vec<f32> = f32_le(st.data).collect();
+            let q = crate::gguf::as_i8(t.data);
+            let mut out = vec![0f32; n];
+            for ((q, s), o) in q
+                .chunks_exact(cols)
+                .zip(scales.chunks_exact(gpr))
+                .zip(out.chunks_exact_mut(cols))
+            {
+                quant::dequantize_row(q, s, o, group);
+            }
+            out
+        }
+        GgmlType::Other(_) => {
+            return Err(Error::Unsupported {
+                what: "tensor type (only F32, F16, Q8_0, I8)",
+            })
+        }
+    };
+    Ok(out)
+}
+
+/// Loads a llama-architecture GGUF, dequantizing every tensor to f32, with its tokenizer when
+/// the file carries a SentencePiece (`tokenizer.ggml.model` = "llama") vocabulary.
+pub fn load_gguf(bytes: &[u8]) -> Result<HostModel> {
+    let g = Gguf::parse(bytes)?;
+    match g.get("general.architecture") {
+        None | Some(Value::Str("llama")) => {}
+        Some(_) => {
+            return Err(Error::Unsupported {
+                what: "GGUF architecture other than llama",
+            })
+        }
+    }
+    let dim = req(&g, "llama.embedding_length")?;
+    let n_heads = req(&g, "llama.attention.head_count")?;
+    let embd = g.tensor("token_embd.weight").ok_or(Error::Missing {
+        what: "token_embd.weight",
+    })?;
+    let vocab_size = match opt_u32(&g, "llama.vocab_size")? {
+        Some(v) => v as usize,
+        None => usize::try_from(embd.dims[1]).map_err(|_| Error::Invalid { what: "vocab size" })?,
+    };
+    let config = Config {
+        dim,
+        hidden_dim: req(&g, "llama.feed_forward_length")?,
+        n_layers: req(&g, "llama.block_count")?,
+        n_heads,
+        n_kv_heads: opt_u32(&g, "llama.attention.head_count_kv")?.map_or(n_heads, |v| v as usize),
+        vocab_size,
+        seq_len: req(&g, "llama.context_length")?,
+        shared_classifier: g.tensor("output.weight").is_none(),
+        norm_eps: opt_f32(&g, "llama.attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5),
+        rope_theta: opt_f32(&g, "llama.rope.freq_base")?.unwrap_or(10000.0),
+    };
+    config.validate()?;
+    if let Some(rd) = opt_u32(&g, "llama.rope.dimension_count")? {
+        if rd as usize != config.head_size() {
+            return Err(Error::Unsupported {
+                what: "partial RoPE (rope.dimension_count != head size)",
+            });
+        }
+    }
+    // Every stored element takes at least one byte, so a model larger than the file can only
+    // come from tensors that overlap: refuse before dequantizing them into RAM.
+    if super::checked_params(&config)? > bytes.len() {
+        return Err(Error::Invalid {
+            what: "model is larger than the file (overlapping tensors?)",
+        });
+    }
+    let group = opt_u32(&g, "ruvllm.quant.group_size")?.map_or(quant::GROUP, |v| v as usize);
+    if group == 0 {
+        return Err(Error::Invalid {
+            what: "ruvllm.quant.group_size",
+        });
+    }
+
+    let (d, h, kv, v) = (dim, config.hidden_dim, config.kv_dim(), vocab_size);
+    let mat = |name: &str, rows: usize, cols: usize| tensor(&g, name, rows, cols, group);
+    let token_embd = mat("token_embd.weight", v, d)?;
+    let mut layers = Vec::with_capacity(config.n_layers);
+    for i in 0..config.n_layers {
+        let name = |s: &str| format!("blk.{i}.{s}.weight");
+        layers.push(HostLayer {
+            attn_norm: mat(&name("attn_norm"), 1, d)?,
+            wq: mat(&name("attn_q"), d, d)?,
+            wk: mat(&name("attn_k"), kv, d)?,
+            wv: mat(&name("attn_v"), kv, d)?,
+            wo: mat(&name("attn_output"), d, d)?,
+            ffn_norm: mat(&name("ffn_norm"), 1, d)?,
+            w1: mat(&name("ffn_gate"), h, d)?,
+            w2: mat(&name("ffn_down"), d, h)?,
+            w3: mat(&name("ffn_up"), h, d)?,
+        });
+    }
+    let output_norm = mat("output_norm.weight", 1, d)?;
+    let output = if config.shared_classifier {
+        None
+    } else {
+        Some(mat("output.weight", v, d)?)
+    };
+    let vocab = load_vocab(&g, v)?;
+    Ok(HostModel {
+        config,
+        token_embd,
+        layers,
+        output_norm,
+        output,
+        vocab,
+    })
+}
+
+/// SentencePiece vocabulary from `tokenizer.ggml.*`; `None` when absent or of another model
+/// family (e.g. GPT-2 BPE), which this engine's tokenizer does not implement.
+fn load_vocab(g: &Gguf, vocab_size: usize) -> Result<Option<HostVocab>> {
+    match g.get("tokenizer.ggml.model") {
+        Some(Value::Str("llama")) => {}
+        _ => return Ok(None),
+    }
+    let tokens = g.get_array("tokenizer.ggml.tokens")?;
+    if tokens.len != vocab_size {
+        return Err(Error::Invalid {
+            what: "tokenizer.ggml.tokens length != vocab size",
+        });
+    }
+    // llama.cpp files mark spaces with U+2581 as SentencePiece does; llama2.c's tokenizer (and
+    // this engine's files) use plain spaces.
+    let ours = g.get("ruvllm.quant").is_some();
+    let pieces: Vec<Vec<u8>> = tokens
+        .str_iter()
+        .map(|p| if ours { p.to_vec() } else { unescape_spaces(p) })
+        .collect();
+    if pieces.len() != vocab_size {
+        return Err(Error::Invalid {
+            what: "tokenizer.ggml.tokens",
+        });
+    }
+    let scores = match g.get_array("tokenizer.ggml.scores") {
+        Ok(a) if a.len == vocab_size => (0..vocab_size)
+            .map(|i| a.f32_at(i))
+            .collect::<Option<Vec<f32>>>(),
+        Ok(_) => None,
+        Err(Error::Missing { .. }) => Some(vec![0.0; vocab_size]),
+        Err(e) => return Err(e),
+    }
+    .ok_or(Error::Invalid {
+        what: "tokenizer.ggml.scores",
+    })?;
+    let bos = opt_u32(g, "tokenizer.ggml.bos_token_id")?.unwrap_or(1);
+    let eos = opt_u32(g, "tokenizer.ggml.eos_token_id")?.unwrap_or(2);
+    if bos as usize >= vocab_size || eos as usize >= vocab_size {
+        return Err(Error::Invalid {
+            what: "BOS/EOS id outside the vocabulary",
+        });
+    }
+    let longest = pieces.iter().map(|p| p.len()).max().unwrap_or(0);
+    let longest = u32::try_from(longest).map_err(|_| Error::Invalid {
+        what: "token too long",
+    })?;
+    let max_token_length = opt_u32(g, "ruvllm.tokenizer.max_token_length")?
+        .unwrap_or(0)
+        .max(longest);
+    Ok(Some(HostVocab {
+        pieces,
+        scores,
+        max_token_length,
+        bos,
+        eos,
+    }))
+}
+
+/// Replaces every U+2581 ("▁", bytes E2 96 81) with a space.
+fn unescape_spaces(p: &[u8]) -> Vec<u8> {
+    const MARK: &[u8] = "\u{2581}".as_bytes();
+    let mut out = Vec::with_capacity(p.len());
+    let mut rest = p;
+    while !rest.is_empty() {
+        if rest.starts_with(MARK) {
+            out.push(b' ');
+            rest = rest.get(MARK.len()..).unwrap_or(&[]);
+        } else {
+            out.extend_from_slice(rest.get(..1).unwrap_or(&[]));
+            rest = rest.get(1..).unwrap_or(&[]);
+        }
+    }
+    out
+}
