@@ -17,7 +17,7 @@ pub fn convert(input: &Path, tok: Option<&Path>, quant: &str, output: &Path) -> 
     let q = image::parse_quant(quant)?;
     let img = image::load(input, tok, Some(q))?;
     // Check the result loads before anything is written, then write it atomically.
-    Model::<'_>::from_gguf(img.bytes()).context("converted image does not load")?;
+    <Model<'_>>::from_gguf(img.bytes()).context("converted image does not load")?;
     let tmp = output.with_extension("gguf.tmp");
     std::fs::write(&tmp, img.bytes())
         .with_context(|| format!("{}: cannot write", tmp.display()))?;

@@ -37,7 +37,7 @@ fn fp32_greedy_matches_the_reference_byte_for_byte() {
     let Some(img) = common::stories260k_image(Quant::F32) else {
         return;
     };
-    let model = Model::<'_>::from_gguf(img.bytes()).unwrap();
+    let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
     assert_eq!(model.precision, Precision::F32);
     assert!(model.checksum_verified);
     for case in ["p1", "p2"] {
@@ -84,8 +84,8 @@ fn int8_perplexity_is_within_one_percent_of_fp32() {
         "/../../testdata/heldout.txt"
     ))
     .unwrap();
-    let f = Model::<'_>::from_gguf(f32_img.bytes()).unwrap();
-    let q = Model::<'_>::from_gguf(q8_img.bytes()).unwrap();
+    let f = <Model<'_>>::from_gguf(f32_img.bytes()).unwrap();
+    let q = <Model<'_>>::from_gguf(q8_img.bytes()).unwrap();
     assert_eq!(q.precision, Precision::Q8);
     let (nf, pf) = perplexity(&f, &text);
     let (nq, pq) = perplexity(&q, &text);
@@ -114,7 +114,7 @@ fn int8_kernels_agree_and_generate_the_story() {
     let Some(img) = common::stories260k_image(Quant::Q8) else {
         return;
     };
-    let model = Model::<'_>::from_gguf(img.bytes()).unwrap();
+    let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
     let a = greedy(&model, "Once upon a time", 128, Kernels::REFERENCE);
     let b = greedy(&model, "Once upon a time", 128, Kernels::detect());
     eprintln!("q8 greedy: {}", String::from_utf8_lossy(&a));
@@ -127,7 +127,7 @@ fn the_context_is_enforced() {
     let Some(img) = common::stories260k_image(Quant::F32) else {
         return;
     };
-    let model = Model::<'_>::from_gguf(img.bytes()).unwrap();
+    let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
     let mut arena = vec![0f32; State::arena_len(&model, 8)];
     let mut state = State::new(&model, &mut arena, 8, Kernels::REFERENCE).unwrap();
     assert!(state.forward(&model, 1, 7).is_ok());
@@ -149,6 +149,6 @@ fn a_corrupt_image_is_refused() {
     };
     let n = img.bytes().len();
     img.bytes_mut()[n - 10] ^= 0x01; // one bit inside the last tensor
-    let err = Model::<'_>::from_gguf(img.bytes()).unwrap_err();
+    let err = <Model<'_>>::from_gguf(img.bytes()).unwrap_err();
     assert!(matches!(err, ruvllm_esp32::Error::Checksum { .. }), "{err}");
 }
