@@ -66,7 +66,7 @@ pub fn run(args: &ModelArgs, prompt: &str, steps: usize, repeat: usize, json: bo
     let mut rows = Vec::new();
     for quant in [Quant::F32, Quant::Q8] {
         let img = image::load(&args.model, args.tokenizer.as_deref(), Some(quant))?;
-        let model = Model::from_gguf(img.bytes())?;
+        let model = img.model()?;
         check_steps(&model, steps)?;
         let tokens = encode_prompt(&model, prompt, steps)?;
         for kernels in [Kernels::REFERENCE, Kernels::detect()] {

@@ -17,7 +17,7 @@ pub fn convert(input: &Path, tok: Option<&Path>, quant: &str, output: &Path) -> 
     let q = image::parse_quant(quant)?;
     let img = image::load(input, tok, Some(q))?;
     // Check the result loads before anything is written, then write it atomically.
-    <Model<'_>>::from_gguf(img.bytes()).context("converted image does not load")?;
+    img.model().context("converted image does not load")?;
     let tmp = output.with_extension("gguf.tmp");
     std::fs::write(&tmp, img.bytes())
         .with_context(|| format!("{}: cannot write", tmp.display()))?;
@@ -34,10 +34,6 @@ pub fn convert(input: &Path, tok: Option<&Path>, quant: &str, output: &Path) -> 
 fn load(args: &ModelArgs, quant: Option<&str>) -> Result<Image> {
     let q = quant.map(image::parse_quant).transpose()?;
     image::load(&args.model, args.tokenizer.as_deref(), q)
-}
-
-fn model_of(img: &Image) -> Result<Model<'_>> {
-    Model::from_gguf(img.bytes()).with_context(|| img.origin.clone())
 }
 
 /// Encodes a prompt with BOS, as llama2.c does, and checks it fits in `steps` positions.
@@ -77,7 +73,7 @@ pub fn gen(
         bail!("--temp must be >= 0 and --top-p within 0..=1");
     }
     let img = load(args, quant)?;
-    let model = model_of(&img)?;
+    let model = img.model()?;
     check_steps(&model, steps)?;
     let tokens = encode_prompt(&model, prompt, steps)?;
     let kernels = if scalar {
@@ -134,7 +130,7 @@ pub fn gen(
 
 pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>) -> Result<()> {
     let img = load(args, quant)?;
-    let model = model_of(&img)?;
+    let model = img.model()?;
     let data = std::fs::read(text).with_context(|| format!("{}: cannot read", text.display()))?;
     let mut tokens = vec![0u32; data.len() + 3];
     let n = tokenizer::encode(&model.vocab, &data, true, false, &mut tokens)
@@ -163,7 +159,7 @@ fn kib(b: usize) -> String {
 pub fn info(path: &Path, tok: Option<&Path>, quant: Option<&str>) -> Result<()> {
     let q = quant.map(image::parse_quant).transpose()?;
     let img = image::load(path, tok, q)?;
-    let model = model_of(&img)?;
+    let model = img.model()?;
     let c = &model.config;
     println!("model: {}", img.origin);
     println!(

@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use ruvllm_esp32::convert::{self, HostModel, Quant};
 use ruvllm_esp32::gguf::Gguf;
+use ruvllm_esp32::model::Model;
 use std::path::Path;
 
 /// A model image in an 8-byte aligned buffer, so its tensors can be read in place.
@@ -11,17 +12,30 @@ pub struct Image {
     len: usize,
     /// How the image was obtained, for messages.
     pub origin: String,
+    /// Written by this process just now, so its checksum need not be re-read.
+    fresh: bool,
 }
 
 impl Image {
-    pub fn from_bytes(bytes: &[u8], origin: String) -> Image {
+    fn from_bytes(bytes: &[u8], origin: String, fresh: bool) -> Image {
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
         bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
         Image {
             words,
             len: bytes.len(),
             origin,
+            fresh,
         }
+    }
+
+    /// The engine's view of the image; a file's checksum is verified here.
+    pub fn model(&self) -> Result<Model<'_>> {
+        let m = if self.fresh {
+            Model::from_gguf_unverified(self.bytes())
+        } else {
+            Model::from_gguf(self.bytes())
+        };
+        m.with_context(|| self.origin.clone())
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -65,8 +79,7 @@ pub fn load(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>) -> Res
         };
         let engine_ready = g.get("ruvllm.tokenizer.index").is_some() && stored.is_some();
         if engine_ready && tokenizer.is_none() && (quant.is_none() || quant == stored) {
-            g.verify_checksum().with_context(|| name.clone())?;
-            return Ok(Image::from_bytes(&bytes, name));
+            return Ok(Image::from_bytes(&bytes, name, false));
         }
         let host = convert::load_gguf(&bytes).with_context(|| name.clone())?;
         (host, stored.unwrap_or(Quant::F32))
@@ -95,5 +108,6 @@ pub fn load(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>) -> Res
     Ok(Image::from_bytes(
         &image,
         format!("{name} (converted to {})", quant_name(quant)),
+        true,
     ))
 }

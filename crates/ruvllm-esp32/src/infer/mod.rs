@@ -330,7 +330,7 @@ impl<'s> State<'s> {
             matvec(
                 k, self.hb2, &layer.w3, self.xb, self.xq, self.xs, group, true,
             );
-            reference::swiglu(self.hb, self.hb2);
+            (k.swiglu)(self.hb, self.hb2);
             matvec(
                 k, self.xb, &layer.w2, self.hb, self.xq, self.xs, group, false,
             );

@@ -18,6 +18,7 @@ pub struct AttnShape {
 pub type MatvecF32 = fn(&mut [f32], &[f32], &[f32]);
 pub type MatvecQ8 = fn(&mut [f32], &[i8], &[f32], &[i8], &[f32], usize);
 pub type AttentionF32 = fn(&mut [f32], &[f32], &[f32], &[f32], &mut [f32], AttnShape);
+pub type Swiglu = fn(&mut [f32], &[f32]);
 
 /// The kernels one forward pass uses; the rest are always the reference ones because they
 /// are a negligible share of the time.
@@ -27,6 +28,7 @@ pub struct Kernels {
     pub matvec_f32: MatvecF32,
     pub matvec_q8: MatvecQ8,
     pub attention_f32: AttentionF32,
+    pub swiglu: Swiglu,
 }
 
 impl Kernels {
@@ -35,6 +37,7 @@ impl Kernels {
         matvec_f32: reference::matvec_f32,
         matvec_q8: reference::matvec_q8,
         attention_f32: reference::attention_f32,
+        swiglu: reference::swiglu,
     };
 
     /// The fastest kernels this CPU supports.
