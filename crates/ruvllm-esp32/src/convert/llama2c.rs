@@ -370,9 +370,7 @@ pub fn load_tokenizer_bin(bytes: &[u8], vocab_size: usize) -> Result<HostVocab> 
         what: "tokenizer max_token_length",
     })?;
     // Each token takes at least 8 bytes: refuse sizes the input cannot hold before allocating.
-    if vocab_size < 3
-        || vocab_size > crate::model::config::MAX_VOCAB
-        || vocab_size > bytes.len() / 8
+    if !(3..=crate::model::config::MAX_VOCAB).contains(&vocab_size) || vocab_size > bytes.len() / 8
     {
         return Err(Error::Invalid {
             what: "tokenizer vocab size does not fit the file",

@@ -3,6 +3,26 @@
 //!
 //! Every loader checks the sizes a header announces against the input length before it
 //! allocates, so a corrupt or hostile file costs at most a few times its own size in memory.
+//!
+//! # Engine GGUF layout (written by [`HostModel::to_gguf`])
+//!
+//! * Metadata: `general.architecture` = "llama", `general.name`, `llama.context_length`,
+//!   `llama.embedding_length`, `llama.block_count`, `llama.feed_forward_length`,
+//!   `llama.attention.head_count`, `llama.attention.head_count_kv`,
+//!   `llama.rope.dimension_count` (= head size), `llama.attention.layer_norm_rms_epsilon` and
+//!   `llama.rope.freq_base` (f32), `llama.vocab_size`, `ruvllm.quant` ("f32" | "q8"),
+//!   `ruvllm.quant.group_size`, `general.alignment` (32) and `ruvllm.checksum` (CRC-32 of the
+//!   data section).
+//! * Tensors (llama.cpp names, dims ne0 = columns = in-features, ne1 = rows): `token_embd`,
+//!   `blk.{i}.attn_norm|attn_q|attn_k|attn_v|attn_output|ffn_norm|ffn_gate|ffn_down|ffn_up`,
+//!   `output_norm`, and `output` only when the classifier is not shared; all `.weight`.
+//!   Norms are F32. With [`Quant::Q8`] each matrix is an I8 tensor plus `<name>.scale`, F32 of
+//!   dims `[ceil(cols / GROUP), rows]`: groups run along each row and never cross rows.
+//! * Tokenizer: `tokenizer.ggml.model` = "llama", `.tokens` (raw piece bytes, spaces as plain
+//!   spaces like llama2.c), `.scores`, `.token_type` (2 unknown, 3 BOS/EOS, 6 `<0xHH>`, 1
+//!   otherwise), `.bos_token_id`, `.eos_token_id`, `ruvllm.tokenizer.max_token_length`, and
+//!   `ruvllm.tokenizer.index` (u32 x 2n): `[0, n)` byte offset of token i's u64 length prefix
+//!   in the tokens array payload, `[n, 2n)` token ids sorted by piece bytes (ties by id).
 
 mod from_gguf;
 mod llama2c;
@@ -165,7 +185,7 @@ impl HostModel {
         Ok(())
     }
 
-    /// Writes the engine's GGUF (see the crate docs for the exact layout).
+    /// Writes the engine's GGUF (layout in the module docs). `Err(Missing)` without a vocab.
     pub fn to_gguf(&self, quant: Quant) -> Result<Vec<u8>> {
         let vocab = self.vocab.as_ref().ok_or(Error::Missing {
             what: "tokenizer vocabulary",

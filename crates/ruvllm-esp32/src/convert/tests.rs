@@ -148,6 +148,9 @@ fn to_gguf_needs_a_vocab_and_consistent_sizes() {
     assert!(matches!(m.to_gguf(Quant::F32), Err(Error::Missing { .. })));
 }
 
+/// (name, source, expected after load, cols, rows)
+type Mat<'a> = (&'a str, &'a Vec<f32>, &'a mut Vec<f32>, u64, u64);
+
 /// A llama.cpp-style file: F16 and Q8_0 matrices, "▁" in pieces, no ruvllm keys.
 #[test]
 fn load_gguf_dequantizes_f16_and_q8_0() {
@@ -212,7 +215,7 @@ fn load_gguf_dequantizes_f16_and_q8_0() {
             f32_bytes(&l.ffn_norm),
         )
         .unwrap();
-        let mats: [(&str, &Vec<f32>, &mut Vec<f32>, u64, u64); 7] = [
+        let mats: [Mat; 7] = [
             ("attn_q", &l.wq, &mut e.wq, 16, 16),
             ("attn_k", &l.wk, &mut e.wk, 16, 8),
             ("attn_v", &l.wv, &mut e.wv, 16, 8),

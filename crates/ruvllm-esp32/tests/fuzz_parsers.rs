@@ -1,0 +1,232 @@
+//! Mutation fuzzing of every parser on real files: results may be Ok or Err, never a panic,
+//! and never a huge allocation (the global allocator below refuses anything over 64 MiB, which
+//! aborts the test). Cases per property: env `FUZZ_CASES` (default 256).
+#![cfg(feature = "alloc")]
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+use ruvllm_esp32::convert::{load_gguf, load_llama2c, load_tokenizer_bin, Quant};
+use ruvllm_esp32::gguf::{as_f32, as_i8, Gguf, Value};
+
+/// Inputs are ~1 MB; no parser may need more than a small multiple of that.
+const MAX_ALLOC: usize = 64 << 20;
+
+struct Capped;
+
+unsafe impl GlobalAlloc for Capped {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() > MAX_ALLOC {
+            return std::ptr::null_mut();
+        }
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size > MAX_ALLOC {
+            return std::ptr::null_mut();
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Capped = Capped;
+
+fn cases() -> u32 {
+    std::env::var("FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
+/// stories260K.bin, tok512.bin and their F32 and Q8 GGUF conversions.
+fn corpus() -> Option<&'static [Vec<u8>]> {
+    static CORPUS: OnceLock<Option<Vec<Vec<u8>>>> = OnceLock::new();
+    CORPUS
+        .get_or_init(|| {
+            let model = common::read_shared("models/stories260K.bin")?;
+            let tok = common::read_shared("models/tok512.bin")?;
+            let mut m = load_llama2c(&model).unwrap();
+            m.vocab = Some(load_tokenizer_bin(&tok, 512).unwrap());
+            let f32 = m.to_gguf(Quant::F32).unwrap();
+            let q8 = m.to_gguf(Quant::Q8).unwrap();
+            Some(vec![model, tok, f32, q8])
+        })
+        .as_deref()
+}
+
+/// Runs every parser over `bytes` and touches everything a successful parse exposes.
+fn exercise(bytes: &[u8]) {
+    if let Ok(g) = Gguf::parse(bytes) {
+        for (k, v) in g.kvs() {
+            assert!(g.get(k).is_some());
+            if let Value::Array(a) = v {
+                let n = a.str_iter().count();
+                assert!(n == 0 || n == a.len);
+                let _ = (
+                    a.u32_at(a.len.saturating_sub(1)),
+                    a.i32_at(0),
+                    a.f32_at(usize::MAX),
+                );
+            }
+        }
+        for t in g.tensors() {
+            let _ = (t.n_elements(), as_f32(t.data), as_i8(t.data).len());
+            assert!(g.tensor(t.name).is_some());
+        }
+        let _ = g.verify_checksum();
+        let _ = (
+            g.get_u32("llama.block_count"),
+            g.get_f32("llama.rope.freq_base"),
+        );
+        let _ = (
+            g.get_str("general.architecture"),
+            g.get_array("tokenizer.ggml.tokens"),
+        );
+    }
+    if let Ok(m) = load_gguf(bytes) {
+        if m.vocab.is_some() {
+            let _ = m.to_gguf(Quant::Q8);
+        }
+    }
+    let _ = load_llama2c(bytes);
+    for n in [512, 3, 100_000] {
+        let _ = load_tokenizer_bin(bytes, n);
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Mutation {
+    Flip {
+        pos: usize,
+        bit: u8,
+    },
+    /// Little-endian write of `width` bytes of `value`, mostly into header fields.
+    Overwrite {
+        pos: usize,
+        value: u64,
+        width: usize,
+    },
+    Truncate {
+        at: usize,
+    },
+    Insert {
+        pos: usize,
+        bytes: Vec<u8>,
+    },
+    Delete {
+        pos: usize,
+        len: usize,
+    },
+}
+
+fn position() -> impl Strategy<Value = usize> {
+    // Headers (GGUF metadata incl. the tokenizer, llama2.c config) sit near the start.
+    prop_oneof![0usize..64, 0usize..512, 0usize..16_384, any::<usize>()]
+}
+
+fn extreme() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        prop::sample::select(vec![
+            0u64,
+            1,
+            2,
+            3,
+            4,
+            8,
+            9,
+            24,
+            31,
+            32,
+            255,
+            256,
+            0x7fff_ffff,
+            0x8000_0000,
+            0xffff_ffff,
+            1 << 32,
+            1 << 40,
+            i64::MAX as u64,
+            u64::MAX,
+            u64::MAX - 7,
+        ]),
+        any::<u64>(),
+    ]
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        3 => (position(), 0u8..8).prop_map(|(pos, bit)| Mutation::Flip { pos, bit }),
+        4 => (position(), extreme(), prop::sample::select(vec![1usize, 2, 4, 8]))
+            .prop_map(|(pos, value, width)| Mutation::Overwrite { pos, value, width }),
+        1 => any::<usize>().prop_map(|at| Mutation::Truncate { at }),
+        1 => (position(), prop::collection::vec(any::<u8>(), 1..16))
+            .prop_map(|(pos, bytes)| Mutation::Insert { pos, bytes }),
+        1 => (position(), 1usize..64).prop_map(|(pos, len)| Mutation::Delete { pos, len }),
+    ]
+}
+
+fn apply(data: &mut Vec<u8>, m: &Mutation) {
+    let len = data.len();
+    if len == 0 {
+        return;
+    }
+    match m {
+        Mutation::Flip { pos, bit } => data[pos % len] ^= 1 << bit,
+        Mutation::Overwrite { pos, value, width } => {
+            let p = pos % len;
+            let end = (p + width).min(len);
+            data[p..end].copy_from_slice(&value.to_le_bytes()[..end - p]);
+        }
+        Mutation::Truncate { at } => data.truncate(at % len),
+        Mutation::Insert { pos, bytes } => {
+            let p = pos % (len + 1);
+            data.splice(p..p, bytes.iter().copied());
+        }
+        Mutation::Delete { pos, len: n } => {
+            let p = pos % len;
+            data.drain(p..(p + n).min(len));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn mutated_real_files_never_panic(which in 0usize..4, muts in prop::collection::vec(mutation(), 1..6)) {
+        let Some(corpus) = corpus() else { return Ok(()) };
+        let mut data = corpus[which].clone();
+        for m in &muts {
+            apply(&mut data, m);
+        }
+        exercise(&data);
+    }
+
+    #[test]
+    fn random_bytes_never_panic(
+        prefix in prop::sample::select(vec![&b""[..], b"GGUF\x03\0\0\0", b"GGUF\x02\0\0\0", b"24ka\x02\0\0\0", b"24ka\x01\0\0\0"]),
+        body in prop::collection::vec(any::<u8>(), 0..4096),
+    ) {
+        let mut data = prefix.to_vec();
+        data.extend_from_slice(&body);
+        exercise(&data);
+    }
+}
+
+/// Each real file and its conversions parse cleanly before mutation (the fuzzer's baseline).
+#[test]
+fn corpus_is_valid() {
+    let Some(c) = corpus() else { return };
+    assert!(load_llama2c(&c[0]).is_ok());
+    assert!(load_tokenizer_bin(&c[1], 512).is_ok());
+    for g in &c[2..] {
+        assert_eq!(Gguf::parse(g).unwrap().verify_checksum(), Ok(true));
+        assert!(load_gguf(g).unwrap().vocab.is_some());
+    }
+}
