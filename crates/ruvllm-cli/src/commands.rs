@@ -69,7 +69,7 @@ pub fn gen(
     quant: Option<&str>,
     scalar: bool,
 ) -> Result<()> {
-    if !(temp.is_finite() && temp >= 0.0) || !(0.0..=1.0).contains(&top_p) {
+    if !(temp.is_finite() && temp >= 0.0 && (0.0..=1.0).contains(&top_p)) {
         bail!("--temp must be >= 0 and --top-p within 0..=1");
     }
     let img = load(args, quant)?;

@@ -12,30 +12,23 @@ pub struct Image {
     len: usize,
     /// How the image was obtained, for messages.
     pub origin: String,
-    /// Written by this process just now, so its checksum need not be re-read.
-    fresh: bool,
 }
 
 impl Image {
-    fn from_bytes(bytes: &[u8], origin: String, fresh: bool) -> Image {
+    fn from_bytes(bytes: &[u8], origin: String) -> Image {
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
         bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
         Image {
             words,
             len: bytes.len(),
             origin,
-            fresh,
         }
     }
 
-    /// The engine's view of the image; a file's checksum is verified here.
+    /// The engine's view of the image. [`load`] already verified the checksum of a file (or
+    /// wrote the image itself), so it is not read a second time.
     pub fn model(&self) -> Result<Model<'_>> {
-        let m = if self.fresh {
-            Model::from_gguf_unverified(self.bytes())
-        } else {
-            Model::from_gguf(self.bytes())
-        };
-        m.with_context(|| self.origin.clone())
+        Model::from_gguf_unverified(self.bytes()).with_context(|| self.origin.clone())
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -70,8 +63,16 @@ const AK42: [u8; 4] = 0x616b_3432u32.to_le_bytes();
 pub fn load(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>) -> Result<Image> {
     let bytes = read(model)?;
     let name = model.display().to_string();
+    let says_gguf = model
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    if says_gguf && !bytes.starts_with(b"GGUF") {
+        bail!("{name}: wrong magic: not a GGUF file");
+    }
     let (host, default_quant): (HostModel, Quant) = if bytes.starts_with(b"GGUF") {
         let g = Gguf::parse(&bytes).with_context(|| name.clone())?;
+        // Whatever happens next (used as is, or converted), a corrupt image is refused.
+        g.verify_checksum().with_context(|| name.clone())?;
         let stored = match g.get_str("ruvllm.quant") {
             Ok("f32") => Some(Quant::F32),
             Ok("q8") => Some(Quant::Q8),
@@ -79,7 +80,7 @@ pub fn load(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>) -> Res
         };
         let engine_ready = g.get("ruvllm.tokenizer.index").is_some() && stored.is_some();
         if engine_ready && tokenizer.is_none() && (quant.is_none() || quant == stored) {
-            return Ok(Image::from_bytes(&bytes, name, false));
+            return Ok(Image::from_bytes(&bytes, name));
         }
         let host = convert::load_gguf(&bytes).with_context(|| name.clone())?;
         (host, stored.unwrap_or(Quant::F32))
@@ -108,6 +109,5 @@ pub fn load(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>) -> Res
     Ok(Image::from_bytes(
         &image,
         format!("{name} (converted to {})", quant_name(quant)),
-        true,
     ))
 }

@@ -306,7 +306,7 @@ impl<'s> State<'s> {
                         group,
                     );
                     reference::rope(self.q, self.rope);
-                    reference::attention_q8(
+                    (k.attention_q8)(
                         self.xb2,
                         self.q,
                         &kc[layer_range.clone()],

@@ -19,6 +19,9 @@ pub type MatvecF32 = fn(&mut [f32], &[f32], &[f32]);
 pub type MatvecQ8 = fn(&mut [f32], &[i8], &[f32], &[i8], &[f32], usize);
 pub type AttentionF32 = fn(&mut [f32], &[f32], &[f32], &[f32], &mut [f32], AttnShape);
 pub type Swiglu = fn(&mut [f32], &[f32]);
+/// out, q, keys, key scales, values, value scales, scratch, shape, group.
+pub type AttentionQ8 =
+    fn(&mut [f32], &[f32], &[i8], &[f32], &[i8], &[f32], &mut [f32], AttnShape, usize);
 
 /// The kernels one forward pass uses; the rest are always the reference ones because they
 /// are a negligible share of the time.
@@ -29,6 +32,7 @@ pub struct Kernels {
     pub matvec_q8: MatvecQ8,
     pub attention_f32: AttentionF32,
     pub swiglu: Swiglu,
+    pub attention_q8: AttentionQ8,
 }
 
 impl Kernels {
@@ -38,6 +42,7 @@ impl Kernels {
         matvec_q8: reference::matvec_q8,
         attention_f32: reference::attention_f32,
         swiglu: reference::swiglu,
+        attention_q8: reference::attention_q8,
     };
 
     /// The fastest kernels this CPU supports.

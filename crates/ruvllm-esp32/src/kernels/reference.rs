@@ -105,36 +105,64 @@ pub fn attention_q8(
     let ng = kv_dim.div_ceil(group);
     let positions = keys.len() / kv_dim;
     let scale = 1.0 / libm::sqrtf(head_size as f32);
-    for (h, (qh, oh)) in q
+    let heads = q
         .chunks_exact(head_size)
-        .zip(out.chunks_exact_mut(head_size))
-        .enumerate()
-    {
-        let kv_off = (h / kv_mul) * head_size;
+        .zip(out.chunks_exact_mut(head_size));
+    for (h, (qh, oh)) in heads.enumerate() {
+        let off = (h / kv_mul) * head_size;
         let att = &mut att[h * positions..(h + 1) * positions];
-        for ((a, k), ks) in att
-            .iter_mut()
-            .zip(keys.chunks_exact(kv_dim))
-            .zip(key_scales.chunks_exact(ng))
-        {
-            let mut score = 0.0f32;
-            for (i, x) in qh.iter().enumerate() {
-                let j = kv_off + i;
-                score += x * (k[j] as f32 * ks[j / group]);
-            }
-            *a = score * scale;
+        let rows = keys.chunks_exact(kv_dim).zip(key_scales.chunks_exact(ng));
+        for (a, (k, ks)) in att.iter_mut().zip(rows) {
+            *a = dot_q8(qh, k, ks, off, group) * scale;
         }
         softmax(att);
         oh.fill(0.0);
-        for ((a, v), vs) in att
-            .iter()
-            .zip(values.chunks_exact(kv_dim))
-            .zip(value_scales.chunks_exact(ng))
-        {
-            for (i, o) in oh.iter_mut().enumerate() {
-                let j = kv_off + i;
-                *o += a * (v[j] as f32 * vs[j / group]);
-            }
+        let rows = values
+            .chunks_exact(kv_dim)
+            .zip(value_scales.chunks_exact(ng));
+        for (a, (v, vs)) in att.iter().zip(rows) {
+            axpy_q8(oh, *a, v, vs, off, group);
+        }
+    }
+}
+
+/// Splits `off..off + n` at group boundaries: yields (start, len, group index).
+fn group_segments(
+    off: usize,
+    n: usize,
+    group: usize,
+) -> impl Iterator<Item = (usize, usize, usize)> {
+    let mut i = 0;
+    core::iter::from_fn(move || {
+        if i >= n {
+            return None;
+        }
+        let j = off + i;
+        let len = (group - j % group).min(n - i);
+        i += len;
+        Some((j, len, j / group))
+    })
+}
+
+/// `x . dequant(q[off..off + x.len()])`, one scale multiplication per group.
+fn dot_q8(x: &[f32], q: &[i8], scales: &[f32], off: usize, group: usize) -> f32 {
+    let mut total = 0.0f32;
+    for (j, len, g) in group_segments(off, x.len(), group) {
+        let mut part = 0.0f32;
+        for (a, b) in x[j - off..j - off + len].iter().zip(&q[j..j + len]) {
+            part += a * *b as f32;
+        }
+        total += part * scales[g];
+    }
+    total
+}
+
+/// `out += a * dequant(q[off..off + out.len()])`.
+fn axpy_q8(out: &mut [f32], a: f32, q: &[i8], scales: &[f32], off: usize, group: usize) {
+    for (j, len, g) in group_segments(off, out.len(), group) {
+        let w = a * scales[g];
+        for (o, b) in out[j - off..j - off + len].iter_mut().zip(&q[j..j + len]) {
+            *o += w * *b as f32;
         }
     }
 }

@@ -14,6 +14,7 @@ pub fn detect() -> Option<Kernels> {
             matvec_q8,
             attention_f32,
             swiglu,
+            attention_q8,
         })
     } else {
         None
@@ -41,6 +42,65 @@ fn swiglu(h1: &mut [f32], h3: &[f32]) {
     assert!(h3.len() >= h1.len());
     // SAFETY: as above.
     unsafe { swiglu_avx2(h1, h3) }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention_q8(
+    out: &mut [f32],
+    q: &[f32],
+    keys: &[i8],
+    key_scales: &[f32],
+    values: &[i8],
+    value_scales: &[f32],
+    att: &mut [f32],
+    shape: AttnShape,
+    group: usize,
+) {
+    let AttnShape {
+        head_size: hs,
+        kv_dim,
+        kv_mul,
+    } = shape;
+    let n_heads = q.len() / hs;
+    let positions = keys.len() / kv_dim;
+    let ng = kv_dim.div_ceil(group);
+    // The fast path wants whole blocks of eight heads, each head inside one scale group.
+    let fits = n_heads % 8 == 0 && hs % 8 == 0 && hs <= group && group % hs == 0;
+    if !fits {
+        return reference::attention_q8(
+            out,
+            q,
+            keys,
+            key_scales,
+            values,
+            value_scales,
+            att,
+            shape,
+            group,
+        );
+    }
+    assert!(
+        out.len() >= q.len()
+            && values.len() >= keys.len()
+            && key_scales.len() >= positions * ng
+            && value_scales.len() >= positions * ng
+            && att.len() >= n_heads * positions
+            && n_heads / kv_mul * hs <= kv_dim
+    );
+    // SAFETY: as above.
+    unsafe {
+        attention_q8_blocks_avx2(
+            out,
+            q,
+            keys,
+            key_scales,
+            values,
+            value_scales,
+            att,
+            shape,
+            group,
+        )
+    }
 }
 
 fn attention_f32(
@@ -341,6 +401,93 @@ unsafe fn attention_f32_blocks_avx2(
     }
 }
 
+/// Eight int8 values as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn load_i8x8(p: *const i8) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i)))
+}
+
+/// [`attention_f32_blocks_avx2`] over the int8 cache. Each head lies inside one scale group,
+/// so a key's scale multiplies the finished score and a value's scale folds into its weight.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attention_q8_blocks_avx2(
+    out: &mut [f32],
+    q: &[f32],
+    keys: &[i8],
+    key_scales: &[f32],
+    values: &[i8],
+    value_scales: &[f32],
+    att: &mut [f32],
+    shape: AttnShape,
+    group: usize,
+) {
+    let AttnShape {
+        head_size: hs,
+        kv_dim,
+        kv_mul,
+    } = shape;
+    let n_heads = q.len() / hs;
+    let positions = keys.len() / kv_dim;
+    let ng = kv_dim.div_ceil(group);
+    let chunks = hs / 8;
+    let scale = _mm256_set1_ps(1.0 / libm::sqrtf(hs as f32));
+    let (kp, vp, a) = (keys.as_ptr(), values.as_ptr(), att.as_mut_ptr());
+    for h0 in (0..n_heads).step_by(8) {
+        let off: [usize; 8] = core::array::from_fn(|i| ((h0 + i) / kv_mul) * hs);
+        let gidx = _mm256_setr_epi32(
+            (off[0] / group) as i32,
+            (off[1] / group) as i32,
+            (off[2] / group) as i32,
+            (off[3] / group) as i32,
+            (off[4] / group) as i32,
+            (off[5] / group) as i32,
+            (off[6] / group) as i32,
+            (off[7] / group) as i32,
+        );
+        let mut maxv = _mm256_set1_ps(f32::NEG_INFINITY);
+        for t in 0..positions {
+            let row = kp.add(t * kv_dim);
+            let mut prod = [_mm256_setzero_ps(); 8];
+            for c in 0..chunks {
+                for (i, p) in prod.iter_mut().enumerate() {
+                    let qv = _mm256_loadu_ps(q.as_ptr().add((h0 + i) * hs + c * 8));
+                    *p = _mm256_fmadd_ps(qv, load_i8x8(row.add(off[i] + c * 8)), *p);
+                }
+            }
+            let ks = _mm256_i32gather_ps::<4>(key_scales.as_ptr().add(t * ng), gidx);
+            let sc = _mm256_mul_ps(_mm256_mul_ps(hsum8(&prod), ks), scale);
+            maxv = _mm256_max_ps(maxv, sc);
+            _mm256_storeu_ps(a.add(t * 8), sc);
+        }
+        let mut sumv = _mm256_setzero_ps();
+        for t in 0..positions {
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(a.add(t * 8)), maxv));
+            sumv = _mm256_add_ps(sumv, e);
+            let vs = _mm256_i32gather_ps::<4>(value_scales.as_ptr().add(t * ng), gidx);
+            _mm256_storeu_ps(a.add(t * 8), _mm256_mul_ps(e, vs));
+        }
+        let mut inv = [0.0f32; 8];
+        _mm256_storeu_ps(inv.as_mut_ptr(), _mm256_div_ps(_mm256_set1_ps(1.0), sumv));
+        for c in 0..chunks {
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for t in 0..positions {
+                let row = vp.add(t * kv_dim + c * 8);
+                let w = a.add(t * 8);
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let v = load_i8x8(row.add(off[i]));
+                    *acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*w.add(i)), v, *acc);
+                }
+            }
+            for (i, acc) in acc.iter().enumerate() {
+                let o = out.as_mut_ptr().add((h0 + i) * hs + c * 8);
+                _mm256_storeu_ps(o, _mm256_mul_ps(*acc, _mm256_set1_ps(inv[i])));
+            }
+        }
+    }
+}
+
 #[target_feature(enable = "avx2,fma")]
 unsafe fn attention_f32_avx2(
     out: &mut [f32],
@@ -486,6 +633,25 @@ mod tests {
             let mut att = vec![0.0; heads * positions];
             (k.attention_f32)(&mut a, &q, &keys, &values, &mut att, shape);
             reference::attention_f32(&mut b, &q, &keys, &values, &mut att, shape);
+            close(&a, &b, 1e-5);
+
+            // The same cache in int8, one scale per 32 values of each position.
+            let (kd, ng) = (shape.kv_dim, shape.kv_dim.div_ceil(32));
+            let (mut kq, mut ksc) = (vec![0i8; keys.len()], vec![0.0; positions * ng]);
+            let (mut vq, mut vsc) = (vec![0i8; keys.len()], vec![0.0; positions * ng]);
+            for t in 0..positions {
+                let r = t * kd..(t + 1) * kd;
+                let sr = t * ng..(t + 1) * ng;
+                crate::quant::quantize_row(
+                    &keys[r.clone()],
+                    &mut kq[r.clone()],
+                    &mut ksc[sr.clone()],
+                    32,
+                );
+                crate::quant::quantize_row(&values[r.clone()], &mut vq[r], &mut vsc[sr], 32);
+            }
+            (k.attention_q8)(&mut a, &q, &kq, &ksc, &vq, &vsc, &mut att, shape, 32);
+            reference::attention_q8(&mut b, &q, &kq, &ksc, &vq, &vsc, &mut att, shape, 32);
             close(&a, &b, 1e-5);
         }
     }

@@ -1,0 +1,293 @@
+//! The `ruvllm-esp32` binary as a user runs it: real model in, exact text out, and a one-line
+//! error (never a panic) for every kind of bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn shared(rel: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared")
+        .join(rel);
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but {} is missing", p.display());
+    }
+    eprintln!("skipping: {} not found", p.display());
+    None
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A scratch directory for this test binary.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ruvllm-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+/// Asserts a clean failure: non-zero exit, one line on stderr that contains `needle`.
+fn fails_with(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "should fail: {err}");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in {err}");
+}
+
+struct Files {
+    model: PathBuf,
+    tok: PathBuf,
+}
+
+fn files() -> Option<Files> {
+    Some(Files {
+        model: shared("models/stories260K.bin")?,
+        tok: shared("models/tok512.bin")?,
+    })
+}
+
+#[test]
+fn gen_reproduces_the_reference_from_the_checkpoint_and_from_its_gguf() {
+    let Some(f) = files() else { return };
+    let gguf = scratch("stories260K.gguf");
+    let out = run(&[
+        "convert",
+        s(&f.model),
+        "--tokenizer",
+        s(&f.tok),
+        "--quant",
+        "f32",
+        "-o",
+        s(&gguf),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for case in ["p1", "p2"] {
+        let prompt = std::fs::read_to_string(
+            shared(&format!("reference/stories260K_greedy_{case}.prompt")).unwrap(),
+        )
+        .unwrap();
+        let want =
+            std::fs::read(shared(&format!("reference/stories260K_greedy_{case}.out")).unwrap())
+                .unwrap();
+        let from_bin = run(&[
+            "gen",
+            "--model",
+            s(&f.model),
+            "--tokenizer",
+            s(&f.tok),
+            "--prompt",
+            &prompt,
+            "--steps",
+            "256",
+        ]);
+        let from_gguf = run(&[
+            "gen",
+            "--model",
+            s(&gguf),
+            "--prompt",
+            &prompt,
+            "--steps",
+            "256",
+        ]);
+        for out in [from_bin, from_gguf] {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&want)
+            );
+            assert!(String::from_utf8_lossy(&out.stderr).contains("tok/s"));
+        }
+    }
+}
+
+#[test]
+fn q8_and_sampling_produce_text_that_starts_with_the_prompt() {
+    let Some(f) = files() else { return };
+    for extra in [
+        &["--quant", "q8"][..],
+        &["--temp", "0.8", "--top-p", "0.9", "--seed", "7"][..],
+    ] {
+        let mut args = vec![
+            "gen",
+            "-m",
+            s(&f.model),
+            "-z",
+            s(&f.tok),
+            "-p",
+            "Once upon a time",
+            "-n",
+            "64",
+        ];
+        args.extend_from_slice(extra);
+        let a = run(&args);
+        let b = run(&args);
+        assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+        assert!(a.stdout.starts_with(b"Once upon a time"));
+        assert!(
+            a.stdout.len() > 60,
+            "too little text: {}",
+            String::from_utf8_lossy(&a.stdout)
+        );
+        assert_eq!(a.stdout, b.stdout, "seeded runs are deterministic");
+    }
+}
+
+#[test]
+fn eval_prints_tokens_nll_and_perplexity() {
+    let Some(f) = files() else { return };
+    let text = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/heldout.txt");
+    let out = run(&["eval", "-m", s(&f.model), "-z", s(&f.tok), "--text", text]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[0].starts_with("tokens: "));
+    let nll: f64 = lines[1].strip_prefix("nll: ").unwrap().parse().unwrap();
+    let ppl: f64 = lines[2]
+        .strip_prefix("perplexity: ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((nll.exp() - ppl).abs() < 1e-3 * ppl);
+    assert!(ppl > 1.0 && ppl < 20.0, "{ppl}");
+}
+
+#[test]
+fn info_reports_ram_at_full_context_and_a_plan_per_chip() {
+    let Some(f) = files() else { return };
+    let out = run(&["info", s(&f.model), "-z", s(&f.tok), "--quant", "q8"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("parameters: 260032"), "{text}");
+    assert!(text.contains("RAM at full context 512"), "{text}");
+    for chip in ["esp32 ", "esp32s2", "esp32s3", "esp32c3", "esp32c6"] {
+        assert!(text.contains(chip), "{chip} missing: {text}");
+    }
+}
+
+#[test]
+fn bad_model_files_get_a_one_line_error() {
+    let Some(f) = files() else { return };
+    let tok = s(&f.tok);
+    let gen = |model: &Path| run(&["gen", "-m", s(model), "-z", tok, "-p", "hi", "-n", "16"]);
+
+    fails_with(
+        &gen(Path::new("/nonexistent/model.bin")),
+        "/nonexistent/model.bin",
+    );
+
+    let bytes = std::fs::read(&f.model).unwrap();
+    let short = scratch("short.bin");
+    std::fs::write(&short, &bytes[..1000]).unwrap();
+    fails_with(&gen(&short), "short.bin");
+
+    let empty = scratch("empty.bin");
+    std::fs::write(&empty, b"").unwrap();
+    fails_with(&gen(&empty), "empty.bin");
+
+    let mut absurd = bytes.clone();
+    absurd[0..4].copy_from_slice(&1_000_000_000i32.to_le_bytes());
+    let absurd_path = scratch("absurd.bin");
+    std::fs::write(&absurd_path, &absurd).unwrap();
+    fails_with(&gen(&absurd_path), "absurd.bin");
+
+    let not_gguf = scratch("model.gguf");
+    std::fs::write(&not_gguf, b"GGML this is not a gguf file at all").unwrap();
+    fails_with(&gen(&not_gguf), "magic");
+
+    // A converted image with one flipped bit in its weights.
+    let gguf = scratch("flipped.gguf");
+    let out = run(&["convert", s(&f.model), "-z", tok, "-o", s(&gguf)]);
+    assert!(out.status.success());
+    let mut img = std::fs::read(&gguf).unwrap();
+    let n = img.len();
+    img[n - 100] ^= 0x10;
+    std::fs::write(&gguf, &img).unwrap();
+    fails_with(
+        &run(&["gen", "-m", s(&gguf), "-p", "hi", "-n", "16"]),
+        "checksum",
+    );
+    let truncated = scratch("truncated.gguf");
+    std::fs::write(&truncated, &img[..n / 2]).unwrap();
+    fails_with(
+        &run(&["gen", "-m", s(&truncated), "-p", "hi", "-n", "16"]),
+        "truncated.gguf",
+    );
+}
+
+#[test]
+fn bad_tokenizers_get_a_one_line_error() {
+    let Some(f) = files() else { return };
+    let gen = |tok: &str| run(&["gen", "-m", s(&f.model), "-z", tok, "-p", "hi", "-n", "16"]);
+    fails_with(&run(&["gen", "-m", s(&f.model), "-p", "hi"]), "--tokenizer");
+    fails_with(&gen("/nonexistent/tok.bin"), "/nonexistent/tok.bin");
+    let bytes = std::fs::read(&f.tok).unwrap();
+    let short = scratch("short-tok.bin");
+    std::fs::write(&short, &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(&gen(s(&short)), "short-tok.bin");
+    let mut huge = bytes.clone();
+    huge[8..12].copy_from_slice(&i32::MAX.to_le_bytes()); // first piece's length
+    let huge_path = scratch("huge-tok.bin");
+    std::fs::write(&huge_path, &huge).unwrap();
+    fails_with(&gen(s(&huge_path)), "huge-tok.bin");
+}
+
+#[test]
+fn prompts_and_steps_beyond_the_context_are_refused() {
+    let Some(f) = files() else { return };
+    let (m, t) = (s(&f.model), s(&f.tok));
+    fails_with(
+        &run(&["gen", "-m", m, "-z", t, "-p", "hi", "-n", "513"]),
+        "--steps 513",
+    );
+    fails_with(
+        &run(&["gen", "-m", m, "-z", t, "-p", "hi", "-n", "0"]),
+        "--steps 0",
+    );
+    let long = "Once upon a time there was a dog. ".repeat(3);
+    fails_with(
+        &run(&["gen", "-m", m, "-z", t, "-p", &long, "-n", "8"]),
+        "prompt",
+    );
+    let very_long = "The cat sat on a mat and looked at the moon. ".repeat(80);
+    fails_with(
+        &run(&["gen", "-m", m, "-z", t, "-p", &very_long, "-n", "512"]),
+        "prompt",
+    );
+    fails_with(
+        &run(&["gen", "-m", m, "-z", t, "-p", "hi", "--quant", "q4"]),
+        "q4",
+    );
+}
