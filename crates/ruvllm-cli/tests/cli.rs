@@ -239,6 +239,11 @@ fn bad_model_files_get_a_one_line_error() {
         &run(&["gen", "-m", s(&gguf), "-p", "hi", "-n", "16"]),
         "checksum",
     );
+    // Also when a tokenizer is given and the image would be converted again.
+    fails_with(
+        &run(&["gen", "-m", s(&gguf), "-z", tok, "-q", "q8", "-n", "16"]),
+        "checksum",
+    );
     let truncated = scratch("truncated.gguf");
     std::fs::write(&truncated, &img[..n / 2]).unwrap();
     fails_with(
