@@ -27,10 +27,28 @@ pub fn quantize_row(x: &[f32], q: &mut [i8], scales: &mut [f32], group: usize) {
         let scale = amax / 127.0;
         let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
         for (qv, xv) in qg.iter_mut().zip(xg) {
-            *qv = libm::roundf(xv * inv).clamp(-127.0, 127.0) as i8;
+            *qv = round_to_i8(xv * inv);
         }
         *s = scale;
     }
+}
+
+/// `round(v)` (halves away from zero, like C's `roundf`) clamped to [-127, 127]. Computed from
+/// the truncation, which is exact, so it needs no libm call: on a chip without an FPU this is
+/// integer work, and on the host it vectorizes.
+#[inline]
+pub fn round_to_i8(v: f32) -> i8 {
+    let v = v.clamp(-127.0, 127.0);
+    let t = v as i32;
+    let frac = v - t as f32;
+    let r = if frac >= 0.5 {
+        t + 1
+    } else if frac <= -0.5 {
+        t - 1
+    } else {
+        t
+    };
+    r as i8
 }
 
 /// Inverse of [`quantize_row`].
@@ -66,6 +84,23 @@ mod tests {
         for i in 0..40 {
             assert!((back[i] - x[i]).abs() <= s[i / 32] * 0.5 + 1e-7, "{i}");
         }
+    }
+
+    #[test]
+    fn rounding_matches_roundf_everywhere_in_range() {
+        // Every f32 in [-128, 128] would take too long; step through a dense sample plus the
+        // halves and their neighbours, where rounding rules differ.
+        let mut v = -128.0f32;
+        while v <= 128.0 {
+            for x in [v, v + 0.5, (v + 0.5).next_up(), (v + 0.5).next_down()] {
+                let want = libm::roundf(x).clamp(-127.0, 127.0) as i8;
+                assert_eq!(round_to_i8(x), want, "{x}");
+            }
+            v += 0.0625;
+        }
+        assert_eq!(round_to_i8(f32::NAN), 0);
+        assert_eq!(round_to_i8(f32::INFINITY), 127);
+        assert_eq!(round_to_i8(-1e30), -127);
     }
 
     #[test]

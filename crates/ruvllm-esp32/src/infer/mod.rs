@@ -11,7 +11,6 @@ pub use generate::{generate, GenStats};
 use crate::error::{Error, Result};
 use crate::kernels::{reference, AttnShape, Kernels};
 use crate::model::{Config, Matrix, Model, Precision};
-use crate::quant;
 
 /// The key/value cache: f32 for the f32 path, int8 with per-group scales for the INT8 path
 /// (a quarter of the RAM, which is what lets a 512-token context fit an ESP32-C3).
@@ -292,14 +291,14 @@ impl<'s> State<'s> {
                 } => {
                     mv(self.kv_row, &layer.wk, true);
                     reference::rope(self.kv_row, self.rope);
-                    quant::quantize_row(
+                    (k.quantize)(
                         self.kv_row,
                         &mut kc[cache_row..cache_row + kv_dim],
                         &mut ks[srow..srow + ng],
                         group,
                     );
                     mv(self.kv_row, &layer.wv, true);
-                    quant::quantize_row(
+                    (k.quantize)(
                         self.kv_row,
                         &mut vc[cache_row..cache_row + kv_dim],
                         &mut vs[srow..srow + ng],
@@ -377,7 +376,7 @@ fn matvec(
         Matrix::Q8 { q, s, cols, .. } => {
             let (xq, xs) = (&mut xq[..cols], &mut xs[..cols.div_ceil(group)]);
             if !reuse {
-                quant::quantize_row(x, xq, xs, group);
+                (k.quantize)(x, xq, xs, group);
             }
             (k.matvec_q8)(out, q, s, xq, xs, group)
         }

@@ -19,6 +19,8 @@ pub type MatvecF32 = fn(&mut [f32], &[f32], &[f32]);
 pub type MatvecQ8 = fn(&mut [f32], &[i8], &[f32], &[i8], &[f32], usize);
 pub type AttentionF32 = fn(&mut [f32], &[f32], &[f32], &[f32], &mut [f32], AttnShape);
 pub type Swiglu = fn(&mut [f32], &[f32]);
+/// x, q, scales, group: as [`crate::quant::quantize_row`], bit for bit.
+pub type Quantize = fn(&[f32], &mut [i8], &mut [f32], usize);
 /// out, q, keys, key scales, values, value scales, scratch, shape, group.
 pub type AttentionQ8 =
     fn(&mut [f32], &[f32], &[i8], &[f32], &[i8], &[f32], &mut [f32], AttnShape, usize);
@@ -33,6 +35,7 @@ pub struct Kernels {
     pub attention_f32: AttentionF32,
     pub swiglu: Swiglu,
     pub attention_q8: AttentionQ8,
+    pub quantize: Quantize,
 }
 
 impl Kernels {
@@ -43,6 +46,7 @@ impl Kernels {
         attention_f32: reference::attention_f32,
         swiglu: reference::swiglu,
         attention_q8: reference::attention_q8,
+        quantize: crate::quant::quantize_row,
     };
 
     /// The fastest kernels this CPU supports.

@@ -15,6 +15,7 @@ pub fn detect() -> Option<Kernels> {
             attention_f32,
             swiglu,
             attention_q8,
+            quantize,
         })
     } else {
         None
@@ -36,6 +37,15 @@ fn matvec_q8(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32], grou
     assert!(wq.len() >= out.len() * n && ws.len() >= out.len() * ng && xs.len() >= ng);
     // SAFETY: as above.
     unsafe { matvec_q8_avx2(out, wq, ws, xq, xs) }
+}
+
+fn quantize(x: &[f32], q: &mut [i8], scales: &mut [f32], group: usize) {
+    if group != 32 {
+        return crate::quant::quantize_row(x, q, scales, group);
+    }
+    assert!(q.len() >= x.len() && scales.len() >= x.len().div_ceil(32));
+    // SAFETY: as above.
+    unsafe { quantize_avx2(x, q, scales) }
 }
 
 fn swiglu(h1: &mut [f32], h3: &[f32]) {
@@ -202,38 +212,126 @@ unsafe fn matvec_f32_avx2(out: &mut [f32], w: &[f32], x: &[f32]) {
     }
 }
 
+/// One 32-value group: the i32 dot product of `w` and `x` in eight lanes. maddubs wants
+/// unsigned x signed, so x's sign moves onto w (`ax` is |x|); |x|, |w| <= 127, so the pairwise
+/// i16 sums cannot saturate.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_group(w: *const i8, x: __m256i, ax: __m256i) -> __m256i {
+    let w = _mm256_loadu_si256(w as *const __m256i);
+    _mm256_madd_epi16(
+        _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w, x)),
+        _mm256_set1_epi16(1),
+    )
+}
+
+/// The i32 dot product of a row's last, partial group.
+#[inline]
+unsafe fn dot_tail(w: *const i8, x: &[i8]) -> i32 {
+    let mut isum = 0i32;
+    for (j, xv) in x.iter().enumerate() {
+        isum += *w.add(j) as i32 * *xv as i32;
+    }
+    isum
+}
+
 #[target_feature(enable = "avx2,fma")]
 unsafe fn matvec_q8_avx2(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32]) {
     const G: usize = 32;
     let n = xq.len();
     let full = n / G;
     let ng = n.div_ceil(G);
-    let ones = _mm256_set1_epi16(1);
-    for (r, o) in out.iter_mut().enumerate() {
-        let row = wq.as_ptr().add(r * n);
-        let rs = ws.as_ptr().add(r * ng);
+    let tail = &xq[full * G..];
+    let (wp, sp) = (wq.as_ptr(), ws.as_ptr());
+    let mut r = 0;
+    // Eight rows at a time share each load of x and one transposing sum at the end.
+    while r + 8 <= out.len() {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for g in 0..full {
+            let x = _mm256_loadu_si256(xq.as_ptr().add(g * G) as *const __m256i);
+            let ax = _mm256_sign_epi8(x, x);
+            let xsg = *xs.get_unchecked(g);
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let p32 = dot_group(wp.add((r + i) * n + g * G), x, ax);
+                let scale = _mm256_set1_ps(*sp.add((r + i) * ng + g) * xsg);
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), scale, *acc);
+            }
+        }
+        let mut res = [0.0f32; 8];
+        _mm256_storeu_ps(res.as_mut_ptr(), hsum8(&acc));
+        for (i, v) in res.iter_mut().enumerate() {
+            if full < ng {
+                let isum = dot_tail(wp.add((r + i) * n + full * G), tail);
+                *v += isum as f32 * (*sp.add((r + i) * ng + full) * *xs.get_unchecked(full));
+            }
+        }
+        out[r..r + 8].copy_from_slice(&res);
+        r += 8;
+    }
+    while r < out.len() {
         let mut acc = _mm256_setzero_ps();
         for g in 0..full {
-            let w = _mm256_loadu_si256(row.add(g * G) as *const __m256i);
             let x = _mm256_loadu_si256(xq.as_ptr().add(g * G) as *const __m256i);
-            // maddubs wants unsigned x signed: move x's sign onto w. |x|, |w| <= 127 so the
-            // pairwise i16 sums cannot saturate.
-            let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(w, x));
-            let p32 = _mm256_madd_epi16(p16, ones);
-            let scale = _mm256_set1_ps(*rs.add(g) * *xs.get_unchecked(g));
+            let p32 = dot_group(wp.add(r * n + g * G), x, _mm256_sign_epi8(x, x));
+            let scale = _mm256_set1_ps(*sp.add(r * ng + g) * *xs.get_unchecked(g));
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), scale, acc);
         }
         let mut s = hsum(acc);
         if full < ng {
-            // The row's last, partial group.
-            let mut isum = 0i32;
-            for j in full * G..n {
-                isum += *row.add(j) as i32 * *xq.get_unchecked(j) as i32;
-            }
-            s += isum as f32 * (*rs.add(full) * *xs.get_unchecked(full));
+            let isum = dot_tail(wp.add(r * n + full * G), tail);
+            s += isum as f32 * (*sp.add(r * ng + full) * *xs.get_unchecked(full));
         }
-        *o = s;
+        out[r] = s;
+        r += 1;
     }
+}
+
+/// [`crate::quant::quantize_row`] for groups of 32, with the same operations in the same
+/// order per value, so the result is identical.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_avx2(x: &[f32], q: &mut [i8], scales: &mut [f32]) {
+    const G: usize = 32;
+    let full = x.len() / G;
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let (half, one) = (_mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for g in 0..full {
+        let p = x.as_ptr().add(g * G);
+        let v: [__m256; 4] = core::array::from_fn(|i| _mm256_loadu_ps(p.add(i * 8)));
+        let m = v.iter().fold(_mm256_setzero_ps(), |m, v| {
+            _mm256_max_ps(m, _mm256_and_ps(*v, abs_mask))
+        });
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        let scale = amax / 127.0;
+        let inv = _mm256_set1_ps(if scale > 0.0 { 1.0 / scale } else { 0.0 });
+        *scales.get_unchecked_mut(g) = scale;
+        // round half away from zero from the exact truncation, as quant::round_to_i8 does
+        let r: [__m256i; 4] = core::array::from_fn(|i| {
+            let y = _mm256_mul_ps(v[i], inv);
+            let t = _mm256_round_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            let f = _mm256_sub_ps(y, t);
+            let up = _mm256_and_ps(_mm256_cmp_ps(f, half, _CMP_GE_OQ), one);
+            let down = _mm256_and_ps(
+                _mm256_cmp_ps(f, _mm256_sub_ps(_mm256_setzero_ps(), half), _CMP_LE_OQ),
+                one,
+            );
+            _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(t, up), down))
+        });
+        let packed = _mm256_packs_epi16(
+            _mm256_packs_epi32(r[0], r[1]),
+            _mm256_packs_epi32(r[2], r[3]),
+        );
+        let packed = _mm256_permutevar8x32_epi32(packed, order);
+        _mm256_storeu_si256(q.as_mut_ptr().add(g * G) as *mut __m256i, packed);
+    }
+    crate::quant::quantize_row(
+        &x[full * G..],
+        &mut q[full * G..x.len()],
+        &mut scales[full..],
+        G,
+    );
 }
 
 /// `exp(x)` for eight lanes: Cody-Waite range reduction and a degree-7 polynomial (within two
@@ -654,6 +752,28 @@ mod tests {
             reference::attention_q8(&mut b, &q, &kq, &ksc, &vq, &vsc, &mut att, shape, 32);
             close(&a, &b, 1e-5);
         }
+    }
+
+    #[test]
+    fn fast_quantization_is_bit_identical() {
+        let Some(k) = detect() else { return };
+        for n in [32, 64, 172, 7, 300] {
+            let x = data(n, n as u64);
+            let ng = n.div_ceil(32);
+            let (mut qa, mut sa) = (vec![0i8; n], vec![0.0; ng]);
+            let (mut qb, mut sb) = (vec![0i8; n], vec![0.0; ng]);
+            (k.quantize)(&x, &mut qa, &mut sa, 32);
+            crate::quant::quantize_row(&x, &mut qb, &mut sb, 32);
+            assert_eq!(qa, qb);
+            assert_eq!(sa, sb);
+        }
+        // A group whose scaled values land exactly on halves.
+        let x: Vec<f32> = (0..32).map(|i| (i as f32 - 16.0) * 0.5).collect();
+        let (mut qa, mut sa, mut qb, mut sb) =
+            (vec![0i8; 32], vec![0.0; 1], vec![0i8; 32], vec![0.0; 1]);
+        (k.quantize)(&x, &mut qa, &mut sa, 32);
+        crate::quant::quantize_row(&x, &mut qb, &mut sb, 32);
+        assert_eq!(qa, qb);
     }
 
     #[test]
