@@ -31,6 +31,22 @@ impl Image {
         Model::from_gguf_unverified(self.bytes()).with_context(|| self.origin.clone())
     }
 
+    /// Reads a file straight into an aligned buffer (one copy, no intermediate `Vec<u8>`).
+    fn read(path: &Path) -> Result<Image> {
+        use std::io::Read;
+        let err = || format!("{}: cannot read", path.display());
+        let mut f = std::fs::File::open(path).with_context(err)?;
+        let len = f.metadata().with_context(err)?.len() as usize;
+        let mut words = vec![0u64; len.div_ceil(8)];
+        let buf = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len];
+        f.read_exact(buf).with_context(err)?;
+        Ok(Image {
+            words,
+            len,
+            origin: path.display().to_string(),
+        })
+    }
+
     pub fn bytes(&self) -> &[u8] {
         &bytemuck::cast_slice::<u64, u8>(&self.words)[..self.len]
     }
@@ -61,7 +77,8 @@ const AK42: [u8; 4] = 0x616b_3432u32.to_le_bytes();
 /// Loads `model` (llama2.c .bin with `tokenizer`, or any llama GGUF) as an engine image at the
 /// requested precision. An engine GGUF already at that precision is used as it is.
 pub fn load(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>) -> Result<Image> {
-    let bytes = read(model)?;
+    let file = Image::read(model)?;
+    let bytes = file.bytes();
     let name = model.display().to_string();
     let says_gguf = model
         .extension()
@@ -70,7 +87,7 @@ pub fn load(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>) -> Res
         bail!("{name}: wrong magic: not a GGUF file");
     }
     let (host, default_quant): (HostModel, Quant) = if bytes.starts_with(b"GGUF") {
-        let g = Gguf::parse(&bytes).with_context(|| name.clone())?;
+        let g = Gguf::parse(bytes).with_context(|| name.clone())?;
         // Whatever happens next (used as is, or converted), a corrupt image is refused.
         g.verify_checksum().with_context(|| name.clone())?;
         let stored = match g.get_str("ruvllm.quant") {
@@ -80,9 +97,9 @@ pub fn load(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>) -> Res
         };
         let engine_ready = g.get("ruvllm.tokenizer.index").is_some() && stored.is_some();
         if engine_ready && tokenizer.is_none() && (quant.is_none() || quant == stored) {
-            return Ok(Image::from_bytes(&bytes, name));
+            return Ok(file);
         }
-        let host = convert::load_gguf(&bytes).with_context(|| name.clone())?;
+        let host = convert::load_gguf(bytes).with_context(|| name.clone())?;
         (host, stored.unwrap_or(Quant::F32))
     } else {
         let default_quant = if bytes.starts_with(&AK42) {
@@ -90,7 +107,7 @@ pub fn load(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>) -> Res
         } else {
             Quant::F32
         };
-        let host = convert::load_llama2c(&bytes).with_context(|| name.clone())?;
+        let host = convert::load_llama2c(bytes).with_context(|| name.clone())?;
         (host, default_quant)
     };
     let mut host = host;

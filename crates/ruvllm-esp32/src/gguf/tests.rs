@@ -209,3 +209,9 @@ mod with_writer {
         assert!(Gguf::parse(&b).is_err());
     }
 }
+
+#[test]
+fn checksum_is_the_ieee_crc32() {
+    // The standard check value of CRC-32/ISO-HDLC.
+    assert_eq!(super::crc32(b"123456789"), 0xCBF4_3926);
+}

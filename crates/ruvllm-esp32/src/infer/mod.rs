@@ -106,14 +106,15 @@ impl Plan {
     }
 }
 
-/// Hands out disjoint slices of the arena.
+/// Hands out disjoint slices of the arena. Nothing is cleared: every buffer is written before
+/// it is read (the KV cache up to the current position included), and leaving untouched pages
+/// alone keeps a fresh arena from being faulted in all at once.
 struct Carver<'s>(&'s mut [f32]);
 
 impl<'s> Carver<'s> {
     fn f32(&mut self, n: usize) -> &'s mut [f32] {
         let (head, tail) = core::mem::take(&mut self.0).split_at_mut(n);
         self.0 = tail;
-        head.fill(0.0);
         head
     }
 

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Whole-process speed of `ruvllm-esp32 gen` against llama2.c's `run`, on the same model, prompt
+and steps, single thread. The two programs run alternately (A B A B ...) so that the noise of a
+shared machine falls on both alike; the figure is the ratio of median wall times.
+
+llama2.c is not part of this repository: build it yourself from https://github.com/karpathy/llama2.c
+with `gcc -Ofast -march=native -o run run.c -lm` and pass its path.
+
+usage: scripts/compare_llama2c.py /path/to/llama2c/run [--runs 40] [--steps 256]
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "models")
+
+
+def timed(cmd):
+    t = time.perf_counter()
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    dt = time.perf_counter() - t
+    if r.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}")
+    return dt, r.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("llama2c_run")
+    ap.add_argument("--runs", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=256)
+    ap.add_argument("--prompt", default="Once upon a time")
+    ap.add_argument("--model", default=os.path.join(SHARED, "stories260K.bin"))
+    ap.add_argument("--tokenizer", default=os.path.join(SHARED, "tok512.bin"))
+    a = ap.parse_args()
+
+    subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
+    ours = os.path.join(ROOT, "target", "release", "ruvllm-esp32")
+    tmp = os.path.join(ROOT, "target", "compare")
+    os.makedirs(tmp, exist_ok=True)
+    images = {}
+    for q in ["f32", "q8"]:
+        images[q] = os.path.join(tmp, f"model-{q}.gguf")
+        subprocess.run([ours, "convert", a.model, "--tokenizer", a.tokenizer, "--quant", q,
+                        "-o", images[q]], check=True, stderr=subprocess.DEVNULL)
+
+    steps = str(a.steps)
+    cmds = {
+        "llama2.c run (fp32)": [a.llama2c_run, a.model, "-z", a.tokenizer, "-t", "0",
+                                "-n", steps, "-i", a.prompt],
+        "ruvllm gen .bin (fp32)": [ours, "gen", "-m", a.model, "-z", a.tokenizer,
+                                   "-p", a.prompt, "-n", steps],
+        "ruvllm gen .gguf f32": [ours, "gen", "-m", images["f32"], "-p", a.prompt, "-n", steps],
+        "ruvllm gen .gguf q8": [ours, "gen", "-m", images["q8"], "-p", a.prompt, "-n", steps],
+    }
+    times = {k: [] for k in cmds}
+    outputs = {}
+    for _ in range(a.runs):
+        for k, c in cmds.items():
+            dt, out = timed(c)
+            times[k].append(dt)
+            outputs[k] = out
+    ref = outputs["llama2.c run (fp32)"]
+    base = statistics.median(times["llama2.c run (fp32)"])
+    print(f"{a.runs} alternating runs each, {a.steps} positions, prompt {a.prompt!r}")
+    print(f"{'program':<26} {'median ms':>10} {'tok/s':>9} {'speedup':>8}  output")
+    for k in cmds:
+        m = statistics.median(times[k])
+        same = "same as llama2.c" if outputs[k] == ref else "differs"
+        print(f"{k:<26} {m * 1e3:>10.2f} {a.steps / m:>9.0f} {base / m:>7.2f}x  {same}")
+
+
+if __name__ == "__main__":
+    main()
