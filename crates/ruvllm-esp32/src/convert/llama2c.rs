@@ -48,7 +48,7 @@ impl<'a> Reader<'a> {
     /// One export.py Q8 tensor: `n` int8 values then `n / group` f32 scales, groups running
     /// over the flattened tensor (they may straddle rows, so dequantize flat).
     fn q8(&mut self, n: usize, group: usize) -> Result<Vec<f32>> {
-        if n % group != 0 {
+        if !n.is_multiple_of(group) {
             return Err(Error::Invalid {
                 what: "ak42 tensor is not a whole number of groups",
             });

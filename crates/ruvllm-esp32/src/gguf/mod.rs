@@ -93,7 +93,7 @@ impl GgmlType {
     /// overflows, or the type is unknown.
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let (block, bytes) = self.block_layout()?;
-        if n % block != 0 {
+        if !n.is_multiple_of(block) {
             return None;
         }
         (n / block).checked_mul(bytes)
@@ -680,7 +680,7 @@ pub fn as_f32(bytes: &[u8]) -> Result<&[f32]> {
             what: "in-place f32 view on a big-endian target",
         });
     }
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(Error::Invalid {
             what: "f32 tensor length is not a multiple of 4",
         });

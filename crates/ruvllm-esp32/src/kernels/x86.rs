@@ -100,7 +100,7 @@ fn attention_q8(
     let positions = keys.len() / kv_dim;
     let ng = kv_dim.div_ceil(group);
     // The fast path wants whole blocks of eight heads, each head inside one scale group.
-    let fits = n_heads % 8 == 0 && hs % 8 == 0 && hs <= group && group % hs == 0;
+    let fits = n_heads.is_multiple_of(8) && hs % 8 == 0 && hs <= group && group.is_multiple_of(hs);
     if !fits {
         return reference::attention_q8(
             out,
@@ -164,7 +164,7 @@ fn attention_f32(
     );
     // SAFETY: as above.
     unsafe {
-        if n_heads % 8 == 0 {
+        if n_heads.is_multiple_of(8) {
             attention_f32_blocks_avx2(out, q, keys, values, att, shape)
         } else {
             attention_f32_avx2(out, q, keys, values, att, shape)

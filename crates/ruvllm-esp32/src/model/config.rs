@@ -61,19 +61,19 @@ impl Config {
                 what: "context length out of range",
             });
         }
-        if self.n_heads == 0 || self.dim % self.n_heads != 0 {
+        if self.n_heads == 0 || !self.dim.is_multiple_of(self.n_heads) {
             return Err(Error::Invalid {
                 what: "dim is not a multiple of the head count",
             });
         }
-        if self.head_size() % 2 != 0 {
+        if !self.head_size().is_multiple_of(2) {
             return Err(Error::Invalid {
                 what: "head size must be even for RoPE",
             });
         }
         if self.n_kv_heads == 0
             || self.n_kv_heads > self.n_heads
-            || self.n_heads % self.n_kv_heads != 0
+            || !self.n_heads.is_multiple_of(self.n_kv_heads)
         {
             return Err(Error::Invalid {
                 what: "head count is not a multiple of the KV head count",
