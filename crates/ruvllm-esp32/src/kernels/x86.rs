@@ -589,6 +589,25 @@ unsafe fn load_i8x8(p: *const i8) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i)))
 }
 
+/// The scale of each of eight heads' group, from one position's `ng` group scales at `p`
+/// (`gidx` = each head's group). Gathers are slow on many CPUs: one or a few groups are a
+/// broadcast or a masked load plus a lane permutation.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn head_scales(p: *const f32, ng: usize, gidx: __m256i) -> __m256 {
+    if ng == 1 {
+        _mm256_broadcast_ss(&*p)
+    } else if ng <= 8 {
+        let lanes = _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(ng as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        );
+        _mm256_permutevar8x32_ps(_mm256_maskload_ps(p, lanes), gidx)
+    } else {
+        _mm256_i32gather_ps::<4>(p, gidx)
+    }
+}
+
 /// [`attention_f32_blocks_avx2`] over the int8 cache. Each head lies inside one scale group,
 /// so a key's scale multiplies the finished score and a value's scale folds into its weight.
 #[allow(clippy::too_many_arguments)]
@@ -637,7 +656,7 @@ unsafe fn attention_q8_blocks_avx2(
                     *p = _mm256_fmadd_ps(qv, load_i8x8(row.add(off[i] + c * 8)), *p);
                 }
             }
-            let ks = _mm256_i32gather_ps::<4>(key_scales.as_ptr().add(t * ng), gidx);
+            let ks = head_scales(key_scales.as_ptr().add(t * ng), ng, gidx);
             let sc = _mm256_mul_ps(_mm256_mul_ps(hsum8(&prod), ks), scale);
             maxv = _mm256_max_ps(maxv, sc);
             _mm256_storeu_ps(a.add(t * 8), sc);
@@ -646,7 +665,7 @@ unsafe fn attention_q8_blocks_avx2(
         for t in 0..positions {
             let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(a.add(t * 8)), maxv));
             sumv = _mm256_add_ps(sumv, e);
-            let vs = _mm256_i32gather_ps::<4>(value_scales.as_ptr().add(t * ng), gidx);
+            let vs = head_scales(value_scales.as_ptr().add(t * ng), ng, gidx);
             _mm256_storeu_ps(a.add(t * 8), _mm256_mul_ps(e, vs));
         }
         let mut inv = [0.0f32; 8];
@@ -815,6 +834,8 @@ mod tests {
             (4, 4, 16, 64),
             (8, 2, 8, 512),
             (16, 4, 16, 33),
+            (8, 8, 8, 9),
+            (16, 16, 8, 5),
             (6, 6, 8, 20),
         ] {
             let shape = AttnShape {
