@@ -6,21 +6,27 @@ use ruvllm_esp32::gguf::Gguf;
 use ruvllm_esp32::model::Model;
 use std::path::Path;
 
-/// A model image in an 8-byte aligned buffer, so its tensors can be read in place.
+/// A model image whose tensors can be read in place: a read-only mapping of the file (page
+/// aligned, no copy, pages arrive as they are touched), or an 8-byte aligned buffer for an
+/// image converted in memory.
 pub struct Image {
-    words: Vec<u64>,
-    len: usize,
+    storage: Storage,
     /// How the image was obtained, for messages.
     pub origin: String,
+}
+
+enum Storage {
+    Mapped(memmap2::Mmap),
+    Owned { words: Vec<u64>, len: usize },
 }
 
 impl Image {
     fn from_bytes(bytes: &[u8], origin: String) -> Image {
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
         bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        let len = bytes.len();
         Image {
-            words,
-            len: bytes.len(),
+            storage: Storage::Owned { words, len },
             origin,
         }
     }
@@ -31,24 +37,23 @@ impl Image {
         Model::from_gguf_unverified(self.bytes()).with_context(|| self.origin.clone())
     }
 
-    /// Reads a file straight into an aligned buffer (one copy, no intermediate `Vec<u8>`).
-    fn read(path: &Path) -> Result<Image> {
-        use std::io::Read;
+    fn map(path: &Path) -> Result<Image> {
         let err = || format!("{}: cannot read", path.display());
-        let mut f = std::fs::File::open(path).with_context(err)?;
-        let len = f.metadata().with_context(err)?.len() as usize;
-        let mut words = vec![0u64; len.div_ceil(8)];
-        let buf = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len];
-        f.read_exact(buf).with_context(err)?;
+        let file = std::fs::File::open(path).with_context(err)?;
+        // SAFETY: the mapping is read-only and private to this short-lived process; like
+        // llama.cpp, we accept that someone truncating the file meanwhile would fault us.
+        let map = unsafe { memmap2::Mmap::map(&file) }.with_context(err)?;
         Ok(Image {
-            words,
-            len,
+            storage: Storage::Mapped(map),
             origin: path.display().to_string(),
         })
     }
 
     pub fn bytes(&self) -> &[u8] {
-        &bytemuck::cast_slice::<u64, u8>(&self.words)[..self.len]
+        match &self.storage {
+            Storage::Mapped(m) => m,
+            Storage::Owned { words, len } => &bytemuck::cast_slice::<u64, u8>(words)[..*len],
+        }
     }
 }
 
@@ -77,7 +82,7 @@ const AK42: [u8; 4] = 0x616b_3432u32.to_le_bytes();
 /// Loads `model` (llama2.c .bin with `tokenizer`, or any llama GGUF) as an engine image at the
 /// requested precision. An engine GGUF already at that precision is used as it is.
 pub fn load(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>) -> Result<Image> {
-    let file = Image::read(model)?;
+    let file = Image::map(model)?;
     let bytes = file.bytes();
     let name = model.display().to_string();
     let says_gguf = model
