@@ -37,19 +37,12 @@ fn measure(
         let mut sampler = Sampler::new(0.0, 0.9, 0, 1);
         let start = Instant::now();
         let mut first = None;
-        let stats = infer::generate(
-            model,
-            &mut state,
-            &mut sampler,
-            &mut scratch,
-            tokens,
-            steps,
-            |_, forced| {
+        let stats =
+            infer::generate(model, &mut state, &mut sampler, &mut scratch, tokens, steps, |_, forced| {
                 if !forced && first.is_none() {
                     first = Some(Instant::now());
                 }
-            },
-        )?;
+            })?;
         let end = Instant::now();
         // The prompt phase ends when the first sampled token appears.
         let split = first.unwrap_or(end);
@@ -70,14 +63,11 @@ pub fn run(args: &ModelArgs, prompt: &str, steps: usize, repeat: usize, json: bo
         check_steps(&model, steps)?;
         let tokens = encode_prompt(&model, prompt, steps)?;
         for kernels in [Kernels::REFERENCE, Kernels::detect()] {
-            if rows
-                .iter()
-                .any(|r: &Row| r.precision == image::quant_name(quant) && r.kernels == kernels.name)
+            if rows.iter().any(|r: &Row| r.precision == image::quant_name(quant) && r.kernels == kernels.name)
             {
                 continue;
             }
-            let (prompt_tps, gen_tps, generated) =
-                measure(&model, &tokens, steps, kernels, repeat)?;
+            let (prompt_tps, gen_tps, generated) = measure(&model, &tokens, steps, kernels, repeat)?;
             rows.push(Row {
                 precision: image::quant_name(quant),
                 kernels: kernels.name,
@@ -100,7 +90,9 @@ pub fn run(args: &ModelArgs, prompt: &str, steps: usize, repeat: usize, json: bo
             .collect();
         println!("[{}]", items.join(","));
     } else {
-        println!("single thread, greedy, {steps} positions, best of {repeat}; baseline = f32 scalar in this run");
+        println!(
+            "single thread, greedy, {steps} positions, best of {repeat}; baseline = f32 scalar in this run"
+        );
         println!(
             "{:<9} {:<8} {:>14} {:>14} {:>10}",
             "precision", "kernels", "prompt tok/s", "gen tok/s", "vs base"

@@ -19,15 +19,9 @@ pub fn convert(input: &Path, tok: Option<&Path>, quant: &str, output: &Path) -> 
     // Check the result loads before anything is written, then write it atomically.
     img.model().context("converted image does not load")?;
     let tmp = output.with_extension("gguf.tmp");
-    std::fs::write(&tmp, img.bytes())
-        .with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::write(&tmp, img.bytes()).with_context(|| format!("{}: cannot write", tmp.display()))?;
     std::fs::rename(&tmp, output).with_context(|| format!("{}: cannot write", output.display()))?;
-    eprintln!(
-        "wrote {} ({} bytes, {})",
-        output.display(),
-        img.bytes().len(),
-        quant
-    );
+    eprintln!("wrote {} ({} bytes, {})", output.display(), img.bytes().len(), quant);
     Ok(())
 }
 
@@ -42,9 +36,7 @@ pub fn encode_prompt(model: &Model<'_>, prompt: &str, steps: usize) -> Result<Ve
     let n = tokenizer::encode(&model.vocab, prompt.as_bytes(), true, false, &mut tokens)?;
     tokens.truncate(n);
     if n > steps {
-        bail!(
-            "the prompt is {n} tokens, more than --steps {steps} (the context used for this run)"
-        );
+        bail!("the prompt is {n} tokens, more than --steps {steps} (the context used for this run)");
     }
     Ok(tokens)
 }
@@ -76,11 +68,7 @@ pub fn gen(
     let model = img.model()?;
     check_steps(&model, steps)?;
     let tokens = encode_prompt(&model, prompt, steps)?;
-    let kernels = if scalar {
-        Kernels::REFERENCE
-    } else {
-        Kernels::detect()
-    };
+    let kernels = if scalar { Kernels::REFERENCE } else { Kernels::detect() };
     let mut arena = vec![0f32; State::arena_len(&model, steps)];
     let mut state = State::new(&model, &mut arena, steps, kernels)?;
     let mut sampler = Sampler::new(temp, top_p, top_k, seed);
@@ -91,26 +79,15 @@ pub fn gen(
     let mut out = std::io::BufWriter::new(stdout.lock());
     let start = Instant::now();
     let mut io_err = None;
-    let stats = infer::generate(
-        &model,
-        &mut state,
-        &mut sampler,
-        &mut scratch,
-        &tokens,
-        steps,
-        |bytes, _| {
-            let r = out
-                .write_all(bytes)
-                .and_then(|_| if interactive { out.flush() } else { Ok(()) });
+    let stats =
+        infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, |bytes, _| {
+            let r = out.write_all(bytes).and_then(|_| if interactive { out.flush() } else { Ok(()) });
             if let Err(e) = r {
                 io_err.get_or_insert(e);
             }
-        },
-    )?;
+        })?;
     let end = Instant::now();
-    out.write_all(b"\n")
-        .and_then(|_| out.flush())
-        .context("writing to stdout")?;
+    out.write_all(b"\n").and_then(|_| out.flush()).context("writing to stdout")?;
     if let Some(e) = io_err {
         return Err(e).context("writing to stdout");
     }
@@ -137,10 +114,7 @@ pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>) -> Result<()> {
         .with_context(|| text.display().to_string())?;
     tokens.truncate(n);
     if n < 2 {
-        bail!(
-            "{}: too short to score (needs at least one token)",
-            text.display()
-        );
+        bail!("{}: too short to score (needs at least one token)", text.display());
     }
     let ctx = model.config.seq_len;
     let mut arena = vec![0f32; State::arena_len(&model, ctx)];
@@ -175,11 +149,7 @@ pub fn info(path: &Path, tok: Option<&Path>, quant: Option<&str>) -> Result<()> 
         if c.shared_classifier { "shared" } else { "separate" }
     );
     println!("parameters: {}", c.n_params());
-    println!(
-        "precision: {} (group {})",
-        model.precision.name(),
-        model.group
-    );
+    println!("precision: {} (group {})", model.precision.name(), model.group);
     let (mut f32b, mut i8b, mut scaleb) = (model.output_norm.len() * 4, 0, 0);
     let mut mats = vec![model.token_embd];
     if !c.shared_classifier {
@@ -202,12 +172,7 @@ pub fn info(path: &Path, tok: Option<&Path>, quant: Option<&str>) -> Result<()> 
     let image_len = img.bytes().len();
     println!("image: {image_len} bytes (GGUF, read in place from flash)");
     let full = State::ram_bytes(c, model.precision, model.group, c.seq_len);
-    println!(
-        "RAM at full context {}: {} bytes ({}) for activations + KV cache",
-        c.seq_len,
-        full,
-        kib(full)
-    );
+    println!("RAM at full context {}: {} bytes ({}) for activations + KV cache", c.seq_len, full, kib(full));
     println!();
     println!("chip plan ({} precision; arena budget = data RAM - {} firmware reserve; image budget = flash - {} app):",
         model.precision.name(), kib(ruvllm_esp32::model::chips::FIRMWARE_RESERVE), kib(ruvllm_esp32::model::chips::APP_FLASH_RESERVE));

@@ -25,10 +25,7 @@ impl Image {
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
         bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
         let len = bytes.len();
-        Image {
-            storage: Storage::Owned { words, len },
-            origin,
-        }
+        Image { storage: Storage::Owned { words, len }, origin }
     }
 
     /// The engine's view of the image. [`load`] already verified the checksum of a file (or
@@ -43,10 +40,7 @@ impl Image {
         // SAFETY: the mapping is read-only and private to this short-lived process; like
         // llama.cpp, we accept that someone truncating the file meanwhile would fault us.
         let map = unsafe { memmap2::Mmap::map(&file) }.with_context(err)?;
-        Ok(Image {
-            storage: Storage::Mapped(map),
-            origin: path.display().to_string(),
-        })
+        Ok(Image { storage: Storage::Mapped(map), origin: path.display().to_string() })
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -85,9 +79,7 @@ pub fn load(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>) -> Res
     let file = Image::map(model)?;
     let bytes = file.bytes();
     let name = model.display().to_string();
-    let says_gguf = model
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    let says_gguf = model.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
     if says_gguf && !bytes.starts_with(b"GGUF") {
         bail!("{name}: wrong magic: not a GGUF file");
     }
@@ -107,11 +99,7 @@ pub fn load(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>) -> Res
         let host = convert::load_gguf(bytes).with_context(|| name.clone())?;
         (host, stored.unwrap_or(Quant::F32))
     } else {
-        let default_quant = if bytes.starts_with(&AK42) {
-            Quant::Q8
-        } else {
-            Quant::F32
-        };
+        let default_quant = if bytes.starts_with(&AK42) { Quant::Q8 } else { Quant::F32 };
         let host = convert::load_llama2c(bytes).with_context(|| name.clone())?;
         (host, default_quant)
     };
@@ -125,11 +113,7 @@ pub fn load(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>) -> Res
         bail!("{name}: a llama2.c checkpoint carries no tokenizer: pass --tokenizer tokenizer.bin");
     }
     let quant = quant.unwrap_or(default_quant);
-    let image = host
-        .to_gguf(quant)
-        .with_context(|| format!("{name}: converting to {}", quant_name(quant)))?;
-    Ok(Image::from_bytes(
-        &image,
-        format!("{name} (converted to {})", quant_name(quant)),
-    ))
+    let image =
+        host.to_gguf(quant).with_context(|| format!("{name}: converting to {}", quant_name(quant)))?;
+    Ok(Image::from_bytes(&image, format!("{name} (converted to {})", quant_name(quant))))
 }

@@ -116,46 +116,17 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Convert {
-            input,
-            tokenizer,
-            quant,
-            output,
-        } => commands::convert(&input, tokenizer.as_deref(), &quant, &output),
-        Cmd::Gen {
-            model,
-            prompt,
-            steps,
-            temp,
-            top_p,
-            top_k,
-            seed,
-            quant,
-            scalar,
-        } => commands::gen(
-            &model,
-            &prompt,
-            steps,
-            temp,
-            top_p,
-            top_k,
-            seed,
-            quant.as_deref(),
-            scalar,
-        ),
+        Cmd::Convert { input, tokenizer, quant, output } => {
+            commands::convert(&input, tokenizer.as_deref(), &quant, &output)
+        }
+        Cmd::Gen { model, prompt, steps, temp, top_p, top_k, seed, quant, scalar } => {
+            commands::gen(&model, &prompt, steps, temp, top_p, top_k, seed, quant.as_deref(), scalar)
+        }
         Cmd::Eval { model, text, quant } => commands::eval(&model, &text, quant.as_deref()),
-        Cmd::Info {
-            model,
-            tokenizer,
-            quant,
-        } => commands::info(&model, tokenizer.as_deref(), quant.as_deref()),
-        Cmd::Bench {
-            model,
-            prompt,
-            steps,
-            repeat,
-            json,
-        } => bench::run(&model, &prompt, steps, repeat, json),
+        Cmd::Info { model, tokenizer, quant } => {
+            commands::info(&model, tokenizer.as_deref(), quant.as_deref())
+        }
+        Cmd::Bench { model, prompt, steps, repeat, json } => bench::run(&model, &prompt, steps, repeat, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

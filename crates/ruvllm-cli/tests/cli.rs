@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn shared(rel: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared")
-        .join(rel);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel);
     if p.exists() {
         return Some(p);
     }
@@ -19,10 +17,7 @@ fn shared(rel: &str) -> Option<PathBuf> {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
+    Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32")).args(args).output().expect("the binary runs")
 }
 
 fn s(p: &Path) -> &str {
@@ -41,11 +36,7 @@ fn fails_with(out: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "should fail: {err}");
     assert!(!err.contains("panicked"), "panicked: {err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line expected: {err}"
-    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
     assert!(err.starts_with("error: "), "{err}");
     assert!(err.contains(needle), "expected {needle:?} in {err}");
 }
@@ -56,39 +47,21 @@ struct Files {
 }
 
 fn files() -> Option<Files> {
-    Some(Files {
-        model: shared("models/stories260K.bin")?,
-        tok: shared("models/tok512.bin")?,
-    })
+    Some(Files { model: shared("models/stories260K.bin")?, tok: shared("models/tok512.bin")? })
 }
 
 #[test]
 fn gen_reproduces_the_reference_from_the_checkpoint_and_from_its_gguf() {
     let Some(f) = files() else { return };
     let gguf = scratch("stories260K.gguf");
-    let out = run(&[
-        "convert",
-        s(&f.model),
-        "--tokenizer",
-        s(&f.tok),
-        "--quant",
-        "f32",
-        "-o",
-        s(&gguf),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run(&["convert", s(&f.model), "--tokenizer", s(&f.tok), "--quant", "f32", "-o", s(&gguf)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for case in ["p1", "p2"] {
-        let prompt = std::fs::read_to_string(
-            shared(&format!("reference/stories260K_greedy_{case}.prompt")).unwrap(),
-        )
-        .unwrap();
-        let want =
-            std::fs::read(shared(&format!("reference/stories260K_greedy_{case}.out")).unwrap())
+        let prompt =
+            std::fs::read_to_string(shared(&format!("reference/stories260K_greedy_{case}.prompt")).unwrap())
                 .unwrap();
+        let want =
+            std::fs::read(shared(&format!("reference/stories260K_greedy_{case}.out")).unwrap()).unwrap();
         let from_bin = run(&[
             "gen",
             "--model",
@@ -100,25 +73,10 @@ fn gen_reproduces_the_reference_from_the_checkpoint_and_from_its_gguf() {
             "--steps",
             "256",
         ]);
-        let from_gguf = run(&[
-            "gen",
-            "--model",
-            s(&gguf),
-            "--prompt",
-            &prompt,
-            "--steps",
-            "256",
-        ]);
+        let from_gguf = run(&["gen", "--model", s(&gguf), "--prompt", &prompt, "--steps", "256"]);
         for out in [from_bin, from_gguf] {
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_eq!(
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&want)
-            );
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&want));
             assert!(String::from_utf8_lossy(&out.stderr).contains("tok/s"));
         }
     }
@@ -127,31 +85,14 @@ fn gen_reproduces_the_reference_from_the_checkpoint_and_from_its_gguf() {
 #[test]
 fn q8_and_sampling_produce_text_that_starts_with_the_prompt() {
     let Some(f) = files() else { return };
-    for extra in [
-        &["--quant", "q8"][..],
-        &["--temp", "0.8", "--top-p", "0.9", "--seed", "7"][..],
-    ] {
-        let mut args = vec![
-            "gen",
-            "-m",
-            s(&f.model),
-            "-z",
-            s(&f.tok),
-            "-p",
-            "Once upon a time",
-            "-n",
-            "64",
-        ];
+    for extra in [&["--quant", "q8"][..], &["--temp", "0.8", "--top-p", "0.9", "--seed", "7"][..]] {
+        let mut args = vec!["gen", "-m", s(&f.model), "-z", s(&f.tok), "-p", "Once upon a time", "-n", "64"];
         args.extend_from_slice(extra);
         let a = run(&args);
         let b = run(&args);
         assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
         assert!(a.stdout.starts_with(b"Once upon a time"));
-        assert!(
-            a.stdout.len() > 60,
-            "too little text: {}",
-            String::from_utf8_lossy(&a.stdout)
-        );
+        assert!(a.stdout.len() > 60, "too little text: {}", String::from_utf8_lossy(&a.stdout));
         assert_eq!(a.stdout, b.stdout, "seeded runs are deterministic");
     }
 }
@@ -161,21 +102,13 @@ fn eval_prints_tokens_nll_and_perplexity() {
     let Some(f) = files() else { return };
     let text = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/heldout.txt");
     let out = run(&["eval", "-m", s(&f.model), "-z", s(&f.tok), "--text", text]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{stdout}");
     assert!(lines[0].starts_with("tokens: "));
     let nll: f64 = lines[1].strip_prefix("nll: ").unwrap().parse().unwrap();
-    let ppl: f64 = lines[2]
-        .strip_prefix("perplexity: ")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let ppl: f64 = lines[2].strip_prefix("perplexity: ").unwrap().parse().unwrap();
     assert!((nll.exp() - ppl).abs() < 1e-3 * ppl);
     assert!(ppl > 1.0 && ppl < 20.0, "{ppl}");
 }
@@ -184,11 +117,7 @@ fn eval_prints_tokens_nll_and_perplexity() {
 fn info_reports_ram_at_full_context_and_a_plan_per_chip() {
     let Some(f) = files() else { return };
     let out = run(&["info", s(&f.model), "-z", s(&f.tok), "--quant", "q8"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("parameters: 260032"), "{text}");
     assert!(text.contains("RAM at full context 512"), "{text}");
@@ -203,10 +132,7 @@ fn bad_model_files_get_a_one_line_error() {
     let tok = s(&f.tok);
     let gen = |model: &Path| run(&["gen", "-m", s(model), "-z", tok, "-p", "hi", "-n", "16"]);
 
-    fails_with(
-        &gen(Path::new("/nonexistent/model.bin")),
-        "/nonexistent/model.bin",
-    );
+    fails_with(&gen(Path::new("/nonexistent/model.bin")), "/nonexistent/model.bin");
 
     let bytes = std::fs::read(&f.model).unwrap();
     let short = scratch("short.bin");
@@ -235,21 +161,12 @@ fn bad_model_files_get_a_one_line_error() {
     let n = img.len();
     img[n - 100] ^= 0x10;
     std::fs::write(&gguf, &img).unwrap();
-    fails_with(
-        &run(&["gen", "-m", s(&gguf), "-p", "hi", "-n", "16"]),
-        "checksum",
-    );
+    fails_with(&run(&["gen", "-m", s(&gguf), "-p", "hi", "-n", "16"]), "checksum");
     // Also when a tokenizer is given and the image would be converted again.
-    fails_with(
-        &run(&["gen", "-m", s(&gguf), "-z", tok, "-q", "q8", "-n", "16"]),
-        "checksum",
-    );
+    fails_with(&run(&["gen", "-m", s(&gguf), "-z", tok, "-q", "q8", "-n", "16"]), "checksum");
     let truncated = scratch("truncated.gguf");
     std::fs::write(&truncated, &img[..n / 2]).unwrap();
-    fails_with(
-        &run(&["gen", "-m", s(&truncated), "-p", "hi", "-n", "16"]),
-        "truncated.gguf",
-    );
+    fails_with(&run(&["gen", "-m", s(&truncated), "-p", "hi", "-n", "16"]), "truncated.gguf");
 }
 
 #[test]
@@ -273,26 +190,11 @@ fn bad_tokenizers_get_a_one_line_error() {
 fn prompts_and_steps_beyond_the_context_are_refused() {
     let Some(f) = files() else { return };
     let (m, t) = (s(&f.model), s(&f.tok));
-    fails_with(
-        &run(&["gen", "-m", m, "-z", t, "-p", "hi", "-n", "513"]),
-        "--steps 513",
-    );
-    fails_with(
-        &run(&["gen", "-m", m, "-z", t, "-p", "hi", "-n", "0"]),
-        "--steps 0",
-    );
+    fails_with(&run(&["gen", "-m", m, "-z", t, "-p", "hi", "-n", "513"]), "--steps 513");
+    fails_with(&run(&["gen", "-m", m, "-z", t, "-p", "hi", "-n", "0"]), "--steps 0");
     let long = "Once upon a time there was a dog. ".repeat(3);
-    fails_with(
-        &run(&["gen", "-m", m, "-z", t, "-p", &long, "-n", "8"]),
-        "prompt",
-    );
+    fails_with(&run(&["gen", "-m", m, "-z", t, "-p", &long, "-n", "8"]), "prompt");
     let very_long = "The cat sat on a mat and looked at the moon. ".repeat(80);
-    fails_with(
-        &run(&["gen", "-m", m, "-z", t, "-p", &very_long, "-n", "512"]),
-        "prompt",
-    );
-    fails_with(
-        &run(&["gen", "-m", m, "-z", t, "-p", "hi", "--quant", "q4"]),
-        "q4",
-    );
+    fails_with(&run(&["gen", "-m", m, "-z", t, "-p", &very_long, "-n", "512"]), "prompt");
+    fails_with(&run(&["gen", "-m", m, "-z", t, "-p", "hi", "--quant", "q4"]), "q4");
 }

@@ -18,11 +18,7 @@ pub const fn groups(n: usize, group: usize) -> usize {
 pub fn quantize_row(x: &[f32], q: &mut [i8], scales: &mut [f32], group: usize) {
     debug_assert_eq!(x.len(), q.len());
     debug_assert!(scales.len() >= groups(x.len(), group));
-    for ((xg, qg), s) in x
-        .chunks(group)
-        .zip(q.chunks_mut(group))
-        .zip(scales.iter_mut())
-    {
+    for ((xg, qg), s) in x.chunks(group).zip(q.chunks_mut(group)).zip(scales.iter_mut()) {
         let amax = xg.iter().fold(0.0f32, |m, v| m.max(libm::fabsf(*v)));
         let scale = amax / 127.0;
         let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
@@ -69,11 +65,7 @@ mod tests {
         // 40 values: one full group of 32 with large values and a tail of 8 small ones.
         let mut x = [0.0f32; 40];
         for (i, v) in x.iter_mut().enumerate() {
-            *v = if i < 32 {
-                (i as f32 - 16.0) * 10.0
-            } else {
-                (i as f32 - 36.0) * 0.01
-            };
+            *v = if i < 32 { (i as f32 - 16.0) * 10.0 } else { (i as f32 - 36.0) * 0.01 };
         }
         let mut q = [0i8; 40];
         let mut s = [0.0f32; 2];

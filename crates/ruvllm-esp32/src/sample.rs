@@ -121,17 +121,8 @@ impl Sampler {
     /// `temperature` 0 = greedy; `top_p` outside (0,1) = off; `top_k` 0 = off. A `seed` of 0
     /// is replaced by a fixed non-zero constant (xorshift is stuck at 0).
     pub fn new(temperature: f32, top_p: f32, top_k: usize, seed: u64) -> Self {
-        let rng_state = if seed == 0 {
-            ZERO_SEED_REPLACEMENT
-        } else {
-            seed
-        };
-        Sampler {
-            temperature,
-            top_p,
-            top_k,
-            rng_state,
-        }
+        let rng_state = if seed == 0 { ZERO_SEED_REPLACEMENT } else { seed };
+        Sampler { temperature, top_p, top_k, rng_state }
     }
 
     /// llama2.c's xorshift* step.
@@ -170,13 +161,7 @@ impl Sampler {
 
         if top_k_on {
             if let Some(cands) = scratch.get_mut(..n) {
-                return sample_top_k(
-                    logits,
-                    cands,
-                    self.top_k,
-                    top_p_on.then_some(self.top_p),
-                    coin,
-                );
+                return sample_top_k(logits, cands, self.top_k, top_p_on.then_some(self.top_p), coin);
             }
         } else if top_p_on && n > 1 {
             if let Some(id) = sample_top_p(logits, scratch, self.top_p, coin) {
@@ -189,18 +174,9 @@ impl Sampler {
 
 /// Keeps the `k` most probable (ties to the lower index), sorted descending, then samples
 /// them with an optional nucleus cut at `top_p` of their total mass.
-fn sample_top_k(
-    probs: &[f32],
-    cands: &mut [ProbIndex],
-    k: usize,
-    top_p: Option<f32>,
-    coin: f32,
-) -> u32 {
+fn sample_top_k(probs: &[f32], cands: &mut [ProbIndex], k: usize, top_p: Option<f32>, coin: f32) -> u32 {
     for (i, (c, &p)) in cands.iter_mut().zip(probs).enumerate() {
-        *c = ProbIndex {
-            prob: p,
-            index: i as u32,
-        };
+        *c = ProbIndex { prob: p, index: i as u32 };
     }
     if k < cands.len() {
         cands.select_nth_unstable_by(k, by_prob_desc);
@@ -222,19 +198,13 @@ fn sample_top_p(probs: &[f32], scratch: &mut [ProbIndex], top_p: f32, coin: f32)
     let mut n0 = 0;
     for (i, &p) in probs.iter().enumerate() {
         if p >= cutoff {
-            *scratch.get_mut(n0)? = ProbIndex {
-                prob: p,
-                index: i as u32,
-            };
+            *scratch.get_mut(n0)? = ProbIndex { prob: p, index: i as u32 };
             n0 += 1;
         }
     }
     if n0 == 0 {
         for (i, &p) in probs.iter().enumerate() {
-            *scratch.get_mut(i)? = ProbIndex {
-                prob: p,
-                index: i as u32,
-            };
+            *scratch.get_mut(i)? = ProbIndex { prob: p, index: i as u32 };
         }
         n0 = n;
     }

@@ -18,15 +18,9 @@ fn greedy(model: &Model<'_>, prompt: &str, steps: usize, kernels: Kernels) -> Ve
     let mut sampler = Sampler::new(0.0, 0.9, 0, 1);
     let mut scratch = vec![ProbIndex::default(); model.config.vocab_size];
     let mut out = Vec::new();
-    infer::generate(
-        model,
-        &mut state,
-        &mut sampler,
-        &mut scratch,
-        &tokens[..n],
-        steps,
-        |b, _| out.extend_from_slice(b),
-    )
+    infer::generate(model, &mut state, &mut sampler, &mut scratch, &tokens[..n], steps, |b, _| {
+        out.extend_from_slice(b)
+    })
     .unwrap();
     out.push(b'\n');
     out
@@ -41,13 +35,10 @@ fn fp32_greedy_matches_the_reference_byte_for_byte() {
     assert_eq!(model.precision, Precision::F32);
     assert!(model.checksum_verified);
     for case in ["p1", "p2"] {
-        let Some(prompt) =
-            common::read_shared(&format!("reference/stories260K_greedy_{case}.prompt"))
-        else {
+        let Some(prompt) = common::read_shared(&format!("reference/stories260K_greedy_{case}.prompt")) else {
             return;
         };
-        let want =
-            common::read_shared(&format!("reference/stories260K_greedy_{case}.out")).unwrap();
+        let want = common::read_shared(&format!("reference/stories260K_greedy_{case}.out")).unwrap();
         let prompt = String::from_utf8(prompt).unwrap();
         for kernels in [Kernels::REFERENCE, Kernels::detect()] {
             let got = greedy(&model, &prompt, 256, kernels);
@@ -79,11 +70,7 @@ fn int8_perplexity_is_within_one_percent_of_fp32() {
         return;
     };
     let q8_img = common::stories260k_image(Quant::Q8).unwrap();
-    let text = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/heldout.txt"
-    ))
-    .unwrap();
+    let text = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/heldout.txt")).unwrap();
     let f = <Model<'_>>::from_gguf(f32_img.bytes()).unwrap();
     let q = <Model<'_>>::from_gguf(q8_img.bytes()).unwrap();
     assert_eq!(q.precision, Precision::Q8);
@@ -91,22 +78,10 @@ fn int8_perplexity_is_within_one_percent_of_fp32() {
     let (nq, pq) = perplexity(&q, &text);
     assert_eq!(nf, nq);
     let rel = (pq - pf).abs() / pf;
-    eprintln!(
-        "held-out perplexity over {nf} tokens: f32 {pf:.4}, q8 {pq:.4} ({:.3}%)",
-        rel * 100.0
-    );
-    assert!(
-        nf > 400,
-        "the held-out text should be several windows' worth: {nf}"
-    );
-    assert!(
-        pf < 20.0,
-        "fp32 perplexity {pf} is not that of a working model"
-    );
-    assert!(
-        rel < 0.01,
-        "q8 perplexity {pq} is not within 1% of fp32 {pf}"
-    );
+    eprintln!("held-out perplexity over {nf} tokens: f32 {pf:.4}, q8 {pq:.4} ({:.3}%)", rel * 100.0);
+    assert!(nf > 400, "the held-out text should be several windows' worth: {nf}");
+    assert!(pf < 20.0, "fp32 perplexity {pf} is not that of a working model");
+    assert!(rel < 0.01, "q8 perplexity {pq} is not within 1% of fp32 {pf}");
 }
 
 #[test]
@@ -132,10 +107,7 @@ fn the_context_is_enforced() {
     let mut state = State::new(&model, &mut arena, 8, Kernels::REFERENCE).unwrap();
     assert!(state.forward(&model, 1, 7).is_ok());
     assert!(state.forward(&model, 1, 8).is_err());
-    assert!(
-        state.forward(&model, 512, 0).is_err(),
-        "token outside the vocabulary"
-    );
+    assert!(state.forward(&model, 512, 0).is_err(), "token outside the vocabulary");
     let mut small = vec![0f32; 10];
     assert!(State::new(&model, &mut small, 8, Kernels::REFERENCE).is_err());
     let mut big = vec![0f32; State::arena_len(&model, 512)];

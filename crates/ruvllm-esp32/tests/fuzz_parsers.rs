@@ -39,10 +39,7 @@ unsafe impl GlobalAlloc for Capped {
 static ALLOC: Capped = Capped;
 
 fn cases() -> u32 {
-    std::env::var("FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
+    std::env::var("FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
 }
 
 /// stories260K.bin, tok512.bin and their F32 and Q8 GGUF conversions.
@@ -69,11 +66,7 @@ fn exercise(bytes: &[u8]) {
             if let Value::Array(a) = v {
                 let n = a.str_iter().count();
                 assert!(n == 0 || n == a.len);
-                let _ = (
-                    a.u32_at(a.len.saturating_sub(1)),
-                    a.i32_at(0),
-                    a.f32_at(usize::MAX),
-                );
+                let _ = (a.u32_at(a.len.saturating_sub(1)), a.i32_at(0), a.f32_at(usize::MAX));
             }
         }
         for t in g.tensors() {
@@ -81,14 +74,8 @@ fn exercise(bytes: &[u8]) {
             assert!(g.tensor(t.name).is_some());
         }
         let _ = g.verify_checksum();
-        let _ = (
-            g.get_u32("llama.block_count"),
-            g.get_f32("llama.rope.freq_base"),
-        );
-        let _ = (
-            g.get_str("general.architecture"),
-            g.get_array("tokenizer.ggml.tokens"),
-        );
+        let _ = (g.get_u32("llama.block_count"), g.get_f32("llama.rope.freq_base"));
+        let _ = (g.get_str("general.architecture"), g.get_array("tokenizer.ggml.tokens"));
     }
     if let Ok(m) = load_gguf(bytes) {
         if m.vocab.is_some() {

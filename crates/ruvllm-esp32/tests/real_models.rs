@@ -21,24 +21,12 @@ fn stories260k_header_and_tokenizer() {
     let Some(m) = stories() else { return };
     let c = m.config;
     assert_eq!(
-        (
-            c.dim,
-            c.hidden_dim,
-            c.n_layers,
-            c.n_heads,
-            c.n_kv_heads,
-            c.vocab_size,
-            c.seq_len
-        ),
+        (c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.seq_len),
         (64, 172, 5, 8, 4, 512, 512)
     );
     assert!(c.shared_classifier && m.output.is_none());
     assert_eq!(c.n_params(), 260_032);
-    assert!(m
-        .token_embd
-        .iter()
-        .chain(&m.layers[4].w2)
-        .all(|x| x.is_finite()));
+    assert!(m.token_embd.iter().chain(&m.layers[4].w2).all(|x| x.is_finite()));
     let v = m.vocab.as_ref().unwrap();
     assert_eq!((v.bos, v.eos, v.pieces.len()), (1, 2, 512));
     assert_eq!(v.pieces[0], b"<unk>");
@@ -57,10 +45,7 @@ fn stories260k_f32_gguf_round_trip_is_bit_exact() {
     assert_eq!(g.get_u32("llama.rope.dimension_count"), Ok(8));
     assert_eq!(g.get_u32("llama.attention.head_count_kv"), Ok(4));
     let t = g.tensor("blk.0.ffn_down.weight").unwrap();
-    assert_eq!(
-        (t.ty, t.n_dims, t.dims),
-        (GgmlType::F32, 2, [172, 64, 1, 1])
-    );
+    assert_eq!((t.ty, t.n_dims, t.dims), (GgmlType::F32, 2, [172, 64, 1, 1]));
     assert_eq!(g.tensor("token_embd.weight").unwrap().dims, [64, 512, 1, 1]);
     assert!(g.tensor("output.weight").is_none());
     assert_eq!(g.n_tensors(), 1 + 5 * 9 + 1);
@@ -70,12 +55,7 @@ fn stories260k_f32_gguf_round_trip_is_bit_exact() {
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&back.token_embd), bits(&m.token_embd));
     for (a, b) in back.layers.iter().zip(&m.layers) {
-        for (x, y) in [
-            (&a.wq, &b.wq),
-            (&a.wk, &b.wk),
-            (&a.w2, &b.w2),
-            (&a.attn_norm, &b.attn_norm),
-        ] {
+        for (x, y) in [(&a.wq, &b.wq), (&a.wk, &b.wk), (&a.w2, &b.w2), (&a.attn_norm, &b.attn_norm)] {
             assert_eq!(bits(x), bits(y));
         }
     }
@@ -110,18 +90,12 @@ fn stories260k_q8_gguf_is_within_quantization_error() {
     let g = Gguf::parse(&bytes).unwrap();
     assert_eq!(g.verify_checksum(), Ok(true));
     assert_eq!(g.get_str("ruvllm.quant"), Ok("q8"));
-    assert_eq!(
-        g.get_u32("ruvllm.quant.group_size"),
-        Ok(quant::GROUP as u32)
-    );
+    assert_eq!(g.get_u32("ruvllm.quant.group_size"), Ok(quant::GROUP as u32));
     let t = g.tensor("blk.2.ffn_down.weight").unwrap();
     assert_eq!((t.ty, t.dims), (GgmlType::I8, [172, 64, 1, 1]));
     let s = g.tensor("blk.2.ffn_down.weight.scale").unwrap();
     assert_eq!((s.ty, s.dims), (GgmlType::F32, [6, 64, 1, 1]));
-    assert_eq!(
-        g.tensor("token_embd.weight.scale").unwrap().dims,
-        [2, 512, 1, 1]
-    );
+    assert_eq!(g.tensor("token_embd.weight.scale").unwrap().dims, [2, 512, 1, 1]);
     assert!(bytes.len() < 450_000, "q8 file is {} bytes", bytes.len());
 
     let back = load_gguf(&bytes).unwrap();
@@ -133,14 +107,9 @@ fn stories260k_q8_gguf_is_within_quantization_error() {
     for (a, b) in m.layers.iter().zip(&back.layers) {
         assert_eq!(a.attn_norm, b.attn_norm);
         assert_eq!(a.ffn_norm, b.ffn_norm);
-        for (x, y) in [
-            (&a.wq, &b.wq),
-            (&a.wk, &b.wk),
-            (&a.wv, &b.wv),
-            (&a.wo, &b.wo),
-            (&a.w1, &b.w1),
-            (&a.w3, &b.w3),
-        ] {
+        for (x, y) in
+            [(&a.wq, &b.wq), (&a.wk, &b.wk), (&a.wv, &b.wv), (&a.wo, &b.wo), (&a.w1, &b.w1), (&a.w3, &b.w3)]
+        {
             assert_within_group_error(x, y, d, quant::GROUP);
         }
         assert_within_group_error(&a.w2, &b.w2, h, quant::GROUP);
@@ -154,15 +123,7 @@ fn write_ak42(m: &HostModel, version: i32, group: usize) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&0x616b_3432u32.to_le_bytes());
     out.extend_from_slice(&version.to_le_bytes());
-    for v in [
-        c.dim,
-        c.hidden_dim,
-        c.n_layers,
-        c.n_heads,
-        c.n_kv_heads,
-        c.vocab_size,
-        c.seq_len,
-    ] {
+    for v in [c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.seq_len] {
         out.extend_from_slice(&(v as i32).to_le_bytes());
     }
     out.push(c.shared_classifier as u8);
@@ -170,10 +131,7 @@ fn write_ak42(m: &HostModel, version: i32, group: usize) -> Vec<u8> {
         out.extend_from_slice(&(group as i32).to_le_bytes());
     }
     out.resize(256, 0);
-    let f32s = |out: &mut Vec<u8>, v: &[f32]| {
-        v.iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()))
-    };
+    let f32s = |out: &mut Vec<u8>, v: &[f32]| v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
     for l in &m.layers {
         f32s(&mut out, &l.attn_norm);
     }
@@ -183,15 +141,7 @@ fn write_ak42(m: &HostModel, version: i32, group: usize) -> Vec<u8> {
     f32s(&mut out, &m.output_norm);
     let mut mats: Vec<&[f32]> = vec![&m.token_embd];
     type Pick = fn(&ruvllm_esp32::convert::HostLayer) -> &[f32];
-    let picks: [Pick; 7] = [
-        |l| &l.wq,
-        |l| &l.wk,
-        |l| &l.wv,
-        |l| &l.wo,
-        |l| &l.w1,
-        |l| &l.w2,
-        |l| &l.w3,
-    ];
+    let picks: [Pick; 7] = [|l| &l.wq, |l| &l.wk, |l| &l.wv, |l| &l.wo, |l| &l.w1, |l| &l.w2, |l| &l.w3];
     for p in picks {
         mats.extend(m.layers.iter().map(p));
     }
@@ -252,13 +202,7 @@ fn ak42_v2_int8_dequantizes_by_flat_groups() {
 fn ak42_v1_fp32_is_bit_exact() {
     let Some(m) = stories() else { return };
     let got = load_llama2c(&write_ak42(&m, 1, 0)).unwrap();
-    assert_eq!(
-        HostModel {
-            vocab: m.vocab.clone(),
-            ..got
-        },
-        m
-    );
+    assert_eq!(HostModel { vocab: m.vocab.clone(), ..got }, m);
 }
 
 #[test]
@@ -266,14 +210,7 @@ fn llama2c_rejects_absurd_headers() {
     let Some(model) = common::read_shared("models/stories260K.bin") else {
         return;
     };
-    for (field, value) in [
-        (0, i32::MAX),
-        (1, -5),
-        (2, 100_000),
-        (5, i32::MIN),
-        (6, 0),
-        (4, 3),
-    ] {
+    for (field, value) in [(0, i32::MAX), (1, -5), (2, 100_000), (5, i32::MIN), (6, 0), (4, 3)] {
         let mut b = model.clone();
         b[field * 4..field * 4 + 4].copy_from_slice(&value.to_le_bytes());
         assert!(load_llama2c(&b).is_err(), "field {field} = {value}");
@@ -281,9 +218,6 @@ fn llama2c_rejects_absurd_headers() {
     let mut b = model.clone();
     b.push(0);
     assert!(matches!(load_llama2c(&b), Err(Error::Invalid { .. })));
-    assert!(matches!(
-        load_llama2c(&model[..model.len() - 4]),
-        Err(Error::Truncated { .. })
-    ));
+    assert!(matches!(load_llama2c(&model[..model.len() - 4]), Err(Error::Truncated { .. })));
     assert!(load_tokenizer_bin(b"\x10\0\0\0", 512).is_err());
 }

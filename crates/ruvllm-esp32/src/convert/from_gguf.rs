@@ -33,30 +33,23 @@ fn req(g: &Gguf, key: &'static str) -> Result<usize> {
 }
 
 fn f32_le(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
 }
 
 /// Reads tensor `name` as a `rows x cols` f32 matrix (a vector when `rows` is 1).
 fn tensor(g: &Gguf, name: &str, rows: usize, cols: usize, group: usize) -> Result<Vec<f32>> {
-    let t = g.tensor(name).ok_or(Error::Missing {
-        what: "model tensor (see llama.cpp names)",
-    })?;
+    let t = g.tensor(name).ok_or(Error::Missing { what: "model tensor (see llama.cpp names)" })?;
     let n = mul(rows, cols)?;
     let shape_ok = t.dims[0] == cols as u64 && t.n_elements() == n as u64;
     if !shape_ok {
-        return Err(Error::Invalid {
-            what: "tensor shape does not match the model config",
-        });
+        return Err(Error::Invalid { what: "tensor shape does not match the model config" });
     }
     // The GGUF parser guaranteed `data` holds exactly n elements of `ty`.
     let out = match t.ty {
         GgmlType::F32 => f32_le(t.data).collect(),
-        GgmlType::F16 => t
-            .data
-            .chunks_exact(2)
-            .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-            .collect(),
+        GgmlType::F16 => {
+            t.data.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect()
+        }
         GgmlType::Q8_0 => {
             let mut out = Vec::with_capacity(n);
             for b in t.data.chunks_exact(Q8_0_BYTES as usize) {
@@ -70,33 +63,23 @@ fn tensor(g: &Gguf, name: &str, rows: usize, cols: usize, group: usize) -> Resul
             // This engine's layout: per-row groups with scales in `<name>.scale`.
             let gpr = quant::groups(cols, group);
             let sname = format!("{name}.scale");
-            let st = g.tensor(&sname).ok_or(Error::Missing {
-                what: "I8 tensor scales (<name>.scale)",
-            })?;
-            if st.ty != GgmlType::F32
-                || st.dims[0] != gpr as u64
-                || st.n_elements() != mul(rows, gpr)? as u64
+            let st = g.tensor(&sname).ok_or(Error::Missing { what: "I8 tensor scales (<name>.scale)" })?;
+            if st.ty != GgmlType::F32 || st.dims[0] != gpr as u64 || st.n_elements() != mul(rows, gpr)? as u64
             {
-                return Err(Error::Invalid {
-                    what: "I8 scale tensor shape",
-                });
+                return Err(Error::Invalid { what: "I8 scale tensor shape" });
             }
             let scales: Vec<f32> = f32_le(st.data).collect();
             let q = crate::gguf::as_i8(t.data);
             let mut out = vec![0f32; n];
-            for ((q, s), o) in q
-                .chunks_exact(cols)
-                .zip(scales.chunks_exact(gpr))
-                .zip(out.chunks_exact_mut(cols))
+            for ((q, s), o) in
+                q.chunks_exact(cols).zip(scales.chunks_exact(gpr)).zip(out.chunks_exact_mut(cols))
             {
                 quant::dequantize_row(q, s, o, group);
             }
             out
         }
         GgmlType::Other(_) => {
-            return Err(Error::Unsupported {
-                what: "tensor type (only F32, F16, Q8_0, I8)",
-            })
+            return Err(Error::Unsupported { what: "tensor type (only F32, F16, Q8_0, I8)" })
         }
     };
     Ok(out)
@@ -108,17 +91,11 @@ pub fn load_gguf(bytes: &[u8]) -> Result<HostModel> {
     let g = Gguf::parse(bytes)?;
     match g.get("general.architecture") {
         None | Some(Value::Str("llama")) => {}
-        Some(_) => {
-            return Err(Error::Unsupported {
-                what: "GGUF architecture other than llama",
-            })
-        }
+        Some(_) => return Err(Error::Unsupported { what: "GGUF architecture other than llama" }),
     }
     let dim = req(&g, "llama.embedding_length")?;
     let n_heads = req(&g, "llama.attention.head_count")?;
-    let embd = g.tensor("token_embd.weight").ok_or(Error::Missing {
-        what: "token_embd.weight",
-    })?;
+    let embd = g.tensor("token_embd.weight").ok_or(Error::Missing { what: "token_embd.weight" })?;
     let vocab_size = match opt_u32(&g, "llama.vocab_size")? {
         Some(v) => v as usize,
         None => usize::try_from(embd.dims[1]).map_err(|_| Error::Invalid { what: "vocab size" })?,
@@ -138,23 +115,17 @@ pub fn load_gguf(bytes: &[u8]) -> Result<HostModel> {
     config.validate()?;
     if let Some(rd) = opt_u32(&g, "llama.rope.dimension_count")? {
         if rd as usize != config.head_size() {
-            return Err(Error::Unsupported {
-                what: "partial RoPE (rope.dimension_count != head size)",
-            });
+            return Err(Error::Unsupported { what: "partial RoPE (rope.dimension_count != head size)" });
         }
     }
     // Every stored element takes at least one byte, so a model larger than the file can only
     // come from tensors that overlap: refuse before dequantizing them into RAM.
     if super::checked_params(&config)? > bytes.len() {
-        return Err(Error::Invalid {
-            what: "model is larger than the file (overlapping tensors?)",
-        });
+        return Err(Error::Invalid { what: "model is larger than the file (overlapping tensors?)" });
     }
     let group = opt_u32(&g, "ruvllm.quant.group_size")?.map_or(quant::GROUP, |v| v as usize);
     if group == 0 {
-        return Err(Error::Invalid {
-            what: "ruvllm.quant.group_size",
-        });
+        return Err(Error::Invalid { what: "ruvllm.quant.group_size" });
     }
 
     let (d, h, kv, v) = (dim, config.hidden_dim, config.kv_dim(), vocab_size);
@@ -176,20 +147,9 @@ pub fn load_gguf(bytes: &[u8]) -> Result<HostModel> {
         });
     }
     let output_norm = mat("output_norm.weight", 1, d)?;
-    let output = if config.shared_classifier {
-        None
-    } else {
-        Some(mat("output.weight", v, d)?)
-    };
+    let output = if config.shared_classifier { None } else { Some(mat("output.weight", v, d)?) };
     let vocab = load_vocab(&g, v)?;
-    Ok(HostModel {
-        config,
-        token_embd,
-        layers,
-        output_norm,
-        output,
-        vocab,
-    })
+    Ok(HostModel { config, token_embd, layers, output_norm, output, vocab })
 }
 
 /// SentencePiece vocabulary from `tokenizer.ggml.*`; `None` when absent or of another model
@@ -201,54 +161,32 @@ fn load_vocab(g: &Gguf, vocab_size: usize) -> Result<Option<HostVocab>> {
     }
     let tokens = g.get_array("tokenizer.ggml.tokens")?;
     if tokens.len != vocab_size {
-        return Err(Error::Invalid {
-            what: "tokenizer.ggml.tokens length != vocab size",
-        });
+        return Err(Error::Invalid { what: "tokenizer.ggml.tokens length != vocab size" });
     }
     // llama.cpp files mark spaces with U+2581 as SentencePiece does; llama2.c's tokenizer (and
     // this engine's files) use plain spaces.
     let ours = g.get("ruvllm.quant").is_some();
-    let pieces: Vec<Vec<u8>> = tokens
-        .str_iter()
-        .map(|p| if ours { p.to_vec() } else { unescape_spaces(p) })
-        .collect();
+    let pieces: Vec<Vec<u8>> =
+        tokens.str_iter().map(|p| if ours { p.to_vec() } else { unescape_spaces(p) }).collect();
     if pieces.len() != vocab_size {
-        return Err(Error::Invalid {
-            what: "tokenizer.ggml.tokens",
-        });
+        return Err(Error::Invalid { what: "tokenizer.ggml.tokens" });
     }
     let scores = match g.get_array("tokenizer.ggml.scores") {
-        Ok(a) if a.len == vocab_size => (0..vocab_size)
-            .map(|i| a.f32_at(i))
-            .collect::<Option<Vec<f32>>>(),
+        Ok(a) if a.len == vocab_size => (0..vocab_size).map(|i| a.f32_at(i)).collect::<Option<Vec<f32>>>(),
         Ok(_) => None,
         Err(Error::Missing { .. }) => Some(vec![0.0; vocab_size]),
         Err(e) => return Err(e),
     }
-    .ok_or(Error::Invalid {
-        what: "tokenizer.ggml.scores",
-    })?;
+    .ok_or(Error::Invalid { what: "tokenizer.ggml.scores" })?;
     let bos = opt_u32(g, "tokenizer.ggml.bos_token_id")?.unwrap_or(1);
     let eos = opt_u32(g, "tokenizer.ggml.eos_token_id")?.unwrap_or(2);
     if bos as usize >= vocab_size || eos as usize >= vocab_size {
-        return Err(Error::Invalid {
-            what: "BOS/EOS id outside the vocabulary",
-        });
+        return Err(Error::Invalid { what: "BOS/EOS id outside the vocabulary" });
     }
     let longest = pieces.iter().map(|p| p.len()).max().unwrap_or(0);
-    let longest = u32::try_from(longest).map_err(|_| Error::Invalid {
-        what: "token too long",
-    })?;
-    let max_token_length = opt_u32(g, "ruvllm.tokenizer.max_token_length")?
-        .unwrap_or(0)
-        .max(longest);
-    Ok(Some(HostVocab {
-        pieces,
-        scores,
-        max_token_length,
-        bos,
-        eos,
-    }))
+    let longest = u32::try_from(longest).map_err(|_| Error::Invalid { what: "token too long" })?;
+    let max_token_length = opt_u32(g, "ruvllm.tokenizer.max_token_length")?.unwrap_or(0).max(longest);
+    Ok(Some(HostVocab { pieces, scores, max_token_length, bos, eos }))
 }
 
 /// Replaces every U+2581 ("▁", bytes E2 96 81) with a space.

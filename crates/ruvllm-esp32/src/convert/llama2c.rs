@@ -21,14 +21,8 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .ok_or(Error::Truncated { what: self.what })?;
-        let b = self
-            .buf
-            .get(self.pos..end)
-            .ok_or(Error::Truncated { what: self.what })?;
+        let end = self.pos.checked_add(n).ok_or(Error::Truncated { what: self.what })?;
+        let b = self.buf.get(self.pos..end).ok_or(Error::Truncated { what: self.what })?;
         self.pos = end;
         Ok(b)
     }
@@ -40,18 +34,14 @@ impl<'a> Reader<'a> {
 
     fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
         let b = self.take(mul(n, 4)?)?;
-        Ok(b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
     }
 
     /// One export.py Q8 tensor: `n` int8 values then `n / group` f32 scales, groups running
     /// over the flattened tensor (they may straddle rows, so dequantize flat).
     fn q8(&mut self, n: usize, group: usize) -> Result<Vec<f32>> {
         if !n.is_multiple_of(group) {
-            return Err(Error::Invalid {
-                what: "ak42 tensor is not a whole number of groups",
-            });
+            return Err(Error::Invalid { what: "ak42 tensor is not a whole number of groups" });
         }
         let q = self.take(n)?;
         let scales = self.f32s(n / group)?;
@@ -73,9 +63,7 @@ impl<'a> Reader<'a> {
 }
 
 fn dim(v: i32) -> Result<usize> {
-    usize::try_from(v).map_err(|_| Error::Invalid {
-        what: "negative llama2.c header field",
-    })
+    usize::try_from(v).map_err(|_| Error::Invalid { what: "negative llama2.c header field" })
 }
 
 /// Sizes of one model's tensors, in elements.
@@ -100,9 +88,7 @@ impl Sizes {
     fn stored(n: usize, group: Option<usize>) -> Result<usize> {
         match group {
             None => mul(n, 4),
-            Some(g) => n.checked_add(mul(n / g, 4)?).ok_or(Error::Invalid {
-                what: "size overflows",
-            }),
+            Some(g) => n.checked_add(mul(n / g, 4)?).ok_or(Error::Invalid { what: "size overflows" }),
         }
     }
 
@@ -118,22 +104,16 @@ impl Sizes {
         ];
         parts.iter().try_fold(0usize, |acc, (count, n)| {
             acc.checked_add(mul(*count, Self::stored(*n, group)?)?)
-                .ok_or(Error::Invalid {
-                    what: "size overflows",
-                })
+                .ok_or(Error::Invalid { what: "size overflows" })
         })
     }
 }
 
 fn check_len(have: usize, need: usize) -> Result<()> {
     if have < need {
-        Err(Error::Truncated {
-            what: "llama2.c checkpoint",
-        })
+        Err(Error::Truncated { what: "llama2.c checkpoint" })
     } else if have > need {
-        Err(Error::Invalid {
-            what: "llama2.c checkpoint has trailing bytes (wrong header?)",
-        })
+        Err(Error::Invalid { what: "llama2.c checkpoint has trailing bytes (wrong header?)" })
     } else {
         Ok(())
     }
@@ -159,11 +139,7 @@ fn config_from(h: &[i32; 7], shared: bool) -> Result<Config> {
 /// Loads a llama2.c checkpoint: legacy fp32 (v0), or an "ak42" file of version 1 (fp32) or 2
 /// (int8, dequantized by flat groups exactly as export.py quantized them).
 pub fn load_llama2c(bytes: &[u8]) -> Result<HostModel> {
-    let mut r = Reader {
-        buf: bytes,
-        pos: 0,
-        what: "llama2.c header",
-    };
+    let mut r = Reader { buf: bytes, pos: 0, what: "llama2.c header" };
     let mut h = [0i32; 7];
     let first = r.i32()?;
     if first as u32 == AK42_MAGIC {
@@ -175,46 +151,25 @@ pub fn load_llama2c(bytes: &[u8]) -> Result<HostModel> {
         let shared = match flags[0] {
             0 => false,
             1 => true,
-            _ => {
-                return Err(Error::Invalid {
-                    what: "ak42 shared_classifier flag",
-                })
-            }
+            _ => return Err(Error::Invalid { what: "ak42 shared_classifier flag" }),
         };
         let group = match version {
             1 => None,
             2 => {
                 let g = i32::from_le_bytes([flags[1], flags[2], flags[3], flags[4]]);
-                Some(dim(g).ok().filter(|g| *g > 0).ok_or(Error::Invalid {
-                    what: "ak42 group size",
-                })?)
+                Some(dim(g).ok().filter(|g| *g > 0).ok_or(Error::Invalid { what: "ak42 group size" })?)
             }
-            _ => {
-                return Err(Error::Unsupported {
-                    what: "ak42 version (only 1 and 2)",
-                })
-            }
+            _ => return Err(Error::Unsupported { what: "ak42 version (only 1 and 2)" }),
         };
         let c = config_from(&h, shared)?;
         let s = Sizes::new(&c)?;
-        let norms = mul(
-            mul(c.n_layers, 2)?
-                .checked_add(1)
-                .ok_or(Error::Invalid { what: "size" })?,
-            c.dim,
-        )?;
+        let norms = mul(mul(c.n_layers, 2)?.checked_add(1).ok_or(Error::Invalid { what: "size" })?, c.dim)?;
         let need = mul(norms, 4)?
             .checked_add(s.matrices(&c, group)?)
             .and_then(|n| n.checked_add(AK42_HEADER))
-            .ok_or(Error::Invalid {
-                what: "size overflows",
-            })?;
+            .ok_or(Error::Invalid { what: "size overflows" })?;
         check_len(bytes.len(), need)?;
-        let mut r = Reader {
-            buf: bytes,
-            pos: AK42_HEADER,
-            what: "ak42 weights",
-        };
+        let mut r = Reader { buf: bytes, pos: AK42_HEADER, what: "ak42 weights" };
         let l = c.n_layers;
         let attn_norm = r.tensors(l, c.dim, None)?;
         let ffn_norm = r.tensors(l, c.dim, None)?;
@@ -229,11 +184,7 @@ pub fn load_llama2c(bytes: &[u8]) -> Result<HostModel> {
             w2: r.tensors(l, s.ffn, group)?,
             w3: r.tensors(l, s.ffn, group)?,
         };
-        let output = if shared {
-            None
-        } else {
-            r.tensors(1, s.embd, group)?.pop()
-        };
+        let output = if shared { None } else { r.tensors(1, s.embd, group)?.pop() };
         return Ok(HostModel {
             config: c,
             token_embd,
@@ -250,31 +201,18 @@ pub fn load_llama2c(bytes: &[u8]) -> Result<HostModel> {
         *v = r.i32()?;
     }
     let shared = h[5] > 0;
-    h[5] = h[5]
-        .checked_abs()
-        .ok_or(Error::Invalid { what: "vocab size" })?;
+    h[5] = h[5].checked_abs().ok_or(Error::Invalid { what: "vocab size" })?;
     let c = config_from(&h, shared)?;
     let s = Sizes::new(&c)?;
-    let norms = mul(
-        mul(c.n_layers, 2)?
-            .checked_add(1)
-            .ok_or(Error::Invalid { what: "size" })?,
-        c.dim,
-    )?;
+    let norms = mul(mul(c.n_layers, 2)?.checked_add(1).ok_or(Error::Invalid { what: "size" })?, c.dim)?;
     // Two legacy RoPE tables of seq_len * head_size / 2 floats each.
     let rope = mul(c.seq_len, c.head_size())?;
     let need = [mul(norms, 4)?, s.matrices(&c, None)?, mul(rope, 4)?, 28]
         .iter()
         .try_fold(0usize, |a, b| a.checked_add(*b))
-        .ok_or(Error::Invalid {
-            what: "size overflows",
-        })?;
+        .ok_or(Error::Invalid { what: "size overflows" })?;
     check_len(bytes.len(), need)?;
-    let mut r = Reader {
-        buf: bytes,
-        pos: 28,
-        what: "llama2.c weights",
-    };
+    let mut r = Reader { buf: bytes, pos: 28, what: "llama2.c weights" };
     let l = c.n_layers;
     let token_embd = r.f32s(s.embd)?;
     let attn_norm = r.tensors(l, c.dim, None)?;
@@ -289,15 +227,7 @@ pub fn load_llama2c(bytes: &[u8]) -> Result<HostModel> {
     let output_norm = r.f32s(c.dim)?;
     r.take(mul(rope, 4)?)?;
     let output = if shared { None } else { Some(r.f32s(s.embd)?) };
-    let mats = Matrices {
-        wq,
-        wk,
-        wv,
-        wo,
-        w1,
-        w2,
-        w3,
-    };
+    let mats = Matrices { wq, wk, wv, wo, w1, w2, w3 };
     Ok(HostModel {
         config: c,
         token_embd,
@@ -321,15 +251,7 @@ struct Matrices {
 
 impl Matrices {
     fn into_layers(self, attn_norm: Vec<Vec<f32>>, ffn_norm: Vec<Vec<f32>>) -> Vec<HostLayer> {
-        let Matrices {
-            wq,
-            wk,
-            wv,
-            wo,
-            w1,
-            w2,
-            w3,
-        } = self;
+        let Matrices { wq, wk, wv, wo, w1, w2, w3 } = self;
         let mut it = (
             attn_norm.into_iter(),
             wq.into_iter(),
@@ -361,41 +283,25 @@ impl Matrices {
 /// llama2.c tokenizer.bin: i32 max_token_length, then per token f32 score, i32 length and the
 /// piece bytes. BOS is 1 and EOS is 2 as in llama2.c.
 pub fn load_tokenizer_bin(bytes: &[u8], vocab_size: usize) -> Result<HostVocab> {
-    let mut r = Reader {
-        buf: bytes,
-        pos: 0,
-        what: "tokenizer.bin",
-    };
-    let max_len = u32::try_from(r.i32()?).map_err(|_| Error::Invalid {
-        what: "tokenizer max_token_length",
-    })?;
+    let mut r = Reader { buf: bytes, pos: 0, what: "tokenizer.bin" };
+    let max_len =
+        u32::try_from(r.i32()?).map_err(|_| Error::Invalid { what: "tokenizer max_token_length" })?;
     // Each token takes at least 8 bytes: refuse sizes the input cannot hold before allocating.
-    if !(3..=crate::model::config::MAX_VOCAB).contains(&vocab_size) || vocab_size > bytes.len() / 8
-    {
-        return Err(Error::Invalid {
-            what: "tokenizer vocab size does not fit the file",
-        });
+    if !(3..=crate::model::config::MAX_VOCAB).contains(&vocab_size) || vocab_size > bytes.len() / 8 {
+        return Err(Error::Invalid { what: "tokenizer vocab size does not fit the file" });
     }
     let mut pieces = Vec::with_capacity(vocab_size);
     let mut scores = Vec::with_capacity(vocab_size);
     let mut longest = 0u32;
     for _ in 0..vocab_size {
-        let score = f32::from_le_bytes(r.take(4)?.try_into().map_err(|_| Error::Truncated {
-            what: "tokenizer.bin",
-        })?);
-        let len = u32::try_from(r.i32()?).map_err(|_| Error::Invalid {
-            what: "negative token length",
-        })?;
+        let score = f32::from_le_bytes(
+            r.take(4)?.try_into().map_err(|_| Error::Truncated { what: "tokenizer.bin" })?,
+        );
+        let len = u32::try_from(r.i32()?).map_err(|_| Error::Invalid { what: "negative token length" })?;
         let piece = r.take(len as usize)?;
         longest = longest.max(len);
         pieces.push(piece.to_vec());
         scores.push(score);
     }
-    Ok(HostVocab {
-        pieces,
-        scores,
-        max_token_length: max_len.max(longest),
-        bos: 1,
-        eos: 2,
-    })
+    Ok(HostVocab { pieces, scores, max_token_length: max_len.max(longest), bos: 1, eos: 2 })
 }

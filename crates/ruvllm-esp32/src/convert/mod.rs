@@ -93,45 +93,26 @@ const TOKEN_BYTE: i32 = 6;
 
 /// `size = a * b`, as an error instead of an overflow.
 pub(crate) fn mul(a: usize, b: usize) -> Result<usize> {
-    a.checked_mul(b).ok_or(Error::Invalid {
-        what: "tensor size overflows",
-    })
+    a.checked_mul(b).ok_or(Error::Invalid { what: "tensor size overflows" })
 }
 
 /// Parameter count with overflow checks (unlike `Config::n_params`, safe on hostile headers
 /// and 32-bit hosts).
 pub(crate) fn checked_params(c: &Config) -> Result<usize> {
     let (d, h, kv) = (c.dim, c.hidden_dim, c.kv_dim());
-    let per_layer = [
-        mul(2, d)?,
-        mul(d, d)?,
-        mul(mul(2, d)?, kv)?,
-        mul(d, d)?,
-        mul(mul(3, d)?, h)?,
-    ];
+    let per_layer = [mul(2, d)?, mul(d, d)?, mul(mul(2, d)?, kv)?, mul(d, d)?, mul(mul(3, d)?, h)?];
     let cls = if c.shared_classifier { 0 } else { 1 };
-    let total = [
-        mul(c.n_layers, sum(&per_layer)?)?,
-        mul(mul(c.vocab_size, d)?, 1 + cls)?,
-        d,
-    ];
+    let total = [mul(c.n_layers, sum(&per_layer)?)?, mul(mul(c.vocab_size, d)?, 1 + cls)?, d];
     sum(&total)
 }
 
 fn sum(v: &[usize]) -> Result<usize> {
-    v.iter()
-        .try_fold(0usize, |a, b| a.checked_add(*b))
-        .ok_or(Error::Invalid {
-            what: "size overflows",
-        })
+    v.iter().try_fold(0usize, |a, b| a.checked_add(*b)).ok_or(Error::Invalid { what: "size overflows" })
 }
 
 /// True for SentencePiece byte-fallback pieces `<0xHH>`.
 fn is_byte_piece(p: &[u8]) -> bool {
-    p.len() == 6
-        && p.starts_with(b"<0x")
-        && p[5] == b'>'
-        && p[3..5].iter().all(|c| c.is_ascii_hexdigit())
+    p.len() == 6 && p.starts_with(b"<0x") && p[5] == b'>' && p[3..5].iter().all(|c| c.is_ascii_hexdigit())
 }
 
 impl HostModel {
@@ -151,49 +132,31 @@ impl HostModel {
         bad(self.layers.len() == c.n_layers, "layer count")?;
         for l in &self.layers {
             bad(l.attn_norm.len() == d && l.ffn_norm.len() == d, "norm size")?;
-            bad(
-                l.wq.len() == mul(d, d)? && l.wo.len() == mul(d, d)?,
-                "attention matrix size",
-            )?;
-            bad(
-                l.wk.len() == mul(kv, d)? && l.wv.len() == mul(kv, d)?,
-                "key/value matrix size",
-            )?;
+            bad(l.wq.len() == mul(d, d)? && l.wo.len() == mul(d, d)?, "attention matrix size")?;
+            bad(l.wk.len() == mul(kv, d)? && l.wv.len() == mul(kv, d)?, "key/value matrix size")?;
             bad(
                 l.w1.len() == mul(h, d)? && l.w2.len() == mul(d, h)? && l.w3.len() == mul(h, d)?,
                 "ffn size",
             )?;
         }
         bad(self.output_norm.len() == d, "output norm size")?;
-        bad(
-            self.output.is_none() == c.shared_classifier,
-            "classifier sharing flag",
-        )?;
+        bad(self.output.is_none() == c.shared_classifier, "classifier sharing flag")?;
         if let Some(o) = &self.output {
             bad(o.len() == mul(v, d)?, "classifier size")?;
         }
         if let Some(voc) = &self.vocab {
-            bad(
-                voc.pieces.len() == v && voc.scores.len() == v,
-                "vocabulary size",
-            )?;
-            bad(
-                (voc.bos as usize) < v && (voc.eos as usize) < v,
-                "BOS/EOS id",
-            )?;
+            bad(voc.pieces.len() == v && voc.scores.len() == v, "vocabulary size")?;
+            bad((voc.bos as usize) < v && (voc.eos as usize) < v, "BOS/EOS id")?;
         }
         Ok(())
     }
 
     /// Writes the engine's GGUF (layout in the module docs). `Err(Missing)` without a vocab.
     pub fn to_gguf(&self, quant: Quant) -> Result<Vec<u8>> {
-        let vocab = self.vocab.as_ref().ok_or(Error::Missing {
-            what: "tokenizer vocabulary",
-        })?;
+        let vocab = self.vocab.as_ref().ok_or(Error::Missing { what: "tokenizer vocabulary" })?;
         self.validate()?;
         let c = &self.config;
-        let u32_of =
-            |v: usize, what: &'static str| u32::try_from(v).map_err(|_| Error::Invalid { what });
+        let u32_of = |v: usize, what: &'static str| u32::try_from(v).map_err(|_| Error::Invalid { what });
 
         let mut w = GgufWriter::new();
         w.add_str("general.architecture", "llama");
@@ -201,38 +164,19 @@ impl HostModel {
         w.add_u32("llama.context_length", u32_of(c.seq_len, "seq_len")?);
         w.add_u32("llama.embedding_length", u32_of(c.dim, "dim")?);
         w.add_u32("llama.block_count", u32_of(c.n_layers, "n_layers")?);
-        w.add_u32(
-            "llama.feed_forward_length",
-            u32_of(c.hidden_dim, "hidden_dim")?,
-        );
+        w.add_u32("llama.feed_forward_length", u32_of(c.hidden_dim, "hidden_dim")?);
         w.add_u32("llama.attention.head_count", u32_of(c.n_heads, "n_heads")?);
-        w.add_u32(
-            "llama.attention.head_count_kv",
-            u32_of(c.n_kv_heads, "n_kv_heads")?,
-        );
-        w.add_u32(
-            "llama.rope.dimension_count",
-            u32_of(c.head_size(), "head_size")?,
-        );
+        w.add_u32("llama.attention.head_count_kv", u32_of(c.n_kv_heads, "n_kv_heads")?);
+        w.add_u32("llama.rope.dimension_count", u32_of(c.head_size(), "head_size")?);
         w.add_f32("llama.attention.layer_norm_rms_epsilon", c.norm_eps);
         w.add_f32("llama.rope.freq_base", c.rope_theta);
         w.add_u32("llama.vocab_size", u32_of(c.vocab_size, "vocab_size")?);
-        w.add_str(
-            "ruvllm.quant",
-            if quant == Quant::Q8 { "q8" } else { "f32" },
-        );
+        w.add_str("ruvllm.quant", if quant == Quant::Q8 { "q8" } else { "f32" });
         w.add_u32("ruvllm.quant.group_size", quant::GROUP as u32);
         add_vocab(&mut w, vocab)?;
 
         let (d, h, kv) = (c.dim, c.hidden_dim, c.kv_dim());
-        add_matrix(
-            &mut w,
-            "token_embd.weight",
-            &self.token_embd,
-            c.vocab_size,
-            d,
-            quant,
-        )?;
+        add_matrix(&mut w, "token_embd.weight", &self.token_embd, c.vocab_size, d, quant)?;
         for (i, l) in self.layers.iter().enumerate() {
             let name = |s: &str| format!("blk.{i}.{s}.weight");
             add_norm(&mut w, &name("attn_norm"), &l.attn_norm)?;
@@ -277,21 +221,12 @@ fn add_matrix(
             let g = quant::groups(cols, quant::GROUP);
             let mut q = vec![0i8; m.len()];
             let mut s = vec![0f32; mul(rows, g)?];
-            for ((x, q), s) in m
-                .chunks_exact(cols)
-                .zip(q.chunks_exact_mut(cols))
-                .zip(s.chunks_exact_mut(g))
-            {
+            for ((x, q), s) in m.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(s.chunks_exact_mut(g)) {
                 quant::quantize_row(x, q, s, quant::GROUP);
             }
             let qb: Vec<u8> = q.iter().map(|v| *v as u8).collect();
             w.add_tensor(name, &dims, GgmlType::I8, qb)?;
-            w.add_tensor(
-                &format!("{name}.scale"),
-                &[g as u64, rows as u64],
-                GgmlType::F32,
-                f32_bytes(&s),
-            )
+            w.add_tensor(&format!("{name}.scale"), &[g as u64, rows as u64], GgmlType::F32, f32_bytes(&s))
         }
     }
 }
@@ -312,12 +247,8 @@ fn add_vocab(w: &mut GgufWriter, vocab: &HostVocab) -> Result<()> {
     let mut index = Vec::with_capacity(mul(n, 2)?);
     let mut off = 0usize;
     for p in &pieces {
-        index.push(u32::try_from(off).map_err(|_| Error::Invalid {
-            what: "tokenizer too large",
-        })?);
-        off = off.checked_add(8 + p.len()).ok_or(Error::Invalid {
-            what: "tokenizer too large",
-        })?;
+        index.push(u32::try_from(off).map_err(|_| Error::Invalid { what: "tokenizer too large" })?);
+        off = off.checked_add(8 + p.len()).ok_or(Error::Invalid { what: "tokenizer too large" })?;
     }
     let mut order: Vec<u32> = (0..n as u32).collect();
     // Stable sort keeps equal pieces in id order.
@@ -325,19 +256,14 @@ fn add_vocab(w: &mut GgufWriter, vocab: &HostVocab) -> Result<()> {
     index.extend_from_slice(&order);
 
     let max_len = pieces.iter().map(|p| p.len()).max().unwrap_or(0);
-    let max_len = u32::try_from(max_len).map_err(|_| Error::Invalid {
-        what: "token too long",
-    })?;
+    let max_len = u32::try_from(max_len).map_err(|_| Error::Invalid { what: "token too long" })?;
     w.add_str("tokenizer.ggml.model", "llama");
     w.add_str_array("tokenizer.ggml.tokens", &pieces);
     w.add_f32_array("tokenizer.ggml.scores", &vocab.scores);
     w.add_i32_array("tokenizer.ggml.token_type", &types);
     w.add_u32("tokenizer.ggml.bos_token_id", vocab.bos);
     w.add_u32("tokenizer.ggml.eos_token_id", vocab.eos);
-    w.add_u32(
-        "ruvllm.tokenizer.max_token_length",
-        vocab.max_token_length.max(max_len),
-    );
+    w.add_u32("ruvllm.tokenizer.max_token_length", vocab.max_token_length.max(max_len));
     w.add_u32_array("ruvllm.tokenizer.index", &index);
     Ok(())
 }

@@ -49,18 +49,8 @@ fn tiny(shared: bool) -> HostModel {
         token_embd: noise(260 * d, 99),
         layers,
         output_norm: noise(d, 98),
-        output: if shared {
-            None
-        } else {
-            Some(noise(260 * d, 97))
-        },
-        vocab: Some(HostVocab {
-            scores: noise(260, 5),
-            pieces,
-            max_token_length: 6,
-            bos: 1,
-            eos: 2,
-        }),
+        output: if shared { None } else { Some(noise(260 * d, 97)) },
+        vocab: Some(HostVocab { scores: noise(260, 5), pieces, max_token_length: 6, bos: 1, eos: 2 }),
     }
 }
 
@@ -86,24 +76,15 @@ fn q8_round_trip_is_within_group_error() {
     assert_eq!((t.ty, t.dims), (GgmlType::I8, [40, 16, 1, 1]));
     let s = g.tensor("blk.1.ffn_down.weight.scale").unwrap();
     assert_eq!((s.ty, s.dims), (GgmlType::F32, [2, 16, 1, 1]));
-    assert_eq!(
-        g.tensor("blk.0.attn_norm.weight").unwrap().ty,
-        GgmlType::F32
-    );
+    assert_eq!(g.tensor("blk.0.attn_norm.weight").unwrap().ty, GgmlType::F32);
     let back = load_gguf(&bytes).unwrap();
     assert_eq!(back.vocab, m.vocab);
     assert_eq!(back.output_norm, m.output_norm);
-    let close = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .zip(b)
-            .all(|(x, y)| (x - y).abs() <= 1.0 / 127.0 * 0.5 + 1e-6)
-    };
+    let close =
+        |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1.0 / 127.0 * 0.5 + 1e-6);
     assert!(close(&back.token_embd, &m.token_embd));
     assert!(close(&back.layers[1].w2, &m.layers[1].w2));
-    assert!(close(
-        back.output.as_ref().unwrap(),
-        m.output.as_ref().unwrap()
-    ));
+    assert!(close(back.output.as_ref().unwrap(), m.output.as_ref().unwrap()));
 }
 
 #[test]
@@ -130,12 +111,8 @@ fn tokenizer_metadata_and_index() {
     for (id, p) in m.vocab.as_ref().unwrap().pieces.iter().enumerate() {
         assert_eq!(piece(id), p.as_slice());
     }
-    let sorted: Vec<usize> = (n..2 * n)
-        .map(|i| index.u32_at(i).unwrap() as usize)
-        .collect();
-    assert!(sorted
-        .windows(2)
-        .all(|w| (piece(w[0]), w[0]) < (piece(w[1]), w[1])));
+    let sorted: Vec<usize> = (n..2 * n).map(|i| index.u32_at(i).unwrap() as usize).collect();
+    assert!(sorted.windows(2).all(|w| (piece(w[0]), w[0]) < (piece(w[1]), w[1])));
     assert_eq!(g.get_u32("ruvllm.tokenizer.max_token_length"), Ok(6));
 }
 
@@ -195,26 +172,13 @@ fn load_gguf_dequantizes_f16_and_q8_0() {
     let mut expect = m.clone();
     expect.config.norm_eps = 1e-6;
     let (b, v) = f16(&m.token_embd);
-    w.add_tensor("token_embd.weight", &[16, 260], GgmlType::F16, b)
-        .unwrap();
+    w.add_tensor("token_embd.weight", &[16, 260], GgmlType::F16, b).unwrap();
     expect.token_embd = v;
     for (i, l) in m.layers.iter().enumerate() {
         let e = &mut expect.layers[i];
         let name = |s: &str| format!("blk.{i}.{s}.weight");
-        w.add_tensor(
-            &name("attn_norm"),
-            &[16],
-            GgmlType::F32,
-            f32_bytes(&l.attn_norm),
-        )
-        .unwrap();
-        w.add_tensor(
-            &name("ffn_norm"),
-            &[16],
-            GgmlType::F32,
-            f32_bytes(&l.ffn_norm),
-        )
-        .unwrap();
+        w.add_tensor(&name("attn_norm"), &[16], GgmlType::F32, f32_bytes(&l.attn_norm)).unwrap();
+        w.add_tensor(&name("ffn_norm"), &[16], GgmlType::F32, f32_bytes(&l.ffn_norm)).unwrap();
         let mats: [Mat; 7] = [
             ("attn_q", &l.wq, &mut e.wq, 16, 16),
             ("attn_k", &l.wk, &mut e.wk, 16, 8),
@@ -225,22 +189,13 @@ fn load_gguf_dequantizes_f16_and_q8_0() {
             ("ffn_up", &l.w3, &mut e.w3, 16, 40),
         ];
         for (j, (n, src, dst, cols, rows)) in mats.into_iter().enumerate() {
-            let (ty, (b, v)) = if j % 2 == 0 {
-                (GgmlType::Q8_0, q8_0(src))
-            } else {
-                (GgmlType::F16, f16(src))
-            };
+            let (ty, (b, v)) =
+                if j % 2 == 0 { (GgmlType::Q8_0, q8_0(src)) } else { (GgmlType::F16, f16(src)) };
             w.add_tensor(&name(n), &[cols, rows], ty, b).unwrap();
             *dst = v;
         }
     }
-    w.add_tensor(
-        "output_norm.weight",
-        &[16],
-        GgmlType::F32,
-        f32_bytes(&m.output_norm),
-    )
-    .unwrap();
+    w.add_tensor("output_norm.weight", &[16], GgmlType::F32, f32_bytes(&m.output_norm)).unwrap();
     let bytes = w.finish();
     let got = load_gguf(&bytes).unwrap();
     let vocab = got.vocab.as_ref().unwrap();
@@ -250,13 +205,7 @@ fn load_gguf_dequantizes_f16_and_q8_0() {
     expect.vocab = None;
     let got = HostModel { vocab: None, ..got };
     assert_eq!(got, expect);
-    assert_eq!(
-        got.config,
-        Config {
-            norm_eps: 1e-6,
-            ..c
-        }
-    );
+    assert_eq!(got.config, Config { norm_eps: 1e-6, ..c });
 }
 
 #[test]
@@ -264,10 +213,7 @@ fn load_gguf_rejects_wrong_shapes_and_missing_tensors() {
     let m = tiny(true);
     let bytes = m.to_gguf(Quant::F32).unwrap();
     // Drop one tensor by renaming it in place (same length name).
-    let at = bytes
-        .windows(19)
-        .position(|w| w == b"blk.1.ffn_up.weight")
-        .unwrap();
+    let at = bytes.windows(19).position(|w| w == b"blk.1.ffn_up.weight").unwrap();
     let mut b = bytes.clone();
     b[at] = b'X';
     assert!(matches!(load_gguf(&b), Err(Error::Missing { .. })));

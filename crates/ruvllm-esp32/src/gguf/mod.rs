@@ -216,11 +216,7 @@ impl<'a> Array<'a> {
     /// Raw bytes of each string element (empty iterator for non-string arrays).
     pub fn str_iter(&self) -> impl Iterator<Item = &'a [u8]> {
         let mut cur = Cursor::new(self.payload);
-        let n = if self.elem == ValueType::Str {
-            self.len
-        } else {
-            0
-        };
+        let n = if self.elem == ValueType::Str { self.len } else { 0 };
         (0..n).map_while(move |_| cur.gguf_bytes().ok())
     }
 
@@ -234,18 +230,15 @@ impl<'a> Array<'a> {
     }
 
     pub fn u32_at(&self, i: usize) -> Option<u32> {
-        self.fixed_at::<4>(ValueType::U32, i)
-            .map(u32::from_le_bytes)
+        self.fixed_at::<4>(ValueType::U32, i).map(u32::from_le_bytes)
     }
 
     pub fn i32_at(&self, i: usize) -> Option<i32> {
-        self.fixed_at::<4>(ValueType::I32, i)
-            .map(i32::from_le_bytes)
+        self.fixed_at::<4>(ValueType::I32, i).map(i32::from_le_bytes)
     }
 
     pub fn f32_at(&self, i: usize) -> Option<f32> {
-        self.fixed_at::<4>(ValueType::F32, i)
-            .map(f32::from_le_bytes)
+        self.fixed_at::<4>(ValueType::F32, i).map(f32::from_le_bytes)
     }
 }
 
@@ -285,21 +278,15 @@ impl<'a> Cursor<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).ok_or(Error::Truncated {
-            what: "GGUF header",
-        })?;
-        let b = self.buf.get(self.pos..end).ok_or(Error::Truncated {
-            what: "GGUF header",
-        })?;
+        let end = self.pos.checked_add(n).ok_or(Error::Truncated { what: "GGUF header" })?;
+        let b = self.buf.get(self.pos..end).ok_or(Error::Truncated { what: "GGUF header" })?;
         self.pos = end;
         Ok(b)
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
         let b = self.take(N)?;
-        b.try_into().map_err(|_| Error::Truncated {
-            what: "GGUF header",
-        })
+        b.try_into().map_err(|_| Error::Truncated { what: "GGUF header" })
     }
 
     fn u8(&mut self) -> Result<u8> {
@@ -320,9 +307,7 @@ impl<'a> Cursor<'a> {
         usize::try_from(n)
             .ok()
             .filter(|n| *n <= self.remaining())
-            .ok_or(Error::Truncated {
-                what: "GGUF string or array",
-            })
+            .ok_or(Error::Truncated { what: "GGUF string or array" })
     }
 
     fn gguf_bytes(&mut self) -> Result<&'a [u8]> {
@@ -331,9 +316,8 @@ impl<'a> Cursor<'a> {
     }
 
     fn gguf_str(&mut self) -> Result<&'a str> {
-        core::str::from_utf8(self.gguf_bytes()?).map_err(|_| Error::Invalid {
-            what: "GGUF string is not UTF-8",
-        })
+        core::str::from_utf8(self.gguf_bytes()?)
+            .map_err(|_| Error::Invalid { what: "GGUF string is not UTF-8" })
     }
 
     fn value(&mut self, ty: ValueType) -> Result<Value<'a>> {
@@ -348,53 +332,36 @@ impl<'a> Cursor<'a> {
             ValueType::Bool => match self.u8()? {
                 0 => Value::Bool(false),
                 1 => Value::Bool(true),
-                _ => {
-                    return Err(Error::Invalid {
-                        what: "GGUF bool is not 0 or 1",
-                    })
-                }
+                _ => return Err(Error::Invalid { what: "GGUF bool is not 0 or 1" }),
             },
             ValueType::Str => Value::Str(self.gguf_str()?),
             ValueType::U64 => Value::U64(self.u64()?),
             ValueType::I64 => Value::I64(i64::from_le_bytes(self.array()?)),
             ValueType::F64 => Value::F64(f64::from_le_bytes(self.array()?)),
             ValueType::Array => {
-                let elem = ValueType::from_id(self.u32()?).ok_or(Error::Invalid {
-                    what: "GGUF array element type",
-                })?;
+                let elem = ValueType::from_id(self.u32()?)
+                    .ok_or(Error::Invalid { what: "GGUF array element type" })?;
                 let count = self.u64()?;
-                let len =
-                    usize::try_from(count).map_err(|_| Error::Truncated { what: "GGUF array" })?;
+                let len = usize::try_from(count).map_err(|_| Error::Truncated { what: "GGUF array" })?;
                 let start = self.pos;
                 match elem.fixed_size() {
                     Some(size) => {
-                        let bytes = len
-                            .checked_mul(size)
-                            .ok_or(Error::Truncated { what: "GGUF array" })?;
+                        let bytes = len.checked_mul(size).ok_or(Error::Truncated { what: "GGUF array" })?;
                         self.take(bytes)?;
                     }
                     None if elem == ValueType::Str => {
                         // Each string needs at least its 8-byte length: reject absurd counts
                         // before looping over them.
                         if len > self.remaining() / 8 {
-                            return Err(Error::Truncated {
-                                what: "GGUF string array",
-                            });
+                            return Err(Error::Truncated { what: "GGUF string array" });
                         }
                         for _ in 0..len {
                             self.gguf_bytes()?;
                         }
                     }
-                    None => {
-                        return Err(Error::Unsupported {
-                            what: "nested GGUF arrays",
-                        })
-                    }
+                    None => return Err(Error::Unsupported { what: "nested GGUF arrays" }),
                 }
-                let payload = self
-                    .buf
-                    .get(start..self.pos)
-                    .ok_or(Error::Truncated { what: "GGUF array" })?;
+                let payload = self.buf.get(start..self.pos).ok_or(Error::Truncated { what: "GGUF array" })?;
                 Value::Array(Array { elem, len, payload })
             }
         })
@@ -402,9 +369,7 @@ impl<'a> Cursor<'a> {
 
     fn kv(&mut self) -> Result<(&'a str, Value<'a>)> {
         let key = self.gguf_str()?;
-        let ty = ValueType::from_id(self.u32()?).ok_or(Error::Invalid {
-            what: "GGUF value type",
-        })?;
+        let ty = ValueType::from_id(self.u32()?).ok_or(Error::Invalid { what: "GGUF value type" })?;
         Ok((key, self.value(ty)?))
     }
 
@@ -414,57 +379,35 @@ impl<'a> Cursor<'a> {
         let name = self.gguf_str()?;
         let n_dims = self.u32()? as usize;
         if n_dims == 0 || n_dims > MAX_DIMS {
-            return Err(Error::Invalid {
-                what: "GGUF tensor dimension count",
-            });
+            return Err(Error::Invalid { what: "GGUF tensor dimension count" });
         }
         let mut dims = [1u64; MAX_DIMS];
         let mut n: u64 = 1;
         for d in dims.iter_mut().take(n_dims) {
             *d = self.u64()?;
-            n = n.checked_mul(*d).ok_or(Error::Invalid {
-                what: "GGUF tensor size overflows",
-            })?;
+            n = n.checked_mul(*d).ok_or(Error::Invalid { what: "GGUF tensor size overflows" })?;
         }
         let ty = GgmlType::from_id(self.u32()?);
         let offset = self.u64()?;
         let size = ty.bytes_for(n).ok_or(match ty.block_layout() {
-            None => Error::Unsupported {
-                what: "GGUF tensor type of unknown size",
-            },
-            Some(_) => Error::Invalid {
-                what: "GGUF tensor size is not a whole number of blocks",
-            },
+            None => Error::Unsupported { what: "GGUF tensor type of unknown size" },
+            Some(_) => Error::Invalid { what: "GGUF tensor size is not a whole number of blocks" },
         })?;
         let data = match data_section {
             None => &[][..],
             Some((section, align)) => {
-                let off = usize::try_from(offset).map_err(|_| Error::Invalid {
-                    what: "GGUF tensor offset",
-                })?;
+                let off =
+                    usize::try_from(offset).map_err(|_| Error::Invalid { what: "GGUF tensor offset" })?;
                 if off % align != 0 {
-                    return Err(Error::Misaligned {
-                        what: "GGUF tensor offset",
-                    });
+                    return Err(Error::Misaligned { what: "GGUF tensor offset" });
                 }
-                let size = usize::try_from(size).map_err(|_| Error::Truncated {
-                    what: "GGUF tensor data",
-                })?;
-                let end = off.checked_add(size).ok_or(Error::Truncated {
-                    what: "GGUF tensor data",
-                })?;
-                section.get(off..end).ok_or(Error::Truncated {
-                    what: "GGUF tensor data",
-                })?
+                let size =
+                    usize::try_from(size).map_err(|_| Error::Truncated { what: "GGUF tensor data" })?;
+                let end = off.checked_add(size).ok_or(Error::Truncated { what: "GGUF tensor data" })?;
+                section.get(off..end).ok_or(Error::Truncated { what: "GGUF tensor data" })?
             }
         };
-        Ok(TensorInfo {
-            name,
-            n_dims,
-            dims,
-            ty,
-            data,
-        })
+        Ok(TensorInfo { name, n_dims, dims, ty, data })
     }
 }
 
@@ -487,18 +430,12 @@ impl<'a> Gguf<'a> {
     /// After this succeeds no accessor can fail on structure.
     pub fn parse(bytes: &'a [u8]) -> Result<Gguf<'a>> {
         let mut cur = Cursor::new(bytes);
-        if cur
-            .take(4)
-            .map_err(|_| Error::BadMagic { expected: "GGUF" })?
-            != MAGIC
-        {
+        if cur.take(4).map_err(|_| Error::BadMagic { expected: "GGUF" })? != MAGIC {
             return Err(Error::BadMagic { expected: "GGUF" });
         }
         let version = cur.u32()?;
         if version != 2 && version != 3 {
-            return Err(Error::Unsupported {
-                what: "GGUF version (only 2 and 3)",
-            });
+            return Err(Error::Unsupported { what: "GGUF version (only 2 and 3)" });
         }
         let n_tensors = cur.u64()?;
         let n_kv = cur.u64()?;
@@ -506,9 +443,7 @@ impl<'a> Gguf<'a> {
         // name length (8) + n_dims (4) + one dim (8) + type (4) + offset (8).
         let rem = cur.remaining() as u64;
         if n_kv > rem / 13 || n_tensors > rem / 32 {
-            return Err(Error::Truncated {
-                what: "GGUF header (counts exceed file size)",
-            });
+            return Err(Error::Truncated { what: "GGUF header (counts exceed file size)" });
         }
         // Both fit in usize now, being smaller than the input length.
         let (n_kv, n_tensors) = (n_kv as usize, n_tensors as usize);
@@ -520,11 +455,7 @@ impl<'a> Gguf<'a> {
             if key == "general.alignment" {
                 alignment = match value {
                     Value::U32(a) if a != 0 && a.is_power_of_two() => a as usize,
-                    _ => {
-                        return Err(Error::Invalid {
-                            what: "general.alignment",
-                        })
-                    }
+                    _ => return Err(Error::Invalid { what: "general.alignment" }),
                 };
             }
         }
@@ -536,37 +467,17 @@ impl<'a> Gguf<'a> {
         let header_end = cur.pos;
         let data_start = header_end
             .checked_next_multiple_of(alignment)
-            .ok_or(Error::Invalid {
-                what: "GGUF data offset",
-            })?;
+            .ok_or(Error::Invalid { what: "GGUF data offset" })?;
         // A file without tensors may end right after its header.
-        let data_start = if data_start > bytes.len() && n_tensors == 0 {
-            bytes.len()
-        } else {
-            data_start
-        };
-        let section = bytes.get(data_start..).ok_or(Error::Truncated {
-            what: "GGUF padding before data",
-        })?;
+        let data_start = if data_start > bytes.len() && n_tensors == 0 { bytes.len() } else { data_start };
+        let section = bytes.get(data_start..).ok_or(Error::Truncated { what: "GGUF padding before data" })?;
 
-        let mut cur = Cursor {
-            buf: bytes,
-            pos: ti_start,
-        };
+        let mut cur = Cursor { buf: bytes, pos: ti_start };
         for _ in 0..n_tensors {
             cur.tensor_info(Some((section, alignment)))?;
         }
 
-        Ok(Gguf {
-            bytes,
-            version,
-            n_kv,
-            n_tensors,
-            kv_start,
-            ti_start,
-            data_start,
-            alignment,
-        })
+        Ok(Gguf { bytes, version, n_kv, n_tensors, kv_start, ti_start, data_start, alignment })
     }
 
     pub fn version(&self) -> u32 {
@@ -587,10 +498,7 @@ impl<'a> Gguf<'a> {
 
     /// All key/value pairs in file order.
     pub fn kvs(&self) -> impl Iterator<Item = (&'a str, Value<'a>)> + 'a {
-        let mut cur = Cursor {
-            buf: self.bytes,
-            pos: self.kv_start,
-        };
+        let mut cur = Cursor { buf: self.bytes, pos: self.kv_start };
         (0..self.n_kv).map_while(move |_| cur.kv().ok())
     }
 
@@ -601,10 +509,7 @@ impl<'a> Gguf<'a> {
 
     /// Any integer type whose value fits in `u32`.
     pub fn get_u32(&self, key: &'static str) -> Result<u32> {
-        self.get(key)
-            .ok_or(Error::Missing { what: key })?
-            .as_u32()
-            .ok_or(Error::Invalid { what: key })
+        self.get(key).ok_or(Error::Missing { what: key })?.as_u32().ok_or(Error::Invalid { what: key })
     }
 
     /// F32, or F64 narrowed.
@@ -634,10 +539,7 @@ impl<'a> Gguf<'a> {
     pub fn tensors(&self) -> impl Iterator<Item = TensorInfo<'a>> + 'a {
         let section = self.data_section();
         let align = self.alignment;
-        let mut cur = Cursor {
-            buf: self.bytes,
-            pos: self.ti_start,
-        };
+        let mut cur = Cursor { buf: self.bytes, pos: self.ti_start };
         (0..self.n_tensors).map_while(move |_| cur.tensor_info(Some((section, align))).ok())
     }
 
@@ -676,19 +578,13 @@ impl<'a> Gguf<'a> {
 /// Zero-copy `f32` view of little-endian tensor bytes.
 pub fn as_f32(bytes: &[u8]) -> Result<&[f32]> {
     if cfg!(target_endian = "big") {
-        return Err(Error::Unsupported {
-            what: "in-place f32 view on a big-endian target",
-        });
+        return Err(Error::Unsupported { what: "in-place f32 view on a big-endian target" });
     }
     if !bytes.len().is_multiple_of(4) {
-        return Err(Error::Invalid {
-            what: "f32 tensor length is not a multiple of 4",
-        });
+        return Err(Error::Invalid { what: "f32 tensor length is not a multiple of 4" });
     }
     if bytes.as_ptr().align_offset(core::mem::align_of::<f32>()) != 0 {
-        return Err(Error::Misaligned {
-            what: "f32 tensor data",
-        });
+        return Err(Error::Misaligned { what: "f32 tensor data" });
     }
     // SAFETY: pointer is aligned for f32, the length covers exactly len/4 values inside
     // `bytes`, every bit pattern is a valid f32, and the lifetime is tied to `bytes`.

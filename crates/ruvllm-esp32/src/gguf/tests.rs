@@ -33,14 +33,8 @@ fn bytes_for_checks_blocks() {
 
 #[test]
 fn rejects_garbage_headers() {
-    assert_eq!(
-        Gguf::parse(b"").unwrap_err(),
-        Error::BadMagic { expected: "GGUF" }
-    );
-    assert_eq!(
-        Gguf::parse(b"GGML\x03\0\0\0").unwrap_err(),
-        Error::BadMagic { expected: "GGUF" }
-    );
+    assert_eq!(Gguf::parse(b"").unwrap_err(), Error::BadMagic { expected: "GGUF" });
+    assert_eq!(Gguf::parse(b"GGML\x03\0\0\0").unwrap_err(), Error::BadMagic { expected: "GGUF" });
     let mut h = [0u8; 24];
     h[..4].copy_from_slice(b"GGUF");
     h[4] = 1;
@@ -84,15 +78,10 @@ mod with_writer {
         w.add_f32_array("a.f32s", &[1.0, -2.0]);
         w.add_i32_array("a.i32s", &[5, -6]);
         w.add_u32_array("a.u32s", &[9, 10, 11]);
-        let f: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect();
+        let f: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0].iter().flat_map(|x| x.to_le_bytes()).collect();
         w.add_tensor("t.f32", &[3, 2], GgmlType::F32, f).unwrap();
-        w.add_tensor("t.i8", &[5], GgmlType::I8, &[1u8, 2, 3, 4, 5][..])
-            .unwrap();
-        w.add_tensor("t.q8", &[32], GgmlType::Q8_0, [0u8; 34].to_vec())
-            .unwrap();
+        w.add_tensor("t.i8", &[5], GgmlType::I8, &[1u8, 2, 3, 4, 5][..]).unwrap();
+        w.add_tensor("t.q8", &[32], GgmlType::Q8_0, [0u8; 34].to_vec()).unwrap();
         w.finish()
     }
 
@@ -115,24 +104,14 @@ mod with_writer {
         let v: Vec<&[u8]> = strs.str_iter().collect();
         assert_eq!(v, [&b"x"[..], b"", b"\xffyz"]);
         let f = g.get_array("a.f32s").unwrap();
-        assert_eq!(
-            (f.f32_at(0), f.f32_at(1), f.f32_at(2)),
-            (Some(1.0), Some(-2.0), None)
-        );
+        assert_eq!((f.f32_at(0), f.f32_at(1), f.f32_at(2)), (Some(1.0), Some(-2.0), None));
         assert_eq!(g.get_array("a.i32s").unwrap().i32_at(1), Some(-6));
         assert_eq!(g.get_array("a.u32s").unwrap().u32_at(2), Some(11));
-        assert_eq!(
-            g.get_array("a.u32s").unwrap().i32_at(0),
-            None,
-            "element type is checked"
-        );
+        assert_eq!(g.get_array("a.u32s").unwrap().i32_at(0), None, "element type is checked");
         assert_eq!(g.kvs().count(), 11);
 
         let t = g.tensor("t.f32").unwrap();
-        assert_eq!(
-            (t.n_dims, t.dims, t.ty, t.n_elements()),
-            (2, [3, 2, 1, 1], GgmlType::F32, 6)
-        );
+        assert_eq!((t.n_dims, t.dims, t.ty, t.n_elements()), (2, [3, 2, 1, 1], GgmlType::F32, 6));
         let t8 = g.tensor("t.i8").unwrap();
         assert_eq!(as_i8(t8.data), &[1, 2, 3, 4, 5]);
         assert_eq!(g.tensor("t.q8").unwrap().data.len(), 34);
@@ -156,16 +135,10 @@ mod with_writer {
     #[test]
     fn writer_rejects_mismatched_data() {
         let mut w = GgufWriter::new();
-        assert!(w
-            .add_tensor("x", &[3], GgmlType::F32, [0u8; 8].to_vec())
-            .is_err());
-        assert!(w
-            .add_tensor("x", &[31], GgmlType::Q8_0, [0u8; 34].to_vec())
-            .is_err());
+        assert!(w.add_tensor("x", &[3], GgmlType::F32, [0u8; 8].to_vec()).is_err());
+        assert!(w.add_tensor("x", &[31], GgmlType::Q8_0, [0u8; 34].to_vec()).is_err());
         assert!(w.add_tensor("x", &[], GgmlType::F32, Vec::new()).is_err());
-        assert!(w
-            .add_tensor("x", &[u64::MAX, 2], GgmlType::F32, Vec::new())
-            .is_err());
+        assert!(w.add_tensor("x", &[u64::MAX, 2], GgmlType::F32, Vec::new()).is_err());
     }
 
     #[test]
@@ -193,13 +166,9 @@ mod with_writer {
             p
         };
         // Last tensor info ends with its u64 offset (= 64 here, non-zero), locate by value.
-        let q8_off = g.tensor("t.q8").unwrap().data.as_ptr() as usize
-            - bytes.as_ptr() as usize
-            - g.data_offset();
-        let pos = (0..tail)
-            .rev()
-            .find(|&p| bytes[p..p + 8] == (q8_off as u64).to_le_bytes())
-            .unwrap();
+        let q8_off =
+            g.tensor("t.q8").unwrap().data.as_ptr() as usize - bytes.as_ptr() as usize - g.data_offset();
+        let pos = (0..tail).rev().find(|&p| bytes[p..p + 8] == (q8_off as u64).to_le_bytes()).unwrap();
         let mut b = bytes.clone();
         b[pos..pos + 8].copy_from_slice(&(q8_off as u64 + 1).to_le_bytes());
         assert!(matches!(Gguf::parse(&b), Err(Error::Misaligned { .. })));

@@ -84,20 +84,17 @@ impl GgufWriter {
 
     pub fn add_f32_array(&mut self, key: &str, v: &[f32]) {
         self.array_header(key, ValueType::F32, v.len());
-        v.iter()
-            .for_each(|x| self.kv.extend_from_slice(&x.to_le_bytes()));
+        v.iter().for_each(|x| self.kv.extend_from_slice(&x.to_le_bytes()));
     }
 
     pub fn add_i32_array(&mut self, key: &str, v: &[i32]) {
         self.array_header(key, ValueType::I32, v.len());
-        v.iter()
-            .for_each(|x| self.kv.extend_from_slice(&x.to_le_bytes()));
+        v.iter().for_each(|x| self.kv.extend_from_slice(&x.to_le_bytes()));
     }
 
     pub fn add_u32_array(&mut self, key: &str, v: &[u32]) {
         self.array_header(key, ValueType::U32, v.len());
-        v.iter()
-            .for_each(|x| self.kv.extend_from_slice(&x.to_le_bytes()));
+        v.iter().for_each(|x| self.kv.extend_from_slice(&x.to_le_bytes()));
     }
 
     /// Adds a tensor; `dims` lists ne0 (the contiguous dimension) first. Fails when the data
@@ -110,31 +107,18 @@ impl GgufWriter {
         data: impl Into<Vec<u8>>,
     ) -> Result<()> {
         if dims.is_empty() || dims.len() > 4 {
-            return Err(Error::Invalid {
-                what: "tensor must have 1 to 4 dimensions",
-            });
+            return Err(Error::Invalid { what: "tensor must have 1 to 4 dimensions" });
         }
         let n = dims
             .iter()
             .try_fold(1u64, |a, d| a.checked_mul(*d))
-            .ok_or(Error::Invalid {
-                what: "tensor size overflows",
-            })?;
-        let need = ty.bytes_for(n).ok_or(Error::Unsupported {
-            what: "tensor type or block count",
-        })?;
+            .ok_or(Error::Invalid { what: "tensor size overflows" })?;
+        let need = ty.bytes_for(n).ok_or(Error::Unsupported { what: "tensor type or block count" })?;
         let data = data.into();
         if need != data.len() as u64 {
-            return Err(Error::Invalid {
-                what: "tensor data length does not match its dims",
-            });
+            return Err(Error::Invalid { what: "tensor data length does not match its dims" });
         }
-        self.tensors.push(PendingTensor {
-            name: String::from(name),
-            dims: dims.to_vec(),
-            ty,
-            data,
-        });
+        self.tensors.push(PendingTensor { name: String::from(name), dims: dims.to_vec(), ty, data });
         Ok(())
     }
 
@@ -165,9 +149,7 @@ impl GgufWriter {
         for (t, off) in self.tensors.iter().zip(offsets) {
             put_str(&mut out, t.name.as_bytes());
             out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
-            t.dims
-                .iter()
-                .for_each(|d| out.extend_from_slice(&d.to_le_bytes()));
+            t.dims.iter().for_each(|d| out.extend_from_slice(&d.to_le_bytes()));
             out.extend_from_slice(&t.ty.id().to_le_bytes());
             out.extend_from_slice(&off.to_le_bytes());
         }

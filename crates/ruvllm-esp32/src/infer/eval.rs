@@ -29,11 +29,7 @@ impl Score {
 /// from the ones before it. A text longer than the state's context is cut into consecutive
 /// windows of `state.seq_len()` tokens; each window starts with a fresh context and its first
 /// token is context only, so no token is scored twice.
-pub fn score<const L: usize>(
-    model: &Model<'_, L>,
-    state: &mut State<'_>,
-    tokens: &[u32],
-) -> Result<Score> {
+pub fn score<const L: usize>(model: &Model<'_, L>, state: &mut State<'_>, tokens: &[u32]) -> Result<Score> {
     let mut s = Score::default();
     for window in tokens.chunks(state.seq_len()) {
         for (pos, pair) in window.windows(2).enumerate() {
@@ -49,9 +45,6 @@ pub fn score<const L: usize>(
 pub fn nll(logits: &[f32], target: u32) -> f64 {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)) as f64;
     let sum: f64 = logits.iter().map(|v| libm::exp(*v as f64 - max)).sum();
-    let t = logits
-        .get(target as usize)
-        .copied()
-        .unwrap_or(f32::NEG_INFINITY) as f64;
+    let t = logits.get(target as usize).copied().unwrap_or(f32::NEG_INFINITY) as f64;
     max + libm::log(sum) - t
 }

@@ -32,26 +32,15 @@ pub fn generate<const L: usize>(
 ) -> Result<GenStats> {
     let vocab = &model.vocab;
     let Some(&first) = prompt.first() else {
-        return Err(Error::Invalid {
-            what: "empty prompt (it must hold at least BOS)",
-        });
+        return Err(Error::Invalid { what: "empty prompt (it must hold at least BOS)" });
     };
     if steps > state.seq_len() {
-        return Err(Error::ContextFull {
-            need: steps,
-            capacity: state.seq_len(),
-        });
+        return Err(Error::ContextFull { need: steps, capacity: state.seq_len() });
     }
     if prompt.len() > steps {
-        return Err(Error::ContextFull {
-            need: prompt.len(),
-            capacity: steps,
-        });
+        return Err(Error::ContextFull { need: prompt.len(), capacity: steps });
     }
-    let mut stats = GenStats {
-        prompt_tokens: prompt.len(),
-        generated: 0,
-    };
+    let mut stats = GenStats { prompt_tokens: prompt.len(), generated: 0 };
     let mut token = first;
     for pos in 0..steps {
         let forced = pos + 1 < prompt.len();
@@ -72,13 +61,7 @@ pub fn generate<const L: usize>(
     Ok(stats)
 }
 
-fn emit(
-    vocab: &Vocab<'_>,
-    prev: u32,
-    next: u32,
-    forced: bool,
-    on_token: &mut impl FnMut(&[u8], bool),
-) {
+fn emit(vocab: &Vocab<'_>, prev: u32, next: u32, forced: bool, on_token: &mut impl FnMut(&[u8], bool)) {
     let mut byte = [0u8; 1];
     let piece = tokenizer::decode(vocab, prev, next, &mut byte);
     if tokenizer::is_printable(piece) {

@@ -15,16 +15,8 @@ use crate::model::{Config, Matrix, Model, Precision};
 /// The key/value cache: f32 for the f32 path, int8 with per-group scales for the INT8 path
 /// (a quarter of the RAM, which is what lets a 512-token context fit an ESP32-C3).
 enum KvCache<'s> {
-    F32 {
-        k: &'s mut [f32],
-        v: &'s mut [f32],
-    },
-    Q8 {
-        k: &'s mut [i8],
-        ks: &'s mut [f32],
-        v: &'s mut [i8],
-        vs: &'s mut [f32],
-    },
+    F32 { k: &'s mut [f32], v: &'s mut [f32] },
+    Q8 { k: &'s mut [i8], ks: &'s mut [f32], v: &'s mut [i8], vs: &'s mut [f32] },
 }
 
 /// Activations and KV cache for one sequence.
@@ -61,28 +53,12 @@ impl Plan {
     fn new(c: &Config, p: Precision, group: usize, seq_len: usize) -> Plan {
         let (d, h, kv) = (c.dim, c.hidden_dim, c.kv_dim());
         let cache = c.n_layers * seq_len * kv;
-        let f32s = [
-            d,
-            d,
-            d,
-            h,
-            h,
-            d,
-            kv,
-            c.n_heads * seq_len,
-            c.vocab_size,
-            c.head_size(),
-        ];
+        // Attention scratch: the fast kernels keep scores for blocks of eight heads.
+        let att = c.n_heads.next_multiple_of(8) * seq_len;
+        let f32s = [d, d, d, h, h, d, kv, att, c.vocab_size, c.head_size()];
         let widest = d.max(h);
         match p {
-            Precision::F32 => Plan {
-                f32s,
-                kv_f32: cache,
-                kv_i8: 0,
-                kv_scales: 0,
-                xq: 0,
-                xs: 0,
-            },
+            Precision::F32 => Plan { f32s, kv_f32: cache, kv_i8: 0, kv_scales: 0, xq: 0, xs: 0 },
             Precision::Q8 => Plan {
                 f32s,
                 kv_f32: 0,
@@ -143,34 +119,18 @@ impl<'s> State<'s> {
         kernels: Kernels,
     ) -> Result<State<'s>> {
         if seq_len == 0 || seq_len > model.config.seq_len {
-            return Err(Error::ContextFull {
-                need: seq_len,
-                capacity: model.config.seq_len,
-            });
+            return Err(Error::ContextFull { need: seq_len, capacity: model.config.seq_len });
         }
         let plan = Plan::new(&model.config, model.precision, model.group, seq_len);
         if arena.len() < plan.len() {
-            return Err(Error::BufferTooSmall {
-                need: plan.len() * 4,
-                have: arena.len() * 4,
-            });
+            return Err(Error::BufferTooSmall { need: plan.len() * 4, have: arena.len() * 4 });
         }
         let mut c = Carver(arena);
         let [d0, d1, d2, h0, h1, d3, kv, att, voc, rope] = plan.f32s;
-        let (x, xb, xb2, hb, hb2, q) = (
-            c.f32(d0),
-            c.f32(d1),
-            c.f32(d2),
-            c.f32(h0),
-            c.f32(h1),
-            c.f32(d3),
-        );
+        let (x, xb, xb2, hb, hb2, q) = (c.f32(d0), c.f32(d1), c.f32(d2), c.f32(h0), c.f32(h1), c.f32(d3));
         let (kv_row, att, logits, rope) = (c.f32(kv), c.f32(att), c.f32(voc), c.f32(rope));
         let kv = match model.precision {
-            Precision::F32 => KvCache::F32 {
-                k: c.f32(plan.kv_f32),
-                v: c.f32(plan.kv_f32),
-            },
+            Precision::F32 => KvCache::F32 { k: c.f32(plan.kv_f32), v: c.f32(plan.kv_f32) },
             Precision::Q8 => KvCache::Q8 {
                 k: c.i8(plan.kv_i8),
                 ks: c.f32(plan.kv_scales),
@@ -179,23 +139,7 @@ impl<'s> State<'s> {
             },
         };
         let (xq, xs) = (c.i8(plan.xq), c.f32(plan.xs));
-        Ok(State {
-            seq_len,
-            kernels,
-            x,
-            xb,
-            xb2,
-            hb,
-            hb2,
-            q,
-            kv_row,
-            att,
-            logits,
-            rope,
-            xq,
-            xs,
-            kv,
-        })
+        Ok(State { seq_len, kernels, x, xb, xb2, hb, hb2, q, kv_row, att, logits, rope, xq, xs, kv })
     }
 
     /// Positions this state can hold.
@@ -219,12 +163,7 @@ impl<'s> State<'s> {
     }
 
     /// Runs a prompt token whose logits nobody reads: the classifier is skipped.
-    pub fn prefill<const L: usize>(
-        &mut self,
-        model: &Model<'_, L>,
-        token: u32,
-        pos: usize,
-    ) -> Result<()> {
+    pub fn prefill<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
         self.step(model, token, pos, false)
     }
 
@@ -237,22 +176,13 @@ impl<'s> State<'s> {
     ) -> Result<()> {
         let c = &model.config;
         if token as usize >= c.vocab_size {
-            return Err(Error::Invalid {
-                what: "token id outside the vocabulary",
-            });
+            return Err(Error::Invalid { what: "token id outside the vocabulary" });
         }
         if pos >= self.seq_len {
-            return Err(Error::ContextFull {
-                need: pos + 1,
-                capacity: self.seq_len,
-            });
+            return Err(Error::ContextFull { need: pos + 1, capacity: self.seq_len });
         }
         let (hs, kv_dim, group) = (c.head_size(), c.kv_dim(), model.group);
-        let shape = AttnShape {
-            head_size: hs,
-            kv_dim,
-            kv_mul: c.n_heads / c.n_kv_heads,
-        };
+        let shape = AttnShape { head_size: hs, kv_dim, kv_mul: c.n_heads / c.n_kv_heads };
         let k = self.kernels;
         model.token_embd.row_into(token as usize, self.x, group);
         reference::rope_table(self.rope, pos, hs, c.rope_theta);
@@ -284,12 +214,7 @@ impl<'s> State<'s> {
                         shape,
                     );
                 }
-                KvCache::Q8 {
-                    k: kc,
-                    ks,
-                    v: vc,
-                    vs,
-                } => {
+                KvCache::Q8 { k: kc, ks, v: vc, vs } => {
                     mv(self.kv_row, &layer.wk, true);
                     reference::rope(self.kv_row, self.rope);
                     (k.quantize)(
@@ -319,35 +244,18 @@ impl<'s> State<'s> {
                     );
                 }
             }
-            matvec(
-                k, self.xb, &layer.wo, self.xb2, self.xq, self.xs, group, false,
-            );
+            matvec(k, self.xb, &layer.wo, self.xb2, self.xq, self.xs, group, false);
             add(self.x, self.xb);
             reference::rmsnorm(self.xb, self.x, layer.ffn_norm, c.norm_eps);
-            matvec(
-                k, self.hb, &layer.w1, self.xb, self.xq, self.xs, group, false,
-            );
-            matvec(
-                k, self.hb2, &layer.w3, self.xb, self.xq, self.xs, group, true,
-            );
+            matvec(k, self.hb, &layer.w1, self.xb, self.xq, self.xs, group, false);
+            matvec(k, self.hb2, &layer.w3, self.xb, self.xq, self.xs, group, true);
             (k.swiglu)(self.hb, self.hb2);
-            matvec(
-                k, self.xb, &layer.w2, self.hb, self.xq, self.xs, group, false,
-            );
+            matvec(k, self.xb, &layer.w2, self.hb, self.xq, self.xs, group, false);
             add(self.x, self.xb);
         }
         if logits {
             reference::rmsnorm(self.xb, self.x, model.output_norm, c.norm_eps);
-            matvec(
-                k,
-                self.logits,
-                &model.output,
-                self.xb,
-                self.xq,
-                self.xs,
-                group,
-                false,
-            );
+            matvec(k, self.logits, &model.output, self.xb, self.xq, self.xs, group, false);
         }
         Ok(())
     }

@@ -22,8 +22,7 @@ pub type Swiglu = fn(&mut [f32], &[f32]);
 /// x, q, scales, group: as [`crate::quant::quantize_row`], bit for bit.
 pub type Quantize = fn(&[f32], &mut [i8], &mut [f32], usize);
 /// out, q, keys, key scales, values, value scales, scratch, shape, group.
-pub type AttentionQ8 =
-    fn(&mut [f32], &[f32], &[i8], &[f32], &[i8], &[f32], &mut [f32], AttnShape, usize);
+pub type AttentionQ8 = fn(&mut [f32], &[f32], &[i8], &[f32], &[i8], &[f32], &mut [f32], AttnShape, usize);
 
 /// The kernels one forward pass uses; the rest are always the reference ones because they
 /// are a negligible share of the time.

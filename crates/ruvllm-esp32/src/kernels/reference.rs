@@ -23,11 +23,7 @@ pub fn matvec_f32(out: &mut [f32], w: &[f32], x: &[f32]) {
 pub fn matvec_q8(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32], group: usize) {
     let n = xq.len();
     let ng = n.div_ceil(group);
-    for ((o, row), rs) in out
-        .iter_mut()
-        .zip(wq.chunks_exact(n))
-        .zip(ws.chunks_exact(ng))
-    {
+    for ((o, row), rs) in out.iter_mut().zip(wq.chunks_exact(n)).zip(ws.chunks_exact(ng)) {
         let mut acc = 0.0f32;
         for (((wg, xg), sw), sx) in row.chunks(group).zip(xq.chunks(group)).zip(rs).zip(xs) {
             let mut isum = 0i32;
@@ -52,18 +48,10 @@ pub fn attention_f32(
     att: &mut [f32],
     shape: AttnShape,
 ) {
-    let AttnShape {
-        head_size,
-        kv_dim,
-        kv_mul,
-    } = shape;
+    let AttnShape { head_size, kv_dim, kv_mul } = shape;
     let positions = keys.len() / kv_dim;
     let scale = 1.0 / libm::sqrtf(head_size as f32);
-    for (h, (qh, oh)) in q
-        .chunks_exact(head_size)
-        .zip(out.chunks_exact_mut(head_size))
-        .enumerate()
-    {
+    for (h, (qh, oh)) in q.chunks_exact(head_size).zip(out.chunks_exact_mut(head_size)).enumerate() {
         let kv_off = (h / kv_mul) * head_size;
         let att = &mut att[h * positions..(h + 1) * positions];
         for (a, k) in att.iter_mut().zip(keys.chunks_exact(kv_dim)) {
@@ -97,17 +85,11 @@ pub fn attention_q8(
     shape: AttnShape,
     group: usize,
 ) {
-    let AttnShape {
-        head_size,
-        kv_dim,
-        kv_mul,
-    } = shape;
+    let AttnShape { head_size, kv_dim, kv_mul } = shape;
     let ng = kv_dim.div_ceil(group);
     let positions = keys.len() / kv_dim;
     let scale = 1.0 / libm::sqrtf(head_size as f32);
-    let heads = q
-        .chunks_exact(head_size)
-        .zip(out.chunks_exact_mut(head_size));
+    let heads = q.chunks_exact(head_size).zip(out.chunks_exact_mut(head_size));
     for (h, (qh, oh)) in heads.enumerate() {
         let off = (h / kv_mul) * head_size;
         let att = &mut att[h * positions..(h + 1) * positions];
@@ -117,9 +99,7 @@ pub fn attention_q8(
         }
         softmax(att);
         oh.fill(0.0);
-        let rows = values
-            .chunks_exact(kv_dim)
-            .zip(value_scales.chunks_exact(ng));
+        let rows = values.chunks_exact(kv_dim).zip(value_scales.chunks_exact(ng));
         for (a, (v, vs)) in att.iter().zip(rows) {
             axpy_q8(oh, *a, v, vs, off, group);
         }
@@ -127,11 +107,7 @@ pub fn attention_q8(
 }
 
 /// Splits `off..off + n` at group boundaries: yields (start, len, group index).
-fn group_segments(
-    off: usize,
-    n: usize,
-    group: usize,
-) -> impl Iterator<Item = (usize, usize, usize)> {
+fn group_segments(off: usize, n: usize, group: usize) -> impl Iterator<Item = (usize, usize, usize)> {
     let mut i = 0;
     core::iter::from_fn(move || {
         if i >= n {

@@ -10,35 +10,18 @@ pub fn detect() -> Option<Kernels> {
     if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
         return None;
     }
-    let avx2 = Kernels {
-        name: "avx2",
-        matvec_f32,
-        matvec_q8,
-        attention_f32,
-        swiglu,
-        attention_q8,
-        quantize,
-    };
+    let avx2 = Kernels { name: "avx2", matvec_f32, matvec_q8, attention_f32, swiglu, attention_q8, quantize };
     if std::is_x86_feature_detected!("avx512f") {
         // Wider f32 products. The rest stays AVX2: a head of 8 values fills one 256-bit lane,
         // and a VNNI int8 matvec measured slower here than the AVX2 one.
-        return Some(Kernels {
-            name: "avx512",
-            matvec_f32: matvec_f32_512,
-            ..avx2
-        });
+        return Some(Kernels { name: "avx512", matvec_f32: matvec_f32_512, ..avx2 });
     }
     Some(avx2)
 }
 
 /// The AVX2 set even on a CPU that has AVX-512, so tests can compare both with the reference.
 pub fn avx2_only() -> Option<Kernels> {
-    detect().map(|k| Kernels {
-        name: "avx2",
-        matvec_f32,
-        matvec_q8,
-        ..k
-    })
+    detect().map(|k| Kernels { name: "avx2", matvec_f32, matvec_q8, ..k })
 }
 
 fn matvec_f32_512(out: &mut [f32], w: &[f32], x: &[f32]) {
@@ -91,51 +74,25 @@ fn attention_q8(
     shape: AttnShape,
     group: usize,
 ) {
-    let AttnShape {
-        head_size: hs,
-        kv_dim,
-        kv_mul,
-    } = shape;
-    let n_heads = q.len() / hs;
+    let AttnShape { head_size: hs, kv_dim, .. } = shape;
     let positions = keys.len() / kv_dim;
     let ng = kv_dim.div_ceil(group);
-    // The fast path wants whole blocks of eight heads, each head inside one scale group.
-    let fits = n_heads.is_multiple_of(8) && hs % 8 == 0 && hs <= group && group.is_multiple_of(hs);
-    if !fits {
-        return reference::attention_q8(
-            out,
-            q,
-            keys,
-            key_scales,
-            values,
-            value_scales,
-            att,
-            shape,
-            group,
-        );
+    // The fast path wants each head inside one scale group.
+    if !(hs.is_multiple_of(8) && hs <= group && group.is_multiple_of(hs)) {
+        return reference::attention_q8(out, q, keys, key_scales, values, value_scales, att, shape, group);
     }
-    assert!(
-        out.len() >= q.len()
-            && values.len() >= keys.len()
-            && key_scales.len() >= positions * ng
-            && value_scales.len() >= positions * ng
-            && att.len() >= n_heads * positions
-            && n_heads / kv_mul * hs <= kv_dim
-    );
-    // SAFETY: as above.
-    unsafe {
-        attention_q8_blocks_avx2(
-            out,
-            q,
-            keys,
-            key_scales,
-            values,
-            value_scales,
-            att,
-            shape,
-            group,
-        )
-    }
+    check_attention(out, q, keys.len(), values.len(), att, shape);
+    assert!(key_scales.len() >= positions * ng && value_scales.len() >= positions * ng);
+    let cache = Cache {
+        keys: keys.as_ptr() as *const u8,
+        values: values.as_ptr() as *const u8,
+        key_scales: key_scales.as_ptr(),
+        value_scales: value_scales.as_ptr(),
+        ng,
+        group,
+    };
+    // SAFETY: as above; the cache holds `positions` rows of `kv_dim` int8 values and `ng` scales.
+    unsafe { attention_blocks_avx2::<true>(out, q, positions, cache, att, shape) }
 }
 
 fn attention_f32(
@@ -146,30 +103,33 @@ fn attention_f32(
     att: &mut [f32],
     shape: AttnShape,
 ) {
-    let AttnShape {
-        head_size,
-        kv_dim,
-        kv_mul,
-    } = shape;
-    let n_heads = q.len() / head_size;
-    let positions = keys.len() / kv_dim;
-    if head_size % 8 != 0 {
+    if !shape.head_size.is_multiple_of(8) {
         return reference::attention_f32(out, q, keys, values, att, shape);
     }
+    check_attention(out, q, keys.len(), values.len(), att, shape);
+    let cache = Cache {
+        keys: keys.as_ptr() as *const u8,
+        values: values.as_ptr() as *const u8,
+        key_scales: core::ptr::null(),
+        value_scales: core::ptr::null(),
+        ng: 0,
+        group: 1,
+    };
+    // SAFETY: as above; the cache holds `positions` rows of `kv_dim` f32 values.
+    unsafe { attention_blocks_avx2::<false>(out, q, keys.len() / shape.kv_dim, cache, att, shape) }
+}
+
+/// The bounds every fast attention relies on.
+fn check_attention(out: &[f32], q: &[f32], keys: usize, values: usize, att: &[f32], shape: AttnShape) {
+    let AttnShape { head_size: hs, kv_dim, kv_mul } = shape;
+    let n_heads = q.len() / hs;
+    let positions = keys / kv_dim;
     assert!(
         out.len() >= q.len()
-            && values.len() >= keys.len()
-            && att.len() >= n_heads * positions
-            && n_heads / kv_mul * head_size <= kv_dim
+            && values >= keys
+            && att.len() >= n_heads.next_multiple_of(8).max(8) * positions
+            && n_heads.div_ceil(kv_mul) * hs <= kv_dim
     );
-    // SAFETY: as above.
-    unsafe {
-        if n_heads.is_multiple_of(8) {
-            attention_f32_blocks_avx2(out, q, keys, values, att, shape)
-        } else {
-            attention_f32_avx2(out, q, keys, values, att, shape)
-        }
-    }
 }
 
 #[inline]
@@ -244,10 +204,7 @@ unsafe fn matvec_f32_avx2(out: &mut [f32], w: &[f32], x: &[f32]) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_group(w: *const i8, x: __m256i, ax: __m256i) -> __m256i {
     let w = _mm256_loadu_si256(w as *const __m256i);
-    _mm256_madd_epi16(
-        _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w, x)),
-        _mm256_set1_epi16(1),
-    )
+    _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(w, x)), _mm256_set1_epi16(1))
 }
 
 /// The i32 dot product of a row's last, partial group.
@@ -381,9 +338,7 @@ unsafe fn quantize_avx2(x: &[f32], q: &mut [i8], scales: &mut [f32]) {
     for g in 0..full {
         let p = x.as_ptr().add(g * G);
         let v: [__m256; 4] = core::array::from_fn(|i| _mm256_loadu_ps(p.add(i * 8)));
-        let m = v.iter().fold(_mm256_setzero_ps(), |m, v| {
-            _mm256_max_ps(m, _mm256_and_ps(*v, abs_mask))
-        });
+        let m = v.iter().fold(_mm256_setzero_ps(), |m, v| _mm256_max_ps(m, _mm256_and_ps(*v, abs_mask)));
         let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
         let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
@@ -396,25 +351,15 @@ unsafe fn quantize_avx2(x: &[f32], q: &mut [i8], scales: &mut [f32]) {
             let t = _mm256_round_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
             let f = _mm256_sub_ps(y, t);
             let up = _mm256_and_ps(_mm256_cmp_ps(f, half, _CMP_GE_OQ), one);
-            let down = _mm256_and_ps(
-                _mm256_cmp_ps(f, _mm256_sub_ps(_mm256_setzero_ps(), half), _CMP_LE_OQ),
-                one,
-            );
+            let down =
+                _mm256_and_ps(_mm256_cmp_ps(f, _mm256_sub_ps(_mm256_setzero_ps(), half), _CMP_LE_OQ), one);
             _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(t, up), down))
         });
-        let packed = _mm256_packs_epi16(
-            _mm256_packs_epi32(r[0], r[1]),
-            _mm256_packs_epi32(r[2], r[3]),
-        );
+        let packed = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
         let packed = _mm256_permutevar8x32_epi32(packed, order);
         _mm256_storeu_si256(q.as_mut_ptr().add(g * G) as *mut __m256i, packed);
     }
-    crate::quant::quantize_row(
-        &x[full * G..],
-        &mut q[full * G..x.len()],
-        &mut scales[full..],
-        G,
-    );
+    crate::quant::quantize_row(&x[full * G..], &mut q[full * G..x.len()], &mut scales[full..], G);
 }
 
 /// `exp(x)` for eight lanes: Cody-Waite range reduction and a degree-7 polynomial (within two
@@ -424,10 +369,7 @@ unsafe fn quantize_avx2(x: &[f32], q: &mut [i8], scales: &mut [f32]) {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn exp8(x: __m256) -> __m256 {
-    let x = _mm256_max_ps(
-        _mm256_min_ps(x, _mm256_set1_ps(88.37)),
-        _mm256_set1_ps(-87.33),
-    );
+    let x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.37)), _mm256_set1_ps(-87.33));
     let n = _mm256_round_ps(
         _mm256_mul_ps(x, _mm256_set1_ps(core::f32::consts::LOG2_E)),
         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
@@ -436,62 +378,13 @@ fn exp8(x: __m256) -> __m256 {
     let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428_606_8e-6), r);
     // Taylor coefficients 1/k! for k = 7..0, evaluated by Horner's rule.
     let mut p = _mm256_set1_ps(1.0 / 5040.0);
-    for c in [
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
+    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
         p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
     }
     // Scale by 2^n: n lies in [-126, 127] after the clamp, so the exponent stays normal.
-    let e = _mm256_slli_epi32(
-        _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
-        23,
-    );
+    let e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     let keep = _mm256_cmp_ps(x, _mm256_set1_ps(-64.0), _CMP_GE_OQ);
     _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep)
-}
-
-/// `x = exp(x - max(x))`, returning `1 / sum(x)`: the caller folds the normalization into
-/// its next step.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_unnormalized_avx2(x: &mut [f32]) -> f32 {
-    let n = x.len();
-    let n8 = n - n % 8;
-    let p = x.as_mut_ptr();
-    let mut mv = _mm256_set1_ps(f32::NEG_INFINITY);
-    let mut i = 0;
-    while i < n8 {
-        mv = _mm256_max_ps(mv, _mm256_loadu_ps(p.add(i)));
-        i += 8;
-    }
-    let mut max = {
-        let m = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
-        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-        _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
-    };
-    for v in &x[n8..] {
-        max = max.max(*v);
-    }
-    let maxv = _mm256_set1_ps(max);
-    let mut sumv = _mm256_setzero_ps();
-    let mut i = 0;
-    while i < n8 {
-        let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), maxv));
-        _mm256_storeu_ps(p.add(i), e);
-        sumv = _mm256_add_ps(sumv, e);
-        i += 8;
-    }
-    let mut sum = hsum(sumv);
-    for v in &mut x[n8..] {
-        *v = libm::expf(*v - max);
-        sum += *v;
-    }
-    1.0 / sum
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -503,83 +396,11 @@ unsafe fn swiglu_avx2(h1: &mut [f32], h3: &[f32]) {
     let mut i = 0;
     while i < n8 {
         let a = _mm256_loadu_ps(p.add(i));
-        let sig = _mm256_div_ps(
-            one,
-            _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), a))),
-        );
-        _mm256_storeu_ps(
-            p.add(i),
-            _mm256_mul_ps(_mm256_mul_ps(a, sig), _mm256_loadu_ps(q.add(i))),
-        );
+        let sig = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), a))));
+        _mm256_storeu_ps(p.add(i), _mm256_mul_ps(_mm256_mul_ps(a, sig), _mm256_loadu_ps(q.add(i))));
         i += 8;
     }
     reference::swiglu(&mut h1[n8..], &h3[n8..]);
-}
-
-/// Attention for eight heads at a time, walking positions in the outer loop so that each
-/// cached key and value row is read once per block of heads rather than once per head (the
-/// per-head walk re-streams the whole cache from L2 for every head). Scores are kept
-/// position-major (`att[t * 8 + i]`), which also vectorizes the softmax across the eight heads.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn attention_f32_blocks_avx2(
-    out: &mut [f32],
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    att: &mut [f32],
-    shape: AttnShape,
-) {
-    let AttnShape {
-        head_size: hs,
-        kv_dim,
-        kv_mul,
-    } = shape;
-    let n_heads = q.len() / hs;
-    let positions = keys.len() / kv_dim;
-    let chunks = hs / 8;
-    let scale = _mm256_set1_ps(1.0 / libm::sqrtf(hs as f32));
-    let (kp, vp, a) = (keys.as_ptr(), values.as_ptr(), att.as_mut_ptr());
-    for h0 in (0..n_heads).step_by(8) {
-        // Offset of each head's key/value slice within a cache row.
-        let off: [usize; 8] = core::array::from_fn(|i| ((h0 + i) / kv_mul) * hs);
-        let mut maxv = _mm256_set1_ps(f32::NEG_INFINITY);
-        for t in 0..positions {
-            let row = kp.add(t * kv_dim);
-            let mut prod = [_mm256_setzero_ps(); 8];
-            for c in 0..chunks {
-                for (i, p) in prod.iter_mut().enumerate() {
-                    let qv = _mm256_loadu_ps(q.as_ptr().add((h0 + i) * hs + c * 8));
-                    *p = _mm256_fmadd_ps(qv, _mm256_loadu_ps(row.add(off[i] + c * 8)), *p);
-                }
-            }
-            let sc = _mm256_mul_ps(hsum8(&prod), scale);
-            maxv = _mm256_max_ps(maxv, sc);
-            _mm256_storeu_ps(a.add(t * 8), sc);
-        }
-        let mut sumv = _mm256_setzero_ps();
-        for t in 0..positions {
-            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(a.add(t * 8)), maxv));
-            sumv = _mm256_add_ps(sumv, e);
-            _mm256_storeu_ps(a.add(t * 8), e);
-        }
-        let mut inv = [0.0f32; 8];
-        _mm256_storeu_ps(inv.as_mut_ptr(), _mm256_div_ps(_mm256_set1_ps(1.0), sumv));
-        for c in 0..chunks {
-            let mut acc = [_mm256_setzero_ps(); 8];
-            for t in 0..positions {
-                let row = vp.add(t * kv_dim + c * 8);
-                let w = a.add(t * 8);
-                for (i, acc) in acc.iter_mut().enumerate() {
-                    let v = _mm256_loadu_ps(row.add(off[i]));
-                    *acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*w.add(i)), v, *acc);
-                }
-            }
-            for (i, acc) in acc.iter().enumerate() {
-                let o = out.as_mut_ptr().add((h0 + i) * hs + c * 8);
-                _mm256_storeu_ps(o, _mm256_mul_ps(*acc, _mm256_set1_ps(inv[i])));
-            }
-        }
-    }
 }
 
 /// Eight int8 values as f32.
@@ -598,164 +419,110 @@ unsafe fn head_scales(p: *const f32, ng: usize, gidx: __m256i) -> __m256 {
     if ng == 1 {
         _mm256_broadcast_ss(&*p)
     } else if ng <= 8 {
-        let lanes = _mm256_cmpgt_epi32(
-            _mm256_set1_epi32(ng as i32),
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-        );
+        let lanes =
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(ng as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
         _mm256_permutevar8x32_ps(_mm256_maskload_ps(p, lanes), gidx)
     } else {
         _mm256_i32gather_ps::<4>(p, gidx)
     }
 }
 
-/// [`attention_f32_blocks_avx2`] over the int8 cache. Each head lies inside one scale group,
-/// so a key's scale multiplies the finished score and a value's scale folds into its weight.
-#[allow(clippy::too_many_arguments)]
+/// Where one layer's cache lies for [`attention_blocks_avx2`]: f32 rows, or int8 rows with
+/// `ng` scales per position (one per `group` values).
+#[derive(Clone, Copy)]
+struct Cache {
+    keys: *const u8,
+    values: *const u8,
+    key_scales: *const f32,
+    value_scales: *const f32,
+    ng: usize,
+    group: usize,
+}
+
+/// Eight cached values starting at element `i`, as f32.
+#[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attention_q8_blocks_avx2(
+unsafe fn load8<const INT8: bool>(base: *const u8, i: usize) -> __m256 {
+    if INT8 {
+        load_i8x8((base as *const i8).add(i))
+    } else {
+        _mm256_loadu_ps((base as *const f32).add(i))
+    }
+}
+
+/// Attention for up to eight heads at a time, walking positions in the outer loop so that each
+/// cached key and value row is read once per block of heads rather than once per head (a
+/// per-head walk re-streams the whole cache from L2 for every head). Scores are kept
+/// position-major (`att[t * 8 + i]`), which also vectorizes the softmax across the heads. On an
+/// int8 cache each
+/// head lies inside one scale group, so a key's scale multiplies the finished score and a
+/// value's scale folds into its weight.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attention_blocks_avx2<const INT8: bool>(
     out: &mut [f32],
     q: &[f32],
-    keys: &[i8],
-    key_scales: &[f32],
-    values: &[i8],
-    value_scales: &[f32],
+    positions: usize,
+    cache: Cache,
     att: &mut [f32],
     shape: AttnShape,
-    group: usize,
 ) {
-    let AttnShape {
-        head_size: hs,
-        kv_dim,
-        kv_mul,
-    } = shape;
+    let AttnShape { head_size: hs, kv_dim, kv_mul } = shape;
     let n_heads = q.len() / hs;
-    let positions = keys.len() / kv_dim;
-    let ng = kv_dim.div_ceil(group);
     let chunks = hs / 8;
     let scale = _mm256_set1_ps(1.0 / libm::sqrtf(hs as f32));
-    let (kp, vp, a) = (keys.as_ptr(), values.as_ptr(), att.as_mut_ptr());
+    let a = att.as_mut_ptr();
     for h0 in (0..n_heads).step_by(8) {
-        let off: [usize; 8] = core::array::from_fn(|i| ((h0 + i) / kv_mul) * hs);
-        let gidx = _mm256_setr_epi32(
-            (off[0] / group) as i32,
-            (off[1] / group) as i32,
-            (off[2] / group) as i32,
-            (off[3] / group) as i32,
-            (off[4] / group) as i32,
-            (off[5] / group) as i32,
-            (off[6] / group) as i32,
-            (off[7] / group) as i32,
-        );
+        let heads = (n_heads - h0).min(8);
+        // Each lane's head; the lanes of a partial last block repeat the last head (lanes never
+        // mix, and those lanes are not stored).
+        let head: [usize; 8] = core::array::from_fn(|i| h0 + i.min(heads - 1));
+        // Offset of each head's slice within a cache row.
+        let off: [usize; 8] = core::array::from_fn(|i| (head[i] / kv_mul) * hs);
+        let gidx =
+            _mm256_loadu_si256(core::array::from_fn::<i32, 8, _>(|i| (off[i] / cache.group) as i32).as_ptr()
+                as *const __m256i);
         let mut maxv = _mm256_set1_ps(f32::NEG_INFINITY);
         for t in 0..positions {
-            let row = kp.add(t * kv_dim);
+            let row = t * kv_dim;
             let mut prod = [_mm256_setzero_ps(); 8];
             for c in 0..chunks {
                 for (i, p) in prod.iter_mut().enumerate() {
-                    let qv = _mm256_loadu_ps(q.as_ptr().add((h0 + i) * hs + c * 8));
-                    *p = _mm256_fmadd_ps(qv, load_i8x8(row.add(off[i] + c * 8)), *p);
+                    let qv = _mm256_loadu_ps(q.as_ptr().add(head[i] * hs + c * 8));
+                    *p = _mm256_fmadd_ps(qv, load8::<INT8>(cache.keys, row + off[i] + c * 8), *p);
                 }
             }
-            let ks = head_scales(key_scales.as_ptr().add(t * ng), ng, gidx);
-            let sc = _mm256_mul_ps(_mm256_mul_ps(hsum8(&prod), ks), scale);
+            let mut sc = _mm256_mul_ps(hsum8(&prod), scale);
+            if INT8 {
+                sc = _mm256_mul_ps(sc, head_scales(cache.key_scales.add(t * cache.ng), cache.ng, gidx));
+            }
             maxv = _mm256_max_ps(maxv, sc);
             _mm256_storeu_ps(a.add(t * 8), sc);
         }
         let mut sumv = _mm256_setzero_ps();
         for t in 0..positions {
-            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(a.add(t * 8)), maxv));
+            let mut e = exp8(_mm256_sub_ps(_mm256_loadu_ps(a.add(t * 8)), maxv));
             sumv = _mm256_add_ps(sumv, e);
-            let vs = head_scales(value_scales.as_ptr().add(t * ng), ng, gidx);
-            _mm256_storeu_ps(a.add(t * 8), _mm256_mul_ps(e, vs));
+            if INT8 {
+                e = _mm256_mul_ps(e, head_scales(cache.value_scales.add(t * cache.ng), cache.ng, gidx));
+            }
+            _mm256_storeu_ps(a.add(t * 8), e);
         }
+        // The softmax's 1/sum is applied once to each output instead of to every weight.
         let mut inv = [0.0f32; 8];
         _mm256_storeu_ps(inv.as_mut_ptr(), _mm256_div_ps(_mm256_set1_ps(1.0), sumv));
         for c in 0..chunks {
             let mut acc = [_mm256_setzero_ps(); 8];
             for t in 0..positions {
-                let row = vp.add(t * kv_dim + c * 8);
                 let w = a.add(t * 8);
                 for (i, acc) in acc.iter_mut().enumerate() {
-                    let v = load_i8x8(row.add(off[i]));
+                    let v = load8::<INT8>(cache.values, t * kv_dim + off[i] + c * 8);
                     *acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*w.add(i)), v, *acc);
                 }
             }
-            for (i, acc) in acc.iter().enumerate() {
+            for (i, acc) in acc.iter().enumerate().take(heads) {
                 let o = out.as_mut_ptr().add((h0 + i) * hs + c * 8);
                 _mm256_storeu_ps(o, _mm256_mul_ps(*acc, _mm256_set1_ps(inv[i])));
             }
-        }
-    }
-}
-
-#[target_feature(enable = "avx2,fma")]
-unsafe fn attention_f32_avx2(
-    out: &mut [f32],
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    att: &mut [f32],
-    shape: AttnShape,
-) {
-    let AttnShape {
-        head_size: hs,
-        kv_dim,
-        kv_mul,
-    } = shape;
-    let n_heads = q.len() / hs;
-    let positions = keys.len() / kv_dim;
-    let chunks = hs / 8;
-    let scale = _mm256_set1_ps(1.0 / libm::sqrtf(hs as f32));
-    let (kp, vp) = (keys.as_ptr(), values.as_ptr());
-    for h in 0..n_heads {
-        let qh = q.as_ptr().add(h * hs);
-        let off = (h / kv_mul) * hs;
-        let a = att.as_mut_ptr().add(h * positions);
-        // Scores, eight positions at a time, reduced together by one transposing sum.
-        let mut t = 0;
-        while t + 8 <= positions {
-            let mut prod = [_mm256_setzero_ps(); 8];
-            for c in 0..chunks {
-                let qv = _mm256_loadu_ps(qh.add(c * 8));
-                for (i, p) in prod.iter_mut().enumerate() {
-                    let kv = _mm256_loadu_ps(kp.add((t + i) * kv_dim + off + c * 8));
-                    *p = _mm256_fmadd_ps(qv, kv, *p);
-                }
-            }
-            _mm256_storeu_ps(a.add(t), _mm256_mul_ps(hsum8(&prod), scale));
-            t += 8;
-        }
-        while t < positions {
-            let mut acc = _mm256_setzero_ps();
-            for c in 0..chunks {
-                let k = _mm256_loadu_ps(kp.add(t * kv_dim + off + c * 8));
-                acc = _mm256_fmadd_ps(_mm256_loadu_ps(qh.add(c * 8)), k, acc);
-            }
-            *a.add(t) = hsum(_mm256_mul_ps(acc, scale));
-            t += 1;
-        }
-        let inv_sum = softmax_unnormalized_avx2(core::slice::from_raw_parts_mut(a, positions));
-        // Weighted sum of values with four independent accumulators (an FMA chain through one
-        // register would wait on its latency every position); the softmax's 1/sum is applied
-        // once at the end instead of to every weight.
-        let oh = out.as_mut_ptr().add(h * hs);
-        for c in 0..chunks {
-            let v = |t: usize| _mm256_loadu_ps(vp.add(t * kv_dim + off + c * 8));
-            let w = |t: usize| _mm256_set1_ps(*a.add(t));
-            let mut acc = [_mm256_setzero_ps(); 4];
-            let mut t = 0;
-            while t + 4 <= positions {
-                for (i, acc) in acc.iter_mut().enumerate() {
-                    *acc = _mm256_fmadd_ps(w(t + i), v(t + i), *acc);
-                }
-                t += 4;
-            }
-            while t < positions {
-                acc[0] = _mm256_fmadd_ps(w(t), v(t), acc[0]);
-                t += 1;
-            }
-            let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-            _mm256_storeu_ps(oh.add(c * 8), _mm256_mul_ps(sum, _mm256_set1_ps(inv_sum)));
         }
     }
 }
@@ -795,16 +562,9 @@ mod tests {
     }
 
     fn check_against_reference(k: Kernels) {
-        for (rows, cols) in [
-            (64, 64),
-            (172, 64),
-            (64, 172),
-            (7, 13),
-            (512, 64),
-            (3, 8),
-            (11, 4200),
-            (8, 4096),
-        ] {
+        for (rows, cols) in
+            [(64, 64), (172, 64), (64, 172), (7, 13), (512, 64), (3, 8), (11, 4200), (8, 4096)]
+        {
             let w = data(rows * cols, 1 + rows as u64);
             let x = data(cols, 99 + cols as u64);
             let (mut a, mut b) = (vec![0.0; rows], vec![0.0; rows]);
@@ -838,16 +598,12 @@ mod tests {
             (16, 16, 8, 5),
             (6, 6, 8, 20),
         ] {
-            let shape = AttnShape {
-                head_size: hs,
-                kv_dim: kv_heads * hs,
-                kv_mul: heads / kv_heads,
-            };
+            let shape = AttnShape { head_size: hs, kv_dim: kv_heads * hs, kv_mul: heads / kv_heads };
             let q = data(heads * hs, 5);
             let keys = data(positions * shape.kv_dim, 6);
             let values = data(positions * shape.kv_dim, 7);
             let (mut a, mut b) = (vec![0.0; heads * hs], vec![0.0; heads * hs]);
-            let mut att = vec![0.0; heads * positions];
+            let mut att = vec![0.0; heads.next_multiple_of(8) * positions];
             (k.attention_f32)(&mut a, &q, &keys, &values, &mut att, shape);
             reference::attention_f32(&mut b, &q, &keys, &values, &mut att, shape);
             close(&a, &b, 1e-5);
@@ -859,12 +615,7 @@ mod tests {
             for t in 0..positions {
                 let r = t * kd..(t + 1) * kd;
                 let sr = t * ng..(t + 1) * ng;
-                crate::quant::quantize_row(
-                    &keys[r.clone()],
-                    &mut kq[r.clone()],
-                    &mut ksc[sr.clone()],
-                    32,
-                );
+                crate::quant::quantize_row(&keys[r.clone()], &mut kq[r.clone()], &mut ksc[sr.clone()], 32);
                 crate::quant::quantize_row(&values[r.clone()], &mut vq[r], &mut vsc[sr], 32);
             }
             (k.attention_q8)(&mut a, &q, &kq, &ksc, &vq, &vsc, &mut att, shape, 32);
@@ -888,8 +639,7 @@ mod tests {
         }
         // A group whose scaled values land exactly on halves.
         let x: Vec<f32> = (0..32).map(|i| (i as f32 - 16.0) * 0.5).collect();
-        let (mut qa, mut sa, mut qb, mut sb) =
-            (vec![0i8; 32], vec![0.0; 1], vec![0i8; 32], vec![0.0; 1]);
+        let (mut qa, mut sa, mut qb, mut sb) = (vec![0i8; 32], vec![0.0; 1], vec![0i8; 32], vec![0.0; 1]);
         (k.quantize)(&x, &mut qa, &mut sa, 32);
         crate::quant::quantize_row(&x, &mut qb, &mut sb, 32);
         assert_eq!(qa, qb);
@@ -911,16 +661,7 @@ mod tests {
                 assert!(ulp <= 2, "exp({x}) = {e}, want {want} ({ulp} ulp)");
             }
         }
-        let tiny = [
-            -64.01f32,
-            -70.0,
-            -87.0,
-            -100.0,
-            -1e30,
-            f32::NEG_INFINITY,
-            -65.0,
-            -200.0,
-        ];
+        let tiny = [-64.01f32, -70.0, -87.0, -100.0, -1e30, f32::NEG_INFINITY, -65.0, -200.0];
         let mut out = [1.0f32; 8];
         // SAFETY: AVX2 and FMA were detected above.
         unsafe { _mm256_storeu_ps(out.as_mut_ptr(), exp8(_mm256_loadu_ps(tiny.as_ptr()))) };

@@ -23,41 +23,11 @@ const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 
 pub const CHIPS: [Chip; 5] = [
-    Chip {
-        name: "esp32",
-        data_ram: 320 * KIB,
-        flash: 4 * MIB,
-        has_fpu: true,
-        mhz: 240,
-    },
-    Chip {
-        name: "esp32s2",
-        data_ram: 320 * KIB,
-        flash: 4 * MIB,
-        has_fpu: false,
-        mhz: 240,
-    },
-    Chip {
-        name: "esp32s3",
-        data_ram: 512 * KIB,
-        flash: 8 * MIB,
-        has_fpu: true,
-        mhz: 240,
-    },
-    Chip {
-        name: "esp32c3",
-        data_ram: 400 * KIB,
-        flash: 4 * MIB,
-        has_fpu: false,
-        mhz: 160,
-    },
-    Chip {
-        name: "esp32c6",
-        data_ram: 512 * KIB,
-        flash: 4 * MIB,
-        has_fpu: false,
-        mhz: 160,
-    },
+    Chip { name: "esp32", data_ram: 320 * KIB, flash: 4 * MIB, has_fpu: true, mhz: 240 },
+    Chip { name: "esp32s2", data_ram: 320 * KIB, flash: 4 * MIB, has_fpu: false, mhz: 240 },
+    Chip { name: "esp32s3", data_ram: 512 * KIB, flash: 8 * MIB, has_fpu: true, mhz: 240 },
+    Chip { name: "esp32c3", data_ram: 400 * KIB, flash: 4 * MIB, has_fpu: false, mhz: 160 },
+    Chip { name: "esp32c6", data_ram: 512 * KIB, flash: 4 * MIB, has_fpu: false, mhz: 160 },
 ];
 
 impl Chip {

@@ -42,52 +42,34 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         let ok_range = |v: usize, max: usize| v >= 1 && v <= max;
         if !ok_range(self.dim, MAX_DIM) || !ok_range(self.hidden_dim, 4 * MAX_DIM) {
-            return Err(Error::Invalid {
-                what: "model dimension out of range",
-            });
+            return Err(Error::Invalid { what: "model dimension out of range" });
         }
         if !ok_range(self.n_layers, MAX_LAYERS) {
-            return Err(Error::Invalid {
-                what: "layer count out of range",
-            });
+            return Err(Error::Invalid { what: "layer count out of range" });
         }
         if !ok_range(self.vocab_size, MAX_VOCAB) {
-            return Err(Error::Invalid {
-                what: "vocabulary size out of range",
-            });
+            return Err(Error::Invalid { what: "vocabulary size out of range" });
         }
         if !ok_range(self.seq_len, MAX_SEQ_LEN) {
-            return Err(Error::Invalid {
-                what: "context length out of range",
-            });
+            return Err(Error::Invalid { what: "context length out of range" });
         }
         if self.n_heads == 0 || !self.dim.is_multiple_of(self.n_heads) {
-            return Err(Error::Invalid {
-                what: "dim is not a multiple of the head count",
-            });
+            return Err(Error::Invalid { what: "dim is not a multiple of the head count" });
         }
         if !self.head_size().is_multiple_of(2) {
-            return Err(Error::Invalid {
-                what: "head size must be even for RoPE",
-            });
+            return Err(Error::Invalid { what: "head size must be even for RoPE" });
         }
         if self.n_kv_heads == 0
             || self.n_kv_heads > self.n_heads
             || !self.n_heads.is_multiple_of(self.n_kv_heads)
         {
-            return Err(Error::Invalid {
-                what: "head count is not a multiple of the KV head count",
-            });
+            return Err(Error::Invalid { what: "head count is not a multiple of the KV head count" });
         }
         if !(self.norm_eps.is_finite() && self.norm_eps > 0.0 && self.norm_eps < 1.0) {
-            return Err(Error::Invalid {
-                what: "RMSNorm epsilon out of range",
-            });
+            return Err(Error::Invalid { what: "RMSNorm epsilon out of range" });
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
-            return Err(Error::Invalid {
-                what: "RoPE base out of range",
-            });
+            return Err(Error::Invalid { what: "RoPE base out of range" });
         }
         Ok(())
     }
@@ -96,11 +78,7 @@ impl Config {
     pub fn n_params(&self) -> usize {
         let (d, h, kv) = (self.dim, self.hidden_dim, self.kv_dim());
         let per_layer = 2 * d + d * d + 2 * d * kv + d * d + 3 * d * h;
-        let cls = if self.shared_classifier {
-            0
-        } else {
-            self.vocab_size * d
-        };
+        let cls = if self.shared_classifier { 0 } else { self.vocab_size * d };
         self.vocab_size * d + self.n_layers * per_layer + d + cls
     }
 }

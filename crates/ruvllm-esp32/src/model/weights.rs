@@ -28,17 +28,8 @@ impl Precision {
 /// A row-major `[rows][cols]` matrix.
 #[derive(Debug, Clone, Copy)]
 pub enum Matrix<'a> {
-    F32 {
-        w: &'a [f32],
-        rows: usize,
-        cols: usize,
-    },
-    Q8 {
-        q: &'a [i8],
-        s: &'a [f32],
-        rows: usize,
-        cols: usize,
-    },
+    F32 { w: &'a [f32], rows: usize, cols: usize },
+    Q8 { q: &'a [i8], s: &'a [f32], rows: usize, cols: usize },
 }
 
 impl<'a> Matrix<'a> {
@@ -129,9 +120,7 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
 
     fn from_parsed(g: &Gguf<'a>, checksum_verified: bool) -> Result<Self> {
         if g.get_str("general.architecture")? != "llama" {
-            return Err(Error::Unsupported {
-                what: "architecture other than llama",
-            });
+            return Err(Error::Unsupported { what: "architecture other than llama" });
         }
         let u = |k: &'static str| g.get_u32(k).map(|v| v as usize);
         let dim = u("llama.embedding_length")?;
@@ -142,39 +131,25 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
             hidden_dim: u("llama.feed_forward_length")?,
             n_layers: u("llama.block_count")?,
             n_heads,
-            n_kv_heads: g
-                .get_u32("llama.attention.head_count_kv")
-                .map(|v| v as usize)
-                .unwrap_or(n_heads),
+            n_kv_heads: g.get_u32("llama.attention.head_count_kv").map(|v| v as usize).unwrap_or(n_heads),
             vocab_size: tokens.len,
             seq_len: u("llama.context_length")?,
             shared_classifier: g.tensor("output.weight").is_none(),
-            norm_eps: g
-                .get_f32("llama.attention.layer_norm_rms_epsilon")
-                .unwrap_or(1e-5),
+            norm_eps: g.get_f32("llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
             rope_theta: g.get_f32("llama.rope.freq_base").unwrap_or(10000.0),
         };
         config.validate()?;
         if config.n_layers > MAX_LAYERS {
-            return Err(Error::Unsupported {
-                what: "more layers than this build's MAX_LAYERS",
-            });
+            return Err(Error::Unsupported { what: "more layers than this build's MAX_LAYERS" });
         }
         if let Ok(rot) = g.get_u32("llama.rope.dimension_count") {
             if rot as usize != config.head_size() {
-                return Err(Error::Unsupported {
-                    what: "partial rotary embedding",
-                });
+                return Err(Error::Unsupported { what: "partial rotary embedding" });
             }
         }
-        let group = g
-            .get_u32("ruvllm.quant.group_size")
-            .map(|v| v as usize)
-            .unwrap_or(crate::quant::GROUP);
+        let group = g.get_u32("ruvllm.quant.group_size").map(|v| v as usize).unwrap_or(crate::quant::GROUP);
         if group == 0 || group > 4096 {
-            return Err(Error::Invalid {
-                what: "quantization group size",
-            });
+            return Err(Error::Invalid { what: "quantization group size" });
         }
         let token_embd = matrix(g, "token_embd.weight", config.vocab_size, dim, group)?;
         let precision = match token_embd {
@@ -202,20 +177,8 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
             let attn_norm = vector(g, &name, d)?;
             layer_name(&mut name, l, "ffn_norm.weight")?;
             let ffn_norm = vector(g, &name, d)?;
-            let layer = Layer {
-                attn_norm,
-                wq,
-                wk,
-                wv,
-                wo,
-                ffn_norm,
-                w1,
-                w2,
-                w3,
-            };
-            layers.push(layer).map_err(|_| Error::Unsupported {
-                what: "too many layers",
-            })?;
+            let layer = Layer { attn_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3 };
+            layers.push(layer).map_err(|_| Error::Unsupported { what: "too many layers" })?;
         }
         let output = if config.shared_classifier {
             token_embd
@@ -225,11 +188,9 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
             m
         };
         let scores = g.get_array("tokenizer.ggml.scores")?;
-        let index = g
-            .get_array("ruvllm.tokenizer.index")
-            .map_err(|_| Error::Missing {
-                what: "ruvllm.tokenizer.index (convert the model with `ruvllm-esp32 convert`)",
-            })?;
+        let index = g.get_array("ruvllm.tokenizer.index").map_err(|_| Error::Missing {
+            what: "ruvllm.tokenizer.index (convert the model with `ruvllm-esp32 convert`)",
+        })?;
         let vocab = Vocab::new(
             config.vocab_size,
             tokens.payload,
@@ -270,38 +231,27 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
 fn layer_name(name: &mut heapless::String<64>, l: usize, suffix: &str) -> Result<()> {
     use core::fmt::Write;
     name.clear();
-    write!(name, "blk.{l}.{suffix}").map_err(|_| Error::Invalid {
-        what: "tensor name too long",
-    })
+    write!(name, "blk.{l}.{suffix}").map_err(|_| Error::Invalid { what: "tensor name too long" })
 }
 
 fn same_precision(m: &Matrix<'_>, p: Precision) -> Result<()> {
     match (m, p) {
         (Matrix::F32 { .. }, Precision::F32) | (Matrix::Q8 { .. }, Precision::Q8) => Ok(()),
-        _ => Err(Error::Unsupported {
-            what: "matrices of mixed precision",
-        }),
+        _ => Err(Error::Unsupported { what: "matrices of mixed precision" }),
     }
 }
 
 fn tensor<'a>(g: &Gguf<'a>, name: &str) -> Result<TensorInfo<'a>> {
-    g.tensor(name).ok_or(Error::Missing {
-        what: "a weight tensor (token_embd, blk.N.*, output_norm)",
-    })
+    g.tensor(name).ok_or(Error::Missing { what: "a weight tensor (token_embd, blk.N.*, output_norm)" })
 }
 
 fn check_dims(t: &TensorInfo<'_>, dims: &[usize]) -> Result<()> {
-    let matches = t.n_dims <= 4
-        && t.dims
-            .iter()
-            .enumerate()
-            .all(|(i, d)| *d == dims.get(i).map_or(1, |v| *v as u64));
+    let matches =
+        t.n_dims <= 4 && t.dims.iter().enumerate().all(|(i, d)| *d == dims.get(i).map_or(1, |v| *v as u64));
     if matches {
         Ok(())
     } else {
-        Err(Error::Invalid {
-            what: "tensor shape does not match the model config",
-        })
+        Err(Error::Invalid { what: "tensor shape does not match the model config" })
     }
 }
 
@@ -309,53 +259,31 @@ fn vector<'a>(g: &Gguf<'a>, name: &str, n: usize) -> Result<&'a [f32]> {
     let t = tensor(g, name)?;
     check_dims(&t, &[n])?;
     if t.ty != GgmlType::F32 {
-        return Err(Error::Unsupported {
-            what: "norm weights that are not F32",
-        });
+        return Err(Error::Unsupported { what: "norm weights that are not F32" });
     }
     gguf::as_f32(t.data)
 }
 
 /// GGUF stores a `[rows][cols]` matrix with ne0 = cols. Int8 matrices come with a
 /// `<name>.scale` F32 tensor of `[rows][groups(cols)]`.
-fn matrix<'a>(
-    g: &Gguf<'a>,
-    name: &str,
-    rows: usize,
-    cols: usize,
-    group: usize,
-) -> Result<Matrix<'a>> {
+fn matrix<'a>(g: &Gguf<'a>, name: &str, rows: usize, cols: usize, group: usize) -> Result<Matrix<'a>> {
     let t = tensor(g, name)?;
     check_dims(&t, &[cols, rows])?;
     match t.ty {
-        GgmlType::F32 => Ok(Matrix::F32 {
-            w: gguf::as_f32(t.data)?,
-            rows,
-            cols,
-        }),
+        GgmlType::F32 => Ok(Matrix::F32 { w: gguf::as_f32(t.data)?, rows, cols }),
         GgmlType::I8 => {
             let mut sname = heapless::String::<72>::new();
             sname
                 .push_str(name)
                 .and_then(|_| sname.push_str(".scale"))
-                .map_err(|_| Error::Invalid {
-                    what: "tensor name too long",
-                })?;
-            let st = g.tensor(&sname).ok_or(Error::Missing {
-                what: "the .scale tensor of an int8 matrix",
-            })?;
+                .map_err(|_| Error::Invalid { what: "tensor name too long" })?;
+            let st =
+                g.tensor(&sname).ok_or(Error::Missing { what: "the .scale tensor of an int8 matrix" })?;
             check_dims(&st, &[cols.div_ceil(group), rows])?;
             if st.ty != GgmlType::F32 {
-                return Err(Error::Invalid {
-                    what: "int8 scales that are not F32",
-                });
+                return Err(Error::Invalid { what: "int8 scales that are not F32" });
             }
-            Ok(Matrix::Q8 {
-                q: gguf::as_i8(t.data),
-                s: gguf::as_f32(st.data)?,
-                rows,
-                cols,
-            })
+            Ok(Matrix::Q8 { q: gguf::as_i8(t.data), s: gguf::as_f32(st.data)?, rows, cols })
         }
         _ => Err(Error::Unsupported {
             what: "tensor type (the engine reads F32 and int8; convert F16/Q8_0 files first)",

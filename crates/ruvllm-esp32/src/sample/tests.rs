@@ -36,10 +36,7 @@ fn greedy_is_argmax_first_max_wins() {
     assert_eq!(s.sample(&mut [0.1, 3.0, -1.0, 3.0, 2.0], &mut scratch), 1);
     assert_eq!(s.sample(&mut [f32::NAN, 0.5, 0.5], &mut scratch), 1);
     assert_eq!(s.sample(&mut [f32::NAN, f32::NAN], &mut scratch), 0);
-    assert_eq!(
-        s.sample(&mut [-f32::INFINITY, f32::INFINITY, 1.0], &mut scratch),
-        1
-    );
+    assert_eq!(s.sample(&mut [-f32::INFINITY, f32::INFINITY, 1.0], &mut scratch), 1);
     assert_eq!(s.sample(&mut [], &mut scratch), 0);
 }
 
@@ -49,9 +46,7 @@ fn same_seed_same_sequence_different_seed_differs() {
     let run = |seed, top_p, top_k| {
         let mut s = Sampler::new(0.9, top_p, top_k, seed);
         let mut scratch = vec![ProbIndex::default(); logits.len()];
-        (0..64)
-            .map(|_| s.sample(&mut logits.clone(), &mut scratch))
-            .collect::<Vec<u32>>()
+        (0..64).map(|_| s.sample(&mut logits.clone(), &mut scratch)).collect::<Vec<u32>>()
     };
     for (p, k) in [(1.0, 0), (0.9, 0), (0.0, 10), (0.8, 20)] {
         assert_eq!(run(7, p, k), run(7, p, k));
@@ -130,13 +125,7 @@ fn softmax_edge_cases() {
 }
 
 fn any_logit() -> impl Strategy<Value = f32> {
-    prop_oneof![
-        -30.0f32..30.0,
-        Just(f32::NAN),
-        Just(f32::INFINITY),
-        Just(f32::NEG_INFINITY),
-        any::<f32>(),
-    ]
+    prop_oneof![-30.0f32..30.0, Just(f32::NAN), Just(f32::INFINITY), Just(f32::NEG_INFINITY), any::<f32>(),]
 }
 
 proptest! {

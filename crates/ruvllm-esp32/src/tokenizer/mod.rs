@@ -77,79 +77,46 @@ impl<'a> Vocab<'a> {
         eos: u32,
     ) -> Result<Self> {
         if n == 0 || u32::try_from(n).is_err() {
-            return Err(Error::Invalid {
-                what: "tokenizer vocabulary size",
-            });
+            return Err(Error::Invalid { what: "tokenizer vocabulary size" });
         }
-        let score_bytes = n.checked_mul(4).ok_or(Error::Invalid {
-            what: "tokenizer vocabulary size",
-        })?;
+        let score_bytes = n.checked_mul(4).ok_or(Error::Invalid { what: "tokenizer vocabulary size" })?;
         if scores.len() != score_bytes {
-            return Err(Error::Invalid {
-                what: "tokenizer.ggml.scores length differs from vocabulary size",
-            });
+            return Err(Error::Invalid { what: "tokenizer.ggml.scores length differs from vocabulary size" });
         }
         if Some(index.len()) != score_bytes.checked_mul(2) {
-            return Err(Error::Invalid {
-                what: "ruvllm.tokenizer.index length is not 2 * vocabulary size",
-            });
+            return Err(Error::Invalid { what: "ruvllm.tokenizer.index length is not 2 * vocabulary size" });
         }
         if bos as usize >= n || eos as usize >= n {
-            return Err(Error::Invalid {
-                what: "tokenizer BOS/EOS id out of range",
-            });
+            return Err(Error::Invalid { what: "tokenizer BOS/EOS id out of range" });
         }
         let (offsets, sorted) = index.split_at(score_bytes);
 
-        if scores
-            .chunks_exact(4)
-            .any(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
-        {
-            return Err(Error::Invalid {
-                what: "tokenizer score is not finite",
-            });
+        if scores.chunks_exact(4).any(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite()) {
+            return Err(Error::Invalid { what: "tokenizer score is not finite" });
         }
 
         let mut max_piece_len = 0;
         for i in 0..n {
-            let off = u32_at(offsets, i).ok_or(Error::Truncated {
-                what: "tokenizer offsets",
-            })?;
-            let piece = piece_at(pieces, off as usize).ok_or(Error::Invalid {
-                what: "token offset or length past end of tokenizer.ggml.tokens",
-            })?;
+            let off = u32_at(offsets, i).ok_or(Error::Truncated { what: "tokenizer offsets" })?;
+            let piece = piece_at(pieces, off as usize)
+                .ok_or(Error::Invalid { what: "token offset or length past end of tokenizer.ggml.tokens" })?;
             max_piece_len = max_piece_len.max(piece.len());
         }
 
-        let vocab = Vocab {
-            n,
-            pieces,
-            scores,
-            offsets,
-            sorted,
-            bos,
-            eos,
-            max_piece_len,
-        };
+        let vocab = Vocab { n, pieces, scores, offsets, sorted, bos, eos, max_piece_len };
 
         // Strictly increasing (bytes, id) pairs cannot repeat an id, so n in-range ids that
         // are strictly ordered are exactly a permutation: no "seen" bitmap (heap) needed.
         let mut prev: Option<u32> = None;
         for k in 0..n {
-            let id = u32_at(sorted, k).ok_or(Error::Truncated {
-                what: "tokenizer sorted ids",
-            })?;
+            let id = u32_at(sorted, k).ok_or(Error::Truncated { what: "tokenizer sorted ids" })?;
             if id as usize >= n {
-                return Err(Error::Invalid {
-                    what: "sorted token id out of range",
-                });
+                return Err(Error::Invalid { what: "sorted token id out of range" });
             }
             if let Some(p) = prev {
                 let ord = vocab.piece(p).cmp(vocab.piece(id)).then(p.cmp(&id));
                 if ord != Ordering::Less {
-                    return Err(Error::Invalid {
-                        what: "tokenizer index is not sorted by piece bytes",
-                    });
+                    return Err(Error::Invalid { what: "tokenizer index is not sorted by piece bytes" });
                 }
             }
             prev = Some(id);
@@ -169,9 +136,7 @@ impl<'a> Vocab<'a> {
 
     /// Piece bytes of `id`; empty for an out-of-range id.
     pub fn piece(&self, id: u32) -> &'a [u8] {
-        u32_at(self.offsets, id as usize)
-            .and_then(|off| piece_at(self.pieces, off as usize))
-            .unwrap_or(&[])
+        u32_at(self.offsets, id as usize).and_then(|off| piece_at(self.pieces, off as usize)).unwrap_or(&[])
     }
 
     /// Merge score of `id`; 0 for an out-of-range id.
@@ -241,9 +206,7 @@ fn byte_token(vocab: &Vocab, byte: u8) -> Result<u32> {
     if (id as usize) < vocab.len() {
         Ok(id)
     } else {
-        Err(Error::Invalid {
-            what: "vocabulary too small for byte-fallback tokens",
-        })
+        Err(Error::Invalid { what: "vocabulary too small for byte-fallback tokens" })
     }
 }
 
@@ -272,9 +235,8 @@ pub fn encode(vocab: &Vocab, text: &[u8], bos: bool, eos: bool, out: &mut [u32])
         sink.push(vocab.bos());
     }
     if !text.is_empty() {
-        let space = vocab.lookup(b" ").ok_or(Error::Missing {
-            what: "tokenizer piece \" \" (dummy prefix)",
-        })?;
+        let space =
+            vocab.lookup(b" ").ok_or(Error::Missing { what: "tokenizer piece \" \" (dummy prefix)" })?;
         sink.push(space);
     }
 
@@ -282,10 +244,7 @@ pub fn encode(vocab: &Vocab, text: &[u8], bos: bool, eos: bool, out: &mut [u32])
     while start < text.len() {
         // Group the byte at `start` with following continuation bytes, 4 bytes at most.
         let mut end = start + 1;
-        while end < text.len()
-            && end - start < 4
-            && text.get(end).copied().is_some_and(is_continuation)
-        {
+        while end < text.len() && end - start < 4 && text.get(end).copied().is_some_and(is_continuation) {
             end += 1;
         }
         let point = text.get(start..end).unwrap_or(&[]);

@@ -31,21 +31,11 @@ impl Payloads {
             scores.extend_from_slice(&score.to_le_bytes());
         }
         let mut ids: Vec<u32> = (0..n as u32).collect();
-        ids.sort_by(|&a, &b| {
-            tokens[a as usize]
-                .0
-                .cmp(&tokens[b as usize].0)
-                .then(a.cmp(&b))
-        });
+        ids.sort_by(|&a, &b| tokens[a as usize].0.cmp(&tokens[b as usize].0).then(a.cmp(&b)));
         for id in ids {
             index.extend_from_slice(&id.to_le_bytes());
         }
-        Payloads {
-            n,
-            pieces,
-            scores,
-            index,
-        }
+        Payloads { n, pieces, scores, index }
     }
 
     fn vocab(&self) -> Vocab<'_> {
@@ -71,10 +61,7 @@ fn parse_llama2c(data: &[u8], n: usize) -> Tokens {
         .collect()
 }
 
-const TOK512: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/models/tok512.bin"
-);
+const TOK512: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/models/tok512.bin");
 
 /// tok512.bin's (piece, score) list from ../shared, or None (with a skip message) when absent
 /// outside CI.
@@ -170,11 +157,7 @@ fn decode_all(vocab: &Vocab, ids: &[u32]) -> Vec<u8> {
 
 /// A tiny hand-made vocabulary: specials, 256 byte tokens, then a few merges.
 fn tiny_tokens(merges: &[(&str, f32)]) -> Tokens {
-    let mut t: Tokens = vec![
-        (b"<unk>".to_vec(), 0.0),
-        (b"<s>".to_vec(), 0.0),
-        (b"</s>".to_vec(), 0.0),
-    ];
+    let mut t: Tokens = vec![(b"<unk>".to_vec(), 0.0), (b"<s>".to_vec(), 0.0), (b"</s>".to_vec(), 0.0)];
     for b in 0..=255u8 {
         t.push((format!("<0x{b:02X}>").into_bytes(), 0.0));
     }
@@ -221,21 +204,12 @@ fn tok512_once_upon_a_time() {
     let Some(p) = tok512() else { return };
     let v = p.vocab();
     let ids = encode_vec(&v, b"Once upon a time", true, false);
-    let pieces: Vec<String> = ids
-        .iter()
-        .map(|&i| String::from_utf8_lossy(v.piece(i)).into_owned())
-        .collect();
+    let pieces: Vec<String> = ids.iter().map(|&i| String::from_utf8_lossy(v.piece(i)).into_owned()).collect();
     println!("\"Once upon a time\" -> {ids:?} {pieces:?}");
     assert_eq!(ids[0], 1);
-    assert!(
-        ids.len() <= 8,
-        "merges should shorten 16 characters a lot: {ids:?}"
-    );
+    assert!(ids.len() <= 8, "merges should shorten 16 characters a lot: {ids:?}");
     let tokens = tok512_tokens().unwrap();
-    assert_eq!(
-        ids,
-        reference_encode(tokens, b"Once upon a time", true, false)
-    );
+    assert_eq!(ids, reference_encode(tokens, b"Once upon a time", true, false));
     assert_eq!(decode_all(&v, &ids), b"Once upon a time");
 }
 
@@ -278,10 +252,7 @@ fn tok512_matches_reference_on_sentences() {
     let Some(p) = tok512() else { return };
     let v = p.vocab();
     let tokens = tok512_tokens().unwrap();
-    for text in [
-        "Lily and Ben went to the park. They saw a big red ball!",
-        "Tom was sad.\nHe cried.",
-    ] {
+    for text in ["Lily and Ben went to the park. They saw a big red ball!", "Tom was sad.\nHe cried."] {
         assert_eq!(
             encode_vec(&v, text.as_bytes(), true, true),
             reference_encode(tokens, text.as_bytes(), true, true)
@@ -295,10 +266,7 @@ fn buffer_too_small_reports_need() {
     let v = p.vocab();
     let mut out = [0u32; 3];
     // BOS, " ", a, b, EOS before merging.
-    assert_eq!(
-        encode(&v, b"ab", true, true, &mut out),
-        Err(Error::BufferTooSmall { need: 5, have: 3 })
-    );
+    assert_eq!(encode(&v, b"ab", true, true, &mut out), Err(Error::BufferTooSmall { need: 5, have: 3 }));
     let mut out = [0u32; 5];
     assert_eq!(encode(&v, b"ab", true, true, &mut out), Ok(4));
     // " " = 259, "ab" = 263.
@@ -328,16 +296,8 @@ fn utf8_grouping_like_llama2c() {
     let v = p.vocab();
     let tokens = tiny_tokens(&[]);
     // Stray continuation bytes, overlong runs, a truncated sequence at the end, a NUL.
-    for text in [
-        &b"\x80\x80a"[..],
-        b"\xE6\x97\xA5\x80\x80\x80",
-        b"a\xF0\x9F",
-        b"a\0b",
-    ] {
-        assert_eq!(
-            encode_vec(&v, text, true, true),
-            reference_encode(&tokens, text, true, true)
-        );
+    for text in [&b"\x80\x80a"[..], b"\xE6\x97\xA5\x80\x80\x80", b"a\xF0\x9F", b"a\0b"] {
+        assert_eq!(encode_vec(&v, text, true, true), reference_encode(&tokens, text, true, true));
     }
 }
 
@@ -346,11 +306,7 @@ fn decode_rules() {
     let p = Payloads::build(&tiny_tokens(&[(" ab", 1.0)]));
     let v = p.vocab();
     let mut byte = [0u8; 1];
-    assert_eq!(
-        decode(&v, 1, 263, &mut byte),
-        b"ab",
-        "space stripped after BOS"
-    );
+    assert_eq!(decode(&v, 1, 263, &mut byte), b"ab", "space stripped after BOS");
     assert_eq!(decode(&v, 5, 263, &mut byte), b" ab");
     assert_eq!(decode(&v, 5, 3 + 0x41, &mut byte), b"A");
     assert_eq!(decode(&v, 5, 3 + 0xE6, &mut byte), [0xE6]);

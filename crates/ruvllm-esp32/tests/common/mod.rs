@@ -14,10 +14,7 @@ pub fn shared(rel: &str) -> Option<PathBuf> {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("CI=true but {} is missing", p.display());
     }
-    eprintln!(
-        "skipping: {} not found (the shared test material sits beside the checkout)",
-        p.display()
-    );
+    eprintln!("skipping: {} not found (the shared test material sits beside the checkout)", p.display());
     None
 }
 
@@ -35,10 +32,7 @@ impl Image {
     pub fn new(bytes: &[u8]) -> Image {
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
         bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
-        Image {
-            words,
-            len: bytes.len(),
-        }
+        Image { words, len: bytes.len() }
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -55,9 +49,7 @@ pub fn stories260k_image(quant: ruvllm_esp32::convert::Quant) -> Option<Image> {
     let model = read_shared("models/stories260K.bin")?;
     let tok = read_shared("models/tok512.bin")?;
     let mut host = ruvllm_esp32::convert::load_llama2c(&model).expect("stories260K loads");
-    host.vocab = Some(
-        ruvllm_esp32::convert::load_tokenizer_bin(&tok, host.config.vocab_size)
-            .expect("tok512 loads"),
-    );
+    host.vocab =
+        Some(ruvllm_esp32::convert::load_tokenizer_bin(&tok, host.config.vocab_size).expect("tok512 loads"));
     Some(Image::new(&host.to_gguf(quant).expect("converts")))
 }
