@@ -53,11 +53,15 @@ fn fp32_greedy_matches_the_reference_byte_for_byte() {
 }
 
 fn perplexity(model: &Model<'_>, text: &[u8]) -> (usize, f64) {
+    perplexity_with(model, text, Kernels::detect())
+}
+
+fn perplexity_with(model: &Model<'_>, text: &[u8], kernels: Kernels) -> (usize, f64) {
     let mut tokens = vec![0u32; text.len() + 3];
     let n = tokenizer::encode(&model.vocab, text, true, false, &mut tokens).unwrap();
     let ctx = model.config.seq_len;
     let mut arena = vec![0f32; State::arena_len(model, ctx)];
-    let mut state = State::new(model, &mut arena, ctx, Kernels::detect()).unwrap();
+    let mut state = State::new(model, &mut arena, ctx, kernels).unwrap();
     let s = infer::score(model, &mut state, &tokens[..n]).unwrap();
     (s.tokens, s.perplexity())
 }
@@ -84,17 +88,48 @@ fn int8_perplexity_is_within_one_percent_of_fp32() {
     assert!(rel < 0.01, "q8 perplexity {pq} is not within 1% of fp32 {pf}");
 }
 
+/// The fast f32 kernels compute the reference's function up to f32 summation order, so along
+/// the same token sequence their logits stay within rounding noise. (Greedy text may still part
+/// ways at a near-tie, hence the teacher forcing.)
 #[test]
-fn int8_kernels_agree_and_generate_the_story() {
-    let Some(img) = common::stories260k_image(Quant::Q8) else {
-        return;
-    };
+fn fast_f32_kernels_follow_the_reference_on_real_weights() {
+    let Some(img) = common::stories260k_image(Quant::F32) else { return };
     let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
-    let a = greedy(&model, "Once upon a time", 128, Kernels::REFERENCE);
-    let b = greedy(&model, "Once upon a time", 128, Kernels::detect());
-    eprintln!("q8 greedy: {}", String::from_utf8_lossy(&a));
-    assert!(a.starts_with(b"Once upon a time"));
-    assert_eq!(a, b, "the kernel sets differ only in f32 summation order");
+    let text = greedy(&model, "Once upon a time", 200, Kernels::REFERENCE);
+    let mut tokens = vec![0u32; text.len() + 3];
+    let n = tokenizer::encode(&model.vocab, &text, true, false, &mut tokens).unwrap();
+    let steps = n.min(200);
+    let len = State::arena_len(&model, steps);
+    let (mut ra, mut fa) = (vec![0f32; len], vec![0f32; len]);
+    let mut reference = State::new(&model, &mut ra, steps, Kernels::REFERENCE).unwrap();
+    let mut fast = State::new(&model, &mut fa, steps, Kernels::detect()).unwrap();
+    let mut worst = 0.0f32;
+    for (pos, &t) in tokens[..steps].iter().enumerate() {
+        let a = reference.forward(&model, t, pos).unwrap().to_vec();
+        let b = fast.forward(&model, t, pos).unwrap();
+        for (x, y) in a.iter().zip(b.iter()) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    eprintln!("largest f32 logit difference over {steps} positions: {worst}");
+    assert!(worst < 1e-3, "logits differ by {worst}");
+}
+
+/// On the INT8 path a last-bit difference can round an activation to the neighbouring int8
+/// value, and such flips compound, so logits are not compared one by one: both kernel sets must
+/// model held-out text equally well.
+#[test]
+fn fast_int8_kernels_score_like_the_reference() {
+    let Some(img) = common::stories260k_image(Quant::Q8) else { return };
+    let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
+    let text = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/heldout.txt")).unwrap();
+    let (_, reference) = perplexity_with(&model, &text, Kernels::REFERENCE);
+    let (_, fast) = perplexity_with(&model, &text, Kernels::detect());
+    eprintln!("q8 held-out perplexity: reference kernels {reference:.4}, fast kernels {fast:.4}");
+    assert!((reference - fast).abs() / reference < 0.002, "{reference} vs {fast}");
+    let story = greedy(&model, "Once upon a time", 128, Kernels::detect());
+    eprintln!("q8 greedy: {}", String::from_utf8_lossy(&story));
+    assert!(story.starts_with(b"Once upon a time, there was"));
 }
 
 #[test]

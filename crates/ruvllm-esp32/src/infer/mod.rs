@@ -9,7 +9,7 @@ pub use eval::{nll, score, Score};
 pub use generate::{generate, GenStats};
 
 use crate::error::{Error, Result};
-use crate::kernels::{reference, AttnShape, Kernels};
+use crate::kernels::{reference, AttnShape, CacheQ8, Kernels, QueryQ8};
 use crate::model::{Config, Matrix, Model, Precision};
 
 /// The key/value cache: f32 for the f32 path, int8 with per-group scales for the INT8 path
@@ -231,17 +231,20 @@ impl<'s> State<'s> {
                         group,
                     );
                     reference::rope(self.q, self.rope);
-                    (k.attention_q8)(
-                        self.xb2,
-                        self.q,
-                        &kc[layer_range.clone()],
-                        &ks[s_range.clone()],
-                        &vc[layer_range],
-                        &vs[s_range],
-                        self.att,
-                        shape,
-                        group,
-                    );
+                    // The query in int8 too (xq is free again: wk and wv are done with it), and
+                    // q itself replaced by the values the int8 query stands for.
+                    let d = self.q.len();
+                    let (qq, qs) = (&mut self.xq[..d], &mut self.xs[..d.div_ceil(group)]);
+                    (k.quantize)(self.q, qq, qs, group);
+                    crate::quant::dequantize_row(qq, qs, self.q, group);
+                    let query = QueryQ8 { q: self.q, qq, qs };
+                    let cache = CacheQ8 {
+                        keys: &kc[layer_range.clone()],
+                        key_scales: &ks[s_range.clone()],
+                        values: &vc[layer_range],
+                        value_scales: &vs[s_range],
+                    };
+                    (k.attention_q8)(self.xb2, query, cache, self.att, shape, group);
                 }
             }
             matvec(k, self.xb, &layer.wo, self.xb2, self.xq, self.xs, group, false);

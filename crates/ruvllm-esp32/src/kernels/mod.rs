@@ -21,8 +21,27 @@ pub type AttentionF32 = fn(&mut [f32], &[f32], &[f32], &[f32], &mut [f32], AttnS
 pub type Swiglu = fn(&mut [f32], &[f32]);
 /// x, q, scales, group: as [`crate::quant::quantize_row`], bit for bit.
 pub type Quantize = fn(&[f32], &mut [i8], &mut [f32], usize);
-/// out, q, keys, key scales, values, value scales, scratch, shape, group.
-pub type AttentionQ8 = fn(&mut [f32], &[f32], &[i8], &[f32], &[i8], &[f32], &mut [f32], AttnShape, usize);
+/// out, query, cache, scratch, shape, group.
+pub type AttentionQ8 = fn(&mut [f32], QueryQ8<'_>, CacheQ8<'_>, &mut [f32], AttnShape, usize);
+
+/// The query of the INT8 path: quantized with the cache's group size (`qq`, `qs`), and the
+/// same values dequantized (`q`) for kernels that multiply in f32.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryQ8<'a> {
+    pub q: &'a [f32],
+    pub qq: &'a [i8],
+    pub qs: &'a [f32],
+}
+
+/// One layer's int8 KV cache up to the current position: `[positions][kv_dim]` values with
+/// `groups(kv_dim)` scales per position.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheQ8<'a> {
+    pub keys: &'a [i8],
+    pub key_scales: &'a [f32],
+    pub values: &'a [i8],
+    pub value_scales: &'a [f32],
+}
 
 /// The kernels one forward pass uses; the rest are always the reference ones because they
 /// are a negligible share of the time.

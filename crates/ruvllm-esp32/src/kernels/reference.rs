@@ -2,7 +2,7 @@
 //! path and as the truth that fast paths are tested against. Sums run left to right in f32,
 //! the same order as llama2.c, so fp32 output matches it bit for bit.
 
-use super::AttnShape;
+use super::{AttnShape, CacheQ8, QueryQ8};
 pub use crate::sample::softmax;
 
 /// `out[i] = sum_j w[i * n + j] * x[j]` with `n = x.len()`, `w` row-major `[out.len()][n]`.
@@ -71,39 +71,53 @@ pub fn attention_f32(
     }
 }
 
-/// Attention over an int8 KV cache: `keys`/`values` are `[positions][kv_dim]` int8 with
-/// `groups(kv_dim)` scales per position in `key_scales`/`value_scales`.
-#[allow(clippy::too_many_arguments)]
+/// Attention over an int8 KV cache. Scores are integer dot products of the quantized query
+/// and keys, one i32 sum per run of values that shares a query group and a key group, each
+/// scaled once; the weighted sum of values is in f32.
 pub fn attention_q8(
     out: &mut [f32],
-    q: &[f32],
-    keys: &[i8],
-    key_scales: &[f32],
-    values: &[i8],
-    value_scales: &[f32],
+    query: QueryQ8<'_>,
+    cache: CacheQ8<'_>,
     att: &mut [f32],
     shape: AttnShape,
     group: usize,
 ) {
     let AttnShape { head_size, kv_dim, kv_mul } = shape;
     let ng = kv_dim.div_ceil(group);
-    let positions = keys.len() / kv_dim;
+    let positions = cache.keys.len() / kv_dim;
     let scale = 1.0 / libm::sqrtf(head_size as f32);
-    let heads = q.chunks_exact(head_size).zip(out.chunks_exact_mut(head_size));
-    for (h, (qh, oh)) in heads.enumerate() {
+    for (h, oh) in out.chunks_exact_mut(head_size).enumerate().take(query.q.len() / head_size) {
         let off = (h / kv_mul) * head_size;
         let att = &mut att[h * positions..(h + 1) * positions];
-        let rows = keys.chunks_exact(kv_dim).zip(key_scales.chunks_exact(ng));
+        let rows = cache.keys.chunks_exact(kv_dim).zip(cache.key_scales.chunks_exact(ng));
         for (a, (k, ks)) in att.iter_mut().zip(rows) {
-            *a = dot_q8(qh, k, ks, off, group) * scale;
+            *a = dot_qq(query, h * head_size, k, ks, off, head_size, group) * scale;
         }
         softmax(att);
         oh.fill(0.0);
-        let rows = values.chunks_exact(kv_dim).zip(value_scales.chunks_exact(ng));
+        let rows = cache.values.chunks_exact(kv_dim).zip(cache.value_scales.chunks_exact(ng));
         for (a, (v, vs)) in att.iter().zip(rows) {
             axpy_q8(oh, *a, v, vs, off, group);
         }
     }
+}
+
+/// `dequant(q[qoff..qoff + n]) . dequant(k[koff..koff + n])`: an exact i32 sum over each run
+/// that stays inside one query group and one key group.
+fn dot_qq(query: QueryQ8<'_>, qoff: usize, k: &[i8], ks: &[f32], koff: usize, n: usize, group: usize) -> f32 {
+    let mut total = 0.0f32;
+    let mut i = 0;
+    while i < n {
+        let (a, b) = (qoff + i, koff + i);
+        let len = (group - a % group).min(group - b % group).min(n - i);
+        let mut isum = 0i32;
+        for (x, y) in query.qq[a..a + len].iter().zip(&k[b..b + len]) {
+            isum += *x as i32 * *y as i32;
+        }
+        total += isum as f32 * (query.qs[a / group] * ks[b / group]);
+        i += len;
+    }
+    total
 }
 
 /// Splits `off..off + n` at group boundaries: yields (start, len, group index).
@@ -118,19 +132,6 @@ fn group_segments(off: usize, n: usize, group: usize) -> impl Iterator<Item = (u
         i += len;
         Some((j, len, j / group))
     })
-}
-
-/// `x . dequant(q[off..off + x.len()])`, one scale multiplication per group.
-fn dot_q8(x: &[f32], q: &[i8], scales: &[f32], off: usize, group: usize) -> f32 {
-    let mut total = 0.0f32;
-    for (j, len, g) in group_segments(off, x.len(), group) {
-        let mut part = 0.0f32;
-        for (a, b) in x[j - off..j - off + len].iter().zip(&q[j..j + len]) {
-            part += a * *b as f32;
-        }
-        total += part * scales[g];
-    }
-    total
 }
 
 /// `out += a * dequant(q[off..off + out.len()])`.

@@ -2,7 +2,7 @@
 //! the same function as its `reference` twin (tests compare them); only the f32 summation
 //! order differs.
 
-use super::{reference, AttnShape, Kernels};
+use super::{reference, AttnShape, CacheQ8, Kernels, QueryQ8};
 use core::arch::x86_64::*;
 
 /// The AVX2 kernel set, if this CPU has AVX2 and FMA.
@@ -62,37 +62,44 @@ fn swiglu(h1: &mut [f32], h3: &[f32]) {
     unsafe { swiglu_avx2(h1, h3) }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn attention_q8(
     out: &mut [f32],
-    q: &[f32],
-    keys: &[i8],
-    key_scales: &[f32],
-    values: &[i8],
-    value_scales: &[f32],
+    query: QueryQ8<'_>,
+    cache: CacheQ8<'_>,
     att: &mut [f32],
     shape: AttnShape,
     group: usize,
 ) {
     let AttnShape { head_size: hs, kv_dim, .. } = shape;
-    let positions = keys.len() / kv_dim;
+    let n_heads = query.q.len() / hs;
+    let positions = cache.keys.len() / kv_dim;
     let ng = kv_dim.div_ceil(group);
-    // The fast path wants each head inside one scale group.
-    if !(hs.is_multiple_of(8) && hs <= group && group.is_multiple_of(hs)) {
-        return reference::attention_q8(out, q, keys, key_scales, values, value_scales, att, shape, group);
+    check_attention(out, query.q, cache.keys.len(), cache.values.len(), att, shape);
+    assert!(
+        cache.key_scales.len() >= positions * ng
+            && cache.value_scales.len() >= positions * ng
+            && query.qq.len() >= query.q.len()
+            && query.qs.len() >= query.q.len().div_ceil(group)
+    );
+    if hs == 8 && group == 32 && kv_dim.is_multiple_of(32) && n_heads.is_multiple_of(8) {
+        // SAFETY: as above; the shape is the one this kernel is written for.
+        return unsafe { attention_q8_hs8_avx2(out, query, cache, att, shape) };
     }
-    check_attention(out, q, keys.len(), values.len(), att, shape);
-    assert!(key_scales.len() >= positions * ng && value_scales.len() >= positions * ng);
-    let cache = Cache {
-        keys: keys.as_ptr() as *const u8,
-        values: values.as_ptr() as *const u8,
-        key_scales: key_scales.as_ptr(),
-        value_scales: value_scales.as_ptr(),
+    // Otherwise the f32 block kernel on the dequantized query, if each head lies inside one
+    // scale group.
+    if !(hs.is_multiple_of(8) && hs <= group && group.is_multiple_of(hs)) {
+        return reference::attention_q8(out, query, cache, att, shape, group);
+    }
+    let rows = Cache {
+        keys: cache.keys.as_ptr() as *const u8,
+        values: cache.values.as_ptr() as *const u8,
+        key_scales: cache.key_scales.as_ptr(),
+        value_scales: cache.value_scales.as_ptr(),
         ng,
         group,
     };
     // SAFETY: as above; the cache holds `positions` rows of `kv_dim` int8 values and `ng` scales.
-    unsafe { attention_blocks_avx2::<true>(out, q, positions, cache, att, shape) }
+    unsafe { attention_blocks_avx2::<true>(out, query.q, positions, rows, att, shape) }
 }
 
 fn attention_f32(
@@ -527,6 +534,99 @@ unsafe fn attention_blocks_avx2<const INT8: bool>(
     }
 }
 
+/// Int8 attention for heads of eight values (stories260K's shape), scores as int8 dot products.
+/// A 32-byte key chunk holds four KV heads; a "quad" is the four query heads that read one chunk
+/// (one per KV head, the same replica of each group). `maddubs` multiplies a quad's query bytes
+/// with the chunk and `hadd` pairs two quads into the scores of eight heads, lane order
+/// [A0 A1 B0 B1 A2 A3 B2 B3]. A chunk is one scale group, so each lane's score is
+/// `isum * query scale * key scale`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attention_q8_hs8_avx2(
+    out: &mut [f32],
+    query: QueryQ8<'_>,
+    cache: CacheQ8<'_>,
+    att: &mut [f32],
+    shape: AttnShape,
+) {
+    let AttnShape { kv_dim, kv_mul, .. } = shape;
+    let n_heads = query.q.len() / 8;
+    let positions = cache.keys.len() / kv_dim;
+    let ng = kv_dim / 32;
+    let ones = _mm256_set1_epi16(1);
+    let a = att.as_mut_ptr();
+    let (kp, vp) = (cache.keys.as_ptr(), cache.values.as_ptr());
+    // Query head in slot j of quad u.
+    let quad_head = |u: usize, j: usize| (4 * (u / kv_mul) + j) * kv_mul + u % kv_mul;
+    for block in 0..n_heads / 8 {
+        let (ua, ub) = (2 * block, 2 * block + 1);
+        let (ca, cb) = (ua / kv_mul, ub / kv_mul);
+        let lane_head = [
+            quad_head(ua, 0),
+            quad_head(ua, 1),
+            quad_head(ub, 0),
+            quad_head(ub, 1),
+            quad_head(ua, 2),
+            quad_head(ua, 3),
+            quad_head(ub, 2),
+            quad_head(ub, 3),
+        ];
+        let mut bytes = [[0i8; 32]; 2];
+        for (quad, b) in [ua, ub].into_iter().zip(bytes.iter_mut()) {
+            for (j, slot) in b.chunks_exact_mut(8).enumerate() {
+                let h = quad_head(quad, j);
+                slot.copy_from_slice(&query.qq[h * 8..h * 8 + 8]);
+            }
+        }
+        let qa = _mm256_loadu_si256(bytes[0].as_ptr() as *const __m256i);
+        let qb = _mm256_loadu_si256(bytes[1].as_ptr() as *const __m256i);
+        let (abs_a, abs_b) = (_mm256_sign_epi8(qa, qa), _mm256_sign_epi8(qb, qb));
+        let lane_scale: [f32; 8] =
+            core::array::from_fn(|i| query.qs[lane_head[i] * 8 / 32] / libm::sqrtf(8.0));
+        let qscale = _mm256_loadu_ps(lane_scale.as_ptr());
+        // Lanes 2, 3, 6, 7 come from quad B (and its key chunk).
+        const FROM_B: i32 = 0b1100_1100;
+        let mut maxv = _mm256_set1_ps(f32::NEG_INFINITY);
+        for t in 0..positions {
+            let row = kp.add(t * kv_dim);
+            let ka = _mm256_loadu_si256(row.add(ca * 32) as *const __m256i);
+            let kb = _mm256_loadu_si256(row.add(cb * 32) as *const __m256i);
+            let da = _mm256_madd_epi16(_mm256_maddubs_epi16(abs_a, _mm256_sign_epi8(ka, qa)), ones);
+            let db = _mm256_madd_epi16(_mm256_maddubs_epi16(abs_b, _mm256_sign_epi8(kb, qb)), ones);
+            let isum = _mm256_cvtepi32_ps(_mm256_hadd_epi32(da, db));
+            let s = cache.key_scales.as_ptr().add(t * ng);
+            let ks =
+                _mm256_blend_ps::<FROM_B>(_mm256_broadcast_ss(&*s.add(ca)), _mm256_broadcast_ss(&*s.add(cb)));
+            let sc = _mm256_mul_ps(_mm256_mul_ps(isum, qscale), ks);
+            maxv = _mm256_max_ps(maxv, sc);
+            _mm256_storeu_ps(a.add(t * 8), sc);
+        }
+        let mut sumv = _mm256_setzero_ps();
+        for t in 0..positions {
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(a.add(t * 8)), maxv));
+            sumv = _mm256_add_ps(sumv, e);
+            let s = cache.value_scales.as_ptr().add(t * ng);
+            let vs =
+                _mm256_blend_ps::<FROM_B>(_mm256_broadcast_ss(&*s.add(ca)), _mm256_broadcast_ss(&*s.add(cb)));
+            _mm256_storeu_ps(a.add(t * 8), _mm256_mul_ps(e, vs));
+        }
+        let mut inv = [0.0f32; 8];
+        _mm256_storeu_ps(inv.as_mut_ptr(), _mm256_div_ps(_mm256_set1_ps(1.0), sumv));
+        let off: [usize; 8] = core::array::from_fn(|i| (lane_head[i] / kv_mul) * 8);
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for t in 0..positions {
+            let w = a.add(t * 8);
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let v = load_i8x8(vp.add(t * kv_dim + off[i]));
+                *acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*w.add(i)), v, *acc);
+            }
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            let o = out.as_mut_ptr().add(lane_head[i] * 8);
+            _mm256_storeu_ps(o, _mm256_mul_ps(*acc, _mm256_set1_ps(inv[i])));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,8 +718,14 @@ mod tests {
                 crate::quant::quantize_row(&keys[r.clone()], &mut kq[r.clone()], &mut ksc[sr.clone()], 32);
                 crate::quant::quantize_row(&values[r.clone()], &mut vq[r], &mut vsc[sr], 32);
             }
-            (k.attention_q8)(&mut a, &q, &kq, &ksc, &vq, &vsc, &mut att, shape, 32);
-            reference::attention_q8(&mut b, &q, &kq, &ksc, &vq, &vsc, &mut att, shape, 32);
+            let (mut qq, mut qsc, mut qd) =
+                (vec![0i8; q.len()], vec![0.0; q.len().div_ceil(32)], vec![0.0; q.len()]);
+            crate::quant::quantize_row(&q, &mut qq, &mut qsc, 32);
+            crate::quant::dequantize_row(&qq, &qsc, &mut qd, 32);
+            let query = QueryQ8 { q: &qd, qq: &qq, qs: &qsc };
+            let cache = CacheQ8 { keys: &kq, key_scales: &ksc, values: &vq, value_scales: &vsc };
+            (k.attention_q8)(&mut a, query, cache, &mut att, shape, 32);
+            reference::attention_q8(&mut b, query, cache, &mut att, shape, 32);
             close(&a, &b, 1e-5);
         }
     }
