@@ -282,6 +282,15 @@ fn halve(v: __m512) -> __m256 {
     _mm256_add_ps(_mm512_castps512_ps256(v), hi)
 }
 
+/// Sums each of eight i32 vectors: lane i of the result is the sum of `v[i]`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hsum8_epi32(v: &[__m256i; 8]) -> __m256i {
+    let a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    let b = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31))
+}
+
 #[target_feature(enable = "avx2,fma")]
 unsafe fn matvec_q8_avx2(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32]) {
     const G: usize = 32;
@@ -289,25 +298,42 @@ unsafe fn matvec_q8_avx2(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: 
     let full = n / G;
     let ng = n.div_ceil(G);
     let tail = &xq[full * G..];
+    // The row's short last group as a whole group: x zero-padded, so the 32 bytes read from w
+    // (running into the next row) contribute nothing. Allowed while the read stays inside wq.
+    let mut xpad = [0i8; G];
+    xpad[..tail.len()].copy_from_slice(tail);
+    let x_at = |g: usize| if g < full { xq.as_ptr().add(g * G) } else { xpad.as_ptr() };
+    let groups_for = |last_row: usize| {
+        if full < ng && last_row * n + full * G + G > wq.len() {
+            full
+        } else {
+            ng
+        }
+    };
     let (wp, sp) = (wq.as_ptr(), ws.as_ptr());
+    let row_scales = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let row_scales = _mm256_mullo_epi32(row_scales, _mm256_set1_epi32(ng as i32));
     let mut r = 0;
-    // Eight rows at a time share each load of x and one transposing sum at the end.
+    // Eight rows at a time: their i32 group sums are reduced together, converted once and
+    // scaled by the eight rows' scales for that group.
     while r + 8 <= out.len() {
-        let mut acc = [_mm256_setzero_ps(); 8];
-        for g in 0..full {
-            let x = _mm256_loadu_si256(xq.as_ptr().add(g * G) as *const __m256i);
+        let groups = groups_for(r + 7);
+        let mut acc = _mm256_setzero_ps();
+        for g in 0..groups {
+            let x = _mm256_loadu_si256(x_at(g) as *const __m256i);
             let ax = _mm256_sign_epi8(x, x);
-            let xsg = *xs.get_unchecked(g);
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let p32 = dot_group(wp.add((r + i) * n + g * G), x, ax);
-                let scale = _mm256_set1_ps(*sp.add((r + i) * ng + g) * xsg);
-                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), scale, *acc);
+            let mut d = [_mm256_setzero_si256(); 8];
+            for (i, d) in d.iter_mut().enumerate() {
+                *d = dot_group(wp.add((r + i) * n + g * G), x, ax);
             }
+            let scales = _mm256_i32gather_ps::<4>(sp.add(r * ng + g), row_scales);
+            let scales = _mm256_mul_ps(scales, _mm256_set1_ps(*xs.get_unchecked(g)));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hsum8_epi32(&d)), scales, acc);
         }
         let mut res = [0.0f32; 8];
-        _mm256_storeu_ps(res.as_mut_ptr(), hsum8(&acc));
-        for (i, v) in res.iter_mut().enumerate() {
-            if full < ng {
+        _mm256_storeu_ps(res.as_mut_ptr(), acc);
+        if groups < ng {
+            for (i, v) in res.iter_mut().enumerate() {
                 let isum = dot_tail(wp.add((r + i) * n + full * G), tail);
                 *v += isum as f32 * (*sp.add((r + i) * ng + full) * *xs.get_unchecked(full));
             }
