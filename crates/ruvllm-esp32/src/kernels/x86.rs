@@ -560,6 +560,16 @@ unsafe fn attention_blocks_avx2<const INT8: bool>(
     }
 }
 
+/// 32 int8 values as four vectors of eight f32.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn widen_chunk(p: *const i8) -> [__m256; 4] {
+    let lo = _mm_loadu_si128(p as *const __m128i);
+    let hi = _mm_loadu_si128(p.add(16) as *const __m128i);
+    let f = |x: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x));
+    [f(lo), f(_mm_srli_si128::<8>(lo)), f(hi), f(_mm_srli_si128::<8>(hi))]
+}
+
 /// Int8 attention for heads of eight values (stories260K's shape), scores as int8 dot products.
 /// A 32-byte key chunk holds four KV heads; a "quad" is the four query heads that read one chunk
 /// (one per KV head, the same replica of each group). `maddubs` multiplies a quad's query bytes
@@ -637,12 +647,17 @@ unsafe fn attention_q8_hs8_avx2(
         }
         let mut inv = [0.0f32; 8];
         _mm256_storeu_ps(inv.as_mut_ptr(), _mm256_div_ps(_mm256_set1_ps(1.0), sumv));
-        let off: [usize; 8] = core::array::from_fn(|i| (lane_head[i] / kv_mul) * 8);
+        // Values: each 32-byte chunk is widened to four f32 vectors (one per KV head) once per
+        // position and shared by the lanes that read it; lane i reads slot [0,1,0,1,2,3,2,3][i]
+        // of chunk A's or B's.
         let mut acc = [_mm256_setzero_ps(); 8];
         for t in 0..positions {
             let w = a.add(t * 8);
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let v = load_i8x8(vp.add(t * kv_dim + off[i]));
+            let row = vp.add(t * kv_dim);
+            let va = widen_chunk(row.add(ca * 32));
+            let vb = if cb == ca { va } else { widen_chunk(row.add(cb * 32)) };
+            let lanes = [va[0], va[1], vb[0], vb[1], va[2], va[3], vb[2], vb[3]];
+            for (i, (acc, v)) in acc.iter_mut().zip(lanes).enumerate() {
                 *acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*w.add(i)), v, *acc);
             }
         }
