@@ -6,7 +6,7 @@ shared machine falls on both alike; the figure is the ratio of median wall times
 llama2.c is not part of this repository: build it yourself from https://github.com/karpathy/llama2.c
 with `gcc -Ofast -march=native -o run run.c -lm` and pass its path.
 
-usage: scripts/compare_llama2c.py /path/to/llama2c/run [--runs 40] [--steps 256]
+usage: scripts/compare_llama2c.py /path/to/llama2c/run [--runs 40] [--steps 256] [--cpu N]
 """
 import argparse
 import os
@@ -39,6 +39,9 @@ def main():
     ap.add_argument("--prompt", default="Once upon a time")
     ap.add_argument("--model", default=os.path.join(SHARED, "stories260K.bin"))
     ap.add_argument("--tokenizer", default=os.path.join(SHARED, "tok512.bin"))
+    ap.add_argument("--cpu", type=int, default=None,
+                    help="pin every run to this CPU (taskset): on a VM whose vCPUs differ in "
+                         "speed, both programs then meet the same CPU")
     a = ap.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
@@ -60,6 +63,8 @@ def main():
         "ruvllm gen .gguf f32": [ours, "gen", "-m", images["f32"], "-p", a.prompt, "-n", steps],
         "ruvllm gen .gguf q8": [ours, "gen", "-m", images["q8"], "-p", a.prompt, "-n", steps],
     }
+    if a.cpu is not None:
+        cmds = {k: ["taskset", "-c", str(a.cpu)] + c for k, c in cmds.items()}
     times = {k: [] for k in cmds}
     loop = {k: [] for k in cmds}
     outputs = {}
@@ -72,7 +77,8 @@ def main():
     ref = outputs["llama2.c run (fp32)"]
     base = statistics.median(times["llama2.c run (fp32)"])
     base_loop = statistics.median(loop["llama2.c run (fp32)"])
-    print(f"{a.runs} alternating runs each, {a.steps} positions, prompt {a.prompt!r}")
+    pinned = f", pinned to CPU {a.cpu}" if a.cpu is not None else ""
+    print(f"{a.runs} alternating runs each, {a.steps} positions, prompt {a.prompt!r}{pinned}")
     print("whole process = wall time of the command; loop = the 'achieved tok/s' it reports")
     print(f"{'program':<26} {'median ms':>10} {'tok/s':>8} {'speedup':>8} "
           f"{'loop tok/s':>11} {'speedup':>8}  output")
