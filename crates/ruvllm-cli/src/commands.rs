@@ -92,8 +92,9 @@ pub fn gen(
         return Err(e).context("writing to stdout");
     }
     let total = (end - start).as_secs_f64();
-    eprintln!(
-        "achieved tok/s: {:.1} ({} positions in {:.2} ms; prompt {} tokens, generated {}; {} {})",
+    // One write: stderr is unbuffered and would otherwise get a syscall per fragment.
+    let line = format!(
+        "achieved tok/s: {:.1} ({} positions in {:.2} ms; prompt {} tokens, generated {}; {} {})\n",
         (stats.prompt_tokens - 1 + stats.generated) as f64 / total.max(1e-9),
         stats.prompt_tokens - 1 + stats.generated,
         total * 1e3,
@@ -102,6 +103,7 @@ pub fn gen(
         model.precision.name(),
         kernels.name,
     );
+    let _ = std::io::stderr().write_all(line.as_bytes());
     Ok(())
 }
 
