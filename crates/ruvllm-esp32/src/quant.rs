@@ -47,6 +47,25 @@ pub fn round_to_i8(v: f32) -> i8 {
     r as i8
 }
 
+/// [`quantize_row`] for fixed-point input, with only integer arithmetic (the FPU-free path):
+/// the same rule, `q = round(x / (amax / 127))` rounded half away from zero, here computed
+/// exactly as `round(127 x / amax)`. `amax` gets each group's `max|x|` in the input's units.
+pub fn quantize_row_fixed(x: &[i32], q: &mut [i8], amax: &mut [u32], group: usize) {
+    for ((xg, qg), a) in x.chunks(group).zip(q.chunks_mut(group)).zip(amax.iter_mut()) {
+        let m = xg.iter().fold(0u32, |m, v| m.max(v.unsigned_abs()));
+        *a = m;
+        // Keep 254 * |x| + m inside u32 so each value costs one native 32-bit division; only
+        // groups above 2^24 units (256.0 in Q16.16) lose low bits, 2^-24 of their range.
+        let sh = (32 - m.leading_zeros()).saturating_sub(24);
+        let den = (m >> sh).max(1);
+        for (qv, xv) in qg.iter_mut().zip(xg) {
+            let num = (xv.unsigned_abs() >> sh).min(den);
+            let r = ((254 * num + den) / (2 * den)) as i8;
+            *qv = if *xv < 0 { -r } else { r };
+        }
+    }
+}
+
 /// Inverse of [`quantize_row`].
 pub fn dequantize_row(q: &[i8], scales: &[f32], out: &mut [f32], group: usize) {
     for ((qg, og), s) in q.chunks(group).zip(out.chunks_mut(group)).zip(scales) {
@@ -93,6 +112,37 @@ mod tests {
         assert_eq!(round_to_i8(f32::NAN), 0);
         assert_eq!(round_to_i8(f32::INFINITY), 127);
         assert_eq!(round_to_i8(-1e30), -127);
+    }
+
+    #[test]
+    fn fixed_quantization_follows_the_same_rule() {
+        // Against round(127 x / amax) in f64, halves away from zero, including a group whose
+        // maximum is i32::MIN (|x| = 2^31) and an all-zero group.
+        let mut x = [0i32; 96];
+        for (i, v) in x.iter_mut().enumerate() {
+            *v = ((i as i64 * 7919 - 300_000) * (i as i64 % 5 + 1)) as i32;
+        }
+        x[40] = i32::MIN;
+        x[41] = i32::MAX;
+        x[64..].fill(0);
+        let (mut q, mut a) = ([0i8; 96], [0u32; 3]);
+        quantize_row_fixed(&x, &mut q, &mut a, 32);
+        for g in 0..2 {
+            let amax = x[g * 32..g * 32 + 32].iter().map(|v| (*v as i64).abs()).max().unwrap();
+            assert_eq!(a[g] as i64, amax);
+            for i in g * 32..g * 32 + 32 {
+                let want = libm::round(127.0 * x[i] as f64 / amax as f64) as i8;
+                // Groups above 2^24 drop low bits before dividing: off by one at most.
+                let tol = if amax >= 1 << 24 { 1 } else { 0 };
+                assert!((q[i] as i32 - want as i32).abs() <= tol, "{i}: {} vs {want}", q[i]);
+            }
+        }
+        assert_eq!(a[2], 0);
+        assert!(q[64..].iter().all(|v| *v == 0));
+        // Exact halves: 127 * 1 / 254 = 0.5 rounds away from zero.
+        let (mut q, mut a) = ([0i8; 2], [0u32; 1]);
+        quantize_row_fixed(&[254, -1], &mut q, &mut a, 32);
+        assert_eq!(q, [127, -1]);
     }
 
     #[test]

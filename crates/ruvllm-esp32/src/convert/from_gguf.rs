@@ -78,7 +78,7 @@ fn tensor(g: &Gguf, name: &str, rows: usize, cols: usize, group: usize) -> Resul
             }
             out
         }
-        GgmlType::Other(_) => {
+        GgmlType::I32 | GgmlType::Other(_) => {
             return Err(Error::Unsupported { what: "tensor type (only F32, F16, Q8_0, I8)" })
         }
     };

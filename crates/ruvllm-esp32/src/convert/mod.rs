@@ -16,6 +16,8 @@
 //! * Tensors (llama.cpp names, dims ne0 = columns = in-features, ne1 = rows): `token_embd`,
 //!   `blk.{i}.attn_norm|attn_q|attn_k|attn_v|attn_output|ffn_norm|ffn_gate|ffn_down|ffn_up`,
 //!   `output_norm`, and `output` only when the classifier is not shared; all `.weight`.
+//!   `ruvllm.rope` (I32, dims `[2, head_size / 2, seq_len]`): `(cos, sin)` of each position's
+//!   rotation angles in Q1.30, for the integer forward pass.
 //!   Norms are F32. With [`Quant::Q8`] each matrix is an I8 tensor plus `<name>.scale`, F32 of
 //!   dims `[ceil(cols / GROUP), rows]`: groups run along each row and never cross rows.
 //! * Tokenizer: `tokenizer.ggml.model` = "llama", `.tokens` (raw piece bytes, spaces as plain
@@ -193,6 +195,7 @@ impl HostModel {
         if let Some(o) = &self.output {
             add_matrix(&mut w, "output.weight", o, c.vocab_size, d, quant)?;
         }
+        add_rope_table(&mut w, c)?;
         Ok(w.finish())
     }
 }
@@ -229,6 +232,25 @@ fn add_matrix(
             w.add_tensor(&format!("{name}.scale"), &[g as u64, rows as u64], GgmlType::F32, f32_bytes(&s))
         }
     }
+}
+
+/// `ruvllm.rope`: cos/sin of every position and frequency in Q1.30, computed in f64 here so
+/// the integer forward pass needs no trigonometry (nor any float) on the chip.
+fn add_rope_table(w: &mut GgufWriter, c: &Config) -> Result<()> {
+    let hs = c.head_size();
+    let one = (1u64 << crate::model::ROPE_FRAC) as f64;
+    let mut data = Vec::with_capacity(mul(mul(c.seq_len, hs)?, 4)?);
+    for pos in 0..c.seq_len {
+        for i in 0..hs / 2 {
+            let freq = 1.0 / libm::pow(c.rope_theta as f64, (2 * i) as f64 / hs as f64);
+            let angle = pos as f64 * freq;
+            for v in [libm::cos(angle), libm::sin(angle)] {
+                data.extend_from_slice(&(libm::round(v * one) as i32).to_le_bytes());
+            }
+        }
+    }
+    let dims = [2, (hs / 2) as u64, c.seq_len as u64];
+    w.add_tensor(crate::model::ROPE_TENSOR, &dims, GgmlType::I32, data)
 }
 
 /// Tokenizer metadata plus `ruvllm.tokenizer.index` (piece offsets, then ids sorted by piece

@@ -33,6 +33,8 @@ pub enum GgmlType {
     F16,
     Q8_0,
     I8,
+    /// Used for the fixed-point RoPE table of the integer path (`ruvllm.rope`).
+    I32,
     Other(u32),
 }
 
@@ -48,6 +50,7 @@ impl GgmlType {
             GgmlType::F16 => 1,
             GgmlType::Q8_0 => 8,
             GgmlType::I8 => 24,
+            GgmlType::I32 => 26,
             GgmlType::Other(id) => id,
         }
     }
@@ -58,6 +61,7 @@ impl GgmlType {
             1 => GgmlType::F16,
             8 => GgmlType::Q8_0,
             24 => GgmlType::I8,
+            26 => GgmlType::I32,
             other => GgmlType::Other(other),
         }
     }
@@ -573,6 +577,12 @@ impl<'a> Gguf<'a> {
             Err(Error::Checksum { stored, computed })
         }
     }
+}
+
+/// Zero-copy `i32` view of little-endian tensor bytes (same rules as [`as_f32`]).
+pub fn as_i32(bytes: &[u8]) -> Result<&[i32]> {
+    let words = as_f32(bytes)?;
+    Ok(bytemuck::cast_slice(words))
 }
 
 /// Zero-copy `f32` view of little-endian tensor bytes.

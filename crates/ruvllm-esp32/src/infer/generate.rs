@@ -1,7 +1,7 @@
 //! Text generation the way llama2.c's `run` does it: the prompt's tokens are forced, then the
 //! sampler picks, and each token's text is emitted as soon as it is known.
 
-use super::State;
+use super::{IntState, Step};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::sample::{ProbIndex, Sampler};
@@ -23,19 +23,44 @@ pub struct GenStats {
 #[allow(clippy::too_many_arguments)]
 pub fn generate<const L: usize>(
     model: &Model<'_, L>,
-    state: &mut State<'_>,
+    state: &mut impl Step<Logit = f32>,
     sampler: &mut Sampler,
     scratch: &mut [ProbIndex],
     prompt: &[u32],
     steps: usize,
+    on_token: impl FnMut(&[u8], bool),
+) -> Result<GenStats> {
+    run(model, state, prompt, steps, |logits| sampler.sample(logits, scratch), on_token)
+}
+
+/// [`generate`] on the integer path, greedy: the next token is the largest fixed-point logit
+/// (the first one on a tie, like the sampler's argmax), so the text is the same on every
+/// machine.
+pub fn generate_int<const L: usize>(
+    model: &Model<'_, L>,
+    state: &mut IntState<'_>,
+    prompt: &[u32],
+    steps: usize,
+    on_token: impl FnMut(&[u8], bool),
+) -> Result<GenStats> {
+    run(model, state, prompt, steps, |logits| super::integer::argmax(logits), on_token)
+}
+
+/// The loop both share: prompt tokens are forced, then `pick` chooses from the logits.
+fn run<S: Step, const L: usize>(
+    model: &Model<'_, L>,
+    state: &mut S,
+    prompt: &[u32],
+    steps: usize,
+    mut pick: impl FnMut(&mut [S::Logit]) -> u32,
     mut on_token: impl FnMut(&[u8], bool),
 ) -> Result<GenStats> {
     let vocab = &model.vocab;
     let Some(&first) = prompt.first() else {
         return Err(Error::Invalid { what: "empty prompt (it must hold at least BOS)" });
     };
-    if steps > state.seq_len() {
-        return Err(Error::ContextFull { need: steps, capacity: state.seq_len() });
+    if steps > state.capacity() {
+        return Err(Error::ContextFull { need: steps, capacity: state.capacity() });
     }
     if prompt.len() > steps {
         return Err(Error::ContextFull { need: prompt.len(), capacity: steps });
@@ -45,12 +70,12 @@ pub fn generate<const L: usize>(
     for pos in 0..steps {
         let forced = pos + 1 < prompt.len();
         let next = if forced {
-            state.prefill(model, token, pos)?;
+            state.prefill_token(model, token, pos)?;
             prompt[pos + 1]
         } else {
-            let logits = state.forward(model, token, pos)?;
+            let logits = state.logits(model, token, pos)?;
             stats.generated += 1;
-            sampler.sample(logits, scratch)
+            pick(logits)
         };
         if next == vocab.bos() {
             break;

@@ -4,13 +4,52 @@
 
 mod eval;
 mod generate;
+pub mod integer;
 
-pub use eval::{nll, score, Score};
-pub use generate::{generate, GenStats};
+pub use eval::{nll, score, LogitValue, Score};
+pub use generate::{generate, generate_int, GenStats};
+pub use integer::IntState;
 
 use crate::error::{Error, Result};
 use crate::kernels::{reference, AttnShape, CacheQ8, Kernels, QueryQ8};
 use crate::model::{Config, Matrix, Model, Precision};
+
+/// One forward pass over a model, as the shared generation and scoring loops see it: the f32 /
+/// q8 [`State`] and the integer [`IntState`] both implement it.
+pub trait Step {
+    /// One logit: `f32`, or the integer path's Q16.16 `i32`.
+    type Logit: Copy;
+
+    /// Positions this state can hold.
+    fn capacity(&self) -> usize;
+
+    /// Runs a token whose logits nobody reads (a prompt token).
+    fn prefill_token<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()>;
+
+    /// Runs a token and returns the logits for the next one.
+    fn logits<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        token: u32,
+        pos: usize,
+    ) -> Result<&mut [Self::Logit]>;
+}
+
+impl Step for State<'_> {
+    type Logit = f32;
+
+    fn capacity(&self) -> usize {
+        self.seq_len
+    }
+
+    fn prefill_token<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
+        self.prefill(model, token, pos)
+    }
+
+    fn logits<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [f32]> {
+        self.forward(model, token, pos)
+    }
+}
 
 /// The key/value cache: f32 for the f32 path, int8 with per-group scales for the INT8 path
 /// (a quarter of the RAM, which is what lets a 512-token context fit an ESP32-C3).

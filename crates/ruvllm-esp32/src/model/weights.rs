@@ -8,6 +8,11 @@ use crate::tokenizer::Vocab;
 /// Most layers a [`Model`] can hold by default; firmware picks a smaller bound to save RAM.
 pub const DEFAULT_MAX_LAYERS: usize = 64;
 
+/// Name of the optional fixed-point RoPE table the integer forward pass needs.
+pub const ROPE_TENSOR: &str = "ruvllm.rope";
+/// Fractional bits of that table: Q1.30 in i32, so cos 1.0 is exactly `1 << 30`.
+pub const ROPE_FRAC: u32 = 30;
+
 /// Numeric format of a model's matrices (norms are always f32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
@@ -99,6 +104,9 @@ pub struct Model<'a, const MAX_LAYERS: usize = DEFAULT_MAX_LAYERS> {
     /// The classifier: the embedding table itself when shared.
     pub output: Matrix<'a>,
     pub vocab: Vocab<'a>,
+    /// [`ROPE_TENSOR`]: `[seq_len][head_size / 2]` pairs `(cos, sin)` in Q1.30, computed on the
+    /// host in f64. Only the integer path reads it; images written before it existed lack it.
+    pub rope: Option<&'a [i32]>,
     /// The image's checksum was present and verified.
     pub checksum_verified: bool,
 }
@@ -208,6 +216,7 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
             output_norm: vector(g, "output_norm.weight", d)?,
             output,
             vocab,
+            rope: rope_table(g, &config)?,
             checksum_verified,
         })
     }
@@ -226,6 +235,18 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
         }
         total
     }
+}
+
+/// The optional RoPE table, checked against the config so per-token code can index it freely.
+fn rope_table<'a>(g: &Gguf<'a>, c: &Config) -> Result<Option<&'a [i32]>> {
+    let Some(t) = g.tensor(ROPE_TENSOR) else {
+        return Ok(None);
+    };
+    check_dims(&t, &[2, c.head_size() / 2, c.seq_len])?;
+    if t.ty != GgmlType::I32 {
+        return Err(Error::Invalid { what: "RoPE table that is not I32" });
+    }
+    gguf::as_i32(t.data).map(Some)
 }
 
 fn layer_name(name: &mut heapless::String<64>, l: usize, suffix: &str) -> Result<()> {

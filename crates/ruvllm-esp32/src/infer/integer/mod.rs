@@ -1,0 +1,423 @@
+//! The integer-only forward pass, for chips without an FPU (ESP32-C3/C6), where every float
+//! operation is a soft-float library call. Nothing in the per-token code computes with floats,
+//! so the host and the chip produce the same logits bit for bit.
+//!
+//! Number formats:
+//! - activations (residual stream, q, k, v, FFN) and logits: Q16.16 in i32 ([`FRAC`]);
+//! - every matmul input quantized to int8 in groups of 32 exactly like the q8 path
+//!   (`amax / 127`, round half away from zero), int8 x int8 summed in i32 per group;
+//! - scales (the image's f32 group scales and norm weights, decoded from their bits, and the
+//!   activations' `amax / 127`) as [`Scale`]: a 16-bit mantissa and a power of two, so a
+//!   weight scale times an activation scale is one 32-bit product and each group's i32 sum
+//!   times that one 64-bit product, accumulated per row in i64 with 32 fractional bits;
+//! - KV cache: int8 with one packed [`Scale`] per group of 32 per position;
+//! - exp, sigmoid, softmax probabilities: Q2.30 from `const` tables; RoPE: the image's Q1.30
+//!   `ruvllm.rope` table; RMSNorm: integer square root of the mean square.
+
+mod fixed;
+mod tables;
+mod view;
+
+#[cfg(test)]
+mod tests;
+
+pub use fixed::{
+    argmax, exp_neg, inv_sqrt, isqrt, sat32, shr_round, sigmoid, swiglu, Scale, ACC, FRAC, P_FRAC,
+};
+pub use tables::{EXP2_NEG, SIGMOID};
+
+use super::Step;
+use crate::error::{Error, Result};
+use crate::model::{Model, ROPE_FRAC};
+use crate::quant::quantize_row_fixed;
+use view::{QMat, Shape};
+
+/// Buffer sizes in i32 words, the single source for sizing and carving.
+struct Plan {
+    words: [usize; 9],
+    xq: usize,
+    xs: usize,
+    kv: usize,
+    kv_scales: usize,
+}
+
+impl Plan {
+    fn new(s: &Shape, seq_len: usize) -> Plan {
+        let (d, h, kv) = (s.dim, s.hidden, s.kv_dim());
+        let widest = d.max(h);
+        Plan {
+            words: [d, d, d, d, kv, h, h, seq_len, s.vocab],
+            xq: widest,
+            xs: widest.div_ceil(s.group),
+            kv: s.n_layers * seq_len * kv,
+            kv_scales: s.n_layers * seq_len * kv.div_ceil(s.group),
+        }
+    }
+
+    fn len(&self) -> usize {
+        let i8_words = |n: usize| n.div_ceil(4);
+        self.words.iter().sum::<usize>() + i8_words(self.xq) + self.xs + 2 * (i8_words(self.kv) + self.kv_scales)
+    }
+}
+
+/// Hands out disjoint slices of the arena (nothing is cleared: each buffer is written before
+/// it is read).
+struct Carver<'s>(&'s mut [i32]);
+
+impl<'s> Carver<'s> {
+    fn i32(&mut self, n: usize) -> &'s mut [i32] {
+        let (head, tail) = core::mem::take(&mut self.0).split_at_mut(n);
+        self.0 = tail;
+        head
+    }
+
+    fn i8(&mut self, n: usize) -> &'s mut [i8] {
+        let words = self.i32(n.div_ceil(4));
+        &mut bytemuck::cast_slice_mut::<i32, i8>(words)[..n]
+    }
+}
+
+/// Activations and int8 KV cache of the integer path, carved from one caller-provided arena.
+pub struct IntState<'s> {
+    seq_len: usize,
+    shape: Shape,
+    /// RMSNorm epsilon in units of 2^-32 (the mean square's units).
+    eps: u64,
+    /// 1 / sqrt(head_size), folded into the query's scales.
+    attn_scale: Scale,
+    x: &'s mut [i32],
+    xb: &'s mut [i32],
+    xb2: &'s mut [i32],
+    q: &'s mut [i32],
+    kv_row: &'s mut [i32],
+    hb: &'s mut [i32],
+    hb2: &'s mut [i32],
+    att: &'s mut [i32],
+    logits: &'s mut [i32],
+    xq: &'s mut [i8],
+    xs: &'s mut [i32],
+    kc: &'s mut [i8],
+    ks: &'s mut [i32],
+    vc: &'s mut [i8],
+    vs: &'s mut [i32],
+}
+
+impl<'s> IntState<'s> {
+    /// Arena length in i32 words for a context of `seq_len` positions.
+    pub fn arena_len<const L: usize>(model: &Model<'_, L>, seq_len: usize) -> usize {
+        Plan::new(&view::shape(model), seq_len).len()
+    }
+
+    /// RAM in bytes for the activations and KV cache at `seq_len` positions.
+    pub fn ram_bytes<const L: usize>(model: &Model<'_, L>, seq_len: usize) -> usize {
+        Self::arena_len(model, seq_len) * 4
+    }
+
+    /// Builds the state in `arena` for up to `seq_len` positions. The model must be q8 with
+    /// the `ruvllm.rope` table (`Error::Unsupported` / `Error::Missing` otherwise).
+    pub fn new<const L: usize>(model: &Model<'_, L>, arena: &'s mut [i32], seq_len: usize) -> Result<Self> {
+        view::require(model)?;
+        if seq_len == 0 || seq_len > model.config.seq_len {
+            return Err(Error::ContextFull { need: seq_len, capacity: model.config.seq_len });
+        }
+        let shape = view::shape(model);
+        let plan = Plan::new(&shape, seq_len);
+        if arena.len() < plan.len() {
+            return Err(Error::BufferTooSmall { need: plan.len() * 4, have: arena.len() * 4 });
+        }
+        let eps = Scale::from_ieee_bits(view::eps_bits(model));
+        let eps = shr_round(eps.m as i64, -(eps.e + 32)).max(0) as u64;
+        let attn_scale = inv_sqrt(shape.head_size() as u64, 0);
+        let mut c = Carver(arena);
+        let [d0, d1, d2, d3, kv, h0, h1, att, voc] = plan.words;
+        let (x, xb, xb2, q, kv_row) = (c.i32(d0), c.i32(d1), c.i32(d2), c.i32(d3), c.i32(kv));
+        let (hb, hb2, att, logits) = (c.i32(h0), c.i32(h1), c.i32(att), c.i32(voc));
+        let (xq, xs) = (c.i8(plan.xq), c.i32(plan.xs));
+        let (kc, ks) = (c.i8(plan.kv), c.i32(plan.kv_scales));
+        let (vc, vs) = (c.i8(plan.kv), c.i32(plan.kv_scales));
+        Ok(IntState {
+            seq_len,
+            shape,
+            eps,
+            attn_scale,
+            x,
+            xb,
+            xb2,
+            q,
+            kv_row,
+            hb,
+            hb2,
+            att,
+            logits,
+            xq,
+            xs,
+            kc,
+            ks,
+            vc,
+            vs,
+        })
+    }
+
+    /// Positions this state can hold.
+    pub fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+
+    /// Runs `token` at `pos`; the logits for the next token, in Q16.16 (value = l / 65536).
+    pub fn forward<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&[i32]> {
+        self.step(model, token, pos, true)?;
+        Ok(self.logits)
+    }
+
+    /// Runs a prompt token whose logits nobody reads: the classifier is skipped.
+    pub fn prefill<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
+        self.step(model, token, pos, false)
+    }
+
+    fn step<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize, logits: bool) -> Result<()> {
+        let rope = view::require(model)?;
+        let s = self.shape;
+        if view::shape(model) != s {
+            return Err(Error::Invalid { what: "model does not match the integer state's shape" });
+        }
+        if token as usize >= s.vocab {
+            return Err(Error::Invalid { what: "token id outside the vocabulary" });
+        }
+        if pos >= self.seq_len {
+            return Err(Error::ContextFull { need: pos + 1, capacity: self.seq_len });
+        }
+        let (d, hs, kv_dim, g) = (s.dim, s.head_size(), s.kv_dim(), s.group);
+        let ng = kv_dim.div_ceil(g);
+        // Validated at load: [model seq_len][hs / 2][2], and pos < seq_len <= model seq_len.
+        let rope = &rope[pos * hs..(pos + 1) * hs];
+        embed(self.x, &view::qmat(&model.token_embd)?, token as usize, g);
+        for (l, layer) in model.layers.iter().enumerate() {
+            let w = view::layer(layer)?;
+            rmsnorm(self.xb, self.x, w.attn_norm, self.eps);
+            quantize(self.xb, self.xq, self.xs, g);
+            matvec(self.q, &w.wq, self.xq, self.xs, g);
+            let row = (l * self.seq_len + pos) * kv_dim;
+            let srow = (l * self.seq_len + pos) * ng;
+            let (krow, ksrow) = (&mut self.kc[row..row + kv_dim], &mut self.ks[srow..srow + ng]);
+            matvec(self.kv_row, &w.wk, self.xq, self.xs, g);
+            rotate(self.kv_row, rope);
+            quantize(self.kv_row, krow, ksrow, g);
+            let (vrow, vsrow) = (&mut self.vc[row..row + kv_dim], &mut self.vs[srow..srow + ng]);
+            matvec(self.kv_row, &w.wv, self.xq, self.xs, g);
+            quantize(self.kv_row, vrow, vsrow, g);
+            rotate(self.q, rope);
+            // The query in int8 too, with 1/sqrt(head_size) folded into its scales.
+            let (qq, qs) = (&mut self.xq[..d], &mut self.xs[..d.div_ceil(g)]);
+            quantize(self.q, qq, qs, g);
+            for p in qs.iter_mut() {
+                *p = Scale::unpack(*p).mul(self.attn_scale).pack();
+            }
+            let (start, n) = (l * self.seq_len, pos + 1);
+            let cache = Cache {
+                keys: &self.kc[start * kv_dim..(start + n) * kv_dim],
+                key_scales: &self.ks[start * ng..(start + n) * ng],
+                values: &self.vc[start * kv_dim..(start + n) * kv_dim],
+                value_scales: &self.vs[start * ng..(start + n) * ng],
+            };
+            attention(self.xb2, qq, qs, cache, &mut self.att[..n], &s);
+            quantize(self.xb2, self.xq, self.xs, g);
+            matvec(self.xb, &w.wo, self.xq, self.xs, g);
+            add(self.x, self.xb);
+            rmsnorm(self.xb, self.x, w.ffn_norm, self.eps);
+            quantize(self.xb, self.xq, self.xs, g);
+            matvec(self.hb, &w.w1, self.xq, self.xs, g);
+            matvec(self.hb2, &w.w3, self.xq, self.xs, g);
+            for (a, b) in self.hb.iter_mut().zip(self.hb2.iter()) {
+                *a = swiglu(*a, *b);
+            }
+            quantize(self.hb, self.xq, self.xs, g);
+            matvec(self.xb, &w.w2, self.xq, self.xs, g);
+            add(self.x, self.xb);
+        }
+        if logits {
+            rmsnorm(self.xb, self.x, view::bits(model.output_norm), self.eps);
+            quantize(self.xb, self.xq, self.xs, g);
+            matvec(self.logits, &view::qmat(&model.output)?, self.xq, self.xs, g);
+        }
+        Ok(())
+    }
+}
+
+impl Step for IntState<'_> {
+    type Logit = i32;
+
+    fn capacity(&self) -> usize {
+        self.seq_len
+    }
+
+    fn prefill_token<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
+        self.prefill(model, token, pos)
+    }
+
+    fn logits<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [i32]> {
+        self.step(model, token, pos, true)?;
+        Ok(self.logits)
+    }
+}
+
+/// One layer's int8 cache up to the current position.
+struct Cache<'a> {
+    keys: &'a [i8],
+    key_scales: &'a [i32],
+    values: &'a [i8],
+    value_scales: &'a [i32],
+}
+
+fn add(x: &mut [i32], y: &[i32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a = a.saturating_add(*b);
+    }
+}
+
+/// Quantizes `x` into the first `x.len()` bytes of `q` and one packed [`Scale`] per group.
+fn quantize(x: &[i32], q: &mut [i8], scales: &mut [i32], group: usize) {
+    let ng = x.len().div_ceil(group);
+    let (q, scales) = (&mut q[..x.len()], &mut scales[..ng]);
+    quantize_row_fixed(x, q, bytemuck::cast_slice_mut::<i32, u32>(scales), group);
+    for s in scales.iter_mut() {
+        *s = Scale::of_group(*s as u32, FRAC).pack();
+    }
+}
+
+/// Row `r` of the embedding, dequantized to Q16.16.
+fn embed(out: &mut [i32], m: &QMat<'_>, r: usize, group: usize) {
+    let (n, ng) = (m.cols, m.cols.div_ceil(group));
+    let (q, s) = (&m.q[r * n..(r + 1) * n], &m.s[r * ng..(r + 1) * ng]);
+    for ((og, qg), sb) in out.chunks_mut(group).zip(q.chunks(group)).zip(s) {
+        let sc = Scale::from_ieee_bits(*sb);
+        for (o, v) in og.iter_mut().zip(qg) {
+            *o = sat32(shr_round(*v as i64 * sc.m as i64, -(sc.e + FRAC as i32)));
+        }
+    }
+}
+
+/// `out = W x` in Q16.16, from the int8 activation `xq` with packed scales `xs`: each group's
+/// exact i32 sum times (weight scale x activation scale), summed in i64.
+fn matvec(out: &mut [i32], m: &QMat<'_>, xq: &[i8], xs: &[i32], group: usize) {
+    let n = m.cols;
+    let ng = n.div_ceil(group);
+    let (xq, xs) = (&xq[..n], &xs[..ng]);
+    for ((o, row), rs) in out.iter_mut().zip(m.q.chunks_exact(n)).zip(m.s.chunks_exact(ng)) {
+        let mut acc = 0i64;
+        for (((wg, xg), sw), sx) in row.chunks(group).zip(xq.chunks(group)).zip(rs).zip(xs) {
+            let mut isum = 0i32;
+            for (a, b) in wg.iter().zip(xg) {
+                isum += *a as i32 * *b as i32;
+            }
+            let (w, x) = (Scale::from_ieee_bits(*sw), Scale::unpack(*sx));
+            let t = isum as i64 * (w.m as i64 * x.m as i64);
+            acc = acc.saturating_add(shr_round(t, -(w.e + x.e + ACC)));
+        }
+        *o = sat32(shr_round(acc, ACC - FRAC as i32));
+    }
+}
+
+/// RMSNorm: `o = w * x / sqrt(mean(x^2) + eps)`, the root taken by [`inv_sqrt`].
+fn rmsnorm(o: &mut [i32], x: &[i32], w: &[u32], eps: u64) {
+    // x^2 of Q16.16 values is in units of 2^-32.
+    let ss = x.iter().fold(0u64, |s, v| s.saturating_add((*v as i64 * *v as i64) as u64));
+    let mean = ss / (x.len().max(1) as u64);
+    let inv = inv_sqrt(mean.saturating_add(eps), 32);
+    for ((o, x), wb) in o.iter_mut().zip(x).zip(w) {
+        let z = sat32(shr_round(*x as i64 * inv.m as i64, -inv.e));
+        let w = Scale::from_ieee_bits(*wb);
+        *o = sat32(shr_round(z as i64 * w.m as i64, -w.e));
+    }
+}
+
+/// RoPE over adjacent pairs, head by head, with this position's Q1.30 `(cos, sin)` pairs.
+fn rotate(v: &mut [i32], table: &[i32]) {
+    let sh = ROPE_FRAC as i32;
+    for head in v.chunks_exact_mut(table.len()) {
+        for (pair, cs) in head.chunks_exact_mut(2).zip(table.chunks_exact(2)) {
+            let (v0, v1, c, s) = (pair[0] as i64, pair[1] as i64, cs[0] as i64, cs[1] as i64);
+            pair[0] = sat32(shr_round((v0 * c).saturating_sub(v1 * s), sh));
+            pair[1] = sat32(shr_round((v0 * s).saturating_add(v1 * c), sh));
+        }
+    }
+}
+
+/// Softmax in place: Q16.16 scores in, Q2.30 probabilities out.
+fn softmax(att: &mut [i32]) {
+    let max = att.iter().fold(i32::MIN, |m, v| m.max(*v));
+    let mut sum = 0u64;
+    for a in att.iter_mut() {
+        let t = (max as i64 - *a as i64).min(u32::MAX as i64) as u32;
+        let e = exp_neg(t);
+        *a = e as i32;
+        sum += e as u64;
+    }
+    // The maximum contributes exactly 1.0, so sum >= 2^30 and r <= 2^32.
+    let r = (1u64 << 62) / sum.max(1);
+    for a in att.iter_mut() {
+        *a = ((*a as u64 * r) >> 32) as i32;
+    }
+}
+
+/// Splits `a..a + n` and `b..b + n` where either crosses a group boundary: yields (offset
+/// from the start, length) of runs that share one group on both sides.
+fn segments(a: usize, b: usize, n: usize, group: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut i = 0;
+    core::iter::from_fn(move || {
+        if i >= n {
+            return None;
+        }
+        let len = (group - (a + i) % group).min(group - (b + i) % group).min(n - i);
+        let seg = (i, len);
+        i += len;
+        Some(seg)
+    })
+}
+
+/// Attention for all heads at one position over the int8 cache; `att` has one slot per
+/// position. Segments are found once per head, not per position.
+fn attention(out: &mut [i32], qq: &[i8], qs: &[i32], cache: Cache<'_>, att: &mut [i32], s: &Shape) {
+    let (hs, kv_dim, g) = (s.head_size(), s.kv_dim(), s.group);
+    let ng = kv_dim.div_ceil(g);
+    let kv_mul = s.n_heads / s.n_kv_heads;
+    for (h, oh) in out.chunks_exact_mut(hs).enumerate().take(s.n_heads) {
+        let (qoff, koff) = (h * hs, (h / kv_mul) * hs);
+        att.fill(0);
+        for (i, len) in segments(qoff, koff, hs, g) {
+            let (a, b) = (qoff + i, koff + i);
+            let qv = &qq[a..a + len];
+            let sq = Scale::unpack(qs[a / g]);
+            let rows = cache.keys.chunks_exact(kv_dim).zip(cache.key_scales.chunks_exact(ng));
+            for (sc, (k, ks)) in att.iter_mut().zip(rows) {
+                let isum: i32 = qv.iter().zip(&k[b..b + len]).map(|(x, y)| *x as i32 * *y as i32).sum();
+                let sk = Scale::unpack(ks[b / g]);
+                let t = isum as i64 * (sq.m as i64 * sk.m as i64);
+                *sc = sc.saturating_add(sat32(shr_round(t, -(sq.e + sk.e + FRAC as i32))));
+            }
+        }
+        softmax(att);
+        // out = sum_t p_t v_t, a chunk of lanes at a time so the i64 sums stay on the stack.
+        const LANES: usize = 16;
+        for (i, len) in segments(koff, koff, hs, g) {
+            let (b, gi) = (koff + i, (koff + i) / g);
+            let mut c0 = 0;
+            while c0 < len {
+                let lanes = LANES.min(len - c0);
+                let mut acc = [0i64; LANES];
+                let rows = cache.values.chunks_exact(kv_dim).zip(cache.value_scales.chunks_exact(ng));
+                for (p, (v, vs)) in att.iter().zip(rows) {
+                    let sv = Scale::unpack(vs[gi]);
+                    // p (Q2.30) times the value scale, in units of 2^-ACC.
+                    let c = shr_round(*p as i64 * sv.m as i64, P_FRAC as i32 - ACC - sv.e);
+                    for (a, x) in acc.iter_mut().zip(&v[b + c0..b + c0 + lanes]) {
+                        *a = a.saturating_add(c.saturating_mul(*x as i64));
+                    }
+                }
+                for (o, a) in oh[i + c0..i + c0 + lanes].iter_mut().zip(acc) {
+                    *o = sat32(shr_round(a, ACC - FRAC as i32));
+                }
+                c0 += lanes;
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The integer primitives against f64 references, overflow edges, and the no-float rule.
+
+use super::*;
+
+fn scale_value(s: Scale) -> f64 {
+    s.m as f64 * libm::pow(2.0, s.e as f64)
+}
+
+#[test]
+fn isqrt_is_the_floor_root() {
+    for n in (0u64..5000).chain([u64::MAX, u64::MAX - 1, 1 << 62, (1 << 62) - 1, 1 << 32, (1 << 32) - 1]) {
+        let r = isqrt(n);
+        assert!(r.checked_mul(r).is_some_and(|sq| sq <= n), "{n}: {r}");
+        assert!((r + 1).checked_mul(r + 1).is_none_or(|sq| sq > n), "{n}: {r}");
+    }
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..10_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let r = isqrt(x) as u128;
+        assert!(r * r <= x as u128 && (r + 1) * (r + 1) > x as u128);
+    }
+}
+
+#[test]
+fn inv_sqrt_has_sixteen_bits() {
+    for v in [1u64, 2, 3, 42_950, 1 << 32, 12_345_678_901, u64::MAX >> 1, u64::MAX] {
+        let want = 1.0 / libm::sqrt(v as f64 / 4_294_967_296.0);
+        let got = scale_value(inv_sqrt(v, 32));
+        assert!((got / want - 1.0).abs() < 3e-5, "{v}: {got} vs {want}");
+    }
+    assert_eq!(inv_sqrt(0, 32), inv_sqrt(1, 32));
+}
+
+#[test]
+fn exp_table_error_is_tiny() {
+    let mut worst = 0.0f64;
+    for t in (0u32..(24 << 16)).step_by(37).chain([0, 1, u32::MAX]) {
+        let want = libm::exp(-(t as f64) / 65536.0);
+        let got = exp_neg(t) as f64 / (1u64 << 30) as f64;
+        worst = worst.max((got - want).abs());
+    }
+    assert!(worst < 2e-6, "max abs error {worst}");
+    assert_eq!(exp_neg(0), 1 << 30);
+    assert_eq!(EXP2_NEG[256], 1 << 29);
+}
+
+#[test]
+fn sigmoid_table_error_is_tiny() {
+    let mut worst = 0.0f64;
+    for x in (-(20i64 << 16)..(20 << 16)).step_by(101).chain([i32::MIN as i64, i32::MAX as i64]) {
+        let want = 1.0 / (1.0 + libm::exp(-(x as f64) / 65536.0));
+        let got = sigmoid(x as i32) as f64 / (1u64 << 30) as f64;
+        worst = worst.max((got - want).abs());
+    }
+    assert!(worst < 3e-5, "max abs error {worst}");
+    assert_eq!(SIGMOID[0], 1 << 29);
+}
+
+#[test]
+fn swiglu_matches_f64_and_saturates() {
+    for (a, b) in [(1.5f64, -2.0f64), (-3.0, 0.5), (0.0, 7.0), (10.0, 10.0)] {
+        let want = a / (1.0 + libm::exp(-a)) * b;
+        let got = swiglu((a * 65536.0) as i32, (b * 65536.0) as i32) as f64 / 65536.0;
+        assert!((got - want).abs() < 1e-3, "{a} {b}: {got} vs {want}");
+    }
+    assert_eq!(swiglu(i32::MAX, i32::MAX), i32::MAX);
+    assert_eq!(swiglu(i32::MAX, i32::MIN), i32::MIN);
+    assert_eq!(swiglu(i32::MIN, i32::MAX), 0);
+}
+
+#[test]
+fn scales_decode_from_ieee_bits() {
+    let cases = [
+        1.0f32,
+        -1.0,
+        0.0078125,
+        3.0e-3,
+        1.0 / 127.0,
+        123.456,
+        f32::MAX,
+        f32::MIN_POSITIVE,
+        f32::MIN_POSITIVE / 3.0, // subnormal
+        1.0e-45,                 // smallest subnormal
+        0.999_999_94,            // rounds up across a power of two
+    ];
+    for v in cases {
+        let s = Scale::from_ieee_bits(v.to_bits());
+        assert!(s.m.unsigned_abs() >> 15 == 1, "{v}: mantissa {} not normalized", s.m);
+        let got = scale_value(s);
+        assert!((got / v as f64 - 1.0).abs() <= 1.0 / 65536.0, "{v}: {got}");
+    }
+    assert_eq!(Scale::from_ieee_bits(0), Scale::ZERO);
+    assert_eq!(Scale::from_ieee_bits((-0.0f32).to_bits()).m, 0);
+    // Infinity and NaN saturate to the largest magnitude instead of misbehaving.
+    let inf = Scale::from_ieee_bits(f32::INFINITY.to_bits());
+    assert!(scale_value(inf) > 3.0e38);
+    let nan = Scale::from_ieee_bits(f32::NAN.to_bits());
+    assert!(scale_value(nan).is_finite());
+}
+
+#[test]
+fn group_scales_and_packing_round_trip() {
+    for amax in [1u32, 127, 65_536, 1 << 24, 123_456_789, u32::MAX >> 1, 1 << 31] {
+        let s = Scale::of_group(amax, FRAC);
+        let want = amax as f64 / 65536.0 / 127.0;
+        assert!((scale_value(s) / want - 1.0).abs() < 2.0 / 65536.0, "{amax}");
+        assert_eq!(Scale::unpack(s.pack()), s);
+    }
+    assert_eq!(Scale::of_group(0, FRAC), Scale::ZERO);
+    assert_eq!(Scale::unpack(Scale::ZERO.pack()), Scale::ZERO);
+}
+
+#[test]
+fn shifts_round_and_saturate() {
+    assert_eq!(shr_round(5, 1), 3);
+    assert_eq!(shr_round(-5, 1), -2);
+    assert_eq!(shr_round(i64::MAX, 70), 0);
+    assert_eq!(shr_round(1, -62), 1 << 62);
+    assert_eq!(shr_round(2, -62), i64::MAX);
+    assert_eq!(shr_round(-2, -62), i64::MIN);
+    assert_eq!(shr_round(-1, i32::MIN), i64::MIN);
+    assert_eq!(shr_round(0, i32::MIN), 0);
+    assert_eq!(sat32(i64::MAX), i32::MAX);
+    assert_eq!(sat32(i64::MIN), i32::MIN);
+}
+
+#[test]
+fn extreme_activations_saturate_without_panicking() {
+    // Largest inputs through every kernel: results are clamped, never wrapped.
+    let big = [i32::MAX, i32::MIN, i32::MAX, i32::MIN];
+    let mut o = [0i32; 4];
+    let w = [f32::MAX.to_bits(); 4];
+    rmsnorm(&mut o, &big, &w, 0);
+    assert!(o.iter().all(|v| v.unsigned_abs() >= (i32::MAX as u32) - 1), "{o:?}");
+    let mut z = [0i32; 4];
+    rmsnorm(&mut z, &[0; 4], &w, 0);
+    assert_eq!(z, [0; 4]);
+
+    let mut v = big;
+    rotate(&mut v, &[i32::MAX, i32::MIN, i32::MIN, i32::MAX]);
+    let mut att = [i32::MAX, i32::MIN, 0];
+    softmax(&mut att);
+    assert_eq!(att[0], 1 << 30);
+    assert_eq!(att[1], 0);
+
+    // A matrix with absurd scales and activations at the limit.
+    let q = [127i8; 64];
+    let s = [f32::MAX.to_bits(), (-f32::MAX).to_bits(), f32::INFINITY.to_bits(), f32::NAN.to_bits()];
+    let m = view::QMat { q: &q, s: &s, cols: 32 };
+    let (mut xq, mut xs) = ([0i8; 32], [0i32; 1]);
+    quantize(&[i32::MAX; 32], &mut xq, &mut xs, 32);
+    let mut out = [0i32; 2];
+    matvec(&mut out, &m, &xq, &xs, 32);
+    assert_eq!(out, [i32::MAX, i32::MIN]);
+    let mut e = [0i32; 32];
+    embed(&mut e, &m, 1, 32);
+    assert!(e.iter().all(|v| *v == i32::MIN));
+}
+
+#[test]
+fn argmax_takes_the_first_maximum() {
+    assert_eq!(argmax(&[1, 5, 5, -3]), 1);
+    assert_eq!(argmax(&[i32::MIN, i32::MIN]), 0);
+    assert_eq!(argmax(&[]), 0);
+}
+
+/// The per-token code (this module's forward pass and its primitives) names no float type:
+/// floats appear only in `view.rs` (reinterpreting the image's f32 words as bits) and
+/// `tables.rs` (evaluated by the compiler).
+#[test]
+fn no_float_type_in_the_per_token_code() {
+    for (name, src) in [("mod.rs", include_str!("mod.rs")), ("fixed.rs", include_str!("fixed.rs"))] {
+        for (i, line) in src.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for word in code.split(|c: char| !c.is_ascii_alphanumeric() && c != '_') {
+                assert!(
+                    !matches!(word, "f32" | "f64" | "from_bits" | "to_bits"),
+                    "{name}:{}: float type in per-token code: {line}",
+                    i + 1
+                );
+            }
+        }
+    }
+}
