@@ -3,7 +3,8 @@
 use crate::image::{self, Image};
 use crate::ModelArgs;
 use anyhow::{bail, Context, Result};
-use ruvllm_esp32::infer::{self, State};
+use ruvllm_esp32::convert::Quant;
+use ruvllm_esp32::infer::{self, IntState, State};
 use ruvllm_esp32::kernels::Kernels;
 use ruvllm_esp32::model::chips::CHIPS;
 use ruvllm_esp32::model::{Matrix, Model, Precision};
@@ -30,6 +31,23 @@ fn load(args: &ModelArgs, quant: Option<&str>) -> Result<Image> {
     image::load(&args.model, args.tokenizer.as_deref(), q)
 }
 
+/// The integer path reads a q8 image with the RoPE table: anything else is converted.
+fn load_int(args: &ModelArgs) -> Result<Image> {
+    let img = image::load(&args.model, args.tokenizer.as_deref(), Some(Quant::Q8))?;
+    if img.model()?.rope.is_some() {
+        return Ok(img);
+    }
+    image::load_converted(&args.model, args.tokenizer.as_deref(), Quant::Q8)
+}
+
+/// Sampling settings of `gen`.
+pub struct Sampling {
+    pub temp: f32,
+    pub top_p: f32,
+    pub top_k: usize,
+    pub seed: u64,
+}
+
 /// Encodes a prompt with BOS, as llama2.c does, and checks it fits in `steps` positions.
 pub fn encode_prompt(model: &Model<'_>, prompt: &str, steps: usize) -> Result<Vec<u32>> {
     let mut tokens = vec![0u32; prompt.len() + 3];
@@ -49,28 +67,29 @@ pub fn check_steps(model: &Model<'_>, steps: usize) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn gen(
     args: &ModelArgs,
     prompt: &str,
     steps: usize,
-    temp: f32,
-    top_p: f32,
-    top_k: usize,
-    seed: u64,
+    sampling: Sampling,
     quant: Option<&str>,
     scalar: bool,
+    int: bool,
 ) -> Result<()> {
+    let Sampling { temp, top_p, top_k, seed } = sampling;
     if !(temp.is_finite() && temp >= 0.0 && (0.0..=1.0).contains(&top_p)) {
         bail!("--temp must be >= 0 and --top-p within 0..=1");
     }
-    let img = load(args, quant)?;
+    if int && temp != 0.0 {
+        bail!("--int generates greedily (--temp 0): sampling needs floats");
+    }
+    let img = if int { load_int(args)? } else { load(args, quant)? };
     let model = img.model()?;
     check_steps(&model, steps)?;
     let tokens = encode_prompt(&model, prompt, steps)?;
     let kernels = if scalar { Kernels::REFERENCE } else { Kernels::detect() };
-    let mut arena = vec![0f32; State::arena_len(&model, steps)];
-    let mut state = State::new(&model, &mut arena, steps, kernels)?;
+    let mut arena = vec![0f32; if int { 0 } else { State::arena_len(&model, steps) }];
+    let mut int_arena = vec![0i32; if int { IntState::arena_len(&model, steps) } else { 0 }];
     let mut sampler = Sampler::new(temp, top_p, top_k, seed);
     let mut scratch = vec![ProbIndex::default(); model.config.vocab_size];
 
@@ -79,13 +98,19 @@ pub fn gen(
     let mut out = std::io::BufWriter::new(stdout.lock());
     let start = Instant::now();
     let mut io_err = None;
-    let stats =
-        infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, |bytes, _| {
-            let r = out.write_all(bytes).and_then(|_| if interactive { out.flush() } else { Ok(()) });
-            if let Err(e) = r {
-                io_err.get_or_insert(e);
-            }
-        })?;
+    let emit = |bytes: &[u8], _| {
+        let r = out.write_all(bytes).and_then(|_| if interactive { out.flush() } else { Ok(()) });
+        if let Err(e) = r {
+            io_err.get_or_insert(e);
+        }
+    };
+    let stats = if int {
+        let mut state = IntState::new(&model, &mut int_arena, steps)?;
+        infer::generate_int(&model, &mut state, &tokens, steps, emit)?
+    } else {
+        let mut state = State::new(&model, &mut arena, steps, kernels)?;
+        infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
+    };
     let end = Instant::now();
     out.write_all(b"\n").and_then(|_| out.flush()).context("writing to stdout")?;
     if let Some(e) = io_err {
@@ -100,15 +125,15 @@ pub fn gen(
         total * 1e3,
         stats.prompt_tokens,
         stats.generated,
-        model.precision.name(),
-        kernels.name,
+        if int { "integer" } else { model.precision.name() },
+        if int { "fixed-point" } else { kernels.name },
     );
     let _ = std::io::stderr().write_all(line.as_bytes());
     Ok(())
 }
 
-pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>) -> Result<()> {
-    let img = load(args, quant)?;
+pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>, int: bool) -> Result<()> {
+    let img = if int { load_int(args)? } else { load(args, quant)? };
     let model = img.model()?;
     let data = std::fs::read(text).with_context(|| format!("{}: cannot read", text.display()))?;
     let mut tokens = vec![0u32; data.len() + 3];
@@ -119,9 +144,13 @@ pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>) -> Result<()> {
         bail!("{}: too short to score (needs at least one token)", text.display());
     }
     let ctx = model.config.seq_len;
-    let mut arena = vec![0f32; State::arena_len(&model, ctx)];
-    let mut state = State::new(&model, &mut arena, ctx, Kernels::detect())?;
-    let s = infer::score(&model, &mut state, &tokens)?;
+    let s = if int {
+        let mut arena = vec![0i32; IntState::arena_len(&model, ctx)];
+        infer::score(&model, &mut IntState::new(&model, &mut arena, ctx)?, &tokens)?
+    } else {
+        let mut arena = vec![0f32; State::arena_len(&model, ctx)];
+        infer::score(&model, &mut State::new(&model, &mut arena, ctx, Kernels::detect())?, &tokens)?
+    };
     println!("tokens: {}", s.tokens);
     println!("nll: {:.6}", s.mean_nll());
     println!("perplexity: {:.6}", s.perplexity());

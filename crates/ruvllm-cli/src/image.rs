@@ -76,6 +76,16 @@ const AK42: [u8; 4] = 0x616b_3432u32.to_le_bytes();
 /// Loads `model` (llama2.c .bin with `tokenizer`, or any llama GGUF) as an engine image at the
 /// requested precision. An engine GGUF already at that precision is used as it is.
 pub fn load(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>) -> Result<Image> {
+    load_as(model, tokenizer, quant, false)
+}
+
+/// As [`load`], but always converts, even an engine GGUF already at `quant` (to add what an
+/// older image lacks, like the integer path's RoPE table).
+pub fn load_converted(model: &Path, tokenizer: Option<&Path>, quant: Quant) -> Result<Image> {
+    load_as(model, tokenizer, Some(quant), true)
+}
+
+fn load_as(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>, reconvert: bool) -> Result<Image> {
     let file = Image::map(model)?;
     let bytes = file.bytes();
     let name = model.display().to_string();
@@ -93,7 +103,7 @@ pub fn load(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>) -> Res
             _ => None,
         };
         let engine_ready = g.get("ruvllm.tokenizer.index").is_some() && stored.is_some();
-        if engine_ready && tokenizer.is_none() && (quant.is_none() || quant == stored) {
+        if engine_ready && !reconvert && tokenizer.is_none() && (quant.is_none() || quant == stored) {
             return Ok(file);
         }
         let host = convert::load_gguf(bytes).with_context(|| name.clone())?;

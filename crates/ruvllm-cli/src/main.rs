@@ -76,6 +76,10 @@ enum Cmd {
         /// Use the scalar reference kernels instead of the CPU's fast path
         #[arg(long)]
         scalar: bool,
+        /// Run the integer-only path (no float in the forward pass, as on an ESP32-C3/C6),
+        /// greedy; the model is converted to q8 as needed
+        #[arg(long = "int", conflicts_with_all = ["quant", "scalar"])]
+        int: bool,
     },
     /// Score a text file: tokens, mean negative log-likelihood, perplexity
     #[command(
@@ -88,6 +92,9 @@ enum Cmd {
         text: PathBuf,
         #[arg(short = 'q', long)]
         quant: Option<String>,
+        /// Score with the integer-only path (the model is converted to q8 as needed)
+        #[arg(long = "int", conflicts_with = "quant")]
+        int: bool,
     },
     /// Show a model's shape, sizes and where it fits on each ESP32
     Info {
@@ -119,10 +126,11 @@ fn main() -> ExitCode {
         Cmd::Convert { input, tokenizer, quant, output } => {
             commands::convert(&input, tokenizer.as_deref(), &quant, &output)
         }
-        Cmd::Gen { model, prompt, steps, temp, top_p, top_k, seed, quant, scalar } => {
-            commands::gen(&model, &prompt, steps, temp, top_p, top_k, seed, quant.as_deref(), scalar)
+        Cmd::Gen { model, prompt, steps, temp, top_p, top_k, seed, quant, scalar, int } => {
+            let sampling = commands::Sampling { temp, top_p, top_k, seed };
+            commands::gen(&model, &prompt, steps, sampling, quant.as_deref(), scalar, int)
         }
-        Cmd::Eval { model, text, quant } => commands::eval(&model, &text, quant.as_deref()),
+        Cmd::Eval { model, text, quant, int } => commands::eval(&model, &text, quant.as_deref(), int),
         Cmd::Info { model, tokenizer, quant } => {
             commands::info(&model, tokenizer.as_deref(), quant.as_deref())
         }

@@ -85,7 +85,7 @@ impl Scale {
     }
 
     /// `self * other`, renormalized.
-    pub fn mul(self, other: Scale) -> Scale {
+    pub fn times(self, other: Scale) -> Scale {
         let p = self.m as i64 * other.m as i64;
         let s = Scale::normalize(p.unsigned_abs(), self.e + other.e);
         if p < 0 {

@@ -56,7 +56,10 @@ impl Plan {
 
     fn len(&self) -> usize {
         let i8_words = |n: usize| n.div_ceil(4);
-        self.words.iter().sum::<usize>() + i8_words(self.xq) + self.xs + 2 * (i8_words(self.kv) + self.kv_scales)
+        self.words.iter().sum::<usize>()
+            + i8_words(self.xq)
+            + self.xs
+            + 2 * (i8_words(self.kv) + self.kv_scales)
     }
 }
 
@@ -164,7 +167,12 @@ impl<'s> IntState<'s> {
     }
 
     /// Runs `token` at `pos`; the logits for the next token, in Q16.16 (value = l / 65536).
-    pub fn forward<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&[i32]> {
+    pub fn forward<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        token: u32,
+        pos: usize,
+    ) -> Result<&[i32]> {
         self.step(model, token, pos, true)?;
         Ok(self.logits)
     }
@@ -174,7 +182,13 @@ impl<'s> IntState<'s> {
         self.step(model, token, pos, false)
     }
 
-    fn step<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize, logits: bool) -> Result<()> {
+    fn step<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        token: u32,
+        pos: usize,
+        logits: bool,
+    ) -> Result<()> {
         let rope = view::require(model)?;
         let s = self.shape;
         if view::shape(model) != s {
@@ -210,7 +224,7 @@ impl<'s> IntState<'s> {
             let (qq, qs) = (&mut self.xq[..d], &mut self.xs[..d.div_ceil(g)]);
             quantize(self.q, qq, qs, g);
             for p in qs.iter_mut() {
-                *p = Scale::unpack(*p).mul(self.attn_scale).pack();
+                *p = Scale::unpack(*p).times(self.attn_scale).pack();
             }
             let (start, n) = (l * self.seq_len, pos + 1);
             let cache = Cache {
