@@ -48,7 +48,10 @@ fn stories260k_f32_gguf_round_trip_is_bit_exact() {
     assert_eq!((t.ty, t.n_dims, t.dims), (GgmlType::F32, 2, [172, 64, 1, 1]));
     assert_eq!(g.tensor("token_embd.weight").unwrap().dims, [64, 512, 1, 1]);
     assert!(g.tensor("output.weight").is_none());
-    assert_eq!(g.n_tensors(), 1 + 5 * 9 + 1);
+    // Embedding, 5 layers of 9, output norm, and the integer path's RoPE table.
+    assert_eq!(g.n_tensors(), 1 + 5 * 9 + 1 + 1);
+    let rope = g.tensor("ruvllm.rope").unwrap();
+    assert_eq!((rope.ty, rope.dims), (GgmlType::I32, [2, 4, 512, 1]));
 
     let back = load_gguf(&bytes).unwrap();
     // Bitwise comparison (== on f32 would also accept -0.0 vs 0.0).
