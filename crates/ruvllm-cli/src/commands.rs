@@ -204,19 +204,33 @@ pub fn info(path: &Path, tok: Option<&Path>, quant: Option<&str>) -> Result<()> 
     println!("image: {image_len} bytes (GGUF, read in place from flash)");
     let full = State::ram_bytes(c, model.precision, model.group, c.seq_len);
     println!("RAM at full context {}: {} bytes ({}) for activations + KV cache", c.seq_len, full, kib(full));
+    // Chips without an FPU run a q8 image on the integer path, which has its own arena.
+    let integer = model.precision == Precision::Q8 && model.rope.is_some();
+    if integer {
+        let ram = IntState::ram_bytes(&model, c.seq_len);
+        println!(
+            "RAM at full context {} on the integer path (chips without an FPU): {ram} bytes ({})",
+            c.seq_len,
+            kib(ram)
+        );
+    }
+    let ram = |n: usize, fpu: bool| {
+        if integer && !fpu {
+            IntState::ram_bytes(&model, n)
+        } else {
+            State::ram_bytes(c, model.precision, model.group, n)
+        }
+    };
     println!();
     println!("chip plan ({} precision; arena budget = data RAM - {} firmware reserve; image budget = flash - {} app):",
         model.precision.name(), kib(ruvllm_esp32::model::chips::FIRMWARE_RESERVE), kib(ruvllm_esp32::model::chips::APP_FLASH_RESERVE));
     println!(
-        "{:<8} {:>10} {:>12} {:>12} {:>6} {:>9}  verdict",
-        "chip", "data RAM", "arena budget", "flash budget", "fpu", "max ctx"
+        "{:<8} {:>10} {:>12} {:>12} {:>6} {:>8} {:>9}  verdict",
+        "chip", "data RAM", "arena budget", "flash budget", "fpu", "path", "max ctx"
     );
     for chip in CHIPS {
         let budget = chip.arena_budget();
-        let max_ctx = (1..=c.seq_len)
-            .rev()
-            .find(|&n| State::ram_bytes(c, model.precision, model.group, n) <= budget)
-            .unwrap_or(0);
+        let max_ctx = (1..=c.seq_len).rev().find(|&n| ram(n, chip.has_fpu) <= budget).unwrap_or(0);
         let flash_ok = image_len <= chip.image_budget();
         let verdict = match (flash_ok, max_ctx) {
             (false, _) => "does not fit: image larger than flash budget".to_string(),
@@ -232,12 +246,13 @@ pub fn info(path: &Path, tok: Option<&Path>, quant: Option<&str>) -> Result<()> 
             }
         };
         println!(
-            "{:<8} {:>10} {:>12} {:>12} {:>6} {:>9}  {}",
+            "{:<8} {:>10} {:>12} {:>12} {:>6} {:>8} {:>9}  {}",
             chip.name,
             kib(chip.data_ram),
             kib(budget),
             kib(chip.image_budget()),
             if chip.has_fpu { "yes" } else { "no" },
+            if integer && !chip.has_fpu { "integer" } else { model.precision.name() },
             max_ctx,
             verdict
         );
