@@ -105,7 +105,8 @@ fn main() -> ! {
             exit(3);
         }
     };
-    let board = Board { name: "qemu-c3", counter: Some(instret), counter_unit: "instructions", ram: Some(ram_use) };
+    let board =
+        Board { name: "qemu-c3", counter: Some(instret), counter_unit: "instructions", ram: Some(ram_use) };
     let mut console = Console::new(uart, engine, board);
     // The UART's error type is Infallible: run only returns on quit or end of input.
     let _ = console.run();
