@@ -120,9 +120,15 @@ pub fn build(tc: &Toolchain, image: &Path, corrupt: bool) -> Result<PathBuf> {
     );
     let out = cmd.output().with_context(|| format!("running {}", tc.cargo.display()))?;
     if !out.status.success() {
+        // The error lines, without the linker's command line (thousands of characters).
         let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
-        bail!("the board build failed:\n{}", tail.join("\n"));
+        let lines: Vec<&str> = err
+            .lines()
+            .filter(|l| l.len() < 400 && l.to_ascii_lowercase().contains("error"))
+            .take(20)
+            .map(str::trim)
+            .collect();
+        bail!("the board build failed:\n{}", lines.join("\n"));
     }
     Ok(dir.join("target").join(TARGET).join("release/qemu-c3"))
 }
@@ -255,12 +261,12 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// The console prompt after a command's output.
 const PROMPT: &str = "\r\n> ";
 
-/// Converts the model to q8 into a scratch file the build can embed.
-fn q8_image(args: &ModelArgs, dir: &Path) -> Result<(PathBuf, usize)> {
-    let img = image::load(&args.model, args.tokenizer.as_deref(), Some(Quant::Q8))?;
+/// Converts the model into a scratch file the build can embed.
+fn board_image(args: &ModelArgs, dir: &Path, quant: Quant) -> Result<(PathBuf, usize)> {
+    let img = image::load(&args.model, args.tokenizer.as_deref(), Some(quant))?;
     img.model().context("the q8 image does not load")?;
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let path = dir.join("model-q8.gguf");
+    let path = dir.join(format!("model-{}.gguf", image::quant_name(quant)));
     std::fs::write(&path, img.bytes()).with_context(|| format!("{}: cannot write", path.display()))?;
     Ok((path, img.bytes().len()))
 }
@@ -270,10 +276,11 @@ fn scratch_dir() -> PathBuf {
 }
 
 /// `board`: build the board around a model; run it on this terminal, or only write the ELF.
-pub fn run_board(args: &ModelArgs, elf_out: Option<&Path>, corrupt: bool) -> Result<()> {
+pub fn run_board(args: &ModelArgs, quant: &str, elf_out: Option<&Path>, corrupt: bool) -> Result<()> {
+    let quant = image::parse_quant(quant)?;
     let tc = Toolchain::find()?;
     let dir = scratch_dir();
-    let (image, _) = q8_image(args, &dir)?;
+    let (image, _) = board_image(args, &dir, quant)?;
     let elf = build(&tc, &image, corrupt);
     let _ = std::fs::remove_dir_all(&dir);
     let elf = elf?;
@@ -297,7 +304,7 @@ pub fn bench(args: &ModelArgs, chip: &str) -> Result<()> {
     }
     let tc = Toolchain::find()?;
     let dir = scratch_dir();
-    let (image, image_len) = q8_image(args, &dir)?;
+    let (image, image_len) = board_image(args, &dir, Quant::Q8)?;
     let elf = build(&tc, &image, false);
     let _ = std::fs::remove_dir_all(&dir);
     let elf = elf?;

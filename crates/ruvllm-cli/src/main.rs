@@ -123,6 +123,9 @@ enum Cmd {
     Board {
         #[command(flatten)]
         model: ModelArgs,
+        /// Image precision: q8 (f32 does not fit the chip's RAM at stories260K's context)
+        #[arg(short = 'q', long, default_value = "q8")]
+        quant: String,
         /// Only build, and copy the ELF here
         #[arg(long)]
         elf: Option<PathBuf>,
@@ -149,7 +152,9 @@ fn main() -> ExitCode {
         Cmd::Bench { model, prompt, steps, repeat, json, chip: None } => {
             bench::run(&model, &prompt, steps, repeat, json)
         }
-        Cmd::Board { model, elf, corrupt_image } => board::run_board(&model, elf.as_deref(), corrupt_image),
+        Cmd::Board { model, quant, elf, corrupt_image } => {
+            board::run_board(&model, &quant, elf.as_deref(), corrupt_image)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

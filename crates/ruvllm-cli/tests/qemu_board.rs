@@ -217,6 +217,22 @@ fn the_board_matches_the_host_and_survives_bad_serial_input() {
     b.expect("bye");
     assert_eq!(b.exit_code(), 0);
 
+    // An image whose arena does not fit the 400 KiB RAM (f32: 660 KiB) fails to link.
+    let out = run(&[
+        "board",
+        "--model",
+        s(&model),
+        "--tokenizer",
+        s(&tok),
+        "--quant",
+        "f32",
+        "--elf",
+        s(&scratch("f32.elf")),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("will not fit in region 'RAM'") && err.contains("ERROR(qemu-c3)"), "{err}");
+
     // A corrupt image is refused at boot, with a clear message and a failing exit status.
     let bad = build(&q8, true);
     let mut b = Board::boot(&bad);
