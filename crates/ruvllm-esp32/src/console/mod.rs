@@ -146,6 +146,11 @@ impl<IO: Read + ReadReady + Write, E: Engine> Console<IO, E> {
         }
     }
 
+    /// The stream, the engine and the board back (host tests read what was written).
+    pub fn into_parts(self) -> (IO, E, Board) {
+        (self.io, self.engine, self.board)
+    }
+
     pub fn banner(&mut self) -> Result<(), IO::Error> {
         let (ctx, arena) = (self.engine.context_len(), self.engine.arena_bytes());
         sayln!(&mut self.io, "ruvllm-esp32 console on {} ({})", self.board.name, self.engine.name())?;
