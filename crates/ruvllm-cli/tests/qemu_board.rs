@@ -66,15 +66,20 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 /// The board's ELF built around `model` (+ `--corrupt-image` when asked).
-fn build(model: &Path, corrupt: bool) -> PathBuf {
+fn build(model: &Path, corrupt: bool) -> Option<PathBuf> {
     let elf = scratch(if corrupt { "corrupt.elf" } else { "board.elf" });
     let mut args = vec!["board", "--model", s(model), "--elf", s(&elf)];
     if corrupt {
         args.push("--corrupt-image");
     }
     let out = run(&args);
-    assert!(out.status.success(), "board build failed: {}", String::from_utf8_lossy(&out.stderr));
-    elf
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && err.contains("apt-get install") {
+        // The CLI found part of the chip toolchain missing (e.g. no rust-lld) and says what.
+        missing(err.trim())?;
+    }
+    assert!(out.status.success(), "board build failed: {err}");
+    Some(elf)
 }
 
 struct Board {
@@ -176,7 +181,7 @@ fn the_board_matches_the_host_and_survives_bad_serial_input() {
     let host_text = String::from_utf8(host.stdout).unwrap();
     let host_text = host_text.strip_suffix('\n').unwrap();
 
-    let elf = build(&q8, false);
+    let Some(elf) = build(&q8, false) else { return };
     let mut b = Board::boot(&elf);
     let boot = b.expect("type help\r\n> ");
     assert!(boot.contains("image checksum verified"), "{boot}");
@@ -234,7 +239,7 @@ fn the_board_matches_the_host_and_survives_bad_serial_input() {
     assert!(err.contains("will not fit in region 'RAM'") && err.contains("ERROR(qemu-c3)"), "{err}");
 
     // A corrupt image is refused at boot, with a clear message and a failing exit status.
-    let bad = build(&q8, true);
+    let bad = build(&q8, true).expect("built once already");
     let mut b = Board::boot(&bad);
     let msg = b.expect("(corrupt image)");
     assert!(msg.contains("error: the model image is refused: checksum mismatch"), "{msg}");
