@@ -2,6 +2,7 @@
 //! for the ESP32 engine.
 
 mod bench;
+mod board;
 mod commands;
 mod image;
 
@@ -117,6 +118,27 @@ enum Cmd {
         repeat: usize,
         #[arg(long)]
         json: bool,
+        /// Measure on a chip instead: esp32c3 builds the QEMU board (ESP32-C3 resources) around
+        /// the model as q8 and reports exact instructions per token and peak RAM
+        #[arg(long)]
+        chip: Option<String>,
+    },
+    /// Build the QEMU ESP32-C3 board around a model (as q8) and run its console here
+    #[command(
+        after_help = "Example:\n  ruvllm-esp32 board -m stories260K.bin -z tok512.bin\n\nNeeds Debian's rustc-web, cargo-web, rust-web-src and qemu-system-misc (see docs/ARCHITECTURE.md)."
+    )]
+    Board {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Image precision: q8 (f32 does not fit the chip's RAM at stories260K's context)
+        #[arg(short = 'q', long, default_value = "q8")]
+        quant: String,
+        /// Only build, and copy the ELF here
+        #[arg(long)]
+        elf: Option<PathBuf>,
+        /// Embed the image with one byte flipped (shows the boot-time checksum refusal)
+        #[arg(long, hide = true)]
+        corrupt_image: bool,
     },
 }
 
@@ -134,7 +156,13 @@ fn main() -> ExitCode {
         Cmd::Info { model, tokenizer, quant } => {
             commands::info(&model, tokenizer.as_deref(), quant.as_deref())
         }
-        Cmd::Bench { model, prompt, steps, repeat, json } => bench::run(&model, &prompt, steps, repeat, json),
+        Cmd::Bench { model, chip: Some(chip), .. } => board::bench(&model, &chip),
+        Cmd::Bench { model, prompt, steps, repeat, json, chip: None } => {
+            bench::run(&model, &prompt, steps, repeat, json)
+        }
+        Cmd::Board { model, quant, elf, corrupt_image } => {
+            board::run_board(&model, &quant, elf.as_deref(), corrupt_image)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod console;
 #[cfg(feature = "alloc")]
 pub mod convert;
 pub mod error;

@@ -1,0 +1,247 @@
+//! The QEMU ESP32-C3 board end to end: built around stories260K (q8) by the CLI, booted in
+//! QEMU, driven over its emulated UART. Its text must equal the host's `--scalar` run byte for
+//! byte (same IEEE f32 arithmetic, soft-float on the chip), and bad serial input must get one
+//! error line each while the console keeps answering.
+//!
+//! Needs ../shared, Debian's chip toolchain (rustc-web, cargo-web, rust-web-src), a rust-lld
+//! and qemu-system-riscv32: without them the test prints why it skips, except under CI=true,
+//! where it fails (.ci/run installs them).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Prints why the test skips, or fails under CI.
+fn missing(what: &str) -> Option<()> {
+    if ci() {
+        panic!("CI=true but {what}");
+    }
+    eprintln!("skipping: {what}");
+    None
+}
+
+fn shared(rel: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel);
+    if p.exists() {
+        return Some(p);
+    }
+    missing(&format!("{} not found", p.display()))?;
+    None
+}
+
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
+fn chip_tools() -> Option<()> {
+    if !Path::new("/usr/bin/rustc").is_file() || !Path::new("/usr/lib/rustlib/src/rust/library").is_dir() {
+        missing(
+            "Debian's chip toolchain is not installed (apt-get install rustc-web cargo-web rust-web-src)",
+        )?;
+    }
+    if !on_path("qemu-system-riscv32") {
+        missing("qemu-system-riscv32 is not installed (apt-get install qemu-system-misc)")?;
+    }
+    Some(())
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32")).args(args).output().expect("the binary runs")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ruvllm-qemu-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+/// The board's ELF built around `model` (+ `--corrupt-image` when asked).
+fn build(model: &Path, corrupt: bool) -> Option<PathBuf> {
+    let elf = scratch(if corrupt { "corrupt.elf" } else { "board.elf" });
+    let mut args = vec!["board", "--model", s(model), "--elf", s(&elf)];
+    if corrupt {
+        args.push("--corrupt-image");
+    }
+    let out = run(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && err.contains("apt-get install") {
+        // The CLI found part of the chip toolchain missing (e.g. no rust-lld) and says what.
+        missing(err.trim())?;
+    }
+    assert!(out.status.success(), "board build failed: {err}");
+    Some(elf)
+}
+
+struct Board {
+    child: Child,
+    stdin: ChildStdin,
+    rx: Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl Board {
+    fn boot(elf: &Path) -> Board {
+        let mut child = Command::new("qemu-system-riscv32")
+            .args(["-machine", "virt", "-cpu", "rv32,a=false,f=false,d=false", "-bios", "none"])
+            .args(["-nographic", "-monitor", "none", "-serial", "stdio", "-icount", "shift=0", "-kernel"])
+            .arg(elf)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("qemu starts");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut chunk) {
+                if tx.send(chunk[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Board { child, stdin, rx, buf: Vec::new() }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stdin.write_all(bytes).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// Output up to and including `needle`.
+    fn expect(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(i) = self.buf.windows(needle.len()).position(|w| w == needle.as_bytes()) {
+                let rest = self.buf.split_off(i + needle.len());
+                return String::from_utf8_lossy(&std::mem::replace(&mut self.buf, rest)).into_owned();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(chunk) => self.buf.extend_from_slice(&chunk),
+                Err(_) => {
+                    panic!("no {needle:?} from the board; got {:?}", String::from_utf8_lossy(&self.buf))
+                }
+            }
+        }
+    }
+
+    /// One command: its output, without the echoed line and the next prompt.
+    fn command(&mut self, line: &str) -> String {
+        self.send(format!("{line}\n").as_bytes());
+        self.expect(&format!("{line}\r\n"));
+        self.expect("\r\n> ").trim_end_matches("\r\n> ").to_string()
+    }
+
+    fn exit_code(mut self) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "the board did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Board {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const STEPS: usize = 128;
+const PROMPT: &str = "Once upon a time";
+
+#[test]
+fn the_board_matches_the_host_and_survives_bad_serial_input() {
+    let (Some(model), Some(tok)) = (shared("models/stories260K.bin"), shared("models/tok512.bin")) else {
+        return;
+    };
+    let Some(()) = chip_tools() else { return };
+    let q8 = scratch("stories260K-q8.gguf");
+    let out = run(&["convert", s(&model), "--tokenizer", s(&tok), "--quant", "q8", "-o", s(&q8)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let steps = STEPS.to_string();
+    let host =
+        run(&["gen", "--model", s(&q8), "--quant", "q8", "--scalar", "--prompt", PROMPT, "--steps", &steps]);
+    assert!(host.status.success(), "{}", String::from_utf8_lossy(&host.stderr));
+    let host_text = String::from_utf8(host.stdout).unwrap();
+    let host_text = host_text.strip_suffix('\n').unwrap();
+
+    let Some(elf) = build(&q8, false) else { return };
+    let mut b = Board::boot(&elf);
+    let boot = b.expect("type help\r\n> ");
+    assert!(boot.contains("image checksum verified"), "{boot}");
+    assert_eq!(b.command(&format!("set steps {STEPS}")), format!("steps {STEPS}"));
+    let text = b.command(&format!("gen {PROMPT}"));
+    assert_eq!(text, host_text, "board and host texts differ");
+
+    // Garbage, invalid UTF-8, an overlong line, an unknown command: one error line each.
+    // (control bytes are not echoed, so the echo is skipped up to the line end)
+    b.send(b"\x01\x1b[A~~\n");
+    b.expect("\r\n");
+    let garbage = b.expect("\r\n> ");
+    assert_eq!(garbage, "error: unknown command \"\\u{1}\\u{1b}[A~~\" (type help)\r\n> ");
+    b.send(b"\xff\xfe\xc3(\n");
+    b.expect("\r\n");
+    assert_eq!(b.expect("\r\n> "), "error: invalid UTF-8 at byte 0 of the line\r\n> ");
+    b.send(&[b'x'; 600]);
+    b.send(b"\n");
+    b.expect("\r\n");
+    assert_eq!(b.expect("\r\n> "), "error: line too long (max 255 bytes)\r\n> ");
+    assert!(b.command("frobnicate").starts_with("error: unknown command \"frobnicate\""));
+
+    // Bytes typed while a generation runs: drained, one error line, the text unchanged.
+    b.send(format!("gen {PROMPT}\n").as_bytes());
+    b.expect(&format!("gen {PROMPT}\r\n{PROMPT}"));
+    b.send(b"stats\nhelp\n");
+    let rest = b.expect("\r\n> ");
+    assert_eq!(
+        format!("{PROMPT}{rest}"),
+        format!("{host_text}\r\nerror: 11 input bytes arrived while busy and were ignored\r\n> ")
+    );
+
+    assert!(b.command("help").contains("gen <text>"));
+    let stats = b.command("stats");
+    assert!(stats.contains("arena RAM: 205508 bytes"), "{stats}");
+    assert!(stats.contains("instructions/token"), "{stats}");
+    b.send(b"quit\n");
+    b.expect("bye");
+    assert_eq!(b.exit_code(), 0);
+
+    // An image whose arena does not fit the 400 KiB RAM (f32: 660 KiB) fails to link.
+    let out = run(&[
+        "board",
+        "--model",
+        s(&model),
+        "--tokenizer",
+        s(&tok),
+        "--quant",
+        "f32",
+        "--elf",
+        s(&scratch("f32.elf")),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("will not fit in region 'RAM'") && err.contains("ERROR(qemu-c3)"), "{err}");
+
+    // A corrupt image is refused at boot, with a clear message and a failing exit status.
+    let bad = build(&q8, true).expect("built once already");
+    let mut b = Board::boot(&bad);
+    let msg = b.expect("(corrupt image)");
+    assert!(msg.contains("error: the model image is refused: checksum mismatch"), "{msg}");
+    assert_ne!(b.exit_code(), 0);
+}

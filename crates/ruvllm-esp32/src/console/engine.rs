@@ -1,0 +1,85 @@
+//! The one seam between the console and the inference code: another engine (an integer-only
+//! forward pass, a different kernel set) replaces [`ReferenceEngine`] by implementing
+//! [`Engine`], and the console, the boards and their tests stay as they are.
+
+use super::MAX_LINE;
+use crate::error::Result;
+use crate::infer::{self, GenStats, State};
+use crate::kernels::Kernels;
+use crate::model::Model;
+use crate::sample::Sampler;
+use crate::tokenizer;
+
+/// What the console needs from an inference engine.
+pub trait Engine {
+    /// Shown by the banner and `stats`.
+    fn name(&self) -> &'static str;
+    /// Positions one generation can run.
+    fn context_len(&self) -> usize;
+    /// RAM of the engine's arena (activations and KV cache), in bytes.
+    fn arena_bytes(&self) -> usize;
+    /// Greedy generation of `steps` positions from `prompt` (BOS is added), exactly like the
+    /// host's `gen`: `emit` gets the prompt's pieces, then each generated piece as soon as it
+    /// is known.
+    fn generate(&mut self, prompt: &[u8], steps: usize, emit: &mut dyn FnMut(&[u8])) -> Result<GenStats>;
+    /// Runs `token` at `pos` and returns the greedy next token (the benchmark's unit of work).
+    fn step(&mut self, token: u32, pos: usize) -> Result<u32>;
+    /// The begin-of-sequence token.
+    fn bos(&self) -> u32;
+}
+
+/// The float forward pass ([`State`] + [`infer::generate`]) with the scalar reference
+/// kernels: on a chip without an FPU every f32 operation is the same IEEE soft-float
+/// arithmetic the host's `--scalar` run does, so both print the same text.
+pub struct ReferenceEngine<'m, 'a, 's, const L: usize> {
+    model: &'m Model<'a, L>,
+    state: State<'s>,
+    arena_bytes: usize,
+    /// Prompt tokens: BOS, the dummy-prefix space and at most one token per byte.
+    tokens: [u32; MAX_LINE + 3],
+}
+
+impl<'m, 'a, 's, const L: usize> ReferenceEngine<'m, 'a, 's, L> {
+    /// Builds the state for `seq_len` positions inside `arena` (see [`State::arena_len`]).
+    pub fn new(model: &'m Model<'a, L>, arena: &'s mut [f32], seq_len: usize) -> Result<Self> {
+        let arena_bytes = State::arena_len(model, seq_len) * 4;
+        let state = State::new(model, arena, seq_len, Kernels::REFERENCE)?;
+        Ok(ReferenceEngine { model, state, arena_bytes, tokens: [0; MAX_LINE + 3] })
+    }
+}
+
+impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
+    fn name(&self) -> &'static str {
+        match self.model.precision {
+            crate::model::Precision::F32 => "f32 weights, scalar reference kernels",
+            crate::model::Precision::Q8 => "q8 weights, scalar reference kernels",
+        }
+    }
+
+    fn context_len(&self) -> usize {
+        self.state.seq_len()
+    }
+
+    fn arena_bytes(&self) -> usize {
+        self.arena_bytes
+    }
+
+    fn generate(&mut self, prompt: &[u8], steps: usize, emit: &mut dyn FnMut(&[u8])) -> Result<GenStats> {
+        let n = tokenizer::encode(&self.model.vocab, prompt, true, false, &mut self.tokens)?;
+        let tokens = self.tokens.get(..n).unwrap_or_default();
+        // Greedy sampling never touches the candidate scratch, so none is kept in RAM.
+        let mut sampler = Sampler::new(0.0, 0.9, 0, 42);
+        infer::generate(self.model, &mut self.state, &mut sampler, &mut [], tokens, steps, |piece, _| {
+            emit(piece)
+        })
+    }
+
+    fn step(&mut self, token: u32, pos: usize) -> Result<u32> {
+        let logits = self.state.forward(self.model, token, pos)?;
+        Ok(Sampler::new(0.0, 0.9, 0, 42).sample(logits, &mut []))
+    }
+
+    fn bos(&self) -> u32 {
+        self.model.vocab.bos()
+    }
+}

@@ -1,0 +1,137 @@
+//! A QEMU `virt` board with exactly the ESP32-C3's resources (rv32imc, no FPU, 4 MiB flash,
+//! 400 KiB RAM) running the ruvllm-esp32 console on its UART. The model image is linked into
+//! flash and read in place; the engine's arena is a static array sized at build time.
+#![no_std]
+#![no_main]
+
+mod uart;
+
+use core::fmt::Write as _;
+use core::ptr::addr_of_mut;
+use ruvllm_esp32::console::{Board, Console, RamUse, ReferenceEngine};
+use ruvllm_esp32::model::Model;
+use uart::Uart;
+
+// LAYERS, SEQ_LEN, ARENA_LEN: computed by build.rs from the image.
+include!(concat!(env!("OUT_DIR"), "/plan.rs"));
+
+/// GGUF tensors are read in place, so the image keeps the format's 32-byte alignment.
+#[repr(C, align(32))]
+struct Aligned<T: ?Sized>(T);
+
+static IMAGE: &Aligned<[u8]> = &Aligned(*include_bytes!(env!("RUVLLM_IMAGE")));
+
+/// Activations and KV cache for the full context, in .bss: RAM the linker accounts for.
+static mut ARENA: [f32; ARENA_LEN] = [0.0; ARENA_LEN];
+
+/// Written over the free stack at boot; the first word that differs marks the deepest use.
+const PAINT: u32 = 0x5AA5_C33C;
+
+extern "C" {
+    static _ram_start: u8;
+    static __eheap: u8;
+    static _stack_start: u8;
+}
+
+/// The sifive_test device: QEMU exits with the written status.
+fn exit(code: u32) -> ! {
+    let value = if code == 0 { 0x5555 } else { (code << 16) | 0x3333 };
+    // SAFETY: the virt board's test device register; writing it ends the emulation.
+    unsafe { core::ptr::write_volatile(0x0010_0000 as *mut u32, value) };
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Retired instructions: exact and repeatable under `-icount shift=0`.
+fn instret() -> u64 {
+    riscv::register::instret::read64()
+}
+
+fn addr(sym: &u8) -> usize {
+    sym as *const u8 as usize
+}
+
+/// Paints the free stack below the caller's frame.
+#[inline(never)]
+fn paint_stack() {
+    let sp: usize;
+    // SAFETY: only reads the stack pointer.
+    unsafe { core::arch::asm!("mv {}, sp", out(reg) sp) };
+    // SAFETY: linker symbols; only their addresses are used.
+    let bottom = unsafe { addr(&__eheap) }.next_multiple_of(4);
+    let mut p = bottom;
+    // Stop a little below this frame: nothing lives under sp on RISC-V (no red zone).
+    while p + 64 < sp {
+        // SAFETY: [bottom, sp) is unused stack inside RAM.
+        unsafe { core::ptr::write_volatile(p as *mut u32, PAINT) };
+        p += 4;
+    }
+}
+
+/// Static RAM (.data + .bss, the arena included) and the stack's high-water mark.
+fn ram_use() -> RamUse {
+    // SAFETY: linker symbols; only their addresses are used.
+    let (start, bottom, top) = unsafe { (addr(&_ram_start), addr(&__eheap), addr(&_stack_start)) };
+    let bottom = bottom.next_multiple_of(4);
+    let mut p = bottom;
+    // SAFETY: reads words of the stack region painted at boot.
+    while p < top && unsafe { core::ptr::read_volatile(p as *const u32) } == PAINT {
+        p += 4;
+    }
+    RamUse { static_bytes: bottom - start, stack_bytes: top - p }
+}
+
+#[riscv_rt::entry]
+fn main() -> ! {
+    paint_stack();
+    // SAFETY: the only Uart.
+    let mut uart = unsafe { Uart::new() };
+    let _ = writeln!(Fmt(&mut uart), "qemu-c3: ESP32-C3-sized board, image {} bytes in flash", IMAGE.0.len());
+    let model: Model<'static, LAYERS> = match Model::from_gguf(&IMAGE.0) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = writeln!(Fmt(&mut uart), "error: the model image is refused: {e}");
+            exit(2);
+        }
+    };
+    let _ = writeln!(Fmt(&mut uart), "qemu-c3: image checksum verified");
+    // SAFETY: main runs once and never returns, so this is the only reference to ARENA.
+    let arena: &'static mut [f32; ARENA_LEN] = unsafe { &mut *addr_of_mut!(ARENA) };
+    let engine = match ReferenceEngine::new(&model, arena, SEQ_LEN) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = writeln!(Fmt(&mut uart), "error: cannot set up the engine: {e}");
+            exit(3);
+        }
+    };
+    let board =
+        Board { name: "qemu-c3", counter: Some(instret), counter_unit: "instructions", ram: Some(ram_use) };
+    let mut console = Console::new(uart, engine, board);
+    // The UART's error type is Infallible: run only returns on quit or end of input.
+    let _ = console.run();
+    exit(0)
+}
+
+/// `core::fmt` over the UART, for boot messages before the console runs.
+struct Fmt<'a>(&'a mut Uart);
+
+impl core::fmt::Write for Fmt<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                self.0.write_byte(b'\r');
+            }
+            self.0.write_byte(b);
+        }
+        Ok(())
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    // SAFETY: the board is going down; a second Uart only writes bytes.
+    let mut uart = unsafe { Uart::new() };
+    let _ = writeln!(Fmt(&mut uart), "panic: {info}");
+    exit(101)
+}
