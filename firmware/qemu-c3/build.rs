@@ -25,11 +25,19 @@ fn main() {
     let model: ruvllm_esp32::model::Model<'_> = ruvllm_esp32::model::Model::from_gguf(&buf[pad..])
         .unwrap_or_else(|e| fail(&format!("RUVLLM_MODEL={path}: {e}")));
     let seq = model.config.seq_len;
-    let arena = ruvllm_esp32::infer::State::arena_len(&model, seq);
+    let float_engine = std::env::var_os("CARGO_FEATURE_FLOAT_ENGINE").is_some();
+    let arena = if float_engine {
+        ruvllm_esp32::infer::State::arena_len(&model, seq)
+    } else {
+        if model.rope.is_none() || model.precision != ruvllm_esp32::model::Precision::Q8 {
+            fail(&format!("RUVLLM_MODEL={path}: the integer path needs a q8 image with its RoPE table (`ruvllm-esp32 convert --quant q8`)"));
+        }
+        ruvllm_esp32::infer::IntState::arena_len(&model, seq)
+    };
     let plan = format!(
         "/// Layers of the embedded model (the `Model` bound).\npub const LAYERS: usize = {};\n\
          /// Context the arena holds: the model's full context.\npub const SEQ_LEN: usize = {seq};\n\
-         /// `State::arena_len(model, SEQ_LEN)`, in f32 elements.\npub const ARENA_LEN: usize = {arena};\n",
+         /// `IntState::arena_len` (or `State::arena_len` with `float-engine`) for SEQ_LEN, in elements.\npub const ARENA_LEN: usize = {arena};\n",
         model.config.n_layers
     );
     std::fs::write(out.join("plan.rs"), plan).expect("write plan.rs");

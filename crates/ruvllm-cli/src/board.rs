@@ -89,13 +89,27 @@ pub fn firmware_dir() -> PathBuf {
 }
 
 /// Builds the board around `image` (an engine GGUF) and returns the ELF's path.
-pub fn build(tc: &Toolchain, image: &Path, corrupt: bool) -> Result<PathBuf> {
+/// The board's engine: the integer-only path (default) or the float one with `float-engine`.
+pub fn parse_engine(s: &str) -> Result<bool> {
+    match s {
+        "int" => Ok(false),
+        "float" => Ok(true),
+        _ => anyhow::bail!("unknown engine '{s}' (use int or float)"),
+    }
+}
+
+pub fn build(tc: &Toolchain, image: &Path, corrupt: bool, float_engine: bool) -> Result<PathBuf> {
     let dir = firmware_dir();
     let image = std::fs::canonicalize(image).with_context(|| format!("{}: cannot read", image.display()))?;
     let mut cmd = Command::new(&tc.cargo);
     cmd.current_dir(&dir).args(["build", "--release", "-p", "qemu-c3"]);
-    if corrupt {
-        cmd.args(["--features", "corrupt-image"]);
+    let features: Vec<&str> = [(corrupt, "corrupt-image"), (float_engine, "float-engine")]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, f)| *f)
+        .collect();
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
     }
     // Whatever cargo invoked us (tests) must not steer the chip build.
     for (k, _) in std::env::vars_os() {
@@ -276,12 +290,19 @@ fn scratch_dir() -> PathBuf {
 }
 
 /// `board`: build the board around a model; run it on this terminal, or only write the ELF.
-pub fn run_board(args: &ModelArgs, quant: &str, elf_out: Option<&Path>, corrupt: bool) -> Result<()> {
+pub fn run_board(
+    args: &ModelArgs,
+    quant: &str,
+    elf_out: Option<&Path>,
+    corrupt: bool,
+    engine: &str,
+) -> Result<()> {
+    let float_engine = parse_engine(engine)?;
     let quant = image::parse_quant(quant)?;
     let tc = Toolchain::find()?;
     let dir = scratch_dir();
     let (image, _) = board_image(args, &dir, quant)?;
-    let elf = build(&tc, &image, corrupt);
+    let elf = build(&tc, &image, corrupt, float_engine);
     let _ = std::fs::remove_dir_all(&dir);
     let elf = elf?;
     if let Some(out) = elf_out {
@@ -298,14 +319,15 @@ pub fn run_board(args: &ModelArgs, quant: &str, elf_out: Option<&Path>, corrupt:
 }
 
 /// `bench --chip esp32c3`: instructions per token by position and peak RAM on the board.
-pub fn bench(args: &ModelArgs, chip: &str) -> Result<()> {
+pub fn bench(args: &ModelArgs, chip: &str, engine: &str) -> Result<()> {
+    let float_engine = parse_engine(engine)?;
     if chip != "esp32c3" {
         bail!("--chip {chip}: only esp32c3 has a QEMU board so far");
     }
     let tc = Toolchain::find()?;
     let dir = scratch_dir();
     let (image, image_len) = board_image(args, &dir, Quant::Q8)?;
-    let elf = build(&tc, &image, false);
+    let elf = build(&tc, &image, false, float_engine);
     let _ = std::fs::remove_dir_all(&dir);
     let elf = elf?;
     let flash = std::fs::read(&elf).ok().and_then(|b| flash_bytes(&b));
@@ -325,7 +347,9 @@ pub fn bench(args: &ModelArgs, chip: &str) -> Result<()> {
     println!(
         "chip: esp32c3 (QEMU virt, rv32imc without FPU, 4 MiB flash, 400 KiB RAM; exact instruction counts)"
     );
-    println!("model: {} as q8, scalar reference kernels", args.model.display());
+    let engine =
+        if float_engine { "float engine (scalar f32 kernels, soft-float)" } else { "integer-only engine" };
+    println!("model: {} as q8, {engine}", args.model.display());
     let mut found = false;
     for line in report.lines() {
         if let Some(rest) = line.strip_prefix("instructions/token ") {

@@ -122,6 +122,10 @@ enum Cmd {
         /// the model as q8 and reports exact instructions per token and peak RAM
         #[arg(long)]
         chip: Option<String>,
+        /// With --chip: the board's engine, int (integer-only path) or float (q8 with the
+        /// scalar f32 kernels, soft-float on the chip)
+        #[arg(long, default_value = "int")]
+        engine: String,
     },
     /// Build the QEMU ESP32-C3 board around a model (as q8) and run its console here
     #[command(
@@ -139,6 +143,9 @@ enum Cmd {
         /// Embed the image with one byte flipped (shows the boot-time checksum refusal)
         #[arg(long, hide = true)]
         corrupt_image: bool,
+        /// The board's engine: int (integer-only path) or float (scalar f32 kernels)
+        #[arg(long, default_value = "int")]
+        engine: String,
     },
 }
 
@@ -156,12 +163,12 @@ fn main() -> ExitCode {
         Cmd::Info { model, tokenizer, quant } => {
             commands::info(&model, tokenizer.as_deref(), quant.as_deref())
         }
-        Cmd::Bench { model, chip: Some(chip), .. } => board::bench(&model, &chip),
-        Cmd::Bench { model, prompt, steps, repeat, json, chip: None } => {
+        Cmd::Bench { model, chip: Some(chip), engine, .. } => board::bench(&model, &chip, &engine),
+        Cmd::Bench { model, prompt, steps, repeat, json, chip: None, .. } => {
             bench::run(&model, &prompt, steps, repeat, json)
         }
-        Cmd::Board { model, quant, elf, corrupt_image } => {
-            board::run_board(&model, &quant, elf.as_deref(), corrupt_image)
+        Cmd::Board { model, quant, elf, corrupt_image, engine } => {
+            board::run_board(&model, &quant, elf.as_deref(), corrupt_image, &engine)
         }
     };
     match result {

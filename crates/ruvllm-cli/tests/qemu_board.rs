@@ -65,10 +65,11 @@ fn scratch(name: &str) -> PathBuf {
     d.join(name)
 }
 
-/// The board's ELF built around `model` (+ `--corrupt-image` when asked).
-fn build(model: &Path, corrupt: bool) -> Option<PathBuf> {
-    let elf = scratch(if corrupt { "corrupt.elf" } else { "board.elf" });
-    let mut args = vec!["board", "--model", s(model), "--elf", s(&elf)];
+/// The board's ELF built around `model` with `engine` (int or float), `--corrupt-image` when
+/// asked.
+fn build(model: &Path, corrupt: bool, engine: &str) -> Option<PathBuf> {
+    let elf = scratch(&format!("board-{engine}{}.elf", if corrupt { "-corrupt" } else { "" }));
+    let mut args = vec!["board", "--model", s(model), "--elf", s(&elf), "--engine", engine];
     if corrupt {
         args.push("--corrupt-image");
     }
@@ -181,7 +182,7 @@ fn the_board_matches_the_host_and_survives_bad_serial_input() {
     let host_text = String::from_utf8(host.stdout).unwrap();
     let host_text = host_text.strip_suffix('\n').unwrap();
 
-    let Some(elf) = build(&q8, false) else { return };
+    let Some(elf) = build(&q8, false, "float") else { return };
     let mut b = Board::boot(&elf);
     let boot = b.expect("type help\r\n> ");
     assert!(boot.contains("image checksum verified"), "{boot}");
@@ -231,6 +232,8 @@ fn the_board_matches_the_host_and_survives_bad_serial_input() {
         s(&tok),
         "--quant",
         "f32",
+        "--engine",
+        "float",
         "--elf",
         s(&scratch("f32.elf")),
     ]);
@@ -239,9 +242,131 @@ fn the_board_matches_the_host_and_survives_bad_serial_input() {
     assert!(err.contains("will not fit in region 'RAM'") && err.contains("ERROR(qemu-c3)"), "{err}");
 
     // A corrupt image is refused at boot, with a clear message and a failing exit status.
-    let bad = build(&q8, true).expect("built once already");
+    let bad = build(&q8, true, "float").expect("built once already");
     let mut b = Board::boot(&bad);
     let msg = b.expect("(corrupt image)");
     assert!(msg.contains("error: the model image is refused: checksum mismatch"), "{msg}");
     assert_ne!(b.exit_code(), 0);
+}
+
+/// The integer-only engine, as an ESP32-C3 without an FPU runs it: the board prints exactly
+/// the host's `gen --int` text (pure integer arithmetic), and no soft-float routine can be
+/// reached from the token's forward pass in the ELF.
+#[test]
+fn the_integer_board_is_bit_exact_with_the_host_and_float_free() {
+    let (Some(model), Some(tok)) = (shared("models/stories260K.bin"), shared("models/tok512.bin")) else {
+        return;
+    };
+    let Some(()) = chip_tools() else { return };
+    let q8 = scratch("stories260K-q8-int.gguf");
+    let out = run(&["convert", s(&model), "--tokenizer", s(&tok), "--quant", "q8", "-o", s(&q8)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let steps = STEPS.to_string();
+    let host = run(&["gen", "--model", s(&q8), "--int", "--prompt", PROMPT, "--steps", &steps]);
+    assert!(host.status.success(), "{}", String::from_utf8_lossy(&host.stderr));
+    let host_text = String::from_utf8(host.stdout).unwrap();
+    let host_text = host_text.strip_suffix('\n').unwrap();
+
+    let Some(elf) = build(&q8, false, "int") else { return };
+    let mut b = Board::boot(&elf);
+    b.expect("type help\r\n> ");
+    assert_eq!(b.command(&format!("set steps {STEPS}")), format!("steps {STEPS}"));
+    assert_eq!(b.command(&format!("gen {PROMPT}")), host_text, "board and host texts differ");
+    let stats = b.command("stats");
+    assert!(stats.contains("integer"), "{stats}");
+    b.send(b"quit\n");
+    b.expect("bye");
+    assert_eq!(b.exit_code(), 0);
+
+    let objdump = "riscv64-unknown-elf-objdump";
+    if !on_path(objdump) {
+        missing("riscv64-unknown-elf-objdump (apt-get install binutils-riscv64-unknown-elf)");
+        return;
+    }
+    let reached = reachable_from(&elf, objdump, "integer::IntState>::step");
+    assert!(reached.len() > 3, "the call graph from IntState::step looks empty: {reached:?}");
+    let soft: Vec<&String> = reached.iter().filter(|f| is_soft_float(f)).collect();
+    assert!(soft.is_empty(), "soft-float routines reachable from the token loop: {soft:?}");
+    // The check can see soft-float routines: the ELF holds some (used at load time).
+    let all =
+        String::from_utf8(Command::new(objdump).args(["-t", s(&elf)]).output().unwrap().stdout).unwrap();
+    assert!(
+        all.lines().any(|l| l.split_whitespace().last().is_some_and(is_soft_float)),
+        "no soft-float symbol at all?"
+    );
+}
+
+/// compiler-builtins' soft-float entry points (`__addsf3`, `__ltsf2`, `__fixsfsi`, ...).
+fn is_soft_float(name: &str) -> bool {
+    let n = name.trim_start_matches('_');
+    let float = ["sf", "df"].iter().any(|t| n.contains(t));
+    name.starts_with("__")
+        && float
+        && [
+            "add", "sub", "mul", "div", "neg", "lt", "le", "gt", "ge", "eq", "ne", "unord", "cmp", "fix",
+            "float", "extend", "trunc", "pow",
+        ]
+        .iter()
+        .any(|op| n.starts_with(op))
+}
+
+/// Every function reachable by direct calls or jumps from the function whose demangled name
+/// contains `root`, by disassembling the ELF. Indirect calls (through a register) cannot be
+/// followed and fail the check, so the result is sound for what it reports. Panic entry points
+/// (bounds-check failures and the like) are not followed: they end in the board's panic
+/// handler, which halts, so they are not part of a token's work.
+fn reachable_from(elf: &Path, objdump: &str, root: &str) -> Vec<String> {
+    let out = Command::new(objdump).args(["-d", "-C", "--no-show-raw-insn", s(elf)]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // function -> (callees, has an indirect call)
+    let mut graph: std::collections::HashMap<String, (Vec<String>, bool)> = Default::default();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if let Some(name) = line.strip_suffix(">:").and_then(|l| l.split_once(" <")).map(|(_, n)| n) {
+            current = Some(name.to_string());
+            graph.entry(name.to_string()).or_default();
+            continue;
+        }
+        let Some(f) = &current else { continue };
+        let insn = line.split('\t').nth(1).unwrap_or("");
+        let is_call = ["jal", "j", "c.j", "c.jal", "tail", "call", "jalr", "c.jalr", "c.jr", "jr"]
+            .contains(&insn.trim());
+        if !is_call {
+            continue;
+        }
+        let entry = graph.entry(f.clone()).or_default();
+        match line.rsplit_once(" <").and_then(|(_, t)| t.strip_suffix('>')) {
+            // A target inside the same function (`<f+0x12>`) is a branch, not a call.
+            Some(target) => {
+                let base = target.split("+0x").next().unwrap_or(target);
+                if base != f {
+                    entry.0.push(base.to_string());
+                }
+            }
+            // `jalr`/`jr` through a register: returns (`ret`, `jr ra`) are fine, anything else
+            // is an indirect call the graph cannot follow.
+            None => {
+                let ops = line.split('\t').nth(2).unwrap_or("");
+                if !(ops.trim() == "ra" || ops.trim() == "zero,0(ra)" || ops.trim().is_empty()) {
+                    entry.1 = true;
+                }
+            }
+        }
+    }
+    let roots: Vec<String> = graph.keys().filter(|k| k.contains(root)).cloned().collect();
+    assert!(!roots.is_empty(), "no function named like {root} in {}", elf.display());
+    let mut seen: Vec<String> = Vec::new();
+    let mut todo = roots;
+    let terminal = |f: &str| f.contains("panic") || f.contains("_fail") || f.ends_with("unwrap_failed");
+    while let Some(f) = todo.pop() {
+        if seen.contains(&f) || terminal(&f) {
+            continue;
+        }
+        if let Some((callees, indirect)) = graph.get(&f) {
+            assert!(!indirect, "{f} makes an indirect call the check cannot follow");
+            todo.extend(callees.iter().cloned());
+        }
+        seen.push(f);
+    }
+    seen
 }

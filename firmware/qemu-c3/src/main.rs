@@ -8,7 +8,11 @@ mod uart;
 
 use core::fmt::Write as _;
 use core::ptr::addr_of_mut;
-use ruvllm_esp32::console::{Board, Console, RamUse, ReferenceEngine};
+#[cfg(not(feature = "float-engine"))]
+use ruvllm_esp32::console::IntegerEngine;
+#[cfg(feature = "float-engine")]
+use ruvllm_esp32::console::ReferenceEngine;
+use ruvllm_esp32::console::{Board, Console, RamUse};
 use ruvllm_esp32::model::Model;
 use uart::Uart;
 
@@ -22,6 +26,9 @@ struct Aligned<T: ?Sized>(T);
 static IMAGE: &Aligned<[u8]> = &Aligned(*include_bytes!(env!("RUVLLM_IMAGE")));
 
 /// Activations and KV cache for the full context, in .bss: RAM the linker accounts for.
+#[cfg(not(feature = "float-engine"))]
+static mut ARENA: [i32; ARENA_LEN] = [0; ARENA_LEN];
+#[cfg(feature = "float-engine")]
 static mut ARENA: [f32; ARENA_LEN] = [0.0; ARENA_LEN];
 
 /// Written over the free stack at boot; the first word that differs marks the deepest use.
@@ -97,8 +104,12 @@ fn main() -> ! {
     };
     let _ = writeln!(Fmt(&mut uart), "qemu-c3: image checksum verified");
     // SAFETY: main runs once and never returns, so this is the only reference to ARENA.
-    let arena: &'static mut [f32; ARENA_LEN] = unsafe { &mut *addr_of_mut!(ARENA) };
-    let engine = match ReferenceEngine::new(&model, arena, SEQ_LEN) {
+    let arena = unsafe { &mut *addr_of_mut!(ARENA) };
+    #[cfg(not(feature = "float-engine"))]
+    let engine = IntegerEngine::new(&model, arena, SEQ_LEN);
+    #[cfg(feature = "float-engine")]
+    let engine = ReferenceEngine::new(&model, arena, SEQ_LEN);
+    let engine = match engine {
         Ok(e) => e,
         Err(e) => {
             let _ = writeln!(Fmt(&mut uart), "error: cannot set up the engine: {e}");

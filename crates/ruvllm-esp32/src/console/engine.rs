@@ -4,7 +4,7 @@
 
 use super::MAX_LINE;
 use crate::error::Result;
-use crate::infer::{self, GenStats, State};
+use crate::infer::{self, GenStats, IntState, State};
 use crate::kernels::Kernels;
 use crate::model::Model;
 use crate::sample::Sampler;
@@ -77,6 +77,53 @@ impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
     fn step(&mut self, token: u32, pos: usize) -> Result<u32> {
         let logits = self.state.forward(self.model, token, pos)?;
         Ok(Sampler::new(0.0, 0.9, 0, 42).sample(logits, &mut []))
+    }
+
+    fn bos(&self) -> u32 {
+        self.model.vocab.bos()
+    }
+}
+
+/// The integer-only forward pass ([`IntState`] + [`infer::generate_int`]): what a chip without
+/// an FPU runs. Pure integer arithmetic, so the host's `gen --int` prints the same text.
+pub struct IntegerEngine<'m, 'a, 's, const L: usize> {
+    model: &'m Model<'a, L>,
+    state: IntState<'s>,
+    arena_bytes: usize,
+    tokens: [u32; MAX_LINE + 3],
+}
+
+impl<'m, 'a, 's, const L: usize> IntegerEngine<'m, 'a, 's, L> {
+    /// Builds the state for `seq_len` positions inside `arena` (see [`IntState::arena_len`]).
+    pub fn new(model: &'m Model<'a, L>, arena: &'s mut [i32], seq_len: usize) -> Result<Self> {
+        let arena_bytes = IntState::ram_bytes(model, seq_len);
+        let state = IntState::new(model, arena, seq_len)?;
+        Ok(IntegerEngine { model, state, arena_bytes, tokens: [0; MAX_LINE + 3] })
+    }
+}
+
+impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
+    fn name(&self) -> &'static str {
+        "q8 weights, integer-only path"
+    }
+
+    fn context_len(&self) -> usize {
+        self.state.seq_len()
+    }
+
+    fn arena_bytes(&self) -> usize {
+        self.arena_bytes
+    }
+
+    fn generate(&mut self, prompt: &[u8], steps: usize, emit: &mut dyn FnMut(&[u8])) -> Result<GenStats> {
+        let n = tokenizer::encode(&self.model.vocab, prompt, true, false, &mut self.tokens)?;
+        let tokens = self.tokens.get(..n).unwrap_or_default();
+        infer::generate_int(self.model, &mut self.state, tokens, steps, |piece, _| emit(piece))
+    }
+
+    fn step(&mut self, token: u32, pos: usize) -> Result<u32> {
+        let logits = self.state.forward(self.model, token, pos)?;
+        Ok(crate::infer::integer::argmax(logits))
     }
 
     fn bos(&self) -> u32 {

@@ -11,7 +11,7 @@ mod engine;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{Engine, ReferenceEngine};
+pub use engine::{Engine, IntegerEngine, ReferenceEngine};
 
 use core::fmt;
 use embedded_io::{Read, ReadReady, Write};

@@ -182,6 +182,9 @@ impl<'s> IntState<'s> {
         self.step(model, token, pos, false)
     }
 
+    // Never inlined: the token's whole integer work stays one symbol in a chip's ELF, the root
+    // from which a test proves no soft-float routine is reachable. One call per token.
+    #[inline(never)]
     fn step<const L: usize>(
         &mut self,
         model: &Model<'_, L>,
