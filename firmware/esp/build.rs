@@ -22,7 +22,9 @@ fn main() {
     }
 
     let Ok(path) = std::env::var("RUVLLM_MODEL") else {
-        fail("set RUVLLM_MODEL to the absolute path of a GGUF image made by `ruvllm-esp32 convert --quant q8`")
+        fail(
+            "set RUVLLM_MODEL to the absolute path of a GGUF image made by `ruvllm-esp32 convert --quant q8`",
+        )
     };
     println!("cargo:rerun-if-changed={path}");
     let bytes = std::fs::read(&path).unwrap_or_else(|e| fail(&format!("RUVLLM_MODEL={path}: {e}")));

@@ -14,7 +14,7 @@ pub const LINE_MAX: usize = 255;
 /// Positions one `gen` runs, prompt included (clamped to the state's context).
 pub const GEN_STEPS: usize = 256;
 
-const HELP: &str = "commands:\r\n  gen <text>   continue <text> greedily (integer path), then print tokens/s\r\n  help         this text\r\n";
+const HELP: &str = "commands:\n  gen <text>   continue <text> greedily (integer path), then print positions/s\n  help         this text\n";
 
 /// Writes everything, turning '\n' into "\r\n" for serial terminals; TX errors are ignored
 /// (there is nowhere else to report them).
@@ -86,7 +86,11 @@ where
             }
             0x08 | 0x7f => {
                 if !overflow && len > 0 {
+                    // One whole UTF-8 character: continuation bytes, then its lead byte.
                     len -= 1;
+                    while len > 0 && line[len] & 0xC0 == 0x80 {
+                        len -= 1;
+                    }
                     put(io, b"\x08 \x08");
                 }
             }
