@@ -7,12 +7,20 @@ use ruvllm_esp32::infer::IntState;
 use ruvllm_esp32::model::Model;
 use std::path::PathBuf;
 
-/// Positions the firmware's arena holds (clamped to the model's own context).
-const CONTEXT: usize = 512;
+/// Positions the firmware's arena holds (clamped to the model's own context), unless
+/// RUVLLM_CONTEXT says otherwise (the ESP32 and ESP32-S2 have less contiguous data RAM).
+const DEFAULT_CONTEXT: usize = 512;
 
 fn main() {
     println!("cargo:rustc-link-arg=-Tlinkall.x");
     println!("cargo:rerun-if-env-changed=RUVLLM_MODEL");
+    println!("cargo:rerun-if-env-changed=RUVLLM_CONTEXT");
+    let context = match std::env::var("RUVLLM_CONTEXT") {
+        Ok(v) => v.parse::<usize>().ok().filter(|&n| n > 0).unwrap_or_else(|| {
+            fail(&format!("RUVLLM_CONTEXT={v}: expected a number of positions, at least 1"))
+        }),
+        Err(_) => DEFAULT_CONTEXT,
+    };
 
     let chips = ["ESP32C3", "ESP32C6", "ESP32", "ESP32S2", "ESP32S3"];
     let chosen: Vec<_> =
@@ -36,18 +44,18 @@ fn main() {
     buf.extend_from_slice(&bytes);
     let model: Model<'_> =
         Model::from_gguf(&buf[pad..]).unwrap_or_else(|e| fail(&format!("RUVLLM_MODEL={path}: {e}")));
-    let seq = CONTEXT.min(model.config.seq_len);
+    let seq = context.min(model.config.seq_len);
     let arena = IntState::arena_len(&model, seq);
     // The same checks the chip makes at boot (q8 weights, RoPE table), here at build time.
     let mut words = vec![0i32; arena];
     if let Err(e) = IntState::new(&model, &mut words, seq) {
-        fail(&format!("RUVLLM_MODEL={path}: the integer path refuses it: {e} (convert with --quant q8)"));
+        fail(&format!("RUVLLM_MODEL={path}: the integer path refuses it: {e}"));
     }
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let plan = format!(
         "/// Layers of the embedded model (the `Model` bound).\n\
          pub const LAYERS: usize = {layers};\n\
-         /// Positions the arena holds: min({CONTEXT}, the model's context).\n\
+         /// Positions the arena holds: min(RUVLLM_CONTEXT or {DEFAULT_CONTEXT}, the model's context).\n\
          pub const SEQ_LEN: usize = {seq};\n\
          /// `IntState::arena_len(model, SEQ_LEN)` in i32 words ({bytes} bytes).\n\
          pub const ARENA_LEN: usize = {arena};\n\
