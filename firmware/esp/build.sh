@@ -6,10 +6,13 @@
 # its flash / RAM use. Environment: RUSTC_CHIP (default /usr/bin/rustc), LLD (default rustup's
 # rust-lld, else ld.lld), CARGO_TARGET_DIR (default firmware/esp/target).
 set -euo pipefail
-cd "$(dirname "$0")"
 
 chip="${1:-}"
 model="${2:-}"
+# Paths given relative to the caller's directory, before moving to the crate's.
+if [ -n "$model" ] && [ -f "$model" ]; then model="$(realpath "$model")"; fi
+if [ -n "${CARGO_TARGET_DIR:-}" ]; then export CARGO_TARGET_DIR="$(realpath -m "$CARGO_TARGET_DIR")"; fi
+cd "$(dirname "$0")"
 case "$chip" in
     esp32c3) target=riscv32imc-unknown-none-elf ;;
     esp32c6) target=riscv32imac-unknown-none-elf ;;
@@ -22,7 +25,6 @@ if [ -z "$model" ] || [ ! -f "$model" ]; then
     echo "error: model image '$model' not found (make one with ruvllm-esp32 convert --quant q8)" >&2
     exit 2
 fi
-model="$(realpath "$model")"
 
 rustc_chip="${RUSTC_CHIP:-/usr/bin/rustc}"
 if [ -z "${LLD:-}" ]; then
