@@ -1,0 +1,134 @@
+//! ruvllm-esp32 on a real ESP32 (esp-hal): UART0 at 115200 baud as an `embedded-io` byte
+//! stream, a banner, the model image's checksum verified in place in flash, then a line console
+//! whose `gen <text>` streams greedy text from the integer-only forward pass.
+//!
+//! One implementation for every chip: the `esp32c3` / `esp32c6` / `esp32` / `esp32s2` /
+//! `esp32s3` feature picks the chip, and the only chip-specific code is [`uart0`]'s pin choice
+//! and the [`CHIP`] name. The integer path runs on all of them (the ESP32 and S3 have an FPU and
+//! could run the float q8 path too; the integer one gives the same text on every chip).
+#![no_std]
+#![no_main]
+
+mod console;
+
+use core::ptr::addr_of_mut;
+use embedded_io::Write as _;
+use esp_hal::clock::CpuClock;
+use esp_hal::peripherals::Peripherals;
+use esp_hal::uart::{Config as UartConfig, ConfigError, Uart};
+use esp_hal::Blocking;
+use ruvllm_esp32::infer::IntState;
+use ruvllm_esp32::model::Model;
+
+// LAYERS, SEQ_LEN, ARENA_LEN, IMAGE_LEN: computed by build.rs from the image.
+include!(concat!(env!("OUT_DIR"), "/plan.rs"));
+
+// The application descriptor the ESP-IDF second-stage bootloader checks (espflash needs it).
+esp_bootloader_esp_idf::esp_app_desc!();
+
+#[cfg(feature = "esp32c3")]
+const CHIP: &str = "ESP32-C3";
+#[cfg(feature = "esp32c6")]
+const CHIP: &str = "ESP32-C6";
+#[cfg(feature = "esp32")]
+const CHIP: &str = "ESP32";
+#[cfg(feature = "esp32s2")]
+const CHIP: &str = "ESP32-S2";
+#[cfg(feature = "esp32s3")]
+const CHIP: &str = "ESP32-S3";
+
+/// Console speed.
+const BAUD: u32 = 115_200;
+
+/// The model image is read in place: its tensors need 4-byte alignment, the wrapper gives 16.
+#[repr(C, align(16))]
+struct Aligned<T: ?Sized>(T);
+
+/// The GGUF image (`ruvllm-esp32 convert --quant q8`), linked into flash .rodata, which the
+/// chip's MMU maps into the data address space and reads in place: no RAM copy. The length in
+/// the type is build.rs's, so a changed file cannot slip past the build-time plan.
+static IMAGE: Aligned<[u8; IMAGE_LEN]> = Aligned(*include_bytes!(env!("RUVLLM_MODEL")));
+
+/// Activations and int8 KV cache of the integer path for SEQ_LEN positions, in .bss: RAM the
+/// linker accounts for, so a model too big for the chip fails to link.
+static mut ARENA: [i32; ARENA_LEN] = [0; ARENA_LEN];
+
+/// UART0 on the pins each chip's ROM bootloader uses (the dev boards' USB-UART bridge).
+fn uart0(p: Peripherals) -> Result<Uart<'static, Blocking>, ConfigError> {
+    #[cfg(feature = "esp32c3")]
+    let (tx, rx) = (p.GPIO21, p.GPIO20);
+    #[cfg(feature = "esp32c6")]
+    let (tx, rx) = (p.GPIO16, p.GPIO17);
+    #[cfg(feature = "esp32")]
+    let (tx, rx) = (p.GPIO1, p.GPIO3);
+    #[cfg(any(feature = "esp32s2", feature = "esp32s3"))]
+    let (tx, rx) = (p.GPIO43, p.GPIO44);
+    Ok(Uart::new(p.UART0, UartConfig::default().with_baudrate(BAUD))?.with_tx(tx).with_rx(rx))
+}
+
+/// Stops here for good (after an error message): nothing sensible can run.
+fn halt() -> ! {
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Microseconds since boot, for the console's tokens-per-second figure.
+fn micros() -> u64 {
+    esp_hal::time::Instant::now().duration_since_epoch().as_micros()
+}
+
+#[esp_hal::main]
+fn main() -> ! {
+    let peripherals = esp_hal::init(esp_hal::Config::default().with_cpu_clock(CpuClock::max()));
+    let Ok(mut uart) = uart0(peripherals) else { halt() };
+    // TX errors cannot be reported anywhere but the UART itself, so they are ignored.
+    let _ = write!(uart, "\r\nruvllm-esp32 on {CHIP} (esp-hal), UART0 {BAUD} baud\r\n");
+    let _ = write!(uart, "model image: {} bytes in flash at {:p}\r\n", IMAGE.0.len(), IMAGE.0.as_ptr());
+
+    let model: Model<'static, LAYERS> = match Model::from_gguf(&IMAGE.0) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = write!(uart, "error: the model image is refused: {e}\r\nhalted.\r\n");
+            halt()
+        }
+    };
+    let c = &model.config;
+    let _ = write!(
+        uart,
+        "checksum verified: dim {} layers {} heads {} vocab {} context {}\r\n",
+        c.dim, c.n_layers, c.n_heads, c.vocab_size, c.seq_len
+    );
+
+    // build.rs sized the arena from this same image; check it anyway, the arena is unsafe to
+    // get wrong and cheap to check.
+    let need = IntState::arena_len(&model, SEQ_LEN);
+    if need > ARENA_LEN {
+        let _ = write!(uart, "error: arena holds {ARENA_LEN} words, the model needs {need}\r\nhalted.\r\n");
+        halt()
+    }
+    // SAFETY: main runs once and never returns, so this is the only reference to ARENA.
+    let arena: &'static mut [i32; ARENA_LEN] = unsafe { &mut *addr_of_mut!(ARENA) };
+    let mut state = match IntState::new(&model, arena, SEQ_LEN) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = write!(uart, "error: cannot set up the integer engine: {e}\r\nhalted.\r\n");
+            halt()
+        }
+    };
+    let _ = write!(uart, "integer engine: {SEQ_LEN} positions, arena {} bytes of RAM\r\n", need * 4);
+
+    console::run_temporary_console(&mut uart, &model, &mut state, micros)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    // SAFETY: the program is going down; main's UART is never used again, so taking the
+    // peripherals afresh to print the message is the only access from here on.
+    let p = unsafe { Peripherals::steal() };
+    if let Ok(mut uart) = uart0(p) {
+        let _ = write!(uart, "\r\npanic: {info}\r\nhalted.\r\n");
+        let _ = uart.flush();
+    }
+    halt()
+}
