@@ -9,7 +9,6 @@
 #![no_std]
 #![no_main]
 
-mod console;
 
 use core::ptr::addr_of_mut;
 use embedded_io::Write as _;
@@ -17,6 +16,7 @@ use esp_hal::clock::CpuClock;
 use esp_hal::peripherals::Peripherals;
 use esp_hal::uart::{Config as UartConfig, ConfigError, Uart};
 use esp_hal::Blocking;
+use ruvllm_esp32::console::{Board, Console, IntegerEngine};
 use ruvllm_esp32::infer::IntState;
 use ruvllm_esp32::model::Model;
 
@@ -109,8 +109,8 @@ fn main() -> ! {
     }
     // SAFETY: main runs once and never returns, so this is the only reference to ARENA.
     let arena: &'static mut [i32; ARENA_LEN] = unsafe { &mut *addr_of_mut!(ARENA) };
-    let mut state = match IntState::new(&model, arena, SEQ_LEN) {
-        Ok(s) => s,
+    let engine = match IntegerEngine::new(&model, arena, SEQ_LEN) {
+        Ok(e) => e,
         Err(e) => {
             let _ = write!(uart, "error: cannot set up the integer engine: {e}\r\nhalted.\r\n");
             halt()
@@ -118,7 +118,11 @@ fn main() -> ! {
     };
     let _ = write!(uart, "integer engine: {SEQ_LEN} positions, arena {} bytes of RAM\r\n", need * 4);
 
-    console::run_temporary_console(&mut uart, &model, &mut state, micros)
+    // The library's console, the same one the QEMU board and the host run.
+    let board = Board { name: CHIP, counter: Some(micros), counter_unit: "us", ram: None };
+    let mut console = Console::new(uart, engine, board);
+    let _ = console.run();
+    halt()
 }
 
 #[panic_handler]
