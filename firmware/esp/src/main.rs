@@ -9,7 +9,6 @@
 #![no_std]
 #![no_main]
 
-
 use core::ptr::addr_of_mut;
 use embedded_io::Write as _;
 use esp_hal::clock::CpuClock;
