@@ -2,6 +2,7 @@
 //! [`State::arena_len`], so a token never allocates and the chip's RAM budget is known before
 //! anything runs.
 
+mod arena;
 mod eval;
 mod generate;
 pub mod integer;
@@ -13,6 +14,7 @@ pub use integer::IntState;
 use crate::error::{Error, Result};
 use crate::kernels::{reference, AttnShape, CacheQ8, Kernels, QueryQ8};
 use crate::model::{Config, Matrix, Model, Precision};
+use arena::Carver;
 
 /// One forward pass over a model, as the shared generation and scoring loops see it: the f32 /
 /// q8 [`State`] and the integer [`IntState`] both implement it.
@@ -121,24 +123,6 @@ impl Plan {
     }
 }
 
-/// Hands out disjoint slices of the arena. Nothing is cleared: every buffer is written before
-/// it is read (the KV cache up to the current position included), and leaving untouched pages
-/// alone keeps a fresh arena from being faulted in all at once.
-struct Carver<'s>(&'s mut [f32]);
-
-impl<'s> Carver<'s> {
-    fn f32(&mut self, n: usize) -> &'s mut [f32] {
-        let (head, tail) = core::mem::take(&mut self.0).split_at_mut(n);
-        self.0 = tail;
-        head
-    }
-
-    fn i8(&mut self, n: usize) -> &'s mut [i8] {
-        let words = self.f32(n.div_ceil(4));
-        &mut bytemuck::cast_slice_mut::<f32, i8>(words)[..n]
-    }
-}
-
 impl<'s> State<'s> {
     /// Arena length (in f32 elements) a model needs for a context of `seq_len` positions.
     pub fn arena_len<const L: usize>(model: &Model<'_, L>, seq_len: usize) -> usize {
@@ -166,18 +150,19 @@ impl<'s> State<'s> {
         }
         let mut c = Carver(arena);
         let [d0, d1, d2, h0, h1, d3, kv, att, voc, rope] = plan.f32s;
-        let (x, xb, xb2, hb, hb2, q) = (c.f32(d0), c.f32(d1), c.f32(d2), c.f32(h0), c.f32(h1), c.f32(d3));
-        let (kv_row, att, logits, rope) = (c.f32(kv), c.f32(att), c.f32(voc), c.f32(rope));
+        let (x, xb, xb2, hb, hb2, q) =
+            (c.words(d0), c.words(d1), c.words(d2), c.words(h0), c.words(h1), c.words(d3));
+        let (kv_row, att, logits, rope) = (c.words(kv), c.words(att), c.words(voc), c.words(rope));
         let kv = match model.precision {
-            Precision::F32 => KvCache::F32 { k: c.f32(plan.kv_f32), v: c.f32(plan.kv_f32) },
+            Precision::F32 => KvCache::F32 { k: c.words(plan.kv_f32), v: c.words(plan.kv_f32) },
             Precision::Q8 => KvCache::Q8 {
                 k: c.i8(plan.kv_i8),
-                ks: c.f32(plan.kv_scales),
+                ks: c.words(plan.kv_scales),
                 v: c.i8(plan.kv_i8),
-                vs: c.f32(plan.kv_scales),
+                vs: c.words(plan.kv_scales),
             },
         };
-        let (xq, xs) = (c.i8(plan.xq), c.f32(plan.xs));
+        let (xq, xs) = (c.i8(plan.xq), c.words(plan.xs));
         Ok(State { seq_len, kernels, x, xb, xb2, hb, hb2, q, kv_row, att, logits, rope, xq, xs, kv })
     }
 

@@ -26,6 +26,7 @@ pub use fixed::{
 };
 pub use tables::{EXP2_NEG, SIGMOID};
 
+use super::arena::Carver;
 use super::Step;
 use crate::error::{Error, Result};
 use crate::model::{Model, ROPE_FRAC};
@@ -60,23 +61,6 @@ impl Plan {
             + i8_words(self.xq)
             + self.xs
             + 2 * (i8_words(self.kv) + self.kv_scales)
-    }
-}
-
-/// Hands out disjoint slices of the arena (nothing is cleared: each buffer is written before
-/// it is read).
-struct Carver<'s>(&'s mut [i32]);
-
-impl<'s> Carver<'s> {
-    fn i32(&mut self, n: usize) -> &'s mut [i32] {
-        let (head, tail) = core::mem::take(&mut self.0).split_at_mut(n);
-        self.0 = tail;
-        head
-    }
-
-    fn i8(&mut self, n: usize) -> &'s mut [i8] {
-        let words = self.i32(n.div_ceil(4));
-        &mut bytemuck::cast_slice_mut::<i32, i8>(words)[..n]
     }
 }
 
@@ -133,11 +117,11 @@ impl<'s> IntState<'s> {
         let attn_scale = inv_sqrt(shape.head_size() as u64, 0);
         let mut c = Carver(arena);
         let [d0, d1, d2, d3, kv, h0, h1, att, voc] = plan.words;
-        let (x, xb, xb2, q, kv_row) = (c.i32(d0), c.i32(d1), c.i32(d2), c.i32(d3), c.i32(kv));
-        let (hb, hb2, att, logits) = (c.i32(h0), c.i32(h1), c.i32(att), c.i32(voc));
-        let (xq, xs) = (c.i8(plan.xq), c.i32(plan.xs));
-        let (kc, ks) = (c.i8(plan.kv), c.i32(plan.kv_scales));
-        let (vc, vs) = (c.i8(plan.kv), c.i32(plan.kv_scales));
+        let (x, xb, xb2, q, kv_row) = (c.words(d0), c.words(d1), c.words(d2), c.words(d3), c.words(kv));
+        let (hb, hb2, att, logits) = (c.words(h0), c.words(h1), c.words(att), c.words(voc));
+        let (xq, xs) = (c.i8(plan.xq), c.words(plan.xs));
+        let (kc, ks) = (c.i8(plan.kv), c.words(plan.kv_scales));
+        let (vc, vs) = (c.i8(plan.kv), c.words(plan.kv_scales));
         Ok(IntState {
             seq_len,
             shape,
