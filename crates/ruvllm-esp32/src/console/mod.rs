@@ -288,6 +288,21 @@ impl<IO: Read + ReadReady + Write, E: Engine> Console<IO, E> {
         Ok(dropped)
     }
 
+    /// Static RAM plus the stack's high-water mark, where the board can measure them.
+    fn report_peak_ram(&mut self) -> Result<(), IO::Error> {
+        if let Some(ram) = self.board.ram {
+            let r = ram();
+            sayln!(
+                &mut self.io,
+                "peak RAM: {} bytes (static {} + stack high-water {})",
+                r.static_bytes + r.stack_bytes,
+                r.static_bytes,
+                r.stack_bytes
+            )?;
+        }
+        Ok(())
+    }
+
     fn report_dropped(&mut self, dropped: usize) -> Result<(), IO::Error> {
         if dropped > 0 {
             sayln!(&mut self.io, "error: {dropped} input bytes arrived while busy and were ignored")?;
@@ -339,16 +354,7 @@ impl<IO: Read + ReadReady + Write, E: Engine> Console<IO, E> {
             "arena RAM: {arena} bytes (activations + KV cache, {} positions)",
             self.engine.context_len()
         )?;
-        if let Some(ram) = self.board.ram {
-            let r = ram();
-            sayln!(
-                &mut self.io,
-                "peak RAM: {} bytes (static {} + stack high-water {})",
-                r.static_bytes + r.stack_bytes,
-                r.static_bytes,
-                r.stack_bytes
-            )?;
-        }
+        self.report_peak_ram()?;
         sayln!(&mut self.io, "generations: {}, tokens generated: {}", t.generations, t.tokens_generated)?;
         if self.board.counter.is_some() && t.last_positions > 0 {
             sayln!(
@@ -397,16 +403,7 @@ impl<IO: Read + ReadReady + Write, E: Engine> Console<IO, E> {
             n - 1,
             sum / n
         )?;
-        if let Some(ram) = self.board.ram {
-            let r = ram();
-            sayln!(
-                &mut self.io,
-                "peak RAM: {} bytes (static {} + stack high-water {})",
-                r.static_bytes + r.stack_bytes,
-                r.static_bytes,
-                r.stack_bytes
-            )?;
-        }
+        self.report_peak_ram()?;
         self.report_dropped(dropped)
     }
 }
