@@ -75,6 +75,88 @@ pub fn dequantize_row(q: &[i8], scales: &[f32], out: &mut [f32], group: usize) {
     }
 }
 
+/// Weight formats a matrix can be stored in. Quantization-aware training computes its forward
+/// pass with [`project_row`] of the chosen format, so the engine later sees exactly the values
+/// the model was trained with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    F32,
+    /// Int8, one f32 scale per group of [`GROUP`] along each row ([`quantize_row`]).
+    Q8,
+    /// 1.58-bit: values in {-1, 0, +1} times one f32 scale per row (BitNet b1.58's absmean).
+    Ternary,
+    /// 1-bit: values in {-1, +1} times one f32 scale per row (the row's mean |w|).
+    Binary,
+}
+
+impl WeightFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::F32 => "f32",
+            WeightFormat::Q8 => "q8",
+            WeightFormat::Ternary => "ternary",
+            WeightFormat::Binary => "binary",
+        }
+    }
+}
+
+/// Mean |w| of a row: the per-row scale of the ternary and binary formats (0 for an empty row).
+pub fn absmean(x: &[f32]) -> f32 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    x.iter().map(|v| libm::fabsf(*v)).sum::<f32>() / x.len() as f32
+}
+
+/// Ternary code of `v` for a row of scale `scale`: `round(v / scale)` clamped to [-1, 1].
+#[inline]
+pub fn ternary_code(v: f32, scale: f32) -> i8 {
+    if scale > 0.0 {
+        round_to_i8(v / scale).clamp(-1, 1)
+    } else {
+        0
+    }
+}
+
+/// Binary code of `v`: its sign, with 0 counted as positive.
+#[inline]
+pub fn binary_code(v: f32) -> i8 {
+    if v < 0.0 {
+        -1
+    } else {
+        1
+    }
+}
+
+/// The values a row of weights takes once stored in `format` and read back: what QAT's forward
+/// pass uses (its backward passes gradients straight through to the latent `x`).
+pub fn project_row(format: WeightFormat, x: &[f32], out: &mut [f32]) {
+    debug_assert_eq!(x.len(), out.len());
+    match format {
+        WeightFormat::F32 => out.copy_from_slice(x),
+        WeightFormat::Q8 => {
+            for (xg, og) in x.chunks(GROUP).zip(out.chunks_mut(GROUP)) {
+                let (mut q, mut s) = ([0i8; GROUP], [0.0f32; 1]);
+                let q = &mut q[..xg.len()];
+                quantize_row(xg, q, &mut s, GROUP);
+                dequantize_row(q, &s, og, GROUP);
+            }
+        }
+        WeightFormat::Ternary => {
+            let s = absmean(x);
+            for (o, v) in out.iter_mut().zip(x) {
+                *o = ternary_code(*v, s) as f32 * s;
+            }
+        }
+        WeightFormat::Binary => {
+            let s = absmean(x);
+            for (o, v) in out.iter_mut().zip(x) {
+                *o = binary_code(*v) as f32 * s;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +235,33 @@ mod tests {
         quantize_row(&x, &mut q, &mut s, 32);
         assert_eq!(q, [0; 5]);
         assert_eq!(s[0], 0.0);
+    }
+
+    #[test]
+    fn projections_are_idempotent_enough_and_on_their_grids() {
+        let x: [f32; 40] = core::array::from_fn(|i| ((i * 37 % 23) as f32 - 11.0) * 0.013);
+        for f in [WeightFormat::F32, WeightFormat::Q8, WeightFormat::Ternary, WeightFormat::Binary] {
+            let mut p = [0.0f32; 40];
+            project_row(f, &x, &mut p);
+            match f {
+                WeightFormat::F32 => assert_eq!(p, x),
+                WeightFormat::Q8 => {
+                    let (mut q, mut s) = ([0i8; 40], [0.0f32; 2]);
+                    quantize_row(&x, &mut q, &mut s, GROUP);
+                    let mut d = [0.0f32; 40];
+                    dequantize_row(&q, &s, &mut d, GROUP);
+                    assert_eq!(p, d);
+                }
+                WeightFormat::Ternary | WeightFormat::Binary => {
+                    let s = absmean(&x);
+                    for (pv, xv) in p.iter().zip(&x) {
+                        let k = pv / s;
+                        assert!(k == -1.0 || k == 1.0 || (k == 0.0 && f == WeightFormat::Ternary), "{k}");
+                        assert!(*pv == 0.0 || pv.signum() == xv.signum());
+                    }
+                    assert!(p.iter().any(|v| *v == 0.0) == (f == WeightFormat::Ternary));
+                }
+            }
+        }
     }
 }
