@@ -51,6 +51,16 @@ impl Image {
     }
 }
 
+/// The image format that holds weights trained for `format`.
+pub fn quant_of(format: ruvllm_esp32::quant::WeightFormat) -> Quant {
+    use ruvllm_esp32::quant::WeightFormat as W;
+    match format {
+        W::F32 => Quant::F32,
+        W::Q8 => Quant::Q8,
+        W::Ternary | W::Binary => todo!("ternary/binary images land with the low-bit kernels"),
+    }
+}
+
 pub fn parse_quant(s: &str) -> Result<Quant> {
     match s {
         "f32" => Ok(Quant::F32),

@@ -5,6 +5,7 @@ mod bench;
 mod board;
 mod commands;
 mod image;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -147,6 +148,53 @@ enum Cmd {
         #[arg(long, default_value = "int")]
         engine: String,
     },
+    /// Train a model on a text corpus (or the built-in generated one): BPE tokenizer, model,
+    /// quantization-aware training; writes OUT.gguf, OUT.ckpt and OUT.loss.svg
+    #[command(after_help = "Examples:
+  ruvllm-esp32 train --text corpus.txt --preset 260k --steps 2000 -o model.gguf
+  ruvllm-esp32 train --preset tiny --quant ternary --steps 500 -o tiny-ternary.gguf
+  ruvllm-esp32 train --text corpus.txt --steps 4000 --resume model.ckpt -o model.gguf")]
+    Train {
+        /// UTF-8 text; documents separated by blank lines. Default: the built-in generated corpus
+        #[arg(long)]
+        text: Option<PathBuf>,
+        /// tiny (~100K parameters), 260k (stories260K's shape) or 1m
+        #[arg(long, default_value = "260k")]
+        preset: String,
+        /// Total optimizer steps (a resumed run continues up to this)
+        #[arg(long, default_value_t = 2000)]
+        steps: u64,
+        /// Weights trained for: f32, q8, ternary or binary (quantization-aware training)
+        #[arg(short = 'q', long, default_value = "f32")]
+        quant: String,
+        /// Continue from a checkpoint written by an earlier run
+        #[arg(long)]
+        resume: Option<PathBuf>,
+        /// Reuse the tokenizer of this GGUF model instead of training one (a draft model must
+        /// share its target's vocabulary)
+        #[arg(long)]
+        tokenizer_from: Option<PathBuf>,
+        #[arg(short = 's', long, default_value_t = 1)]
+        seed: u64,
+        /// Worker threads (default: all cores)
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long, default_value_t = 100)]
+        eval_every: u64,
+        #[arg(long, default_value_t = 200)]
+        checkpoint_every: u64,
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+    },
+    /// Write the built-in generated corpus of simple stories and facts
+    Corpus {
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+        #[arg(long, default_value_t = ruvllm_train::corpus::DEFAULT_DOCS)]
+        docs: usize,
+        #[arg(short = 's', long, default_value_t = ruvllm_train::corpus::DEFAULT_SEED)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -170,6 +218,32 @@ fn main() -> ExitCode {
         Cmd::Board { model, quant, elf, corrupt_image, engine } => {
             board::run_board(&model, &quant, elf.as_deref(), corrupt_image, &engine)
         }
+        Cmd::Train {
+            text,
+            preset,
+            steps,
+            quant,
+            resume,
+            tokenizer_from,
+            seed,
+            threads,
+            eval_every,
+            checkpoint_every,
+            output,
+        } => train::train(train::TrainArgs {
+            text,
+            preset,
+            steps,
+            quant,
+            resume,
+            tokenizer_from,
+            seed,
+            threads,
+            eval_every,
+            checkpoint_every,
+            output,
+        }),
+        Cmd::Corpus { output, docs, seed } => train::corpus_cmd(&output, docs, seed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,148 @@
+//! `train` and `corpus`: micro-models trained here, on text the project generates or the
+//! user's own.
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use ruvllm_esp32::quant::WeightFormat;
+use ruvllm_train::run::{self, Checkpoint, LossPoint, Progress, TrainOptions};
+use std::path::{Path, PathBuf};
+
+/// `train` arguments.
+pub struct TrainArgs {
+    pub text: Option<PathBuf>,
+    pub preset: String,
+    pub steps: u64,
+    pub quant: String,
+    pub resume: Option<PathBuf>,
+    pub tokenizer_from: Option<PathBuf>,
+    pub seed: u64,
+    pub threads: Option<usize>,
+    pub eval_every: u64,
+    pub checkpoint_every: u64,
+    pub output: PathBuf,
+}
+
+pub fn parse_format(s: &str) -> Result<WeightFormat> {
+    Ok(match s {
+        "f32" => WeightFormat::F32,
+        "q8" => WeightFormat::Q8,
+        "ternary" => WeightFormat::Ternary,
+        "binary" => WeightFormat::Binary,
+        _ => bail!("unknown quantization '{s}' (use f32, q8, ternary or binary)"),
+    })
+}
+
+/// The corpus: the user's file (checked to be text) or the built-in generated one.
+fn corpus(text: Option<&Path>) -> Result<String> {
+    match text {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+            let text = ruvllm_train::bpe::check_text(&bytes).with_context(|| path.display().to_string())?;
+            Ok(text.to_string())
+        }
+        None => {
+            eprintln!(
+                "no --text: training on the built-in generated corpus ({} documents, seed {})",
+                ruvllm_train::corpus::DEFAULT_DOCS,
+                ruvllm_train::corpus::DEFAULT_SEED
+            );
+            Ok(ruvllm_train::corpus::generate(ruvllm_train::corpus::DEFAULT_SEED, ruvllm_train::corpus::DEFAULT_DOCS))
+        }
+    }
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    let format = parse_format(&a.quant)?;
+    let quant = crate::image::quant_of(format);
+    let text = corpus(a.text.as_deref())?;
+    let mut opts = TrainOptions::new(run::preset(&a.preset)?, a.steps, format);
+    opts.seed = a.seed;
+    if let Some(t) = a.threads {
+        opts.threads = t.max(1);
+    }
+    opts.eval_every = a.eval_every.max(1);
+    opts.checkpoint_every = a.checkpoint_every.max(1);
+    let ckpt = a.output.with_extension("ckpt");
+    opts.checkpoint = Some(ckpt.clone());
+    if let Some(from) = &a.tokenizer_from {
+        let img = crate::image::load(from, None, None)?;
+        let host = ruvllm_esp32::convert::load_gguf(img.bytes()).with_context(|| from.display().to_string())?;
+        opts.vocab = host.vocab;
+    }
+    let resume = match &a.resume {
+        Some(p) => Some((p.as_path(), Checkpoint::load(p)?)),
+        None => None,
+    };
+    let mut bar = Bar::new();
+    let out = run::train(&text, &opts, resume, &mut bar)?;
+
+    let gguf = out.model.to_gguf(quant).context("exporting the trained model")?;
+    ruvllm_train::run::checkpoint::write_atomic(&a.output, &gguf)?;
+    let svg = a.output.with_extension("loss.svg");
+    let title = format!("{} preset, {} format", opts.preset.name, format.name());
+    run::plot::write_loss_svg(&svg, &out.history, out.unigram_loss, &title)?;
+    let val = out.final_val_loss().unwrap_or(f32::NAN);
+    eprintln!(
+        "{} documents, {} training / {} validation tokens; unigram baseline {:.4} nats",
+        out.docs, out.train_tokens, out.val_tokens, out.unigram_loss
+    );
+    eprintln!("validation loss {val:.4} nats/token, perplexity {:.3}", (val as f64).exp());
+    eprintln!("training throughput {:.0} tokens/s ({} threads)", out.tokens_per_s, opts.threads);
+    eprintln!(
+        "wrote {} ({} bytes, {}), {}, checkpoint {}",
+        a.output.display(),
+        gguf.len(),
+        format.name(),
+        svg.display(),
+        ckpt.display()
+    );
+    Ok(())
+}
+
+/// Progress bar with loss and tokens/s on a terminal; a log line per validation otherwise.
+struct Bar {
+    bar: ProgressBar,
+    last_val: Option<f32>,
+}
+
+impl Bar {
+    fn new() -> Bar {
+        Bar { bar: ProgressBar::hidden(), last_val: None }
+    }
+}
+
+impl Progress for Bar {
+    fn begin(&mut self, total: u64, done: u64, info: &str) {
+        eprintln!("{info}");
+        self.bar = ProgressBar::new(total);
+        self.bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}, eta {eta}]")
+                .expect("valid template"),
+        );
+        self.bar.set_position(done);
+    }
+
+    fn step(&mut self, step: u64, loss: f32, tokens_per_s: f64) {
+        self.bar.set_position(step);
+        let val = self.last_val.map_or(String::new(), |v| format!(" val {v:.3}"));
+        self.bar.set_message(format!("loss {loss:.3}{val} {tokens_per_s:.0} tok/s"));
+    }
+
+    fn eval(&mut self, p: &LossPoint) {
+        self.last_val = Some(p.val);
+        if self.bar.is_hidden() {
+            eprintln!("step {}: train {:.4} val {:.4}", p.step, p.train, p.val);
+        }
+    }
+
+    fn end(&mut self) {
+        self.bar.finish();
+    }
+}
+
+pub fn corpus_cmd(output: &Path, docs: usize, seed: u64) -> Result<()> {
+    let text = ruvllm_train::corpus::generate(seed, docs);
+    ruvllm_train::run::checkpoint::write_atomic(output, text.as_bytes())?;
+    eprintln!("wrote {} ({docs} documents, {} bytes, seed {seed})", output.display(), text.len());
+    Ok(())
+}

@@ -1,0 +1,135 @@
+use super::*;
+use crate::corpus;
+
+/// A model small enough to train for a few dozen steps in a test.
+const MICRO: Preset = Preset {
+    name: "micro",
+    dim: 16,
+    hidden_dim: 32,
+    n_layers: 1,
+    n_heads: 2,
+    n_kv_heads: 1,
+    vocab_size: 300,
+    seq_len: 32,
+    batch: 4,
+    lr: 3e-3,
+};
+
+fn text() -> String {
+    corpus::generate(7, 300)
+}
+
+fn options(steps: u64, dir: &Path) -> TrainOptions {
+    let mut o = TrainOptions::new(MICRO, steps, WeightFormat::F32);
+    o.threads = 1;
+    o.eval_every = 5;
+    o.val_windows = 4;
+    o.checkpoint = Some(dir.join("run.ckpt"));
+    o.checkpoint_every = 10;
+    o
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ruvllm-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn a_resumed_run_ends_exactly_where_an_uninterrupted_one_does() {
+    let (d1, d2) = (tempdir("straight"), tempdir("resumed"));
+    let text = text();
+    let straight = train(&text, &options(20, &d1), None, &mut Quiet).unwrap();
+    // Interrupted after step 10 (its last checkpoint), then resumed to 20.
+    train(&text, &options(10, &d2), None, &mut Quiet).unwrap();
+    let path = d2.join("run.ckpt");
+    let ck = Checkpoint::load(&path).unwrap();
+    assert_eq!(ck.step, 10);
+    let resumed = train(&text, &options(20, &d2), Some((&path, ck)), &mut Quiet).unwrap();
+    assert_eq!(straight.model, resumed.model, "parameters differ after resume");
+    assert_eq!(straight.history, resumed.history);
+    let _ = std::fs::remove_dir_all(d1);
+    let _ = std::fs::remove_dir_all(d2);
+}
+
+#[test]
+fn mismatched_or_corrupt_checkpoints_are_refused() {
+    let d = tempdir("mismatch");
+    let text = text();
+    train(&text, &options(5, &d), None, &mut Quiet).unwrap();
+    let path = d.join("run.ckpt");
+    let ck = || Checkpoint::load(&path).unwrap();
+
+    let mut other = options(10, &d);
+    other.format = WeightFormat::Ternary;
+    let e = train(&text, &other, Some((&path, ck())), &mut Quiet).err().unwrap();
+    assert!(matches!(e, TrainError::ResumeMismatch { what: "weight format", .. }), "{e}");
+
+    let mut other = options(10, &d);
+    other.preset.dim = 24;
+    let e = train(&text, &other, Some((&path, ck())), &mut Quiet).err().unwrap();
+    assert!(matches!(e, TrainError::ResumeMismatch { what: "model shape", .. }), "{e}");
+    assert!(e.to_string().contains("run.ckpt"), "{e}");
+
+    let e = train(&corpus::generate(8, 300), &options(10, &d), Some((&path, ck())), &mut Quiet).err().unwrap();
+    assert!(matches!(e, TrainError::ResumeMismatch { what: "corpus (CRC-32)", .. }), "{e}");
+
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let e = Checkpoint::load(&path).err().unwrap();
+    assert!(e.to_string().contains("checksum"), "{e}");
+    std::fs::write(&path, &bytes[..100]).unwrap();
+    assert!(Checkpoint::load(&path).is_err());
+    std::fs::write(&path, b"hello").unwrap();
+    assert!(Checkpoint::load(&path).err().unwrap().to_string().contains("not a ruvllm-esp32"));
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn a_corpus_too_small_for_the_preset_is_an_error() {
+    let d = tempdir("small");
+    let vocab = crate::bpe::train(&text(), MICRO.vocab_size).unwrap();
+    let mut o = options(5, &d);
+    o.vocab = Some(vocab);
+    let e = train("Tom had a red ball.\n\nSam saw a cat.", &o, None, &mut Quiet).err().unwrap();
+    assert!(matches!(e, TrainError::CorpusTooSmall { .. }), "{e}");
+    assert!(e.to_string().contains("micro"), "{e}");
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn a_full_disk_leaves_the_previous_file_intact() {
+    let d = tempdir("full");
+    let path = d.join("model.gguf");
+    checkpoint::write_atomic(&path, b"previous model").unwrap();
+    let e = checkpoint::write_atomic_with(&path, &[7u8; 4096], |f, b| {
+        use std::io::Write;
+        f.write_all(&b[..100])?;
+        Err(std::io::Error::from_raw_os_error(28))
+    })
+    .err()
+    .unwrap();
+    let msg = e.to_string();
+    assert!(msg.contains("model.gguf") && msg.contains("No space left"), "{msg}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"previous model");
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1, "temporary file left behind");
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn the_loss_curve_is_an_svg_with_both_series() {
+    let h: Vec<LossPoint> =
+        (1..=10).map(|i| LossPoint { step: i * 10, train: 5.0 / i as f32, val: 5.5 / i as f32 }).collect();
+    let svg = plot::loss_svg(&h, 4.0, "test").unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("validation") && svg.contains("unigram"));
+}
+
+#[test]
+fn learning_rate_warms_up_then_decays_to_a_tenth() {
+    assert!(learning_rate(1.0, 0, 1000) < 0.1);
+    assert!((learning_rate(1.0, 49, 1000) - 1.0).abs() < 1e-6);
+    assert!((learning_rate(1.0, 999, 1000) - 0.1).abs() < 1e-3);
+}
