@@ -29,11 +29,11 @@ fn main() {
         fail("enable exactly one chip feature: --features esp32c3 | esp32c6 | esp32 | esp32s2 | esp32s3");
     }
 
-    let Ok(path) = std::env::var("RUVLLM_MODEL") else {
-        fail(
-            "set RUVLLM_MODEL to the absolute path of a GGUF image made by `ruvllm-esp32 convert --quant q8`",
-        )
-    };
+    // Without RUVLLM_MODEL the firmware carries the project's built-in model (models/).
+    let path = std::env::var("RUVLLM_MODEL").unwrap_or_else(|_| {
+        let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+        format!("{dir}/../../models/default.gguf")
+    });
     println!("cargo:rerun-if-changed={path}");
     let bytes = std::fs::read(&path).unwrap_or_else(|e| fail(&format!("RUVLLM_MODEL={path}: {e}")));
     // Tensors are read in place: give the host copy the chip's alignment (room for the padding

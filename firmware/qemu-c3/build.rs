@@ -14,9 +14,11 @@ fn main() {
     println!("cargo:rerun-if-changed=memory.x");
     println!("cargo:rerun-if-env-changed=RUVLLM_MODEL");
 
-    let Ok(path) = std::env::var("RUVLLM_MODEL") else {
-        fail("set RUVLLM_MODEL to the absolute path of a GGUF image made by `ruvllm-esp32 convert --quant q8` (or let `ruvllm-esp32 board` do it)")
-    };
+    // Without RUVLLM_MODEL the firmware carries the project's built-in model (models/).
+    let path = std::env::var("RUVLLM_MODEL").unwrap_or_else(|_| {
+        let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+        format!("{dir}/../../models/default.gguf")
+    });
     println!("cargo:rerun-if-changed={path}");
     let bytes = std::fs::read(&path).unwrap_or_else(|e| fail(&format!("RUVLLM_MODEL={path}: {e}")));
     // Tensors are read in place, so the host copy gets the chip's alignment: reserve room

@@ -32,7 +32,7 @@ fn load(args: &ModelArgs, quant: Option<&str>) -> Result<Image> {
 }
 
 /// The integer path reads a q8 image with the RoPE table: anything else is converted.
-fn load_int(args: &ModelArgs) -> Result<Image> {
+pub fn load_int(args: &ModelArgs) -> Result<Image> {
     let img = image::load(&args.model, args.tokenizer.as_deref(), Some(Quant::Q8))?;
     if img.model()?.rope.is_some() {
         return Ok(img);

@@ -4,6 +4,7 @@
 mod bench;
 mod board;
 mod commands;
+mod console;
 mod image;
 mod train;
 
@@ -186,6 +187,12 @@ enum Cmd {
         #[arg(short = 'o', long)]
         output: PathBuf,
     },
+    /// The serial console of the board, here on stdin/stdout with the board's integer engine
+    #[command(after_help = "Example:\n  echo 'gen Once upon a time' | ruvllm-esp32 console -m model.gguf")]
+    Console {
+        #[command(flatten)]
+        model: ModelArgs,
+    },
     /// Write the built-in generated corpus of simple stories and facts
     Corpus {
         #[arg(short = 'o', long)]
@@ -243,6 +250,7 @@ fn main() -> ExitCode {
             checkpoint_every,
             output,
         }),
+        Cmd::Console { model } => commands::load_int(&model).and_then(|img| console::run(&img)),
         Cmd::Corpus { output, docs, seed } => train::corpus_cmd(&output, docs, seed),
     };
     match result {

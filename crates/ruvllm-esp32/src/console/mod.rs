@@ -146,6 +146,12 @@ impl<IO: Read + ReadReady + Write, E: Engine> Console<IO, E> {
         }
     }
 
+    /// Echo typed bytes back (a serial terminal needs it; a host terminal in line mode
+    /// echoes by itself).
+    pub fn set_echo(&mut self, on: bool) {
+        self.echo = on;
+    }
+
     /// The stream, the engine and the board back (host tests read what was written).
     pub fn into_parts(self) -> (IO, E, Board) {
         (self.io, self.engine, self.board)

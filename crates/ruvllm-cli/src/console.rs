@@ -1,0 +1,64 @@
+//! `console`: the library's serial console on this machine's stdin/stdout, with the chip's
+//! integer engine, so a session here answers as the board does.
+
+use crate::image::Image;
+use anyhow::{Context, Result};
+use ruvllm_esp32::console::{Board, Console, IntegerEngine};
+use ruvllm_esp32::infer::IntState;
+use std::io::{IsTerminal, Read, Write};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// stdin/stdout as an embedded-io byte stream.
+struct Stdio {
+    stdin: std::io::Stdin,
+    stdout: std::io::Stdout,
+}
+
+impl embedded_io::ErrorType for Stdio {
+    type Error = std::io::Error;
+}
+
+impl embedded_io::Read for Stdio {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stdin.read(buf)
+    }
+}
+
+impl embedded_io::ReadReady for Stdio {
+    /// Bytes typed during a generation wait in the terminal's line buffer until it ends.
+    fn read_ready(&mut self) -> std::io::Result<bool> {
+        Ok(false)
+    }
+}
+
+impl embedded_io::Write for Stdio {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stdout.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stdout.flush()
+    }
+}
+
+fn micros() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+pub fn run(img: &Image) -> Result<()> {
+    let model = img.model()?;
+    let seq = model.config.seq_len;
+    let mut arena = vec![0i32; IntState::arena_len(&model, seq)];
+    let engine = IntegerEngine::new(&model, &mut arena, seq)
+        .with_context(|| format!("{}: the integer engine needs a q8 image with its RoPE table", img.origin))?;
+    let board = Board { name: "host", counter: Some(micros), counter_unit: "us", ram: None };
+    micros();
+    let io = Stdio { stdin: std::io::stdin(), stdout: std::io::stdout() };
+    let interactive = std::io::stdin().is_terminal();
+    let mut console = Console::new(io, engine, board);
+    console.set_echo(!interactive);
+    console.run().context("console I/O")?;
+    Ok(())
+}
