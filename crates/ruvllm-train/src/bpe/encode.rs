@@ -154,7 +154,7 @@ impl Encoder {
             return;
         }
         let mut toks = Vec::with_capacity(chunk.len());
-        self.look.chars(&chunk, &mut toks);
+        self.look.chars(chunk, &mut toks);
         self.look.merge(&mut toks, &mut self.scratch);
         out.extend_from_slice(&toks);
         if self.cache.len() < CACHE_LIMIT {

@@ -51,7 +51,7 @@ use core::fmt;
 
 pub use encode::{decode, Encoder};
 pub use ruvllm_esp32::convert::HostVocab;
-pub use train::train;
+pub use train::{train, train_documents};
 
 /// Id of `<unk>`.
 pub const UNK: u32 = 0;
@@ -138,6 +138,15 @@ pub fn check_text(bytes: &[u8]) -> Result<&str, BpeError> {
     if text.trim().is_empty() {
         return Err(BpeError::EmptyCorpus);
     }
+    let (chars, control) = count_control(text);
+    if control * 100 > chars * MAX_CONTROL_PERCENT {
+        return Err(BpeError::MostlyControl { control, chars });
+    }
+    Ok(text)
+}
+
+/// (characters, control characters other than tab, newline, carriage return, form feed).
+fn count_control(text: &str) -> (usize, usize) {
     let (mut chars, mut control) = (0usize, 0usize);
     for c in text.chars() {
         chars += 1;
@@ -145,10 +154,7 @@ pub fn check_text(bytes: &[u8]) -> Result<&str, BpeError> {
             control += 1;
         }
     }
-    if control * 100 > chars * MAX_CONTROL_PERCENT {
-        return Err(BpeError::MostlyControl { control, chars });
-    }
-    Ok(text)
+    (chars, control)
 }
 
 /// Character classes of the pre-splitter.

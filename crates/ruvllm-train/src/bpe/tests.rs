@@ -75,6 +75,17 @@ fn train_refuses_bad_sizes() {
 }
 
 #[test]
+fn documents_each_get_the_dummy_prefix() {
+    // As one text only the first "cat" has a space; as documents both do.
+    let whole = train("cat\n\ncat", 266).unwrap();
+    assert!(whole.pieces.contains(&b"cat".to_vec()) || whole.pieces.contains(&b"ca".to_vec()));
+    let docs = train_documents(&["cat", "cat"], 266).unwrap();
+    assert_eq!(docs.pieces[259..], [" ", "a", "c", "t", " c", " ca", " cat"].map(|p| p.as_bytes().to_vec()));
+    assert_eq!(train_documents(&["", " "], 300), Err(BpeError::EmptyCorpus));
+    assert_eq!(train_documents(&["ab", "c\0"], 300), Err(BpeError::NulByte { offset: 3 }));
+}
+
+#[test]
 fn layout_scores_and_determinism() {
     let text = small_corpus();
     let v = train(&text, 400).unwrap();

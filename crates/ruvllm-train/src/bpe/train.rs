@@ -1,21 +1,50 @@
 //! The BPE trainer (see the module docs of [`super`]).
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use super::encode::Lookup;
 use super::{
-    byte_piece, check_text, chunks, BpeError, HostVocab, FIRST_PIECE, MAX_VOCAB, MIN_VOCAB, RESERVED_SCORE,
+    byte_piece, chunks, class, BpeError, Class, HostVocab, FIRST_PIECE, MAX_VOCAB, MIN_VOCAB, RESERVED_SCORE,
 };
 
-/// Trains a byte-fallback BPE vocabulary of exactly `vocab_size` pieces on `text` (layout and
-/// method in the module docs).
+/// Trains a byte-fallback BPE vocabulary of exactly `vocab_size` pieces on `text`, encoded as
+/// one whole (layout and method in the module docs). Same as [`train_documents`] with one
+/// document.
 ///
-/// Errors: the corpus fails [`check_text`]; `vocab_size` is below [`MIN_VOCAB`] or above
+/// Errors: the corpus fails [`check_text`](super::check_text); `vocab_size` is below [`MIN_VOCAB`] or above
 /// [`MAX_VOCAB`]; the corpus cannot make that many pieces ([`BpeError::CorpusTooSmall`] says
 /// how many it can).
 pub fn train(text: &str, vocab_size: usize) -> Result<HostVocab, BpeError> {
-    check_text(text.as_bytes())?;
+    train_documents(&[text], vocab_size)
+}
+
+/// As [`train`] for a corpus that will be encoded one document at a time (each with its own
+/// dummy-prefix space, as llama2.c encodes each story after BOS): the first word of every
+/// document is counted with its leading space, as the engine will see it.
+///
+/// The documents together must pass [`check_text`](super::check_text)'s rules: not all empty, no NUL, at most 10%
+/// control characters.
+pub fn train_documents(docs: &[&str], vocab_size: usize) -> Result<HostVocab, BpeError> {
+    let (mut chars, mut control, mut empty) = (0usize, 0usize, true);
+    let mut offset = 0;
+    for doc in docs {
+        if let Some(i) = doc.bytes().position(|b| b == 0) {
+            return Err(BpeError::NulByte { offset: offset + i });
+        }
+        let (c, k) = super::count_control(doc);
+        chars += c;
+        control += k;
+        empty &= doc.trim().is_empty();
+        offset += doc.len();
+    }
+    if empty {
+        return Err(BpeError::EmptyCorpus);
+    }
+    if control * 100 > chars * super::MAX_CONTROL_PERCENT {
+        return Err(BpeError::MostlyControl { control, chars });
+    }
     if vocab_size < MIN_VOCAB {
         return Err(BpeError::VocabTooSmall { requested: vocab_size, min: MIN_VOCAB });
     }
@@ -23,18 +52,28 @@ pub fn train(text: &str, vocab_size: usize) -> Result<HostVocab, BpeError> {
         return Err(BpeError::VocabTooLarge { requested: vocab_size, max: MAX_VOCAB });
     }
 
-    // Unique chunks of " " + text (the engine's dummy prefix), sorted for determinism.
-    let prefixed = format!(" {text}");
-    let mut chunk_counts: HashMap<&str, u64> = HashMap::new();
-    for c in chunks(&prefixed) {
-        *chunk_counts.entry(c).or_insert(0) += 1;
+    // Unique chunks of " " + doc (the engine's dummy prefix), sorted for determinism.
+    let mut chunk_counts: HashMap<Cow<'_, str>, u64> = HashMap::new();
+    for doc in docs.iter().filter(|d| !d.is_empty()) {
+        let mut it = chunks(doc);
+        match doc.chars().next().map(class) {
+            Some(Class::Letter | Class::Digit) => {
+                let head = it.next().unwrap_or("");
+                *chunk_counts.entry(Cow::Owned(format!(" {head}"))).or_insert(0) += 1;
+            }
+            _ => *chunk_counts.entry(Cow::Borrowed(" ")).or_insert(0) += 1,
+        }
+        for c in it {
+            *chunk_counts.entry(Cow::Borrowed(c)).or_insert(0) += 1;
+        }
     }
-    let mut uniq: Vec<(&str, u64)> = chunk_counts.into_iter().collect();
-    uniq.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut uniq: Vec<(Cow<'_, str>, u64)> = chunk_counts.into_iter().collect();
+    uniq.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
     // Characters, most frequent first; " " always first.
     let mut char_counts: HashMap<char, u64> = HashMap::new();
-    for &(c, n) in &uniq {
+    for (c, n) in &uniq {
+        let n = *n;
         for ch in c.chars() {
             *char_counts.entry(ch).or_insert(0) += n;
         }
@@ -62,7 +101,7 @@ pub fn train(text: &str, vocab_size: usize) -> Result<HostVocab, BpeError> {
         heap: BinaryHeap::new(),
         scratch: Vec::new(),
     };
-    for &(c, _) in &uniq {
+    for (c, _) in &uniq {
         let mut toks = Vec::with_capacity(c.len());
         look.chars(c, &mut toks);
         t.words.push(toks);

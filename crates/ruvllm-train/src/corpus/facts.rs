@@ -490,7 +490,7 @@ fn numbers(rng: &mut Rng) -> Vec<String> {
             }
             4 => {
                 let x = rng.range(1, 20);
-                let kind = if x % 2 == 0 { "an even" } else { "an odd" };
+                let kind = if x.is_multiple_of(2) { "an even" } else { "an odd" };
                 format!("{} is {} number.", cap(number_word(x)), kind)
             }
             5 => {

@@ -26,7 +26,7 @@ mod words;
 mod tests;
 
 /// Seed of the built-in model's training corpus.
-pub const DEFAULT_SEED: u64 = 0x5EED_0F_57_0E1E5;
+pub const DEFAULT_SEED: u64 = 0x0005_EED0_F570_E1E5;
 
 /// SplitMix64: tiny, fast, and identical on every platform.
 #[derive(Clone, Debug)]

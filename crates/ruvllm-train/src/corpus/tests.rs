@@ -33,7 +33,7 @@ fn sentences(doc: &str) -> Result<Vec<String>, String> {
             }
             if b[end] == b' ' && end + 1 < b.len() {
                 let next = b[end + 1];
-                if next.is_ascii_uppercase() || (next == b'"' && !(in_quote && !closes)) {
+                if next.is_ascii_uppercase() || ((!in_quote || closes) && next == b'"') {
                     out.push(doc[start..end].to_string());
                     start = end + 1;
                     if closes {
