@@ -9,7 +9,10 @@ use super::{a, cap, number_word, Rng};
 
 /// One story as a list of sentences.
 pub(crate) fn story(rng: &mut Rng) -> Vec<String> {
-    match rng.below(9) {
+    match rng.below(12) {
+        9 => seed(rng),
+        10 => gift(rng),
+        11 => storm(rng),
         0 => lost_and_found(rng),
         1 => sharing(rng),
         2 => problem(rng),
@@ -22,6 +25,99 @@ pub(crate) fn story(rng: &mut Rng) -> Vec<String> {
     }
 }
 
+fn seed(rng: &mut Rng) -> Vec<String> {
+    let hero = Who::hero(rng);
+    let gu = Who::grown_up(rng, &hero);
+    let (color, flower) = *rng.pick(&[
+        ("yellow", "sunflower"),
+        ("red", "rose"),
+        ("pink", "rose"),
+        ("white", "daisy"),
+        ("purple", "tulip"),
+        ("orange", "tulip"),
+        ("red", "tulip"),
+    ]);
+    let mut s = intro(rng, &hero);
+    s.push(format!("{}, {} gave {} a little seed.", rng.pick(DAY_STARTS), gu.intro, hero.name));
+    s.push(say(rng, &hero, "What will it grow into?"));
+    s.push(say(rng, &gu, "Plant it, and you will see."));
+    s.push(format!("{} dug a small hole in the garden and put the seed in it.", hero.name));
+    s.push(format!("{} covered it with soil and gave it some water.", cap(hero.he)));
+    s.push(format!("Every day, {} watered the seed, but nothing happened.", hero.name));
+    s.push(say(rng, &hero, "Why is it not growing?"));
+    s.push(say(rng, &gu, "Be patient. Good things take time."));
+    s.push("After many days, a tiny green sprout came up!".to_string());
+    s.push("It grew taller and taller in the warm sun.".to_string());
+    s.push(format!("One morning, {} saw {} in the garden.", hero.name, a(&format!("big {color} {flower}"))));
+    s.push(say(rng, &hero, "Look! My seed is a flower now!"));
+    s.push(match rng.below(2) {
+        0 => format!("{} learned that waiting can be hard, but it is worth it.", hero.name),
+        _ => format!("{} and {} smiled at the pretty {flower} together.", hero.name, gu.name),
+    });
+    s
+}
+
+fn gift(rng: &mut Rng) -> Vec<String> {
+    let hero = Who::hero(rng);
+    let gu = Who::grown_up(rng, &hero);
+    let (make, thing, keeps) = *rng.pick(&[
+        ("drew a picture of the whole family", "picture", true),
+        ("made a card with a big red heart on it", "card", true),
+        ("picked some pretty flowers from the garden", "flowers", false),
+        ("made a necklace out of colorful beads", "necklace", true),
+        ("baked a little cake with a lot of help", "cake", false),
+    ]);
+    let mut s = intro(rng, &hero);
+    s.push(format!(
+        "{}, {} remembered that it was {}'s birthday.",
+        rng.pick(DAY_STARTS),
+        hero.name,
+        gu.intro
+    ));
+    s.push(format!("{} wanted to give {} a present, but {} had no money.", cap(hero.he), gu.him, hero.he));
+    s.push(format!("So {} decided to make something.", hero.he));
+    s.push(format!("{} {}.", hero.name, make));
+    s.push(format!("It took a long time, but {} worked very hard.", hero.he));
+    s.push(format!("Then {} hid the {} behind {} back.", hero.he, thing, hero.his));
+    s.push(format!("When {} came in, {} jumped out.", gu.name, hero.name));
+    let line = format!("Happy birthday, {}!", gu.name);
+    s.push(say(rng, &hero, &line));
+    s.push(format!("{} smiled and gave {} a big hug.", gu.name, hero.name));
+    s.push(say(rng, &gu, "Thank you! This is the best present ever."));
+    s.push(format!("{} felt warm and happy inside.", hero.name));
+    s.push(if keeps && rng.chance(50) {
+        format!("{} kept the {} for a very long time.", gu.name, thing)
+    } else {
+        "A gift made with love is the best gift of all.".to_string()
+    });
+    s
+}
+
+fn storm(rng: &mut Rng) -> Vec<String> {
+    let hero = Who::hero(rng);
+    let gu = Who::grown_up(rng, &hero);
+    let mut s = intro(rng, &hero);
+    s.push("One night, there was a big storm.".to_string());
+    s.push("The wind blew hard, and the rain tapped on the window.".to_string());
+    s.push("Then there was a loud boom of thunder!".to_string());
+    s.push(format!("{} was scared and hid under {} blanket.", hero.name, hero.his));
+    let call = format!("{}! I am scared!", gu.name);
+    s.push(say(rng, &hero, &call));
+    s.push(format!("{} came in and sat on the bed.", gu.name));
+    s.push(say(rng, &gu, "Thunder is just a big noise. It cannot hurt you."));
+    s.push(format!("{} held {} hand, and they listened to the rain together.", gu.name, hero.his));
+    s.push("Soon the booms got quieter and quieter.".to_string());
+    s.push("The storm was going away.".to_string());
+    s.push(format!("{} was not scared anymore.", hero.name));
+    s.push(say(rng, &hero, "Thank you for staying with me."));
+    s.push(format!("Soon {} fell fast asleep.", hero.he));
+    s.push(match rng.below(2) {
+        0 => format!("{} learned that it is fine to feel scared sometimes.", hero.name),
+        _ => "Even a big storm does not last forever.".to_string(),
+    });
+    s
+}
+
 /// A line of dialogue with its tag: `"I lost my ball," said Tom.`, `Tom said, "I lost my
 /// ball."` or `"Where is it?" asked Tom.`. `line` is one or more full sentences.
 fn say(rng: &mut Rng, who: &Who, line: &str) -> String {
@@ -29,12 +125,11 @@ fn say(rng: &mut Rng, who: &Who, line: &str) -> String {
     let verb = match last {
         '?' => "asked",
         '!' => *rng.pick(&["shouted", "cried", "said"]),
-        _ => *rng.pick(&["said", "said", "said softly"]),
+        _ => *rng.pick(&["said", "said", "said", "said softly"]),
     };
-    match rng.below(4) {
+    match rng.below(3) {
         0 => format!("{} {}, \"{}\"", who.name, verb, line),
         1 => format!("\"{}\" {} {}.", tagged(line), who.name, verb),
-        2 if who.grown_up || rng.chance(30) => format!("\"{}\" {} {}.", tagged(line), who.he, verb),
         _ => {
             let verb = if verb == "said softly" { "said" } else { verb };
             format!("\"{}\" {} {}.", tagged(line), verb, who.name)
@@ -135,7 +230,7 @@ fn lost_and_found(rng: &mut Rng) -> Vec<String> {
         s.push(format!("{} gave {} a big hug.", hero.name, helper.him));
     }
     s.push(say(rng, &hero, &thanks));
-    s.push(format!("{} was {} again.", hero.name, rng.pick(GLAD_FEELINGS)));
+    s.push(format!("{} was {} again.", hero.name, rng.pick(&["happy", "glad"])));
     s.push(match rng.below(4) {
         0 => format!("From that day on, {} kept the {} in a safe place.", hero.he, noun),
         1 => "It is good to ask for help when you need it.".to_string(),
@@ -184,7 +279,8 @@ fn sharing(rng: &mut Rng) -> Vec<String> {
             place
         ),
     });
-    s.push(format!("{} sat down under a tree to eat them.", cap(hero.he)));
+    let seat = rng.pick(&["under a tree", "on a big rock", "on the soft grass", "on a bench"]);
+    s.push(format!("{} sat down {seat} to eat them.", cap(hero.he)));
     s.push(format!("Then {} saw {}.", hero.he, friend.intro));
     s.push(match rng.below(2) {
         0 => format!("{} was sitting all alone and looked {}.", friend.name, rng.pick(SAD_FEELINGS)),
@@ -515,7 +611,11 @@ fn learning(rng: &mut Rng) -> Vec<String> {
     s.push(format!("{} felt {}.", hero.name, rng.pick(SAD_FEELINGS)));
     let moan = *rng.pick(&["I cannot do it!", "This is too hard!", "I will never learn!"]);
     s.push(say(rng, &hero, moan));
-    s.push(format!("Then {} came to help.", helper.intro));
+    s.push(match rng.below(3) {
+        0 => format!("Then {} came to help.", helper.intro),
+        1 => format!("Just then, {} saw {}.", helper.intro, hero.him),
+        _ => format!("Soon {} came over.", helper.intro),
+    });
     let line = format!("Do not give up. {tip}");
     s.push(say(rng, &helper, &line));
     s.push(format!("So {} tried again and again.", hero.name));

@@ -169,7 +169,11 @@ fn articles_and_capitals() {
 #[test]
 #[ignore]
 fn print_samples() {
-    for d in documents(DEFAULT_SEED).take(14) {
+    for d in documents(DEFAULT_SEED)
+        .take(60)
+        .filter(|d| d.contains("seed") || d.contains("birthday") || d.contains("storm"))
+        .take(4)
+    {
         println!("{d}\n");
     }
 }

@@ -106,7 +106,7 @@ pub(crate) const WEATHER: &[&str] = &[
 ];
 
 pub(crate) const DAY_STARTS: &[&str] =
-    &["One day", "One morning", "One sunny day", "One afternoon", "Early one morning", "Last summer"];
+    &["One day", "One morning", "One sunny day", "One afternoon", "Early one morning", "One fine day"];
 
 /// A story character: a name, what they are, and matching pronouns.
 #[derive(Clone, Debug)]
@@ -122,8 +122,6 @@ pub(crate) struct Who {
     pub his: &'static str,
     /// How they are first introduced ("a little girl named Lily", "her mom").
     pub intro: String,
-    /// A grown-up of the family (Mom, Dad, Grandma, Grandpa).
-    pub grown_up: bool,
 }
 
 fn pronouns(female: bool) -> (&'static str, &'static str, &'static str) {
@@ -135,9 +133,9 @@ fn pronouns(female: bool) -> (&'static str, &'static str, &'static str) {
 }
 
 impl Who {
-    fn new(name: &str, kind: &str, female: bool, intro: String, grown_up: bool) -> Who {
+    fn new(name: &str, kind: &str, female: bool, intro: String) -> Who {
         let (he, him, his) = pronouns(female);
-        Who { name: name.to_string(), kind: kind.to_string(), he, him, his, intro, grown_up }
+        Who { name: name.to_string(), kind: kind.to_string(), he, him, his, intro }
     }
 
     /// A child or a young animal as the hero of a story.
@@ -148,12 +146,12 @@ impl Who {
             let name = if female { rng.pick(GIRLS) } else { rng.pick(BOYS) };
             let kind = if female { "girl" } else { "boy" };
             let intro = format!("{} named {}", a(&format!("{adj} {kind}")), name);
-            Who::new(name, kind, female, intro, false)
+            Who::new(name, kind, female, intro)
         } else {
             let name = rng.pick(PET_NAMES);
             let kind = rng.pick(ANIMALS);
             let intro = format!("{} named {}", a(&format!("{adj} {kind}")), name);
-            Who::new(name, kind, female, intro, false)
+            Who::new(name, kind, female, intro)
         }
     }
 
@@ -166,12 +164,12 @@ impl Who {
                 let name = if female { rng.pick(GIRLS) } else { rng.pick(BOYS) };
                 let kind = if female { "girl" } else { "boy" };
                 let intro = format!("{} named {}", a(&format!("{} {kind}", rng.pick(TRAITS))), name);
-                Who::new(name, kind, female, intro, false)
+                Who::new(name, kind, female, intro)
             } else {
                 let name = rng.pick(PET_NAMES);
                 let kind = rng.pick(ANIMALS);
                 let intro = format!("{} named {}", a(&format!("{} {kind}", rng.pick(TRAITS))), name);
-                Who::new(name, kind, female, intro, false)
+                Who::new(name, kind, female, intro)
             };
             if f.name != hero.name {
                 return f;
@@ -184,7 +182,7 @@ impl Who {
         let (name, female) =
             *rng.pick(&[("Mom", true), ("Dad", false), ("Grandma", true), ("Grandpa", false)]);
         let intro = format!("{} {}", hero.his, name.to_ascii_lowercase());
-        Who::new(name, "grown-up", female, intro, true)
+        Who::new(name, "grown-up", female, intro)
     }
 
     /// Someone who comes to help: a grown-up, a friend ("his friend Ben") or a kind animal.
@@ -203,7 +201,7 @@ impl Who {
                 let adj = rng.pick(&["kind", "wise old", "friendly", "big", "helpful", "old"]);
                 let intro = format!("{} named {}", a(&format!("{adj} {kind}")), name);
                 if *name != hero.name {
-                    return Who::new(name, kind, female, intro, false);
+                    return Who::new(name, kind, female, intro);
                 }
             },
         }
