@@ -94,7 +94,7 @@ fn engine_round_trips_and_matches_the_trainer() {
     let ev = engine_vocab(&g);
     let mut enc = Encoder::new(&v).unwrap();
 
-    let held_out = corpus::generate(0xABCD, 120);
+    let held_out = corpus::generate(0xABCD, 60);
     let (mut chars, mut toks) = (0usize, 0usize);
     for doc in held_out.split("\n\n") {
         let ids = engine_encode(&ev, doc, true);
@@ -146,7 +146,7 @@ fn shared() -> &'static (HostVocab, Vec<u8>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     #[test]
     fn engine_equals_encoder_on_any_text(s in "(?s).{0,80}", w in "[a-zA-Z0-9 ,.!?\"'\n]{0,120}") {

@@ -39,15 +39,14 @@ fn seed(rng: &mut Rng) -> Vec<String> {
     ]);
     let mut s = intro(rng, &hero);
     s.push(format!("{}, {} gave {} a little seed.", rng.pick(DAY_STARTS), gu.intro, hero.name));
-    s.push(say(rng, &hero, "What will it grow into?"));
+    if rng.chance(50) {
+        s.push(say(rng, &hero, "What will it grow into?"));
+    }
     s.push(say(rng, &gu, "Plant it, and you will see."));
-    s.push(format!("{} dug a small hole in the garden and put the seed in it.", hero.name));
-    s.push(format!("{} covered it with soil and gave it some water.", cap(hero.he)));
+    s.push(format!("{} put the seed in the ground and gave it some water.", hero.name));
     s.push(format!("Every day, {} watered the seed, but nothing happened.", hero.name));
-    s.push(say(rng, &hero, "Why is it not growing?"));
     s.push(say(rng, &gu, "Be patient. Good things take time."));
-    s.push("After many days, a tiny green sprout came up!".to_string());
-    s.push("It grew taller and taller in the warm sun.".to_string());
+    s.push("After many days, a tiny green sprout came up, and it grew taller and taller.".to_string());
     s.push(format!("One morning, {} saw {} in the garden.", hero.name, a(&format!("big {color} {flower}"))));
     s.push(say(rng, &hero, "Look! My seed is a flower now!"));
     s.push(match rng.below(2) {
@@ -77,7 +76,9 @@ fn gift(rng: &mut Rng) -> Vec<String> {
     s.push(format!("{} wanted to give {} a present, but {} had no money.", cap(hero.he), gu.him, hero.he));
     s.push(format!("So {} decided to make something.", hero.he));
     s.push(format!("{} {}.", hero.name, make));
-    s.push(format!("It took a long time, but {} worked very hard.", hero.he));
+    if rng.chance(40) {
+        s.push(format!("It took a long time, but {} worked very hard.", hero.he));
+    }
     s.push(format!("Then {} hid the {} behind {} back.", hero.he, thing, hero.his));
     s.push(format!("When {} came in, {} jumped out.", gu.name, hero.name));
     let line = format!("Happy birthday, {}!", gu.name);
@@ -105,11 +106,12 @@ fn storm(rng: &mut Rng) -> Vec<String> {
     s.push(say(rng, &hero, &call));
     s.push(format!("{} came in and sat on the bed.", gu.name));
     s.push(say(rng, &gu, "Thunder is just a big noise. It cannot hurt you."));
-    s.push(format!("{} held {} hand, and they listened to the rain together.", gu.name, hero.his));
+    s.push(format!("{} held {} hand.", gu.name, hero.his));
     s.push("Soon the booms got quieter and quieter.".to_string());
-    s.push("The storm was going away.".to_string());
     s.push(format!("{} was not scared anymore.", hero.name));
-    s.push(say(rng, &hero, "Thank you for staying with me."));
+    if rng.chance(50) {
+        s.push(say(rng, &hero, "Thank you for staying with me."));
+    }
     s.push(format!("Soon {} fell fast asleep.", hero.he));
     s.push(match rng.below(2) {
         0 => format!("{} learned that it is fine to feel scared sometimes.", hero.name),
@@ -163,7 +165,7 @@ fn intro(rng: &mut Rng, hero: &Who) -> Vec<String> {
         _ if human => format!("Once upon a time, in a small town, there lived {}.", hero.intro),
         _ => format!("Once upon a time, in a big green forest, there lived {}.", hero.intro),
     }];
-    if rng.chance(55) {
+    if rng.chance(35) {
         let likes = [
             "play outside",
             "sing songs",
@@ -196,10 +198,12 @@ fn lost_and_found(rng: &mut Rng) -> Vec<String> {
         _ => format!("{}'s favorite thing was {}.", hero.name, a(&desc)),
     });
     s.push(format!("{}, {} took the {} to the {}.", rng.pick(DAY_STARTS), hero.name, noun, place));
-    if rng.chance(40) {
+    if rng.chance(20) {
         s.push(rng.pick(WEATHER).to_string());
     }
-    s.push(format!("{} played with the {} for a long time.", cap(hero.he), noun));
+    if rng.chance(50) {
+        s.push(format!("{} played with the {} for a long time.", cap(hero.he), noun));
+    }
     s.push(match rng.below(2) {
         0 => format!("When it was time to go home, {} could not find the {}.", hero.name, noun),
         _ => format!("Then {} looked around, but the {} was gone!", hero.name, noun),
@@ -208,25 +212,22 @@ fn lost_and_found(rng: &mut Rng) -> Vec<String> {
         0 => format!("{} felt very {}.", hero.name, sad),
         _ => format!("{} was so {} that {} began to cry.", cap(hero.he), sad, hero.he),
     });
-    s.push(format!("{} looked {}, but it was not there.", cap(hero.he), spots[0]));
-    s.push(format!("Then {} looked {}, but it was not there either.", hero.he, spots[1]));
+    s.push(format!("{} looked {} and {}, but it was not there.", cap(hero.he), spots[0], spots[1]));
     s.push(format!("Just then, {} came by.", helper.intro));
     let q = format!("Why are you so {}, {}?", sad, hero.name);
     s.push(say(rng, &helper, &q));
     let l = format!("I lost my {desc}.");
     s.push(say(rng, &hero, &l));
-    let offer = rng.pick(&[
-        "Do not worry. I will help you look.",
-        "Let us look for it together.",
-        "I will help you find it.",
-    ]);
-    s.push(say(rng, &helper, offer));
+    if rng.chance(50) {
+        let offer = rng.pick(&["Do not worry. I will help you look.", "Let us look for it together."]);
+        s.push(say(rng, &helper, offer));
+    }
     s.push(match rng.below(2) {
-        0 => format!("They looked everywhere. At last, {} found the {} {}!", helper.name, noun, spots[2]),
+        0 => format!("They looked together, and soon {} found the {} {}!", helper.name, noun, spots[2]),
         _ => format!("{} looked {}. There was the {}!", helper.name, spots[2], noun),
     });
     let thanks = format!("Thank you, {}!", helper.name);
-    if rng.chance(50) {
+    if rng.chance(25) {
         s.push(format!("{} gave {} a big hug.", hero.name, helper.him));
     }
     s.push(say(rng, &hero, &thanks));
@@ -280,17 +281,15 @@ fn sharing(rng: &mut Rng) -> Vec<String> {
         ),
     });
     let seat = rng.pick(&["under a tree", "on a big rock", "on the soft grass", "on a bench"]);
-    s.push(format!("{} sat down {seat} to eat them.", cap(hero.he)));
-    s.push(format!("Then {} saw {}.", hero.he, friend.intro));
+    s.push(format!("{} sat down {seat} and saw {}.", cap(hero.he), friend.intro));
     s.push(match rng.below(2) {
         0 => format!("{} was sitting all alone and looked {}.", friend.name, rng.pick(SAD_FEELINGS)),
         _ => format!("{} had no snack, and {} looked hungry.", friend.name, friend.he),
     });
-    let hi = format!("Hello, {}! Are you hungry?", friend.name);
+    let hi = format!("Are you hungry, {}?", friend.name);
     s.push(say(rng, &hero, &hi));
     s.push(say(rng, &friend, "Yes, I forgot my snack at home."));
-    s.push(format!("{} looked at the {}. {} wanted to eat them all.", hero.name, food, cap(hero.he)));
-    s.push(format!("But then {} had a good idea.", hero.he));
+    s.push(format!("{} wanted to eat all the {}, but then {} had a good idea.", hero.name, food, hero.he));
     let half = number_word(n / 2);
     s.push(format!(
         "{} gave {} {} to {} and kept {} for {}.",
@@ -301,10 +300,9 @@ fn sharing(rng: &mut Rng) -> Vec<String> {
         half,
         himself(&hero)
     ));
-    let thanks = format!("Thank you, {}! You are very kind.", hero.name);
+    let thanks = format!("Thank you, {}!", hero.name);
     s.push(say(rng, &friend, &thanks));
-    s.push(format!("The two friends ate the {} together.", food));
-    s.push("They laughed and talked until the sun went down.".to_string());
+    s.push(format!("The two friends ate the {} together and laughed.", food));
     s.push(match rng.below(4) {
         0 => "Sharing made them both happy.".to_string(),
         1 => "When we share, everyone is happy.".to_string(),
@@ -420,7 +418,7 @@ fn problem(rng: &mut Rng) -> Vec<String> {
     s.push(say(rng, &hero, &thanks));
     s.push(after.to_string());
     s.push(match rng.below(3) {
-        0 => format!("{} was {} to have such a good helper.", hero.name, rng.pick(GLAD_FEELINGS)),
+        0 => format!("{} was {} again.", hero.name, rng.pick(GLAD_FEELINGS)),
         1 => "It is always good to help others.".to_string(),
         _ => format!("{} learned that it is fine to ask for help.", hero.name),
     });
@@ -533,7 +531,7 @@ fn trip(rng: &mut Rng) -> Vec<String> {
     s.push(format!("Then they {}.", acts[1]));
     s.push(format!("After that, they {}.", acts[2]));
     s.push("When the sun went down, they went home.".to_string());
-    s.push(format!("{} was tired but very {}.", hero.name, rng.pick(GLAD_FEELINGS)));
+    s.push(format!("{} was tired but very {}.", hero.name, rng.pick(&["happy", "glad"])));
     s.push(match rng.below(3) {
         0 => say(rng, &hero, "Can we go again soon?"),
         1 => format!("That night, {} dreamed about the {}.", hero.he, t.place),
@@ -609,8 +607,10 @@ fn learning(rng: &mut Rng) -> Vec<String> {
     });
     s.push(format!("{} tried hard. {}", cap(he), cap(&fail)));
     s.push(format!("{} felt {}.", hero.name, rng.pick(SAD_FEELINGS)));
-    let moan = *rng.pick(&["I cannot do it!", "This is too hard!", "I will never learn!"]);
-    s.push(say(rng, &hero, moan));
+    if rng.chance(50) {
+        let moan = *rng.pick(&["I cannot do it!", "This is too hard!", "I will never learn!"]);
+        s.push(say(rng, &hero, moan));
+    }
     s.push(match rng.below(3) {
         0 => format!("Then {} came to help.", helper.intro),
         1 => format!("Just then, {} saw {}.", helper.intro, hero.him),
@@ -618,8 +618,7 @@ fn learning(rng: &mut Rng) -> Vec<String> {
     });
     let line = format!("Do not give up. {tip}");
     s.push(say(rng, &helper, &line));
-    s.push(format!("So {} tried again and again.", hero.name));
-    s.push(format!("{} practiced every day.", cap(he)));
+    s.push(format!("So {} practiced again and again.", hero.name));
     s.push(format!("At last, {success}"));
     s.push(say(rng, &hero, "I did it!"));
     s.push(format!("{} smiled, and {} felt very proud.", helper.name, hero.name));
@@ -656,21 +655,21 @@ fn adventure(rng: &mut Rng) -> Vec<String> {
     s.push(say(rng, &hero, wonder));
     s.push(format!("{} was a little scared, but {} was also curious.", hero.name, hero.he));
     s.push(format!("So {} took a deep breath and {}.", hero.he, follow));
-    s.push(format!("{} went on and on.", cap(hero.he)));
     s.push(format!("At the end, {} found {}!", hero.he, discovery));
-    s.push(format!("{} could not believe {} eyes.", hero.name, hero.his));
-    if rng.chance(60) {
+    if rng.chance(40) {
         let friend = Who::friend(rng, &hero);
         s.push(format!("There {} met {}.", hero.he, friend.intro));
         s.push(say(rng, &friend, "Hello! Do you want to play?"));
         s.push(format!("{} and {} played until the sun began to set.", hero.name, friend.name));
     } else {
-        s.push(format!("{} stayed there and looked around until the sun began to set.", cap(hero.he)));
+        s.push(format!("{} could not believe {} eyes.", hero.name, hero.his));
     }
     let gu = Who::grown_up(rng, &hero);
     s.push(format!("Then {} ran home to tell {} all about it.", hero.name, gu.intro));
     s.push(say(rng, &gu, "What a great adventure!"));
-    s.push(format!("That night, {} dreamed of {}.", hero.name, discovery));
+    if rng.chance(50) {
+        s.push(format!("That night, {} dreamed of {}.", hero.name, discovery));
+    }
     s
 }
 
@@ -738,8 +737,7 @@ fn new_friend(rng: &mut Rng) -> Vec<String> {
     let mut s = intro(rng, &hero);
     s.push(format!("{}, {} came to live next door to {}.", rng.pick(DAY_STARTS), friend.intro, hero.name));
     s.push(format!("{} did not know anyone, and {} stood alone.", friend.name, friend.he));
-    s.push(format!("{} wanted to say hello, but {} was a little shy too.", hero.name, hero.he));
-    s.push(format!("Then {} walked over and smiled.", hero.he));
+    s.push(format!("{} walked over and smiled.", hero.name));
     let hi = format!("Hello! My name is {}. What is your name?", hero.name);
     s.push(say(rng, &hero, &hi));
     let me = format!("My name is {}.", friend.name);
@@ -776,7 +774,9 @@ fn rainy_day(rng: &mut Rng) -> Vec<String> {
     let mut s = intro(rng, &hero);
     s.push(format!("{} wanted to have a picnic in the {}.", hero.name, place));
     s.push(format!("But when {} woke up, it was raining.", hero.he));
-    s.push("Big drops of rain fell on the window.".to_string());
+    if rng.chance(40) {
+        s.push("Big drops of rain fell on the window.".to_string());
+    }
     s.push(format!("{} felt {}.", hero.name, rng.pick(SAD_FEELINGS)));
     s.push(say(rng, &hero, "Now we cannot go outside!"));
     s.push(say(rng, &gu, "We can have fun inside too."));

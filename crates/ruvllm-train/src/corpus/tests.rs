@@ -147,6 +147,7 @@ fn stories_are_typically_60_to_150_words() {
 #[test]
 fn documents_are_distinct() {
     let docs: HashSet<String> = documents(DEFAULT_SEED).take(10_000).collect();
+    println!("{} distinct docs of 10000", docs.len());
     assert!(docs.len() >= 9_500, "only {} distinct docs of 10000", docs.len());
 }
 
@@ -169,11 +170,7 @@ fn articles_and_capitals() {
 #[test]
 #[ignore]
 fn print_samples() {
-    for d in documents(DEFAULT_SEED)
-        .take(60)
-        .filter(|d| d.contains("seed") || d.contains("birthday") || d.contains("storm"))
-        .take(4)
-    {
+    for d in documents(DEFAULT_SEED).take(12) {
         println!("{d}\n");
     }
 }

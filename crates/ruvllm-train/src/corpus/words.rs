@@ -42,7 +42,7 @@ pub(crate) const COLORS: &[&str] =
     &["red", "blue", "green", "yellow", "pink", "purple", "orange", "white", "black", "brown"];
 
 /// Describing words for things.
-pub(crate) const THING_ADJS: &[&str] = &["big", "small", "little", "shiny", "soft", "old", "new", "pretty"];
+pub(crate) const THING_ADJS: &[&str] = &["big", "small", "little", "shiny", "old", "new", "pretty"];
 
 /// Toys and things a child can carry and lose.
 pub(crate) const TOYS: &[&str] = &[
