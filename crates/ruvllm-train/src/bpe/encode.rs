@@ -1,6 +1,7 @@
 //! Encoding with a trained vocabulary, identical to the engine's `tokenizer::encode`.
 
-use std::collections::HashMap;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
 
 use super::{chunks, class, BpeError, Class, HostVocab, BYTE_BASE, RESERVED_SCORE};
 
@@ -48,9 +49,74 @@ impl Lookup {
         }
     }
 
-    /// The engine's merge loop: while some adjacent pair concatenates to a piece scoring above
-    /// the floor, merge the best-scoring such pair (the leftmost on ties).
+    /// The id and score of the piece `a ++ b` when the engine would merge into it.
+    fn pair(&self, a: u32, b: u32, scratch: &mut Vec<u8>) -> Option<(u32, f32)> {
+        scratch.clear();
+        scratch.extend_from_slice(self.piece(a));
+        scratch.extend_from_slice(self.piece(b));
+        let &id = self.ids.get(scratch.as_slice())?;
+        let score = self.scores[id as usize];
+        (score > RESERVED_SCORE).then_some((id, score))
+    }
+
+    /// The engine's merge loop with the same result in O(n log n): while some adjacent pair
+    /// concatenates to a piece scoring above the floor, merge the best-scoring such pair (the
+    /// leftmost on ties). Tokens form a linked list; candidate pairs wait in a heap ordered by
+    /// (score, leftmost), and a candidate is dropped when either token changed since.
     pub fn merge(&self, toks: &mut Vec<u32>, scratch: &mut Vec<u8>) {
+        let n = toks.len();
+        if n < 2 {
+            return;
+        }
+        const NONE: usize = usize::MAX;
+        let mut next: Vec<usize> = (1..=n).map(|i| if i == n { NONE } else { i }).collect();
+        let mut prev: Vec<usize> = (0..n).map(|i| if i == 0 { NONE } else { i - 1 }).collect();
+        let mut ver = vec![0u32; n];
+        let mut alive = vec![true; n];
+        let mut heap = BinaryHeap::new();
+        let push =
+            |heap: &mut BinaryHeap<Cand>, toks: &[u32], ver: &[u32], l: usize, r: usize, s: &mut Vec<u8>| {
+                if let Some((id, score)) = self.pair(toks[l], toks[r], s) {
+                    // + 0.0 turns -0.0 into 0.0: the engine's `>` treats them as equal.
+                    heap.push(Cand { score: score + 0.0, left: l, right: r, lver: ver[l], rver: ver[r], id });
+                }
+            };
+        for i in 0..n - 1 {
+            push(&mut heap, toks, &ver, i, i + 1, scratch);
+        }
+        while let Some(c) = heap.pop() {
+            let (l, r) = (c.left, c.right);
+            if !alive[l] || !alive[r] || next[l] != r || ver[l] != c.lver || ver[r] != c.rver {
+                continue;
+            }
+            toks[l] = c.id;
+            ver[l] += 1;
+            alive[r] = false;
+            next[l] = next[r];
+            if next[r] != NONE {
+                prev[next[r]] = l;
+            }
+            if prev[l] != NONE {
+                push(&mut heap, toks, &ver, prev[l], l, scratch);
+            }
+            if next[l] != NONE {
+                push(&mut heap, toks, &ver, l, next[l], scratch);
+            }
+        }
+        let mut k = 0;
+        for i in 0..n {
+            if alive[i] {
+                toks[k] = toks[i];
+                k += 1;
+            }
+        }
+        toks.truncate(k);
+    }
+
+    /// The engine's merge loop written out as llama2.c does it (quadratic): the reference
+    /// [`Lookup::merge`] is tested against.
+    #[cfg(test)]
+    pub fn merge_reference(&self, toks: &mut Vec<u32>, scratch: &mut Vec<u8>) {
         loop {
             let mut best: Option<(usize, u32)> = None;
             let mut best_score = RESERVED_SCORE;
@@ -72,6 +138,36 @@ impl Lookup {
         }
     }
 }
+
+/// A merge candidate: the heap pops the best score first, then the leftmost pair.
+struct Cand {
+    score: f32,
+    left: usize,
+    right: usize,
+    lver: u32,
+    rver: u32,
+    id: u32,
+}
+
+impl Ord for Cand {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.score.total_cmp(&other.score).then(other.left.cmp(&self.left))
+    }
+}
+
+impl PartialOrd for Cand {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Cand {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Cand {}
 
 /// Encodes text exactly like the engine's `tokenizer::encode` (without BOS/EOS), fast: for a
 /// vocabulary made by [`train`](super::train) it encodes chunk by chunk (see the module docs)

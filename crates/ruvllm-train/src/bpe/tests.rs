@@ -15,7 +15,7 @@ fn naive_encode(v: &HostVocab, text: &str) -> Vec<u32> {
     let look = Lookup::new(v.pieces.clone(), v.scores.clone());
     let mut toks = vec![look.ids[b" ".as_slice()]];
     look.chars(text, &mut toks);
-    look.merge(&mut toks, &mut Vec::new());
+    look.merge_reference(&mut toks, &mut Vec::new());
     toks
 }
 
@@ -83,6 +83,18 @@ fn documents_each_get_the_dummy_prefix() {
     assert_eq!(docs.pieces[259..], [" ", "a", "c", "t", " c", " ca", " cat"].map(|p| p.as_bytes().to_vec()));
     assert_eq!(train_documents(&["", " "], 300), Err(BpeError::EmptyCorpus));
     assert_eq!(train_documents(&["ab", "c\0"], 300), Err(BpeError::NulByte { offset: 3 }));
+}
+
+#[test]
+fn long_chunks_are_cut_for_counting() {
+    // 10,000 letters without a break: trains quickly and still encodes exactly.
+    let text: String = (0..10_000).map(|i| ['a', 'b', 'c', '\u{e9}'][(i * 7 + i / 13) % 4]).collect();
+    let v = train(&text, 280).unwrap();
+    let mut enc = Encoder::new(&v).unwrap();
+    let ids = enc.encode(&text);
+    assert_eq!(decode(&v, &ids), format!(" {text}").into_bytes());
+    let short: String = text.chars().take(3000).collect();
+    assert_eq!(enc.encode(&short), naive_encode(&v, &short));
 }
 
 #[test]
@@ -174,6 +186,32 @@ fn foreign_vocabularies_use_the_exact_slow_path() {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fast_merge_equals_the_reference(
+        extra in proptest::collection::vec(("[ab ]{2,4}", -3i8..3), 0..24),
+        text in "[ab ]{0,60}",
+    ) {
+        // A foreign vocabulary with tied, repeated, -0.0 and floor scores.
+        let mut pieces: Vec<Vec<u8>> = vec![b"<unk>".to_vec(), b"<s>".to_vec(), b"</s>".to_vec()];
+        pieces.extend((0..=255u8).map(byte_piece));
+        let mut scores = vec![RESERVED_SCORE; pieces.len()];
+        for (p, s) in [(" ", -0.0), ("a", 0.0), ("b", 0.0)] {
+            pieces.push(p.as_bytes().to_vec());
+            scores.push(s);
+        }
+        for (p, s) in &extra {
+            pieces.push(p.as_bytes().to_vec());
+            scores.push(if *s == -3 { RESERVED_SCORE } else if *s == 0 { -0.0 } else { f32::from(*s) });
+        }
+        let look = Lookup::new(pieces, scores);
+        let mut fast = Vec::new();
+        look.chars(&text, &mut fast);
+        let mut slow = fast.clone();
+        look.merge(&mut fast, &mut Vec::new());
+        look.merge_reference(&mut slow, &mut Vec::new());
+        prop_assert_eq!(fast, slow);
+    }
 
     #[test]
     fn chunks_concatenate_back(s in any::<String>()) {

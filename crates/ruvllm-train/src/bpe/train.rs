@@ -52,19 +52,26 @@ pub fn train_documents(docs: &[&str], vocab_size: usize) -> Result<HostVocab, Bp
         return Err(BpeError::VocabTooLarge { requested: vocab_size, max: MAX_VOCAB });
     }
 
-    // Unique chunks of " " + doc (the engine's dummy prefix), sorted for determinism.
+    // Unique chunks of " " + doc (the engine's dummy prefix), sorted for determinism. Very
+    // long chunks are cut for counting (pieces learned from the parts are still single chunks).
     let mut chunk_counts: HashMap<Cow<'_, str>, u64> = HashMap::new();
     for doc in docs.iter().filter(|d| !d.is_empty()) {
         let mut it = chunks(doc);
         match doc.chars().next().map(class) {
             Some(Class::Letter | Class::Digit) => {
                 let head = it.next().unwrap_or("");
-                *chunk_counts.entry(Cow::Owned(format!(" {head}"))).or_insert(0) += 1;
+                let (first, rest) = head.split_at(cut(head, MAX_TRAIN_CHUNK - 1));
+                count(&mut chunk_counts, Cow::Owned(format!(" {first}")));
+                for part in parts(rest) {
+                    count(&mut chunk_counts, Cow::Borrowed(part));
+                }
             }
-            _ => *chunk_counts.entry(Cow::Borrowed(" ")).or_insert(0) += 1,
+            _ => count(&mut chunk_counts, Cow::Borrowed(" ")),
         }
         for c in it {
-            *chunk_counts.entry(Cow::Borrowed(c)).or_insert(0) += 1;
+            for part in parts(c) {
+                count(&mut chunk_counts, Cow::Borrowed(part));
+            }
         }
     }
     let mut uniq: Vec<(Cow<'_, str>, u64)> = chunk_counts.into_iter().collect();
@@ -87,7 +94,7 @@ pub fn train_documents(docs: &[&str], vocab_size: usize) -> Result<HostVocab, Bp
     pieces.extend((0..=255u8).map(byte_piece));
     let scores = vec![RESERVED_SCORE; pieces.len()];
     let mut look = Lookup::new(pieces, scores);
-    let score_of = |id: u32| -((id - FIRST_PIECE) as f32);
+    let score_of = |id: u32| 0.0 - (id - FIRST_PIECE) as f32;
     for ch in core::iter::once(' ').chain(chars.iter().map(|c| c.0)) {
         let id = look.pieces.len() as u32;
         look.push(ch.to_string().into_bytes(), score_of(id));
@@ -150,6 +157,34 @@ pub fn train_documents(docs: &[&str], vocab_size: usize) -> Result<HostVocab, Bp
         bos: super::BOS,
         eos: super::EOS,
     })
+}
+
+/// Chunks longer than this many bytes are cut for counting (a guard for text without spaces).
+const MAX_TRAIN_CHUNK: usize = 256;
+
+/// The largest char boundary of `s` at or below `max`.
+fn cut(s: &str, max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
+    }
+    (0..=max).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0)
+}
+
+/// `s` in consecutive parts of at most [`MAX_TRAIN_CHUNK`] bytes, cut at char boundaries.
+fn parts(mut s: &str) -> impl Iterator<Item = &str> {
+    core::iter::from_fn(move || {
+        if s.is_empty() {
+            return None;
+        }
+        // A char has at most 4 bytes, so the cut is never 0.
+        let (head, tail) = s.split_at(cut(s, MAX_TRAIN_CHUNK));
+        s = tail;
+        Some(head)
+    })
+}
+
+fn count<'a>(counts: &mut HashMap<Cow<'a, str>, u64>, chunk: Cow<'a, str>) {
+    *counts.entry(chunk).or_insert(0) += 1;
 }
 
 /// Merge candidates over the unique chunks.
