@@ -276,7 +276,7 @@ fn sharing(rng: &mut Rng) -> Vec<String> {
             hero.name,
             number_word(n),
             food,
-            hero.he,
+            hero.name,
             place
         ),
     });
