@@ -1,0 +1,185 @@
+//! A deterministic generator of simple stories and facts, in the spirit of TinyStories.
+//!
+//! The built-in model is trained on this text, so nothing is ever downloaded. Every document
+//! is one paragraph of plain ASCII; documents are separated by a blank line (`"\n\n"`).
+//!
+//! * About three documents in four are short stories (typically 60-150 words) built from
+//!   plot templates: lost and found, sharing, a problem and a helper, a trip, learning
+//!   something, a small adventure, a bedtime story, a new friend and a rainy day. Each draws
+//!   its characters (many names, children and animals, with matching he/she pronouns), objects,
+//!   colors, places, feelings and weather from word lists, varies the wording of every step,
+//!   speaks in dialogue (`"Why are you sad?" asked Mom.`) and ends on a short moral or closing
+//!   line. The story logic is coherent: the thing lost is the thing found, the helper who
+//!   helps is the one thanked.
+//! * The rest are fact documents: a handful of simple true sentences about one topic
+//!   (animals, colors, weather, food, the body, numbers and sums, days, seasons, shapes).
+//!
+//! Determinism: randomness comes from a built-in SplitMix64 generator (no external crate, so
+//! no version drift), and document `i` depends only on `(seed, i)`, so the same seed gives
+//! byte-identical text on every platform and documents can be produced in any order.
+
+mod facts;
+mod stories;
+mod words;
+
+#[cfg(test)]
+mod tests;
+
+/// Seed of the built-in model's training corpus.
+pub const DEFAULT_SEED: u64 = 0x0005_EED0_F570_E1E5;
+
+/// SplitMix64: tiny, fast, and identical on every platform.
+#[derive(Clone, Debug)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`), by multiply-shift.
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub(crate) fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below(hi - lo + 1)
+    }
+
+    pub(crate) fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len())]
+    }
+
+    /// True with probability `percent` / 100.
+    pub(crate) fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+
+    pub(crate) fn shuffle<T>(&mut self, xs: &mut [T]) {
+        for i in (1..xs.len()).rev() {
+            xs.swap(i, self.below(i + 1));
+        }
+    }
+
+    /// `k` distinct elements of `xs` in random order (`k <= xs.len()`).
+    pub(crate) fn sample<T: Clone>(&mut self, xs: &[T], k: usize) -> Vec<T> {
+        let mut v = xs.to_vec();
+        self.shuffle(&mut v);
+        v.truncate(k);
+        v
+    }
+}
+
+/// The generator of document `index` under `seed`.
+fn doc_rng(seed: u64, index: u64) -> Rng {
+    let mut mix = Rng::new(seed ^ 0xD1B5_4A32_D192_ED03);
+    let base = mix.next_u64();
+    let mut r = Rng::new(base ^ index.wrapping_mul(0xA076_1D64_78BD_642F));
+    r.next_u64();
+    r
+}
+
+/// Document `index` of the corpus for `seed`: one paragraph of ASCII text, no newline.
+pub fn document(seed: u64, index: u64) -> String {
+    let mut rng = doc_rng(seed, index);
+    let sentences = if rng.chance(76) { stories::story(&mut rng) } else { facts::facts(&mut rng) };
+    sentences.join(" ")
+}
+
+/// The endless sequence of documents for `seed` (document 0, 1, 2, ...).
+pub fn documents(seed: u64) -> impl Iterator<Item = String> {
+    (0u64..).map(move |i| document(seed, i))
+}
+
+/// `n_docs` documents for `seed`, separated by blank lines (no trailing newline).
+pub fn generate(seed: u64, n_docs: usize) -> String {
+    let mut out = String::new();
+    for (i, doc) in documents(seed).take(n_docs).enumerate() {
+        if i > 0 {
+            out.push_str("\n\n");
+        }
+        out.push_str(&doc);
+    }
+    out
+}
+
+/// Whole documents for `seed` until the text holds at least `min_bytes` bytes.
+pub fn generate_bytes(seed: u64, min_bytes: usize) -> String {
+    let mut out = String::with_capacity(min_bytes.saturating_add(1024).min(1 << 30));
+    for doc in documents(seed) {
+        if out.len() >= min_bytes {
+            break;
+        }
+        if !out.is_empty() {
+            out.push_str("\n\n");
+        }
+        out.push_str(&doc);
+    }
+    out
+}
+
+/// "a" or "an" for a phrase, by its first letter (the word lists avoid words such as
+/// "unicorn" or "hour" where the letter misleads).
+pub(crate) fn article(phrase: &str) -> &'static str {
+    match phrase.as_bytes().first() {
+        Some(b'a' | b'e' | b'i' | b'o' | b'u' | b'A' | b'E' | b'I' | b'O' | b'U') => "an",
+        _ => "a",
+    }
+}
+
+/// The phrase with its indefinite article: `a("apple")` is "an apple".
+pub(crate) fn a(phrase: &str) -> String {
+    format!("{} {}", article(phrase), phrase)
+}
+
+/// The text with its first letter (after an opening quote) upper-cased.
+pub(crate) fn cap(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut done = false;
+    for c in s.chars() {
+        if !done && c.is_ascii_alphabetic() {
+            out.push(c.to_ascii_uppercase());
+            done = true;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// English words for 0..=20.
+pub(crate) fn number_word(n: usize) -> &'static str {
+    const W: [&str; 21] = [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+        "twenty",
+    ];
+    W.get(n).copied().unwrap_or("many")
+}
