@@ -11,4 +11,5 @@
 pub mod bpe;
 pub mod corpus;
 pub mod model;
+pub mod rng;
 pub mod run;

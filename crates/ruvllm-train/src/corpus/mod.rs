@@ -22,62 +22,16 @@ mod facts;
 mod stories;
 mod words;
 
+pub(crate) use crate::rng::Rng;
+
 #[cfg(test)]
 mod tests;
 
 /// Seed of the built-in model's training corpus.
 pub const DEFAULT_SEED: u64 = 0x0005_EED0_F570_E1E5;
 
-/// SplitMix64: tiny, fast, and identical on every platform.
-#[derive(Clone, Debug)]
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`), by multiply-shift.
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub(crate) fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
-    }
-
-    pub(crate) fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
-
-    /// True with probability `percent` / 100.
-    pub(crate) fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    pub(crate) fn shuffle<T>(&mut self, xs: &mut [T]) {
-        for i in (1..xs.len()).rev() {
-            xs.swap(i, self.below(i + 1));
-        }
-    }
-
-    /// `k` distinct elements of `xs` in random order (`k <= xs.len()`).
-    pub(crate) fn sample<T: Clone>(&mut self, xs: &[T], k: usize) -> Vec<T> {
-        let mut v = xs.to_vec();
-        self.shuffle(&mut v);
-        v.truncate(k);
-        v
-    }
-}
+/// Documents in the built-in model's training corpus (about 18 MB of text).
+pub const DEFAULT_DOCS: usize = 40_000;
 
 /// The generator of document `index` under `seed`.
 fn doc_rng(seed: u64, index: u64) -> Rng {

@@ -18,7 +18,7 @@ use ruvllm_esp32::quant::WeightFormat;
 use crate::model::{grad_norm, AdamW, Params, Trainer};
 pub use checkpoint::{Checkpoint, LossPoint, Shape};
 pub use data::Dataset;
-use data::SplitMix;
+use crate::rng::Rng;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -231,7 +231,11 @@ pub fn train(
     let vocab = match (&resume, &opts.vocab) {
         (Some((_, ck)), _) => vocab_from_checkpoint(ck),
         (None, Some(v)) => v.clone(),
-        (None, None) => crate::bpe::train(text, p.vocab_size).map_err(|e| TrainError::Tokenizer(e.to_string()))?,
+        (None, None) => {
+            let docs = data::documents(text);
+            let docs: Vec<&str> = docs.iter().map(|d| d.as_str()).collect();
+            crate::bpe::train_documents(&docs, p.vocab_size).map_err(|e| TrainError::Tokenizer(e.to_string()))?
+        }
     };
     let n_vocab = vocab.pieces.len();
     if let Some((path, ck)) = &resume {
@@ -286,7 +290,7 @@ pub fn train(
     let (mut loss_sum, mut loss_n) = (0.0f64, 0u64);
     while step < opts.steps {
         let lr = learning_rate(p.lr, step, opts.steps);
-        let batch = ds.train_batch(p.batch, p.seq_len, &mut SplitMix::for_step(opts.seed, step));
+        let batch = ds.train_batch(p.batch, p.seq_len, &mut Rng::for_step(opts.seed, step));
         let loss = trainer.forward_backward(&params, &batch, &mut grads);
         if !loss.is_finite() {
             return Err(TrainError::Model(format!("loss diverged at step {step} ({loss})")));
