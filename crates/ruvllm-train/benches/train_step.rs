@@ -1,0 +1,68 @@
+//! Training throughput for the stories260K shape (dim 64, hidden 172, 5 layers, 8 heads, 4 KV
+//! heads, vocab 512) at seq 256, batch 32: forward + backward + AdamW, in tokens per second.
+//!
+//! `cargo bench -p ruvllm-train --bench train_step [-- STEPS [FORMAT]]`
+
+use ruvllm_esp32::model::Config;
+use ruvllm_esp32::quant::WeightFormat;
+use ruvllm_train::model::{AdamW, Params, Trainer};
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let steps: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let format = match args.get(1).map(String::as_str) {
+        Some("q8") => WeightFormat::Q8,
+        Some("ternary") => WeightFormat::Ternary,
+        Some("binary") => WeightFormat::Binary,
+        _ => WeightFormat::F32,
+    };
+    let c = Config {
+        dim: 64,
+        hidden_dim: 172,
+        n_layers: 5,
+        n_heads: 8,
+        n_kv_heads: 4,
+        vocab_size: 512,
+        seq_len: 256,
+        shared_classifier: true,
+        norm_eps: 1e-5,
+        rope_theta: 10000.0,
+    };
+    let (batch, seq) = (32, 256);
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let tokens: Vec<u32> = (0..batch * (seq + 1))
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % c.vocab_size as u64) as u32
+        })
+        .collect();
+    println!("train_step: 260K shape, seq {seq}, batch {batch}, {}, {steps} steps after one warm-up", format.name());
+    for threads in [1, 2] {
+        let mut p = Params::init(&c, 1);
+        let mut tr = Trainer::new(&c, batch, seq, threads, format);
+        let mut opt = AdamW::new(p.len(), 0.1);
+        let mut g = vec![0.0f32; p.len()];
+        let mut loss = tr.forward_backward(&p, &tokens, &mut g);
+        opt.step(&mut p, &g, 1e-3);
+        let t0 = Instant::now();
+        let mut fb = 0.0;
+        for _ in 0..steps {
+            let s = Instant::now();
+            loss = tr.forward_backward(&p, &tokens, &mut g);
+            fb += s.elapsed().as_secs_f64();
+            opt.step(&mut p, &g, 1e-3);
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let toks = (steps * batch * seq) as f64;
+        println!(
+            "threads {threads}: {:8.0} tokens/s ({:.1} ms/step, forward+backward {:.1} ms, AdamW {:.2} ms), loss {loss:.4}",
+            toks / secs,
+            secs * 1e3 / steps as f64,
+            fb * 1e3 / steps as f64,
+            (secs - fb) * 1e3 / steps as f64
+        );
+    }
+}
