@@ -63,8 +63,12 @@ pub fn matmul_dw(dw: &mut [f32], dy: &[f32], x: &[f32], rows: usize, i: usize, o
 /// `e^x` to about 2 ulp for x in [-87, 88] (Cephes' polynomial), branch-free so it vectorizes.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
+    // Round x / ln 2 to the nearest integer n by adding 1.5 * 2^23: n then sits in the low
+    // bits of `t`, which become the exponent of 2^n without a float-to-int conversion.
+    const MAGIC: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let p = 1.987_569_1e-4;
     let p = p * r + 1.398_199_9e-3;
@@ -73,7 +77,7 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 5.000_000_1e-1;
     let e = p * (r * r) + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    e * f32::from_bits(t.to_bits().wrapping_add(127u32.wrapping_sub(0x4B40_0000)) << 23)
 }
 
 const LANES: usize = 16;
@@ -355,6 +359,170 @@ pub fn attention_backward(
             for d in 0..hs {
                 dqh[d] = dot(dp, &k[d * stride..d * stride + n]) * scale;
                 axpy(&mut dk[d * stride..d * stride + n], qh[d] * scale, dp);
+            }
+        }
+    }
+}
+
+/// [`attention`] for a head size known at compile time, `L` lanes per block of positions: the
+/// scores, the probabilities and the weighted sum of each query row stay in registers, two
+/// passes over the row. `stride` must be a multiple of `L`, and `kt`/`vt` must hold finite
+/// values (zeros) from `len` up to the next multiple of `L`.
+#[inline(always)]
+pub fn attention_blocked<const HS: usize, const L: usize>(
+    out: &mut [f32],
+    lse: &mut [f32],
+    q: &[f32],
+    kt: &[f32],
+    vt: &[f32],
+    s: &mut [f32],
+    a: Attn,
+) {
+    let Attn { len, stride, n_heads, head_size, kv_mul } = a;
+    assert!(head_size == HS && stride.is_multiple_of(L) && s.len() >= stride);
+    let dim = n_heads * HS;
+    let scale = 1.0 / (HS as f32).sqrt();
+    for h in 0..n_heads {
+        let g = h / kv_mul;
+        let k = &kt[g * HS * stride..(g + 1) * HS * stride];
+        let v = &vt[g * HS * stride..(g + 1) * HS * stride];
+        for t in 0..len {
+            let nb = (t + 1).div_ceil(L);
+            let qh: &[f32; HS] = q[t * dim + h * HS..][..HS].try_into().unwrap();
+            let qs: [f32; HS] = core::array::from_fn(|d| qh[d] * scale);
+            let mut mx = [f32::NEG_INFINITY; L];
+            for b in 0..nb {
+                let j0 = b * L;
+                let mut sc = [0.0f32; L];
+                for d in 0..HS {
+                    let kd: &[f32; L] = k[d * stride + j0..][..L].try_into().unwrap();
+                    for l in 0..L {
+                        sc[l] += qs[d] * kd[l];
+                    }
+                }
+                if b + 1 == nb {
+                    for (l, x) in sc.iter_mut().enumerate() {
+                        if j0 + l > t {
+                            *x = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+                for l in 0..L {
+                    mx[l] = if sc[l] > mx[l] { sc[l] } else { mx[l] };
+                }
+                s[j0..j0 + L].copy_from_slice(&sc);
+            }
+            let m = mx.iter().fold(f32::NEG_INFINITY, |a, b| if *b > a { *b } else { a });
+            let mut sum = [0.0f32; L];
+            let mut acc = [[0.0f32; L]; HS];
+            for b in 0..nb {
+                let j0 = b * L;
+                let sc: &[f32; L] = s[j0..j0 + L].try_into().unwrap();
+                let mut p: [f32; L] = core::array::from_fn(|l| exp(sc[l] - m));
+                if b + 1 == nb {
+                    for (l, x) in p.iter_mut().enumerate() {
+                        if j0 + l > t {
+                            *x = 0.0;
+                        }
+                    }
+                }
+                for l in 0..L {
+                    sum[l] += p[l];
+                }
+                for d in 0..HS {
+                    let vd: &[f32; L] = v[d * stride + j0..][..L].try_into().unwrap();
+                    for l in 0..L {
+                        acc[d][l] += p[l] * vd[l];
+                    }
+                }
+            }
+            let total = sum.iter().sum::<f32>();
+            let inv = 1.0 / total;
+            let o = &mut out[t * dim + h * HS..][..HS];
+            for d in 0..HS {
+                o[d] = acc[d].iter().sum::<f32>() * inv;
+            }
+            lse[h * stride + t] = m + total.ln();
+        }
+    }
+}
+
+/// [`attention_backward`] for a head size known at compile time, `L` lanes per block: one pass
+/// per query row (scores, probabilities, `dp`, `ds`, and the `dq`, `dk`, `dv` updates), same
+/// requirements as [`attention_blocked`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn attention_backward_blocked<const HS: usize, const L: usize>(
+    dq: &mut [f32],
+    dkt: &mut [f32],
+    dvt: &mut [f32],
+    dout: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    q: &[f32],
+    kt: &[f32],
+    vt: &[f32],
+    a: Attn,
+) {
+    let Attn { len, stride, n_heads, head_size, kv_mul } = a;
+    assert!(head_size == HS && stride.is_multiple_of(L));
+    let dim = n_heads * HS;
+    let scale = 1.0 / (HS as f32).sqrt();
+    for h in 0..n_heads {
+        let g = h / kv_mul;
+        let span = g * HS * stride..(g + 1) * HS * stride;
+        let (k, v) = (&kt[span.clone()], &vt[span.clone()]);
+        let (dk, dv) = (&mut dkt[span.clone()], &mut dvt[span]);
+        for t in 0..len {
+            let nb = (t + 1).div_ceil(L);
+            let row = t * dim + h * HS;
+            let qh: &[f32; HS] = q[row..][..HS].try_into().unwrap();
+            let doh: &[f32; HS] = dout[row..][..HS].try_into().unwrap();
+            let oh: &[f32; HS] = out[row..][..HS].try_into().unwrap();
+            let qs: [f32; HS] = core::array::from_fn(|d| qh[d] * scale);
+            let mut dsum = 0.0f32;
+            for d in 0..HS {
+                dsum += doh[d] * oh[d];
+            }
+            let lv = lse[h * stride + t];
+            let mut acc = [[0.0f32; L]; HS];
+            for b in 0..nb {
+                let j0 = b * L;
+                let mut sc = [0.0f32; L];
+                let mut dp = [0.0f32; L];
+                for d in 0..HS {
+                    let kd: &[f32; L] = k[d * stride + j0..][..L].try_into().unwrap();
+                    let vd: &[f32; L] = v[d * stride + j0..][..L].try_into().unwrap();
+                    for l in 0..L {
+                        sc[l] += qs[d] * kd[l];
+                        dp[l] += doh[d] * vd[l];
+                    }
+                }
+                let mut p: [f32; L] = core::array::from_fn(|l| exp(sc[l] - lv));
+                if b + 1 == nb {
+                    for (l, x) in p.iter_mut().enumerate() {
+                        if j0 + l > t {
+                            *x = 0.0;
+                        }
+                    }
+                }
+                let ds: [f32; L] = core::array::from_fn(|l| p[l] * (dp[l] - dsum));
+                for d in 0..HS {
+                    let kd: &[f32; L] = k[d * stride + j0..][..L].try_into().unwrap();
+                    let dvd: &mut [f32; L] = (&mut dv[d * stride + j0..][..L]).try_into().unwrap();
+                    for l in 0..L {
+                        dvd[l] += doh[d] * p[l];
+                        acc[d][l] += ds[l] * kd[l];
+                    }
+                    let dkd: &mut [f32; L] = (&mut dk[d * stride + j0..][..L]).try_into().unwrap();
+                    for l in 0..L {
+                        dkd[l] += qs[d] * ds[l];
+                    }
+                }
+            }
+            let dqh = &mut dq[row..][..HS];
+            for d in 0..HS {
+                dqh[d] = acc[d].iter().sum::<f32>() * scale;
             }
         }
     }

@@ -29,6 +29,8 @@
 
 mod kernels;
 mod trainer;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 pub use trainer::Trainer;
 

@@ -39,11 +39,13 @@ impl Simd {
     fn detect() -> Simd {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::env::var("RUVLLM_TRAIN_SIMD").is_ok_and(|v| v == "generic") {
+            // RUVLLM_TRAIN_SIMD=generic|avx2 caps the instruction set (for comparisons).
+            let cap = std::env::var("RUVLLM_TRAIN_SIMD").unwrap_or_default();
+            if cap == "generic" {
                 return Simd::Generic;
             }
             let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-            if avx2 && is_x86_feature_detected!("avx512f") && std::env::var("RUVLLM_TRAIN_SIMD").is_ok_and(|v| v == "avx512") {
+            if avx2 && is_x86_feature_detected!("avx512f") && cap != "avx2" {
                 return Simd::Avx512;
             }
             if avx2 {
@@ -151,35 +153,35 @@ impl Worker {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
             Simd::Avx512 => unsafe { self.run_avx512(cx, tokens, targets, scale, grads) },
-            Simd::Generic => self.run_inner(cx, tokens, targets, scale, grads),
+            Simd::Generic => self.run_inner::<8>(cx, tokens, targets, scale, grads),
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn run_avx2(&mut self, cx: &Ctx<'_>, tokens: &[u32], targets: Option<&[u32]>, scale: f32, grads: Option<&mut [f32]>) -> f64 {
-        self.run_inner(cx, tokens, targets, scale, grads)
+        self.run_inner::<8>(cx, tokens, targets, scale, grads)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn run_avx512(&mut self, cx: &Ctx<'_>, tokens: &[u32], targets: Option<&[u32]>, scale: f32, grads: Option<&mut [f32]>) -> f64 {
-        self.run_inner(cx, tokens, targets, scale, grads)
+        self.run_inner::<16>(cx, tokens, targets, scale, grads)
     }
 
     #[inline(always)]
-    fn run_inner(&mut self, cx: &Ctx<'_>, tokens: &[u32], targets: Option<&[u32]>, scale: f32, grads: Option<&mut [f32]>) -> f64 {
-        self.forward(cx, tokens);
+    fn run_inner<const L: usize>(&mut self, cx: &Ctx<'_>, tokens: &[u32], targets: Option<&[u32]>, scale: f32, grads: Option<&mut [f32]>) -> f64 {
+        self.forward::<L>(cx, tokens);
         let Some(targets) = targets else { return 0.0 };
         let loss = self.cross_entropy(cx, targets, scale);
         if let Some(g) = grads {
-            self.backward(cx, tokens, g);
+            self.backward::<L>(cx, tokens, g);
         }
         loss
     }
 
     #[inline(always)]
-    fn forward(&mut self, cx: &Ctx<'_>, tokens: &[u32]) {
+    fn forward<const L: usize>(&mut self, cx: &Ctx<'_>, tokens: &[u32]) {
         let c = cx.c;
         let (d, h, kv, v) = (c.dim, c.hidden_dim, c.kv_dim(), c.vocab_size);
         let (hs, st, t_len) = (c.head_size(), cx.stride, tokens.len());
@@ -214,9 +216,15 @@ impl Worker {
             let (kt, vt) = (&mut self.kt[kvr.clone()], &mut self.vt[kvr]);
             k::transpose(kt, &self.krow, t_len, kv, st);
             k::transpose(vt, &self.vrow, t_len, kv, st);
+            if t_len < st {
+                // The blocked kernels read whole blocks of positions: keep the tail finite.
+                for row in kt.chunks_exact_mut(st).chain(vt.chunks_exact_mut(st)) {
+                    row[t_len..].fill(0.0);
+                }
+            }
             let ao = &mut self.ao[td.clone()];
             let lse = &mut self.lse[l * c.n_heads * st..(l + 1) * c.n_heads * st];
-            k::attention(ao, lse, q, kt, vt, &mut self.s1, attn);
+            attend::<L>(ao, lse, q, kt, vt, &mut self.s1, attn);
             let xm = &mut self.xm[td.clone()];
             xm[..t_len * d].copy_from_slice(&x[..t_len * d]);
             k::matmul_xwt(xm, ao, &w[lw.wo.clone()], t_len, d, d, 1.0);
@@ -265,7 +273,7 @@ impl Worker {
     }
 
     #[inline(always)]
-    fn backward(&mut self, cx: &Ctx<'_>, tokens: &[u32], g: &mut [f32]) {
+    fn backward<const L: usize>(&mut self, cx: &Ctx<'_>, tokens: &[u32], g: &mut [f32]) {
         let c = cx.c;
         let (d, h, kv, v) = (c.dim, c.hidden_dim, c.kv_dim(), c.vocab_size);
         let (hs, st, t_len) = (c.head_size(), cx.stride, tokens.len());
@@ -317,10 +325,8 @@ impl Worker {
             self.dkt.fill(0.0);
             self.dvt.fill(0.0);
             let q = &self.q[td.clone()];
-            k::attention_backward(
-                &mut self.dq,
-                &mut self.dkt,
-                &mut self.dvt,
+            attend_backward::<L>(
+                (&mut self.dq, &mut self.dkt, &mut self.dvt),
                 &self.dao,
                 ao,
                 &self.lse[l * c.n_heads * st..(l + 1) * c.n_heads * st],
@@ -369,6 +375,7 @@ pub struct Trainer {
     layout: Layout,
     batch: usize,
     seq: usize,
+    stride: usize,
     format: WeightFormat,
     /// Projected weights.
     proj: Vec<f32>,
@@ -385,17 +392,20 @@ impl Trainer {
         let threads = threads.clamp(1, batch);
         let layout = Layout::new(config);
         let hs = config.head_size();
+        // Row stride of the per-position buffers: whole blocks of 16 positions.
+        let stride = seq.next_multiple_of(16);
         let mut rope = vec![0.0f32; seq * hs];
         for (pos, table) in rope.chunks_exact_mut(hs).enumerate() {
             rope_table(table, pos, hs, config.rope_theta);
         }
-        let workers = (0..threads).map(|i| Worker::new(config, seq, layout.len, i > 0)).collect();
+        let workers = (0..threads).map(|i| Worker::new(config, stride, layout.len, i > 0)).collect();
         Trainer {
             config: *config,
             proj: vec![0.0; layout.len],
             layout,
             batch,
             seq,
+            stride,
             format,
             rope,
             workers,
@@ -457,7 +467,7 @@ impl Trainer {
             layout: &self.layout,
             w: &self.proj,
             rope: &self.rope,
-            stride: self.seq,
+            stride: self.stride,
             simd: self.simd,
         };
         let w = &mut self.workers[0];
@@ -476,7 +486,7 @@ impl Trainer {
             layout: &self.layout,
             w: &self.proj,
             rope: &self.rope,
-            stride: self.seq,
+            stride: self.stride,
             simd: self.simd,
         };
         let n = self.workers.len().min(rows);
@@ -523,5 +533,62 @@ impl Trainer {
             }
         }
         losses.iter().sum()
+    }
+}
+
+/// Attention forward through the register-blocked kernel when the head size has one.
+#[inline(always)]
+fn attend<const L: usize>(out: &mut [f32], lse: &mut [f32], q: &[f32], kt: &[f32], vt: &[f32], s: &mut [f32], a: Attn) {
+    #[cfg(target_arch = "x86_64")]
+    if L == 16 {
+        // SAFETY: L = 16 only inside `run_avx512`, chosen after detecting AVX-512F.
+        unsafe {
+            match a.head_size {
+                8 => return super::x86::attention::<8>(out, lse, q, kt, vt, s, a),
+                16 => return super::x86::attention::<16>(out, lse, q, kt, vt, s, a),
+                32 => return super::x86::attention::<32>(out, lse, q, kt, vt, s, a),
+                _ => {}
+            }
+        }
+    }
+    match a.head_size {
+        8 => k::attention_blocked::<8, L>(out, lse, q, kt, vt, s, a),
+        16 => k::attention_blocked::<16, L>(out, lse, q, kt, vt, s, a),
+        32 => k::attention_blocked::<32, L>(out, lse, q, kt, vt, s, a),
+        _ => k::attention(out, lse, q, kt, vt, s, a),
+    }
+}
+
+/// Attention backward, dispatched like [`attend`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn attend_backward<const L: usize>(
+    (dq, dkt, dvt): (&mut [f32], &mut [f32], &mut [f32]),
+    dout: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    q: &[f32],
+    kt: &[f32],
+    vt: &[f32],
+    scratch: (&mut [f32], &mut [f32]),
+    a: Attn,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if L == 16 {
+        // SAFETY: as in `attend`.
+        unsafe {
+            match a.head_size {
+                8 => return super::x86::attention_backward::<8>(dq, dkt, dvt, dout, out, lse, q, kt, vt, a),
+                16 => return super::x86::attention_backward::<16>(dq, dkt, dvt, dout, out, lse, q, kt, vt, a),
+                32 => return super::x86::attention_backward::<32>(dq, dkt, dvt, dout, out, lse, q, kt, vt, a),
+                _ => {}
+            }
+        }
+    }
+    match a.head_size {
+        8 => k::attention_backward_blocked::<8, L>(dq, dkt, dvt, dout, out, lse, q, kt, vt, a),
+        16 => k::attention_backward_blocked::<16, L>(dq, dkt, dvt, dout, out, lse, q, kt, vt, a),
+        32 => k::attention_backward_blocked::<32, L>(dq, dkt, dvt, dout, out, lse, q, kt, vt, a),
+        _ => k::attention_backward(dq, dkt, dvt, dout, out, lse, q, kt, vt, scratch, a),
     }
 }

@@ -1,0 +1,173 @@
+//! AVX-512 causal attention (forward and backward) for head sizes known at compile time: the
+//! blocked kernels of [`super::kernels`] written with explicit 16-lane vectors, so that the
+//! per-dimension accumulators stay in registers.
+
+use super::kernels::Attn;
+use core::arch::x86_64::*;
+
+const LANES: usize = 16;
+
+/// `e^x` lane by lane, the same Cephes polynomial as [`super::kernels::exp`].
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn exp16(x: __m512) -> __m512 {
+    let magic = _mm512_set1_ps(12_582_912.0);
+    let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0)), _mm512_set1_ps(88.0));
+    let t = _mm512_fmadd_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E), magic);
+    let n = _mm512_sub_ps(t, magic);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm512_set1_ps(1.987_569_1e-4);
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let e = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0));
+    let bits = _mm512_add_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(127 - 0x4B40_0000));
+    _mm512_mul_ps(e, _mm512_castsi512_ps(_mm512_slli_epi32::<23>(bits)))
+}
+
+/// Lanes `j0 + l <= t` of a block starting at `j0`.
+#[inline]
+fn causal_mask(j0: usize, t: usize) -> __mmask16 {
+    let valid = (t + 1 - j0).min(LANES);
+    if valid == LANES {
+        0xFFFF
+    } else {
+        ((1u32 << valid) - 1) as __mmask16
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX-512F. Shapes as [`super::kernels::attention_blocked`] with
+/// `L = 16`; every slice is indexed through checked ranges before its pointer is used.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn attention<const HS: usize>(
+    out: &mut [f32],
+    lse: &mut [f32],
+    q: &[f32],
+    kt: &[f32],
+    vt: &[f32],
+    s: &mut [f32],
+    a: Attn,
+) {
+    let Attn { len, stride, n_heads, head_size, kv_mul } = a;
+    assert!(head_size == HS && stride.is_multiple_of(LANES) && s.len() >= stride && len <= stride);
+    let dim = n_heads * HS;
+    let scale = 1.0 / (HS as f32).sqrt();
+    assert!(q.len() >= len * dim && out.len() >= len * dim && lse.len() >= n_heads * stride);
+    for h in 0..n_heads {
+        let g = h / kv_mul;
+        let k = &kt[g * HS * stride..(g + 1) * HS * stride];
+        let v = &vt[g * HS * stride..(g + 1) * HS * stride];
+        let (kp, vp, sp) = (k.as_ptr(), v.as_ptr(), s.as_mut_ptr());
+        for t in 0..len {
+            let nb = (t + 1).div_ceil(LANES);
+            let row = t * dim + h * HS;
+            let qs: [__m512; HS] = core::array::from_fn(|d| _mm512_set1_ps(q[row + d] * scale));
+            let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+            for b in 0..nb {
+                let j0 = b * LANES;
+                let mut sc = _mm512_setzero_ps();
+                for (d, qd) in qs.iter().enumerate() {
+                    // SAFETY: d < HS and j0 + 16 <= stride: inside `k`.
+                    sc = _mm512_fmadd_ps(*qd, unsafe { _mm512_loadu_ps(kp.add(d * stride + j0)) }, sc);
+                }
+                sc = _mm512_mask_blend_ps(causal_mask(j0, t), _mm512_set1_ps(f32::NEG_INFINITY), sc);
+                mx = _mm512_max_ps(mx, sc);
+                // SAFETY: j0 + 16 <= stride <= s.len().
+                unsafe { _mm512_storeu_ps(sp.add(j0), sc) };
+            }
+            let mval = _mm512_reduce_max_ps(mx);
+            let m = _mm512_set1_ps(mval);
+            let mut sum = _mm512_setzero_ps();
+            let mut acc = [_mm512_setzero_ps(); HS];
+            for b in 0..nb {
+                let j0 = b * LANES;
+                // SAFETY: as above.
+                let sc = unsafe { _mm512_loadu_ps(sp.add(j0)) };
+                let p = _mm512_maskz_mov_ps(causal_mask(j0, t), exp16(_mm512_sub_ps(sc, m)));
+                sum = _mm512_add_ps(sum, p);
+                for (d, ad) in acc.iter_mut().enumerate() {
+                    // SAFETY: inside `v` as for `k`.
+                    *ad = _mm512_fmadd_ps(p, unsafe { _mm512_loadu_ps(vp.add(d * stride + j0)) }, *ad);
+                }
+            }
+            let total = _mm512_reduce_add_ps(sum);
+            let inv = 1.0 / total;
+            for (d, ad) in acc.iter().enumerate() {
+                out[row + d] = _mm512_reduce_add_ps(*ad) * inv;
+            }
+            lse[h * stride + t] = mval + total.ln();
+        }
+    }
+}
+
+/// # Safety
+/// As [`attention`]; shapes as [`super::kernels::attention_backward_blocked`].
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn attention_backward<const HS: usize>(
+    dq: &mut [f32],
+    dkt: &mut [f32],
+    dvt: &mut [f32],
+    dout: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    q: &[f32],
+    kt: &[f32],
+    vt: &[f32],
+    a: Attn,
+) {
+    let Attn { len, stride, n_heads, head_size, kv_mul } = a;
+    assert!(head_size == HS && stride.is_multiple_of(LANES) && len <= stride);
+    let dim = n_heads * HS;
+    let scale = 1.0 / (HS as f32).sqrt();
+    assert!(q.len() >= len * dim && dout.len() >= len * dim && out.len() >= len * dim && dq.len() >= len * dim);
+    assert!(lse.len() >= n_heads * stride);
+    for h in 0..n_heads {
+        let g = h / kv_mul;
+        let span = g * HS * stride..(g + 1) * HS * stride;
+        let (kp, vp) = (kt[span.clone()].as_ptr(), vt[span.clone()].as_ptr());
+        let (dkp, dvp) = (dkt[span.clone()].as_mut_ptr(), dvt[span].as_mut_ptr());
+        for t in 0..len {
+            let nb = (t + 1).div_ceil(LANES);
+            let row = t * dim + h * HS;
+            let qs: [__m512; HS] = core::array::from_fn(|d| _mm512_set1_ps(q[row + d] * scale));
+            let dov: [__m512; HS] = core::array::from_fn(|d| _mm512_set1_ps(dout[row + d]));
+            let mut dsum = 0.0f32;
+            for d in 0..HS {
+                dsum += dout[row + d] * out[row + d];
+            }
+            let dsum = _mm512_set1_ps(dsum);
+            let lv = _mm512_set1_ps(lse[h * stride + t]);
+            let mut acc = [_mm512_setzero_ps(); HS];
+            for b in 0..nb {
+                let j0 = b * LANES;
+                let mut sc = _mm512_setzero_ps();
+                let mut dp = _mm512_setzero_ps();
+                for d in 0..HS {
+                    let off = d * stride + j0;
+                    // SAFETY: d < HS and j0 + 16 <= stride: inside this head's span.
+                    let (kd, vd) = unsafe { (_mm512_loadu_ps(kp.add(off)), _mm512_loadu_ps(vp.add(off))) };
+                    sc = _mm512_fmadd_ps(qs[d], kd, sc);
+                    dp = _mm512_fmadd_ps(dov[d], vd, dp);
+                }
+                let p = _mm512_maskz_mov_ps(causal_mask(j0, t), exp16(_mm512_sub_ps(sc, lv)));
+                let ds = _mm512_mul_ps(p, _mm512_sub_ps(dp, dsum));
+                for d in 0..HS {
+                    let off = d * stride + j0;
+                    // SAFETY: as above; dk/dv are unique borrows of the same span.
+                    unsafe {
+                        let kd = _mm512_loadu_ps(kp.add(off));
+                        acc[d] = _mm512_fmadd_ps(ds, kd, acc[d]);
+                        _mm512_storeu_ps(dvp.add(off), _mm512_fmadd_ps(dov[d], p, _mm512_loadu_ps(dvp.add(off))));
+                        _mm512_storeu_ps(dkp.add(off), _mm512_fmadd_ps(qs[d], ds, _mm512_loadu_ps(dkp.add(off))));
+                    }
+                }
+            }
+            for (d, ad) in acc.iter().enumerate() {
+                dq[row + d] = _mm512_reduce_add_ps(*ad) * scale;
+            }
+        }
+    }
+}
