@@ -187,13 +187,35 @@ fn ref_loss(c: &Config, w: &[f64], toks: &[u32], seq: usize) -> f64 {
 
 // ---------------------------------------------------------------------------------------------
 
+/// Head size 8 (the blocked and AVX-512 attention kernels) and a sequence that is not a
+/// multiple of the kernels' blocks.
+fn head8() -> Config {
+    Config { dim: 32, hidden_dim: 40, n_heads: 4, n_kv_heads: 2, vocab_size: 13, seq_len: 21, ..tiny() }
+}
+
+const KERNELS: [&str; 3] = ["generic", "avx2", "avx512"];
+
 #[test]
 fn gradients_match_finite_differences_of_the_f64_reference() {
-    let c = tiny();
-    let (batch, seq) = (2, 6);
+    grad_check(&tiny(), 2, 6, "");
+}
+
+#[test]
+fn gradients_match_finite_differences_with_head_size_8_on_every_kernel_set() {
+    for k in KERNELS {
+        grad_check(&head8(), 2, 21, k);
+    }
+}
+
+fn grad_check(c: &Config, batch: usize, seq: usize, kernels: &str) {
+    let c = *c;
     let p = lively(&c, 3);
     let toks = tokens(&c, batch, seq, 99);
     let mut tr = Trainer::new(&c, batch, seq, 1, WeightFormat::F32);
+    if !kernels.is_empty() && !tr.set_kernels(kernels) {
+        eprintln!("skipping kernel set {kernels}: not supported by this CPU");
+        return;
+    }
     let mut g = vec![0.0f32; p.len()];
     let loss = tr.forward_backward(&p, &toks, &mut g);
     let w: Vec<f64> = p.data.iter().map(|v| *v as f64).collect();
@@ -221,10 +243,17 @@ fn gradients_match_finite_differences_of_the_f64_reference() {
             let num = (lp - lm) / (2.0 * h);
             let err = (g[i] as f64 - num).abs() / (num.abs() + 1e-3 * scale);
             worst = worst.max(err);
-            assert!(err < 1e-3, "{} entry {}: analytic {} vs numeric {num} (rel {err:e})", t.name, i - t.range.start, g[i]);
+            assert!(
+                err < 1e-3,
+                "{} kernels, {} entry {}: analytic {} vs numeric {num} (rel {err:e})",
+                tr.kernels(),
+                t.name,
+                i - t.range.start,
+                g[i]
+            );
         }
     }
-    eprintln!("worst relative gradient error: {worst:e}");
+    eprintln!("worst relative gradient error ({} kernels, head size {}): {worst:e}", tr.kernels(), c.head_size());
 }
 
 #[test]
@@ -303,6 +332,28 @@ fn forward_matches_the_engine() {
     let worst = worst_diff(&got, &want);
     eprintln!("largest logit difference from the engine: {worst:e}");
     assert!(worst < 1e-4, "{worst}");
+}
+
+#[test]
+fn forward_matches_the_engine_with_head_size_8_on_every_kernel_set() {
+    let mut c = head8();
+    c.seq_len = 40;
+    let p = lively(&c, 12);
+    let mut host = p.to_host();
+    host.vocab = Some(dummy_vocab(c.vocab_size));
+    // 37 positions: two full blocks of 16 and a partial one; the trainer's buffers hold 40.
+    let toks: Vec<u32> = tokens(&c, 1, 36, 8);
+    let want = engine_logits(&host, &toks);
+    for k in KERNELS {
+        let mut tr = Trainer::new(&c, 2, c.seq_len, 1, WeightFormat::F32);
+        if !tr.set_kernels(k) {
+            continue;
+        }
+        let got = tr.logits(&p, &toks);
+        let worst = worst_diff(&got, &want);
+        eprintln!("{k}: largest logit difference from the engine: {worst:e}");
+        assert!(worst < 1e-4, "{k}: {worst}");
+    }
 }
 
 #[test]

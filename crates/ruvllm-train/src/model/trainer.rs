@@ -36,6 +36,16 @@ enum Simd {
 }
 
 impl Simd {
+    fn name(self) -> &'static str {
+        match self {
+            Simd::Generic => "generic",
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => "avx512",
+        }
+    }
+
     fn detect() -> Simd {
         #[cfg(target_arch = "x86_64")]
         {
@@ -427,6 +437,26 @@ impl Trainer {
 
     pub fn format(&self) -> WeightFormat {
         self.format
+    }
+
+    /// The kernel set in use: "avx512", "avx2" or "generic".
+    pub fn kernels(&self) -> &'static str {
+        self.simd.name()
+    }
+
+    /// Switches to another kernel set ("avx512", "avx2" or "generic", for tests and
+    /// comparisons); false (and no change) if this CPU lacks it.
+    pub fn set_kernels(&mut self, name: &str) -> bool {
+        let want = match name {
+            "generic" => Simd::Generic,
+            #[cfg(target_arch = "x86_64")]
+            "avx2" if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") => Simd::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            "avx512" if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") => Simd::Avx512,
+            _ => return false,
+        };
+        self.simd = want;
+        true
     }
 
     fn check(&self, p: &Params) {
