@@ -39,7 +39,10 @@ fn main() {
             (seed % c.vocab_size as u64) as u32
         })
         .collect();
-    println!("train_step: 260K shape, seq {seq}, batch {batch}, {}, {steps} steps after one warm-up", format.name());
+    println!(
+        "train_step: 260K shape, seq {seq}, batch {batch}, {}, {steps} steps after one warm-up",
+        format.name()
+    );
     for threads in [1, 2] {
         let mut p = Params::init(&c, 1);
         let mut tr = Trainer::new(&c, batch, seq, threads, format);

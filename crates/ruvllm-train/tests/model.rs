@@ -145,7 +145,10 @@ fn ref_logits(c: &Config, w: &[f64], toks: &[u32]) -> Vec<Vec<f64>> {
                 let qh = &q[head * hs..(head + 1) * hs];
                 let sc: Vec<f64> = keys[l]
                     .iter()
-                    .map(|k| qh.iter().zip(&k[g * hs..(g + 1) * hs]).map(|(a, b)| a * b).sum::<f64>() / (hs as f64).sqrt())
+                    .map(|k| {
+                        qh.iter().zip(&k[g * hs..(g + 1) * hs]).map(|(a, b)| a * b).sum::<f64>()
+                            / (hs as f64).sqrt()
+                    })
                     .collect();
                 let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = sc.iter().map(|s| (s - m).exp()).collect();
@@ -253,7 +256,11 @@ fn grad_check(c: &Config, batch: usize, seq: usize, kernels: &str) {
             );
         }
     }
-    eprintln!("worst relative gradient error ({} kernels, head size {}): {worst:e}", tr.kernels(), c.head_size());
+    eprintln!(
+        "worst relative gradient error ({} kernels, head size {}): {worst:e}",
+        tr.kernels(),
+        c.head_size()
+    );
 }
 
 #[test]
@@ -420,7 +427,8 @@ fn adamw_overfits_a_repeated_pattern() {
     let p0 = Params::init(&c, 1);
     let mut p = p0.clone();
     // Each token determines the next: a cycle through 1..=7 from a different start per row.
-    let toks: Vec<u32> = (0..batch).flat_map(|r| (0..=seq).map(move |t| ((t + 2 * r) % 7 + 1) as u32)).collect();
+    let toks: Vec<u32> =
+        (0..batch).flat_map(|r| (0..=seq).map(move |t| ((t + 2 * r) % 7 + 1) as u32)).collect();
     let mut tr = Trainer::new(&c, batch, seq, 2, WeightFormat::F32);
     let mut opt = AdamW::new(p.len(), 0.01);
     let mut g = vec![0.0f32; p.len()];

@@ -75,7 +75,7 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5;
     let e = p * (r * r) + r + 1.0;
     e * f32::from_bits(t.to_bits().wrapping_add(127u32.wrapping_sub(0x4B40_0000)) << 23)
 }
@@ -265,7 +265,15 @@ pub struct Attn {
 /// (roped) and values transposed, `[kv_dim][stride]`. Writes `out` `[len][dim]` and each row's
 /// log-sum-exp of the scaled scores into `lse` `[n_heads][stride]` for the backward pass.
 #[inline(always)]
-pub fn attention(out: &mut [f32], lse: &mut [f32], q: &[f32], kt: &[f32], vt: &[f32], s: &mut [f32], a: Attn) {
+pub fn attention(
+    out: &mut [f32],
+    lse: &mut [f32],
+    q: &[f32],
+    kt: &[f32],
+    vt: &[f32],
+    s: &mut [f32],
+    a: Attn,
+) {
     let Attn { len, stride, n_heads, head_size: hs, kv_mul } = a;
     let dim = n_heads * hs;
     let scale = 1.0 / (hs as f32).sqrt();

@@ -159,7 +159,7 @@ impl Params {
     pub fn init(config: &Config, seed: u64) -> Params {
         let layout = Layout::new(config);
         let mut data = vec![0.0f32; layout.len];
-        let mut rng = Rng(seed ^ 0x5EED_0F_11A4A);
+        let mut rng = Rng(seed ^ 0x05EE_D0F1_1A4A);
         let residual = 1.0 / (2.0 * config.n_layers as f64).sqrt();
         for t in layout.tensors(config) {
             let out = &mut data[t.range.clone()];

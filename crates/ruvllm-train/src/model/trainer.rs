@@ -155,7 +155,14 @@ impl Worker {
     /// Forward over `tokens` (`len <= stride` positions), leaving the logits in `self.logits`.
     /// With `targets`, also turns the logits into `scale * d(loss)/d(logits)` and returns the
     /// summed cross-entropy (nats).
-    fn run(&mut self, cx: &Ctx<'_>, tokens: &[u32], targets: Option<&[u32]>, scale: f32, grads: Option<&mut [f32]>) -> f64 {
+    fn run(
+        &mut self,
+        cx: &Ctx<'_>,
+        tokens: &[u32],
+        targets: Option<&[u32]>,
+        scale: f32,
+        grads: Option<&mut [f32]>,
+    ) -> f64 {
         match cx.simd {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: detect() saw these features on this CPU.
@@ -169,18 +176,39 @@ impl Worker {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn run_avx2(&mut self, cx: &Ctx<'_>, tokens: &[u32], targets: Option<&[u32]>, scale: f32, grads: Option<&mut [f32]>) -> f64 {
+    unsafe fn run_avx2(
+        &mut self,
+        cx: &Ctx<'_>,
+        tokens: &[u32],
+        targets: Option<&[u32]>,
+        scale: f32,
+        grads: Option<&mut [f32]>,
+    ) -> f64 {
         self.run_inner::<8>(cx, tokens, targets, scale, grads)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn run_avx512(&mut self, cx: &Ctx<'_>, tokens: &[u32], targets: Option<&[u32]>, scale: f32, grads: Option<&mut [f32]>) -> f64 {
+    unsafe fn run_avx512(
+        &mut self,
+        cx: &Ctx<'_>,
+        tokens: &[u32],
+        targets: Option<&[u32]>,
+        scale: f32,
+        grads: Option<&mut [f32]>,
+    ) -> f64 {
         self.run_inner::<16>(cx, tokens, targets, scale, grads)
     }
 
     #[inline(always)]
-    fn run_inner<const L: usize>(&mut self, cx: &Ctx<'_>, tokens: &[u32], targets: Option<&[u32]>, scale: f32, grads: Option<&mut [f32]>) -> f64 {
+    fn run_inner<const L: usize>(
+        &mut self,
+        cx: &Ctx<'_>,
+        tokens: &[u32],
+        targets: Option<&[u32]>,
+        scale: f32,
+        grads: Option<&mut [f32]>,
+    ) -> f64 {
         self.forward::<L>(cx, tokens);
         let Some(targets) = targets else { return 0.0 };
         let loss = self.cross_entropy(cx, targets, scale);
@@ -197,7 +225,13 @@ impl Worker {
         let (hs, st, t_len) = (c.head_size(), cx.stride, tokens.len());
         let w = cx.w;
         let embd = &w[cx.layout.token_embd.clone()];
-        let attn = Attn { len: t_len, stride: st, n_heads: c.n_heads, head_size: hs, kv_mul: c.n_heads / c.n_kv_heads };
+        let attn = Attn {
+            len: t_len,
+            stride: st,
+            n_heads: c.n_heads,
+            head_size: hs,
+            kv_mul: c.n_heads / c.n_kv_heads,
+        };
         for (t, &tok) in tokens.iter().enumerate() {
             let tok = tok as usize;
             assert!(tok < v, "token {tok} outside the vocabulary");
@@ -256,7 +290,8 @@ impl Worker {
         let xf = &self.x[nl * st * d..(nl + 1) * st * d];
         let onorm = &w[cx.layout.output_norm.clone()];
         for t in 0..t_len {
-            self.r1[nl * st + t] = k::rmsnorm(&mut self.xnf[t * d..(t + 1) * d], &xf[t * d..(t + 1) * d], onorm, c.norm_eps);
+            self.r1[nl * st + t] =
+                k::rmsnorm(&mut self.xnf[t * d..(t + 1) * d], &xf[t * d..(t + 1) * d], onorm, c.norm_eps);
         }
         k::matmul_xwt(&mut self.logits, &self.xnf, embd, t_len, d, v, 0.0);
     }
@@ -288,7 +323,13 @@ impl Worker {
         let (d, h, kv, v) = (c.dim, c.hidden_dim, c.kv_dim(), c.vocab_size);
         let (hs, st, t_len) = (c.head_size(), cx.stride, tokens.len());
         let (w, lay) = (cx.w, cx.layout);
-        let attn = Attn { len: t_len, stride: st, n_heads: c.n_heads, head_size: hs, kv_mul: c.n_heads / c.n_kv_heads };
+        let attn = Attn {
+            len: t_len,
+            stride: st,
+            n_heads: c.n_heads,
+            head_size: hs,
+            kv_mul: c.n_heads / c.n_kv_heads,
+        };
         let embd = &w[lay.token_embd.clone()];
         // Classifier (shared with the embedding) and the final norm.
         k::matmul_dw(&mut g[lay.token_embd.clone()], &self.logits, &self.xnf, t_len, d, v);
@@ -301,7 +342,14 @@ impl Worker {
             let dw = &mut g[lay.output_norm.clone()];
             for t in 0..t_len {
                 let r = t * d..(t + 1) * d;
-                k::rmsnorm_backward(&mut self.dres[r.clone()], dw, &self.dxn[r.clone()], &xf[r], onorm, self.r1[nl * st + t]);
+                k::rmsnorm_backward(
+                    &mut self.dres[r.clone()],
+                    dw,
+                    &self.dxn[r.clone()],
+                    &xf[r],
+                    onorm,
+                    self.r1[nl * st + t],
+                );
             }
         }
         for (l, lw) in lay.layers.iter().enumerate().rev() {
@@ -324,7 +372,14 @@ impl Worker {
                 let dw = &mut g[lw.ffn_norm.clone()];
                 for t in 0..t_len {
                     let r = t * d..(t + 1) * d;
-                    k::rmsnorm_backward(&mut self.dres[r.clone()], dw, &self.dxn[r.clone()], &xm[r], fnorm, self.r2[l * st + t]);
+                    k::rmsnorm_backward(
+                        &mut self.dres[r.clone()],
+                        dw,
+                        &self.dxn[r.clone()],
+                        &xm[r],
+                        fnorm,
+                        self.r2[l * st + t],
+                    );
                 }
             }
             // Attention.
@@ -366,7 +421,14 @@ impl Worker {
                 let dw = &mut g[lw.attn_norm.clone()];
                 for t in 0..t_len {
                     let r = t * d..(t + 1) * d;
-                    k::rmsnorm_backward(&mut self.dres[r.clone()], dw, &self.dxn[r.clone()], &x[r], anorm, self.r1[l * st + t]);
+                    k::rmsnorm_backward(
+                        &mut self.dres[r.clone()],
+                        dw,
+                        &self.dxn[r.clone()],
+                        &x[r],
+                        anorm,
+                        self.r1[l * st + t],
+                    );
                 }
             }
         }
@@ -452,7 +514,9 @@ impl Trainer {
             #[cfg(target_arch = "x86_64")]
             "avx2" if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") => Simd::Avx2,
             #[cfg(target_arch = "x86_64")]
-            "avx512" if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") => Simd::Avx512,
+            "avx512" if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") => {
+                Simd::Avx512
+            }
             _ => return false,
         };
         self.simd = want;
@@ -568,7 +632,15 @@ impl Trainer {
 
 /// Attention forward through the register-blocked kernel when the head size has one.
 #[inline(always)]
-fn attend<const L: usize>(out: &mut [f32], lse: &mut [f32], q: &[f32], kt: &[f32], vt: &[f32], s: &mut [f32], a: Attn) {
+fn attend<const L: usize>(
+    out: &mut [f32],
+    lse: &mut [f32],
+    q: &[f32],
+    kt: &[f32],
+    vt: &[f32],
+    s: &mut [f32],
+    a: Attn,
+) {
     #[cfg(target_arch = "x86_64")]
     if L == 16 {
         // SAFETY: L = 16 only inside `run_avx512`, chosen after detecting AVX-512F.
@@ -609,8 +681,12 @@ fn attend_backward<const L: usize>(
         unsafe {
             match a.head_size {
                 8 => return super::x86::attention_backward::<8>(dq, dkt, dvt, dout, out, lse, q, kt, vt, a),
-                16 => return super::x86::attention_backward::<16>(dq, dkt, dvt, dout, out, lse, q, kt, vt, a),
-                32 => return super::x86::attention_backward::<32>(dq, dkt, dvt, dout, out, lse, q, kt, vt, a),
+                16 => {
+                    return super::x86::attention_backward::<16>(dq, dkt, dvt, dout, out, lse, q, kt, vt, a)
+                }
+                32 => {
+                    return super::x86::attention_backward::<32>(dq, dkt, dvt, dout, out, lse, q, kt, vt, a)
+                }
                 _ => {}
             }
         }
