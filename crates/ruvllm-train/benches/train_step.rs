@@ -1,7 +1,8 @@
 //! Training throughput for the stories260K shape (dim 64, hidden 172, 5 layers, 8 heads, 4 KV
 //! heads, vocab 512) at seq 256, batch 32: forward + backward + AdamW, in tokens per second.
 //!
-//! `cargo bench -p ruvllm-train --bench train_step [-- STEPS [FORMAT]]`
+//! `cargo bench -p ruvllm-train --bench train_step [-- STEPS [FORMAT]]`; FORMAT is f32 (default),
+//! q8, ternary or binary; `TRAIN_STEP_KERNELS=generic|avx2|avx512` picks a kernel set.
 
 use ruvllm_esp32::model::Config;
 use ruvllm_esp32::quant::WeightFormat;
@@ -40,16 +41,22 @@ fn main() {
         })
         .collect();
     println!(
-        "train_step: 260K shape, seq {seq}, batch {batch}, {}, {steps} steps after one warm-up",
-        format.name()
+        "train_step: 260K shape, seq {seq}, batch {batch}, {}, {} kernels, {steps} steps after one warm-up",
+        format.name(),
+        Trainer::new(&c, 1, 1, 1, format).kernels()
     );
+    let kernels = std::env::var("TRAIN_STEP_KERNELS").unwrap_or_else(|_| "best".into());
     for threads in [1, 2] {
         let mut p = Params::init(&c, 1);
         let mut tr = Trainer::new(&c, batch, seq, threads, format);
+        if kernels != "best" {
+            assert!(tr.set_kernels(&kernels), "kernel set {kernels} not available");
+        }
         let mut opt = AdamW::new(p.len(), 0.1);
         let mut g = vec![0.0f32; p.len()];
         let mut loss = tr.forward_backward(&p, &tokens, &mut g);
         opt.step(&mut p, &g, 1e-3);
+        tr.reset_profile();
         let t0 = Instant::now();
         let mut fb = 0.0;
         for _ in 0..steps {
@@ -67,5 +74,10 @@ fn main() {
             fb * 1e3 / steps as f64,
             (secs - fb) * 1e3 / steps as f64
         );
+        let prof = tr.profile();
+        let busy: f64 = prof.iter().map(|(_, s)| s).sum();
+        for (name, s) in prof {
+            println!("    {:5.1}%  {:7.1} ms/step  {name}", 100.0 * s / busy, s * 1e3 / steps as f64);
+        }
     }
 }

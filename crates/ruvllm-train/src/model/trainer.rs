@@ -13,6 +13,58 @@ use ruvllm_esp32::kernels::reference::{rope, rope_table};
 use ruvllm_esp32::model::Config;
 use ruvllm_esp32::quant::WeightFormat;
 
+const MM_F: usize = 0;
+const ATT_F: usize = 1;
+const OTHER_F: usize = 2;
+const XENT: usize = 3;
+const MM_B: usize = 4;
+const ATT_B: usize = 5;
+const OTHER_B: usize = 6;
+const SECTIONS: [&str; 7] = [
+    "forward matmuls (sgemm)",
+    "forward attention",
+    "forward other (norms, RoPE, SwiGLU, transposes, embedding)",
+    "softmax + cross-entropy",
+    "backward matmuls (sgemm)",
+    "backward attention",
+    "backward other",
+];
+
+/// Seconds per section of the forward and backward passes, summed over the sequences a
+/// worker ran.
+#[derive(Clone, Copy, Default, Debug)]
+struct Profile {
+    acc: [f64; 7],
+}
+
+impl Profile {
+    fn add(&mut self, t: &Timer) {
+        for (a, b) in self.acc.iter_mut().zip(&t.acc) {
+            *a += b;
+        }
+    }
+}
+
+/// Laps of a section timer.
+struct Timer {
+    mark: std::time::Instant,
+    acc: [f64; 7],
+}
+
+impl Timer {
+    #[inline(always)]
+    fn start() -> Timer {
+        Timer { mark: std::time::Instant::now(), acc: [0.0; 7] }
+    }
+
+    #[inline(always)]
+    fn lap(&mut self, section: usize) {
+        let now = std::time::Instant::now();
+        self.acc[section] += (now - self.mark).as_secs_f64();
+        self.mark = now;
+    }
+}
+
 /// What every worker reads: the shapes and the projected weights.
 struct Ctx<'a> {
     c: &'a Config,
@@ -110,6 +162,8 @@ struct Worker {
     s2: Vec<f32>,
     /// Gradient accumulator (unused by worker 0, which writes into the caller's buffer).
     grads: Vec<f32>,
+    /// Seconds spent per section.
+    prof: Profile,
 }
 
 impl Worker {
@@ -149,6 +203,7 @@ impl Worker {
             s1: z(t),
             s2: z(t),
             grads: if own_grads { z(n_params) } else { Vec::new() },
+            prof: Profile::default(),
         }
     }
 
@@ -211,7 +266,9 @@ impl Worker {
     ) -> f64 {
         self.forward::<L>(cx, tokens);
         let Some(targets) = targets else { return 0.0 };
+        let t0 = std::time::Instant::now();
         let loss = self.cross_entropy(cx, targets, scale);
+        self.prof.acc[XENT] += t0.elapsed().as_secs_f64();
         if let Some(g) = grads {
             self.backward::<L>(cx, tokens, g);
         }
@@ -232,11 +289,13 @@ impl Worker {
             head_size: hs,
             kv_mul: c.n_heads / c.n_kv_heads,
         };
+        let mut tm = Timer::start();
         for (t, &tok) in tokens.iter().enumerate() {
             let tok = tok as usize;
             assert!(tok < v, "token {tok} outside the vocabulary");
             self.x[t * d..(t + 1) * d].copy_from_slice(&embd[tok * d..(tok + 1) * d]);
         }
+        tm.lap(OTHER_F);
         for (l, lw) in cx.layout.layers.iter().enumerate() {
             let td = l * st * d..(l + 1) * st * d;
             let (x, rest) = self.x[l * st * d..].split_at_mut(st * d);
@@ -247,10 +306,12 @@ impl Worker {
             for t in 0..t_len {
                 r1[t] = k::rmsnorm(&mut xn1[t * d..(t + 1) * d], &x[t * d..(t + 1) * d], anorm, c.norm_eps);
             }
+            tm.lap(OTHER_F);
             let q = &mut self.q[td.clone()];
             k::matmul_xwt(q, xn1, &w[lw.wq.clone()], t_len, d, d, 0.0);
             k::matmul_xwt(&mut self.krow, xn1, &w[lw.wk.clone()], t_len, d, kv, 0.0);
             k::matmul_xwt(&mut self.vrow, xn1, &w[lw.wv.clone()], t_len, d, kv, 0.0);
+            tm.lap(MM_F);
             for t in 0..t_len {
                 let table = &cx.rope[t * hs..(t + 1) * hs];
                 rope(&mut q[t * d..(t + 1) * d], table);
@@ -266,25 +327,32 @@ impl Worker {
                     row[t_len..].fill(0.0);
                 }
             }
+            tm.lap(OTHER_F);
             let ao = &mut self.ao[td.clone()];
             let lse = &mut self.lse[l * c.n_heads * st..(l + 1) * c.n_heads * st];
             attend::<L>(ao, lse, q, kt, vt, &mut self.s1, attn);
+            tm.lap(ATT_F);
             let xm = &mut self.xm[td.clone()];
             xm[..t_len * d].copy_from_slice(&x[..t_len * d]);
             k::matmul_xwt(xm, ao, &w[lw.wo.clone()], t_len, d, d, 1.0);
+            tm.lap(MM_F);
             let xn2 = &mut self.xn2[td.clone()];
             let r2 = &mut self.r2[l * st..(l + 1) * st];
             let fnorm = &w[lw.ffn_norm.clone()];
             for t in 0..t_len {
                 r2[t] = k::rmsnorm(&mut xn2[t * d..(t + 1) * d], &xm[t * d..(t + 1) * d], fnorm, c.norm_eps);
             }
+            tm.lap(OTHER_F);
             let th = l * st * h..(l + 1) * st * h;
             let (h1, h3, hg) = (&mut self.h1[th.clone()], &mut self.h3[th.clone()], &mut self.hg[th]);
             k::matmul_xwt(h1, xn2, &w[lw.w1.clone()], t_len, d, h, 0.0);
             k::matmul_xwt(h3, xn2, &w[lw.w3.clone()], t_len, d, h, 0.0);
+            tm.lap(MM_F);
             k::swiglu(&mut hg[..t_len * h], &h1[..t_len * h], &h3[..t_len * h]);
+            tm.lap(OTHER_F);
             x_next[..t_len * d].copy_from_slice(&xm[..t_len * d]);
             k::matmul_xwt(x_next, hg, &w[lw.w2.clone()], t_len, h, d, 1.0);
+            tm.lap(MM_F);
         }
         let nl = c.n_layers;
         let xf = &self.x[nl * st * d..(nl + 1) * st * d];
@@ -293,7 +361,10 @@ impl Worker {
             self.r1[nl * st + t] =
                 k::rmsnorm(&mut self.xnf[t * d..(t + 1) * d], &xf[t * d..(t + 1) * d], onorm, c.norm_eps);
         }
+        tm.lap(OTHER_F);
         k::matmul_xwt(&mut self.logits, &self.xnf, embd, t_len, d, v, 0.0);
+        tm.lap(MM_F);
+        self.prof.add(&tm);
     }
 
     /// Summed cross-entropy of `targets`; replaces the logits by `scale * (p - onehot)`.
@@ -331,9 +402,11 @@ impl Worker {
             kv_mul: c.n_heads / c.n_kv_heads,
         };
         let embd = &w[lay.token_embd.clone()];
+        let mut tm = Timer::start();
         // Classifier (shared with the embedding) and the final norm.
         k::matmul_dw(&mut g[lay.token_embd.clone()], &self.logits, &self.xnf, t_len, d, v);
         k::matmul_xw(&mut self.dxn, &self.logits, embd, t_len, d, v, 0.0);
+        tm.lap(MM_B);
         let nl = c.n_layers;
         self.dres[..t_len * d].fill(0.0);
         {
@@ -352,6 +425,7 @@ impl Worker {
                 );
             }
         }
+        tm.lap(OTHER_B);
         for (l, lw) in lay.layers.iter().enumerate().rev() {
             let td = l * st * d..(l + 1) * st * d;
             let th = l * st * h..(l + 1) * st * h;
@@ -359,13 +433,16 @@ impl Worker {
             let (h1, h3, hg) = (&self.h1[th.clone()], &self.h3[th.clone()], &self.hg[th]);
             k::matmul_xw(&mut self.dhg, &self.dres, &w[lw.w2.clone()], t_len, h, d, 0.0);
             k::matmul_dw(&mut g[lw.w2.clone()], &self.dres, hg, t_len, h, d);
+            tm.lap(MM_B);
             let n = t_len * h;
             k::swiglu_backward(&mut self.dh1[..n], &mut self.dh3[..n], &self.dhg[..n], &h1[..n], &h3[..n]);
+            tm.lap(OTHER_B);
             let xn2 = &self.xn2[td.clone()];
             k::matmul_xw(&mut self.dxn, &self.dh1, &w[lw.w1.clone()], t_len, d, h, 0.0);
             k::matmul_xw(&mut self.dxn, &self.dh3, &w[lw.w3.clone()], t_len, d, h, 1.0);
             k::matmul_dw(&mut g[lw.w1.clone()], &self.dh1, xn2, t_len, d, h);
             k::matmul_dw(&mut g[lw.w3.clone()], &self.dh3, xn2, t_len, d, h);
+            tm.lap(MM_B);
             {
                 let xm = &self.xm[td.clone()];
                 let fnorm = &w[lw.ffn_norm.clone()];
@@ -382,6 +459,7 @@ impl Worker {
                     );
                 }
             }
+            tm.lap(OTHER_B);
             // Attention.
             let ao = &self.ao[td.clone()];
             k::matmul_xw(&mut self.dao, &self.dres, &w[lw.wo.clone()], t_len, d, d, 0.0);
@@ -389,6 +467,7 @@ impl Worker {
             let kvr = l * kv * st..(l + 1) * kv * st;
             self.dkt.fill(0.0);
             self.dvt.fill(0.0);
+            tm.lap(MM_B);
             let q = &self.q[td.clone()];
             attend_backward::<L>(
                 (&mut self.dq, &mut self.dkt, &mut self.dvt),
@@ -401,6 +480,7 @@ impl Worker {
                 (&mut self.s1, &mut self.s2),
                 attn,
             );
+            tm.lap(ATT_B);
             k::untranspose(&mut self.dk, &self.dkt, t_len, kv, st);
             k::untranspose(&mut self.dv, &self.dvt, t_len, kv, st);
             for t in 0..t_len {
@@ -408,6 +488,7 @@ impl Worker {
                 k::rope_backward(&mut self.dq[t * d..(t + 1) * d], table);
                 k::rope_backward(&mut self.dk[t * kv..(t + 1) * kv], table);
             }
+            tm.lap(OTHER_B);
             let xn1 = &self.xn1[td.clone()];
             k::matmul_xw(&mut self.dxn, &self.dq, &w[lw.wq.clone()], t_len, d, d, 0.0);
             k::matmul_xw(&mut self.dxn, &self.dk, &w[lw.wk.clone()], t_len, d, kv, 1.0);
@@ -415,6 +496,7 @@ impl Worker {
             k::matmul_dw(&mut g[lw.wq.clone()], &self.dq, xn1, t_len, d, d);
             k::matmul_dw(&mut g[lw.wk.clone()], &self.dk, xn1, t_len, d, kv);
             k::matmul_dw(&mut g[lw.wv.clone()], &self.dv, xn1, t_len, d, kv);
+            tm.lap(MM_B);
             {
                 let x = &self.x[td];
                 let anorm = &w[lw.attn_norm.clone()];
@@ -431,12 +513,15 @@ impl Worker {
                     );
                 }
             }
+            tm.lap(OTHER_B);
         }
         let ge = &mut g[lay.token_embd.clone()];
         for (t, &tok) in tokens.iter().enumerate() {
             let tok = tok as usize;
             k::axpy(&mut ge[tok * d..(tok + 1) * d], 1.0, &self.dres[t * d..(t + 1) * d]);
         }
+        tm.lap(OTHER_B);
+        self.prof.add(&tm);
     }
 }
 
@@ -454,6 +539,8 @@ pub struct Trainer {
     rope: Vec<f32>,
     workers: Vec<Worker>,
     simd: Simd,
+    /// Seconds projecting weights and reducing gradients.
+    extra: [f64; 2],
 }
 
 impl Trainer {
@@ -482,6 +569,7 @@ impl Trainer {
             rope,
             workers,
             simd: Simd::detect(),
+            extra: [0.0; 2],
         }
     }
 
@@ -499,6 +587,27 @@ impl Trainer {
 
     pub fn format(&self) -> WeightFormat {
         self.format
+    }
+
+    /// Seconds spent in each section of the passes since the trainer was made (or
+    /// [`Trainer::reset_profile`]), summed over the workers (so with several threads the total
+    /// exceeds the wall time).
+    pub fn profile(&self) -> Vec<(&'static str, f64)> {
+        let mut total = Profile::default();
+        for w in &self.workers {
+            total.acc.iter_mut().zip(&w.prof.acc).for_each(|(a, b)| *a += b);
+        }
+        let mut out: Vec<_> = SECTIONS.iter().copied().zip(total.acc).collect();
+        out.push(("project weights (QAT), once per step", self.extra[0]));
+        out.push(("sum the threads' gradients", self.extra[1]));
+        out
+    }
+
+    pub fn reset_profile(&mut self) {
+        for w in &mut self.workers {
+            w.prof = Profile::default();
+        }
+        self.extra = [0.0; 2];
     }
 
     /// The kernel set in use: "avx512", "avx2" or "generic".
@@ -535,7 +644,9 @@ impl Trainer {
         self.check(p);
         assert_eq!(tokens.len(), self.batch * (self.seq + 1), "tokens must be batch rows of seq + 1");
         assert_eq!(grads.len(), p.len());
+        let t0 = std::time::Instant::now();
         project(&self.config, self.format, &p.data, &mut self.proj);
+        self.extra[0] += t0.elapsed().as_secs_f64();
         grads.fill(0.0);
         let total = self.run_batch(tokens, Some(grads));
         (total / (self.batch * self.seq) as f64) as f32
@@ -619,6 +730,7 @@ impl Trainer {
                 out
             })
         };
+        let t0 = std::time::Instant::now();
         if let Some(g) = g0 {
             for w in &self.workers[1..n] {
                 for (a, b) in g.iter_mut().zip(&w.grads) {
@@ -626,6 +738,7 @@ impl Trainer {
                 }
             }
         }
+        self.extra[1] += t0.elapsed().as_secs_f64();
         losses.iter().sum()
     }
 }
