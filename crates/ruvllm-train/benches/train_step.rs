@@ -2,7 +2,8 @@
 //! heads, vocab 512) at seq 256, batch 32: forward + backward + AdamW, in tokens per second.
 //!
 //! `cargo bench -p ruvllm-train --bench train_step [-- STEPS [FORMAT]]`; FORMAT is f32 (default),
-//! q8, ternary or binary; `TRAIN_STEP_KERNELS=generic|avx2|avx512` picks a kernel set.
+//! q8, ternary or binary; `TRAIN_STEP_KERNELS=generic|avx2|avx512` picks a kernel set and
+//! `TRAIN_STEP_THREADS=1,2` the thread counts.
 
 use ruvllm_esp32::model::Config;
 use ruvllm_esp32::quant::WeightFormat;
@@ -41,17 +42,27 @@ fn main() {
         })
         .collect();
     println!(
-        "train_step: 260K shape, seq {seq}, batch {batch}, {}, {} kernels, {steps} steps after one warm-up",
-        format.name(),
-        Trainer::new(&c, 1, 1, 1, format).kernels()
+        "train_step: 260K shape, seq {seq}, batch {batch}, {}, {steps} steps after one warm-up",
+        format.name()
     );
-    let kernels = std::env::var("TRAIN_STEP_KERNELS").unwrap_or_else(|_| "best".into());
-    for threads in [1, 2] {
+    let best = Trainer::new(&c, 1, 1, 1, format).kernels().to_string();
+    let kernels = std::env::var("TRAIN_STEP_KERNELS").unwrap_or_else(|_| best.clone());
+    let thread_counts: Vec<usize> = std::env::var("TRAIN_STEP_THREADS")
+        .unwrap_or_else(|_| "1,2".into())
+        .split(',')
+        .filter_map(|t| t.trim().parse().ok())
+        .collect();
+    let mut runs: Vec<(usize, String)> = thread_counts.iter().map(|t| (*t, kernels.clone())).collect();
+    // The same step on the portable kernels (plain loops the compiler vectorizes for SSE2
+    // only), one thread, for the ratio.
+    if kernels != "generic" && std::env::var("TRAIN_STEP_KERNELS").is_err() {
+        runs.push((1, "generic".into()));
+    }
+    let mut first = None;
+    for (threads, kernels) in runs {
         let mut p = Params::init(&c, 1);
         let mut tr = Trainer::new(&c, batch, seq, threads, format);
-        if kernels != "best" {
-            assert!(tr.set_kernels(&kernels), "kernel set {kernels} not available");
-        }
+        assert!(tr.set_kernels(&kernels), "kernel set {kernels} not available");
         let mut opt = AdamW::new(p.len(), 0.1);
         let mut g = vec![0.0f32; p.len()];
         let mut loss = tr.forward_backward(&p, &tokens, &mut g);
@@ -66,10 +77,11 @@ fn main() {
             opt.step(&mut p, &g, 1e-3);
         }
         let secs = t0.elapsed().as_secs_f64();
-        let toks = (steps * batch * seq) as f64;
+        let rate = (steps * batch * seq) as f64 / secs;
+        let base = *first.get_or_insert(rate);
         println!(
-            "threads {threads}: {:8.0} tokens/s ({:.1} ms/step, forward+backward {:.1} ms, AdamW {:.2} ms), loss {loss:.4}",
-            toks / secs,
+            "{kernels} kernels, threads {threads}: {rate:8.0} tokens/s ({:.2}x) ({:.1} ms/step: forward+backward {:.1} ms, AdamW {:.2} ms), loss {loss:.4}",
+            rate / base,
             secs * 1e3 / steps as f64,
             fb * 1e3 / steps as f64,
             (secs - fb) * 1e3 / steps as f64

@@ -67,11 +67,20 @@ pub unsafe fn attention<const HS: usize>(
             let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
             for b in 0..nb {
                 let j0 = b * LANES;
-                let mut sc = _mm512_setzero_ps();
-                for (d, qd) in qs.iter().enumerate() {
-                    // SAFETY: d < HS and j0 + 16 <= stride: inside `k`.
-                    sc = _mm512_fmadd_ps(*qd, unsafe { _mm512_loadu_ps(kp.add(d * stride + j0)) }, sc);
+                // Two partial sums: half the dependency chain.
+                let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+                for d in (0..HS).step_by(2) {
+                    // SAFETY: d + 1 < HS and j0 + 16 <= stride: inside `k`.
+                    let (k0, k1) = unsafe {
+                        (
+                            _mm512_loadu_ps(kp.add(d * stride + j0)),
+                            _mm512_loadu_ps(kp.add((d + 1) * stride + j0)),
+                        )
+                    };
+                    s0 = _mm512_fmadd_ps(qs[d], k0, s0);
+                    s1 = _mm512_fmadd_ps(qs[d + 1], k1, s1);
                 }
+                let mut sc = _mm512_add_ps(s0, s1);
                 sc = _mm512_mask_blend_ps(causal_mask(j0, t), _mm512_set1_ps(f32::NEG_INFINITY), sc);
                 mx = _mm512_max_ps(mx, sc);
                 // SAFETY: j0 + 16 <= stride <= s.len().
@@ -145,15 +154,20 @@ pub unsafe fn attention_backward<const HS: usize>(
             let mut acc = [_mm512_setzero_ps(); HS];
             for b in 0..nb {
                 let j0 = b * LANES;
-                let mut sc = _mm512_setzero_ps();
-                let mut dp = _mm512_setzero_ps();
-                for d in 0..HS {
-                    let off = d * stride + j0;
-                    // SAFETY: d < HS and j0 + 16 <= stride: inside this head's span.
-                    let (kd, vd) = unsafe { (_mm512_loadu_ps(kp.add(off)), _mm512_loadu_ps(vp.add(off))) };
-                    sc = _mm512_fmadd_ps(qs[d], kd, sc);
-                    dp = _mm512_fmadd_ps(dov[d], vd, dp);
+                // Two partial sums each: half the dependency chains.
+                let z = _mm512_setzero_ps();
+                let (mut s0, mut s1, mut p0, mut p1) = (z, z, z, z);
+                for d in (0..HS).step_by(2) {
+                    let (o0, o1) = (d * stride + j0, (d + 1) * stride + j0);
+                    // SAFETY: d + 1 < HS and j0 + 16 <= stride: inside this head's span.
+                    unsafe {
+                        s0 = _mm512_fmadd_ps(qs[d], _mm512_loadu_ps(kp.add(o0)), s0);
+                        s1 = _mm512_fmadd_ps(qs[d + 1], _mm512_loadu_ps(kp.add(o1)), s1);
+                        p0 = _mm512_fmadd_ps(dov[d], _mm512_loadu_ps(vp.add(o0)), p0);
+                        p1 = _mm512_fmadd_ps(dov[d + 1], _mm512_loadu_ps(vp.add(o1)), p1);
+                    }
                 }
+                let (sc, dp) = (_mm512_add_ps(s0, s1), _mm512_add_ps(p0, p1));
                 let p = _mm512_maskz_mov_ps(causal_mask(j0, t), exp16(_mm512_sub_ps(sc, lv)));
                 let ds = _mm512_mul_ps(p, _mm512_sub_ps(dp, dsum));
                 for d in 0..HS {
