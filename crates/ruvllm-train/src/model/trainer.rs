@@ -792,6 +792,19 @@ fn attend_backward<const L: usize>(
     if L == 16 {
         // SAFETY: as in `attend`.
         unsafe {
+            match (a.head_size, a.kv_mul) {
+                (8, 2) => {
+                    return super::x86::attention_backward_grouped::<8, 2>(
+                        dq, dkt, dvt, dout, out, lse, q, kt, vt, a,
+                    )
+                }
+                (16, 2) => {
+                    return super::x86::attention_backward_grouped::<16, 2>(
+                        dq, dkt, dvt, dout, out, lse, q, kt, vt, a,
+                    )
+                }
+                _ => {}
+            }
             match a.head_size {
                 8 => return super::x86::attention_backward::<8>(dq, dkt, dvt, dout, out, lse, q, kt, vt, a),
                 16 => {

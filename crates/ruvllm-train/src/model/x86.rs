@@ -193,3 +193,94 @@ pub unsafe fn attention_backward<const HS: usize>(
         }
     }
 }
+
+/// [`attention_backward`] for `G` query heads per key/value head, all `G` in one pass over the
+/// positions: each block of keys and values is loaded once for the group, and `dk`, `dv` are
+/// read and written once for the group.
+///
+/// # Safety
+/// As [`attention_backward`], with `a.kv_mul == G`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn attention_backward_grouped<const HS: usize, const G: usize>(
+    dq: &mut [f32],
+    dkt: &mut [f32],
+    dvt: &mut [f32],
+    dout: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    q: &[f32],
+    kt: &[f32],
+    vt: &[f32],
+    a: Attn,
+) {
+    let Attn { len, stride, n_heads, head_size, kv_mul } = a;
+    assert!(head_size == HS && kv_mul == G && stride.is_multiple_of(LANES) && len <= stride);
+    let dim = n_heads * HS;
+    let scale = 1.0 / (HS as f32).sqrt();
+    assert!(
+        q.len() >= len * dim && dout.len() >= len * dim && out.len() >= len * dim && dq.len() >= len * dim
+    );
+    assert!(lse.len() >= n_heads * stride);
+    for g in 0..n_heads / G {
+        let span = g * HS * stride..(g + 1) * HS * stride;
+        let (kp, vp) = (kt[span.clone()].as_ptr(), vt[span.clone()].as_ptr());
+        let (dkp, dvp) = (dkt[span.clone()].as_mut_ptr(), dvt[span].as_mut_ptr());
+        for t in 0..len {
+            let nb = (t + 1).div_ceil(LANES);
+            let rows: [usize; G] = core::array::from_fn(|i| t * dim + (g * G + i) * HS);
+            let qs: [[f32; HS]; G] =
+                core::array::from_fn(|i| core::array::from_fn(|d| q[rows[i] + d] * scale));
+            let dov: [[f32; HS]; G] = core::array::from_fn(|i| core::array::from_fn(|d| dout[rows[i] + d]));
+            let dsum: [__m512; G] = core::array::from_fn(|i| {
+                let mut s = 0.0f32;
+                for d in 0..HS {
+                    s += dout[rows[i] + d] * out[rows[i] + d];
+                }
+                _mm512_set1_ps(s)
+            });
+            let lv: [__m512; G] = core::array::from_fn(|i| _mm512_set1_ps(lse[(g * G + i) * stride + t]));
+            let mut acc = [[_mm512_setzero_ps(); HS]; G];
+            for b in 0..nb {
+                let j0 = b * LANES;
+                let mut sc = [_mm512_setzero_ps(); G];
+                let mut dp = [_mm512_setzero_ps(); G];
+                for d in 0..HS {
+                    let off = d * stride + j0;
+                    // SAFETY: d < HS and j0 + 16 <= stride: inside this group's span.
+                    let (kd, vd) = unsafe { (_mm512_loadu_ps(kp.add(off)), _mm512_loadu_ps(vp.add(off))) };
+                    for i in 0..G {
+                        sc[i] = _mm512_fmadd_ps(_mm512_set1_ps(qs[i][d]), kd, sc[i]);
+                        dp[i] = _mm512_fmadd_ps(_mm512_set1_ps(dov[i][d]), vd, dp[i]);
+                    }
+                }
+                let mask = causal_mask(j0, t);
+                let p: [__m512; G] =
+                    core::array::from_fn(|i| _mm512_maskz_mov_ps(mask, exp16(_mm512_sub_ps(sc[i], lv[i]))));
+                let ds: [__m512; G] =
+                    core::array::from_fn(|i| _mm512_mul_ps(p[i], _mm512_sub_ps(dp[i], dsum[i])));
+                for d in 0..HS {
+                    let off = d * stride + j0;
+                    // SAFETY: as above; dk/dv are unique borrows of the same span.
+                    unsafe {
+                        let kd = _mm512_loadu_ps(kp.add(off));
+                        let mut dvd = _mm512_loadu_ps(dvp.add(off));
+                        let mut dkd = _mm512_loadu_ps(dkp.add(off));
+                        for i in 0..G {
+                            acc[i][d] = _mm512_fmadd_ps(ds[i], kd, acc[i][d]);
+                            dvd = _mm512_fmadd_ps(_mm512_set1_ps(dov[i][d]), p[i], dvd);
+                            dkd = _mm512_fmadd_ps(_mm512_set1_ps(qs[i][d]), ds[i], dkd);
+                        }
+                        _mm512_storeu_ps(dvp.add(off), dvd);
+                        _mm512_storeu_ps(dkp.add(off), dkd);
+                    }
+                }
+            }
+            for i in 0..G {
+                for d in 0..HS {
+                    dq[rows[i] + d] = _mm512_reduce_add_ps(acc[i][d]) * scale;
+                }
+            }
+        }
+    }
+}
