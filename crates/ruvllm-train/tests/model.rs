@@ -205,8 +205,11 @@ fn gradients_match_finite_differences_of_the_f64_reference() {
 
 #[test]
 fn gradients_match_finite_differences_with_head_size_8_on_every_kernel_set() {
+    // Grouped-query (two query heads per KV head) and plain multi-head attention.
+    let mha = Config { dim: 16, n_heads: 2, n_kv_heads: 2, ..head8() };
     for k in KERNELS {
         grad_check(&head8(), 2, 21, k);
+        grad_check(&mha, 2, 21, k);
     }
 }
 

@@ -200,7 +200,7 @@ impl Worker {
             dh1: z(t * h),
             dh3: z(t * h),
             dhg: z(t * h),
-            s1: z(t),
+            s1: z(2 * t),
             s2: z(t),
             grads: if own_grads { z(n_params) } else { Vec::new() },
             prof: Profile::default(),
@@ -758,6 +758,11 @@ fn attend<const L: usize>(
     if L == 16 {
         // SAFETY: L = 16 only inside `run_avx512`, chosen after detecting AVX-512F.
         unsafe {
+            match (a.head_size, a.kv_mul) {
+                (8, 2) => return super::x86::attention_grouped::<8, 2>(out, lse, q, kt, vt, s, a),
+                (16, 2) => return super::x86::attention_grouped::<16, 2>(out, lse, q, kt, vt, s, a),
+                _ => {}
+            }
             match a.head_size {
                 8 => return super::x86::attention::<8>(out, lse, q, kt, vt, s, a),
                 16 => return super::x86::attention::<16>(out, lse, q, kt, vt, s, a),

@@ -284,3 +284,88 @@ pub unsafe fn attention_backward_grouped<const HS: usize, const G: usize>(
         }
     }
 }
+
+/// [`attention`] for `G` query heads per key/value head, the group in one pass over the keys
+/// and one over the values. `s` is scratch of at least `G * stride`.
+///
+/// # Safety
+/// As [`attention`], with `a.kv_mul == G`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn attention_grouped<const HS: usize, const G: usize>(
+    out: &mut [f32],
+    lse: &mut [f32],
+    q: &[f32],
+    kt: &[f32],
+    vt: &[f32],
+    s: &mut [f32],
+    a: Attn,
+) {
+    let Attn { len, stride, n_heads, head_size, kv_mul } = a;
+    assert!(head_size == HS && kv_mul == G && stride.is_multiple_of(LANES) && s.len() >= G * stride);
+    assert!(len <= stride);
+    let dim = n_heads * HS;
+    let scale = 1.0 / (HS as f32).sqrt();
+    assert!(q.len() >= len * dim && out.len() >= len * dim && lse.len() >= n_heads * stride);
+    let sp = s.as_mut_ptr();
+    for g in 0..n_heads / G {
+        let k = &kt[g * HS * stride..(g + 1) * HS * stride];
+        let v = &vt[g * HS * stride..(g + 1) * HS * stride];
+        let (kp, vp) = (k.as_ptr(), v.as_ptr());
+        for t in 0..len {
+            let nb = (t + 1).div_ceil(LANES);
+            let rows: [usize; G] = core::array::from_fn(|i| t * dim + (g * G + i) * HS);
+            let qs: [[f32; HS]; G] =
+                core::array::from_fn(|i| core::array::from_fn(|d| q[rows[i] + d] * scale));
+            let mut mx = [_mm512_set1_ps(f32::NEG_INFINITY); G];
+            for b in 0..nb {
+                let j0 = b * LANES;
+                let mut sc = [_mm512_setzero_ps(); G];
+                for d in 0..HS {
+                    // SAFETY: d < HS and j0 + 16 <= stride: inside `k`.
+                    let kd = unsafe { _mm512_loadu_ps(kp.add(d * stride + j0)) };
+                    for i in 0..G {
+                        sc[i] = _mm512_fmadd_ps(_mm512_set1_ps(qs[i][d]), kd, sc[i]);
+                    }
+                }
+                let mask = causal_mask(j0, t);
+                for i in 0..G {
+                    let x = _mm512_mask_blend_ps(mask, _mm512_set1_ps(f32::NEG_INFINITY), sc[i]);
+                    mx[i] = _mm512_max_ps(mx[i], x);
+                    // SAFETY: i * stride + j0 + 16 <= G * stride <= s.len().
+                    unsafe { _mm512_storeu_ps(sp.add(i * stride + j0), x) };
+                }
+            }
+            let mval: [f32; G] = core::array::from_fn(|i| _mm512_reduce_max_ps(mx[i]));
+            let m: [__m512; G] = core::array::from_fn(|i| _mm512_set1_ps(mval[i]));
+            let mut sum = [_mm512_setzero_ps(); G];
+            let mut acc = [[_mm512_setzero_ps(); HS]; G];
+            for b in 0..nb {
+                let j0 = b * LANES;
+                let mask = causal_mask(j0, t);
+                let p: [__m512; G] = core::array::from_fn(|i| {
+                    // SAFETY: as above.
+                    let x = unsafe { _mm512_loadu_ps(sp.add(i * stride + j0)) };
+                    _mm512_maskz_mov_ps(mask, exp16(_mm512_sub_ps(x, m[i])))
+                });
+                for i in 0..G {
+                    sum[i] = _mm512_add_ps(sum[i], p[i]);
+                }
+                for d in 0..HS {
+                    // SAFETY: inside `v` as for `k`.
+                    let vd = unsafe { _mm512_loadu_ps(vp.add(d * stride + j0)) };
+                    for i in 0..G {
+                        acc[i][d] = _mm512_fmadd_ps(p[i], vd, acc[i][d]);
+                    }
+                }
+            }
+            for i in 0..G {
+                let total = _mm512_reduce_add_ps(sum[i]);
+                let inv = 1.0 / total;
+                for d in 0..HS {
+                    out[rows[i] + d] = _mm512_reduce_add_ps(acc[i][d]) * inv;
+                }
+                lse[(g * G + i) * stride + t] = mval[i] + total.ln();
+            }
+        }
+    }
+}
