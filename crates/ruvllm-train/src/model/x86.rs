@@ -2,6 +2,9 @@
 //! blocked kernels of [`super::kernels`] written with explicit 16-lane vectors, so that the
 //! per-dimension accumulators stay in registers.
 
+// The kernels index several arrays by the same head-dimension counter: ranges read clearer.
+#![allow(clippy::needless_range_loop)]
+
 use super::kernels::Attn;
 use core::arch::x86_64::*;
 
