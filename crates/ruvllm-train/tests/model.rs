@@ -429,6 +429,13 @@ fn two_threads_agree_with_one_and_one_is_deterministic() {
         assert!((a - b).abs() < 1e-6 * n.max(1.0), "{a} vs {b}");
     }
     assert_eq!(run(2), (l2, g2));
+    // Validation on fewer rows than the batch (and than the threads): the mean of the rows.
+    let mut tr = Trainer::new(&c, batch, seq, 2, WeightFormat::F32);
+    let row = seq + 1;
+    let one: Vec<f32> = (0..batch).map(|r| tr.loss(&p, &toks[r * row..(r + 1) * row])).collect();
+    let mean = one.iter().sum::<f32>() / batch as f32;
+    assert!((mean - l1).abs() < 1e-5, "{mean} vs {l1}");
+    assert!((tr.loss(&p, &toks[..2 * row]) - (one[0] + one[1]) / 2.0).abs() < 1e-5);
 }
 
 #[test]

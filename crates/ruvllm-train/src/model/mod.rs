@@ -4,7 +4,7 @@
 //! # Parameter layout
 //!
 //! [`Params::data`] holds every trainable tensor, flat, in the order of
-//! [`HostModel`](ruvllm_esp32::convert::HostModel) (matrices row-major `[out][in]`):
+//! [`HostModel`] (matrices row-major `[out][in]`):
 //!
 //! | tensor | shape |
 //! | --- | --- |
@@ -26,6 +26,28 @@
 //! classifier) through `project_row(Q8, ..)` whenever the format is not F32, norms unchanged. The
 //! backward pass is the straight-through estimator: the gradient with respect to the projected
 //! weights is the gradient applied to the latent weights.
+//!
+//! # The passes
+//!
+//! [`Trainer`] splits a batch over its threads in contiguous blocks of sequences; each thread
+//! runs its sequences one at a time (forward, cross-entropy, backward) on activation buffers
+//! allocated once, accumulating weight gradients in its own buffer, and the buffers are summed
+//! in thread order: a given thread count always gives the same bits.
+//!
+//! * Matrix products go through `matrixmultiply`'s sgemm (row-major `[T][in] x [out][in]^T`,
+//!   and the two transposed products of the backward pass) over one sequence's positions.
+//! * Causal attention is fused per sequence and head: scores, softmax and the weighted sum
+//!   row by row, never storing the `T x T` probabilities; the forward keeps each row's
+//!   log-sum-exp, and the backward recomputes the probabilities from it in a single pass per
+//!   query row that produces `dq` and accumulates `dk`, `dv`. Keys and values are kept
+//!   transposed (`[kv_dim][T]`) so the position axis is the vector axis. On x86-64 with
+//!   AVX-512 (head sizes 8, 16, 32) the kernels use 16-lane intrinsics and process the query
+//!   heads that share a key/value head together; elsewhere the same blocked loops are
+//!   written portably (AVX2 and generic builds).
+//! * RoPE uses the engine's own table and rotation
+//!   ([`ruvllm_esp32::kernels::reference::rope_table`] / `rope`), so positions match exactly.
+//!
+//! [`Trainer::profile`] reports where the time goes, per section.
 
 mod kernels;
 mod trainer;
