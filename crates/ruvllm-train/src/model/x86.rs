@@ -29,6 +29,31 @@ fn exp16(x: __m512) -> __m512 {
     _mm512_mul_ps(e, _mm512_castsi512_ps(_mm512_slli_epi32::<23>(bits)))
 }
 
+/// The lane sums of eight vectors at once (a transposing reduction: 25 operations instead of
+/// eight separate reductions' 60-odd).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn reduce8(v: &[__m512]) -> [f32; 8] {
+    let half: [__m256; 8] = core::array::from_fn(|i| {
+        let lo = _mm512_castps512_ps256(v[i]);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v[i])));
+        _mm256_add_ps(lo, hi)
+    });
+    let h01 = _mm256_hadd_ps(half[0], half[1]);
+    let h23 = _mm256_hadd_ps(half[2], half[3]);
+    let h45 = _mm256_hadd_ps(half[4], half[5]);
+    let h67 = _mm256_hadd_ps(half[6], half[7]);
+    let a = _mm256_hadd_ps(h01, h23);
+    let b = _mm256_hadd_ps(h45, h67);
+    let lo = _mm256_permute2f128_ps::<0x20>(a, b);
+    let hi = _mm256_permute2f128_ps::<0x31>(a, b);
+    let r = _mm256_add_ps(lo, hi);
+    let mut out = [0.0f32; 8];
+    // SAFETY: `out` holds eight f32.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), r) };
+    out
+}
+
 /// Lanes `j0 + l <= t` of a block starting at `j0`.
 #[inline]
 fn causal_mask(j0: usize, t: usize) -> __mmask16 {
@@ -280,8 +305,11 @@ pub unsafe fn attention_backward_grouped<const HS: usize, const G: usize>(
                 }
             }
             for i in 0..G {
-                for d in 0..HS {
-                    dq[rows[i] + d] = _mm512_reduce_add_ps(acc[i][d]) * scale;
+                for c in 0..HS / 8 {
+                    let sums = reduce8(&acc[i][c * 8..c * 8 + 8]);
+                    for (o, v) in dq[rows[i] + c * 8..rows[i] + c * 8 + 8].iter_mut().zip(sums) {
+                        *o = v * scale;
+                    }
                 }
             }
         }
@@ -364,8 +392,11 @@ pub unsafe fn attention_grouped<const HS: usize, const G: usize>(
             for i in 0..G {
                 let total = _mm512_reduce_add_ps(sum[i]);
                 let inv = 1.0 / total;
-                for d in 0..HS {
-                    out[rows[i] + d] = _mm512_reduce_add_ps(acc[i][d]) * inv;
+                for c in 0..HS / 8 {
+                    let sums = reduce8(&acc[i][c * 8..c * 8 + 8]);
+                    for (o, v) in out[rows[i] + c * 8..rows[i] + c * 8 + 8].iter_mut().zip(sums) {
+                        *o = v * inv;
+                    }
                 }
                 lse[(g * G + i) * stride + t] = mval[i] + total.ln();
             }
