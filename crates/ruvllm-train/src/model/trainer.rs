@@ -145,6 +145,8 @@ struct Worker {
     /// `[T][vocab]`: logits, then probabilities, then their gradient.
     logits: Vec<f32>,
     // Scratch.
+    /// `[T][dim + 2 kv_dim]`: q, k, v side by side (forward), or their gradients (backward).
+    qkv: Vec<f32>,
     krow: Vec<f32>,
     vrow: Vec<f32>,
     dres: Vec<f32>,
@@ -187,6 +189,7 @@ impl Worker {
             h3: z(l * t * h),
             hg: z(l * t * h),
             logits: z(t * v),
+            qkv: z(t * (d + 2 * kv)),
             krow: z(t * kv),
             vrow: z(t * kv),
             dres: z(t * d),
@@ -307,11 +310,17 @@ impl Worker {
                 r1[t] = k::rmsnorm(&mut xn1[t * d..(t + 1) * d], &x[t * d..(t + 1) * d], anorm, c.norm_eps);
             }
             tm.lap(OTHER_F);
-            let q = &mut self.q[td.clone()];
-            k::matmul_xwt(q, xn1, &w[lw.wq.clone()], t_len, d, d, 0.0);
-            k::matmul_xwt(&mut self.krow, xn1, &w[lw.wk.clone()], t_len, d, kv, 0.0);
-            k::matmul_xwt(&mut self.vrow, xn1, &w[lw.wv.clone()], t_len, d, kv, 0.0);
+            // wq, wk and wv are consecutive in the layout: one product for all three.
+            let nqkv = d + 2 * kv;
+            k::matmul_xwt(&mut self.qkv, xn1, &w[lw.wq.start..lw.wv.end], t_len, d, nqkv, 0.0);
             tm.lap(MM_F);
+            let q = &mut self.q[td.clone()];
+            for t in 0..t_len {
+                let row = &self.qkv[t * nqkv..(t + 1) * nqkv];
+                q[t * d..(t + 1) * d].copy_from_slice(&row[..d]);
+                self.krow[t * kv..(t + 1) * kv].copy_from_slice(&row[d..d + kv]);
+                self.vrow[t * kv..(t + 1) * kv].copy_from_slice(&row[d + kv..]);
+            }
             for t in 0..t_len {
                 let table = &cx.rope[t * hs..(t + 1) * hs];
                 rope(&mut q[t * d..(t + 1) * d], table);
@@ -489,13 +498,18 @@ impl Worker {
                 k::rope_backward(&mut self.dk[t * kv..(t + 1) * kv], table);
             }
             tm.lap(OTHER_B);
+            let nqkv = d + 2 * kv;
+            for t in 0..t_len {
+                let row = &mut self.qkv[t * nqkv..(t + 1) * nqkv];
+                row[..d].copy_from_slice(&self.dq[t * d..(t + 1) * d]);
+                row[d..d + kv].copy_from_slice(&self.dk[t * kv..(t + 1) * kv]);
+                row[d + kv..].copy_from_slice(&self.dv[t * kv..(t + 1) * kv]);
+            }
+            tm.lap(OTHER_B);
             let xn1 = &self.xn1[td.clone()];
-            k::matmul_xw(&mut self.dxn, &self.dq, &w[lw.wq.clone()], t_len, d, d, 0.0);
-            k::matmul_xw(&mut self.dxn, &self.dk, &w[lw.wk.clone()], t_len, d, kv, 1.0);
-            k::matmul_xw(&mut self.dxn, &self.dv, &w[lw.wv.clone()], t_len, d, kv, 1.0);
-            k::matmul_dw(&mut g[lw.wq.clone()], &self.dq, xn1, t_len, d, d);
-            k::matmul_dw(&mut g[lw.wk.clone()], &self.dk, xn1, t_len, d, kv);
-            k::matmul_dw(&mut g[lw.wv.clone()], &self.dv, xn1, t_len, d, kv);
+            let wqkv = lw.wq.start..lw.wv.end;
+            k::matmul_xw(&mut self.dxn, &self.qkv, &w[wqkv.clone()], t_len, d, nqkv, 0.0);
+            k::matmul_dw(&mut g[wqkv], &self.qkv, xn1, t_len, d, nqkv);
             tm.lap(MM_B);
             {
                 let x = &self.x[td];
@@ -550,6 +564,8 @@ impl Trainer {
         assert!(batch >= 1 && seq >= 1, "batch and seq must be positive");
         let threads = threads.clamp(1, batch);
         let layout = Layout::new(config);
+        // The passes multiply by wq, wk, wv as one matrix.
+        assert!(layout.layers.iter().all(|l| l.wq.end == l.wk.start && l.wk.end == l.wv.start));
         let hs = config.head_size();
         // Row stride of the per-position buffers: whole blocks of 16 positions.
         let stride = seq.next_multiple_of(16);
