@@ -53,10 +53,13 @@ fn main() {
         .filter_map(|t| t.trim().parse().ok())
         .collect();
     let mut runs: Vec<(usize, String)> = thread_counts.iter().map(|t| (*t, kernels.clone())).collect();
-    // The same step on the portable kernels (plain loops the compiler vectorizes for SSE2
-    // only), one thread, for the ratio.
-    if kernels != "generic" && std::env::var("TRAIN_STEP_KERNELS").is_err() {
-        runs.push((1, "generic".into()));
+    // For the ratios, one thread each: the unfused baseline (attention as per-head sgemm, the
+    // rest as above) and the portable kernels (plain loops vectorized for SSE2 only).
+    if std::env::var("TRAIN_STEP_KERNELS").is_err() {
+        runs.push((1, "unfused".into()));
+        if kernels != "generic" {
+            runs.push((1, "generic".into()));
+        }
     }
     let mut first = None;
     for (threads, kernels) in runs {

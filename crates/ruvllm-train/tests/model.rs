@@ -196,7 +196,7 @@ fn head8() -> Config {
     Config { dim: 32, hidden_dim: 40, n_heads: 4, n_kv_heads: 2, vocab_size: 13, seq_len: 21, ..tiny() }
 }
 
-const KERNELS: [&str; 3] = ["generic", "avx2", "avx512"];
+const KERNELS: [&str; 4] = ["generic", "avx2", "avx512", "unfused"];
 
 #[test]
 fn gradients_match_finite_differences_of_the_f64_reference() {

@@ -535,3 +535,85 @@ pub fn attention_backward_blocked<const HS: usize, const L: usize>(
         }
     }
 }
+
+/// The unfused baseline (for comparison only): attention as per-head matrix products, the way
+/// a tensor framework runs it. Per head: `S = Q K^T` (all `T x T` scores, the masked half
+/// included) by sgemm, a row softmax, `O = P V` by sgemm. `tt` is scratch of `len * stride`.
+pub fn attention_unfused(
+    out: &mut [f32],
+    lse: &mut [f32],
+    q: &[f32],
+    kt: &[f32],
+    vt: &[f32],
+    tt: &mut [f32],
+    a: Attn,
+) {
+    let Attn { len, stride, n_heads, head_size: hs, kv_mul } = a;
+    let dim = n_heads * hs;
+    let scale = 1.0 / (hs as f32).sqrt();
+    for h in 0..n_heads {
+        let g = h / kv_mul;
+        let (k, v) = (&kt[g * hs * stride..], &vt[g * hs * stride..]);
+        gemm((len, hs, len), &q[h * hs..], (dim, 1), k, (stride, 1), 0.0, tt, (stride, 1));
+        for t in 0..len {
+            let row = &mut tt[t * stride..t * stride + len];
+            for x in row[..=t].iter_mut() {
+                *x *= scale;
+            }
+            let m = max(&row[..=t]);
+            let sum = exp_shift_sum(&mut row[..=t], m);
+            for x in row[..=t].iter_mut() {
+                *x /= sum;
+            }
+            row[t + 1..].fill(0.0);
+            lse[h * stride + t] = m + sum.ln();
+        }
+        gemm((len, len, hs), tt, (stride, 1), v, (1, stride), 0.0, &mut out[h * hs..], (dim, 1));
+    }
+}
+
+/// Backward of [`attention_unfused`]: per head, `P` recomputed from `lse`, then `dP = dO V^T`,
+/// `dV^T += dO^T P`, `dS = P (dP - rowsum(P dP))`, `dQ = dS K`, `dK^T += Q^T dS`, all by sgemm.
+/// `tt` is scratch of `2 * len * stride`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_unfused(
+    (dq, dkt, dvt): (&mut [f32], &mut [f32], &mut [f32]),
+    dout: &[f32],
+    lse: &[f32],
+    q: &[f32],
+    kt: &[f32],
+    vt: &[f32],
+    tt: &mut [f32],
+    a: Attn,
+) {
+    let Attn { len, stride, n_heads, head_size: hs, kv_mul } = a;
+    let dim = n_heads * hs;
+    let scale = 1.0 / (hs as f32).sqrt();
+    let (p, dp) = tt.split_at_mut(len * stride);
+    for h in 0..n_heads {
+        let g = h / kv_mul;
+        let (k, v) = (&kt[g * hs * stride..], &vt[g * hs * stride..]);
+        gemm((len, hs, len), &q[h * hs..], (dim, 1), k, (stride, 1), 0.0, p, (stride, 1));
+        for t in 0..len {
+            let row = &mut p[t * stride..t * stride + len];
+            let l = lse[h * stride + t];
+            for x in row[..=t].iter_mut() {
+                *x = exp(*x * scale - l);
+            }
+            row[t + 1..].fill(0.0);
+        }
+        gemm((len, hs, len), &dout[h * hs..], (dim, 1), v, (stride, 1), 0.0, dp, (stride, 1));
+        let dvt_h = &mut dvt[g * hs * stride..(g + 1) * hs * stride];
+        gemm((hs, len, len), &dout[h * hs..], (1, dim), p, (stride, 1), 1.0, dvt_h, (stride, 1));
+        for t in 0..len {
+            let (pr, dr) = (&p[t * stride..t * stride + len], &mut dp[t * stride..t * stride + len]);
+            let s = dot(pr, dr);
+            for (d, p) in dr.iter_mut().zip(pr) {
+                *d = p * (*d - s) * scale;
+            }
+        }
+        gemm((len, len, hs), dp, (stride, 1), k, (1, stride), 0.0, &mut dq[h * hs..], (dim, 1));
+        let dkt_h = &mut dkt[g * hs * stride..(g + 1) * hs * stride];
+        gemm((hs, len, len), &q[h * hs..], (1, dim), dp, (stride, 1), 1.0, dkt_h, (stride, 1));
+    }
+}

@@ -76,6 +76,8 @@ struct Ctx<'a> {
     /// Maximum positions per sequence (row stride of the transposed buffers).
     stride: usize,
     simd: Simd,
+    /// Attention by per-head sgemm (the comparison baseline) instead of the fused kernels.
+    unfused: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -162,6 +164,8 @@ struct Worker {
     dhg: Vec<f32>,
     s1: Vec<f32>,
     s2: Vec<f32>,
+    /// `T x T` scratch of the unfused baseline (empty unless it runs).
+    tt: Vec<f32>,
     /// Gradient accumulator (unused by worker 0, which writes into the caller's buffer).
     grads: Vec<f32>,
     /// Seconds spent per section.
@@ -205,6 +209,7 @@ impl Worker {
             dhg: z(t * h),
             s1: z(2 * t),
             s2: z(t),
+            tt: Vec::new(),
             grads: if own_grads { z(n_params) } else { Vec::new() },
             prof: Profile::default(),
         }
@@ -339,7 +344,12 @@ impl Worker {
             tm.lap(OTHER_F);
             let ao = &mut self.ao[td.clone()];
             let lse = &mut self.lse[l * c.n_heads * st..(l + 1) * c.n_heads * st];
-            attend::<L>(ao, lse, q, kt, vt, &mut self.s1, attn);
+            if cx.unfused {
+                self.tt.resize(2 * st * st, 0.0);
+                k::attention_unfused(ao, lse, q, kt, vt, &mut self.tt, attn);
+            } else {
+                attend::<L>(ao, lse, q, kt, vt, &mut self.s1, attn);
+            }
             tm.lap(ATT_F);
             let xm = &mut self.xm[td.clone()];
             xm[..t_len * d].copy_from_slice(&x[..t_len * d]);
@@ -478,17 +488,31 @@ impl Worker {
             self.dvt.fill(0.0);
             tm.lap(MM_B);
             let q = &self.q[td.clone()];
-            attend_backward::<L>(
-                (&mut self.dq, &mut self.dkt, &mut self.dvt),
-                &self.dao,
-                ao,
-                &self.lse[l * c.n_heads * st..(l + 1) * c.n_heads * st],
-                q,
-                &self.kt[kvr.clone()],
-                &self.vt[kvr],
-                (&mut self.s1, &mut self.s2),
-                attn,
-            );
+            let lse = &self.lse[l * c.n_heads * st..(l + 1) * c.n_heads * st];
+            if cx.unfused {
+                k::attention_backward_unfused(
+                    (&mut self.dq, &mut self.dkt, &mut self.dvt),
+                    &self.dao,
+                    lse,
+                    q,
+                    &self.kt[kvr.clone()],
+                    &self.vt[kvr],
+                    &mut self.tt,
+                    attn,
+                );
+            } else {
+                attend_backward::<L>(
+                    (&mut self.dq, &mut self.dkt, &mut self.dvt),
+                    &self.dao,
+                    ao,
+                    lse,
+                    q,
+                    &self.kt[kvr.clone()],
+                    &self.vt[kvr],
+                    (&mut self.s1, &mut self.s2),
+                    attn,
+                );
+            }
             tm.lap(ATT_B);
             k::untranspose(&mut self.dk, &self.dkt, t_len, kv, st);
             k::untranspose(&mut self.dv, &self.dvt, t_len, kv, st);
@@ -553,6 +577,7 @@ pub struct Trainer {
     rope: Vec<f32>,
     workers: Vec<Worker>,
     simd: Simd,
+    unfused: bool,
     /// Seconds projecting weights and reducing gradients.
     extra: [f64; 2],
 }
@@ -585,6 +610,7 @@ impl Trainer {
             rope,
             workers,
             simd: Simd::detect(),
+            unfused: false,
             extra: [0.0; 2],
         }
     }
@@ -626,15 +652,26 @@ impl Trainer {
         self.extra = [0.0; 2];
     }
 
-    /// The kernel set in use: "avx512", "avx2" or "generic".
+    /// The kernel set in use: "avx512", "avx2", "generic", or "unfused" (the baseline).
     pub fn kernels(&self) -> &'static str {
-        self.simd.name()
+        if self.unfused {
+            "unfused"
+        } else {
+            self.simd.name()
+        }
     }
 
     /// Switches to another kernel set ("avx512", "avx2" or "generic", for tests and
-    /// comparisons); false (and no change) if this CPU lacks it.
+    /// comparisons; "unfused" is the best of them with attention computed as per-head matrix
+    /// products instead, the baseline the fused kernels are measured against); false (and no
+    /// change) if this CPU lacks it.
     pub fn set_kernels(&mut self, name: &str) -> bool {
         let want = match name {
+            "unfused" => {
+                self.simd = Simd::detect();
+                self.unfused = true;
+                return true;
+            }
             "generic" => Simd::Generic,
             #[cfg(target_arch = "x86_64")]
             "avx2" if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") => Simd::Avx2,
@@ -645,6 +682,7 @@ impl Trainer {
             _ => return false,
         };
         self.simd = want;
+        self.unfused = false;
         true
     }
 
@@ -690,6 +728,7 @@ impl Trainer {
             rope: &self.rope,
             stride: self.stride,
             simd: self.simd,
+            unfused: self.unfused,
         };
         let w = &mut self.workers[0];
         w.run(&cx, tokens, None, 0.0, None);
@@ -709,6 +748,7 @@ impl Trainer {
             rope: &self.rope,
             stride: self.stride,
             simd: self.simd,
+            unfused: self.unfused,
         };
         let n = self.workers.len().min(rows);
         let with_grads = grads.is_some();
