@@ -617,3 +617,31 @@ pub fn attention_backward_unfused(
         gemm((hs, len, len), &q[h * hs..], (1, dim), dp, (stride, 1), 1.0, dkt_h, (stride, 1));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_accurate_over_the_range_softmax_uses() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x <= 88.0 {
+            let want = (x as f64).exp();
+            worst = worst.max(((exp(x) as f64) - want).abs() / want);
+            x += 0.0137;
+        }
+        assert!(worst < 5e-7, "relative error {worst:e}");
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(-1000.0) < 1e-37 && exp(-1000.0) >= 0.0);
+    }
+
+    #[test]
+    fn reductions_match_plain_sums() {
+        let a: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..37).map(|i| (i as f32 * 0.11).cos()).collect();
+        let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - plain).abs() < 1e-5);
+        assert_eq!(max(&a), a.iter().cloned().fold(f32::NEG_INFINITY, f32::max));
+    }
+}

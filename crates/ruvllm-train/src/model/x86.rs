@@ -403,3 +403,40 @@ pub unsafe fn attention_grouped<const HS: usize, const G: usize>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vector_exp_and_reduction_match_scalar() {
+        if !is_x86_feature_detected!("avx512f") {
+            eprintln!("skipping: no AVX-512F");
+            return;
+        }
+        // SAFETY: AVX-512F was detected.
+        unsafe { check() }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn check() {
+        let xs: [f32; 16] = core::array::from_fn(|i| -80.0 + 10.3 * i as f32);
+        // SAFETY: 16 floats.
+        let v = unsafe { _mm512_loadu_ps(xs.as_ptr()) };
+        let mut out = [0.0f32; 16];
+        // SAFETY: 16 floats.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), exp16(v)) };
+        for (x, e) in xs.iter().zip(out) {
+            let want = (*x as f64).exp();
+            assert!(((e as f64) - want).abs() <= 5e-7 * want, "{x}: {e} vs {want}");
+        }
+        let vs: [__m512; 8] = core::array::from_fn(|i| _mm512_set1_ps(i as f32 + 0.5));
+        let sums = reduce8(&vs);
+        for (i, s) in sums.iter().enumerate() {
+            assert_eq!(*s, 16.0 * (i as f32 + 0.5));
+        }
+        assert_eq!(causal_mask(0, 0), 1);
+        assert_eq!(causal_mask(16, 40), 0xFFFF);
+        assert_eq!(causal_mask(32, 40), 0x1FF);
+    }
+}
