@@ -122,10 +122,11 @@ impl Progress for Bar {
         self.bar.set_position(done);
     }
 
-    fn step(&mut self, step: u64, loss: f32, tokens_per_s: f64) {
+    fn step(&mut self, step: u64, loss: f32, tokens_per_s: f64) -> bool {
         self.bar.set_position(step);
         let val = self.last_val.map_or(String::new(), |v| format!(" val {v:.3}"));
         self.bar.set_message(format!("loss {loss:.3}{val} {tokens_per_s:.0} tok/s"));
+        true
     }
 
     fn eval(&mut self, p: &LossPoint) {

@@ -42,6 +42,8 @@ pub enum TrainError {
     Plot(String),
     #[error("{0}")]
     Model(String),
+    #[error("interrupted after step {step}")]
+    Interrupted { step: u64 },
 }
 
 impl TrainError {
@@ -179,7 +181,11 @@ impl TrainOptions {
 /// Hooks for a progress display.
 pub trait Progress {
     fn begin(&mut self, _total_steps: u64, _done: u64, _info: &str) {}
-    fn step(&mut self, _step: u64, _loss: f32, _tokens_per_s: f64) {}
+    /// After each step; returning false stops the run there (as a kill would: the last
+    /// checkpoint written is what a resume starts from).
+    fn step(&mut self, _step: u64, _loss: f32, _tokens_per_s: f64) -> bool {
+        true
+    }
     fn eval(&mut self, _point: &LossPoint) {}
     fn end(&mut self) {}
 }
@@ -306,7 +312,9 @@ pub fn train(
         loss_sum += loss as f64;
         loss_n += 1;
         let secs = started.elapsed().as_secs_f64().max(1e-9);
-        progress.step(step, loss, ((step - start_step) * (p.batch * p.seq_len) as u64) as f64 / secs);
+        if !progress.step(step, loss, ((step - start_step) * (p.batch * p.seq_len) as u64) as f64 / secs) {
+            return Err(TrainError::Interrupted { step });
+        }
 
         let last = step == opts.steps;
         if step % opts.eval_every == 0 || last {

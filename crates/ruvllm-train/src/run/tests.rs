@@ -41,8 +41,15 @@ fn a_resumed_run_ends_exactly_where_an_uninterrupted_one_does() {
     let (d1, d2) = (tempdir("straight"), tempdir("resumed"));
     let text = text();
     let straight = train(&text, &options(20, &d1), None, &mut Quiet).unwrap();
-    // Interrupted after step 10 (its last checkpoint), then resumed to 20.
-    train(&text, &options(10, &d2), None, &mut Quiet).unwrap();
+    // The same run killed after step 13 (its last checkpoint is step 10), then resumed.
+    struct KillAt(u64);
+    impl Progress for KillAt {
+        fn step(&mut self, step: u64, _: f32, _: f64) -> bool {
+            step < self.0
+        }
+    }
+    let e = train(&text, &options(20, &d2), None, &mut KillAt(13)).err().unwrap();
+    assert!(matches!(e, TrainError::Interrupted { step: 13 }), "{e}");
     let path = d2.join("run.ckpt");
     let ck = Checkpoint::load(&path).unwrap();
     assert_eq!(ck.step, 10);
