@@ -159,7 +159,7 @@ enum Cmd {
         /// UTF-8 text; documents separated by blank lines. Default: the built-in generated corpus
         #[arg(long)]
         text: Option<PathBuf>,
-        /// tiny (~100K parameters), 260k (stories260K's shape) or 1m
+        /// tiny (~100K parameters), 260k (stories260K's shape), default (the built-in model's) or 1m
         #[arg(long, default_value = "260k")]
         preset: String,
         /// Total optimizer steps (a resumed run continues up to this)

@@ -36,7 +36,7 @@ pub enum TrainError {
     Checkpoint { path: PathBuf, why: String },
     #[error("cannot resume from {path}: {what} differs (checkpoint: {checkpoint}, this run: {requested})")]
     ResumeMismatch { path: PathBuf, what: &'static str, checkpoint: String, requested: String },
-    #[error("unknown preset {0:?} (tiny, 260k, 1m)")]
+    #[error("unknown preset {0:?} (tiny, 260k, default, 1m)")]
     UnknownPreset(String),
     #[error("loss curve: {0}")]
     Plot(String),
@@ -67,7 +67,7 @@ pub struct Preset {
     pub lr: f32,
 }
 
-pub const PRESETS: [Preset; 3] = [
+pub const PRESETS: [Preset; 4] = [
     // ~100K parameters: the draft model for speculative decoding, and quick experiments.
     Preset {
         name: "tiny",
@@ -86,6 +86,20 @@ pub const PRESETS: [Preset; 3] = [
         name: "260k",
         dim: 64,
         hidden_dim: 172,
+        n_layers: 5,
+        n_heads: 8,
+        n_kv_heads: 4,
+        vocab_size: 512,
+        seq_len: 256,
+        batch: 32,
+        lr: 2e-3,
+    },
+    // The built-in model: the 260k shape with a narrower FFN, so the q8 image (weights, scales,
+    // tokenizer, RoPE table) stays under 300 KB.
+    Preset {
+        name: "default",
+        dim: 64,
+        hidden_dim: 144,
         n_layers: 5,
         n_heads: 8,
         n_kv_heads: 4,
