@@ -277,7 +277,7 @@ const PROMPT: &str = "\r\n> ";
 
 /// Converts the model into a scratch file the build can embed.
 fn board_image(args: &ModelArgs, dir: &Path, quant: Quant) -> Result<(PathBuf, usize)> {
-    let img = image::load(&args.model, args.tokenizer.as_deref(), Some(quant))?;
+    let img = image::load(args.model.as_deref(), args.tokenizer.as_deref(), Some(quant))?;
     img.model().context("the q8 image does not load")?;
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let path = dir.join(format!("model-{}.gguf", image::quant_name(quant)));
@@ -349,7 +349,7 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str) -> Result<()> {
     );
     let engine =
         if float_engine { "float engine (scalar f32 kernels, soft-float)" } else { "integer-only engine" };
-    println!("model: {} as q8, {engine}", args.model.display());
+    println!("model: {} as q8, {engine}", args.name());
     let mut found = false;
     for line in report.lines() {
         if let Some(rest) = line.strip_prefix("instructions/token ") {

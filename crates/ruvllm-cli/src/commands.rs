@@ -16,7 +16,7 @@ use std::time::Instant;
 
 pub fn convert(input: &Path, tok: Option<&Path>, quant: &str, output: &Path) -> Result<()> {
     let q = image::parse_quant(quant)?;
-    let img = image::load(input, tok, Some(q))?;
+    let img = image::load(Some(input), tok, Some(q))?;
     // Check the result loads before anything is written, then write it atomically.
     img.model().context("converted image does not load")?;
     let tmp = output.with_extension("gguf.tmp");
@@ -28,16 +28,16 @@ pub fn convert(input: &Path, tok: Option<&Path>, quant: &str, output: &Path) -> 
 
 fn load(args: &ModelArgs, quant: Option<&str>) -> Result<Image> {
     let q = quant.map(image::parse_quant).transpose()?;
-    image::load(&args.model, args.tokenizer.as_deref(), q)
+    image::load(args.model.as_deref(), args.tokenizer.as_deref(), q)
 }
 
 /// The integer path reads a q8 image with the RoPE table: anything else is converted.
 pub fn load_int(args: &ModelArgs) -> Result<Image> {
-    let img = image::load(&args.model, args.tokenizer.as_deref(), Some(Quant::Q8))?;
+    let img = image::load(args.model.as_deref(), args.tokenizer.as_deref(), Some(Quant::Q8))?;
     if img.model()?.rope.is_some() {
         return Ok(img);
     }
-    image::load_converted(&args.model, args.tokenizer.as_deref(), Quant::Q8)
+    image::load_converted(args.model.as_deref(), args.tokenizer.as_deref(), Quant::Q8)
 }
 
 /// Sampling settings of `gen`.
@@ -163,7 +163,7 @@ fn kib(b: usize) -> String {
 
 pub fn info(path: &Path, tok: Option<&Path>, quant: Option<&str>) -> Result<()> {
     let q = quant.map(image::parse_quant).transpose()?;
-    let img = image::load(path, tok, q)?;
+    let img = image::load(Some(path), tok, q)?;
     let model = img.model()?;
     let c = &model.config;
     println!("model: {}", img.origin);

@@ -6,6 +6,10 @@ use ruvllm_esp32::gguf::Gguf;
 use ruvllm_esp32::model::Model;
 use std::path::Path;
 
+/// The project's own model (models/default.gguf, trained by `ruvllm-esp32 train` on the
+/// generated corpus: see README), used when no `--model` is given.
+pub static BUILTIN_MODEL: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.gguf"));
+
 /// A model image whose tensors can be read in place: a read-only mapping of the file (page
 /// aligned, no copy, pages arrive as they are touched), or an 8-byte aligned buffer for an
 /// image converted in memory.
@@ -32,6 +36,11 @@ impl Image {
     /// wrote the image itself), so it is not read a second time.
     pub fn model(&self) -> Result<Model<'_>> {
         Model::from_gguf_unverified(self.bytes()).with_context(|| self.origin.clone())
+    }
+
+    /// The built-in model compiled into this binary.
+    pub fn builtin() -> Image {
+        Image::from_bytes(BUILTIN_MODEL, "built-in model".to_string())
     }
 
     fn map(path: &Path) -> Result<Image> {
@@ -85,21 +94,24 @@ const AK42: [u8; 4] = 0x616b_3432u32.to_le_bytes();
 
 /// Loads `model` (llama2.c .bin with `tokenizer`, or any llama GGUF) as an engine image at the
 /// requested precision. An engine GGUF already at that precision is used as it is.
-pub fn load(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>) -> Result<Image> {
+pub fn load(model: Option<&Path>, tokenizer: Option<&Path>, quant: Option<Quant>) -> Result<Image> {
     load_as(model, tokenizer, quant, false)
 }
 
 /// As [`load`], but always converts, even an engine GGUF already at `quant` (to add what an
 /// older image lacks, like the integer path's RoPE table).
-pub fn load_converted(model: &Path, tokenizer: Option<&Path>, quant: Quant) -> Result<Image> {
+pub fn load_converted(model: Option<&Path>, tokenizer: Option<&Path>, quant: Quant) -> Result<Image> {
     load_as(model, tokenizer, Some(quant), true)
 }
 
-fn load_as(model: &Path, tokenizer: Option<&Path>, quant: Option<Quant>, reconvert: bool) -> Result<Image> {
-    let file = Image::map(model)?;
+fn load_as(model: Option<&Path>, tokenizer: Option<&Path>, quant: Option<Quant>, reconvert: bool) -> Result<Image> {
+    let file = match model {
+        Some(path) => Image::map(path)?,
+        None => Image::builtin(),
+    };
     let bytes = file.bytes();
-    let name = model.display().to_string();
-    let says_gguf = model.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    let name = file.origin.clone();
+    let says_gguf = model.is_none_or(|m| m.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")));
     if says_gguf && !bytes.starts_with(b"GGUF") {
         bail!("{name}: wrong magic: not a GGUF file");
     }

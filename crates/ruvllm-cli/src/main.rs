@@ -26,12 +26,20 @@ struct Cli {
 /// Where the model comes from; shared by every command that runs one.
 #[derive(clap::Args, Clone)]
 pub struct ModelArgs {
-    /// Model: a llama2.c checkpoint (.bin, fp32 or int8 "ak42") or a GGUF file
+    /// Model: a llama2.c checkpoint (.bin, fp32 or int8 "ak42") or a GGUF file. Default: the
+    /// built-in model (trained by this tool on its generated stories)
     #[arg(short = 'm', long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// llama2.c tokenizer.bin (required with a llama2.c checkpoint)
     #[arg(short = 'z', long)]
     pub tokenizer: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    /// The model's name for messages.
+    pub fn name(&self) -> String {
+        self.model.as_ref().map_or("built-in model".to_string(), |p| p.display().to_string())
+    }
 }
 
 #[derive(Subcommand)]

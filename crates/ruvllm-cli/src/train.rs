@@ -65,7 +65,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let ckpt = a.output.with_extension("ckpt");
     opts.checkpoint = Some(ckpt.clone());
     if let Some(from) = &a.tokenizer_from {
-        let img = crate::image::load(from, None, None)?;
+        let img = crate::image::load(Some(from), None, None)?;
         let host = ruvllm_esp32::convert::load_gguf(img.bytes()).with_context(|| from.display().to_string())?;
         opts.vocab = host.vocab;
     }

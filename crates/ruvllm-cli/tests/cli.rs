@@ -198,3 +198,67 @@ fn prompts_and_steps_beyond_the_context_are_refused() {
     fails_with(&run(&["gen", "-m", m, "-z", t, "-p", &very_long, "-n", "512"]), "prompt");
     fails_with(&run(&["gen", "-m", m, "-z", t, "-p", "hi", "--quant", "q4"]), "q4");
 }
+
+fn run_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_built_in_model_runs_with_no_model_argument() {
+    let out = run(&["gen", "--prompt", "Once upon a time", "-n", "60"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("Once upon a time"), "{text}");
+    assert!(text.split_whitespace().count() > 15, "{text}");
+
+    let out = run_stdin(&["console"], b"gen Once upon a time\nquit\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(shown.contains("ruvllm-esp32 console on host"), "{shown}");
+    assert!(shown.contains("Once upon a time"), "{shown}");
+}
+
+#[test]
+fn train_refuses_bad_corpora_and_mismatched_checkpoints_in_one_line() {
+    let out_model = scratch("t.gguf");
+    let o = s(&out_model);
+    let empty = scratch("empty.txt");
+    std::fs::write(&empty, b"").unwrap();
+    fails_with(&run(&["train", "--text", s(&empty), "--preset", "tiny", "-o", o]), "empty");
+    let binary = scratch("binary.txt");
+    std::fs::write(&binary, (0..4096u32).map(|i| (i * 7 % 256) as u8).collect::<Vec<_>>()).unwrap();
+    fails_with(&run(&["train", "--text", s(&binary), "--preset", "tiny", "-o", o]), "binary.txt");
+    let small = scratch("small.txt");
+    std::fs::write(&small, "Tom had a red ball. He liked it.\n\nSam saw a cat.\n").unwrap();
+    fails_with(&run(&["train", "--text", s(&small), "--preset", "tiny", "-o", o]), "too small");
+    fails_with(&run(&["train", "--preset", "huge", "-o", o]), "unknown preset");
+    fails_with(&run(&["train", "--quant", "q4", "-o", o]), "unknown quantization");
+
+    // A short real run, then a resume that asks for another format.
+    let corpus = scratch("corpus.txt");
+    let out = run(&["corpus", "-o", s(&corpus), "--docs", "1500"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let args = ["train", "--text", s(&corpus), "--preset", "tiny", "--steps", "2", "--eval-every", "1", "-o", o];
+    let out = run(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out_model.with_extension("loss.svg").exists());
+    let ckpt = out_model.with_extension("ckpt");
+    let out = run(&["gen", "-m", o, "-p", "Once", "-n", "8"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut resume = args.to_vec();
+    resume.extend(["--resume", s(&ckpt), "--quant", "ternary"]);
+    fails_with(&run(&resume), "weight format differs");
+    std::fs::write(&ckpt, b"not a checkpoint").unwrap();
+    resume.truncate(args.len() + 2);
+    fails_with(&run(&resume), "not a ruvllm-esp32 training checkpoint");
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Reproduces the project's trained models and the quantization-aware training comparison
+# (README "The built-in model", docs/BENCHMARKS.md "Training"). Everything trains on the
+# generated corpus (`ruvllm-esp32 corpus`); nothing is downloaded.
+#
+#   scripts/train-models.sh [default|draft|260k|qat|all]
+#
+# Runs are deterministic for a given thread count and CPU kernel set (AVX-512 here); other
+# machines reproduce the losses to a few parts in a thousand, not bit for bit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q -p ruvllm-cli
+bin=target/release/ruvllm-esp32
+what=${1:-all}
+mkdir -p target/train
+
+if [[ $what == default || $what == all ]]; then
+    # The built-in model (compiled into the CLI and the firmware).
+    $bin train --preset default --quant q8 --steps 3000 --threads 2 -o models/default.gguf
+fi
+if [[ $what == 260k || $what == all ]]; then
+    # stories260K's shape on the same corpus, fp32.
+    $bin train --preset 260k --quant f32 --steps 1000 --threads 2 -o target/train/260k-f32.gguf
+    cp target/train/260k-f32.loss.svg docs/img/260k-f32-loss.svg
+fi
+if [[ $what == qat || $what == draft || $what == all ]]; then
+    # Equal parameter count, four weight formats, the built-in model's tokenizer. The q8 run is
+    # the draft model for speculative decoding.
+    for q in q8 f32 ternary binary; do
+        [[ $what == draft && $q != q8 ]] && continue
+        $bin train --preset tiny --quant $q --steps 1000 --threads 2 \
+            --tokenizer-from models/default.gguf -o target/train/tiny-$q.gguf
+    done
+    cp target/train/tiny-q8.gguf models/draft.gguf
+fi
+if [[ $what == qat || $what == all ]]; then
+    # The engine's perplexity on documents the trainer never saw (another corpus seed).
+    $bin corpus --seed 99 --docs 300 -o target/train/heldout.txt
+    for m in models/default.gguf target/train/260k-f32.gguf target/train/tiny-{f32,q8,ternary,binary}.gguf; do
+        [[ -f $m ]] || continue
+        printf '%s (%s bytes): ' "$m" "$(stat -c %s "$m")"
+        $bin eval -m "$m" --text target/train/heldout.txt | tr '\n' ' '
+        echo
+    done
+fi
