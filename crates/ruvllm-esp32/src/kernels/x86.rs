@@ -10,7 +10,17 @@ pub fn detect() -> Option<Kernels> {
     if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
         return None;
     }
-    let avx2 = Kernels { name: "avx2", matvec_f32, matvec_q8, attention_f32, swiglu, attention_q8, quantize };
+    let avx2 = Kernels {
+        name: "avx2",
+        matvec_f32,
+        matvec_q8,
+        matvec_ternary: super::reference::matvec_ternary,
+        matvec_binary: super::reference::matvec_binary,
+        attention_f32,
+        swiglu,
+        attention_q8,
+        quantize,
+    };
     if std::is_x86_feature_detected!("avx512f") {
         // Wider f32 products. The rest stays AVX2: a head of 8 values fills one 256-bit lane,
         // and a VNNI int8 matvec measured slower here than the AVX2 one.

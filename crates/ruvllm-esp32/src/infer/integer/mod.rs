@@ -31,7 +31,7 @@ use super::Step;
 use crate::error::{Error, Result};
 use crate::model::{Model, ROPE_FRAC};
 use crate::quant::quantize_row_fixed;
-use view::{QMat, Shape};
+use view::{LMat, PMat, QMat, Shape};
 
 /// Buffer sizes in i32 words, the single source for sizing and carving.
 struct Plan {
@@ -196,15 +196,15 @@ impl<'s> IntState<'s> {
             let w = view::layer(layer)?;
             rmsnorm(self.xb, self.x, w.attn_norm, self.eps);
             quantize(self.xb, self.xq, self.xs, g);
-            matvec(self.q, &w.wq, self.xq, self.xs, g);
+            matmul(self.q, &w.wq, self.xq, self.xs, g);
             let row = (l * self.seq_len + pos) * kv_dim;
             let srow = (l * self.seq_len + pos) * ng;
             let (krow, ksrow) = (&mut self.kc[row..row + kv_dim], &mut self.ks[srow..srow + ng]);
-            matvec(self.kv_row, &w.wk, self.xq, self.xs, g);
+            matmul(self.kv_row, &w.wk, self.xq, self.xs, g);
             rotate(self.kv_row, rope);
             quantize(self.kv_row, krow, ksrow, g);
             let (vrow, vsrow) = (&mut self.vc[row..row + kv_dim], &mut self.vs[srow..srow + ng]);
-            matvec(self.kv_row, &w.wv, self.xq, self.xs, g);
+            matmul(self.kv_row, &w.wv, self.xq, self.xs, g);
             quantize(self.kv_row, vrow, vsrow, g);
             rotate(self.q, rope);
             // The query in int8 too, with 1/sqrt(head_size) folded into its scales.
@@ -222,17 +222,17 @@ impl<'s> IntState<'s> {
             };
             attention(self.xb2, qq, qs, cache, &mut self.att[..n], &s);
             quantize(self.xb2, self.xq, self.xs, g);
-            matvec(self.xb, &w.wo, self.xq, self.xs, g);
+            matmul(self.xb, &w.wo, self.xq, self.xs, g);
             add(self.x, self.xb);
             rmsnorm(self.xb, self.x, w.ffn_norm, self.eps);
             quantize(self.xb, self.xq, self.xs, g);
-            matvec(self.hb, &w.w1, self.xq, self.xs, g);
-            matvec(self.hb2, &w.w3, self.xq, self.xs, g);
+            matmul(self.hb, &w.w1, self.xq, self.xs, g);
+            matmul(self.hb2, &w.w3, self.xq, self.xs, g);
             for (a, b) in self.hb.iter_mut().zip(self.hb2.iter()) {
                 *a = swiglu(*a, *b);
             }
             quantize(self.hb, self.xq, self.xs, g);
-            matvec(self.xb, &w.w2, self.xq, self.xs, g);
+            matmul(self.xb, &w.w2, self.xq, self.xs, g);
             add(self.x, self.xb);
         }
         if logits {
@@ -347,9 +347,74 @@ fn matvec(out: &mut [i32], m: &QMat<'_>, xq: &[i8], xs: &[i32], group: usize) {
 /// accumulator's fixed point.
 #[inline]
 fn scaled(isum: i32, weight_scale_bits: u32, x: Scale) -> i64 {
-    let w = Scale::from_ieee_bits(weight_scale_bits);
+    scaled_by(isum, Scale::from_ieee_bits(weight_scale_bits), x)
+}
+
+#[inline]
+fn scaled_by(isum: i32, w: Scale, x: Scale) -> i64 {
     let t = isum as i64 * (w.m as i64 * x.m as i64);
     shr_round(t, -(w.e + x.e + ACC))
+}
+
+/// `out = W x` for a layer matrix of any format.
+fn matmul(out: &mut [i32], m: &LMat<'_>, xq: &[i8], xs: &[i32], group: usize) {
+    match m {
+        LMat::Q8(m) => matvec(out, m, xq, xs, group),
+        LMat::Ternary(m) => matvec_packed::<true>(out, m, xq, xs, group),
+        LMat::Binary(m) => matvec_packed::<false>(out, m, xq, xs, group),
+    }
+}
+
+/// `out = W x` for packed ternary (`TERNARY`) or binary rows: per activation group the int8
+/// values the codes select are added or subtracted in i32 (no multiplication), and each group's
+/// sum times (row scale x activation scale) is accumulated as in [`matvec`].
+fn matvec_packed<const TERNARY: bool>(out: &mut [i32], m: &PMat<'_>, xq: &[i8], xs: &[i32], group: usize) {
+    let n = m.cols;
+    let stride =
+        if TERNARY { crate::packed::ternary_row_bytes(n) } else { crate::packed::binary_row_bytes(n) };
+    let (xq, xs) = (&xq[..n], &xs[..n.div_ceil(group)]);
+    for ((o, row), sb) in out.iter_mut().zip(m.q.chunks_exact(stride)).zip(m.s) {
+        let w = Scale::from_ieee_bits(*sb);
+        let mut acc = 0i64;
+        for (g, (xg, sx)) in xq.chunks(group).zip(xs).enumerate() {
+            let isum = if TERNARY { ternary_sum(row, g * group, xg) } else { binary_sum(row, g * group, xg) };
+            acc = acc.saturating_add(scaled_by(isum, w, Scale::unpack(*sx)));
+        }
+        *o = sat32(shr_round(acc, ACC - FRAC as i32));
+    }
+}
+
+/// Sum of `x[j]` times the ternary codes of weights `start..start + x.len()` of `row`
+/// (`start` a multiple of 4).
+#[inline]
+fn ternary_sum(row: &[u8], start: usize, x: &[i8]) -> i32 {
+    let mut isum = 0i32;
+    for (b, xs) in row[start / 4..].iter().zip(x.chunks(4)) {
+        let b = *b as u32;
+        for (k, v) in xs.iter().enumerate() {
+            let c = b >> (2 * k);
+            let v = *v as i32;
+            // +v for 01, -v for 10, 0 for 00.
+            isum += (v & (c as i32 & 1).wrapping_neg()) - (v & ((c >> 1) as i32 & 1).wrapping_neg());
+        }
+    }
+    isum
+}
+
+/// Sum of `x[j]` times the binary signs of weights `start..start + x.len()` of `row`
+/// (`start` a multiple of 8).
+#[inline]
+fn binary_sum(row: &[u8], start: usize, x: &[i8]) -> i32 {
+    let mut isum = 0i32;
+    for (b, xs) in row[start / 8..].iter().zip(x.chunks(8)) {
+        let b = *b as u32;
+        for (k, v) in xs.iter().enumerate() {
+            let neg = ((b >> k) & 1) as i32;
+            // v for bit 0, -v for bit 1: (v ^ -neg) + neg.
+            isum += (*v as i32 ^ neg.wrapping_neg()) + neg;
+        }
+    }
+    isum
 }
 
 /// RMSNorm: `o = w * x / sqrt(mean(x^2) + eps)`, the root taken by [`inv_sqrt`].
