@@ -7,7 +7,7 @@ mod common;
 use ruvllm_esp32::convert::{self, HostModel, Quant};
 use ruvllm_esp32::gguf::Gguf;
 use ruvllm_esp32::infer::{self, IntState, State};
-use ruvllm_esp32::kernels::{reference, Kernels};
+use ruvllm_esp32::kernels::{reference, Kernels, MatvecPacked};
 use ruvllm_esp32::model::{Matrix, Model, Precision};
 use ruvllm_esp32::quant::{self, WeightFormat};
 use ruvllm_esp32::{packed, tokenizer, Error};
@@ -84,8 +84,8 @@ fn kernels_match_dequantize_then_f32() {
             }
             let detected = Kernels::detect();
             let kernels = match format {
-                WeightFormat::Ternary => [reference::matvec_ternary as fn(_, _, _, _, _, _), detected.matvec_ternary],
-                _ => [reference::matvec_binary as fn(_, _, _, _, _, _), detected.matvec_binary],
+                WeightFormat::Ternary => [reference::matvec_ternary as MatvecPacked, detected.matvec_ternary],
+                _ => [reference::matvec_binary as MatvecPacked, detected.matvec_binary],
             };
             for kernel in kernels {
                 let mut out = vec![f32::NAN; rows];
