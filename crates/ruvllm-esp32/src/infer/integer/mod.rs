@@ -40,6 +40,8 @@ struct Plan {
     xs: usize,
     kv: usize,
     kv_scales: usize,
+    /// The packed kernels' lookup table, in words (none for q8).
+    lut: usize,
 }
 
 impl Plan {
@@ -52,6 +54,7 @@ impl Plan {
             xs: widest.div_ceil(s.group),
             kv: s.n_layers * seq_len * kv,
             kv_scales: s.n_layers * seq_len * kv.div_ceil(s.group),
+            lut: s.lut_entries().div_ceil(2),
         }
     }
 
@@ -61,6 +64,7 @@ impl Plan {
             + i8_words(self.xq)
             + self.xs
             + 2 * (i8_words(self.kv) + self.kv_scales)
+            + self.lut
     }
 }
 
@@ -87,6 +91,8 @@ pub struct IntState<'s> {
     ks: &'s mut [i32],
     vc: &'s mut [i8],
     vs: &'s mut [i32],
+    /// Lookup table of the packed (ternary/binary) kernels, built from `xq` per matmul input.
+    lut: &'s mut [i16],
 }
 
 impl<'s> IntState<'s> {
@@ -122,6 +128,7 @@ impl<'s> IntState<'s> {
         let (xq, xs) = (c.i8(plan.xq), c.words(plan.xs));
         let (kc, ks) = (c.i8(plan.kv), c.words(plan.kv_scales));
         let (vc, vs) = (c.i8(plan.kv), c.words(plan.kv_scales));
+        let lut = bytemuck::cast_slice_mut::<i32, i16>(c.words(plan.lut));
         Ok(IntState {
             seq_len,
             shape,
@@ -142,6 +149,7 @@ impl<'s> IntState<'s> {
             ks,
             vc,
             vs,
+            lut,
         })
     }
 
@@ -196,15 +204,15 @@ impl<'s> IntState<'s> {
             let w = view::layer(layer)?;
             rmsnorm(self.xb, self.x, w.attn_norm, self.eps);
             quantize(self.xb, self.xq, self.xs, g);
-            matmul(self.q, &w.wq, self.xq, self.xs, g);
+            matmul(self.q, &w.wq, self.xq, self.xs, g, self.lut, true);
             let row = (l * self.seq_len + pos) * kv_dim;
             let srow = (l * self.seq_len + pos) * ng;
             let (krow, ksrow) = (&mut self.kc[row..row + kv_dim], &mut self.ks[srow..srow + ng]);
-            matmul(self.kv_row, &w.wk, self.xq, self.xs, g);
+            matmul(self.kv_row, &w.wk, self.xq, self.xs, g, self.lut, false);
             rotate(self.kv_row, rope);
             quantize(self.kv_row, krow, ksrow, g);
             let (vrow, vsrow) = (&mut self.vc[row..row + kv_dim], &mut self.vs[srow..srow + ng]);
-            matmul(self.kv_row, &w.wv, self.xq, self.xs, g);
+            matmul(self.kv_row, &w.wv, self.xq, self.xs, g, self.lut, false);
             quantize(self.kv_row, vrow, vsrow, g);
             rotate(self.q, rope);
             // The query in int8 too, with 1/sqrt(head_size) folded into its scales.
@@ -222,17 +230,17 @@ impl<'s> IntState<'s> {
             };
             attention(self.xb2, qq, qs, cache, &mut self.att[..n], &s);
             quantize(self.xb2, self.xq, self.xs, g);
-            matmul(self.xb, &w.wo, self.xq, self.xs, g);
+            matmul(self.xb, &w.wo, self.xq, self.xs, g, self.lut, true);
             add(self.x, self.xb);
             rmsnorm(self.xb, self.x, w.ffn_norm, self.eps);
             quantize(self.xb, self.xq, self.xs, g);
-            matmul(self.hb, &w.w1, self.xq, self.xs, g);
-            matmul(self.hb2, &w.w3, self.xq, self.xs, g);
+            matmul(self.hb, &w.w1, self.xq, self.xs, g, self.lut, true);
+            matmul(self.hb2, &w.w3, self.xq, self.xs, g, self.lut, false);
             for (a, b) in self.hb.iter_mut().zip(self.hb2.iter()) {
                 *a = swiglu(*a, *b);
             }
             quantize(self.hb, self.xq, self.xs, g);
-            matmul(self.xb, &w.w2, self.xq, self.xs, g);
+            matmul(self.xb, &w.w2, self.xq, self.xs, g, self.lut, true);
             add(self.x, self.xb);
         }
         if logits {
@@ -356,65 +364,79 @@ fn scaled_by(isum: i32, w: Scale, x: Scale) -> i64 {
     shr_round(t, -(w.e + x.e + ACC))
 }
 
-/// `out = W x` for a layer matrix of any format.
-fn matmul(out: &mut [i32], m: &LMat<'_>, xq: &[i8], xs: &[i32], group: usize) {
+/// `out = W x` for a layer matrix of any format. The packed kernels read `xq` through `lut`,
+/// which is rebuilt from it when `build` (false: the previous call's input is `xq` again).
+fn matmul(out: &mut [i32], m: &LMat<'_>, xq: &[i8], xs: &[i32], group: usize, lut: &mut [i16], build: bool) {
     match m {
         LMat::Q8(m) => matvec(out, m, xq, xs, group),
-        LMat::Ternary(m) => matvec_packed::<true>(out, m, xq, xs, group),
-        LMat::Binary(m) => matvec_packed::<false>(out, m, xq, xs, group),
+        LMat::Ternary(m) => {
+            let n = 2 * crate::packed::ternary_row_bytes(m.cols);
+            let lut = &mut lut[..16 * n];
+            if build {
+                ternary_lut(lut, &xq[..m.cols]);
+            }
+            matvec_packed(out, m, lut, xs, group / 4)
+        }
+        LMat::Binary(m) => {
+            let n = 2 * crate::packed::binary_row_bytes(m.cols);
+            let lut = &mut lut[..16 * n];
+            if build {
+                binary_lut(lut, &xq[..m.cols]);
+            }
+            matvec_packed(out, m, lut, xs, group / 8)
+        }
     }
 }
 
-/// `out = W x` for packed ternary (`TERNARY`) or binary rows: per activation group the int8
-/// values the codes select are added or subtracted in i32 (no multiplication), and each group's
-/// sum times (row scale x activation scale) is accumulated as in [`matvec`].
-fn matvec_packed<const TERNARY: bool>(out: &mut [i32], m: &PMat<'_>, xq: &[i8], xs: &[i32], group: usize) {
-    let n = m.cols;
-    let stride =
-        if TERNARY { crate::packed::ternary_row_bytes(n) } else { crate::packed::binary_row_bytes(n) };
-    let (xq, xs) = (&xq[..n], &xs[..n.div_ceil(group)]);
+/// For each pair of activations `(x0, x1)` (zero past the end), the 16 sums `t(c0) x0 + t(c1) x1`
+/// over the 2-bit codes of the nibble `c1 c0` (`t`: 00 = 0, 01 = +1, 10 = -1, 11 = 0).
+fn ternary_lut(lut: &mut [i16], x: &[i8]) {
+    for (p, t) in lut.chunks_exact_mut(16).enumerate() {
+        let at = |i: usize| x.get(i).map_or(0, |v| *v as i16);
+        let (x0, x1) = (at(2 * p), at(2 * p + 1));
+        let (v0, v1) = ([0, x0, -x0, 0], [0, x1, -x1, 0]);
+        for (c1, row) in t.chunks_exact_mut(4).enumerate() {
+            for (c0, e) in row.iter_mut().enumerate() {
+                *e = v0[c0] + v1[c1];
+            }
+        }
+    }
+}
+
+/// For each four activations (zero past the end), the 16 sums of `+x` (bit 0) or `-x` (bit 1)
+/// over the sign bits of the nibble.
+fn binary_lut(lut: &mut [i16], x: &[i8]) {
+    for (q, t) in lut.chunks_exact_mut(16).enumerate() {
+        let v: [i16; 4] = core::array::from_fn(|k| x.get(4 * q + k).map_or(0, |v| *v as i16));
+        t[0] = v[0] + v[1] + v[2] + v[3];
+        for nib in 1usize..16 {
+            // Flip the lowest set bit's sign from the entry without it.
+            let low = nib & nib.wrapping_neg();
+            t[nib] = t[nib ^ low] - 2 * v[low.trailing_zeros() as usize];
+        }
+    }
+}
+
+/// `out = W x` for packed rows through the nibble table `lut` (16 entries per nibble of a row):
+/// each byte of a row costs two table reads and adds, with no multiplication. Per activation
+/// group (`group_bytes` bytes of a row) the i32 sum times (row scale x activation scale) is
+/// accumulated in i64 as in [`matvec`].
+fn matvec_packed(out: &mut [i32], m: &PMat<'_>, lut: &[i16], xs: &[i32], group_bytes: usize) {
+    let (stride, gb) = (lut.len() / 32, group_bytes.max(1));
     for ((o, row), sb) in out.iter_mut().zip(m.q.chunks_exact(stride)).zip(m.s) {
         let w = Scale::from_ieee_bits(*sb);
         let mut acc = 0i64;
-        for (g, (xg, sx)) in xq.chunks(group).zip(xs).enumerate() {
-            let isum = if TERNARY { ternary_sum(row, g * group, xg) } else { binary_sum(row, g * group, xg) };
+        // Row bytes and their tables group by group (the last group may be short in both).
+        for ((bytes, t), sx) in row.chunks(gb).zip(lut.chunks(32 * gb)).zip(xs) {
+            let mut isum = 0i32;
+            for (b, t) in bytes.iter().zip(t.chunks_exact(32)) {
+                let b = *b as usize;
+                isum += t[b & 15] as i32 + t[16 + (b >> 4)] as i32;
+            }
             acc = acc.saturating_add(scaled_by(isum, w, Scale::unpack(*sx)));
         }
         *o = sat32(shr_round(acc, ACC - FRAC as i32));
     }
-}
-
-/// Sum of `x[j]` times the ternary codes of weights `start..start + x.len()` of `row`
-/// (`start` a multiple of 4).
-#[inline]
-fn ternary_sum(row: &[u8], start: usize, x: &[i8]) -> i32 {
-    let mut isum = 0i32;
-    for (b, xs) in row[start / 4..].iter().zip(x.chunks(4)) {
-        let b = *b as u32;
-        for (k, v) in xs.iter().enumerate() {
-            let c = b >> (2 * k);
-            let v = *v as i32;
-            // +v for 01, -v for 10, 0 for 00.
-            isum += (v & (c as i32 & 1).wrapping_neg()) - (v & ((c >> 1) as i32 & 1).wrapping_neg());
-        }
-    }
-    isum
-}
-
-/// Sum of `x[j]` times the binary signs of weights `start..start + x.len()` of `row`
-/// (`start` a multiple of 8).
-#[inline]
-fn binary_sum(row: &[u8], start: usize, x: &[i8]) -> i32 {
-    let mut isum = 0i32;
-    for (b, xs) in row[start / 8..].iter().zip(x.chunks(8)) {
-        let b = *b as u32;
-        for (k, v) in xs.iter().enumerate() {
-            let neg = ((b >> k) & 1) as i32;
-            // v for bit 0, -v for bit 1: (v ^ -neg) + neg.
-            isum += (*v as i32 ^ neg.wrapping_neg()) + neg;
-        }
-    }
-    isum
 }
 
 /// RMSNorm: `o = w * x / sqrt(mean(x^2) + eps)`, the root taken by [`inv_sqrt`].

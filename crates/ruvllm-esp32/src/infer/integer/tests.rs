@@ -196,7 +196,8 @@ fn packed_matvecs_match_f64() {
             let pm = view::PMat { q: &q, s: &s_bits, cols };
             let m = if ternary { view::LMat::Ternary(pm) } else { view::LMat::Binary(pm) };
             let mut out = std::vec![0i32; rows];
-            matmul(&mut out, &m, &xq, &xs, 32);
+            let mut lut = std::vec![0x5a5ai16; 16 * 2 * stride];
+            matmul(&mut out, &m, &xq, &xs, 32, &mut lut, true);
             for r in 0..rows {
                 let mut want = 0f64;
                 let mut bound = 0f64;

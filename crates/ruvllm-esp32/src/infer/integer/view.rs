@@ -52,6 +52,8 @@ pub(super) struct Shape {
     pub vocab: usize,
     pub group: usize,
     pub model_seq_len: usize,
+    /// The layer matrices' format (q8, ternary or binary), which sizes the lookup tables.
+    pub weights: Precision,
 }
 
 impl Shape {
@@ -61,6 +63,17 @@ impl Shape {
 
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_size()
+    }
+
+    /// Entries (i16) of the packed kernels' lookup table for the widest matmul input: 16 per
+    /// nibble of a packed row (a pair of ternary weights, or four binary ones).
+    pub fn lut_entries(&self) -> usize {
+        let widest = self.dim.max(self.hidden);
+        match self.weights {
+            Precision::Ternary => 2 * crate::packed::ternary_row_bytes(widest) * 16,
+            Precision::Binary => 2 * crate::packed::binary_row_bytes(widest) * 16,
+            Precision::F32 | Precision::Q8 => 0,
+        }
     }
 }
 
@@ -75,6 +88,7 @@ pub(super) fn shape<const L: usize>(m: &Model<'_, L>) -> Shape {
         vocab: c.vocab_size,
         group: m.group,
         model_seq_len: c.seq_len,
+        weights: m.precision,
     }
 }
 
