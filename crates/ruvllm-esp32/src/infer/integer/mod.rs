@@ -40,8 +40,9 @@ struct Plan {
     xs: usize,
     kv: usize,
     kv_scales: usize,
-    /// The packed kernels' lookup table, in words (none for q8).
+    /// The packed kernels' lookup table, in words, and their activation scales (none for q8).
     lut: usize,
+    lut_x: usize,
 }
 
 impl Plan {
@@ -55,6 +56,7 @@ impl Plan {
             kv: s.n_layers * seq_len * kv,
             kv_scales: s.n_layers * seq_len * kv.div_ceil(s.group),
             lut: s.lut_entries().div_ceil(2),
+            lut_x: if s.lut_entries() > 0 { widest.div_ceil(s.group) + 1 } else { 0 },
         }
     }
 
@@ -65,6 +67,7 @@ impl Plan {
             + self.xs
             + 2 * (i8_words(self.kv) + self.kv_scales)
             + self.lut
+            + self.lut_x
     }
 }
 
@@ -91,8 +94,17 @@ pub struct IntState<'s> {
     ks: &'s mut [i32],
     vc: &'s mut [i8],
     vs: &'s mut [i32],
-    /// Lookup table of the packed (ternary/binary) kernels, built from `xq` per matmul input.
-    lut: &'s mut [i16],
+    /// Scratch of the packed (ternary/binary) kernels, built from `xq` per matmul input.
+    lut: Lut<'s>,
+}
+
+/// The packed kernels' view of one quantized matmul input.
+struct Lut<'s> {
+    /// 16 sums per nibble of a packed row (see [`ternary_lut`], [`binary_lut`]).
+    t: &'s mut [i16],
+    /// `[e, X_0, X_1, ..]`: activation group `g`'s scale is `X_g 2^e` (rounded), one exponent
+    /// for all groups, so a group's sum times its scale is one 32-bit product.
+    x: &'s mut [i32],
 }
 
 impl<'s> IntState<'s> {
@@ -128,7 +140,7 @@ impl<'s> IntState<'s> {
         let (xq, xs) = (c.i8(plan.xq), c.words(plan.xs));
         let (kc, ks) = (c.i8(plan.kv), c.words(plan.kv_scales));
         let (vc, vs) = (c.i8(plan.kv), c.words(plan.kv_scales));
-        let lut = bytemuck::cast_slice_mut::<i32, i16>(c.words(plan.lut));
+        let lut = Lut { t: bytemuck::cast_slice_mut::<i32, i16>(c.words(plan.lut)), x: c.words(plan.lut_x) };
         Ok(IntState {
             seq_len,
             shape,
@@ -204,15 +216,15 @@ impl<'s> IntState<'s> {
             let w = view::layer(layer)?;
             rmsnorm(self.xb, self.x, w.attn_norm, self.eps);
             quantize(self.xb, self.xq, self.xs, g);
-            matmul(self.q, &w.wq, self.xq, self.xs, g, self.lut, true);
+            matmul(self.q, &w.wq, self.xq, self.xs, g, &mut self.lut, true);
             let row = (l * self.seq_len + pos) * kv_dim;
             let srow = (l * self.seq_len + pos) * ng;
             let (krow, ksrow) = (&mut self.kc[row..row + kv_dim], &mut self.ks[srow..srow + ng]);
-            matmul(self.kv_row, &w.wk, self.xq, self.xs, g, self.lut, false);
+            matmul(self.kv_row, &w.wk, self.xq, self.xs, g, &mut self.lut, false);
             rotate(self.kv_row, rope);
             quantize(self.kv_row, krow, ksrow, g);
             let (vrow, vsrow) = (&mut self.vc[row..row + kv_dim], &mut self.vs[srow..srow + ng]);
-            matmul(self.kv_row, &w.wv, self.xq, self.xs, g, self.lut, false);
+            matmul(self.kv_row, &w.wv, self.xq, self.xs, g, &mut self.lut, false);
             quantize(self.kv_row, vrow, vsrow, g);
             rotate(self.q, rope);
             // The query in int8 too, with 1/sqrt(head_size) folded into its scales.
@@ -230,17 +242,17 @@ impl<'s> IntState<'s> {
             };
             attention(self.xb2, qq, qs, cache, &mut self.att[..n], &s);
             quantize(self.xb2, self.xq, self.xs, g);
-            matmul(self.xb, &w.wo, self.xq, self.xs, g, self.lut, true);
+            matmul(self.xb, &w.wo, self.xq, self.xs, g, &mut self.lut, true);
             add(self.x, self.xb);
             rmsnorm(self.xb, self.x, w.ffn_norm, self.eps);
             quantize(self.xb, self.xq, self.xs, g);
-            matmul(self.hb, &w.w1, self.xq, self.xs, g, self.lut, true);
-            matmul(self.hb2, &w.w3, self.xq, self.xs, g, self.lut, false);
+            matmul(self.hb, &w.w1, self.xq, self.xs, g, &mut self.lut, true);
+            matmul(self.hb2, &w.w3, self.xq, self.xs, g, &mut self.lut, false);
             for (a, b) in self.hb.iter_mut().zip(self.hb2.iter()) {
                 *a = swiglu(*a, *b);
             }
             quantize(self.hb, self.xq, self.xs, g);
-            matmul(self.xb, &w.w2, self.xq, self.xs, g, self.lut, true);
+            matmul(self.xb, &w.w2, self.xq, self.xs, g, &mut self.lut, true);
             add(self.x, self.xb);
         }
         if logits {
@@ -365,77 +377,93 @@ fn scaled_by(isum: i32, w: Scale, x: Scale) -> i64 {
 }
 
 /// `out = W x` for a layer matrix of any format. The packed kernels read `xq` through `lut`,
-/// which is rebuilt from it when `build` (false: the previous call's input is `xq` again).
-fn matmul(out: &mut [i32], m: &LMat<'_>, xq: &[i8], xs: &[i32], group: usize, lut: &mut [i16], build: bool) {
-    match m {
-        LMat::Q8(m) => matvec(out, m, xq, xs, group),
-        LMat::Ternary(m) => {
-            let n = 2 * crate::packed::ternary_row_bytes(m.cols);
-            let lut = &mut lut[..16 * n];
-            if build {
-                ternary_lut(lut, &xq[..m.cols]);
-            }
-            matvec_packed(out, m, lut, xs, group / 4)
+/// which is rebuilt from `xq`/`xs` when `build` (false: the previous call's input again).
+fn matmul(out: &mut [i32], m: &LMat<'_>, xq: &[i8], xs: &[i32], group: usize, lut: &mut Lut<'_>, build: bool) {
+    let (p, ternary) = match m {
+        LMat::Q8(m) => return matvec(out, m, xq, xs, group),
+        LMat::Ternary(p) => (p, true),
+        LMat::Binary(p) => (p, false),
+    };
+    let (stride, ng) = if ternary {
+        (crate::packed::ternary_row_bytes(p.cols), p.cols.div_ceil(group))
+    } else {
+        (crate::packed::binary_row_bytes(p.cols), p.cols.div_ceil(group))
+    };
+    let (t, x) = (&mut lut.t[..32 * stride], &mut lut.x[..ng + 1]);
+    if build {
+        if ternary {
+            ternary_lut(t, &xq[..p.cols]);
+        } else {
+            binary_lut(t, &xq[..p.cols]);
         }
-        LMat::Binary(m) => {
-            let n = 2 * crate::packed::binary_row_bytes(m.cols);
-            let lut = &mut lut[..16 * n];
-            if build {
-                binary_lut(lut, &xq[..m.cols]);
-            }
-            matvec_packed(out, m, lut, xs, group / 8)
-        }
+        common_exponent(x, &xs[..ng]);
+    }
+    matvec_packed(out, p, t, x, if ternary { group / 4 } else { group / 8 })
+}
+
+/// `x = [e, X_0, ..]` with `X_g = round(m_g 2^(e_g - e))` for the packed activation scales
+/// `m_g 2^e_g`, `e` the largest exponent: `X_g < 2^16`, exact for the largest groups.
+fn common_exponent(x: &mut [i32], xs: &[i32]) {
+    let e = xs.iter().map(|p| Scale::unpack(*p)).filter(|s| s.m != 0).map(|s| s.e).max().unwrap_or(0);
+    x[0] = e;
+    for (xg, p) in x[1..].iter_mut().zip(xs) {
+        let s = Scale::unpack(*p);
+        *xg = shr_round(s.m as i64, e - s.e) as i32;
     }
 }
 
-/// For each pair of activations `(x0, x1)` (zero past the end), the 16 sums `t(c0) x0 + t(c1) x1`
+/// For each pair of activations `(a, b)` (zero past the end), the 16 sums `t(c0) a + t(c1) b`
 /// over the 2-bit codes of the nibble `c1 c0` (`t`: 00 = 0, 01 = +1, 10 = -1, 11 = 0).
 fn ternary_lut(lut: &mut [i16], x: &[i8]) {
-    for (p, t) in lut.chunks_exact_mut(16).enumerate() {
-        let at = |i: usize| x.get(i).map_or(0, |v| *v as i16);
-        let (x0, x1) = (at(2 * p), at(2 * p + 1));
-        let (v0, v1) = ([0, x0, -x0, 0], [0, x1, -x1, 0]);
-        for (c1, row) in t.chunks_exact_mut(4).enumerate() {
-            for (c0, e) in row.iter_mut().enumerate() {
-                *e = v0[c0] + v1[c1];
-            }
-        }
+    let mut pairs = x.chunks(2);
+    for t in lut.chunks_exact_mut(16) {
+        let p = pairs.next().unwrap_or_default();
+        let (a, b) = (p.first().map_or(0, |v| *v as i16), p.get(1).map_or(0, |v| *v as i16));
+        let (s, d) = (a + b, b - a);
+        t.copy_from_slice(&[0, a, -a, 0, b, s, d, b, -b, -d, -s, -b, 0, a, -a, 0]);
     }
 }
 
 /// For each four activations (zero past the end), the 16 sums of `+x` (bit 0) or `-x` (bit 1)
 /// over the sign bits of the nibble.
 fn binary_lut(lut: &mut [i16], x: &[i8]) {
-    for (q, t) in lut.chunks_exact_mut(16).enumerate() {
-        let v: [i16; 4] = core::array::from_fn(|k| x.get(4 * q + k).map_or(0, |v| *v as i16));
-        t[0] = v[0] + v[1] + v[2] + v[3];
-        for nib in 1usize..16 {
-            // Flip the lowest set bit's sign from the entry without it.
-            let low = nib & nib.wrapping_neg();
-            t[nib] = t[nib ^ low] - 2 * v[low.trailing_zeros() as usize];
+    let mut quads = x.chunks(4);
+    for t in lut.chunks_exact_mut(16) {
+        let q = quads.next().unwrap_or_default();
+        let v = |k: usize| q.get(k).map_or(0, |v| 2 * *v as i16);
+        let (a, b, c, d) = (v(0), v(1), v(2), v(3));
+        // Entry `n` is the all-positive sum minus twice each value whose bit is set.
+        let t0 = (a + b + c + d) / 2;
+        let (t1, t2) = (t0 - a, t0 - b);
+        let t3 = t1 - b;
+        let lo = [t0, t1, t2, t3, t0 - c, t1 - c, t2 - c, t3 - c];
+        for (i, e) in lo.iter().enumerate() {
+            t[i] = *e;
+            t[i + 8] = *e - d;
         }
     }
 }
 
-/// `out = W x` for packed rows through the nibble table `lut` (16 entries per nibble of a row):
-/// each byte of a row costs two table reads and adds, with no multiplication. Per activation
-/// group (`group_bytes` bytes of a row) the i32 sum times (row scale x activation scale) is
-/// accumulated in i64 as in [`matvec`].
-fn matvec_packed(out: &mut [i32], m: &PMat<'_>, lut: &[i16], xs: &[i32], group_bytes: usize) {
-    let (stride, gb) = (lut.len() / 32, group_bytes.max(1));
+/// `out = W x` for packed rows through the nibble table `t` (16 entries per nibble of a row):
+/// each byte of a row costs two table reads and adds, with no multiplication. Each group's
+/// (`group_bytes` bytes of a row) i32 sum times its activation scale `X_g` (see
+/// [`common_exponent`]) is accumulated in i64, and the row's sum scaled once by the row scale.
+fn matvec_packed(out: &mut [i32], m: &PMat<'_>, t: &[i16], x: &[i32], group_bytes: usize) {
+    let (stride, gb) = (t.len() / 32, group_bytes.max(1));
+    let (e, xg) = (x[0], &x[1..]);
     for ((o, row), sb) in out.iter_mut().zip(m.q.chunks_exact(stride)).zip(m.s) {
         let w = Scale::from_ieee_bits(*sb);
         let mut acc = 0i64;
         // Row bytes and their tables group by group (the last group may be short in both).
-        for ((bytes, t), sx) in row.chunks(gb).zip(lut.chunks(32 * gb)).zip(xs) {
+        for ((bytes, t), xm) in row.chunks(gb).zip(t.chunks(32 * gb)).zip(xg) {
             let mut isum = 0i32;
             for (b, t) in bytes.iter().zip(t.chunks_exact(32)) {
                 let b = *b as usize;
                 isum += t[b & 15] as i32 + t[16 + (b >> 4)] as i32;
             }
-            acc = acc.saturating_add(scaled_by(isum, w, Scale::unpack(*sx)));
+            acc += isum as i64 * *xm as i64;
         }
-        *o = sat32(shr_round(acc, ACC - FRAC as i32));
+        *o = sat32(shr_round(acc.saturating_mul(w.m as i64), -(w.e + e + FRAC as i32)));
     }
 }
 
