@@ -40,9 +40,8 @@ struct Plan {
     xs: usize,
     kv: usize,
     kv_scales: usize,
-    /// The packed kernels' lookup table, in words, and their activation scales (none for q8).
+    /// The packed kernels' lookup table, in words (none for q8).
     lut: usize,
-    lut_x: usize,
 }
 
 impl Plan {
@@ -55,8 +54,7 @@ impl Plan {
             xs: widest.div_ceil(s.group),
             kv: s.n_layers * seq_len * kv,
             kv_scales: s.n_layers * seq_len * kv.div_ceil(s.group),
-            lut: s.lut_entries().div_ceil(2),
-            lut_x: if s.lut_entries() > 0 { widest.div_ceil(s.group) + 1 } else { 0 },
+            lut: s.lut_entries(),
         }
     }
 
@@ -67,7 +65,6 @@ impl Plan {
             + self.xs
             + 2 * (i8_words(self.kv) + self.kv_scales)
             + self.lut
-            + self.lut_x
     }
 }
 
@@ -100,11 +97,10 @@ pub struct IntState<'s> {
 
 /// The packed kernels' view of one quantized matmul input.
 struct Lut<'s> {
-    /// 16 sums per nibble of a packed row (see [`ternary_lut`], [`binary_lut`]).
-    t: &'s mut [i16],
-    /// `[e, X_0, X_1, ..]`: activation group `g`'s scale is `X_g 2^e` (rounded), one exponent
-    /// for all groups, so a group's sum times its scale is one 32-bit product.
-    x: &'s mut [i32],
+    /// 16 entries per nibble of a packed row: the nibble's codes times its activations, times
+    /// the activation group's scale on the common exponent `e` (see [`build_lut`]).
+    t: &'s mut [i32],
+    e: i32,
 }
 
 impl<'s> IntState<'s> {
@@ -140,7 +136,7 @@ impl<'s> IntState<'s> {
         let (xq, xs) = (c.i8(plan.xq), c.words(plan.xs));
         let (kc, ks) = (c.i8(plan.kv), c.words(plan.kv_scales));
         let (vc, vs) = (c.i8(plan.kv), c.words(plan.kv_scales));
-        let lut = Lut { t: bytemuck::cast_slice_mut::<i32, i16>(c.words(plan.lut)), x: c.words(plan.lut_x) };
+        let lut = Lut { t: c.words(plan.lut), e: 0 };
         Ok(IntState {
             seq_len,
             shape,
@@ -367,11 +363,7 @@ fn matvec(out: &mut [i32], m: &QMat<'_>, xq: &[i8], xs: &[i32], group: usize) {
 /// accumulator's fixed point.
 #[inline]
 fn scaled(isum: i32, weight_scale_bits: u32, x: Scale) -> i64 {
-    scaled_by(isum, Scale::from_ieee_bits(weight_scale_bits), x)
-}
-
-#[inline]
-fn scaled_by(isum: i32, w: Scale, x: Scale) -> i64 {
+    let w = Scale::from_ieee_bits(weight_scale_bits);
     let t = isum as i64 * (w.m as i64 * x.m as i64);
     shr_round(t, -(w.e + x.e + ACC))
 }
@@ -384,86 +376,76 @@ fn matmul(out: &mut [i32], m: &LMat<'_>, xq: &[i8], xs: &[i32], group: usize, lu
         LMat::Ternary(p) => (p, true),
         LMat::Binary(p) => (p, false),
     };
-    let (stride, ng) = if ternary {
-        (crate::packed::ternary_row_bytes(p.cols), p.cols.div_ceil(group))
-    } else {
-        (crate::packed::binary_row_bytes(p.cols), p.cols.div_ceil(group))
-    };
-    let (t, x) = (&mut lut.t[..32 * stride], &mut lut.x[..ng + 1]);
+    let stride =
+        if ternary { crate::packed::ternary_row_bytes(p.cols) } else { crate::packed::binary_row_bytes(p.cols) };
+    let t = &mut lut.t[..32 * stride];
     if build {
+        lut.e = build_lut(t, &xq[..p.cols], &xs[..p.cols.div_ceil(group)], group, ternary);
+    }
+    matvec_packed(out, p, t, lut.e)
+}
+
+/// Fills `t` (16 entries per nibble of a packed row) for the activation `xq` with group scales
+/// `xs`: entry `c` of a nibble is the sum of its activations times their codes in `c`, times
+/// `X_g`, the group's scale `m_g 2^e_g` as `X_g 2^e` on one exponent `e` (returned) for all
+/// groups. `X_g` keeps at most 16 bits, fewer when the row is so long that a row's sum of
+/// entries could leave i32 (rows of 2^17 values and more). Ternary nibbles hold two 2-bit codes
+/// (`00` = 0, `01` = +1, `10` = -1, `11` = 0), binary ones four sign bits (`1` = -1).
+fn build_lut(t: &mut [i32], xq: &[i8], xs: &[i32], group: usize, ternary: bool) -> i32 {
+    let nibbles = (t.len() / 16).max(1) as u64;
+    let largest_entry: u64 = if ternary { 2 * 127 } else { 4 * 127 };
+    // Every |X_g| <= 2^bits <= limit keeps a row's sum within i32.
+    let limit = (i32::MAX as u64 / (largest_entry * nibbles)).max(1);
+    let bits = (63 - limit.leading_zeros() as i32).min(16);
+    let scales = xs.iter().map(|p| Scale::unpack(*p));
+    let top = scales.clone().filter(|s| s.m != 0).map(|s| s.e).max().unwrap_or(0);
+    let e = top + 16 - bits;
+    let per_group = if ternary { group / 2 } else { group / 4 };
+    for ((t, x), s) in t.chunks_mut(16 * per_group.max(1)).zip(xq.chunks(group)).zip(scales) {
+        let xg = shr_round(s.m as i64, e - s.e) as i32;
         if ternary {
-            ternary_lut(t, &xq[..p.cols]);
-        } else {
-            binary_lut(t, &xq[..p.cols]);
-        }
-        common_exponent(x, &xs[..ng]);
-    }
-    matvec_packed(out, p, t, x, if ternary { group / 4 } else { group / 8 })
-}
-
-/// `x = [e, X_0, ..]` with `X_g = round(m_g 2^(e_g - e))` for the packed activation scales
-/// `m_g 2^e_g`, `e` the largest exponent: `X_g < 2^16`, exact for the largest groups.
-fn common_exponent(x: &mut [i32], xs: &[i32]) {
-    let e = xs.iter().map(|p| Scale::unpack(*p)).filter(|s| s.m != 0).map(|s| s.e).max().unwrap_or(0);
-    x[0] = e;
-    for (xg, p) in x[1..].iter_mut().zip(xs) {
-        let s = Scale::unpack(*p);
-        *xg = shr_round(s.m as i64, e - s.e) as i32;
-    }
-}
-
-/// For each pair of activations `(a, b)` (zero past the end), the 16 sums `t(c0) a + t(c1) b`
-/// over the 2-bit codes of the nibble `c1 c0` (`t`: 00 = 0, 01 = +1, 10 = -1, 11 = 0).
-fn ternary_lut(lut: &mut [i16], x: &[i8]) {
-    let mut pairs = x.chunks(2);
-    for t in lut.chunks_exact_mut(16) {
-        let p = pairs.next().unwrap_or_default();
-        let (a, b) = (p.first().map_or(0, |v| *v as i16), p.get(1).map_or(0, |v| *v as i16));
-        let (s, d) = (a + b, b - a);
-        t.copy_from_slice(&[0, a, -a, 0, b, s, d, b, -b, -d, -s, -b, 0, a, -a, 0]);
-    }
-}
-
-/// For each four activations (zero past the end), the 16 sums of `+x` (bit 0) or `-x` (bit 1)
-/// over the sign bits of the nibble.
-fn binary_lut(lut: &mut [i16], x: &[i8]) {
-    let mut quads = x.chunks(4);
-    for t in lut.chunks_exact_mut(16) {
-        let q = quads.next().unwrap_or_default();
-        let v = |k: usize| q.get(k).map_or(0, |v| 2 * *v as i16);
-        let (a, b, c, d) = (v(0), v(1), v(2), v(3));
-        // Entry `n` is the all-positive sum minus twice each value whose bit is set.
-        let t0 = (a + b + c + d) / 2;
-        let (t1, t2) = (t0 - a, t0 - b);
-        let t3 = t1 - b;
-        let lo = [t0, t1, t2, t3, t0 - c, t1 - c, t2 - c, t3 - c];
-        for (i, e) in lo.iter().enumerate() {
-            t[i] = *e;
-            t[i + 8] = *e - d;
-        }
-    }
-}
-
-/// `out = W x` for packed rows through the nibble table `t` (16 entries per nibble of a row):
-/// each byte of a row costs two table reads and adds, with no multiplication. Each group's
-/// (`group_bytes` bytes of a row) i32 sum times its activation scale `X_g` (see
-/// [`common_exponent`]) is accumulated in i64, and the row's sum scaled once by the row scale.
-fn matvec_packed(out: &mut [i32], m: &PMat<'_>, t: &[i16], x: &[i32], group_bytes: usize) {
-    let (stride, gb) = (t.len() / 32, group_bytes.max(1));
-    let (e, xg) = (x[0], &x[1..]);
-    for ((o, row), sb) in out.iter_mut().zip(m.q.chunks_exact(stride)).zip(m.s) {
-        let w = Scale::from_ieee_bits(*sb);
-        let mut acc = 0i64;
-        // Row bytes and their tables group by group (the last group may be short in both).
-        for ((bytes, t), xm) in row.chunks(gb).zip(t.chunks(32 * gb)).zip(xg) {
-            let mut isum = 0i32;
-            for (b, t) in bytes.iter().zip(t.chunks_exact(32)) {
-                let b = *b as usize;
-                isum += t[b & 15] as i32 + t[16 + (b >> 4)] as i32;
+            let mut pairs = x.chunks(2);
+            for t in t.chunks_exact_mut(16) {
+                let p = pairs.next().unwrap_or_default();
+                let a = p.first().map_or(0, |v| *v as i32 * xg);
+                let b = p.get(1).map_or(0, |v| *v as i32 * xg);
+                let (s, d) = (a + b, b - a);
+                t.copy_from_slice(&[0, a, -a, 0, b, s, d, b, -b, -d, -s, -b, 0, a, -a, 0]);
             }
-            acc += isum as i64 * *xm as i64;
+        } else {
+            let mut quads = x.chunks(4);
+            for t in t.chunks_exact_mut(16) {
+                let q = quads.next().unwrap_or_default();
+                let v = |k: usize| q.get(k).map_or(0, |v| *v as i32 * xg);
+                let (a, b, c, d) = (v(0), v(1), v(2), v(3));
+                // Entry n: the all-positive sum minus twice each value whose bit is set.
+                let t0 = a + b + c + d;
+                let (t1, t2) = (t0 - 2 * a, t0 - 2 * b);
+                let t3 = t1 - 2 * b;
+                let lo = [t0, t1, t2, t3, t0 - 2 * c, t1 - 2 * c, t2 - 2 * c, t3 - 2 * c];
+                for (i, v) in lo.iter().enumerate() {
+                    t[i] = *v;
+                    t[i + 8] = *v - 2 * d;
+                }
+            }
         }
-        *o = sat32(shr_round(acc.saturating_mul(w.m as i64), -(w.e + e + FRAC as i32)));
+    }
+    e
+}
+
+/// `out = W x` for packed rows through the table `t` of [`build_lut`]: a row costs two table
+/// reads and adds per byte, with no multiplication and nothing per group (the activation scales
+/// are in the table), then one product with the row's scale.
+fn matvec_packed(out: &mut [i32], m: &PMat<'_>, t: &[i32], e: i32) {
+    let stride = t.len() / 32;
+    for ((o, row), sb) in out.iter_mut().zip(m.q.chunks_exact(stride.max(1))).zip(m.s) {
+        let mut sum = 0i32;
+        for (b, t) in row.iter().zip(t.chunks_exact(32)) {
+            let b = *b as usize;
+            sum += t[b & 15] + t[16 + (b >> 4)];
+        }
+        let w = Scale::from_ieee_bits(*sb);
+        *o = sat32(shr_round(sum as i64 * w.m as i64, -(w.e + e + FRAC as i32)));
     }
 }
 

@@ -165,9 +165,9 @@ fn extreme_activations_saturate_without_panicking() {
         (view::LMat::Ternary(view::PMat { q: &tq, s: &s, cols: 32 }), [i32::MAX; 4]),
         (view::LMat::Binary(view::PMat { q: &bq, s: &s, cols: 32 }), [i32::MAX; 4]),
     ] {
-        let (mut t, mut x) = ([0i16; 256], [0i32; 2]);
+        let mut t = [0i32; 256];
         let mut out = [0i32; 4];
-        matmul(&mut out, &m, &xq, &xs, 32, &mut Lut { t: &mut t, x: &mut x }, true);
+        matmul(&mut out, &m, &xq, &xs, 32, &mut Lut { t: &mut t, e: 0 }, true);
         assert_eq!(out, want);
     }
 }
@@ -209,8 +209,8 @@ fn packed_matvecs_match_f64() {
             let pm = view::PMat { q: &q, s: &s_bits, cols };
             let m = if ternary { view::LMat::Ternary(pm) } else { view::LMat::Binary(pm) };
             let mut out = std::vec![0i32; rows];
-            let (mut t, mut xw) = (std::vec![0x5a5ai16; 32 * stride], std::vec![7i32; cols.div_ceil(32) + 1]);
-            matmul(&mut out, &m, &xq, &xs, 32, &mut Lut { t: &mut t, x: &mut xw }, true);
+            let mut t = std::vec![0x5a5a_5a5ai32; 32 * stride];
+            matmul(&mut out, &m, &xq, &xs, 32, &mut Lut { t: &mut t, e: 7 }, true);
             for r in 0..rows {
                 let mut want = 0f64;
                 let mut bound = 0f64;

@@ -65,7 +65,7 @@ impl Shape {
         self.n_kv_heads * self.head_size()
     }
 
-    /// Entries (i16) of the packed kernels' lookup table for the widest matmul input: 16 per
+    /// Entries (i32) of the packed kernels' lookup table for the widest matmul input: 16 per
     /// nibble of a packed row (a pair of ternary weights, or four binary ones).
     pub fn lut_entries(&self) -> usize {
         let widest = self.dim.max(self.hidden);
