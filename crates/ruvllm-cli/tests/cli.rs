@@ -142,13 +142,37 @@ fn ternary_and_binary_convert_inspect_and_run_on_both_paths() {
         assert!(info.contains("on the integer path"), "{info}");
         // The image as it is, and the checkpoint converted at load: the same text.
         let from_gguf = run(&["gen", "-m", s(&gguf), "-p", "Once upon a time", "-n", "32"]);
-        let from_bin =
-            run(&["gen", "-m", s(&f.model), "-z", s(&f.tok), "-q", quant, "-p", "Once upon a time", "-n", "32"]);
+        let from_bin = run(&[
+            "gen",
+            "-m",
+            s(&f.model),
+            "-z",
+            s(&f.tok),
+            "-q",
+            quant,
+            "-p",
+            "Once upon a time",
+            "-n",
+            "32",
+        ]);
         assert!(from_gguf.status.success(), "{}", String::from_utf8_lossy(&from_gguf.stderr));
         assert!(String::from_utf8_lossy(&from_gguf.stderr).contains(quant));
         assert_eq!(from_gguf.stdout, from_bin.stdout);
         let int = run(&["gen", "-m", s(&gguf), "--int", "-p", "Once upon a time", "-n", "32"]);
-        let int_bin = run(&["gen", "-m", s(&f.model), "-z", s(&f.tok), "--int", "-q", quant, "-p", "Once upon a time", "-n", "32"]);
+        let int_bin = run(&[
+            "gen",
+            "-m",
+            s(&f.model),
+            "-z",
+            s(&f.tok),
+            "--int",
+            "-q",
+            quant,
+            "-p",
+            "Once upon a time",
+            "-n",
+            "32",
+        ]);
         assert!(int.status.success(), "{}", String::from_utf8_lossy(&int.stderr));
         assert!(int.stdout.starts_with(b"Once upon a time"));
         assert_eq!(int.stdout, int_bin.stdout);

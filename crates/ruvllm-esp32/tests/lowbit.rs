@@ -141,9 +141,15 @@ fn stored_values_are_project_row_bit_for_bit() {
             assert_eq!(bits(&a), bits(&b));
         }
         for (hl, l) in host.layers.iter().zip(&model.layers) {
-            for (orig, m) in
-                [(&hl.wq, l.wq), (&hl.wk, l.wk), (&hl.wv, l.wv), (&hl.wo, l.wo), (&hl.w1, l.w1), (&hl.w2, l.w2), (&hl.w3, l.w3)]
-            {
+            for (orig, m) in [
+                (&hl.wq, l.wq),
+                (&hl.wk, l.wk),
+                (&hl.wv, l.wv),
+                (&hl.wo, l.wo),
+                (&hl.w1, l.w1),
+                (&hl.w2, l.w2),
+                (&hl.w3, l.w3),
+            ] {
                 assert!(matches!(
                     (m, precision),
                     (Matrix::Ternary { .. }, Precision::Ternary) | (Matrix::Binary { .. }, Precision::Binary)
@@ -161,7 +167,9 @@ fn stored_values_are_project_row_bit_for_bit() {
         let back = convert::load_gguf(&bytes).unwrap();
         for (hl, bl) in host.layers.iter().zip(&back.layers) {
             let mut want = vec![0f32; hl.w2.len()];
-            for (o, w) in hl.w2.chunks_exact(host.config.hidden_dim).zip(want.chunks_exact_mut(host.config.hidden_dim)) {
+            for (o, w) in
+                hl.w2.chunks_exact(host.config.hidden_dim).zip(want.chunks_exact_mut(host.config.hidden_dim))
+            {
                 quant::project_row(format, o, w);
             }
             assert_eq!(bits(&bl.w2), bits(&want));
@@ -207,10 +215,11 @@ fn stories260k_ternary_and_binary_run_and_both_paths_agree() {
             let mut sampler = ruvllm_esp32::sample::Sampler::new(0.0, 0.9, 0, 1);
             let mut scratch = vec![ruvllm_esp32::sample::ProbIndex::default(); model.config.vocab_size];
             let mut out = Vec::new();
-            let st = infer::generate(&model, &mut state, &mut sampler, &mut scratch, &prompt, steps, |b, _| {
-                out.extend_from_slice(b)
-            })
-            .unwrap();
+            let st =
+                infer::generate(&model, &mut state, &mut sampler, &mut scratch, &prompt, steps, |b, _| {
+                    out.extend_from_slice(b)
+                })
+                .unwrap();
             assert!(st.generated > 0);
             texts.push(out);
         }
@@ -218,7 +227,8 @@ fn stories260k_ternary_and_binary_run_and_both_paths_agree() {
         let mut arena = vec![0i32; IntState::arena_len(&model, steps)];
         let mut state = IntState::new(&model, &mut arena, steps).unwrap();
         let mut int_text = Vec::new();
-        infer::generate_int(&model, &mut state, &prompt, steps, |b, _| int_text.extend_from_slice(b)).unwrap();
+        infer::generate_int(&model, &mut state, &prompt, steps, |b, _| int_text.extend_from_slice(b))
+            .unwrap();
         eprintln!("{} float: {}", quant.name(), String::from_utf8_lossy(&texts[0]));
         eprintln!("{} integer: {}", quant.name(), String::from_utf8_lossy(&int_text));
         assert!(int_text.starts_with(b"Once upon a time"));
@@ -227,15 +237,23 @@ fn stories260k_ternary_and_binary_run_and_both_paths_agree() {
         let tokens = encode(&model, &heldout());
         let ctx = model.config.seq_len;
         let mut arena = vec![0f32; State::arena_len(&model, ctx)];
-        let pf = infer::score(&model, &mut State::new(&model, &mut arena, ctx, Kernels::detect()).unwrap(), &tokens)
-            .unwrap()
-            .perplexity();
+        let pf = infer::score(
+            &model,
+            &mut State::new(&model, &mut arena, ctx, Kernels::detect()).unwrap(),
+            &tokens,
+        )
+        .unwrap()
+        .perplexity();
         let mut arena = vec![0i32; IntState::arena_len(&model, ctx)];
         let pi = infer::score(&model, &mut IntState::new(&model, &mut arena, ctx).unwrap(), &tokens)
             .unwrap()
             .perplexity();
         let rel = (pi - pf).abs() / pf;
-        eprintln!("{}: held-out perplexity float {pf:.4}, integer {pi:.4} ({:.3}% apart)", quant.name(), rel * 100.0);
+        eprintln!(
+            "{}: held-out perplexity float {pf:.4}, integer {pi:.4} ({:.3}% apart)",
+            quant.name(),
+            rel * 100.0
+        );
         assert!(pf.is_finite() && pi.is_finite());
         assert!(rel < 0.02, "{}: integer {pi} vs float {pf}", quant.name());
     }

@@ -109,7 +109,9 @@ fn packed_tensor(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<Optio
             packed::validate_binary(t.data, rows, cols)?;
         }
         let mut out = vec![0f32; mul(rows, cols)?];
-        for ((row, s), o) in t.data.chunks_exact(stride.max(1)).zip(f32_le(st.data)).zip(out.chunks_exact_mut(cols.max(1))) {
+        for ((row, s), o) in
+            t.data.chunks_exact(stride.max(1)).zip(f32_le(st.data)).zip(out.chunks_exact_mut(cols.max(1)))
+        {
             for (j, o) in o.iter_mut().enumerate() {
                 let code = if ternary { packed::ternary_at(row, j) } else { packed::binary_at(row, j) };
                 *o = code as f32 * s;

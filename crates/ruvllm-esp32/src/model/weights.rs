@@ -46,12 +46,31 @@ impl Precision {
 /// A row-major `[rows][cols]` matrix.
 #[derive(Debug, Clone, Copy)]
 pub enum Matrix<'a> {
-    F32 { w: &'a [f32], rows: usize, cols: usize },
-    Q8 { q: &'a [i8], s: &'a [f32], rows: usize, cols: usize },
+    F32 {
+        w: &'a [f32],
+        rows: usize,
+        cols: usize,
+    },
+    Q8 {
+        q: &'a [i8],
+        s: &'a [f32],
+        rows: usize,
+        cols: usize,
+    },
     /// [`crate::packed`] ternary rows (`ternary_row_bytes(cols)` bytes each), one scale per row.
-    Ternary { q: &'a [u8], s: &'a [f32], rows: usize, cols: usize },
+    Ternary {
+        q: &'a [u8],
+        s: &'a [f32],
+        rows: usize,
+        cols: usize,
+    },
     /// [`crate::packed`] binary rows (`binary_row_bytes(cols)` bytes each), one scale per row.
-    Binary { q: &'a [u8], s: &'a [f32], rows: usize, cols: usize },
+    Binary {
+        q: &'a [u8],
+        s: &'a [f32],
+        rows: usize,
+        cols: usize,
+    },
 }
 
 impl<'a> Matrix<'a> {
@@ -204,7 +223,9 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
         let precision = precision_of(&matrix(g, &name, d, d, group)?);
         if matches!(precision, Precision::Ternary | Precision::Binary) {
             if !group.is_multiple_of(8) {
-                return Err(Error::Unsupported { what: "packed weights with a group size not a multiple of 8" });
+                return Err(Error::Unsupported {
+                    what: "packed weights with a group size not a multiple of 8",
+                });
             }
             if !matches!(token_embd, Matrix::Q8 { .. }) {
                 return Err(Error::Unsupported { what: "ternary/binary layers without q8 embeddings" });
@@ -350,7 +371,9 @@ fn vector<'a>(g: &Gguf<'a>, name: &str, n: usize) -> Result<&'a [f32]> {
 fn matrix<'a>(g: &Gguf<'a>, name: &str, rows: usize, cols: usize, group: usize) -> Result<Matrix<'a>> {
     let suffixed = |suffix: &str| -> Result<heapless::String<72>> {
         let mut s = heapless::String::<72>::new();
-        s.push_str(name).and_then(|_| s.push_str(suffix)).map_err(|_| Error::Invalid { what: "tensor name too long" })?;
+        s.push_str(name)
+            .and_then(|_| s.push_str(suffix))
+            .map_err(|_| Error::Invalid { what: "tensor name too long" })?;
         Ok(s)
     };
     if g.tensor(name).is_none() {
@@ -362,9 +385,9 @@ fn matrix<'a>(g: &Gguf<'a>, name: &str, rows: usize, cols: usize, group: usize) 
             if t.ty != GgmlType::I8 {
                 return Err(Error::Invalid { what: "packed ternary/binary weights that are not I8 bytes" });
             }
-            let st = g.tensor(&suffixed(".scale")?).ok_or(Error::Missing {
-                what: "the .scale tensor of a ternary/binary matrix",
-            })?;
+            let st = g
+                .tensor(&suffixed(".scale")?)
+                .ok_or(Error::Missing { what: "the .scale tensor of a ternary/binary matrix" })?;
             check_dims(&st, &[1, rows])?;
             if st.ty != GgmlType::F32 {
                 return Err(Error::Invalid { what: "ternary/binary scales that are not F32" });

@@ -370,14 +370,25 @@ fn scaled(isum: i32, weight_scale_bits: u32, x: Scale) -> i64 {
 
 /// `out = W x` for a layer matrix of any format. The packed kernels read `xq` through `lut`,
 /// which is rebuilt from `xq`/`xs` when `build` (false: the previous call's input again).
-fn matmul(out: &mut [i32], m: &LMat<'_>, xq: &[i8], xs: &[i32], group: usize, lut: &mut Lut<'_>, build: bool) {
+fn matmul(
+    out: &mut [i32],
+    m: &LMat<'_>,
+    xq: &[i8],
+    xs: &[i32],
+    group: usize,
+    lut: &mut Lut<'_>,
+    build: bool,
+) {
     let (p, ternary) = match m {
         LMat::Q8(m) => return matvec(out, m, xq, xs, group),
         LMat::Ternary(p) => (p, true),
         LMat::Binary(p) => (p, false),
     };
-    let stride =
-        if ternary { crate::packed::ternary_row_bytes(p.cols) } else { crate::packed::binary_row_bytes(p.cols) };
+    let stride = if ternary {
+        crate::packed::ternary_row_bytes(p.cols)
+    } else {
+        crate::packed::binary_row_bytes(p.cols)
+    };
     let t = &mut lut.t[..32 * stride];
     if build {
         lut.e = build_lut(t, &xq[..p.cols], &xs[..p.cols.div_ceil(group)], group, ternary);

@@ -184,13 +184,18 @@ fn packed_matvecs_match_f64() {
         seed
     };
     for (rows, cols) in [(64usize, 64usize), (172, 64), (64, 172), (7, 37), (5, 3)] {
-        let x: std::vec::Vec<i32> = (0..cols).map(|_| (next() % (40 << FRAC)) as i32 - (20 << FRAC)).collect();
+        let x: std::vec::Vec<i32> =
+            (0..cols).map(|_| (next() % (40 << FRAC)) as i32 - (20 << FRAC)).collect();
         let (mut xq, mut xs) = (std::vec![0i8; cols], std::vec![0i32; cols.div_ceil(32)]);
         quantize(&x, &mut xq, &mut xs, 32);
         let scales: std::vec::Vec<f32> = (0..rows).map(|r| 0.01 + r as f32 * 0.003).collect();
         let s_bits: std::vec::Vec<u32> = scales.iter().map(|v| v.to_bits()).collect();
         for ternary in [true, false] {
-            let stride = if ternary { crate::packed::ternary_row_bytes(cols) } else { crate::packed::binary_row_bytes(cols) };
+            let stride = if ternary {
+                crate::packed::ternary_row_bytes(cols)
+            } else {
+                crate::packed::binary_row_bytes(cols)
+            };
             let mut q = std::vec![0u8; rows * stride];
             let mut codes = std::vec![0i8; rows * cols];
             for (c, qr) in codes.chunks_exact_mut(cols).zip(q.chunks_exact_mut(stride)) {
