@@ -49,11 +49,9 @@ pub fn matvec_ternary(out: &mut [f32], wq: &[u8], ws: &[f32], xq: &[i8], xs: &[f
         for (g, (xg, sx)) in xq.chunks(group).zip(xs).enumerate() {
             let mut isum = 0i32;
             for (j, x) in xg.iter().enumerate() {
-                match crate::packed::ternary_at(row, g * group + j) {
-                    1 => isum += *x as i32,
-                    -1 => isum -= *x as i32,
-                    _ => {}
-                }
+                // A product with -1, 0 or +1: the same sum as adding and subtracting, and no
+                // data-dependent branch.
+                isum += crate::packed::ternary_at(row, g * group + j) as i32 * *x as i32;
             }
             acc += isum as f32 * sx;
         }
@@ -71,11 +69,7 @@ pub fn matvec_binary(out: &mut [f32], wq: &[u8], ws: &[f32], xq: &[i8], xs: &[f3
         for (g, (xg, sx)) in xq.chunks(group).zip(xs).enumerate() {
             let mut isum = 0i32;
             for (j, x) in xg.iter().enumerate() {
-                if crate::packed::binary_at(row, g * group + j) < 0 {
-                    isum -= *x as i32;
-                } else {
-                    isum += *x as i32;
-                }
+                isum += crate::packed::binary_at(row, g * group + j) as i32 * *x as i32;
             }
             acc += isum as f32 * sx;
         }

@@ -406,10 +406,17 @@ unsafe fn matvec_q8_avx2(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn codes32<const TERNARY: bool>(row: &[u8], off: usize) -> __m256i {
-    let mut b = [0u8; 8];
-    let avail = row.len().saturating_sub(off).min(if TERNARY { 8 } else { 4 });
-    b[..avail].copy_from_slice(&row[off..off + avail]);
-    let v = _mm256_set1_epi64x(i64::from_le_bytes(b));
+    let bytes = match (TERNARY, row.get(off..off + if TERNARY { 8 } else { 4 })) {
+        (true, Some(b)) => i64::from_le_bytes(b.try_into().unwrap_or_default()),
+        (false, Some(b)) => u32::from_le_bytes(b.try_into().unwrap_or_default()) as i64,
+        (_, None) => {
+            let mut b = [0u8; 8];
+            let avail = row.len().saturating_sub(off).min(8);
+            b[..avail].copy_from_slice(&row[off..off + avail]);
+            i64::from_le_bytes(b)
+        }
+    };
+    let v = _mm256_set1_epi64x(bytes);
     if TERNARY {
         // Lane j takes byte j / 4 (each 128-bit half holds all eight bytes), then its 2-bit code.
         let idx = _mm256_setr_epi8(
@@ -452,14 +459,16 @@ unsafe fn matvec_packed_avx2<const TERNARY: bool>(
     let ng = n.div_ceil(G);
     let ones8 = _mm256_set1_epi8(1);
     let ones16 = _mm256_set1_epi16(1);
+    // The last group zero-padded (codes past a row's end read as 0 or +1 against zeros).
+    let mut xpad = [0i8; G];
+    let tail = &xq[(ng - 1) * G..];
+    xpad[..tail.len()].copy_from_slice(tail);
     for (r, o) in out.chunks_exact_mut(8).enumerate() {
         let rows = &wq[r * 8 * stride..(r + 1) * 8 * stride];
         let mut acc = _mm256_setzero_ps();
         for g in 0..ng {
-            let mut xb = [0i8; G];
-            let xg = &xq[g * G..(g * G + G).min(n)];
-            xb[..xg.len()].copy_from_slice(xg);
-            let x = _mm256_loadu_si256(xb.as_ptr() as *const __m256i);
+            let xg = if g + 1 < ng { &xq[g * G..g * G + G] } else { &xpad[..] };
+            let x = _mm256_loadu_si256(xg.as_ptr() as *const __m256i);
             let mut d = [_mm256_setzero_si256(); 8];
             for (i, d) in d.iter_mut().enumerate() {
                 let c = codes32::<TERNARY>(&rows[i * stride..(i + 1) * stride], g * per_group);
