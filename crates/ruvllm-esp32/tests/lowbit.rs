@@ -207,7 +207,7 @@ fn stories260k_ternary_and_binary_run_and_both_paths_agree() {
         assert_eq!(model.precision, precision);
         let prompt = encode(&model, b"Once upon a time");
         let steps = 64;
-        // Float path (q8 activations), scalar and detected kernels: the same text.
+        // Float path (q8 activations), scalar and detected kernels.
         let mut texts = Vec::new();
         for kernels in [Kernels::REFERENCE, Kernels::detect()] {
             let mut arena = vec![0f32; State::arena_len(&model, steps)];

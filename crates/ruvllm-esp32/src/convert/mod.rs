@@ -33,7 +33,9 @@
 //!
 //!   A weight's value is `code * scale`, bit for bit [`quant::project_row`] of the f32 row
 //!   (codes from [`quant::ternary_code`] / [`quant::binary_code`]). The loader refuses a wrong
-//!   size, a `11` code or non-zero padding with a typed error.
+//!   size, a `11` code or non-zero padding with a typed error. Convert a QAT model from its
+//!   latent f32 weights: already-projected binary rows convert to themselves, but a projected
+//!   ternary row's mean |w| is smaller than its scale (zeros count), so it would be re-scaled.
 //! * Tokenizer: `tokenizer.ggml.model` = "llama", `.tokens` (raw piece bytes, spaces as plain
 //!   spaces like llama2.c), `.scores`, `.token_type` (2 unknown, 3 BOS/EOS, 6 `<0xHH>`, 1
 //!   otherwise), `.bos_token_id`, `.eos_token_id`, `ruvllm.tokenizer.max_token_length`, and
