@@ -399,8 +399,9 @@ fn matmul(
 /// Fills `t` (16 entries per nibble of a packed row) for the activation `xq` with group scales
 /// `xs`: entry `c` of a nibble is the sum of its activations times their codes in `c`, times
 /// `X_g`, the group's scale `m_g 2^e_g` as `X_g 2^e` on one exponent `e` (returned) for all
-/// groups. `X_g` keeps at most 16 bits, fewer when the row is so long that a row's sum of
-/// entries could leave i32 (rows of 2^17 values and more). Ternary nibbles hold two 2-bit codes
+/// groups. `X_g` keeps 16 bits while a row's sum of entries cannot leave i32 (rows of up to
+/// 256 values), one bit less per doubling beyond (12 bits at 4,096 values): far below the int8
+/// activations' own rounding (1/254 of a group's largest value). Ternary nibbles hold two 2-bit codes
 /// (`00` = 0, `01` = +1, `10` = -1, `11` = 0), binary ones four sign bits (`1` = -1).
 fn build_lut(t: &mut [i32], xq: &[i8], xs: &[i32], group: usize, ternary: bool) -> i32 {
     let nibbles = (t.len() / 16).max(1) as u64;
