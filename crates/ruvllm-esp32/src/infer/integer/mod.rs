@@ -401,8 +401,8 @@ fn matmul(
 /// `X_g`, the group's scale `m_g 2^e_g` as `X_g 2^e` on one exponent `e` (returned) for all
 /// groups. `X_g` keeps 16 bits while a row's sum of entries cannot leave i32 (rows of up to
 /// 256 values), one bit less per doubling beyond (12 bits at 4,096 values): far below the int8
-/// activations' own rounding (1/254 of a group's largest value). Ternary nibbles hold two 2-bit codes
-/// (`00` = 0, `01` = +1, `10` = -1, `11` = 0), binary ones four sign bits (`1` = -1).
+/// activations' own rounding (1/254 of a group's largest value). Ternary nibbles hold two 2-bit
+/// codes (`00` = 0, `01` = +1, `10` = -1, `11` = 0), binary ones four sign bits (`1` = -1).
 fn build_lut(t: &mut [i32], xq: &[i8], xs: &[i32], group: usize, ternary: bool) -> i32 {
     let nibbles = (t.len() / 16).max(1) as u64;
     let largest_entry: u64 = if ternary { 2 * 127 } else { 4 * 127 };
