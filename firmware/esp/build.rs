@@ -46,7 +46,8 @@ fn main() {
         Model::from_gguf(&buf[pad..]).unwrap_or_else(|e| fail(&format!("RUVLLM_MODEL={path}: {e}")));
     let seq = context.min(model.config.seq_len);
     let arena = IntState::arena_len(&model, seq);
-    // The same checks the chip makes at boot (q8 weights, RoPE table), here at build time.
+    // The same checks the chip makes at boot (q8, ternary or binary weights, RoPE table), here
+    // at build time.
     let mut words = vec![0i32; arena];
     if let Err(e) = IntState::new(&model, &mut words, seq) {
         fail(&format!("RUVLLM_MODEL={path}: the integer path refuses it: {e}"));

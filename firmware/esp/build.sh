@@ -2,7 +2,7 @@
 # CI compile check (and the build for real boards) of the esp-hal firmware for the RISC-V
 # ESP32s, with Debian's rustc + build-std as in ../../../shared/TOOLCHAIN.md:
 #     firmware/esp/build.sh esp32c3|esp32c6 MODEL.gguf
-# MODEL.gguf: `ruvllm-esp32 convert ... --quant q8 -o MODEL.gguf`. Prints the ELF's path and
+# MODEL.gguf: `ruvllm-esp32 convert ... --quant q8 (or ternary, binary) -o MODEL.gguf`. Prints the ELF's path and
 # its flash / RAM use. Environment: RUSTC_CHIP (default /usr/bin/rustc), LLD (default rustup's
 # rust-lld, else ld.lld), CARGO_TARGET_DIR (default firmware/esp/target).
 set -euo pipefail

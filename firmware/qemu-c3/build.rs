@@ -34,8 +34,8 @@ fn main() {
     let arena = if float_engine {
         ruvllm_esp32::infer::State::arena_len(&model, seq)
     } else {
-        if model.rope.is_none() || model.precision != ruvllm_esp32::model::Precision::Q8 {
-            fail(&format!("RUVLLM_MODEL={path}: the integer path needs a q8 image with its RoPE table (`ruvllm-esp32 convert --quant q8`)"));
+        if model.rope.is_none() || !model.precision.int8_activations() {
+            fail(&format!("RUVLLM_MODEL={path}: the integer path needs a q8, ternary or binary image with its RoPE table (`ruvllm-esp32 convert --quant q8`)"));
         }
         ruvllm_esp32::infer::IntState::arena_len(&model, seq)
     };

@@ -57,7 +57,7 @@ fn measure(
 
 pub fn run(args: &ModelArgs, prompt: &str, steps: usize, repeat: usize, json: bool) -> Result<()> {
     let mut rows = Vec::new();
-    for quant in [Quant::F32, Quant::Q8] {
+    for quant in [Quant::F32, Quant::Q8, Quant::Ternary, Quant::Binary] {
         let img = image::load(args.model.as_deref(), args.tokenizer.as_deref(), Some(quant))?;
         let model = img.model()?;
         check_steps(&model, steps)?;

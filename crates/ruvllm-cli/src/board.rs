@@ -278,7 +278,7 @@ const PROMPT: &str = "\r\n> ";
 /// Converts the model into a scratch file the build can embed.
 fn board_image(args: &ModelArgs, dir: &Path, quant: Quant) -> Result<(PathBuf, usize)> {
     let img = image::load(args.model.as_deref(), args.tokenizer.as_deref(), Some(quant))?;
-    img.model().context("the q8 image does not load")?;
+    img.model().with_context(|| format!("the {} image does not load", quant.name()))?;
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let path = dir.join(format!("model-{}.gguf", image::quant_name(quant)));
     std::fs::write(&path, img.bytes()).with_context(|| format!("{}: cannot write", path.display()))?;
@@ -319,14 +319,18 @@ pub fn run_board(
 }
 
 /// `bench --chip esp32c3`: instructions per token by position and peak RAM on the board.
-pub fn bench(args: &ModelArgs, chip: &str, engine: &str) -> Result<()> {
+pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str) -> Result<()> {
     let float_engine = parse_engine(engine)?;
+    let quant = image::parse_quant(quant)?;
+    if quant == Quant::F32 {
+        bail!("--quant f32: an f32 image does not fit the ESP32-C3's RAM (use q8, ternary or binary)");
+    }
     if chip != "esp32c3" {
         bail!("--chip {chip}: only esp32c3 has a QEMU board so far");
     }
     let tc = Toolchain::find()?;
     let dir = scratch_dir();
-    let (image, image_len) = board_image(args, &dir, Quant::Q8)?;
+    let (image, image_len) = board_image(args, &dir, quant)?;
     let elf = build(&tc, &image, false, float_engine);
     let _ = std::fs::remove_dir_all(&dir);
     let elf = elf?;
@@ -349,7 +353,7 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str) -> Result<()> {
     );
     let engine =
         if float_engine { "float engine (scalar f32 kernels, soft-float)" } else { "integer-only engine" };
-    println!("model: {} as q8, {engine}", args.name());
+    println!("model: {} as {}, {engine}", args.name(), quant.name());
     let mut found = false;
     for line in report.lines() {
         if let Some(rest) = line.strip_prefix("instructions/token ") {

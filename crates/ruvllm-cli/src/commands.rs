@@ -31,13 +31,32 @@ fn load(args: &ModelArgs, quant: Option<&str>) -> Result<Image> {
     image::load(args.model.as_deref(), args.tokenizer.as_deref(), q)
 }
 
-/// The integer path reads a q8 image with the RoPE table: anything else is converted.
-pub fn load_int(args: &ModelArgs) -> Result<Image> {
-    let img = image::load(args.model.as_deref(), args.tokenizer.as_deref(), Some(Quant::Q8))?;
-    if img.model()?.rope.is_some() {
+/// The integer path reads a q8 (or ternary/binary) image with the RoPE table: anything else is
+/// converted, to `quant` when given, else to q8 (a ternary or binary image stays what it is).
+pub fn load_int(args: &ModelArgs, quant: Option<&str>) -> Result<Image> {
+    let q = quant.map(image::parse_quant).transpose()?;
+    if q == Some(Quant::F32) {
+        bail!("the integer path needs int8 activations: --quant q8, ternary or binary");
+    }
+    let tok = args.tokenizer.as_deref();
+    let img = image::load(args.model.as_deref(), tok, q)?;
+    let (precision, rope) = img.model().map(|m| (m.precision, m.rope.is_some()))?;
+    let want = match precision {
+        Precision::Ternary => Quant::Ternary,
+        Precision::Binary => Quant::Binary,
+        Precision::F32 | Precision::Q8 => Quant::Q8,
+    };
+    if precision.int8_activations() && rope {
         return Ok(img);
     }
-    image::load_converted(args.model.as_deref(), args.tokenizer.as_deref(), Quant::Q8)
+    if precision == Precision::F32 {
+        // Converting the original file once more beats converting the f32 image.
+        let img = image::load(args.model.as_deref(), tok, Some(want))?;
+        if img.model()?.rope.is_some() {
+            return Ok(img);
+        }
+    }
+    image::load_converted(args.model.as_deref(), tok, want)
 }
 
 /// Sampling settings of `gen`.
@@ -83,7 +102,7 @@ pub fn gen(
     if int && temp != 0.0 {
         bail!("--int generates greedily (--temp 0): sampling needs floats");
     }
-    let img = if int { load_int(args)? } else { load(args, quant)? };
+    let img = if int { load_int(args, quant)? } else { load(args, quant)? };
     let model = img.model()?;
     check_steps(&model, steps)?;
     let tokens = encode_prompt(&model, prompt, steps)?;
@@ -133,7 +152,7 @@ pub fn gen(
 }
 
 pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>, int: bool) -> Result<()> {
-    let img = if int { load_int(args)? } else { load(args, quant)? };
+    let img = if int { load_int(args, quant)? } else { load(args, quant)? };
     let model = img.model()?;
     let data = std::fs::read(text).with_context(|| format!("{}: cannot read", text.display()))?;
     let mut tokens = vec![0u32; data.len() + 3];
@@ -181,7 +200,7 @@ pub fn info(path: &Path, tok: Option<&Path>, quant: Option<&str>) -> Result<()> 
     );
     println!("parameters: {}", c.n_params());
     println!("precision: {} (group {})", model.precision.name(), model.group);
-    let (mut f32b, mut i8b, mut scaleb) = (model.output_norm.len() * 4, 0, 0);
+    let (mut f32b, mut i8b, mut scaleb, mut packedb) = (model.output_norm.len() * 4, 0, 0, 0);
     let mut mats = vec![model.token_embd];
     if !c.shared_classifier {
         mats.push(model.output);
@@ -197,15 +216,27 @@ pub fn info(path: &Path, tok: Option<&Path>, quant: Option<&str>) -> Result<()> 
                 i8b += q.len();
                 scaleb += s.len() * 4;
             }
+            Matrix::Ternary { q, s, .. } | Matrix::Binary { q, s, .. } => {
+                packedb += q.len();
+                scaleb += s.len() * 4;
+            }
         }
     }
-    println!("weights: f32 {f32b} bytes, int8 {i8b} bytes, scales {scaleb} bytes");
+    let packed = match model.precision {
+        Precision::Ternary => format!(", ternary (2 bits a weight) {packedb} bytes"),
+        Precision::Binary => format!(", binary (1 bit a weight) {packedb} bytes"),
+        _ => String::new(),
+    };
+    println!("weights: f32 {f32b} bytes, int8 {i8b} bytes{packed}, scales {scaleb} bytes");
+    if packedb > 0 {
+        println!("layer matrices {}, embeddings q8", model.precision.name());
+    }
     let image_len = img.bytes().len();
     println!("image: {image_len} bytes (GGUF, read in place from flash)");
     let full = State::ram_bytes(c, model.precision, model.group, c.seq_len);
     println!("RAM at full context {}: {} bytes ({}) for activations + KV cache", c.seq_len, full, kib(full));
     // Chips without an FPU run a q8 image on the integer path, which has its own arena.
-    let integer = model.precision == Precision::Q8 && model.rope.is_some();
+    let integer = model.precision.int8_activations() && model.rope.is_some();
     if integer {
         let ram = IntState::ram_bytes(&model, c.seq_len);
         println!(

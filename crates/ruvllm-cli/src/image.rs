@@ -66,23 +66,20 @@ pub fn quant_of(format: ruvllm_esp32::quant::WeightFormat) -> Quant {
     match format {
         W::F32 => Quant::F32,
         W::Q8 => Quant::Q8,
-        W::Ternary | W::Binary => todo!("ternary/binary images land with the low-bit kernels"),
+        W::Ternary => Quant::Ternary,
+        W::Binary => Quant::Binary,
     }
 }
 
 pub fn parse_quant(s: &str) -> Result<Quant> {
-    match s {
-        "f32" => Ok(Quant::F32),
-        "q8" => Ok(Quant::Q8),
-        _ => bail!("unknown quantization '{s}' (use f32 or q8)"),
+    match Quant::from_name(s) {
+        Some(q) => Ok(q),
+        None => bail!("unknown quantization '{s}' (use f32, q8, ternary or binary)"),
     }
 }
 
 pub fn quant_name(q: Quant) -> &'static str {
-    match q {
-        Quant::F32 => "f32",
-        Quant::Q8 => "q8",
-    }
+    q.name()
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -119,11 +116,7 @@ fn load_as(model: Option<&Path>, tokenizer: Option<&Path>, quant: Option<Quant>,
         let g = Gguf::parse(bytes).with_context(|| name.clone())?;
         // Whatever happens next (used as is, or converted), a corrupt image is refused.
         g.verify_checksum().with_context(|| name.clone())?;
-        let stored = match g.get_str("ruvllm.quant") {
-            Ok("f32") => Some(Quant::F32),
-            Ok("q8") => Some(Quant::Q8),
-            _ => None,
-        };
+        let stored = g.get_str("ruvllm.quant").ok().and_then(Quant::from_name);
         let engine_ready = g.get("ruvllm.tokenizer.index").is_some() && stored.is_some();
         if engine_ready && !reconvert && tokenizer.is_none() && (quant.is_none() || quant == stored) {
             return Ok(file);

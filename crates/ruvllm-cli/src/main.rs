@@ -53,7 +53,8 @@ enum Cmd {
         input: PathBuf,
         #[arg(short = 'z', long)]
         tokenizer: Option<PathBuf>,
-        /// f32 or q8 (int8 groups of 32 with one scale each)
+        /// f32, q8 (int8 groups of 32 with one scale each), ternary (2-bit codes {-1,0,1}) or
+        /// binary (sign bits), the last two with one scale per row and q8 embeddings
         #[arg(short = 'q', long, default_value = "f32")]
         quant: String,
         #[arg(short = 'o', long)]
@@ -81,15 +82,15 @@ enum Cmd {
         top_k: usize,
         #[arg(short = 's', long, default_value_t = 42)]
         seed: u64,
-        /// Convert at load: f32 or q8
+        /// Convert at load: f32, q8, ternary or binary
         #[arg(short = 'q', long)]
         quant: Option<String>,
         /// Use the scalar reference kernels instead of the CPU's fast path
         #[arg(long)]
         scalar: bool,
         /// Run the integer-only path (no float in the forward pass, as on an ESP32-C3/C6),
-        /// greedy; the model is converted to q8 as needed
-        #[arg(long = "int", conflicts_with_all = ["quant", "scalar"])]
+        /// greedy; the model is converted to q8 as needed (or to --quant ternary|binary)
+        #[arg(long = "int", conflicts_with = "scalar")]
         int: bool,
     },
     /// Score a text file: tokens, mean negative log-likelihood, perplexity
@@ -101,10 +102,12 @@ enum Cmd {
         model: ModelArgs,
         #[arg(long)]
         text: PathBuf,
+        /// Convert at load: f32, q8, ternary or binary
         #[arg(short = 'q', long)]
         quant: Option<String>,
-        /// Score with the integer-only path (the model is converted to q8 as needed)
-        #[arg(long = "int", conflicts_with = "quant")]
+        /// Score with the integer-only path (the model is converted to q8 as needed, or to
+        /// --quant ternary|binary)
+        #[arg(long = "int")]
         int: bool,
     },
     /// Show a model's shape, sizes and where it fits on each ESP32
@@ -129,9 +132,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
         /// Measure on a chip instead: esp32c3 builds the QEMU board (ESP32-C3 resources) around
-        /// the model as q8 and reports exact instructions per token and peak RAM
+        /// the model as q8 (or --quant) and reports exact instructions per token and peak RAM
         #[arg(long)]
         chip: Option<String>,
+        /// With --chip: the image's precision, q8, ternary or binary
+        #[arg(short = 'q', long, default_value = "q8")]
+        quant: String,
         /// With --chip: the board's engine, int (integer-only path) or float (q8 with the
         /// scalar f32 kernels, soft-float on the chip)
         #[arg(long, default_value = "int")]
@@ -144,7 +150,8 @@ enum Cmd {
     Board {
         #[command(flatten)]
         model: ModelArgs,
-        /// Image precision: q8 (f32 does not fit the chip's RAM at stories260K's context)
+        /// Image precision: q8, ternary or binary (f32 does not fit the chip's RAM at
+        /// stories260K's context)
         #[arg(short = 'q', long, default_value = "q8")]
         quant: String,
         /// Only build, and copy the ELF here
@@ -226,7 +233,9 @@ fn main() -> ExitCode {
         Cmd::Info { model, tokenizer, quant } => {
             commands::info(&model, tokenizer.as_deref(), quant.as_deref())
         }
-        Cmd::Bench { model, chip: Some(chip), engine, .. } => board::bench(&model, &chip, &engine),
+        Cmd::Bench { model, chip: Some(chip), engine, quant, .. } => {
+            board::bench(&model, &chip, &engine, &quant)
+        }
         Cmd::Bench { model, prompt, steps, repeat, json, chip: None, .. } => {
             bench::run(&model, &prompt, steps, repeat, json)
         }
@@ -258,7 +267,7 @@ fn main() -> ExitCode {
             checkpoint_every,
             output,
         }),
-        Cmd::Console { model } => commands::load_int(&model).and_then(|img| console::run(&img)),
+        Cmd::Console { model } => commands::load_int(&model, None).and_then(|img| console::run(&img)),
         Cmd::Corpus { output, docs, seed } => train::corpus_cmd(&output, docs, seed),
     };
     match result {

@@ -126,6 +126,68 @@ fn info_reports_ram_at_full_context_and_a_plan_per_chip() {
     }
 }
 
+/// Ternary and binary: convert, info, gen and eval on both the float and the integer path.
+#[test]
+fn ternary_and_binary_convert_inspect_and_run_on_both_paths() {
+    let Some(f) = files() else { return };
+    let text = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/heldout.txt");
+    for quant in ["ternary", "binary"] {
+        let gguf = scratch(&format!("stories260K-{quant}.gguf"));
+        let out = run(&["convert", s(&f.model), "-z", s(&f.tok), "--quant", quant, "-o", s(&gguf)]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let info = run(&["info", s(&gguf)]);
+        let info = String::from_utf8(info.stdout).unwrap();
+        assert!(info.contains(&format!("precision: {quant}")), "{info}");
+        assert!(info.contains(&format!("layer matrices {quant}, embeddings q8")), "{info}");
+        assert!(info.contains("on the integer path"), "{info}");
+        // The image as it is, and the checkpoint converted at load: the same text.
+        let from_gguf = run(&["gen", "-m", s(&gguf), "-p", "Once upon a time", "-n", "32"]);
+        let from_bin = run(&[
+            "gen",
+            "-m",
+            s(&f.model),
+            "-z",
+            s(&f.tok),
+            "-q",
+            quant,
+            "-p",
+            "Once upon a time",
+            "-n",
+            "32",
+        ]);
+        assert!(from_gguf.status.success(), "{}", String::from_utf8_lossy(&from_gguf.stderr));
+        assert!(String::from_utf8_lossy(&from_gguf.stderr).contains(quant));
+        assert_eq!(from_gguf.stdout, from_bin.stdout);
+        let int = run(&["gen", "-m", s(&gguf), "--int", "-p", "Once upon a time", "-n", "32"]);
+        let int_bin = run(&[
+            "gen",
+            "-m",
+            s(&f.model),
+            "-z",
+            s(&f.tok),
+            "--int",
+            "-q",
+            quant,
+            "-p",
+            "Once upon a time",
+            "-n",
+            "32",
+        ]);
+        assert!(int.status.success(), "{}", String::from_utf8_lossy(&int.stderr));
+        assert!(int.stdout.starts_with(b"Once upon a time"));
+        assert_eq!(int.stdout, int_bin.stdout);
+        let ppl = |out: Output| -> f64 {
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let o = String::from_utf8(out.stdout).unwrap();
+            o.lines().find_map(|l| l.strip_prefix("perplexity: ")).unwrap().parse().unwrap()
+        };
+        let pf = ppl(run(&["eval", "-m", s(&gguf), "--text", text]));
+        let pi = ppl(run(&["eval", "-m", s(&gguf), "--text", text, "--int"]));
+        assert!((pf - pi).abs() < 0.02 * pf, "{quant}: float {pf}, integer {pi}");
+    }
+    fails_with(&run(&["gen", "-m", s(&f.model), "-z", s(&f.tok), "--int", "-q", "f32", "-p", "hi"]), "int8");
+}
+
 #[test]
 fn bad_model_files_get_a_one_line_error() {
     let Some(f) = files() else { return };

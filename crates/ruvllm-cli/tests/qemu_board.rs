@@ -68,7 +68,8 @@ fn scratch(name: &str) -> PathBuf {
 /// The board's ELF built around `model` with `engine` (int or float), `--corrupt-image` when
 /// asked.
 fn build(model: &Path, corrupt: bool, engine: &str) -> Option<PathBuf> {
-    let elf = scratch(&format!("board-{engine}{}.elf", if corrupt { "-corrupt" } else { "" }));
+    let stem = model.file_stem().and_then(|n| n.to_str()).unwrap_or("model");
+    let elf = scratch(&format!("board-{stem}-{engine}{}.elf", if corrupt { "-corrupt" } else { "" }));
     let mut args = vec!["board", "--model", s(model), "--elf", s(&elf), "--engine", engine];
     if corrupt {
         args.push("--corrupt-image");
@@ -251,27 +252,34 @@ fn the_board_matches_the_host_and_survives_bad_serial_input() {
 
 /// The integer-only engine, as an ESP32-C3 without an FPU runs it: the board prints exactly
 /// the host's `gen --int` text (pure integer arithmetic), and no soft-float routine can be
-/// reached from the token's forward pass in the ELF.
+/// reached from the token's forward pass in the ELF. The same for a ternary image (packed
+/// 2-bit layer matrices, q8 embeddings).
 #[test]
 fn the_integer_board_is_bit_exact_with_the_host_and_float_free() {
     let (Some(model), Some(tok)) = (shared("models/stories260K.bin"), shared("models/tok512.bin")) else {
         return;
     };
     let Some(()) = chip_tools() else { return };
-    let q8 = scratch("stories260K-q8-int.gguf");
-    let out = run(&["convert", s(&model), "--tokenizer", s(&tok), "--quant", "q8", "-o", s(&q8)]);
+    for quant in ["q8", "ternary"] {
+        integer_board_matches_host(&model, &tok, quant);
+    }
+}
+
+fn integer_board_matches_host(model: &Path, tok: &Path, quant: &str) {
+    let img = scratch(&format!("stories260K-{quant}-int.gguf"));
+    let out = run(&["convert", s(model), "--tokenizer", s(tok), "--quant", quant, "-o", s(&img)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let steps = STEPS.to_string();
-    let host = run(&["gen", "--model", s(&q8), "--int", "--prompt", PROMPT, "--steps", &steps]);
+    let host = run(&["gen", "--model", s(&img), "--int", "--prompt", PROMPT, "--steps", &steps]);
     assert!(host.status.success(), "{}", String::from_utf8_lossy(&host.stderr));
     let host_text = String::from_utf8(host.stdout).unwrap();
     let host_text = host_text.strip_suffix('\n').unwrap();
 
-    let Some(elf) = build(&q8, false, "int") else { return };
+    let Some(elf) = build(&img, false, "int") else { return };
     let mut b = Board::boot(&elf);
     b.expect("type help\r\n> ");
     assert_eq!(b.command(&format!("set steps {STEPS}")), format!("steps {STEPS}"));
-    assert_eq!(b.command(&format!("gen {PROMPT}")), host_text, "board and host texts differ");
+    assert_eq!(b.command(&format!("gen {PROMPT}")), host_text, "{quant}: board and host texts differ");
     let stats = b.command("stats");
     assert!(stats.contains("integer"), "{stats}");
     b.send(b"quit\n");

@@ -16,6 +16,7 @@ pub mod gguf;
 pub mod infer;
 pub mod kernels;
 pub mod model;
+pub mod packed;
 pub mod quant;
 pub mod sample;
 pub mod tokenizer;

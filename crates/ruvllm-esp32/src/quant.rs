@@ -259,7 +259,7 @@ mod tests {
                         assert!(k == -1.0 || k == 1.0 || (k == 0.0 && f == WeightFormat::Ternary), "{k}");
                         assert!(*pv == 0.0 || pv.signum() == xv.signum());
                     }
-                    assert!(p.iter().any(|v| *v == 0.0) == (f == WeightFormat::Ternary));
+                    assert!(p.contains(&0.0) == (f == WeightFormat::Ternary));
                 }
             }
         }

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use proptest::prelude::*;
 use ruvllm_esp32::convert::{load_gguf, load_llama2c, load_tokenizer_bin, Quant};
 use ruvllm_esp32::gguf::{as_f32, as_i8, Gguf, Value};
+use ruvllm_esp32::model::Model;
 
 /// Inputs are ~1 MB; no parser may need more than a small multiple of that.
 const MAX_ALLOC: usize = 64 << 20;
@@ -42,7 +43,7 @@ fn cases() -> u32 {
     std::env::var("FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
 }
 
-/// stories260K.bin, tok512.bin and their F32 and Q8 GGUF conversions.
+/// stories260K.bin, tok512.bin and their F32, Q8, ternary and binary GGUF conversions.
 fn corpus() -> Option<&'static [Vec<u8>]> {
     static CORPUS: OnceLock<Option<Vec<Vec<u8>>>> = OnceLock::new();
     CORPUS
@@ -53,7 +54,9 @@ fn corpus() -> Option<&'static [Vec<u8>]> {
             m.vocab = Some(load_tokenizer_bin(&tok, 512).unwrap());
             let f32 = m.to_gguf(Quant::F32).unwrap();
             let q8 = m.to_gguf(Quant::Q8).unwrap();
-            Some(vec![model, tok, f32, q8])
+            let ternary = m.to_gguf(Quant::Ternary).unwrap();
+            let binary = m.to_gguf(Quant::Binary).unwrap();
+            Some(vec![model, tok, f32, q8, ternary, binary])
         })
         .as_deref()
 }
@@ -80,6 +83,19 @@ fn exercise(bytes: &[u8]) {
     if let Ok(m) = load_gguf(bytes) {
         if m.vocab.is_some() {
             let _ = m.to_gguf(Quant::Q8);
+        }
+    }
+    // The engine's loader (the checksum is skipped so mutations reach the tensor checks: packed
+    // sizes, 2-bit code 3, padding), and every weight of what it accepts read back.
+    let img = common::Image::new(bytes);
+    if let Ok(m) = <Model<'_>>::from_gguf_unverified(img.bytes()) {
+        let mut row = vec![0f32; m.config.dim.max(m.config.hidden_dim)];
+        for l in &m.layers {
+            for w in [l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3] {
+                for r in 0..w.rows() {
+                    w.row_into(r, &mut row[..w.cols()], m.group);
+                }
+            }
         }
     }
     let _ = load_llama2c(bytes);
@@ -186,7 +202,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn mutated_real_files_never_panic(which in 0usize..4, muts in prop::collection::vec(mutation(), 1..6)) {
+    fn mutated_real_files_never_panic(which in 0usize..6, muts in prop::collection::vec(mutation(), 1..6)) {
         let Some(corpus) = corpus() else { return Ok(()) };
         let mut data = corpus[which].clone();
         for m in &muts {
@@ -215,5 +231,6 @@ fn corpus_is_valid() {
     for g in &c[2..] {
         assert_eq!(Gguf::parse(g).unwrap().verify_checksum(), Ok(true));
         assert!(load_gguf(g).unwrap().vocab.is_some());
+        assert!(<Model<'_>>::from_gguf(common::Image::new(g).bytes()).is_ok());
     }
 }

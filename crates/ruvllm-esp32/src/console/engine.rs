@@ -53,6 +53,8 @@ impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
         match self.model.precision {
             crate::model::Precision::F32 => "f32 weights, scalar reference kernels",
             crate::model::Precision::Q8 => "q8 weights, scalar reference kernels",
+            crate::model::Precision::Ternary => "ternary weights, scalar reference kernels",
+            crate::model::Precision::Binary => "binary weights, scalar reference kernels",
         }
     }
 

@@ -1,5 +1,5 @@
 //! Any llama-architecture GGUF (F32 / F16 / Q8_0 tensors, or this engine's I8 + `.scale`
-//! pairs) into f32 host tensors.
+//! pairs and packed ternary/binary matrices) into f32 host tensors.
 
 use alloc::format;
 use alloc::vec;
@@ -9,7 +9,7 @@ use super::{mul, HostLayer, HostModel, HostVocab};
 use crate::error::{Error, Result};
 use crate::gguf::{f16_to_f32, GgmlType, Gguf, Value, Q8_0_BLOCK, Q8_0_BYTES};
 use crate::model::Config;
-use crate::quant;
+use crate::{packed, quant};
 
 /// Optional u32 key: absent is fine, present but wrong is an error.
 fn opt_u32(g: &Gguf, key: &'static str) -> Result<Option<u32>> {
@@ -38,6 +38,11 @@ fn f32_le(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
 
 /// Reads tensor `name` as a `rows x cols` f32 matrix (a vector when `rows` is 1).
 fn tensor(g: &Gguf, name: &str, rows: usize, cols: usize, group: usize) -> Result<Vec<f32>> {
+    if g.tensor(name).is_none() {
+        if let Some(m) = packed_tensor(g, name, rows, cols)? {
+            return Ok(m);
+        }
+    }
     let t = g.tensor(name).ok_or(Error::Missing { what: "model tensor (see llama.cpp names)" })?;
     let n = mul(rows, cols)?;
     let shape_ok = t.dims[0] == cols as u64 && t.n_elements() == n as u64;
@@ -85,6 +90,38 @@ fn tensor(g: &Gguf, name: &str, rows: usize, cols: usize, group: usize) -> Resul
     Ok(out)
 }
 
+/// This engine's packed ternary (`<name>.tern`) or binary (`<name>.bin`) matrix with its
+/// per-row `<name>.scale`, dequantized (`code * scale`); `None` when neither exists.
+fn packed_tensor(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<Option<Vec<f32>>> {
+    for (suffix, ternary) in [("tern", true), ("bin", false)] {
+        let Some(t) = g.tensor(&format!("{name}.{suffix}")) else { continue };
+        let stride = if ternary { packed::ternary_row_bytes(cols) } else { packed::binary_row_bytes(cols) };
+        if t.ty != GgmlType::I8 || t.dims[0] != stride as u64 || t.n_elements() != mul(rows, stride)? as u64 {
+            return Err(Error::Invalid { what: "packed ternary/binary tensor shape" });
+        }
+        let st = g.tensor(&format!("{name}.scale")).ok_or(Error::Missing { what: "packed tensor scales" })?;
+        if st.ty != GgmlType::F32 || st.dims[0] != 1 || st.n_elements() != rows as u64 {
+            return Err(Error::Invalid { what: "packed scale tensor shape" });
+        }
+        if ternary {
+            packed::validate_ternary(t.data, rows, cols)?;
+        } else {
+            packed::validate_binary(t.data, rows, cols)?;
+        }
+        let mut out = vec![0f32; mul(rows, cols)?];
+        for ((row, s), o) in
+            t.data.chunks_exact(stride.max(1)).zip(f32_le(st.data)).zip(out.chunks_exact_mut(cols.max(1)))
+        {
+            for (j, o) in o.iter_mut().enumerate() {
+                let code = if ternary { packed::ternary_at(row, j) } else { packed::binary_at(row, j) };
+                *o = code as f32 * s;
+            }
+        }
+        return Ok(Some(out));
+    }
+    Ok(None)
+}
+
 /// Loads a llama-architecture GGUF, dequantizing every tensor to f32, with its tokenizer when
 /// the file carries a SentencePiece (`tokenizer.ggml.model` = "llama") vocabulary.
 pub fn load_gguf(bytes: &[u8]) -> Result<HostModel> {
@@ -120,7 +157,12 @@ pub fn load_gguf(bytes: &[u8]) -> Result<HostModel> {
     }
     // Every stored element takes at least one byte, so a model larger than the file can only
     // come from tensors that overlap: refuse before dequantizing them into RAM.
-    if super::checked_params(&config)? > bytes.len() {
+    // (Packed ternary/binary layers take a quarter or an eighth of a byte per weight.)
+    let per_byte = match g.get("ruvllm.quant") {
+        Some(Value::Str("ternary" | "binary")) => 8,
+        _ => 1,
+    };
+    if super::checked_params(&config)? / per_byte > bytes.len() {
         return Err(Error::Invalid { what: "model is larger than the file (overlapping tensors?)" });
     }
     let group = opt_u32(&g, "ruvllm.quant.group_size")?.map_or(quant::GROUP, |v| v as usize);

@@ -10,7 +10,7 @@
 //!   `llama.embedding_length`, `llama.block_count`, `llama.feed_forward_length`,
 //!   `llama.attention.head_count`, `llama.attention.head_count_kv`,
 //!   `llama.rope.dimension_count` (= head size), `llama.attention.layer_norm_rms_epsilon` and
-//!   `llama.rope.freq_base` (f32), `llama.vocab_size`, `ruvllm.quant` ("f32" | "q8"),
+//!   `llama.rope.freq_base` (f32), `llama.vocab_size`, `ruvllm.quant` ("f32" | "q8" | "ternary" | "binary"),
 //!   `ruvllm.quant.group_size`, `general.alignment` (32) and `ruvllm.checksum` (CRC-32 of the
 //!   data section).
 //! * Tensors (llama.cpp names, dims ne0 = columns = in-features, ne1 = rows): `token_embd`,
@@ -20,6 +20,22 @@
 //!   rotation angles in Q1.30, for the integer forward pass.
 //!   Norms are F32. With [`Quant::Q8`] each matrix is an I8 tensor plus `<name>.scale`, F32 of
 //!   dims `[ceil(cols / GROUP), rows]`: groups run along each row and never cross rows.
+//! * With [`Quant::Ternary`] / [`Quant::Binary`] (`ruvllm.quant` "ternary" / "binary"),
+//!   `token_embd` and `output` are stored as with q8 (embeddings stay high precision, as in
+//!   BitNet) and each layer matrix (`attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_down|ffn_up`)
+//!   has no `<name>` tensor at all, so no GGUF reader takes packed bytes for weights. Instead:
+//!   - `<name>.tern` (ternary) or `<name>.bin` (binary): I8 of dims `[row_bytes, rows]`, the
+//!     packed codes row by row, `row_bytes = ceil(cols / 4)` (ternary, 2 bits a weight) or
+//!     `ceil(cols / 8)` (binary, 1 bit). Weight `j` of a row sits in byte `j / 4` at bit
+//!     `2 (j % 4)` (ternary: `00` = 0, `01` = +1, `10` = -1, `11` invalid) or in byte `j / 8` at
+//!     bit `j % 8` (binary: `0` = +1, `1` = -1). Padding bits at a row's end are zero.
+//!   - `<name>.scale`: F32 of dims `[1, rows]`, the row's scale `quant::absmean(row)`.
+//!
+//!   A weight's value is `code * scale`, bit for bit [`quant::project_row`] of the f32 row
+//!   (codes from [`quant::ternary_code`] / [`quant::binary_code`]). The loader refuses a wrong
+//!   size, a `11` code or non-zero padding with a typed error. Convert a QAT model from its
+//!   latent f32 weights: already-projected binary rows convert to themselves, but a projected
+//!   ternary row's mean |w| is smaller than its scale (zeros count), so it would be re-scaled.
 //! * Tokenizer: `tokenizer.ggml.model` = "llama", `.tokens` (raw piece bytes, spaces as plain
 //!   spaces like llama2.c), `.scores`, `.token_type` (2 unknown, 3 BOS/EOS, 6 `<0xHH>`, 1
 //!   otherwise), `.bos_token_id`, `.eos_token_id`, `ruvllm.tokenizer.max_token_length`, and
@@ -39,6 +55,7 @@ pub use llama2c::{load_llama2c, load_tokenizer_bin};
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, GgufWriter};
 use crate::model::Config;
+use crate::packed;
 use crate::quant;
 
 /// One transformer block, matrices row-major `[out][in]` as in llama2.c.
@@ -85,6 +102,35 @@ pub struct HostModel {
 pub enum Quant {
     F32,
     Q8,
+    /// Layer matrices ternary ([`quant::WeightFormat::Ternary`]), embeddings q8.
+    Ternary,
+    /// Layer matrices binary ([`quant::WeightFormat::Binary`]), embeddings q8.
+    Binary,
+}
+
+impl Quant {
+    /// The `ruvllm.quant` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Quant::F32 => "f32",
+            Quant::Q8 => "q8",
+            Quant::Ternary => "ternary",
+            Quant::Binary => "binary",
+        }
+    }
+
+    /// From a `ruvllm.quant` value.
+    pub fn from_name(s: &str) -> Option<Quant> {
+        [Quant::F32, Quant::Q8, Quant::Ternary, Quant::Binary].into_iter().find(|q| q.name() == s)
+    }
+
+    /// Storage of `token_embd` and `output`: embeddings stay q8 in the low-bit formats.
+    pub fn embeddings(self) -> Quant {
+        match self {
+            Quant::Ternary | Quant::Binary => Quant::Q8,
+            q => q,
+        }
+    }
 }
 
 /// llama.cpp token types written to `tokenizer.ggml.token_type`.
@@ -173,12 +219,12 @@ impl HostModel {
         w.add_f32("llama.attention.layer_norm_rms_epsilon", c.norm_eps);
         w.add_f32("llama.rope.freq_base", c.rope_theta);
         w.add_u32("llama.vocab_size", u32_of(c.vocab_size, "vocab_size")?);
-        w.add_str("ruvllm.quant", if quant == Quant::Q8 { "q8" } else { "f32" });
+        w.add_str("ruvllm.quant", quant.name());
         w.add_u32("ruvllm.quant.group_size", quant::GROUP as u32);
         add_vocab(&mut w, vocab)?;
 
         let (d, h, kv) = (c.dim, c.hidden_dim, c.kv_dim());
-        add_matrix(&mut w, "token_embd.weight", &self.token_embd, c.vocab_size, d, quant)?;
+        add_matrix(&mut w, "token_embd.weight", &self.token_embd, c.vocab_size, d, quant.embeddings())?;
         for (i, l) in self.layers.iter().enumerate() {
             let name = |s: &str| format!("blk.{i}.{s}.weight");
             add_norm(&mut w, &name("attn_norm"), &l.attn_norm)?;
@@ -193,7 +239,7 @@ impl HostModel {
         }
         add_norm(&mut w, "output_norm.weight", &self.output_norm)?;
         if let Some(o) = &self.output {
-            add_matrix(&mut w, "output.weight", o, c.vocab_size, d, quant)?;
+            add_matrix(&mut w, "output.weight", o, c.vocab_size, d, quant.embeddings())?;
         }
         add_rope_table(&mut w, c)?;
         Ok(w.finish())
@@ -208,7 +254,8 @@ fn add_norm(w: &mut GgufWriter, name: &str, v: &[f32]) -> Result<()> {
     w.add_tensor(name, &[v.len() as u64], GgmlType::F32, f32_bytes(v))
 }
 
-/// A `rows x cols` matrix: F32, or I8 values plus a `.scale` tensor of per-row groups.
+/// A `rows x cols` matrix: F32, or I8 values plus a `.scale` tensor of per-row groups, or packed
+/// ternary/binary rows plus one scale per row.
 fn add_matrix(
     w: &mut GgufWriter,
     name: &str,
@@ -230,6 +277,27 @@ fn add_matrix(
             let qb: Vec<u8> = q.iter().map(|v| *v as u8).collect();
             w.add_tensor(name, &dims, GgmlType::I8, qb)?;
             w.add_tensor(&format!("{name}.scale"), &[g as u64, rows as u64], GgmlType::F32, f32_bytes(&s))
+        }
+        Quant::Ternary | Quant::Binary => {
+            let ternary = quant == Quant::Ternary;
+            let stride =
+                if ternary { packed::ternary_row_bytes(cols) } else { packed::binary_row_bytes(cols) };
+            let mut q = vec![0u8; mul(rows, stride)?];
+            let mut s = vec![0f32; rows];
+            let mut codes = vec![0i8; cols];
+            for ((x, q), s) in m.chunks_exact(cols).zip(q.chunks_exact_mut(stride)).zip(s.iter_mut()) {
+                *s = quant::absmean(x);
+                if ternary {
+                    codes.iter_mut().zip(x).for_each(|(c, v)| *c = quant::ternary_code(*v, *s));
+                    packed::pack_ternary(&codes, q);
+                } else {
+                    codes.iter_mut().zip(x).for_each(|(c, v)| *c = quant::binary_code(*v));
+                    packed::pack_binary(&codes, q);
+                }
+            }
+            let suffix = if ternary { "tern" } else { "bin" };
+            w.add_tensor(&format!("{name}.{suffix}"), &[stride as u64, rows as u64], GgmlType::I8, q)?;
+            w.add_tensor(&format!("{name}.scale"), &[1, rows as u64], GgmlType::F32, f32_bytes(&s))
         }
     }
 }

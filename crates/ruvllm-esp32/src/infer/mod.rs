@@ -100,7 +100,8 @@ impl Plan {
         let widest = d.max(h);
         match p {
             Precision::F32 => Plan { f32s, kv_f32: cache, kv_i8: 0, kv_scales: 0, xq: 0, xs: 0 },
-            Precision::Q8 => Plan {
+            // Ternary and binary run the q8 path's activations and cache.
+            Precision::Q8 | Precision::Ternary | Precision::Binary => Plan {
                 f32s,
                 kv_f32: 0,
                 kv_i8: cache,
@@ -155,7 +156,7 @@ impl<'s> State<'s> {
         let (kv_row, att, logits, rope) = (c.words(kv), c.words(att), c.words(voc), c.words(rope));
         let kv = match model.precision {
             Precision::F32 => KvCache::F32 { k: c.words(plan.kv_f32), v: c.words(plan.kv_f32) },
-            Precision::Q8 => KvCache::Q8 {
+            Precision::Q8 | Precision::Ternary | Precision::Binary => KvCache::Q8 {
                 k: c.i8(plan.kv_i8),
                 ks: c.words(plan.kv_scales),
                 v: c.i8(plan.kv_i8),
@@ -315,6 +316,14 @@ fn matvec(
                 (k.quantize)(x, xq, xs, group);
             }
             (k.matvec_q8)(out, q, s, xq, xs, group)
+        }
+        Matrix::Ternary { q, s, cols, .. } | Matrix::Binary { q, s, cols, .. } => {
+            let (xq, xs) = (&mut xq[..cols], &mut xs[..cols.div_ceil(group)]);
+            if !reuse {
+                (k.quantize)(x, xq, xs, group);
+            }
+            let kernel = if matches!(m, Matrix::Ternary { .. }) { k.matvec_ternary } else { k.matvec_binary };
+            kernel(out, q, s, xq, xs, group)
         }
     }
 }

@@ -17,6 +17,8 @@ pub struct AttnShape {
 
 pub type MatvecF32 = fn(&mut [f32], &[f32], &[f32]);
 pub type MatvecQ8 = fn(&mut [f32], &[i8], &[f32], &[i8], &[f32], usize);
+/// out, packed rows, row scales, activation, activation scales, group: ternary or binary.
+pub type MatvecPacked = fn(&mut [f32], &[u8], &[f32], &[i8], &[f32], usize);
 pub type AttentionF32 = fn(&mut [f32], &[f32], &[f32], &[f32], &mut [f32], AttnShape);
 pub type Swiglu = fn(&mut [f32], &[f32]);
 /// x, q, scales, group: as [`crate::quant::quantize_row`], bit for bit.
@@ -50,6 +52,8 @@ pub struct Kernels {
     pub name: &'static str,
     pub matvec_f32: MatvecF32,
     pub matvec_q8: MatvecQ8,
+    pub matvec_ternary: MatvecPacked,
+    pub matvec_binary: MatvecPacked,
     pub attention_f32: AttentionF32,
     pub swiglu: Swiglu,
     pub attention_q8: AttentionQ8,
@@ -61,6 +65,8 @@ impl Kernels {
         name: "scalar",
         matvec_f32: reference::matvec_f32,
         matvec_q8: reference::matvec_q8,
+        matvec_ternary: reference::matvec_ternary,
+        matvec_binary: reference::matvec_binary,
         attention_f32: reference::attention_f32,
         swiglu: reference::swiglu,
         attention_q8: reference::attention_q8,

@@ -36,6 +36,47 @@ pub fn matvec_q8(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32], 
     }
 }
 
+/// Ternary matrix-vector product. `wq` holds `out.len()` packed rows of
+/// `packed::ternary_row_bytes(n)` bytes ([`crate::packed`]) with one scale per row in `ws`;
+/// `xq`/`xs` is the activation quantized in groups of `group`. Per activation group the int8
+/// values the codes select are added (+1) or subtracted (-1) in i32, that sum times the group's
+/// scale is accumulated, and the row's total times the row's scale.
+pub fn matvec_ternary(out: &mut [f32], wq: &[u8], ws: &[f32], xq: &[i8], xs: &[f32], group: usize) {
+    let n = xq.len();
+    let stride = crate::packed::ternary_row_bytes(n);
+    for ((o, row), rs) in out.iter_mut().zip(wq.chunks_exact(stride)).zip(ws) {
+        let mut acc = 0.0f32;
+        for (g, (xg, sx)) in xq.chunks(group).zip(xs).enumerate() {
+            let mut isum = 0i32;
+            for (j, x) in xg.iter().enumerate() {
+                // A product with -1, 0 or +1: the same sum as adding and subtracting, and no
+                // data-dependent branch.
+                isum += crate::packed::ternary_at(row, g * group + j) as i32 * *x as i32;
+            }
+            acc += isum as f32 * sx;
+        }
+        *o = acc * rs;
+    }
+}
+
+/// Binary matrix-vector product, as [`matvec_ternary`] with sign codes (`binary_row_bytes(n)`
+/// bytes a row): every activation is added or subtracted.
+pub fn matvec_binary(out: &mut [f32], wq: &[u8], ws: &[f32], xq: &[i8], xs: &[f32], group: usize) {
+    let n = xq.len();
+    let stride = crate::packed::binary_row_bytes(n);
+    for ((o, row), rs) in out.iter_mut().zip(wq.chunks_exact(stride)).zip(ws) {
+        let mut acc = 0.0f32;
+        for (g, (xg, sx)) in xq.chunks(group).zip(xs).enumerate() {
+            let mut isum = 0i32;
+            for (j, x) in xg.iter().enumerate() {
+                isum += crate::packed::binary_at(row, g * group + j) as i32 * *x as i32;
+            }
+            acc += isum as f32 * sx;
+        }
+        *o = acc * rs;
+    }
+}
+
 /// Attention for one layer and all query heads at one position (llama2.c's order of
 /// operations). `q` is `[n_heads][head_size]`; `keys`/`values` hold the positions seen so far,
 /// `[positions][kv_dim]`; `att` is scratch of at least `n_heads * positions`; `out` is

@@ -10,7 +10,17 @@ pub fn detect() -> Option<Kernels> {
     if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
         return None;
     }
-    let avx2 = Kernels { name: "avx2", matvec_f32, matvec_q8, attention_f32, swiglu, attention_q8, quantize };
+    let avx2 = Kernels {
+        name: "avx2",
+        matvec_f32,
+        matvec_q8,
+        matvec_ternary,
+        matvec_binary,
+        attention_f32,
+        swiglu,
+        attention_q8,
+        quantize,
+    };
     if std::is_x86_feature_detected!("avx512f") {
         // Wider f32 products. The rest stays AVX2: a head of 8 values fills one 256-bit lane,
         // and a VNNI int8 matvec measured slower here than the AVX2 one.
@@ -45,6 +55,38 @@ fn matvec_q8(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32], grou
     assert!(wq.len() >= out.len() * n && ws.len() >= out.len() * ng && xs.len() >= ng);
     // SAFETY: as above.
     unsafe { matvec_q8_avx2(out, wq, ws, xq, xs) }
+}
+
+fn matvec_ternary(out: &mut [f32], wq: &[u8], ws: &[f32], xq: &[i8], xs: &[f32], group: usize) {
+    matvec_packed::<true>(out, wq, ws, xq, xs, group)
+}
+
+fn matvec_binary(out: &mut [f32], wq: &[u8], ws: &[f32], xq: &[i8], xs: &[f32], group: usize) {
+    matvec_packed::<false>(out, wq, ws, xq, xs, group)
+}
+
+fn matvec_packed<const TERNARY: bool>(
+    out: &mut [f32],
+    wq: &[u8],
+    ws: &[f32],
+    xq: &[i8],
+    xs: &[f32],
+    group: usize,
+) {
+    let n = xq.len();
+    let stride =
+        if TERNARY { crate::packed::ternary_row_bytes(n) } else { crate::packed::binary_row_bytes(n) };
+    let reference = if TERNARY { reference::matvec_ternary } else { reference::matvec_binary };
+    if group != 32 || n == 0 {
+        return reference(out, wq, ws, xq, xs, group);
+    }
+    assert!(wq.len() >= out.len() * stride && ws.len() >= out.len() && xs.len() >= n.div_ceil(32));
+    let blocks = out.len() / 8 * 8;
+    // SAFETY: only reachable through `detect`, which checked AVX2 and FMA; the kernel reads
+    // rows through bounds-checked slices.
+    unsafe { matvec_packed_avx2::<TERNARY>(&mut out[..blocks], wq, ws, xq, xs) };
+    let (done_w, done_s) = (blocks * stride, blocks);
+    reference(&mut out[blocks..], &wq[done_w..], &ws[done_s..], xq, xs, group);
 }
 
 fn quantize(x: &[f32], q: &mut [i8], scales: &mut [f32], group: usize) {
@@ -356,6 +398,87 @@ unsafe fn matvec_q8_avx2(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: 
         }
         out[r] = s;
         r += 1;
+    }
+}
+
+/// The codes of one group of 32 weights (`BYTES` bytes of a packed row from `off`, zero past
+/// the row's end) as 32 int8 lanes in {-1, 0, +1}.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn codes32<const TERNARY: bool>(row: &[u8], off: usize) -> __m256i {
+    let bytes = match (TERNARY, row.get(off..off + if TERNARY { 8 } else { 4 })) {
+        (true, Some(b)) => i64::from_le_bytes(b.try_into().unwrap_or_default()),
+        (false, Some(b)) => u32::from_le_bytes(b.try_into().unwrap_or_default()) as i64,
+        (_, None) => {
+            let mut b = [0u8; 8];
+            let avail = row.len().saturating_sub(off).min(8);
+            b[..avail].copy_from_slice(&row[off..off + avail]);
+            i64::from_le_bytes(b)
+        }
+    };
+    let v = _mm256_set1_epi64x(bytes);
+    if TERNARY {
+        // Lane j takes byte j / 4 (each 128-bit half holds all eight bytes), then its 2-bit code.
+        let idx = _mm256_setr_epi8(
+            0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7,
+        );
+        let v = _mm256_shuffle_epi8(v, idx);
+        let lo = _mm256_set1_epi32(0x4010_0401);
+        let hi = _mm256_set1_epi32(0x8020_0802u32 as i32);
+        let plus = _mm256_cmpeq_epi8(_mm256_and_si256(v, lo), lo);
+        let minus = _mm256_cmpeq_epi8(_mm256_and_si256(v, hi), hi);
+        // -1 - 0 = -1 for `10`, 0 - (-1) = +1 for `01`, 0 for `00` and the invalid `11`.
+        _mm256_sub_epi8(minus, plus)
+    } else {
+        // Lane j takes byte j / 8, then its bit: -1 where set, +1 where clear.
+        let idx = _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+        );
+        let v = _mm256_shuffle_epi8(v, idx);
+        let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let neg = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+        _mm256_or_si256(neg, _mm256_set1_epi8(1))
+    }
+}
+
+/// Ternary or binary matvec for whole blocks of eight rows (`out.len()` a multiple of 8): per
+/// group of 32 activations each row's codes become int8 signs, `sign_epi8` selects +x, -x or 0
+/// and the eight rows' i32 sums are reduced together, converted, scaled by the group's scale
+/// and accumulated; the row scales multiply once at the end.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn matvec_packed_avx2<const TERNARY: bool>(
+    out: &mut [f32],
+    wq: &[u8],
+    ws: &[f32],
+    xq: &[i8],
+    xs: &[f32],
+) {
+    const G: usize = 32;
+    let n = xq.len();
+    let (stride, per_group) = if TERNARY { (n.div_ceil(4), 8) } else { (n.div_ceil(8), 4) };
+    let ng = n.div_ceil(G);
+    let ones8 = _mm256_set1_epi8(1);
+    let ones16 = _mm256_set1_epi16(1);
+    // The last group zero-padded (codes past a row's end read as 0 or +1 against zeros).
+    let mut xpad = [0i8; G];
+    let tail = &xq[(ng - 1) * G..];
+    xpad[..tail.len()].copy_from_slice(tail);
+    for (r, o) in out.chunks_exact_mut(8).enumerate() {
+        let rows = &wq[r * 8 * stride..(r + 1) * 8 * stride];
+        let mut acc = _mm256_setzero_ps();
+        for g in 0..ng {
+            let xg = if g + 1 < ng { &xq[g * G..g * G + G] } else { &xpad[..] };
+            let x = _mm256_loadu_si256(xg.as_ptr() as *const __m256i);
+            let mut d = [_mm256_setzero_si256(); 8];
+            for (i, d) in d.iter_mut().enumerate() {
+                let c = codes32::<TERNARY>(&rows[i * stride..(i + 1) * stride], g * per_group);
+                *d = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_sign_epi8(x, c)), ones16);
+            }
+            let sums = _mm256_cvtepi32_ps(hsum8_epi32(&d));
+            acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(xs[g]), acc);
+        }
+        let scales = _mm256_loadu_ps(ws[r * 8..r * 8 + 8].as_ptr());
+        _mm256_storeu_ps(o.as_mut_ptr(), _mm256_mul_ps(acc, scales));
     }
 }
 

@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use crate::gguf::{self, GgmlType, Gguf, TensorInfo};
 use crate::model::Config;
+use crate::packed;
 use crate::tokenizer::Vocab;
 
 /// Most layers a [`Model`] can hold by default; firmware picks a smaller bound to save RAM.
@@ -19,6 +20,10 @@ pub enum Precision {
     F32,
     /// Symmetric int8 with one f32 scale per group of `group` values along each row.
     Q8,
+    /// Layer matrices ternary (2-bit codes, one f32 scale per row), embeddings q8.
+    Ternary,
+    /// Layer matrices binary (sign bits, one f32 scale per row), embeddings q8.
+    Binary,
 }
 
 impl Precision {
@@ -26,27 +31,64 @@ impl Precision {
         match self {
             Precision::F32 => "f32",
             Precision::Q8 => "q8",
+            Precision::Ternary => "ternary",
+            Precision::Binary => "binary",
         }
+    }
+
+    /// Activations are quantized to int8 for the matmuls and the KV cache is int8 (every
+    /// precision but f32).
+    pub fn int8_activations(self) -> bool {
+        self != Precision::F32
     }
 }
 
 /// A row-major `[rows][cols]` matrix.
 #[derive(Debug, Clone, Copy)]
 pub enum Matrix<'a> {
-    F32 { w: &'a [f32], rows: usize, cols: usize },
-    Q8 { q: &'a [i8], s: &'a [f32], rows: usize, cols: usize },
+    F32 {
+        w: &'a [f32],
+        rows: usize,
+        cols: usize,
+    },
+    Q8 {
+        q: &'a [i8],
+        s: &'a [f32],
+        rows: usize,
+        cols: usize,
+    },
+    /// [`crate::packed`] ternary rows (`ternary_row_bytes(cols)` bytes each), one scale per row.
+    Ternary {
+        q: &'a [u8],
+        s: &'a [f32],
+        rows: usize,
+        cols: usize,
+    },
+    /// [`crate::packed`] binary rows (`binary_row_bytes(cols)` bytes each), one scale per row.
+    Binary {
+        q: &'a [u8],
+        s: &'a [f32],
+        rows: usize,
+        cols: usize,
+    },
 }
 
 impl<'a> Matrix<'a> {
     pub fn rows(&self) -> usize {
         match *self {
-            Matrix::F32 { rows, .. } | Matrix::Q8 { rows, .. } => rows,
+            Matrix::F32 { rows, .. }
+            | Matrix::Q8 { rows, .. }
+            | Matrix::Ternary { rows, .. }
+            | Matrix::Binary { rows, .. } => rows,
         }
     }
 
     pub fn cols(&self) -> usize {
         match *self {
-            Matrix::F32 { cols, .. } | Matrix::Q8 { cols, .. } => cols,
+            Matrix::F32 { cols, .. }
+            | Matrix::Q8 { cols, .. }
+            | Matrix::Ternary { cols, .. }
+            | Matrix::Binary { cols, .. } => cols,
         }
     }
 
@@ -55,6 +97,7 @@ impl<'a> Matrix<'a> {
         match *self {
             Matrix::F32 { w, .. } => core::mem::size_of_val(w),
             Matrix::Q8 { q, s, .. } => q.len() + core::mem::size_of_val(s),
+            Matrix::Ternary { q, s, .. } | Matrix::Binary { q, s, .. } => q.len() + core::mem::size_of_val(s),
         }
     }
 
@@ -70,6 +113,19 @@ impl<'a> Matrix<'a> {
                     out,
                     group,
                 );
+            }
+            // `code as f32 * scale`: exactly what `quant::project_row` gives.
+            Matrix::Ternary { q, s, cols, .. } => {
+                let row = &q[r * packed::ternary_row_bytes(cols)..];
+                for (j, o) in out.iter_mut().enumerate().take(cols) {
+                    *o = packed::ternary_at(row, j) as f32 * s[r];
+                }
+            }
+            Matrix::Binary { q, s, cols, .. } => {
+                let row = &q[r * packed::binary_row_bytes(cols)..];
+                for (j, o) in out.iter_mut().enumerate().take(cols) {
+                    *o = packed::binary_at(row, j) as f32 * s[r];
+                }
             }
         }
     }
@@ -160,13 +216,24 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
             return Err(Error::Invalid { what: "quantization group size" });
         }
         let token_embd = matrix(g, "token_embd.weight", config.vocab_size, dim, group)?;
-        let precision = match token_embd {
-            Matrix::F32 { .. } => Precision::F32,
-            Matrix::Q8 { .. } => Precision::Q8,
-        };
         let (d, h, kv) = (dim, config.hidden_dim, config.kv_dim());
-        let mut layers = heapless::Vec::new();
+        // The layers' format decides (ternary and binary images keep q8 embeddings).
         let mut name = heapless::String::<64>::new();
+        layer_name(&mut name, 0, "attn_q.weight")?;
+        let precision = precision_of(&matrix(g, &name, d, d, group)?);
+        if matches!(precision, Precision::Ternary | Precision::Binary) {
+            if !group.is_multiple_of(8) {
+                return Err(Error::Unsupported {
+                    what: "packed weights with a group size not a multiple of 8",
+                });
+            }
+            if !matches!(token_embd, Matrix::Q8 { .. }) {
+                return Err(Error::Unsupported { what: "ternary/binary layers without q8 embeddings" });
+            }
+        } else {
+            same_precision(&token_embd, precision)?;
+        }
+        let mut layers = heapless::Vec::new();
         for l in 0..config.n_layers {
             let mut m = |suffix: &str, rows: usize, cols: usize| -> Result<Matrix<'a>> {
                 layer_name(&mut name, l, suffix)?;
@@ -192,7 +259,7 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
             token_embd
         } else {
             let m = matrix(g, "output.weight", config.vocab_size, d, group)?;
-            same_precision(&m, precision)?;
+            same_precision(&m, if precision.int8_activations() { Precision::Q8 } else { precision })?;
             m
         };
         let scores = g.get_array("tokenizer.ggml.scores")?;
@@ -255,10 +322,20 @@ fn layer_name(name: &mut heapless::String<64>, l: usize, suffix: &str) -> Result
     write!(name, "blk.{l}.{suffix}").map_err(|_| Error::Invalid { what: "tensor name too long" })
 }
 
+fn precision_of(m: &Matrix<'_>) -> Precision {
+    match m {
+        Matrix::F32 { .. } => Precision::F32,
+        Matrix::Q8 { .. } => Precision::Q8,
+        Matrix::Ternary { .. } => Precision::Ternary,
+        Matrix::Binary { .. } => Precision::Binary,
+    }
+}
+
 fn same_precision(m: &Matrix<'_>, p: Precision) -> Result<()> {
-    match (m, p) {
-        (Matrix::F32 { .. }, Precision::F32) | (Matrix::Q8 { .. }, Precision::Q8) => Ok(()),
-        _ => Err(Error::Unsupported { what: "matrices of mixed precision" }),
+    if precision_of(m) == p {
+        Ok(())
+    } else {
+        Err(Error::Unsupported { what: "matrices of mixed precision" })
     }
 }
 
@@ -287,17 +364,50 @@ fn vector<'a>(g: &Gguf<'a>, name: &str, n: usize) -> Result<&'a [f32]> {
 
 /// GGUF stores a `[rows][cols]` matrix with ne0 = cols. Int8 matrices come with a
 /// `<name>.scale` F32 tensor of `[rows][groups(cols)]`.
+///
+/// Ternary and binary matrices have no `<name>` tensor (so no other reader takes their bytes for
+/// weights): `<name>.tern` / `<name>.bin` hold the packed rows ([`crate::packed`]) as I8 of dims
+/// `[row bytes, rows]`, and `<name>.scale` one F32 per row, dims `[1, rows]`.
 fn matrix<'a>(g: &Gguf<'a>, name: &str, rows: usize, cols: usize, group: usize) -> Result<Matrix<'a>> {
+    let suffixed = |suffix: &str| -> Result<heapless::String<72>> {
+        let mut s = heapless::String::<72>::new();
+        s.push_str(name)
+            .and_then(|_| s.push_str(suffix))
+            .map_err(|_| Error::Invalid { what: "tensor name too long" })?;
+        Ok(s)
+    };
+    if g.tensor(name).is_none() {
+        for (suffix, ternary) in [(".tern", true), (".bin", false)] {
+            let Some(t) = g.tensor(&suffixed(suffix)?) else { continue };
+            let stride =
+                if ternary { packed::ternary_row_bytes(cols) } else { packed::binary_row_bytes(cols) };
+            check_dims(&t, &[stride, rows])?;
+            if t.ty != GgmlType::I8 {
+                return Err(Error::Invalid { what: "packed ternary/binary weights that are not I8 bytes" });
+            }
+            let st = g
+                .tensor(&suffixed(".scale")?)
+                .ok_or(Error::Missing { what: "the .scale tensor of a ternary/binary matrix" })?;
+            check_dims(&st, &[1, rows])?;
+            if st.ty != GgmlType::F32 {
+                return Err(Error::Invalid { what: "ternary/binary scales that are not F32" });
+            }
+            let (q, s) = (t.data, gguf::as_f32(st.data)?);
+            return if ternary {
+                packed::validate_ternary(q, rows, cols)?;
+                Ok(Matrix::Ternary { q, s, rows, cols })
+            } else {
+                packed::validate_binary(q, rows, cols)?;
+                Ok(Matrix::Binary { q, s, rows, cols })
+            };
+        }
+    }
     let t = tensor(g, name)?;
     check_dims(&t, &[cols, rows])?;
     match t.ty {
         GgmlType::F32 => Ok(Matrix::F32 { w: gguf::as_f32(t.data)?, rows, cols }),
         GgmlType::I8 => {
-            let mut sname = heapless::String::<72>::new();
-            sname
-                .push_str(name)
-                .and_then(|_| sname.push_str(".scale"))
-                .map_err(|_| Error::Invalid { what: "tensor name too long" })?;
+            let sname = suffixed(".scale")?;
             let st =
                 g.tensor(&sname).ok_or(Error::Missing { what: "the .scale tensor of an int8 matrix" })?;
             check_dims(&st, &[cols.div_ceil(group), rows])?;

@@ -31,7 +31,7 @@ use super::Step;
 use crate::error::{Error, Result};
 use crate::model::{Model, ROPE_FRAC};
 use crate::quant::quantize_row_fixed;
-use view::{QMat, Shape};
+use view::{LMat, PMat, QMat, Shape};
 
 /// Buffer sizes in i32 words, the single source for sizing and carving.
 struct Plan {
@@ -40,6 +40,8 @@ struct Plan {
     xs: usize,
     kv: usize,
     kv_scales: usize,
+    /// The packed kernels' lookup table, in words (none for q8).
+    lut: usize,
 }
 
 impl Plan {
@@ -52,6 +54,7 @@ impl Plan {
             xs: widest.div_ceil(s.group),
             kv: s.n_layers * seq_len * kv,
             kv_scales: s.n_layers * seq_len * kv.div_ceil(s.group),
+            lut: s.lut_entries(),
         }
     }
 
@@ -61,6 +64,7 @@ impl Plan {
             + i8_words(self.xq)
             + self.xs
             + 2 * (i8_words(self.kv) + self.kv_scales)
+            + self.lut
     }
 }
 
@@ -87,6 +91,16 @@ pub struct IntState<'s> {
     ks: &'s mut [i32],
     vc: &'s mut [i8],
     vs: &'s mut [i32],
+    /// Scratch of the packed (ternary/binary) kernels, built from `xq` per matmul input.
+    lut: Lut<'s>,
+}
+
+/// The packed kernels' view of one quantized matmul input.
+struct Lut<'s> {
+    /// 16 entries per nibble of a packed row: the nibble's codes times its activations, times
+    /// the activation group's scale on the common exponent `e` (see [`build_lut`]).
+    t: &'s mut [i32],
+    e: i32,
 }
 
 impl<'s> IntState<'s> {
@@ -122,6 +136,7 @@ impl<'s> IntState<'s> {
         let (xq, xs) = (c.i8(plan.xq), c.words(plan.xs));
         let (kc, ks) = (c.i8(plan.kv), c.words(plan.kv_scales));
         let (vc, vs) = (c.i8(plan.kv), c.words(plan.kv_scales));
+        let lut = Lut { t: c.words(plan.lut), e: 0 };
         Ok(IntState {
             seq_len,
             shape,
@@ -142,6 +157,7 @@ impl<'s> IntState<'s> {
             ks,
             vc,
             vs,
+            lut,
         })
     }
 
@@ -196,15 +212,15 @@ impl<'s> IntState<'s> {
             let w = view::layer(layer)?;
             rmsnorm(self.xb, self.x, w.attn_norm, self.eps);
             quantize(self.xb, self.xq, self.xs, g);
-            matvec(self.q, &w.wq, self.xq, self.xs, g);
+            matmul(self.q, &w.wq, self.xq, self.xs, g, &mut self.lut, true);
             let row = (l * self.seq_len + pos) * kv_dim;
             let srow = (l * self.seq_len + pos) * ng;
             let (krow, ksrow) = (&mut self.kc[row..row + kv_dim], &mut self.ks[srow..srow + ng]);
-            matvec(self.kv_row, &w.wk, self.xq, self.xs, g);
+            matmul(self.kv_row, &w.wk, self.xq, self.xs, g, &mut self.lut, false);
             rotate(self.kv_row, rope);
             quantize(self.kv_row, krow, ksrow, g);
             let (vrow, vsrow) = (&mut self.vc[row..row + kv_dim], &mut self.vs[srow..srow + ng]);
-            matvec(self.kv_row, &w.wv, self.xq, self.xs, g);
+            matmul(self.kv_row, &w.wv, self.xq, self.xs, g, &mut self.lut, false);
             quantize(self.kv_row, vrow, vsrow, g);
             rotate(self.q, rope);
             // The query in int8 too, with 1/sqrt(head_size) folded into its scales.
@@ -222,17 +238,17 @@ impl<'s> IntState<'s> {
             };
             attention(self.xb2, qq, qs, cache, &mut self.att[..n], &s);
             quantize(self.xb2, self.xq, self.xs, g);
-            matvec(self.xb, &w.wo, self.xq, self.xs, g);
+            matmul(self.xb, &w.wo, self.xq, self.xs, g, &mut self.lut, true);
             add(self.x, self.xb);
             rmsnorm(self.xb, self.x, w.ffn_norm, self.eps);
             quantize(self.xb, self.xq, self.xs, g);
-            matvec(self.hb, &w.w1, self.xq, self.xs, g);
-            matvec(self.hb2, &w.w3, self.xq, self.xs, g);
+            matmul(self.hb, &w.w1, self.xq, self.xs, g, &mut self.lut, true);
+            matmul(self.hb2, &w.w3, self.xq, self.xs, g, &mut self.lut, false);
             for (a, b) in self.hb.iter_mut().zip(self.hb2.iter()) {
                 *a = swiglu(*a, *b);
             }
             quantize(self.hb, self.xq, self.xs, g);
-            matvec(self.xb, &w.w2, self.xq, self.xs, g);
+            matmul(self.xb, &w.w2, self.xq, self.xs, g, &mut self.lut, true);
             add(self.x, self.xb);
         }
         if logits {
@@ -350,6 +366,107 @@ fn scaled(isum: i32, weight_scale_bits: u32, x: Scale) -> i64 {
     let w = Scale::from_ieee_bits(weight_scale_bits);
     let t = isum as i64 * (w.m as i64 * x.m as i64);
     shr_round(t, -(w.e + x.e + ACC))
+}
+
+/// `out = W x` for a layer matrix of any format. The packed kernels read `xq` through `lut`,
+/// which is rebuilt from `xq`/`xs` when `build` (false: the previous call's input again).
+fn matmul(
+    out: &mut [i32],
+    m: &LMat<'_>,
+    xq: &[i8],
+    xs: &[i32],
+    group: usize,
+    lut: &mut Lut<'_>,
+    build: bool,
+) {
+    let (p, ternary) = match m {
+        LMat::Q8(m) => return matvec(out, m, xq, xs, group),
+        LMat::Ternary(p) => (p, true),
+        LMat::Binary(p) => (p, false),
+    };
+    let stride = if ternary {
+        crate::packed::ternary_row_bytes(p.cols)
+    } else {
+        crate::packed::binary_row_bytes(p.cols)
+    };
+    let t = &mut lut.t[..32 * stride];
+    if build {
+        lut.e = build_lut(t, &xq[..p.cols], &xs[..p.cols.div_ceil(group)], group, ternary);
+    }
+    matvec_packed(out, p, t, lut.e)
+}
+
+/// Fills `t` (16 entries per nibble of a packed row) for the activation `xq` with group scales
+/// `xs`: entry `c` of a nibble is the sum of its activations times their codes in `c`, times
+/// `X_g`, the group's scale `m_g 2^e_g` as `X_g 2^e` on one exponent `e` (returned) for all
+/// groups. `X_g` keeps 16 bits while a row's sum of entries cannot leave i32 (rows of up to
+/// 256 values), one bit less per doubling beyond (12 bits at 4,096 values): far below the int8
+/// activations' own rounding (1/254 of a group's largest value). Ternary nibbles hold two 2-bit
+/// codes (`00` = 0, `01` = +1, `10` = -1, `11` = 0), binary ones four sign bits (`1` = -1).
+fn build_lut(t: &mut [i32], xq: &[i8], xs: &[i32], group: usize, ternary: bool) -> i32 {
+    let nibbles = (t.len() / 16).max(1) as u64;
+    let largest_entry: u64 = if ternary { 2 * 127 } else { 4 * 127 };
+    // Every |X_g| <= 2^bits <= limit keeps a row's sum within i32.
+    let limit = (i32::MAX as u64 / (largest_entry * nibbles)).max(1);
+    let bits = (63 - limit.leading_zeros() as i32).min(16);
+    let scales = xs.iter().map(|p| Scale::unpack(*p));
+    let top = scales.clone().filter(|s| s.m != 0).map(|s| s.e).max().unwrap_or(0);
+    let e = top + 16 - bits;
+    let per_group = if ternary { group / 2 } else { group / 4 };
+    for ((t, x), s) in t.chunks_mut(16 * per_group.max(1)).zip(xq.chunks(group)).zip(scales) {
+        let xg = shr_round(s.m as i64, e - s.e) as i32;
+        if ternary {
+            let mut pairs = x.chunks(2);
+            for t in t.chunks_exact_mut(16) {
+                let p = pairs.next().unwrap_or_default();
+                let a = p.first().map_or(0, |v| *v as i32 * xg);
+                let b = p.get(1).map_or(0, |v| *v as i32 * xg);
+                let (s, d) = (a + b, b - a);
+                t.copy_from_slice(&[0, a, -a, 0, b, s, d, b, -b, -d, -s, -b, 0, a, -a, 0]);
+            }
+        } else {
+            let mut quads = x.chunks(4);
+            for t in t.chunks_exact_mut(16) {
+                let q = quads.next().unwrap_or_default();
+                let v = |k: usize| q.get(k).map_or(0, |v| *v as i32 * xg);
+                let (a, b, c, d) = (v(0), v(1), v(2), v(3));
+                // Entry n: the all-positive sum minus twice each value whose bit is set.
+                let t0 = a + b + c + d;
+                let (t1, t2) = (t0 - 2 * a, t0 - 2 * b);
+                let t3 = t1 - 2 * b;
+                let lo = [t0, t1, t2, t3, t0 - 2 * c, t1 - 2 * c, t2 - 2 * c, t3 - 2 * c];
+                for (i, v) in lo.iter().enumerate() {
+                    t[i] = *v;
+                    t[i + 8] = *v - 2 * d;
+                }
+            }
+        }
+    }
+    e
+}
+
+/// `out = W x` for packed rows through the table `t` of [`build_lut`]: a row costs two table
+/// reads and adds per byte, with no multiplication and nothing per group (the activation scales
+/// are in the table), then one product with the row's scale.
+fn matvec_packed(out: &mut [i32], m: &PMat<'_>, t: &[i32], e: i32) {
+    let stride = t.len() / 32;
+    for ((o, row), sb) in out.iter_mut().zip(m.q.chunks_exact(stride.max(1))).zip(m.s) {
+        let mut sum = 0i32;
+        // Four bytes a step (fixed table offsets, a quarter of the loop overhead), then the rest.
+        let (quads, tq) = (row.chunks_exact(4), t.chunks_exact(128));
+        let (rest, trest) = (quads.remainder(), &t[128 * (row.len() / 4)..]);
+        for (b, t) in quads.zip(tq) {
+            let (b0, b1, b2, b3) = (b[0] as usize, b[1] as usize, b[2] as usize, b[3] as usize);
+            sum += t[b0 & 15] + t[16 + (b0 >> 4)] + t[32 + (b1 & 15)] + t[48 + (b1 >> 4)];
+            sum += t[64 + (b2 & 15)] + t[80 + (b2 >> 4)] + t[96 + (b3 & 15)] + t[112 + (b3 >> 4)];
+        }
+        for (b, t) in rest.iter().zip(trest.chunks_exact(32)) {
+            let b = *b as usize;
+            sum += t[b & 15] + t[16 + (b >> 4)];
+        }
+        let w = Scale::from_ieee_bits(*sb);
+        *o = sat32(shr_round(sum as i64 * w.m as i64, -(w.e + e + FRAC as i32)));
+    }
 }
 
 /// RMSNorm: `o = w * x / sqrt(mean(x^2) + eps)`, the root taken by [`inv_sqrt`].

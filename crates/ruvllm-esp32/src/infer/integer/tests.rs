@@ -157,6 +157,84 @@ fn extreme_activations_saturate_without_panicking() {
     let mut e = [0i32; 32];
     embed(&mut e, &m, 1, 32);
     assert!(e.iter().all(|v| *v == i32::MIN));
+
+    // Packed rows with the same scales: +1, -1 (times -MAX), +1, +1 (0x55 ternary, 0 binary).
+    let tq = [[0x55u8; 8], [0xaa; 8], [0x55; 8], [0x55; 8]].concat();
+    let bq = [[0u8; 4], [0xff; 4], [0; 4], [0; 4]].concat();
+    for (m, want) in [
+        (view::LMat::Ternary(view::PMat { q: &tq, s: &s, cols: 32 }), [i32::MAX; 4]),
+        (view::LMat::Binary(view::PMat { q: &bq, s: &s, cols: 32 }), [i32::MAX; 4]),
+    ] {
+        let mut t = [0i32; 256];
+        let mut out = [0i32; 4];
+        matmul(&mut out, &m, &xq, &xs, 32, &mut Lut { t: &mut t, e: 0 }, true);
+        assert_eq!(out, want);
+    }
+}
+
+/// The packed kernels against f64 sums of code x activation, on stories260K's row lengths
+/// (64, and 172 = 5 x 32 + 12) and odd ones.
+#[test]
+fn packed_matvecs_match_f64() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for (rows, cols) in [(64usize, 64usize), (172, 64), (64, 172), (7, 37), (5, 3)] {
+        let x: std::vec::Vec<i32> =
+            (0..cols).map(|_| (next() % (40 << FRAC)) as i32 - (20 << FRAC)).collect();
+        let (mut xq, mut xs) = (std::vec![0i8; cols], std::vec![0i32; cols.div_ceil(32)]);
+        quantize(&x, &mut xq, &mut xs, 32);
+        let scales: std::vec::Vec<f32> = (0..rows).map(|r| 0.01 + r as f32 * 0.003).collect();
+        let s_bits: std::vec::Vec<u32> = scales.iter().map(|v| v.to_bits()).collect();
+        for ternary in [true, false] {
+            let stride = if ternary {
+                crate::packed::ternary_row_bytes(cols)
+            } else {
+                crate::packed::binary_row_bytes(cols)
+            };
+            let mut q = std::vec![0u8; rows * stride];
+            let mut codes = std::vec![0i8; rows * cols];
+            for (c, qr) in codes.chunks_exact_mut(cols).zip(q.chunks_exact_mut(stride)) {
+                for v in c.iter_mut() {
+                    *v = (next() % 3) as i8 - 1;
+                    if !ternary && *v == 0 {
+                        *v = 1;
+                    }
+                }
+                if ternary {
+                    crate::packed::pack_ternary(c, qr);
+                } else {
+                    crate::packed::pack_binary(c, qr);
+                }
+            }
+            let pm = view::PMat { q: &q, s: &s_bits, cols };
+            let m = if ternary { view::LMat::Ternary(pm) } else { view::LMat::Binary(pm) };
+            let mut out = std::vec![0i32; rows];
+            let mut t = std::vec![0x5a5a_5a5ai32; 32 * stride];
+            matmul(&mut out, &m, &xq, &xs, 32, &mut Lut { t: &mut t, e: 7 }, true);
+            for r in 0..rows {
+                let mut want = 0f64;
+                let mut bound = 0f64;
+                for j in 0..cols {
+                    let sx = scale_value(Scale::unpack(xs[j / 32]));
+                    let t = codes[r * cols + j] as f64 * xq[j] as f64 * sx;
+                    want += t;
+                    bound += t.abs();
+                }
+                let rs = scale_value(Scale::from_ieee_bits(s_bits[r]));
+                let got = out[r] as f64 / 65536.0;
+                assert!(
+                    (got - want * rs).abs() <= bound * rs * 1e-5 + 2.0 / 65536.0,
+                    "ternary {ternary} {rows}x{cols} row {r}: {got} vs {}",
+                    want * rs
+                );
+            }
+        }
+    }
 }
 
 #[test]

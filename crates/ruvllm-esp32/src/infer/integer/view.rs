@@ -13,16 +13,32 @@ pub(super) struct QMat<'a> {
     pub cols: usize,
 }
 
+/// Packed ternary or binary rows ([`crate::packed`]) with one scale per row as IEEE-754 bits.
+#[derive(Clone, Copy)]
+pub(super) struct PMat<'a> {
+    pub q: &'a [u8],
+    pub s: &'a [u32],
+    pub cols: usize,
+}
+
+/// A layer matrix in any of the integer path's formats.
+#[derive(Clone, Copy)]
+pub(super) enum LMat<'a> {
+    Q8(QMat<'a>),
+    Ternary(PMat<'a>),
+    Binary(PMat<'a>),
+}
+
 pub(super) struct IntLayer<'a> {
     pub attn_norm: &'a [u32],
-    pub wq: QMat<'a>,
-    pub wk: QMat<'a>,
-    pub wv: QMat<'a>,
-    pub wo: QMat<'a>,
+    pub wq: LMat<'a>,
+    pub wk: LMat<'a>,
+    pub wv: LMat<'a>,
+    pub wo: LMat<'a>,
     pub ffn_norm: &'a [u32],
-    pub w1: QMat<'a>,
-    pub w2: QMat<'a>,
-    pub w3: QMat<'a>,
+    pub w1: LMat<'a>,
+    pub w2: LMat<'a>,
+    pub w3: LMat<'a>,
 }
 
 /// Every size the integer state is carved for; a model passed to `forward` must match it.
@@ -36,6 +52,8 @@ pub(super) struct Shape {
     pub vocab: usize,
     pub group: usize,
     pub model_seq_len: usize,
+    /// The layer matrices' format (q8, ternary or binary), which sizes the lookup tables.
+    pub weights: Precision,
 }
 
 impl Shape {
@@ -45,6 +63,17 @@ impl Shape {
 
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_size()
+    }
+
+    /// Entries (i32) of the packed kernels' lookup table for the widest matmul input: 16 per
+    /// nibble of a packed row (a pair of ternary weights, or four binary ones).
+    pub fn lut_entries(&self) -> usize {
+        let widest = self.dim.max(self.hidden);
+        match self.weights {
+            Precision::Ternary => 2 * crate::packed::ternary_row_bytes(widest) * 16,
+            Precision::Binary => 2 * crate::packed::binary_row_bytes(widest) * 16,
+            Precision::F32 | Precision::Q8 => 0,
+        }
     }
 }
 
@@ -59,12 +88,14 @@ pub(super) fn shape<const L: usize>(m: &Model<'_, L>) -> Shape {
         vocab: c.vocab_size,
         group: m.group,
         model_seq_len: c.seq_len,
+        weights: m.precision,
     }
 }
 
-/// What the integer path needs from the model, checked: q8 weights and the RoPE table.
+/// What the integer path needs from the model, checked: q8 (or ternary/binary layers with q8
+/// embeddings) and the RoPE table.
 pub(super) fn require<'a, const L: usize>(m: &Model<'a, L>) -> Result<&'a [i32]> {
-    if m.precision != Precision::Q8 {
+    if m.precision == Precision::F32 {
         return Err(Error::Unsupported { what: "integer path on an f32 image (convert with --quant q8)" });
     }
     m.rope.ok_or(Error::Missing {
@@ -84,20 +115,28 @@ pub(super) fn bits(v: &[f32]) -> &[u32] {
 pub(super) fn qmat<'a>(m: &Matrix<'a>) -> Result<QMat<'a>> {
     match *m {
         Matrix::Q8 { q, s, cols, .. } => Ok(QMat { q, s: bits(s), cols }),
-        Matrix::F32 { .. } => Err(Error::Unsupported { what: "integer path on f32 matrices" }),
+        _ => Err(Error::Unsupported { what: "integer path on matrices that are not q8 here" }),
+    }
+}
+
+pub(super) fn lmat<'a>(m: &Matrix<'a>) -> Result<LMat<'a>> {
+    match *m {
+        Matrix::Ternary { q, s, cols, .. } => Ok(LMat::Ternary(PMat { q, s: bits(s), cols })),
+        Matrix::Binary { q, s, cols, .. } => Ok(LMat::Binary(PMat { q, s: bits(s), cols })),
+        _ => qmat(m).map(LMat::Q8),
     }
 }
 
 pub(super) fn layer<'a>(l: &Layer<'a>) -> Result<IntLayer<'a>> {
     Ok(IntLayer {
         attn_norm: bits(l.attn_norm),
-        wq: qmat(&l.wq)?,
-        wk: qmat(&l.wk)?,
-        wv: qmat(&l.wv)?,
-        wo: qmat(&l.wo)?,
+        wq: lmat(&l.wq)?,
+        wk: lmat(&l.wk)?,
+        wv: lmat(&l.wv)?,
+        wo: lmat(&l.wo)?,
         ffn_norm: bits(l.ffn_norm),
-        w1: qmat(&l.w1)?,
-        w2: qmat(&l.w2)?,
-        w3: qmat(&l.w3)?,
+        w1: lmat(&l.w1)?,
+        w2: lmat(&l.w2)?,
+        w3: lmat(&l.w3)?,
     })
 }
