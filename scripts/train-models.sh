@@ -18,28 +18,29 @@ if [[ $what == default || $what == all ]]; then
     # The built-in model (compiled into the CLI and the firmware).
     $bin train --preset default --quant q8 --steps 3000 --threads 2 -o models/default.gguf
 fi
-if [[ $what == 260k || $what == all ]]; then
-    # stories260K's shape on the same corpus, fp32.
-    $bin train --preset 260k --quant f32 --steps 1000 --threads 2 -o target/train/260k-f32.gguf
-    cp target/train/260k-f32.loss.svg docs/img/260k-f32-loss.svg
-fi
-if [[ $what == qat || $what == draft || $what == all ]]; then
-    # Equal parameter count, four weight formats, the built-in model's tokenizer. The q8 run is
-    # the draft model for speculative decoding.
-    for q in q8 f32 ternary binary; do
-        [[ $what == draft && $q != q8 ]] && continue
-        $bin train --preset tiny --quant $q --steps 1000 --threads 2 \
-            --tokenizer-from models/default.gguf -o target/train/tiny-$q.gguf
-    done
+if [[ $what == draft || $what == all ]]; then
+    # The draft model for speculative decoding: the tiny preset with the built-in model's
+    # tokenizer (a draft must share its target's vocabulary).
+    $bin train --preset tiny --quant q8 --steps 1000 --threads 2 \
+        --tokenizer-from models/default.gguf -o target/train/tiny-q8.gguf
     cp target/train/tiny-q8.gguf models/draft.gguf
 fi
 if [[ $what == qat || $what == all ]]; then
-    # The engine's perplexity on documents the trainer never saw (another corpus seed).
+    # Equal parameter count (the 260k preset, stories260K's shape), four weight formats. The
+    # f32 run is also the 260k-preset run whose loss curve docs/BENCHMARKS.md shows.
+    for q in f32 q8 ternary binary; do
+        $bin train --preset 260k --quant $q --steps 1000 --threads 2 -o target/train/260k-$q.gguf
+    done
+    cp target/train/260k-f32.loss.svg docs/img/260k-f32-loss.svg
+fi
+if [[ $what == eval || $what == qat || $what == all ]]; then
+    # The engine's perplexity on documents the trainer never saw (another corpus seed), each
+    # document after a BOS as in training.
     $bin corpus --seed 99 --docs 300 -o target/train/heldout.txt
-    for m in models/default.gguf target/train/260k-f32.gguf target/train/tiny-{f32,q8,ternary,binary}.gguf; do
+    for m in models/default.gguf models/draft.gguf target/train/260k-{f32,q8,ternary,binary}.gguf; do
         [[ -f $m ]] || continue
         printf '%s (%s bytes): ' "$m" "$(stat -c %s "$m")"
-        $bin eval -m "$m" --text target/train/heldout.txt | tr '\n' ' '
+        $bin eval -m "$m" --text target/train/heldout.txt --documents | tr '\n' ' '
         echo
     done
 fi

@@ -151,38 +151,78 @@ pub fn gen(
     Ok(())
 }
 
-pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>, int: bool) -> Result<()> {
+pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>, int: bool, documents: bool) -> Result<()> {
     let img = if int { load_int(args, quant)? } else { load(args, quant)? };
     let model = img.model()?;
     let data = std::fs::read(text).with_context(|| format!("{}: cannot read", text.display()))?;
-    let mut tokens = vec![0u32; data.len() + 3];
-    let n = tokenizer::encode(&model.vocab, &data, true, false, &mut tokens)
-        .with_context(|| text.display().to_string())?;
-    tokens.truncate(n);
-    if n < 2 {
+    let texts: Vec<Vec<u8>> = if documents {
+        let s = std::str::from_utf8(&data).with_context(|| format!("{}: not UTF-8", text.display()))?;
+        ruvllm_train::run::data::documents(s).into_iter().map(String::into_bytes).collect()
+    } else {
+        vec![data]
+    };
+    let mut seqs = Vec::with_capacity(texts.len());
+    for t in &texts {
+        seqs.push(encode_long(&model, t).with_context(|| text.display().to_string())?);
+    }
+    if seqs.iter().all(|t| t.len() < 2) {
         bail!("{}: too short to score (needs at least one token)", text.display());
     }
     let ctx = model.config.seq_len;
-    let s = if int {
+    let mut s = infer::Score::default();
+    let mut add = |r: infer::Score| {
+        s.tokens += r.tokens;
+        s.nll += r.nll;
+    };
+    if int {
         let mut arena = vec![0i32; IntState::arena_len(&model, ctx)];
-        infer::score(&model, &mut IntState::new(&model, &mut arena, ctx)?, &tokens)?
+        let mut state = IntState::new(&model, &mut arena, ctx)?;
+        for t in &seqs {
+            add(infer::score(&model, &mut state, t)?);
+        }
     } else {
         let mut arena = vec![0f32; State::arena_len(&model, ctx)];
-        infer::score(&model, &mut State::new(&model, &mut arena, ctx, Kernels::detect())?, &tokens)?
-    };
+        let mut state = State::new(&model, &mut arena, ctx, Kernels::detect())?;
+        for t in &seqs {
+            add(infer::score(&model, &mut state, t)?);
+        }
+    }
     println!("tokens: {}", s.tokens);
     println!("nll: {:.6}", s.mean_nll());
     println!("perplexity: {:.6}", s.perplexity());
     Ok(())
 }
 
+/// BOS + the engine's encoding of a long text. The engine's encoder (llama2.c's merge loop,
+/// no heap) is quadratic in the text's length: fine for prompts, hours for a megabyte. The
+/// trainer's `bpe::Encoder` gives the same tokens (property-tested against the engine) in
+/// O(n log n), so texts that are UTF-8 go through it.
+fn encode_long(model: &Model<'_>, data: &[u8]) -> Result<Vec<u32>> {
+    let v = &model.vocab;
+    if let Ok(text) = std::str::from_utf8(data) {
+        let pieces: Vec<Vec<u8>> = (0..v.len() as u32).map(|i| v.piece(i).to_vec()).collect();
+        let max_token_length = pieces.iter().map(|p| p.len()).max().unwrap_or(0) as u32;
+        let scores = (0..v.len() as u32).map(|i| v.score(i)).collect();
+        let host = ruvllm_esp32::convert::HostVocab { pieces, scores, max_token_length, bos: v.bos(), eos: v.eos() };
+        if let Ok(mut enc) = ruvllm_train::bpe::Encoder::new(&host) {
+            let mut tokens = vec![v.bos()];
+            enc.encode_into(text, &mut tokens);
+            return Ok(tokens);
+        }
+    }
+    let mut tokens = vec![0u32; data.len() + 3];
+    let n = tokenizer::encode(v, data, true, false, &mut tokens)?;
+    tokens.truncate(n);
+    Ok(tokens)
+}
+
 fn kib(b: usize) -> String {
     format!("{:.1} KiB", b as f64 / 1024.0)
 }
 
-pub fn info(path: &Path, tok: Option<&Path>, quant: Option<&str>) -> Result<()> {
+pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>) -> Result<()> {
     let q = quant.map(image::parse_quant).transpose()?;
-    let img = image::load(Some(path), tok, q)?;
+    let img = image::load(path, tok, q)?;
     let model = img.model()?;
     let c = &model.config;
     println!("model: {}", img.origin);

@@ -51,8 +51,9 @@ pub fn run(img: &Image) -> Result<()> {
     let model = img.model()?;
     let seq = model.config.seq_len;
     let mut arena = vec![0i32; IntState::arena_len(&model, seq)];
-    let engine = IntegerEngine::new(&model, &mut arena, seq)
-        .with_context(|| format!("{}: the integer engine needs a q8 image with its RoPE table", img.origin))?;
+    let engine = IntegerEngine::new(&model, &mut arena, seq).with_context(|| {
+        format!("{}: the integer engine needs a q8 image with its RoPE table", img.origin)
+    })?;
     let board = Board { name: "host", counter: Some(micros), counter_unit: "us", ram: None };
     micros();
     let io = Stdio { stdin: std::io::stdin(), stdout: std::io::stdout() };

@@ -8,7 +8,8 @@ use std::path::Path;
 
 /// The project's own model (models/default.gguf, trained by `ruvllm-esp32 train` on the
 /// generated corpus: see README), used when no `--model` is given.
-pub static BUILTIN_MODEL: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.gguf"));
+pub static BUILTIN_MODEL: &[u8] =
+    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.gguf"));
 
 /// A model image whose tensors can be read in place: a read-only mapping of the file (page
 /// aligned, no copy, pages arrive as they are touched), or an 8-byte aligned buffer for an
@@ -101,7 +102,12 @@ pub fn load_converted(model: Option<&Path>, tokenizer: Option<&Path>, quant: Qua
     load_as(model, tokenizer, Some(quant), true)
 }
 
-fn load_as(model: Option<&Path>, tokenizer: Option<&Path>, quant: Option<Quant>, reconvert: bool) -> Result<Image> {
+fn load_as(
+    model: Option<&Path>,
+    tokenizer: Option<&Path>,
+    quant: Option<Quant>,
+    reconvert: bool,
+) -> Result<Image> {
     let file = match model {
         Some(path) => Image::map(path)?,
         None => Image::builtin(),

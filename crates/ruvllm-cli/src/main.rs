@@ -109,10 +109,15 @@ enum Cmd {
         /// --quant ternary|binary)
         #[arg(long = "int")]
         int: bool,
+        /// Score each blank-line-separated document on its own after a BOS, as `train` sees
+        /// them (default: the whole file as one text)
+        #[arg(long)]
+        documents: bool,
     },
     /// Show a model's shape, sizes and where it fits on each ESP32
     Info {
-        model: PathBuf,
+        /// Default: the built-in model
+        model: Option<PathBuf>,
         #[arg(short = 'z', long)]
         tokenizer: Option<PathBuf>,
         #[arg(short = 'q', long)]
@@ -229,9 +234,11 @@ fn main() -> ExitCode {
             let sampling = commands::Sampling { temp, top_p, top_k, seed };
             commands::gen(&model, &prompt, steps, sampling, quant.as_deref(), scalar, int)
         }
-        Cmd::Eval { model, text, quant, int } => commands::eval(&model, &text, quant.as_deref(), int),
+        Cmd::Eval { model, text, quant, int, documents } => {
+            commands::eval(&model, &text, quant.as_deref(), int, documents)
+        }
         Cmd::Info { model, tokenizer, quant } => {
-            commands::info(&model, tokenizer.as_deref(), quant.as_deref())
+            commands::info(model.as_deref(), tokenizer.as_deref(), quant.as_deref())
         }
         Cmd::Bench { model, chip: Some(chip), engine, quant, .. } => {
             board::bench(&model, &chip, &engine, &quant)

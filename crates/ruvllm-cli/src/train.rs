@@ -46,7 +46,10 @@ fn corpus(text: Option<&Path>) -> Result<String> {
                 ruvllm_train::corpus::DEFAULT_DOCS,
                 ruvllm_train::corpus::DEFAULT_SEED
             );
-            Ok(ruvllm_train::corpus::generate(ruvllm_train::corpus::DEFAULT_SEED, ruvllm_train::corpus::DEFAULT_DOCS))
+            Ok(ruvllm_train::corpus::generate(
+                ruvllm_train::corpus::DEFAULT_SEED,
+                ruvllm_train::corpus::DEFAULT_DOCS,
+            ))
         }
     }
 }
@@ -66,7 +69,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
     opts.checkpoint = Some(ckpt.clone());
     if let Some(from) = &a.tokenizer_from {
         let img = crate::image::load(Some(from), None, None)?;
-        let host = ruvllm_esp32::convert::load_gguf(img.bytes()).with_context(|| from.display().to_string())?;
+        let host =
+            ruvllm_esp32::convert::load_gguf(img.bytes()).with_context(|| from.display().to_string())?;
         opts.vocab = host.vocab;
     }
     let resume = match &a.resume {

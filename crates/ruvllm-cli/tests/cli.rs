@@ -310,7 +310,8 @@ fn train_refuses_bad_corpora_and_mismatched_checkpoints_in_one_line() {
     let corpus = scratch("corpus.txt");
     let out = run(&["corpus", "-o", s(&corpus), "--docs", "1500"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let args = ["train", "--text", s(&corpus), "--preset", "tiny", "--steps", "2", "--eval-every", "1", "-o", o];
+    let args =
+        ["train", "--text", s(&corpus), "--preset", "tiny", "--steps", "2", "--eval-every", "1", "-o", o];
     let out = run(&args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out_model.with_extension("loss.svg").exists());

@@ -100,7 +100,8 @@ pub(crate) fn write_atomic_with(
     write: impl FnOnce(&mut fs::File, &[u8]) -> std::io::Result<()>,
 ) -> Result<(), TrainError> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| TrainError::io(path, std::io::ErrorKind::InvalidInput.into()))?;
+    let name =
+        path.file_name().ok_or_else(|| TrainError::io(path, std::io::ErrorKind::InvalidInput.into()))?;
     let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;

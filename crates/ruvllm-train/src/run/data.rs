@@ -13,7 +13,8 @@ pub const VAL_EVERY: usize = 20;
 /// corpus has no blank lines. Whitespace inside a document is normalized to single spaces.
 pub fn documents(text: &str) -> Vec<String> {
     let norm = text.replace("\r\n", "\n");
-    let paragraphs: Vec<&str> = if norm.contains("\n\n") { norm.split("\n\n").collect() } else { norm.lines().collect() };
+    let paragraphs: Vec<&str> =
+        if norm.contains("\n\n") { norm.split("\n\n").collect() } else { norm.lines().collect() };
     paragraphs
         .iter()
         .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))

@@ -16,9 +16,9 @@ use ruvllm_esp32::model::Config;
 use ruvllm_esp32::quant::WeightFormat;
 
 use crate::model::{grad_norm, AdamW, Params, Trainer};
+use crate::rng::Rng;
 pub use checkpoint::{Checkpoint, LossPoint, Shape};
 pub use data::Dataset;
-use crate::rng::Rng;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -123,7 +123,11 @@ pub const PRESETS: [Preset; 4] = [
 ];
 
 pub fn preset(name: &str) -> Result<Preset, TrainError> {
-    PRESETS.iter().find(|p| p.name == name).copied().ok_or_else(|| TrainError::UnknownPreset(name.to_string()))
+    PRESETS
+        .iter()
+        .find(|p| p.name == name)
+        .copied()
+        .ok_or_else(|| TrainError::UnknownPreset(name.to_string()))
 }
 
 impl Preset {
@@ -254,7 +258,8 @@ pub fn train(
         (None, None) => {
             let docs = data::documents(text);
             let docs: Vec<&str> = docs.iter().map(|d| d.as_str()).collect();
-            crate::bpe::train_documents(&docs, p.vocab_size).map_err(|e| TrainError::Tokenizer(e.to_string()))?
+            crate::bpe::train_documents(&docs, p.vocab_size)
+                .map_err(|e| TrainError::Tokenizer(e.to_string()))?
         }
     };
     let n_vocab = vocab.pieces.len();
@@ -398,13 +403,23 @@ fn vocab_from_checkpoint(ck: &Checkpoint) -> HostVocab {
     HostVocab { pieces: ck.pieces.clone(), scores: ck.scores.clone(), max_token_length, bos: 1, eos: 2 }
 }
 
-fn check_resume(path: &Path, ck: &Checkpoint, opts: &TrainOptions, n_vocab: usize, crc: u32) -> Result<(), TrainError> {
+fn check_resume(
+    path: &Path,
+    ck: &Checkpoint,
+    opts: &TrainOptions,
+    n_vocab: usize,
+    crc: u32,
+) -> Result<(), TrainError> {
     let mismatch = |what, checkpoint: String, requested: String| {
         Err(TrainError::ResumeMismatch { path: path.to_path_buf(), what, checkpoint, requested })
     };
     let want = opts.preset.shape(n_vocab);
     if ck.shape != want {
-        return mismatch("model shape", format!("{:?}", ck.shape), format!("{want:?} (preset {})", opts.preset.name));
+        return mismatch(
+            "model shape",
+            format!("{:?}", ck.shape),
+            format!("{want:?} (preset {})", opts.preset.name),
+        );
     }
     if ck.format != opts.format.name() {
         return mismatch("weight format", ck.format.clone(), opts.format.name().to_string());

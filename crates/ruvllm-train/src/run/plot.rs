@@ -52,7 +52,12 @@ fn draw<DB: DrawingBackend>(
     Ok(())
 }
 
-pub fn write_loss_svg(path: &Path, history: &[LossPoint], unigram: f64, title: &str) -> Result<(), TrainError> {
+pub fn write_loss_svg(
+    path: &Path,
+    history: &[LossPoint],
+    unigram: f64,
+    title: &str,
+) -> Result<(), TrainError> {
     let svg = loss_svg(history, unigram, title)?;
     super::checkpoint::write_atomic(path, svg.as_bytes())
 }

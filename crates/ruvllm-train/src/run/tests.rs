@@ -79,7 +79,8 @@ fn mismatched_or_corrupt_checkpoints_are_refused() {
     assert!(matches!(e, TrainError::ResumeMismatch { what: "model shape", .. }), "{e}");
     assert!(e.to_string().contains("run.ckpt"), "{e}");
 
-    let e = train(&corpus::generate(8, 300), &options(10, &d), Some((&path, ck())), &mut Quiet).err().unwrap();
+    let e =
+        train(&corpus::generate(8, 300), &options(10, &d), Some((&path, ck())), &mut Quiet).err().unwrap();
     assert!(matches!(e, TrainError::ResumeMismatch { what: "corpus (CRC-32)", .. }), "{e}");
 
     let mut bytes = std::fs::read(&path).unwrap();
