@@ -203,7 +203,8 @@ fn encode_long(model: &Model<'_>, data: &[u8]) -> Result<Vec<u32>> {
         let pieces: Vec<Vec<u8>> = (0..v.len() as u32).map(|i| v.piece(i).to_vec()).collect();
         let max_token_length = pieces.iter().map(|p| p.len()).max().unwrap_or(0) as u32;
         let scores = (0..v.len() as u32).map(|i| v.score(i)).collect();
-        let host = ruvllm_esp32::convert::HostVocab { pieces, scores, max_token_length, bos: v.bos(), eos: v.eos() };
+        let host =
+            ruvllm_esp32::convert::HostVocab { pieces, scores, max_token_length, bos: v.bos(), eos: v.eos() };
         if let Ok(mut enc) = ruvllm_train::bpe::Encoder::new(&host) {
             let mut tokens = vec![v.bos()];
             enc.encode_into(text, &mut tokens);

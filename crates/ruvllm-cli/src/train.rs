@@ -57,8 +57,9 @@ fn corpus(text: Option<&Path>) -> Result<String> {
 pub fn train(a: TrainArgs) -> Result<()> {
     let format = parse_format(&a.quant)?;
     let quant = crate::image::quant_of(format);
+    let preset = run::preset(&a.preset)?;
     let text = corpus(a.text.as_deref())?;
-    let mut opts = TrainOptions::new(run::preset(&a.preset)?, a.steps, format);
+    let mut opts = TrainOptions::new(preset, a.steps, format);
     opts.seed = a.seed;
     if let Some(t) = a.threads {
         opts.threads = t.max(1);
