@@ -6,6 +6,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ruvllm_esp32::quant::WeightFormat;
 use ruvllm_train::run::{self, Checkpoint, LossPoint, Progress, TrainOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// `train` arguments.
 pub struct TrainArgs {
@@ -78,7 +80,12 @@ pub fn train(a: TrainArgs) -> Result<()> {
         Some(p) => Some((p.as_path(), Checkpoint::load(p)?)),
         None => None,
     };
-    let mut bar = Bar::new();
+    // Ctrl-C ends the run after the current step and its checkpoint: nothing is lost.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
+    let mut bar = Bar::new(stop);
     let out = run::train(&text, &opts, resume, &mut bar)?;
 
     let gguf = out.model.to_gguf(quant).context("exporting the trained model")?;
@@ -108,11 +115,12 @@ pub fn train(a: TrainArgs) -> Result<()> {
 struct Bar {
     bar: ProgressBar,
     last_val: Option<f32>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Bar {
-    fn new() -> Bar {
-        Bar { bar: ProgressBar::hidden(), last_val: None }
+    fn new(stop: Arc<AtomicBool>) -> Bar {
+        Bar { bar: ProgressBar::hidden(), last_val: None, stop }
     }
 }
 
@@ -131,7 +139,7 @@ impl Progress for Bar {
         self.bar.set_position(step);
         let val = self.last_val.map_or(String::new(), |v| format!(" val {v:.3}"));
         self.bar.set_message(format!("loss {loss:.3}{val} {tokens_per_s:.0} tok/s"));
-        true
+        !self.stop.load(Ordering::SeqCst)
     }
 
     fn eval(&mut self, p: &LossPoint) {

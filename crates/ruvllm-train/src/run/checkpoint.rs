@@ -51,6 +51,9 @@ pub struct Checkpoint {
     pub scores: Vec<f32>,
     pub history: Vec<LossPoint>,
     pub tokens_seen: u64,
+    /// Training losses summed since the last validation, and how many: the next history
+    /// point's mean, so a resume mid-interval reports what the uninterrupted run would.
+    pub pending_loss: (f64, u64),
 }
 
 impl Checkpoint {

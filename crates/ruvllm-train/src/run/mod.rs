@@ -42,8 +42,8 @@ pub enum TrainError {
     Plot(String),
     #[error("{0}")]
     Model(String),
-    #[error("interrupted after step {step}")]
-    Interrupted { step: u64 },
+    #[error("interrupted after step {step}{}", checkpoint.as_ref().map_or(String::new(), |p| format!("; continue with --resume {}", p.display())))]
+    Interrupted { step: u64, checkpoint: Option<PathBuf> },
 }
 
 impl TrainError {
@@ -199,8 +199,8 @@ impl TrainOptions {
 /// Hooks for a progress display.
 pub trait Progress {
     fn begin(&mut self, _total_steps: u64, _done: u64, _info: &str) {}
-    /// After each step; returning false stops the run there (as a kill would: the last
-    /// checkpoint written is what a resume starts from).
+    /// After each step; returning false stops the run there (Ctrl-C) after a checkpoint of
+    /// that step, so a resume loses nothing.
     fn step(&mut self, _step: u64, _loss: f32, _tokens_per_s: f64) -> bool {
         true
     }
@@ -280,12 +280,14 @@ pub fn train(
         });
     }
     let config = p.config(n_vocab);
+    let (mut loss_sum, mut loss_n) = (0.0f64, 0u64);
     let (mut params, mut adam, mut step, mut history, mut tokens_seen) = match resume {
         Some((_, ck)) => {
             let mut params = Params::init(&config, opts.seed);
             params.data = ck.params;
             let mut adam = AdamW::new(params.len(), WEIGHT_DECAY);
             (adam.m, adam.v, adam.t) = (ck.adam_m, ck.adam_v, ck.adam_t);
+            (loss_sum, loss_n) = ck.pending_loss;
             (params, adam, ck.step, ck.history, ck.tokens_seen)
         }
         None => {
@@ -312,7 +314,6 @@ pub fn train(
     );
     let started = Instant::now();
     let start_step = step;
-    let (mut loss_sum, mut loss_n) = (0.0f64, 0u64);
     while step < opts.steps {
         let lr = learning_rate(p.lr, step, opts.steps);
         let batch = ds.train_batch(p.batch, p.seq_len, &mut Rng::for_step(opts.seed, step));
@@ -331,10 +332,8 @@ pub fn train(
         loss_sum += loss as f64;
         loss_n += 1;
         let secs = started.elapsed().as_secs_f64().max(1e-9);
-        if !progress.step(step, loss, ((step - start_step) * (p.batch * p.seq_len) as u64) as f64 / secs) {
-            return Err(TrainError::Interrupted { step });
-        }
-
+        let stop =
+            !progress.step(step, loss, ((step - start_step) * (p.batch * p.seq_len) as u64) as f64 / secs);
         let last = step == opts.steps;
         if step % opts.eval_every == 0 || last {
             let point = LossPoint {
@@ -347,7 +346,7 @@ pub fn train(
             history.push(point);
         }
         if let Some(path) = &opts.checkpoint {
-            if step % opts.checkpoint_every == 0 || last {
+            if step % opts.checkpoint_every == 0 || last || stop {
                 let ck = Checkpoint {
                     shape: p.shape(n_vocab),
                     format: opts.format.name().to_string(),
@@ -363,9 +362,14 @@ pub fn train(
                     scores: vocab.scores.clone(),
                     history: history.clone(),
                     tokens_seen,
+                    pending_loss: (loss_sum, loss_n),
                 };
                 ck.save(path)?;
             }
+        }
+        if stop {
+            progress.end();
+            return Err(TrainError::Interrupted { step, checkpoint: opts.checkpoint.clone() });
         }
     }
     progress.end();

@@ -41,18 +41,19 @@ fn a_resumed_run_ends_exactly_where_an_uninterrupted_one_does() {
     let (d1, d2) = (tempdir("straight"), tempdir("resumed"));
     let text = text();
     let straight = train(&text, &options(20, &d1), None, &mut Quiet).unwrap();
-    // The same run killed after step 13 (its last checkpoint is step 10), then resumed.
-    struct KillAt(u64);
-    impl Progress for KillAt {
+    // The same run interrupted after step 13 (it checkpoints that step), then resumed.
+    struct StopAt(u64);
+    impl Progress for StopAt {
         fn step(&mut self, step: u64, _: f32, _: f64) -> bool {
             step < self.0
         }
     }
-    let e = train(&text, &options(20, &d2), None, &mut KillAt(13)).err().unwrap();
-    assert!(matches!(e, TrainError::Interrupted { step: 13 }), "{e}");
+    let e = train(&text, &options(20, &d2), None, &mut StopAt(13)).err().unwrap();
+    assert!(matches!(e, TrainError::Interrupted { step: 13, .. }), "{e}");
+    assert!(e.to_string().contains("--resume"), "{e}");
     let path = d2.join("run.ckpt");
     let ck = Checkpoint::load(&path).unwrap();
-    assert_eq!(ck.step, 10);
+    assert_eq!(ck.step, 13);
     let resumed = train(&text, &options(20, &d2), Some((&path, ck)), &mut Quiet).unwrap();
     assert_eq!(straight.model, resumed.model, "parameters differ after resume");
     assert_eq!(straight.history, resumed.history);
