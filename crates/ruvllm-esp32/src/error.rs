@@ -24,6 +24,8 @@ pub enum Error {
     BufferTooSmall { need: usize, have: usize },
     /// A position or token count exceeds the context length the state was built for.
     ContextFull { need: usize, capacity: usize },
+    /// A fixed-capacity container (a vector index) has no free slot left.
+    Full { capacity: usize },
 }
 
 impl fmt::Display for Error {
@@ -45,6 +47,7 @@ impl fmt::Display for Error {
             Error::ContextFull { need, capacity } => {
                 write!(f, "context full: need {need} positions, capacity is {capacity}")
             }
+            Error::Full { capacity } => write!(f, "full: all {capacity} slots are in use"),
         }
     }
 }

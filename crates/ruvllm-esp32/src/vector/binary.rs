@@ -1,0 +1,99 @@
+//! 1-bit sign vectors: `N` bytes hold `8 * N` dimensions, bit `i % 8` of byte `i / 8` set when
+//! dimension `i` is positive. Hamming distance is a popcount; a float query can also be scored
+//! against the packed signs directly (asymmetric), which ranks better than binarizing it too.
+
+/// A packed sign vector of `8 * N` dimensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(transparent)]
+pub struct BinaryVector<const N: usize> {
+    pub bits: [u8; N],
+}
+
+impl<const N: usize> Default for BinaryVector<N> {
+    fn default() -> Self {
+        BinaryVector { bits: [0; N] }
+    }
+}
+
+impl<const N: usize> BinaryVector<N> {
+    /// Number of dimensions this vector holds.
+    pub const DIMS: usize = 8 * N;
+
+    /// Packs the signs of `v` (`> 0.0` is a one bit; NaN and zero are zero bits). Values past
+    /// `8 * N` are ignored and a shorter `v` leaves the remaining bits zero, so this cannot fail.
+    pub fn from_f32(v: &[f32]) -> Self {
+        let mut bits = [0u8; N];
+        for (i, &x) in v.iter().take(8 * N).enumerate() {
+            if x > 0.0 {
+                bits[i / 8] |= 1 << (i % 8);
+            }
+        }
+        BinaryVector { bits }
+    }
+
+    /// Whether dimension `i` is positive (false past the end).
+    pub fn bit(&self, i: usize) -> bool {
+        self.bits.get(i / 8).is_some_and(|b| b >> (i % 8) & 1 == 1)
+    }
+
+    /// Number of differing bits.
+    pub fn hamming_distance(&self, other: &Self) -> u32 {
+        hamming_distance(&self.bits, &other.bits)
+    }
+
+    /// Asymmetric dot product: `sum q[i] * (+1 or -1)` for the stored signs.
+    pub fn dot_f32(&self, q: &[f32]) -> f32 {
+        q.iter().take(8 * N).enumerate().map(|(i, &x)| if self.bit(i) { x } else { -x }).sum()
+    }
+
+    /// Asymmetric distance: the sum of `|q[i]|` over the dimensions whose sign disagrees. It
+    /// equals the Hamming distance for a query of +-1 values and is `(sum |q| - dot_f32(q)) / 2`,
+    /// so it ranks like the asymmetric dot product.
+    pub fn distance_f32(&self, q: &[f32]) -> f32 {
+        q.iter()
+            .take(8 * N)
+            .enumerate()
+            .filter(|&(i, &x)| (x > 0.0) != self.bit(i))
+            .map(|(_, &x)| libm::fabsf(x))
+            .sum()
+    }
+}
+
+/// Hamming distance between two packed byte strings (the shorter length is compared), eight
+/// bytes at a time.
+pub fn hamming_distance(a: &[u8], b: &[u8]) -> u32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut total = 0u32;
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        let mut xa = [0u8; 8];
+        let mut ya = [0u8; 8];
+        xa.copy_from_slice(x);
+        ya.copy_from_slice(y);
+        total += (u64::from_le_bytes(xa) ^ u64::from_le_bytes(ya)).count_ones();
+    }
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        total += (x ^ y).count_ones();
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packing_and_distances() {
+        let a = BinaryVector::<2>::from_f32(&[1.0, -1.0, 0.5, 0.0, -2.0, 3.0, 1.0, 1.0, 1.0]);
+        assert_eq!(a.bits, [0b1110_0101, 0b0000_0001]);
+        let b = BinaryVector::<2>::from_f32(&[-1.0; 16]);
+        assert_eq!(a.hamming_distance(&b), 6);
+        let q = [1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0];
+        assert_eq!(a.distance_f32(&q), 1.0); // only dim 3 (0.0 packs as negative) differs
+        let abs: f32 = q.iter().map(|x| x.abs()).sum();
+        assert_eq!(a.distance_f32(&q), (abs - a.dot_f32(&q)) / 2.0);
+        assert_eq!(hamming_distance(&[0xff; 11], &[0; 11]), 88);
+    }
+}
