@@ -73,12 +73,12 @@ fn boxed<T>() -> Box<MaybeUninit<T>> {
 
 const CFG: HNSWConfig = HNSWConfig {
     m: 16,
-    ef_construction: 100,
-    ef_search: 64,
+    ef_construction: 40,
+    ef_search: 32,
     metric: ruvllm_esp32::vector::Metric::Euclidean,
     seed: 0x5eed,
 };
-// M0 = 32 links at level 0, m = 16 above, ef_construction 100, ef_search 64.
+// M0 = 32 links at level 0, m = 16 above, ef_construction 40, ef_search 32.
 type IdxF32 = MicroHNSW<DIM, BASE, F32, 32, 2048>;
 type IdxI8 = MicroHNSW<DIM, BASE, I8, 32, 2048>;
 
@@ -96,7 +96,7 @@ fn mnist_f32_i8_recall_and_delete() {
     }
     let r8 = recall(q8, &ids, queries, &truth);
     println!(
-        "MNIST i8  HNSW (M0 32, m 16, efc 100, efs 64): recall@10 {r8:.4}  ({} bytes, {} per vector)",
+        "MNIST i8  HNSW (M0 32, m 16, efc 40, efs 32): recall@10 {r8:.4}  ({} bytes, {} per vector)",
         std::mem::size_of::<IdxI8>(),
         std::mem::size_of::<IdxI8>() / BASE
     );
@@ -112,7 +112,7 @@ fn mnist_f32_i8_recall_and_delete() {
     let t = std::time::Instant::now();
     let rf = recall(idx, &ids, queries, &truth);
     println!(
-        "MNIST f32 HNSW (M0 32, m 16, efc 100, efs 64): recall@10 {rf:.4}  ({} bytes, {} per vector; build {build:.1?}, 1000 queries {:.1?})",
+        "MNIST f32 HNSW (M0 32, m 16, efc 40, efs 32): recall@10 {rf:.4}  ({} bytes, {} per vector; build {build:.1?}, 1000 queries {:.1?})",
         std::mem::size_of::<IdxF32>(),
         std::mem::size_of::<IdxF32>() / BASE,
         t.elapsed()
