@@ -294,8 +294,8 @@ pub struct MicroHNSW<
     const UP: usize = 1024,
 > {
     cfg: HNSWConfig,
-    /// Slots ever used: ids `0..len`.
-    len: usize,
+    /// Slots ever used: ids `0..used`.
+    used: usize,
     live: usize,
     entry: u16,
     top: u8,
@@ -379,7 +379,7 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
     }
     /// Whether `id` names a vector in the index.
     pub fn contains(&self, id: u16) -> bool {
-        (id as usize) < self.len && self.level[id as usize] & DELETED == 0
+        (id as usize) < self.used && self.level[id as usize] & DELETED == 0
     }
     /// The stored (encoded) vector of `id`.
     pub fn get(&self, id: u16) -> Option<&S::Elem> {
@@ -465,7 +465,7 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
                     break;
                 }
                 let ni = n as usize;
-                if ni >= self.len || self.visited[ni] == epoch || self.level[ni] & DELETED != 0 {
+                if ni >= self.used || self.visited[ni] == epoch || self.level[ni] & DELETED != 0 {
                     continue;
                 }
                 self.visited[ni] = epoch;
@@ -493,7 +493,7 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
                     if n == NONE {
                         break;
                     }
-                    if n as usize >= self.len || self.level[n as usize] & DELETED != 0 {
+                    if n as usize >= self.used || self.level[n as usize] & DELETED != 0 {
                         continue;
                     }
                     let d = S::query_distance(metric, q, &self.elems[n as usize]);
@@ -566,19 +566,19 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
     pub fn insert(&mut self, v: &[f32]) -> Result<u16> {
         finite(v, DIM)?;
         let mu = self.cfg.m;
-        let (id, cap_level) = if self.len < CAP {
-            (self.len, ((UP - self.pool_len) / mu).min(MAX_LEVEL))
+        let (id, cap_level) = if self.used < CAP {
+            (self.used, ((UP - self.pool_len) / mu).min(MAX_LEVEL))
         } else {
-            match (0..self.len).find(|&i| self.level[i] & DELETED != 0) {
+            match (0..self.used).find(|&i| self.level[i] & DELETED != 0) {
                 Some(i) => (i, self.node_level(i)),
                 None => return Err(Error::Full { capacity: CAP }),
             }
         };
         let lvl = self.next_level().min(cap_level);
-        if id == self.len {
+        if id == self.used {
             self.upper_off[id] = self.pool_len as u16;
             self.pool_len += lvl * mu;
-            self.len += 1;
+            self.used += 1;
         }
         self.place(id, v, lvl);
         Ok(id as u16)
@@ -657,7 +657,7 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
             let mut xl = [NONE; M0];
             let src = self.links(x, l);
             xl[..src.len()].copy_from_slice(src);
-            for n in 0..self.len {
+            for n in 0..self.used {
                 if self.level[n] & DELETED != 0 || self.node_level(n) < l {
                     continue;
                 }
@@ -668,7 +668,7 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
                 let mut k = 0;
                 for &c in self.links(n, l).iter().chain(xl.iter()) {
                     let ci = c as usize;
-                    if c != NONE && ci < self.len && self.level[ci] & DELETED == 0 && k < EF_MAX {
+                    if c != NONE && ci < self.used && self.level[ci] & DELETED == 0 && k < EF_MAX {
                         cands[k] = c;
                         k += 1;
                     }
@@ -680,7 +680,7 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
         if self.entry == id {
             self.entry = NONE;
             self.top = 0;
-            for n in 0..self.len {
+            for n in 0..self.used {
                 if self.level[n] & DELETED == 0
                     && (self.entry == NONE || self.node_level(n) > self.top as usize)
                 {
@@ -732,7 +732,7 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
         finite(q, DIM)?;
         let mut w = Sorted::new();
         let k = out.len().min(EF_MAX);
-        for i in 0..self.len {
+        for i in 0..self.used {
             if self.level[i] & DELETED == 0 {
                 w.push(S::query_distance(self.cfg.metric, q, &self.elems[i]), i as u16, k);
             }
@@ -745,7 +745,7 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
 
     /// Bytes [`Self::to_bytes`] writes for the current contents.
     pub fn serialized_size(&self) -> usize {
-        HEADER + self.len * (S::ELEM_BYTES + 1 + 2 * M0 + 2) + 2 * self.pool_len + 4
+        HEADER + self.used * (S::ELEM_BYTES + 1 + 2 * M0 + 2) + 2 * self.pool_len + 4
     }
 
     /// Serializes into `out`: header (magic `RVHN`, version, storage kind, DIM, CAP, M0, UP,
@@ -769,22 +769,22 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
         w.u16(self.entry);
         w.u64(self.cfg.seed);
         w.u64(self.rng);
-        w.u32(self.len as u32);
+        w.u32(self.used as u32);
         w.u32(self.live as u32);
         w.u32(self.pool_len as u32);
         w.u32(0);
         debug_assert_eq!(w.pos, HEADER);
-        for e in &self.elems[..self.len] {
+        for e in &self.elems[..self.used] {
             S::write(e, &mut w.buf[w.pos..w.pos + S::ELEM_BYTES]);
             w.pos += S::ELEM_BYTES;
         }
-        w.bytes(&self.level[..self.len]);
-        for l in &self.links0[..self.len] {
+        w.bytes(&self.level[..self.used]);
+        for l in &self.links0[..self.used] {
             for &x in l {
                 w.u16(x);
             }
         }
-        for &x in &self.upper_off[..self.len] {
+        for &x in &self.upper_off[..self.used] {
             w.u16(x);
         }
         for &x in &self.pool[..self.pool_len] {
@@ -820,7 +820,7 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
     /// Back to an empty index with the default config after a failed read.
     fn reset(&mut self) {
         self.cfg = HNSWConfig { m: HNSWConfig::default().m.min(M0), ..HNSWConfig::default() };
-        self.len = 0;
+        self.used = 0;
         self.live = 0;
         self.pool_len = 0;
         self.entry = NONE;
@@ -902,7 +902,7 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
         for i in 0..pool_len {
             self.pool[i] = r.u16();
         }
-        self.len = len;
+        self.used = len;
         self.pool_len = pool_len;
         // structure: levels and pool ranges first (links() depends on them), then links
         let mut count = 0;
