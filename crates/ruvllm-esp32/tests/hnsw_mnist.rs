@@ -178,7 +178,7 @@ fn mnist_binary_in_20kb() {
     let pb: Vec<Vec<f32>> = base.iter().map(|v| project(v)).collect();
     let pq: Vec<Vec<f32>> = queries.iter().map(|v| project(v)).collect();
 
-    let cfg = HNSWConfig { m: 2, ef_construction: 64, ef_search: 64, ..HNSWConfig::default() };
+    let cfg = HNSWConfig { m: 2, ef_construction: 128, ef_search: 128, ..HNSWConfig::default() };
     let mut slot = boxed::<IdxBin>();
     let idx = IdxBin::new_in(&mut slot, cfg);
     for v in &pb {
@@ -199,9 +199,9 @@ fn mnist_binary_in_20kb() {
     let truth_float = ground_truth(base, &[true; 1000], queries, K);
     let r_float = recall(idx, &ids, &pq, &truth_float);
     println!(
-        "MNIST binary HNSW, 1000 x 64 bits in {size} bytes ({:.1} per vector; M0 4, m 2, efs 64): \
+        "MNIST binary HNSW, 1000 x 64 bits in {size} bytes ({:.1} per vector; M0 4, m 2, efc 128, efs 128): \
          recall@10 {r_codes:.4} vs exact search on the codes, {r_float:.4} vs exact float L2 in 784-d",
         size as f64 / 1000.0
     );
-    assert!(r_codes >= 0.8, "binary recall vs exact code search {r_codes}");
+    assert!(r_codes >= 0.85, "binary recall vs exact code search {r_codes}");
 }
