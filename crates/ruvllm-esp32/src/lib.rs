@@ -20,5 +20,6 @@ pub mod packed;
 pub mod quant;
 pub mod sample;
 pub mod tokenizer;
+pub mod vector;
 
 pub use error::{Error, Result};
