@@ -542,3 +542,151 @@ impl ProductQuantizer<alloc::vec::Vec<f32>> {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const CFG: PQConfig = PQConfig { dim: 8, num_subspaces: 4, num_centroids: 4 };
+
+    /// Two well-separated clusters per subspace, fixed by the index.
+    fn data(n: usize) -> [f32; 8 * 64] {
+        let mut d = [0.0; 8 * 64];
+        for i in 0..n {
+            for j in 0..8 {
+                d[i * 8 + j] = if (i + j) % 2 == 0 { 10.0 } else { -10.0 } + (i % 5) as f32 * 0.01;
+            }
+        }
+        d
+    }
+
+    fn trained() -> ProductQuantizer<[f32; 32]> {
+        let mut pq = ProductQuantizer::with_storage(CFG, [0.0; 32]).unwrap();
+        let d = data(64);
+        let mut scratch = [0.0; 64 + 4 * 3];
+        pq.train_with_scratch(&d, 64, 10, 7, &mut scratch).unwrap();
+        pq
+    }
+
+    #[test]
+    fn config_is_validated() {
+        let bad = |dim, num_subspaces, num_centroids| {
+            ProductQuantizer::with_storage(PQConfig { dim, num_subspaces, num_centroids }, [0.0; 4096]).is_err()
+        };
+        assert!(bad(10, 3, 4)); // not divisible
+        assert!(bad(8, 4, 257)); // codes would not fit u8
+        assert!(bad(0, 1, 1));
+        assert!(bad(8, 0, 4));
+        assert!(bad(8, 4, 0));
+        assert!(bad(512, 512, 2)); // more subspaces than a Code holds
+        assert_eq!(
+            ProductQuantizer::with_storage(CFG, [0.0; 31]).unwrap_err(),
+            Error::BufferTooSmall { need: 128, have: 124 }
+        );
+        assert_eq!(CFG.compression_ratio(), 8.0);
+    }
+
+    #[test]
+    fn untrained_and_bad_vectors_are_refused() {
+        let pq = ProductQuantizer::with_storage(CFG, [0.0; 32]).unwrap();
+        assert!(matches!(pq.encode(&[0.0; 8]), Err(Error::Missing { .. })));
+        let pq = trained();
+        assert!(matches!(pq.encode(&[0.0; 7]), Err(Error::Invalid { .. })));
+        let mut v = [0.0; 8];
+        v[3] = f32::NAN;
+        assert!(matches!(pq.encode(&v), Err(Error::Invalid { .. })));
+        v[3] = f32::INFINITY;
+        assert!(matches!(pq.encode(&v), Err(Error::Invalid { .. })));
+        let mut out = [0.0; 8];
+        assert!(pq.decode(&[0, 1, 2, 4], &mut out).is_err()); // centroid 4 of 4
+        assert!(pq.decode(&[0, 1, 2], &mut out).is_err());
+        let mut pq2 = ProductQuantizer::with_storage(CFG, [0.0; 32]).unwrap();
+        let mut scratch = [0.0; 64 + 12];
+        assert!(pq2.train_with_scratch(&data(64)[..8 * 3], 3, 5, 1, &mut scratch).is_err()); // n < k
+        assert!(pq2.train_with_scratch(&data(64), 64, 5, 1, &mut scratch[..10]).is_err());
+        let mut d = data(64);
+        d[5] = f32::NAN;
+        assert!(pq2.train_with_scratch(&d, 64, 5, 1, &mut scratch).is_err());
+        assert!(!pq2.is_trained());
+    }
+
+    #[test]
+    fn encode_decode_search_and_rerank() {
+        let pq = trained();
+        let d = data(64);
+        let mut codes = [0u8; 64 * 4];
+        for i in 0..64 {
+            let c = pq.encode(&d[i * 8..i * 8 + 8]).unwrap();
+            codes[i * 4..i * 4 + 4].copy_from_slice(&c);
+            let mut back = [0.0; 8];
+            pq.decode(&c, &mut back).unwrap();
+            // Clusters are 20 apart and 0.04 wide: the reconstruction is within the cluster.
+            assert!(sq_l2(&back, &d[i * 8..i * 8 + 8]) < 0.1, "vector {i}");
+        }
+        let q = &d[3 * 8..4 * 8];
+        let mut table = [0.0; 16];
+        pq.distance_table(q, &mut table).unwrap();
+        let mut top = [(0u32, 0.0f32); 5];
+        assert_eq!(pq.search_adc(&table, &codes, &mut top).unwrap(), 5);
+        assert!(top.windows(2).all(|w| w[0].1 <= w[1].1));
+        rerank_exact(q, &d[..64 * 8], &mut top).unwrap();
+        assert_eq!(top[0], (3, 0.0));
+        assert!(rerank_exact(q, &d[..64 * 8], &mut [(64, 0.0)]).is_err());
+        // Same seed, same codebook.
+        assert_eq!(trained().codebook(), pq.codebook());
+    }
+
+    #[test]
+    fn bytes_round_trip_and_corruption() {
+        let pq = trained();
+        let mut buf = [0u8; 24 + 128 + 4];
+        assert_eq!(pq.write_bytes(&mut buf).unwrap(), buf.len());
+        let back = ProductQuantizer::read_bytes(&buf, [0.0; 32]).unwrap();
+        assert!(back.is_trained());
+        assert_eq!(back.codebook(), pq.codebook());
+        let mut bad = buf;
+        bad[0] = b'X';
+        assert!(matches!(ProductQuantizer::read_bytes(&bad, [0.0; 32]), Err(Error::BadMagic { .. })));
+        let mut bad = buf;
+        bad[30] ^= 1;
+        assert!(matches!(ProductQuantizer::read_bytes(&bad, [0.0; 32]), Err(Error::Checksum { .. })));
+        assert!(matches!(
+            ProductQuantizer::read_bytes(&buf[..100], [0.0; 32]),
+            Err(Error::Truncated { .. })
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Any mutation of a valid image is either refused with a typed error or reads back
+        /// something that is still internally consistent; never a panic.
+        #[test]
+        fn corrupt_bytes_never_panic(
+            flips in proptest::collection::vec((0usize..156, any::<u8>()), 0..6),
+            cut in 0usize..=156,
+        ) {
+            let pq = trained();
+            let mut buf = [0u8; 156];
+            pq.write_bytes(&mut buf).unwrap();
+            for (at, x) in flips {
+                buf[at] ^= x;
+            }
+            if let Ok(back) = ProductQuantizer::read_bytes(&buf[..cut], [0.0f32; 4096]) {
+                let v = [1.0; 8];
+                if back.is_trained() && back.config().dim == 8 {
+                    prop_assert!(back.encode(&v).is_ok());
+                }
+            }
+        }
+
+        #[test]
+        fn random_headers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut b = bytes;
+            if b.len() >= 4 {
+                b[..4].copy_from_slice(MAGIC);
+            }
+            let _ = ProductQuantizer::read_bytes(&b, [0.0f32; 64]);
+        }
+    }
+}
