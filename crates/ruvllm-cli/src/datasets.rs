@@ -362,3 +362,6 @@ pub fn recall_at_k(found: &Vectors<u32>, truth: &Vectors<u32>, k: usize) -> f64 
     hits as f64 / (nq * k) as f64
 }
 
+
+#[cfg(test)]
+mod tests;
