@@ -83,11 +83,7 @@ pub struct Vectors<T> {
 
 impl<T> Vectors<T> {
     pub fn len(&self) -> usize {
-        if self.dim == 0 {
-            0
-        } else {
-            self.data.len() / self.dim
-        }
+        self.data.len().checked_div(self.dim).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -163,7 +159,8 @@ pub fn parse_vecs<T: VecsElem>(bytes: &[u8]) -> std::result::Result<Vectors<T>, 
     if bytes.len() < 4 {
         return Err(Problem::Truncated { what: "the first dimension", need: 4, have });
     }
-    let dim_at = |off: usize| i32::from_le_bytes([bytes[off], bytes[off + 1], bytes[off + 2], bytes[off + 3]]);
+    let dim_at =
+        |off: usize| i32::from_le_bytes([bytes[off], bytes[off + 1], bytes[off + 2], bytes[off + 3]]);
     let d = dim_at(0);
     if d < 1 || d as usize > MAX_DIM {
         return Err(Problem::BadDim { dim: d as i64 });
@@ -174,7 +171,7 @@ pub fn parse_vecs<T: VecsElem>(bytes: &[u8]) -> std::result::Result<Vectors<T>, 
         return Err(Problem::Truncated { what: "the first vector", need: record as u64, have });
     }
     let n = bytes.len() / record;
-    if bytes.len() % record != 0 {
+    if !bytes.len().is_multiple_of(record) {
         // A partial record at the end: report which vector is cut short.
         return Err(Problem::Truncated { what: "the last vector", need: ((n + 1) * record) as u64, have });
     }
@@ -229,7 +226,12 @@ fn check_magic(bytes: &[u8], magic: u32, expected: &'static str) -> std::result:
 }
 
 /// Checks that `bytes` is exactly a header of `header` bytes plus `count` u8 values.
-fn check_exact(bytes: &[u8], header: usize, count: u64, what: &'static str) -> std::result::Result<(), Problem> {
+fn check_exact(
+    bytes: &[u8],
+    header: usize,
+    count: u64,
+    what: &'static str,
+) -> std::result::Result<(), Problem> {
     let need = header as u64 + count;
     let have = bytes.len() as u64;
     if have < need {
@@ -322,17 +324,45 @@ fn distance(metric: Metric, q: &[f32], qn: f32, v: &[f32], vn: f32) -> f32 {
     }
 }
 
+/// Base and queries that cannot be compared (the files came from different datasets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShapeMismatch {
+    pub dim: usize,
+    pub base_len: usize,
+    pub queries_len: usize,
+}
+
+impl fmt::Display for ShapeMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "base ({} floats) and queries ({} floats) are not both rows of dimension {}",
+            self.base_len, self.queries_len, self.dim
+        )
+    }
+}
+
+impl std::error::Error for ShapeMismatch {}
+
 /// Exact top-`k` neighbours of every query among `base` (both `dim`-float rows), by brute force,
 /// queries split over the available cores. Row `i` of the result (`k.min(n)` ids) is query `i`'s
 /// neighbours, nearest first; ties go to the lower id so the result is deterministic.
-pub fn ground_truth(base: &[f32], queries: &[f32], dim: usize, k: usize, metric: Metric) -> Vectors<u32> {
-    assert!(dim > 0 && base.len() % dim == 0 && queries.len() % dim == 0, "rows must be dim floats");
+pub fn ground_truth(
+    base: &[f32],
+    queries: &[f32],
+    dim: usize,
+    k: usize,
+    metric: Metric,
+) -> std::result::Result<Vectors<u32>, ShapeMismatch> {
+    if dim == 0 || !base.len().is_multiple_of(dim) || !queries.len().is_multiple_of(dim) {
+        return Err(ShapeMismatch { dim, base_len: base.len(), queries_len: queries.len() });
+    }
     let n = base.len() / dim;
     let nq = queries.len() / dim;
     let k = k.min(n);
     let mut out = vec![0u32; nq * k];
     if k == 0 || nq == 0 {
-        return Vectors { dim: k, data: out };
+        return Ok(Vectors { dim: k, data: out });
     }
     let norm = |v: &[f32]| dot(v, v).sqrt();
     let base_norms: Vec<f32> =
@@ -366,7 +396,7 @@ pub fn ground_truth(base: &[f32], queries: &[f32], dim: usize, k: usize, metric:
             });
         }
     });
-    Vectors { dim: k, data: out }
+    Ok(Vectors { dim: k, data: out })
 }
 
 /// Mean over queries of |found ∩ truth[..k]| / k, comparing each query's first `k` results.
@@ -382,7 +412,6 @@ pub fn recall_at_k(found: &Vectors<u32>, truth: &Vectors<u32>, k: usize) -> f64 
     }
     hits as f64 / (nq * k) as f64
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -108,16 +108,20 @@ fn errors_name_the_file() {
 fn ground_truth_metrics() {
     let base = [1.0, 0.0, 0.0, 1.0, 3.0, 3.0, -1.0, 0.0];
     let q = [1.0, 0.1];
-    let gt = |m| ground_truth(&base, &q, 2, 4, m).data;
+    let gt = |m| ground_truth(&base, &q, 2, 4, m).unwrap().data;
     assert_eq!(gt(Metric::Euclidean), [0, 1, 3, 2]);
     assert_eq!(gt(Metric::Dot), [2, 0, 1, 3]);
     assert_eq!(gt(Metric::Cosine), [0, 2, 1, 3]);
     // k past n is capped; many queries over several threads agree with one at a time.
-    assert_eq!(ground_truth(&base, &q, 2, 10, Metric::Euclidean).dim, 4);
+    assert_eq!(ground_truth(&base, &q, 2, 10, Metric::Euclidean).unwrap().dim, 4);
     let qs: Vec<f32> = (0..40).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
-    let all = ground_truth(&base, &qs, 2, 2, Metric::Euclidean);
+    let all = ground_truth(&base, &qs, 2, 2, Metric::Euclidean).unwrap();
+    assert!(ground_truth(&base, &qs[..3], 2, 2, Metric::Dot).is_err());
     for i in 0..20 {
-        assert_eq!(all.row(i), ground_truth(&base, &qs[i * 2..i * 2 + 2], 2, 2, Metric::Euclidean).data);
+        assert_eq!(
+            all.row(i),
+            ground_truth(&base, &qs[i * 2..i * 2 + 2], 2, 2, Metric::Euclidean).unwrap().data
+        );
     }
     assert_eq!(recall_at_k(&all, &all, 2), 1.0);
 }
@@ -202,14 +206,19 @@ fn mnist_pq_recall() {
     let (base, queries) = all.data.split_at(9_000 * dim);
     let (k, shortlist) = (10, 100);
     let t = Instant::now();
-    let truth = ground_truth(base, queries, dim, k, Metric::Euclidean);
+    let truth = ground_truth(base, queries, dim, k, Metric::Euclidean).unwrap();
     println!("ground truth (brute force, 1000 x 9000): {:.2} s", t.elapsed().as_secs_f64());
 
     let cfg = PQConfig { dim, num_subspaces: 98, num_centroids: 256 };
     let mut pq = ProductQuantizer::new(cfg).unwrap();
     let t = Instant::now();
     pq.train(base, 9_000, 8, 42).unwrap();
-    println!("PQ {}x{} train (k-means++, 8 Lloyd steps, 9000 vectors): {:.2} s", cfg.num_subspaces, cfg.num_centroids, t.elapsed().as_secs_f64());
+    println!(
+        "PQ {}x{} train (k-means++, 8 Lloyd steps, 9000 vectors): {:.2} s",
+        cfg.num_subspaces,
+        cfg.num_centroids,
+        t.elapsed().as_secs_f64()
+    );
     let t = Instant::now();
     let mut codes = vec![0u8; 9_000 * cfg.code_len()];
     for (v, c) in base.chunks_exact(dim).zip(codes.chunks_exact_mut(cfg.code_len())) {
@@ -241,7 +250,10 @@ fn mnist_pq_recall() {
         pq.compression_ratio(),
         cfg.codebook_len() * 4 / 1024
     );
-    println!("recall@10 ADC alone: {r_adc:.4}; ADC top-{shortlist} + exact re-rank: {r_rerank:.4}; {:.3} ms/query", secs * 1e3 / 1000.0);
+    println!(
+        "recall@10 ADC alone: {r_adc:.4}; ADC top-{shortlist} + exact re-rank: {r_rerank:.4}; {:.3} ms/query",
+        secs * 1e3 / 1000.0
+    );
     assert!(r_adc > 0.5, "ADC recall {r_adc}");
     assert!(r_rerank > 0.9, "re-ranked recall {r_rerank}");
 

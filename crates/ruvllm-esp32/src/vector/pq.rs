@@ -40,7 +40,7 @@ impl PQConfig {
         if self.num_subspaces == 0 || self.num_subspaces > MAX_SUBSPACES {
             return Err(Error::Invalid { what: "PQ subspaces must be 1..=256" });
         }
-        if self.dim % self.num_subspaces != 0 {
+        if !self.dim.is_multiple_of(self.num_subspaces) {
             return Err(Error::Invalid { what: "PQ dimension is not divisible by the subspace count" });
         }
         if self.num_centroids == 0 || self.num_centroids > MAX_CENTROIDS {
@@ -272,7 +272,11 @@ impl<S: AsRef<[f32]>> ProductQuantizer<S> {
     pub fn adc_distance(&self, table: &[f32], codes: &[u8]) -> f32 {
         let k = self.config.num_centroids;
         // Codes past num_centroids would index another subspace: clamp instead of trusting them.
-        codes.iter().enumerate().map(|(s, &c)| table.get(s * k + c as usize).copied().unwrap_or(f32::INFINITY)).sum()
+        codes
+            .iter()
+            .enumerate()
+            .map(|(s, &c)| table.get(s * k + c as usize).copied().unwrap_or(f32::INFINITY))
+            .sum()
     }
 
     /// ADC search: scores every code in `codes` (`n` vectors of `num_subspaces` bytes each) and
@@ -284,7 +288,7 @@ impl<S: AsRef<[f32]>> ProductQuantizer<S> {
         if table.len() < self.config.table_len() {
             return Err(Error::BufferTooSmall { need: self.config.table_len() * 4, have: table.len() * 4 });
         }
-        if codes.len() % m != 0 {
+        if !codes.len().is_multiple_of(m) {
             return Err(Error::Invalid { what: "code buffer is not a whole number of codes" });
         }
         if codes.len() / m > u32::MAX as usize {
@@ -303,7 +307,7 @@ impl<S: AsRef<[f32]>> ProductQuantizer<S> {
 /// index first so results are deterministic.
 fn push_top(out: &mut [(u32, f32)], len: &mut usize, item: (u32, f32)) {
     let cap = out.len();
-    if cap == 0 || (*len == cap && !(item.1 < out[cap - 1].1)) {
+    if cap == 0 || (*len == cap && item.1 >= out[cap - 1].1) {
         return;
     }
     let mut pos = if *len < cap { *len } else { cap - 1 };
@@ -322,7 +326,7 @@ fn push_top(out: &mut [(u32, f32)], len: &mut usize, item: (u32, f32)) {
 /// ADC shortlists cheaply; re-ranking a short list with the originals recovers most lost recall.
 pub fn rerank_exact(query: &[f32], vectors: &[f32], candidates: &mut [(u32, f32)]) -> Result<()> {
     let dim = query.len();
-    if dim == 0 || vectors.len() % dim != 0 {
+    if dim == 0 || !vectors.len().is_multiple_of(dim) {
         return Err(Error::Invalid { what: "vector storage is not a whole number of query-sized rows" });
     }
     let n = vectors.len() / dim;
@@ -493,7 +497,8 @@ fn parse(bytes: &[u8]) -> Result<(PQConfig, bool, &[u8])> {
     if bytes.len() < HEADER_LEN {
         return Err(Error::Truncated { what: "PQ header" });
     }
-    let word = |i: usize| u32::from_le_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]]);
+    let word =
+        |i: usize| u32::from_le_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]]);
     if word(1) != VERSION {
         return Err(Error::Unsupported { what: "PQ format version" });
     }
@@ -552,7 +557,6 @@ impl ProductQuantizer<alloc::vec::Vec<f32>> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,7 +586,8 @@ mod tests {
     #[test]
     fn config_is_validated() {
         let bad = |dim, num_subspaces, num_centroids| {
-            ProductQuantizer::with_storage(PQConfig { dim, num_subspaces, num_centroids }, [0.0; 4096]).is_err()
+            ProductQuantizer::with_storage(PQConfig { dim, num_subspaces, num_centroids }, [0.0; 4096])
+                .is_err()
         };
         assert!(bad(10, 3, 4)); // not divisible
         assert!(bad(8, 4, 257)); // codes would not fit u8
@@ -661,10 +666,7 @@ mod tests {
         let mut bad = buf;
         bad[30] ^= 1;
         assert!(matches!(ProductQuantizer::read_bytes(&bad, [0.0; 32]), Err(Error::Checksum { .. })));
-        assert!(matches!(
-            ProductQuantizer::read_bytes(&buf[..100], [0.0; 32]),
-            Err(Error::Truncated { .. })
-        ));
+        assert!(matches!(ProductQuantizer::read_bytes(&buf[..100], [0.0; 32]), Err(Error::Truncated { .. })));
     }
 
     proptest! {
