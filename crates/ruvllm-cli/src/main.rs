@@ -5,6 +5,9 @@ mod bench;
 mod board;
 mod commands;
 mod console;
+// Readers and ground truth for `index bench` (wired with the HNSW index); tests use them now.
+#[allow(dead_code)]
+mod datasets;
 mod image;
 mod train;
 
