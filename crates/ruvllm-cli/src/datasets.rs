@@ -283,44 +283,16 @@ pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
     read_with(path, parse_idx_labels)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Metric {
-    /// Squared L2, smaller is nearer.
-    Euclidean,
-    /// 1 - cosine similarity; a zero vector has similarity 0 with everything.
-    Cosine,
-    /// Negative inner product (maximum inner product search).
-    Dot,
-}
+use ruvllm_esp32::vector::metric::{cosine_from_parts, dot, l2_squared};
+pub use ruvllm_esp32::vector::Metric;
 
-/// Eight independent sums so the compiler can vectorize (a single running sum cannot be
-/// reordered under IEEE rules).
-fn lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| f(x, y)).sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += f(x[l], y[l]);
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    lanes(a, b, |x, y| x * y)
-}
-
-/// The distance `metric` ranks by (smaller is nearer). `norms` are the vectors' L2 norms,
-/// used by cosine only.
+/// The distance `metric` ranks by (smaller is nearer). `qn`, `vn` are the vectors' squared L2
+/// norms, used by cosine only (computed once per vector, not per pair).
 fn distance(metric: Metric, q: &[f32], qn: f32, v: &[f32], vn: f32) -> f32 {
     match metric {
-        Metric::Euclidean => lanes(q, v, |x, y| (x - y) * (x - y)),
+        Metric::Euclidean => l2_squared(q, v),
         Metric::Dot => -dot(q, v),
-        Metric::Cosine => {
-            let den = qn * vn;
-            1.0 - if den > 0.0 { dot(q, v) / den } else { 0.0 }
-        }
+        Metric::Cosine => cosine_from_parts(dot(q, v), qn, vn),
     }
 }
 
@@ -364,9 +336,9 @@ pub fn ground_truth(
     if k == 0 || nq == 0 {
         return Ok(Vectors { dim: k, data: out });
     }
-    let norm = |v: &[f32]| dot(v, v).sqrt();
+    let sq_norm = |v: &[f32]| dot(v, v);
     let base_norms: Vec<f32> =
-        if metric == Metric::Cosine { base.chunks_exact(dim).map(norm).collect() } else { vec![0.0; n] };
+        if metric == Metric::Cosine { base.chunks_exact(dim).map(sq_norm).collect() } else { vec![0.0; n] };
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(nq);
     let per = nq.div_ceil(threads);
     std::thread::scope(|scope| {
@@ -376,7 +348,7 @@ pub fn ground_truth(
                 let mut scored: Vec<(f32, u32)> = Vec::with_capacity(n);
                 for (j, row) in chunk.chunks_exact_mut(k).enumerate() {
                     let q = &queries[(t * per + j) * dim..(t * per + j + 1) * dim];
-                    let qn = if metric == Metric::Cosine { norm(q) } else { 0.0 };
+                    let qn = if metric == Metric::Cosine { sq_norm(q) } else { 0.0 };
                     scored.clear();
                     scored.extend(
                         base.chunks_exact(dim)

@@ -387,12 +387,9 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
     }
 
     fn next_level(&mut self) -> usize {
-        // splitmix64
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
+        let mut g = super::metric::SplitMix(self.rng);
+        let z = g.next_u64();
+        self.rng = g.0;
         let u = ((z >> 40) as f32 + 1.0) / (1u32 << 24) as f32; // (0, 1]
         let ml = 1.0 / libm::logf(self.cfg.m.max(2) as f32);
         ((-libm::logf(u) * ml) as usize).min(MAX_LEVEL)

@@ -94,39 +94,20 @@ pub struct ProductQuantizer<S> {
     trained: bool,
 }
 
-/// Deterministic generator for initialisation (splitmix64: tiny, no state beyond a u64).
-struct Rng(u64);
+/// Deterministic generator for initialisation.
+struct Rng(SplitMix);
 
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
     fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
+        (self.0.next_u64() % n as u64) as usize
     }
     /// Uniform in [0, 1).
     fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        (self.0.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
-/// Squared Euclidean distance. Four independent sums let the compiler vectorize (one running
-/// sum cannot be reordered under IEEE rules); sub-vectors are usually a multiple of 4 long.
-fn sq_l2(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 4];
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| (x - y) * (x - y)).sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..4 {
-            acc[l] += (x[l] - y[l]) * (x[l] - y[l]);
-        }
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
-}
+use super::metric::{l2_squared as sq_l2, SplitMix};
 
 fn check_finite(v: &[f32]) -> Result<()> {
     if v.iter().all(|x| x.is_finite()) {
@@ -382,7 +363,7 @@ impl<S: AsRef<[f32]> + AsMut<[f32]>> ProductQuantizer<S> {
         let (mind, rest) = scratch.split_at_mut(n);
         let (sums, rest) = rest.split_at_mut(k * sd);
         let counts = &mut rest[..k];
-        let mut rng = Rng(seed);
+        let mut rng = Rng(SplitMix(seed));
         let sub = |i: usize, s: usize| &data[i * dim + s * sd..i * dim + (s + 1) * sd];
         for s in 0..cfg.num_subspaces {
             let cents = &mut self.codebook.as_mut()[s * k * sd..(s + 1) * k * sd];
