@@ -195,6 +195,16 @@ pub fn rmsnorm_backward(dx: &mut [f32], dw: &mut [f32], dy: &[f32], x: &[f32], w
     }
 }
 
+/// [`rmsnorm_backward`] for `r.len()` consecutive rows of `x.len() / r.len()` values; `dw`
+/// accumulates over all of them.
+pub fn rmsnorm_backward_rows(dx: &mut [f32], dw: &mut [f32], dy: &[f32], x: &[f32], w: &[f32], r: &[f32]) {
+    let d = w.len();
+    for (t, &rt) in r.iter().enumerate() {
+        let row = t * d..(t + 1) * d;
+        rmsnorm_backward(&mut dx[row.clone()], dw, &dy[row.clone()], &x[row], w, rt);
+    }
+}
+
 /// `g = silu(a) * b`.
 #[inline(always)]
 pub fn swiglu(g: &mut [f32], a: &[f32], b: &[f32]) {

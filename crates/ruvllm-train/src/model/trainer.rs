@@ -428,22 +428,14 @@ impl Worker {
         tm.lap(MM_B);
         let nl = c.n_layers;
         self.dres[..t_len * d].fill(0.0);
-        {
-            let xf = &self.x[nl * st * d..(nl + 1) * st * d];
-            let onorm = &w[lay.output_norm.clone()];
-            let dw = &mut g[lay.output_norm.clone()];
-            for t in 0..t_len {
-                let r = t * d..(t + 1) * d;
-                k::rmsnorm_backward(
-                    &mut self.dres[r.clone()],
-                    dw,
-                    &self.dxn[r.clone()],
-                    &xf[r],
-                    onorm,
-                    self.r1[nl * st + t],
-                );
-            }
-        }
+        k::rmsnorm_backward_rows(
+            &mut self.dres[..t_len * d],
+            &mut g[lay.output_norm.clone()],
+            &self.dxn[..t_len * d],
+            &self.x[nl * st * d..(nl + 1) * st * d][..t_len * d],
+            &w[lay.output_norm.clone()],
+            &self.r1[nl * st..nl * st + t_len],
+        );
         tm.lap(OTHER_B);
         for (l, lw) in lay.layers.iter().enumerate().rev() {
             let td = l * st * d..(l + 1) * st * d;
@@ -462,22 +454,14 @@ impl Worker {
             k::matmul_dw(&mut g[lw.w1.clone()], &self.dh1, xn2, t_len, d, h);
             k::matmul_dw(&mut g[lw.w3.clone()], &self.dh3, xn2, t_len, d, h);
             tm.lap(MM_B);
-            {
-                let xm = &self.xm[td.clone()];
-                let fnorm = &w[lw.ffn_norm.clone()];
-                let dw = &mut g[lw.ffn_norm.clone()];
-                for t in 0..t_len {
-                    let r = t * d..(t + 1) * d;
-                    k::rmsnorm_backward(
-                        &mut self.dres[r.clone()],
-                        dw,
-                        &self.dxn[r.clone()],
-                        &xm[r],
-                        fnorm,
-                        self.r2[l * st + t],
-                    );
-                }
-            }
+            k::rmsnorm_backward_rows(
+                &mut self.dres[..t_len * d],
+                &mut g[lw.ffn_norm.clone()],
+                &self.dxn[..t_len * d],
+                &self.xm[td.clone()][..t_len * d],
+                &w[lw.ffn_norm.clone()],
+                &self.r2[l * st..l * st + t_len],
+            );
             tm.lap(OTHER_B);
             // Attention.
             let ao = &self.ao[td.clone()];
@@ -535,22 +519,14 @@ impl Worker {
             k::matmul_xw(&mut self.dxn, &self.qkv, &w[wqkv.clone()], t_len, d, nqkv, 0.0);
             k::matmul_dw(&mut g[wqkv], &self.qkv, xn1, t_len, d, nqkv);
             tm.lap(MM_B);
-            {
-                let x = &self.x[td];
-                let anorm = &w[lw.attn_norm.clone()];
-                let dw = &mut g[lw.attn_norm.clone()];
-                for t in 0..t_len {
-                    let r = t * d..(t + 1) * d;
-                    k::rmsnorm_backward(
-                        &mut self.dres[r.clone()],
-                        dw,
-                        &self.dxn[r.clone()],
-                        &x[r],
-                        anorm,
-                        self.r1[l * st + t],
-                    );
-                }
-            }
+            k::rmsnorm_backward_rows(
+                &mut self.dres[..t_len * d],
+                &mut g[lw.attn_norm.clone()],
+                &self.dxn[..t_len * d],
+                &self.x[td][..t_len * d],
+                &w[lw.attn_norm.clone()],
+                &self.r1[l * st..l * st + t_len],
+            );
             tm.lap(OTHER_B);
         }
         let ge = &mut g[lay.token_embd.clone()];
