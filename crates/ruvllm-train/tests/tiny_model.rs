@@ -43,14 +43,14 @@ fn aligned(bytes: &[u8]) -> Vec<u64> {
 #[test]
 fn a_tiny_model_learns_the_stories_and_the_engine_runs_it_unchanged() {
     let text = ruvllm_train::corpus::generate(3, 3000);
-    let mut opts = TrainOptions::new(TINY, 600, WeightFormat::F32);
+    let mut opts = TrainOptions::new(TINY, 900, WeightFormat::F32);
     opts.eval_every = 100;
     opts.val_windows = 32;
     let out = run::train(&text, &opts, None, &mut Quiet).unwrap();
     let val = out.final_val_loss().unwrap() as f64;
     eprintln!("validation loss {val:.3} nats/token, unigram baseline {:.3}", out.unigram_loss);
     // Well below the unigram baseline: the model uses context.
-    assert!(val < 0.65 * out.unigram_loss, "validation loss {val:.3} vs unigram {:.3}", out.unigram_loss);
+    assert!(val < 0.6 * out.unigram_loss, "validation loss {val:.3} vs unigram {:.3}", out.unigram_loss);
     let first = out.history.first().unwrap().val as f64;
     assert!(val < first, "validation loss did not fall: {first:.3} -> {val:.3}");
 

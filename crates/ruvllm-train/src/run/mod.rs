@@ -283,8 +283,7 @@ pub fn train(
     let (mut loss_sum, mut loss_n) = (0.0f64, 0u64);
     let (mut params, mut adam, mut step, mut history, mut tokens_seen) = match resume {
         Some((_, ck)) => {
-            let mut params = Params::init(&config, opts.seed);
-            params.data = ck.params;
+            let params = Params { config, data: ck.params };
             let mut adam = AdamW::new(params.len(), WEIGHT_DECAY);
             (adam.m, adam.v, adam.t) = (ck.adam_m, ck.adam_v, ck.adam_t);
             (loss_sum, loss_n) = ck.pending_loss;
@@ -437,7 +436,7 @@ fn check_resume(
     if ck.corpus_crc != crc {
         return mismatch("corpus (CRC-32)", format!("{:08x}", ck.corpus_crc), format!("{crc:08x}"));
     }
-    let expect = Params::init(&opts.preset.config(n_vocab), 0).len();
+    let expect = crate::model::Layout::new(&opts.preset.config(n_vocab)).len;
     if ck.params.len() != expect {
         return mismatch("parameter count", ck.params.len().to_string(), expect.to_string());
     }
