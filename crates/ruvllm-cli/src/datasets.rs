@@ -205,6 +205,22 @@ fn read_with<T>(path: &Path, parse: impl Fn(&[u8]) -> std::result::Result<T, Pro
     parse(&bytes).map_err(|problem| DatasetError { path: path.to_path_buf(), problem })
 }
 
+/// Vectors as f32 from any supported file: MNIST IDX images (recognised by their magic), else
+/// `.bvecs` by name, else `.fvecs`; a `.gz` suffix or gzip magic is handled first.
+pub fn read_vectors(path: &Path) -> Result<Vectors<f32>> {
+    let bytes = read_maybe_gz(path)?;
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    let parsed = if bytes.len() >= 4 && be_u32(&bytes, 0) == IDX_IMAGES {
+        parse_idx_images(&bytes).map(|v| v.to_f32())
+    } else if name.ends_with(".bvecs") {
+        parse_vecs::<u8>(&bytes).map(|v| v.to_f32())
+    } else {
+        parse_vecs::<f32>(&bytes)
+    };
+    parsed.map_err(|problem| DatasetError { path: path.to_path_buf(), problem })
+}
+
 const IDX_IMAGES: u32 = 0x0000_0803;
 const IDX_LABELS: u32 = 0x0000_0801;
 

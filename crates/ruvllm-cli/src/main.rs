@@ -5,10 +5,8 @@ mod bench;
 mod board;
 mod commands;
 mod console;
-// Readers and ground truth for `index bench` (wired with the HNSW index); tests use them now.
-#[allow(dead_code)]
-mod datasets;
 mod image;
+mod index;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -216,6 +214,11 @@ enum Cmd {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Vector indexes: build one over a dataset and measure recall, queries/s and memory
+    Index {
+        #[command(subcommand)]
+        cmd: index::IndexCmd,
+    },
     /// Write the built-in generated corpus of simple stories and facts
     Corpus {
         #[arg(short = 'o', long)]
@@ -279,6 +282,7 @@ fn main() -> ExitCode {
         }),
         Cmd::Console { model } => commands::load_int(&model, None).and_then(|img| console::run(&img)),
         Cmd::Corpus { output, docs, seed } => train::corpus_cmd(&output, docs, seed),
+        Cmd::Index { cmd } => index::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

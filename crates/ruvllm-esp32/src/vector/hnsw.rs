@@ -367,6 +367,10 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
     pub fn config(&self) -> &HNSWConfig {
         &self.cfg
     }
+    /// Sets the search candidate list size (clamped to `1..=EF_MAX`); the graph is unchanged.
+    pub fn set_ef_search(&mut self, ef: usize) {
+        self.cfg.ef_search = ef.clamp(1, EF_MAX);
+    }
     /// Number of vectors in the index (deleted ones excluded).
     pub fn len(&self) -> usize {
         self.live

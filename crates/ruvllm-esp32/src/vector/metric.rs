@@ -81,10 +81,10 @@ pub fn cosine_from_parts(ab: f32, aa: f32, bb: f32) -> f32 {
 
 /// splitmix64: the vector code's deterministic generator (HNSW levels, k-means seeding).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct SplitMix(pub(crate) u64);
+pub struct SplitMix(pub u64);
 
 impl SplitMix {
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -1,0 +1,249 @@
+//! `ruvllm-esp32 index bench`: loads a dataset, computes exact ground truth when none is given,
+//! builds the chosen index and prints recall@1, recall@k, queries/s and bytes/vector for each
+//! `--ef-search` value.
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+use ruvllm_cli::ann::{self, Mode, Params};
+use ruvllm_cli::datasets::{self, Metric, Vectors};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Subcommand)]
+pub enum IndexCmd {
+    /// Build an index over a dataset; print recall@1, recall@k, queries/s and bytes/vector
+    #[command(after_help = "Examples:
+  ruvllm-esp32 index bench --base sift_base.fvecs --queries sift_query.fvecs --ground-truth sift_groundtruth.ivecs --mode i8
+  ruvllm-esp32 index bench --base t10k-images-idx3-ubyte.gz --holdout 1000 --mode f32 --ef-search 16,32,64,128
+  ruvllm-esp32 index bench --base t10k-images-idx3-ubyte.gz --mode pq --rerank 100")]
+    Bench(BenchArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum MetricArg {
+    Euclidean,
+    Cosine,
+    Dot,
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Base vectors: .fvecs, .bvecs or MNIST IDX images, plain or gzipped
+    #[arg(long)]
+    pub base: PathBuf,
+    /// Query vectors, same formats. Default: the last --holdout vectors of --base
+    #[arg(long)]
+    pub queries: Option<PathBuf>,
+    /// Without --queries: how many of the base file's last vectors are held out as queries
+    #[arg(long, default_value_t = 1000)]
+    pub holdout: usize,
+    /// Exact neighbours (.ivecs). Default: computed here by brute force
+    #[arg(long)]
+    pub ground_truth: Option<PathBuf>,
+    /// Neighbours per query
+    #[arg(short = 'k', long, default_value_t = 10)]
+    pub k: usize,
+    #[arg(long, value_enum, default_value = "f32")]
+    pub mode: Mode,
+    #[arg(long, value_enum, default_value = "euclidean")]
+    pub metric: MetricArg,
+    /// HNSW links per node on the upper levels (level 0 gets 2m): 4, 8, 12, 16, 24 or 32
+    #[arg(long, default_value_t = 16)]
+    pub m: usize,
+    /// HNSW candidate list while inserting
+    #[arg(long, default_value_t = 64)]
+    pub ef_construction: usize,
+    /// HNSW candidate list while searching; a comma-separated list measures each (a sweep).
+    /// With --mode pq --rerank: the re-ranked candidates instead
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    pub ef_search: Vec<usize>,
+    /// PQ subspaces (default: one per 8 dimensions)
+    #[arg(long, default_value_t = 0)]
+    pub pq_subspaces: usize,
+    /// PQ centroids per subspace (at most 256)
+    #[arg(long, default_value_t = 256)]
+    pub pq_centroids: usize,
+    /// PQ: re-rank this many ADC candidates by exact distance (0: ADC alone)
+    #[arg(long, default_value_t = 0)]
+    pub rerank: usize,
+    /// Use only the first N base vectors
+    #[arg(long)]
+    pub max_base: Option<usize>,
+    /// Use only the first N queries
+    #[arg(long)]
+    pub max_queries: Option<usize>,
+    /// Reduce base and queries to this many dimensions first (a fixed random +-1 projection)
+    #[arg(long)]
+    pub project: Option<usize>,
+    #[arg(short = 's', long, default_value_t = 0x5eed)]
+    pub seed: u64,
+}
+
+pub fn run(cmd: IndexCmd) -> Result<()> {
+    match cmd {
+        IndexCmd::Bench(args) => bench(&args),
+    }
+}
+
+/// Base, queries and ground truth, as `index bench` prepared them.
+pub struct Dataset {
+    pub base: Vectors<f32>,
+    pub queries: Vectors<f32>,
+    pub truth: Vectors<u32>,
+    /// Where the queries came from, for the report.
+    pub source: String,
+}
+
+fn metric(m: MetricArg) -> Metric {
+    match m {
+        MetricArg::Euclidean => Metric::Euclidean,
+        MetricArg::Cosine => Metric::Cosine,
+        MetricArg::Dot => Metric::Dot,
+    }
+}
+
+fn check_finite(v: &Vectors<f32>, path: &Path) -> Result<()> {
+    if let Some(i) = v.data.iter().position(|x| !x.is_finite()) {
+        bail!("{}: vector {} holds NaN or infinity", path.display(), i / v.dim.max(1));
+    }
+    Ok(())
+}
+
+fn truncate(v: &mut Vectors<f32>, n: Option<usize>) {
+    if let Some(n) = n {
+        v.data.truncate(n * v.dim);
+    }
+}
+
+/// Loads and checks everything `args` names, computing ground truth when none is given.
+pub fn load(args: &BenchArgs) -> Result<Dataset> {
+    if args.k == 0 {
+        bail!("-k must be at least 1");
+    }
+    let mut base = datasets::read_vectors(&args.base)?;
+    check_finite(&base, &args.base)?;
+    let (mut queries, source) = match &args.queries {
+        Some(q) => {
+            let v = datasets::read_vectors(q)?;
+            check_finite(&v, q)?;
+            (v, q.display().to_string())
+        }
+        None => {
+            let n = base.len();
+            if args.holdout == 0 || args.holdout >= n {
+                bail!(
+                    "{}: --holdout {} must leave base vectors (the file has {n})",
+                    args.base.display(),
+                    args.holdout
+                );
+            }
+            let q = Vectors { dim: base.dim, data: base.data.split_off((n - args.holdout) * base.dim) };
+            (q, format!("the last {} vectors of {}", args.holdout, args.base.display()))
+        }
+    };
+    if queries.dim != base.dim {
+        bail!("queries have dimension {}, the base {}", queries.dim, base.dim);
+    }
+    truncate(&mut base, args.max_base);
+    truncate(&mut queries, args.max_queries);
+    if base.is_empty() || queries.is_empty() {
+        bail!("no base vectors or no queries left");
+    }
+    if let Some(d) = args.project {
+        if d == 0 {
+            bail!("--project needs at least 1 dimension");
+        }
+        base = ann::project(&base, d, args.seed);
+        queries = ann::project(&queries, d, args.seed);
+    }
+    let truth = match &args.ground_truth {
+        Some(p) if args.project.is_none() => {
+            let gt = datasets::read_ivecs(p)?;
+            if gt.len() < queries.len() || gt.dim < args.k {
+                bail!(
+                    "{}: {} rows of {} neighbours, need {} rows of at least {}",
+                    p.display(),
+                    gt.len(),
+                    gt.dim,
+                    queries.len(),
+                    args.k
+                );
+            }
+            if let Some(bad) = gt.data.iter().find(|&&id| id < 0 || id as usize >= base.len()) {
+                bail!("{}: neighbour id {bad} is not one of the {} base vectors", p.display(), base.len());
+            }
+            let data = gt.data[..queries.len() * gt.dim].iter().map(|&id| id as u32).collect();
+            Vectors { dim: gt.dim, data }
+        }
+        Some(_) => bail!("--ground-truth is for the original vectors; with --project it is computed here"),
+        None => datasets::ground_truth(&base.data, &queries.data, base.dim, args.k, metric(args.metric))?,
+    };
+    Ok(Dataset { base, queries, truth, source })
+}
+
+fn bench(args: &BenchArgs) -> Result<()> {
+    let data = load(args)?;
+    let params = Params {
+        metric: metric(args.metric),
+        m: args.m,
+        ef_construction: args.ef_construction,
+        ef_search: args.ef_search[0],
+        seed: args.seed,
+        pq_subspaces: args.pq_subspaces,
+        pq_centroids: args.pq_centroids,
+        rerank: args.rerank,
+    };
+    println!(
+        "dataset: {} base vectors of {} dims; {} queries ({})",
+        data.base.len(),
+        data.base.dim,
+        data.queries.len(),
+        data.source
+    );
+    let bar = ProgressBar::new(data.base.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("building {bar:30} {pos}/{len} vectors, {elapsed}")
+            .expect("valid template"),
+    );
+    // Only drawn if the build takes longer than a moment.
+    bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    let start = Instant::now();
+    let mut shown = false;
+    let mut index = ann::build(args.mode, &params, &data.base, &mut |done| {
+        if !shown && start.elapsed() > Duration::from_secs(1) {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            shown = true;
+        }
+        if done % 64 == 0 {
+            bar.set_position(done as u64);
+        }
+    })
+    .with_context(|| format!("{}", args.base.display()))?;
+    bar.finish_and_clear();
+    let what = match args.mode {
+        Mode::Pq => format!(
+            "PQ {} subspaces x {} centroids, ADC scan{}",
+            if args.pq_subspaces > 0 { args.pq_subspaces } else { (data.base.dim / 8).max(1) },
+            args.pq_centroids,
+            if args.rerank > 0 { ", exact re-ranking" } else { "" }
+        ),
+        m => format!(
+            "HNSW {} m {} (level 0: {}), ef_construction {}",
+            format!("{m:?}").to_lowercase(),
+            args.m,
+            2 * args.m,
+            args.ef_construction
+        ),
+    };
+    println!("index: {what}; built in {:.2} s", start.elapsed().as_secs_f64());
+    for &ef in &args.ef_search {
+        if args.ef_search.len() > 1 || args.mode != Mode::Pq || args.rerank > 0 {
+            let name = if args.mode == Mode::Pq { "rerank" } else { "ef_search" };
+            println!("{name}: {ef}");
+        }
+        index.set_ef(ef);
+        println!("{}", ann::measure(index.as_mut(), &data.queries, &data.truth, args.k));
+    }
+    Ok(())
+}

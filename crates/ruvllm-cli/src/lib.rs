@@ -1,0 +1,5 @@
+//! The host tool's reusable half: dataset readers and the index benchmark, shared by the
+//! `ruvllm-esp32` binary and the comparison bench against other ANN libraries.
+
+pub mod ann;
+pub mod datasets;
