@@ -791,6 +791,100 @@ unsafe fn attention_q8_hs8_avx2(
     }
 }
 
+/// Whether the vector-search distances below may run (checked once, then cached by std).
+pub fn has_avx2() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+/// `sum f(a_i, b_i)` over 32 floats a step in four accumulators (FMA latency hides behind the
+/// other three), then 8 a step, then scalar: the AVX2 twin of `vector::metric`'s sums.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sum_pairs_f32(
+    a: &[f32],
+    b: &[f32],
+    step: impl Fn(__m256, __m256, __m256) -> __m256,
+    scalar: impl Fn(f32, f32) -> f32,
+) -> f32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut j = 0;
+    while j + 32 <= n {
+        for (k, s) in acc.iter_mut().enumerate() {
+            *s = step(_mm256_loadu_ps(pa.add(j + 8 * k)), _mm256_loadu_ps(pb.add(j + 8 * k)), *s);
+        }
+        j += 32;
+    }
+    while j + 8 <= n {
+        acc[0] = step(_mm256_loadu_ps(pa.add(j)), _mm256_loadu_ps(pb.add(j)), acc[0]);
+        j += 8;
+    }
+    let mut tail = 0.0;
+    while j < n {
+        tail += scalar(*pa.add(j), *pb.add(j));
+        j += 1;
+    }
+    hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))) + tail
+}
+
+/// Squared L2 distance.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA ([`has_avx2`]).
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+    sum_pairs_f32(
+        a,
+        b,
+        |x, y, s| {
+            let d = _mm256_sub_ps(x, y);
+            _mm256_fmadd_ps(d, d, s)
+        },
+        |x, y| (x - y) * (x - y),
+    )
+}
+
+/// Dot product.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA ([`has_avx2`]).
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+    sum_pairs_f32(a, b, |x, y, s| _mm256_fmadd_ps(x, y, s), |x, y| x * y)
+}
+
+/// `(a.b, b.b)` of int8 vectors in i32, 32 values a step with the q8 matvec's group product.
+/// Values must lie in `-127..=127` (-128 has no negation).
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA ([`has_avx2`]).
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn i8_dot_norm(a: &[i8], b: &[i8]) -> (i32, i32) {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let (mut ab, mut bb) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    let mut j = 0;
+    while j + 32 <= n {
+        let av = _mm256_loadu_si256(pa.add(j) as *const __m256i);
+        let bv = _mm256_loadu_si256(pb.add(j) as *const __m256i);
+        ab = _mm256_add_epi32(ab, dot_group(pb.add(j), av, _mm256_abs_epi8(av)));
+        bb = _mm256_add_epi32(bb, dot_group(pb.add(j), bv, _mm256_abs_epi8(bv)));
+        j += 32;
+    }
+    let lanes = hsum8_epi32(&[ab, bb, ab, bb, ab, bb, ab, bb]);
+    let mut out = [0i32; 8];
+    _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, lanes);
+    let (mut sab, mut sbb) = (out[0], out[1]);
+    while j < n {
+        let (x, y) = (*pa.add(j) as i32, *pb.add(j) as i32);
+        sab += x * y;
+        sbb += y * y;
+        j += 1;
+    }
+    (sab, sbb)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,7 @@
 use core::mem::MaybeUninit;
 
 use super::binary::BinaryVector;
-use super::metric::{cosine_from_parts, Metric};
+use super::metric::{cosine_from_parts, i8_dot_norm, Metric};
 use crate::error::{Error, Result};
 
 /// Empty link slot / no entry point.
@@ -60,10 +60,15 @@ pub unsafe trait Storage<const DIM: usize> {
     const ELEM_BYTES: usize;
     /// Whether this storage can hold `DIM` dimensions (checked at compile time).
     const FITS: bool;
+    /// A query as searches compare it: prepared once per search, then scored against many
+    /// elements.
+    type Query;
     /// Encode a finite vector of exactly `DIM` values.
     fn encode(v: &[f32]) -> Self::Elem;
-    /// Distance from a float query (`DIM` values) to a stored element.
-    fn query_distance(metric: Metric, q: &[f32], e: &Self::Elem) -> f32;
+    /// Prepare a finite query of exactly `DIM` values.
+    fn prepare(q: &[f32]) -> Self::Query;
+    /// Distance from a prepared query to a stored element.
+    fn query_distance(metric: Metric, q: &Self::Query, e: &Self::Elem) -> f32;
     /// Distance between two stored elements (used to choose and repair links).
     fn distance(metric: Metric, a: &Self::Elem, b: &Self::Elem) -> f32;
     /// Write `ELEM_BYTES` bytes.
@@ -75,6 +80,8 @@ pub unsafe trait Storage<const DIM: usize> {
 /// Full-precision storage: `4 * DIM` bytes a vector.
 pub struct F32;
 /// int8 storage: `DIM + 4` bytes a vector (codes and one symmetric scale, `max|v| / 127`).
+/// Queries are quantized the same way, so every distance is an integer dot product (what the
+/// FPU-less C3/C6 want, and 4x less memory traffic than f32 on the host).
 pub struct I8;
 /// 1 bit a dimension in `N` bytes (`8 * N >= DIM`); ranks by Hamming distance between stored
 /// vectors and by the asymmetric [`BinaryVector::distance_f32`] for float queries, whatever
@@ -88,6 +95,24 @@ pub struct I8Vector<const DIM: usize> {
     pub scale: f32,
 }
 
+/// A prepared [`I8`] query: quantized like a stored vector, with its squared norm.
+#[derive(Debug, Clone, Copy)]
+pub struct I8Query<const DIM: usize> {
+    pub v: I8Vector<DIM>,
+    pub sq: i32,
+}
+
+/// The metric's distance between int8 vectors with scales `sa`, `sb` from their integer dot
+/// product and squared norms.
+fn i8_distance(metric: Metric, sa: f32, sb: f32, ab: i32, aa: i32, bb: i32) -> f32 {
+    let (ab, aa, bb) = (ab as f32, aa as f32, bb as f32);
+    match metric {
+        Metric::Euclidean => (sa * sa * aa - 2.0 * sa * sb * ab + sb * sb * bb).max(0.0),
+        Metric::Dot => -sa * sb * ab,
+        Metric::Cosine => cosine_from_parts(ab, aa, bb),
+    }
+}
+
 fn f32_at(b: &[u8], i: usize) -> f32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[4 * i..4 * i + 4]);
@@ -96,6 +121,7 @@ fn f32_at(b: &[u8], i: usize) -> f32 {
 
 unsafe impl<const DIM: usize> Storage<DIM> for F32 {
     type Elem = [f32; DIM];
+    type Query = [f32; DIM];
     const KIND: u8 = 0;
     const ELEM_BYTES: usize = 4 * DIM;
     const FITS: bool = true;
@@ -104,7 +130,10 @@ unsafe impl<const DIM: usize> Storage<DIM> for F32 {
         e.copy_from_slice(&v[..DIM]);
         e
     }
-    fn query_distance(metric: Metric, q: &[f32], e: &Self::Elem) -> f32 {
+    fn prepare(q: &[f32]) -> Self::Query {
+        Self::encode(q)
+    }
+    fn query_distance(metric: Metric, q: &Self::Query, e: &Self::Elem) -> f32 {
         metric.distance(q, e)
     }
     fn distance(metric: Metric, a: &Self::Elem, b: &Self::Elem) -> f32 {
@@ -129,6 +158,7 @@ unsafe impl<const DIM: usize> Storage<DIM> for F32 {
 
 unsafe impl<const DIM: usize> Storage<DIM> for I8 {
     type Elem = I8Vector<DIM>;
+    type Query = I8Query<DIM>;
     const KIND: u8 = 1;
     const ELEM_BYTES: usize = DIM + 4;
     const FITS: bool = true;
@@ -142,45 +172,19 @@ unsafe impl<const DIM: usize> Storage<DIM> for I8 {
         }
         I8Vector { q, scale }
     }
-    fn query_distance(metric: Metric, q: &[f32], e: &Self::Elem) -> f32 {
-        let s = e.scale;
-        match metric {
-            Metric::Euclidean => q
-                .iter()
-                .zip(&e.q)
-                .map(|(x, &c)| {
-                    let d = x - c as f32 * s;
-                    d * d
-                })
-                .sum(),
-            Metric::Dot => -s * q.iter().zip(&e.q).map(|(x, &c)| x * c as f32).sum::<f32>(),
-            Metric::Cosine => {
-                let (mut ab, mut aa, mut bb) = (0.0f32, 0.0f32, 0.0f32);
-                for (x, &c) in q.iter().zip(&e.q) {
-                    let c = c as f32;
-                    ab += x * c;
-                    aa += x * x;
-                    bb += c * c;
-                }
-                cosine_from_parts(ab, aa, bb)
-            }
-        }
+    fn prepare(q: &[f32]) -> Self::Query {
+        let v = Self::encode(q);
+        let sq = i8_dot_norm(&v.q, &v.q).0;
+        I8Query { v, sq }
+    }
+    fn query_distance(metric: Metric, q: &Self::Query, e: &Self::Elem) -> f32 {
+        let (ab, bb) = i8_dot_norm(&q.v.q, &e.q);
+        i8_distance(metric, q.v.scale, e.scale, ab, q.sq, bb)
     }
     fn distance(metric: Metric, a: &Self::Elem, b: &Self::Elem) -> f32 {
-        let (sa, sb) = (a.scale, b.scale);
-        let (mut ab, mut aa, mut bb) = (0i32, 0i32, 0i32);
-        for (&x, &y) in a.q.iter().zip(&b.q) {
-            let (x, y) = (x as i32, y as i32);
-            ab += x * y;
-            aa += x * x;
-            bb += y * y;
-        }
-        let (ab, aa, bb) = (ab as f32, aa as f32, bb as f32);
-        match metric {
-            Metric::Euclidean => (sa * sa * aa - 2.0 * sa * sb * ab + sb * sb * bb).max(0.0),
-            Metric::Dot => -sa * sb * ab,
-            Metric::Cosine => cosine_from_parts(ab, aa, bb),
-        }
+        let (ab, bb) = i8_dot_norm(&a.q, &b.q);
+        let aa = i8_dot_norm(&a.q, &a.q).0;
+        i8_distance(metric, a.scale, b.scale, ab, aa, bb)
     }
     fn write(e: &Self::Elem, out: &mut [u8]) {
         for (o, &c) in out.iter_mut().zip(&e.q) {
@@ -194,19 +198,26 @@ unsafe impl<const DIM: usize> Storage<DIM> for I8 {
             *c = x as i8;
         }
         let scale = f32_at(&b[DIM..], 0);
-        (scale.is_finite() && scale >= 0.0).then_some(I8Vector { q, scale })
+        // -128 is outside the symmetric range encode produces (and the distance kernels take).
+        let valid = scale.is_finite() && scale >= 0.0 && !q.contains(&i8::MIN);
+        valid.then_some(I8Vector { q, scale })
     }
 }
 
 unsafe impl<const DIM: usize, const N: usize> Storage<DIM> for Binary<N> {
     type Elem = BinaryVector<N>;
+    /// Asymmetric: the query keeps its floats.
+    type Query = [f32; DIM];
     const KIND: u8 = 2;
     const ELEM_BYTES: usize = N;
     const FITS: bool = 8 * N >= DIM && DIM + 8 > 8 * N;
     fn encode(v: &[f32]) -> Self::Elem {
         BinaryVector::from_f32(v)
     }
-    fn query_distance(_: Metric, q: &[f32], e: &Self::Elem) -> f32 {
+    fn prepare(q: &[f32]) -> Self::Query {
+        F32::encode(q)
+    }
+    fn query_distance(_: Metric, q: &Self::Query, e: &Self::Elem) -> f32 {
         e.distance_f32(q)
     }
     fn distance(_: Metric, a: &Self::Elem, b: &Self::Elem) -> f32 {
@@ -444,7 +455,7 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
     }
 
     /// Best-first search of level `l` from `ep`, keeping the `ef` closest in `out`.
-    fn search_layer(&mut self, q: &[f32], ep: u16, ef: usize, l: usize, out: &mut Sorted) {
+    fn search_layer(&mut self, q: &S::Query, ep: u16, ef: usize, l: usize, out: &mut Sorted) {
         let metric = self.cfg.metric;
         let epoch = self.next_epoch();
         // candidates sorted descending, so the closest is popped from the end
@@ -480,7 +491,7 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
     }
 
     /// Greedy descent from the entry point to level `stop + 1`; returns the entry for `stop`.
-    fn descend(&mut self, q: &[f32], stop: usize) -> u16 {
+    fn descend(&mut self, q: &S::Query, stop: usize) -> u16 {
         let metric = self.cfg.metric;
         let mut ep = self.entry;
         let mut best = S::query_distance(metric, q, &self.elems[ep as usize]);
@@ -601,6 +612,7 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
             return;
         }
         let top = self.top as usize;
+        let v = &S::prepare(v);
         let mut ep = self.descend(v, lvl);
         let mut w = Sorted::new();
         for l in (0..=lvl.min(top)).rev() {
@@ -718,6 +730,7 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
             return Ok(0);
         }
         let ef = self.cfg.ef_search.max(out.len()).min(EF_MAX);
+        let q = &S::prepare(q);
         let ep = self.descend(q, 0);
         let mut w = Sorted::new();
         self.search_layer(q, ep, ef, 0, &mut w);
@@ -733,6 +746,7 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
         finite(q, DIM)?;
         let mut w = Sorted::new();
         let k = out.len().min(EF_MAX);
+        let q = &S::prepare(q);
         for i in 0..self.used {
             if self.level[i] & DELETED == 0 {
                 w.push(S::query_distance(self.cfg.metric, q, &self.elems[i]), i as u16, k);
