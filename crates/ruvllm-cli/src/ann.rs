@@ -34,7 +34,8 @@ pub enum Mode {
     F32,
     /// HNSW over int8 vectors (one scale each)
     I8,
-    /// HNSW over 1-bit sign vectors (Hamming between stored vectors, float queries)
+    /// HNSW over 1-bit sign vectors of the mean-centred data (Hamming between stored vectors,
+    /// float queries)
     Binary,
     /// Product quantization, exhaustive ADC scan (optionally re-ranked with the originals)
     Pq,
@@ -219,6 +220,9 @@ pub fn build(
 /// A `MicroHNSW` on the heap with the dataset's vectors padded to `D`.
 struct Hnsw<const D: usize, S: Storage<D>, const M0: usize> {
     index: Box<MicroHNSW<D, CAP, S, M0, UP>>,
+    /// Binary storage keeps signs, so its vectors are centred on the base mean first (sign
+    /// codes of all-positive data such as pixels would mostly say "non-negative").
+    center: Option<Vec<f32>>,
     padded: Vec<f32>,
     results: Vec<SearchResult>,
 }
@@ -240,7 +244,8 @@ impl<const D: usize, S: Storage<D> + 'static, const M0: usize> Hnsw<D, S, M0> {
         MicroHNSW::new_in(&mut slot, cfg);
         // SAFETY: new_in initialized the whole value.
         let index = unsafe { slot.assume_init() };
-        let mut h = Hnsw { index, padded: vec![0.0; D], results: Vec::new() };
+        let center = (S::KIND == <Binary<1> as Storage<8>>::KIND).then(|| mean(base));
+        let mut h = Hnsw { index, center, padded: vec![0.0; D], results: Vec::new() };
         for i in 0..base.len() {
             h.pad(base.row(i));
             h.index.insert(&h.padded)?;
@@ -252,6 +257,11 @@ impl<const D: usize, S: Storage<D> + 'static, const M0: usize> Hnsw<D, S, M0> {
     fn pad(&mut self, v: &[f32]) {
         self.padded[..v.len()].copy_from_slice(v);
         self.padded[v.len()..].fill(0.0);
+        if let Some(c) = &self.center {
+            for (x, m) in self.padded.iter_mut().zip(c) {
+                *x -= m;
+            }
+        }
     }
 }
 
@@ -273,6 +283,17 @@ impl<const D: usize, S: Storage<D> + 'static, const M0: usize> Searcher for Hnsw
     fn bytes_per_vector(&self) -> f64 {
         std::mem::size_of::<MicroHNSW<D, CAP, S, M0, UP>>() as f64 / CAP as f64
     }
+}
+
+/// The mean of the rows of `v`.
+fn mean(v: &Vectors<f32>) -> Vec<f32> {
+    let mut m = vec![0.0f64; v.dim];
+    for i in 0..v.len() {
+        for (s, &x) in m.iter_mut().zip(v.row(i)) {
+            *s += x as f64;
+        }
+    }
+    m.iter().map(|s| (s / v.len().max(1) as f64) as f32).collect()
 }
 
 /// Product quantization searched exhaustively with ADC tables, optionally re-ranked with the

@@ -325,3 +325,112 @@ fn train_refuses_bad_corpora_and_mismatched_checkpoints_in_one_line() {
     resume.truncate(args.len() + 2);
     fails_with(&run(&resume), "not a ruvllm-esp32 training checkpoint");
 }
+
+/// `dim`-float rows as .fvecs (or i32 rows as .ivecs: same layout).
+fn vecs_bytes<T: Copy>(dim: usize, data: &[T], le: impl Fn(T) -> [u8; 4]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for row in data.chunks(dim) {
+        out.extend((dim as i32).to_le_bytes());
+        for &x in row {
+            out.extend(le(x));
+        }
+    }
+    out
+}
+
+/// The value after `key: ` on its line of `index bench`'s report, one per --ef-search value.
+fn figures(out: &str, key: &str) -> Vec<f64> {
+    out.lines().filter_map(|l| l.strip_prefix(key)?.strip_prefix(": ")?.parse().ok()).collect()
+}
+
+#[test]
+fn index_bench_measures_recall_on_mnist_in_every_mode() {
+    let Some(mnist) = shared("data/mnist-t10k-images-idx3-ubyte.gz") else { return };
+    // 3,000 base images and 200 held-out queries (the file's last 1,000, first 200 of them).
+    let common = ["index", "bench", "--base", s(&mnist), "--max-base", "3000", "--max-queries", "200"];
+    let bench = |extra: &[&str]| {
+        let out = run(&[&common[..], extra].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let f32_out = bench(&["--mode", "f32", "--ef-search", "16,64"]);
+    let r10 = figures(&f32_out, "recall@10");
+    assert_eq!(r10.len(), 2, "{f32_out}");
+    assert!(r10[1] >= 0.95 && r10[1] >= r10[0], "{f32_out}");
+    assert!(figures(&f32_out, "recall@1")[1] >= 0.95, "{f32_out}");
+    assert!(figures(&f32_out, "qps").iter().all(|&q| q > 0.0), "{f32_out}");
+    // 784 floats plus links: an exact size, the same for every ef
+    assert!(figures(&f32_out, "bytes/vector").iter().all(|&b| (3136.0..3300.0).contains(&b)), "{f32_out}");
+
+    let i8_out = bench(&["--mode", "i8"]);
+    assert!(figures(&i8_out, "recall@10")[0] >= 0.95, "{i8_out}");
+    assert!(figures(&i8_out, "bytes/vector")[0] < 900.0, "{i8_out}");
+
+    // 784 sign bits of the centred pixels keep much of the neighbourhood, not all of it
+    let bin_out = bench(&["--mode", "binary", "--ef-search", "128"]);
+    let rb = figures(&bin_out, "recall@10")[0];
+    assert!(rb > 0.5 && rb < r10[1], "{bin_out}");
+    assert!(figures(&bin_out, "bytes/vector")[0] < 200.0, "{bin_out}");
+
+    // PQ: ADC alone, then the same codes with exact re-ranking of 100 candidates
+    let adc = figures(&bench(&["--mode", "pq", "--pq-centroids", "64"]), "recall@10")[0];
+    let rerank =
+        figures(&bench(&["--mode", "pq", "--pq-centroids", "64", "--rerank", "100"]), "recall@10")[0];
+    assert!(adc > 0.6 && rerank > adc && rerank >= 0.95, "adc {adc}, rerank {rerank}");
+}
+
+#[test]
+fn index_bench_reads_fvecs_and_ivecs_ground_truth() {
+    let Some(mnist) = shared("data/mnist-t10k-images-idx3-ubyte.gz") else { return };
+    let all = ruvllm_cli::datasets::read_vectors(&mnist).unwrap();
+    let dim = all.dim;
+    let (base, queries) = (&all.data[..2000 * dim], &all.data[9000 * dim..9100 * dim]);
+    let truth =
+        ruvllm_cli::datasets::ground_truth(base, queries, dim, 10, ruvllm_cli::datasets::Metric::Euclidean)
+            .unwrap();
+    let f = |x: f32| x.to_le_bytes();
+    let (bp, qp, gp) = (scratch("base.fvecs"), scratch("query.fvecs"), scratch("gt.ivecs"));
+    std::fs::write(&bp, vecs_bytes(dim, base, f)).unwrap();
+    std::fs::write(&qp, vecs_bytes(dim, queries, f)).unwrap();
+    std::fs::write(&gp, vecs_bytes(10, &truth.data, |x: u32| x.to_le_bytes())).unwrap();
+    let given = run(&["index", "bench", "--base", s(&bp), "--queries", s(&qp), "--ground-truth", s(&gp)]);
+    let computed = run(&["index", "bench", "--base", s(&bp), "--queries", s(&qp)]);
+    let (given, computed) =
+        (String::from_utf8_lossy(&given.stdout), String::from_utf8_lossy(&computed.stdout));
+    assert!(figures(&given, "recall@10")[0] >= 0.95, "{given}");
+    assert_eq!(figures(&given, "recall@10"), figures(&computed, "recall@10"));
+    assert_eq!(figures(&given, "recall@1"), figures(&computed, "recall@1"));
+}
+
+#[test]
+fn index_bench_refuses_bad_datasets_in_one_line() {
+    let f = |x: f32| x.to_le_bytes();
+    let good: Vec<f32> = (0..40 * 8).map(|i| (i % 17) as f32).collect();
+    let base = scratch("ok.fvecs");
+    std::fs::write(&base, vecs_bytes(8, &good, f)).unwrap();
+    let bytes = vecs_bytes(8, &good, f);
+    let truncated = scratch("truncated.fvecs");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 3]).unwrap();
+    let mut bad = good.clone();
+    bad[8 * 5 + 2] = f32::NAN;
+    let nan = scratch("nan.fvecs");
+    std::fs::write(&nan, vecs_bytes(8, &bad, f)).unwrap();
+    let wide = scratch("wide.fvecs");
+    std::fs::write(&wide, vecs_bytes(16, &good, f)).unwrap();
+    let empty = scratch("empty.fvecs");
+    std::fs::write(&empty, b"").unwrap();
+    let gt_far = scratch("far.ivecs");
+    std::fs::write(&gt_far, vecs_bytes(10, &[1000i32; 100], |x: i32| x.to_le_bytes())).unwrap();
+    // 40 base vectors: hold out 10 as queries
+    let bench = |args: &[&str]| run(&[&["index", "bench", "--holdout", "10"][..], args].concat());
+    fails_with(&bench(&["--base", s(&truncated)]), "truncated");
+    fails_with(&bench(&["--base", s(&nan)]), "vector 5 holds NaN");
+    fails_with(&bench(&["--base", s(&base), "--queries", s(&nan)]), "nan.fvecs");
+    fails_with(&bench(&["--base", s(&base), "--queries", s(&wide)]), "dimension 16");
+    fails_with(&bench(&["--base", s(&empty)]), "no vectors");
+    fails_with(&bench(&["--base", s(&scratch("missing.fvecs"))]), "missing.fvecs");
+    fails_with(&bench(&["--base", s(&base), "--m", "5"]), "supported values");
+    fails_with(&run(&["index", "bench", "--base", s(&base), "--holdout", "40"]), "--holdout");
+    fails_with(&bench(&["--base", s(&base), "--ground-truth", s(&gt_far)]), "not one of");
+    fails_with(&bench(&["--base", s(&base), "--mode", "pq", "--pq-subspaces", "3"]), "divisible");
+}

@@ -50,12 +50,25 @@ impl<const N: usize> BinaryVector<N> {
     /// equals the Hamming distance for a query of +-1 values and is `(sum |q| - dot_f32(q)) / 2`,
     /// so it ranks like the asymmetric dot product.
     pub fn distance_f32(&self, q: &[f32]) -> f32 {
-        q.iter()
-            .take(8 * N)
+        // Eight independent sums, one per bit of a byte, without branches: vectorizes.
+        let mut acc = [0.0f32; 8];
+        let q = &q[..q.len().min(8 * N)];
+        let chunks = q.chunks_exact(8);
+        let tail = chunks.remainder();
+        for (&byte, qs) in self.bits.iter().zip(chunks) {
+            for l in 0..8 {
+                let differs = ((byte >> l) & 1) ^ (qs[l] > 0.0) as u8;
+                acc[l] += libm::fabsf(qs[l]) * differs as f32;
+            }
+        }
+        let base = 8 * (q.len() / 8);
+        let tail: f32 = tail
+            .iter()
             .enumerate()
-            .filter(|&(i, &x)| (x > 0.0) != self.bit(i))
+            .filter(|&(i, &x)| (x > 0.0) != self.bit(base + i))
             .map(|(_, &x)| libm::fabsf(x))
-            .sum()
+            .sum();
+        ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail
     }
 }
 
