@@ -14,11 +14,14 @@
 //! slot ([`Searcher::bytes_per_vector`]); its counted heap delta is printed beside it as a check
 //! (the host index is allocated for [`ann::CAP`] slots, so that delta is divided by both).
 //!
-//! Settings: every HNSW gets m = 16 on the upper levels and 32 links on level 0 where the
-//! library lets it be chosen, ef_construction = [`EF_CONSTRUCTION`], and a sweep of ef_search.
-//! hnsw_rs inserts single-threaded (deterministic); instant-distance builds with its own rayon
-//! parallelism (the only way its API builds), once per ef_search, since that is fixed at build
-//! time there. Queries are single-threaded for all.
+//! Settings: ef_construction = [`EF_CONSTRUCTION`] for all and a sweep of ef_search
+//! ([`EF_SEARCH`]). Ours: f32 and int8 storage, m 16 and 8 (level 0: 2 m). hnsw_rs: m 16
+//! (level 0: 32, like ours), inserted single-threaded (deterministic), once with its `DistL2`
+//! and once with the same eight-lane distance instant-distance gets. instant-distance: its `M`
+//! is a crate constant (32, level 0: 64); it builds with its own rayon parallelism (the only
+//! way its API builds; `RAYON_NUM_THREADS=1` makes it sequential), once per ef_search, since
+//! that is fixed at build time there; its sweep stops early unless `ANN_COMPARE_FULL=1` (see
+//! [`STOP_RECALL`]). Queries are single-threaded for all; `ANN_COMPARE_REPS` sets the passes.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
@@ -234,10 +237,14 @@ struct Row {
     heap_per_vector: f64,
 }
 
+/// Passes per setting: `ANN_COMPARE_REPS`, else [`REPS`].
+fn reps() -> usize {
+    std::env::var("ANN_COMPARE_REPS").ok().and_then(|v| v.parse().ok()).filter(|&r| r > 0).unwrap_or(REPS)
+}
+
 fn best_of(index: &mut dyn Searcher, queries: &Vectors<f32>, truth: &Vectors<u32>) -> Measurement {
-    let reps = std::env::var("ANN_COMPARE_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(REPS);
     let mut best = ann::measure(index, queries, truth, K);
-    for _ in 1..reps {
+    for _ in 1..reps() {
         let m = ann::measure(index, queries, truth, K);
         if m.qps > best.qps {
             best = m;
@@ -319,9 +326,10 @@ fn main() {
         .expect("base and queries share the dimension");
     println!(
         "dataset: {}: {n} base vectors of {} dims, the last {HOLDOUT} as queries; k = {K}; \
-         ef_construction {EF_CONSTRUCTION}; qps: one thread, best of {REPS} passes",
+         ef_construction {EF_CONSTRUCTION}; qps: one thread, best of {} passes",
         path.display(),
-        base.dim
+        base.dim,
+        reps()
     );
 
     let mut rows: Vec<Row> = Vec::new();
