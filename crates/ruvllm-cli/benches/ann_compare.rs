@@ -15,7 +15,7 @@
 //! (the host index is allocated for [`ann::CAP`] slots, so that delta is divided by both).
 //!
 //! Settings: ef_construction = [`EF_CONSTRUCTION`] for all and a sweep of ef_search
-//! ([`EF_SEARCH`]). Ours: f32 and int8 storage, m 16 and 8 (level 0: 2 m). hnsw_rs: m 16
+//! ([`EF_SEARCH`]). Ours: f32 m 16, int8 m 16, 12 and 8 (level 0: 2 m). hnsw_rs: m 16
 //! (level 0: 32, like ours), inserted single-threaded (deterministic), once with its `DistL2`
 //! and once with the same eight-lane distance instant-distance gets. instant-distance: its `M`
 //! is a crate constant (32, level 0: 64); it builds with its own rayon parallelism (the only
@@ -42,6 +42,8 @@ const EF_SEARCH: [usize; 8] = [10, 16, 24, 32, 48, 64, 96, 128];
 const EF_CONSTRUCTION: usize = 64;
 /// Recall@10 a setting needs to count in the summary.
 const RECALL_BAR: f64 = 0.95;
+/// A second, stricter bar for the comparison.
+const MATCHED_BAR: f64 = 0.99;
 /// instant-distance rebuilds for every ef_search (about half a minute each here), so its sweep
 /// stops once recall@10 reaches this: larger ef only slows it down and cannot change the
 /// summary. `ANN_COMPARE_FULL=1` sweeps every value.
@@ -344,7 +346,7 @@ fn main() {
     print_header();
 
     // Ours: f32 and int8 storage, m 16 and 8 (level 0: 2 m).
-    for (mode, m) in [(Mode::F32, 16), (Mode::F32, 8), (Mode::I8, 16), (Mode::I8, 8)] {
+    for (mode, m) in [(Mode::F32, 16), (Mode::I8, 16), (Mode::I8, 12), (Mode::I8, 8)] {
         let params = Params { m, ef_construction: EF_CONSTRUCTION, ..Params::default() };
         let (built, heap, secs) = counted(|| ann::build(mode, &params, &base, &mut |_| {}));
         let mut index = built.expect("the dataset fits an index");
@@ -438,11 +440,9 @@ fn main() {
     summary(&rows);
 }
 
-/// The fastest row of `rows` reaching [`RECALL_BAR`] among those `keep` accepts.
-fn fastest(rows: &[Row], keep: impl Fn(&Row) -> bool) -> Option<&Row> {
-    rows.iter()
-        .filter(|r| r.m.recall_at_k >= RECALL_BAR && keep(r))
-        .max_by(|a, b| a.m.qps.total_cmp(&b.m.qps))
+/// The fastest row of `rows` reaching recall@K `bar` among those `keep` accepts.
+fn fastest(rows: &[Row], bar: f64, keep: impl Fn(&Row) -> bool) -> Option<&Row> {
+    rows.iter().filter(|r| r.m.recall_at_k >= bar && keep(r)).max_by(|a, b| a.m.qps.total_cmp(&b.m.qps))
 }
 
 fn summary(rows: &[Row]) {
@@ -461,34 +461,40 @@ fn summary(rows: &[Row]) {
         }
     }
     for (library, setting) in settings {
-        match fastest(rows, |r| r.library == library && r.setting == setting) {
+        match fastest(rows, RECALL_BAR, |r| r.library == library && r.setting == setting) {
             Some(r) => println!("  {library:<18} {}", describe(r)),
             None => println!("  {library:<18} {setting}: no ef reaches recall@{K} {RECALL_BAR}"),
         }
     }
-    let Some(rival) = fastest(rows, |r| r.library != "ours") else {
-        println!("no competitor reaches recall@{K} {RECALL_BAR}: no comparison");
-        return;
-    };
-    println!("better competitor: {} {}", rival.library, describe(rival));
-    let byte_cap = BYTES_TARGET * rival.m.bytes_per_vector;
-    let check = |label: &str, ours: Option<&Row>| match ours {
-        Some(r) => {
-            let qps = r.m.qps / rival.m.qps;
-            let bytes = r.m.bytes_per_vector / rival.m.bytes_per_vector;
-            let met = qps >= QPS_TARGET && bytes <= BYTES_TARGET;
-            println!(
-                "{label}: {}\n  ours/competitor: qps {qps:.2}x (target >= {QPS_TARGET}x), \
-                 bytes/vector {bytes:.3}x (target <= {BYTES_TARGET}x): {}",
-                describe(r),
-                if met { "target met" } else { "target NOT met" }
-            );
-        }
-        None => println!("{label}: none reaches recall@{K} {RECALL_BAR}"),
-    };
-    check("ours, fastest", fastest(rows, |r| r.library == "ours"));
-    check(
-        &format!("ours, fastest within {BYTES_TARGET}x its bytes ({byte_cap:.0} B/vector)"),
-        fastest(rows, |r| r.library == "ours" && r.m.bytes_per_vector <= byte_cap),
-    );
+    // The target's bar, then a matched-recall one: the competitors' low-ef settings already
+    // sit near 0.99, so comparing at 0.99 shows the margin without a recall discount.
+    for bar in [RECALL_BAR, MATCHED_BAR] {
+        println!();
+        println!("at recall@{K} >= {bar}:");
+        let Some(rival) = fastest(rows, bar, |r| r.library != "ours") else {
+            println!("no competitor reaches recall@{K} {bar}: no comparison");
+            continue;
+        };
+        println!("better competitor: {} {}", rival.library, describe(rival));
+        let byte_cap = BYTES_TARGET * rival.m.bytes_per_vector;
+        let check = |label: &str, ours: Option<&Row>| match ours {
+            Some(r) => {
+                let qps = r.m.qps / rival.m.qps;
+                let bytes = r.m.bytes_per_vector / rival.m.bytes_per_vector;
+                let met = qps >= QPS_TARGET && bytes <= BYTES_TARGET;
+                println!(
+                    "{label}: {}\n  ours/competitor: qps {qps:.2}x (target >= {QPS_TARGET}x), \
+                     bytes/vector {bytes:.3}x (target <= {BYTES_TARGET}x): {}",
+                    describe(r),
+                    if met { "target met" } else { "target NOT met" }
+                );
+            }
+            None => println!("{label}: none reaches recall@{K} {bar}"),
+        };
+        check("ours, fastest", fastest(rows, bar, |r| r.library == "ours"));
+        check(
+            &format!("ours, fastest within {BYTES_TARGET}x its bytes ({byte_cap:.0} B/vector)"),
+            fastest(rows, bar, |r| r.library == "ours" && r.m.bytes_per_vector <= byte_cap),
+        );
+    }
 }
