@@ -7,6 +7,7 @@
 //! `vb index <storage> <n> <dim> <m> <m0> <up> <ef_construction> <k>`,
 //! `vb insert <total instructions> <min> <max>`,
 //! `vb ef <ef_search>`, then `vb q <query> <instructions> <id>...` for each query,
+//! `vb exact` and the same query lines for the brute-force scan (`search_exact`),
 //! `vb ram <size_of index> <static bytes> <stack peak>`, `vb end`.
 
 use crate::uart::Uart;
@@ -63,13 +64,18 @@ pub fn run(mut uart: Uart) -> ! {
     }
     let _ = writeln!(w, "vb insert {total} {min} {max}");
     let mut out = [SearchResult { id: 0, distance: 0.0 }; K];
-    for ef in EFS {
-        index.set_ef_search(ef);
-        let _ = writeln!(w, "vb ef {ef}");
+    // One pass per ef_search value, then one brute-force pass (ef 0 marks it).
+    for ef in EFS.into_iter().chain([0]) {
+        if ef == 0 {
+            let _ = writeln!(w, "vb exact");
+        } else {
+            index.set_ef_search(ef);
+            let _ = writeln!(w, "vb ef {ef}");
+        }
         for q in 0..NQ {
             row(N + q, &mut v);
             let t0 = instret();
-            let r = index.search_into(&v, &mut out);
+            let r = if ef == 0 { index.search_exact(&v, &mut out) } else { index.search_into(&v, &mut out) };
             let t = (instret() - t0).saturating_sub(overhead);
             let n = match r {
                 Ok(n) => n,
