@@ -492,7 +492,9 @@ struct BoardReport {
     passes: Vec<Pass>,
     index_bytes: u64,
     static_bytes: u64,
-    stack_bytes: u64,
+    /// Stack high-water marks while inserting and while searching.
+    insert_stack: u64,
+    search_stack: u64,
 }
 
 fn parse_vector_report(text: &str, nq: usize, k: usize) -> Result<BoardReport> {
@@ -526,19 +528,30 @@ fn parse_vector_report(text: &str, nq: usize, k: usize) -> Result<BoardReport> {
                 ids.resize(k, u32::MAX);
                 p.found.data.extend_from_slice(&ids);
             }
-            Some("ram") => ram = Some((num(f.next())?, num(f.next())?, num(f.next())?)),
+            Some("ram") => ram = Some((num(f.next())?, num(f.next())?, num(f.next())?, num(f.next())?)),
             _ => {}
         }
     }
-    let (Some((insert_total, insert_min, insert_max)), Some((index_bytes, static_bytes, stack_bytes))) =
-        (insert, ram)
+    let (
+        Some((insert_total, insert_min, insert_max)),
+        Some((index_bytes, static_bytes, insert_stack, search_stack)),
+    ) = (insert, ram)
     else {
         bail!("the board's report is incomplete: {text}");
     };
     if passes.len() < 2 || passes.iter().any(|p| p.instructions.len() != nq) {
         bail!("the board did not answer every query: {text}");
     }
-    Ok(BoardReport { insert_total, insert_min, insert_max, passes, index_bytes, static_bytes, stack_bytes })
+    Ok(BoardReport {
+        insert_total,
+        insert_min,
+        insert_max,
+        passes,
+        index_bytes,
+        static_bytes,
+        insert_stack,
+        search_stack,
+    })
 }
 
 /// The host's index (`index bench` without --chip) over the same data, for the comparison of
@@ -598,11 +611,11 @@ pub fn vector_bench(chip: &str, b: &VectorBench) -> Result<()> {
         let msg = format!("{e:#}");
         if msg.contains("will not fit in region 'RAM'") || msg.contains("ERROR(qemu-c3)") {
             anyhow::anyhow!(
-                "the index over {} vectors of {} dims ({:?}, m {}) does not fit the ESP32-C3's 400 KiB RAM: \
+                "the index over {} vectors of {} dims ({}, m {}) does not fit the ESP32-C3's 400 KiB RAM: \
                  use fewer vectors (--max-base), --mode i8 or binary, or a smaller --m",
                 b.data.base.len(),
                 b.data.base.dim,
-                b.mode,
+                format!("{:?}", b.mode).to_lowercase(),
                 b.m
             )
         } else if msg.contains("will not fit in region 'FLASH'") {
@@ -643,7 +656,12 @@ pub fn vector_bench(chip: &str, b: &VectorBench) -> Result<()> {
             println!("exact-scan recall@{}: {:.4}", b.k, recall_at_k(&p.found, &d.truth, b.k));
             continue;
         }
-        println!("instructions/search: {mean} (mean over {nq} queries, k {}, ef_search {})", b.k, p.ef);
+        // The library searches with max(ef_search, k) candidates.
+        let raised = if p.ef < b.k { ", raised to k" } else { "" };
+        println!(
+            "instructions/search: {mean} (mean over {nq} queries, k {}, ef_search {}{raised})",
+            b.k, p.ef
+        );
         println!("recall@1: {:.4}", recall_at_k(&p.found, &d.truth, 1));
         println!("recall@{}: {:.4}", b.k, recall_at_k(&p.found, &d.truth, b.k));
         if let Some(h) = host.as_ref().and_then(|h| h.get(i)) {
@@ -652,8 +670,9 @@ pub fn vector_bench(chip: &str, b: &VectorBench) -> Result<()> {
         }
     }
     println!(
-        "index RAM: {} bytes (size_of the index value, in .bss); static RAM: {} bytes; stack peak: {} bytes",
-        r.index_bytes, r.static_bytes, r.stack_bytes
+        "index RAM: {} bytes (size_of the index value, in .bss); static RAM: {} bytes; stack peak: {} bytes \
+         (inserting; searching: {} bytes)",
+        r.index_bytes, r.static_bytes, r.insert_stack, r.search_stack
     );
     Ok(())
 }
