@@ -468,8 +468,14 @@ fn vector_blob(b: &VectorBench) -> Vec<u8> {
     for i in 0..MAX_EFS {
         out.extend_from_slice(&(b.ef_search.get(i).copied().unwrap_or(0) as u32).to_le_bytes());
     }
-    for x in d.base.data.iter().chain(&d.queries.data) {
-        out.extend_from_slice(&x.to_le_bytes());
+    // Binary storage keeps signs, so the vectors are centred on the base mean first, as the
+    // host's index does (`ann`).
+    let center = (b.mode == Mode::Binary).then(|| ann::mean(&d.base));
+    for row in d.base.data.chunks_exact(d.base.dim).chain(d.queries.data.chunks_exact(d.base.dim)) {
+        for (i, x) in row.iter().enumerate() {
+            let x = center.as_ref().map_or(*x, |c| x - c[i]);
+            out.extend_from_slice(&x.to_le_bytes());
+        }
     }
     out
 }
