@@ -1,6 +1,10 @@
 //! Reads the model image named by RUVLLM_MODEL once on the host and turns its shape into
 //! constants (layers, context, arena length), so the firmware's static arena is exactly what
 //! the engine needs and the link fails when it does not fit the chip's RAM.
+//!
+//! With the `vector-bench` feature it reads the vector blob named by RUVLLM_VECTORS instead
+//! (written by `ruvllm-esp32 index bench --chip esp32c3`) and turns its header into the
+//! index's type parameters, so the `MicroHNSW` in .bss is exactly the benchmark's.
 
 use std::path::PathBuf;
 
@@ -13,6 +17,11 @@ fn main() {
     println!("cargo:rustc-link-arg-bins=-Tlink.x");
     println!("cargo:rerun-if-changed=memory.x");
     println!("cargo:rerun-if-env-changed=RUVLLM_MODEL");
+    println!("cargo:rerun-if-env-changed=RUVLLM_VECTORS");
+    if std::env::var_os("CARGO_FEATURE_VECTOR_BENCH").is_some() {
+        vector_plan(&out);
+        return;
+    }
 
     // Without RUVLLM_MODEL the firmware carries the project's built-in model (models/).
     let path = std::env::var("RUVLLM_MODEL").unwrap_or_else(|_| {
@@ -61,6 +70,87 @@ fn main() {
         path
     };
     println!("cargo:rustc-env=RUVLLM_IMAGE={image}");
+}
+
+/// The blob's header: magic, then little-endian u32 fields, the seed (u64) and the ef_search
+/// values; f32 data follows (base vectors, then queries). Keep in step with
+/// `crates/ruvllm-cli/src/board.rs` (`vector_blob`) and `src/vector_bench.rs`.
+const MAGIC: &[u8; 4] = b"RVVB";
+/// Most ef_search values one run measures.
+const MAX_EFS: usize = 8;
+/// Header bytes: magic, 9 u32 fields, the u64 seed, MAX_EFS u32 ef values.
+const HEADER: usize = 4 + 9 * 4 + 8 + MAX_EFS * 4;
+/// `ruvllm_esp32::vector::hnsw::EF_MAX`: the longest candidate list and result list.
+const EF_MAX: usize = ruvllm_esp32::vector::hnsw::EF_MAX;
+
+fn vector_plan(out: &std::path::Path) {
+    let Ok(path) = std::env::var("RUVLLM_VECTORS") else {
+        fail("the vector-bench feature needs RUVLLM_VECTORS (a blob written by `ruvllm-esp32 index bench --chip esp32c3`)")
+    };
+    println!("cargo:rerun-if-changed={path}");
+    let b = std::fs::read(&path).unwrap_or_else(|e| fail(&format!("RUVLLM_VECTORS={path}: {e}")));
+    let bad = |what: &str| -> ! { fail(&format!("RUVLLM_VECTORS={path}: {what}")) };
+    if b.len() < HEADER || &b[..4] != MAGIC {
+        bad("not a vector blob (magic RVVB)");
+    }
+    let u = |i: usize| u32::from_le_bytes(b[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize;
+    let (n, nq, dim, k, storage, m, efc, metric, n_efs) =
+        (u(0), u(1), u(2), u(3), u(4), u(5), u(6), u(7), u(8));
+    let seed = u64::from_le_bytes(b[40..48].try_into().unwrap());
+    let efs: Vec<usize> = (0..n_efs.min(MAX_EFS)).map(|i| u(11 + i)).collect();
+    if n == 0 || n >= 65535 {
+        bad("the base count must be 1..65534 (u16 ids)");
+    }
+    if nq == 0 || dim == 0 || k == 0 || k > EF_MAX {
+        bad("no queries, no dimensions, or k outside 1..=256");
+    }
+    if !(2..=EF_MAX / 4).contains(&m) || efc == 0 || efc > EF_MAX {
+        bad("m must be 2..=64 and ef_construction 1..=256");
+    }
+    if efs.is_empty() || n_efs > MAX_EFS || efs.iter().any(|&e| e == 0 || e > EF_MAX) {
+        bad("1 to 8 ef_search values of 1..=256");
+    }
+    if b.len() != HEADER + 4 * dim * (n + nq) {
+        bad("the length does not match the header's counts");
+    }
+    let metric = match metric {
+        0 => "Euclidean",
+        1 => "Cosine",
+        2 => "Dot",
+        _ => bad("unknown metric"),
+    };
+    let (store, name) = match storage {
+        0 => ("F32".to_string(), "f32"),
+        1 => ("I8".to_string(), "i8"),
+        2 => (format!("Binary<{}>", dim.div_ceil(8)), "binary"),
+        _ => bad("unknown storage kind"),
+    };
+    // The upper-level link pool: a node reaches level >= l with probability m^-l, so the pool
+    // holds n m / (m - 1) links on average; twice that plus one full tower of margin means the
+    // pool never caps a node's level (the graph is the one an unbounded index would build).
+    let up = ((2 * n * m).div_ceil(m - 1) + 16 * m).min(65535);
+    let efs_list: Vec<String> = efs.iter().map(|e| e.to_string()).collect();
+    let plan = format!(
+        "/// Base vectors: the index's capacity.\npub const N: usize = {n};\n\
+         /// Queries.\npub const NQ: usize = {nq};\n\
+         pub const DIM: usize = {dim};\n\
+         /// Neighbours per query.\npub const K: usize = {k};\n\
+         /// Upper-level links per node; level 0 gets M0 = 2 m.\npub const M: usize = {m};\n\
+         pub const M0: usize = {m0};\n\
+         /// The upper-level link pool (u16 ids).\npub const UP: usize = {up};\n\
+         pub const EF_CONSTRUCTION: usize = {efc};\n\
+         /// The ef_search values measured, one pass over the queries each.\npub const EFS: [usize; {ne}] = [{efl}];\n\
+         pub const SEED: u64 = {seed};\n\
+         pub const METRIC: ruvllm_esp32::vector::Metric = ruvllm_esp32::vector::Metric::{metric};\n\
+         pub type Store = ruvllm_esp32::vector::{store};\n\
+         pub const STORAGE: &str = \"{name}\";\n\
+         /// Where the f32 data starts in the blob.\npub const DATA: usize = {HEADER};\n",
+        m0 = 2 * m,
+        ne = efs.len(),
+        efl = efs_list.join(", "),
+    );
+    std::fs::write(out.join("vectors.rs"), plan).expect("write vectors.rs");
+    println!("cargo:rustc-env=RUVLLM_VECTORS_BLOB={path}");
 }
 
 fn fail(msg: &str) -> ! {

@@ -286,7 +286,7 @@ impl<const D: usize, S: Storage<D> + 'static, const M0: usize> Searcher for Hnsw
 }
 
 /// The mean of the rows of `v`.
-fn mean(v: &Vectors<f32>) -> Vec<f32> {
+pub fn mean(v: &Vectors<f32>) -> Vec<f32> {
     let mut m = vec![0.0f64; v.dim];
     for i in 0..v.len() {
         for (s, &x) in m.iter_mut().zip(v.row(i)) {

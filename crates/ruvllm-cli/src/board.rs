@@ -4,8 +4,11 @@
 //! reports instructions per token rather than a host-dependent time.
 
 use crate::image;
+use crate::index::Dataset;
 use crate::ModelArgs;
 use anyhow::{bail, Context, Result};
+use ruvllm_cli::ann::{self, Mode};
+use ruvllm_cli::datasets::{recall_at_k, Metric, Vectors};
 use ruvllm_esp32::convert::Quant;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -99,15 +102,21 @@ pub fn parse_engine(s: &str) -> Result<bool> {
 }
 
 pub fn build(tc: &Toolchain, image: &Path, corrupt: bool, float_engine: bool) -> Result<PathBuf> {
-    let dir = firmware_dir();
     let image = std::fs::canonicalize(image).with_context(|| format!("{}: cannot read", image.display()))?;
-    let mut cmd = Command::new(&tc.cargo);
-    cmd.current_dir(&dir).args(["build", "--release", "-p", "qemu-c3"]);
     let features: Vec<&str> = [(corrupt, "corrupt-image"), (float_engine, "float-engine")]
         .iter()
         .filter(|(on, _)| *on)
         .map(|(_, f)| *f)
         .collect();
+    cargo_build(tc, &features, &[("RUVLLM_MODEL", &image)])
+}
+
+/// Builds `firmware/qemu-c3` for the chip with `features` and the build script's inputs in
+/// `env`; returns the ELF's path. Failures come back as the compiler's error lines.
+fn cargo_build(tc: &Toolchain, features: &[&str], env: &[(&str, &Path)]) -> Result<PathBuf> {
+    let dir = firmware_dir();
+    let mut cmd = Command::new(&tc.cargo);
+    cmd.current_dir(&dir).args(["build", "--release", "-p", "qemu-c3"]);
     if !features.is_empty() {
         cmd.args(["--features", &features.join(",")]);
     }
@@ -126,8 +135,10 @@ pub fn build(tc: &Toolchain, image: &Path, corrupt: bool, float_engine: bool) ->
     }
     cmd.env("RUSTC", &tc.rustc)
         .env("RUSTC_BOOTSTRAP", "1")
-        .env("RUVLLM_MODEL", &image)
         .env("CARGO_TARGET_RISCV32IMC_UNKNOWN_NONE_ELF_LINKER", &tc.lld);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     eprintln!(
         "building the board in {} (the first build compiles core for {TARGET}, about a minute)",
         dir.display()
@@ -325,9 +336,7 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str) -> Result<
     if quant == Quant::F32 {
         bail!("--quant f32: an f32 image does not fit the ESP32-C3's RAM (use q8, ternary or binary)");
     }
-    if chip != "esp32c3" {
-        bail!("--chip {chip}: only esp32c3 has a QEMU board so far");
-    }
+    check_chip(chip)?;
     let tc = Toolchain::find()?;
     let dir = scratch_dir();
     let (image, image_len) = board_image(args, &dir, quant)?;
@@ -371,5 +380,305 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str) -> Result<
         Some(f) => println!("flash image: {f} bytes (ELF in flash; the model image is {image_len} of them)"),
         None => println!("flash image: model image {image_len} bytes"),
     }
+    Ok(())
+}
+
+/// `index bench --chip esp32c3`: what the board measures and against what.
+pub struct VectorBench<'a> {
+    pub data: &'a Dataset,
+    pub mode: Mode,
+    pub metric: Metric,
+    pub k: usize,
+    pub m: usize,
+    pub ef_construction: usize,
+    /// One pass over the queries each (at most [`MAX_EFS`]).
+    pub ef_search: &'a [usize],
+    pub seed: u64,
+}
+
+/// The vector blob's magic and header size (see `firmware/qemu-c3/build.rs`).
+const VB_MAGIC: &[u8; 4] = b"RVVB";
+/// Most ef_search values one board run measures.
+pub const MAX_EFS: usize = 8;
+
+/// Refuses what the board cannot run, with one clear line each.
+fn check_vector_bench(chip: &str, b: &VectorBench) -> Result<()> {
+    check_chip(chip)?;
+    let ef_max = ruvllm_esp32::vector::hnsw::EF_MAX;
+    let (n, dim) = (b.data.base.len(), b.data.base.dim);
+    if b.mode == Mode::Pq {
+        bail!("--mode pq: the board runs HNSW only (use f32, i8 or binary with --chip)");
+    }
+    if n >= 65535 {
+        bail!("{n} base vectors: the board's index holds at most 65534 (u16 ids); use --max-base");
+    }
+    if b.k == 0 || b.k > ef_max {
+        bail!("-k {}: the board returns 1 to {ef_max} neighbours", b.k);
+    }
+    if !(2..=ef_max / 4).contains(&b.m) {
+        bail!("--m {}: the board's index takes 2 to {} (level 0 gets 2 m links)", b.m, ef_max / 4);
+    }
+    if b.ef_construction == 0 || b.ef_construction > ef_max {
+        bail!("--ef-construction {}: use 1 to {ef_max}", b.ef_construction);
+    }
+    if b.ef_search.is_empty() || b.ef_search.len() > MAX_EFS {
+        bail!("--ef-search: give 1 to {MAX_EFS} values for one board run");
+    }
+    if let Some(ef) = b.ef_search.iter().find(|&&e| e == 0 || e > ef_max) {
+        bail!("--ef-search {ef}: use 1 to {ef_max}");
+    }
+    if dim == 0 {
+        bail!("the vectors have no dimensions");
+    }
+    Ok(())
+}
+
+/// The board has one chip so far.
+pub fn check_chip(chip: &str) -> Result<()> {
+    if chip != "esp32c3" {
+        bail!("--chip {chip}: only esp32c3 has a QEMU board so far");
+    }
+    Ok(())
+}
+
+/// The blob the `vector-bench` firmware links into flash: header, base vectors, queries.
+fn vector_blob(b: &VectorBench) -> Vec<u8> {
+    let d = b.data;
+    let storage = match b.mode {
+        Mode::F32 => 0u32,
+        Mode::I8 => 1,
+        _ => 2,
+    };
+    let mut out = VB_MAGIC.to_vec();
+    let fields = [
+        d.base.len() as u32,
+        d.queries.len() as u32,
+        d.base.dim as u32,
+        b.k as u32,
+        storage,
+        b.m as u32,
+        b.ef_construction as u32,
+        b.metric as u32,
+        b.ef_search.len() as u32,
+    ];
+    for f in fields {
+        out.extend_from_slice(&f.to_le_bytes());
+    }
+    out.extend_from_slice(&b.seed.to_le_bytes());
+    for i in 0..MAX_EFS {
+        out.extend_from_slice(&(b.ef_search.get(i).copied().unwrap_or(0) as u32).to_le_bytes());
+    }
+    // Binary storage keeps signs, so the vectors are centred on the base mean first, as the
+    // host's index does (`ann`).
+    let center = (b.mode == Mode::Binary).then(|| ann::mean(&d.base));
+    for row in d.base.data.chunks_exact(d.base.dim).chain(d.queries.data.chunks_exact(d.base.dim)) {
+        for (i, x) in row.iter().enumerate() {
+            let x = center.as_ref().map_or(*x, |c| x - c[i]);
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// One pass of the board over the queries.
+struct Pass {
+    /// 0: the brute-force scan (`search_exact`).
+    ef: usize,
+    /// Instructions of each search.
+    instructions: Vec<u64>,
+    /// Result ids, `k` a query (`u32::MAX` where fewer came back).
+    found: Vectors<u32>,
+}
+
+/// What the board printed.
+struct BoardReport {
+    insert_total: u64,
+    insert_min: u64,
+    insert_max: u64,
+    passes: Vec<Pass>,
+    index_bytes: u64,
+    static_bytes: u64,
+    /// Stack high-water marks while inserting and while searching.
+    insert_stack: u64,
+    search_stack: u64,
+}
+
+fn parse_vector_report(text: &str, nq: usize, k: usize) -> Result<BoardReport> {
+    let num = |s: Option<&str>| -> Result<u64> {
+        s.and_then(|s| s.parse().ok())
+            .with_context(|| format!("the board printed an unreadable line: {text}"))
+    };
+    let mut insert = None;
+    let mut ram = None;
+    let mut passes: Vec<Pass> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("error:") || line.starts_with("panic:") {
+            bail!("the board reported: {line}");
+        }
+        let mut f = line.split(' ');
+        if f.next() != Some("vb") {
+            continue;
+        }
+        match f.next() {
+            Some("insert") => insert = Some((num(f.next())?, num(f.next())?, num(f.next())?)),
+            Some(tag @ ("ef" | "exact")) => passes.push(Pass {
+                ef: if tag == "ef" { num(f.next())? as usize } else { 0 },
+                instructions: Vec::with_capacity(nq),
+                found: Vectors { dim: k, data: Vec::with_capacity(nq * k) },
+            }),
+            Some("q") => {
+                let Some(p) = passes.last_mut() else { bail!("the board printed a query before its pass") };
+                let _query = num(f.next())?;
+                p.instructions.push(num(f.next())?);
+                let mut ids: Vec<u32> = f.map(|s| num(Some(s)).map(|v| v as u32)).collect::<Result<_>>()?;
+                ids.resize(k, u32::MAX);
+                p.found.data.extend_from_slice(&ids);
+            }
+            Some("ram") => ram = Some((num(f.next())?, num(f.next())?, num(f.next())?, num(f.next())?)),
+            _ => {}
+        }
+    }
+    let (
+        Some((insert_total, insert_min, insert_max)),
+        Some((index_bytes, static_bytes, insert_stack, search_stack)),
+    ) = (insert, ram)
+    else {
+        bail!("the board's report is incomplete: {text}");
+    };
+    if passes.len() < 2 || passes.iter().any(|p| p.instructions.len() != nq) {
+        bail!("the board did not answer every query: {text}");
+    }
+    Ok(BoardReport {
+        insert_total,
+        insert_min,
+        insert_max,
+        passes,
+        index_bytes,
+        static_bytes,
+        insert_stack,
+        search_stack,
+    })
+}
+
+/// The host's index (`index bench` without --chip) over the same data, for the comparison of
+/// result ids; `None` when the host has no instance for these parameters.
+fn host_ids(b: &VectorBench) -> Option<Vec<Vectors<u32>>> {
+    let params = ann::Params {
+        metric: b.metric,
+        m: b.m,
+        ef_construction: b.ef_construction,
+        ef_search: b.ef_search[0],
+        seed: b.seed,
+        ..ann::Params::default()
+    };
+    let mut index = ann::build(b.mode, &params, &b.data.base, &mut |_| {}).ok()?;
+    let q = &b.data.queries;
+    let mut out = Vec::with_capacity(b.k);
+    let mut all = Vec::new();
+    for &ef in b.ef_search {
+        index.set_ef(ef);
+        let mut found = Vectors { dim: b.k, data: Vec::with_capacity(q.len() * b.k) };
+        for i in 0..q.len() {
+            index.search(q.row(i), b.k, &mut out);
+            out.resize(b.k, u32::MAX);
+            found.data.extend_from_slice(&out);
+        }
+        all.push(found);
+    }
+    Some(all)
+}
+
+/// `index bench --chip esp32c3`: builds the board around the vectors, runs it, and prints
+/// instructions per insert and per search, recall against the host's exact ground truth, and
+/// the index's RAM.
+pub fn vector_bench(chip: &str, b: &VectorBench) -> Result<()> {
+    check_vector_bench(chip, b)?;
+    let tc = Toolchain::find()?;
+    let dir = scratch_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let blob = dir.join("vectors.bin");
+    let elf = dir.join("vector-bench.elf");
+    let built = std::fs::write(&blob, vector_blob(b))
+        .with_context(|| format!("{}: cannot write", blob.display()))
+        .and_then(|()| cargo_build(&tc, &["vector-bench"], &[("RUVLLM_VECTORS", &blob)]))
+        // Another build may reuse the target's ELF path as soon as cargo's lock is released.
+        .and_then(|built| std::fs::copy(&built, &elf).context("copying the board's ELF"));
+    let report = built.and_then(|_| {
+        let (n, dim) = (b.data.base.len(), b.data.base.dim);
+        let mut s = Session::start(&tc, &elf)?;
+        // The board runs about 100 million instructions a second.
+        let text = s.expect("vb end", Duration::from_secs(600))?;
+        let _ = s.wait(Duration::from_secs(10));
+        let r = parse_vector_report(&text, b.data.queries.len(), b.k);
+        r.with_context(|| format!("the board's run over {n} vectors of {dim} dims"))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = report.map_err(|e| {
+        let msg = format!("{e:#}");
+        if msg.contains("will not fit in region 'RAM'") || msg.contains("ERROR(qemu-c3)") {
+            anyhow::anyhow!(
+                "the index over {} vectors of {} dims ({}, m {}) does not fit the ESP32-C3's 400 KiB RAM: \
+                 use fewer vectors (--max-base), --mode i8 or binary, or a smaller --m",
+                b.data.base.len(),
+                b.data.base.dim,
+                format!("{:?}", b.mode).to_lowercase(),
+                b.m
+            )
+        } else if msg.contains("will not fit in region 'FLASH'") {
+            anyhow::anyhow!("the vectors do not fit the board's 4 MiB flash: use --max-base / --max-queries")
+        } else {
+            e
+        }
+    })?;
+
+    let (d, nq) = (b.data, b.data.queries.len());
+    let mode = format!("{:?}", b.mode).to_lowercase();
+    println!("chip: esp32c3 (QEMU virt, rv32imc without FPU, 400 KiB RAM; exact instruction counts)");
+    println!("dataset: {} base vectors of {} dims; {nq} queries ({})", d.base.len(), d.base.dim, d.source);
+    println!(
+        "index: HNSW {mode}, {} vectors of {} dims, m {} (level 0: {}), ef_construction {}",
+        d.base.len(),
+        d.base.dim,
+        b.m,
+        2 * b.m,
+        b.ef_construction
+    );
+    println!(
+        "instructions/insert: {} (mean; min {}, max {})",
+        r.insert_total / d.base.len() as u64,
+        r.insert_min,
+        r.insert_max
+    );
+    let host = host_ids(b);
+    for (i, p) in r.passes.iter().enumerate() {
+        let mean = p.instructions.iter().sum::<u64>() / nq as u64;
+        if p.ef == 0 {
+            // The storage's own exact answer: what the graph search can reach at best.
+            println!(
+                "instructions/exact search: {mean} (mean over {nq} queries, k {}, a scan of all {} vectors)",
+                b.k,
+                d.base.len()
+            );
+            println!("exact-scan recall@{}: {:.4}", b.k, recall_at_k(&p.found, &d.truth, b.k));
+            continue;
+        }
+        // The library searches with max(ef_search, k) candidates.
+        let raised = if p.ef < b.k { ", raised to k" } else { "" };
+        println!(
+            "instructions/search: {mean} (mean over {nq} queries, k {}, ef_search {}{raised})",
+            b.k, p.ef
+        );
+        println!("recall@1: {:.4}", recall_at_k(&p.found, &d.truth, 1));
+        println!("recall@{}: {:.4}", b.k, recall_at_k(&p.found, &d.truth, b.k));
+        if let Some(h) = host.as_ref().and_then(|h| h.get(i)) {
+            let same = (0..nq).filter(|&q| h.row(q) == p.found.row(q)).count();
+            println!("same result ids as the host's index: {same} of {nq} queries");
+        }
+    }
+    println!(
+        "index RAM: {} bytes (size_of the index value, in .bss); static RAM: {} bytes; stack peak: {} bytes \
+         (inserting; searching: {} bytes)",
+        r.index_bytes, r.static_bytes, r.insert_stack, r.search_stack
+    );
     Ok(())
 }

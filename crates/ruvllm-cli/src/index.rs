@@ -16,7 +16,8 @@ pub enum IndexCmd {
     #[command(after_help = "Examples:
   ruvllm-esp32 index bench --base sift_base.fvecs --queries sift_query.fvecs --ground-truth sift_groundtruth.ivecs --mode i8
   ruvllm-esp32 index bench --base t10k-images-idx3-ubyte.gz --holdout 1000 --mode f32 --ef-search 16,32,64,128
-  ruvllm-esp32 index bench --base t10k-images-idx3-ubyte.gz --mode pq --rerank 100")]
+  ruvllm-esp32 index bench --base t10k-images-idx3-ubyte.gz --mode pq --rerank 100
+  ruvllm-esp32 index bench --chip esp32c3 --base t10k-images-idx3-ubyte.gz --project 64 --mode i8 --m 8")]
     Bench(BenchArgs),
 }
 
@@ -27,7 +28,7 @@ pub enum MetricArg {
     Dot,
 }
 
-#[derive(clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct BenchArgs {
     /// Base vectors: .fvecs, .bvecs or MNIST IDX images, plain or gzipped
     #[arg(long)]
@@ -78,6 +79,11 @@ pub struct BenchArgs {
     pub project: Option<usize>,
     #[arg(short = 's', long, default_value_t = 0x5eed)]
     pub seed: u64,
+    /// Measure on a chip instead: esp32c3 builds the QEMU board (ESP32-C3 resources) around
+    /// the vectors and counts instructions per insert and per search exactly; recall is scored
+    /// here. HNSW modes only; --max-base defaults to 256 and --max-queries to 100
+    #[arg(long)]
+    pub chip: Option<String>,
 }
 
 pub fn run(cmd: IndexCmd) -> Result<()> {
@@ -182,7 +188,38 @@ pub fn load(args: &BenchArgs) -> Result<Dataset> {
     Ok(Dataset { base, queries, truth, source })
 }
 
+/// `--chip`: the same dataset preparation, measured on the board.
+fn bench_chip(chip: &str, args: &BenchArgs) -> Result<()> {
+    crate::board::check_chip(chip)?;
+    if args.mode == Mode::Pq {
+        bail!("--mode pq: the board runs HNSW only (use f32, i8 or binary with --chip)");
+    }
+    if args.ground_truth.is_some() && args.max_base.is_none() {
+        // The board takes 256 base vectors unless told: ground truth over a whole file does
+        // not score them.
+        bail!("--ground-truth with --chip needs --max-base covering the whole base file (or leave --ground-truth out)");
+    }
+    let mut args = args.clone();
+    args.max_base = Some(args.max_base.unwrap_or(256));
+    args.max_queries = Some(args.max_queries.unwrap_or(100));
+    let data = load(&args)?;
+    let b = crate::board::VectorBench {
+        data: &data,
+        mode: args.mode,
+        metric: metric(args.metric),
+        k: args.k,
+        m: args.m,
+        ef_construction: args.ef_construction,
+        ef_search: &args.ef_search,
+        seed: args.seed,
+    };
+    crate::board::vector_bench(chip, &b)
+}
+
 fn bench(args: &BenchArgs) -> Result<()> {
+    if let Some(chip) = &args.chip {
+        return bench_chip(chip, args);
+    }
     let data = load(args)?;
     let params = Params {
         metric: metric(args.metric),

@@ -1,34 +1,46 @@
 //! A QEMU `virt` board with exactly the ESP32-C3's resources (rv32imc, no FPU, 4 MiB flash,
 //! 400 KiB RAM) running the ruvllm-esp32 console on its UART. The model image is linked into
 //! flash and read in place; the engine's arena is a static array sized at build time.
+//!
+//! With the `vector-bench` feature the board runs no console and embeds no model: it builds a
+//! `MicroHNSW` over vectors linked into flash, counts the instructions of every insert and
+//! search, prints the results and exits (see `vector_bench.rs`).
 #![no_std]
 #![no_main]
 
 mod uart;
+#[cfg(feature = "vector-bench")]
+mod vector_bench;
 
 use core::fmt::Write as _;
+#[cfg(not(feature = "vector-bench"))]
 use core::ptr::addr_of_mut;
-#[cfg(not(feature = "float-engine"))]
+#[cfg(all(not(feature = "float-engine"), not(feature = "vector-bench")))]
 use ruvllm_esp32::console::IntegerEngine;
-#[cfg(feature = "float-engine")]
+use ruvllm_esp32::console::RamUse;
+#[cfg(all(feature = "float-engine", not(feature = "vector-bench")))]
 use ruvllm_esp32::console::ReferenceEngine;
-use ruvllm_esp32::console::{Board, Console, RamUse};
+#[cfg(not(feature = "vector-bench"))]
+use ruvllm_esp32::console::{Board, Console};
+#[cfg(not(feature = "vector-bench"))]
 use ruvllm_esp32::model::Model;
 use uart::Uart;
 
 // LAYERS, SEQ_LEN, ARENA_LEN: computed by build.rs from the image.
+#[cfg(not(feature = "vector-bench"))]
 include!(concat!(env!("OUT_DIR"), "/plan.rs"));
 
 /// GGUF tensors are read in place, so the image keeps the format's 32-byte alignment.
 #[repr(C, align(32))]
 struct Aligned<T: ?Sized>(T);
 
+#[cfg(not(feature = "vector-bench"))]
 static IMAGE: &Aligned<[u8]> = &Aligned(*include_bytes!(env!("RUVLLM_IMAGE")));
 
 /// Activations and KV cache for the full context, in .bss: RAM the linker accounts for.
-#[cfg(not(feature = "float-engine"))]
+#[cfg(all(not(feature = "float-engine"), not(feature = "vector-bench")))]
 static mut ARENA: [i32; ARENA_LEN] = [0; ARENA_LEN];
-#[cfg(feature = "float-engine")]
+#[cfg(all(feature = "float-engine", not(feature = "vector-bench")))]
 static mut ARENA: [f32; ARENA_LEN] = [0.0; ARENA_LEN];
 
 /// Written over the free stack at boot; the first word that differs marks the deepest use.
@@ -89,6 +101,15 @@ fn ram_use() -> RamUse {
     RamUse { static_bytes: bottom - start, stack_bytes: top - p }
 }
 
+#[cfg(feature = "vector-bench")]
+#[riscv_rt::entry]
+fn main() -> ! {
+    paint_stack();
+    // SAFETY: the only Uart.
+    vector_bench::run(unsafe { Uart::new() })
+}
+
+#[cfg(not(feature = "vector-bench"))]
 #[riscv_rt::entry]
 fn main() -> ! {
     paint_stack();
