@@ -26,6 +26,12 @@ pub enum Error {
     ContextFull { need: usize, capacity: usize },
     /// A fixed-capacity container (a vector index) has no free slot left.
     Full { capacity: usize },
+    /// The flash under a persistent store failed (driver error, out of bounds, power lost
+    /// mid-operation) or has no room left for a write (`what` says which).
+    Storage { what: &'static str },
+    /// A persistent store found data it cannot use and could not repair (`what` says what was
+    /// found and what to do).
+    Corrupt { what: &'static str },
 }
 
 impl fmt::Display for Error {
@@ -48,6 +54,8 @@ impl fmt::Display for Error {
                 write!(f, "context full: need {need} positions, capacity is {capacity}")
             }
             Error::Full { capacity } => write!(f, "full: all {capacity} slots are in use"),
+            Error::Storage { what } => write!(f, "storage: {what}"),
+            Error::Corrupt { what } => write!(f, "corrupt store: {what}"),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod model;
 pub mod packed;
 pub mod quant;
 pub mod sample;
+pub mod store;
 pub mod tokenizer;
 pub mod vector;
 
