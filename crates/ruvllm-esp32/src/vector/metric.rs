@@ -53,12 +53,10 @@ fn lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
 }
 
 /// Whether the AVX2 distance kernels may run here.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
 #[inline]
 fn avx2() -> bool {
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    return crate::kernels::x86::has_avx2();
-    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
-    false
+    crate::kernels::x86::has_avx2()
 }
 
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
