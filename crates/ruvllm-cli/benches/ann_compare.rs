@@ -244,6 +244,28 @@ fn reps() -> usize {
     std::env::var("ANN_COMPARE_REPS").ok().and_then(|v| v.parse().ok()).filter(|&r| r > 0).unwrap_or(REPS)
 }
 
+/// Builds hnsw_rs (m 16) over `base` with `distance` and measures every ef_search.
+fn sweep_hnsw_rs<D: Distance<f32> + Send + Sync>(
+    base: &Vectors<f32>,
+    queries: &Vectors<f32>,
+    truth: &Vectors<u32>,
+    distance: D,
+    name: &str,
+    rows: &mut Vec<Row>,
+    lines: &mut Vec<String>,
+) {
+    let (mut index, heap, secs) = counted(|| HnswRs::build(base, 16, distance));
+    index.bytes_per_vector = heap as f64 / base.len() as f64;
+    let setting = format!("m 16 (L0 32), {name}");
+    lines.push(format!("hnsw_rs {setting}: built in {secs:.1} s (single-threaded inserts)"));
+    for ef in EF_SEARCH {
+        index.set_ef(ef);
+        let m = best_of(&mut index, queries, truth);
+        let heap_per_vector = index.bytes_per_vector;
+        report(Row { library: "hnsw_rs", setting: setting.clone(), ef, m, heap_per_vector }, rows);
+    }
+}
+
 fn best_of(index: &mut dyn Searcher, queries: &Vectors<f32>, truth: &Vectors<u32>) -> Measurement {
     let mut best = ann::measure(index, queries, truth, K);
     for _ in 1..reps() {
@@ -369,30 +391,8 @@ fn main() {
 
     // hnsw_rs: its DistL2 (default features: a scalar loop), and the same index over the
     // eight-lane distance the instant-distance points use.
-    {
-        let (mut index, heap, secs) = counted(|| HnswRs::build(&base, 16, DistL2));
-        index.bytes_per_vector = heap as f64 / n as f64;
-        let setting = "m 16 (L0 32), DistL2".to_string();
-        lines.push(format!("hnsw_rs {setting}: built in {secs:.1} s (single-threaded inserts)"));
-        for ef in EF_SEARCH {
-            index.set_ef(ef);
-            let m = best_of(&mut index, &queries, &truth);
-            let heap_per_vector = index.bytes_per_vector;
-            report(Row { library: "hnsw_rs", setting: setting.clone(), ef, m, heap_per_vector }, &mut rows);
-        }
-    }
-    {
-        let (mut index, heap, secs) = counted(|| HnswRs::build(&base, 16, L2Lanes));
-        index.bytes_per_vector = heap as f64 / n as f64;
-        let setting = "m 16 (L0 32), 8-lane L2^2".to_string();
-        lines.push(format!("hnsw_rs {setting}: built in {secs:.1} s (single-threaded inserts)"));
-        for ef in EF_SEARCH {
-            index.set_ef(ef);
-            let m = best_of(&mut index, &queries, &truth);
-            let heap_per_vector = index.bytes_per_vector;
-            report(Row { library: "hnsw_rs", setting: setting.clone(), ef, m, heap_per_vector }, &mut rows);
-        }
-    }
+    sweep_hnsw_rs(&base, &queries, &truth, DistL2, "DistL2", &mut rows, &mut lines);
+    sweep_hnsw_rs(&base, &queries, &truth, L2Lanes, "8-lane L2^2", &mut rows, &mut lines);
 
     // instant-distance: M is a constant of the crate (32, level 0: 64); ef_search is set when
     // building. A small build first starts its rayon pool, whose heap would otherwise be counted

@@ -38,23 +38,8 @@ impl NorFlashError for SimError {
     }
 }
 
-/// splitmix64: a small deterministic generator for the torn operations.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0; the modulo bias is irrelevant here).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
+/// The deterministic generator of the torn operations (the vector code's splitmix64).
+pub use crate::vector::metric::SplitMix as Rng;
 
 pub struct SimFlash {
     pub data: Vec<u8>,

@@ -132,6 +132,11 @@ impl SplitMix {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
+
+    /// Uniform in `0..n` for `n > 0` (the modulo bias is negligible for small `n`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
 }
 
 #[cfg(all(test, feature = "std", target_arch = "x86_64"))]
