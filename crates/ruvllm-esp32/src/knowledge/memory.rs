@@ -213,7 +213,8 @@ impl<const DIM: usize, const CAP: usize, const TOK: usize> SemanticMemory<DIM, C
         self.add_memory_at(embedding, tokens, kind, imp, ttl, self.now)
     }
 
-    /// Adds a memory at tick `now` (the clock advances to it) with `importance` (0..=1) and an
+    /// Adds a memory at tick `now` (the clock advances to it; an earlier tick than the clock's
+    /// stamps the entry with the clock's) with `importance` (0..=1) and an
     /// optional time to live in ticks. A full memory frees expired entries, then evicts the
     /// lowest-retention one (module docs). Errors ([`Error::Invalid`] /
     /// [`Error::BufferTooSmall`]) leave the memory unchanged.
