@@ -4,10 +4,12 @@
 //! `ram_figures` test prints each store's `ram_bytes()` at the README's sizes:
 //! `cargo test -p ruvllm-esp32 --test knowledge ram_figures -- --nocapture`.
 
+use ruvllm_esp32::knowledge::rag::{RAG_M0, RAG_UP};
 use ruvllm_esp32::knowledge::{
     AnomalyConfig, AnomalyDetector, Learned, MemoryConfig, MemoryType, MicroRAG, RAGConfig, SemanticMemory,
 };
 use ruvllm_esp32::vector::metric::{cosine_distance, SplitMix};
+use ruvllm_esp32::vector::{HNSWConfig, Metric, MicroHNSW, F32};
 use ruvllm_esp32::Error;
 
 const D: usize = 64;
@@ -165,7 +167,18 @@ fn rag_int8_retrieval_agrees_with_f32_cosine() {
     for (i, v) in vs.iter().enumerate() {
         rag.add_knowledge(&format!("{i}"), v).unwrap();
     }
-    let (mut hit, mut total, mut top1) = (0, 0, 0);
+    // The same graph over f32 vectors: what int8 costs beyond the graph's own approximation.
+    type F32Index = MicroHNSW<D, 64, F32, RAG_M0, RAG_UP>;
+    let mut f32_index = Box::new(F32Index::new(HNSWConfig {
+        m: RAG_M0 / 2,
+        metric: Metric::Cosine,
+        ..HNSWConfig::default()
+    }));
+    for v in &vs {
+        f32_index.insert(v).unwrap();
+    }
+    let (mut hit, mut total, mut top1, mut f32_hit) = (0, 0, 0, 0);
+    let mut worst_gap = 0.0f32;
     let queries = 500;
     for _ in 0..queries {
         // A query near a stored fact (a paraphrase), the usual RAG case.
@@ -177,13 +190,22 @@ fn rag_int8_retrieval_agrees_with_f32_cosine() {
         let got: Vec<u16> = rag.retrieve(&q, 3).unwrap().iter().map(|r| r.id).collect();
         top1 += usize::from(got[0] == exact[0].1);
         hit += exact[..3].iter().filter(|e| got.contains(&e.1)).count();
+        // When int8 swaps an item, how much worse (in f32 cosine) is the one it returned?
+        let third_got = got.iter().map(|&id| cosine_distance(&q, &vs[id as usize])).fold(0.0f32, f32::max);
+        worst_gap = worst_gap.max(third_got - exact[2].0);
+        let f: Vec<u16> = f32_index.search(&q, 3).unwrap().iter().map(|r| r.id).collect();
+        f32_hit += exact[..3].iter().filter(|e| f.contains(&e.1)).count();
         total += 3;
     }
     let recall = hit as f64 / total as f64;
     let top1 = top1 as f64 / queries as f64;
+    let f32_recall = f32_hit as f64 / total as f64;
     println!(
-        "int8 RAG vs exact f32 cosine: recall@3 {recall:.4}, top-1 agreement {top1:.4} ({queries} queries)"
+        "int8 RAG vs exact f32 cosine: recall@3 {recall:.4}, top-1 agreement {top1:.4} ({queries} queries); \
+         the same graph with f32 vectors: recall@3 {f32_recall:.4}; largest cosine gap of a swapped \
+         result {worst_gap:.4}"
     );
+    assert!(worst_gap < 0.02, "int8 swapped a result {worst_gap} worse in cosine: not a near-tie");
     assert!(top1 >= 0.99, "top-1 {top1}");
     assert!(recall >= 0.95, "recall@3 {recall}");
 }
