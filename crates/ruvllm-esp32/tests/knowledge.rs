@@ -539,3 +539,41 @@ fn ram_figures() {
     assert!(mem.ram_bytes() >= 32 * (64 + 4 + 16 * 4));
     assert!(det.ram_bytes() >= 32 * (64 + 4));
 }
+
+/// Extreme but finite embeddings (huge, subnormal, mixed signs) and odd configs are either
+/// accepted or refused with a typed error, never a panic or a NaN score.
+#[test]
+fn extreme_inputs_do_not_panic() {
+    let odd: Vec<[f32; D]> = vec![
+        [f32::MAX; D],
+        [f32::MIN_POSITIVE / 4.0; D],
+        std::array::from_fn(|i| if i % 2 == 0 { f32::MAX } else { -f32::MAX }),
+        std::array::from_fn(|i| if i == 7 { 1e-42 } else { 0.0 }),
+        basis(0),
+    ];
+    let mut rag =
+        MicroRAG::<D, 8>::new(RAGConfig { min_similarity: f32::NAN, top_k: 99, ..RAGConfig::default() });
+    let cfg = MemoryConfig {
+        w_similarity: f32::NAN,
+        half_life: 0,
+        default_importance: 7.0,
+        ..MemoryConfig::default()
+    };
+    let mut mem = SemanticMemory::<D, 4>::new(cfg);
+    let mut det = AnomalyDetector::<D, 4>::new(AnomalyConfig { k: 0, percentile: f32::NAN, seed: 1 });
+    for (i, v) in odd.iter().enumerate() {
+        let _ = rag.add_knowledge("x", v);
+        let _ = mem.add_memory_at(v, &[1], MemoryType::Factual, 0.5, Some(u64::MAX), u64::MAX - i as u64);
+        let _ = det.learn(v);
+    }
+    for v in &odd {
+        for r in rag.retrieve_default(v).unwrap() {
+            assert!(!r.score.is_nan());
+        }
+        for r in mem.recall(v, u64::MAX, 8).unwrap() {
+            assert!(!r.score.is_nan());
+        }
+        let r = det.check(v).unwrap();
+        assert!(!r.score.is_nan() && !r.threshold.is_nan());
+    }
+}
