@@ -15,6 +15,7 @@ pub mod error;
 pub mod gguf;
 pub mod infer;
 pub mod kernels;
+pub mod knowledge;
 pub mod model;
 pub mod packed;
 pub mod quant;

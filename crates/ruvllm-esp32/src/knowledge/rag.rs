@@ -1,0 +1,200 @@
+//! `MicroRAG`: short texts retrieved by the cosine similarity of their embeddings.
+//!
+//! ```
+//! use ruvllm_esp32::knowledge::{MicroRAG, RAGConfig};
+//! # fn main() -> ruvllm_esp32::Result<()> {
+//! let mut rag = MicroRAG::<64, 64>::new(RAGConfig::default());
+//! let mut embedding = [0.0f32; 64];
+//! embedding[3] = 1.0;
+//! let text = "The ESP32-S3 has 512 KB of SRAM.";
+//! rag.add_knowledge(text, &embedding)?;
+//! let mut q = embedding;
+//! q[4] = 0.2;
+//! // `retrieve` takes `&mut self` (the index marks visited nodes during a search) and returns
+//! // a `Result` (a query of the wrong length, with NaN or all zero is an error, not a panic).
+//! let results = rag.retrieve(&q, 3)?;
+//! assert_eq!(results[0].text, text);
+//! assert!(results[0].score > 0.9);
+//! # Ok(()) }
+//! ```
+//!
+//! The published README's calls (`MicroRAG<64, 64>::new(RAGConfig::default())`,
+//! `rag.add_knowledge(text, &embedding)?`, `rag.retrieve(&q, 3)`) are kept; in expression
+//! position Rust needs the turbofish `MicroRAG::<64, 64>::new`, and `retrieve` returns a
+//! `Result` as above.
+
+use core::mem::size_of;
+
+use super::{check_embedding, MAX_RESULTS};
+use crate::error::{Error, Result};
+use crate::vector::{HNSWConfig, Metric, MicroHNSW, SearchResult, I8};
+
+/// Level-0 links a node of the RAG index (upper levels get half).
+pub const RAG_M0: usize = 16;
+/// Upper-level link pool of the RAG index, in ids: the upper links of 16 nodes at `m = 8`.
+/// About one node in 8 reaches level 1, so stores up to ~128 entries get a full hierarchy;
+/// larger ones get fewer levels (search still runs over the complete level 0).
+pub const RAG_UP: usize = 128;
+
+type Index<const DIM: usize, const CAP: usize> = MicroHNSW<DIM, CAP, I8, RAG_M0, RAG_UP>;
+
+/// Retrieval parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RAGConfig {
+    /// Longest text stored, in bytes (clamped to the store's `TEXT` buffer). Longer texts are
+    /// refused by [`MicroRAG::add_knowledge`] and cut at a character boundary by
+    /// [`MicroRAG::add_knowledge_truncated`].
+    pub max_text_bytes: usize,
+    /// Results of [`MicroRAG::retrieve_default`].
+    pub top_k: usize,
+    /// Results with a cosine similarity below this are dropped.
+    pub min_similarity: f32,
+    /// Candidate list of the index search (raised to `k`).
+    pub ef_search: usize,
+}
+
+impl Default for RAGConfig {
+    fn default() -> Self {
+        RAGConfig { max_text_bytes: 128, top_k: 3, min_similarity: 0.0, ef_search: 32 }
+    }
+}
+
+/// One retrieved entry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retrieved<'a> {
+    pub id: u16,
+    pub text: &'a str,
+    /// Cosine similarity to the query (-1..=1, of the int8-quantized vectors).
+    pub score: f32,
+}
+
+/// Up to `CAP` texts of at most `TEXT` bytes each with their `DIM`-dimensional embeddings,
+/// indexed by a [`MicroHNSW`] with int8 storage and the cosine metric. See the module docs.
+///
+/// Why int8: a vector costs `DIM + 4` bytes instead of `4 * DIM` (68 instead of 256 at 64
+/// dimensions), distances are integer dot products (the C3/C6 have no FPU), and cosine ignores
+/// the per-vector scale, so only rounding is lost. Measured (`tests/knowledge.rs`,
+/// `rag_int8_retrieval_agrees_with_f32_cosine`): top-1 always agrees with exact f32 cosine,
+/// and the results it swaps are near-ties.
+///
+/// The results of [`Self::retrieve`] borrow the texts, so the store cannot be changed while
+/// they are alive (`drop` them first).
+pub struct MicroRAG<const DIM: usize, const CAP: usize, const TEXT: usize = 128> {
+    cfg: RAGConfig,
+    index: Index<DIM, CAP>,
+    texts: [[u8; TEXT]; CAP],
+    lens: [u16; CAP],
+}
+
+impl<const DIM: usize, const CAP: usize, const TEXT: usize> MicroRAG<DIM, CAP, TEXT> {
+    const TEXT_OK: () = assert!(TEXT > 0 && TEXT <= u16::MAX as usize, "MicroRAG: TEXT not in 1..=65535");
+
+    /// An empty store (`max_text_bytes` is clamped to `1..=TEXT`).
+    pub fn new(cfg: RAGConfig) -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::TEXT_OK;
+        let cfg = RAGConfig { max_text_bytes: cfg.max_text_bytes.clamp(1, TEXT), ..cfg };
+        let index = Index::<DIM, CAP>::new(HNSWConfig {
+            m: RAG_M0 / 2,
+            ef_construction: 64,
+            ef_search: cfg.ef_search,
+            metric: Metric::Cosine,
+            seed: 0x7261_6721,
+        });
+        MicroRAG { cfg, index, texts: [[0; TEXT]; CAP], lens: [0; CAP] }
+    }
+
+    pub fn config(&self) -> &RAGConfig {
+        &self.cfg
+    }
+
+    /// Stores `text` with its embedding and returns its id (a slot freed by [`Self::forget`]
+    /// is reused). Errors: empty text or a bad embedding ([`Error::Invalid`]), a text longer
+    /// than `max_text_bytes` ([`Error::BufferTooSmall`]: the embedding describes the whole
+    /// text, so a cut text could be retrieved for words it no longer holds; use
+    /// [`Self::add_knowledge_truncated`] to accept that), a full store ([`Error::Full`]).
+    pub fn add_knowledge(&mut self, text: &str, embedding: &[f32]) -> Result<u16> {
+        if text.len() > self.cfg.max_text_bytes {
+            return Err(Error::BufferTooSmall { need: text.len(), have: self.cfg.max_text_bytes });
+        }
+        self.add(text, embedding)
+    }
+
+    /// As [`Self::add_knowledge`], but a text longer than `max_text_bytes` is cut at the last
+    /// character boundary that fits. Returns the id and the number of bytes stored.
+    pub fn add_knowledge_truncated(&mut self, text: &str, embedding: &[f32]) -> Result<(u16, usize)> {
+        let mut n = text.len().min(self.cfg.max_text_bytes);
+        while !text.is_char_boundary(n) {
+            n -= 1;
+        }
+        let id = self.add(&text[..n], embedding)?;
+        Ok((id, n))
+    }
+
+    fn add(&mut self, text: &str, embedding: &[f32]) -> Result<u16> {
+        if text.is_empty() {
+            return Err(Error::Invalid { what: "knowledge text is empty" });
+        }
+        check_embedding(embedding, DIM)?;
+        let id = self.index.insert(embedding)?;
+        let i = id as usize;
+        self.texts[i][..text.len()].copy_from_slice(text.as_bytes());
+        self.lens[i] = text.len() as u16;
+        Ok(id)
+    }
+
+    /// The text of `id`, if it is stored.
+    pub fn text(&self, id: u16) -> Option<&str> {
+        if !self.index.contains(id) {
+            return None;
+        }
+        let i = id as usize;
+        // Only whole `&str`s (or prefixes cut at a char boundary) are ever stored.
+        core::str::from_utf8(&self.texts[i][..self.lens[i] as usize]).ok()
+    }
+
+    /// Up to `k` (at most [`MAX_RESULTS`]) entries most similar to `query`, most similar
+    /// first, those below `min_similarity` left out.
+    pub fn retrieve(&mut self, query: &[f32], k: usize) -> Result<heapless::Vec<Retrieved<'_>, MAX_RESULTS>> {
+        check_embedding(query, DIM)?;
+        let mut hits = [SearchResult { id: 0, distance: 0.0 }; MAX_RESULTS];
+        let n = self.index.search_into(query, &mut hits[..k.min(MAX_RESULTS)])?;
+        let mut out = heapless::Vec::new();
+        for h in &hits[..n] {
+            let score = 1.0 - h.distance;
+            if score < self.cfg.min_similarity {
+                continue;
+            }
+            if let Some(text) = self.text(h.id) {
+                let _ = out.push(Retrieved { id: h.id, text, score });
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Self::retrieve`] with the configured `top_k`.
+    pub fn retrieve_default(&mut self, query: &[f32]) -> Result<heapless::Vec<Retrieved<'_>, MAX_RESULTS>> {
+        self.retrieve(query, self.cfg.top_k)
+    }
+
+    /// Removes `id` (the index relinks its neighbours); its slot is reused by a later add.
+    pub fn forget(&mut self, id: u16) -> Result<()> {
+        self.index.delete(id)?;
+        self.lens[id as usize] = 0;
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+    pub const fn capacity(&self) -> usize {
+        CAP
+    }
+    /// RAM of the whole store (index, texts, lengths): `size_of::<Self>()`.
+    pub const fn ram_bytes(&self) -> usize {
+        size_of::<Self>()
+    }
+}
