@@ -182,6 +182,15 @@ impl<'s> IntState<'s> {
         self.step(model, token, pos, false)
     }
 
+    /// Runs `token` at `pos` without the classifier and returns the final hidden state: the
+    /// residual stream after the last layer, through the output RMSNorm (what the classifier
+    /// would read), in Q16.16. The embedder pools these over a text's positions.
+    pub fn hidden<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&[i32]> {
+        self.step(model, token, pos, false)?;
+        rmsnorm(self.xb, self.x, view::bits(model.output_norm), self.eps);
+        Ok(self.xb)
+    }
+
     // Never inlined: the token's whole integer work stays one symbol in a chip's ELF, the root
     // from which a test proves no soft-float routine is reachable. One call per token.
     #[inline(never)]
