@@ -147,6 +147,7 @@ fn every_fact_retrieves_itself() {
     assert!(Embedder::<DIM>::embed(&mut me, " ?! ", &mut v).is_err());
     let mut wrong = [0.0f32; 32];
     assert!(Embedder::<32>::embed(&mut me, "cats", &mut wrong).is_err());
+    assert!(me.set_layers(0).is_err() && me.set_layers(model.layers.len() + 1).is_err());
     // Longer than the context: truncated, not an error.
     let long = "The cat sat on the mat. ".repeat(40);
     Embedder::<DIM>::embed(&mut me, &long, &mut v).unwrap();
@@ -161,6 +162,15 @@ fn model_alternatives_for_the_record() {
     let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
     let mut arena = vec![0i32; ModelEmbedder::arena_len(&model, SEQ)];
     let mut me = ModelEmbedder::new(&model, &mut arena, SEQ, Pooling::Mean).unwrap();
+    // Earlier layers' hidden states (all through the output RMSNorm).
+    for layers in 1..model.layers.len() {
+        me.set_layers(layers).unwrap();
+        for p in [Pooling::Mean, Pooling::Last, Pooling::Max] {
+            me.set_pooling(p);
+            measure::<DIM>(&format!("model after layer {layers}, {p:?} pooling"), &mut me, &pairs);
+        }
+    }
+    me.set_layers(model.layers.len()).unwrap();
     for p in [Pooling::Mean, Pooling::Max] {
         me.set_pooling(p);
         let (f, q) = vecs::<DIM>(&mut me, &pairs);

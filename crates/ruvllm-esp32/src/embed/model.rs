@@ -36,6 +36,8 @@ pub struct ModelEmbedder<'m, 'a, 's, const L: usize> {
     model: &'m Model<'a, L>,
     state: IntState<'s>,
     pooling: Pooling,
+    /// Layers run per token (the hidden state is read after the last of them).
+    layers: usize,
     /// The unmerged token sequence: BOS, the dummy-prefix space and at most one per byte.
     tokens: [u32; MAX_TEXT_BYTES + 2],
 }
@@ -56,7 +58,13 @@ impl<'m, 'a, 's, const L: usize> ModelEmbedder<'m, 'a, 's, L> {
         pooling: Pooling,
     ) -> Result<Self> {
         let state = IntState::new(model, arena, seq_len)?;
-        Ok(ModelEmbedder { model, state, pooling, tokens: [0; MAX_TEXT_BYTES + 2] })
+        Ok(ModelEmbedder {
+            model,
+            state,
+            pooling,
+            layers: model.layers.len(),
+            tokens: [0; MAX_TEXT_BYTES + 2],
+        })
     }
 
     /// The model's hidden size: the `D` this embedder produces.
@@ -70,6 +78,22 @@ impl<'m, 'a, 's, const L: usize> ModelEmbedder<'m, 'a, 's, L> {
 
     pub fn set_pooling(&mut self, pooling: Pooling) {
         self.pooling = pooling;
+    }
+
+    /// Layers whose output is pooled: the first `layers` (1 to the model's count; default all).
+    pub fn layers(&self) -> usize {
+        self.layers
+    }
+
+    /// Pools the hidden state after the first `layers` layers instead of the last one
+    /// (through the output RMSNorm either way); fewer layers also cost less per token.
+    /// [`Error::Invalid`] outside `1..=` the model's layer count.
+    pub fn set_layers(&mut self, layers: usize) -> Result<()> {
+        if layers == 0 || layers > self.model.layers.len() {
+            return Err(Error::Invalid { what: "embedder layer count outside 1..=the model's layers" });
+        }
+        self.layers = layers;
+        Ok(())
     }
 }
 
@@ -102,7 +126,7 @@ impl<const D: usize, const L: usize> Embedder<D> for ModelEmbedder<'_, '_, '_, L
         let mut last = [0i32; D];
         let bos = self.model.vocab.bos();
         for (pos, tok) in self.tokens[..n].iter().enumerate() {
-            let h = self.state.hidden(self.model, *tok, pos)?;
+            let h = self.state.hidden_after(self.model, *tok, pos, self.layers)?;
             if pos == 0 && *tok == bos {
                 continue;
             }
