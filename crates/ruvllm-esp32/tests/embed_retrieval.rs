@@ -229,3 +229,50 @@ fn model_alternatives_for_the_record() {
     let q: Vec<_> = pairs.iter().map(|(_, q)| pred(q)).collect();
     println!("mean predicted next-token distribution: {:?}", hits(&f, &q, false));
 }
+
+/// The float forward pass's final hidden states, mean-pooled like [`ModelEmbedder`] does:
+/// what the integer path's embeddings are checked against.
+struct FloatMean<'m, 'a, 's> {
+    model: &'m Model<'a>,
+    state: ruvllm_esp32::infer::State<'s>,
+}
+
+impl<const D: usize> Embedder<D> for FloatMean<'_, '_, '_> {
+    fn embed(&mut self, text: &str, out: &mut [f32; D]) -> ruvllm_esp32::Result<()> {
+        let mut toks = vec![0u32; text.len() + 3];
+        let n = tokenizer::encode(&self.model.vocab, text.as_bytes(), true, false, &mut toks)?;
+        out.fill(0.0);
+        for (pos, tok) in toks[..n].iter().enumerate() {
+            let h = self.state.hidden(self.model, *tok, pos)?;
+            if pos > 0 {
+                out.iter_mut().zip(h).for_each(|(o, x)| *o += x);
+            }
+        }
+        let norm = out.iter().map(|x| x * x).sum::<f32>().sqrt();
+        out.iter_mut().for_each(|x| *x /= norm);
+        Ok(())
+    }
+}
+
+/// The integer path's embeddings agree with the float path's (same model, same pooling), and
+/// retrieve about as well.
+#[test]
+fn integer_embeddings_match_the_float_path() {
+    let pairs = pairs();
+    let img = builtin();
+    let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
+    let mut arena = vec![0i32; ModelEmbedder::arena_len(&model, SEQ)];
+    let mut me = ModelEmbedder::new(&model, &mut arena, SEQ, Pooling::Mean).unwrap();
+    let mut farena = vec![0.0f32; ruvllm_esp32::infer::State::arena_len(&model, SEQ)];
+    let state =
+        ruvllm_esp32::infer::State::new(&model, &mut farena, SEQ, ruvllm_esp32::kernels::Kernels::REFERENCE)
+            .unwrap();
+    let mut fe = FloatMean { model: &model, state };
+    let (fi, qi) = vecs::<DIM>(&mut me, &pairs);
+    let (ff, qf) = vecs::<DIM>(&mut fe, &pairs);
+    let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    let worst = fi.iter().chain(&qi).zip(ff.iter().chain(&qf)).map(|(a, b)| cos(a, b)).fold(1.0f32, f32::min);
+    let (h1, h3) = hits(&ff, &qf, false);
+    println!("float path, mean pooling: hit@1 {h1:.3} hit@3 {h3:.3}; worst int/float cosine {worst:.4}");
+    assert!(worst > 0.98, "integer and float embeddings differ: cosine {worst}");
+}
