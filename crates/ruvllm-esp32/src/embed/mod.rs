@@ -4,7 +4,7 @@
 //!
 //! Two embedders:
 //! - [`ModelEmbedder`]: the language model itself. It runs the integer-only forward pass
-//!   ([`IntState`], what the ESP32-C3/C6 run) over the text's tokens and pools the final
+//!   ([`IntState`](crate::infer::IntState), what the ESP32-C3/C6 run) over the text's tokens and pools the final
 //!   hidden states (after the output RMSNorm, what the classifier reads); `D` is the model's
 //!   `dim`.
 //! - [`NgramEmbedder`]: for chips that carry no model. Lower-cased character 3-grams of each
