@@ -11,6 +11,7 @@ extern crate std;
 pub mod console;
 #[cfg(feature = "alloc")]
 pub mod convert;
+pub mod embed;
 pub mod error;
 pub mod gguf;
 pub mod infer;

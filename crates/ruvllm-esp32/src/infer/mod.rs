@@ -192,6 +192,14 @@ impl<'s> State<'s> {
         self.step(model, token, pos, false)
     }
 
+    /// Runs `token` at `pos` without the classifier and returns the final hidden state: the
+    /// residual stream after the last layer, through the output RMSNorm.
+    pub fn hidden<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&[f32]> {
+        self.step(model, token, pos, false)?;
+        reference::rmsnorm(self.xb, self.x, model.output_norm, model.config.norm_eps);
+        Ok(self.xb)
+    }
+
     fn step<const L: usize>(
         &mut self,
         model: &Model<'_, L>,

@@ -173,13 +173,36 @@ impl<'s> IntState<'s> {
         token: u32,
         pos: usize,
     ) -> Result<&[i32]> {
-        self.step(model, token, pos, true)?;
+        self.step(model, token, pos, true, usize::MAX)?;
         Ok(self.logits)
     }
 
     /// Runs a prompt token whose logits nobody reads: the classifier is skipped.
     pub fn prefill<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
-        self.step(model, token, pos, false)
+        self.step(model, token, pos, false, usize::MAX)
+    }
+
+    /// Runs `token` at `pos` without the classifier and returns the final hidden state: the
+    /// residual stream after the last layer, through the output RMSNorm (what the classifier
+    /// would read), in Q16.16. The embedder pools these over a text's positions.
+    pub fn hidden<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&[i32]> {
+        self.hidden_after(model, token, pos, usize::MAX)
+    }
+
+    /// Like [`IntState::hidden`], but through the first `layers` layers only (all of them
+    /// when `layers` is at least the model's count): the residual stream after layer
+    /// `layers - 1`, through the output RMSNorm. Only those layers run, and only their KV
+    /// cache is written, so a sequence must use one `layers` throughout.
+    pub fn hidden_after<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        token: u32,
+        pos: usize,
+        layers: usize,
+    ) -> Result<&[i32]> {
+        self.step(model, token, pos, false, layers)?;
+        rmsnorm(self.xb, self.x, view::bits(model.output_norm), self.eps);
+        Ok(self.xb)
     }
 
     // Never inlined: the token's whole integer work stays one symbol in a chip's ELF, the root
@@ -191,6 +214,7 @@ impl<'s> IntState<'s> {
         token: u32,
         pos: usize,
         logits: bool,
+        layers: usize,
     ) -> Result<()> {
         let rope = view::require(model)?;
         let s = self.shape;
@@ -208,7 +232,7 @@ impl<'s> IntState<'s> {
         // Validated at load: [model seq_len][hs / 2][2], and pos < seq_len <= model seq_len.
         let rope = &rope[pos * hs..(pos + 1) * hs];
         embed(self.x, &view::qmat(&model.token_embd)?, token as usize, g);
-        for (l, layer) in model.layers.iter().enumerate() {
+        for (l, layer) in model.layers.iter().enumerate().take(layers) {
             let w = view::layer(layer)?;
             rmsnorm(self.xb, self.x, w.attn_norm, self.eps);
             quantize(self.xb, self.xq, self.xs, g);
@@ -272,7 +296,7 @@ impl Step for IntState<'_> {
     }
 
     fn logits<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [i32]> {
-        self.step(model, token, pos, true)?;
+        self.step(model, token, pos, true, usize::MAX)?;
         Ok(self.logits)
     }
 }
