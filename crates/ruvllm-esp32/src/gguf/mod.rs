@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 pub const MAGIC: &[u8; 4] = b"GGUF";
 /// Alignment used when `general.alignment` is absent.
 pub const DEFAULT_ALIGNMENT: usize = 32;
-/// Key of the CRC-32 of the data section written by [`GgufWriter`].
+/// Key of the CRC-32 of the data section written by `GgufWriter` (feature `alloc`).
 pub const CHECKSUM_KEY: &str = "ruvllm.checksum";
 const MAX_DIMS: usize = 4;
 
