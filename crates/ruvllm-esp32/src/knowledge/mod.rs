@@ -10,8 +10,10 @@
 
 pub mod anomaly;
 pub mod memory;
+pub mod persist;
 pub mod rag;
 
+pub use persist::LoadReport;
 pub use anomaly::{AnomalyConfig, AnomalyDetector, AnomalyResult, Learned};
 pub use memory::{Evicted, MemoryConfig, MemoryType, Recalled, SemanticMemory, Stored};
 pub use rag::{MicroRAG, RAGConfig, Retrieved};
