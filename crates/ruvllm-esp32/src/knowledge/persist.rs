@@ -513,3 +513,7 @@ fn recalibrate<const DIM: usize, const CAP: usize>(detector: &mut AnomalyDetecto
         let _ = detector.calibrate();
     }
 }
+
+#[cfg(test)]
+#[path = "persist_tests.rs"]
+mod tests;
