@@ -80,7 +80,9 @@ fn answers(rag: &mut Rag, memory: &mut Memory, detector: &Detector) -> Answers {
     (r, m, d)
 }
 
-fn load(path: &std::path::Path) -> Result<((Rag, Memory, Detector), [LoadReport; 3]), SnapshotError> {
+type Loaded = ((Rag, Memory, Detector), [LoadReport; 3]);
+
+fn load(path: &std::path::Path) -> Result<Loaded, SnapshotError> {
     let (mut rag, mut memory, mut detector) = fresh();
     let report = load_snapshot(path, &mut rag, &mut memory, &mut detector)?;
     assert!(report.boot.is_clean());
