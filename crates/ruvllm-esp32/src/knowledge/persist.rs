@@ -23,7 +23,7 @@
 //! | detector reference | `emb` |
 //!
 //! A record must fit [`MAX_VALUE_LEN`] (512 bytes): at 64 dimensions a knowledge entry is
-//! 73 bytes plus its text, a memory entry 100 plus 4 a token, a reference 71.
+//! 73 bytes plus its text, a memory entry 94 plus 4 a token, a reference 71.
 //!
 //! **Write order for the detector.** [`save_detector_learned`] writes the reference a
 //! [`AnomalyDetector::learn`] changed, then the header. A power cut between the two leaves

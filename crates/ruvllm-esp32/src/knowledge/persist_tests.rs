@@ -351,3 +351,29 @@ fn power_loss_at_every_flash_operation_keeps_acknowledged_entries_even() {
 fn power_loss_at_every_flash_operation_keeps_acknowledged_entries_odd() {
     power_loss_cuts(1, 2);
 }
+
+#[test]
+fn restore_places_entries_at_their_ids() {
+    let mut rag = Rag::new(RAGConfig::default());
+    let e = crate::knowledge::encode::<DIM>(&[1.0; DIM]);
+    rag.restore(5, "five", &e).unwrap();
+    rag.restore(2, "two", &e).unwrap();
+    assert_eq!((rag.text(2), rag.text(5), rag.len()), (Some("two"), Some("five"), 2));
+    assert!(matches!(rag.restore(5, "again", &e), Err(Error::Invalid { .. })), "slot in use");
+    assert!(matches!(rag.restore(24, "beyond", &e), Err(Error::Invalid { .. })), "beyond the capacity");
+    assert!(matches!(rag.restore(3, "", &e), Err(Error::Invalid { .. })), "empty text");
+    let nan = I8Vector { scale: f32::NAN, ..e };
+    assert!(matches!(rag.restore(3, "nan", &nan), Err(Error::Invalid { .. })));
+    // New adds take the next slot above the restored ones; the free slots below are reused
+    // once the store is full.
+    assert_eq!(rag.add_knowledge("six", &[0.5; DIM]).unwrap(), 6);
+    for _ in 7..24 {
+        rag.add_knowledge("more", &[0.5; DIM]).unwrap();
+    }
+    let mut reused: Vec<u16> = (0..4).map(|_| rag.add_knowledge("gap", &[0.5; DIM]).unwrap()).collect();
+    reused.sort();
+    assert_eq!(reused, vec![0, 1, 3, 4]);
+    assert!(matches!(rag.add_knowledge("full", &[0.5; DIM]), Err(Error::Full { .. })));
+    assert_eq!(rag.text(5), Some("five"));
+    assert!(rag.retrieve(&[1.0; DIM], 1).unwrap()[0].score > 0.999);
+}
