@@ -3,3 +3,4 @@
 
 pub mod ann;
 pub mod datasets;
+pub mod snapshot;

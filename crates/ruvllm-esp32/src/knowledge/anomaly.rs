@@ -229,6 +229,39 @@ impl<const DIM: usize, const CAP: usize> AnomalyDetector<DIM, CAP> {
         Ok(what)
     }
 
+    /// Reference `i` (`i < len()`), as stored.
+    pub fn reference(&self, i: usize) -> Option<&I8Vector<DIM>> {
+        self.refs[..self.n].get(i)
+    }
+
+    /// The reservoir sampler's generator state (persisted with the references).
+    pub(super) fn rng_state(&self) -> u64 {
+        self.rng.0
+    }
+
+    /// Appends a persisted reference (rebuilding a detector, [`super::persist`]): its codes
+    /// must not be all zero and its scale must be finite and positive ([`Error::Invalid`]);
+    /// a full detector gives [`Error::Full`]. The threshold is left as it is.
+    pub(super) fn restore_reference(&mut self, v: &I8Vector<DIM>) -> Result<()> {
+        if !(v.scale.is_finite() && v.scale > 0.0) || v.q.iter().all(|&q| q == 0) {
+            return Err(Error::Invalid { what: "persisted reference embedding is not valid" });
+        }
+        if self.n == CAP {
+            return Err(Error::Full { capacity: CAP });
+        }
+        self.refs[self.n] = *v;
+        self.n += 1;
+        Ok(())
+    }
+
+    /// Restores the learned count, the sampler state and the threshold (`NaN`: uncalibrated)
+    /// after [`Self::restore_reference`]. `seen` is raised to the references held.
+    pub(super) fn restore_counters(&mut self, seen: u64, rng: u64, threshold: f32) {
+        self.seen = seen.max(self.n as u64);
+        self.rng = SplitMix(rng);
+        self.threshold = if self.n >= 2 { threshold } else { f32::NAN };
+    }
+
     /// Reference embeddings held (at most `CAP`).
     pub fn len(&self) -> usize {
         self.n

@@ -121,6 +121,17 @@ pub struct Recalled<'a> {
     pub created: u64,
 }
 
+/// One stored entry as [`super::persist`] reads and writes it.
+pub(super) struct MemoryEntry<'a, const DIM: usize> {
+    pub vec: &'a I8Vector<DIM>,
+    pub tokens: &'a [u32],
+    pub kind: MemoryType,
+    pub created: u64,
+    /// Tick from which the entry is expired (`u64::MAX`: never).
+    pub expires: u64,
+    pub importance: f32,
+}
+
 #[derive(Clone, Copy)]
 struct Meta {
     live: bool,
@@ -393,6 +404,51 @@ impl<const DIM: usize, const CAP: usize, const TOK: usize> SemanticMemory<DIM, C
         let s = id as usize;
         let m = self.meta.get(s)?;
         (m.live && m.expires > self.now).then(|| &self.tokens[s][..m.ntok as usize])
+    }
+
+    /// Everything stored about `id` (expired or not), for persisting it ([`super::persist`]).
+    pub(super) fn entry(&self, id: u16) -> Option<MemoryEntry<'_, DIM>> {
+        let s = id as usize;
+        let m = self.meta.get(s)?;
+        m.live.then(|| MemoryEntry {
+            vec: &self.vecs[s],
+            tokens: &self.tokens[s][..m.ntok as usize],
+            kind: m.kind,
+            created: m.created,
+            expires: m.expires,
+            importance: m.importance,
+        })
+    }
+
+    /// Puts a persisted entry back in slot `id` (rebuilding a memory, [`super::persist`]).
+    /// Errors ([`Error::Invalid`], [`Error::BufferTooSmall`]): a slot outside the capacity or
+    /// in use, too many tokens, an importance outside 0..=1, an embedding with a non-finite
+    /// or non-positive scale or all-zero codes. The clock advances to the entry's tick.
+    pub(super) fn restore_entry(&mut self, id: u16, e: &MemoryEntry<'_, DIM>) -> Result<()> {
+        let s = id as usize;
+        if s >= CAP || self.meta[s].live {
+            return Err(Error::Invalid { what: "memory slot outside the capacity or in use" });
+        }
+        if e.tokens.len() > TOK {
+            return Err(Error::BufferTooSmall { need: e.tokens.len(), have: TOK });
+        }
+        unit(e.importance, "memory importance outside 0..=1 (or NaN)")?;
+        if !(e.vec.scale.is_finite() && e.vec.scale > 0.0) || e.vec.q.iter().all(|&q| q == 0) {
+            return Err(Error::Invalid { what: "persisted memory embedding is not valid" });
+        }
+        self.vecs[s] = *e.vec;
+        self.tokens[s][..e.tokens.len()].copy_from_slice(e.tokens);
+        self.meta[s] = Meta {
+            live: true,
+            kind: e.kind,
+            ntok: e.tokens.len() as u16,
+            created: e.created,
+            expires: e.expires,
+            importance: e.importance,
+        };
+        self.live += 1;
+        self.set_now(e.created);
+        Ok(())
     }
 
     /// Stored entries (expired ones not yet removed by [`Self::expire`] included).

@@ -10,10 +10,12 @@
 
 pub mod anomaly;
 pub mod memory;
+pub mod persist;
 pub mod rag;
 
 pub use anomaly::{AnomalyConfig, AnomalyDetector, AnomalyResult, Learned};
 pub use memory::{Evicted, MemoryConfig, MemoryType, Recalled, SemanticMemory, Stored};
+pub use persist::LoadReport;
 pub use rag::{MicroRAG, RAGConfig, Retrieved};
 
 use crate::error::{Error, Result};

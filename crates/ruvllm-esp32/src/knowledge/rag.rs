@@ -27,6 +27,7 @@ use core::mem::size_of;
 
 use super::{check_embedding, MAX_RESULTS};
 use crate::error::{Error, Result};
+use crate::vector::hnsw::I8Vector;
 use crate::vector::{HNSWConfig, Metric, MicroHNSW, SearchResult, I8};
 
 /// Level-0 links a node of the RAG index (upper levels get half).
@@ -141,6 +142,34 @@ impl<const DIM: usize, const CAP: usize, const TEXT: usize> MicroRAG<DIM, CAP, T
         self.texts[i][..text.len()].copy_from_slice(text.as_bytes());
         self.lens[i] = text.len() as u16;
         Ok(id)
+    }
+
+    /// Puts `text` with its int8 `embedding` back in slot `id`: how a store is rebuilt from
+    /// its persisted entries ([`super::persist`]) with the ids it had. The same checks as
+    /// [`Self::add_knowledge`] apply (the embedding must decode to a valid one); `id` must be
+    /// below the capacity and free ([`Error::Invalid`]).
+    pub fn restore(&mut self, id: u16, text: &str, embedding: &I8Vector<DIM>) -> Result<()> {
+        if text.is_empty() {
+            return Err(Error::Invalid { what: "knowledge text is empty" });
+        }
+        if text.len() > self.cfg.max_text_bytes {
+            return Err(Error::BufferTooSmall { need: text.len(), have: self.cfg.max_text_bytes });
+        }
+        let mut v = [0.0f32; DIM];
+        for (x, &q) in v.iter_mut().zip(&embedding.q) {
+            *x = f32::from(q) * embedding.scale;
+        }
+        check_embedding(&v, DIM)?;
+        self.index.insert_at(id, &v)?;
+        let i = id as usize;
+        self.texts[i][..text.len()].copy_from_slice(text.as_bytes());
+        self.lens[i] = text.len() as u16;
+        Ok(())
+    }
+
+    /// The stored int8 embedding of `id`, if it is stored.
+    pub fn embedding(&self, id: u16) -> Option<&I8Vector<DIM>> {
+        self.index.get(id)
     }
 
     /// The text of `id`, if it is stored.

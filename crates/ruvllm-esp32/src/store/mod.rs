@@ -24,8 +24,9 @@
 //! flash such as the ESP32's does: a write can only clear bits.
 
 mod blocking;
+mod ram;
 #[cfg(test)]
-mod sim;
+pub(crate) mod sim;
 #[cfg(test)]
 mod tests;
 
@@ -36,6 +37,7 @@ use sequential_storage::cache::{Cache, Uncached};
 use sequential_storage::map::{MapConfig, MapConfigError, MapStorage};
 
 pub use blocking::{block_on, Blocking};
+pub use ram::{RamFlash, RamFlashError, RAM_SECTOR, RAM_WORD};
 
 use crate::error::{Error, Result};
 

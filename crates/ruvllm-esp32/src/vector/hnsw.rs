@@ -596,6 +596,41 @@ impl<const DIM: usize, const CAP: usize, S: Storage<DIM>, const M0: usize, const
         Ok(id as u16)
     }
 
+    /// Adds `v` in slot `id` (used to rebuild an index from persisted entries with their ids
+    /// kept). Slots between the highest used one and `id` become free (deleted) slots.
+    /// Errors: `id` outside the capacity or already holding a vector ([`Error::Invalid`]), a
+    /// bad `v`.
+    pub fn insert_at(&mut self, id: u16, v: &[f32]) -> Result<()> {
+        finite(v, DIM)?;
+        let x = id as usize;
+        if x >= CAP {
+            return Err(Error::Invalid { what: "vector id outside the index capacity" });
+        }
+        if self.contains(id) {
+            return Err(Error::Invalid { what: "vector id already in the index" });
+        }
+        let mu = self.cfg.m;
+        if x < self.used {
+            let lvl = self.node_level(x);
+            self.place(x, v, lvl);
+            return Ok(());
+        }
+        // Free slots below `id`: level 0 (no upper links to allocate), deleted.
+        while self.used < x {
+            self.upper_off[self.used] = self.pool_len as u16;
+            self.level[self.used] = DELETED;
+            self.links0[self.used].fill(NONE);
+            self.used += 1;
+        }
+        let cap_level = ((UP - self.pool_len) / mu).min(MAX_LEVEL);
+        let lvl = self.next_level().min(cap_level);
+        self.upper_off[x] = self.pool_len as u16;
+        self.pool_len += lvl * mu;
+        self.used += 1;
+        self.place(x, v, lvl);
+        Ok(())
+    }
+
     /// Stores `v` in slot `id` with `lvl` levels (its upper links already allocated) and links
     /// it into the graph.
     fn place(&mut self, id: usize, v: &[f32], lvl: usize) {

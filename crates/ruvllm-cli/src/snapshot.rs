@@ -1,0 +1,185 @@
+//! Host snapshots of the knowledge stores: one file holding the chip's own store format.
+//!
+//! A snapshot is a flash image: a [`Store`] over a [`RamFlash`] of `sectors` 4 KiB sectors,
+//! filled by the same write-through functions the chip uses ([`ruvllm_esp32::knowledge::persist`]),
+//! so there is one record format for chip and host, and the image can be mounted by either.
+//! The file wraps the image in a 16-byte header so that a truncated or damaged file is
+//! refused as a whole rather than loaded in part:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..8 | magic `RVKSNAP1` |
+//! | 8..12 | image length, `u32` little-endian (a multiple of 4096, at least two sectors) |
+//! | 12..16 | CRC-32 of the image, `u32` little-endian |
+//! | 16.. | the image |
+//!
+//! [`save_snapshot`] writes the file with `ruvllm_train::run::checkpoint::write_atomic`
+//! (temporary file, fsync, rename): a crash, a full disk or a failed save leaves the previous
+//! file as it was. [`load_snapshot`] never writes the file.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ruvllm_esp32::knowledge::persist::{
+    load_detector, load_memory, load_rag, save_detector, save_memory, save_rag, LoadReport,
+};
+use ruvllm_esp32::knowledge::{AnomalyDetector, MicroRAG, SemanticMemory};
+use ruvllm_esp32::store::{BootReport, RamFlash, Store, RAM_SECTOR};
+use ruvllm_train::run::TrainError;
+
+/// Magic bytes at the start of a snapshot file.
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"RVKSNAP1";
+/// Header bytes before the image.
+pub const SNAPSHOT_HEADER: usize = 16;
+
+/// Why a snapshot could not be saved or loaded.
+#[derive(Debug)]
+pub enum SnapshotError {
+    /// Reading the file failed.
+    Read { path: PathBuf, source: std::io::Error },
+    /// Writing the file failed (the previous file, if any, is unchanged).
+    Write(TrainError),
+    /// The file is not a whole, intact snapshot (`what` says what is wrong); nothing loaded.
+    Format { path: PathBuf, what: &'static str },
+    /// The store in the image refused an operation (for a save: usually an image too small
+    /// for the entries, `Storage { "store full ..." }`).
+    Store(ruvllm_esp32::Error),
+}
+
+impl fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotError::Read { path, source } => write!(f, "{}: {source}", path.display()),
+            SnapshotError::Write(e) => write!(f, "{e}"),
+            SnapshotError::Format { path, what } => {
+                write!(f, "{}: not a valid snapshot: {what}", path.display())
+            }
+            SnapshotError::Store(e) => write!(f, "snapshot store: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SnapshotError {}
+
+impl From<ruvllm_esp32::Error> for SnapshotError {
+    fn from(e: ruvllm_esp32::Error) -> Self {
+        SnapshotError::Store(e)
+    }
+}
+
+/// What [`load_snapshot`] found: the store's boot check and each load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotReport {
+    pub boot: BootReport,
+    pub knowledge: LoadReport,
+    pub memory: LoadReport,
+    pub detector: LoadReport,
+}
+
+/// The flash image of the three stores in a region of `sectors` 4 KiB sectors.
+pub fn snapshot_image<
+    const D: usize,
+    const RC: usize,
+    const T: usize,
+    const MC: usize,
+    const TOK: usize,
+    const DC: usize,
+>(
+    sectors: usize,
+    rag: &MicroRAG<D, RC, T>,
+    memory: &SemanticMemory<D, MC, TOK>,
+    detector: &AnomalyDetector<D, DC>,
+) -> Result<Vec<u8>, SnapshotError> {
+    let len = sectors.checked_mul(RAM_SECTOR).and_then(|n| u32::try_from(n).ok()).ok_or(
+        SnapshotError::Store(ruvllm_esp32::Error::Invalid { what: "snapshot image larger than 4 GiB" }),
+    )?;
+    let (mut store, _) = Store::open(RamFlash::new(vec![0xFF; len as usize]), 0..len)?;
+    save_rag(&mut store, rag)?;
+    save_memory(&mut store, memory)?;
+    save_detector(&mut store, detector)?;
+    Ok(store.into_flash().into_inner())
+}
+
+/// The file bytes for `image`: header (magic, length, CRC-32) and image.
+pub fn encode_snapshot(image: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SNAPSHOT_HEADER + image.len());
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&(image.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(image).to_le_bytes());
+    out.extend_from_slice(image);
+    out
+}
+
+/// The image inside snapshot file bytes, checked whole: magic, length and CRC-32.
+pub fn decode_snapshot<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8], SnapshotError> {
+    let bad = |what| SnapshotError::Format { path: path.to_path_buf(), what };
+    let header = bytes.get(..SNAPSHOT_HEADER).ok_or(bad("shorter than the snapshot header (truncated)"))?;
+    if &header[..8] != SNAPSHOT_MAGIC {
+        return Err(bad("missing RVKSNAP1 magic"));
+    }
+    let word = |at: usize| u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let (len, crc) = (word(8) as usize, word(12));
+    let image = &bytes[SNAPSHOT_HEADER..];
+    if image.len() < len {
+        return Err(bad("image shorter than its header says (truncated)"));
+    }
+    if image.len() > len {
+        return Err(bad("bytes after the image"));
+    }
+    if !len.is_multiple_of(RAM_SECTOR) || len < 2 * RAM_SECTOR {
+        return Err(bad("image length is not two or more 4096-byte sectors"));
+    }
+    if crc32fast::hash(image) != crc {
+        return Err(bad("image CRC-32 mismatch (damaged)"));
+    }
+    Ok(image)
+}
+
+/// Writes the three stores to `path` atomically as a snapshot of a `sectors`-sector image.
+/// On any error the previous file at `path` is unchanged.
+pub fn save_snapshot<
+    const D: usize,
+    const RC: usize,
+    const T: usize,
+    const MC: usize,
+    const TOK: usize,
+    const DC: usize,
+>(
+    path: &Path,
+    sectors: usize,
+    rag: &MicroRAG<D, RC, T>,
+    memory: &SemanticMemory<D, MC, TOK>,
+    detector: &AnomalyDetector<D, DC>,
+) -> Result<(), SnapshotError> {
+    let image = snapshot_image(sectors, rag, memory, detector)?;
+    ruvllm_train::run::checkpoint::write_atomic(path, &encode_snapshot(&image)).map_err(SnapshotError::Write)
+}
+
+/// Loads a snapshot into three empty stores. A truncated or damaged file is an error
+/// ([`SnapshotError::Format`]) and loads nothing; corrupt records inside an intact image are
+/// skipped and counted in the report. The file is only read.
+pub fn load_snapshot<
+    const D: usize,
+    const RC: usize,
+    const T: usize,
+    const MC: usize,
+    const TOK: usize,
+    const DC: usize,
+>(
+    path: &Path,
+    rag: &mut MicroRAG<D, RC, T>,
+    memory: &mut SemanticMemory<D, MC, TOK>,
+    detector: &mut AnomalyDetector<D, DC>,
+) -> Result<SnapshotReport, SnapshotError> {
+    let bytes =
+        std::fs::read(path).map_err(|source| SnapshotError::Read { path: path.to_path_buf(), source })?;
+    let image = decode_snapshot(path, &bytes)?.to_vec();
+    let len = image.len() as u32;
+    let (mut store, boot) = Store::open(RamFlash::new(image), 0..len)?;
+    Ok(SnapshotReport {
+        boot,
+        knowledge: load_rag(&mut store, rag)?,
+        memory: load_memory(&mut store, memory)?,
+        detector: load_detector(&mut store, detector)?,
+    })
+}
