@@ -1,9 +1,10 @@
 //! `console`: the library's serial console on this machine's stdin/stdout, with the chip's
-//! integer engine, so a session here answers as the board does.
+//! integer engine and the same knowledge store (`add`, `ask`, `anomaly`), so a session here
+//! answers as the board does.
 
 use crate::image::Image;
 use anyhow::{Context, Result};
-use ruvllm_esp32::console::{Board, Console, IntegerEngine};
+use ruvllm_esp32::console::{Board, Console, IntegerEngine, Knowledge};
 use ruvllm_esp32::infer::IntState;
 use std::io::{IsTerminal, Read, Write};
 use std::sync::OnceLock;
@@ -58,7 +59,8 @@ pub fn run(img: &Image) -> Result<()> {
     micros();
     let io = Stdio { stdin: std::io::stdin(), stdout: std::io::stdout() };
     let interactive = std::io::stdin().is_terminal();
-    let mut console = Console::new(io, engine, board);
+    let mut knowledge = Box::new(Knowledge::new());
+    let mut console = Console::with_knowledge(io, engine, board, &mut knowledge);
     console.set_echo(!interactive);
     console.run().context("console I/O")?;
     Ok(())

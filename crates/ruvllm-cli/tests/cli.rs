@@ -290,6 +290,51 @@ fn the_built_in_model_runs_with_no_model_argument() {
     assert!(shown.contains("Once upon a time"), "{shown}");
 }
 
+/// The console's knowledge commands on the host: good and bad input, one line per error, and
+/// `ask` continuing the best text with the built-in model.
+#[test]
+fn the_console_adds_asks_checks_and_forgets_knowledge() {
+    let script = b"ask the cat\nanomaly the cat\nadd The cat sleeps on the warm kitchen floor.\n\
+add Tom the dog digs holes in the garden.\nadd Lily plants red flowers in the garden.\n\
+add The cat drinks milk in the kitchen.\nadd\nadd ...\nforget 9\nforget x\nset steps 48\n\
+ask where does the cat sleep\nanomaly The cat sleeps in the kitchen.\nforget 2\nstats\nquit\n";
+    let out = run_stdin(&["console"], script);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = String::from_utf8(out.stdout).unwrap();
+    let reply = |line: &str| -> String {
+        let after = shown.split(&format!("> {line}\r\n")).nth(1).unwrap_or_else(|| panic!("{line}: {shown}"));
+        after.split("\r\n> ").next().unwrap().to_string()
+    };
+    assert_eq!(reply("ask the cat"), "Found: nothing");
+    assert!(reply("anomaly the cat").starts_with("error: the anomaly detector needs 2 texts"), "{shown}");
+    assert_eq!(reply("add The cat sleeps on the warm kitchen floor."), "Added knowledge #1");
+    assert_eq!(reply("add The cat drinks milk in the kitchen."), "Added knowledge #4");
+    assert_eq!(reply("add"), "error: no text given");
+    assert_eq!(reply("add ..."), "error: text has nothing to embed (no word)");
+    assert_eq!(reply("forget 9"), "error: no knowledge #9");
+    assert!(reply("forget x").starts_with("error: usage: forget <id>"), "{shown}");
+    let ask = reply("ask where does the cat sleep");
+    let mut lines = ask.split("\r\n");
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("Found: The cat sleeps on the warm kitchen floor. (#1, similarity "),
+        "{shown}"
+    );
+    // The model continues the best text plus the question.
+    let answer = lines.find(|l| !l.starts_with("Found: ")).unwrap();
+    let prompt = "The cat sleeps on the warm kitchen floor. where does the cat sleep";
+    assert!(answer.starts_with(prompt) && answer.len() > prompt.len(), "{shown}");
+    assert!(reply("anomaly The cat sleeps in the kitchen.").starts_with("NORMAL (score: "), "{shown}");
+    assert_eq!(reply("forget 2"), "Forgot knowledge #2");
+    let stats = reply("stats");
+    assert!(stats.contains("knowledge: 3/32 entries, RAG store "), "{stats}");
+    assert!(stats.contains("anomaly detector: 4/32 references, threshold "), "{stats}");
+    assert!(stats.contains("last ask (embedding + retrieval): "), "{stats}");
+    assert_eq!(shown.matches("error:").count(), 5, "{shown}");
+}
+
 #[test]
 fn train_refuses_bad_corpora_and_mismatched_checkpoints_in_one_line() {
     let out_model = scratch("t.gguf");

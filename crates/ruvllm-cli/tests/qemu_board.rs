@@ -272,6 +272,66 @@ fn the_built_in_model_runs_on_the_board_as_on_the_host() {
     let Some(()) = chip_tools() else { return };
     let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default.gguf");
     image_board_matches_host(&img, "built-in");
+    knowledge_board_matches_host(&img);
+}
+
+/// A knowledge session: good and bad input, `ask` continued by the model.
+const KNOWLEDGE: [&str; 12] = [
+    "anomaly the cat",
+    "add The cat sleeps on the warm kitchen floor.",
+    "add Tom the dog digs holes in the garden.",
+    "add Lily plants red flowers in the garden.",
+    "add The cat drinks milk in the kitchen.",
+    "add ...",
+    "forget 9",
+    "set steps 48",
+    "ask where does the cat sleep",
+    "anomaly The cat sleeps in the kitchen.",
+    "anomaly zqxj vvkw pplrt 9931 qqqq",
+    "forget 2",
+];
+
+/// `add`, `ask`, `anomaly` and `forget` answer on the board exactly as in the host's `console`
+/// (same embedder, same stores, the same integer engine continuing `ask`); the board's `stats`
+/// reports the instructions of the last `add`, `ask` and `anomaly`.
+fn knowledge_board_matches_host(img: &Path) {
+    let mut script: String = KNOWLEDGE.iter().map(|l| format!("{l}\n")).collect();
+    script.push_str("quit\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
+        .args(["console", "--model", s(img)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    let host = child.wait_with_output().unwrap();
+    assert!(host.status.success());
+    let host = String::from_utf8(host.stdout).unwrap();
+
+    let Some(elf) = build(img, false, "int") else { return };
+    let mut b = Board::boot(&elf);
+    b.expect("type help\r\n> ");
+    for line in KNOWLEDGE {
+        let on_host = host.split(&format!("> {line}\r\n")).nth(1).unwrap().split("\r\n> ").next().unwrap();
+        assert_eq!(b.command(line), on_host, "{line}: board and host differ");
+    }
+    let stats = b.command("stats");
+    for what in ["knowledge: 3/32 entries", "anomaly detector: 4/32 references, threshold"] {
+        assert!(stats.contains(what), "{stats}");
+    }
+    for what in ["add", "ask (embedding + retrieval)", "anomaly"] {
+        let n: u64 = stats
+            .split(&format!("last {what}: "))
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no instruction count for {what}: {stats}"));
+        assert!(n > 0, "{stats}");
+    }
+    eprintln!("{stats}");
+    b.send(b"quit\n");
+    b.expect("bye");
+    assert_eq!(b.exit_code(), 0);
 }
 
 fn integer_board_matches_host(model: &Path, tok: &Path, quant: &str) {

@@ -1,6 +1,7 @@
 //! ruvllm-esp32 on a real ESP32 (esp-hal): UART0 at 115200 baud as an `embedded-io` byte
 //! stream, a banner, the model image's checksum verified in place in flash, then a line console
-//! whose `gen <text>` streams greedy text from the integer-only forward pass.
+//! whose `gen <text>` streams greedy text from the integer-only forward pass and whose `add` /
+//! `ask` / `anomaly` work on a knowledge store kept in RAM.
 //!
 //! One implementation for every chip: the `esp32c3` / `esp32c6` / `esp32` / `esp32s2` /
 //! `esp32s3` feature picks the chip, and the only chip-specific code is [`uart0`]'s pin choice
@@ -9,13 +10,14 @@
 #![no_std]
 #![no_main]
 
+use core::mem::MaybeUninit;
 use core::ptr::addr_of_mut;
 use embedded_io::Write as _;
 use esp_hal::clock::CpuClock;
 use esp_hal::peripherals::Peripherals;
 use esp_hal::uart::{Config as UartConfig, ConfigError, Uart};
 use esp_hal::Blocking;
-use ruvllm_esp32::console::{Board, Console, IntegerEngine};
+use ruvllm_esp32::console::{Board, Console, IntegerEngine, Knowledge};
 use ruvllm_esp32::infer::IntState;
 use ruvllm_esp32::model::Model;
 
@@ -51,6 +53,10 @@ static IMAGE: Aligned<[u8; IMAGE_LEN]> = Aligned(*include_bytes!(env!("RUVLLM_MO
 /// Activations and int8 KV cache of the integer path for SEQ_LEN positions, in .bss: RAM the
 /// linker accounts for, so a model too big for the chip fails to link.
 static mut ARENA: [i32; ARENA_LEN] = [0; ARENA_LEN];
+
+/// The console's knowledge (`add`, `ask`, `anomaly`): in .bss next to the arena, written once
+/// at boot.
+static mut KNOWLEDGE: MaybeUninit<Knowledge> = MaybeUninit::uninit();
 
 /// UART0 on the pins each chip's ROM bootloader uses (the dev boards' USB-UART bridge).
 fn uart0(p: Peripherals) -> Result<Uart<'static, Blocking>, ConfigError> {
@@ -119,7 +125,9 @@ fn main() -> ! {
 
     // The library's console, the same one the QEMU board and the host run.
     let board = Board { name: CHIP, counter: Some(micros), counter_unit: "us", ram: None };
-    let mut console = Console::new(uart, engine, board);
+    // SAFETY: main runs once and never returns, so this is the only reference to KNOWLEDGE.
+    let knowledge = unsafe { (*addr_of_mut!(KNOWLEDGE)).write(Knowledge::new()) };
+    let mut console = Console::with_knowledge(uart, engine, board, knowledge);
     let _ = console.run();
     halt()
 }

@@ -14,6 +14,8 @@ mod vector_bench;
 
 use core::fmt::Write as _;
 #[cfg(not(feature = "vector-bench"))]
+use core::mem::MaybeUninit;
+#[cfg(not(feature = "vector-bench"))]
 use core::ptr::addr_of_mut;
 #[cfg(all(not(feature = "float-engine"), not(feature = "vector-bench")))]
 use ruvllm_esp32::console::IntegerEngine;
@@ -21,7 +23,7 @@ use ruvllm_esp32::console::RamUse;
 #[cfg(all(feature = "float-engine", not(feature = "vector-bench")))]
 use ruvllm_esp32::console::ReferenceEngine;
 #[cfg(not(feature = "vector-bench"))]
-use ruvllm_esp32::console::{Board, Console};
+use ruvllm_esp32::console::{Board, Console, Knowledge};
 #[cfg(not(feature = "vector-bench"))]
 use ruvllm_esp32::model::Model;
 use uart::Uart;
@@ -42,6 +44,11 @@ static IMAGE: &Aligned<[u8]> = &Aligned(*include_bytes!(env!("RUVLLM_IMAGE")));
 static mut ARENA: [i32; ARENA_LEN] = [0; ARENA_LEN];
 #[cfg(all(feature = "float-engine", not(feature = "vector-bench")))]
 static mut ARENA: [f32; ARENA_LEN] = [0.0; ARENA_LEN];
+
+/// The console's knowledge (`add`, `ask`, `anomaly`): in .bss next to the arena, so the link
+/// checks that both fit the 400 KiB; written once at boot.
+#[cfg(not(feature = "vector-bench"))]
+static mut KNOWLEDGE: MaybeUninit<Knowledge> = MaybeUninit::uninit();
 
 /// Written over the free stack at boot; the first word that differs marks the deepest use.
 const PAINT: u32 = 0x5AA5_C33C;
@@ -139,7 +146,9 @@ fn main() -> ! {
     };
     let board =
         Board { name: "qemu-c3", counter: Some(instret), counter_unit: "instructions", ram: Some(ram_use) };
-    let mut console = Console::new(uart, engine, board);
+    // SAFETY: main runs once and never returns, so this is the only reference to KNOWLEDGE.
+    let knowledge = unsafe { (*addr_of_mut!(KNOWLEDGE)).write(Knowledge::new()) };
+    let mut console = Console::with_knowledge(uart, engine, board, knowledge);
     // The UART's error type is Infallible: run only returns on quit or end of input.
     let _ = console.run();
     exit(0)

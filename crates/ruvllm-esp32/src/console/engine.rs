@@ -132,3 +132,34 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
         self.model.vocab.bos()
     }
 }
+
+/// No language model: for a board that carries only knowledge. `gen` and `bench` answer with
+/// an error, `ask` retrieves without generating.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoModel;
+
+impl Engine for NoModel {
+    fn name(&self) -> &'static str {
+        "no language model"
+    }
+
+    fn context_len(&self) -> usize {
+        0
+    }
+
+    fn arena_bytes(&self) -> usize {
+        0
+    }
+
+    fn generate(&mut self, _prompt: &[u8], _steps: usize, _emit: &mut dyn FnMut(&[u8])) -> Result<GenStats> {
+        Err(crate::Error::Invalid { what: "no language model on this board" })
+    }
+
+    fn step(&mut self, _token: u32, _pos: usize) -> Result<u32> {
+        Err(crate::Error::Invalid { what: "no language model on this board" })
+    }
+
+    fn bos(&self) -> u32 {
+        0
+    }
+}

@@ -183,3 +183,154 @@ fn end_of_input_ends_the_console() {
     let out = session(&[b"help"], Board::PLAIN);
     assert!(out.ends_with("> help"), "{out}");
 }
+
+fn knowledge_session(bursts: &[&[u8]], engine: impl Engine, board: Board) -> String {
+    let script =
+        Script { bursts: bursts.iter().map(|b| b.iter().copied().collect()).collect(), out: Vec::new() };
+    let mut k = std::boxed::Box::new(Knowledge::new());
+    let mut c = Console::with_knowledge(script, engine, board, &mut k);
+    c.run().unwrap();
+    String::from_utf8_lossy(&c.io.out).into_owned()
+}
+
+const FACTS: [&str; 8] = [
+    "The cat sleeps on the warm kitchen floor every afternoon.",
+    "Tom the dog likes to dig holes in the garden.",
+    "Lily planted red flowers near the garden gate.",
+    "The cat chases mice in the kitchen at night.",
+    "The dog sleeps in the garden under the big tree.",
+    "Lily gives the cat warm milk in the kitchen.",
+    "Tom the dog barks at the cat in the garden.",
+    "The red flowers in the garden smell sweet.",
+];
+
+fn add_facts() -> Vec<u8> {
+    FACTS.iter().flat_map(|f| format!("add {f}\n").into_bytes()).collect()
+}
+
+#[test]
+fn add_ask_anomaly_forget_and_stats() {
+    let adds = add_facts();
+    let out = knowledge_session(
+        &[
+            b"set steps 16\n",
+            &adds,
+            b"ask where does the cat sleep\n",
+            b"anomaly The cat sleeps in the kitchen.\n",
+            b"anomaly zqxj vvkw pplrt 9931 qqqq\n",
+            b"forget 1\n",
+            b"ask where does the cat sleep\n",
+            b"add Bob fixes old bicycles.\n",
+            b"stats\n",
+            b"quit\n",
+        ],
+        Echo,
+        Board::PLAIN,
+    );
+    for (i, f) in FACTS.iter().enumerate() {
+        assert!(out.contains(&format!("> add {f}\r\nAdded knowledge #{}\r\n", i + 1)), "{out}");
+    }
+    // Best first: the sleeping cat, then (maybe) the other cat sentence.
+    let ask = out.split("> ask where does the cat sleep\r\n").nth(1).unwrap();
+    assert!(ask.starts_with(&format!("Found: {} (#1, similarity ", FACTS[0])), "{out}");
+    // With a model the best text plus the question is continued like gen (Echo: "!" a step).
+    let prompt = format!("{} where does the cat sleep", FACTS[0]);
+    assert!(ask.contains(&format!("\r\n{prompt}{}\r\n> ", "!".repeat(16))), "{out}");
+    assert!(out.contains("> anomaly The cat sleeps in the kitchen.\r\nNORMAL (score: "), "{out}");
+    assert!(out.contains("> anomaly zqxj vvkw pplrt 9931 qqqq\r\nANOMALY (score: "), "{out}");
+    assert!(out.contains("> forget 1\r\nForgot knowledge #1\r\n"), "{out}");
+    let again = out.split("> ask where does the cat sleep\r\n").nth(2).unwrap();
+    assert!(!again.split("\r\n> ").next().unwrap().contains(FACTS[0]), "{out}");
+    assert!(out.contains("> add Bob fixes old bicycles.\r\nAdded knowledge #"), "{out}");
+    let k = Knowledge::new();
+    assert!(
+        out.contains(&format!(
+            "knowledge: 8/32 entries, RAG store {} bytes RAM (NgramEmbedder<64>)",
+            k.rag_ram_bytes()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("anomaly detector: 9/32 references, threshold "), "{out}");
+    assert!(out.contains(&format!(", {} bytes RAM\r\n", k.detector_ram_bytes())), "{out}");
+    assert!(!out.contains("error"), "{out}");
+}
+
+#[test]
+fn knowledge_errors_are_one_line_each_and_the_console_goes_on() {
+    let long = format!("add {}\n", "x".repeat(KNOWLEDGE_TEXT + 1));
+    let full: Vec<u8> =
+        (0..KNOWLEDGE_CAP).flat_map(|i| format!("add fact number {i}\n").into_bytes()).collect();
+    let out = knowledge_session(
+        &[
+            b"anomaly the cat\n",
+            b"add\n",
+            b"add    \n",
+            long.as_bytes(),
+            b"add !!! ???\n",
+            b"ask the cat\n",
+            b"add the cat sleeps\n",
+            b"anomaly the cat\n",
+            b"forget 7\n",
+            b"forget 0\n",
+            b"forget cat\n",
+            b"forget 99999999999\n",
+            b"ask\n",
+            &full,
+            b"help\nquit\n",
+        ],
+        Echo,
+        Board::PLAIN,
+    );
+    let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("error:")).collect();
+    let expected = [
+        "error: the anomaly detector needs 2 texts to compare with, it has 0: add knowledge first",
+        "error: no text given",
+        "error: no text given",
+        "error: text is 129 bytes, knowledge holds at most 128",
+        "error: text has nothing to embed (no word)",
+        "error: the anomaly detector needs 2 texts to compare with, it has 1: add knowledge first",
+        "error: no knowledge #7",
+        "error: no knowledge #0",
+        "error: usage: forget <id> (the number add printed)",
+        "error: usage: forget <id> (the number add printed)",
+        "error: no text given",
+        "error: knowledge is full (capacity 32); forget <id> makes room",
+    ];
+    let errors: Vec<String> = errors.iter().map(|e| e.trim_end_matches('\r').to_string()).collect();
+    assert_eq!(errors, expected, "{out}");
+    assert!(out.contains("> ask the cat\r\nFound: nothing\r\n> "), "{out}");
+    answers_help(&out);
+}
+
+#[test]
+fn without_a_model_ask_only_retrieves_and_without_knowledge_the_commands_say_so() {
+    let adds = add_facts();
+    let out =
+        knowledge_session(&[&adds, b"ask garden flowers\n", b"gen hi\n", b"quit\n"], NoModel, Board::PLAIN);
+    let ask = out.split("> ask garden flowers\r\n").nth(1).unwrap().split("\r\n> ").next().unwrap();
+    assert!(ask.starts_with(&format!("Found: {} (#8, similarity ", FACTS[7])), "{out}");
+    assert!(ask.lines().all(|l| l.starts_with("Found: ")), "{out}");
+    assert!(out.contains("> gen hi\r\nerror: no language model on this board\r\n"), "{out}");
+
+    let out = session(&[b"add the cat\n", b"stats\n", b"quit\n"], Board::PLAIN);
+    assert!(out.contains("error: this console has no knowledge store"), "{out}");
+    assert!(!out.contains("knowledge:"), "{out}");
+}
+
+#[test]
+fn knowledge_commands_are_measured_with_the_board_counter() {
+    fn count() -> u64 {
+        use core::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(7, Ordering::Relaxed)
+    }
+    let board = Board { name: "test", counter: Some(count), counter_unit: "ticks", ram: None };
+    let out = knowledge_session(
+        &[b"add the cat sleeps\nadd the dog digs\nask cat\nanomaly the cat digs\nstats\nquit\n"],
+        NoModel,
+        board,
+    );
+    assert!(out.contains("last add: 7 ticks\r\n"), "{out}");
+    assert!(out.contains("last ask (embedding + retrieval): 7 ticks\r\n"), "{out}");
+    assert!(out.contains("last anomaly: 7 ticks\r\n"), "{out}");
+}
