@@ -1,29 +1,27 @@
-//! SplitMix64: the one deterministic generator of the crate (corpus, initialization, batches),
-//! tiny and identical on every platform.
+//! SplitMix64 (the engine's `vector::metric::SplitMix`): the one deterministic generator of the
+//! crate (corpus, initialization, batches), tiny and identical on every platform.
 
-/// SplitMix64.
+use ruvllm_esp32::vector::metric::SplitMix;
+
+/// SplitMix64 with the sampling helpers training needs.
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix);
 
 impl Rng {
     /// The generator for training step `step` of a run seeded with `seed`: batches depend only
     /// on (seed, step), so a resumed run draws exactly the batches the uninterrupted one would.
     pub fn for_step(seed: u64, step: u64) -> Rng {
-        let mut r = Rng(seed ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let mut r = Rng(SplitMix(seed ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03)));
         r.next_u64();
         r
     }
 
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(SplitMix(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in (0, 1].

@@ -18,8 +18,8 @@ use embedded_storage::nor_flash::{
     ErrorType, MultiwriteNorFlash, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
 };
 
-pub const WORD: usize = 4;
-pub const SECTOR: usize = 4096;
+/// The ESP32's flash geometry, as `RamFlash` has it.
+pub use super::ram::{RAM_SECTOR as SECTOR, RAM_WORD as WORD};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SimError {
