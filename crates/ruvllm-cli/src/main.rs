@@ -219,6 +219,24 @@ enum Cmd {
         #[command(subcommand)]
         cmd: index::IndexCmd,
     },
+    /// Learn the knowledge commands' text embedder (an int8 n-gram table) from the fact
+    /// documents of the built-in corpus
+    #[command(after_help = "Example (the committed table):
+  ruvllm-esp32 train-embedder -o models/ngram-table.bin")]
+    TrainEmbedder {
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+        /// Table rows (feature hashes fold onto them); the file holds rows x 64 bytes
+        #[arg(long, default_value_t = 2048)]
+        rows: usize,
+        #[arg(long, default_value_t = 3000)]
+        steps: usize,
+        /// Corpus documents read for their fact documents
+        #[arg(long, default_value_t = ruvllm_train::embedder::BUILTIN_DOCS)]
+        docs: u64,
+        #[arg(short = 's', long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Write the built-in generated corpus of simple stories and facts
     Corpus {
         #[arg(short = 'o', long)]
@@ -282,6 +300,9 @@ fn main() -> ExitCode {
         }),
         Cmd::Console { model } => commands::load_int(&model, None).and_then(|img| console::run(&img)),
         Cmd::Corpus { output, docs, seed } => train::corpus_cmd(&output, docs, seed),
+        Cmd::TrainEmbedder { output, rows, steps, docs, seed } => {
+            train::embedder_cmd(&output, rows, steps, docs, seed)
+        }
         Cmd::Index { cmd } => index::run(cmd),
     };
     match result {

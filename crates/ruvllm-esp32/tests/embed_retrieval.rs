@@ -9,7 +9,7 @@
 mod common;
 
 use common::Image;
-use ruvllm_esp32::embed::{similarity, Embedder, ModelEmbedder, NgramEmbedder, Pooling};
+use ruvllm_esp32::embed::{similarity, Embedder, ModelEmbedder, NgramEmbedder, Pooling, TableEmbedder};
 use ruvllm_esp32::infer::IntState;
 use ruvllm_esp32::model::Model;
 use ruvllm_esp32::tokenizer;
@@ -29,6 +29,11 @@ fn pairs() -> Vec<(String, String)> {
             (f.to_string(), q.to_string())
         })
         .collect()
+}
+
+/// The learned n-gram table (`ruvllm-esp32 train-embedder -o models/ngram-table.bin`).
+fn table() -> Vec<u8> {
+    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/ngram-table.bin")).unwrap()
 }
 
 fn builtin() -> Image {
@@ -106,6 +111,13 @@ fn both_embedders_retrieve_paraphrased_facts() {
     let (h1, h3) =
         measure("ngram D=256 (3-grams, common words skipped)", &mut NgramEmbedder::<256>::new(), &pairs);
     assert!(h1 >= at_least(6) && h3 >= at_least(10), "ngram 256: {h1} {h3}");
+    let table = table();
+    let (h1, h3) = measure(
+        "learned ngram D=64 (2048-row int8 table)",
+        &mut TableEmbedder::<64>::from_bytes(&table).unwrap(),
+        &pairs,
+    );
+    assert!(h1 >= at_least(8) && h3 >= at_least(13), "learned ngram: {h1} {h3}");
 
     let img = builtin();
     let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
@@ -154,6 +166,9 @@ fn every_fact_retrieves_itself() {
     let (f, q) = vecs::<DIM>(&mut me, &same);
     assert_eq!(hits(&f, &q, false).0, 1.0);
     let (f, q) = vecs::<256>(&mut NgramEmbedder::new(), &same);
+    assert_eq!(hits(&f, &q, false).0, 1.0);
+    let table = table();
+    let (f, q) = vecs::<64>(&mut TableEmbedder::from_bytes(&table).unwrap(), &same);
     assert_eq!(hits(&f, &q, false).0, 1.0);
     // Unit length, and texts with no word are typed errors.
     let mut v = [0.0f32; DIM];

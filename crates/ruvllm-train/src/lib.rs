@@ -10,6 +10,7 @@
 
 pub mod bpe;
 pub mod corpus;
+pub mod embedder;
 pub mod model;
 pub mod rng;
 pub mod run;

@@ -7,8 +7,10 @@
 //! one and teaches the anomaly detector that it is normal, `ask` retrieves the best matches and
 //! (with a model) continues the best text plus the question like `gen`, `anomaly` scores a text
 //! against what was added, `forget` drops an entry, `stats` shows what is used. Texts are
-//! embedded with [`NgramEmbedder<64>`](crate::embed::NgramEmbedder), which beat the model's
-//! own embedding at both retrieval and anomaly detection in the project's evaluation.
+//! embedded by hashed character n-grams, not the model: for retrieval through the built-in
+//! learned table ([`TableEmbedder`](crate::embed::TableEmbedder)), for the anomaly detector
+//! through a random projection ([`NgramEmbedder`](crate::embed::NgramEmbedder)); each beat the
+//! model's own embedding at its task in the project's evaluation.
 //!
 //! Every byte that arrives is untrusted: an overlong line, invalid UTF-8, an unknown command or
 //! bytes typed while a generation runs each get one `error: ...` line, and the console keeps
@@ -134,9 +136,9 @@ const HELP: &str = "commands:\r
   anomaly <text> is <text> unlike the knowledge added? (needs 2 adds first; score and\r
                  threshold are cosine distances in hundredths)\r
   forget <id>    drop knowledge #<id> from retrieval (the anomaly detector keeps it)\r
-                 knowledge is embedded with NgramEmbedder<64> (hashed character\r
-                 3-grams), not the model: it retrieved and told in-domain text apart\r
-                 better in the project's evaluation\r
+                 knowledge is embedded by hashed character 3-grams (a table learned\r
+                 on the corpus for ask, a random projection for anomaly), not the\r
+                 model: each did its task better in the project's evaluation\r
   stats          RAM, tokens generated, cost per token, knowledge in use\r
   bench          greedy positions 0..context: cost per token by position, peak RAM\r
   set steps <n>  positions per generation, prompt included (1..=context)\r
@@ -476,22 +478,23 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         if let Some(k) = self.knowledge.as_deref() {
             sayln!(
                 &mut self.io,
-                "knowledge: {}/{} entries, RAG store {} bytes RAM (NgramEmbedder<{KNOWLEDGE_DIM}>)",
+                "knowledge: {}/{} entries, RAG store {} bytes RAM ({}, {KNOWLEDGE_DIM} dims)",
                 k.len(),
                 k.capacity(),
-                k.rag_ram_bytes()
+                k.rag_ram_bytes(),
+                k.retrieval_embedder()
             )?;
             let (refs, cap) = k.references();
             let threshold = k.threshold().map(|t| libm::roundf(t * 100.0) as u32);
             match threshold {
                 Some(th) => sayln!(
                     &mut self.io,
-                    "anomaly detector: {refs}/{cap} references, threshold {th}, {} bytes RAM",
+                    "anomaly detector: {refs}/{cap} references, threshold {th}, {} bytes RAM (hashed n-grams)",
                     k.detector_ram_bytes()
                 )?,
                 None => sayln!(
                     &mut self.io,
-                    "anomaly detector: {refs}/{cap} references, not calibrated, {} bytes RAM",
+                    "anomaly detector: {refs}/{cap} references, not calibrated, {} bytes RAM (hashed n-grams)",
                     k.detector_ram_bytes()
                 )?,
             }

@@ -245,13 +245,13 @@ fn add_ask_anomaly_forget_and_stats() {
     let k = Knowledge::new();
     assert!(
         out.contains(&format!(
-            "knowledge: 8/32 entries, RAG store {} bytes RAM (NgramEmbedder<64>)",
+            "knowledge: 8/32 entries, RAG store {} bytes RAM (learned n-gram table, 64 dims)",
             k.rag_ram_bytes()
         )),
         "{out}"
     );
     assert!(out.contains("anomaly detector: 9/32 references, threshold "), "{out}");
-    assert!(out.contains(&format!(", {} bytes RAM\r\n", k.detector_ram_bytes())), "{out}");
+    assert!(out.contains(&format!(", {} bytes RAM (hashed n-grams)\r\n", k.detector_ram_bytes())), "{out}");
     assert!(!out.contains("error"), "{out}");
 }
 

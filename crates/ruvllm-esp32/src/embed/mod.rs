@@ -16,12 +16,16 @@
 
 mod model;
 mod ngram;
+mod table;
 
 #[cfg(test)]
 mod tests;
 
 pub use model::{ModelEmbedder, Pooling, MAX_TEXT_BYTES};
-pub use ngram::NgramEmbedder;
+pub use ngram::{for_each_feature, table_row, NgramEmbedder};
+#[cfg(feature = "alloc")]
+pub use table::table_file;
+pub use table::{TableEmbedder, TABLE_HEADER, TABLE_MAGIC};
 
 use crate::error::{Error, Result};
 

@@ -42,21 +42,61 @@ impl<const D: usize> NgramEmbedder<D> {
     pub fn new() -> Self {
         Self::default()
     }
+}
 
-    /// Adds one word's features: its marked 3-grams and the word itself.
-    fn word(&self, w: &[char], out: &mut [f32; D]) {
-        let mut win = [START; 3];
-        let marked = core::iter::once(START).chain(w.iter().copied()).chain(core::iter::once(END));
-        for (i, c) in marked.enumerate() {
-            win.rotate_left(1);
-            win[2] = c;
-            if i >= 2 {
-                add(out, fnv1a(3, &win), 1.0);
+/// Calls `f(hash, weight)` for every feature of `text`: the marked 3-grams of each word and,
+/// when `word_weight` is not 0, the word itself; words in [`COMMON`] are skipped when
+/// `skip_common` is set. Returns the number of words that gave features. The one feature
+/// extractor of the n-gram embedders (random and learned projections alike).
+pub fn for_each_feature(
+    text: &str,
+    skip_common: bool,
+    word_weight: f32,
+    mut f: impl FnMut(u64, f32),
+) -> usize {
+    let mut word = [' '; MAX_WORD];
+    let mut len = 0usize;
+    let mut long = false;
+    let mut words = 0;
+    // Chars of the text, then one separator to end the last word. Each word's characters
+    // are gathered first (to decide whether it is common), then its features hashed.
+    for c in text.chars().flat_map(char::to_lowercase).chain(core::iter::once(' ')) {
+        if c.is_alphanumeric() {
+            if len < MAX_WORD {
+                word[len] = c;
+                len += 1;
+            } else {
+                long = true;
             }
+            continue;
         }
-        if self.word_weight != 0.0 {
-            add(out, fnv1a(1, w), self.word_weight);
+        if len > 0 {
+            let w = &word[..len];
+            let common = !long && skip_common && COMMON.iter().any(|s| s.chars().eq(w.iter().copied()));
+            if !common {
+                word_features(w, word_weight, &mut f);
+                words += 1;
+            }
+            len = 0;
+            long = false;
         }
+    }
+    words
+}
+
+/// One word's features: its marked 3-grams and, weighted, the word itself.
+fn word_features(w: &[char], word_weight: f32, f: &mut impl FnMut(u64, f32)) {
+    let mut win = [START; 3];
+    let marked = core::iter::once(START).chain(w.iter().copied()).chain(core::iter::once(END));
+    for (i, c) in marked.enumerate() {
+        win.rotate_left(1);
+        win[2] = c;
+        if i >= 2 {
+            f(fnv1a(3, &win), 1.0);
+        }
+    }
+    if word_weight != 0.0 {
+        f(fnv1a(1, w), word_weight);
     }
 }
 
@@ -74,7 +114,7 @@ fn fnv1a(kind: u8, chars: &[char]) -> u64 {
 }
 
 /// A second independent-looking hash from the first (the splitmix64 finalizer).
-fn remix(mut z: u64) -> u64 {
+pub(crate) fn remix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -100,32 +140,13 @@ impl<const D: usize> Embedder<D> for NgramEmbedder<D> {
             return Err(Error::Invalid { what: "text has nothing to embed (no word)" });
         }
         out.fill(0.0);
-        let mut word = [' '; MAX_WORD];
-        let mut len = 0usize;
-        let mut long = false;
-        // Chars of the text, then one separator to end the last word. Each word's characters
-        // are gathered first (to decide whether it is common), then its features hashed.
-        for c in text.chars().flat_map(char::to_lowercase).chain(core::iter::once(' ')) {
-            if c.is_alphanumeric() {
-                if len < MAX_WORD {
-                    word[len] = c;
-                    len += 1;
-                } else {
-                    long = true;
-                }
-                continue;
-            }
-            if len > 0 {
-                let w = &word[..len];
-                let common =
-                    !long && self.skip_common && COMMON.iter().any(|s| s.chars().eq(w.iter().copied()));
-                if !common {
-                    self.word(w, out);
-                }
-                len = 0;
-                long = false;
-            }
-        }
+        for_each_feature(text, self.skip_common, self.word_weight, |h, w| add(out, h, w));
         normalize(out)
     }
+}
+
+/// The row of a learned `rows`-row table that feature hash `h` selects (a learned embedder's
+/// counterpart of the random buckets; the trainer uses the same mapping).
+pub fn table_row(h: u64, rows: usize) -> usize {
+    (remix(h) % rows.max(1) as u64) as usize
 }

@@ -44,9 +44,25 @@ fn doc_rng(seed: u64, index: u64) -> Rng {
 
 /// Document `index` of the corpus for `seed`: one paragraph of ASCII text, no newline.
 pub fn document(seed: u64, index: u64) -> String {
+    document_sentences(seed, index).1.join(" ")
+}
+
+/// What a document is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocKind {
+    Story,
+    /// Simple true sentences about one topic, the first naming it.
+    Facts,
+}
+
+/// Document `index` for `seed` as its kind and its sentences ([`document`] joins them).
+pub fn document_sentences(seed: u64, index: u64) -> (DocKind, Vec<String>) {
     let mut rng = doc_rng(seed, index);
-    let sentences = if rng.chance(76) { stories::story(&mut rng) } else { facts::facts(&mut rng) };
-    sentences.join(" ")
+    if rng.chance(76) {
+        (DocKind::Story, stories::story(&mut rng))
+    } else {
+        (DocKind::Facts, facts::facts(&mut rng))
+    }
 }
 
 /// The endless sequence of documents for `seed` (document 0, 1, 2, ...).
