@@ -3,4 +3,5 @@
 
 pub mod ann;
 pub mod datasets;
+pub mod serial;
 pub mod snapshot;

@@ -10,6 +10,7 @@ mod index;
 mod train;
 
 use clap::{Parser, Subcommand};
+use ruvllm_cli::serial;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -214,6 +215,22 @@ enum Cmd {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// List the serial ports that look like ESP32 boards (by their USB bridge's ids)
+    #[command(after_help = "Examples:\n  ruvllm-esp32 ports\n  ruvllm-esp32 ports --all")]
+    Ports {
+        /// Every serial port, not only the ESP32-looking ones
+        #[arg(long)]
+        all: bool,
+    },
+    /// Open a serial terminal on a board: its output here, keys to it (Ctrl-] quits)
+    #[command(after_help = "Example:\n  ruvllm-esp32 monitor --port /dev/ttyUSB0")]
+    Monitor {
+        /// The board's serial port (`ruvllm-esp32 ports` lists them)
+        #[arg(short, long)]
+        port: String,
+        #[arg(short, long, default_value_t = 115_200)]
+        baud: u32,
+    },
     /// Vector indexes: build one over a dataset and measure recall, queries/s and memory
     Index {
         #[command(subcommand)]
@@ -304,6 +321,8 @@ fn main() -> ExitCode {
             train::embedder_cmd(&output, rows, steps, docs, seed)
         }
         Cmd::Index { cmd } => index::run(cmd),
+        Cmd::Ports { all } => serial::ports_cmd(all),
+        Cmd::Monitor { port, baud } => serial::open(&port, baud).and_then(serial::terminal),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

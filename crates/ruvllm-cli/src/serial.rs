@@ -1,0 +1,296 @@
+//! Real boards over a serial port: `ports` (which ports look like an ESP32) and the terminal
+//! that `console --port` and `monitor` open (keys to the board, the board's bytes to the screen).
+//!
+//! The board runs the same library console as `ruvllm-esp32 console` on this machine, so it
+//! echoes and handles backspace itself: the terminal only passes bytes. Every failure is one
+//! line naming the port: missing, busy (another program holds its lock), no permission, or
+//! unplugged mid-session.
+
+use anyhow::{anyhow, bail, Result};
+use std::io::{ErrorKind, IsTerminal, Read, Write};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// USB bridges found on ESP32 boards, by (vendor id, product id).
+const BRIDGES: &[(u16, u16, &str)] = &[
+    (0x303a, 0x1001, "Espressif USB-Serial/JTAG (ESP32-C3/C6/S3/H2)"),
+    (0x303a, 0x0002, "Espressif USB CDC (ESP32-S2/S3)"),
+    (0x10c4, 0xea60, "Silicon Labs CP210x"),
+    (0x1a86, 0x7523, "WCH CH340"),
+    (0x1a86, 0x55d4, "WCH CH9102"),
+    (0x0403, 0x6001, "FTDI FT232R"),
+    (0x0403, 0x6010, "FTDI FT2232"),
+    (0x0403, 0x6014, "FTDI FT232H"),
+    (0x0403, 0x6015, "FTDI FT231X"),
+];
+
+/// The ESP32 board bridge with this USB id, if it is one.
+pub fn bridge(vid: u16, pid: u16) -> Option<&'static str> {
+    BRIDGES.iter().find(|(v, p, _)| *v == vid && *p == pid).map(|(_, _, n)| *n)
+}
+
+/// A serial port and, for USB ones, its ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    pub path: String,
+    pub usb: Option<(u16, u16)>,
+    pub product: Option<String>,
+}
+
+impl Port {
+    /// The ESP32 bridge it is, if any.
+    pub fn bridge(&self) -> Option<&'static str> {
+        self.usb.and_then(|(v, p)| bridge(v, p))
+    }
+}
+
+fn read_hex(path: &Path) -> Option<u16> {
+    u16::from_str_radix(std::fs::read_to_string(path).ok()?.trim(), 16).ok()
+}
+
+/// Serial ports as Linux's sysfs under `sys` describes them (`/sys` on a real system): every
+/// `class/tty/NAME` with a `device`, and the USB ids of the first ancestor device that has them.
+/// Virtual consoles and ptys have no `device` and are skipped.
+pub fn sysfs_ports(sys: &Path) -> Vec<Port> {
+    let Ok(entries) = std::fs::read_dir(sys.join("class/tty")) else { return Vec::new() };
+    let mut ports: Vec<Port> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let device = std::fs::canonicalize(e.path().join("device")).ok()?;
+            // Legacy 8250 UARTs without hardware behind them are listed too; keep only the
+            // ones that are not the platform's placeholder serial8250 ports.
+            if device.file_name().is_some_and(|n| n == "serial8250") {
+                return None;
+            }
+            let mut usb = None;
+            let mut product = None;
+            let mut dir: Option<&Path> = Some(&device);
+            while let Some(d) = dir {
+                if let (Some(v), Some(p)) = (read_hex(&d.join("idVendor")), read_hex(&d.join("idProduct"))) {
+                    usb = Some((v, p));
+                    product = std::fs::read_to_string(d.join("product")).ok().map(|s| s.trim().to_string());
+                    break;
+                }
+                if d == sys {
+                    break;
+                }
+                dir = d.parent();
+            }
+            Some(Port { path: format!("/dev/{name}"), usb, product })
+        })
+        .collect();
+    ports.sort_by(|a, b| a.path.cmp(&b.path));
+    ports
+}
+
+/// This machine's serial ports.
+pub fn ports() -> Vec<Port> {
+    if cfg!(target_os = "linux") {
+        return sysfs_ports(Path::new("/sys"));
+    }
+    serialport::available_ports()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| {
+            let (usb, product) = match p.port_type {
+                serialport::SerialPortType::UsbPort(u) => (Some((u.vid, u.pid)), u.product),
+                _ => (None, None),
+            };
+            Port { path: p.port_name, usb, product }
+        })
+        .collect()
+}
+
+/// `ports`: the ports that look like ESP32 boards (all serial ports with `all`).
+pub fn ports_cmd(all: bool) -> Result<()> {
+    let ports = ports();
+    let shown: Vec<&Port> = ports.iter().filter(|p| all || p.bridge().is_some()).collect();
+    if shown.is_empty() {
+        if all || ports.is_empty() {
+            println!("no serial ports found");
+        } else {
+            println!(
+                "no port looks like an ESP32 board ({} other serial ports: --all lists them)",
+                ports.len()
+            );
+        }
+        return Ok(());
+    }
+    for p in shown {
+        let ids = p.usb.map(|(v, d)| format!("{v:04x}:{d:04x}")).unwrap_or_else(|| "-".into());
+        let what = p.bridge().or(p.product.as_deref()).unwrap_or("");
+        println!("{:<16} {ids:<10} {what}", p.path);
+    }
+    Ok(())
+}
+
+/// A serial port opened for the terminal.
+pub struct Opened {
+    port: serialport::TTYPort,
+    name: String,
+}
+
+/// Opens `name` at `baud` (8N1, no flow control) and takes an exclusive advisory lock on it, so
+/// a second terminal, flasher or monitor that locks too is refused instead of stealing bytes.
+pub fn open(name: &str, baud: u32) -> Result<Opened> {
+    if !Path::new(name).exists() {
+        bail!("{name}: no such serial port (`ruvllm-esp32 ports` lists them)");
+    }
+    let port = serialport::new(name, baud).timeout(Duration::from_millis(20)).open_native().map_err(|e| {
+        if e.description.contains("busy") || e.description.contains("exclusive") {
+            return anyhow!("{name}: busy: another program (a monitor, a flasher, a console) has it open");
+        }
+        match e.kind() {
+            serialport::ErrorKind::Io(ErrorKind::PermissionDenied) => {
+                anyhow!("{name}: permission denied (on Linux: add yourself to the dialout group)")
+            }
+            serialport::ErrorKind::NoDevice => anyhow!("{name}: no such serial port ({e})"),
+            _ => anyhow!("{name}: cannot open: {e}"),
+        }
+    })?;
+    lock(&port, name)?;
+    Ok(Opened { port, name: name.to_string() })
+}
+
+#[cfg(unix)]
+fn lock(port: &serialport::TTYPort, name: &str) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor the port owns for its whole life.
+    let r = unsafe { nix::libc::flock(port.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) };
+    if r != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() == ErrorKind::WouldBlock {
+            bail!("{name}: busy: another program (a monitor, a flasher, a console) has it open");
+        }
+        bail!("{name}: cannot lock: {err}");
+    }
+    Ok(())
+}
+
+/// The terminal's keys reach the board one at a time: raw mode while the session lasts.
+struct RawMode {
+    saved: Option<nix::sys::termios::Termios>,
+}
+
+impl RawMode {
+    fn enter() -> RawMode {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return RawMode { saved: None };
+        }
+        let Ok(saved) = tcgetattr(&stdin) else { return RawMode { saved: None } };
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
+        RawMode { saved: Some(saved) }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, t);
+        }
+    }
+}
+
+/// Ends an interactive session (Ctrl-], as telnet and miniterm do).
+const EXIT_KEY: u8 = 0x1d;
+
+/// After the input ends (a pipe), how long the board may stay silent before the session ends.
+const DRAIN: Duration = Duration::from_millis(1500);
+
+/// Piped input goes one line at a time, each after the board's prompt (or this much silence):
+/// the console ignores bytes that arrive while it is busy generating, as a person would wait.
+const PACE: Duration = Duration::from_secs(3);
+
+/// The console's prompt, which ends every reply.
+const PROMPT: &[u8] = b"> ";
+
+/// Passes stdin to the board and the board's bytes to stdout until Ctrl-] (a terminal), the end
+/// of the input and then `DRAIN` of silence (a pipe), or the port failing (an error naming it).
+pub fn terminal(mut opened: Opened) -> Result<()> {
+    let name = opened.name.clone();
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!("connected to {name}; Ctrl-] quits\r");
+    }
+    let raw = RawMode::enter();
+    let (tx, rx) = mpsc::channel::<Option<Vec<u8>>>();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 256];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(None);
+                    return;
+                }
+                Ok(n) => {
+                    if tx.send(Some(buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let mut stdout = std::io::stdout();
+    let mut buf = [0u8; 1024];
+    let mut input_done: Option<Instant> = None;
+    let mut last_byte = Instant::now();
+    // Piped input waiting for the board's next prompt; whether the board is at one.
+    let mut pending: std::collections::VecDeque<u8> = Default::default();
+    let mut at_prompt = false;
+    let mut tail = [0u8; 2];
+    let result = 'session: loop {
+        while input_done.is_none() {
+            match rx.try_recv() {
+                Ok(Some(bytes)) if interactive => {
+                    if bytes.contains(&EXIT_KEY) {
+                        break 'session Ok(());
+                    }
+                    if let Err(e) = opened.port.write_all(&bytes).and_then(|_| opened.port.flush()) {
+                        break 'session Err(anyhow!("{name}: disconnected ({e})"));
+                    }
+                }
+                Ok(Some(bytes)) => pending.extend(bytes),
+                Ok(None) | Err(mpsc::TryRecvError::Disconnected) => {
+                    input_done = Some(Instant::now());
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+            }
+        }
+        if !pending.is_empty() && (at_prompt || last_byte.elapsed() >= PACE) {
+            let end = pending.iter().position(|&b| b == b'\n').map_or(pending.len(), |i| i + 1);
+            let line: Vec<u8> = pending.drain(..end).collect();
+            if let Err(e) = opened.port.write_all(&line).and_then(|_| opened.port.flush()) {
+                break 'session Err(anyhow!("{name}: disconnected ({e})"));
+            }
+            at_prompt = false;
+            last_byte = Instant::now();
+        }
+        match opened.port.read(&mut buf) {
+            Ok(0) => break Err(anyhow!("{name}: disconnected (the port closed)")),
+            Ok(n) => {
+                last_byte = Instant::now();
+                for &b in &buf[..n] {
+                    tail = [tail[1], b];
+                }
+                at_prompt = tail == PROMPT;
+                if stdout.write_all(&buf[..n]).and_then(|_| stdout.flush()).is_err() {
+                    break Ok(());
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::TimedOut || e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => break Err(anyhow!("{name}: disconnected ({e})")),
+        }
+        if input_done.is_some() && pending.is_empty() && last_byte.elapsed() >= DRAIN {
+            break Ok(());
+        }
+    };
+    drop(raw);
+    result
+}

@@ -1,0 +1,218 @@
+//! The serial path against a pseudo-terminal pair standing in for a board: the library console
+//! (the one the firmware runs, with the built-in model) serves the pty's master side, and
+//! `ruvllm-esp32 monitor --port <pty>` talks to it like to a USB serial port. Also: a missing
+//! port, a busy one, a board unplugged mid-session, and `ports` reading a sysfs tree.
+
+use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+use ruvllm_esp32::console::{Board, Console, IntegerEngine, Knowledge};
+use ruvllm_esp32::infer::IntState;
+use ruvllm_esp32::model::Model;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
+}
+
+/// The board side of the pty as an embedded-io byte stream.
+struct Master(File);
+
+impl embedded_io::ErrorType for Master {
+    type Error = std::io::Error;
+}
+
+impl embedded_io::Read for Master {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.0.read(buf) {
+            // The other side closed (EIO on Linux): end of input for the console.
+            Err(e) if e.raw_os_error() == Some(nix::libc::EIO) => Ok(0),
+            r => r,
+        }
+    }
+}
+
+impl embedded_io::ReadReady for Master {
+    fn read_ready(&mut self) -> std::io::Result<bool> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+        Ok(poll(&mut fds, PollTimeout::ZERO).map_err(std::io::Error::from)? > 0)
+    }
+}
+
+impl embedded_io::Write for Master {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// A pty pair: the master, the slave's path, and the slave kept open by the test (so the
+/// board side does not see a hang-up before the CLI opens the port by name, as it would
+/// `/dev/ttyUSB0`). Both descriptors are close-on-exec from the start: the CLI processes that
+/// other tests spawn meanwhile must not inherit them, or a closed master would not hang up.
+fn pty() -> (File, String, File) {
+    use nix::fcntl::OFlag;
+    use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    use std::os::unix::fs::OpenOptionsExt;
+    let m = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).unwrap();
+    grantpt(&m).unwrap();
+    unlockpt(&m).unwrap();
+    let path = ptsname_r(&m).unwrap();
+    // SAFETY: the descriptor comes from posix_openpt and is owned by nothing else.
+    let master = unsafe { File::from_raw_fd(m.into_raw_fd()) };
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_NOCTTY)
+        .open(&path)
+        .unwrap();
+    // A USB serial port does not echo: the slave in raw mode from the start, before the board's
+    // first bytes arrive (the CLI sets raw mode too, but only once it opens the port).
+    let mut t = tcgetattr(&slave).unwrap();
+    cfmakeraw(&mut t);
+    tcsetattr(&slave, SetArg::TCSANOW, &t).unwrap();
+    (master, path, slave)
+}
+
+/// Runs the library console with the built-in model on `master` until its input ends.
+fn board(master: File) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.gguf")).unwrap();
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+        let model = <Model<'_>>::from_gguf(&bytemuck::cast_slice::<u64, u8>(&words)[..bytes.len()]).unwrap();
+        let seq = model.config.seq_len;
+        let mut arena = vec![0i32; IntState::arena_len(&model, seq)];
+        let engine = IntegerEngine::new(&model, &mut arena, seq).unwrap();
+        let mut k = Box::new(Knowledge::new());
+        let mut c = Console::with_knowledge(Master(master), engine, Board::PLAIN, &mut k);
+        let _ = c.run();
+    })
+}
+
+fn monitor(port: &str, input: &[u8]) -> Output {
+    let mut child = bin()
+        .args(["monitor", "--port", port])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_board_on_a_pty_answers_through_monitor() {
+    let (master, port, _slave) = pty();
+    let b = board(master);
+    let out = monitor(
+        &port,
+        b"help\nadd Cats purr when they are happy.\nask what do cats do\nset steps 12\ngen Once upon a time\nfrobnicate\n",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    // The board echoes (a serial console) and answers every command.
+    assert!(text.contains("> help\r\n"), "{text}");
+    assert!(text.contains("gen <text>"), "{text}");
+    assert!(text.contains("Added knowledge #1"), "{text}");
+    assert!(text.contains("Found: Cats purr when they are happy. (#1, similarity"), "{text}");
+    assert!(text.contains("> gen Once upon a time\r\nOnce upon a time"), "{text}");
+    assert!(text.contains("error: unknown command \"frobnicate\""), "{text}");
+    drop(b);
+}
+
+#[test]
+fn a_missing_port_is_one_line() {
+    let out = bin().args(["monitor", "--port", "/dev/ttyUSB-no-such"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("/dev/ttyUSB-no-such: no such serial port"), "{err}");
+}
+
+#[test]
+fn a_busy_port_is_one_line() {
+    let (_master, port, _slave) = pty();
+    let held = ruvllm_cli::serial::open(&port, 115_200).unwrap();
+    let out = bin().args(["monitor", "--port", &port]).stdin(Stdio::null()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("{port}: busy")), "{err}");
+    drop(held);
+}
+
+#[test]
+fn unplugging_the_board_mid_session_is_one_line() {
+    let (mut master, port, _slave) = pty();
+    let child = bin()
+        .args(["monitor", "--port", &port])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The board says something, then goes away while the session is open.
+    master.write_all(b"ruvllm-esp32 console\r\n> ").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(master);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ruvllm-esp32 console"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("{port}: disconnected")), "{err}");
+}
+
+/// `ports` reads Linux's sysfs: a fake tree with a CP210x board, an unknown USB serial adapter
+/// and a built-in UART.
+#[test]
+fn ports_are_found_and_recognised_in_sysfs() {
+    let root = std::env::temp_dir().join(format!("ruvllm-sysfs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let usb = |dev: &str, vid: &str, pid: &str, product: &str| {
+        let d = root.join("devices/pci0000:00/usb1").join(dev);
+        let iface = d.join(format!("{dev}:1.0"));
+        std::fs::create_dir_all(&iface).unwrap();
+        std::fs::write(d.join("idVendor"), format!("{vid}\n")).unwrap();
+        std::fs::write(d.join("idProduct"), format!("{pid}\n")).unwrap();
+        std::fs::write(d.join("product"), format!("{product}\n")).unwrap();
+        iface
+    };
+    let tty = |name: &str, device: &Path| {
+        let t = root.join("class/tty").join(name);
+        std::fs::create_dir_all(&t).unwrap();
+        std::os::unix::fs::symlink(device, t.join("device")).unwrap();
+    };
+    tty("ttyUSB0", &usb("1-1", "10c4", "ea60", "CP2102 USB to UART Bridge Controller"));
+    tty("ttyACM0", &usb("1-2", "2341", "0043", "Some Arduino"));
+    let uart = root.join("devices/platform/soc/uart0");
+    std::fs::create_dir_all(&uart).unwrap();
+    tty("ttyAMA0", &uart);
+    std::fs::create_dir_all(root.join("class/tty/tty1")).unwrap(); // a virtual console: no device
+
+    let ports = ruvllm_cli::serial::sysfs_ports(&root);
+    let names: Vec<&str> = ports.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(names, ["/dev/ttyACM0", "/dev/ttyAMA0", "/dev/ttyUSB0"]);
+    assert_eq!(ports[2].usb, Some((0x10c4, 0xea60)));
+    assert_eq!(ports[2].bridge(), Some("Silicon Labs CP210x"));
+    assert_eq!(ports[0].usb, Some((0x2341, 0x0043)));
+    assert_eq!(ports[0].bridge(), None);
+    assert_eq!(ports[1].usb, None);
+    assert_eq!(
+        ruvllm_cli::serial::bridge(0x303a, 0x1001),
+        Some("Espressif USB-Serial/JTAG (ESP32-C3/C6/S3/H2)")
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
