@@ -117,7 +117,7 @@ fn a_board_on_a_pty_answers_through_monitor() {
     let b = board(master);
     let out = monitor(
         &port,
-        b"help\nadd Cats purr when they are happy.\nask what do cats do\nset steps 12\ngen Once upon a time\nfrobnicate\n",
+        b"help\nadd Cats purr when they are happy.\nask what do cats do\nset steps 12\ngen Once upon a timx\x7fe\nfrobnicate\n",
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -126,7 +126,8 @@ fn a_board_on_a_pty_answers_through_monitor() {
     assert!(text.contains("gen <text>"), "{text}");
     assert!(text.contains("Added knowledge #1"), "{text}");
     assert!(text.contains("Found: Cats purr when they are happy. (#1, similarity"), "{text}");
-    assert!(text.contains("> gen Once upon a time\r\nOnce upon a time"), "{text}");
+    // Backspace (DEL) erased the x: the board echoed the erase and ran the corrected line.
+    assert!(text.contains("> gen Once upon a timx\x08 \x08e\r\nOnce upon a time"), "{text}");
     assert!(text.contains("error: unknown command \"frobnicate\""), "{text}");
     drop(b);
 }
