@@ -3,13 +3,12 @@
 //! backspace edits the line, that a generation streams (arrives in pieces while it runs) and
 //! that `quit` ends the program.
 
-use nix::fcntl::OFlag;
+mod pty;
+
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, FromRawFd, IntoRawFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -51,18 +50,7 @@ impl Term {
 
 #[test]
 fn the_console_in_a_terminal_echoes_edits_streams_and_quits() {
-    let m = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).unwrap();
-    grantpt(&m).unwrap();
-    unlockpt(&m).unwrap();
-    let path = ptsname_r(&m).unwrap();
-    // SAFETY: the descriptor comes from posix_openpt and is owned by nothing else.
-    let master = unsafe { File::from_raw_fd(m.into_raw_fd()) };
-    let slave = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(nix::libc::O_NOCTTY)
-        .open(&path)
-        .unwrap();
+    let (master, _path, slave) = pty::open(false);
     let mut child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
         .arg("console")
         .stdin(Stdio::from(slave.try_clone().unwrap()))

@@ -3,7 +3,8 @@
 //! `ruvllm-esp32 monitor --port <pty>` talks to it like to a USB serial port. Also: a missing
 //! port, a busy one, a board unplugged mid-session, and `ports` reading a sysfs tree.
 
-use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+mod pty;
+
 use ruvllm_esp32::console::{Board, Console, IntegerEngine, Knowledge};
 use ruvllm_esp32::infer::IntState;
 use ruvllm_esp32::model::Model;
@@ -54,31 +55,10 @@ impl embedded_io::Write for Master {
 
 /// A pty pair: the master, the slave's path, and the slave kept open by the test (so the
 /// board side does not see a hang-up before the CLI opens the port by name, as it would
-/// `/dev/ttyUSB0`). Both descriptors are close-on-exec from the start: the CLI processes that
-/// other tests spawn meanwhile must not inherit them, or a closed master would not hang up.
+/// `/dev/ttyUSB0`). A USB serial port does not echo: the slave is in raw mode from the start,
+/// before the board's first bytes arrive (the CLI sets raw mode too, but only once it opens it).
 fn pty() -> (File, String, File) {
-    use nix::fcntl::OFlag;
-    use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
-    use std::os::fd::{FromRawFd, IntoRawFd};
-    use std::os::unix::fs::OpenOptionsExt;
-    let m = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).unwrap();
-    grantpt(&m).unwrap();
-    unlockpt(&m).unwrap();
-    let path = ptsname_r(&m).unwrap();
-    // SAFETY: the descriptor comes from posix_openpt and is owned by nothing else.
-    let master = unsafe { File::from_raw_fd(m.into_raw_fd()) };
-    let slave = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(nix::libc::O_NOCTTY)
-        .open(&path)
-        .unwrap();
-    // A USB serial port does not echo: the slave in raw mode from the start, before the board's
-    // first bytes arrive (the CLI sets raw mode too, but only once it opens the port).
-    let mut t = tcgetattr(&slave).unwrap();
-    cfmakeraw(&mut t);
-    tcsetattr(&slave, SetArg::TCSANOW, &t).unwrap();
-    (master, path, slave)
+    pty::open(true)
 }
 
 /// Runs the library console with the built-in model on `master` until its input ends.
