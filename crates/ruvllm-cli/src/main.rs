@@ -213,6 +213,10 @@ enum Cmd {
     Console {
         #[command(flatten)]
         model: ModelArgs,
+        /// Keep the knowledge (add/forget) in this snapshot file: loaded at start if it
+        /// exists, rewritten atomically after each add or forget before the reply
+        #[arg(long, value_name = "FILE")]
+        knowledge: Option<PathBuf>,
     },
     /// Vector indexes: build one over a dataset and measure recall, queries/s and memory
     Index {
@@ -280,7 +284,9 @@ fn main() -> ExitCode {
             checkpoint_every,
             output,
         }),
-        Cmd::Console { model } => commands::load_int(&model, None).and_then(|img| console::run(&img)),
+        Cmd::Console { model, knowledge } => {
+            commands::load_int(&model, None).and_then(|img| console::run(&img, knowledge.as_deref()))
+        }
         Cmd::Corpus { output, docs, seed } => train::corpus_cmd(&output, docs, seed),
         Cmd::Index { cmd } => index::run(cmd),
     };
