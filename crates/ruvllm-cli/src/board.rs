@@ -8,6 +8,7 @@ use crate::index::Dataset;
 use crate::ModelArgs;
 use anyhow::{bail, Context, Result};
 use ruvllm_cli::ann::{self, Mode};
+use ruvllm_cli::board_flash::new_flash_file;
 use ruvllm_cli::datasets::{recall_at_k, Metric, Vectors};
 use ruvllm_esp32::convert::Quant;
 use std::io::{Read, Write};
@@ -178,6 +179,34 @@ pub fn flash_bytes(elf: &[u8]) -> Option<u64> {
     Some(total)
 }
 
+/// The environment variable naming the board's flash file (kept across runs; created when
+/// missing). Without it each run gets a fresh scratch file.
+pub const FLASH_ENV: &str = "RUVLLM_BOARD_FLASH";
+
+/// The board's flash file: `$RUVLLM_BOARD_FLASH` (created when missing) or a new one in
+/// `scratch` (the caller removes it).
+pub fn flash_file(scratch: &Path) -> Result<PathBuf> {
+    if let Some(p) = env_path(FLASH_ENV) {
+        if !p.exists() {
+            new_flash_file(&p)?;
+        }
+        return Ok(p);
+    }
+    std::fs::create_dir_all(scratch).with_context(|| format!("{}: cannot create", scratch.display()))?;
+    let p = scratch.join("flash.bin");
+    new_flash_file(&p)?;
+    Ok(p)
+}
+
+/// The QEMU command line of the board with `flash` as its flash bank.
+pub fn qemu_with_flash(tc: &Toolchain, elf: &Path, flash: &Path) -> Command {
+    let mut cmd = qemu(tc, elf);
+    let mut drive = std::ffi::OsString::from("if=pflash,unit=0,format=raw,file=");
+    drive.push(flash);
+    cmd.arg("-drive").arg(drive);
+    cmd
+}
+
 /// The QEMU command line of the board.
 pub fn qemu(tc: &Toolchain, elf: &Path) -> Command {
     let mut cmd = Command::new(&tc.qemu);
@@ -321,8 +350,11 @@ pub fn run_board(
         println!("{}", out.display());
         return Ok(());
     }
-    eprintln!("running {} (type quit to leave)", elf.display());
-    let status = qemu(&tc, &elf).status().context("starting qemu")?;
+    let flash = flash_file(&dir)?;
+    eprintln!("running {} with flash {} (type quit to leave)", elf.display(), flash.display());
+    let status = qemu_with_flash(&tc, &elf, &flash).status().context("starting qemu");
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = status?;
     if !status.success() {
         bail!("the board exited with {status}");
     }
