@@ -304,6 +304,8 @@ fn the_board_keeps_its_knowledge_in_flash_across_restarts() {
     eprintln!(
         "persisted add on the board (2nd entry, NgramEmbedder<64> + HNSW insert + 3 flash records): {add}"
     );
+    let ram = stats.lines().find(|l| l.starts_with("peak RAM: ")).expect("peak RAM");
+    eprintln!("board with the flash store, after two adds: {ram}");
     b.send(b"quit\n");
     b.expect("bye");
     assert_eq!(b.exit_code(), 0);
