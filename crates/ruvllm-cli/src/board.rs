@@ -183,6 +183,15 @@ pub fn flash_bytes(elf: &[u8]) -> Option<u64> {
 /// missing). Without it each run gets a fresh scratch file.
 pub const FLASH_ENV: &str = "RUVLLM_BOARD_FLASH";
 
+/// Removes a scratch directory when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The board's flash file: `$RUVLLM_BOARD_FLASH` (created when missing) or a new one in
 /// `scratch` (the caller removes it).
 pub fn flash_file(scratch: &Path) -> Result<PathBuf> {
@@ -241,7 +250,16 @@ pub struct Session {
 
 impl Session {
     pub fn start(tc: &Toolchain, elf: &Path) -> Result<Session> {
-        let mut child = qemu(tc, elf)
+        Self::spawn(qemu(tc, elf), tc)
+    }
+
+    /// [`Session::start`] with `flash` as the board's flash bank.
+    pub fn start_with_flash(tc: &Toolchain, elf: &Path, flash: &Path) -> Result<Session> {
+        Self::spawn(qemu_with_flash(tc, elf, flash), tc)
+    }
+
+    fn spawn(mut cmd: Command, tc: &Toolchain) -> Result<Session> {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -377,7 +395,9 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str) -> Result<
     let elf = elf?;
     let flash = std::fs::read(&elf).ok().and_then(|b| flash_bytes(&b));
 
-    let mut s = Session::start(&tc, &elf)?;
+    let _scratch = RemoveOnDrop(dir.clone());
+    let flash_file = flash_file(&dir)?;
+    let mut s = Session::start_with_flash(&tc, &elf, &flash_file)?;
     let boot = s.expect(PROMPT.trim_start_matches("\r\n"), Duration::from_secs(120))?;
     if boot.contains("error:") {
         bail!("the board refused to start: {}", boot.trim());
