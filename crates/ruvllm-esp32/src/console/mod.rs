@@ -10,6 +10,11 @@
 //! embedded with [`NgramEmbedder<64>`](crate::embed::NgramEmbedder), which beat the model's
 //! own embedding at both retrieval and anomaly detection in the project's evaluation.
 //!
+//! With a [`KnowledgeStore`] ([`Console::saving_to`], implemented for the flash
+//! [`Store`](crate::store::Store)) the knowledge survives a restart: `add` and `forget` reply
+//! only after the change is durable, and a failed save is undone and reported in one line
+//! (write-then-acknowledge); [`Knowledge::restore`] loads it at boot.
+//!
 //! Every byte that arrives is untrusted: an overlong line, invalid UTF-8, an unknown command or
 //! bytes typed while a generation runs each get one `error: ...` line, and the console keeps
 //! answering.
