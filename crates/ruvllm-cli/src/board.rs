@@ -8,6 +8,7 @@ use crate::index::Dataset;
 use crate::ModelArgs;
 use anyhow::{bail, Context, Result};
 use ruvllm_cli::ann::{self, Mode};
+use ruvllm_cli::board_flash::new_flash_file;
 use ruvllm_cli::datasets::{recall_at_k, Metric, Vectors};
 use ruvllm_esp32::convert::Quant;
 use std::io::{Read, Write};
@@ -178,6 +179,43 @@ pub fn flash_bytes(elf: &[u8]) -> Option<u64> {
     Some(total)
 }
 
+/// The environment variable naming the board's flash file (kept across runs; created when
+/// missing). Without it each run gets a fresh scratch file.
+pub const FLASH_ENV: &str = "RUVLLM_BOARD_FLASH";
+
+/// Removes a scratch directory when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The board's flash file: `$RUVLLM_BOARD_FLASH` (created when missing) or a new one in
+/// `scratch` (the caller removes it).
+pub fn flash_file(scratch: &Path) -> Result<PathBuf> {
+    if let Some(p) = env_path(FLASH_ENV) {
+        if !p.exists() {
+            new_flash_file(&p)?;
+        }
+        return Ok(p);
+    }
+    std::fs::create_dir_all(scratch).with_context(|| format!("{}: cannot create", scratch.display()))?;
+    let p = scratch.join("flash.bin");
+    new_flash_file(&p)?;
+    Ok(p)
+}
+
+/// The QEMU command line of the board with `flash` as its flash bank.
+pub fn qemu_with_flash(tc: &Toolchain, elf: &Path, flash: &Path) -> Command {
+    let mut cmd = qemu(tc, elf);
+    let mut drive = std::ffi::OsString::from("if=pflash,unit=0,format=raw,file=");
+    drive.push(flash);
+    cmd.arg("-drive").arg(drive);
+    cmd
+}
+
 /// The QEMU command line of the board.
 pub fn qemu(tc: &Toolchain, elf: &Path) -> Command {
     let mut cmd = Command::new(&tc.qemu);
@@ -212,7 +250,16 @@ pub struct Session {
 
 impl Session {
     pub fn start(tc: &Toolchain, elf: &Path) -> Result<Session> {
-        let mut child = qemu(tc, elf)
+        Self::spawn(qemu(tc, elf), tc)
+    }
+
+    /// [`Session::start`] with `flash` as the board's flash bank.
+    pub fn start_with_flash(tc: &Toolchain, elf: &Path, flash: &Path) -> Result<Session> {
+        Self::spawn(qemu_with_flash(tc, elf, flash), tc)
+    }
+
+    fn spawn(mut cmd: Command, tc: &Toolchain) -> Result<Session> {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -321,8 +368,11 @@ pub fn run_board(
         println!("{}", out.display());
         return Ok(());
     }
-    eprintln!("running {} (type quit to leave)", elf.display());
-    let status = qemu(&tc, &elf).status().context("starting qemu")?;
+    let flash = flash_file(&dir)?;
+    eprintln!("running {} with flash {} (type quit to leave)", elf.display(), flash.display());
+    let status = qemu_with_flash(&tc, &elf, &flash).status().context("starting qemu");
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = status?;
     if !status.success() {
         bail!("the board exited with {status}");
     }
@@ -345,7 +395,9 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str) -> Result<
     let elf = elf?;
     let flash = std::fs::read(&elf).ok().and_then(|b| flash_bytes(&b));
 
-    let mut s = Session::start(&tc, &elf)?;
+    let _scratch = RemoveOnDrop(dir.clone());
+    let flash_file = flash_file(&dir)?;
+    let mut s = Session::start_with_flash(&tc, &elf, &flash_file)?;
     let boot = s.expect(PROMPT.trim_start_matches("\r\n"), Duration::from_secs(120))?;
     if boot.contains("error:") {
         bail!("the board refused to start: {}", boot.trim());

@@ -4,9 +4,11 @@
 
 use crate::image::Image;
 use anyhow::{Context, Result};
+use ruvllm_cli::snapshot::FileKnowledge;
 use ruvllm_esp32::console::{Board, Console, IntegerEngine, Knowledge};
 use ruvllm_esp32::infer::IntState;
 use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -48,7 +50,9 @@ fn micros() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
 
-pub fn run(img: &Image) -> Result<()> {
+/// Runs the console; with `knowledge`, its knowledge is loaded from that snapshot file (if it
+/// exists) and the file rewritten atomically after each `add` / `forget`, before the reply.
+pub fn run(img: &Image, knowledge_file: Option<&Path>) -> Result<()> {
     let model = img.model()?;
     let seq = model.config.seq_len;
     let mut arena = vec![0i32; IntState::arena_len(&model, seq)];
@@ -60,7 +64,22 @@ pub fn run(img: &Image) -> Result<()> {
     let io = Stdio { stdin: std::io::stdin(), stdout: std::io::stdout() };
     let interactive = std::io::stdin().is_terminal();
     let mut knowledge = Box::new(Knowledge::new());
+    let mut file = None;
+    if let Some(path) = knowledge_file {
+        // Read (and refused) before anything is shown or written.
+        let (mut store, existed) = FileKnowledge::open(path)?;
+        if existed {
+            let restored = knowledge.restore(&mut store).with_context(|| format!("{}", path.display()))?;
+            println!("{restored} from {}", path.display());
+        } else {
+            println!("knowledge: {} does not exist yet; the first add creates it", path.display());
+        }
+        file = Some(store);
+    }
     let mut console = Console::with_knowledge(io, engine, board, &mut knowledge);
+    if let Some(store) = file.as_mut() {
+        console = console.saving_to(store);
+    }
     console.set_echo(!interactive);
     console.run().context("console I/O")?;
     Ok(())

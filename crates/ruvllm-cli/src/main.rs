@@ -214,6 +214,10 @@ enum Cmd {
     Console {
         #[command(flatten)]
         model: ModelArgs,
+        /// Keep the knowledge (add/forget) in this snapshot file: loaded at start if it
+        /// exists, rewritten atomically after each add or forget before the reply
+        #[arg(long, value_name = "FILE")]
+        knowledge: Option<PathBuf>,
     },
     /// List the serial ports that look like ESP32 boards (by their USB bridge's ids)
     #[command(after_help = "Examples:\n  ruvllm-esp32 ports\n  ruvllm-esp32 ports --all")]
@@ -315,7 +319,9 @@ fn main() -> ExitCode {
             checkpoint_every,
             output,
         }),
-        Cmd::Console { model } => commands::load_int(&model, None).and_then(|img| console::run(&img)),
+        Cmd::Console { model, knowledge } => {
+            commands::load_int(&model, None).and_then(|img| console::run(&img, knowledge.as_deref()))
+        }
         Cmd::Corpus { output, docs, seed } => train::corpus_cmd(&output, docs, seed),
         Cmd::TrainEmbedder { output, rows, steps, docs, seed } => {
             train::embedder_cmd(&output, rows, steps, docs, seed)

@@ -15,15 +15,17 @@
 //!
 //! [`save_snapshot`] writes the file with `ruvllm_train::run::checkpoint::write_atomic`
 //! (temporary file, fsync, rename): a crash, a full disk or a failed save leaves the previous
-//! file as it was. [`load_snapshot`] never writes the file.
+//! file as it was. [`load_snapshot`] never writes the file. [`FileKnowledge`] keeps the host
+//! console's knowledge in such a file, rewritten after each change.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use ruvllm_esp32::console::{KnowledgeDetector, KnowledgeRag, KnowledgeStore};
 use ruvllm_esp32::knowledge::persist::{
     load_detector, load_memory, load_rag, save_detector, save_memory, save_rag, LoadReport,
 };
-use ruvllm_esp32::knowledge::{AnomalyDetector, MicroRAG, SemanticMemory};
+use ruvllm_esp32::knowledge::{AnomalyDetector, Learned, MicroRAG, SemanticMemory};
 use ruvllm_esp32::store::{BootReport, RamFlash, Store, RAM_SECTOR};
 use ruvllm_train::run::TrainError;
 
@@ -135,6 +137,20 @@ pub fn decode_snapshot<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8], Sna
     Ok(image)
 }
 
+/// The flash image in the snapshot file at `path`, checked whole (magic, length, CRC-32).
+/// The file is only read.
+pub fn read_snapshot_image(path: &Path) -> Result<Vec<u8>, SnapshotError> {
+    let bytes =
+        std::fs::read(path).map_err(|source| SnapshotError::Read { path: path.to_path_buf(), source })?;
+    Ok(decode_snapshot(path, &bytes)?.to_vec())
+}
+
+/// Writes `image` to `path` atomically as a snapshot file (header and image): a failed write
+/// leaves the previous file as it was.
+pub fn write_snapshot_image(path: &Path, image: &[u8]) -> Result<(), SnapshotError> {
+    ruvllm_train::run::checkpoint::write_atomic(path, &encode_snapshot(image)).map_err(SnapshotError::Write)
+}
+
 /// Writes the three stores to `path` atomically as a snapshot of a `sectors`-sector image.
 /// On any error the previous file at `path` is unchanged.
 pub fn save_snapshot<
@@ -151,8 +167,7 @@ pub fn save_snapshot<
     memory: &SemanticMemory<D, MC, TOK>,
     detector: &AnomalyDetector<D, DC>,
 ) -> Result<(), SnapshotError> {
-    let image = snapshot_image(sectors, rag, memory, detector)?;
-    ruvllm_train::run::checkpoint::write_atomic(path, &encode_snapshot(&image)).map_err(SnapshotError::Write)
+    write_snapshot_image(path, &snapshot_image(sectors, rag, memory, detector)?)
 }
 
 /// Loads a snapshot into three empty stores. A truncated or damaged file is an error
@@ -171,9 +186,7 @@ pub fn load_snapshot<
     memory: &mut SemanticMemory<D, MC, TOK>,
     detector: &mut AnomalyDetector<D, DC>,
 ) -> Result<SnapshotReport, SnapshotError> {
-    let bytes =
-        std::fs::read(path).map_err(|source| SnapshotError::Read { path: path.to_path_buf(), source })?;
-    let image = decode_snapshot(path, &bytes)?.to_vec();
+    let image = read_snapshot_image(path)?;
     let len = image.len() as u32;
     let (mut store, boot) = Store::open(RamFlash::new(image), 0..len)?;
     Ok(SnapshotReport {
@@ -182,4 +195,78 @@ pub fn load_snapshot<
         memory: load_memory(&mut store, memory)?,
         detector: load_detector(&mut store, detector)?,
     })
+}
+
+/// Sectors of a new knowledge file's image (64 KiB: a full console knowledge, 32 entries and
+/// 32 detector references, takes about 10 KiB, so pages are rarely recycled).
+pub const KNOWLEDGE_FILE_SECTORS: usize = 16;
+
+/// The console's knowledge kept in a snapshot file (`ruvllm-esp32 console --knowledge FILE`):
+/// a [`Store`] over a [`RamFlash`] holding the file's image, written to the file atomically
+/// on every [`KnowledgeStore::flush`], which the console calls once per `add` / `forget`
+/// before it replies.
+pub struct FileKnowledge {
+    store: Store<RamFlash<Vec<u8>>>,
+    path: PathBuf,
+}
+
+impl FileKnowledge {
+    /// Opens the snapshot at `path`, or starts a blank image of [`KNOWLEDGE_FILE_SECTORS`]
+    /// when there is no file (nothing is written until the first change). A file that is not
+    /// an intact snapshot, or whose store cannot be repaired, is an error naming it; the file
+    /// is only read. Returns whether the file existed.
+    pub fn open(path: &Path) -> Result<(Self, bool), SnapshotError> {
+        let (image, existed) = match read_snapshot_image(path) {
+            Ok(image) => (image, true),
+            Err(SnapshotError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                (vec![0xFF; KNOWLEDGE_FILE_SECTORS * RAM_SECTOR], false)
+            }
+            Err(e) => return Err(e),
+        };
+        let len = image.len() as u32;
+        let store = match Store::open(RamFlash::new(image), 0..len) {
+            Ok((store, _)) => store,
+            Err(ruvllm_esp32::Error::Corrupt { .. }) => {
+                return Err(SnapshotError::Format {
+                    path: path.to_path_buf(),
+                    what: "its store cannot be repaired",
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok((FileKnowledge { store, path: path.to_path_buf() }, existed))
+    }
+
+    /// The file this store writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl KnowledgeStore for FileKnowledge {
+    fn save_entry(&mut self, rag: &KnowledgeRag, slot: u16) -> ruvllm_esp32::Result<()> {
+        self.store.save_entry(rag, slot)
+    }
+
+    fn save_learned(&mut self, detector: &KnowledgeDetector, learned: Learned) -> ruvllm_esp32::Result<()> {
+        self.store.save_learned(detector, learned)
+    }
+
+    fn load(
+        &mut self,
+        rag: &mut KnowledgeRag,
+        detector: &mut KnowledgeDetector,
+    ) -> ruvllm_esp32::Result<(LoadReport, LoadReport)> {
+        self.store.load(rag, detector)
+    }
+
+    fn flush(&mut self) -> ruvllm_esp32::Result<()> {
+        let image = self.store.flash().bytes().to_vec();
+        write_snapshot_image(&self.path, &image).map_err(|e| {
+            eprintln!("error: {e}");
+            ruvllm_esp32::Error::Storage {
+                what: "writing the knowledge file failed (the previous file is kept)",
+            }
+        })
+    }
 }

@@ -93,14 +93,19 @@ struct Board {
 
 impl Board {
     fn boot(elf: &Path) -> Board {
-        let mut child = Command::new("qemu-system-riscv32")
-            .args(["-machine", "virt", "-cpu", "rv32,a=false,f=false,d=false", "-bios", "none"])
+        Self::boot_with(elf, None)
+    }
+
+    /// Boots with `flash` as the board's flash bank (pflash 0), when given.
+    fn boot_with(elf: &Path, flash: Option<&Path>) -> Board {
+        let mut cmd = Command::new("qemu-system-riscv32");
+        cmd.args(["-machine", "virt", "-cpu", "rv32,a=false,f=false,d=false", "-bios", "none"])
             .args(["-nographic", "-monitor", "none", "-serial", "stdio", "-icount", "shift=0", "-kernel"])
-            .arg(elf)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("qemu starts");
+            .arg(elf);
+        if let Some(f) = flash {
+            cmd.arg("-drive").arg(format!("if=pflash,unit=0,format=raw,file={}", s(f)));
+        }
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("qemu starts");
         let stdin = child.stdin.take().unwrap();
         let mut stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -273,6 +278,69 @@ fn the_built_in_model_runs_on_the_board_as_on_the_host() {
     let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default.gguf");
     image_board_matches_host(&img, "built-in");
     knowledge_board_matches_host(&img);
+}
+
+/// The board keeps its knowledge in its flash file: a fact added in one run is found in the
+/// next; a store region damaged beyond repair is reported in one line, left as it is, and the
+/// console still answers (RAM only). Prints the instructions of a persisted `add`.
+#[test]
+fn the_board_keeps_its_knowledge_in_flash_across_restarts() {
+    use ruvllm_cli::board_flash::{new_flash_file, FLASH_STORE};
+    let Some(()) = chip_tools() else { return };
+    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default.gguf");
+    let Some(elf) = build(&img, false, "int") else { return };
+    let flash = scratch("knowledge-flash.bin");
+    new_flash_file(&flash).unwrap();
+    const CAT: &str = "The cat sleeps on the warm kitchen floor.";
+
+    let mut b = Board::boot_with(&elf, Some(&flash));
+    let boot = b.expect("type help\r\n> ");
+    assert!(boot.contains("knowledge: restored 0 entries, 0 detector references (new store: "), "{boot}");
+    assert_eq!(b.command(&format!("add {CAT}")), "Added knowledge #1");
+    assert_eq!(b.command("add Tom the dog digs holes in the garden."), "Added knowledge #2");
+    let stats = b.command("stats");
+    assert!(stats.contains("knowledge saving: on"), "{stats}");
+    let add = stats.lines().find(|l| l.starts_with("last add: ")).expect("instructions of the add");
+    eprintln!(
+        "persisted add on the board (2nd entry, NgramEmbedder<64> + HNSW insert + 3 flash records): {add}"
+    );
+    let ram = stats.lines().find(|l| l.starts_with("peak RAM: ")).expect("peak RAM");
+    eprintln!("board with the flash store, after two adds: {ram}");
+    b.send(b"quit\n");
+    b.expect("bye");
+    assert_eq!(b.exit_code(), 0);
+
+    let mut b = Board::boot_with(&elf, Some(&flash));
+    let boot = b.expect("type help\r\n> ");
+    assert!(boot.contains("knowledge: restored 2 entries, 2 detector references\r\n"), "{boot}");
+    b.command("set steps 40");
+    let ask = b.command("ask where does the cat sleep");
+    assert!(ask.starts_with(&format!("Found: {CAT} (#1, similarity ")), "{ask}");
+    b.send(b"quit\n");
+    b.expect("bye");
+    assert_eq!(b.exit_code(), 0);
+
+    // Damage the store region: every byte of it cleared, as a stray write would leave it.
+    let mut bytes = std::fs::read(&flash).unwrap();
+    bytes[FLASH_STORE].fill(0);
+    std::fs::write(&flash, &bytes).unwrap();
+    let mut b = Board::boot_with(&elf, Some(&flash));
+    let boot = b.expect("type help\r\n> ");
+    let line: Vec<&str> = boot.lines().filter(|l| l.starts_with("knowledge: ")).collect();
+    assert_eq!(line.len(), 1, "{boot}");
+    assert!(line[0].contains("saving is off (knowledge kept in RAM only)"), "{boot}");
+    assert_eq!(b.command(&format!("add {CAT}")), "Added knowledge #1");
+    let ask = b.command("ask where does the cat sleep");
+    assert!(ask.starts_with(&format!("Found: {CAT} (#1, similarity ")), "{ask}");
+    let gen = b.command("gen Once upon a time");
+    assert!(gen.starts_with("Once upon a time") && gen.len() > "Once upon a time".len(), "{gen}");
+    assert!(!b.command("stats").contains("knowledge saving: on"));
+    b.send(b"quit\n");
+    b.expect("bye");
+    assert_eq!(b.exit_code(), 0);
+    // Left as it was: not erased, nothing written.
+    assert!(std::fs::read(&flash).unwrap()[FLASH_STORE].iter().all(|&b| b == 0));
+    let _ = std::fs::remove_file(&flash);
 }
 
 /// A knowledge session: good and bad input, `ask` continued by the model.

@@ -8,6 +8,8 @@
 #![no_std]
 #![no_main]
 
+#[cfg(not(feature = "vector-bench"))]
+mod pflash;
 mod uart;
 #[cfg(feature = "vector-bench")]
 mod vector_bench;
@@ -23,7 +25,9 @@ use ruvllm_esp32::console::RamUse;
 #[cfg(all(feature = "float-engine", not(feature = "vector-bench")))]
 use ruvllm_esp32::console::ReferenceEngine;
 #[cfg(not(feature = "vector-bench"))]
-use ruvllm_esp32::console::{Board, Console, Knowledge};
+use ruvllm_esp32::console::{Board, Console, Knowledge, KnowledgeStore, SavingOff};
+#[cfg(not(feature = "vector-bench"))]
+use ruvllm_esp32::store::Store;
 #[cfg(not(feature = "vector-bench"))]
 use ruvllm_esp32::model::Model;
 use uart::Uart;
@@ -49,6 +53,11 @@ static mut ARENA: [f32; ARENA_LEN] = [0.0; ARENA_LEN];
 /// checks that both fit the 400 KiB; written once at boot.
 #[cfg(not(feature = "vector-bench"))]
 static mut KNOWLEDGE: MaybeUninit<Knowledge> = MaybeUninit::uninit();
+
+/// The knowledge store's region: the two erase blocks (512 KiB) of pflash bank 0 after its
+/// boot block.
+#[cfg(not(feature = "vector-bench"))]
+const KNOWLEDGE_REGION: core::ops::Range<u32> = pflash::SECTOR as u32..(3 * pflash::SECTOR) as u32;
 
 /// Written over the free stack at boot; the first word that differs marks the deepest use.
 const PAINT: u32 = 0x5AA5_C33C;
@@ -148,10 +157,53 @@ fn main() -> ! {
         Board { name: "qemu-c3", counter: Some(instret), counter_unit: "instructions", ram: Some(ram_use) };
     // SAFETY: main runs once and never returns, so this is the only reference to KNOWLEDGE.
     let knowledge = unsafe { (*addr_of_mut!(KNOWLEDGE)).write(Knowledge::new()) };
+    let mut store = open_knowledge(&mut uart, knowledge);
     let mut console = Console::with_knowledge(uart, engine, board, knowledge);
+    if let Some(store) = store.as_mut() {
+        console = console.saving_to(store as &mut dyn KnowledgeStore);
+    }
     // The UART's error type is Infallible: run only returns on quit or end of input.
     let _ = console.run();
     exit(0)
+}
+
+/// Opens the knowledge store in pflash and restores what it holds, with one boot line. A
+/// blank (or never used) region is a new, empty store. A region the store cannot repair is
+/// left as it is and the console runs with its knowledge in RAM only.
+#[cfg(not(feature = "vector-bench"))]
+fn open_knowledge(uart: &mut Uart, knowledge: &mut Knowledge) -> Option<Store<pflash::PFlash>> {
+    // SAFETY: the only PFlash.
+    let flash = unsafe { pflash::PFlash::new() };
+    let (mut store, boot) = match Store::open(flash, KNOWLEDGE_REGION) {
+        Ok(opened) => opened,
+        Err(e) => {
+            let _ = writeln!(Fmt(uart), "{}", SavingOff(e));
+            return None;
+        }
+    };
+    match knowledge.restore(&mut store) {
+        Ok(restored) => {
+            let _ = write!(Fmt(uart), "{restored}");
+        }
+        Err(e) => {
+            let _ = writeln!(Fmt(uart), "{}", SavingOff(e));
+            return None;
+        }
+    }
+    if boot.pages_in_use == 0 {
+        let _ = write!(Fmt(uart), " (new store: pflash 0x{:x}..0x{:x})", KNOWLEDGE_REGION.start, KNOWLEDGE_REGION.end);
+    }
+    if !boot.is_clean() {
+        let _ = write!(
+            Fmt(uart),
+            " (flash repaired: {} torn, {} dirty pages erased, {} holes closed)",
+            boot.torn_pages,
+            boot.dirty_pages,
+            boot.holes_closed
+        );
+    }
+    let _ = writeln!(Fmt(uart));
+    Some(store)
 }
 
 /// `core::fmt` over the UART, for boot messages before the console runs.

@@ -1,5 +1,5 @@
 //! What the console knows: short texts for `ask` ([`MicroRAG`]), the anomaly detector that
-//! `anomaly` asks ([`AnomalyDetector`]) and the embedder that turns both into vectors.
+//! `anomaly` asks ([`AnomalyDetector`]) and the two embedders that turn texts into vectors.
 //!
 //! Two embedders, each the winner of its evaluation, neither of them the language model (its
 //! pooled hidden states, with or without a learned projection, lost both; see
@@ -19,6 +19,7 @@
 
 use core::mem::size_of;
 
+use super::saved::{roll_back, KnowledgeStore};
 use crate::embed::{Embedder, NgramEmbedder, TableEmbedder};
 use crate::error::Error;
 use crate::knowledge::{AnomalyConfig, AnomalyDetector, AnomalyResult, MicroRAG, RAGConfig, Retrieved};
@@ -56,6 +57,8 @@ pub enum KnowledgeError {
     NotCalibrated { references: usize },
     /// The embedder or a store refused (e.g. a text with no word).
     Other(Error),
+    /// Saving the change failed; it was undone in RAM (write-then-acknowledge).
+    NotSaved(Error),
 }
 
 impl core::fmt::Display for KnowledgeError {
@@ -75,6 +78,7 @@ impl core::fmt::Display for KnowledgeError {
             ),
             KnowledgeError::Other(Error::Invalid { what }) => write!(f, "{what}"),
             KnowledgeError::Other(e) => write!(f, "{e}"),
+            KnowledgeError::NotSaved(e) => write!(f, "not saved, nothing changed: {e}"),
         }
     }
 }
@@ -85,10 +89,15 @@ impl From<Error> for KnowledgeError {
     }
 }
 
+/// The retrieval store inside [`Knowledge`].
+pub type KnowledgeRag = MicroRAG<KNOWLEDGE_DIM, KNOWLEDGE_CAP, KNOWLEDGE_TEXT>;
+/// The anomaly detector inside [`Knowledge`].
+pub type KnowledgeDetector = AnomalyDetector<KNOWLEDGE_DIM, ANOMALY_CAP>;
+
 /// The console's knowledge store, anomaly detector and embedder. See the module docs.
 pub struct Knowledge {
-    rag: MicroRAG<KNOWLEDGE_DIM, KNOWLEDGE_CAP, KNOWLEDGE_TEXT>,
-    detector: AnomalyDetector<KNOWLEDGE_DIM, ANOMALY_CAP>,
+    rag: KnowledgeRag,
+    detector: KnowledgeDetector,
     /// Retrieval; `None` when the built-in table is refused (damaged flash): retrieval then
     /// falls back to `hashed`.
     learned: Option<TableEmbedder<'static, KNOWLEDGE_DIM>>,
@@ -152,6 +161,22 @@ impl Knowledge {
     /// Stores `text` and teaches the detector that it is normal; returns its id (1-based, as
     /// the console shows it; a forgotten id is reused).
     pub fn add(&mut self, text: &str) -> Result<u32, KnowledgeError> {
+        self.add_with(text, None)
+    }
+
+    /// [`Self::add`], acknowledged only once `store` holds it durably: the entry, the
+    /// detector's changed reference and header, then [`KnowledgeStore::flush`]. If a save
+    /// fails the add is undone in RAM (and, as far as the store still works, in the store)
+    /// and [`KnowledgeError::NotSaved`] returned.
+    pub fn add_saved(&mut self, text: &str, store: &mut dyn KnowledgeStore) -> Result<u32, KnowledgeError> {
+        self.add_with(text, Some(store))
+    }
+
+    pub(super) fn add_with(
+        &mut self,
+        text: &str,
+        store: Option<&mut (dyn KnowledgeStore + '_)>,
+    ) -> Result<u32, KnowledgeError> {
         if text.len() > KNOWLEDGE_TEXT {
             return Err(KnowledgeError::TooLong { len: text.len(), max: KNOWLEDGE_TEXT });
         }
@@ -163,7 +188,25 @@ impl Knowledge {
         let h = self.embed_hashed(text)?;
         let slot = self.rag.add_knowledge(text, &v)?;
         // A unit vector of the right size: the detector accepts it.
-        self.detector.learn(&h)?;
+        let (learned, undo) = match self.detector.learn_undoable(&h) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = self.rag.forget(slot);
+                return Err(e.into());
+            }
+        };
+        if let Some(store) = store {
+            let saved = store
+                .save_entry(&self.rag, slot)
+                .and_then(|()| store.save_learned(&self.detector, learned))
+                .and_then(|()| store.flush());
+            if let Err(e) = saved {
+                let _ = self.rag.forget(slot);
+                self.detector.undo(&undo);
+                roll_back(store, self, Some(slot), Some(learned));
+                return Err(KnowledgeError::NotSaved(e));
+            }
+        }
         Ok(u32::from(slot) + 1)
     }
 
@@ -193,11 +236,47 @@ impl Knowledge {
 
     /// Removes entry `id` (1-based) from retrieval. The detector keeps what it learned from it.
     pub fn forget(&mut self, id: u32) -> Result<(), KnowledgeError> {
+        self.forget_with(id, None)
+    }
+
+    /// [`Self::forget`], acknowledged only once the entry's record is removed from `store`.
+    /// If that fails the entry is put back in RAM (same id, same embedding) and
+    /// [`KnowledgeError::NotSaved`] returned.
+    pub fn forget_saved(&mut self, id: u32, store: &mut dyn KnowledgeStore) -> Result<(), KnowledgeError> {
+        self.forget_with(id, Some(store))
+    }
+
+    pub(super) fn forget_with(
+        &mut self,
+        id: u32,
+        store: Option<&mut (dyn KnowledgeStore + '_)>,
+    ) -> Result<(), KnowledgeError> {
         let slot = id.checked_sub(1).and_then(|s| u16::try_from(s).ok());
-        match slot {
-            Some(s) if self.rag.text(s).is_some() => Ok(self.rag.forget(s)?),
-            _ => Err(KnowledgeError::UnknownId(id)),
+        let Some(slot) = slot.filter(|&s| self.rag.text(s).is_some()) else {
+            return Err(KnowledgeError::UnknownId(id));
+        };
+        if let Some(store) = store {
+            // `save_entry` of a slot RAM no longer holds removes its record: forget, save, and
+            // put the entry back from this copy if the save fails.
+            let (text, emb) = match (self.rag.text(slot), self.rag.embedding(slot)) {
+                (Some(t), Some(e)) => {
+                    let mut buf = [0u8; KNOWLEDGE_TEXT];
+                    let n = t.len().min(KNOWLEDGE_TEXT);
+                    buf[..n].copy_from_slice(&t.as_bytes()[..n]);
+                    ((buf, n), *e)
+                }
+                _ => return Err(KnowledgeError::UnknownId(id)),
+            };
+            self.rag.forget(slot)?;
+            if let Err(e) = store.save_entry(&self.rag, slot).and_then(|()| store.flush()) {
+                let text = core::str::from_utf8(&text.0[..text.1]).unwrap_or_default();
+                let _ = self.rag.restore(slot, text, &emb);
+                roll_back(store, self, Some(slot), None);
+                return Err(KnowledgeError::NotSaved(e));
+            }
+            return Ok(());
         }
+        Ok(self.rag.forget(slot)?)
     }
 
     /// The text of entry `id` (1-based).
@@ -232,6 +311,11 @@ impl Knowledge {
     pub const fn detector_ram_bytes(&self) -> usize {
         self.detector.ram_bytes()
     }
+    /// The retrieval store and the detector, for loading them ([`Self::restore`]).
+    pub(super) fn parts_mut(&mut self) -> (&mut KnowledgeRag, &mut KnowledgeDetector) {
+        (&mut self.rag, &mut self.detector)
+    }
+
     /// RAM of the whole value: store, detector and embedder.
     pub const fn ram_bytes(&self) -> usize {
         size_of::<Self>()

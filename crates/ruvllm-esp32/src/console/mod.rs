@@ -12,20 +12,27 @@
 //! through a random projection ([`NgramEmbedder`](crate::embed::NgramEmbedder)); each beat the
 //! model's own embedding at its task in the project's evaluation.
 //!
+//! With a [`KnowledgeStore`] ([`Console::saving_to`], implemented for the flash
+//! [`Store`](crate::store::Store)) the knowledge survives a restart: `add` and `forget` reply
+//! only after the change is durable, and a failed save is undone and reported in one line
+//! (write-then-acknowledge); [`Knowledge::restore`] loads it at boot.
+//!
 //! Every byte that arrives is untrusted: an overlong line, invalid UTF-8, an unknown command or
 //! bytes typed while a generation runs each get one `error: ...` line, and the console keeps
 //! answering.
 
 mod engine;
 mod knowledge;
+mod saved;
 #[cfg(test)]
 mod tests;
 
 pub use engine::{Engine, IntegerEngine, NoModel, ReferenceEngine};
 pub use knowledge::{
-    Knowledge, KnowledgeError, ANOMALY_CAP, ASK_MIN_SIMILARITY, ASK_RESULTS, KNOWLEDGE_CAP, KNOWLEDGE_DIM,
-    KNOWLEDGE_TEXT,
+    Knowledge, KnowledgeDetector, KnowledgeError, KnowledgeRag, ANOMALY_CAP, ASK_MIN_SIMILARITY, ASK_RESULTS,
+    KNOWLEDGE_CAP, KNOWLEDGE_DIM, KNOWLEDGE_TEXT,
 };
+pub use saved::{KnowledgeStore, Restored, SavingOff};
 
 use core::fmt;
 use embedded_io::{Read, ReadReady, Write};
@@ -91,6 +98,8 @@ pub struct Console<'k, IO, E> {
     engine: E,
     board: Board,
     knowledge: Option<&'k mut Knowledge>,
+    /// Where `add` and `forget` save before they answer ([`Console::saving_to`]).
+    saved: Option<&'k mut dyn KnowledgeStore>,
     line: [u8; MAX_LINE],
     len: usize,
     /// The current line outgrew the buffer: its bytes are dropped until the line ends.
@@ -155,6 +164,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
             engine,
             board,
             knowledge: None,
+            saved: None,
             line: [0; MAX_LINE],
             len: 0,
             overflow: false,
@@ -168,6 +178,14 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
     /// A console whose `add`, `ask`, `anomaly` and `forget` work on `knowledge`.
     pub fn with_knowledge(io: IO, engine: E, board: Board, knowledge: &'k mut Knowledge) -> Self {
         Console { knowledge: Some(knowledge), ..Self::new(io, engine, board) }
+    }
+
+    /// Makes `add` and `forget` save each change to `store` before they acknowledge it
+    /// (write-then-acknowledge; a failed save is undone and printed as one `error:` line).
+    /// Load the knowledge from the store first ([`Knowledge::restore`]).
+    pub fn saving_to(mut self, store: &'k mut dyn KnowledgeStore) -> Self {
+        self.saved = Some(store);
+        self
     }
 
     /// Serves commands until `quit` or the end of input (a read of 0 bytes).
@@ -404,7 +422,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         let ticks = || counter.map_or(0, |f| f()).wrapping_sub(start);
         let t = &mut self.totals;
         match word {
-            "add" => match k.add(text) {
+            "add" => match k.add_with(text, self.saved.as_deref_mut()) {
                 Ok(id) => {
                     t.last_add = counter.map(|_| ticks());
                     sayln!(&mut self.io, "Added knowledge #{id}")
@@ -419,7 +437,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 Err(e) => sayln!(&mut self.io, "error: {e}"),
             },
             "forget" => match text.parse::<u32>() {
-                Ok(id) => match k.forget(id) {
+                Ok(id) => match k.forget_with(id, self.saved.as_deref_mut()) {
                     Ok(()) => sayln!(&mut self.io, "Forgot knowledge #{id}"),
                     Err(e) => sayln!(&mut self.io, "error: {e}"),
                 },
@@ -484,6 +502,9 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 k.rag_ram_bytes(),
                 k.retrieval_embedder()
             )?;
+            if self.saved.is_some() {
+                sayln!(&mut self.io, "knowledge saving: on (each add/forget is durable before its reply)")?;
+            }
             let (refs, cap) = k.references();
             let threshold = k.threshold().map(|t| libm::roundf(t * 100.0) as u32);
             match threshold {

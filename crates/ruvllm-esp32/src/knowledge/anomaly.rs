@@ -102,6 +102,17 @@ pub enum Learned {
     Skipped,
 }
 
+/// The state one [`AnomalyDetector::learn`] changed, kept to take it back.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LearnUndo<const DIM: usize> {
+    n: usize,
+    seen: u64,
+    rng: u64,
+    threshold: f32,
+    /// The reference a replacement overwrote, with its index.
+    replaced: Option<(usize, I8Vector<DIM>)>,
+}
+
 /// A kNN anomaly detector over at most `CAP` normal reference embeddings of `DIM` dimensions.
 /// See the module docs.
 pub struct AnomalyDetector<const DIM: usize, const CAP: usize> {
@@ -208,7 +219,20 @@ impl<const DIM: usize, const CAP: usize> AnomalyDetector<DIM, CAP> {
     /// when there are at least 2 references. The caller decides what is normal: learning from
     /// embeddings `check` flagged teaches the detector to accept them.
     pub fn learn(&mut self, embedding: &[f32]) -> Result<Learned> {
+        self.learn_undoable(embedding).map(|(learned, _)| learned)
+    }
+
+    /// [`Self::learn`], also returning what it takes to undo it ([`Self::undo`]): how the
+    /// console takes a learn back when saving it fails.
+    pub(crate) fn learn_undoable(&mut self, embedding: &[f32]) -> Result<(Learned, LearnUndo<DIM>)> {
         check_embedding(embedding, DIM)?;
+        let mut undo = LearnUndo {
+            n: self.n,
+            seen: self.seen,
+            rng: self.rng.0,
+            threshold: self.threshold,
+            replaced: None,
+        };
         self.seen += 1;
         let what = if self.n < CAP {
             self.refs[self.n] = encode::<DIM>(embedding);
@@ -217,6 +241,7 @@ impl<const DIM: usize, const CAP: usize> AnomalyDetector<DIM, CAP> {
         } else {
             let j = self.rng.next_u64() % self.seen;
             if j < CAP as u64 {
+                undo.replaced = Some((j as usize, self.refs[j as usize]));
                 self.refs[j as usize] = encode::<DIM>(embedding);
                 Learned::Replaced(j as u16)
             } else {
@@ -224,9 +249,28 @@ impl<const DIM: usize, const CAP: usize> AnomalyDetector<DIM, CAP> {
             }
         };
         if self.n >= 2 && what != Learned::Skipped {
-            self.calibrate()?;
+            if let Err(e) = self.calibrate() {
+                self.undo(&undo);
+                return Err(e);
+            }
         }
-        Ok(what)
+        Ok((what, undo))
+    }
+
+    /// Puts the detector back as it was before the learn that returned `undo` (the last one).
+    pub(crate) fn undo(&mut self, undo: &LearnUndo<DIM>) {
+        if let Some((j, old)) = undo.replaced {
+            if let Some(r) = self.refs.get_mut(j) {
+                *r = old;
+            }
+        }
+        for r in self.refs.iter_mut().skip(undo.n).take(self.n.saturating_sub(undo.n)) {
+            *r = I8Vector { q: [0; DIM], scale: 0.0 };
+        }
+        self.n = undo.n;
+        self.seen = undo.seen;
+        self.rng = SplitMix(undo.rng);
+        self.threshold = undo.threshold;
     }
 
     /// Reference `i` (`i < len()`), as stored.

@@ -466,6 +466,12 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
         self.map.flash_range()
     }
 
+    /// The flash driver, to read the region (a host copies its image to a file after each
+    /// change). Writing through it behind the store's back can corrupt the store.
+    pub fn flash(&mut self) -> &mut F {
+        &mut self.map.flash().0
+    }
+
     /// Gives the flash driver back.
     pub fn into_flash(self) -> F {
         self.map.destroy().0 .0

@@ -1,0 +1,147 @@
+//! Where the console keeps its knowledge across restarts.
+//!
+//! [`KnowledgeStore`] is what the console calls after a change to its [`Knowledge`]: one
+//! small object-safe trait, so the console holds a `&mut dyn KnowledgeStore` and stays free of
+//! the flash driver's type. It is implemented once, for [`Store<F>`] (the chip's flash store,
+//! through [`crate::knowledge::persist`]); a host wraps a `Store<RamFlash>` and writes its
+//! image to a file in [`KnowledgeStore::flush`].
+//!
+//! Write-then-acknowledge: [`Knowledge::add_saved`] and [`Knowledge::forget_saved`] return
+//! `Ok` only after every record of the change is durable (`flush` included); when a save
+//! fails they undo the change in RAM, try to put the records back as they were, and return
+//! [`KnowledgeError::NotSaved`]: the console then prints one `error:` line, and nothing is
+//! half-applied in RAM. If the flash keeps failing, the roll-back cannot reach it either: a
+//! record written before the failure may then come back at the next boot, like any write
+//! whose acknowledgement a power cut prevented.
+//!
+//! [`KnowledgeError::NotSaved`]: super::KnowledgeError::NotSaved
+
+use core::fmt;
+
+use embedded_storage::nor_flash::{MultiwriteNorFlash, NorFlash};
+
+use super::knowledge::{Knowledge, KnowledgeDetector, KnowledgeRag};
+use crate::error::{Error, Result};
+use crate::knowledge::persist::{load_detector, load_rag, save_detector_learned, save_rag_entry};
+use crate::knowledge::{Learned, LoadReport};
+use crate::store::Store;
+
+/// Durable storage for a console's [`Knowledge`]. Every method returns `Ok` only once what it
+/// wrote survives a power cut (or, for a store that batches, once [`Self::flush`] returns).
+pub trait KnowledgeStore {
+    /// Writes knowledge entry `slot` of `rag`, or removes its record when the slot is free.
+    fn save_entry(&mut self, rag: &KnowledgeRag, slot: u16) -> Result<()>;
+    /// Writes what one learn of `detector` changed (the reference `learned` names, then the
+    /// detector's header; `Learned::Skipped`: the header only).
+    fn save_learned(&mut self, detector: &KnowledgeDetector, learned: Learned) -> Result<()>;
+    /// Rebuilds the empty `rag` and `detector` from the records: (entries, detector).
+    fn load(
+        &mut self,
+        rag: &mut KnowledgeRag,
+        detector: &mut KnowledgeDetector,
+    ) -> Result<(LoadReport, LoadReport)>;
+    /// Makes everything written since the last call durable (a store that writes through
+    /// needs nothing: the default).
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl<F: NorFlash + MultiwriteNorFlash> KnowledgeStore for Store<F> {
+    fn save_entry(&mut self, rag: &KnowledgeRag, slot: u16) -> Result<()> {
+        save_rag_entry(self, rag, slot)
+    }
+
+    fn save_learned(&mut self, detector: &KnowledgeDetector, learned: Learned) -> Result<()> {
+        save_detector_learned(self, detector, learned)
+    }
+
+    fn load(
+        &mut self,
+        rag: &mut KnowledgeRag,
+        detector: &mut KnowledgeDetector,
+    ) -> Result<(LoadReport, LoadReport)> {
+        Ok((load_rag(self, rag)?, load_detector(self, detector)?))
+    }
+}
+
+/// What [`Knowledge::restore`] loaded. Its `Display` is the boot line:
+/// `knowledge: restored 5 entries, 5 detector references (1 corrupt record skipped)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Restored {
+    pub entries: LoadReport,
+    pub detector: LoadReport,
+}
+
+impl Restored {
+    /// Records left out because they could not be decoded.
+    pub fn skipped_corrupt(&self) -> usize {
+        self.entries.skipped_corrupt + self.detector.skipped_corrupt
+    }
+}
+
+impl fmt::Display for Restored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        let (n, r) = (self.entries.loaded, self.detector.loaded);
+        write!(
+            f,
+            "knowledge: restored {n} entr{}, {r} detector reference{}",
+            if n == 1 { "y" } else { "ies" },
+            plural(r)
+        )?;
+        match self.skipped_corrupt() {
+            0 => Ok(()),
+            s => write!(f, " ({s} corrupt record{} skipped)", plural(s)),
+        }
+    }
+}
+
+/// The boot line for a knowledge region that could not be opened (`e`, e.g. the store's
+/// [`Error::Corrupt`]): the console goes on with its knowledge in RAM only.
+pub struct SavingOff(pub Error);
+
+impl fmt::Display for SavingOff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "knowledge: store unusable ({}); left as it is, saving is off (knowledge kept in RAM only)",
+            self.0
+        )
+    }
+}
+
+impl Knowledge {
+    /// Loads what `store` holds into this (empty) knowledge, entries at their saved ids.
+    pub fn restore(&mut self, store: &mut dyn KnowledgeStore) -> Result<Restored> {
+        if !self.is_empty() || self.references().0 != 0 {
+            return Err(Error::Invalid { what: "restore needs an empty Knowledge" });
+        }
+        let (rag, detector) = self.parts_mut();
+        let (entries, detector) = store.load(rag, detector)?;
+        Ok(Restored { entries, detector })
+    }
+}
+
+/// Best effort: puts entry `slot`'s record and `learned`'s detector records back as RAM now
+/// has them, after a failed save. Errors are ignored: the save already failed.
+pub(super) fn roll_back(
+    store: &mut dyn KnowledgeStore,
+    k: &mut Knowledge,
+    slot: Option<u16>,
+    learned: Option<Learned>,
+) {
+    let (rag, detector) = k.parts_mut();
+    if let Some(slot) = slot {
+        let _ = store.save_entry(rag, slot);
+    }
+    if let Some(learned) = learned {
+        // After the undo an added reference is beyond the count: the header alone drops it.
+        let back = match learned {
+            Learned::Replaced(i) => Learned::Replaced(i),
+            _ => Learned::Skipped,
+        };
+        let _ = store.save_learned(detector, back);
+    }
+    let _ = store.flush();
+}
