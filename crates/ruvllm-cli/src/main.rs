@@ -210,14 +210,25 @@ enum Cmd {
         output: PathBuf,
     },
     /// The serial console of the board, here on stdin/stdout with the board's integer engine
-    #[command(after_help = "Example:\n  echo 'gen Once upon a time' | ruvllm-esp32 console -m model.gguf")]
+    /// (or, with --port, the console of a real board)
+    #[command(after_help = "Examples:
+  ruvllm-esp32 console                              # the built-in model, here
+  echo 'gen Once upon a time' | ruvllm-esp32 console -m model.gguf
+  ruvllm-esp32 console --knowledge facts.rvk        # knowledge kept across runs
+  ruvllm-esp32 console --port /dev/ttyUSB0          # a board (Ctrl-] quits)")]
     Console {
         #[command(flatten)]
         model: ModelArgs,
         /// Keep the knowledge (add/forget) in this snapshot file: loaded at start if it
         /// exists, rewritten atomically after each add or forget before the reply
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "port")]
         knowledge: Option<PathBuf>,
+        /// Talk to the console of a real board on this serial port instead (`ports` lists them;
+        /// the board keeps its own knowledge in flash)
+        #[arg(short, long, conflicts_with_all = ["model", "tokenizer"])]
+        port: Option<String>,
+        #[arg(short, long, default_value_t = 115_200, requires = "port")]
+        baud: u32,
     },
     /// List the serial ports that look like ESP32 boards (by their USB bridge's ids)
     #[command(after_help = "Examples:\n  ruvllm-esp32 ports\n  ruvllm-esp32 ports --all")]
@@ -319,7 +330,8 @@ fn main() -> ExitCode {
             checkpoint_every,
             output,
         }),
-        Cmd::Console { model, knowledge } => {
+        Cmd::Console { port: Some(port), baud, .. } => serial::open(&port, baud).and_then(serial::terminal),
+        Cmd::Console { model, knowledge, .. } => {
             commands::load_int(&model, None).and_then(|img| console::run(&img, knowledge.as_deref()))
         }
         Cmd::Corpus { output, docs, seed } => train::corpus_cmd(&output, docs, seed),

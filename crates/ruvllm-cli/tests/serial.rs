@@ -78,8 +78,13 @@ fn board(master: File) -> std::thread::JoinHandle<()> {
 }
 
 fn monitor(port: &str, input: &[u8]) -> Output {
+    terminal("monitor", port, input)
+}
+
+/// `ruvllm-esp32 <cmd> --port <port>` with `input` piped in.
+fn terminal(cmd: &str, port: &str, input: &[u8]) -> Output {
     let mut child = bin()
-        .args(["monitor", "--port", port])
+        .args([cmd, "--port", port])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -110,6 +115,17 @@ fn a_board_on_a_pty_answers_through_monitor() {
     assert!(text.contains("> gen Once upon a timx\x08 \x08e\r\nOnce upon a time"), "{text}");
     assert!(text.contains("error: unknown command \"frobnicate\""), "{text}");
     drop(b);
+}
+
+#[test]
+fn console_port_is_the_same_terminal() {
+    let (master, port, _slave) = pty();
+    let _b = board(master);
+    let out = terminal("console", &port, b"add Dogs can smell things very well.\nstats\n");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("> add Dogs can smell things very well.\r\nAdded knowledge #1\r\n"), "{text}");
+    assert!(text.contains("knowledge: 1/32 entries"), "{text}");
 }
 
 #[test]
