@@ -301,9 +301,7 @@ fn the_board_keeps_its_knowledge_in_flash_across_restarts() {
     let stats = b.command("stats");
     assert!(stats.contains("knowledge saving: on"), "{stats}");
     let add = stats.lines().find(|l| l.starts_with("last add: ")).expect("instructions of the add");
-    eprintln!(
-        "persisted add on the board (2nd entry, NgramEmbedder<64> + HNSW insert + 3 flash records): {add}"
-    );
+    eprintln!("persisted add on the board (2nd entry: two embeddings, HNSW insert, 3 flash records): {add}");
     let ram = stats.lines().find(|l| l.starts_with("peak RAM: ")).expect("peak RAM");
     eprintln!("board with the flash store, after two adds: {ram}");
     b.send(b"quit\n");
