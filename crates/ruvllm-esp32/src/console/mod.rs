@@ -21,8 +21,8 @@ mod tests;
 
 pub use engine::{Engine, IntegerEngine, NoModel, ReferenceEngine};
 pub use knowledge::{
-    Knowledge, KnowledgeError, ANOMALY_CAP, ASK_MIN_SIMILARITY, ASK_RESULTS, KNOWLEDGE_CAP, KNOWLEDGE_DIM,
-    KNOWLEDGE_TEXT,
+    Knowledge, KnowledgeError, ANOMALY_CAP, ANOMALY_PRIOR, ASK_MIN_SIMILARITY, ASK_RESULTS, KNOWLEDGE_CAP,
+    KNOWLEDGE_DIM, KNOWLEDGE_TEXT,
 };
 
 use core::fmt;
