@@ -385,6 +385,26 @@ fn knowledge_board_matches_host(img: &Path) {
     for what in ["knowledge: 3/32 entries", "anomaly detector: 4/32 references, threshold"] {
         assert!(stats.contains(what), "{stats}");
     }
+    // Bad input to each knowledge command: the library's console test expects the same replies
+    // (crates/ruvllm-esp32/src/console/tests.rs, bad_knowledge_input_gets_one_error_...).
+    for (line, want) in bad_knowledge_lines() {
+        b.send(&line);
+        b.send(b"\n");
+        b.expect("\r\n");
+        let reply = b.expect("\r\n> ");
+        assert_eq!(
+            reply,
+            format!("{want}\r\n> "),
+            "{:?}",
+            String::from_utf8_lossy(&line[..line.len().min(40)])
+        );
+    }
+    // Nothing changed: the same stats (entries, references, threshold, last counts), and ask
+    // answers as before.
+    assert_eq!(b.command("stats"), stats);
+    let ask = "ask where does the cat sleep";
+    let on_host = host.split(&format!("> {ask}\r\n")).nth(1).unwrap().split("\r\n> ").next().unwrap();
+    assert_eq!(b.command(ask), on_host);
     for what in ["add", "ask (embedding + retrieval)", "anomaly"] {
         let n: u64 = stats
             .split(&format!("last {what}: "))
@@ -398,6 +418,32 @@ fn knowledge_board_matches_host(img: &Path) {
     b.send(b"quit\n");
     b.expect("bye");
     assert_eq!(b.exit_code(), 0);
+}
+
+/// Bad knowledge lines and the one reply each gets (the same as the library's scripted console
+/// test): a 1 MB line, invalid UTF-8, control bytes, no text.
+fn bad_knowledge_lines() -> Vec<(Vec<u8>, &'static str)> {
+    let huge = |cmd: &str| {
+        let mut l = format!("{cmd} ").into_bytes();
+        l.resize(1 << 20, b'x');
+        l
+    };
+    vec![
+        (huge("add"), "error: line too long (max 255 bytes)"),
+        (huge("ask"), "error: line too long (max 255 bytes)"),
+        (huge("anomaly"), "error: line too long (max 255 bytes)"),
+        (b"add the \xff cat".to_vec(), "error: invalid UTF-8 at byte 8 of the line"),
+        (b"ask the \xc3( cat".to_vec(), "error: invalid UTF-8 at byte 8 of the line"),
+        (b"anomaly the \xe2\x82 cat".to_vec(), "error: invalid UTF-8 at byte 12 of the line"),
+        (b"add \xff\xfe\x00\x00".to_vec(), "error: invalid UTF-8 at byte 4 of the line"),
+        (b"add \x00cat sleeps".to_vec(), "error: text holds control character U+0000 at byte 0"),
+        (b"add the cat\x1b[2J sleeps".to_vec(), "error: text holds control character U+001B at byte 7"),
+        (b"ask cat\x00".to_vec(), "error: text holds control character U+0000 at byte 3"),
+        (b"anomaly \x1b[A\x1b[A".to_vec(), "error: text holds control character U+001B at byte 0"),
+        (b"add".to_vec(), "error: no text given"),
+        (b"ask   ".to_vec(), "error: no text given"),
+        (b"anomaly".to_vec(), "error: no text given"),
+    ]
 }
 
 fn integer_board_matches_host(model: &Path, tok: &Path, quant: &str) {
@@ -625,4 +671,122 @@ fn index_bench_on_a_chip_refuses_what_it_cannot_run() {
         assert!(err.contains(want), "{extra:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+/// 40 distinct short story sentences for the knowledge-store cost test.
+fn story_sentences() -> Vec<String> {
+    let who = ["The cat", "Tom the dog", "Lily", "The little bird", "Ben"];
+    let what = ["sleeps", "plays", "eats lunch", "sings", "reads a book", "hides", "waits", "runs"];
+    let mut out = Vec::new();
+    for (i, w) in what.iter().enumerate() {
+        for (j, p) in who.iter().enumerate() {
+            let place = ["in the garden", "in the kitchen", "by the river", "under the tree", "at school"]
+                [(i + j) % 5];
+            out.push(format!("{p} {w} {place}."));
+        }
+    }
+    out
+}
+
+/// What the host console prints for `script` (one command a line), split into each command's
+/// reply.
+fn host_replies(img: &Path, script: &[String]) -> Vec<String> {
+    let mut input: String = script.iter().map(|l| format!("{l}\n")).collect();
+    input.push_str("quit\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
+        .args(["console", "--model", s(img)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let out = String::from_utf8(out.stdout).unwrap();
+    script
+        .iter()
+        .map(|l| out.split(&format!("> {l}\r\n")).nth(1).unwrap().split("\r\n> ").next().unwrap().to_string())
+        .collect()
+}
+
+/// The instruction count after `last {what}: ` in a `stats` reply.
+fn last_count(stats: &str, what: &str) -> u64 {
+    stats
+        .split(&format!("last {what}: "))
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no instruction count for {what}: {stats}"))
+}
+
+/// The cost of `add` as the store fills: 32 adds fill the store (and the detector's 32
+/// references), then 8 times `forget` + `add` keeps adding to a full detector (reservoir
+/// sampling: replaced or skipped). Replies equal the host console's; the instruction counts of
+/// the 32nd add and of the dearest of the 8 later ones are printed.
+///
+/// `cargo test -p ruvllm-cli --test qemu_board adding_to_a_full_store -- --nocapture`
+#[test]
+fn adding_to_a_full_store_on_the_board() {
+    let Some(()) = chip_tools() else { return };
+    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default.gguf");
+    let texts = story_sentences();
+    assert_eq!(texts.len(), 40);
+    let mut script: Vec<String> = texts[..32].iter().map(|t| format!("add {t}")).collect();
+    script.push("stats".into());
+    // A full store: one error naming the capacity, and nothing changes (same `stats`).
+    script.push("add one too many".into());
+    script.push("stats".into());
+    for (i, t) in texts[32..].iter().enumerate() {
+        script.push(format!("forget {}", i + 1));
+        script.push(format!("add {t}"));
+        script.push("stats".into());
+    }
+    script.push("anomaly The cat sleeps in the kitchen.".into());
+    script.push("anomaly zqxj vvkw pplrt 9931 qqqq".into());
+    let host = host_replies(&img, &script);
+
+    let Some(elf) = build(&img, false, "int") else { return };
+    let mut b = Board::boot(&elf);
+    b.expect("type help\r\n> ");
+    let mut later = Vec::new();
+    let mut previous_stats: Option<String> = None;
+    for (line, on_host) in script.iter().zip(&host) {
+        let reply = b.command(line);
+        if line == "stats" {
+            // Instruction counts exist only on the board; the rest must match.
+            let strip =
+                |t: &str| t.lines().filter(|l| !l.contains("instructions")).collect::<Vec<_>>().join("\n");
+            assert_eq!(
+                strip(&reply)
+                    .lines()
+                    .filter(|l| l.starts_with("knowledge") || l.starts_with("anomaly"))
+                    .count(),
+                2,
+                "{reply}"
+            );
+            for l in ["knowledge: 32/32 entries", "anomaly detector: 32/32 references"] {
+                assert!(reply.contains(l), "{reply}");
+            }
+            let n = last_count(&reply, "add");
+            assert!(n > 0, "{reply}");
+            if let Some(prev) = &previous_stats {
+                if later.len() == 1 {
+                    assert_eq!(&reply, prev, "the refused add changed the board's state");
+                }
+            }
+            previous_stats = Some(reply);
+            later.push(n);
+            continue;
+        }
+        assert_eq!(&reply, on_host, "{line}: board and host differ");
+    }
+    assert_eq!(host[33], "error: knowledge is full (capacity 32); forget <id> makes room");
+    assert_eq!(later[0], later[1], "a refused add changed the instruction count");
+    later.remove(1);
+    let filled = later.remove(0);
+    let dearest = later.iter().max().unwrap();
+    eprintln!("instructions: the add that fills the store {filled}; adds to the full store {later:?} (dearest {dearest})");
+    b.send(b"quit\n");
+    b.expect("bye");
+    assert_eq!(b.exit_code(), 0);
 }

@@ -560,7 +560,8 @@ fn extreme_inputs_do_not_panic() {
         ..MemoryConfig::default()
     };
     let mut mem = SemanticMemory::<D, 4>::new(cfg);
-    let mut det = AnomalyDetector::<D, 4>::new(AnomalyConfig { k: 0, percentile: f32::NAN, seed: 1 });
+    let mut det =
+        AnomalyDetector::<D, 4>::new(AnomalyConfig { k: 0, percentile: f32::NAN, seed: 1, prior: None });
     for (i, v) in odd.iter().enumerate() {
         let _ = rag.add_knowledge("x", v);
         let _ = mem.add_memory_at(v, &[1], MemoryType::Factual, 0.5, Some(u64::MAX), u64::MAX - i as u64);

@@ -22,7 +22,9 @@ use core::mem::size_of;
 use super::saved::{roll_back, KnowledgeStore};
 use crate::embed::{Embedder, NgramEmbedder, TableEmbedder};
 use crate::error::Error;
-use crate::knowledge::{AnomalyConfig, AnomalyDetector, AnomalyResult, MicroRAG, RAGConfig, Retrieved};
+use crate::knowledge::{
+    AnomalyConfig, AnomalyDetector, AnomalyPrior, AnomalyResult, MicroRAG, RAGConfig, Retrieved,
+};
 
 /// Dimensions of every embedding the console stores.
 pub const KNOWLEDGE_DIM: usize = 64;
@@ -32,6 +34,13 @@ pub const KNOWLEDGE_CAP: usize = 32;
 pub const KNOWLEDGE_TEXT: usize = 128;
 /// Reference embeddings the anomaly detector keeps (a uniform sample of every text added).
 pub const ANOMALY_CAP: usize = 32;
+/// What the detector's threshold leans on while it has few references (see
+/// [`AnomalyPrior`]): measured for `NgramEmbedder<64>` on the generated story corpus, the
+/// built-in model's domain, by
+/// `cargo test --release -p ruvllm-cli --test anomaly_eval calibrated -- --nocapture`
+/// ("measured prior"; that test fails if these differ from its measurement).
+pub const ANOMALY_PRIOR: AnomalyPrior =
+    AnomalyPrior { thresholds: [1.12, 1.03, 0.94, 0.87, 0.81], floor: 0.70 };
 /// Most entries `ask` retrieves.
 pub const ASK_RESULTS: usize = 3;
 /// Entries whose cosine similarity to the question is below this are not retrieved.
@@ -47,6 +56,10 @@ pub static BUILTIN_TABLE: &[u8] =
 pub enum KnowledgeError {
     /// No text after the command.
     Empty,
+    /// The text holds a control character other than tab (NUL, an escape sequence, ...) at
+    /// byte `at`: refused, so that no stored text can replay terminal control to whoever
+    /// `ask`s.
+    Control { at: usize, code: u32 },
     /// The text is longer than [`KNOWLEDGE_TEXT`].
     TooLong { len: usize, max: usize },
     /// Every one of `capacity` entries is in use.
@@ -65,6 +78,9 @@ impl core::fmt::Display for KnowledgeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             KnowledgeError::Empty => write!(f, "no text given"),
+            KnowledgeError::Control { at, code } => {
+                write!(f, "text holds control character U+{code:04X} at byte {at}")
+            }
             KnowledgeError::TooLong { len, max } => {
                 write!(f, "text is {len} bytes, knowledge holds at most {max}")
             }
@@ -94,6 +110,17 @@ pub type KnowledgeRag = MicroRAG<KNOWLEDGE_DIM, KNOWLEDGE_CAP, KNOWLEDGE_TEXT>;
 /// The anomaly detector inside [`Knowledge`].
 pub type KnowledgeDetector = AnomalyDetector<KNOWLEDGE_DIM, ANOMALY_CAP>;
 
+/// Refuses an empty text and one holding a control character other than tab.
+fn check_text(text: &str) -> Result<(), KnowledgeError> {
+    if text.is_empty() {
+        return Err(KnowledgeError::Empty);
+    }
+    match text.char_indices().find(|&(_, c)| c.is_control() && c != '\t') {
+        Some((at, c)) => Err(KnowledgeError::Control { at, code: u32::from(c) }),
+        None => Ok(()),
+    }
+}
+
 /// The console's knowledge store, anomaly detector and embedder. See the module docs.
 pub struct Knowledge {
     rag: KnowledgeRag,
@@ -121,7 +148,10 @@ impl Knowledge {
         };
         Knowledge {
             rag: MicroRAG::new(cfg),
-            detector: AnomalyDetector::new(AnomalyConfig::default()),
+            detector: AnomalyDetector::new(AnomalyConfig {
+                prior: Some(ANOMALY_PRIOR),
+                ..AnomalyConfig::default()
+            }),
             learned: TableEmbedder::from_bytes(BUILTIN_TABLE).ok(),
             hashed: NgramEmbedder::new(),
         }
@@ -137,9 +167,7 @@ impl Knowledge {
 
     /// The retrieval embedding of `text`.
     fn embed(&mut self, text: &str) -> Result<[f32; KNOWLEDGE_DIM], KnowledgeError> {
-        if text.is_empty() {
-            return Err(KnowledgeError::Empty);
-        }
+        check_text(text)?;
         let mut v = [0.0f32; KNOWLEDGE_DIM];
         match &mut self.learned {
             Some(t) => t.embed(text, &mut v)?,
@@ -150,9 +178,7 @@ impl Knowledge {
 
     /// The detector's embedding of `text`.
     fn embed_hashed(&mut self, text: &str) -> Result<[f32; KNOWLEDGE_DIM], KnowledgeError> {
-        if text.is_empty() {
-            return Err(KnowledgeError::Empty);
-        }
+        check_text(text)?;
         let mut v = [0.0f32; KNOWLEDGE_DIM];
         self.hashed.embed(text, &mut v)?;
         Ok(v)

@@ -29,8 +29,8 @@ mod tests;
 
 pub use engine::{Engine, IntegerEngine, NoModel, ReferenceEngine};
 pub use knowledge::{
-    Knowledge, KnowledgeDetector, KnowledgeError, KnowledgeRag, ANOMALY_CAP, ASK_MIN_SIMILARITY, ASK_RESULTS,
-    KNOWLEDGE_CAP, KNOWLEDGE_DIM, KNOWLEDGE_TEXT,
+    Knowledge, KnowledgeDetector, KnowledgeError, KnowledgeRag, ANOMALY_CAP, ANOMALY_PRIOR,
+    ASK_MIN_SIMILARITY, ASK_RESULTS, KNOWLEDGE_CAP, KNOWLEDGE_DIM, KNOWLEDGE_TEXT,
 };
 pub use saved::{KnowledgeStore, Restored, SavingOff};
 

@@ -237,7 +237,14 @@ fn add_ask_anomaly_forget_and_stats() {
     let prompt = format!("{} where does the cat sleep", FACTS[0]);
     assert!(ask.contains(&format!("\r\n{prompt}{}\r\n> ", "!".repeat(16))), "{out}");
     assert!(out.contains("> anomaly The cat sleeps in the kitchen.\r\nNORMAL (score: "), "{out}");
-    assert!(out.contains("> anomaly zqxj vvkw pplrt 9931 qqqq\r\nANOMALY (score: "), "{out}");
+    // Gibberish scores above the in-domain sentence. With 8 references the threshold leans on
+    // the measured prior (`ANOMALY_PRIOR`), which keeps normal text flagged near 5% and, with so
+    // few references, does not flag this one (docs/BENCHMARKS.md, calibration).
+    let score = |text: &str| -> u32 {
+        let r = out.split(&format!("> anomaly {text}\r\n")).nth(1).unwrap();
+        r.split("score: ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap()
+    };
+    assert!(score("zqxj vvkw pplrt 9931 qqqq") > score("The cat sleeps in the kitchen.") + 20, "{out}");
     assert!(out.contains("> forget 1\r\nForgot knowledge #1\r\n"), "{out}");
     let again = out.split("> ask where does the cat sleep\r\n").nth(2).unwrap();
     assert!(!again.split("\r\n> ").next().unwrap().contains(FACTS[0]), "{out}");
@@ -533,4 +540,87 @@ fn a_power_cut_during_a_saved_add_never_loses_an_acknowledged_add() {
     }
     // The add takes some flash operations, each of them cut once.
     assert!(acknowledged_at.is_some_and(|n| n > 3), "{acknowledged_at:?}");
+}
+
+/// Bad input to each knowledge command, and what a board must answer to it: the lines of
+/// this list with their expected replies. Shared with the QEMU board test through the
+/// same bytes (crates/ruvllm-cli/tests/qemu_board.rs types them too).
+fn bad_knowledge_lines() -> Vec<(Vec<u8>, &'static str)> {
+    let huge = |cmd: &str| {
+        let mut l = format!("{cmd} ").into_bytes();
+        l.resize(1 << 20, b'x');
+        l
+    };
+    vec![
+        (huge("add"), "error: line too long (max 255 bytes)"),
+        (huge("ask"), "error: line too long (max 255 bytes)"),
+        (huge("anomaly"), "error: line too long (max 255 bytes)"),
+        (b"add the \xff cat".to_vec(), "error: invalid UTF-8 at byte 8 of the line"),
+        (b"ask the \xc3( cat".to_vec(), "error: invalid UTF-8 at byte 8 of the line"),
+        (b"anomaly the \xe2\x82 cat".to_vec(), "error: invalid UTF-8 at byte 12 of the line"),
+        (b"add \xff\xfe\x00\x00".to_vec(), "error: invalid UTF-8 at byte 4 of the line"),
+        (b"add \x00cat sleeps".to_vec(), "error: text holds control character U+0000 at byte 0"),
+        (b"add the cat\x1b[2J sleeps".to_vec(), "error: text holds control character U+001B at byte 7"),
+        (b"ask cat\x00".to_vec(), "error: text holds control character U+0000 at byte 3"),
+        (b"anomaly \x1b[A\x1b[A".to_vec(), "error: text holds control character U+001B at byte 0"),
+        (b"add".to_vec(), "error: no text given"),
+        (b"ask   ".to_vec(), "error: no text given"),
+        (b"anomaly".to_vec(), "error: no text given"),
+    ]
+}
+
+/// The reply to each line of `out` after `> {cmd}`: the text up to the next prompt.
+fn reply_after(out: &str, from: usize) -> (&str, usize) {
+    let rest = &out[from..];
+    let start = rest.find("\r\n").unwrap() + 2;
+    let end = rest[start..].find("\r\n> ").unwrap() + start;
+    (&rest[start..end], from + end + 2)
+}
+
+#[test]
+fn bad_knowledge_input_gets_one_error_and_changes_nothing() {
+    let mut bursts: Vec<Vec<u8>> = vec![add_facts()[..].to_vec(), b"stats\n".to_vec()];
+    let bad = bad_knowledge_lines();
+    for (line, _) in &bad {
+        let mut l = line.clone();
+        l.push(b'\n');
+        bursts.push(l);
+    }
+    bursts.push(b"stats\nask where does the cat sleep\nanomaly The cat sleeps in the kitchen.\n".to_vec());
+    let fill: Vec<u8> =
+        (FACTS.len()..KNOWLEDGE_CAP).flat_map(|i| format!("add fact number {i}\n").into_bytes()).collect();
+    bursts.push(fill);
+    bursts.push(b"stats\nadd one too many\nstats\nask where does the cat sleep\nquit\n".to_vec());
+    let refs: Vec<&[u8]> = bursts.iter().map(|b| &b[..]).collect();
+    let out = knowledge_session(&refs, NoModel, Board::PLAIN);
+
+    // Each bad line: exactly its expected reply, in order, right after the stats before them.
+    let stats_at = out.find("> stats\r\n").unwrap();
+    let (before, mut at) = reply_after(&out, stats_at);
+    for (line, want) in &bad {
+        let (got, next) = reply_after(&out, at);
+        assert_eq!(got, *want, "{:?}", String::from_utf8_lossy(&line[..line.len().min(40)]));
+        at = next;
+    }
+    // Nothing was half-added: the same entries, references and threshold.
+    let (after, _) = reply_after(&out, at);
+    assert_eq!(after, before, "{out}");
+    assert!(before.contains("knowledge: 8/32 entries"), "{before}");
+    assert!(before.contains("anomaly detector: 8/32 references, threshold "), "{before}");
+    // And the console answers as before.
+    let ask = out.split("> ask where does the cat sleep\r\n").nth(1).unwrap();
+    assert!(ask.starts_with(&format!("Found: {} (#1, similarity ", FACTS[0])), "{out}");
+    assert!(out.contains("> anomaly The cat sleeps in the kitchen.\r\nNORMAL (score: "), "{out}");
+
+    // A full store: `add` names the capacity and changes nothing.
+    let full = out.split("> add one too many\r\n").nth(1).unwrap().split("\r\n> ").next().unwrap();
+    assert_eq!(full, "error: knowledge is full (capacity 32); forget <id> makes room");
+    let stats: Vec<&str> =
+        out.split("> stats\r\n").skip(2).map(|s| s.split("\r\n> ").next().unwrap()).collect();
+    assert_eq!(stats.len(), 3, "{out}");
+    assert_eq!(stats[1], stats[2], "{out}");
+    assert!(stats[2].contains("knowledge: 32/32 entries"), "{out}");
+    assert!(stats[2].contains("anomaly detector: 32/32 references"), "{out}");
+    let last_ask = out.rsplit("> ask where does the cat sleep\r\n").next().unwrap();
+    assert!(last_ask.starts_with(&format!("Found: {} (#1, similarity ", FACTS[0])), "{out}");
 }

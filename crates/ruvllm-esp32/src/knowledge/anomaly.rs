@@ -3,17 +3,34 @@
 //! **Score.** The mean cosine distance (`1 - cos`, 0..=2, of int8-quantized vectors) from the
 //! embedding to its `k` nearest reference embeddings (`k = min(config.k, references)`).
 //!
-//! **Threshold.** [`AnomalyDetector::calibrate`] scores every reference against the others
-//! (leave-one-out: its own distance 0 would make every reference look more normal than a new
-//! point) and takes the `percentile`-th of those `n` scores by nearest rank: the
-//! `ceil(percentile / 100 * n)`-th smallest. An embedding whose score is above the threshold is
-//! an anomaly, so on new normal data about `100 - percentile` % are flagged.
+//! **Threshold.** Every reference is scored against the others (leave-one-out: its own
+//! distance 0 would make every reference look more normal than a new point) and the
+//! `percentile`-th of those `n` scores is taken by nearest rank: the `ceil(percentile / 100 *
+//! n)`-th smallest. An embedding whose score is above the threshold is an anomaly, so on new
+//! normal data about `100 - percentile` % are flagged.
 //!
-//! **Online learning.** [`AnomalyDetector::learn`] adds a normal embedding and recalibrates. The
-//! reference set holds at most `CAP` embeddings: once full, the `t`-th learned embedding
-//! (counting all of them) replaces a uniformly chosen reference with probability `CAP / t`
-//! (reservoir sampling, deterministic splitmix64 generator seeded by the config), so the
-//! references stay a uniform sample of everything learned, in bounded memory.
+//! With few references that percentile is the largest of a handful of scores, and with
+//! near-identical references it is tiny: the threshold swings with the sample. An
+//! [`AnomalyPrior`] (measured on in-domain data for the embedder, see the console's
+//! `ANOMALY_PRIOR`) steadies it. The prior holds `expected(n)`, the `percentile`-th score of
+//! in-domain texts against `n` in-domain references (scores fall as references grow denser,
+//! so it depends on `n`), and a floor. The threshold is
+//! `max((n * own + w * expected(n)) / (n + w), floor)` with `own` the percentile above and
+//! `w = 100 / (100 - percentile)` (20 at the 95th): the percentile of `n` scores has
+//! `n (1 - p)` of them above it, so it counts as much as the prior once one score backs it.
+//! The floor is the median score of in-domain texts against 32 in-domain references: a text
+//! that close to the references is never flagged, however alike the references are to each
+//! other. Without a prior the threshold is the percentile alone.
+//!
+//! **Online learning.** [`AnomalyDetector::learn`] adds a normal embedding and updates the
+//! threshold. The reference set holds at most `CAP` embeddings: once full, the `t`-th learned
+//! embedding (counting all of them) replaces a uniformly chosen reference with probability
+//! `CAP / t` (reservoir sampling, deterministic splitmix64 generator seeded by the config), so
+//! the references stay a uniform sample of everything learned, in bounded memory. Each
+//! reference keeps its `k` nearest distances to the others (and whose), so a learned
+//! embedding costs `n` distances plus a rebuilt list for each reference that had the replaced
+//! one among its nearest (about `k`), not the `n²` of a recalibration; the threshold equals
+//! [`AnomalyDetector::calibrate`]'s bit for bit.
 //!
 //! ```
 //! use ruvllm_esp32::knowledge::{AnomalyConfig, AnomalyDetector};
@@ -57,12 +74,35 @@ pub struct AnomalyConfig {
     pub percentile: f32,
     /// Seed of the reservoir sampler.
     pub seed: u64,
+    /// What the threshold is pulled toward while references are few (module docs); `None`:
+    /// the threshold is the percentile alone.
+    pub prior: Option<AnomalyPrior>,
 }
 
 impl Default for AnomalyConfig {
     fn default() -> Self {
-        AnomalyConfig { k: 3, percentile: 95.0, seed: 0xa0a1 }
+        AnomalyConfig { k: 3, percentile: 95.0, seed: 0xa0a1, prior: None }
     }
+}
+
+/// Most neighbours a score averages: [`AnomalyConfig::k`] is clamped to `1..=MAX_K`. Each
+/// reference keeps its `MAX_K` nearest (module docs, *Online learning*).
+pub const MAX_K: usize = 8;
+
+/// Reference counts of [`AnomalyPrior::thresholds`]: 2, 4, 8, 16, 32.
+pub const PRIOR_COUNTS: [usize; 5] = [2, 4, 8, 16, 32];
+
+/// Prior knowledge of the embedding's scores, measured on in-domain data (module docs,
+/// *Threshold*). All are cosine distances (0..=2).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnomalyPrior {
+    /// The `percentile`-th score of in-domain texts against a detector of `PRIOR_COUNTS[i]`
+    /// in-domain references: what the threshold should be with that many references. Between
+    /// counts it is interpolated linearly in `log2(n)`, beyond them the nearest is used.
+    pub thresholds: [f32; 5],
+    /// The threshold never goes below this: the score that a typical (median) in-domain text
+    /// gets against a full detector of in-domain references.
+    pub floor: f32,
 }
 
 /// A verdict.
@@ -124,6 +164,11 @@ pub struct AnomalyDetector<const DIM: usize, const CAP: usize> {
     rng: SplitMix,
     /// `NaN` until calibrated.
     threshold: f32,
+    /// Reference `i`'s distances to its `min(k, n - 1)` nearest other references, ascending
+    /// (`near[i][..near_len[i]]`), and which references they are (`who`).
+    near: [[f32; MAX_K]; CAP],
+    who: [[u16; MAX_K]; CAP],
+    near_len: [u8; CAP],
 }
 
 impl<const DIM: usize, const CAP: usize> AnomalyDetector<DIM, CAP> {
@@ -134,7 +179,7 @@ impl<const DIM: usize, const CAP: usize> AnomalyDetector<DIM, CAP> {
         #[allow(clippy::let_unit_value)]
         let () = Self::LAYOUT_OK;
         let p = if cfg.percentile.is_nan() { 95.0 } else { cfg.percentile.clamp(0.0, 100.0) };
-        let cfg = AnomalyConfig { k: cfg.k.max(1), percentile: p, ..cfg };
+        let cfg = AnomalyConfig { k: cfg.k.clamp(1, MAX_K), percentile: p, ..cfg };
         AnomalyDetector {
             cfg,
             refs: [I8Vector { q: [0; DIM], scale: 0.0 }; CAP],
@@ -142,6 +187,9 @@ impl<const DIM: usize, const CAP: usize> AnomalyDetector<DIM, CAP> {
             seen: 0,
             rng: SplitMix(cfg.seed),
             threshold: f32::NAN,
+            near: [[0.0; MAX_K]; CAP],
+            who: [[0; MAX_K]; CAP],
+            near_len: [0; CAP],
         }
     }
 
@@ -184,21 +232,101 @@ impl<const DIM: usize, const CAP: usize> AnomalyDetector<DIM, CAP> {
         Ok(self.knn_score(|r| query_distance(&q, r), usize::MAX))
     }
 
-    /// Sets the threshold from the references (module docs) and returns it. Needs at least 2.
+    /// Sets the threshold from the references (module docs) and returns it, recomputing every
+    /// reference's neighbours from scratch (`O(n² DIM)`; [`Self::learn`] keeps them up to date
+    /// in `O(n DIM)`). Needs at least 2 references.
     pub fn calibrate(&mut self) -> Result<f32> {
         if self.n < 2 {
             return Err(Error::Invalid { what: "anomaly calibration needs at least 2 reference embeddings" });
         }
+        for j in 0..self.n {
+            self.rebuild(j);
+        }
+        self.threshold = self.threshold_from_neighbours();
+        Ok(self.threshold)
+    }
+
+    /// Neighbours a leave-one-out score averages with `n` references.
+    fn k_loo(&self) -> usize {
+        self.cfg.k.min(self.n.saturating_sub(1)).max(1)
+    }
+
+    /// Offers reference `i` at distance `d` to reference `j`'s nearest list: kept, ascending,
+    /// if among the `k_loo` smallest (a tie goes after the equal ones, as in `knn_score`).
+    fn offer(&mut self, j: usize, d: f32, i: usize) {
+        let k = self.k_loo();
+        let len = usize::from(self.near_len[j]);
+        let (near, who) = (&mut self.near[j], &mut self.who[j]);
+        if len == k && d >= near[k - 1] {
+            return;
+        }
+        let pos = near[..len].partition_point(|&x| x <= d);
+        let end = if len < k { len } else { len - 1 };
+        near.copy_within(pos..end, pos + 1);
+        who.copy_within(pos..end, pos + 1);
+        near[pos] = d;
+        who[pos] = i as u16;
+        self.near_len[j] = (end + 1) as u8;
+    }
+
+    /// Recomputes reference `j`'s nearest list from all the others.
+    fn rebuild(&mut self, j: usize) {
+        self.near_len[j] = 0;
+        for i in 0..self.n {
+            if i != j {
+                let d = distance(&self.refs[j], &self.refs[i]);
+                self.offer(j, d, i);
+            }
+        }
+    }
+
+    /// Reference `s` was just written (appended or replaced): every other list learns its
+    /// distance, a list that held the old reference `s` is rebuilt (its next-nearest is not
+    /// known), and `s`'s own list is built from the same distances. `O(n DIM)`, plus `O(n DIM)`
+    /// a rebuilt list: a reference is on about `k` lists, so about `k` rebuilds a replacement.
+    fn update_neighbours(&mut self, s: usize, replaced: bool) {
+        self.near_len[s] = 0;
+        for j in 0..self.n {
+            if j == s {
+                continue;
+            }
+            let d = distance(&self.refs[j], &self.refs[s]);
+            let len = usize::from(self.near_len[j]);
+            if replaced && self.who[j][..len].contains(&(s as u16)) {
+                self.rebuild(j);
+            } else {
+                self.offer(j, d, s);
+            }
+            self.offer(s, d, j);
+        }
+    }
+
+    /// The threshold from the neighbour lists (module docs).
+    fn threshold_from_neighbours(&self) -> f32 {
         let mut scores = [0.0f32; CAP];
         for (i, s) in scores[..self.n].iter_mut().enumerate() {
-            let r = &self.refs[i];
-            *s = self.knn_score(|o| distance(r, o), i);
+            let len = usize::from(self.near_len[i]);
+            *s = self.near[i][..len].iter().sum::<f32>() / len.max(1) as f32;
         }
         let scores = &mut scores[..self.n];
         scores.sort_unstable_by(f32::total_cmp);
         let rank = libm::ceilf(self.cfg.percentile / 100.0 * self.n as f32) as usize;
-        self.threshold = scores[rank.clamp(1, self.n) - 1];
-        Ok(self.threshold)
+        let own = scores[rank.clamp(1, self.n) - 1];
+        self.with_prior(own)
+    }
+
+    /// The percentile `own` of the references' scores, shrunk toward the prior (module docs).
+    fn with_prior(&self, own: f32) -> f32 {
+        let Some(prior) = self.cfg.prior else { return own };
+        let x = (libm::log2f(self.n as f32) - 1.0).clamp(0.0, 4.0);
+        let i = (x as usize).min(3);
+        let t = prior.thresholds;
+        let expected = t[i] + (x - i as f32) * (t[i + 1] - t[i]);
+        // The percentile is backed by `n (1 - p)` scores above it: it weighs `n` against the
+        // prior's `1 / (1 - p)`, the count at which one score is above it.
+        let weight = 100.0 / (100.0 - self.cfg.percentile).max(0.01);
+        let n = self.n as f32;
+        ((n * own + weight * expected) / (n + weight)).max(prior.floor)
     }
 
     /// The current threshold, if calibrated.
@@ -237,22 +365,21 @@ impl<const DIM: usize, const CAP: usize> AnomalyDetector<DIM, CAP> {
         let what = if self.n < CAP {
             self.refs[self.n] = encode::<DIM>(embedding);
             self.n += 1;
+            self.update_neighbours(self.n - 1, false);
             Learned::Added((self.n - 1) as u16)
         } else {
             let j = self.rng.next_u64() % self.seen;
             if j < CAP as u64 {
                 undo.replaced = Some((j as usize, self.refs[j as usize]));
                 self.refs[j as usize] = encode::<DIM>(embedding);
+                self.update_neighbours(j as usize, true);
                 Learned::Replaced(j as u16)
             } else {
                 Learned::Skipped
             }
         };
         if self.n >= 2 && what != Learned::Skipped {
-            if let Err(e) = self.calibrate() {
-                self.undo(&undo);
-                return Err(e);
-            }
+            self.threshold = self.threshold_from_neighbours();
         }
         Ok((what, undo))
     }
@@ -270,6 +397,11 @@ impl<const DIM: usize, const CAP: usize> AnomalyDetector<DIM, CAP> {
         self.n = undo.n;
         self.seen = undo.seen;
         self.rng = SplitMix(undo.rng);
+        // Undo is rare (a failed save): recompute the neighbour lists rather than keep their
+        // old contents in every learn's undo record.
+        for j in 0..self.n {
+            self.rebuild(j);
+        }
         self.threshold = undo.threshold;
     }
 
@@ -304,6 +436,9 @@ impl<const DIM: usize, const CAP: usize> AnomalyDetector<DIM, CAP> {
         self.seen = seen.max(self.n as u64);
         self.rng = SplitMix(rng);
         self.threshold = if self.n >= 2 { threshold } else { f32::NAN };
+        for j in 0..self.n {
+            self.rebuild(j);
+        }
     }
 
     /// Reference embeddings held (at most `CAP`).
@@ -323,5 +458,78 @@ impl<const DIM: usize, const CAP: usize> AnomalyDetector<DIM, CAP> {
     /// RAM of the whole detector: `size_of::<Self>()`.
     pub const fn ram_bytes(&self) -> usize {
         size_of::<Self>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The threshold a full recalibration gives, computed independently: every distance of
+    /// every reference to the others, sorted, the `k` smallest averaged.
+    fn brute_threshold<const D: usize, const C: usize>(det: &AnomalyDetector<D, C>) -> f32 {
+        let n = det.n;
+        let k = det.cfg.k.min(n - 1);
+        let mut scores: std::vec::Vec<f32> = (0..n)
+            .map(|i| {
+                let mut d: std::vec::Vec<f32> =
+                    (0..n).filter(|&j| j != i).map(|j| distance(&det.refs[i], &det.refs[j])).collect();
+                d.sort_by(f32::total_cmp);
+                d[..k].iter().sum::<f32>() / k as f32
+            })
+            .collect();
+        scores.sort_by(f32::total_cmp);
+        let rank = libm::ceilf(det.cfg.percentile / 100.0 * n as f32) as usize;
+        let own = scores[rank.clamp(1, n) - 1];
+        // The prior's arithmetic is shared: what is checked here is the neighbour lists.
+        det.with_prior(own)
+    }
+
+    /// Incremental learning (appends, reservoir replacements, exact duplicates, `k` above and
+    /// below the reference count) gives exactly the threshold of a full recalibration.
+    #[test]
+    fn incremental_learning_equals_a_full_recalibration() {
+        const D: usize = 8;
+        for (seed, k, prior) in [
+            (1u64, 3usize, None),
+            (2, 1, None),
+            (3, 8, None),
+            (4, 3, Some(AnomalyPrior { thresholds: [0.5, 0.45, 0.4, 0.35, 0.3], floor: 0.1 })),
+            (5, 5, None),
+        ] {
+            let cfg = AnomalyConfig { k, seed, prior, ..AnomalyConfig::default() };
+            let mut det = AnomalyDetector::<D, 6>::new(cfg);
+            let mut rng = SplitMix(seed * 77);
+            let mut kept: std::vec::Vec<[f32; D]> = std::vec::Vec::new();
+            let (mut replaced, mut rebuilt_equal) = (0, 0);
+            for step in 0..400 {
+                // A few clusters, and every fifth an exact copy of an earlier embedding: ties.
+                let e: [f32; D] = if step % 5 == 4 && !kept.is_empty() {
+                    kept[rng.below(kept.len())]
+                } else {
+                    let c = rng.below(3) as f32;
+                    core::array::from_fn(|i| {
+                        (if i == c as usize { 3.0 } else { 0.0 }) + rng.below(100) as f32 / 50.0 - 1.0
+                    })
+                };
+                kept.push(e);
+                let what = det.learn(&e).unwrap();
+                replaced += usize::from(matches!(what, Learned::Replaced(_)));
+                if det.n < 2 {
+                    assert!(det.threshold().is_none());
+                    continue;
+                }
+                let t = det.threshold().unwrap();
+                assert_eq!(t.to_bits(), brute_threshold(&det).to_bits(), "seed {seed} step {step}");
+                let mut full = AnomalyDetector::<D, 6>::new(cfg);
+                for i in 0..det.n {
+                    full.restore_reference(&det.refs[i]).unwrap();
+                }
+                assert_eq!(full.calibrate().unwrap().to_bits(), t.to_bits(), "seed {seed} step {step}");
+                rebuilt_equal += 1;
+            }
+            assert!(replaced > 10, "seed {seed}: only {replaced} replacements exercised");
+            assert!(rebuilt_equal > 390);
+        }
     }
 }

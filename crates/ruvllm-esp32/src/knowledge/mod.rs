@@ -13,7 +13,7 @@ pub mod memory;
 pub mod persist;
 pub mod rag;
 
-pub use anomaly::{AnomalyConfig, AnomalyDetector, AnomalyResult, Learned};
+pub use anomaly::{AnomalyConfig, AnomalyDetector, AnomalyPrior, AnomalyResult, Learned, PRIOR_COUNTS};
 pub use memory::{Evicted, MemoryConfig, MemoryType, Recalled, SemanticMemory, Stored};
 pub use persist::LoadReport;
 pub use rag::{MicroRAG, RAGConfig, Retrieved};
