@@ -482,6 +482,17 @@ pub fn flash(a: &FlashArgs) -> Result<()> {
             bail!("{port}: no such serial port (is the board plugged in? ls /dev/ttyUSB* /dev/ttyACM*)");
         }
     }
+    // The port is opened (exclusively) before the build, so a missing or busy one is reported
+    // at once, and nothing else grabs it meanwhile.
+    let serial = match (&a.port, a.dry_run) {
+        (Some(port), false) => Some(
+            serialport::new(port, 115_200)
+                .flow_control(serialport::FlowControl::None)
+                .open_native()
+                .map_err(|e| anyhow!("{port}: cannot open: {e}"))?,
+        ),
+        _ => None,
+    };
     let model = firmware_image(&a.model)?;
     let elf_path = match &a.elf {
         Some(p) => p.clone(),
@@ -500,10 +511,7 @@ pub fn flash(a: &FlashArgs) -> Result<()> {
     }
 
     let port = a.port.as_deref().expect("checked above");
-    let serial = serialport::new(port, 115_200)
-        .flow_control(serialport::FlowControl::None)
-        .open_native()
-        .map_err(|e| anyhow!("{port}: cannot open: {e}"))?;
+    let serial = serial.expect("opened above");
     let conn = espflash::connection::Connection::new(
         serial,
         usb_info(port),

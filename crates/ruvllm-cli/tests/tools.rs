@@ -157,6 +157,8 @@ fn flash_and_build_refuse_bad_arguments_in_one_line() {
     fails_with(&run(&["flash"]), "no serial port: pass --port");
     fails_with(&run(&["flash", "--port", "/dev/ttyRUVLLM-NOPE"]), "/dev/ttyRUVLLM-NOPE: no such serial port");
     fails_with(&run(&["flash", "--dry-run"]), "pass -o image.bin");
+    // A path that exists but is no serial port: refused before any build, naming it.
+    fails_with(&run(&["flash", "--port", "/dev/null"]), "/dev/null: cannot open");
     fails_with(&run(&["flash", "--chip", "esp8266", "--dry-run", "-o", "x.bin"]), "unknown chip 'esp8266'");
     fails_with(&run(&["build", "--target", "esp32c9"]), "unknown chip 'esp32c9'");
     let missing = scratch("no-such-model.gguf");
