@@ -387,6 +387,7 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str, json: bool
         if float_engine { "float engine (scalar f32 kernels, soft-float)" } else { "integer-only engine" };
     let mut lines = Vec::new();
     let mut positions = Vec::new();
+    let mut average = None;
     for line in report.lines() {
         if let Some(rest) = line.strip_prefix("instructions/token ") {
             let rest = rest.trim_end();
@@ -395,6 +396,14 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str, json: bool
             let pair = rest.strip_prefix("at position ").and_then(|r| r.split_once(": "));
             if let Some((Ok(p), Ok(n))) = pair.map(|(p, n)| (p.parse::<u64>(), n.trim().parse::<u64>())) {
                 positions.push(serde_json::json!({"position": p, "instructions": n}));
+            }
+            // "average over positions A-B: COUNT"
+            let avg = rest.strip_prefix("average over positions ").and_then(|r| r.split_once(": "));
+            if let Some((range, n)) = avg {
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(a), Ok(b), Ok(n)) = (a.parse::<u64>(), b.parse::<u64>(), n.trim().parse::<u64>()) {
+                    average = Some(serde_json::json!({"from": a, "to": b, "instructions": n}));
+                }
             }
         } else if line.starts_with("error:") {
             bail!("the board reported: {line}");
@@ -415,6 +424,7 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str, json: bool
             "precision": quant.name(),
             "engine": if float_engine { "float" } else { "int" },
             "instructions_per_token": positions,
+            "instructions_per_token_average": average,
             "peak_ram_bytes": nums.first(),
             "static_ram_bytes": nums.get(1),
             "stack_high_water_bytes": nums.get(2),

@@ -190,11 +190,17 @@ pub fn build(chip: Chip, release: bool, args: &ModelArgs) -> Result<PathBuf> {
     let dir = firmware_dir()?;
     let route = route(chip)?;
     let image = firmware_image(args)?;
-    // The image goes where build.rs reads it; rewritten only when it changed, so an unchanged
-    // model does not rebuild the firmware.
-    let target_dir = dir.join("target");
+    // The same target directory as CI's `firmware/esp/build.sh` runs (.ci/run), so the
+    // dependencies (esp-hal, core) built there are reused here.
+    let target_dir = match std::env::var_os("RUVLLM_FIRMWARE_TARGET_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => dir.join("../../target/chip/firmware-esp"),
+    };
     std::fs::create_dir_all(&target_dir)
         .with_context(|| format!("{}: cannot create", target_dir.display()))?;
+    let target_dir = std::fs::canonicalize(&target_dir).unwrap_or(target_dir);
+    // The image goes where build.rs reads it; rewritten only when it changed, so an unchanged
+    // model does not rebuild the firmware.
     let model_path = target_dir.join(format!("model-{}.gguf", chip.feature()));
     if std::fs::read(&model_path).ok().as_deref() != Some(&image[..]) {
         std::fs::write(&model_path, &image)
@@ -229,7 +235,7 @@ pub fn build(chip: Chip, release: bool, args: &ModelArgs) -> Result<PathBuf> {
             cmd.arg("-Zbuild-std=core,alloc");
         }
     }
-    cmd.env("RUVLLM_MODEL", &model_path);
+    cmd.env("CARGO_TARGET_DIR", &target_dir).env("RUVLLM_MODEL", &model_path);
     if std::env::var_os("RUVLLM_CONTEXT").is_none() {
         if let Some(ctx) = chip.context() {
             cmd.env("RUVLLM_CONTEXT", ctx);

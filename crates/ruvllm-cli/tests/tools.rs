@@ -299,3 +299,47 @@ fn flash_dry_run_writes_a_bootable_layout_with_the_model_partition() {
         img[app.offset as usize..model.offset as usize].iter().rposition(|&b| b != 0xFF).map_or(0, |i| i + 1);
     assert!(app_end > 0 && app_end <= app.size as usize);
 }
+
+/// `bench --chip esp32c3 --json`: the QEMU board's figures as JSON, the same numbers as the text.
+#[test]
+fn bench_on_the_chip_gives_json_with_the_text_figures() {
+    let Some(()) = chip_tools() else { return };
+    let on_path = |n: &str| {
+        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(n).is_file()))
+    };
+    if !on_path("qemu-system-riscv32") {
+        missing("qemu-system-riscv32 is not installed (apt-get install qemu-system-misc)");
+        return;
+    }
+    let text = stdout(&run(&["bench", "--chip", "esp32c3"]));
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&run(&["bench", "--chip", "esp32c3", "--json"]))).expect("JSON");
+    assert_eq!(v["chip"].as_str(), Some("esp32c3"));
+    assert_eq!(v["model_image_bytes"].as_u64(), Some(builtin_model().len() as u64));
+    let per = v["instructions_per_token"].as_array().unwrap();
+    assert!(!per.is_empty(), "{v}");
+    for p in per {
+        let line = format!(
+            "instructions/token at position {}: {}",
+            p["position"].as_u64().unwrap(),
+            p["instructions"].as_u64().unwrap()
+        );
+        assert!(text.contains(&line), "{line} not in {text}");
+    }
+    let avg = &v["instructions_per_token_average"];
+    let line = format!(
+        "average over positions {}-{}: {}",
+        avg["from"].as_u64().unwrap(),
+        avg["to"].as_u64().unwrap(),
+        avg["instructions"].as_u64().unwrap()
+    );
+    assert!(text.contains(&line), "{line} not in {text}");
+    let ram = format!(
+        "peak RAM: {} bytes (static {} + stack high-water {})",
+        v["peak_ram_bytes"].as_u64().unwrap(),
+        v["static_ram_bytes"].as_u64().unwrap(),
+        v["stack_high_water_bytes"].as_u64().unwrap()
+    );
+    assert!(text.contains(&ram), "{ram} not in {text}");
+    assert!(text.contains(&format!("flash image: {} bytes", v["flash_image_bytes"].as_u64().unwrap())));
+}
