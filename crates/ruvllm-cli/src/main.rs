@@ -285,6 +285,7 @@ firmware that reads it from there.")]
         /// Serial port of the board, e.g. /dev/ttyUSB0
         #[arg(short = 'p', long)]
         port: Option<String>,
+        /// esp32, esp32s2, esp32s3, esp32c3 or esp32c6
         #[arg(long, default_value = "esp32c3")]
         chip: String,
         #[command(flatten)]
@@ -295,6 +296,7 @@ firmware that reads it from there.")]
         /// Write the merged flash image to -o instead of flashing
         #[arg(long)]
         dry_run: bool,
+        /// Where --dry-run writes the merged image (4 MiB)
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
         /// Serial speed while flashing
