@@ -277,6 +277,10 @@ fn flash_dry_run_writes_a_bootable_layout_with_the_model_partition() {
     assert_eq!((app.ty, app.subtype), (0x00, 0x00), "factory app");
     assert_eq!(app.offset, 0x1_0000);
     assert_eq!(img[app.offset as usize], 0xE9, "app image magic");
+    // Both ESP images name the ESP32-C3 (image header chip id 5, bytes 12..14).
+    for at in [0usize, app.offset as usize] {
+        assert_eq!(u16::from_le_bytes([img[at + 12], img[at + 13]]), 5, "chip id of the image at {at:#x}");
+    }
     // The app image (header, segments, checksum, SHA-256) fits its partition.
     let model = parts.iter().find(|p| p.name == "model").unwrap();
     assert_eq!(model.ty, 0x01, "a data partition");
