@@ -79,16 +79,30 @@ pub fn run(args: &ModelArgs, prompt: &str, steps: usize, repeat: usize, json: bo
     }
     let baseline = rows.first().map_or(1.0, |r| r.gen_tps);
     if json {
-        let items: Vec<String> = rows
+        let items: Vec<serde_json::Value> = rows
             .iter()
             .map(|r| {
-                format!(
-                    "{{\"precision\":\"{}\",\"kernels\":\"{}\",\"prompt_tok_s\":{:.1},\"gen_tok_s\":{:.1},\"generated\":{},\"speedup_vs_f32_scalar\":{:.3}}}",
-                    r.precision, r.kernels, r.prompt_tps, r.gen_tps, r.generated, r.gen_tps / baseline
-                )
+                serde_json::json!({
+                    "precision": r.precision,
+                    "kernels": r.kernels,
+                    "prompt_tok_s": r.prompt_tps,
+                    "gen_tok_s": r.gen_tps,
+                    "generated": r.generated,
+                    "speedup_vs_f32_scalar": r.gen_tps / baseline,
+                })
             })
             .collect();
-        println!("[{}]", items.join(","));
+        let v = serde_json::json!({
+            "model": args.name(),
+            "prompt": prompt,
+            "steps": steps,
+            "repeat": repeat,
+            "threads": 1,
+            "sampling": "greedy",
+            "baseline": "f32 scalar",
+            "rows": items,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
             "single thread, greedy, {steps} positions, best of {repeat}; baseline = f32 scalar in this run"

@@ -22,6 +22,15 @@ const INSTALL: &str = "on Debian/Ubuntu: apt-get install rustc-web cargo-web rus
      (and lld, or rustup's rust-lld); elsewhere point RUVLLM_CHIP_RUSTC/RUVLLM_CHIP_CARGO at a \
      rustc/cargo with the rust-src component and RUVLLM_LLD at rust-lld or ld.lld";
 
+/// The compiler, cargo and linker that build the RISC-V chips here (Debian's rustc with its own
+/// standard library source, built with build-std; see shared/TOOLCHAIN.md). The QEMU board and
+/// `ruvllm-esp32 build` for the ESP32-C3/C6 both use it.
+pub struct ChipCompiler {
+    pub rustc: PathBuf,
+    pub cargo: PathBuf,
+    pub lld: PathBuf,
+}
+
 /// The programs a board build and run need.
 pub struct Toolchain {
     rustc: PathBuf,
@@ -32,6 +41,11 @@ pub struct Toolchain {
 
 fn on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// `name` on PATH, if it is there.
+pub fn which(name: &str) -> Option<PathBuf> {
+    on_path(name)
 }
 
 fn env_path(var: &str) -> Option<PathBuf> {
@@ -61,9 +75,9 @@ fn find_lld() -> Option<PathBuf> {
     on_path("ld.lld")
 }
 
-impl Toolchain {
-    /// Finds everything or says what to install.
-    pub fn find() -> Result<Toolchain> {
+impl ChipCompiler {
+    /// Finds Debian's rustc + std source and a linker, or says what to install.
+    pub fn find() -> Result<ChipCompiler> {
         let rustc = env_path("RUVLLM_CHIP_RUSTC").unwrap_or_else(|| PathBuf::from("/usr/bin/rustc"));
         let cargo = env_path("RUVLLM_CHIP_CARGO").unwrap_or_else(|| PathBuf::from("/usr/bin/cargo"));
         if !rustc.is_file() || !cargo.is_file() {
@@ -80,6 +94,14 @@ impl Toolchain {
             );
         }
         let Some(lld) = find_lld() else { bail!("no rust-lld or ld.lld found: {INSTALL}") };
+        Ok(ChipCompiler { rustc, cargo, lld })
+    }
+}
+
+impl Toolchain {
+    /// Finds everything or says what to install.
+    pub fn find() -> Result<Toolchain> {
+        let ChipCompiler { rustc, cargo, lld } = ChipCompiler::find()?;
         let qemu = env_path("RUVLLM_QEMU").or_else(|| on_path("qemu-system-riscv32"));
         let Some(qemu) = qemu else { bail!("qemu-system-riscv32 not found: {INSTALL}") };
         Ok(Toolchain { rustc, cargo, lld, qemu })
@@ -121,19 +143,7 @@ fn cargo_build(tc: &Toolchain, features: &[&str], env: &[(&str, &Path)]) -> Resu
     if !features.is_empty() {
         cmd.args(["--features", &features.join(",")]);
     }
-    // Whatever cargo invoked us (tests) must not steer the chip build.
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        let keep =
-            ["CARGO_HOME", "CARGO_NET_", "CARGO_HTTP_", "CARGO_REGISTR"].iter().any(|p| k.starts_with(p));
-        if (k.starts_with("CARGO_") && !keep)
-            || k.starts_with("RUSTC_")
-            || k.contains("RUSTFLAGS")
-            || k == "RUSTDOC"
-        {
-            cmd.env_remove(k.as_ref());
-        }
-    }
+    scrub_cargo_env(&mut cmd);
     cmd.env("RUSTC", &tc.rustc)
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_TARGET_RISCV32IMC_UNKNOWN_NONE_ELF_LINKER", &tc.lld);
@@ -157,6 +167,22 @@ fn cargo_build(tc: &Toolchain, features: &[&str], env: &[(&str, &Path)]) -> Resu
         bail!("the board build failed:\n{}", lines.join("\n"));
     }
     Ok(dir.join("target").join(TARGET).join("release/qemu-c3"))
+}
+
+/// Whatever cargo invoked us (tests) must not steer a chip build.
+pub fn scrub_cargo_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        let keep =
+            ["CARGO_HOME", "CARGO_NET_", "CARGO_HTTP_", "CARGO_REGISTR"].iter().any(|p| k.starts_with(p));
+        if (k.starts_with("CARGO_") && !keep)
+            || k.starts_with("RUSTC_")
+            || k.contains("RUSTFLAGS")
+            || k == "RUSTDOC"
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
 }
 
 /// Bytes the ELF puts in flash (loadable segments whose load address is in the 4 MiB flash).
@@ -380,7 +406,7 @@ pub fn run_board(
 }
 
 /// `bench --chip esp32c3`: instructions per token by position and peak RAM on the board.
-pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str) -> Result<()> {
+pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str, json: bool) -> Result<()> {
     let float_engine = parse_engine(engine)?;
     let quant = image::parse_quant(quant)?;
     if quant == Quant::F32 {
@@ -409,25 +435,65 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str) -> Result<
     let _ = s.expect("bye", Duration::from_secs(10));
     let _ = s.wait(Duration::from_secs(10));
 
-    println!(
-        "chip: esp32c3 (QEMU virt, rv32imc without FPU, 4 MiB flash, 400 KiB RAM; exact instruction counts)"
-    );
-    let engine =
+    let engine_name =
         if float_engine { "float engine (scalar f32 kernels, soft-float)" } else { "integer-only engine" };
-    println!("model: {} as {}, {engine}", args.name(), quant.name());
-    let mut found = false;
+    let mut lines = Vec::new();
+    let mut positions = Vec::new();
+    let mut average = None;
     for line in report.lines() {
         if let Some(rest) = line.strip_prefix("instructions/token ") {
-            println!("instructions/token {}", rest.trim_end());
-            found = true;
+            let rest = rest.trim_end();
+            lines.push(format!("instructions/token {rest}"));
+            // "at position N: COUNT"
+            let pair = rest.strip_prefix("at position ").and_then(|r| r.split_once(": "));
+            if let Some((Ok(p), Ok(n))) = pair.map(|(p, n)| (p.parse::<u64>(), n.trim().parse::<u64>())) {
+                positions.push(serde_json::json!({"position": p, "instructions": n}));
+            }
+            // "average over positions A-B: COUNT"
+            let avg = rest.strip_prefix("average over positions ").and_then(|r| r.split_once(": "));
+            if let Some((range, n)) = avg {
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(a), Ok(b), Ok(n)) = (a.parse::<u64>(), b.parse::<u64>(), n.trim().parse::<u64>()) {
+                    average = Some(serde_json::json!({"from": a, "to": b, "instructions": n}));
+                }
+            }
         } else if line.starts_with("error:") {
             bail!("the board reported: {line}");
         }
     }
-    if !found {
+    if lines.is_empty() {
         bail!("the board printed no figures: {report}");
     }
-    println!("peak RAM:{}", ram_line.trim_end_matches(PROMPT).trim_end());
+    let ram = ram_line.trim_end_matches(PROMPT).trim().to_string();
+    if json {
+        // "peak RAM: N bytes (static S + stack high-water H)"
+        let nums: Vec<u64> =
+            ram.split(|c: char| !c.is_ascii_digit()).filter_map(|t| t.parse().ok()).collect();
+        let v = serde_json::json!({
+            "chip": "esp32c3",
+            "board": "QEMU virt, rv32imc without FPU, 4 MiB flash, 400 KiB RAM; exact instruction counts",
+            "model": args.name(),
+            "precision": quant.name(),
+            "engine": if float_engine { "float" } else { "int" },
+            "instructions_per_token": positions,
+            "instructions_per_token_average": average,
+            "peak_ram_bytes": nums.first(),
+            "static_ram_bytes": nums.get(1),
+            "stack_high_water_bytes": nums.get(2),
+            "flash_image_bytes": flash,
+            "model_image_bytes": image_len,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "chip: esp32c3 (QEMU virt, rv32imc without FPU, 4 MiB flash, 400 KiB RAM; exact instruction counts)"
+    );
+    println!("model: {} as {}, {engine_name}", args.name(), quant.name());
+    for l in &lines {
+        println!("{l}");
+    }
+    println!("peak RAM: {ram}");
     match flash {
         Some(f) => println!("flash image: {f} bytes (ELF in flash; the model image is {image_len} of them)"),
         None => println!("flash image: model image {image_len} bytes"),

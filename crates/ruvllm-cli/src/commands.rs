@@ -221,26 +221,11 @@ fn kib(b: usize) -> String {
     format!("{:.1} KiB", b as f64 / 1024.0)
 }
 
-pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>) -> Result<()> {
+pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: bool) -> Result<()> {
     let q = quant.map(image::parse_quant).transpose()?;
     let img = image::load(path, tok, q)?;
     let model = img.model()?;
     let c = &model.config;
-    println!("model: {}", img.origin);
-    println!(
-        "config: dim {} hidden {} layers {} heads {} kv_heads {} head_size {} vocab {} context {} classifier {}",
-        c.dim,
-        c.hidden_dim,
-        c.n_layers,
-        c.n_heads,
-        c.n_kv_heads,
-        c.head_size(),
-        c.vocab_size,
-        c.seq_len,
-        if c.shared_classifier { "shared" } else { "separate" }
-    );
-    println!("parameters: {}", c.n_params());
-    println!("precision: {} (group {})", model.precision.name(), model.group);
     let (mut f32b, mut i8b, mut scaleb, mut packedb) = (model.output_norm.len() * 4, 0, 0, 0);
     let mut mats = vec![model.token_embd];
     if !c.shared_classifier {
@@ -263,6 +248,120 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>) -> Res
             }
         }
     }
+    let image_len = img.bytes().len();
+    let full = State::ram_bytes(c, model.precision, model.group, c.seq_len);
+    // Chips without an FPU run a q8 image on the integer path, which has its own arena.
+    let integer = model.precision.int8_activations() && model.rope.is_some();
+    let int_full = integer.then(|| IntState::ram_bytes(&model, c.seq_len));
+    let ram = |n: usize, fpu: bool| {
+        if integer && !fpu {
+            IntState::ram_bytes(&model, n)
+        } else {
+            State::ram_bytes(c, model.precision, model.group, n)
+        }
+    };
+    struct ChipRow {
+        name: &'static str,
+        data_ram: usize,
+        budget: usize,
+        image_budget: usize,
+        fpu: bool,
+        path: &'static str,
+        max_ctx: usize,
+        verdict: String,
+    }
+    let rows: Vec<ChipRow> = CHIPS
+        .iter()
+        .map(|chip| {
+            let budget = chip.arena_budget();
+            let max_ctx = (1..=c.seq_len).rev().find(|&n| ram(n, chip.has_fpu) <= budget).unwrap_or(0);
+            let flash_ok = image_len <= chip.image_budget();
+            let verdict = match (flash_ok, max_ctx) {
+                (false, _) => "does not fit: image larger than flash budget".to_string(),
+                (true, 0) => "does not fit: no context fits in RAM".to_string(),
+                (true, n) if n == c.seq_len => "fits at full context".to_string(),
+                (true, n) => {
+                    let alt = if model.precision == Precision::F32 {
+                        " (--quant q8 stores the KV cache in int8)"
+                    } else {
+                        ""
+                    };
+                    format!("fits at context {n}{alt}")
+                }
+            };
+            ChipRow {
+                name: chip.name,
+                data_ram: chip.data_ram,
+                budget,
+                image_budget: chip.image_budget(),
+                fpu: chip.has_fpu,
+                path: if integer && !chip.has_fpu { "integer" } else { model.precision.name() },
+                max_ctx,
+                verdict,
+            }
+        })
+        .collect();
+
+    if json {
+        let chips: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "chip": r.name,
+                    "data_ram_bytes": r.data_ram,
+                    "arena_budget_bytes": r.budget,
+                    "image_budget_bytes": r.image_budget,
+                    "fpu": r.fpu,
+                    "path": r.path,
+                    "max_context": r.max_ctx,
+                    "fits": r.max_ctx > 0 && !r.verdict.starts_with("does not fit"),
+                    "verdict": r.verdict,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "model": img.origin,
+            "config": {
+                "dim": c.dim,
+                "hidden_dim": c.hidden_dim,
+                "layers": c.n_layers,
+                "heads": c.n_heads,
+                "kv_heads": c.n_kv_heads,
+                "head_size": c.head_size(),
+                "vocab": c.vocab_size,
+                "context": c.seq_len,
+                "shared_classifier": c.shared_classifier,
+            },
+            "parameters": c.n_params(),
+            "precision": model.precision.name(),
+            "group": model.group,
+            "weights_bytes": {"f32": f32b, "int8": i8b, "packed": packedb, "scales": scaleb},
+            "image_bytes": image_len,
+            "ram_full_context_bytes": full,
+            "ram_full_context_integer_bytes": int_full,
+            "firmware_reserve_bytes": ruvllm_esp32::model::chips::FIRMWARE_RESERVE,
+            "app_flash_reserve_bytes": ruvllm_esp32::model::chips::APP_FLASH_RESERVE,
+            "chips": chips,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+
+    println!("model: {}", img.origin);
+    println!(
+        "config: dim {} hidden {} layers {} heads {} kv_heads {} head_size {} vocab {} context {} classifier {}",
+        c.dim,
+        c.hidden_dim,
+        c.n_layers,
+        c.n_heads,
+        c.n_kv_heads,
+        c.head_size(),
+        c.vocab_size,
+        c.seq_len,
+        if c.shared_classifier { "shared" } else { "separate" }
+    );
+    println!("parameters: {}", c.n_params());
+    println!("precision: {} (group {})", model.precision.name(), model.group);
     let packed = match model.precision {
         Precision::Ternary => format!(", ternary (2 bits a weight) {packedb} bytes"),
         Precision::Binary => format!(", binary (1 bit a weight) {packedb} bytes"),
@@ -272,27 +371,15 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>) -> Res
     if packedb > 0 {
         println!("layer matrices {}, embeddings q8", model.precision.name());
     }
-    let image_len = img.bytes().len();
     println!("image: {image_len} bytes (GGUF, read in place from flash)");
-    let full = State::ram_bytes(c, model.precision, model.group, c.seq_len);
     println!("RAM at full context {}: {} bytes ({}) for activations + KV cache", c.seq_len, full, kib(full));
-    // Chips without an FPU run a q8 image on the integer path, which has its own arena.
-    let integer = model.precision.int8_activations() && model.rope.is_some();
-    if integer {
-        let ram = IntState::ram_bytes(&model, c.seq_len);
+    if let Some(ram) = int_full {
         println!(
             "RAM at full context {} on the integer path (chips without an FPU): {ram} bytes ({})",
             c.seq_len,
             kib(ram)
         );
     }
-    let ram = |n: usize, fpu: bool| {
-        if integer && !fpu {
-            IntState::ram_bytes(&model, n)
-        } else {
-            State::ram_bytes(c, model.precision, model.group, n)
-        }
-    };
     println!();
     println!("chip plan ({} precision; arena budget = data RAM - {} firmware reserve; image budget = flash - {} app):",
         model.precision.name(), kib(ruvllm_esp32::model::chips::FIRMWARE_RESERVE), kib(ruvllm_esp32::model::chips::APP_FLASH_RESERVE));
@@ -300,33 +387,17 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>) -> Res
         "{:<8} {:>10} {:>12} {:>12} {:>6} {:>8} {:>9}  verdict",
         "chip", "data RAM", "arena budget", "flash budget", "fpu", "path", "max ctx"
     );
-    for chip in CHIPS {
-        let budget = chip.arena_budget();
-        let max_ctx = (1..=c.seq_len).rev().find(|&n| ram(n, chip.has_fpu) <= budget).unwrap_or(0);
-        let flash_ok = image_len <= chip.image_budget();
-        let verdict = match (flash_ok, max_ctx) {
-            (false, _) => "does not fit: image larger than flash budget".to_string(),
-            (true, 0) => "does not fit: no context fits in RAM".to_string(),
-            (true, n) if n == c.seq_len => "fits at full context".to_string(),
-            (true, n) => {
-                let alt = if model.precision == Precision::F32 {
-                    " (--quant q8 stores the KV cache in int8)"
-                } else {
-                    ""
-                };
-                format!("fits at context {n}{alt}")
-            }
-        };
+    for r in &rows {
         println!(
             "{:<8} {:>10} {:>12} {:>12} {:>6} {:>8} {:>9}  {}",
-            chip.name,
-            kib(chip.data_ram),
-            kib(budget),
-            kib(chip.image_budget()),
-            if chip.has_fpu { "yes" } else { "no" },
-            if integer && !chip.has_fpu { "integer" } else { model.precision.name() },
-            max_ctx,
-            verdict
+            r.name,
+            kib(r.data_ram),
+            kib(r.budget),
+            kib(r.image_budget),
+            if r.fpu { "yes" } else { "no" },
+            r.path,
+            r.max_ctx,
+            r.verdict
         );
     }
     Ok(())

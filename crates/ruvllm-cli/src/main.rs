@@ -5,11 +5,13 @@ mod bench;
 mod board;
 mod commands;
 mod console;
+mod firmware;
 mod image;
 mod index;
+mod tools;
 mod train;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use ruvllm_cli::serial;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -117,6 +119,7 @@ enum Cmd {
         documents: bool,
     },
     /// Show a model's shape, sizes and where it fits on each ESP32
+    #[command(after_help = "Examples:\n  ruvllm-esp32 info\n  ruvllm-esp32 info stories260K-q8.gguf --json")]
     Info {
         /// Default: the built-in model
         model: Option<PathBuf>,
@@ -124,6 +127,9 @@ enum Cmd {
         tokenizer: Option<PathBuf>,
         #[arg(short = 'q', long)]
         quant: Option<String>,
+        /// Machine-readable output (the same figures as JSON)
+        #[arg(long)]
+        json: bool,
     },
     /// Measure prompt and generation tokens/s for each precision, against the scalar kernels
     Bench {
@@ -136,6 +142,7 @@ enum Cmd {
         /// Runs per configuration; the fastest counts
         #[arg(long, default_value_t = 5)]
         repeat: usize,
+        /// Machine-readable output (the same figures as JSON)
         #[arg(long)]
         json: bool,
         /// Measure on a chip instead: esp32c3 builds the QEMU board (ESP32-C3 resources) around
@@ -278,9 +285,100 @@ enum Cmd {
         #[arg(short = 's', long, default_value_t = ruvllm_train::corpus::DEFAULT_SEED)]
         seed: u64,
     },
+    /// Build the esp-hal firmware (firmware/esp) for a chip around a model image
+    #[command(after_help = "Examples:
+  ruvllm-esp32 build --target esp32c3 --release
+  ruvllm-esp32 build --target esp32c6 --release --model stories260K-q8.gguf
+  ruvllm-esp32 build --target esp32s3 --release      # Xtensa: needs espup (see `install`)
+
+Prints the ELF's path. The model (default: the built-in one) is used as it is when it is a q8,
+ternary or binary image with the RoPE table, else converted to q8. ESP32-C3/C6 build with rustup's
+target when installed, else with Debian's rustc-web + build-std; ESP32/S2/S3 need espup's toolchain.")]
+    Build {
+        /// esp32, esp32s2, esp32s3, esp32c3 or esp32c6
+        #[arg(long)]
+        target: String,
+        #[arg(long)]
+        release: bool,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Flash the firmware and a model partition to a board, or write the merged flash image
+    #[command(after_help = "Examples:
+  ruvllm-esp32 flash --port /dev/ttyUSB0
+  ruvllm-esp32 flash --port /dev/ttyACM0 --chip esp32c6 --model stories260K-q8.gguf
+  ruvllm-esp32 flash --dry-run -o image.bin      # bootloader, partition table, app, model
+
+Builds the firmware (release) unless --elf is given. Layout (4 MiB flash): bootloader, partition
+table at 0x8000, app at 0x10000, then a data partition named `model` holding the model image. The
+firmware still reads the copy of the model linked into the app; the partition is written for the
+firmware that reads it from there.")]
+    Flash {
+        /// Serial port of the board, e.g. /dev/ttyUSB0
+        #[arg(short = 'p', long)]
+        port: Option<String>,
+        /// esp32, esp32s2, esp32s3, esp32c3 or esp32c6
+        #[arg(long, default_value = "esp32c3")]
+        chip: String,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Flash this firmware ELF instead of building one
+        #[arg(long)]
+        elf: Option<PathBuf>,
+        /// Write the merged flash image to -o instead of flashing
+        #[arg(long)]
+        dry_run: bool,
+        /// Where --dry-run writes the merged image (4 MiB)
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// Serial speed while flashing
+        #[arg(long, default_value_t = 460_800)]
+        baud: u32,
+    },
+    /// Check the chip toolchains and print the steps for what is missing
+    #[command(after_help = "Examples:
+  ruvllm-esp32 install
+  ruvllm-esp32 install --yes      # also runs `espup install` when espup is there")]
+    Install {
+        /// Run `espup install` when espup is installed and the Xtensa toolchain is not
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Plan a pipeline-parallel cluster of chips over the model's layers (writes cluster.toml)
+    #[command(after_help = "Examples:
+  ruvllm-esp32 cluster --chips 2
+  ruvllm-esp32 cluster --chips 3 -m stories260K-q8.gguf -o three.toml --force")]
+    Cluster {
+        /// Number of chips, 1 to the model's layer count
+        #[arg(long)]
+        chips: usize,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(short = 'o', long, default_value = "cluster.toml")]
+        output: PathBuf,
+        /// Link speed between the chips
+        #[arg(long, default_value_t = 115_200)]
+        baud: u32,
+        /// Overwrite the output file
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a shell completion script
+    #[command(after_help = "Examples:
+  ruvllm-esp32 completions bash > ~/.local/share/bash-completion/completions/ruvllm-esp32
+  ruvllm-esp32 completions zsh > ~/.zfunc/_ruvllm-esp32
+  ruvllm-esp32 completions fish > ~/.config/fish/completions/ruvllm-esp32.fish")]
+    Completions { shell: clap_complete::Shell },
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of stdout goes away (`... | head`)
+    // instead of panicking on the failed write.
+    #[cfg(unix)]
+    // SAFETY: set once, before any thread starts.
+    unsafe {
+        let _ = nix::sys::signal::signal(nix::sys::signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+    }
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Convert { input, tokenizer, quant, output } => {
@@ -293,11 +391,11 @@ fn main() -> ExitCode {
         Cmd::Eval { model, text, quant, int, documents } => {
             commands::eval(&model, &text, quant.as_deref(), int, documents)
         }
-        Cmd::Info { model, tokenizer, quant } => {
-            commands::info(model.as_deref(), tokenizer.as_deref(), quant.as_deref())
+        Cmd::Info { model, tokenizer, quant, json } => {
+            commands::info(model.as_deref(), tokenizer.as_deref(), quant.as_deref(), json)
         }
-        Cmd::Bench { model, chip: Some(chip), engine, quant, .. } => {
-            board::bench(&model, &chip, &engine, &quant)
+        Cmd::Bench { model, chip: Some(chip), engine, quant, json, .. } => {
+            board::bench(&model, &chip, &engine, &quant, json)
         }
         Cmd::Bench { model, prompt, steps, repeat, json, chip: None, .. } => {
             bench::run(&model, &prompt, steps, repeat, json)
@@ -341,6 +439,18 @@ fn main() -> ExitCode {
         Cmd::Index { cmd } => index::run(cmd),
         Cmd::Ports { all } => serial::ports_cmd(all),
         Cmd::Monitor { port, baud } => serial::open(&port, baud).and_then(serial::terminal),
+        Cmd::Build { target, release, model } => firmware::build_cmd(&target, release, &model),
+        Cmd::Flash { port, chip, model, elf, dry_run, output, baud } => {
+            firmware::flash(&firmware::FlashArgs { port, chip, model, elf, dry_run, output, baud })
+        }
+        Cmd::Install { yes } => firmware::install(yes),
+        Cmd::Cluster { chips, model, output, baud, force } => {
+            tools::cluster(&model, chips, &output, baud, force)
+        }
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ruvllm-esp32", &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
