@@ -16,7 +16,10 @@ use std::time::Instant;
 
 pub fn convert(input: &Path, tok: Option<&Path>, quant: &str, output: &Path) -> Result<()> {
     let q = image::parse_quant(quant)?;
-    let img = image::load(Some(input), tok, Some(q))?;
+    let spin = crate::firmware::spinner(format!("converting {} to {quant}", input.display()));
+    let img = image::load(Some(input), tok, Some(q));
+    spin.finish_and_clear();
+    let img = img?;
     // Check the result loads before anything is written, then write it atomically.
     img.model().context("converted image does not load")?;
     let tmp = output.with_extension("gguf.tmp");

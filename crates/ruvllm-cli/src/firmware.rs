@@ -118,7 +118,7 @@ pub fn firmware_image(args: &ModelArgs) -> Result<Vec<u8>> {
 
 /// A spinner with the elapsed time for a step that takes more than a second (hidden when stderr
 /// is not a terminal).
-fn spinner(msg: String) -> ProgressBar {
+pub(crate) fn spinner(msg: String) -> ProgressBar {
     let pb = ProgressBar::new_spinner();
     pb.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
     pb.set_message(msg);
