@@ -61,10 +61,17 @@ impl Engine for Echo {
     fn arena_bytes(&self) -> usize {
         1234
     }
+    fn sampler(&self) -> &'static str {
+        "none"
+    }
+    fn info(&self) -> Option<ModelInfo> {
+        None
+    }
     fn generate(
         &mut self,
         prompt: &[u8],
         steps: usize,
+        _sampling: &mut Sampling,
         emit: &mut dyn FnMut(&[u8]),
     ) -> crate::Result<GenStats> {
         emit(prompt);
@@ -284,8 +291,8 @@ fn knowledge_errors_are_one_line_each_and_the_console_goes_on() {
     let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("error:")).collect();
     let expected = [
         "error: the anomaly detector needs 2 texts to compare with, it has 0: add knowledge first",
-        "error: no text given",
-        "error: no text given",
+        "error: no text given (usage: add <text>)",
+        "error: no text given (usage: add <text>)",
         "error: text is 129 bytes, knowledge holds at most 128",
         "error: text has nothing to embed (no word)",
         "error: the anomaly detector needs 2 texts to compare with, it has 1: add knowledge first",
@@ -293,7 +300,7 @@ fn knowledge_errors_are_one_line_each_and_the_console_goes_on() {
         "error: no knowledge #0",
         "error: usage: forget <id> (the number add printed)",
         "error: usage: forget <id> (the number add printed)",
-        "error: no text given",
+        "error: no text given (usage: ask <query>)",
         "error: knowledge is full (capacity 32); forget <id> makes room",
     ];
     let errors: Vec<String> = errors.iter().map(|e| e.trim_end_matches('\r').to_string()).collect();

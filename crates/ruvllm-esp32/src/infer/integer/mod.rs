@@ -22,7 +22,7 @@ mod view;
 mod tests;
 
 pub use fixed::{
-    argmax, exp_neg, inv_sqrt, isqrt, sat32, shr_round, sigmoid, swiglu, Scale, ACC, FRAC, P_FRAC,
+    argmax, exp_neg, inv_sqrt, isqrt, sample_int, sat32, shr_round, sigmoid, swiglu, Scale, ACC, FRAC, P_FRAC,
 };
 pub use tables::{EXP2_NEG, SIGMOID};
 
