@@ -153,7 +153,7 @@ macro_rules! sayln {
 
 /// Every command: its usage and one line of help, in the order `help` lists them.
 const COMMANDS: [(&str, &str); 17] = [
-    ("gen <text>", "continue <text> (greedy at temp 0, else sampled; set steps bounds it)"),
+    ("gen [text]", "continue <text>, or start from nothing (greedy at temp 0, else sampled)"),
     ("add <text>", "store <text> as knowledge (at most 128 bytes) and learn it as normal"),
     ("ask <query>", "the best-matching knowledge; with a model, continue it plus <query>"),
     ("anomaly <text>", "is <text> unlike the knowledge added? (needs 2 adds; cosine distance %)"),
@@ -403,7 +403,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         let rest = rest.trim_start_matches([' ', '\t']);
         match word {
             "" => {}
-            "gen" | "add" | "ask" | "anomaly" | "forget" if rest.is_empty() => {
+            "add" | "ask" | "anomaly" | "forget" if rest.is_empty() => {
                 let what = if word == "forget" { "id" } else { "text" };
                 sayln!(&mut self.io, "error: no {what} given (usage: {})", usage(word))?
             }
@@ -937,4 +937,23 @@ fn fill_prompt(buf: &mut [u8; MAX_LINE], text: &str, question: &str) -> usize {
         len += n;
     }
     len
+}
+
+/// Splits the transcript of a console session with echo on into the reply to each of
+/// `commands`, in order (the text between the echoed `> command` line and the next prompt);
+/// `None` when a command's echo is missing. For scripted sessions and their tests.
+pub fn replies<'t>(transcript: &'t str, commands: &[&str]) -> Option<heapless::Vec<&'t str, 128>> {
+    let mut out = heapless::Vec::new();
+    let mut rest = transcript;
+    for c in commands {
+        let mut echo = heapless::String::<{ MAX_LINE + 4 }>::new();
+        fmt::Write::write_fmt(&mut echo, format_args!("> {c}\r\n")).ok()?;
+        let at = rest.find(echo.as_str())? + echo.len();
+        let after = rest.get(at..)?;
+        let end = after.find("\r\n> ").map_or(after.len(), |e| e + 2);
+        let reply = after.get(..end)?.strip_suffix("\r\n").unwrap_or(after.get(..end)?);
+        out.push(reply).ok()?;
+        rest = after.get(end..)?;
+    }
+    Some(out)
 }

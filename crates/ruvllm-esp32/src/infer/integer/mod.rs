@@ -19,6 +19,8 @@ mod tables;
 mod view;
 
 #[cfg(test)]
+mod sample_tests;
+#[cfg(test)]
 mod tests;
 
 pub use fixed::{
