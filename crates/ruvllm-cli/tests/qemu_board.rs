@@ -628,3 +628,117 @@ fn index_bench_on_a_chip_refuses_what_it_cannot_run() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// Every console command with good and bad input (the script of
+/// crates/ruvllm-esp32/tests/console_commands.rs, a 1 MB line, binary bytes) answers on the
+/// board (integer engine, built-in model) as in the host's `console`. Replies are compared
+/// byte for byte, except the measured ones: `stats` and `features` by their line labels
+/// (the board counts instructions and reports its stack, the host counts microseconds, and
+/// RAM of host structures differs on a 64-bit machine), `stats json` by its keys and its
+/// counts. Prints the board's `stats` after the script's generations.
+#[test]
+fn every_console_command_answers_on_the_board_as_on_the_host() {
+    let Some(()) = chip_tools() else { return };
+    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default.gguf");
+    let lines: Vec<(&str, bool)> = include_str!("../../ruvllm-esp32/tests/data/console_script.txt")
+        .lines()
+        .map(|l| l.strip_prefix('!').map_or((l, false), |c| (c, true)))
+        .collect();
+    let commands: Vec<&str> = lines.iter().map(|(c, _)| *c).collect();
+    let long_line = vec![b'x'; 1 << 20];
+    let binary: &[u8] = b"\x00\x01\x02\xfe\xff\x1b[A\x80";
+    let mut input: Vec<u8> = commands.iter().flat_map(|c| format!("{c}\n").into_bytes()).collect();
+    input.extend_from_slice(&long_line);
+    input.push(b'\n');
+    input.extend_from_slice(binary);
+    input.extend_from_slice(b"\ninfo\nquit\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
+        .args(["console", "--model", s(&img)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let host = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(host.status.success());
+    let host = String::from_utf8_lossy(&host.stdout).into_owned();
+    let on_host = ruvllm_esp32::console::replies(&host, &commands).expect("every command echoed on the host");
+    let host_tail: Vec<&str> = host.rsplit("xxx\r\n").next().unwrap().lines().collect();
+
+    let Some(elf) = build(&img, false, "int") else { return };
+    let mut b = Board::boot(&elf);
+    b.expect("type help\r\n> ");
+    let labels = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with("peak RAM"))
+            .map(|l| l.split(':').next().unwrap().to_string())
+            .collect()
+    };
+    let mut board_stats = String::new();
+    for ((line, fails), host_reply) in lines.iter().zip(on_host.iter()) {
+        let reply = b.command(line);
+        assert_eq!(reply.starts_with("error: "), *fails, "{line}: {reply}");
+        match *line {
+            "stats" | "features" => {
+                assert_eq!(labels(&reply), labels(host_reply), "{line}: board\n{reply}\nhost\n{host_reply}");
+                board_stats = reply;
+            }
+            "stats json" | "stats --json" => {
+                let (j, h): (serde_json::Value, serde_json::Value) =
+                    (serde_json::from_str(&reply).unwrap(), serde_json::from_str(host_reply).unwrap());
+                let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+                assert_eq!(keys(&j), keys(&h), "{reply}\n{host_reply}");
+                assert_eq!(keys(&j["ram"]), keys(&h["ram"]), "{reply}\n{host_reply}");
+                for k in [
+                    "generations",
+                    "tokens_generated",
+                    "last_positions",
+                    "all_positions",
+                    "entries",
+                    "capacity",
+                ] {
+                    assert_eq!(j[k], h[k], "{k}: {reply}\n{host_reply}");
+                }
+                for k in ["references", "reference_capacity", "steps", "temp", "seed"] {
+                    assert_eq!(j[k], h[k], "{k}: {reply}\n{host_reply}");
+                }
+                assert_eq!(j["ram"]["arena"], h["ram"]["arena"]);
+                assert_eq!(j["unit"], "instructions");
+                assert!(j["ram"]["stack_high_water"].as_u64().is_some_and(|n| n > 0), "{reply}");
+            }
+            _ => assert_eq!(&reply, host_reply, "{line}: board and host differ"),
+        }
+    }
+    // The 1 MB line and the binary bytes: the same one error line each, then `info` answers.
+    b.send(&long_line);
+    b.send(b"\n");
+    b.expect("\r\n");
+    assert_eq!(b.expect("\r\n> "), "error: line too long (max 255 bytes)\r\n> ");
+    b.send(binary);
+    b.send(b"\n");
+    b.expect("\r\n");
+    let error = b.expect("\r\n> ");
+    assert!(host_tail.contains(&error.trim_end_matches("\r\n> ")), "{error:?} vs host {host_tail:?}");
+    assert!(b.command("info").starts_with("model: llama-architecture GGUF image"));
+    eprintln!("board stats after the script's generations:\n{board_stats}");
+    b.send(b"quit\n");
+    b.expect("bye");
+    assert_eq!(b.exit_code(), 0);
+
+    // Sampling at a temperature stays float-free: no soft-float routine is reachable from
+    // the integer sampler.
+    let objdump = "riscv64-unknown-elf-objdump";
+    if !on_path(objdump) {
+        missing("riscv64-unknown-elf-objdump (apt-get install binutils-riscv64-unknown-elf)");
+        return;
+    }
+    let reached = reachable_from(&elf, objdump, "integer::fixed::sample_int");
+    assert!(
+        reached.iter().any(|f| f.contains("exp_neg") || f.contains("random_u32")) || reached.len() > 1,
+        "{reached:?}"
+    );
+    let soft: Vec<&String> = reached.iter().filter(|f| is_soft_float(f)).collect();
+    assert!(soft.is_empty(), "soft-float routines reachable from the sampler: {soft:?}");
+}

@@ -15,7 +15,6 @@ use crate::tokenizer;
 pub struct ModelInfo {
     /// Weight format ("q8", "ternary", ...), always a GGUF image.
     pub format: &'static str,
-    pub checksum_verified: bool,
     pub dim: usize,
     pub hidden_dim: usize,
     pub layers: usize,
@@ -34,7 +33,6 @@ impl ModelInfo {
         let c = &model.config;
         ModelInfo {
             format: model.precision.name(),
-            checksum_verified: model.checksum_verified,
             dim: c.dim,
             hidden_dim: c.hidden_dim,
             layers: c.n_layers,

@@ -153,7 +153,7 @@ macro_rules! sayln {
 
 /// Every command: its usage and one line of help, in the order `help` lists them.
 const COMMANDS: [(&str, &str); 17] = [
-    ("gen [text]", "continue <text>, or start from nothing (greedy at temp 0, else sampled)"),
+    ("gen <text>", "continue <text> (none: from BOS); greedy at temp 0, else sampled"),
     ("add <text>", "store <text> as knowledge (at most 128 bytes) and learn it as normal"),
     ("ask <query>", "the best-matching knowledge; with a model, continue it plus <query>"),
     ("anomaly <text>", "is <text> unlike the knowledge added? (needs 2 adds; cosine distance %)"),
@@ -496,8 +496,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         let Some(m) = self.engine.info() else {
             return sayln!(&mut self.io, "model: none (no language model on this board)");
         };
-        let checked = if m.checksum_verified { "checksum verified" } else { "no checksum" };
-        sayln!(&mut self.io, "model: llama-architecture GGUF image, {} weights ({checked})", m.format)?;
+        sayln!(&mut self.io, "model: llama-architecture GGUF image, {} weights", m.format)?;
         sayln!(
             &mut self.io,
             "layers {}, dim {}, hidden {}, heads {}, kv heads {}, vocab {}",
