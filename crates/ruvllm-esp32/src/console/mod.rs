@@ -559,8 +559,8 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         };
         match k.clear_with(self.saved.as_deref_mut()) {
             Ok((n, refs)) => {
-                let s = if n == 1 { "y" } else { "ies" };
-                sayln!(&mut self.io, "Cleared {n} knowledge entr{s} and {refs} anomaly references")
+                let (s, r) = (if n == 1 { "y" } else { "ies" }, if refs == 1 { "" } else { "s" });
+                sayln!(&mut self.io, "Cleared {n} knowledge entr{s} and {refs} anomaly reference{r}")
             }
             Err(e) => sayln!(&mut self.io, "error: {e}"),
         }

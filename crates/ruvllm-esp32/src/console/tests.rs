@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::infer::GenStats;
+
+mod commands;
 use std::collections::VecDeque;
 use std::vec::Vec;
 
