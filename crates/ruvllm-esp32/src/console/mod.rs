@@ -17,6 +17,12 @@
 //! only after the change is durable, and a failed save is undone and reported in one line
 //! (write-then-acknowledge); [`Knowledge::restore`] loads it at boot.
 //!
+//! `help` lists every command (the `COMMANDS` table is also where the usage in error lines comes from);
+//! `info` describes the model, `features` the build, `stats` (or `stats json`, one JSON line)
+//! the RAM, tokens and costs; `set temp` / `set seed` make `gen` sample (on the integer engine
+//! with integer arithmetic only, see [`Sampling`]); `clear` forgets all knowledge, `reset` the
+//! settings and counters.
+//!
 //! Every byte that arrives is untrusted: an overlong line, invalid UTF-8, an unknown command or
 //! bytes typed while a generation runs each get one `error: ...` line, and the console keeps
 //! answering.
@@ -172,12 +178,10 @@ const COMMANDS: [(&str, &str); 17] = [
     ("quit", "leave (the QEMU board exits)"),
 ];
 
-/// The usage of command `word` (its first usage line in [`COMMANDS`]).
+/// The usage of command `word` (its line in [`COMMANDS`]; `exit` is `quit`).
 fn usage(word: &str) -> &'static str {
-    COMMANDS
-        .iter()
-        .find(|(u, _)| u.split(' ').next() == Some(word) || (word == "set" && u.starts_with("set ")))
-        .map_or("help", |(u, _)| *u)
+    let word = if word == "exit" { "quit" } else { word };
+    COMMANDS.iter().find(|(u, _)| u.split(' ').next() == Some(word)).map_or("help", |(u, _)| *u)
 }
 
 /// A temperature in thousandths as a decimal: `0`, `0.8`, `1.25`.
@@ -421,7 +425,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
             "stats" => match rest {
                 "" => self.stats()?,
                 "json" | "--json" => self.stats_json()?,
-                _ => sayln!(&mut self.io, "error: stats takes nothing or json (usage: stats [json])")?,
+                _ => sayln!(&mut self.io, "error: stats takes nothing or json (usage: {})", usage(word))?,
             },
             "bench" => self.bench()?,
             "set" => self.set(rest)?,
