@@ -235,8 +235,11 @@ pub fn sample_int(logits: &[i32], temp_milli: u32, rng: &mut u64) -> u32 {
         return argmax(logits);
     }
     let max = logits.iter().fold(i32::MIN, |m, &v| m.max(v));
+    // 1/T with 22 fractional bits, so each logit costs a multiply, not a 64-bit division:
+    // `d < 2^32` and `inv <= 1000 * 2^22 < 2^32`, so `d * inv` fits in u64.
+    let inv = (1000u64 << 22) / temp_milli as u64;
     let weight = |l: i32| {
-        let t = (max as i64 - l as i64) as u64 * 1000 / temp_milli as u64;
+        let t = ((max as i64 - l as i64) as u64 * inv) >> 22;
         exp_neg(t.min(u32::MAX as u64) as u32) as u64
     };
     // The maximum weighs exactly 2^30, so the sum is positive; at most 2^30 per token.
