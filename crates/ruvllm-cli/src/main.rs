@@ -214,6 +214,7 @@ enum Cmd {
     #[command(after_help = "Examples:
   ruvllm-esp32 console                              # the built-in model, here
   echo 'gen Once upon a time' | ruvllm-esp32 console -m model.gguf
+  printf 'set temp 0.8\\nset seed 7\\ngen Once\\nstats json\\n' | ruvllm-esp32 console
   ruvllm-esp32 console --knowledge facts.rvk        # knowledge kept across runs
   ruvllm-esp32 console --port /dev/ttyUSB0          # a board (Ctrl-] quits)")]
     Console {

@@ -748,3 +748,30 @@ fn every_console_command_answers_on_the_board_as_on_the_host() {
     let soft: Vec<&String> = reached.iter().filter(|f| is_soft_float(f)).collect();
     assert!(soft.is_empty(), "soft-float routines reachable from the sampler: {soft:?}");
 }
+
+/// `clear` on a board that saves its knowledge in flash: the next boot restores nothing.
+#[test]
+fn clear_on_the_board_empties_its_flash_store() {
+    use ruvllm_cli::board_flash::new_flash_file;
+    let Some(()) = chip_tools() else { return };
+    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default.gguf");
+    let Some(elf) = build(&img, false, "int") else { return };
+    let flash = scratch("clear-flash.bin");
+    new_flash_file(&flash).unwrap();
+    let mut b = Board::boot_with(&elf, Some(&flash));
+    b.expect("type help\r\n> ");
+    assert_eq!(b.command("add The cat sleeps on the warm kitchen floor."), "Added knowledge #1");
+    assert_eq!(b.command("add Tom the dog digs holes in the garden."), "Added knowledge #2");
+    assert_eq!(b.command("clear"), "Cleared 2 knowledge entries and 2 anomaly references");
+    b.send(b"quit\n");
+    b.expect("bye");
+    assert_eq!(b.exit_code(), 0);
+    let mut b = Board::boot_with(&elf, Some(&flash));
+    let boot = b.expect("type help\r\n> ");
+    assert!(boot.contains("knowledge: restored 0 entries, 0 detector references"), "{boot}");
+    assert_eq!(b.command("ask where does the cat sleep"), "Found: nothing");
+    b.send(b"quit\n");
+    b.expect("bye");
+    assert_eq!(b.exit_code(), 0);
+    let _ = std::fs::remove_file(&flash);
+}

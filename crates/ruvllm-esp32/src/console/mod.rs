@@ -449,7 +449,10 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                         self.steps = n;
                         sayln!(&mut self.io, "steps {n}")
                     }
-                    _ => sayln!(&mut self.io, "error: steps must be a number in 1..={ctx}"),
+                    _ => sayln!(
+                        &mut self.io,
+                        "error: steps must be a number in 1..={ctx} (usage: set steps <n>)"
+                    ),
                 }
             }
             (Some("temp"), Some(t), None) => match parse_milli(t) {
