@@ -90,8 +90,9 @@ enum Cmd {
         /// Use the scalar reference kernels instead of the CPU's fast path
         #[arg(long)]
         scalar: bool,
-        /// Run the integer-only path (no float in the forward pass, as on an ESP32-C3/C6),
-        /// greedy; the model is converted to q8 as needed (or to --quant ternary|binary)
+        /// Run the integer-only path (no float in the forward pass, as on an ESP32-C3/C6): greedy,
+        /// or with --temp the integer sampler of the console's `set temp` (whole distribution,
+        /// no top-p/top-k); the model is converted to q8 as needed (or to --quant ternary|binary)
         #[arg(long = "int", conflicts_with = "scalar")]
         int: bool,
     },
