@@ -775,3 +775,52 @@ fn clear_on_the_board_empties_its_flash_store() {
     assert_eq!(b.exit_code(), 0);
     let _ = std::fs::remove_file(&flash);
 }
+
+/// The float engine samples on the board as the host's `gen --scalar` does (same IEEE f32
+/// arithmetic, soft-float on the chip; one xorshift RNG; top-p off, as the console samples).
+#[test]
+fn the_float_board_samples_as_the_host_does() {
+    let (Some(model), Some(tok)) = (shared("models/stories260K.bin"), shared("models/tok512.bin")) else {
+        return;
+    };
+    let Some(()) = chip_tools() else { return };
+    let q8 = scratch("stories260K-q8-sampling.gguf");
+    let out = run(&["convert", s(&model), "--tokenizer", s(&tok), "--quant", "q8", "-o", s(&q8)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let Some(elf) = build(&q8, false, "float") else { return };
+    let mut b = Board::boot(&elf);
+    b.expect("type help\r\n> ");
+    b.command("set steps 64");
+    b.command("set temp 0.8");
+    let mut texts = Vec::new();
+    for seed in ["7", "8"] {
+        let host = run(&[
+            "gen",
+            "--model",
+            s(&q8),
+            "--quant",
+            "q8",
+            "--scalar",
+            "--prompt",
+            PROMPT,
+            "--steps",
+            "64",
+            "--temp",
+            "0.8",
+            "--top-p",
+            "0",
+            "--seed",
+            seed,
+        ]);
+        assert!(host.status.success(), "{}", String::from_utf8_lossy(&host.stderr));
+        let host_text = String::from_utf8(host.stdout).unwrap();
+        assert_eq!(b.command(&format!("set seed {seed}")), format!("seed {seed}"));
+        let text = b.command(&format!("gen {PROMPT}"));
+        assert_eq!(text, host_text.trim_end_matches('\n'), "seed {seed}");
+        texts.push(text);
+    }
+    assert_ne!(texts[0], texts[1], "seeds 7 and 8 gave the same text");
+    b.send(b"quit\n");
+    b.expect("bye");
+    assert_eq!(b.exit_code(), 0);
+}
