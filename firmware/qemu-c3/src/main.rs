@@ -27,9 +27,9 @@ use ruvllm_esp32::console::ReferenceEngine;
 #[cfg(not(feature = "vector-bench"))]
 use ruvllm_esp32::console::{Board, Console, Knowledge, KnowledgeStore, SavingOff};
 #[cfg(not(feature = "vector-bench"))]
-use ruvllm_esp32::store::Store;
-#[cfg(not(feature = "vector-bench"))]
 use ruvllm_esp32::model::Model;
+#[cfg(not(feature = "vector-bench"))]
+use ruvllm_esp32::store::Store;
 use uart::Uart;
 
 // LAYERS, SEQ_LEN, ARENA_LEN: computed by build.rs from the image.
@@ -191,7 +191,12 @@ fn open_knowledge(uart: &mut Uart, knowledge: &mut Knowledge) -> Option<Store<pf
         }
     }
     if boot.pages_in_use == 0 {
-        let _ = write!(Fmt(uart), " (new store: pflash 0x{:x}..0x{:x})", KNOWLEDGE_REGION.start, KNOWLEDGE_REGION.end);
+        let _ = write!(
+            Fmt(uart),
+            " (new store: pflash 0x{:x}..0x{:x})",
+            KNOWLEDGE_REGION.start,
+            KNOWLEDGE_REGION.end
+        );
     }
     if !boot.is_clean() {
         let _ = write!(
