@@ -17,8 +17,8 @@
 //! only after the change is durable, and a failed save is undone and reported in one line
 //! (write-then-acknowledge); [`Knowledge::restore`] loads it at boot.
 //!
-//! `help` lists every command (the `COMMANDS` table is also where the usage in error lines comes from);
-//! `info` describes the model, `features` the build, `stats` (or `stats json`, one JSON line)
+//! `help` lists every command (the `COMMANDS` table is also where the usage in error lines
+//! comes from); `info` describes the model, `features` the build, `stats` (or `stats json`, one JSON line)
 //! the RAM, tokens and costs; `set temp` / `set seed` make `gen` sample (on the integer engine
 //! with integer arithmetic only, see [`Sampling`]); `clear` forgets all knowledge, `reset` the
 //! settings and counters.
@@ -947,7 +947,8 @@ fn fill_prompt(buf: &mut [u8; MAX_LINE], text: &str, question: &str) -> usize {
 
 /// Splits the transcript of a console session with echo on into the reply to each of
 /// `commands`, in order (the text between the echoed `> command` line and the next prompt);
-/// `None` when a command's echo is missing. For scripted sessions and their tests.
+/// `None` when a command's echo is missing or there are more than 128 commands. For scripted
+/// sessions and their tests.
 pub fn replies<'t>(transcript: &'t str, commands: &[&str]) -> Option<heapless::Vec<&'t str, 128>> {
     let mut out = heapless::Vec::new();
     let mut rest = transcript;
