@@ -738,7 +738,13 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 k.detector_ram_bytes()
             )?;
         }
-        sayln!(&mut self.io, "console RAM: {} bytes (line buffer, settings, counters)", size_of::<Self>())?;
+        // The Console value itself (on the stack of a board's main): line buffer, the engine
+        // with its prompt-token buffer, settings and counters.
+        sayln!(
+            &mut self.io,
+            "console RAM: {} bytes (line buffer, engine and its prompt tokens, settings)",
+            size_of::<Self>()
+        )?;
         self.report_peak_ram()?;
         sayln!(&mut self.io, "generations: {}, tokens generated: {}", t.generations, t.tokens_generated)?;
         let unit = self.board.counter_unit;
