@@ -102,8 +102,13 @@ pub fn gen(
     if !(temp.is_finite() && temp >= 0.0 && (0.0..=1.0).contains(&top_p)) {
         bail!("--temp must be >= 0 and --top-p within 0..=1");
     }
-    if int && temp != 0.0 {
-        bail!("--int generates greedily (--temp 0): sampling needs floats");
+    // The integer path samples at a temperature in thousandths, like the console's `set temp`.
+    let temp_milli = (temp * 1000.0).round();
+    if int && !(0.0..=ruvllm_esp32::console::MAX_TEMP_MILLI as f32).contains(&temp_milli) {
+        bail!("--int takes --temp from 0 to 10 (in thousandths)");
+    }
+    if int && temp != 0.0 && top_k != 0 {
+        bail!("--int samples from the whole distribution (no --top-k)");
     }
     let img = if int { load_int(args, quant)? } else { load(args, quant)? };
     let model = img.model()?;
@@ -128,7 +133,8 @@ pub fn gen(
     };
     let stats = if int {
         let mut state = IntState::new(&model, &mut int_arena, steps)?;
-        infer::generate_int(&model, &mut state, &tokens, steps, emit)?
+        let mut sampling = ruvllm_esp32::sample::Sampling::new(temp_milli as u32, seed);
+        infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
     } else {
         let mut state = State::new(&model, &mut arena, steps, kernels)?;
         infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?

@@ -92,8 +92,9 @@ enum Cmd {
         /// Use the scalar reference kernels instead of the CPU's fast path
         #[arg(long)]
         scalar: bool,
-        /// Run the integer-only path (no float in the forward pass, as on an ESP32-C3/C6),
-        /// greedy; the model is converted to q8 as needed (or to --quant ternary|binary)
+        /// Run the integer-only path (no float in the forward pass, as on an ESP32-C3/C6): greedy,
+        /// or with --temp the integer sampler of the console's `set temp` (whole distribution,
+        /// no top-p/top-k); the model is converted to q8 as needed (or to --quant ternary|binary)
         #[arg(long = "int", conflicts_with = "scalar")]
         int: bool,
     },
@@ -221,6 +222,7 @@ enum Cmd {
     #[command(after_help = "Examples:
   ruvllm-esp32 console                              # the built-in model, here
   echo 'gen Once upon a time' | ruvllm-esp32 console -m model.gguf
+  printf 'set temp 0.8\\nset seed 7\\ngen Once\\nstats json\\n' | ruvllm-esp32 console
   ruvllm-esp32 console --knowledge facts.rvk        # knowledge kept across runs
   ruvllm-esp32 console --port /dev/ttyUSB0          # a board (Ctrl-] quits)")]
     Console {

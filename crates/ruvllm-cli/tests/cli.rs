@@ -309,7 +309,7 @@ ask where does the cat sleep\nanomaly The cat sleeps in the kitchen.\nforget 2\n
     assert!(reply("anomaly the cat").starts_with("error: the anomaly detector needs 2 texts"), "{shown}");
     assert_eq!(reply("add The cat sleeps on the warm kitchen floor."), "Added knowledge #1");
     assert_eq!(reply("add The cat drinks milk in the kitchen."), "Added knowledge #4");
-    assert_eq!(reply("add"), "error: no text given");
+    assert_eq!(reply("add"), "error: no text given (usage: add <text>)");
     assert_eq!(reply("add ..."), "error: text has nothing to embed (no word)");
     assert_eq!(reply("forget 9"), "error: no knowledge #9");
     assert!(reply("forget x").starts_with("error: usage: forget <id>"), "{shown}");

@@ -440,9 +440,9 @@ fn bad_knowledge_lines() -> Vec<(Vec<u8>, &'static str)> {
         (b"add the cat\x1b[2J sleeps".to_vec(), "error: text holds control character U+001B at byte 7"),
         (b"ask cat\x00".to_vec(), "error: text holds control character U+0000 at byte 3"),
         (b"anomaly \x1b[A\x1b[A".to_vec(), "error: text holds control character U+001B at byte 0"),
-        (b"add".to_vec(), "error: no text given"),
-        (b"ask   ".to_vec(), "error: no text given"),
-        (b"anomaly".to_vec(), "error: no text given"),
+        (b"add".to_vec(), "error: no text given (usage: add <text>)"),
+        (b"ask   ".to_vec(), "error: no text given (usage: ask <query>)"),
+        (b"anomaly".to_vec(), "error: no text given (usage: anomaly <text>)"),
     ]
 }
 
@@ -786,6 +786,202 @@ fn adding_to_a_full_store_on_the_board() {
     let filled = later.remove(0);
     let dearest = later.iter().max().unwrap();
     eprintln!("instructions: the add that fills the store {filled}; adds to the full store {later:?} (dearest {dearest})");
+    b.send(b"quit\n");
+    b.expect("bye");
+    assert_eq!(b.exit_code(), 0);
+}
+
+/// Every console command with good and bad input (the script of
+/// crates/ruvllm-esp32/tests/console_commands.rs, a 1 MB line, binary bytes) answers on the
+/// board (integer engine, built-in model) as in the host's `console`. Replies are compared
+/// byte for byte, except the measured ones: `stats` and `features` by their line labels
+/// (the board counts instructions and reports its stack, the host counts microseconds, and
+/// RAM of host structures differs on a 64-bit machine), `stats json` by its keys and its
+/// counts. Prints the board's `stats` after the script's generations.
+#[test]
+fn every_console_command_answers_on_the_board_as_on_the_host() {
+    let Some(()) = chip_tools() else { return };
+    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default.gguf");
+    let lines: Vec<(&str, bool)> = include_str!("../../ruvllm-esp32/tests/data/console_script.txt")
+        .lines()
+        .map(|l| l.strip_prefix('!').map_or((l, false), |c| (c, true)))
+        .collect();
+    let commands: Vec<&str> = lines.iter().map(|(c, _)| *c).collect();
+    let long_line = vec![b'x'; 1 << 20];
+    let binary: &[u8] = b"\x00\x01\x02\xfe\xff\x1b[A\x80";
+    let mut input: Vec<u8> = commands.iter().flat_map(|c| format!("{c}\n").into_bytes()).collect();
+    input.extend_from_slice(&long_line);
+    input.push(b'\n');
+    input.extend_from_slice(binary);
+    input.extend_from_slice(b"\ninfo\nquit\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
+        .args(["console", "--model", s(&img)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let host = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(host.status.success());
+    let host = String::from_utf8_lossy(&host.stdout).into_owned();
+    let on_host = ruvllm_esp32::console::replies(&host, &commands).expect("every command echoed on the host");
+    let host_tail: Vec<&str> = host.rsplit("xxx\r\n").next().unwrap().lines().collect();
+
+    let Some(elf) = build(&img, false, "int") else { return };
+    let mut b = Board::boot(&elf);
+    b.expect("type help\r\n> ");
+    let labels = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with("peak RAM"))
+            .map(|l| l.split(':').next().unwrap().to_string())
+            .collect()
+    };
+    let mut board_stats = String::new();
+    for ((line, fails), host_reply) in lines.iter().zip(on_host.iter()) {
+        let reply = b.command(line);
+        assert_eq!(reply.starts_with("error: "), *fails, "{line}: {reply}");
+        match *line {
+            "stats" | "features" => {
+                assert_eq!(labels(&reply), labels(host_reply), "{line}: board\n{reply}\nhost\n{host_reply}");
+                board_stats = reply;
+            }
+            "stats json" | "stats --json" => {
+                let (j, h): (serde_json::Value, serde_json::Value) =
+                    (serde_json::from_str(&reply).unwrap(), serde_json::from_str(host_reply).unwrap());
+                let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+                assert_eq!(keys(&j), keys(&h), "{reply}\n{host_reply}");
+                assert_eq!(keys(&j["ram"]), keys(&h["ram"]), "{reply}\n{host_reply}");
+                for k in [
+                    "generations",
+                    "tokens_generated",
+                    "last_positions",
+                    "all_positions",
+                    "entries",
+                    "capacity",
+                ] {
+                    assert_eq!(j[k], h[k], "{k}: {reply}\n{host_reply}");
+                }
+                for k in ["references", "reference_capacity", "steps", "temp", "seed"] {
+                    assert_eq!(j[k], h[k], "{k}: {reply}\n{host_reply}");
+                }
+                assert_eq!(j["ram"]["arena"], h["ram"]["arena"]);
+                assert_eq!(j["unit"], "instructions");
+                assert!(j["ram"]["stack_high_water"].as_u64().is_some_and(|n| n > 0), "{reply}");
+            }
+            _ => assert_eq!(&reply, host_reply, "{line}: board and host differ"),
+        }
+    }
+    // The 1 MB line and the binary bytes: the same one error line each, then `info` answers.
+    b.send(&long_line);
+    b.send(b"\n");
+    b.expect("\r\n");
+    assert_eq!(b.expect("\r\n> "), "error: line too long (max 255 bytes)\r\n> ");
+    b.send(binary);
+    b.send(b"\n");
+    b.expect("\r\n");
+    let error = b.expect("\r\n> ");
+    assert!(host_tail.contains(&error.trim_end_matches("\r\n> ")), "{error:?} vs host {host_tail:?}");
+    assert!(b.command("info").starts_with("model: llama-architecture GGUF image"));
+    eprintln!("board stats after the script's generations:\n{board_stats}");
+    // What sampling costs on the board: 128 positions greedy, then at temp 0.8.
+    b.command("set steps 128");
+    for temp in ["0", "0.8"] {
+        b.command(&format!("set temp {temp}"));
+        b.command("gen Once upon a time");
+        let stats = b.command("stats");
+        let last = stats.lines().find(|l| l.starts_with("last generation: ")).expect("a measured generation");
+        eprintln!("temp {temp}: {last}");
+    }
+    b.send(b"quit\n");
+    b.expect("bye");
+    assert_eq!(b.exit_code(), 0);
+
+    // Sampling at a temperature stays float-free: no soft-float routine is reachable from
+    // the integer sampler.
+    let objdump = "riscv64-unknown-elf-objdump";
+    if !on_path(objdump) {
+        missing("riscv64-unknown-elf-objdump (apt-get install binutils-riscv64-unknown-elf)");
+        return;
+    }
+    let reached = reachable_from(&elf, objdump, "integer::fixed::sample_int");
+    // (reachable_from fails if the ELF has no sample_int: the sampler is on the board.)
+    let soft: Vec<&String> = reached.iter().filter(|f| is_soft_float(f)).collect();
+    assert!(soft.is_empty(), "soft-float routines reachable from the sampler: {soft:?}");
+}
+
+/// `clear` on a board that saves its knowledge in flash: the next boot restores nothing.
+#[test]
+fn clear_on_the_board_empties_its_flash_store() {
+    use ruvllm_cli::board_flash::new_flash_file;
+    let Some(()) = chip_tools() else { return };
+    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default.gguf");
+    let Some(elf) = build(&img, false, "int") else { return };
+    let flash = scratch("clear-flash.bin");
+    new_flash_file(&flash).unwrap();
+    let mut b = Board::boot_with(&elf, Some(&flash));
+    b.expect("type help\r\n> ");
+    assert_eq!(b.command("add The cat sleeps on the warm kitchen floor."), "Added knowledge #1");
+    assert_eq!(b.command("add Tom the dog digs holes in the garden."), "Added knowledge #2");
+    assert_eq!(b.command("clear"), "Cleared 2 knowledge entries and 2 anomaly references");
+    b.send(b"quit\n");
+    b.expect("bye");
+    assert_eq!(b.exit_code(), 0);
+    let mut b = Board::boot_with(&elf, Some(&flash));
+    let boot = b.expect("type help\r\n> ");
+    assert!(boot.contains("knowledge: restored 0 entries, 0 detector references"), "{boot}");
+    assert_eq!(b.command("ask where does the cat sleep"), "Found: nothing");
+    b.send(b"quit\n");
+    b.expect("bye");
+    assert_eq!(b.exit_code(), 0);
+    let _ = std::fs::remove_file(&flash);
+}
+
+/// The float engine samples on the board as the host's `gen --scalar` does (same IEEE f32
+/// arithmetic, soft-float on the chip; one xorshift RNG; top-p off, as the console samples).
+#[test]
+fn the_float_board_samples_as_the_host_does() {
+    let (Some(model), Some(tok)) = (shared("models/stories260K.bin"), shared("models/tok512.bin")) else {
+        return;
+    };
+    let Some(()) = chip_tools() else { return };
+    let q8 = scratch("stories260K-q8-sampling.gguf");
+    let out = run(&["convert", s(&model), "--tokenizer", s(&tok), "--quant", "q8", "-o", s(&q8)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let Some(elf) = build(&q8, false, "float") else { return };
+    let mut b = Board::boot(&elf);
+    b.expect("type help\r\n> ");
+    b.command("set steps 64");
+    b.command("set temp 0.8");
+    let mut texts = Vec::new();
+    for seed in ["7", "8"] {
+        let host = run(&[
+            "gen",
+            "--model",
+            s(&q8),
+            "--quant",
+            "q8",
+            "--scalar",
+            "--prompt",
+            PROMPT,
+            "--steps",
+            "64",
+            "--temp",
+            "0.8",
+            "--top-p",
+            "0",
+            "--seed",
+            seed,
+        ]);
+        assert!(host.status.success(), "{}", String::from_utf8_lossy(&host.stderr));
+        let host_text = String::from_utf8(host.stdout).unwrap();
+        assert_eq!(b.command(&format!("set seed {seed}")), format!("seed {seed}"));
+        let text = b.command(&format!("gen {PROMPT}"));
+        assert_eq!(text, host_text.trim_end_matches('\n'), "seed {seed}");
+        texts.push(text);
+    }
+    assert_ne!(texts[0], texts[1], "seeds 7 and 8 gave the same text");
     b.send(b"quit\n");
     b.expect("bye");
     assert_eq!(b.exit_code(), 0);

@@ -14,6 +14,46 @@ pub struct ProbIndex {
 /// Seed used instead of 0, on which xorshift would return 0 forever (llama2.c forbids 0).
 const ZERO_SEED_REPLACEMENT: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// The RNG state a `seed` starts: the seed itself, except 0 (xorshift would stay at 0).
+pub const fn seed_state(seed: u64) -> u64 {
+    if seed == 0 {
+        ZERO_SEED_REPLACEMENT
+    } else {
+        seed
+    }
+}
+
+/// llama2.c's xorshift* step on `state` (never 0: see [`seed_state`]): the one RNG of the
+/// float [`Sampler`] and the integer sampler
+/// ([`sample_int`](crate::infer::integer::sample_int)).
+pub fn random_u32(state: &mut u64) -> u32 {
+    let mut s = *state;
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    *state = s;
+    (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32
+}
+
+/// What a console's generations sample with: the temperature in thousandths (0 = greedy, the
+/// default) and the RNG state, carried from one generation to the next so that a session
+/// replays exactly from its seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sampling {
+    pub temp_milli: u32,
+    pub rng: u64,
+}
+
+impl Sampling {
+    /// Greedy; the RNG is not used.
+    pub const GREEDY: Sampling = Sampling { temp_milli: 0, rng: ZERO_SEED_REPLACEMENT };
+
+    /// Temperature `temp_milli` / 1000, the RNG started from `seed`.
+    pub const fn new(temp_milli: u32, seed: u64) -> Self {
+        Sampling { temp_milli, rng: seed_state(seed) }
+    }
+}
+
 /// Sampling settings plus the RNG state.
 pub struct Sampler {
     temperature: f32,
@@ -121,18 +161,18 @@ impl Sampler {
     /// `temperature` 0 = greedy; `top_p` outside (0,1) = off; `top_k` 0 = off. A `seed` of 0
     /// is replaced by a fixed non-zero constant (xorshift is stuck at 0).
     pub fn new(temperature: f32, top_p: f32, top_k: usize, seed: u64) -> Self {
-        let rng_state = if seed == 0 { ZERO_SEED_REPLACEMENT } else { seed };
-        Sampler { temperature, top_p, top_k, rng_state }
+        Sampler { temperature, top_p, top_k, rng_state: seed_state(seed) }
     }
 
     /// llama2.c's xorshift* step.
     fn random_u32(&mut self) -> u32 {
-        let mut s = self.rng_state;
-        s ^= s >> 12;
-        s ^= s << 25;
-        s ^= s >> 27;
-        self.rng_state = s;
-        (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32
+        random_u32(&mut self.rng_state)
+    }
+
+    /// The RNG state, to carry it from one generation to the next ([`Sampler::new`] takes it
+    /// back as the seed).
+    pub fn rng_state(&self) -> u64 {
+        self.rng_state
     }
 
     /// Uniform in [0,1) with 24 bits, as llama2.c.

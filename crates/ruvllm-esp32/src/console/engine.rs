@@ -7,8 +7,44 @@ use crate::error::Result;
 use crate::infer::{self, GenStats, IntState, State};
 use crate::kernels::Kernels;
 use crate::model::Model;
-use crate::sample::Sampler;
+use crate::sample::{Sampler, Sampling};
 use crate::tokenizer;
+
+/// What `info` shows about the model an engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// Weight format ("q8", "ternary", ...), always a GGUF image.
+    pub format: &'static str,
+    pub dim: usize,
+    pub hidden_dim: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub vocab: usize,
+    /// Context the model was trained for; the engine may run fewer positions.
+    pub trained_context: usize,
+    pub parameters: usize,
+    /// Bytes of the weights, read in place from the image (flash on a board).
+    pub weight_bytes: usize,
+}
+
+impl ModelInfo {
+    fn of<const L: usize>(model: &Model<'_, L>) -> Self {
+        let c = &model.config;
+        ModelInfo {
+            format: model.precision.name(),
+            dim: c.dim,
+            hidden_dim: c.hidden_dim,
+            layers: c.n_layers,
+            heads: c.n_heads,
+            kv_heads: c.n_kv_heads,
+            vocab: c.vocab_size,
+            trained_context: c.seq_len,
+            parameters: c.n_params(),
+            weight_bytes: model.weight_bytes(),
+        }
+    }
+}
 
 /// What the console needs from an inference engine.
 pub trait Engine {
@@ -18,10 +54,20 @@ pub trait Engine {
     fn context_len(&self) -> usize;
     /// RAM of the engine's arena (activations and KV cache), in bytes.
     fn arena_bytes(&self) -> usize;
-    /// Greedy generation of `steps` positions from `prompt` (BOS is added), exactly like the
-    /// host's `gen`: `emit` gets the prompt's pieces, then each generated piece as soon as it
-    /// is known.
-    fn generate(&mut self, prompt: &[u8], steps: usize, emit: &mut dyn FnMut(&[u8])) -> Result<GenStats>;
+    /// How this engine samples at a temperature above 0, for `features`.
+    fn sampler(&self) -> &'static str;
+    /// The model, for `info`; `None` without one.
+    fn info(&self) -> Option<ModelInfo>;
+    /// Generation of `steps` positions from `prompt` (BOS is added), exactly like the host's
+    /// `gen` (greedy at temperature 0): `emit` gets the prompt's pieces, then each generated
+    /// piece as soon as it is known. `sampling.rng` moves on with each sampled token.
+    fn generate(
+        &mut self,
+        prompt: &[u8],
+        steps: usize,
+        sampling: &mut Sampling,
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> Result<GenStats>;
     /// Runs `token` at `pos` and returns the greedy next token (the benchmark's unit of work).
     fn step(&mut self, token: u32, pos: usize) -> Result<u32>;
     /// The begin-of-sequence token.
@@ -66,14 +112,33 @@ impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
         self.arena_bytes
     }
 
-    fn generate(&mut self, prompt: &[u8], steps: usize, emit: &mut dyn FnMut(&[u8])) -> Result<GenStats> {
+    fn sampler(&self) -> &'static str {
+        "f32 softmax (crate::sample::Sampler, multinomial)"
+    }
+
+    fn info(&self) -> Option<ModelInfo> {
+        Some(ModelInfo::of(self.model))
+    }
+
+    fn generate(
+        &mut self,
+        prompt: &[u8],
+        steps: usize,
+        sampling: &mut Sampling,
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> Result<GenStats> {
         let n = tokenizer::encode(&self.model.vocab, prompt, true, false, &mut self.tokens)?;
         let tokens = self.tokens.get(..n).unwrap_or_default();
-        // Greedy sampling never touches the candidate scratch, so none is kept in RAM.
-        let mut sampler = Sampler::new(0.0, 0.9, 0, 42);
-        infer::generate(self.model, &mut self.state, &mut sampler, &mut [], tokens, steps, |piece, _| {
-            emit(piece)
-        })
+        // Greedy and plain multinomial sampling (top-p and top-k off) never touch the
+        // candidate scratch, so none is kept in RAM.
+        let temp = sampling.temp_milli as f32 / 1000.0;
+        let mut sampler = Sampler::new(temp, 0.0, 0, sampling.rng);
+        let out =
+            infer::generate(self.model, &mut self.state, &mut sampler, &mut [], tokens, steps, |piece, _| {
+                emit(piece)
+            });
+        sampling.rng = sampler.rng_state();
+        out
     }
 
     fn step(&mut self, token: u32, pos: usize) -> Result<u32> {
@@ -117,10 +182,26 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
         self.arena_bytes
     }
 
-    fn generate(&mut self, prompt: &[u8], steps: usize, emit: &mut dyn FnMut(&[u8])) -> Result<GenStats> {
+    fn sampler(&self) -> &'static str {
+        "integer softmax (Q16.16 logits, fixed-point exp, xorshift RNG; no float)"
+    }
+
+    fn info(&self) -> Option<ModelInfo> {
+        Some(ModelInfo::of(self.model))
+    }
+
+    fn generate(
+        &mut self,
+        prompt: &[u8],
+        steps: usize,
+        sampling: &mut Sampling,
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> Result<GenStats> {
         let n = tokenizer::encode(&self.model.vocab, prompt, true, false, &mut self.tokens)?;
         let tokens = self.tokens.get(..n).unwrap_or_default();
-        infer::generate_int(self.model, &mut self.state, tokens, steps, |piece, _| emit(piece))
+        infer::generate_int_sampled(self.model, &mut self.state, tokens, steps, sampling, |piece, _| {
+            emit(piece)
+        })
     }
 
     fn step(&mut self, token: u32, pos: usize) -> Result<u32> {
@@ -151,7 +232,21 @@ impl Engine for NoModel {
         0
     }
 
-    fn generate(&mut self, _prompt: &[u8], _steps: usize, _emit: &mut dyn FnMut(&[u8])) -> Result<GenStats> {
+    fn sampler(&self) -> &'static str {
+        "none"
+    }
+
+    fn info(&self) -> Option<ModelInfo> {
+        None
+    }
+
+    fn generate(
+        &mut self,
+        _prompt: &[u8],
+        _steps: usize,
+        _sampling: &mut Sampling,
+        _emit: &mut dyn FnMut(&[u8]),
+    ) -> Result<GenStats> {
         Err(crate::Error::Invalid { what: "no language model on this board" })
     }
 

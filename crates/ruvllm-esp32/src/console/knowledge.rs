@@ -23,7 +23,7 @@ use super::saved::{roll_back, KnowledgeStore};
 use crate::embed::{Embedder, NgramEmbedder, TableEmbedder};
 use crate::error::Error;
 use crate::knowledge::{
-    AnomalyConfig, AnomalyDetector, AnomalyPrior, AnomalyResult, MicroRAG, RAGConfig, Retrieved,
+    AnomalyConfig, AnomalyDetector, AnomalyPrior, AnomalyResult, Learned, MicroRAG, RAGConfig, Retrieved,
 };
 
 /// Dimensions of every embedding the console stores.
@@ -72,6 +72,9 @@ pub enum KnowledgeError {
     Other(Error),
     /// Saving the change failed; it was undone in RAM (write-then-acknowledge).
     NotSaved(Error),
+    /// `clear` removed `cleared` of `of` entries (each one saved) before a save failed; the
+    /// rest, and the detector's references, are kept.
+    ClearStopped { cleared: usize, of: usize, error: Error },
 }
 
 impl core::fmt::Display for KnowledgeError {
@@ -95,6 +98,10 @@ impl core::fmt::Display for KnowledgeError {
             KnowledgeError::Other(Error::Invalid { what }) => write!(f, "{what}"),
             KnowledgeError::Other(e) => write!(f, "{e}"),
             KnowledgeError::NotSaved(e) => write!(f, "not saved, nothing changed: {e}"),
+            KnowledgeError::ClearStopped { cleared, of, error } => write!(
+                f,
+                "clear stopped after {cleared} of {of} entries, the rest are kept: not saved: {error}"
+            ),
         }
     }
 }
@@ -109,6 +116,11 @@ impl From<Error> for KnowledgeError {
 pub type KnowledgeRag = MicroRAG<KNOWLEDGE_DIM, KNOWLEDGE_CAP, KNOWLEDGE_TEXT>;
 /// The anomaly detector inside [`Knowledge`].
 pub type KnowledgeDetector = AnomalyDetector<KNOWLEDGE_DIM, ANOMALY_CAP>;
+
+/// The console's detector, empty: the default settings with the measured [`ANOMALY_PRIOR`].
+fn new_detector() -> KnowledgeDetector {
+    AnomalyDetector::new(AnomalyConfig { prior: Some(ANOMALY_PRIOR), ..AnomalyConfig::default() })
+}
 
 /// Refuses an empty text and one holding a control character other than tab.
 fn check_text(text: &str) -> Result<(), KnowledgeError> {
@@ -148,10 +160,7 @@ impl Knowledge {
         };
         Knowledge {
             rag: MicroRAG::new(cfg),
-            detector: AnomalyDetector::new(AnomalyConfig {
-                prior: Some(ANOMALY_PRIOR),
-                ..AnomalyConfig::default()
-            }),
+            detector: new_detector(),
             learned: TableEmbedder::from_bytes(BUILTIN_TABLE).ok(),
             hashed: NgramEmbedder::new(),
         }
@@ -303,6 +312,45 @@ impl Knowledge {
             return Ok(());
         }
         Ok(self.rag.forget(slot)?)
+    }
+
+    /// Forgets every entry and every reference of the anomaly detector; returns how many of
+    /// each. With `store`, each entry's removal and then the detector's empty header are saved
+    /// before the next step: a failed save puts that entry (or the detector) back in RAM and
+    /// stops with [`KnowledgeError::ClearStopped`] (or [`KnowledgeError::NotSaved`] when no
+    /// entry was removed).
+    pub fn clear_with(
+        &mut self,
+        mut store: Option<&mut (dyn KnowledgeStore + '_)>,
+    ) -> Result<(usize, usize), KnowledgeError> {
+        let of = self.rag.len();
+        let mut cleared = 0;
+        let stop = |cleared, error| match cleared {
+            0 => KnowledgeError::NotSaved(error),
+            _ => KnowledgeError::ClearStopped { cleared, of, error },
+        };
+        for slot in 0..KNOWLEDGE_CAP as u16 {
+            if self.rag.text(slot).is_none() {
+                continue;
+            }
+            let id = u32::from(slot) + 1;
+            match self.forget_with(id, store.as_deref_mut()) {
+                Ok(()) => cleared += 1,
+                Err(KnowledgeError::NotSaved(e)) => return Err(stop(cleared, e)),
+                Err(e) => return Err(e),
+            }
+        }
+        let refs = self.detector.len();
+        let old = core::mem::replace(&mut self.detector, new_detector());
+        if let Some(store) = store {
+            if let Err(e) = store.save_learned(&self.detector, Learned::Skipped).and_then(|()| store.flush())
+            {
+                self.detector = old;
+                roll_back(store, self, None, Some(Learned::Skipped));
+                return Err(stop(cleared, e));
+            }
+        }
+        Ok((cleared, refs))
     }
 
     /// The text of entry `id` (1-based).

@@ -17,6 +17,12 @@
 //! only after the change is durable, and a failed save is undone and reported in one line
 //! (write-then-acknowledge); [`Knowledge::restore`] loads it at boot.
 //!
+//! `help` lists every command (the `COMMANDS` table is also where the usage in error lines
+//! comes from); `info` describes the model, `features` the build, `stats` (or `stats json`, one JSON line)
+//! the RAM, tokens and costs; `set temp` / `set seed` make `gen` sample (on the integer engine
+//! with integer arithmetic only, see [`Sampling`]); `clear` forgets all knowledge, `reset` the
+//! settings and counters.
+//!
 //! Every byte that arrives is untrusted: an overlong line, invalid UTF-8, an unknown command or
 //! bytes typed while a generation runs each get one `error: ...` line, and the console keeps
 //! answering.
@@ -27,7 +33,8 @@ mod saved;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{Engine, IntegerEngine, NoModel, ReferenceEngine};
+pub use crate::sample::Sampling;
+pub use engine::{Engine, IntegerEngine, ModelInfo, NoModel, ReferenceEngine};
 pub use knowledge::{
     Knowledge, KnowledgeDetector, KnowledgeError, KnowledgeRag, ANOMALY_CAP, ANOMALY_PRIOR,
     ASK_MIN_SIMILARITY, ASK_RESULTS, KNOWLEDGE_CAP, KNOWLEDGE_DIM, KNOWLEDGE_TEXT,
@@ -35,6 +42,7 @@ pub use knowledge::{
 pub use saved::{KnowledgeStore, Restored, SavingOff};
 
 use core::fmt;
+use core::mem::size_of;
 use embedded_io::{Read, ReadReady, Write};
 
 /// Longest command line, in bytes.
@@ -44,6 +52,13 @@ pub const MAX_LINE: usize = 255;
 pub const BENCH_POSITIONS: [usize; 5] = [1, 64, 128, 256, 511];
 /// `bench` also reports the average over positions `0..BENCH_AVERAGE`.
 pub const BENCH_AVERAGE: usize = 128;
+
+/// The sampler's seed until `set seed` (and after `reset`).
+pub const DEFAULT_SEED: u64 = 42;
+/// Highest `set temp`, in thousandths.
+pub const MAX_TEMP_MILLI: u32 = 10_000;
+/// Most positions `steps` starts at (and returns to on `reset`).
+pub const DEFAULT_STEPS: usize = 256;
 
 /// RAM a board reports for `bench`: static data (.data + .bss, the arena included) and the
 /// deepest the stack has been.
@@ -82,9 +97,11 @@ pub enum Flow {
 struct Totals {
     generations: u64,
     tokens_generated: u64,
-    /// Positions and counter ticks of the last generation.
+    /// Positions and counter ticks of the last generation, and of all of them.
     last_positions: u64,
     last_ticks: u64,
+    all_positions: u64,
+    all_ticks: u64,
     /// Counter ticks of the last `add`, `ask` (embedding and retrieval, without the
     /// generation) and `anomaly` that succeeded.
     last_add: Option<u64>,
@@ -108,6 +125,9 @@ pub struct Console<'k, IO, E> {
     after_cr: bool,
     echo: bool,
     steps: usize,
+    /// `set temp` and the RNG state; `seed` is what `set seed` last set.
+    sampling: Sampling,
+    seed: u64,
     totals: Totals,
 }
 
@@ -137,28 +157,107 @@ macro_rules! sayln {
     };
 }
 
-const HELP: &str = "commands:\r
-  gen <text>     continue <text> greedily (prints the prompt, then the continuation)\r
-  add <text>     store <text> as knowledge (at most 128 bytes) and learn it as normal\r
-  ask <query>    retrieve the best-matching knowledge; with a model, continue from\r
-                 the best text plus the query like gen (set steps bounds it)\r
-  anomaly <text> is <text> unlike the knowledge added? (needs 2 adds first; score and\r
-                 threshold are cosine distances in hundredths)\r
-  forget <id>    drop knowledge #<id> from retrieval (the anomaly detector keeps it)\r
-                 knowledge is embedded by hashed character 3-grams (a table learned\r
-                 on the corpus for ask, a random projection for anomaly), not the\r
-                 model: each did its task better in the project's evaluation\r
-  stats          RAM, tokens generated, cost per token, knowledge in use\r
-  bench          greedy positions 0..context: cost per token by position, peak RAM\r
-  set steps <n>  positions per generation, prompt included (1..=context)\r
-  set echo on|off\r
-  help           this text\r
-  quit           leave (the QEMU board exits)";
+/// Every command: its usage and one line of help, in the order `help` lists them.
+const COMMANDS: [(&str, &str); 17] = [
+    ("gen <text>", "continue <text> (none: from BOS); greedy at temp 0, else sampled"),
+    ("add <text>", "store <text> as knowledge (at most 128 bytes) and learn it as normal"),
+    ("ask <query>", "the best-matching knowledge; with a model, continue it plus <query>"),
+    ("anomaly <text>", "is <text> unlike the knowledge added? (needs 2 adds; cosine distance %)"),
+    ("forget <id>", "drop knowledge #<id> from retrieval (the anomaly detector keeps it)"),
+    ("clear", "forget all knowledge and the anomaly detector's references"),
+    ("info", "the model: format, layers, sizes, parameters, weights, engine"),
+    ("features", "what this build has: engine, sampler, knowledge, saving, measuring"),
+    ("stats [json]", "RAM by part, tokens generated, cost per token, knowledge in use"),
+    ("bench", "greedy positions 0..context: cost per token by position, peak RAM"),
+    ("set steps <n>", "positions per generation, prompt included (1..=context)"),
+    ("set temp <t>", "sampling temperature 0..10, at most 3 decimals (0 = greedy, default)"),
+    ("set seed <n>", "restart the sampler's random numbers from <n> (default 42)"),
+    ("set echo on|off", "echo typed bytes (a serial terminal needs it)"),
+    ("reset", "settings back to defaults and counters zeroed (knowledge kept)"),
+    ("help", "this text"),
+    ("quit", "leave (the QEMU board exits)"),
+];
+
+/// The usage of command `word` (its line in [`COMMANDS`]; `exit` is `quit`).
+fn usage(word: &str) -> &'static str {
+    let word = if word == "exit" { "quit" } else { word };
+    COMMANDS.iter().find(|(u, _)| u.split(' ').next() == Some(word)).map_or("help", |(u, _)| *u)
+}
+
+/// A temperature in thousandths as a decimal: `0`, `0.8`, `1.25`.
+struct Milli(u32);
+
+impl fmt::Display for Milli {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (int, mut frac, mut digits) = (self.0 / 1000, self.0 % 1000, 3);
+        write!(f, "{int}")?;
+        if frac == 0 {
+            return Ok(());
+        }
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        write!(f, ".{frac:0digits$}")
+    }
+}
+
+/// Parses a decimal `0`, `0.8`, `.5`, `1.250` to thousandths: digits only, at most 3
+/// decimals, no sign, at most [`MAX_TEMP_MILLI`].
+fn parse_milli(t: &str) -> Option<u32> {
+    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+    let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) || frac.len() > 3 || int.len() > 5
+    {
+        return None;
+    }
+    let mut v = if int.is_empty() { 0 } else { int.parse::<u32>().ok()? * 1000 };
+    for (i, b) in frac.bytes().enumerate() {
+        v += u32::from(b - b'0') * [100, 10, 1][i];
+    }
+    (v <= MAX_TEMP_MILLI).then_some(v)
+}
+
+/// Writes `s` as a JSON string (quotes, backslashes and control characters escaped).
+struct Json<'a>(&'a str);
+
+impl fmt::Display for Json<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"")?;
+        for c in self.0.chars() {
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
+                c => write!(f, "{c}")?,
+            }
+        }
+        f.write_str("\"")
+    }
+}
+
+/// An optional figure in JSON: the number or `null`.
+struct JsonOpt(Option<u64>);
+
+impl fmt::Display for JsonOpt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(v) => write!(f, "{v}"),
+            None => f.write_str("null"),
+        }
+    }
+}
+
+/// Tokens per second from `positions` in `micros`, with one decimal, or `None`.
+fn tokens_per_second(positions: u64, micros: u64) -> Option<(u64, u64)> {
+    let tenths = (positions.checked_mul(10_000_000)?).checked_div(micros)?;
+    Some((tenths / 10, tenths % 10))
+}
 
 impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
     /// A console without knowledge: `add`, `ask`, `anomaly` and `forget` answer with an error.
     pub fn new(io: IO, engine: E, board: Board) -> Self {
-        let steps = engine.context_len().min(256);
+        let steps = engine.context_len().min(DEFAULT_STEPS);
         Console {
             io,
             engine,
@@ -171,6 +270,8 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
             after_cr: false,
             echo: true,
             steps,
+            sampling: Sampling::new(0, DEFAULT_SEED),
+            seed: DEFAULT_SEED,
             totals: Totals::default(),
         }
     }
@@ -212,6 +313,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         (self.io, self.engine, self.board)
     }
 
+    /// Two lines: the board and engine, then the context, the arena and the commands.
     pub fn banner(&mut self) -> Result<(), IO::Error> {
         let (ctx, arena) = (self.engine.context_len(), self.engine.arena_bytes());
         sayln!(&mut self.io, "ruvllm-esp32 console on {} ({})", self.board.name, self.engine.name())?;
@@ -302,16 +404,32 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
     fn command(&mut self, text: &str) -> Result<Flow, IO::Error> {
         let text = text.trim_matches(|c: char| c == ' ' || c == '\t');
         let (word, rest) = text.split_once([' ', '\t']).unwrap_or((text, ""));
+        let rest = rest.trim_start_matches([' ', '\t']);
         match word {
             "" => {}
-            "help" => sayln!(&mut self.io, "{HELP}")?,
-            "gen" => self.gen(rest.trim_start_matches([' ', '\t']))?,
-            "add" | "ask" | "anomaly" | "forget" => {
-                self.knowledge(word, rest.trim_start_matches([' ', '\t']))?
+            "add" | "ask" | "anomaly" | "forget" if rest.is_empty() => {
+                let what = if word == "forget" { "id" } else { "text" };
+                sayln!(&mut self.io, "error: no {what} given (usage: {})", usage(word))?
             }
-            "stats" => self.stats()?,
+            "help" | "clear" | "info" | "features" | "bench" | "reset" | "quit" | "exit"
+                if !rest.is_empty() =>
+            {
+                sayln!(&mut self.io, "error: {word} takes no argument (usage: {})", usage(word))?
+            }
+            "help" => self.help()?,
+            "gen" => self.gen(rest)?,
+            "add" | "ask" | "anomaly" | "forget" => self.knowledge(word, rest)?,
+            "clear" => self.clear()?,
+            "info" => self.info()?,
+            "features" => self.features()?,
+            "stats" => match rest {
+                "" => self.stats()?,
+                "json" | "--json" => self.stats_json()?,
+                _ => sayln!(&mut self.io, "error: stats takes nothing or json (usage: {})", usage(word))?,
+            },
             "bench" => self.bench()?,
             "set" => self.set(rest)?,
+            "reset" => self.reset()?,
             "quit" | "exit" => {
                 sayln!(&mut self.io, "bye")?;
                 return Ok(Flow::Quit);
@@ -331,15 +449,141 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                         self.steps = n;
                         sayln!(&mut self.io, "steps {n}")
                     }
-                    _ => sayln!(&mut self.io, "error: steps must be a number in 1..={ctx}"),
+                    _ => sayln!(
+                        &mut self.io,
+                        "error: steps must be a number in 1..={ctx} (usage: set steps <n>)"
+                    ),
                 }
             }
+            (Some("temp"), Some(t), None) => match parse_milli(t) {
+                Some(m) => {
+                    self.sampling.temp_milli = m;
+                    let greedy = if m == 0 { " (greedy)" } else { "" };
+                    sayln!(&mut self.io, "temp {}{greedy}", Milli(m))
+                }
+                None => sayln!(
+                    &mut self.io,
+                    "error: temp must be a number from 0 to {} with at most 3 decimals (usage: set temp <t>)",
+                    Milli(MAX_TEMP_MILLI)
+                ),
+            },
+            (Some("seed"), Some(n), None) => match n.parse::<u64>() {
+                Ok(n) => {
+                    self.seed = n;
+                    self.sampling.rng = crate::sample::seed_state(n);
+                    sayln!(&mut self.io, "seed {n}")
+                }
+                Err(_) => sayln!(
+                    &mut self.io,
+                    "error: seed must be a whole number from 0 to {} (usage: set seed <n>)",
+                    u64::MAX
+                ),
+            },
             (Some("echo"), Some(v @ ("on" | "off")), None) => {
                 self.echo = v == "on";
                 sayln!(&mut self.io, "echo {v}")
             }
-            _ => sayln!(&mut self.io, "error: usage: set steps <n> | set echo on|off"),
+            _ => sayln!(
+                &mut self.io,
+                "error: usage: set steps <n> | set temp <t> | set seed <n> | set echo on|off"
+            ),
         }
+    }
+
+    fn help(&mut self) -> Result<(), IO::Error> {
+        sayln!(&mut self.io, "commands:")?;
+        for (usage, what) in COMMANDS {
+            sayln!(&mut self.io, "  {usage:<16} {what}")?;
+        }
+        Ok(())
+    }
+
+    /// `info`: the model and the engine, or that there is none.
+    fn info(&mut self) -> Result<(), IO::Error> {
+        let Some(m) = self.engine.info() else {
+            return sayln!(&mut self.io, "model: none (no language model on this board)");
+        };
+        sayln!(&mut self.io, "model: llama-architecture GGUF image, {} weights", m.format)?;
+        sayln!(
+            &mut self.io,
+            "layers {}, dim {}, hidden {}, heads {}, kv heads {}, vocab {}",
+            m.layers,
+            m.dim,
+            m.hidden_dim,
+            m.heads,
+            m.kv_heads,
+            m.vocab
+        )?;
+        sayln!(
+            &mut self.io,
+            "context: {} positions (trained for {}), parameters: {}, weights: {} bytes",
+            self.engine.context_len(),
+            m.trained_context,
+            m.parameters,
+            m.weight_bytes
+        )?;
+        sayln!(&mut self.io, "engine: {}, arena {} bytes", self.engine.name(), self.engine.arena_bytes())
+    }
+
+    /// `features`: what this build has, as it is configured now.
+    fn features(&mut self) -> Result<(), IO::Error> {
+        let model = self.engine.context_len() > 0;
+        sayln!(&mut self.io, "engine: {}", self.engine.name())?;
+        let gen = if model { "gen, bench; greedy or sampled" } else { "none (no language model)" };
+        sayln!(&mut self.io, "generation: {gen}")?;
+        sayln!(&mut self.io, "sampler: {}", self.engine.sampler())?;
+        match self.knowledge.as_deref() {
+            Some(k) => {
+                sayln!(
+                    &mut self.io,
+                    "knowledge: add, ask, anomaly, forget, clear ({} entries)",
+                    k.capacity()
+                )?;
+                sayln!(
+                    &mut self.io,
+                    "retrieval: {}, {KNOWLEDGE_DIM} dims, int8 vector search",
+                    k.retrieval_embedder()
+                )?;
+                sayln!(&mut self.io, "anomaly detection: hashed n-gram projection, {KNOWLEDGE_DIM} dims")?;
+                let saving = if self.saved.is_some() { "on" } else { "off (RAM only)" };
+                sayln!(&mut self.io, "knowledge saving: {saving}")?;
+            }
+            None => sayln!(&mut self.io, "knowledge: none")?,
+        }
+        match self.board.counter {
+            Some(_) => sayln!(&mut self.io, "measuring: {} per token", self.board.counter_unit)?,
+            None => sayln!(&mut self.io, "measuring: none")?,
+        }
+        let ram =
+            if self.board.ram.is_some() { "static + stack high-water" } else { "arena and stores only" };
+        sayln!(&mut self.io, "RAM report: {ram}")
+    }
+
+    /// `clear`: every knowledge entry and detector reference, saved first when saving is on.
+    fn clear(&mut self) -> Result<(), IO::Error> {
+        let Some(k) = self.knowledge.as_deref_mut() else {
+            return sayln!(&mut self.io, "error: this console has no knowledge store");
+        };
+        match k.clear_with(self.saved.as_deref_mut()) {
+            Ok((n, refs)) => {
+                let (s, r) = (if n == 1 { "y" } else { "ies" }, if refs == 1 { "" } else { "s" });
+                sayln!(&mut self.io, "Cleared {n} knowledge entr{s} and {refs} anomaly reference{r}")
+            }
+            Err(e) => sayln!(&mut self.io, "error: {e}"),
+        }
+    }
+
+    /// `reset`: steps, temperature and seed back to their defaults, every counter zeroed.
+    fn reset(&mut self) -> Result<(), IO::Error> {
+        self.steps = self.engine.context_len().min(DEFAULT_STEPS);
+        self.seed = DEFAULT_SEED;
+        self.sampling = Sampling::new(0, DEFAULT_SEED);
+        self.totals = Totals::default();
+        sayln!(
+            &mut self.io,
+            "reset: steps {}, temp 0 (greedy), seed {DEFAULT_SEED}; counters zeroed (knowledge and echo kept)",
+            self.steps
+        )
     }
 
     /// Reads and drops whatever arrived while the console was busy; returns how many bytes.
@@ -380,11 +624,11 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         }
         let steps = self.steps;
         let counter = self.board.counter;
-        let (io, engine) = (&mut self.io, &mut self.engine);
+        let (io, engine, sampling) = (&mut self.io, &mut self.engine, &mut self.sampling);
         let mut io_err = None;
         let mut dropped = 0usize;
         let start = counter.map_or(0, |f| f());
-        let result = engine.generate(prompt.as_bytes(), steps, &mut |piece: &[u8]| {
+        let result = engine.generate(prompt.as_bytes(), steps, sampling, &mut |piece: &[u8]| {
             if io_err.is_some() {
                 return;
             }
@@ -404,8 +648,11 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
             Ok(s) => {
                 self.totals.generations += 1;
                 self.totals.tokens_generated += s.generated as u64;
-                self.totals.last_positions = (s.prompt_tokens.saturating_sub(1) + s.generated) as u64;
+                let positions = (s.prompt_tokens.saturating_sub(1) + s.generated) as u64;
+                self.totals.last_positions = positions;
                 self.totals.last_ticks = ticks;
+                self.totals.all_positions += positions;
+                self.totals.all_ticks += ticks;
             }
             Err(e) => sayln!(&mut self.io, "error: {e}")?,
         }
@@ -482,16 +729,42 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
             "arena RAM: {arena} bytes (activations + KV cache, {} positions)",
             self.engine.context_len()
         )?;
-        self.report_peak_ram()?;
-        sayln!(&mut self.io, "generations: {}, tokens generated: {}", t.generations, t.tokens_generated)?;
-        if self.board.counter.is_some() && t.last_positions > 0 {
+        if let Some(k) = self.knowledge.as_deref() {
             sayln!(
                 &mut self.io,
-                "last generation: {} positions, {} {}/token",
-                t.last_positions,
-                t.last_ticks / t.last_positions,
-                self.board.counter_unit
+                "knowledge RAM: {} bytes (RAG store {} + anomaly detector {} + embedders)",
+                k.ram_bytes(),
+                k.rag_ram_bytes(),
+                k.detector_ram_bytes()
             )?;
+        }
+        // The Console value itself (on the stack of a board's main): line buffer, the engine
+        // with its prompt-token buffer, settings and counters.
+        sayln!(
+            &mut self.io,
+            "console RAM: {} bytes (line buffer, engine and its prompt tokens, settings)",
+            size_of::<Self>()
+        )?;
+        self.report_peak_ram()?;
+        sayln!(&mut self.io, "generations: {}, tokens generated: {}", t.generations, t.tokens_generated)?;
+        let unit = self.board.counter_unit;
+        if self.board.counter.is_some() {
+            for (what, positions, ticks) in [
+                ("last generation", t.last_positions, t.last_ticks),
+                ("all generations", t.all_positions, t.all_ticks),
+            ] {
+                if positions == 0 {
+                    continue;
+                }
+                say(
+                    &mut self.io,
+                    format_args!("{what}: {positions} positions, {} {unit}/token", ticks / positions),
+                )?;
+                match tokens_per_second(positions, ticks).filter(|_| unit == "us") {
+                    Some((int, tenth)) => sayln!(&mut self.io, ", {int}.{tenth} tok/s")?,
+                    None => sayln!(&mut self.io, "")?,
+                }
+            }
         }
         if let Some(k) = self.knowledge.as_deref() {
             sayln!(
@@ -530,7 +803,92 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 }
             }
         }
-        sayln!(&mut self.io, "steps: {}", self.steps)
+        sayln!(
+            &mut self.io,
+            "settings: steps {}, temp {}, seed {}",
+            self.steps,
+            Milli(self.sampling.temp_milli),
+            self.seed
+        )
+    }
+
+    /// `stats json`: the figures of `stats` as one JSON line (`null` where the board cannot
+    /// measure; `unit` names what the tick counts are).
+    fn stats_json(&mut self) -> Result<(), IO::Error> {
+        let t = self.totals;
+        let ram = self.board.ram.map(|f| f());
+        let io = &mut self.io;
+        say(
+            io,
+            format_args!("{{\"board\":{},\"engine\":{},", Json(self.board.name), Json(self.engine.name())),
+        )?;
+        say(
+            io,
+            format_args!(
+                "\"ram\":{{\"arena\":{},\"console\":{},\"static\":{},\"stack_high_water\":{}",
+                self.engine.arena_bytes(),
+                size_of::<Self>(),
+                JsonOpt(ram.map(|r| r.static_bytes as u64)),
+                JsonOpt(ram.map(|r| r.stack_bytes as u64))
+            ),
+        )?;
+        if let Some(k) = self.knowledge.as_deref() {
+            say(
+                io,
+                format_args!(
+                    ",\"knowledge\":{},\"rag_store\":{},\"anomaly_detector\":{}",
+                    k.ram_bytes(),
+                    k.rag_ram_bytes(),
+                    k.detector_ram_bytes()
+                ),
+            )?;
+        }
+        let unit = if self.board.counter.is_some() { Some(self.board.counter_unit) } else { None };
+        let per_token = |p: u64, ticks: u64| unit.and(ticks.checked_div(p));
+        say(
+            io,
+            format_args!(
+                "}},\"generations\":{},\"tokens_generated\":{},\"unit\":{},",
+                t.generations,
+                t.tokens_generated,
+                unit.map_or(Json("none"), Json)
+            ),
+        )?;
+        say(
+            io,
+            format_args!(
+                "\"last_positions\":{},\"last_per_token\":{},\"all_positions\":{},\"all_per_token\":{},",
+                t.last_positions,
+                JsonOpt(per_token(t.last_positions, t.last_ticks)),
+                t.all_positions,
+                JsonOpt(per_token(t.all_positions, t.all_ticks))
+            ),
+        )?;
+        match tokens_per_second(t.all_positions, t.all_ticks).filter(|_| unit == Some("us")) {
+            Some((int, tenth)) => say(io, format_args!("\"tokens_per_second\":{int}.{tenth},"))?,
+            None => say(io, format_args!("\"tokens_per_second\":null,"))?,
+        }
+        if let Some(k) = self.knowledge.as_deref() {
+            let (refs, cap) = k.references();
+            let th = k.threshold().map(|t| libm::roundf(t * 100.0) as u64);
+            say(
+                io,
+                format_args!(
+                    "\"entries\":{},\"capacity\":{},\"references\":{refs},\"reference_capacity\":{cap},\"threshold\":{},\"saving\":{},",
+                    k.len(),
+                    k.capacity(),
+                    JsonOpt(th),
+                    self.saved.is_some()
+                ),
+            )?;
+        }
+        sayln!(
+            io,
+            "\"steps\":{},\"temp\":{},\"seed\":{}}}",
+            self.steps,
+            Milli(self.sampling.temp_milli),
+            self.seed
+        )
     }
 
     /// Greedy positions 0..context from BOS, timing each one; BOS produced by the model does
@@ -591,4 +949,24 @@ fn fill_prompt(buf: &mut [u8; MAX_LINE], text: &str, question: &str) -> usize {
         len += n;
     }
     len
+}
+
+/// Splits the transcript of a console session with echo on into the reply to each of
+/// `commands`, in order (the text between the echoed `> command` line and the next prompt);
+/// `None` when a command's echo is missing or there are more than 128 commands. For scripted
+/// sessions and their tests.
+pub fn replies<'t>(transcript: &'t str, commands: &[&str]) -> Option<heapless::Vec<&'t str, 128>> {
+    let mut out = heapless::Vec::new();
+    let mut rest = transcript;
+    for c in commands {
+        let mut echo = heapless::String::<{ MAX_LINE + 4 }>::new();
+        fmt::Write::write_fmt(&mut echo, format_args!("> {c}\r\n")).ok()?;
+        let at = rest.find(echo.as_str())? + echo.len();
+        let after = rest.get(at..)?;
+        let end = after.find("\r\n> ").map_or(after.len(), |e| e + 2);
+        let reply = after.get(..end)?.strip_suffix("\r\n").unwrap_or(after.get(..end)?);
+        out.push(reply).ok()?;
+        rest = after.get(end..)?;
+    }
+    Some(out)
 }

@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::infer::GenStats;
+
+mod commands;
 use std::collections::VecDeque;
 use std::vec::Vec;
 
@@ -61,10 +63,17 @@ impl Engine for Echo {
     fn arena_bytes(&self) -> usize {
         1234
     }
+    fn sampler(&self) -> &'static str {
+        "none"
+    }
+    fn info(&self) -> Option<ModelInfo> {
+        None
+    }
     fn generate(
         &mut self,
         prompt: &[u8],
         steps: usize,
+        _sampling: &mut Sampling,
         emit: &mut dyn FnMut(&[u8]),
     ) -> crate::Result<GenStats> {
         emit(prompt);
@@ -291,8 +300,8 @@ fn knowledge_errors_are_one_line_each_and_the_console_goes_on() {
     let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("error:")).collect();
     let expected = [
         "error: the anomaly detector needs 2 texts to compare with, it has 0: add knowledge first",
-        "error: no text given",
-        "error: no text given",
+        "error: no text given (usage: add <text>)",
+        "error: no text given (usage: add <text>)",
         "error: text is 129 bytes, knowledge holds at most 128",
         "error: text has nothing to embed (no word)",
         "error: the anomaly detector needs 2 texts to compare with, it has 1: add knowledge first",
@@ -300,7 +309,7 @@ fn knowledge_errors_are_one_line_each_and_the_console_goes_on() {
         "error: no knowledge #0",
         "error: usage: forget <id> (the number add printed)",
         "error: usage: forget <id> (the number add printed)",
-        "error: no text given",
+        "error: no text given (usage: ask <query>)",
         "error: knowledge is full (capacity 32); forget <id> makes room",
     ];
     let errors: Vec<String> = errors.iter().map(|e| e.trim_end_matches('\r').to_string()).collect();
@@ -563,9 +572,9 @@ fn bad_knowledge_lines() -> Vec<(Vec<u8>, &'static str)> {
         (b"add the cat\x1b[2J sleeps".to_vec(), "error: text holds control character U+001B at byte 7"),
         (b"ask cat\x00".to_vec(), "error: text holds control character U+0000 at byte 3"),
         (b"anomaly \x1b[A\x1b[A".to_vec(), "error: text holds control character U+001B at byte 0"),
-        (b"add".to_vec(), "error: no text given"),
-        (b"ask   ".to_vec(), "error: no text given"),
-        (b"anomaly".to_vec(), "error: no text given"),
+        (b"add".to_vec(), "error: no text given (usage: add <text>)"),
+        (b"ask   ".to_vec(), "error: no text given (usage: ask <query>)"),
+        (b"anomaly".to_vec(), "error: no text given (usage: anomaly <text>)"),
     ]
 }
 
@@ -623,4 +632,25 @@ fn bad_knowledge_input_gets_one_error_and_changes_nothing() {
     assert!(stats[2].contains("anomaly detector: 32/32 references"), "{out}");
     let last_ask = out.rsplit("> ask where does the cat sleep\r\n").next().unwrap();
     assert!(last_ask.starts_with(&format!("Found: {} (#1, similarity ", FACTS[0])), "{out}");
+}
+
+/// After `clear` the detector starts again exactly as a new one: the same texts give the same
+/// threshold (the measured prior included).
+#[test]
+fn clear_gives_back_a_new_detector() {
+    let texts = ["one cat sleeps", "two dogs dig holes", "three birds sing", "four fish swim"];
+    let mut fresh = std::boxed::Box::new(Knowledge::new());
+    for t in texts {
+        fresh.add(t).unwrap();
+    }
+    let mut k = std::boxed::Box::new(Knowledge::new());
+    for t in ["a b c", "d e f", "g h i"] {
+        k.add(t).unwrap();
+    }
+    k.clear_with(None).unwrap();
+    for t in texts {
+        k.add(t).unwrap();
+    }
+    assert_eq!(k.threshold(), fresh.threshold());
+    assert_eq!(k.anomaly("zqxj vvkw").unwrap().score, fresh.anomaly("zqxj vvkw").unwrap().score);
 }

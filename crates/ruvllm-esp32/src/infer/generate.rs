@@ -4,7 +4,7 @@
 use super::{IntState, Step};
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::sample::{ProbIndex, Sampler};
+use crate::sample::{ProbIndex, Sampler, Sampling};
 use crate::tokenizer::{self, Vocab};
 
 /// What a generation did, for reporting speed.
@@ -43,7 +43,24 @@ pub fn generate_int<const L: usize>(
     steps: usize,
     on_token: impl FnMut(&[u8], bool),
 ) -> Result<GenStats> {
-    run(model, state, prompt, steps, |logits| super::integer::argmax(logits), on_token)
+    let mut greedy = Sampling::GREEDY;
+    generate_int_sampled(model, state, prompt, steps, &mut greedy, on_token)
+}
+
+/// [`generate_int`] with `sampling`'s temperature ([`sample_int`](super::integer::sample_int):
+/// a fixed-point softmax and an integer RNG, still no float); `sampling.rng` moves on by one
+/// draw per sampled token, so the next generation continues the sequence.
+pub fn generate_int_sampled<const L: usize>(
+    model: &Model<'_, L>,
+    state: &mut IntState<'_>,
+    prompt: &[u32],
+    steps: usize,
+    sampling: &mut Sampling,
+    on_token: impl FnMut(&[u8], bool),
+) -> Result<GenStats> {
+    let temp = sampling.temp_milli;
+    let rng = &mut sampling.rng;
+    run(model, state, prompt, steps, |logits| super::integer::sample_int(logits, temp, rng), on_token)
 }
 
 /// The loop both share: prompt tokens are forced, then `pick` chooses from the logits.

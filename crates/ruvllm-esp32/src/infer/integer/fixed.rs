@@ -222,3 +222,35 @@ pub fn argmax(x: &[i32]) -> u32 {
     }
     best.0 as u32
 }
+
+/// Samples a token from Q16.16 `logits` at temperature `temp_milli` / 1000 (0 = [`argmax`]),
+/// with integer arithmetic only: weight `exp(-(max - l) / T)` from [`exp_neg`] (Q2.30,
+/// relative error below 1e-6), one draw of the xorshift* RNG
+/// ([`random_u32`](crate::sample::random_u32)) scaled to the weights' sum, then the first
+/// token whose running sum exceeds it. Each token's chance is its softmax probability to
+/// within the table's error and the draw's 2^-32 resolution. Empty logits give 0.
+#[inline(never)]
+pub fn sample_int(logits: &[i32], temp_milli: u32, rng: &mut u64) -> u32 {
+    if temp_milli == 0 {
+        return argmax(logits);
+    }
+    let max = logits.iter().fold(i32::MIN, |m, &v| m.max(v));
+    // 1/T with 22 fractional bits, so each logit costs a multiply, not a 64-bit division:
+    // `d < 2^32` and `inv <= 1000 * 2^22 < 2^32`, so `d * inv` fits in u64.
+    let inv = (1000u64 << 22) / temp_milli as u64;
+    let weight = |l: i32| {
+        let t = ((max as i64 - l as i64) as u64 * inv) >> 22;
+        exp_neg(t.min(u32::MAX as u64) as u32) as u64
+    };
+    // The maximum weighs exactly 2^30, so the sum is positive; at most 2^30 per token.
+    let sum: u64 = logits.iter().map(|&l| weight(l)).sum();
+    let r = ((crate::sample::random_u32(rng) as u128 * sum as u128) >> 32) as u64;
+    let mut cdf = 0u64;
+    for (i, &l) in logits.iter().enumerate() {
+        cdf += weight(l);
+        if r < cdf {
+            return i as u32;
+        }
+    }
+    argmax(logits)
+}

@@ -19,10 +19,12 @@ mod tables;
 mod view;
 
 #[cfg(test)]
+mod sample_tests;
+#[cfg(test)]
 mod tests;
 
 pub use fixed::{
-    argmax, exp_neg, inv_sqrt, isqrt, sat32, shr_round, sigmoid, swiglu, Scale, ACC, FRAC, P_FRAC,
+    argmax, exp_neg, inv_sqrt, isqrt, sample_int, sat32, shr_round, sigmoid, swiglu, Scale, ACC, FRAC, P_FRAC,
 };
 pub use tables::{EXP2_NEG, SIGMOID};
 
