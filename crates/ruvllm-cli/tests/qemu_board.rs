@@ -759,7 +759,7 @@ fn adding_to_a_full_store_on_the_board() {
             assert_eq!(
                 strip(&reply)
                     .lines()
-                    .filter(|l| l.starts_with("knowledge") || l.starts_with("anomaly"))
+                    .filter(|l| l.starts_with("knowledge: ") || l.starts_with("anomaly detector: "))
                     .count(),
                 2,
                 "{reply}"
