@@ -7,63 +7,14 @@
 //! and qemu-system-riscv32: without them the test prints why it skips, except under CI=true,
 //! where it fails (.ci/run installs them).
 
+mod common;
+
+use common::*;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Prints why the test skips, or fails under CI.
-fn missing(what: &str) -> Option<()> {
-    if ci() {
-        panic!("CI=true but {what}");
-    }
-    eprintln!("skipping: {what}");
-    None
-}
-
-fn shared(rel: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel);
-    if p.exists() {
-        return Some(p);
-    }
-    missing(&format!("{} not found", p.display()))?;
-    None
-}
-
-fn on_path(name: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-}
-
-fn chip_tools() -> Option<()> {
-    if !Path::new("/usr/bin/rustc").is_file() || !Path::new("/usr/lib/rustlib/src/rust/library").is_dir() {
-        missing(
-            "Debian's chip toolchain is not installed (apt-get install rustc-web cargo-web rust-web-src)",
-        )?;
-    }
-    if !on_path("qemu-system-riscv32") {
-        missing("qemu-system-riscv32 is not installed (apt-get install qemu-system-misc)")?;
-    }
-    Some(())
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32")).args(args).output().expect("the binary runs")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ruvllm-qemu-test-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
-}
 
 /// The board's ELF built around `model` with `engine` (int or float), `--corrupt-image` when
 /// asked.
@@ -363,16 +314,7 @@ const KNOWLEDGE: [&str; 12] = [
 fn knowledge_board_matches_host(img: &Path) {
     let mut script: String = KNOWLEDGE.iter().map(|l| format!("{l}\n")).collect();
     script.push_str("quit\n");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
-        .args(["console", "--model", s(img)])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-    let host = child.wait_with_output().unwrap();
-    assert!(host.status.success());
-    let host = String::from_utf8(host.stdout).unwrap();
+    let host = host_console(img, script.into_bytes());
 
     let Some(elf) = build(img, false, "int") else { return };
     let mut b = Board::boot(&elf);
@@ -688,21 +630,29 @@ fn story_sentences() -> Vec<String> {
     out
 }
 
-/// What the host console prints for `script` (one command a line), split into each command's
-/// reply.
-fn host_replies(img: &Path, script: &[String]) -> Vec<String> {
-    let mut input: String = script.iter().map(|l| format!("{l}\n")).collect();
-    input.push_str("quit\n");
+/// What the host's `console` prints for `input` on its stdin (written from a thread, so a
+/// long input cannot fill the pipes both ways).
+fn host_console(img: &Path, input: Vec<u8>) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
         .args(["console", "--model", s(img)])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("the binary runs");
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
     let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
     assert!(out.status.success());
-    let out = String::from_utf8(out.stdout).unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What the host console prints for `script` (one command a line), split into each command's
+/// reply.
+fn host_replies(img: &Path, script: &[String]) -> Vec<String> {
+    let mut input: String = script.iter().map(|l| format!("{l}\n")).collect();
+    input.push_str("quit\n");
+    let out = host_console(img, input.into_bytes());
     script
         .iter()
         .map(|l| out.split(&format!("> {l}\r\n")).nth(1).unwrap().split("\r\n> ").next().unwrap().to_string())
@@ -814,18 +764,7 @@ fn every_console_command_answers_on_the_board_as_on_the_host() {
     input.push(b'\n');
     input.extend_from_slice(binary);
     input.extend_from_slice(b"\ninfo\nquit\n");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
-        .args(["console", "--model", s(&img)])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let host = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(host.status.success());
-    let host = String::from_utf8_lossy(&host.stdout).into_owned();
+    let host = host_console(&img, input);
     let on_host = ruvllm_esp32::console::replies(&host, &commands).expect("every command echoed on the host");
     let host_tail: Vec<&str> = host.rsplit("xxx\r\n").next().unwrap().lines().collect();
 

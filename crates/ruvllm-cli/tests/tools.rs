@@ -5,50 +5,16 @@
 //! toolchain (rustc-web, cargo-web, rust-web-src) and a rust-lld: without them that test prints
 //! why it skips, except under CI=true, where it fails.
 
+mod common;
+
+use common::*;
 use ruvllm_esp32::model::Model;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Prints why the test skips, or fails under CI.
-fn missing(what: &str) -> Option<()> {
-    if ci() {
-        panic!("CI=true but {what}");
-    }
-    eprintln!("skipping: {what}");
-    None
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32")).args(args).output().expect("the binary runs")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ruvllm-tools-test-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
-}
-
 fn stdout(out: &Output) -> String {
     assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Asserts a clean failure: non-zero exit, one line on stderr that contains `needle`.
-fn fails_with(out: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "should fail: {err}");
-    assert!(!err.contains("panicked"), "panicked: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(err.contains(needle), "expected {needle:?} in {err}");
 }
 
 fn builtin_model() -> Vec<u8> {

@@ -1,0 +1,73 @@
+//! Helpers shared by the CLI's integration tests: running the binary, scratch files, and the
+//! skip rule (a test that needs ../shared or the chip tools prints why it skips, except under
+//! CI=true, where it fails).
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Prints why the test skips, or fails under CI.
+pub fn missing(what: &str) -> Option<()> {
+    if ci() {
+        panic!("CI=true but {what}");
+    }
+    eprintln!("skipping: {what}");
+    None
+}
+
+/// A file of ../shared, or a skip.
+pub fn shared(rel: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel);
+    if p.exists() {
+        return Some(p);
+    }
+    missing(&format!("{} not found", p.display()))?;
+    None
+}
+
+pub fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
+/// Debian's chip toolchain and QEMU, or a skip.
+pub fn chip_tools() -> Option<()> {
+    if !Path::new("/usr/bin/rustc").is_file() || !Path::new("/usr/lib/rustlib/src/rust/library").is_dir() {
+        missing(
+            "Debian's chip toolchain is not installed (apt-get install rustc-web cargo-web rust-web-src)",
+        )?;
+    }
+    if !on_path("qemu-system-riscv32") {
+        missing("qemu-system-riscv32 is not installed (apt-get install qemu-system-misc)")?;
+    }
+    Some(())
+}
+
+/// The binary with `args`, its output collected.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32")).args(args).output().expect("the binary runs")
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A path in a scratch directory of this test binary and process.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ruvllm-{}-{}", env!("CARGO_CRATE_NAME"), std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+/// Asserts a clean failure: non-zero exit, one line on stderr that contains `needle`.
+pub fn fails_with(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "should fail: {err}");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in {err}");
+}
