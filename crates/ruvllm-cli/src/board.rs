@@ -156,15 +156,7 @@ fn cargo_build(tc: &Toolchain, features: &[&str], env: &[(&str, &Path)]) -> Resu
     );
     let out = cmd.output().with_context(|| format!("running {}", tc.cargo.display()))?;
     if !out.status.success() {
-        // The error lines, without the linker's command line (thousands of characters).
-        let err = String::from_utf8_lossy(&out.stderr);
-        let lines: Vec<&str> = err
-            .lines()
-            .filter(|l| l.len() < 400 && l.to_ascii_lowercase().contains("error"))
-            .take(20)
-            .map(str::trim)
-            .collect();
-        bail!("the board build failed:\n{}", lines.join("\n"));
+        bail!("the board build failed:\n{}", cargo_errors(&out.stderr));
     }
     Ok(dir.join("target").join(TARGET).join("release/qemu-c3"))
 }
@@ -799,4 +791,17 @@ pub fn vector_bench(chip: &str, b: &VectorBench) -> Result<()> {
         r.index_bytes, r.static_bytes, r.insert_stack, r.search_stack
     );
     Ok(())
+}
+
+/// The error lines of a failed cargo build's stderr, without the linker's command line
+/// (thousands of characters): at most 20.
+pub(crate) fn cargo_errors(stderr: &[u8]) -> String {
+    let err = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.len() < 400 && l.to_ascii_lowercase().contains("error"))
+        .take(20)
+        .map(str::trim)
+        .collect();
+    lines.join("\n")
 }

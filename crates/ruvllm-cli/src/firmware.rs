@@ -254,14 +254,11 @@ pub fn build(chip: Chip, release: bool, args: &ModelArgs) -> Result<PathBuf> {
     pb.finish_and_clear();
     let out = out.context("running cargo")?;
     if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let lines: Vec<&str> = err
-            .lines()
-            .filter(|l| l.len() < 400 && l.to_ascii_lowercase().contains("error"))
-            .take(20)
-            .map(str::trim)
-            .collect();
-        bail!("the firmware build for {} failed:\n{}", chip.feature(), lines.join("\n"));
+        bail!(
+            "the firmware build for {} failed:\n{}",
+            chip.feature(),
+            crate::board::cargo_errors(&out.stderr)
+        );
     }
     let elf =
         target_dir.join(chip.target()).join(if release { "release" } else { "debug" }).join("ruvllm-esp");
