@@ -9,6 +9,7 @@ mod common;
 
 use common::*;
 use ruvllm_esp32::model::Model;
+use ruvllm_esp32::partition;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -172,43 +173,6 @@ fn chip_tools() -> Option<()> {
     Some(())
 }
 
-/// One entry of an ESP-IDF partition table (32 bytes, magic 0x50AA).
-#[derive(Debug)]
-struct Part {
-    ty: u8,
-    subtype: u8,
-    offset: u32,
-    size: u32,
-    name: String,
-}
-
-fn parse_partition_table(t: &[u8]) -> Vec<Part> {
-    let mut parts = Vec::new();
-    let mut md5_seen = false;
-    for e in t.chunks_exact(32) {
-        match [e[0], e[1]] {
-            [0xAA, 0x50] => {
-                assert!(!md5_seen, "an entry after the MD5 entry");
-                let u32_at = |o: usize| u32::from_le_bytes(e[o..o + 4].try_into().unwrap());
-                let name = &e[12..28];
-                let end = name.iter().position(|&b| b == 0).unwrap_or(16);
-                parts.push(Part {
-                    ty: e[2],
-                    subtype: e[3],
-                    offset: u32_at(4),
-                    size: u32_at(8),
-                    name: String::from_utf8(name[..end].to_vec()).unwrap(),
-                });
-            }
-            // ESP-IDF's MD5 entry: 0xEBEB, 14 bytes of 0xFF, the MD5 of the entries before it.
-            [0xEB, 0xEB] => md5_seen = true,
-            [0xFF, 0xFF] => break,
-            other => panic!("bad partition entry magic {other:02x?}"),
-        }
-    }
-    parts
-}
-
 #[test]
 fn flash_dry_run_writes_a_bootable_layout_with_the_model_partition() {
     let Some(()) = chip_tools() else { return };
@@ -222,12 +186,15 @@ fn flash_dry_run_writes_a_bootable_layout_with_the_model_partition() {
     // The ESP32-C3's ROM loads the second-stage bootloader from offset 0: an ESP image (0xE9).
     assert_eq!(img[0], 0xE9, "bootloader image magic at 0x0");
 
-    let parts = parse_partition_table(&img[0x8000..0x9000]);
-    let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
+    // The table espflash wrote, read by the library as the chip reads it (MD5 entry checked).
+    let table = partition::Table::parse(&img[partition::TABLE_OFFSET..]).expect("a valid partition table");
+    assert!(table.md5_checked(), "the table carries its MD5");
+    let parts: Vec<_> = table.iter().collect();
+    let names: Vec<&str> = parts.iter().map(|p| p.label).collect();
     assert_eq!(names, ["nvs", "phy_init", "factory", "model"], "{parts:?}");
     let mut spans: Vec<(u32, u32)> = vec![(0x8000, 0x9000)]; // the table itself
     for p in &parts {
-        let align = if p.ty == 0 { 0x1_0000 } else { 0x1000 };
+        let align = if p.kind == partition::TYPE_APP { 0x1_0000 } else { 0x1000 };
         assert_eq!(p.offset % align, 0, "{p:?} misaligned");
         assert_eq!(p.size % 0x1000, 0, "{p:?} size not a whole sector");
         assert!(p.offset >= 0x9000, "{p:?} overlaps the table or the bootloader");
@@ -239,8 +206,8 @@ fn flash_dry_run_writes_a_bootable_layout_with_the_model_partition() {
         assert!(w[0].1 <= w[1].0, "overlap: {w:?}");
     }
 
-    let app = parts.iter().find(|p| p.name == "factory").unwrap();
-    assert_eq!((app.ty, app.subtype), (0x00, 0x00), "factory app");
+    let app = table.find("factory").unwrap();
+    assert_eq!((app.kind, app.subtype), (partition::TYPE_APP, 0x00), "factory app");
     assert_eq!(app.offset, 0x1_0000);
     assert_eq!(img[app.offset as usize], 0xE9, "app image magic");
     // Both ESP images name the ESP32-C3 (image header chip id 5, bytes 12..14).
@@ -248,21 +215,23 @@ fn flash_dry_run_writes_a_bootable_layout_with_the_model_partition() {
         assert_eq!(u16::from_le_bytes([img[at + 12], img[at + 13]]), 5, "chip id of the image at {at:#x}");
     }
     // The app image (header, segments, checksum, SHA-256) fits its partition.
-    let model = parts.iter().find(|p| p.name == "model").unwrap();
-    assert_eq!(model.ty, 0x01, "a data partition");
+    let model = table.find("model").unwrap();
+    assert_eq!(model.kind, partition::TYPE_DATA, "a data partition");
 
     // The model partition holds exactly the source image, the rest of it erased.
     let src = builtin_model();
     let part = &img[model.offset as usize..(model.offset + model.size) as usize];
     assert_eq!(&part[..src.len()], &src[..], "the model partition differs from models/default.gguf");
     assert!(part[src.len()..].iter().all(|&b| b == 0xFF), "bytes after the image are not erased flash");
-    // And the engine loads it (checksum verified), from a 16-byte aligned copy as flash would
-    // be mapped.
-    let mut words = vec![0u128; src.len().div_ceil(16)];
-    let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
-    buf[..src.len()].copy_from_slice(&part[..src.len()]);
-    let m: Model<'_> =
-        Model::from_gguf(&buf[..src.len()]).expect("the model partition loads, checksum verified");
+    // And the engine finds and loads it the way the board does: the whole flash mapped
+    // (a 16-byte aligned copy here), the table read, the image cut from the partition,
+    // checksum verified.
+    let mut words = vec![0u128; img.len() / 16];
+    let flash: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+    flash.copy_from_slice(&img);
+    let (found, image) = partition::model_image(flash).expect("the model partition is found");
+    assert_eq!((found.offset, image.len()), (model.offset, src.len()));
+    let m: Model<'_> = Model::from_gguf(image).expect("the model partition loads, checksum verified");
     assert_eq!(m.config.n_layers, 5);
     // The app partition is large enough for the app image that was laid out.
     let app_end =

@@ -19,6 +19,7 @@ pub mod kernels;
 pub mod knowledge;
 pub mod model;
 pub mod packed;
+pub mod partition;
 pub mod quant;
 pub mod sample;
 pub mod store;

@@ -557,6 +557,15 @@ impl<'a> Gguf<'a> {
         self.bytes.get(self.data_start..).unwrap_or(&[])
     }
 
+    /// Where the image ends: the last tensor's data, padded to the alignment as the writer
+    /// pads it. Bytes after that (a flash partition's erased tail) belong to no image.
+    pub fn image_len(&self) -> usize {
+        let base = self.bytes.as_ptr() as usize;
+        let last = self.tensors().map(|t| t.data.as_ptr() as usize - base + t.data.len()).max();
+        let end = last.unwrap_or(self.data_start).max(self.data_start);
+        end.checked_next_multiple_of(self.alignment).unwrap_or(end).min(self.bytes.len())
+    }
+
     /// Byte offset of the data section within the file.
     pub fn data_offset(&self) -> usize {
         self.data_start
