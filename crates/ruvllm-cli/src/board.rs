@@ -372,8 +372,10 @@ pub fn run_board(
     elf_out: Option<&Path>,
     corrupt: bool,
     engine: &str,
+    flash_image: Option<&Path>,
 ) -> Result<()> {
     let float_engine = parse_engine(engine)?;
+    let chip_image = flash_image.map(ruvllm_cli::board_flash::read_chip_image).transpose()?;
     let quant = image::parse_quant(quant)?;
     let tc = Toolchain::find()?;
     let dir = scratch_dir();
@@ -387,6 +389,9 @@ pub fn run_board(
         return Ok(());
     }
     let flash = flash_file(&dir)?;
+    if let Some(bytes) = &chip_image {
+        ruvllm_cli::board_flash::put_chip_image(&flash, bytes)?;
+    }
     eprintln!("running {} with flash {} (type quit to leave)", elf.display(), flash.display());
     let status = qemu_with_flash(&tc, &elf, &flash).status().context("starting qemu");
     let _ = std::fs::remove_dir_all(&dir);

@@ -160,7 +160,7 @@ enum Cmd {
     },
     /// Build the QEMU ESP32-C3 board around a model (as q8) and run its console here
     #[command(
-        after_help = "Example:\n  ruvllm-esp32 board -m stories260K.bin -z tok512.bin\n\nNeeds Debian's rustc-web, cargo-web, rust-web-src and qemu-system-misc (see docs/ARCHITECTURE.md)."
+        after_help = "Examples:\n  ruvllm-esp32 board -m stories260K.bin -z tok512.bin\n  ruvllm-esp32 flash --dry-run --chip esp32c3 -m other.gguf -o chip.bin\n  ruvllm-esp32 board --flash-image chip.bin      # the model comes from chip.bin's model partition\n\nNeeds Debian's rustc-web, cargo-web, rust-web-src and qemu-system-misc (see docs/ARCHITECTURE.md)."
     )]
     Board {
         #[command(flatten)]
@@ -178,6 +178,10 @@ enum Cmd {
         /// The board's engine: int (integer-only path) or float (scalar f32 kernels)
         #[arg(long, default_value = "int")]
         engine: String,
+        /// An ESP32-C3 flash image (`flash --dry-run` output) to put in the board's flash: the
+        /// board then reads its model from the image's model partition, as a chip does
+        #[arg(long, value_name = "IMAGE")]
+        flash_image: Option<PathBuf>,
     },
     /// Train a model on a text corpus (or the built-in generated one): BPE tokenizer, model,
     /// quantization-aware training; writes OUT.gguf, OUT.ckpt and OUT.loss.svg
@@ -402,8 +406,8 @@ fn main() -> ExitCode {
         Cmd::Bench { model, prompt, steps, repeat, json, chip: None, .. } => {
             bench::run(&model, &prompt, steps, repeat, json)
         }
-        Cmd::Board { model, quant, elf, corrupt_image, engine } => {
-            board::run_board(&model, &quant, elf.as_deref(), corrupt_image, &engine)
+        Cmd::Board { model, quant, elf, corrupt_image, engine, flash_image } => {
+            board::run_board(&model, &quant, elf.as_deref(), corrupt_image, &engine, flash_image.as_deref())
         }
         Cmd::Train {
             text,

@@ -925,3 +925,66 @@ fn the_float_board_samples_as_the_host_does() {
     b.expect("bye");
     assert_eq!(b.exit_code(), 0);
 }
+
+/// The board reads its model from the `model` partition of an ESP32-C3 flash image (what
+/// `flash` writes to a real chip), in place: built around the built-in model, it speaks with
+/// the draft model flashed in the partition, as the host does with that model. A damaged
+/// partition is reported in one line and the linked image serves.
+#[test]
+fn the_board_reads_its_model_from_the_flash_images_model_partition() {
+    use ruvllm_cli::board_flash::{new_flash_file, put_chip_image, read_chip_image, FLASH_CHIP_IMAGE};
+    let Some(()) = chip_tools() else { return };
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let (builtin, draft) = (models.join("default.gguf"), models.join("draft.gguf"));
+    let chip = scratch("chip-with-draft.bin");
+    let out = run(&["flash", "--dry-run", "--chip", "esp32c3", "--model", s(&draft), "-o", s(&chip)]);
+    assert!(out.status.success(), "flash --dry-run: {}", String::from_utf8_lossy(&out.stderr));
+    let Some(elf) = build(&builtin, false, "int") else { return };
+    let host_text = |model: &Path| {
+        let host = run(&["gen", "--model", s(model), "--int", "--prompt", PROMPT, "--steps", "48"]);
+        assert!(host.status.success(), "{}", String::from_utf8_lossy(&host.stderr));
+        String::from_utf8(host.stdout).unwrap().trim_end().to_string()
+    };
+    let (draft_text, builtin_text) = (host_text(&draft), host_text(&builtin));
+    assert_ne!(draft_text, builtin_text, "the two models must tell apart");
+
+    let flash = scratch("partition-flash.bin");
+    new_flash_file(&flash).unwrap();
+    put_chip_image(&flash, &read_chip_image(&chip).unwrap()).unwrap();
+    let gen_on = |flash: &Path| {
+        let mut b = Board::boot_with(&elf, Some(flash));
+        let boot = b.expect("type help\r\n> ");
+        assert_eq!(b.command("set steps 48"), "steps 48");
+        let text = b.command(&format!("gen {PROMPT}"));
+        let info = b.command("info");
+        b.send(b"quit\n");
+        b.expect("bye");
+        assert_eq!(b.exit_code(), 0);
+        (boot, text, info)
+    };
+    let (boot, text, info) = gen_on(&flash);
+    let draft_len = std::fs::metadata(&draft).unwrap().len();
+    assert!(
+        boot.contains(&format!(
+            "model: partition `model` at flash 0x110000, {draft_len} bytes, checksum verified"
+        )),
+        "{boot}"
+    );
+    assert_eq!(text, draft_text, "the board's text is not the partition model's");
+    assert!(info.contains("dim 48"), "{info}");
+
+    // One flipped byte in the partition's image: refused by its checksum, the linked one serves.
+    let mut bytes = std::fs::read(&flash).unwrap();
+    bytes[FLASH_CHIP_IMAGE.start + 0x11_0000 + draft_len as usize - 64] ^= 0x10;
+    std::fs::write(&flash, &bytes).unwrap();
+    let (boot, text, _) = gen_on(&flash);
+    assert!(boot.contains("model partition refused: checksum mismatch"), "{boot}");
+    assert!(boot.contains("model: the image linked into the firmware"), "{boot}");
+    assert_eq!(text, builtin_text);
+
+    // Not a chip image: refused before anything is written.
+    let err = run(&["board", "--flash-image", s(&draft)]);
+    assert!(!err.status.success());
+    let err = String::from_utf8_lossy(&err.stderr);
+    assert!(err.contains("not a chip flash image"), "{err}");
+}

@@ -112,8 +112,8 @@ fn entry(e: &[u8]) -> Result<Partition<'_>> {
     let u32_at = |o: usize| u32::from_le_bytes([e[o], e[o + 1], e[o + 2], e[o + 3]]);
     let label = &e[12..28];
     let len = label.iter().position(|&b| b == 0).unwrap_or(label.len());
-    let label =
-        core::str::from_utf8(&label[..len]).map_err(|_| Error::Invalid { what: "partition label (not UTF-8)" })?;
+    let label = core::str::from_utf8(&label[..len])
+        .map_err(|_| Error::Invalid { what: "partition label (not UTF-8)" })?;
     let (offset, size) = (u32_at(4), u32_at(8));
     if offset.checked_add(size).is_none() {
         return Err(Error::Invalid { what: "partition span (offset + size overflows)" });
@@ -126,7 +126,8 @@ fn entry(e: &[u8]) -> Result<Partition<'_>> {
 /// image and its tail erased; the image's own header says where it ends. The caller checks the
 /// image itself (`Model::from_gguf` verifies its checksum).
 pub fn model_image(flash: &[u8]) -> Result<(Partition<'_>, &[u8])> {
-    let table = flash.get(TABLE_OFFSET..).ok_or(Error::Truncated { what: "flash before the partition table" })?;
+    let table =
+        flash.get(TABLE_OFFSET..).ok_or(Error::Truncated { what: "flash before the partition table" })?;
     let part = Table::parse(table)?
         .find(MODEL_LABEL)
         .map_err(|_| Error::Missing { what: "a `model` partition in the partition table" })?;

@@ -1,6 +1,8 @@
 //! A QEMU `virt` board with exactly the ESP32-C3's resources (rv32imc, no FPU, 4 MiB flash,
-//! 400 KiB RAM) running the ruvllm-esp32 console on its UART. The model image is linked into
-//! flash and read in place; the engine's arena is a static array sized at build time.
+//! 400 KiB RAM) running the ruvllm-esp32 console on its UART. The model is read in place from
+//! flash: from the `model` partition of the chip flash image in the board's flash bank when
+//! there is one (what `ruvllm-esp32 flash` writes to a real chip), else the image linked into
+//! the firmware. The engine's arena is a static array sized at build time.
 //!
 //! With the `vector-bench` feature the board runs no console and embeds no model: it builds a
 //! `MicroHNSW` over vectors linked into flash, counts the instructions of every insert and
@@ -28,6 +30,8 @@ use ruvllm_esp32::console::ReferenceEngine;
 use ruvllm_esp32::console::{Board, Console, Knowledge, KnowledgeStore, SavingOff};
 #[cfg(not(feature = "vector-bench"))]
 use ruvllm_esp32::model::Model;
+#[cfg(not(feature = "vector-bench"))]
+use ruvllm_esp32::partition;
 #[cfg(not(feature = "vector-bench"))]
 use ruvllm_esp32::store::Store;
 use uart::Uart;
@@ -58,6 +62,12 @@ static mut KNOWLEDGE: MaybeUninit<Knowledge> = MaybeUninit::uninit();
 /// boot block.
 #[cfg(not(feature = "vector-bench"))]
 const KNOWLEDGE_REGION: core::ops::Range<u32> = pflash::SECTOR as u32..(3 * pflash::SECTOR) as u32;
+
+/// Where the board's flash bank holds an ESP32-C3 flash image (`ruvllm-esp32 flash --dry-run`'s
+/// output, put there by `ruvllm-esp32 board --flash-image`): the chip's 4 MiB of SPI flash as
+/// its MMU maps it, after the boot block and the knowledge store.
+#[cfg(not(feature = "vector-bench"))]
+const CHIP_FLASH: core::ops::Range<usize> = 0x40_0000..0x80_0000;
 
 /// Written over the free stack at boot; the first word that differs marks the deepest use.
 const PAINT: u32 = 0x5AA5_C33C;
@@ -131,21 +141,33 @@ fn main() -> ! {
     paint_stack();
     // SAFETY: the only Uart.
     let mut uart = unsafe { Uart::new() };
-    let _ = writeln!(Fmt(&mut uart), "qemu-c3: ESP32-C3-sized board, image {} bytes in flash", IMAGE.0.len());
-    let model: Model<'static, LAYERS> = match Model::from_gguf(&IMAGE.0) {
+    let _ = writeln!(Fmt(&mut uart), "qemu-c3: ESP32-C3-sized board");
+    let linked: Model<'static, LAYERS> = match Model::from_gguf(&IMAGE.0) {
         Ok(m) => m,
         Err(e) => {
             let _ = writeln!(Fmt(&mut uart), "error: the model image is refused: {e}");
             exit(2);
         }
     };
-    let _ = writeln!(Fmt(&mut uart), "qemu-c3: image checksum verified");
+    let from_partition = partition_model(&mut uart);
+    let model = match &from_partition {
+        Some(m) => m,
+        None => {
+            let _ = writeln!(
+                Fmt(&mut uart),
+                "model: the image linked into the firmware, {} bytes, checksum verified",
+                IMAGE.0.len()
+            );
+            &linked
+        }
+    };
+    let seq = SEQ_LEN.min(model.config.seq_len);
     // SAFETY: main runs once and never returns, so this is the only reference to ARENA.
     let arena = unsafe { &mut *addr_of_mut!(ARENA) };
     #[cfg(not(feature = "float-engine"))]
-    let engine = IntegerEngine::new(&model, arena, SEQ_LEN);
+    let engine = IntegerEngine::new(model, arena, seq);
     #[cfg(feature = "float-engine")]
-    let engine = ReferenceEngine::new(&model, arena, SEQ_LEN);
+    let engine = ReferenceEngine::new(model, arena, seq);
     let engine = match engine {
         Ok(e) => e,
         Err(e) => {
@@ -165,6 +187,54 @@ fn main() -> ! {
     // The UART's error type is Infallible: run only returns on quit or end of input.
     let _ = console.run();
     exit(0)
+}
+
+/// The model in the `model` partition of the chip flash image at [`CHIP_FLASH`], read in place,
+/// when it loads (checksum verified) and fits the arena; one boot line either way. A bank with
+/// no chip image (blank) is silent; a damaged table or image is reported and the linked image
+/// serves.
+#[cfg(not(feature = "vector-bench"))]
+fn partition_model(uart: &mut Uart) -> Option<Model<'static, LAYERS>> {
+    // SAFETY: the bank reads as memory (the store driver returns it to read-array mode after
+    // every command), and the store only programs and erases its own blocks, below CHIP_FLASH.
+    let flash: &'static [u8] = unsafe {
+        core::slice::from_raw_parts((pflash::BASE + CHIP_FLASH.start) as *const u8, CHIP_FLASH.len())
+    };
+    let table = &flash[partition::TABLE_OFFSET..partition::TABLE_OFFSET + 2];
+    if table == [0xFF, 0xFF] || table == [0x00, 0x00] {
+        return None;
+    }
+    let found = partition::model_image(flash).and_then(|(part, image)| {
+        let model: Model<'static, LAYERS> = Model::from_gguf(image)?;
+        Ok((part, image.len(), model))
+    });
+    let (part, len, model) = match found {
+        Ok(f) => f,
+        Err(e) => {
+            let _ =
+                writeln!(Fmt(uart), "model partition refused: {e}; using the image linked into the firmware");
+            return None;
+        }
+    };
+    #[cfg(not(feature = "float-engine"))]
+    let need = ruvllm_esp32::infer::IntState::arena_len(&model, SEQ_LEN.min(model.config.seq_len));
+    #[cfg(feature = "float-engine")]
+    let need = ruvllm_esp32::infer::State::arena_len(&model, SEQ_LEN.min(model.config.seq_len));
+    if need > ARENA_LEN {
+        let _ = writeln!(
+            Fmt(uart),
+            "model partition refused: its arena needs {need} words, the firmware has {ARENA_LEN}; \
+             using the image linked into the firmware"
+        );
+        return None;
+    }
+    let _ = writeln!(
+        Fmt(uart),
+        "model: partition `{}` at flash 0x{:x}, {len} bytes, checksum verified",
+        part.label,
+        part.offset
+    );
+    Some(model)
 }
 
 /// Opens the knowledge store in pflash and restores what it holds, with one boot line. A

@@ -25,7 +25,7 @@ use embedded_storage::nor_flash::{
 };
 
 /// Base address of pflash bank 0.
-const BASE: usize = 0x2000_0000;
+pub const BASE: usize = 0x2000_0000;
 /// Bytes in the bank.
 pub const CAPACITY: usize = 32 * 1024 * 1024;
 /// Erase block of the bank (both chips' blocks side by side).

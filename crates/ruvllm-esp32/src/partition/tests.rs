@@ -35,7 +35,8 @@ const LAYOUT: [(&str, u8, u8, u32, u32); 4] = [
 
 /// The project's built-in model.
 fn builtin() -> Vec<u8> {
-    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.gguf")).expect("models/default.gguf")
+    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.gguf"))
+        .expect("models/default.gguf")
 }
 
 /// A 4 MiB flash with the table and `image` in the model partition, the rest erased. Backed by
@@ -76,14 +77,20 @@ fn refuses_blank_corrupt_and_malformed_tables() {
     // One flipped bit in an entry: the MD5 no longer matches.
     let mut t = table(&LAYOUT, true);
     t[3 * ENTRY_LEN + 5] ^= 0x01;
-    assert_eq!(Table::parse(&t).unwrap_err(), Error::Invalid { what: "partition table MD5 (the table is corrupt)" });
+    assert_eq!(
+        Table::parse(&t).unwrap_err(),
+        Error::Invalid { what: "partition table MD5 (the table is corrupt)" }
+    );
 
     let mut t = table(&LAYOUT, false);
     t[12] = 0xC3; // a lone UTF-8 lead byte in the first label
     assert_eq!(Table::parse(&t).unwrap_err(), Error::Invalid { what: "partition label (not UTF-8)" });
 
     let t = table(&[("huge", TYPE_DATA, 0, 0xFFFF_0000, 0x2_0000)], false);
-    assert_eq!(Table::parse(&t).unwrap_err(), Error::Invalid { what: "partition span (offset + size overflows)" });
+    assert_eq!(
+        Table::parse(&t).unwrap_err(),
+        Error::Invalid { what: "partition span (offset + size overflows)" }
+    );
 }
 
 #[test]
