@@ -21,6 +21,8 @@ use ruvllm_esp32::console::{Board, Console, IntegerEngine, Knowledge};
 use ruvllm_esp32::infer::IntState;
 use ruvllm_esp32::model::Model;
 
+mod flash_map;
+
 // LAYERS, SEQ_LEN, ARENA_LEN, IMAGE_LEN: computed by build.rs from the image.
 include!(concat!(env!("OUT_DIR"), "/plan.rs"));
 
