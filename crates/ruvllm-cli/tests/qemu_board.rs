@@ -362,30 +362,23 @@ fn knowledge_board_matches_host(img: &Path) {
     assert_eq!(b.exit_code(), 0);
 }
 
-/// Bad knowledge lines and the one reply each gets (the same as the library's scripted console
-/// test): a 1 MB line, invalid UTF-8, control bytes, no text.
+/// Bad input to each knowledge command and the one reply each gets: a 1 MB line per command,
+/// then the cases of `tests/data/bad_knowledge_lines.bin` (raw bytes: invalid UTF-8, control
+/// bytes, no text; `line<TAB>reply` per line), which the QEMU board test types too.
 fn bad_knowledge_lines() -> Vec<(Vec<u8>, &'static str)> {
-    let huge = |cmd: &str| {
+    let huge = ["add", "ask", "anomaly"].map(|cmd| {
         let mut l = format!("{cmd} ").into_bytes();
         l.resize(1 << 20, b'x');
-        l
-    };
-    vec![
-        (huge("add"), "error: line too long (max 255 bytes)"),
-        (huge("ask"), "error: line too long (max 255 bytes)"),
-        (huge("anomaly"), "error: line too long (max 255 bytes)"),
-        (b"add the \xff cat".to_vec(), "error: invalid UTF-8 at byte 8 of the line"),
-        (b"ask the \xc3( cat".to_vec(), "error: invalid UTF-8 at byte 8 of the line"),
-        (b"anomaly the \xe2\x82 cat".to_vec(), "error: invalid UTF-8 at byte 12 of the line"),
-        (b"add \xff\xfe\x00\x00".to_vec(), "error: invalid UTF-8 at byte 4 of the line"),
-        (b"add \x00cat sleeps".to_vec(), "error: text holds control character U+0000 at byte 0"),
-        (b"add the cat\x1b[2J sleeps".to_vec(), "error: text holds control character U+001B at byte 7"),
-        (b"ask cat\x00".to_vec(), "error: text holds control character U+0000 at byte 3"),
-        (b"anomaly \x1b[A\x1b[A".to_vec(), "error: text holds control character U+001B at byte 0"),
-        (b"add".to_vec(), "error: no text given (usage: add <text>)"),
-        (b"ask   ".to_vec(), "error: no text given (usage: ask <query>)"),
-        (b"anomaly".to_vec(), "error: no text given (usage: anomaly <text>)"),
-    ]
+        (l, "error: line too long (max 255 bytes)")
+    });
+    let cases = include_bytes!("../../ruvllm-esp32/tests/data/bad_knowledge_lines.bin")
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty());
+    let cases = cases.map(|l| {
+        let tab = l.iter().position(|&b| b == b'\t').expect("line<TAB>reply");
+        (l[..tab].to_vec(), std::str::from_utf8(&l[tab + 1..]).expect("UTF-8 reply"))
+    });
+    huge.into_iter().chain(cases).collect()
 }
 
 fn integer_board_matches_host(model: &Path, tok: &Path, quant: &str) {

@@ -128,14 +128,27 @@ fn entry(e: &[u8]) -> Result<Partition<'_>> {
 pub fn model_image(flash: &[u8]) -> Result<(Partition<'_>, &[u8])> {
     let table =
         flash.get(TABLE_OFFSET..).ok_or(Error::Truncated { what: "flash before the partition table" })?;
+    let part = model_partition(table)?;
+    let bytes = part.bytes(flash)?;
+    Ok((part, image_in(bytes)?))
+}
+
+/// The [`MODEL_LABEL`] data partition of the table in `table` (for a chip that reads the table
+/// and then maps only the partition).
+pub fn model_partition(table: &[u8]) -> Result<Partition<'_>> {
     let part = Table::parse(table)?
         .find(MODEL_LABEL)
         .map_err(|_| Error::Missing { what: "a `model` partition in the partition table" })?;
     if part.kind != TYPE_DATA {
         return Err(Error::Invalid { what: "the model partition is not a data partition" });
     }
-    let bytes = part.bytes(flash)?;
-    Ok((part, image_in(bytes)?))
+    Ok(part)
+}
+
+/// Whether `table` (the bytes at [`TABLE_OFFSET`]) is blank: erased flash, or never written
+/// (an emulator's zeroed flash). No table there is no error; a damaged one is.
+pub fn is_blank(table: &[u8]) -> bool {
+    matches!(table, [0xFF, 0xFF, ..] | [0x00, 0x00, ..] | [] | [_])
 }
 
 /// The GGUF image at the start of `bytes` (a partition), without the erased bytes after it.

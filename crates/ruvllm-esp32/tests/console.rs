@@ -3,7 +3,7 @@
 
 mod common;
 
-use embedded_io::{ErrorType, Read, ReadReady, Write};
+use common::Stream;
 use ruvllm_esp32::console::{Board, Console, ReferenceEngine};
 use ruvllm_esp32::convert::Quant;
 use ruvllm_esp32::infer::{self, State};
@@ -11,45 +11,6 @@ use ruvllm_esp32::kernels::Kernels;
 use ruvllm_esp32::model::Model;
 use ruvllm_esp32::sample::Sampler;
 use ruvllm_esp32::tokenizer;
-
-/// Input that is all there from the start, output collected.
-struct Stream {
-    input: std::collections::VecDeque<u8>,
-    out: Vec<u8>,
-}
-
-impl ErrorType for Stream {
-    type Error = core::convert::Infallible;
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
-        let mut n = 0;
-        while let (Some(slot), Some(b)) = (buf.get_mut(n), self.input.front()) {
-            *slot = *b;
-            self.input.pop_front();
-            n += 1;
-        }
-        Ok(n)
-    }
-}
-
-impl ReadReady for Stream {
-    /// Nothing is typed while the engine works: the next line waits for the prompt.
-    fn read_ready(&mut self) -> Result<bool, Self::Error> {
-        Ok(false)
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
-        self.out.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> Result<(), Self::Error> {
-        Ok(())
-    }
-}
 
 fn direct(model: &Model<'_, 8>, prompt: &str, steps: usize) -> Vec<u8> {
     let mut tokens = vec![0u32; prompt.len() + 3];
@@ -73,7 +34,7 @@ fn console_gen_prints_what_the_engine_generates() {
     let mut arena = vec![0f32; State::arena_len(&model, ctx)];
     let engine = ReferenceEngine::new(&model, &mut arena, ctx).unwrap();
     let input = b"set echo off\nset steps 100\ngen Once upon a time\ngen\nquit\n";
-    let stream = Stream { input: input.iter().copied().collect(), out: Vec::new() };
+    let stream = Stream::new(input);
     let mut console = Console::new(stream, engine, Board::PLAIN);
     console.run().unwrap();
     let (stream, _, _) = console.into_parts();

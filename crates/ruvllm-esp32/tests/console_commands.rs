@@ -6,7 +6,7 @@
 
 mod common;
 
-use embedded_io::{ErrorType, Read, ReadReady, Write};
+use common::Stream;
 use ruvllm_esp32::console::{
     replies, Board, Console, Engine, IntegerEngine, Knowledge, ReferenceEngine, Sampling,
 };
@@ -15,44 +15,6 @@ use ruvllm_esp32::model::Model;
 use ruvllm_esp32::tokenizer;
 
 const SCRIPT: &str = include_str!("data/console_script.txt");
-
-/// Input that is all there from the start, output collected.
-struct Stream {
-    input: std::collections::VecDeque<u8>,
-    out: Vec<u8>,
-}
-
-impl ErrorType for Stream {
-    type Error = core::convert::Infallible;
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
-        let mut n = 0;
-        while let (Some(slot), Some(b)) = (buf.get_mut(n), self.input.front()) {
-            *slot = *b;
-            self.input.pop_front();
-            n += 1;
-        }
-        Ok(n)
-    }
-}
-
-impl ReadReady for Stream {
-    fn read_ready(&mut self) -> Result<bool, Self::Error> {
-        Ok(false)
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
-        self.out.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> Result<(), Self::Error> {
-        Ok(())
-    }
-}
 
 fn builtin() -> common::Image {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.gguf");
@@ -66,7 +28,7 @@ fn script() -> Vec<(&'static str, bool)> {
 
 fn session(engine: impl Engine, input: &[u8]) -> String {
     let mut k = Box::new(Knowledge::new());
-    let stream = Stream { input: input.iter().copied().collect(), out: Vec::new() };
+    let stream = Stream::new(input);
     let mut console = Console::with_knowledge(stream, engine, Board::PLAIN, &mut k);
     console.run().unwrap();
     let (stream, _, _) = console.into_parts();

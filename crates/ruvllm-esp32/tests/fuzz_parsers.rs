@@ -12,6 +12,7 @@ use proptest::prelude::*;
 use ruvllm_esp32::convert::{load_gguf, load_llama2c, load_tokenizer_bin, Quant};
 use ruvllm_esp32::gguf::{as_f32, as_i8, Gguf, Value};
 use ruvllm_esp32::model::Model;
+use ruvllm_esp32::partition;
 
 /// Inputs are ~1 MB; no parser may need more than a small multiple of that.
 const MAX_ALLOC: usize = 64 << 20;
@@ -43,7 +44,8 @@ fn cases() -> u32 {
     std::env::var("FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
 }
 
-/// stories260K.bin, tok512.bin and their F32, Q8, ternary and binary GGUF conversions.
+/// stories260K.bin, tok512.bin, their F32, Q8, ternary and binary GGUF conversions, and a chip
+/// flash with the Q8 one in its `model` partition.
 fn corpus() -> Option<&'static [Vec<u8>]> {
     static CORPUS: OnceLock<Option<Vec<Vec<u8>>>> = OnceLock::new();
     CORPUS
@@ -56,9 +58,37 @@ fn corpus() -> Option<&'static [Vec<u8>]> {
             let q8 = m.to_gguf(Quant::Q8).unwrap();
             let ternary = m.to_gguf(Quant::Ternary).unwrap();
             let binary = m.to_gguf(Quant::Binary).unwrap();
-            Some(vec![model, tok, f32, q8, ternary, binary])
+            let flash = flash_with_model(&q8);
+            Some(vec![model, tok, f32, q8, ternary, binary, flash])
         })
         .as_deref()
+}
+
+/// A flash as `ruvllm-esp32 flash` lays it out, reduced to what the model needs: a partition
+/// table at 0x8000 (an app entry and the `model` data partition, then the MD5 entry), the image
+/// at 0x9000.
+fn flash_with_model(image: &[u8]) -> Vec<u8> {
+    use md5::{Digest, Md5};
+    let mut table = Vec::new();
+    for (label, kind, offset, size) in
+        [("factory", 0u8, 0x1_0000u32, 0x1000u32), ("model", 1, 0x9000, image.len() as u32)]
+    {
+        table.extend_from_slice(&[0xAA, 0x50, kind, 0]);
+        table.extend_from_slice(&offset.to_le_bytes());
+        table.extend_from_slice(&size.to_le_bytes());
+        let mut name = [0u8; 16];
+        name[..label.len()].copy_from_slice(label.as_bytes());
+        table.extend_from_slice(&name);
+        table.extend_from_slice(&[0; 4]);
+    }
+    let digest: [u8; 16] = Md5::digest(&table).into();
+    table.extend_from_slice(&[0xEB, 0xEB]);
+    table.extend_from_slice(&[0xFF; 14]);
+    table.extend_from_slice(&digest);
+    let mut flash = vec![0xFF; 0x9000];
+    flash[partition::TABLE_OFFSET..partition::TABLE_OFFSET + table.len()].copy_from_slice(&table);
+    flash.extend_from_slice(image);
+    flash
 }
 
 /// Runs every parser over `bytes` and touches everything a successful parse exposes.
@@ -98,6 +128,15 @@ fn exercise(bytes: &[u8]) {
             }
         }
     }
+    // A partition table, and the model found through one (a board's boot).
+    if let Ok(t) = partition::Table::parse(bytes) {
+        for p in t.iter() {
+            let _ = p.bytes(bytes);
+        }
+    }
+    if let Ok((_, image)) = partition::model_image(img.bytes()) {
+        let _ = <Model<'_>>::from_gguf(image);
+    }
     let _ = load_llama2c(bytes);
     for n in [512, 3, 100_000] {
         let _ = load_tokenizer_bin(bytes, n);
@@ -131,7 +170,8 @@ enum Mutation {
 
 fn position() -> impl Strategy<Value = usize> {
     // Headers (GGUF metadata incl. the tokenizer, llama2.c config) sit near the start.
-    prop_oneof![0usize..64, 0usize..512, 0usize..16_384, any::<usize>()]
+    // A partition table sits at 0x8000.
+    prop_oneof![0usize..64, 0usize..512, 0usize..16_384, 0x8000usize..0x8080, any::<usize>()]
 }
 
 fn extreme() -> impl Strategy<Value = u64> {
@@ -202,7 +242,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn mutated_real_files_never_panic(which in 0usize..6, muts in prop::collection::vec(mutation(), 1..6)) {
+    fn mutated_real_files_never_panic(which in 0usize..7, muts in prop::collection::vec(mutation(), 1..6)) {
         let Some(corpus) = corpus() else { return Ok(()) };
         let mut data = corpus[which].clone();
         for m in &muts {
@@ -228,7 +268,9 @@ fn corpus_is_valid() {
     let Some(c) = corpus() else { return };
     assert!(load_llama2c(&c[0]).is_ok());
     assert!(load_tokenizer_bin(&c[1], 512).is_ok());
-    for g in &c[2..] {
+    let (_, image) = partition::model_image(&c[6]).expect("the flash's model partition");
+    assert_eq!(image, &c[3][..]);
+    for g in &c[2..6] {
         assert_eq!(Gguf::parse(g).unwrap().verify_checksum(), Ok(true));
         assert!(load_gguf(g).unwrap().vocab.is_some());
         assert!(<Model<'_>>::from_gguf(common::Image::new(g).bytes()).is_ok());

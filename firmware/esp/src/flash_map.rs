@@ -40,7 +40,6 @@ impl fmt::Display for FlashError {
 
 /// Reads `buf.len()` raw bytes of flash at `offset` (any alignment) through esp-storage, which
 /// takes the `FLASH` peripheral: `FlashStorage::new(peripherals.FLASH)`.
-#[allow(dead_code)]
 pub fn read(flash: &mut FlashStorage<'_>, offset: u32, buf: &mut [u8]) -> Result<(), FlashError> {
     flash.read(offset, buf).map_err(|e| match e {
         FlashStorageError::OutOfBounds => FlashError::OutOfBounds { offset, len: buf.len() },
@@ -93,7 +92,6 @@ impl fmt::Display for MapError {
 const SECTOR: u32 = 0x1000;
 /// MMU page size: fixed on the C3 (`mmu_ll_get_page_size()`, hal/esp32c3/include/hal/mmu_ll.h),
 /// configurable on the C6 but 64 KiB by default (checked in `hw::page_size_ok`).
-#[allow(dead_code)]
 const PAGE: u32 = 0x1_0000;
 /// The MMU addresses 256 pages of 64 KiB of flash: `SOC_MMU_MAX_PADDR_PAGE_NUM` (256) in
 /// soc/esp32c3/include/soc/ext_mem_defs.h and `MMU_MAX_PADDR_PAGE_NUM` in the esp32c6 one.
@@ -107,7 +105,6 @@ const FLASH_LIMIT: u32 = 256 * 0x1_0000;
 /// # Safety
 /// Nothing may write or erase this flash range while the slice is in use (the slice would change
 /// under it, or read stale cache lines), and nothing else may unmap the chosen MMU entries.
-#[allow(dead_code)]
 pub unsafe fn map(offset: u32, len: u32) -> Result<&'static [u8], MapError> {
     if len == 0 {
         return Err(MapError::Empty);

@@ -1,5 +1,7 @@
 //! ruvllm-esp32 on a real ESP32 (esp-hal): UART0 at 115200 baud as an `embedded-io` byte
-//! stream, a banner, the model image's checksum verified in place in flash, then a line console
+//! stream, a banner, the model read in place from flash (from the `model` partition that
+//! `ruvllm-esp32 flash` writes, mapped by the MMU, else the image linked into the firmware) with
+//! its checksum verified, then a line console
 //! whose `gen <text>` streams greedy text from the integer-only forward pass and whose `add` /
 //! `ask` / `anomaly` work on a knowledge store kept in RAM.
 //!
@@ -20,6 +22,7 @@ use esp_hal::Blocking;
 use ruvllm_esp32::console::{Board, Console, IntegerEngine, Knowledge};
 use ruvllm_esp32::infer::IntState;
 use ruvllm_esp32::model::Model;
+use ruvllm_esp32::partition;
 
 mod flash_map;
 
@@ -87,17 +90,34 @@ fn micros() -> u64 {
 
 #[esp_hal::main]
 fn main() -> ! {
-    let peripherals = esp_hal::init(esp_hal::Config::default().with_cpu_clock(CpuClock::max()));
+    let mut peripherals = esp_hal::init(esp_hal::Config::default().with_cpu_clock(CpuClock::max()));
+    // The partition table, read before UART0 takes the peripherals.
+    let mut table = [0u8; partition::TABLE_LEN];
+    let table_read = {
+        let mut flash = esp_storage::FlashStorage::new(peripherals.FLASH.reborrow());
+        flash_map::read(&mut flash, partition::TABLE_OFFSET as u32, &mut table)
+    };
     let Ok(mut uart) = uart0(peripherals) else { halt() };
     // TX errors cannot be reported anywhere but the UART itself, so they are ignored.
     let _ = write!(uart, "\r\nruvllm-esp32 on {CHIP} (esp-hal), UART0 {BAUD} baud\r\n");
-    let _ = write!(uart, "model image: {} bytes in flash at {:p}\r\n", IMAGE.0.len(), IMAGE.0.as_ptr());
 
-    let model: Model<'static, LAYERS> = match Model::from_gguf(&IMAGE.0) {
+    let linked: Model<'static, LAYERS> = match Model::from_gguf(&IMAGE.0) {
         Ok(m) => m,
         Err(e) => {
             let _ = write!(uart, "error: the model image is refused: {e}\r\nhalted.\r\n");
             halt()
+        }
+    };
+    let from_partition = match table_read {
+        Ok(()) => partition_model(&mut uart, &table),
+        Err(e) => refused(&mut uart, &e),
+    };
+    let model = match &from_partition {
+        Some(m) => m,
+        None => {
+            let at = IMAGE.0.as_ptr();
+            let _ = write!(uart, "model: the image linked into the firmware, {IMAGE_LEN} bytes at {at:p}\r\n");
+            &linked
         }
     };
     let c = &model.config;
@@ -106,24 +126,25 @@ fn main() -> ! {
         "checksum verified: dim {} layers {} heads {} vocab {} context {}\r\n",
         c.dim, c.n_layers, c.n_heads, c.vocab_size, c.seq_len
     );
+    let seq = SEQ_LEN.min(c.seq_len);
 
     // build.rs sized the arena from this same image; check it anyway, the arena is unsafe to
     // get wrong and cheap to check.
-    let need = IntState::arena_len(&model, SEQ_LEN);
+    let need = IntState::arena_len(model, seq);
     if need > ARENA_LEN {
         let _ = write!(uart, "error: arena holds {ARENA_LEN} words, the model needs {need}\r\nhalted.\r\n");
         halt()
     }
     // SAFETY: main runs once and never returns, so this is the only reference to ARENA.
     let arena: &'static mut [i32; ARENA_LEN] = unsafe { &mut *addr_of_mut!(ARENA) };
-    let engine = match IntegerEngine::new(&model, arena, SEQ_LEN) {
+    let engine = match IntegerEngine::new(model, arena, seq) {
         Ok(e) => e,
         Err(e) => {
             let _ = write!(uart, "error: cannot set up the integer engine: {e}\r\nhalted.\r\n");
             halt()
         }
     };
-    let _ = write!(uart, "integer engine: {SEQ_LEN} positions, arena {} bytes of RAM\r\n", need * 4);
+    let _ = write!(uart, "integer engine: {seq} positions, arena {} bytes of RAM\r\n", need * 4);
 
     // The library's console, the same one the QEMU board and the host run.
     let board = Board { name: CHIP, counter: Some(micros), counter_unit: "us", ram: None };
@@ -132,6 +153,42 @@ fn main() -> ! {
     let mut console = Console::with_knowledge(uart, engine, board, knowledge);
     let _ = console.run();
     halt()
+}
+
+/// The model in the flash's `model` partition (`table` holds the partition table), mapped by
+/// the MMU and read in place, when it loads (checksum verified) and fits the arena. One boot
+/// line either way; silent when the flash has no partition table.
+fn partition_model(uart: &mut Uart<'static, Blocking>, table: &[u8]) -> Option<Model<'static, LAYERS>> {
+    if partition::is_blank(table) {
+        return None;
+    }
+    let part = match partition::model_partition(table) {
+        Ok(p) => p,
+        Err(e) => return refused(uart, &e),
+    };
+    // SAFETY: this firmware never writes or erases flash, and maps the partition once.
+    let bytes = match unsafe { flash_map::map(part.offset, part.size) } {
+        Ok(b) => b,
+        Err(e) => return refused(uart, &e),
+    };
+    let model = match partition::image_in(bytes).and_then(Model::from_gguf) {
+        Ok(m) => m,
+        Err(e) => return refused(uart, &e),
+    };
+    let need = IntState::arena_len(&model, SEQ_LEN.min(model.config.seq_len));
+    if need > ARENA_LEN {
+        let why = format_args!("its arena needs {need} words, the firmware has {ARENA_LEN}");
+        return refused(uart, &why);
+    }
+    let (at, len) = (part.offset, bytes.len());
+    let _ = write!(uart, "model: partition `model` at flash {at:#x} (mapped at {:p}), {len} bytes\r\n", bytes.as_ptr());
+    Some(model)
+}
+
+/// Reports why the model partition does not serve; the linked image does.
+fn refused(uart: &mut Uart<'static, Blocking>, why: &dyn core::fmt::Display) -> Option<Model<'static, LAYERS>> {
+    let _ = write!(uart, "model partition refused: {why}; using the image linked into the firmware\r\n");
+    None
 }
 
 #[panic_handler]

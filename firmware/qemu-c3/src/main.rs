@@ -200,8 +200,7 @@ fn partition_model(uart: &mut Uart) -> Option<Model<'static, LAYERS>> {
     let flash: &'static [u8] = unsafe {
         core::slice::from_raw_parts((pflash::BASE + CHIP_FLASH.start) as *const u8, CHIP_FLASH.len())
     };
-    let table = &flash[partition::TABLE_OFFSET..partition::TABLE_OFFSET + 2];
-    if table == [0xFF, 0xFF] || table == [0x00, 0x00] {
+    if partition::is_blank(&flash[partition::TABLE_OFFSET..]) {
         return None;
     }
     let found = partition::model_image(flash).and_then(|(part, image)| {

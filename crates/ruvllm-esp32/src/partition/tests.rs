@@ -70,6 +70,9 @@ fn a_table_without_md5_is_read_unchecked() {
 
 #[test]
 fn refuses_blank_corrupt_and_malformed_tables() {
+    // Erased or never-written flash is blank (no table, no error to report); a table is not.
+    assert!(is_blank(&[0xFF; 64]) && is_blank(&[0x00; 64]) && is_blank(&[]));
+    assert!(!is_blank(&table(&LAYOUT, true)) && !is_blank(&[0x12; 64]));
     assert!(matches!(Table::parse(&[0xFF; TABLE_LEN]), Err(Error::Missing { .. })));
     assert!(matches!(Table::parse(&[0x00; TABLE_LEN]), Err(Error::BadMagic { .. })));
     assert!(matches!(Table::parse(&[]), Err(Error::Missing { .. })));

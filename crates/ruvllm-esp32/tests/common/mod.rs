@@ -1,6 +1,7 @@
 //! Test support: locating the read-only `../shared` material.
 #![allow(dead_code)]
 
+use embedded_io::{ErrorType, Read, ReadReady, Write};
 use std::path::PathBuf;
 
 /// `../shared/<rel>` beside the checkout. Absent on a user's machine: the test prints why it
@@ -52,4 +53,49 @@ pub fn stories260k_image(quant: ruvllm_esp32::convert::Quant) -> Option<Image> {
     host.vocab =
         Some(ruvllm_esp32::convert::load_tokenizer_bin(&tok, host.config.vocab_size).expect("tok512 loads"));
     Some(Image::new(&host.to_gguf(quant).expect("converts")))
+}
+
+/// A console's byte stream for tests: the input is all there from the start, the output collected.
+pub struct Stream {
+    input: std::collections::VecDeque<u8>,
+    pub out: Vec<u8>,
+}
+
+impl Stream {
+    pub fn new(input: &[u8]) -> Stream {
+        Stream { input: input.iter().copied().collect(), out: Vec::new() }
+    }
+}
+
+impl ErrorType for Stream {
+    type Error = core::convert::Infallible;
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        let mut n = 0;
+        while let (Some(slot), Some(b)) = (buf.get_mut(n), self.input.front()) {
+            *slot = *b;
+            self.input.pop_front();
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+impl ReadReady for Stream {
+    /// Nothing is typed while the engine works: the next line waits for the prompt.
+    fn read_ready(&mut self) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
