@@ -4,7 +4,8 @@
 #     firmware/esp/build.sh esp32c3|esp32c6 MODEL.gguf
 # MODEL.gguf: `ruvllm-esp32 convert ... --quant q8 (or ternary, binary) -o MODEL.gguf`. Prints the ELF's path and
 # its flash / RAM use. Environment: RUSTC_CHIP (default /usr/bin/rustc), LLD (default rustup's
-# rust-lld, else ld.lld), CARGO_TARGET_DIR (default firmware/esp/target).
+# rust-lld, else ld.lld), CARGO_TARGET_DIR (default firmware/esp/target), CLIPPY=1 (run clippy
+# with -D warnings first; needs rust-web-clippy).
 set -euo pipefail
 
 chip="${1:-}"
@@ -37,10 +38,18 @@ if [ ! -x "$LLD" ]; then
 fi
 triple_var="CARGO_TARGET_$(echo "$target" | tr 'a-z-' 'A-Z_')_LINKER"
 
-env RUSTC="$rustc_chip" RUSTDOC="${RUSTDOC:-/usr/bin/rustdoc}" RUSTC_BOOTSTRAP=1 \
-    RUVLLM_MODEL="$model" "$triple_var=$LLD" \
-    "${CARGO_CHIP:-/usr/bin/cargo}" build --release --features "$chip" --target "$target" \
-    -Zbuild-std=core,alloc -Zbuild-std-features=compiler-builtins-mem
+chip_cargo() {
+    env RUSTC="$rustc_chip" RUSTDOC="${RUSTDOC:-/usr/bin/rustdoc}" RUSTC_BOOTSTRAP=1 \
+        RUVLLM_MODEL="$model" "$triple_var=$LLD" CARGO="${CARGO_CHIP:-/usr/bin/cargo}" \
+        "${@:1:1}" "${@:2:1}" --release --features "$chip" --target "$target" \
+        -Zbuild-std=core,alloc -Zbuild-std-features=compiler-builtins-mem "${@:3}"
+}
+# CLIPPY=1: lint the firmware first with Debian's rust-web-clippy (the same version as
+# rustc-web), called directly: `cargo clippy` would find rustup's proxy first.
+if [ "${CLIPPY:-0}" = 1 ]; then
+    chip_cargo /usr/bin/cargo-clippy clippy -- -D warnings
+fi
+chip_cargo "${CARGO_CHIP:-/usr/bin/cargo}" build
 
 elf="${CARGO_TARGET_DIR:-target}/$target/release/ruvllm-esp"
 echo "built $elf"
