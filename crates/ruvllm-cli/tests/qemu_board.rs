@@ -142,7 +142,10 @@ fn the_board_matches_the_host_and_survives_bad_serial_input() {
     let Some(elf) = build(&q8, false, "float") else { return };
     let mut b = Board::boot(&elf);
     let boot = b.expect("type help\r\n> ");
-    assert!(boot.contains("image checksum verified"), "{boot}");
+    assert!(
+        boot.contains("model: the image linked into the firmware") && boot.contains("checksum verified"),
+        "{boot}"
+    );
     assert_eq!(b.command(&format!("set steps {STEPS}")), format!("steps {STEPS}"));
     let text = b.command(&format!("gen {PROMPT}"));
     assert_eq!(text, host_text, "board and host texts differ");
