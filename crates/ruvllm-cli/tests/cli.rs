@@ -271,7 +271,7 @@ ask where does the cat sleep\nanomaly The cat sleeps in the kitchen.\nforget 2\n
         let after = shown.split(&format!("> {line}\r\n")).nth(1).unwrap_or_else(|| panic!("{line}: {shown}"));
         after.split("\r\n> ").next().unwrap().to_string()
     };
-    assert_eq!(reply("ask the cat"), "Found: nothing");
+    assert_eq!(reply("ask the cat"), "No results found");
     assert!(reply("anomaly the cat").starts_with("error: the anomaly detector needs 2 texts"), "{shown}");
     assert_eq!(reply("add The cat sleeps on the warm kitchen floor."), "Added knowledge #1");
     assert_eq!(reply("add The cat drinks milk in the kitchen."), "Added knowledge #4");

@@ -866,7 +866,7 @@ fn clear_on_the_board_empties_its_flash_store() {
     let mut b = Board::boot_with(&elf, Some(&flash));
     let boot = b.expect("type help\r\n> ");
     assert!(boot.contains("knowledge: restored 0 entries, 0 detector references"), "{boot}");
-    assert_eq!(b.command("ask where does the cat sleep"), "Found: nothing");
+    assert_eq!(b.command("ask where does the cat sleep"), "No results found");
     b.send(b"quit\n");
     b.expect("bye");
     assert_eq!(b.exit_code(), 0);

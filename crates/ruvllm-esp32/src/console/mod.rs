@@ -313,11 +313,18 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         (self.io, self.engine, self.board)
     }
 
-    /// Two lines: the board and engine, then the context, the arena and the commands.
+    /// The published README's framed `RuvLLM ESP32 Ready!`, then the board and engine, the
+    /// context and arena, and the main commands.
     pub fn banner(&mut self) -> Result<(), IO::Error> {
+        const RULE: &str = "========================================";
         let (ctx, arena) = (self.engine.context_len(), self.engine.arena_bytes());
+        sayln!(&mut self.io, "{RULE}\r\nRuvLLM ESP32 Ready!\r\n{RULE}")?;
         sayln!(&mut self.io, "ruvllm-esp32 console on {} ({})", self.board.name, self.engine.name())?;
-        sayln!(&mut self.io, "context {ctx} positions, arena {arena} bytes; type help")?;
+        sayln!(&mut self.io, "context {ctx} positions, arena {arena} bytes")?;
+        sayln!(
+            &mut self.io,
+            "commands: gen <text>, add <text>, ask <query>, anomaly <text>, stats, features; type help"
+        )?;
         self.prompt()
     }
 
@@ -698,7 +705,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                     Ok(found) => {
                         t.last_ask = counter.map(|_| ticks());
                         if found.is_empty() {
-                            return sayln!(&mut self.io, "Found: nothing");
+                            return sayln!(&mut self.io, "No results found");
                         }
                         for r in &found {
                             let similarity = libm::roundf(r.score.clamp(-1.0, 1.0) * 100.0) as i32;
@@ -723,6 +730,9 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
     fn stats(&mut self) -> Result<(), IO::Error> {
         let t = self.totals;
         let arena = self.engine.arena_bytes();
+        // The published README's summary line first.
+        let entries = self.knowledge.as_deref().map_or(0, |k| k.len());
+        sayln!(&mut self.io, "Tokens: {}, Knowledge: {entries}", t.tokens_generated)?;
         sayln!(&mut self.io, "engine: {}", self.engine.name())?;
         sayln!(
             &mut self.io,

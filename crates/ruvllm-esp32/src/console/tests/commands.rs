@@ -21,7 +21,7 @@ fn clear_forgets_everything_and_a_saving_console_saves_it_first() {
         &mut store,
     );
     assert!(out.contains("> clear\r\nCleared 2 knowledge entries and 3 anomaly references\r\n> "), "{out}");
-    assert!(out.contains("> ask one cat\r\nFound: nothing\r\n"), "{out}");
+    assert!(out.contains("> ask one cat\r\nNo results found\r\n"), "{out}");
     assert_eq!((k.len(), k.references().0, k.threshold()), (0, 0, None));
     let mut store = reopen(store);
     let again = saved(&mut store);
