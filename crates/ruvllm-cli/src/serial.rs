@@ -207,8 +207,9 @@ const DRAIN: Duration = Duration::from_millis(1500);
 /// the console ignores bytes that arrive while it is busy generating, as a person would wait.
 const PACE: Duration = Duration::from_secs(3);
 
-/// The console's prompt, which ends every reply.
-const PROMPT: &[u8] = b"> ";
+/// The console's prompt at the start of a line, which ends every reply (a bare "> " also ends
+/// `<text> ` in the help text, where a read may happen to stop).
+const PROMPT: &[u8] = b"\n> ";
 
 /// Passes stdin to the board and the board's bytes to stdout until Ctrl-] (a terminal), the end
 /// of the input and then `DRAIN` of silence (a pipe), or the port failing (an error naming it).
@@ -244,7 +245,7 @@ pub fn terminal(mut opened: Opened) -> Result<()> {
     // Piped input waiting for the board's next prompt; whether the board is at one.
     let mut pending: std::collections::VecDeque<u8> = Default::default();
     let mut at_prompt = false;
-    let mut tail = [0u8; 2];
+    let mut tail = [0u8; 3];
     let result = 'session: loop {
         while input_done.is_none() {
             match rx.try_recv() {
@@ -277,7 +278,7 @@ pub fn terminal(mut opened: Opened) -> Result<()> {
             Ok(n) => {
                 last_byte = Instant::now();
                 for &b in &buf[..n] {
-                    tail = [tail[1], b];
+                    tail = [tail[1], tail[2], b];
                 }
                 at_prompt = tail == PROMPT;
                 if stdout.write_all(&buf[..n]).and_then(|_| stdout.flush()).is_err() {
