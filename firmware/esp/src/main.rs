@@ -101,22 +101,26 @@ fn main() -> ! {
     // TX errors cannot be reported anywhere but the UART itself, so they are ignored.
     let _ = write!(uart, "\r\nruvllm-esp32 on {CHIP} (esp-hal), UART0 {BAUD} baud\r\n");
 
-    let linked: Model<'static, LAYERS> = match Model::from_gguf(&IMAGE.0) {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = write!(uart, "error: the model image is refused: {e}\r\nhalted.\r\n");
-            halt()
-        }
-    };
+    // The linked image is read (and its checksum computed) only when the partition does not
+    // serve.
     let from_partition = match table_read {
         Ok(()) => partition_model(&mut uart, &table),
         Err(e) => refused(&mut uart, &e),
     };
+    let linked: Model<'static, LAYERS>;
     let model = match &from_partition {
         Some(m) => m,
         None => {
+            linked = match Model::from_gguf(&IMAGE.0) {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = write!(uart, "error: the model image is refused: {e}\r\nhalted.\r\n");
+                    halt()
+                }
+            };
             let at = IMAGE.0.as_ptr();
-            let _ = write!(uart, "model: the image linked into the firmware, {IMAGE_LEN} bytes at {at:p}\r\n");
+            let _ =
+                write!(uart, "model: the image linked into the firmware, {IMAGE_LEN} bytes at {at:p}\r\n");
             &linked
         }
     };
@@ -181,12 +185,19 @@ fn partition_model(uart: &mut Uart<'static, Blocking>, table: &[u8]) -> Option<M
         return refused(uart, &why);
     }
     let (at, len) = (part.offset, bytes.len());
-    let _ = write!(uart, "model: partition `model` at flash {at:#x} (mapped at {:p}), {len} bytes\r\n", bytes.as_ptr());
+    let _ = write!(
+        uart,
+        "model: partition `model` at flash {at:#x} (mapped at {:p}), {len} bytes\r\n",
+        bytes.as_ptr()
+    );
     Some(model)
 }
 
 /// Reports why the model partition does not serve; the linked image does.
-fn refused(uart: &mut Uart<'static, Blocking>, why: &dyn core::fmt::Display) -> Option<Model<'static, LAYERS>> {
+fn refused(
+    uart: &mut Uart<'static, Blocking>,
+    why: &dyn core::fmt::Display,
+) -> Option<Model<'static, LAYERS>> {
     let _ = write!(uart, "model partition refused: {why}; using the image linked into the firmware\r\n");
     None
 }

@@ -142,17 +142,20 @@ fn main() -> ! {
     // SAFETY: the only Uart.
     let mut uart = unsafe { Uart::new() };
     let _ = writeln!(Fmt(&mut uart), "qemu-c3: ESP32-C3-sized board");
-    let linked: Model<'static, LAYERS> = match Model::from_gguf(&IMAGE.0) {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = writeln!(Fmt(&mut uart), "error: the model image is refused: {e}");
-            exit(2);
-        }
-    };
+    // The linked image is read (and its checksum computed) only when the partition does not
+    // serve.
     let from_partition = partition_model(&mut uart);
+    let linked: Model<'static, LAYERS>;
     let model = match &from_partition {
         Some(m) => m,
         None => {
+            linked = match Model::from_gguf(&IMAGE.0) {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = writeln!(Fmt(&mut uart), "error: the model image is refused: {e}");
+                    exit(2);
+                }
+            };
             let _ = writeln!(
                 Fmt(&mut uart),
                 "model: the image linked into the firmware, {} bytes, checksum verified",
