@@ -328,25 +328,23 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
         // is there: if that space is not erased, close the page and open the next one (first,
         // so that a cut between the two writes leaves two partial pages, and this check runs
         // again at the next boot). The next page is the migration buffer, erased, unless a
-        // cut came after it was opened here.
+        // cut came after it was opened here. When it is in use, a migration into the partial
+        // page was cut: the crate's repair erases that page and redoes the migration before
+        // anything else is written, so the damage is erased, not written over.
         if let Some(p) = dirty_partial {
             let next = (p + 1) % pages;
             let start = range.start + next as u32 * page;
-            let next_open = !self.marker_set(start + page - w)?;
-            if !next_open {
-                return Err(Error::Corrupt {
-                    what: "the store's free space is damaged and no erased page follows it",
-                });
+            if !self.marker_set(start + page - w)? {
+                if !self.marker_set(start)? {
+                    self.write_marker(start)?;
+                }
+                self.write_marker(range.start + p as u32 * page + page - w)?;
+                if let Some(slot) = open.get_mut(next) {
+                    *slot = false;
+                }
+                partial = Some(next);
+                report.dirty_free_pages += 1;
             }
-            if !self.marker_set(start)? {
-                self.write_marker(start)?;
-            }
-            self.write_marker(range.start + p as u32 * page + page - w)?;
-            if let Some(slot) = open.get_mut(next) {
-                *slot = false;
-            }
-            partial = Some(next);
-            report.dirty_free_pages += 1;
         }
         // The pages in use form a chain: oldest closed page, ..., the partial-open page, then
         // the free (open) pages up to the oldest again. An open page inside the chain (a

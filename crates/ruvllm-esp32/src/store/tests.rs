@@ -648,17 +648,17 @@ fn free_start(data: &[u8]) -> usize {
 #[test]
 fn a_flipped_bit_in_free_space_is_never_written_over() {
     let (clean, values) = populated(3);
-    for offset in [0usize, 3, 12, 40, 300] {
+    for offset in [40usize, 0, 3, 12, 300] {
         let mut flash = SimFlash::new(SECTORS);
         flash.data = clean.data.clone();
         let at = free_start(&flash.data) + offset;
         flash.data[at] &= !0x08;
         let (mut store, report) = Store::open(flash, region()).unwrap();
-        assert_eq!(report.dirty_free_pages, 1, "offset {offset}: {report:?}");
-        assert!(!report.is_clean());
         let fresh = value_for(50, 1, 400);
         store.put(50, &fresh).unwrap();
         assert_eq!(get(&mut store, 50).as_ref(), Some(&fresh), "offset {offset}");
+        assert_eq!(report.dirty_free_pages, 1, "offset {offset}: {report:?}");
+        assert!(!report.is_clean());
         let (mut store, report) = Store::open(store.into_flash(), region()).unwrap();
         assert!(report.is_clean(), "repaired once, clean after: {report:?}");
         assert_eq!(get(&mut store, 50).as_ref(), Some(&fresh), "offset {offset}, after a re-open");
