@@ -142,10 +142,11 @@ pub(crate) fn write_atomic_with(
     };
     let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = target.file_name().ok_or_else(|| fail(std::io::ErrorKind::InvalidInput.into()))?;
-    // The process id keeps two writers of one file off each other's temporary file.
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    // One name per target: a writer killed mid-write leaves its temporary file, and the next
+    // write to the target replaces it instead of leaving another.
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
     let result = (|| {
-        let _ = fs::remove_file(&tmp); // a stale one from a killed run with this pid
+        let _ = fs::remove_file(&tmp);
         let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         if let Some(m) = &existing {
             f.set_permissions(m.permissions())?;
