@@ -71,7 +71,8 @@ fn sigkill_during_add_and_forget_never_loses_an_acknowledged_change() {
     let (mut n, mut acknowledged, mut applied) = (0u64, 0usize, 0usize);
     let started = Instant::now();
     for it in 0..iterations {
-        let mut live = Live::start(&file).unwrap_or_else(|| panic!("iteration {it}: the console did not start"));
+        let mut live =
+            Live::start(&file).unwrap_or_else(|| panic!("iteration {it}: the console did not start"));
         let before = rng.below(3);
         for _ in 0..before {
             let c = pick(&mut rng, &model, &mut n);

@@ -104,7 +104,8 @@ pub struct BootReport {
     pub pages: usize,
     /// Pages holding store data (first marker set).
     pub pages_in_use: usize,
-    /// Pages found half-erased with their end marker still set; repaired by the store.
+    /// Pages found half-erased with their end marker still set, or opened beside the page in
+    /// use without holding anything (a cut, a flipped marker bit); erased at boot.
     pub torn_pages: usize,
     /// Pages marked unused but not blank (half-erased, random bytes); erased at boot.
     pub dirty_pages: usize,
@@ -281,6 +282,8 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
         let mut report = BootReport { pages, ..BootReport::default() };
         // Page states after the repairs below: `true` = open (erased, unused).
         let mut open = [false; MAX_PAGES];
+        // Partial-open pages (first marker only) and, of those, the ones holding nothing.
+        let (mut partials, mut empty_partial) = (0, [false; MAX_PAGES]);
         let mut partial = None;
         let mut dirty_partial = None;
         let mut counted = 0;
@@ -296,11 +299,17 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
                     let (items, free) = self.walk_page(start)?;
                     headers += items;
                     if !last_set {
+                        partials += 1;
                         partial = Some(index);
-                        if let Some(at) = free {
-                            if !self.body_blank(at, end - w)? {
-                                dirty_partial = Some(index);
-                            }
+                        let blank_after = match free {
+                            Some(at) => self.body_blank(at, end - w)?,
+                            None => true,
+                        };
+                        if let Some(slot) = empty_partial.get_mut(index) {
+                            *slot = blank_after && free == Some(start + w);
+                        }
+                        if !blank_after {
+                            dirty_partial = Some(index);
                         }
                     }
                     false
@@ -322,6 +331,42 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
             if let Some(slot) = open.get_mut(index) {
                 *slot = is_open;
                 counted += 1;
+            }
+        }
+        // One page takes new items. More than one comes from a cut in the repair below (the
+        // page after a damaged one opened, the damaged one not yet closed: finish by closing
+        // it) or from damage (a marker bit cleared on an unused page: erase that page, which
+        // holds nothing; the crate would otherwise write to one partial page and, finding the
+        // next not free, erase it as a half-done migration, with its data). Two holding data:
+        // refused.
+        if partials > 1 && counted == pages {
+            for index in 0..pages {
+                if !empty_partial[index] {
+                    continue;
+                }
+                let prev = (index + pages - 1) % pages;
+                let prev_end = range.start + prev as u32 * page + page - w;
+                if !open[prev] && !empty_partial[prev] && !self.marker_set(prev_end)? {
+                    self.write_marker(prev_end)?;
+                    report.dirty_free_pages += 1;
+                    dirty_partial = dirty_partial.filter(|&p| p != prev);
+                } else {
+                    self.erase_page(range.start + index as u32 * page)?;
+                    open[index] = true;
+                    report.torn_pages += 1;
+                    report.pages_in_use -= 1;
+                }
+            }
+            partial = None;
+            for index in (0..pages).filter(|&i| !open[i]) {
+                if !self.marker_set(range.start + index as u32 * page + page - w)? {
+                    if partial.is_some() {
+                        return Err(Error::Corrupt {
+                            what: "two pages of the store claim to take new items",
+                        });
+                    }
+                    partial = Some(index);
+                }
             }
         }
         // New items go after the last item of the partial-open page, without a look at what
