@@ -39,11 +39,13 @@ const TEXTS: [&str; 12] = [
     "Snow covers the mountain road in January.",
 ];
 
+/// A knowledge file's bytes and the (id, text) entries it holds.
+type KnowledgeFile = (Vec<u8>, BTreeMap<u32, String>);
+
 /// Knowledge files as the console writes them: a 16-sector image with entries added and some
 /// forgotten, and a 2-sector one filled until its store refused (its pages recycled).
-/// Returns (file bytes, the (id, text) entries each holds).
-fn knowledge_files() -> &'static [(Vec<u8>, BTreeMap<u32, String>)] {
-    static FILES: OnceLock<Vec<(Vec<u8>, BTreeMap<u32, String>)>> = OnceLock::new();
+fn knowledge_files() -> &'static [KnowledgeFile] {
+    static FILES: OnceLock<Vec<KnowledgeFile>> = OnceLock::new();
     FILES.get_or_init(|| {
         [16usize, 2]
             .into_iter()
