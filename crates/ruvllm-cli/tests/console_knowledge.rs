@@ -6,23 +6,26 @@
 #[path = "live/mod.rs"]
 mod live;
 
-use live::{restored, Live};
+use live::{restored, spawn_console, Live};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn run_console(file: &PathBuf, stdin: &[u8]) -> Output {
+/// The console's output for `stdin`, or a failure after 30 s (a FIFO used to hang it for
+/// ever, and /dev/zero to read until memory ran out).
+fn run_console(file: &Path, stdin: &[u8]) -> Output {
     use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
-        .args(["console", "--knowledge"])
-        .arg(file)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
+    let mut child = spawn_console(file);
     // A refused file ends the program before it reads: the pipe may be closed already.
     let _ = child.stdin.take().unwrap().write_all(stdin);
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("{}: the console did not end within 30 s", file.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     child.wait_with_output().unwrap()
 }
 
@@ -34,7 +37,7 @@ fn scratch(name: &str) -> PathBuf {
     f
 }
 
-fn session(file: &PathBuf, script: &[u8]) -> String {
+fn session(file: &Path, script: &[u8]) -> String {
     let out = run_console(file, script);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
@@ -222,14 +225,20 @@ fn a_failed_file_write_prints_one_error_line() {
     let _ = std::fs::remove_file(&file);
 }
 
+/// A symbolic link `name` beside `file`, to it (relative).
+fn link_to(file: &Path, name: &str) -> PathBuf {
+    let link = file.with_file_name(name);
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(file.file_name().unwrap(), &link).unwrap();
+    link
+}
+
 /// Issue 14, item 3: while one console holds a file, a second one is refused in one line,
 /// also through a symbolic link to it; once the first quits, the file opens again.
 #[test]
 fn a_second_console_on_the_same_file_is_refused() {
     let file = three_facts("shared.rvk");
-    let link = file.with_file_name("shared-link.rvk");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let link = link_to(&file, "shared-link.rvk");
     let first = Live::start(&file).expect("the first console starts");
     for f in [&file, &link] {
         let out = run_console(f, format!("add {FISH}\nquit\n").as_bytes());
@@ -250,39 +259,13 @@ fn a_second_console_on_the_same_file_is_refused() {
 #[test]
 fn a_symlinked_knowledge_file_stays_a_link() {
     let file = three_facts("target.rvk");
-    let link = file.with_file_name("link.rvk");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(file.file_name().unwrap(), &link).unwrap();
+    let link = link_to(&file, "link.rvk");
     let shown = session(&link, format!("add {FISH}\nquit\n").as_bytes());
     assert_eq!(reply(&shown, &format!("add {FISH}")), "Added knowledge #4");
     assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
     assert_eq!(restored(&file).0.entries.loaded, 4);
     let _ = std::fs::remove_file(&link);
     let _ = std::fs::remove_file(&file);
-}
-
-/// The console's output, or a failure after 30 s (a FIFO used to hang it for ever, and
-/// /dev/zero to read until memory ran out).
-fn run_console_within(file: &Path, stdin: &[u8]) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
-        .args(["console", "--knowledge"])
-        .arg(file)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
-    let _ = child.stdin.take().unwrap().write_all(stdin);
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            panic!("{}: the console did not refuse it within 30 s", file.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
 }
 
 /// Issue 14, item 8: a device, a FIFO or a directory as the knowledge file is refused at once
@@ -304,7 +287,7 @@ fn a_device_fifo_directory_or_huge_file_is_refused_at_once() {
         (&huge, "larger than any snapshot"),
     ];
     for (f, why) in cases {
-        let out = run_console_within(f, format!("add {FISH}\nquit\n").as_bytes());
+        let out = run_console(f, format!("add {FISH}\nquit\n").as_bytes());
         assert!(!out.status.success(), "{}", f.display());
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.lines().count(), 1, "{err}");

@@ -9,6 +9,18 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use ruvllm_cli::snapshot::FileKnowledge;
 use ruvllm_esp32::console::{Knowledge, Restored};
 
+/// `ruvllm-esp32 console --knowledge FILE`, its stdin, stdout and stderr piped.
+pub fn spawn_console(file: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
+        .args(["console", "--knowledge"])
+        .arg(file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs")
+}
+
 pub struct Live {
     pub child: Child,
     stdin: ChildStdin,
@@ -20,14 +32,7 @@ pub struct Live {
 impl Live {
     /// Starts the console on `file` and waits for its first prompt (`None`: it exited first).
     pub fn start(file: &Path) -> Option<Live> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
-            .args(["console", "--knowledge"])
-            .arg(file)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary runs");
+        let mut child = spawn_console(file);
         let (stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
         let mut live = Live { child, stdin, stdout, shown: String::new() };
         live.read_until(0, "\n> ").then_some(live)
