@@ -322,6 +322,10 @@ fn lock_file(path: &Path) -> Result<std::fs::File, SnapshotError> {
     use std::os::unix::fs::OpenOptionsExt;
     let read_error = |source| SnapshotError::Read { path: path.to_path_buf(), source };
     let target = ruvllm_train::run::checkpoint::resolve_symlinks(path).map_err(read_error)?;
+    // No lock file beside a device, FIFO or directory (/dev/zero.lock, say).
+    if std::fs::metadata(&target).is_ok_and(|m| !m.is_file()) {
+        return Err(SnapshotError::NotAFile { path: path.to_path_buf() });
+    }
     let mut name = target.file_name().unwrap_or_default().to_os_string();
     name.push(".lock");
     let lock = target.with_file_name(name);

@@ -294,6 +294,7 @@ fn a_device_fifo_directory_or_huge_file_is_refused_at_once() {
         assert!(err.starts_with("error: ") && err.contains(why), "{err}");
     }
     assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(!dir.join("fifo.rvk.lock").exists(), "a lock file beside a FIFO");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
