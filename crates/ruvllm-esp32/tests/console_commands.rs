@@ -13,6 +13,7 @@ use ruvllm_esp32::console::{
 use ruvllm_esp32::infer::{self, IntState, State};
 use ruvllm_esp32::model::Model;
 use ruvllm_esp32::tokenizer;
+use std::ops::ControlFlow;
 
 const SCRIPT: &str = include_str!("data/console_script.txt");
 
@@ -180,10 +181,38 @@ fn streams(engine: &mut impl Engine, sampling: &mut Sampling) -> (String, usize)
         .generate(b"Once upon a time", 40, sampling, &mut |piece| {
             calls += 1;
             text.extend_from_slice(piece);
+            ControlFlow::Continue(())
         })
         .unwrap();
     assert!(stats.generated > 10 && calls >= stats.generated, "{calls} pieces for {stats:?}");
     (String::from_utf8(text).unwrap(), calls)
+}
+
+/// What the console's Ctrl-C does: `emit` returning `Break` stops either engine at once.
+#[test]
+fn a_break_from_emit_stops_both_engines_there() {
+    let img = builtin();
+    let model: Model<'_> = Model::from_gguf(img.bytes()).unwrap();
+    let mut iarena = vec![0i32; IntState::arena_len(&model, 64)];
+    let mut farena = vec![0f32; State::arena_len(&model, 64)];
+    let mut int = IntegerEngine::new(&model, &mut iarena, 64).unwrap();
+    let mut float = ReferenceEngine::new(&model, &mut farena, 64).unwrap();
+    let engines: [&mut dyn Engine; 2] = [&mut int, &mut float];
+    for engine in engines {
+        let mut calls = 0;
+        let mut stop_after_prompt = |_: &[u8]| {
+            calls += 1;
+            if calls == 6 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        };
+        let stats =
+            engine.generate(b"Once upon a time", 64, &mut Sampling::GREEDY, &mut stop_after_prompt).unwrap();
+        assert_eq!(calls, 6);
+        assert!(stats.generated <= 3, "{stats:?}");
+    }
 }
 
 #[test]
