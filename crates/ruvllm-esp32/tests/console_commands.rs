@@ -208,8 +208,8 @@ fn a_break_from_emit_stops_both_engines_there() {
                 ControlFlow::Continue(())
             }
         };
-        let stats =
-            engine.generate(b"Once upon a time", 64, &mut Sampling::GREEDY, &mut stop_after_prompt).unwrap();
+        let mut greedy = Sampling::GREEDY;
+        let stats = engine.generate(b"Once upon a time", 64, &mut greedy, &mut stop_after_prompt).unwrap();
         assert_eq!(calls, 6);
         assert!(stats.generated <= 3, "{stats:?}");
     }
