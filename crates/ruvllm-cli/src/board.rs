@@ -11,7 +11,7 @@ use ruvllm_cli::ann::{self, Mode};
 use ruvllm_cli::board_flash::new_flash_file;
 use ruvllm_cli::datasets::{recall_at_k, Metric, Vectors};
 use ruvllm_esp32::convert::Quant;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -393,13 +393,52 @@ pub fn run_board(
         ruvllm_cli::board_flash::put_chip_image(&flash, bytes)?;
     }
     eprintln!("running {} with flash {} (type quit to leave)", elf.display(), flash.display());
-    let status = qemu_with_flash(&tc, &elf, &flash).status().context("starting qemu");
+    let status = if std::io::stdin().is_terminal() {
+        qemu_with_flash(&tc, &elf, &flash).status().context("starting qemu").map(|s| s.code())
+    } else {
+        Session::start_with_flash(&tc, &elf, &flash).and_then(piped)
+    };
     let _ = std::fs::remove_dir_all(&dir);
-    let status = status?;
-    if !status.success() {
-        bail!("the board exited with {status}");
+    match status? {
+        Some(0) => Ok(()),
+        Some(code) => bail!("the board exited with status {code}"),
+        None => bail!("the board was stopped by a signal"),
     }
-    Ok(())
+}
+
+/// Drives the board with piped stdin, paced as `console --port` paces it (a line after each
+/// prompt), its output to stdout. Ends when the board exits (`quit`: its status), or once the
+/// input has ended and the board has answered the last line (QEMU is stopped: status 0).
+fn piped(mut s: Session) -> Result<Option<i32>> {
+    let input = ruvllm_cli::serial::stdin_chunks();
+    let mut pacer = ruvllm_cli::serial::Pacer::default();
+    let mut input_done = false;
+    let mut stdout = std::io::stdout();
+    loop {
+        while !input_done {
+            match input.try_recv() {
+                Ok(Some(bytes)) => pacer.input(&bytes),
+                Ok(None) | Err(mpsc::TryRecvError::Disconnected) => input_done = true,
+                Err(mpsc::TryRecvError::Empty) => break,
+            }
+        }
+        if let Some(line) = pacer.next_line() {
+            // A board that has just quit no longer reads; its exit status tells the rest.
+            let _ = s.send(&line);
+        }
+        match s.rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(bytes) => {
+                pacer.output(&bytes);
+                stdout.write_all(&bytes).and_then(|_| stdout.flush()).context("writing to stdout")?;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // QEMU closed its output: the board exited.
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(s.child.wait()?.code()),
+        }
+        if input_done && pacer.answered() {
+            return Ok(Some(0));
+        }
+    }
 }
 
 /// `bench --chip esp32c3`: instructions per token by position and peak RAM on the board.
