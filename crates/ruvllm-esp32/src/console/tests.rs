@@ -4,6 +4,7 @@ use super::*;
 use crate::infer::GenStats;
 
 mod commands;
+mod fuzz;
 use std::collections::VecDeque;
 use std::vec::Vec;
 
