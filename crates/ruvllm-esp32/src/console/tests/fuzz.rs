@@ -72,7 +72,7 @@ fn answered(out: &str, sent: usize) {
         let bytes: usize = line
             .split(['(', ' '])
             .filter_map(|w| w.parse().ok())
-            .last()
+            .next_back()
             .unwrap_or_else(|| panic!("no byte count in {line:?}"));
         assert!(bytes <= sent, "{line} of {sent} bytes sent");
     }
