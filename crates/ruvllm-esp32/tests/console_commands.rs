@@ -188,33 +188,6 @@ fn streams(engine: &mut impl Engine, sampling: &mut Sampling) -> (String, usize)
     (String::from_utf8(text).unwrap(), calls)
 }
 
-/// What the console's Ctrl-C does: `emit` returning `Break` stops either engine at once.
-#[test]
-fn a_break_from_emit_stops_both_engines_there() {
-    let img = builtin();
-    let model: Model<'_> = Model::from_gguf(img.bytes()).unwrap();
-    let mut iarena = vec![0i32; IntState::arena_len(&model, 64)];
-    let mut farena = vec![0f32; State::arena_len(&model, 64)];
-    let mut int = IntegerEngine::new(&model, &mut iarena, 64).unwrap();
-    let mut float = ReferenceEngine::new(&model, &mut farena, 64).unwrap();
-    let engines: [&mut dyn Engine; 2] = [&mut int, &mut float];
-    for engine in engines {
-        let mut calls = 0;
-        let mut stop_after_prompt = |_: &[u8]| {
-            calls += 1;
-            if calls == 6 {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        };
-        let mut greedy = Sampling::GREEDY;
-        let stats = engine.generate(b"Once upon a time", 64, &mut greedy, &mut stop_after_prompt).unwrap();
-        assert_eq!(calls, 6);
-        assert!(stats.generated <= 3, "{stats:?}");
-    }
-}
-
 #[test]
 fn both_engines_sample_from_the_seed_and_stream_token_by_token() {
     let img = builtin();
@@ -236,6 +209,10 @@ fn both_engines_sample_from_the_seed_and_stream_token_by_token() {
         // The RNG moves on: a second generation from the same state differs from the first.
         let mut s = Sampling::new(800, 7);
         assert_ne!(engine.text(&mut s), engine.text(&mut s), "{name}: the RNG did not move on");
+        // What the console's Ctrl-C does: `emit` returning `Break` stops the engine there.
+        let (calls, generated) = engine.stopped_at(6);
+        assert_eq!(calls, 6, "{name}");
+        assert!(generated <= 3, "{name}: {generated} tokens after the stop");
     }
     assert_eq!(int.text(&mut Sampling::GREEDY.clone()), greedy_int(&model, "Once upon a time", 40));
 }
@@ -243,10 +220,26 @@ fn both_engines_sample_from_the_seed_and_stream_token_by_token() {
 /// [`streams`] for either engine behind one trait object.
 trait EngineDyn {
     fn text(&mut self, sampling: &mut Sampling) -> String;
+    /// A greedy generation whose `emit` breaks at its `n`th call: the calls, the tokens made.
+    fn stopped_at(&mut self, n: usize) -> (usize, usize);
 }
 
 impl<E: Engine> EngineDyn for E {
     fn text(&mut self, sampling: &mut Sampling) -> String {
         streams(self, sampling).0
+    }
+
+    fn stopped_at(&mut self, n: usize) -> (usize, usize) {
+        let mut calls = 0;
+        let mut emit = |_: &[u8]| {
+            calls += 1;
+            if calls == n {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        };
+        let stats = self.generate(b"Once upon a time", 64, &mut Sampling::GREEDY.clone(), &mut emit).unwrap();
+        (calls, stats.generated)
     }
 }
