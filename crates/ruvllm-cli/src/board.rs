@@ -227,15 +227,26 @@ pub fn flash_file(scratch: &Path) -> Result<PathBuf> {
 
 /// The QEMU command line of the board with `flash` as its flash bank.
 pub fn qemu_with_flash(tc: &Toolchain, elf: &Path, flash: &Path) -> Command {
-    let mut cmd = qemu(tc, elf);
+    with_flash(qemu(tc, elf), flash)
+}
+
+fn with_flash(mut cmd: Command, flash: &Path) -> Command {
     let mut drive = std::ffi::OsString::from("if=pflash,unit=0,format=raw,file=");
     drive.push(flash);
     cmd.arg("-drive").arg(drive);
     cmd
 }
 
-/// The QEMU command line of the board.
+/// The QEMU command line of the board, its UART on QEMU's stdin/stdout.
 pub fn qemu(tc: &Toolchain, elf: &Path) -> Command {
+    qemu_serial(tc, elf, &["-serial", "stdio"])
+}
+
+/// The UART on this terminal: Ctrl-C reaches the board's console (where it stops a
+/// generation) instead of ending QEMU; Ctrl-A x ends QEMU.
+const TERMINAL_SERIAL: [&str; 4] = ["-chardev", "stdio,id=con,mux=on,signal=off", "-serial", "chardev:con"];
+
+fn qemu_serial(tc: &Toolchain, elf: &Path, serial: &[&str]) -> Command {
     let mut cmd = Command::new(&tc.qemu);
     cmd.args([
         "-machine",
@@ -247,12 +258,9 @@ pub fn qemu(tc: &Toolchain, elf: &Path) -> Command {
         "-nographic",
         "-monitor",
         "none",
-        "-serial",
-        "stdio",
-        "-icount",
-        "shift=0",
-        "-kernel",
     ])
+    .args(serial)
+    .args(["-icount", "shift=0", "-kernel"])
     .arg(elf);
     cmd
 }
@@ -392,10 +400,16 @@ pub fn run_board(
     if let Some(bytes) = &chip_image {
         ruvllm_cli::board_flash::put_chip_image(&flash, bytes)?;
     }
-    eprintln!("running {} with flash {} (type quit to leave)", elf.display(), flash.display());
     let status = if std::io::stdin().is_terminal() {
-        qemu_with_flash(&tc, &elf, &flash).status().context("starting qemu").map(|s| s.code())
+        eprintln!(
+            "running {} with flash {} (type quit to leave; Ctrl-C stops a generation, Ctrl-A x stops QEMU)",
+            elf.display(),
+            flash.display()
+        );
+        let mut cmd = with_flash(qemu_serial(&tc, &elf, &TERMINAL_SERIAL), &flash);
+        cmd.status().context("starting qemu").map(|s| s.code())
     } else {
+        eprintln!("running {} with flash {}", elf.display(), flash.display());
         Session::start_with_flash(&tc, &elf, &flash).and_then(piped)
     };
     let _ = std::fs::remove_dir_all(&dir);
