@@ -58,10 +58,17 @@ impl Read for Script {
 
 impl ReadReady for Script {
     fn read_ready(&mut self) -> Result<bool, Self::Error> {
-        if self.bursts.front().is_some_and(|(_, b)| b.is_empty()) {
+        loop {
+            match self.bursts.front() {
+                None => return Ok(false),
+                Some((_, b)) if !b.is_empty() => return Ok(true),
+                Some(_) => {}
+            }
             // The current burst is used up: the next one arrives after its polls.
             match self.bursts.get_mut(1) {
-                Some((0, _)) => self.drop_empty(),
+                Some((0, _)) => {
+                    self.bursts.pop_front();
+                }
                 Some((polls, _)) => {
                     *polls = polls.saturating_sub(1);
                     return Ok(false);
@@ -69,7 +76,6 @@ impl ReadReady for Script {
                 None => return Ok(false),
             }
         }
-        Ok(self.bursts.front().is_some_and(|(_, b)| !b.is_empty()))
     }
 }
 
