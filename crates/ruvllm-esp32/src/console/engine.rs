@@ -9,6 +9,7 @@ use crate::kernels::Kernels;
 use crate::model::Model;
 use crate::sample::{Sampler, Sampling};
 use crate::tokenizer;
+use core::ops::ControlFlow;
 
 /// What `info` shows about the model an engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,13 +61,14 @@ pub trait Engine {
     fn info(&self) -> Option<ModelInfo>;
     /// Generation of `steps` positions from `prompt` (BOS is added), exactly like the host's
     /// `gen` (greedy at temperature 0): `emit` gets the prompt's pieces, then each generated
-    /// piece as soon as it is known. `sampling.rng` moves on with each sampled token.
+    /// piece as soon as it is known, and stops the generation there by returning
+    /// `ControlFlow::Break` (Ctrl-C). `sampling.rng` moves on with each sampled token.
     fn generate(
         &mut self,
         prompt: &[u8],
         steps: usize,
         sampling: &mut Sampling,
-        emit: &mut dyn FnMut(&[u8]),
+        emit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<GenStats>;
     /// Runs `token` at `pos` and returns the greedy next token (the benchmark's unit of work).
     fn step(&mut self, token: u32, pos: usize) -> Result<u32>;
@@ -125,7 +127,7 @@ impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
         prompt: &[u8],
         steps: usize,
         sampling: &mut Sampling,
-        emit: &mut dyn FnMut(&[u8]),
+        emit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<GenStats> {
         let n = tokenizer::encode(&self.model.vocab, prompt, true, false, &mut self.tokens)?;
         let tokens = self.tokens.get(..n).unwrap_or_default();
@@ -195,7 +197,7 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
         prompt: &[u8],
         steps: usize,
         sampling: &mut Sampling,
-        emit: &mut dyn FnMut(&[u8]),
+        emit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<GenStats> {
         let n = tokenizer::encode(&self.model.vocab, prompt, true, false, &mut self.tokens)?;
         let tokens = self.tokens.get(..n).unwrap_or_default();
@@ -245,7 +247,7 @@ impl Engine for NoModel {
         _prompt: &[u8],
         _steps: usize,
         _sampling: &mut Sampling,
-        _emit: &mut dyn FnMut(&[u8]),
+        _emit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<GenStats> {
         Err(crate::Error::Invalid { what: "no language model on this board" })
     }
