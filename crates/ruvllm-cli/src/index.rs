@@ -7,6 +7,7 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use ruvllm_cli::ann::{self, Mode, Params};
 use ruvllm_cli::datasets::{self, Metric, Vectors};
+use ruvllm_cli::outln;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -231,7 +232,7 @@ fn bench(args: &BenchArgs) -> Result<()> {
         pq_centroids: args.pq_centroids,
         rerank: args.rerank,
     };
-    println!(
+    outln!(
         "dataset: {} base vectors of {} dims; {} queries ({})",
         data.base.len(),
         data.base.dim,
@@ -273,14 +274,14 @@ fn bench(args: &BenchArgs) -> Result<()> {
             args.ef_construction
         ),
     };
-    println!("index: {what}; built in {:.2} s", start.elapsed().as_secs_f64());
+    outln!("index: {what}; built in {:.2} s", start.elapsed().as_secs_f64());
     for &ef in &args.ef_search {
         if args.ef_search.len() > 1 || args.mode != Mode::Pq || args.rerank > 0 {
             let name = if args.mode == Mode::Pq { "rerank" } else { "ef_search" };
-            println!("{name}: {ef}");
+            outln!("{name}: {ef}");
         }
         index.set_ef(ef);
-        println!("{}", ann::measure(index.as_mut(), &data.queries, &data.truth, args.k));
+        outln!("{}", ann::measure(index.as_mut(), &data.queries, &data.truth, args.k));
     }
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! `ruvllm-esp32`: the host tool. Convert, generate, evaluate, inspect and benchmark models
 //! for the ESP32 engine.
+#![warn(clippy::print_stdout)] // stdout goes through outln!, which reports a failed write
 
 mod bench;
 mod board;
 mod commands;
+#[allow(clippy::print_stdout)] // its two status lines: owned by the knowledge-file work
 mod console;
 mod firmware;
 mod image;
@@ -13,6 +15,7 @@ mod train;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use ruvllm_cli::serial;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -454,15 +457,38 @@ fn main() -> ExitCode {
             tools::cluster(&model, chips, &output, baud, force)
         }
         Cmd::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "ruvllm-esp32", &mut std::io::stdout());
-            Ok(())
+            // clap_complete panics on a failed write: generate in memory, then write.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ruvllm-esp32", &mut script);
+            ruvllm_cli::out::bytes(&script)
         }
     };
+    // What is still buffered must reach stdout too, or the run failed.
+    let result = result
+        .and_then(|()| std::io::Write::flush(&mut std::io::stdout()).map_err(ruvllm_cli::out::write_error));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // A closed stderr leaves only the exit status to tell.
+            let _ = writeln!(std::io::stderr(), "error: {}", error_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, outermost first. A cause whose text its parent
+/// already ends with is left out: error types that both print their source and return it
+/// from `source()` would otherwise show it twice.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }

@@ -3,6 +3,7 @@
 use crate::image;
 use crate::ModelArgs;
 use anyhow::{bail, Context, Result};
+use ruvllm_cli::outln;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -83,6 +84,6 @@ pub fn cluster(args: &ModelArgs, chips: usize, output: &Path, baud: u32, force: 
     for (i, (a, b)) in split_layers(layers, chips).into_iter().enumerate() {
         eprintln!("chip {i}: layers {a}..={}", b - 1);
     }
-    println!("{}", output.display());
+    outln!("{}", output.display());
     Ok(())
 }

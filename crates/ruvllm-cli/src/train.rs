@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use ruvllm_cli::input;
 use ruvllm_esp32::quant::WeightFormat;
 use ruvllm_train::run::{self, Checkpoint, LossPoint, Progress, TrainOptions};
 use std::path::{Path, PathBuf};
@@ -38,7 +39,7 @@ pub fn parse_format(s: &str) -> Result<WeightFormat> {
 fn corpus(text: Option<&Path>) -> Result<String> {
     match text {
         Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+            let bytes = input::read_input(path, "text file", input::MAX_TEXT_BYTES)?;
             let text = ruvllm_train::bpe::check_text(&bytes).with_context(|| path.display().to_string())?;
             Ok(text.to_string())
         }
