@@ -33,7 +33,7 @@ fn measure(
     let mut arena = vec![0f32; State::arena_len(model, steps)];
     let mut scratch = vec![ProbIndex::default(); model.config.vocab_size];
     let (mut best_prompt, mut best_gen, mut generated) = (f64::INFINITY, f64::INFINITY, 0);
-    for _ in 0..repeat.max(1) {
+    for _ in 0..repeat {
         let mut state = State::new(model, &mut arena, steps, kernels)?;
         let mut sampler = Sampler::new(0.0, 0.9, 0, 1);
         let start = Instant::now();

@@ -79,12 +79,13 @@ enum Cmd {
         /// Positions to run, prompt included (like llama2.c's -n)
         #[arg(short = 'n', long, default_value_t = 256)]
         steps: usize,
-        /// 0 = greedy
-        #[arg(short = 't', long, default_value_t = 0.0)]
+        /// 0 to 10; 0 = greedy
+        #[arg(short = 't', long, default_value_t = 0.0, value_parser = real_in(0.0, MAX_TEMP))]
         temp: f32,
-        #[arg(long, default_value_t = 0.9)]
+        /// 0 to 1
+        #[arg(long, default_value_t = 0.9, value_parser = real_in(0.0, 1.0))]
         top_p: f32,
-        /// 0 = off
+        /// 0 = off; at most the vocabulary size
         #[arg(long, default_value_t = 0)]
         top_k: usize,
         #[arg(short = 's', long, default_value_t = 42)]
@@ -143,8 +144,8 @@ enum Cmd {
         prompt: String,
         #[arg(short = 'n', long, default_value_t = 256)]
         steps: usize,
-        /// Runs per configuration; the fastest counts
-        #[arg(long, default_value_t = 5)]
+        /// Runs per configuration (1 to 1000); the fastest counts
+        #[arg(long, default_value_t = 5, value_parser = count(1, 1000))]
         repeat: usize,
         /// Machine-readable output (the same figures as JSON)
         #[arg(long)]
@@ -214,12 +215,12 @@ enum Cmd {
         tokenizer_from: Option<PathBuf>,
         #[arg(short = 's', long, default_value_t = 1)]
         seed: u64,
-        /// Worker threads (default: all cores)
-        #[arg(long)]
+        /// Worker threads (default: all cores; at most 1024)
+        #[arg(long, value_parser = count(1, 1024))]
         threads: Option<usize>,
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
         eval_every: u64,
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
         checkpoint_every: u64,
         #[arg(short = 'o', long)]
         output: PathBuf,
@@ -279,8 +280,9 @@ enum Cmd {
         rows: usize,
         #[arg(long, default_value_t = 3000)]
         steps: usize,
-        /// Corpus documents read for their fact documents
-        #[arg(long, default_value_t = ruvllm_train::embedder::BUILTIN_DOCS)]
+        /// Corpus documents read for their fact documents (at most 10 million)
+        #[arg(long, default_value_t = ruvllm_train::embedder::BUILTIN_DOCS,
+              value_parser = clap::value_parser!(u64).range(1..=MAX_DOCS as u64))]
         docs: u64,
         #[arg(short = 's', long, default_value_t = 1)]
         seed: u64,
@@ -289,7 +291,8 @@ enum Cmd {
     Corpus {
         #[arg(short = 'o', long)]
         output: PathBuf,
-        #[arg(long, default_value_t = ruvllm_train::corpus::DEFAULT_DOCS)]
+        /// Documents (1 to 10 million)
+        #[arg(long, default_value_t = ruvllm_train::corpus::DEFAULT_DOCS, value_parser = count(1, MAX_DOCS))]
         docs: usize,
         #[arg(short = 's', long, default_value_t = ruvllm_train::corpus::DEFAULT_SEED)]
         seed: u64,
@@ -378,6 +381,24 @@ firmware that reads it from there.")]
   ruvllm-esp32 completions zsh > ~/.zfunc/_ruvllm-esp32
   ruvllm-esp32 completions fish > ~/.config/fish/completions/ruvllm-esp32.fish")]
     Completions { shell: clap_complete::Shell },
+}
+
+/// Highest sampling temperature: the console's `set temp` range.
+const MAX_TEMP: f32 = ruvllm_esp32::console::MAX_TEMP_MILLI as f32 / 1000.0;
+/// Most generated documents (`corpus`, `train-embedder`): about a GiB of text.
+const MAX_DOCS: usize = 10_000_000;
+
+/// Counts accepted in `lo..=hi`: clap refuses anything else, with the range, before any work.
+pub fn count(lo: usize, hi: usize) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(lo as u64..=hi as u64)
+}
+
+/// A finite number in `lo..=hi`, for clap.
+fn real_in(lo: f32, hi: f32) -> impl Fn(&str) -> Result<f32, String> + Clone + Send + Sync + 'static {
+    move |s| match s.parse::<f32>() {
+        Ok(x) if (lo..=hi).contains(&x) => Ok(x),
+        _ => Err(format!("use a number from {lo} to {hi}")),
+    }
 }
 
 fn main() -> ExitCode {

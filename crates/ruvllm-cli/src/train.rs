@@ -65,10 +65,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let mut opts = TrainOptions::new(preset, a.steps, format);
     opts.seed = a.seed;
     if let Some(t) = a.threads {
-        opts.threads = t.max(1);
+        opts.threads = t;
     }
-    opts.eval_every = a.eval_every.max(1);
-    opts.checkpoint_every = a.checkpoint_every.max(1);
+    opts.eval_every = a.eval_every;
+    opts.checkpoint_every = a.checkpoint_every;
     let ckpt = a.output.with_extension("ckpt");
     opts.checkpoint = Some(ckpt.clone());
     if let Some(from) = &a.tokenizer_from {
