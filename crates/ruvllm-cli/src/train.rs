@@ -61,6 +61,14 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let format = parse_format(&a.quant)?;
     let quant = crate::image::quant_of(format);
     let preset = run::preset(&a.preset)?;
+    // The checkpoint first: a wrong one is refused before the corpus is read or generated.
+    let resume = match &a.resume {
+        Some(p) => {
+            let bytes = input::read_input(p, "training checkpoint", input::MAX_CHECKPOINT_BYTES)?;
+            Some((p.as_path(), Checkpoint::from_bytes(p, &bytes)?))
+        }
+        None => None,
+    };
     let text = corpus(a.text.as_deref())?;
     let mut opts = TrainOptions::new(preset, a.steps, format);
     opts.seed = a.seed;
@@ -77,10 +85,6 @@ pub fn train(a: TrainArgs) -> Result<()> {
             ruvllm_esp32::convert::load_gguf(img.bytes()).with_context(|| from.display().to_string())?;
         opts.vocab = host.vocab;
     }
-    let resume = match &a.resume {
-        Some(p) => Some((p.as_path(), Checkpoint::load(p)?)),
-        None => None,
-    };
     // Ctrl-C ends the run after the current step and its checkpoint: nothing is lost.
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
