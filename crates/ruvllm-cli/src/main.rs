@@ -1,6 +1,7 @@
 //! `ruvllm-esp32`: the host tool. Convert, generate, evaluate, inspect and benchmark models
 //! for the ESP32 engine.
-#![warn(clippy::print_stdout)] // stdout goes through outln!, which reports a failed write
+// Tests may print; the tool writes stdout through outln!, which reports a failed write.
+#![cfg_attr(not(test), warn(clippy::print_stdout))]
 
 mod bench;
 mod board;
