@@ -514,3 +514,31 @@ fn error_line(e: &anyhow::Error) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    /// An error that prints its source and also returns it from `source()`.
+    #[derive(Debug)]
+    struct Both(std::io::Error);
+
+    impl std::fmt::Display for Both {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "f.bin: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Both {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn error_line_prints_each_cause_once() {
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = anyhow::Error::new(Both(io())).context("loading");
+        assert_eq!(super::error_line(&e), format!("loading: f.bin: {}", io()));
+        let e = anyhow::Error::new(io()).context("f.bin: cannot read");
+        assert_eq!(super::error_line(&e), format!("f.bin: cannot read: {}", io()));
+    }
+}

@@ -124,6 +124,8 @@ fn io_errors_print_their_cause_once() {
         vec!["eval", "--text", s(&missing)],
         vec!["train", "--resume", s(&missing), "-o", s(&scratch("r.gguf")), "--preset", "tiny"],
         vec!["index", "bench", "--base", s(&missing)],
+        // a write into a missing directory (the trainer's own I/O error)
+        vec!["corpus", "--docs", "1", "-o", s(&missing.join("corpus.txt"))],
     ] {
         let out = run_capped(&args);
         fails_with(&out, "no-such-file");
