@@ -282,8 +282,8 @@ pub fn terminal(mut opened: Opened) -> Result<()> {
                     tail = [tail[1], tail[2], b];
                 }
                 at_prompt = tail == PROMPT;
-                if stdout.write_all(&buf[..n]).and_then(|_| stdout.flush()).is_err() {
-                    break Ok(());
+                if let Err(e) = stdout.write_all(&buf[..n]).and_then(|_| stdout.flush()) {
+                    break Err(crate::out::write_error(e));
                 }
             }
             Err(e) if e.kind() == ErrorKind::TimedOut || e.kind() == ErrorKind::Interrupted => {}
