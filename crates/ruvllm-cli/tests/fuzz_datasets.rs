@@ -5,7 +5,6 @@
 //! test). What is accepted must be exactly what the bytes hold. Cases per property: env
 //! `FUZZ_CASES` (default 256).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
 
 use proptest::prelude::*;
@@ -14,32 +13,12 @@ use ruvllm_cli::datasets::{decode, parse_idx_images, parse_idx_labels, parse_vec
 /// Inputs are at most a few KiB (up to ~1000x that gunzipped); no reader may need more.
 const MAX_ALLOC: usize = 64 << 20;
 
-struct Capped;
-
-unsafe impl GlobalAlloc for Capped {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > MAX_ALLOC {
-            return std::ptr::null_mut();
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size > MAX_ALLOC {
-            return std::ptr::null_mut();
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "../../ruvllm-esp32/tests/common/fuzz.rs"]
+mod fuzz;
+use fuzz::cases;
 
 #[global_allocator]
-static ALLOC: Capped = Capped;
-
-fn cases() -> u32 {
-    std::env::var("FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
-}
+static ALLOC: fuzz::Capped<MAX_ALLOC> = fuzz::Capped;
 
 fn gz(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -8,7 +8,6 @@
 //! Cases per property: env `FUZZ_CASES` (default 256).
 #![cfg(feature = "alloc")]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
@@ -19,32 +18,12 @@ use ruvllm_esp32::vector::{Binary, HNSWConfig, Metric, MicroHNSW, SearchResult, 
 /// The indexes here take well under a MiB; nothing may need more than a small multiple.
 const MAX_ALLOC: usize = 64 << 20;
 
-struct Capped;
-
-unsafe impl GlobalAlloc for Capped {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > MAX_ALLOC {
-            return std::ptr::null_mut();
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size > MAX_ALLOC {
-            return std::ptr::null_mut();
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "common/fuzz.rs"]
+mod fuzz;
+use fuzz::cases;
 
 #[global_allocator]
-static ALLOC: Capped = Capped;
-
-fn cases() -> u32 {
-    std::env::var("FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
-}
+static ALLOC: fuzz::Capped<MAX_ALLOC> = fuzz::Capped;
 
 const DIM: usize = 16;
 
@@ -92,12 +71,52 @@ fn corpus() -> &'static [Vec<u8>; 3] {
     })
 }
 
-fn fix_crc(b: &mut [u8]) {
-    if b.len() >= 4 {
+/// Edits to serialized bytes: writes into the header (the first `header` bytes, where the
+/// counts live), writes anywhere, a cut, and the trailing CRC recomputed or not.
+#[derive(Debug, Clone)]
+struct Edits {
+    header_writes: Vec<(usize, u8)>,
+    writes: Vec<(prop::sample::Index, u8)>,
+    cut: Option<prop::sample::Index>,
+    fix_crc: bool,
+}
+
+fn edits(header: usize) -> impl Strategy<Value = Edits> {
+    (
+        proptest::collection::vec((0..header, any::<u8>()), 0..4),
+        proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..5),
+        proptest::option::of(any::<prop::sample::Index>()),
+        0u8..4,
+    )
+        // Mostly a fixed CRC: the checks behind it are the ones under test.
+        .prop_map(|(header_writes, writes, cut, crc)| Edits {
+            header_writes,
+            writes,
+            cut,
+            fix_crc: crc != 0,
+        })
+}
+
+fn apply(original: &[u8], e: &Edits) -> Vec<u8> {
+    let mut b = original.to_vec();
+    for &(i, v) in &e.header_writes {
+        if i < b.len() {
+            b[i] = v;
+        }
+    }
+    for (i, v) in &e.writes {
+        let i = i.index(b.len());
+        b[i] = *v;
+    }
+    if let Some(cut) = &e.cut {
+        b.truncate(cut.index(b.len() + 1));
+    }
+    if e.fix_crc && b.len() >= 4 {
         let n = b.len();
         let crc = crc32fast::hash(&b[..n - 4]);
         b[n - 4..].copy_from_slice(&crc.to_le_bytes());
     }
+    b
 }
 
 /// Reads `b` as an index with storage `S`; if accepted, uses it and checks that what it writes
@@ -129,27 +148,11 @@ proptest! {
     #[test]
     fn mutated_hnsw_indexes(
         which in 0usize..3,
-        header_writes in proptest::collection::vec((0usize..HEADER, any::<u8>()), 0..4),
-        body_writes in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
-        cut in proptest::option::of(any::<prop::sample::Index>()),
-        crc in 0u8..4,
+        e in edits(HEADER),
         as_type in 0usize..6,
     ) {
         let original = &corpus()[which];
-        let mut b = original.clone();
-        for &(i, v) in &header_writes {
-            b[i] = v;
-        }
-        for (i, v) in &body_writes {
-            let i = i.index(b.len());
-            b[i] = *v;
-        }
-        if let Some(cut) = cut {
-            b.truncate(cut.index(b.len() + 1));
-        }
-        if crc != 0 {
-            fix_crc(&mut b); // mostly: the checks behind the CRC are the ones under test
-        }
+        let b = apply(original, &e);
         // Mostly as its own storage type; as another, the bytes must be refused, not misread.
         let as_type = if as_type < 3 { as_type } else { which };
         let accepted = match as_type {
@@ -160,18 +163,13 @@ proptest! {
         if accepted && as_type != which {
             prop_assert!(false, "an index of another storage kind was accepted");
         }
-        if crc == 0 && b != *original {
+        if !e.fix_crc && b != *original {
             prop_assert!(!accepted, "a change went past the CRC");
         }
     }
 
     #[test]
-    fn mutated_pq_codebooks(
-        writes in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
-        header_writes in proptest::collection::vec((0usize..32, any::<u8>()), 0..3),
-        cut in proptest::option::of(any::<prop::sample::Index>()),
-        crc in any::<bool>(),
-    ) {
+    fn mutated_pq_codebooks(e in edits(32)) {
         static PQ: OnceLock<Vec<u8>> = OnceLock::new();
         let original = PQ.get_or_init(|| {
             let cfg = PQConfig { dim: DIM, num_subspaces: 4, num_centroids: 16 };
@@ -180,22 +178,7 @@ proptest! {
             pq.train(&data, 64, 4, 1).unwrap();
             pq.to_bytes()
         });
-        let mut b = original.clone();
-        for &(i, v) in &header_writes {
-            if i < b.len() {
-                b[i] = v;
-            }
-        }
-        for (i, v) in &writes {
-            let i = i.index(b.len());
-            b[i] = *v;
-        }
-        if let Some(cut) = cut {
-            b.truncate(cut.index(b.len() + 1));
-        }
-        if crc {
-            fix_crc(&mut b);
-        }
+        let b = apply(original, &e);
         if let Ok(pq) = ProductQuantizer::from_bytes(&b) {
             let c = pq.config();
             let mut table = vec![0.0; c.table_len()];
