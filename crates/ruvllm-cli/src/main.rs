@@ -245,7 +245,7 @@ enum Cmd {
         /// the board keeps its own knowledge in flash)
         #[arg(short, long, conflicts_with_all = ["model", "tokenizer"])]
         port: Option<String>,
-        #[arg(short, long, default_value_t = 115_200, requires = "port")]
+        #[arg(short, long, default_value_t = 115_200, requires = "port", value_parser = baud())]
         baud: u32,
     },
     /// List the serial ports that look like ESP32 boards (by their USB bridge's ids)
@@ -261,7 +261,7 @@ enum Cmd {
         /// The board's serial port (`ruvllm-esp32 ports` lists them)
         #[arg(short, long)]
         port: String,
-        #[arg(short, long, default_value_t = 115_200)]
+        #[arg(short, long, default_value_t = 115_200, value_parser = baud())]
         baud: u32,
     },
     /// Vector indexes: build one over a dataset and measure recall, queries/s and memory
@@ -345,7 +345,7 @@ firmware that reads it from there.")]
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
         /// Serial speed while flashing
-        #[arg(long, default_value_t = 460_800)]
+        #[arg(long, default_value_t = 460_800, value_parser = baud())]
         baud: u32,
     },
     /// Check the chip toolchains and print the steps for what is missing
@@ -370,7 +370,7 @@ firmware that reads it from there.")]
         #[arg(short = 'o', long, default_value = "cluster.toml")]
         output: PathBuf,
         /// Link speed between the chips
-        #[arg(long, default_value_t = 115_200)]
+        #[arg(long, default_value_t = 115_200, value_parser = baud())]
         baud: u32,
         /// Overwrite the output file
         #[arg(long)]
@@ -392,6 +392,11 @@ const MAX_DOCS: usize = 10_000_000;
 /// Counts accepted in `lo..=hi`: clap refuses anything else, with the range, before any work.
 pub fn count(lo: usize, hi: usize) -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(lo as u64..=hi as u64)
+}
+
+/// A serial speed in bits per second: from 300 to 10 Mbaud.
+fn baud() -> clap::builder::RangedU64ValueParser<u32> {
+    clap::builder::RangedU64ValueParser::new().range(300..=10_000_000)
 }
 
 /// A finite number in `lo..=hi`, for clap.

@@ -200,6 +200,11 @@ fn other_options_out_of_range_are_refused() {
         &run_capped(&["corpus", "--docs", "18446744073709551615", "-o", "x.txt"]),
         "not in 1..=10000000",
     );
+    for args in
+        [&["monitor", "--port", "/dev/null", "--baud", "0"][..], &["cluster", "--chips", "1", "--baud", "0"]]
+    {
+        refused_with_range(&run_capped(args), "not in 300..=10000000");
+    }
     let out = run_capped(&["gen", "--temp", "0.8", "--top-k", "40", "-n", "8"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
