@@ -20,8 +20,8 @@ pub const MAX_MODEL_BYTES: u64 = 4 * GIB;
 pub const MAX_TOKENIZER_BYTES: u64 = 64 * MIB;
 /// A text to score (`eval --text`) or train on (`train --text`).
 pub const MAX_TEXT_BYTES: u64 = GIB;
-/// A training checkpoint (`train --resume`): the largest preset's weights and optimizer state
-/// take a few tens of MiB.
+/// A training checkpoint (`train --resume`): weights and Adam's two moments, 12 bytes a
+/// parameter, so up to ~89M parameters.
 pub const MAX_CHECKPOINT_BYTES: u64 = GIB;
 /// A vector dataset (`index bench`), plain or after gunzip: SIFT1M's 1M base vectors (516 MB)
 /// fit; an index holds at most 65534 vectors.

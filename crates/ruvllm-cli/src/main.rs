@@ -281,7 +281,7 @@ enum Cmd {
         rows: usize,
         #[arg(long, default_value_t = 3000)]
         steps: usize,
-        /// Corpus documents read for their fact documents (at most 10 million)
+        /// Corpus documents read for their fact documents (at most 2 million)
         #[arg(long, default_value_t = ruvllm_train::embedder::BUILTIN_DOCS,
               value_parser = clap::value_parser!(u64).range(1..=MAX_DOCS as u64))]
         docs: u64,
@@ -292,7 +292,7 @@ enum Cmd {
     Corpus {
         #[arg(short = 'o', long)]
         output: PathBuf,
-        /// Documents (1 to 10 million)
+        /// Documents (1 to 2 million)
         #[arg(long, default_value_t = ruvllm_train::corpus::DEFAULT_DOCS, value_parser = count(1, MAX_DOCS))]
         docs: usize,
         #[arg(short = 's', long, default_value_t = ruvllm_train::corpus::DEFAULT_SEED)]
@@ -386,8 +386,9 @@ firmware that reads it from there.")]
 
 /// Highest sampling temperature: the console's `set temp` range.
 const MAX_TEMP: f32 = ruvllm_esp32::console::MAX_TEMP_MILLI as f32 / 1000.0;
-/// Most generated documents (`corpus`, `train-embedder`): about a GiB of text.
-const MAX_DOCS: usize = 10_000_000;
+/// Most generated documents (`corpus`, `train-embedder`): under a GiB of text (`corpus --docs
+/// 10000` writes 4,540,657 bytes).
+const MAX_DOCS: usize = 2_000_000;
 
 /// Counts accepted in `lo..=hi`: clap refuses anything else, with the range, before any work.
 pub fn count(lo: usize, hi: usize) -> clap::builder::RangedU64ValueParser<usize> {

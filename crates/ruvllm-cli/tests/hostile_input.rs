@@ -198,7 +198,7 @@ fn other_options_out_of_range_are_refused() {
     refused_with_range(&run_capped(&["train", "--eval-every", "0", "-o", "x.gguf"]), "not in 1..");
     refused_with_range(
         &run_capped(&["corpus", "--docs", "18446744073709551615", "-o", "x.txt"]),
-        "not in 1..=10000000",
+        "not in 1..=2000000",
     );
     for args in
         [&["monitor", "--port", "/dev/null", "--baud", "0"][..], &["cluster", "--chips", "1", "--baud", "0"]]
