@@ -136,9 +136,9 @@ impl<T: Copy + Into<f32>> Vectors<T> {
 /// does. `elem` is the element size of a `.fvecs`/`.bvecs`/`.ivecs` file (4, 1, 4).
 pub fn read_maybe_gz(path: &Path, elem: usize) -> Result<Vec<u8>> {
     let err = |problem| DatasetError { path: path.to_path_buf(), problem };
-    let (file, _) =
+    let (file, size) =
         input::open_input(path, "vector dataset", MAX_DATASET_BYTES).map_err(|e| err(Problem::Input(e)))?;
-    decode(std::io::BufReader::new(file), elem).map_err(err)
+    decode_sized(std::io::BufReader::new(file), elem, size as usize).map_err(err)
 }
 
 /// Bytes decoded at a time: the format checks run between chunks.
@@ -149,21 +149,27 @@ const CHUNK: u64 = 1 << 20;
 /// an IDX file up to the size its header announces, a vecs file (elements of `elem` bytes)
 /// until a record's dimension differs from the first's (the parser then reports it), and
 /// never more than [`MAX_DATASET_BYTES`].
-pub fn decode(mut src: impl BufRead, elem: usize) -> std::result::Result<Vec<u8>, Problem> {
+pub fn decode(src: impl BufRead, elem: usize) -> std::result::Result<Vec<u8>, Problem> {
+    decode_sized(src, elem, 0)
+}
+
+/// [`decode`] of a source of `size` bytes (a plain file's data is read into exactly that).
+fn decode_sized(mut src: impl BufRead, elem: usize, size: usize) -> std::result::Result<Vec<u8>, Problem> {
     let gz = src.fill_buf().map_err(Problem::Io)?.starts_with(&[0x1f, 0x8b]);
     if gz {
-        read_checked(flate2::bufread::MultiGzDecoder::new(src), elem, Problem::Gzip)
+        read_checked(flate2::bufread::MultiGzDecoder::new(src), elem, 0, Problem::Gzip)
     } else {
-        read_checked(src, elem, Problem::Io)
+        read_checked(src, elem, size, Problem::Io)
     }
 }
 
 fn read_checked(
     mut src: impl Read,
     elem: usize,
+    size: usize,
     io: fn(std::io::Error) -> Problem,
 ) -> std::result::Result<Vec<u8>, Problem> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(size);
     // The most bytes the data may have: the cap, then what an IDX header announces.
     let mut limit = MAX_DATASET_BYTES;
     let mut header_limit = false;
