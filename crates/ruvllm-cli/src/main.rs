@@ -201,8 +201,8 @@ enum Cmd {
         /// tiny (~100K parameters), 260k (stories260K's shape), default (the built-in model's) or 1m
         #[arg(long, default_value = "260k")]
         preset: String,
-        /// Total optimizer steps (a resumed run continues up to this)
-        #[arg(long, default_value_t = 2000)]
+        /// Total optimizer steps, at least 1 (a resumed run continues up to this)
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
         steps: u64,
         /// Weights trained for: f32, q8, ternary or binary (quantization-aware training)
         #[arg(short = 'q', long, default_value = "f32")]
@@ -276,10 +276,10 @@ enum Cmd {
     TrainEmbedder {
         #[arg(short = 'o', long)]
         output: PathBuf,
-        /// Table rows (feature hashes fold onto them); the file holds rows x 64 bytes
-        #[arg(long, default_value_t = 2048)]
+        /// Table rows, 1 to 1048576 (feature hashes fold onto them); the file holds rows x 64 bytes
+        #[arg(long, default_value_t = 2048, value_parser = count(1, 1 << 20))]
         rows: usize,
-        #[arg(long, default_value_t = 3000)]
+        #[arg(long, default_value_t = 3000, value_parser = count(1, usize::MAX))]
         steps: usize,
         /// Corpus documents read for their fact documents (at most 2 million)
         #[arg(long, default_value_t = ruvllm_train::embedder::BUILTIN_DOCS,

@@ -196,6 +196,8 @@ fn other_options_out_of_range_are_refused() {
     refused_with_range(&run_capped(&["bench", "--repeat", "0"]), "not in 1..=1000");
     refused_with_range(&run_capped(&["train", "--threads", "0", "-o", "x.gguf"]), "not in 1..=1024");
     refused_with_range(&run_capped(&["train", "--eval-every", "0", "-o", "x.gguf"]), "not in 1..");
+    refused_with_range(&run_capped(&["train", "--steps", "0", "-o", "x.gguf"]), "not in 1..");
+    refused_with_range(&run_capped(&["train-embedder", "--rows", "0", "-o", "x.bin"]), "not in 1..=1048576");
     refused_with_range(
         &run_capped(&["corpus", "--docs", "18446744073709551615", "-o", "x.txt"]),
         "not in 1..=2000000",
