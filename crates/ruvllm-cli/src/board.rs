@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use ruvllm_cli::ann::{self, Mode};
 use ruvllm_cli::board_flash::new_flash_file;
 use ruvllm_cli::datasets::{recall_at_k, Metric, Vectors};
+use ruvllm_cli::outln;
 use ruvllm_esp32::convert::Quant;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -393,7 +394,7 @@ pub fn run_board(
     let elf = elf?;
     if let Some(out) = elf_out {
         std::fs::copy(&elf, out).with_context(|| format!("{}: cannot write", out.display()))?;
-        println!("{}", out.display());
+        outln!("{}", out.display());
         return Ok(());
     }
     let flash = flash_file(&dir)?;
@@ -533,20 +534,20 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str, json: bool
             "flash_image_bytes": flash,
             "model_image_bytes": image_len,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "chip: esp32c3 (QEMU virt, rv32imc without FPU, 4 MiB flash, 400 KiB RAM; exact instruction counts)"
     );
-    println!("model: {} as {}, {engine_name}", args.name(), quant.name());
+    outln!("model: {} as {}, {engine_name}", args.name(), quant.name());
     for l in &lines {
-        println!("{l}");
+        outln!("{l}");
     }
-    println!("peak RAM: {ram}");
+    outln!("peak RAM: {ram}");
     match flash {
-        Some(f) => println!("flash image: {f} bytes (ELF in flash; the model image is {image_len} of them)"),
-        None => println!("flash image: model image {image_len} bytes"),
+        Some(f) => outln!("flash image: {f} bytes (ELF in flash; the model image is {image_len} of them)"),
+        None => outln!("flash image: model image {image_len} bytes"),
     }
     Ok(())
 }
@@ -801,9 +802,9 @@ pub fn vector_bench(chip: &str, b: &VectorBench) -> Result<()> {
 
     let (d, nq) = (b.data, b.data.queries.len());
     let mode = format!("{:?}", b.mode).to_lowercase();
-    println!("chip: esp32c3 (QEMU virt, rv32imc without FPU, 400 KiB RAM; exact instruction counts)");
-    println!("dataset: {} base vectors of {} dims; {nq} queries ({})", d.base.len(), d.base.dim, d.source);
-    println!(
+    outln!("chip: esp32c3 (QEMU virt, rv32imc without FPU, 400 KiB RAM; exact instruction counts)");
+    outln!("dataset: {} base vectors of {} dims; {nq} queries ({})", d.base.len(), d.base.dim, d.source);
+    outln!(
         "index: HNSW {mode}, {} vectors of {} dims, m {} (level 0: {}), ef_construction {}",
         d.base.len(),
         d.base.dim,
@@ -811,7 +812,7 @@ pub fn vector_bench(chip: &str, b: &VectorBench) -> Result<()> {
         2 * b.m,
         b.ef_construction
     );
-    println!(
+    outln!(
         "instructions/insert: {} (mean; min {}, max {})",
         r.insert_total / d.base.len() as u64,
         r.insert_min,
@@ -822,31 +823,31 @@ pub fn vector_bench(chip: &str, b: &VectorBench) -> Result<()> {
         let mean = p.instructions.iter().sum::<u64>() / nq as u64;
         if p.ef == 0 {
             // The storage's own exact answer: what the graph search can reach at best.
-            println!(
+            outln!(
                 "instructions/exact search: {mean} (mean over {nq} queries, k {}, a scan of all {} vectors)",
                 b.k,
                 d.base.len()
             );
-            println!("exact-scan recall@{}: {:.4}", b.k, recall_at_k(&p.found, &d.truth, b.k));
+            outln!("exact-scan recall@{}: {:.4}", b.k, recall_at_k(&p.found, &d.truth, b.k));
             continue;
         }
         // The library searches with max(ef_search, k) candidates.
         let raised = if p.ef < b.k { ", raised to k" } else { "" };
-        println!(
-            "instructions/search: {mean} (mean over {nq} queries, k {}, ef_search {}{raised})",
-            b.k, p.ef
-        );
-        println!("recall@1: {:.4}", recall_at_k(&p.found, &d.truth, 1));
-        println!("recall@{}: {:.4}", b.k, recall_at_k(&p.found, &d.truth, b.k));
+        outln!("instructions/search: {mean} (mean over {nq} queries, k {}, ef_search {}{raised})", b.k, p.ef);
+        outln!("recall@1: {:.4}", recall_at_k(&p.found, &d.truth, 1));
+        outln!("recall@{}: {:.4}", b.k, recall_at_k(&p.found, &d.truth, b.k));
         if let Some(h) = host.as_ref().and_then(|h| h.get(i)) {
             let same = (0..nq).filter(|&q| h.row(q) == p.found.row(q)).count();
-            println!("same result ids as the host's index: {same} of {nq} queries");
+            outln!("same result ids as the host's index: {same} of {nq} queries");
         }
     }
-    println!(
+    outln!(
         "index RAM: {} bytes (size_of the index value, in .bss); static RAM: {} bytes; stack peak: {} bytes \
          (inserting; searching: {} bytes)",
-        r.index_bytes, r.static_bytes, r.insert_stack, r.search_stack
+        r.index_bytes,
+        r.static_bytes,
+        r.insert_stack,
+        r.search_stack
     );
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Turning whatever model file the user has into the engine's GGUF image, in memory.
 
 use anyhow::{bail, Context, Result};
+use ruvllm_cli::input;
 use ruvllm_esp32::convert::{self, HostModel, Quant};
 use ruvllm_esp32::gguf::Gguf;
 use ruvllm_esp32::model::Model;
@@ -46,7 +47,8 @@ impl Image {
 
     fn map(path: &Path) -> Result<Image> {
         let err = || format!("{}: cannot read", path.display());
-        let file = std::fs::File::open(path).with_context(err)?;
+        // Only a regular file is mapped: a FIFO, a device or a directory is refused first.
+        let (file, _) = input::open_input(path, "model file", input::MAX_MODEL_BYTES)?;
         // SAFETY: the mapping is read-only and private to this short-lived process; like
         // llama.cpp, we accept that someone truncating the file meanwhile would fault us.
         let map = unsafe { memmap2::Mmap::map(&file) }.with_context(err)?;
@@ -81,10 +83,6 @@ pub fn parse_quant(s: &str) -> Result<Quant> {
 
 pub fn quant_name(q: Quant) -> &'static str {
     q.name()
-}
-
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))
 }
 
 /// Magic of llama2.c's versioned exports ("ak42", little-endian u32 0x616b3432).
@@ -136,7 +134,7 @@ fn load_as(
     };
     let mut host = host;
     if let Some(tok) = tokenizer {
-        let tb = read(tok)?;
+        let tb = input::read_input(tok, "tokenizer file", input::MAX_TOKENIZER_BYTES)?;
         let vocab = convert::load_tokenizer_bin(&tb, host.config.vocab_size)
             .with_context(|| tok.display().to_string())?;
         host.vocab = Some(vocab);

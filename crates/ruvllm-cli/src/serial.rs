@@ -6,6 +6,7 @@
 //! line naming the port: missing, busy (another program holds its lock), no permission, or
 //! unplugged mid-session.
 
+use crate::outln;
 use anyhow::{anyhow, bail, Result};
 use std::io::{ErrorKind, IsTerminal, Read, Write};
 use std::path::Path;
@@ -109,9 +110,9 @@ pub fn ports_cmd(all: bool) -> Result<()> {
     let shown: Vec<&Port> = ports.iter().filter(|p| all || p.bridge().is_some()).collect();
     if shown.is_empty() {
         if all || ports.is_empty() {
-            println!("no serial ports found");
+            outln!("no serial ports found");
         } else {
-            println!(
+            outln!(
                 "no port looks like an ESP32 board ({} other serial ports: --all lists them)",
                 ports.len()
             );
@@ -121,7 +122,7 @@ pub fn ports_cmd(all: bool) -> Result<()> {
     for p in shown {
         let ids = p.usb.map(|(v, d)| format!("{v:04x}:{d:04x}")).unwrap_or_else(|| "-".into());
         let what = p.bridge().or(p.product.as_deref()).unwrap_or("");
-        println!("{:<16} {ids:<10} {what}", p.path);
+        outln!("{:<16} {ids:<10} {what}", p.path);
     }
     Ok(())
 }
@@ -331,8 +332,8 @@ pub fn terminal(mut opened: Opened) -> Result<()> {
             Ok(0) => break Err(anyhow!("{name}: disconnected (the port closed)")),
             Ok(n) => {
                 pacer.output(&buf[..n]);
-                if stdout.write_all(&buf[..n]).and_then(|_| stdout.flush()).is_err() {
-                    break Ok(());
+                if let Err(e) = stdout.write_all(&buf[..n]).and_then(|_| stdout.flush()) {
+                    break Err(crate::out::write_error(e));
                 }
             }
             Err(e) if e.kind() == ErrorKind::TimedOut || e.kind() == ErrorKind::Interrupted => {}
