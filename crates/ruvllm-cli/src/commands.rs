@@ -17,7 +17,7 @@ use std::time::Instant;
 pub fn convert(input: &Path, tok: Option<&Path>, quant: &str, output: &Path) -> Result<()> {
     let q = image::parse_quant(quant)?;
     let spin = crate::firmware::spinner(format!("converting {} to {quant}", input.display()));
-    let img = image::load(Some(input), tok, Some(q));
+    let img = image::load_converted(Some(input), tok, q);
     spin.finish_and_clear();
     let img = img?;
     // Check the result loads before anything is written, then write it atomically.

@@ -195,8 +195,24 @@ impl HostModel {
         if let Some(voc) = &self.vocab {
             bad(voc.pieces.len() == v && voc.scores.len() == v, "vocabulary size")?;
             bad((voc.bos as usize) < v && (voc.eos as usize) < v, "BOS/EOS id")?;
+            bad(voc.scores.iter().all(|s| s.is_finite()), "tokenizer score is not finite")?;
         }
-        Ok(())
+        self.check_finite()
+    }
+
+    /// Refuses NaN or infinite weights (after dequantization, so a bad scale shows too), naming
+    /// the tensor by its llama.cpp name.
+    pub fn check_finite(&self) -> Result<()> {
+        use crate::model::weights::{check_finite as finite, LAYER_TENSORS};
+        finite(&self.token_embd, "token_embd.weight", None)?;
+        for (i, l) in self.layers.iter().enumerate() {
+            let tensors = [&l.attn_norm, &l.ffn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3];
+            for (tensor, v) in LAYER_TENSORS.into_iter().zip(tensors) {
+                finite(v, tensor, Some(i))?;
+            }
+        }
+        finite(&self.output_norm, "output_norm.weight", None)?;
+        finite(self.output.as_deref().unwrap_or_default(), "output.weight", None)
     }
 
     /// Writes the engine's GGUF (layout in the module docs). `Err(Missing)` without a vocab.

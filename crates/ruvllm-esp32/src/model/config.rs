@@ -71,6 +71,16 @@ impl Config {
         if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
             return Err(Error::Invalid { what: "RoPE base out of range" });
         }
+        // Nothing in a file bounds the context length (an ak42 checkpoint stores no RoPE table),
+        // yet the RoPE table, the KV cache and the arenas are sized from it: a table larger than
+        // the weights means a damaged header, refused before anything is allocated.
+        let (d, h, kv, l) = (self.dim as u64, self.hidden_dim as u64, self.kv_dim() as u64, self.n_layers as u64);
+        let params = (self.vocab_size as u64) * d + l * (2 * d + 2 * d * d + 2 * d * kv + 3 * d * h) + d;
+        if (self.seq_len as u64) * (self.head_size() as u64) > params {
+            return Err(Error::Invalid {
+                what: "context length: its RoPE table (context x head size) would outgrow the weights (damaged header?)",
+            });
+        }
         Ok(())
     }
 
@@ -119,5 +129,14 @@ mod tests {
         let mut c = stories260k();
         c.n_layers = 0;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_context_whose_rope_table_outgrows_the_weights_is_refused() {
+        let mut c = stories260k();
+        c.seq_len = 32_768; // 32768 x 8 = 262,144 table values > 260,032 weights
+        assert!(matches!(c.validate(), Err(Error::Invalid { .. })));
+        c.seq_len = 32_000;
+        c.validate().unwrap();
     }
 }
