@@ -72,6 +72,15 @@ pub struct Sampling {
 
 /// Encodes a prompt with BOS, as llama2.c does, and checks it fits in `steps` positions.
 pub fn encode_prompt(model: &Model<'_>, prompt: &str, steps: usize) -> Result<Vec<u32>> {
+    // No token covers more bytes than the longest piece, so the prompt and its dummy-prefix
+    // space need at least this many positions: refuse a hopeless one before encoding it.
+    let least = (prompt.len() + 1).div_ceil(model.vocab.max_piece_len().max(1));
+    if !prompt.is_empty() && least > steps {
+        bail!(
+            "the prompt ({} bytes) needs at least {least} tokens, more than --steps {steps} (the context used for this run)",
+            prompt.len()
+        );
+    }
     let mut tokens = vec![0u32; prompt.len() + 3];
     let n = tokenizer::encode(&model.vocab, prompt.as_bytes(), true, false, &mut tokens)?;
     tokens.truncate(n);
@@ -202,26 +211,10 @@ pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>, int: bool, docum
     Ok(())
 }
 
-/// BOS + the engine's encoding of a long text. The engine's encoder (llama2.c's merge loop,
-/// no heap) is quadratic in the text's length: fine for prompts, hours for a megabyte. The
-/// trainer's `bpe::Encoder` gives the same tokens (property-tested against the engine) in
-/// O(n log n), so texts that are UTF-8 go through it.
+/// BOS + the engine's encoding of a long text (O(n log n), any bytes).
 fn encode_long(model: &Model<'_>, data: &[u8]) -> Result<Vec<u32>> {
-    let v = &model.vocab;
-    if let Ok(text) = std::str::from_utf8(data) {
-        let pieces: Vec<Vec<u8>> = (0..v.len() as u32).map(|i| v.piece(i).to_vec()).collect();
-        let max_token_length = pieces.iter().map(|p| p.len()).max().unwrap_or(0) as u32;
-        let scores = (0..v.len() as u32).map(|i| v.score(i)).collect();
-        let host =
-            ruvllm_esp32::convert::HostVocab { pieces, scores, max_token_length, bos: v.bos(), eos: v.eos() };
-        if let Ok(mut enc) = ruvllm_train::bpe::Encoder::new(&host) {
-            let mut tokens = vec![v.bos()];
-            enc.encode_into(text, &mut tokens);
-            return Ok(tokens);
-        }
-    }
     let mut tokens = vec![0u32; data.len() + 3];
-    let n = tokenizer::encode(v, data, true, false, &mut tokens)?;
+    let n = tokenizer::encode(&model.vocab, data, true, false, &mut tokens)?;
     tokens.truncate(n);
     Ok(tokens)
 }

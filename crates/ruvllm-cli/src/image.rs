@@ -3,8 +3,8 @@
 use anyhow::{bail, Context, Result};
 use ruvllm_esp32::convert::{self, HostModel, Quant};
 use ruvllm_esp32::gguf::{Gguf, CHECKSUM_MISSING, CHECKSUM_OLD};
-use ruvllm_esp32::Error;
 use ruvllm_esp32::model::Model;
+use ruvllm_esp32::Error;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -99,7 +99,9 @@ fn verify(g: &Gguf<'_>, name: &str) -> Result<()> {
     match g.verify_checksum() {
         Ok(true) => Ok(()),
         Ok(false) => {
-            eprintln!("note: {name} has no checksum (a GGUF from another tool): its contents are not verified");
+            eprintln!(
+                "note: {name} has no checksum (a GGUF from another tool): its contents are not verified"
+            );
             Ok(())
         }
         Err(e @ (Error::Missing { what: CHECKSUM_MISSING } | Error::Unsupported { what: CHECKSUM_OLD })) => {

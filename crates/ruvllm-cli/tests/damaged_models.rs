@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn builtin() -> Vec<u8> {
     std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default.gguf")).unwrap()
@@ -23,7 +23,7 @@ fn write(name: &str, bytes: &[u8]) -> PathBuf {
     p
 }
 
-fn gen(path: &PathBuf, extra: &[&str]) -> std::process::Output {
+fn gen(path: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec!["gen", "-m", s(path), "-p", "Once", "-n", "16"];
     args.extend_from_slice(extra);
     run(&args)
@@ -111,7 +111,9 @@ fn ak42_q8(seq_len: i32, nan_at: Option<usize>) -> (PathBuf, PathBuf) {
         out.extend((0..n / group).flat_map(|_| 0.01f32.to_le_bytes()));
     };
     // token_embd, wq, wk, wv, wo, w1, w2, w3
-    for n in [vocab * dim, dim * dim, dim * dim, dim * dim, dim * dim, hidden * dim, hidden * dim, hidden * dim] {
+    for n in
+        [vocab * dim, dim * dim, dim * dim, dim * dim, dim * dim, hidden * dim, hidden * dim, hidden * dim]
+    {
         q8(n);
     }
     if let Some(at) = nan_at {
@@ -132,7 +134,9 @@ fn ak42_q8(seq_len: i32, nan_at: Option<usize>) -> (PathBuf, PathBuf) {
 fn a_header_context_far_beyond_the_weights_is_refused_before_allocating() {
     let (model, tok) = ak42_q8(1 << 20, None);
     assert!(std::fs::metadata(&model).unwrap().len() < 5 << 20);
-    for cmd in [vec!["info", s(&model), "-z", s(&tok)], vec!["gen", "-m", s(&model), "-z", s(&tok), "-n", "4"]] {
+    for cmd in
+        [vec!["info", s(&model), "-z", s(&tok)], vec!["gen", "-m", s(&model), "-z", s(&tok), "-n", "4"]]
+    {
         fails_with(&run(&cmd), "context length");
     }
     let o = scratch("huge-ctx.gguf");

@@ -319,7 +319,8 @@ pub fn load_tokenizer_bin(bytes: &[u8], vocab_size: usize) -> Result<HostVocab> 
         let mut tokenizer = vocab_size;
         while r.pos < bytes.len() {
             r.take(4)?;
-            let len = u32::try_from(r.i32()?).map_err(|_| Error::Invalid { what: "negative token length" })?;
+            let len =
+                u32::try_from(r.i32()?).map_err(|_| Error::Invalid { what: "negative token length" })?;
             r.take(len as usize)?;
             tokenizer += 1;
         }

@@ -266,7 +266,10 @@ fn non_finite_weights_are_refused_naming_the_tensor() {
         assert_eq!(n.to_gguf(Quant::Q8), Err(want), "convert refuses it too");
         let mut n = m.clone();
         n.output.as_mut().unwrap()[0] = bad;
-        assert_eq!(load_llama2c(&ak42_v1(&n)), Err(Error::NonFinite { tensor: "output.weight", layer: None }));
+        assert_eq!(
+            load_llama2c(&ak42_v1(&n)),
+            Err(Error::NonFinite { tensor: "output.weight", layer: None })
+        );
     }
     let msg = Error::NonFinite { tensor: "attn_q.weight", layer: Some(1) }.to_string();
     assert!(msg.contains("blk.1.attn_q.weight"), "{msg}");
@@ -284,11 +287,14 @@ fn non_finite_weights_are_refused_naming_the_tensor() {
     bad[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
     let crc = crate::gguf::image_crc(&bad, crc_at);
     bad[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
-    let words: Vec<u64> = bad.chunks(8).map(|c| {
-        let mut w = [0u8; 8];
-        w[..c.len()].copy_from_slice(c);
-        u64::from_le_bytes(w)
-    }).collect();
+    let words: Vec<u64> = bad
+        .chunks(8)
+        .map(|c| {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            u64::from_le_bytes(w)
+        })
+        .collect();
     let aligned = &bytemuck::cast_slice::<u64, u8>(&words)[..bad.len()];
     assert_eq!(Gguf::parse(aligned).unwrap().verify_checksum(), Ok(true));
     let err = crate::model::Model::<'_, 8>::from_gguf(aligned).unwrap_err();
@@ -319,8 +325,14 @@ fn a_tokenizer_of_another_vocabulary_size_is_refused_naming_both() {
         out
     };
     assert_eq!(load_tokenizer_bin(&bin(260, &voc.scores), 260).unwrap(), voc);
-    assert_eq!(load_tokenizer_bin(&bin(260, &voc.scores), 250), Err(Error::VocabMismatch { tokenizer: 260, model: 250 }));
-    assert_eq!(load_tokenizer_bin(&bin(200, &voc.scores), 260), Err(Error::VocabMismatch { tokenizer: 200, model: 260 }));
+    assert_eq!(
+        load_tokenizer_bin(&bin(260, &voc.scores), 250),
+        Err(Error::VocabMismatch { tokenizer: 260, model: 250 })
+    );
+    assert_eq!(
+        load_tokenizer_bin(&bin(200, &voc.scores), 260),
+        Err(Error::VocabMismatch { tokenizer: 200, model: 260 })
+    );
     let mut scores = voc.scores.clone();
     scores[7] = f32::NAN;
     let err = load_tokenizer_bin(&bin(260, &scores), 260).unwrap_err();

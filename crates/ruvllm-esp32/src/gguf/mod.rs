@@ -608,7 +608,8 @@ impl<'a> Gguf<'a> {
     /// Whether this engine wrote the image: it has a `ruvllm.*` key or tensor. A one-byte
     /// change cannot hide that, as `convert` writes several of them.
     pub fn is_own(&self) -> bool {
-        self.kvs().any(|(k, _)| k.starts_with(OWN_PREFIX)) || self.tensors().any(|t| t.name.starts_with(OWN_PREFIX))
+        self.kvs().any(|(k, _)| k.starts_with(OWN_PREFIX))
+            || self.tensors().any(|t| t.name.starts_with(OWN_PREFIX))
     }
 
     /// Checks `ruvllm.checksum` against the whole image (rule in the module docs): `Ok(true)`

@@ -74,7 +74,8 @@ impl Config {
         // Nothing in a file bounds the context length (an ak42 checkpoint stores no RoPE table),
         // yet the RoPE table, the KV cache and the arenas are sized from it: a table larger than
         // the weights means a damaged header, refused before anything is allocated.
-        let (d, h, kv, l) = (self.dim as u64, self.hidden_dim as u64, self.kv_dim() as u64, self.n_layers as u64);
+        let (d, h, kv, l) =
+            (self.dim as u64, self.hidden_dim as u64, self.kv_dim() as u64, self.n_layers as u64);
         let params = (self.vocab_size as u64) * d + l * (2 * d + 2 * d * d + 2 * d * kv + 3 * d * h) + d;
         if (self.seq_len as u64) * (self.head_size() as u64) > params {
             return Err(Error::Invalid {

@@ -263,7 +263,8 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
             let ffn_norm = vector(g, &name, d)?;
             let layer = Layer { attn_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3 };
             let floats = [wq, wk, wv, wo, w1, w2, w3].map(|m| m.floats());
-            for (tensor, v) in LAYER_TENSORS.into_iter().zip([attn_norm, ffn_norm].into_iter().chain(floats)) {
+            for (tensor, v) in LAYER_TENSORS.into_iter().zip([attn_norm, ffn_norm].into_iter().chain(floats))
+            {
                 check_finite(v, tensor, Some(l))?;
             }
             layers.push(layer).map_err(|_| Error::Unsupported { what: "too many layers" })?;
