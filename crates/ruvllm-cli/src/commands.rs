@@ -17,6 +17,7 @@ use std::time::Instant;
 pub fn convert(input: &Path, tok: Option<&Path>, quant: &str, output: &Path) -> Result<()> {
     let q = image::parse_quant(quant)?;
     let spin = crate::firmware::spinner(format!("converting {} to {quant}", input.display()));
+    // Always rebuilt, even from an engine image at `q`: the output follows this version's format.
     let img = image::load_converted(Some(input), tok, q);
     spin.finish_and_clear();
     let img = img?;
