@@ -74,10 +74,7 @@ impl Config {
         // Nothing in a file bounds the context length (an ak42 checkpoint stores no RoPE table),
         // yet the RoPE table, the KV cache and the arenas are sized from it: a table larger than
         // the weights means a damaged header, refused before anything is allocated.
-        let (d, h, kv, l) =
-            (self.dim as u64, self.hidden_dim as u64, self.kv_dim() as u64, self.n_layers as u64);
-        let params = (self.vocab_size as u64) * d + l * (2 * d + 2 * d * d + 2 * d * kv + 3 * d * h) + d;
-        if (self.seq_len as u64) * (self.head_size() as u64) > params {
+        if (self.seq_len as u64) * (self.head_size() as u64) > self.params() {
             return Err(Error::Invalid {
                 what: "context length: its RoPE table (context x head size) would outgrow the weights (damaged header?)",
             });
@@ -87,10 +84,17 @@ impl Config {
 
     /// Number of parameters (the classifier counted once when shared).
     pub fn n_params(&self) -> usize {
-        let (d, h, kv) = (self.dim, self.hidden_dim, self.kv_dim());
+        self.params() as usize
+    }
+
+    /// [`Config::n_params`] in u64, where the limits above cannot make it overflow (a 32-bit
+    /// chip's usize could, before `validate` ran).
+    fn params(&self) -> u64 {
+        let (d, h, kv) = (self.dim as u64, self.hidden_dim as u64, self.kv_dim() as u64);
         let per_layer = 2 * d + d * d + 2 * d * kv + d * d + 3 * d * h;
-        let cls = if self.shared_classifier { 0 } else { self.vocab_size * d };
-        self.vocab_size * d + self.n_layers * per_layer + d + cls
+        let vocab = self.vocab_size as u64 * d;
+        let cls = if self.shared_classifier { 0 } else { vocab };
+        vocab + self.n_layers as u64 * per_layer + d + cls
     }
 }
 
