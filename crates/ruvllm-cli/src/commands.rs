@@ -212,10 +212,26 @@ pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>, int: bool, docum
     Ok(())
 }
 
-/// BOS + the engine's encoding of a long text (O(n log n), any bytes).
+/// BOS + the engine's encoding of a long text. Texts that are UTF-8 go through the trainer's
+/// `bpe::Encoder` (the same tokens, property-tested against the engine), which encodes chunk by
+/// chunk with a cache and needs no work area of 20 bytes per input byte as the engine's encoder
+/// does. Anything else goes through the engine's encoder, O(n log n) as well.
 fn encode_long(model: &Model<'_>, data: &[u8]) -> Result<Vec<u32>> {
+    let v = &model.vocab;
+    if let Ok(text) = std::str::from_utf8(data) {
+        let pieces: Vec<Vec<u8>> = (0..v.len() as u32).map(|i| v.piece(i).to_vec()).collect();
+        let max_token_length = pieces.iter().map(|p| p.len()).max().unwrap_or(0) as u32;
+        let scores = (0..v.len() as u32).map(|i| v.score(i)).collect();
+        let host =
+            ruvllm_esp32::convert::HostVocab { pieces, scores, max_token_length, bos: v.bos(), eos: v.eos() };
+        if let Ok(mut enc) = ruvllm_train::bpe::Encoder::new(&host) {
+            let mut tokens = vec![v.bos()];
+            enc.encode_into(text, &mut tokens);
+            return Ok(tokens);
+        }
+    }
     let mut tokens = vec![0u32; data.len() + 3];
-    let n = tokenizer::encode(&model.vocab, data, true, false, &mut tokens)?;
+    let n = tokenizer::encode(v, data, true, false, &mut tokens)?;
     tokens.truncate(n);
     Ok(tokens)
 }
