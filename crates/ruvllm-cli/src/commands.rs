@@ -19,7 +19,8 @@ use std::time::Instant;
 pub fn convert(input: &Path, tok: Option<&Path>, quant: &str, output: &Path) -> Result<()> {
     let q = image::parse_quant(quant)?;
     let spin = crate::firmware::spinner(format!("converting {} to {quant}", input.display()));
-    let img = image::load(Some(input), tok, Some(q));
+    // Always rebuilt, even from an engine image at `q`: the output follows this version's format.
+    let img = image::load_converted(Some(input), tok, q);
     spin.finish_and_clear();
     let img = img?;
     // Check the result loads before anything is written, then write it atomically.
@@ -74,6 +75,15 @@ pub struct Sampling {
 
 /// Encodes a prompt with BOS, as llama2.c does, and checks it fits in `steps` positions.
 pub fn encode_prompt(model: &Model<'_>, prompt: &str, steps: usize) -> Result<Vec<u32>> {
+    // No token covers more bytes than the longest piece, so the prompt and its dummy-prefix
+    // space need at least this many positions: refuse a hopeless one before encoding it.
+    let least = (prompt.len() + 1).div_ceil(model.vocab.max_piece_len().max(1));
+    if !prompt.is_empty() && least > steps {
+        bail!(
+            "the prompt ({} bytes) needs at least {least} tokens, more than --steps {steps} (the context used for this run)",
+            prompt.len()
+        );
+    }
     let mut tokens = vec![0u32; prompt.len() + 3];
     let n = tokenizer::encode(&model.vocab, prompt.as_bytes(), true, false, &mut tokens)?;
     tokens.truncate(n);
@@ -202,10 +212,10 @@ pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>, int: bool, docum
     Ok(())
 }
 
-/// BOS + the engine's encoding of a long text. The engine's encoder (llama2.c's merge loop,
-/// no heap) is quadratic in the text's length: fine for prompts, hours for a megabyte. The
-/// trainer's `bpe::Encoder` gives the same tokens (property-tested against the engine) in
-/// O(n log n), so texts that are UTF-8 go through it.
+/// BOS + the engine's encoding of a long text. Texts that are UTF-8 go through the trainer's
+/// `bpe::Encoder` (the same tokens, property-tested against the engine), which encodes chunk by
+/// chunk with a cache and needs no work area of 20 bytes per input byte as the engine's encoder
+/// does. Anything else goes through the engine's encoder, O(n log n) as well.
 fn encode_long(model: &Model<'_>, data: &[u8]) -> Result<Vec<u32>> {
     let v = &model.vocab;
     if let Ok(text) = std::str::from_utf8(data) {

@@ -29,6 +29,10 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Run a model image written by `convert` even though its checksum key is gone (its
+    /// header and weights are then not verified)
+    #[arg(long, global = true)]
+    allow_unverified: bool,
 }
 
 /// Where the model comes from; shared by every command that runs one.
@@ -417,6 +421,7 @@ fn main() -> ExitCode {
         let _ = nix::sys::signal::signal(nix::sys::signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
     }
     let cli = Cli::parse();
+    image::ALLOW_UNVERIFIED.store(cli.allow_unverified, std::sync::atomic::Ordering::Relaxed);
     let result = match cli.cmd {
         Cmd::Convert { input, tokenizer, quant, output } => {
             commands::convert(&input, tokenizer.as_deref(), &quant, &output)
