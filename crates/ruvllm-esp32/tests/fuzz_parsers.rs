@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
@@ -20,32 +19,12 @@ use ruvllm_esp32::{partition, Error};
 /// Inputs are ~1 MB; no parser may need more than a small multiple of that.
 const MAX_ALLOC: usize = 64 << 20;
 
-struct Capped;
-
-unsafe impl GlobalAlloc for Capped {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > MAX_ALLOC {
-            return std::ptr::null_mut();
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size > MAX_ALLOC {
-            return std::ptr::null_mut();
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "common/fuzz.rs"]
+mod fuzz;
+use fuzz::cases;
 
 #[global_allocator]
-static ALLOC: Capped = Capped;
-
-fn cases() -> u32 {
-    std::env::var("FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
-}
+static ALLOC: fuzz::Capped<MAX_ALLOC> = fuzz::Capped;
 
 /// stories260K.bin, tok512.bin, their F32, Q8, ternary and binary GGUF conversions, and a chip
 /// flash with the Q8 one in its `model` partition.
