@@ -3,7 +3,7 @@
 # (README "The built-in model", docs/BENCHMARKS.md "Training"). Everything trains on the
 # generated corpus (`ruvllm-esp32 corpus`); nothing is downloaded.
 #
-#   scripts/train-models.sh [default|draft|260k|qat|all]
+#   scripts/train-models.sh [default|draft|260k|qat|all|restamp]
 #
 # Runs are deterministic for a given thread count and CPU kernel set (AVX-512 here); other
 # machines reproduce the losses to a few parts in a thousand, not bit for bit.
@@ -32,6 +32,13 @@ if [[ $what == qat || $what == all ]]; then
         $bin train --preset 260k --quant $q --steps 1000 --threads 2 -o target/train/260k-$q.gguf
     done
     cp target/train/260k-f32.loss.svg docs/img/260k-f32-loss.svg
+fi
+if [[ $what == restamp ]]; then
+    # After a change of the image checksum's rule: rebuild the shipped images from their own
+    # weights (q8 codes and scales convert to themselves, so only the checksum changes).
+    for m in models/default.gguf models/draft.gguf; do
+        $bin convert --allow-unverified "$m" --quant q8 -o "$m"
+    done
 fi
 if [[ $what == eval || $what == qat || $what == all ]]; then
     # The engine's perplexity on documents the trainer never saw (another corpus seed), each

@@ -6,6 +6,7 @@ use crate::commands::{check_steps, encode_prompt};
 use crate::image;
 use crate::ModelArgs;
 use anyhow::Result;
+use ruvllm_cli::outln;
 use ruvllm_esp32::convert::Quant;
 use ruvllm_esp32::infer::{self, State};
 use ruvllm_esp32::kernels::Kernels;
@@ -32,7 +33,7 @@ fn measure(
     let mut arena = vec![0f32; State::arena_len(model, steps)];
     let mut scratch = vec![ProbIndex::default(); model.config.vocab_size];
     let (mut best_prompt, mut best_gen, mut generated) = (f64::INFINITY, f64::INFINITY, 0);
-    for _ in 0..repeat.max(1) {
+    for _ in 0..repeat {
         let mut state = State::new(model, &mut arena, steps, kernels)?;
         let mut sampler = Sampler::new(0.0, 0.9, 0, 1);
         let start = Instant::now();
@@ -102,17 +103,21 @@ pub fn run(args: &ModelArgs, prompt: &str, steps: usize, repeat: usize, json: bo
             "baseline": "f32 scalar",
             "rows": items,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!(
+        outln!(
             "single thread, greedy, {steps} positions, best of {repeat}; baseline = f32 scalar in this run"
         );
-        println!(
+        outln!(
             "{:<9} {:<8} {:>14} {:>14} {:>10}",
-            "precision", "kernels", "prompt tok/s", "gen tok/s", "vs base"
+            "precision",
+            "kernels",
+            "prompt tok/s",
+            "gen tok/s",
+            "vs base"
         );
         for r in &rows {
-            println!(
+            outln!(
                 "{:<9} {:<8} {:>14.0} {:>14.0} {:>9.2}x",
                 r.precision,
                 r.kernels,

@@ -10,8 +10,9 @@ use anyhow::{bail, Context, Result};
 use ruvllm_cli::ann::{self, Mode};
 use ruvllm_cli::board_flash::new_flash_file;
 use ruvllm_cli::datasets::{recall_at_k, Metric, Vectors};
+use ruvllm_cli::outln;
 use ruvllm_esp32::convert::Quant;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -227,15 +228,26 @@ pub fn flash_file(scratch: &Path) -> Result<PathBuf> {
 
 /// The QEMU command line of the board with `flash` as its flash bank.
 pub fn qemu_with_flash(tc: &Toolchain, elf: &Path, flash: &Path) -> Command {
-    let mut cmd = qemu(tc, elf);
+    with_flash(qemu(tc, elf), flash)
+}
+
+fn with_flash(mut cmd: Command, flash: &Path) -> Command {
     let mut drive = std::ffi::OsString::from("if=pflash,unit=0,format=raw,file=");
     drive.push(flash);
     cmd.arg("-drive").arg(drive);
     cmd
 }
 
-/// The QEMU command line of the board.
+/// The QEMU command line of the board, its UART on QEMU's stdin/stdout.
 pub fn qemu(tc: &Toolchain, elf: &Path) -> Command {
+    qemu_serial(tc, elf, &["-serial", "stdio"])
+}
+
+/// The UART on this terminal: Ctrl-C reaches the board's console (where it stops a
+/// generation) instead of ending QEMU; Ctrl-A x ends QEMU.
+const TERMINAL_SERIAL: [&str; 4] = ["-chardev", "stdio,id=con,mux=on,signal=off", "-serial", "chardev:con"];
+
+fn qemu_serial(tc: &Toolchain, elf: &Path, serial: &[&str]) -> Command {
     let mut cmd = Command::new(&tc.qemu);
     cmd.args([
         "-machine",
@@ -247,12 +259,9 @@ pub fn qemu(tc: &Toolchain, elf: &Path) -> Command {
         "-nographic",
         "-monitor",
         "none",
-        "-serial",
-        "stdio",
-        "-icount",
-        "shift=0",
-        "-kernel",
     ])
+    .args(serial)
+    .args(["-icount", "shift=0", "-kernel"])
     .arg(elf);
     cmd
 }
@@ -385,21 +394,66 @@ pub fn run_board(
     let elf = elf?;
     if let Some(out) = elf_out {
         std::fs::copy(&elf, out).with_context(|| format!("{}: cannot write", out.display()))?;
-        println!("{}", out.display());
+        outln!("{}", out.display());
         return Ok(());
     }
     let flash = flash_file(&dir)?;
     if let Some(bytes) = &chip_image {
         ruvllm_cli::board_flash::put_chip_image(&flash, bytes)?;
     }
-    eprintln!("running {} with flash {} (type quit to leave)", elf.display(), flash.display());
-    let status = qemu_with_flash(&tc, &elf, &flash).status().context("starting qemu");
+    let status = if std::io::stdin().is_terminal() {
+        eprintln!(
+            "running {} with flash {} (type quit to leave; Ctrl-C stops a generation, Ctrl-A x stops QEMU)",
+            elf.display(),
+            flash.display()
+        );
+        let mut cmd = with_flash(qemu_serial(&tc, &elf, &TERMINAL_SERIAL), &flash);
+        cmd.status().context("starting qemu").map(|s| s.code())
+    } else {
+        eprintln!("running {} with flash {}", elf.display(), flash.display());
+        Session::start_with_flash(&tc, &elf, &flash).and_then(piped)
+    };
     let _ = std::fs::remove_dir_all(&dir);
-    let status = status?;
-    if !status.success() {
-        bail!("the board exited with {status}");
+    match status? {
+        Some(0) => Ok(()),
+        Some(code) => bail!("the board exited with status {code}"),
+        None => bail!("the board was stopped by a signal"),
     }
-    Ok(())
+}
+
+/// Drives the board with piped stdin, paced as `console --port` paces it (a line after each
+/// prompt), its output to stdout. Ends when the board exits (`quit`: its status), or once the
+/// input has ended and the board has answered the last line (QEMU is stopped: status 0).
+fn piped(mut s: Session) -> Result<Option<i32>> {
+    let input = ruvllm_cli::serial::stdin_chunks();
+    let mut pacer = ruvllm_cli::serial::Pacer::default();
+    let mut input_done = false;
+    let mut stdout = std::io::stdout();
+    loop {
+        while !input_done {
+            match input.try_recv() {
+                Ok(Some(bytes)) => pacer.input(&bytes),
+                Ok(None) | Err(mpsc::TryRecvError::Disconnected) => input_done = true,
+                Err(mpsc::TryRecvError::Empty) => break,
+            }
+        }
+        if let Some(line) = pacer.next_line() {
+            // A board that has just quit no longer reads; its exit status tells the rest.
+            let _ = s.send(&line);
+        }
+        match s.rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(bytes) => {
+                pacer.output(&bytes);
+                stdout.write_all(&bytes).and_then(|_| stdout.flush()).context("writing to stdout")?;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // QEMU closed its output: the board exited.
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(s.child.wait()?.code()),
+        }
+        if input_done && pacer.answered() {
+            return Ok(Some(0));
+        }
+    }
 }
 
 /// `bench --chip esp32c3`: instructions per token by position and peak RAM on the board.
@@ -480,20 +534,20 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str, json: bool
             "flash_image_bytes": flash,
             "model_image_bytes": image_len,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "chip: esp32c3 (QEMU virt, rv32imc without FPU, 4 MiB flash, 400 KiB RAM; exact instruction counts)"
     );
-    println!("model: {} as {}, {engine_name}", args.name(), quant.name());
+    outln!("model: {} as {}, {engine_name}", args.name(), quant.name());
     for l in &lines {
-        println!("{l}");
+        outln!("{l}");
     }
-    println!("peak RAM: {ram}");
+    outln!("peak RAM: {ram}");
     match flash {
-        Some(f) => println!("flash image: {f} bytes (ELF in flash; the model image is {image_len} of them)"),
-        None => println!("flash image: model image {image_len} bytes"),
+        Some(f) => outln!("flash image: {f} bytes (ELF in flash; the model image is {image_len} of them)"),
+        None => outln!("flash image: model image {image_len} bytes"),
     }
     Ok(())
 }
@@ -748,9 +802,9 @@ pub fn vector_bench(chip: &str, b: &VectorBench) -> Result<()> {
 
     let (d, nq) = (b.data, b.data.queries.len());
     let mode = format!("{:?}", b.mode).to_lowercase();
-    println!("chip: esp32c3 (QEMU virt, rv32imc without FPU, 400 KiB RAM; exact instruction counts)");
-    println!("dataset: {} base vectors of {} dims; {nq} queries ({})", d.base.len(), d.base.dim, d.source);
-    println!(
+    outln!("chip: esp32c3 (QEMU virt, rv32imc without FPU, 400 KiB RAM; exact instruction counts)");
+    outln!("dataset: {} base vectors of {} dims; {nq} queries ({})", d.base.len(), d.base.dim, d.source);
+    outln!(
         "index: HNSW {mode}, {} vectors of {} dims, m {} (level 0: {}), ef_construction {}",
         d.base.len(),
         d.base.dim,
@@ -758,7 +812,7 @@ pub fn vector_bench(chip: &str, b: &VectorBench) -> Result<()> {
         2 * b.m,
         b.ef_construction
     );
-    println!(
+    outln!(
         "instructions/insert: {} (mean; min {}, max {})",
         r.insert_total / d.base.len() as u64,
         r.insert_min,
@@ -769,31 +823,31 @@ pub fn vector_bench(chip: &str, b: &VectorBench) -> Result<()> {
         let mean = p.instructions.iter().sum::<u64>() / nq as u64;
         if p.ef == 0 {
             // The storage's own exact answer: what the graph search can reach at best.
-            println!(
+            outln!(
                 "instructions/exact search: {mean} (mean over {nq} queries, k {}, a scan of all {} vectors)",
                 b.k,
                 d.base.len()
             );
-            println!("exact-scan recall@{}: {:.4}", b.k, recall_at_k(&p.found, &d.truth, b.k));
+            outln!("exact-scan recall@{}: {:.4}", b.k, recall_at_k(&p.found, &d.truth, b.k));
             continue;
         }
         // The library searches with max(ef_search, k) candidates.
         let raised = if p.ef < b.k { ", raised to k" } else { "" };
-        println!(
-            "instructions/search: {mean} (mean over {nq} queries, k {}, ef_search {}{raised})",
-            b.k, p.ef
-        );
-        println!("recall@1: {:.4}", recall_at_k(&p.found, &d.truth, 1));
-        println!("recall@{}: {:.4}", b.k, recall_at_k(&p.found, &d.truth, b.k));
+        outln!("instructions/search: {mean} (mean over {nq} queries, k {}, ef_search {}{raised})", b.k, p.ef);
+        outln!("recall@1: {:.4}", recall_at_k(&p.found, &d.truth, 1));
+        outln!("recall@{}: {:.4}", b.k, recall_at_k(&p.found, &d.truth, b.k));
         if let Some(h) = host.as_ref().and_then(|h| h.get(i)) {
             let same = (0..nq).filter(|&q| h.row(q) == p.found.row(q)).count();
-            println!("same result ids as the host's index: {same} of {nq} queries");
+            outln!("same result ids as the host's index: {same} of {nq} queries");
         }
     }
-    println!(
+    outln!(
         "index RAM: {} bytes (size_of the index value, in .bss); static RAM: {} bytes; stack peak: {} bytes \
          (inserting; searching: {} bytes)",
-        r.index_bytes, r.static_bytes, r.insert_stack, r.search_stack
+        r.index_bytes,
+        r.static_bytes,
+        r.insert_stack,
+        r.search_stack
     );
     Ok(())
 }

@@ -24,15 +24,8 @@ pub const FLASH_CHIP_IMAGE: std::ops::Range<usize> = 0x40_0000..0x80_0000;
 
 /// Reads the chip flash image at `image`, checking that it is one that fits the board.
 pub fn read_chip_image(image: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(image).with_context(|| format!("{}: cannot read", image.display()))?;
-    if bytes.len() > FLASH_CHIP_IMAGE.len() {
-        anyhow::bail!(
-            "{}: {} bytes, more than the board's {} bytes of chip flash",
-            image.display(),
-            bytes.len(),
-            FLASH_CHIP_IMAGE.len()
-        );
-    }
+    // At most the board's chip flash.
+    let bytes = crate::input::read_input(image, "chip flash image", FLASH_CHIP_IMAGE.len() as u64)?;
     let table = bytes.get(ruvllm_esp32::partition::TABLE_OFFSET..).unwrap_or(&[]);
     ruvllm_esp32::partition::Table::parse(table).map_err(|e| {
         anyhow::anyhow!("{}: not a chip flash image (partition table at 0x8000: {e})", image.display())

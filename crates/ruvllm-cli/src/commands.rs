@@ -3,6 +3,8 @@
 use crate::image::{self, Image};
 use crate::ModelArgs;
 use anyhow::{bail, Context, Result};
+use ruvllm_cli::input;
+use ruvllm_cli::outln;
 use ruvllm_esp32::convert::Quant;
 use ruvllm_esp32::infer::{self, IntState, State};
 use ruvllm_esp32::kernels::Kernels;
@@ -17,7 +19,8 @@ use std::time::Instant;
 pub fn convert(input: &Path, tok: Option<&Path>, quant: &str, output: &Path) -> Result<()> {
     let q = image::parse_quant(quant)?;
     let spin = crate::firmware::spinner(format!("converting {} to {quant}", input.display()));
-    let img = image::load(Some(input), tok, Some(q));
+    // Always rebuilt, even from an engine image at `q`: the output follows this version's format.
+    let img = image::load_converted(Some(input), tok, q);
     spin.finish_and_clear();
     let img = img?;
     // Check the result loads before anything is written, then write it atomically.
@@ -71,6 +74,15 @@ pub struct Sampling {
 
 /// Encodes a prompt with BOS, as llama2.c does, and checks it fits in `steps` positions.
 pub fn encode_prompt(model: &Model<'_>, prompt: &str, steps: usize) -> Result<Vec<u32>> {
+    // No token covers more bytes than the longest piece, so the prompt and its dummy-prefix
+    // space need at least this many positions: refuse a hopeless one before encoding it.
+    let least = (prompt.len() + 1).div_ceil(model.vocab.max_piece_len().max(1));
+    if !prompt.is_empty() && least > steps {
+        bail!(
+            "the prompt ({} bytes) needs at least {least} tokens, more than --steps {steps} (the context used for this run)",
+            prompt.len()
+        );
+    }
     let mut tokens = vec![0u32; prompt.len() + 3];
     let n = tokenizer::encode(&model.vocab, prompt.as_bytes(), true, false, &mut tokens)?;
     tokens.truncate(n);
@@ -98,20 +110,18 @@ pub fn gen(
     int: bool,
 ) -> Result<()> {
     let Sampling { temp, top_p, top_k, seed } = sampling;
-    if !(temp.is_finite() && temp >= 0.0 && (0.0..=1.0).contains(&top_p)) {
-        bail!("--temp must be >= 0 and --top-p within 0..=1");
-    }
-    // The integer path samples at a temperature in thousandths, like the console's `set temp`.
+    // The integer path samples at a temperature in thousandths, like the console's `set temp`
+    // (clap keeps --temp within its 0..=10).
     let temp_milli = (temp * 1000.0).round();
-    if int && !(0.0..=ruvllm_esp32::console::MAX_TEMP_MILLI as f32).contains(&temp_milli) {
-        bail!("--int takes --temp from 0 to 10 (in thousandths)");
-    }
     if int && temp != 0.0 && top_k != 0 {
         bail!("--int samples from the whole distribution (no --top-k)");
     }
     let img = if int { load_int(args, quant)? } else { load(args, quant)? };
     let model = img.model()?;
     check_steps(&model, steps)?;
+    if top_k > model.config.vocab_size {
+        bail!("--top-k {top_k}: use 0 to {}, the model's vocabulary size", model.config.vocab_size);
+    }
     let tokens = encode_prompt(&model, prompt, steps)?;
     let kernels = if scalar { Kernels::REFERENCE } else { Kernels::detect() };
     let mut arena = vec![0f32; if int { 0 } else { State::arena_len(&model, steps) }];
@@ -139,9 +149,9 @@ pub fn gen(
         infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
     };
     let end = Instant::now();
-    out.write_all(b"\n").and_then(|_| out.flush()).context("writing to stdout")?;
+    out.write_all(b"\n").and_then(|_| out.flush()).map_err(ruvllm_cli::out::write_error)?;
     if let Some(e) = io_err {
-        return Err(e).context("writing to stdout");
+        return Err(ruvllm_cli::out::write_error(e));
     }
     let total = (end - start).as_secs_f64();
     // One write: stderr is unbuffered and would otherwise get a syscall per fragment.
@@ -162,7 +172,7 @@ pub fn gen(
 pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>, int: bool, documents: bool) -> Result<()> {
     let img = if int { load_int(args, quant)? } else { load(args, quant)? };
     let model = img.model()?;
-    let data = std::fs::read(text).with_context(|| format!("{}: cannot read", text.display()))?;
+    let data = input::read_input(text, "text file", input::MAX_TEXT_BYTES)?;
     let texts: Vec<Vec<u8>> = if documents {
         let s = std::str::from_utf8(&data).with_context(|| format!("{}: not UTF-8", text.display()))?;
         ruvllm_train::run::data::documents(s).into_iter().map(String::into_bytes).collect()
@@ -195,16 +205,16 @@ pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>, int: bool, docum
             add(infer::score(&model, &mut state, t)?);
         }
     }
-    println!("tokens: {}", s.tokens);
-    println!("nll: {:.6}", s.mean_nll());
-    println!("perplexity: {:.6}", s.perplexity());
+    outln!("tokens: {}", s.tokens);
+    outln!("nll: {:.6}", s.mean_nll());
+    outln!("perplexity: {:.6}", s.perplexity());
     Ok(())
 }
 
-/// BOS + the engine's encoding of a long text. The engine's encoder (llama2.c's merge loop,
-/// no heap) is quadratic in the text's length: fine for prompts, hours for a megabyte. The
-/// trainer's `bpe::Encoder` gives the same tokens (property-tested against the engine) in
-/// O(n log n), so texts that are UTF-8 go through it.
+/// BOS + the engine's encoding of a long text. Texts that are UTF-8 go through the trainer's
+/// `bpe::Encoder` (the same tokens, property-tested against the engine), which encodes chunk by
+/// chunk with a cache and needs no work area of 20 bytes per input byte as the engine's encoder
+/// does. Anything else goes through the engine's encoder, O(n log n) as well.
 fn encode_long(model: &Model<'_>, data: &[u8]) -> Result<Vec<u32>> {
     let v = &model.vocab;
     if let Ok(text) = std::str::from_utf8(data) {
@@ -351,12 +361,12 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
             "app_flash_reserve_bytes": ruvllm_esp32::model::chips::APP_FLASH_RESERVE,
             "chips": chips,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
 
-    println!("model: {}", img.origin);
-    println!(
+    outln!("model: {}", img.origin);
+    outln!(
         "config: dim {} hidden {} layers {} heads {} kv_heads {} head_size {} vocab {} context {} classifier {}",
         c.dim,
         c.hidden_dim,
@@ -368,35 +378,41 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
         c.seq_len,
         if c.shared_classifier { "shared" } else { "separate" }
     );
-    println!("parameters: {}", c.n_params());
-    println!("precision: {} (group {})", model.precision.name(), model.group);
+    outln!("parameters: {}", c.n_params());
+    outln!("precision: {} (group {})", model.precision.name(), model.group);
     let packed = match model.precision {
         Precision::Ternary => format!(", ternary (2 bits a weight) {packedb} bytes"),
         Precision::Binary => format!(", binary (1 bit a weight) {packedb} bytes"),
         _ => String::new(),
     };
-    println!("weights: f32 {f32b} bytes, int8 {i8b} bytes{packed}, scales {scaleb} bytes");
+    outln!("weights: f32 {f32b} bytes, int8 {i8b} bytes{packed}, scales {scaleb} bytes");
     if packedb > 0 {
-        println!("layer matrices {}, embeddings q8", model.precision.name());
+        outln!("layer matrices {}, embeddings q8", model.precision.name());
     }
-    println!("image: {image_len} bytes (GGUF, read in place from flash)");
-    println!("RAM at full context {}: {} bytes ({}) for activations + KV cache", c.seq_len, full, kib(full));
+    outln!("image: {image_len} bytes (GGUF, read in place from flash)");
+    outln!("RAM at full context {}: {} bytes ({}) for activations + KV cache", c.seq_len, full, kib(full));
     if let Some(ram) = int_full {
-        println!(
+        outln!(
             "RAM at full context {} on the integer path (chips without an FPU): {ram} bytes ({})",
             c.seq_len,
             kib(ram)
         );
     }
-    println!();
-    println!("chip plan ({} precision; arena budget = data RAM - {} firmware reserve; image budget = flash - {} app):",
+    outln!();
+    outln!("chip plan ({} precision; arena budget = data RAM - {} firmware reserve; image budget = flash - {} app):",
         model.precision.name(), kib(ruvllm_esp32::model::chips::FIRMWARE_RESERVE), kib(ruvllm_esp32::model::chips::APP_FLASH_RESERVE));
-    println!(
+    outln!(
         "{:<8} {:>10} {:>12} {:>12} {:>6} {:>8} {:>9}  verdict",
-        "chip", "data RAM", "arena budget", "flash budget", "fpu", "path", "max ctx"
+        "chip",
+        "data RAM",
+        "arena budget",
+        "flash budget",
+        "fpu",
+        "path",
+        "max ctx"
     );
     for r in &rows {
-        println!(
+        outln!(
             "{:<8} {:>10} {:>12} {:>12} {:>6} {:>8} {:>9}  {}",
             r.name,
             kib(r.data_ram),

@@ -29,7 +29,9 @@ impl embedded_io::Read for Stdio {
 }
 
 impl embedded_io::ReadReady for Stdio {
-    /// Bytes typed during a generation wait in the terminal's line buffer until it ends.
+    /// Lines typed or piped during a generation wait in the terminal's line buffer or the pipe
+    /// (larger than the console's 512-byte type-ahead queue, and lossless) and run in order
+    /// once it ends. A terminal turns Ctrl-C into SIGINT, which ends the program.
     fn read_ready(&mut self) -> std::io::Result<bool> {
         Ok(false)
     }

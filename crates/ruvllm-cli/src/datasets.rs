@@ -1,28 +1,54 @@
 //! Vector-search datasets: the TexMex `.fvecs` / `.bvecs` / `.ivecs` formats (SIFT, GIST,
 //! ground truth) and MNIST's IDX files, plain or gzipped, plus exact brute-force ground truth.
 //! Inputs are untrusted: every size a header announces is checked against the bytes actually
-//! present before anything is allocated, and every failure names the file.
+//! present before anything is allocated, a file is read (and gunzipped) only as far as its
+//! format allows, and every failure names the file.
 
+use crate::input::{self, InputError, MAX_DATASET_BYTES};
 use std::fmt;
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 /// Largest dimension accepted from a header: far above any real dataset (GIST is 960), low
 /// enough that a hostile value cannot make a record size overflow.
 pub const MAX_DIM: usize = 1 << 20;
-/// Cap on the decompressed size of a gzipped file, against gzip bombs.
-pub const MAX_DECOMPRESSED: u64 = 16 << 30;
 
 #[derive(Debug)]
 pub enum Problem {
+    /// Not opened: a missing file, a directory, a FIFO, a file over the cap.
+    Input(InputError),
     Io(std::io::Error),
     Gzip(std::io::Error),
-    DecompressedTooLarge,
-    BadMagic { found: u32, expected: &'static str },
-    Truncated { what: &'static str, need: u64, have: u64 },
-    TrailingBytes { extra: u64 },
-    BadDim { dim: i64 },
-    InconsistentDim { index: usize, dim: i64, first: usize },
+    /// More than [`MAX_DATASET_BYTES`] of data (after gunzip).
+    TooLarge,
+    /// An IDX header announcing more data than [`MAX_DATASET_BYTES`].
+    HeaderTooLarge {
+        need: u64,
+    },
+    /// More data than the IDX header announces.
+    LongerThanHeader {
+        need: u64,
+    },
+    BadMagic {
+        found: u32,
+        expected: &'static str,
+    },
+    Truncated {
+        what: &'static str,
+        need: u64,
+        have: u64,
+    },
+    TrailingBytes {
+        extra: u64,
+    },
+    BadDim {
+        dim: i64,
+    },
+    InconsistentDim {
+        index: usize,
+        dim: i64,
+        first: usize,
+    },
     Empty,
 }
 
@@ -36,10 +62,18 @@ pub struct DatasetError {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Problem::Input(e) => write!(f, "{e}"),
             Problem::Io(e) => write!(f, "cannot read: {e}"),
             Problem::Gzip(e) => write!(f, "corrupt gzip stream: {e}"),
-            Problem::DecompressedTooLarge => {
-                write!(f, "decompresses to more than {} GiB", MAX_DECOMPRESSED >> 30)
+            Problem::TooLarge => {
+                write!(f, "more than {MAX_DATASET_BYTES} bytes of data, the most a dataset may hold")
+            }
+            Problem::HeaderTooLarge { need } => write!(
+                f,
+                "the header announces {need} bytes, more than the {MAX_DATASET_BYTES} a dataset may hold"
+            ),
+            Problem::LongerThanHeader { need } => {
+                write!(f, "more data than the {need} bytes its header announces")
             }
             Problem::BadMagic { found, expected } => {
                 write!(f, "wrong magic {found:#010x}: not {expected}")
@@ -59,18 +93,15 @@ impl fmt::Display for Problem {
 
 impl fmt::Display for DatasetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.problem)
-    }
-}
-
-impl std::error::Error for DatasetError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.problem {
-            Problem::Io(e) | Problem::Gzip(e) => Some(e),
-            _ => None,
+            Problem::Input(e) => write!(f, "{e}"), // names the path itself
+            p => write!(f, "{}: {p}", self.path.display()),
         }
     }
 }
+
+/// The message holds every cause (no `source`), so it is printed once.
+impl std::error::Error for DatasetError {}
 
 pub type Result<T> = std::result::Result<T, DatasetError>;
 
@@ -101,25 +132,104 @@ impl<T: Copy + Into<f32>> Vectors<T> {
     }
 }
 
-/// The whole file, gunzipped when it starts with the gzip magic 1f 8b.
-pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+/// The file's data, gunzipped when it starts with the gzip magic 1f 8b, read as [`decode`]
+/// does. `elem` is the element size of a `.fvecs`/`.bvecs`/`.ivecs` file (4, 1, 4).
+pub fn read_maybe_gz(path: &Path, elem: usize) -> Result<Vec<u8>> {
     let err = |problem| DatasetError { path: path.to_path_buf(), problem };
-    let raw = std::fs::read(path).map_err(|e| err(Problem::Io(e)))?;
-    gunzip_if_needed(raw).map_err(err)
+    let (file, size) =
+        input::open_input(path, "vector dataset", MAX_DATASET_BYTES).map_err(|e| err(Problem::Input(e)))?;
+    decode_sized(std::io::BufReader::new(file), elem, size as usize).map_err(err)
 }
 
-fn gunzip_if_needed(raw: Vec<u8>) -> std::result::Result<Vec<u8>, Problem> {
-    if !raw.starts_with(&[0x1f, 0x8b]) {
-        return Ok(raw);
+/// Bytes decoded at a time: the format checks run between chunks.
+const CHUNK: u64 = 1 << 20;
+
+/// A dataset's data from `src`, gunzipped when it starts with the gzip magic, read only as far
+/// as the format allows, so a gzip bomb costs at most what a valid file of its header would:
+/// an IDX file up to the size its header announces, a vecs file (elements of `elem` bytes)
+/// until a record's dimension differs from the first's (the parser then reports it), and
+/// never more than [`MAX_DATASET_BYTES`].
+pub fn decode(src: impl BufRead, elem: usize) -> std::result::Result<Vec<u8>, Problem> {
+    decode_sized(src, elem, 0)
+}
+
+/// [`decode`] of a source of `size` bytes (a plain file's data is read into exactly that).
+fn decode_sized(mut src: impl BufRead, elem: usize, size: usize) -> std::result::Result<Vec<u8>, Problem> {
+    let gz = src.fill_buf().map_err(Problem::Io)?.starts_with(&[0x1f, 0x8b]);
+    if gz {
+        read_checked(flate2::bufread::MultiGzDecoder::new(src), elem, 0, Problem::Gzip)
+    } else {
+        read_checked(src, elem, size, Problem::Io)
     }
-    // Grows with the data actually decompressed, never from a size the stream claims.
-    let mut out = Vec::new();
-    let mut dec = flate2::read::MultiGzDecoder::new(&raw[..]).take(MAX_DECOMPRESSED + 1);
-    dec.read_to_end(&mut out).map_err(Problem::Gzip)?;
-    if out.len() as u64 > MAX_DECOMPRESSED {
-        return Err(Problem::DecompressedTooLarge);
+}
+
+fn read_checked(
+    mut src: impl Read,
+    elem: usize,
+    size: usize,
+    io: fn(std::io::Error) -> Problem,
+) -> std::result::Result<Vec<u8>, Problem> {
+    let mut out = Vec::with_capacity(size);
+    // The most bytes the data may have: the cap, then what an IDX header announces.
+    let mut limit = MAX_DATASET_BYTES;
+    let mut header_limit = false;
+    // The next vecs record whose dimension is still to be compared with the first's.
+    let mut next_record = 0usize;
+    loop {
+        let want = (limit + 1 - out.len() as u64).min(CHUNK);
+        let got = (&mut src).take(want).read_to_end(&mut out).map_err(io)?;
+        if got == 0 {
+            return Ok(out);
+        }
+        if !header_limit {
+            if let Some(need) = idx_len(&out) {
+                if need > MAX_DATASET_BYTES {
+                    return Err(Problem::HeaderTooLarge { need });
+                }
+                (limit, header_limit) = (need, true);
+            }
+        }
+        if out.len() as u64 > limit {
+            return Err(if header_limit {
+                Problem::LongerThanHeader { need: limit }
+            } else {
+                Problem::TooLarge
+            });
+        }
+        if out.len() >= 4 && !is_idx(&out) {
+            let first = i32::from_le_bytes([out[0], out[1], out[2], out[3]]);
+            if first < 1 || first as usize > MAX_DIM {
+                return Ok(out); // the parser reports the dimension
+            }
+            let record = 4 + first as usize * elem;
+            while next_record + 4 <= out.len() {
+                let at = &out[next_record..next_record + 4];
+                if i32::from_le_bytes([at[0], at[1], at[2], at[3]]) != first {
+                    out.truncate(next_record + 4); // the parser reports this record
+                    return Ok(out);
+                }
+                next_record += record;
+            }
+        }
     }
-    Ok(out)
+}
+
+fn is_idx(bytes: &[u8]) -> bool {
+    bytes.len() >= 4 && matches!(be_u32(bytes, 0), IDX_IMAGES | IDX_LABELS)
+}
+
+/// The whole length an IDX header announces, once the header is there (a bad header gets
+/// no limit here: the parser reports it).
+fn idx_len(bytes: &[u8]) -> Option<u64> {
+    match (bytes.len(), is_idx(bytes).then(|| be_u32(bytes, 0))) {
+        (8.., Some(IDX_LABELS)) => Some(8 + be_u32(bytes, 4) as u64),
+        (16.., Some(IDX_IMAGES)) => {
+            let dim = be_u32(bytes, 8) as u64 * be_u32(bytes, 12) as u64;
+            // n < 2^32, dim <= 2^20: the product fits u64.
+            (1..=MAX_DIM as u64).contains(&dim).then(|| 16 + be_u32(bytes, 4) as u64 * dim)
+        }
+        _ => None,
+    }
 }
 
 /// Element types of the TexMex formats.
@@ -170,47 +280,53 @@ pub fn parse_vecs<T: VecsElem>(bytes: &[u8]) -> std::result::Result<Vectors<T>, 
     if bytes.len() < record {
         return Err(Problem::Truncated { what: "the first vector", need: record as u64, have });
     }
-    let n = bytes.len() / record;
-    if !bytes.len().is_multiple_of(record) {
-        // A partial record at the end: report which vector is cut short.
-        return Err(Problem::Truncated { what: "the last vector", need: ((n + 1) * record) as u64, have });
-    }
     // Bounded by the file: n * dim elements occupy fewer bytes than the file itself.
+    let n = bytes.len() / record;
     let mut data = Vec::with_capacity(n * dim);
-    for (i, rec) in bytes.chunks_exact(record).enumerate() {
-        let di = dim_at(i * record);
+    // In file order, so the first problem is the one reported.
+    for (i, at) in (0..bytes.len()).step_by(record).enumerate() {
+        let Some(di) = bytes.get(at..at + 4).map(|_| dim_at(at)) else {
+            return Err(Problem::Truncated { what: "a dimension", need: at as u64 + 4, have });
+        };
         if di as i64 != dim as i64 {
             return Err(Problem::InconsistentDim { index: i, dim: di as i64, first: dim });
         }
-        data.extend(rec[4..].chunks_exact(T::SIZE).map(T::from_le));
+        let Some(rec) = bytes.get(at + 4..at + record) else {
+            return Err(Problem::Truncated { what: "the last vector", need: (at + record) as u64, have });
+        };
+        data.extend(rec.chunks_exact(T::SIZE).map(T::from_le));
     }
     Ok(Vectors { dim, data })
 }
 
 pub fn read_fvecs(path: &Path) -> Result<Vectors<f32>> {
-    read_with(path, parse_vecs::<f32>)
+    read_with(path, 4, parse_vecs::<f32>)
 }
 
 pub fn read_bvecs(path: &Path) -> Result<Vectors<u8>> {
-    read_with(path, parse_vecs::<u8>)
+    read_with(path, 1, parse_vecs::<u8>)
 }
 
 /// Ground-truth neighbour lists (one row of ids per query).
 pub fn read_ivecs(path: &Path) -> Result<Vectors<i32>> {
-    read_with(path, parse_vecs::<i32>)
+    read_with(path, 4, parse_vecs::<i32>)
 }
 
-fn read_with<T>(path: &Path, parse: impl Fn(&[u8]) -> std::result::Result<T, Problem>) -> Result<T> {
-    let bytes = read_maybe_gz(path)?;
+fn read_with<T>(
+    path: &Path,
+    elem: usize,
+    parse: impl Fn(&[u8]) -> std::result::Result<T, Problem>,
+) -> Result<T> {
+    let bytes = read_maybe_gz(path, elem)?;
     parse(&bytes).map_err(|problem| DatasetError { path: path.to_path_buf(), problem })
 }
 
 /// Vectors as f32 from any supported file: MNIST IDX images (recognised by their magic), else
 /// `.bvecs` by name, else `.fvecs`; a `.gz` suffix or gzip magic is handled first.
 pub fn read_vectors(path: &Path) -> Result<Vectors<f32>> {
-    let bytes = read_maybe_gz(path)?;
     let name = path.to_string_lossy().to_ascii_lowercase();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
+    let bytes = read_maybe_gz(path, if name.ends_with(".bvecs") { 1 } else { 4 })?;
     let parsed = if bytes.len() >= 4 && be_u32(&bytes, 0) == IDX_IMAGES {
         parse_idx_images(&bytes).map(|v| v.to_f32())
     } else if name.ends_with(".bvecs") {
@@ -292,11 +408,11 @@ pub fn parse_idx_labels(bytes: &[u8]) -> std::result::Result<Vec<u8>, Problem> {
 }
 
 pub fn read_idx_images(path: &Path) -> Result<Vectors<u8>> {
-    read_with(path, parse_idx_images)
+    read_with(path, 1, parse_idx_images)
 }
 
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
-    read_with(path, parse_idx_labels)
+    read_with(path, 1, parse_idx_labels)
 }
 
 use ruvllm_esp32::vector::metric::{cosine_from_parts, dot, l2_squared};

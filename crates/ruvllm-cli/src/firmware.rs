@@ -8,6 +8,8 @@ use crate::image;
 use crate::ModelArgs;
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use ruvllm_cli::input;
+use ruvllm_cli::outln;
 use ruvllm_esp32::convert::Quant;
 use ruvllm_esp32::model::Precision;
 use std::path::{Path, PathBuf};
@@ -273,7 +275,7 @@ pub fn build_cmd(chip: &str, release: bool, args: &ModelArgs) -> Result<()> {
     let elf = build(chip, release, args)?;
     let len = std::fs::metadata(&elf).map(|m| m.len()).unwrap_or(0);
     eprintln!("built for {} with {} ({len} bytes of ELF)", chip.feature(), args.name());
-    println!("{}", elf.display());
+    outln!("{}", elf.display());
     Ok(())
 }
 
@@ -501,7 +503,7 @@ pub fn flash(a: &FlashArgs) -> Result<()> {
         Some(p) => p.clone(),
         None => build(chip, true, &a.model)?,
     };
-    let elf = std::fs::read(&elf_path).with_context(|| format!("{}: cannot read", elf_path.display()))?;
+    let elf = input::read_input(&elf_path, "firmware ELF", input::MAX_ELF_BYTES)?;
     let layout = layout(chip, &elf, &elf_path.display().to_string(), &model)?;
 
     if a.dry_run {
@@ -509,7 +511,7 @@ pub fn flash(a: &FlashArgs) -> Result<()> {
         std::fs::write(out, layout.merged()).with_context(|| format!("{}: cannot write", out.display()))?;
         eprintln!("flash image for {} ({} bytes):", chip.feature(), FLASH_SIZE);
         layout.print();
-        println!("{}", out.display());
+        outln!("{}", out.display());
         return Ok(());
     }
 
@@ -611,12 +613,12 @@ pub fn install(yes: bool) -> Result<()> {
         detail: qemu.map_or("qemu-system-riscv32 missing".to_string(), |p| p.display().to_string()),
         steps: vec!["apt-get install qemu-system-misc".to_string()],
     });
-    println!("flashing: built in (the espflash library), nothing to install");
+    outln!("flashing: built in (the espflash library), nothing to install");
     for c in &checks {
-        println!("{} {}: {}", if c.ok { "ok     " } else { "missing" }, c.what, c.detail);
+        outln!("{} {}: {}", if c.ok { "ok     " } else { "missing" }, c.what, c.detail);
         if !c.ok {
             for s in &c.steps {
-                println!("          {s}");
+                outln!("          {s}");
             }
         }
     }
@@ -625,14 +627,14 @@ pub fn install(yes: bool) -> Result<()> {
         let Some(espup) = espup else {
             bail!("--yes: espup is not installed, run `cargo install espup --locked` first");
         };
-        println!("running {} install", espup.display());
+        outln!("running {} install", espup.display());
         let status = Command::new(&espup).arg("install").status().context("running espup")?;
         if !status.success() {
             bail!("espup install failed ({status})");
         }
-        println!("done: run . $HOME/export-esp.sh in each new shell before building for Xtensa");
+        outln!("done: run . $HOME/export-esp.sh in each new shell before building for Xtensa");
     } else if xtensa_missing && espup.is_some() {
-        println!("(pass --yes to run espup install now)");
+        outln!("(pass --yes to run espup install now)");
     }
     Ok(())
 }

@@ -1,10 +1,17 @@
 //! Turning whatever model file the user has into the engine's GGUF image, in memory.
 
 use anyhow::{bail, Context, Result};
+use ruvllm_cli::input;
 use ruvllm_esp32::convert::{self, HostModel, Quant};
-use ruvllm_esp32::gguf::Gguf;
+use ruvllm_esp32::gguf::{Gguf, CHECKSUM_MISSING, CHECKSUM_OLD};
 use ruvllm_esp32::model::Model;
+use ruvllm_esp32::Error;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// `--allow-unverified`: run an image of this engine that lost its checksum key. Set once by
+/// `main` before any model loads.
+pub static ALLOW_UNVERIFIED: AtomicBool = AtomicBool::new(false);
 
 /// The project's own model (models/default.gguf, trained by `ruvllm-esp32 train` on the
 /// generated corpus: see README), used when no `--model` is given.
@@ -46,7 +53,8 @@ impl Image {
 
     fn map(path: &Path) -> Result<Image> {
         let err = || format!("{}: cannot read", path.display());
-        let file = std::fs::File::open(path).with_context(err)?;
+        // Only a regular file is mapped: a FIFO, a device or a directory is refused first.
+        let (file, _) = input::open_input(path, "model file", input::MAX_MODEL_BYTES)?;
         // SAFETY: the mapping is read-only and private to this short-lived process; like
         // llama.cpp, we accept that someone truncating the file meanwhile would fault us.
         let map = unsafe { memmap2::Mmap::map(&file) }.with_context(err)?;
@@ -83,8 +91,26 @@ pub fn quant_name(q: Quant) -> &'static str {
     q.name()
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))
+/// Refuses a damaged image (the checksum covers header and data). A GGUF of another tool has
+/// none and runs with a note; an image of this engine without one only with the user's flag.
+fn verify(g: &Gguf<'_>, name: &str) -> Result<()> {
+    match g.verify_checksum() {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            eprintln!(
+                "note: {name} has no checksum (a GGUF from another tool): its contents are not verified"
+            );
+            Ok(())
+        }
+        Err(e @ (Error::Missing { what: CHECKSUM_MISSING } | Error::Unsupported { what: CHECKSUM_OLD })) => {
+            if !ALLOW_UNVERIFIED.load(Ordering::Relaxed) {
+                bail!("{name}: {e} (or pass --allow-unverified to run it anyway)");
+            }
+            eprintln!("warning: {name}: {e}; running it unverified (--allow-unverified)");
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| name.to_string()),
+    }
 }
 
 /// Magic of llama2.c's versioned exports ("ak42", little-endian u32 0x616b3432).
@@ -121,7 +147,7 @@ fn load_as(
     let (host, default_quant): (HostModel, Quant) = if bytes.starts_with(b"GGUF") {
         let g = Gguf::parse(bytes).with_context(|| name.clone())?;
         // Whatever happens next (used as is, or converted), a corrupt image is refused.
-        g.verify_checksum().with_context(|| name.clone())?;
+        verify(&g, &name)?;
         let stored = g.get_str("ruvllm.quant").ok().and_then(Quant::from_name);
         let engine_ready = g.get("ruvllm.tokenizer.index").is_some() && stored.is_some();
         if engine_ready && !reconvert && tokenizer.is_none() && (quant.is_none() || quant == stored) {
@@ -136,7 +162,7 @@ fn load_as(
     };
     let mut host = host;
     if let Some(tok) = tokenizer {
-        let tb = read(tok)?;
+        let tb = input::read_input(tok, "tokenizer file", input::MAX_TOKENIZER_BYTES)?;
         let vocab = convert::load_tokenizer_bin(&tb, host.config.vocab_size)
             .with_context(|| tok.display().to_string())?;
         host.vocab = Some(vocab);

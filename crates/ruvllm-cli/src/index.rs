@@ -2,11 +2,15 @@
 //! builds the chosen index and prints recall@1, recall@k, queries/s and bytes/vector for each
 //! `--ef-search` value.
 
+use crate::count;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use ruvllm_cli::ann::{self, Mode, Params};
 use ruvllm_cli::datasets::{self, Metric, Vectors};
+use ruvllm_cli::outln;
+use ruvllm_esp32::vector::hnsw::EF_MAX;
+use ruvllm_esp32::vector::pq::{MAX_CENTROIDS, MAX_SUBSPACES};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -20,6 +24,11 @@ pub enum IndexCmd {
   ruvllm-esp32 index bench --chip esp32c3 --base t10k-images-idx3-ubyte.gz --project 64 --mode i8 --m 8")]
     Bench(BenchArgs),
 }
+
+/// The largest `--project`: the largest dimension an index instance has.
+const MAX_PROJECT: usize = ann::DIMS[ann::DIMS.len() - 1];
+/// Entries of the largest projection matrix (input dimensions x `--project`): 64 MiB.
+const MAX_PROJECTION: usize = 1 << 24;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum MetricArg {
@@ -37,13 +46,13 @@ pub struct BenchArgs {
     #[arg(long)]
     pub queries: Option<PathBuf>,
     /// Without --queries: how many of the base file's last vectors are held out as queries
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = count(1, u32::MAX as usize))]
     pub holdout: usize,
     /// Exact neighbours (.ivecs). Default: computed here by brute force
     #[arg(long)]
     pub ground_truth: Option<PathBuf>,
-    /// Neighbours per query
-    #[arg(short = 'k', long, default_value_t = 10)]
+    /// Neighbours per query (at most the base vectors)
+    #[arg(short = 'k', long, default_value_t = 10, value_parser = count(1, EF_MAX))]
     pub k: usize,
     #[arg(long, value_enum, default_value = "f32")]
     pub mode: Mode,
@@ -52,30 +61,31 @@ pub struct BenchArgs {
     /// HNSW links per node on the upper levels (level 0 gets 2m): 4, 8, 12, 16, 24 or 32
     #[arg(long, default_value_t = 16)]
     pub m: usize,
-    /// HNSW candidate list while inserting
-    #[arg(long, default_value_t = 64)]
+    /// HNSW candidate list while inserting (1 to 256)
+    #[arg(long, default_value_t = 64, value_parser = count(1, EF_MAX))]
     pub ef_construction: usize,
-    /// HNSW candidate list while searching; a comma-separated list measures each (a sweep).
-    /// With --mode pq --rerank: the re-ranked candidates instead
-    #[arg(long, value_delimiter = ',', default_value = "64")]
+    /// HNSW candidate list while searching (1 to 256); a comma-separated list measures each
+    /// (a sweep). With --mode pq --rerank: the re-ranked candidates instead
+    #[arg(long, value_delimiter = ',', default_value = "64", value_parser = count(1, EF_MAX))]
     pub ef_search: Vec<usize>,
     /// PQ subspaces (default: one per 8 dimensions)
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = count(0, MAX_SUBSPACES))]
     pub pq_subspaces: usize,
     /// PQ centroids per subspace (at most 256)
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = count(1, MAX_CENTROIDS))]
     pub pq_centroids: usize,
     /// PQ: re-rank this many ADC candidates by exact distance (0: ADC alone)
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = count(0, ann::CAP))]
     pub rerank: usize,
-    /// Use only the first N base vectors
-    #[arg(long)]
+    /// Use only the first N base vectors (an index holds at most 65534)
+    #[arg(long, value_parser = count(1, ann::CAP))]
     pub max_base: Option<usize>,
     /// Use only the first N queries
-    #[arg(long)]
+    #[arg(long, value_parser = count(1, u32::MAX as usize))]
     pub max_queries: Option<usize>,
-    /// Reduce base and queries to this many dimensions first (a fixed random +-1 projection)
-    #[arg(long)]
+    /// Reduce base and queries to this many dimensions first (a fixed random +-1 projection;
+    /// 1 to 1024, at most the vectors' dimension)
+    #[arg(long, value_parser = count(1, MAX_PROJECT))]
     pub project: Option<usize>,
     #[arg(short = 's', long, default_value_t = 0x5eed)]
     pub seed: u64,
@@ -118,15 +128,21 @@ fn check_finite(v: &Vectors<f32>, path: &Path) -> Result<()> {
 
 fn truncate(v: &mut Vectors<f32>, n: Option<usize>) {
     if let Some(n) = n {
-        v.data.truncate(n * v.dim);
+        v.data.truncate(n.saturating_mul(v.dim));
     }
+}
+
+/// What clap's ranges cannot check, before any file is read.
+fn check_args(args: &BenchArgs) -> Result<()> {
+    if args.mode != Mode::Pq && !ann::MS.contains(&args.m) {
+        return Err(ann::BuildError::UnsupportedM { m: args.m }.into());
+    }
+    Ok(())
 }
 
 /// Loads and checks everything `args` names, computing ground truth when none is given.
 pub fn load(args: &BenchArgs) -> Result<Dataset> {
-    if args.k == 0 {
-        bail!("-k must be at least 1");
-    }
+    check_args(args)?;
     let mut base = datasets::read_vectors(&args.base)?;
     check_finite(&base, &args.base)?;
     let (mut queries, source) = match &args.queries {
@@ -156,9 +172,25 @@ pub fn load(args: &BenchArgs) -> Result<Dataset> {
     if base.is_empty() || queries.is_empty() {
         bail!("no base vectors or no queries left");
     }
+    // Everything the work below depends on is checked before it starts.
+    if base.len() > ann::CAP {
+        bail!(
+            "{}: {} base vectors, an index holds at most {} (use --max-base)",
+            args.base.display(),
+            base.len(),
+            ann::CAP
+        );
+    }
+    if args.k > base.len() {
+        bail!("-k {}: use 1 to {}, the number of base vectors", args.k, base.len());
+    }
     if let Some(d) = args.project {
-        if d == 0 {
-            bail!("--project needs at least 1 dimension");
+        if d > base.dim || base.dim.saturating_mul(d) > MAX_PROJECTION {
+            bail!(
+                "--project {d}: use 1 to {} for vectors of {} dimensions",
+                base.dim.min(MAX_PROJECT).min(MAX_PROJECTION / base.dim),
+                base.dim
+            );
         }
         base = ann::project(&base, d, args.seed);
         queries = ann::project(&queries, d, args.seed);
@@ -231,7 +263,7 @@ fn bench(args: &BenchArgs) -> Result<()> {
         pq_centroids: args.pq_centroids,
         rerank: args.rerank,
     };
-    println!(
+    outln!(
         "dataset: {} base vectors of {} dims; {} queries ({})",
         data.base.len(),
         data.base.dim,
@@ -273,14 +305,14 @@ fn bench(args: &BenchArgs) -> Result<()> {
             args.ef_construction
         ),
     };
-    println!("index: {what}; built in {:.2} s", start.elapsed().as_secs_f64());
+    outln!("index: {what}; built in {:.2} s", start.elapsed().as_secs_f64());
     for &ef in &args.ef_search {
         if args.ef_search.len() > 1 || args.mode != Mode::Pq || args.rerank > 0 {
             let name = if args.mode == Mode::Pq { "rerank" } else { "ef_search" };
-            println!("{name}: {ef}");
+            outln!("{name}: {ef}");
         }
         index.set_ef(ef);
-        println!("{}", ann::measure(index.as_mut(), &data.queries, &data.truth, args.k));
+        outln!("{}", ann::measure(index.as_mut(), &data.queries, &data.truth, args.k));
     }
     Ok(())
 }

@@ -1,9 +1,12 @@
 //! `ruvllm-esp32`: the host tool. Convert, generate, evaluate, inspect and benchmark models
 //! for the ESP32 engine.
+// Tests may print; the tool writes stdout through outln!, which reports a failed write.
+#![cfg_attr(not(test), warn(clippy::print_stdout))]
 
 mod bench;
 mod board;
 mod commands;
+#[allow(clippy::print_stdout)] // its two status lines: owned by the knowledge-file work
 mod console;
 mod firmware;
 mod image;
@@ -13,6 +16,7 @@ mod train;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use ruvllm_cli::serial;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,6 +29,10 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Run a model image written by `convert` even though its checksum key is gone (its
+    /// header and weights are then not verified)
+    #[arg(long, global = true)]
+    allow_unverified: bool,
 }
 
 /// Where the model comes from; shared by every command that runs one.
@@ -76,12 +84,13 @@ enum Cmd {
         /// Positions to run, prompt included (like llama2.c's -n)
         #[arg(short = 'n', long, default_value_t = 256)]
         steps: usize,
-        /// 0 = greedy
-        #[arg(short = 't', long, default_value_t = 0.0)]
+        /// 0 to 10; 0 = greedy
+        #[arg(short = 't', long, default_value_t = 0.0, value_parser = real_in(0.0, MAX_TEMP))]
         temp: f32,
-        #[arg(long, default_value_t = 0.9)]
+        /// 0 to 1
+        #[arg(long, default_value_t = 0.9, value_parser = real_in(0.0, 1.0))]
         top_p: f32,
-        /// 0 = off
+        /// 0 = off; at most the vocabulary size
         #[arg(long, default_value_t = 0)]
         top_k: usize,
         #[arg(short = 's', long, default_value_t = 42)]
@@ -140,8 +149,8 @@ enum Cmd {
         prompt: String,
         #[arg(short = 'n', long, default_value_t = 256)]
         steps: usize,
-        /// Runs per configuration; the fastest counts
-        #[arg(long, default_value_t = 5)]
+        /// Runs per configuration (1 to 1000); the fastest counts
+        #[arg(long, default_value_t = 5, value_parser = count(1, 1000))]
         repeat: usize,
         /// Machine-readable output (the same figures as JSON)
         #[arg(long)]
@@ -196,8 +205,8 @@ enum Cmd {
         /// tiny (~100K parameters), 260k (stories260K's shape), default (the built-in model's) or 1m
         #[arg(long, default_value = "260k")]
         preset: String,
-        /// Total optimizer steps (a resumed run continues up to this)
-        #[arg(long, default_value_t = 2000)]
+        /// Total optimizer steps, at least 1 (a resumed run continues up to this)
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
         steps: u64,
         /// Weights trained for: f32, q8, ternary or binary (quantization-aware training)
         #[arg(short = 'q', long, default_value = "f32")]
@@ -211,12 +220,12 @@ enum Cmd {
         tokenizer_from: Option<PathBuf>,
         #[arg(short = 's', long, default_value_t = 1)]
         seed: u64,
-        /// Worker threads (default: all cores)
-        #[arg(long)]
+        /// Worker threads (default: all cores; at most 1024)
+        #[arg(long, value_parser = count(1, 1024))]
         threads: Option<usize>,
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
         eval_every: u64,
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
         checkpoint_every: u64,
         #[arg(short = 'o', long)]
         output: PathBuf,
@@ -240,7 +249,7 @@ enum Cmd {
         /// the board keeps its own knowledge in flash)
         #[arg(short, long, conflicts_with_all = ["model", "tokenizer"])]
         port: Option<String>,
-        #[arg(short, long, default_value_t = 115_200, requires = "port")]
+        #[arg(short, long, default_value_t = 115_200, requires = "port", value_parser = baud())]
         baud: u32,
     },
     /// List the serial ports that look like ESP32 boards (by their USB bridge's ids)
@@ -256,7 +265,7 @@ enum Cmd {
         /// The board's serial port (`ruvllm-esp32 ports` lists them)
         #[arg(short, long)]
         port: String,
-        #[arg(short, long, default_value_t = 115_200)]
+        #[arg(short, long, default_value_t = 115_200, value_parser = baud())]
         baud: u32,
     },
     /// Vector indexes: build one over a dataset and measure recall, queries/s and memory
@@ -271,13 +280,14 @@ enum Cmd {
     TrainEmbedder {
         #[arg(short = 'o', long)]
         output: PathBuf,
-        /// Table rows (feature hashes fold onto them); the file holds rows x 64 bytes
-        #[arg(long, default_value_t = 2048)]
+        /// Table rows, 1 to 1048576 (feature hashes fold onto them); the file holds rows x 64 bytes
+        #[arg(long, default_value_t = 2048, value_parser = count(1, 1 << 20))]
         rows: usize,
-        #[arg(long, default_value_t = 3000)]
+        #[arg(long, default_value_t = 3000, value_parser = count(1, usize::MAX))]
         steps: usize,
-        /// Corpus documents read for their fact documents
-        #[arg(long, default_value_t = ruvllm_train::embedder::BUILTIN_DOCS)]
+        /// Corpus documents read for their fact documents (at most 2 million)
+        #[arg(long, default_value_t = ruvllm_train::embedder::BUILTIN_DOCS,
+              value_parser = clap::value_parser!(u64).range(1..=MAX_DOCS as u64))]
         docs: u64,
         #[arg(short = 's', long, default_value_t = 1)]
         seed: u64,
@@ -286,7 +296,8 @@ enum Cmd {
     Corpus {
         #[arg(short = 'o', long)]
         output: PathBuf,
-        #[arg(long, default_value_t = ruvllm_train::corpus::DEFAULT_DOCS)]
+        /// Documents (1 to 2 million)
+        #[arg(long, default_value_t = ruvllm_train::corpus::DEFAULT_DOCS, value_parser = count(1, MAX_DOCS))]
         docs: usize,
         #[arg(short = 's', long, default_value_t = ruvllm_train::corpus::DEFAULT_SEED)]
         seed: u64,
@@ -338,7 +349,7 @@ firmware that reads it from there.")]
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
         /// Serial speed while flashing
-        #[arg(long, default_value_t = 460_800)]
+        #[arg(long, default_value_t = 460_800, value_parser = baud())]
         baud: u32,
     },
     /// Check the chip toolchains and print the steps for what is missing
@@ -363,7 +374,7 @@ firmware that reads it from there.")]
         #[arg(short = 'o', long, default_value = "cluster.toml")]
         output: PathBuf,
         /// Link speed between the chips
-        #[arg(long, default_value_t = 115_200)]
+        #[arg(long, default_value_t = 115_200, value_parser = baud())]
         baud: u32,
         /// Overwrite the output file
         #[arg(long)]
@@ -377,6 +388,30 @@ firmware that reads it from there.")]
     Completions { shell: clap_complete::Shell },
 }
 
+/// Highest sampling temperature: the console's `set temp` range.
+const MAX_TEMP: f32 = ruvllm_esp32::console::MAX_TEMP_MILLI as f32 / 1000.0;
+/// Most generated documents (`corpus`, `train-embedder`): under a GiB of text (`corpus --docs
+/// 10000` writes 4,540,657 bytes).
+const MAX_DOCS: usize = 2_000_000;
+
+/// Counts accepted in `lo..=hi`: clap refuses anything else, with the range, before any work.
+pub fn count(lo: usize, hi: usize) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(lo as u64..=hi as u64)
+}
+
+/// A serial speed in bits per second: from 300 to 10 Mbaud.
+fn baud() -> clap::builder::RangedU64ValueParser<u32> {
+    clap::builder::RangedU64ValueParser::new().range(300..=10_000_000)
+}
+
+/// A finite number in `lo..=hi`, for clap.
+fn real_in(lo: f32, hi: f32) -> impl Fn(&str) -> Result<f32, String> + Clone + Send + Sync + 'static {
+    move |s| match s.parse::<f32>() {
+        Ok(x) if (lo..=hi).contains(&x) => Ok(x),
+        _ => Err(format!("use a number from {lo} to {hi}")),
+    }
+}
+
 fn main() -> ExitCode {
     // Like other Unix tools, end quietly when the reader of stdout goes away (`... | head`)
     // instead of panicking on the failed write.
@@ -386,6 +421,7 @@ fn main() -> ExitCode {
         let _ = nix::sys::signal::signal(nix::sys::signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
     }
     let cli = Cli::parse();
+    image::ALLOW_UNVERIFIED.store(cli.allow_unverified, std::sync::atomic::Ordering::Relaxed);
     let result = match cli.cmd {
         Cmd::Convert { input, tokenizer, quant, output } => {
             commands::convert(&input, tokenizer.as_deref(), &quant, &output)
@@ -454,15 +490,66 @@ fn main() -> ExitCode {
             tools::cluster(&model, chips, &output, baud, force)
         }
         Cmd::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "ruvllm-esp32", &mut std::io::stdout());
-            Ok(())
+            // clap_complete panics on a failed write: generate in memory, then write.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ruvllm-esp32", &mut script);
+            ruvllm_cli::out::bytes(&script)
         }
     };
+    // What is still buffered must reach stdout too, or the run failed.
+    let result = result
+        .and_then(|()| std::io::Write::flush(&mut std::io::stdout()).map_err(ruvllm_cli::out::write_error));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // A closed stderr leaves only the exit status to tell.
+            let _ = writeln!(std::io::stderr(), "error: {}", error_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes on one line, outermost first. A cause whose text its parent
+/// already ends with is left out: error types that both print their source and return it
+/// from `source()` would otherwise show it twice.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    /// An error that prints its source and also returns it from `source()`.
+    #[derive(Debug)]
+    struct Both(std::io::Error);
+
+    impl std::fmt::Display for Both {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "f.bin: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Both {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn error_line_prints_each_cause_once() {
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = anyhow::Error::new(Both(io())).context("loading");
+        assert_eq!(super::error_line(&e), format!("loading: f.bin: {}", io()));
+        let e = anyhow::Error::new(io()).context("f.bin: cannot read");
+        assert_eq!(super::error_line(&e), format!("f.bin: cannot read: {}", io()));
     }
 }

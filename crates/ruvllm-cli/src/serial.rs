@@ -6,6 +6,7 @@
 //! line naming the port: missing, busy (another program holds its lock), no permission, or
 //! unplugged mid-session.
 
+use crate::outln;
 use anyhow::{anyhow, bail, Result};
 use std::io::{ErrorKind, IsTerminal, Read, Write};
 use std::path::Path;
@@ -109,9 +110,9 @@ pub fn ports_cmd(all: bool) -> Result<()> {
     let shown: Vec<&Port> = ports.iter().filter(|p| all || p.bridge().is_some()).collect();
     if shown.is_empty() {
         if all || ports.is_empty() {
-            println!("no serial ports found");
+            outln!("no serial ports found");
         } else {
-            println!(
+            outln!(
                 "no port looks like an ESP32 board ({} other serial ports: --all lists them)",
                 ports.len()
             );
@@ -121,7 +122,7 @@ pub fn ports_cmd(all: bool) -> Result<()> {
     for p in shown {
         let ids = p.usb.map(|(v, d)| format!("{v:04x}:{d:04x}")).unwrap_or_else(|| "-".into());
         let what = p.bridge().or(p.product.as_deref()).unwrap_or("");
-        println!("{:<16} {ids:<10} {what}", p.path);
+        outln!("{:<16} {ids:<10} {what}", p.path);
     }
     Ok(())
 }
@@ -203,23 +204,74 @@ const EXIT_KEY: u8 = 0x1d;
 /// After the input ends (a pipe), how long the board may stay silent before the session ends.
 const DRAIN: Duration = Duration::from_millis(1500);
 
-/// Piped input goes one line at a time, each after the board's prompt (or this much silence):
-/// the console ignores bytes that arrive while it is busy generating, as a person would wait.
+/// Piped input goes one line at a time, each after the board's prompt (or this much silence),
+/// as a person types after each reply: the console keeps lines that arrive while it is busy,
+/// but only `TYPEAHEAD` bytes of them, which a long script sent at once would overflow.
 const PACE: Duration = Duration::from_secs(3);
 
 /// The console's prompt at the start of a line, which ends every reply (a bare "> " also ends
 /// `<text> ` in the help text, where a read may happen to stop).
 const PROMPT: &[u8] = b"\n> ";
 
-/// Passes stdin to the board and the board's bytes to stdout until Ctrl-] (a terminal), the end
-/// of the input and then `DRAIN` of silence (a pipe), or the port failing (an error naming it).
-pub fn terminal(mut opened: Opened) -> Result<()> {
-    let name = opened.name.clone();
-    let interactive = std::io::stdin().is_terminal();
-    if interactive {
-        eprintln!("connected to {name}; Ctrl-] quits\r");
+/// Paces piped input to a console: the next line goes after the console's prompt (or
+/// [`PACE`] of silence). `console --port` and the QEMU `board` share it.
+pub struct Pacer {
+    /// Input not yet sent.
+    pending: std::collections::VecDeque<u8>,
+    /// The console's output ends with its prompt.
+    at_prompt: bool,
+    tail: [u8; 3],
+    last_byte: Instant,
+}
+
+impl Default for Pacer {
+    fn default() -> Self {
+        Pacer { pending: Default::default(), at_prompt: false, tail: [0; 3], last_byte: Instant::now() }
     }
-    let raw = RawMode::enter();
+}
+
+impl Pacer {
+    /// Input to send, in order.
+    pub fn input(&mut self, bytes: &[u8]) {
+        self.pending.extend(bytes);
+    }
+
+    /// What the console printed.
+    pub fn output(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.last_byte = Instant::now();
+        for &b in bytes {
+            self.tail = [self.tail[1], self.tail[2], b];
+        }
+        self.at_prompt = self.tail == PROMPT;
+    }
+
+    /// The next line to send, when the console is ready for it.
+    pub fn next_line(&mut self) -> Option<Vec<u8>> {
+        if self.pending.is_empty() || !(self.at_prompt || self.last_byte.elapsed() >= PACE) {
+            return None;
+        }
+        let end = self.pending.iter().position(|&b| b == b'\n').map_or(self.pending.len(), |i| i + 1);
+        self.at_prompt = false;
+        self.last_byte = Instant::now();
+        Some(self.pending.drain(..end).collect())
+    }
+
+    /// Everything was sent and the console has answered the last line (its prompt is back).
+    pub fn answered(&self) -> bool {
+        self.pending.is_empty() && self.at_prompt
+    }
+
+    /// Everything was sent and the console has been silent for `d`.
+    pub fn sent_and_silent_for(&self, d: Duration) -> bool {
+        self.pending.is_empty() && self.last_byte.elapsed() >= d
+    }
+}
+
+/// stdin as it arrives, read by a thread of its own; `None` once it ends (or fails).
+pub fn stdin_chunks() -> mpsc::Receiver<Option<Vec<u8>>> {
     let (tx, rx) = mpsc::channel::<Option<Vec<u8>>>();
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin();
@@ -238,16 +290,25 @@ pub fn terminal(mut opened: Opened) -> Result<()> {
             }
         }
     });
+    rx
+}
+
+/// Passes stdin to the board and the board's bytes to stdout until Ctrl-] (a terminal), the end
+/// of the input and then `DRAIN` of silence (a pipe), or the port failing (an error naming it).
+pub fn terminal(mut opened: Opened) -> Result<()> {
+    let name = opened.name.clone();
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!("connected to {name}; Ctrl-] quits\r");
+    }
+    let raw = RawMode::enter();
+    let rx = stdin_chunks();
     let mut stdout = std::io::stdout();
     let mut buf = [0u8; 1024];
-    let mut input_done: Option<Instant> = None;
-    let mut last_byte = Instant::now();
-    // Piped input waiting for the board's next prompt; whether the board is at one.
-    let mut pending: std::collections::VecDeque<u8> = Default::default();
-    let mut at_prompt = false;
-    let mut tail = [0u8; 3];
+    let mut input_done = false;
+    let mut pacer = Pacer::default();
     let result = 'session: loop {
-        while input_done.is_none() {
+        while !input_done {
             match rx.try_recv() {
                 Ok(Some(bytes)) if interactive => {
                     if bytes.contains(&EXIT_KEY) {
@@ -257,38 +318,28 @@ pub fn terminal(mut opened: Opened) -> Result<()> {
                         break 'session Err(anyhow!("{name}: disconnected ({e})"));
                     }
                 }
-                Ok(Some(bytes)) => pending.extend(bytes),
-                Ok(None) | Err(mpsc::TryRecvError::Disconnected) => {
-                    input_done = Some(Instant::now());
-                }
+                Ok(Some(bytes)) => pacer.input(&bytes),
+                Ok(None) | Err(mpsc::TryRecvError::Disconnected) => input_done = true,
                 Err(mpsc::TryRecvError::Empty) => break,
             }
         }
-        if !pending.is_empty() && (at_prompt || last_byte.elapsed() >= PACE) {
-            let end = pending.iter().position(|&b| b == b'\n').map_or(pending.len(), |i| i + 1);
-            let line: Vec<u8> = pending.drain(..end).collect();
+        if let Some(line) = pacer.next_line() {
             if let Err(e) = opened.port.write_all(&line).and_then(|_| opened.port.flush()) {
                 break 'session Err(anyhow!("{name}: disconnected ({e})"));
             }
-            at_prompt = false;
-            last_byte = Instant::now();
         }
         match opened.port.read(&mut buf) {
             Ok(0) => break Err(anyhow!("{name}: disconnected (the port closed)")),
             Ok(n) => {
-                last_byte = Instant::now();
-                for &b in &buf[..n] {
-                    tail = [tail[1], tail[2], b];
-                }
-                at_prompt = tail == PROMPT;
-                if stdout.write_all(&buf[..n]).and_then(|_| stdout.flush()).is_err() {
-                    break Ok(());
+                pacer.output(&buf[..n]);
+                if let Err(e) = stdout.write_all(&buf[..n]).and_then(|_| stdout.flush()) {
+                    break Err(crate::out::write_error(e));
                 }
             }
             Err(e) if e.kind() == ErrorKind::TimedOut || e.kind() == ErrorKind::Interrupted => {}
             Err(e) => break Err(anyhow!("{name}: disconnected ({e})")),
         }
-        if input_done.is_some() && pending.is_empty() && last_byte.elapsed() >= DRAIN {
+        if input_done && pacer.sent_and_silent_for(DRAIN) {
             break Ok(());
         }
     };

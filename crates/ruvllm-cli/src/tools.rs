@@ -3,7 +3,7 @@
 use crate::image;
 use crate::ModelArgs;
 use anyhow::{bail, Context, Result};
-use std::fmt::Write as _;
+use ruvllm_cli::outln;
 use std::path::Path;
 
 /// Layer ranges `[start, end)` of `chips` pipeline stages over `layers` layers: contiguous,
@@ -21,44 +21,72 @@ pub fn split_layers(layers: usize, chips: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// The commented cluster.toml for `chips` chips over the model.
-pub fn cluster_toml(model_name: &str, layers: usize, dim: usize, chips: usize, baud: u32) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "# ruvllm-esp32 cluster: pipeline parallel over {chips} chip(s).");
-    let _ = writeln!(s, "# Written by `ruvllm-esp32 cluster --chips {chips}`.");
-    let _ = writeln!(s, "# Each chip holds a contiguous range of the model's transformer layers");
-    let _ = writeln!(s, "# (layers = [first, last], inclusive). The head chip also holds the token");
-    let _ = writeln!(s, "# embeddings and reads the prompt; the tail chip holds the final norm and");
-    let _ = writeln!(s, "# the classifier and samples the next token, which goes back to the head.");
-    let _ = writeln!(s, "# Between stages one activation vector of dim values crosses the link per token.");
-    let _ = writeln!(s, "# Ports are placeholders: set each chip's serial port.\n");
-    let _ = writeln!(s, "[model]");
-    let _ = writeln!(s, "name = {:?}", model_name);
-    let _ = writeln!(s, "layers = {layers}");
-    let _ = writeln!(s, "dim = {dim}\n");
-    let _ = writeln!(s, "[link]");
-    let _ = writeln!(s, "# UART speed between neighbouring chips (and to the host)");
-    let _ = writeln!(s, "baud = {baud}\n");
-    for (i, (a, b)) in split_layers(layers, chips).into_iter().enumerate() {
-        let role = match (i, chips) {
-            (_, 1) => "single",
-            (0, _) => "head",
-            (i, n) if i == n - 1 => "tail",
-            _ => "middle",
-        };
-        let what = match role {
-            "single" => "embeddings, every layer, classifier",
-            "head" => "embeddings and the first layers",
-            "tail" => "the last layers, final norm, classifier, sampling",
-            _ => "layers only",
-        };
-        let _ = writeln!(s, "[[chip]]");
-        let _ = writeln!(s, "id = {i}");
-        let _ = writeln!(s, "role = \"{role}\"   # {what}");
-        let _ = writeln!(s, "layers = [{a}, {}]   # {} layer(s)", b - 1, b - a);
-        let _ = writeln!(s, "port = \"/dev/ttyUSB{i}\"   # placeholder\n");
-    }
-    s
+#[derive(serde::Serialize)]
+struct ClusterFile {
+    model: ClusterModel,
+    link: ClusterLink,
+    chip: Vec<ClusterChip>,
+}
+
+#[derive(serde::Serialize)]
+struct ClusterModel {
+    name: String,
+    layers: usize,
+    dim: usize,
+}
+
+#[derive(serde::Serialize)]
+struct ClusterLink {
+    baud: u32,
+}
+
+#[derive(serde::Serialize)]
+struct ClusterChip {
+    id: usize,
+    role: &'static str,
+    layers: [usize; 2],
+    port: String,
+}
+
+/// The commented cluster.toml for `chips` chips over the model. The values are serialized by
+/// the toml crate (a model path may hold quotes, backslashes or control characters); the
+/// comments are fixed text.
+pub fn cluster_toml(model_name: &str, layers: usize, dim: usize, chips: usize, baud: u32) -> Result<String> {
+    let chip = split_layers(layers, chips)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (a, b))| ClusterChip {
+            id: i,
+            role: match (i, chips) {
+                (_, 1) => "single",
+                (0, _) => "head",
+                (i, n) if i == n - 1 => "tail",
+                _ => "middle",
+            },
+            layers: [a, b - 1],
+            port: format!("/dev/ttyUSB{i}"),
+        })
+        .collect();
+    let file = ClusterFile {
+        model: ClusterModel { name: model_name.to_string(), layers, dim },
+        link: ClusterLink { baud },
+        chip,
+    };
+    let body = toml::to_string(&file).context("writing cluster.toml")?;
+    Ok(format!(
+        "# ruvllm-esp32 cluster: pipeline parallel over {chips} chip(s).
+# Written by `ruvllm-esp32 cluster --chips {chips}`.
+# Each chip holds a contiguous range of the model's transformer layers
+# (layers = [first, last], inclusive). The head chip also holds the token
+# embeddings and reads the prompt; the tail chip holds the final norm and
+# the classifier and samples the next token, which goes back to the head
+# (a single chip holds everything; middle chips hold layers only).
+# Between stages one activation vector of dim values crosses the link per token.
+# link.baud: the UART speed between neighbouring chips (and to the host).
+# Ports are placeholders: set each chip's serial port.
+
+{body}"
+    ))
 }
 
 /// `cluster`: plan `chips` chips over the model's layers and write cluster.toml.
@@ -72,17 +100,14 @@ pub fn cluster(args: &ModelArgs, chips: usize, output: &Path, baud: u32, force: 
             args.name()
         );
     }
-    if baud == 0 {
-        bail!("--baud 0: give the link's speed in bits per second, e.g. 115200");
-    }
     if output.exists() && !force {
         bail!("{}: already exists (pass --force to overwrite)", output.display());
     }
-    let text = cluster_toml(&args.name(), layers, model.config.dim, chips, baud);
+    let text = cluster_toml(&args.name(), layers, model.config.dim, chips, baud)?;
     std::fs::write(output, text).with_context(|| format!("{}: cannot write", output.display()))?;
     for (i, (a, b)) in split_layers(layers, chips).into_iter().enumerate() {
         eprintln!("chip {i}: layers {a}..={}", b - 1);
     }
-    println!("{}", output.display());
+    outln!("{}", output.display());
     Ok(())
 }

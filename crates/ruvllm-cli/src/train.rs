@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use ruvllm_cli::input;
 use ruvllm_esp32::quant::WeightFormat;
 use ruvllm_train::run::{self, Checkpoint, LossPoint, Progress, TrainOptions};
 use std::path::{Path, PathBuf};
@@ -38,7 +39,7 @@ pub fn parse_format(s: &str) -> Result<WeightFormat> {
 fn corpus(text: Option<&Path>) -> Result<String> {
     match text {
         Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+            let bytes = input::read_input(path, "text file", input::MAX_TEXT_BYTES)?;
             let text = ruvllm_train::bpe::check_text(&bytes).with_context(|| path.display().to_string())?;
             Ok(text.to_string())
         }
@@ -60,14 +61,22 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let format = parse_format(&a.quant)?;
     let quant = crate::image::quant_of(format);
     let preset = run::preset(&a.preset)?;
+    // The checkpoint first: a wrong one is refused before the corpus is read or generated.
+    let resume = match &a.resume {
+        Some(p) => {
+            let bytes = input::read_input(p, "training checkpoint", input::MAX_CHECKPOINT_BYTES)?;
+            Some((p.as_path(), Checkpoint::from_bytes(p, &bytes)?))
+        }
+        None => None,
+    };
     let text = corpus(a.text.as_deref())?;
     let mut opts = TrainOptions::new(preset, a.steps, format);
     opts.seed = a.seed;
     if let Some(t) = a.threads {
-        opts.threads = t.max(1);
+        opts.threads = t;
     }
-    opts.eval_every = a.eval_every.max(1);
-    opts.checkpoint_every = a.checkpoint_every.max(1);
+    opts.eval_every = a.eval_every;
+    opts.checkpoint_every = a.checkpoint_every;
     let ckpt = a.output.with_extension("ckpt");
     opts.checkpoint = Some(ckpt.clone());
     if let Some(from) = &a.tokenizer_from {
@@ -76,10 +85,6 @@ pub fn train(a: TrainArgs) -> Result<()> {
             ruvllm_esp32::convert::load_gguf(img.bytes()).with_context(|| from.display().to_string())?;
         opts.vocab = host.vocab;
     }
-    let resume = match &a.resume {
-        Some(p) => Some((p.as_path(), Checkpoint::load(p)?)),
-        None => None,
-    };
     // Ctrl-C ends the run after the current step and its checkpoint: nothing is lost.
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -164,9 +169,6 @@ pub fn corpus_cmd(output: &Path, docs: usize, seed: u64) -> Result<()> {
 /// `train-embedder`: the learned n-gram table of the knowledge commands.
 pub fn embedder_cmd(output: &Path, rows: usize, steps: usize, docs: u64, seed: u64) -> Result<()> {
     use ruvllm_train::embedder;
-    if rows == 0 || rows > 1 << 20 {
-        bail!("--rows must be 1..=1048576, not {rows}");
-    }
     let topics = embedder::fact_topics(ruvllm_train::corpus::DEFAULT_SEED, docs);
     if topics.names.len() < 2 {
         bail!("the first {docs} corpus documents hold fewer than two fact topics: use more --docs");

@@ -52,5 +52,5 @@ fn gen_int_samples_as_the_console_does() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--int takes --temp from 0 to 10"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--temp <TEMP>': use a number from 0 to 10"));
 }

@@ -165,17 +165,25 @@ fn the_board_matches_the_host_and_survives_bad_serial_input() {
     assert_eq!(b.expect("\r\n> "), "error: line too long (max 255 bytes)\r\n> ");
     assert!(b.command("frobnicate").starts_with("error: unknown command \"frobnicate\""));
 
-    // Bytes typed while a generation runs: drained, one error line, the text unchanged.
+    // Lines typed while a generation runs: kept, and run in order after it; the text unchanged.
     b.send(format!("gen {PROMPT}\n").as_bytes());
     b.expect(&format!("gen {PROMPT}\r\n{PROMPT}"));
-    b.send(b"stats\nhelp\n");
+    b.send(b"info\nhelp\n");
     let rest = b.expect("\r\n> ");
-    assert_eq!(
-        format!("{PROMPT}{rest}"),
-        format!("{host_text}\r\nerror: 11 input bytes arrived while busy and were ignored\r\n> ")
-    );
+    assert_eq!(format!("{PROMPT}{rest}"), format!("{host_text}\r\n> "));
+    b.expect("info\r\n");
+    assert!(b.expect("\r\n> ").starts_with("model: llama-architecture GGUF image"));
+    b.expect("help\r\n");
+    assert!(b.expect("\r\n> ").contains("gen <text>"));
 
-    assert!(b.command("help").contains("gen <text>"));
+    // Ctrl-C stops a generation: what was printed is the start of the full text.
+    b.send(format!("gen {PROMPT}\n").as_bytes());
+    b.expect(&format!("gen {PROMPT}\r\n{PROMPT}"));
+    b.send(b"\x03");
+    let cut = b.expect("\r\n^C\r\n> ");
+    let cut = format!("{PROMPT}{}", cut.trim_end_matches("\r\n^C\r\n> "));
+    assert!(host_text.starts_with(&cut) && cut.len() < host_text.len(), "{cut}");
+
     let stats = b.command("stats");
     assert!(stats.contains("arena RAM: 205508 bytes"), "{stats}");
     assert!(stats.contains("instructions/token"), "{stats}");
@@ -626,21 +634,63 @@ fn story_sentences() -> Vec<String> {
     out
 }
 
-/// What the host's `console` prints for `input` on its stdin (written from a thread, so a
-/// long input cannot fill the pipes both ways).
-fn host_console(img: &Path, input: Vec<u8>) -> String {
+/// The binary with `args` and `input` on its stdin (written from a thread, so a long input
+/// cannot fill the pipes both ways); its stdout, after asserting that it succeeded.
+fn with_stdin(args: &[&str], input: Vec<u8>) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
-        .args(["console", "--model", s(img)])
+        .args(args)
+        .env_remove("RUVLLM_BOARD_FLASH")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("the binary runs");
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || stdin.write_all(&input));
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap().unwrap();
-    assert!(out.status.success());
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What the host's `console` prints for `input` on its stdin.
+fn host_console(img: &Path, input: Vec<u8>) -> String {
+    with_stdin(&["console", "--model", s(img)], input)
+}
+
+/// `printf 'gen ...\nadd ...\nask ...\nstats\nquit\n' | ruvllm-esp32 board`: every line runs, in
+/// order (none is lost while the generation runs), with the host console's replies, and the
+/// board stops at `quit`. Without `quit`, `board` stops once the last line is answered.
+#[test]
+fn piped_lines_all_run_on_the_board() {
+    let Some(()) = chip_tools() else { return };
+    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default.gguf");
+    let script = [
+        "gen Once upon a time",
+        "add The cat sleeps on the warm kitchen floor.",
+        "ask where does the cat sleep",
+        "stats",
+        "quit",
+    ];
+    let input: Vec<u8> = script.iter().flat_map(|l| format!("{l}\n").into_bytes()).collect();
+    let host = host_console(&img, input.clone());
+    let board = with_stdin(&["board", "--model", s(&img)], input);
+    let on_host = ruvllm_esp32::console::replies(&host, &script).expect("the host runs every line");
+    let on_board = ruvllm_esp32::console::replies(&board, &script)
+        .unwrap_or_else(|| panic!("a line did not run: {board}"));
+    assert_eq!(on_board[..3], on_host[..3], "board and host differ");
+    assert!(
+        on_board[3].starts_with("Tokens: ") && on_board[3].contains("knowledge: 1/32 entries"),
+        "{board}"
+    );
+    assert_eq!(on_board[4], "bye");
+    assert!(!board.contains("error"), "{board}");
+
+    let board = with_stdin(&["board", "--model", s(&img)], b"add Tom the dog digs holes.\nstats\n".to_vec());
+    let r =
+        ruvllm_esp32::console::replies(&board, &["add Tom the dog digs holes.", "stats"]).expect("both run");
+    assert_eq!(r[0], "Added knowledge #1");
+    assert!(board.ends_with("settings: steps 256, temp 0, seed 42\r\n> "), "{board}");
 }
 
 /// What the host console prints for `script` (one command a line), split into each command's

@@ -213,3 +213,25 @@ fn ports_are_found_and_recognised_in_sysfs() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn a_stdout_that_cannot_be_written_ends_the_terminal_with_an_error() {
+    let (master, port, _slave) = pty();
+    let b = board(master);
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let mut child = bin()
+        .args(["monitor", "--port", &port])
+        .stdin(Stdio::piped())
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The terminal may already have failed on the board's first output and closed its stdin.
+    let _ = child.stdin.take().unwrap().write_all(b"help\n");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("error: cannot write to stdout: No space left on device"), "{err}");
+    drop(_slave);
+    let _ = b.join();
+}

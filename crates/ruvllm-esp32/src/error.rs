@@ -29,6 +29,11 @@ pub enum Error {
     /// The flash under a persistent store failed (driver error, out of bounds, power lost
     /// mid-operation) or has no room left for a write (`what` says which).
     Storage { what: &'static str },
+    /// A weight or scale of a tensor (llama.cpp name, `blk.{layer}.` prefixed for a layer's) is
+    /// NaN or infinite.
+    NonFinite { tensor: &'static str, layer: Option<usize> },
+    /// A tokenizer built for another vocabulary size than the model's.
+    VocabMismatch { tokenizer: usize, model: usize },
     /// A persistent store found data it cannot use and could not repair (`what` says what was
     /// found and what to do).
     Corrupt { what: &'static str },
@@ -54,6 +59,17 @@ impl fmt::Display for Error {
                 write!(f, "context full: need {need} positions, capacity is {capacity}")
             }
             Error::Full { capacity } => write!(f, "full: all {capacity} slots are in use"),
+            Error::NonFinite { tensor, layer } => {
+                f.write_str("invalid: tensor ")?;
+                if let Some(l) = layer {
+                    write!(f, "blk.{l}.")?;
+                }
+                write!(f, "{tensor} holds a NaN or infinite weight or scale (a damaged or diverged model)")
+            }
+            Error::VocabMismatch { tokenizer, model } => write!(
+                f,
+                "the tokenizer has {tokenizer} tokens but the model's vocabulary has {model}: use the model's own tokenizer"
+            ),
             Error::Storage { what } => write!(f, "storage: {what}"),
             Error::Corrupt { what } => write!(f, "corrupt store: {what}"),
         }

@@ -13,6 +13,7 @@ use ruvllm_esp32::console::{
 use ruvllm_esp32::infer::{self, IntState, State};
 use ruvllm_esp32::model::Model;
 use ruvllm_esp32::tokenizer;
+use std::ops::ControlFlow;
 
 const SCRIPT: &str = include_str!("data/console_script.txt");
 
@@ -180,6 +181,7 @@ fn streams(engine: &mut impl Engine, sampling: &mut Sampling) -> (String, usize)
         .generate(b"Once upon a time", 40, sampling, &mut |piece| {
             calls += 1;
             text.extend_from_slice(piece);
+            ControlFlow::Continue(())
         })
         .unwrap();
     assert!(stats.generated > 10 && calls >= stats.generated, "{calls} pieces for {stats:?}");
@@ -207,6 +209,10 @@ fn both_engines_sample_from_the_seed_and_stream_token_by_token() {
         // The RNG moves on: a second generation from the same state differs from the first.
         let mut s = Sampling::new(800, 7);
         assert_ne!(engine.text(&mut s), engine.text(&mut s), "{name}: the RNG did not move on");
+        // What the console's Ctrl-C does: `emit` returning `Break` stops the engine there.
+        let (calls, generated) = engine.stopped_at(6);
+        assert_eq!(calls, 6, "{name}");
+        assert!(generated <= 3, "{name}: {generated} tokens after the stop");
     }
     assert_eq!(int.text(&mut Sampling::GREEDY.clone()), greedy_int(&model, "Once upon a time", 40));
 }
@@ -214,10 +220,26 @@ fn both_engines_sample_from_the_seed_and_stream_token_by_token() {
 /// [`streams`] for either engine behind one trait object.
 trait EngineDyn {
     fn text(&mut self, sampling: &mut Sampling) -> String;
+    /// A greedy generation whose `emit` breaks at its `n`th call: the calls, the tokens made.
+    fn stopped_at(&mut self, n: usize) -> (usize, usize);
 }
 
 impl<E: Engine> EngineDyn for E {
     fn text(&mut self, sampling: &mut Sampling) -> String {
         streams(self, sampling).0
+    }
+
+    fn stopped_at(&mut self, n: usize) -> (usize, usize) {
+        let mut calls = 0;
+        let mut emit = |_: &[u8]| {
+            calls += 1;
+            if calls == n {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        };
+        let stats = self.generate(b"Once upon a time", 64, &mut Sampling::GREEDY.clone(), &mut emit).unwrap();
+        (calls, stats.generated)
     }
 }

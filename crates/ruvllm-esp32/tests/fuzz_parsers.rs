@@ -1,48 +1,30 @@
 //! Mutation fuzzing of every parser on real files: results may be Ok or Err, never a panic,
 //! and never a huge allocation (the global allocator below refuses anything over 64 MiB, which
-//! aborts the test). Cases per property: env `FUZZ_CASES` (default 256).
+//! aborts the test). A mutated engine image is never verified (the checksum covers header and
+//! data), and a NaN planted in a checkpoint or tokenizer is refused or never read. Cases per
+//! property: env `FUZZ_CASES` (default 256; a quarter of it for the properties that checksum
+//! whole images).
 #![cfg(feature = "alloc")]
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use ruvllm_esp32::convert::{load_gguf, load_llama2c, load_tokenizer_bin, Quant};
 use ruvllm_esp32::gguf::{as_f32, as_i8, Gguf, Value};
 use ruvllm_esp32::model::Model;
-use ruvllm_esp32::partition;
+use ruvllm_esp32::{partition, Error};
 
 /// Inputs are ~1 MB; no parser may need more than a small multiple of that.
 const MAX_ALLOC: usize = 64 << 20;
 
-struct Capped;
-
-unsafe impl GlobalAlloc for Capped {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > MAX_ALLOC {
-            return std::ptr::null_mut();
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size > MAX_ALLOC {
-            return std::ptr::null_mut();
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "common/fuzz.rs"]
+mod fuzz;
+use fuzz::cases;
 
 #[global_allocator]
-static ALLOC: Capped = Capped;
-
-fn cases() -> u32 {
-    std::env::var("FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
-}
+static ALLOC: fuzz::Capped<MAX_ALLOC> = fuzz::Capped;
 
 /// stories260K.bin, tok512.bin, their F32, Q8, ternary and binary GGUF conversions, and a chip
 /// flash with the Q8 one in its `model` partition.
@@ -259,6 +241,84 @@ proptest! {
         let mut data = prefix.to_vec();
         data.extend_from_slice(&body);
         exercise(&data);
+    }
+}
+
+/// Offsets of every score in a llama2.c tokenizer.bin of `n` tokens.
+fn score_offsets(tok: &[u8], n: usize) -> Vec<usize> {
+    let mut at = 4;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(at);
+        let len = i32::from_le_bytes(tok[at + 4..at + 8].try_into().unwrap()) as usize;
+        at += 8 + len;
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: (cases() / 4).max(16), failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Whatever bytes a mutation changes (header, metadata, tensor infos, data, a flash's
+    /// partition table), an image that differs from what `convert` wrote never verifies: the
+    /// chip's boot check and the host's load refuse it. (Only a mutation that removes every
+    /// `ruvllm.*` name could make it pass as a foreign, unverified GGUF.)
+    #[test]
+    fn mutated_images_never_verify(which in 2usize..7, muts in prop::collection::vec(mutation(), 1..5)) {
+        let Some(corpus) = corpus() else { return Ok(()) };
+        let original: &[u8] = if which == 6 { &corpus[3] } else { &corpus[which] };
+        let mut data = corpus[which].clone();
+        for m in &muts {
+            apply(&mut data, m);
+        }
+        let img = common::Image::new(&data);
+        let image = if which == 6 {
+            match partition::model_image(img.bytes()) {
+                Ok((_, image)) => image,
+                Err(_) => return Ok(()),
+            }
+        } else {
+            img.bytes()
+        };
+        if image != original {
+            let verified = <Model<'_>>::from_gguf(image).is_ok_and(|m| m.checksum_verified);
+            prop_assert!(!verified, "a mutated image verified: {muts:?}");
+            if let Ok(g) = Gguf::parse(image) {
+                prop_assert!(g.verify_checksum() != Ok(true));
+                prop_assert!(g.verify_checksum().is_err() || !g.is_own());
+            }
+        }
+    }
+
+    /// A NaN or infinity anywhere in stories260K's weights is refused naming a tensor, or lands
+    /// where the loader reads nothing (the legacy file's RoPE table, recomputed by convert).
+    #[test]
+    fn a_planted_non_finite_weight_is_refused_or_unread(k in any::<usize>(), inf: bool) {
+        let Some(corpus) = corpus() else { return Ok(()) };
+        let mut data = corpus[0].clone();
+        let at = 28 + 4 * (k % ((data.len() - 28) / 4));
+        let bad = if inf { f32::INFINITY } else { f32::NAN };
+        data[at..at + 4].copy_from_slice(&bad.to_le_bytes());
+        match load_llama2c(&data) {
+            Err(Error::NonFinite { .. }) => {}
+            Ok(m) => {
+                static CLEAN: OnceLock<ruvllm_esp32::convert::HostModel> = OnceLock::new();
+                let clean = CLEAN.get_or_init(|| load_llama2c(&corpus[0]).unwrap());
+                prop_assert!(&m == clean, "a NaN at {} was read", at);
+            }
+            Err(e) => prop_assert!(false, "unexpected error {e}"),
+        }
+    }
+
+    /// A non-finite score anywhere in tok512.bin is refused, and the error blames the tokenizer.
+    #[test]
+    fn a_planted_non_finite_score_is_refused(k in 0usize..512, inf: bool) {
+        let Some(corpus) = corpus() else { return Ok(()) };
+        let mut tok = corpus[1].clone();
+        let at = score_offsets(&tok, 512)[k];
+        tok[at..at + 4].copy_from_slice(&(if inf { f32::NEG_INFINITY } else { f32::NAN }).to_le_bytes());
+        let err = load_tokenizer_bin(&tok, 512).unwrap_err();
+        prop_assert!(err.to_string().contains("tokenizer score"), "{}", err);
     }
 }
 

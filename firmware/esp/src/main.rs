@@ -3,7 +3,8 @@
 //! `ruvllm-esp32 flash` writes, mapped by the MMU, else the image linked into the firmware) with
 //! its checksum verified, then a line console
 //! whose `gen <text>` streams greedy text from the integer-only forward pass and whose `add` /
-//! `ask` / `anomaly` work on a knowledge store kept in RAM.
+//! `ask` / `anomaly` work on a knowledge store kept in RAM. Reception is interrupt-driven into a
+//! ring buffer ([`serial`]), so lines typed while the console generates are kept.
 //!
 //! One implementation for every chip: the `esp32c3` / `esp32c6` / `esp32` / `esp32s2` /
 //! `esp32s3` feature picks the chip, and the only chip-specific code is [`uart0`]'s pin choice
@@ -25,6 +26,7 @@ use ruvllm_esp32::model::Model;
 use ruvllm_esp32::partition;
 
 mod flash_map;
+mod serial;
 
 // LAYERS, SEQ_LEN, ARENA_LEN, IMAGE_LEN: computed by build.rs from the image.
 include!(concat!(env!("OUT_DIR"), "/plan.rs"));
@@ -154,7 +156,8 @@ fn main() -> ! {
     let board = Board { name: CHIP, counter: Some(micros), counter_unit: "us", ram: None };
     // SAFETY: main runs once and never returns, so this is the only reference to KNOWLEDGE.
     let knowledge = unsafe { (*addr_of_mut!(KNOWLEDGE)).write(Knowledge::new()) };
-    let mut console = Console::with_knowledge(uart, engine, board, knowledge);
+    let mut console = Console::with_knowledge(serial::install(uart), engine, board, knowledge)
+        .counting_rx_losses(serial::rx_lost);
     let _ = console.run();
     halt()
 }

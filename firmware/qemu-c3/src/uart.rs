@@ -1,4 +1,10 @@
 //! The virt board's ns16550 UART at 0x1000_0000 as an `embedded-io` byte stream.
+//!
+//! Reception is polled, not interrupt-driven: the console polls after every token and keeps
+//! what arrived as type-ahead (its bounded queue), and QEMU's UART model never loses a byte
+//! between polls: it takes the next byte from the host only once the firmware has read the
+//! previous one (the FIFO is left off), so unread input waits in the host's pipe. The chip needs
+//! more (firmware/esp/src/serial.rs: RX interrupts into a ring buffer).
 
 use core::convert::Infallible;
 use embedded_io::{ErrorType, Read, ReadReady, Write};

@@ -46,7 +46,7 @@ fn vecs_formats_parse() {
     assert_eq!(parse_vecs::<u8>(&b).unwrap().data, [1, 2, 3]);
     let i = vecs_file(1, &[&[7i32], &[-1]], |x| x.to_le_bytes().to_vec());
     assert_eq!(parse_vecs::<i32>(&i).unwrap().data, [7, -1]);
-    assert_eq!(gunzip_if_needed(gz(&f)).unwrap(), f);
+    assert_eq!(decode(&gz(&f)[..], 4).unwrap(), f);
 }
 
 #[test]
@@ -68,7 +68,7 @@ fn vecs_errors_are_typed() {
     // A large but allowed dimension against a tiny file: refused before allocating.
     huge[..4].copy_from_slice(&(1i32 << 20).to_le_bytes());
     assert!(matches!(parse_vecs::<f32>(&huge), Err(Problem::Truncated { .. })));
-    assert!(matches!(gunzip_if_needed(vec![0x1f, 0x8b, 0, 0]), Err(Problem::Gzip(_))));
+    assert!(matches!(decode(&[0x1f, 0x8b, 0, 0][..], 4), Err(Problem::Gzip(_))));
 }
 
 #[test]
@@ -100,7 +100,7 @@ fn errors_name_the_file() {
     assert!(e.to_string().contains("broken.fvecs.gz"), "{e}");
     assert!(matches!(e.problem, Problem::Truncated { .. }));
     let e = read_idx_images(&dir.join("missing")).unwrap_err();
-    assert!(matches!(e.problem, Problem::Io(_)) && e.to_string().contains("missing"));
+    assert!(matches!(e.problem, Problem::Input(_)) && e.to_string().contains("missing"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -152,7 +152,7 @@ proptest! {
         for file in [f, b, i, idx_images(4, 3, 3), idx_labels(20)] {
             let m = mutate(file, &flips, cut);
             let m = if zip { mutate(gz(&m), &flips[..flips.len().min(1)], usize::MAX) } else { m };
-            if let Ok(raw) = gunzip_if_needed(m) {
+            if let Ok(raw) = decode(&m[..], 4) {
                 let _ = parse_vecs::<f32>(&raw);
                 let _ = parse_vecs::<u8>(&raw);
                 let _ = parse_vecs::<i32>(&raw);

@@ -9,6 +9,7 @@ use crate::kernels::Kernels;
 use crate::model::Model;
 use crate::sample::{Sampler, Sampling};
 use crate::tokenizer;
+use core::ops::ControlFlow;
 
 /// What `info` shows about the model an engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,13 +61,14 @@ pub trait Engine {
     fn info(&self) -> Option<ModelInfo>;
     /// Generation of `steps` positions from `prompt` (BOS is added), exactly like the host's
     /// `gen` (greedy at temperature 0): `emit` gets the prompt's pieces, then each generated
-    /// piece as soon as it is known. `sampling.rng` moves on with each sampled token.
+    /// piece as soon as it is known, and stops the generation there by returning
+    /// `ControlFlow::Break` (Ctrl-C). `sampling.rng` moves on with each sampled token.
     fn generate(
         &mut self,
         prompt: &[u8],
         steps: usize,
         sampling: &mut Sampling,
-        emit: &mut dyn FnMut(&[u8]),
+        emit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<GenStats>;
     /// Runs `token` at `pos` and returns the greedy next token (the benchmark's unit of work).
     fn step(&mut self, token: u32, pos: usize) -> Result<u32>;
@@ -83,14 +85,19 @@ pub struct ReferenceEngine<'m, 'a, 's, const L: usize> {
     arena_bytes: usize,
     /// Prompt tokens: BOS, the dummy-prefix space and at most one token per byte.
     tokens: [u32; MAX_LINE + 3],
+    /// The encoder's work area.
+    work: [u32; WORK],
 }
+
+/// Work words of the prompt encoder for the longest line.
+const WORK: usize = tokenizer::WORK_PER_TOKEN * (MAX_LINE + 2);
 
 impl<'m, 'a, 's, const L: usize> ReferenceEngine<'m, 'a, 's, L> {
     /// Builds the state for `seq_len` positions inside `arena` (see [`State::arena_len`]).
     pub fn new(model: &'m Model<'a, L>, arena: &'s mut [f32], seq_len: usize) -> Result<Self> {
         let arena_bytes = State::arena_len(model, seq_len) * 4;
         let state = State::new(model, arena, seq_len, Kernels::REFERENCE)?;
-        Ok(ReferenceEngine { model, state, arena_bytes, tokens: [0; MAX_LINE + 3] })
+        Ok(ReferenceEngine { model, state, arena_bytes, tokens: [0; MAX_LINE + 3], work: [0; WORK] })
     }
 }
 
@@ -125,9 +132,10 @@ impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
         prompt: &[u8],
         steps: usize,
         sampling: &mut Sampling,
-        emit: &mut dyn FnMut(&[u8]),
+        emit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<GenStats> {
-        let n = tokenizer::encode(&self.model.vocab, prompt, true, false, &mut self.tokens)?;
+        let n =
+            tokenizer::encode_with(&self.model.vocab, prompt, true, false, &mut self.tokens, &mut self.work)?;
         let tokens = self.tokens.get(..n).unwrap_or_default();
         // Greedy and plain multinomial sampling (top-p and top-k off) never touch the
         // candidate scratch, so none is kept in RAM.
@@ -158,6 +166,7 @@ pub struct IntegerEngine<'m, 'a, 's, const L: usize> {
     state: IntState<'s>,
     arena_bytes: usize,
     tokens: [u32; MAX_LINE + 3],
+    work: [u32; WORK],
 }
 
 impl<'m, 'a, 's, const L: usize> IntegerEngine<'m, 'a, 's, L> {
@@ -165,7 +174,7 @@ impl<'m, 'a, 's, const L: usize> IntegerEngine<'m, 'a, 's, L> {
     pub fn new(model: &'m Model<'a, L>, arena: &'s mut [i32], seq_len: usize) -> Result<Self> {
         let arena_bytes = IntState::ram_bytes(model, seq_len);
         let state = IntState::new(model, arena, seq_len)?;
-        Ok(IntegerEngine { model, state, arena_bytes, tokens: [0; MAX_LINE + 3] })
+        Ok(IntegerEngine { model, state, arena_bytes, tokens: [0; MAX_LINE + 3], work: [0; WORK] })
     }
 }
 
@@ -195,9 +204,10 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
         prompt: &[u8],
         steps: usize,
         sampling: &mut Sampling,
-        emit: &mut dyn FnMut(&[u8]),
+        emit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<GenStats> {
-        let n = tokenizer::encode(&self.model.vocab, prompt, true, false, &mut self.tokens)?;
+        let n =
+            tokenizer::encode_with(&self.model.vocab, prompt, true, false, &mut self.tokens, &mut self.work)?;
         let tokens = self.tokens.get(..n).unwrap_or_default();
         infer::generate_int_sampled(self.model, &mut self.state, tokens, steps, sampling, |piece, _| {
             emit(piece)
@@ -245,7 +255,7 @@ impl Engine for NoModel {
         _prompt: &[u8],
         _steps: usize,
         _sampling: &mut Sampling,
-        _emit: &mut dyn FnMut(&[u8]),
+        _emit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<GenStats> {
         Err(crate::Error::Invalid { what: "no language model on this board" })
     }

@@ -23,15 +23,17 @@
 //! with integer arithmetic only, see [`Sampling`]); `clear` forgets all knowledge, `reset` the
 //! settings and counters.
 //!
-//! Every byte that arrives is untrusted: an overlong line, invalid UTF-8, an unknown command or
-//! bytes typed while a generation runs each get one `error: ...` line, and the console keeps
-//! answering.
+//! Every byte that arrives is untrusted: an overlong line, invalid UTF-8 or an unknown command
+//! each get one `error: ...` line, and the console keeps answering. Lines typed while a
+//! generation or `bench` runs are kept (type-ahead, at most [`TYPEAHEAD`] bytes; what does not
+//! fit is reported in one line) and run in order afterwards; Ctrl-C stops the generation.
 
 mod engine;
 mod knowledge;
 mod saved;
 #[cfg(test)]
 mod tests;
+mod typeahead;
 
 pub use crate::sample::Sampling;
 pub use engine::{Engine, IntegerEngine, ModelInfo, NoModel, ReferenceEngine};
@@ -40,10 +42,13 @@ pub use knowledge::{
     ASK_MIN_SIMILARITY, ASK_RESULTS, KNOWLEDGE_CAP, KNOWLEDGE_DIM, KNOWLEDGE_TEXT,
 };
 pub use saved::{KnowledgeStore, Restored, SavingOff};
+pub use typeahead::TYPEAHEAD;
 
 use core::fmt;
 use core::mem::size_of;
+use core::ops::ControlFlow;
 use embedded_io::{Read, ReadReady, Write};
+use typeahead::{Lost, TypeAhead, INTERRUPT};
 
 /// Longest command line, in bytes.
 pub const MAX_LINE: usize = 255;
@@ -123,6 +128,10 @@ pub struct Console<'k, IO, E> {
     overflow: bool,
     /// The previous byte was '\r', so a following '\n' belongs to the same line end.
     after_cr: bool,
+    /// Input that arrived while a command was busy, run after it.
+    typeahead: TypeAhead,
+    /// Bytes the board's receive buffer dropped since the last call ([`Console::counting_rx_losses`]).
+    rx_lost: Option<fn() -> usize>,
     echo: bool,
     steps: usize,
     /// `set temp` and the RNG state; `seed` is what `set seed` last set.
@@ -268,6 +277,8 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
             len: 0,
             overflow: false,
             after_cr: false,
+            typeahead: TypeAhead::default(),
+            rx_lost: None,
             echo: true,
             steps,
             sampling: Sampling::new(0, DEFAULT_SEED),
@@ -289,14 +300,28 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         self
     }
 
-    /// Serves commands until `quit` or the end of input (a read of 0 bytes).
+    /// Includes the bytes the board's own receive buffer had to drop (`lost` returns how many
+    /// since its last call) in the report of lost type-ahead.
+    pub fn counting_rx_losses(mut self, lost: fn() -> usize) -> Self {
+        self.rx_lost = Some(lost);
+        self
+    }
+
+    /// Serves commands until `quit` or the end of input (a read of 0 bytes): type-ahead
+    /// first, then the stream.
     pub fn run(&mut self) -> Result<(), IO::Error> {
         self.banner()?;
-        // One byte at a time: whatever follows a command stays in the stream, so bytes typed
-        // during a generation are drained and reported rather than run as the next command.
+        // One byte at a time: whatever follows a command stays in the stream until the
+        // command is done (or busy, and takes it as type-ahead).
         let mut byte = [0u8; 1];
         loop {
-            if self.io.read(&mut byte)? == 0 || self.feed(byte[0])? == Flow::Quit {
+            let b = match self.typeahead.next() {
+                Some(b) => b,
+                None if self.io.read(&mut byte)? == 0 => return Ok(()),
+                None if self.typeahead.skips(byte[0]) => continue,
+                None => byte[0],
+            };
+            if self.feed(b)? == Flow::Quit {
                 return Ok(());
             }
         }
@@ -343,6 +368,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                     self.io.write_all(b"\r\n")?;
                 }
                 let flow = self.end_line()?;
+                self.report_lost()?;
                 if flow == Flow::Continue {
                     self.prompt()?;
                 }
@@ -363,7 +389,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 }
                 Ok(Flow::Continue)
             }
-            0x03 => {
+            INTERRUPT => {
                 // Ctrl-C: drop the line.
                 self.len = 0;
                 self.overflow = false;
@@ -593,14 +619,21 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         )
     }
 
-    /// Reads and drops whatever arrived while the console was busy; returns how many bytes.
-    fn drain(io: &mut IO) -> Result<usize, IO::Error> {
-        let mut dropped = 0;
+    /// Takes what arrived while the console is busy as type-ahead; true once a Ctrl-C asks
+    /// the command to stop. Reads at most `TYPEAHEAD * 4` bytes, so a stream that never runs
+    /// dry cannot hold the command up.
+    fn poll(io: &mut IO, typeahead: &mut TypeAhead) -> Result<bool, IO::Error> {
         let mut buf = [0u8; 16];
-        while io.read_ready()? {
-            dropped += io.read(&mut buf)?;
+        let mut taken = 0;
+        while taken < TYPEAHEAD * 4 && io.read_ready()? {
+            let n = io.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            taken += n;
+            buf.get(..n).unwrap_or_default().iter().for_each(|&b| typeahead.take(b));
         }
-        Ok(dropped)
+        Ok(typeahead.interrupted())
     }
 
     /// Static RAM plus the stack's high-water mark, where the board can measure them.
@@ -618,11 +651,29 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         Ok(())
     }
 
-    fn report_dropped(&mut self, dropped: usize) -> Result<(), IO::Error> {
-        if dropped > 0 {
-            sayln!(&mut self.io, "error: {dropped} input bytes arrived while busy and were ignored")?;
+    /// After each command: `^C` if it was interrupted, or one error line for the type-ahead
+    /// that did not fit (in the console's queue or the board's receive buffer).
+    fn report_lost(&mut self) -> Result<(), IO::Error> {
+        let Lost { mut bytes, lines, interrupted } = self.typeahead.report();
+        bytes += self.rx_lost.map_or(0, |f| f());
+        let (s, was, them) = if lines == 1 { ("", "was", "it") } else { ("s", "were", "them") };
+        if interrupted {
+            return match lines {
+                0 => sayln!(&mut self.io, "^C"),
+                _ => sayln!(&mut self.io, "^C (dropped {lines} typed-ahead line{s}, {bytes} bytes)"),
+            };
         }
-        Ok(())
+        match (lines, bytes) {
+            (_, 0) => Ok(()),
+            (0, _) => sayln!(
+                &mut self.io,
+                "error: {bytes} typed-ahead bytes did not fit the input buffer and were dropped; type them again"
+            ),
+            _ => sayln!(
+                &mut self.io,
+                "error: {lines} typed-ahead line{s} ({bytes} bytes) did not fit the {TYPEAHEAD}-byte input buffer and {was} dropped; type {them} again"
+            ),
+        }
     }
 
     fn gen(&mut self, prompt: &str) -> Result<(), IO::Error> {
@@ -632,24 +683,27 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         let steps = self.steps;
         let counter = self.board.counter;
         let (io, engine, sampling) = (&mut self.io, &mut self.engine, &mut self.sampling);
+        let typeahead = &mut self.typeahead;
         let mut io_err = None;
-        let mut dropped = 0usize;
         let start = counter.map_or(0, |f| f());
+        // After each piece, what was typed meanwhile is taken as type-ahead; Ctrl-C (or a
+        // failing stream) stops the generation.
         let result = engine.generate(prompt.as_bytes(), steps, sampling, &mut |piece: &[u8]| {
-            if io_err.is_some() {
-                return;
-            }
-            let r = io.write_all(piece).and_then(|_| io.flush()).and_then(|_| Self::drain(io));
+            let r = io.write_all(piece).and_then(|_| io.flush()).and_then(|_| Self::poll(io, typeahead));
             match r {
-                Ok(n) => dropped += n,
-                Err(e) => io_err = Some(e),
+                Ok(false) => ControlFlow::Continue(()),
+                Ok(true) => ControlFlow::Break(()),
+                Err(e) => {
+                    io_err = Some(e);
+                    ControlFlow::Break(())
+                }
             }
         });
         let ticks = counter.map_or(0, |f| f()).wrapping_sub(start);
         if let Some(e) = io_err {
             return Err(e);
         }
-        dropped += Self::drain(&mut self.io)?;
+        Self::poll(&mut self.io, &mut self.typeahead)?;
         self.io.write_all(b"\r\n")?;
         match result {
             Ok(s) => {
@@ -663,7 +717,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
             }
             Err(e) => sayln!(&mut self.io, "error: {e}")?,
         }
-        self.report_dropped(dropped)
+        Ok(())
     }
 
     /// `add`, `ask`, `anomaly` and `forget`: one line each (and the streamed answer of `ask`).
@@ -913,7 +967,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         }
         sayln!(&mut self.io, "bench: greedy from BOS, {ctx} positions")?;
         let mut token = self.engine.bos();
-        let (mut sum, mut dropped) = (0u64, 0usize);
+        let mut sum = 0u64;
         for pos in 0..ctx {
             let start = counter();
             let next = self.engine.step(token, pos);
@@ -929,7 +983,9 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 let unit = self.board.counter_unit;
                 sayln!(&mut self.io, "{unit}/token at position {pos}: {ticks}")?;
             }
-            dropped += Self::drain(&mut self.io)?;
+            if Self::poll(&mut self.io, &mut self.typeahead)? {
+                return Ok(());
+            }
         }
         let n = ctx.clamp(1, BENCH_AVERAGE) as u64;
         sayln!(
@@ -939,8 +995,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
             n - 1,
             sum / n
         )?;
-        self.report_peak_ram()?;
-        self.report_dropped(dropped)
+        self.report_peak_ram()
     }
 }
 

@@ -4,13 +4,15 @@ use super::*;
 use crate::infer::GenStats;
 
 mod commands;
+mod fuzz;
 use std::collections::VecDeque;
 use std::vec::Vec;
 
 /// Input arrives in bursts: `read_ready` only sees the current burst, and a blocking read
-/// moves on to the next one, as a UART does while the console waits for the user.
+/// moves on to the next one, as a UART does while the console waits for the user. A burst may
+/// instead arrive while the console is busy: after its first number of `read_ready` polls.
 struct Script {
-    bursts: VecDeque<VecDeque<u8>>,
+    bursts: VecDeque<(usize, VecDeque<u8>)>,
     out: Vec<u8>,
 }
 
@@ -18,12 +20,32 @@ impl embedded_io::ErrorType for Script {
     type Error = core::convert::Infallible;
 }
 
-impl Read for Script {
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
-        while self.bursts.front().is_some_and(|b| b.is_empty()) {
+impl Script {
+    /// Bursts that each wait for the console to read.
+    fn new(bursts: &[&[u8]]) -> Script {
+        Self::timed(&bursts.iter().map(|b| (usize::MAX, *b)).collect::<Vec<_>>())
+    }
+
+    /// Bursts that arrive after so many polls of a busy console (`usize::MAX`: never while
+    /// busy).
+    fn timed(bursts: &[(usize, &[u8])]) -> Script {
+        Script {
+            bursts: bursts.iter().map(|(t, b)| (*t, b.iter().copied().collect())).collect(),
+            out: Vec::new(),
+        }
+    }
+
+    fn drop_empty(&mut self) {
+        while self.bursts.front().is_some_and(|(_, b)| b.is_empty()) {
             self.bursts.pop_front();
         }
-        let Some(burst) = self.bursts.front_mut() else { return Ok(0) };
+    }
+}
+
+impl Read for Script {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        self.drop_empty();
+        let Some((_, burst)) = self.bursts.front_mut() else { return Ok(0) };
         let mut n = 0;
         while n < buf.len() {
             let Some(b) = burst.pop_front() else { break };
@@ -36,7 +58,24 @@ impl Read for Script {
 
 impl ReadReady for Script {
     fn read_ready(&mut self) -> Result<bool, Self::Error> {
-        Ok(self.bursts.front().is_some_and(|b| !b.is_empty()))
+        loop {
+            match self.bursts.front() {
+                None => return Ok(false),
+                Some((_, b)) if !b.is_empty() => return Ok(true),
+                Some(_) => {}
+            }
+            // The current burst is used up: the next one arrives after its polls.
+            match self.bursts.get_mut(1) {
+                Some((0, _)) => {
+                    self.bursts.pop_front();
+                }
+                Some((polls, _)) => {
+                    *polls = polls.saturating_sub(1);
+                    return Ok(false);
+                }
+                None => return Ok(false),
+            }
+        }
     }
 }
 
@@ -74,11 +113,15 @@ impl Engine for Echo {
         prompt: &[u8],
         steps: usize,
         _sampling: &mut Sampling,
-        emit: &mut dyn FnMut(&[u8]),
+        emit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
     ) -> crate::Result<GenStats> {
-        emit(prompt);
-        for _ in 0..steps {
-            emit(b"!");
+        if emit(prompt).is_break() {
+            return Ok(GenStats { prompt_tokens: 1, generated: 0 });
+        }
+        for i in 0..steps {
+            if emit(b"!").is_break() {
+                return Ok(GenStats { prompt_tokens: 1, generated: i + 1 });
+            }
         }
         Ok(GenStats { prompt_tokens: 1, generated: steps })
     }
@@ -91,8 +134,10 @@ impl Engine for Echo {
 }
 
 fn session(bursts: &[&[u8]], board: Board) -> String {
-    let script =
-        Script { bursts: bursts.iter().map(|b| b.iter().copied().collect()).collect(), out: Vec::new() };
+    run_script(Script::new(bursts), board)
+}
+
+fn run_script(script: Script, board: Board) -> String {
     let mut c = Console::new(script, Echo, board);
     c.run().unwrap();
     String::from_utf8_lossy(&c.io.out).into_owned()
@@ -154,11 +199,78 @@ fn a_line_of_exactly_the_maximum_is_accepted() {
 }
 
 #[test]
-fn bytes_typed_during_a_generation_are_drained_and_reported_once() {
-    let out = session(&[b"gen hi\nhelp\nstats\n", b"help\n", b"quit\n"], Board::PLAIN);
-    assert_eq!(out.matches("error: 11 input bytes arrived while busy and were ignored").count(), 1, "{out}");
-    assert_eq!(out.matches("commands:\r\n").count(), 1, "{out}");
-    answers_help(&out);
+fn lines_typed_during_a_generation_run_in_order_after_it() {
+    // The burst after `gen hi` arrives while it generates: every line is kept and run next.
+    let commands = ["gen hi", "help", "set steps 2", "gen ab", "stats", "set seed 7", "quit"];
+    let out =
+        session(&[b"gen hi\nhelp\nset steps 2\ngen ab\nst", b"ats\nset seed 7\n", b"quit\n"], Board::PLAIN);
+    assert!(!out.contains("error"), "{out}");
+    let r = replies(&out, &commands).unwrap_or_else(|| panic!("a command was not run in order: {out}"));
+    assert_eq!(r[0], "hi!!!!!!!!!!!!!!!!");
+    assert!(r[1].starts_with("commands:"), "{}", r[1]);
+    assert_eq!(&r[2..4], ["steps 2", "ab!!"]);
+    assert!(r[4].starts_with("Tokens: 18, Knowledge: 0\r\n"), "{}", r[4]);
+    assert_eq!(r[5], "seed 7");
+    answers_help(&out.replace("> set seed 7\r\nseed 7\r\n", "leave (the QEMU board exits)\r\n"));
+}
+
+/// `n` lines `set seed 10`, `set seed 11`, ...: 12 bytes each.
+fn seeds(n: usize) -> Vec<u8> {
+    (10..10 + n).flat_map(|i| format!("set seed {i}\n").into_bytes()).collect()
+}
+
+#[test]
+fn type_ahead_that_does_not_fit_is_dropped_by_whole_lines_and_reported_once() {
+    // 60 lines of 12 bytes while a generation runs: the first 42 (504 bytes) fit the 512-byte
+    // buffer; the 43rd and everything after it go, reported in one line. The burst ends in
+    // the middle of a line whose rest arrives after the generation: it must not run either.
+    assert_eq!(TYPEAHEAD, 512);
+    let mut burst = b"gen hi\n".to_vec();
+    burst.extend(seeds(60));
+    burst.extend_from_slice(b"set seed 12");
+    let out = session(&[&burst, b"77\nstats\n", b"quit\n"], Board::PLAIN);
+    let error =
+        "error: 19 typed-ahead lines (227 bytes) did not fit the 512-byte input buffer and were dropped; \
+                 type them again\r\n";
+    assert_eq!(out.matches("error").count(), 1, "{out}");
+    assert!(out.contains(&format!("hi!!!!!!!!!!!!!!!!\r\n{error}> set seed 10\r\nseed 10\r\n")), "{out}");
+    assert!(out.contains("> set seed 51\r\nseed 51\r\n> stats\r\n"), "{out}");
+    assert!(!out.contains("seed 52") && !out.contains("77"), "{out}");
+    assert!(out.contains("settings: steps 16, temp 0, seed 51\r\n"), "{out}");
+    assert!(out.ends_with("> quit\r\nbye\r\n"), "{out}");
+}
+
+#[test]
+fn ctrl_c_while_busy_stops_the_generation_and_drops_what_was_typed_before_it() {
+    // Ctrl-C is never queued: the generation stops at once, `help` typed before it is
+    // discarded (as a terminal's interrupt flushes its input), `stats` typed after it runs.
+    let out = session(&[b"gen hi\nhelp\n\x03stats\n", b"quit\n"], Board::PLAIN);
+    assert!(
+        out.contains("> gen hi\r\nhi\r\n^C (dropped 1 typed-ahead line, 5 bytes)\r\n> stats\r\n"),
+        "{out}"
+    );
+    assert!(out.contains("Tokens: 0, Knowledge: 0\r\n"), "{out}");
+    assert!(!out.contains("commands:\r\n") && !out.contains("error"), "{out}");
+    // Mid-generation, with nothing typed before it: only the generation stops.
+    let script =
+        Script::timed(&[(0, b"gen hi\n"), (1, b"\x03"), (usize::MAX, b"stats\n"), (usize::MAX, b"quit\n")]);
+    let out = run_script(script, Board::PLAIN);
+    assert!(out.contains("> gen hi\r\nhi!\r\n^C\r\n> stats\r\nTokens: 1, Knowledge: 0\r\n"), "{out}");
+    // A bench stops too; at the prompt Ctrl-C drops the line being typed, as before.
+    fn count() -> u64 {
+        0
+    }
+    let board = Board { name: "test", counter: Some(count), counter_unit: "ticks", ram: None };
+    let script = Script::timed(&[
+        (0, b"bench\n"),
+        (2, b"\x03"),
+        (usize::MAX, b"hel\x03help\n"),
+        (usize::MAX, b"quit\n"),
+    ]);
+    let out = run_script(script, board);
+    assert!(out.contains("ticks/token at position 1: 0\r\n^C\r\n> "), "{out}");
+    assert!(!out.contains("average"), "{out}");
+    assert!(out.contains("> hel^C\r\n> help\r\ncommands:"), "{out}");
 }
 
 #[test]
@@ -201,8 +313,7 @@ fn end_of_input_ends_the_console() {
 }
 
 fn knowledge_session(bursts: &[&[u8]], engine: impl Engine, board: Board) -> String {
-    let script =
-        Script { bursts: bursts.iter().map(|b| b.iter().copied().collect()).collect(), out: Vec::new() };
+    let script = Script::new(bursts);
     let mut k = std::boxed::Box::new(Knowledge::new());
     let mut c = Console::with_knowledge(script, engine, board, &mut k);
     c.run().unwrap();
@@ -380,8 +491,7 @@ fn reopen(store: RamStore) -> RamStore {
 
 /// Runs a console saving to `store` over `knowledge`; returns its output.
 fn saving_session(bursts: &[&[u8]], k: &mut Knowledge, store: &mut dyn KnowledgeStore) -> String {
-    let script =
-        Script { bursts: bursts.iter().map(|b| b.iter().copied().collect()).collect(), out: Vec::new() };
+    let script = Script::new(bursts);
     let mut c = Console::with_knowledge(script, NoModel, Board::PLAIN, k).saving_to(store);
     c.run().unwrap();
     String::from_utf8_lossy(&c.io.out).into_owned()

@@ -191,7 +191,9 @@ pub fn load_gguf(bytes: &[u8]) -> Result<HostModel> {
     let output_norm = mat("output_norm.weight", 1, d)?;
     let output = if config.shared_classifier { None } else { Some(mat("output.weight", v, d)?) };
     let vocab = load_vocab(&g, v)?;
-    Ok(HostModel { config, token_embd, layers, output_norm, output, vocab })
+    let m = HostModel { config, token_embd, layers, output_norm, output, vocab };
+    m.validate()?;
+    Ok(m)
 }
 
 /// SentencePiece vocabulary from `tokenizer.ggml.*`; `None` when absent or of another model

@@ -185,14 +185,16 @@ pub fn load_llama2c(bytes: &[u8]) -> Result<HostModel> {
             w3: r.tensors(l, s.ffn, group)?,
         };
         let output = if shared { None } else { r.tensors(1, s.embd, group)?.pop() };
-        return Ok(HostModel {
+        let m = HostModel {
             config: c,
             token_embd,
             layers: mats.into_layers(attn_norm, ffn_norm),
             output_norm,
             output,
             vocab: None,
-        });
+        };
+        m.validate()?;
+        return Ok(m);
     }
 
     // Legacy v0: 7 i32, negative vocab size = separate classifier.
@@ -228,14 +230,16 @@ pub fn load_llama2c(bytes: &[u8]) -> Result<HostModel> {
     r.take(mul(rope, 4)?)?;
     let output = if shared { None } else { Some(r.f32s(s.embd)?) };
     let mats = Matrices { wq, wk, wv, wo, w1, w2, w3 };
-    Ok(HostModel {
+    let m = HostModel {
         config: c,
         token_embd,
         layers: mats.into_layers(attn_norm, ffn_norm),
         output_norm,
         output,
         vocab: None,
-    })
+    };
+    m.validate()?;
+    Ok(m)
 }
 
 /// Per-layer matrices as read in llama2.c's "all wq, then all wk, ..." order.
@@ -293,15 +297,34 @@ pub fn load_tokenizer_bin(bytes: &[u8], vocab_size: usize) -> Result<HostVocab> 
     let mut pieces = Vec::with_capacity(vocab_size);
     let mut scores = Vec::with_capacity(vocab_size);
     let mut longest = 0u32;
-    for _ in 0..vocab_size {
+    for i in 0..vocab_size {
+        if r.pos == bytes.len() {
+            return Err(Error::VocabMismatch { tokenizer: i, model: vocab_size });
+        }
         let score = f32::from_le_bytes(
             r.take(4)?.try_into().map_err(|_| Error::Truncated { what: "tokenizer.bin" })?,
         );
+        if !score.is_finite() {
+            return Err(Error::Invalid { what: "tokenizer score is not finite (NaN or infinite)" });
+        }
         let len = u32::try_from(r.i32()?).map_err(|_| Error::Invalid { what: "negative token length" })?;
         let piece = r.take(len as usize)?;
         longest = longest.max(len);
         pieces.push(piece.to_vec());
         scores.push(score);
+    }
+    if r.pos < bytes.len() {
+        // The file has no count of its own: more entries mean a tokenizer of a larger
+        // vocabulary, which would be silently cut to the model's. Count them to say so.
+        let mut tokenizer = vocab_size;
+        while r.pos < bytes.len() {
+            r.take(4)?;
+            let len =
+                u32::try_from(r.i32()?).map_err(|_| Error::Invalid { what: "negative token length" })?;
+            r.take(len as usize)?;
+            tokenizer += 1;
+        }
+        return Err(Error::VocabMismatch { tokenizer, model: vocab_size });
     }
     Ok(HostVocab { pieces, scores, max_token_length: max_len.max(longest), bos: 1, eos: 2 })
 }

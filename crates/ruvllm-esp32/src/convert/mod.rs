@@ -2,7 +2,9 @@
 //! tensors, and conversion to the engine's GGUF layout.
 //!
 //! Every loader checks the sizes a header announces against the input length before it
-//! allocates, so a corrupt or hostile file costs at most a few times its own size in memory.
+//! allocates, so a corrupt or hostile file costs at most a few times its own size in memory; the
+//! context length, which no file bounds, is checked against the weights
+//! ([`Config::validate`]). Loaders and [`HostModel::to_gguf`] refuse NaN or infinite weights.
 //!
 //! # Engine GGUF layout (written by [`HostModel::to_gguf`])
 //!
@@ -12,7 +14,7 @@
 //!   `llama.rope.dimension_count` (= head size), `llama.attention.layer_norm_rms_epsilon` and
 //!   `llama.rope.freq_base` (f32), `llama.vocab_size`, `ruvllm.quant` ("f32" | "q8" | "ternary" | "binary"),
 //!   `ruvllm.quant.group_size`, `general.alignment` (32) and `ruvllm.checksum` (CRC-32 of the
-//!   data section).
+//!   whole image but the value itself: the rule is in the `gguf` module docs).
 //! * Tensors (llama.cpp names, dims ne0 = columns = in-features, ne1 = rows): `token_embd`,
 //!   `blk.{i}.attn_norm|attn_q|attn_k|attn_v|attn_output|ffn_norm|ffn_gate|ffn_down|ffn_up`,
 //!   `output_norm`, and `output` only when the classifier is not shared; all `.weight`.
@@ -195,8 +197,24 @@ impl HostModel {
         if let Some(voc) = &self.vocab {
             bad(voc.pieces.len() == v && voc.scores.len() == v, "vocabulary size")?;
             bad((voc.bos as usize) < v && (voc.eos as usize) < v, "BOS/EOS id")?;
+            bad(voc.scores.iter().all(|s| s.is_finite()), "tokenizer score is not finite")?;
         }
-        Ok(())
+        self.check_finite()
+    }
+
+    /// Refuses NaN or infinite weights (after dequantization, so a bad scale shows too), naming
+    /// the tensor by its llama.cpp name.
+    pub fn check_finite(&self) -> Result<()> {
+        use crate::model::weights::{check_finite as finite, LAYER_TENSORS};
+        finite(&self.token_embd, "token_embd.weight", None)?;
+        for (i, l) in self.layers.iter().enumerate() {
+            let tensors = [&l.attn_norm, &l.ffn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3];
+            for (tensor, v) in LAYER_TENSORS.into_iter().zip(tensors) {
+                finite(v, tensor, Some(i))?;
+            }
+        }
+        finite(&self.output_norm, "output_norm.weight", None)?;
+        finite(self.output.as_deref().unwrap_or_default(), "output.weight", None)
     }
 
     /// Writes the engine's GGUF (layout in the module docs). `Err(Missing)` without a vocab.

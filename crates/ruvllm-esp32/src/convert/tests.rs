@@ -219,3 +219,137 @@ fn load_gguf_rejects_wrong_shapes_and_missing_tensors() {
     assert!(matches!(load_gguf(&b), Err(Error::Missing { .. })));
     assert!(matches!(load_gguf(b"GGUF"), Err(Error::Truncated { .. })));
 }
+
+/// `m` as a llama2.c "ak42" version 1 (fp32) checkpoint.
+fn ak42_v1(m: &HostModel) -> Vec<u8> {
+    let c = &m.config;
+    let mut out = Vec::new();
+    out.extend_from_slice(&0x616b_3432u32.to_le_bytes());
+    out.extend_from_slice(&1i32.to_le_bytes());
+    for v in [c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.seq_len] {
+        out.extend_from_slice(&(v as i32).to_le_bytes());
+    }
+    out.push(u8::from(c.shared_classifier));
+    out.resize(256, 0);
+    let mut put = |v: &[f32]| out.extend(f32_bytes(v));
+    m.layers.iter().for_each(|l| put(&l.attn_norm));
+    m.layers.iter().for_each(|l| put(&l.ffn_norm));
+    put(&m.output_norm);
+    put(&m.token_embd);
+    for pick in [
+        |l: &HostLayer| l.wq.clone(),
+        |l: &HostLayer| l.wk.clone(),
+        |l: &HostLayer| l.wv.clone(),
+        |l: &HostLayer| l.wo.clone(),
+        |l: &HostLayer| l.w1.clone(),
+        |l: &HostLayer| l.w2.clone(),
+        |l: &HostLayer| l.w3.clone(),
+    ] {
+        m.layers.iter().for_each(|l| put(&pick(l)));
+    }
+    if let Some(o) = &m.output {
+        put(o);
+    }
+    out
+}
+
+#[test]
+fn non_finite_weights_are_refused_naming_the_tensor() {
+    let m = tiny(false);
+    let back = load_llama2c(&ak42_v1(&m)).unwrap();
+    assert_eq!(HostModel { vocab: m.vocab.clone(), ..back }, m, "the checkpoint writer round-trips");
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut n = m.clone();
+        n.layers[1].wq[5] = bad;
+        let want = Error::NonFinite { tensor: "attn_q.weight", layer: Some(1) };
+        assert_eq!(load_llama2c(&ak42_v1(&n)), Err(want));
+        assert_eq!(n.to_gguf(Quant::Q8), Err(want), "convert refuses it too");
+        let mut n = m.clone();
+        n.output.as_mut().unwrap()[0] = bad;
+        assert_eq!(
+            load_llama2c(&ak42_v1(&n)),
+            Err(Error::NonFinite { tensor: "output.weight", layer: None })
+        );
+    }
+    let msg = Error::NonFinite { tensor: "attn_q.weight", layer: Some(1) }.to_string();
+    assert!(msg.contains("blk.1.attn_q.weight"), "{msg}");
+
+    // An engine image whose scale is NaN, checksum re-stamped: the in-place loader refuses it.
+    let img = m.to_gguf(Quant::Q8).unwrap();
+    let g = Gguf::parse(&img).unwrap();
+    let base = img.as_ptr() as usize;
+    let at = g.tensor("blk.0.ffn_up.weight.scale").unwrap().data.as_ptr() as usize - base;
+    let crc_at = {
+        let key = img.windows(15).position(|w| w == b"ruvllm.checksum").unwrap();
+        key + 15 + 4
+    };
+    let mut bad = img.clone();
+    bad[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let crc = crate::gguf::image_crc(&bad, crc_at);
+    bad[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+    let words: Vec<u64> = bad
+        .chunks(8)
+        .map(|c| {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            u64::from_le_bytes(w)
+        })
+        .collect();
+    let aligned = &bytemuck::cast_slice::<u64, u8>(&words)[..bad.len()];
+    assert_eq!(Gguf::parse(aligned).unwrap().verify_checksum(), Ok(true));
+    let err = crate::model::Model::<'_, 8>::from_gguf(aligned).unwrap_err();
+    assert_eq!(err, Error::NonFinite { tensor: "ffn_up.weight", layer: Some(0) });
+    assert_eq!(load_gguf(aligned).unwrap_err(), err);
+}
+
+#[test]
+fn a_context_beyond_the_weights_is_refused_before_any_allocation() {
+    // An ak42 file stores no RoPE table, so nothing in its length bounds seq_len: the header
+    // check refuses a context whose table would outgrow the weights.
+    let mut m = tiny(true);
+    m.config.seq_len = 1 << 20;
+    let err = load_llama2c(&ak42_v1(&m)).unwrap_err();
+    assert!(matches!(err, Error::Invalid { what } if what.starts_with("context length")), "{err}");
+}
+
+#[test]
+fn a_tokenizer_of_another_vocabulary_size_is_refused_naming_both() {
+    let voc = tiny(true).vocab.unwrap();
+    let bin = |n: usize, scores: &[f32]| {
+        let mut out = 6i32.to_le_bytes().to_vec();
+        for (p, s) in voc.pieces.iter().zip(scores).take(n) {
+            out.extend_from_slice(&s.to_le_bytes());
+            out.extend_from_slice(&(p.len() as i32).to_le_bytes());
+            out.extend_from_slice(p);
+        }
+        out
+    };
+    assert_eq!(load_tokenizer_bin(&bin(260, &voc.scores), 260).unwrap(), voc);
+    assert_eq!(
+        load_tokenizer_bin(&bin(260, &voc.scores), 250),
+        Err(Error::VocabMismatch { tokenizer: 260, model: 250 })
+    );
+    assert_eq!(
+        load_tokenizer_bin(&bin(200, &voc.scores), 260),
+        Err(Error::VocabMismatch { tokenizer: 200, model: 260 })
+    );
+    let mut scores = voc.scores.clone();
+    scores[7] = f32::NAN;
+    let err = load_tokenizer_bin(&bin(260, &scores), 260).unwrap_err();
+    assert!(err.to_string().contains("tokenizer score"), "{err}");
+}
+
+#[test]
+fn every_header_byte_is_covered_by_the_checksum() {
+    let img = tiny(true).to_gguf(Quant::Q8).unwrap();
+    let g = Gguf::parse(&img).unwrap();
+    assert_eq!(g.verify_checksum(), Ok(true));
+    for p in 0..g.data_offset() {
+        for bit in [0x01u8, 0x20, 0x80] {
+            let mut b = img.clone();
+            b[p] ^= bit;
+            let refused = Gguf::parse(&b).map_or(true, |g| g.verify_checksum().is_err());
+            assert!(refused, "flipping {bit:#x} at header byte {p} was not refused");
+        }
+    }
+}

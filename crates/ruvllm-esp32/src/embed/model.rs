@@ -40,6 +40,8 @@ pub struct ModelEmbedder<'m, 'a, 's, const L: usize> {
     layers: usize,
     /// The unmerged token sequence: BOS, the dummy-prefix space and at most one per byte.
     tokens: [u32; MAX_TEXT_BYTES + 2],
+    /// The encoder's work area.
+    work: [u32; tokenizer::WORK_PER_TOKEN * (MAX_TEXT_BYTES + 2)],
 }
 
 impl<'m, 'a, 's, const L: usize> ModelEmbedder<'m, 'a, 's, L> {
@@ -64,6 +66,7 @@ impl<'m, 'a, 's, const L: usize> ModelEmbedder<'m, 'a, 's, L> {
             pooling,
             layers: model.layers.len(),
             tokens: [0; MAX_TEXT_BYTES + 2],
+            work: [0; tokenizer::WORK_PER_TOKEN * (MAX_TEXT_BYTES + 2)],
         })
     }
 
@@ -115,7 +118,14 @@ impl<const D: usize, const L: usize> Embedder<D> for ModelEmbedder<'_, '_, '_, L
         if !has_word(text) {
             return Err(Error::Invalid { what: "text has nothing to embed (no word)" });
         }
-        let n = tokenizer::encode(&self.model.vocab, text.as_bytes(), true, false, &mut self.tokens)?;
+        let n = tokenizer::encode_with(
+            &self.model.vocab,
+            text.as_bytes(),
+            true,
+            false,
+            &mut self.tokens,
+            &mut self.work,
+        )?;
         let n = n.min(self.state.seq_len());
         if n < 2 {
             // BOS alone: a context of one position holds no text.

@@ -4,6 +4,17 @@
 //! needs no allocation and can run on a memory-mapped flash partition. Every later lookup
 //! re-walks the already validated header, which keeps the struct tiny; lookups are linear
 //! scans, which is fine for the few dozen keys and a few hundred tensors a model has.
+//!
+//! # Checksum
+//!
+//! Images written by [`GgufWriter`] carry `ruvllm.checksum` (u32): the CRC-32 (IEEE) of every
+//! byte of the image, header and metadata and tensor infos and data alike, except the 4 bytes of
+//! that value itself (skipped, not zeroed): `crc32(image[..at] ++ image[at + 4..])` where `at` is
+//! the value's offset. The image is the whole file (the writer pads its end to the alignment, so
+//! it ends where [`Gguf::image_len`] says). [`Gguf::verify_checksum`] recomputes it in place, in
+//! one pass and without allocation, so a chip checks its flash image at boot the same way. An
+//! image that carries any `ruvllm.*` key or tensor was written by this engine and must carry a
+//! valid checksum; a GGUF from another tool (none) is read unverified.
 
 #[cfg(feature = "alloc")]
 pub mod writer;
@@ -16,14 +27,31 @@ use crate::error::{Error, Result};
 pub const MAGIC: &[u8; 4] = b"GGUF";
 /// Alignment used when `general.alignment` is absent.
 pub const DEFAULT_ALIGNMENT: usize = 32;
-/// Key of the CRC-32 of the data section written by `GgufWriter` (feature `alloc`).
+/// Key of the image's CRC-32 written by `GgufWriter` (the rule is in the module docs).
 pub const CHECKSUM_KEY: &str = "ruvllm.checksum";
+/// Prefix of every key and tensor name this engine adds: an image that has one was written by
+/// `convert` (or `train`) and so must carry [`CHECKSUM_KEY`].
+pub const OWN_PREFIX: &str = "ruvllm.";
+/// What [`Gguf::verify_checksum`] reports for an image of this engine without its checksum.
+pub const CHECKSUM_MISSING: &str =
+    "the checksum (ruvllm.checksum) of an image written by convert: its header is damaged";
+/// What it reports for an image whose checksum follows the older rule (data section only).
+pub const CHECKSUM_OLD: &str =
+    "an image of an older version whose checksum leaves its header unverified: convert the model again";
 const MAX_DIMS: usize = 4;
 
 /// crc32fast uses carry-less multiplication where the CPU has it (the host: about 0.1 cycle per
 /// byte, which keeps start-up short) and a table elsewhere.
 pub fn crc32(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
+}
+
+/// The image checksum: CRC-32 of `image` without the 4 bytes at `value_at` (see module docs).
+pub fn image_crc(image: &[u8], value_at: usize) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(image.get(..value_at).unwrap_or(image));
+    h.update(image.get(value_at.saturating_add(4)..).unwrap_or(&[]));
+    h.finalize()
 }
 
 /// Tensor element types this engine reads; everything else is kept as its raw id.
@@ -372,9 +400,15 @@ impl<'a> Cursor<'a> {
     }
 
     fn kv(&mut self) -> Result<(&'a str, Value<'a>)> {
+        self.kv_at().map(|(key, _, value)| (key, value))
+    }
+
+    /// A key/value pair and the offset of its value in the file.
+    fn kv_at(&mut self) -> Result<(&'a str, usize, Value<'a>)> {
         let key = self.gguf_str()?;
         let ty = ValueType::from_id(self.u32()?).ok_or(Error::Invalid { what: "GGUF value type" })?;
-        Ok((key, self.value(ty)?))
+        let at = self.pos;
+        Ok((key, at, self.value(ty)?))
     }
 
     /// Reads a tensor info; `data` is resolved against `data_section` (empty during the
@@ -571,17 +605,31 @@ impl<'a> Gguf<'a> {
         self.data_start
     }
 
-    /// Checks `ruvllm.checksum` (CRC-32 of [`Self::data_section`]). `Ok(false)` when the key
-    /// is absent, `Ok(true)` when it matches.
+    /// Whether this engine wrote the image: it has a `ruvllm.*` key or tensor. A one-byte
+    /// change cannot hide that, as `convert` writes several of them.
+    pub fn is_own(&self) -> bool {
+        self.kvs().any(|(k, _)| k.starts_with(OWN_PREFIX))
+            || self.tensors().any(|t| t.name.starts_with(OWN_PREFIX))
+    }
+
+    /// Checks `ruvllm.checksum` against the whole image (rule in the module docs): `Ok(true)`
+    /// when it matches, `Ok(false)` for a GGUF of another tool (no `ruvllm.*` names at all).
+    /// An image of this engine without the key is refused ([`CHECKSUM_MISSING`]).
     pub fn verify_checksum(&self) -> Result<bool> {
-        let stored = match self.get(CHECKSUM_KEY) {
+        let mut cur = Cursor { buf: self.bytes, pos: self.kv_start };
+        let found = (0..self.n_kv).map_while(|_| cur.kv_at().ok()).find(|(k, _, _)| *k == CHECKSUM_KEY);
+        let (at, stored) = match found {
+            None if self.is_own() => return Err(Error::Missing { what: CHECKSUM_MISSING }),
             None => return Ok(false),
-            Some(Value::U32(v)) => v,
+            Some((_, at, Value::U32(v))) => (at, v),
             Some(_) => return Err(Error::Invalid { what: CHECKSUM_KEY }),
         };
-        let computed = crc32(self.data_section());
+        let computed = image_crc(self.bytes, at);
         if stored == computed {
             Ok(true)
+        } else if stored == crc32(self.data_section()) {
+            // Images written before the checksum covered the header summed only the data.
+            Err(Error::Unsupported { what: CHECKSUM_OLD })
         } else {
             Err(Error::Checksum { stored, computed })
         }

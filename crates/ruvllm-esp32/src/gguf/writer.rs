@@ -1,12 +1,13 @@
 //! In-memory GGUF v3 writer (host side).
 //!
-//! The data section is laid out first so that its CRC-32 can be stored in the header as
-//! `ruvllm.checksum`; output is deterministic (keys and tensors in insertion order).
+//! The whole file is laid out with a zero checksum, then its CRC-32 (every byte but the
+//! value's own 4, see the `gguf` module docs) is stored as `ruvllm.checksum`; output is
+//! deterministic (keys and tensors in insertion order).
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::{crc32, GgmlType, ValueType, CHECKSUM_KEY, MAGIC};
+use super::{image_crc, GgmlType, ValueType, CHECKSUM_KEY, MAGIC};
 use crate::error::{Error, Result};
 
 /// Alignment of the data section and of every tensor in it.
@@ -132,7 +133,6 @@ impl GgufWriter {
             data.extend_from_slice(&t.data);
         }
         data.resize(data.len().next_multiple_of(ALIGNMENT), 0);
-        let checksum = crc32(&data);
 
         let mut out = Vec::with_capacity(self.kv.len() + data.len() + 1024);
         out.extend_from_slice(MAGIC);
@@ -144,8 +144,9 @@ impl GgufWriter {
         out.extend_from_slice(&fixed.kv);
         out.extend_from_slice(&self.kv);
         let mut tail = GgufWriter::new();
-        tail.add_u32(CHECKSUM_KEY, checksum);
+        tail.add_u32(CHECKSUM_KEY, 0);
         out.extend_from_slice(&tail.kv);
+        let value_at = out.len() - 4;
         for (t, off) in self.tensors.iter().zip(offsets) {
             put_str(&mut out, t.name.as_bytes());
             out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
@@ -155,6 +156,8 @@ impl GgufWriter {
         }
         out.resize(out.len().next_multiple_of(ALIGNMENT), 0);
         out.extend_from_slice(&data);
+        let checksum = image_crc(&out, value_at);
+        out[value_at..value_at + 4].copy_from_slice(&checksum.to_le_bytes());
         out
     }
 }

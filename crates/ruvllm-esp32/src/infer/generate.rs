@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::sample::{ProbIndex, Sampler, Sampling};
 use crate::tokenizer::{self, Vocab};
+use core::ops::ControlFlow;
 
 /// What a generation did, for reporting speed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -16,19 +17,38 @@ pub struct GenStats {
     pub generated: usize,
 }
 
+/// What a token callback returns: nothing (the generation goes on), or a [`ControlFlow`]
+/// whose `Break` stops it after this token (an interrupt).
+pub trait TokenFlow {
+    fn stops(self) -> bool;
+}
+
+impl TokenFlow for () {
+    fn stops(self) -> bool {
+        false
+    }
+}
+
+impl TokenFlow for ControlFlow<()> {
+    fn stops(self) -> bool {
+        self.is_break()
+    }
+}
+
 /// Runs positions `0..steps` starting from `prompt` (which must start with BOS and be
 /// non-empty), emitting the bytes of every token after the first, like llama2.c (it stops
 /// early when the model produces BOS). `on_token(bytes, forced)` gets each printable piece;
-/// `forced` is true while the prompt is being replayed.
+/// `forced` is true while the prompt is being replayed. A callback returning
+/// `ControlFlow::Break` stops the generation there (see [`TokenFlow`]).
 #[allow(clippy::too_many_arguments)]
-pub fn generate<const L: usize>(
+pub fn generate<const L: usize, F: TokenFlow>(
     model: &Model<'_, L>,
     state: &mut impl Step<Logit = f32>,
     sampler: &mut Sampler,
     scratch: &mut [ProbIndex],
     prompt: &[u32],
     steps: usize,
-    on_token: impl FnMut(&[u8], bool),
+    on_token: impl FnMut(&[u8], bool) -> F,
 ) -> Result<GenStats> {
     run(model, state, prompt, steps, |logits| sampler.sample(logits, scratch), on_token)
 }
@@ -36,12 +56,12 @@ pub fn generate<const L: usize>(
 /// [`generate`] on the integer path, greedy: the next token is the largest fixed-point logit
 /// (the first one on a tie, like the sampler's argmax), so the text is the same on every
 /// machine.
-pub fn generate_int<const L: usize>(
+pub fn generate_int<const L: usize, F: TokenFlow>(
     model: &Model<'_, L>,
     state: &mut IntState<'_>,
     prompt: &[u32],
     steps: usize,
-    on_token: impl FnMut(&[u8], bool),
+    on_token: impl FnMut(&[u8], bool) -> F,
 ) -> Result<GenStats> {
     let mut greedy = Sampling::GREEDY;
     generate_int_sampled(model, state, prompt, steps, &mut greedy, on_token)
@@ -50,13 +70,13 @@ pub fn generate_int<const L: usize>(
 /// [`generate_int`] with `sampling`'s temperature ([`sample_int`](super::integer::sample_int):
 /// a fixed-point softmax and an integer RNG, still no float); `sampling.rng` moves on by one
 /// draw per sampled token, so the next generation continues the sequence.
-pub fn generate_int_sampled<const L: usize>(
+pub fn generate_int_sampled<const L: usize, F: TokenFlow>(
     model: &Model<'_, L>,
     state: &mut IntState<'_>,
     prompt: &[u32],
     steps: usize,
     sampling: &mut Sampling,
-    on_token: impl FnMut(&[u8], bool),
+    on_token: impl FnMut(&[u8], bool) -> F,
 ) -> Result<GenStats> {
     let temp = sampling.temp_milli;
     let rng = &mut sampling.rng;
@@ -64,13 +84,13 @@ pub fn generate_int_sampled<const L: usize>(
 }
 
 /// The loop both share: prompt tokens are forced, then `pick` chooses from the logits.
-fn run<S: Step, const L: usize>(
+fn run<S: Step, F: TokenFlow, const L: usize>(
     model: &Model<'_, L>,
     state: &mut S,
     prompt: &[u32],
     steps: usize,
     mut pick: impl FnMut(&mut [S::Logit]) -> u32,
-    mut on_token: impl FnMut(&[u8], bool),
+    mut on_token: impl FnMut(&[u8], bool) -> F,
 ) -> Result<GenStats> {
     let vocab = &model.vocab;
     let Some(&first) = prompt.first() else {
@@ -97,16 +117,23 @@ fn run<S: Step, const L: usize>(
         if next == vocab.bos() {
             break;
         }
-        emit(vocab, token, next, forced, &mut on_token);
+        if emit(vocab, token, next, forced, &mut on_token) {
+            break;
+        }
         token = next;
     }
     Ok(stats)
 }
 
-fn emit(vocab: &Vocab<'_>, prev: u32, next: u32, forced: bool, on_token: &mut impl FnMut(&[u8], bool)) {
+/// Emits the piece of `next`; true when the callback stops the generation.
+fn emit<F: TokenFlow>(
+    vocab: &Vocab<'_>,
+    prev: u32,
+    next: u32,
+    forced: bool,
+    on_token: &mut impl FnMut(&[u8], bool) -> F,
+) -> bool {
     let mut byte = [0u8; 1];
     let piece = tokenizer::decode(vocab, prev, next, &mut byte);
-    if tokenizer::is_printable(piece) {
-        on_token(piece, forced);
-    }
+    tokenizer::is_printable(piece) && on_token(piece, forced).stops()
 }

@@ -8,7 +8,7 @@ mod generate;
 pub mod integer;
 
 pub use eval::{nll, score, LogitValue, Score};
-pub use generate::{generate, generate_int, generate_int_sampled, GenStats};
+pub use generate::{generate, generate_int, generate_int_sampled, GenStats, TokenFlow};
 pub use integer::IntState;
 
 use crate::error::{Error, Result};

@@ -71,15 +71,30 @@ impl Config {
         if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
             return Err(Error::Invalid { what: "RoPE base out of range" });
         }
+        // Nothing in a file bounds the context length (an ak42 checkpoint stores no RoPE table),
+        // yet the RoPE table, the KV cache and the arenas are sized from it: a table larger than
+        // the weights means a damaged header, refused before anything is allocated.
+        if (self.seq_len as u64) * (self.head_size() as u64) > self.params() {
+            return Err(Error::Invalid {
+                what: "context length: its RoPE table (context x head size) would outgrow the weights (damaged header?)",
+            });
+        }
         Ok(())
     }
 
     /// Number of parameters (the classifier counted once when shared).
     pub fn n_params(&self) -> usize {
-        let (d, h, kv) = (self.dim, self.hidden_dim, self.kv_dim());
+        self.params() as usize
+    }
+
+    /// [`Config::n_params`] in u64, where the limits above cannot make it overflow (a 32-bit
+    /// chip's usize could, before `validate` ran).
+    fn params(&self) -> u64 {
+        let (d, h, kv) = (self.dim as u64, self.hidden_dim as u64, self.kv_dim() as u64);
         let per_layer = 2 * d + d * d + 2 * d * kv + d * d + 3 * d * h;
-        let cls = if self.shared_classifier { 0 } else { self.vocab_size * d };
-        self.vocab_size * d + self.n_layers * per_layer + d + cls
+        let vocab = self.vocab_size as u64 * d;
+        let cls = if self.shared_classifier { 0 } else { vocab };
+        vocab + self.n_layers as u64 * per_layer + d + cls
     }
 }
 
@@ -119,5 +134,14 @@ mod tests {
         let mut c = stories260k();
         c.n_layers = 0;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_context_whose_rope_table_outgrows_the_weights_is_refused() {
+        let mut c = stories260k();
+        c.seq_len = 32_768; // 32768 x 8 = 262,144 table values > 260,032 weights
+        assert!(matches!(c.validate(), Err(Error::Invalid { .. })));
+        c.seq_len = 32_000;
+        c.validate().unwrap();
     }
 }

@@ -101,6 +101,14 @@ impl<'a> Matrix<'a> {
         }
     }
 
+    /// The matrix's f32 values: its weights (f32) or its scales (int8, ternary, binary).
+    pub fn floats(&self) -> &'a [f32] {
+        match *self {
+            Matrix::F32 { w, .. } => w,
+            Matrix::Q8 { s, .. } | Matrix::Ternary { s, .. } | Matrix::Binary { s, .. } => s,
+        }
+    }
+
     /// Copies row `r` into `out` as f32 (the embedding lookup).
     pub fn row_into(&self, r: usize, out: &mut [f32], group: usize) {
         match *self {
@@ -177,7 +185,8 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
     }
 
     /// As [`Model::from_gguf`] but without reading the whole image for its checksum: for a
-    /// chip that verified it once at boot.
+    /// chip that verified it once at boot. Every f32 (weights, scales, norms) is still checked
+    /// to be finite, once here and never per token.
     pub fn from_gguf_unverified(bytes: &'a [u8]) -> Result<Self> {
         Self::from_parsed(&Gguf::parse(bytes)?, false)
     }
@@ -253,15 +262,24 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
             layer_name(&mut name, l, "ffn_norm.weight")?;
             let ffn_norm = vector(g, &name, d)?;
             let layer = Layer { attn_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3 };
+            let floats = [wq, wk, wv, wo, w1, w2, w3].map(|m| m.floats());
+            for (tensor, v) in LAYER_TENSORS.into_iter().zip([attn_norm, ffn_norm].into_iter().chain(floats))
+            {
+                check_finite(v, tensor, Some(l))?;
+            }
             layers.push(layer).map_err(|_| Error::Unsupported { what: "too many layers" })?;
         }
+        check_finite(token_embd.floats(), "token_embd.weight", None)?;
         let output = if config.shared_classifier {
             token_embd
         } else {
             let m = matrix(g, "output.weight", config.vocab_size, d, group)?;
             same_precision(&m, if precision.int8_activations() { Precision::Q8 } else { precision })?;
+            check_finite(m.floats(), "output.weight", None)?;
             m
         };
+        let output_norm = vector(g, "output_norm.weight", d)?;
+        check_finite(output_norm, "output_norm.weight", None)?;
         let scores = g.get_array("tokenizer.ggml.scores")?;
         let index = g.get_array("ruvllm.tokenizer.index").map_err(|_| Error::Missing {
             what: "ruvllm.tokenizer.index (convert the model with `ruvllm-esp32 convert`)",
@@ -280,7 +298,7 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
             group,
             token_embd,
             layers,
-            output_norm: vector(g, "output_norm.weight", d)?,
+            output_norm,
             output,
             vocab,
             rope: rope_table(g, &config)?,
@@ -314,6 +332,30 @@ fn rope_table<'a>(g: &Gguf<'a>, c: &Config) -> Result<Option<&'a [i32]>> {
         return Err(Error::Invalid { what: "RoPE table that is not I32" });
     }
     gguf::as_i32(t.data).map(Some)
+}
+
+/// A layer's tensors (llama.cpp names after `blk.{i}.`): the norms, then the matrices in the
+/// order wq, wk, wv, wo, w1 (gate), w2 (down), w3 (up).
+pub(crate) const LAYER_TENSORS: [&str; 9] = [
+    "attn_norm.weight",
+    "ffn_norm.weight",
+    "attn_q.weight",
+    "attn_k.weight",
+    "attn_v.weight",
+    "attn_output.weight",
+    "ffn_gate.weight",
+    "ffn_down.weight",
+    "ffn_up.weight",
+];
+
+/// Refuses a tensor with a NaN or infinite value (`tensor` is its llama.cpp name, without the
+/// `blk.{layer}.` prefix of a layer's), so no damaged weight reaches the forward pass.
+pub(crate) fn check_finite(v: &[f32], tensor: &'static str, layer: Option<usize>) -> Result<()> {
+    if v.iter().all(|x| x.is_finite()) {
+        Ok(())
+    } else {
+        Err(Error::NonFinite { tensor, layer })
+    }
 }
 
 fn layer_name(name: &mut heapless::String<64>, l: usize, suffix: &str) -> Result<()> {

@@ -173,6 +173,12 @@ impl<'a> Vocab<'a> {
         (cmp(self.piece(id)) == Ordering::Equal).then_some(id)
     }
 
+    /// Bytes of the longest piece: a text of `n` bytes encodes to at least
+    /// `n.div_ceil(max_piece_len)` tokens, which callers check against the context first.
+    pub fn max_piece_len(&self) -> usize {
+        self.max_piece_len
+    }
+
     /// Beginning-of-sequence token id.
     pub fn bos(&self) -> u32 {
         self.bos
@@ -215,20 +221,43 @@ fn is_continuation(b: u8) -> bool {
     b & 0xC0 == 0x80
 }
 
-/// llama2.c-compatible BPE encode. Writes ids into `out` (also the merge work area) and
-/// returns how many. `text.len() + 3` slots always suffice.
+/// Work words [`encode_with`] needs per token of the unmerged sequence (`text.len() + 2` tokens
+/// at most: BOS, the dummy prefix, one per byte).
+pub const WORK_PER_TOKEN: usize = 5;
+
+/// [`encode_with`] with its work area on the heap.
+#[cfg(any(feature = "alloc", test))]
+pub fn encode(vocab: &Vocab, text: &[u8], bos: bool, eos: bool, out: &mut [u32]) -> Result<usize> {
+    #[cfg(feature = "alloc")]
+    use alloc::vec;
+    let tokens = text.len().saturating_add(2);
+    let mut work = vec![0u32; tokens.saturating_mul(WORK_PER_TOKEN)];
+    encode_with(vocab, text, bos, eos, out, &mut work)
+}
+
+/// llama2.c-compatible BPE encode. Writes ids into `out` and returns how many. `text.len() + 3`
+/// slots always suffice; `work` needs [`WORK_PER_TOKEN`] words per unmerged token
+/// (`WORK_PER_TOKEN * (text.len() + 2)` always suffice). No heap: on a chip both are fixed arrays.
 ///
 /// Like llama2.c: optional BOS; a dummy-prefix `" "` token when `text` is non-empty; text is
 /// split into UTF-8 code points (a lead or ASCII byte plus following continuation bytes, at
 /// most 4 bytes per group), each looked up or else emitted as byte tokens `byte + 3`; then the
 /// adjacent pair whose concatenation is in the vocabulary with the highest score is merged
 /// (first pair on ties) until none is left; then optional EOS. Unlike C strings a 0 byte does
-/// not end the text; it is encoded like any other byte.
+/// not end the text; it is encoded like any other byte. The result is llama2.c's, but found in
+/// O(n log n) (see [`merge_pairs`]) where llama2.c rescans every pair after each merge.
 ///
-/// Errors: [`Error::BufferTooSmall`] (`need` in tokens) when `out` cannot hold the unmerged
-/// sequence; [`Error::Missing`] when the vocabulary has no `" "` piece; [`Error::Invalid`]
-/// when byte fallback needs an id beyond the vocabulary.
-pub fn encode(vocab: &Vocab, text: &[u8], bos: bool, eos: bool, out: &mut [u32]) -> Result<usize> {
+/// Errors: [`Error::BufferTooSmall`] (`need` in tokens, or in work words) when `out` cannot hold
+/// the unmerged sequence or `work` is short; [`Error::Missing`] when the vocabulary has no `" "`
+/// piece; [`Error::Invalid`] when byte fallback needs an id beyond the vocabulary.
+pub fn encode_with(
+    vocab: &Vocab,
+    text: &[u8],
+    bos: bool,
+    eos: bool,
+    out: &mut [u32],
+    work: &mut [u32],
+) -> Result<usize> {
     let have = out.len();
     let mut sink = Sink { out, count: 0 };
     if bos {
@@ -264,9 +293,13 @@ pub fn encode(vocab: &Vocab, text: &[u8], bos: bool, eos: bool, out: &mut [u32])
     if need > have {
         return Err(Error::BufferTooSmall { need, have });
     }
+    let need_work = count.saturating_mul(WORK_PER_TOKEN);
+    if work.len() < need_work {
+        return Err(Error::BufferTooSmall { need: need_work, have: work.len() });
+    }
     // count <= out.len() was checked above, so this never falls back.
-    let work = out.get_mut(..count).unwrap_or_default();
-    let len = merge_pairs(vocab, work);
+    let toks = out.get_mut(..count).unwrap_or_default();
+    let len = merge_pairs(vocab, toks, work);
 
     if eos {
         if let Some(slot) = out.get_mut(len) {
@@ -277,29 +310,155 @@ pub fn encode(vocab: &Vocab, text: &[u8], bos: bool, eos: bool, out: &mut [u32])
     Ok(len)
 }
 
-/// llama2.c's merge loop on `toks` in place; returns the merged length.
-fn merge_pairs(vocab: &Vocab, toks: &mut [u32]) -> usize {
-    let mut len = toks.len();
-    loop {
-        let live = toks.get(..len).unwrap_or_default();
-        let mut best: Option<(usize, u32)> = None;
-        let mut best_score = MERGE_FLOOR;
-        for (i, pair) in live.windows(2).enumerate() {
-            if let Some(id) = vocab.lookup_concat(vocab.piece(pair[0]), vocab.piece(pair[1])) {
-                let score = vocab.score(id);
-                if score > best_score {
-                    best_score = score;
-                    best = Some((i, id));
+/// "No position" in the merge's links and heap.
+const NONE: u32 = u32::MAX;
+
+/// llama2.c's merge loop on `toks` in place, with the same result: while some adjacent pair
+/// concatenates to a piece scoring above [`MERGE_FLOOR`], merge the best-scoring pair (the
+/// leftmost on ties). Instead of rescanning every pair after each merge (quadratic), tokens
+/// form a linked list and each position's pair with its right neighbour waits in a binary heap
+/// indexed by position, ordered by (score, leftmost); a merge changes only the two pairs next
+/// to it. O(n log n) time, `WORK_PER_TOKEN * toks.len()` words of `work`.
+fn merge_pairs(vocab: &Vocab, toks: &mut [u32], work: &mut [u32]) -> usize {
+    let n = toks.len();
+    if n < 2 || u32::try_from(n).is_err() {
+        return n;
+    }
+    let (next, rest) = work.split_at_mut(n);
+    let (prev, rest) = rest.split_at_mut(n);
+    let (cand, rest) = rest.split_at_mut(n);
+    let (slot, rest) = rest.split_at_mut(n);
+    let heap = rest.get_mut(..n).unwrap_or_default();
+    let mut m = Merge { vocab, toks, next, prev, cand, slot, heap, len: 0 };
+    for i in 0..n {
+        m.next[i] = if i + 1 < n { i as u32 + 1 } else { NONE };
+        m.prev[i] = if i > 0 { i as u32 - 1 } else { NONE };
+        m.slot[i] = NONE;
+    }
+    for i in 0..n {
+        m.refresh(i);
+    }
+    while m.len > 0 {
+        let l = m.heap[0] as usize;
+        let r = m.next[l] as usize;
+        m.toks[l] = m.cand[l];
+        // `r` leaves the list (and the heap); `l` and its left neighbour get new pairs.
+        m.remove(r);
+        m.next[l] = m.next[r];
+        if let Some(after) = m.prev.get_mut(m.next[r] as usize) {
+            *after = l as u32;
+        }
+        m.refresh(l);
+        if m.prev[l] != NONE {
+            m.refresh(m.prev[l] as usize);
+        }
+    }
+    // Position 0 never leaves the list (only right halves of pairs do): walk it from there.
+    let (mut i, mut k) = (0u32, 0usize);
+    while i != NONE {
+        m.toks[k] = m.toks[i as usize];
+        k += 1;
+        i = m.next[i as usize];
+    }
+    k
+}
+
+/// The state of [`merge_pairs`]: per position its neighbours, the id its pair with the right
+/// neighbour merges into (or [`NONE`]), and its slot in the heap of mergeable positions.
+struct Merge<'v, 'a, 'w> {
+    vocab: &'v Vocab<'a>,
+    toks: &'w mut [u32],
+    next: &'w mut [u32],
+    prev: &'w mut [u32],
+    cand: &'w mut [u32],
+    slot: &'w mut [u32],
+    heap: &'w mut [u32],
+    len: usize,
+}
+
+impl Merge<'_, '_, '_> {
+    /// Recomputes position `i`'s pair with its right neighbour and places it in the heap.
+    fn refresh(&mut self, i: usize) {
+        let v = self.vocab;
+        self.cand[i] = match self.toks.get(self.next[i] as usize) {
+            Some(&b) => v
+                .lookup_concat(v.piece(self.toks[i]), v.piece(b))
+                .filter(|id| v.score(*id) > MERGE_FLOOR)
+                .unwrap_or(NONE),
+            None => NONE,
+        };
+        self.place(i);
+    }
+
+    /// Takes position `i` out of the heap (its token left the list).
+    fn remove(&mut self, i: usize) {
+        self.cand[i] = NONE;
+        self.place(i);
+    }
+
+    /// Moves position `i` in, within or out of the heap after its candidate changed.
+    fn place(&mut self, i: usize) {
+        let at = self.slot[i];
+        match (self.cand[i] != NONE, at != NONE) {
+            (true, true) => {
+                let k = self.up(at as usize);
+                self.down(k);
+            }
+            (true, false) => {
+                self.heap[self.len] = i as u32;
+                self.slot[i] = self.len as u32;
+                self.len += 1;
+                self.up(self.len - 1);
+            }
+            (false, true) => {
+                let k = at as usize;
+                self.len -= 1;
+                self.swap(k, self.len);
+                self.slot[i] = NONE;
+                if k < self.len {
+                    let k = self.up(k);
+                    self.down(k);
                 }
             }
+            (false, false) => {}
         }
-        let Some((i, id)) = best else { return len };
-        // Replace the pair by the merged token and close the gap; i + 1 < len by construction.
-        if let Some(live) = toks.get_mut(..len) {
-            live[i] = id;
-            live.copy_within(i + 2.., i + 1);
+    }
+
+    /// Whether position `a`'s pair merges before `b`'s: higher score, then leftmost (list
+    /// order is position order).
+    fn before(&self, a: u32, b: u32) -> bool {
+        let (sa, sb) = (self.vocab.score(self.cand[a as usize]), self.vocab.score(self.cand[b as usize]));
+        sa > sb || (sa == sb && a < b)
+    }
+
+    fn swap(&mut self, i: usize, j: usize) {
+        self.heap.swap(i, j);
+        self.slot[self.heap[i] as usize] = i as u32;
+        self.slot[self.heap[j] as usize] = j as u32;
+    }
+
+    fn up(&mut self, mut k: usize) -> usize {
+        while k > 0 && self.before(self.heap[k], self.heap[(k - 1) / 2]) {
+            self.swap(k, (k - 1) / 2);
+            k = (k - 1) / 2;
         }
-        len -= 1;
+        k
+    }
+
+    fn down(&mut self, mut k: usize) {
+        loop {
+            let mut best = k;
+            for c in [2 * k + 1, 2 * k + 2] {
+                if c < self.len && self.before(self.heap[c], self.heap[best]) {
+                    best = c;
+                }
+            }
+            if best == k {
+                return;
+            }
+            self.swap(k, best);
+            k = best;
+        }
     }
 }
 

@@ -72,8 +72,14 @@ impl Checkpoint {
     }
 
     pub fn load(path: &Path) -> Result<Checkpoint, TrainError> {
-        let bad = |why: &str| TrainError::Checkpoint { path: path.to_path_buf(), why: why.to_string() };
         let bytes = fs::read(path).map_err(|e| TrainError::io(path, e))?;
+        Checkpoint::from_bytes(path, &bytes)
+    }
+
+    /// A checkpoint from the bytes of the file at `path` (named in errors), for a caller that
+    /// reads the file itself.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint, TrainError> {
+        let bad = |why: &str| TrainError::Checkpoint { path: path.to_path_buf(), why: why.to_string() };
         if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
             return Err(bad("not a ruvllm-esp32 training checkpoint"));
         }

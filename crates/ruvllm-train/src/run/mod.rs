@@ -22,8 +22,9 @@ pub use data::Dataset;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// The message holds the cause (it is not also a `source`, which would print it twice).
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("corpus: {0}")]
     Corpus(String),
     #[error(
@@ -48,7 +49,7 @@ pub enum TrainError {
 
 impl TrainError {
     pub fn io(path: &Path, source: std::io::Error) -> TrainError {
-        TrainError::Io { path: path.to_path_buf(), source }
+        TrainError::Io { path: path.to_path_buf(), error: source }
     }
 }
 
