@@ -26,7 +26,7 @@ pub fn convert(input: &Path, tok: Option<&Path>, quant: &str, output: &Path) -> 
     // Check the result loads before anything is written, then write it atomically.
     img.model().context("converted image does not load")?;
     // One line: the path and the reason (a FIFO, device or directory is refused, untouched).
-    ruvllm_train::run::checkpoint::write_atomic(output, img.bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    ruvllm_train::run::checkpoint::write_atomic(output, img.bytes())?;
     eprintln!("wrote {} ({} bytes, {})", output.display(), img.bytes().len(), quant);
     Ok(())
 }

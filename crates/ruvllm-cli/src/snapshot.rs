@@ -31,6 +31,8 @@ use ruvllm_esp32::knowledge::{AnomalyDetector, Learned, MicroRAG, SemanticMemory
 use ruvllm_esp32::store::{BootReport, RamFlash, Store, RAM_SECTOR};
 use ruvllm_train::run::TrainError;
 
+use crate::input::{InputError, Refusal};
+
 /// Magic bytes at the start of a snapshot file.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"RVKSNAP1";
 /// Header bytes before the image.
@@ -47,8 +49,9 @@ pub const MAX_SNAPSHOT_FILE: usize = SNAPSHOT_HEADER + MAX_SNAPSHOT_SECTORS * RA
 pub enum SnapshotError {
     /// Reading the file failed.
     Read { path: PathBuf, source: std::io::Error },
-    /// The path names a device, FIFO or directory.
-    NotAFile { path: PathBuf },
+    /// The file is not one to read: a device, FIFO or directory, larger than any snapshot, or
+    /// unreadable.
+    Input(crate::input::InputError),
     /// Another console holds the knowledge file (its advisory lock on `lock`).
     InUse { path: PathBuf, lock: PathBuf },
     /// Writing the file failed (the previous file, if any, is unchanged).
@@ -64,11 +67,7 @@ impl fmt::Display for SnapshotError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SnapshotError::Read { path, source } => write!(f, "{}: {source}", path.display()),
-            SnapshotError::NotAFile { path } => write!(
-                f,
-                "{}: not a regular file (a device, FIFO or directory): give the path of a knowledge file",
-                path.display()
-            ),
+            SnapshotError::Input(e) => write!(f, "{e}"),
             SnapshotError::InUse { path, lock } => write!(
                 f,
                 "{}: in use by another console (it holds {}); quit that one first",
@@ -171,32 +170,10 @@ pub fn read_snapshot_image(path: &Path) -> Result<Vec<u8>, SnapshotError> {
 }
 
 /// The bytes of the regular file at `path`, at most [`MAX_SNAPSHOT_FILE`] of them: a device,
-/// FIFO or directory is refused (checked on the opened file, which a FIFO cannot hold up:
-/// it is opened non-blocking), a larger file too, before anything is read.
+/// FIFO or directory is refused (on the opened file, which a FIFO cannot hold up), a larger
+/// file too, before anything is read.
 pub fn read_snapshot_file(path: &Path) -> Result<Vec<u8>, SnapshotError> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let read_error = |source| SnapshotError::Read { path: path.to_path_buf(), source };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(path)
-        .map_err(read_error)?;
-    let meta = file.metadata().map_err(read_error)?;
-    if !meta.is_file() {
-        return Err(SnapshotError::NotAFile { path: path.to_path_buf() });
-    }
-    let too_big =
-        || SnapshotError::Format { path: path.to_path_buf(), what: "larger than any snapshot (1 MiB)" };
-    if meta.len() > MAX_SNAPSHOT_FILE as u64 {
-        return Err(too_big());
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_SNAPSHOT_FILE as u64 + 1).read_to_end(&mut bytes).map_err(read_error)?;
-    if bytes.len() > MAX_SNAPSHOT_FILE {
-        return Err(too_big()); // it grew while read
-    }
-    Ok(bytes)
+    crate::input::read_input(path, "knowledge file", MAX_SNAPSHOT_FILE as u64).map_err(SnapshotError::Input)
 }
 
 /// Writes `image` to `path` atomically as a snapshot file (header and image): a failed write
@@ -281,7 +258,9 @@ impl FileKnowledge {
         let lock = lock_file(path)?;
         let (image, existed) = match read_snapshot_image(path) {
             Ok(image) => (image, true),
-            Err(SnapshotError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(SnapshotError::Input(InputError { refusal: Refusal::Io(e), .. }))
+                if e.kind() == std::io::ErrorKind::NotFound =>
+            {
                 (vec![0xFF; KNOWLEDGE_FILE_SECTORS * RAM_SECTOR], false)
             }
             Err(e) => return Err(e),
@@ -322,9 +301,10 @@ fn lock_file(path: &Path) -> Result<std::fs::File, SnapshotError> {
     use std::os::unix::fs::OpenOptionsExt;
     let read_error = |source| SnapshotError::Read { path: path.to_path_buf(), source };
     let target = ruvllm_train::run::checkpoint::resolve_symlinks(path).map_err(read_error)?;
-    // No lock file beside a device, FIFO or directory (/dev/zero.lock, say).
+    // No lock file beside a device, FIFO or directory (/dev/zero.lock, say): the reader
+    // refuses those.
     if std::fs::metadata(&target).is_ok_and(|m| !m.is_file()) {
-        return Err(SnapshotError::NotAFile { path: path.to_path_buf() });
+        read_snapshot_file(path)?;
     }
     let mut name = target.file_name().unwrap_or_default().to_os_string();
     name.push(".lock");
@@ -351,7 +331,7 @@ fn lock_file(path: &Path) -> Result<std::fs::File, SnapshotError> {
 fn write_failure(e: &TrainError) -> &'static str {
     use std::io::ErrorKind as K;
     match e {
-        TrainError::Io { source, .. } => match source.kind() {
+        TrainError::Io { error, .. } => match error.kind() {
             K::StorageFull | K::QuotaExceeded => "the disk is full; the knowledge file is left as it was",
             K::PermissionDenied | K::ReadOnlyFilesystem => {
                 "no permission to write the knowledge file; it is left as it was"

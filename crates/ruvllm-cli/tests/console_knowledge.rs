@@ -281,10 +281,10 @@ fn a_device_fifo_directory_or_huge_file_is_refused_at_once() {
     let huge = dir.join("huge.rvk");
     std::fs::File::create(&huge).unwrap().set_len(1 << 30).unwrap();
     let cases = [
-        (Path::new("/dev/zero"), "not a regular file"),
-        (&fifo, "not a regular file"),
-        (&dir, "not a regular file"),
-        (&huge, "larger than any snapshot"),
+        (Path::new("/dev/zero"), "is a character device; a knowledge file must be a regular file"),
+        (&fifo, "is a FIFO; a knowledge file must be a regular file"),
+        (&dir, "is a directory, not a knowledge file"),
+        (&huge, "more than a knowledge file can be"),
     ];
     for (f, why) in cases {
         let out = run_console(f, format!("add {FISH}\nquit\n").as_bytes());
