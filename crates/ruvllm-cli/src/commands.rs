@@ -25,9 +25,8 @@ pub fn convert(input: &Path, tok: Option<&Path>, quant: &str, output: &Path) -> 
     let img = img?;
     // Check the result loads before anything is written, then write it atomically.
     img.model().context("converted image does not load")?;
-    let tmp = output.with_extension("gguf.tmp");
-    std::fs::write(&tmp, img.bytes()).with_context(|| format!("{}: cannot write", tmp.display()))?;
-    std::fs::rename(&tmp, output).with_context(|| format!("{}: cannot write", output.display()))?;
+    // One line: the path and the reason (a FIFO, device or directory is refused, untouched).
+    ruvllm_train::run::checkpoint::write_atomic(output, img.bytes())?;
     eprintln!("wrote {} ({} bytes, {})", output.display(), img.bytes().len(), quant);
     Ok(())
 }

@@ -14,9 +14,11 @@
 //! | 16.. | the image |
 //!
 //! [`save_snapshot`] writes the file with `ruvllm_train::run::checkpoint::write_atomic`
-//! (temporary file, fsync, rename): a crash, a full disk or a failed save leaves the previous
-//! file as it was. [`load_snapshot`] never writes the file. [`FileKnowledge`] keeps the host
-//! console's knowledge in such a file, rewritten after each change.
+//! (temporary file, fsync, rename; a symbolic link is written through): a crash, a full disk
+//! or a failed save leaves the previous file as it was. [`load_snapshot`] never writes the
+//! file, and reads only a regular file of at most [`MAX_SNAPSHOT_FILE`] bytes.
+//! [`FileKnowledge`] keeps the host console's knowledge in such a file, rewritten after each
+//! change and read back before the change is acknowledged.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -29,16 +31,29 @@ use ruvllm_esp32::knowledge::{AnomalyDetector, Learned, MicroRAG, SemanticMemory
 use ruvllm_esp32::store::{BootReport, RamFlash, Store, RAM_SECTOR};
 use ruvllm_train::run::TrainError;
 
+use crate::input::{InputError, Refusal};
+
 /// Magic bytes at the start of a snapshot file.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"RVKSNAP1";
 /// Header bytes before the image.
 pub const SNAPSHOT_HEADER: usize = 16;
+
+/// Largest image a snapshot holds: 256 sectors (1 MiB), the largest region whose page chain
+/// the store's boot check repairs. A console knowledge file has [`KNOWLEDGE_FILE_SECTORS`].
+pub const MAX_SNAPSHOT_SECTORS: usize = 256;
+/// Largest snapshot file read: the header and the largest image.
+pub const MAX_SNAPSHOT_FILE: usize = SNAPSHOT_HEADER + MAX_SNAPSHOT_SECTORS * RAM_SECTOR;
 
 /// Why a snapshot could not be saved or loaded.
 #[derive(Debug)]
 pub enum SnapshotError {
     /// Reading the file failed.
     Read { path: PathBuf, source: std::io::Error },
+    /// The file is not one to read: a device, FIFO or directory, larger than any snapshot, or
+    /// unreadable.
+    Input(crate::input::InputError),
+    /// Another console holds the knowledge file (its advisory lock on `lock`).
+    InUse { path: PathBuf, lock: PathBuf },
     /// Writing the file failed (the previous file, if any, is unchanged).
     Write(TrainError),
     /// The file is not a whole, intact snapshot (`what` says what is wrong); nothing loaded.
@@ -52,6 +67,13 @@ impl fmt::Display for SnapshotError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SnapshotError::Read { path, source } => write!(f, "{}: {source}", path.display()),
+            SnapshotError::Input(e) => write!(f, "{e}"),
+            SnapshotError::InUse { path, lock } => write!(
+                f,
+                "{}: in use by another console (it holds {}); quit that one first",
+                path.display(),
+                lock.display()
+            ),
             SnapshotError::Write(e) => write!(f, "{e}"),
             SnapshotError::Format { path, what } => {
                 write!(f, "{}: not a valid snapshot: {what}", path.display())
@@ -92,9 +114,12 @@ pub fn snapshot_image<
     memory: &SemanticMemory<D, MC, TOK>,
     detector: &AnomalyDetector<D, DC>,
 ) -> Result<Vec<u8>, SnapshotError> {
-    let len = sectors.checked_mul(RAM_SECTOR).and_then(|n| u32::try_from(n).ok()).ok_or(
-        SnapshotError::Store(ruvllm_esp32::Error::Invalid { what: "snapshot image larger than 4 GiB" }),
-    )?;
+    if !(2..=MAX_SNAPSHOT_SECTORS).contains(&sectors) {
+        return Err(SnapshotError::Store(ruvllm_esp32::Error::Invalid {
+            what: "a snapshot image has 2 to 256 sectors of 4 KiB",
+        }));
+    }
+    let len = (sectors * RAM_SECTOR) as u32;
     let (mut store, _) = Store::open(RamFlash::new(vec![0xFF; len as usize]), 0..len)?;
     save_rag(&mut store, rag)?;
     save_memory(&mut store, memory)?;
@@ -128,8 +153,8 @@ pub fn decode_snapshot<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8], Sna
     if image.len() > len {
         return Err(bad("bytes after the image"));
     }
-    if !len.is_multiple_of(RAM_SECTOR) || len < 2 * RAM_SECTOR {
-        return Err(bad("image length is not two or more 4096-byte sectors"));
+    if !len.is_multiple_of(RAM_SECTOR) || !(2..=MAX_SNAPSHOT_SECTORS).contains(&(len / RAM_SECTOR)) {
+        return Err(bad("image length is not 2 to 256 sectors of 4096 bytes"));
     }
     if crc32fast::hash(image) != crc {
         return Err(bad("image CRC-32 mismatch (damaged)"));
@@ -140,9 +165,15 @@ pub fn decode_snapshot<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8], Sna
 /// The flash image in the snapshot file at `path`, checked whole (magic, length, CRC-32).
 /// The file is only read.
 pub fn read_snapshot_image(path: &Path) -> Result<Vec<u8>, SnapshotError> {
-    let bytes =
-        std::fs::read(path).map_err(|source| SnapshotError::Read { path: path.to_path_buf(), source })?;
+    let bytes = read_snapshot_file(path)?;
     Ok(decode_snapshot(path, &bytes)?.to_vec())
+}
+
+/// The bytes of the regular file at `path`, at most [`MAX_SNAPSHOT_FILE`] of them: a device,
+/// FIFO or directory is refused (on the opened file, which a FIFO cannot hold up), a larger
+/// file too, before anything is read.
+pub fn read_snapshot_file(path: &Path) -> Result<Vec<u8>, SnapshotError> {
+    crate::input::read_input(path, "knowledge file", MAX_SNAPSHOT_FILE as u64).map_err(SnapshotError::Input)
 }
 
 /// Writes `image` to `path` atomically as a snapshot file (header and image): a failed write
@@ -204,52 +235,131 @@ pub const KNOWLEDGE_FILE_SECTORS: usize = 16;
 /// The console's knowledge kept in a snapshot file (`ruvllm-esp32 console --knowledge FILE`):
 /// a [`Store`] over a [`RamFlash`] holding the file's image, written to the file atomically
 /// on every [`KnowledgeStore::flush`], which the console calls once per `add` / `forget`
-/// before it replies.
+/// before it replies. The flush reads the file back and acknowledges only an exact copy; a
+/// failed save drops the unsaved writes ([`KnowledgeStore::revert`]) and leaves the file
+/// byte for byte as it was. An advisory lock on `FILE.lock` (next to the file, or to its
+/// target when `FILE` is a symbolic link), held while this lives, keeps a second console off.
 pub struct FileKnowledge {
     store: Store<RamFlash<Vec<u8>>>,
     path: PathBuf,
+    /// The image as the file holds it (with the boot check's repairs): what a failed save
+    /// goes back to.
+    saved: Vec<u8>,
+    /// Holds the advisory lock.
+    _lock: std::fs::File,
 }
 
 impl FileKnowledge {
     /// Opens the snapshot at `path`, or starts a blank image of [`KNOWLEDGE_FILE_SECTORS`]
     /// when there is no file (nothing is written until the first change). A file that is not
-    /// an intact snapshot, or whose store cannot be repaired, is an error naming it; the file
-    /// is only read. Returns whether the file existed.
+    /// an intact snapshot, or whose store cannot be repaired, is an error naming it; so is a
+    /// file another console holds. The file is only read. Returns whether the file existed.
     pub fn open(path: &Path) -> Result<(Self, bool), SnapshotError> {
+        let lock = lock_file(path)?;
         let (image, existed) = match read_snapshot_image(path) {
             Ok(image) => (image, true),
-            Err(SnapshotError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(SnapshotError::Input(InputError { refusal: Refusal::Io(e), .. }))
+                if e.kind() == std::io::ErrorKind::NotFound =>
+            {
                 (vec![0xFF; KNOWLEDGE_FILE_SECTORS * RAM_SECTOR], false)
             }
             Err(e) => return Err(e),
         };
         let len = image.len() as u32;
-        let store = match Store::open(RamFlash::new(image), 0..len) {
+        let mut store = match Store::open(RamFlash::new(image), 0..len) {
             Ok((store, _)) => store,
             Err(ruvllm_esp32::Error::Corrupt { .. }) => {
-                return Err(SnapshotError::Format {
-                    path: path.to_path_buf(),
-                    what: "its store cannot be repaired",
-                })
+                return Err(SnapshotError::Format { path: path.to_path_buf(), what: DAMAGED_FILE })
             }
             Err(e) => return Err(e.into()),
         };
-        Ok((FileKnowledge { store, path: path.to_path_buf() }, existed))
+        let saved = store.flash().bytes().to_vec();
+        Ok((FileKnowledge { store, path: path.to_path_buf(), saved, _lock: lock }, existed))
     }
 
     /// The file this store writes.
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// What the store's boot check found and repaired (in memory; the file follows at the
+    /// next save).
+    pub fn boot_report(&self) -> BootReport {
+        self.store.boot_report()
+    }
+}
+
+/// What the user reads when the store inside a knowledge file cannot be used.
+const DAMAGED_FILE: &str =
+    "its store is damaged beyond repair; it is left as it is: start the console with a new --knowledge file";
+
+/// Takes the advisory lock of the knowledge file `path` for as long as the returned file
+/// lives: an exclusive lock on `FILE.lock` beside the file (beside the target of a symbolic
+/// link, so two links to one file share it). A lock on the knowledge file itself would not
+/// do: each save replaces that file with a new one.
+fn lock_file(path: &Path) -> Result<std::fs::File, SnapshotError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let read_error = |source| SnapshotError::Read { path: path.to_path_buf(), source };
+    let target = ruvllm_train::run::checkpoint::resolve_symlinks(path).map_err(read_error)?;
+    // No lock file beside a device, FIFO or directory (/dev/zero.lock, say): the reader
+    // refuses those.
+    if std::fs::metadata(&target).is_ok_and(|m| !m.is_file()) {
+        read_snapshot_file(path)?;
+    }
+    let mut name = target.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    let lock = target.with_file_name(name);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(&lock)
+        .map_err(|source| SnapshotError::Read { path: lock.clone(), source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(SnapshotError::InUse { path: path.to_path_buf(), lock })
+        }
+        Err(std::fs::TryLockError::Error(source)) => Err(SnapshotError::Read { path: lock, source }),
+    }
+}
+
+/// The one-line reason a knowledge file could not be written (`e` from the atomic writer):
+/// the previous file is always left as it was.
+fn write_failure(e: &TrainError) -> &'static str {
+    use std::io::ErrorKind as K;
+    match e {
+        TrainError::Io { error, .. } => match error.kind() {
+            K::StorageFull | K::QuotaExceeded => "the disk is full; the knowledge file is left as it was",
+            K::PermissionDenied | K::ReadOnlyFilesystem => {
+                "no permission to write the knowledge file; it is left as it was"
+            }
+            K::InvalidInput => "the knowledge file is not a regular file; it is left as it was",
+            _ => "writing the knowledge file failed; it is left as it was",
+        },
+        _ => "writing the knowledge file failed; it is left as it was",
+    }
+}
+
+/// A store error on the host: a store damaged beyond repair gets the user's way out.
+fn on_host(e: ruvllm_esp32::Error) -> ruvllm_esp32::Error {
+    match e {
+        ruvllm_esp32::Error::Corrupt { .. } => ruvllm_esp32::Error::Corrupt {
+            what: "the knowledge file is damaged beyond repair and is left as it is: start the console with a new --knowledge file",
+        },
+        e => e,
+    }
 }
 
 impl KnowledgeStore for FileKnowledge {
     fn save_entry(&mut self, rag: &KnowledgeRag, slot: u16) -> ruvllm_esp32::Result<()> {
-        self.store.save_entry(rag, slot)
+        self.store.save_entry(rag, slot).map_err(on_host)
     }
 
     fn save_learned(&mut self, detector: &KnowledgeDetector, learned: Learned) -> ruvllm_esp32::Result<()> {
-        self.store.save_learned(detector, learned)
+        self.store.save_learned(detector, learned).map_err(on_host)
     }
 
     fn load(
@@ -260,13 +370,39 @@ impl KnowledgeStore for FileKnowledge {
         self.store.load(rag, detector)
     }
 
+    /// Writes the image atomically, then reads the file back: `Ok` only when it holds
+    /// exactly what was written.
     fn flush(&mut self) -> ruvllm_esp32::Result<()> {
-        let image = self.store.flash().bytes().to_vec();
-        write_snapshot_image(&self.path, &image).map_err(|e| {
-            eprintln!("error: {e}");
-            ruvllm_esp32::Error::Storage {
-                what: "writing the knowledge file failed (the previous file is kept)",
-            }
-        })
+        let image = self.store.flash().bytes();
+        if image == self.saved.as_slice() {
+            return Ok(());
+        }
+        let bytes = encode_snapshot(image);
+        ruvllm_train::run::checkpoint::write_atomic(&self.path, &bytes)
+            .map_err(|e| ruvllm_esp32::Error::Storage { what: write_failure(&e) })?;
+        if read_snapshot_file(&self.path).ok().as_deref() != Some(bytes.as_slice()) {
+            // Put the previous contents back, so that the reply's "nothing changed" holds.
+            let _ = ruvllm_train::run::checkpoint::write_atomic(&self.path, &encode_snapshot(&self.saved));
+            return Err(ruvllm_esp32::Error::Storage {
+                what: "the knowledge file did not read back as written (a failing disk?); its previous contents were put back",
+            });
+        }
+        self.saved = self.store.flash().bytes().to_vec();
+        Ok(())
+    }
+
+    /// Drops every write since the last flush: the image goes back to the file's.
+    fn revert(
+        &mut self,
+        _rag: &KnowledgeRag,
+        _detector: &KnowledgeDetector,
+        _slot: Option<u16>,
+        _learned: Option<Learned>,
+    ) {
+        *self.store.flash() = RamFlash::new(self.saved.clone());
+    }
+
+    fn damaged_records(&self) -> usize {
+        self.store.damaged_records()
     }
 }

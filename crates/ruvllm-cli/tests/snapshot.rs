@@ -153,7 +153,7 @@ fn bad_files_are_refused_and_the_saved_snapshot_survives() {
         }
         assert_eq!(&std::fs::read(&bad).unwrap(), bytes, "loading never writes the file");
     }
-    assert!(matches!(load(&d.join("absent.snap")), Err(SnapshotError::Read { .. })));
+    assert!(matches!(load(&d.join("absent.snap")), Err(SnapshotError::Input(_))));
 
     // A write interrupted before its rename leaves only a stray temporary file: the snapshot
     // itself still loads and answers as before.

@@ -273,10 +273,11 @@ fn open_knowledge(uart: &mut Uart, knowledge: &mut Knowledge) -> Option<Store<pf
     if !boot.is_clean() {
         let _ = write!(
             Fmt(uart),
-            " (flash repaired: {} torn, {} dirty pages erased, {} holes closed)",
+            " (flash repaired: {} torn, {} dirty pages erased, {} holes closed, {} pages with damaged free space closed)",
             boot.torn_pages,
             boot.dirty_pages,
-            boot.holes_closed
+            boot.holes_closed,
+            boot.dirty_free_pages
         );
     }
     let _ = writeln!(Fmt(uart));

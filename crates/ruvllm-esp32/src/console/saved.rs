@@ -7,12 +7,13 @@
 //! image to a file in [`KnowledgeStore::flush`].
 //!
 //! Write-then-acknowledge: [`Knowledge::add_saved`] and [`Knowledge::forget_saved`] return
-//! `Ok` only after every record of the change is durable (`flush` included); when a save
-//! fails they undo the change in RAM, try to put the records back as they were, and return
-//! [`KnowledgeError::NotSaved`]: the console then prints one `error:` line, and nothing is
-//! half-applied in RAM. If the flash keeps failing, the roll-back cannot reach it either: a
-//! record written before the failure may then come back at the next boot, like any write
-//! whose acknowledgement a power cut prevented.
+//! `Ok` only after every record of the change is durable and read back intact (`flush`
+//! included); when a save fails they undo the change in RAM, put the store back as it was
+//! ([`KnowledgeStore::revert`]), and return [`KnowledgeError::NotSaved`]: the console then
+//! prints one `error:` line, and nothing is half-applied in RAM. On flash that keeps failing
+//! the roll-back cannot reach it either: a record written before the failure may then come
+//! back at the next boot, like any write whose acknowledgement a power cut prevented. A file
+//! store drops the unsaved writes and leaves its file as it was.
 //!
 //! [`KnowledgeError::NotSaved`]: super::KnowledgeError::NotSaved
 
@@ -45,6 +46,36 @@ pub trait KnowledgeStore {
     fn flush(&mut self) -> Result<()> {
         Ok(())
     }
+    /// After a failed save, with the change already undone in RAM: puts the store back as it
+    /// was. The default suits a store written in place (flash): it writes entry `slot`'s
+    /// record and `learned`'s detector records again as RAM now has them, best effort (the
+    /// save already failed). A store that keeps its last saved state (a file) drops the
+    /// unsaved writes instead, so that nothing at all changed.
+    fn revert(
+        &mut self,
+        rag: &KnowledgeRag,
+        detector: &KnowledgeDetector,
+        slot: Option<u16>,
+        learned: Option<Learned>,
+    ) {
+        if let Some(slot) = slot {
+            let _ = self.save_entry(rag, slot);
+        }
+        if let Some(learned) = learned {
+            // After the undo an added reference is beyond the count: the header alone drops it.
+            let back = match learned {
+                Learned::Replaced(i) => Learned::Replaced(i),
+                _ => Learned::Skipped,
+            };
+            let _ = self.save_learned(detector, back);
+        }
+        let _ = self.flush();
+    }
+    /// Records the store found damaged when it was opened (unreadable, so never loaded):
+    /// the restore line counts them with the corrupt records it skipped.
+    fn damaged_records(&self) -> usize {
+        0
+    }
 }
 
 impl<F: NorFlash + MultiwriteNorFlash> KnowledgeStore for Store<F> {
@@ -63,6 +94,10 @@ impl<F: NorFlash + MultiwriteNorFlash> KnowledgeStore for Store<F> {
     ) -> Result<(LoadReport, LoadReport)> {
         Ok((load_rag(self, rag)?, load_detector(self, detector)?))
     }
+
+    fn damaged_records(&self) -> usize {
+        self.boot_report().damaged_items
+    }
 }
 
 /// What [`Knowledge::restore`] loaded. Its `Display` is the boot line:
@@ -71,12 +106,14 @@ impl<F: NorFlash + MultiwriteNorFlash> KnowledgeStore for Store<F> {
 pub struct Restored {
     pub entries: LoadReport,
     pub detector: LoadReport,
+    /// Records whose bytes no longer matched their checksums ([`KnowledgeStore::damaged_records`]).
+    pub damaged: usize,
 }
 
 impl Restored {
-    /// Records left out because they could not be decoded.
+    /// Records left out because they were damaged or could not be decoded.
     pub fn skipped_corrupt(&self) -> usize {
-        self.entries.skipped_corrupt + self.detector.skipped_corrupt
+        self.entries.skipped_corrupt + self.detector.skipped_corrupt + self.damaged
     }
 }
 
@@ -119,12 +156,12 @@ impl Knowledge {
         }
         let (rag, detector) = self.parts_mut();
         let (entries, detector) = store.load(rag, detector)?;
-        Ok(Restored { entries, detector })
+        Ok(Restored { entries, detector, damaged: store.damaged_records() })
     }
 }
 
-/// Best effort: puts entry `slot`'s record and `learned`'s detector records back as RAM now
-/// has them, after a failed save. Errors are ignored: the save already failed.
+/// Puts `store` back as it was after a failed save ([`KnowledgeStore::revert`]), with `k`
+/// already undone in RAM.
 pub(super) fn roll_back(
     store: &mut dyn KnowledgeStore,
     k: &mut Knowledge,
@@ -132,16 +169,5 @@ pub(super) fn roll_back(
     learned: Option<Learned>,
 ) {
     let (rag, detector) = k.parts_mut();
-    if let Some(slot) = slot {
-        let _ = store.save_entry(rag, slot);
-    }
-    if let Some(learned) = learned {
-        // After the undo an added reference is beyond the count: the header alone drops it.
-        let back = match learned {
-            Learned::Replaced(i) => Learned::Replaced(i),
-            _ => Learned::Skipped,
-        };
-        let _ = store.save_learned(detector, back);
-    }
-    let _ = store.flush();
+    store.revert(rag, detector, slot, learned);
 }

@@ -604,10 +604,16 @@ fn boot_lines() {
     let r = Restored {
         entries: LoadReport { loaded: 5, skipped_corrupt: 1 },
         detector: LoadReport { loaded: 1, skipped_corrupt: 0 },
+        damaged: 0,
     };
     assert_eq!(
         r.to_string(),
         "knowledge: restored 5 entries, 1 detector reference (1 corrupt record skipped)"
+    );
+    let r = Restored { damaged: 2, ..r };
+    assert_eq!(
+        r.to_string(),
+        "knowledge: restored 5 entries, 1 detector reference (3 corrupt records skipped)"
     );
     let off = SavingOff(crate::Error::Corrupt { what: "x" });
     assert_eq!(
@@ -655,7 +661,9 @@ fn a_power_cut_during_a_saved_add_never_loses_an_acknowledged_add() {
         let (mut store, _) = Store::open(&mut sim, region.clone()).unwrap();
         let mut again = std::boxed::Box::new(Knowledge::new());
         let r = again.restore(&mut store).unwrap();
-        assert_eq!(r.skipped_corrupt(), 0, "cut {cut}");
+        // No record decodes badly; the item the cut tore may be counted as damaged.
+        assert_eq!(r.entries.skipped_corrupt + r.detector.skipped_corrupt, 0, "cut {cut}");
+        assert!(r.damaged <= 1, "cut {cut}: {r}");
         assert!((2..=3).contains(&r.entries.loaded), "cut {cut}: {r}");
         assert_eq!(again.text(1), Some("one cat sleeps"), "cut {cut}");
         if result.is_ok() {

@@ -1,7 +1,9 @@
 //! Write-through persistence of the knowledge stores in a flash [`Store`].
 //!
 //! Every entry is one store item, so saving an entry is one [`Store::put`] (durable when it
-//! returns) and deleting it one [`Store::remove`]; at boot the `load_*` functions rebuild
+//! returns) and deleting it one [`Store::remove`]; each save reads the record back (or checks
+//! the key is gone) before it returns `Ok`, so flash that took a write badly is reported, not
+//! acknowledged. At boot the `load_*` functions rebuild
 //! fresh stores from the items, keeping the ids the entries had. A record that cannot be
 //! decoded (wrong format version or dimension, wrong length, a NaN or non-positive scale,
 //! all-zero codes, bad UTF-8, an id outside the capacity) is skipped and counted in the
@@ -176,6 +178,53 @@ fn for_each_in<F: NorFlash + MultiwriteNorFlash>(
     Ok(())
 }
 
+/// Stores `value` under `key` and reads it back: `Ok` only once the store returns exactly
+/// these bytes, so a write that landed on damaged flash is never acknowledged.
+fn put_verified<F: NorFlash + MultiwriteNorFlash>(
+    store: &mut Store<F>,
+    key: Key,
+    value: &[u8],
+) -> Result<()> {
+    store.put(key, value)?;
+    let mut back = [0u8; MAX_VALUE_LEN];
+    match store.get(key, &mut back)? {
+        Some(n) if back.get(..n) == Some(value) => Ok(()),
+        _ => Err(UNVERIFIED),
+    }
+}
+
+/// Removes `key` and checks that it reads as absent.
+fn remove_verified<F: NorFlash + MultiwriteNorFlash>(store: &mut Store<F>, key: Key) -> Result<()> {
+    store.remove(key)?;
+    match store.contains(key)? {
+        false => Ok(()),
+        true => Err(UNVERIFIED),
+    }
+}
+
+const UNVERIFIED: Error =
+    Error::Storage { what: "the saved record did not read back intact (damaged flash)" };
+
+/// Writes the record `encode` puts in a buffer under `key(ns, id)`, or removes the key when
+/// `encode` gives `None` (the slot is free). Read back on `Ok`.
+fn save_slot<F: NorFlash + MultiwriteNorFlash>(
+    store: &mut Store<F>,
+    ns: u8,
+    id: u16,
+    encode: impl FnOnce(&mut [u8]) -> Option<Result<usize>>,
+) -> Result<()> {
+    let mut buf = [0u8; MAX_VALUE_LEN];
+    match encode(&mut buf) {
+        Some(n) => put_verified(store, key(ns, id.into()), &buf[..n?]),
+        None => remove_verified(store, key(ns, id.into())),
+    }
+}
+
+/// Saves every slot `0..cap` with `save`.
+fn save_slots(cap: usize, mut save: impl FnMut(u16) -> Result<()>) -> Result<()> {
+    (0..cap).try_for_each(|id| save(id as u16))
+}
+
 fn require_empty(empty: bool) -> Result<()> {
     if empty {
         Ok(())
@@ -203,7 +252,8 @@ fn decode_rag_entry<const DIM: usize>(b: &[u8]) -> Option<(&str, I8Vector<DIM>)>
 }
 
 /// Writes entry `id` of `rag` to the store, or removes its record when `rag` no longer holds
-/// it (call after [`MicroRAG::add_knowledge`] or [`MicroRAG::forget`]). Durable on `Ok`.
+/// it (call after [`MicroRAG::add_knowledge`] or [`MicroRAG::forget`]). Durable and read back
+/// on `Ok`.
 pub fn save_rag_entry<F, const DIM: usize, const CAP: usize, const TEXT: usize>(
     store: &mut Store<F>,
     rag: &MicroRAG<DIM, CAP, TEXT>,
@@ -212,17 +262,15 @@ pub fn save_rag_entry<F, const DIM: usize, const CAP: usize, const TEXT: usize>(
 where
     F: NorFlash + MultiwriteNorFlash,
 {
-    let (Some(text), Some(emb)) = (rag.text(id), rag.embedding(id)) else {
-        return delete_rag_entry(store, id);
-    };
-    let mut buf = [0u8; MAX_VALUE_LEN];
-    let n = encode_rag_entry(text, emb, &mut buf)?;
-    store.put(key(NS_KNOWLEDGE, id.into()), &buf[..n])
+    save_slot(store, NS_KNOWLEDGE, id, |buf| {
+        let (text, emb) = (rag.text(id)?, rag.embedding(id)?);
+        Some(encode_rag_entry(text, emb, buf))
+    })
 }
 
 /// Removes the record of knowledge entry `id` (absent: not an error). Durable on `Ok`.
 pub fn delete_rag_entry<F: NorFlash + MultiwriteNorFlash>(store: &mut Store<F>, id: u16) -> Result<()> {
-    store.remove(key(NS_KNOWLEDGE, id.into()))
+    remove_verified(store, key(NS_KNOWLEDGE, id.into()))
 }
 
 /// Writes every slot of `rag` (records of free slots are removed).
@@ -233,10 +281,7 @@ pub fn save_rag<F, const DIM: usize, const CAP: usize, const TEXT: usize>(
 where
     F: NorFlash + MultiwriteNorFlash,
 {
-    for id in 0..CAP {
-        save_rag_entry(store, rag, id as u16)?;
-    }
-    Ok(())
+    save_slots(CAP, |id| save_rag_entry(store, rag, id))
 }
 
 /// Rebuilds the empty `rag` from the store, entries at their saved ids (the index is rebuilt
@@ -308,17 +353,12 @@ pub fn save_memory_entry<F, const DIM: usize, const CAP: usize, const TOK: usize
 where
     F: NorFlash + MultiwriteNorFlash,
 {
-    let Some(e) = memory.entry(id) else {
-        return delete_memory_entry(store, id);
-    };
-    let mut buf = [0u8; MAX_VALUE_LEN];
-    let n = encode_memory_entry(&e, &mut buf)?;
-    store.put(key(NS_MEMORY, id.into()), &buf[..n])
+    save_slot(store, NS_MEMORY, id, |buf| Some(encode_memory_entry(&memory.entry(id)?, buf)))
 }
 
 /// Removes the record of memory `id` (absent: not an error).
 pub fn delete_memory_entry<F: NorFlash + MultiwriteNorFlash>(store: &mut Store<F>, id: u16) -> Result<()> {
-    store.remove(key(NS_MEMORY, id.into()))
+    remove_verified(store, key(NS_MEMORY, id.into()))
 }
 
 /// Writes every slot of `memory` (records of free slots are removed).
@@ -329,10 +369,7 @@ pub fn save_memory<F, const DIM: usize, const CAP: usize, const TOK: usize>(
 where
     F: NorFlash + MultiwriteNorFlash,
 {
-    for id in 0..CAP {
-        save_memory_entry(store, memory, id as u16)?;
-    }
-    Ok(())
+    save_slots(CAP, |id| save_memory_entry(store, memory, id))
 }
 
 /// Rebuilds the empty `memory` from the store, entries at their saved ids; its clock
@@ -393,7 +430,7 @@ where
     let mut w = Writer::new(&mut buf, DIM)?;
     w.emb(r)?;
     let n = w.done();
-    store.put(key(NS_DETECTOR, 1 + i as u32), &buf[..n])
+    put_verified(store, key(NS_DETECTOR, 1 + i as u32), &buf[..n])
 }
 
 fn put_header<F, const DIM: usize, const CAP: usize>(
@@ -410,7 +447,7 @@ where
     w.bytes(&detector.rng_state().to_le_bytes())?;
     w.bytes(&detector.threshold().unwrap_or(f32::NAN).to_le_bytes())?;
     let n = w.done();
-    store.put(key(NS_DETECTOR, DETECTOR_HEADER), &buf[..n])
+    put_verified(store, key(NS_DETECTOR, DETECTOR_HEADER), &buf[..n])
 }
 
 /// Writes the whole detector: every reference, then the header.

@@ -85,10 +85,15 @@ type Map<F> = MapStorage<Key, Blocking<F>, Cache<Uncached, Uncached, Uncached, K
 /// * An unused page between pages in use (`holes_closed`: only damage makes one) is marked
 ///   closed, so the store's searches, which walk back from the newest page until the first
 ///   unused one, still reach the older pages. Entries that were on the damaged page are lost.
+/// * The page new items go to (the partial-open page) must be erased after its last item:
+///   the crate writes the next item there without looking, and a bit already cleared in that
+///   space would corrupt it. If it is not (`dirty_free_pages`: a flipped bit, stray bytes),
+///   the boot check closes that page and opens the next one, so nothing is written over the
+///   damage; the page's items stay readable. When the next page is not free either, the
+///   region is refused ([`Error::Corrupt`]).
 /// * An item whose bytes no longer match its CRCs (a flipped bit) is skipped by every read;
 ///   the key falls back to its newest intact version or reads as absent. Other entries are
-///   unaffected. Such items are not counted here: that would need the crate's private item
-///   format.
+///   unaffected. `damaged_items` counts them (item headers found, less intact items).
 /// * If the store still cannot be read after those repairs (for example every page claims to
 ///   be full, which the crate's repair cannot resolve), [`Store::open`] returns
 ///   [`Error::Corrupt`], and [`Store::open_or_format`] erases the region and starts empty
@@ -99,13 +104,20 @@ pub struct BootReport {
     pub pages: usize,
     /// Pages holding store data (first marker set).
     pub pages_in_use: usize,
-    /// Pages found half-erased with their end marker still set; repaired by the store.
+    /// Pages found half-erased with their end marker still set, or opened beside the page in
+    /// use without holding anything (a cut, a flipped marker bit); erased at boot.
     pub torn_pages: usize,
     /// Pages marked unused but not blank (half-erased, random bytes); erased at boot.
     pub dirty_pages: usize,
     /// Unused pages found inside the chain of pages in use (a damaged page erased at boot)
     /// and marked closed so that the pages behind them stay readable.
     pub holes_closed: usize,
+    /// Partial-open pages whose space after the last item was not erased: closed at boot
+    /// (the next page takes new items) so that no write lands on the damage.
+    pub dirty_free_pages: usize,
+    /// Items whose bytes no longer match their CRCs (or whose header is damaged): skipped by
+    /// every read.
+    pub damaged_items: usize,
     /// Intact items found by one pass over the region after the repairs: live entries and
     /// superseded versions not yet reclaimed ([`Store::stats`] counts the live entries, at
     /// the cost of one pass per entry).
@@ -117,7 +129,11 @@ pub struct BootReport {
 impl BootReport {
     /// True when the boot check found nothing to repair.
     pub fn is_clean(&self) -> bool {
-        self.torn_pages == 0 && self.dirty_pages == 0 && self.holes_closed == 0 && !self.formatted
+        self.torn_pages == 0
+            && self.dirty_pages == 0
+            && self.holes_closed == 0
+            && self.dirty_free_pages == 0
+            && !self.formatted
     }
 }
 
@@ -146,6 +162,7 @@ pub struct Stats {
 pub struct Store<F: NorFlash + MultiwriteNorFlash> {
     map: Map<F>,
     buf: WorkBuf,
+    boot: BootReport,
 }
 
 /// The flash word: items and markers are padded to it.
@@ -173,7 +190,7 @@ fn map_error<E: NorFlashError>(e: sequential_storage::Error<E>) -> Error {
         S::Storage { value, .. } => flash_error(value),
         S::FullStorage => Error::Storage { what: "store full: the live entries fill the region" },
         S::Corrupted { .. } => {
-            Error::Corrupt { what: "flash region unreadable after repair; erase it (Store::open_or_format)" }
+            Error::Corrupt { what: "flash region damaged beyond repair (only erasing it makes it usable)" }
         }
         S::LogicBug { .. } => Error::Corrupt { what: "sequential-storage reported a logic bug" },
         S::ItemTooBig => Error::Invalid { what: "store item larger than a flash page" },
@@ -213,6 +230,7 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
     pub fn open(flash: F, range: Range<u32>) -> Result<(Self, BootReport)> {
         let mut store = Self::new(flash, range)?;
         let report = store.mount()?;
+        store.boot = report;
         Ok((store, report))
     }
 
@@ -221,11 +239,15 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
     pub fn open_or_format(flash: F, range: Range<u32>) -> Result<(Self, BootReport)> {
         let mut store = Self::new(flash, range)?;
         match store.mount() {
-            Ok(report) => Ok((store, report)),
+            Ok(report) => {
+                store.boot = report;
+                Ok((store, report))
+            }
             Err(Error::Corrupt { .. }) => {
                 store.format()?;
                 let mut report = store.mount()?;
                 report.formatted = true;
+                store.boot = report;
                 Ok((store, report))
             }
             Err(e) => Err(e),
@@ -245,6 +267,7 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
         Ok(Self {
             map: MapStorage::new(Blocking(flash), config, Cache::new_uncached()),
             buf: WorkBuf([0; WORK_LEN]),
+            boot: BootReport::default(),
         })
     }
 
@@ -259,8 +282,12 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
         let mut report = BootReport { pages, ..BootReport::default() };
         // Page states after the repairs below: `true` = open (erased, unused).
         let mut open = [false; MAX_PAGES];
+        // Partial-open pages (first marker only) and, of those, the ones holding nothing.
+        let (mut partials, mut empty_partial) = (0, [false; MAX_PAGES]);
         let mut partial = None;
+        let mut dirty_partial = None;
         let mut counted = 0;
+        let mut headers = 0;
         for index in 0..pages {
             let start = range.start + index as u32 * page;
             let end = start + page;
@@ -269,8 +296,21 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
             let is_open = match (first_set, last_set) {
                 (true, last_set) => {
                     report.pages_in_use += 1;
+                    let (items, free) = self.walk_page(start)?;
+                    headers += items;
                     if !last_set {
+                        partials += 1;
                         partial = Some(index);
+                        let blank_after = match free {
+                            Some(at) => self.body_blank(at, end - w)?,
+                            None => true,
+                        };
+                        if let Some(slot) = empty_partial.get_mut(index) {
+                            *slot = blank_after && free == Some(start + w);
+                        }
+                        if !blank_after {
+                            dirty_partial = Some(index);
+                        }
                     }
                     false
                 }
@@ -291,6 +331,64 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
             if let Some(slot) = open.get_mut(index) {
                 *slot = is_open;
                 counted += 1;
+            }
+        }
+        // One page takes new items. More than one comes from a cut in the repair below (the
+        // page after a damaged one opened, the damaged one not yet closed: finish by closing
+        // it) or from damage (a marker bit cleared on an unused page: erase that page, which
+        // holds nothing; the crate would otherwise write to one partial page and, finding the
+        // next not free, erase it as a half-done migration, with its data). Two holding data:
+        // refused.
+        if partials > 1 && counted == pages {
+            for index in 0..pages {
+                if !empty_partial[index] {
+                    continue;
+                }
+                let prev = (index + pages - 1) % pages;
+                let prev_end = range.start + prev as u32 * page + page - w;
+                if !open[prev] && !empty_partial[prev] && !self.marker_set(prev_end)? {
+                    self.write_marker(prev_end)?;
+                    report.dirty_free_pages += 1;
+                    dirty_partial = dirty_partial.filter(|&p| p != prev);
+                } else {
+                    self.erase_page(range.start + index as u32 * page)?;
+                    open[index] = true;
+                    report.torn_pages += 1;
+                    report.pages_in_use -= 1;
+                }
+            }
+            partial = None;
+            for index in (0..pages).filter(|&i| !open[i]) {
+                if !self.marker_set(range.start + index as u32 * page + page - w)? {
+                    if partial.is_some() {
+                        return Err(Error::Corrupt {
+                            what: "two pages of the store claim to take new items",
+                        });
+                    }
+                    partial = Some(index);
+                }
+            }
+        }
+        // New items go after the last item of the partial-open page, without a look at what
+        // is there: if that space is not erased, close the page and open the next one (first,
+        // so that a cut between the two writes leaves two partial pages, and this check runs
+        // again at the next boot). The next page is the migration buffer, erased, unless a
+        // cut came after it was opened here. When it is in use, a migration into the partial
+        // page was cut: the crate's repair erases that page and redoes the migration before
+        // anything else is written, so the damage is erased, not written over.
+        if let Some(p) = dirty_partial {
+            let next = (p + 1) % pages;
+            let start = range.start + next as u32 * page;
+            if !self.marker_set(start + page - w)? {
+                if !self.marker_set(start)? {
+                    self.write_marker(start)?;
+                }
+                self.write_marker(range.start + p as u32 * page + page - w)?;
+                if let Some(slot) = open.get_mut(next) {
+                    *slot = false;
+                }
+                partial = Some(next);
+                report.dirty_free_pages += 1;
             }
         }
         // The pages in use form a chain: oldest closed page, ..., the partial-open page, then
@@ -318,7 +416,41 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
         // One full pass over the items: sequential-storage reports a region it cannot make
         // sense of (for example no open page at all) as corrupt.
         report.items = self.scan_items()?.0;
+        report.damaged_items = headers.saturating_sub(report.items);
         Ok(report)
+    }
+
+    /// Walks the item headers of the page in use at `start`, in sequential-storage 8's layout
+    /// (a header of data CRC `u32`, length `u16` and length CRC `u16` padded to the flash
+    /// word, then key and value padded to the word; a data CRC of 0 marks a removed item).
+    /// Returns the items not removed (intact or not) and where the free space starts: after
+    /// the last item, when a blank header follows it or the words stepped over (`None`: the
+    /// page is full). A header whose length does not fit the page is stepped over a word at a
+    /// time, as the crate does; those words count as part of the free space, so damage there
+    /// is found too.
+    fn walk_page(&mut self, start: u32) -> Result<(usize, Option<u32>)> {
+        let w = word::<F>() as u32;
+        let overhead = Map::<F>::item_overhead_size();
+        let end = start + F::ERASE_SIZE as u32 - w;
+        let (mut at, mut items) = (start + w, 0);
+        let mut free = at;
+        while at + overhead <= end {
+            let header = &mut self.buf.0[..overhead as usize];
+            self.map.flash().0.read(at, header).map_err(flash_error)?;
+            if header.iter().all(|&b| b == 0xFF) {
+                return Ok((items, Some(free)));
+            }
+            let len = u32::from(u16::from_le_bytes([header[4], header[5]]));
+            let next = at + overhead + len.next_multiple_of(w);
+            if next <= end {
+                items += usize::from(header[..4] != [0; 4]);
+                at = next;
+                free = next;
+            } else {
+                at += w;
+            }
+        }
+        Ok((items, None))
     }
 
     /// True when the marker word at `at` counts as set (see [`MARKER_SET_ZERO_BITS`]).
@@ -416,7 +548,7 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
 
     /// The smallest key greater than `after` among the intact items in flash.
     fn next_key_after(&mut self, after: Option<Key>) -> Result<Option<Key>> {
-        let Self { map, buf } = self;
+        let Self { map, buf, .. } = self;
         let mut items = block_on(map.fetch_all_items(&mut buf.0)).map_err(map_error)?;
         let mut best: Option<Key> = None;
         while let Some((key, _)) = block_on(items.next::<&[u8]>(&mut buf.0)).map_err(map_error)? {
@@ -429,7 +561,7 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
 
     /// The intact items in the region: their count and the flash bytes they occupy.
     fn scan_items(&mut self) -> Result<(usize, usize)> {
-        let Self { map, buf } = self;
+        let Self { map, buf, .. } = self;
         let overhead = Map::<F>::item_overhead_size() as usize;
         let mut items = block_on(map.fetch_all_items(&mut buf.0)).map_err(map_error)?;
         let (mut count, mut bytes) = (0, 0);
@@ -459,6 +591,11 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
         }
         stats.free_bytes = capacity_bytes.saturating_sub(stats.live_bytes);
         Ok(stats)
+    }
+
+    /// What the boot check found when the store was opened.
+    pub fn boot_report(&self) -> BootReport {
+        self.boot
     }
 
     /// The flash region the store manages.

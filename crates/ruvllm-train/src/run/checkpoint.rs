@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -97,9 +97,35 @@ impl Checkpoint {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory, fsynced before the
-/// rename, so a crash or a full disk never leaves a partial `path`.
+/// rename, so a crash or a full disk never leaves a partial `path`. A symbolic link is
+/// followed: its target gets the new bytes and the link stays. Only a regular file is
+/// replaced (or a new one made): a device, FIFO or directory at `path` is refused before
+/// anything is written. On every failure the temporary file is removed and `path` is as it
+/// was.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     write_atomic_with(path, bytes, |f, b| f.write_all(b))
+}
+
+/// Symbolic-link hops [`resolve_symlinks`] follows before it gives up (Linux's own limit).
+const MAX_LINK_HOPS: usize = 40;
+
+/// `path` with every symbolic link in its last component followed, even a dangling one (its
+/// target is where a new file goes). Directories on the way are left as they are.
+pub fn resolve_symlinks(path: &Path) -> std::io::Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..MAX_LINK_HOPS {
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = fs::read_link(&p)?;
+                p = match p.parent() {
+                    Some(dir) if to.is_relative() => dir.join(to),
+                    _ => to,
+                };
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(std::io::Error::other("too many levels of symbolic links"))
 }
 
 /// [`write_atomic`] with the write itself supplied (tests inject a full disk).
@@ -108,15 +134,32 @@ pub(crate) fn write_atomic_with(
     bytes: &[u8],
     write: impl FnOnce(&mut fs::File, &[u8]) -> std::io::Result<()>,
 ) -> Result<(), TrainError> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name =
-        path.file_name().ok_or_else(|| TrainError::io(path, std::io::ErrorKind::InvalidInput.into()))?;
+    let fail = |e| TrainError::io(path, e);
+    let target = resolve_symlinks(path).map_err(fail)?;
+    let existing = match fs::metadata(&target) {
+        Ok(m) if !m.is_file() => {
+            return Err(fail(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (a device, FIFO or directory): give the path of a file to write",
+            )))
+        }
+        Ok(m) => Some(m),
+        Err(_) => None,
+    };
+    let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = target.file_name().ok_or_else(|| fail(std::io::ErrorKind::InvalidInput.into()))?;
+    // One name per target: a writer killed mid-write leaves its temporary file, and the next
+    // write to the target replaces it instead of leaving another.
     let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
     let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
+        let _ = fs::remove_file(&tmp);
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        if let Some(m) = &existing {
+            f.set_permissions(m.permissions())?;
+        }
         write(&mut f, bytes)?;
         f.sync_all()?;
-        fs::rename(&tmp, path)?;
+        fs::rename(&tmp, &target)?;
         // Make the rename itself durable.
         if let Ok(d) = fs::File::open(dir) {
             let _ = d.sync_all();
@@ -125,6 +168,6 @@ pub(crate) fn write_atomic_with(
     })();
     result.map_err(|e| {
         let _ = fs::remove_file(&tmp);
-        TrainError::io(path, e)
+        fail(e)
     })
 }

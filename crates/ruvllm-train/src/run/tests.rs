@@ -128,6 +128,50 @@ fn a_full_disk_leaves_the_previous_file_intact() {
     let _ = std::fs::remove_dir_all(d);
 }
 
+/// A symbolic link is written through: the target gets the bytes, the link stays a link (also
+/// when the target does not exist yet).
+#[test]
+fn an_atomic_write_follows_symlinks() {
+    let d = tempdir("symlink");
+    let (target, link) = (d.join("target.bin"), d.join("link.bin"));
+    std::fs::write(&target, b"old").unwrap();
+    std::os::unix::fs::symlink("target.bin", &link).unwrap();
+    checkpoint::write_atomic(&link, b"new").unwrap();
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+    assert_eq!(std::fs::read(&target).unwrap(), b"new");
+    let dangling = d.join("dangling.bin");
+    std::os::unix::fs::symlink("made.bin", &dangling).unwrap();
+    checkpoint::write_atomic(&dangling, b"made").unwrap();
+    assert!(std::fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(d.join("made.bin")).unwrap(), b"made");
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 4, "temporary file left behind");
+    let _ = std::fs::remove_dir_all(d);
+}
+
+/// A FIFO (as a device would be) or a directory at the path is refused in one line, left as it
+/// was, and no temporary file stays. Today the FIFO was replaced by a regular file.
+#[test]
+fn an_atomic_write_refuses_what_is_not_a_regular_file() {
+    use std::os::unix::fs::FileTypeExt;
+    let d = tempdir("special");
+    let fifo = d.join("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let e = checkpoint::write_atomic(&fifo, b"bytes").unwrap_err().to_string();
+    assert!(e.contains("not a regular file") && !e.contains('\n'), "{e}");
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
+    let sub = d.join("dir");
+    std::fs::create_dir(&sub).unwrap();
+    let e = checkpoint::write_atomic(&sub, b"bytes").unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+    // A link to the FIFO is refused the same way.
+    let link = d.join("link");
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    assert!(checkpoint::write_atomic(&link, b"bytes").is_err());
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 3, "temporary file left behind");
+    let _ = std::fs::remove_dir_all(d);
+}
+
 #[test]
 fn the_loss_curve_is_an_svg_with_both_series() {
     let h: Vec<LossPoint> =

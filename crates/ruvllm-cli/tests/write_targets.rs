@@ -1,0 +1,46 @@
+//! Where `convert -o` writes: a regular file atomically, through a symbolic link to its
+//! target, and never over a FIFO, device or directory (refused in one line, left as it was,
+//! no temporary file left behind).
+
+mod common;
+
+use common::*;
+use std::os::unix::fs::FileTypeExt;
+
+fn convert_to(out: &std::path::Path) -> Option<std::process::Output> {
+    let (model, tok) = (shared("models/stories260K.bin")?, shared("models/tok512.bin")?);
+    Some(run(&["convert", s(&model), "--tokenizer", s(&tok), "--quant", "q8", "-o", s(out)]))
+}
+
+/// Today `convert -o FIFO` replaced the FIFO with a regular file.
+#[test]
+fn convert_refuses_a_fifo_and_a_directory_and_leaves_no_temporary_file() {
+    let dir = scratch("special");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo.gguf");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let Some(out) = convert_to(&fifo) else { return };
+    fails_with(&out, "not a regular file");
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
+    let sub = dir.join("sub.gguf");
+    std::fs::create_dir(&sub).unwrap();
+    fails_with(&convert_to(&sub).unwrap(), "not a regular file");
+    assert!(sub.is_dir());
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 2, "temporary file left behind: {names:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A symbolic link as `-o` is written through: the link stays, its target is the image.
+#[test]
+fn convert_writes_through_a_symlink() {
+    let dir = scratch("linked");
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("model.gguf");
+    std::os::unix::fs::symlink("real.gguf", &link).unwrap();
+    let Some(out) = convert_to(&link) else { return };
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+    assert!(std::fs::read(dir.join("real.gguf")).unwrap().starts_with(b"GGUF"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
