@@ -72,9 +72,9 @@ pub fn run(img: &Image, knowledge_file: Option<&Path>) -> Result<()> {
         let (mut store, existed) = FileKnowledge::open(path)?;
         if existed {
             let restored = knowledge.restore(&mut store).with_context(|| format!("{}", path.display()))?;
-            println!("{restored} from {}", path.display());
+            ruvllm_cli::outln!("{restored} from {}", path.display());
         } else {
-            println!("knowledge: {} does not exist yet; the first add creates it", path.display());
+            ruvllm_cli::outln!("knowledge: {} does not exist yet; the first add creates it", path.display());
         }
         file = Some(store);
     }

@@ -508,7 +508,8 @@ pub fn flash(a: &FlashArgs) -> Result<()> {
 
     if a.dry_run {
         let out = a.output.as_ref().expect("checked above");
-        std::fs::write(out, layout.merged()).with_context(|| format!("{}: cannot write", out.display()))?;
+        // Atomic, regular files only, through a symlink: as `convert -o`.
+        ruvllm_train::run::checkpoint::write_atomic(out, &layout.merged())?;
         eprintln!("flash image for {} ({} bytes):", chip.feature(), FLASH_SIZE);
         layout.print();
         outln!("{}", out.display());

@@ -6,7 +6,6 @@
 mod bench;
 mod board;
 mod commands;
-#[allow(clippy::print_stdout)] // its two status lines: owned by the knowledge-file work
 mod console;
 mod firmware;
 mod image;

@@ -104,7 +104,8 @@ pub fn cluster(args: &ModelArgs, chips: usize, output: &Path, baud: u32, force: 
         bail!("{}: already exists (pass --force to overwrite)", output.display());
     }
     let text = cluster_toml(&args.name(), layers, model.config.dim, chips, baud)?;
-    std::fs::write(output, text).with_context(|| format!("{}: cannot write", output.display()))?;
+    // Atomic, regular files only, through a symlink: as `convert -o`.
+    ruvllm_train::run::checkpoint::write_atomic(output, text.as_bytes())?;
     for (i, (a, b)) in split_layers(layers, chips).into_iter().enumerate() {
         eprintln!("chip {i}: layers {a}..={}", b - 1);
     }

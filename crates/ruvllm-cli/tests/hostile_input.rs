@@ -270,6 +270,8 @@ fn a_stdout_that_cannot_be_written_is_one_error_line() {
     std::fs::write(&text, "Once upon a time there was a cat.").unwrap();
     let base = small_dataset();
     let toml = scratch("full-cluster.toml");
+    let knowledge = scratch("full-knowledge.rvk");
+    let _ = std::fs::remove_file(&knowledge);
     for args in [
         vec!["info"],
         vec!["info", "--json"],
@@ -281,6 +283,7 @@ fn a_stdout_that_cannot_be_written_is_one_error_line() {
         vec!["install"],
         vec!["completions", "bash"],
         vec!["gen", "-n", "8"],
+        vec!["console", "--knowledge", s(&knowledge)],
     ] {
         let out = run_capped_to(&args, dev_full());
         let err = String::from_utf8_lossy(&out.stderr);

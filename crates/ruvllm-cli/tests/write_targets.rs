@@ -44,3 +44,19 @@ fn convert_writes_through_a_symlink() {
     assert!(std::fs::read(dir.join("real.gguf")).unwrap().starts_with(b"GGUF"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The other files the tool writes where the user says (`cluster -o`, and `flash --dry-run -o`,
+/// which needs a firmware build, so `cluster` stands for both) go through the same writer: a
+/// FIFO is refused and stays a FIFO.
+#[test]
+fn cluster_and_flash_images_refuse_a_fifo() {
+    let dir = scratch("special-others");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("out");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    fails_with(&run(&["cluster", "--chips", "2", "-o", s(&fifo), "--force"]), "not a regular file");
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 1, "temporary file left behind: {names:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
