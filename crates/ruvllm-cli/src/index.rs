@@ -134,7 +134,8 @@ fn truncate(v: &mut Vectors<f32>, n: Option<usize>) {
 
 /// What clap's ranges cannot check, before any file is read.
 fn check_args(args: &BenchArgs) -> Result<()> {
-    if args.mode != Mode::Pq && !ann::MS.contains(&args.m) {
+    // The board's index takes other m (2 to 64) and checks them itself.
+    if args.chip.is_none() && args.mode != Mode::Pq && !ann::MS.contains(&args.m) {
         return Err(ann::BuildError::UnsupportedM { m: args.m }.into());
     }
     Ok(())
