@@ -188,3 +188,32 @@ proptest! {
         }
     }
 }
+
+/// Found by `damaged_knowledge_files`: in the 2-sector file (page 0 taking items, page 1
+/// erased), damage that makes page 1's markers read as closed made the next add recycle page
+/// 0 and lose every entry but the new one. The boot check now erases a closed page that holds
+/// nothing after the page taking items.
+#[test]
+fn an_empty_page_that_reads_closed_costs_no_entries() {
+    let (file, written) = &knowledge_files()[1];
+    let mut bytes = file.clone();
+    let page1 = 16 + RAM_SECTOR;
+    assert_eq!(bytes[page1..page1 + 4], [0xFF; 4], "page 1 of the fixture is erased");
+    bytes[page1] ^= 0x55;
+    bytes[page1 + RAM_SECTOR - 4] = 0;
+    let crc = crc32fast::hash(&bytes[16..]);
+    bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+    let image = decode_snapshot(Path::new("damaged.rvk"), &bytes).unwrap();
+    let mut store = mount(image.to_vec()).unwrap();
+    let (held, mut k) = restore(&mut store).unwrap();
+    assert_eq!(&held, written);
+    let added = k.add_saved("Purple owls read maps by candle light.", &mut store).ok();
+    let mut again = mount(store.into_flash().into_inner()).unwrap();
+    let (after, _) = restore(&mut again).unwrap();
+    for (id, text) in written {
+        assert_eq!(after.get(id), Some(text), "entry {id} lost by the add");
+    }
+    if let Some(id) = added {
+        assert!(after.contains_key(&id), "the acknowledged add is lost");
+    }
+}

@@ -286,6 +286,8 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
         let (mut partials, mut empty_partial) = (0, [false; MAX_PAGES]);
         let mut partial = None;
         let mut dirty_partial = None;
+        // Closed pages that hold nothing (their whole body erased).
+        let mut blank_closed = [false; MAX_PAGES];
         let mut counted = 0;
         let mut headers = 0;
         for index in 0..pages {
@@ -298,6 +300,11 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
                     report.pages_in_use += 1;
                     let (items, free) = self.walk_page(start)?;
                     headers += items;
+                    if last_set && free == Some(start + w) && self.body_blank(start + w, end - w)? {
+                        if let Some(slot) = blank_closed.get_mut(index) {
+                            *slot = true;
+                        }
+                    }
                     if !last_set {
                         partials += 1;
                         partial = Some(index);
@@ -396,8 +403,18 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
         // damaged page erased above) would hide every older page from the store's searches:
         // mark it closed (an empty closed page) so the entries behind it stay readable.
         if let (Some(p), true) = (partial, counted == pages) {
+            // The free pages after the partial-open one. A page there whose markers read as
+            // closed but which holds nothing is damage on an unused page: erase it. Left
+            // closed, the crate would take it for the oldest page and recycle the partial
+            // page's entries away on the next write.
             let mut i = (p + 1) % pages;
-            while i != p && open[i] {
+            while i != p && (open[i] || blank_closed[i]) {
+                if !open[i] {
+                    self.erase_page(range.start + i as u32 * page)?;
+                    open[i] = true;
+                    report.dirty_pages += 1;
+                    report.pages_in_use -= 1;
+                }
                 i = (i + 1) % pages;
             }
             while i != p {
