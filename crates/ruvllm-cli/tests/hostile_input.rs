@@ -27,17 +27,8 @@ fn run_capped_to(args: &[&str], stdout: Stdio) -> Output {
             setrlimit(Resource::RLIMIT_AS, ADDRESS_SPACE, ADDRESS_SPACE).map_err(std::io::Error::from)
         });
     }
-    let mut child = cmd.spawn().expect("the binary runs");
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > DEADLINE {
-            child.kill().unwrap();
-            let out = child.wait_with_output().unwrap();
-            panic!("{args:?} still running after {DEADLINE:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+    let child = cmd.spawn().expect("the binary runs");
+    wait_within(child, Instant::now(), DEADLINE, &format!("{args:?}"))
 }
 
 fn run_capped(args: &[&str]) -> Output {

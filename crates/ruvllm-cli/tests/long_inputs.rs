@@ -12,22 +12,14 @@ use std::time::{Duration, Instant};
 /// Runs the binary, killing it after `limit` (a quadratic encoder would run for minutes).
 fn run_within(args: &[&str], limit: Duration) -> (Output, Duration) {
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("the binary runs");
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            child.kill().unwrap();
-            let out = child.wait_with_output().unwrap();
-            panic!("still running after {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let took = start.elapsed();
-    (child.wait_with_output().unwrap(), took)
+    let out = wait_within(child, start, limit, "the command");
+    (out, start.elapsed())
 }
 
 #[test]

@@ -12,22 +12,34 @@ fn convert_to(out: &std::path::Path) -> Option<std::process::Output> {
     Some(run(&["convert", s(&model), "--tokenizer", s(&tok), "--quant", "q8", "-o", s(out)]))
 }
 
+/// A fresh scratch directory `name` holding a FIFO `file`.
+fn dir_with_fifo(name: &str, file: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = scratch(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join(file);
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    (dir, fifo)
+}
+
+/// The FIFO is still one and `dir` holds `n` entries (no temporary file left behind).
+fn untouched(fifo: &std::path::Path, dir: &std::path::Path, n: usize) {
+    assert!(std::fs::symlink_metadata(fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
+    let names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), n, "temporary file left behind: {names:?}");
+}
+
 /// Today `convert -o FIFO` replaced the FIFO with a regular file.
 #[test]
 fn convert_refuses_a_fifo_and_a_directory_and_leaves_no_temporary_file() {
-    let dir = scratch("special");
-    std::fs::create_dir_all(&dir).unwrap();
-    let fifo = dir.join("fifo.gguf");
-    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let (dir, fifo) = dir_with_fifo("special", "fifo.gguf");
     let Some(out) = convert_to(&fifo) else { return };
     fails_with(&out, "not a regular file");
-    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
     let sub = dir.join("sub.gguf");
     std::fs::create_dir(&sub).unwrap();
     fails_with(&convert_to(&sub).unwrap(), "not a regular file");
     assert!(sub.is_dir());
-    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(names.len(), 2, "temporary file left behind: {names:?}");
+    untouched(&fifo, &dir, 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -50,13 +62,8 @@ fn convert_writes_through_a_symlink() {
 /// FIFO is refused and stays a FIFO.
 #[test]
 fn cluster_and_flash_images_refuse_a_fifo() {
-    let dir = scratch("special-others");
-    std::fs::create_dir_all(&dir).unwrap();
-    let fifo = dir.join("out");
-    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let (dir, fifo) = dir_with_fifo("special-others", "out");
     fails_with(&run(&["cluster", "--chips", "2", "-o", s(&fifo), "--force"]), "not a regular file");
-    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
-    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(names.len(), 1, "temporary file left behind: {names:?}");
+    untouched(&fifo, &dir, 1);
     let _ = std::fs::remove_dir_all(&dir);
 }

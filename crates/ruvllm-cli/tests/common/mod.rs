@@ -4,7 +4,8 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 pub fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
@@ -70,4 +71,18 @@ pub fn fails_with(out: &Output, needle: &str) {
     assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
     assert!(err.starts_with("error: "), "{err}");
     assert!(err.contains(needle), "expected {needle:?} in {err}");
+}
+
+/// Waits for `child`, killing it and failing the test once `limit` has passed since `start`
+/// (a hang or a quadratic loop fails the test instead of stalling the run).
+pub fn wait_within(mut child: Child, start: Instant, limit: Duration, what: &str) -> Output {
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!("{what} still running after {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
