@@ -189,18 +189,28 @@ proptest! {
     }
 }
 
-/// Found by `damaged_knowledge_files`: in the 2-sector file (page 0 taking items, page 1
-/// erased), damage that makes page 1's markers read as closed made the next add recycle page
-/// 0 and lose every entry but the new one. The boot check now erases a closed page that holds
-/// nothing after the page taking items.
+/// Found by `damaged_knowledge_files` and `damaged_store_images`: in the 2-sector file (page 0
+/// taking items, page 1 erased), damage that makes page 1's markers read as closed (with or
+/// without stray bytes in its body) made the next add recycle page 0 and lose every entry but
+/// the new one. The boot check now erases a closed page that holds no item after the page
+/// taking items.
 #[test]
 fn an_empty_page_that_reads_closed_costs_no_entries() {
+    for stray in [false, true] {
+        empty_page_reads_closed(stray);
+    }
+}
+
+fn empty_page_reads_closed(stray: bool) {
     let (file, written) = &knowledge_files()[1];
     let mut bytes = file.clone();
     let page1 = 16 + RAM_SECTOR;
     assert_eq!(bytes[page1..page1 + 4], [0xFF; 4], "page 1 of the fixture is erased");
     bytes[page1] ^= 0x55;
     bytes[page1 + RAM_SECTOR - 4] = 0;
+    if stray {
+        bytes[page1 + RAM_SECTOR - 400..page1 + RAM_SECTOR - 4].fill(0);
+    }
     let crc = crc32fast::hash(&bytes[16..]);
     bytes[12..16].copy_from_slice(&crc.to_le_bytes());
     let image = decode_snapshot(Path::new("damaged.rvk"), &bytes).unwrap();

@@ -286,7 +286,8 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
         let (mut partials, mut empty_partial) = (0, [false; MAX_PAGES]);
         let mut partial = None;
         let mut dirty_partial = None;
-        // Closed pages that hold nothing (their whole body erased).
+        // Closed pages that hold no item (items start right after the first marker, so an
+        // erased first header means none; what else the body holds is damage).
         let mut blank_closed = [false; MAX_PAGES];
         let mut counted = 0;
         let mut headers = 0;
@@ -300,7 +301,7 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
                     report.pages_in_use += 1;
                     let (items, free) = self.walk_page(start)?;
                     headers += items;
-                    if last_set && free == Some(start + w) && self.body_blank(start + w, end - w)? {
+                    if last_set && free == Some(start + w) {
                         if let Some(slot) = blank_closed.get_mut(index) {
                             *slot = true;
                         }
