@@ -101,12 +101,12 @@ fn evaluate(
     normal: &[String],
     kinds: &[(&'static str, Vec<String>)],
 ) -> Report {
-    let mut det: AnomalyDetector<DIM, 32> = AnomalyDetector::new(AnomalyConfig::default());
+    let mut det: AnomalyDetector<DIM, 32> = AnomalyDetector::with_config(AnomalyConfig::default());
     for s in learn {
         det.learn(&embed(s)).unwrap();
     }
     let score = |det: &AnomalyDetector<DIM, 32>, e: &mut dyn FnMut(&str) -> [f32; DIM], t: &[String]| {
-        t.iter().map(|s| det.check(&e(s)).unwrap()).collect::<Vec<_>>()
+        t.iter().map(|s| det.try_check(&e(s)).unwrap()).collect::<Vec<_>>()
     };
     let normal_r = score(&det, embed, normal);
     let normal_s: Vec<f32> = normal_r.iter().map(|r| r.score).collect();
@@ -205,7 +205,7 @@ fn ngram_embed(texts: &[String]) -> Vec<[f32; DIM]> {
 
 /// The flagged fraction of `set` at `det`'s calibrated threshold.
 fn flagged(det: &AnomalyDetector<DIM, 32>, set: &[[f32; DIM]]) -> f64 {
-    set.iter().filter(|e| det.check(*e).unwrap().is_anomaly).count() as f64 / set.len() as f64
+    set.iter().filter(|e| det.try_check(*e).unwrap().is_anomaly).count() as f64 / set.len() as f64
 }
 
 /// The prior of the console's detector, measured on corpus sentences that no other part of this
@@ -245,7 +245,7 @@ fn learn_sample(
         idx.swap(i, j);
     }
     let mut det: AnomalyDetector<DIM, 32> =
-        AnomalyDetector::new(AnomalyConfig { prior, ..AnomalyConfig::default() });
+        AnomalyDetector::with_config(AnomalyConfig { prior, ..AnomalyConfig::default() });
     for &i in &idx[..n] {
         det.learn(&pool[i]).unwrap();
     }
@@ -334,7 +334,7 @@ fn calibrated_threshold_with_few_and_near_identical_references() {
     let mut near = Vec::new();
     for (name, prior) in configs {
         let mut det: AnomalyDetector<DIM, 32> =
-            AnomalyDetector::new(AnomalyConfig { prior, ..AnomalyConfig::default() });
+            AnomalyDetector::with_config(AnomalyConfig { prior, ..AnomalyConfig::default() });
         for e in &refs {
             det.learn(e).unwrap();
         }

@@ -20,6 +20,7 @@ pub mod knowledge;
 pub mod model;
 pub mod packed;
 pub mod partition;
+pub mod prelude;
 pub mod quant;
 pub mod sample;
 pub mod store;

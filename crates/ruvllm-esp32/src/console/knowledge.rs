@@ -119,7 +119,7 @@ pub type KnowledgeDetector = AnomalyDetector<KNOWLEDGE_DIM, ANOMALY_CAP>;
 
 /// The console's detector, empty: the default settings with the measured [`ANOMALY_PRIOR`].
 fn new_detector() -> KnowledgeDetector {
-    AnomalyDetector::new(AnomalyConfig { prior: Some(ANOMALY_PRIOR), ..AnomalyConfig::default() })
+    AnomalyDetector::with_config(AnomalyConfig { prior: Some(ANOMALY_PRIOR), ..AnomalyConfig::default() })
 }
 
 /// Refuses an empty text and one holding a control character other than tab.
@@ -266,7 +266,7 @@ impl Knowledge {
             return Err(KnowledgeError::NotCalibrated { references: self.detector.len() });
         }
         let v = self.embed_hashed(text)?;
-        Ok(self.detector.check(&v)?)
+        Ok(self.detector.try_check(&v)?)
     }
 
     /// Removes entry `id` (1-based) from retrieval. The detector keeps what it learned from it.
