@@ -139,7 +139,7 @@ fn evaluate(
 fn anomaly_roc_auc_with_both_embedders() {
     let learn = corpus_sentences(7, 200);
     let normal = corpus_sentences(99, 150);
-    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.gguf")).unwrap();
+    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf")).unwrap();
     // GGUF tensors are read in place: an 8-byte aligned copy.
     let mut words = vec![0u64; bytes.len().div_ceil(8)];
     bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
@@ -165,7 +165,8 @@ fn anomaly_roc_auc_with_both_embedders() {
     };
     let ng = evaluate("ngram D=64", &mut e, &learn, &normal, &kinds);
 
-    let table = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/ngram-table.bin")).unwrap();
+    let table =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-esp32/data/ngram-table.bin")).unwrap();
     let mut learned = TableEmbedder::<DIM>::from_bytes(&table).unwrap();
     let mut e = |t: &str| {
         let mut v = [0.0; DIM];
@@ -286,7 +287,7 @@ fn calibrated_threshold_with_few_and_near_identical_references() {
     let pool_text = corpus_sentences(7, 200);
     let pool = ngram_embed(&pool_text);
     let normal = ngram_embed(&corpus_sentences(99, 150));
-    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.gguf")).unwrap();
+    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf")).unwrap();
     let mut words = vec![0u64; bytes.len().div_ceil(8)];
     bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
     let model = <Model<'_>>::from_gguf(&bytemuck::cast_slice::<u64, u8>(&words)[..bytes.len()]).unwrap();

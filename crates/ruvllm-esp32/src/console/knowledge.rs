@@ -47,9 +47,9 @@ pub const ASK_RESULTS: usize = 3;
 pub const ASK_MIN_SIMILARITY: f32 = 0.1;
 
 /// The learned n-gram table `ask` embeds with (`ruvllm-esp32 train-embedder -o
-/// models/ngram-table.bin` rebuilds it byte for byte): 2048 x 64 int8, read in place.
+/// crates/ruvllm-esp32/data/ngram-table.bin` rebuilds it byte for byte): 2048 x 64 int8, read in place.
 pub static BUILTIN_TABLE: &[u8] =
-    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/ngram-table.bin"));
+    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/data/ngram-table.bin"));
 
 /// Why a knowledge command did nothing; the console prints each as one `error:` line.
 #[derive(Debug, Clone, Copy, PartialEq)]
