@@ -23,7 +23,7 @@ fn main() {
         return;
     }
 
-    // Without RUVLLM_MODEL the firmware carries the project's built-in model (models/).
+    // Without RUVLLM_MODEL the firmware carries the project's built-in model (crates/ruvllm-cli/data/).
     let path = std::env::var("RUVLLM_MODEL").unwrap_or_else(|_| {
         let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
         format!("{dir}/../../crates/ruvllm-cli/data/default.gguf")
