@@ -16,13 +16,13 @@ mkdir -p target/train
 
 if [[ $what == default || $what == all ]]; then
     # The built-in model (compiled into the CLI and the firmware).
-    $bin train --preset default --quant q8 --steps 3000 --threads 2 -o models/default.gguf
+    $bin train --preset default --quant q8 --steps 3000 --threads 2 -o crates/ruvllm-cli/data/default.gguf
 fi
 if [[ $what == draft || $what == all ]]; then
     # The draft model for speculative decoding: the tiny preset with the built-in model's
     # tokenizer (a draft must share its target's vocabulary).
     $bin train --preset tiny --quant q8 --steps 1000 --threads 2 \
-        --tokenizer-from models/default.gguf -o target/train/tiny-q8.gguf
+        --tokenizer-from crates/ruvllm-cli/data/default.gguf -o target/train/tiny-q8.gguf
     cp target/train/tiny-q8.gguf models/draft.gguf
 fi
 if [[ $what == qat || $what == all ]]; then
@@ -36,7 +36,7 @@ fi
 if [[ $what == restamp ]]; then
     # After a change of the image format or its checksum rule: rebuild the shipped images from their own
     # weights (q8 codes and scales convert to themselves, so only the checksum changes).
-    for m in models/default.gguf models/draft.gguf; do
+    for m in crates/ruvllm-cli/data/default.gguf models/draft.gguf; do
         $bin convert --allow-unverified "$m" --quant q8 -o "$m"
     done
 fi
@@ -44,7 +44,7 @@ if [[ $what == eval || $what == qat || $what == all ]]; then
     # The engine's perplexity on documents the trainer never saw (another corpus seed), each
     # document after a BOS as in training.
     $bin corpus --seed 99 --docs 300 -o target/train/heldout.txt
-    for m in models/default.gguf models/draft.gguf target/train/260k-{f32,q8,ternary,binary}.gguf; do
+    for m in crates/ruvllm-cli/data/default.gguf models/draft.gguf target/train/260k-{f32,q8,ternary,binary}.gguf; do
         [[ -f $m ]] || continue
         printf '%s (%s bytes): ' "$m" "$(stat -c %s "$m")"
         $bin eval -m "$m" --text target/train/heldout.txt --documents | tr '\n' ' '

@@ -29,10 +29,10 @@ fn main() {
         fail("enable exactly one chip feature: --features esp32c3 | esp32c6 | esp32 | esp32s2 | esp32s3");
     }
 
-    // Without RUVLLM_MODEL the firmware carries the project's built-in model (models/).
+    // Without RUVLLM_MODEL the firmware carries the project's built-in model (crates/ruvllm-cli/data/).
     let path = std::env::var("RUVLLM_MODEL").unwrap_or_else(|_| {
         let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-        format!("{dir}/../../models/default.gguf")
+        format!("{dir}/../../crates/ruvllm-cli/data/default.gguf")
     });
     println!("cargo:rerun-if-changed={path}");
     let bytes = std::fs::read(&path).unwrap_or_else(|e| fail(&format!("RUVLLM_MODEL={path}: {e}")));

@@ -313,7 +313,7 @@ impl PqScan {
         let dim = base.dim;
         let subspaces = if p.pq_subspaces > 0 { p.pq_subspaces } else { (dim / 8).max(1) };
         let config = PQConfig { dim, num_subspaces: subspaces, num_centroids: p.pq_centroids };
-        let mut pq = ProductQuantizer::new(config)?;
+        let mut pq = ProductQuantizer::untrained(config)?;
         pq.train(&base.data, base.len(), 15, p.seed)?;
         let n = base.len();
         let mut codes = vec![0u8; n * subspaces];

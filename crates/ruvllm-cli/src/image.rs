@@ -13,10 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// `main` before any model loads.
 pub static ALLOW_UNVERIFIED: AtomicBool = AtomicBool::new(false);
 
-/// The project's own model (models/default.gguf, trained by `ruvllm-esp32 train` on the
+/// The project's own model (crates/ruvllm-cli/data/default.gguf, trained by `ruvllm-esp32 train` on the
 /// generated corpus: see README), used when no `--model` is given.
-pub static BUILTIN_MODEL: &[u8] =
-    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.gguf"));
+pub static BUILTIN_MODEL: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf"));
 
 /// A model image whose tensors can be read in place: a read-only mapping of the file (page
 /// aligned, no copy, pages arrive as they are touched), or an 8-byte aligned buffer for an

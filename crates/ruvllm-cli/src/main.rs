@@ -280,7 +280,7 @@ enum Cmd {
     /// Learn the knowledge commands' text embedder (an int8 n-gram table) from the fact
     /// documents of the built-in corpus
     #[command(after_help = "Example (the committed table):
-  ruvllm-esp32 train-embedder -o models/ngram-table.bin")]
+  ruvllm-esp32 train-embedder -o crates/ruvllm-esp32/data/ngram-table.bin")]
     TrainEmbedder {
         #[arg(short = 'o', long)]
         output: PathBuf,

@@ -4,22 +4,8 @@ use crate::image;
 use crate::ModelArgs;
 use anyhow::{bail, Context, Result};
 use ruvllm_cli::outln;
+use ruvllm_esp32::federation;
 use std::path::Path;
-
-/// Layer ranges `[start, end)` of `chips` pipeline stages over `layers` layers: contiguous,
-/// in order, as even as possible (the first `layers % chips` stages get one more).
-pub fn split_layers(layers: usize, chips: usize) -> Vec<(usize, usize)> {
-    let (base, extra) = (layers / chips, layers % chips);
-    let mut start = 0;
-    (0..chips)
-        .map(|i| {
-            let n = base + usize::from(i < extra);
-            let r = (start, start + n);
-            start += n;
-            r
-        })
-        .collect()
-}
 
 #[derive(serde::Serialize)]
 struct ClusterFile {
@@ -52,19 +38,12 @@ struct ClusterChip {
 /// the toml crate (a model path may hold quotes, backslashes or control characters); the
 /// comments are fixed text.
 pub fn cluster_toml(model_name: &str, layers: usize, dim: usize, chips: usize, baud: u32) -> Result<String> {
-    let chip = split_layers(layers, chips)
-        .into_iter()
-        .enumerate()
-        .map(|(i, (a, b))| ClusterChip {
-            id: i,
-            role: match (i, chips) {
-                (_, 1) => "single",
-                (0, _) => "head",
-                (i, n) if i == n - 1 => "tail",
-                _ => "middle",
-            },
-            layers: [a, b - 1],
-            port: format!("/dev/ttyUSB{i}"),
+    let chip = federation::plan(layers, chips)?
+        .map(|s| ClusterChip {
+            id: s.chip,
+            role: s.role.as_str(),
+            layers: [s.layers.start, s.layers.end - 1],
+            port: format!("/dev/ttyUSB{}", s.chip),
         })
         .collect();
     let file = ClusterFile {
@@ -106,8 +85,8 @@ pub fn cluster(args: &ModelArgs, chips: usize, output: &Path, baud: u32, force: 
     let text = cluster_toml(&args.name(), layers, model.config.dim, chips, baud)?;
     // Atomic, regular files only, through a symlink: as `convert -o`.
     ruvllm_train::run::checkpoint::write_atomic(output, text.as_bytes())?;
-    for (i, (a, b)) in split_layers(layers, chips).into_iter().enumerate() {
-        eprintln!("chip {i}: layers {a}..={}", b - 1);
+    for s in federation::plan(layers, chips)? {
+        eprintln!("chip {}: layers {}..={}", s.chip, s.layers.start, s.layers.end - 1);
     }
     outln!("{}", output.display());
     Ok(())

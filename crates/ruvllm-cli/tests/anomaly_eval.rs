@@ -101,12 +101,12 @@ fn evaluate(
     normal: &[String],
     kinds: &[(&'static str, Vec<String>)],
 ) -> Report {
-    let mut det: AnomalyDetector<DIM, 32> = AnomalyDetector::new(AnomalyConfig::default());
+    let mut det: AnomalyDetector<DIM, 32> = AnomalyDetector::with_config(AnomalyConfig::default());
     for s in learn {
         det.learn(&embed(s)).unwrap();
     }
     let score = |det: &AnomalyDetector<DIM, 32>, e: &mut dyn FnMut(&str) -> [f32; DIM], t: &[String]| {
-        t.iter().map(|s| det.check(&e(s)).unwrap()).collect::<Vec<_>>()
+        t.iter().map(|s| det.try_check(&e(s)).unwrap()).collect::<Vec<_>>()
     };
     let normal_r = score(&det, embed, normal);
     let normal_s: Vec<f32> = normal_r.iter().map(|r| r.score).collect();
@@ -139,7 +139,7 @@ fn evaluate(
 fn anomaly_roc_auc_with_both_embedders() {
     let learn = corpus_sentences(7, 200);
     let normal = corpus_sentences(99, 150);
-    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.gguf")).unwrap();
+    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf")).unwrap();
     // GGUF tensors are read in place: an 8-byte aligned copy.
     let mut words = vec![0u64; bytes.len().div_ceil(8)];
     bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
@@ -165,7 +165,8 @@ fn anomaly_roc_auc_with_both_embedders() {
     };
     let ng = evaluate("ngram D=64", &mut e, &learn, &normal, &kinds);
 
-    let table = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/ngram-table.bin")).unwrap();
+    let table =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-esp32/data/ngram-table.bin")).unwrap();
     let mut learned = TableEmbedder::<DIM>::from_bytes(&table).unwrap();
     let mut e = |t: &str| {
         let mut v = [0.0; DIM];
@@ -205,7 +206,7 @@ fn ngram_embed(texts: &[String]) -> Vec<[f32; DIM]> {
 
 /// The flagged fraction of `set` at `det`'s calibrated threshold.
 fn flagged(det: &AnomalyDetector<DIM, 32>, set: &[[f32; DIM]]) -> f64 {
-    set.iter().filter(|e| det.check(*e).unwrap().is_anomaly).count() as f64 / set.len() as f64
+    set.iter().filter(|e| det.try_check(*e).unwrap().is_anomaly).count() as f64 / set.len() as f64
 }
 
 /// The prior of the console's detector, measured on corpus sentences that no other part of this
@@ -245,7 +246,7 @@ fn learn_sample(
         idx.swap(i, j);
     }
     let mut det: AnomalyDetector<DIM, 32> =
-        AnomalyDetector::new(AnomalyConfig { prior, ..AnomalyConfig::default() });
+        AnomalyDetector::with_config(AnomalyConfig { prior, ..AnomalyConfig::default() });
     for &i in &idx[..n] {
         det.learn(&pool[i]).unwrap();
     }
@@ -286,7 +287,7 @@ fn calibrated_threshold_with_few_and_near_identical_references() {
     let pool_text = corpus_sentences(7, 200);
     let pool = ngram_embed(&pool_text);
     let normal = ngram_embed(&corpus_sentences(99, 150));
-    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.gguf")).unwrap();
+    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf")).unwrap();
     let mut words = vec![0u64; bytes.len().div_ceil(8)];
     bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
     let model = <Model<'_>>::from_gguf(&bytemuck::cast_slice::<u64, u8>(&words)[..bytes.len()]).unwrap();
@@ -334,7 +335,7 @@ fn calibrated_threshold_with_few_and_near_identical_references() {
     let mut near = Vec::new();
     for (name, prior) in configs {
         let mut det: AnomalyDetector<DIM, 32> =
-            AnomalyDetector::new(AnomalyConfig { prior, ..AnomalyConfig::default() });
+            AnomalyDetector::with_config(AnomalyConfig { prior, ..AnomalyConfig::default() });
         for e in &refs {
             det.learn(e).unwrap();
         }

@@ -8,7 +8,7 @@ use common::*;
 use std::path::{Path, PathBuf};
 
 fn builtin() -> Vec<u8> {
-    std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default.gguf")).unwrap()
+    std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/default.gguf")).unwrap()
 }
 
 /// Offset of the value of metadata `key` (the key's bytes, then its u32 type).

@@ -36,7 +36,7 @@ fn run_capped(args: &[&str]) -> Output {
 }
 
 fn builtin_model() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default.gguf")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/default.gguf")
 }
 
 /// A FIFO nobody writes to: reading it would block forever.

@@ -237,7 +237,7 @@ fn the_integer_board_is_bit_exact_with_the_host_and_float_free() {
 #[test]
 fn the_built_in_model_runs_on_the_board_as_on_the_host() {
     let Some(()) = chip_tools() else { return };
-    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default.gguf");
+    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/default.gguf");
     image_board_matches_host(&img, "built-in");
     knowledge_board_matches_host(&img);
 }
@@ -249,7 +249,7 @@ fn the_built_in_model_runs_on_the_board_as_on_the_host() {
 fn the_board_keeps_its_knowledge_in_flash_across_restarts() {
     use ruvllm_cli::board_flash::{new_flash_file, FLASH_STORE};
     let Some(()) = chip_tools() else { return };
-    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default.gguf");
+    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/default.gguf");
     let Some(elf) = build(&img, false, "int") else { return };
     let flash = scratch("knowledge-flash.bin");
     new_flash_file(&flash).unwrap();
@@ -664,7 +664,7 @@ fn host_console(img: &Path, input: Vec<u8>) -> String {
 #[test]
 fn piped_lines_all_run_on_the_board() {
     let Some(()) = chip_tools() else { return };
-    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default.gguf");
+    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/default.gguf");
     let script = [
         "gen Once upon a time",
         "add The cat sleeps on the warm kitchen floor.",
@@ -724,7 +724,7 @@ fn last_count(stats: &str, what: &str) -> u64 {
 #[test]
 fn adding_to_a_full_store_on_the_board() {
     let Some(()) = chip_tools() else { return };
-    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default.gguf");
+    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/default.gguf");
     let texts = story_sentences();
     assert_eq!(texts.len(), 40);
     let mut script: Vec<String> = texts[..32].iter().map(|t| format!("add {t}")).collect();
@@ -797,7 +797,7 @@ fn adding_to_a_full_store_on_the_board() {
 #[test]
 fn every_console_command_answers_on_the_board_as_on_the_host() {
     let Some(()) = chip_tools() else { return };
-    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default.gguf");
+    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/default.gguf");
     let lines: Vec<(&str, bool)> = include_str!("../../ruvllm-esp32/tests/data/console_script.txt")
         .lines()
         .map(|l| l.strip_prefix('!').map_or((l, false), |c| (c, true)))
@@ -901,7 +901,7 @@ fn every_console_command_answers_on_the_board_as_on_the_host() {
 fn clear_on_the_board_empties_its_flash_store() {
     use ruvllm_cli::board_flash::new_flash_file;
     let Some(()) = chip_tools() else { return };
-    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default.gguf");
+    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/default.gguf");
     let Some(elf) = build(&img, false, "int") else { return };
     let flash = scratch("clear-flash.bin");
     new_flash_file(&flash).unwrap();

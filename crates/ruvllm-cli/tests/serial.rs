@@ -64,7 +64,7 @@ fn pty() -> (File, String, File) {
 /// Runs the library console with the built-in model on `master` until its input ends.
 fn board(master: File) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.gguf")).unwrap();
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf")).unwrap();
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
         bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
         let model = <Model<'_>>::from_gguf(&bytemuck::cast_slice::<u64, u8>(&words)[..bytes.len()]).unwrap();

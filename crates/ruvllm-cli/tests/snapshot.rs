@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use ruvllm_cli::snapshot::{load_snapshot, save_snapshot, SnapshotError};
 use ruvllm_esp32::knowledge::{
-    AnomalyConfig, AnomalyDetector, LoadReport, MemoryConfig, MemoryType, MicroRAG, RAGConfig, SemanticMemory,
+    AnomalyConfig, AnomalyDetector, LoadReport, MemoryType, MicroRAG, RAGConfig, SemanticMemory,
 };
 use ruvllm_esp32::vector::metric::SplitMix;
 
@@ -33,8 +33,8 @@ fn embedding(rng: &mut SplitMix) -> [f32; DIM] {
 fn fresh() -> (Rag, Memory, Detector) {
     (
         Rag::new(RAGConfig { max_text_bytes: 96, ..RAGConfig::default() }),
-        Memory::new(MemoryConfig::default()),
-        Detector::new(AnomalyConfig::default()),
+        Memory::new(),
+        Detector::with_config(AnomalyConfig::default()),
     )
 }
 
@@ -73,7 +73,7 @@ fn answers(rag: &mut Rag, memory: &mut Memory, detector: &Detector) -> Answers {
     let d = queries
         .iter()
         .map(|q| {
-            let c = detector.check(q).unwrap();
+            let c = detector.try_check(q).unwrap();
             (c.is_anomaly, c.score)
         })
         .collect();

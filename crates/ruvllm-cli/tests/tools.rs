@@ -19,7 +19,7 @@ fn stdout(out: &Output) -> String {
 }
 
 fn builtin_model() -> Vec<u8> {
-    std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default.gguf")).unwrap()
+    std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/default.gguf")).unwrap()
 }
 
 #[test]
@@ -221,7 +221,11 @@ fn flash_dry_run_writes_a_bootable_layout_with_the_model_partition() {
     // The model partition holds exactly the source image, the rest of it erased.
     let src = builtin_model();
     let part = &img[model.offset as usize..(model.offset + model.size) as usize];
-    assert_eq!(&part[..src.len()], &src[..], "the model partition differs from models/default.gguf");
+    assert_eq!(
+        &part[..src.len()],
+        &src[..],
+        "the model partition differs from crates/ruvllm-cli/data/default.gguf"
+    );
     assert!(part[src.len()..].iter().all(|&b| b == 0xFF), "bytes after the image are not erased flash");
     // And the engine finds and loads it the way the board does: the whole flash mapped
     // (a 16-byte aligned copy here), the table read, the image cut from the partition,

@@ -76,7 +76,7 @@ impl fmt::Display for Error {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for Error {}
+// In core since Rust 1.81 (the MSRV is above it): `?` into `Box<dyn Error>` works without std.
+impl core::error::Error for Error {}
 
 pub type Result<T> = core::result::Result<T, Error>;

@@ -1,6 +1,18 @@
 //! ruvllm-esp32: llama-architecture language models, vector search and retrieval for ESP32
-//! microcontrollers. `no_std`; the `alloc` feature adds conversion and writing of model files,
-//! `std` adds run-time CPU feature detection for the host's fast kernels.
+//! microcontrollers. `no_std`, and without features no allocation either: what the firmware
+//! links. [`prelude`] holds the names most programs need (its docs show them at work).
+//!
+//! # Features
+//!
+//! | Feature | What it adds |
+//! |---|---|
+//! | (none) | everything that runs on the chip: GGUF reading in place, the forward passes, tokenizer, sampler, vector search, knowledge stores, flash store, console |
+//! | `alloc` | model conversion (`convert`) and GGUF writing, owning conveniences (`ProductQuantizer::untrained`, `train`, `to_bytes`) |
+//! | `std` | `alloc`, plus run-time CPU feature detection for the host's fast kernels |
+//! | `host-test` | the std build for testing on the host: `std` under the name the published README uses |
+//! | `federation` | `federation`: pipeline-parallel plans of a model's layers over several chips (what `ruvllm-esp32 cluster` writes) |
+//! | `wasm` | the set for `wasm32-unknown-unknown`: `alloc` without `std` (no threads, no CPU detection there); CI builds it for that target |
+//! | `full` | all of the above (what docs.rs documents) |
 #![cfg_attr(not(test), no_std)]
 
 #[cfg(feature = "alloc")]
@@ -13,6 +25,8 @@ pub mod console;
 pub mod convert;
 pub mod embed;
 pub mod error;
+#[cfg(feature = "federation")]
+pub mod federation;
 pub mod gguf;
 pub mod infer;
 pub mod kernels;
@@ -20,6 +34,7 @@ pub mod knowledge;
 pub mod model;
 pub mod packed;
 pub mod partition;
+pub mod prelude;
 pub mod quant;
 pub mod sample;
 pub mod store;

@@ -18,7 +18,7 @@ use std::ops::ControlFlow;
 const SCRIPT: &str = include_str!("data/console_script.txt");
 
 fn builtin() -> common::Image {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.gguf");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-cli/data/default.gguf");
     common::Image::new(&std::fs::read(path).unwrap())
 }
 

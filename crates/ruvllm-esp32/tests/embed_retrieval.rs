@@ -31,13 +31,13 @@ fn pairs() -> Vec<(String, String)> {
         .collect()
 }
 
-/// The learned n-gram table (`ruvllm-esp32 train-embedder -o models/ngram-table.bin`).
+/// The learned n-gram table (`ruvllm-esp32 train-embedder -o crates/ruvllm-esp32/data/ngram-table.bin`).
 fn table() -> Vec<u8> {
-    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/ngram-table.bin")).unwrap()
+    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/data/ngram-table.bin")).unwrap()
 }
 
 fn builtin() -> Image {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.gguf");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-cli/data/default.gguf");
     Image::new(&std::fs::read(path).unwrap())
 }
 

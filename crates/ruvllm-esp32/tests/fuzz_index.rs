@@ -173,7 +173,7 @@ proptest! {
         static PQ: OnceLock<Vec<u8>> = OnceLock::new();
         let original = PQ.get_or_init(|| {
             let cfg = PQConfig { dim: DIM, num_subspaces: 4, num_centroids: 16 };
-            let mut pq = ProductQuantizer::new(cfg).unwrap();
+            let mut pq = ProductQuantizer::untrained(cfg).unwrap();
             let data: Vec<f32> = vectors(64, 5).into_iter().flatten().collect();
             pq.train(&data, 64, 4, 1).unwrap();
             pq.to_bytes()

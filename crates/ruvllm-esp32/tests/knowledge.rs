@@ -267,7 +267,7 @@ fn memory_equal_scores_break_ties_by_importance_then_newer_then_id() {
     // Only similarity counts, so every entry below scores the same.
     let cfg =
         MemoryConfig { w_similarity: 1.0, w_recency: 0.0, w_importance: 0.0, ..MemoryConfig::default() };
-    let mut m = SemanticMemory::<D, 8>::new(cfg);
+    let mut m = SemanticMemory::<D, 8>::with_config(cfg);
     let e = basis(0);
     let a = m.add_memory_at(&e, &[1], MemoryType::Factual, 0.2, None, 0).unwrap().id;
     let b = m.add_memory_at(&e, &[2], MemoryType::Factual, 0.8, None, 1).unwrap().id;
@@ -392,18 +392,18 @@ fn anomaly_separates_far_points_and_calibrates_the_false_positive_rate() {
     let (mut fp, mut normals, mut caught_far, mut caught_mid, mut anomalies) = (0, 0, 0, 0, 0);
     for seed in 0..seeds {
         let mut s = Scene::new(100 + seed);
-        let mut det = AnomalyDetector::<D, 64>::new(AnomalyConfig::default());
+        let mut det = AnomalyDetector::<D, 64>::with_config(AnomalyConfig::default());
         for _ in 0..64 {
             det.learn(&s.normal()).unwrap();
         }
         assert_eq!(det.calibrate().unwrap(), det.threshold().unwrap());
         for _ in 0..1000 {
-            fp += usize::from(det.check(&s.normal()).unwrap().is_anomaly);
+            fp += usize::from(det.try_check(&s.normal()).unwrap().is_anomaly);
             normals += 1;
         }
         for _ in 0..200 {
-            caught_far += usize::from(det.check(&s.random_direction()).unwrap().is_anomaly);
-            caught_mid += usize::from(det.check(&s.between()).unwrap().is_anomaly);
+            caught_far += usize::from(det.try_check(&s.random_direction()).unwrap().is_anomaly);
+            caught_mid += usize::from(det.try_check(&s.between()).unwrap().is_anomaly);
             anomalies += 1;
         }
     }
@@ -429,13 +429,15 @@ fn anomaly_percentile_moves_the_false_positive_rate() {
         let mut n = 0;
         for seed in 0..5 {
             let mut s = Scene::new(200 + seed);
-            let mut det =
-                AnomalyDetector::<D, 64>::new(AnomalyConfig { percentile: p, ..AnomalyConfig::default() });
+            let mut det = AnomalyDetector::<D, 64>::with_config(AnomalyConfig {
+                percentile: p,
+                ..AnomalyConfig::default()
+            });
             for _ in 0..64 {
                 det.learn(&s.normal()).unwrap();
             }
             for _ in 0..1000 {
-                fp += usize::from(det.check(&s.normal()).unwrap().is_anomaly);
+                fp += usize::from(det.try_check(&s.normal()).unwrap().is_anomaly);
                 n += 1;
             }
         }
@@ -450,7 +452,7 @@ fn anomaly_percentile_moves_the_false_positive_rate() {
 #[test]
 fn anomaly_online_learning_is_bounded_and_follows_drift() {
     let mut s = Scene::new(7);
-    let mut det = AnomalyDetector::<D, 32>::new(AnomalyConfig::default());
+    let mut det = AnomalyDetector::<D, 32>::with_config(AnomalyConfig::default());
     let ram = det.ram_bytes();
     let (mut added, mut replaced, mut skipped) = (0, 0, 0);
     for _ in 0..1000 {
@@ -474,13 +476,13 @@ fn anomaly_online_learning_is_bounded_and_follows_drift() {
     // Drift: a new cluster is anomalous at first, normal once learned enough.
     let new_centre = s.random_direction();
     let far = s.rng.near(&new_centre, 0.08);
-    assert!(det.check(&far).unwrap().is_anomaly);
+    assert!(det.try_check(&far).unwrap().is_anomaly);
     for _ in 0..3000 {
         let p = s.rng.near(&new_centre, 0.08);
         det.learn(&p).unwrap();
     }
     let held: Vec<[f32; D]> = (0..200).map(|_| s.rng.near(&new_centre, 0.08)).collect();
-    let flagged = held.iter().filter(|p| det.check(*p).unwrap().is_anomaly).count();
+    let flagged = held.iter().filter(|p| det.try_check(*p).unwrap().is_anomaly).count();
     println!("after drift: {flagged}/200 of the new cluster flagged, {} refs", det.len());
     assert!(flagged < 40, "{flagged}");
     assert_eq!(det.len(), 32);
@@ -488,8 +490,8 @@ fn anomaly_online_learning_is_bounded_and_follows_drift() {
 
 #[test]
 fn anomaly_errors_and_console_format() {
-    let mut det = AnomalyDetector::<D, 8>::new(AnomalyConfig::default());
-    assert!(matches!(det.check(&basis(0)), Err(Error::Invalid { .. })), "not calibrated");
+    let mut det = AnomalyDetector::<D, 8>::with_config(AnomalyConfig::default());
+    assert!(matches!(det.try_check(&basis(0)), Err(Error::Invalid { .. })), "not calibrated");
     assert!(matches!(det.calibrate(), Err(Error::Invalid { .. })));
     det.learn(&basis(0)).unwrap();
     assert!(det.threshold().is_none(), "one reference: no threshold yet");
@@ -501,14 +503,14 @@ fn anomaly_errors_and_console_format() {
     v[1] = 0.2;
     det.learn(&v).unwrap();
     assert!(det.threshold().is_some());
-    assert!(matches!(det.check(&nan), Err(Error::Invalid { .. })));
-    assert!(matches!(det.check(&[1.0; 3]), Err(Error::Invalid { .. })));
-    let r = det.check(&basis(5)).unwrap();
+    assert!(matches!(det.try_check(&nan), Err(Error::Invalid { .. })));
+    assert!(matches!(det.try_check(&[1.0; 3]), Err(Error::Invalid { .. })));
+    let r = det.try_check(&basis(5)).unwrap();
     assert!(r.is_anomaly);
     let (s, t) = r.scaled();
     assert_eq!(s, (r.score * 100.0).round() as u32);
     assert_eq!(format!("{r}"), format!("ANOMALY (score: {s}, threshold: {t})"));
-    let r = det.check(&basis(0)).unwrap();
+    let r = det.try_check(&basis(0)).unwrap();
     assert_eq!(format!("{r}"), format!("NORMAL (score: {}, threshold: {})", r.scaled().0, r.scaled().1));
 }
 
@@ -518,7 +520,7 @@ fn anomaly_errors_and_console_format() {
 fn ram_figures() {
     let rag = Box::new(MicroRAG::<64, 64>::new(RAGConfig::default()));
     let mem = Box::new(SemanticMemory::<64, 32>::default());
-    let det = Box::new(AnomalyDetector::<64, 32>::new(AnomalyConfig::default()));
+    let det = Box::new(AnomalyDetector::<64, 32>::with_config(AnomalyConfig::default()));
     println!(
         "MicroRAG<64, 64> (128-byte texts, int8 HNSW M0 16): {} bytes ({} a entry)",
         rag.ram_bytes(),
@@ -559,9 +561,13 @@ fn extreme_inputs_do_not_panic() {
         default_importance: 7.0,
         ..MemoryConfig::default()
     };
-    let mut mem = SemanticMemory::<D, 4>::new(cfg);
-    let mut det =
-        AnomalyDetector::<D, 4>::new(AnomalyConfig { k: 0, percentile: f32::NAN, seed: 1, prior: None });
+    let mut mem = SemanticMemory::<D, 4>::with_config(cfg);
+    let mut det = AnomalyDetector::<D, 4>::with_config(AnomalyConfig {
+        k: 0,
+        percentile: f32::NAN,
+        seed: 1,
+        prior: None,
+    });
     for (i, v) in odd.iter().enumerate() {
         let _ = rag.add_knowledge("x", v);
         let _ = mem.add_memory_at(v, &[1], MemoryType::Factual, 0.5, Some(u64::MAX), u64::MAX - i as u64);
@@ -574,7 +580,7 @@ fn extreme_inputs_do_not_panic() {
         for r in mem.recall(v, u64::MAX, 8).unwrap() {
             assert!(!r.score.is_nan());
         }
-        let r = det.check(v).unwrap();
+        let r = det.try_check(v).unwrap();
         assert!(!r.score.is_nan() && !r.threshold.is_nan());
     }
 }

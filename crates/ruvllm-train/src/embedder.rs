@@ -349,15 +349,16 @@ mod tests {
         assert!(TableEmbedder::<64>::from_bytes(&file[..file.len() - 1]).is_err());
     }
 
-    /// `models/ngram-table.bin` is what `ruvllm-esp32 train-embedder` makes.
+    /// `crates/ruvllm-esp32/data/ngram-table.bin` is what `ruvllm-esp32 train-embedder` makes.
     #[test]
     fn the_committed_table_is_the_built_in_training_run() {
         let committed =
-            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/ngram-table.bin")).unwrap();
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-esp32/data/ngram-table.bin"))
+                .unwrap();
         let (table, _) = builtin_table();
         assert!(
             table.to_file() == committed,
-            "models/ngram-table.bin differs from a fresh run: ruvllm-esp32 train-embedder -o models/ngram-table.bin"
+            "crates/ruvllm-esp32/data/ngram-table.bin differs from a fresh run: ruvllm-esp32 train-embedder -o crates/ruvllm-esp32/data/ngram-table.bin"
         );
     }
 }
@@ -400,7 +401,8 @@ mod projection {
 
     #[test]
     fn a_projection_of_the_model_states_retrieves_worse_than_the_learned_table() {
-        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.gguf")).unwrap();
+        let bytes =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-cli/data/default.gguf")).unwrap();
         // GGUF tensors are read in place: an 8-byte aligned copy.
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
         bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
@@ -440,7 +442,8 @@ mod projection {
         let projected = hits(&facts, &questions);
 
         let file =
-            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/ngram-table.bin")).unwrap();
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-esp32/data/ngram-table.bin"))
+                .unwrap();
         let mut table = TableEmbedder::<64>::from_bytes(&file).unwrap();
         let mut learned = |t: &str| {
             let mut v = [0.0f32; 64];

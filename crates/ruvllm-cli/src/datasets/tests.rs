@@ -210,7 +210,7 @@ fn mnist_pq_recall() {
     println!("ground truth (brute force, 1000 x 9000): {:.2} s", t.elapsed().as_secs_f64());
 
     let cfg = PQConfig { dim, num_subspaces: 98, num_centroids: 256 };
-    let mut pq = ProductQuantizer::new(cfg).unwrap();
+    let mut pq = ProductQuantizer::untrained(cfg).unwrap();
     let t = Instant::now();
     pq.train(base, 9_000, 8, 42).unwrap();
     println!(

@@ -47,9 +47,9 @@ pub const ASK_RESULTS: usize = 3;
 pub const ASK_MIN_SIMILARITY: f32 = 0.1;
 
 /// The learned n-gram table `ask` embeds with (`ruvllm-esp32 train-embedder -o
-/// models/ngram-table.bin` rebuilds it byte for byte): 2048 x 64 int8, read in place.
+/// crates/ruvllm-esp32/data/ngram-table.bin` rebuilds it byte for byte): 2048 x 64 int8, read in place.
 pub static BUILTIN_TABLE: &[u8] =
-    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/ngram-table.bin"));
+    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/data/ngram-table.bin"));
 
 /// Why a knowledge command did nothing; the console prints each as one `error:` line.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -119,7 +119,7 @@ pub type KnowledgeDetector = AnomalyDetector<KNOWLEDGE_DIM, ANOMALY_CAP>;
 
 /// The console's detector, empty: the default settings with the measured [`ANOMALY_PRIOR`].
 fn new_detector() -> KnowledgeDetector {
-    AnomalyDetector::new(AnomalyConfig { prior: Some(ANOMALY_PRIOR), ..AnomalyConfig::default() })
+    AnomalyDetector::with_config(AnomalyConfig { prior: Some(ANOMALY_PRIOR), ..AnomalyConfig::default() })
 }
 
 /// Refuses an empty text and one holding a control character other than tab.
@@ -266,7 +266,7 @@ impl Knowledge {
             return Err(KnowledgeError::NotCalibrated { references: self.detector.len() });
         }
         let v = self.embed_hashed(text)?;
-        Ok(self.detector.check(&v)?)
+        Ok(self.detector.try_check(&v)?)
     }
 
     /// Removes entry `id` (1-based) from retrieval. The detector keeps what it learned from it.

@@ -32,25 +32,28 @@
 //! one among its nearest (about `k`), not the `n²` of a recalibration; the threshold equals
 //! [`AnomalyDetector::calibrate`]'s bit for bit.
 //!
+//! **Before calibration.** [`AnomalyDetector::check`] always returns a verdict: until the
+//! detector has learned 2 references (no threshold yet), or for an embedding that is not
+//! `DIM` finite values with some non-zero, `is_anomaly` is false, `score` and `threshold` are
+//! NaN and `unchecked` says why. [`AnomalyDetector::try_check`] gives that reason as an error.
+//!
 //! ```
 //! use ruvllm_esp32::knowledge::{AnomalyConfig, AnomalyDetector};
 //! # fn main() -> ruvllm_esp32::Result<()> {
-//! // The README's `AnomalyDetector::new(AnomalyConfig::default())` needs the type named: the
-//! // dimension and capacity are const generics nothing else in the expression determines.
-//! let mut detector: AnomalyDetector<64, 32> = AnomalyDetector::new(AnomalyConfig::default());
+//! // `new` builds the default size, 64 dimensions and 32 references; `with_config` any other.
+//! let mut detector = AnomalyDetector::new(AnomalyConfig::default());
+//! let mut embedding = [1.0f32; 64];
+//! embedding[3] = 1.4;
+//! assert!(detector.check(&embedding).unchecked.is_some()); // nothing learned yet
 //! for i in 0..20 {
 //!     let mut normal = [1.0f32; 64];
 //!     normal[i] = 1.5;
 //!     detector.learn(&normal)?;
 //! }
-//! let mut embedding = [1.0f32; 64];
-//! embedding[3] = 1.4;
-//! // `check` returns a `Result`: a wrong-length or NaN embedding, or a detector that has not
-//! // learned two references yet (no threshold), is an error rather than a verdict.
-//! assert!(!detector.check(&embedding)?.is_anomaly);
+//! assert!(!detector.check(&embedding).is_anomaly);
 //! let mut odd = [-1.0f32; 64];
 //! odd[0] = 3.0;
-//! let result = detector.check(&odd)?;
+//! let result = detector.try_check(&odd)?;
 //! assert!(result.is_anomaly);
 //! println!("{result}"); // ANOMALY (score: <hundredths>, threshold: <hundredths>)
 //! # Ok(()) }
@@ -112,6 +115,9 @@ pub struct AnomalyResult {
     /// Mean cosine distance to the `k` nearest references (0..=2).
     pub score: f32,
     pub threshold: f32,
+    /// Why [`AnomalyDetector::check`] reached no verdict (not calibrated yet, or an invalid
+    /// embedding); then `is_anomaly` is false and `score` and `threshold` are NaN.
+    pub unchecked: Option<Error>,
 }
 
 impl AnomalyResult {
@@ -125,6 +131,9 @@ impl AnomalyResult {
 
 impl fmt::Display for AnomalyResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(why) = self.unchecked {
+            return write!(f, "UNCHECKED ({why})");
+        }
         let (s, t) = self.scaled();
         let v = if self.is_anomaly { "ANOMALY" } else { "NORMAL" };
         write!(f, "{v} (score: {s}, threshold: {t})")
@@ -153,9 +162,10 @@ pub(crate) struct LearnUndo<const DIM: usize> {
     replaced: Option<(usize, I8Vector<DIM>)>,
 }
 
-/// A kNN anomaly detector over at most `CAP` normal reference embeddings of `DIM` dimensions.
-/// See the module docs.
-pub struct AnomalyDetector<const DIM: usize, const CAP: usize> {
+/// A kNN anomaly detector over at most `CAP` normal reference embeddings of `DIM` dimensions
+/// (`AnomalyDetector` alone: 64 dimensions, 32 references, what [`AnomalyDetector::new`]
+/// builds). See the module docs.
+pub struct AnomalyDetector<const DIM: usize = 64, const CAP: usize = 32> {
     cfg: AnomalyConfig,
     refs: [I8Vector<DIM>; CAP],
     n: usize,
@@ -171,11 +181,21 @@ pub struct AnomalyDetector<const DIM: usize, const CAP: usize> {
     near_len: [u8; CAP],
 }
 
+impl AnomalyDetector {
+    /// An empty detector of the default size (64 dimensions, 32 references), so that
+    /// `AnomalyDetector::new(cfg)` needs no type annotation; [`Self::with_config`] builds any size.
+    pub fn new(cfg: AnomalyConfig) -> Self {
+        Self::with_config(cfg)
+    }
+}
+
 impl<const DIM: usize, const CAP: usize> AnomalyDetector<DIM, CAP> {
     const LAYOUT_OK: () =
         assert!(CAP >= 2 && CAP < u16::MAX as usize, "AnomalyDetector: CAP not in 2..65535");
 
-    pub fn new(cfg: AnomalyConfig) -> Self {
+    /// An empty detector of `DIM` dimensions and `CAP` references
+    /// (`AnomalyDetector::<128, 16>::with_config(cfg)`).
+    pub fn with_config(cfg: AnomalyConfig) -> Self {
         #[allow(clippy::let_unit_value)]
         let () = Self::LAYOUT_OK;
         let p = if cfg.percentile.is_nan() { 95.0 } else { cfg.percentile.clamp(0.0, 100.0) };
@@ -334,13 +354,25 @@ impl<const DIM: usize, const CAP: usize> AnomalyDetector<DIM, CAP> {
         (!self.threshold.is_nan()).then_some(self.threshold)
     }
 
-    /// Scores `embedding` and compares it with the threshold (anomaly: score above it).
-    pub fn check(&self, embedding: &[f32]) -> Result<AnomalyResult> {
+    /// Scores `embedding` and compares it with the threshold (anomaly: score above it). An
+    /// uncalibrated detector or an invalid embedding is an error.
+    pub fn try_check(&self, embedding: &[f32]) -> Result<AnomalyResult> {
         let threshold = self.threshold().ok_or(Error::Invalid {
             what: "anomaly detector not calibrated: learn 2 or more normal embeddings",
         })?;
         let score = self.score(embedding)?;
-        Ok(AnomalyResult { is_anomaly: score > threshold, score, threshold })
+        Ok(AnomalyResult { is_anomaly: score > threshold, score, threshold, unchecked: None })
+    }
+
+    /// [`Self::try_check`] as a plain verdict: where it would fail, not an anomaly, with the
+    /// reason in [`AnomalyResult::unchecked`] (module docs, *Before calibration*).
+    pub fn check(&self, embedding: &[f32]) -> AnomalyResult {
+        self.try_check(embedding).unwrap_or_else(|why| AnomalyResult {
+            is_anomaly: false,
+            score: f32::NAN,
+            threshold: f32::NAN,
+            unchecked: Some(why),
+        })
     }
 
     /// Adds a normal embedding (reservoir sampling once full, module docs) and recalibrates
@@ -485,6 +517,30 @@ mod tests {
         det.with_prior(own)
     }
 
+    /// Before calibration (and for a bad embedding) `check` is a verdict, not an error: not an
+    /// anomaly, with the reason; `try_check` keeps the error. The default size needs no
+    /// annotation.
+    #[test]
+    fn check_before_calibration_is_not_an_anomaly_with_a_reason() {
+        let mut det = AnomalyDetector::new(AnomalyConfig::default());
+        assert_eq!((det.capacity(), det.ram_bytes()), (32, size_of::<AnomalyDetector<64, 32>>()));
+        let e: [f32; 64] = core::array::from_fn(|i| 1.0 + (i == 3) as u8 as f32);
+        for learned in 0..2 {
+            let r = det.check(&e);
+            let why = det.try_check(&e).unwrap_err();
+            assert!(!r.is_anomaly && r.score.is_nan() && r.threshold.is_nan(), "{learned} learned");
+            assert_eq!(r.unchecked, Some(why));
+            assert!(r.to_string().starts_with("UNCHECKED (invalid: anomaly detector not calibrated"));
+            det.learn(&e).unwrap();
+        }
+        let r = det.check(&e);
+        assert_eq!((r.unchecked, r.is_anomaly), (None, false));
+        assert_eq!(r, det.try_check(&e).unwrap());
+        let bad = det.check(&[f32::NAN; 64]);
+        assert!(!bad.is_anomaly && matches!(bad.unchecked, Some(Error::Invalid { .. })));
+        assert!(det.check(&[1.0; 3]).unchecked.is_some());
+    }
+
     /// Incremental learning (appends, reservoir replacements, exact duplicates, `k` above and
     /// below the reference count) gives exactly the threshold of a full recalibration.
     #[test]
@@ -498,7 +554,7 @@ mod tests {
             (5, 5, None),
         ] {
             let cfg = AnomalyConfig { k, seed, prior, ..AnomalyConfig::default() };
-            let mut det = AnomalyDetector::<D, 6>::new(cfg);
+            let mut det = AnomalyDetector::<D, 6>::with_config(cfg);
             let mut rng = SplitMix(seed * 77);
             let mut kept: std::vec::Vec<[f32; D]> = std::vec::Vec::new();
             let (mut replaced, mut rebuilt_equal) = (0, 0);
@@ -521,7 +577,7 @@ mod tests {
                 }
                 let t = det.threshold().unwrap();
                 assert_eq!(t.to_bits(), brute_threshold(&det).to_bits(), "seed {seed} step {step}");
-                let mut full = AnomalyDetector::<D, 6>::new(cfg);
+                let mut full = AnomalyDetector::<D, 6>::with_config(cfg);
                 for i in 0..det.n {
                     full.restore_reference(&det.refs[i]).unwrap();
                 }

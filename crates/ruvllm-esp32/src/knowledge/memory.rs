@@ -162,7 +162,7 @@ pub struct SemanticMemory<const DIM: usize, const CAP: usize, const TOK: usize =
 
 impl<const DIM: usize, const CAP: usize, const TOK: usize> Default for SemanticMemory<DIM, CAP, TOK> {
     fn default() -> Self {
-        Self::new(MemoryConfig::default())
+        Self::new()
     }
 }
 
@@ -180,9 +180,14 @@ impl<const DIM: usize, const CAP: usize, const TOK: usize> SemanticMemory<DIM, C
         "SemanticMemory: CAP not in 1..65535 or TOK > 65535"
     );
 
+    /// An empty memory at tick 0 with the default [`MemoryConfig`].
+    pub fn new() -> Self {
+        Self::with_config(MemoryConfig::default())
+    }
+
     /// An empty memory at tick 0. Non-finite weights are treated as 0, `half_life` as at least
     /// 1 and `default_importance` is clamped to 0..=1.
-    pub fn new(cfg: MemoryConfig) -> Self {
+    pub fn with_config(cfg: MemoryConfig) -> Self {
         #[allow(clippy::let_unit_value)]
         let () = Self::LAYOUT_OK;
         let w = |x: f32| if x.is_finite() { x } else { 0.0 };

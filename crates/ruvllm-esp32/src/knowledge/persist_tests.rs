@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::knowledge::{AnomalyConfig, MemoryConfig, RAGConfig};
+use crate::knowledge::{AnomalyConfig, RAGConfig};
 use crate::store::sim::{Rng, SimFlash, SECTOR};
 
 const DIM: usize = 16;
@@ -56,8 +56,8 @@ fn recalls(memory: &mut Memory, queries: &[[f32; DIM]], now: u64) -> Vec<Vec<(u1
 fn fresh() -> (Rag, Memory, Detector) {
     (
         Rag::new(RAGConfig { max_text_bytes: 64, ..RAGConfig::default() }),
-        Memory::new(MemoryConfig::default()),
-        Detector::new(AnomalyConfig::default()),
+        Memory::new(),
+        Detector::with_config(AnomalyConfig::default()),
     )
 }
 
@@ -107,7 +107,7 @@ fn reboot_restores_the_same_results() {
     let queries: Vec<[f32; DIM]> = (0..20).map(|_| embedding(&mut rng)).collect();
     let before_rag = retrievals(&mut rag, &queries);
     let before_mem = recalls(&mut memory, &queries, 700);
-    let before_det: Vec<_> = queries.iter().map(|q| detector.check(q).unwrap()).collect();
+    let before_det: Vec<_> = queries.iter().map(|q| detector.try_check(q).unwrap()).collect();
 
     // Reboot: the same flash bytes, fresh stores.
     let (mut rag2, mut memory2, mut detector2, reports, _) = load_all(store.into_flash());
@@ -120,7 +120,7 @@ fn reboot_restores_the_same_results() {
     }
     assert_eq!(retrievals(&mut rag2, &queries), before_rag);
     assert_eq!(recalls(&mut memory2, &queries, 700), before_mem);
-    let after_det: Vec<_> = queries.iter().map(|q| detector2.check(q).unwrap()).collect();
+    let after_det: Vec<_> = queries.iter().map(|q| detector2.try_check(q).unwrap()).collect();
     assert_eq!(after_det, before_det);
     assert_eq!(detector2.seen(), detector.seen());
     // The sampler state came back too: the same future learns give the same detector.
@@ -192,10 +192,10 @@ fn corrupt_records_are_skipped_and_counted() {
     // A corrupt detector header: every intact reference still loads, recalibrated.
     let mut store = open(flash);
     store.put(key(NS_DETECTOR, 0), b"\x01\x10").unwrap();
-    let mut d = Detector::new(AnomalyConfig::default());
+    let mut d = Detector::with_config(AnomalyConfig::default());
     assert_eq!(load_detector(&mut store, &mut d).unwrap(), LoadReport { loaded: 5, skipped_corrupt: 2 });
     assert_eq!(d.seen(), 5);
-    assert!(d.check(&q).is_ok());
+    assert!(d.try_check(&q).is_ok());
 }
 
 // ---- power loss --------------------------------------------------------------------------

@@ -35,8 +35,8 @@ const LAYOUT: [(&str, u8, u8, u32, u32); 4] = [
 
 /// The project's built-in model.
 fn builtin() -> Vec<u8> {
-    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.gguf"))
-        .expect("models/default.gguf")
+    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-cli/data/default.gguf"))
+        .expect("crates/ruvllm-cli/data/default.gguf")
 }
 
 /// A 4 MiB flash with the table and `image` in the model partition, the rest erased. Backed by

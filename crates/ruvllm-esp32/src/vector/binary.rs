@@ -2,10 +2,11 @@
 //! dimension `i` is positive. Hamming distance is a popcount; a float query can also be scored
 //! against the packed signs directly (asymmetric), which ranks better than binarizing it too.
 
-/// A packed sign vector of `8 * N` dimensions.
+/// A packed sign vector of `8 * N` dimensions; `BinaryVector` alone is the 64-dimension one
+/// (`N = 8`) that [`BinaryVector::from_f32`] builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(transparent)]
-pub struct BinaryVector<const N: usize> {
+pub struct BinaryVector<const N: usize = 8> {
     pub bits: [u8; N],
 }
 
@@ -21,7 +22,8 @@ impl<const N: usize> BinaryVector<N> {
 
     /// Packs the signs of `v` (`> 0.0` is a one bit; NaN and zero are zero bits). Values past
     /// `8 * N` are ignored and a shorter `v` leaves the remaining bits zero, so this cannot fail.
-    pub fn from_f32(v: &[f32]) -> Self {
+    /// `N` comes from the context (`BinaryVector::<16>::pack(&v)` for 128 dimensions).
+    pub fn pack(v: &[f32]) -> Self {
         let mut bits = [0u8; N];
         for (i, &x) in v.iter().take(8 * N).enumerate() {
             if x > 0.0 {
@@ -74,9 +76,24 @@ impl<const N: usize> BinaryVector<N> {
     }
 }
 
-/// Hamming distance between two packed byte strings (the shorter length is compared), eight
-/// bytes at a time.
-pub fn hamming_distance(a: &[u8], b: &[u8]) -> u32 {
+impl BinaryVector {
+    /// [`Self::pack`] for the default size, 64 dimensions (8 bytes): what
+    /// `BinaryVector::from_f32(&v)` builds when nothing else names the size.
+    pub fn from_f32(v: &[f32]) -> Self {
+        Self::pack(v)
+    }
+}
+
+impl<const N: usize> AsRef<[u8]> for BinaryVector<N> {
+    fn as_ref(&self) -> &[u8] {
+        &self.bits
+    }
+}
+
+/// Hamming distance between two packed byte strings or [`BinaryVector`]s (the shorter length
+/// is compared), eight bytes at a time.
+pub fn hamming_distance<A: AsRef<[u8]> + ?Sized, B: AsRef<[u8]> + ?Sized>(a: &A, b: &B) -> u32 {
+    let (a, b) = (a.as_ref(), b.as_ref());
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut total = 0u32;
@@ -101,14 +118,17 @@ mod tests {
 
     #[test]
     fn packing_and_distances() {
-        let a = BinaryVector::<2>::from_f32(&[1.0, -1.0, 0.5, 0.0, -2.0, 3.0, 1.0, 1.0, 1.0]);
+        let a = BinaryVector::<2>::pack(&[1.0, -1.0, 0.5, 0.0, -2.0, 3.0, 1.0, 1.0, 1.0]);
         assert_eq!(a.bits, [0b1110_0101, 0b0000_0001]);
-        let b = BinaryVector::<2>::from_f32(&[-1.0; 16]);
+        let b = BinaryVector::<2>::pack(&[-1.0; 16]);
         assert_eq!(a.hamming_distance(&b), 6);
         let q = [1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0];
         assert_eq!(a.distance_f32(&q), 1.0); // only dim 3 (0.0 packs as negative) differs
         let abs: f32 = q.iter().map(|x| x.abs()).sum();
         assert_eq!(a.distance_f32(&q), (abs - a.dot_f32(&q)) / 2.0);
         assert_eq!(hamming_distance(&[0xff; 11], &[0; 11]), 88);
+        assert_eq!(hamming_distance(&a, &b), 6);
+        // The default size: 64 dimensions.
+        assert_eq!(BinaryVector::from_f32(&[1.0; 64]).bits, [0xff; 8]);
     }
 }

@@ -16,8 +16,8 @@
 //! // returns a `Result` (a query of the wrong length or with NaN is an error, not a panic).
 //! let results = index.search(&q, 5)?;
 //! assert_eq!(results[0].id, 0);
-//! let a = BinaryVector::<8>::from_f32(&v);
-//! let b = BinaryVector::<8>::from_f32(&q);
+//! let a = BinaryVector::<8>::pack(&v);
+//! let b = BinaryVector::<8>::pack(&q);
 //! assert_eq!(a.hamming_distance(&b), 0);
 //! # Ok(()) }
 //! ```
@@ -212,7 +212,7 @@ unsafe impl<const DIM: usize, const N: usize> Storage<DIM> for Binary<N> {
     const ELEM_BYTES: usize = N;
     const FITS: bool = 8 * N >= DIM && DIM + 8 > 8 * N;
     fn encode(v: &[f32]) -> Self::Elem {
-        BinaryVector::from_f32(v)
+        BinaryVector::pack(v)
     }
     fn prepare(q: &[f32]) -> Self::Query {
         F32::encode(q)

@@ -6,6 +6,16 @@
 //! Nothing here allocates. The codebook lives in caller storage (`S: AsRef<[f32]>`, a static
 //! array on the chip, a `Vec` on the host); training runs k-means over caller scratch so it fits
 //! on the chip for small samples. The `alloc` feature only adds owning conveniences.
+//!
+//! **The default codebook.** [`ProductQuantizer::new`] needs no training data: it fills an
+//! inline codebook ([`DefaultCodebook`], up to [`DEFAULT_CODEBOOK_FLOATS`] floats) in which,
+//! in every subspace, centroid 0 is the zero vector and centroids `1..num_centroids` are points
+//! drawn uniformly from `[-1, 1]^sub_dim` by splitmix64 seeded with [`DEFAULT_SEED`] (subspaces
+//! in order, then centroids, then coordinates). It is the same for every run and every build.
+//! Data-independent, it only makes `encode` usable at once: each slice maps to its nearest
+//! such point, never further than the zero vector, so a slice's squared reconstruction error
+//! is at most its squared norm. Train ([`ProductQuantizer::train_with_scratch`]) for codes that
+//! keep neighbours apart.
 
 use crate::error::{Error, Result};
 
@@ -18,6 +28,14 @@ pub const MAX_DIM: usize = 1 << 16;
 
 /// One vector's codes.
 pub type Code = heapless::Vec<u8, MAX_SUBSPACES>;
+
+/// Largest codebook [`ProductQuantizer::new`] holds inline (16 KiB: 64 dimensions with 64
+/// centroids, or 256 with 16); larger ones go in caller storage ([`ProductQuantizer::with_storage`]).
+pub const DEFAULT_CODEBOOK_FLOATS: usize = 4096;
+/// The storage of [`ProductQuantizer::new`]'s quantizer.
+pub type DefaultCodebook = [f32; DEFAULT_CODEBOOK_FLOATS];
+/// Seed of the default codebook (module docs).
+pub const DEFAULT_SEED: u64 = 0x5eed_c0de;
 
 const MAGIC: &[u8; 4] = b"RVPQ";
 const VERSION: u32 = 1;
@@ -86,9 +104,10 @@ impl PQConfig {
 }
 
 /// A product quantizer over codebook storage `S` (`num_centroids * dim` floats, laid out
-/// subspace-major: subspace s, centroid c starts at `(s * num_centroids + c) * sub_dim`).
+/// subspace-major: subspace s, centroid c starts at `(s * num_centroids + c) * sub_dim`);
+/// `ProductQuantizer` alone is [`ProductQuantizer::new`]'s, with the default codebook.
 #[derive(Debug, Clone)]
-pub struct ProductQuantizer<S> {
+pub struct ProductQuantizer<S = DefaultCodebook> {
     config: PQConfig,
     codebook: S,
     trained: bool,
@@ -146,6 +165,7 @@ impl<S: AsRef<[f32]>> ProductQuantizer<S> {
         &self.config
     }
 
+    /// Whether the codebook is usable: trained, loaded, or [`ProductQuantizer::new`]'s default.
     pub fn is_trained(&self) -> bool {
         self.trained
     }
@@ -329,7 +349,50 @@ pub fn rerank_exact(query: &[f32], vectors: &[f32], candidates: &mut [(u32, f32)
     Ok(())
 }
 
+impl ProductQuantizer {
+    /// A quantizer with the default codebook (module docs): `encode` works at once, and
+    /// training replaces the codebook.
+    ///
+    /// # Panics
+    /// When `config` is invalid or its codebook exceeds [`DEFAULT_CODEBOOK_FLOATS`] floats:
+    /// [`Self::try_new`] returns those as errors.
+    pub fn new(config: PQConfig) -> Self {
+        match Self::try_new(config) {
+            Ok(pq) => pq,
+            Err(e) => panic!("ProductQuantizer::new: {e}"),
+        }
+    }
+
+    /// [`Self::new`], with an invalid or too large `config` an error.
+    pub fn try_new(config: PQConfig) -> Result<Self> {
+        let mut pq = Self::with_storage(config, [0.0; DEFAULT_CODEBOOK_FLOATS])?;
+        pq.fill_default_codebook();
+        Ok(pq)
+    }
+}
+
 impl<S: AsRef<[f32]> + AsMut<[f32]>> ProductQuantizer<S> {
+    /// Replaces the codebook with the default one (module docs); the quantizer is then usable.
+    pub fn fill_default_codebook(&mut self) {
+        let cfg = self.config;
+        let (k, sd) = (cfg.num_centroids, cfg.sub_dim());
+        let mut rng = Rng(SplitMix(DEFAULT_SEED));
+        for cents in self.codebook.as_mut()[..cfg.codebook_len()].chunks_exact_mut(k * sd) {
+            cents[..sd].fill(0.0);
+            for x in &mut cents[sd..] {
+                *x = (2.0 * rng.unit() - 1.0) as f32;
+            }
+        }
+        self.trained = true;
+    }
+
+    /// [`Self::train_with_scratch`] with scratch allocated here.
+    #[cfg(feature = "alloc")]
+    pub fn train(&mut self, data: &[f32], n: usize, iters: usize, seed: u64) -> Result<()> {
+        let mut scratch = alloc::vec![0.0; self.config.train_scratch_len(n)];
+        self.train_with_scratch(data, n, iters, seed, &mut scratch)
+    }
+
     /// k-means per subspace over `n` training vectors (`data` holds `n * dim` floats): k-means++
     /// initialisation from `seed`, then `iters` Lloyd steps. Deterministic for a given seed.
     /// `scratch` needs [`PQConfig::train_scratch_len`] floats. An empty cluster keeps its
@@ -512,16 +575,10 @@ fn parse(bytes: &[u8]) -> Result<(PQConfig, bool, &[u8])> {
 
 #[cfg(feature = "alloc")]
 impl ProductQuantizer<alloc::vec::Vec<f32>> {
-    /// An untrained quantizer owning its codebook.
-    pub fn new(config: PQConfig) -> Result<Self> {
+    /// An untrained quantizer owning a codebook of any size (train or load it before use).
+    pub fn untrained(config: PQConfig) -> Result<Self> {
         config.validate()?;
         Self::with_storage(config, alloc::vec![0.0; config.codebook_len()])
-    }
-
-    /// [`Self::train_with_scratch`] with scratch allocated here.
-    pub fn train(&mut self, data: &[f32], n: usize, iters: usize, seed: u64) -> Result<()> {
-        let mut scratch = alloc::vec![0.0; self.config.train_scratch_len(n)];
-        self.train_with_scratch(data, n, iters, seed, &mut scratch)
     }
 
     pub fn to_bytes(&self) -> alloc::vec::Vec<u8> {
@@ -648,6 +705,44 @@ mod tests {
         bad[30] ^= 1;
         assert!(matches!(ProductQuantizer::read_bytes(&bad, [0.0; 32]), Err(Error::Checksum { .. })));
         assert!(matches!(ProductQuantizer::read_bytes(&buf[..100], [0.0; 32]), Err(Error::Truncated { .. })));
+    }
+
+    /// `new`'s default codebook: fixed (two builds agree, zero first centroid, the rest in
+    /// [-1, 1]), `encode` works untrained, and the round trip is each slice's nearest centroid:
+    /// never further than the zero vector, exact for a vector made of centroids.
+    #[test]
+    fn default_codebook_round_trip_is_bounded() {
+        let cfg = PQConfig { dim: 64, num_subspaces: 8, num_centroids: 16 };
+        let pq = ProductQuantizer::new(cfg);
+        assert!(pq.is_trained());
+        assert_eq!(pq.codebook(), ProductQuantizer::try_new(cfg).unwrap().codebook());
+        assert!(pq.codebook().iter().all(|x| (-1.0..=1.0).contains(x)));
+        assert!(pq.codebook().iter().filter(|&&x| x != 0.0).count() > 1024 - 8 * 8 - 8);
+        let sd = cfg.sub_dim();
+        let mut rng = SplitMix(11);
+        for _ in 0..200 {
+            let v: [f32; 64] = core::array::from_fn(|_| (rng.next_u64() >> 40) as f32 / 8e6 - 1.0);
+            let code = pq.encode(&v).unwrap();
+            let mut back = [0.0; 64];
+            pq.decode(&code, &mut back).unwrap();
+            for s in 0..8 {
+                let (x, y) = (&v[s * sd..(s + 1) * sd], &back[s * sd..(s + 1) * sd]);
+                let err = sq_l2(x, y);
+                let best = (0..16)
+                    .map(|c| sq_l2(x, &pq.centroids(s)[c * sd..(c + 1) * sd]))
+                    .fold(f32::MAX, f32::min);
+                assert_eq!(err, best);
+                assert!(err <= sq_l2(x, &[0.0; 8]));
+            }
+            // A vector of centroids comes back exactly.
+            let again = pq.encode(&back).unwrap();
+            assert_eq!(again, code);
+        }
+        // Training replaces the default codebook; an oversize config is an error, not a panic.
+        assert!(
+            ProductQuantizer::try_new(PQConfig { dim: 512, num_subspaces: 8, num_centroids: 16 }).is_err()
+        );
+        assert!(ProductQuantizer::try_new(PQConfig { dim: 10, num_subspaces: 3, num_centroids: 4 }).is_err());
     }
 
     proptest! {

@@ -80,7 +80,7 @@ fn answered(out: &str, sent: usize) {
 
 /// The built-in model (q8) in an aligned buffer, and its length.
 fn builtin() -> (Vec<u64>, usize) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.gguf");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-cli/data/default.gguf");
     let bytes = std::fs::read(path).unwrap();
     let mut words = vec![0u64; bytes.len().div_ceil(8)];
     bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
