@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub static ALLOW_UNVERIFIED: AtomicBool = AtomicBool::new(false);
 
 /// The project's own model (models/default.gguf, trained by `ruvllm-esp32 train` on the
-/// generated corpus: see README), used when no `--model` is given.
+/// generated corpus: see docs/MODELS.md), used when no `--model` is given.
 pub static BUILTIN_MODEL: &[u8] =
     include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.gguf"));
 

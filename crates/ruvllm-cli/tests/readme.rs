@@ -5,7 +5,7 @@
 //!   masked with snapbox's wildcards: `[..]` inside a line, `...` for whole lines. A first line
 //!   `? failed` expects a non-zero exit. For `console` (no `--port`), the lines typed at its
 //!   prompt (`> add ...`) are its input, as in a piped session, where the console echoes them.
-//! - every `ruvllm-esp32 ...` command line in a ```bash block must parse: the CLI accepts it
+//! - every `ruvllm-esp32 ...` command line in a ```bash block (README.md and docs/*.md) must parse: the CLI accepts it
 //!   with `--help` appended (a renamed option or subcommand fails), without running it.
 //! - every link into docs/ names a file that exists and, with `#anchor`, one of its headings.
 
@@ -168,38 +168,39 @@ fn cli_args(line: &str) -> Option<Vec<String>> {
 
 #[test]
 fn bash_block_commands_parse() {
-    let text = readme();
     let mut checked = 0;
-    for (at, body) in blocks("README.md", &text, "bash") {
-        // Continuation lines joined, so a line number points at the command's first line.
-        let mut pending = String::new();
-        let mut first = 0;
-        for (i, line) in body.iter().enumerate() {
-            if pending.is_empty() {
-                first = at + 1 + i;
+    for (name, text) in documents() {
+        for (at, body) in blocks(&name, &text, "bash") {
+            // Continuation lines joined, so a line number points at the command's first line.
+            let mut pending = String::new();
+            let mut first = 0;
+            for (i, line) in body.iter().enumerate() {
+                if pending.is_empty() {
+                    first = at + 1 + i;
+                }
+                if let Some(head) = line.strip_suffix('\\') {
+                    pending.push_str(head);
+                    continue;
+                }
+                pending.push_str(line);
+                let full = std::mem::take(&mut pending);
+                let Some(args) = cli_args(&full) else { continue };
+                if args.is_empty() {
+                    continue; // the bare tool name in a comment
+                }
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
+                    .args(&args)
+                    .arg("--help")
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{name}:{first}: `{}` does not parse: {}",
+                    full.trim(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                checked += 1;
             }
-            if let Some(head) = line.strip_suffix('\\') {
-                pending.push_str(head);
-                continue;
-            }
-            pending.push_str(line);
-            let full = std::mem::take(&mut pending);
-            let Some(args) = cli_args(&full) else { continue };
-            if args.is_empty() {
-                continue; // the bare tool name in prose
-            }
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
-                .args(&args)
-                .arg("--help")
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "README.md:{first}: `{}` does not parse: {}",
-                full.trim(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            checked += 1;
         }
     }
     assert!(checked > 0, "README.md: no ruvllm-esp32 command in a bash block");
