@@ -22,10 +22,14 @@ fn make(args: &[&str], dir: &Path) -> Option<Output> {
     if !on_path("make") {
         missing("make is not installed (apt-get install make)")?;
     }
-    let makefile = root().join("Makefile");
-    Some(
-        Command::new("make").arg("-s").arg("-f").arg(&makefile).args(args).current_dir(dir).output().unwrap(),
-    )
+    let mut make = Command::new("make");
+    make.arg("-s").arg("-f").arg(root().join("Makefile")).args(args).current_dir(dir);
+    // The defaults under test, whatever the caller's environment or an outer make (`make test
+    // CHIP=...` passes its variables down) sets.
+    for var in ["MAKEFLAGS", "MFLAGS", "MAKELEVEL", "CHIP", "MODEL", "PORT", "CHIPS", "OUT", "RUVLLM"] {
+        make.env_remove(var);
+    }
+    Some(make.output().unwrap())
 }
 
 /// The one command `make -n <args>` would run, split into words.
