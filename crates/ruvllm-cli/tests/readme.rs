@@ -254,3 +254,78 @@ fn links_into_docs_resolve() {
     }
     assert!(checked > 0, "README.md links to nothing in docs/");
 }
+
+/// Every `cargo test` command quoted in README.md and docs/*.md (inline or on a line of a code
+/// block) names a crate, a `--test` file and a filter that exist, so a renamed or moved test
+/// leaves no figure pointing at a command that runs nothing.
+#[test]
+fn cargo_test_commands_in_the_docs_name_real_tests() {
+    let mut checked = 0;
+    for (name, text) in documents() {
+        let flat = text.replace('\n', " ");
+        let inline = flat.split('`').skip(1).step_by(2).filter(|s| s.starts_with("cargo test"));
+        let lines = text.lines().filter(|l| l.starts_with("cargo test"));
+        for cmd in inline.chain(lines) {
+            let words =
+                shlex::split(cmd).unwrap_or_else(|| cmd.split_whitespace().map(str::to_string).collect());
+            let (mut krate, mut test, mut filters) = (None, None, Vec::new());
+            let mut it = words[2..].iter().take_while(|w| *w != "--" && *w != "#");
+            while let Some(w) = it.next() {
+                match w.as_str() {
+                    "-p" | "--package" => krate = it.next(),
+                    "--test" => test = it.next(),
+                    "--features" | "-F" | "--bench" | "--target" => {
+                        it.next();
+                    }
+                    w if w.starts_with('-') => {}
+                    _ => filters.push(w),
+                }
+            }
+            let Some(krate) = krate else { continue };
+            let dir = root().join("crates").join(krate);
+            assert!(dir.is_dir(), "{name}: `{cmd}`: no crate {krate}");
+            if let Some(t) = test {
+                let tests = dir.join("tests");
+                assert!(
+                    tests.join(format!("{t}.rs")).is_file() || tests.join(t).join("main.rs").is_file(),
+                    "{name}: `{cmd}`: no test file {t} in {krate}"
+                );
+            }
+            let names = item_names(&dir);
+            for f in filters {
+                let last = f.rsplit("::").next().unwrap();
+                assert!(
+                    names.iter().any(|n| n.contains(last)),
+                    "{name}: `{cmd}`: no test matches {f:?} in {krate}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no cargo test command found in the docs");
+}
+
+/// The names a test filter can match in a crate: its .rs files, modules and functions.
+fn item_names(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                names.push(p.file_stem().unwrap().to_string_lossy().into_owned());
+                let src = std::fs::read_to_string(&p).unwrap();
+                let words: Vec<&str> = src
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .filter(|w| !w.is_empty())
+                    .collect();
+                names.extend(
+                    words.windows(2).filter(|w| w[0] == "fn" || w[0] == "mod").map(|w| w[1].to_string()),
+                );
+            }
+        }
+    }
+    names
+}
