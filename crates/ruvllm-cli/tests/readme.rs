@@ -8,6 +8,7 @@
 //! - every `ruvllm-esp32 ...` command line in a ```bash block (README.md and docs/*.md) must parse: the CLI accepts it
 //!   with `--help` appended (a renamed option or subcommand fails), without running it.
 //! - every link into docs/ names a file that exists and, with `#anchor`, one of its headings.
+//! - every `cargo test` command quoted in them names a crate, test file and filter that exist.
 
 use snapbox::cmd::Command;
 use std::path::{Path, PathBuf};
