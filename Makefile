@@ -2,7 +2,8 @@
 # --help` says more). Variables, e.g. `make flash CHIP=esp32c6 PORT=/dev/ttyACM0 MODEL=my.gguf`:
 #   CHIP    esp32c3 (or esp32c6; esp32, esp32s2, esp32s3 need espup: see ./install.sh)
 #   MODEL   a model file; empty: the built-in model
-#   PORT    the board's serial port (`ruvllm-esp32 ports` lists them)
+#   PORT    the board's serial port (`ruvllm-esp32 ports` lists them; a board whose only USB
+#           port is the chip's own USB-Serial-JTAG shows up as /dev/ttyACM0)
 #   CHIPS   chips in the cluster plan (1 to the model's layer count)
 #   OUT     where `make cluster` writes its plan
 #   RUVLLM  the tool: this checkout's, built in release; RUVLLM=ruvllm-esp32 uses the installed one

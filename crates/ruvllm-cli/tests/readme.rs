@@ -1,14 +1,18 @@
-//! README.md's examples, checked so that a stale one fails the suite:
-//! - every ```console block (of README.md and docs/*.md) is a transcript: each `$ ruvllm-esp32 ...` line runs (the binary of
+//! The examples of README.md and docs/*.md, checked so that a stale one fails the suite:
+//! - every ```console block is a transcript: each `$ ruvllm-esp32 ...` line runs (the binary of
 //!   this build, in a scratch directory that sees the checkout's `models/` and `testdata/`) and
-//!   its output (stdout, then stderr) must match the lines under it. Measured figures are
-//!   masked with snapbox's wildcards: `[..]` inside a line, `...` for whole lines. A first line
-//!   `? failed` expects a non-zero exit. For `console` (no `--port`), the lines typed at its
-//!   prompt (`> add ...`) are its input, as in a piped session, where the console echoes them.
-//! - every `ruvllm-esp32 ...` command line in a ```bash block (README.md and docs/*.md) must parse: the CLI accepts it
-//!   with `--help` appended (a renamed option or subcommand fails), without running it.
-//! - every link into docs/ names a file that exists and, with `#anchor`, one of its headings.
-//! - every `cargo test` command quoted in them names a crate, test file and filter that exist.
+//!   its output (stdout and stderr, merged as a terminal shows them) must match the lines under
+//!   it. Measured figures are masked with snapbox's wildcards: `[..]` inside a line, `...` for
+//!   whole lines. A first line `? failed` expects a non-zero exit. For `console` (no `--port`),
+//!   the lines typed at its prompt (`> add ...`) are its input, as in a piped session, where the
+//!   console echoes them. So a console block must run on a fresh clone: examples that need
+//!   ../shared go in ```bash blocks.
+//! - every `ruvllm-esp32 ...` or `cargo run ... -- ...` line of a ```bash block must parse: the
+//!   CLI accepts it with `--help` appended (a renamed option or subcommand fails), without
+//!   running it.
+//! - every link of README.md into docs/ names a file that exists and, with `#anchor`, one of
+//!   its headings.
+//! - every `cargo test` command quoted names a crate, test file and filter that exist.
 
 use snapbox::cmd::Command;
 use std::path::{Path, PathBuf};
