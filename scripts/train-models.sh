@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the project's trained models and the quantization-aware training comparison
-# (README "The built-in model", docs/BENCHMARKS.md "Training"). Everything trains on the
+# (docs/MODELS.md "The built-in model", docs/BENCHMARKS.md "Training"). Everything trains on the
 # generated corpus (`ruvllm-esp32 corpus`); nothing is downloaded.
 #
 #   scripts/train-models.sh [default|draft|260k|qat|all|restamp]

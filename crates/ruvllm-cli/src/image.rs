@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// `main` before any model loads.
 pub static ALLOW_UNVERIFIED: AtomicBool = AtomicBool::new(false);
 
-/// The project's own model (crates/ruvllm-cli/data/default.gguf, trained by `ruvllm-esp32 train` on the
-/// generated corpus: see README), used when no `--model` is given.
+/// The project's own model (crates/ruvllm-cli/data/default.gguf, trained by `ruvllm-esp32 train`
+/// on the generated corpus: see docs/MODELS.md), used when no `--model` is given.
 pub static BUILTIN_MODEL: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf"));
 
 /// A model image whose tensors can be read in place: a read-only mapping of the file (page

@@ -332,8 +332,9 @@ target when installed, else with Debian's rustc-web + build-std; ESP32/S2/S3 nee
 
 Builds the firmware (release) unless --elf is given. Layout (4 MiB flash): bootloader, partition
 table at 0x8000, app at 0x10000, then a data partition named `model` holding the model image. The
-firmware still reads the copy of the model linked into the app; the partition is written for the
-firmware that reads it from there.")]
+firmware reads the model from that partition, and falls back to the copy linked into the app
+when the flash has no partition table or the partition is refused (a damaged image, a model
+whose arena does not fit, or an Xtensa chip: ESP32/S2/S3 do not map the partition yet).")]
     Flash {
         /// Serial port of the board, e.g. /dev/ttyUSB0
         #[arg(short = 'p', long)]
