@@ -172,82 +172,69 @@ fn unplugging_the_board_mid_session_is_one_line() {
     assert!(err.contains(&format!("{port}: disconnected")), "{err}");
 }
 
-/// `class/tty/NAME` in the fake sysfs tree under `root`, for the device at `device`.
-fn tty_in_sysfs(root: &Path, name: &str, device: &Path) {
-    let t = root.join("class/tty").join(name);
-    std::fs::create_dir_all(&t).unwrap();
-    std::os::unix::fs::symlink(device, t.join("device")).unwrap();
-}
-
-/// A fake sysfs tree under `root` with `add(tty, dev, vid, pid, product)` for USB serial ports.
-fn fake_sysfs(root: &Path) -> impl Fn(&str, &str, &str, &str, &str) + '_ {
-    let _ = std::fs::remove_dir_all(root);
-    move |name, dev, vid, pid, product| {
+/// `ports` reads Linux's sysfs: a fake tree with a CP210x board, a board whose only USB port is
+/// the chip's own USB-Serial-JTAG (many ESP32-C3/C6 boards), an unknown USB serial adapter and a
+/// built-in UART. The two boards are listed and labelled (native USB or bridge); the other ports
+/// only with `--all`.
+#[test]
+fn ports_are_found_and_recognised_in_sysfs() {
+    use ruvllm_cli::serial::{board_usb, listing, sysfs_ports, USB_SERIAL_JTAG};
+    let root = std::env::temp_dir().join(format!("ruvllm-sysfs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let usb = |dev: &str, vid: &str, pid: &str, product: &str| {
         let d = root.join("devices/pci0000:00/usb1").join(dev);
         let iface = d.join(format!("{dev}:1.0"));
         std::fs::create_dir_all(&iface).unwrap();
         std::fs::write(d.join("idVendor"), format!("{vid}\n")).unwrap();
         std::fs::write(d.join("idProduct"), format!("{pid}\n")).unwrap();
         std::fs::write(d.join("product"), format!("{product}\n")).unwrap();
-        tty_in_sysfs(root, name, &iface);
-    }
-}
-
-/// `ports` reads Linux's sysfs: a fake tree with a CP210x board, an unknown USB serial adapter
-/// and a built-in UART.
-#[test]
-fn ports_are_found_and_recognised_in_sysfs() {
-    let root = std::env::temp_dir().join(format!("ruvllm-sysfs-{}", std::process::id()));
-    let add = fake_sysfs(&root);
-    add("ttyUSB0", "1-1", "10c4", "ea60", "CP2102 USB to UART Bridge Controller");
-    add("ttyACM0", "1-2", "2341", "0043", "Some Arduino");
+        iface
+    };
+    let tty = |name: &str, device: &Path| {
+        let t = root.join("class/tty").join(name);
+        std::fs::create_dir_all(&t).unwrap();
+        std::os::unix::fs::symlink(device, t.join("device")).unwrap();
+    };
+    tty("ttyUSB0", &usb("1-1", "10c4", "ea60", "CP2102 USB to UART Bridge Controller"));
+    tty("ttyACM0", &usb("1-2", "2341", "0043", "Some Arduino"));
+    tty("ttyACM1", &usb("1-3", "303a", "1001", "USB JTAG/serial debug unit"));
     let uart = root.join("devices/platform/soc/uart0");
     std::fs::create_dir_all(&uart).unwrap();
-    tty_in_sysfs(&root, "ttyAMA0", &uart);
+    tty("ttyAMA0", &uart);
     std::fs::create_dir_all(root.join("class/tty/tty1")).unwrap(); // a virtual console: no device
 
-    let ports = ruvllm_cli::serial::sysfs_ports(&root);
+    let ports = sysfs_ports(&root);
     let names: Vec<&str> = ports.iter().map(|p| p.path.as_str()).collect();
-    assert_eq!(names, ["/dev/ttyACM0", "/dev/ttyAMA0", "/dev/ttyUSB0"]);
-    assert_eq!(ports[2].usb, Some((0x10c4, 0xea60)));
-    assert_eq!(ports[2].board_usb(), Some("Silicon Labs CP210x USB-UART bridge"));
+    assert_eq!(names, ["/dev/ttyACM0", "/dev/ttyACM1", "/dev/ttyAMA0", "/dev/ttyUSB0"]);
+    assert_eq!(ports[3].usb, Some((0x10c4, 0xea60)));
+    assert_eq!(ports[3].board_usb(), Some("Silicon Labs CP210x USB-UART bridge"));
+    assert_eq!(ports[1].usb, Some(USB_SERIAL_JTAG));
     assert_eq!(ports[0].usb, Some((0x2341, 0x0043)));
     assert_eq!(ports[0].board_usb(), None);
-    assert_eq!(ports[1].usb, None);
-    let _ = std::fs::remove_dir_all(&root);
-}
-
-/// Boards whose only USB port is the chip's own USB-Serial-JTAG (many ESP32-C3/C6 boards) are
-/// listed and labelled as such, beside a bridge board; other ports only with `--all`.
-#[test]
-fn native_usb_boards_are_listed_and_labelled() {
-    let root = std::env::temp_dir().join(format!("ruvllm-sysfs-native-{}", std::process::id()));
-    let add = fake_sysfs(&root);
-    add("ttyACM0", "1-1", "303a", "1001", "USB JTAG/serial debug unit");
-    add("ttyUSB0", "1-2", "1a86", "55d4", "USB Single Serial");
-    add("ttyACM1", "1-3", "2341", "0043", "Some Arduino");
-    let ports = ruvllm_cli::serial::sysfs_ports(&root);
-    let lines = ruvllm_cli::serial::listing(&ports, false);
+    assert_eq!(ports[2].usb, None);
     assert_eq!(
-        lines,
+        listing(&ports, false),
         [
-            "/dev/ttyACM0     303a:1001  ESP32-C3/C6/S3/H2 native USB (USB-Serial-JTAG)",
-            "/dev/ttyUSB0     1a86:55d4  WCH CH9102 USB-UART bridge",
+            "/dev/ttyACM1     303a:1001  ESP32-C3/C6/S3/H2 native USB (USB-Serial-JTAG)",
+            "/dev/ttyUSB0     10c4:ea60  Silicon Labs CP210x USB-UART bridge",
         ]
     );
-    let all = ruvllm_cli::serial::listing(&ports, true);
-    assert_eq!(all.len(), 3);
-    assert_eq!(all[1], "/dev/ttyACM1     2341:0043  Some Arduino");
+    let all = listing(&ports, true);
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0], "/dev/ttyACM0     2341:0043  Some Arduino");
+    assert_eq!(all[2], "/dev/ttyAMA0     -");
+    // No ESP32 board: one line saying so.
+    assert_eq!(
+        listing(&ports[..1], false),
+        ["no port looks like an ESP32 board (1 other serial ports: --all lists them)"]
+    );
+    assert_eq!(listing(&[], true), ["no serial ports found"]);
     // The S2/S3's USB-OTG shows this id only in the ROM's download mode: no console there.
     assert_eq!(
-        ruvllm_cli::serial::board_usb(0x303a, 0x0002),
+        board_usb(0x303a, 0x0002),
         Some("ESP32-S2/S3 native USB-OTG (ROM download mode: flashing only)")
     );
-    assert_eq!(ruvllm_cli::serial::USB_SERIAL_JTAG, (0x303a, 0x1001));
-    // No ESP32 board: one line saying so.
-    let other = ruvllm_cli::serial::listing(&ports[1..2], false);
-    assert_eq!(other, ["no port looks like an ESP32 board (1 other serial ports: --all lists them)"]);
-    assert_eq!(ruvllm_cli::serial::listing(&[], true), ["no serial ports found"]);
+    assert_eq!(USB_SERIAL_JTAG, (0x303a, 0x1001));
     let _ = std::fs::remove_dir_all(&root);
 }
 
