@@ -1,7 +1,8 @@
 //! Reads the model image named by RUVLLM_MODEL once on the host, checks that the integer path
 //! accepts it, and turns its shape into constants (layers, context, arena length), so the
 //! firmware's static arena is exactly what the engine needs and the link fails when it does not
-//! fit the chip's RAM. Also passes esp-hal's linker script.
+//! fit the chip's RAM. Also passes esp-hal's linker script, and sets `cfg(usb_serial_jtag)` on the chips
+//! that have that USB controller.
 
 use ruvllm_esp32::infer::IntState;
 use ruvllm_esp32::model::Model;
@@ -27,6 +28,12 @@ fn main() {
         chips.iter().filter(|c| std::env::var_os(format!("CARGO_FEATURE_{c}")).is_some()).collect();
     if chosen.len() != 1 {
         fail("enable exactly one chip feature: --features esp32c3 | esp32c6 | esp32 | esp32s2 | esp32s3");
+    }
+    // The chips with a USB-Serial-JTAG controller (the console serves it beside UART0); the
+    // ESP32 has no USB, the S2 only USB OTG.
+    println!("cargo:rustc-check-cfg=cfg(usb_serial_jtag)");
+    if ["ESP32C3", "ESP32C6", "ESP32S3"].contains(chosen[0]) {
+        println!("cargo:rustc-cfg=usb_serial_jtag");
     }
 
     // Without RUVLLM_MODEL the firmware carries the project's built-in model (crates/ruvllm-cli/data/).

@@ -454,18 +454,13 @@ impl espflash::target::ProgressCallbacks for Bars {
     }
 }
 
+/// The USB ids espflash needs to pick the reset into the bootloader: the chip's own
+/// USB-Serial-JTAG (product id 0x1001) or a bridge's DTR/RTS lines (anything else).
 fn usb_info(port: &str) -> serialport::UsbPortInfo {
-    let none =
-        serialport::UsbPortInfo { vid: 0, pid: 0, serial_number: None, manufacturer: None, product: None };
-    let Ok(ports) = serialport::available_ports() else { return none };
-    ports
-        .into_iter()
-        .find(|p| p.port_name == port)
-        .and_then(|p| match p.port_type {
-            serialport::SerialPortType::UsbPort(info) => Some(info),
-            _ => None,
-        })
-        .unwrap_or(none)
+    let found = ruvllm_cli::serial::find(&ruvllm_cli::serial::ports(), port).cloned();
+    let (vid, pid) = found.as_ref().and_then(|p| p.usb).unwrap_or((0, 0));
+    let product = found.and_then(|p| p.product);
+    serialport::UsbPortInfo { vid, pid, serial_number: None, manufacturer: None, product }
 }
 
 /// `flash`: firmware and model partition to a board, or the merged image with `--dry-run`.
@@ -518,9 +513,11 @@ pub fn flash(a: &FlashArgs) -> Result<()> {
 
     let port = a.port.as_deref().expect("checked above");
     let serial = serial.expect("opened above");
+    let usb = usb_info(port);
+    let native = (usb.vid, usb.pid) == ruvllm_cli::serial::USB_SERIAL_JTAG;
     let conn = espflash::connection::Connection::new(
         serial,
-        usb_info(port),
+        usb,
         espflash::connection::ResetAfterOperation::HardReset,
         espflash::connection::ResetBeforeOperation::DefaultReset,
         a.baud,
@@ -545,7 +542,10 @@ pub fn flash(a: &FlashArgs) -> Result<()> {
     flasher
         .write_bins_to_flash(&segments, &mut Bars { bar: None })
         .map_err(|e| anyhow!("{port}: flashing failed: {e}"))?;
-    eprintln!("{port}: done; the chip was reset (console: 115200 baud on UART0)");
+    // The firmware serves its console on UART0 (what a bridge is wired to) and on the chip's own
+    // USB-Serial-JTAG alike.
+    let via = if native { "the chip's own USB" } else { "UART0 at 115200 baud" };
+    eprintln!("{port}: done; the chip was reset (console on {via}: ruvllm-esp32 monitor --port {port})");
     Ok(())
 }
 

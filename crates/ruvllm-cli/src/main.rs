@@ -256,7 +256,7 @@ enum Cmd {
         #[arg(short, long, default_value_t = 115_200, requires = "port", value_parser = baud())]
         baud: u32,
     },
-    /// List the serial ports that look like ESP32 boards (by their USB bridge's ids)
+    /// List the serial ports that look like ESP32 boards (by USB id: the chip's own USB or a bridge)
     #[command(after_help = "Examples:\n  ruvllm-esp32 ports\n  ruvllm-esp32 ports --all")]
     Ports {
         /// Every serial port, not only the ESP32-looking ones

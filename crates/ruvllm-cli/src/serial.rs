@@ -13,22 +13,28 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// USB bridges found on ESP32 boards, by (vendor id, product id).
-const BRIDGES: &[(u16, u16, &str)] = &[
-    (0x303a, 0x1001, "Espressif USB-Serial/JTAG (ESP32-C3/C6/S3/H2)"),
-    (0x303a, 0x0002, "Espressif USB CDC (ESP32-S2/S3)"),
-    (0x10c4, 0xea60, "Silicon Labs CP210x"),
-    (0x1a86, 0x7523, "WCH CH340"),
-    (0x1a86, 0x55d4, "WCH CH9102"),
-    (0x0403, 0x6001, "FTDI FT232R"),
-    (0x0403, 0x6010, "FTDI FT2232"),
-    (0x0403, 0x6014, "FTDI FT232H"),
-    (0x0403, 0x6015, "FTDI FT231X"),
+/// The USB product id of the ESP32-C3/C6/S3/H2's own USB port, the USB-Serial-JTAG controller
+/// (vendor Espressif, 0x303a). espflash resets the chip into its bootloader differently on it
+/// than through a bridge's DTR/RTS lines, and tells the two apart by this id.
+pub const USB_SERIAL_JTAG: (u16, u16) = (0x303a, 0x1001);
+
+/// The USB ids ESP32 boards show, by (vendor id, product id): the chips' own USB ports, then
+/// the USB-UART bridges of boards that wire UART0 to one.
+const BOARD_USB: &[(u16, u16, &str)] = &[
+    (USB_SERIAL_JTAG.0, USB_SERIAL_JTAG.1, "ESP32-C3/C6/S3/H2 native USB (USB-Serial-JTAG)"),
+    (0x303a, 0x0002, "ESP32-S2/S3 native USB-OTG (ROM download mode: flashing only)"),
+    (0x10c4, 0xea60, "Silicon Labs CP210x USB-UART bridge"),
+    (0x1a86, 0x7523, "WCH CH340 USB-UART bridge"),
+    (0x1a86, 0x55d4, "WCH CH9102 USB-UART bridge"),
+    (0x0403, 0x6001, "FTDI FT232R USB-UART bridge"),
+    (0x0403, 0x6010, "FTDI FT2232 USB-UART bridge"),
+    (0x0403, 0x6014, "FTDI FT232H USB-UART bridge"),
+    (0x0403, 0x6015, "FTDI FT231X USB-UART bridge"),
 ];
 
-/// The ESP32 board bridge with this USB id, if it is one.
-pub fn bridge(vid: u16, pid: u16) -> Option<&'static str> {
-    BRIDGES.iter().find(|(v, p, _)| *v == vid && *p == pid).map(|(_, _, n)| *n)
+/// What an ESP32 board's USB port with this id is, if it is one.
+pub fn board_usb(vid: u16, pid: u16) -> Option<&'static str> {
+    BOARD_USB.iter().find(|(v, p, _)| *v == vid && *p == pid).map(|(_, _, n)| *n)
 }
 
 /// A serial port and, for USB ones, its ids.
@@ -40,10 +46,18 @@ pub struct Port {
 }
 
 impl Port {
-    /// The ESP32 bridge it is, if any.
-    pub fn bridge(&self) -> Option<&'static str> {
-        self.usb.and_then(|(v, p)| bridge(v, p))
+    /// What ESP32 board port it is, if any.
+    pub fn board_usb(&self) -> Option<&'static str> {
+        self.usb.and_then(|(v, p)| board_usb(v, p))
     }
+}
+
+/// The port `name` names in `ports`, also through a symlink such as
+/// `/dev/serial/by-id/usb-Espressif_USB_JTAG_serial_debug_unit_...`.
+pub fn find<'a>(ports: &'a [Port], name: &str) -> Option<&'a Port> {
+    let real = |p: &str| std::fs::canonicalize(p).unwrap_or_else(|_| p.into());
+    let wanted = real(name);
+    ports.iter().find(|p| p.path == name || real(&p.path) == wanted)
 }
 
 fn read_hex(path: &Path) -> Option<u16> {
@@ -106,25 +120,33 @@ pub fn ports() -> Vec<Port> {
 
 /// `ports`: the ports that look like ESP32 boards (all serial ports with `all`).
 pub fn ports_cmd(all: bool) -> Result<()> {
-    let ports = ports();
-    let shown: Vec<&Port> = ports.iter().filter(|p| all || p.bridge().is_some()).collect();
-    if shown.is_empty() {
-        if all || ports.is_empty() {
-            outln!("no serial ports found");
-        } else {
-            outln!(
-                "no port looks like an ESP32 board ({} other serial ports: --all lists them)",
-                ports.len()
-            );
-        }
-        return Ok(());
-    }
-    for p in shown {
-        let ids = p.usb.map(|(v, d)| format!("{v:04x}:{d:04x}")).unwrap_or_else(|| "-".into());
-        let what = p.bridge().or(p.product.as_deref()).unwrap_or("");
-        outln!("{:<16} {ids:<10} {what}", p.path);
+    for line in listing(&ports(), all) {
+        outln!("{line}");
     }
     Ok(())
+}
+
+/// `ports`' lines for `ports`: path, USB ids and what the port is.
+pub fn listing(ports: &[Port], all: bool) -> Vec<String> {
+    let shown: Vec<&Port> = ports.iter().filter(|p| all || p.board_usb().is_some()).collect();
+    if shown.is_empty() {
+        return vec![if all || ports.is_empty() {
+            "no serial ports found".to_string()
+        } else {
+            format!(
+                "no port looks like an ESP32 board ({} other serial ports: --all lists them)",
+                ports.len()
+            )
+        }];
+    }
+    shown
+        .into_iter()
+        .map(|p| {
+            let ids = p.usb.map(|(v, d)| format!("{v:04x}:{d:04x}")).unwrap_or_else(|| "-".into());
+            let what = p.board_usb().or(p.product.as_deref()).unwrap_or("");
+            format!("{:<16} {ids:<10} {what}", p.path).trim_end().to_string()
+        })
+        .collect()
 }
 
 /// A serial port opened for the terminal.

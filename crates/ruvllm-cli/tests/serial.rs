@@ -172,10 +172,13 @@ fn unplugging_the_board_mid_session_is_one_line() {
     assert!(err.contains(&format!("{port}: disconnected")), "{err}");
 }
 
-/// `ports` reads Linux's sysfs: a fake tree with a CP210x board, an unknown USB serial adapter
-/// and a built-in UART.
+/// `ports` reads Linux's sysfs: a fake tree with a CP210x board, a board whose only USB port is
+/// the chip's own USB-Serial-JTAG (many ESP32-C3/C6 boards), an unknown USB serial adapter and a
+/// built-in UART. The two boards are listed and labelled (native USB or bridge); the other ports
+/// only with `--all`.
 #[test]
 fn ports_are_found_and_recognised_in_sysfs() {
+    use ruvllm_cli::serial::{board_usb, listing, sysfs_ports, USB_SERIAL_JTAG};
     let root = std::env::temp_dir().join(format!("ruvllm-sysfs-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let usb = |dev: &str, vid: &str, pid: &str, product: &str| {
@@ -194,24 +197,70 @@ fn ports_are_found_and_recognised_in_sysfs() {
     };
     tty("ttyUSB0", &usb("1-1", "10c4", "ea60", "CP2102 USB to UART Bridge Controller"));
     tty("ttyACM0", &usb("1-2", "2341", "0043", "Some Arduino"));
+    tty("ttyACM1", &usb("1-3", "303a", "1001", "USB JTAG/serial debug unit"));
     let uart = root.join("devices/platform/soc/uart0");
     std::fs::create_dir_all(&uart).unwrap();
     tty("ttyAMA0", &uart);
     std::fs::create_dir_all(root.join("class/tty/tty1")).unwrap(); // a virtual console: no device
 
-    let ports = ruvllm_cli::serial::sysfs_ports(&root);
+    let ports = sysfs_ports(&root);
     let names: Vec<&str> = ports.iter().map(|p| p.path.as_str()).collect();
-    assert_eq!(names, ["/dev/ttyACM0", "/dev/ttyAMA0", "/dev/ttyUSB0"]);
-    assert_eq!(ports[2].usb, Some((0x10c4, 0xea60)));
-    assert_eq!(ports[2].bridge(), Some("Silicon Labs CP210x"));
+    assert_eq!(names, ["/dev/ttyACM0", "/dev/ttyACM1", "/dev/ttyAMA0", "/dev/ttyUSB0"]);
+    assert_eq!(ports[3].usb, Some((0x10c4, 0xea60)));
+    assert_eq!(ports[3].board_usb(), Some("Silicon Labs CP210x USB-UART bridge"));
+    assert_eq!(ports[1].usb, Some(USB_SERIAL_JTAG));
     assert_eq!(ports[0].usb, Some((0x2341, 0x0043)));
-    assert_eq!(ports[0].bridge(), None);
-    assert_eq!(ports[1].usb, None);
+    assert_eq!(ports[0].board_usb(), None);
+    assert_eq!(ports[2].usb, None);
     assert_eq!(
-        ruvllm_cli::serial::bridge(0x303a, 0x1001),
-        Some("Espressif USB-Serial/JTAG (ESP32-C3/C6/S3/H2)")
+        listing(&ports, false),
+        [
+            "/dev/ttyACM1     303a:1001  ESP32-C3/C6/S3/H2 native USB (USB-Serial-JTAG)",
+            "/dev/ttyUSB0     10c4:ea60  Silicon Labs CP210x USB-UART bridge",
+        ]
     );
+    let all = listing(&ports, true);
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0], "/dev/ttyACM0     2341:0043  Some Arduino");
+    assert_eq!(all[2], "/dev/ttyAMA0     -");
+    // No ESP32 board: one line saying so.
+    assert_eq!(
+        listing(&ports[..1], false),
+        ["no port looks like an ESP32 board (1 other serial ports: --all lists them)"]
+    );
+    assert_eq!(listing(&[], true), ["no serial ports found"]);
+    // The S2/S3's USB-OTG shows this id only in the ROM's download mode: no console there.
+    assert_eq!(
+        board_usb(0x303a, 0x0002),
+        Some("ESP32-S2/S3 native USB-OTG (ROM download mode: flashing only)")
+    );
+    assert_eq!(USB_SERIAL_JTAG, (0x303a, 0x1001));
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// `flash --port` also takes a symlink to the port (udev's `/dev/serial/by-id/...` names): its
+/// USB ids are found through it, so espflash gets the USB-Serial-JTAG id and uses that port's
+/// reset into the bootloader instead of a bridge's DTR/RTS sequence.
+#[test]
+fn a_port_is_found_through_a_symlink_to_it() {
+    use ruvllm_cli::serial::{find, Port};
+    let dir = std::env::temp_dir().join(format!("ruvllm-by-id-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("by-id")).unwrap();
+    let tty = dir.join("ttyACM0");
+    std::fs::write(&tty, b"").unwrap();
+    let link = dir.join("by-id/usb-Espressif_USB_JTAG_serial_debug_unit_F4:12:FA:00:00:00-if00");
+    std::os::unix::fs::symlink("../ttyACM0", &link).unwrap();
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let ports = [
+        Port { path: path(&dir.join("ttyUSB0")), usb: Some((0x10c4, 0xea60)), product: None },
+        Port { path: path(&tty), usb: Some((0x303a, 0x1001)), product: None },
+    ];
+    assert_eq!(find(&ports, &path(&link)).map(|p| p.usb), Some(Some((0x303a, 0x1001))));
+    assert_eq!(find(&ports, &path(&tty)).map(|p| p.usb), Some(Some((0x303a, 0x1001))));
+    assert_eq!(find(&ports, &path(&dir.join("ttyUSB0"))).map(|p| p.usb), Some(Some((0x10c4, 0xea60))));
+    assert_eq!(find(&ports, &path(&dir.join("by-id/nothing"))), None);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

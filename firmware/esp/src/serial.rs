@@ -1,9 +1,21 @@
-//! UART0 for the console with interrupt-driven reception: at 115200 baud one token's time brings
-//! more bytes than the 128-byte hardware FIFO holds, so the FIFO-full and receive-timeout
-//! interrupts move every received byte into a RAM ring buffer as it arrives. The console reads
-//! the ring ([`Serial`] is its `embedded-io` stream) and keeps lines typed while it generates
-//! as type-ahead; bytes the ring has no room for are counted ([`rx_lost`]) and the console
-//! reports them.
+//! The console's byte stream: UART0 and, on the chips that have one, the USB-Serial-JTAG
+//! controller (the only USB port of many ESP32-C3/C6 boards), served at once. Input from either
+//! goes into one RAM ring buffer; output goes to both.
+//!
+//! Reception is interrupt-driven: at 115200 baud one token's time brings more bytes than UART0's
+//! 128-byte hardware FIFO holds, so the FIFO-full and receive-timeout interrupts move every
+//! received byte into the ring as it arrives. USB input is moved by the packet-received
+//! interrupt, but only while the ring has room: the host holds what does not fit (USB flow
+//! control), so USB input is never dropped. The console reads the ring ([`Serial`] is its
+//! `embedded-io` stream) and keeps lines typed while it generates as type-ahead; UART bytes the
+//! ring has no room for are counted ([`rx_lost`]) and the console reports them.
+//!
+//! Output goes to both ports, so the boot lines and errors reach whichever one the user watches,
+//! with no port to pick. UART0 always drains (at the baud rate). USB output only leaves when a
+//! host reads it: with no host attached, or the port not open there, the 64-byte FIFO stays
+//! full. So a USB write waits at most [`usb::TX_TIMEOUT`] for room, then the USB side counts
+//! as not read and drops output without waiting, until the host takes data again (the policy of
+//! ESP-IDF's USB-Serial-JTAG console). The console never hangs on a USB port nobody reads.
 
 use core::cell::RefCell;
 use critical_section::Mutex;
@@ -15,15 +27,18 @@ const RX_RING: usize = 1024;
 /// Bytes written per critical section, so reception waits at most a few byte times.
 const TX_CHUNK: usize = 16;
 
+type Ring = heapless::Deque<u8, RX_RING>;
+
 struct Shared {
     uart: Uart<'static, Blocking>,
-    ring: heapless::Deque<u8, RX_RING>,
+    usb: usb::Input,
+    ring: Ring,
     /// Bytes dropped (ring full, or a receive error such as a FIFO overrun) since [`rx_lost`].
     lost: usize,
 }
 
 impl Shared {
-    /// Moves what the hardware FIFO holds into the ring.
+    /// Moves what the hardware FIFOs hold into the ring.
     fn fill(&mut self) {
         let mut buf = [0u8; 32];
         // A bounded number of rounds: bytes keep arriving while the FIFO is read.
@@ -41,10 +56,11 @@ impl Shared {
                 Err(_) => self.lost += 1,
             }
         }
+        self.usb.fill(&mut self.ring);
     }
 }
 
-/// The UART, shared by the interrupt handler and the console's stream.
+/// The ports, shared by the interrupt handlers and the console's stream.
 static SHARED: Mutex<RefCell<Option<Shared>>> = Mutex::new(RefCell::new(None));
 
 fn with<R>(f: impl FnOnce(&mut Shared) -> R) -> Option<R> {
@@ -52,21 +68,23 @@ fn with<R>(f: impl FnOnce(&mut Shared) -> R) -> Option<R> {
 }
 
 #[esp_hal::handler]
-fn on_receive() {
+fn on_uart_receive() {
     with(|s| {
         s.fill();
         s.uart.clear_interrupts(UartInterrupt::RxFifoFull | UartInterrupt::RxTimeout);
     });
 }
 
-/// The console's stream over `uart`, whose reception is interrupt-driven from here on.
-pub fn install(mut uart: Uart<'static, Blocking>) -> Serial {
-    uart.set_interrupt_handler(on_receive);
+/// The console's stream over `uart` and `usb`, whose reception is interrupt-driven from here on.
+pub fn install(mut uart: Uart<'static, Blocking>, usb: usb::Port) -> Serial {
+    uart.set_interrupt_handler(on_uart_receive);
+    let (input, output) = usb::split(usb);
     critical_section::with(|cs| {
         uart.listen(UartInterrupt::RxFifoFull | UartInterrupt::RxTimeout);
-        SHARED.borrow_ref_mut(cs).replace(Shared { uart, ring: heapless::Deque::new(), lost: 0 });
+        let shared = Shared { uart, usb: input, ring: Ring::new(), lost: 0 };
+        SHARED.borrow_ref_mut(cs).replace(shared);
     });
-    Serial(())
+    Serial { usb: output }
 }
 
 /// Bytes received input lost since the last call (for the console's report).
@@ -74,8 +92,10 @@ pub fn rx_lost() -> usize {
     with(|s| core::mem::take(&mut s.lost)).unwrap_or(0)
 }
 
-/// The console's byte stream: reads from the ring, writes to UART0.
-pub struct Serial(());
+/// The console's byte stream: reads from the ring, writes to UART0 and USB.
+pub struct Serial {
+    usb: usb::Output,
+}
 
 impl embedded_io::ErrorType for Serial {
     type Error = TxError;
@@ -117,14 +137,172 @@ impl embedded_io::ReadReady for Serial {
 }
 
 impl embedded_io::Write for Serial {
+    /// What UART0 takes (at most [`TX_CHUNK`] bytes) goes to USB too, outside the critical
+    /// section: a USB wait never holds reception off.
     fn write(&mut self, buf: &[u8]) -> Result<usize, TxError> {
         let chunk = buf.get(..buf.len().min(TX_CHUNK)).unwrap_or_default();
-        with(|s| s.uart.write(chunk)).unwrap_or(Ok(0))
+        let n = with(|s| s.uart.write(chunk)).unwrap_or(Ok(0))?;
+        self.usb.write(chunk.get(..n).unwrap_or_default());
+        Ok(n)
     }
 
-    /// Nothing to do: written bytes are in the hardware FIFO, which sends them on its own
-    /// (waiting for it to drain here would hold reception off for up to 11 ms).
+    /// Nothing to do: written bytes are in UART0's hardware FIFO, which sends them on its own
+    /// (waiting for it to drain here would hold reception off for up to 11 ms), and each USB
+    /// write is already handed to the host.
     fn flush(&mut self) -> Result<(), TxError> {
         Ok(())
+    }
+}
+
+/// The last words (the panic handler's): to both ports, UART0 drained, USB with the same
+/// bounded wait as the console's writes.
+pub fn last_words(mut uart: Uart<'static, Blocking>, usb: usb::Port, args: core::fmt::Arguments<'_>) {
+    use embedded_io::Write as _;
+    let _ = uart.write_fmt(args);
+    let _ = uart.flush();
+    let _ = core::fmt::Write::write_fmt(&mut usb::Output::new(usb), args);
+}
+
+/// USB-Serial-JTAG (ESP32-C3, C6, S3).
+#[cfg(usb_serial_jtag)]
+pub mod usb {
+    use super::Ring;
+    use esp_hal::time::{Duration, Instant};
+    use esp_hal::usb::usb_serial_jtag::{UsbSerialJtag, UsbSerialJtagRx, UsbSerialJtagTx};
+    use esp_hal::Blocking;
+
+    /// The console's USB port.
+    pub type Port = UsbSerialJtag<'static, Blocking>;
+
+    /// How long a write waits for the host to take data before the port counts as not read. A
+    /// host that has the port open polls it every USB frame (1 ms).
+    pub const TX_TIMEOUT: Duration = Duration::from_millis(50);
+
+    /// The receiving half, in the interrupt handlers' shared state.
+    pub struct Input(UsbSerialJtagRx<'static, Blocking>);
+
+    /// The sending half, the console's.
+    pub struct Output {
+        tx: UsbSerialJtagTx<'static, Blocking>,
+        /// The last write timed out and no data has left since: drop output without waiting.
+        unread: bool,
+    }
+
+    #[esp_hal::handler]
+    fn on_receive() {
+        super::with(|s| {
+            s.fill();
+            s.usb.0.reset_rx_packet_recv_interrupt();
+        });
+    }
+
+    /// Both halves, with packet reception interrupt-driven from here on.
+    pub fn split(mut port: Port) -> (Input, Output) {
+        port.set_interrupt_handler(on_receive);
+        let (mut rx, tx) = port.split();
+        rx.listen_rx_packet_recv_interrupt();
+        (Input(rx), Output { tx, unread: false })
+    }
+
+    impl Input {
+        /// Moves received bytes into `ring` while it has room (the rest waits in the host).
+        pub(super) fn fill(&mut self, ring: &mut Ring) {
+            while !ring.is_full() {
+                match self.0.read_byte() {
+                    Ok(b) => {
+                        let _ = ring.push_back(b);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    impl Output {
+        /// The sending half alone, reception left off (the panic handler's).
+        pub fn new(port: Port) -> Output {
+            Output { tx: port.split().1, unread: false }
+        }
+
+        /// Queues `bytes` and hands them to the host; waits at most [`TX_TIMEOUT`] for room in
+        /// the FIFO (none while the port counts as unread), dropping what does not fit.
+        pub fn write(&mut self, bytes: &[u8]) {
+            let mut queued = false;
+            for &b in bytes {
+                if !self.put(b) {
+                    break;
+                }
+                queued = true;
+            }
+            if queued {
+                // Sends the packet now, not when 64 bytes have gathered.
+                let _ = self.tx.flush_tx_nb();
+            }
+        }
+
+        fn put(&mut self, b: u8) -> bool {
+            let mut since: Option<Instant> = None;
+            loop {
+                if self.tx.write_byte_nb(b).is_ok() {
+                    self.unread = false;
+                    return true;
+                }
+                if self.unread {
+                    return false;
+                }
+                match since {
+                    // Full: make sure what it holds is on its way, then wait for the host.
+                    None => {
+                        let _ = self.tx.flush_tx_nb();
+                        since = Some(Instant::now());
+                    }
+                    Some(t) if t.elapsed() > TX_TIMEOUT => {
+                        self.unread = true;
+                        return false;
+                    }
+                    Some(_) => core::hint::spin_loop(),
+                }
+            }
+        }
+    }
+
+    impl core::fmt::Write for Output {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            self.write(s.as_bytes());
+            Ok(())
+        }
+    }
+}
+
+/// The ESP32 has no USB, the ESP32-S2 only USB OTG: UART0 alone.
+#[cfg(not(usb_serial_jtag))]
+pub mod usb {
+    use super::Ring;
+
+    /// No USB console port on this chip.
+    pub type Port = ();
+    pub struct Input;
+    pub struct Output;
+
+    pub fn split(_: Port) -> (Input, Output) {
+        (Input, Output)
+    }
+
+    impl Input {
+        pub(super) fn fill(&mut self, _: &mut Ring) {}
+    }
+
+    impl Output {
+        pub fn new(_: Port) -> Output {
+            Output
+        }
+
+        pub fn write(&mut self, _: &[u8]) {}
+    }
+
+    impl core::fmt::Write for Output {
+        fn write_str(&mut self, _: &str) -> core::fmt::Result {
+            Ok(())
+        }
     }
 }
