@@ -13,9 +13,9 @@
 //! Output goes to both ports, so the boot lines and errors reach whichever one the user watches,
 //! with no port to pick. UART0 always drains (at the baud rate). USB output only leaves when a
 //! host reads it: with no host attached, or the port not open there, the 64-byte FIFO stays
-//! full. So a USB write waits at most [`usb::TX_TIMEOUT`] for room, then the USB side counts
-//! as not read and drops output without waiting, until the host takes data again (the policy of
-//! ESP-IDF's USB-Serial-JTAG console). The console never hangs on a USB port nobody reads.
+//! full. So a USB write waits at most 50 ms for room, then the USB side counts as unread and
+//! drops output without waiting, until the host takes data again (the library's
+//! [`HostTx`](ruvllm_esp32::console::HostTx)). The console never hangs on a USB port nobody reads.
 
 use core::cell::RefCell;
 use critical_section::Mutex;
@@ -167,25 +167,33 @@ pub fn last_words(mut uart: Uart<'static, Blocking>, usb: usb::Port, args: core:
 #[cfg(usb_serial_jtag)]
 pub mod usb {
     use super::Ring;
-    use esp_hal::time::{Duration, Instant};
     use esp_hal::usb::usb_serial_jtag::{UsbSerialJtag, UsbSerialJtagRx, UsbSerialJtagTx};
     use esp_hal::Blocking;
+    use ruvllm_esp32::console::{HostTx, TryTx};
 
     /// The console's USB port.
     pub type Port = UsbSerialJtag<'static, Blocking>;
 
-    /// How long a write waits for the host to take data before the port counts as not read. A
-    /// host that has the port open polls it every USB frame (1 ms).
-    pub const TX_TIMEOUT: Duration = Duration::from_millis(50);
+    /// How long a write waits for the host to take data before the port counts as unread, in
+    /// microseconds. A host that has the port open polls it every USB frame (1 ms).
+    pub const TX_TIMEOUT_US: u64 = 50_000;
 
     /// The receiving half, in the interrupt handlers' shared state.
     pub struct Input(UsbSerialJtagRx<'static, Blocking>);
 
-    /// The sending half, the console's.
-    pub struct Output {
-        tx: UsbSerialJtagTx<'static, Blocking>,
-        /// The last write timed out and no data has left since: drop output without waiting.
-        unread: bool,
+    /// The sending half, the console's: it never waits long for a host that is not reading.
+    pub struct Output(HostTx<Fifo>);
+
+    /// The transmit FIFO, written without blocking.
+    pub struct Fifo(UsbSerialJtagTx<'static, Blocking>);
+
+    impl TryTx for Fifo {
+        fn try_put(&mut self, b: u8) -> bool {
+            self.0.write_byte_nb(b).is_ok()
+        }
+        fn commit(&mut self) {
+            let _ = self.0.flush_tx_nb();
+        }
     }
 
     #[esp_hal::handler]
@@ -201,7 +209,7 @@ pub mod usb {
         port.set_interrupt_handler(on_receive);
         let (mut rx, tx) = port.split();
         rx.listen_rx_packet_recv_interrupt();
-        (Input(rx), Output { tx, unread: false })
+        (Input(rx), Output::with_tx(tx))
     }
 
     impl Input {
@@ -221,48 +229,17 @@ pub mod usb {
     impl Output {
         /// The sending half alone, reception left off (the panic handler's).
         pub fn new(port: Port) -> Output {
-            Output { tx: port.split().1, unread: false }
+            Output::with_tx(port.split().1)
         }
 
-        /// Queues `bytes` and hands them to the host; waits at most [`TX_TIMEOUT`] for room in
-        /// the FIFO (none while the port counts as unread), dropping what does not fit.
+        fn with_tx(tx: UsbSerialJtagTx<'static, Blocking>) -> Output {
+            Output(HostTx::new(Fifo(tx), crate::micros, TX_TIMEOUT_US))
+        }
+
+        /// Queues `bytes` and hands them to the host, dropping what finds no room within
+        /// [`TX_TIMEOUT_US`] (at once while the port counts as unread).
         pub fn write(&mut self, bytes: &[u8]) {
-            let mut queued = false;
-            for &b in bytes {
-                if !self.put(b) {
-                    break;
-                }
-                queued = true;
-            }
-            if queued {
-                // Sends the packet now, not when 64 bytes have gathered.
-                let _ = self.tx.flush_tx_nb();
-            }
-        }
-
-        fn put(&mut self, b: u8) -> bool {
-            let mut since: Option<Instant> = None;
-            loop {
-                if self.tx.write_byte_nb(b).is_ok() {
-                    self.unread = false;
-                    return true;
-                }
-                if self.unread {
-                    return false;
-                }
-                match since {
-                    // Full: make sure what it holds is on its way, then wait for the host.
-                    None => {
-                        let _ = self.tx.flush_tx_nb();
-                        since = Some(Instant::now());
-                    }
-                    Some(t) if t.elapsed() > TX_TIMEOUT => {
-                        self.unread = true;
-                        return false;
-                    }
-                    Some(_) => core::hint::spin_loop(),
-                }
-            }
+            self.0.write(bytes);
         }
     }
 

@@ -27,8 +27,12 @@
 //! each get one `error: ...` line, and the console keeps answering. Lines typed while a
 //! generation or `bench` runs are kept (type-ahead, at most [`TYPEAHEAD`] bytes; what does not
 //! fit is reported in one line) and run in order afterwards; Ctrl-C stops the generation.
+//!
+//! A board that serves the console on a port only a host drains (USB-Serial-JTAG) writes to it
+//! through [`HostTx`], which never waits long for a host that is not reading.
 
 mod engine;
+mod host_tx;
 mod knowledge;
 mod saved;
 #[cfg(test)]
@@ -37,6 +41,7 @@ mod typeahead;
 
 pub use crate::sample::Sampling;
 pub use engine::{Engine, IntegerEngine, ModelInfo, NoModel, ReferenceEngine};
+pub use host_tx::{HostTx, TryTx};
 pub use knowledge::{
     Knowledge, KnowledgeDetector, KnowledgeError, KnowledgeRag, ANOMALY_CAP, ANOMALY_PRIOR,
     ASK_MIN_SIMILARITY, ASK_RESULTS, KNOWLEDGE_CAP, KNOWLEDGE_DIM, KNOWLEDGE_TEXT,
