@@ -19,6 +19,12 @@ use std::time::{Duration, Instant};
 const PROMPTS: [(&str, usize); 3] =
     [("Once upon a time", 128), ("Lily and Ben went to the park. They saw a big dog", 96), ("", 64)];
 
+/// Near ties (logits) past which greedy runs may part: f32 sums in another order differ by
+/// about 1e-5; llama.cpp's Q8_0 products also round the activations to 8 bits (the engine's
+/// float path keeps them f32), which moved ties of up to 0.04 here (stories260K).
+const F32_TIE: f64 = 1e-3;
+const Q8_0_TIE: f64 = 0.1;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -57,16 +63,25 @@ struct Reference {
     prompt_ids: Vec<u32>,
     generated_ids: Vec<u32>,
     text: String,
+    /// Bytes of `text` through each generated token.
+    text_lengths: Vec<usize>,
+    /// How far each generated token's logit led the runner-up's.
+    margins: Vec<f64>,
 }
 
 fn llama_cpp(py: &Path, model: &Path, prompt: &str, steps: usize) -> Reference {
     let steps = steps.to_string();
     let json = run_py(py, &[s(&script("llama_greedy.py")), s(model), "--prompt", prompt, "--steps", &steps]);
     let v: serde_json::Value = serde_json::from_str(&json).expect("llama_greedy.py prints JSON");
-    let ids = |k: &str| -> Vec<u32> {
-        v[k].as_array().unwrap_or_else(|| panic!("{k} in {json}")).iter().map(|t| t.as_u64().unwrap() as u32).collect()
-    };
-    Reference { prompt_ids: ids("prompt_ids"), generated_ids: ids("generated_ids"), text: v["text"].as_str().unwrap().into() }
+    let list = |k: &str| v[k].as_array().unwrap_or_else(|| panic!("{k} in {json}")).clone();
+    let ids = |k: &str| list(k).iter().map(|t| t.as_u64().unwrap() as u32).collect();
+    Reference {
+        prompt_ids: ids("prompt_ids"),
+        generated_ids: ids("generated_ids"),
+        text: v["text"].as_str().unwrap().into(),
+        text_lengths: list("text_lengths").iter().map(|l| l.as_u64().unwrap() as usize).collect(),
+        margins: list("margins").iter().map(|m| m.as_f64().unwrap()).collect(),
+    }
 }
 
 /// Our greedy run: `gen`'s text, and the prompt and generated token counts it reports.
@@ -100,10 +115,13 @@ fn our_prompt_ids(model: &Path, prompt: &str) -> Vec<u32> {
     ids
 }
 
-/// llama.cpp and `gen` agree on `model` for every prompt: same tokens, same text. When
+/// llama.cpp and `gen` agree on `model` for every prompt: same prompt tokens, then the same
+/// greedy tokens and text, except from a near tie on, where llama.cpp's choice led the runner-up
+/// by less than `tie` logits. (Its Q8_0 matrix products round the activations to 8 bits as
+/// well, so a lead of a few hundredths may go the other way; f32 must agree to the end.) When
 /// `check_prompt_ids`, the engine's tokenization of the prompt (read from the same file) is
 /// compared id by id as well.
-fn assert_llama_cpp_agrees(py: &Path, model: &Path, check_prompt_ids: bool) {
+fn assert_llama_cpp_agrees(py: &Path, model: &Path, check_prompt_ids: bool, tie: f64) {
     for (prompt, steps) in PROMPTS {
         let reference = llama_cpp(py, model, prompt, steps);
         let ours = gen(model, prompt, steps);
@@ -112,9 +130,29 @@ fn assert_llama_cpp_agrees(py: &Path, model: &Path, check_prompt_ids: bool) {
             assert_eq!(our_prompt_ids(model, prompt), reference.prompt_ids, "prompt tokens of {what}");
         }
         assert_eq!(ours.prompt_tokens, reference.prompt_ids.len(), "prompt length of {what}");
-        assert_eq!(ours.text, reference.text, "greedy text of {what}");
-        assert_eq!(ours.generated, reference.generated_ids.len(), "generated tokens of {what}");
-        assert!(ours.generated >= 64 || reference.generated_ids.last() == Some(&1), "{what}: too short a run");
+        let (a, b) = (ours.text.as_bytes(), reference.text.as_bytes());
+        let same = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        if a == b {
+            assert_eq!(ours.generated, reference.generated_ids.len(), "generated tokens of {what}");
+        } else {
+            // The generated token whose text holds the first difference (the last one when
+            // one text merely stops earlier).
+            let last = reference.margins.len() - 1;
+            let k = reference.text_lengths.iter().position(|&l| l > same).unwrap_or(last);
+            let margin = reference.margins[k];
+            assert!(
+                margin < tie,
+                "greedy text of {what} differs from llama.cpp's at generated token {k} (byte {same}), \
+                 where its choice led by {margin:.4} logits (tolerated: a lead under {tie}):\n     ours: {:?}\nllama.cpp: {:?}",
+                ours.text,
+                reference.text
+            );
+            eprintln!("{what}: equal through {k} generated tokens, then a near tie ({margin:.4} logits)");
+        }
+        assert!(
+            reference.generated_ids.len() >= 60 || reference.generated_ids.last() == Some(&1),
+            "{what}: too short a run"
+        );
     }
 }
 
@@ -139,7 +177,8 @@ fn convert(input: &Path, tokenizer: Option<&Path>, quant: &str, name: &str) -> P
 fn gguf_py_file(py: &Path, name: &str, extra: &[&str]) -> Option<PathBuf> {
     let (model, tok) = stories()?;
     let out = scratch(name);
-    let mut args = vec![s(&script("gguf_from_llama2c.py")), s(&model), s(&tok), s(&out)];
+    let writer = script("gguf_from_llama2c.py");
+    let mut args = vec![s(&writer), s(&model), s(&tok), s(&out)];
     args.extend(extra);
     run_py(py, &args);
     Some(out)
@@ -151,7 +190,7 @@ fn llama_cpp_greedy_equals_gen_on_convert_f32() {
     let Some(py) = python() else { return };
     let Some((model, tok)) = stories() else { return };
     let f32 = convert(&model, Some(&tok), "f32", "stories260K-f32.gguf");
-    assert_llama_cpp_agrees(&py, &f32, true);
+    assert_llama_cpp_agrees(&py, &f32, true, F32_TIE);
 }
 
 #[test]
@@ -167,7 +206,7 @@ fn llama_cpp_greedy_equals_gen_on_convert_q8_0() {
     for t in g.tensors().filter(|t| t.dims[1] > 1) {
         assert_eq!(t.ty, GgmlType::Q8_0, "{} should be Q8_0", t.name);
     }
-    assert_llama_cpp_agrees(&py, &q8, true);
+    assert_llama_cpp_agrees(&py, &q8, true, Q8_0_TIE);
 }
 
 /// The `gguf` package's file (F32, SentencePiece vocabulary) gives the engine the same greedy
@@ -183,7 +222,7 @@ fn gen_reads_gguf_python_writer_file() {
         assert_eq!(a.text, b.text, "prompt {prompt:?}: the gguf package's file and convert's differ");
         assert_eq!((a.prompt_tokens, a.generated), (b.prompt_tokens, b.generated), "prompt {prompt:?}");
     }
-    assert_llama_cpp_agrees(&py, &theirs, false);
+    assert_llama_cpp_agrees(&py, &theirs, false, F32_TIE);
 }
 
 /// Q8_0 matrices written by the `gguf` package (its own quantizer) read by the engine and by
@@ -194,5 +233,5 @@ fn gen_and_llama_cpp_agree_on_gguf_python_q8_0() {
     let Some(q8) = gguf_py_file(&py, "stories-ffn160-q8_0-gguf-py.gguf", &["--ffn", "160", "--q8_0"]) else {
         return;
     };
-    assert_llama_cpp_agrees(&py, &q8, false);
+    assert_llama_cpp_agrees(&py, &q8, false, Q8_0_TIE);
 }
