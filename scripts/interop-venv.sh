@@ -18,6 +18,12 @@ if [ -f "$stamp" ] && cmp -s "$reqs" "$stamp" \
 fi
 
 python=${PYTHON:-python3}
+if ! $python -c 'import venv, ensurepip' 2>/dev/null; then
+    echo "interop venv: $python lacks venv/ensurepip: installing Debian's python3-venv"
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv
+fi
 echo "interop venv: creating $venv with $($python --version)"
 $python -m venv --clear "$venv"
 
@@ -39,5 +45,5 @@ start=$(date +%s)
     --no-binary llama-cpp-python "$llama"
 echo "interop venv: llama.cpp built in $(( $(date +%s) - start )) s"
 
-"$venv/bin/python" -c 'import llama_cpp, gguf; print("interop venv: llama_cpp", llama_cpp.__version__, "gguf", gguf.__version__ if hasattr(gguf, "__version__") else "(loaded)")'
+"$venv/bin/python" -c 'import importlib.metadata as m; print("interop venv: ready:", *(p + " " + m.version(p) for p in ("llama_cpp_python", "gguf")))'
 cp "$reqs" "$stamp"
