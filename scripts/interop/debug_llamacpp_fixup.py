@@ -12,7 +12,7 @@ import sys
 import gguf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import spm  # noqa: E402
+import conventions  # noqa: E402
 
 
 def main():
@@ -30,7 +30,7 @@ def main():
     pieces = [bytes(tf.parts[i]) for i in tf.data]
     bos = r.fields["tokenizer.ggml.bos_token_id"].contents()
     eos = r.fields["tokenizer.ggml.eos_token_id"].contents()
-    tokens, types = spm.sentencepiece(pieces, bos, eos)
+    tokens, types = conventions.sentencepiece(pieces, bos, eos)
     wr.add_token_list(tokens)
     wr.add_token_types(types)
     for t in r.tensors:
@@ -38,10 +38,7 @@ def main():
             continue
         wr.add_tensor(t.name, t.data, raw_shape=list(reversed([int(d) for d in t.shape])),
                       raw_dtype=t.tensor_type)
-    wr.write_header_to_file()
-    wr.write_kv_data_to_file()
-    wr.write_tensors_to_file()
-    wr.close()
+    conventions.write(wr)
 
 
 if __name__ == "__main__":

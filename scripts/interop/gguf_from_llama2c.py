@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Writes a llama2.c checkpoint and tokenizer as a GGUF with the `gguf` Python package's
-GGUFWriter, in llama.cpp's conventions (F32 tensors with llama.cpp's names, a SentencePiece
-vocabulary, no extra tensors): the file of another tool that the engine must read, for the
-interop test in crates/ruvllm-cli/tests/llama_cpp.rs.
+GGUFWriter, in llama.cpp's conventions (F32 tensors with llama.cpp's names, or Q8_0 matrices
+from gguf's own quantizer; a SentencePiece vocabulary; no extra tensors): the file of another
+tool that the engine must read, for the interop tests in crates/ruvllm-cli/tests/llama_cpp.rs.
 
 usage: gguf_from_llama2c.py MODEL.bin TOKENIZER.bin OUT.gguf [--ffn N] [--q8_0]
 """
@@ -15,7 +15,7 @@ import gguf
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import spm  # noqa: E402
+import conventions  # noqa: E402
 
 
 def main():
@@ -69,8 +69,8 @@ def main():
         else:
             wr.add_tensor(name, t)
 
-    pieces, scores = spm.read_llama2c_tokenizer(tokenizer, vocab)
-    tokens, types = spm.sentencepiece(pieces)
+    pieces, scores = conventions.read_llama2c_tokenizer(tokenizer, vocab)
+    tokens, types = conventions.sentencepiece(pieces)
 
     wr = gguf.GGUFWriter(out, "llama")
     wr.add_name("stories260K (gguf-py)")
@@ -101,10 +101,7 @@ def main():
     wr.add_tensor("output_norm.weight", np.ascontiguousarray(out_norm))
     if output is not None:
         matrix("output.weight", output)
-    wr.write_header_to_file()
-    wr.write_kv_data_to_file()
-    wr.write_tensors_to_file()
-    wr.close()
+    conventions.write(wr)
 
 
 if __name__ == "__main__":

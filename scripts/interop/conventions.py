@@ -1,6 +1,7 @@
-"""llama2.c's tokenizer pieces in SentencePiece's conventions, as llama.cpp reads them under
-`tokenizer.ggml.model = "llama"`: U+2581 for a space, `<s>` / `</s>` for BOS / EOS, and the
-token types (1 normal, 2 unknown, 3 control, 6 byte)."""
+"""llama.cpp's conventions for the interop scripts: llama2.c's tokenizer pieces as SentencePiece
+writes them, as llama.cpp reads them under `tokenizer.ggml.model = "llama"` (U+2581 for a
+space, `<s>` / `</s>` for BOS / EOS, token types 1 normal, 2 unknown, 3 control, 6 byte), and
+the GGUFWriter's closing steps."""
 import re
 import struct
 
@@ -38,3 +39,11 @@ def sentencepiece(pieces, bos=1, eos=2, unk=0):
         else:
             tokens.append(p.replace(b" ", "\u2581".encode())), types.append(NORMAL)
     return tokens, types
+
+
+def write(writer):
+    """Writes a GGUFWriter's header, metadata and tensors, and closes it."""
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
