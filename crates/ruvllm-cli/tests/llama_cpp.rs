@@ -11,6 +11,7 @@ mod common;
 
 use common::*;
 use ruvllm_esp32::gguf::{GgmlType, Gguf};
+use ruvllm_esp32::model::Model;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -108,7 +109,7 @@ fn gen(model: &Path, prompt: &str, steps: usize) -> Ours {
 /// The engine's own tokenization of `prompt` (BOS first), from the file `model`.
 fn our_prompt_ids(model: &Path, prompt: &str) -> Vec<u32> {
     let bytes = std::fs::read(model).unwrap();
-    let m = ruvllm_esp32::model::Model::<16>::from_gguf(&bytes).expect("the engine loads its own file");
+    let m: Model = Model::from_gguf(&bytes).expect("the engine loads its own file");
     let mut ids = vec![0u32; prompt.len() + 3];
     let n = ruvllm_esp32::tokenizer::encode(&m.vocab, prompt.as_bytes(), true, false, &mut ids).unwrap();
     ids.truncate(n);
