@@ -11,7 +11,8 @@ venv="${1:-target/interop-venv}"
 reqs=scripts/interop/requirements.txt
 stamp="$venv/.ruvllm-interop-installed"
 
-if [ -f "$stamp" ] && cmp -s "$reqs" "$stamp" \
+pins=$(grep -vE '^(#|$)' "$reqs")
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$pins" ] \
     && "$venv/bin/python" -c 'import llama_cpp, gguf' 2>/dev/null; then
     echo "interop venv: $venv is up to date ($(grep -E '^(llama-cpp-python|gguf)==' "$reqs" | tr '\n' ' '))"
     exit 0
@@ -33,8 +34,9 @@ echo "interop venv: installing pinned wheels (cmake, ninja, scikit-build-core, n
 grep -vE '^(#|$|llama-cpp-python==)' "$reqs" > "$venv/wheels.txt"
 "$venv/bin/pip" install --quiet --no-input --no-deps --only-binary :all: -r "$venv/wheels.txt"
 
-# llama.cpp for the CPU only, portable (no -march=native), without OpenMP, the multimodal
-# library, tests, examples or tools; at most 2 compile jobs (CI has 2 cores).
+# llama.cpp for the CPU only, without -march=native (ggml's x86 defaults: AVX2, FMA, F16C, so
+# the same code whatever the build machine), OpenMP, the multimodal library, tests, examples or
+# tools; at most 2 compile jobs (CI has 2 cores).
 export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_OPENMP=OFF -DGGML_BLAS=OFF -DLLAVA_BUILD=OFF \
 -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF"
 export CMAKE_BUILD_PARALLEL_LEVEL=2
@@ -46,4 +48,4 @@ start=$(date +%s)
 echo "interop venv: llama.cpp built in $(( $(date +%s) - start )) s"
 
 "$venv/bin/python" -c 'import importlib.metadata as m; print("interop venv: ready:", *(p + " " + m.version(p) for p in ("llama_cpp_python", "gguf")))'
-cp "$reqs" "$stamp"
+echo "$pins" > "$stamp"
