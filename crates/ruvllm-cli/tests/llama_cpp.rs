@@ -30,11 +30,11 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The interop venv's Python, or a skip.
+/// The interop venv's Python, or a skip. (scripts/interop-venv.sh writes its stamp last.)
 fn python() -> Option<PathBuf> {
-    let py = repo().join("target/interop-venv/bin/python");
-    if py.is_file() {
-        return Some(py);
+    let venv = repo().join("target/interop-venv");
+    if venv.join(".ruvllm-interop-installed").is_file() {
+        return Some(venv.join("bin/python"));
     }
     missing("target/interop-venv is not installed (run scripts/interop-venv.sh: llama.cpp and gguf)")?;
     None
