@@ -20,11 +20,15 @@ use std::time::{Duration, Instant};
 const PROMPTS: [(&str, usize); 3] =
     [("Once upon a time", 128), ("Lily and Ben went to the park. They saw a big dog", 96), ("", 64)];
 
-/// Near ties (logits) past which greedy runs may part: f32 sums in another order differ by
-/// about 1e-5; llama.cpp's Q8_0 products also round the activations to 8 bits (the engine's
-/// float path keeps them f32), which moved ties of up to 0.04 here (stories260K).
+/// Near ties (logits) past which greedy runs may part. f32 sums in another order differ by
+/// about 1e-5. Q8_0 products round the activations to 8 bits too, llama.cpp and the engine
+/// each in their own way (the engine's float path on a foreign Q8_0 file keeps them f32), so
+/// the logits differ by tenths: on stories260K cut to 160 feed-forward units, 6 prompts of 128
+/// positions ran equal for 28 to 124 tokens and parted only where llama.cpp's choice led by
+/// 0.30 logits or less; a file with layer 0's gate and up matrices swapped parted at the first
+/// generated token, where llama.cpp's choice led by 0.79 and 3.6 logits (2 of 3 prompts).
 const F32_TIE: f64 = 1e-3;
-const Q8_0_TIE: f64 = 0.1;
+const Q8_0_TIE: f64 = 0.5;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -118,8 +122,7 @@ fn our_prompt_ids(model: &Path, prompt: &str) -> Vec<u32> {
 
 /// llama.cpp and `gen` agree on `model` for every prompt: same prompt tokens, then the same
 /// greedy tokens and text, except from a near tie on, where llama.cpp's choice led the runner-up
-/// by less than `tie` logits. (Its Q8_0 matrix products round the activations to 8 bits as
-/// well, so a lead of a few hundredths may go the other way; f32 must agree to the end.) When
+/// by less than `tie` logits (see [`Q8_0_TIE`]; f32 runs must agree to the end). When
 /// `check_prompt_ids`, the engine's tokenization of the prompt (read from the same file) is
 /// compared id by id as well.
 fn assert_llama_cpp_agrees(py: &Path, model: &Path, check_prompt_ids: bool, tie: f64) {
