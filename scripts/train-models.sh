@@ -34,7 +34,7 @@ if [[ $what == qat || $what == all ]]; then
     cp target/train/260k-f32.loss.svg docs/img/260k-f32-loss.svg
 fi
 if [[ $what == restamp ]]; then
-    # After a change of the image checksum's rule: rebuild the shipped images from their own
+    # After a change of the image format or its checksum rule: rebuild the shipped images from their own
     # weights (q8 codes and scales convert to themselves, so only the checksum changes).
     for m in models/default.gguf models/draft.gguf; do
         $bin convert --allow-unverified "$m" --quant q8 -o "$m"

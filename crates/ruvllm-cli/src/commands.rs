@@ -16,11 +16,17 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Instant;
 
-pub fn convert(input: &Path, tok: Option<&Path>, quant: &str, output: &Path) -> Result<()> {
+pub fn convert(
+    input: &Path,
+    tok: Option<&Path>,
+    quant: &str,
+    pad_ffn: Option<usize>,
+    output: &Path,
+) -> Result<()> {
     let q = image::parse_quant(quant)?;
     let spin = crate::firmware::spinner(format!("converting {} to {quant}", input.display()));
     // Always rebuilt, even from an engine image at `q`: the output follows this version's format.
-    let img = image::load_converted(Some(input), tok, q);
+    let img = image::load_converted(Some(input), tok, q, pad_ffn);
     spin.finish_and_clear();
     let img = img?;
     // Check the result loads before anything is written, then write it atomically.
@@ -61,7 +67,7 @@ pub fn load_int(args: &ModelArgs, quant: Option<&str>) -> Result<Image> {
             return Ok(img);
         }
     }
-    image::load_converted(args.model.as_deref(), tok, want)
+    image::load_converted(args.model.as_deref(), tok, want, None)
 }
 
 /// Sampling settings of `gen`.
@@ -218,11 +224,7 @@ pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>, int: bool, docum
 fn encode_long(model: &Model<'_>, data: &[u8]) -> Result<Vec<u32>> {
     let v = &model.vocab;
     if let Ok(text) = std::str::from_utf8(data) {
-        let pieces: Vec<Vec<u8>> = (0..v.len() as u32).map(|i| v.piece(i).to_vec()).collect();
-        let max_token_length = pieces.iter().map(|p| p.len()).max().unwrap_or(0) as u32;
-        let scores = (0..v.len() as u32).map(|i| v.score(i)).collect();
-        let host =
-            ruvllm_esp32::convert::HostVocab { pieces, scores, max_token_length, bos: v.bos(), eos: v.eos() };
+        let host = ruvllm_esp32::convert::HostVocab::from_engine(v);
         if let Ok(mut enc) = ruvllm_train::bpe::Encoder::new(&host) {
             let mut tokens = vec![v.bos()];
             enc.encode_into(text, &mut tokens);
@@ -259,6 +261,11 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
             Matrix::Q8 { q, s, .. } => {
                 i8b += q.len();
                 scaleb += s.len() * 4;
+            }
+            // Q8_0 blocks: 32 int8 values and a 2-byte scale each.
+            Matrix::Q8Block { b, .. } => {
+                i8b += b.len() / 34 * 32;
+                scaleb += b.len() / 34 * 2;
             }
             Matrix::Ternary { q, s, .. } | Matrix::Binary { q, s, .. } => {
                 packedb += q.len();

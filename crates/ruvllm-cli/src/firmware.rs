@@ -114,7 +114,7 @@ pub fn firmware_image(args: &ModelArgs) -> Result<Vec<u8>> {
     if usable {
         return Ok(img.bytes().to_vec());
     }
-    let img = image::load_converted(args.model.as_deref(), args.tokenizer.as_deref(), Quant::Q8)?;
+    let img = image::load_converted(args.model.as_deref(), args.tokenizer.as_deref(), Quant::Q8, None)?;
     Ok(img.bytes().to_vec())
 }
 

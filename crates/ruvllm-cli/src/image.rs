@@ -119,20 +119,47 @@ const AK42: [u8; 4] = 0x616b_3432u32.to_le_bytes();
 /// Loads `model` (llama2.c .bin with `tokenizer`, or any llama GGUF) as an engine image at the
 /// requested precision. An engine GGUF already at that precision is used as it is.
 pub fn load(model: Option<&Path>, tokenizer: Option<&Path>, quant: Option<Quant>) -> Result<Image> {
-    load_as(model, tokenizer, quant, false)
+    load_as(model, tokenizer, quant, None)
 }
 
 /// As [`load`], but always converts, even an engine GGUF already at `quant` (to add what an
 /// older image lacks, like the integer path's RoPE table).
-pub fn load_converted(model: Option<&Path>, tokenizer: Option<&Path>, quant: Quant) -> Result<Image> {
-    load_as(model, tokenizer, Some(quant), true)
+/// As [`load`], always rebuilt in this version's format; `pad_ffn` widens the feed-forward
+/// layer to a multiple of it with zero weights ([`HostModel::pad_hidden`]).
+/// One line naming what the engine runs, for a GGUF of another architecture or tokenizer.
+fn supported(g: &Gguf<'_>, name: &str, own_tokenizer: bool) -> Result<()> {
+    match g.get_str("general.architecture") {
+        Ok("llama") => {}
+        Ok(arch) => bail!(
+            "{name}: architecture \"{arch}\" is not supported: this engine runs llama-architecture models (general.architecture = \"llama\")"
+        ),
+        Err(_) => bail!("{name}: no general.architecture: this engine runs llama-architecture GGUF models"),
+    }
+    match g.get_str("tokenizer.ggml.model") {
+        Ok("llama") => Ok(()),
+        _ if own_tokenizer => Ok(()),
+        Ok(other) => bail!(
+            "{name}: tokenizer model \"{other}\" is not supported: this engine reads SentencePiece vocabularies (tokenizer.ggml.model = \"llama\"), or llama2.c's tokenizer.bin given with --tokenizer"
+        ),
+        Err(_) => bail!("{name}: the GGUF carries no tokenizer: pass --tokenizer tokenizer.bin (llama2.c's)"),
+    }
+}
+
+pub fn load_converted(
+    model: Option<&Path>,
+    tokenizer: Option<&Path>,
+    quant: Quant,
+    pad_ffn: Option<usize>,
+) -> Result<Image> {
+    load_as(model, tokenizer, Some(quant), Some(pad_ffn))
 }
 
 fn load_as(
     model: Option<&Path>,
     tokenizer: Option<&Path>,
     quant: Option<Quant>,
-    reconvert: bool,
+    // Some: rebuild even an engine image (with the feed-forward padding it holds).
+    reconvert: Option<Option<usize>>,
 ) -> Result<Image> {
     let file = match model {
         Some(path) => Image::map(path)?,
@@ -148,9 +175,11 @@ fn load_as(
         let g = Gguf::parse(bytes).with_context(|| name.clone())?;
         // Whatever happens next (used as is, or converted), a corrupt image is refused.
         verify(&g, &name)?;
+        supported(&g, &name, tokenizer.is_some())?;
         let stored = g.get_str("ruvllm.quant").ok().and_then(Quant::from_name);
         let engine_ready = g.get("ruvllm.tokenizer.index").is_some() && stored.is_some();
-        if engine_ready && !reconvert && tokenizer.is_none() && (quant.is_none() || quant == stored) {
+        if engine_ready && reconvert.is_none() && tokenizer.is_none() && (quant.is_none() || quant == stored)
+        {
             return Ok(file);
         }
         let host = convert::load_gguf(bytes).with_context(|| name.clone())?;
@@ -168,6 +197,9 @@ fn load_as(
         host.vocab = Some(vocab);
     } else if host.vocab.is_none() {
         bail!("{name}: a llama2.c checkpoint carries no tokenizer: pass --tokenizer tokenizer.bin");
+    }
+    if let Some(Some(multiple)) = reconvert {
+        host.pad_hidden(multiple).with_context(|| format!("{name}: padding the feed-forward width"))?;
     }
     let quant = quant.unwrap_or(default_quant);
     let image =

@@ -68,6 +68,11 @@ enum Cmd {
         /// binary (sign bits), the last two with one scale per row and q8 embeddings
         #[arg(short = 'q', long, default_value = "f32")]
         quant: String,
+        /// Widen the feed-forward layer to a multiple of N units with zero weights (the same
+        /// model): with --pad-ffn 32, a q8 image of a model whose width is a multiple of 32 uses
+        /// GGUF's standard Q8_0, which llama.cpp reads
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+        pad_ffn: Option<u32>,
         #[arg(short = 'o', long)]
         output: PathBuf,
     },
@@ -422,8 +427,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     image::ALLOW_UNVERIFIED.store(cli.allow_unverified, std::sync::atomic::Ordering::Relaxed);
     let result = match cli.cmd {
-        Cmd::Convert { input, tokenizer, quant, output } => {
-            commands::convert(&input, tokenizer.as_deref(), &quant, &output)
+        Cmd::Convert { input, tokenizer, quant, pad_ffn, output } => {
+            commands::convert(&input, tokenizer.as_deref(), &quant, pad_ffn.map(|n| n as usize), &output)
         }
         Cmd::Gen { model, prompt, steps, temp, top_p, top_k, seed, quant, scalar, int } => {
             let sampling = commands::Sampling { temp, top_p, top_k, seed };

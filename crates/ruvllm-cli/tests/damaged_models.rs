@@ -181,3 +181,28 @@ fn tokenizer_faults_are_blamed_on_the_tokenizer_and_sizes_are_named() {
     fails_with(&run(&["gen", "-m", s(&model), "-z", s(&big_tok), "-n", "4"]), "40 tokens");
     fails_with(&run(&["gen", "-m", s(&model), "-z", s(&big_tok), "-n", "4"]), "has 32");
 }
+
+/// A minimal GGUF header with these string keys and no tensors.
+fn gguf_with(keys: &[(&str, &str)]) -> Vec<u8> {
+    let mut w = ruvllm_esp32::gguf::GgufWriter::new();
+    for (k, v) in keys {
+        w.add_str(k, v);
+    }
+    w.finish()
+}
+
+#[test]
+fn another_architecture_or_tokenizer_gets_one_line_naming_what_is_supported() {
+    let qwen = write("qwen.gguf", &gguf_with(&[("general.architecture", "qwen2")]));
+    let out = run(&["convert", s(&qwen), "-q", "q8", "-o", s(&scratch("unused.gguf"))]);
+    fails_with(&out, "architecture \"qwen2\" is not supported: this engine runs llama-architecture models");
+    let gpt2 = write(
+        "gpt2-tokenizer.gguf",
+        &gguf_with(&[("general.architecture", "llama"), ("tokenizer.ggml.model", "gpt2")]),
+    );
+    let out = gen(&gpt2, &[]);
+    fails_with(
+        &out,
+        "tokenizer model \"gpt2\" is not supported: this engine reads SentencePiece vocabularies",
+    );
+}

@@ -4,7 +4,7 @@
 mod common;
 
 use ruvllm_esp32::convert::{load_gguf, load_llama2c, load_tokenizer_bin, HostModel, Quant};
-use ruvllm_esp32::gguf::{GgmlType, Gguf};
+use ruvllm_esp32::gguf::{GgmlType, Gguf, ValueType};
 use ruvllm_esp32::quant;
 use ruvllm_esp32::Error;
 
@@ -48,10 +48,11 @@ fn stories260k_f32_gguf_round_trip_is_bit_exact() {
     assert_eq!((t.ty, t.n_dims, t.dims), (GgmlType::F32, 2, [172, 64, 1, 1]));
     assert_eq!(g.tensor("token_embd.weight").unwrap().dims, [64, 512, 1, 1]);
     assert!(g.tensor("output.weight").is_none());
-    // Embedding, 5 layers of 9, output norm, and the integer path's RoPE table.
-    assert_eq!(g.n_tensors(), 1 + 5 * 9 + 1 + 1);
-    let rope = g.tensor("ruvllm.rope").unwrap();
-    assert_eq!((rope.ty, rope.dims), (GgmlType::I32, [2, 4, 512, 1]));
+    // Exactly llama's tensors (llama.cpp refuses others): embedding, 5 layers of 9, output
+    // norm. The integer path's RoPE table is metadata: 512 positions x 4 (cos, sin) pairs.
+    assert_eq!(g.n_tensors(), 1 + 5 * 9 + 1);
+    let rope = g.get_array("ruvllm.rope").unwrap();
+    assert_eq!((rope.elem, rope.len), (ValueType::I32, 512 * 8));
 
     let back = load_gguf(&bytes).unwrap();
     // Bitwise comparison (== on f32 would also accept -0.0 vs 0.0).
@@ -223,4 +224,32 @@ fn llama2c_rejects_absurd_headers() {
     assert!(matches!(load_llama2c(&b), Err(Error::Invalid { .. })));
     assert!(matches!(load_llama2c(&model[..model.len() - 4]), Err(Error::Truncated { .. })));
     assert!(load_tokenizer_bin(b"\x10\0\0\0", 512).is_err());
+}
+
+#[test]
+fn stories260k_padded_to_whole_blocks_is_a_standard_q8_0_image() {
+    let Some(mut m) = stories() else { return };
+    m.pad_hidden(32).unwrap();
+    assert_eq!(m.config.hidden_dim, 192);
+    let bytes = m.to_gguf(Quant::Q8).unwrap();
+    let g = Gguf::parse(&bytes).unwrap();
+    // llama's tensors only, every matrix Q8_0 (no .scale tensors): what llama.cpp computes with.
+    assert_eq!(g.n_tensors(), 1 + 5 * 9 + 1);
+    let t = g.tensor("blk.0.ffn_down.weight").unwrap();
+    assert_eq!((t.ty, t.dims), (GgmlType::Q8_0, [192, 64, 1, 1]));
+    assert_eq!(g.tensor("token_embd.weight").unwrap().ty, GgmlType::Q8_0);
+    assert_eq!(g.tensor("blk.0.attn_norm.weight").unwrap().ty, GgmlType::F32);
+    // Read back (dequantized), every value is within half a step of its block's f16 scale.
+    let back = load_gguf(&bytes).unwrap();
+    for (a, b) in [(&back.token_embd, &m.token_embd), (&back.layers[3].w2, &m.layers[3].w2)] {
+        for (x, y) in a.chunks(32).zip(b.chunks(32)) {
+            let amax = y.iter().fold(0f32, |s, v| s.max(v.abs()));
+            let step = amax / 127.0 * (1.0 + 1e-3);
+            assert!(x.iter().zip(y).all(|(p, q)| (p - q).abs() <= step / 2.0 + 1e-7));
+        }
+    }
+    // Without the padding (172 is not a multiple of 32), q8 stays int8 + scales.
+    let plain = stories().unwrap().to_gguf(Quant::Q8).unwrap();
+    let g = Gguf::parse(&plain).unwrap();
+    assert_eq!(g.tensor("blk.0.ffn_down.weight").unwrap().ty, GgmlType::I8);
 }

@@ -71,7 +71,7 @@ fn engine_decode(v: &Vocab, ids: &[u32]) -> Vec<u8> {
     let mut text = Vec::new();
     let mut prev = v.bos();
     for &id in ids {
-        let mut byte = [0u8; 1];
+        let mut byte = [0u8; tokenizer::DECODE_MAX];
         text.extend_from_slice(tokenizer::decode(v, prev, id, &mut byte));
         prev = id;
     }

@@ -85,7 +85,7 @@ fn a_tiny_model_learns_the_stories_and_the_engine_runs_it_unchanged() {
     // It writes words of its corpus, not noise.
     let mut text_out = Vec::new();
     for w in theirs.windows(2) {
-        let mut b = [0u8; 1];
+        let mut b = [0u8; tokenizer::DECODE_MAX];
         text_out.extend_from_slice(tokenizer::decode(&model.vocab, w[0], w[1], &mut b));
     }
     let s = String::from_utf8_lossy(&text_out).to_string();

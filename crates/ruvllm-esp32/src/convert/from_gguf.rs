@@ -55,13 +55,17 @@ fn tensor(g: &Gguf, name: &str, rows: usize, cols: usize, group: usize) -> Resul
         GgmlType::F16 => {
             t.data.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect()
         }
+        GgmlType::Q8_0 if !(cols as u64).is_multiple_of(Q8_0_BLOCK) => {
+            return Err(Error::Unsupported {
+                what: "Q8_0 tensor whose rows are not whole blocks of 32 (the engine reads F32, F16, Q8_0 with rows of 32k, and its own int8)",
+            });
+        }
         GgmlType::Q8_0 => {
             let mut out = Vec::with_capacity(n);
             for b in t.data.chunks_exact(Q8_0_BYTES as usize) {
                 let d = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
                 out.extend(b[2..].iter().map(|q| *q as i8 as f32 * d));
             }
-            debug_assert_eq!(out.len() as u64 % Q8_0_BLOCK, 0);
             out
         }
         GgmlType::I8 => {
@@ -207,11 +211,11 @@ fn load_vocab(g: &Gguf, vocab_size: usize) -> Result<Option<HostVocab>> {
     if tokens.len != vocab_size {
         return Err(Error::Invalid { what: "tokenizer.ggml.tokens length != vocab size" });
     }
-    // llama.cpp files mark spaces with U+2581 as SentencePiece does; llama2.c's tokenizer (and
-    // this engine's files) use plain spaces.
-    let ours = g.get("ruvllm.quant").is_some();
+    // GGUF files mark spaces with U+2581 as SentencePiece does; older images of this engine
+    // used plain spaces like llama2.c's tokenizer (which has a " " piece).
+    let plain = tokens.str_iter().any(|p| p == b" ");
     let pieces: Vec<Vec<u8>> =
-        tokens.str_iter().map(|p| if ours { p.to_vec() } else { unescape_spaces(p) }).collect();
+        tokens.str_iter().map(|p| if plain { p.to_vec() } else { super::plain_piece(p) }).collect();
     if pieces.len() != vocab_size {
         return Err(Error::Invalid { what: "tokenizer.ggml.tokens" });
     }
@@ -231,21 +235,4 @@ fn load_vocab(g: &Gguf, vocab_size: usize) -> Result<Option<HostVocab>> {
     let longest = u32::try_from(longest).map_err(|_| Error::Invalid { what: "token too long" })?;
     let max_token_length = opt_u32(g, "ruvllm.tokenizer.max_token_length")?.unwrap_or(0).max(longest);
     Ok(Some(HostVocab { pieces, scores, max_token_length, bos, eos }))
-}
-
-/// Replaces every U+2581 ("▁", bytes E2 96 81) with a space.
-fn unescape_spaces(p: &[u8]) -> Vec<u8> {
-    const MARK: &[u8] = "\u{2581}".as_bytes();
-    let mut out = Vec::with_capacity(p.len());
-    let mut rest = p;
-    while !rest.is_empty() {
-        if rest.starts_with(MARK) {
-            out.push(b' ');
-            rest = rest.get(MARK.len()..).unwrap_or(&[]);
-        } else {
-            out.extend_from_slice(rest.get(..1).unwrap_or(&[]));
-            rest = rest.get(1..).unwrap_or(&[]);
-        }
-    }
-    out
 }

@@ -285,7 +285,8 @@ impl Matrices {
 }
 
 /// llama2.c tokenizer.bin: i32 max_token_length, then per token f32 score, i32 length and the
-/// piece bytes. BOS is 1 and EOS is 2 as in llama2.c.
+/// piece bytes. BOS is 1 and EOS is 2 as in llama2.c; their pieces `"\n<s>\n"`/`"\n</s>\n"`
+/// get SentencePiece's names `<s>`/`</s>` (what llama.cpp expects of a "llama" tokenizer).
 pub fn load_tokenizer_bin(bytes: &[u8], vocab_size: usize) -> Result<HostVocab> {
     let mut r = Reader { buf: bytes, pos: 0, what: "tokenizer.bin" };
     let max_len =
@@ -310,7 +311,11 @@ pub fn load_tokenizer_bin(bytes: &[u8], vocab_size: usize) -> Result<HostVocab> 
         let len = u32::try_from(r.i32()?).map_err(|_| Error::Invalid { what: "negative token length" })?;
         let piece = r.take(len as usize)?;
         longest = longest.max(len);
-        pieces.push(piece.to_vec());
+        pieces.push(match (i, piece) {
+            (1, b"\n<s>\n") => b"<s>".to_vec(),
+            (2, b"\n</s>\n") => b"</s>".to_vec(),
+            _ => piece.to_vec(),
+        });
         scores.push(score);
     }
     if r.pos < bytes.len() {

@@ -14,12 +14,14 @@
 //!   `llama.rope.dimension_count` (= head size), `llama.attention.layer_norm_rms_epsilon` and
 //!   `llama.rope.freq_base` (f32), `llama.vocab_size`, `ruvllm.quant` ("f32" | "q8" | "ternary" | "binary"),
 //!   `ruvllm.quant.group_size`, `general.alignment` (32) and `ruvllm.checksum` (CRC-32 of the
-//!   whole image but the value itself: the rule is in the `gguf` module docs).
+//!   whole image but the value itself: the rule is in the `gguf` module docs), and `ruvllm.rope`,
+//!   an I32 array of
+//!   `seq_len * head_size` values: per position its `head_size / 2` pairs `(cos, sin)` of the
+//!   rotation angles in Q1.30, for the integer forward pass. It is metadata, not a tensor, so
+//!   llama.cpp (which refuses unexpected tensors) loads the f32 and Q8_0 files.
 //! * Tensors (llama.cpp names, dims ne0 = columns = in-features, ne1 = rows): `token_embd`,
 //!   `blk.{i}.attn_norm|attn_q|attn_k|attn_v|attn_output|ffn_norm|ffn_gate|ffn_down|ffn_up`,
 //!   `output_norm`, and `output` only when the classifier is not shared; all `.weight`.
-//!   `ruvllm.rope` (I32, dims `[2, head_size / 2, seq_len]`): `(cos, sin)` of each position's
-//!   rotation angles in Q1.30, for the integer forward pass.
 //!   Norms are F32. With [`Quant::Q8`] each matrix is an I8 tensor plus `<name>.scale`, F32 of
 //!   dims `[ceil(cols / GROUP), rows]`: groups run along each row and never cross rows.
 //! * With [`Quant::Ternary`] / [`Quant::Binary`] (`ruvllm.quant` "ternary" / "binary"),
@@ -38,8 +40,8 @@
 //!   size, a `11` code or non-zero padding with a typed error. Convert a QAT model from its
 //!   latent f32 weights: already-projected binary rows convert to themselves, but a projected
 //!   ternary row's mean |w| is smaller than its scale (zeros count), so it would be re-scaled.
-//! * Tokenizer: `tokenizer.ggml.model` = "llama", `.tokens` (raw piece bytes, spaces as plain
-//!   spaces like llama2.c), `.scores`, `.token_type` (2 unknown, 3 BOS/EOS, 6 `<0xHH>`, 1
+//! * Tokenizer: `tokenizer.ggml.model` = "llama", `.tokens` (piece bytes in SentencePiece's
+//!   convention: a space is U+2581, llama2.c's BOS/EOS pieces are `<s>`/`</s>`), `.scores`, `.token_type` (2 unknown, 3 BOS/EOS, 6 `<0xHH>`, 1
 //!   otherwise), `.bos_token_id`, `.eos_token_id`, `ruvllm.tokenizer.max_token_length`, and
 //!   `ruvllm.tokenizer.index` (u32 x 2n): `[0, n)` byte offset of token i's u64 length prefix
 //!   in the tokens array payload, `[n, 2n)` token ids sorted by piece bytes (ties by id).
@@ -59,6 +61,7 @@ use crate::gguf::{GgmlType, GgufWriter};
 use crate::model::Config;
 use crate::packed;
 use crate::quant;
+use crate::tokenizer::{Vocab, SPACE_MARK};
 
 /// One transformer block, matrices row-major `[out][in]` as in llama2.c.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,7 +80,9 @@ pub struct HostLayer {
     pub w3: Vec<f32>,
 }
 
-/// A SentencePiece-style vocabulary as llama2.c's tokenizer.bin stores it.
+/// A SentencePiece-style vocabulary with plain spaces in its pieces, as llama2.c's
+/// tokenizer.bin stores it, and BOS/EOS named `<s>`/`</s>` as SentencePiece names them (GGUF
+/// files mark spaces with U+2581: [`HostModel::to_gguf`] and the loaders translate).
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostVocab {
     pub pieces: Vec<Vec<u8>>,
@@ -242,6 +247,12 @@ impl HostModel {
         add_vocab(&mut w, vocab)?;
 
         let (d, h, kv) = (c.dim, c.hidden_dim, c.kv_dim());
+        // Every row is dim or hidden values long: whole Q8_0 blocks when both are multiples of
+        // 32, and then q8 images are standard GGUF (llama.cpp computes with them).
+        let blocks = quant == Quant::Q8 && d.is_multiple_of(32) && h.is_multiple_of(32);
+        let add_matrix = |w: &mut GgufWriter, name: &str, m: &[f32], rows, cols, quant| {
+            add_matrix(w, name, m, rows, cols, quant, blocks)
+        };
         add_matrix(&mut w, "token_embd.weight", &self.token_embd, c.vocab_size, d, quant.embeddings())?;
         for (i, l) in self.layers.iter().enumerate() {
             let name = |s: &str| format!("blk.{i}.{s}.weight");
@@ -264,6 +275,27 @@ impl HostModel {
     }
 }
 
+/// GGUF's Q8_0 of `m` (rows of whole blocks): per 32 values the f16 scale `amax / 127`, then
+/// each value divided by that scale as stored (f16) and rounded, as [`quant::quantize_row`]
+/// does with its f32 scale, so the integers fit the scale every reader sees.
+fn q8_0_blocks(m: &[f32]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(m.len() / 32 * crate::gguf::Q8_0_BYTES as usize);
+    for x in m.chunks(32) {
+        let amax = x.iter().fold(0.0f32, |a, v| a.max(libm::fabsf(*v)));
+        let half = crate::gguf::f32_to_f16(amax / 127.0);
+        let scale = crate::gguf::f16_to_f32(half);
+        if !scale.is_finite() {
+            return Err(Error::Unsupported {
+                what: "weights too large for Q8_0's f16 scales (use --quant f32)",
+            });
+        }
+        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        out.extend_from_slice(&half.to_le_bytes());
+        out.extend(x.iter().map(|v| quant::round_to_i8(v * inv) as u8));
+    }
+    Ok(out)
+}
+
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -281,10 +313,12 @@ fn add_matrix(
     rows: usize,
     cols: usize,
     quant: Quant,
+    blocks: bool,
 ) -> Result<()> {
     let dims = [cols as u64, rows as u64];
     match quant {
         Quant::F32 => w.add_tensor(name, &dims, GgmlType::F32, f32_bytes(m)),
+        Quant::Q8 if blocks => w.add_tensor(name, &dims, GgmlType::Q8_0, q8_0_blocks(m)?),
         Quant::Q8 => {
             let g = quant::groups(cols, quant::GROUP);
             let mut q = vec![0i8; m.len()];
@@ -321,29 +355,97 @@ fn add_matrix(
 }
 
 /// `ruvllm.rope`: cos/sin of every position and frequency in Q1.30, computed in f64 here so
-/// the integer forward pass needs no trigonometry (nor any float) on the chip.
+/// the integer forward pass needs no trigonometry (nor any float) on the chip. Metadata, not a
+/// tensor: llama.cpp refuses a file with tensors it does not expect, and ignores unknown keys.
 fn add_rope_table(w: &mut GgufWriter, c: &Config) -> Result<()> {
     let hs = c.head_size();
     let one = (1u64 << crate::model::ROPE_FRAC) as f64;
-    let mut data = Vec::with_capacity(mul(mul(c.seq_len, hs)?, 4)?);
+    let mut table = Vec::with_capacity(mul(c.seq_len, hs)?);
     for pos in 0..c.seq_len {
         for i in 0..hs / 2 {
             let freq = 1.0 / libm::pow(c.rope_theta as f64, (2 * i) as f64 / hs as f64);
             let angle = pos as f64 * freq;
-            for v in [libm::cos(angle), libm::sin(angle)] {
-                data.extend_from_slice(&(libm::round(v * one) as i32).to_le_bytes());
-            }
+            table.extend([libm::cos(angle), libm::sin(angle)].map(|v| libm::round(v * one) as i32));
         }
     }
-    let dims = [2, (hs / 2) as u64, c.seq_len as u64];
-    w.add_tensor(crate::model::ROPE_TENSOR, &dims, GgmlType::I32, data)
+    w.add_i32_array(crate::model::ROPE_KEY, &table);
+    Ok(())
 }
 
-/// Tokenizer metadata plus `ruvllm.tokenizer.index` (piece offsets, then ids sorted by piece
-/// bytes) so the chip can binary-search pieces in place in flash.
+impl HostModel {
+    /// Widens the feed-forward layer to the next multiple of `multiple` units with zero weights:
+    /// a new unit's gate and up rows are zero, so its output silu(0) * 0 is exactly 0, and its
+    /// zero column of the down projection adds exactly nothing. The model computes the same
+    /// function; with `dim` and the new width multiples of 32, a q8 image is standard Q8_0.
+    pub fn pad_hidden(&mut self, multiple: usize) -> Result<()> {
+        let (d, h) = (self.config.dim, self.config.hidden_dim);
+        let wide =
+            h.checked_next_multiple_of(multiple.max(1)).ok_or(Error::Invalid { what: "padded width" })?;
+        mul(wide, d)?;
+        for l in &mut self.layers {
+            l.w1.resize(wide * d, 0.0);
+            l.w3.resize(wide * d, 0.0);
+            let mut w2 = Vec::with_capacity(d * wide);
+            for row in l.w2.chunks_exact(h) {
+                w2.extend_from_slice(row);
+                w2.resize(w2.len() + wide - h, 0.0);
+            }
+            l.w2 = w2;
+        }
+        self.config.hidden_dim = wide;
+        self.validate()
+    }
+}
+
+/// A [`HostVocab`] piece (plain spaces) as GGUF stores it (SentencePiece's convention: spaces
+/// as U+2581). A piece that already holds U+2581 could not be told from a space when read back,
+/// so it is refused.
+fn spm_piece(p: &[u8]) -> Result<Vec<u8>> {
+    if p.windows(SPACE_MARK.len()).any(|w| w == SPACE_MARK) {
+        return Err(Error::Unsupported { what: "a token holding U+2581, SentencePiece's mark for a space" });
+    }
+    let mut out = Vec::with_capacity(p.len() + 2 * p.iter().filter(|b| **b == b' ').count());
+    for &b in p {
+        if b == b' ' {
+            out.extend_from_slice(SPACE_MARK);
+        } else {
+            out.push(b);
+        }
+    }
+    Ok(out)
+}
+
+/// The inverse of [`spm_piece`]: U+2581 back to a space.
+fn plain_piece(p: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(p.len());
+    let mut rest = p;
+    while let Some(&b) = rest.first() {
+        let used = if rest.starts_with(SPACE_MARK) { SPACE_MARK.len() } else { 1 };
+        out.push(if used == 1 { b } else { b' ' });
+        rest = rest.get(used..).unwrap_or(&[]);
+    }
+    out
+}
+
+impl HostVocab {
+    /// The vocabulary of a model image, in llama2.c's convention whichever the image uses.
+    pub fn from_engine(v: &Vocab<'_>) -> HostVocab {
+        let pieces: Vec<Vec<u8>> = (0..v.len() as u32)
+            .map(|i| if v.spm() { plain_piece(v.piece(i)) } else { v.piece(i).to_vec() })
+            .collect();
+        let max_token_length = pieces.iter().map(|p| p.len()).max().unwrap_or(0) as u32;
+        let scores = (0..v.len() as u32).map(|i| v.score(i)).collect();
+        HostVocab { pieces, scores, max_token_length, bos: v.bos(), eos: v.eos() }
+    }
+}
+
+/// Tokenizer metadata in SentencePiece's convention (what `tokenizer.ggml.model = "llama"`
+/// promises other readers) plus `ruvllm.tokenizer.index` (piece offsets, then ids sorted by
+/// piece bytes) so the chip can binary-search pieces in place in flash.
 fn add_vocab(w: &mut GgufWriter, vocab: &HostVocab) -> Result<()> {
     let n = vocab.pieces.len();
-    let pieces: Vec<&[u8]> = vocab.pieces.iter().map(|p| p.as_slice()).collect();
+    let spm = vocab.pieces.iter().map(|p| spm_piece(p)).collect::<Result<Vec<_>>>()?;
+    let pieces: Vec<&[u8]> = spm.iter().map(|p| p.as_slice()).collect();
     let types: Vec<i32> = (0..n)
         .map(|i| match (i, pieces.get(i)) {
             (0, _) => TOKEN_UNKNOWN,
@@ -363,7 +465,8 @@ fn add_vocab(w: &mut GgufWriter, vocab: &HostVocab) -> Result<()> {
     order.sort_by(|a, b| pieces[*a as usize].cmp(pieces[*b as usize]));
     index.extend_from_slice(&order);
 
-    let max_len = pieces.iter().map(|p| p.len()).max().unwrap_or(0);
+    // In plain pieces (what HostVocab holds and the loaders give back).
+    let max_len = vocab.pieces.iter().map(|p| p.len()).max().unwrap_or(0);
     let max_len = u32::try_from(max_len).map_err(|_| Error::Invalid { what: "token too long" })?;
     w.add_str("tokenizer.ggml.model", "llama");
     w.add_str_array("tokenizer.ggml.tokens", &pieces);

@@ -108,8 +108,11 @@ fn tokenizer_metadata_and_index() {
         let len = u64::from_le_bytes(tokens.payload[off..off + 8].try_into().unwrap()) as usize;
         &tokens.payload[off + 8..off + 8 + len]
     };
+    // SentencePiece's convention, as tokenizer.ggml.model = "llama" promises other readers.
+    assert_eq!(piece(259), "\u{2581}the".as_bytes());
     for (id, p) in m.vocab.as_ref().unwrap().pieces.iter().enumerate() {
-        assert_eq!(piece(id), p.as_slice());
+        assert_eq!(piece(id), super::spm_piece(p).unwrap().as_slice());
+        assert_eq!(&super::plain_piece(piece(id)), p);
     }
     let sorted: Vec<usize> = (n..2 * n).map(|i| index.u32_at(i).unwrap() as usize).collect();
     assert!(sorted.windows(2).all(|w| (piece(w[0]), w[0]) < (piece(w[1]), w[1])));
@@ -155,7 +158,8 @@ fn load_gguf_dequantizes_f16_and_q8_0() {
             bits.iter().map(|b| crate::gguf::f16_to_f32(*b)).collect(),
         )
     };
-    // Q8_0 with a scale that is exact in f16, so the expectation is exact too.
+    // Q8_0 with a scale that is exact in f16 (its values are checked by the padded stories260K
+    // image's test, whose rows are whole blocks).
     let q8_0 = |v: &[f32]| -> (Vec<u8>, Vec<f32>) {
         let (mut bytes, mut vals) = (Vec::new(), Vec::new());
         for blk in v.chunks(32) {
@@ -189,8 +193,18 @@ fn load_gguf_dequantizes_f16_and_q8_0() {
             ("ffn_up", &l.w3, &mut e.w3, 16, 40),
         ];
         for (j, (n, src, dst, cols, rows)) in mats.into_iter().enumerate() {
-            let (ty, (b, v)) =
-                if j % 2 == 0 { (GgmlType::Q8_0, q8_0(src)) } else { (GgmlType::F16, f16(src)) };
+            // Rows of 16 or 40 values are not whole Q8_0 blocks: the first one tried so is
+            // refused (llama.cpp's rule too); the rest are F16.
+            if i == 0 && j == 0 {
+                let mut bad = w.clone();
+                bad.add_tensor(&name(n), &[cols, rows], GgmlType::Q8_0, q8_0(src).0).unwrap();
+                let err = load_gguf(&bad.finish()).unwrap_err();
+                assert!(
+                    matches!(err, Error::Unsupported { what } if what.contains("not whole blocks")),
+                    "{err}"
+                );
+            }
+            let (ty, (b, v)) = (GgmlType::F16, f16(src));
             w.add_tensor(&name(n), &[cols, rows], ty, b).unwrap();
             *dst = v;
         }

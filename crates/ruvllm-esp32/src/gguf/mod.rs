@@ -666,10 +666,16 @@ pub fn as_i8(bytes: &[u8]) -> &[i8] {
 
 /// Exact IEEE half to single conversion, including subnormals, infinities and NaN.
 pub fn f16_to_f32(bits: u16) -> f32 {
+    f32::from_bits(f16_to_f32_bits(bits))
+}
+
+/// The IEEE-754 single bits of a half's value (exact: every half is a single), with integer
+/// operations only, for the integer path's Q8_0 scales.
+pub fn f16_to_f32_bits(bits: u16) -> u32 {
     let sign = ((bits as u32) & 0x8000) << 16;
     let exp = ((bits >> 10) & 0x1f) as u32;
     let mant = (bits & 0x3ff) as u32;
-    let out = match (exp, mant) {
+    match (exp, mant) {
         (0, 0) => sign,
         (0, m) => {
             // Subnormal half: renormalise; shift the leading 1 up to bit 10.
@@ -680,8 +686,7 @@ pub fn f16_to_f32(bits: u16) -> f32 {
         }
         (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
         (e, m) => sign | ((e + 127 - 15) << 23) | (m << 13),
-    };
-    f32::from_bits(out)
+    }
 }
 
 /// Nearest-even single to half conversion (used by the writer's tests and tooling).

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 /// Alignment of the data section and of every tensor in it.
 pub const ALIGNMENT: usize = 32;
 
+#[derive(Clone)]
 struct PendingTensor {
     name: String,
     dims: Vec<u64>,
@@ -21,7 +22,7 @@ struct PendingTensor {
 }
 
 /// Collects metadata and tensors, then [`GgufWriter::finish`] emits the file.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct GgufWriter {
     kv: Vec<u8>,
     n_kv: u64,

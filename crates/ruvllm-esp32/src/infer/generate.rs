@@ -133,7 +133,7 @@ fn emit<F: TokenFlow>(
     forced: bool,
     on_token: &mut impl FnMut(&[u8], bool) -> F,
 ) -> bool {
-    let mut byte = [0u8; 1];
-    let piece = tokenizer::decode(vocab, prev, next, &mut byte);
+    let mut scratch = [0u8; tokenizer::DECODE_MAX];
+    let piece = tokenizer::decode(vocab, prev, next, &mut scratch);
     tokenizer::is_printable(piece) && on_token(piece, forced).stops()
 }

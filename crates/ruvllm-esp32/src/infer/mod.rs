@@ -325,6 +325,14 @@ fn matvec(
             }
             (k.matvec_q8)(out, q, s, xq, xs, group)
         }
+        // The loader checked that this image's groups are Q8_0's 32.
+        Matrix::Q8Block { b, cols, .. } => {
+            let (xq, xs) = (&mut xq[..cols], &mut xs[..cols.div_ceil(group)]);
+            if !reuse {
+                (k.quantize)(x, xq, xs, group);
+            }
+            (k.matvec_q8_block)(out, b, xq, xs)
+        }
         Matrix::Ternary { q, s, cols, .. } | Matrix::Binary { q, s, cols, .. } => {
             let (xq, xs) = (&mut xq[..cols], &mut xs[..cols.div_ceil(group)]);
             if !reuse {

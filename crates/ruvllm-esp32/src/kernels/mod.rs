@@ -17,6 +17,8 @@ pub struct AttnShape {
 
 pub type MatvecF32 = fn(&mut [f32], &[f32], &[f32]);
 pub type MatvecQ8 = fn(&mut [f32], &[i8], &[f32], &[i8], &[f32], usize);
+/// out, Q8_0 rows (blocks of an f16 scale and 32 int8), activation and its scales in groups of 32.
+pub type MatvecQ8Block = fn(&mut [f32], &[u8], &[i8], &[f32]);
 /// out, packed rows, row scales, activation, activation scales, group: ternary or binary.
 pub type MatvecPacked = fn(&mut [f32], &[u8], &[f32], &[i8], &[f32], usize);
 pub type AttentionF32 = fn(&mut [f32], &[f32], &[f32], &[f32], &mut [f32], AttnShape);
@@ -52,6 +54,7 @@ pub struct Kernels {
     pub name: &'static str,
     pub matvec_f32: MatvecF32,
     pub matvec_q8: MatvecQ8,
+    pub matvec_q8_block: MatvecQ8Block,
     pub matvec_ternary: MatvecPacked,
     pub matvec_binary: MatvecPacked,
     pub attention_f32: AttentionF32,
@@ -65,6 +68,7 @@ impl Kernels {
         name: "scalar",
         matvec_f32: reference::matvec_f32,
         matvec_q8: reference::matvec_q8,
+        matvec_q8_block: reference::matvec_q8_block,
         matvec_ternary: reference::matvec_ternary,
         matvec_binary: reference::matvec_binary,
         attention_f32: reference::attention_f32,

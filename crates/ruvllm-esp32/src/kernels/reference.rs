@@ -36,6 +36,26 @@ pub fn matvec_q8(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32], 
     }
 }
 
+/// [`matvec_q8`] over GGUF Q8_0 rows: `wb` holds `out.len()` rows of `n / 32` blocks, each an
+/// f16 scale then 32 int8 values; `xq`/`xs` is the activation quantized in groups of 32. The
+/// same arithmetic as `matvec_q8` with the block's scale as the group's.
+pub fn matvec_q8_block(out: &mut [f32], wb: &[u8], xq: &[i8], xs: &[f32]) {
+    const BLOCK: usize = crate::gguf::Q8_0_BYTES as usize;
+    let row_bytes = xq.len() / 32 * BLOCK;
+    for (o, row) in out.iter_mut().zip(wb.chunks_exact(row_bytes.max(1))) {
+        let mut acc = 0.0f32;
+        for ((b, xg), sx) in row.chunks_exact(BLOCK).zip(xq.chunks_exact(32)).zip(xs) {
+            let sw = crate::gguf::f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
+            let mut isum = 0i32;
+            for (a, x) in b[2..].iter().zip(xg) {
+                isum += *a as i8 as i32 * *x as i32;
+            }
+            acc += isum as f32 * (sw * sx);
+        }
+        *o = acc;
+    }
+}
+
 /// Ternary matrix-vector product. `wq` holds `out.len()` packed rows of
 /// `packed::ternary_row_bytes(n)` bytes ([`crate::packed`]) with one scale per row in `ws`;
 /// `xq`/`xs` is the activation quantized in groups of `group`. Per activation group the int8

@@ -14,6 +14,7 @@ pub fn detect() -> Option<Kernels> {
         name: "avx2",
         matvec_f32,
         matvec_q8,
+        matvec_q8_block,
         matvec_ternary,
         matvec_binary,
         attention_f32,
@@ -55,6 +56,13 @@ fn matvec_q8(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32], grou
     assert!(wq.len() >= out.len() * n && ws.len() >= out.len() * ng && xs.len() >= ng);
     // SAFETY: as above.
     unsafe { matvec_q8_avx2(out, wq, ws, xq, xs) }
+}
+
+fn matvec_q8_block(out: &mut [f32], wb: &[u8], xq: &[i8], xs: &[f32]) {
+    let nb = xq.len() / 32;
+    assert!(xq.len() == nb * 32 && wb.len() >= out.len() * nb * BLOCK && xs.len() >= nb);
+    // SAFETY: as above.
+    unsafe { matvec_q8_block_avx2(out, wb, xq, xs) }
 }
 
 fn matvec_ternary(out: &mut [f32], wq: &[u8], ws: &[f32], xq: &[i8], xs: &[f32], group: usize) {
@@ -242,6 +250,52 @@ unsafe fn matvec_f32_avx2(out: &mut [f32], w: &[f32], x: &[f32]) {
             s += *row.add(jj) * *xp.add(jj);
         }
         out[r] = s;
+        r += 1;
+    }
+}
+
+/// Bytes of a Q8_0 block: an f16 scale, then 32 int8 values.
+const BLOCK: usize = crate::gguf::Q8_0_BYTES as usize;
+
+/// [`reference::matvec_q8_block`]: as [`matvec_q8_avx2`], eight rows at a time, with each
+/// block's f16 scale converted where it sits (rows are whole blocks, so there is no tail).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn matvec_q8_block_avx2(out: &mut [f32], wb: &[u8], xq: &[i8], xs: &[f32]) {
+    let nb = xq.len() / 32;
+    let row_bytes = nb * BLOCK;
+    let wp = wb.as_ptr();
+    let scale = |r: usize, g: usize| {
+        let at = wp.add(r * row_bytes + g * BLOCK);
+        crate::gguf::f16_to_f32(u16::from_le_bytes([*at, *at.add(1)]))
+    };
+    let mut r = 0;
+    while r + 8 <= out.len() {
+        let mut acc = _mm256_setzero_ps();
+        for g in 0..nb {
+            let x = _mm256_loadu_si256(xq.as_ptr().add(g * 32) as *const __m256i);
+            let ax = _mm256_sign_epi8(x, x);
+            let mut d = [_mm256_setzero_si256(); 8];
+            let mut sw = [0.0f32; 8];
+            for (i, (d, sw)) in d.iter_mut().zip(&mut sw).enumerate() {
+                *d = dot_group(wp.add((r + i) * row_bytes + g * BLOCK + 2) as *const i8, x, ax);
+                *sw = scale(r + i, g);
+            }
+            let scales = _mm256_mul_ps(_mm256_loadu_ps(sw.as_ptr()), _mm256_set1_ps(*xs.get_unchecked(g)));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hsum8_epi32(&d)), scales, acc);
+        }
+        _mm256_storeu_ps(out.as_mut_ptr().add(r), acc);
+        r += 8;
+    }
+    while r < out.len() {
+        let mut acc = _mm256_setzero_ps();
+        for g in 0..nb {
+            let x = _mm256_loadu_si256(xq.as_ptr().add(g * 32) as *const __m256i);
+            let p32 =
+                dot_group(wp.add(r * row_bytes + g * BLOCK + 2) as *const i8, x, _mm256_sign_epi8(x, x));
+            let s = _mm256_set1_ps(scale(r, g) * *xs.get_unchecked(g));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), s, acc);
+        }
+        out[r] = hsum(acc);
         r += 1;
     }
 }
@@ -945,6 +999,23 @@ mod tests {
             (k.matvec_q8)(&mut a, &wq, &wsc, &xq, &xsc, 32);
             reference::matvec_q8(&mut b, &wq, &wsc, &xq, &xsc, 32);
             close(&a, &b, 1e-5);
+
+            if cols.is_multiple_of(32) {
+                // The same codes as Q8_0 blocks with f16 scales: the block kernel computes
+                // exactly what matvec_q8 does with those scales.
+                let half: Vec<u16> = wsc.iter().map(|v| crate::gguf::f32_to_f16(*v)).collect();
+                let blocks: Vec<u8> = half
+                    .iter()
+                    .zip(wq.chunks_exact(32))
+                    .flat_map(|(h, q)| h.to_le_bytes().into_iter().chain(q.iter().map(|v| *v as u8)))
+                    .collect();
+                let wide: Vec<f32> = half.iter().map(|h| crate::gguf::f16_to_f32(*h)).collect();
+                reference::matvec_q8(&mut a, &wq, &wide, &xq, &xsc, 32);
+                reference::matvec_q8_block(&mut b, &blocks, &xq, &xsc);
+                assert_eq!(a, b, "block layout, {rows} x {cols}");
+                (k.matvec_q8_block)(&mut a, &blocks, &xq, &xsc);
+                close(&a, &b, 1e-5);
+            }
         }
         for (heads, kv_heads, hs, positions) in [
             (8, 4, 8, 1),

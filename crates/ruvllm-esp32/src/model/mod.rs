@@ -5,4 +5,4 @@ pub mod config;
 pub mod weights;
 
 pub use config::Config;
-pub use weights::{Layer, Matrix, Model, Precision, ROPE_FRAC, ROPE_TENSOR};
+pub use weights::{Layer, Matrix, Model, Precision, RopeTable, ROPE_FRAC, ROPE_KEY};

@@ -1,7 +1,7 @@
 //! Weights read in place from a GGUF image (zero-copy: on the chip they stay in flash).
 
 use crate::error::{Error, Result};
-use crate::gguf::{self, GgmlType, Gguf, TensorInfo};
+use crate::gguf::{self, GgmlType, Gguf, TensorInfo, Value, ValueType};
 use crate::model::Config;
 use crate::packed;
 use crate::tokenizer::Vocab;
@@ -9,10 +9,13 @@ use crate::tokenizer::Vocab;
 /// Most layers a [`Model`] can hold by default; firmware picks a smaller bound to save RAM.
 pub const DEFAULT_MAX_LAYERS: usize = 64;
 
-/// Name of the optional fixed-point RoPE table the integer forward pass needs.
-pub const ROPE_TENSOR: &str = "ruvllm.rope";
+/// Metadata key of the optional fixed-point RoPE table the integer forward pass needs: an I32
+/// array rather than a tensor, so other GGUF readers (llama.cpp) see exactly llama's tensors.
+pub const ROPE_KEY: &str = "ruvllm.rope";
 /// Fractional bits of that table: Q1.30 in i32, so cos 1.0 is exactly `1 << 30`.
 pub const ROPE_FRAC: u32 = 30;
+/// Bytes of one Q8_0 block (f16 scale, 32 int8 values).
+const Q8_0_BYTES: usize = gguf::Q8_0_BYTES as usize;
 
 /// Numeric format of a model's matrices (norms are always f32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +60,14 @@ pub enum Matrix<'a> {
         rows: usize,
         cols: usize,
     },
+    /// GGUF's Q8_0: per row `cols / 32` blocks of [`Q8_0_BYTES`](gguf::Q8_0_BYTES) bytes, each an
+    /// f16 scale then 32 int8 values. The same numbers as [`Matrix::Q8`] with groups of 32 and
+    /// f16 scales, in the layout other GGUF readers (llama.cpp) compute with.
+    Q8Block {
+        b: &'a [u8],
+        rows: usize,
+        cols: usize,
+    },
     /// [`crate::packed`] ternary rows (`ternary_row_bytes(cols)` bytes each), one scale per row.
     Ternary {
         q: &'a [u8],
@@ -78,6 +89,7 @@ impl<'a> Matrix<'a> {
         match *self {
             Matrix::F32 { rows, .. }
             | Matrix::Q8 { rows, .. }
+            | Matrix::Q8Block { rows, .. }
             | Matrix::Ternary { rows, .. }
             | Matrix::Binary { rows, .. } => rows,
         }
@@ -87,6 +99,7 @@ impl<'a> Matrix<'a> {
         match *self {
             Matrix::F32 { cols, .. }
             | Matrix::Q8 { cols, .. }
+            | Matrix::Q8Block { cols, .. }
             | Matrix::Ternary { cols, .. }
             | Matrix::Binary { cols, .. } => cols,
         }
@@ -97,15 +110,20 @@ impl<'a> Matrix<'a> {
         match *self {
             Matrix::F32 { w, .. } => core::mem::size_of_val(w),
             Matrix::Q8 { q, s, .. } => q.len() + core::mem::size_of_val(s),
+            Matrix::Q8Block { b, .. } => b.len(),
             Matrix::Ternary { q, s, .. } | Matrix::Binary { q, s, .. } => q.len() + core::mem::size_of_val(s),
         }
     }
 
-    /// The matrix's f32 values: its weights (f32) or its scales (int8, ternary, binary).
-    pub fn floats(&self) -> &'a [f32] {
+    /// Every float of the matrix is finite: its weights (f32) or its scales (the rest).
+    pub fn is_finite(&self) -> bool {
         match *self {
-            Matrix::F32 { w, .. } => w,
-            Matrix::Q8 { s, .. } | Matrix::Ternary { s, .. } | Matrix::Binary { s, .. } => s,
+            Matrix::F32 { w: v, .. }
+            | Matrix::Q8 { s: v, .. }
+            | Matrix::Ternary { s: v, .. }
+            | Matrix::Binary { s: v, .. } => v.iter().all(|x| x.is_finite()),
+            // A half is infinite or NaN when its exponent bits are all set.
+            Matrix::Q8Block { b, .. } => b.chunks_exact(Q8_0_BYTES).all(|k| k[1] & 0x7c != 0x7c),
         }
     }
 
@@ -121,6 +139,13 @@ impl<'a> Matrix<'a> {
                     out,
                     group,
                 );
+            }
+            Matrix::Q8Block { b, cols, .. } => {
+                let row = &b[r * (cols / 32) * Q8_0_BYTES..(r + 1) * (cols / 32) * Q8_0_BYTES];
+                for (o, k) in out.chunks_mut(32).zip(row.chunks_exact(Q8_0_BYTES)) {
+                    let d = gguf::f16_to_f32(u16::from_le_bytes([k[0], k[1]]));
+                    o.iter_mut().zip(&k[2..]).for_each(|(o, q)| *o = *q as i8 as f32 * d);
+                }
             }
             // `code as f32 * scale`: exactly what `quant::project_row` gives.
             Matrix::Ternary { q, s, cols, .. } => {
@@ -168,9 +193,9 @@ pub struct Model<'a, const MAX_LAYERS: usize = DEFAULT_MAX_LAYERS> {
     /// The classifier: the embedding table itself when shared.
     pub output: Matrix<'a>,
     pub vocab: Vocab<'a>,
-    /// [`ROPE_TENSOR`]: `[seq_len][head_size / 2]` pairs `(cos, sin)` in Q1.30, computed on the
+    /// [`ROPE_KEY`]: `[seq_len][head_size / 2]` pairs `(cos, sin)` in Q1.30, computed on the
     /// host in f64. Only the integer path reads it; images written before it existed lack it.
-    pub rope: Option<&'a [i32]>,
+    pub rope: Option<RopeTable<'a>>,
     /// The image's checksum was present and verified.
     pub checksum_verified: bool,
 }
@@ -262,20 +287,21 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
             layer_name(&mut name, l, "ffn_norm.weight")?;
             let ffn_norm = vector(g, &name, d)?;
             let layer = Layer { attn_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3 };
-            let floats = [wq, wk, wv, wo, w1, w2, w3].map(|m| m.floats());
-            for (tensor, v) in LAYER_TENSORS.into_iter().zip([attn_norm, ffn_norm].into_iter().chain(floats))
-            {
+            for (tensor, v) in LAYER_TENSORS.into_iter().zip([attn_norm, ffn_norm]) {
                 check_finite(v, tensor, Some(l))?;
+            }
+            for (tensor, m) in LAYER_TENSORS[2..].iter().zip([wq, wk, wv, wo, w1, w2, w3]) {
+                check_matrix(&m, tensor, Some(l))?;
             }
             layers.push(layer).map_err(|_| Error::Unsupported { what: "too many layers" })?;
         }
-        check_finite(token_embd.floats(), "token_embd.weight", None)?;
+        check_matrix(&token_embd, "token_embd.weight", None)?;
         let output = if config.shared_classifier {
             token_embd
         } else {
             let m = matrix(g, "output.weight", config.vocab_size, d, group)?;
             same_precision(&m, if precision.int8_activations() { Precision::Q8 } else { precision })?;
-            check_finite(m.floats(), "output.weight", None)?;
+            check_matrix(&m, "output.weight", None)?;
             m
         };
         let output_norm = vector(g, "output_norm.weight", d)?;
@@ -322,16 +348,34 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
     }
 }
 
+/// The RoPE table read in place from its metadata array: little-endian i32 values,
+/// `head_size` per position. A metadata array has no alignment, so values are read bytewise.
+#[derive(Clone, Copy, Debug)]
+pub struct RopeTable<'a> {
+    bytes: &'a [u8],
+    per_pos: usize,
+}
+
+impl<'a> RopeTable<'a> {
+    /// Position `pos`'s `(cos, sin)` pairs as 8 bytes each; empty past the table's end.
+    pub fn at(&self, pos: usize) -> &'a [u8] {
+        let start = pos.saturating_mul(self.per_pos);
+        self.bytes.get(start..start.saturating_add(self.per_pos)).unwrap_or(&[])
+    }
+}
+
 /// The optional RoPE table, checked against the config so per-token code can index it freely.
-fn rope_table<'a>(g: &Gguf<'a>, c: &Config) -> Result<Option<&'a [i32]>> {
-    let Some(t) = g.tensor(ROPE_TENSOR) else {
+fn rope_table<'a>(g: &Gguf<'a>, c: &Config) -> Result<Option<RopeTable<'a>>> {
+    let Some(v) = g.get(ROPE_KEY) else {
         return Ok(None);
     };
-    check_dims(&t, &[2, c.head_size() / 2, c.seq_len])?;
-    if t.ty != GgmlType::I32 {
-        return Err(Error::Invalid { what: "RoPE table that is not I32" });
+    let hs = c.head_size();
+    match v {
+        Value::Array(a) if a.elem == ValueType::I32 && Some(a.len) == c.seq_len.checked_mul(hs) => {
+            Ok(Some(RopeTable { bytes: a.payload, per_pos: hs * 4 }))
+        }
+        _ => Err(Error::Invalid { what: "ruvllm.rope: not context length x head size I32 values" }),
     }
-    gguf::as_i32(t.data).map(Some)
 }
 
 /// A layer's tensors (llama.cpp names after `blk.{i}.`): the norms, then the matrices in the
@@ -358,6 +402,14 @@ pub(crate) fn check_finite(v: &[f32], tensor: &'static str, layer: Option<usize>
     }
 }
 
+fn check_matrix(m: &Matrix<'_>, tensor: &'static str, layer: Option<usize>) -> Result<()> {
+    if m.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::NonFinite { tensor, layer })
+    }
+}
+
 fn layer_name(name: &mut heapless::String<64>, l: usize, suffix: &str) -> Result<()> {
     use core::fmt::Write;
     name.clear();
@@ -367,7 +419,7 @@ fn layer_name(name: &mut heapless::String<64>, l: usize, suffix: &str) -> Result
 fn precision_of(m: &Matrix<'_>) -> Precision {
     match m {
         Matrix::F32 { .. } => Precision::F32,
-        Matrix::Q8 { .. } => Precision::Q8,
+        Matrix::Q8 { .. } | Matrix::Q8Block { .. } => Precision::Q8,
         Matrix::Ternary { .. } => Precision::Ternary,
         Matrix::Binary { .. } => Precision::Binary,
     }
@@ -458,8 +510,17 @@ fn matrix<'a>(g: &Gguf<'a>, name: &str, rows: usize, cols: usize, group: usize) 
             }
             Ok(Matrix::Q8 { q: gguf::as_i8(t.data), s: gguf::as_f32(st.data)?, rows, cols })
         }
+        // The activation is quantized in the image's groups, which must be Q8_0's blocks.
+        GgmlType::Q8_0 if group != 32 => Err(Error::Unsupported {
+            what: "Q8_0 weights in an image whose quantization groups are not 32 (ruvllm.quant.group_size)",
+        }),
+        // The parser checked the bytes against the element count; rows must be whole blocks.
+        GgmlType::Q8_0 if cols.is_multiple_of(32) => Ok(Matrix::Q8Block { b: t.data, rows, cols }),
+        GgmlType::Q8_0 => Err(Error::Unsupported {
+            what: "Q8_0 tensor whose rows are not whole blocks of 32 (the engine reads F32, Q8_0 with rows of 32k, and its own int8)",
+        }),
         _ => Err(Error::Unsupported {
-            what: "tensor type (the engine reads F32 and int8; convert F16/Q8_0 files first)",
+            what: "tensor type (the engine reads F32, Q8_0 and its own int8; convert F16 and k-quant files first)",
         }),
     }
 }

@@ -1,6 +1,12 @@
 //! llama2.c-compatible byte-pair tokenizer that reads its vocabulary in place from the model
 //! image (flash): no RAM copies, no heap.
 //!
+//! Two conventions for a space are read: SentencePiece's, as GGUF's `tokenizer.ggml.model =
+//! "llama"` promises and `convert` writes (a space is U+2581 "▁" in the pieces; BOS/EOS are
+//! `<s>`/`</s>`), and llama2.c's tokenizer.bin (plain spaces), as older images of this engine
+//! hold. A vocabulary with a `"▁"` piece and no `" "` piece is SentencePiece's. Text is the same
+//! either way: encoding turns each space into the space piece, decoding turns U+2581 back.
+//!
 //! Vocabulary payloads (raw GGUF array payloads, all little-endian, no alignment needed):
 //! - `tokenizer.ggml.tokens`: per token a u64 byte length followed by the bytes;
 //! - `tokenizer.ggml.scores`: one f32 per token;
@@ -20,6 +26,13 @@ const MERGE_FLOOR: f32 = -1e10;
 /// Byte-fallback tokens start after `<unk>`, `<s>`, `</s>` (llama2.c hard-codes this).
 const BYTE_TOKEN_BASE: u32 = 3;
 
+/// U+2581, SentencePiece's mark for a space inside pieces.
+pub const SPACE_MARK: &[u8] = "\u{2581}".as_bytes();
+
+/// Longest piece a SentencePiece-convention vocabulary may hold: [`decode`] translates its
+/// U+2581 marks into a buffer of this size.
+pub const DECODE_MAX: usize = 128;
+
 /// A validated vocabulary borrowed from the model image.
 #[derive(Clone, Copy, Debug)]
 pub struct Vocab<'a> {
@@ -34,6 +47,10 @@ pub struct Vocab<'a> {
     eos: u32,
     /// Longest piece, so impossible merge candidates are skipped without a search.
     max_piece_len: usize,
+    /// Id of the piece a space encodes to: `" "`, or `"▁"` when [`Vocab::spm`].
+    space: Option<u32>,
+    /// Pieces mark spaces with U+2581 (SentencePiece's convention; see the module docs).
+    spm: bool,
 }
 
 /// Reads the `i`-th little-endian u32 of `bytes`; `None` past the end.
@@ -103,7 +120,8 @@ impl<'a> Vocab<'a> {
             max_piece_len = max_piece_len.max(piece.len());
         }
 
-        let vocab = Vocab { n, pieces, scores, offsets, sorted, bos, eos, max_piece_len };
+        let mut vocab =
+            Vocab { n, pieces, scores, offsets, sorted, bos, eos, max_piece_len, space: None, spm: false };
 
         // Strictly increasing (bytes, id) pairs cannot repeat an id, so n in-range ids that
         // are strictly ordered are exactly a permutation: no "seen" bitmap (heap) needed.
@@ -121,7 +139,20 @@ impl<'a> Vocab<'a> {
             }
             prev = Some(id);
         }
+        vocab.space = vocab.lookup(b" ");
+        if vocab.space.is_none() {
+            vocab.space = vocab.lookup(SPACE_MARK);
+            vocab.spm = vocab.space.is_some();
+        }
+        if vocab.spm && max_piece_len > DECODE_MAX {
+            return Err(Error::Unsupported { what: "tokenizer pieces longer than 128 bytes" });
+        }
         Ok(vocab)
+    }
+
+    /// Whether pieces follow SentencePiece's convention (U+2581 for a space).
+    pub fn spm(&self) -> bool {
+        self.spm
     }
 
     /// Number of tokens.
@@ -263,10 +294,9 @@ pub fn encode_with(
     if bos {
         sink.push(vocab.bos());
     }
+    let space = vocab.space.ok_or(Error::Missing { what: "tokenizer piece for a space (\" \" or \"▁\")" });
     if !text.is_empty() {
-        let space =
-            vocab.lookup(b" ").ok_or(Error::Missing { what: "tokenizer piece \" \" (dummy prefix)" })?;
-        sink.push(space);
+        sink.push(space?);
     }
 
     let mut start = 0;
@@ -277,7 +307,8 @@ pub fn encode_with(
             end += 1;
         }
         let point = text.get(start..end).unwrap_or(&[]);
-        match vocab.lookup(point) {
+        let id = if point == b" " { space.ok() } else { vocab.lookup(point) };
+        match id {
             Some(id) => sink.push(id),
             None => {
                 for &b in point {
@@ -475,22 +506,39 @@ fn parse_byte_piece(piece: &[u8]) -> Option<u8> {
 
 /// The bytes to print for `token` following `prev`, like llama2.c's decode: after BOS a
 /// leading space is stripped (sentencepiece's dummy prefix), and a `<0xHH>` piece becomes the
-/// raw byte, returned through the `byte` scratch. Out-of-range ids decode to nothing.
-pub fn decode<'a>(vocab: &Vocab<'a>, prev: u32, token: u32, byte: &'a mut [u8; 1]) -> &'a [u8] {
-    let mut piece = vocab.piece(token);
+/// raw byte. With SentencePiece's convention U+2581 becomes a space and BOS/EOS print nothing
+/// (as llama.cpp renders them). Translated bytes go through `scratch`. Out-of-range ids decode
+/// to nothing.
+pub fn decode<'a>(vocab: &Vocab<'a>, prev: u32, token: u32, scratch: &'a mut [u8; DECODE_MAX]) -> &'a [u8] {
+    let raw = vocab.piece(token);
+    if let Some(b) = parse_byte_piece(raw) {
+        scratch[0] = b;
+        return &scratch[..1];
+    }
+    let mut piece = raw;
+    if vocab.spm {
+        if token == vocab.bos || token == vocab.eos {
+            return &[];
+        }
+        // Vocab::new bounded every piece by DECODE_MAX, and the text is never longer.
+        let mut len = 0;
+        let mut rest = raw;
+        while let Some(&b) = rest.first() {
+            let (out, used) = if rest.starts_with(SPACE_MARK) { (b' ', SPACE_MARK.len()) } else { (b, 1) };
+            if let Some(slot) = scratch.get_mut(len) {
+                *slot = out;
+                len += 1;
+            }
+            rest = rest.get(used..).unwrap_or(&[]);
+        }
+        piece = &scratch[..len];
+    }
     if prev == vocab.bos() {
         if let Some(rest) = piece.strip_prefix(b" ") {
             piece = rest;
         }
     }
-    match parse_byte_piece(piece) {
-        Some(b) => {
-            byte[0] = b;
-            let shared: &'a [u8; 1] = byte;
-            shared
-        }
-        None => piece,
-    }
+    piece
 }
 
 /// llama2.c's safe_printf rule: a single-byte piece that is neither printable ASCII nor

@@ -149,7 +149,7 @@ fn encode_vec(vocab: &Vocab, text: &[u8], bos: bool, eos: bool) -> Vec<u32> {
 fn decode_all(vocab: &Vocab, ids: &[u32]) -> Vec<u8> {
     let mut text = Vec::new();
     for w in ids.windows(2) {
-        let mut byte = [0u8; 1];
+        let mut byte = [0u8; DECODE_MAX];
         text.extend_from_slice(decode(vocab, w[0], w[1], &mut byte));
     }
     text
@@ -305,7 +305,7 @@ fn utf8_grouping_like_llama2c() {
 fn decode_rules() {
     let p = Payloads::build(&tiny_tokens(&[(" ab", 1.0)]));
     let v = p.vocab();
-    let mut byte = [0u8; 1];
+    let mut byte = [0u8; DECODE_MAX];
     assert_eq!(decode(&v, 1, 263, &mut byte), b"ab", "space stripped after BOS");
     assert_eq!(decode(&v, 5, 263, &mut byte), b" ab");
     assert_eq!(decode(&v, 5, 3 + 0x41, &mut byte), b"A");
@@ -388,7 +388,7 @@ proptest! {
             let mut out = vec![0u32; text.len() + 3];
             let n = encode(&v, &text, true, true, &mut out).unwrap();
             prop_assert_eq!(&out[..n], &reference_encode(tokens, &text, true, true)[..]);
-            let mut byte = [0u8; 1];
+            let mut byte = [0u8; DECODE_MAX];
             for w in out[..n].windows(2) {
                 let _ = decode(&v, w[0], w[1], &mut byte);
             }
@@ -407,7 +407,7 @@ proptest! {
     fn decode_arbitrary_ids(prev: u32, token: u32) {
         let p = Payloads::build(&tiny_tokens(&[(" ab", 1.0)]));
         let v = p.vocab();
-        let mut byte = [0u8; 1];
+        let mut byte = [0u8; DECODE_MAX];
         let s = decode(&v, prev, token, &mut byte);
         prop_assert!(s.len() <= v.max_piece_len);
         let _ = is_printable(s);
@@ -480,4 +480,53 @@ fn encoding_a_long_text_takes_n_log_n_time() {
         encode_vec(&v, &text[..2000], true, false),
         reference_encode(&tokens, &text[..2000], true, false)
     );
+}
+
+/// tok512's pieces in SentencePiece's convention, as `convert` writes them: spaces as U+2581.
+fn tok512_spm(tokens: &[(Piece, f32)]) -> Tokens {
+    let mark = |b: &u8| if *b == b' ' { SPACE_MARK.to_vec() } else { vec![*b] };
+    tokens.iter().map(|(p, s)| (p.iter().flat_map(mark).collect(), *s)).collect()
+}
+
+#[test]
+fn sentencepiece_pieces_encode_and_decode_as_plain_ones() {
+    let Some(tokens) = tok512_tokens() else { return };
+    let (plain, spm) = (Payloads::build(tokens), Payloads::build(&tok512_spm(tokens)));
+    let (plain, spm) = (plain.vocab(), spm.vocab());
+    assert!(!plain.spm() && spm.spm());
+    let texts = ["Once upon a time", "  two  spaces\n and a line ", "Caf\u{e9} \u{65e5} x", ""];
+    for text in texts {
+        let ids = encode_vec(&spm, text.as_bytes(), true, true);
+        assert_eq!(ids, encode_vec(&plain, text.as_bytes(), true, true), "{text:?}");
+        assert_eq!(decode_all(&spm, &ids[..ids.len() - 1]), text.as_bytes());
+    }
+    // BOS/EOS print nothing (llama.cpp renders control tokens so); llama2.c's pieces print.
+    let mut scratch = [0u8; DECODE_MAX];
+    assert_eq!(decode(&spm, 5, 2, &mut scratch), b"");
+    assert_eq!(decode(&plain, 5, 2, &mut scratch), b"\n</s>\n");
+    // The dummy prefix after BOS is stripped in either convention.
+    let space = spm.lookup(SPACE_MARK).unwrap();
+    assert_eq!(decode(&spm, 1, space, &mut scratch), b"");
+    assert_eq!(decode(&spm, 9, space, &mut scratch), b" ");
+}
+
+proptest! {
+    #[test]
+    fn sentencepiece_and_plain_conventions_agree(text in "[ a-zA-Z.,\n\u{e9}\u{65e5}]{0,60}") {
+        let Some(tokens) = tok512_tokens() else { return Ok(()) };
+        let (plain, spm) = (Payloads::build(tokens), Payloads::build(&tok512_spm(tokens)));
+        let (plain, spm) = (plain.vocab(), spm.vocab());
+        let ids = encode_vec(&spm, text.as_bytes(), true, false);
+        prop_assert_eq!(&ids, &encode_vec(&plain, text.as_bytes(), true, false));
+        prop_assert_eq!(decode_all(&spm, &ids), decode_all(&plain, &ids));
+    }
+}
+
+#[test]
+fn a_sentencepiece_vocabulary_with_a_piece_past_the_decode_buffer_is_refused() {
+    let mut t = tiny_tokens(&[]);
+    t.iter_mut().filter(|(p, _)| p == b" ").for_each(|(p, _)| *p = SPACE_MARK.to_vec());
+    t.push((vec![b'a'; DECODE_MAX + 1], 0.0));
+    let p = Payloads::build(&t);
+    assert!(matches!(Vocab::new(p.n, &p.pieces, &p.scores, &p.index, 1, 2), Err(Error::Unsupported { .. })));
 }

@@ -33,7 +33,7 @@ use super::Step;
 use crate::error::{Error, Result};
 use crate::model::{Model, ROPE_FRAC};
 use crate::quant::quantize_row_fixed;
-use view::{LMat, PMat, QMat, Shape};
+use view::{BMat, LMat, PMat, QMat, Shape};
 
 /// Buffer sizes in i32 words, the single source for sizing and carving.
 struct Plan {
@@ -229,11 +229,11 @@ impl<'s> IntState<'s> {
         if pos >= self.seq_len {
             return Err(Error::ContextFull { need: pos + 1, capacity: self.seq_len });
         }
-        let (d, hs, kv_dim, g) = (s.dim, s.head_size(), s.kv_dim(), s.group);
+        let (d, kv_dim, g) = (s.dim, s.kv_dim(), s.group);
         let ng = kv_dim.div_ceil(g);
         // Validated at load: [model seq_len][hs / 2][2], and pos < seq_len <= model seq_len.
-        let rope = &rope[pos * hs..(pos + 1) * hs];
-        embed(self.x, &view::qmat(&model.token_embd)?, token as usize, g);
+        let rope = rope.at(pos);
+        embed(self.x, &view::int8(&model.token_embd)?, token as usize, g);
         for (l, layer) in model.layers.iter().enumerate().take(layers) {
             let w = view::layer(layer)?;
             rmsnorm(self.xb, self.x, w.attn_norm, self.eps);
@@ -280,7 +280,7 @@ impl<'s> IntState<'s> {
         if logits {
             rmsnorm(self.xb, self.x, view::bits(model.output_norm), self.eps);
             quantize(self.xb, self.xq, self.xs, g);
-            matvec(self.logits, &view::qmat(&model.output)?, self.xq, self.xs, g);
+            matmul(self.logits, &view::int8(&model.output)?, self.xq, self.xs, g, &mut self.lut, false);
         }
         Ok(())
     }
@@ -327,15 +327,53 @@ fn quantize(x: &[i32], q: &mut [i8], scales: &mut [i32], group: usize) {
     }
 }
 
-/// Row `r` of the embedding, dequantized to Q16.16.
-fn embed(out: &mut [i32], m: &QMat<'_>, r: usize, group: usize) {
-    let (n, ng) = (m.cols, m.cols.div_ceil(group));
-    let (q, s) = (&m.q[r * n..(r + 1) * n], &m.s[r * ng..(r + 1) * ng]);
-    for ((og, qg), sb) in out.chunks_mut(group).zip(q.chunks(group)).zip(s) {
-        let sc = Scale::from_ieee_bits(*sb);
-        for (o, v) in og.iter_mut().zip(qg) {
-            *o = sat32(shr_round(*v as i64 * sc.m as i64, -(sc.e + FRAC as i32)));
+/// Row `r` of the embedding (an int8 matrix), dequantized to Q16.16.
+fn embed(out: &mut [i32], m: &LMat<'_>, r: usize, group: usize) {
+    let value = |v: i8, sc: Scale| sat32(shr_round(v as i64 * sc.m as i64, -(sc.e + FRAC as i32)));
+    match m {
+        LMat::Q8(m) => {
+            let (n, ng) = (m.cols, m.cols.div_ceil(group));
+            let (q, s) = (&m.q[r * n..(r + 1) * n], &m.s[r * ng..(r + 1) * ng]);
+            for ((og, qg), sb) in out.chunks_mut(group).zip(q.chunks(group)).zip(s) {
+                let sc = Scale::from_ieee_bits(*sb);
+                og.iter_mut().zip(qg).for_each(|(o, v)| *o = value(*v, sc));
+            }
         }
+        LMat::Q8Block(m) => {
+            let row = m.cols / 32 * BLOCK;
+            for (og, blk) in out.chunks_mut(32).zip(m.b[r * row..(r + 1) * row].chunks_exact(BLOCK)) {
+                let sc = Scale::from_ieee_bits(block_scale(blk));
+                og.iter_mut().zip(&blk[2..]).for_each(|(o, v)| *o = value(*v as i8, sc));
+            }
+        }
+        // The loader keeps embeddings int8 in every format.
+        LMat::Ternary(_) | LMat::Binary(_) => out.fill(0),
+    }
+}
+
+/// Bytes of a GGUF Q8_0 block.
+const BLOCK: usize = crate::gguf::Q8_0_BYTES as usize;
+
+/// A Q8_0 block's f16 scale as f32 bits (exact, integer operations only).
+fn block_scale(blk: &[u8]) -> u32 {
+    crate::gguf::f16_to_f32_bits(u16::from_le_bytes([blk[0], blk[1]]))
+}
+
+/// [`matvec`] over GGUF Q8_0 rows (groups of 32 with f16 scales): the same exact group sums
+/// and scaling, one row at a time.
+fn matvec_blocks(out: &mut [i32], m: &BMat<'_>, xq: &[i8], xs: &[i32]) {
+    let nb = m.cols / 32;
+    let (xq, xs) = (&xq[..m.cols], &xs[..nb]);
+    for (o, row) in out.iter_mut().zip(m.b.chunks_exact((nb * BLOCK).max(1))) {
+        let mut acc = 0i64;
+        for ((blk, xg), sx) in row.chunks_exact(BLOCK).zip(xq.chunks_exact(32)).zip(xs) {
+            let mut isum = 0i32;
+            for (a, b) in blk[2..].iter().zip(xg) {
+                isum += *a as i8 as i32 * *b as i32;
+            }
+            acc = acc.saturating_add(scaled(isum, block_scale(blk), Scale::unpack(*sx)));
+        }
+        *o = sat32(shr_round(acc, ACC - FRAC as i32));
     }
 }
 
@@ -407,6 +445,7 @@ fn matmul(
 ) {
     let (p, ternary) = match m {
         LMat::Q8(m) => return matvec(out, m, xq, xs, group),
+        LMat::Q8Block(m) => return matvec_blocks(out, m, xq, xs),
         LMat::Ternary(p) => (p, true),
         LMat::Binary(p) => (p, false),
     };
@@ -509,11 +548,12 @@ fn rmsnorm(o: &mut [i32], x: &[i32], w: &[u32], eps: u64) {
 }
 
 /// RoPE over adjacent pairs, head by head, with this position's Q1.30 `(cos, sin)` pairs.
-fn rotate(v: &mut [i32], table: &[i32]) {
+fn rotate(v: &mut [i32], table: &[u8]) {
     let sh = ROPE_FRAC as i32;
-    for head in v.chunks_exact_mut(table.len()) {
-        for (pair, cs) in head.chunks_exact_mut(2).zip(table.chunks_exact(2)) {
-            let (v0, v1, c, s) = (pair[0] as i64, pair[1] as i64, cs[0] as i64, cs[1] as i64);
+    let le = |b: &[u8]| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64;
+    for head in v.chunks_exact_mut(table.len() / 4) {
+        for (pair, cs) in head.chunks_exact_mut(2).zip(table.chunks_exact(8)) {
+            let (v0, v1, c, s) = (pair[0] as i64, pair[1] as i64, le(&cs[..4]), le(&cs[4..]));
             pair[0] = sat32(shr_round((v0 * c).saturating_sub(v1 * s), sh));
             pair[1] = sat32(shr_round((v0 * s).saturating_add(v1 * c), sh));
         }

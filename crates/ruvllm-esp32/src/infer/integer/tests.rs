@@ -139,7 +139,9 @@ fn extreme_activations_saturate_without_panicking() {
     assert_eq!(z, [0; 4]);
 
     let mut v = big;
-    rotate(&mut v, &[i32::MAX, i32::MIN, i32::MIN, i32::MAX]);
+    let table: Vec<u8> =
+        [i32::MAX, i32::MIN, i32::MIN, i32::MAX].iter().flat_map(|c| c.to_le_bytes()).collect();
+    rotate(&mut v, &table);
     let mut att = [i32::MAX, i32::MIN, 0];
     softmax(&mut att);
     assert_eq!(att[0], 1 << 30);
@@ -155,7 +157,7 @@ fn extreme_activations_saturate_without_panicking() {
     matvec(&mut out, &m, &xq, &xs, 32);
     assert_eq!(out, [i32::MAX, i32::MIN]);
     let mut e = [0i32; 32];
-    embed(&mut e, &m, 1, 32);
+    embed(&mut e, &view::LMat::Q8(m), 1, 32);
     assert!(e.iter().all(|v| *v == i32::MIN));
 
     // Packed rows with the same scales: +1, -1 (times -MAX), +1, +1 (0x55 ternary, 0 binary).
@@ -261,4 +263,31 @@ fn no_float_type_in_the_per_token_code() {
             }
         }
     }
+}
+
+#[test]
+fn q8_0_blocks_compute_exactly_what_split_int8_does_with_their_scales() {
+    // 8 rows of 64 values with varied codes and f16 scales, as blocks and as codes + scales.
+    let (rows, cols) = (8usize, 64usize);
+    let q: Vec<i8> = (0..rows * cols).map(|i| ((i * 37 + 11) % 255) as i8).map(|v| v.max(-127)).collect();
+    let half: Vec<u16> = (0..rows * 2).map(|i| crate::gguf::f32_to_f16(0.001 * (i as f32 + 1.5))).collect();
+    let s: Vec<u32> = half.iter().map(|h| crate::gguf::f16_to_f32_bits(*h)).collect();
+    let b: Vec<u8> = half
+        .iter()
+        .zip(q.chunks_exact(32))
+        .flat_map(|(h, q)| h.to_le_bytes().into_iter().chain(q.iter().map(|v| *v as u8)))
+        .collect();
+    let x: Vec<i32> = (0..cols as i32).map(|i| (i - 30) * 40_000).collect();
+    let (mut xq, mut xs) = (vec![0i8; cols], vec![0i32; 2]);
+    quantize(&x, &mut xq, &mut xs, 32);
+    let (split, blocks) = (view::QMat { q: &q, s: &s, cols }, view::BMat { b: &b, cols });
+    let (mut a, mut c) = (vec![0i32; rows], vec![0i32; rows]);
+    matvec(&mut a, &split, &xq, &xs, 32);
+    matvec_blocks(&mut c, &blocks, &xq, &xs);
+    assert_eq!(a, c);
+    assert!(a.iter().any(|v| *v != 0));
+    let (mut e1, mut e2) = (vec![0i32; cols], vec![0i32; cols]);
+    embed(&mut e1, &view::LMat::Q8(split), 5, 32);
+    embed(&mut e2, &view::LMat::Q8Block(blocks), 5, 32);
+    assert_eq!(e1, e2);
 }

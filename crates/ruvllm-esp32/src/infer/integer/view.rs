@@ -3,7 +3,7 @@
 //! this file and the compile-time tables name float types.
 
 use crate::error::{Error, Result};
-use crate::model::{Layer, Matrix, Model, Precision};
+use crate::model::{Layer, Matrix, Model, Precision, RopeTable};
 
 /// An int8 matrix with its group scales as IEEE-754 bits.
 #[derive(Clone, Copy)]
@@ -21,10 +21,18 @@ pub(super) struct PMat<'a> {
     pub cols: usize,
 }
 
-/// A layer matrix in any of the integer path's formats.
+/// GGUF Q8_0 rows: `cols / 32` blocks each, an f16 scale then 32 int8 values.
+#[derive(Clone, Copy)]
+pub(super) struct BMat<'a> {
+    pub b: &'a [u8],
+    pub cols: usize,
+}
+
+/// A matrix in any of the integer path's formats (embeddings and classifier: the int8 ones).
 #[derive(Clone, Copy)]
 pub(super) enum LMat<'a> {
     Q8(QMat<'a>),
+    Q8Block(BMat<'a>),
     Ternary(PMat<'a>),
     Binary(PMat<'a>),
 }
@@ -94,7 +102,7 @@ pub(super) fn shape<const L: usize>(m: &Model<'_, L>) -> Shape {
 
 /// What the integer path needs from the model, checked: q8 (or ternary/binary layers with q8
 /// embeddings) and the RoPE table.
-pub(super) fn require<'a, const L: usize>(m: &Model<'a, L>) -> Result<&'a [i32]> {
+pub(super) fn require<'a, const L: usize>(m: &Model<'a, L>) -> Result<RopeTable<'a>> {
     if m.precision == Precision::F32 {
         return Err(Error::Unsupported { what: "integer path on an f32 image (convert with --quant q8)" });
     }
@@ -112,9 +120,11 @@ pub(super) fn bits(v: &[f32]) -> &[u32] {
     bytemuck::cast_slice(v)
 }
 
-pub(super) fn qmat<'a>(m: &Matrix<'a>) -> Result<QMat<'a>> {
+/// An int8 matrix (embeddings, classifier).
+pub(super) fn int8<'a>(m: &Matrix<'a>) -> Result<LMat<'a>> {
     match *m {
-        Matrix::Q8 { q, s, cols, .. } => Ok(QMat { q, s: bits(s), cols }),
+        Matrix::Q8 { q, s, cols, .. } => Ok(LMat::Q8(QMat { q, s: bits(s), cols })),
+        Matrix::Q8Block { b, cols, .. } => Ok(LMat::Q8Block(BMat { b, cols })),
         _ => Err(Error::Unsupported { what: "integer path on matrices that are not q8 here" }),
     }
 }
@@ -123,7 +133,7 @@ pub(super) fn lmat<'a>(m: &Matrix<'a>) -> Result<LMat<'a>> {
     match *m {
         Matrix::Ternary { q, s, cols, .. } => Ok(LMat::Ternary(PMat { q, s: bits(s), cols })),
         Matrix::Binary { q, s, cols, .. } => Ok(LMat::Binary(PMat { q, s: bits(s), cols })),
-        _ => qmat(m).map(LMat::Q8),
+        _ => int8(m),
     }
 }
 
