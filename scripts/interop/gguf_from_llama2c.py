@@ -7,15 +7,49 @@ tool that the engine must read, for the interop tests in crates/ruvllm-cli/tests
 usage: gguf_from_llama2c.py MODEL.bin TOKENIZER.bin OUT.gguf [--ffn N] [--q8_0]
 """
 import argparse
-import os
+import re
 import struct
 import sys
 
 import gguf
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import conventions  # noqa: E402
+# llama.cpp reads `tokenizer.ggml.model = "llama"` in SentencePiece's conventions: U+2581 for a
+# space, `<s>` / `</s>` for BOS / EOS, and these token types.
+NORMAL, UNKNOWN, CONTROL, BYTE = 1, 2, 3, 6
+_BYTE = re.compile(rb"<0x[0-9A-F]{2}>")
+
+
+def read_llama2c_tokenizer(path, vocab_size):
+    """(pieces as bytes, scores) of a llama2.c tokenizer.bin."""
+    with open(path, "rb") as f:
+        data = f.read()
+    off = 4  # max_token_length
+    pieces, scores = [], []
+    for _ in range(vocab_size):
+        score, n = struct.unpack_from("<fi", data, off)
+        off += 8
+        pieces.append(data[off:off + n])
+        scores.append(score)
+        off += n
+    return pieces, scores
+
+
+def sentencepiece(pieces, bos=1, eos=2, unk=0):
+    """(tokens, types) in SentencePiece's conventions for llama2.c's `pieces` (bytes)."""
+    tokens, types = [], []
+    for i, p in enumerate(pieces):
+        if i == bos:
+            tokens.append(b"<s>"), types.append(CONTROL)
+        elif i == eos:
+            tokens.append(b"</s>"), types.append(CONTROL)
+        elif i == unk:
+            tokens.append(p), types.append(UNKNOWN)
+        elif _BYTE.fullmatch(p):
+            tokens.append(p), types.append(BYTE)
+        else:
+            tokens.append(p.replace(b" ", "\u2581".encode())), types.append(NORMAL)
+    return tokens, types
 
 
 def main():
@@ -69,8 +103,8 @@ def main():
         else:
             wr.add_tensor(name, t)
 
-    pieces, scores = conventions.read_llama2c_tokenizer(tokenizer, vocab)
-    tokens, types = conventions.sentencepiece(pieces)
+    pieces, scores = read_llama2c_tokenizer(tokenizer, vocab)
+    tokens, types = sentencepiece(pieces)
 
     wr = gguf.GGUFWriter(out, "llama")
     wr.add_name("stories260K (gguf-py)")
@@ -101,7 +135,10 @@ def main():
     wr.add_tensor("output_norm.weight", np.ascontiguousarray(out_norm))
     if output is not None:
         matrix("output.weight", output)
-    conventions.write(wr)
+    wr.write_header_to_file()
+    wr.write_kv_data_to_file()
+    wr.write_tensors_to_file()
+    wr.close()
 
 
 if __name__ == "__main__":
