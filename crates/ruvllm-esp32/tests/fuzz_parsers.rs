@@ -26,8 +26,9 @@ use fuzz::cases;
 #[global_allocator]
 static ALLOC: fuzz::Capped<MAX_ALLOC> = fuzz::Capped;
 
-/// stories260K.bin, tok512.bin, their F32, Q8, ternary and binary GGUF conversions, and a chip
-/// flash with the Q8 one in its `model` partition.
+/// stories260K.bin, tok512.bin, their F32, Q8, ternary and binary GGUF conversions, a chip
+/// flash with the Q8 one in its `model` partition, and a Q8_0 image (the model padded to whole
+/// 32-value blocks).
 fn corpus() -> Option<&'static [Vec<u8>]> {
     static CORPUS: OnceLock<Option<Vec<Vec<u8>>>> = OnceLock::new();
     CORPUS
@@ -41,7 +42,9 @@ fn corpus() -> Option<&'static [Vec<u8>]> {
             let ternary = m.to_gguf(Quant::Ternary).unwrap();
             let binary = m.to_gguf(Quant::Binary).unwrap();
             let flash = flash_with_model(&q8);
-            Some(vec![model, tok, f32, q8, ternary, binary, flash])
+            m.pad_hidden(32).unwrap();
+            let q8_0 = m.to_gguf(Quant::Q8).unwrap();
+            Some(vec![model, tok, f32, q8, ternary, binary, flash, q8_0])
         })
         .as_deref()
 }
@@ -224,7 +227,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn mutated_real_files_never_panic(which in 0usize..7, muts in prop::collection::vec(mutation(), 1..6)) {
+    fn mutated_real_files_never_panic(which in 0usize..8, muts in prop::collection::vec(mutation(), 1..6)) {
         let Some(corpus) = corpus() else { return Ok(()) };
         let mut data = corpus[which].clone();
         for m in &muts {
@@ -264,7 +267,7 @@ proptest! {
     /// chip's boot check and the host's load refuse it. (Only a mutation that removes every
     /// `ruvllm.*` name could make it pass as a foreign, unverified GGUF.)
     #[test]
-    fn mutated_images_never_verify(which in 2usize..7, muts in prop::collection::vec(mutation(), 1..5)) {
+    fn mutated_images_never_verify(which in 2usize..8, muts in prop::collection::vec(mutation(), 1..5)) {
         let Some(corpus) = corpus() else { return Ok(()) };
         let original: &[u8] = if which == 6 { &corpus[3] } else { &corpus[which] };
         let mut data = corpus[which].clone();
@@ -330,7 +333,7 @@ fn corpus_is_valid() {
     assert!(load_tokenizer_bin(&c[1], 512).is_ok());
     let (_, image) = partition::model_image(&c[6]).expect("the flash's model partition");
     assert_eq!(image, &c[3][..]);
-    for g in &c[2..6] {
+    for g in c[2..6].iter().chain(&c[7..]) {
         assert_eq!(Gguf::parse(g).unwrap().verify_checksum(), Ok(true));
         assert!(load_gguf(g).unwrap().vocab.is_some());
         assert!(<Model<'_>>::from_gguf(common::Image::new(g).bytes()).is_ok());

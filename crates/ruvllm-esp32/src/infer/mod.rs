@@ -325,11 +325,16 @@ fn matvec(
             }
             (k.matvec_q8)(out, q, s, xq, xs, group)
         }
-        // The loader checked that this image's groups are Q8_0's 32.
+        // The loader checked that this image's groups are Q8_0's 32. The activation's scales
+        // are kept at f16 precision, as GGUF's Q8_0 x Q8_0 product (llama.cpp) stores them, so
+        // both compute the same sums of the same products.
         Matrix::Q8Block { b, cols, .. } => {
             let (xq, xs) = (&mut xq[..cols], &mut xs[..cols.div_ceil(group)]);
             if !reuse {
                 (k.quantize)(x, xq, xs, group);
+                for s in xs.iter_mut() {
+                    *s = crate::gguf::f16_to_f32(crate::gguf::f32_to_f16(*s));
+                }
             }
             (k.matvec_q8_block)(out, b, xq, xs)
         }
