@@ -56,15 +56,19 @@ fn gibberish(n: usize, rng: &mut SplitMix) -> Vec<String> {
         .collect()
 }
 
-/// Random tokens of the vocabulary (skipping the special and byte-fallback ones), decoded.
+/// Random tokens of the vocabulary (skipping the special and byte-fallback ones), decoded as
+/// generation prints them (the image's pieces mark spaces with U+2581).
 fn random_tokens(model: &Model<'_>, n: usize, rng: &mut SplitMix) -> Vec<String> {
     let vocab = &model.vocab;
+    let mut scratch = [0u8; ruvllm_esp32::tokenizer::DECODE_MAX];
     (0..n)
         .map(|_| {
             let mut s = String::new();
             while s.split_whitespace().count() < 6 {
                 let id = 259 + rng.below(vocab.len() - 259) as u32;
-                s.push_str(&String::from_utf8_lossy(vocab.piece(id)));
+                // After a token other than BOS: nothing is stripped.
+                let text = ruvllm_esp32::tokenizer::decode(vocab, vocab.eos(), id, &mut scratch);
+                s.push_str(&String::from_utf8_lossy(text));
             }
             s.trim().to_string()
         })

@@ -980,8 +980,8 @@ fn the_float_board_samples_as_the_host_does() {
 fn the_board_reads_its_model_from_the_flash_images_model_partition() {
     use ruvllm_cli::board_flash::{new_flash_file, put_chip_image, read_chip_image, FLASH_CHIP_IMAGE};
     let Some(()) = chip_tools() else { return };
-    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
-    let (builtin, draft) = (models.join("default.gguf"), models.join("draft.gguf"));
+    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let (builtin, draft) = (crate_dir.join("data/default.gguf"), crate_dir.join("../../models/draft.gguf"));
     let chip = scratch("chip-with-draft.bin");
     let out = run(&["flash", "--dry-run", "--chip", "esp32c3", "--model", s(&draft), "-o", s(&chip)]);
     assert!(out.status.success(), "flash --dry-run: {}", String::from_utf8_lossy(&out.stderr));
