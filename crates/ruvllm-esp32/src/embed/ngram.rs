@@ -45,7 +45,7 @@ impl<const D: usize> NgramEmbedder<D> {
 }
 
 /// Calls `f(hash, weight)` for every feature of `text`: the marked 3-grams of each word and,
-/// when `word_weight` is not 0, the word itself; words in [`COMMON`] are skipped when
+/// when `word_weight` is not 0, the word itself; words in `COMMON` are skipped when
 /// `skip_common` is set. Returns the number of words that gave features. The one feature
 /// extractor of the n-gram embedders (random and learned projections alike).
 pub fn for_each_feature(

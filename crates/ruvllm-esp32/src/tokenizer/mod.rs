@@ -276,7 +276,7 @@ pub fn encode(vocab: &Vocab, text: &[u8], bos: bool, eos: bool, out: &mut [u32])
 /// adjacent pair whose concatenation is in the vocabulary with the highest score is merged
 /// (first pair on ties) until none is left; then optional EOS. Unlike C strings a 0 byte does
 /// not end the text; it is encoded like any other byte. The result is llama2.c's, but found in
-/// O(n log n) (see [`merge_pairs`]) where llama2.c rescans every pair after each merge.
+/// O(n log n) (see `merge_pairs`) where llama2.c rescans every pair after each merge.
 ///
 /// Errors: [`Error::BufferTooSmall`] (`need` in tokens, or in work words) when `out` cannot hold
 /// the unmerged sequence or `work` is short; [`Error::Missing`] when the vocabulary has no `" "`
