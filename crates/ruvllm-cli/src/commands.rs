@@ -264,8 +264,9 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
             }
             // Q8_0 blocks: 32 int8 values and a 2-byte scale each.
             Matrix::Q8Block { b, .. } => {
-                i8b += b.len() / 34 * 32;
-                scaleb += b.len() / 34 * 2;
+                let blocks = b.len() / ruvllm_esp32::gguf::Q8_0_BYTES as usize;
+                i8b += blocks * ruvllm_esp32::gguf::Q8_0_BLOCK as usize;
+                scaleb += blocks * 2;
             }
             Matrix::Ternary { q, s, .. } | Matrix::Binary { q, s, .. } => {
                 packedb += q.len();

@@ -118,7 +118,7 @@ const AK42: [u8; 4] = 0x616b_3432u32.to_le_bytes();
 /// Loads `model` (llama2.c .bin with `tokenizer`, or any llama GGUF) as an engine image at the
 /// requested precision. An engine GGUF already at that precision is used as it is.
 pub fn load(model: Option<&Path>, tokenizer: Option<&Path>, quant: Option<Quant>) -> Result<Image> {
-    load_as(model, tokenizer, quant, None)
+    load_as(model, tokenizer, quant, false, None)
 }
 
 /// As [`load`], but always converts, even an engine GGUF already at `quant` (to add what an
@@ -150,15 +150,16 @@ pub fn load_converted(
     quant: Quant,
     pad_ffn: Option<usize>,
 ) -> Result<Image> {
-    load_as(model, tokenizer, Some(quant), Some(pad_ffn))
+    load_as(model, tokenizer, Some(quant), true, pad_ffn)
 }
 
 fn load_as(
     model: Option<&Path>,
     tokenizer: Option<&Path>,
     quant: Option<Quant>,
-    // Some: rebuild even an engine image (with the feed-forward padding it holds).
-    reconvert: Option<Option<usize>>,
+    // Rebuild even an engine image that could be used as it is.
+    reconvert: bool,
+    pad_ffn: Option<usize>,
 ) -> Result<Image> {
     let file = match model {
         Some(path) => Image::map(path)?,
@@ -177,8 +178,7 @@ fn load_as(
         supported(&g, &name, tokenizer.is_some())?;
         let stored = g.get_str("ruvllm.quant").ok().and_then(Quant::from_name);
         let engine_ready = g.get("ruvllm.tokenizer.index").is_some() && stored.is_some();
-        if engine_ready && reconvert.is_none() && tokenizer.is_none() && (quant.is_none() || quant == stored)
-        {
+        if engine_ready && !reconvert && tokenizer.is_none() && (quant.is_none() || quant == stored) {
             return Ok(file);
         }
         let host = convert::load_gguf(bytes).with_context(|| name.clone())?;
@@ -197,7 +197,7 @@ fn load_as(
     } else if host.vocab.is_none() {
         bail!("{name}: a llama2.c checkpoint carries no tokenizer: pass --tokenizer tokenizer.bin");
     }
-    if let Some(Some(multiple)) = reconvert {
+    if let Some(multiple) = pad_ffn {
         host.pad_hidden(multiple).with_context(|| format!("{name}: padding the feed-forward width"))?;
     }
     let quant = quant.unwrap_or(default_quant);

@@ -417,14 +417,7 @@ fn spm_piece(p: &[u8]) -> Result<Vec<u8>> {
 
 /// The inverse of [`spm_piece`]: U+2581 back to a space.
 fn plain_piece(p: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(p.len());
-    let mut rest = p;
-    while let Some(&b) = rest.first() {
-        let used = if rest.starts_with(SPACE_MARK) { SPACE_MARK.len() } else { 1 };
-        out.push(if used == 1 { b } else { b' ' });
-        rest = rest.get(used..).unwrap_or(&[]);
-    }
-    out
+    crate::tokenizer::unmark_spaces(p).collect()
 }
 
 impl HostVocab {

@@ -522,14 +522,9 @@ pub fn decode<'a>(vocab: &Vocab<'a>, prev: u32, token: u32, scratch: &'a mut [u8
         }
         // Vocab::new bounded every piece by DECODE_MAX, and the text is never longer.
         let mut len = 0;
-        let mut rest = raw;
-        while let Some(&b) = rest.first() {
-            let (out, used) = if rest.starts_with(SPACE_MARK) { (b' ', SPACE_MARK.len()) } else { (b, 1) };
-            if let Some(slot) = scratch.get_mut(len) {
-                *slot = out;
-                len += 1;
-            }
-            rest = rest.get(used..).unwrap_or(&[]);
+        for (slot, b) in scratch.iter_mut().zip(unmark_spaces(raw)) {
+            *slot = b;
+            len += 1;
         }
         piece = &scratch[..len];
     }
@@ -539,6 +534,17 @@ pub fn decode<'a>(vocab: &Vocab<'a>, prev: u32, token: u32, scratch: &'a mut [u8
         }
     }
     piece
+}
+
+/// The bytes of a SentencePiece piece with each U+2581 mark turned back into a space.
+pub fn unmark_spaces(piece: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    let mut rest = piece;
+    core::iter::from_fn(move || {
+        let &b = rest.first()?;
+        let (out, used) = if rest.starts_with(SPACE_MARK) { (b' ', SPACE_MARK.len()) } else { (b, 1) };
+        rest = rest.get(used..).unwrap_or(&[]);
+        Some(out)
+    })
 }
 
 /// llama2.c's safe_printf rule: a single-byte piece that is neither printable ASCII nor
