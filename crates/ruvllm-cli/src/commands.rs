@@ -366,6 +366,8 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
             "ram_full_context_bytes": full,
             "ram_full_context_integer_bytes": int_full,
             "firmware_reserve_bytes": ruvllm_esp32::model::chips::FIRMWARE_RESERVE,
+            "knowledge_reserve_bytes": ruvllm_esp32::model::chips::KNOWLEDGE_RESERVE,
+            "knowledge_entries": ruvllm_esp32::console::CHIP_KNOWLEDGE_CAP,
             "app_flash_reserve_bytes": ruvllm_esp32::model::chips::APP_FLASH_RESERVE,
             "chips": chips,
         });
@@ -407,8 +409,9 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
         );
     }
     outln!();
-    outln!("chip plan ({} precision; arena budget = data RAM - {} firmware reserve; image budget = flash - {} app):",
-        model.precision.name(), kib(ruvllm_esp32::model::chips::FIRMWARE_RESERVE), kib(ruvllm_esp32::model::chips::APP_FLASH_RESERVE));
+    outln!("chip plan ({} precision; arena budget = data RAM - {} firmware reserve - {} knowledge ({} entries); image budget = flash - {} app):",
+        model.precision.name(), kib(ruvllm_esp32::model::chips::FIRMWARE_RESERVE), kib(ruvllm_esp32::model::chips::KNOWLEDGE_RESERVE),
+        ruvllm_esp32::console::CHIP_KNOWLEDGE_CAP, kib(ruvllm_esp32::model::chips::APP_FLASH_RESERVE));
     outln!(
         "{:<8} {:>10} {:>12} {:>12} {:>6} {:>8} {:>9}  verdict",
         "chip",

@@ -19,8 +19,9 @@
 
 use core::mem::size_of;
 
+use super::memory::{new_memory, KnowledgeMemory};
 use super::saved::{roll_back, KnowledgeStore};
-use crate::embed::{Embedder, NgramEmbedder, TableEmbedder};
+use crate::embed::{has_word, Embedder, NgramEmbedder, TableEmbedder};
 use crate::error::Error;
 use crate::knowledge::{
     AnomalyConfig, AnomalyDetector, AnomalyPrior, AnomalyResult, Learned, MicroRAG, RAGConfig, Retrieved,
@@ -28,12 +29,18 @@ use crate::knowledge::{
 
 /// Dimensions of every embedding the console stores.
 pub const KNOWLEDGE_DIM: usize = 64;
-/// Texts `add` can hold.
-pub const KNOWLEDGE_CAP: usize = 32;
+/// Texts `add` can hold on a chip: every ESP32 gets the published `MicroRAG<64, 64>`, inside
+/// the RAM the chip plan reserves for the knowledge ([`crate::model::chips::KNOWLEDGE_RESERVE`]).
+pub const CHIP_KNOWLEDGE_CAP: usize = 64;
+/// Texts `add` can hold in a host build (feature `std`: the CLI's console), which has the RAM.
+pub const HOST_KNOWLEDGE_CAP: usize = 256;
+/// Texts `add` can hold in this build: [`HOST_KNOWLEDGE_CAP`] with the `std` feature, else
+/// [`CHIP_KNOWLEDGE_CAP`]. One constant, so every per-entry array follows it.
+pub const KNOWLEDGE_CAP: usize = if cfg!(feature = "std") { HOST_KNOWLEDGE_CAP } else { CHIP_KNOWLEDGE_CAP };
 /// Longest text `add` takes, in bytes.
 pub const KNOWLEDGE_TEXT: usize = 128;
 /// Reference embeddings the anomaly detector keeps (a uniform sample of every text added).
-pub const ANOMALY_CAP: usize = 32;
+pub const ANOMALY_CAP: usize = 64;
 /// What the detector's threshold leans on while it has few references (see
 /// [`AnomalyPrior`]): measured for `NgramEmbedder<64>` on the generated story corpus, the
 /// built-in model's domain, by
@@ -62,6 +69,8 @@ pub enum KnowledgeError {
     Control { at: usize, code: u32 },
     /// The text is longer than [`KNOWLEDGE_TEXT`].
     TooLong { len: usize, max: usize },
+    /// The text has no word to store or search by (symbols or punctuation only).
+    NoWords,
     /// Every one of `capacity` entries is in use.
     Full { capacity: usize },
     /// `forget` of an id that holds nothing.
@@ -85,11 +94,18 @@ impl core::fmt::Display for KnowledgeError {
                 write!(f, "text holds control character U+{code:04X} at byte {at}")
             }
             KnowledgeError::TooLong { len, max } => {
-                write!(f, "text is {len} bytes, knowledge holds at most {max}")
+                write!(f, "text is {len} bytes, a fact holds at most {max}: shorten it or split it in two")
             }
-            KnowledgeError::Full { capacity } => {
-                write!(f, "knowledge is full (capacity {capacity}); forget <id> makes room")
+            KnowledgeError::NoWords => {
+                write!(
+                    f,
+                    "nothing stored: the text has no words, only symbols (write it with letters or digits)"
+                )
             }
+            KnowledgeError::Full { capacity } => write!(
+                f,
+                "knowledge is full ({capacity} of {capacity} entries): forget <id> or clear makes room"
+            ),
             KnowledgeError::UnknownId(id) => write!(f, "no knowledge #{id}"),
             KnowledgeError::NotCalibrated { references } => write!(
                 f,
@@ -142,6 +158,9 @@ pub struct Knowledge {
     learned: Option<TableEmbedder<'static, KNOWLEDGE_DIM>>,
     /// The detector's embedder.
     hashed: NgramEmbedder<KNOWLEDGE_DIM>,
+    /// The `gen` and `ask` exchanges, episodic memories that later `ask`s recall
+    /// ([`super::memory`]).
+    pub(super) memory: KnowledgeMemory,
 }
 
 impl Default for Knowledge {
@@ -163,6 +182,7 @@ impl Knowledge {
             detector: new_detector(),
             learned: TableEmbedder::from_bytes(BUILTIN_TABLE).ok(),
             hashed: NgramEmbedder::new(),
+            memory: new_memory(),
         }
     }
 
@@ -175,7 +195,7 @@ impl Knowledge {
     }
 
     /// The retrieval embedding of `text`.
-    fn embed(&mut self, text: &str) -> Result<[f32; KNOWLEDGE_DIM], KnowledgeError> {
+    pub(super) fn embed(&mut self, text: &str) -> Result<[f32; KNOWLEDGE_DIM], KnowledgeError> {
         check_text(text)?;
         let mut v = [0.0f32; KNOWLEDGE_DIM];
         match &mut self.learned {
@@ -218,6 +238,11 @@ impl Knowledge {
         if self.rag.len() >= self.rag.capacity() {
             return Err(KnowledgeError::Full { capacity: self.rag.capacity() });
         }
+        if !has_word(text) {
+            // Checked here, not by the embedder's error, so that the user reads what to do.
+            check_text(text)?;
+            return Err(KnowledgeError::NoWords);
+        }
         let v = self.embed(text)?;
         // Both embedders see the same words, so one that succeeds means the other does.
         let h = self.embed_hashed(text)?;
@@ -248,8 +273,13 @@ impl Knowledge {
     /// The entries most similar to `query` (at most [`ASK_RESULTS`], none below
     /// [`ASK_MIN_SIMILARITY`]), most similar first, each with its 1-based id.
     pub fn ask(&mut self, query: &str) -> Result<heapless::Vec<Retrieved<'_>, ASK_RESULTS>, KnowledgeError> {
-        let v = self.embed(query)?;
         let mut out = heapless::Vec::new();
+        if self.rag.is_empty() {
+            // Nothing could match, whatever the question: `No results found`, not an error.
+            check_text(query)?;
+            return Ok(out);
+        }
+        let v = self.embed(query)?;
         for r in self.rag.retrieve_default(&v)? {
             let _ = out.push(Retrieved { id: r.id + 1, ..r });
         }

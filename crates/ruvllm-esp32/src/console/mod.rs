@@ -34,6 +34,7 @@
 mod engine;
 mod host_tx;
 mod knowledge;
+mod memory;
 mod saved;
 #[cfg(test)]
 mod tests;
@@ -44,7 +45,12 @@ pub use engine::{Engine, IntegerEngine, ModelInfo, NoModel, ReferenceEngine};
 pub use host_tx::{HostTx, TryTx};
 pub use knowledge::{
     Knowledge, KnowledgeDetector, KnowledgeError, KnowledgeRag, ANOMALY_CAP, ANOMALY_PRIOR,
-    ASK_MIN_SIMILARITY, ASK_RESULTS, KNOWLEDGE_CAP, KNOWLEDGE_DIM, KNOWLEDGE_TEXT,
+    ASK_MIN_SIMILARITY, ASK_RESULTS, CHIP_KNOWLEDGE_CAP, HOST_KNOWLEDGE_CAP, KNOWLEDGE_CAP, KNOWLEDGE_DIM,
+    KNOWLEDGE_TEXT,
+};
+pub use memory::{
+    KnowledgeMemory, Memory, MemoryUse, ASK_IMPORTANCE, GEN_IMPORTANCE, GEN_MEMORY_TTL, MEMORY_CAP,
+    MEMORY_HALF_LIFE, MEMORY_TEXT, RECALL_MIN_SIMILARITY,
 };
 pub use saved::{KnowledgeStore, Restored, SavingOff};
 pub use typeahead::TYPEAHEAD;
@@ -143,6 +149,8 @@ pub struct Console<'k, IO, E> {
     sampling: Sampling,
     seed: u64,
     totals: Totals,
+    /// The start of what the last generation printed (prompt and reply), for its memory.
+    heard: heapless::Vec<u8, MEMORY_TEXT>,
 }
 
 /// Writes formatted text, keeping the stream's own error instead of `fmt::Error`.
@@ -175,10 +183,10 @@ macro_rules! sayln {
 const COMMANDS: [(&str, &str); 17] = [
     ("gen <text>", "continue <text> (none: from BOS); greedy at temp 0, else sampled"),
     ("add <text>", "store <text> as knowledge (at most 128 bytes) and learn it as normal"),
-    ("ask <query>", "the best-matching knowledge; with a model, continue it plus <query>"),
+    ("ask <query>", "best-matching knowledge, then a like earlier gen/ask; with a model, continue it"),
     ("anomaly <text>", "is <text> unlike the knowledge added? (needs 2 adds; cosine distance %)"),
     ("forget <id>", "drop knowledge #<id> from retrieval (the anomaly detector keeps it)"),
-    ("clear", "forget all knowledge and the anomaly detector's references"),
+    ("clear", "forget all knowledge, the anomaly detector's references and the memories"),
     ("info", "the model: format, layers, sizes, parameters, weights, engine"),
     ("features", "what this build has: engine, sampler, knowledge, saving, measuring"),
     ("stats [json]", "RAM by part, tokens generated, cost per token, knowledge in use"),
@@ -289,6 +297,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
             sampling: Sampling::new(0, DEFAULT_SEED),
             seed: DEFAULT_SEED,
             totals: Totals::default(),
+            heard: heapless::Vec::new(),
         }
     }
 
@@ -455,7 +464,13 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 sayln!(&mut self.io, "error: {word} takes no argument (usage: {})", usage(word))?
             }
             "help" => self.help()?,
-            "gen" => self.gen(rest)?,
+            "gen" => {
+                let before = self.totals.generations;
+                self.gen(rest)?;
+                if self.totals.generations > before {
+                    self.remember_gen(rest);
+                }
+            }
             "add" | "ask" | "anomaly" | "forget" => self.knowledge(word, rest)?,
             "clear" => self.clear()?,
             "info" => self.info()?,
@@ -604,8 +619,17 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         };
         match k.clear_with(self.saved.as_deref_mut()) {
             Ok((n, refs)) => {
+                let m = k.clear_memory();
                 let (s, r) = (if n == 1 { "y" } else { "ies" }, if refs == 1 { "" } else { "s" });
-                sayln!(&mut self.io, "Cleared {n} knowledge entr{s} and {refs} anomaly reference{r}")
+                say(
+                    &mut self.io,
+                    format_args!("Cleared {n} knowledge entr{s} and {refs} anomaly reference{r}"),
+                )?;
+                match m {
+                    0 => sayln!(&mut self.io, ""),
+                    1 => sayln!(&mut self.io, "; forgot 1 memory"),
+                    _ => sayln!(&mut self.io, "; forgot {m} memories"),
+                }
             }
             Err(e) => sayln!(&mut self.io, "error: {e}"),
         }
@@ -689,11 +713,15 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         let counter = self.board.counter;
         let (io, engine, sampling) = (&mut self.io, &mut self.engine, &mut self.sampling);
         let typeahead = &mut self.typeahead;
+        let heard = &mut self.heard;
+        heard.clear();
         let mut io_err = None;
         let start = counter.map_or(0, |f| f());
         // After each piece, what was typed meanwhile is taken as type-ahead; Ctrl-C (or a
         // failing stream) stops the generation.
         let result = engine.generate(prompt.as_bytes(), steps, sampling, &mut |piece: &[u8]| {
+            let room = heard.capacity() - heard.len();
+            let _ = heard.extend_from_slice(piece.get(..piece.len().min(room)).unwrap_or_default());
             let r = io.write_all(piece).and_then(|_| io.flush()).and_then(|_| Self::poll(io, typeahead));
             match r {
                 Ok(false) => ControlFlow::Continue(()),
@@ -750,8 +778,12 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 Err(e) => sayln!(&mut self.io, "error: {e}"),
             },
             "forget" => match text.parse::<u32>() {
-                Ok(id) => match k.forget_with(id, self.saved.as_deref_mut()) {
-                    Ok(()) => sayln!(&mut self.io, "Forgot knowledge #{id}"),
+                Ok(id) => match k.forget_fact(id, self.saved.as_deref_mut()) {
+                    Ok(0) => sayln!(&mut self.io, "Forgot knowledge #{id}"),
+                    Ok(1) => sayln!(&mut self.io, "Forgot knowledge #{id} and the memory that quoted it"),
+                    Ok(m) => {
+                        sayln!(&mut self.io, "Forgot knowledge #{id} and the {m} memories that quoted it")
+                    }
                     Err(e) => sayln!(&mut self.io, "error: {e}"),
                 },
                 Err(_) => sayln!(&mut self.io, "error: usage: forget <id> (the number add printed)"),
@@ -760,11 +792,12 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 // The prompt: the best text, then the question, cut to one line's worth.
                 let mut prompt = [0u8; MAX_LINE];
                 let mut len = 0;
+                let mut best_id = 0;
                 match k.ask(text) {
                     Ok(found) => {
                         t.last_ask = counter.map(|_| ticks());
                         if found.is_empty() {
-                            return sayln!(&mut self.io, "No results found");
+                            sayln!(&mut self.io, "No results found")?;
                         }
                         for r in &found {
                             let similarity = libm::roundf(r.score.clamp(-1.0, 1.0) * 100.0) as i32;
@@ -772,9 +805,18 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                         }
                         if let Some(best) = found.first() {
                             len = fill_prompt(&mut prompt, best.text, text);
+                            best_id = best.id;
                         }
                     }
                     Err(e) => return sayln!(&mut self.io, "error: {e}"),
+                }
+                // Earlier exchanges after the facts; this one is remembered once it found one.
+                self.recalled(text)?;
+                if len == 0 {
+                    return Ok(());
+                }
+                if let Some(k) = self.knowledge.as_deref_mut() {
+                    k.remember_ask(text, u32::from(best_id));
                 }
                 if self.engine.context_len() == 0 {
                     return Ok(());
@@ -784,6 +826,32 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 self.gen(prompt)
             }
         }
+    }
+
+    /// The `Recalled:` line of `ask`: the earlier exchange most like `question`, if any.
+    fn recalled(&mut self, question: &str) -> Result<(), IO::Error> {
+        let Some(m) = self.knowledge.as_deref_mut().and_then(|k| k.recall(question)) else { return Ok(()) };
+        let s = if m.ago == 1 { "" } else { "s" };
+        let similarity = libm::roundf(m.similarity.clamp(-1.0, 1.0) * 100.0) as i32;
+        sayln!(
+            &mut self.io,
+            "Recalled: {} (memory #{}, {} exchange{s} ago, similarity {similarity}%)",
+            m.text,
+            m.id,
+            m.ago
+        )
+    }
+
+    /// Keeps the generation just printed (prompt and reply) as a memory.
+    fn remember_gen(&mut self, prompt: &str) {
+        let Some(k) = self.knowledge.as_deref_mut() else { return };
+        // The reply may end inside a character: keep its whole characters.
+        let heard = match core::str::from_utf8(&self.heard) {
+            Ok(t) => t,
+            Err(e) => core::str::from_utf8(self.heard.get(..e.valid_up_to()).unwrap_or_default())
+                .unwrap_or_default(),
+        };
+        k.remember("gen", prompt, heard);
     }
 
     fn stats(&mut self) -> Result<(), IO::Error> {
@@ -861,6 +929,17 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                     k.detector_ram_bytes()
                 )?,
             }
+            let m = k.memory_use();
+            sayln!(
+                &mut self.io,
+                "memory: {}/{} exchanges ({} episodic, {} factual, {} procedural), {} bytes RAM (gen kept {GEN_MEMORY_TTL} exchanges, ask until evicted)",
+                m.len,
+                m.capacity,
+                m.episodic,
+                m.factual,
+                m.procedural,
+                m.ram_bytes
+            )?;
             let unit = self.board.counter_unit;
             for (what, ticks) in [
                 ("add", t.last_add),
@@ -905,10 +984,11 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
             say(
                 io,
                 format_args!(
-                    ",\"knowledge\":{},\"rag_store\":{},\"anomaly_detector\":{}",
+                    ",\"knowledge\":{},\"rag_store\":{},\"anomaly_detector\":{},\"memory\":{}",
                     k.ram_bytes(),
                     k.rag_ram_bytes(),
-                    k.detector_ram_bytes()
+                    k.detector_ram_bytes(),
+                    k.memory_use().ram_bytes
                 ),
             )?;
         }
@@ -943,11 +1023,13 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
             say(
                 io,
                 format_args!(
-                    "\"entries\":{},\"capacity\":{},\"references\":{refs},\"reference_capacity\":{cap},\"threshold\":{},\"saving\":{},",
+                    "\"entries\":{},\"capacity\":{},\"references\":{refs},\"reference_capacity\":{cap},\"threshold\":{},\"saving\":{},\"memories\":{},\"memory_capacity\":{},",
                     k.len(),
                     k.capacity(),
                     JsonOpt(th),
-                    self.saved.is_some()
+                    self.saved.is_some(),
+                    k.memory_use().len,
+                    k.memory_use().capacity
                 ),
             )?;
         }
@@ -1007,18 +1089,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
 /// Writes `text`, a space and `question` into `buf`, the question cut at a character boundary
 /// when both do not fit; returns the bytes written.
 fn fill_prompt(buf: &mut [u8; MAX_LINE], text: &str, question: &str) -> usize {
-    let mut len = 0;
-    for piece in [text, " ", question] {
-        let mut n = piece.len().min(MAX_LINE - len);
-        while !piece.is_char_boundary(n) {
-            n -= 1;
-        }
-        if let (Some(dst), Some(src)) = (buf.get_mut(len..len + n), piece.get(..n)) {
-            dst.copy_from_slice(src.as_bytes());
-        }
-        len += n;
-    }
-    len
+    memory::join(buf, &[text, " ", question])
 }
 
 /// Splits the transcript of a console session with echo on into the reply to each of

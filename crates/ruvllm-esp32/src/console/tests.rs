@@ -143,6 +143,11 @@ fn run_script(script: Script, board: Board) -> String {
     String::from_utf8_lossy(&c.io.out).into_owned()
 }
 
+/// What `add` says to a full store: how to make room.
+fn full_error() -> String {
+    format!("error: knowledge is full ({KNOWLEDGE_CAP} of {KNOWLEDGE_CAP} entries): forget <id> or clear makes room")
+}
+
 fn answers_help(out: &str) {
     assert!(out.trim_end().ends_with("leave (the QEMU board exits)\r\n> quit\r\nbye"), "{out}");
 }
@@ -372,19 +377,20 @@ fn add_ask_anomaly_forget_and_stats() {
         r.split("score: ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap()
     };
     assert!(score("zqxj vvkw pplrt 9931 qqqq") > score("The cat sleeps in the kitchen.") + 20, "{out}");
-    assert!(out.contains("> forget 1\r\nForgot knowledge #1\r\n"), "{out}");
+    // The ask before it is remembered quoting the fact: that memory goes with it.
+    assert!(out.contains("> forget 1\r\nForgot knowledge #1 and the memory that quoted it\r\n"), "{out}");
     let again = out.split("> ask where does the cat sleep\r\n").nth(2).unwrap();
     assert!(!again.split("\r\n> ").next().unwrap().contains(FACTS[0]), "{out}");
     assert!(out.contains("> add Bob fixes old bicycles.\r\nAdded knowledge #"), "{out}");
     let k = Knowledge::new();
     assert!(
         out.contains(&format!(
-            "knowledge: 8/32 entries, RAG store {} bytes RAM (learned n-gram table, 64 dims)",
+            "knowledge: 8/{KNOWLEDGE_CAP} entries, RAG store {} bytes RAM (learned n-gram table, 64 dims)",
             k.rag_ram_bytes()
         )),
         "{out}"
     );
-    assert!(out.contains("anomaly detector: 9/32 references, threshold "), "{out}");
+    assert!(out.contains(&format!("anomaly detector: 9/{ANOMALY_CAP} references, threshold ")), "{out}");
     assert!(out.contains(&format!(", {} bytes RAM (hashed n-grams)\r\n", k.detector_ram_bytes())), "{out}");
     assert!(!out.contains("error"), "{out}");
 }
@@ -420,15 +426,15 @@ fn knowledge_errors_are_one_line_each_and_the_console_goes_on() {
         "error: the anomaly detector needs 2 texts to compare with, it has 0: add knowledge first",
         "error: no text given (usage: add <text>)",
         "error: no text given (usage: add <text>)",
-        "error: text is 129 bytes, knowledge holds at most 128",
-        "error: text has nothing to embed (no word)",
+        "error: text is 129 bytes, a fact holds at most 128: shorten it or split it in two",
+        "error: nothing stored: the text has no words, only symbols (write it with letters or digits)",
         "error: the anomaly detector needs 2 texts to compare with, it has 1: add knowledge first",
         "error: no knowledge #7",
         "error: no knowledge #0",
         "error: usage: forget <id> (the number add printed)",
         "error: usage: forget <id> (the number add printed)",
         "error: no text given (usage: ask <query>)",
-        "error: knowledge is full (capacity 32); forget <id> makes room",
+        &full_error(),
     ];
     let errors: Vec<String> = errors.iter().map(|e| e.trim_end_matches('\r').to_string()).collect();
     assert_eq!(errors, expected, "{out}");
@@ -731,8 +737,11 @@ fn bad_knowledge_input_gets_one_error_and_changes_nothing() {
     // Nothing was half-added: the same entries, references and threshold.
     let (after, _) = reply_after(&out, at);
     assert_eq!(after, before, "{out}");
-    assert!(before.contains("knowledge: 8/32 entries"), "{before}");
-    assert!(before.contains("anomaly detector: 8/32 references, threshold "), "{before}");
+    assert!(before.contains(&format!("knowledge: 8/{KNOWLEDGE_CAP} entries")), "{before}");
+    assert!(
+        before.contains(&format!("anomaly detector: 8/{ANOMALY_CAP} references, threshold ")),
+        "{before}"
+    );
     // And the console answers as before.
     let ask = out.split("> ask where does the cat sleep\r\n").nth(1).unwrap();
     assert!(ask.starts_with(&format!("Found: {} (#1, similarity ", FACTS[0])), "{out}");
@@ -740,13 +749,13 @@ fn bad_knowledge_input_gets_one_error_and_changes_nothing() {
 
     // A full store: `add` names the capacity and changes nothing.
     let full = out.split("> add one too many\r\n").nth(1).unwrap().split("\r\n> ").next().unwrap();
-    assert_eq!(full, "error: knowledge is full (capacity 32); forget <id> makes room");
+    assert_eq!(full, full_error());
     let stats: Vec<&str> =
         out.split("> stats\r\n").skip(2).map(|s| s.split("\r\n> ").next().unwrap()).collect();
     assert_eq!(stats.len(), 3, "{out}");
     assert_eq!(stats[1], stats[2], "{out}");
-    assert!(stats[2].contains("knowledge: 32/32 entries"), "{out}");
-    assert!(stats[2].contains("anomaly detector: 32/32 references"), "{out}");
+    assert!(stats[2].contains(&format!("knowledge: {KNOWLEDGE_CAP}/{KNOWLEDGE_CAP} entries")), "{out}");
+    assert!(stats[2].contains(&format!("anomaly detector: {ANOMALY_CAP}/{ANOMALY_CAP} references")), "{out}");
     let last_ask = out.rsplit("> ask where does the cat sleep\r\n").next().unwrap();
     assert!(last_ask.starts_with(&format!("Found: {} (#1, similarity ", FACTS[0])), "{out}");
 }
@@ -770,4 +779,31 @@ fn clear_gives_back_a_new_detector() {
     }
     assert_eq!(k.threshold(), fresh.threshold());
     assert_eq!(k.anomaly("zqxj vvkw").unwrap().score, fresh.anomaly("zqxj vvkw").unwrap().score);
+}
+
+/// Every chip holds the published 64 entries inside the RAM the chip plan reserves for the
+/// knowledge; a host build holds more. Without `std` (`cargo test -p ruvllm-esp32 --lib`)
+/// `Knowledge` is the chip's own type (its pointers are wider here than on a chip, so this
+/// bounds the chip's figure); with `std` the chip's retrieval store is put in place of the host's.
+#[test]
+fn every_chip_holds_64_entries_within_the_plan_and_a_host_more() {
+    use crate::knowledge::MicroRAG;
+    use crate::model::chips::KNOWLEDGE_RESERVE;
+    use core::mem::size_of;
+    assert!(CHIP_KNOWLEDGE_CAP >= 64 && ANOMALY_CAP >= 64);
+    assert!(HOST_KNOWLEDGE_CAP > CHIP_KNOWLEDGE_CAP);
+    let k = Knowledge::new();
+    let chip = match cfg!(feature = "std") {
+        true => {
+            assert_eq!(k.capacity(), HOST_KNOWLEDGE_CAP);
+            size_of::<Knowledge>() - size_of::<KnowledgeRag>()
+                + size_of::<MicroRAG<KNOWLEDGE_DIM, CHIP_KNOWLEDGE_CAP, KNOWLEDGE_TEXT>>()
+        }
+        false => {
+            assert_eq!(k.capacity(), CHIP_KNOWLEDGE_CAP);
+            k.ram_bytes()
+        }
+    };
+    eprintln!("chip knowledge RAM {chip} bytes, reserve {KNOWLEDGE_RESERVE}");
+    assert!(chip <= KNOWLEDGE_RESERVE, "{chip} > {KNOWLEDGE_RESERVE}");
 }

@@ -55,6 +55,6 @@ fn normalize(v: &mut [f32]) -> Result<()> {
 }
 
 /// Whether `text` has at least one word character (a letter or digit).
-fn has_word(text: &str) -> bool {
+pub(crate) fn has_word(text: &str) -> bool {
     text.chars().any(char::is_alphanumeric)
 }

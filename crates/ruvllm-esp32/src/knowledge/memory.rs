@@ -109,9 +109,9 @@ pub struct Stored {
 
 /// One recalled entry.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Recalled<'a> {
+pub struct Recalled<'a, T = u32> {
     pub id: u16,
-    pub tokens: &'a [u32],
+    pub tokens: &'a [T],
     pub kind: MemoryType,
     /// The combined score (see the module docs).
     pub score: f32,
@@ -146,21 +146,25 @@ struct Meta {
 const EMPTY: Meta =
     Meta { live: false, kind: MemoryType::Factual, ntok: 0, created: 0, expires: u64::MAX, importance: 0.0 };
 
-/// Up to `CAP` memories of at most `TOK` tokens with `DIM`-dimensional int8 embeddings.
+/// Up to `CAP` memories of at most `TOK` tokens (`T`: the engine's `u32` tokens by default;
+/// the console keeps the UTF-8 bytes of its exchanges, `u8`) with `DIM`-dimensional int8
+/// embeddings.
 ///
 /// Recall scans every entry: the ranking is not a pure similarity, so an index that finds the
 /// nearest embeddings could miss a recent or important entry further away; at tens of entries
 /// a scan of int8 dot products is also cheaper than graph links would be in memory.
-pub struct SemanticMemory<const DIM: usize, const CAP: usize, const TOK: usize = 16> {
+pub struct SemanticMemory<const DIM: usize, const CAP: usize, const TOK: usize = 16, T: Copy = u32> {
     cfg: MemoryConfig,
     now: u64,
     live: usize,
     vecs: [I8Vector<DIM>; CAP],
-    tokens: [[u32; TOK]; CAP],
+    tokens: [[T; TOK]; CAP],
     meta: [Meta; CAP],
 }
 
-impl<const DIM: usize, const CAP: usize, const TOK: usize> Default for SemanticMemory<DIM, CAP, TOK> {
+impl<const DIM: usize, const CAP: usize, const TOK: usize, T: Copy + Default> Default
+    for SemanticMemory<DIM, CAP, TOK, T>
+{
     fn default() -> Self {
         Self::new()
     }
@@ -174,7 +178,9 @@ fn unit(x: f32, what: &'static str) -> Result<f32> {
     }
 }
 
-impl<const DIM: usize, const CAP: usize, const TOK: usize> SemanticMemory<DIM, CAP, TOK> {
+impl<const DIM: usize, const CAP: usize, const TOK: usize, T: Copy + Default>
+    SemanticMemory<DIM, CAP, TOK, T>
+{
     const LAYOUT_OK: () = assert!(
         CAP > 0 && CAP < u16::MAX as usize && TOK <= u16::MAX as usize,
         "SemanticMemory: CAP not in 1..65535 or TOK > 65535"
@@ -206,7 +212,7 @@ impl<const DIM: usize, const CAP: usize, const TOK: usize> SemanticMemory<DIM, C
             now: 0,
             live: 0,
             vecs: [I8Vector { q: [0; DIM], scale: 0.0 }; CAP],
-            tokens: [[0; TOK]; CAP],
+            tokens: [[T::default(); TOK]; CAP],
             meta: [EMPTY; CAP],
         }
     }
@@ -224,7 +230,7 @@ impl<const DIM: usize, const CAP: usize, const TOK: usize> SemanticMemory<DIM, C
     }
 
     /// Adds a memory at the current tick with the default importance and TTL.
-    pub fn add_memory(&mut self, embedding: &[f32], tokens: &[u32], kind: MemoryType) -> Result<Stored> {
+    pub fn add_memory(&mut self, embedding: &[f32], tokens: &[T], kind: MemoryType) -> Result<Stored> {
         let (imp, ttl) = (self.cfg.default_importance, self.cfg.default_ttl);
         self.add_memory_at(embedding, tokens, kind, imp, ttl, self.now)
     }
@@ -237,7 +243,7 @@ impl<const DIM: usize, const CAP: usize, const TOK: usize> SemanticMemory<DIM, C
     pub fn add_memory_at(
         &mut self,
         embedding: &[f32],
-        tokens: &[u32],
+        tokens: &[T],
         kind: MemoryType,
         importance: f32,
         ttl: Option<u64>,
@@ -346,7 +352,7 @@ impl<const DIM: usize, const CAP: usize, const TOK: usize> SemanticMemory<DIM, C
         query: &[f32],
         now: u64,
         k: usize,
-    ) -> Result<heapless::Vec<Recalled<'_>, MAX_RESULTS>> {
+    ) -> Result<heapless::Vec<Recalled<'_, T>, MAX_RESULTS>> {
         check_embedding(query, DIM)?;
         self.set_now(now);
         let now = self.now;
@@ -405,12 +411,34 @@ impl<const DIM: usize, const CAP: usize, const TOK: usize> SemanticMemory<DIM, C
     }
 
     /// The tokens of `id` if it is stored and not expired at the current tick.
-    pub fn tokens(&self, id: u16) -> Option<&[u32]> {
+    pub fn tokens(&self, id: u16) -> Option<&[T]> {
         let s = id as usize;
         let m = self.meta.get(s)?;
         (m.live && m.expires > self.now).then(|| &self.tokens[s][..m.ntok as usize])
     }
 
+    /// Stored entries (expired ones not yet removed by [`Self::expire`] included).
+    pub fn len(&self) -> usize {
+        self.live
+    }
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+    pub const fn capacity(&self) -> usize {
+        CAP
+    }
+    /// Stored entries of `kind` (expired ones not yet removed included).
+    pub fn count(&self, kind: MemoryType) -> usize {
+        self.meta.iter().filter(|m| m.live && m.kind == kind).count()
+    }
+    /// RAM of the whole memory: `size_of::<Self>()`.
+    pub const fn ram_bytes(&self) -> usize {
+        size_of::<Self>()
+    }
+}
+
+/// Persistence ([`super::persist`]) stores the engine's `u32` tokens.
+impl<const DIM: usize, const CAP: usize, const TOK: usize> SemanticMemory<DIM, CAP, TOK> {
     /// Everything stored about `id` (expired or not), for persisting it ([`super::persist`]).
     pub(super) fn entry(&self, id: u16) -> Option<MemoryEntry<'_, DIM>> {
         let s = id as usize;
@@ -454,20 +482,5 @@ impl<const DIM: usize, const CAP: usize, const TOK: usize> SemanticMemory<DIM, C
         self.live += 1;
         self.set_now(e.created);
         Ok(())
-    }
-
-    /// Stored entries (expired ones not yet removed by [`Self::expire`] included).
-    pub fn len(&self) -> usize {
-        self.live
-    }
-    pub fn is_empty(&self) -> bool {
-        self.live == 0
-    }
-    pub const fn capacity(&self) -> usize {
-        CAP
-    }
-    /// RAM of the whole memory: `size_of::<Self>()`.
-    pub const fn ram_bytes(&self) -> usize {
-        size_of::<Self>()
     }
 }

@@ -16,6 +16,12 @@ pub struct Chip {
 /// RAM the firmware itself keeps (stacks, UART buffers, esp-hal state, console line buffer),
 /// subtracted before the engine's arena is planned.
 pub const FIRMWARE_RESERVE: usize = 48 * 1024;
+/// RAM the console's knowledge takes on a chip (`console::Knowledge` in a `static`: a
+/// [`CHIP_KNOWLEDGE_CAP`](crate::console::CHIP_KNOWLEDGE_CAP)-entry store, the anomaly
+/// detector, the memory of exchanges and the embedders; 30,048 bytes measured on a 64-bit host,
+/// a little less on the chips), with room for per-entry retrieval features. Subtracted before
+/// the arena is planned; a test keeps `size_of::<Knowledge>()` of a chip build below it.
+pub const KNOWLEDGE_RESERVE: usize = 40 * 1024;
 /// Flash taken by the bootloader, partition table and application, ahead of the model image.
 pub const APP_FLASH_RESERVE: usize = 1024 * 1024;
 
@@ -35,9 +41,9 @@ impl Chip {
         CHIPS.iter().copied().find(|c| c.name == name)
     }
 
-    /// RAM left for the engine's arena.
+    /// RAM left for the engine's arena: the firmware and the knowledge take theirs first.
     pub fn arena_budget(&self) -> usize {
-        self.data_ram - FIRMWARE_RESERVE
+        self.data_ram - FIRMWARE_RESERVE - KNOWLEDGE_RESERVE
     }
 
     /// Flash left for the model image.
