@@ -5,6 +5,7 @@ use crate::infer::GenStats;
 
 mod commands;
 mod fuzz;
+mod memory;
 use std::collections::VecDeque;
 use std::vec::Vec;
 
@@ -806,4 +807,124 @@ fn every_chip_holds_64_entries_within_the_plan_and_a_host_more() {
     };
     eprintln!("chip knowledge RAM {chip} bytes, reserve {KNOWLEDGE_RESERVE}");
     assert!(chip <= KNOWLEDGE_RESERVE, "{chip} > {KNOWLEDGE_RESERVE}");
+}
+
+/// A blank store of 64 KiB for a chip's 64 entries; with `std`, of the 256 KiB the CLI's
+/// knowledge file has for the host's 256.
+fn store_for_a_full_console() -> RamStore {
+    let sectors = if KNOWLEDGE_CAP > CHIP_KNOWLEDGE_CAP { 64 } else { 16 };
+    let len = (sectors * RAM_SECTOR) as u32;
+    Store::open(RamFlash::new(vec![0xFF; len as usize]), 0..len).unwrap().0
+}
+
+/// The flash store has room for a full console, every fact at the longest a fact may be, and a
+/// reboot restores all of them (a 64 KiB region for a chip's 64 entries; with `std`, the
+/// host's 256 entries in the 256 KiB the CLI's knowledge file has).
+#[test]
+fn a_full_store_of_the_longest_facts_is_saved_and_restored() {
+    let mut store = store_for_a_full_console();
+    let mut k = std::boxed::Box::new(Knowledge::new());
+    let fact = |i: usize| {
+        let mut t = format!("fact {i}: the pump in shed {} runs at {} every day", i % 7, i * 13 % 97);
+        while t.len() < KNOWLEDGE_TEXT {
+            t.push('x');
+        }
+        t
+    };
+    for i in 0..KNOWLEDGE_CAP {
+        assert_eq!(k.add_saved(&fact(i), &mut store), Ok(i as u32 + 1), "fact {i}");
+    }
+    assert_eq!(
+        k.add_saved("one too many", &mut store),
+        Err(KnowledgeError::Full { capacity: KNOWLEDGE_CAP })
+    );
+    let mut store = reopen(store);
+    let mut again = std::boxed::Box::new(Knowledge::new());
+    let restored = again.restore(&mut store).unwrap();
+    assert_eq!(restored.entries, LoadReport { loaded: KNOWLEDGE_CAP, skipped_corrupt: 0 });
+    assert_eq!(restored.detector.loaded, ANOMALY_CAP);
+    for i in [0, KNOWLEDGE_CAP / 2, KNOWLEDGE_CAP - 1] {
+        assert_eq!(again.text(i as u32 + 1), Some(&fact(i)[..]));
+    }
+}
+
+/// A store the 32-entry console saved (32 entries, a detector of 32 references that has seen
+/// 40 texts) loads whole, and the console then grows it to its capacity.
+#[test]
+fn a_store_saved_by_the_32_entry_console_loads_and_grows() {
+    use crate::embed::{Embedder, NgramEmbedder, TableEmbedder};
+    use crate::knowledge::persist::{save_detector, save_rag};
+    use crate::knowledge::{AnomalyConfig, AnomalyDetector, MicroRAG, RAGConfig};
+    let cfg = RAGConfig {
+        max_text_bytes: KNOWLEDGE_TEXT,
+        top_k: ASK_RESULTS,
+        min_similarity: ASK_MIN_SIMILARITY,
+        ..RAGConfig::default()
+    };
+    let mut rag = std::boxed::Box::new(MicroRAG::<KNOWLEDGE_DIM, 32, KNOWLEDGE_TEXT>::new(cfg));
+    let mut detector = AnomalyDetector::<KNOWLEDGE_DIM, 32>::with_config(AnomalyConfig {
+        prior: Some(ANOMALY_PRIOR),
+        ..AnomalyConfig::default()
+    });
+    let mut table = TableEmbedder::<KNOWLEDGE_DIM>::from_bytes(super::knowledge::BUILTIN_TABLE).unwrap();
+    let mut hashed = NgramEmbedder::<KNOWLEDGE_DIM>::new();
+    let text =
+        |i: usize| format!("old fact {i}: the {} lamp is in room {}", ["red", "blue", "green"][i % 3], i);
+    for i in 0..40 {
+        let (mut v, mut h) = ([0.0; KNOWLEDGE_DIM], [0.0; KNOWLEDGE_DIM]);
+        table.embed(&text(i), &mut v).unwrap();
+        hashed.embed(&text(i), &mut h).unwrap();
+        if i < 32 {
+            rag.add_knowledge(&text(i), &v).unwrap();
+        }
+        detector.learn(&h).unwrap();
+    }
+    let mut store = store_for_a_full_console();
+    save_rag(&mut store, &rag).unwrap();
+    save_detector(&mut store, &detector).unwrap();
+
+    let mut store = reopen(store);
+    let mut k = std::boxed::Box::new(Knowledge::new());
+    let restored = k.restore(&mut store).unwrap();
+    assert_eq!(restored.entries, LoadReport { loaded: 32, skipped_corrupt: 0 });
+    assert_eq!(restored.detector, LoadReport { loaded: 32, skipped_corrupt: 0 });
+    assert_eq!(k.text(32), Some(&text(31)[..]));
+    assert_eq!(k.threshold(), detector.threshold());
+    // The same answers as the old store gave.
+    let q = "where is the green lamp of room 5";
+    let mut v = [0.0; KNOWLEDGE_DIM];
+    table.embed(q, &mut v).unwrap();
+    let old: Vec<String> = rag.retrieve_default(&v).unwrap().iter().map(|r| r.text.to_string()).collect();
+    let new: Vec<String> = k.ask(q).unwrap().iter().map(|r| r.text.to_string()).collect();
+    assert_eq!(new, old);
+    for i in 32..KNOWLEDGE_CAP {
+        assert_eq!(k.add_saved(&format!("new fact number {i}"), &mut store), Ok(i as u32 + 1));
+    }
+    assert_eq!(k.len(), KNOWLEDGE_CAP);
+    assert_eq!(k.references().0, ANOMALY_CAP);
+}
+
+/// A record holding a fact longer than an entry (written by another build, or damaged) is
+/// skipped and counted at restore, never cut to fit.
+#[test]
+fn a_saved_fact_longer_than_an_entry_is_skipped_not_cut() {
+    use crate::knowledge::persist::save_rag;
+    use crate::knowledge::{MicroRAG, RAGConfig};
+    let long = "a fact that is longer than the console's entry size ".repeat(4);
+    assert!(long.len() > KNOWLEDGE_TEXT);
+    let mut rag = std::boxed::Box::new(MicroRAG::<KNOWLEDGE_DIM, 4, 256>::new(RAGConfig {
+        max_text_bytes: 256,
+        ..RAGConfig::default()
+    }));
+    let mut v = [0.0; KNOWLEDGE_DIM];
+    v[0] = 1.0;
+    rag.add_knowledge("a short fact", &v).unwrap();
+    v[1] = 1.0;
+    rag.add_knowledge(&long, &v).unwrap();
+    let mut store = blank_store();
+    save_rag(&mut store, &rag).unwrap();
+    let mut k = std::boxed::Box::new(Knowledge::new());
+    let restored = k.restore(&mut store).unwrap();
+    assert_eq!(restored.entries, LoadReport { loaded: 1, skipped_corrupt: 1 });
+    assert_eq!((k.text(1), k.text(2)), (Some("a short fact"), None));
 }
