@@ -143,6 +143,60 @@ impl Terms {
     }
 }
 
+/// BM25's term-frequency saturation (Lucene's and tantivy's default).
+pub const BM25_K1: f32 = 1.2;
+/// BM25's document-length normalization (Lucene's and tantivy's default).
+pub const BM25_B: f32 = 0.75;
+
+/// BM25 of each live entry of `docs` for `query`, written to `out` (0 for the others),
+/// divided by what an average-length entry holding every query term once would score, and
+/// capped at 1: a score in 0..=1 that says how much of the question's weight an entry
+/// matches. The IDF is Lucene's and tantivy's, `ln(1 + (N - n + 0.5) / (n + 0.5))`, over the
+/// live entries at query time, so it follows adds and forgets with no state to keep. A query
+/// term no entry holds still counts in the divisor: a question whose rare words match
+/// nothing scores low. Repeated query terms count once. No allocation: `O(terms x entries)`.
+pub fn bm25_normalized(query: &Terms, docs: &[Terms], live: impl Fn(usize) -> bool, out: &mut [f32]) {
+    out.fill(0.0);
+    let mut q = [0u16; MAX_TERMS];
+    let mut nq = 0;
+    for &h in query.as_slice() {
+        if !q[..nq].contains(&h) {
+            q[nq] = h;
+            nq += 1;
+        }
+    }
+    let (mut n, mut total) = (0usize, 0usize);
+    for (i, d) in docs.iter().enumerate() {
+        if live(i) {
+            n += 1;
+            total += d.len();
+        }
+    }
+    if nq == 0 || n == 0 {
+        return;
+    }
+    let avgdl = (total as f32 / n as f32).max(1.0);
+    let mut max = 0.0f32;
+    for &t in &q[..nq] {
+        let df = docs.iter().enumerate().filter(|&(i, d)| live(i) && d.count(t) > 0).count() as f32;
+        let idf = libm::logf(1.0 + (n as f32 - df + 0.5) / (df + 0.5));
+        max += idf;
+        if df == 0.0 {
+            continue;
+        }
+        for (i, (d, o)) in docs.iter().zip(out.iter_mut()).enumerate() {
+            let tf = d.count(t) as f32;
+            if tf > 0.0 && live(i) {
+                let norm = BM25_K1 * (1.0 - BM25_B + BM25_B * d.len() as f32 / avgdl);
+                *o += idf * tf * (BM25_K1 + 1.0) / (tf + norm);
+            }
+        }
+    }
+    for o in out.iter_mut() {
+        *o = (*o / max).min(1.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +228,29 @@ mod tests {
         assert_eq!(Terms::of("the landlord\u{2019}s phone"), Terms::of("landlord phone"));
         assert!(Terms::of("%%%% ####").is_empty());
         assert_eq!(Terms::of(&"word ".repeat(100)).len(), MAX_TERMS);
+    }
+
+    #[test]
+    fn bm25_weighs_rare_words_and_skips_dead_entries() {
+        let docs = [
+            Terms::of("Tomatoes need watering when the soil is dry."),
+            Terms::of("The team meeting is at 3pm on Thursday."),
+            Terms::of("The team lunch is on Friday."),
+            Terms::of("The meeting notes are in the blue folder."),
+        ];
+        let mut out = [0.0f32; 4];
+        bm25_normalized(&Terms::of("when is the team meeting"), &docs, |_| true, &mut out);
+        assert_eq!(out[0], 0.0);
+        assert!(out[1] > out[2] && out[1] > out[3] && out[2] > 0.0, "{out:?}");
+        assert!(out.iter().all(|&s| (0.0..=1.0).contains(&s)));
+        bm25_normalized(&Terms::of("when is the team meeting"), &docs, |i| i != 1, &mut out);
+        assert_eq!(out[1], 0.0);
+        // A word no entry holds lowers every score: half the question is unmatched.
+        let mut half = [0.0f32; 4];
+        bm25_normalized(&Terms::of("team meeting zeppelin"), &docs, |_| true, &mut half);
+        bm25_normalized(&Terms::of("team meeting"), &docs, |_| true, &mut out);
+        assert!(half[1] < out[1]);
+        bm25_normalized(&Terms::of("when is it"), &docs, |_| true, &mut out);
+        assert_eq!(out, [0.0; 4]);
     }
 }
