@@ -186,7 +186,10 @@ fn choose_weight() {
     println!("lexical weight -> dev objective: {scores:?}");
     let best = scores.iter().map(|s| s.1).fold(f32::MIN, f32::max);
     let ours = dev_objective(&rows, &t, LEXICAL_WEIGHT);
-    assert!(ours >= best - 1e-6, "LEXICAL_WEIGHT {LEXICAL_WEIGHT} scores {ours} on the dev third, the best weight {best}");
+    assert!(
+        ours >= best - 1e-6,
+        "LEXICAL_WEIGHT {LEXICAL_WEIGHT} scores {ours} on the dev third, the best weight {best}"
+    );
 }
 
 /// Top-1 hybrid scores (0 for no result) of `questions` over a store of every fact.

@@ -64,7 +64,13 @@ pub struct RAGConfig {
 
 impl Default for RAGConfig {
     fn default() -> Self {
-        RAGConfig { max_text_bytes: 128, top_k: 3, min_similarity: 0.0, ef_search: 32, lexical_weight: LEXICAL_WEIGHT }
+        RAGConfig {
+            max_text_bytes: 128,
+            top_k: 3,
+            min_similarity: 0.0,
+            ef_search: 32,
+            lexical_weight: LEXICAL_WEIGHT,
+        }
     }
 }
 
