@@ -278,16 +278,17 @@ enum Cmd {
         cmd: index::IndexCmd,
     },
     /// Learn the knowledge commands' text embedder (an int8 n-gram table) from the fact
-    /// documents of the built-in corpus
-    #[command(after_help = "Example (the committed table):
-  ruvllm-esp32 train-embedder -o crates/ruvllm-esp32/data/ngram-table.bin")]
+    /// documents of the built-in corpus and, with --wordnet, WordNet's synonym sets
+    #[command(after_help = "Example (the committed table; needs Debian's wordnet-base):
+  ruvllm-esp32 train-embedder --wordnet /usr/share/wordnet -o crates/ruvllm-esp32/data/ngram-table.bin")]
     TrainEmbedder {
         #[arg(short = 'o', long)]
         output: PathBuf,
         /// Table rows, 1 to 1048576 (feature hashes fold onto them); the file holds rows x 64 bytes
         #[arg(long, default_value_t = 2048, value_parser = count(1, 1 << 20))]
         rows: usize,
-        #[arg(long, default_value_t = 3000, value_parser = count(1, usize::MAX))]
+        #[arg(long, default_value_t = ruvllm_train::embedder::Config::default().steps,
+              value_parser = count(1, usize::MAX))]
         steps: usize,
         /// Corpus documents read for their fact documents (at most 2 million)
         #[arg(long, default_value_t = ruvllm_train::embedder::BUILTIN_DOCS,
@@ -295,6 +296,10 @@ enum Cmd {
         docs: u64,
         #[arg(short = 's', long, default_value_t = 1)]
         seed: u64,
+        /// A WordNet database folder (Debian's wordnet-base: /usr/share/wordnet) whose synonym
+        /// sets join the training topics
+        #[arg(long)]
+        wordnet: Option<PathBuf>,
     },
     /// Write the built-in generated corpus of simple stories and facts
     Corpus {
@@ -480,8 +485,8 @@ fn main() -> ExitCode {
             commands::load_int(&model, None).and_then(|img| console::run(&img, knowledge.as_deref()))
         }
         Cmd::Corpus { output, docs, seed } => train::corpus_cmd(&output, docs, seed),
-        Cmd::TrainEmbedder { output, rows, steps, docs, seed } => {
-            train::embedder_cmd(&output, rows, steps, docs, seed)
+        Cmd::TrainEmbedder { output, rows, steps, docs, seed, wordnet } => {
+            train::embedder_cmd(&output, rows, steps, docs, seed, wordnet.as_deref())
         }
         Cmd::Index { cmd } => index::run(cmd),
         Cmd::Ports { all } => serial::ports_cmd(all),

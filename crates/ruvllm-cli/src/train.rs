@@ -167,21 +167,33 @@ pub fn corpus_cmd(output: &Path, docs: usize, seed: u64) -> Result<()> {
 }
 
 /// `train-embedder`: the learned n-gram table of the knowledge commands.
-pub fn embedder_cmd(output: &Path, rows: usize, steps: usize, docs: u64, seed: u64) -> Result<()> {
+pub fn embedder_cmd(
+    output: &Path,
+    rows: usize,
+    steps: usize,
+    docs: u64,
+    seed: u64,
+    wordnet: Option<&Path>,
+) -> Result<()> {
     use ruvllm_train::embedder;
     let topics = embedder::fact_topics(ruvllm_train::corpus::DEFAULT_SEED, docs);
     if topics.names.len() < 2 {
         bail!("the first {docs} corpus documents hold fewer than two fact topics: use more --docs");
     }
+    let extra = match wordnet {
+        Some(dir) => embedder::wordnet_topics(dir).map_err(|e| anyhow::anyhow!(e))?,
+        None => embedder::Topics { names: Vec::new(), sentences: Vec::new() },
+    };
     let cfg = embedder::Config { rows, steps, seed, ..embedder::Config::default() };
-    let (table, loss) = embedder::train(&topics, &cfg);
+    let (table, loss) = embedder::train_mixed(&topics, &extra, &cfg);
     let file = table.to_file();
     ruvllm_train::run::checkpoint::write_atomic(output, &file)?;
     eprintln!(
-        "wrote {} ({} topics, {} sentences, {rows} x {} table, {} bytes; final InfoNCE loss {loss:.3})",
+        "wrote {} ({} corpus topics and {} WordNet synonym sets, {} sentences, {rows} x {} table, {} bytes; final InfoNCE loss {loss:.3})",
         output.display(),
         topics.names.len(),
-        topics.sentences.iter().map(Vec::len).sum::<usize>(),
+        extra.names.len(),
+        topics.sentences.iter().chain(&extra.sentences).map(Vec::len).sum::<usize>(),
         cfg.dim,
         file.len()
     );

@@ -8,13 +8,20 @@
 //! (InfoNCE with in-batch negatives, as in sentence-embedding training): the corpus's fact
 //! documents name their topic in their first sentence, which gives the topic labels.
 //!
-//! Nothing of the evaluation's questions is used: they are a hand-written file of the library's
-//! tests that this crate never reads.
+//! The corpus's topics are few and childlike; the everyday words users store ("furnace",
+//! "coworker", "dosage") come from Debian's WordNet (`wordnet-base`, [`WORDNET_DIR`]): each
+//! commonly used synonym set is one more topic, its lemmas and its gloss the sentences, so that
+//! synonyms and their definitions land close together. Every batch takes half its topics from
+//! each source.
+//!
+//! Nothing of the evaluation's questions is used: they are hand-written files of the library's
+//! tests (`tests/data/facts.tsv`, `testdata/knowledge/`) that this crate never reads.
 
 use crate::corpus::{self, DocKind};
 use crate::rng::Rng;
 use ruvllm_esp32::embed::{for_each_feature, table_file, table_row};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
 
 /// Training settings.
 #[derive(Debug, Clone)]
@@ -46,7 +53,7 @@ impl Default for Config {
             dim: 64,
             word_weight: 2,
             skip_common: true,
-            steps: 3000,
+            steps: 60_000,
             batch: 24,
             lr: 0.2,
             temperature: 0.1,
@@ -58,10 +65,91 @@ impl Default for Config {
 /// Corpus documents the built-in table is trained on (their fact documents).
 pub const BUILTIN_DOCS: u64 = 20_000;
 
+/// Where Debian's `wordnet-base` puts the WordNet database.
+pub const WORDNET_DIR: &str = "/usr/share/wordnet";
+
 /// The built-in table: the default [`Config`] on the fact topics of the first
-/// [`BUILTIN_DOCS`] documents of the built-in corpus. Deterministic: one thread, fixed seed.
-pub fn builtin_table() -> (Table, f32) {
-    train(&fact_topics(corpus::DEFAULT_SEED, BUILTIN_DOCS), &Config::default())
+/// [`BUILTIN_DOCS`] documents of the built-in corpus and the synonym sets of the WordNet in
+/// `wordnet`. Deterministic: one thread, fixed seed.
+pub fn builtin_table(wordnet: &Path) -> Result<(Table, f32), String> {
+    let extra = wordnet_topics(wordnet)?;
+    Ok(train_mixed(&fact_topics(corpus::DEFAULT_SEED, BUILTIN_DOCS), &extra, &Config::default()))
+}
+
+/// Largest WordNet file read (data.noun is 15 MB).
+const MAX_WORDNET_FILE: u64 = 64 << 20;
+
+/// The commonly used synonym sets of the WordNet database in `dir` (its `index.*` and
+/// `data.*` files), one topic each: its lemmas and the parts of its gloss (definition,
+/// examples) as sentences. "Commonly used": a sense that the index ranks among a lemma's
+/// senses seen in WordNet's tagged texts.
+pub fn wordnet_topics(dir: &Path) -> Result<Topics, String> {
+    let read = |name: &str| -> Result<String, String> {
+        let path = dir.join(name);
+        let fail = |e: std::io::Error| {
+            format!(
+                "cannot read {} ({e}): install the WordNet database (apt-get install wordnet-base)",
+                path.display()
+            )
+        };
+        let len = std::fs::metadata(&path).map_err(fail)?.len();
+        if len > MAX_WORDNET_FILE {
+            return Err(format!("{} is {len} bytes, more than a WordNet file holds", path.display()));
+        }
+        std::fs::read_to_string(&path).map_err(fail)
+    };
+    let bad =
+        |name: &str, n: usize| format!("{} line {}: not a WordNet line", dir.join(name).display(), n + 1);
+    let mut topics = Topics { names: Vec::new(), sentences: Vec::new() };
+    for pos in ["noun", "verb", "adj", "adv"] {
+        // index.<pos>: lemma pos synset_cnt p_cnt [ptr_symbol...] sense_cnt tagsense_cnt offset...
+        let (index_name, data_name) = (format!("index.{pos}"), format!("data.{pos}"));
+        let mut common = HashSet::new();
+        for (n, line) in read(&index_name)?.lines().enumerate() {
+            if line.starts_with(' ') {
+                continue; // the licence header
+            }
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let p_cnt: usize = f.get(3).and_then(|x| x.parse().ok()).ok_or_else(|| bad(&index_name, n))?;
+            let tagged: usize =
+                f.get(5 + p_cnt).and_then(|x| x.parse().ok()).ok_or_else(|| bad(&index_name, n))?;
+            common.extend(f.iter().skip(6 + p_cnt).take(tagged).copied().map(String::from));
+        }
+        // data.<pos>: offset lex_filenum ss_type w_cnt (word lex_id)... | gloss
+        for (n, line) in read(&data_name)?.lines().enumerate() {
+            if line.starts_with(' ') {
+                continue;
+            }
+            let (head, gloss) = line.split_once(" | ").ok_or_else(|| bad(&data_name, n))?;
+            let f: Vec<&str> = head.split_whitespace().collect();
+            if !f.first().is_some_and(|o| common.contains(*o)) {
+                continue;
+            }
+            let w_cnt =
+                f.get(3).and_then(|x| usize::from_str_radix(x, 16).ok()).ok_or_else(|| bad(&data_name, n))?;
+            let mut set = BTreeSet::new();
+            for i in 0..w_cnt {
+                let w = f.get(4 + 2 * i).ok_or_else(|| bad(&data_name, n))?;
+                // Adjective markers: "outback(a)".
+                set.insert(w.split('(').next().unwrap_or(w).replace('_', " "));
+            }
+            let name = format!("{} ({pos})", set.iter().next().cloned().unwrap_or_default());
+            for part in gloss.split(';') {
+                let part = part.trim().trim_matches('"').trim();
+                if !part.is_empty() {
+                    set.insert(part.to_string());
+                }
+            }
+            if set.len() >= 2 {
+                topics.names.push(name);
+                topics.sentences.push(set.into_iter().collect());
+            }
+        }
+    }
+    if topics.names.is_empty() {
+        return Err(format!("{} holds no WordNet synonym set", dir.display()));
+    }
+    Ok(topics)
 }
 
 /// Sentences grouped by topic.
@@ -164,9 +252,19 @@ fn norm(v: &[f32]) -> f32 {
 /// Trains a table on `topics`. Returns the table and the mean loss of the last tenth of the
 /// steps (for the caller's log).
 pub fn train(topics: &Topics, cfg: &Config) -> (Table, f32) {
-    let feats: Vec<Vec<Vec<(u32, f32)>>> =
-        topics.sentences.iter().map(|s| s.iter().map(|x| features(cfg, x)).collect()).collect();
-    let (weights, loss) = train_linear(&feats, cfg);
+    train_mixed(topics, &Topics { names: Vec::new(), sentences: Vec::new() }, cfg)
+}
+
+/// [`train`] on two sources of topics, each giving half of every batch (all of it when
+/// `extra` is empty).
+pub fn train_mixed(topics: &Topics, extra: &Topics, cfg: &Config) -> (Table, f32) {
+    let feats: Vec<Vec<Vec<(u32, f32)>>> = topics
+        .sentences
+        .iter()
+        .chain(&extra.sentences)
+        .map(|s| s.iter().map(|x| features(cfg, x)).collect())
+        .collect();
+    let (weights, loss) = train_linear_mixed(&feats, topics.sentences.len(), cfg);
     let table = Table {
         rows: cfg.rows,
         dim: cfg.dim,
@@ -180,21 +278,37 @@ pub fn train(topics: &Topics, cfg: &Config) -> (Table, f32) {
 /// Trains the `cfg.rows x cfg.dim` matrix of a linear map from sparse inputs (row, weight),
 /// given per topic, per sentence. Returns the matrix and the tail loss.
 pub fn train_linear(feats: &[Vec<Vec<(u32, f32)>>], cfg: &Config) -> (Vec<f32>, f32) {
+    train_linear_mixed(feats, feats.len(), cfg)
+}
+
+/// [`train_linear`] where topics `..split` give half of every batch and topics `split..` the
+/// other half (`split` = all: one source).
+fn train_linear_mixed(feats: &[Vec<Vec<(u32, f32)>>], split: usize, cfg: &Config) -> (Vec<f32>, f32) {
     let (rows, dim) = (cfg.rows, cfg.dim);
     let mut rng = Rng::new(cfg.seed);
     // A random start: before training the table is a plain random projection.
     let scale = 1.0 / (dim as f32).sqrt();
     let mut t: Vec<f32> = (0..rows * dim).map(|_| (rng.uniform() as f32 * 2.0 - 1.0) * scale).collect();
     let mut acc = vec![1e-8f32; rows * dim];
-    let n_topics = feats.len();
-    let b = cfg.batch.min(n_topics);
-    let topic_ids: Vec<usize> = (0..n_topics).collect();
+    let n_extra = feats.len() - split;
+    // Half of each batch from each source when there are two.
+    let b_extra = if n_extra > 0 { (cfg.batch / 2).min(n_extra) } else { 0 };
+    let b_first = (cfg.batch - b_extra).min(split);
+    let b = b_first + b_extra;
+    let topic_ids: Vec<usize> = (0..split).collect();
     let mut tail_loss = 0.0f64;
     let tail_from = cfg.steps - cfg.steps / 10;
     let inv_t = 1.0 / cfg.temperature;
     let mut grad_rows: BTreeMap<u32, Vec<f32>> = BTreeMap::new();
     for step in 0..cfg.steps {
-        let chosen = rng.sample(&topic_ids, b);
+        let mut chosen = rng.sample(&topic_ids, b_first);
+        // Distinct topics of the (large) second source, drawn without shuffling it whole.
+        while chosen.len() < b {
+            let k = split + rng.below(n_extra);
+            if !chosen.contains(&k) {
+                chosen.push(k);
+            }
+        }
         // Two different sentences of each chosen topic: anchors and positives.
         let mut pairs = Vec::with_capacity(b);
         for &k in &chosen {
@@ -350,16 +464,61 @@ mod tests {
     }
 
     /// `crates/ruvllm-esp32/data/ngram-table.bin` is what `ruvllm-esp32 train-embedder` makes.
+    /// Needs Debian's WordNet (`wordnet-base`): skipped without it, except under CI=true.
     #[test]
     fn the_committed_table_is_the_built_in_training_run() {
+        if !Path::new(WORDNET_DIR).join("data.noun").exists() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{WORDNET_DIR} is missing under CI: .ci/run installs wordnet-base"
+            );
+            eprintln!("skipped: {WORDNET_DIR} is missing (apt-get install wordnet-base)");
+            return;
+        }
         let committed =
             std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-esp32/data/ngram-table.bin"))
                 .unwrap();
-        let (table, _) = builtin_table();
+        let (table, _) = builtin_table(Path::new(WORDNET_DIR)).unwrap();
         assert!(
             table.to_file() == committed,
-            "crates/ruvllm-esp32/data/ngram-table.bin differs from a fresh run: ruvllm-esp32 train-embedder -o crates/ruvllm-esp32/data/ngram-table.bin"
+            "crates/ruvllm-esp32/data/ngram-table.bin differs from a fresh run: ruvllm-esp32 train-embedder --wordnet /usr/share/wordnet -o crates/ruvllm-esp32/data/ngram-table.bin"
         );
+    }
+
+    /// The WordNet reader on a made-up database: common senses only, lemmas and gloss parts as
+    /// sentences; a missing or damaged database is one clear error.
+    #[test]
+    fn wordnet_synsets_become_topics() {
+        let dir = std::env::temp_dir().join(format!("wordnet-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let header = "  1 licence text\n";
+        std::fs::write(
+            dir.join("index.noun"),
+            format!("{header}meeting n 2 1 @ 2 1 00000100 00000200 \nrare n 1 0 1 0 00000300 \n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("data.noun"),
+            format!(
+                "{header}00000100 14 n 02 meeting 0 get-together 0 000 | a small social gathering; \"a team meeting\"  \n\
+                 00000200 04 n 01 encounter 0 000 | a casual or unexpected convergence  \n\
+                 00000300 04 n 01 rare 0 000 | seldom seen  \n"
+            ),
+        )
+        .unwrap();
+        for pos in ["verb", "adj", "adv"] {
+            std::fs::write(dir.join(format!("index.{pos}")), header).unwrap();
+            std::fs::write(dir.join(format!("data.{pos}")), header).unwrap();
+        }
+        let t = wordnet_topics(&dir).unwrap();
+        assert_eq!(t.names, ["get-together (noun)"]);
+        assert_eq!(t.sentences[0], ["a small social gathering", "a team meeting", "get-together", "meeting"]);
+        std::fs::write(dir.join("data.noun"), "00000100 14 n zz meeting\n").unwrap();
+        let e = wordnet_topics(&dir).unwrap_err();
+        assert!(e.contains("data.noun line 1: not a WordNet line"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let e = wordnet_topics(&dir).unwrap_err();
+        assert!(e.contains("apt-get install wordnet-base"), "{e}");
     }
 }
 

@@ -50,7 +50,11 @@ pub const ANOMALY_PRIOR: AnomalyPrior =
     AnomalyPrior { thresholds: [1.12, 1.03, 0.94, 0.87, 0.81], floor: 0.70 };
 /// Most entries `ask` retrieves.
 pub const ASK_RESULTS: usize = 3;
-/// Entries whose cosine similarity to the question is below this are not retrieved.
+/// Entries whose hybrid score (words and meaning, 0..=1: [`MicroRAG::retrieve_hybrid`]) for
+/// the question is below this are not retrieved; with none above it `ask` says
+/// `No results found`. Chosen on the development third of the knowledge set and half of the
+/// off-topic questions (`cargo test -p ruvllm-esp32 --features std --test knowledge_retrieval
+/// threshold -- --nocapture`).
 pub const ASK_MIN_SIMILARITY: f32 = 0.1;
 
 /// The learned n-gram table `ask` embeds with (`ruvllm-esp32 train-embedder -o
@@ -270,8 +274,8 @@ impl Knowledge {
         Ok(u32::from(slot) + 1)
     }
 
-    /// The entries most similar to `query` (at most [`ASK_RESULTS`], none below
-    /// [`ASK_MIN_SIMILARITY`]), most similar first, each with its 1-based id.
+    /// The entries best matching `query` by words and meaning (at most [`ASK_RESULTS`], none
+    /// below [`ASK_MIN_SIMILARITY`]), best first, each with its 1-based id.
     pub fn ask(&mut self, query: &str) -> Result<heapless::Vec<Retrieved<'_>, ASK_RESULTS>, KnowledgeError> {
         let mut out = heapless::Vec::new();
         if self.rag.is_empty() {
@@ -280,7 +284,7 @@ impl Knowledge {
             return Ok(out);
         }
         let v = self.embed(query)?;
-        for r in self.rag.retrieve_default(&v)? {
+        for r in self.rag.retrieve_hybrid(query, &v, ASK_RESULTS)? {
             let _ = out.push(Retrieved { id: r.id + 1, ..r });
         }
         Ok(out)

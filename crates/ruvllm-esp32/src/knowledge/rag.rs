@@ -25,7 +25,8 @@
 
 use core::mem::size_of;
 
-use super::{check_embedding, MAX_RESULTS};
+use super::lexical::{bm25_normalized, Terms};
+use super::{check_embedding, prepare, query_distance, MAX_RESULTS};
 use crate::error::{Error, Result};
 use crate::vector::hnsw::I8Vector;
 use crate::vector::{HNSWConfig, Metric, MicroHNSW, SearchResult, I8};
@@ -36,6 +37,10 @@ pub const RAG_M0: usize = 16;
 /// About one node in 8 reaches level 1, so stores up to ~128 entries get a full hierarchy;
 /// larger ones get fewer levels (search still runs over the complete level 0).
 pub const RAG_UP: usize = 128;
+
+/// Default [`RAGConfig::lexical_weight`]: chosen on the development third of
+/// `testdata/knowledge/facts.tsv` (`tests/knowledge_retrieval.rs`, `choose_weight`).
+pub const LEXICAL_WEIGHT: f32 = 0.5;
 
 type Index<const DIM: usize, const CAP: usize> = MicroHNSW<DIM, CAP, I8, RAG_M0, RAG_UP>;
 
@@ -52,11 +57,20 @@ pub struct RAGConfig {
     pub min_similarity: f32,
     /// Candidate list of the index search (raised to `k`).
     pub ef_search: usize,
+    /// Share of the word match in [`MicroRAG::retrieve_hybrid`]'s score (0..=1; the rest is
+    /// the cosine).
+    pub lexical_weight: f32,
 }
 
 impl Default for RAGConfig {
     fn default() -> Self {
-        RAGConfig { max_text_bytes: 128, top_k: 3, min_similarity: 0.0, ef_search: 32 }
+        RAGConfig {
+            max_text_bytes: 128,
+            top_k: 3,
+            min_similarity: 0.0,
+            ef_search: 32,
+            lexical_weight: LEXICAL_WEIGHT,
+        }
     }
 }
 
@@ -65,7 +79,8 @@ impl Default for RAGConfig {
 pub struct Retrieved<'a> {
     pub id: u16,
     pub text: &'a str,
-    /// Cosine similarity to the query (-1..=1, of the int8-quantized vectors).
+    /// Similarity to the query: the cosine of the int8-quantized vectors (-1..=1) from
+    /// [`MicroRAG::retrieve`], the hybrid score (0..=1) from [`MicroRAG::retrieve_hybrid`].
     pub score: f32,
 }
 
@@ -85,6 +100,9 @@ pub struct MicroRAG<const DIM: usize, const CAP: usize, const TEXT: usize = 128>
     index: Index<DIM, CAP>,
     texts: [[u8; TEXT]; CAP],
     lens: [u16; CAP],
+    /// Each entry's word terms, for [`Self::retrieve_hybrid`]; recomputed from the text on
+    /// [`Self::restore`], so nothing of them is persisted.
+    terms: [Terms; CAP],
 }
 
 impl<const DIM: usize, const CAP: usize, const TEXT: usize> MicroRAG<DIM, CAP, TEXT> {
@@ -102,7 +120,7 @@ impl<const DIM: usize, const CAP: usize, const TEXT: usize> MicroRAG<DIM, CAP, T
             metric: Metric::Cosine,
             seed: 0x7261_6721,
         });
-        MicroRAG { cfg, index, texts: [[0; TEXT]; CAP], lens: [0; CAP] }
+        MicroRAG { cfg, index, texts: [[0; TEXT]; CAP], lens: [0; CAP], terms: [Terms::default(); CAP] }
     }
 
     pub fn config(&self) -> &RAGConfig {
@@ -141,6 +159,7 @@ impl<const DIM: usize, const CAP: usize, const TEXT: usize> MicroRAG<DIM, CAP, T
         let i = id as usize;
         self.texts[i][..text.len()].copy_from_slice(text.as_bytes());
         self.lens[i] = text.len() as u16;
+        self.terms[i] = Terms::of(text);
         Ok(id)
     }
 
@@ -164,6 +183,7 @@ impl<const DIM: usize, const CAP: usize, const TEXT: usize> MicroRAG<DIM, CAP, T
         let i = id as usize;
         self.texts[i][..text.len()].copy_from_slice(text.as_bytes());
         self.lens[i] = text.len() as u16;
+        self.terms[i] = Terms::of(text);
         Ok(())
     }
 
@@ -201,6 +221,56 @@ impl<const DIM: usize, const CAP: usize, const TEXT: usize> MicroRAG<DIM, CAP, T
         Ok(out)
     }
 
+    /// Up to `k` (at most [`MAX_RESULTS`]) entries best matching the question `query_text`
+    /// with embedding `query`, best first, those scoring below `min_similarity` left out.
+    ///
+    /// The score weighs words and meaning: `w * bm25 + (1 - w) * max(cosine, 0)` with `w` =
+    /// `lexical_weight` and `bm25` the entry's BM25 for the question's words, normalized to
+    /// 0..=1 ([`bm25_normalized`], IDF over the stored entries now). The embedder sees
+    /// character n-grams, where "when" can outweigh "team meeting"; the word score weighs the
+    /// rare words, the cosine still finds a fact asked in other words. Every entry is scored
+    /// (no index search: the word score needs each entry anyway); no allocation.
+    pub fn retrieve_hybrid(
+        &self,
+        query_text: &str,
+        query: &[f32],
+        k: usize,
+    ) -> Result<heapless::Vec<Retrieved<'_>, MAX_RESULTS>> {
+        check_embedding(query, DIM)?;
+        let live = |i: usize| self.lens[i] > 0;
+        let mut lex = [0.0f32; CAP];
+        bm25_normalized(&Terms::of(query_text), &self.terms, live, &mut lex);
+        let w = self.cfg.lexical_weight.clamp(0.0, 1.0);
+        let q = prepare::<DIM>(query);
+        let mut best = [(0u16, f32::NEG_INFINITY); MAX_RESULTS];
+        let k = k.min(MAX_RESULTS);
+        for (i, &l) in lex.iter().enumerate() {
+            let Some(e) = self.index.get(i as u16) else { continue };
+            let cos = 1.0 - query_distance(&q, e);
+            let score = w * l + (1.0 - w) * cos.max(0.0);
+            // Insertion into the k best; an earlier id wins a tie.
+            if k > 0 && score > best[k - 1].1 {
+                let mut j = k - 1;
+                while j > 0 && score > best[j - 1].1 {
+                    best[j] = best[j - 1];
+                    j -= 1;
+                }
+                best[j] = (i as u16, score);
+            }
+        }
+        let mut out = heapless::Vec::new();
+        for &(id, score) in &best[..k] {
+            // NaN `min_similarity` drops nothing, as in `retrieve`.
+            if score == f32::NEG_INFINITY || score < self.cfg.min_similarity {
+                continue;
+            }
+            if let Some(text) = self.text(id) {
+                let _ = out.push(Retrieved { id, text, score });
+            }
+        }
+        Ok(out)
+    }
+
     /// [`Self::retrieve`] with the configured `top_k`.
     pub fn retrieve_default(&mut self, query: &[f32]) -> Result<heapless::Vec<Retrieved<'_>, MAX_RESULTS>> {
         self.retrieve(query, self.cfg.top_k)
@@ -210,6 +280,7 @@ impl<const DIM: usize, const CAP: usize, const TEXT: usize> MicroRAG<DIM, CAP, T
     pub fn forget(&mut self, id: u16) -> Result<()> {
         self.index.delete(id)?;
         self.lens[id as usize] = 0;
+        self.terms[id as usize] = Terms::default();
         Ok(())
     }
 

@@ -1,0 +1,275 @@
+//! Retrieval on the project's knowledge set (`testdata/knowledge/facts.tsv`, 156 everyday
+//! facts, each with a question sharing a content word and a paraphrase sharing none): every
+//! fact is stored in a `MicroRAG`, every question asked, and hit@1 / hit@3 count how often its
+//! own fact comes first / in the first three. Compared: ours (`retrieve_hybrid` with the
+//! built-in table), the dense part alone (lexical weight 0), the lexical part alone (weight
+//! 1), and the `bm25` crate as the anchor.
+//!
+//! Split: rows 0, 3, 6, ... are the development third, on which the lexical weight and the
+//! `ask` threshold were chosen (`choose_weight`, `threshold`); the figures asserted are those
+//! of the other two thirds (held out), over a store of all 156 facts and over stores of 64
+//! (the chip's capacity). The embedder never saw the set.
+//!
+//! `cargo test -p ruvllm-esp32 --features std --test knowledge_retrieval -- --nocapture --test-threads 1`
+
+use bm25::{Language, SearchEngineBuilder};
+use ruvllm_esp32::embed::{Embedder, TableEmbedder};
+use ruvllm_esp32::knowledge::rag::LEXICAL_WEIGHT;
+use ruvllm_esp32::knowledge::{MicroRAG, RAGConfig};
+
+const DIM: usize = 64;
+/// Room for the whole set.
+const ALL: usize = 160;
+/// The chip's store.
+const CHIP: usize = 64;
+
+struct Row {
+    fact: String,
+    shared: String,
+    para: String,
+}
+
+fn rows() -> Vec<Row> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/knowledge/facts.tsv");
+    let text = std::fs::read_to_string(path).expect("testdata/knowledge/facts.tsv");
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split('\t').collect();
+            Row { fact: c[1].into(), shared: c[2].into(), para: c[3].into() }
+        })
+        .collect()
+}
+
+fn offtopic() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/knowledge/offtopic.txt");
+    let text = std::fs::read_to_string(path).expect("testdata/knowledge/offtopic.txt");
+    text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).map(String::from).collect()
+}
+
+fn is_dev(i: usize) -> bool {
+    i % 3 == 0
+}
+
+fn table() -> Vec<u8> {
+    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/data/ngram-table.bin")).unwrap()
+}
+
+fn embed(e: &mut TableEmbedder<'_, DIM>, t: &str) -> [f32; DIM] {
+    let mut v = [0.0; DIM];
+    e.embed(t, &mut v).unwrap_or_else(|err| panic!("{t:?}: {err}"));
+    v
+}
+
+/// A retriever under test: the ids (indices into the facts it was given) of its top 3.
+trait Retriever {
+    fn top3(&mut self, q: &str) -> Vec<usize>;
+}
+
+/// `MicroRAG::retrieve_hybrid` at one lexical weight.
+struct Ours<'t> {
+    rag: Box<MicroRAG<DIM, ALL>>,
+    e: TableEmbedder<'t, DIM>,
+}
+
+impl<'t> Ours<'t> {
+    fn new(table: &'t [u8], facts: &[&str], w: f32) -> Self {
+        let mut e = TableEmbedder::from_bytes(table).unwrap();
+        // A score of exactly 0 (nothing matched) is no result.
+        let cfg = RAGConfig { lexical_weight: w, min_similarity: f32::MIN_POSITIVE, ..RAGConfig::default() };
+        let mut rag = Box::new(MicroRAG::new(cfg));
+        for f in facts {
+            rag.add_knowledge(f, &embed(&mut e, f)).unwrap();
+        }
+        Ours { rag, e }
+    }
+
+    /// Best (id, score) for `q`.
+    fn scored(&mut self, q: &str, k: usize) -> Vec<(usize, f32)> {
+        let v = embed(&mut self.e, q);
+        self.rag.retrieve_hybrid(q, &v, k).unwrap().iter().map(|r| (r.id as usize, r.score)).collect()
+    }
+}
+
+impl Retriever for Ours<'_> {
+    fn top3(&mut self, q: &str) -> Vec<usize> {
+        self.scored(q, 3).into_iter().map(|(i, _)| i).collect()
+    }
+}
+
+/// The `bm25` crate's search engine (English stemming and stopwords, k1 1.2, b 0.75).
+struct Anchor(bm25::SearchEngine<u32>);
+
+impl Anchor {
+    fn new(facts: &[&str]) -> Self {
+        Anchor(SearchEngineBuilder::<u32>::with_corpus(Language::English, facts.iter().copied()).build())
+    }
+}
+
+impl Retriever for Anchor {
+    fn top3(&mut self, q: &str) -> Vec<usize> {
+        self.0.search(q, 3).into_iter().map(|r| r.document.id as usize).collect()
+    }
+}
+
+/// (hit@1, hit@3, questions) over the questions `pick` selects.
+#[derive(Clone, Copy, Debug, Default)]
+struct Hits {
+    at1: usize,
+    at3: usize,
+    n: usize,
+}
+
+impl Hits {
+    fn add(&mut self, want: usize, got: &[usize]) {
+        self.n += 1;
+        self.at1 += usize::from(got.first() == Some(&want));
+        self.at3 += usize::from(got.contains(&want));
+    }
+    fn at1(&self) -> f32 {
+        self.at1 as f32 / self.n.max(1) as f32
+    }
+    fn at3(&self) -> f32 {
+        self.at3 as f32 / self.n.max(1) as f32
+    }
+}
+
+/// Which rows' questions count.
+#[derive(Clone, Copy, PartialEq)]
+enum Split {
+    Dev,
+    Test,
+}
+
+/// (shared, paraphrase) hits of a retriever built per store: the whole set in one store
+/// (`chunk` = None) or stores of `chunk` facts each, every question asked of its fact's store.
+fn measure<R: Retriever>(
+    rows: &[Row],
+    split: Split,
+    chunk: Option<usize>,
+    mut build: impl FnMut(&[&str]) -> R,
+) -> (Hits, Hits) {
+    let (mut s, mut p) = (Hits::default(), Hits::default());
+    let size = chunk.unwrap_or(rows.len());
+    for (c, part) in rows.chunks(size).enumerate() {
+        let facts: Vec<&str> = part.iter().map(|r| r.fact.as_str()).collect();
+        let mut r = build(&facts);
+        for (j, row) in part.iter().enumerate() {
+            if is_dev(c * size + j) != (split == Split::Dev) {
+                continue;
+            }
+            s.add(j, &r.top3(&row.shared));
+            p.add(j, &r.top3(&row.para));
+        }
+    }
+    (s, p)
+}
+
+/// Hits of one retriever on the test two thirds: all facts in one store, then stores of 64.
+fn figures<R: Retriever>(rows: &[Row], mut build: impl FnMut(&[&str]) -> R) -> [(Hits, Hits); 2] {
+    [measure(rows, Split::Test, None, &mut build), measure(rows, Split::Test, Some(CHIP), &mut build)]
+}
+
+/// Dev objective of a lexical weight: hit@1 of both question forms, hit@3 breaking ties.
+fn dev_objective(rows: &[Row], t: &[u8], w: f32) -> f32 {
+    let (s, p) = measure(rows, Split::Dev, None, |f| Ours::new(t, f, w));
+    s.at1() + p.at1() + 0.1 * (s.at3() + p.at3())
+}
+
+/// The weights tried for [`LEXICAL_WEIGHT`].
+const WEIGHTS: [f32; 11] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+
+#[test]
+fn choose_weight() {
+    let (rows, t) = (rows(), table());
+    let scores: Vec<(f32, f32)> = WEIGHTS.iter().map(|&w| (w, dev_objective(&rows, &t, w))).collect();
+    println!("lexical weight -> dev objective: {scores:?}");
+    let best = scores.iter().map(|s| s.1).fold(f32::MIN, f32::max);
+    let ours = dev_objective(&rows, &t, LEXICAL_WEIGHT);
+    assert!(
+        ours >= best - 1e-6,
+        "LEXICAL_WEIGHT {LEXICAL_WEIGHT} scores {ours} on the dev third, the best weight {best}"
+    );
+}
+
+/// Top-1 hybrid scores (0 for no result) of `questions` over a store of every fact.
+fn top_scores(o: &mut Ours<'_>, questions: impl Iterator<Item = String>) -> Vec<f32> {
+    questions.map(|q| o.scored(&q, 1).first().map_or(0.0, |g| g.1)).collect()
+}
+
+/// `ask`'s threshold: on the dev third (questions whose own fact comes first) and the even
+/// lines of the off-topic questions, the score that best keeps the one and drops the other
+/// (largest true-accept minus false-accept rate, the lowest such score). Reports the rates
+/// on the held-out rest.
+#[test]
+fn threshold() {
+    use ruvllm_esp32::console::ASK_MIN_SIMILARITY;
+    let (rows, t) = (rows(), table());
+    let facts: Vec<&str> = rows.iter().map(|r| r.fact.as_str()).collect();
+    let mut o = Ours::new(&t, &facts, LEXICAL_WEIGHT);
+    let right = |o: &mut Ours<'_>, dev: bool| -> Vec<f32> {
+        let mut v = vec![];
+        for (i, r) in rows.iter().enumerate().filter(|(i, _)| is_dev(*i) == dev) {
+            for q in [&r.shared, &r.para] {
+                if let Some(&(id, s)) = o.scored(q, 1).first() {
+                    if id == i {
+                        v.push(s);
+                    }
+                }
+            }
+        }
+        v
+    };
+    let off = offtopic();
+    let (dev_right, test_right) = (right(&mut o, true), right(&mut o, false));
+    let off_dev = top_scores(&mut o, off.iter().step_by(2).cloned());
+    let off_test = top_scores(&mut o, off.iter().skip(1).step_by(2).cloned());
+    let rate = |v: &[f32], th: f32| v.iter().filter(|&&s| s >= th).count() as f32 / v.len() as f32;
+    let mut best = (f32::MIN, 0.0);
+    for c in 0..=100 {
+        let th = c as f32 / 100.0;
+        let j = rate(&dev_right, th) - rate(&off_dev, th);
+        if j > best.0 + 1e-6 {
+            best = (j, th);
+        }
+    }
+    let th = ASK_MIN_SIMILARITY;
+    println!(
+        "chosen on dev: {:.2}; ASK_MIN_SIMILARITY {th:.2}: held-out right answers kept {:.3} ({} of them), off-topic questions accepted {:.3} held out, {:.3} of all {}",
+        best.1,
+        rate(&test_right, th),
+        test_right.len(),
+        rate(&off_test, th),
+        rate(&[off_dev.clone(), off_test.clone()].concat(), th),
+        off.len()
+    );
+    assert!((best.1 - th).abs() < 0.005, "the dev split chooses {:.2}, ASK_MIN_SIMILARITY is {th}", best.1);
+}
+
+#[test]
+fn explore() {
+    let rows = rows();
+    let t = table();
+    for w in [0.0f32, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0] {
+        let (s, p) = measure(&rows, Split::Dev, None, |f| Ours::new(&t, f, w));
+        println!("w {w:.2}: shared {:.3}/{:.3} para {:.3}/{:.3}", s.at1(), s.at3(), p.at1(), p.at3());
+    }
+    let (s, p) = measure(&rows, Split::Dev, None, Anchor::new);
+    println!("bm25: shared {:.3}/{:.3} para {:.3}/{:.3}", s.at1(), s.at3(), p.at1(), p.at3());
+    let mut o = Ours::new(&t, &rows.iter().map(|r| r.fact.as_str()).collect::<Vec<_>>(), LEXICAL_WEIGHT);
+    let mut good: Vec<f32> = vec![];
+    for (i, r) in rows.iter().enumerate().filter(|(i, _)| is_dev(*i)) {
+        for q in [&r.shared, &r.para] {
+            let got = o.scored(q, 1);
+            if got.first().map(|g| g.0) == Some(i) {
+                good.push(got[0].1);
+            }
+        }
+    }
+    let off: Vec<f32> = offtopic().iter().map(|q| o.scored(q, 1).first().map_or(0.0, |g| g.1)).collect();
+    good.sort_by(f32::total_cmp);
+    let mut offs = off.clone();
+    offs.sort_by(f32::total_cmp);
+    println!("good {:?}", good);
+    println!("off {:?}", offs);
+}
