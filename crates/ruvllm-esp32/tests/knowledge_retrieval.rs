@@ -52,7 +52,7 @@ fn offtopic() -> Vec<String> {
 }
 
 fn is_dev(i: usize) -> bool {
-    i % 3 == 0
+    i.is_multiple_of(3)
 }
 
 fn table() -> Vec<u8> {
