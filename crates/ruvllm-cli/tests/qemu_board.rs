@@ -334,6 +334,10 @@ fn knowledge_board_matches_host(img: &Path) {
         let on_host = host.split(&format!("> {line}\r\n")).nth(1).unwrap().split("\r\n> ").next().unwrap();
         assert_eq!(b.command(line), on_host, "{line}: board and host differ");
     }
+    // The ask of the store as it is now (the script forgot an entry since its ask, and word
+    // weights follow the stored entries), for the check after the bad input.
+    let ask = "ask where does the cat sleep";
+    let before = b.command(ask);
     let stats = b.command("stats");
     for what in ["knowledge: 3/32 entries", "anomaly detector: 4/32 references, threshold"] {
         assert!(stats.contains(what), "{stats}");
@@ -355,9 +359,7 @@ fn knowledge_board_matches_host(img: &Path) {
     // Nothing changed: the same stats (entries, references, threshold, last counts), and ask
     // answers as before.
     assert_eq!(b.command("stats"), stats);
-    let ask = "ask where does the cat sleep";
-    let on_host = host.split(&format!("> {ask}\r\n")).nth(1).unwrap().split("\r\n> ").next().unwrap();
-    assert_eq!(b.command(ask), on_host);
+    assert_eq!(b.command(ask), before);
     for what in ["add", "ask (embedding + retrieval)", "anomaly"] {
         let n: u64 = stats
             .split(&format!("last {what}: "))

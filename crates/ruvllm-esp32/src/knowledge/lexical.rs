@@ -93,7 +93,7 @@ pub fn for_each_term(text: &str, mut f: impl FnMut(u16)) {
 }
 
 /// The terms of one text: at most [`MAX_TERMS`] hashes, repeats kept (they are the term
-/// frequency). 49 bytes a text.
+/// frequency). 50 bytes a text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Terms {
     hashes: [u16; MAX_TERMS],

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::knowledge::{AnomalyConfig, RAGConfig};
+use crate::knowledge::{AnomalyConfig, RAGConfig, Retrieved};
 use crate::store::sim::{Rng, SimFlash, SECTOR};
 
 const DIM: usize = 16;
@@ -37,10 +37,18 @@ fn text(i: usize) -> String {
     format!("fact number {i}: the board has {} pins, two cores and a radio", i * 7 % 41)
 }
 
+/// By embedding, then by words and embedding (the word terms are rebuilt from the texts on
+/// load, so these must agree across a reboot too).
 fn retrievals(rag: &mut Rag, queries: &[[f32; DIM]]) -> Vec<Vec<(u16, String, f32)>> {
+    let row = |r: &Retrieved<'_>| (r.id, r.text.to_string(), r.score);
     queries
         .iter()
-        .map(|q| rag.retrieve(q, 5).unwrap().iter().map(|r| (r.id, r.text.to_string(), r.score)).collect())
+        .enumerate()
+        .map(|(i, q)| {
+            let mut v: Vec<_> = rag.retrieve(q, 5).unwrap().iter().map(row).collect();
+            v.extend(rag.retrieve_hybrid(&text(i), q, 5).unwrap().iter().map(row));
+            v
+        })
         .collect()
 }
 
