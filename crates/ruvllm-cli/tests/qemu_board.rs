@@ -362,12 +362,17 @@ fn knowledge_board_matches_host(img: &Path) {
             String::from_utf8_lossy(&line[..line.len().min(40)])
         );
     }
-    // Nothing changed: the same stats (entries, references, threshold, last counts), and ask
-    // answers as before.
+    // Nothing changed: the same stats (entries, references, threshold, last counts, memories),
+    // and ask answers as before, now also recalling the first time it was asked.
     assert_eq!(b.command("stats"), stats);
     let ask = "ask where does the cat sleep";
     let on_host = host.split(&format!("> {ask}\r\n")).nth(1).unwrap().split("\r\n> ").next().unwrap();
-    assert_eq!(b.command(ask), on_host);
+    let again = b.command(ask);
+    let recalled =
+        "Recalled: ask where does the cat sleep -> The cat sleeps on the warm kitchen floor. (memory #1, ";
+    assert!(again.contains(recalled), "{again}");
+    let without: Vec<&str> = again.split("\r\n").filter(|l| !l.starts_with("Recalled: ")).collect();
+    assert_eq!(without.join("\r\n"), on_host);
     for what in ["add", "ask (embedding + retrieval)", "anomaly"] {
         let n: u64 = stats
             .split(&format!("last {what}: "))

@@ -410,6 +410,11 @@ impl<const DIM: usize, const CAP: usize, const TOK: usize, T: Copy + Default>
         sa < sb
     }
 
+    /// Stored entries of `kind` (expired ones not yet removed included).
+    pub fn count(&self, kind: MemoryType) -> usize {
+        self.meta.iter().filter(|m| m.live && m.kind == kind).count()
+    }
+
     /// The tokens of `id` if it is stored and not expired at the current tick.
     pub fn tokens(&self, id: u16) -> Option<&[T]> {
         let s = id as usize;
@@ -426,10 +431,6 @@ impl<const DIM: usize, const CAP: usize, const TOK: usize, T: Copy + Default>
     }
     pub const fn capacity(&self) -> usize {
         CAP
-    }
-    /// Stored entries of `kind` (expired ones not yet removed included).
-    pub fn count(&self, kind: MemoryType) -> usize {
-        self.meta.iter().filter(|m| m.live && m.kind == kind).count()
     }
     /// RAM of the whole memory: `size_of::<Self>()`.
     pub const fn ram_bytes(&self) -> usize {
