@@ -871,10 +871,11 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         if let Some(k) = self.knowledge.as_deref() {
             sayln!(
                 &mut self.io,
-                "knowledge RAM: {} bytes (RAG store {} + anomaly detector {} + embedders)",
+                "knowledge RAM: {} bytes (RAG store {} + anomaly detector {} + memory {} + embedders)",
                 k.ram_bytes(),
                 k.rag_ram_bytes(),
-                k.detector_ram_bytes()
+                k.detector_ram_bytes(),
+                k.memory_use().ram_bytes
             )?;
         }
         // The Console value itself (on the stack of a board's main): line buffer, the engine
