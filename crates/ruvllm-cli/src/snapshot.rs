@@ -228,9 +228,12 @@ pub fn load_snapshot<
     })
 }
 
-/// Sectors of a new knowledge file's image (64 KiB: a full console knowledge, 32 entries and
-/// 32 detector references, takes about 10 KiB, so pages are rarely recycled).
-pub const KNOWLEDGE_FILE_SECTORS: usize = 16;
+/// Sectors of a new knowledge file's image (256 KiB: a full host console, 256 entries of the
+/// longest facts and 64 detector references, takes about 62 KiB).
+pub const KNOWLEDGE_FILE_SECTORS: usize = 64;
+/// Sectors of the files the 32-entry console made: such a file is grown to
+/// [`KNOWLEDGE_FILE_SECTORS`] when opened (the added sectors are blank, the records kept).
+pub const OLD_KNOWLEDGE_FILE_SECTORS: usize = 16;
 
 /// The console's knowledge kept in a snapshot file (`ruvllm-esp32 console --knowledge FILE`):
 /// a [`Store`] over a [`RamFlash`] holding the file's image, written to the file atomically
@@ -257,7 +260,13 @@ impl FileKnowledge {
     pub fn open(path: &Path) -> Result<(Self, bool), SnapshotError> {
         let lock = lock_file(path)?;
         let (image, existed) = match read_snapshot_image(path) {
-            Ok(image) => (image, true),
+            Ok(mut image) => {
+                // A file of the 32-entry console's size gets blank sectors for a full one.
+                if image.len() == OLD_KNOWLEDGE_FILE_SECTORS * RAM_SECTOR {
+                    image.resize(KNOWLEDGE_FILE_SECTORS * RAM_SECTOR, 0xFF);
+                }
+                (image, true)
+            }
             Err(SnapshotError::Input(InputError { refusal: Refusal::Io(e), .. }))
                 if e.kind() == std::io::ErrorKind::NotFound =>
             {

@@ -276,7 +276,10 @@ ask where does the cat sleep\nanomaly The cat sleeps in the kitchen.\nforget 2\n
     assert_eq!(reply("add The cat sleeps on the warm kitchen floor."), "Added knowledge #1");
     assert_eq!(reply("add The cat drinks milk in the kitchen."), "Added knowledge #4");
     assert_eq!(reply("add"), "error: no text given (usage: add <text>)");
-    assert_eq!(reply("add ..."), "error: text has nothing to embed (no word)");
+    assert_eq!(
+        reply("add ..."),
+        "error: nothing stored: the text has no words, only symbols (write it with letters or digits)"
+    );
     assert_eq!(reply("forget 9"), "error: no knowledge #9");
     assert!(reply("forget x").starts_with("error: usage: forget <id>"), "{shown}");
     let ask = reply("ask where does the cat sleep");
@@ -295,8 +298,8 @@ ask where does the cat sleep\nanomaly The cat sleeps in the kitchen.\nforget 2\n
     assert!(reply("anomaly The cat sleeps in the kitchen.").starts_with("NORMAL (score: "), "{shown}");
     assert_eq!(reply("forget 2"), "Forgot knowledge #2");
     let stats = reply("stats");
-    assert!(stats.contains("knowledge: 3/32 entries, RAG store "), "{stats}");
-    assert!(stats.contains("anomaly detector: 4/32 references, threshold "), "{stats}");
+    assert!(stats.contains("knowledge: 3/256 entries, RAG store "), "{stats}");
+    assert!(stats.contains("anomaly detector: 4/64 references, threshold "), "{stats}");
     assert!(stats.contains("last ask (embedding + retrieval): "), "{stats}");
     assert_eq!(shown.matches("error:").count(), 5, "{shown}");
 }

@@ -76,7 +76,8 @@ fn knowledge_survives_restarts_and_forget_stays_forgotten() {
         reply(&shown, "ask what does the dog dig").starts_with(&format!("Found: {DOG} (#2, similarity ")),
         "{shown}"
     );
-    assert_eq!(reply(&shown, "forget 1"), "Forgot knowledge #1");
+    // The ask that found it is remembered quoting it, and goes with it.
+    assert_eq!(reply(&shown, "forget 1"), "Forgot knowledge #1 and the memory that quoted it");
 
     // And again: the forgotten one stays forgotten, the other is still there.
     let shown = session(&file, b"set steps 1\nask where does the cat sleep\nquit\n");
@@ -312,6 +313,91 @@ fn the_restore_line_counts_damaged_records() {
     assert!(
         shown.contains("knowledge: restored 2 entries, 3 detector references (1 corrupt record skipped)"),
         "{shown}"
+    );
+    let _ = std::fs::remove_file(&file);
+}
+
+/// The host console holds more than a chip (256 entries, the longest facts), its file has room
+/// for all of them, and a restart restores them. Bad input gets one line each and changes
+/// nothing: a symbols-only fact, a fact longer than an entry (never cut), an `ask` on an empty
+/// store (`No results found`) and an `add` to a full store (which says how to make room).
+#[test]
+fn a_host_console_holds_256_facts_and_bad_input_changes_nothing() {
+    let file = scratch("full.rvk");
+    let fact = |i: usize| {
+        let mut t = format!("fact {i}: the pump in shed {} runs at {} every day", i % 7, i * 13 % 97);
+        t.extend(std::iter::repeat_n('x', 128 - t.len()));
+        t
+    };
+    let long = "y".repeat(129);
+    let bad = ["add %%%% #### @@@@", "ask where is the pump", "ask %%%%"];
+    let mut script: String = bad.iter().map(|l| format!("{l}\n")).collect();
+    script.push_str(&format!("add {long}\nstats\n"));
+    script.extend((0..256).map(|i| format!("add {}\n", fact(i))));
+    script.push_str("stats\nadd one fact too many\nstats\nquit\n");
+    let shown = session(&file, script.as_bytes());
+    assert_eq!(
+        reply(&shown, bad[0]),
+        "error: nothing stored: the text has no words, only symbols (write it with letters or digits)"
+    );
+    assert_eq!(reply(&shown, bad[1]), "No results found");
+    assert_eq!(reply(&shown, bad[2]), "No results found");
+    assert_eq!(
+        reply(&shown, &format!("add {long}")),
+        "error: text is 129 bytes, a fact holds at most 128: shorten it or split it in two"
+    );
+    let stats: Vec<&str> =
+        shown.split("> stats\r\n").skip(1).map(|s| s.split("\r\n> ").next().unwrap()).collect();
+    assert!(
+        stats[0].contains("Knowledge: 0\r\n") && stats[0].contains("memory: 0/32 exchanges"),
+        "{}",
+        stats[0]
+    );
+    assert_eq!(reply(&shown, &format!("add {}", fact(255))), "Added knowledge #256");
+    assert_eq!(
+        reply(&shown, "add one fact too many"),
+        "error: knowledge is full (256 of 256 entries): forget <id> or clear makes room"
+    );
+    assert!(stats[1].contains("knowledge: 256/256 entries"), "{}", stats[1]);
+    assert_eq!(stats[1], stats[2], "the refused add changed something");
+    assert_eq!(shown.matches("error:").count(), 3, "{shown}");
+
+    let (r, entries) = restored(&file);
+    assert_eq!((r.entries.loaded, r.entries.skipped_corrupt, r.detector.loaded), (256, 0, 64), "{r}");
+    assert_eq!(entries.last().map(|(_, t)| t.as_str()), Some(&fact(255)[..]));
+    let _ = std::fs::remove_file(&file);
+}
+
+/// A knowledge file of the 32-entry console (a 16-sector image holding 32 entries) opens, keeps
+/// its facts, and grows to hold the host's 256.
+#[test]
+fn a_file_of_the_32_entry_console_opens_and_grows() {
+    use ruvllm_esp32::knowledge::persist::save_rag;
+    use ruvllm_esp32::knowledge::{MicroRAG, RAGConfig};
+    use ruvllm_esp32::store::{RamFlash, Store, RAM_SECTOR};
+    let file = scratch("old.rvk");
+    let len = 16 * RAM_SECTOR;
+    let mut store = Store::open(RamFlash::new(vec![0xFF; len]), 0..len as u32).unwrap().0;
+    let mut rag = Box::new(MicroRAG::<64, 32, 128>::new(RAGConfig::default()));
+    for i in 0..32 {
+        let mut v = [0.0f32; 64];
+        v[i] = 1.0;
+        v[(i + 1) % 64] = 0.5;
+        rag.add_knowledge(&format!("old fact number {i}"), &v).unwrap();
+    }
+    save_rag(&mut store, &rag).unwrap();
+    ruvllm_cli::snapshot::write_snapshot_image(&file, store.flash().bytes()).unwrap();
+
+    let script: String =
+        (32..256).map(|i| format!("add new fact number {i}\n")).collect::<String>() + "quit\n";
+    let shown = session(&file, script.as_bytes());
+    assert!(shown.contains("knowledge: restored 32 entries"), "{shown}");
+    assert_eq!(reply(&shown, "add new fact number 255"), "Added knowledge #256");
+    let (r, entries) = restored(&file);
+    assert_eq!(r.entries.loaded, 256, "{r}");
+    assert_eq!(
+        (entries[0].1.as_str(), entries[255].1.as_str()),
+        ("old fact number 0", "new fact number 255")
     );
     let _ = std::fs::remove_file(&file);
 }

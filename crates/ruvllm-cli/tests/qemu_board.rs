@@ -339,9 +339,19 @@ fn knowledge_board_matches_host(img: &Path) {
     let ask = "ask where does the cat sleep";
     let before = b.command(ask);
     let stats = b.command("stats");
-    for what in ["knowledge: 3/32 entries", "anomaly detector: 4/32 references, threshold"] {
+    for what in
+        ["knowledge: 3/64 entries", "anomaly detector: 4/64 references, threshold", "memory: 1/32 exchanges"]
+    {
         assert!(stats.contains(what), "{stats}");
     }
+    // The knowledge on the chip fits the RAM the chip plan (`info`) reserves for it.
+    let ram: usize = stats
+        .split("knowledge RAM: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no knowledge RAM: {stats}"));
+    assert!(ram <= ruvllm_esp32::model::chips::KNOWLEDGE_RESERVE, "{ram} bytes: {stats}");
     // Bad input to each knowledge command: the library's console test expects the same replies
     // (crates/ruvllm-esp32/src/console/tests.rs, bad_knowledge_input_gets_one_error_...).
     for (line, want) in bad_knowledge_lines() {
@@ -356,10 +366,15 @@ fn knowledge_board_matches_host(img: &Path) {
             String::from_utf8_lossy(&line[..line.len().min(40)])
         );
     }
-    // Nothing changed: the same stats (entries, references, threshold, last counts), and ask
-    // answers as before.
+    // Nothing changed: the same stats (entries, references, threshold, last counts, memories),
+    // and ask answers as before, now also recalling the first time it was asked.
     assert_eq!(b.command("stats"), stats);
-    assert_eq!(b.command(ask), before);
+    let again = b.command(ask);
+    let recalled =
+        "Recalled: ask where does the cat sleep -> The cat sleeps on the warm kitchen floor. (memory #1, ";
+    assert!(again.contains(recalled), "{again}");
+    let without = |t: &str| t.split("\r\n").filter(|l| !l.starts_with("Recalled: ")).collect::<Vec<_>>().join("\r\n");
+    assert_eq!(without(&again), without(&before));
     for what in ["add", "ask (embedding + retrieval)", "anomaly"] {
         let n: u64 = stats
             .split(&format!("last {what}: "))
@@ -621,9 +636,10 @@ fn index_bench_on_a_chip_refuses_what_it_cannot_run() {
     }
 }
 
-/// 40 distinct short story sentences for the knowledge-store cost test.
+/// 72 distinct short story sentences for the knowledge-store cost test.
 fn story_sentences() -> Vec<String> {
-    let who = ["The cat", "Tom the dog", "Lily", "The little bird", "Ben"];
+    let who =
+        ["The cat", "Tom the dog", "Lily", "The little bird", "Ben", "Mia", "The old man", "Sam", "The fish"];
     let what = ["sleeps", "plays", "eats lunch", "sings", "reads a book", "hides", "waits", "runs"];
     let mut out = Vec::new();
     for (i, w) in what.iter().enumerate() {
@@ -682,7 +698,7 @@ fn piped_lines_all_run_on_the_board() {
         .unwrap_or_else(|| panic!("a line did not run: {board}"));
     assert_eq!(on_board[..3], on_host[..3], "board and host differ");
     assert!(
-        on_board[3].starts_with("Tokens: ") && on_board[3].contains("knowledge: 1/32 entries"),
+        on_board[3].starts_with("Tokens: ") && on_board[3].contains("knowledge: 1/64 entries"),
         "{board}"
     );
     assert_eq!(on_board[4], "bye");
@@ -717,10 +733,11 @@ fn last_count(stats: &str, what: &str) -> u64 {
         .unwrap_or_else(|| panic!("no instruction count for {what}: {stats}"))
 }
 
-/// The cost of `add` as the store fills: 32 adds fill the store (and the detector's 32
+/// The cost of `add` as the store fills: 64 adds fill the store (and the detector's 64
 /// references), then 8 times `forget` + `add` keeps adding to a full detector (reservoir
-/// sampling: replaced or skipped). Replies equal the host console's; the instruction counts of
-/// the 32nd add and of the dearest of the 8 later ones are printed.
+/// sampling: replaced or skipped). Replies equal the host console's (which holds more, so it
+/// is not given the refused add); the instruction counts of the 64th add and of the 8 later
+/// ones are printed.
 ///
 /// `cargo test -p ruvllm-cli --test qemu_board adding_to_a_full_store -- --nocapture`
 #[test]
@@ -728,28 +745,38 @@ fn adding_to_a_full_store_on_the_board() {
     let Some(()) = chip_tools() else { return };
     let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/default.gguf");
     let texts = story_sentences();
-    assert_eq!(texts.len(), 40);
-    let mut script: Vec<String> = texts[..32].iter().map(|t| format!("add {t}")).collect();
+    let cap = ruvllm_esp32::console::CHIP_KNOWLEDGE_CAP;
+    assert_eq!((texts.len(), cap), (72, 64));
+    let mut script: Vec<String> = texts[..cap].iter().map(|t| format!("add {t}")).collect();
     script.push("stats".into());
     // A full store: one error naming the capacity, and nothing changes (same `stats`).
-    script.push("add one too many".into());
+    let too_many = "add one too many";
+    script.push(too_many.into());
     script.push("stats".into());
-    for (i, t) in texts[32..].iter().enumerate() {
+    for (i, t) in texts[cap..].iter().enumerate() {
         script.push(format!("forget {}", i + 1));
         script.push(format!("add {t}"));
         script.push("stats".into());
     }
     script.push("anomaly The cat sleeps in the kitchen.".into());
     script.push("anomaly zqxj vvkw pplrt 9931 qqqq".into());
-    let host = host_replies(&img, &script);
+    // The host holds more than 64: it runs the script without the refused add.
+    let on_host: Vec<String> = script.iter().filter(|l| *l != too_many).cloned().collect();
+    let mut host = host_replies(&img, &on_host).into_iter();
 
     let Some(elf) = build(&img, false, "int") else { return };
     let mut b = Board::boot(&elf);
     b.expect("type help\r\n> ");
     let mut later = Vec::new();
     let mut previous_stats: Option<String> = None;
-    for (line, on_host) in script.iter().zip(&host) {
+    let mut forgotten: Option<String> = None;
+    for line in &script {
         let reply = b.command(line);
+        if line == too_many {
+            assert_eq!(reply, "error: knowledge is full (64 of 64 entries): forget <id> or clear makes room");
+            continue;
+        }
+        let on_host = host.next().unwrap();
         if line == "stats" {
             // Instruction counts exist only on the board; the rest must match.
             let strip =
@@ -762,7 +789,7 @@ fn adding_to_a_full_store_on_the_board() {
                 2,
                 "{reply}"
             );
-            for l in ["knowledge: 32/32 entries", "anomaly detector: 32/32 references"] {
+            for l in ["knowledge: 64/64 entries", "anomaly detector: 64/64 references"] {
                 assert!(reply.contains(l), "{reply}");
             }
             let n = last_count(&reply, "add");
@@ -776,9 +803,15 @@ fn adding_to_a_full_store_on_the_board() {
             later.push(n);
             continue;
         }
-        assert_eq!(&reply, on_host, "{line}: board and host differ");
+        if let Some(forgotten) = forgotten.take() {
+            // The full board reuses the slot just freed; the host, with room, takes a new one.
+            assert_eq!(reply, format!("Added knowledge #{forgotten}"), "{line}");
+            assert!(on_host.starts_with("Added knowledge #"), "{line}: {on_host}");
+            continue;
+        }
+        forgotten = line.strip_prefix("forget ").map(str::to_string);
+        assert_eq!(reply, on_host, "{line}: board and host differ");
     }
-    assert_eq!(host[33], "error: knowledge is full (capacity 32); forget <id> makes room");
     assert_eq!(later[0], later[1], "a refused add changed the instruction count");
     later.remove(1);
     let filled = later.remove(0);
@@ -846,10 +879,14 @@ fn every_console_command_answers_on_the_board_as_on_the_host() {
                     "last_positions",
                     "all_positions",
                     "entries",
-                    "capacity",
+                    "memories",
+                    "memory_capacity",
                 ] {
                     assert_eq!(j[k], h[k], "{k}: {reply}\n{host_reply}");
                 }
+                // A chip holds 64 facts, the host more.
+                assert_eq!(j["capacity"], ruvllm_esp32::console::CHIP_KNOWLEDGE_CAP, "{reply}");
+                assert_eq!(h["capacity"], ruvllm_esp32::console::HOST_KNOWLEDGE_CAP, "{host_reply}");
                 for k in ["references", "reference_capacity", "steps", "temp", "seed"] {
                     assert_eq!(j[k], h[k], "{k}: {reply}\n{host_reply}");
                 }

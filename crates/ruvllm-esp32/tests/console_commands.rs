@@ -90,7 +90,8 @@ fn every_command_answers_good_and_bad_input_in_one_line_each() {
     assert_eq!(reply("set temp -1"), reply("set temp abc"));
     assert_eq!(reply("set temp 0.8"), "temp 0.8");
     assert_eq!(reply("set steps 40"), "steps 40");
-    assert_eq!(reply("clear"), "Cleared 2 knowledge entries and 3 anomaly references");
+    // The script's gen and ask exchanges were memories.
+    assert_eq!(reply("clear"), "Cleared 2 knowledge entries and 3 anomaly references; forgot 5 memories");
     assert!(reply("reset").starts_with("reset: steps 256, temp 0 (greedy), seed 42; counters zeroed"));
     // help: one line per command, each command of the script among them.
     let help = reply("help");
@@ -157,7 +158,9 @@ fn every_command_answers_good_and_bad_input_in_one_line_each() {
     assert_eq!(jsons[0]["ram"]["stack_high_water"], serde_json::Value::Null);
     assert_eq!(jsons[0]["ram"]["rag_store"], Knowledge::new().rag_ram_bytes());
     assert_eq!(jsons[0]["entries"], 0);
-    assert_eq!(jsons[0]["capacity"], 32);
+    assert_eq!(jsons[0]["capacity"], ruvllm_esp32::console::KNOWLEDGE_CAP);
+    assert_eq!((jsons[0]["memories"].as_u64(), jsons[0]["memory_capacity"].as_u64()), (Some(0), Some(32)));
+    assert_eq!(jsons[2]["memories"], 0, "cleared");
     assert_eq!(jsons[2]["steps"], 256);
     assert_eq!(jsons[2]["seed"], 42);
     assert_eq!(jsons[2]["tokens_generated"], 0);

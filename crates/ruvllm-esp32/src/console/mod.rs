@@ -4,8 +4,10 @@
 //! written straight to the stream.
 //!
 //! With a [`Knowledge`] ([`Console::with_knowledge`]) it also keeps short texts: `add` stores
-//! one and teaches the anomaly detector that it is normal, `ask` retrieves the best matches and
-//! (with a model) continues the best text plus the question like `gen`, `anomaly` scores a text
+//! one and teaches the anomaly detector that it is normal, `ask` retrieves the best matches,
+//! recalls the most similar earlier `gen`/`ask` exchange (`Recalled:`; every exchange that
+//! produced something is kept as an episodic memory, see `memory`) and (with a model)
+//! continues the best text plus the question like `gen`, `anomaly` scores a text
 //! against what was added, `forget` drops an entry, `stats` shows what is used. Texts are
 //! embedded by hashed character n-grams, not the model: for retrieval through the built-in
 //! learned table ([`TableEmbedder`](crate::embed::TableEmbedder)), for the anomaly detector
@@ -183,7 +185,7 @@ macro_rules! sayln {
 const COMMANDS: [(&str, &str); 17] = [
     ("gen <text>", "continue <text> (none: from BOS); greedy at temp 0, else sampled"),
     ("add <text>", "store <text> as knowledge (at most 128 bytes) and learn it as normal"),
-    ("ask <query>", "best-matching knowledge, then a like earlier gen/ask; with a model, continue it"),
+    ("ask <query>", "matching knowledge, a similar earlier gen/ask; with a model, continue it"),
     ("anomaly <text>", "is <text> unlike the knowledge added? (needs 2 adds; cosine distance %)"),
     ("forget <id>", "drop knowledge #<id> from retrieval (the anomaly detector keeps it)"),
     ("clear", "forget all knowledge, the anomaly detector's references and the memories"),
@@ -869,10 +871,11 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         if let Some(k) = self.knowledge.as_deref() {
             sayln!(
                 &mut self.io,
-                "knowledge RAM: {} bytes (RAG store {} + anomaly detector {} + embedders)",
+                "knowledge RAM: {} bytes (RAG store {} + anomaly detector {} + memory {} + embedders)",
                 k.ram_bytes(),
                 k.rag_ram_bytes(),
-                k.detector_ram_bytes()
+                k.detector_ram_bytes(),
+                k.memory_use().ram_bytes
             )?;
         }
         // The Console value itself (on the stack of a board's main): line buffer, the engine

@@ -791,8 +791,8 @@ fn every_chip_holds_64_entries_within_the_plan_and_a_host_more() {
     use crate::knowledge::MicroRAG;
     use crate::model::chips::KNOWLEDGE_RESERVE;
     use core::mem::size_of;
-    assert!(CHIP_KNOWLEDGE_CAP >= 64 && ANOMALY_CAP >= 64);
-    assert!(HOST_KNOWLEDGE_CAP > CHIP_KNOWLEDGE_CAP);
+    const { assert!(CHIP_KNOWLEDGE_CAP >= 64 && ANOMALY_CAP >= 64) };
+    const { assert!(HOST_KNOWLEDGE_CAP > CHIP_KNOWLEDGE_CAP) };
     let k = Knowledge::new();
     let chip = match cfg!(feature = "std") {
         true => {

@@ -122,9 +122,9 @@ pub struct Recalled<'a, T = u32> {
 }
 
 /// One stored entry as [`super::persist`] reads and writes it.
-pub(super) struct MemoryEntry<'a, const DIM: usize> {
+pub(super) struct MemoryEntry<'a, const DIM: usize, T = u32> {
     pub vec: &'a I8Vector<DIM>,
-    pub tokens: &'a [u32],
+    pub tokens: &'a [T],
     pub kind: MemoryType,
     pub created: u64,
     /// Tick from which the entry is expired (`u64::MAX`: never).
@@ -410,6 +410,11 @@ impl<const DIM: usize, const CAP: usize, const TOK: usize, T: Copy + Default>
         sa < sb
     }
 
+    /// Stored entries of `kind` (expired ones not yet removed included).
+    pub fn count(&self, kind: MemoryType) -> usize {
+        self.meta.iter().filter(|m| m.live && m.kind == kind).count()
+    }
+
     /// The tokens of `id` if it is stored and not expired at the current tick.
     pub fn tokens(&self, id: u16) -> Option<&[T]> {
         let s = id as usize;
@@ -417,30 +422,8 @@ impl<const DIM: usize, const CAP: usize, const TOK: usize, T: Copy + Default>
         (m.live && m.expires > self.now).then(|| &self.tokens[s][..m.ntok as usize])
     }
 
-    /// Stored entries (expired ones not yet removed by [`Self::expire`] included).
-    pub fn len(&self) -> usize {
-        self.live
-    }
-    pub fn is_empty(&self) -> bool {
-        self.live == 0
-    }
-    pub const fn capacity(&self) -> usize {
-        CAP
-    }
-    /// Stored entries of `kind` (expired ones not yet removed included).
-    pub fn count(&self, kind: MemoryType) -> usize {
-        self.meta.iter().filter(|m| m.live && m.kind == kind).count()
-    }
-    /// RAM of the whole memory: `size_of::<Self>()`.
-    pub const fn ram_bytes(&self) -> usize {
-        size_of::<Self>()
-    }
-}
-
-/// Persistence ([`super::persist`]) stores the engine's `u32` tokens.
-impl<const DIM: usize, const CAP: usize, const TOK: usize> SemanticMemory<DIM, CAP, TOK> {
     /// Everything stored about `id` (expired or not), for persisting it ([`super::persist`]).
-    pub(super) fn entry(&self, id: u16) -> Option<MemoryEntry<'_, DIM>> {
+    pub(super) fn entry(&self, id: u16) -> Option<MemoryEntry<'_, DIM, T>> {
         let s = id as usize;
         let m = self.meta.get(s)?;
         m.live.then(|| MemoryEntry {
@@ -457,7 +440,7 @@ impl<const DIM: usize, const CAP: usize, const TOK: usize> SemanticMemory<DIM, C
     /// Errors ([`Error::Invalid`], [`Error::BufferTooSmall`]): a slot outside the capacity or
     /// in use, too many tokens, an importance outside 0..=1, an embedding with a non-finite
     /// or non-positive scale or all-zero codes. The clock advances to the entry's tick.
-    pub(super) fn restore_entry(&mut self, id: u16, e: &MemoryEntry<'_, DIM>) -> Result<()> {
+    pub(super) fn restore_entry(&mut self, id: u16, e: &MemoryEntry<'_, DIM, T>) -> Result<()> {
         let s = id as usize;
         if s >= CAP || self.meta[s].live {
             return Err(Error::Invalid { what: "memory slot outside the capacity or in use" });
@@ -482,5 +465,20 @@ impl<const DIM: usize, const CAP: usize, const TOK: usize> SemanticMemory<DIM, C
         self.live += 1;
         self.set_now(e.created);
         Ok(())
+    }
+
+    /// Stored entries (expired ones not yet removed by [`Self::expire`] included).
+    pub fn len(&self) -> usize {
+        self.live
+    }
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+    pub const fn capacity(&self) -> usize {
+        CAP
+    }
+    /// RAM of the whole memory: `size_of::<Self>()`.
+    pub const fn ram_bytes(&self) -> usize {
+        size_of::<Self>()
     }
 }

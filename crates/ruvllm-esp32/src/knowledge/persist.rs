@@ -225,6 +225,21 @@ fn save_slots(cap: usize, mut save: impl FnMut(u16) -> Result<()>) -> Result<()>
     (0..cap).try_for_each(|id| save(id as u16))
 }
 
+/// Restores every record of namespace `ns` with `restore` (false: it could not be decoded or
+/// restored), counting each in the report.
+fn load_each<F: NorFlash + MultiwriteNorFlash>(
+    store: &mut Store<F>,
+    ns: u8,
+    mut restore: impl FnMut(u32, &[u8]) -> bool,
+) -> Result<LoadReport> {
+    let mut report = LoadReport::default();
+    for_each_in(store, ns, |id, b| match restore(id, b) {
+        true => report.loaded += 1,
+        false => report.skipped_corrupt += 1,
+    })?;
+    Ok(report)
+}
+
 fn require_empty(empty: bool) -> Result<()> {
     if empty {
         Ok(())
@@ -294,19 +309,10 @@ where
     F: NorFlash + MultiwriteNorFlash,
 {
     require_empty(rag.is_empty())?;
-    let mut report = LoadReport::default();
-    for_each_in(store, NS_KNOWLEDGE, |id, b| {
-        let ok = match (u16::try_from(id), decode_rag_entry::<DIM>(b)) {
-            (Ok(id), Some((text, emb))) => rag.restore(id, text, &emb).is_ok(),
-            _ => false,
-        };
-        if ok {
-            report.loaded += 1;
-        } else {
-            report.skipped_corrupt += 1;
-        }
-    })?;
-    Ok(report)
+    load_each(store, NS_KNOWLEDGE, |id, b| match (u16::try_from(id), decode_rag_entry::<DIM>(b)) {
+        (Ok(id), Some((text, emb))) => rag.restore(id, text, &emb).is_ok(),
+        _ => false,
+    })
 }
 
 // ---- memories ----------------------------------------------------------------------------
@@ -383,10 +389,9 @@ where
     F: NorFlash + MultiwriteNorFlash,
 {
     require_empty(memory.is_empty())?;
-    let mut report = LoadReport::default();
     let mut tokens = [0u32; TOK];
-    for_each_in(store, NS_MEMORY, |id, b| {
-        let ok = (|| {
+    load_each(store, NS_MEMORY, |id, b| {
+        (|| {
             let id = u16::try_from(id).ok()?;
             let mut r = Reader::new(b, DIM)?;
             let kind = byte_kind(r.u8()?)?;
@@ -405,14 +410,8 @@ where
             let e = MemoryEntry { vec: &vec, tokens: &tokens[..n], kind, created, expires, importance };
             memory.restore_entry(id, &e).ok()
         })()
-        .is_some();
-        if ok {
-            report.loaded += 1;
-        } else {
-            report.skipped_corrupt += 1;
-        }
-    })?;
-    Ok(report)
+        .is_some()
+    })
 }
 
 // ---- anomaly detector --------------------------------------------------------------------
@@ -519,10 +518,9 @@ where
         let ok = Reader::new(b, DIM)
             .and_then(|mut r| r.emb::<DIM>().filter(|_| r.end()))
             .is_some_and(|v| detector.restore_reference(&v).is_ok());
-        if ok {
-            report.loaded += 1;
-        } else {
-            skipped_refs += 1;
+        match ok {
+            true => report.loaded += 1,
+            false => skipped_refs += 1,
         }
     })?;
     report.skipped_corrupt += skipped_refs;
