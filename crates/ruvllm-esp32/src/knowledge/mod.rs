@@ -9,6 +9,7 @@
 //! [`Error::Invalid`], never a panic.
 
 pub mod anomaly;
+pub mod answer;
 pub mod memory;
 pub mod persist;
 pub mod rag;
