@@ -116,6 +116,8 @@ struct Totals {
     /// generation) and `anomaly` that succeeded.
     last_add: Option<u64>,
     last_ask: Option<u64>,
+    /// ... and of the last `ask` with its answer (retrieval and the model's answer).
+    last_answer: Option<u64>,
     last_anomaly: Option<u64>,
 }
 
@@ -757,31 +759,33 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 Err(_) => sayln!(&mut self.io, "error: usage: forget <id> (the number add printed)"),
             },
             _ => {
-                // The prompt: the best text, then the question, cut to one line's worth.
-                let mut prompt = [0u8; MAX_LINE];
-                let mut len = 0;
-                match k.ask(text) {
-                    Ok(found) => {
-                        t.last_ask = counter.map(|_| ticks());
-                        if found.is_empty() {
-                            return sayln!(&mut self.io, "No results found");
-                        }
-                        for r in &found {
-                            let similarity = libm::roundf(r.score.clamp(-1.0, 1.0) * 100.0) as i32;
-                            sayln!(&mut self.io, "Found: {} (#{}, similarity {similarity}%)", r.text, r.id)?;
-                        }
-                        if let Some(best) = found.first() {
-                            len = fill_prompt(&mut prompt, best.text, text);
-                        }
-                    }
+                let found = match k.ask(text) {
+                    Ok(found) => found,
                     Err(e) => return sayln!(&mut self.io, "error: {e}"),
+                };
+                t.last_ask = counter.map(|_| ticks());
+                if found.is_empty() {
+                    return sayln!(&mut self.io, "No results found");
                 }
-                if self.engine.context_len() == 0 {
+                for r in &found {
+                    let similarity = libm::roundf(r.score.clamp(-1.0, 1.0) * 100.0) as i32;
+                    sayln!(&mut self.io, "Found: {} (#{}, similarity {similarity}%)", r.text, r.id)?;
+                }
+                // The answer, copied from the best fact by the model (none without a model).
+                let (Some(best), true) = (found.first(), self.engine.context_len() > 0) else {
                     return Ok(());
+                };
+                let mut answer = [0u8; knowledge::KNOWLEDGE_TEXT];
+                match self.engine.answer(best.text, text, &mut answer) {
+                    Ok(0) => Ok(()),
+                    Ok(n) => {
+                        t.last_answer = counter.map(|_| ticks());
+                        // A span of a `&str` cut at character boundaries.
+                        let answer = core::str::from_utf8(answer.get(..n).unwrap_or_default()).unwrap_or_default();
+                        sayln!(&mut self.io, "Answer: {answer}")
+                    }
+                    Err(e) => sayln!(&mut self.io, "error: {e}"),
                 }
-                // Both pieces are whole `&str`s cut at character boundaries.
-                let prompt = core::str::from_utf8(prompt.get(..len).unwrap_or_default()).unwrap_or_default();
-                self.gen(prompt)
             }
         }
     }
@@ -865,6 +869,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
             for (what, ticks) in [
                 ("add", t.last_add),
                 ("ask (embedding + retrieval)", t.last_ask),
+                ("ask with its answer", t.last_answer),
                 ("anomaly", t.last_anomaly),
             ] {
                 if let Some(n) = ticks {
@@ -1002,23 +1007,6 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         )?;
         self.report_peak_ram()
     }
-}
-
-/// Writes `text`, a space and `question` into `buf`, the question cut at a character boundary
-/// when both do not fit; returns the bytes written.
-fn fill_prompt(buf: &mut [u8; MAX_LINE], text: &str, question: &str) -> usize {
-    let mut len = 0;
-    for piece in [text, " ", question] {
-        let mut n = piece.len().min(MAX_LINE - len);
-        while !piece.is_char_boundary(n) {
-            n -= 1;
-        }
-        if let (Some(dst), Some(src)) = (buf.get_mut(len..len + n), piece.get(..n)) {
-            dst.copy_from_slice(src.as_bytes());
-        }
-        len += n;
-    }
-    len
 }
 
 /// Splits the transcript of a console session with echo on into the reply to each of
