@@ -5,8 +5,8 @@
 use super::MAX_LINE;
 use crate::error::Result;
 use crate::infer::{self, GenStats, IntState, State, Step};
-use crate::knowledge::answer;
 use crate::kernels::Kernels;
+use crate::knowledge::answer;
 use crate::model::Model;
 use crate::sample::{Sampler, Sampling};
 use crate::tokenizer;
@@ -96,7 +96,8 @@ where
 {
     let mut text = [0u8; MAX_LINE];
     let n = answer::write_prompt(&mut text, fact, question);
-    let n = tokenizer::encode_with(&model.vocab, text.get(..n).unwrap_or_default(), true, false, tokens, work)?;
+    let n =
+        tokenizer::encode_with(&model.vocab, text.get(..n).unwrap_or_default(), true, false, tokens, work)?;
     answer::answer(model, state, tokens.get(..n).unwrap_or_default(), fact, out)
 }
 

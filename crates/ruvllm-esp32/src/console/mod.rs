@@ -5,7 +5,8 @@
 //!
 //! With a [`Knowledge`] ([`Console::with_knowledge`]) it also keeps short texts: `add` stores
 //! one and teaches the anomaly detector that it is normal, `ask` retrieves the best matches and
-//! (with a model) continues the best text plus the question like `gen`, `anomaly` scores a text
+//! (with a model) prints `Answer: <span>`, a span of the best text that the model picks for
+//! the question ([`crate::knowledge::answer`]), `anomaly` scores a text
 //! against what was added, `forget` drops an entry, `stats` shows what is used. Texts are
 //! embedded by hashed character n-grams, not the model: for retrieval through the built-in
 //! learned table ([`TableEmbedder`](crate::embed::TableEmbedder)), for the anomaly detector
@@ -177,7 +178,7 @@ macro_rules! sayln {
 const COMMANDS: [(&str, &str); 17] = [
     ("gen <text>", "continue <text> (none: from BOS); greedy at temp 0, else sampled"),
     ("add <text>", "store <text> as knowledge (at most 128 bytes) and learn it as normal"),
-    ("ask <query>", "the best-matching knowledge; with a model, continue it plus <query>"),
+    ("ask <query>", "the best-matching knowledge; with a model, Answer: <words copied from the best>"),
     ("anomaly <text>", "is <text> unlike the knowledge added? (needs 2 adds; cosine distance %)"),
     ("forget <id>", "drop knowledge #<id> from retrieval (the anomaly detector keeps it)"),
     ("clear", "forget all knowledge and the anomaly detector's references"),
@@ -727,7 +728,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         Ok(())
     }
 
-    /// `add`, `ask`, `anomaly` and `forget`: one line each (and the streamed answer of `ask`).
+    /// `add`, `ask`, `anomaly` and `forget`: one line each (and `ask`'s `Answer:` line).
     fn knowledge(&mut self, word: &str, text: &str) -> Result<(), IO::Error> {
         let Some(k) = self.knowledge.as_deref_mut() else {
             return sayln!(&mut self.io, "error: this console has no knowledge store");
@@ -781,7 +782,8 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                     Ok(n) => {
                         t.last_answer = counter.map(|_| ticks());
                         // A span of a `&str` cut at character boundaries.
-                        let answer = core::str::from_utf8(answer.get(..n).unwrap_or_default()).unwrap_or_default();
+                        let answer =
+                            core::str::from_utf8(answer.get(..n).unwrap_or_default()).unwrap_or_default();
                         sayln!(&mut self.io, "Answer: {answer}")
                     }
                     Err(e) => sayln!(&mut self.io, "error: {e}"),

@@ -28,7 +28,7 @@ pub const MAX_FACT: usize = 256;
 /// it does not fit, the question is cut first, then the fact (at character boundaries), so the
 /// tags always stay whole; a `buf` shorter than the tags gets nothing (length 0).
 pub fn write_prompt(buf: &mut [u8], fact: &str, question: &str) -> usize {
-    let tags = FACT_TAG.len() + QUESTION_TAG.len() + ANSWER_TAG.len() + 3;
+    let tags = FACT_TAG.len() + QUESTION_TAG.len() + ANSWER_TAG.len() + 4;
     let Some(room) = buf.len().checked_sub(tags) else {
         return 0;
     };
@@ -186,9 +186,11 @@ mod tests {
         let mut buf = [0u8; 80];
         let n = write_prompt(&mut buf, " The pump runs at 6am. ", "when does the pump run ");
         assert_eq!(&buf[..n], b"Fact: The pump runs at 6am. Question: when does the pump run Answer:");
-        let mut small = [0u8; 40];
+        let mut small = [0u8; 50];
         let n = write_prompt(&mut small, "The pump runs at 6am.", "when does the pump run");
-        assert_eq!(&small[..n], b"Fact: The pump runs at 6am. Question:  Answer:");
+        assert_eq!(&small[..n], b"Fact: The pump runs at 6am. Question: when Answer:");
+        let n = write_prompt(&mut small[..40], "The pump runs at 6am.", "when does the pump run");
+        assert_eq!(&small[..n], b"Fact: The pump runs a Question:  Answer:");
         assert_eq!(write_prompt(&mut [0u8; 10], "x", "y"), 0);
         let mut tiny = [0u8; 30];
         let n = write_prompt(&mut tiny, "é", "é");
@@ -198,7 +200,7 @@ mod tests {
     #[test]
     fn trim_drops_spaces_and_final_stops() {
         let mut b = *b" at 3pm on Thursday. ";
-        let n = trim(&mut b, b.len());
+        let n = trim(&mut b, 21);
         assert_eq!(&b[..n], b"at 3pm on Thursday");
         let mut e = *b"  ";
         assert_eq!(trim(&mut e, 2), 0);

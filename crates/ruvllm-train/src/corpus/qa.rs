@@ -38,31 +38,77 @@ impl Fact {
 }
 
 const NAMES: &[&str] = &[
-    "Anna", "Ben", "Carlos", "Dana", "Elif", "Farid", "Grace", "Hugo", "Ines", "Jonas", "Kemal",
-    "Lena", "Marco", "Nadia", "Oscar", "Priya", "Quentin", "Rosa", "Sven", "Tara", "Umar",
-    "Vera", "Wes", "Xenia", "Yusuf", "Zoe", "Mrs Patel", "Mr Okafor", "Dr Novak", "Aunt Mei",
-    "Uncle Raj", "Grandpa Joe", "Mia", "Leo", "Nora", "Ravi", "Sofia", "Tomas", "Helga", "Kofi",
+    "Anna",
+    "Ben",
+    "Carlos",
+    "Dana",
+    "Elif",
+    "Farid",
+    "Grace",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Kemal",
+    "Lena",
+    "Marco",
+    "Nadia",
+    "Oscar",
+    "Priya",
+    "Quentin",
+    "Rosa",
+    "Sven",
+    "Tara",
+    "Umar",
+    "Vera",
+    "Wes",
+    "Xenia",
+    "Yusuf",
+    "Zoe",
+    "Mrs Patel",
+    "Mr Okafor",
+    "Dr Novak",
+    "Aunt Mei",
+    "Uncle Raj",
+    "Grandpa Joe",
+    "Mia",
+    "Leo",
+    "Nora",
+    "Ravi",
+    "Sofia",
+    "Tomas",
+    "Helga",
+    "Kofi",
 ];
 
 const WEEKDAYS: &[&str] = &["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
 const MONTHS: &[&str] = &[
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ];
 const CITIES: &[&str] = &[
-    "Lisbon", "Oslo", "Denver", "Kyoto", "Nairobi", "Lima", "Dublin", "Porto", "Seoul", "Quebec",
-    "Krakow", "Austin", "Perth", "Bergen", "Malaga", "Tallinn", "Cusco", "Hanoi", "Leeds", "Turin",
+    "Lisbon", "Oslo", "Denver", "Kyoto", "Nairobi", "Lima", "Dublin", "Porto", "Seoul", "Quebec", "Krakow",
+    "Austin", "Perth", "Bergen", "Malaga", "Tallinn", "Cusco", "Hanoi", "Leeds", "Turin",
 ];
 const WORDS: &[&str] = &[
-    "maple", "tiger", "cobalt", "pebble", "falcon", "mango", "orbit", "cedar", "lemon", "rocket",
-    "velvet", "harbor", "puzzle", "canyon", "violet", "walnut", "comet", "ginger", "meadow", "blue",
+    "maple", "tiger", "cobalt", "pebble", "falcon", "mango", "orbit", "cedar", "lemon", "rocket", "velvet",
+    "harbor", "puzzle", "canyon", "violet", "walnut", "comet", "ginger", "meadow", "blue",
 ];
 const COLORS: &[&str] = &["red", "blue", "green", "yellow", "grey", "white", "black", "orange"];
 const ORDINALS: &[&str] = &["first", "second", "third", "fourth", "fifth", "sixth", "ground", "top"];
 
 /// One of `xs` (a `&str`, where `Rng::pick` would infer `str`).
 fn pick(rng: &mut Rng, xs: &[&'static str]) -> &'static str {
-    *rng.pick(xs)
+    xs[rng.below(xs.len())]
 }
 
 fn num(rng: &mut Rng, lo: usize, hi: usize) -> String {
@@ -91,7 +137,9 @@ fn day(rng: &mut Rng) -> String {
         0..=2 => format!("on {d}"),
         3 => format!("every {d}"),
         4 => format!("on {d} {}", rng.pick(&["morning", "afternoon", "evening"])),
-        _ => rng.pick(&["on weekdays", "on weekends", "every day", "every other day", "twice a week"]).to_string(),
+        _ => rng
+            .pick(&["on weekdays", "on weekends", "every day", "every other day", "twice a week"])
+            .to_string(),
     }
 }
 
@@ -122,8 +170,17 @@ fn room(rng: &mut Rng) -> String {
         3 => format!("meeting room {}", rng.range(1, 9)),
         _ => rng
             .pick(&[
-                "the kitchen", "the garage", "the basement", "the library", "the main hall", "the gym",
-                "the canteen", "the attic", "the back office", "the community centre", "the school hall",
+                "the kitchen",
+                "the garage",
+                "the basement",
+                "the library",
+                "the main hall",
+                "the gym",
+                "the canteen",
+                "the attic",
+                "the back office",
+                "the community centre",
+                "the school hall",
             ])
             .to_string(),
     }
@@ -147,12 +204,40 @@ fn spot(rng: &mut Rng) -> String {
     let prep = *rng.pick(&["under", "in", "behind", "on", "next to", "above", "inside"]);
     let adj = if rng.chance(40) { format!("{} ", rng.pick(COLORS)) } else { String::new() };
     let obj = *rng.pick(&[
-        "flower pot", "top drawer", "toolbox", "shelf", "sink", "front door", "fridge", "bookcase",
-        "workbench", "boiler", "washing machine", "coat rack", "garden shed", "filing cabinet",
-        "glove box", "bread bin", "desk", "stairs", "mailbox", "wardrobe",
+        "flower pot",
+        "top drawer",
+        "toolbox",
+        "shelf",
+        "sink",
+        "front door",
+        "fridge",
+        "bookcase",
+        "workbench",
+        "boiler",
+        "washing machine",
+        "coat rack",
+        "garden shed",
+        "filing cabinet",
+        "glove box",
+        "bread bin",
+        "desk",
+        "stairs",
+        "mailbox",
+        "wardrobe",
     ]);
     let place = if rng.chance(35) {
-        format!(" in {}", rng.pick(&["the kitchen", "the garage", "the hall", "the bedroom", "the office", "the shed", "the car"]))
+        format!(
+            " in {}",
+            rng.pick(&[
+                "the kitchen",
+                "the garage",
+                "the hall",
+                "the bedroom",
+                "the office",
+                "the shed",
+                "the car"
+            ])
+        )
     } else {
         String::new()
     };
@@ -226,16 +311,51 @@ fn event(rng: &mut Rng, f: &mut Fact) {
 
 /// Secrets: (thing, shared-word questions, questions sharing no content word, digits only).
 const SECRETS: &[(&str, &[&str], &[&str], bool)] = &[
-    ("wifi password", &["What is the wifi password?", "Tell me the wifi password."], &["How do I get online?", "What do I type to join the internet?"], false),
-    ("door code", &["What is the door code?", "Which code opens the door?"], &["How do I get into the building?", "Which digits let me in?"], true),
-    ("alarm code", &["What is the alarm code?", "Which code turns off the alarm?"], &["How do I silence the siren?", "What stops the burglar bell?"], true),
-    ("guest network password", &["What is the guest network password?"], &["How can visitors get online?", "What do friends type for internet?"], false),
-    ("locker combination", &["What is the locker combination?"], &["How do I open my gym storage box?"], true),
+    (
+        "wifi password",
+        &["What is the wifi password?", "Tell me the wifi password."],
+        &["How do I get online?", "What do I type to join the internet?"],
+        false,
+    ),
+    (
+        "door code",
+        &["What is the door code?", "Which code opens the door?"],
+        &["How do I get into the building?", "Which digits let me in?"],
+        true,
+    ),
+    (
+        "alarm code",
+        &["What is the alarm code?", "Which code turns off the alarm?"],
+        &["How do I silence the siren?", "What stops the burglar bell?"],
+        true,
+    ),
+    (
+        "guest network password",
+        &["What is the guest network password?"],
+        &["How can visitors get online?", "What do friends type for internet?"],
+        false,
+    ),
+    (
+        "locker combination",
+        &["What is the locker combination?"],
+        &["How do I open my gym storage box?"],
+        true,
+    ),
     ("bike lock code", &["What is the bike lock code?"], &["How do I unlock my bicycle?"], true),
     ("printer PIN", &["What is the printer PIN?"], &["Which number releases my copies?"], true),
     ("safe combination", &["What is the safe combination?"], &["How do I open the strongbox?"], true),
-    ("laptop password", &["What is the laptop password?"], &["How do I log into my notebook computer?"], false),
-    ("gate code", &["What is the gate code?", "Which code opens the gate?"], &["How do I get past the entrance barrier?"], true),
+    (
+        "laptop password",
+        &["What is the laptop password?"],
+        &["How do I log into my notebook computer?"],
+        false,
+    ),
+    (
+        "gate code",
+        &["What is the gate code?", "Which code opens the gate?"],
+        &["How do I get past the entrance barrier?"],
+        true,
+    ),
 ];
 
 fn secret(rng: &mut Rng, f: &mut Fact) {
@@ -317,11 +437,56 @@ fn machine(rng: &mut Rng, f: &mut Fact) {
     }
 }
 
-const FOODS: &[&str] = &["peanuts", "shellfish", "milk", "eggs", "wheat", "strawberries", "sesame", "penicillin", "bee stings", "cats", "pollen", "soy"];
-const MEDS: &[&str] = &["ibuprofen", "vitamin D", "metformin", "the blood pressure pills", "iron tablets", "the inhaler", "paracetamol", "insulin", "the eye drops", "antibiotics"];
-const DEPTS: &[&str] = &["sales", "finance", "support", "design", "marketing", "research", "legal", "shipping"];
-const HOTELS: &[&str] = &["Hotel Aurora", "the Grand Palace", "the Blue Anchor Inn", "Hotel Mirador", "the Riverside Lodge", "the Old Mill", "Hostel Sol", "the Pine Tree Hotel"];
-const PLANTS: &[&str] = &["the tomato plants", "roses", "the lemon trees", "the cucumbers", "the orchids", "the strawberries", "the basil plants", "the apple trees", "the peppers", "the ferns"];
+const FOODS: &[&str] = &[
+    "peanuts",
+    "shellfish",
+    "milk",
+    "eggs",
+    "wheat",
+    "strawberries",
+    "sesame",
+    "penicillin",
+    "bee stings",
+    "cats",
+    "pollen",
+    "soy",
+];
+const MEDS: &[&str] = &[
+    "ibuprofen",
+    "vitamin D",
+    "metformin",
+    "the blood pressure pills",
+    "iron tablets",
+    "the inhaler",
+    "paracetamol",
+    "insulin",
+    "the eye drops",
+    "antibiotics",
+];
+const DEPTS: &[&str] =
+    &["sales", "finance", "support", "design", "marketing", "research", "legal", "shipping"];
+const HOTELS: &[&str] = &[
+    "Hotel Aurora",
+    "the Grand Palace",
+    "the Blue Anchor Inn",
+    "Hotel Mirador",
+    "the Riverside Lodge",
+    "the Old Mill",
+    "Hostel Sol",
+    "the Pine Tree Hotel",
+];
+const PLANTS: &[&str] = &[
+    "the tomato plants",
+    "roses",
+    "the lemon trees",
+    "the cucumbers",
+    "the orchids",
+    "the strawberries",
+    "the basil plants",
+    "the apple trees",
+    "the peppers",
+    "the ferns",
+];
 
 /// Things looked after on a schedule: (thing, done to it, the verb for that).
 const CHORES: &[(&str, &str, &str)] = &[
@@ -352,7 +517,10 @@ fn schedule(rng: &mut Rng) -> String {
         0 => format!("every {d} {} before {}", pick(rng, &["morning", "evening"]), time(rng)),
         1 => format!("on the {} {d} of the month", pick(rng, &["first", "second", "third", "last"])),
         2 => format!("every {} weeks", rng.range(2, 6)),
-        3 => pick(rng, &["once a month", "every spring", "twice a year", "every evening", "every other week"]).to_string(),
+        3 => {
+            pick(rng, &["once a month", "every spring", "twice a year", "every evening", "every other week"])
+                .to_string()
+        }
         _ => day(rng),
     }
 }
@@ -383,9 +551,17 @@ fn chore(rng: &mut Rng, f: &mut Fact) {
 
 /// Someone who does a task: (task, question about who, one sharing no content word).
 const TASKS: &[(&str, &str, &str)] = &[
-    ("waters the garden in summer", "Who waters the garden?", "Who sprinkles the flower beds when it is hot?"),
+    (
+        "waters the garden in summer",
+        "Who waters the garden?",
+        "Who sprinkles the flower beds when it is hot?",
+    ),
     ("feeds the cat on weekends", "Who feeds the cat?", "Who gives the kitty its dinner on Saturdays?"),
-    ("picks up the kids on Fridays", "Who picks up the kids?", "Who collects the children at the end of the week?"),
+    (
+        "picks up the kids on Fridays",
+        "Who picks up the kids?",
+        "Who collects the children at the end of the week?",
+    ),
     ("has the spare key", "Who has the spare key?", "Who can let us in if we are locked out?"),
     ("fixes the printer", "Who fixes the printer?", "Who repairs the copier?"),
     ("orders the office supplies", "Who orders the office supplies?", "Who buys pens and paper for work?"),
@@ -438,10 +614,19 @@ fn person(rng: &mut Rng, f: &mut Fact) {
             f.lit(" of ");
             let m = f.slot(med);
             f.lit(" ");
-            let when = f.slot(pick(rng, &[
-                "every morning", "twice a day", "after dinner", "before bed", "every six hours",
-                "with breakfast", "once a week", "three times a day",
-            ]));
+            let when = f.slot(pick(
+                rng,
+                &[
+                    "every morning",
+                    "twice a day",
+                    "after dinner",
+                    "before bed",
+                    "every six hours",
+                    "with breakfast",
+                    "once a week",
+                    "three times a day",
+                ],
+            ));
             f.lit(".");
             f.ask(format!("How much {med} does {n} take?"), dose, dose);
             f.ask(format!("What is {n}'s dose?"), dose, dose);
@@ -472,7 +657,15 @@ fn person(rng: &mut Rng, f: &mut Fact) {
             f.ask(format!("Which town is {n}'s home?"), s, s);
         }
         _ => {
-            let role = *rng.pick(&["plumber", "electrician", "babysitter", "doctor", "landlord", "mechanic", "dog walker"]);
+            let role = *rng.pick(&[
+                "plumber",
+                "electrician",
+                "babysitter",
+                "doctor",
+                "landlord",
+                "mechanic",
+                "dog walker",
+            ]);
             f.lit(&format!("Our {role} is "));
             let s = f.slot(n);
             f.lit(".");
@@ -511,7 +704,15 @@ fn numbers(rng: &mut Rng, f: &mut Fact) {
             f.ask(format!("When should I give {plant} a drink?"), w, b);
         }
         2 => {
-            let tool = *rng.pick(&["lathe", "chainsaw", "mower", "drill press", "table saw", "generator", "bandsaw"]);
+            let tool = *rng.pick(&[
+                "lathe",
+                "chainsaw",
+                "mower",
+                "drill press",
+                "table saw",
+                "generator",
+                "bandsaw",
+            ]);
             f.lit(&format!("The {tool} needs oil "));
             let s = f.slot(&format!("every {} hours", rng.range(2, 200)));
             f.lit(".");
@@ -519,7 +720,14 @@ fn numbers(rng: &mut Rng, f: &mut Fact) {
             f.ask(format!("When should I lubricate the {tool}?"), s, s);
         }
         3 => {
-            let thing = *rng.pick(&["wall plugs", "shelf brackets", "hinges", "the fence posts", "tiles", "the birdhouse"]);
+            let thing = *rng.pick(&[
+                "wall plugs",
+                "shelf brackets",
+                "hinges",
+                "the fence posts",
+                "tiles",
+                "the birdhouse",
+            ]);
             f.lit("Use ");
             let s = f.slot(&format!("a {} mm", rng.range(2, 14)));
             f.lit(&format!(" drill bit for {thing}."));
@@ -527,9 +735,17 @@ fn numbers(rng: &mut Rng, f: &mut Fact) {
             f.ask(format!("How wide a hole for {thing}?"), s, s);
         }
         4 => {
-            let p = *rng.pick(&["garden project", "kitchen remodel", "team offsite", "holiday", "website", "roof repair"]);
+            let p = *rng.pick(&[
+                "garden project",
+                "kitchen remodel",
+                "team offsite",
+                "holiday",
+                "website",
+                "roof repair",
+            ]);
             f.lit(&format!("The {p} budget is "));
-            let s = f.slot(&format!("{} {}", rng.range(2, 950) * 10, rng.pick(&["dollars", "euros", "pounds"])));
+            let s =
+                f.slot(&format!("{} {}", rng.range(2, 950) * 10, rng.pick(&["dollars", "euros", "pounds"])));
             f.lit(".");
             f.ask(format!("What is the {p} budget?"), s, s);
             f.ask(format!("How much can we spend on the {p}?"), s, s);
