@@ -178,7 +178,7 @@ macro_rules! sayln {
 const COMMANDS: [(&str, &str); 17] = [
     ("gen <text>", "continue <text> (none: from BOS); greedy at temp 0, else sampled"),
     ("add <text>", "store <text> as knowledge (at most 128 bytes) and learn it as normal"),
-    ("ask <query>", "the best-matching knowledge; with a model, Answer: <words copied from the best>"),
+    ("ask <query>", "the best-matching knowledge; with a model, the answer copied from it"),
     ("anomaly <text>", "is <text> unlike the knowledge added? (needs 2 adds; cosine distance %)"),
     ("forget <id>", "drop knowledge #<id> from retrieval (the anomaly detector keeps it)"),
     ("clear", "forget all knowledge and the anomaly detector's references"),
