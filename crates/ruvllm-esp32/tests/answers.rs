@@ -18,8 +18,8 @@ use ruvllm_esp32::model::Model;
 const FACTS: &str = include_str!("../../../testdata/knowledge/facts.tsv");
 
 /// Accuracy floors this model reaches (measured: see the module doc), per path and question form.
-const FLOOR_SHARED: f64 = 0.0;
-const FLOOR_PARAPHRASE: f64 = 0.0;
+const FLOOR_SHARED: f64 = 0.55;
+const FLOOR_PARAPHRASE: f64 = 0.48;
 
 struct Row {
     fact: &'static str,
@@ -73,11 +73,12 @@ fn clauses(fact: &str) -> Vec<Vec<String>> {
 }
 
 /// The score rule, once: an answer is right when its words equal the expected span's words, or
-/// when it contains the expected span's words (contiguous) and lies within one clause of the
-/// fact (so a whole-fact answer does not count). Words: see [`words`].
+/// when it contains the expected span's words (contiguous), has at most 2 words more, and lies
+/// within one clause of the fact (so neither the whole fact nor a run across clauses counts).
+/// Words: see [`words`].
 fn correct(produced: &str, expected: &str, fact: &str) -> bool {
     let (p, e) = (words(produced), words(expected));
-    p == e || (run_of(&p, &e) && clauses(fact).iter().any(|c| run_of(c, &p)))
+    p == e || (run_of(&p, &e) && p.len() <= e.len() + 2 && clauses(fact).iter().any(|c| run_of(c, &p)))
 }
 
 /// Answers to every row's two questions: (shared-word, paraphrase) answers per row.
@@ -129,6 +130,7 @@ fn score_rule() {
     assert!(correct("at 8am", "at 8am", fact));
     assert!(correct("8am", "8AM.", fact));
     assert!(correct("opens at 8am", "8am", fact));
+    assert!(!correct("The office opens at 8am", "8am", fact), "3 words more");
     assert!(!correct("at 8am and closes at 5pm", "at 8am", fact), "two clauses");
     assert!(!correct("at 5pm", "at 8am", fact));
     assert!(!correct("", "at 8am", fact));

@@ -4,7 +4,10 @@
 //! `Fact: <fact> Question: <question> Answer: <span>`, the span copied from the fact and the
 //! document ended by the next BOS. [`answer`] runs that prompt and decodes greedily under a
 //! copy constraint: every generated token must continue a span of the fact (starting at a word),
-//! or end the answer, so whatever the model prefers, the answer is always taken from the fact.
+//! or end the answer where a phrase of the fact ends (before `.`, `,`, `;`, `:`, `!`, `?`, a
+//! joining word such as "and", or the end), so whatever the model prefers, the answer is whole
+//! words taken from the fact. The model picks where the answer starts and at which phrase end
+//! it stops.
 //! It stops at BOS/EOS, at a newline, when the span cannot go on, or when `out` is full.
 //! No allocation: the caller owns every buffer; float ([`crate::infer::State`]) and integer
 //! ([`crate::infer::IntState`]) forward passes both drive it.
@@ -91,7 +94,29 @@ impl Source<'_> {
     fn matches(&self, i: usize, piece: &[u8]) -> bool {
         piece.iter().enumerate().all(|(k, &b)| self.at(i + k) == Some(b))
     }
+
+    /// Whether a phrase of the fact ends before `i`: at the end of the fact, before a stop,
+    /// comma, semicolon, colon, `!` or `?` that ends a word, or before a joining word (and,
+    /// but, or, ...).
+    fn phrase_ends(&self, i: usize) -> bool {
+        let word_end = |j: usize| !self.at(j).is_some_and(|b| b.is_ascii_alphanumeric() || !b.is_ascii());
+        match self.at(i) {
+            None => true,
+            Some(b'.' | b',' | b';' | b':' | b'!' | b'?') => matches!(self.at(i + 1), None | Some(b' ')),
+            Some(b' ') => JOINING.iter().any(|w| {
+                let w = w.as_bytes();
+                w.iter()
+                    .enumerate()
+                    .all(|(k, &c)| self.at(i + 1 + k).map(|b| b.to_ascii_lowercase()) == Some(c))
+                    && word_end(i + 1 + w.len())
+            }),
+            _ => false,
+        }
+    }
 }
+
+/// Words that start a new phrase: an answer may end before them.
+const JOINING: [&str; 9] = ["and", "but", "or", "so", "because", "while", "which", "who", "if"];
 
 /// The answer to `question` about `fact` from `model`: `prompt` holds the tokens of
 /// [`write_prompt`]'s text after BOS (as [`tokenizer::encode_with`] makes them). The answer's
@@ -129,18 +154,21 @@ where
     while pos < state.capacity() {
         let logits = state.logits(model, token, pos)?;
         pos += 1;
-        // Greedy over the tokens that continue a span, and the end (once there is an answer).
+        // Greedy over the tokens that continue a span, and the end: once there is an answer
+        // and it ends a phrase of the fact (the model picks where the answer starts and which
+        // phrase ends it; it never stops inside a word, a number or a name).
+        let can_end = len > 0 && (0..src.len()).any(|i| spans.get(i) && src.phrase_ends(i + len));
         let mut best: Option<(u32, S::Logit)> = None;
         for (id, &logit) in (0u32..).zip(logits.iter()) {
             if best.is_some_and(|(_, b)| logit <= b) {
                 continue;
             }
             let allowed = if id == vocab.bos() || id == vocab.eos() {
-                len > 0
+                can_end
             } else {
                 let piece = tokenizer::decode(vocab, token, id, &mut scratch);
                 if piece.contains(&b'\n') {
-                    len > 0
+                    can_end
                 } else {
                     !piece.is_empty()
                         && len + piece.len() <= out.len()
@@ -195,6 +223,14 @@ mod tests {
         let mut tiny = [0u8; 30];
         let n = write_prompt(&mut tiny, "é", "é");
         assert!(core::str::from_utf8(&tiny[..n]).is_ok());
+    }
+
+    #[test]
+    fn phrases_end_at_stops_joining_words_and_the_end() {
+        let src = Source { fact: b"The cat gets fed at 7am and 6pm, 4:30 daily." };
+        let ends: Vec<usize> = (0..=src.len()).filter(|&i| src.phrase_ends(i)).collect();
+        // " The cat gets fed at 7am| and 6pm|, 4:30 daily|.|"
+        assert_eq!(ends, [24, 32, 44, 45]);
     }
 
     #[test]
