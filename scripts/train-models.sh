@@ -15,8 +15,10 @@ what=${1:-all}
 mkdir -p target/train
 
 if [[ $what == default || $what == all ]]; then
-    # The built-in model (compiled into the CLI and the firmware).
-    $bin train --preset default --quant q8 --steps 3000 --threads 2 -o crates/ruvllm-cli/data/default.gguf
+    # The built-in model (compiled into the CLI and the firmware). It keeps its own tokenizer
+    # (first trained on the stories and facts alone), so the draft model stays valid.
+    $bin train --preset default --quant q8 --steps 3000 --threads 2 \
+        --tokenizer-from crates/ruvllm-cli/data/default.gguf -o crates/ruvllm-cli/data/default.gguf
 fi
 if [[ $what == draft || $what == all ]]; then
     # The draft model for speculative decoding: the tiny preset with the built-in model's

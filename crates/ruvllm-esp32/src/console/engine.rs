@@ -4,8 +4,9 @@
 
 use super::MAX_LINE;
 use crate::error::Result;
-use crate::infer::{self, GenStats, IntState, State};
+use crate::infer::{self, GenStats, IntState, State, Step};
 use crate::kernels::Kernels;
+use crate::knowledge::answer;
 use crate::model::Model;
 use crate::sample::{Sampler, Sampling};
 use crate::tokenizer;
@@ -74,6 +75,30 @@ pub trait Engine {
     fn step(&mut self, token: u32, pos: usize) -> Result<u32>;
     /// The begin-of-sequence token.
     fn bos(&self) -> u32;
+    /// The grounded answer to `question`, a span copied from `fact`
+    /// ([`crate::knowledge::answer`], greedy whatever the sampling), written to `out`; its
+    /// length. An engine without a model answers nothing (0).
+    fn answer(&mut self, _fact: &str, _question: &str, _out: &mut [u8]) -> Result<usize> {
+        Ok(0)
+    }
+}
+
+/// [`Engine::answer`] for a model and a forward pass: the prompt text, its tokens, the answer.
+fn grounded<S: Step, const L: usize>(
+    model: &Model<'_, L>,
+    state: &mut S,
+    (tokens, work): (&mut [u32], &mut [u32]),
+    (fact, question): (&str, &str),
+    out: &mut [u8],
+) -> Result<usize>
+where
+    S::Logit: PartialOrd,
+{
+    let mut text = [0u8; MAX_LINE];
+    let n = answer::write_prompt(&mut text, fact, question);
+    let n =
+        tokenizer::encode_with(&model.vocab, text.get(..n).unwrap_or_default(), true, false, tokens, work)?;
+    answer::answer(model, state, tokens.get(..n).unwrap_or_default(), fact, out)
 }
 
 /// The float forward pass ([`State`] + [`infer::generate`]) with the scalar reference
@@ -157,6 +182,10 @@ impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
     fn bos(&self) -> u32 {
         self.model.vocab.bos()
     }
+
+    fn answer(&mut self, fact: &str, question: &str, out: &mut [u8]) -> Result<usize> {
+        grounded(self.model, &mut self.state, (&mut self.tokens, &mut self.work), (fact, question), out)
+    }
 }
 
 /// The integer-only forward pass ([`IntState`] + [`infer::generate_int`]): what a chip without
@@ -221,6 +250,10 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
 
     fn bos(&self) -> u32 {
         self.model.vocab.bos()
+    }
+
+    fn answer(&mut self, fact: &str, question: &str, out: &mut [u8]) -> Result<usize> {
+        grounded(self.model, &mut self.state, (&mut self.tokens, &mut self.work), (fact, question), out)
     }
 }
 

@@ -5,9 +5,10 @@
 //!
 //! With a [`Knowledge`] ([`Console::with_knowledge`]) it also keeps short texts: `add` stores
 //! one and teaches the anomaly detector that it is normal, `ask` retrieves the best matches,
-//! recalls the most similar earlier `gen`/`ask` exchange (`Recalled:`; every exchange that
-//! produced something is kept as an episodic memory, see `memory`) and (with a model)
-//! continues the best text plus the question like `gen`, `anomaly` scores a text
+//! (with a model) prints `Answer: <span>`, a span of the best text that the model picks for
+//! the question ([`crate::knowledge::answer`]), and recalls the most similar earlier `gen`/`ask`
+//! exchange (`Recalled:`; every exchange that produced something is kept as an episodic memory,
+//! see `memory`), `anomaly` scores a text
 //! against what was added, `forget` drops an entry, `stats` shows what is used. Texts are
 //! embedded by hashed character n-grams, not the model: for retrieval through the built-in
 //! learned table ([`TableEmbedder`](crate::embed::TableEmbedder)), for the anomaly detector
@@ -124,6 +125,8 @@ struct Totals {
     /// generation) and `anomaly` that succeeded.
     last_add: Option<u64>,
     last_ask: Option<u64>,
+    /// ... and of the last `ask` with its answer (retrieval and the model's answer).
+    last_answer: Option<u64>,
     last_anomaly: Option<u64>,
 }
 
@@ -185,7 +188,7 @@ macro_rules! sayln {
 const COMMANDS: [(&str, &str); 17] = [
     ("gen <text>", "continue <text> (none: from BOS); greedy at temp 0, else sampled"),
     ("add <text>", "store <text> as knowledge (at most 128 bytes) and learn it as normal"),
-    ("ask <query>", "matching knowledge, a similar earlier gen/ask; with a model, continue it"),
+    ("ask <query>", "matching knowledge; with a model, its answer; a like earlier gen/ask"),
     ("anomaly <text>", "is <text> unlike the knowledge added? (needs 2 adds; cosine distance %)"),
     ("forget <id>", "drop knowledge #<id> from retrieval (the anomaly detector keeps it)"),
     ("clear", "forget all knowledge, the anomaly detector's references and the memories"),
@@ -755,7 +758,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         Ok(())
     }
 
-    /// `add`, `ask`, `anomaly` and `forget`: one line each (and the streamed answer of `ask`).
+    /// `add`, `ask`, `anomaly` and `forget`: one line each (and `ask`'s `Answer:` line).
     fn knowledge(&mut self, word: &str, text: &str) -> Result<(), IO::Error> {
         let Some(k) = self.knowledge.as_deref_mut() else {
             return sayln!(&mut self.io, "error: this console has no knowledge store");
@@ -791,41 +794,43 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 Err(_) => sayln!(&mut self.io, "error: usage: forget <id> (the number add printed)"),
             },
             _ => {
-                // The prompt: the best text, then the question, cut to one line's worth.
-                let mut prompt = [0u8; MAX_LINE];
-                let mut len = 0;
-                let mut best_id = 0;
-                match k.ask(text) {
-                    Ok(found) => {
-                        t.last_ask = counter.map(|_| ticks());
-                        if found.is_empty() {
-                            sayln!(&mut self.io, "No results found")?;
-                        }
-                        for r in &found {
-                            let similarity = libm::roundf(r.score.clamp(-1.0, 1.0) * 100.0) as i32;
-                            sayln!(&mut self.io, "Found: {} (#{}, similarity {similarity}%)", r.text, r.id)?;
-                        }
-                        if let Some(best) = found.first() {
-                            len = fill_prompt(&mut prompt, best.text, text);
-                            best_id = best.id;
-                        }
-                    }
+                let found = match k.ask(text) {
+                    Ok(found) => found,
                     Err(e) => return sayln!(&mut self.io, "error: {e}"),
+                };
+                t.last_ask = counter.map(|_| ticks());
+                if found.is_empty() {
+                    sayln!(&mut self.io, "No results found")?;
+                }
+                for r in &found {
+                    let similarity = libm::roundf(r.score.clamp(-1.0, 1.0) * 100.0) as i32;
+                    sayln!(&mut self.io, "Found: {} (#{}, similarity {similarity}%)", r.text, r.id)?;
+                }
+                // The answer, copied from the best fact by the model (none without a model).
+                let mut answer = [0u8; knowledge::KNOWLEDGE_TEXT];
+                let mut answer_len = 0;
+                let best_id = found.first().map(|best| best.id);
+                if let (Some(best), true) = (found.first(), self.engine.context_len() > 0) {
+                    match self.engine.answer(best.text, text, &mut answer) {
+                        Ok(n) => {
+                            answer_len = n;
+                            t.last_answer = counter.map(|_| ticks());
+                        }
+                        Err(e) => sayln!(&mut self.io, "error: {e}")?,
+                    }
+                }
+                if answer_len > 0 {
+                    // A span of a `&str` cut at character boundaries.
+                    let answer =
+                        core::str::from_utf8(answer.get(..answer_len).unwrap_or_default()).unwrap_or_default();
+                    sayln!(&mut self.io, "Answer: {answer}")?;
                 }
                 // Earlier exchanges after the facts; this one is remembered once it found one.
                 self.recalled(text)?;
-                if len == 0 {
-                    return Ok(());
+                if let (Some(id), Some(k)) = (best_id, self.knowledge.as_deref_mut()) {
+                    k.remember_ask(text, u32::from(id));
                 }
-                if let Some(k) = self.knowledge.as_deref_mut() {
-                    k.remember_ask(text, u32::from(best_id));
-                }
-                if self.engine.context_len() == 0 {
-                    return Ok(());
-                }
-                // Both pieces are whole `&str`s cut at character boundaries.
-                let prompt = core::str::from_utf8(prompt.get(..len).unwrap_or_default()).unwrap_or_default();
-                self.gen(prompt)
+                Ok(())
             }
         }
     }
@@ -947,6 +952,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
             for (what, ticks) in [
                 ("add", t.last_add),
                 ("ask (embedding + retrieval)", t.last_ask),
+                ("ask with its answer", t.last_answer),
                 ("anomaly", t.last_anomaly),
             ] {
                 if let Some(n) = ticks {
@@ -1087,12 +1093,6 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         )?;
         self.report_peak_ram()
     }
-}
-
-/// Writes `text`, a space and `question` into `buf`, the question cut at a character boundary
-/// when both do not fit; returns the bytes written.
-fn fill_prompt(buf: &mut [u8; MAX_LINE], text: &str, question: &str) -> usize {
-    memory::join(buf, &[text, " ", question])
 }
 
 /// Splits the transcript of a console session with echo on into the reply to each of

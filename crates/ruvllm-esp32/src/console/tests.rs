@@ -90,7 +90,7 @@ impl Write for Script {
     }
 }
 
-/// Echoes the prompt, then "!" per generated position.
+/// Echoes the prompt, then "!" per generated position; answers with the fact's last word.
 struct Echo;
 
 impl Engine for Echo {
@@ -131,6 +131,11 @@ impl Engine for Echo {
     }
     fn bos(&self) -> u32 {
         1
+    }
+    fn answer(&mut self, fact: &str, _question: &str, out: &mut [u8]) -> crate::Result<usize> {
+        let word = fact.trim_end_matches('.').rsplit(' ').next().unwrap_or_default().as_bytes();
+        out[..word.len()].copy_from_slice(word);
+        Ok(word.len())
     }
 }
 
@@ -366,9 +371,9 @@ fn add_ask_anomaly_forget_and_stats() {
     // Best first: the sleeping cat, then (maybe) the other cat sentence.
     let ask = out.split("> ask where does the cat sleep\r\n").nth(1).unwrap();
     assert!(ask.starts_with(&format!("Found: {} (#1, similarity ", FACTS[0])), "{out}");
-    // With a model the best text plus the question is continued like gen (Echo: "!" a step).
-    let prompt = format!("{} where does the cat sleep", FACTS[0]);
-    assert!(ask.contains(&format!("\r\n{prompt}{}\r\n> ", "!".repeat(16))), "{out}");
+    // With a model, the answer from the best text on a line of its own (Echo: its last word).
+    let last = FACTS[0].trim_end_matches('.').rsplit(' ').next().unwrap();
+    assert!(ask.contains(&format!(")\r\nAnswer: {last}\r\n> ")), "{out}");
     assert!(out.contains("> anomaly The cat sleeps in the kitchen.\r\nNORMAL (score: "), "{out}");
     // Gibberish scores above the in-domain sentence. With 8 references the threshold leans on
     // the measured prior (`ANOMALY_PRIOR`), which keeps normal text flagged near 5% and, with so

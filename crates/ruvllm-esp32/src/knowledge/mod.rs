@@ -9,6 +9,7 @@
 //! [`Error::Invalid`], never a panic.
 
 pub mod anomaly;
+pub mod answer;
 pub mod lexical;
 pub mod memory;
 pub mod persist;

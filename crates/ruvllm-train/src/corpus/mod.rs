@@ -13,12 +13,18 @@
 //!   helps is the one thanked.
 //! * The rest are fact documents: a handful of simple true sentences about one topic
 //!   (animals, colors, weather, food, the body, numbers and sums, days, seasons, shapes).
+//! * After about one such document in three comes a question-answer document (`qa`): an
+//!   everyday fact, a question about it and the answer copied from it, in the format of the
+//!   library's grounded answers (`ruvllm_esp32::knowledge::answer`).
 //!
 //! Determinism: randomness comes from a built-in SplitMix64 generator (no external crate, so
 //! no version drift), and document `i` depends only on `(seed, i)`, so the same seed gives
-//! byte-identical text on every platform and documents can be produced in any order.
+//! byte-identical text on every platform and documents can be produced in any order. The
+//! question-answer document after document `i` has its own generator, so stories and facts
+//! are the same with or without it.
 
 mod facts;
+mod qa;
 mod stories;
 mod words;
 
@@ -30,8 +36,9 @@ mod tests;
 /// Seed of the built-in model's training corpus.
 pub const DEFAULT_SEED: u64 = 0x0005_EED0_F570_E1E5;
 
-/// Documents in the built-in model's training corpus (about 18 MB of text).
-pub const DEFAULT_DOCS: usize = 40_000;
+/// Documents in the built-in model's training corpus (about 18 MB of text: some 38,500
+/// stories and facts and 13,500 question-answer documents).
+pub const DEFAULT_DOCS: usize = 52_000;
 
 /// The generator of document `index` under `seed`.
 fn doc_rng(seed: u64, index: u64) -> Rng {
@@ -65,9 +72,19 @@ pub fn document_sentences(seed: u64, index: u64) -> (DocKind, Vec<String>) {
     }
 }
 
-/// The endless sequence of documents for `seed` (document 0, 1, 2, ...).
+/// Percent of documents followed by a question-answer document.
+const QA_PERCENT: usize = 35;
+
+/// The question-answer document after document `index`, if any.
+pub fn qa_document(seed: u64, index: u64) -> Option<String> {
+    let mut rng = doc_rng(seed ^ 0x0A5A_E3F1_9C2B_7D46, index);
+    rng.chance(QA_PERCENT).then(|| qa::qa(&mut rng))
+}
+
+/// The endless sequence of documents for `seed`: document 0, its question-answer document if
+/// any, document 1, ...
 pub fn documents(seed: u64) -> impl Iterator<Item = String> {
-    (0u64..).map(move |i| document(seed, i))
+    (0u64..).flat_map(move |i| std::iter::once(document(seed, i)).chain(qa_document(seed, i)))
 }
 
 /// `n_docs` documents for `seed`, separated by blank lines (no trailing newline).

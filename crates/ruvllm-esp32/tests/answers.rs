@@ -1,0 +1,176 @@
+//! Grounded answers (`ask`'s `Answer:` line) on held-out facts: `testdata/knowledge/facts.tsv`
+//! (156 everyday facts, none of them in the training corpus: ruvllm-train's
+//! `held_out_facts_are_not_generated`), each asked with its two question forms, one sharing a
+//! content word with the fact and one sharing none. The built-in model answers on the three
+//! paths the console runs: f32 weights and q8 weights with float activations
+//! ([`ReferenceEngine`]), and q8 on the integer-only path ([`IntegerEngine`]).
+//!
+//! Figures: `cargo test -p ruvllm-esp32 --test answers -- --nocapture` (docs/BENCHMARKS.md,
+//! "Grounded answers").
+
+mod common;
+
+use ruvllm_esp32::console::{Engine, IntegerEngine, ReferenceEngine};
+use ruvllm_esp32::convert::Quant;
+use ruvllm_esp32::infer::{IntState, State};
+use ruvllm_esp32::model::Model;
+
+const FACTS: &str = include_str!("../../../testdata/knowledge/facts.tsv");
+
+/// Accuracy floors this model reaches (measured: see the module doc), per path and question form.
+const FLOOR_SHARED: f64 = 0.55;
+const FLOOR_PARAPHRASE: f64 = 0.48;
+
+struct Row {
+    fact: &'static str,
+    questions: [&'static str; 2],
+    answer: &'static str,
+}
+
+fn rows() -> Vec<Row> {
+    let rows: Vec<Row> = FACTS
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split('\t').collect();
+            assert_eq!(c.len(), 5, "{l}");
+            Row { fact: c[1], questions: [c[2], c[3]], answer: c[4] }
+        })
+        .collect();
+    assert!(rows.len() >= 150);
+    rows
+}
+
+/// Lower-case ASCII words (letters and digits); everything else separates.
+fn words(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect()
+}
+
+/// Whether `needle` is a contiguous run of `hay`.
+fn run_of(hay: &[String], needle: &[String]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The fact's clauses: split after `,` `;` `.` `!` `?` (followed by a space or the end) and
+/// before the words "and", "but", "or".
+fn clauses(fact: &str) -> Vec<Vec<String>> {
+    let mut out = vec![Vec::new()];
+    for raw in fact.split(' ') {
+        let w = words(raw);
+        if matches!(w.as_slice(), [x] if x == "and" || x == "but" || x == "or") {
+            out.push(Vec::new());
+            continue;
+        }
+        out.last_mut().unwrap().extend(w);
+        if raw.ends_with([',', ';', '.', '!', '?']) {
+            out.push(Vec::new());
+        }
+    }
+    out
+}
+
+/// The score rule, once: an answer is right when its words equal the expected span's words, or
+/// when it contains the expected span's words (contiguous), has at most 2 words more, and lies
+/// within one clause of the fact (so neither the whole fact nor a run across clauses counts).
+/// Words: see [`words`].
+fn correct(produced: &str, expected: &str, fact: &str) -> bool {
+    let (p, e) = (words(produced), words(expected));
+    p == e || (run_of(&p, &e) && p.len() <= e.len() + 2 && clauses(fact).iter().any(|c| run_of(c, &p)))
+}
+
+/// Answers to every row's two questions: (shared-word, paraphrase) answers per row.
+fn answers(engine: &mut dyn Engine, rows: &[Row]) -> Vec<[String; 2]> {
+    rows.iter()
+        .map(|r| {
+            r.questions.map(|q| {
+                let mut out = [0u8; 128];
+                let n = engine.answer(r.fact, q, &mut out).unwrap_or_else(|e| panic!("{}: {e}", r.fact));
+                String::from_utf8(out[..n].to_vec()).unwrap()
+            })
+        })
+        .collect()
+}
+
+fn builtin() -> common::Image {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-cli/data/default.gguf");
+    common::Image::new(&std::fs::read(path).unwrap())
+}
+
+/// The built-in model with f32 weights (its q8 weights dequantized).
+fn builtin_f32() -> common::Image {
+    let host = ruvllm_esp32::convert::load_gguf(builtin().bytes()).unwrap();
+    common::Image::new(&host.to_gguf(Quant::F32).unwrap())
+}
+
+/// Each path's answers to every row.
+fn all_paths(rows: &[Row]) -> Vec<(&'static str, Vec<[String; 2]>)> {
+    let (q8, f32w) = (builtin(), builtin_f32());
+    let mut out = Vec::new();
+    for (name, img) in [("f32", &f32w), ("q8", &q8)] {
+        let model: Model<'_> = Model::from_gguf(img.bytes()).unwrap();
+        let ctx = model.config.seq_len;
+        let mut arena = vec![0f32; State::arena_len(&model, ctx)];
+        let mut engine = ReferenceEngine::new(&model, &mut arena, ctx).unwrap();
+        out.push((name, answers(&mut engine, rows)));
+    }
+    let model: Model<'_> = Model::from_gguf(q8.bytes()).unwrap();
+    let ctx = model.config.seq_len;
+    let mut arena = vec![0i32; IntState::arena_len(&model, ctx)];
+    let mut engine = IntegerEngine::new(&model, &mut arena, ctx).unwrap();
+    out.push(("q8 integer", answers(&mut engine, rows)));
+    out
+}
+
+#[test]
+fn score_rule() {
+    let fact = "The office opens at 8am and closes at 5pm.";
+    assert!(correct("at 8am", "at 8am", fact));
+    assert!(correct("8am", "8AM.", fact));
+    assert!(correct("opens at 8am", "8am", fact));
+    assert!(!correct("The office opens at 8am", "8am", fact), "3 words more");
+    assert!(!correct("at 8am and closes at 5pm", "at 8am", fact), "two clauses");
+    assert!(!correct("at 5pm", "at 8am", fact));
+    assert!(!correct("", "at 8am", fact));
+    assert!(!correct("8", "8am", fact));
+}
+
+/// Every answer on every path is a non-empty span of its fact, and the paths' accuracies reach
+/// the floors.
+#[test]
+fn held_out_answers_are_spans_of_the_fact_and_mostly_right() {
+    let rows = rows();
+    for (path, answers) in all_paths(&rows) {
+        let mut right = [0usize; 2];
+        for (r, a) in rows.iter().zip(&answers) {
+            for (form, produced) in a.iter().enumerate() {
+                assert!(
+                    !produced.is_empty() && r.fact.contains(produced.as_str()),
+                    "{path}: {produced:?} not in {:?}",
+                    r.fact
+                );
+                if correct(produced, r.answer, r.fact) {
+                    right[form] += 1;
+                } else {
+                    println!(
+                        "{path} miss: {:?} / {:?} -> {produced:?} (expected {:?})",
+                        r.fact, r.questions[form], r.answer
+                    );
+                }
+            }
+        }
+        let acc = right.map(|n| n as f64 / rows.len() as f64);
+        println!(
+            "{path}: shared-word questions {}/{} = {:.3}, paraphrases {}/{} = {:.3}",
+            right[0],
+            rows.len(),
+            acc[0],
+            right[1],
+            rows.len(),
+            acc[1]
+        );
+        assert!(acc[0] >= FLOOR_SHARED && acc[1] >= FLOOR_PARAPHRASE, "{path}: {acc:?}");
+    }
+}
