@@ -819,6 +819,8 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                         Err(e) => sayln!(&mut self.io, "error: {e}")?,
                     }
                 }
+                // (`found` borrows the store, which `recalled` and `remember_ask` change.)
+                drop(found);
                 if answer_len > 0 {
                     // A span of a `&str` cut at character boundaries.
                     let answer =
