@@ -4,8 +4,9 @@
 
 use super::MAX_LINE;
 use crate::error::Result;
-use crate::infer::{self, GenStats, IntState, State};
+use crate::infer::{self, GenStats, IntState, LogitValue, State, Step};
 use crate::kernels::Kernels;
+use crate::knowledge::language::{self, TokenStats};
 use crate::model::Model;
 use crate::sample::{Sampler, Sampling};
 use crate::tokenizer;
@@ -74,6 +75,11 @@ pub trait Engine {
     fn step(&mut self, token: u32, pos: usize) -> Result<u32>;
     /// The begin-of-sequence token.
     fn bos(&self) -> u32;
+    /// What the model makes of `text`'s tokens, for `anomaly` ([`language::token_stats`]);
+    /// `None` without a model.
+    fn token_stats(&mut self, _text: &[u8]) -> Result<Option<TokenStats>> {
+        Ok(None)
+    }
 }
 
 /// The float forward pass ([`State`] + [`infer::generate`]) with the scalar reference
@@ -87,6 +93,21 @@ pub struct ReferenceEngine<'m, 'a, 's, const L: usize> {
     tokens: [u32; MAX_LINE + 3],
     /// The encoder's work area.
     work: [u32; WORK],
+}
+
+/// Encodes `text` (BOS first) and measures its tokens with `state`.
+fn measure<S: Step, const L: usize>(
+    model: &Model<'_, L>,
+    state: &mut S,
+    text: &[u8],
+    tokens: &mut [u32],
+    work: &mut [u32],
+) -> Result<TokenStats>
+where
+    S::Logit: LogitValue,
+{
+    let n = tokenizer::encode_with(&model.vocab, text, true, false, tokens, work)?;
+    language::token_stats(model, state, tokens.get(..n).unwrap_or_default())
 }
 
 /// Work words of the prompt encoder for the longest line.
@@ -157,6 +178,10 @@ impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
     fn bos(&self) -> u32 {
         self.model.vocab.bos()
     }
+
+    fn token_stats(&mut self, text: &[u8]) -> Result<Option<TokenStats>> {
+        measure(self.model, &mut self.state, text, &mut self.tokens, &mut self.work).map(Some)
+    }
 }
 
 /// The integer-only forward pass ([`IntState`] + [`infer::generate_int`]): what a chip without
@@ -221,6 +246,10 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
 
     fn bos(&self) -> u32 {
         self.model.vocab.bos()
+    }
+
+    fn token_stats(&mut self, text: &[u8]) -> Result<Option<TokenStats>> {
+        measure(self.model, &mut self.state, text, &mut self.tokens, &mut self.work).map(Some)
     }
 }
 

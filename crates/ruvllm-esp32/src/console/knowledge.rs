@@ -22,8 +22,10 @@ use core::mem::size_of;
 use super::saved::{roll_back, KnowledgeStore};
 use crate::embed::{Embedder, NgramEmbedder, TableEmbedder};
 use crate::error::Error;
+use super::anomaly::{ANOMALY_LANGUAGE, ANOMALY_TEXT};
 use crate::knowledge::{
-    AnomalyConfig, AnomalyDetector, AnomalyPrior, AnomalyResult, Learned, MicroRAG, RAGConfig, Retrieved,
+    language, AnomalyConfig, AnomalyDetector, AnomalyPrior, AnomalyResult, Learned, MicroRAG, RAGConfig,
+    Retrieved, TokenStats,
 };
 
 /// Dimensions of every embedding the console stores.
@@ -256,17 +258,30 @@ impl Knowledge {
         Ok(out)
     }
 
-    /// Whether `text` is unlike the texts added so far.
+    /// Whether `text` is unlike language or, once the detector has 2 references, unlike the
+    /// texts added ([`language::verdict`]). This is the check without a model: the language
+    /// score sees the text's characters alone ([`ANOMALY_TEXT`]).
     pub fn anomaly(&mut self, text: &str) -> Result<AnomalyResult, KnowledgeError> {
-        if self.detector.len() < 2 {
-            // Checked first so that the advice comes even for an odd text.
-            if text.is_empty() {
-                return Err(KnowledgeError::Empty);
-            }
-            return Err(KnowledgeError::NotCalibrated { references: self.detector.len() });
-        }
-        let v = self.embed_hashed(text)?;
-        Ok(self.detector.try_check(&v)?)
+        self.anomaly_with(text, None)
+    }
+
+    /// [`Self::anomaly`] with what the model makes of the text's tokens
+    /// ([`Engine::token_stats`](super::Engine::token_stats); [`ANOMALY_LANGUAGE`]), as the
+    /// console asks it.
+    pub fn anomaly_with(
+        &mut self,
+        text: &str,
+        tokens: Option<&TokenStats>,
+    ) -> Result<AnomalyResult, KnowledgeError> {
+        check_text(text)?;
+        let cal = if tokens.is_some() { &ANOMALY_LANGUAGE } else { &ANOMALY_TEXT };
+        let score = cal.score(&language::features(text, tokens));
+        // A text without words to embed (symbols only) has no distance: language alone.
+        let distance = match self.detector.len() {
+            0 | 1 => None,
+            _ => self.embed_hashed(text).ok().and_then(|v| self.detector.try_check(&v).ok()),
+        };
+        Ok(language::verdict(score, cal.threshold, distance))
     }
 
     /// Removes entry `id` (1-based) from retrieval. The detector keeps what it learned from it.

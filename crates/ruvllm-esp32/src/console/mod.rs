@@ -31,6 +31,7 @@
 //! A board that serves the console on a port only a host drains (USB-Serial-JTAG) writes to it
 //! through [`HostTx`], which never waits long for a host that is not reading.
 
+mod anomaly;
 mod engine;
 mod host_tx;
 mod knowledge;
@@ -40,6 +41,7 @@ mod tests;
 mod typeahead;
 
 pub use crate::sample::Sampling;
+pub use anomaly::{ANOMALY_LANGUAGE, ANOMALY_TEXT};
 pub use engine::{Engine, IntegerEngine, ModelInfo, NoModel, ReferenceEngine};
 pub use host_tx::{HostTx, TryTx};
 pub use knowledge::{
@@ -742,7 +744,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 }
                 Err(e) => sayln!(&mut self.io, "error: {e}"),
             },
-            "anomaly" => match k.anomaly(text) {
+            "anomaly" => match k.anomaly_with(text, self.engine.token_stats(text.as_bytes()).ok().flatten().as_ref()) {
                 Ok(r) => {
                     t.last_anomaly = counter.map(|_| ticks());
                     sayln!(&mut self.io, "{r}")
