@@ -444,7 +444,7 @@ fn generated_kinds(n: usize, seed: u64) -> Vec<(&'static str, Vec<String>)> {
         }
     };
     let repeated = |rng: &mut SplitMix| -> String {
-        let times = 5 + rng.below(10);
+        let times = 4 + rng.below(10);
         match rng.below(3) {
             0 => vec![COMMON[rng.below(COMMON.len())]; times].join(" "),
             1 => ((b'a' + rng.below(26) as u8) as char).to_string().repeat(times * 3),

@@ -8,7 +8,7 @@
 use crate::knowledge::LanguageCalibration;
 
 /// With a model: the text features and the model's view of the tokens (integer path).
-pub const ANOMALY_LANGUAGE: LanguageCalibration = LanguageCalibration { mean: [0.7615, 0.1067, 0.1317, 0.3192, 5.5382, 0.9527, 0.0988, 0.6868, 8.9277, 11.5332, 0.1718, 1.5427, 0.7515], scale: [0.3379, 0.2436, 0.2376, 0.1695, 2.9231, 0.1532, 0.1952, 0.4387, 4.6817, 5.6715, 0.2684, 0.527, 0.2345], weights: [-0.0223, 0.0746, -0.0447, 0.4563, 1.062, -1.2466, -0.1671, -0.8626, 2.1218, 1.3349, 0.5253, -3.4519, -2.4558], bias: 0.7682, threshold: 0.36 };
+pub const ANOMALY_LANGUAGE: LanguageCalibration = LanguageCalibration { mean: [0.7635, 0.1053, 0.1312, 0.3209, 5.5197, 0.9539, 0.0986, 0.691, 8.9458, 11.54, 0.1695, 1.5459, 0.7557], scale: [0.3362, 0.2422, 0.2363, 0.1696, 2.8993, 0.149, 0.1941, 0.4372, 4.675, 5.6591, 0.2673, 0.527, 0.2325], weights: [0.2179, 0.083, -0.395, 0.0831, 0.9893, -1.0326, -0.1934, -1.1236, 1.9995, 1.187, 0.692, -3.3235, -2.7874], bias: 0.8434, threshold: 0.43 };
 
 /// Without a model (a board that carries only knowledge): the text features alone.
-pub const ANOMALY_TEXT: LanguageCalibration = LanguageCalibration { mean: [0.7615, 0.1067, 0.1317, 0.3192, 5.5382, 0.9527, 0.0988, 0.6868, 0.0, 0.0, 0.0, 0.0, 0.0], scale: [0.3379, 0.2436, 0.2376, 0.1695, 2.9231, 0.1532, 0.1952, 0.4387, 0.0, 0.0, 0.0, 0.0, 0.0], weights: [0.014, 0.7968, -0.8365, -1.6575, 4.6805, -1.9229, 0.4041, -4.5411, 0.0, 0.0, 0.0, 0.0, 0.0], bias: 3.9809, threshold: 0.44 };
+pub const ANOMALY_TEXT: LanguageCalibration = LanguageCalibration { mean: [0.7635, 0.1053, 0.1312, 0.3209, 5.5197, 0.9539, 0.0986, 0.691, 0.0, 0.0, 0.0, 0.0, 0.0], scale: [0.3362, 0.2422, 0.2363, 0.1696, 2.8993, 0.149, 0.1941, 0.4372, 0.0, 0.0, 0.0, 0.0, 0.0], weights: [0.1456, 0.7423, -0.968, -1.6285, 4.5553, -1.8945, 0.3802, -4.7944, 0.0, 0.0, 0.0, 0.0, 0.0], bias: 3.8567, threshold: 0.5 };
