@@ -388,7 +388,13 @@ fn testdata(name: &str) -> Vec<String> {
 
 /// `n` strings of `len_lo..=len_hi` characters of `alphabet`, split by a space every
 /// `gap`-ish characters (`gap` 0: no spaces).
-fn random_strings(n: usize, alphabet: &[u8], len: (usize, usize), gap: usize, rng: &mut SplitMix) -> Vec<String> {
+fn random_strings(
+    n: usize,
+    alphabet: &[u8],
+    len: (usize, usize),
+    gap: usize,
+    rng: &mut SplitMix,
+) -> Vec<String> {
     (0..n)
         .map(|_| {
             let l = len.0 + rng.below(len.1 - len.0 + 1);
@@ -405,10 +411,48 @@ fn random_strings(n: usize, alphabet: &[u8], len: (usize, usize), gap: usize, rn
 }
 
 const LOREM: &[&str] = &[
-    "lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do", "eiusmod",
-    "tempor", "incididunt", "ut", "labore", "et", "dolore", "magna", "aliqua", "enim", "ad", "minim",
-    "veniam", "quis", "nostrud", "exercitation", "ullamco", "laboris", "nisi", "aliquip", "ex", "ea",
-    "commodo", "consequat", "duis", "aute", "irure", "in", "reprehenderit", "voluptate", "velit", "esse",
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+    "incididunt",
+    "ut",
+    "labore",
+    "et",
+    "dolore",
+    "magna",
+    "aliqua",
+    "enim",
+    "ad",
+    "minim",
+    "veniam",
+    "quis",
+    "nostrud",
+    "exercitation",
+    "ullamco",
+    "laboris",
+    "nisi",
+    "aliquip",
+    "ex",
+    "ea",
+    "commodo",
+    "consequat",
+    "duis",
+    "aute",
+    "irure",
+    "in",
+    "reprehenderit",
+    "voluptate",
+    "velit",
+    "esse",
 ];
 const COMMON: &[&str] =
     &["the", "and", "go", "ha", "yes", "no", "data", "test", "ok", "buy", "now", "click", "la", "hello"];
@@ -514,7 +558,8 @@ fn featurize(engine: &mut Option<&mut dyn Engine>, texts: &[String]) -> Vec<[f32
     texts
         .iter()
         .map(|t| {
-            let stats: Option<TokenStats> = engine.as_mut().map(|e| e.token_stats(t.as_bytes()).unwrap().unwrap());
+            let stats: Option<TokenStats> =
+                engine.as_mut().map(|e| e.token_stats(t.as_bytes()).unwrap().unwrap());
             language::features(t, stats.as_ref())
         })
         .collect()
@@ -561,13 +606,8 @@ fn fit(normal: &[[f32; FEATURES]], anomalous: &[[f32; FEATURES]], used: usize) -
             *wi -= 0.5 * (gi + 1e-3 * *wi);
         }
     }
-    let mut cal = LanguageCalibration {
-        mean,
-        scale,
-        weights: [0.0; FEATURES],
-        bias: round(b, 1e4),
-        threshold: 0.5,
-    };
+    let mut cal =
+        LanguageCalibration { mean, scale, weights: [0.0; FEATURES], bias: round(b, 1e4), threshold: 0.5 };
     for i in 0..used {
         cal.weights[i] = round(w[i], 1e4);
     }
@@ -688,9 +728,16 @@ fn no_setup_language_score() {
         let cal = fit(&fd.0, &anomalous, used);
         println!("{name}: fitted {cal:?}");
         for i in 0..used {
-            println!("  {:<16} mean {:>8.4} scale {:>8.4} weight {:>8.4}", FEATURE_NAMES[i], cal.mean[i], cal.scale[i], cal.weights[i]);
+            println!(
+                "  {:<16} mean {:>8.4} scale {:>8.4} weight {:>8.4}",
+                FEATURE_NAMES[i], cal.mean[i], cal.scale[i], cal.weights[i]
+            );
         }
-        let console = if with_model { ruvllm_esp32::console::ANOMALY_LANGUAGE } else { ruvllm_esp32::console::ANOMALY_TEXT };
+        let console = if with_model {
+            ruvllm_esp32::console::ANOMALY_LANGUAGE
+        } else {
+            ruvllm_esp32::console::ANOMALY_TEXT
+        };
         report(&format!("dev, {name}, no references"), &console, None, &dev, &fd);
         let none = report(&format!("held-out, {name}, no references"), &console, None, &held, &fh);
         let det = fact_detector(&facts64());
@@ -709,7 +756,8 @@ fn no_setup_language_score() {
     let mut differ = String::new();
     for (name, cal, console, ..) in &measured {
         let which = if *name == "with the model" { "ANOMALY_LANGUAGE" } else { "ANOMALY_TEXT" };
-        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 2e-3 * x.abs().max(1.0));
+        let close =
+            |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 2e-3 * x.abs().max(1.0));
         if !(close(&cal.mean, &console.mean)
             && close(&cal.scale, &console.scale)
             && close(&cal.weights, &console.weights)

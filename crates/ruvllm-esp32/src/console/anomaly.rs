@@ -8,7 +8,26 @@
 use crate::knowledge::LanguageCalibration;
 
 /// With a model: the text features and the model's view of the tokens (integer path).
-pub const ANOMALY_LANGUAGE: LanguageCalibration = LanguageCalibration { mean: [0.7635, 0.1053, 0.1312, 0.3209, 5.5197, 0.9539, 0.0986, 0.691, 8.9458, 11.54, 0.1695, 1.5459, 0.7557], scale: [0.3362, 0.2422, 0.2363, 0.1696, 2.8993, 0.149, 0.1941, 0.4372, 4.675, 5.6591, 0.2673, 0.527, 0.2325], weights: [0.2179, 0.083, -0.395, 0.0831, 0.9893, -1.0326, -0.1934, -1.1236, 1.9995, 1.187, 0.692, -3.3235, -2.7874], bias: 0.8434, threshold: 0.43 };
+pub const ANOMALY_LANGUAGE: LanguageCalibration = LanguageCalibration {
+    mean: [
+        0.7635, 0.1053, 0.1312, 0.3209, 5.5197, 0.9539, 0.0986, 0.691, 8.9458, 11.54, 0.1695, 1.5459, 0.7557,
+    ],
+    scale: [
+        0.3362, 0.2422, 0.2363, 0.1696, 2.8993, 0.149, 0.1941, 0.4372, 4.675, 5.6591, 0.2673, 0.527, 0.2325,
+    ],
+    weights: [
+        0.2179, 0.083, -0.395, 0.0831, 0.9893, -1.0326, -0.1934, -1.1236, 1.9995, 1.187, 0.692, -3.3235,
+        -2.7874,
+    ],
+    bias: 0.8434,
+    threshold: 0.43,
+};
 
 /// Without a model (a board that carries only knowledge): the text features alone.
-pub const ANOMALY_TEXT: LanguageCalibration = LanguageCalibration { mean: [0.7635, 0.1053, 0.1312, 0.3209, 5.5197, 0.9539, 0.0986, 0.691, 0.0, 0.0, 0.0, 0.0, 0.0], scale: [0.3362, 0.2422, 0.2363, 0.1696, 2.8993, 0.149, 0.1941, 0.4372, 0.0, 0.0, 0.0, 0.0, 0.0], weights: [0.1456, 0.7423, -0.968, -1.6285, 4.5553, -1.8945, 0.3802, -4.7944, 0.0, 0.0, 0.0, 0.0, 0.0], bias: 3.8567, threshold: 0.5 };
+pub const ANOMALY_TEXT: LanguageCalibration = LanguageCalibration {
+    mean: [0.7635, 0.1053, 0.1312, 0.3209, 5.5197, 0.9539, 0.0986, 0.691, 0.0, 0.0, 0.0, 0.0, 0.0],
+    scale: [0.3362, 0.2422, 0.2363, 0.1696, 2.8993, 0.149, 0.1941, 0.4372, 0.0, 0.0, 0.0, 0.0, 0.0],
+    weights: [0.1456, 0.7423, -0.968, -1.6285, 4.5553, -1.8945, 0.3802, -4.7944, 0.0, 0.0, 0.0, 0.0, 0.0],
+    bias: 3.8567,
+    threshold: 0.5,
+};

@@ -19,10 +19,10 @@
 
 use core::mem::size_of;
 
+use super::anomaly::{ANOMALY_LANGUAGE, ANOMALY_TEXT};
 use super::saved::{roll_back, KnowledgeStore};
 use crate::embed::{Embedder, NgramEmbedder, TableEmbedder};
 use crate::error::Error;
-use super::anomaly::{ANOMALY_LANGUAGE, ANOMALY_TEXT};
 use crate::knowledge::{
     language, AnomalyConfig, AnomalyDetector, AnomalyPrior, AnomalyResult, Learned, MicroRAG, RAGConfig,
     Retrieved, TokenStats,

@@ -178,7 +178,7 @@ const COMMANDS: [(&str, &str); 17] = [
     ("gen <text>", "continue <text> (none: from BOS); greedy at temp 0, else sampled"),
     ("add <text>", "store <text> as knowledge (at most 128 bytes) and learn it as normal"),
     ("ask <query>", "the best-matching knowledge; with a model, continue it plus <query>"),
-    ("anomaly <text>", "is <text> unlike the knowledge added? (needs 2 adds; cosine distance %)"),
+    ("anomaly <text>", "is <text> not language, or unlike the knowledge added? (score %)"),
     ("forget <id>", "drop knowledge #<id> from retrieval (the anomaly detector keeps it)"),
     ("clear", "forget all knowledge and the anomaly detector's references"),
     ("info", "the model: format, layers, sizes, parameters, weights, engine"),
@@ -584,7 +584,12 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                     "retrieval: {}, {KNOWLEDGE_DIM} dims, int8 vector search",
                     k.retrieval_embedder()
                 )?;
-                sayln!(&mut self.io, "anomaly detection: hashed n-gram projection, {KNOWLEDGE_DIM} dims")?;
+                let language =
+                    if model { "the model's token surprise and the text" } else { "the text's characters" };
+                sayln!(
+                    &mut self.io,
+                    "anomaly detection: language score from {language}; distance to knowledge by hashed n-grams, {KNOWLEDGE_DIM} dims"
+                )?;
                 let saving = if self.saved.is_some() { "on" } else { "off (RAM only)" };
                 sayln!(&mut self.io, "knowledge saving: {saving}")?;
             }
@@ -744,13 +749,15 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 }
                 Err(e) => sayln!(&mut self.io, "error: {e}"),
             },
-            "anomaly" => match k.anomaly_with(text, self.engine.token_stats(text.as_bytes()).ok().flatten().as_ref()) {
-                Ok(r) => {
-                    t.last_anomaly = counter.map(|_| ticks());
-                    sayln!(&mut self.io, "{r}")
+            "anomaly" => {
+                match k.anomaly_with(text, self.engine.token_stats(text.as_bytes()).ok().flatten().as_ref()) {
+                    Ok(r) => {
+                        t.last_anomaly = counter.map(|_| ticks());
+                        sayln!(&mut self.io, "{r}")
+                    }
+                    Err(e) => sayln!(&mut self.io, "error: {e}"),
                 }
-                Err(e) => sayln!(&mut self.io, "error: {e}"),
-            },
+            }
             "forget" => match text.parse::<u32>() {
                 Ok(id) => match k.forget_with(id, self.saved.as_deref_mut()) {
                     Ok(()) => sayln!(&mut self.io, "Forgot knowledge #{id}"),

@@ -115,7 +115,8 @@ const MAX_WORDS: usize = 64;
 /// The features of `text` (module docs); the model ones from `tokens`, or 0 without.
 pub fn features(text: &str, tokens: Option<&TokenStats>) -> [f32; FEATURES] {
     let b = text.as_bytes();
-    let (mut letters, mut digits, mut symbols, mut vowels, mut caps) = (0usize, 0usize, 0usize, 0usize, 0usize);
+    let (mut letters, mut digits, mut symbols, mut vowels, mut caps) =
+        (0usize, 0usize, 0usize, 0usize, 0usize);
     for &c in b {
         match c {
             b'a'..=b'z' | b'A'..=b'Z' => {
