@@ -8,7 +8,7 @@
 //! fractions, vowels among letters, mean word length (capped), distinct words, capitals, plain words)
 //! and, with [`TokenStats`], model ones (mean and 75th-percentile negative log-likelihood of
 //! the scored tokens in nats, byte-fallback tokens per token, bytes per token, distinct
-//! tokens). Without a model the model features are 0 and a [`LanguageCalibration`] fitted
+//! tokens, and the surprise beyond the entropy of the model's own predictions). Without a model the model features are 0 and a [`LanguageCalibration`] fitted
 //! without them (zero weights there) is used.
 //!
 //! **Score** ([`LanguageCalibration::score`]): a logistic regression over the standardized
@@ -27,8 +27,8 @@ use crate::model::Model;
 
 /// Most tokens [`token_stats`] runs the model on (the rest of a long line is not scored).
 pub const SCORED_TOKENS: usize = 32;
-/// Features of a text ([`features`]): [`TEXT_FEATURES`] text ones, then 5 model ones.
-pub const FEATURES: usize = 13;
+/// Features of a text ([`features`]): [`TEXT_FEATURES`] text ones, then 6 model ones.
+pub const FEATURES: usize = 14;
 /// The text features come first; the rest need a model.
 pub const TEXT_FEATURES: usize = 8;
 /// Names of the features, in order (for reports).
@@ -46,6 +46,7 @@ pub const FEATURE_NAMES: [&str; FEATURES] = [
     "byte fallback",
     "bytes/token",
     "distinct tokens",
+    "excess surprise",
 ];
 
 /// Byte-fallback token ids: after `<unk>`, `<s>`, `</s>` (llama2.c's layout).
@@ -66,6 +67,10 @@ pub struct TokenStats {
     pub byte_rate: f32,
     /// Distinct ids among the scored tokens (0..=1).
     pub distinct: f32,
+    /// Mean of each scored token's negative log-likelihood minus the entropy of the model's
+    /// prediction for it, nats: surprise beyond what the model itself expected, which a model
+    /// that is less sure of everything does not inflate.
+    pub excess_nll: f32,
 }
 
 /// Runs `tokens` (BOS first, as the tokenizer writes them) through `model` and measures them:
@@ -82,9 +87,11 @@ where
     let text = tokens.get(1..).unwrap_or_default();
     let scored = text.len().min(SCORED_TOKENS).min(state.capacity().saturating_sub(1));
     let mut nlls = [0.0f32; SCORED_TOKENS];
+    let mut excess = 0.0f32;
     for pos in 0..scored {
         let logits = state.logits(model, tokens[pos], pos)?;
         nlls[pos] = nll(logits, tokens[pos + 1]) as f32;
+        excess += nlls[pos] - entropy(logits);
     }
     let nlls = &mut nlls[..scored];
     let mean_nll = nlls.iter().sum::<f32>() / scored.max(1) as f32;
@@ -103,7 +110,21 @@ where
         p75_nll,
         byte_rate: bytes as f32 / text.len().max(1) as f32,
         distinct: distinct as f32 / scored.max(1) as f32,
+        excess_nll: excess / scored.max(1) as f32,
     })
+}
+
+/// Entropy of `softmax(logits)`, nats.
+fn entropy<T: LogitValue>(logits: &[T]) -> f32 {
+    let max = logits.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.value()));
+    let (mut sum, mut weighted) = (0.0f64, 0.0f64);
+    for v in logits {
+        let d = v.value() - max;
+        let e = libm::exp(d);
+        sum += e;
+        weighted += e * d;
+    }
+    (libm::log(sum) - weighted / sum) as f32
 }
 
 /// Mean word lengths above this count as this.
@@ -166,6 +187,7 @@ pub fn features(text: &str, tokens: Option<&TokenStats>) -> [f32; FEATURES] {
         f[10] = t.byte_rate;
         f[11] = b.len() as f32 / t.tokens.max(1) as f32;
         f[12] = t.distinct;
+        f[13] = t.excess_nll;
     }
     f
 }
