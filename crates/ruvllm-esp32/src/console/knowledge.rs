@@ -1,5 +1,8 @@
 //! What the console knows: short texts for `ask` ([`MicroRAG`]), the anomaly detector that
 //! `anomaly` asks ([`AnomalyDetector`]) and the two embedders that turn texts into vectors.
+//! `anomaly` first asks whether the text is language at all ([`language`]: the model's view of
+//! its tokens, or without a model its characters), which needs no references; the detector's
+//! distance to the texts added joins in once it has 2.
 //!
 //! Two embedders, each the winner of its evaluation, neither of them the language model (its
 //! pooled hidden states, with or without a learned projection, lost both; see
@@ -7,7 +10,7 @@
 //! - `ask` retrieves with [`TableEmbedder<64>`](TableEmbedder) over the built-in learned table
 //!   ([`BUILTIN_TABLE`], trained on the corpus's fact topics): the best hit@1/hit@3 on the
 //!   paraphrased-question set.
-//! - `anomaly` scores with the random-projection [`NgramEmbedder<64>`](NgramEmbedder): the
+//! - `anomaly`'s distance to knowledge uses the random-projection [`NgramEmbedder<64>`](NgramEmbedder): the
 //!   learned table folds text towards the corpus's topics, which hides what is foreign, so its
 //!   ROC AUC is lower.
 //!
@@ -68,8 +71,6 @@ pub enum KnowledgeError {
     Full { capacity: usize },
     /// `forget` of an id that holds nothing.
     UnknownId(u32),
-    /// `anomaly` before the detector has two references.
-    NotCalibrated { references: usize },
     /// The embedder or a store refused (e.g. a text with no word).
     Other(Error),
     /// Saving the change failed; it was undone in RAM (write-then-acknowledge).
@@ -93,10 +94,6 @@ impl core::fmt::Display for KnowledgeError {
                 write!(f, "knowledge is full (capacity {capacity}); forget <id> makes room")
             }
             KnowledgeError::UnknownId(id) => write!(f, "no knowledge #{id}"),
-            KnowledgeError::NotCalibrated { references } => write!(
-                f,
-                "the anomaly detector needs 2 texts to compare with, it has {references}: add knowledge first"
-            ),
             KnowledgeError::Other(Error::Invalid { what }) => write!(f, "{what}"),
             KnowledgeError::Other(e) => write!(f, "{e}"),
             KnowledgeError::NotSaved(e) => write!(f, "not saved, nothing changed: {e}"),
