@@ -93,21 +93,32 @@ pub struct ReferenceEngine<'m, 'a, 's, const L: usize> {
     tokens: [u32; MAX_LINE + 3],
     /// The encoder's work area.
     work: [u32; WORK],
+    /// The model's statistics on known text, for `token_stats` (measured on its first call).
+    known: Option<TokenStats>,
 }
 
-/// Encodes `text` (BOS first) and measures its tokens with `state`.
+/// What the model makes of `text` relative to what it makes of known text
+/// ([`language::KNOWN_TEXT`], measured on the first call and kept in `known`).
 fn measure<S: Step, const L: usize>(
     model: &Model<'_, L>,
     state: &mut S,
     text: &[u8],
-    tokens: &mut [u32],
-    work: &mut [u32],
+    buffers: (&mut [u32], &mut [u32]),
+    known: &mut Option<TokenStats>,
 ) -> Result<TokenStats>
 where
     S::Logit: LogitValue,
 {
-    let n = tokenizer::encode_with(&model.vocab, text, true, false, tokens, work)?;
-    language::token_stats(model, state, tokens.get(..n).unwrap_or_default())
+    let (tokens, work) = buffers;
+    let mut raw = |text: &[u8]| {
+        let n = tokenizer::encode_with(&model.vocab, text, true, false, tokens, work)?;
+        language::token_stats(model, state, tokens.get(..n).unwrap_or_default(), text.len())
+    };
+    let k = match *known {
+        Some(k) => k,
+        None => *known.insert(raw(language::KNOWN_TEXT.as_bytes())?),
+    };
+    Ok(raw(text)?.relative_to(&k))
 }
 
 /// Work words of the prompt encoder for the longest line.
@@ -118,7 +129,14 @@ impl<'m, 'a, 's, const L: usize> ReferenceEngine<'m, 'a, 's, L> {
     pub fn new(model: &'m Model<'a, L>, arena: &'s mut [f32], seq_len: usize) -> Result<Self> {
         let arena_bytes = State::arena_len(model, seq_len) * 4;
         let state = State::new(model, arena, seq_len, Kernels::REFERENCE)?;
-        Ok(ReferenceEngine { model, state, arena_bytes, tokens: [0; MAX_LINE + 3], work: [0; WORK] })
+        Ok(ReferenceEngine {
+            model,
+            state,
+            arena_bytes,
+            tokens: [0; MAX_LINE + 3],
+            work: [0; WORK],
+            known: None,
+        })
     }
 }
 
@@ -180,7 +198,8 @@ impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
     }
 
     fn token_stats(&mut self, text: &[u8]) -> Result<Option<TokenStats>> {
-        measure(self.model, &mut self.state, text, &mut self.tokens, &mut self.work).map(Some)
+        let buffers = (&mut self.tokens[..], &mut self.work[..]);
+        measure(self.model, &mut self.state, text, buffers, &mut self.known).map(Some)
     }
 }
 
@@ -192,6 +211,8 @@ pub struct IntegerEngine<'m, 'a, 's, const L: usize> {
     arena_bytes: usize,
     tokens: [u32; MAX_LINE + 3],
     work: [u32; WORK],
+    /// The model's statistics on known text, for `token_stats` (measured on its first call).
+    known: Option<TokenStats>,
 }
 
 impl<'m, 'a, 's, const L: usize> IntegerEngine<'m, 'a, 's, L> {
@@ -199,7 +220,14 @@ impl<'m, 'a, 's, const L: usize> IntegerEngine<'m, 'a, 's, L> {
     pub fn new(model: &'m Model<'a, L>, arena: &'s mut [i32], seq_len: usize) -> Result<Self> {
         let arena_bytes = IntState::ram_bytes(model, seq_len);
         let state = IntState::new(model, arena, seq_len)?;
-        Ok(IntegerEngine { model, state, arena_bytes, tokens: [0; MAX_LINE + 3], work: [0; WORK] })
+        Ok(IntegerEngine {
+            model,
+            state,
+            arena_bytes,
+            tokens: [0; MAX_LINE + 3],
+            work: [0; WORK],
+            known: None,
+        })
     }
 }
 
@@ -249,7 +277,8 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
     }
 
     fn token_stats(&mut self, text: &[u8]) -> Result<Option<TokenStats>> {
-        measure(self.model, &mut self.state, text, &mut self.tokens, &mut self.work).map(Some)
+        let buffers = (&mut self.tokens[..], &mut self.work[..]);
+        measure(self.model, &mut self.state, text, buffers, &mut self.known).map(Some)
     }
 }
 

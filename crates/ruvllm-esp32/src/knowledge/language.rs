@@ -6,7 +6,7 @@
 //!
 //! **Features** ([`FEATURES`] values, [`features`]): text ones (letter, digit and symbol
 //! fractions, vowels among letters, mean word length (capped), distinct words, capitals, plain words)
-//! and, with [`TokenStats`], model ones (mean and 75th-percentile negative log-likelihood of
+//! and, with [`TokenStats`] (relative to the model's own on [`KNOWN_TEXT`]), model ones (mean and 75th-percentile negative log-likelihood of
 //! the scored tokens in nats, byte-fallback tokens per token, bytes per token, distinct
 //! tokens, and the surprise beyond the entropy of the model's own predictions). Without a model the model features are 0 and a [`LanguageCalibration`] fitted
 //! without them (zero weights there) is used.
@@ -71,15 +71,18 @@ pub struct TokenStats {
     /// prediction for it, nats: surprise beyond what the model itself expected, which a model
     /// that is less sure of everything does not inflate.
     pub excess_nll: f32,
+    /// Bytes of text per token.
+    pub bytes_per_token: f32,
 }
 
-/// Runs `tokens` (BOS first, as the tokenizer writes them) through `model` and measures them:
-/// every token after BOS up to [`SCORED_TOKENS`] (and the state's capacity) is predicted from
-/// the ones before it.
+/// Runs `tokens` (BOS first, as the tokenizer writes them from a text of `text_bytes` bytes)
+/// through `model` and measures them: every token after BOS up to [`SCORED_TOKENS`] (and the
+/// state's capacity) is predicted from the ones before it.
 pub fn token_stats<S: Step, const L: usize>(
     model: &Model<'_, L>,
     state: &mut S,
     tokens: &[u32],
+    text_bytes: usize,
 ) -> Result<TokenStats>
 where
     S::Logit: LogitValue,
@@ -111,7 +114,28 @@ where
         byte_rate: bytes as f32 / text.len().max(1) as f32,
         distinct: distinct as f32 / scored.max(1) as f32,
         excess_nll: excess / scored.max(1) as f32,
+        bytes_per_token: text_bytes as f32 / text.len().max(1) as f32,
     })
+}
+
+/// Plain everyday sentences that every model is measured on once, so that a text's statistics
+/// are taken relative to the model's own on known text ([`TokenStats::relative_to`]).
+pub const KNOWN_TEXT: &str =
+    "The children played in the garden until it was time for dinner. Please close the door when you leave.";
+
+impl TokenStats {
+    /// These statistics relative to `known`, the same model's on [`KNOWN_TEXT`]: surprise as
+    /// the difference, bytes per token as the ratio. A retrained or another model that is more
+    /// (or less) surprised by everything, or whose tokens are longer, moves both alike.
+    pub fn relative_to(&self, known: &TokenStats) -> TokenStats {
+        TokenStats {
+            mean_nll: self.mean_nll - known.mean_nll,
+            p75_nll: self.p75_nll - known.p75_nll,
+            excess_nll: self.excess_nll - known.excess_nll,
+            bytes_per_token: self.bytes_per_token / known.bytes_per_token.max(f32::MIN_POSITIVE),
+            ..*self
+        }
+    }
 }
 
 /// Entropy of `softmax(logits)`, nats.
@@ -185,7 +209,7 @@ pub fn features(text: &str, tokens: Option<&TokenStats>) -> [f32; FEATURES] {
         f[8] = t.mean_nll;
         f[9] = t.p75_nll;
         f[10] = t.byte_rate;
-        f[11] = b.len() as f32 / t.tokens.max(1) as f32;
+        f[11] = t.bytes_per_token;
         f[12] = t.distinct;
         f[13] = t.excess_nll;
     }
