@@ -382,6 +382,22 @@ fn calibrated_threshold_with_few_and_near_identical_references() {
 
 // ---- The no-setup language score (`knowledge::language`, the console's `anomaly`) ----
 
+/// A GGUF file read into 8-byte aligned words (its tensors are read in place).
+struct Aligned(Vec<u64>, usize);
+
+fn aligned(path: impl AsRef<std::path::Path>) -> Aligned {
+    let bytes = std::fs::read(path).unwrap();
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+    Aligned(words, bytes.len())
+}
+
+impl Aligned {
+    fn model(&self) -> Model<'_> {
+        Model::from_gguf(&bytemuck::cast_slice::<u64, u8>(&self.0)[..self.1]).unwrap()
+    }
+}
+
 /// Non-empty lines of `testdata/anomaly/<name>`.
 fn testdata(name: &str) -> Vec<String> {
     let path = format!("{}/../../testdata/anomaly/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -713,10 +729,8 @@ fn facts64() -> Vec<String> {
 /// `cargo test -p ruvllm-cli --test anomaly_eval no_setup -- --nocapture`
 #[test]
 fn no_setup_language_score() {
-    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf")).unwrap();
-    let mut words = vec![0u64; bytes.len().div_ceil(8)];
-    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
-    let model = <Model<'_>>::from_gguf(&bytemuck::cast_slice::<u64, u8>(&words)[..bytes.len()]).unwrap();
+    let image = aligned(concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf"));
+    let model = image.model();
     // The host console's engine: the integer path over the model's whole context.
     let seq = model.config.seq_len;
     let mut arena = vec![0i32; ruvllm_esp32::infer::IntState::arena_len(&model, seq)];
@@ -813,10 +827,8 @@ fn other_model(held: &Split) {
         common::s(&gguf),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let bytes = std::fs::read(&gguf).unwrap();
-    let mut words = vec![0u64; bytes.len().div_ceil(8)];
-    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
-    let model = <Model<'_>>::from_gguf(&bytemuck::cast_slice::<u64, u8>(&words)[..bytes.len()]).unwrap();
+    let image = aligned(&gguf);
+    let model = image.model();
     let seq = model.config.seq_len;
     let mut arena = vec![0i32; ruvllm_esp32::infer::IntState::arena_len(&model, seq)];
     let mut engine = IntegerEngine::new(&model, &mut arena, seq).unwrap();

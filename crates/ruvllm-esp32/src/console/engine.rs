@@ -89,6 +89,11 @@ pub struct ReferenceEngine<'m, 'a, 's, const L: usize> {
     model: &'m Model<'a, L>,
     state: State<'s>,
     arena_bytes: usize,
+    text: Text,
+}
+
+/// An engine's text buffers and what it measured on known text.
+struct Text {
     /// Prompt tokens: BOS, the dummy-prefix space and at most one token per byte.
     tokens: [u32; MAX_LINE + 3],
     /// The encoder's work area.
@@ -97,28 +102,37 @@ pub struct ReferenceEngine<'m, 'a, 's, const L: usize> {
     known: Option<TokenStats>,
 }
 
-/// What the model makes of `text` relative to what it makes of known text
-/// ([`language::KNOWN_TEXT`], measured on the first call and kept in `known`).
-fn measure<S: Step, const L: usize>(
-    model: &Model<'_, L>,
-    state: &mut S,
-    text: &[u8],
-    buffers: (&mut [u32], &mut [u32]),
-    known: &mut Option<TokenStats>,
-) -> Result<TokenStats>
-where
-    S::Logit: LogitValue,
-{
-    let (tokens, work) = buffers;
-    let mut raw = |text: &[u8]| {
-        let n = tokenizer::encode_with(&model.vocab, text, true, false, tokens, work)?;
-        language::token_stats(model, state, tokens.get(..n).unwrap_or_default(), text.len())
-    };
-    let k = match *known {
-        Some(k) => k,
-        None => *known.insert(raw(language::KNOWN_TEXT.as_bytes())?),
-    };
-    Ok(raw(text)?.relative_to(&k))
+impl Text {
+    const EMPTY: Text = Text { tokens: [0; MAX_LINE + 3], work: [0; WORK], known: None };
+
+    /// The tokens of `text`, BOS first.
+    fn encode<const L: usize>(&mut self, model: &Model<'_, L>, text: &[u8]) -> Result<&[u32]> {
+        let n = tokenizer::encode_with(&model.vocab, text, true, false, &mut self.tokens, &mut self.work)?;
+        Ok(self.tokens.get(..n).unwrap_or_default())
+    }
+
+    /// What the model makes of `text` relative to what it makes of known text
+    /// ([`language::KNOWN_TEXT`], measured on the first call and kept).
+    fn stats<S: Step, const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        state: &mut S,
+        text: &[u8],
+    ) -> Result<TokenStats>
+    where
+        S::Logit: LogitValue,
+    {
+        let known = match self.known {
+            Some(k) => k,
+            None => {
+                let tokens = self.encode(model, language::KNOWN_TEXT.as_bytes())?;
+                let k = language::token_stats(model, state, tokens, language::KNOWN_TEXT.len())?;
+                *self.known.insert(k)
+            }
+        };
+        let tokens = self.encode(model, text)?;
+        Ok(language::token_stats(model, state, tokens, text.len())?.relative_to(&known))
+    }
 }
 
 /// Work words of the prompt encoder for the longest line.
@@ -129,14 +143,7 @@ impl<'m, 'a, 's, const L: usize> ReferenceEngine<'m, 'a, 's, L> {
     pub fn new(model: &'m Model<'a, L>, arena: &'s mut [f32], seq_len: usize) -> Result<Self> {
         let arena_bytes = State::arena_len(model, seq_len) * 4;
         let state = State::new(model, arena, seq_len, Kernels::REFERENCE)?;
-        Ok(ReferenceEngine {
-            model,
-            state,
-            arena_bytes,
-            tokens: [0; MAX_LINE + 3],
-            work: [0; WORK],
-            known: None,
-        })
+        Ok(ReferenceEngine { model, state, arena_bytes, text: Text::EMPTY })
     }
 }
 
@@ -173,9 +180,7 @@ impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
         sampling: &mut Sampling,
         emit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<GenStats> {
-        let n =
-            tokenizer::encode_with(&self.model.vocab, prompt, true, false, &mut self.tokens, &mut self.work)?;
-        let tokens = self.tokens.get(..n).unwrap_or_default();
+        let tokens = self.text.encode(self.model, prompt)?;
         // Greedy and plain multinomial sampling (top-p and top-k off) never touch the
         // candidate scratch, so none is kept in RAM.
         let temp = sampling.temp_milli as f32 / 1000.0;
@@ -198,8 +203,7 @@ impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
     }
 
     fn token_stats(&mut self, text: &[u8]) -> Result<Option<TokenStats>> {
-        let buffers = (&mut self.tokens[..], &mut self.work[..]);
-        measure(self.model, &mut self.state, text, buffers, &mut self.known).map(Some)
+        self.text.stats(self.model, &mut self.state, text).map(Some)
     }
 }
 
@@ -209,10 +213,7 @@ pub struct IntegerEngine<'m, 'a, 's, const L: usize> {
     model: &'m Model<'a, L>,
     state: IntState<'s>,
     arena_bytes: usize,
-    tokens: [u32; MAX_LINE + 3],
-    work: [u32; WORK],
-    /// The model's statistics on known text, for `token_stats` (measured on its first call).
-    known: Option<TokenStats>,
+    text: Text,
 }
 
 impl<'m, 'a, 's, const L: usize> IntegerEngine<'m, 'a, 's, L> {
@@ -220,14 +221,7 @@ impl<'m, 'a, 's, const L: usize> IntegerEngine<'m, 'a, 's, L> {
     pub fn new(model: &'m Model<'a, L>, arena: &'s mut [i32], seq_len: usize) -> Result<Self> {
         let arena_bytes = IntState::ram_bytes(model, seq_len);
         let state = IntState::new(model, arena, seq_len)?;
-        Ok(IntegerEngine {
-            model,
-            state,
-            arena_bytes,
-            tokens: [0; MAX_LINE + 3],
-            work: [0; WORK],
-            known: None,
-        })
+        Ok(IntegerEngine { model, state, arena_bytes, text: Text::EMPTY })
     }
 }
 
@@ -259,9 +253,7 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
         sampling: &mut Sampling,
         emit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<GenStats> {
-        let n =
-            tokenizer::encode_with(&self.model.vocab, prompt, true, false, &mut self.tokens, &mut self.work)?;
-        let tokens = self.tokens.get(..n).unwrap_or_default();
+        let tokens = self.text.encode(self.model, prompt)?;
         infer::generate_int_sampled(self.model, &mut self.state, tokens, steps, sampling, |piece, _| {
             emit(piece)
         })
@@ -277,8 +269,7 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
     }
 
     fn token_stats(&mut self, text: &[u8]) -> Result<Option<TokenStats>> {
-        let buffers = (&mut self.tokens[..], &mut self.work[..]);
-        measure(self.model, &mut self.state, text, buffers, &mut self.known).map(Some)
+        self.text.stats(self.model, &mut self.state, text).map(Some)
     }
 }
 

@@ -5,18 +5,19 @@
 //! a distance to added knowledge ([`super::AnomalyDetector`]) needs references first.
 //!
 //! **Features** ([`FEATURES`] values, [`features`]): text ones (letter, digit and symbol
-//! fractions, vowels among letters, mean word length (capped), distinct words, capitals, plain words)
-//! and, with [`TokenStats`] (relative to the model's own on [`KNOWN_TEXT`]), model ones (mean and 75th-percentile negative log-likelihood of
-//! the scored tokens in nats, byte-fallback tokens per token, bytes per token, distinct
-//! tokens, and the surprise beyond the entropy of the model's own predictions). Without a model the model features are 0 and a [`LanguageCalibration`] fitted
-//! without them (zero weights there) is used.
+//! fractions, vowels among letters, mean word length (capped), distinct words, capitals, plain
+//! words) and, with [`TokenStats`], model ones (mean and 75th-percentile negative
+//! log-likelihood of the scored tokens in nats, byte-fallback tokens per token, bytes per
+//! token, distinct tokens, and the surprise beyond the entropy of the model's own predictions).
+//! Without a model the model features are 0 and a [`LanguageCalibration`] fitted without them
+//! (zero weights there) is used.
 //!
 //! **Score** ([`LanguageCalibration::score`]): a logistic regression over the standardized
 //! features, `1 / (1 + exp(-(bias + sum w_i (x_i - mean_i) / scale_i)))`, 0..=1; above
 //! `threshold` is an anomaly. The constants are measured on labelled text for one model (the
-//! console's are fitted by `crates/ruvllm-cli/tests/anomaly_eval.rs`). The model features are
-//! standardized by the model's own typical surprise (`mean`), so a retrained model moves
-//! those means more than the weights.
+//! console's are fitted by `crates/ruvllm-cli/tests/anomaly_eval.rs`). The surprise and bytes
+//! per token enter relative to the same model's on [`KNOWN_TEXT`] ([`TokenStats::relative_to`]),
+//! so that another or a retrained model, more or less sure of everything, keeps the scale.
 //!
 //! No allocation; the work is bounded: at most [`SCORED_TOKENS`] forward passes.
 
