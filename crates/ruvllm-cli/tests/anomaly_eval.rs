@@ -631,8 +631,8 @@ fn fit(normal: &[[f32; FEATURES]], anomalous: &[[f32; FEATURES]], used: usize) -
     }
     let mut cal =
         LanguageCalibration { mean, scale, weights: [0.0; FEATURES], bias: round(b, 1e4), threshold: 0.5 };
-    for i in 0..used {
-        cal.weights[i] = round(w[i], 1e4);
+    for (c, x) in cal.weights.iter_mut().zip(&w) {
+        *c = round(*x, 1e4);
     }
     let (ns, as_): (Vec<f32>, Vec<f32>) =
         (normal.iter().map(|f| cal.score(f)).collect(), anomalous.iter().map(|f| cal.score(f)).collect());
@@ -748,10 +748,10 @@ fn no_setup_language_score() {
         let anomalous: Vec<[f32; FEATURES]> = fd.1.concat();
         let cal = fit(&fd.0, &anomalous, used);
         println!("{name}: fitted {cal:?}");
-        for i in 0..used {
+        for (i, feature) in FEATURE_NAMES.iter().enumerate().take(used) {
             println!(
-                "  {:<16} mean {:>8.4} scale {:>8.4} weight {:>8.4}",
-                FEATURE_NAMES[i], cal.mean[i], cal.scale[i], cal.weights[i]
+                "  {feature:<16} mean {:>8.4} scale {:>8.4} weight {:>8.4}",
+                cal.mean[i], cal.scale[i], cal.weights[i]
             );
         }
         let console = if with_model {

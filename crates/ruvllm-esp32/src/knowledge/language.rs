@@ -235,9 +235,9 @@ impl LanguageCalibration {
     /// The probability-like score (0..=1) of features `f`.
     pub fn score(&self, f: &[f32; FEATURES]) -> f32 {
         let mut z = self.bias;
-        for i in 0..FEATURES {
+        for (i, x) in f.iter().enumerate() {
             if self.scale[i] > 0.0 {
-                z += self.weights[i] * (f[i] - self.mean[i]) / self.scale[i];
+                z += self.weights[i] * (x - self.mean[i]) / self.scale[i];
             }
         }
         1.0 / (1.0 + libm::expf(-z))
