@@ -23,7 +23,7 @@
 
 use super::AnomalyResult;
 use crate::error::Result;
-use crate::infer::{nll, LogitValue, Step};
+use crate::infer::{LogitValue, Step};
 use crate::model::Model;
 
 /// Most tokens [`token_stats`] runs the model on (the rest of a long line is not scored).
@@ -94,8 +94,9 @@ where
     let mut excess = 0.0f32;
     for pos in 0..scored {
         let logits = state.logits(model, tokens[pos], pos)?;
-        nlls[pos] = nll(logits, tokens[pos + 1]) as f32;
-        excess += nlls[pos] - entropy(logits);
+        let (nll, entropy) = surprise(logits, tokens[pos + 1]);
+        nlls[pos] = nll;
+        excess += nll - entropy;
     }
     let nlls = &mut nlls[..scored];
     let mean_nll = nlls.iter().sum::<f32>() / scored.max(1) as f32;
@@ -139,17 +140,21 @@ impl TokenStats {
     }
 }
 
-/// Entropy of `softmax(logits)`, nats.
-fn entropy<T: LogitValue>(logits: &[T]) -> f32 {
-    let max = logits.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.value()));
-    let (mut sum, mut weighted) = (0.0f64, 0.0f64);
+/// `-log softmax(logits)[target]` and the entropy of `softmax(logits)`, nats, in one pass
+/// of f32 (a chip without an FPU pays one soft-float `expf` a logit; features need no more
+/// precision).
+fn surprise<T: LogitValue>(logits: &[T], target: u32) -> (f32, f32) {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, v| m.max(v.value() as f32));
+    let (mut sum, mut weighted) = (0.0f32, 0.0f32);
     for v in logits {
-        let d = v.value() - max;
-        let e = libm::exp(d);
+        let d = v.value() as f32 - max;
+        let e = libm::expf(d);
         sum += e;
         weighted += e * d;
     }
-    (libm::log(sum) - weighted / sum) as f32
+    let log_sum = libm::logf(sum);
+    let t = logits.get(target as usize).map_or(f32::NEG_INFINITY, |v| v.value() as f32);
+    (log_sum - (t - max), log_sum - weighted / sum)
 }
 
 /// Mean word lengths above this count as this.
