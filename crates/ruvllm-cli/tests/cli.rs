@@ -272,7 +272,7 @@ ask where does the cat sleep\nanomaly The cat sleeps in the kitchen.\nforget 2\n
         after.split("\r\n> ").next().unwrap().to_string()
     };
     assert_eq!(reply("ask the cat"), "No results found");
-    assert!(reply("anomaly the cat").starts_with("error: the anomaly detector needs 2 texts"), "{shown}");
+    assert!(reply("anomaly the cat").starts_with("NORMAL (score: "), "{shown}");
     assert_eq!(reply("add The cat sleeps on the warm kitchen floor."), "Added knowledge #1");
     assert_eq!(reply("add The cat drinks milk in the kitchen."), "Added knowledge #4");
     assert_eq!(reply("add"), "error: no text given (usage: add <text>)");
@@ -304,7 +304,34 @@ ask where does the cat sleep\nanomaly The cat sleeps in the kitchen.\nforget 2\n
     assert!(stats.contains("anomaly detector: 4/64 references, threshold "), "{stats}");
     assert!(stats.contains("last ask (embedding + retrieval): "), "{stats}");
     assert!(stats.contains("last ask with its answer: "), "{stats}");
-    assert_eq!(shown.matches("error:").count(), 5, "{shown}");
+    assert_eq!(shown.matches("error:").count(), 4, "{shown}");
+}
+
+/// `anomaly` on a fresh console needs no setup: the published examples verbatim, and the
+/// anomalies of issue 16 that the distance to knowledge alone missed (symbols only was refused)
+/// are scored by the built-in model's view of their tokens.
+#[test]
+fn anomaly_works_on_a_fresh_console() {
+    let lines = [
+        ("this is normal text", "NORMAL"),
+        ("xkcd random gibberish 12345", "ANOMALY"),
+        ("qwzx vbnm plkj hgfd 9981 zzzt", "ANOMALY"),
+        ("%%%% #### @@@@", "ANOMALY"),
+        ("' OR '1'='1' --", "ANOMALY"),
+        ("00000040: 4f 2a 91 00 ff 3c 7e 10", "ANOMALY"),
+        ("Lorem ipsum dolor sit amet, consectetur adipiscing elit", "ANOMALY"),
+        ("let mut buf = [0u8; 256];", "ANOMALY"),
+        ("when is the team meeting", "NORMAL"),
+        ("Please water the tomatoes before the weekend.", "NORMAL"),
+    ];
+    let mut script: String = lines.iter().map(|(l, _)| format!("anomaly {l}\n")).collect();
+    script.push_str("quit\n");
+    let out = run_stdin(&["console"], script.as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = String::from_utf8(out.stdout).unwrap();
+    for (line, verdict) in lines {
+        assert!(shown.contains(&format!("> anomaly {line}\r\n{verdict} (score: ")), "{line}: {shown}");
+    }
 }
 
 #[test]

@@ -4,9 +4,10 @@
 
 use super::MAX_LINE;
 use crate::error::Result;
-use crate::infer::{self, GenStats, IntState, State, Step};
+use crate::infer::{self, GenStats, IntState, LogitValue, State, Step};
 use crate::kernels::Kernels;
 use crate::knowledge::answer;
+use crate::knowledge::language::{self, TokenStats};
 use crate::model::Model;
 use crate::sample::{Sampler, Sampling};
 use crate::tokenizer;
@@ -81,24 +82,11 @@ pub trait Engine {
     fn answer(&mut self, _fact: &str, _question: &str, _out: &mut [u8]) -> Result<usize> {
         Ok(0)
     }
-}
-
-/// [`Engine::answer`] for a model and a forward pass: the prompt text, its tokens, the answer.
-fn grounded<S: Step, const L: usize>(
-    model: &Model<'_, L>,
-    state: &mut S,
-    (tokens, work): (&mut [u32], &mut [u32]),
-    (fact, question): (&str, &str),
-    out: &mut [u8],
-) -> Result<usize>
-where
-    S::Logit: PartialOrd,
-{
-    let mut text = [0u8; MAX_LINE];
-    let n = answer::write_prompt(&mut text, fact, question);
-    let n =
-        tokenizer::encode_with(&model.vocab, text.get(..n).unwrap_or_default(), true, false, tokens, work)?;
-    answer::answer(model, state, tokens.get(..n).unwrap_or_default(), fact, out)
+    /// What the model makes of `text`'s tokens, for `anomaly` ([`language::token_stats`]);
+    /// `None` without a model.
+    fn token_stats(&mut self, _text: &[u8]) -> Result<Option<TokenStats>> {
+        Ok(None)
+    }
 }
 
 /// The float forward pass ([`State`] + [`infer::generate`]) with the scalar reference
@@ -108,10 +96,67 @@ pub struct ReferenceEngine<'m, 'a, 's, const L: usize> {
     model: &'m Model<'a, L>,
     state: State<'s>,
     arena_bytes: usize,
+    text: Text,
+}
+
+/// An engine's text buffers and what it measured on known text.
+struct Text {
     /// Prompt tokens: BOS, the dummy-prefix space and at most one token per byte.
     tokens: [u32; MAX_LINE + 3],
     /// The encoder's work area.
     work: [u32; WORK],
+    /// The model's statistics on known text, for `token_stats` (measured on its first call).
+    known: Option<TokenStats>,
+}
+
+impl Text {
+    const EMPTY: Text = Text { tokens: [0; MAX_LINE + 3], work: [0; WORK], known: None };
+
+    /// The tokens of `text`, BOS first.
+    fn encode<const L: usize>(&mut self, model: &Model<'_, L>, text: &[u8]) -> Result<&[u32]> {
+        let n = tokenizer::encode_with(&model.vocab, text, true, false, &mut self.tokens, &mut self.work)?;
+        Ok(self.tokens.get(..n).unwrap_or_default())
+    }
+
+    /// [`Engine::answer`] for a model and a forward pass: the prompt, its tokens, the answer.
+    fn answer<S: Step, const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        state: &mut S,
+        (fact, question): (&str, &str),
+        out: &mut [u8],
+    ) -> Result<usize>
+    where
+        S::Logit: PartialOrd,
+    {
+        let mut prompt = [0u8; MAX_LINE];
+        let n = answer::write_prompt(&mut prompt, fact, question);
+        let tokens = self.encode(model, prompt.get(..n).unwrap_or_default())?;
+        answer::answer(model, state, tokens, fact, out)
+    }
+
+    /// What the model makes of `text` relative to what it makes of known text
+    /// ([`language::KNOWN_TEXT`], measured on the first call and kept).
+    fn stats<S: Step, const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        state: &mut S,
+        text: &[u8],
+    ) -> Result<TokenStats>
+    where
+        S::Logit: LogitValue,
+    {
+        let known = match self.known {
+            Some(k) => k,
+            None => {
+                let tokens = self.encode(model, language::KNOWN_TEXT.as_bytes())?;
+                let k = language::token_stats(model, state, tokens, language::KNOWN_TEXT.len())?;
+                *self.known.insert(k)
+            }
+        };
+        let tokens = self.encode(model, text)?;
+        Ok(language::token_stats(model, state, tokens, text.len())?.relative_to(&known))
+    }
 }
 
 /// Work words of the prompt encoder for the longest line.
@@ -122,7 +167,7 @@ impl<'m, 'a, 's, const L: usize> ReferenceEngine<'m, 'a, 's, L> {
     pub fn new(model: &'m Model<'a, L>, arena: &'s mut [f32], seq_len: usize) -> Result<Self> {
         let arena_bytes = State::arena_len(model, seq_len) * 4;
         let state = State::new(model, arena, seq_len, Kernels::REFERENCE)?;
-        Ok(ReferenceEngine { model, state, arena_bytes, tokens: [0; MAX_LINE + 3], work: [0; WORK] })
+        Ok(ReferenceEngine { model, state, arena_bytes, text: Text::EMPTY })
     }
 }
 
@@ -159,9 +204,7 @@ impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
         sampling: &mut Sampling,
         emit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<GenStats> {
-        let n =
-            tokenizer::encode_with(&self.model.vocab, prompt, true, false, &mut self.tokens, &mut self.work)?;
-        let tokens = self.tokens.get(..n).unwrap_or_default();
+        let tokens = self.text.encode(self.model, prompt)?;
         // Greedy and plain multinomial sampling (top-p and top-k off) never touch the
         // candidate scratch, so none is kept in RAM.
         let temp = sampling.temp_milli as f32 / 1000.0;
@@ -184,7 +227,11 @@ impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
     }
 
     fn answer(&mut self, fact: &str, question: &str, out: &mut [u8]) -> Result<usize> {
-        grounded(self.model, &mut self.state, (&mut self.tokens, &mut self.work), (fact, question), out)
+        self.text.answer(self.model, &mut self.state, (fact, question), out)
+    }
+
+    fn token_stats(&mut self, text: &[u8]) -> Result<Option<TokenStats>> {
+        self.text.stats(self.model, &mut self.state, text).map(Some)
     }
 }
 
@@ -194,8 +241,7 @@ pub struct IntegerEngine<'m, 'a, 's, const L: usize> {
     model: &'m Model<'a, L>,
     state: IntState<'s>,
     arena_bytes: usize,
-    tokens: [u32; MAX_LINE + 3],
-    work: [u32; WORK],
+    text: Text,
 }
 
 impl<'m, 'a, 's, const L: usize> IntegerEngine<'m, 'a, 's, L> {
@@ -203,7 +249,7 @@ impl<'m, 'a, 's, const L: usize> IntegerEngine<'m, 'a, 's, L> {
     pub fn new(model: &'m Model<'a, L>, arena: &'s mut [i32], seq_len: usize) -> Result<Self> {
         let arena_bytes = IntState::ram_bytes(model, seq_len);
         let state = IntState::new(model, arena, seq_len)?;
-        Ok(IntegerEngine { model, state, arena_bytes, tokens: [0; MAX_LINE + 3], work: [0; WORK] })
+        Ok(IntegerEngine { model, state, arena_bytes, text: Text::EMPTY })
     }
 }
 
@@ -235,9 +281,7 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
         sampling: &mut Sampling,
         emit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<GenStats> {
-        let n =
-            tokenizer::encode_with(&self.model.vocab, prompt, true, false, &mut self.tokens, &mut self.work)?;
-        let tokens = self.tokens.get(..n).unwrap_or_default();
+        let tokens = self.text.encode(self.model, prompt)?;
         infer::generate_int_sampled(self.model, &mut self.state, tokens, steps, sampling, |piece, _| {
             emit(piece)
         })
@@ -253,7 +297,11 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
     }
 
     fn answer(&mut self, fact: &str, question: &str, out: &mut [u8]) -> Result<usize> {
-        grounded(self.model, &mut self.state, (&mut self.tokens, &mut self.work), (fact, question), out)
+        self.text.answer(self.model, &mut self.state, (fact, question), out)
+    }
+
+    fn token_stats(&mut self, text: &[u8]) -> Result<Option<TokenStats>> {
+        self.text.stats(self.model, &mut self.state, text).map(Some)
     }
 }
 

@@ -1,5 +1,8 @@
 //! What the console knows: short texts for `ask` ([`MicroRAG`]), the anomaly detector that
 //! `anomaly` asks ([`AnomalyDetector`]) and the two embedders that turn texts into vectors.
+//! `anomaly` first asks whether the text is language at all ([`language`]: the model's view of
+//! its tokens, or without a model its characters), which needs no references; the detector's
+//! distance to the texts added joins in once it has 2.
 //!
 //! Two embedders, each the winner of its evaluation, neither of them the language model (its
 //! pooled hidden states, with or without a learned projection, lost both; see
@@ -8,7 +11,7 @@
 //!   ([`BUILTIN_TABLE`], trained on the corpus's fact topics and WordNet's synonym sets): the
 //!   best hit@1/hit@3 on the paraphrased-question set; its cosine is combined with BM25 over
 //!   the words ([`MicroRAG::retrieve_hybrid`]), so that "team meeting" outweighs "when".
-//! - `anomaly` scores with the random-projection [`NgramEmbedder<64>`](NgramEmbedder): the
+//! - `anomaly`'s distance to knowledge uses the random-projection [`NgramEmbedder<64>`](NgramEmbedder): the
 //!   learned table folds text towards the corpus's topics, which hides what is foreign, so its
 //!   ROC AUC is lower.
 //!
@@ -21,11 +24,13 @@
 use core::mem::size_of;
 
 use super::memory::{new_memory, KnowledgeMemory};
+use super::anomaly::{ANOMALY_LANGUAGE, ANOMALY_TEXT};
 use super::saved::{roll_back, KnowledgeStore};
 use crate::embed::{has_word, Embedder, NgramEmbedder, TableEmbedder};
 use crate::error::Error;
 use crate::knowledge::{
-    AnomalyConfig, AnomalyDetector, AnomalyPrior, AnomalyResult, Learned, MicroRAG, RAGConfig, Retrieved,
+    language, AnomalyConfig, AnomalyDetector, AnomalyPrior, AnomalyResult, Learned, MicroRAG, RAGConfig,
+    Retrieved, TokenStats,
 };
 
 /// Dimensions of every embedding the console stores.
@@ -80,8 +85,6 @@ pub enum KnowledgeError {
     Full { capacity: usize },
     /// `forget` of an id that holds nothing.
     UnknownId(u32),
-    /// `anomaly` before the detector has two references.
-    NotCalibrated { references: usize },
     /// The embedder or a store refused (e.g. a text with no word).
     Other(Error),
     /// Saving the change failed; it was undone in RAM (write-then-acknowledge).
@@ -112,10 +115,6 @@ impl core::fmt::Display for KnowledgeError {
                 "knowledge is full ({capacity} of {capacity} entries): forget <id> or clear makes room"
             ),
             KnowledgeError::UnknownId(id) => write!(f, "no knowledge #{id}"),
-            KnowledgeError::NotCalibrated { references } => write!(
-                f,
-                "the anomaly detector needs 2 texts to compare with, it has {references}: add knowledge first"
-            ),
             KnowledgeError::Other(Error::Invalid { what }) => write!(f, "{what}"),
             KnowledgeError::Other(e) => write!(f, "{e}"),
             KnowledgeError::NotSaved(e) => write!(f, "not saved, nothing changed: {e}"),
@@ -291,17 +290,30 @@ impl Knowledge {
         Ok(out)
     }
 
-    /// Whether `text` is unlike the texts added so far.
+    /// Whether `text` is unlike language or, once the detector has 2 references, unlike the
+    /// texts added ([`language::verdict`]). This is the check without a model: the language
+    /// score sees the text's characters alone ([`ANOMALY_TEXT`]).
     pub fn anomaly(&mut self, text: &str) -> Result<AnomalyResult, KnowledgeError> {
-        if self.detector.len() < 2 {
-            // Checked first so that the advice comes even for an odd text.
-            if text.is_empty() {
-                return Err(KnowledgeError::Empty);
-            }
-            return Err(KnowledgeError::NotCalibrated { references: self.detector.len() });
-        }
-        let v = self.embed_hashed(text)?;
-        Ok(self.detector.try_check(&v)?)
+        self.anomaly_with(text, None)
+    }
+
+    /// [`Self::anomaly`] with what the model makes of the text's tokens
+    /// ([`Engine::token_stats`](super::Engine::token_stats); [`ANOMALY_LANGUAGE`]), as the
+    /// console asks it.
+    pub fn anomaly_with(
+        &mut self,
+        text: &str,
+        tokens: Option<&TokenStats>,
+    ) -> Result<AnomalyResult, KnowledgeError> {
+        check_text(text)?;
+        let cal = if tokens.is_some() { &ANOMALY_LANGUAGE } else { &ANOMALY_TEXT };
+        let score = cal.score(&language::features(text, tokens));
+        // A text without words to embed (symbols only) has no distance: language alone.
+        let distance = match self.detector.len() {
+            0 | 1 => None,
+            _ => self.embed_hashed(text).ok().and_then(|v| self.detector.try_check(&v).ok()),
+        };
+        Ok(language::verdict(score, cal.threshold, distance))
     }
 
     /// Removes entry `id` (1-based) from retrieval. The detector keeps what it learned from it.

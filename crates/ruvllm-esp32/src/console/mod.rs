@@ -34,6 +34,7 @@
 //! A board that serves the console on a port only a host drains (USB-Serial-JTAG) writes to it
 //! through [`HostTx`], which never waits long for a host that is not reading.
 
+mod anomaly;
 mod engine;
 mod host_tx;
 mod knowledge;
@@ -44,6 +45,7 @@ mod tests;
 mod typeahead;
 
 pub use crate::sample::Sampling;
+pub use anomaly::{ANOMALY_LANGUAGE, ANOMALY_TEXT};
 pub use engine::{Engine, IntegerEngine, ModelInfo, NoModel, ReferenceEngine};
 pub use host_tx::{HostTx, TryTx};
 pub use knowledge::{
@@ -189,7 +191,7 @@ const COMMANDS: [(&str, &str); 17] = [
     ("gen <text>", "continue <text> (none: from BOS); greedy at temp 0, else sampled"),
     ("add <text>", "store <text> as knowledge (at most 128 bytes) and learn it as normal"),
     ("ask <query>", "matching knowledge; with a model, its answer; a like earlier gen/ask"),
-    ("anomaly <text>", "is <text> unlike the knowledge added? (needs 2 adds; cosine distance %)"),
+    ("anomaly <text>", "is <text> not language, or unlike the knowledge added? (score %)"),
     ("forget <id>", "drop knowledge #<id> from retrieval (the anomaly detector keeps it)"),
     ("clear", "forget all knowledge, the anomaly detector's references and the memories"),
     ("info", "the model: format, layers, sizes, parameters, weights, engine"),
@@ -602,7 +604,12 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                     "retrieval: {}, {KNOWLEDGE_DIM} dims, int8 vector search",
                     k.retrieval_embedder()
                 )?;
-                sayln!(&mut self.io, "anomaly detection: hashed n-gram projection, {KNOWLEDGE_DIM} dims")?;
+                let language =
+                    if model { "the model's token surprise and the text" } else { "the text's characters" };
+                sayln!(
+                    &mut self.io,
+                    "anomaly detection: language score from {language}; distance to knowledge by hashed n-grams, {KNOWLEDGE_DIM} dims"
+                )?;
                 let saving = if self.saved.is_some() { "on" } else { "off (RAM only)" };
                 sayln!(&mut self.io, "knowledge saving: {saving}")?;
             }
@@ -775,13 +782,15 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 }
                 Err(e) => sayln!(&mut self.io, "error: {e}"),
             },
-            "anomaly" => match k.anomaly(text) {
-                Ok(r) => {
-                    t.last_anomaly = counter.map(|_| ticks());
-                    sayln!(&mut self.io, "{r}")
+            "anomaly" => {
+                match k.anomaly_with(text, self.engine.token_stats(text.as_bytes()).ok().flatten().as_ref()) {
+                    Ok(r) => {
+                        t.last_anomaly = counter.map(|_| ticks());
+                        sayln!(&mut self.io, "{r}")
+                    }
+                    Err(e) => sayln!(&mut self.io, "error: {e}"),
                 }
-                Err(e) => sayln!(&mut self.io, "error: {e}"),
-            },
+            }
             "forget" => match text.parse::<u32>() {
                 Ok(id) => match k.forget_fact(id, self.saved.as_deref_mut()) {
                     Ok(0) => sayln!(&mut self.io, "Forgot knowledge #{id}"),

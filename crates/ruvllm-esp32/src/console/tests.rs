@@ -429,12 +429,10 @@ fn knowledge_errors_are_one_line_each_and_the_console_goes_on() {
     );
     let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("error:")).collect();
     let expected = [
-        "error: the anomaly detector needs 2 texts to compare with, it has 0: add knowledge first",
         "error: no text given (usage: add <text>)",
         "error: no text given (usage: add <text>)",
         "error: text is 129 bytes, a fact holds at most 128: shorten it or split it in two",
         "error: nothing stored: the text has no words, only symbols (write it with letters or digits)",
-        "error: the anomaly detector needs 2 texts to compare with, it has 1: add knowledge first",
         "error: no knowledge #7",
         "error: no knowledge #0",
         "error: usage: forget <id> (the number add printed)",
@@ -445,7 +443,28 @@ fn knowledge_errors_are_one_line_each_and_the_console_goes_on() {
     let errors: Vec<String> = errors.iter().map(|e| e.trim_end_matches('\r').to_string()).collect();
     assert_eq!(errors, expected, "{out}");
     assert!(out.contains("> ask the cat\r\nNo results found\r\n> "), "{out}");
+    // Before any add, and with one, `anomaly` gives a verdict (it needs no references).
+    assert_eq!(out.matches("> anomaly the cat\r\nNORMAL (score: ").count(), 2, "{out}");
     answers_help(&out);
+}
+
+/// `anomaly` needs no setup: on a fresh console (no knowledge; this engine has no model, so
+/// the text's characters alone are scored) the published examples get their verdicts and
+/// symbols-only text is scored, not refused.
+#[test]
+fn anomaly_on_a_fresh_console_without_a_model() {
+    let lines = [
+        ("this is normal text", "NORMAL"),
+        ("xkcd random gibberish 12345", "ANOMALY"),
+        ("%%%% #### @@@@", "ANOMALY"),
+        ("SELECT * FROM users WHERE id = 1 OR 1=1; --", "ANOMALY"),
+        ("The cat sleeps in the kitchen.", "NORMAL"),
+    ];
+    let script: String = lines.iter().map(|(l, _)| format!("anomaly {l}\n")).collect();
+    let out = knowledge_session(&[script.as_bytes(), b"quit\n"], NoModel, Board::PLAIN);
+    for (line, verdict) in lines {
+        assert!(out.contains(&format!("> anomaly {line}\r\n{verdict} (score: ")), "{line}: {out}");
+    }
 }
 
 #[test]

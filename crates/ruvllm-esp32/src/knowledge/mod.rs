@@ -1,6 +1,7 @@
 //! Knowledge stores on top of the vector code, without allocation: retrieval of short texts by
 //! embedding ([`MicroRAG`]), a memory of token sequences ranked by similarity, recency and
-//! importance ([`SemanticMemory`]), and a kNN novelty detector ([`AnomalyDetector`]).
+//! importance ([`SemanticMemory`]), a kNN novelty detector ([`AnomalyDetector`]) and a score of
+//! how much a text looks like language at all ([`language`]).
 //!
 //! Every store keeps its vectors as int8 ([`crate::vector::I8`]: `DIM + 4` bytes a vector) and
 //! compares them by cosine; every store is one fixed-size value whose memory is
@@ -10,12 +11,14 @@
 
 pub mod anomaly;
 pub mod answer;
+pub mod language;
 pub mod lexical;
 pub mod memory;
 pub mod persist;
 pub mod rag;
 
 pub use anomaly::{AnomalyConfig, AnomalyDetector, AnomalyPrior, AnomalyResult, Learned, PRIOR_COUNTS};
+pub use language::{LanguageCalibration, TokenStats};
 pub use memory::{Evicted, MemoryConfig, MemoryType, Recalled, SemanticMemory, Stored};
 pub use persist::LoadReport;
 pub use rag::{MicroRAG, RAGConfig, Retrieved};
