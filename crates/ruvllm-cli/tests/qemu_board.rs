@@ -373,7 +373,8 @@ fn knowledge_board_matches_host(img: &Path) {
     let recalled =
         "Recalled: ask where does the cat sleep -> The cat sleeps on the warm kitchen floor. (memory #1, ";
     assert!(again.contains(recalled), "{again}");
-    let without = |t: &str| t.split("\r\n").filter(|l| !l.starts_with("Recalled: ")).collect::<Vec<_>>().join("\r\n");
+    let without =
+        |t: &str| t.split("\r\n").filter(|l| !l.starts_with("Recalled: ")).collect::<Vec<_>>().join("\r\n");
     assert_eq!(without(&again), without(&before));
     for what in ["add", "ask (embedding + retrieval)", "anomaly"] {
         let n: u64 = stats

@@ -23,8 +23,8 @@
 
 use core::mem::size_of;
 
-use super::memory::{new_memory, KnowledgeMemory};
 use super::anomaly::{ANOMALY_LANGUAGE, ANOMALY_TEXT};
+use super::memory::{new_memory, KnowledgeMemory};
 use super::saved::{roll_back, KnowledgeStore};
 use crate::embed::{has_word, Embedder, NgramEmbedder, TableEmbedder};
 use crate::error::Error;

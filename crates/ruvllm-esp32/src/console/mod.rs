@@ -832,8 +832,8 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 drop(found);
                 if answer_len > 0 {
                     // A span of a `&str` cut at character boundaries.
-                    let answer =
-                        core::str::from_utf8(answer.get(..answer_len).unwrap_or_default()).unwrap_or_default();
+                    let answer = core::str::from_utf8(answer.get(..answer_len).unwrap_or_default())
+                        .unwrap_or_default();
                     sayln!(&mut self.io, "Answer: {answer}")?;
                 }
                 // Earlier exchanges after the facts; this one is remembered once it found one.
