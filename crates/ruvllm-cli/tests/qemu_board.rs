@@ -358,7 +358,7 @@ fn knowledge_board_matches_host(img: &Path) {
     let ask = "ask where does the cat sleep";
     let on_host = host.split(&format!("> {ask}\r\n")).nth(1).unwrap().split("\r\n> ").next().unwrap();
     assert_eq!(b.command(ask), on_host);
-    for what in ["add", "ask (embedding + retrieval)", "anomaly"] {
+    for what in ["add", "ask (embedding + retrieval)", "ask with its answer", "anomaly"] {
         let n: u64 = stats
             .split(&format!("last {what}: "))
             .nth(1)
