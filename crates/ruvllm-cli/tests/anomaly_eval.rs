@@ -26,7 +26,7 @@ const SEQ: usize = 64;
 /// The sentences of `docs` corpus documents for `seed`, at most `n`.
 fn corpus_sentences(seed: u64, n: usize) -> Vec<String> {
     let mut out = Vec::new();
-    for doc in ruvllm_train::corpus::documents(seed) {
+    for doc in (0..).map(|i| ruvllm_train::corpus::document(seed, i)) {
         for s in doc.split_inclusive(['.', '!', '?']) {
             let s = s.trim().trim_start_matches('"').trim();
             // dialogue fragments such as `"Yes!` are too short to say anything

@@ -376,7 +376,7 @@ fn knowledge_board_matches_host(img: &Path) {
     let without =
         |t: &str| t.split("\r\n").filter(|l| !l.starts_with("Recalled: ")).collect::<Vec<_>>().join("\r\n");
     assert_eq!(without(&again), without(&before));
-    for what in ["add", "ask (embedding + retrieval)", "anomaly"] {
+    for what in ["add", "ask (embedding + retrieval)", "ask with its answer", "anomaly"] {
         let n: u64 = stats
             .split(&format!("last {what}: "))
             .nth(1)

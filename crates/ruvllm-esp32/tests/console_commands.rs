@@ -165,8 +165,10 @@ fn every_command_answers_good_and_bad_input_in_one_line_each() {
     assert_eq!(jsons[2]["seed"], 42);
     assert_eq!(jsons[2]["tokens_generated"], 0);
     let stats = reply("stats");
-    // 4 gens and the ask's continuation before the reset.
-    assert!(stats.contains("generations: 5, tokens generated: "), "{stats}");
+    // 4 gens before the reset (the ask answers without a generation).
+    assert!(stats.contains("generations: 4, tokens generated: "), "{stats}");
+    let ask = got[commands.iter().position(|x| *x == "ask where does the cat sleep").unwrap()];
+    assert!(ask.ends_with("\r\nAnswer: on the warm kitchen floor"), "{ask}");
     assert!(stats.contains("settings: steps 40, temp 0, seed 8"), "{stats}");
     // The long line and the binary bytes: one error each, then the console still answers.
     let tail = out.rsplit("> stats json\r\n").next().unwrap();

@@ -31,6 +31,15 @@ impl Fact {
         self.slots.push((start, self.text.len()));
         self.slots.len() - 1
     }
+    /// `<lead><value>.`, each of `questions` answered by the value.
+    fn sentence<const N: usize>(&mut self, lead: &str, value: &str, questions: [String; N]) {
+        self.lit(lead);
+        let s = self.slot(value);
+        self.lit(".");
+        for q in questions {
+            self.ask(q, s, s);
+        }
+    }
     /// A question whose answer runs from slot `a` to slot `b` (inclusive).
     fn ask(&mut self, q: impl Into<String>, a: usize, b: usize) {
         self.qs.push((q.into(), (self.slots[a].0, self.slots[b].1)));
@@ -529,12 +538,15 @@ fn chore(rng: &mut Rng, f: &mut Fact) {
     let (thing, done, verb) = *rng.pick(CHORES);
     f.lit(&super::cap(thing));
     if rng.chance(50) {
-        f.lit(&format!(" is {done} "));
-        let s = f.slot(&schedule(rng));
-        f.lit(".");
-        f.ask(format!("When is {thing} {done}?"), s, s);
-        f.ask(format!("How often is {thing} {done}?"), s, s);
-        f.ask(format!("How often do we {verb} {thing}?"), s, s);
+        f.sentence(
+            &format!(" is {done} "),
+            &schedule(rng),
+            [
+                format!("When is {thing} {done}?"),
+                format!("How often is {thing} {done}?"),
+                format!("How often do we {verb} {thing}?"),
+            ],
+        );
     } else {
         f.lit(&format!(" was last {done} "));
         let when = match rng.below(3) {
@@ -588,20 +600,26 @@ fn person(rng: &mut Rng, f: &mut Fact) {
     let n = *rng.pick(NAMES);
     match rng.below(7) {
         0 => {
-            f.lit(&format!("{n}'s phone number is "));
-            let s = f.slot(&format!("{} {}", num(rng, 100, 999), num(rng, 1000, 9999)));
-            f.lit(".");
-            f.ask(format!("What is {n}'s phone number?"), s, s);
-            f.ask(format!("How do I call {n}?"), s, s);
-            f.ask(format!("How can I ring {n}?"), s, s);
+            f.sentence(
+                &format!("{n}'s phone number is "),
+                &format!("{} {}", num(rng, 100, 999), num(rng, 1000, 9999)),
+                [
+                    format!("What is {n}'s phone number?"),
+                    format!("How do I call {n}?"),
+                    format!("How can I ring {n}?"),
+                ],
+            );
         }
         1 => {
-            f.lit(&format!("{n} is allergic to "));
-            let s = f.slot(pick(rng, FOODS));
-            f.lit(".");
-            f.ask(format!("What is {n} allergic to?"), s, s);
-            f.ask(format!("What makes {n} ill?"), s, s);
-            f.ask(format!("What must {n} avoid?"), s, s);
+            f.sentence(
+                &format!("{n} is allergic to "),
+                pick(rng, FOODS),
+                [
+                    format!("What is {n} allergic to?"),
+                    format!("What makes {n} ill?"),
+                    format!("What must {n} avoid?"),
+                ],
+            );
         }
         2 => {
             let med = *rng.pick(MEDS);
@@ -635,11 +653,11 @@ fn person(rng: &mut Rng, f: &mut Fact) {
             f.ask(format!("What medicine does {n} take?"), m, m);
         }
         3 => {
-            f.lit(&format!("{n}'s birthday is "));
-            let s = f.slot(&format!("on {}", date(rng)));
-            f.lit(".");
-            f.ask(format!("When is {n}'s birthday?"), s, s);
-            f.ask(format!("When was {n} born?"), s, s);
+            f.sentence(
+                &format!("{n}'s birthday is "),
+                &format!("on {}", date(rng)),
+                [format!("When is {n}'s birthday?"), format!("When was {n} born?")],
+            );
         }
         4 => {
             let d = *rng.pick(DEPTS);
@@ -650,11 +668,11 @@ fn person(rng: &mut Rng, f: &mut Fact) {
             f.ask(format!("Who runs {d}?"), s, s);
         }
         5 => {
-            f.lit(&format!("{n} lives "));
-            let s = f.slot(&format!("in {}", rng.pick(CITIES)));
-            f.lit(".");
-            f.ask(format!("Where does {n} live?"), s, s);
-            f.ask(format!("Which town is {n}'s home?"), s, s);
+            f.sentence(
+                &format!("{n} lives "),
+                &format!("in {}", rng.pick(CITIES)),
+                [format!("Where does {n} live?"), format!("Which town is {n}'s home?")],
+            );
         }
         _ => {
             let role = *rng.pick(&[
@@ -666,11 +684,11 @@ fn person(rng: &mut Rng, f: &mut Fact) {
                 "mechanic",
                 "dog walker",
             ]);
-            f.lit(&format!("Our {role} is "));
-            let s = f.slot(n);
-            f.lit(".");
-            f.ask(format!("Who is our {role}?"), s, s);
-            f.ask(format!("Who is the {role}?"), s, s);
+            f.sentence(
+                &format!("Our {role} is "),
+                n,
+                [format!("Who is our {role}?"), format!("Who is the {role}?")],
+            );
         }
     }
 }
@@ -685,11 +703,11 @@ fn numbers(rng: &mut Rng, f: &mut Fact) {
                 ("freezer", "How cold is the ice box?"),
                 ("oven", "How hot should the baking be?"),
             ]);
-            f.lit(&format!("The {thing} is set to "));
-            let s = f.slot(&format!("{} degrees", rng.range(1, 230)));
-            f.lit(".");
-            f.ask(format!("What is the {thing} set to?"), s, s);
-            f.ask(para, s, s);
+            f.sentence(
+                &format!("The {thing} is set to "),
+                &format!("{} degrees", rng.range(1, 230)),
+                [format!("What is the {thing} set to?"), para.to_string()],
+            );
         }
         1 => {
             let plant = *rng.pick(PLANTS);
@@ -713,11 +731,14 @@ fn numbers(rng: &mut Rng, f: &mut Fact) {
                 "generator",
                 "bandsaw",
             ]);
-            f.lit(&format!("The {tool} needs oil "));
-            let s = f.slot(&format!("every {} hours", rng.range(2, 200)));
-            f.lit(".");
-            f.ask(format!("How often does the {tool} need oil?"), s, s);
-            f.ask(format!("When should I lubricate the {tool}?"), s, s);
+            f.sentence(
+                &format!("The {tool} needs oil "),
+                &format!("every {} hours", rng.range(2, 200)),
+                [
+                    format!("How often does the {tool} need oil?"),
+                    format!("When should I lubricate the {tool}?"),
+                ],
+            );
         }
         3 => {
             let thing = *rng.pick(&[
@@ -752,20 +773,23 @@ fn numbers(rng: &mut Rng, f: &mut Fact) {
         }
         5 => {
             let tyre = *rng.pick(&["car", "bike", "van", "trailer"]);
-            f.lit(&format!("The {tyre} tyres need "));
-            let s = f.slot(&format!("{} psi", rng.range(25, 110)));
-            f.lit(".");
-            f.ask(format!("What pressure do the {tyre} tyres need?"), s, s);
-            f.ask(format!("How much air for the {tyre} wheels?"), s, s);
+            f.sentence(
+                &format!("The {tyre} tyres need "),
+                &format!("{} psi", rng.range(25, 110)),
+                [
+                    format!("What pressure do the {tyre} tyres need?"),
+                    format!("How much air for the {tyre} wheels?"),
+                ],
+            );
         }
         _ => {
             let plant = *rng.pick(PLANTS);
             f.lit(&super::cap(plant));
-            f.lit(" were planted ");
-            let s = f.slot(&format!("on {}", date(rng)));
-            f.lit(".");
-            f.ask(format!("When were {plant} planted?"), s, s);
-            f.ask(format!("When did {plant} go in the ground?"), s, s);
+            f.sentence(
+                " were planted ",
+                &format!("on {}", date(rng)),
+                [format!("When were {plant} planted?"), format!("When did {plant} go in the ground?")],
+            );
         }
     }
 }
@@ -785,19 +809,25 @@ fn travel(rng: &mut Rng, f: &mut Fact) {
             f.ask(format!("Where do we board for {c}?"), g, g);
         }
         1 => {
-            f.lit(&format!("The train to {c} leaves from "));
-            let s = f.slot(&format!("platform {}", rng.range(1, 20)));
-            f.lit(".");
-            f.ask(format!("Which platform is the train to {c}?"), s, s);
-            f.ask(format!("Where do I catch the rail service to {c}?"), s, s);
+            f.sentence(
+                &format!("The train to {c} leaves from "),
+                &format!("platform {}", rng.range(1, 20)),
+                [
+                    format!("Which platform is the train to {c}?"),
+                    format!("Where do I catch the rail service to {c}?"),
+                ],
+            );
         }
         2 => {
-            f.lit(&format!("Our hotel in {c} is "));
-            let s = f.slot(pick(rng, HOTELS));
-            f.lit(".");
-            f.ask(format!("What is our hotel in {c}?"), s, s);
-            f.ask(format!("Where are we sleeping in {c}?"), s, s);
-            f.ask(format!("Where are we staying in {c}?"), s, s);
+            f.sentence(
+                &format!("Our hotel in {c} is "),
+                pick(rng, HOTELS),
+                [
+                    format!("What is our hotel in {c}?"),
+                    format!("Where are we sleeping in {c}?"),
+                    format!("Where are we staying in {c}?"),
+                ],
+            );
         }
         3 => {
             f.lit("The car is parked ");
@@ -846,11 +876,11 @@ fn office(rng: &mut Rng, f: &mut Fact) {
         }
         1 => {
             let d = *rng.pick(DEPTS);
-            f.lit(&format!("The {d} office is "));
-            let s = f.slot(&format!("on the {} floor", rng.pick(ORDINALS)));
-            f.lit(".");
-            f.ask(format!("Where is the {d} office?"), s, s);
-            f.ask(format!("Which floor is {d} on?"), s, s);
+            f.sentence(
+                &format!("The {d} office is "),
+                &format!("on the {} floor", rng.pick(ORDINALS)),
+                [format!("Where is the {d} office?"), format!("Which floor is {d} on?")],
+            );
         }
         2 => {
             f.lit("The office opens ");
@@ -865,11 +895,11 @@ fn office(rng: &mut Rng, f: &mut Fact) {
         }
         _ => {
             let n = *rng.pick(NAMES);
-            f.lit(&format!("{n}'s extension is "));
-            let s = f.slot(&num(rng, 100, 9999));
-            f.lit(".");
-            f.ask(format!("What is {n}'s extension?"), s, s);
-            f.ask(format!("Which number reaches {n} at work?"), s, s);
+            f.sentence(
+                &format!("{n}'s extension is "),
+                &num(rng, 100, 9999),
+                [format!("What is {n}'s extension?"), format!("Which number reaches {n} at work?")],
+            );
         }
     }
 }
