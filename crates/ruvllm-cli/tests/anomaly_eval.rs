@@ -660,7 +660,7 @@ fn balanced_accuracy(normal: &[f32], anomalous: &[f32], t: f32) -> f64 {
 fn report(
     name: &str,
     cal: &LanguageCalibration,
-    refs: Option<&AnomalyDetector<DIM, 32>>,
+    refs: Option<&ConsoleDetector>,
     split: &Split,
     features: &(Vec<[f32; FEATURES]>, Vec<Vec<[f32; FEATURES]>>),
 ) -> (f64, f64) {
@@ -698,10 +698,13 @@ fn report(
     (a, b)
 }
 
-/// A detector with the console's settings that learned `facts` (reservoir-sampled into 32).
-fn fact_detector(facts: &[String]) -> AnomalyDetector<DIM, 32> {
+/// The console's detector: its capacity (64 references, so 64 facts are all kept).
+type ConsoleDetector = AnomalyDetector<DIM, { ruvllm_esp32::console::ANOMALY_CAP }>;
+
+/// A detector with the console's settings that learned `facts`.
+fn fact_detector(facts: &[String]) -> ConsoleDetector {
     let prior = Some(ruvllm_esp32::console::ANOMALY_PRIOR);
-    let mut det: AnomalyDetector<DIM, 32> =
+    let mut det: ConsoleDetector =
         AnomalyDetector::with_config(AnomalyConfig { prior, ..AnomalyConfig::default() });
     for e in ngram_embed(facts) {
         det.learn(&e).unwrap();
