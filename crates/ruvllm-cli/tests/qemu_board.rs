@@ -734,6 +734,73 @@ fn last_count(stats: &str, what: &str) -> u64 {
         .unwrap_or_else(|| panic!("no instruction count for {what}: {stats}"))
 }
 
+/// What each knowledge command costs on a store of 64 everyday facts (the chip's capacity; the
+/// first 64 of `testdata/knowledge/facts.tsv`): the 64th `add`, `ask` (retrieval alone and with
+/// the model's answer) for a question sharing a word with its fact and for a paraphrase, and
+/// `anomaly` of a normal line and of gibberish (the model's token statistics and the distance to
+/// the 64 facts). The replies equal the host console's; the instruction counts are printed.
+///
+/// `cargo test -p ruvllm-cli --test qemu_board knowledge_costs -- --nocapture`
+#[test]
+fn knowledge_costs_on_a_64_entry_store_on_the_board() {
+    let Some(()) = chip_tools() else { return };
+    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/default.gguf");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/knowledge/facts.tsv");
+    let table = std::fs::read_to_string(&path).unwrap();
+    let rows: Vec<Vec<&str>> = table.lines().skip(1).map(|l| l.split('\t').collect()).take(64).collect();
+    assert_eq!(rows.len(), ruvllm_esp32::console::CHIP_KNOWLEDGE_CAP);
+    let mut script: Vec<String> = rows.iter().map(|r| format!("add {}", r[1])).collect();
+    let measured = [
+        ("add (the 64th)", String::new()),
+        ("ask, shared word", format!("ask {}", rows[9][2])),
+        ("ask, paraphrase", format!("ask {}", rows[12][3])),
+        ("anomaly, normal", "anomaly this is normal text".to_string()),
+        ("anomaly, gibberish", "anomaly xkcd random gibberish 12345".to_string()),
+    ];
+    script.push("stats".into());
+    for (_, line) in &measured[1..] {
+        script.push(line.clone());
+        script.push("stats".into());
+    }
+    let host = host_replies(&img, &script);
+
+    let Some(elf) = build(&img, false, "int") else { return };
+    let mut b = Board::boot(&elf);
+    b.expect("type help\r\n> ");
+    let mut stats = Vec::new();
+    for (line, on_host) in script.iter().zip(&host) {
+        let reply = b.command(line);
+        if line == "stats" {
+            assert!(reply.contains("knowledge: 64/64 entries"), "{reply}");
+            stats.push(reply);
+            continue;
+        }
+        assert_eq!(&reply, on_host, "{line}: board and host differ");
+    }
+    let mut lines = vec![format!("add (the 64th): {}", last_count(&stats[0], "add"))];
+    for (i, (what, line)) in measured[1..].iter().enumerate() {
+        let st = &stats[i + 1];
+        let reply = host[65 + 2 * i].lines().last().unwrap_or_default();
+        if what.starts_with("ask") {
+            let answer = if st.contains("last ask with its answer: ") {
+                last_count(st, "ask with its answer")
+            } else {
+                0
+            };
+            lines.push(format!(
+                "{what} ({line:?} -> {reply:?}): retrieval {}, with the answer {answer}",
+                last_count(st, "ask (embedding + retrieval)")
+            ));
+        } else {
+            lines.push(format!("{what} ({reply}): {}", last_count(st, "anomaly")));
+        }
+    }
+    eprintln!("instructions on a 64-entry store:\n{}", lines.join("\n"));
+    b.send(b"quit\n");
+    b.expect("bye");
+    assert_eq!(b.exit_code(), 0);
+}
+
 /// The cost of `add` as the store fills: 64 adds fill the store (and the detector's 64
 /// references), then 8 times `forget` + `add` keeps adding to a full detector (reservoir
 /// sampling: replaced or skipped). Replies equal the host console's (which holds more, so it
