@@ -393,6 +393,8 @@ fn a_file_of_the_32_entry_console_opens_and_grows() {
     let shown = session(&file, script.as_bytes());
     assert!(shown.contains("knowledge: restored 32 entries"), "{shown}");
     assert_eq!(reply(&shown, "add new fact number 255"), "Added knowledge #256");
+    // Grown to the new file's size: a header and 64 sectors.
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 16 + 64 * RAM_SECTOR as u64);
     let (r, entries) = restored(&file);
     assert_eq!(r.entries.loaded, 256, "{r}");
     assert_eq!(

@@ -171,7 +171,7 @@ fn main() -> ! {
     // The library's console, the same one the QEMU board and the host run.
     let board = Board { name: CHIP, counter: Some(micros), counter_unit: "us", ram: None };
     // SAFETY: main runs once and never returns, so this is the only reference to KNOWLEDGE.
-    let knowledge = unsafe { (*addr_of_mut!(KNOWLEDGE)).write(Knowledge::new()) };
+    let knowledge = Knowledge::init_in(unsafe { &mut *addr_of_mut!(KNOWLEDGE) });
     let mut console =
         Console::with_knowledge(io, engine, board, knowledge).counting_rx_losses(serial::rx_lost);
     let _ = console.run();

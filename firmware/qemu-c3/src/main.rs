@@ -181,7 +181,7 @@ fn main() -> ! {
     let board =
         Board { name: "qemu-c3", counter: Some(instret), counter_unit: "instructions", ram: Some(ram_use) };
     // SAFETY: main runs once and never returns, so this is the only reference to KNOWLEDGE.
-    let knowledge = unsafe { (*addr_of_mut!(KNOWLEDGE)).write(Knowledge::new()) };
+    let knowledge = Knowledge::init_in(unsafe { &mut *addr_of_mut!(KNOWLEDGE) });
     let mut store = open_knowledge(&mut uart, knowledge);
     let mut console = Console::with_knowledge(uart, engine, board, knowledge);
     if let Some(store) = store.as_mut() {

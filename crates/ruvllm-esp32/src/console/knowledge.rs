@@ -21,7 +21,8 @@
 //! One fixed-size value, no allocation: a board keeps it in a `static` (its RAM is then part
 //! of the linker's figure), a host on the stack or in a `Box`.
 
-use core::mem::size_of;
+use core::mem::{size_of, MaybeUninit};
+use core::ptr::addr_of_mut;
 
 use super::anomaly::{ANOMALY_LANGUAGE, ANOMALY_TEXT};
 use super::memory::{new_memory, KnowledgeMemory};
@@ -173,21 +174,44 @@ impl Default for Knowledge {
     }
 }
 
+/// The retrieval store's settings.
+fn rag_config() -> RAGConfig {
+    RAGConfig {
+        max_text_bytes: KNOWLEDGE_TEXT,
+        top_k: ASK_RESULTS,
+        min_similarity: ASK_MIN_SIMILARITY,
+        ..RAGConfig::default()
+    }
+}
+
 impl Knowledge {
     pub fn new() -> Self {
-        let cfg = RAGConfig {
-            max_text_bytes: KNOWLEDGE_TEXT,
-            top_k: ASK_RESULTS,
-            min_similarity: ASK_MIN_SIMILARITY,
-            ..RAGConfig::default()
-        };
         Knowledge {
-            rag: MicroRAG::new(cfg),
+            rag: MicroRAG::new(rag_config()),
             detector: new_detector(),
             learned: TableEmbedder::from_bytes(BUILTIN_TABLE).ok(),
             hashed: NgramEmbedder::new(),
             memory: new_memory(),
         }
+    }
+
+    /// [`Self::new`] built in `slot` (a board's `static`) one part at a time: the whole value
+    /// built on the stack and then moved would take twice its 30 KB of stack at boot.
+    pub fn init_in(slot: &mut MaybeUninit<Self>) -> &mut Self {
+        let p = slot.as_mut_ptr();
+        // SAFETY: `p` is valid for writes and aligned (it comes from `slot`); every field is
+        // written once before `assume_init_mut` (the exhaustive pattern below stops the build
+        // when a field is added without a line here).
+        let k = unsafe {
+            addr_of_mut!((*p).rag).write(MicroRAG::new(rag_config()));
+            addr_of_mut!((*p).detector).write(new_detector());
+            addr_of_mut!((*p).learned).write(TableEmbedder::from_bytes(BUILTIN_TABLE).ok());
+            addr_of_mut!((*p).hashed).write(NgramEmbedder::new());
+            addr_of_mut!((*p).memory).write(new_memory());
+            slot.assume_init_mut()
+        };
+        let Knowledge { rag: _, detector: _, learned: _, hashed: _, memory: _ } = k;
+        k
     }
 
     /// What `ask` embeds with, for `stats`.

@@ -952,3 +952,17 @@ fn a_saved_fact_longer_than_an_entry_is_skipped_not_cut() {
     assert_eq!(restored.entries, LoadReport { loaded: 1, skipped_corrupt: 1 });
     assert_eq!((k.text(1), k.text(2)), (Some("a short fact"), None));
 }
+
+/// A board builds its Knowledge in its `static`, part by part: the same as a new one.
+#[test]
+fn knowledge_built_in_place_answers_as_a_new_one() {
+    let mut slot = std::boxed::Box::new(core::mem::MaybeUninit::<Knowledge>::uninit());
+    let k = Knowledge::init_in(&mut slot);
+    assert_eq!(
+        (k.len(), k.capacity(), k.references(), k.memory_use().len),
+        (0, KNOWLEDGE_CAP, (0, ANOMALY_CAP), 0)
+    );
+    assert_eq!(k.retrieval_embedder(), Knowledge::new().retrieval_embedder());
+    assert_eq!(k.add(FACTS[0]), Ok(1));
+    assert_eq!(k.ask("where does the cat sleep").unwrap()[0].text, FACTS[0]);
+}
