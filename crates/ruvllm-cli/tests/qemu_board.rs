@@ -754,7 +754,9 @@ fn knowledge_costs_on_a_64_entry_store_on_the_board() {
         ("add (the 64th)", String::new()),
         ("ask, shared word", format!("ask {}", rows[9][2])),
         ("ask, paraphrase", format!("ask {}", rows[12][3])),
-        ("anomaly, normal", "anomaly this is normal text".to_string()),
+        // The first `anomaly` also measures the model on known text, once.
+        ("anomaly, first, normal", "anomaly this is normal text".to_string()),
+        ("anomaly, normal", "anomaly Please water the tomatoes before the weekend.".to_string()),
         ("anomaly, gibberish", "anomaly xkcd random gibberish 12345".to_string()),
     ];
     script.push("stats".into());
@@ -780,12 +782,12 @@ fn knowledge_costs_on_a_64_entry_store_on_the_board() {
     let mut lines = vec![format!("add (the 64th): {}", last_count(&stats[0], "add"))];
     for (i, (what, line)) in measured[1..].iter().enumerate() {
         let st = &stats[i + 1];
-        let reply = host[65 + 2 * i].lines().last().unwrap_or_default();
+        let reply = host[65 + 2 * i].split("\r\n").find(|l| !l.starts_with("Found: ")).unwrap_or_default();
         if what.starts_with("ask") {
-            let answer = if st.contains("last ask with its answer: ") {
-                last_count(st, "ask with its answer")
-            } else {
-                0
+            // (`stats` keeps the last answer's count: only a reply with an answer has its own.)
+            let answer = match reply.starts_with("Answer: ") {
+                true => last_count(st, "ask with its answer").to_string(),
+                false => "none".into(),
             };
             lines.push(format!(
                 "{what} ({line:?} -> {reply:?}): retrieval {}, with the answer {answer}",
