@@ -340,7 +340,7 @@ fn knowledge_board_matches_host(img: &Path) {
     let before = b.command(ask);
     let stats = b.command("stats");
     for what in
-        ["knowledge: 3/64 entries", "anomaly detector: 4/64 references, threshold", "memory: 1/32 exchanges"]
+        ["knowledge: 3/64 entries", "anomaly detector: 4/64 references, threshold", "memory: 2/32 exchanges"]
     {
         assert!(stats.contains(what), "{stats}");
     }

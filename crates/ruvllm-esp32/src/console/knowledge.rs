@@ -203,7 +203,7 @@ impl Knowledge {
         // written once before `assume_init_mut` (the exhaustive pattern below stops the build
         // when a field is added without a line here).
         let k = unsafe {
-            addr_of_mut!((*p).rag).write(MicroRAG::new(rag_config()));
+            MicroRAG::init_in(&mut *addr_of_mut!((*p).rag).cast::<MaybeUninit<KnowledgeRag>>(), rag_config());
             addr_of_mut!((*p).detector).write(new_detector());
             addr_of_mut!((*p).learned).write(TableEmbedder::from_bytes(BUILTIN_TABLE).ok());
             addr_of_mut!((*p).hashed).write(NgramEmbedder::new());

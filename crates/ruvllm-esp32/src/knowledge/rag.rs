@@ -23,7 +23,8 @@
 //! position Rust needs the turbofish `MicroRAG::<64, 64>::new`, and `retrieve` returns a
 //! `Result` as above.
 
-use core::mem::size_of;
+use core::mem::{size_of, MaybeUninit};
+use core::ptr::addr_of_mut;
 
 use super::lexical::{bm25_normalized, Terms};
 use super::{check_embedding, prepare, query_distance, MAX_RESULTS};
@@ -113,14 +114,45 @@ impl<const DIM: usize, const CAP: usize, const TEXT: usize> MicroRAG<DIM, CAP, T
         #[allow(clippy::let_unit_value)]
         let () = Self::TEXT_OK;
         let cfg = RAGConfig { max_text_bytes: cfg.max_text_bytes.clamp(1, TEXT), ..cfg };
-        let index = Index::<DIM, CAP>::new(HNSWConfig {
+        let index = Self::new_index(&cfg);
+        MicroRAG { cfg, index, texts: [[0; TEXT]; CAP], lens: [0; CAP], terms: [Terms::default(); CAP] }
+    }
+
+    /// [`Self::new`] written into `slot` field by field: a board keeps the store in a `static`,
+    /// and a `new()` value built on the stack and moved there would take its size in stack
+    /// (twice, where the compiler copies it).
+    pub fn init_in(slot: &mut MaybeUninit<Self>, cfg: RAGConfig) -> &mut Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::TEXT_OK;
+        let cfg = RAGConfig { max_text_bytes: cfg.max_text_bytes.clamp(1, TEXT), ..cfg };
+        let p = slot.as_mut_ptr();
+        // SAFETY: `p` is valid for writes and aligned (it comes from `slot`); every field is
+        // written before `assume_init_mut`: the byte arrays are zeroed (a valid value of them),
+        // `terms` entry by entry (the exhaustive pattern below stops the build when a field is
+        // added without a line here).
+        let rag = unsafe {
+            addr_of_mut!((*p).cfg).write(cfg);
+            addr_of_mut!((*p).index).write(Self::new_index(&cfg));
+            addr_of_mut!((*p).texts).write_bytes(0, 1);
+            addr_of_mut!((*p).lens).write_bytes(0, 1);
+            let terms = addr_of_mut!((*p).terms).cast::<Terms>();
+            for i in 0..CAP {
+                terms.add(i).write(Terms::default());
+            }
+            slot.assume_init_mut()
+        };
+        let MicroRAG { cfg: _, index: _, texts: _, lens: _, terms: _ } = rag;
+        rag
+    }
+
+    fn new_index(cfg: &RAGConfig) -> Index<DIM, CAP> {
+        Index::<DIM, CAP>::new(HNSWConfig {
             m: RAG_M0 / 2,
             ef_construction: 64,
             ef_search: cfg.ef_search,
             metric: Metric::Cosine,
             seed: 0x7261_6721,
-        });
-        MicroRAG { cfg, index, texts: [[0; TEXT]; CAP], lens: [0; CAP], terms: [Terms::default(); CAP] }
+        })
     }
 
     pub fn config(&self) -> &RAGConfig {
