@@ -352,6 +352,16 @@ fn knowledge_board_matches_host(img: &Path) {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no knowledge RAM: {stats}"));
     assert!(ram <= ruvllm_esp32::model::chips::KNOWLEDGE_RESERVE, "{ram} bytes: {stats}");
+    // The stack, after every command of the session (the high-water mark), stays inside the
+    // firmware reserve, which is what `memory.x` keeps for it (`_hart_stack_size`): past it the
+    // stack would run into the statics of a model that fills its arena budget.
+    let stack: usize = stats
+        .split("stack high-water ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no stack high-water mark: {stats}"));
+    assert!(stack <= ruvllm_esp32::model::chips::FIRMWARE_RESERVE, "stack {stack} bytes: {stats}");
     // Bad input to each knowledge command: the library's console test expects the same replies
     // (crates/ruvllm-esp32/src/console/tests.rs, bad_knowledge_input_gets_one_error_...).
     for (line, want) in bad_knowledge_lines() {
