@@ -345,22 +345,12 @@ fn knowledge_board_matches_host(img: &Path) {
         assert!(stats.contains(what), "{stats}");
     }
     // The knowledge on the chip fits the RAM the chip plan (`info`) reserves for it.
-    let ram: usize = stats
-        .split("knowledge RAM: ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no knowledge RAM: {stats}"));
+    let ram = number_after(&stats, "knowledge RAM: ") as usize;
     assert!(ram <= ruvllm_esp32::model::chips::KNOWLEDGE_RESERVE, "{ram} bytes: {stats}");
     // The stack, after every command of the session (the high-water mark), stays inside the
     // firmware reserve, which is what `memory.x` keeps for it (`_hart_stack_size`): past it the
     // stack would run into the statics of a model that fills its arena budget.
-    let stack: usize = stats
-        .split("stack high-water ")
-        .nth(1)
-        .and_then(|r| r.split(')').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no stack high-water mark: {stats}"));
+    let stack = number_after(&stats, "stack high-water ") as usize;
     assert!(stack <= ruvllm_esp32::model::chips::FIRMWARE_RESERVE, "stack {stack} bytes: {stats}");
     // Bad input to each knowledge command: the library's console test expects the same replies
     // (crates/ruvllm-esp32/src/console/tests.rs, bad_knowledge_input_gets_one_error_...).
@@ -387,13 +377,7 @@ fn knowledge_board_matches_host(img: &Path) {
         |t: &str| t.split("\r\n").filter(|l| !l.starts_with("Recalled: ")).collect::<Vec<_>>().join("\r\n");
     assert_eq!(without(&again), without(&before));
     for what in ["add", "ask (embedding + retrieval)", "ask with its answer", "anomaly"] {
-        let n: u64 = stats
-            .split(&format!("last {what}: "))
-            .nth(1)
-            .and_then(|r| r.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no instruction count for {what}: {stats}"));
-        assert!(n > 0, "{stats}");
+        assert!(last_count(&stats, what) > 0, "{stats}");
     }
     eprintln!("{stats}");
     b.send(b"quit\n");
@@ -736,12 +720,14 @@ fn host_replies(img: &Path, script: &[String]) -> Vec<String> {
 
 /// The instruction count after `last {what}: ` in a `stats` reply.
 fn last_count(stats: &str, what: &str) -> u64 {
-    stats
-        .split(&format!("last {what}: "))
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no instruction count for {what}: {stats}"))
+    number_after(stats, &format!("last {what}: "))
+}
+
+/// The number right after the first `label` in `text` (its leading digits).
+fn number_after(text: &str, label: &str) -> u64 {
+    let rest = text.split(label).nth(1).unwrap_or_default();
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap_or_else(|_| panic!("no number after {label:?}: {text}"))
 }
 
 /// What each knowledge command costs on a store of 64 everyday facts (the chip's capacity; the
