@@ -4,7 +4,7 @@ use super::{has_word, normalize, Embedder};
 use crate::error::{Error, Result};
 use crate::infer::IntState;
 use crate::model::Model;
-use crate::tokenizer;
+use crate::tokenizer::{self, truncate};
 
 /// Longest text read, in bytes: a longer text is cut at the last character boundary at or
 /// before this many bytes before tokenizing.
@@ -98,15 +98,6 @@ impl<'m, 'a, 's, const L: usize> ModelEmbedder<'m, 'a, 's, L> {
         self.layers = layers;
         Ok(())
     }
-}
-
-/// `text` cut to at most `max` bytes at a character boundary.
-fn truncate(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 impl<const D: usize, const L: usize> Embedder<D> for ModelEmbedder<'_, '_, '_, L> {

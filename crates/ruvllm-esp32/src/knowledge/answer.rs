@@ -15,7 +15,7 @@
 use crate::error::{Error, Result};
 use crate::infer::Step;
 use crate::model::Model;
-use crate::tokenizer;
+use crate::tokenizer::{self, truncate};
 
 /// Starts the fact in a question-answer prompt.
 pub const FACT_TAG: &str = "Fact:";
@@ -35,8 +35,8 @@ pub fn write_prompt(buf: &mut [u8], fact: &str, question: &str) -> usize {
     let Some(room) = buf.len().checked_sub(tags) else {
         return 0;
     };
-    let fact = cut(fact.trim(), room);
-    let question = cut(question.trim(), room - fact.len());
+    let fact = truncate(fact.trim(), room);
+    let question = truncate(question.trim(), room - fact.len());
     let mut len = 0;
     for part in [FACT_TAG, " ", fact, " ", QUESTION_TAG, " ", question, " ", ANSWER_TAG] {
         // Fits: the lengths were bounded above.
@@ -46,15 +46,6 @@ pub fn write_prompt(buf: &mut [u8], fact: &str, question: &str) -> usize {
         }
     }
     len
-}
-
-/// The longest prefix of `s` of at most `max` bytes that ends at a character boundary.
-fn cut(s: &str, max: usize) -> &str {
-    let mut n = s.len().min(max);
-    while !s.is_char_boundary(n) {
-        n -= 1;
-    }
-    s.get(..n).unwrap_or_default()
 }
 
 /// Positions in the source where the answer so far could continue, as a bit set.
@@ -143,7 +134,7 @@ where
     for (pos, &t) in head.iter().enumerate() {
         state.prefill_token(model, t, pos)?;
     }
-    let src = Source { fact: cut(fact.trim(), MAX_FACT).as_bytes() };
+    let src = Source { fact: truncate(fact.trim(), MAX_FACT).as_bytes() };
     // Where the answer may start: before each word (a space in the source).
     let mut spans = Spans { bits: [0; MAX_FACT.div_ceil(64) + 1] };
     for i in 0..src.len() {

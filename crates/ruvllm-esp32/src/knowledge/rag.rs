@@ -174,12 +174,9 @@ impl<const DIM: usize, const CAP: usize, const TEXT: usize> MicroRAG<DIM, CAP, T
     /// As [`Self::add_knowledge`], but a text longer than `max_text_bytes` is cut at the last
     /// character boundary that fits. Returns the id and the number of bytes stored.
     pub fn add_knowledge_truncated(&mut self, text: &str, embedding: &[f32]) -> Result<(u16, usize)> {
-        let mut n = text.len().min(self.cfg.max_text_bytes);
-        while !text.is_char_boundary(n) {
-            n -= 1;
-        }
-        let id = self.add(&text[..n], embedding)?;
-        Ok((id, n))
+        let cut = crate::tokenizer::truncate(text, self.cfg.max_text_bytes);
+        let id = self.add(cut, embedding)?;
+        Ok((id, cut.len()))
     }
 
     fn add(&mut self, text: &str, embedding: &[f32]) -> Result<u16> {

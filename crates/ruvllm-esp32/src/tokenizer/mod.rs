@@ -536,6 +536,15 @@ pub fn decode<'a>(vocab: &Vocab<'a>, prev: u32, token: u32, scratch: &'a mut [u8
     piece
 }
 
+/// `text` cut to at most `max` bytes at a character boundary.
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default()
+}
+
 /// The bytes of a SentencePiece piece with each U+2581 mark turned back into a space.
 pub fn unmark_spaces(piece: &[u8]) -> impl Iterator<Item = u8> + '_ {
     let mut rest = piece;
