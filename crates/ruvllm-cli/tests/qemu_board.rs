@@ -367,11 +367,12 @@ fn knowledge_board_matches_host(img: &Path) {
         );
     }
     // Nothing changed: the same stats (entries, references, threshold, last counts, memories),
-    // and ask answers as before, now also recalling an earlier time it was asked.
+    // and ask answers as before, now also recalling the last time it was asked (the ask kept
+    // for this comparison, memory #2).
     assert_eq!(b.command("stats"), stats);
     let again = b.command(ask);
     let recalled =
-        "Recalled: ask where does the cat sleep -> The cat sleeps on the warm kitchen floor. (memory #";
+        "Recalled: ask where does the cat sleep -> The cat sleeps on the warm kitchen floor. (memory #2, 1 exchange ago, ";
     assert!(again.contains(recalled), "{again}");
     let without =
         |t: &str| t.split("\r\n").filter(|l| !l.starts_with("Recalled: ")).collect::<Vec<_>>().join("\r\n");
