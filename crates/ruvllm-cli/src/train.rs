@@ -181,7 +181,16 @@ pub fn embedder_cmd(
         bail!("the first {docs} corpus documents hold fewer than two fact topics: use more --docs");
     }
     let extra = match wordnet {
-        Some(dir) => embedder::wordnet_topics(dir).map_err(|e| anyhow::anyhow!(e))?,
+        Some(dir) => {
+            // Each file through the bounded reader: a FIFO, a device or an endless file is
+            // refused before it is read.
+            let read = |path: &Path| -> std::result::Result<String, String> {
+                let bytes = input::read_input(path, "WordNet file", embedder::MAX_WORDNET_FILE)
+                    .map_err(|e| e.to_string())?;
+                String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))
+            };
+            embedder::wordnet_topics(dir, &read).map_err(|e| anyhow::anyhow!(e))?
+        }
         None => embedder::Topics { names: Vec::new(), sentences: Vec::new() },
     };
     let cfg = embedder::Config { rows, steps, seed, ..embedder::Config::default() };

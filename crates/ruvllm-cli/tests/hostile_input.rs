@@ -306,3 +306,29 @@ fn cluster_toml_holds_any_path_as_valid_toml() {
     assert_eq!(v["chip"].as_array().unwrap().len(), 2);
     let _ = std::fs::remove_dir_all(Path::new(&dir));
 }
+
+/// `train-embedder --wordnet DIR` reads WordNet's files through the bounded reader: a FIFO
+/// with no writer (it hung), /dev/zero (it read until memory ran out) and a file larger than
+/// any WordNet file are refused in one line before reading, naming the file.
+#[test]
+fn wordnet_files_that_are_not_regular_or_too_large_are_refused() {
+    let out = scratch("embedder.bin");
+    let cases: [(&str, &dyn Fn(&Path), &str); 3] = [
+        (
+            "fifo",
+            &|p| nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap(),
+            "index.noun",
+        ),
+        ("zero", &|p| std::os::unix::fs::symlink("/dev/zero", p).unwrap(), "is a character device"),
+        ("huge", &|p| std::fs::File::create(p).unwrap().set_len(1 << 40).unwrap(), "index.noun"),
+    ];
+    for (name, make, want) in cases {
+        let dir = scratch(&format!("wordnet-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        make(&dir.join("index.noun"));
+        let r = run_capped(&["train-embedder", "--wordnet", s(&dir), "--steps", "1", "-o", s(&out)]);
+        fails_with(&r, want);
+        assert!(!out.exists(), "{name}: a table was written");
+    }
+}

@@ -71,32 +71,26 @@ pub const WORDNET_DIR: &str = "/usr/share/wordnet";
 /// The built-in table: the default [`Config`] on the fact topics of the first
 /// [`BUILTIN_DOCS`] documents of the built-in corpus and the synonym sets of the WordNet in
 /// `wordnet`. Deterministic: one thread, fixed seed.
-pub fn builtin_table(wordnet: &Path) -> Result<(Table, f32), String> {
-    let extra = wordnet_topics(wordnet)?;
+pub fn builtin_table(wordnet: &Path, read_file: ReadFile) -> Result<(Table, f32), String> {
+    let extra = wordnet_topics(wordnet, read_file)?;
     Ok(train_mixed(&fact_topics(corpus::DEFAULT_SEED, BUILTIN_DOCS), &extra, &Config::default()))
 }
 
 /// Largest WordNet file read (data.noun is 15 MB).
-const MAX_WORDNET_FILE: u64 = 64 << 20;
+pub const MAX_WORDNET_FILE: u64 = 64 << 20;
+
+/// Reads one WordNet file whole. The caller checks what it opens (the CLI: its bounded reader,
+/// which refuses FIFOs, devices and files over [`MAX_WORDNET_FILE`]).
+pub type ReadFile<'a> = &'a dyn Fn(&Path) -> Result<String, String>;
 
 /// The commonly used synonym sets of the WordNet database in `dir` (its `index.*` and
 /// `data.*` files), one topic each: its lemmas and the parts of its gloss (definition,
 /// examples) as sentences. "Commonly used": a sense that the index ranks among a lemma's
 /// senses seen in WordNet's tagged texts.
-pub fn wordnet_topics(dir: &Path) -> Result<Topics, String> {
-    let read = |name: &str| -> Result<String, String> {
-        let path = dir.join(name);
-        let fail = |e: std::io::Error| {
-            format!(
-                "cannot read {} ({e}): install the WordNet database (apt-get install wordnet-base)",
-                path.display()
-            )
-        };
-        let len = std::fs::metadata(&path).map_err(fail)?.len();
-        if len > MAX_WORDNET_FILE {
-            return Err(format!("{} is {len} bytes, more than a WordNet file holds", path.display()));
-        }
-        std::fs::read_to_string(&path).map_err(fail)
+pub fn wordnet_topics(dir: &Path, read_file: ReadFile) -> Result<Topics, String> {
+    let read = |name: &str| {
+        read_file(&dir.join(name))
+            .map_err(|e| format!("{e} (the WordNet database: apt-get install wordnet-base)"))
     };
     let bad =
         |name: &str, n: usize| format!("{} line {}: not a WordNet line", dir.join(name).display(), n + 1);
@@ -389,6 +383,11 @@ mod tests {
     use super::*;
     use ruvllm_esp32::embed::{Embedder, TableEmbedder};
 
+    /// The tests' reader of WordNet files (their own, trusted).
+    fn read(path: &Path) -> Result<String, String> {
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    }
+
     fn cos(a: &[f32], b: &[f32]) -> f32 {
         a.iter().zip(b).map(|(x, y)| x * y).sum()
     }
@@ -478,7 +477,7 @@ mod tests {
         let committed =
             std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-esp32/data/ngram-table.bin"))
                 .unwrap();
-        let (table, _) = builtin_table(Path::new(WORDNET_DIR)).unwrap();
+        let (table, _) = builtin_table(Path::new(WORDNET_DIR), &read).unwrap();
         assert!(
             table.to_file() == committed,
             "crates/ruvllm-esp32/data/ngram-table.bin differs from a fresh run: ruvllm-esp32 train-embedder --wordnet /usr/share/wordnet -o crates/ruvllm-esp32/data/ngram-table.bin"
@@ -510,14 +509,14 @@ mod tests {
             std::fs::write(dir.join(format!("index.{pos}")), header).unwrap();
             std::fs::write(dir.join(format!("data.{pos}")), header).unwrap();
         }
-        let t = wordnet_topics(&dir).unwrap();
+        let t = wordnet_topics(&dir, &read).unwrap();
         assert_eq!(t.names, ["get-together (noun)"]);
         assert_eq!(t.sentences[0], ["a small social gathering", "a team meeting", "get-together", "meeting"]);
         std::fs::write(dir.join("data.noun"), "00000100 14 n zz meeting\n").unwrap();
-        let e = wordnet_topics(&dir).unwrap_err();
+        let e = wordnet_topics(&dir, &read).unwrap_err();
         assert!(e.contains("data.noun line 1: not a WordNet line"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
-        let e = wordnet_topics(&dir).unwrap_err();
+        let e = wordnet_topics(&dir, &read).unwrap_err();
         assert!(e.contains("apt-get install wordnet-base"), "{e}");
     }
 }
