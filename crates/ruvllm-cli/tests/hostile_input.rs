@@ -313,7 +313,8 @@ fn cluster_toml_holds_any_path_as_valid_toml() {
 #[test]
 fn wordnet_files_that_are_not_regular_or_too_large_are_refused() {
     let out = scratch("embedder.bin");
-    let cases: [(&str, &dyn Fn(&Path), &str); 3] = [
+    type Make<'a> = &'a dyn Fn(&Path);
+    let cases: [(&str, Make, &str); 3] = [
         (
             "fifo",
             &|p| nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap(),
