@@ -20,13 +20,13 @@ pub fn convert(
     input: &Path,
     tok: Option<&Path>,
     quant: &str,
-    pad_ffn: Option<usize>,
+    edits: image::Edits,
     output: &Path,
 ) -> Result<()> {
     let q = image::parse_quant(quant)?;
     let spin = crate::firmware::spinner(format!("converting {} to {quant}", input.display()));
     // Always rebuilt, even from an engine image at `q`: the output follows this version's format.
-    let img = image::load_converted(Some(input), tok, q, pad_ffn);
+    let img = image::load_converted(Some(input), tok, q, edits);
     spin.finish_and_clear();
     let img = img?;
     // Check the result loads before anything is written, then write it atomically.
@@ -67,7 +67,7 @@ pub fn load_int(args: &ModelArgs, quant: Option<&str>) -> Result<Image> {
             return Ok(img);
         }
     }
-    image::load_converted(args.model.as_deref(), tok, want, None)
+    image::load_converted(args.model.as_deref(), tok, want, image::Edits::default())
 }
 
 /// Sampling settings of `gen`.

@@ -73,6 +73,14 @@ enum Cmd {
         /// GGUF's standard Q8_0, which llama.cpp reads
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
         pad_ffn: Option<u32>,
+        /// Magnitude pruning of the transformer blocks to this sparsity, 0 to 0.95 (0.5 = half):
+        /// the smallest weights of each matrix become zero, or with --structured the weakest
+        /// feed-forward units are removed (a smaller model that every path runs faster)
+        #[arg(long, value_name = "S", value_parser = real_in(0.0, ruvllm_esp32::prune::MAX_SPARSITY))]
+        prune: Option<f32>,
+        /// With --prune: remove whole feed-forward units instead of single weights
+        #[arg(long, requires = "prune")]
+        structured: bool,
         #[arg(short = 'o', long)]
         output: PathBuf,
     },
@@ -220,8 +228,13 @@ enum Cmd {
         resume: Option<PathBuf>,
         /// Reuse the tokenizer of this GGUF model instead of training one (a draft model must
         /// share its target's vocabulary)
-        #[arg(long)]
+        #[arg(long, conflicts_with = "init")]
         tokenizer_from: Option<PathBuf>,
+        /// Fine-tune this GGUF model (e.g. one pruned by `convert --prune`) instead of training
+        /// from random weights: its shape, context and tokenizer, the preset's batch and a
+        /// quarter of its learning rate; zero weights of its blocks stay zero
+        #[arg(long, value_name = "MODEL", conflicts_with = "resume")]
+        init: Option<PathBuf>,
         #[arg(short = 's', long, default_value_t = 1)]
         seed: u64,
         /// Worker threads (default: all cores; at most 1024)
@@ -433,8 +446,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     image::ALLOW_UNVERIFIED.store(cli.allow_unverified, std::sync::atomic::Ordering::Relaxed);
     let result = match cli.cmd {
-        Cmd::Convert { input, tokenizer, quant, pad_ffn, output } => {
-            commands::convert(&input, tokenizer.as_deref(), &quant, pad_ffn.map(|n| n as usize), &output)
+        Cmd::Convert { input, tokenizer, quant, pad_ffn, prune, structured, output } => {
+            use ruvllm_esp32::prune::Pruning;
+            let how = if structured { Pruning::Structured } else { Pruning::Unstructured };
+            let edits = image::Edits { pad_ffn: pad_ffn.map(|n| n as usize), prune: prune.map(|s| (s, how)) };
+            commands::convert(&input, tokenizer.as_deref(), &quant, edits, &output)
         }
         Cmd::Gen { model, prompt, steps, temp, top_p, top_k, seed, quant, scalar, int } => {
             let sampling = commands::Sampling { temp, top_p, top_k, seed };
@@ -462,6 +478,7 @@ fn main() -> ExitCode {
             quant,
             resume,
             tokenizer_from,
+            init,
             seed,
             threads,
             eval_every,
@@ -474,6 +491,7 @@ fn main() -> ExitCode {
             quant,
             resume,
             tokenizer_from,
+            init,
             seed,
             threads,
             eval_every,
