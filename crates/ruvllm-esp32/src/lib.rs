@@ -31,6 +31,7 @@ pub mod gguf;
 pub mod infer;
 pub mod kernels;
 pub mod knowledge;
+pub mod lora;
 pub mod model;
 pub mod packed;
 pub mod partition;

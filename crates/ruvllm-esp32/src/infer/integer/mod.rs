@@ -175,13 +175,42 @@ impl<'s> IntState<'s> {
         token: u32,
         pos: usize,
     ) -> Result<&[i32]> {
-        self.step(model, token, pos, true, usize::MAX)?;
+        self.step(model, token, pos, true, usize::MAX, None)?;
         Ok(self.logits)
+    }
+
+    /// [`IntState::forward`] with a MicroLoRA adapter on its layer ([`crate::lora`]).
+    pub fn forward_lora<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        token: u32,
+        pos: usize,
+        lora: Option<&crate::lora::IntLora>,
+    ) -> Result<&mut [i32]> {
+        self.step(model, token, pos, true, usize::MAX, lora)?;
+        Ok(self.logits)
+    }
+
+    /// After a forward pass: the final residual stream, the last layer's SwiGLU activation and
+    /// the logits (Q16.16), what an adapter's gradient needs.
+    pub(crate) fn lora_inputs(&self) -> (&[i32], &[i32], &[i32]) {
+        (self.x, self.hb, self.logits)
+    }
+
+    /// Row `v` of the classifier, dequantized to Q16.16 into `out` (`dim` values).
+    pub(crate) fn classifier_row<const L: usize>(
+        &self,
+        model: &Model<'_, L>,
+        v: usize,
+        out: &mut [i32],
+    ) -> Result<()> {
+        embed(out, &view::int8(&model.output)?, v, self.shape.group);
+        Ok(())
     }
 
     /// Runs a prompt token whose logits nobody reads: the classifier is skipped.
     pub fn prefill<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
-        self.step(model, token, pos, false, usize::MAX)
+        self.step(model, token, pos, false, usize::MAX, None)
     }
 
     /// Runs `token` at `pos` without the classifier and returns the final hidden state: the
@@ -202,7 +231,7 @@ impl<'s> IntState<'s> {
         pos: usize,
         layers: usize,
     ) -> Result<&[i32]> {
-        self.step(model, token, pos, false, layers)?;
+        self.step(model, token, pos, false, layers, None)?;
         rmsnorm(self.xb, self.x, view::bits(model.output_norm), self.eps);
         Ok(self.xb)
     }
@@ -217,6 +246,7 @@ impl<'s> IntState<'s> {
         pos: usize,
         logits: bool,
         layers: usize,
+        lora: Option<&crate::lora::IntLora>,
     ) -> Result<()> {
         let rope = view::require(model)?;
         let s = self.shape;
@@ -275,6 +305,9 @@ impl<'s> IntState<'s> {
             }
             quantize(self.hb, self.xq, self.xs, g);
             matmul(self.xb, &w.w2, self.xq, self.xs, g, &mut self.lut, true);
+            if let Some(adapter) = lora.filter(|a| a.layer == l) {
+                adapter.apply(self.hb, self.xb);
+            }
             add(self.x, self.xb);
         }
         if logits {
@@ -298,7 +331,7 @@ impl Step for IntState<'_> {
     }
 
     fn logits<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [i32]> {
-        self.step(model, token, pos, true, usize::MAX)?;
+        self.step(model, token, pos, true, usize::MAX, None)?;
         Ok(self.logits)
     }
 }
