@@ -71,6 +71,135 @@ impl IntLora {
     }
 }
 
+/// Start of an adapter file: name and format version 1.
+pub const FILE_MAGIC: &[u8; 8] = b"RVLORA\x00\x01";
+
+/// Bytes of an adapter file at most (rank 2 on the widest model).
+pub const MAX_FILE: usize = 8 + 4 + 8 + 16 + MAX_RANK * (MAX_HIDDEN + MAX_DIM) + 4;
+
+/// The identity an adapter file records of its base model: the CRC-32 of the whole model image.
+pub fn model_id(image: &[u8]) -> u32 {
+    crate::gguf::crc32(image)
+}
+
+impl IntLora {
+    /// Writes the adapter file into `out`: [`FILE_MAGIC`], the base model's [`model_id`],
+    /// rank, layer, dim and hidden (u16 each, little-endian), the 2 x rank row scales (f32
+    /// bits), `A` then `B` transposed (int8), and the CRC-32 of everything before it. Its
+    /// length, or [`Error::BufferTooSmall`].
+    pub fn write(&self, model: u32, out: &mut [u8]) -> Result<usize> {
+        let (r, h, d) = (self.rank, self.hidden, self.dim);
+        let len = 8 + 4 + 8 + 8 * r + r * (h + d) + 4;
+        let have = out.len();
+        let out = out.get_mut(..len).ok_or(Error::BufferTooSmall { need: len, have })?;
+        let mut at = 0;
+        let mut put = |b: &[u8]| {
+            out[at..at + b.len()].copy_from_slice(b);
+            at += b.len();
+        };
+        put(FILE_MAGIC);
+        put(&model.to_le_bytes());
+        for v in [r, self.layer, d, h] {
+            put(&(v as u16).to_le_bytes());
+        }
+        for s in self.a_scale[..r].iter().chain(&self.b_scale[..r]) {
+            put(&scale_bits(*s).to_le_bytes());
+        }
+        put(bytemuck::cast_slice(&self.a[..r * h]));
+        put(bytemuck::cast_slice(&self.bt[..r * d]));
+        let crc = crate::gguf::crc32(&out[..len - 4]);
+        out[len - 4..].copy_from_slice(&crc.to_le_bytes());
+        Ok(len)
+    }
+
+    /// Reads an adapter file for the model whose image has [`model_id`] `model` and shape
+    /// `model_config`: a wrong magic or version, a damaged file (checksum), an adapter of
+    /// another model, a shape or rank that does not fit are each an error, never a panic.
+    pub fn read(bytes: &[u8], model: u32, model_config: &crate::model::Config) -> Result<IntLora> {
+        if bytes.len() > MAX_FILE {
+            return Err(Error::Invalid { what: "adapter file larger than any adapter" });
+        }
+        if bytes.get(..8) != Some(&FILE_MAGIC[..]) {
+            return Err(Error::BadMagic { expected: "RVLORA (a MicroLoRA adapter file, version 1)" });
+        }
+        let (body, tail) =
+            bytes.split_at(bytes.len().checked_sub(4).ok_or(Error::Truncated { what: "adapter file" })?);
+        let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+        let computed = crate::gguf::crc32(body);
+        if stored != computed {
+            return Err(Error::Checksum { stored, computed });
+        }
+        let u16_at = |i: usize| body.get(i..i + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+        let trained_for = body.get(8..12).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let (Some(r), Some(layer), Some(d), Some(h), Some(id)) =
+            (u16_at(12), u16_at(14), u16_at(16), u16_at(18), trained_for)
+        else {
+            return Err(Error::Truncated { what: "adapter file header" });
+        };
+        if id != model {
+            return Err(Error::Invalid {
+                what: "adapter trained for a different model (its checksum differs)",
+            });
+        }
+        if !(1..=MAX_RANK).contains(&r)
+            || d != model_config.dim
+            || h != model_config.hidden_dim
+            || layer + 1 != model_config.n_layers
+        {
+            return Err(Error::Invalid { what: "adapter shape does not match the model" });
+        }
+        if body.len() != 20 + 8 * r + r * (h + d) {
+            return Err(Error::Truncated { what: "adapter weights" });
+        }
+        let mut lora = IntLora::zero(r, layer, d, h);
+        let scale = |i: usize| {
+            let b = &body[20 + 4 * i..24 + 4 * i];
+            Scale::from_ieee_bits(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        for j in 0..r {
+            (lora.a_scale[j], lora.b_scale[j]) = (scale(j), scale(r + j));
+        }
+        let w = &body[20 + 8 * r..];
+        for (q, &b) in lora.a[..r * h].iter_mut().zip(&w[..r * h]) {
+            *q = b as i8;
+        }
+        for (q, &b) in lora.bt[..r * d].iter_mut().zip(&w[r * h..]) {
+            *q = b as i8;
+        }
+        Ok(lora)
+    }
+
+    /// An adapter that changes nothing.
+    fn zero(rank: usize, layer: usize, dim: usize, hidden: usize) -> IntLora {
+        IntLora {
+            rank,
+            layer,
+            dim,
+            hidden,
+            a: [0; MAX_RANK * MAX_HIDDEN],
+            a_scale: [Scale::ZERO; MAX_RANK],
+            bt: [0; MAX_RANK * MAX_DIM],
+            b_scale: [Scale::ZERO; MAX_RANK],
+        }
+    }
+}
+
+/// A scale back to the f32 it was decoded from (exact: its mantissa has 16 bits).
+fn scale_bits(s: Scale) -> u32 {
+    if s.m == 0 {
+        return 0;
+    }
+    // value = m * 2^e with m < 2^16: as f32, m << 8 is a 24-bit significand.
+    let (neg, m) = (s.m < 0, s.m.unsigned_abs());
+    let lz = m.leading_zeros() - 8;
+    let sig = m << lz;
+    let exp = s.e - lz as i32 + 23 + 127;
+    if exp <= 0 || exp >= 255 {
+        return 0;
+    }
+    (u32::from(neg) << 31) | ((exp as u32) << 23) | (sig & 0x7f_ffff)
+}
+
 /// A forward pass with an adapter, for the generic loops ([`crate::infer::generate`],
 /// [`crate::infer::nll`], the console's answers): the integer state plus the adapter.
 pub struct WithLora<'a, 's> {
@@ -164,16 +293,7 @@ impl LoraTrainer {
             v: [0.0; MAX_RANK * (MAX_HIDDEN + MAX_DIM)],
             grad: [0.0; MAX_RANK * (MAX_HIDDEN + MAX_DIM)],
             steps: 0,
-            int: IntLora {
-                rank: config.rank,
-                layer: c.n_layers - 1,
-                dim,
-                hidden,
-                a: [0; MAX_RANK * MAX_HIDDEN],
-                a_scale: [Scale::ZERO; MAX_RANK],
-                bt: [0; MAX_RANK * MAX_DIM],
-                b_scale: [Scale::ZERO; MAX_RANK],
-            },
+            int: IntLora::zero(config.rank, c.n_layers - 1, dim, hidden),
         };
         // A: uniform in +-1/sqrt(hidden) from splitmix64 (the usual LoRA start).
         let mut s = config.seed;
@@ -187,6 +307,34 @@ impl LoraTrainer {
             *x = ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * bound;
         }
         t.requantize();
+        Ok(t)
+    }
+
+    /// A trainer that goes on from a saved adapter (its int8 weights become the master copy;
+    /// the optimizer starts afresh). `config.rank` is the adapter's.
+    pub fn from_adapter<const L: usize>(
+        model: &Model<'_, L>,
+        config: LoraConfig,
+        adapter: &IntLora,
+    ) -> Result<Self> {
+        let mut t = Self::new(model, LoraConfig { rank: adapter.rank, ..config })?;
+        if (adapter.dim, adapter.hidden, adapter.layer) != (t.dim, t.hidden, model.config.n_layers - 1) {
+            return Err(Error::Invalid { what: "adapter shape does not match the model" });
+        }
+        let (r, h, d) = (adapter.rank, t.hidden, t.dim);
+        for j in 0..r {
+            let (sa, sb) = (
+                f32::from_bits(scale_bits(adapter.a_scale[j])),
+                f32::from_bits(scale_bits(adapter.b_scale[j])),
+            );
+            for i in 0..h {
+                t.a[j * h + i] = adapter.a[j * h + i] as f32 * sa;
+            }
+            for k in 0..d {
+                t.bt[j * d + k] = adapter.bt[j * d + k] as f32 * sb;
+            }
+        }
+        t.int = adapter.clone();
         Ok(t)
     }
 

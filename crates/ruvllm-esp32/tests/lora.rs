@@ -137,3 +137,39 @@ fn a_new_adapter_changes_nothing_and_bad_input_is_refused() {
     assert!(t.step(&model, &mut state, &long).is_err(), "longer than the context");
     assert_eq!(t.steps(), 0);
 }
+
+/// The adapter file: written and read back exactly; a flipped byte, a truncated file, another
+/// magic, or another base model are refused with an error, never a panic.
+#[test]
+fn adapter_files_round_trip_and_refuse_damage_and_other_models() {
+    use ruvllm_esp32::lora::{model_id, IntLora, MAX_FILE};
+    let img = builtin();
+    let model: Model<'_> = Model::from_gguf(img.bytes()).unwrap();
+    let ctx = 64;
+    let mut arena = vec![0i32; IntState::arena_len(&model, ctx)];
+    let mut state = IntState::new(&model, &mut arena, ctx).unwrap();
+    let mut t = LoraTrainer::new(&model, LoraConfig::default()).unwrap();
+    for l in TRAIN.lines().take(3) {
+        t.step(&model, &mut state, &encode(&model, l)).unwrap();
+    }
+    let id = model_id(img.bytes());
+    let mut buf = [0u8; MAX_FILE];
+    let n = t.adapter().write(id, &mut buf).unwrap();
+    let file = &buf[..n];
+    let back = IntLora::read(file, id, &model.config).unwrap();
+    assert_eq!(&back, t.adapter());
+    // Going on from the file gives the same forward pass.
+    let again = LoraTrainer::from_adapter(&model, LoraConfig::default(), &back).unwrap();
+    assert_eq!(again.adapter(), t.adapter());
+    for i in [0, 9, 20, n / 2, n - 1] {
+        let mut bad = file.to_vec();
+        bad[i] ^= 0x40;
+        assert!(IntLora::read(&bad, id, &model.config).is_err(), "flipped byte {i}");
+    }
+    for len in [0, 3, 8, 12, n - 1] {
+        assert!(IntLora::read(&file[..len], id, &model.config).is_err(), "truncated to {len}");
+    }
+    let e = IntLora::read(file, id ^ 1, &model.config).unwrap_err();
+    assert!(format!("{e}").contains("different model"), "{e}");
+    assert!(IntLora::read(&vec![0u8; MAX_FILE + 1], id, &model.config).is_err());
+}
