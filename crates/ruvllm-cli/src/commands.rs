@@ -114,6 +114,7 @@ pub fn gen(
     quant: Option<&str>,
     scalar: bool,
     int: bool,
+    lora: Option<&Path>,
 ) -> Result<()> {
     let Sampling { temp, top_p, top_k, seed } = sampling;
     // The integer path samples at a temperature in thousandths, like the console's `set temp`
@@ -147,7 +148,9 @@ pub fn gen(
         }
     };
     let stats = if int {
+        let adapter = lora.map(|p| crate::lora::read_adapter(p, img.bytes(), &model)).transpose()?;
         let mut state = IntState::new(&model, &mut int_arena, steps)?;
+        let mut state = ruvllm_esp32::lora::WithLora { state: &mut state, lora: adapter.as_ref() };
         let mut sampling = ruvllm_esp32::sample::Sampling::new(temp_milli as u32, seed);
         infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
     } else {

@@ -10,6 +10,7 @@ mod console;
 mod firmware;
 mod image;
 mod index;
+mod lora;
 mod tools;
 mod train;
 
@@ -118,6 +119,9 @@ enum Cmd {
         /// no top-p/top-k); the model is converted to q8 as needed (or to --quant ternary|binary)
         #[arg(long = "int", conflicts_with = "scalar")]
         int: bool,
+        /// Apply a MicroLoRA adapter (`lora train`) made for this model; implies --int
+        #[arg(long, value_name = "ADAPTER", conflicts_with = "scalar")]
+        lora: Option<PathBuf>,
     },
     /// Score a text file: tokens, mean negative log-likelihood, perplexity
     #[command(
@@ -284,6 +288,11 @@ enum Cmd {
         port: String,
         #[arg(short, long, default_value_t = 115_200, value_parser = baud())]
         baud: u32,
+    },
+    /// MicroLoRA adapters: learn a user's phrases on top of a model (`gen --lora` applies one)
+    Lora {
+        #[command(subcommand)]
+        cmd: lora::LoraCmd,
     },
     /// Vector indexes: build one over a dataset and measure recall, queries/s and memory
     Index {
@@ -452,9 +461,10 @@ fn main() -> ExitCode {
             let edits = image::Edits { pad_ffn: pad_ffn.map(|n| n as usize), prune: prune.map(|s| (s, how)) };
             commands::convert(&input, tokenizer.as_deref(), &quant, edits, &output)
         }
-        Cmd::Gen { model, prompt, steps, temp, top_p, top_k, seed, quant, scalar, int } => {
+        Cmd::Gen { model, prompt, steps, temp, top_p, top_k, seed, quant, scalar, int, lora } => {
             let sampling = commands::Sampling { temp, top_p, top_k, seed };
-            commands::gen(&model, &prompt, steps, sampling, quant.as_deref(), scalar, int)
+            let int = int || lora.is_some();
+            commands::gen(&model, &prompt, steps, sampling, quant.as_deref(), scalar, int, lora.as_deref())
         }
         Cmd::Eval { model, text, quant, int, documents } => {
             commands::eval(&model, &text, quant.as_deref(), int, documents)
@@ -507,6 +517,7 @@ fn main() -> ExitCode {
             train::embedder_cmd(&output, rows, steps, docs, seed, wordnet.as_deref())
         }
         Cmd::Index { cmd } => index::run(cmd),
+        Cmd::Lora { cmd } => lora::run(cmd),
         Cmd::Ports { all } => serial::ports_cmd(all),
         Cmd::Monitor { port, baud } => serial::open(&port, baud).and_then(serial::terminal),
         Cmd::Build { target, release, model } => firmware::build_cmd(&target, release, &model),

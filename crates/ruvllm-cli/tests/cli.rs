@@ -540,3 +540,54 @@ fn pruned_models_convert_run_and_lose_perplexity_with_sparsity() {
         assert!(!out.status.success() && err.contains("use a number from 0 to 0.95"), "{bad}: {err}");
     }
 }
+
+/// `lora train` on the built-in model lowers the loss of the phrases it learns, writes an
+/// adapter that `gen --lora` applies (changing the text), and bad adapters or texts get one
+/// line and a non-zero exit.
+#[test]
+fn lora_train_writes_an_adapter_that_gen_applies_and_bad_ones_are_refused() {
+    let text = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/lora/train.txt");
+    let adapter = scratch("adapter.bin");
+    let out = run(&["lora", "train", "--text", text, "-o", s(&adapter)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let losses: Vec<f64> = err
+        .split("loss ")
+        .nth(1)
+        .unwrap()
+        .split(" nats")
+        .next()
+        .unwrap()
+        .split(" -> ")
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert!(losses[1] < losses[0], "{err}");
+    let plain = run(&["gen", "--int", "-p", "My dog", "-n", "24"]);
+    let adapted = run(&["gen", "--lora", s(&adapter), "-p", "My dog", "-n", "24"]);
+    assert!(plain.status.success() && adapted.status.success());
+    assert_ne!(plain.stdout, adapted.stdout, "the adapter changed nothing");
+    // Damaged, of another model, not an adapter at all, or no text: one line each.
+    let mut bytes = std::fs::read(&adapter).unwrap();
+    bytes[30] ^= 1;
+    let damaged = scratch("adapter-damaged.bin");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let pruned = scratch("adapter-other-model.gguf");
+    let builtin = concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf");
+    assert!(run(&["convert", builtin, "--quant", "q8", "--prune", "0.25", "-o", s(&pruned)])
+        .status
+        .success());
+    for (args, want) in [
+        (vec!["gen", "--lora", s(&damaged), "-n", "4"], "checksum"),
+        (vec!["gen", "-m", s(&pruned), "--lora", s(&adapter), "-n", "4"], "different model"),
+        (vec!["gen", "--lora", text, "-n", "4"], "wrong magic"),
+        (vec!["lora", "train", "--text", "/dev/null", "-o", s(&scratch("x.bin"))], "regular file"),
+        (vec!["lora", "train", "--text", text, "--rank", "3", "-o", s(&scratch("x.bin"))], "rank"),
+    ] {
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want) && err.trim().lines().count() <= 3,
+            "{args:?}: {err}"
+        );
+    }
+}
