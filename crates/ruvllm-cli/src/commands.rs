@@ -106,16 +106,25 @@ pub fn check_steps(model: &Model<'_>, steps: usize) -> Result<()> {
     Ok(())
 }
 
+/// How `gen` runs the model.
+pub struct GenPath<'a> {
+    pub quant: Option<&'a str>,
+    /// The scalar reference kernels.
+    pub scalar: bool,
+    /// The integer-only path.
+    pub int: bool,
+    /// A MicroLoRA adapter (integer path).
+    pub lora: Option<&'a Path>,
+}
+
 pub fn gen(
     args: &ModelArgs,
     prompt: &str,
     steps: usize,
     sampling: Sampling,
-    quant: Option<&str>,
-    scalar: bool,
-    int: bool,
-    lora: Option<&Path>,
+    path: GenPath<'_>,
 ) -> Result<()> {
+    let GenPath { quant, scalar, int, lora } = path;
     let Sampling { temp, top_p, top_k, seed } = sampling;
     // The integer path samples at a temperature in thousandths, like the console's `set temp`
     // (clap keeps --temp within its 0..=10).

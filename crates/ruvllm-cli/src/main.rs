@@ -464,7 +464,8 @@ fn main() -> ExitCode {
         Cmd::Gen { model, prompt, steps, temp, top_p, top_k, seed, quant, scalar, int, lora } => {
             let sampling = commands::Sampling { temp, top_p, top_k, seed };
             let int = int || lora.is_some();
-            commands::gen(&model, &prompt, steps, sampling, quant.as_deref(), scalar, int, lora.as_deref())
+            let path = commands::GenPath { quant: quant.as_deref(), scalar, int, lora: lora.as_deref() };
+            commands::gen(&model, &prompt, steps, sampling, path)
         }
         Cmd::Eval { model, text, quant, int, documents } => {
             commands::eval(&model, &text, quant.as_deref(), int, documents)
