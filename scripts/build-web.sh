@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds the console for WebAssembly (crates/ruvllm-wasm, wasm32-unknown-unknown) and puts it
+# where the web page and the npm package load it: web/ruvllm.wasm and npm/ruvllm.wasm.
+# Debian's rustc with its own std source and build-std (docs/WEB.md, ../shared/TOOLCHAIN.md):
+# the rustup toolchain here carries only the x86_64 standard library.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x /usr/bin/rustc ] || [ ! -d /usr/lib/rustlib/src/rust/library ]; then
+    echo "build-web: needs Debian's rustc-web, cargo-web and rust-web-src (apt-get install them)" >&2
+    exit 1
+fi
+LLD="$(rustc +stable --print sysroot 2>/dev/null || rustc --print sysroot)/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld"
+if [ -x "$LLD" ]; then
+    export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$LLD"
+fi
+RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/chip \
+    /usr/bin/cargo build --release -p ruvllm-wasm --target wasm32-unknown-unknown \
+    -Zbuild-std=std,panic_abort
+out=target/chip/wasm32-unknown-unknown/release/ruvllm_wasm.wasm
+for dir in web npm; do
+    [ -d "$dir" ] && cp "$out" "$dir/ruvllm.wasm"
+done
+echo "build-web: $out ($(stat -c %s "$out") bytes)"
