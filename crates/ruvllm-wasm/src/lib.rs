@@ -152,7 +152,8 @@ impl Session {
     pub fn switch(&mut self, image: Box<[u64]>) -> Result<(), String> {
         // SAFETY: `image` moves into `Loaded`, which drops the console (the only borrower)
         // before the image; a boxed slice's bytes never move.
-        let bytes: &'static [u8] = unsafe { core::slice::from_raw_parts(image.as_ptr().cast(), image.len() * 8) };
+        let bytes: &'static [u8] =
+            unsafe { core::slice::from_raw_parts(image.as_ptr().cast(), image.len() * 8) };
         let model = Box::new(Model::from_gguf_unverified(bytes).map_err(|e| format!("the model: {e}"))?);
         // SAFETY: as for the image: the box is owned by `Loaded` and outlives its console.
         let model_ref: &'static Model<'static> = unsafe { &*(model.as_ref() as *const Model<'static>) };
@@ -163,11 +164,14 @@ impl Session {
         arena.resize(words, 0i32);
         let mut arena = arena.into_boxed_slice();
         // SAFETY: the arena is owned by `Loaded` too, borrowed only by its console's engine.
-        let arena_ref: &'static mut [i32] = unsafe { core::slice::from_raw_parts_mut(arena.as_mut_ptr(), words) };
+        let arena_ref: &'static mut [i32] =
+            unsafe { core::slice::from_raw_parts_mut(arena.as_mut_ptr(), words) };
         let engine = IntegerEngine::new(model_ref, arena_ref, seq)
             .map_err(|e| format!("this model cannot run on the integer engine ({e}): convert it to q8"))?;
-        // The old console goes before a new one borrows the knowledge.
-        self.loaded = None;
+        // The old console goes before a new one borrows the knowledge; its prompt is ended.
+        if self.loaded.take().is_some() {
+            host::write(b"\r\n");
+        }
         let io = Io;
         // SAFETY: the knowledge and its store live as long as the session, and the console
         // just dropped was their only borrower.
@@ -214,6 +218,20 @@ impl Session {
             .find(|l| l.starts_with(b"{"))
             .map(<[u8]>::to_vec)
             .unwrap_or_default()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // The console first: it borrows the knowledge and the store.
+        self.loaded = None;
+        // SAFETY: both came from `Box::into_raw` in `start`, and nothing borrows them now.
+        unsafe {
+            drop(Box::from_raw(self.knowledge));
+            if let Some(store) = self.store {
+                drop(Box::from_raw(store));
+            }
+        }
     }
 }
 
@@ -276,7 +294,7 @@ pub extern "C" fn rv_load(model_len: usize, tok_len: usize) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            host::write(format!("error: {e}\r\n> ").as_bytes());
+            host::write(format!("\r\nerror: {e}\r\n> ").as_bytes());
             1
         }
     }

@@ -43,7 +43,11 @@ impl KnowledgeStore for BrowserKnowledge {
         self.store.save_learned(detector, learned)
     }
 
-    fn load(&mut self, rag: &mut KnowledgeRag, detector: &mut KnowledgeDetector) -> Result<(LoadReport, LoadReport)> {
+    fn load(
+        &mut self,
+        rag: &mut KnowledgeRag,
+        detector: &mut KnowledgeDetector,
+    ) -> Result<(LoadReport, LoadReport)> {
         self.store.load(rag, detector)
     }
 
