@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the console for WebAssembly (crates/ruvllm-wasm, wasm32-unknown-unknown) and puts it
-# where the web page and the npm package load it: web/ruvllm.wasm and npm/ruvllm.wasm.
+# where the web page and the npm package load it: web/ruvllm.wasm and npm/ruvllm.wasm, with
+# the one JavaScript wrapper of its ABI (web/ruvllm.js) copied beside the npm one.
 # Debian's rustc with its own std source and build-std (docs/WEB.md, ../shared/TOOLCHAIN.md):
 # the rustup toolchain here carries only the x86_64 standard library.
 set -euo pipefail
@@ -17,7 +18,7 @@ RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR
     /usr/bin/cargo build --release -p ruvllm-wasm --target wasm32-unknown-unknown \
     -Zbuild-std=std,panic_abort
 out=target/chip/wasm32-unknown-unknown/release/ruvllm_wasm.wasm
-for dir in web npm; do
-    [ -d "$dir" ] && cp "$out" "$dir/ruvllm.wasm"
-done
+cp "$out" web/ruvllm.wasm
+cp "$out" npm/ruvllm.wasm
+cp web/ruvllm.js npm/ruvllm.js
 echo "build-web: $out ($(stat -c %s "$out") bytes)"

@@ -49,7 +49,11 @@ export class RuvllmConsole {
 
   /** Types `text` (a line ends with "\r") into the console; true after `quit`. */
   feed(text) {
-    const data = new TextEncoder().encode(text);
+    return this.feedBytes(new TextEncoder().encode(text));
+  }
+
+  /** Types raw bytes into the console, as a serial line would; true after `quit`. */
+  feedBytes(data) {
     if (!this.#stage(data)) return false;
     return this.exports.rv_feed(data.length) === 1;
   }

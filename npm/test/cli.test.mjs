@@ -1,0 +1,101 @@
+// The npm CLI (the packed package) against the native one: `gen` prints the same text as `gen --int`, `console`
+// answers as the native console does, and bad input gets one line and a non-zero exit.
+//
+//   scripts/build-web.sh && cargo build -p ruvllm-cli && (cd npm && npm test)
+//
+// RUVLLM_BIN names the native binary (default target/debug/ruvllm-esp32). The stories260K
+// case needs ../shared: skipped with a message when absent, a failure when CI=true.
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const pkg = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const root = resolve(pkg, '..');
+const nativeBin = process.env.RUVLLM_BIN ?? join(root, 'target/debug/ruvllm-esp32');
+const shared = join(root, '../shared/models');
+
+/** The package as `npm pack` makes it, unpacked: every test runs the packed copy. */
+function packed() {
+  const dir = mkdtempSync(join(tmpdir(), 'ruvllm-pack-'));
+  const pack = spawnSync('npm', ['pack', '--silent', '--pack-destination', dir], { cwd: pkg, encoding: 'utf8' });
+  assert.equal(pack.status, 0, pack.stderr);
+  const untar = spawnSync('tar', ['xzf', join(dir, pack.stdout.trim()), '-C', dir]);
+  assert.equal(untar.status, 0);
+  return join(dir, 'package');
+}
+const installed = packed();
+
+const npx = (args, input, env = process.env) =>
+  spawnSync(process.execPath, [join(installed, 'bin/ruvllm-esp32.mjs'), ...args], { input, encoding: 'utf8', env });
+const native = (args, input) => spawnSync(nativeBin, args, { input, encoding: 'utf8' });
+
+test('built: the wasm and the native binary', () => {
+  assert.ok(existsSync(join(pkg, 'ruvllm.wasm')), 'npm/ruvllm.wasm is missing: run scripts/build-web.sh');
+  assert.ok(existsSync(nativeBin), `${nativeBin} is missing: cargo build -p ruvllm-cli`);
+});
+
+for (const settings of [[], ['-n', '64', '-t', '0.8', '-s', '7']]) {
+  test(`gen ${settings.join(' ')} equals the native gen --int`, () => {
+    const ours = npx(['gen', '-p', 'Once upon a time', ...settings]);
+    const theirs = native(['gen', '--int', '-p', 'Once upon a time', ...settings]);
+    assert.equal(ours.status, 0, ours.stderr);
+    assert.equal(theirs.status, 0, theirs.stderr);
+    assert.ok(ours.stdout.length > 40);
+    assert.equal(ours.stdout, theirs.stdout);
+    assert.match(ours.stderr, /^achieved tok\/s: [\d.]+ /);
+    console.log(`node: ${ours.stderr.trim()}\nnative: ${theirs.stderr.trim()}`);
+  });
+}
+
+test('gen on stories260K (llama2.c checkpoint and tokenizer) equals the native gen --int', (t) => {
+  if (!existsSync(join(shared, 'stories260K.bin'))) {
+    assert.notEqual(process.env.CI, 'true', `${shared}/stories260K.bin is missing (CI=true)`);
+    t.skip(`${shared}/stories260K.bin is absent: skipped`);
+    return;
+  }
+  const model = ['-m', join(shared, 'stories260K.bin'), '-z', join(shared, 'tok512.bin')];
+  const ours = npx(['gen', '-p', 'Once upon a time', ...model]);
+  assert.equal(ours.status, 0, ours.stderr);
+  assert.equal(ours.stdout, native(['gen', '--int', '-p', 'Once upon a time', ...model]).stdout);
+});
+
+test('console: the native console\'s replies, and knowledge kept in a file across runs', () => {
+  const lines = 'gen Once upon a time\nanomaly xqzv kkjw pplq zzxv\n';
+  const reply = (out) => out.slice(out.indexOf('> gen'));
+  const ours = npx(['console'], lines);
+  assert.equal(ours.status, 0, ours.stderr);
+  assert.equal(reply(ours.stdout), reply(native(['console'], lines).stdout));
+  assert.match(ours.stdout, /ANOMALY \(score/);
+
+  const file = join(mkdtempSync(join(tmpdir(), 'ruvllm-npm-')), 'facts.rvk');
+  assert.match(npx(['console', '--knowledge', file], 'add The capital of Freedonia is Fredville.\n').stdout, /Added knowledge #1/);
+  const again = npx(['console', '--knowledge', file], 'ask What is the capital of Freedonia?\n');
+  assert.match(again.stdout, /knowledge: restored 1 entry/);
+  assert.match(again.stdout, /Found: The capital of Freedonia is Fredville\./);
+});
+
+test('bad input: one error line and a non-zero exit', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ruvllm-npm-'));
+  const notes = join(dir, 'notes.txt');
+  writeFileSync(notes, 'just some notes\n');
+  const cases = [
+    [['gen', '-m', join(dir, 'missing.gguf')], /^error: .*missing\.gguf: cannot read the model file/],
+    [['gen', '-m', notes], /^error: .*notes\.txt: this file is not a model/],
+    [['gen', '-p', 'x'.repeat(1000)], /^error: line too long/],
+    [['gen', '-n', '0'], /^error: -n 0: steps must be/],
+    [['frobnicate'], /^error: unknown command 'frobnicate'/],
+    [['flash'], /^error: 'flash' needs the native CLI \(Rust\), which is not on PATH/],
+  ];
+  // No native CLI and no cargo on PATH: only node's own directory.
+  const env = { ...process.env, PATH: dirname(process.execPath) };
+  for (const [args, message] of cases) {
+    const r = npx(args, '', env);
+    assert.equal(r.status, 1, `${args.join(' ')}: ${r.stdout}`);
+    assert.match(r.stderr, message);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  }
+});
