@@ -53,6 +53,41 @@ function showStats({ stats, memoryBytes }) {
   $('knowledge').textContent = `${stats.entries} of ${stats.capacity} entries, ${(stats.ram.knowledge / 1024).toFixed(1)} KiB`;
 }
 
+/** The `info` plan as bars: per chip, RAM (arena) and flash (image) against their budgets. */
+function drawPlan(plan) {
+  const svg = $('plan');
+  svg.replaceChildren();
+  if (!plan) return;
+  const NS = 'http://www.w3.org/2000/svg';
+  const el = (name, attrs, text) => {
+    const e = document.createElementNS(NS, name);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text !== undefined) e.textContent = text;
+    svg.append(e);
+    return e;
+  };
+  const X = 62, W = 150;
+  plan.chips.forEach((c, i) => {
+    const y = 8 + i * 38;
+    el('text', { x: 0, y: y + 9, class: 'chip' }, c.chip);
+    el('text', { x: 0, y: y + 21 }, c.fpu ? 'FPU' : 'no FPU');
+    const bars = [
+      ['RAM', c.arena_full, c.arena_budget, c.max_context === plan.context],
+      ['flash', plan.image, c.image_budget, c.flash_ok],
+    ];
+    bars.forEach(([label, used, budget, ok], j) => {
+      const by = y + j * 13;
+      el('rect', { x: X, y: by, width: W, height: 10, class: 'budget' });
+      el('rect', { x: X, y: by, width: Math.max(1, Math.min(1, used / budget) * W), height: 10, class: ok ? 'ok' : 'over' });
+      el('text', { x: X + W + 4, y: by + 9 }, `${label} ${Math.round((100 * used) / budget)}%`);
+    });
+    const verdict = !c.fits ? 'does not fit' : c.max_context === plan.context ? `fits, ${c.path}` : `context ${c.max_context}`;
+    el('text', { x: X, y: y + 34 }, verdict);
+  });
+  // What the picture shows, in figures (for reading and for the tests).
+  svg.dataset.plan = JSON.stringify(plan);
+}
+
 function startWorker() {
   worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
   worker.onmessage = ({ data }) => {
@@ -69,6 +104,9 @@ function startWorker() {
         break;
       case 'stats':
         showStats(data);
+        break;
+      case 'plan':
+        drawPlan(data.plan);
         break;
       case 'busy':
         document.body.classList.toggle('busy', data.busy);

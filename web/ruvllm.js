@@ -68,6 +68,13 @@ export class RuvllmConsole {
     return this.exports.rv_load(model.length, tok.length) === 0;
   }
 
+  /** How the current model fits each ESP32 (the native `info` plan), parsed. */
+  plan() {
+    const len = this.exports.rv_plan();
+    const ptr = this.exports.rv_buffer(len);
+    return len ? JSON.parse(new TextDecoder().decode(new Uint8Array(this.exports.memory.buffer, ptr, len))) : null;
+  }
+
   /** The console's `stats json`, parsed, and the module's memory in bytes. */
   stats() {
     const len = this.exports.rv_stats();

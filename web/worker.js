@@ -13,6 +13,10 @@ function stats() {
   post('stats', console_.stats());
 }
 
+function plan() {
+  post('plan', { plan: console_.plan() });
+}
+
 // A trap (out of memory inside the engine) leaves the module unusable: the page starts a new
 // worker, and the knowledge comes back from the browser's storage.
 function guarded(work) {
@@ -38,6 +42,7 @@ onmessage = async ({ data }) => {
     guarded(() => console_.start(data.knowledge));
     post('ready');
     stats();
+    plan();
   } else if (data.type === 'line') {
     post('busy', { busy: true });
     guarded(() => console_.feed(data.line + '\r'));
@@ -52,5 +57,6 @@ onmessage = async ({ data }) => {
     post('loaded', { ok, name: data.name });
     post('busy', { busy: false });
     stats();
+    plan();
   }
 };

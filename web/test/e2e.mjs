@@ -99,6 +99,17 @@ test('the web console in headless Chromium', { timeout: 300_000 }, async (t) => 
     console.log(`chromium: ${speed}; native (same run): ${(1e6 / native.stats.last_per_token).toFixed(1)} tok/s`);
   });
 
+  await t.test('the picture of how the model fits each ESP32 is the native info plan', async () => {
+    const r = spawnSync(bin, ['info', '--json'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const native = JSON.parse(r.stdout);
+    const drawn = JSON.parse(await page.locator('#plan').getAttribute('data-plan'));
+    assert.equal(drawn.image, native.image_bytes);
+    const pick = (c) => [c.chip, c.max_context, c.fits, c.path];
+    assert.deepEqual(drawn.chips.map(pick), native.chips.map(pick));
+    assert.equal(await page.locator('#plan rect').count(), 4 * native.chips.length);
+  });
+
   await t.test('a fact added survives a reload and answers ask', async () => {
     assert.match(await run(page, 'add The capital of Freedonia is Fredville.'), /^Added knowledge #1/);
     await page.reload();

@@ -18,12 +18,14 @@
 //! | `rv_load(model_len, tok_len) -> i32` | switches to the model in the buffer (a llama2.c tokenizer after it); the old one stays on error |
 //! | `rv_feed(len) -> i32` | the buffer's bytes typed into the console (1 after `quit`) |
 //! | `rv_stats() -> len` | `stats json` into the buffer (read it at `rv_buffer(len)`) |
+//! | `rv_plan() -> len` | how the model fits each ESP32 (the native `info` plan), JSON, into the buffer |
 //!
 //! Each call returns 0 on success; a refusal is one `error: ...` line in the output and a
 //! non-zero return, and the console keeps working.
 
 use ruvllm_esp32::console::{Board, Console, Flow, IntegerEngine, Knowledge, KnowledgeStore, SavingOff};
 use ruvllm_esp32::infer::IntState;
+use ruvllm_esp32::model::chips::plan;
 use ruvllm_esp32::model::weights::DEFAULT_MAX_LAYERS;
 use ruvllm_esp32::model::Model;
 
@@ -31,7 +33,7 @@ mod host;
 mod load;
 mod store;
 
-pub use load::{model_image, MAX_MODEL_BYTES};
+pub use load::{model_image, Image, MAX_MODEL_BYTES};
 pub use store::{BrowserKnowledge, KNOWLEDGE_IMAGE_BYTES};
 
 /// Longest context a session runs: the arena grows with it, and the console's generations are
@@ -94,9 +96,9 @@ type Engine = IntegerEngine<'static, 'static, 'static, DEFAULT_MAX_LAYERS>;
 /// this struct owns: fields drop in declaration order, so the console goes first.
 struct Loaded {
     console: Console<'static, Io, Engine>,
-    _model: Box<Model<'static>>,
+    model: Box<Model<'static>>,
     _arena: Box<[i32]>,
-    _image: Box<[u64]>,
+    image: Image,
 }
 
 /// What lives as long as the module: the knowledge (kept across model switches), where it is
@@ -149,11 +151,11 @@ impl Session {
 
     /// Runs the engine image `image` (from [`model_image`]) in a new console; on error the
     /// current one stays.
-    pub fn switch(&mut self, image: Box<[u64]>) -> Result<(), String> {
+    pub fn switch(&mut self, image: Image) -> Result<(), String> {
         // SAFETY: `image` moves into `Loaded`, which drops the console (the only borrower)
-        // before the image; a boxed slice's bytes never move.
+        // before the image; its boxed words never move.
         let bytes: &'static [u8] =
-            unsafe { core::slice::from_raw_parts(image.as_ptr().cast(), image.len() * 8) };
+            unsafe { core::slice::from_raw_parts(image.bytes().as_ptr(), image.len()) };
         let model = Box::new(Model::from_gguf_unverified(bytes).map_err(|e| format!("the model: {e}"))?);
         // SAFETY: as for the image: the box is owned by `Loaded` and outlives its console.
         let model_ref: &'static Model<'static> = unsafe { &*(model.as_ref() as *const Model<'static>) };
@@ -182,7 +184,7 @@ impl Session {
         console.set_echo(true);
         let _ = console.banner();
         let _ = embedded_io::Write::flush(&mut Io);
-        self.loaded = Some(Loaded { console, _model: model, _arena: arena, _image: image });
+        self.loaded = Some(Loaded { console, model, _arena: arena, image });
         Ok(())
     }
 
@@ -218,6 +220,38 @@ impl Session {
             .find(|l| l.starts_with(b"{"))
             .map(<[u8]>::to_vec)
             .unwrap_or_default()
+    }
+}
+
+impl Session {
+    /// How the current model fits each ESP32 (the native `info` plan), as one JSON object.
+    pub fn plan_json(&self) -> String {
+        let Some(loaded) = self.loaded.as_ref() else { return String::new() };
+        let (model, image_len) = (&loaded.model, loaded.image.len());
+        let chips: Vec<String> = plan(model, image_len)
+            .iter()
+            .map(|f| {
+                format!(
+                    r#"{{"chip":"{}","data_ram":{},"arena_budget":{},"image_budget":{},"fpu":{},"path":"{}","arena_full":{},"max_context":{},"flash_ok":{},"fits":{}}}"#,
+                    f.chip.name,
+                    f.chip.data_ram,
+                    f.chip.arena_budget(),
+                    f.chip.image_budget(),
+                    f.chip.has_fpu,
+                    if f.integer { "integer" } else { model.precision.name() },
+                    f.arena_full,
+                    f.max_context,
+                    f.flash_ok,
+                    f.fits()
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"image":{image_len},"context":{},"parameters":{},"chips":[{}]}}"#,
+            model.config.seq_len,
+            model.config.n_params(),
+            chips.join(",")
+        )
     }
 }
 
@@ -317,6 +351,15 @@ pub extern "C" fn rv_stats() -> usize {
     let g = global();
     let Some(session) = g.session.as_mut() else { return 0 };
     g.buffer = session.stats_json();
+    g.buffer.len()
+}
+
+/// The model's fit on each ESP32 ([`Session::plan_json`]) into the buffer; its length.
+#[no_mangle]
+pub extern "C" fn rv_plan() -> usize {
+    let g = global();
+    let Some(session) = g.session.as_ref() else { return 0 };
+    g.buffer = session.plan_json().into_bytes();
     g.buffer.len()
 }
 

@@ -10,6 +10,29 @@ pub static BUILTIN_MODEL: &[u8] = include_bytes!("../../ruvllm-cli/data/default.
 /// once, which for larger files outgrows what browsers give a page.
 pub const MAX_MODEL_BYTES: usize = 128 << 20;
 
+/// A model image, 8-byte aligned for reading in place.
+#[derive(Debug)]
+pub struct Image {
+    words: Box<[u64]>,
+    len: usize,
+}
+
+impl Image {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The image's bytes, borrowed for as long as the words do not move (a box's never do).
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `len <= words.len() * 8` (see `aligned`), and u8 has no alignment needs.
+        unsafe { core::slice::from_raw_parts(self.words.as_ptr().cast(), self.len) }
+    }
+}
+
 /// Magic of llama2.c's versioned exports ("ak42", little-endian u32 0x616b3432).
 const AK42: [u8; 4] = 0x616b_3432u32.to_le_bytes();
 
@@ -20,7 +43,7 @@ const NOT_A_MODEL: &str =
 /// 8-byte aligned for reading in place. An image of this engine that the integer path runs is
 /// used as it is (its checksum verified); anything else is converted to q8. Errors are one
 /// line for the user.
-pub fn model_image(file: &[u8], tokenizer: Option<&[u8]>) -> Result<Box<[u64]>, String> {
+pub fn model_image(file: &[u8], tokenizer: Option<&[u8]>) -> Result<Image, String> {
     if file.len() > MAX_MODEL_BYTES {
         return Err(format!(
             "the model is {} MiB; this page runs models up to {} MiB: choose a smaller one",
@@ -56,7 +79,7 @@ pub fn model_image(file: &[u8], tokenizer: Option<&[u8]>) -> Result<Box<[u64]>, 
 }
 
 /// `bytes` copied into 8-byte words (the engine reads the image's tensors in place).
-fn aligned(bytes: &[u8]) -> Result<Box<[u64]>, String> {
+fn aligned(bytes: &[u8]) -> Result<Image, String> {
     let words = bytes.len().div_ceil(8);
     let mut v: Vec<u64> = Vec::new();
     v.try_reserve_exact(words).map_err(|_| crate::too_large(words * 8))?;
@@ -66,5 +89,5 @@ fn aligned(bytes: &[u8]) -> Result<Box<[u64]>, String> {
         b[..chunk.len()].copy_from_slice(chunk);
         *w = u64::from_ne_bytes(b);
     }
-    Ok(v.into_boxed_slice())
+    Ok(Image { words: v.into_boxed_slice(), len: bytes.len() })
 }

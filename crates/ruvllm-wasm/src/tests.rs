@@ -77,3 +77,16 @@ fn a_llama2c_model_with_its_tokenizer_runs() {
     assert!(run(&mut s, "gen Once upon a time")
         .starts_with("gen Once upon a time\r\nOnce upon a time, there was"));
 }
+
+#[test]
+fn the_plan_is_the_native_info_plan_of_the_model() {
+    let s = Session::start(&[]);
+    let plan = s.plan_json();
+    // `ruvllm-esp32 info` on the built-in model: 294048-byte image, integer arena 97700 bytes
+    // on the chips without an FPU, every chip fits at full context 256.
+    assert!(
+        plan.starts_with(r#"{"image":294048,"context":256,"parameters":233152,"chips":[{"chip":"esp32","#),
+        "{plan}"
+    );
+    assert!(plan.contains(r#"{"chip":"esp32c3","data_ram":409600,"arena_budget":319488,"image_budget":3145728,"fpu":false,"path":"integer","arena_full":97700,"max_context":256,"flash_ok":true,"fits":true}"#), "{plan}");
+}
