@@ -6,6 +6,7 @@
 //   scripts/build-web.sh && cargo build --release -p ruvllm-cli && (cd web && node test/bench.mjs)
 import { spawnSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -19,7 +20,8 @@ const GEN = 'gen Once upon a time';
 const best = (xs) => Math.max(...xs).toFixed(1);
 
 const wasm = join(web, 'ruvllm.wasm');
-console.log(`ruvllm.wasm: ${statSync(wasm).size} bytes (the built-in model's ${statSync(join(web, '../crates/ruvllm-cli/data/default.gguf')).size} included)`);
+const gz = gzipSync(readFileSync(wasm), { level: 9 }).length;
+console.log(`ruvllm.wasm: ${statSync(wasm).size} bytes, ${gz} gzip -9 (the built-in model's ${statSync(join(web, '../crates/ruvllm-cli/data/default.gguf')).size} included)`);
 
 const native = [];
 for (let i = 0; i < RUNS; i++) {
