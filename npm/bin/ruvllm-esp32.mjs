@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // ruvllm-esp32 from npm: `gen` and `console` run the board's console in WebAssembly (the
-// same ruvllm.wasm as the web page, no Rust needed); `build`, `install`, `flash` and
-// `monitor` hand over to the native CLI (Rust), or say how to get it.
+// same ruvllm.wasm as the web page, no Rust needed); `monitor` talks to a board through the
+// serialport package; `build`, `install` and `flash` hand over to the native CLI (Rust), or
+// say how to get it.
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants, existsSync, openSync, readFileSync, readSync, closeSync, renameSync, writeFileSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
@@ -14,7 +15,9 @@ const USAGE = `usage: ruvllm-esp32 <command>
                   prompt + continuation on stdout, as the native 'gen --int' prints it
   console [-m model -z tokenizer] [--knowledge FILE]
                   the board's console on stdin/stdout (Ctrl-D quits)
-  build | install | flash | monitor ...
+  monitor -p <port> [-b baud]
+                  a serial terminal on a board: its output here, keys to it (Ctrl-] quits)
+  build | install | flash ...
                   handed over to the native CLI (Rust); see README.md`;
 
 function fail(message) {
@@ -130,6 +133,48 @@ async function console_(args) {
   });
 }
 
+async function monitor(args) {
+  const opts = parse(args, { '-p': 'port', '--port': 'port', '-b': 'baud', '--baud': 'baud' });
+  if (!opts.port) fail('monitor needs the board\'s serial port: -p /dev/ttyUSB0 (or /dev/ttyACM0)');
+  const baudRate = Number(opts.baud ?? 115200);
+  if (!Number.isInteger(baudRate) || baudRate <= 0) fail(`-b ${opts.baud}: the speed is a whole number of baud, such as 115200`);
+  let SerialPort;
+  try {
+    ({ SerialPort } = await import('serialport'));
+  } catch {
+    fail('the serialport package is missing: reinstall ruvllm-esp32 (npm install ruvllm-esp32)');
+  }
+  const port = new SerialPort({ path: opts.port, baudRate, autoOpen: false });
+  await new Promise((done) =>
+    port.open((e) => {
+      if (!e) return done();
+      const missing = /No such file|ENOENT|cannot open/i.test(e.message);
+      fail(
+        missing
+          ? `${opts.port}: no such serial port: plug the board in, or pick another port (ruvllm-esp32 ports lists them)`
+          : `${opts.port}: cannot open the serial port (${e.message.replace(/^Error: /, '')})`,
+      );
+    }),
+  );
+  port.on('data', (d) => process.stdout.write(d));
+  port.on('close', () => process.exit(0));
+  port.on('error', (e) => fail(`${opts.port}: ${e.message}`));
+  const tty = process.stdin.isTTY;
+  if (tty) {
+    process.stdin.setRawMode(true);
+    process.stderr.write(`monitor: ${opts.port} at ${baudRate} baud (Ctrl-] quits)\n`);
+  }
+  process.stdin.on('data', (chunk) => {
+    const quit = chunk.indexOf(0x1d);
+    if (quit >= 0) {
+      port.write(chunk.subarray(0, quit), () => port.close());
+      return;
+    }
+    // A terminal's Enter is \r already; a piped line ends in \n, which the board takes too.
+    port.write(chunk);
+  });
+}
+
 /** The native CLI on PATH (an executable, not an npm script shim like this one). */
 function native() {
   for (const dir of (process.env.PATH ?? '').split(delimiter)) {
@@ -176,10 +221,12 @@ switch (command) {
   case 'console':
     await console_(args);
     break;
+  case 'monitor':
+    await monitor(args);
+    break;
   case 'build':
   case 'install':
   case 'flash':
-  case 'monitor':
     handOver(command, args);
     break;
   default:

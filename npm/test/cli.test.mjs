@@ -7,8 +7,8 @@
 // case needs ../shared: skipped with a message when absent, a failure when CI=true.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,6 +25,8 @@ function packed() {
   assert.equal(pack.status, 0, pack.stderr);
   const untar = spawnSync('tar', ['xzf', join(dir, pack.stdout.trim()), '-C', dir]);
   assert.equal(untar.status, 0);
+  // Its dependencies as `npm install` would put them beside it (npm ci installed them here).
+  symlinkSync(join(pkg, 'node_modules'), join(dir, 'package/node_modules'));
   return join(dir, 'package');
 }
 const installed = packed();
@@ -89,6 +91,8 @@ test('bad input: one error line and a non-zero exit', () => {
     [['gen', '-n', '0'], /^error: -n 0: steps must be/],
     [['frobnicate'], /^error: unknown command 'frobnicate'/],
     [['flash'], /^error: 'flash' needs the native CLI \(Rust\), which is not on PATH/],
+    [['monitor', '-p', join(dir, 'ttyNONE')], /^error: .*ttyNONE: no such serial port: plug the board in/],
+    [['monitor'], /^error: monitor needs the board's serial port/],
   ];
   // No native CLI and no cargo on PATH: only node's own directory.
   const env = { ...process.env, PATH: dirname(process.execPath) };
@@ -98,4 +102,40 @@ test('bad input: one error line and a non-zero exit', () => {
     assert.match(r.stderr, message);
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
   }
+});
+
+/** Resolves with `stream`'s text once it matches `pattern` (rejects after 30 s). */
+function waitFor(stream, pattern) {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const timer = setTimeout(() => reject(new Error(`no ${pattern} in: ${JSON.stringify(text)}`)), 30_000);
+    stream.on('data', function on(d) {
+      text += d;
+      if (pattern.test(text)) {
+        clearTimeout(timer);
+        stream.off('data', on);
+        resolve(text);
+      }
+    });
+  });
+}
+
+test('monitor: a console behind a pseudo-terminal, as a board on USB serial', async (t) => {
+  const board = spawn('python3', [join(pkg, 'test/pty_console.py'), nativeBin, 'console']);
+  t.after(() => board.kill());
+  board.stdout.setEncoding('utf8');
+  const path = (await waitFor(board.stdout, /\n/)).trim();
+  const monitor = spawn(process.execPath, [join(installed, 'bin/ruvllm-esp32.mjs'), 'monitor', '-p', path]);
+  t.after(() => monitor.kill());
+  monitor.stdout.setEncoding('utf8');
+  // (The banner the console printed before the port was opened may be gone, as on a board.)
+  const reply = waitFor(monitor.stdout, /gen Once upon a time\r\n[^]*\r\n> $/);
+  monitor.stdin.write('gen Once upon a time\r');
+  const text = await reply;
+  const native = spawnSync(nativeBin, ['gen', '--int', '-p', 'Once upon a time'], { encoding: 'utf8' }).stdout;
+  assert.equal(text.slice(text.indexOf('gen Once upon a time\r\n') + 22, -2).replaceAll('\r\n', '\n'), native);
+  // Ctrl-] ends the monitor.
+  const exit = new Promise((resolve) => monitor.on('exit', resolve));
+  monitor.stdin.write(Buffer.from([0x1d]));
+  assert.equal(await exit, 0);
 });
