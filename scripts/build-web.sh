@@ -21,4 +21,11 @@ out=target/chip/wasm32-unknown-unknown/release/ruvllm_wasm.wasm
 cp "$out" web/ruvllm.wasm
 cp "$out" npm/ruvllm.wasm
 cp web/ruvllm.js npm/ruvllm.js
+# esptool-js for the page's flash button, from web/node_modules (`cd web && npm ci`).
+if [ -f web/node_modules/esptool-js/bundle.js ]; then
+    mkdir -p web/vendor
+    cp web/node_modules/esptool-js/bundle.js web/vendor/esptool.js
+else
+    echo "build-web: web/node_modules/esptool-js is missing (cd web && npm ci): the page cannot flash" >&2
+fi
 echo "build-web: $out ($(stat -c %s "$out") bytes)"

@@ -127,7 +127,17 @@ function startWorker() {
         $('model').textContent = 'built-in';
         document.body.dataset.ready = 'false';
         worker.terminate();
-        startWorker();
+        $('flash').addEventListener('click', async () => {
+  $('flash').disabled = true;
+  try {
+    const { flash } = await import('./flash.js');
+    await flash($('chip').value, say);
+  } finally {
+    $('flash').disabled = false;
+  }
+});
+
+startWorker();
         break;
     }
   };
@@ -178,6 +188,16 @@ $('file').addEventListener('change', (e) => loadFiles(e.target.files));
 $('forget-all').addEventListener('click', () => {
   localStorage.removeItem(KNOWLEDGE_KEY);
   say('Saved knowledge cleared; it is gone after a reload (`clear` also empties this session).', true);
+});
+
+$('flash').addEventListener('click', async () => {
+  $('flash').disabled = true;
+  try {
+    const { flash } = await import('./flash.js');
+    await flash($('chip').value, say);
+  } finally {
+    $('flash').disabled = false;
+  }
 });
 
 startWorker();

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // ruvllm-esp32 from npm: `gen` and `console` run the board's console in WebAssembly (the
 // same ruvllm.wasm as the web page, no Rust needed); `monitor` talks to a board through the
-// serialport package; `build`, `install` and `flash` hand over to the native CLI (Rust), or
-// say how to get it.
+// serialport package, `flash` writes the C3/C6 images the package carries through esptool-js;
+// `build`, `install` and a flash of another model hand over to the native CLI (Rust), or say
+// how to get it.
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants, existsSync, openSync, readFileSync, readSync, closeSync, renameSync, writeFileSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
@@ -15,9 +16,12 @@ const USAGE = `usage: ruvllm-esp32 <command>
                   prompt + continuation on stdout, as the native 'gen --int' prints it
   console [-m model -z tokenizer] [--knowledge FILE]
                   the board's console on stdin/stdout (Ctrl-D quits)
+  flash -p <port> [--chip esp32c3|esp32c6] [-b baud]   (untested on hardware)
+  flash --dry-run -o <file> [--chip ...]
+                  the firmware with the built-in model that this package carries
   monitor -p <port> [-b baud]
                   a serial terminal on a board: its output here, keys to it (Ctrl-] quits)
-  build | install | flash ...
+  build | install, and flash with -m/--elf
                   handed over to the native CLI (Rust); see README.md`;
 
 function fail(message) {
@@ -175,6 +179,36 @@ async function monitor(args) {
   });
 }
 
+async function flash(args) {
+  // Another model or firmware needs the native build: hand over.
+  if (args.some((a) => ['-m', '--model', '-z', '--tokenizer', '--elf'].includes(a))) return handOver('flash', args);
+  const dry = args.includes('--dry-run');
+  const opts = parse(args.filter((a) => a !== '--dry-run'), {
+    '-p': 'port', '--port': 'port', '--chip': 'chip', '-o': 'output', '--output': 'output', '-b': 'baud', '--baud': 'baud',
+  });
+  const { CHIPS, image, dryRun, flashPort } = await import('../lib/flash.mjs');
+  const chip = opts.chip ?? 'esp32c3';
+  if (!CHIPS[chip]) fail(`--chip ${chip}: this package carries images for esp32c3 and esp32c6 (other chips: the native CLI)`);
+  const bytes = image(chip);
+  if (!bytes) fail(`this package carries no ${chip} image (it was packed without scripts/build-web-firmware.sh)`);
+  if (dry) {
+    if (!opts.output) fail('--dry-run needs -o FILE: where to write the merged image');
+    try {
+      process.stdout.write(`${dryRun(bytes, opts.output)}\n`);
+    } catch (e) {
+      fail(`${opts.output}: cannot write (${e.code ?? e.message})`);
+    }
+    return;
+  }
+  if (!opts.port) fail('flash needs the board\'s serial port: -p /dev/ttyUSB0 (or /dev/ttyACM0), or --dry-run -o FILE');
+  const baud = Number(opts.baud ?? 460800);
+  try {
+    await flashPort(bytes, chip, opts.port, baud, (t) => process.stderr.write(t));
+  } catch (e) {
+    fail(e.message);
+  }
+}
+
 /** The native CLI on PATH (an executable, not an npm script shim like this one). */
 function native() {
   for (const dir of (process.env.PATH ?? '').split(delimiter)) {
@@ -224,9 +258,11 @@ switch (command) {
   case 'monitor':
     await monitor(args);
     break;
+  case 'flash':
+    await flash(args);
+    break;
   case 'build':
   case 'install':
-  case 'flash':
     handOver(command, args);
     break;
   default:

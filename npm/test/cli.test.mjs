@@ -8,7 +8,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -138,4 +138,28 @@ test('monitor: a console behind a pseudo-terminal, as a board on USB serial', as
   const exit = new Promise((resolve) => monitor.on('exit', resolve));
   monitor.stdin.write(Buffer.from([0x1d]));
   assert.equal(await exit, 0);
+});
+
+test('flash --dry-run writes the image native flash --dry-run makes; flash without a port says so', (t) => {
+  const elfs = { esp32c3: 'riscv32imc-unknown-none-elf', esp32c6: 'riscv32imac-unknown-none-elf' };
+  const elf = (chip) => join(root, `target/chip/firmware-esp/${elfs[chip]}/release/ruvllm-esp`);
+  if (!existsSync(join(pkg, 'firmware/esp32c6.bin')) || !existsSync(elf('esp32c6'))) {
+    assert.notEqual(process.env.CI, 'true', 'the firmware images are missing (CI=true): run scripts/build-web-firmware.sh');
+    t.skip('no firmware images: run scripts/build-web-firmware.sh');
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'ruvllm-flash-'));
+  for (const chip of Object.keys(elfs)) {
+    const ours = npx(['flash', '--dry-run', '--chip', chip, '-o', join(dir, `${chip}.npm.bin`)]);
+    assert.equal(ours.status, 0, ours.stderr);
+    const theirs = native(['flash', '--dry-run', '--chip', chip, '--elf', elf(chip), '-o', join(dir, `${chip}.native.bin`)]);
+    assert.equal(theirs.status, 0, theirs.stderr);
+    const [a, b] = [readFileSync(join(dir, `${chip}.npm.bin`)), readFileSync(join(dir, `${chip}.native.bin`))];
+    assert.equal(a.length, 4 << 20);
+    assert.ok(a.equals(b), `${chip}: the package's image differs from native flash --dry-run's`);
+  }
+  const r = npx(['flash', '-p', join(dir, 'ttyNONE')]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^error: .*ttyNONE: no such serial port: plug the board in/);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
 });

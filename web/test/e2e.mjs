@@ -152,6 +152,27 @@ test('the web console in headless Chromium', { timeout: 300_000 }, async (t) => 
     assert.equal(await run(page, PROMPT), nativeReply(PROMPT, ['-m', gguf]).reply);
   });
 
+  await t.test('flash: no port chosen, and a browser without Web Serial, each explained', async () => {
+    if (!existsSync(join(web, 'firmware/esp32c3.bin')) || !existsSync(join(web, 'vendor/esptool.js'))) {
+      assert.notEqual(process.env.CI, 'true', 'web/firmware or web/vendor missing (CI=true): scripts/build-web-firmware.sh, scripts/build-web.sh');
+    } else {
+      // Headless Chromium has Web Serial, but its port chooser never closes by itself: answer
+      // as the browser does when the user closes it without a port.
+      await page.evaluate(() => {
+        navigator.serial.requestPort = () => Promise.reject(new DOMException('No port selected by the user.', 'NotFoundError'));
+      });
+      await page.click('#flash');
+      await page.waitForFunction(() => /No serial port was chosen/.test(document.getElementById('notice').textContent));
+    }
+    const bare = await browser.newPage();
+    await bare.addInitScript(() => delete Navigator.prototype.serial);
+    await bare.goto(server.url);
+    await ready(bare);
+    await bare.click('#flash');
+    await bare.waitForFunction(() => /This browser has no Web Serial/.test(document.getElementById('notice').textContent));
+    await bare.close();
+  });
+
   mkdirSync(artifacts, { recursive: true });
   await page.screenshot({ path: join(artifacts, 'web-console.png'), fullPage: true });
   assert.deepEqual(pageErrors, []);
