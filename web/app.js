@@ -127,17 +127,7 @@ function startWorker() {
         $('model').textContent = 'built-in';
         document.body.dataset.ready = 'false';
         worker.terminate();
-        $('flash').addEventListener('click', async () => {
-  $('flash').disabled = true;
-  try {
-    const { flash } = await import('./flash.js');
-    await flash($('chip').value, say);
-  } finally {
-    $('flash').disabled = false;
-  }
-});
-
-startWorker();
+        startWorker();
         break;
     }
   };

@@ -122,7 +122,7 @@ impl Session {
     pub fn start(saved: &[u8]) -> Session {
         let knowledge = Box::into_raw(Box::new(Knowledge::new()));
         let mut lines = String::new();
-        let store = match BrowserKnowledge::open(saved) {
+        let store = match store::open(saved) {
             Ok(mut store) => {
                 // SAFETY: just allocated, and no console borrows it yet.
                 match unsafe { &mut *knowledge }.restore(&mut store) {
