@@ -90,7 +90,8 @@ test('bad input: one error line and a non-zero exit', () => {
     [['gen', '-p', 'x'.repeat(1000)], /^error: line too long/],
     [['gen', '-n', '0'], /^error: -n 0: steps must be/],
     [['frobnicate'], /^error: unknown command 'frobnicate'/],
-    [['flash'], /^error: 'flash' needs the native CLI \(Rust\), which is not on PATH/],
+    [['build', '--chip', 'esp32c3'], /^error: 'build' needs the native CLI \(Rust\), which is not on PATH: install Rust/],
+    [['flash', '--elf', 'app.elf'], /^error: 'flash' needs the native CLI \(Rust\), which is not on PATH/],
     [['monitor', '-p', join(dir, 'ttyNONE')], /^error: .*ttyNONE: no such serial port: plug the board in/],
     [['monitor'], /^error: monitor needs the board's serial port/],
   ];
