@@ -95,8 +95,8 @@ test('bad input: one error line and a non-zero exit', () => {
     [['monitor', '-p', join(dir, 'ttyNONE')], /^error: .*ttyNONE: no such serial port: plug the board in/],
     [['monitor'], /^error: monitor needs the board's serial port/],
   ];
-  // No native CLI and no cargo on PATH: only node's own directory.
-  const env = { ...process.env, PATH: dirname(process.execPath) };
+  // No native CLI and no cargo on PATH (node itself is started by its full path).
+  const env = { ...process.env, PATH: mkdtempSync(join(tmpdir(), 'ruvllm-path-')) };
   for (const [args, message] of cases) {
     const r = npx(args, '', env);
     assert.equal(r.status, 1, `${args.join(' ')}: ${r.stdout}`);
