@@ -84,16 +84,23 @@ test('the web console in headless Chromium', { timeout: 300_000 }, async (t) => 
   await ready(page);
 
   await t.test('gen streams token by token the native console\'s text', async () => {
-    // Count the page's output updates during the generation: one per flushed token.
+    // Count the page's output updates during the generation (one per flushed token) and the
+    // separate tasks that made them: an engine on the page's own thread would show all of
+    // its text in one task at the end, and the page would be frozen until then.
     await page.evaluate(() => {
       window.chunks = 0;
-      new MutationObserver((m) => (window.chunks += m.length)).observe(document.getElementById('out'), { childList: true });
+      window.tasks = 0;
+      new MutationObserver((m) => {
+        window.chunks += m.length;
+        window.tasks += 1;
+      }).observe(document.getElementById('out'), { childList: true });
     });
     const web = await run(page, PROMPT);
     const native = nativeReply(PROMPT);
     assert.equal(web, native.reply);
-    const chunks = await page.evaluate(() => window.chunks);
+    const { chunks, tasks } = await page.evaluate(() => ({ chunks: window.chunks, tasks: window.tasks }));
     assert.ok(chunks > 50, `output arrived in ${chunks} pieces, not streamed`);
+    assert.ok(tasks > 10, `output arrived in ${tasks} page tasks, not as it was generated`);
     const speed = await page.locator('#speed').textContent();
     assert.match(speed, /tok\/s/);
     console.log(`chromium: ${speed}; native (same run): ${(1e6 / native.stats.last_per_token).toFixed(1)} tok/s`);
