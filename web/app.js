@@ -7,6 +7,9 @@ const $ = (id) => document.getElementById(id);
 const out = $('out');
 const notice = $('notice');
 let worker = null;
+// The Stop flag the worker polls during a generation: shared memory, which browsers give only
+// to a cross-origin isolated page (served with COOP/COEP headers); elsewhere there is no Stop.
+const stop = globalThis.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(4)) : null;
 // The console's last `error:` line since a model load began (shown as the load's outcome).
 let lastError = null;
 
@@ -110,6 +113,7 @@ function startWorker() {
         break;
       case 'busy':
         document.body.classList.toggle('busy', data.busy);
+        $('stop').disabled = !(data.busy && stop);
         break;
       case 'ready':
         document.body.dataset.ready = 'true';
@@ -131,8 +135,17 @@ function startWorker() {
         break;
     }
   };
-  worker.postMessage({ type: 'init', knowledge: savedKnowledge() });
+  worker.postMessage({ type: 'init', knowledge: savedKnowledge(), stop: stop?.buffer });
 }
+
+function interrupt() {
+  if (stop && document.body.classList.contains('busy')) Atomics.store(stop, 0, 1);
+}
+$('stop').addEventListener('click', interrupt);
+$('line').addEventListener('keydown', (e) => {
+  if (e.ctrlKey && e.key === 'c' && !$('line').value) interrupt();
+});
+if (!stop) $('stop').title = 'Stop needs the page served cross-origin isolated (COOP and COEP headers); see docs/WEB.md';
 
 $('form').addEventListener('submit', (e) => {
   e.preventDefault();

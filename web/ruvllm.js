@@ -7,9 +7,10 @@ export const MAX_MODEL_BYTES = 128 << 20;
 export class RuvllmConsole {
   /**
    * @param {BufferSource} wasmBytes the module
-   * @param {{write(text: string): void, save?(image: Uint8Array): boolean}} host
+   * @param {{write(text: string): void, save?(image: Uint8Array): boolean, interrupt?(): boolean}} host
    *   `write` gets console output as it is flushed (each generated token); `save` keeps the
-   *   knowledge image and returns whether it did.
+   *   knowledge image and returns whether it did; `interrupt`, polled during a generation,
+   *   returns true once to stop it (the console's Ctrl-C).
    */
   static async create(wasmBytes, host) {
     const self = new RuvllmConsole();
@@ -21,6 +22,7 @@ export class RuvllmConsole {
         write: (ptr, len) => host.write(decoder.decode(bytes(ptr, len), { stream: true })),
         now_us: () => clock.now() * 1000,
         save: (ptr, len) => (host.save ? (host.save(bytes(ptr, len).slice()) ? 1 : 0) : 0),
+        interrupt: () => (host.interrupt?.() ? 1 : 0),
       },
     };
     const { instance } = await WebAssembly.instantiate(wasmBytes, imports);

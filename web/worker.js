@@ -4,6 +4,8 @@
 import { RuvllmConsole } from './ruvllm.js';
 
 let console_ = null;
+// Set to 1 by the page's Stop button (shared memory: this worker is busy while it generates).
+let stop = null;
 
 function post(type, data = {}) {
   postMessage({ type, ...data });
@@ -38,7 +40,9 @@ onmessage = async ({ data }) => {
         post('save', { image });
         return true;
       },
+      interrupt: () => stop !== null && Atomics.exchange(stop, 0, 0) === 1,
     });
+    if (data.stop) stop = new Int32Array(data.stop);
     guarded(() => console_.start(data.knowledge));
     post('ready');
     stats();
@@ -46,6 +50,8 @@ onmessage = async ({ data }) => {
   } else if (data.type === 'line') {
     post('busy', { busy: true });
     guarded(() => console_.feed(data.line + '\r'));
+    // A Stop that came after the generation ended is not kept for the next one.
+    if (stop) Atomics.store(stop, 0, 0);
     post('busy', { busy: false });
     stats();
   } else if (data.type === 'load') {

@@ -159,6 +159,32 @@ test('the web console in headless Chromium', { timeout: 300_000 }, async (t) => 
     assert.equal(await run(page, PROMPT), nativeReply(PROMPT, ['-m', gguf]).reply);
   });
 
+  await t.test('Stop ends a generation as Ctrl-C does on a board', async () => {
+    // The stories260K model (context 512) or the built-in one: the longest generation it has.
+    await run(page, 'set steps 512');
+    const before = await page.locator('#out').evaluate((e) => e.textContent.length);
+    // Click Stop as soon as it is enabled (the generation takes a fraction of a second).
+    const clicked = page.evaluate(
+      () =>
+        new Promise((resolve) => {
+          const stop = document.getElementById('stop');
+          new MutationObserver(() => {
+            if (!stop.disabled) resolve(stop.click());
+          }).observe(stop, { attributes: true });
+        }),
+    );
+    await page.fill('#line', PROMPT);
+    await page.press('#line', 'Enter');
+    await clicked;
+    await page.waitForFunction((n) => {
+      const t = document.getElementById('out').textContent.slice(n);
+      return t.endsWith('\n> ') && !document.body.classList.contains('busy');
+    }, before);
+    const reply = await page.locator('#out').evaluate((e, n) => e.textContent.slice(n), before);
+    assert.match(reply, /\^C\n> $/);
+    assert.match(await run(page, 'info'), /^model: /);
+  });
+
   await t.test('flash: no port chosen, and a browser without Web Serial, each explained', async () => {
     if (!existsSync(join(web, 'firmware/esp32c3.bin')) || !existsSync(join(web, 'vendor/esptool.js'))) {
       assert.notEqual(process.env.CI, 'true', 'web/firmware or web/vendor missing (CI=true): scripts/build-web-firmware.sh, scripts/build-web.sh');

@@ -21,7 +21,14 @@ export async function serve(dir) {
     }
     try {
       const body = await readFile(file);
-      res.writeHead(200, { 'content-type': TYPES[extname(file)] }).end(body);
+      // Cross-origin isolation: the page may then share memory with its worker (the Stop flag).
+      res
+        .writeHead(200, {
+          'content-type': TYPES[extname(file)],
+          'cross-origin-opener-policy': 'same-origin',
+          'cross-origin-embedder-policy': 'require-corp',
+        })
+        .end(body);
     } catch {
       res.writeHead(404).end();
     }

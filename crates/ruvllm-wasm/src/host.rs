@@ -1,4 +1,4 @@
-//! The three functions the module imports from its host (module `ruvllm`), and their stand-ins
+//! The functions the module imports from its host (module `ruvllm`), and their stand-ins
 //! on the machine that runs the crate's tests (output and saves collected per thread).
 
 #[cfg(target_arch = "wasm32")]
@@ -8,6 +8,7 @@ mod imports {
         fn write(ptr: *const u8, len: usize);
         fn now_us() -> f64;
         fn save(ptr: *const u8, len: usize) -> i32;
+        fn interrupt() -> i32;
     }
 
     pub fn write_bytes(bytes: &[u8]) {
@@ -24,10 +25,15 @@ mod imports {
         // SAFETY: as for `write_bytes`.
         unsafe { save(bytes.as_ptr(), bytes.len()) == 1 }
     }
+
+    pub fn interrupted() -> bool {
+        // SAFETY: no arguments; the host returns a number.
+        unsafe { interrupt() == 1 }
+    }
 }
 
 #[cfg(target_arch = "wasm32")]
-pub use imports::{now as now_us, save_bytes as save, write_bytes as write};
+pub use imports::{interrupted, now as now_us, save_bytes as save, write_bytes as write};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod stand_in {
@@ -39,6 +45,8 @@ mod stand_in {
         /// What `save` last kept, and whether the next saves fail.
         static SAVED: RefCell<(Option<Vec<u8>>, bool)> = const { RefCell::new((None, false)) };
         static START: Instant = Instant::now();
+        /// Polls of `interrupted` left before it reports a Stop (`None`: never).
+        static STOP_AFTER: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
     }
 
     pub fn write(bytes: &[u8]) {
@@ -56,6 +64,26 @@ mod stand_in {
             }
             !*failing
         })
+    }
+
+    pub fn interrupted() -> bool {
+        STOP_AFTER.with(|s| match s.get() {
+            Some(0) => {
+                s.set(None);
+                true
+            }
+            Some(n) => {
+                s.set(Some(n - 1));
+                false
+            }
+            None => false,
+        })
+    }
+
+    /// The user presses Stop after `polls` more polls.
+    #[cfg(test)]
+    pub fn stop_after(polls: usize) {
+        STOP_AFTER.with(|s| s.set(Some(polls)));
     }
 
     /// Everything written since the last call.

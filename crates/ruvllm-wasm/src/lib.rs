@@ -3,13 +3,14 @@
 //!
 //! A small C-like ABI rather than wasm-bindgen (docs/WEB.md says why): every call passes
 //! integers, bytes travel through one staging buffer in linear memory, and the module imports
-//! three functions from the host (module `ruvllm`):
+//! four functions from the host (module `ruvllm`):
 //!
 //! | import | what the host does |
 //! |---|---|
 //! | `write(ptr, len)` | shows console output (called at every flush: each generated token) |
 //! | `now_us() -> f64` | a monotonic clock in microseconds (the console's tok/s) |
 //! | `save(ptr, len) -> i32` | keeps the knowledge image durably; 1 when it did |
+//! | `interrupt() -> i32` | 1 once after the user asked to stop (the console's Ctrl-C), else 0 |
 //!
 //! | export | |
 //! |---|---|
@@ -48,6 +49,8 @@ pub struct Io;
 struct Output {
     pending: Vec<u8>,
     capture: Option<Vec<u8>>,
+    /// The host reported a Stop that the console has not read yet.
+    interrupt: bool,
 }
 
 std::thread_local! {
@@ -59,18 +62,32 @@ impl embedded_io::ErrorType for Io {
 }
 
 impl embedded_io::Read for Io {
-    /// Input arrives through [`Session::feed`], never by reading.
-    fn read(&mut self, _buf: &mut [u8]) -> Result<usize, Self::Error> {
-        Ok(0)
+    /// Input arrives through [`Session::feed`]; a read only ever gives the Ctrl-C of a Stop.
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        let stop = OUTPUT.with_borrow_mut(|o| core::mem::take(&mut o.interrupt));
+        match buf.first_mut() {
+            Some(b) if stop => {
+                *b = CTRL_C;
+                Ok(1)
+            }
+            _ => Ok(0),
+        }
     }
 }
 
 impl embedded_io::ReadReady for Io {
-    /// A line typed during a generation waits in the host's message queue until it ends.
+    /// Polled during a generation: ready only when the host reports a Stop (a line typed
+    /// meanwhile waits in the host's message queue until the generation ends).
     fn read_ready(&mut self) -> Result<bool, Self::Error> {
-        Ok(false)
+        Ok(OUTPUT.with_borrow_mut(|o| {
+            o.interrupt |= host::interrupted();
+            o.interrupt
+        }))
     }
 }
+
+/// What a Stop types into the console: the serial line's Ctrl-C.
+const CTRL_C: u8 = 0x03;
 
 impl embedded_io::Write for Io {
     fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {

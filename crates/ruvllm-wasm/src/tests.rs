@@ -90,3 +90,15 @@ fn the_plan_is_the_native_info_plan_of_the_model() {
     );
     assert!(plan.contains(r#"{"chip":"esp32c3","data_ram":409600,"arena_budget":319488,"image_budget":3145728,"fpu":false,"path":"integer","arena_full":97700,"max_context":256,"flash_ok":true,"fits":true}"#), "{plan}");
 }
+
+#[test]
+fn stop_ends_a_generation_like_ctrl_c() {
+    let mut s = Session::start(&[]);
+    let full = run(&mut s, "gen Once upon a time");
+    host::stop_after(10);
+    let stopped = run(&mut s, "gen Once upon a time");
+    assert!(stopped.contains("^C"), "{stopped}");
+    assert!(stopped.len() < full.len() / 2, "{stopped}");
+    // The next command runs whole.
+    assert_eq!(run(&mut s, "gen Once upon a time"), full);
+}
