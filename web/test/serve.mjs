@@ -1,7 +1,10 @@
-// A static file server for the page on localhost (an ephemeral port), for the tests.
+// A static file server for the page on localhost, with the headers that let the page share
+// memory with its worker (Stop). The tests use an ephemeral port; run it to try the page:
+//     node web/test/serve.mjs [port]        # then open the URL it prints
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
-import { extname, join, normalize } from 'node:path';
+import { dirname, extname, join, normalize, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const TYPES = {
   '.html': 'text/html; charset=utf-8',
@@ -11,7 +14,7 @@ const TYPES = {
   '.bin': 'application/octet-stream',
 };
 
-export async function serve(dir) {
+export async function serve(dir, port = 0) {
   const server = createServer(async (req, res) => {
     const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname));
     const file = join(dir, path === '/' ? 'index.html' : path);
@@ -33,6 +36,12 @@ export async function serve(dir) {
       res.writeHead(404).end();
     }
   });
-  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  await new Promise((ok) => server.listen(port, '127.0.0.1', ok));
   return { url: `http://127.0.0.1:${server.address().port}/`, close: () => server.close() };
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const web = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+  const { url } = await serve(web, Number(process.argv[2] ?? 8000));
+  console.log(`serving ${web} at ${url} (Ctrl-C stops)`);
 }
