@@ -185,9 +185,10 @@ test('the web console in headless Chromium', { timeout: 300_000 }, async (t) => 
     assert.match(await run(page, 'info'), /^model: /);
   });
 
-  await t.test('flash: no port chosen, and a browser without Web Serial, each explained', async () => {
+  await t.test('flash: no port chosen, and a browser without Web Serial, each explained', async (t) => {
     if (!existsSync(join(web, 'firmware/esp32c3.bin')) || !existsSync(join(web, 'vendor/esptool.js'))) {
       assert.notEqual(process.env.CI, 'true', 'web/firmware or web/vendor missing (CI=true): scripts/build-web-firmware.sh, scripts/build-web.sh');
+      t.diagnostic('no web/firmware/esp32c3.bin or web/vendor/esptool.js: the port chooser case is skipped');
     } else {
       // Headless Chromium has Web Serial, but its port chooser never closes by itself: answer
       // as the browser does when the user closes it without a port.
