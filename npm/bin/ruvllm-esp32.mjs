@@ -227,6 +227,14 @@ function native() {
   return null;
 }
 
+/** The checkout of the project around the working directory, if any (it has install.sh). */
+function checkout() {
+  for (let dir = process.cwd(); ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'install.sh')) && existsSync(join(dir, 'crates/ruvllm-cli/Cargo.toml'))) return dir;
+    if (dirname(dir) === dir) return null;
+  }
+}
+
 function handOver(command, args) {
   const bin = process.env.RUVLLM_NATIVE ?? native();
   if (bin) {
@@ -235,14 +243,18 @@ function handOver(command, args) {
   }
   const cargo = spawnSync('cargo', ['--version'], { stdio: 'ignore' }).status === 0;
   if (command === 'install' && cargo) {
-    process.stderr.write('ruvllm-esp32: installing the native CLI with cargo (cargo install ruvllm-cli)\n');
-    const r = spawnSync('cargo', ['install', '--locked', 'ruvllm-cli'], { stdio: 'inherit' });
+    // In a checkout, the project's own installer (it also checks the chip toolchains);
+    // elsewhere the CLI's crate.
+    const root = checkout();
+    const [tool, argv] = root ? ['bash', [join(root, 'install.sh'), ...args]] : ['cargo', ['install', '--locked', 'ruvllm-cli']];
+    process.stderr.write(`ruvllm-esp32: installing the native CLI: ${tool} ${argv.join(' ')}\n`);
+    const r = spawnSync(tool, argv, { stdio: 'inherit' });
     process.exit(r.status ?? 1);
   }
   fail(
     `'${command}' needs the native CLI (Rust), which is not on PATH: ` +
       (cargo
-        ? 'run `npx ruvllm-esp32 install` (cargo install ruvllm-cli), or `cargo install --path crates/ruvllm-cli` in a checkout'
+        ? 'run `npx ruvllm-esp32 install` (in a checkout it runs install.sh; elsewhere cargo install ruvllm-cli)'
         : 'install Rust from https://rustup.rs, then run `npx ruvllm-esp32 install`'),
   );
 }

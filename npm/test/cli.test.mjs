@@ -164,3 +164,17 @@ test('flash --dry-run writes the image native flash --dry-run makes; flash witho
   assert.match(r.stderr, /^error: .*ttyNONE: no such serial port: plug the board in/);
   assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
 });
+
+test('build and install hand over to the native CLI, or to cargo', () => {
+  // The native CLI found (RUVLLM_NATIVE names it): the command runs there.
+  const built = npx(['build', '--help'], '', { ...process.env, RUVLLM_NATIVE: nativeBin });
+  assert.equal(built.status, 0, built.stderr);
+  assert.match(built.stdout, /Build the esp-hal firmware/);
+  // No native CLI, but cargo (a stub that logs its arguments), outside a checkout.
+  const dir = mkdtempSync(join(tmpdir(), 'ruvllm-cargo-'));
+  writeFileSync(join(dir, 'cargo'), `#!/bin/sh\necho "$@" >> ${join(dir, 'log')}\n`, { mode: 0o755 });
+  const env = { ...process.env, PATH: dir };
+  const r = spawnSync(process.execPath, [join(installed, 'bin/ruvllm-esp32.mjs'), 'install'], { cwd: dir, env, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(readFileSync(join(dir, 'log'), 'utf8'), '--version\ninstall --locked ruvllm-cli\n');
+});
