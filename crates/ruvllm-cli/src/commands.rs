@@ -8,7 +8,6 @@ use ruvllm_cli::outln;
 use ruvllm_esp32::convert::Quant;
 use ruvllm_esp32::infer::{self, IntState, State};
 use ruvllm_esp32::kernels::Kernels;
-use ruvllm_esp32::model::chips::CHIPS;
 use ruvllm_esp32::model::{Matrix, Model, Precision};
 use ruvllm_esp32::sample::{ProbIndex, Sampler};
 use ruvllm_esp32::tokenizer;
@@ -291,13 +290,6 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
     // Chips without an FPU run a q8 image on the integer path, which has its own arena.
     let integer = model.precision.int8_activations() && model.rope.is_some();
     let int_full = integer.then(|| IntState::ram_bytes(&model, c.seq_len));
-    let ram = |n: usize, fpu: bool| {
-        if integer && !fpu {
-            IntState::ram_bytes(&model, n)
-        } else {
-            State::ram_bytes(c, model.precision, model.group, n)
-        }
-    };
     struct ChipRow {
         name: &'static str,
         data_ram: usize,
@@ -308,13 +300,11 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
         max_ctx: usize,
         verdict: String,
     }
-    let rows: Vec<ChipRow> = CHIPS
+    let rows: Vec<ChipRow> = ruvllm_esp32::model::chips::plan(&model, image_len)
         .iter()
-        .map(|chip| {
-            let budget = chip.arena_budget();
-            let max_ctx = (1..=c.seq_len).rev().find(|&n| ram(n, chip.has_fpu) <= budget).unwrap_or(0);
-            let flash_ok = image_len <= chip.image_budget();
-            let verdict = match (flash_ok, max_ctx) {
+        .map(|fit| {
+            let chip = fit.chip;
+            let verdict = match (fit.flash_ok, fit.max_context) {
                 (false, _) => "does not fit: image larger than flash budget".to_string(),
                 (true, 0) => "does not fit: no context fits in RAM".to_string(),
                 (true, n) if n == c.seq_len => "fits at full context".to_string(),
@@ -330,11 +320,11 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
             ChipRow {
                 name: chip.name,
                 data_ram: chip.data_ram,
-                budget,
+                budget: chip.arena_budget(),
                 image_budget: chip.image_budget(),
                 fpu: chip.has_fpu,
-                path: if integer && !chip.has_fpu { "integer" } else { model.precision.name() },
-                max_ctx,
+                path: if fit.integer { "integer" } else { model.precision.name() },
+                max_ctx: fit.max_context,
                 verdict,
             }
         })

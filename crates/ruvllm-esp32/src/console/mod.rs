@@ -57,6 +57,8 @@ pub use memory::{
     KnowledgeMemory, Memory, MemoryUse, ASK_IMPORTANCE, GEN_IMPORTANCE, GEN_MEMORY_TTL, MEMORY_CAP,
     MEMORY_HALF_LIFE, MEMORY_TEXT, RECALL_MIN_SIMILARITY,
 };
+#[cfg(feature = "alloc")]
+pub use saved::{ImageKnowledge, ImageSink};
 pub use saved::{KnowledgeStore, Restored, SavingOff};
 pub use typeahead::TYPEAHEAD;
 
