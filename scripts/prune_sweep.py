@@ -7,11 +7,12 @@ unstructured and structured (`convert --prune S [--structured]`), optionally fin
   - perplexity on held-out text on the integer path (`eval --int`): the built-in model on
     generated documents of another seed (`corpus --seed 7 --docs 300`, `eval --documents`),
     stories260K on testdata/heldout.txt;
-  - host speed: q8 generation tok/s of `bench`, as a ratio against the unpruned model measured
-    in the same run (alternating, median of the rounds);
-  - with --board: instructions per token on the QEMU ESP32-C3 board (`bench --chip esp32c3`).
+  - with --board: instructions per token on the QEMU ESP32-C3 board (`bench --chip esp32c3`,
+    average over positions 0-127: exact, whatever the machine is doing);
+  - with --host-speed: q8 generation tok/s of `bench`, as a ratio against the unpruned model
+    measured in the same run (alternating, median of the rounds; noisy on a shared machine).
 
-Usage: python3 scripts/prune_sweep.py [--board] [--fine-tune-steps N] [--rounds R]
+Usage: python3 scripts/prune_sweep.py [--board] [--host-speed] [--fine-tune-steps N] [--rounds R]
 (after `cargo build --release -p ruvllm-cli`; runs target/release/ruvllm-esp32).
 """
 import argparse
@@ -56,6 +57,7 @@ def board_instructions(model):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--board", action="store_true")
+    ap.add_argument("--host-speed", action="store_true")
     ap.add_argument("--fine-tune-steps", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
@@ -93,17 +95,18 @@ def main():
         rows[0]["width"] = next((str(r["width_before"]) for r in rows if "width_before" in r), "")
         base = rows[0]["file"]
         ratios = {r["file"]: [] for r in rows}
-        for _ in range(a.rounds):
+        for _ in range(a.rounds if a.host_speed else 0):
             b = gen_tok_s(base)
             for r in rows[1:]:
                 ratios[r["file"]].append(gen_tok_s(r["file"]) / b)
         print(f"\n{name}: perplexity on the integer path; q8 generation speed against the unpruned model "
-              f"(median of {a.rounds} alternating rounds)")
+              f"(median of {a.rounds} alternating rounds, with --host-speed); board: average over positions 0-127")
         print("| pruning | sparsity | block weights removed or zero | FFN width | q8 image bytes | perplexity "
               "| after fine-tuning | host speed | board instructions/token |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in rows:
-            speed = "1.00x" if r["file"] == base else f"{statistics.median(ratios[r['file']]):.2f}x"
+            speed = "1.00x" if r["file"] == base else (
+                f"{statistics.median(ratios[r['file']]):.2f}x" if ratios[r["file"]] else "-")
             ft = f"{r['ppl_ft']:.3f}" if "ppl_ft" in r else "-"
             board = board_instructions(r["file"]) if a.board else None
             print(f"| {r['pruning']} | {int(r['sparsity'] * 100)}% | {r['share']:.1f}% | {r['width']} | {r['bytes']:,} "
