@@ -37,6 +37,7 @@ pub mod partition;
 pub mod prelude;
 pub mod quant;
 pub mod sample;
+pub mod speculative;
 pub mod store;
 pub mod tokenizer;
 pub mod vector;

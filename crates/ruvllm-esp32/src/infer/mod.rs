@@ -3,11 +3,14 @@
 //! anything runs.
 
 mod arena;
+mod batch;
 mod eval;
 mod generate;
 pub mod integer;
 
+pub use batch::Batch;
 pub use eval::{nll, score, LogitValue, Score};
+pub(crate) use generate::emit;
 pub use generate::{generate, generate_int, generate_int_sampled, GenStats, TokenFlow};
 pub use integer::IntState;
 
@@ -316,33 +319,46 @@ fn matvec(
     group: usize,
     reuse: bool,
 ) {
+    if !reuse {
+        quantize_for(k, m, x, xq, xs, group);
+    }
+    product(k, out, m, x, xq, xs, group)
+}
+
+/// Quantizes the activation `x` the way `m`'s product reads it (nothing for an f32 matrix).
+fn quantize_for(k: Kernels, m: &Matrix<'_>, x: &[f32], xq: &mut [i8], xs: &mut [f32], group: usize) {
+    let cols = m.cols();
     match *m {
-        Matrix::F32 { w, .. } => (k.matvec_f32)(out, w, x),
-        Matrix::Q8 { q, s, cols, .. } => {
-            let (xq, xs) = (&mut xq[..cols], &mut xs[..cols.div_ceil(group)]);
-            if !reuse {
-                (k.quantize)(x, xq, xs, group);
-            }
-            (k.matvec_q8)(out, q, s, xq, xs, group)
-        }
+        Matrix::F32 { .. } => {}
         // The loader checked that this image's groups are Q8_0's 32. The activation's scales
         // are kept at f16 precision, as GGUF's Q8_0 x Q8_0 product (llama.cpp) stores them, so
         // both compute the same sums of the same products.
-        Matrix::Q8Block { b, cols, .. } => {
-            let (xq, xs) = (&mut xq[..cols], &mut xs[..cols.div_ceil(group)]);
-            if !reuse {
-                (k.quantize)(x, xq, xs, group);
-                for s in xs.iter_mut() {
-                    *s = crate::gguf::f16_to_f32(crate::gguf::f32_to_f16(*s));
-                }
+        Matrix::Q8Block { .. } => {
+            let xs = &mut xs[..cols.div_ceil(group)];
+            (k.quantize)(x, &mut xq[..cols], xs, group);
+            for s in xs.iter_mut() {
+                *s = crate::gguf::f16_to_f32(crate::gguf::f32_to_f16(*s));
             }
-            (k.matvec_q8_block)(out, b, xq, xs)
+        }
+        Matrix::Q8 { .. } | Matrix::Ternary { .. } | Matrix::Binary { .. } => {
+            (k.quantize)(x, &mut xq[..cols], &mut xs[..cols.div_ceil(group)], group)
+        }
+    }
+}
+
+/// `out = m * x` with `x` already quantized into `xq`/`xs` where `m` needs it. `out` may be
+/// shorter than `m`: its first `out.len()` rows.
+fn product(k: Kernels, out: &mut [f32], m: &Matrix<'_>, x: &[f32], xq: &[i8], xs: &[f32], group: usize) {
+    match *m {
+        Matrix::F32 { w, .. } => (k.matvec_f32)(out, w, x),
+        Matrix::Q8 { q, s, cols, .. } => {
+            (k.matvec_q8)(out, q, s, &xq[..cols], &xs[..cols.div_ceil(group)], group)
+        }
+        Matrix::Q8Block { b, cols, .. } => {
+            (k.matvec_q8_block)(out, b, &xq[..cols], &xs[..cols.div_ceil(group)])
         }
         Matrix::Ternary { q, s, cols, .. } | Matrix::Binary { q, s, cols, .. } => {
-            let (xq, xs) = (&mut xq[..cols], &mut xs[..cols.div_ceil(group)]);
-            if !reuse {
-                (k.quantize)(x, xq, xs, group);
-            }
+            let (xq, xs) = (&xq[..cols], &xs[..cols.div_ceil(group)]);
             let kernel = if matches!(m, Matrix::Ternary { .. }) { k.matvec_ternary } else { k.matvec_binary };
             kernel(out, q, s, xq, xs, group)
         }
