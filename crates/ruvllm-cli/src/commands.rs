@@ -37,7 +37,7 @@ pub fn convert(
     Ok(())
 }
 
-fn load(args: &ModelArgs, quant: Option<&str>) -> Result<Image> {
+pub fn load(args: &ModelArgs, quant: Option<&str>) -> Result<Image> {
     let q = quant.map(image::parse_quant).transpose()?;
     image::load(args.model.as_deref(), args.tokenizer.as_deref(), q)
 }

@@ -10,6 +10,7 @@ mod console;
 mod firmware;
 mod image;
 mod index;
+mod speculative;
 mod tools;
 mod train;
 
@@ -110,6 +111,21 @@ enum Cmd {
         /// no top-p/top-k); the model is converted to q8 as needed (or to --quant ternary|binary)
         #[arg(long = "int", conflicts_with = "scalar")]
         int: bool,
+        /// Speculative decoding: a draft proposes --gamma tokens, the model checks them all in
+        /// one pass over its weights (greedy: the same text; --temp: the same distribution).
+        /// Prints the acceptance rate and tokens per target pass on stderr
+        #[arg(long, conflicts_with = "int")]
+        speculative: bool,
+        /// With --speculative: the draft model, with the same tokenizer (models/draft.gguf for
+        /// the built-in model)
+        #[arg(long, value_name = "FILE", requires = "speculative")]
+        draft: Option<PathBuf>,
+        /// With --speculative: draft with the model's own first L layers and its classifier
+        #[arg(long, value_name = "L", requires = "speculative")]
+        early_exit: Option<usize>,
+        /// With --speculative: draft tokens per target pass, 1 to 16
+        #[arg(long, value_name = "G", requires = "speculative")]
+        gamma: Option<usize>,
     },
     /// Score a text file: tokens, mean negative log-likelihood, perplexity
     #[command(
@@ -436,9 +452,33 @@ fn main() -> ExitCode {
         Cmd::Convert { input, tokenizer, quant, pad_ffn, output } => {
             commands::convert(&input, tokenizer.as_deref(), &quant, pad_ffn.map(|n| n as usize), &output)
         }
-        Cmd::Gen { model, prompt, steps, temp, top_p, top_k, seed, quant, scalar, int } => {
+        Cmd::Gen {
+            model,
+            prompt,
+            steps,
+            temp,
+            top_p,
+            top_k,
+            seed,
+            quant,
+            scalar,
+            int,
+            speculative,
+            draft,
+            early_exit,
+            gamma,
+        } => {
             let sampling = commands::Sampling { temp, top_p, top_k, seed };
-            commands::gen(&model, &prompt, steps, sampling, quant.as_deref(), scalar, int)
+            if speculative {
+                let spec = speculative::Spec {
+                    draft,
+                    early_exit,
+                    gamma: gamma.unwrap_or(speculative::DEFAULT_GAMMA),
+                };
+                speculative::gen(&model, &prompt, steps, sampling, quant.as_deref(), scalar, spec)
+            } else {
+                commands::gen(&model, &prompt, steps, sampling, quant.as_deref(), scalar, int)
+            }
         }
         Cmd::Eval { model, text, quant, int, documents } => {
             commands::eval(&model, &text, quant.as_deref(), int, documents)

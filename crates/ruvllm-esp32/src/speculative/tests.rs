@@ -3,7 +3,7 @@ use crate::sample::seed_state;
 
 #[test]
 fn identical_distributions_never_reject() {
-    let p = normalized(&[0.5, 0.25, 0.125, 0.125]);
+    let p = [0.5, 0.25, 0.125, 0.125];
     let mut rng = seed_state(3);
     for d in 0..4 {
         for _ in 0..1000 {

@@ -1,0 +1,152 @@
+//! `gen --speculative`: the library's speculative decoder with a draft model or early exit.
+
+use crate::commands::{check_steps, encode_prompt, load, Sampling};
+use crate::image;
+use crate::ModelArgs;
+use anyhow::{bail, Result};
+use ruvllm_esp32::infer::State;
+use ruvllm_esp32::kernels::Kernels;
+use ruvllm_esp32::model::Model;
+use ruvllm_esp32::speculative::{self, Buffers, Mode, Refusal};
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Gamma when `--gamma` is not given: the best measured on the built-in model with its draft
+/// (docs/BENCHMARKS.md, "Faster generation").
+pub const DEFAULT_GAMMA: usize = 4;
+
+/// What drafts: a smaller model with the target's tokenizer, or the target's first layers.
+pub struct Spec {
+    pub draft: Option<PathBuf>,
+    pub early_exit: Option<usize>,
+    pub gamma: usize,
+}
+
+/// A refusal with the values a user can act on (the pieces, for another tokenizer).
+fn refused(r: Refusal, target: &Model<'_>, draft: &Model<'_>, name: &str) -> anyhow::Error {
+    match r {
+        Refusal::Tokenizer { id } => anyhow::anyhow!(
+            "{name}: {r}; the target's piece is \"{}\", the draft's \"{}\"",
+            target.vocab.piece(id).escape_ascii(),
+            draft.vocab.piece(id).escape_ascii()
+        ),
+        _ => anyhow::anyhow!("{name}: {r}"),
+    }
+}
+
+/// A regular file that starts with GGUF's magic (a FIFO or device is left for the loader to
+/// refuse, unopened).
+fn is_gguf(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::metadata(path).is_ok_and(|m| m.is_file())
+        && std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok()
+        && &magic == b"GGUF"
+}
+
+pub fn gen(
+    args: &ModelArgs,
+    prompt: &str,
+    steps: usize,
+    sampling: Sampling,
+    quant: Option<&str>,
+    scalar: bool,
+    spec: Spec,
+) -> Result<()> {
+    let Sampling { temp, top_p, top_k, seed } = sampling;
+    if let Err(r) = speculative::check_gamma(spec.gamma) {
+        bail!("--gamma: {r}");
+    }
+    if temp != 0.0 && ((top_p > 0.0 && top_p < 1.0) || top_k != 0) {
+        bail!(
+            "--speculative samples from the whole distribution: with --temp {temp}, give --top-p 1 (not {top_p}) and --top-k 0 (not {top_k})"
+        );
+    }
+    let img = load(args, quant)?;
+    let target = img.model()?;
+    check_steps(&target, steps)?;
+    let draft_img = match (&spec.draft, spec.early_exit) {
+        (Some(_), Some(l)) => bail!("give --draft or --early-exit {l}, not both"),
+        (None, None) => {
+            bail!("--speculative needs a draft: --draft FILE (models/draft.gguf for the built-in model) or --early-exit L")
+        }
+        (Some(path), None) => {
+            // A llama2.c draft reads the target's tokenizer file (the two must share it
+            // anyway); a GGUF draft keeps its own, which check_draft compares.
+            let tok = if is_gguf(path) { None } else { args.tokenizer.as_deref() };
+            Some(image::load(Some(path), tok, quant.map(image::parse_quant).transpose()?)?)
+        }
+        (None, Some(_)) => None,
+    };
+    let (draft, name) = if let Some(d) = &draft_img {
+        let draft = d.model()?;
+        let name = d.origin.clone();
+        speculative::check_draft(&target, &draft).map_err(|r| refused(r, &target, &draft, &name))?;
+        (draft, name)
+    } else {
+        let l = spec.early_exit.unwrap_or(0);
+        let draft = speculative::early_exit(&target, l).map_err(|r| anyhow::anyhow!("--early-exit: {r}"))?;
+        (draft, format!("early exit after layer {l}"))
+    };
+    if steps > draft.config.seq_len {
+        bail!("--steps {steps} is more than the draft's context, {} positions", draft.config.seq_len);
+    }
+    let tokens = encode_prompt(&target, prompt, steps)?;
+    let kernels = if scalar { Kernels::REFERENCE } else { Kernels::detect() };
+    let mut ta = vec![0f32; State::arena_len(&target, steps)];
+    let mut da = vec![0f32; State::arena_len(&draft, steps)];
+    let mut ba = vec![0f32; Buffers::arena_len(&target, spec.gamma)];
+    let mut tstate = State::new(&target, &mut ta, steps, kernels)?;
+    let mut dstate = State::new(&draft, &mut da, steps, kernels)?;
+    let mut buf = Buffers::new(&target, &mut ba, spec.gamma)?;
+    let mut rng = ruvllm_esp32::sample::seed_state(seed);
+    let mode = if temp == 0.0 { Mode::Greedy } else { Mode::Sample { temp, rng: &mut rng } };
+
+    let stdout = std::io::stdout();
+    let interactive = stdout.is_terminal();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut io_err = None;
+    let emit = |bytes: &[u8], _| {
+        let r = out.write_all(bytes).and_then(|_| if interactive { out.flush() } else { Ok(()) });
+        if let Err(e) = r {
+            io_err.get_or_insert(e);
+        }
+    };
+    let start = Instant::now();
+    let stats = speculative::generate(
+        &target,
+        &mut tstate,
+        &draft,
+        &mut dstate,
+        &mut buf,
+        mode,
+        &tokens,
+        steps,
+        emit,
+    )?;
+    let total = start.elapsed().as_secs_f64();
+    out.write_all(b"\n").and_then(|_| out.flush()).map_err(ruvllm_cli::out::write_error)?;
+    if let Some(e) = io_err {
+        return Err(ruvllm_cli::out::write_error(e));
+    }
+    let positions = stats.gen.prompt_tokens - 1 + stats.gen.generated;
+    let line = format!(
+        "speculative ({name}, gamma {}): acceptance {:.1}% ({} of {} drafts), {:.2} tokens per target pass ({} tokens, {} passes)\n\
+         achieved tok/s: {:.1} ({positions} positions in {:.2} ms; prompt {} tokens, generated {}; {} {})\n",
+        spec.gamma,
+        100.0 * stats.acceptance_rate(),
+        stats.accepted,
+        stats.drafted,
+        stats.tokens_per_pass(),
+        stats.gen.generated,
+        stats.target_passes,
+        positions as f64 / total.max(1e-9),
+        total * 1e3,
+        stats.gen.prompt_tokens,
+        stats.gen.generated,
+        target.precision.name(),
+        kernels.name,
+    );
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    Ok(())
+}
