@@ -27,9 +27,9 @@ pub struct Spec {
 fn refused(r: Refusal, target: &Model<'_>, draft: &Model<'_>, name: &str) -> anyhow::Error {
     match r {
         Refusal::Tokenizer { id } => anyhow::anyhow!(
-            "{name}: {r}; the target's piece is \"{}\", the draft's \"{}\"",
-            target.vocab.piece(id).escape_ascii(),
-            draft.vocab.piece(id).escape_ascii()
+            "{name}: {r}; the target's piece is {:?}, the draft's {:?}",
+            String::from_utf8_lossy(target.vocab.piece(id)),
+            String::from_utf8_lossy(draft.vocab.piece(id))
         ),
         _ => anyhow::anyhow!("{name}: {r}"),
     }
