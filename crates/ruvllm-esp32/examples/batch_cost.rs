@@ -21,31 +21,36 @@ fn main() {
     let token = |i: usize| (i * 7 % (vocab as usize - 3)) as u32 + 3;
     let mut arena = vec![0f32; State::arena_len(&model, seq)];
     let mut state = State::new(&model, &mut arena, seq, Kernels::detect()).unwrap();
-    let reps = 20;
-    let time = |f: &mut dyn FnMut()| {
-        f(); // warm-up
-        let t = Instant::now();
-        for _ in 0..reps {
-            f();
-        }
-        t.elapsed().as_secs_f64() / reps as f64
+    // Whole sequences, single positions and batches alternating, medians of 15 rounds: a
+    // shared machine's load falls on both alike.
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
     };
-    let single = time(&mut || {
-        for p in 0..seq {
-            state.forward(&model, token(p), p).unwrap();
-        }
-    }) / seq as f64;
-    println!("{path}: one position {:.1} us (mean over positions 0..{seq})", single * 1e6);
     for n in [1usize, 2, 3, 5, 9] {
         let mut ba = vec![0f32; Batch::arena_len(&model, n)];
         let mut batch = Batch::new(&model, &mut ba, n).unwrap();
         let tokens: Vec<u32> = (0..n).map(token).collect();
         let passes = seq / n;
-        let per_pass = time(&mut || {
+        let (mut one, mut many) = (Vec::new(), Vec::new());
+        for _ in 0..15 {
+            let t = Instant::now();
+            for p in 0..passes * n {
+                state.forward(&model, token(p), p).unwrap();
+            }
+            one.push(t.elapsed().as_secs_f64() / (passes * n) as f64);
+            let t = Instant::now();
             for i in 0..passes {
                 state.forward_batch(&model, &mut batch, &tokens, i * n, true).unwrap();
             }
-        }) / passes as f64;
-        println!("batch of {n}: {:.1} us a pass = {:.2} single positions", per_pass * 1e6, per_pass / single);
+            many.push(t.elapsed().as_secs_f64() / passes as f64);
+        }
+        let (one, many) = (median(one), median(many));
+        println!(
+            "{path}: batch of {n}: {:.1} us a pass, one position {:.1} us: a pass = {:.2} single positions",
+            many * 1e6,
+            one * 1e6,
+            many / one
+        );
     }
 }
