@@ -14,7 +14,7 @@ use std::time::Instant;
 
 /// Gamma when `--gamma` is not given: the best measured on the built-in model with its draft
 /// (docs/BENCHMARKS.md, "Faster generation").
-pub const DEFAULT_GAMMA: usize = 4;
+pub const DEFAULT_GAMMA: usize = 2;
 
 /// What drafts: a smaller model with the target's tokenizer, or the target's first layers.
 pub struct Spec {
