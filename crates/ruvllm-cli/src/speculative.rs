@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use ruvllm_esp32::infer::State;
 use ruvllm_esp32::kernels::Kernels;
 use ruvllm_esp32::model::Model;
-use ruvllm_esp32::speculative::{self, Buffers, Mode, Refusal};
+use ruvllm_esp32::speculative::{self, FloatBuffers, Mode, Refusal};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -95,10 +95,10 @@ pub fn gen(
     let kernels = if scalar { Kernels::REFERENCE } else { Kernels::detect() };
     let mut ta = vec![0f32; State::arena_len(&target, steps)];
     let mut da = vec![0f32; State::arena_len(&draft, steps)];
-    let mut ba = vec![0f32; Buffers::arena_len(&target, spec.gamma)];
+    let mut ba = vec![0f32; FloatBuffers::arena_len(&target, spec.gamma)];
     let mut tstate = State::new(&target, &mut ta, steps, kernels)?;
     let mut dstate = State::new(&draft, &mut da, steps, kernels)?;
-    let mut buf = Buffers::new(&target, &mut ba, spec.gamma)?;
+    let mut buf = FloatBuffers::new(&target, &mut ba, spec.gamma)?;
     let mut rng = ruvllm_esp32::sample::seed_state(seed);
     let mode = if temp == 0.0 { Mode::Greedy } else { Mode::Sample { temp, rng: &mut rng } };
 

@@ -7,11 +7,11 @@
 mod common;
 
 use ruvllm_esp32::convert::{load_llama2c, load_tokenizer_bin, Quant};
-use ruvllm_esp32::infer::{self, Batch, State};
+use ruvllm_esp32::infer::{self, Batch, IntBatch, IntState, State};
 use ruvllm_esp32::kernels::Kernels;
 use ruvllm_esp32::model::Model;
 use ruvllm_esp32::sample::{seed_state, ProbIndex, Sampler};
-use ruvllm_esp32::speculative::{self, Buffers, Mode, Refusal};
+use ruvllm_esp32::speculative::{self, FloatBuffers, IntBuffers, Mode, Refusal};
 
 fn read(rel: &str) -> common::Image {
     let path = format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"));
@@ -114,10 +114,10 @@ fn greedy_pair(
 
     let mut ta = vec![0f32; State::arena_len(target, steps)];
     let mut da = vec![0f32; State::arena_len(draft, steps)];
-    let mut ba = vec![0f32; Buffers::arena_len(target, gamma)];
+    let mut ba = vec![0f32; FloatBuffers::arena_len(target, gamma)];
     let mut ts = State::new(target, &mut ta, steps, k).unwrap();
     let mut ds = State::new(draft, &mut da, steps, k).unwrap();
-    let mut buf = Buffers::new(target, &mut ba, gamma).unwrap();
+    let mut buf = FloatBuffers::new(target, &mut ba, gamma).unwrap();
     let mut spec = Vec::new();
     let stats = speculative::generate(
         target,
@@ -230,8 +230,8 @@ fn sampling_keeps_law(target: &Model<'_>, draft: &Model<'_>, what: &str) {
     let k = Kernels::detect();
     let mut ta = vec![0f32; State::arena_len(target, steps)];
     let mut da = vec![0f32; State::arena_len(draft, steps)];
-    let mut ba = vec![0f32; Buffers::arena_len(target, 2)];
-    let mut buf = Buffers::new(target, &mut ba, 2).unwrap();
+    let mut ba = vec![0f32; FloatBuffers::arena_len(target, 2)];
+    let mut buf = FloatBuffers::new(target, &mut ba, 2).unwrap();
     let mut rng = seed_state(11);
     let (mut c1, mut c2) = (vec![0u64; p1.len()], vec![0u64; p1.len()]);
     let mut stats = speculative::SpecStats::default();
@@ -358,4 +358,160 @@ fn refusals() {
     // stories260K has 512 tokens too, but another tokenizer.
     let other: Model = Model::from_gguf(img.bytes()).unwrap();
     assert!(matches!(speculative::check_draft(&target, &other), Err(Refusal::Tokenizer { .. })));
+}
+
+/// The integer path's batch equals its single-position forward, bit for bit.
+fn int_batch_matches_single(model: &Model<'_>, what: &str) {
+    let tokens = [1u32, 300, 45, 77, 12, 400, 9, 250, 3, 60];
+    let seq = 64;
+    let mut a1 = vec![0i32; IntState::arena_len(model, seq)];
+    let mut a2 = a1.clone();
+    let mut one = IntState::new(model, &mut a1, seq).unwrap();
+    let mut many = IntState::new(model, &mut a2, seq).unwrap();
+    let mut ba = vec![0i32; IntBatch::arena_len(model, 8)];
+    let mut batch = IntBatch::new(model, &mut ba, 8).unwrap();
+    many.forward_batch(model, &mut batch, &tokens[..3], 0, false).unwrap();
+    let singles: Vec<Vec<i32>> =
+        tokens.iter().enumerate().map(|(pos, &t)| one.forward(model, t, pos).unwrap().to_vec()).collect();
+    many.forward_batch(model, &mut batch, &tokens[3..9], 3, true).unwrap();
+    for i in 0..6 {
+        assert_eq!(batch.logits(i), &singles[3 + i][..], "{what}: position {}", 3 + i);
+    }
+    assert_eq!(many.forward(model, tokens[9], 9).unwrap(), &singles[9][..], "{what}: after the batch");
+}
+
+#[test]
+fn integer_batched_pass_is_identical_to_single_positions() {
+    let img = builtin();
+    int_batch_matches_single(&Model::from_gguf(img.bytes()).unwrap(), "built-in q8");
+    for q in [Quant::Q8, Quant::Ternary, Quant::Binary] {
+        let Some(img) = stories(q) else { return };
+        int_batch_matches_single(&Model::from_gguf(img.bytes()).unwrap(), &format!("stories260K {q:?}"));
+    }
+}
+
+/// Speculative generation on the integer path: the generated tokens.
+fn int_tokens(
+    target: &Model<'_>,
+    draft: &Model<'_>,
+    prompt: &[u32],
+    steps: usize,
+    gamma: usize,
+    mode: Mode<'_, u32>,
+) -> (Vec<u32>, speculative::SpecStats) {
+    let mut ta = vec![0i32; IntState::arena_len(target, steps)];
+    let mut da = vec![0i32; IntState::arena_len(draft, steps)];
+    let mut ba = vec![0i32; IntBuffers::arena_len(target, gamma)];
+    let mut ts = IntState::new(target, &mut ta, steps).unwrap();
+    let mut ds = IntState::new(draft, &mut da, steps).unwrap();
+    let mut buf = IntBuffers::new(target, &mut ba, gamma).unwrap();
+    let mut got = Vec::new();
+    let st =
+        speculative::generate_tokens(target, &mut ts, draft, &mut ds, &mut buf, mode, prompt, steps, |t| {
+            got.push(t)
+        })
+        .unwrap();
+    (got, st)
+}
+
+#[test]
+fn integer_greedy_is_the_targets_own() {
+    let (ti, di) = (builtin(), draft());
+    let target: Model = Model::from_gguf(ti.bytes()).unwrap();
+    let small: Model = Model::from_gguf(di.bytes()).unwrap();
+    let steps = 256;
+    let p = prompt(&target, "Once upon a time");
+    let mut arena = vec![0i32; IntState::arena_len(&target, steps)];
+    let mut state = IntState::new(&target, &mut arena, steps).unwrap();
+    let mut plain = Vec::new();
+    infer::generate_int(&target, &mut state, &p, steps, |b, _| plain.extend_from_slice(b)).unwrap();
+    for (draft, gamma) in
+        [(small.clone(), 1), (small.clone(), 4), (speculative::early_exit(&target, 3).unwrap(), 2)]
+    {
+        let mut ta = vec![0i32; IntState::arena_len(&target, steps)];
+        let mut da = vec![0i32; IntState::arena_len(&draft, steps)];
+        let mut ba = vec![0i32; IntBuffers::arena_len(&target, gamma)];
+        let mut ts = IntState::new(&target, &mut ta, steps).unwrap();
+        let mut ds = IntState::new(&draft, &mut da, steps).unwrap();
+        let mut buf = IntBuffers::new(&target, &mut ba, gamma).unwrap();
+        let mut text = Vec::new();
+        let st = speculative::generate(
+            &target,
+            &mut ts,
+            &draft,
+            &mut ds,
+            &mut buf,
+            Mode::Greedy,
+            &p,
+            steps,
+            |b, _| text.extend_from_slice(b),
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8_lossy(&text), String::from_utf8_lossy(&plain), "gamma {gamma}");
+        eprintln!(
+            "integer, gamma {gamma}: acceptance {:.3}, {:.2} tokens per pass",
+            st.acceptance_rate(),
+            st.tokens_per_pass()
+        );
+    }
+}
+
+/// The integer sampler's law (its Q2.30 weights, normalized) after `prompt`, for the first two
+/// generated tokens, as [`exact_two`] does for the float path.
+fn exact_two_int(model: &Model<'_>, prompt: &[u32], temp_milli: u32) -> (Vec<f64>, Vec<f64>) {
+    let n = prompt.len() + 2;
+    let mut arena = vec![0i32; IntState::arena_len(model, n)];
+    let mut st = IntState::new(model, &mut arena, n).unwrap();
+    let law = |l: &[i32]| {
+        let w = infer::integer::weigher(l, temp_milli);
+        let total: u64 = l.iter().map(|&x| w(x)).sum();
+        l.iter().map(|&x| w(x) as f64 / total as f64).collect::<Vec<f64>>()
+    };
+    for (pos, &t) in prompt[..prompt.len() - 1].iter().enumerate() {
+        st.prefill(model, t, pos).unwrap();
+    }
+    let pos = prompt.len() - 1;
+    let p1 = law(st.forward(model, prompt[pos], pos).unwrap());
+    let bos = model.vocab.bos() as usize;
+    let mut p2 = vec![0f64; p1.len()];
+    for (t1, &w) in p1.iter().enumerate() {
+        if w < 1e-7 || t1 == bos {
+            continue;
+        }
+        for (a, b) in p2.iter_mut().zip(law(st.forward(model, t1 as u32, pos + 1).unwrap())) {
+            *a += w * b;
+        }
+    }
+    let rest = 1.0 - p1[bos];
+    (p1, p2.into_iter().map(|x| x / rest).collect())
+}
+
+#[test]
+fn integer_sampling_keeps_the_integer_samplers_law() {
+    let (ti, di) = (builtin(), draft());
+    let target: Model = Model::from_gguf(ti.bytes()).unwrap();
+    let small: Model = Model::from_gguf(di.bytes()).unwrap();
+    let p = prompt(&target, "Once upon a time");
+    let (p1, p2) = exact_two_int(&target, &p, 1000);
+    let mut rng = seed_state(5);
+    let (mut c1, mut c2) = (vec![0u64; p1.len()], vec![0u64; p1.len()]);
+    let (mut drafted, mut accepted) = (0, 0);
+    let bos = target.vocab.bos();
+    for _ in 0..20_000 {
+        let mode = Mode::Sample { temp: 1000, rng: &mut rng };
+        let (got, st) = int_tokens(&target, &small, &p, p.len() + 2, 2, mode);
+        drafted += st.drafted;
+        accepted += st.accepted;
+        c1[got.first().copied().unwrap_or(bos) as usize] += 1;
+        if !got.is_empty() {
+            c2[got.get(1).copied().unwrap_or(bos) as usize] += 1;
+        }
+    }
+    for (which, counts, law) in [("first", &c1, &p1), ("second", &c2, &p2)] {
+        let (chi, df) = chi_square(counts, law);
+        let limit = critical_001(df);
+        eprintln!("integer: {which} token chi-square {chi:.1} over {df} df (limit {limit:.1})");
+        assert!(chi < limit, "integer: the {which} token does not follow the integer sampler's law");
+    }
+    assert!(accepted > 0 && accepted < drafted, "{accepted} of {drafted}");
 }

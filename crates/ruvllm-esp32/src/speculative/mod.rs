@@ -18,9 +18,9 @@
 //! Gamma is fixed per run, chosen by measurement (docs/BENCHMARKS.md), at most [`MAX_GAMMA`].
 
 use crate::error::{Error, Result};
-use crate::infer::{emit, Batch, GenStats, State, TokenFlow};
+use crate::infer::{emit, Batch, GenStats, IntBatch, IntState, State, Step, TokenFlow};
 use crate::model::Model;
-use crate::sample::{argmax, random_f32, sample_mult, softmax};
+use crate::sample::{argmax, random_f32, random_u32, sample_mult, softmax};
 use core::fmt;
 
 #[cfg(test)]
@@ -103,13 +103,14 @@ pub fn early_exit<'a, const L: usize>(
     Ok(draft)
 }
 
-/// How tokens are chosen.
-pub enum Mode<'r> {
+/// How tokens are chosen; `T` is the temperature: `f32` on the float path, thousandths
+/// (`u32`, as [`crate::infer::integer::sample_int`]) on the integer path.
+pub enum Mode<'r, T> {
     /// The target's argmax: the target's own greedy text.
     Greedy,
     /// Temperature sampling with rejection sampling; `rng` is the sampler's state
     /// ([`crate::sample::random_u32`]) and moves on.
-    Sample { temp: f32, rng: &'r mut u64 },
+    Sample { temp: T, rng: &'r mut u64 },
 }
 
 /// What a speculative generation did.
@@ -135,34 +136,196 @@ impl SpecStats {
     }
 }
 
-/// The target's batch buffers for `gamma + 1` positions and the draft's distributions.
-pub struct Buffers<'s> {
-    gamma: usize,
-    batch: Batch<'s>,
-    /// `gamma` rows of draft probabilities (sampling mode).
-    q: &'s mut [f32],
+/// A batched pass of the target over several positions: [`Batch`] for [`State`],
+/// [`IntBatch`] for [`IntState`].
+pub trait Verifier<'s, S: Step>: Sized {
+    /// Arena length in `S::Logit` words for `positions`.
+    fn arena_len<const L: usize>(model: &Model<'_, L>, positions: usize) -> usize;
+    fn carve<const L: usize>(
+        model: &Model<'_, L>,
+        arena: &'s mut [S::Logit],
+        positions: usize,
+    ) -> Result<Self>;
+    fn capacity(&self) -> usize;
+    /// `tokens` at `pos..` in one pass over the weights (see [`State::forward_batch`]).
+    fn pass<const L: usize>(
+        &mut self,
+        state: &mut S,
+        model: &Model<'_, L>,
+        tokens: &[u32],
+        pos: usize,
+        logits: bool,
+    ) -> Result<()>;
+    /// The logits after the `i`-th token of the last pass.
+    fn logits(&mut self, i: usize) -> &mut [S::Logit];
 }
 
-impl<'s> Buffers<'s> {
-    /// Arena length (f32 elements) for `gamma` drafts per pass.
-    pub fn arena_len<const L: usize>(target: &Model<'_, L>, gamma: usize) -> usize {
-        Batch::arena_len(target, gamma + 1) + gamma * target.config.vocab_size
+impl<'s, 'a> Verifier<'s, State<'a>> for Batch<'s> {
+    fn arena_len<const L: usize>(model: &Model<'_, L>, positions: usize) -> usize {
+        Batch::arena_len(model, positions)
+    }
+    fn carve<const L: usize>(model: &Model<'_, L>, arena: &'s mut [f32], positions: usize) -> Result<Self> {
+        Batch::new(model, arena, positions)
+    }
+    fn capacity(&self) -> usize {
+        Batch::capacity(self)
+    }
+    fn pass<const L: usize>(
+        &mut self,
+        state: &mut State<'a>,
+        model: &Model<'_, L>,
+        tokens: &[u32],
+        pos: usize,
+        logits: bool,
+    ) -> Result<()> {
+        state.forward_batch(model, self, tokens, pos, logits)
+    }
+    fn logits(&mut self, i: usize) -> &mut [f32] {
+        Batch::logits(self, i)
+    }
+}
+
+impl<'s, 'a> Verifier<'s, IntState<'a>> for IntBatch<'s> {
+    fn arena_len<const L: usize>(model: &Model<'_, L>, positions: usize) -> usize {
+        IntBatch::arena_len(model, positions)
+    }
+    fn carve<const L: usize>(model: &Model<'_, L>, arena: &'s mut [i32], positions: usize) -> Result<Self> {
+        IntBatch::new(model, arena, positions)
+    }
+    fn capacity(&self) -> usize {
+        IntBatch::capacity(self)
+    }
+    fn pass<const L: usize>(
+        &mut self,
+        state: &mut IntState<'a>,
+        model: &Model<'_, L>,
+        tokens: &[u32],
+        pos: usize,
+        logits: bool,
+    ) -> Result<()> {
+        state.forward_batch(model, self, tokens, pos, logits)
+    }
+    fn logits(&mut self, i: usize) -> &mut [i32] {
+        IntBatch::logits(self, i)
+    }
+}
+
+/// The target's batch buffers for `gamma + 1` positions and the draft's distributions, in
+/// one arena of the target's logit words.
+pub struct Buffers<'s, W, B> {
+    gamma: usize,
+    batch: B,
+    /// `gamma` rows of draft laws (sampling mode).
+    q: &'s mut [W],
+}
+
+/// The float path's buffers.
+pub type FloatBuffers<'s> = Buffers<'s, f32, Batch<'s>>;
+/// The integer path's buffers.
+pub type IntBuffers<'s> = Buffers<'s, i32, IntBatch<'s>>;
+
+impl<'s, W: Copy, B> Buffers<'s, W, B> {
+    /// Arena length (words) for `gamma` drafts per pass of a target run by `S`.
+    pub fn arena_len<S: Step<Logit = W>, const L: usize>(target: &Model<'_, L>, gamma: usize) -> usize
+    where
+        B: Verifier<'s, S>,
+    {
+        B::arena_len(target, gamma + 1) + gamma * target.config.vocab_size
     }
 
-    pub fn new<const L: usize>(
+    pub fn new<S: Step<Logit = W>, const L: usize>(
         target: &Model<'_, L>,
-        arena: &'s mut [f32],
+        arena: &'s mut [W],
         gamma: usize,
-    ) -> Result<Buffers<'s>> {
+    ) -> Result<Self>
+    where
+        B: Verifier<'s, S>,
+    {
         check_gamma(gamma).map_err(|_| Error::Invalid { what: "gamma outside 1..=MAX_GAMMA" })?;
-        let need = Self::arena_len(target, gamma);
+        let need = Self::arena_len::<S, L>(target, gamma);
         if arena.len() < need {
             return Err(Error::BufferTooSmall { need: need * 4, have: arena.len() * 4 });
         }
-        let (b, q) = arena.split_at_mut(Batch::arena_len(target, gamma + 1));
-        let batch = Batch::new(target, b, gamma + 1)?;
+        let (b, q) = arena.split_at_mut(B::arena_len(target, gamma + 1));
+        let batch = B::carve(target, b, gamma + 1)?;
         Ok(Buffers { gamma, batch, q: &mut q[..gamma * target.config.vocab_size] })
     }
+}
+
+/// What a logit type's sampler needs: the greedy pick, and its law at a temperature (float
+/// probabilities, or the integer sampler's Q2.30 weights), drawn from and verified against.
+pub trait Law: Copy {
+    type Temp: Copy;
+    fn greedy(logits: &[Self]) -> u32;
+    /// The logits replaced, in place, by the law the sampler draws from at `temp`.
+    fn to_law(logits: &mut [Self], temp: Self::Temp);
+    fn draw(law: &[Self], rng: &mut u64) -> u32;
+    /// Rejection sampling of draft token `d` drawn from `q` against the target's `p`: `None`
+    /// keeps it; `Some(t)` rejects it, `t` drawn from `max(0, p - q)` renormalized.
+    fn verify(p: &[Self], q: &[Self], d: u32, rng: &mut u64) -> Option<u32>;
+}
+
+impl Law for f32 {
+    type Temp = f32;
+    fn greedy(logits: &[f32]) -> u32 {
+        argmax(logits) as u32
+    }
+    fn to_law(logits: &mut [f32], temp: f32) {
+        probs(logits, temp)
+    }
+    fn draw(law: &[f32], rng: &mut u64) -> u32 {
+        sample_mult(law, random_f32(rng)) as u32
+    }
+    fn verify(p: &[f32], q: &[f32], d: u32, rng: &mut u64) -> Option<u32> {
+        verify_draw(p, q, d, rng)
+    }
+}
+
+/// The integer path: weights as [`crate::infer::integer::sample_int`] gives them (at most
+/// 2^30 each), every comparison exact in u128, no float.
+impl Law for i32 {
+    type Temp = u32;
+    fn greedy(logits: &[i32]) -> u32 {
+        crate::infer::integer::argmax(logits)
+    }
+    fn to_law(logits: &mut [i32], temp_milli: u32) {
+        let weight = crate::infer::integer::weigher(logits, temp_milli);
+        for l in logits.iter_mut() {
+            *l = weight(*l) as i32;
+        }
+    }
+    fn draw(law: &[i32], rng: &mut u64) -> u32 {
+        draw_weighted(law.len(), |i| law[i] as u128, rng).unwrap_or(0)
+    }
+    fn verify(p: &[i32], q: &[i32], d: u32, rng: &mut u64) -> Option<u32> {
+        let sum = |w: &[i32]| w.iter().map(|&x| x as u128).sum::<u128>();
+        let (sp, sq) = (sum(p), sum(q));
+        let (pd, qd) = (p[d as usize] as u128, q[d as usize] as u128);
+        // Keep with probability min(1, (pd / sp) / (qd / sq)): u * qd * sp < pd * sq, u < 2^32.
+        if random_u32(rng) as u128 * qd * sp < (pd * sq) << 32 {
+            return None;
+        }
+        let residual = |i: usize| (p[i] as u128 * sq).saturating_sub(q[i] as u128 * sp);
+        draw_weighted(p.len(), residual, rng).or_else(|| Some(Self::draw(p, rng)))
+    }
+}
+
+/// A draw from `n` integer weights (`None` when all are 0): one RNG word scaled to their sum,
+/// then the first index whose running sum exceeds it.
+fn draw_weighted(n: usize, w: impl Fn(usize) -> u128, rng: &mut u64) -> Option<u32> {
+    let total: u128 = (0..n).map(&w).sum();
+    if total == 0 {
+        return None;
+    }
+    let r = (random_u32(rng) as u128 * total) >> 32;
+    let mut cdf = 0u128;
+    for i in 0..n {
+        cdf += w(i);
+        if r < cdf {
+            return Some(i as u32);
+        }
+    }
+    (0..n).rev().find(|&i| w(i) > 0).map(|i| i as u32)
 }
 
 /// `logits / temp`, softmaxed in place: the distribution the float sampler draws from.
@@ -202,19 +365,27 @@ pub fn verify_draw(p: &[f32], q: &[f32], d: u32, rng: &mut u64) -> Option<u32> {
 /// Generates like [`crate::infer::generate`] (positions `0..steps` from `prompt`, which starts
 /// with BOS; `on_token(bytes, forced)` gets each printable piece; a BOS from the model or a
 /// `Break` from the callback stops it), with `draft` proposing `gamma` tokens per target pass.
-/// Both states must hold `steps` positions.
+/// Both states must hold `steps` positions. The float path ([`State`], [`FloatBuffers`]) and
+/// the integer path ([`IntState`], [`IntBuffers`]) run the same loop.
 #[allow(clippy::too_many_arguments)]
-pub fn generate<const L: usize, F: TokenFlow>(
+pub fn generate<'s, S, D, B, F, const L: usize>(
     target: &Model<'_, L>,
-    tstate: &mut State<'_>,
+    tstate: &mut S,
     draft: &Model<'_, L>,
-    dstate: &mut State<'_>,
-    buf: &mut Buffers<'_>,
-    mode: Mode<'_>,
+    dstate: &mut D,
+    buf: &mut Buffers<'s, S::Logit, B>,
+    mode: Mode<'_, <S::Logit as Law>::Temp>,
     prompt: &[u32],
     steps: usize,
     mut on_token: impl FnMut(&[u8], bool) -> F,
-) -> Result<SpecStats> {
+) -> Result<SpecStats>
+where
+    S: Step,
+    S::Logit: Law,
+    D: Step<Logit = S::Logit>,
+    B: Verifier<'s, S>,
+    F: TokenFlow,
+{
     let vocab = &target.vocab;
     let sink = |prev: u32, next: u32, forced: bool| emit(vocab, prev, next, forced, &mut on_token);
     run(target, tstate, draft, dstate, buf, mode, prompt, steps, sink)
@@ -223,39 +394,52 @@ pub fn generate<const L: usize, F: TokenFlow>(
 /// [`generate`] that hands each generated token id to `on_token` (the prompt's are not), for
 /// callers that count tokens rather than print them.
 #[allow(clippy::too_many_arguments)]
-pub fn generate_tokens<const L: usize, F: TokenFlow>(
+pub fn generate_tokens<'s, S, D, B, F, const L: usize>(
     target: &Model<'_, L>,
-    tstate: &mut State<'_>,
+    tstate: &mut S,
     draft: &Model<'_, L>,
-    dstate: &mut State<'_>,
-    buf: &mut Buffers<'_>,
-    mode: Mode<'_>,
+    dstate: &mut D,
+    buf: &mut Buffers<'s, S::Logit, B>,
+    mode: Mode<'_, <S::Logit as Law>::Temp>,
     prompt: &[u32],
     steps: usize,
     mut on_token: impl FnMut(u32) -> F,
-) -> Result<SpecStats> {
+) -> Result<SpecStats>
+where
+    S: Step,
+    S::Logit: Law,
+    D: Step<Logit = S::Logit>,
+    B: Verifier<'s, S>,
+    F: TokenFlow,
+{
     let sink = |_: u32, next: u32, forced: bool| !forced && on_token(next).stops();
     run(target, tstate, draft, dstate, buf, mode, prompt, steps, sink)
 }
 
 /// The loop both share; `sink(prev, next, forced)` emits a token and says whether to stop.
 #[allow(clippy::too_many_arguments)]
-fn run<const L: usize>(
+fn run<'s, S, D, B, const L: usize>(
     target: &Model<'_, L>,
-    tstate: &mut State<'_>,
+    tstate: &mut S,
     draft: &Model<'_, L>,
-    dstate: &mut State<'_>,
-    buf: &mut Buffers<'_>,
-    mut mode: Mode<'_>,
+    dstate: &mut D,
+    buf: &mut Buffers<'s, S::Logit, B>,
+    mut mode: Mode<'_, <S::Logit as Law>::Temp>,
     prompt: &[u32],
     steps: usize,
     mut sink: impl FnMut(u32, u32, bool) -> bool,
-) -> Result<SpecStats> {
+) -> Result<SpecStats>
+where
+    S: Step,
+    S::Logit: Law,
+    D: Step<Logit = S::Logit>,
+    B: Verifier<'s, S>,
+{
     let vocab = &target.vocab;
     let Some(&first) = prompt.first() else {
         return Err(Error::Invalid { what: "empty prompt (it must hold at least BOS)" });
     };
-    let capacity = tstate.seq_len().min(dstate.seq_len());
+    let capacity = tstate.capacity().min(dstate.capacity());
     if steps > capacity {
         return Err(Error::ContextFull { need: steps, capacity });
     }
@@ -276,10 +460,10 @@ fn run<const L: usize>(
     let m = prompt.len();
     let cap = buf.batch.capacity();
     for (i, chunk) in prompt[..m - 1].chunks(cap).enumerate() {
-        tstate.forward_batch(target, &mut buf.batch, chunk, i * cap, false)?;
+        buf.batch.pass(tstate, target, chunk, i * cap, false)?;
     }
     for (pos, &t) in prompt[..m - 1].iter().enumerate() {
-        dstate.prefill(draft, t, pos)?;
+        dstate.prefill_token(draft, t, pos)?;
     }
     let n_vocab = target.config.vocab_size;
     let (mut tok, mut pos) = (prompt[m - 1], m - 1);
@@ -290,22 +474,22 @@ fn run<const L: usize>(
     while pos < steps {
         let g = buf.gamma.min(steps - 1 - pos);
         if let Some((t, p)) = draft_behind.take() {
-            dstate.prefill(draft, t, p)?;
+            dstate.prefill_token(draft, t, p)?;
         }
         seq[0] = tok;
         for j in 0..g {
-            let logits = dstate.forward(draft, seq[j], pos + j)?;
+            let logits = dstate.logits(draft, seq[j], pos + j)?;
             seq[j + 1] = match &mut mode {
-                Mode::Greedy => argmax(logits) as u32,
+                Mode::Greedy => Law::greedy(logits),
                 Mode::Sample { temp, rng } => {
                     let q = &mut buf.q[j * n_vocab..(j + 1) * n_vocab];
                     q.copy_from_slice(logits);
-                    probs(q, *temp);
-                    sample_mult(q, random_f32(rng)) as u32
+                    Law::to_law(q, *temp);
+                    Law::draw(q, rng)
                 }
             };
         }
-        tstate.forward_batch(target, &mut buf.batch, &seq[..=g], pos, true)?;
+        buf.batch.pass(tstate, target, &seq[..=g], pos, true)?;
         stats.target_passes += 1;
         stats.drafted += g;
         // The longest agreeing run, then the target's own token.
@@ -314,16 +498,16 @@ fn run<const L: usize>(
             let logits = buf.batch.logits(j);
             let kept = match &mut mode {
                 Mode::Greedy => {
-                    let t = argmax(logits) as u32;
+                    let t = Law::greedy(logits);
                     out[n_out] = t;
                     j < g && t == seq[j + 1]
                 }
                 Mode::Sample { temp, rng } => {
-                    probs(logits, *temp);
+                    Law::to_law(logits, *temp);
                     let verdict = if j < g {
-                        verify_draw(logits, &buf.q[j * n_vocab..(j + 1) * n_vocab], seq[j + 1], rng)
+                        Law::verify(logits, &buf.q[j * n_vocab..(j + 1) * n_vocab], seq[j + 1], rng)
                     } else {
-                        Some(sample_mult(logits, random_f32(rng)) as u32)
+                        Some(Law::draw(logits, rng))
                     };
                     out[n_out] = verdict.unwrap_or(seq[j + 1]);
                     verdict.is_none()

@@ -14,6 +14,7 @@
 //! - exp, sigmoid, softmax probabilities: Q2.30 from `const` tables; RoPE: the image's Q1.30
 //!   `ruvllm.rope` table; RMSNorm: integer square root of the mean square.
 
+mod batch;
 mod fixed;
 mod tables;
 mod view;
@@ -23,8 +24,10 @@ mod sample_tests;
 #[cfg(test)]
 mod tests;
 
+pub use batch::IntBatch;
 pub use fixed::{
-    argmax, exp_neg, inv_sqrt, isqrt, sample_int, sat32, shr_round, sigmoid, swiglu, Scale, ACC, FRAC, P_FRAC,
+    argmax, exp_neg, inv_sqrt, isqrt, sample_int, sat32, shr_round, sigmoid, swiglu, weigher, Scale, ACC,
+    FRAC, P_FRAC,
 };
 pub use tables::{EXP2_NEG, SIGMOID};
 
