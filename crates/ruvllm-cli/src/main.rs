@@ -114,7 +114,7 @@ enum Cmd {
         /// Speculative decoding: a draft proposes --gamma tokens, the model checks them all in
         /// one pass over its weights (greedy: the same text; --temp: the same distribution).
         /// Prints the acceptance rate and tokens per target pass on stderr
-        #[arg(long, conflicts_with = "int")]
+        #[arg(long)]
         speculative: bool,
         /// With --speculative: the draft model, with the same tokenizer (models/draft.gguf for
         /// the built-in model)
@@ -475,7 +475,7 @@ fn main() -> ExitCode {
                     early_exit,
                     gamma: gamma.unwrap_or(speculative::DEFAULT_GAMMA),
                 };
-                speculative::gen(&model, &prompt, steps, sampling, quant.as_deref(), scalar, spec)
+                speculative::gen(&model, &prompt, steps, sampling, quant.as_deref(), scalar, int, spec)
             } else {
                 commands::gen(&model, &prompt, steps, sampling, quant.as_deref(), scalar, int)
             }

@@ -1,13 +1,12 @@
 //! `gen --speculative`: the library's speculative decoder with a draft model or early exit.
 
-use crate::commands::{check_steps, encode_prompt, load, Sampling};
-use crate::image;
+use crate::commands::{check_steps, encode_prompt, load, load_int, Sampling};
 use crate::ModelArgs;
 use anyhow::{bail, Result};
-use ruvllm_esp32::infer::State;
+use ruvllm_esp32::infer::{IntState, State};
 use ruvllm_esp32::kernels::Kernels;
 use ruvllm_esp32::model::Model;
-use ruvllm_esp32::speculative::{self, FloatBuffers, Mode, Refusal};
+use ruvllm_esp32::speculative::{self, FloatBuffers, IntBuffers, Mode, Refusal};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -44,6 +43,7 @@ fn is_gguf(path: &Path) -> bool {
         && &magic == b"GGUF"
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn gen(
     args: &ModelArgs,
     prompt: &str,
@@ -51,18 +51,21 @@ pub fn gen(
     sampling: Sampling,
     quant: Option<&str>,
     scalar: bool,
+    int: bool,
     spec: Spec,
 ) -> Result<()> {
     let Sampling { temp, top_p, top_k, seed } = sampling;
     if let Err(r) = speculative::check_gamma(spec.gamma) {
         bail!("--gamma: {r}");
     }
-    if temp != 0.0 && ((top_p > 0.0 && top_p < 1.0) || top_k != 0) {
+    if temp != 0.0 && ((!int && top_p > 0.0 && top_p < 1.0) || top_k != 0) {
         bail!(
             "--speculative samples from the whole distribution: with --temp {temp}, give --top-p 1 (not {top_p}) and --top-k 0 (not {top_k})"
         );
     }
-    let img = load(args, quant)?;
+    // The integer path reads q8 (or packed) images with the RoPE table, converted as needed.
+    let load_model = |a: &ModelArgs| if int { load_int(a, quant) } else { load(a, quant) };
+    let img = load_model(args)?;
     let target = img.model()?;
     check_steps(&target, steps)?;
     let draft_img = match (&spec.draft, spec.early_exit) {
@@ -73,8 +76,8 @@ pub fn gen(
         (Some(path), None) => {
             // A llama2.c draft reads the target's tokenizer file (the two must share it
             // anyway); a GGUF draft keeps its own, which check_draft compares.
-            let tok = if is_gguf(path) { None } else { args.tokenizer.as_deref() };
-            Some(image::load(Some(path), tok, quant.map(image::parse_quant).transpose()?)?)
+            let tokenizer = if is_gguf(path) { None } else { args.tokenizer.clone() };
+            Some(load_model(&ModelArgs { model: Some(path.clone()), tokenizer })?)
         }
         (None, Some(_)) => None,
     };
@@ -93,14 +96,7 @@ pub fn gen(
     }
     let tokens = encode_prompt(&target, prompt, steps)?;
     let kernels = if scalar { Kernels::REFERENCE } else { Kernels::detect() };
-    let mut ta = vec![0f32; State::arena_len(&target, steps)];
-    let mut da = vec![0f32; State::arena_len(&draft, steps)];
-    let mut ba = vec![0f32; FloatBuffers::arena_len(&target, spec.gamma)];
-    let mut tstate = State::new(&target, &mut ta, steps, kernels)?;
-    let mut dstate = State::new(&draft, &mut da, steps, kernels)?;
-    let mut buf = FloatBuffers::new(&target, &mut ba, spec.gamma)?;
     let mut rng = ruvllm_esp32::sample::seed_state(seed);
-    let mode = if temp == 0.0 { Mode::Greedy } else { Mode::Sample { temp, rng: &mut rng } };
 
     let stdout = std::io::stdout();
     let interactive = stdout.is_terminal();
@@ -113,17 +109,28 @@ pub fn gen(
         }
     };
     let start = Instant::now();
-    let stats = speculative::generate(
-        &target,
-        &mut tstate,
-        &draft,
-        &mut dstate,
-        &mut buf,
-        mode,
-        &tokens,
-        steps,
-        emit,
-    )?;
+    let g = spec.gamma;
+    let stats = if int {
+        let mut ta = vec![0i32; IntState::arena_len(&target, steps)];
+        let mut da = vec![0i32; IntState::arena_len(&draft, steps)];
+        let mut ba = vec![0i32; IntBuffers::arena_len(&target, g)];
+        let (mut ts, mut ds) =
+            (IntState::new(&target, &mut ta, steps)?, IntState::new(&draft, &mut da, steps)?);
+        let mut buf = IntBuffers::new(&target, &mut ba, g)?;
+        // Thousandths, like `gen --int --temp` (clap keeps --temp within 0..=10).
+        let temp = (temp * 1000.0).round() as u32;
+        let mode = if temp == 0 { Mode::Greedy } else { Mode::Sample { temp, rng: &mut rng } };
+        speculative::generate(&target, &mut ts, &draft, &mut ds, &mut buf, mode, &tokens, steps, emit)?
+    } else {
+        let mut ta = vec![0f32; State::arena_len(&target, steps)];
+        let mut da = vec![0f32; State::arena_len(&draft, steps)];
+        let mut ba = vec![0f32; FloatBuffers::arena_len(&target, g)];
+        let mut ts = State::new(&target, &mut ta, steps, kernels)?;
+        let mut ds = State::new(&draft, &mut da, steps, kernels)?;
+        let mut buf = FloatBuffers::new(&target, &mut ba, g)?;
+        let mode = if temp == 0.0 { Mode::Greedy } else { Mode::Sample { temp, rng: &mut rng } };
+        speculative::generate(&target, &mut ts, &draft, &mut ds, &mut buf, mode, &tokens, steps, emit)?
+    };
     let total = start.elapsed().as_secs_f64();
     out.write_all(b"\n").and_then(|_| out.flush()).map_err(ruvllm_cli::out::write_error)?;
     if let Some(e) = io_err {
@@ -144,8 +151,8 @@ pub fn gen(
         total * 1e3,
         stats.gen.prompt_tokens,
         stats.gen.generated,
-        target.precision.name(),
-        kernels.name,
+        if int { "integer" } else { target.precision.name() },
+        if int { "fixed-point" } else { kernels.name },
     );
     let _ = std::io::stderr().write_all(line.as_bytes());
     Ok(())

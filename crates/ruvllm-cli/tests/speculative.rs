@@ -34,6 +34,15 @@ fn greedy_speculative_text_is_the_plain_text() {
         assert_eq!(text, plain, "{extra:?}");
         assert!(err.contains("acceptance") && err.contains("tokens per target pass"), "{err}");
     }
+    // The integer path: the same text as `gen --int`.
+    let base = ["gen", "--int", "-p", "Once upon a time", "-n", "200"];
+    let (plain, _) = ok(&base);
+    for extra in [&["--speculative", "--draft", s(&d)][..], &["--speculative", "--early-exit", "4"][..]] {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let (text, err) = ok(&args);
+        assert_eq!(text, plain, "--int {extra:?}");
+        assert!(err.contains("integer fixed-point"), "{err}");
+    }
     let Some(model) = shared("models/stories260K.bin") else { return };
     let tok = shared("models/tok512.bin").unwrap();
     let base = ["gen", "-m", s(&model), "-z", s(&tok), "-p", "Once upon a time", "-n", "256"];
@@ -49,6 +58,10 @@ fn sampling_runs_and_repeats_from_its_seed() {
     let (a, err) = ok(&args);
     assert_eq!(ok(&args).0, a);
     assert!(err.contains("acceptance"), "{err}");
+    let args = ["gen", "--int", "-n", "100", "--temp", "0.8", "--speculative", "--draft", s(&d)];
+    let (a, err) = ok(&args);
+    assert_eq!(ok(&args).0, a);
+    assert!(err.contains("integer fixed-point"), "{err}");
 }
 
 #[test]
