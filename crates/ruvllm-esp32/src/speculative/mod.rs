@@ -160,55 +160,41 @@ pub trait Verifier<'s, S: Step>: Sized {
     fn logits(&mut self, i: usize) -> &mut [S::Logit];
 }
 
-impl<'s, 'a> Verifier<'s, State<'a>> for Batch<'s> {
-    fn arena_len<const L: usize>(model: &Model<'_, L>, positions: usize) -> usize {
-        Batch::arena_len(model, positions)
-    }
-    fn carve<const L: usize>(model: &Model<'_, L>, arena: &'s mut [f32], positions: usize) -> Result<Self> {
-        Batch::new(model, arena, positions)
-    }
-    fn capacity(&self) -> usize {
-        Batch::capacity(self)
-    }
-    fn pass<const L: usize>(
-        &mut self,
-        state: &mut State<'a>,
-        model: &Model<'_, L>,
-        tokens: &[u32],
-        pos: usize,
-        logits: bool,
-    ) -> Result<()> {
-        state.forward_batch(model, self, tokens, pos, logits)
-    }
-    fn logits(&mut self, i: usize) -> &mut [f32] {
-        Batch::logits(self, i)
-    }
+/// The float and the integer batches implement [`Verifier`] with their own methods.
+macro_rules! verifier {
+    ($batch:ident, $state:ident, $word:ty) => {
+        impl<'s, 'a> Verifier<'s, $state<'a>> for $batch<'s> {
+            fn arena_len<const L: usize>(model: &Model<'_, L>, positions: usize) -> usize {
+                $batch::arena_len(model, positions)
+            }
+            fn carve<const L: usize>(
+                model: &Model<'_, L>,
+                arena: &'s mut [$word],
+                positions: usize,
+            ) -> Result<Self> {
+                $batch::new(model, arena, positions)
+            }
+            fn capacity(&self) -> usize {
+                $batch::capacity(self)
+            }
+            fn pass<const L: usize>(
+                &mut self,
+                state: &mut $state<'a>,
+                model: &Model<'_, L>,
+                tokens: &[u32],
+                pos: usize,
+                logits: bool,
+            ) -> Result<()> {
+                state.forward_batch(model, self, tokens, pos, logits)
+            }
+            fn logits(&mut self, i: usize) -> &mut [$word] {
+                $batch::logits(self, i)
+            }
+        }
+    };
 }
-
-impl<'s, 'a> Verifier<'s, IntState<'a>> for IntBatch<'s> {
-    fn arena_len<const L: usize>(model: &Model<'_, L>, positions: usize) -> usize {
-        IntBatch::arena_len(model, positions)
-    }
-    fn carve<const L: usize>(model: &Model<'_, L>, arena: &'s mut [i32], positions: usize) -> Result<Self> {
-        IntBatch::new(model, arena, positions)
-    }
-    fn capacity(&self) -> usize {
-        IntBatch::capacity(self)
-    }
-    fn pass<const L: usize>(
-        &mut self,
-        state: &mut IntState<'a>,
-        model: &Model<'_, L>,
-        tokens: &[u32],
-        pos: usize,
-        logits: bool,
-    ) -> Result<()> {
-        state.forward_batch(model, self, tokens, pos, logits)
-    }
-    fn logits(&mut self, i: usize) -> &mut [i32] {
-        IntBatch::logits(self, i)
-    }
-}
+verifier!(Batch, State, f32);
+verifier!(IntBatch, IntState, i32);
 
 /// The target's batch buffers for `gamma + 1` positions and the draft's distributions, in
 /// one arena of the target's logit words.
