@@ -44,7 +44,11 @@ impl Step for State<'_> {
     type Logit = f32;
 
     fn capacity(&self) -> usize {
-        self.seq_len
+        if self.ring {
+            usize::MAX
+        } else {
+            self.seq_len
+        }
     }
 
     fn prefill_token<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
@@ -65,7 +69,11 @@ enum KvCache<'s> {
 
 /// Activations and KV cache for one sequence.
 pub struct State<'s> {
+    /// Positions the cache holds.
     seq_len: usize,
+    /// Sliding window: the cache is a ring of the last `seq_len` positions, and positions run
+    /// on past it ([`State::sliding`]).
+    ring: bool,
     kernels: Kernels,
     x: &'s mut [f32],
     xb: &'s mut [f32],
@@ -167,7 +175,43 @@ impl<'s> State<'s> {
             },
         };
         let (xq, xs) = (c.i8(plan.xq), c.words(plan.xs));
-        Ok(State { seq_len, kernels, x, xb, xb2, hb, hb2, q, kv_row, att, logits, rope, xq, xs, kv })
+        Ok(State {
+            seq_len,
+            ring: false,
+            kernels,
+            x,
+            xb,
+            xb2,
+            hb,
+            hb2,
+            q,
+            kv_row,
+            att,
+            logits,
+            rope,
+            xq,
+            xs,
+            kv,
+        })
+    }
+
+    /// A state whose attention sees the last `window` positions only (the current one
+    /// included), decided before computing: the cache is a ring of `window` slots (the RAM of
+    /// [`State::arena_len`]`(model, window)`), so positions run on past the model's context.
+    /// Each key is rotated by its absolute position when it enters the cache and each query by
+    /// its own, so a score depends only on their distance, wherever the slot sits; the angles
+    /// come from the absolute position in f32 (exact integers up to 2^24). Positions before
+    /// `window` give exactly [`State::new`]'s numbers; after it the ring's order changes the
+    /// order of the attention's sums.
+    pub fn sliding<const L: usize>(
+        model: &Model<'_, L>,
+        arena: &'s mut [f32],
+        window: usize,
+        kernels: Kernels,
+    ) -> Result<State<'s>> {
+        let mut s = Self::new(model, arena, window, kernels)?;
+        s.ring = true;
+        Ok(s)
     }
 
     /// Positions this state can hold.
@@ -214,9 +258,12 @@ impl<'s> State<'s> {
         if token as usize >= c.vocab_size {
             return Err(Error::Invalid { what: "token id outside the vocabulary" });
         }
-        if pos >= self.seq_len {
+        if pos >= self.seq_len && !self.ring {
             return Err(Error::ContextFull { need: pos + 1, capacity: self.seq_len });
         }
+        // This position's cache slot, and how many slots hold positions it attends to (all of
+        // them until `pos`, without a ring; the whole ring once it has wrapped).
+        let (slot, seen) = (pos % self.seq_len, (pos + 1).min(self.seq_len));
         let (hs, kv_dim, group) = (c.head_size(), c.kv_dim(), model.group);
         let shape = AttnShape { head_size: hs, kv_dim, kv_mul: c.n_heads / c.n_kv_heads };
         let k = self.kernels;
@@ -225,10 +272,10 @@ impl<'s> State<'s> {
         let ng = kv_dim.div_ceil(group);
         for (l, layer) in model.layers.iter().enumerate() {
             reference::rmsnorm(self.xb, self.x, layer.attn_norm, c.norm_eps);
-            let cache_row = (l * self.seq_len + pos) * kv_dim;
-            let layer_range = l * self.seq_len * kv_dim..(l * self.seq_len + pos + 1) * kv_dim;
-            let srow = (l * self.seq_len + pos) * ng;
-            let s_range = l * self.seq_len * ng..(l * self.seq_len + pos + 1) * ng;
+            let cache_row = (l * self.seq_len + slot) * kv_dim;
+            let layer_range = l * self.seq_len * kv_dim..(l * self.seq_len + seen) * kv_dim;
+            let srow = (l * self.seq_len + slot) * ng;
+            let s_range = l * self.seq_len * ng..(l * self.seq_len + seen) * ng;
             // q, k, v for this position; k and v go straight into the cache.
             let mut mv = |out: &mut [f32], m: &Matrix<'_>, quantized: bool| {
                 matvec(k, out, m, self.xb, self.xq, self.xs, group, quantized)
