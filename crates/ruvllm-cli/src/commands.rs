@@ -106,6 +106,7 @@ pub fn check_steps(model: &Model<'_>, steps: usize) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn gen(
     args: &ModelArgs,
     prompt: &str,
@@ -114,6 +115,7 @@ pub fn gen(
     quant: Option<&str>,
     scalar: bool,
     int: bool,
+    attention: Option<&str>,
 ) -> Result<()> {
     let Sampling { temp, top_p, top_k, seed } = sampling;
     // The integer path samples at a temperature in thousandths, like the console's `set temp`
@@ -124,13 +126,19 @@ pub fn gen(
     }
     let img = if int { load_int(args, quant)? } else { load(args, quant)? };
     let model = img.model()?;
-    check_steps(&model, steps)?;
+    let window = crate::attention::window(attention, &model)?;
+    if let (true, Some(w)) = (int, window) {
+        bail!("--attention window:{w} runs on the float paths: the integer path's RoPE table covers the model's context only (drop --int)");
+    }
+    crate::attention::check_steps(&model, steps, window)?;
     if top_k > model.config.vocab_size {
         bail!("--top-k {top_k}: use 0 to {}, the model's vocabulary size", model.config.vocab_size);
     }
     let tokens = encode_prompt(&model, prompt, steps)?;
     let kernels = if scalar { Kernels::REFERENCE } else { Kernels::detect() };
-    let mut arena = vec![0f32; if int { 0 } else { State::arena_len(&model, steps) }];
+    // A window's cache is a ring of the window's positions, whatever --steps is.
+    let cache = window.unwrap_or(steps);
+    let mut arena = vec![0f32; if int { 0 } else { State::arena_len(&model, cache) }];
     let mut int_arena = vec![0i32; if int { IntState::arena_len(&model, steps) } else { 0 }];
     let mut sampler = Sampler::new(temp, top_p, top_k, seed);
     let mut scratch = vec![ProbIndex::default(); model.config.vocab_size];
@@ -151,7 +159,10 @@ pub fn gen(
         let mut sampling = ruvllm_esp32::sample::Sampling::new(temp_milli as u32, seed);
         infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
     } else {
-        let mut state = State::new(&model, &mut arena, steps, kernels)?;
+        let mut state = match window {
+            Some(w) => State::sliding(&model, &mut arena, w, kernels)?,
+            None => State::new(&model, &mut arena, steps, kernels)?,
+        };
         infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
     };
     let end = Instant::now();
@@ -175,7 +186,14 @@ pub fn gen(
     Ok(())
 }
 
-pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>, int: bool, documents: bool) -> Result<()> {
+pub fn eval(
+    args: &ModelArgs,
+    text: &Path,
+    quant: Option<&str>,
+    int: bool,
+    documents: bool,
+    attention: Option<&str>,
+) -> Result<()> {
     let img = if int { load_int(args, quant)? } else { load(args, quant)? };
     let model = img.model()?;
     let data = input::read_input(text, "text file", input::MAX_TEXT_BYTES)?;
@@ -193,6 +211,10 @@ pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>, int: bool, docum
         bail!("{}: too short to score (needs at least one token)", text.display());
     }
     let ctx = model.config.seq_len;
+    let window = crate::attention::window(attention, &model)?;
+    if let (true, Some(w)) = (int, window) {
+        bail!("--attention window:{w} runs on the float paths: the integer path's RoPE table covers the model's context only (drop --int)");
+    }
     let mut s = infer::Score::default();
     let mut add = |r: infer::Score| {
         s.tokens += r.tokens;
@@ -205,8 +227,13 @@ pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>, int: bool, docum
             add(infer::score(&model, &mut state, t)?);
         }
     } else {
-        let mut arena = vec![0f32; State::arena_len(&model, ctx)];
-        let mut state = State::new(&model, &mut arena, ctx, Kernels::detect())?;
+        // With a window, a text is scored in one pass, however long; without, in windows of
+        // the context.
+        let mut arena = vec![0f32; State::arena_len(&model, window.unwrap_or(ctx))];
+        let mut state = match window {
+            Some(w) => State::sliding(&model, &mut arena, w, Kernels::detect())?,
+            None => State::new(&model, &mut arena, ctx, Kernels::detect())?,
+        };
         for t in &seqs {
             add(infer::score(&model, &mut state, t)?);
         }

@@ -3,6 +3,7 @@
 // Tests may print; the tool writes stdout through outln!, which reports a failed write.
 #![cfg_attr(not(test), warn(clippy::print_stdout))]
 
+mod attention;
 mod bench;
 mod board;
 mod commands;
@@ -126,6 +127,10 @@ enum Cmd {
         /// With --speculative: draft tokens per target pass, 1 to 16
         #[arg(long, value_name = "G", requires = "speculative")]
         gamma: Option<usize>,
+        /// Attention pattern: full (default) or window:N, the last N positions through a cache
+        /// of N positions (float paths; --steps may then exceed the model's context)
+        #[arg(long, value_name = "PATTERN", conflicts_with = "speculative")]
+        attention: Option<String>,
     },
     /// Score a text file: tokens, mean negative log-likelihood, perplexity
     #[command(
@@ -147,6 +152,10 @@ enum Cmd {
         /// them (default: the whole file as one text)
         #[arg(long)]
         documents: bool,
+        /// Attention pattern: full (default: the text in windows of the model's context) or
+        /// window:N (the text in one pass, each token seeing the last N positions)
+        #[arg(long, value_name = "PATTERN")]
+        attention: Option<String>,
     },
     /// Show a model's shape, sizes and where it fits on each ESP32
     #[command(after_help = "Examples:\n  ruvllm-esp32 info\n  ruvllm-esp32 info stories260K-q8.gguf --json")]
@@ -467,6 +476,7 @@ fn main() -> ExitCode {
             draft,
             early_exit,
             gamma,
+            attention,
         } => {
             let sampling = commands::Sampling { temp, top_p, top_k, seed };
             if speculative {
@@ -477,11 +487,20 @@ fn main() -> ExitCode {
                 };
                 speculative::gen(&model, &prompt, steps, sampling, quant.as_deref(), scalar, int, spec)
             } else {
-                commands::gen(&model, &prompt, steps, sampling, quant.as_deref(), scalar, int)
+                commands::gen(
+                    &model,
+                    &prompt,
+                    steps,
+                    sampling,
+                    quant.as_deref(),
+                    scalar,
+                    int,
+                    attention.as_deref(),
+                )
             }
         }
-        Cmd::Eval { model, text, quant, int, documents } => {
-            commands::eval(&model, &text, quant.as_deref(), int, documents)
+        Cmd::Eval { model, text, quant, int, documents, attention } => {
+            commands::eval(&model, &text, quant.as_deref(), int, documents, attention.as_deref())
         }
         Cmd::Info { model, tokenizer, quant, json } => {
             commands::info(model.as_deref(), tokenizer.as_deref(), quant.as_deref(), json)
