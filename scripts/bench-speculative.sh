@@ -49,6 +49,9 @@ done
 for l in 1 2 3 4; do
     bench "built-in, -n 256" "-n 256" "--early-exit $l --gamma 2"
 done
+for g in 1 2 4; do
+    bench "built-in, integer path, -n 256" "--int -n 256" "--draft models/draft.gguf --gamma $g"
+done
 if [ -f "$SHARED/stories260K.bin" ]; then
     for q in f32 q8; do
         "$BIN" convert "$SHARED/stories260K.bin" -z "$SHARED/tok512.bin" --quant $q -o "$TMP/s-$q.gguf" 2>/dev/null
