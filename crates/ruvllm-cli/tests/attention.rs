@@ -5,13 +5,6 @@ mod common;
 
 use common::*;
 
-fn ok(args: &[&str]) -> (String, String) {
-    let out = run(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{args:?}: {err}");
-    (String::from_utf8_lossy(&out.stdout).into_owned(), err)
-}
-
 #[test]
 fn a_window_that_holds_the_run_is_full_attention() {
     let base = ["gen", "-p", "Once upon a time", "-n", "200"];

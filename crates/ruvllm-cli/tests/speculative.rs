@@ -10,13 +10,6 @@ fn draft() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/draft.gguf")
 }
 
-fn ok(args: &[&str]) -> (String, String) {
-    let out = run(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{args:?}: {err}");
-    (String::from_utf8_lossy(&out.stdout).into_owned(), err)
-}
-
 #[test]
 fn greedy_speculative_text_is_the_plain_text() {
     let d = draft();
