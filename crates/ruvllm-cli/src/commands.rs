@@ -127,9 +127,6 @@ pub fn gen(
     let img = if int { load_int(args, quant)? } else { load(args, quant)? };
     let model = img.model()?;
     let window = crate::attention::window(attention, &model)?;
-    if let (true, Some(w)) = (int, window) {
-        bail!("--attention window:{w} runs on the float paths: the integer path's RoPE table covers the model's context only (drop --int)");
-    }
     crate::attention::check_steps(&model, steps, window)?;
     if top_k > model.config.vocab_size {
         bail!("--top-k {top_k}: use 0 to {}, the model's vocabulary size", model.config.vocab_size);
@@ -139,7 +136,7 @@ pub fn gen(
     // A window's cache is a ring of the window's positions, whatever --steps is.
     let cache = window.unwrap_or(steps);
     let mut arena = vec![0f32; if int { 0 } else { State::arena_len(&model, cache) }];
-    let mut int_arena = vec![0i32; if int { IntState::arena_len(&model, steps) } else { 0 }];
+    let mut int_arena = vec![0i32; if int { IntState::arena_len(&model, cache) } else { 0 }];
     let mut sampler = Sampler::new(temp, top_p, top_k, seed);
     let mut scratch = vec![ProbIndex::default(); model.config.vocab_size];
 
@@ -155,7 +152,10 @@ pub fn gen(
         }
     };
     let stats = if int {
-        let mut state = IntState::new(&model, &mut int_arena, steps)?;
+        let mut state = match window {
+            Some(w) => IntState::sliding(&model, &mut int_arena, w)?,
+            None => IntState::new(&model, &mut int_arena, steps)?,
+        };
         let mut sampling = ruvllm_esp32::sample::Sampling::new(temp_milli as u32, seed);
         infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
     } else {
@@ -212,17 +212,17 @@ pub fn eval(
     }
     let ctx = model.config.seq_len;
     let window = crate::attention::window(attention, &model)?;
-    if let (true, Some(w)) = (int, window) {
-        bail!("--attention window:{w} runs on the float paths: the integer path's RoPE table covers the model's context only (drop --int)");
-    }
     let mut s = infer::Score::default();
     let mut add = |r: infer::Score| {
         s.tokens += r.tokens;
         s.nll += r.nll;
     };
     if int {
-        let mut arena = vec![0i32; IntState::arena_len(&model, ctx)];
-        let mut state = IntState::new(&model, &mut arena, ctx)?;
+        let mut arena = vec![0i32; IntState::arena_len(&model, window.unwrap_or(ctx))];
+        let mut state = match window {
+            Some(w) => IntState::sliding(&model, &mut arena, w)?,
+            None => IntState::new(&model, &mut arena, ctx)?,
+        };
         for t in &seqs {
             add(infer::score(&model, &mut state, t)?);
         }

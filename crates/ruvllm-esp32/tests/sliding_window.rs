@@ -7,7 +7,7 @@
 mod common;
 
 use ruvllm_esp32::convert::{load_llama2c, load_tokenizer_bin, Quant};
-use ruvllm_esp32::infer::{State, Step};
+use ruvllm_esp32::infer::{IntState, State, Step};
 use ruvllm_esp32::kernels::Kernels;
 use ruvllm_esp32::model::{Matrix, Model};
 
@@ -181,4 +181,51 @@ fn ten_thousand_positions_run_in_the_ram_of_the_window() {
     let mut arena = vec![0f32; len];
     let mut full = State::new(&model, &mut arena, window, Kernels::detect()).unwrap();
     assert!(full.forward(&model, 1, window).is_err());
+}
+
+#[test]
+fn integer_rotations_past_the_table_are_the_angles() {
+    let img = builtin();
+    let model: Model = Model::from_gguf(img.bytes()).unwrap();
+    let rope = model.rope.unwrap();
+    let (rows, hs, theta) = (model.config.seq_len, model.config.head_size(), model.config.rope_theta as f64);
+    let mut buf = [0u8; 256];
+    for pos in [0, 1, rows - 1, rows, rows + 1, 1000, 4097, 10_000, 123_456] {
+        let row = ruvllm_esp32::infer::integer::rotation_at(&rope, pos, rows, &mut buf).unwrap().to_vec();
+        for (i, pair) in row.chunks_exact(8).enumerate() {
+            let angle = pos as f64 / theta.powf((2 * i) as f64 / hs as f64);
+            let q = |b: &[u8]| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64 / (1u64 << 30) as f64;
+            let (c, s) = (q(&pair[..4]), q(&pair[4..]));
+            assert!(
+                (c - angle.cos()).abs() < 1e-6 && (s - angle.sin()).abs() < 1e-6,
+                "position {pos}, pair {i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_integer_ring_is_full_attention_inside_the_window_and_runs_past_the_context() {
+    let img = builtin();
+    let model: Model = Model::from_gguf(img.bytes()).unwrap();
+    let n = 48;
+    let mut a = vec![0i32; IntState::arena_len(&model, n)];
+    let mut b = a.clone();
+    let mut full = IntState::new(&model, &mut a, n).unwrap();
+    let mut ring = IntState::sliding(&model, &mut b, n).unwrap();
+    for (pos, &t) in tokens(n).iter().enumerate() {
+        let x = full.forward(&model, t, pos).unwrap().to_vec();
+        assert_eq!(ring.forward(&model, t, pos).unwrap(), &x[..], "position {pos}");
+    }
+    // 10,000 positions through 32 slots, greedy, the model's tokens fed back.
+    let mut arena = vec![0i32; IntState::arena_len(&model, 32)];
+    let mut ring = IntState::sliding(&model, &mut arena, 32).unwrap();
+    let (mut token, mut distinct) = (model.vocab.bos(), std::collections::HashSet::new());
+    for pos in 0..10_000 {
+        token = ruvllm_esp32::infer::integer::argmax(ring.forward(&model, token, pos).unwrap());
+        if pos > 9_500 {
+            distinct.insert(token);
+        }
+    }
+    assert!(distinct.len() > 20, "{} distinct tokens in the last 500", distinct.len());
 }
