@@ -151,19 +151,24 @@ pub fn gen(
             io_err.get_or_insert(e);
         }
     };
-    let stats = if int {
-        let mut state = match window {
-            Some(w) => IntState::sliding(&model, &mut int_arena, w)?,
-            None => IntState::new(&model, &mut int_arena, steps)?,
-        };
-        let mut sampling = ruvllm_esp32::sample::Sampling::new(temp_milli as u32, seed);
-        infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
-    } else {
-        let mut state = match window {
-            Some(w) => State::sliding(&model, &mut arena, w, kernels)?,
-            None => State::new(&model, &mut arena, steps, kernels)?,
-        };
-        infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
+    let mut sampling = ruvllm_esp32::sample::Sampling::new(temp_milli as u32, seed);
+    let stats = match (int, window) {
+        (true, Some(w)) => {
+            let mut state = IntState::sliding(&model, &mut int_arena, w)?;
+            infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
+        }
+        (true, None) => {
+            let mut state = IntState::new(&model, &mut int_arena, steps)?;
+            infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
+        }
+        (false, Some(w)) => {
+            let mut state = State::sliding(&model, &mut arena, w, kernels)?;
+            infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
+        }
+        (false, None) => {
+            let mut state = State::new(&model, &mut arena, steps, kernels)?;
+            infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
+        }
     };
     let end = Instant::now();
     out.write_all(b"\n").and_then(|_| out.flush()).map_err(ruvllm_cli::out::write_error)?;
@@ -212,36 +217,46 @@ pub fn eval(
     }
     let ctx = model.config.seq_len;
     let window = crate::attention::window(attention, &model)?;
-    let mut s = infer::Score::default();
-    let mut add = |r: infer::Score| {
-        s.tokens += r.tokens;
-        s.nll += r.nll;
+    // With a window, a text is scored in one pass, however long; without, in windows of the
+    // context.
+    let cache = window.unwrap_or(ctx);
+    let (mut ints, mut floats) = (vec![0i32; 0], vec![0f32; 0]);
+    let s = match (int, window) {
+        (true, Some(w)) => {
+            ints.resize(IntState::arena_len(&model, cache), 0);
+            score_all(&model, &mut IntState::sliding(&model, &mut ints, w)?, &seqs)?
+        }
+        (true, None) => {
+            ints.resize(IntState::arena_len(&model, cache), 0);
+            score_all(&model, &mut IntState::new(&model, &mut ints, ctx)?, &seqs)?
+        }
+        (false, Some(w)) => {
+            floats.resize(State::arena_len(&model, cache), 0.0);
+            score_all(&model, &mut State::sliding(&model, &mut floats, w, Kernels::detect())?, &seqs)?
+        }
+        (false, None) => {
+            floats.resize(State::arena_len(&model, cache), 0.0);
+            score_all(&model, &mut State::new(&model, &mut floats, ctx, Kernels::detect())?, &seqs)?
+        }
     };
-    if int {
-        let mut arena = vec![0i32; IntState::arena_len(&model, window.unwrap_or(ctx))];
-        let mut state = match window {
-            Some(w) => IntState::sliding(&model, &mut arena, w)?,
-            None => IntState::new(&model, &mut arena, ctx)?,
-        };
-        for t in &seqs {
-            add(infer::score(&model, &mut state, t)?);
-        }
-    } else {
-        // With a window, a text is scored in one pass, however long; without, in windows of
-        // the context.
-        let mut arena = vec![0f32; State::arena_len(&model, window.unwrap_or(ctx))];
-        let mut state = match window {
-            Some(w) => State::sliding(&model, &mut arena, w, Kernels::detect())?,
-            None => State::new(&model, &mut arena, ctx, Kernels::detect())?,
-        };
-        for t in &seqs {
-            add(infer::score(&model, &mut state, t)?);
-        }
-    }
     outln!("tokens: {}", s.tokens);
     outln!("nll: {:.6}", s.mean_nll());
     outln!("perplexity: {:.6}", s.perplexity());
     Ok(())
+}
+
+/// The scores of every sequence, summed.
+fn score_all<S: infer::Step>(model: &Model<'_>, state: &mut S, seqs: &[Vec<u32>]) -> Result<infer::Score>
+where
+    S::Logit: infer::LogitValue,
+{
+    let mut s = infer::Score::default();
+    for t in seqs {
+        let r = infer::score(model, state, t)?;
+        s.tokens += r.tokens;
+        s.nll += r.nll;
+    }
+    Ok(s)
 }
 
 /// BOS + the engine's encoding of a long text. Texts that are UTF-8 go through the trainer's

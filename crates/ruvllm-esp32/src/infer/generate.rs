@@ -72,7 +72,7 @@ pub fn generate_int<const L: usize, F: TokenFlow>(
 /// draw per sampled token, so the next generation continues the sequence.
 pub fn generate_int_sampled<const L: usize, F: TokenFlow>(
     model: &Model<'_, L>,
-    state: &mut IntState<'_>,
+    state: &mut impl Step<Logit = i32>,
     prompt: &[u32],
     steps: usize,
     sampling: &mut Sampling,

@@ -44,15 +44,45 @@ impl Step for State<'_> {
     type Logit = f32;
 
     fn capacity(&self) -> usize {
-        if self.ring {
-            usize::MAX
-        } else {
-            self.seq_len
-        }
+        self.seq_len
     }
 
     fn prefill_token<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
         self.prefill(model, token, pos)
+    }
+
+    fn logits<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [f32]> {
+        self.forward(model, token, pos)
+    }
+}
+
+/// A state whose cache is a ring of its `seq_len` slots ([`State::sliding`],
+/// [`IntState::sliding`]): each position attends to the last `seq_len` positions, and positions
+/// run on past the cache (and past the model's context).
+pub struct Sliding<S>(S);
+
+impl Sliding<State<'_>> {
+    /// Runs `token` at `pos` (any position) and returns the logits for the next token.
+    pub fn forward<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        token: u32,
+        pos: usize,
+    ) -> Result<&mut [f32]> {
+        self.0.step(model, token, pos, true, true)?;
+        Ok(self.0.logits)
+    }
+}
+
+impl Step for Sliding<State<'_>> {
+    type Logit = f32;
+
+    fn capacity(&self) -> usize {
+        usize::MAX
+    }
+
+    fn prefill_token<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
+        self.0.step(model, token, pos, false, true)
     }
 
     fn logits<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [f32]> {
@@ -69,11 +99,7 @@ enum KvCache<'s> {
 
 /// Activations and KV cache for one sequence.
 pub struct State<'s> {
-    /// Positions the cache holds.
     seq_len: usize,
-    /// Sliding window: the cache is a ring of the last `seq_len` positions, and positions run
-    /// on past it ([`State::sliding`]).
-    ring: bool,
     kernels: Kernels,
     x: &'s mut [f32],
     xb: &'s mut [f32],
@@ -175,24 +201,7 @@ impl<'s> State<'s> {
             },
         };
         let (xq, xs) = (c.i8(plan.xq), c.words(plan.xs));
-        Ok(State {
-            seq_len,
-            ring: false,
-            kernels,
-            x,
-            xb,
-            xb2,
-            hb,
-            hb2,
-            q,
-            kv_row,
-            att,
-            logits,
-            rope,
-            xq,
-            xs,
-            kv,
-        })
+        Ok(State { seq_len, kernels, x, xb, xb2, hb, hb2, q, kv_row, att, logits, rope, xq, xs, kv })
     }
 
     /// A state whose attention sees the last `window` positions only (the current one
@@ -208,10 +217,8 @@ impl<'s> State<'s> {
         arena: &'s mut [f32],
         window: usize,
         kernels: Kernels,
-    ) -> Result<State<'s>> {
-        let mut s = Self::new(model, arena, window, kernels)?;
-        s.ring = true;
-        Ok(s)
+    ) -> Result<Sliding<State<'s>>> {
+        Ok(Sliding(Self::new(model, arena, window, kernels)?))
     }
 
     /// Positions this state can hold.
@@ -230,19 +237,19 @@ impl<'s> State<'s> {
         token: u32,
         pos: usize,
     ) -> Result<&mut [f32]> {
-        self.step(model, token, pos, true)?;
+        self.step(model, token, pos, true, false)?;
         Ok(self.logits)
     }
 
     /// Runs a prompt token whose logits nobody reads: the classifier is skipped.
     pub fn prefill<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
-        self.step(model, token, pos, false)
+        self.step(model, token, pos, false, false)
     }
 
     /// Runs `token` at `pos` without the classifier and returns the final hidden state: the
     /// residual stream after the last layer, through the output RMSNorm.
     pub fn hidden<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&[f32]> {
-        self.step(model, token, pos, false)?;
+        self.step(model, token, pos, false, false)?;
         reference::rmsnorm(self.xb, self.x, model.output_norm, model.config.norm_eps);
         Ok(self.xb)
     }
@@ -253,12 +260,13 @@ impl<'s> State<'s> {
         token: u32,
         pos: usize,
         logits: bool,
+        ring: bool,
     ) -> Result<()> {
         let c = &model.config;
         if token as usize >= c.vocab_size {
             return Err(Error::Invalid { what: "token id outside the vocabulary" });
         }
-        if pos >= self.seq_len && !self.ring {
+        if pos >= self.seq_len && !ring {
             return Err(Error::ContextFull { need: pos + 1, capacity: self.seq_len });
         }
         // This position's cache slot, and how many slots hold positions it attends to (all of

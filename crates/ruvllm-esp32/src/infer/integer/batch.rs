@@ -193,10 +193,6 @@ impl IntState<'_> {
         if tokens.iter().any(|&t| t as usize >= s.vocab) {
             return Err(Error::Invalid { what: "token id outside the vocabulary" });
         }
-        if self.ring {
-            // A later position's slot may hold a key an earlier one of the batch still reads.
-            return Err(Error::Unsupported { what: "a batched pass over a sliding-window cache" });
-        }
         if pos + n > self.seq_len {
             return Err(Error::ContextFull { need: pos + n, capacity: self.seq_len });
         }

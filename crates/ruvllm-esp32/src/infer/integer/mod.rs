@@ -32,7 +32,7 @@ pub use fixed::{
 pub use tables::{EXP2_NEG, SIGMOID};
 
 use super::arena::Carver;
-use super::Step;
+use super::{Sliding, Step};
 use crate::error::{Error, Result};
 use crate::model::{Model, ROPE_FRAC};
 use crate::quant::quantize_row_fixed;
@@ -75,11 +75,7 @@ impl Plan {
 
 /// Activations and int8 KV cache of the integer path, carved from one caller-provided arena.
 pub struct IntState<'s> {
-    /// Positions the cache holds.
     seq_len: usize,
-    /// Sliding window: the cache is a ring of the last `seq_len` positions
-    /// ([`IntState::sliding`]).
-    ring: bool,
     shape: Shape,
     /// RMSNorm epsilon in units of 2^-32 (the mean square's units).
     eps: u64,
@@ -148,7 +144,6 @@ impl<'s> IntState<'s> {
         let lut = Lut { t: c.words(plan.lut), e: 0 };
         Ok(IntState {
             seq_len,
-            ring: false,
             shape,
             eps,
             attn_scale,
@@ -184,10 +179,8 @@ impl<'s> IntState<'s> {
         model: &Model<'_, L>,
         arena: &'s mut [i32],
         window: usize,
-    ) -> Result<Self> {
-        let mut s = Self::new(model, arena, window)?;
-        s.ring = true;
-        Ok(s)
+    ) -> Result<Sliding<Self>> {
+        Ok(Sliding(Self::new(model, arena, window)?))
     }
 
     /// Runs `token` at `pos`; the logits for the next token, in Q16.16 (value = l / 65536).
@@ -197,13 +190,13 @@ impl<'s> IntState<'s> {
         token: u32,
         pos: usize,
     ) -> Result<&[i32]> {
-        self.step(model, token, pos, true, usize::MAX)?;
+        self.step(model, token, pos, true, usize::MAX, false)?;
         Ok(self.logits)
     }
 
     /// Runs a prompt token whose logits nobody reads: the classifier is skipped.
     pub fn prefill<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
-        self.step(model, token, pos, false, usize::MAX)
+        self.step(model, token, pos, false, usize::MAX, false)
     }
 
     /// Runs `token` at `pos` without the classifier and returns the final hidden state: the
@@ -224,7 +217,7 @@ impl<'s> IntState<'s> {
         pos: usize,
         layers: usize,
     ) -> Result<&[i32]> {
-        self.step(model, token, pos, false, layers)?;
+        self.step(model, token, pos, false, layers, false)?;
         rmsnorm(self.xb, self.x, view::bits(model.output_norm), self.eps);
         Ok(self.xb)
     }
@@ -239,6 +232,7 @@ impl<'s> IntState<'s> {
         pos: usize,
         logits: bool,
         layers: usize,
+        ring: bool,
     ) -> Result<()> {
         let rope = view::require(model)?;
         let s = self.shape;
@@ -248,7 +242,7 @@ impl<'s> IntState<'s> {
         if token as usize >= s.vocab {
             return Err(Error::Invalid { what: "token id outside the vocabulary" });
         }
-        if pos >= self.seq_len && !self.ring {
+        if pos >= self.seq_len && !ring {
             return Err(Error::ContextFull { need: pos + 1, capacity: self.seq_len });
         }
         let (d, kv_dim, g) = (s.dim, s.kv_dim(), s.group);
@@ -315,11 +309,7 @@ impl Step for IntState<'_> {
     type Logit = i32;
 
     fn capacity(&self) -> usize {
-        if self.ring {
-            usize::MAX
-        } else {
-            self.seq_len
-        }
+        self.seq_len
     }
 
     fn prefill_token<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
@@ -327,7 +317,7 @@ impl Step for IntState<'_> {
     }
 
     fn logits<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [i32]> {
-        self.step(model, token, pos, true, usize::MAX)?;
+        self.step(model, token, pos, true, usize::MAX, false)?;
         Ok(self.logits)
     }
 }
@@ -388,6 +378,36 @@ fn compose(rope: &crate::model::RopeTable<'_>, pos: usize, last: usize, per: usi
     for (j, (c, s)) in acc.iter().take(per / 8).enumerate() {
         buf[8 * j..8 * j + 4].copy_from_slice(&(sat32(*c)).to_le_bytes());
         buf[8 * j + 4..8 * j + 8].copy_from_slice(&(sat32(*s)).to_le_bytes());
+    }
+}
+
+impl Sliding<IntState<'_>> {
+    /// Runs `token` at `pos` (any position); the logits for the next token, in Q16.16.
+    pub fn forward<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        token: u32,
+        pos: usize,
+    ) -> Result<&[i32]> {
+        self.0.step(model, token, pos, true, usize::MAX, true)?;
+        Ok(self.0.logits)
+    }
+}
+
+impl Step for Sliding<IntState<'_>> {
+    type Logit = i32;
+
+    fn capacity(&self) -> usize {
+        usize::MAX
+    }
+
+    fn prefill_token<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
+        self.0.step(model, token, pos, false, usize::MAX, true)
+    }
+
+    fn logits<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [i32]> {
+        self.0.step(model, token, pos, true, usize::MAX, true)?;
+        Ok(self.0.logits)
     }
 }
 
