@@ -264,19 +264,9 @@ fn sampling_keeps_law(target: &Model<'_>, draft: &Model<'_>, what: &str) {
             .unwrap();
         stats.drafted += s.drafted;
         stats.accepted += s.accepted;
-        // A BOS ends the generation unemitted: none emitted = BOS first, one = BOS second.
-        let bos = target.vocab.bos();
-        c1[got.first().copied().unwrap_or(bos) as usize] += 1;
-        if !got.is_empty() {
-            c2[got.get(1).copied().unwrap_or(bos) as usize] += 1;
-        }
+        tally(&got, target.vocab.bos(), &mut c1, &mut c2);
     }
-    for (which, counts, law) in [("first", &c1, &p1), ("second", &c2, &p2)] {
-        let (chi, df) = chi_square(counts, law);
-        let limit = critical_001(df);
-        eprintln!("{what}: {which} token chi-square {chi:.1} over {df} df (limit {limit:.1})");
-        assert!(chi < limit, "{what}: the {which} token does not follow the target's law");
-    }
+    assert_law(what, [&c1, &c2], [&p1, &p2]);
     eprintln!("{what}: acceptance {:.3}", stats.acceptance_rate());
     assert!(stats.accepted > 0 && stats.accepted < stats.drafted, "{stats:?}");
 }
@@ -291,6 +281,25 @@ fn sampling_keeps_the_targets_distribution() {
     let Some(img) = stories(Quant::F32) else { return };
     let target: Model = Model::from_gguf(img.bytes()).unwrap();
     sampling_keeps_law(&target, &speculative::early_exit(&target, 1).unwrap(), "stories260K, early exit 1");
+}
+
+/// Counts a generation's first two tokens. A BOS ends a generation unemitted: none emitted
+/// means BOS first, one means BOS second.
+fn tally(got: &[u32], bos: u32, c1: &mut [u64], c2: &mut [u64]) {
+    c1[got.first().copied().unwrap_or(bos) as usize] += 1;
+    if !got.is_empty() {
+        c2[got.get(1).copied().unwrap_or(bos) as usize] += 1;
+    }
+}
+
+/// The first and second tokens' counts pass the chi-square test against their laws.
+fn assert_law(what: &str, counts: [&[u64]; 2], laws: [&[f64]; 2]) {
+    for ((which, counts), law) in ["first", "second"].iter().zip(counts).zip(laws) {
+        let (chi, df) = chi_square(counts, law);
+        let limit = critical_001(df);
+        eprintln!("{what}: {which} token chi-square {chi:.1} over {df} df (limit {limit:.1})");
+        assert!(chi < limit, "{what}: the {which} token does not follow the target's law");
+    }
 }
 
 /// Pearson's chi-square of `counts` against `expected` probabilities (bins expecting fewer
@@ -491,16 +500,8 @@ fn integer_sampling_keeps_the_integer_samplers_law() {
         let (got, st) = int_tokens(&target, &small, &p, p.len() + 2, 2, mode);
         drafted += st.drafted;
         accepted += st.accepted;
-        c1[got.first().copied().unwrap_or(bos) as usize] += 1;
-        if !got.is_empty() {
-            c2[got.get(1).copied().unwrap_or(bos) as usize] += 1;
-        }
+        tally(&got, bos, &mut c1, &mut c2);
     }
-    for (which, counts, law) in [("first", &c1, &p1), ("second", &c2, &p2)] {
-        let (chi, df) = chi_square(counts, law);
-        let limit = critical_001(df);
-        eprintln!("integer: {which} token chi-square {chi:.1} over {df} df (limit {limit:.1})");
-        assert!(chi < limit, "integer: the {which} token does not follow the integer sampler's law");
-    }
+    assert_law("integer", [&c1, &c2], [&p1, &p2]);
     assert!(accepted > 0 && accepted < drafted, "{accepted} of {drafted}");
 }
