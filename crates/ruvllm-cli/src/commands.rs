@@ -8,7 +8,6 @@ use ruvllm_cli::outln;
 use ruvllm_esp32::convert::Quant;
 use ruvllm_esp32::infer::{self, IntState, State};
 use ruvllm_esp32::kernels::Kernels;
-use ruvllm_esp32::model::chips::CHIPS;
 use ruvllm_esp32::model::{Matrix, Model, Precision};
 use ruvllm_esp32::sample::{ProbIndex, Sampler};
 use ruvllm_esp32::tokenizer;
@@ -20,13 +19,13 @@ pub fn convert(
     input: &Path,
     tok: Option<&Path>,
     quant: &str,
-    pad_ffn: Option<usize>,
+    edits: image::Edits,
     output: &Path,
 ) -> Result<()> {
     let q = image::parse_quant(quant)?;
     let spin = crate::firmware::spinner(format!("converting {} to {quant}", input.display()));
     // Always rebuilt, even from an engine image at `q`: the output follows this version's format.
-    let img = image::load_converted(Some(input), tok, q, pad_ffn);
+    let img = image::load_converted(Some(input), tok, q, edits);
     spin.finish_and_clear();
     let img = img?;
     // Check the result loads before anything is written, then write it atomically.
@@ -67,7 +66,7 @@ pub fn load_int(args: &ModelArgs, quant: Option<&str>) -> Result<Image> {
             return Ok(img);
         }
     }
-    image::load_converted(args.model.as_deref(), tok, want, None)
+    image::load_converted(args.model.as_deref(), tok, want, image::Edits::default())
 }
 
 /// Sampling settings of `gen`.
@@ -106,17 +105,27 @@ pub fn check_steps(model: &Model<'_>, steps: usize) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// How `gen` runs the model.
+pub struct GenPath<'a> {
+    pub quant: Option<&'a str>,
+    /// The scalar reference kernels.
+    pub scalar: bool,
+    /// The integer-only path.
+    pub int: bool,
+    /// A MicroLoRA adapter (integer path).
+    pub lora: Option<&'a Path>,
+    /// `--attention`: full (None) or a pattern ([`crate::attention`]).
+    pub attention: Option<&'a str>,
+}
+
 pub fn gen(
     args: &ModelArgs,
     prompt: &str,
     steps: usize,
     sampling: Sampling,
-    quant: Option<&str>,
-    scalar: bool,
-    int: bool,
-    attention: Option<&str>,
+    path: GenPath<'_>,
 ) -> Result<()> {
+    let GenPath { quant, scalar, int, lora, attention } = path;
     let Sampling { temp, top_p, top_k, seed } = sampling;
     // The integer path samples at a temperature in thousandths, like the console's `set temp`
     // (clap keeps --temp within its 0..=10).
@@ -127,6 +136,9 @@ pub fn gen(
     let img = if int { load_int(args, quant)? } else { load(args, quant)? };
     let model = img.model()?;
     let window = crate::attention::window(attention, &model)?;
+    if let (Some(_), Some(w)) = (lora, window) {
+        bail!("--lora runs with full attention: drop --attention window:{w}");
+    }
     crate::attention::check_steps(&model, steps, window)?;
     if top_k > model.config.vocab_size {
         bail!("--top-k {top_k}: use 0 to {}, the model's vocabulary size", model.config.vocab_size);
@@ -158,7 +170,9 @@ pub fn gen(
             infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
         }
         (true, None) => {
+            let adapter = lora.map(|p| crate::lora::read_adapter(p, img.bytes(), &model)).transpose()?;
             let mut state = IntState::new(&model, &mut int_arena, steps)?;
+            let mut state = ruvllm_esp32::lora::WithLora { state: &mut state, lora: adapter.as_ref() };
             infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
         }
         (false, Some(w)) => {
@@ -321,13 +335,6 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
     // Chips without an FPU run a q8 image on the integer path, which has its own arena.
     let integer = model.precision.int8_activations() && model.rope.is_some();
     let int_full = integer.then(|| IntState::ram_bytes(&model, c.seq_len));
-    let ram = |n: usize, fpu: bool| {
-        if integer && !fpu {
-            IntState::ram_bytes(&model, n)
-        } else {
-            State::ram_bytes(c, model.precision, model.group, n)
-        }
-    };
     struct ChipRow {
         name: &'static str,
         data_ram: usize,
@@ -338,13 +345,11 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
         max_ctx: usize,
         verdict: String,
     }
-    let rows: Vec<ChipRow> = CHIPS
+    let rows: Vec<ChipRow> = ruvllm_esp32::model::chips::plan(&model, image_len)
         .iter()
-        .map(|chip| {
-            let budget = chip.arena_budget();
-            let max_ctx = (1..=c.seq_len).rev().find(|&n| ram(n, chip.has_fpu) <= budget).unwrap_or(0);
-            let flash_ok = image_len <= chip.image_budget();
-            let verdict = match (flash_ok, max_ctx) {
+        .map(|fit| {
+            let chip = fit.chip;
+            let verdict = match (fit.flash_ok, fit.max_context) {
                 (false, _) => "does not fit: image larger than flash budget".to_string(),
                 (true, 0) => "does not fit: no context fits in RAM".to_string(),
                 (true, n) if n == c.seq_len => "fits at full context".to_string(),
@@ -360,11 +365,11 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
             ChipRow {
                 name: chip.name,
                 data_ram: chip.data_ram,
-                budget,
+                budget: chip.arena_budget(),
                 image_budget: chip.image_budget(),
                 fpu: chip.has_fpu,
-                path: if integer && !chip.has_fpu { "integer" } else { model.precision.name() },
-                max_ctx,
+                path: if fit.integer { "integer" } else { model.precision.name() },
+                max_ctx: fit.max_context,
                 verdict,
             }
         })

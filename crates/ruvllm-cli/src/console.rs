@@ -4,7 +4,7 @@
 
 use crate::image::Image;
 use anyhow::{Context, Result};
-use ruvllm_cli::snapshot::FileKnowledge;
+use ruvllm_cli::snapshot::open_knowledge_file;
 use ruvllm_esp32::console::{Board, Console, IntegerEngine, Knowledge};
 use ruvllm_esp32::infer::IntState;
 use std::io::{IsTerminal, Read, Write};
@@ -69,7 +69,7 @@ pub fn run(img: &Image, knowledge_file: Option<&Path>) -> Result<()> {
     let mut file = None;
     if let Some(path) = knowledge_file {
         // Read (and refused) before anything is shown or written.
-        let (mut store, existed) = FileKnowledge::open(path)?;
+        let (mut store, existed) = open_knowledge_file(path)?;
         if existed {
             let restored = knowledge.restore(&mut store).with_context(|| format!("{}", path.display()))?;
             ruvllm_cli::outln!("{restored} from {}", path.display());

@@ -114,7 +114,12 @@ pub fn firmware_image(args: &ModelArgs) -> Result<Vec<u8>> {
     if usable {
         return Ok(img.bytes().to_vec());
     }
-    let img = image::load_converted(args.model.as_deref(), args.tokenizer.as_deref(), Quant::Q8, None)?;
+    let img = image::load_converted(
+        args.model.as_deref(),
+        args.tokenizer.as_deref(),
+        Quant::Q8,
+        image::Edits::default(),
+    )?;
     Ok(img.bytes().to_vec())
 }
 

@@ -5,6 +5,7 @@ use ruvllm_cli::input;
 use ruvllm_esp32::convert::{self, HostModel, Quant};
 use ruvllm_esp32::gguf::{Gguf, CHECKSUM_MISSING, CHECKSUM_OLD};
 use ruvllm_esp32::model::Model;
+use ruvllm_esp32::prune::Pruning;
 use ruvllm_esp32::Error;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -118,13 +119,22 @@ const AK42: [u8; 4] = 0x616b_3432u32.to_le_bytes();
 /// Loads `model` (llama2.c .bin with `tokenizer`, or any llama GGUF) as an engine image at the
 /// requested precision. An engine GGUF already at that precision is used as it is.
 pub fn load(model: Option<&Path>, tokenizer: Option<&Path>, quant: Option<Quant>) -> Result<Image> {
-    load_as(model, tokenizer, quant, false, None)
+    load_as(model, tokenizer, quant, false, Edits::default())
 }
 
 /// As [`load`], but always converts, even an engine GGUF already at `quant` (to add what an
 /// older image lacks, like the integer path's RoPE table).
-/// As [`load`], always rebuilt in this version's format; `pad_ffn` widens the feed-forward
-/// layer to a multiple of it with zero weights ([`HostModel::pad_hidden`]).
+/// Changes `convert` makes to a model before writing it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Edits {
+    /// Widen the feed-forward layer to a multiple of it with zero weights
+    /// ([`HostModel::pad_hidden`]).
+    pub pad_ffn: Option<usize>,
+    /// Magnitude pruning to this sparsity ([`ruvllm_esp32::prune`]), before any padding.
+    pub prune: Option<(f32, Pruning)>,
+}
+
+/// As [`load`], always rebuilt in this version's format, with `edits` applied.
 /// One line naming what the engine runs, for a GGUF of another architecture or tokenizer.
 fn supported(g: &Gguf<'_>, name: &str, own_tokenizer: bool) -> Result<()> {
     match g.get_str("general.architecture") {
@@ -148,9 +158,9 @@ pub fn load_converted(
     model: Option<&Path>,
     tokenizer: Option<&Path>,
     quant: Quant,
-    pad_ffn: Option<usize>,
+    edits: Edits,
 ) -> Result<Image> {
-    load_as(model, tokenizer, Some(quant), true, pad_ffn)
+    load_as(model, tokenizer, Some(quant), true, edits)
 }
 
 fn load_as(
@@ -159,7 +169,7 @@ fn load_as(
     quant: Option<Quant>,
     // Rebuild even an engine image that could be used as it is.
     reconvert: bool,
-    pad_ffn: Option<usize>,
+    edits: Edits,
 ) -> Result<Image> {
     let file = match model {
         Some(path) => Image::map(path)?,
@@ -197,7 +207,19 @@ fn load_as(
     } else if host.vocab.is_none() {
         bail!("{name}: a llama2.c checkpoint carries no tokenizer: pass --tokenizer tokenizer.bin");
     }
-    if let Some(multiple) = pad_ffn {
+    if let Some((sparsity, how)) = edits.prune {
+        let r = ruvllm_esp32::prune::prune(&mut host, sparsity, how)
+            .with_context(|| format!("{name}: pruning"))?;
+        eprintln!(
+            "pruned {} of {} block weights ({:.1}%); feed-forward width {} -> {}",
+            r.pruned,
+            r.weights_before,
+            100.0 * r.pruned as f64 / r.weights_before.max(1) as f64,
+            r.hidden_before,
+            r.hidden_after
+        );
+    }
+    if let Some(multiple) = edits.pad_ffn {
         host.pad_hidden(multiple).with_context(|| format!("{name}: padding the feed-forward width"))?;
     }
     let quant = quant.unwrap_or(default_quant);

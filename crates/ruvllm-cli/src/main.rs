@@ -11,6 +11,7 @@ mod console;
 mod firmware;
 mod image;
 mod index;
+mod lora;
 mod speculative;
 mod tools;
 mod train;
@@ -75,6 +76,14 @@ enum Cmd {
         /// GGUF's standard Q8_0, which llama.cpp reads
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
         pad_ffn: Option<u32>,
+        /// Magnitude pruning of the transformer blocks to this sparsity, 0 to 0.95 (0.5 = half):
+        /// the smallest weights of each matrix become zero, or with --structured the weakest
+        /// feed-forward units are removed (a smaller model that every path runs faster)
+        #[arg(long, value_name = "S", value_parser = real_in(0.0, ruvllm_esp32::prune::MAX_SPARSITY))]
+        prune: Option<f32>,
+        /// With --prune: remove whole feed-forward units instead of single weights
+        #[arg(long, requires = "prune")]
+        structured: bool,
         #[arg(short = 'o', long)]
         output: PathBuf,
     },
@@ -112,10 +121,13 @@ enum Cmd {
         /// no top-p/top-k); the model is converted to q8 as needed (or to --quant ternary|binary)
         #[arg(long = "int", conflicts_with = "scalar")]
         int: bool,
+        /// Apply a MicroLoRA adapter (`lora train`) made for this model; implies --int
+        #[arg(long, value_name = "ADAPTER", conflicts_with = "scalar")]
+        lora: Option<PathBuf>,
         /// Speculative decoding: a draft proposes --gamma tokens, the model checks them all in
         /// one pass over its weights (greedy: the same text; --temp: the same distribution).
         /// Prints the acceptance rate and tokens per target pass on stderr
-        #[arg(long)]
+        #[arg(long, conflicts_with = "lora")]
         speculative: bool,
         /// With --speculative: the draft model, with the same tokenizer (models/draft.gguf for
         /// the built-in model)
@@ -245,8 +257,13 @@ enum Cmd {
         resume: Option<PathBuf>,
         /// Reuse the tokenizer of this GGUF model instead of training one (a draft model must
         /// share its target's vocabulary)
-        #[arg(long)]
+        #[arg(long, conflicts_with = "init")]
         tokenizer_from: Option<PathBuf>,
+        /// Fine-tune this GGUF model (e.g. one pruned by `convert --prune`) instead of training
+        /// from random weights: its shape, context and tokenizer, the preset's batch and a
+        /// quarter of its learning rate; zero weights of its blocks stay zero
+        #[arg(long, value_name = "MODEL", conflicts_with = "resume")]
+        init: Option<PathBuf>,
         #[arg(short = 's', long, default_value_t = 1)]
         seed: u64,
         /// Worker threads (default: all cores; at most 1024)
@@ -296,6 +313,11 @@ enum Cmd {
         port: String,
         #[arg(short, long, default_value_t = 115_200, value_parser = baud())]
         baud: u32,
+    },
+    /// MicroLoRA adapters: learn a user's phrases on top of a model (`gen --lora` applies one)
+    Lora {
+        #[command(subcommand)]
+        cmd: lora::LoraCmd,
     },
     /// Vector indexes: build one over a dataset and measure recall, queries/s and memory
     Index {
@@ -458,8 +480,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     image::ALLOW_UNVERIFIED.store(cli.allow_unverified, std::sync::atomic::Ordering::Relaxed);
     let result = match cli.cmd {
-        Cmd::Convert { input, tokenizer, quant, pad_ffn, output } => {
-            commands::convert(&input, tokenizer.as_deref(), &quant, pad_ffn.map(|n| n as usize), &output)
+        Cmd::Convert { input, tokenizer, quant, pad_ffn, prune, structured, output } => {
+            use ruvllm_esp32::prune::Pruning;
+            let how = if structured { Pruning::Structured } else { Pruning::Unstructured };
+            let edits = image::Edits { pad_ffn: pad_ffn.map(|n| n as usize), prune: prune.map(|s| (s, how)) };
+            commands::convert(&input, tokenizer.as_deref(), &quant, edits, &output)
         }
         Cmd::Gen {
             model,
@@ -472,6 +497,7 @@ fn main() -> ExitCode {
             quant,
             scalar,
             int,
+            lora,
             speculative,
             draft,
             early_exit,
@@ -487,16 +513,15 @@ fn main() -> ExitCode {
                 };
                 speculative::gen(&model, &prompt, steps, sampling, quant.as_deref(), scalar, int, spec)
             } else {
-                commands::gen(
-                    &model,
-                    &prompt,
-                    steps,
-                    sampling,
-                    quant.as_deref(),
+                let int = int || lora.is_some();
+                let path = commands::GenPath {
+                    quant: quant.as_deref(),
                     scalar,
                     int,
-                    attention.as_deref(),
-                )
+                    lora: lora.as_deref(),
+                    attention: attention.as_deref(),
+                };
+                commands::gen(&model, &prompt, steps, sampling, path)
             }
         }
         Cmd::Eval { model, text, quant, int, documents, attention } => {
@@ -521,6 +546,7 @@ fn main() -> ExitCode {
             quant,
             resume,
             tokenizer_from,
+            init,
             seed,
             threads,
             eval_every,
@@ -533,6 +559,7 @@ fn main() -> ExitCode {
             quant,
             resume,
             tokenizer_from,
+            init,
             seed,
             threads,
             eval_every,
@@ -548,6 +575,7 @@ fn main() -> ExitCode {
             train::embedder_cmd(&output, rows, steps, docs, seed, wordnet.as_deref())
         }
         Cmd::Index { cmd } => index::run(cmd),
+        Cmd::Lora { cmd } => lora::run(cmd),
         Cmd::Ports { all } => serial::ports_cmd(all),
         Cmd::Monitor { port, baud } => serial::open(&port, baud).and_then(serial::terminal),
         Cmd::Build { target, release, model } => firmware::build_cmd(&target, release, &model),

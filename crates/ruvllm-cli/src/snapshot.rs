@@ -23,11 +23,11 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use ruvllm_esp32::console::{KnowledgeDetector, KnowledgeRag, KnowledgeStore};
+use ruvllm_esp32::console::{ImageKnowledge, ImageSink};
 use ruvllm_esp32::knowledge::persist::{
     load_detector, load_memory, load_rag, save_detector, save_memory, save_rag, LoadReport,
 };
-use ruvllm_esp32::knowledge::{AnomalyDetector, Learned, MicroRAG, SemanticMemory};
+use ruvllm_esp32::knowledge::{AnomalyDetector, MicroRAG, SemanticMemory};
 use ruvllm_esp32::store::{BootReport, RamFlash, Store, RAM_SECTOR};
 use ruvllm_train::run::TrainError;
 
@@ -242,59 +242,50 @@ pub const OLD_KNOWLEDGE_FILE_SECTORS: usize = 16;
 /// failed save drops the unsaved writes ([`KnowledgeStore::revert`]) and leaves the file
 /// byte for byte as it was. An advisory lock on `FILE.lock` (next to the file, or to its
 /// target when `FILE` is a symbolic link), held while this lives, keeps a second console off.
-pub struct FileKnowledge {
-    store: Store<RamFlash<Vec<u8>>>,
+pub type FileKnowledge = ImageKnowledge<KnowledgeFile>;
+
+/// The file an [`ImageKnowledge`] of the console keeps its image in, and its lock.
+pub struct KnowledgeFile {
     path: PathBuf,
-    /// The image as the file holds it (with the boot check's repairs): what a failed save
-    /// goes back to.
-    saved: Vec<u8>,
     /// Holds the advisory lock.
     _lock: std::fs::File,
 }
 
-impl FileKnowledge {
-    /// Opens the snapshot at `path`, or starts a blank image of [`KNOWLEDGE_FILE_SECTORS`]
-    /// when there is no file (nothing is written until the first change). A file that is not
-    /// an intact snapshot, or whose store cannot be repaired, is an error naming it; so is a
-    /// file another console holds. The file is only read. Returns whether the file existed.
-    pub fn open(path: &Path) -> Result<(Self, bool), SnapshotError> {
-        let lock = lock_file(path)?;
-        let (image, existed) = match read_snapshot_image(path) {
-            Ok(mut image) => {
-                // A file of the 32-entry console's size gets blank sectors for a full one.
-                if image.len() == OLD_KNOWLEDGE_FILE_SECTORS * RAM_SECTOR {
-                    image.resize(KNOWLEDGE_FILE_SECTORS * RAM_SECTOR, 0xFF);
-                }
-                (image, true)
-            }
-            Err(SnapshotError::Input(InputError { refusal: Refusal::Io(e), .. }))
-                if e.kind() == std::io::ErrorKind::NotFound =>
-            {
-                (vec![0xFF; KNOWLEDGE_FILE_SECTORS * RAM_SECTOR], false)
-            }
-            Err(e) => return Err(e),
-        };
-        let len = image.len() as u32;
-        let mut store = match Store::open(RamFlash::new(image), 0..len) {
-            Ok((store, _)) => store,
-            Err(ruvllm_esp32::Error::Corrupt { .. }) => {
-                return Err(SnapshotError::Format { path: path.to_path_buf(), what: DAMAGED_FILE })
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let saved = store.flash().bytes().to_vec();
-        Ok((FileKnowledge { store, path: path.to_path_buf(), saved, _lock: lock }, existed))
-    }
-
+impl KnowledgeFile {
     /// The file this store writes.
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
 
-    /// What the store's boot check found and repaired (in memory; the file follows at the
-    /// next save).
-    pub fn boot_report(&self) -> BootReport {
-        self.store.boot_report()
+/// Opens the knowledge snapshot at `path`, or starts a blank image of [`KNOWLEDGE_FILE_SECTORS`]
+/// when there is no file (nothing is written until the first change). A file that is not an
+/// intact snapshot, or whose store cannot be repaired, is an error naming it; so is a file
+/// another console holds. The file is only read. Returns whether the file existed.
+pub fn open_knowledge_file(path: &Path) -> Result<(FileKnowledge, bool), SnapshotError> {
+    let lock = lock_file(path)?;
+    let (image, existed) = match read_snapshot_image(path) {
+        Ok(mut image) => {
+            // A file of the 32-entry console's size gets blank sectors for a full one.
+            if image.len() == OLD_KNOWLEDGE_FILE_SECTORS * RAM_SECTOR {
+                image.resize(KNOWLEDGE_FILE_SECTORS * RAM_SECTOR, 0xFF);
+            }
+            (image, true)
+        }
+        Err(SnapshotError::Input(InputError { refusal: Refusal::Io(e), .. }))
+            if e.kind() == std::io::ErrorKind::NotFound =>
+        {
+            (vec![0xFF; KNOWLEDGE_FILE_SECTORS * RAM_SECTOR], false)
+        }
+        Err(e) => return Err(e),
+    };
+    let file = KnowledgeFile { path: path.to_path_buf(), _lock: lock };
+    match ImageKnowledge::open(image, file) {
+        Ok(store) => Ok((store, existed)),
+        Err(ruvllm_esp32::Error::Corrupt { .. }) => {
+            Err(SnapshotError::Format { path: path.to_path_buf(), what: DAMAGED_FILE })
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -362,56 +353,24 @@ fn on_host(e: ruvllm_esp32::Error) -> ruvllm_esp32::Error {
     }
 }
 
-impl KnowledgeStore for FileKnowledge {
-    fn save_entry(&mut self, rag: &KnowledgeRag, slot: u16) -> ruvllm_esp32::Result<()> {
-        self.store.save_entry(rag, slot).map_err(on_host)
-    }
-
-    fn save_learned(&mut self, detector: &KnowledgeDetector, learned: Learned) -> ruvllm_esp32::Result<()> {
-        self.store.save_learned(detector, learned).map_err(on_host)
-    }
-
-    fn load(
-        &mut self,
-        rag: &mut KnowledgeRag,
-        detector: &mut KnowledgeDetector,
-    ) -> ruvllm_esp32::Result<(LoadReport, LoadReport)> {
-        self.store.load(rag, detector)
-    }
-
+impl ImageSink for KnowledgeFile {
     /// Writes the image atomically, then reads the file back: `Ok` only when it holds
-    /// exactly what was written.
-    fn flush(&mut self) -> ruvllm_esp32::Result<()> {
-        let image = self.store.flash().bytes();
-        if image == self.saved.as_slice() {
-            return Ok(());
-        }
+    /// exactly what was written (else `previous` is put back).
+    fn keep(&mut self, image: &[u8], previous: &[u8]) -> ruvllm_esp32::Result<()> {
         let bytes = encode_snapshot(image);
         ruvllm_train::run::checkpoint::write_atomic(&self.path, &bytes)
             .map_err(|e| ruvllm_esp32::Error::Storage { what: write_failure(&e) })?;
         if read_snapshot_file(&self.path).ok().as_deref() != Some(bytes.as_slice()) {
             // Put the previous contents back, so that the reply's "nothing changed" holds.
-            let _ = ruvllm_train::run::checkpoint::write_atomic(&self.path, &encode_snapshot(&self.saved));
+            let _ = ruvllm_train::run::checkpoint::write_atomic(&self.path, &encode_snapshot(previous));
             return Err(ruvllm_esp32::Error::Storage {
                 what: "the knowledge file did not read back as written (a failing disk?); its previous contents were put back",
             });
         }
-        self.saved = self.store.flash().bytes().to_vec();
         Ok(())
     }
 
-    /// Drops every write since the last flush: the image goes back to the file's.
-    fn revert(
-        &mut self,
-        _rag: &KnowledgeRag,
-        _detector: &KnowledgeDetector,
-        _slot: Option<u16>,
-        _learned: Option<Learned>,
-    ) {
-        *self.store.flash() = RamFlash::new(self.saved.clone());
-    }
-
-    fn damaged_records(&self) -> usize {
-        self.store.damaged_records()
+    fn user_error(&self, e: ruvllm_esp32::Error) -> ruvllm_esp32::Error {
+        on_host(e)
     }
 }

@@ -18,6 +18,7 @@ pub struct TrainArgs {
     pub quant: String,
     pub resume: Option<PathBuf>,
     pub tokenizer_from: Option<PathBuf>,
+    pub init: Option<PathBuf>,
     pub seed: u64,
     pub threads: Option<usize>,
     pub eval_every: u64,
@@ -84,6 +85,12 @@ pub fn train(a: TrainArgs) -> Result<()> {
         let host =
             ruvllm_esp32::convert::load_gguf(img.bytes()).with_context(|| from.display().to_string())?;
         opts.vocab = host.vocab;
+    }
+    if let Some(from) = &a.init {
+        let img = crate::image::load(Some(from), None, None)?;
+        let host =
+            ruvllm_esp32::convert::load_gguf(img.bytes()).with_context(|| from.display().to_string())?;
+        opts.fine_tune(host).with_context(|| from.display().to_string())?;
     }
     // Ctrl-C ends the run after the current step and its checkpoint: nothing is lost.
     let stop = Arc::new(AtomicBool::new(false));

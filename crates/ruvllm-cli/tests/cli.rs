@@ -478,3 +478,116 @@ fn index_bench_refuses_bad_datasets_in_one_line() {
     fails_with(&bench(&["--base", s(&base), "--ground-truth", s(&gt_far)]), "not one of");
     fails_with(&bench(&["--base", s(&base), "--mode", "pq", "--pq-subspaces", "3"]), "divisible");
 }
+
+/// The perplexity `eval` prints.
+fn perplexity(out: &Output) -> f64 {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout.lines().find_map(|l| l.strip_prefix("perplexity: ")).unwrap().parse().unwrap()
+}
+
+/// `convert --prune` on the built-in model: unstructured pruning keeps the shape, structured
+/// pruning shrinks the feed-forward width (a smaller image that `info`, `gen` and `eval` on
+/// both paths take), more pruning costs more perplexity, and a bad sparsity is refused.
+#[test]
+fn pruned_models_convert_run_and_lose_perplexity_with_sparsity() {
+    let docs = scratch("prune-heldout.txt");
+    let out = run(&["corpus", "-o", s(&docs), "--docs", "60", "--seed", "7"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ppl = |model: &Path| {
+        perplexity(&run(&["eval", "-m", s(model), "--text", s(&docs), "--documents", "--int"]))
+    };
+    let base = scratch("prune-base.gguf");
+    let builtin = concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf");
+    assert!(run(&["convert", builtin, "--quant", "q8", "-o", s(&base)]).status.success());
+    let mut last = ppl(&base);
+    for sparsity in ["0.25", "0.5"] {
+        let unstructured = scratch(&format!("prune-u{sparsity}.gguf"));
+        let out = run(&["convert", s(&base), "--prune", sparsity, "-o", s(&unstructured)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && err.contains("feed-forward width 144 -> 144"), "{err}");
+        let structured = scratch(&format!("prune-s{sparsity}.gguf"));
+        let out = run(&[
+            "convert",
+            s(&base),
+            "--prune",
+            sparsity,
+            "--structured",
+            "--quant",
+            "q8",
+            "-o",
+            s(&structured),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let width = if sparsity == "0.25" { "144 -> 108" } else { "144 -> 72" };
+        assert!(out.status.success() && err.contains(width), "{err}");
+        assert!(std::fs::metadata(&structured).unwrap().len() < std::fs::metadata(&base).unwrap().len());
+        let info = String::from_utf8(run(&["info", s(&structured)]).stdout).unwrap();
+        assert!(info.contains(&format!("dim 64 hidden {} layers 5", &width[7..])), "{info}");
+        let gen = run(&["gen", "-m", s(&structured), "-p", "Once upon a time", "-n", "24", "--int"]);
+        assert!(gen.status.success() && String::from_utf8_lossy(&gen.stdout).starts_with("Once upon a time"));
+        let (pu, ps) = (ppl(&unstructured), ppl(&structured));
+        assert!(
+            pu >= last * 0.98 && ps > last,
+            "sparsity {sparsity}: base/previous {last}, unstructured {pu}, structured {ps}"
+        );
+        last = pu;
+    }
+    for bad in ["1.5", "-0.1", "nan", "x"] {
+        let arg = format!("--prune={bad}");
+        let out = run(&["convert", s(&base), &arg, "-o", s(&scratch("prune-bad.gguf"))]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("use a number from 0 to 0.95"), "{bad}: {err}");
+    }
+}
+
+/// `lora train` on the built-in model lowers the loss of the phrases it learns, writes an
+/// adapter that `gen --lora` applies (changing the text), and bad adapters or texts get one
+/// line and a non-zero exit.
+#[test]
+fn lora_train_writes_an_adapter_that_gen_applies_and_bad_ones_are_refused() {
+    let text = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/lora/train.txt");
+    let adapter = scratch("adapter.bin");
+    let out = run(&["lora", "train", "--text", text, "-o", s(&adapter)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let losses: Vec<f64> = err
+        .split("loss ")
+        .nth(1)
+        .unwrap()
+        .split(" nats")
+        .next()
+        .unwrap()
+        .split(" -> ")
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert!(losses[1] < losses[0], "{err}");
+    let plain = run(&["gen", "--int", "-p", "My dog", "-n", "24"]);
+    let adapted = run(&["gen", "--lora", s(&adapter), "-p", "My dog", "-n", "24"]);
+    assert!(plain.status.success() && adapted.status.success());
+    assert_ne!(plain.stdout, adapted.stdout, "the adapter changed nothing");
+    // Damaged, of another model, not an adapter at all, or no text: one line each.
+    let mut bytes = std::fs::read(&adapter).unwrap();
+    bytes[30] ^= 1;
+    let damaged = scratch("adapter-damaged.bin");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let pruned = scratch("adapter-other-model.gguf");
+    let builtin = concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf");
+    assert!(run(&["convert", builtin, "--quant", "q8", "--prune", "0.25", "-o", s(&pruned)])
+        .status
+        .success());
+    for (args, want) in [
+        (vec!["gen", "--lora", s(&damaged), "-n", "4"], "checksum"),
+        (vec!["gen", "-m", s(&pruned), "--lora", s(&adapter), "-n", "4"], "different model"),
+        (vec!["gen", "--lora", text, "-n", "4"], "wrong magic"),
+        (vec!["lora", "train", "--text", "/dev/null", "-o", s(&scratch("x.bin"))], "regular file"),
+        (vec!["lora", "train", "--text", text, "--rank", "3", "-o", s(&scratch("x.bin"))], "rank"),
+    ] {
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want) && err.trim().lines().count() <= 3,
+            "{args:?}: {err}"
+        );
+    }
+}

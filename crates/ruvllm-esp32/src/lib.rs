@@ -7,7 +7,7 @@
 //! | Feature | What it adds |
 //! |---|---|
 //! | (none) | everything that runs on the chip: GGUF reading in place, the forward passes, tokenizer, sampler, vector search, knowledge stores, flash store, console |
-//! | `alloc` | model conversion (`convert`) and GGUF writing, owning conveniences (`ProductQuantizer::untrained`, `train`, `to_bytes`) |
+//! | `alloc` | model conversion (`convert`), pruning (`prune`) and GGUF writing, owning conveniences (`ProductQuantizer::untrained`, `train`, `to_bytes`) |
 //! | `std` | `alloc`, plus run-time CPU feature detection for the host's fast kernels |
 //! | `host-test` | the std build for testing on the host: `std` under the name the published README uses |
 //! | `federation` | `federation`: pipeline-parallel plans of a model's layers over several chips (what `ruvllm-esp32 cluster` writes) |
@@ -31,10 +31,13 @@ pub mod gguf;
 pub mod infer;
 pub mod kernels;
 pub mod knowledge;
+pub mod lora;
 pub mod model;
 pub mod packed;
 pub mod partition;
 pub mod prelude;
+#[cfg(feature = "alloc")]
+pub mod prune;
 pub mod quant;
 pub mod sample;
 pub mod speculative;

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use ruvllm_cli::snapshot::FileKnowledge;
+use ruvllm_cli::snapshot::open_knowledge_file;
 use ruvllm_esp32::console::{Knowledge, Restored};
 
 /// `ruvllm-esp32 console --knowledge FILE`, its stdin, stdout and stderr piped.
@@ -86,7 +86,7 @@ impl Live {
 /// The knowledge `file` restores to, as the console loads it: the restore report and every
 /// entry's (id, text).
 pub fn restored(file: &Path) -> (Restored, Vec<(u32, String)>) {
-    let (mut store, existed) = FileKnowledge::open(file).unwrap_or_else(|e| panic!("{e}"));
+    let (mut store, existed) = open_knowledge_file(file).unwrap_or_else(|e| panic!("{e}"));
     let mut k = Box::new(Knowledge::new());
     if !existed {
         return (Restored::default(), Vec::new());

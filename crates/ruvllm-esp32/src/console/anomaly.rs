@@ -35,3 +35,10 @@ pub const ANOMALY_TEXT: LanguageCalibration = LanguageCalibration {
     bias: 3.8567,
     threshold: 0.5,
 };
+
+/// The text-only score ([`ANOMALY_TEXT`]) above which `anomaly` answers without running the
+/// model: no normal line of `testdata/anomaly/` (development or held-out split) scores above
+/// it, while most random keys, symbols, hex, blobs, code and SQL do, so they cost no forward
+/// pass. Checked by `cargo test -p ruvllm-cli --test anomaly_eval no_setup`, which reports how
+/// many lines it decides.
+pub const ANOMALY_TEXT_CERTAIN: f32 = 0.95;

@@ -24,7 +24,7 @@
 use core::mem::{size_of, MaybeUninit};
 use core::ptr::addr_of_mut;
 
-use super::anomaly::{ANOMALY_LANGUAGE, ANOMALY_TEXT};
+use super::anomaly::{ANOMALY_LANGUAGE, ANOMALY_TEXT, ANOMALY_TEXT_CERTAIN};
 use super::memory::{new_memory, KnowledgeMemory};
 use super::saved::{roll_back, KnowledgeStore};
 use crate::embed::{has_word, Embedder, NgramEmbedder, TableEmbedder};
@@ -33,6 +33,9 @@ use crate::knowledge::{
     language, AnomalyConfig, AnomalyDetector, AnomalyPrior, AnomalyResult, Learned, MicroRAG, RAGConfig,
     Retrieved, TokenStats,
 };
+
+/// What the model makes of a text's tokens, asked only when needed (`anomaly_with`).
+pub type TokenStatsFn<'a> = dyn FnMut(&str) -> Option<TokenStats> + 'a;
 
 /// Dimensions of every embedding the console stores.
 pub const KNOWLEDGE_DIM: usize = 64;
@@ -321,23 +324,35 @@ impl Knowledge {
         self.anomaly_with(text, None)
     }
 
-    /// [`Self::anomaly`] with what the model makes of the text's tokens
-    /// ([`Engine::token_stats`](super::Engine::token_stats); [`ANOMALY_LANGUAGE`]), as the
-    /// console asks it.
+    /// [`Self::anomaly`] with a model at hand: `token_stats` gives what the model makes of the
+    /// text's tokens ([`Engine::token_stats`](super::Engine::token_stats); [`ANOMALY_LANGUAGE`]),
+    /// as the console asks it. It is not called when the text alone is certainly no language
+    /// (its text-only score above [`ANOMALY_TEXT_CERTAIN`]): that saves the forward passes,
+    /// tens of millions of instructions on a chip, for the lines that need them. The verdict
+    /// is then on the model's threshold, as every other line of that console.
     pub fn anomaly_with(
         &mut self,
         text: &str,
-        tokens: Option<&TokenStats>,
+        token_stats: Option<&mut TokenStatsFn<'_>>,
     ) -> Result<AnomalyResult, KnowledgeError> {
         check_text(text)?;
-        let cal = if tokens.is_some() { &ANOMALY_LANGUAGE } else { &ANOMALY_TEXT };
-        let score = cal.score(&language::features(text, tokens));
+        let by_text = ANOMALY_TEXT.score(&language::features(text, None));
+        let (score, threshold) = match token_stats {
+            Some(_) if by_text > ANOMALY_TEXT_CERTAIN => (by_text, ANOMALY_LANGUAGE.threshold),
+            Some(stats) => match stats(text) {
+                Some(t) => {
+                    (ANOMALY_LANGUAGE.score(&language::features(text, Some(&t))), ANOMALY_LANGUAGE.threshold)
+                }
+                None => (by_text, ANOMALY_TEXT.threshold),
+            },
+            None => (by_text, ANOMALY_TEXT.threshold),
+        };
         // A text without words to embed (symbols only) has no distance: language alone.
         let distance = match self.detector.len() {
             0 | 1 => None,
             _ => self.embed_hashed(text).ok().and_then(|v| self.detector.try_check(&v).ok()),
         };
-        Ok(language::verdict(score, cal.threshold, distance))
+        Ok(language::verdict(score, threshold, distance))
     }
 
     /// Removes entry `id` (1-based) from retrieval. The detector keeps what it learned from it.

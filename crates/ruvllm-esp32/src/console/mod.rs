@@ -45,7 +45,7 @@ mod tests;
 mod typeahead;
 
 pub use crate::sample::Sampling;
-pub use anomaly::{ANOMALY_LANGUAGE, ANOMALY_TEXT};
+pub use anomaly::{ANOMALY_LANGUAGE, ANOMALY_TEXT, ANOMALY_TEXT_CERTAIN};
 pub use engine::{Engine, IntegerEngine, ModelInfo, NoModel, ReferenceEngine};
 pub use host_tx::{HostTx, TryTx};
 pub use knowledge::{
@@ -57,6 +57,8 @@ pub use memory::{
     KnowledgeMemory, Memory, MemoryUse, ASK_IMPORTANCE, GEN_IMPORTANCE, GEN_MEMORY_TTL, MEMORY_CAP,
     MEMORY_HALF_LIFE, MEMORY_TEXT, RECALL_MIN_SIMILARITY,
 };
+#[cfg(feature = "alloc")]
+pub use saved::{ImageKnowledge, ImageSink};
 pub use saved::{KnowledgeStore, Restored, SavingOff};
 pub use typeahead::TYPEAHEAD;
 
@@ -783,7 +785,12 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 Err(e) => sayln!(&mut self.io, "error: {e}"),
             },
             "anomaly" => {
-                match k.anomaly_with(text, self.engine.token_stats(text.as_bytes()).ok().flatten().as_ref()) {
+                let has_model = self.engine.info().is_some();
+                let engine = &mut self.engine;
+                let mut stats = |t: &str| engine.token_stats(t.as_bytes()).ok().flatten();
+                let model: Option<&mut knowledge::TokenStatsFn<'_>> =
+                    if has_model { Some(&mut stats) } else { None };
+                match k.anomaly_with(text, model) {
                     Ok(r) => {
                         t.last_anomaly = counter.map(|_| ticks());
                         sayln!(&mut self.io, "{r}")

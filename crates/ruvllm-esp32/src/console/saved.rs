@@ -171,3 +171,94 @@ pub(super) fn roll_back(
     let (rag, detector) = k.parts_mut();
     store.revert(rag, detector, slot, learned);
 }
+
+/// Where an [`ImageKnowledge`] keeps its image whole: a file on a host, the browser's storage.
+#[cfg(feature = "alloc")]
+pub trait ImageSink {
+    /// Keeps `image` durably, `Ok` only once it is kept; `previous` is what was kept before
+    /// (for a sink that has to put it back when keeping fails half way).
+    fn keep(&mut self, image: &[u8], previous: &[u8]) -> Result<()>;
+    /// A store error as this host's user should read it (default: as it is).
+    fn user_error(&self, e: Error) -> Error {
+        e
+    }
+}
+
+/// A [`KnowledgeStore`] whose records live in a flash image in RAM (the chip's [`Store`]
+/// over a [`RamFlash`](crate::store::RamFlash)), handed whole to its [`ImageSink`] at each
+/// flush that changed it. A failed save drops every unsaved write: the image goes back to the
+/// one last kept, so nothing at all changed.
+#[cfg(feature = "alloc")]
+pub struct ImageKnowledge<S> {
+    store: Store<crate::store::RamFlash<alloc::vec::Vec<u8>>>,
+    /// The image as last kept (with the boot check's repairs): what a failed save goes back to.
+    saved: alloc::vec::Vec<u8>,
+    sink: S,
+}
+
+#[cfg(feature = "alloc")]
+impl<S: ImageSink> ImageKnowledge<S> {
+    /// Mounts `image` after the store's boot check (repairs stay in RAM until the next save);
+    /// [`Error::Corrupt`] when it cannot be used even after repair.
+    pub fn open(image: alloc::vec::Vec<u8>, sink: S) -> Result<Self> {
+        let len =
+            u32::try_from(image.len()).map_err(|_| Error::Invalid { what: "knowledge image over 4 GiB" })?;
+        let (mut store, _) = Store::open(crate::store::RamFlash::new(image), 0..len)?;
+        let saved = store.flash().bytes().to_vec();
+        Ok(ImageKnowledge { store, saved, sink })
+    }
+
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    /// What the store's boot check found and repaired.
+    pub fn boot_report(&self) -> crate::store::BootReport {
+        self.store.boot_report()
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<S: ImageSink> KnowledgeStore for ImageKnowledge<S> {
+    fn save_entry(&mut self, rag: &KnowledgeRag, slot: u16) -> Result<()> {
+        self.store.save_entry(rag, slot).map_err(|e| self.sink.user_error(e))
+    }
+
+    fn save_learned(&mut self, detector: &KnowledgeDetector, learned: Learned) -> Result<()> {
+        self.store.save_learned(detector, learned).map_err(|e| self.sink.user_error(e))
+    }
+
+    fn load(
+        &mut self,
+        rag: &mut KnowledgeRag,
+        detector: &mut KnowledgeDetector,
+    ) -> Result<(LoadReport, LoadReport)> {
+        self.store.load(rag, detector)
+    }
+
+    /// Hands the image to the sink when it changed since the last save.
+    fn flush(&mut self) -> Result<()> {
+        let image = self.store.flash().bytes();
+        if image == self.saved.as_slice() {
+            return Ok(());
+        }
+        self.sink.keep(image, &self.saved)?;
+        self.saved = image.to_vec();
+        Ok(())
+    }
+
+    /// Drops every write since the last save: the image goes back to the kept one.
+    fn revert(
+        &mut self,
+        _rag: &KnowledgeRag,
+        _detector: &KnowledgeDetector,
+        _slot: Option<u16>,
+        _learned: Option<Learned>,
+    ) {
+        *self.store.flash() = crate::store::RamFlash::new(self.saved.clone());
+    }
+
+    fn damaged_records(&self) -> usize {
+        self.store.damaged_records()
+    }
+}

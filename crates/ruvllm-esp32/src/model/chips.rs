@@ -51,3 +51,49 @@ impl Chip {
         self.flash - APP_FLASH_RESERVE
     }
 }
+
+/// How a model fits one chip: what `ruvllm-esp32 info` tabulates and the web console draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fit {
+    pub chip: Chip,
+    /// The chip runs the integer path (no FPU, and a q8 image with its RoPE table).
+    pub integer: bool,
+    /// Arena bytes at the model's full context on that path.
+    pub arena_full: usize,
+    /// Longest context whose arena fits [`Chip::arena_budget`] (0: none).
+    pub max_context: usize,
+    /// The image fits [`Chip::image_budget`].
+    pub flash_ok: bool,
+}
+
+impl Fit {
+    /// The model runs on the chip (at some context).
+    pub fn fits(&self) -> bool {
+        self.flash_ok && self.max_context > 0
+    }
+}
+
+/// How `model` (an image of `image_len` bytes) fits each of [`CHIPS`].
+pub fn plan<const L: usize>(model: &super::Model<'_, L>, image_len: usize) -> [Fit; CHIPS.len()] {
+    use crate::infer::{IntState, State};
+    let c = &model.config;
+    // Chips without an FPU run a q8 image on the integer path, which has its own arena.
+    let integer = model.precision.int8_activations() && model.rope.is_some();
+    let ram = |n: usize, fpu: bool| {
+        if integer && !fpu {
+            IntState::ram_bytes(model, n)
+        } else {
+            State::ram_bytes(c, model.precision, model.group, n)
+        }
+    };
+    CHIPS.map(|chip| Fit {
+        chip,
+        integer: integer && !chip.has_fpu,
+        arena_full: ram(c.seq_len, chip.has_fpu),
+        max_context: (1..=c.seq_len)
+            .rev()
+            .find(|&n| ram(n, chip.has_fpu) <= chip.arena_budget())
+            .unwrap_or(0),
+        flash_ok: image_len <= chip.image_budget(),
+    })
+}

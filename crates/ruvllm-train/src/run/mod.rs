@@ -178,6 +178,8 @@ pub struct TrainOptions {
     pub checkpoint_every: u64,
     /// Use this tokenizer instead of training one (a draft model shares its target's).
     pub vocab: Option<HostVocab>,
+    /// Fine-tune this model instead of starting from random weights ([`TrainOptions::fine_tune`]).
+    pub init: Option<HostModel>,
 }
 
 impl TrainOptions {
@@ -193,9 +195,35 @@ impl TrainOptions {
             checkpoint: None,
             checkpoint_every: 200,
             vocab: None,
+            init: None,
         }
     }
+
+    /// Fine-tunes `model` (for example a pruned one) instead of training from random weights:
+    /// its shape, context and tokenizer replace the preset's, the preset keeps its batch, and
+    /// the learning rate is the preset's times [`FINE_TUNE_LR`]. Weights of the blocks' matrices
+    /// that are exactly zero in `model` stay zero (a pruned model stays as sparse).
+    pub fn fine_tune(&mut self, model: HostModel) -> Result<(), TrainError> {
+        let c = model.config;
+        if !c.shared_classifier || model.output.is_some() {
+            return Err(TrainError::Model(
+                "fine-tuning needs a classifier shared with the token embedding".into(),
+            ));
+        }
+        let vocab =
+            model.vocab.clone().ok_or_else(|| TrainError::Model("the model carries no tokenizer".into()))?;
+        let p = &mut self.preset;
+        (p.dim, p.hidden_dim, p.n_layers, p.n_heads, p.n_kv_heads) =
+            (c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads);
+        (p.vocab_size, p.seq_len, p.lr) = (c.vocab_size, c.seq_len, p.lr * FINE_TUNE_LR);
+        self.vocab = Some(vocab);
+        self.init = Some(model);
+        Ok(())
+    }
 }
+
+/// The share of the preset's learning rate a fine-tuning run uses.
+pub const FINE_TUNE_LR: f32 = 0.25;
 
 /// Hooks for a progress display.
 pub trait Progress {
@@ -291,10 +319,24 @@ pub fn train(
             (params, adam, ck.step, ck.history, ck.tokens_seen)
         }
         None => {
-            let params = Params::init(&config, opts.seed);
+            let params = match &opts.init {
+                Some(m) => Params::from_host(m).map_err(TrainError::Model)?,
+                None => Params::init(&config, opts.seed),
+            };
             let adam = AdamW::new(params.len(), WEIGHT_DECAY);
             (params, adam, 0, Vec::new(), 0)
         }
+    };
+    // A fine-tuned model's pruned (zero) matrix weights stay zero.
+    let pruned: Vec<usize> = match &opts.init {
+        Some(_) => params
+            .tensors()
+            .into_iter()
+            .filter(|t| t.matrix && t.name != "token_embd")
+            .flat_map(|t| t.range)
+            .filter(|&i| params.data[i] == 0.0)
+            .collect(),
+        None => Vec::new(),
     };
     let mut trainer = Trainer::new(&config, p.batch, p.seq_len, opts.threads.max(1), opts.format);
     let val = ds.val_windows(p.seq_len, opts.val_windows);
@@ -327,6 +369,9 @@ pub fn train(
             grads.iter_mut().for_each(|g| *g *= k);
         }
         adam.step(&mut params, &grads, lr);
+        for &i in &pruned {
+            params.data[i] = 0.0;
+        }
         step += 1;
         tokens_seen += (p.batch * p.seq_len) as u64;
         loss_sum += loss as f64;

@@ -186,3 +186,39 @@ fn learning_rate_warms_up_then_decays_to_a_tenth() {
     assert!((learning_rate(1.0, 49, 1000) - 1.0).abs() < 1e-6);
     assert!((learning_rate(1.0, 999, 1000) - 0.1).abs() < 1e-3);
 }
+
+/// Fine-tuning a pruned model: it starts from the given weights (its validation loss at the
+/// start is the model's own, not a random model's), keeps the pruned weights at zero, and
+/// lowers the loss that pruning raised.
+#[test]
+fn fine_tuning_a_pruned_model_keeps_it_sparse_and_recovers_loss() {
+    let (d1, d2) = (tempdir("base"), tempdir("tuned"));
+    let text = text();
+    let mut base = train(&text, &options(60, &d1), None, &mut Quiet).unwrap().model;
+    let trained = base.clone();
+    ruvllm_esp32::prune::prune(&mut base, 0.5, ruvllm_esp32::prune::Pruning::Unstructured).unwrap();
+    let zero = |m: &HostModel| -> Vec<bool> {
+        m.layers
+            .iter()
+            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3])
+            .flatten()
+            .map(|&x| x == 0.0)
+            .collect()
+    };
+    let pruned_mask = zero(&base);
+    assert!(pruned_mask.iter().filter(|&&z| z).count() * 2 >= pruned_mask.len() - 8);
+    let mut opts = options(30, &d2);
+    opts.eval_every = 1;
+    opts.fine_tune(base).unwrap();
+    let tuned = train(&text, &opts, None, &mut Quiet).unwrap();
+    // Still zero wherever pruning made it zero.
+    let after = zero(&tuned.model);
+    assert!(pruned_mask.iter().zip(&after).all(|(&p, &a)| !p || a), "a pruned weight came back");
+    let (first, last) = (tuned.history[0].val, tuned.final_val_loss().unwrap());
+    assert!(last < first, "fine-tuning did not lower the loss: {first} -> {last}");
+    // The same tokenizer and shape as the model it started from.
+    assert_eq!(tuned.model.config.hidden_dim, trained.config.hidden_dim);
+    assert_eq!(tuned.model.vocab, trained.vocab);
+    let _ = std::fs::remove_dir_all(d1);
+    let _ = std::fs::remove_dir_all(d2);
+}

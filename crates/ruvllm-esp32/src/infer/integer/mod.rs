@@ -190,13 +190,42 @@ impl<'s> IntState<'s> {
         token: u32,
         pos: usize,
     ) -> Result<&[i32]> {
-        self.step(model, token, pos, true, usize::MAX, false)?;
+        self.step(model, token, pos, true, usize::MAX, None, false)?;
         Ok(self.logits)
+    }
+
+    /// [`IntState::forward`] with a MicroLoRA adapter on its layer ([`crate::lora`]).
+    pub fn forward_lora<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        token: u32,
+        pos: usize,
+        lora: Option<&crate::lora::IntLora>,
+    ) -> Result<&mut [i32]> {
+        self.step(model, token, pos, true, usize::MAX, lora, false)?;
+        Ok(self.logits)
+    }
+
+    /// After a forward pass: the final residual stream, the last layer's SwiGLU activation and
+    /// the logits (Q16.16), what an adapter's gradient needs.
+    pub(crate) fn lora_inputs(&self) -> (&[i32], &[i32], &[i32]) {
+        (self.x, self.hb, self.logits)
+    }
+
+    /// Row `v` of the classifier, dequantized to Q16.16 into `out` (`dim` values).
+    pub(crate) fn classifier_row<const L: usize>(
+        &self,
+        model: &Model<'_, L>,
+        v: usize,
+        out: &mut [i32],
+    ) -> Result<()> {
+        embed(out, &view::int8(&model.output)?, v, self.shape.group);
+        Ok(())
     }
 
     /// Runs a prompt token whose logits nobody reads: the classifier is skipped.
     pub fn prefill<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
-        self.step(model, token, pos, false, usize::MAX, false)
+        self.step(model, token, pos, false, usize::MAX, None, false)
     }
 
     /// Runs `token` at `pos` without the classifier and returns the final hidden state: the
@@ -217,7 +246,7 @@ impl<'s> IntState<'s> {
         pos: usize,
         layers: usize,
     ) -> Result<&[i32]> {
-        self.step(model, token, pos, false, layers, false)?;
+        self.step(model, token, pos, false, layers, None, false)?;
         rmsnorm(self.xb, self.x, view::bits(model.output_norm), self.eps);
         Ok(self.xb)
     }
@@ -225,6 +254,7 @@ impl<'s> IntState<'s> {
     // Never inlined: the token's whole integer work stays one symbol in a chip's ELF, the root
     // from which a test proves no soft-float routine is reachable. One call per token.
     #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
     fn step<const L: usize>(
         &mut self,
         model: &Model<'_, L>,
@@ -232,6 +262,7 @@ impl<'s> IntState<'s> {
         pos: usize,
         logits: bool,
         layers: usize,
+        lora: Option<&crate::lora::IntLora>,
         ring: bool,
     ) -> Result<()> {
         let rope = view::require(model)?;
@@ -294,6 +325,9 @@ impl<'s> IntState<'s> {
             }
             quantize(self.hb, self.xq, self.xs, g);
             matmul(self.xb, &w.w2, self.xq, self.xs, g, &mut self.lut, true);
+            if let Some(adapter) = lora.filter(|a| a.layer == l) {
+                adapter.apply(self.hb, self.xb);
+            }
             add(self.x, self.xb);
         }
         if logits {
@@ -317,7 +351,7 @@ impl Step for IntState<'_> {
     }
 
     fn logits<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [i32]> {
-        self.step(model, token, pos, true, usize::MAX, false)?;
+        self.step(model, token, pos, true, usize::MAX, None, false)?;
         Ok(self.logits)
     }
 }
@@ -389,7 +423,7 @@ impl Sliding<IntState<'_>> {
         token: u32,
         pos: usize,
     ) -> Result<&[i32]> {
-        self.0.step(model, token, pos, true, usize::MAX, true)?;
+        self.0.step(model, token, pos, true, usize::MAX, None, true)?;
         Ok(self.0.logits)
     }
 }
@@ -402,11 +436,11 @@ impl Step for Sliding<IntState<'_>> {
     }
 
     fn prefill_token<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
-        self.0.step(model, token, pos, false, usize::MAX, true)
+        self.0.step(model, token, pos, false, usize::MAX, None, true)
     }
 
     fn logits<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [i32]> {
-        self.0.step(model, token, pos, true, usize::MAX, true)?;
+        self.0.step(model, token, pos, true, usize::MAX, None, true)?;
         Ok(self.0.logits)
     }
 }
