@@ -36,7 +36,7 @@ pub fn convert(
     Ok(())
 }
 
-fn load(args: &ModelArgs, quant: Option<&str>) -> Result<Image> {
+pub fn load(args: &ModelArgs, quant: Option<&str>) -> Result<Image> {
     let q = quant.map(image::parse_quant).transpose()?;
     image::load(args.model.as_deref(), args.tokenizer.as_deref(), q)
 }
@@ -114,6 +114,8 @@ pub struct GenPath<'a> {
     pub int: bool,
     /// A MicroLoRA adapter (integer path).
     pub lora: Option<&'a Path>,
+    /// `--attention`: full (None) or a pattern ([`crate::attention`]).
+    pub attention: Option<&'a str>,
 }
 
 pub fn gen(
@@ -123,7 +125,7 @@ pub fn gen(
     sampling: Sampling,
     path: GenPath<'_>,
 ) -> Result<()> {
-    let GenPath { quant, scalar, int, lora } = path;
+    let GenPath { quant, scalar, int, lora, attention } = path;
     let Sampling { temp, top_p, top_k, seed } = sampling;
     // The integer path samples at a temperature in thousandths, like the console's `set temp`
     // (clap keeps --temp within its 0..=10).
@@ -133,14 +135,20 @@ pub fn gen(
     }
     let img = if int { load_int(args, quant)? } else { load(args, quant)? };
     let model = img.model()?;
-    check_steps(&model, steps)?;
+    let window = crate::attention::window(attention, &model)?;
+    if let (Some(_), Some(w)) = (lora, window) {
+        bail!("--lora runs with full attention: drop --attention window:{w}");
+    }
+    crate::attention::check_steps(&model, steps, window)?;
     if top_k > model.config.vocab_size {
         bail!("--top-k {top_k}: use 0 to {}, the model's vocabulary size", model.config.vocab_size);
     }
     let tokens = encode_prompt(&model, prompt, steps)?;
     let kernels = if scalar { Kernels::REFERENCE } else { Kernels::detect() };
-    let mut arena = vec![0f32; if int { 0 } else { State::arena_len(&model, steps) }];
-    let mut int_arena = vec![0i32; if int { IntState::arena_len(&model, steps) } else { 0 }];
+    // A window's cache is a ring of the window's positions, whatever --steps is.
+    let cache = window.unwrap_or(steps);
+    let mut arena = vec![0f32; if int { 0 } else { State::arena_len(&model, cache) }];
+    let mut int_arena = vec![0i32; if int { IntState::arena_len(&model, cache) } else { 0 }];
     let mut sampler = Sampler::new(temp, top_p, top_k, seed);
     let mut scratch = vec![ProbIndex::default(); model.config.vocab_size];
 
@@ -155,15 +163,26 @@ pub fn gen(
             io_err.get_or_insert(e);
         }
     };
-    let stats = if int {
-        let adapter = lora.map(|p| crate::lora::read_adapter(p, img.bytes(), &model)).transpose()?;
-        let mut state = IntState::new(&model, &mut int_arena, steps)?;
-        let mut state = ruvllm_esp32::lora::WithLora { state: &mut state, lora: adapter.as_ref() };
-        let mut sampling = ruvllm_esp32::sample::Sampling::new(temp_milli as u32, seed);
-        infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
-    } else {
-        let mut state = State::new(&model, &mut arena, steps, kernels)?;
-        infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
+    let mut sampling = ruvllm_esp32::sample::Sampling::new(temp_milli as u32, seed);
+    let stats = match (int, window) {
+        (true, Some(w)) => {
+            let mut state = IntState::sliding(&model, &mut int_arena, w)?;
+            infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
+        }
+        (true, None) => {
+            let adapter = lora.map(|p| crate::lora::read_adapter(p, img.bytes(), &model)).transpose()?;
+            let mut state = IntState::new(&model, &mut int_arena, steps)?;
+            let mut state = ruvllm_esp32::lora::WithLora { state: &mut state, lora: adapter.as_ref() };
+            infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
+        }
+        (false, Some(w)) => {
+            let mut state = State::sliding(&model, &mut arena, w, kernels)?;
+            infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
+        }
+        (false, None) => {
+            let mut state = State::new(&model, &mut arena, steps, kernels)?;
+            infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
+        }
     };
     let end = Instant::now();
     out.write_all(b"\n").and_then(|_| out.flush()).map_err(ruvllm_cli::out::write_error)?;
@@ -186,7 +205,14 @@ pub fn gen(
     Ok(())
 }
 
-pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>, int: bool, documents: bool) -> Result<()> {
+pub fn eval(
+    args: &ModelArgs,
+    text: &Path,
+    quant: Option<&str>,
+    int: bool,
+    documents: bool,
+    attention: Option<&str>,
+) -> Result<()> {
     let img = if int { load_int(args, quant)? } else { load(args, quant)? };
     let model = img.model()?;
     let data = input::read_input(text, "text file", input::MAX_TEXT_BYTES)?;
@@ -204,28 +230,47 @@ pub fn eval(args: &ModelArgs, text: &Path, quant: Option<&str>, int: bool, docum
         bail!("{}: too short to score (needs at least one token)", text.display());
     }
     let ctx = model.config.seq_len;
-    let mut s = infer::Score::default();
-    let mut add = |r: infer::Score| {
-        s.tokens += r.tokens;
-        s.nll += r.nll;
+    let window = crate::attention::window(attention, &model)?;
+    // With a window, a text is scored in one pass, however long; without, in windows of the
+    // context.
+    let cache = window.unwrap_or(ctx);
+    let (mut ints, mut floats) = (vec![0i32; 0], vec![0f32; 0]);
+    let s = match (int, window) {
+        (true, Some(w)) => {
+            ints.resize(IntState::arena_len(&model, cache), 0);
+            score_all(&model, &mut IntState::sliding(&model, &mut ints, w)?, &seqs)?
+        }
+        (true, None) => {
+            ints.resize(IntState::arena_len(&model, cache), 0);
+            score_all(&model, &mut IntState::new(&model, &mut ints, ctx)?, &seqs)?
+        }
+        (false, Some(w)) => {
+            floats.resize(State::arena_len(&model, cache), 0.0);
+            score_all(&model, &mut State::sliding(&model, &mut floats, w, Kernels::detect())?, &seqs)?
+        }
+        (false, None) => {
+            floats.resize(State::arena_len(&model, cache), 0.0);
+            score_all(&model, &mut State::new(&model, &mut floats, ctx, Kernels::detect())?, &seqs)?
+        }
     };
-    if int {
-        let mut arena = vec![0i32; IntState::arena_len(&model, ctx)];
-        let mut state = IntState::new(&model, &mut arena, ctx)?;
-        for t in &seqs {
-            add(infer::score(&model, &mut state, t)?);
-        }
-    } else {
-        let mut arena = vec![0f32; State::arena_len(&model, ctx)];
-        let mut state = State::new(&model, &mut arena, ctx, Kernels::detect())?;
-        for t in &seqs {
-            add(infer::score(&model, &mut state, t)?);
-        }
-    }
     outln!("tokens: {}", s.tokens);
     outln!("nll: {:.6}", s.mean_nll());
     outln!("perplexity: {:.6}", s.perplexity());
     Ok(())
+}
+
+/// The scores of every sequence, summed.
+fn score_all<S: infer::Step>(model: &Model<'_>, state: &mut S, seqs: &[Vec<u32>]) -> Result<infer::Score>
+where
+    S::Logit: infer::LogitValue,
+{
+    let mut s = infer::Score::default();
+    for t in seqs {
+        let r = infer::score(model, state, t)?;
+        s.tokens += r.tokens;
+        s.nll += r.nll;
+    }
+    Ok(s)
 }
 
 /// BOS + the engine's encoding of a long text. Texts that are UTF-8 go through the trainer's

@@ -3,6 +3,7 @@
 // Tests may print; the tool writes stdout through outln!, which reports a failed write.
 #![cfg_attr(not(test), warn(clippy::print_stdout))]
 
+mod attention;
 mod bench;
 mod board;
 mod commands;
@@ -11,6 +12,7 @@ mod firmware;
 mod image;
 mod index;
 mod lora;
+mod speculative;
 mod tools;
 mod train;
 
@@ -122,6 +124,25 @@ enum Cmd {
         /// Apply a MicroLoRA adapter (`lora train`) made for this model; implies --int
         #[arg(long, value_name = "ADAPTER", conflicts_with = "scalar")]
         lora: Option<PathBuf>,
+        /// Speculative decoding: a draft proposes --gamma tokens, the model checks them all in
+        /// one pass over its weights (greedy: the same text; --temp: the same distribution).
+        /// Prints the acceptance rate and tokens per target pass on stderr
+        #[arg(long, conflicts_with = "lora")]
+        speculative: bool,
+        /// With --speculative: the draft model, with the same tokenizer (models/draft.gguf for
+        /// the built-in model)
+        #[arg(long, value_name = "FILE", requires = "speculative")]
+        draft: Option<PathBuf>,
+        /// With --speculative: draft with the model's own first L layers and its classifier
+        #[arg(long, value_name = "L", requires = "speculative")]
+        early_exit: Option<usize>,
+        /// With --speculative: draft tokens per target pass, 1 to 16
+        #[arg(long, value_name = "G", requires = "speculative")]
+        gamma: Option<usize>,
+        /// Attention pattern: full (default) or window:N, the last N positions through a cache
+        /// of N positions (float paths; --steps may then exceed the model's context)
+        #[arg(long, value_name = "PATTERN", conflicts_with = "speculative")]
+        attention: Option<String>,
     },
     /// Score a text file: tokens, mean negative log-likelihood, perplexity
     #[command(
@@ -143,6 +164,10 @@ enum Cmd {
         /// them (default: the whole file as one text)
         #[arg(long)]
         documents: bool,
+        /// Attention pattern: full (default: the text in windows of the model's context) or
+        /// window:N (the text in one pass, each token seeing the last N positions)
+        #[arg(long, value_name = "PATTERN")]
+        attention: Option<String>,
     },
     /// Show a model's shape, sizes and where it fits on each ESP32
     #[command(after_help = "Examples:\n  ruvllm-esp32 info\n  ruvllm-esp32 info stories260K-q8.gguf --json")]
@@ -461,14 +486,46 @@ fn main() -> ExitCode {
             let edits = image::Edits { pad_ffn: pad_ffn.map(|n| n as usize), prune: prune.map(|s| (s, how)) };
             commands::convert(&input, tokenizer.as_deref(), &quant, edits, &output)
         }
-        Cmd::Gen { model, prompt, steps, temp, top_p, top_k, seed, quant, scalar, int, lora } => {
+        Cmd::Gen {
+            model,
+            prompt,
+            steps,
+            temp,
+            top_p,
+            top_k,
+            seed,
+            quant,
+            scalar,
+            int,
+            lora,
+            speculative,
+            draft,
+            early_exit,
+            gamma,
+            attention,
+        } => {
             let sampling = commands::Sampling { temp, top_p, top_k, seed };
-            let int = int || lora.is_some();
-            let path = commands::GenPath { quant: quant.as_deref(), scalar, int, lora: lora.as_deref() };
-            commands::gen(&model, &prompt, steps, sampling, path)
+            if speculative {
+                let spec = speculative::Spec {
+                    draft,
+                    early_exit,
+                    gamma: gamma.unwrap_or(speculative::DEFAULT_GAMMA),
+                };
+                speculative::gen(&model, &prompt, steps, sampling, quant.as_deref(), scalar, int, spec)
+            } else {
+                let int = int || lora.is_some();
+                let path = commands::GenPath {
+                    quant: quant.as_deref(),
+                    scalar,
+                    int,
+                    lora: lora.as_deref(),
+                    attention: attention.as_deref(),
+                };
+                commands::gen(&model, &prompt, steps, sampling, path)
+            }
         }
-        Cmd::Eval { model, text, quant, int, documents } => {
-            commands::eval(&model, &text, quant.as_deref(), int, documents)
+        Cmd::Eval { model, text, quant, int, documents, attention } => {
+            commands::eval(&model, &text, quant.as_deref(), int, documents, attention.as_deref())
         }
         Cmd::Info { model, tokenizer, quant, json } => {
             commands::info(model.as_deref(), tokenizer.as_deref(), quant.as_deref(), json)

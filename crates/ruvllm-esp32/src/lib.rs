@@ -40,6 +40,7 @@ pub mod prelude;
 pub mod prune;
 pub mod quant;
 pub mod sample;
+pub mod speculative;
 pub mod store;
 pub mod tokenizer;
 pub mod vector;

@@ -35,6 +35,11 @@ pub fn random_u32(state: &mut u64) -> u32 {
     (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32
 }
 
+/// Uniform in [0,1) with 24 bits from [`random_u32`], as llama2.c.
+pub(crate) fn random_f32(state: &mut u64) -> f32 {
+    (random_u32(state) >> 8) as f32 / 16_777_216.0
+}
+
 /// What a console's generations sample with: the temperature in thousandths (0 = greedy, the
 /// default) and the RNG state, carried from one generation to the next so that a session
 /// replays exactly from its seed.
@@ -73,7 +78,7 @@ fn key(x: f32) -> f32 {
 }
 
 /// Index of the largest value, the first on ties (llama2.c's argmax); 0 for an empty slice.
-fn argmax(x: &[f32]) -> usize {
+pub(crate) fn argmax(x: &[f32]) -> usize {
     let mut best = 0;
     let mut best_v = f32::NEG_INFINITY;
     for (i, &v) in x.iter().enumerate() {
@@ -122,7 +127,7 @@ pub fn softmax(x: &mut [f32]) {
 }
 
 /// Picks from `probs` (summing to ~1) with `coin` in [0,1), the last index on rounding.
-fn sample_mult(probs: &[f32], coin: f32) -> usize {
+pub(crate) fn sample_mult(probs: &[f32], coin: f32) -> usize {
     let mut cdf = 0.0f32;
     for (i, &p) in probs.iter().enumerate() {
         cdf += p;
@@ -164,20 +169,20 @@ impl Sampler {
         Sampler { temperature, top_p, top_k, rng_state: seed_state(seed) }
     }
 
-    /// llama2.c's xorshift* step.
-    fn random_u32(&mut self) -> u32 {
-        random_u32(&mut self.rng_state)
-    }
-
     /// The RNG state, to carry it from one generation to the next ([`Sampler::new`] takes it
     /// back as the seed).
     pub fn rng_state(&self) -> u64 {
         self.rng_state
     }
 
-    /// Uniform in [0,1) with 24 bits, as llama2.c.
+    /// llama2.c's xorshift* step (tests compare it with llama2.c's first values).
+    #[cfg(test)]
+    fn random_u32(&mut self) -> u32 {
+        random_u32(&mut self.rng_state)
+    }
+
     fn random_f32(&mut self) -> f32 {
-        (self.random_u32() >> 8) as f32 / 16_777_216.0
+        random_f32(&mut self.rng_state)
     }
 
     /// Picks the next token. Temperature 0 = greedy argmax (first max wins). Otherwise divides

@@ -52,6 +52,14 @@ pub fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32")).args(args).output().expect("the binary runs")
 }
 
+/// The binary with `args`, which must succeed: its stdout and stderr.
+pub fn ok(args: &[&str]) -> (String, String) {
+    let out = run(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{args:?}: {err}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), err)
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }

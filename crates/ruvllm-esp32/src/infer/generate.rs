@@ -126,7 +126,7 @@ fn run<S: Step, F: TokenFlow, const L: usize>(
 }
 
 /// Emits the piece of `next`; true when the callback stops the generation.
-fn emit<F: TokenFlow>(
+pub(crate) fn emit<F: TokenFlow>(
     vocab: &Vocab<'_>,
     prev: u32,
     next: u32,

@@ -3,13 +3,16 @@
 //! anything runs.
 
 mod arena;
+mod batch;
 mod eval;
 mod generate;
 pub mod integer;
 
+pub use batch::Batch;
 pub use eval::{nll, score, LogitValue, Score};
+pub(crate) use generate::emit;
 pub use generate::{generate, generate_int, generate_int_sampled, GenStats, TokenFlow};
-pub use integer::IntState;
+pub use integer::{IntBatch, IntState};
 
 use crate::error::{Error, Result};
 use crate::kernels::{reference, AttnShape, CacheQ8, Kernels, QueryQ8};
@@ -46,6 +49,40 @@ impl Step for State<'_> {
 
     fn prefill_token<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
         self.prefill(model, token, pos)
+    }
+
+    fn logits<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [f32]> {
+        self.forward(model, token, pos)
+    }
+}
+
+/// A state whose cache is a ring of its `seq_len` slots ([`State::sliding`],
+/// [`IntState::sliding`]): each position attends to the last `seq_len` positions, and positions
+/// run on past the cache (and past the model's context).
+pub struct Sliding<S>(S);
+
+impl Sliding<State<'_>> {
+    /// Runs `token` at `pos` (any position) and returns the logits for the next token.
+    pub fn forward<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        token: u32,
+        pos: usize,
+    ) -> Result<&mut [f32]> {
+        self.0.step(model, token, pos, true, true)?;
+        Ok(self.0.logits)
+    }
+}
+
+impl Step for Sliding<State<'_>> {
+    type Logit = f32;
+
+    fn capacity(&self) -> usize {
+        usize::MAX
+    }
+
+    fn prefill_token<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
+        self.0.step(model, token, pos, false, true)
     }
 
     fn logits<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [f32]> {
@@ -167,6 +204,23 @@ impl<'s> State<'s> {
         Ok(State { seq_len, kernels, x, xb, xb2, hb, hb2, q, kv_row, att, logits, rope, xq, xs, kv })
     }
 
+    /// A state whose attention sees the last `window` positions only (the current one
+    /// included), decided before computing: the cache is a ring of `window` slots (the RAM of
+    /// [`State::arena_len`]`(model, window)`), so positions run on past the model's context.
+    /// Each key is rotated by its absolute position when it enters the cache and each query by
+    /// its own, so a score depends only on their distance, wherever the slot sits; the angles
+    /// come from the absolute position in f32 (exact integers up to 2^24). Positions before
+    /// `window` give exactly [`State::new`]'s numbers; after it the ring's order changes the
+    /// order of the attention's sums.
+    pub fn sliding<const L: usize>(
+        model: &Model<'_, L>,
+        arena: &'s mut [f32],
+        window: usize,
+        kernels: Kernels,
+    ) -> Result<Sliding<State<'s>>> {
+        Ok(Sliding(Self::new(model, arena, window, kernels)?))
+    }
+
     /// Positions this state can hold.
     pub fn seq_len(&self) -> usize {
         self.seq_len
@@ -183,19 +237,19 @@ impl<'s> State<'s> {
         token: u32,
         pos: usize,
     ) -> Result<&mut [f32]> {
-        self.step(model, token, pos, true)?;
+        self.step(model, token, pos, true, false)?;
         Ok(self.logits)
     }
 
     /// Runs a prompt token whose logits nobody reads: the classifier is skipped.
     pub fn prefill<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
-        self.step(model, token, pos, false)
+        self.step(model, token, pos, false, false)
     }
 
     /// Runs `token` at `pos` without the classifier and returns the final hidden state: the
     /// residual stream after the last layer, through the output RMSNorm.
     pub fn hidden<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&[f32]> {
-        self.step(model, token, pos, false)?;
+        self.step(model, token, pos, false, false)?;
         reference::rmsnorm(self.xb, self.x, model.output_norm, model.config.norm_eps);
         Ok(self.xb)
     }
@@ -206,14 +260,18 @@ impl<'s> State<'s> {
         token: u32,
         pos: usize,
         logits: bool,
+        ring: bool,
     ) -> Result<()> {
         let c = &model.config;
         if token as usize >= c.vocab_size {
             return Err(Error::Invalid { what: "token id outside the vocabulary" });
         }
-        if pos >= self.seq_len {
+        if pos >= self.seq_len && !ring {
             return Err(Error::ContextFull { need: pos + 1, capacity: self.seq_len });
         }
+        // This position's cache slot, and how many slots hold positions it attends to (all of
+        // them until `pos`, without a ring; the whole ring once it has wrapped).
+        let (slot, seen) = (pos % self.seq_len, (pos + 1).min(self.seq_len));
         let (hs, kv_dim, group) = (c.head_size(), c.kv_dim(), model.group);
         let shape = AttnShape { head_size: hs, kv_dim, kv_mul: c.n_heads / c.n_kv_heads };
         let k = self.kernels;
@@ -222,10 +280,10 @@ impl<'s> State<'s> {
         let ng = kv_dim.div_ceil(group);
         for (l, layer) in model.layers.iter().enumerate() {
             reference::rmsnorm(self.xb, self.x, layer.attn_norm, c.norm_eps);
-            let cache_row = (l * self.seq_len + pos) * kv_dim;
-            let layer_range = l * self.seq_len * kv_dim..(l * self.seq_len + pos + 1) * kv_dim;
-            let srow = (l * self.seq_len + pos) * ng;
-            let s_range = l * self.seq_len * ng..(l * self.seq_len + pos + 1) * ng;
+            let cache_row = (l * self.seq_len + slot) * kv_dim;
+            let layer_range = l * self.seq_len * kv_dim..(l * self.seq_len + seen) * kv_dim;
+            let srow = (l * self.seq_len + slot) * ng;
+            let s_range = l * self.seq_len * ng..(l * self.seq_len + seen) * ng;
             // q, k, v for this position; k and v go straight into the cache.
             let mut mv = |out: &mut [f32], m: &Matrix<'_>, quantized: bool| {
                 matvec(k, out, m, self.xb, self.xq, self.xs, group, quantized)
@@ -316,33 +374,46 @@ fn matvec(
     group: usize,
     reuse: bool,
 ) {
+    if !reuse {
+        quantize_for(k, m, x, xq, xs, group);
+    }
+    product(k, out, m, x, xq, xs, group)
+}
+
+/// Quantizes the activation `x` the way `m`'s product reads it (nothing for an f32 matrix).
+fn quantize_for(k: Kernels, m: &Matrix<'_>, x: &[f32], xq: &mut [i8], xs: &mut [f32], group: usize) {
+    let cols = m.cols();
     match *m {
-        Matrix::F32 { w, .. } => (k.matvec_f32)(out, w, x),
-        Matrix::Q8 { q, s, cols, .. } => {
-            let (xq, xs) = (&mut xq[..cols], &mut xs[..cols.div_ceil(group)]);
-            if !reuse {
-                (k.quantize)(x, xq, xs, group);
-            }
-            (k.matvec_q8)(out, q, s, xq, xs, group)
-        }
+        Matrix::F32 { .. } => {}
         // The loader checked that this image's groups are Q8_0's 32. The activation's scales
         // are kept at f16 precision, as GGUF's Q8_0 x Q8_0 product (llama.cpp) stores them, so
         // both compute the same sums of the same products.
-        Matrix::Q8Block { b, cols, .. } => {
-            let (xq, xs) = (&mut xq[..cols], &mut xs[..cols.div_ceil(group)]);
-            if !reuse {
-                (k.quantize)(x, xq, xs, group);
-                for s in xs.iter_mut() {
-                    *s = crate::gguf::f16_to_f32(crate::gguf::f32_to_f16(*s));
-                }
+        Matrix::Q8Block { .. } => {
+            let xs = &mut xs[..cols.div_ceil(group)];
+            (k.quantize)(x, &mut xq[..cols], xs, group);
+            for s in xs.iter_mut() {
+                *s = crate::gguf::f16_to_f32(crate::gguf::f32_to_f16(*s));
             }
-            (k.matvec_q8_block)(out, b, xq, xs)
+        }
+        Matrix::Q8 { .. } | Matrix::Ternary { .. } | Matrix::Binary { .. } => {
+            (k.quantize)(x, &mut xq[..cols], &mut xs[..cols.div_ceil(group)], group)
+        }
+    }
+}
+
+/// `out = m * x` with `x` already quantized into `xq`/`xs` where `m` needs it. `out` may be
+/// shorter than `m`: its first `out.len()` rows.
+fn product(k: Kernels, out: &mut [f32], m: &Matrix<'_>, x: &[f32], xq: &[i8], xs: &[f32], group: usize) {
+    match *m {
+        Matrix::F32 { w, .. } => (k.matvec_f32)(out, w, x),
+        Matrix::Q8 { q, s, cols, .. } => {
+            (k.matvec_q8)(out, q, s, &xq[..cols], &xs[..cols.div_ceil(group)], group)
+        }
+        Matrix::Q8Block { b, cols, .. } => {
+            (k.matvec_q8_block)(out, b, &xq[..cols], &xs[..cols.div_ceil(group)])
         }
         Matrix::Ternary { q, s, cols, .. } | Matrix::Binary { q, s, cols, .. } => {
-            let (xq, xs) = (&mut xq[..cols], &mut xs[..cols.div_ceil(group)]);
-            if !reuse {
-                (k.quantize)(x, xq, xs, group);
-            }
+            let (xq, xs) = (&xq[..cols], &xs[..cols.div_ceil(group)]);
             let kernel = if matches!(m, Matrix::Ternary { .. }) { k.matvec_ternary } else { k.matvec_binary };
             kernel(out, q, s, xq, xs, group)
         }

@@ -234,14 +234,7 @@ pub fn sample_int(logits: &[i32], temp_milli: u32, rng: &mut u64) -> u32 {
     if temp_milli == 0 {
         return argmax(logits);
     }
-    let max = logits.iter().fold(i32::MIN, |m, &v| m.max(v));
-    // 1/T with 22 fractional bits, so each logit costs a multiply, not a 64-bit division:
-    // `d < 2^32` and `inv <= 1000 * 2^22 < 2^32`, so `d * inv` fits in u64.
-    let inv = (1000u64 << 22) / temp_milli as u64;
-    let weight = |l: i32| {
-        let t = ((max as i64 - l as i64) as u64 * inv) >> 22;
-        exp_neg(t.min(u32::MAX as u64) as u32) as u64
-    };
+    let weight = weigher(logits, temp_milli);
     // The maximum weighs exactly 2^30, so the sum is positive; at most 2^30 per token.
     let sum: u64 = logits.iter().map(|&l| weight(l)).sum();
     let r = ((crate::sample::random_u32(rng) as u128 * sum as u128) >> 32) as u64;
@@ -253,4 +246,17 @@ pub fn sample_int(logits: &[i32], temp_milli: u32, rng: &mut u64) -> u32 {
         }
     }
     argmax(logits)
+}
+
+/// The weight [`sample_int`] gives a logit at `temp_milli` (> 0): `exp(-(max - l) / T)` in
+/// Q2.30, at most 2^30 (the largest logit's).
+pub fn weigher(logits: &[i32], temp_milli: u32) -> impl Fn(i32) -> u64 {
+    let max = logits.iter().fold(i32::MIN, |m, &v| m.max(v));
+    // 1/T with 22 fractional bits, so each logit costs a multiply, not a 64-bit division:
+    // `d < 2^32` and `inv <= 1000 * 2^22 < 2^32`, so `d * inv` fits in u64.
+    let inv = (1000u64 << 22) / temp_milli.max(1) as u64;
+    move |l: i32| {
+        let t = ((max as i64 - l as i64) as u64 * inv) >> 22;
+        exp_neg(t.min(u32::MAX as u64) as u32) as u64
+    }
 }

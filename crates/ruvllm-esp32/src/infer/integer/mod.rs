@@ -14,6 +14,7 @@
 //! - exp, sigmoid, softmax probabilities: Q2.30 from `const` tables; RoPE: the image's Q1.30
 //!   `ruvllm.rope` table; RMSNorm: integer square root of the mean square.
 
+mod batch;
 mod fixed;
 mod tables;
 mod view;
@@ -23,13 +24,15 @@ mod sample_tests;
 #[cfg(test)]
 mod tests;
 
+pub use batch::IntBatch;
 pub use fixed::{
-    argmax, exp_neg, inv_sqrt, isqrt, sample_int, sat32, shr_round, sigmoid, swiglu, Scale, ACC, FRAC, P_FRAC,
+    argmax, exp_neg, inv_sqrt, isqrt, sample_int, sat32, shr_round, sigmoid, swiglu, weigher, Scale, ACC,
+    FRAC, P_FRAC,
 };
 pub use tables::{EXP2_NEG, SIGMOID};
 
 use super::arena::Carver;
-use super::Step;
+use super::{Sliding, Step};
 use crate::error::{Error, Result};
 use crate::model::{Model, ROPE_FRAC};
 use crate::quant::quantize_row_fixed;
@@ -168,6 +171,18 @@ impl<'s> IntState<'s> {
         self.seq_len
     }
 
+    /// As [`crate::infer::State::sliding`] on the integer path: attention over the last
+    /// `window` positions through a ring of `window` cache slots, positions past the model's
+    /// context. There the image's RoPE table ends; a position's rotation is composed from its
+    /// rows ([`rotation_at`]), in integers.
+    pub fn sliding<const L: usize>(
+        model: &Model<'_, L>,
+        arena: &'s mut [i32],
+        window: usize,
+    ) -> Result<Sliding<Self>> {
+        Ok(Sliding(Self::new(model, arena, window)?))
+    }
+
     /// Runs `token` at `pos`; the logits for the next token, in Q16.16 (value = l / 65536).
     pub fn forward<const L: usize>(
         &mut self,
@@ -175,7 +190,7 @@ impl<'s> IntState<'s> {
         token: u32,
         pos: usize,
     ) -> Result<&[i32]> {
-        self.step(model, token, pos, true, usize::MAX, None)?;
+        self.step(model, token, pos, true, usize::MAX, None, false)?;
         Ok(self.logits)
     }
 
@@ -187,7 +202,7 @@ impl<'s> IntState<'s> {
         pos: usize,
         lora: Option<&crate::lora::IntLora>,
     ) -> Result<&mut [i32]> {
-        self.step(model, token, pos, true, usize::MAX, lora)?;
+        self.step(model, token, pos, true, usize::MAX, lora, false)?;
         Ok(self.logits)
     }
 
@@ -210,7 +225,7 @@ impl<'s> IntState<'s> {
 
     /// Runs a prompt token whose logits nobody reads: the classifier is skipped.
     pub fn prefill<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
-        self.step(model, token, pos, false, usize::MAX, None)
+        self.step(model, token, pos, false, usize::MAX, None, false)
     }
 
     /// Runs `token` at `pos` without the classifier and returns the final hidden state: the
@@ -231,7 +246,7 @@ impl<'s> IntState<'s> {
         pos: usize,
         layers: usize,
     ) -> Result<&[i32]> {
-        self.step(model, token, pos, false, layers, None)?;
+        self.step(model, token, pos, false, layers, None, false)?;
         rmsnorm(self.xb, self.x, view::bits(model.output_norm), self.eps);
         Ok(self.xb)
     }
@@ -239,6 +254,7 @@ impl<'s> IntState<'s> {
     // Never inlined: the token's whole integer work stays one symbol in a chip's ELF, the root
     // from which a test proves no soft-float routine is reachable. One call per token.
     #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
     fn step<const L: usize>(
         &mut self,
         model: &Model<'_, L>,
@@ -247,6 +263,7 @@ impl<'s> IntState<'s> {
         logits: bool,
         layers: usize,
         lora: Option<&crate::lora::IntLora>,
+        ring: bool,
     ) -> Result<()> {
         let rope = view::require(model)?;
         let s = self.shape;
@@ -256,21 +273,24 @@ impl<'s> IntState<'s> {
         if token as usize >= s.vocab {
             return Err(Error::Invalid { what: "token id outside the vocabulary" });
         }
-        if pos >= self.seq_len {
+        if pos >= self.seq_len && !ring {
             return Err(Error::ContextFull { need: pos + 1, capacity: self.seq_len });
         }
         let (d, kv_dim, g) = (s.dim, s.kv_dim(), s.group);
         let ng = kv_dim.div_ceil(g);
-        // Validated at load: [model seq_len][hs / 2][2], and pos < seq_len <= model seq_len.
-        let rope = rope.at(pos);
+        // This position's cache slot, and how many slots hold positions it attends to.
+        let (slot, seen) = (pos % self.seq_len, (pos + 1).min(self.seq_len));
+        // Validated at load: [model seq_len][hs / 2][2]; past it (a ring only), composed.
+        let mut composed = [0u8; ROTATION_BYTES];
+        let rope = rotation_at(&rope, pos, s.model_seq_len, &mut composed)?;
         embed(self.x, &view::int8(&model.token_embd)?, token as usize, g);
         for (l, layer) in model.layers.iter().enumerate().take(layers) {
             let w = view::layer(layer)?;
             rmsnorm(self.xb, self.x, w.attn_norm, self.eps);
             quantize(self.xb, self.xq, self.xs, g);
             matmul(self.q, &w.wq, self.xq, self.xs, g, &mut self.lut, true);
-            let row = (l * self.seq_len + pos) * kv_dim;
-            let srow = (l * self.seq_len + pos) * ng;
+            let row = (l * self.seq_len + slot) * kv_dim;
+            let srow = (l * self.seq_len + slot) * ng;
             let (krow, ksrow) = (&mut self.kc[row..row + kv_dim], &mut self.ks[srow..srow + ng]);
             matmul(self.kv_row, &w.wk, self.xq, self.xs, g, &mut self.lut, false);
             rotate(self.kv_row, rope);
@@ -285,7 +305,7 @@ impl<'s> IntState<'s> {
             for p in qs.iter_mut() {
                 *p = Scale::unpack(*p).times(self.attn_scale).pack();
             }
-            let (start, n) = (l * self.seq_len, pos + 1);
+            let (start, n) = (l * self.seq_len, seen);
             let cache = Cache {
                 keys: &self.kc[start * kv_dim..(start + n) * kv_dim],
                 key_scales: &self.ks[start * ng..(start + n) * ng],
@@ -331,8 +351,97 @@ impl Step for IntState<'_> {
     }
 
     fn logits<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [i32]> {
-        self.step(model, token, pos, true, usize::MAX, None)?;
+        self.step(model, token, pos, true, usize::MAX, None, false)?;
         Ok(self.logits)
+    }
+}
+
+/// Bytes of one position's composed rotation: heads of up to 64 values.
+const ROTATION_BYTES: usize = 32 * 8;
+
+/// Position `pos`'s `(cos, sin)` pairs in Q1.30 (8 bytes a pair, as the table stores them):
+/// the table's row while `pos` is inside it, else `R(r) * R(last)^q` with `pos = q * last + r`
+/// and `last` the table's last row, by squaring (a rotation by a sum of angles is the product
+/// of the rotations), rounded at each of the at most 2 log2(q) products: integers only.
+pub fn rotation_at<'a>(
+    rope: &crate::model::RopeTable<'a>,
+    pos: usize,
+    rows: usize,
+    buf: &'a mut [u8; ROTATION_BYTES],
+) -> Result<&'a [u8]> {
+    let row = rope.at(pos);
+    if !row.is_empty() {
+        return Ok(row);
+    }
+    let per = rope.at(0).len();
+    if per > buf.len() || rows < 2 {
+        return Err(Error::Unsupported {
+            what: "a sliding window past the context with heads over 64 values",
+        });
+    }
+    compose(rope, pos, rows - 1, per, &mut buf[..]);
+    Ok(&buf[..per])
+}
+
+/// The composition of [`rotation_at`] into `buf`, in a frame of its own (1 KiB of stack) that
+/// only a position past the table opens.
+#[inline(never)]
+fn compose(rope: &crate::model::RopeTable<'_>, pos: usize, last: usize, per: usize, buf: &mut [u8]) {
+    let (mut q, r) = (pos / last, pos % last);
+    let le = |b: &[u8], i: usize| i32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]) as i64;
+    let sh = ROPE_FRAC as i32;
+    let mul = |(c1, s1): (i64, i64), (c2, s2): (i64, i64)| {
+        (shr_round(c1 * c2 - s1 * s2, sh), shr_round(c1 * s2 + s1 * c2, sh))
+    };
+    let (base, step) = (rope.at(r), rope.at(last));
+    let mut acc = [(0i64, 0i64); ROTATION_BYTES / 8];
+    let mut pow = acc;
+    for (j, (a, p)) in acc.iter_mut().zip(pow.iter_mut()).take(per / 8).enumerate() {
+        *a = (le(base, 8 * j), le(base, 8 * j + 4));
+        *p = (le(step, 8 * j), le(step, 8 * j + 4));
+    }
+    while q > 0 {
+        for (a, p) in acc.iter_mut().zip(pow.iter_mut()).take(per / 8) {
+            if q & 1 == 1 {
+                *a = mul(*a, *p);
+            }
+            *p = mul(*p, *p);
+        }
+        q >>= 1;
+    }
+    for (j, (c, s)) in acc.iter().take(per / 8).enumerate() {
+        buf[8 * j..8 * j + 4].copy_from_slice(&(sat32(*c)).to_le_bytes());
+        buf[8 * j + 4..8 * j + 8].copy_from_slice(&(sat32(*s)).to_le_bytes());
+    }
+}
+
+impl Sliding<IntState<'_>> {
+    /// Runs `token` at `pos` (any position); the logits for the next token, in Q16.16.
+    pub fn forward<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        token: u32,
+        pos: usize,
+    ) -> Result<&[i32]> {
+        self.0.step(model, token, pos, true, usize::MAX, None, true)?;
+        Ok(self.0.logits)
+    }
+}
+
+impl Step for Sliding<IntState<'_>> {
+    type Logit = i32;
+
+    fn capacity(&self) -> usize {
+        usize::MAX
+    }
+
+    fn prefill_token<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
+        self.0.step(model, token, pos, false, usize::MAX, None, true)
+    }
+
+    fn logits<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [i32]> {
+        self.0.step(model, token, pos, true, usize::MAX, None, true)?;
+        Ok(self.0.logits)
     }
 }
 

@@ -1,0 +1,63 @@
+//! `--attention`: full (the default) or a sliding window through a ring-buffer cache, and one
+//! clear line for every pattern the tool does not run.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn a_window_that_holds_the_run_is_full_attention() {
+    let base = ["gen", "-p", "Once upon a time", "-n", "200"];
+    let (plain, _) = ok(&base);
+    for pattern in ["full", "window:200", "window:256"] {
+        let args: Vec<&str> = base.iter().copied().chain(["--attention", pattern]).collect();
+        assert_eq!(ok(&args).0, plain, "{pattern}");
+    }
+    // A short window changes the text: attention really is cut.
+    let args: Vec<&str> = base.iter().copied().chain(["--attention", "window:8"]).collect();
+    assert_ne!(ok(&args).0, plain);
+}
+
+#[test]
+fn a_window_runs_past_the_context_and_scores_a_text_in_one_pass() {
+    // The built-in model's context is 256 positions; this greedy story runs on past them, on
+    // the float and on the integer path.
+    for int in [&[][..], &["--int"][..]] {
+        let mut args = vec!["gen", "-p", "Once upon a time", "-n", "2000", "--attention", "window:64"];
+        args.extend_from_slice(int);
+        let (text, err) = ok(&args);
+        let positions: usize = err
+            .split("achieved tok/s: ")
+            .nth(1)
+            .and_then(|r| r.split(['(', ' ']).nth(2))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(text.starts_with("Once upon a time") && positions > 256, "{int:?}: {err}");
+    }
+    let heldout = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/heldout.txt");
+    let (full, _) = ok(&["eval", "--text", heldout]);
+    let (windowed, _) = ok(&["eval", "--text", heldout, "--attention", "window:128"]);
+    let number = |s: &str, key: &str| -> f64 {
+        s.lines().find_map(|l| l.strip_prefix(key)).unwrap().trim().parse().unwrap()
+    };
+    // Whole windows of the context lose a token of context each; one pass does not.
+    assert!(number(&windowed, "tokens:") > number(&full, "tokens:"));
+    let (a, b) = (number(&full, "perplexity:"), number(&windowed, "perplexity:"));
+    assert!((a - b).abs() / a < 0.05, "full {a}, window:128 {b}");
+}
+
+#[test]
+fn bad_patterns_name_both_values() {
+    let gen = |pattern: &str| run(&["gen", "-n", "16", "--attention", pattern]);
+    fails_with(&gen("window:0"), "a window of 0 positions is outside 1..=256");
+    fails_with(&gen("window:300"), "a window of 300 positions is outside 1..=256");
+    fails_with(&gen("window:many"), "the window is a number of positions");
+    fails_with(&gen("strided:8"), "the strided pattern is not implemented");
+    fails_with(&gen("sparse"), "--attention sparse: unknown pattern; use full or window:N");
+    fails_with(&run(&["gen", "-n", "300"]), "--steps 300 is outside 1..=256");
+    fails_with(
+        &run(&["gen", "-n", "2000000", "--attention", "window:8"]),
+        "--steps 2000000 is outside 1..=1000000",
+    );
+}
