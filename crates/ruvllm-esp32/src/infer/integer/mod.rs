@@ -175,13 +175,55 @@ impl<'s> IntState<'s> {
         token: u32,
         pos: usize,
     ) -> Result<&[i32]> {
-        self.step(model, token, pos, true, usize::MAX)?;
+        self.step(model, token, pos, true, ALL, true)?;
         Ok(self.logits)
     }
 
     /// Runs a prompt token whose logits nobody reads: the classifier is skipped.
     pub fn prefill<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
-        self.step(model, token, pos, false, usize::MAX)
+        self.step(model, token, pos, false, ALL, true)
+    }
+
+    /// One pipeline stage: runs the transformer layers `layers` of `token` at `pos` and returns
+    /// the residual stream after them (Q16.16, `dim` values), what the next stage starts from.
+    /// The stage holding layer 0 embeds `token`; a later one starts from `residual`, the
+    /// stream the stage before returned (`None` only for the first). Only these layers' KV
+    /// cache is written, so a sequence must keep one split. The same integer work as
+    /// [`IntState::forward`], layer for layer, so a chain of stages gives its result exactly.
+    pub fn run_layers<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        token: u32,
+        pos: usize,
+        layers: core::ops::Range<usize>,
+        residual: Option<&[i32]>,
+    ) -> Result<&[i32]> {
+        if layers.start >= layers.end || layers.end > self.shape.n_layers {
+            return Err(Error::Invalid {
+                what: "stage layers must be a non-empty range of the model's layers",
+            });
+        }
+        match (layers.start, residual) {
+            (0, None) => self.step(model, token, pos, false, layers, true)?,
+            (s, Some(r)) if s > 0 && r.len() == self.shape.dim => {
+                self.x.copy_from_slice(r);
+                self.step(model, token, pos, false, layers, false)?
+            }
+            (0, Some(_)) => {
+                return Err(Error::Invalid { what: "the first stage embeds its token: no residual" })
+            }
+            _ => {
+                return Err(Error::Invalid { what: "a later stage needs the residual stream of dim values" })
+            }
+        }
+        Ok(self.x)
+    }
+
+    /// The classifier over the residual stream the last [`IntState::run_layers`] left: the
+    /// output RMSNorm, then the logits for the next token (Q16.16), as `forward` computes them.
+    pub fn classify<const L: usize>(&mut self, model: &Model<'_, L>) -> Result<&mut [i32]> {
+        self.classifier(model)?;
+        Ok(self.logits)
     }
 
     /// Runs `token` at `pos` without the classifier and returns the final hidden state: the
@@ -202,7 +244,7 @@ impl<'s> IntState<'s> {
         pos: usize,
         layers: usize,
     ) -> Result<&[i32]> {
-        self.step(model, token, pos, false, layers)?;
+        self.step(model, token, pos, false, 0..layers, true)?;
         rmsnorm(self.xb, self.x, view::bits(model.output_norm), self.eps);
         Ok(self.xb)
     }
@@ -216,7 +258,8 @@ impl<'s> IntState<'s> {
         token: u32,
         pos: usize,
         logits: bool,
-        layers: usize,
+        layers: core::ops::Range<usize>,
+        embeds: bool,
     ) -> Result<()> {
         let rope = view::require(model)?;
         let s = self.shape;
@@ -233,8 +276,10 @@ impl<'s> IntState<'s> {
         let ng = kv_dim.div_ceil(g);
         // Validated at load: [model seq_len][hs / 2][2], and pos < seq_len <= model seq_len.
         let rope = rope.at(pos);
-        embed(self.x, &view::int8(&model.token_embd)?, token as usize, g);
-        for (l, layer) in model.layers.iter().enumerate().take(layers) {
+        if embeds {
+            embed(self.x, &view::int8(&model.token_embd)?, token as usize, g);
+        }
+        for (l, layer) in model.layers.iter().enumerate().take(layers.end).skip(layers.start) {
             let w = view::layer(layer)?;
             rmsnorm(self.xb, self.x, w.attn_norm, self.eps);
             quantize(self.xb, self.xq, self.xs, g);
@@ -278,13 +323,22 @@ impl<'s> IntState<'s> {
             add(self.x, self.xb);
         }
         if logits {
-            rmsnorm(self.xb, self.x, view::bits(model.output_norm), self.eps);
-            quantize(self.xb, self.xq, self.xs, g);
-            matmul(self.logits, &view::int8(&model.output)?, self.xq, self.xs, g, &mut self.lut, false);
+            self.classifier(model)?;
         }
         Ok(())
     }
+
+    fn classifier<const L: usize>(&mut self, model: &Model<'_, L>) -> Result<()> {
+        let g = self.shape.group;
+        rmsnorm(self.xb, self.x, view::bits(model.output_norm), self.eps);
+        quantize(self.xb, self.xq, self.xs, g);
+        matmul(self.logits, &view::int8(&model.output)?, self.xq, self.xs, g, &mut self.lut, false);
+        Ok(())
+    }
 }
+
+/// Every layer (`step`'s range for a whole forward pass).
+const ALL: core::ops::Range<usize> = 0..usize::MAX;
 
 impl Step for IntState<'_> {
     type Logit = i32;
@@ -298,7 +352,7 @@ impl Step for IntState<'_> {
     }
 
     fn logits<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [i32]> {
-        self.step(model, token, pos, true, usize::MAX)?;
+        self.step(model, token, pos, true, ALL, true)?;
         Ok(self.logits)
     }
 }
