@@ -1,0 +1,217 @@
+//! Federation over real links in one process: the coordinator and each node on its own thread
+//! and tokio runtime, joined by in-memory byte pipes (tokio's duplex streams) carrying the
+//! same frames as TCP or a UART. The tokens equal single-node generation with 1, 2, 3 and 5
+//! nodes, greedy and seeded, also with 1% of the bytes corrupted on every link; a wrong
+//! protocol version and another model image are refused with a clear error.
+
+use ruvllm_cli::cluster::{self, host_link, Job, NodeSpec, RunReport};
+use ruvllm_esp32::federation::link::{LinkConfig, LinkError};
+use ruvllm_esp32::federation::plan;
+use ruvllm_esp32::federation::wire::{Hello, Refusal, VERSION};
+use ruvllm_esp32::infer::{self, IntState};
+use ruvllm_esp32::model::Model;
+use ruvllm_esp32::sample::Sampling;
+use ruvllm_esp32::tokenizer;
+use tokio::io::DuplexStream;
+
+/// The built-in model in an 8-byte aligned buffer.
+fn builtin() -> Vec<u64> {
+    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf")).unwrap();
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+    words
+}
+
+fn encode(model: &Model<'_>, text: &str) -> Vec<u32> {
+    let mut tokens = vec![0u32; text.len() + 3];
+    let n = tokenizer::encode(&model.vocab, text.as_bytes(), true, false, &mut tokens).unwrap();
+    tokens.truncate(n);
+    tokens
+}
+
+fn single(model: &Model<'_>, prompt: &[u32], steps: usize, temp_milli: u32, seed: u64) -> Vec<u8> {
+    let mut arena = vec![0i32; IntState::arena_len(model, steps)];
+    let mut state = IntState::new(model, &mut arena, steps).unwrap();
+    let mut sampling = Sampling::new(temp_milli, seed);
+    let mut out = Vec::new();
+    infer::generate_int_sampled(model, &mut state, prompt, steps, &mut sampling, |b, _| {
+        out.extend_from_slice(b)
+    })
+    .unwrap();
+    out
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap()
+}
+
+const PIPE: usize = 4096;
+
+struct Ring {
+    nodes: usize,
+    cfg: LinkConfig,
+    corrupt: f64,
+    /// Checksum each node holds (the coordinator's is 1).
+    checksums: Vec<u32>,
+}
+
+/// What a ring run gave: the coordinator's result, each job's text, each node's error.
+struct Run {
+    report: anyhow::Result<RunReport>,
+    texts: Vec<Vec<u8>>,
+    errors: Vec<String>,
+}
+
+/// Runs `jobs` on a ring of `r.nodes` nodes.
+fn ring(model: &Model<'_>, r: &Ring, jobs: &[Job<'_>]) -> Run {
+    let stages: Vec<_> = plan(model.config.n_layers, r.nodes).unwrap().collect();
+    // Link i runs into node i (link `nodes` back into the coordinator): its writing end is
+    // the upstream side's, its reading end the downstream side's.
+    let (mut writing, mut reading): (Vec<DuplexStream>, Vec<DuplexStream>) =
+        (0..=r.nodes).map(|_| tokio::io::duplex(PIPE)).unzip();
+    let head_end = writing.remove(0);
+    let coord_end = reading.pop().unwrap();
+    let mut texts = vec![Vec::new(); jobs.len()];
+    let seed = |i: usize, side: u64| (i as u64) << 8 | side;
+    let errors = std::sync::Mutex::new(Vec::new());
+    let report = std::thread::scope(|s| {
+        for (i, ((st, up), down)) in stages.iter().zip(reading).zip(writing).enumerate() {
+            let spec = NodeSpec {
+                id: st.chip as u8,
+                layers: st.layers.clone(),
+                streams: jobs.len(),
+                seq_len: model.config.seq_len,
+                checksum: r.checksums[i],
+                accept_ms: 10_000,
+            };
+            let (cfg, corrupt, errors) = (r.cfg, r.corrupt, &errors);
+            s.spawn(move || {
+                let up = host_link(up, cfg, corrupt, seed(i, 1));
+                let down = async move { Ok(host_link(down, cfg, corrupt, seed(i, 2))) };
+                if let Err(e) = rt().block_on(cluster::run_node(model, &spec, up, down)) {
+                    errors.lock().unwrap().push(format!("node {i}: {e:#}"));
+                }
+            });
+        }
+        let mut head = host_link(head_end, r.cfg, r.corrupt, seed(99, 1));
+        let tail = async { Ok(host_link(coord_end, r.cfg, r.corrupt, seed(99, 2))) };
+        rt().block_on(cluster::coordinate(model, 1, &mut head, tail, jobs, 10_000, |i, piece| {
+            texts[i].extend_from_slice(piece);
+            Ok(())
+        }))
+    });
+    Run { report, texts, errors: errors.into_inner().unwrap() }
+}
+
+#[test]
+fn rings_of_nodes_give_the_single_node_tokens() {
+    let words = builtin();
+    let model = <Model<'_>>::from_gguf(bytemuck::cast_slice(&words)).unwrap();
+    let prompt = encode(&model, "Once upon a time");
+    for (temp, seed) in [(0, 0), (800, 7)] {
+        let want = single(&model, &prompt, 48, temp, seed);
+        for nodes in [1, 2, 3, 5] {
+            let r = Ring { nodes, cfg: LinkConfig::default(), corrupt: 0.0, checksums: vec![1; nodes] };
+            let Run { report, texts, errors } =
+                ring(&model, &r, &[Job { prompt: &prompt, steps: 48, temp_milli: temp, seed }]);
+            let report = report.unwrap();
+            assert!(errors.is_empty(), "{errors:?}");
+            assert_eq!(texts[0], want, "{nodes} nodes, temp {temp}");
+            assert_eq!(report.nodes.len(), nodes);
+            assert_eq!(report.retransmits(), 0);
+            assert_eq!(report.positions, 48);
+        }
+    }
+}
+
+/// 1% of the bytes on every link (both directions, acknowledgements too) corrupted at random:
+/// frames fail their CRC and are sent again; not one token differs.
+#[test]
+fn a_noisy_line_costs_resends_not_tokens() {
+    let words = builtin();
+    let model = <Model<'_>>::from_gguf(bytemuck::cast_slice(&words)).unwrap();
+    let prompt = encode(&model, "The dog");
+    let cfg = LinkConfig { ack_ms: 5, retries: 400 };
+    for (nodes, temp, seed) in [(2, 0, 0), (3, 900, 5), (5, 0, 0)] {
+        let want = single(&model, &prompt, 32, temp, seed);
+        let r = Ring { nodes, cfg, corrupt: 0.01, checksums: vec![1; nodes] };
+        let Run { report, texts, errors } =
+            ring(&model, &r, &[Job { prompt: &prompt, steps: 32, temp_milli: temp, seed }]);
+        let report = report.unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(texts[0], want, "{nodes} nodes");
+        let bad: u32 = report.nodes.iter().map(|n| n.bad_frames).sum();
+        eprintln!(
+            "{nodes} nodes, 1% of bytes corrupted: {} retransmits, {bad} frames dropped by the nodes, {} positions, {:.0} wire bytes per position",
+            report.retransmits(),
+            report.positions,
+            report.wire_bytes() as f64 / report.positions as f64
+        );
+        assert!(report.retransmits() > 0 && bad > 0, "the noise never hit a frame");
+    }
+}
+
+/// Several sequences at once share the ring; each gets exactly its single-node text.
+#[test]
+fn concurrent_sequences_each_get_their_own_tokens() {
+    let words = builtin();
+    let model = <Model<'_>>::from_gguf(bytemuck::cast_slice(&words)).unwrap();
+    let prompts: Vec<Vec<u32>> =
+        ["Once upon a time", "The cat", "Tom had a", "One day"].iter().map(|p| encode(&model, p)).collect();
+    let jobs: Vec<Job<'_>> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Job {
+            prompt: p,
+            steps: 40,
+            temp_milli: if i % 2 == 0 { 0 } else { 700 },
+            seed: i as u64,
+        })
+        .collect();
+    let r = Ring { nodes: 3, cfg: LinkConfig::default(), corrupt: 0.0, checksums: vec![1; 3] };
+    let Run { report, texts, errors } = ring(&model, &r, &jobs);
+    report.unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    for (j, t) in jobs.iter().zip(&texts) {
+        assert_eq!(t, &single(&model, j.prompt, 40, j.temp_milli, j.seed));
+    }
+}
+
+/// A node holding another model image refuses the link and the run fails naming it; a peer
+/// speaking another protocol version is refused with both versions named.
+#[test]
+fn another_model_or_version_is_refused() {
+    let words = builtin();
+    let model = <Model<'_>>::from_gguf(bytemuck::cast_slice(&words)).unwrap();
+    let prompt = encode(&model, "The dog");
+    let r =
+        Ring { nodes: 3, cfg: LinkConfig { ack_ms: 20, retries: 5 }, corrupt: 0.0, checksums: vec![1, 1, 7] };
+    let run = ring(&model, &r, &[Job { prompt: &prompt, steps: 8, temp_milli: 0, seed: 0 }]);
+    assert!(run.report.is_err());
+    // Node 2 refuses node 1's link; both say why, naming node 2.
+    let why = "node 2 holds a different model image (checksum 00000007, the coordinator's 00000001): give every node the same model";
+    for who in [
+        "node 1: link to its downstream neighbour refused: ",
+        "node 2: link to its upstream neighbour refused: ",
+    ] {
+        assert!(run.errors.contains(&format!("{who}{why}")), "{:?}", run.errors);
+    }
+
+    let (a, b) = tokio::io::duplex(PIPE);
+    let cfg = LinkConfig { ack_ms: 20, retries: 5 };
+    let me = Hello { version: VERSION, model: 1, node: 0 };
+    let (theirs, ours) = rt().block_on(async {
+        let mut old = host_link(a, cfg, 0.0, 1);
+        let mut node = host_link(b, cfg, 0.0, 2);
+        let old_hello = Hello { version: VERSION + 1, ..me };
+        tokio::join!(old.hello(old_hello), node.accept(me, 1000))
+    });
+    let refusal = Refusal::Version { theirs: VERSION + 1, ours: VERSION };
+    assert!(matches!(theirs, Err(LinkError::Refused(r)) if r == refusal));
+    assert!(matches!(ours, Err(LinkError::Refusing(r)) if r == refusal));
+    let text = LinkError::<std::io::Error>::Refused(refusal).to_string();
+    assert_eq!(
+        text,
+        format!("protocol version {} where version {VERSION} is spoken (update both ends)", VERSION + 1)
+    );
+}
