@@ -1,76 +1,49 @@
-//! `cluster` (a pipeline-parallel plan over several chips, as cluster.toml) and `completions`.
+//! `cluster`: the pipeline-parallel plan over several chips (cluster.toml), `cluster run`
+//! (every node a process on loopback, this process the coordinator) and the node process.
 
-use crate::image;
+use crate::commands;
+use crate::image::{self, Image};
 use crate::ModelArgs;
-use anyhow::{bail, Context, Result};
-use ruvllm_cli::outln;
-use ruvllm_esp32::federation;
-use std::path::Path;
+use anyhow::{anyhow, bail, Context, Result};
+use ruvllm_cli::cluster::config::{ClusterFile, Node};
+use ruvllm_cli::cluster::{self, host_link, Job, NodeSpec, RunReport};
+use ruvllm_cli::{input, outln};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
+use tokio::net::{TcpListener, TcpStream};
 
-#[derive(serde::Serialize)]
-struct ClusterFile {
-    model: ClusterModel,
-    link: ClusterLink,
-    chip: Vec<ClusterChip>,
+/// The header of a written cluster.toml (the values below it are serialized by the toml
+/// crate, so any model path gives valid TOML).
+const HEADER: &str = "# ruvllm-esp32 cluster: pipeline parallel over {chips} chip(s).
+# Written by `ruvllm-esp32 cluster --chips {chips}`; run it with
+#   ruvllm-esp32 cluster run --config THIS_FILE --prompt \"Once upon a time\" --steps 64
+# Each node holds a contiguous range of the model's transformer layers
+# (layers = [first, last], inclusive). The head also holds the token embeddings;
+# the tail holds the final norm and the classifier and samples the next token,
+# which goes back to the coordinator (a single node holds everything).
+# Between stages the residual stream (dim values) crosses the link per token.
+# port: the node's TCP port on loopback for `cluster run`. model.checksum: the
+# CRC-32 of the model image every node must hold. link: UART speed between boards,
+# the acknowledgement timeout (ms) and the resends before a node counts as gone.
+
+";
+
+/// Most bytes of a cluster.toml read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The integer path's image of `args` and its CRC-32 (what every node must hold).
+fn load(args: &ModelArgs) -> Result<(Image, u32)> {
+    let img = commands::load_int(args, None)?;
+    let sum = crc32fast::hash(img.bytes());
+    Ok((img, sum))
 }
 
-#[derive(serde::Serialize)]
-struct ClusterModel {
-    name: String,
-    layers: usize,
-    dim: usize,
-}
-
-#[derive(serde::Serialize)]
-struct ClusterLink {
-    baud: u32,
-}
-
-#[derive(serde::Serialize)]
-struct ClusterChip {
-    id: usize,
-    role: &'static str,
-    layers: [usize; 2],
-    port: String,
-}
-
-/// The commented cluster.toml for `chips` chips over the model. The values are serialized by
-/// the toml crate (a model path may hold quotes, backslashes or control characters); the
-/// comments are fixed text.
-pub fn cluster_toml(model_name: &str, layers: usize, dim: usize, chips: usize, baud: u32) -> Result<String> {
-    let chip = federation::plan(layers, chips)?
-        .map(|s| ClusterChip {
-            id: s.chip,
-            role: s.role.as_str(),
-            layers: [s.layers.start, s.layers.end - 1],
-            port: format!("/dev/ttyUSB{}", s.chip),
-        })
-        .collect();
-    let file = ClusterFile {
-        model: ClusterModel { name: model_name.to_string(), layers, dim },
-        link: ClusterLink { baud },
-        chip,
-    };
-    let body = toml::to_string(&file).context("writing cluster.toml")?;
-    Ok(format!(
-        "# ruvllm-esp32 cluster: pipeline parallel over {chips} chip(s).
-# Written by `ruvllm-esp32 cluster --chips {chips}`.
-# Each chip holds a contiguous range of the model's transformer layers
-# (layers = [first, last], inclusive). The head chip also holds the token
-# embeddings and reads the prompt; the tail chip holds the final norm and
-# the classifier and samples the next token, which goes back to the head
-# (a single chip holds everything; middle chips hold layers only).
-# Between stages one activation vector of dim values crosses the link per token.
-# link.baud: the UART speed between neighbouring chips (and to the host).
-# Ports are placeholders: set each chip's serial port.
-
-{body}"
-    ))
-}
-
-/// `cluster`: plan `chips` chips over the model's layers and write cluster.toml.
-pub fn cluster(args: &ModelArgs, chips: usize, output: &Path, baud: u32, force: bool) -> Result<()> {
-    let img = image::load(args.model.as_deref(), args.tokenizer.as_deref(), None)?;
+/// `cluster --chips N`: plan `chips` nodes over the model's layers and write cluster.toml.
+pub fn plan(args: &ModelArgs, chips: usize, output: &Path, baud: u32, force: bool) -> Result<()> {
+    let (img, checksum) = load(args)?;
     let model = img.model()?;
     let layers = model.config.n_layers;
     if chips < 1 || chips > layers {
@@ -82,12 +55,327 @@ pub fn cluster(args: &ModelArgs, chips: usize, output: &Path, baud: u32, force: 
     if output.exists() && !force {
         bail!("{}: already exists (pass --force to overwrite)", output.display());
     }
-    let text = cluster_toml(&args.name(), layers, model.config.dim, chips, baud)?;
+    let absolute =
+        |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
+    let mut file = ClusterFile::plan(
+        &args.name(),
+        args.model.as_deref().map(absolute),
+        layers,
+        model.config.dim,
+        checksum,
+        chips,
+    )?;
+    file.model.tokenizer = args.tokenizer.as_deref().map(absolute);
+    file.link.baud = baud;
+    let body = toml::to_string(&file).context("writing cluster.toml")?;
+    let text = HEADER.replace("{chips}", &chips.to_string()) + &body;
     // Atomic, regular files only, through a symlink: as `convert -o`.
     ruvllm_train::run::checkpoint::write_atomic(output, text.as_bytes())?;
-    for s in federation::plan(layers, chips)? {
+    for s in ruvllm_esp32::federation::plan(layers, chips)? {
         eprintln!("chip {}: layers {}..={}", s.chip, s.layers.start, s.layers.end - 1);
     }
     outln!("{}", output.display());
     Ok(())
+}
+
+/// cluster.toml, read within bounds and parsed.
+fn read_config(path: &Path) -> Result<ClusterFile> {
+    let bytes = input::read_input(path, "cluster.toml", MAX_CONFIG_BYTES)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| anyhow!("{}: not UTF-8 text", path.display()))?;
+    ClusterFile::parse(text, &path.display().to_string())
+}
+
+/// The model a node (or, with `None`, the coordinator) runs, as cluster.toml names it.
+fn model_args(file: &ClusterFile, node: Option<&Node>) -> ModelArgs {
+    let path = node.and_then(|n| n.model.clone()).or_else(|| file.model.path.clone());
+    ModelArgs { model: path.map(PathBuf::from), tokenizer: file.model.tokenizer.as_ref().map(PathBuf::from) }
+}
+
+/// What `cluster run` asks for.
+pub struct RunArgs {
+    pub config: PathBuf,
+    pub prompt: String,
+    pub steps: usize,
+    pub temp: f32,
+    pub seed: u64,
+}
+
+/// Seconds a node process may take to load its model and join the ring.
+const STARTUP: Duration = Duration::from_secs(60);
+
+/// `cluster run`: every node of cluster.toml as a process on loopback, this process the
+/// coordinator; stdout gets exactly what `gen --int` prints, stderr the costs.
+pub fn run(args: RunArgs) -> Result<()> {
+    let file = read_config(&args.config)?;
+    let (img, checksum) = load(&model_args(&file, None))?;
+    let model = img.model()?;
+    let nodes = file.check(model.config.n_layers, model.config.dim, Some(checksum))?;
+    commands::check_steps(&model, args.steps)?;
+    let prompt = commands::encode_prompt(&model, &args.prompt, args.steps)?;
+    let temp_milli = (args.temp * 1000.0).round() as u32;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report = rt.block_on(coordinate(&args, &file, &nodes, &model, checksum, &prompt, temp_milli))?;
+    print_report(&report, &nodes, &file);
+    Ok(())
+}
+
+/// What the node processes report to the coordinator.
+enum NodeEvent {
+    Line(u8, String),
+    Exit(u8, std::process::ExitStatus),
+}
+
+async fn coordinate(
+    args: &RunArgs,
+    file: &ClusterFile,
+    nodes: &[Node],
+    model: &ruvllm_esp32::model::Model<'_>,
+    checksum: u32,
+    prompt: &[u32],
+    temp_milli: u32,
+) -> Result<RunReport> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.context("the coordinator's port on loopback")?;
+    let back = listener.local_addr()?.port();
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let exe = std::env::current_exe().context("locating this program to start the nodes")?;
+    let mut children = Vec::new();
+    for n in nodes {
+        let mut cmd = tokio::process::Command::new(&exe);
+        if image::ALLOW_UNVERIFIED.load(std::sync::atomic::Ordering::Relaxed) {
+            cmd.arg("--allow-unverified");
+        }
+        cmd.args(["cluster", "node", "--id", &n.id.to_string(), "--next", &back.to_string(), "--config"]);
+        cmd.arg(&args.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().with_context(|| format!("starting node {}", n.id))?;
+        eprintln!(
+            "node {}: pid {}, port {}, layers {}..={}",
+            n.id,
+            child.id().unwrap_or(0),
+            n.port,
+            n.layers.start,
+            n.layers.end - 1
+        );
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("piped")).lines();
+        let (tx, id) = (events_tx.clone(), n.id);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = tx.send(NodeEvent::Line(id, line));
+            }
+        });
+        children.push(child);
+    }
+    // Each child's exit, as it happens (the children are killed if this run ends first).
+    for (child, n) in children.into_iter().zip(nodes) {
+        let (tx, id) = (events_tx.clone(), n.id);
+        tokio::spawn(async move {
+            let mut child = child;
+            if let Ok(status) = child.wait().await {
+                let _ = tx.send(NodeEvent::Exit(id, status));
+            }
+        });
+    }
+    drop(events_tx);
+
+    let cfg = file.link.config();
+    let corrupt = file.link.corrupt;
+    let head_port = nodes[0].port;
+    let run = async {
+        let head = connect(head_port, Instant::now() + STARTUP)
+            .await
+            .map_err(|e| anyhow!("node {}: {e}", nodes[0].id))?;
+        let head = host_link(head, cfg, corrupt, 0xc0);
+        let tail = async {
+            let (s, _) = tokio::time::timeout(STARTUP, listener.accept()).await.map_err(|_| {
+                anyhow!("the tail node did not connect back within {} s", STARTUP.as_secs())
+            })??;
+            s.set_nodelay(true)?;
+            Ok(host_link(s, cfg, corrupt, 0xc1))
+        };
+        let job = Job { prompt, steps: args.steps, temp_milli, seed: args.seed };
+        let answer_ms = cfg.give_up_ms() * (nodes.len() as u64 + 1);
+        let mut out = std::io::stdout().lock();
+        let report = cluster::coordinate(model, checksum, head, tail, &[job], answer_ms, |_, piece| {
+            out.write_all(piece).and_then(|()| out.flush()).map_err(ruvllm_cli::out::write_error)
+        })
+        .await?;
+        out.write_all(b"\n").and_then(|()| out.flush()).map_err(ruvllm_cli::out::write_error)?;
+        Ok::<_, anyhow::Error>(report)
+    };
+    tokio::pin!(run);
+    let mut errors: Vec<String> = Vec::new();
+    let mut exited = 0;
+    let result = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            ev = events.recv() => match ev {
+                Some(NodeEvent::Line(id, line)) => note(id, line, &mut errors),
+                Some(NodeEvent::Exit(id, status)) => {
+                    exited += 1;
+                    if !status.success() {
+                        // Its last words, if it had any, say why.
+                        drain(&mut events, &mut errors).await;
+                        break Err(node_failure(id, status, &errors));
+                    }
+                }
+                None => {}
+            },
+        }
+    };
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            // A node's own account beats the coordinator's view of a closed link.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            drain(&mut events, &mut errors).await;
+            return Err(errors.first().map_or(e, |first| anyhow!("{first}")));
+        }
+    };
+    // The nodes end once the run's Finish has passed them.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(cfg.give_up_ms() + 2000);
+    while exited < nodes.len() {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(NodeEvent::Exit(id, status))) if !status.success() => {
+                drain(&mut events, &mut errors).await;
+                return Err(node_failure(id, status, &errors));
+            }
+            Ok(Some(NodeEvent::Exit(..))) => exited += 1,
+            Ok(Some(NodeEvent::Line(id, line))) => note(id, line, &mut errors),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok(report)
+}
+
+/// A node's stderr line: errors are kept for the report, anything else is shown.
+fn note(id: u8, line: String, errors: &mut Vec<String>) {
+    match line.strip_prefix("error: ") {
+        Some(e) => errors.push(e.to_string()),
+        None => eprintln!("node {id}: {line}"),
+    }
+}
+
+async fn drain(events: &mut tokio::sync::mpsc::UnboundedReceiver<NodeEvent>, errors: &mut Vec<String>) {
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(100), events.recv()).await {
+        if let NodeEvent::Line(id, line) = ev {
+            note(id, line, errors);
+        }
+    }
+}
+
+fn node_failure(id: u8, status: std::process::ExitStatus, errors: &[String]) -> anyhow::Error {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(sig) = status.signal() {
+        return anyhow!("node {id} stopped (killed by signal {sig}) before the run ended");
+    }
+    match errors.first() {
+        Some(e) => anyhow!("{e}"),
+        None => anyhow!("node {id} stopped ({status}) before the run ended"),
+    }
+}
+
+/// Connects to a node's port on loopback, trying again while it starts.
+async fn connect(port: u16, deadline: Instant) -> Result<TcpStream> {
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(s) => {
+                s.set_nodelay(true)?;
+                return Ok(s);
+            }
+            Err(e) if Instant::now() > deadline => {
+                bail!("nothing listens on port {port} after {} s ({e})", STARTUP.as_secs())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Costs on stderr: per node, then the wire per token and per hop.
+fn print_report(r: &RunReport, nodes: &[Node], file: &ClusterFile) {
+    let pos = r.positions.max(1) as f64;
+    let mut text = String::new();
+    for (s, n) in r.nodes.iter().zip(nodes) {
+        text += &format!(
+            "node {} ({}, layers {}..={}): {:.2} ms in its layers ({:.3} ms a position), {} bytes sent ({:.1} a position), {} retransmits, {} bad frames\n",
+            s.node,
+            n.role.as_str(),
+            n.layers.start,
+            n.layers.end - 1,
+            s.busy_us as f64 / 1e3,
+            s.busy_us as f64 / 1e3 / pos,
+            s.sent_bytes,
+            s.sent_bytes as f64 / pos,
+            s.retransmits,
+            s.bad_frames
+        );
+    }
+    let hops = nodes.len() + 1;
+    text += &format!(
+        "cluster {}: {} positions ({} generated) in {:.2} ms ({:.1} tok/s); wire {:.1} bytes per token over {hops} hops ({:.1} per hop), {} retransmits\n",
+        file.cluster.name,
+        r.positions,
+        r.generated,
+        r.elapsed.as_secs_f64() * 1e3,
+        r.positions as f64 / r.elapsed.as_secs_f64().max(1e-9),
+        r.wire_bytes() as f64 / pos,
+        r.wire_bytes() as f64 / pos / hops as f64,
+        r.retransmits()
+    );
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
+/// `cluster node`: one node of cluster.toml, listening on its port; `next` is the
+/// coordinator's port, where the tail connects back.
+pub fn node(config: &Path, id: u8, next: u16) -> Result<()> {
+    let result = node_inner(config, id, next);
+    result.map_err(|e| anyhow!("node {id}: {e:#}"))
+}
+
+fn node_inner(config: &Path, id: u8, next: u16) -> Result<()> {
+    let file = read_config(config)?;
+    let entry =
+        file.chips.nodes.iter().find(|n| n.id == id as i64).ok_or_else(|| anyhow!("not in cluster.toml"))?;
+    let own = Node {
+        id,
+        role: ruvllm_esp32::federation::Role::Single,
+        port: 0,
+        layers: 0..0,
+        model: entry.model.clone(),
+    };
+    let (img, checksum) = load(&model_args(&file, Some(&own)))?;
+    let model = img.model()?;
+    // Its checksum is checked against the coordinator's in the handshake, not here.
+    let nodes = file.check(model.config.n_layers, model.config.dim, None)?;
+    let i = nodes.iter().position(|n| n.id == id).expect("checked");
+    let me = &nodes[i];
+    let down_port = nodes.get(i + 1).map_or(next, |n| n.port);
+    let cfg = file.link.config();
+    let spec = NodeSpec {
+        id,
+        layers: me.layers.clone(),
+        streams: 1,
+        seq_len: model.config.seq_len,
+        checksum,
+        accept_ms: STARTUP.as_millis() as u64,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let listener = TcpListener::bind(("127.0.0.1", me.port))
+            .await
+            .with_context(|| format!("port {} on loopback", me.port))?;
+        let (up, _) = tokio::time::timeout(STARTUP, listener.accept())
+            .await
+            .map_err(|_| anyhow!("nobody connected to port {} within {} s", me.port, STARTUP.as_secs()))??;
+        up.set_nodelay(true)?;
+        let seed = 0x100 * (id as u64 + 1);
+        let up = host_link(up, cfg, file.link.corrupt, seed);
+        let down = async {
+            let s = connect(down_port, Instant::now() + STARTUP).await?;
+            Ok(host_link(s, cfg, file.link.corrupt, seed + 1))
+        };
+        cluster::run_node(&model, &spec, up, down).await
+    })
 }

@@ -93,9 +93,9 @@ fn ring(model: &Model<'_>, r: &Ring, jobs: &[Job<'_>]) -> Run {
                 }
             });
         }
-        let mut head = host_link(head_end, r.cfg, r.corrupt, seed(99, 1));
+        let head = host_link(head_end, r.cfg, r.corrupt, seed(99, 1));
         let tail = async { Ok(host_link(coord_end, r.cfg, r.corrupt, seed(99, 2))) };
-        rt().block_on(cluster::coordinate(model, 1, &mut head, tail, jobs, 10_000, |i, piece| {
+        rt().block_on(cluster::coordinate(model, 1, head, tail, jobs, 10_000, |i, piece| {
             texts[i].extend_from_slice(piece);
             Ok(())
         }))

@@ -202,7 +202,7 @@ where
             }
         }
         // Acknowledge a resent Finish until the upstream end closes or goes quiet.
-        while up.recv(Some(cfg.give_up_ms())).await.is_ok() {}
+        while up.recv(Some(linger_ms(cfg))).await.is_ok() {}
         Ok::<(), anyhow::Error>(())
     };
     let worker = async {
@@ -248,6 +248,12 @@ where
     Ok(())
 }
 
+/// How long the end of a link keeps acknowledging a resent Finish after the last one: a few
+/// resend periods (an acknowledgement lost on a noisy line brings the Finish again).
+fn linger_ms(cfg: LinkConfig) -> u64 {
+    (5 * cfg.ack_ms).min(cfg.give_up_ms())
+}
+
 /// What a coordinated run did.
 #[derive(Debug, Clone, Default)]
 pub struct RunReport {
@@ -290,7 +296,7 @@ pub struct Job<'p> {
 pub async fn coordinate<H, T>(
     model: &Model<'_>,
     checksum: u32,
-    head: &mut HostLink<H>,
+    mut head: HostLink<H>,
     tail: impl Future<Output = Result<HostLink<T>>>,
     jobs: &[Job<'_>],
     answer_ms: u64,
@@ -324,7 +330,7 @@ where
         Err(e) => Err(link_error(&last, e, cfg)),
     };
     for (i, j) in jobs.iter().enumerate() {
-        send(head, Body::Start { stream: i as u8, temp_milli: j.temp_milli, seed: j.seed }).await?;
+        send(&mut head, Body::Start { stream: i as u8, temp_milli: j.temp_milli, seed: j.seed }).await?;
     }
     for _ in jobs {
         let b = recv(&mut tail).await?;
@@ -340,7 +346,7 @@ where
     let mut open = 0;
     for (i, s) in seqs.iter().enumerate() {
         if let Some(b) = forward(i, s) {
-            send(head, b).await?;
+            send(&mut head, b).await?;
             open += 1;
         }
     }
@@ -360,12 +366,12 @@ where
             emit(i, piece)?;
         }
         match forward(i, s) {
-            Some(b) => send(head, b).await?,
+            Some(b) => send(&mut head, b).await?,
             None => open -= 1,
         }
     }
     let elapsed = start.elapsed();
-    send(head, Body::Finish).await?;
+    send(&mut head, Body::Finish).await?;
     let mut nodes = Vec::new();
     loop {
         match recv(&mut tail).await? {
@@ -382,8 +388,10 @@ where
         generated: seqs.iter().map(|s| s.generated).sum(),
         elapsed,
     };
-    // Acknowledge a resent Finish until the tail closes its end or goes quiet.
-    while tail.recv(Some(cfg.give_up_ms())).await.is_ok() {}
+    // Closing the head link lets the nodes end in turn; until the tail closes its end too,
+    // acknowledge a resent Finish.
+    drop(head);
+    while tail.recv(Some(linger_ms(cfg))).await.is_ok() {}
     Ok(report)
 }
 
