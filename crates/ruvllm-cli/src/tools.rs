@@ -206,74 +206,87 @@ async fn coordinate(
         Ok::<_, anyhow::Error>(report)
     };
     tokio::pin!(run);
-    let mut errors: Vec<String> = Vec::new();
-    let mut exited = 0;
+    let mut log = Log::default();
     let result = loop {
         tokio::select! {
             r = &mut run => break r,
-            ev = events.recv() => match ev {
-                Some(NodeEvent::Line(id, line)) => note(id, line, &mut errors),
-                Some(NodeEvent::Exit(id, status)) => {
-                    exited += 1;
-                    if !status.success() {
-                        // Its last words, if it had any, say why.
-                        drain(&mut events, &mut errors).await;
-                        break Err(node_failure(id, status, &errors));
-                    }
+            Some(ev) = events.recv() => {
+                if log.take(ev) {
+                    break Err(anyhow!("a node stopped"));
                 }
-                None => {}
-            },
+            }
         }
     };
     let report = match result {
         Ok(r) => r,
         Err(e) => {
-            // A node's own account beats the coordinator's view of a closed link.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            drain(&mut events, &mut errors).await;
-            return Err(errors.first().map_or(e, |first| anyhow!("{first}")));
+            // The nodes' own account (a killed node first) beats the coordinator's view of a
+            // closed link: give them a moment to say it.
+            while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+                log.take(ev);
+            }
+            return Err(log.cause().unwrap_or(e));
         }
     };
     // The nodes end once the run's Finish has passed them.
     let deadline = tokio::time::Instant::now() + Duration::from_millis(cfg.give_up_ms() + 2000);
-    while exited < nodes.len() {
+    while log.exited < nodes.len() {
         match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(NodeEvent::Exit(id, status))) if !status.success() => {
-                drain(&mut events, &mut errors).await;
-                return Err(node_failure(id, status, &errors));
+            Ok(Some(ev)) => {
+                if log.take(ev) {
+                    return Err(log.cause().unwrap_or_else(|| anyhow!("a node failed")));
+                }
             }
-            Ok(Some(NodeEvent::Exit(..))) => exited += 1,
-            Ok(Some(NodeEvent::Line(id, line))) => note(id, line, &mut errors),
             Ok(None) | Err(_) => break,
         }
     }
     Ok(report)
 }
 
-/// A node's stderr line: errors are kept for the report, anything else is shown.
-fn note(id: u8, line: String, errors: &mut Vec<String>) {
-    match line.strip_prefix("error: ") {
-        Some(e) => errors.push(e.to_string()),
-        None => eprintln!("node {id}: {line}"),
-    }
+/// What the node processes said and how they ended.
+#[derive(Default)]
+struct Log {
+    errors: Vec<String>,
+    exited: usize,
+    /// Nodes that ended on a signal (killed), and ones that failed otherwise.
+    killed: Vec<(u8, i32)>,
+    failed: Vec<(u8, std::process::ExitStatus)>,
 }
 
-async fn drain(events: &mut tokio::sync::mpsc::UnboundedReceiver<NodeEvent>, errors: &mut Vec<String>) {
-    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(100), events.recv()).await {
-        if let NodeEvent::Line(id, line) = ev {
-            note(id, line, errors);
+impl Log {
+    /// Records `ev`; true when a node failed. Error lines are kept for the cause, other lines
+    /// shown.
+    fn take(&mut self, ev: NodeEvent) -> bool {
+        use std::os::unix::process::ExitStatusExt;
+        match ev {
+            NodeEvent::Line(id, line) => {
+                match line.strip_prefix("error: ") {
+                    Some(e) => self.errors.push(e.to_string()),
+                    None => eprintln!("node {id}: {line}"),
+                }
+                false
+            }
+            NodeEvent::Exit(id, status) => {
+                self.exited += 1;
+                match status.signal() {
+                    Some(sig) => self.killed.push((id, sig)),
+                    None if !status.success() => self.failed.push((id, status)),
+                    None => return false,
+                }
+                true
+            }
         }
     }
-}
 
-fn node_failure(id: u8, status: std::process::ExitStatus, errors: &[String]) -> anyhow::Error {
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(sig) = status.signal() {
-        return anyhow!("node {id} stopped (killed by signal {sig}) before the run ended");
-    }
-    match errors.first() {
-        Some(e) => anyhow!("{e}"),
-        None => anyhow!("node {id} stopped ({status}) before the run ended"),
+    /// Why the run failed: a killed node, else the first node's error line.
+    fn cause(&self) -> Option<anyhow::Error> {
+        if let Some((id, sig)) = self.killed.first() {
+            return Some(anyhow!("node {id} stopped (killed by signal {sig}) before the run ended"));
+        }
+        if let Some(e) = self.errors.first() {
+            return Some(anyhow!("{e}"));
+        }
+        self.failed.first().map(|(id, status)| anyhow!("node {id} stopped ({status}) before the run ended"))
     }
 }
 
