@@ -265,3 +265,29 @@ fn an_oversized_frame_is_refused_and_the_next_one_decodes() {
     assert!(wire::encode(&Frame { seq: u16::MAX, body }, &mut buf).is_some());
     assert_eq!(decode_all(&[1, 0]), [Err(FrameError::Malformed)]);
 }
+
+/// The bytes docs/FEDERATION.md shows: a change to the wire format fails here first.
+#[test]
+fn the_wire_format_is_as_documented() {
+    let mut buf = vec![0u8; MAX_FRAME];
+    let hello = Hello { version: 1, model: 0xf0fe_cf4f, node: 255 };
+    let residual = Residual::from_slice(&[65536, -1, 0]).unwrap();
+    let forward = Forward { stream: 0, pos: 5, token: 300, sample: false, residual };
+    let cases: [(Frame, &[u8]); 3] = [
+        (Frame { seq: 3, body: Body::Ack }, &[0x02, 0x03, 0x05, 0x4b, 0xdf, 0x86, 0xc5, 0x00]),
+        (
+            Frame { seq: 0, body: Body::Hello(hello) },
+            &[0x01, 0x0d, 0x01, 0x01, 0xcf, 0x9e, 0xfb, 0x87, 0x0f, 0xff, 0x02, 0x7c, 0xeb, 0x3c, 0x00],
+        ),
+        (
+            Frame { seq: 7, body: Body::Forward(forward) },
+            &[
+                0x03, 0x07, 0x05, 0x04, 0x05, 0xac, 0x02, 0x06, 0x03, 0x80, 0x80, 0x08, 0x01, 0x05, 0xb9,
+                0x1f, 0x1e, 0xa9, 0x00,
+            ],
+        ),
+    ];
+    for (frame, bytes) in cases {
+        assert_eq!(wire::encode(&frame, &mut buf).unwrap(), bytes, "{frame:?}");
+    }
+}
