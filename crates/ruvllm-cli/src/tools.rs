@@ -6,7 +6,7 @@ use crate::image::{self, Image};
 use crate::ModelArgs;
 use anyhow::{anyhow, bail, Context, Result};
 use ruvllm_cli::cluster::config::{ClusterFile, Node};
-use ruvllm_cli::cluster::{self, host_link, Job, NodeSpec, RunReport};
+use ruvllm_cli::cluster::{self, host_link, Job, Line, NodeSpec, RunReport};
 use ruvllm_cli::{input, outln};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -187,13 +187,13 @@ async fn coordinate(
         let head = connect(head_port, Instant::now() + STARTUP)
             .await
             .map_err(|e| anyhow!("node {}: {e}", nodes[0].id))?;
-        let head = host_link(head, cfg, corrupt, 0xc0);
+        let head = host_link(head, cfg, Line { corrupt, baud: 0, seed: 0xc0 });
         let tail = async {
             let (s, _) = tokio::time::timeout(STARTUP, listener.accept()).await.map_err(|_| {
                 anyhow!("the tail node did not connect back within {} s", STARTUP.as_secs())
             })??;
             s.set_nodelay(true)?;
-            Ok(host_link(s, cfg, corrupt, 0xc1))
+            Ok(host_link(s, cfg, Line { corrupt, baud: 0, seed: 0xc1 }))
         };
         let job = Job { prompt, steps: args.steps, temp_milli, seed: args.seed };
         let answer_ms = cfg.give_up_ms() * (nodes.len() as u64 + 1);
@@ -384,10 +384,10 @@ fn node_inner(config: &Path, id: u8, next: u16) -> Result<()> {
             .map_err(|_| anyhow!("nobody connected to port {} within {} s", me.port, STARTUP.as_secs()))??;
         up.set_nodelay(true)?;
         let seed = 0x100 * (id as u64 + 1);
-        let up = host_link(up, cfg, file.link.corrupt, seed);
+        let up = host_link(up, cfg, Line { corrupt: file.link.corrupt, baud: 0, seed });
         let down = async {
             let s = connect(down_port, Instant::now() + STARTUP).await?;
-            Ok(host_link(s, cfg, file.link.corrupt, seed + 1))
+            Ok(host_link(s, cfg, Line { corrupt: file.link.corrupt, baud: 0, seed: seed + 1 }))
         };
         cluster::run_node(&model, &spec, up, down).await
     })

@@ -4,7 +4,7 @@
 //! nodes, greedy and seeded, also with 1% of the bytes corrupted on every link; a wrong
 //! protocol version and another model image are refused with a clear error.
 
-use ruvllm_cli::cluster::{self, host_link, Job, NodeSpec, RunReport};
+use ruvllm_cli::cluster::{self, host_link, Job, Line, NodeSpec, RunReport};
 use ruvllm_esp32::federation::link::{LinkConfig, LinkError};
 use ruvllm_esp32::federation::plan;
 use ruvllm_esp32::federation::wire::{Hello, Refusal, VERSION};
@@ -51,6 +51,8 @@ struct Ring {
     nodes: usize,
     cfg: LinkConfig,
     corrupt: f64,
+    /// UART speed the links imitate (0: as fast as the pipes go).
+    baud: u32,
     /// Checksum each node holds (the coordinator's is 1).
     checksums: Vec<u32>,
 }
@@ -84,17 +86,19 @@ fn ring(model: &Model<'_>, r: &Ring, jobs: &[Job<'_>]) -> Run {
                 checksum: r.checksums[i],
                 accept_ms: 10_000,
             };
-            let (cfg, corrupt, errors) = (r.cfg, r.corrupt, &errors);
+            let (cfg, corrupt, baud, errors) = (r.cfg, r.corrupt, r.baud, &errors);
             s.spawn(move || {
-                let up = host_link(up, cfg, corrupt, seed(i, 1));
-                let down = async move { Ok(host_link(down, cfg, corrupt, seed(i, 2))) };
+                let up = host_link(up, cfg, Line { corrupt, baud, seed: seed(i, 1) });
+                let down = async move { Ok(host_link(down, cfg, Line { corrupt, baud, seed: seed(i, 2) })) };
                 if let Err(e) = rt().block_on(cluster::run_node(model, &spec, up, down)) {
                     errors.lock().unwrap().push(format!("node {i}: {e:#}"));
                 }
             });
         }
-        let head = host_link(head_end, r.cfg, r.corrupt, seed(99, 1));
-        let tail = async { Ok(host_link(coord_end, r.cfg, r.corrupt, seed(99, 2))) };
+        let head = host_link(head_end, r.cfg, Line { corrupt: r.corrupt, baud: r.baud, seed: seed(99, 1) });
+        let tail = async {
+            Ok(host_link(coord_end, r.cfg, Line { corrupt: r.corrupt, baud: r.baud, seed: seed(99, 2) }))
+        };
         rt().block_on(cluster::coordinate(model, 1, head, tail, jobs, 10_000, |i, piece| {
             texts[i].extend_from_slice(piece);
             Ok(())
@@ -111,7 +115,8 @@ fn rings_of_nodes_give_the_single_node_tokens() {
     for (temp, seed) in [(0, 0), (800, 7)] {
         let want = single(&model, &prompt, 48, temp, seed);
         for nodes in [1, 2, 3, 5] {
-            let r = Ring { nodes, cfg: LinkConfig::default(), corrupt: 0.0, checksums: vec![1; nodes] };
+            let r =
+                Ring { nodes, cfg: LinkConfig::default(), corrupt: 0.0, baud: 0, checksums: vec![1; nodes] };
             let Run { report, texts, errors } =
                 ring(&model, &r, &[Job { prompt: &prompt, steps: 48, temp_milli: temp, seed }]);
             let report = report.unwrap();
@@ -134,7 +139,7 @@ fn a_noisy_line_costs_resends_not_tokens() {
     let cfg = LinkConfig { ack_ms: 5, retries: 400 };
     for (nodes, temp, seed) in [(2, 0, 0), (3, 900, 5), (5, 0, 0)] {
         let want = single(&model, &prompt, 32, temp, seed);
-        let r = Ring { nodes, cfg, corrupt: 0.01, checksums: vec![1; nodes] };
+        let r = Ring { nodes, cfg, corrupt: 0.01, baud: 0, checksums: vec![1; nodes] };
         let Run { report, texts, errors } =
             ring(&model, &r, &[Job { prompt: &prompt, steps: 32, temp_milli: temp, seed }]);
         let report = report.unwrap();
@@ -168,7 +173,7 @@ fn concurrent_sequences_each_get_their_own_tokens() {
             seed: i as u64,
         })
         .collect();
-    let r = Ring { nodes: 3, cfg: LinkConfig::default(), corrupt: 0.0, checksums: vec![1; 3] };
+    let r = Ring { nodes: 3, cfg: LinkConfig::default(), corrupt: 0.0, baud: 0, checksums: vec![1; 3] };
     let Run { report, texts, errors } = ring(&model, &r, &jobs);
     report.unwrap();
     assert!(errors.is_empty(), "{errors:?}");
@@ -184,8 +189,13 @@ fn another_model_or_version_is_refused() {
     let words = builtin();
     let model = <Model<'_>>::from_gguf(bytemuck::cast_slice(&words)).unwrap();
     let prompt = encode(&model, "The dog");
-    let r =
-        Ring { nodes: 3, cfg: LinkConfig { ack_ms: 20, retries: 5 }, corrupt: 0.0, checksums: vec![1, 1, 7] };
+    let r = Ring {
+        nodes: 3,
+        cfg: LinkConfig { ack_ms: 20, retries: 5 },
+        corrupt: 0.0,
+        baud: 0,
+        checksums: vec![1, 1, 7],
+    };
     let run = ring(&model, &r, &[Job { prompt: &prompt, steps: 8, temp_milli: 0, seed: 0 }]);
     assert!(run.report.is_err());
     // Node 2 refuses node 1's link; both say why, naming node 2.
@@ -201,8 +211,8 @@ fn another_model_or_version_is_refused() {
     let cfg = LinkConfig { ack_ms: 20, retries: 5 };
     let me = Hello { version: VERSION, model: 1, node: 0 };
     let (theirs, ours) = rt().block_on(async {
-        let mut old = host_link(a, cfg, 0.0, 1);
-        let mut node = host_link(b, cfg, 0.0, 2);
+        let mut old = host_link(a, cfg, Line::default());
+        let mut node = host_link(b, cfg, Line::default());
         let old_hello = Hello { version: VERSION + 1, ..me };
         tokio::join!(old.hello(old_hello), node.accept(me, 1000))
     });
@@ -214,4 +224,45 @@ fn another_model_or_version_is_refused() {
         text,
         format!("protocol version {} where version {VERSION} is spoken (update both ends)", VERSION + 1)
     );
+}
+
+/// Pipeline throughput: on links as slow as a 115,200-baud UART, one sequence keeps one link
+/// busy at a time; four sequences in flight keep every link and node busy. Figures (printed
+/// with --nocapture) are in docs/BENCHMARKS.md.
+#[test]
+fn four_sequences_in_flight_outrun_one() {
+    let words = builtin();
+    let model = <Model<'_>>::from_gguf(bytemuck::cast_slice(&words)).unwrap();
+    let prompts: Vec<Vec<u32>> =
+        ["Once upon a time", "The cat", "Tom had a", "One day"].iter().map(|p| encode(&model, p)).collect();
+    let steps = 24;
+    let jobs: Vec<Job<'_>> =
+        prompts.iter().map(|p| Job { prompt: p, steps, temp_milli: 0, seed: 0 }).collect();
+    let r = Ring {
+        nodes: 3,
+        cfg: LinkConfig { ack_ms: 200, retries: 20 },
+        corrupt: 0.0,
+        baud: 115_200,
+        checksums: vec![1; 3],
+    };
+    let rate = |jobs: &[Job<'_>]| {
+        let run = ring(&model, &r, jobs);
+        assert!(run.errors.is_empty(), "{:?}", run.errors);
+        for (j, t) in jobs.iter().zip(&run.texts) {
+            assert_eq!(t, &single(&model, j.prompt, steps, 0, 0));
+        }
+        let report = run.report.unwrap();
+        let tps = report.positions as f64 / report.elapsed.as_secs_f64();
+        (tps, report)
+    };
+    let (one, r1) = rate(&jobs[..1]);
+    let (four, r4) = rate(&jobs);
+    eprintln!(
+        "3 nodes, links at 115200 baud: 1 sequence {one:.1} positions/s ({} positions, {:.0} wire bytes each); 4 sequences {four:.1} positions/s ({} positions) = {:.2}x",
+        r1.positions,
+        r1.wire_bytes() as f64 / r1.positions as f64,
+        r4.positions,
+        four / one
+    );
+    assert!(four > 1.6 * one, "4 sequences {four:.1}/s against 1 sequence {one:.1}/s");
 }

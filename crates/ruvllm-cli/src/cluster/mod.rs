@@ -41,22 +41,40 @@ impl Clock for TokioClock {
     }
 }
 
-/// A byte stream that corrupts a share of the bytes written through it (the test of a noisy
-/// line): each byte, with probability `rate`, is XORed with a random non-zero value.
+/// How a host link imitates a real line: a share of corrupted bytes (the test of a noisy
+/// line) and a UART's speed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Line {
+    /// Each byte written is, with this probability, XORed with a random non-zero value.
+    pub corrupt: f64,
+    /// Writes take as long as at this many bits per second, 10 bits a byte (8N1); 0: as fast
+    /// as the stream goes.
+    pub baud: u32,
+    /// Seeds the choice of corrupted bytes.
+    pub seed: u64,
+}
+
+/// A byte stream behaving like [`Line`] says.
 pub struct Faulty<T> {
     inner: T,
     /// Out of 2^32.
     threshold: u64,
     rng: u64,
+    /// Nanoseconds a byte occupies the line.
+    byte_ns: u64,
+    /// When the bytes written so far are through the line.
+    free_at: tokio::time::Instant,
     /// Bytes corrupted so far.
     pub corrupted: u64,
     scratch: Vec<u8>,
 }
 
 impl<T> Faulty<T> {
-    pub fn new(inner: T, rate: f64, seed: u64) -> Self {
-        let threshold = (rate.clamp(0.0, 1.0) * 4_294_967_296.0) as u64;
-        Faulty { inner, threshold, rng: seed | 1, corrupted: 0, scratch: Vec::new() }
+    pub fn new(inner: T, line: Line) -> Self {
+        let threshold = (line.corrupt.clamp(0.0, 1.0) * 4_294_967_296.0) as u64;
+        let byte_ns = if line.baud == 0 { 0 } else { 10_000_000_000 / line.baud as u64 };
+        let free_at = tokio::time::Instant::now();
+        Faulty { inner, threshold, rng: line.seed | 1, byte_ns, free_at, corrupted: 0, scratch: Vec::new() }
     }
 
     fn next(&mut self) -> u64 {
@@ -80,6 +98,12 @@ impl<T: embedded_io_async::Read> embedded_io_async::Read for Faulty<T> {
 
 impl<T: embedded_io_async::Write> embedded_io_async::Write for Faulty<T> {
     async fn write(&mut self, buf: &[u8]) -> Result<usize, T::Error> {
+        if self.byte_ns > 0 {
+            // The bytes arrive once the line has carried the earlier ones and these.
+            let start = self.free_at.max(tokio::time::Instant::now());
+            self.free_at = start + Duration::from_nanos(self.byte_ns * buf.len() as u64);
+            tokio::time::sleep_until(self.free_at).await;
+        }
         if self.threshold == 0 {
             return self.inner.write(buf).await;
         }
@@ -106,14 +130,9 @@ impl<T: embedded_io_async::Write> embedded_io_async::Write for Faulty<T> {
 /// A link on the host over a tokio stream.
 pub type HostLink<S> = Link<Faulty<FromTokio<S>>, TokioClock>;
 
-/// A link over `stream`, corrupting `corrupt` of the bytes it writes (0 on a real line).
-pub fn host_link<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
-    cfg: LinkConfig,
-    corrupt: f64,
-    seed: u64,
-) -> HostLink<S> {
-    Link::new(Faulty::new(FromTokio::new(stream), corrupt, seed), TokioClock::default(), cfg)
+/// A link over `stream`, behaving like `line`.
+pub fn host_link<S: AsyncRead + AsyncWrite + Unpin>(stream: S, cfg: LinkConfig, line: Line) -> HostLink<S> {
+    Link::new(Faulty::new(FromTokio::new(stream), line), TokioClock::default(), cfg)
 }
 
 /// One link failure as a sentence naming the peer.
