@@ -83,14 +83,8 @@ enum Cmd {
     Gen {
         #[command(flatten)]
         model: ModelArgs,
-        #[arg(short = 'p', long, default_value = "")]
-        prompt: String,
-        /// Positions to run, prompt included (like llama2.c's -n)
-        #[arg(short = 'n', long, default_value_t = 256)]
-        steps: usize,
-        /// 0 to 10; 0 = greedy
-        #[arg(short = 't', long, default_value_t = 0.0, value_parser = real_in(0.0, MAX_TEMP))]
-        temp: f32,
+        #[command(flatten)]
+        text: TextArgs,
         /// 0 to 1
         #[arg(long, default_value_t = 0.9, value_parser = real_in(0.0, 1.0))]
         top_p: f32,
@@ -405,6 +399,19 @@ whose arena does not fit, or an Xtensa chip: ESP32/S2/S3 do not map the partitio
     Completions { shell: clap_complete::Shell },
 }
 
+/// The prompt, positions and temperature of `gen` and `cluster run`.
+#[derive(clap::Args, Clone)]
+struct TextArgs {
+    #[arg(short = 'p', long, default_value = "")]
+    prompt: String,
+    /// Positions to run, prompt included (like llama2.c's -n)
+    #[arg(short = 'n', long, default_value_t = 256)]
+    steps: usize,
+    /// 0 to 10; 0 = greedy
+    #[arg(short = 't', long, default_value_t = 0.0, value_parser = real_in(0.0, MAX_TEMP))]
+    temp: f32,
+}
+
 #[derive(Subcommand)]
 enum ClusterCmd {
     /// Run cluster.toml's nodes, each a process on its loopback port, this process the
@@ -415,14 +422,8 @@ enum ClusterCmd {
     Run {
         #[arg(long)]
         config: PathBuf,
-        #[arg(short = 'p', long, default_value = "")]
-        prompt: String,
-        /// Positions to run, prompt included (like llama2.c's -n)
-        #[arg(short = 'n', long, default_value_t = 256)]
-        steps: usize,
-        /// 0 to 10; 0 = greedy (the integer sampler of `gen --int`)
-        #[arg(short = 't', long, default_value_t = 0.0, value_parser = real_in(0.0, MAX_TEMP))]
-        temp: f32,
+        #[command(flatten)]
+        text: TextArgs,
         #[arg(short = 's', long, default_value_t = 42)]
         seed: u64,
     },
@@ -477,7 +478,16 @@ fn main() -> ExitCode {
         Cmd::Convert { input, tokenizer, quant, pad_ffn, output } => {
             commands::convert(&input, tokenizer.as_deref(), &quant, pad_ffn.map(|n| n as usize), &output)
         }
-        Cmd::Gen { model, prompt, steps, temp, top_p, top_k, seed, quant, scalar, int } => {
+        Cmd::Gen {
+            model,
+            text: TextArgs { prompt, steps, temp },
+            top_p,
+            top_k,
+            seed,
+            quant,
+            scalar,
+            int,
+        } => {
             let sampling = commands::Sampling { temp, top_p, top_k, seed };
             commands::gen(&model, &prompt, steps, sampling, quant.as_deref(), scalar, int)
         }
@@ -537,9 +547,10 @@ fn main() -> ExitCode {
             firmware::flash(&firmware::FlashArgs { port, chip, model, elf, dry_run, output, baud })
         }
         Cmd::Install { yes } => firmware::install(yes),
-        Cmd::Cluster { cmd: Some(ClusterCmd::Run { config, prompt, steps, temp, seed }), .. } => {
-            tools::run(tools::RunArgs { config, prompt, steps, temp, seed })
-        }
+        Cmd::Cluster {
+            cmd: Some(ClusterCmd::Run { config, text: TextArgs { prompt, steps, temp }, seed }),
+            ..
+        } => tools::run(tools::RunArgs { config, prompt, steps, temp, seed }),
         Cmd::Cluster { cmd: Some(ClusterCmd::Node { config, id, next }), .. } => {
             tools::node(&config, id, next)
         }

@@ -4,14 +4,15 @@
 //! nodes, greedy and seeded, also with 1% of the bytes corrupted on every link; a wrong
 //! protocol version and another model image are refused with a clear error.
 
+#[path = "../../ruvllm-esp32/tests/common/generation.rs"]
+mod generation;
+
+use generation::{encode, single};
 use ruvllm_cli::cluster::{self, host_link, Job, Line, NodeSpec, RunReport};
 use ruvllm_esp32::federation::link::{LinkConfig, LinkError};
 use ruvllm_esp32::federation::plan;
 use ruvllm_esp32::federation::wire::{Hello, Refusal, VERSION};
-use ruvllm_esp32::infer::{self, IntState};
 use ruvllm_esp32::model::Model;
-use ruvllm_esp32::sample::Sampling;
-use ruvllm_esp32::tokenizer;
 use tokio::io::DuplexStream;
 
 /// The built-in model in an 8-byte aligned buffer.
@@ -20,25 +21,6 @@ fn builtin() -> Vec<u64> {
     let mut words = vec![0u64; bytes.len().div_ceil(8)];
     bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
     words
-}
-
-fn encode(model: &Model<'_>, text: &str) -> Vec<u32> {
-    let mut tokens = vec![0u32; text.len() + 3];
-    let n = tokenizer::encode(&model.vocab, text.as_bytes(), true, false, &mut tokens).unwrap();
-    tokens.truncate(n);
-    tokens
-}
-
-fn single(model: &Model<'_>, prompt: &[u32], steps: usize, temp_milli: u32, seed: u64) -> Vec<u8> {
-    let mut arena = vec![0i32; IntState::arena_len(model, steps)];
-    let mut state = IntState::new(model, &mut arena, steps).unwrap();
-    let mut sampling = Sampling::new(temp_milli, seed);
-    let mut out = Vec::new();
-    infer::generate_int_sampled(model, &mut state, prompt, steps, &mut sampling, |b, _| {
-        out.extend_from_slice(b)
-    })
-    .unwrap();
-    out
 }
 
 fn rt() -> tokio::runtime::Runtime {

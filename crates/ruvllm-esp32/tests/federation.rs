@@ -7,13 +7,17 @@ mod common;
 #[path = "common/fuzz.rs"]
 mod fuzz;
 
+#[path = "common/generation.rs"]
+mod generation;
+
+use generation::{encode, single};
 use proptest::prelude::*;
 use ruvllm_esp32::federation::pipeline::{Sequence, Slot, Stage};
 use ruvllm_esp32::federation::wire::{
     self, Body, Decoder, Forward, Frame, FrameError, Hello, Residual, MAX_FRAME,
 };
 use ruvllm_esp32::federation::{plan, Role};
-use ruvllm_esp32::infer::{self, IntState};
+use ruvllm_esp32::infer::IntState;
 use ruvllm_esp32::model::Model;
 use ruvllm_esp32::sample::Sampling;
 use ruvllm_esp32::tokenizer;
@@ -21,25 +25,6 @@ use ruvllm_esp32::tokenizer;
 fn builtin() -> common::Image {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-cli/data/default.gguf");
     common::Image::new(&std::fs::read(path).unwrap())
-}
-
-fn encode(model: &Model<'_>, text: &str) -> Vec<u32> {
-    let mut tokens = vec![0u32; text.len() + 3];
-    let n = tokenizer::encode(&model.vocab, text.as_bytes(), true, false, &mut tokens).unwrap();
-    tokens.truncate(n);
-    tokens
-}
-
-fn single(model: &Model<'_>, prompt: &[u32], steps: usize, temp_milli: u32, seed: u64) -> Vec<u8> {
-    let mut arena = vec![0i32; IntState::arena_len(model, steps)];
-    let mut state = IntState::new(model, &mut arena, steps).unwrap();
-    let mut sampling = Sampling::new(temp_milli, seed);
-    let mut out = Vec::new();
-    infer::generate_int_sampled(model, &mut state, prompt, steps, &mut sampling, |b, _| {
-        out.extend_from_slice(b)
-    })
-    .unwrap();
-    out
 }
 
 /// The ring in memory: each message goes through every stage in turn, as the links carry it.
