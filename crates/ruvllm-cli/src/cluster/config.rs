@@ -5,6 +5,7 @@
 
 use anyhow::{bail, Result};
 use ruvllm_esp32::federation::link::LinkConfig;
+use ruvllm_esp32::federation::wire::VERSION;
 use ruvllm_esp32::federation::{plan, Role};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -26,6 +27,13 @@ pub struct ClusterSection {
     pub chips: usize,
     /// "pipeline" (contiguous layer ranges) or "tensor" (not run by this version).
     pub topology: String,
+    /// The federation protocol version the nodes speak (absent: this build's).
+    #[serde(default = "protocol_version")]
+    pub protocol: u16,
+}
+
+fn protocol_version() -> u16 {
+    VERSION
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,7 +154,12 @@ impl ClusterFile {
             })
             .collect();
         Ok(ClusterFile {
-            cluster: ClusterSection { name: name.to_string(), chips, topology: "pipeline".into() },
+            cluster: ClusterSection {
+                name: name.to_string(),
+                chips,
+                topology: "pipeline".into(),
+                protocol: VERSION,
+            },
             model: ModelSection { path, tokenizer: None, layers, dim, checksum: format!("{checksum:08x}") },
             link: LinkSection::default(),
             chips: Chips { nodes },
@@ -166,6 +179,12 @@ impl ClusterFile {
             "pipeline" => {}
             "tensor" => bail!("topology \"tensor\" is not run by this version: use \"pipeline\""),
             t => bail!("topology \"{t}\": use \"pipeline\" or \"tensor\""),
+        }
+        if c.protocol != VERSION {
+            bail!(
+                "[cluster] protocol = {}, but this build speaks federation protocol version {VERSION}: update every node to one version, then re-plan",
+                c.protocol
+            );
         }
         let n = self.chips.nodes.len();
         if n == 0 || n > MAX_NODES {
