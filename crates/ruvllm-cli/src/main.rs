@@ -426,6 +426,10 @@ enum ClusterCmd {
         text: TextArgs,
         #[arg(short = 's', long, default_value_t = 42)]
         seed: u64,
+        /// Run each node as a QEMU ESP32-C3 board holding its layers, its UART a TCP socket on
+        /// the node's port (needs the chip toolchain and qemu-system-riscv32, as `board`)
+        #[arg(long)]
+        qemu: bool,
     },
     /// One node of a cluster (what `cluster run` starts)
     #[command(hide = true)]
@@ -548,9 +552,9 @@ fn main() -> ExitCode {
         }
         Cmd::Install { yes } => firmware::install(yes),
         Cmd::Cluster {
-            cmd: Some(ClusterCmd::Run { config, text: TextArgs { prompt, steps, temp }, seed }),
+            cmd: Some(ClusterCmd::Run { config, text: TextArgs { prompt, steps, temp }, seed, qemu }),
             ..
-        } => tools::run(tools::RunArgs { config, prompt, steps, temp, seed }),
+        } => tools::run(tools::RunArgs { config, prompt, steps, temp, seed, qemu }),
         Cmd::Cluster { cmd: Some(ClusterCmd::Node { config, id, next }), .. } => {
             tools::node(&config, id, next)
         }

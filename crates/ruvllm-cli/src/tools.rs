@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use ruvllm_cli::cluster::config::{ClusterFile, Node};
 use ruvllm_cli::cluster::{self, host_link, Job, Line, NodeSpec, RunReport};
 use ruvllm_cli::{input, outln};
+use ruvllm_esp32::federation::link::LinkConfig;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -98,6 +99,8 @@ pub struct RunArgs {
     pub steps: usize,
     pub temp: f32,
     pub seed: u64,
+    /// Each node a QEMU board instead of a process.
+    pub qemu: bool,
 }
 
 /// Seconds a node process may take to load its model and join the ring.
@@ -114,9 +117,103 @@ pub fn run(args: RunArgs) -> Result<()> {
     let prompt = commands::encode_prompt(&model, &args.prompt, args.steps)?;
     let temp_milli = (args.temp * 1000.0).round() as u32;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    if args.qemu {
+        let job = Job { prompt: &prompt, steps: args.steps, temp_milli, seed: args.seed };
+        let report = rt.block_on(run_boards(&file, &nodes, &img, checksum, &job))?;
+        print_report(&report, &nodes, &file, Busy::Instructions);
+        return Ok(());
+    }
     let report = rt.block_on(coordinate(&args, &file, &nodes, &model, checksum, &prompt, temp_milli))?;
-    print_report(&report, &nodes, &file);
+    print_report(&report, &nodes, &file, Busy::Micros);
     Ok(())
+}
+
+/// `cluster run --qemu`: one QEMU ESP32-C3 board per node, built around the model with the
+/// node's layers, its UART a TCP socket on the node's port; this process relays between them.
+async fn run_boards(
+    file: &ClusterFile,
+    nodes: &[Node],
+    img: &Image,
+    checksum: u32,
+    job: &Job<'_>,
+) -> Result<RunReport> {
+    let tc = crate::board::Toolchain::find()?;
+    let dir = std::env::temp_dir().join(format!("ruvllm-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let result = boards_in(file, nodes, img, checksum, job, &tc, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn boards_in(
+    file: &ClusterFile,
+    nodes: &[Node],
+    img: &Image,
+    checksum: u32,
+    job: &Job<'_>,
+    tc: &crate::board::Toolchain,
+    dir: &Path,
+) -> Result<RunReport> {
+    let image = dir.join("model.gguf");
+    std::fs::write(&image, img.bytes()).with_context(|| format!("{}: cannot write", image.display()))?;
+    let mut boards = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let spec = format!("{}:{}:{}", n.id, n.layers.start, n.layers.end - 1);
+        let built = crate::board::build_node(tc, &image, &spec).with_context(|| format!("node {}", n.id))?;
+        let elf = dir.join(format!("node-{}.elf", n.id));
+        std::fs::copy(&built, &elf).with_context(|| format!("{}: cannot write", elf.display()))?;
+        let serial = format!("tcp:127.0.0.1:{},server=on,wait=on", n.port);
+        let cmd = crate::board::qemu_serial(tc, &elf, &["-serial", &serial]);
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+        let mut child = cmd.spawn().with_context(|| format!("starting QEMU for node {}", n.id))?;
+        // QEMU's own complaints (a port in use), without its note that it waits for us.
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("piped")).lines();
+        let id = n.id;
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if !line.contains("QEMU waiting for connection") {
+                    eprintln!("node {id}: {line}");
+                }
+            }
+        });
+        eprintln!(
+            "node {}: QEMU board (pid {}), UART on port {}, layers {}..={}",
+            n.id,
+            child.id().unwrap_or(0),
+            n.port,
+            n.layers.start,
+            n.layers.end - 1
+        );
+        boards.push(child);
+    }
+    // An emulated board boots slowly (it verifies the model's checksum first): give it time to
+    // acknowledge, at least half a second a send and a minute in all.
+    let cfg = file.link.config();
+    let cfg = LinkConfig { ack_ms: cfg.ack_ms.max(500), retries: cfg.retries.max(120) };
+    let line = Line { corrupt: file.link.corrupt, baud: 0, seed: 0xb0 };
+    let mut links = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let s = connect(n.port, Instant::now() + STARTUP).await.map_err(|e| anyhow!("node {}: {e}", n.id))?;
+        links.push(host_link(s, cfg, Line { seed: line.seed + n.id as u64, ..line }));
+    }
+    let model = img.model()?;
+    let answer_ms = cfg.give_up_ms();
+    let mut out = std::io::stdout().lock();
+    let report = cluster::coordinate_boards(&model, checksum, &mut links, job, answer_ms, |piece| {
+        out.write_all(piece).and_then(|()| out.flush()).map_err(ruvllm_cli::out::write_error)
+    })
+    .await?;
+    out.write_all(b"\n").and_then(|()| out.flush()).map_err(ruvllm_cli::out::write_error)?;
+    drop(links);
+    for (mut b, n) in boards.into_iter().zip(nodes) {
+        match tokio::time::timeout(Duration::from_secs(10), b.wait()).await {
+            Ok(Ok(s)) if s.success() => {}
+            Ok(Ok(s)) => bail!("node {}: the board exited with {s}", n.id),
+            _ => bail!("node {}: the board did not stop after the run", n.id),
+        }
+    }
+    Ok(report)
 }
 
 /// What the node processes report to the coordinator.
@@ -306,26 +403,43 @@ async fn connect(port: u16, deadline: Instant) -> Result<TcpStream> {
     }
 }
 
+/// What a node's busy figure counts.
+#[derive(PartialEq)]
+enum Busy {
+    /// Microseconds: node processes in a ring (a hop a node, and one back).
+    Micros,
+    /// Retired instructions: QEMU boards, each linked to this host (two hops a board).
+    Instructions,
+}
+
 /// Costs on stderr: per node, then the wire per token and per hop.
-fn print_report(r: &RunReport, nodes: &[Node], file: &ClusterFile) {
+fn print_report(r: &RunReport, nodes: &[Node], file: &ClusterFile, busy: Busy) {
     let pos = r.positions.max(1) as f64;
     let mut text = String::new();
     for (s, n) in r.nodes.iter().zip(nodes) {
+        let work = match busy {
+            Busy::Micros => format!(
+                "{:.2} ms in its layers ({:.3} ms a position)",
+                s.busy_us as f64 / 1e3,
+                s.busy_us as f64 / 1e3 / pos
+            ),
+            Busy::Instructions => {
+                format!("{} instructions in its layers ({:.0} a position)", s.busy_us, s.busy_us as f64 / pos)
+            }
+        };
         text += &format!(
-            "node {} ({}, layers {}..={}): {:.2} ms in its layers ({:.3} ms a position), {} bytes sent ({:.1} a position), {} retransmits, {} bad frames\n",
+            "node {} ({}, layers {}..={}): {work}, {} bytes sent ({:.1} a position), {} retransmits, {} bad frames\n",
             s.node,
             n.role.as_str(),
             n.layers.start,
             n.layers.end - 1,
-            s.busy_us as f64 / 1e3,
-            s.busy_us as f64 / 1e3 / pos,
             s.sent_bytes,
             s.sent_bytes as f64 / pos,
             s.retransmits,
             s.bad_frames
         );
     }
-    let hops = nodes.len() + 1;
+    let hops = if busy == Busy::Micros { nodes.len() + 1 } else { 2 * nodes.len() };
     text += &format!(
         "cluster {}: {} positions ({} generated) in {:.2} ms ({:.1} tok/s); wire {:.1} bytes per token over {hops} hops ({:.1} per hop), {} retransmits\n",
         file.cluster.name,

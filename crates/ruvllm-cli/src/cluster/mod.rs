@@ -414,6 +414,78 @@ where
     Ok(report)
 }
 
+/// The coordinator for boards that each have one link, to this host (QEMU boards on their one
+/// UART): a position goes to the first board, its answer to the next, and so on; the last
+/// board's answer is the token. The messages are the ring's; the host relays between boards.
+/// The report's `head` sums the host's links.
+pub async fn coordinate_boards<S: AsyncRead + AsyncWrite + Unpin>(
+    model: &Model<'_>,
+    checksum: u32,
+    boards: &mut [HostLink<S>],
+    job: &Job<'_>,
+    answer_ms: u64,
+    mut emit: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<RunReport> {
+    let me = Hello { version: VERSION, model: checksum, node: COORDINATOR };
+    let mut names = Vec::with_capacity(boards.len());
+    for b in boards.iter_mut() {
+        let cfg = b.config();
+        let peer = b.hello(me).await.map_err(|e| link_error("a board", e, cfg))?;
+        names.push(node_name(peer.node));
+    }
+    // One message through every board in turn: what the last one answers.
+    let through = async |boards: &mut [HostLink<S>], mut body: Body| {
+        for (b, name) in boards.iter_mut().zip(&names) {
+            let cfg = b.config();
+            b.send(body).await.map_err(|e| link_error(name, e, cfg))?;
+            body = match b.recv(Some(answer_ms)).await {
+                Ok(Body::Fail { node, reason }) => bail!("node {node} failed: {}", fail_reason(reason)),
+                Ok(b) => b,
+                Err(LinkError::Silent) => bail!("no answer from {name} within {answer_ms} ms"),
+                Err(e) => return Err(link_error(name, e, cfg)),
+            };
+        }
+        Ok(body)
+    };
+    let start = Instant::now();
+    through(boards, Body::Start { stream: 0, temp_milli: job.temp_milli, seed: job.seed }).await?;
+    let mut seq = Sequence::new(job.prompt, job.steps)?;
+    let (mut positions, mut scratch) = (0, [0u8; DECODE_MAX]);
+    while let Some((pos, token, sample)) = seq.next_step() {
+        let f = Forward { stream: 0, pos, token, sample, residual: Residual::new() };
+        let Body::Next { pos: p, token, .. } = through(boards, Body::Forward(f)).await? else {
+            bail!("the boards answered out of turn");
+        };
+        if p != pos {
+            bail!("the boards answered position {p} out of turn");
+        }
+        positions += 1;
+        if let Some(piece) = seq.advance(&model.vocab, token, &mut scratch)? {
+            emit(piece)?;
+        }
+    }
+    let elapsed = start.elapsed();
+    let mut nodes = Vec::with_capacity(boards.len());
+    for (b, name) in boards.iter_mut().zip(&names) {
+        let cfg = b.config();
+        b.send(Body::Finish).await.map_err(|e| link_error(name, e, cfg))?;
+        for _ in 0..2 {
+            match b.recv(Some(answer_ms)).await.map_err(|e| link_error(name, e, cfg))? {
+                Body::Stats(s) => nodes.push(s),
+                Body::Finish => {}
+                _ => bail!("{name} answered out of turn while finishing"),
+            }
+        }
+    }
+    let mut head = LinkStats::default();
+    for b in boards.iter() {
+        head.sent_bytes += b.stats.sent_bytes;
+        head.retransmits += b.stats.retransmits;
+        head.bad_frames += b.stats.bad_frames;
+    }
+    Ok(RunReport { nodes, head, tail: LinkStats::default(), positions, generated: seq.generated, elapsed })
+}
+
 fn fail_reason(r: FailReason) -> &'static str {
     match r {
         FailReason::BadStep => "a position outside its context",
