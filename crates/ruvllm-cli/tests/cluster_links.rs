@@ -248,3 +248,41 @@ fn four_sequences_in_flight_outrun_one() {
     );
     assert!(four > 1.6 * one, "4 sequences {four:.1}/s against 1 sequence {one:.1}/s");
 }
+
+/// While one end waits for its acknowledgement it keeps one new frame from the other end
+/// (acknowledged, delivered next) and leaves a second one unacknowledged, never dropped
+/// after acknowledging it: the other end sends that one again.
+#[test]
+fn a_waiting_sender_keeps_one_frame_and_leaves_the_next_unacknowledged() {
+    use ruvllm_esp32::federation::wire::{self, Body, Decoder, Frame, MAX_FRAME};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (a, mut raw) = tokio::io::duplex(PIPE);
+    let cfg = LinkConfig { ack_ms: 50, retries: 3 };
+    rt().block_on(async {
+        let mut link = host_link(a, cfg, Line::default());
+        let mut buf = vec![0u8; MAX_FRAME];
+        let mut frames = Vec::new();
+        for f in [
+            Frame { seq: 0, body: Body::Finish },
+            Frame { seq: 1, body: Body::Start { stream: 1, temp_milli: 0, seed: 0 } },
+            Frame { seq: 0, body: Body::Ack },
+        ] {
+            frames.extend_from_slice(wire::encode(&f, &mut buf).unwrap());
+        }
+        raw.write_all(&frames).await.unwrap();
+        link.send(Body::Start { stream: 0, temp_milli: 0, seed: 0 }).await.unwrap();
+        assert_eq!(link.recv(Some(10)).await.unwrap(), Body::Finish);
+        // What the link wrote: its own frame, then the acknowledgement of the first one only.
+        let mut out = vec![0u8; 256];
+        let n = raw.read(&mut out).await.unwrap();
+        let mut dec = Box::new(Decoder::<MAX_FRAME>::default());
+        let (mut at, mut got) = (0, Vec::new());
+        while at < n {
+            let (used, f) = dec.feed(&out[at..n]);
+            at += used;
+            got.extend(f.map(Result::unwrap));
+        }
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[1], Frame { seq: 0, body: Body::Ack });
+    });
+}

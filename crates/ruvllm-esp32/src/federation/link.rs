@@ -150,6 +150,9 @@ impl<T: Read + Write, C: Clock> Link<T, C> {
                         return Ok(());
                     }
                     Frame { body: Body::Ack, .. } => {}
+                    // Room for one new data frame while waiting; another is left
+                    // unacknowledged, so its sender sends it again later.
+                    Frame { seq: s, .. } if self.inbox.is_some() && s == self.rx_next => {}
                     Frame { seq: s, body } => {
                         if let Some(body) = self.take_data(s, body).await? {
                             self.inbox = Some(body);
