@@ -39,17 +39,6 @@ fn main() {
     let model: ruvllm_esp32::model::Model<'_> = ruvllm_esp32::model::Model::from_gguf(&buf[pad..])
         .unwrap_or_else(|e| fail(&format!("RUVLLM_MODEL={path}: {e}")));
     let seq = model.config.seq_len;
-    // A federation node (feature `federation-node`): its id and layers, id:first:last.
-    println!("cargo:rerun-if-env-changed=RUVLLM_NODE");
-    let node = std::env::var_os("CARGO_FEATURE_FEDERATION_NODE").map(|_| {
-        let spec = std::env::var("RUVLLM_NODE").unwrap_or_else(|_| fail("RUVLLM_NODE=id:first:last is not set"));
-        let v: Vec<usize> = spec.split(':').filter_map(|x| x.parse().ok()).collect();
-        let [id, first, last] = v[..] else { fail(&format!("RUVLLM_NODE={spec}: use id:first:last")) };
-        if first > last || last >= model.config.n_layers || id >= 255 {
-            fail(&format!("RUVLLM_NODE={spec}: layers outside the model's {}", model.config.n_layers));
-        }
-        (id, first, last)
-    });
     let float_engine = std::env::var_os("CARGO_FEATURE_FLOAT_ENGINE").is_some();
     let arena = if float_engine {
         ruvllm_esp32::infer::State::arena_len(&model, seq)
@@ -57,11 +46,7 @@ fn main() {
         if model.rope.is_none() || !model.precision.int8_activations() {
             fail(&format!("RUVLLM_MODEL={path}: the integer path needs a q8, ternary or binary image with its RoPE table (`ruvllm-esp32 convert --quant q8`)"));
         }
-        match node {
-            // Its KV cache holds the node's own layers only.
-            Some((_, first, last)) => ruvllm_esp32::infer::IntState::arena_len_for(&model, seq, first..last + 1),
-            None => ruvllm_esp32::infer::IntState::arena_len(&model, seq),
-        }
+        ruvllm_esp32::infer::IntState::arena_len(&model, seq)
     };
     let plan = format!(
         "/// Layers of the embedded model (the `Model` bound).\npub const LAYERS: usize = {};\n\
@@ -69,12 +54,21 @@ fn main() {
          /// `IntState::arena_len` (or `State::arena_len` with `float-engine`) for SEQ_LEN, in elements.\npub const ARENA_LEN: usize = {arena};\n",
         model.config.n_layers
     );
-    let plan = plan + &node.map_or(String::new(), |(id, first, last)| {
-        format!(
+    let mut plan = plan;
+    println!("cargo:rerun-if-env-changed=RUVLLM_NODE");
+    if std::env::var_os("CARGO_FEATURE_FEDERATION_NODE").is_some() {
+        // id:first:last (inclusive), as cluster.toml gives a node's layers.
+        let spec = std::env::var("RUVLLM_NODE").unwrap_or_else(|_| fail("RUVLLM_NODE=id:first:last is not set"));
+        let v: Vec<usize> = spec.split(':').filter_map(|x| x.parse().ok()).collect();
+        let [id, first, last] = v[..] else { fail(&format!("RUVLLM_NODE={spec}: use id:first:last")) };
+        if first > last || last >= model.config.n_layers || id >= 255 {
+            fail(&format!("RUVLLM_NODE={spec}: layers outside the model's {}", model.config.n_layers));
+        }
+        plan += &format!(
             "/// This node's id and layers.\npub const NODE_ID: u8 = {id};\npub const NODE_LAYERS: core::ops::Range<usize> = {first}..{};\n",
             last + 1
-        )
-    });
+        );
+    }
     std::fs::write(out.join("plan.rs"), plan).expect("write plan.rs");
 
     // The board's `corrupt-image` feature embeds a copy with one data byte flipped, to show

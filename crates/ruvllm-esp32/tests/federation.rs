@@ -37,16 +37,11 @@ fn chained(
     seed: u64,
 ) -> Vec<u8> {
     let stages: Vec<_> = plan(model.config.n_layers, nodes).unwrap().collect();
-    // Each stage's KV cache holds its own layers only.
     let mut arenas: Vec<Vec<i32>> =
-        stages.iter().map(|s| vec![0i32; IntState::arena_len_for(model, steps, s.layers.clone())]).collect();
+        stages.iter().map(|_| vec![0i32; IntState::arena_len(model, steps)]).collect();
     let mut slots: Vec<Vec<Slot<'_>>> = arenas
         .iter_mut()
-        .zip(&stages)
-        .map(|(a, st)| {
-            let state = IntState::for_layers(model, a, steps, st.layers.clone()).unwrap();
-            vec![Slot { state, sampling: Sampling::GREEDY }]
-        })
+        .map(|a| vec![Slot { state: IntState::new(model, a, steps).unwrap(), sampling: Sampling::GREEDY }])
         .collect();
     let mut nodes: Vec<Stage<'_, '_, '_>> = stages
         .iter()
@@ -110,14 +105,9 @@ fn chained_stages_give_the_single_node_tokens() {
 fn a_stage_answers_bad_steps_with_a_failure() {
     let img = builtin();
     let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
-    let mut arena = vec![0i32; IntState::arena_len_for(&model, 8, 2..4)];
-    assert!(arena.len() < IntState::arena_len(&model, 8), "a stage's cache holds its layers only");
-    let mut state = IntState::for_layers(&model, &mut arena, 8, 2..4).unwrap();
-    // Layers it does not hold are refused, whole passes too.
-    assert!(state.forward(&model, 1, 0).is_err());
-    assert!(state.run_layers(&model, 1, 0, 0..2, None).is_err());
-    assert!(state.run_layers(&model, 1, 0, 3..5, Some(&vec![0; model.config.dim])).is_err());
-    let mut slots = vec![Slot { state, sampling: Sampling::GREEDY }];
+    let mut arena = vec![0i32; IntState::arena_len(&model, 8)];
+    let mut slots =
+        vec![Slot { state: IntState::new(&model, &mut arena, 8).unwrap(), sampling: Sampling::GREEDY }];
     let mut stage = Stage::new(3, &model, 2..4, &mut slots).unwrap();
     let fwd = |stream, pos, residual: &[i32]| {
         Body::Forward(Forward {

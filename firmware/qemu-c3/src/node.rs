@@ -89,8 +89,7 @@ pub fn run<const L: usize>(
     layers: core::ops::Range<usize>,
     instret: fn() -> u64,
 ) -> u32 {
-    // The arena (build.rs) holds this node's layers' KV cache only.
-    let Ok(state) = IntState::for_layers(model, arena, seq_len, layers.clone()) else { return 3 };
+    let Ok(state) = IntState::new(model, arena, seq_len) else { return 3 };
     let mut slots = [Slot { state, sampling: Sampling::GREEDY }];
     let Ok(mut stage) = Stage::new(id, model, layers, &mut slots) else { return 4 };
     let checksum = crc32fast::hash(image);

@@ -198,13 +198,11 @@ where
     let downstream = down.hello(me).await.map_err(|e| link_error("its downstream neighbour", e, cfg))?;
     let downstream = node_name(downstream.node);
 
-    // Each sequence's KV cache holds this node's layers only.
-    let len = IntState::arena_len_for(model, spec.seq_len, spec.layers.clone());
-    let mut arenas: Vec<Vec<i32>> = (0..spec.streams).map(|_| vec![0; len]).collect();
+    let mut arenas: Vec<Vec<i32>> =
+        (0..spec.streams).map(|_| vec![0; IntState::arena_len(model, spec.seq_len)]).collect();
     let mut slots = Vec::with_capacity(spec.streams);
     for a in arenas.iter_mut() {
-        let state = IntState::for_layers(model, a, spec.seq_len, spec.layers.clone())?;
-        slots.push(Slot { state, sampling: Sampling::GREEDY });
+        slots.push(Slot { state: IntState::new(model, a, spec.seq_len)?, sampling: Sampling::GREEDY });
     }
     let mut stage = Stage::new(spec.id, model, spec.layers.clone(), &mut slots)?;
 

@@ -47,16 +47,15 @@ struct Plan {
 }
 
 impl Plan {
-    /// For `held` layers' KV cache (all of them, or a pipeline stage's).
-    fn new(s: &Shape, seq_len: usize, held: usize) -> Plan {
+    fn new(s: &Shape, seq_len: usize) -> Plan {
         let (d, h, kv) = (s.dim, s.hidden, s.kv_dim());
         let widest = d.max(h);
         Plan {
             words: [d, d, d, d, kv, h, h, seq_len, s.vocab],
             xq: widest,
             xs: widest.div_ceil(s.group),
-            kv: held * seq_len * kv,
-            kv_scales: held * seq_len * kv.div_ceil(s.group),
+            kv: s.n_layers * seq_len * kv,
+            kv_scales: s.n_layers * seq_len * kv.div_ceil(s.group),
             lut: s.lut_entries(),
         }
     }
@@ -74,8 +73,6 @@ impl Plan {
 /// Activations and int8 KV cache of the integer path, carved from one caller-provided arena.
 pub struct IntState<'s> {
     seq_len: usize,
-    /// The layers whose KV cache this state holds: all, or one pipeline stage's.
-    held: core::ops::Range<usize>,
     shape: Shape,
     /// RMSNorm epsilon in units of 2^-32 (the mean square's units).
     eps: u64,
@@ -111,19 +108,7 @@ struct Lut<'s> {
 impl<'s> IntState<'s> {
     /// Arena length in i32 words for a context of `seq_len` positions.
     pub fn arena_len<const L: usize>(model: &Model<'_, L>, seq_len: usize) -> usize {
-        let s = view::shape(model);
-        Plan::new(&s, seq_len, s.n_layers).len()
-    }
-
-    /// [`IntState::arena_len`] for a state that runs only `layers` (a pipeline stage's): the
-    /// KV cache holds those layers alone.
-    pub fn arena_len_for<const L: usize>(
-        model: &Model<'_, L>,
-        seq_len: usize,
-        layers: core::ops::Range<usize>,
-    ) -> usize {
-        let s = view::shape(model);
-        Plan::new(&s, seq_len, layers.len().min(s.n_layers)).len()
+        Plan::new(&view::shape(model), seq_len).len()
     }
 
     /// RAM in bytes for the activations and KV cache at `seq_len` positions.
@@ -134,28 +119,12 @@ impl<'s> IntState<'s> {
     /// Builds the state in `arena` for up to `seq_len` positions. The model must be q8 with
     /// the `ruvllm.rope` table (`Error::Unsupported` / `Error::Missing` otherwise).
     pub fn new<const L: usize>(model: &Model<'_, L>, arena: &'s mut [i32], seq_len: usize) -> Result<Self> {
-        Self::for_layers(model, arena, seq_len, 0..model.config.n_layers)
-    }
-
-    /// [`IntState::new`] for a pipeline stage that runs only `layers` ([`IntState::run_layers`]
-    /// within them), in an arena of [`IntState::arena_len_for`].
-    pub fn for_layers<const L: usize>(
-        model: &Model<'_, L>,
-        arena: &'s mut [i32],
-        seq_len: usize,
-        layers: core::ops::Range<usize>,
-    ) -> Result<Self> {
         view::require(model)?;
-        if layers.start >= layers.end || layers.end > model.config.n_layers {
-            return Err(Error::Invalid {
-                what: "stage layers must be a non-empty range of the model's layers",
-            });
-        }
         if seq_len == 0 || seq_len > model.config.seq_len {
             return Err(Error::ContextFull { need: seq_len, capacity: model.config.seq_len });
         }
         let shape = view::shape(model);
-        let plan = Plan::new(&shape, seq_len, layers.len());
+        let plan = Plan::new(&shape, seq_len);
         if arena.len() < plan.len() {
             return Err(Error::BufferTooSmall { need: plan.len() * 4, have: arena.len() * 4 });
         }
@@ -172,7 +141,6 @@ impl<'s> IntState<'s> {
         let lut = Lut { t: c.words(plan.lut), e: 0 };
         Ok(IntState {
             seq_len,
-            held: layers,
             shape,
             eps,
             attn_scale,
@@ -304,9 +272,6 @@ impl<'s> IntState<'s> {
         if pos >= self.seq_len {
             return Err(Error::ContextFull { need: pos + 1, capacity: self.seq_len });
         }
-        if layers.start < self.held.start || layers.end.min(s.n_layers) > self.held.end {
-            return Err(Error::Invalid { what: "layers outside those this state holds" });
-        }
         let (d, kv_dim, g) = (s.dim, s.kv_dim(), s.group);
         let ng = kv_dim.div_ceil(g);
         // Validated at load: [model seq_len][hs / 2][2], and pos < seq_len <= model seq_len.
@@ -319,10 +284,8 @@ impl<'s> IntState<'s> {
             rmsnorm(self.xb, self.x, w.attn_norm, self.eps);
             quantize(self.xb, self.xq, self.xs, g);
             matmul(self.q, &w.wq, self.xq, self.xs, g, &mut self.lut, true);
-            // This layer's place in the cache, which holds `held` only.
-            let li = l - self.held.start;
-            let row = (li * self.seq_len + pos) * kv_dim;
-            let srow = (li * self.seq_len + pos) * ng;
+            let row = (l * self.seq_len + pos) * kv_dim;
+            let srow = (l * self.seq_len + pos) * ng;
             let (krow, ksrow) = (&mut self.kc[row..row + kv_dim], &mut self.ks[srow..srow + ng]);
             matmul(self.kv_row, &w.wk, self.xq, self.xs, g, &mut self.lut, false);
             rotate(self.kv_row, rope);
@@ -337,7 +300,7 @@ impl<'s> IntState<'s> {
             for p in qs.iter_mut() {
                 *p = Scale::unpack(*p).times(self.attn_scale).pack();
             }
-            let (start, n) = (li * self.seq_len, pos + 1);
+            let (start, n) = (l * self.seq_len, pos + 1);
             let cache = Cache {
                 keys: &self.kc[start * kv_dim..(start + n) * kv_dim],
                 key_scales: &self.ks[start * ng..(start + n) * ng],
