@@ -54,6 +54,21 @@ fn main() {
          /// `IntState::arena_len` (or `State::arena_len` with `float-engine`) for SEQ_LEN, in elements.\npub const ARENA_LEN: usize = {arena};\n",
         model.config.n_layers
     );
+    let mut plan = plan;
+    println!("cargo:rerun-if-env-changed=RUVLLM_NODE");
+    if std::env::var_os("CARGO_FEATURE_FEDERATION_NODE").is_some() {
+        // id:first:last (inclusive), as cluster.toml gives a node's layers.
+        let spec = std::env::var("RUVLLM_NODE").unwrap_or_else(|_| fail("RUVLLM_NODE=id:first:last is not set"));
+        let v: Vec<usize> = spec.split(':').filter_map(|x| x.parse().ok()).collect();
+        let [id, first, last] = v[..] else { fail(&format!("RUVLLM_NODE={spec}: use id:first:last")) };
+        if first > last || last >= model.config.n_layers || id >= 255 {
+            fail(&format!("RUVLLM_NODE={spec}: layers outside the model's {}", model.config.n_layers));
+        }
+        plan += &format!(
+            "/// This node's id and layers.\npub const NODE_ID: u8 = {id};\npub const NODE_LAYERS: core::ops::Range<usize> = {first}..{};\n",
+            last + 1
+        );
+    }
     std::fs::write(out.join("plan.rs"), plan).expect("write plan.rs");
 
     // The board's `corrupt-image` feature embeds a copy with one data byte flipped, to show

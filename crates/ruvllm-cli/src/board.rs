@@ -135,6 +135,13 @@ pub fn build(tc: &Toolchain, image: &Path, corrupt: bool, float_engine: bool) ->
     cargo_build(tc, &features, &[("RUVLLM_MODEL", &image)])
 }
 
+/// Builds the board as one node of a federated pipeline around `image`: `node` is
+/// `id:first:last` (its layers, inclusive); the ELF's path.
+pub fn build_node(tc: &Toolchain, image: &Path, node: &str) -> Result<PathBuf> {
+    let image = std::fs::canonicalize(image).with_context(|| format!("{}: cannot read", image.display()))?;
+    cargo_build(tc, &["federation-node"], &[("RUVLLM_MODEL", &image), ("RUVLLM_NODE", Path::new(node))])
+}
+
 /// Builds `firmware/qemu-c3` for the chip with `features` and the build script's inputs in
 /// `env`; returns the ELF's path. Failures come back as the compiler's error lines.
 fn cargo_build(tc: &Toolchain, features: &[&str], env: &[(&str, &Path)]) -> Result<PathBuf> {
@@ -247,7 +254,7 @@ pub fn qemu(tc: &Toolchain, elf: &Path) -> Command {
 /// generation) instead of ending QEMU; Ctrl-A x ends QEMU.
 const TERMINAL_SERIAL: [&str; 4] = ["-chardev", "stdio,id=con,mux=on,signal=off", "-serial", "chardev:con"];
 
-fn qemu_serial(tc: &Toolchain, elf: &Path, serial: &[&str]) -> Command {
+pub fn qemu_serial(tc: &Toolchain, elf: &Path, serial: &[&str]) -> Command {
     let mut cmd = Command::new(&tc.qemu);
     cmd.args([
         "-machine",

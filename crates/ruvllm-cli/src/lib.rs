@@ -5,6 +5,7 @@
 
 pub mod ann;
 pub mod board_flash;
+pub mod cluster;
 pub mod datasets;
 pub mod input;
 pub mod out;

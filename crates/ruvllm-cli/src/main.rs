@@ -94,14 +94,8 @@ enum Cmd {
     Gen {
         #[command(flatten)]
         model: ModelArgs,
-        #[arg(short = 'p', long, default_value = "")]
-        prompt: String,
-        /// Positions to run, prompt included (like llama2.c's -n)
-        #[arg(short = 'n', long, default_value_t = 256)]
-        steps: usize,
-        /// 0 to 10; 0 = greedy
-        #[arg(short = 't', long, default_value_t = 0.0, value_parser = real_in(0.0, MAX_TEMP))]
-        temp: f32,
+        #[command(flatten)]
+        text: TextArgs,
         /// 0 to 1
         #[arg(long, default_value_t = 0.9, value_parser = real_in(0.0, 1.0))]
         top_p: f32,
@@ -418,14 +412,21 @@ whose arena does not fit, or an Xtensa chip: ESP32/S2/S3 do not map the partitio
         #[arg(long)]
         yes: bool,
     },
-    /// Plan a pipeline-parallel cluster of chips over the model's layers (writes cluster.toml)
-    #[command(after_help = "Examples:
+    /// Plan a pipeline-parallel cluster of chips over the model's layers (writes cluster.toml),
+    /// or run one (`cluster run`)
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:
   ruvllm-esp32 cluster --chips 2
-  ruvllm-esp32 cluster --chips 3 -m stories260K-q8.gguf -o three.toml --force")]
+  ruvllm-esp32 cluster --chips 3 -m stories260K-q8.gguf -o three.toml --force
+  ruvllm-esp32 cluster run --config three.toml --prompt \"Once upon a time\" --steps 64"
+    )]
     Cluster {
+        #[command(subcommand)]
+        cmd: Option<ClusterCmd>,
         /// Number of chips, 1 to the model's layer count
         #[arg(long)]
-        chips: usize,
+        chips: Option<usize>,
         #[command(flatten)]
         model: ModelArgs,
         #[arg(short = 'o', long, default_value = "cluster.toml")]
@@ -443,6 +444,51 @@ whose arena does not fit, or an Xtensa chip: ESP32/S2/S3 do not map the partitio
   ruvllm-esp32 completions zsh > ~/.zfunc/_ruvllm-esp32
   ruvllm-esp32 completions fish > ~/.config/fish/completions/ruvllm-esp32.fish")]
     Completions { shell: clap_complete::Shell },
+}
+
+/// The prompt, positions and temperature of `gen` and `cluster run`.
+#[derive(clap::Args, Clone)]
+struct TextArgs {
+    #[arg(short = 'p', long, default_value = "")]
+    prompt: String,
+    /// Positions to run, prompt included (like llama2.c's -n)
+    #[arg(short = 'n', long, default_value_t = 256)]
+    steps: usize,
+    /// 0 to 10; 0 = greedy
+    #[arg(short = 't', long, default_value_t = 0.0, value_parser = real_in(0.0, MAX_TEMP))]
+    temp: f32,
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Run cluster.toml's nodes, each a process on its loopback port, this process the
+    /// coordinator: stdout gets what `gen --int` prints; stderr each node's time, the bytes on
+    /// the wire per token and the retransmits
+    #[command(after_help = "Example:
+  ruvllm-esp32 cluster run --config cluster.toml --prompt \"Once upon a time\" --steps 64 --temp 0.8 --seed 7")]
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        text: TextArgs,
+        #[arg(short = 's', long, default_value_t = 42)]
+        seed: u64,
+        /// Run each node as a QEMU ESP32-C3 board holding its layers, its UART a TCP socket on
+        /// the node's port (needs the chip toolchain and qemu-system-riscv32, as `board`)
+        #[arg(long)]
+        qemu: bool,
+    },
+    /// One node of a cluster (what `cluster run` starts)
+    #[command(hide = true)]
+    Node {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        id: u8,
+        /// The coordinator's port, where the tail connects back
+        #[arg(long)]
+        next: u16,
+    },
 }
 
 /// Highest sampling temperature: the console's `set temp` range.
@@ -488,9 +534,7 @@ fn main() -> ExitCode {
         }
         Cmd::Gen {
             model,
-            prompt,
-            steps,
-            temp,
+            text: TextArgs { prompt, steps, temp },
             top_p,
             top_k,
             seed,
@@ -583,9 +627,19 @@ fn main() -> ExitCode {
             firmware::flash(&firmware::FlashArgs { port, chip, model, elf, dry_run, output, baud })
         }
         Cmd::Install { yes } => firmware::install(yes),
-        Cmd::Cluster { chips, model, output, baud, force } => {
-            tools::cluster(&model, chips, &output, baud, force)
+        Cmd::Cluster {
+            cmd: Some(ClusterCmd::Run { config, text: TextArgs { prompt, steps, temp }, seed, qemu }),
+            ..
+        } => tools::run(tools::RunArgs { config, prompt, steps, temp, seed, qemu }),
+        Cmd::Cluster { cmd: Some(ClusterCmd::Node { config, id, next }), .. } => {
+            tools::node(&config, id, next)
         }
+        Cmd::Cluster { cmd: None, chips: Some(chips), model, output, baud, force } => {
+            tools::plan(&model, chips, &output, baud, force)
+        }
+        Cmd::Cluster { cmd: None, chips: None, .. } => Err(anyhow::anyhow!(
+            "cluster: pass --chips N to plan N chips, or `cluster run --config FILE` to run a plan"
+        )),
         Cmd::Completions { shell } => {
             // clap_complete panics on a failed write: generate in memory, then write.
             let mut script = Vec::new();

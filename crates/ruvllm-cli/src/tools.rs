@@ -1,76 +1,50 @@
-//! `cluster` (a pipeline-parallel plan over several chips, as cluster.toml) and `completions`.
+//! `cluster`: the pipeline-parallel plan over several chips (cluster.toml), `cluster run`
+//! (every node a process on loopback, this process the coordinator) and the node process.
 
-use crate::image;
+use crate::commands;
+use crate::image::{self, Image};
 use crate::ModelArgs;
-use anyhow::{bail, Context, Result};
-use ruvllm_cli::outln;
-use ruvllm_esp32::federation;
-use std::path::Path;
+use anyhow::{anyhow, bail, Context, Result};
+use ruvllm_cli::cluster::config::{ClusterFile, Node};
+use ruvllm_cli::cluster::{self, host_link, Job, Line, NodeSpec, RunReport};
+use ruvllm_cli::{input, outln};
+use ruvllm_esp32::federation::link::LinkConfig;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
+use tokio::net::{TcpListener, TcpStream};
 
-#[derive(serde::Serialize)]
-struct ClusterFile {
-    model: ClusterModel,
-    link: ClusterLink,
-    chip: Vec<ClusterChip>,
+/// The header of a written cluster.toml (the values below it are serialized by the toml
+/// crate, so any model path gives valid TOML).
+const HEADER: &str = "# ruvllm-esp32 cluster: pipeline parallel over {chips} chip(s).
+# Written by `ruvllm-esp32 cluster --chips {chips}`; run it with
+#   ruvllm-esp32 cluster run --config THIS_FILE --prompt \"Once upon a time\" --steps 64
+# Each node holds a contiguous range of the model's transformer layers
+# (layers = [first, last], inclusive). The head also holds the token embeddings;
+# the tail holds the final norm and the classifier and samples the next token,
+# which goes back to the coordinator (a single node holds everything).
+# Between stages the residual stream (dim values) crosses the link per token.
+# port: the node's TCP port on loopback for `cluster run`. model.checksum: the
+# CRC-32 of the model image every node must hold. link: UART speed between boards,
+# the acknowledgement timeout (ms) and the resends before a node counts as gone.
+
+";
+
+/// Most bytes of a cluster.toml read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The integer path's image of `args` and its CRC-32 (what every node must hold).
+fn load(args: &ModelArgs) -> Result<(Image, u32)> {
+    let img = commands::load_int(args, None)?;
+    let sum = crc32fast::hash(img.bytes());
+    Ok((img, sum))
 }
 
-#[derive(serde::Serialize)]
-struct ClusterModel {
-    name: String,
-    layers: usize,
-    dim: usize,
-}
-
-#[derive(serde::Serialize)]
-struct ClusterLink {
-    baud: u32,
-}
-
-#[derive(serde::Serialize)]
-struct ClusterChip {
-    id: usize,
-    role: &'static str,
-    layers: [usize; 2],
-    port: String,
-}
-
-/// The commented cluster.toml for `chips` chips over the model. The values are serialized by
-/// the toml crate (a model path may hold quotes, backslashes or control characters); the
-/// comments are fixed text.
-pub fn cluster_toml(model_name: &str, layers: usize, dim: usize, chips: usize, baud: u32) -> Result<String> {
-    let chip = federation::plan(layers, chips)?
-        .map(|s| ClusterChip {
-            id: s.chip,
-            role: s.role.as_str(),
-            layers: [s.layers.start, s.layers.end - 1],
-            port: format!("/dev/ttyUSB{}", s.chip),
-        })
-        .collect();
-    let file = ClusterFile {
-        model: ClusterModel { name: model_name.to_string(), layers, dim },
-        link: ClusterLink { baud },
-        chip,
-    };
-    let body = toml::to_string(&file).context("writing cluster.toml")?;
-    Ok(format!(
-        "# ruvllm-esp32 cluster: pipeline parallel over {chips} chip(s).
-# Written by `ruvllm-esp32 cluster --chips {chips}`.
-# Each chip holds a contiguous range of the model's transformer layers
-# (layers = [first, last], inclusive). The head chip also holds the token
-# embeddings and reads the prompt; the tail chip holds the final norm and
-# the classifier and samples the next token, which goes back to the head
-# (a single chip holds everything; middle chips hold layers only).
-# Between stages one activation vector of dim values crosses the link per token.
-# link.baud: the UART speed between neighbouring chips (and to the host).
-# Ports are placeholders: set each chip's serial port.
-
-{body}"
-    ))
-}
-
-/// `cluster`: plan `chips` chips over the model's layers and write cluster.toml.
-pub fn cluster(args: &ModelArgs, chips: usize, output: &Path, baud: u32, force: bool) -> Result<()> {
-    let img = image::load(args.model.as_deref(), args.tokenizer.as_deref(), None)?;
+/// `cluster --chips N`: plan `chips` nodes over the model's layers and write cluster.toml.
+pub fn plan(args: &ModelArgs, chips: usize, output: &Path, baud: u32, force: bool) -> Result<()> {
+    let (img, checksum) = load(args)?;
     let model = img.model()?;
     let layers = model.config.n_layers;
     if chips < 1 || chips > layers {
@@ -82,12 +56,453 @@ pub fn cluster(args: &ModelArgs, chips: usize, output: &Path, baud: u32, force: 
     if output.exists() && !force {
         bail!("{}: already exists (pass --force to overwrite)", output.display());
     }
-    let text = cluster_toml(&args.name(), layers, model.config.dim, chips, baud)?;
+    let absolute =
+        |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
+    let mut file = ClusterFile::plan(
+        &args.name(),
+        args.model.as_deref().map(absolute),
+        layers,
+        model.config.dim,
+        checksum,
+        chips,
+    )?;
+    file.model.tokenizer = args.tokenizer.as_deref().map(absolute);
+    file.link.baud = baud;
+    let body = toml::to_string(&file).context("writing cluster.toml")?;
+    let text = HEADER.replace("{chips}", &chips.to_string()) + &body;
     // Atomic, regular files only, through a symlink: as `convert -o`.
     ruvllm_train::run::checkpoint::write_atomic(output, text.as_bytes())?;
-    for s in federation::plan(layers, chips)? {
+    for s in ruvllm_esp32::federation::plan(layers, chips)? {
         eprintln!("chip {}: layers {}..={}", s.chip, s.layers.start, s.layers.end - 1);
     }
     outln!("{}", output.display());
     Ok(())
+}
+
+/// cluster.toml, read within bounds and parsed.
+fn read_config(path: &Path) -> Result<ClusterFile> {
+    let bytes = input::read_input(path, "cluster.toml", MAX_CONFIG_BYTES)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| anyhow!("{}: not UTF-8 text", path.display()))?;
+    ClusterFile::parse(text, &path.display().to_string())
+}
+
+/// The model a node (or, with `None`, the coordinator) runs, as cluster.toml names it.
+fn model_args(file: &ClusterFile, node: Option<&Node>) -> ModelArgs {
+    let path = node.and_then(|n| n.model.clone()).or_else(|| file.model.path.clone());
+    ModelArgs { model: path.map(PathBuf::from), tokenizer: file.model.tokenizer.as_ref().map(PathBuf::from) }
+}
+
+/// What `cluster run` asks for.
+pub struct RunArgs {
+    pub config: PathBuf,
+    pub prompt: String,
+    pub steps: usize,
+    pub temp: f32,
+    pub seed: u64,
+    /// Each node a QEMU board instead of a process.
+    pub qemu: bool,
+}
+
+/// Seconds a node process may take to load its model and join the ring.
+const STARTUP: Duration = Duration::from_secs(60);
+
+/// `cluster run`: every node of cluster.toml as a process on loopback, this process the
+/// coordinator; stdout gets exactly what `gen --int` prints, stderr the costs.
+pub fn run(args: RunArgs) -> Result<()> {
+    let file = read_config(&args.config)?;
+    let (img, checksum) = load(&model_args(&file, None))?;
+    let model = img.model()?;
+    let nodes = file.check(model.config.n_layers, model.config.dim, Some(checksum))?;
+    commands::check_steps(&model, args.steps)?;
+    let prompt = commands::encode_prompt(&model, &args.prompt, args.steps)?;
+    let temp_milli = (args.temp * 1000.0).round() as u32;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    if args.qemu {
+        let job = Job { prompt: &prompt, steps: args.steps, temp_milli, seed: args.seed };
+        let report = rt.block_on(run_boards(&file, &nodes, &img, checksum, &job))?;
+        print_report(&report, &nodes, &file, Busy::Instructions);
+        return Ok(());
+    }
+    let report = rt.block_on(coordinate(&args, &file, &nodes, &model, checksum, &prompt, temp_milli))?;
+    print_report(&report, &nodes, &file, Busy::Micros);
+    Ok(())
+}
+
+/// `cluster run --qemu`: one QEMU ESP32-C3 board per node, built around the model with the
+/// node's layers, its UART a TCP socket on the node's port; this process relays between them.
+async fn run_boards(
+    file: &ClusterFile,
+    nodes: &[Node],
+    img: &Image,
+    checksum: u32,
+    job: &Job<'_>,
+) -> Result<RunReport> {
+    let tc = crate::board::Toolchain::find()?;
+    let dir = std::env::temp_dir().join(format!("ruvllm-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let result = boards_in(file, nodes, img, checksum, job, &tc, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn boards_in(
+    file: &ClusterFile,
+    nodes: &[Node],
+    img: &Image,
+    checksum: u32,
+    job: &Job<'_>,
+    tc: &crate::board::Toolchain,
+    dir: &Path,
+) -> Result<RunReport> {
+    let image = dir.join("model.gguf");
+    std::fs::write(&image, img.bytes()).with_context(|| format!("{}: cannot write", image.display()))?;
+    let mut boards = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let spec = format!("{}:{}:{}", n.id, n.layers.start, n.layers.end - 1);
+        let built = crate::board::build_node(tc, &image, &spec).with_context(|| format!("node {}", n.id))?;
+        let elf = dir.join(format!("node-{}.elf", n.id));
+        std::fs::copy(&built, &elf).with_context(|| format!("{}: cannot write", elf.display()))?;
+        let serial = format!("tcp:127.0.0.1:{},server=on,wait=on", n.port);
+        let cmd = crate::board::qemu_serial(tc, &elf, &["-serial", &serial]);
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+        let mut child = cmd.spawn().with_context(|| format!("starting QEMU for node {}", n.id))?;
+        // QEMU's own complaints (a port in use), without its note that it waits for us.
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("piped")).lines();
+        let id = n.id;
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if !line.contains("QEMU waiting for connection") {
+                    eprintln!("node {id}: {line}");
+                }
+            }
+        });
+        eprintln!(
+            "node {}: QEMU board (pid {}), UART on port {}, layers {}..={}",
+            n.id,
+            child.id().unwrap_or(0),
+            n.port,
+            n.layers.start,
+            n.layers.end - 1
+        );
+        boards.push(child);
+    }
+    // An emulated board boots slowly (it verifies the model's checksum first): give it time to
+    // acknowledge, at least half a second a send and a minute in all.
+    let cfg = file.link.config();
+    let cfg = LinkConfig { ack_ms: cfg.ack_ms.max(500), retries: cfg.retries.max(120) };
+    let line = Line { corrupt: file.link.corrupt, baud: 0, seed: 0xb0 };
+    let mut links = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let s = connect(n.port, Instant::now() + STARTUP).await.map_err(|e| anyhow!("node {}: {e}", n.id))?;
+        links.push(host_link(s, cfg, Line { seed: line.seed + n.id as u64, ..line }));
+    }
+    let model = img.model()?;
+    let answer_ms = cfg.give_up_ms();
+    let mut out = std::io::stdout().lock();
+    let report = cluster::coordinate_boards(&model, checksum, &mut links, job, answer_ms, |piece| {
+        out.write_all(piece).and_then(|()| out.flush()).map_err(ruvllm_cli::out::write_error)
+    })
+    .await?;
+    out.write_all(b"\n").and_then(|()| out.flush()).map_err(ruvllm_cli::out::write_error)?;
+    drop(links);
+    for (mut b, n) in boards.into_iter().zip(nodes) {
+        match tokio::time::timeout(Duration::from_secs(10), b.wait()).await {
+            Ok(Ok(s)) if s.success() => {}
+            Ok(Ok(s)) => bail!("node {}: the board exited with {s}", n.id),
+            _ => bail!("node {}: the board did not stop after the run", n.id),
+        }
+    }
+    Ok(report)
+}
+
+/// What the node processes report to the coordinator.
+enum NodeEvent {
+    Line(u8, String),
+    Exit(u8, std::process::ExitStatus),
+}
+
+async fn coordinate(
+    args: &RunArgs,
+    file: &ClusterFile,
+    nodes: &[Node],
+    model: &ruvllm_esp32::model::Model<'_>,
+    checksum: u32,
+    prompt: &[u32],
+    temp_milli: u32,
+) -> Result<RunReport> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.context("the coordinator's port on loopback")?;
+    let back = listener.local_addr()?.port();
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let exe = std::env::current_exe().context("locating this program to start the nodes")?;
+    let mut children = Vec::new();
+    for n in nodes {
+        let mut cmd = tokio::process::Command::new(&exe);
+        if image::ALLOW_UNVERIFIED.load(std::sync::atomic::Ordering::Relaxed) {
+            cmd.arg("--allow-unverified");
+        }
+        cmd.args(["cluster", "node", "--id", &n.id.to_string(), "--next", &back.to_string(), "--config"]);
+        cmd.arg(&args.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().with_context(|| format!("starting node {}", n.id))?;
+        eprintln!(
+            "node {}: pid {}, port {}, layers {}..={}",
+            n.id,
+            child.id().unwrap_or(0),
+            n.port,
+            n.layers.start,
+            n.layers.end - 1
+        );
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("piped")).lines();
+        let (tx, id) = (events_tx.clone(), n.id);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = tx.send(NodeEvent::Line(id, line));
+            }
+        });
+        children.push(child);
+    }
+    // Each child's exit, as it happens (the children are killed if this run ends first).
+    for (child, n) in children.into_iter().zip(nodes) {
+        let (tx, id) = (events_tx.clone(), n.id);
+        tokio::spawn(async move {
+            let mut child = child;
+            if let Ok(status) = child.wait().await {
+                let _ = tx.send(NodeEvent::Exit(id, status));
+            }
+        });
+    }
+    drop(events_tx);
+
+    let cfg = file.link.config();
+    let corrupt = file.link.corrupt;
+    let head_port = nodes[0].port;
+    let run = async {
+        let head = connect(head_port, Instant::now() + STARTUP)
+            .await
+            .map_err(|e| anyhow!("node {}: {e}", nodes[0].id))?;
+        let head = host_link(head, cfg, Line { corrupt, baud: 0, seed: 0xc0 });
+        let tail = async {
+            let (s, _) = tokio::time::timeout(STARTUP, listener.accept()).await.map_err(|_| {
+                anyhow!("the tail node did not connect back within {} s", STARTUP.as_secs())
+            })??;
+            s.set_nodelay(true)?;
+            Ok(host_link(s, cfg, Line { corrupt, baud: 0, seed: 0xc1 }))
+        };
+        let job = Job { prompt, steps: args.steps, temp_milli, seed: args.seed };
+        let answer_ms = cfg.give_up_ms() * (nodes.len() as u64 + 1);
+        let mut out = std::io::stdout().lock();
+        let report = cluster::coordinate(model, checksum, head, tail, &[job], answer_ms, |_, piece| {
+            out.write_all(piece).and_then(|()| out.flush()).map_err(ruvllm_cli::out::write_error)
+        })
+        .await?;
+        out.write_all(b"\n").and_then(|()| out.flush()).map_err(ruvllm_cli::out::write_error)?;
+        Ok::<_, anyhow::Error>(report)
+    };
+    tokio::pin!(run);
+    let mut log = Log::default();
+    let result = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            Some(ev) = events.recv() => {
+                if log.take(ev) {
+                    break Err(anyhow!("a node stopped"));
+                }
+            }
+        }
+    };
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            // The nodes' own account (a killed node first) beats the coordinator's view of a
+            // closed link: give them a moment to say it.
+            while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+                log.take(ev);
+            }
+            return Err(log.cause().unwrap_or(e));
+        }
+    };
+    // The nodes end once the run's Finish has passed them.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(cfg.give_up_ms() + 2000);
+    while log.exited < nodes.len() {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(ev)) => {
+                if log.take(ev) {
+                    return Err(log.cause().unwrap_or_else(|| anyhow!("a node failed")));
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok(report)
+}
+
+/// What the node processes said and how they ended.
+#[derive(Default)]
+struct Log {
+    errors: Vec<String>,
+    exited: usize,
+    /// Nodes that ended on a signal (killed), and ones that failed otherwise.
+    killed: Vec<(u8, i32)>,
+    failed: Vec<(u8, std::process::ExitStatus)>,
+}
+
+impl Log {
+    /// Records `ev`; true when a node failed. Error lines are kept for the cause, other lines
+    /// shown.
+    fn take(&mut self, ev: NodeEvent) -> bool {
+        use std::os::unix::process::ExitStatusExt;
+        match ev {
+            NodeEvent::Line(id, line) => {
+                match line.strip_prefix("error: ") {
+                    Some(e) => self.errors.push(e.to_string()),
+                    None => eprintln!("node {id}: {line}"),
+                }
+                false
+            }
+            NodeEvent::Exit(id, status) => {
+                self.exited += 1;
+                match status.signal() {
+                    Some(sig) => self.killed.push((id, sig)),
+                    None if !status.success() => self.failed.push((id, status)),
+                    None => return false,
+                }
+                true
+            }
+        }
+    }
+
+    /// Why the run failed: a killed node, else the first node's error line.
+    fn cause(&self) -> Option<anyhow::Error> {
+        if let Some((id, sig)) = self.killed.first() {
+            return Some(anyhow!("node {id} stopped (killed by signal {sig}) before the run ended"));
+        }
+        if let Some(e) = self.errors.first() {
+            return Some(anyhow!("{e}"));
+        }
+        self.failed.first().map(|(id, status)| anyhow!("node {id} stopped ({status}) before the run ended"))
+    }
+}
+
+/// Connects to a node's port on loopback, trying again while it starts.
+async fn connect(port: u16, deadline: Instant) -> Result<TcpStream> {
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(s) => {
+                s.set_nodelay(true)?;
+                return Ok(s);
+            }
+            Err(e) if Instant::now() > deadline => {
+                bail!("nothing listens on port {port} after {} s ({e})", STARTUP.as_secs())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// What a node's busy figure counts.
+#[derive(PartialEq)]
+enum Busy {
+    /// Microseconds: node processes in a ring (a hop a node, and one back).
+    Micros,
+    /// Retired instructions: QEMU boards, each linked to this host (two hops a board).
+    Instructions,
+}
+
+/// Costs on stderr: per node, then the wire per token and per hop.
+fn print_report(r: &RunReport, nodes: &[Node], file: &ClusterFile, busy: Busy) {
+    let pos = r.positions.max(1) as f64;
+    let mut text = String::new();
+    for (s, n) in r.nodes.iter().zip(nodes) {
+        let work = match busy {
+            Busy::Micros => format!(
+                "{:.2} ms in its layers ({:.3} ms a position)",
+                s.busy_us as f64 / 1e3,
+                s.busy_us as f64 / 1e3 / pos
+            ),
+            Busy::Instructions => {
+                format!("{} instructions in its layers ({:.0} a position)", s.busy_us, s.busy_us as f64 / pos)
+            }
+        };
+        text += &format!(
+            "node {} ({}, layers {}..={}): {work}, {} bytes sent ({:.1} a position), {} retransmits, {} bad frames\n",
+            s.node,
+            n.role.as_str(),
+            n.layers.start,
+            n.layers.end - 1,
+            s.sent_bytes,
+            s.sent_bytes as f64 / pos,
+            s.retransmits,
+            s.bad_frames
+        );
+    }
+    let hops = if busy == Busy::Micros { nodes.len() + 1 } else { 2 * nodes.len() };
+    text += &format!(
+        "cluster {}: {} positions ({} generated) in {:.2} ms ({:.1} tok/s); wire {:.1} bytes per token over {hops} hops ({:.1} per hop), {} retransmits\n",
+        file.cluster.name,
+        r.positions,
+        r.generated,
+        r.elapsed.as_secs_f64() * 1e3,
+        r.positions as f64 / r.elapsed.as_secs_f64().max(1e-9),
+        r.wire_bytes() as f64 / pos,
+        r.wire_bytes() as f64 / pos / hops as f64,
+        r.retransmits()
+    );
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
+/// `cluster node`: one node of cluster.toml, listening on its port; `next` is the
+/// coordinator's port, where the tail connects back.
+pub fn node(config: &Path, id: u8, next: u16) -> Result<()> {
+    let result = node_inner(config, id, next);
+    result.map_err(|e| anyhow!("node {id}: {e:#}"))
+}
+
+fn node_inner(config: &Path, id: u8, next: u16) -> Result<()> {
+    let file = read_config(config)?;
+    let entry =
+        file.chips.nodes.iter().find(|n| n.id == id as i64).ok_or_else(|| anyhow!("not in cluster.toml"))?;
+    let own = Node {
+        id,
+        role: ruvllm_esp32::federation::Role::Single,
+        port: 0,
+        layers: 0..0,
+        model: entry.model.clone(),
+    };
+    let (img, checksum) = load(&model_args(&file, Some(&own)))?;
+    let model = img.model()?;
+    // Its checksum is checked against the coordinator's in the handshake, not here.
+    let nodes = file.check(model.config.n_layers, model.config.dim, None)?;
+    let i = nodes.iter().position(|n| n.id == id).expect("checked");
+    let me = &nodes[i];
+    let down_port = nodes.get(i + 1).map_or(next, |n| n.port);
+    let cfg = file.link.config();
+    let spec = NodeSpec {
+        id,
+        layers: me.layers.clone(),
+        streams: 1,
+        seq_len: model.config.seq_len,
+        checksum,
+        accept_ms: STARTUP.as_millis() as u64,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let listener = TcpListener::bind(("127.0.0.1", me.port))
+            .await
+            .with_context(|| format!("port {} on loopback", me.port))?;
+        let (up, _) = tokio::time::timeout(STARTUP, listener.accept())
+            .await
+            .map_err(|_| anyhow!("nobody connected to port {} within {} s", me.port, STARTUP.as_secs()))??;
+        up.set_nodelay(true)?;
+        let seed = 0x100 * (id as u64 + 1);
+        let up = host_link(up, cfg, Line { corrupt: file.link.corrupt, baud: 0, seed });
+        let down = async {
+            let s = connect(down_port, Instant::now() + STARTUP).await?;
+            Ok(host_link(s, cfg, Line { corrupt: file.link.corrupt, baud: 0, seed: seed + 1 }))
+        };
+        cluster::run_node(&model, &spec, up, down).await
+    })
 }

@@ -94,7 +94,7 @@ fn make_cluster_writes_a_five_chip_plan() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = std::fs::read_to_string(dir.join("cluster.toml")).unwrap();
     let plan: toml::Value = toml::from_str(&text).unwrap();
-    let chips = plan["chip"].as_array().unwrap();
+    let chips = plan["chips"]["nodes"].as_array().unwrap();
     assert_eq!(chips.len(), 5, "{text}");
     // The built-in model's 5 layers, one a chip, in order.
     for (i, c) in chips.iter().enumerate() {

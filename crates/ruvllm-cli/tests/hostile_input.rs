@@ -302,8 +302,9 @@ fn cluster_toml_holds_any_path_as_valid_toml() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = std::fs::read_to_string(&out_path).unwrap();
     let v: toml::Value = toml::from_str(&text).unwrap_or_else(|e| panic!("invalid TOML: {e}\n{text}"));
-    assert_eq!(v["model"]["name"].as_str(), Some(s(&model)));
-    assert_eq!(v["chip"].as_array().unwrap().len(), 2);
+    assert_eq!(v["cluster"]["name"].as_str(), Some(s(&model)));
+    assert_eq!(v["model"]["path"].as_str(), Some(s(&model)));
+    assert_eq!(v["chips"]["nodes"].as_array().unwrap().len(), 2);
     let _ = std::fs::remove_dir_all(Path::new(&dir));
 }
 

@@ -34,12 +34,14 @@ fn cluster_toml_parses_back_and_covers_every_layer_once() {
         let v: toml::Value = toml::from_str(&text).expect("cluster.toml parses");
         assert_eq!(v["model"]["layers"].as_integer(), Some(layers as i64));
         assert_eq!(v["link"]["baud"].as_integer(), Some(115_200));
-        let list = v["chip"].as_array().unwrap();
+        assert_eq!(v["cluster"]["chips"].as_integer(), Some(chips as i64));
+        assert_eq!(v["cluster"]["topology"].as_str(), Some("pipeline"));
+        let list = v["chips"]["nodes"].as_array().unwrap();
         assert_eq!(list.len(), chips);
         let mut seen = vec![0; layers];
         for (i, c) in list.iter().enumerate() {
             assert_eq!(c["id"].as_integer(), Some(i as i64));
-            assert!(c["port"].as_str().unwrap().starts_with("/dev/tty"));
+            assert_eq!(c["port"].as_integer(), Some(47_000 + i as i64));
             let role = c["role"].as_str().unwrap();
             let want = match (i, chips) {
                 (_, 1) => "single",

@@ -10,7 +10,7 @@
 //! | `alloc` | model conversion (`convert`), pruning (`prune`) and GGUF writing, owning conveniences (`ProductQuantizer::untrained`, `train`, `to_bytes`) |
 //! | `std` | `alloc`, plus run-time CPU feature detection for the host's fast kernels |
 //! | `host-test` | the std build for testing on the host: `std` under the name the published README uses |
-//! | `federation` | `federation`: pipeline-parallel plans of a model's layers over several chips (what `ruvllm-esp32 cluster` writes) |
+//! | `federation` | `federation`: pipeline-parallel plans of a model's layers over several chips (what `ruvllm-esp32 cluster` writes), the wire protocol that runs them (postcard frames, a reliable link over `embedded-io-async`) and the pipeline stages |
 //! | `wasm` | the set for `wasm32-unknown-unknown`: `alloc` without `std` (no threads, no CPU detection there); CI builds it for that target |
 //! | `full` | all of the above (what docs.rs documents) |
 #![cfg_attr(not(test), no_std)]

@@ -9,9 +9,13 @@
 //! search, prints the results and exits (see `vector_bench.rs`).
 #![no_std]
 #![no_main]
+// A federation node uses the model, the arena and the UART, not the console's helpers.
+#![cfg_attr(feature = "federation-node", allow(dead_code, unused_imports))]
 
 #[cfg(not(feature = "vector-bench"))]
 mod pflash;
+#[cfg(feature = "federation-node")]
+mod node;
 mod uart;
 #[cfg(feature = "vector-bench")]
 mod vector_bench;
@@ -135,7 +139,21 @@ fn main() -> ! {
     vector_bench::run(unsafe { Uart::new() })
 }
 
-#[cfg(not(feature = "vector-bench"))]
+#[cfg(feature = "federation-node")]
+#[riscv_rt::entry]
+fn main() -> ! {
+    paint_stack();
+    // SAFETY: the only Uart.
+    let uart = unsafe { Uart::new() };
+    // Nothing is printed: the UART carries only the link's frames.
+    let Ok(model) = Model::<LAYERS>::from_gguf(&IMAGE.0) else { exit(2) };
+    let seq = SEQ_LEN.min(model.config.seq_len);
+    // SAFETY: main runs once and never returns, so this is the only reference to ARENA.
+    let arena = unsafe { &mut *addr_of_mut!(ARENA) };
+    exit(node::run(uart, &model, &IMAGE.0, arena, seq, NODE_ID, NODE_LAYERS, instret))
+}
+
+#[cfg(all(not(feature = "vector-bench"), not(feature = "federation-node")))]
 #[riscv_rt::entry]
 fn main() -> ! {
     paint_stack();

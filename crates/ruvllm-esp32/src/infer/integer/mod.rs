@@ -190,7 +190,7 @@ impl<'s> IntState<'s> {
         token: u32,
         pos: usize,
     ) -> Result<&[i32]> {
-        self.step(model, token, pos, true, usize::MAX, None, false)?;
+        self.step(model, token, pos, Pass::FULL)?;
         Ok(self.logits)
     }
 
@@ -202,7 +202,7 @@ impl<'s> IntState<'s> {
         pos: usize,
         lora: Option<&crate::lora::IntLora>,
     ) -> Result<&mut [i32]> {
-        self.step(model, token, pos, true, usize::MAX, lora, false)?;
+        self.step(model, token, pos, Pass { lora, ..Pass::FULL })?;
         Ok(self.logits)
     }
 
@@ -225,7 +225,49 @@ impl<'s> IntState<'s> {
 
     /// Runs a prompt token whose logits nobody reads: the classifier is skipped.
     pub fn prefill<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
-        self.step(model, token, pos, false, usize::MAX, None, false)
+        self.step(model, token, pos, Pass { logits: false, ..Pass::FULL })
+    }
+
+    /// One pipeline stage: runs the transformer layers `layers` of `token` at `pos` and returns
+    /// the residual stream after them (Q16.16, `dim` values), what the next stage starts from.
+    /// The stage holding layer 0 embeds `token`; a later one starts from `residual`, the
+    /// stream the stage before returned (`None` only for the first). Only these layers' KV
+    /// cache is written, so a sequence must keep one split. The same integer work as
+    /// [`IntState::forward`], layer for layer, so a chain of stages gives its result exactly.
+    pub fn run_layers<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        token: u32,
+        pos: usize,
+        layers: core::ops::Range<usize>,
+        residual: Option<&[i32]>,
+    ) -> Result<&[i32]> {
+        if layers.start >= layers.end || layers.end > self.shape.n_layers {
+            return Err(Error::Invalid {
+                what: "stage layers must be a non-empty range of the model's layers",
+            });
+        }
+        match (layers.start, residual) {
+            (0, None) => self.step(model, token, pos, Pass { logits: false, layers, ..Pass::FULL })?,
+            (s, Some(r)) if s > 0 && r.len() == self.shape.dim => {
+                self.x.copy_from_slice(r);
+                self.step(model, token, pos, Pass { logits: false, layers, embeds: false, ..Pass::FULL })?
+            }
+            (0, Some(_)) => {
+                return Err(Error::Invalid { what: "the first stage embeds its token: no residual" })
+            }
+            _ => {
+                return Err(Error::Invalid { what: "a later stage needs the residual stream of dim values" })
+            }
+        }
+        Ok(self.x)
+    }
+
+    /// The classifier over the residual stream the last [`IntState::run_layers`] left: the
+    /// output RMSNorm, then the logits for the next token (Q16.16), as `forward` computes them.
+    pub fn classify<const L: usize>(&mut self, model: &Model<'_, L>) -> Result<&mut [i32]> {
+        self.classifier(model)?;
+        Ok(self.logits)
     }
 
     /// Runs `token` at `pos` without the classifier and returns the final hidden state: the
@@ -246,7 +288,7 @@ impl<'s> IntState<'s> {
         pos: usize,
         layers: usize,
     ) -> Result<&[i32]> {
-        self.step(model, token, pos, false, layers, None, false)?;
+        self.step(model, token, pos, Pass { logits: false, layers: 0..layers, ..Pass::FULL })?;
         rmsnorm(self.xb, self.x, view::bits(model.output_norm), self.eps);
         Ok(self.xb)
     }
@@ -254,17 +296,14 @@ impl<'s> IntState<'s> {
     // Never inlined: the token's whole integer work stays one symbol in a chip's ELF, the root
     // from which a test proves no soft-float routine is reachable. One call per token.
     #[inline(never)]
-    #[allow(clippy::too_many_arguments)]
     fn step<const L: usize>(
         &mut self,
         model: &Model<'_, L>,
         token: u32,
         pos: usize,
-        logits: bool,
-        layers: usize,
-        lora: Option<&crate::lora::IntLora>,
-        ring: bool,
+        pass: Pass<'_>,
     ) -> Result<()> {
+        let Pass { logits, layers, embeds, lora, ring } = pass;
         let rope = view::require(model)?;
         let s = self.shape;
         if view::shape(model) != s {
@@ -283,8 +322,10 @@ impl<'s> IntState<'s> {
         // Validated at load: [model seq_len][hs / 2][2]; past it (a ring only), composed.
         let mut composed = [0u8; ROTATION_BYTES];
         let rope = rotation_at(&rope, pos, s.model_seq_len, &mut composed)?;
-        embed(self.x, &view::int8(&model.token_embd)?, token as usize, g);
-        for (l, layer) in model.layers.iter().enumerate().take(layers) {
+        if embeds {
+            embed(self.x, &view::int8(&model.token_embd)?, token as usize, g);
+        }
+        for (l, layer) in model.layers.iter().enumerate().take(layers.end).skip(layers.start) {
             let w = view::layer(layer)?;
             rmsnorm(self.xb, self.x, w.attn_norm, self.eps);
             quantize(self.xb, self.xq, self.xs, g);
@@ -331,12 +372,41 @@ impl<'s> IntState<'s> {
             add(self.x, self.xb);
         }
         if logits {
-            rmsnorm(self.xb, self.x, view::bits(model.output_norm), self.eps);
-            quantize(self.xb, self.xq, self.xs, g);
-            matmul(self.logits, &view::int8(&model.output)?, self.xq, self.xs, g, &mut self.lut, false);
+            self.classifier(model)?;
         }
         Ok(())
     }
+
+    fn classifier<const L: usize>(&mut self, model: &Model<'_, L>) -> Result<()> {
+        let g = self.shape.group;
+        rmsnorm(self.xb, self.x, view::bits(model.output_norm), self.eps);
+        quantize(self.xb, self.xq, self.xs, g);
+        matmul(self.logits, &view::int8(&model.output)?, self.xq, self.xs, g, &mut self.lut, false);
+        Ok(())
+    }
+}
+
+/// Every layer (`step`'s range for a whole forward pass).
+const ALL: core::ops::Range<usize> = 0..usize::MAX;
+
+/// What one [`IntState::step`] runs.
+#[derive(Clone)]
+struct Pass<'l> {
+    /// Compute the logits (the classifier) after the layers.
+    logits: bool,
+    /// The layers to run (a pipeline stage runs some of them).
+    layers: core::ops::Range<usize>,
+    /// Embed the token; a later pipeline stage starts from the residual stream in `x` instead.
+    embeds: bool,
+    /// A MicroLoRA adapter on its layer.
+    lora: Option<&'l crate::lora::IntLora>,
+    /// The cache is a ring ([`Sliding`]): positions past its size wrap.
+    ring: bool,
+}
+
+impl Pass<'_> {
+    /// A whole forward pass: embedding, every layer, the logits.
+    const FULL: Pass<'static> = Pass { logits: true, layers: ALL, embeds: true, lora: None, ring: false };
 }
 
 impl Step for IntState<'_> {
@@ -351,7 +421,7 @@ impl Step for IntState<'_> {
     }
 
     fn logits<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [i32]> {
-        self.step(model, token, pos, true, usize::MAX, None, false)?;
+        self.step(model, token, pos, Pass::FULL)?;
         Ok(self.logits)
     }
 }
@@ -423,7 +493,7 @@ impl Sliding<IntState<'_>> {
         token: u32,
         pos: usize,
     ) -> Result<&[i32]> {
-        self.0.step(model, token, pos, true, usize::MAX, None, true)?;
+        self.0.step(model, token, pos, Pass { ring: true, ..Pass::FULL })?;
         Ok(self.0.logits)
     }
 }
@@ -436,11 +506,11 @@ impl Step for Sliding<IntState<'_>> {
     }
 
     fn prefill_token<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
-        self.0.step(model, token, pos, false, usize::MAX, None, true)
+        self.0.step(model, token, pos, Pass { logits: false, ring: true, ..Pass::FULL })
     }
 
     fn logits<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [i32]> {
-        self.0.step(model, token, pos, true, usize::MAX, None, true)?;
+        self.0.step(model, token, pos, Pass { ring: true, ..Pass::FULL })?;
         Ok(self.0.logits)
     }
 }

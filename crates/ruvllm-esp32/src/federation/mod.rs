@@ -1,6 +1,9 @@
 //! Pipeline parallelism over several chips (the `federation` feature): which contiguous range
-//! of a model's transformer layers each chip holds, and its role in the pipeline. The host's
-//! `ruvllm-esp32 cluster` writes this plan as cluster.toml.
+//! of a model's transformer layers each chip holds, and its role in the pipeline ([`plan`]; the
+//! host's `ruvllm-esp32 cluster` writes it as cluster.toml), the messages and frames chips
+//! exchange ([`wire`]), a reliable link over any `embedded-io-async` byte stream ([`link`]),
+//! and what each node and the coordinator do with them ([`pipeline`]). docs/FEDERATION.md
+//! describes the wire format.
 //!
 //! The head chip also holds the token embeddings and reads the prompt; the tail chip holds the
 //! final norm and the classifier and samples the next token, which goes back to the head; a
@@ -14,6 +17,10 @@
 //! assert_eq!((stages[1].role, stages[1].layers.clone()), (Role::Tail, 3..5));
 //! # Ok::<(), ruvllm_esp32::Error>(())
 //! ```
+
+pub mod link;
+pub mod pipeline;
+pub mod wire;
 
 use core::ops::Range;
 

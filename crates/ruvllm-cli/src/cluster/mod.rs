@@ -1,0 +1,496 @@
+//! The host side of federation, on tokio: links over any tokio byte stream (TCP on loopback,
+//! an in-memory duplex pipe), what a node process runs, what the coordinator runs, and
+//! cluster.toml. The protocol itself lives in the engine (`ruvllm_esp32::federation`).
+
+use anyhow::{anyhow, bail, Result};
+use embedded_io_adapters::tokio_1::FromTokio;
+use ruvllm_esp32::federation::link::{Clock, Link, LinkConfig, LinkError, LinkStats};
+use ruvllm_esp32::federation::pipeline::{Sequence, Slot, Stage};
+use ruvllm_esp32::federation::wire::{
+    Body, FailReason, Forward, Hello, NodeStats, Residual, COORDINATOR, VERSION,
+};
+use ruvllm_esp32::infer::IntState;
+use ruvllm_esp32::model::Model;
+use ruvllm_esp32::sample::Sampling;
+use ruvllm_esp32::tokenizer::DECODE_MAX;
+use std::cell::Cell;
+use std::future::Future;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub mod config;
+
+/// Milliseconds and timeouts from tokio's clock.
+#[derive(Clone, Copy)]
+pub struct TokioClock(Instant);
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        TokioClock(Instant::now())
+    }
+}
+
+impl Clock for TokioClock {
+    fn now_ms(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64
+    }
+
+    async fn within<F: Future>(&self, ms: u64, f: F) -> Option<F::Output> {
+        tokio::time::timeout(Duration::from_millis(ms), f).await.ok()
+    }
+}
+
+/// How a host link imitates a real line: a share of corrupted bytes (the test of a noisy
+/// line) and a UART's speed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Line {
+    /// Each byte written is, with this probability, XORed with a random non-zero value.
+    pub corrupt: f64,
+    /// Writes take as long as at this many bits per second, 10 bits a byte (8N1); 0: as fast
+    /// as the stream goes.
+    pub baud: u32,
+    /// Seeds the choice of corrupted bytes.
+    pub seed: u64,
+}
+
+/// A byte stream behaving like [`Line`] says.
+pub struct Faulty<T> {
+    inner: T,
+    /// Out of 2^32.
+    threshold: u64,
+    rng: u64,
+    /// Nanoseconds a byte occupies the line.
+    byte_ns: u64,
+    /// When the bytes written so far are through the line.
+    free_at: tokio::time::Instant,
+    /// Bytes corrupted so far.
+    pub corrupted: u64,
+    scratch: Vec<u8>,
+}
+
+impl<T> Faulty<T> {
+    pub fn new(inner: T, line: Line) -> Self {
+        let threshold = (line.corrupt.clamp(0.0, 1.0) * 4_294_967_296.0) as u64;
+        let byte_ns = if line.baud == 0 { 0 } else { 10_000_000_000 / line.baud as u64 };
+        let free_at = tokio::time::Instant::now();
+        Faulty { inner, threshold, rng: line.seed | 1, byte_ns, free_at, corrupted: 0, scratch: Vec::new() }
+    }
+
+    fn next(&mut self) -> u64 {
+        // xorshift64*: enough for choosing bytes to damage.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+impl<T: embedded_io_async::ErrorType> embedded_io_async::ErrorType for Faulty<T> {
+    type Error = T::Error;
+}
+
+impl<T: embedded_io_async::Read> embedded_io_async::Read for Faulty<T> {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, T::Error> {
+        self.inner.read(buf).await
+    }
+}
+
+impl<T: embedded_io_async::Write> embedded_io_async::Write for Faulty<T> {
+    async fn write(&mut self, buf: &[u8]) -> Result<usize, T::Error> {
+        if self.byte_ns > 0 {
+            // The bytes arrive once the line has carried the earlier ones and these.
+            let start = self.free_at.max(tokio::time::Instant::now());
+            self.free_at = start + Duration::from_nanos(self.byte_ns * buf.len() as u64);
+            tokio::time::sleep_until(self.free_at).await;
+        }
+        if self.threshold == 0 {
+            return self.inner.write(buf).await;
+        }
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        out.extend_from_slice(buf);
+        for b in out.iter_mut() {
+            let r = self.next();
+            if r >> 32 < self.threshold {
+                *b ^= ((r & 0xff) as u8).max(1);
+                self.corrupted += 1;
+            }
+        }
+        let n = self.inner.write(&out).await;
+        self.scratch = out;
+        n
+    }
+
+    async fn flush(&mut self) -> Result<(), T::Error> {
+        self.inner.flush().await
+    }
+}
+
+/// A link on the host over a tokio stream.
+pub type HostLink<S> = Link<Faulty<FromTokio<S>>, TokioClock>;
+
+/// A link over `stream`, behaving like `line`.
+pub fn host_link<S: AsyncRead + AsyncWrite + Unpin>(stream: S, cfg: LinkConfig, line: Line) -> HostLink<S> {
+    Link::new(Faulty::new(FromTokio::new(stream), line), TokioClock::default(), cfg)
+}
+
+/// One link failure as a sentence naming the peer.
+fn link_error(peer: &str, e: LinkError<std::io::Error>, cfg: LinkConfig) -> anyhow::Error {
+    match e {
+        LinkError::NoAck => anyhow!(
+            "{peer} did not acknowledge within {} ms ({} sends): it stopped or the link is down",
+            cfg.give_up_ms(),
+            cfg.retries + 1
+        ),
+        LinkError::Closed => anyhow!("{peer} closed the link (it stopped)"),
+        LinkError::Silent => anyhow!("nothing came from {peer} in time (it stopped or is stuck)"),
+        LinkError::Io(e) => anyhow!("link to {peer}: {e}"),
+        e @ (LinkError::Refused(_) | LinkError::Refusing(_)) => anyhow!("link to {peer} refused: {e}"),
+        LinkError::Unexpected => anyhow!("{peer} sent a message out of turn"),
+    }
+}
+
+/// A node id as messages name it.
+pub fn node_name(id: u8) -> String {
+    if id == COORDINATOR {
+        "the coordinator".into()
+    } else {
+        format!("node {id}")
+    }
+}
+
+/// What a node is.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub id: u8,
+    pub layers: Range<usize>,
+    /// Sequences it can hold at once.
+    pub streams: usize,
+    /// Context per sequence.
+    pub seq_len: usize,
+    /// CRC-32 of its model image.
+    pub checksum: u32,
+    /// How long it waits for its upstream neighbour's hello.
+    pub accept_ms: u64,
+}
+
+/// A node: accepts its upstream link (refusing another protocol version or model), then opens
+/// the downstream one (`down`: connects when awaited), then runs every position coming down
+/// through its layers until the coordinator finishes the run. Receiving, computing and
+/// sending run concurrently, so several sequences keep every node busy.
+pub async fn run_node<U, D>(
+    model: &Model<'_>,
+    spec: &NodeSpec,
+    mut up: HostLink<U>,
+    down: impl Future<Output = Result<HostLink<D>>>,
+) -> Result<()>
+where
+    U: AsyncRead + AsyncWrite + Unpin,
+    D: AsyncRead + AsyncWrite + Unpin,
+{
+    let me = Hello { version: VERSION, model: spec.checksum, node: spec.id };
+    let cfg = up.config();
+    let upstream =
+        up.accept(me, spec.accept_ms).await.map_err(|e| link_error("its upstream neighbour", e, cfg))?;
+    let upstream = node_name(upstream.node);
+    let mut down = down.await?;
+    let downstream = down.hello(me).await.map_err(|e| link_error("its downstream neighbour", e, cfg))?;
+    let downstream = node_name(downstream.node);
+
+    let mut arenas: Vec<Vec<i32>> =
+        (0..spec.streams).map(|_| vec![0; IntState::arena_len(model, spec.seq_len)]).collect();
+    let mut slots = Vec::with_capacity(spec.streams);
+    for a in arenas.iter_mut() {
+        slots.push(Slot { state: IntState::new(model, a, spec.seq_len)?, sampling: Sampling::GREEDY });
+    }
+    let mut stage = Stage::new(spec.id, model, spec.layers.clone(), &mut slots)?;
+
+    let up_stats = Cell::new(LinkStats::default());
+    let (to_worker, mut work) = tokio::sync::mpsc::channel::<Body>(8);
+    let (to_writer, mut outbox) = tokio::sync::mpsc::channel::<Body>(8);
+    let reader = async {
+        loop {
+            let got = up.recv(None).await;
+            up_stats.set(up.stats);
+            let body = got.map_err(|e| link_error(&upstream, e, cfg))?;
+            let finish = body == Body::Finish;
+            to_worker.send(body).await.map_err(|_| anyhow!("stopped"))?;
+            if finish {
+                break;
+            }
+        }
+        // Acknowledge a resent Finish until the upstream end closes or goes quiet.
+        while up.recv(Some(linger_ms(cfg))).await.is_ok() {}
+        Ok::<(), anyhow::Error>(())
+    };
+    let worker = async {
+        let mut own = NodeStats { node: spec.id, ..NodeStats::default() };
+        while let Some(body) = work.recv().await {
+            let finish = body == Body::Finish;
+            if finish {
+                to_writer.send(Body::Stats(own)).await.map_err(|_| anyhow!("stopped"))?;
+            }
+            let position = matches!(body, Body::Forward(_));
+            let t = Instant::now();
+            let out = stage.handle(body);
+            if position {
+                own.busy_us += t.elapsed().as_micros() as u64;
+                own.positions += 1;
+            }
+            to_writer.send(out).await.map_err(|_| anyhow!("stopped"))?;
+            if finish {
+                break;
+            }
+        }
+        Ok(())
+    };
+    let writer = async {
+        while let Some(mut body) = outbox.recv().await {
+            if let Body::Stats(s) = &mut body {
+                if s.node == spec.id {
+                    let (u, d) = (up_stats.get(), down.stats);
+                    s.sent_bytes = u.sent_bytes + d.sent_bytes;
+                    s.retransmits = u.retransmits + d.retransmits;
+                    s.bad_frames = u.bad_frames + d.bad_frames;
+                }
+            }
+            let finish = body == Body::Finish;
+            down.send(body).await.map_err(|e| link_error(&downstream, e, cfg))?;
+            if finish {
+                break;
+            }
+        }
+        Ok(())
+    };
+    tokio::try_join!(reader, worker, writer)?;
+    Ok(())
+}
+
+/// How long the end of a link keeps acknowledging a resent Finish after the last one: a few
+/// resend periods (an acknowledgement lost on a noisy line brings the Finish again).
+fn linger_ms(cfg: LinkConfig) -> u64 {
+    (5 * cfg.ack_ms).min(cfg.give_up_ms())
+}
+
+/// What a coordinated run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// Each node's costs, in pipeline order.
+    pub nodes: Vec<NodeStats>,
+    /// The coordinator's two links.
+    pub head: LinkStats,
+    pub tail: LinkStats,
+    /// Positions run (all sequences).
+    pub positions: usize,
+    /// Tokens sampled (all sequences).
+    pub generated: usize,
+    pub elapsed: Duration,
+}
+
+impl RunReport {
+    /// Bytes written on every link, acknowledgements and resends included.
+    pub fn wire_bytes(&self) -> u64 {
+        self.nodes.iter().map(|n| n.sent_bytes).sum::<u64>() + self.head.sent_bytes + self.tail.sent_bytes
+    }
+
+    pub fn retransmits(&self) -> u64 {
+        self.nodes.iter().map(|n| n.retransmits as u64).sum::<u64>()
+            + (self.head.retransmits + self.tail.retransmits) as u64
+    }
+}
+
+/// One sequence the coordinator runs: the prompt's tokens, positions, and sampling.
+pub struct Job<'p> {
+    pub prompt: &'p [u32],
+    pub steps: usize,
+    pub temp_milli: u32,
+    pub seed: u64,
+}
+
+/// The coordinator: opens the ring (`head`: its link to the head node, which it opens;
+/// `tail`: the tail's link back, which the tail opens), runs every job at once, one position
+/// per job in flight, calling `emit(job, piece)` with each printable piece in order, then
+/// ends the run and collects each node's costs. `answer_ms` bounds the wait for any answer.
+pub async fn coordinate<H, T>(
+    model: &Model<'_>,
+    checksum: u32,
+    mut head: HostLink<H>,
+    tail: impl Future<Output = Result<HostLink<T>>>,
+    jobs: &[Job<'_>],
+    answer_ms: u64,
+    mut emit: impl FnMut(usize, &[u8]) -> Result<()>,
+) -> Result<RunReport>
+where
+    H: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let me = Hello { version: VERSION, model: checksum, node: COORDINATOR };
+    let cfg = head.config();
+    let first = head.hello(me).await.map_err(|e| link_error("the head node", e, cfg))?;
+    let first = node_name(first.node);
+    let mut tail = tail.await?;
+    let last = tail.accept(me, answer_ms).await.map_err(|e| link_error("the tail node", e, cfg))?;
+    let last = node_name(last.node);
+    if jobs.len() > u8::MAX as usize {
+        bail!("at most 255 sequences at once");
+    }
+    let start = Instant::now();
+    let mut seqs = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        seqs.push(Sequence::new(j.prompt, j.steps)?);
+    }
+    let send =
+        async |head: &mut HostLink<H>, body| head.send(body).await.map_err(|e| link_error(&first, e, cfg));
+    let recv = async |tail: &mut HostLink<T>| match tail.recv(Some(answer_ms)).await {
+        Ok(Body::Fail { node, reason }) => Err(anyhow!("node {node} failed: {}", fail_reason(reason))),
+        Ok(b) => Ok(b),
+        Err(LinkError::Silent) => Err(anyhow!("no answer from the pipeline within {answer_ms} ms")),
+        Err(e) => Err(link_error(&last, e, cfg)),
+    };
+    for (i, j) in jobs.iter().enumerate() {
+        send(&mut head, Body::Start { stream: i as u8, temp_milli: j.temp_milli, seed: j.seed }).await?;
+    }
+    for _ in jobs {
+        let b = recv(&mut tail).await?;
+        if !matches!(b, Body::Start { .. }) {
+            bail!("the pipeline answered out of turn while starting");
+        }
+    }
+    let forward = |i: usize, s: &Sequence<'_>| {
+        s.next_step().map(|(pos, token, sample)| {
+            Body::Forward(Forward { stream: i as u8, pos, token, sample, residual: Residual::new() })
+        })
+    };
+    let mut open = 0;
+    for (i, s) in seqs.iter().enumerate() {
+        if let Some(b) = forward(i, s) {
+            send(&mut head, b).await?;
+            open += 1;
+        }
+    }
+    let mut positions = 0;
+    let mut scratch = [0u8; DECODE_MAX];
+    while open > 0 {
+        let Body::Next { stream, pos, token } = recv(&mut tail).await? else {
+            bail!("the pipeline answered out of turn");
+        };
+        let i = stream as usize;
+        let s = seqs.get_mut(i).ok_or_else(|| anyhow!("the pipeline answered for an unknown sequence"))?;
+        if s.next_step().map(|n| n.0) != Some(pos) {
+            bail!("the pipeline answered position {pos} of sequence {i} out of turn");
+        }
+        positions += 1;
+        if let Some(piece) = s.advance(&model.vocab, token, &mut scratch)? {
+            emit(i, piece)?;
+        }
+        match forward(i, s) {
+            Some(b) => send(&mut head, b).await?,
+            None => open -= 1,
+        }
+    }
+    let elapsed = start.elapsed();
+    send(&mut head, Body::Finish).await?;
+    let mut nodes = Vec::new();
+    loop {
+        match recv(&mut tail).await? {
+            Body::Stats(s) => nodes.push(s),
+            Body::Finish => break,
+            _ => bail!("the pipeline answered out of turn while finishing"),
+        }
+    }
+    let report = RunReport {
+        nodes,
+        head: head.stats,
+        tail: tail.stats,
+        positions,
+        generated: seqs.iter().map(|s| s.generated).sum(),
+        elapsed,
+    };
+    // Closing the head link lets the nodes end in turn; until the tail closes its end too,
+    // acknowledge a resent Finish.
+    drop(head);
+    while tail.recv(Some(linger_ms(cfg))).await.is_ok() {}
+    Ok(report)
+}
+
+/// The coordinator for boards that each have one link, to this host (QEMU boards on their one
+/// UART): a position goes to the first board, its answer to the next, and so on; the last
+/// board's answer is the token. The messages are the ring's; the host relays between boards.
+/// The report's `head` sums the host's links.
+pub async fn coordinate_boards<S: AsyncRead + AsyncWrite + Unpin>(
+    model: &Model<'_>,
+    checksum: u32,
+    boards: &mut [HostLink<S>],
+    job: &Job<'_>,
+    answer_ms: u64,
+    mut emit: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<RunReport> {
+    let me = Hello { version: VERSION, model: checksum, node: COORDINATOR };
+    let mut names = Vec::with_capacity(boards.len());
+    for b in boards.iter_mut() {
+        let cfg = b.config();
+        let peer = b.hello(me).await.map_err(|e| link_error("a board", e, cfg))?;
+        names.push(node_name(peer.node));
+    }
+    // One message through every board in turn: what the last one answers.
+    let through = async |boards: &mut [HostLink<S>], mut body: Body| {
+        for (b, name) in boards.iter_mut().zip(&names) {
+            let cfg = b.config();
+            b.send(body).await.map_err(|e| link_error(name, e, cfg))?;
+            body = match b.recv(Some(answer_ms)).await {
+                Ok(Body::Fail { node, reason }) => bail!("node {node} failed: {}", fail_reason(reason)),
+                Ok(b) => b,
+                Err(LinkError::Silent) => bail!("no answer from {name} within {answer_ms} ms"),
+                Err(e) => return Err(link_error(name, e, cfg)),
+            };
+        }
+        Ok(body)
+    };
+    let start = Instant::now();
+    through(boards, Body::Start { stream: 0, temp_milli: job.temp_milli, seed: job.seed }).await?;
+    let mut seq = Sequence::new(job.prompt, job.steps)?;
+    let (mut positions, mut scratch) = (0, [0u8; DECODE_MAX]);
+    while let Some((pos, token, sample)) = seq.next_step() {
+        let f = Forward { stream: 0, pos, token, sample, residual: Residual::new() };
+        let Body::Next { pos: p, token, .. } = through(boards, Body::Forward(f)).await? else {
+            bail!("the boards answered out of turn");
+        };
+        if p != pos {
+            bail!("the boards answered position {p} out of turn");
+        }
+        positions += 1;
+        if let Some(piece) = seq.advance(&model.vocab, token, &mut scratch)? {
+            emit(piece)?;
+        }
+    }
+    let elapsed = start.elapsed();
+    let mut nodes = Vec::with_capacity(boards.len());
+    for (b, name) in boards.iter_mut().zip(&names) {
+        let cfg = b.config();
+        b.send(Body::Finish).await.map_err(|e| link_error(name, e, cfg))?;
+        for _ in 0..2 {
+            match b.recv(Some(answer_ms)).await.map_err(|e| link_error(name, e, cfg))? {
+                Body::Stats(s) => nodes.push(s),
+                Body::Finish => {}
+                _ => bail!("{name} answered out of turn while finishing"),
+            }
+        }
+    }
+    let mut head = LinkStats::default();
+    for b in boards.iter() {
+        head.sent_bytes += b.stats.sent_bytes;
+        head.retransmits += b.stats.retransmits;
+        head.bad_frames += b.stats.bad_frames;
+    }
+    Ok(RunReport { nodes, head, tail: LinkStats::default(), positions, generated: seq.generated, elapsed })
+}
+
+fn fail_reason(r: FailReason) -> &'static str {
+    match r {
+        FailReason::BadStep => "a position outside its context",
+        FailReason::BadResidual => "an activation of the wrong width (a model of another shape?)",
+        FailReason::BadStream => "a sequence number beyond its sequences",
+        FailReason::Unexpected => "a message out of turn",
+    }
+}

@@ -1,0 +1,53 @@
+//! `cluster run --qemu`: every node a QEMU ESP32-C3-sized board (rv32imc, 400 KiB RAM, the
+//! integer engine) built around the model with only its layers to run, its UART a TCP socket;
+//! the host relays between the boards. The text is exactly `gen --int`'s with 2 and 3 boards,
+//! greedy and seeded, and each board reports the instructions of its layers.
+//!
+//! Needs Debian's chip toolchain and qemu-system-riscv32: without them the test prints why it
+//! skips, except under CI=true, where it fails.
+
+mod common;
+
+use common::*;
+use ruvllm_cli::cluster::config::ClusterFile;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn qemu_boards_print_what_gen_prints() {
+    let Some(()) = chip_tools() else { return };
+    // Ports of this test process, apart from other test binaries.
+    let base = 30_000 + (std::process::id() % 1000) as i64 * 8;
+    for (chips, temp, seed) in [(2, "0", "42"), (3, "0.8", "7")] {
+        let path = scratch(&format!("qemu-{chips}.toml"));
+        let out = run(&["cluster", "--chips", &chips.to_string(), "-o", s(&path), "--force"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut file = ClusterFile::parse(&std::fs::read_to_string(&path).unwrap(), "plan").unwrap();
+        for (i, n) in file.chips.nodes.iter_mut().enumerate() {
+            n.port = toml::Value::Integer(base + i as i64);
+        }
+        std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
+        let args = ["-p", "Once upon a time", "-n", "24", "--temp", temp, "--seed", seed];
+        let want = run(&[&["gen", "--int"][..], &args].concat());
+        assert!(want.status.success());
+        let child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
+            .args([&["cluster", "run", "--qemu", "--config", s(&path)][..], &args].concat())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait_within(child, Instant::now(), Duration::from_secs(600), "cluster run --qemu");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{chips} boards: {err}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&want.stdout),
+            "{chips} boards"
+        );
+        eprintln!("{chips} boards, temp {temp}:\n{err}");
+        for i in 0..chips {
+            let line = err.lines().find(|l| l.starts_with(&format!("node {i} ("))).expect("a line per board");
+            assert!(line.contains(" instructions in its layers ("), "{line}");
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Pipeline parallelism on the integer path: what a node does with each message passing down
+//! the ring (coordinator -> head -> ... -> tail -> coordinator), and what the coordinator does
+//! for each sequence. A stage hands the next one the residual stream itself (Q16.16), so the
+//! chain runs exactly the integer work of one [`IntState::forward`], and the tokens are those
+//! of [`generate_int_sampled`](crate::infer::generate_int_sampled), bit for bit.
+
+use super::wire::{Body, FailReason, Forward, Residual};
+use crate::error::{Error, Result};
+use crate::infer::integer::sample_int;
+use crate::infer::IntState;
+use crate::model::Model;
+use crate::sample::Sampling;
+use crate::tokenizer::{self, Vocab, DECODE_MAX};
+use core::ops::Range;
+
+/// One sequence's place on a node: its activations and KV cache, and (on the tail) its sampler.
+pub struct Slot<'s> {
+    pub state: IntState<'s>,
+    pub sampling: Sampling,
+}
+
+/// One node's part: a contiguous range of the model's layers, for up to `slots.len()`
+/// sequences at once. The node holding the last layer is the tail: it samples.
+pub struct Stage<'a, 'm, 's, const L: usize = { crate::model::weights::DEFAULT_MAX_LAYERS }> {
+    pub node: u8,
+    model: &'a Model<'m, L>,
+    layers: Range<usize>,
+    slots: &'a mut [Slot<'s>],
+}
+
+impl<'a, 'm, 's, const L: usize> Stage<'a, 'm, 's, L> {
+    /// `layers` must be a non-empty range of the model's layers.
+    pub fn new(
+        node: u8,
+        model: &'a Model<'m, L>,
+        layers: Range<usize>,
+        slots: &'a mut [Slot<'s>],
+    ) -> Result<Self> {
+        if layers.start >= layers.end || layers.end > model.config.n_layers {
+            return Err(Error::Invalid {
+                what: "a node's layers must be a non-empty range of the model's layers",
+            });
+        }
+        Ok(Stage { node, model, layers, slots })
+    }
+
+    fn tail(&self) -> bool {
+        self.layers.end == self.model.config.n_layers
+    }
+
+    /// What goes on downstream after `body` came from upstream: a position runs through this
+    /// node's layers (the tail answers with the token); everything for the coordinator passes.
+    pub fn handle(&mut self, body: Body) -> Body {
+        let node = self.node;
+        let fail = |reason| Body::Fail { node, reason };
+        match body {
+            Body::Start { stream, temp_milli, seed } => match self.slots.get_mut(stream as usize) {
+                Some(slot) => {
+                    slot.sampling = Sampling::new(temp_milli, seed);
+                    Body::Start { stream, temp_milli, seed }
+                }
+                None => fail(FailReason::BadStream),
+            },
+            Body::Forward(f) => self.forward(f).unwrap_or_else(fail),
+            b @ (Body::Next { .. } | Body::Stats(_) | Body::Finish | Body::Fail { .. }) => b,
+            Body::Ack | Body::Hello(_) | Body::Welcome(_) | Body::Refuse(_) => fail(FailReason::Unexpected),
+        }
+    }
+
+    fn forward(&mut self, f: Forward) -> core::result::Result<Body, FailReason> {
+        let first = self.layers.start == 0;
+        let dim = self.model.config.dim;
+        if (first && !f.residual.is_empty()) || (!first && f.residual.len() != dim) {
+            return Err(FailReason::BadResidual);
+        }
+        let tail = self.tail();
+        let (model, layers) = (self.model, self.layers.clone());
+        let slot = self.slots.get_mut(f.stream as usize).ok_or(FailReason::BadStream)?;
+        let input = (!first).then_some(&f.residual[..]);
+        let x = slot
+            .state
+            .run_layers(model, f.token, f.pos as usize, layers, input)
+            .map_err(|_| FailReason::BadStep)?;
+        if !tail {
+            let mut residual = Residual::new();
+            residual.extend_from_slice(x).map_err(|_| FailReason::BadResidual)?;
+            return Ok(Body::Forward(Forward { residual, ..f }));
+        }
+        let token = if f.sample {
+            let logits = slot.state.classify(model).map_err(|_| FailReason::BadStep)?;
+            let Sampling { temp_milli, rng } = &mut slot.sampling;
+            Some(sample_int(logits, *temp_milli, rng))
+        } else {
+            None
+        };
+        Ok(Body::Next { stream: f.stream, pos: f.pos, token })
+    }
+}
+
+/// The coordinator's side of one sequence, the loop of `generate_int_sampled` split at the
+/// network: which position to send next, and what to print when its answer comes back.
+#[derive(Debug, Clone)]
+pub struct Sequence<'p> {
+    prompt: &'p [u32],
+    steps: usize,
+    pos: usize,
+    token: u32,
+    done: bool,
+    /// Tokens the tail sampled.
+    pub generated: usize,
+}
+
+impl<'p> Sequence<'p> {
+    /// Positions `0..steps` from `prompt` (BOS first, at most `steps` tokens), as `generate`.
+    pub fn new(prompt: &'p [u32], steps: usize) -> Result<Self> {
+        let Some(&token) = prompt.first() else {
+            return Err(Error::Invalid { what: "empty prompt (it must hold at least BOS)" });
+        };
+        if prompt.len() > steps {
+            return Err(Error::ContextFull { need: prompt.len(), capacity: steps });
+        }
+        Ok(Sequence { prompt, steps, pos: 0, token, done: false, generated: 0 })
+    }
+
+    /// The next position to send down the pipeline: (position, token, whether the tail
+    /// samples after it); `None` once the sequence is over.
+    pub fn next_step(&self) -> Option<(u32, u32, bool)> {
+        (!self.done).then_some((self.pos as u32, self.token, self.pos + 1 >= self.prompt.len()))
+    }
+
+    /// Takes the answer for the position [`Sequence::next_step`] gave (`sampled`: the tail's
+    /// token, `None` for a prompt position) and returns the piece to print, if any.
+    pub fn advance<'v>(
+        &mut self,
+        vocab: &Vocab<'v>,
+        sampled: Option<u32>,
+        scratch: &'v mut [u8; DECODE_MAX],
+    ) -> Result<Option<&'v [u8]>> {
+        let forced = self.pos + 1 < self.prompt.len();
+        let next = match (forced, sampled) {
+            (true, None) => self.prompt[self.pos + 1],
+            (false, Some(t)) if (t as usize) < vocab.len() => {
+                self.generated += 1;
+                t
+            }
+            _ => return Err(Error::Invalid { what: "the pipeline answered a position out of turn" }),
+        };
+        self.pos += 1;
+        if next == vocab.bos() {
+            self.done = true;
+            return Ok(None);
+        }
+        self.done = self.pos == self.steps;
+        let piece = tokenizer::decode(vocab, self.token, next, scratch);
+        self.token = next;
+        Ok(tokenizer::is_printable(piece).then_some(piece))
+    }
+}

@@ -1,0 +1,278 @@
+//! Federation without the network: pipeline stages chained in memory give exactly the tokens
+//! of single-node generation (2, 3 and 5 nodes, greedy and seeded), and the frame parser
+//! (fuzzed, cases from env FUZZ_CASES) never takes a damaged or oversized frame for a message.
+#![cfg(all(feature = "federation", feature = "std"))]
+
+mod common;
+#[path = "common/fuzz.rs"]
+mod fuzz;
+
+#[path = "common/generation.rs"]
+mod generation;
+
+use generation::{encode, single};
+use proptest::prelude::*;
+use ruvllm_esp32::federation::pipeline::{Sequence, Slot, Stage};
+use ruvllm_esp32::federation::wire::{
+    self, Body, Decoder, Forward, Frame, FrameError, Hello, Residual, MAX_FRAME,
+};
+use ruvllm_esp32::federation::{plan, Role};
+use ruvllm_esp32::infer::IntState;
+use ruvllm_esp32::model::Model;
+use ruvllm_esp32::sample::Sampling;
+use ruvllm_esp32::tokenizer;
+
+fn builtin() -> common::Image {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-cli/data/default.gguf");
+    common::Image::new(&std::fs::read(path).unwrap())
+}
+
+/// The ring in memory: each message goes through every stage in turn, as the links carry it.
+fn chained(
+    model: &Model<'_>,
+    nodes: usize,
+    prompt: &[u32],
+    steps: usize,
+    temp_milli: u32,
+    seed: u64,
+) -> Vec<u8> {
+    let stages: Vec<_> = plan(model.config.n_layers, nodes).unwrap().collect();
+    let mut arenas: Vec<Vec<i32>> =
+        stages.iter().map(|_| vec![0i32; IntState::arena_len(model, steps)]).collect();
+    let mut slots: Vec<Vec<Slot<'_>>> = arenas
+        .iter_mut()
+        .map(|a| vec![Slot { state: IntState::new(model, a, steps).unwrap(), sampling: Sampling::GREEDY }])
+        .collect();
+    let mut nodes: Vec<Stage<'_, '_, '_>> = stages
+        .iter()
+        .zip(slots.iter_mut())
+        .map(|(s, slot)| Stage::new(s.chip as u8, model, s.layers.clone(), slot).unwrap())
+        .collect();
+    let through = |nodes: &mut [Stage<'_, '_, '_>], mut body: Body| {
+        for n in nodes.iter_mut() {
+            body = n.handle(body);
+        }
+        body
+    };
+    assert_eq!(
+        through(&mut nodes, Body::Start { stream: 0, temp_milli, seed }),
+        Body::Start { stream: 0, temp_milli, seed }
+    );
+    let mut seq = Sequence::new(prompt, steps).unwrap();
+    let (mut out, mut scratch) = (Vec::new(), [0u8; tokenizer::DECODE_MAX]);
+    while let Some((pos, token, sample)) = seq.next_step() {
+        let f = Forward { stream: 0, pos, token, sample, residual: Residual::new() };
+        let Body::Next { stream: 0, pos: p, token: got } = through(&mut nodes, Body::Forward(f)) else {
+            panic!("no answer")
+        };
+        assert_eq!(p, pos);
+        if let Some(piece) = seq.advance(&model.vocab, got, &mut scratch).unwrap() {
+            out.extend_from_slice(piece);
+        }
+    }
+    out
+}
+
+#[test]
+fn chained_stages_give_the_single_node_tokens() {
+    let img = builtin();
+    let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
+    assert_eq!(model.config.n_layers, 5);
+    let prompt = encode(&model, "Once upon a time");
+    for (temp, seed) in [(0, 0), (800, 7), (1000, 42)] {
+        let want = single(&model, &prompt, 64, temp, seed);
+        assert!(want.len() > 40, "{}", String::from_utf8_lossy(&want));
+        for nodes in [1, 2, 3, 5] {
+            assert_eq!(chained(&model, nodes, &prompt, 64, temp, seed), want, "{nodes} nodes, temp {temp}");
+        }
+    }
+    // stories260K (../shared) as well.
+    let Some(img) = common::stories260k_image(ruvllm_esp32::convert::Quant::Q8) else { return };
+    let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
+    let prompt = encode(&model, "Lily");
+    for nodes in [2, 3, 5] {
+        for (temp, seed) in [(0, 0), (900, 3)] {
+            let want = single(&model, &prompt, 48, temp, seed);
+            assert_eq!(chained(&model, nodes, &prompt, 48, temp, seed), want, "stories260K, {nodes} nodes");
+        }
+    }
+    let roles: Vec<Role> = plan(5, 3).unwrap().map(|s| s.role).collect();
+    assert_eq!(roles, [Role::Head, Role::Middle, Role::Tail]);
+}
+
+/// A stage refuses what it cannot run with a failure naming itself, and keeps its state.
+#[test]
+fn a_stage_answers_bad_steps_with_a_failure() {
+    let img = builtin();
+    let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
+    let mut arena = vec![0i32; IntState::arena_len(&model, 8)];
+    let mut slots =
+        vec![Slot { state: IntState::new(&model, &mut arena, 8).unwrap(), sampling: Sampling::GREEDY }];
+    let mut stage = Stage::new(3, &model, 2..4, &mut slots).unwrap();
+    let fwd = |stream, pos, residual: &[i32]| {
+        Body::Forward(Forward {
+            stream,
+            pos,
+            token: 1,
+            sample: false,
+            residual: Residual::from_slice(residual).unwrap(),
+        })
+    };
+    let fail = |reason| Body::Fail { node: 3, reason };
+    use wire::FailReason::*;
+    assert_eq!(stage.handle(fwd(0, 0, &[1, 2])), fail(BadResidual));
+    let dim = vec![0; model.config.dim];
+    assert_eq!(stage.handle(fwd(1, 0, &dim)), fail(BadStream));
+    assert_eq!(stage.handle(fwd(0, 8, &dim)), fail(BadStep));
+    assert!(matches!(stage.handle(fwd(0, 0, &dim)), Body::Forward(_)));
+    assert_eq!(stage.handle(Body::Ack), fail(Unexpected));
+    assert!(Stage::new(0, &model, 4..6, &mut []).is_err());
+}
+
+fn frame() -> impl Strategy<Value = Frame> {
+    let body = prop_oneof![
+        Just(Body::Ack),
+        Just(Body::Finish),
+        (any::<u16>(), any::<u32>(), any::<u8>()).prop_map(|(version, model, node)| Body::Hello(Hello {
+            version,
+            model,
+            node
+        })),
+        (any::<u8>(), any::<u32>(), any::<u64>()).prop_map(|(stream, temp_milli, seed)| Body::Start {
+            stream,
+            temp_milli,
+            seed
+        }),
+        (
+            any::<u8>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<bool>(),
+            proptest::collection::vec(any::<i32>(), 0..300)
+        )
+            .prop_map(|(stream, pos, token, sample, r)| Body::Forward(Forward {
+                stream,
+                pos,
+                token,
+                sample,
+                residual: Residual::from_slice(&r).unwrap()
+            })),
+        (any::<u8>(), any::<u32>(), any::<Option<u32>>()).prop_map(|(stream, pos, token)| Body::Next {
+            stream,
+            pos,
+            token
+        }),
+    ];
+    (any::<u16>(), body).prop_map(|(seq, body)| Frame { seq, body })
+}
+
+fn decode_all(bytes: &[u8]) -> Vec<Result<Frame, FrameError>> {
+    let mut dec = Box::new(Decoder::<MAX_FRAME>::default());
+    let (mut at, mut out) = (0, Vec::new());
+    while at < bytes.len() {
+        let (used, got) = dec.feed(&bytes[at..]);
+        at += used;
+        out.extend(got);
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(fuzz::cases()))]
+
+    /// Every frame comes back as itself, alone or amid others, however the bytes are split.
+    #[test]
+    fn frames_round_trip(frames in proptest::collection::vec(frame(), 1..4), cut in any::<usize>()) {
+        let mut stream = Vec::new();
+        let mut buf = vec![0u8; MAX_FRAME];
+        for f in &frames {
+            let bytes = wire::encode(f, &mut buf).unwrap();
+            prop_assert_eq!(bytes.iter().filter(|b| **b == 0).count(), 1);
+            prop_assert_eq!(*bytes.last().unwrap(), 0);
+            stream.extend_from_slice(bytes);
+        }
+        let mut dec = Box::new(Decoder::<MAX_FRAME>::default());
+        let cut = cut % stream.len();
+        let (mut got, mut at) = (Vec::new(), 0);
+        for part in [&stream[..cut], &stream[cut..]] {
+            at = 0;
+            while at < part.len() {
+                let (used, f) = dec.feed(&part[at..]);
+                at += used;
+                got.extend(f);
+            }
+        }
+        prop_assert_eq!(at, stream.len() - cut);
+        let want: Vec<_> = frames.into_iter().map(Ok).collect();
+        prop_assert_eq!(got, want);
+    }
+
+    /// A corrupted frame (any bytes changed, none added) is dropped, never read as a
+    /// different message; the frame after it still decodes.
+    #[test]
+    fn corrupted_frames_are_dropped(f in frame(), flips in proptest::collection::vec((any::<usize>(), 1..=255u8), 1..4)) {
+        let mut buf = vec![0u8; MAX_FRAME];
+        let good = wire::encode(&f, &mut buf).unwrap().to_vec();
+        let mut bad = good.clone();
+        for (i, x) in &flips {
+            let i = i % (bad.len() - 1);
+            bad[i] ^= x;
+        }
+        bad.extend_from_slice(&good);
+        let got = decode_all(&bad);
+        prop_assert_eq!(got.last(), Some(&Ok(f.clone())));
+        // A damaged frame that still decodes can only be the very same frame (the flips
+        // cancelled out): the CRC-32C stands between any other change and the message.
+        for other in got[..got.len() - 1].iter().flatten() {
+            prop_assert_eq!(other, &f);
+        }
+    }
+
+    /// Arbitrary bytes never panic, never allocate, and an overlong run is refused as such.
+    #[test]
+    fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let _ = decode_all(&bytes);
+    }
+}
+
+#[test]
+fn an_oversized_frame_is_refused_and_the_next_one_decodes() {
+    let mut stream = vec![7u8; MAX_FRAME + 10];
+    stream.push(0);
+    let mut buf = vec![0u8; MAX_FRAME];
+    let f = Frame { seq: 9, body: Body::Finish };
+    stream.extend_from_slice(wire::encode(&f, &mut buf).unwrap());
+    assert_eq!(decode_all(&stream), [Err(FrameError::Oversized), Ok(f)]);
+    // The widest residual fits MAX_FRAME, one value more does not exist as a message.
+    let wide = Residual::from_slice(&[i32::MIN; wire::MAX_DIM]).unwrap();
+    let body =
+        Body::Forward(Forward { stream: 255, pos: u32::MAX, token: u32::MAX, sample: true, residual: wide });
+    assert!(wire::encode(&Frame { seq: u16::MAX, body }, &mut buf).is_some());
+    assert_eq!(decode_all(&[1, 0]), [Err(FrameError::Malformed)]);
+}
+
+/// The bytes docs/FEDERATION.md shows: a change to the wire format fails here first.
+#[test]
+fn the_wire_format_is_as_documented() {
+    let mut buf = vec![0u8; MAX_FRAME];
+    let hello = Hello { version: 1, model: 0xf0fe_cf4f, node: 255 };
+    let residual = Residual::from_slice(&[65536, -1, 0]).unwrap();
+    let forward = Forward { stream: 0, pos: 5, token: 300, sample: false, residual };
+    let cases: [(Frame, &[u8]); 3] = [
+        (Frame { seq: 3, body: Body::Ack }, &[0x02, 0x03, 0x05, 0x4b, 0xdf, 0x86, 0xc5, 0x00]),
+        (
+            Frame { seq: 0, body: Body::Hello(hello) },
+            &[0x01, 0x0d, 0x01, 0x01, 0xcf, 0x9e, 0xfb, 0x87, 0x0f, 0xff, 0x02, 0x7c, 0xeb, 0x3c, 0x00],
+        ),
+        (
+            Frame { seq: 7, body: Body::Forward(forward) },
+            &[
+                0x03, 0x07, 0x05, 0x04, 0x05, 0xac, 0x02, 0x06, 0x03, 0x80, 0x80, 0x08, 0x01, 0x05, 0xb9,
+                0x1f, 0x1e, 0xa9, 0x00,
+            ],
+        ),
+    ];
+    for (frame, bytes) in cases {
+        assert_eq!(wire::encode(&frame, &mut buf).unwrap(), bytes, "{frame:?}");
+    }
+}
