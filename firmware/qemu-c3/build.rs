@@ -58,7 +58,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=RUVLLM_NODE");
     if std::env::var_os("CARGO_FEATURE_FEDERATION_NODE").is_some() {
         // id:first:last (inclusive), as cluster.toml gives a node's layers.
-        let spec = std::env::var("RUVLLM_NODE").unwrap_or_else(|_| fail("RUVLLM_NODE=id:first:last is not set"));
+        let spec =
+            std::env::var("RUVLLM_NODE").unwrap_or_else(|_| fail("RUVLLM_NODE=id:first:last is not set"));
         let v: Vec<usize> = spec.split(':').filter_map(|x| x.parse().ok()).collect();
         let [id, first, last] = v[..] else { fail(&format!("RUVLLM_NODE={spec}: use id:first:last")) };
         if first > last || last >= model.config.n_layers || id >= 255 {

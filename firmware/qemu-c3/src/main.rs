@@ -12,10 +12,10 @@
 // A federation node uses the model, the arena and the UART, not the console's helpers.
 #![cfg_attr(feature = "federation-node", allow(dead_code, unused_imports))]
 
-#[cfg(not(feature = "vector-bench"))]
-mod pflash;
 #[cfg(feature = "federation-node")]
 mod node;
+#[cfg(not(feature = "vector-bench"))]
+mod pflash;
 mod uart;
 #[cfg(feature = "vector-bench")]
 mod vector_bench;
