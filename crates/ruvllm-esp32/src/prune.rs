@@ -62,12 +62,13 @@ pub fn prune(model: &mut HostModel, sparsity: f32, how: Pruning) -> Result<Prune
             let (d, h) = (model.config.dim, hidden_before);
             // Units kept: the rounding keeps at least one, and the same count in every layer
             // (the formats have one hidden_dim for all).
-            let keep = h - ((h as f64 * f64::from(sparsity)).round() as usize).min(h - 1);
+            let keep = h - (libm::round(h as f64 * f64::from(sparsity)) as usize).min(h - 1);
             for l in &mut model.layers {
-                let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                let norm = |v: &[f32]| libm::sqrtf(v.iter().map(|x| x * x).sum::<f32>());
                 let mut score: Vec<(f32, usize)> = (0..h)
                     .map(|u| {
-                        let down: f32 = (0..d).map(|r| l.w2[r * h + u] * l.w2[r * h + u]).sum::<f32>().sqrt();
+                        let down =
+                            libm::sqrtf((0..d).map(|r| l.w2[r * h + u] * l.w2[r * h + u]).sum::<f32>());
                         (norm(&l.w1[u * d..(u + 1) * d]) * norm(&l.w3[u * d..(u + 1) * d]) * down, u)
                     })
                     .collect();
@@ -110,7 +111,7 @@ fn block_weights(model: &HostModel) -> usize {
 /// Sets the `sparsity` fraction of `m`'s weights smallest in magnitude to zero (ties: the lower
 /// index first, so the result does not depend on the sort).
 fn zero_smallest(m: &mut [f32], sparsity: f32) {
-    let n = ((m.len() as f64) * f64::from(sparsity)).round() as usize;
+    let n = libm::round(m.len() as f64 * f64::from(sparsity)) as usize;
     let mut order: Vec<usize> = (0..m.len()).collect();
     order.sort_by(|&a, &b| m[a].abs().total_cmp(&m[b].abs()).then(a.cmp(&b)));
     for &i in &order[..n.min(m.len())] {
