@@ -215,7 +215,7 @@ impl Step for WithLora<'_, '_> {
     }
 
     fn prefill_token<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<()> {
-        self.state.forward_lora(model, token, pos, self.lora).map(|_| ())
+        self.state.prefill_lora(model, token, pos, self.lora)
     }
 
     fn logits<const L: usize>(&mut self, model: &Model<'_, L>, token: u32, pos: usize) -> Result<&mut [i32]> {

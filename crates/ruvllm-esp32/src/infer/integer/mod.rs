@@ -206,6 +206,17 @@ impl<'s> IntState<'s> {
         Ok(self.logits)
     }
 
+    /// [`IntState::prefill`] with a MicroLoRA adapter: the classifier is skipped.
+    pub fn prefill_lora<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        token: u32,
+        pos: usize,
+        lora: Option<&crate::lora::IntLora>,
+    ) -> Result<()> {
+        self.step(model, token, pos, Pass { logits: false, lora, ..Pass::FULL })
+    }
+
     /// After a forward pass: the final residual stream, the last layer's SwiGLU activation and
     /// the logits (Q16.16), what an adapter's gradient needs.
     pub(crate) fn lora_inputs(&self) -> (&[i32], &[i32], &[i32]) {
