@@ -16,6 +16,7 @@
 
 mod batch;
 mod fixed;
+pub mod profile;
 mod tables;
 mod view;
 
@@ -29,6 +30,7 @@ pub use fixed::{
     argmax, exp_neg, inv_sqrt, isqrt, sample_int, sat32, shr_round, sigmoid, swiglu, weigher, Scale, ACC,
     FRAC, P_FRAC,
 };
+use profile::{time, Kernel as K};
 pub use tables::{EXP2_NEG, SIGMOID};
 
 use super::arena::Carver;
@@ -334,29 +336,32 @@ impl<'s> IntState<'s> {
         let mut composed = [0u8; ROTATION_BYTES];
         let rope = rotation_at(&rope, pos, s.model_seq_len, &mut composed)?;
         if embeds {
-            embed(self.x, &view::int8(&model.token_embd)?, token as usize, g);
+            let table = view::int8(&model.token_embd)?;
+            time(K::Embed, || embed(self.x, &table, token as usize, g));
         }
         for (l, layer) in model.layers.iter().enumerate().take(layers.end).skip(layers.start) {
             let w = view::layer(layer)?;
-            rmsnorm(self.xb, self.x, w.attn_norm, self.eps);
-            quantize(self.xb, self.xq, self.xs, g);
-            matmul(self.q, &w.wq, self.xq, self.xs, g, &mut self.lut, true);
+            time(K::Rmsnorm, || rmsnorm(self.xb, self.x, w.attn_norm, self.eps));
+            time(K::Quantize, || quantize(self.xb, self.xq, self.xs, g));
+            time(K::Matvec, || matmul(self.q, &w.wq, self.xq, self.xs, g, &mut self.lut, true));
             let row = (l * self.seq_len + slot) * kv_dim;
             let srow = (l * self.seq_len + slot) * ng;
             let (krow, ksrow) = (&mut self.kc[row..row + kv_dim], &mut self.ks[srow..srow + ng]);
-            matmul(self.kv_row, &w.wk, self.xq, self.xs, g, &mut self.lut, false);
-            rotate(self.kv_row, rope);
-            quantize(self.kv_row, krow, ksrow, g);
+            time(K::Matvec, || matmul(self.kv_row, &w.wk, self.xq, self.xs, g, &mut self.lut, false));
+            time(K::Rope, || rotate(self.kv_row, rope));
+            time(K::Quantize, || quantize(self.kv_row, krow, ksrow, g));
             let (vrow, vsrow) = (&mut self.vc[row..row + kv_dim], &mut self.vs[srow..srow + ng]);
-            matmul(self.kv_row, &w.wv, self.xq, self.xs, g, &mut self.lut, false);
-            quantize(self.kv_row, vrow, vsrow, g);
-            rotate(self.q, rope);
+            time(K::Matvec, || matmul(self.kv_row, &w.wv, self.xq, self.xs, g, &mut self.lut, false));
+            time(K::Quantize, || quantize(self.kv_row, vrow, vsrow, g));
+            time(K::Rope, || rotate(self.q, rope));
             // The query in int8 too, with 1/sqrt(head_size) folded into its scales.
             let (qq, qs) = (&mut self.xq[..d], &mut self.xs[..d.div_ceil(g)]);
-            quantize(self.q, qq, qs, g);
-            for p in qs.iter_mut() {
-                *p = Scale::unpack(*p).times(self.attn_scale).pack();
-            }
+            time(K::Quantize, || {
+                quantize(self.q, qq, qs, g);
+                for p in qs.iter_mut() {
+                    *p = Scale::unpack(*p).times(self.attn_scale).pack();
+                }
+            });
             let (start, n) = (l * self.seq_len, seen);
             let cache = Cache {
                 keys: &self.kc[start * kv_dim..(start + n) * kv_dim],
@@ -365,22 +370,24 @@ impl<'s> IntState<'s> {
                 value_scales: &self.vs[start * ng..(start + n) * ng],
             };
             attention(self.xb2, qq, qs, cache, &mut self.att[..n], &s);
-            quantize(self.xb2, self.xq, self.xs, g);
-            matmul(self.xb, &w.wo, self.xq, self.xs, g, &mut self.lut, true);
-            add(self.x, self.xb);
-            rmsnorm(self.xb, self.x, w.ffn_norm, self.eps);
-            quantize(self.xb, self.xq, self.xs, g);
-            matmul(self.hb, &w.w1, self.xq, self.xs, g, &mut self.lut, true);
-            matmul(self.hb2, &w.w3, self.xq, self.xs, g, &mut self.lut, false);
-            for (a, b) in self.hb.iter_mut().zip(self.hb2.iter()) {
-                *a = swiglu(*a, *b);
-            }
-            quantize(self.hb, self.xq, self.xs, g);
-            matmul(self.xb, &w.w2, self.xq, self.xs, g, &mut self.lut, true);
+            time(K::Quantize, || quantize(self.xb2, self.xq, self.xs, g));
+            time(K::Matvec, || matmul(self.xb, &w.wo, self.xq, self.xs, g, &mut self.lut, true));
+            time(K::Residual, || add(self.x, self.xb));
+            time(K::Rmsnorm, || rmsnorm(self.xb, self.x, w.ffn_norm, self.eps));
+            time(K::Quantize, || quantize(self.xb, self.xq, self.xs, g));
+            time(K::Matvec, || matmul(self.hb, &w.w1, self.xq, self.xs, g, &mut self.lut, true));
+            time(K::Matvec, || matmul(self.hb2, &w.w3, self.xq, self.xs, g, &mut self.lut, false));
+            time(K::Swiglu, || {
+                for (a, b) in self.hb.iter_mut().zip(self.hb2.iter()) {
+                    *a = swiglu(*a, *b);
+                }
+            });
+            time(K::Quantize, || quantize(self.hb, self.xq, self.xs, g));
+            time(K::Matvec, || matmul(self.xb, &w.w2, self.xq, self.xs, g, &mut self.lut, true));
             if let Some(adapter) = lora.filter(|a| a.layer == l) {
                 adapter.apply(self.hb, self.xb);
             }
-            add(self.x, self.xb);
+            time(K::Residual, || add(self.x, self.xb));
         }
         if logits {
             self.classifier(model)?;
@@ -390,9 +397,12 @@ impl<'s> IntState<'s> {
 
     fn classifier<const L: usize>(&mut self, model: &Model<'_, L>) -> Result<()> {
         let g = self.shape.group;
-        rmsnorm(self.xb, self.x, view::bits(model.output_norm), self.eps);
-        quantize(self.xb, self.xq, self.xs, g);
-        matmul(self.logits, &view::int8(&model.output)?, self.xq, self.xs, g, &mut self.lut, false);
+        let out = view::int8(&model.output)?;
+        time(K::Classifier, || {
+            rmsnorm(self.xb, self.x, view::bits(model.output_norm), self.eps);
+            quantize(self.xb, self.xq, self.xs, g);
+            matmul(self.logits, &out, self.xq, self.xs, g, &mut self.lut, false);
+        });
         Ok(())
     }
 }
@@ -823,58 +833,63 @@ fn attention(out: &mut [i32], qq: &[i8], qs: &[i32], cache: Cache<'_>, att: &mut
     let kv_mul = s.n_heads / s.n_kv_heads;
     for (h, oh) in out.chunks_exact_mut(hs).enumerate().take(s.n_heads) {
         let (qoff, koff) = (h * hs, (h / kv_mul) * hs);
-        att.fill(0);
-        for (i, len) in segments(qoff, koff, hs, g) {
-            let (a, b) = (qoff + i, koff + i);
-            let qv = &qq[a..a + len];
-            let sq = Scale::unpack(qs[a / g]);
-            let rows = cache.keys.chunks_exact(kv_dim).zip(cache.key_scales.chunks_exact(ng));
-            for (sc, (k, ks)) in att.iter_mut().zip(rows) {
-                let isum: i32 = qv.iter().zip(&k[b..b + len]).map(|(x, y)| *x as i32 * *y as i32).sum();
-                let sk = Scale::unpack(ks[b / g]);
-                let t = isum as i64 * (sq.m as i64 * sk.m as i64);
-                *sc = sc.saturating_add(sat32(shr_round(t, -(sq.e + sk.e + FRAC as i32))));
+        time(K::AttentionScores, || {
+            att.fill(0);
+            for (i, len) in segments(qoff, koff, hs, g) {
+                let (a, b) = (qoff + i, koff + i);
+                let qv = &qq[a..a + len];
+                let sq = Scale::unpack(qs[a / g]);
+                let rows = cache.keys.chunks_exact(kv_dim).zip(cache.key_scales.chunks_exact(ng));
+                for (sc, (k, ks)) in att.iter_mut().zip(rows) {
+                    let isum: i32 = qv.iter().zip(&k[b..b + len]).map(|(x, y)| *x as i32 * *y as i32).sum();
+                    let sk = Scale::unpack(ks[b / g]);
+                    let t = isum as i64 * (sq.m as i64 * sk.m as i64);
+                    *sc = sc.saturating_add(sat32(shr_round(t, -(sq.e + sk.e + FRAC as i32))));
+                }
             }
-        }
-        softmax(att);
-        // out = sum_t p_t v_t, a chunk of lanes at a time so the i64 sums stay on the stack.
-        const LANES: usize = 16;
-        for (i, len) in segments(koff, koff, hs, g) {
-            let (b, gi) = (koff + i, (koff + i) / g);
-            let rows = || cache.values.chunks_exact(kv_dim).zip(cache.value_scales.chunks_exact(ng));
-            // p (Q2.30) times the value scale, in units of 2^-ACC.
-            let weight = |p: i32, vs: &[i32]| {
-                let sv = Scale::unpack(vs[gi]);
-                shr_round(p as i64 * sv.m as i64, P_FRAC as i32 - ACC - sv.e)
-            };
-            // When every weight fits an i32 (value scales below 0.5: always, in practice), no
-            // sum below can overflow (|w| < 2^31, |v| <= 128, at most 2^20 positions), so plain
-            // 32x32->64 products give exactly what the saturating path gives, at a fraction of
-            // the cost on a 32-bit chip.
-            let narrow = att.iter().zip(rows()).all(|(p, (_, vs))| weight(*p, vs).unsigned_abs() < 1 << 31);
-            let mut c0 = 0;
-            while c0 < len {
-                let lanes = LANES.min(len - c0);
-                let mut acc = [0i64; LANES];
-                for (p, (v, vs)) in att.iter().zip(rows()) {
-                    let c = weight(*p, vs);
-                    let v = &v[b + c0..b + c0 + lanes];
-                    if narrow {
-                        let c = c as i32;
-                        for (a, x) in acc.iter_mut().zip(v) {
-                            *a += c as i64 * *x as i64;
-                        }
-                    } else {
-                        for (a, x) in acc.iter_mut().zip(v) {
-                            *a = a.saturating_add(c.saturating_mul(*x as i64));
+        });
+        time(K::Softmax, || softmax(att));
+        time(K::AttentionValues, || {
+            // out = sum_t p_t v_t, a chunk of lanes at a time so the i64 sums stay on the stack.
+            const LANES: usize = 16;
+            for (i, len) in segments(koff, koff, hs, g) {
+                let (b, gi) = (koff + i, (koff + i) / g);
+                let rows = || cache.values.chunks_exact(kv_dim).zip(cache.value_scales.chunks_exact(ng));
+                // p (Q2.30) times the value scale, in units of 2^-ACC.
+                let weight = |p: i32, vs: &[i32]| {
+                    let sv = Scale::unpack(vs[gi]);
+                    shr_round(p as i64 * sv.m as i64, P_FRAC as i32 - ACC - sv.e)
+                };
+                // When every weight fits an i32 (value scales below 0.5: always, in practice), no
+                // sum below can overflow (|w| < 2^31, |v| <= 128, at most 2^20 positions), so plain
+                // 32x32->64 products give exactly what the saturating path gives, at a fraction of
+                // the cost on a 32-bit chip.
+                let narrow =
+                    att.iter().zip(rows()).all(|(p, (_, vs))| weight(*p, vs).unsigned_abs() < 1 << 31);
+                let mut c0 = 0;
+                while c0 < len {
+                    let lanes = LANES.min(len - c0);
+                    let mut acc = [0i64; LANES];
+                    for (p, (v, vs)) in att.iter().zip(rows()) {
+                        let c = weight(*p, vs);
+                        let v = &v[b + c0..b + c0 + lanes];
+                        if narrow {
+                            let c = c as i32;
+                            for (a, x) in acc.iter_mut().zip(v) {
+                                *a += c as i64 * *x as i64;
+                            }
+                        } else {
+                            for (a, x) in acc.iter_mut().zip(v) {
+                                *a = a.saturating_add(c.saturating_mul(*x as i64));
+                            }
                         }
                     }
+                    for (o, a) in oh[i + c0..i + c0 + lanes].iter_mut().zip(acc) {
+                        *o = sat32(shr_round(a, ACC - FRAC as i32));
+                    }
+                    c0 += lanes;
                 }
-                for (o, a) in oh[i + c0..i + c0 + lanes].iter_mut().zip(acc) {
-                    *o = sat32(shr_round(a, ACC - FRAC as i32));
-                }
-                c0 += lanes;
             }
-        }
+        });
     }
 }
