@@ -17,6 +17,8 @@
 mod batch;
 mod fixed;
 pub mod profile;
+#[cfg(target_arch = "riscv32")]
+mod rv32;
 mod tables;
 mod view;
 
@@ -615,6 +617,9 @@ fn matvec_blocks(out: &mut [i32], m: &BMat<'_>, xq: &[i8], xs: &[i32]) {
 /// each group together, so every activation byte is loaded once for four multiply-adds (on a
 /// chip without SIMD the loads are most of the cost); the arithmetic per row is unchanged.
 fn matvec(out: &mut [i32], m: &QMat<'_>, xq: &[i8], xs: &[i32], group: usize) {
+    if group == 32 {
+        return matvec32(out, m, xq, xs);
+    }
     let n = m.cols;
     let ng = n.div_ceil(group);
     let (xq, xs) = (&xq[..n], &xs[..ng]);
@@ -656,10 +661,108 @@ fn matvec(out: &mut [i32], m: &QMat<'_>, xq: &[i8], xs: &[i32], group: usize) {
     }
 }
 
+/// [`matvec`] for groups of 32 (every image `convert` writes): each whole group is a
+/// fixed-size block, so the compiler unrolls its 32 values into loads at constant offsets, with
+/// no pointer or loop arithmetic per value. The sums and their scaling are exactly [`matvec`]'s.
+fn matvec32(out: &mut [i32], m: &QMat<'_>, xq: &[i8], xs: &[i32]) {
+    let n = m.cols;
+    let (ng, whole) = (n.div_ceil(32), n / 32);
+    let (xq, xs) = (&xq[..n], &xs[..ng]);
+    let (xb, xtail) = xq.as_chunks::<32>();
+    let xscales: &[i32] = xs;
+    let mut rows = out.chunks_exact_mut(4).zip(m.q.chunks_exact(4 * n)).zip(m.s.chunks_exact(4 * ng));
+    for ((o, w), ws) in &mut rows {
+        let row = |r: usize| w[r * n..(r + 1) * n].as_chunks::<32>();
+        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+        let mut acc = [0i64; 4];
+        for (g, x) in xb.iter().enumerate() {
+            let isum = dot4(x, [&r0.0[g], &r1.0[g], &r2.0[g], &r3.0[g]]);
+            let sx = Scale::unpack(xscales[g]);
+            for (r, (acc, isum)) in acc.iter_mut().zip(isum).enumerate() {
+                *acc = acc.saturating_add(scaled(isum, ws[r * ng + g], sx));
+            }
+        }
+        if !xtail.is_empty() {
+            let sx = Scale::unpack(xscales[whole]);
+            for (r, (acc, tail)) in acc.iter_mut().zip([r0.1, r1.1, r2.1, r3.1]).enumerate() {
+                let isum = tail.iter().zip(xtail).map(|(a, b)| *a as i32 * *b as i32).sum();
+                *acc = acc.saturating_add(scaled(isum, ws[r * ng + whole], sx));
+            }
+        }
+        for (o, acc) in o.iter_mut().zip(acc) {
+            *o = sat32(shr_round(acc, ACC - FRAC as i32));
+        }
+    }
+    let done = out.len() / 4 * 4;
+    for ((o, row), rs) in
+        out[done..].iter_mut().zip(m.q[done * n..].chunks_exact(n)).zip(m.s[done * ng..].chunks_exact(ng))
+    {
+        let mut acc = 0i64;
+        for (((wg, xg), sw), sx) in row.chunks(32).zip(xq.chunks(32)).zip(rs).zip(xs) {
+            let isum = wg.iter().zip(xg).map(|(a, b)| *a as i32 * *b as i32).sum();
+            acc = acc.saturating_add(scaled(isum, *sw, Scale::unpack(*sx)));
+        }
+        *o = sat32(shr_round(acc, ACC - FRAC as i32));
+    }
+}
+
+/// Four rows' exact sums over one group of 32: each activation loaded once for four products.
+/// On RISC-V, [`rv32::dot4`]; elsewhere (and as its reference in tests) [`dot4_portable`].
+#[inline(always)]
+fn dot4(x: &[i8; 32], w: [&[i8; 32]; 4]) -> [i32; 4] {
+    #[cfg(target_arch = "riscv32")]
+    return rv32::dot4(x, w);
+    #[cfg(not(target_arch = "riscv32"))]
+    dot4_portable(x, w)
+}
+
+#[cfg_attr(target_arch = "riscv32", allow(dead_code))]
+#[inline(always)]
+fn dot4_portable(x: &[i8; 32], w: [&[i8; 32]; 4]) -> [i32; 4] {
+    let mut s = [0i32; 4];
+    for (j, xv) in x.iter().enumerate() {
+        let xv = *xv as i32;
+        for (s, w) in s.iter_mut().zip(w) {
+            *s += w[j] as i32 * xv;
+        }
+    }
+    s
+}
+
 /// One group's exact sum times its weight scale (IEEE bits) and activation scale, in the
-/// accumulator's fixed point.
-#[inline]
+/// accumulator's fixed point. The common case (a normal weight scale, a right shift of 1 to 31
+/// bits) takes 32-bit steps: on rv32 a 64-bit product of an i32 and a u32 is two
+/// instructions, and a 64-bit shift by an unknown amount a branchy routine. Both branches give
+/// the same value.
+#[inline(always)]
 fn scaled(isum: i32, weight_scale_bits: u32, x: Scale) -> i64 {
+    let exp = (weight_scale_bits >> 23) & 0xff;
+    if exp != 0 && exp != 0xff {
+        let w = Scale::from_ieee_bits(weight_scale_bits);
+        let sh = -(w.e + x.e + ACC);
+        if (1..=31).contains(&sh) && x.m >= 0 {
+            // |w.m| and x.m are below 2^16, so their product fits a u32.
+            let p = w.m.unsigned_abs() * x.m as u32;
+            let isum = if w.m < 0 { -(isum as i64) } else { isum as i64 };
+            return shr_round_31(isum * p as i64, sh as u32);
+        }
+    }
+    scaled_any(isum, weight_scale_bits, x)
+}
+
+/// [`shr_round`] for a shift of 1 to 31 bits, on 32-bit halves.
+#[inline(always)]
+fn shr_round_31(v: i64, sh: u32) -> i64 {
+    let s = (sh - 1) & 31;
+    let (lo, hi) = (v as u32, (v >> 32) as i32);
+    // v >> s, then half up on the last bit shifted out.
+    let lo = (lo >> s) | (((hi as u32) << 1) << (31 - s));
+    let r = ((((hi >> s) as i64) << 32) | lo as i64) as i64;
+    (r >> 1) + (r & 1)
+}
+
+/// [`scaled`] for any weight scale and shift.
+fn scaled_any(isum: i32, weight_scale_bits: u32, x: Scale) -> i64 {
     let w = Scale::from_ieee_bits(weight_scale_bits);
     let t = isum as i64 * (w.m as i64 * x.m as i64);
     shr_round(t, -(w.e + x.e + ACC))
@@ -850,6 +953,10 @@ fn attention(out: &mut [i32], qq: &[i8], qs: &[i32], cache: Cache<'_>, att: &mut
         });
         time(K::Softmax, || softmax(att));
         time(K::AttentionValues, || {
+            let one_group = koff / g == (koff + hs - 1) / g;
+            if one_group && values_narrow(oh, att, &cache, koff, koff / g, kv_dim) {
+                return;
+            }
             // out = sum_t p_t v_t, a chunk of lanes at a time so the i64 sums stay on the stack.
             const LANES: usize = 16;
             for (i, len) in segments(koff, koff, hs, g) {
@@ -892,4 +999,49 @@ fn attention(out: &mut [i32], qq: &[i8], qs: &[i32], cache: Cache<'_>, att: &mut
             }
         });
     }
+}
+
+/// The weighted sum of values of one head whose lanes lie in one group of the cache (as in
+/// every shipped model), when every value scale is below 1/4 (m 2^e with e <= -18), so that every weight is below
+/// 2^30: what [`attention`]'s general loop computes, with each weight computed once (in place
+/// of its probability) and 32-bit sums. A weight splits into 16-bit halves whose sums over 256
+/// positions cannot overflow an i32; each block of 256 then joins an exact i64 total. Returns
+/// false, touching nothing, when a scale is too large.
+fn values_narrow(
+    oh: &mut [i32],
+    att: &mut [i32],
+    cache: &Cache<'_>,
+    b: usize,
+    gi: usize,
+    kv_dim: usize,
+) -> bool {
+    let ng = cache.value_scales.len() / att.len().max(1);
+    let scales = || cache.value_scales.chunks_exact(ng.max(1)).map(|vs| Scale::unpack(vs[gi]));
+    if !scales().all(|sv| sv.m == 0 || sv.e <= -18) {
+        return false;
+    }
+    for (p, sv) in att.iter_mut().zip(scales()) {
+        *p = shr_round(*p as i64 * sv.m as i64, P_FRAC as i32 - ACC - sv.e) as i32;
+    }
+    for (c0, out) in (0..oh.len()).step_by(8).zip(oh.chunks_mut(8)) {
+        let lanes = out.len();
+        let mut total = [0i64; 8];
+        for (weights, rows) in att.chunks(256).zip(cache.values.chunks(256 * kv_dim)) {
+            let (mut hi, mut lo) = ([0i32; 8], [0i32; 8]);
+            for (c, v) in weights.iter().zip(rows.chunks_exact(kv_dim)) {
+                let (ch, cl) = (*c >> 16, *c & 0xffff);
+                for ((h, l), x) in hi.iter_mut().zip(lo.iter_mut()).zip(&v[b + c0..b + c0 + lanes]) {
+                    *h += ch * *x as i32;
+                    *l += cl * *x as i32;
+                }
+            }
+            for ((t, h), l) in total.iter_mut().zip(hi).zip(lo) {
+                *t += ((h as i64) << 16) + l as i64;
+            }
+        }
+        for (o, t) in out.iter_mut().zip(total) {
+            *o = sat32(shr_round(t, ACC - FRAC as i32));
+        }
+    }
+    true
 }
