@@ -757,7 +757,7 @@ fn shr_round_31(v: i64, sh: u32) -> i64 {
     let (lo, hi) = (v as u32, (v >> 32) as i32);
     // v >> s, then half up on the last bit shifted out.
     let lo = (lo >> s) | (((hi as u32) << 1) << (31 - s));
-    let r = ((((hi >> s) as i64) << 32) | lo as i64) as i64;
+    let r = (((hi >> s) as i64) << 32) | lo as i64;
     (r >> 1) + (r & 1)
 }
 
