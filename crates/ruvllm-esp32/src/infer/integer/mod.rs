@@ -730,24 +730,25 @@ fn dot4_portable(x: &[i8; 32], w: [&[i8; 32]; 4]) -> [i32; 4] {
 }
 
 /// One group's exact sum times its weight scale (IEEE bits) and activation scale, in the
-/// accumulator's fixed point. The common case (a normal weight scale, a right shift of 1 to 31
-/// bits) takes 32-bit steps: on rv32 a 64-bit product of an i32 and a u32 is two
-/// instructions, and a 64-bit shift by an unknown amount a branchy routine. Both branches give
-/// the same value.
+/// accumulator's fixed point.
 #[inline(always)]
 fn scaled(isum: i32, weight_scale_bits: u32, x: Scale) -> i64 {
-    let exp = (weight_scale_bits >> 23) & 0xff;
-    if exp != 0 && exp != 0xff {
-        let w = Scale::from_ieee_bits(weight_scale_bits);
-        let sh = -(w.e + x.e + ACC);
-        if (1..=31).contains(&sh) && x.m >= 0 {
-            // |w.m| and x.m are below 2^16, so their product fits a u32.
-            let p = w.m.unsigned_abs() * x.m as u32;
-            let isum = if w.m < 0 { -(isum as i64) } else { isum as i64 };
-            return shr_round_31(isum * p as i64, sh as u32);
-        }
+    product_shifted(isum, Scale::from_ieee_bits(weight_scale_bits), x, ACC)
+}
+
+/// `shr_round(isum * (a.m * b.m), -(a.e + b.e + extra))`, the rescaling after every exact
+/// integer sum. The common case (`b.m >= 0`, a right shift of 1 to 31 bits) takes 32-bit
+/// steps: on rv32 the product of an i32 and a u32 is two instructions, and a 64-bit shift by an
+/// unknown amount a branchy routine. Both branches give the same value.
+#[inline(always)]
+fn product_shifted(isum: i32, a: Scale, b: Scale, extra: i32) -> i64 {
+    let sh = -(a.e + b.e + extra);
+    if (1..=31).contains(&sh) && b.m >= 0 {
+        // |a.m| and b.m are below 2^16, so their product fits a u32.
+        let v = isum as i64 * (a.m.unsigned_abs() * b.m as u32) as i64;
+        return shr_round_31(if a.m < 0 { -v } else { v }, sh as u32);
     }
-    scaled_any(isum, weight_scale_bits, x)
+    shr_round(isum as i64 * (a.m as i64 * b.m as i64), sh)
 }
 
 /// [`shr_round`] for a shift of 1 to 31 bits, on 32-bit halves.
@@ -759,13 +760,6 @@ fn shr_round_31(v: i64, sh: u32) -> i64 {
     let lo = (lo >> s) | (((hi as u32) << 1) << (31 - s));
     let r = (((hi >> s) as i64) << 32) | lo as i64;
     (r >> 1) + (r & 1)
-}
-
-/// [`scaled`] for any weight scale and shift.
-fn scaled_any(isum: i32, weight_scale_bits: u32, x: Scale) -> i64 {
-    let w = Scale::from_ieee_bits(weight_scale_bits);
-    let t = isum as i64 * (w.m as i64 * x.m as i64);
-    shr_round(t, -(w.e + x.e + ACC))
 }
 
 /// `out = W x` for a layer matrix of any format. The packed kernels read `xq` through `lut`,
@@ -943,11 +937,22 @@ fn attention(out: &mut [i32], qq: &[i8], qs: &[i32], cache: Cache<'_>, att: &mut
                 let qv = &qq[a..a + len];
                 let sq = Scale::unpack(qs[a / g]);
                 let rows = cache.keys.chunks_exact(kv_dim).zip(cache.key_scales.chunks_exact(ng));
+                let score = |isum: i32, ks: &[i32]| {
+                    sat32(product_shifted(isum, sq, Scale::unpack(ks[b / g]), FRAC as i32))
+                };
+                // Heads of 8 (every shipped model): the query stays in registers.
+                if let Some(q8) = qv.first_chunk::<8>().filter(|_| len == 8) {
+                    let q8 = q8.map(|v| v as i32);
+                    for (sc, (k, ks)) in att.iter_mut().zip(rows) {
+                        let Some(k8) = k[b..].first_chunk::<8>() else { continue };
+                        let isum = q8.iter().zip(k8).map(|(x, y)| x * *y as i32).sum();
+                        *sc = sc.saturating_add(score(isum, ks));
+                    }
+                    continue;
+                }
                 for (sc, (k, ks)) in att.iter_mut().zip(rows) {
                     let isum: i32 = qv.iter().zip(&k[b..b + len]).map(|(x, y)| *x as i32 * *y as i32).sum();
-                    let sk = Scale::unpack(ks[b / g]);
-                    let t = isum as i64 * (sq.m as i64 * sk.m as i64);
-                    *sc = sc.saturating_add(sat32(shr_round(t, -(sq.e + sk.e + FRAC as i32))));
+                    *sc = sc.saturating_add(score(isum, ks));
                 }
             }
         });
@@ -1020,19 +1025,34 @@ fn values_narrow(
     if !scales().all(|sv| sv.m == 0 || sv.e <= -18) {
         return false;
     }
+    // p * 2^-30 times the scale, in units of 2^-32: shr_round(p * m, -2 - e).
+    let one = Scale { m: 1, e: 0 };
     for (p, sv) in att.iter_mut().zip(scales()) {
-        *p = shr_round(*p as i64 * sv.m as i64, P_FRAC as i32 - ACC - sv.e) as i32;
+        *p = product_shifted(*p, sv, one, ACC - P_FRAC as i32) as i32;
     }
     for (c0, out) in (0..oh.len()).step_by(8).zip(oh.chunks_mut(8)) {
         let lanes = out.len();
         let mut total = [0i64; 8];
         for (weights, rows) in att.chunks(256).zip(cache.values.chunks(256 * kv_dim)) {
             let (mut hi, mut lo) = ([0i32; 8], [0i32; 8]);
-            for (c, v) in weights.iter().zip(rows.chunks_exact(kv_dim)) {
-                let (ch, cl) = (*c >> 16, *c & 0xffff);
-                for ((h, l), x) in hi.iter_mut().zip(lo.iter_mut()).zip(&v[b + c0..b + c0 + lanes]) {
-                    *h += ch * *x as i32;
-                    *l += cl * *x as i32;
+            let rows = weights.iter().zip(rows.chunks_exact(kv_dim));
+            if lanes == 8 {
+                // Fixed lanes: the sums stay in registers.
+                for (c, v) in rows {
+                    let (ch, cl) = (*c >> 16, *c & 0xffff);
+                    let Some(x) = v[b + c0..].first_chunk::<8>() else { continue };
+                    for j in 0..8 {
+                        hi[j] += ch * x[j] as i32;
+                        lo[j] += cl * x[j] as i32;
+                    }
+                }
+            } else {
+                for (c, v) in rows {
+                    let (ch, cl) = (*c >> 16, *c & 0xffff);
+                    for ((h, l), x) in hi.iter_mut().zip(lo.iter_mut()).zip(&v[b + c0..b + c0 + lanes]) {
+                        *h += ch * *x as i32;
+                        *l += cl * *x as i32;
+                    }
                 }
             }
             for ((t, h), l) in total.iter_mut().zip(hi).zip(lo) {

@@ -292,6 +292,13 @@ fn q8_0_blocks_compute_exactly_what_split_int8_does_with_their_scales() {
     assert_eq!(e1, e2);
 }
 
+/// `scaled` as first written: one 64-bit product and the general shift.
+fn scaled_any(isum: i32, weight_scale_bits: u32, x: Scale) -> i64 {
+    let w = Scale::from_ieee_bits(weight_scale_bits);
+    let t = isum as i64 * (w.m as i64 * x.m as i64);
+    shr_round(t, -(w.e + x.e + ACC))
+}
+
 /// A small deterministic generator for the exhaustive-ish checks below.
 fn lcg(state: &mut u64) -> u64 {
     *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
