@@ -675,12 +675,15 @@ fn matvec32(out: &mut [i32], m: &QMat<'_>, xq: &[i8], xs: &[i32]) {
         let row = |r: usize| w[r * n..(r + 1) * n].as_chunks::<32>();
         let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
         let mut acc = [0i64; 4];
+        let (s0, s1, s2, s3) = (&ws[..ng], &ws[ng..2 * ng], &ws[2 * ng..3 * ng], &ws[3 * ng..]);
         for (g, x) in xb.iter().enumerate() {
-            let isum = dot4(x, [&r0.0[g], &r1.0[g], &r2.0[g], &r3.0[g]]);
+            let [i0, i1, i2, i3] = dot4(x, [&r0.0[g], &r1.0[g], &r2.0[g], &r3.0[g]]);
             let sx = Scale::unpack(xscales[g]);
-            for (r, (acc, isum)) in acc.iter_mut().zip(isum).enumerate() {
-                *acc = acc.saturating_add(scaled(isum, ws[r * ng + g], sx));
-            }
+            // Written out, not looped: the four sums stay in registers.
+            acc[0] = acc[0].saturating_add(scaled(i0, s0[g], sx));
+            acc[1] = acc[1].saturating_add(scaled(i1, s1[g], sx));
+            acc[2] = acc[2].saturating_add(scaled(i2, s2[g], sx));
+            acc[3] = acc[3].saturating_add(scaled(i3, s3[g], sx));
         }
         if !xtail.is_empty() {
             let sx = Scale::unpack(xscales[whole]);
