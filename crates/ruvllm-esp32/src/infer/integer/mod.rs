@@ -123,6 +123,22 @@ impl<'s> IntState<'s> {
         Self::arena_len(model, seq_len) * 4
     }
 
+    /// Bytes of the model image one token reads, all of them from flash on a chip (its 16 KiB
+    /// cache holds none of a layer's weights until the next token): every layer's matrices and
+    /// norms, the classifier and the final norm, one embedding row and one RoPE row.
+    pub fn flash_bytes_per_token<const L: usize>(model: &Model<'_, L>) -> Result<usize> {
+        let mut n = 0;
+        for layer in model.layers.iter() {
+            let w = view::layer(layer)?;
+            n += 4 * (w.attn_norm.len() + w.ffn_norm.len());
+            n += [w.wq, w.wk, w.wv, w.wo, w.w1, w.w2, w.w3].iter().map(|m| m.bytes()).sum::<usize>();
+        }
+        n += view::int8(&model.output)?.bytes() + 4 * model.output_norm.len();
+        n += view::int8(&model.token_embd)?.row_bytes();
+        n += view::require(model)?.at(0).len();
+        Ok(n)
+    }
+
     /// Builds the state in `arena` for up to `seq_len` positions. The model must be q8 with
     /// the `ruvllm.rope` table (`Error::Unsupported` / `Error::Missing` otherwise).
     pub fn new<const L: usize>(model: &Model<'_, L>, arena: &'s mut [i32], seq_len: usize) -> Result<Self> {
