@@ -921,8 +921,12 @@ fn softmax(att: &mut [i32]) {
     }
     // The maximum contributes exactly 1.0, so sum >= 2^30 and r <= 2^32.
     let r = (1u64 << 62) / sum.max(1);
-    for a in att.iter_mut() {
-        *a = ((*a as u64 * r) >> 32) as i32;
+    // r = 2^32 only when the maximum is alone (every other exp 0): then p = e. Otherwise r
+    // fits 32 bits and the product's high word is one multiply on rv32.
+    if r >> 32 == 0 {
+        for a in att.iter_mut() {
+            *a = ((*a as u32 as u64 * r) >> 32) as i32;
+        }
     }
 }
 
