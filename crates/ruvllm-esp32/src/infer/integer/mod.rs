@@ -878,8 +878,8 @@ fn matvec_packed(out: &mut [i32], m: &PMat<'_>, t: &[i32], e: i32) {
             let b = *b as usize;
             sum += t[b & 15] + t[16 + (b >> 4)];
         }
-        let w = Scale::from_ieee_bits(*sb);
-        *o = sat32(shr_round(sum as i64 * w.m as i64, -(w.e + e + FRAC as i32)));
+        let one = Scale { m: 1, e: 0 };
+        *o = sat32(product_shifted(sum, Scale::from_ieee_bits(*sb), one, e + FRAC as i32));
     }
 }
 
