@@ -194,8 +194,8 @@ fn main() -> ! {
     #[cfg(not(feature = "float-engine"))]
     let lora = unsafe { &mut *addr_of_mut!(LORA) };
     #[cfg(not(feature = "float-engine"))]
-    let engine = IntegerEngine::new(model, arena, seq)
-        .map(|e| e.with_lora(lora, ruvllm_esp32::lora::model_id(image)));
+    let engine =
+        IntegerEngine::new(model, arena, seq).map(|e| e.with_lora(lora, ruvllm_esp32::lora::model_id(image)));
     #[cfg(feature = "float-engine")]
     let _ = image;
     #[cfg(feature = "float-engine")]
