@@ -16,6 +16,7 @@
 
 mod batch;
 mod fixed;
+pub mod sparse;
 mod tables;
 mod view;
 
