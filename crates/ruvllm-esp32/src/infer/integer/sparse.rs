@@ -85,7 +85,7 @@ pub fn encode(q: &[i8], cols: usize, group: usize, out: &mut [u8]) -> Result<usi
 }
 
 fn check_shape(codes: usize, cols: usize, group: usize) -> Result<()> {
-    if cols == 0 || codes % cols != 0 || group == 0 || group > MAX_GROUP {
+    if cols == 0 || !codes.is_multiple_of(cols) || group == 0 || group > MAX_GROUP {
         return Err(Error::Invalid {
             what: "sparse rows: a shape or group that does not fit (groups of 1 to 255)",
         });
