@@ -1226,3 +1226,40 @@ fn the_board_learns_a_lora_adapter_as_the_host_does_and_keeps_it_in_flash() {
     b.expect("bye");
     assert_eq!(b.exit_code(), 0);
 }
+
+/// The sparse-row kernel against the dense one on the board (`board --sparse-bench`): the
+/// built-in model's first-layer matrices pruned to 0-95%, every product bit-identical (else the
+/// board exits with 1), and `sparse::BREAK_EVEN` the first measured sparsity from which the
+/// sparse kernel takes fewer instructions on every matrix. Prints the counts of
+/// docs/BENCHMARKS.md ("Pruning"): `cargo test -p ruvllm-cli --test qemu_board sparse -- --nocapture`.
+#[test]
+fn the_sparse_kernel_breaks_even_on_the_board_where_the_library_says() {
+    use ruvllm_esp32::infer::integer::sparse::BREAK_EVEN;
+    let Some(()) = chip_tools() else { return };
+    let elf = scratch("board-sparse-bench.elf");
+    let out = run(&["board", "--sparse-bench", "--elf", s(&elf)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && err.contains("apt-get install") {
+        let Some(()) = missing(err.trim()) else { return };
+    }
+    assert!(out.status.success(), "board build failed: {err}");
+    let mut b = Board::boot(&elf);
+    let text = b.expect("sb end");
+    assert_eq!(b.exit_code(), 0, "{text}");
+    // (matrix, percent, dense, sparse)
+    let records: Vec<(String, u32, u64, u64)> = text
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("sb "))
+        .filter(|l| *l != "end")
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            eprintln!("{l}");
+            (f[0].to_string(), f[3].parse().unwrap(), f[4].parse().unwrap(), f[5].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(records.len(), 3 * 12, "{text}");
+    let wins_everywhere = |p: u32| records.iter().filter(|r| r.1 == p).all(|r| r.3 < r.2);
+    let first = records.iter().map(|r| r.1).filter(|&p| wins_everywhere(p)).min();
+    assert_eq!(first, Some(BREAK_EVEN), "{text}");
+    assert!(records.iter().filter(|r| r.1 >= BREAK_EVEN).all(|r| r.3 < r.2), "{text}");
+}

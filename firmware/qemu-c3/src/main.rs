@@ -9,13 +9,16 @@
 //! search, prints the results and exits (see `vector_bench.rs`).
 #![no_std]
 #![no_main]
-// A federation node uses the model, the arena and the UART, not the console's helpers.
-#![cfg_attr(feature = "federation-node", allow(dead_code, unused_imports))]
+// A federation node uses the model, the arena and the UART, not the console's helpers; the
+// sparse-kernel benchmark only the model.
+#![cfg_attr(any(feature = "federation-node", feature = "sparse-bench"), allow(dead_code, unused_imports))]
 
 #[cfg(feature = "federation-node")]
 mod node;
 #[cfg(not(feature = "vector-bench"))]
 mod pflash;
+#[cfg(feature = "sparse-bench")]
+mod sparse_bench;
 mod uart;
 #[cfg(feature = "vector-bench")]
 mod vector_bench;
@@ -144,6 +147,13 @@ fn main() -> ! {
     vector_bench::run(unsafe { Uart::new() })
 }
 
+#[cfg(feature = "sparse-bench")]
+#[riscv_rt::entry]
+fn main() -> ! {
+    // SAFETY: the only Uart.
+    sparse_bench::run(unsafe { Uart::new() })
+}
+
 #[cfg(feature = "federation-node")]
 #[riscv_rt::entry]
 fn main() -> ! {
@@ -158,7 +168,7 @@ fn main() -> ! {
     exit(node::run(uart, &model, &IMAGE.0, arena, seq, NODE_ID, NODE_LAYERS, instret))
 }
 
-#[cfg(all(not(feature = "vector-bench"), not(feature = "federation-node")))]
+#[cfg(all(not(feature = "vector-bench"), not(feature = "federation-node"), not(feature = "sparse-bench")))]
 #[riscv_rt::entry]
 fn main() -> ! {
     paint_stack();

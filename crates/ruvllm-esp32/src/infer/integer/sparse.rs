@@ -12,9 +12,11 @@
 //! q8 kernel): the zeros add nothing to an exact integer sum, and a group with none left adds
 //! 0, so the output is bit-identical to the dense kernel on the same codes.
 //!
-//! **When** ([`BREAK_EVEN`]): a pair costs a byte load more than a dense code (its column) and
-//! the dense kernel takes four rows at a time, so the sparse kernel only wins well past half
-//! zeros: docs/BENCHMARKS.md ("Pruning") has the QEMU board's instruction counts that set it.
+//! **When** ([`BREAK_EVEN`]): a kept code costs a byte load more than a dense one (its column)
+//! and the dense kernel takes four rows through each activation load, so the sparse kernel only
+//! wins past half zeros: on the QEMU ESP32-C3 board it takes more instructions than the dense
+//! kernel at 50% zeros and fewer at 60% on every matrix of the built-in model's layer
+//! (docs/BENCHMARKS.md, "Pruning", `ruvllm-esp32 board --sparse-bench`).
 
 use super::{matvec, quantize, sat32, scaled, shr_round, QMat, Scale, ACC, FRAC};
 use crate::error::{Error, Result};
@@ -25,7 +27,7 @@ pub const MAX_GROUP: usize = 255;
 /// Sparsity (in percent, of a matrix's codes) from which [`matvec_sparse`] takes fewer
 /// instructions than [`matvec_dense`] on the QEMU ESP32-C3 board; below it the dense kernel is
 /// kept ([`prefer_sparse`]).
-pub const BREAK_EVEN: u32 = 70;
+pub const BREAK_EVEN: u32 = 60;
 
 /// Whether a matrix with `zeros` of its `codes` zero should run sparse ([`BREAK_EVEN`]).
 pub fn prefer_sparse(zeros: usize, codes: usize) -> bool {
