@@ -100,7 +100,9 @@ pub trait Engine {
 
 /// What `lora` answers on an engine without an adapter.
 pub(super) const NO_ADAPTER: crate::Error =
-    crate::Error::Unsupported { what: "no MicroLoRA adapter here (it needs the integer engine and a model)" };
+    crate::Error::Unsupported {
+        what: "no MicroLoRA adapter here (it needs the integer engine and a model of dim 256 and hidden 512 at most)",
+    };
 
 /// The float forward pass ([`State`] + [`infer::generate`]) with the scalar reference
 /// kernels: on a chip without an FPU every f32 operation is the same IEEE soft-float
