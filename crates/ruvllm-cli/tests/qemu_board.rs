@@ -21,11 +21,16 @@ use std::time::{Duration, Instant};
 fn build(model: &Path, corrupt: bool, engine: &str) -> Option<PathBuf> {
     let stem = model.file_stem().and_then(|n| n.to_str()).unwrap_or("model");
     let elf = scratch(&format!("board-{stem}-{engine}{}.elf", if corrupt { "-corrupt" } else { "" }));
-    let mut args = vec!["board", "--model", s(model), "--elf", s(&elf), "--engine", engine];
+    let mut args = vec!["--model", s(model), "--engine", engine];
     if corrupt {
         args.push("--corrupt-image");
     }
-    let out = run(&args);
+    build_elf(&args, elf)
+}
+
+/// `board --elf ELF` with `args`: the ELF, or `None` (the test skips) without a chip toolchain.
+fn build_elf(args: &[&str], elf: PathBuf) -> Option<PathBuf> {
+    let out = run(&[&["board", "--elf", s(&elf)], args].concat());
     let err = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() && err.contains("apt-get install") {
         // The CLI found part of the chip toolchain missing (e.g. no rust-lld) and says what.
@@ -1236,13 +1241,7 @@ fn the_board_learns_a_lora_adapter_as_the_host_does_and_keeps_it_in_flash() {
 fn the_sparse_kernel_breaks_even_on_the_board_where_the_library_says() {
     use ruvllm_esp32::infer::integer::sparse::BREAK_EVEN;
     let Some(()) = chip_tools() else { return };
-    let elf = scratch("board-sparse-bench.elf");
-    let out = run(&["board", "--sparse-bench", "--elf", s(&elf)]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() && err.contains("apt-get install") {
-        let Some(()) = missing(err.trim()) else { return };
-    }
-    assert!(out.status.success(), "board build failed: {err}");
+    let Some(elf) = build_elf(&["--sparse-bench"], scratch("board-sparse-bench.elf")) else { return };
     let mut b = Board::boot(&elf);
     let text = b.expect("sb end");
     assert_eq!(b.exit_code(), 0, "{text}");
