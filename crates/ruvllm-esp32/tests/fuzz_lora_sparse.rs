@@ -47,8 +47,10 @@ fn adapter_file() -> &'static [u8] {
 }
 
 /// (codes, scales, rows, cols, group, encoding) of the built-in model's w1, 70% pruned.
-fn sparse_fixture() -> &'static (Vec<i8>, Vec<f32>, usize, usize, usize, Vec<u8>) {
-    static FIXTURE: OnceLock<(Vec<i8>, Vec<f32>, usize, usize, usize, Vec<u8>)> = OnceLock::new();
+type SparseFixture = (Vec<i8>, Vec<f32>, usize, usize, usize, Vec<u8>);
+
+fn sparse_fixture() -> &'static SparseFixture {
+    static FIXTURE: OnceLock<SparseFixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let model: Model<'_> = Model::from_gguf(image().bytes()).unwrap();
         let Matrix::Q8 { q, s, rows, cols } = model.layers[0].w1 else { panic!("q8") };
