@@ -628,10 +628,11 @@ impl DeviceLora {
         Ok(())
     }
 
-    /// `steps` training steps on `tokens` (BOS first, two tokens at least, at most the
+    /// Up to `steps` training steps on `tokens` (BOS first, two tokens at least, at most the
     /// state's context), with the loss before and after; the adapter is on afterwards.
-    /// `counter` (a board's instruction counter) measures the steps. With 0 steps: the loss of
-    /// `tokens` under the adapter as it is (on or off), nothing changed.
+    /// `counter` (a board's instruction counter) measures the steps alone; `stop` is asked
+    /// after each step (a console's Ctrl-C) and ends the training there. With 0 steps: the
+    /// loss of `tokens` under the adapter as it is (on or off), nothing changed.
     pub fn train<const L: usize>(
         &mut self,
         model: &Model<'_, L>,
@@ -639,20 +640,26 @@ impl DeviceLora {
         tokens: &[u32],
         steps: usize,
         counter: Option<fn() -> u64>,
+        stop: &mut dyn FnMut() -> bool,
     ) -> Result<Trained> {
         self.require_ready()?;
         let before = self.loss(model, state, tokens)?;
         if steps == 0 {
             return Ok(Trained { tokens: tokens.len() - 1, steps, before, after: before, ticks: None });
         }
-        let start = counter.map(|f| f());
-        for _ in 0..steps {
+        let (mut done, mut ticks) = (0, 0u64);
+        while done < steps {
+            let start = counter.map(|f| f());
             self.trainer.step(model, state, tokens)?;
+            ticks += counter.zip(start).map_or(0, |(f, s)| f().wrapping_sub(s));
+            (self.on, self.unsaved, done) = (true, true, done + 1);
+            if stop() {
+                break;
+            }
         }
-        let ticks = counter.zip(start).map(|(f, s)| f().wrapping_sub(s));
-        (self.on, self.unsaved) = (true, true);
         let after = self.loss(model, state, tokens)?;
-        Ok(Trained { tokens: tokens.len() - 1, steps, before, after, ticks })
+        let ticks = counter.map(|_| ticks);
+        Ok(Trained { tokens: tokens.len() - 1, steps: done, before, after, ticks })
     }
 
     /// Mean cross-entropy (nats a token) of `tokens` with the adapter while it is on.

@@ -92,8 +92,15 @@ pub trait Engine {
     fn lora(&mut self) -> Option<(&mut DeviceLora, &Config)> {
         None
     }
-    /// `lora train <text>`: `steps` steps on `text`'s tokens ([`DeviceLora::train`]).
-    fn lora_train(&mut self, _text: &[u8], _steps: usize, _counter: Option<fn() -> u64>) -> Result<Trained> {
+    /// `lora train <text>`: up to `steps` steps on `text`'s tokens, `stop` asked after each
+    /// ([`DeviceLora::train`]).
+    fn lora_train(
+        &mut self,
+        _text: &[u8],
+        _steps: usize,
+        _counter: Option<fn() -> u64>,
+        _stop: &mut dyn FnMut() -> bool,
+    ) -> Result<Trained> {
         Err(NO_ADAPTER)
     }
 }
@@ -339,10 +346,16 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
         Some((self.lora.as_deref_mut()?, &self.model.config))
     }
 
-    fn lora_train(&mut self, text: &[u8], steps: usize, counter: Option<fn() -> u64>) -> Result<Trained> {
+    fn lora_train(
+        &mut self,
+        text: &[u8],
+        steps: usize,
+        counter: Option<fn() -> u64>,
+        stop: &mut dyn FnMut() -> bool,
+    ) -> Result<Trained> {
         let lora = self.lora.as_deref_mut().ok_or(NO_ADAPTER)?;
         let tokens = self.text.encode(self.model, text)?;
-        lora.train(self.model, &mut self.state, tokens, steps, counter)
+        lora.train(self.model, &mut self.state, tokens, steps, counter, stop)
     }
 }
 

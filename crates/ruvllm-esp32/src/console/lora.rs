@@ -51,7 +51,21 @@ impl<IO: Read + ReadReady + Write, E: Engine> Console<'_, IO, E> {
     fn lora_train(&mut self, text: &str, steps: usize) -> Result<(), IO::Error> {
         let counter = self.board.counter;
         let ctx = self.engine.context_len();
-        match self.engine.lora_train(text.as_bytes(), steps, counter) {
+        // Lines typed meanwhile are kept as type-ahead; Ctrl-C ends the training after a step.
+        let (io, typeahead) = (&mut self.io, &mut self.typeahead);
+        let mut io_err = None;
+        let mut stop = || match Self::poll(io, typeahead) {
+            Ok(stop) => stop,
+            Err(e) => {
+                io_err = Some(e);
+                true
+            }
+        };
+        let trained = self.engine.lora_train(text.as_bytes(), steps, counter, &mut stop);
+        if let Some(e) = io_err {
+            return Err(e);
+        }
+        match trained {
             Ok(t) if steps == 0 => sayln!(
                 &mut self.io,
                 "lora loss: {} tokens: {:.4} nats/token (perplexity {:.2})",
@@ -62,9 +76,10 @@ impl<IO: Read + ReadReady + Write, E: Engine> Console<'_, IO, E> {
             Ok(t) => {
                 sayln!(
                     &mut self.io,
-                    "lora train: {} tokens, {} steps: loss {:.4} -> {:.4} nats/token (perplexity {:.2} -> {:.2})",
+                    "lora train: {} tokens, {} steps{}: loss {:.4} -> {:.4} nats/token (perplexity {:.2} -> {:.2})",
                     t.tokens,
                     t.steps,
+                    if t.steps < steps { " (stopped)" } else { "" },
                     t.before,
                     t.after,
                     libm::expf(t.before),
