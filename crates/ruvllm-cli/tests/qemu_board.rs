@@ -1168,6 +1168,9 @@ fn the_board_learns_a_lora_adapter_as_the_host_does_and_keeps_it_in_flash() {
     let mut script = eval.clone();
     script.extend(train.iter().map(|l| format!("lora train {l}")));
     script.extend(eval.iter().cloned());
+    // Bad input: one error line each, the same as the host's, nothing changed.
+    let bad = ["lora train", "lora reset 3", "lora reset 2 9.w2", "lora reset 2 4.wq", "lora load"];
+    script.extend(bad.iter().map(|l| l.to_string()));
     // In order: the same command runs twice, before and after training.
     let input: String = script.iter().map(|l| format!("{l}\n")).chain(["quit\n".into()]).collect();
     let host_out = host_console(&img, input.into_bytes());
@@ -1184,7 +1187,10 @@ fn the_board_learns_a_lora_adapter_as_the_host_does_and_keeps_it_in_flash() {
         // The loss lines are equal; the cost line counts instructions here, microseconds there.
         let first = |r: &str| r.lines().next().unwrap_or_default().to_string();
         assert_eq!(first(&on_board), first(on_host), "{line}: board and host differ");
-        if line.starts_with("lora train") {
+        if bad.contains(&line.as_str()) {
+            assert!(on_board.starts_with("error: ") && !on_board.contains('\n'), "{line}: {on_board}");
+            assert_eq!(&on_board, on_host, "{line}");
+        } else if line.starts_with("lora train") {
             let cost = on_board.lines().nth(1).unwrap_or_default();
             instructions += number_after(cost, "lora train: ") * 4;
             tokens += number_after(&on_board, "lora train: ") * 4;
@@ -1226,7 +1232,7 @@ fn the_board_learns_a_lora_adapter_as_the_host_does_and_keeps_it_in_flash() {
     let mut b = Board::boot_with(&elf, Some(&flash));
     let boot = b.expect("type help\r\n> ");
     assert!(boot.contains("lora: restored the saved adapter (rank 2, 456 bytes)\r\n"), "{boot}");
-    assert_eq!(b.command(&eval[0]), host[script.len() - e]);
+    assert_eq!(b.command(&eval[0]), host[script.len() - bad.len() - e]);
     b.send(b"quit\n");
     b.expect("bye");
     assert_eq!(b.exit_code(), 0);
