@@ -125,13 +125,20 @@ pub fn parse_engine(s: &str) -> Result<bool> {
     }
 }
 
-pub fn build(tc: &Toolchain, image: &Path, corrupt: bool, float_engine: bool) -> Result<PathBuf> {
+pub fn build(
+    tc: &Toolchain,
+    image: &Path,
+    corrupt: bool,
+    float_engine: bool,
+    kernels: bool,
+) -> Result<PathBuf> {
     let image = std::fs::canonicalize(image).with_context(|| format!("{}: cannot read", image.display()))?;
-    let features: Vec<&str> = [(corrupt, "corrupt-image"), (float_engine, "float-engine")]
-        .iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, f)| *f)
-        .collect();
+    let features: Vec<&str> =
+        [(corrupt, "corrupt-image"), (float_engine, "float-engine"), (kernels, "kernel-profile")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, f)| *f)
+            .collect();
     cargo_build(tc, &features, &[("RUVLLM_MODEL", &image)])
 }
 
@@ -409,7 +416,7 @@ pub fn run_board(
         true => std::fs::canonicalize(&image)
             .map_err(anyhow::Error::from)
             .and_then(|image| cargo_build(&tc, &["sparse-bench"], &[("RUVLLM_MODEL", &image)])),
-        false => build(&tc, &image, how.corrupt, float_engine),
+        false => build(&tc, &image, how.corrupt, float_engine, false),
     };
     let _ = std::fs::remove_dir_all(&dir);
     let elf = elf?;
@@ -486,8 +493,18 @@ fn piped(mut s: Session) -> Result<Option<i32>> {
 }
 
 /// `bench --chip esp32c3`: instructions per token by position and peak RAM on the board.
-pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str, json: bool) -> Result<()> {
+pub fn bench(
+    args: &ModelArgs,
+    chip: &str,
+    engine: &str,
+    quant: &str,
+    json: bool,
+    kernels: bool,
+) -> Result<()> {
     let float_engine = parse_engine(engine)?;
+    if kernels && float_engine {
+        bail!("--kernels measures the integer engine's kernels: drop --engine float");
+    }
     let quant = image::parse_quant(quant)?;
     if quant == Quant::F32 {
         bail!("--quant f32: an f32 image does not fit the ESP32-C3's RAM (use q8, ternary or binary)");
@@ -496,7 +513,7 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str, json: bool
     let tc = Toolchain::find()?;
     let dir = scratch_dir();
     let (image, image_len) = board_image(args, &dir, quant)?;
-    let elf = build(&tc, &image, false, float_engine);
+    let elf = build(&tc, &image, false, float_engine, kernels);
     let _ = std::fs::remove_dir_all(&dir);
     let elf = elf?;
     let flash = std::fs::read(&elf).ok().and_then(|b| flash_bytes(&b));
@@ -520,6 +537,7 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str, json: bool
     let mut lines = Vec::new();
     let mut positions = Vec::new();
     let mut average = None;
+    let mut kernel_rows: Vec<(String, u64)> = Vec::new();
     for line in report.lines() {
         if let Some(rest) = line.strip_prefix("instructions/token ") {
             let rest = rest.trim_end();
@@ -536,6 +554,10 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str, json: bool
                 if let (Ok(a), Ok(b), Ok(n)) = (a.parse::<u64>(), b.parse::<u64>(), n.trim().parse::<u64>()) {
                     average = Some(serde_json::json!({"from": a, "to": b, "instructions": n}));
                 }
+            }
+        } else if let Some((name, n)) = line.strip_prefix("kernel ").and_then(|r| r.split_once(": ")) {
+            if let Ok(n) = n.trim().trim_end_matches("/token").parse::<u64>() {
+                kernel_rows.push((name.to_string(), n));
             }
         } else if line.starts_with("error:") {
             bail!("the board reported: {line}");
@@ -562,6 +584,10 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str, json: bool
             "stack_high_water_bytes": nums.get(2),
             "flash_image_bytes": flash,
             "model_image_bytes": image_len,
+            "kernels_per_token_average_0_127": kernel_rows
+                .iter()
+                .map(|(k, n)| serde_json::json!({"kernel": k, "instructions": n}))
+                .collect::<Vec<_>>(),
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -572,6 +598,13 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str, json: bool
     outln!("model: {} as {}, {engine_name}", args.name(), quant.name());
     for l in &lines {
         outln!("{l}");
+    }
+    if !kernel_rows.is_empty() {
+        let total: u64 = kernel_rows.iter().map(|(_, n)| n).sum::<u64>().max(1);
+        outln!("per kernel, instructions/token averaged over positions 0-127 (board built with a counter read around each kernel):");
+        for (k, n) in &kernel_rows {
+            outln!("  {k:<17} {n:>10}  {:>5.1}%", 100.0 * *n as f64 / total as f64);
+        }
     }
     outln!("peak RAM: {ram}");
     match flash {
