@@ -13,10 +13,11 @@
 //! 0, so the output is bit-identical to the dense kernel on the same codes.
 //!
 //! **When** ([`BREAK_EVEN`]): a kept code costs a byte load more than a dense one (its column)
-//! and the dense kernel takes four rows through each activation load, so the sparse kernel only
-//! wins past half zeros: on the QEMU ESP32-C3 board it takes more instructions than the dense
-//! kernel at 50% zeros and fewer at 60% on every matrix of the built-in model's layer
-//! (docs/BENCHMARKS.md, "Pruning", `ruvllm-esp32 board --sparse-bench`).
+//! and the dense kernel runs four rows through each activation load (unrolled on rv32), so the
+//! sparse kernel only wins well past half zeros: on the QEMU ESP32-C3 board it takes more
+//! instructions than the dense kernel at 70% zeros on some matrix of the built-in model's layer
+//! and fewer at 75% on all of them (docs/BENCHMARKS.md, "Pruning", `ruvllm-esp32 board
+//! --sparse-bench`).
 
 use super::{matvec, quantize, sat32, scaled, shr_round, QMat, Scale, ACC, FRAC};
 use crate::error::{Error, Result};
@@ -27,7 +28,7 @@ pub const MAX_GROUP: usize = 255;
 /// Sparsity (in percent, of a matrix's codes) from which [`matvec_sparse`] takes fewer
 /// instructions than [`matvec_dense`] on the QEMU ESP32-C3 board; below it the dense kernel is
 /// kept ([`prefer_sparse`]).
-pub const BREAK_EVEN: u32 = 60;
+pub const BREAK_EVEN: u32 = 75;
 
 /// Whether a matrix with `zeros` of its `codes` zero should run sparse ([`BREAK_EVEN`]).
 pub fn prefer_sparse(zeros: usize, codes: usize) -> bool {
