@@ -375,13 +375,16 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 const PROMPT: &str = "\r\n> ";
 
 /// Converts the model into a scratch file the build can embed.
-fn board_image(args: &ModelArgs, dir: &Path, quant: Quant) -> Result<(PathBuf, usize)> {
+/// The board's model image written to `dir`: its path, its length, and the bytes of it one
+/// token reads (all from flash on a chip).
+fn board_image(args: &ModelArgs, dir: &Path, quant: Quant) -> Result<(PathBuf, usize, Option<usize>)> {
     let img = image::load(args.model.as_deref(), args.tokenizer.as_deref(), Some(quant))?;
-    img.model().with_context(|| format!("the {} image does not load", quant.name()))?;
+    let model = img.model().with_context(|| format!("the {} image does not load", quant.name()))?;
+    let per_token = ruvllm_esp32::infer::IntState::flash_bytes_per_token(&model).ok();
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let path = dir.join(format!("model-{}.gguf", image::quant_name(quant)));
     std::fs::write(&path, img.bytes()).with_context(|| format!("{}: cannot write", path.display()))?;
-    Ok((path, img.bytes().len()))
+    Ok((path, img.bytes().len(), per_token))
 }
 
 fn scratch_dir() -> PathBuf {
@@ -411,7 +414,7 @@ pub fn run_board(
     let quant = image::parse_quant(quant)?;
     let tc = Toolchain::find()?;
     let dir = scratch_dir();
-    let (image, _) = board_image(args, &dir, quant)?;
+    let (image, _, _) = board_image(args, &dir, quant)?;
     let elf = match how.sparse_bench {
         true => std::fs::canonicalize(&image)
             .map_err(anyhow::Error::from)
@@ -512,7 +515,7 @@ pub fn bench(
     check_chip(chip)?;
     let tc = Toolchain::find()?;
     let dir = scratch_dir();
-    let (image, image_len) = board_image(args, &dir, quant)?;
+    let (image, image_len, flash_per_token) = board_image(args, &dir, quant)?;
     let elf = build(&tc, &image, false, float_engine, kernels);
     let _ = std::fs::remove_dir_all(&dir);
     let elf = elf?;
@@ -584,6 +587,7 @@ pub fn bench(
             "stack_high_water_bytes": nums.get(2),
             "flash_image_bytes": flash,
             "model_image_bytes": image_len,
+            "flash_bytes_per_token": flash_per_token,
             "kernels_per_token_average_0_127": kernel_rows
                 .iter()
                 .map(|(k, n)| serde_json::json!({"kernel": k, "instructions": n}))
@@ -610,6 +614,15 @@ pub fn bench(
     match flash {
         Some(f) => outln!("flash image: {f} bytes (ELF in flash; the model image is {image_len} of them)"),
         None => outln!("flash image: model image {image_len} bytes"),
+    }
+    // A real chip streams these through its 16 KiB flash cache every token.
+    if let Some(bytes) = flash_per_token {
+        let ceiling = |mb_s: f64| mb_s * 1e6 / bytes.max(1) as f64;
+        outln!(
+            "flash read per token: {bytes} bytes (at most {:.0} tokens/s at 40 MB/s, {:.0} at 80 MB/s)",
+            ceiling(40.0),
+            ceiling(80.0)
+        );
     }
     Ok(())
 }

@@ -124,6 +124,22 @@ impl<'s> IntState<'s> {
         Self::arena_len(model, seq_len) * 4
     }
 
+    /// Bytes of the model image one token reads, all of them from flash on a chip (its 16 KiB
+    /// cache holds none of a layer's weights until the next token): every layer's matrices and
+    /// norms, the classifier and the final norm, one embedding row and one RoPE row.
+    pub fn flash_bytes_per_token<const L: usize>(model: &Model<'_, L>) -> Result<usize> {
+        let mut n = 0;
+        for layer in model.layers.iter() {
+            let w = view::layer(layer)?;
+            n += 4 * (w.attn_norm.len() + w.ffn_norm.len());
+            n += [w.wq, w.wk, w.wv, w.wo, w.w1, w.w2, w.w3].iter().map(|m| m.bytes()).sum::<usize>();
+        }
+        n += view::int8(&model.output)?.bytes() + 4 * model.output_norm.len();
+        n += view::int8(&model.token_embd)?.row_bytes();
+        n += view::require(model)?.at(0).len();
+        Ok(n)
+    }
+
     /// Builds the state in `arena` for up to `seq_len` positions. The model must be q8 with
     /// the `ruvllm.rope` table (`Error::Unsupported` / `Error::Missing` otherwise).
     pub fn new<const L: usize>(model: &Model<'_, L>, arena: &'s mut [i32], seq_len: usize) -> Result<Self> {
@@ -676,12 +692,15 @@ fn matvec32(out: &mut [i32], m: &QMat<'_>, xq: &[i8], xs: &[i32]) {
         let row = |r: usize| w[r * n..(r + 1) * n].as_chunks::<32>();
         let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
         let mut acc = [0i64; 4];
+        let (s0, s1, s2, s3) = (&ws[..ng], &ws[ng..2 * ng], &ws[2 * ng..3 * ng], &ws[3 * ng..]);
         for (g, x) in xb.iter().enumerate() {
-            let isum = dot4(x, [&r0.0[g], &r1.0[g], &r2.0[g], &r3.0[g]]);
+            let [i0, i1, i2, i3] = dot4(x, [&r0.0[g], &r1.0[g], &r2.0[g], &r3.0[g]]);
             let sx = Scale::unpack(xscales[g]);
-            for (r, (acc, isum)) in acc.iter_mut().zip(isum).enumerate() {
-                *acc = acc.saturating_add(scaled(isum, ws[r * ng + g], sx));
-            }
+            // Written out, not looped: the four sums stay in registers.
+            acc[0] = acc[0].saturating_add(scaled(i0, s0[g], sx));
+            acc[1] = acc[1].saturating_add(scaled(i1, s1[g], sx));
+            acc[2] = acc[2].saturating_add(scaled(i2, s2[g], sx));
+            acc[3] = acc[3].saturating_add(scaled(i3, s3[g], sx));
         }
         if !xtail.is_empty() {
             let sx = Scale::unpack(xscales[whole]);
