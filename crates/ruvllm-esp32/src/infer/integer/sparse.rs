@@ -168,10 +168,12 @@ pub fn matvec_sparse(out: &mut [i32], m: &SparseRows<'_>, s: &[f32], xq: &[i8], 
             if n == 0 {
                 continue;
             }
-            let xg = &xq[g * group..];
+            let xg = &xq[g * group..(g * group + group).min(cols)];
             let mut isum = 0i32;
             for p in pairs.chunks_exact(2) {
-                isum += p[1] as i8 as i32 * xg[p[0] as usize] as i32;
+                // SAFETY: `SparseRows::new` checked every column against its group's width,
+                // which is `xg`'s length.
+                isum += p[1] as i8 as i32 * unsafe { *xg.get_unchecked(p[0] as usize) } as i32;
             }
             acc = acc.saturating_add(scaled(isum, sw.to_bits(), Scale::unpack(*sx)));
         }
