@@ -392,11 +392,20 @@ fn scratch_dir() -> PathBuf {
 }
 
 /// `board`: build the board around a model; run it on this terminal, or only write the ELF.
+/// What `board` builds besides the console board.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BoardBuild {
+    /// The image with one byte flipped.
+    pub corrupt: bool,
+    /// The sparse-kernel benchmark instead of the console.
+    pub sparse_bench: bool,
+}
+
 pub fn run_board(
     args: &ModelArgs,
     quant: &str,
     elf_out: Option<&Path>,
-    corrupt: bool,
+    how: BoardBuild,
     engine: &str,
     flash_image: Option<&Path>,
 ) -> Result<()> {
@@ -406,13 +415,26 @@ pub fn run_board(
     let tc = Toolchain::find()?;
     let dir = scratch_dir();
     let (image, _, _) = board_image(args, &dir, quant)?;
-    let elf = build(&tc, &image, corrupt, float_engine, false);
+    let elf = match how.sparse_bench {
+        true => std::fs::canonicalize(&image)
+            .map_err(anyhow::Error::from)
+            .and_then(|image| cargo_build(&tc, &["sparse-bench"], &[("RUVLLM_MODEL", &image)])),
+        false => build(&tc, &image, how.corrupt, float_engine, false),
+    };
     let _ = std::fs::remove_dir_all(&dir);
     let elf = elf?;
     if let Some(out) = elf_out {
         std::fs::copy(&elf, out).with_context(|| format!("{}: cannot write", out.display()))?;
         outln!("{}", out.display());
         return Ok(());
+    }
+    if how.sparse_bench {
+        // It prints its records and exits: nothing to type.
+        let status = qemu(&tc, &elf).stdin(std::process::Stdio::null()).status().context("starting qemu")?;
+        return match status.code() {
+            Some(0) => Ok(()),
+            _ => bail!("the sparse-kernel benchmark failed ({status})"),
+        };
     }
     let flash = flash_file(&dir)?;
     if let Some(bytes) = &chip_image {

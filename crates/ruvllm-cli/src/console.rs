@@ -1,12 +1,13 @@
 //! `console`: the library's serial console on this machine's stdin/stdout, with the chip's
 //! integer engine and the same knowledge store (`add`, `ask`, `anomaly`), so a session here
-//! answers as the board does.
+//! answers as the board does. `lora save` keeps the MicroLoRA adapter in the knowledge file.
 
 use crate::image::Image;
 use anyhow::{Context, Result};
 use ruvllm_cli::snapshot::open_knowledge_file;
 use ruvllm_esp32::console::{Board, Console, IntegerEngine, Knowledge};
 use ruvllm_esp32::infer::IntState;
+use ruvllm_esp32::lora::{model_id, DeviceLora};
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 use std::sync::OnceLock;
@@ -58,9 +59,10 @@ pub fn run(img: &Image, knowledge_file: Option<&Path>) -> Result<()> {
     let model = img.model()?;
     let seq = model.config.seq_len;
     let mut arena = vec![0i32; IntState::arena_len(&model, seq)];
-    let engine = IntegerEngine::new(&model, &mut arena, seq).with_context(|| {
-        format!("{}: the integer engine needs a q8 image with its RoPE table", img.origin)
-    })?;
+    let mut lora = Box::new(DeviceLora::EMPTY);
+    let engine = IntegerEngine::new(&model, &mut arena, seq)
+        .with_context(|| format!("{}: the integer engine needs a q8 image with its RoPE table", img.origin))?
+        .with_lora(&mut lora, model_id(img.bytes()));
     let board = Board { name: "host", counter: Some(micros), counter_unit: "us", ram: None };
     micros();
     let io = Stdio { stdin: std::io::stdin(), stdout: std::io::stdout() };
@@ -82,6 +84,7 @@ pub fn run(img: &Image, knowledge_file: Option<&Path>) -> Result<()> {
     if let Some(store) = file.as_mut() {
         console = console.saving_to(store);
     }
+    console.restore_adapter().context("console I/O")?;
     console.set_echo(!interactive);
     console.run().context("console I/O")?;
     Ok(())

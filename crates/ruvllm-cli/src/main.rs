@@ -230,6 +230,10 @@ enum Cmd {
         /// board then reads its model from the image's model partition, as a chip does
         #[arg(long, value_name = "IMAGE")]
         flash_image: Option<PathBuf>,
+        /// No console: count the instructions of the dense and the sparse-row q8 kernels on the
+        /// model's first-layer matrices pruned to 0-95% (the break-even sparsity), then exit
+        #[arg(long, conflicts_with_all = ["flash_image", "corrupt_image"])]
+        sparse_bench: bool,
     },
     /// Train a model on a text corpus (or the built-in generated one): BPE tokenizer, model,
     /// quantization-aware training; writes OUT.gguf, OUT.ckpt and OUT.loss.svg
@@ -584,8 +588,9 @@ fn main() -> ExitCode {
         Cmd::Bench { model, prompt, steps, repeat, json, chip: None, .. } => {
             bench::run(&model, &prompt, steps, repeat, json)
         }
-        Cmd::Board { model, quant, elf, corrupt_image, engine, flash_image } => {
-            board::run_board(&model, &quant, elf.as_deref(), corrupt_image, &engine, flash_image.as_deref())
+        Cmd::Board { model, quant, elf, corrupt_image, engine, flash_image, sparse_bench } => {
+            let how = board::BoardBuild { corrupt: corrupt_image, sparse_bench };
+            board::run_board(&model, &quant, elf.as_deref(), how, &engine, flash_image.as_deref())
         }
         Cmd::Train {
             text,

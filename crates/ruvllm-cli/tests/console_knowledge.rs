@@ -403,3 +403,29 @@ fn a_file_of_the_32_entry_console_opens_and_grows() {
     );
     let _ = std::fs::remove_file(&file);
 }
+
+/// `lora save` keeps the console's MicroLoRA adapter in the knowledge file beside the facts:
+/// the next run restores it at start (the same loss as after training), and `lora reset`
+/// without a save leaves the file's adapter as it was.
+#[test]
+fn the_lora_adapter_is_kept_in_the_knowledge_file() {
+    let file = scratch("lora.rvk");
+    let phrase = "My dog Biscuit sleeps under the piano.";
+    let (loss, train) = (format!("lora loss {phrase}"), format!("lora train {phrase}"));
+    let script = [loss.as_str(), &train, &loss, "lora save", &format!("add {CAT}"), "quit"];
+    let input: String = script.iter().map(|l| format!("{l}\n")).collect();
+    let shown = session(&file, input.as_bytes());
+    let r = ruvllm_esp32::console::replies(&shown, &script).unwrap_or_else(|| panic!("{shown}"));
+    assert_ne!(r[0], r[2], "training changed the loss: {shown}");
+    assert_eq!(r[3], "lora: saved (456 bytes; restored at boot)");
+
+    let script = [loss.as_str(), "lora reset", "ask where does the cat sleep", "quit"];
+    let input: String = script.iter().map(|l| format!("{l}\n")).collect();
+    let shown = session(&file, input.as_bytes());
+    assert!(shown.contains("lora: restored the saved adapter (rank 2, 456 bytes)\r\n"), "{shown}");
+    let again = ruvllm_esp32::console::replies(&shown, &script).unwrap_or_else(|| panic!("{shown}"));
+    assert_eq!(again[0], r[2], "the restored adapter gives the trained loss");
+    assert!(again[2].starts_with(&format!("Found: {CAT}")), "{shown}");
+    let shown = session(&file, format!("{loss}\nquit\n").as_bytes());
+    assert_eq!(reply(&shown, &loss), r[2], "lora reset without a save changed nothing saved");
+}

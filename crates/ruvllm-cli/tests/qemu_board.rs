@@ -21,11 +21,16 @@ use std::time::{Duration, Instant};
 fn build(model: &Path, corrupt: bool, engine: &str) -> Option<PathBuf> {
     let stem = model.file_stem().and_then(|n| n.to_str()).unwrap_or("model");
     let elf = scratch(&format!("board-{stem}-{engine}{}.elf", if corrupt { "-corrupt" } else { "" }));
-    let mut args = vec!["board", "--model", s(model), "--elf", s(&elf), "--engine", engine];
+    let mut args = vec!["--model", s(model), "--engine", engine];
     if corrupt {
         args.push("--corrupt-image");
     }
-    let out = run(&args);
+    build_elf(&args, elf)
+}
+
+/// `board --elf ELF` with `args`: the ELF, or `None` (the test skips) without a chip toolchain.
+fn build_elf(args: &[&str], elf: PathBuf) -> Option<PathBuf> {
+    let out = run(&[&["board", "--elf", s(&elf)], args].concat());
     let err = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() && err.contains("apt-get install") {
         // The CLI found part of the chip toolchain missing (e.g. no rust-lld) and says what.
@@ -1139,4 +1144,127 @@ fn the_board_reads_its_model_from_the_flash_images_model_partition() {
     assert!(!err.status.success());
     let err = String::from_utf8_lossy(&err.stderr);
     assert!(err.contains("not a chip flash image"), "{err}");
+}
+
+/// MicroLoRA on the board as on the host: the console's `lora loss` of the held-out phrases
+/// and the general sentences (`testdata/lora`), `lora train` of each training phrase, the same
+/// losses again. Every loss equals the host console's to the last digit (the gradient is IEEE
+/// f32: soft-float on the FPU-less board), the held-out perplexity falls by 20% at least and
+/// the general text's rises by 2% at most. `lora save` keeps the adapter in the board's flash
+/// and the next boot restores it. Prints the figures of docs/BENCHMARKS.md ("MicroLoRA"):
+/// `cargo test -p ruvllm-cli --test qemu_board lora -- --nocapture`.
+#[test]
+fn the_board_learns_a_lora_adapter_as_the_host_does_and_keeps_it_in_flash() {
+    use ruvllm_cli::board_flash::new_flash_file;
+    let Some(()) = chip_tools() else { return };
+    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/default.gguf");
+    let Some(elf) = build(&img, false, "int") else { return };
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/lora");
+    let lines = |f: &str| -> Vec<String> {
+        std::fs::read_to_string(dir.join(f)).unwrap().lines().map(String::from).collect()
+    };
+    let (train, heldout, general) = (lines("train.txt"), lines("heldout.txt"), lines("general.txt"));
+    let eval: Vec<String> = heldout.iter().chain(&general).map(|l| format!("lora loss {l}")).collect();
+    let mut script = eval.clone();
+    script.extend(train.iter().map(|l| format!("lora train {l}")));
+    script.extend(eval.iter().cloned());
+    // Bad input: one error line each, the same as the host's, nothing changed.
+    let bad = ["lora train", "lora reset 3", "lora reset 2 9.w2", "lora reset 2 4.wq", "lora load"];
+    script.extend(bad.iter().map(|l| l.to_string()));
+    // In order: the same command runs twice, before and after training.
+    let input: String = script.iter().map(|l| format!("{l}\n")).chain(["quit\n".into()]).collect();
+    let host_out = host_console(&img, input.into_bytes());
+    let commands: Vec<&str> = script.iter().map(String::as_str).collect();
+    let host = ruvllm_esp32::console::replies(&host_out, &commands).expect("the host runs every line");
+
+    let flash = scratch("lora-flash.bin");
+    new_flash_file(&flash).unwrap();
+    let mut b = Board::boot_with(&elf, Some(&flash));
+    b.expect("type help\r\n> ");
+    let (mut losses, mut instructions, mut tokens) = (Vec::new(), 0u64, 0u64);
+    for (line, on_host) in script.iter().zip(&host) {
+        let on_board = b.command(line);
+        // The loss lines are equal; the cost line counts instructions here, microseconds there.
+        let first = |r: &str| r.lines().next().unwrap_or_default().to_string();
+        assert_eq!(first(&on_board), first(on_host), "{line}: board and host differ");
+        if bad.contains(&line.as_str()) {
+            assert!(on_board.starts_with("error: ") && !on_board.contains('\n'), "{line}: {on_board}");
+            assert_eq!(&on_board, on_host, "{line}");
+        } else if line.starts_with("lora train") {
+            let cost = on_board.lines().nth(1).unwrap_or_default();
+            instructions += number_after(cost, "lora train: ") * 4;
+            tokens += number_after(&on_board, "lora train: ") * 4;
+        } else {
+            let loss: f64 =
+                on_board.split("tokens: ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+            losses.push((number_after(&on_board, "lora loss: ") as f64, loss));
+        }
+    }
+    let ppl = |xs: &[(f64, f64)]| {
+        let n: f64 = xs.iter().map(|x| x.0).sum();
+        (xs.iter().map(|x| x.0 * x.1).sum::<f64>() / n).exp()
+    };
+    let (h, g, e) = (heldout.len(), general.len(), eval.len());
+    let (before, after) = (&losses[..e], &losses[e..]);
+    let (hb, ha, gb, ga) =
+        (ppl(&before[..h]), ppl(&after[..h]), ppl(&before[h..h + g]), ppl(&after[h..h + g]));
+    eprintln!(
+        "board = host: held-out perplexity {hb:.1} -> {ha:.1} ({:+.1}%), general {gb:.1} -> {ga:.1} ({:+.2}%), {} steps",
+        100.0 * (ha / hb - 1.0),
+        100.0 * (ga / gb - 1.0),
+        4 * train.len()
+    );
+    eprintln!(
+        "board: {} instructions per training step on average ({} per token of the phrase)",
+        instructions / (4 * train.len() as u64),
+        instructions / tokens
+    );
+    assert!(ha <= 0.8 * hb && ga <= 1.02 * gb, "held-out {hb} -> {ha}, general {gb} -> {ga}");
+    let saved = b.command("lora save");
+    assert_eq!(saved, "lora: saved (456 bytes; restored at boot)");
+    let stats = b.command("lora stats");
+    eprintln!("board: {stats}");
+    b.send(b"quit\n");
+    b.expect("bye");
+    assert_eq!(b.exit_code(), 0);
+
+    // The next boot restores it from flash: the same loss as before the restart.
+    let mut b = Board::boot_with(&elf, Some(&flash));
+    let boot = b.expect("type help\r\n> ");
+    assert!(boot.contains("lora: restored the saved adapter (rank 2, 456 bytes)\r\n"), "{boot}");
+    assert_eq!(b.command(&eval[0]), host[script.len() - bad.len() - e]);
+    b.send(b"quit\n");
+    b.expect("bye");
+    assert_eq!(b.exit_code(), 0);
+}
+
+/// The sparse-row kernel against the dense one on the board (`board --sparse-bench`): the
+/// built-in model's first-layer matrices pruned to 0-95%, every product bit-identical (else the
+/// board exits with 1), and `sparse::BREAK_EVEN` the first measured sparsity from which the
+/// sparse kernel takes fewer instructions on every matrix. Prints the counts of
+/// docs/BENCHMARKS.md ("Pruning"): `cargo test -p ruvllm-cli --test qemu_board sparse -- --nocapture`.
+#[test]
+fn the_sparse_kernel_breaks_even_on_the_board_where_the_library_says() {
+    use ruvllm_esp32::infer::integer::sparse::BREAK_EVEN;
+    let Some(()) = chip_tools() else { return };
+    let Some(elf) = build_elf(&["--sparse-bench"], scratch("board-sparse-bench.elf")) else { return };
+    let mut b = Board::boot(&elf);
+    let text = b.expect("sb end");
+    assert_eq!(b.exit_code(), 0, "{text}");
+    // (matrix, percent, dense, sparse)
+    let records: Vec<(String, u32, u64, u64)> = text
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("sb "))
+        .filter(|l| *l != "end")
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            eprintln!("{l}");
+            (f[0].to_string(), f[3].parse().unwrap(), f[4].parse().unwrap(), f[5].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(records.len(), 3 * 12, "{text}");
+    let wins_everywhere = |p: u32| records.iter().filter(|r| r.1 == p).all(|r| r.3 < r.2);
+    let first = records.iter().map(|r| r.1).filter(|&p| wins_everywhere(p)).min();
+    assert_eq!(first, Some(BREAK_EVEN), "{text}");
+    assert!(records.iter().filter(|r| r.1 >= BREAK_EVEN).all(|r| r.3 < r.2), "{text}");
 }

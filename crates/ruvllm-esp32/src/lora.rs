@@ -65,6 +65,11 @@ impl IntLora {
         }
     }
 
+    /// Bytes of its adapter file ([`IntLora::write`]).
+    pub fn file_len(&self) -> usize {
+        8 + 4 + 8 + 8 * self.rank + self.rank * (self.hidden + self.dim) + 4
+    }
+
     /// Bytes of the adapter's weights and scales as stored (int8 and one f32 scale a row).
     pub fn stored_bytes(&self) -> usize {
         self.rank * (self.hidden + self.dim) + 4 * 2 * self.rank
@@ -89,7 +94,7 @@ impl IntLora {
     /// length, or [`Error::BufferTooSmall`].
     pub fn write(&self, model: u32, out: &mut [u8]) -> Result<usize> {
         let (r, h, d) = (self.rank, self.hidden, self.dim);
-        let len = 8 + 4 + 8 + 8 * r + r * (h + d) + 4;
+        let len = self.file_len();
         let have = out.len();
         let out = out.get_mut(..len).ok_or(Error::BufferTooSmall { need: len, have })?;
         let mut at = 0;
@@ -170,7 +175,7 @@ impl IntLora {
     }
 
     /// An adapter that changes nothing.
-    fn zero(rank: usize, layer: usize, dim: usize, hidden: usize) -> IntLora {
+    const fn zero(rank: usize, layer: usize, dim: usize, hidden: usize) -> IntLora {
         IntLora {
             rank,
             layer,
@@ -266,11 +271,33 @@ pub struct StepReport {
 }
 
 impl LoraTrainer {
+    /// A trainer that holds no adapter yet: all zeros, so a board's `static` of it sits in
+    /// .bss; [`Self::reset`] sets it up in place.
+    pub const EMPTY: LoraTrainer = LoraTrainer {
+        config: LoraConfig { rank: 1, lr: 0.003, seed: 1 },
+        dim: 0,
+        hidden: 0,
+        a: [0.0; MAX_RANK * MAX_HIDDEN],
+        bt: [0.0; MAX_RANK * MAX_DIM],
+        m: [0.0; MAX_RANK * (MAX_HIDDEN + MAX_DIM)],
+        v: [0.0; MAX_RANK * (MAX_HIDDEN + MAX_DIM)],
+        grad: [0.0; MAX_RANK * (MAX_HIDDEN + MAX_DIM)],
+        steps: 0,
+        int: IntLora::zero(1, 0, 0, 0),
+    };
+
     /// A new adapter for `model`'s last layer: `A` small seeded values, `B` zero (so it changes
     /// nothing yet). A rank outside 1..=[`MAX_RANK`] or a model wider than the limits is
     /// [`Error::Invalid`].
     pub fn new<const L: usize>(model: &Model<'_, L>, config: LoraConfig) -> Result<Self> {
-        let c = &model.config;
+        let mut t = Self::EMPTY;
+        t.reset(&model.config, config)?;
+        Ok(t)
+    }
+
+    /// [`Self::new`] in place (a board's trainer is too large to build on its stack and move):
+    /// on an error the trainer is left as it was.
+    pub fn reset(&mut self, c: &crate::model::Config, config: LoraConfig) -> Result<()> {
         if !(1..=MAX_RANK).contains(&config.rank) {
             return Err(Error::Invalid { what: "adapter rank outside 1-2" });
         }
@@ -283,22 +310,17 @@ impl LoraTrainer {
             return Err(Error::Invalid { what: "adapter learning rate must be a positive number" });
         }
         let (dim, hidden) = (c.dim, c.hidden_dim);
-        let mut t = LoraTrainer {
-            config,
-            dim,
-            hidden,
-            a: [0.0; MAX_RANK * MAX_HIDDEN],
-            bt: [0.0; MAX_RANK * MAX_DIM],
-            m: [0.0; MAX_RANK * (MAX_HIDDEN + MAX_DIM)],
-            v: [0.0; MAX_RANK * (MAX_HIDDEN + MAX_DIM)],
-            grad: [0.0; MAX_RANK * (MAX_HIDDEN + MAX_DIM)],
-            steps: 0,
-            int: IntLora::zero(config.rank, c.n_layers - 1, dim, hidden),
-        };
+        (self.config, self.dim, self.hidden, self.steps) = (config, dim, hidden, 0);
+        self.a.fill(0.0);
+        self.bt.fill(0.0);
+        self.m.fill(0.0);
+        self.v.fill(0.0);
+        self.grad.fill(0.0);
+        self.int = IntLora::zero(config.rank, c.n_layers - 1, dim, hidden);
         // A: uniform in +-1/sqrt(hidden) from splitmix64 (the usual LoRA start).
         let mut s = config.seed;
         let bound = 1.0 / libm::sqrtf(hidden as f32);
-        for x in t.a[..config.rank * hidden].iter_mut() {
+        for x in self.a[..config.rank * hidden].iter_mut() {
             s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
             let mut z = s;
             z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -306,8 +328,8 @@ impl LoraTrainer {
             z ^= z >> 31;
             *x = ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * bound;
         }
-        t.requantize();
-        Ok(t)
+        self.requantize();
+        Ok(())
     }
 
     /// A trainer that goes on from a saved adapter (its int8 weights become the master copy;
@@ -317,25 +339,32 @@ impl LoraTrainer {
         config: LoraConfig,
         adapter: &IntLora,
     ) -> Result<Self> {
-        let mut t = Self::new(model, LoraConfig { rank: adapter.rank, ..config })?;
-        if (adapter.dim, adapter.hidden, adapter.layer) != (t.dim, t.hidden, model.config.n_layers - 1) {
+        let mut t = Self::EMPTY;
+        t.resume(&model.config, config, adapter)?;
+        Ok(t)
+    }
+
+    /// [`Self::from_adapter`] in place; on an error the trainer is left as it was.
+    pub fn resume(&mut self, c: &crate::model::Config, config: LoraConfig, adapter: &IntLora) -> Result<()> {
+        if (adapter.dim, adapter.hidden, adapter.layer + 1) != (c.dim, c.hidden_dim, c.n_layers) {
             return Err(Error::Invalid { what: "adapter shape does not match the model" });
         }
-        let (r, h, d) = (adapter.rank, t.hidden, t.dim);
+        self.reset(c, LoraConfig { rank: adapter.rank, ..config })?;
+        let (r, h, d) = (adapter.rank, self.hidden, self.dim);
         for j in 0..r {
             let (sa, sb) = (
                 f32::from_bits(scale_bits(adapter.a_scale[j])),
                 f32::from_bits(scale_bits(adapter.b_scale[j])),
             );
             for i in 0..h {
-                t.a[j * h + i] = adapter.a[j * h + i] as f32 * sa;
+                self.a[j * h + i] = adapter.a[j * h + i] as f32 * sa;
             }
             for k in 0..d {
-                t.bt[j * d + k] = adapter.bt[j * d + k] as f32 * sb;
+                self.bt[j * d + k] = adapter.bt[j * d + k] as f32 * sb;
             }
         }
-        t.int = adapter.clone();
-        Ok(t)
+        self.int.clone_from(adapter);
+        Ok(())
     }
 
     /// The adapter as the forward pass applies it.
@@ -499,4 +528,179 @@ fn quantize(x: &[f32], q: &mut [i8]) -> Scale {
 /// Q16.16 to f32.
 fn real(v: i32) -> f32 {
     v as f32 / (1u32 << FRAC) as f32
+}
+
+/// Steps the console's `lora train <text>` takes on its text.
+pub const DEVICE_STEPS: usize = 4;
+
+/// A device's adapter for its model: the trainer (whose int8 copy generation applies while
+/// it is on), the model's identity for the adapter's files, and whether it changed since it
+/// was last saved or loaded. Its size is fixed ([`LoraTrainer::ram_bytes`] plus a few
+/// words) whatever the rank; [`DeviceLora::EMPTY`] is all zeros, so a board keeps it in .bss.
+#[derive(Clone, Debug)]
+pub struct DeviceLora {
+    trainer: LoraTrainer,
+    model: u32,
+    ready: bool,
+    on: bool,
+    unsaved: bool,
+}
+
+/// What [`DeviceLora::train`] did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Trained {
+    /// Tokens scored (the text's, after BOS).
+    pub tokens: usize,
+    pub steps: usize,
+    /// Mean cross-entropy (nats a token) of the text before the first step and after the last.
+    pub before: f32,
+    pub after: f32,
+    /// Counter ticks of the training steps (the two loss passes excluded), when counted.
+    pub ticks: Option<u64>,
+}
+
+/// What `lora stats` shows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeviceLoraStats {
+    pub on: bool,
+    pub rank: usize,
+    pub layer: usize,
+    /// Bytes of the adapter file ([`IntLora::write`]): what `lora save` writes to flash.
+    pub file_bytes: usize,
+    /// Bytes of the int8 weights and scales generation reads.
+    pub adapter_bytes: usize,
+    /// RAM of the whole device adapter (trainer, moments, int8 copy).
+    pub ram_bytes: usize,
+    pub steps: u32,
+    pub unsaved: bool,
+}
+
+impl DeviceLora {
+    pub const EMPTY: DeviceLora =
+        DeviceLora { trainer: LoraTrainer::EMPTY, model: 0, ready: false, on: false, unsaved: false };
+
+    /// Sets up a fresh adapter (rank [`LoraConfig::default`]'s, changing nothing yet) for the
+    /// model of shape `c` whose image has [`model_id`] `model`.
+    pub fn attach(&mut self, c: &crate::model::Config, model: u32) -> Result<()> {
+        self.trainer.reset(c, LoraConfig::default())?;
+        (self.model, self.ready, self.on, self.unsaved) = (model, true, true, false);
+        Ok(())
+    }
+
+    /// A fresh adapter of `rank` (on, changing nothing yet); on an error nothing changes.
+    pub fn reset(&mut self, c: &crate::model::Config, rank: usize) -> Result<()> {
+        self.require_ready()?;
+        self.trainer.reset(c, LoraConfig { rank, ..LoraConfig::default() })?;
+        (self.on, self.unsaved) = (true, false);
+        Ok(())
+    }
+
+    /// The adapter generation applies: `None` while off (or before [`Self::attach`]).
+    pub fn active(&self) -> Option<&IntLora> {
+        (self.ready && self.on).then(|| self.trainer.adapter())
+    }
+
+    /// Applies the adapter (`true`) or runs the base model alone (`false`).
+    pub fn set_on(&mut self, on: bool) -> Result<()> {
+        self.require_ready()?;
+        self.on = on;
+        Ok(())
+    }
+
+    /// Writes the adapter file into `out` (at least [`MAX_FILE`] bytes do); its length.
+    pub fn write_file(&self, out: &mut [u8]) -> Result<usize> {
+        self.require_ready()?;
+        self.trainer.adapter().write(self.model, out)
+    }
+
+    /// After the file was kept: nothing is unsaved.
+    pub fn mark_saved(&mut self) {
+        self.unsaved = false;
+    }
+
+    /// Takes the adapter in `file` (refused when damaged, of another model or of another
+    /// shape: then nothing changes) and turns it on; training goes on from it.
+    pub fn load_file(&mut self, c: &crate::model::Config, file: &[u8]) -> Result<()> {
+        self.require_ready()?;
+        let adapter = IntLora::read(file, self.model, c)?;
+        self.trainer.resume(c, LoraConfig::default(), &adapter)?;
+        (self.on, self.unsaved) = (true, false);
+        Ok(())
+    }
+
+    /// Up to `steps` training steps on `tokens` (BOS first, two tokens at least, at most the
+    /// state's context), with the loss before and after; the adapter is on afterwards.
+    /// `counter` (a board's instruction counter) measures the steps alone; `stop` is asked
+    /// after each step (a console's Ctrl-C) and ends the training there. With 0 steps: the
+    /// loss of `tokens` under the adapter as it is (on or off), nothing changed.
+    pub fn train<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        state: &mut IntState<'_>,
+        tokens: &[u32],
+        steps: usize,
+        counter: Option<fn() -> u64>,
+        stop: &mut dyn FnMut() -> bool,
+    ) -> Result<Trained> {
+        self.require_ready()?;
+        let before = self.loss(model, state, tokens)?;
+        if steps == 0 {
+            return Ok(Trained { tokens: tokens.len() - 1, steps, before, after: before, ticks: None });
+        }
+        let (mut done, mut ticks) = (0, 0u64);
+        while done < steps {
+            let start = counter.map(|f| f());
+            self.trainer.step(model, state, tokens)?;
+            ticks += counter.zip(start).map_or(0, |(f, s)| f().wrapping_sub(s));
+            (self.on, self.unsaved, done) = (true, true, done + 1);
+            if stop() {
+                break;
+            }
+        }
+        let after = self.loss(model, state, tokens)?;
+        let ticks = counter.map(|_| ticks);
+        Ok(Trained { tokens: tokens.len() - 1, steps: done, before, after, ticks })
+    }
+
+    /// Mean cross-entropy (nats a token) of `tokens` with the adapter while it is on.
+    fn loss<const L: usize>(
+        &self,
+        model: &Model<'_, L>,
+        state: &mut IntState<'_>,
+        tokens: &[u32],
+    ) -> Result<f32> {
+        if tokens.len() < 2 {
+            return Err(Error::Invalid { what: "adapter text needs at least one token after BOS" });
+        }
+        if tokens.len() > state.seq_len() {
+            return Err(Error::ContextFull { need: tokens.len(), capacity: state.seq_len() });
+        }
+        let mut sum = 0.0f64;
+        for (pos, pair) in tokens.windows(2).enumerate() {
+            let logits = state.forward_lora(model, pair[0], pos, self.active())?;
+            sum += crate::infer::nll(logits, pair[1]);
+        }
+        Ok((sum / (tokens.len() - 1) as f64) as f32)
+    }
+
+    pub fn stats(&self) -> DeviceLoraStats {
+        let a = self.trainer.adapter();
+        DeviceLoraStats {
+            on: self.on,
+            rank: a.rank,
+            layer: a.layer,
+            file_bytes: a.file_len(),
+            adapter_bytes: a.stored_bytes(),
+            ram_bytes: core::mem::size_of::<Self>(),
+            steps: self.trainer.steps(),
+            unsaved: self.unsaved,
+        }
+    }
+
+    fn require_ready(&self) -> Result<()> {
+        match self.ready {
+            true => Ok(()),
+            false => Err(Error::Invalid { what: "no adapter on this board (its model is too wide for one)" }),
+        }
+    }
 }

@@ -15,6 +15,9 @@ use ruvllm_esp32::tokenizer;
 
 const TRAIN: &str = include_str!("../../../testdata/lora/train.txt");
 const HELDOUT: &str = include_str!("../../../testdata/lora/heldout.txt");
+/// A few sentences of the model's own kind (simple stories and facts in its corpus's style),
+/// written for this project, not taken from its training data.
+const GENERAL: &str = include_str!("../../../testdata/lora/general.txt");
 
 /// Epochs over the training phrases (one step a phrase).
 const EPOCHS: usize = 4;
@@ -51,9 +54,8 @@ fn an_adapter_learns_a_users_phrases_without_forgetting() {
     let mut state = IntState::new(&model, &mut arena, ctx).unwrap();
     let train: Vec<Vec<u32>> = TRAIN.lines().map(|l| encode(&model, l)).collect();
     let heldout: Vec<Vec<u32>> = HELDOUT.lines().map(|l| encode(&model, l)).collect();
-    // General text: the model's own kind (generated documents of a seed it was not trained on).
-    let general_text = ruvllm_train_free_corpus();
-    let general: Vec<Vec<u32>> = general_text.iter().map(|l| encode(&model, l)).collect();
+    // General text: sentences of the model's own kind (simple stories), written for this test.
+    let general: Vec<Vec<u32>> = GENERAL.lines().map(|l| encode(&model, l)).collect();
 
     let lr: f32 =
         std::env::var("LORA_LR").ok().and_then(|v| v.parse().ok()).unwrap_or(LoraConfig::default().lr);
@@ -89,22 +91,6 @@ fn an_adapter_learns_a_users_phrases_without_forgetting() {
     );
     assert!(ppl(after.0) <= 0.8 * ppl(before.0), "held-out: {before:?} -> {after:?}");
     assert!(ppl(after.1) <= 1.02 * ppl(before.1), "general: {before:?} -> {after:?}");
-}
-
-/// A few sentences of the model's own kind, written here in its corpus's style (simple stories
-/// and facts), not taken from its training data.
-fn ruvllm_train_free_corpus() -> Vec<String> {
-    [
-        "Once upon a time, there was a little cat named Tom. Tom liked to play in the garden.",
-        "One day, a girl found a big red ball in the park. She was very happy.",
-        "The dog ran to the tree and barked at the bird. The bird flew away.",
-        "Lily and her mom went to the store. They bought milk and bread.",
-        "The sun was warm and the sky was blue. The children played all day.",
-        "Ben had a small boat. He liked to sail it on the pond with his dad.",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
 }
 
 /// A new adapter (B = 0) changes no logit; bad settings and texts are refused.

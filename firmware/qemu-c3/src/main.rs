@@ -9,13 +9,16 @@
 //! search, prints the results and exits (see `vector_bench.rs`).
 #![no_std]
 #![no_main]
-// A federation node uses the model, the arena and the UART, not the console's helpers.
-#![cfg_attr(feature = "federation-node", allow(dead_code, unused_imports))]
+// A federation node uses the model, the arena and the UART, not the console's helpers; the
+// sparse-kernel benchmark only the model.
+#![cfg_attr(any(feature = "federation-node", feature = "sparse-bench"), allow(dead_code, unused_imports))]
 
 #[cfg(feature = "federation-node")]
 mod node;
 #[cfg(not(feature = "vector-bench"))]
 mod pflash;
+#[cfg(feature = "sparse-bench")]
+mod sparse_bench;
 mod uart;
 #[cfg(feature = "vector-bench")]
 mod vector_bench;
@@ -61,6 +64,11 @@ static mut ARENA: [f32; ARENA_LEN] = [0.0; ARENA_LEN];
 /// checks that both fit the 400 KiB; written once at boot.
 #[cfg(not(feature = "vector-bench"))]
 static mut KNOWLEDGE: MaybeUninit<Knowledge> = MaybeUninit::uninit();
+
+/// The MicroLoRA adapter the console trains (`lora`): in .bss (all zeros until the engine sets
+/// it up), so the link checks its fixed size fits too.
+#[cfg(all(not(feature = "float-engine"), not(feature = "vector-bench")))]
+static mut LORA: ruvllm_esp32::lora::DeviceLora = ruvllm_esp32::lora::DeviceLora::EMPTY;
 
 /// The knowledge store's region: the two erase blocks (512 KiB) of pflash bank 0 after its
 /// boot block.
@@ -139,6 +147,13 @@ fn main() -> ! {
     vector_bench::run(unsafe { Uart::new() })
 }
 
+#[cfg(feature = "sparse-bench")]
+#[riscv_rt::entry]
+fn main() -> ! {
+    // SAFETY: the only Uart.
+    sparse_bench::run(unsafe { Uart::new() })
+}
+
 #[cfg(feature = "federation-node")]
 #[riscv_rt::entry]
 fn main() -> ! {
@@ -153,7 +168,7 @@ fn main() -> ! {
     exit(node::run(uart, &model, &IMAGE.0, arena, seq, NODE_ID, NODE_LAYERS, instret))
 }
 
-#[cfg(all(not(feature = "vector-bench"), not(feature = "federation-node")))]
+#[cfg(all(not(feature = "vector-bench"), not(feature = "federation-node"), not(feature = "sparse-bench")))]
 #[riscv_rt::entry]
 fn main() -> ! {
     paint_stack();
@@ -164,8 +179,8 @@ fn main() -> ! {
     // serve.
     let from_partition = partition_model(&mut uart);
     let linked: Model<'static, LAYERS>;
-    let model = match &from_partition {
-        Some(m) => m,
+    let (model, image) = match &from_partition {
+        Some((m, image)) => (m, *image),
         None => {
             linked = match Model::from_gguf(&IMAGE.0) {
                 Ok(m) => m,
@@ -179,14 +194,20 @@ fn main() -> ! {
                 "model: the image linked into the firmware, {} bytes, checksum verified",
                 IMAGE.0.len()
             );
-            &linked
+            (&linked, &IMAGE.0)
         }
     };
     let seq = SEQ_LEN.min(model.config.seq_len);
     // SAFETY: main runs once and never returns, so this is the only reference to ARENA.
     let arena = unsafe { &mut *addr_of_mut!(ARENA) };
+    // SAFETY: main runs once and never returns, so this is the only reference to LORA.
     #[cfg(not(feature = "float-engine"))]
-    let engine = IntegerEngine::new(model, arena, seq);
+    let lora = unsafe { &mut *addr_of_mut!(LORA) };
+    #[cfg(not(feature = "float-engine"))]
+    let engine =
+        IntegerEngine::new(model, arena, seq).map(|e| e.with_lora(lora, ruvllm_esp32::lora::model_id(image)));
+    #[cfg(feature = "float-engine")]
+    let _ = image;
     #[cfg(feature = "float-engine")]
     let engine = ReferenceEngine::new(model, arena, seq);
     let engine = match engine {
@@ -205,6 +226,7 @@ fn main() -> ! {
     if let Some(store) = store.as_mut() {
         console = console.saving_to(store as &mut dyn KnowledgeStore);
     }
+    let _ = console.restore_adapter();
     // The UART's error type is Infallible: run only returns on quit or end of input.
     let _ = console.run();
     exit(0)
@@ -215,7 +237,7 @@ fn main() -> ! {
 /// no chip image (blank) is silent; a damaged table or image is reported and the linked image
 /// serves.
 #[cfg(not(feature = "vector-bench"))]
-fn partition_model(uart: &mut Uart) -> Option<Model<'static, LAYERS>> {
+fn partition_model(uart: &mut Uart) -> Option<(Model<'static, LAYERS>, &'static [u8])> {
     // SAFETY: the bank reads as memory (the store driver returns it to read-array mode after
     // every command), and the store only programs and erases its own blocks, below CHIP_FLASH.
     let flash: &'static [u8] = unsafe {
@@ -226,9 +248,9 @@ fn partition_model(uart: &mut Uart) -> Option<Model<'static, LAYERS>> {
     }
     let found = partition::model_image(flash).and_then(|(part, image)| {
         let model: Model<'static, LAYERS> = Model::from_gguf(image)?;
-        Ok((part, image.len(), model))
+        Ok((part, image, model))
     });
-    let (part, len, model) = match found {
+    let (part, image, model) = match found {
         Ok(f) => f,
         Err(e) => {
             let _ =
@@ -250,11 +272,12 @@ fn partition_model(uart: &mut Uart) -> Option<Model<'static, LAYERS>> {
     }
     let _ = writeln!(
         Fmt(uart),
-        "model: partition `{}` at flash 0x{:x}, {len} bytes, checksum verified",
+        "model: partition `{}` at flash 0x{:x}, {} bytes, checksum verified",
         part.label,
-        part.offset
+        part.offset,
+        image.len()
     );
-    Some(model)
+    Some((model, image))
 }
 
 /// Opens the knowledge store in pflash and restores what it holds, with one boot line. A

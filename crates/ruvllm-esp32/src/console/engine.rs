@@ -8,7 +8,8 @@ use crate::infer::{self, GenStats, IntState, LogitValue, State, Step};
 use crate::kernels::Kernels;
 use crate::knowledge::answer;
 use crate::knowledge::language::{self, TokenStats};
-use crate::model::Model;
+use crate::lora::{DeviceLora, Trained, WithLora};
+use crate::model::{Config, Model};
 use crate::sample::{Sampler, Sampling};
 use crate::tokenizer;
 use core::ops::ControlFlow;
@@ -87,7 +88,28 @@ pub trait Engine {
     fn token_stats(&mut self, _text: &[u8]) -> Result<Option<TokenStats>> {
         Ok(None)
     }
+    /// The device's MicroLoRA adapter and the model's shape, for `lora`; `None` without one.
+    fn lora(&mut self) -> Option<(&mut DeviceLora, &Config)> {
+        None
+    }
+    /// `lora train <text>`: up to `steps` steps on `text`'s tokens, `stop` asked after each
+    /// ([`DeviceLora::train`]).
+    fn lora_train(
+        &mut self,
+        _text: &[u8],
+        _steps: usize,
+        _counter: Option<fn() -> u64>,
+        _stop: &mut dyn FnMut() -> bool,
+    ) -> Result<Trained> {
+        Err(NO_ADAPTER)
+    }
 }
+
+/// What `lora` answers on an engine without an adapter.
+pub(super) const NO_ADAPTER: crate::Error =
+    crate::Error::Unsupported {
+        what: "no MicroLoRA adapter here (it needs the integer engine and a model of dim 256 and hidden 512 at most)",
+    };
 
 /// The float forward pass ([`State`] + [`infer::generate`]) with the scalar reference
 /// kernels: on a chip without an FPU every f32 operation is the same IEEE soft-float
@@ -242,6 +264,8 @@ pub struct IntegerEngine<'m, 'a, 's, const L: usize> {
     state: IntState<'s>,
     arena_bytes: usize,
     text: Text,
+    /// The MicroLoRA adapter generation applies while it is on ([`Self::with_lora`]).
+    lora: Option<&'s mut DeviceLora>,
 }
 
 impl<'m, 'a, 's, const L: usize> IntegerEngine<'m, 'a, 's, L> {
@@ -249,8 +273,21 @@ impl<'m, 'a, 's, const L: usize> IntegerEngine<'m, 'a, 's, L> {
     pub fn new(model: &'m Model<'a, L>, arena: &'s mut [i32], seq_len: usize) -> Result<Self> {
         let arena_bytes = IntState::ram_bytes(model, seq_len);
         let state = IntState::new(model, arena, seq_len)?;
-        Ok(IntegerEngine { model, state, arena_bytes, text: Text::EMPTY })
+        Ok(IntegerEngine { model, state, arena_bytes, text: Text::EMPTY, lora: None })
     }
+
+    /// Gives the engine a MicroLoRA adapter (`lora` commands), set up fresh in `lora` for this
+    /// model, whose image has [`crate::lora::model_id`] `model_id`. A model too wide for an
+    /// adapter runs without one (`lora` then says so).
+    pub fn with_lora(mut self, lora: &'s mut DeviceLora, model_id: u32) -> Self {
+        self.lora = lora.attach(&self.model.config, model_id).ok().map(|()| lora);
+        self
+    }
+}
+
+/// The forward pass with the adapter while it is on.
+fn adapted<'e, 's>(state: &'e mut IntState<'s>, lora: &'e Option<&'s mut DeviceLora>) -> WithLora<'e, 's> {
+    WithLora { state, lora: lora.as_deref().and_then(DeviceLora::active) }
 }
 
 impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
@@ -282,9 +319,8 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
         emit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<GenStats> {
         let tokens = self.text.encode(self.model, prompt)?;
-        infer::generate_int_sampled(self.model, &mut self.state, tokens, steps, sampling, |piece, _| {
-            emit(piece)
-        })
+        let mut state = adapted(&mut self.state, &self.lora);
+        infer::generate_int_sampled(self.model, &mut state, tokens, steps, sampling, |piece, _| emit(piece))
     }
 
     fn step(&mut self, token: u32, pos: usize) -> Result<u32> {
@@ -297,11 +333,29 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
     }
 
     fn answer(&mut self, fact: &str, question: &str, out: &mut [u8]) -> Result<usize> {
-        self.text.answer(self.model, &mut self.state, (fact, question), out)
+        let mut state = adapted(&mut self.state, &self.lora);
+        self.text.answer(self.model, &mut state, (fact, question), out)
     }
 
+    /// On the base model: the anomaly score compares with what it measured on known text.
     fn token_stats(&mut self, text: &[u8]) -> Result<Option<TokenStats>> {
         self.text.stats(self.model, &mut self.state, text).map(Some)
+    }
+
+    fn lora(&mut self) -> Option<(&mut DeviceLora, &Config)> {
+        Some((self.lora.as_deref_mut()?, &self.model.config))
+    }
+
+    fn lora_train(
+        &mut self,
+        text: &[u8],
+        steps: usize,
+        counter: Option<fn() -> u64>,
+        stop: &mut dyn FnMut() -> bool,
+    ) -> Result<Trained> {
+        let lora = self.lora.as_deref_mut().ok_or(NO_ADAPTER)?;
+        let tokens = self.text.encode(self.model, text)?;
+        lora.train(self.model, &mut self.state, tokens, steps, counter, stop)
     }
 }
 

@@ -189,8 +189,10 @@ macro_rules! sayln {
     };
 }
 
+mod lora;
+
 /// Every command: its usage and one line of help, in the order `help` lists them.
-const COMMANDS: [(&str, &str); 17] = [
+const COMMANDS: [(&str, &str); 18] = [
     ("gen <text>", "continue <text> (none: from BOS); greedy at temp 0, else sampled"),
     ("add <text>", "store <text> as knowledge (at most 128 bytes) and learn it as normal"),
     ("ask <query>", "matching knowledge; with a model, its answer; a like earlier gen/ask"),
@@ -201,6 +203,7 @@ const COMMANDS: [(&str, &str); 17] = [
     ("features", "what this build has: engine, sampler, knowledge, saving, measuring"),
     ("stats [json]", "RAM by part, tokens generated, cost per token, knowledge in use"),
     ("bench", "greedy positions 0..context: cost per token by position, peak RAM"),
+    ("lora <what>", "MicroLoRA: train|loss <text>, save, load, on, off, reset [1|2], stats"),
     ("set steps <n>", "positions per generation, prompt included (1..=context)"),
     ("set temp <t>", "sampling temperature 0..10, at most 3 decimals (0 = greedy, default)"),
     ("set seed <n>", "restart the sampler's random numbers from <n> (default 42)"),
@@ -482,6 +485,7 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 }
             }
             "add" | "ask" | "anomaly" | "forget" => self.knowledge(word, rest)?,
+            "lora" => self.lora(rest)?,
             "clear" => self.clear()?,
             "info" => self.info()?,
             "features" => self.features()?,
@@ -595,6 +599,9 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         let gen = if model { "gen, bench; greedy or sampled" } else { "none (no language model)" };
         sayln!(&mut self.io, "generation: {gen}")?;
         sayln!(&mut self.io, "sampler: {}", self.engine.sampler())?;
+        if self.engine.lora().is_some() {
+            sayln!(&mut self.io, "MicroLoRA: lora train, save, load, on, off, reset, stats (rank 1-2)")?;
+        }
         match self.knowledge.as_deref() {
             Some(k) => {
                 sayln!(

@@ -23,7 +23,9 @@ use embedded_storage::nor_flash::{MultiwriteNorFlash, NorFlash};
 
 use super::knowledge::{Knowledge, KnowledgeDetector, KnowledgeRag};
 use crate::error::{Error, Result};
-use crate::knowledge::persist::{load_detector, load_rag, save_detector_learned, save_rag_entry};
+use crate::knowledge::persist::{
+    load_adapter, load_detector, load_rag, save_adapter, save_detector_learned, save_rag_entry,
+};
 use crate::knowledge::{Learned, LoadReport};
 use crate::store::Store;
 
@@ -71,6 +73,14 @@ pub trait KnowledgeStore {
         }
         let _ = self.flush();
     }
+    /// Keeps a MicroLoRA adapter file (`lora save`) durably, replacing the one kept before.
+    fn save_adapter(&mut self, _file: &[u8]) -> Result<()> {
+        Err(Error::Unsupported { what: "this store cannot keep an adapter" })
+    }
+    /// The adapter file kept by [`Self::save_adapter`], into `out`: its length, or `None`.
+    fn load_adapter(&mut self, _out: &mut [u8]) -> Result<Option<usize>> {
+        Ok(None)
+    }
     /// Records the store found damaged when it was opened (unreadable, so never loaded):
     /// the restore line counts them with the corrupt records it skipped.
     fn damaged_records(&self) -> usize {
@@ -97,6 +107,14 @@ impl<F: NorFlash + MultiwriteNorFlash> KnowledgeStore for Store<F> {
 
     fn damaged_records(&self) -> usize {
         self.boot_report().damaged_items
+    }
+
+    fn save_adapter(&mut self, file: &[u8]) -> Result<()> {
+        save_adapter(self, file)
+    }
+
+    fn load_adapter(&mut self, out: &mut [u8]) -> Result<Option<usize>> {
+        load_adapter(self, out)
     }
 }
 
@@ -212,6 +230,11 @@ impl<S: ImageSink> ImageKnowledge<S> {
         &self.sink
     }
 
+    /// The image back to the one last kept.
+    fn drop_unsaved(&mut self) {
+        *self.store.flash() = crate::store::RamFlash::new(self.saved.clone());
+    }
+
     /// What the store's boot check found and repaired.
     pub fn boot_report(&self) -> crate::store::BootReport {
         self.store.boot_report()
@@ -255,10 +278,23 @@ impl<S: ImageSink> KnowledgeStore for ImageKnowledge<S> {
         _slot: Option<u16>,
         _learned: Option<Learned>,
     ) {
-        *self.store.flash() = crate::store::RamFlash::new(self.saved.clone());
+        self.drop_unsaved();
     }
 
     fn damaged_records(&self) -> usize {
         self.store.damaged_records()
+    }
+
+    /// Saved and kept, or nothing changed: a failed save goes back to the image last kept.
+    fn save_adapter(&mut self, file: &[u8]) -> Result<()> {
+        let saved = self.store.save_adapter(file).and_then(|()| self.flush());
+        if saved.is_err() {
+            self.drop_unsaved();
+        }
+        saved.map_err(|e| self.sink.user_error(e))
+    }
+
+    fn load_adapter(&mut self, out: &mut [u8]) -> Result<Option<usize>> {
+        self.store.load_adapter(out)
     }
 }

@@ -5,6 +5,7 @@ use crate::infer::GenStats;
 
 mod commands;
 mod fuzz;
+mod lora;
 mod memory;
 use std::collections::VecDeque;
 use std::vec::Vec;
@@ -88,6 +89,15 @@ impl Write for Script {
     fn flush(&mut self) -> Result<(), Self::Error> {
         Ok(())
     }
+}
+
+/// The built-in model (q8) in an aligned buffer, and its length.
+pub(super) fn builtin() -> (Vec<u64>, usize) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-cli/data/default.gguf");
+    let bytes = std::fs::read(path).unwrap();
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+    (words, bytes.len())
 }
 
 /// Echoes the prompt, then "!" per generated position; answers with the fact's last word.

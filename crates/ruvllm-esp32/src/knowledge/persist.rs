@@ -23,6 +23,7 @@
 //! | memory entry | kind `u8` (0 factual, 1 episodic, 2 procedural), importance `f32`, created `u64`, expires `u64` (`u64::MAX`: never), `emb`, token count `u16`, tokens `u32` each |
 //! | detector header | references `u16`, embeddings seen `u64`, sampler state `u64`, threshold `f32` (NaN: uncalibrated) |
 //! | detector reference | `emb` |
+//! | adapter piece `i` | bytes `512 i ..` of the MicroLoRA adapter file (its own format and CRC) |
 //!
 //! A record must fit [`MAX_VALUE_LEN`] (512 bytes): at 64 dimensions a knowledge entry is
 //! 73 bytes plus its text, a memory entry 94 plus 4 a token, a reference 71.
@@ -46,6 +47,8 @@ pub const NS_KNOWLEDGE: u8 = 1;
 pub const NS_MEMORY: u8 = 2;
 /// Namespace of the [`AnomalyDetector`] state.
 pub const NS_DETECTOR: u8 = 3;
+/// Namespace of the MicroLoRA adapter file ([`save_adapter`]).
+pub const NS_ADAPTER: u8 = 4;
 /// Version byte every record starts with.
 pub const FORMAT_VERSION: u8 = 1;
 
@@ -552,3 +555,43 @@ fn recalibrate<const DIM: usize, const CAP: usize>(detector: &mut AnomalyDetecto
 #[cfg(test)]
 #[path = "persist_tests.rs"]
 mod tests;
+
+// ---- MicroLoRA adapter -------------------------------------------------------------------
+
+/// Saves a MicroLoRA adapter file ([`crate::lora::IntLora::write`]) in pieces of
+/// [`MAX_VALUE_LEN`] bytes (one piece up to rank 2 on stories260K-sized models), each read
+/// back, then drops pieces an older, longer file left. The file's own CRC guards the whole:
+/// a power cut between two pieces leaves a file that [`load_adapter`]'s reader refuses.
+pub fn save_adapter<F: NorFlash + MultiwriteNorFlash>(store: &mut Store<F>, file: &[u8]) -> Result<()> {
+    if file.is_empty() || file.len() > crate::lora::MAX_FILE {
+        return Err(Error::Invalid { what: "adapter file size" });
+    }
+    let pieces = file.len().div_ceil(MAX_VALUE_LEN);
+    for (i, piece) in file.chunks(MAX_VALUE_LEN).enumerate() {
+        put_verified(store, key(NS_ADAPTER, i as u32), piece)?;
+    }
+    for i in pieces..crate::lora::MAX_FILE.div_ceil(MAX_VALUE_LEN) {
+        if store.contains(key(NS_ADAPTER, i as u32))? {
+            remove_verified(store, key(NS_ADAPTER, i as u32))?;
+        }
+    }
+    Ok(())
+}
+
+/// The saved adapter file, put together in `out` (at least [`crate::lora::MAX_FILE`] bytes):
+/// its length, or `None` when none was saved.
+pub fn load_adapter<F: NorFlash + MultiwriteNorFlash>(
+    store: &mut Store<F>,
+    out: &mut [u8],
+) -> Result<Option<usize>> {
+    let mut len = 0;
+    let mut buf = [0u8; MAX_VALUE_LEN];
+    for i in 0..crate::lora::MAX_FILE.div_ceil(MAX_VALUE_LEN) {
+        let Some(n) = store.get(key(NS_ADAPTER, i as u32), &mut buf)? else { break };
+        let have = out.len();
+        let dst = out.get_mut(len..len + n).ok_or(Error::BufferTooSmall { need: len + n, have })?;
+        dst.copy_from_slice(&buf[..n]);
+        len += n;
+    }
+    Ok((len > 0).then_some(len))
+}

@@ -417,3 +417,26 @@ fn a_save_that_does_not_read_back_is_an_error() {
     let mut buf = [0u8; MAX_VALUE_LEN];
     assert!(store.get(key(NS_KNOWLEDGE, id.into()), &mut buf).unwrap().is_some());
 }
+
+/// An adapter file longer than one record is kept in pieces and read back whole; a shorter one
+/// saved after it drops the old pieces; sizes outside 1..=MAX_FILE are refused.
+#[test]
+fn adapter_files_are_kept_in_pieces_and_replaced_whole() {
+    let mut store = open(SimFlash::new(SECTORS));
+    let mut out = [0u8; crate::lora::MAX_FILE];
+    assert_eq!(load_adapter(&mut store, &mut out).unwrap(), None);
+    let long: Vec<u8> = (0..crate::lora::MAX_FILE).map(|i| (i * 7 % 251) as u8).collect();
+    save_adapter(&mut store, &long).unwrap();
+    assert_eq!(load_adapter(&mut store, &mut out).unwrap(), Some(long.len()));
+    assert_eq!(&out[..], &long[..]);
+    let short = [9u8; 456];
+    save_adapter(&mut store, &short).unwrap();
+    let mut store = open(store.into_flash());
+    assert_eq!(load_adapter(&mut store, &mut out).unwrap(), Some(456));
+    assert_eq!(&out[..456], &short[..]);
+    assert!(save_adapter(&mut store, &[]).is_err());
+    assert!(save_adapter(&mut store, &vec![0u8; crate::lora::MAX_FILE + 1]).is_err());
+    // Too small a buffer is an error, not a panic.
+    save_adapter(&mut store, &long).unwrap();
+    assert!(load_adapter(&mut store, &mut [0u8; 600]).is_err());
+}

@@ -34,6 +34,12 @@ fn piece() -> impl Strategy<Value = Vec<u8>> {
         "bench\n",
         "clear\n",
         "reset\n",
+        "lora train My dog Biscuit.\n",
+        "lora loss Biscuit sleeps.\n",
+        "lora off\n",
+        "lora reset 1 0.w2\n",
+        "lora stats\n",
+        "lora load\n",
     ]);
     prop_oneof![
         4 => commands.prop_map(|c| c.as_bytes().to_vec()),
@@ -78,15 +84,6 @@ fn answered(out: &str, sent: usize) {
     }
 }
 
-/// The built-in model (q8) in an aligned buffer, and its length.
-fn builtin() -> (Vec<u64>, usize) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-cli/data/default.gguf");
-    let bytes = std::fs::read(path).unwrap();
-    let mut words = vec![0u64; bytes.len().div_ceil(8)];
-    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
-    (words, bytes.len())
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -104,7 +101,8 @@ proptest! {
         let bytes = &bytemuck::cast_slice::<u64, u8>(&words)[..len];
         let model: Model<'_> = Model::from_gguf(bytes).unwrap();
         let mut arena = vec![0i32; IntState::arena_len(&model, 16)];
-        let engine = IntegerEngine::new(&model, &mut arena, 16).unwrap();
+        let mut lora = std::boxed::Box::new(crate::lora::DeviceLora::EMPTY);
+        let engine = IntegerEngine::new(&model, &mut arena, 16).unwrap().with_lora(&mut lora, 1);
         answered(&run(engine, &b), b.iter().map(|(_, b)| b.len()).sum());
     }
 }

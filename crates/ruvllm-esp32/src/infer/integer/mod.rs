@@ -19,6 +19,7 @@ mod fixed;
 pub mod profile;
 #[cfg(target_arch = "riscv32")]
 mod rv32;
+pub mod sparse;
 mod tables;
 mod view;
 
