@@ -20,6 +20,7 @@
 
 pub mod link;
 pub mod pipeline;
+pub mod tensor;
 pub mod wire;
 
 use core::ops::Range;

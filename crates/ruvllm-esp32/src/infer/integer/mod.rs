@@ -17,6 +17,7 @@
 mod batch;
 mod fixed;
 mod tables;
+mod tensor;
 mod view;
 
 #[cfg(test)]
@@ -30,6 +31,7 @@ pub use fixed::{
     FRAC, P_FRAC,
 };
 pub use tables::{EXP2_NEG, SIGMOID};
+pub use tensor::{parts, reduce, shard, Parts, Shard, TensorState};
 
 use super::arena::Carver;
 use super::{Sliding, Step};
@@ -131,8 +133,7 @@ impl<'s> IntState<'s> {
         if arena.len() < plan.len() {
             return Err(Error::BufferTooSmall { need: plan.len() * 4, have: arena.len() * 4 });
         }
-        let eps = Scale::from_ieee_bits(view::eps_bits(model));
-        let eps = shr_round(eps.m as i64, -(eps.e + 32)).max(0) as u64;
+        let eps = norm_eps(model);
         let attn_scale = inv_sqrt(shape.head_size() as u64, 0);
         let mut c = Carver(arena);
         let [d0, d1, d2, d3, kv, h0, h1, att, voc] = plan.words;
@@ -395,6 +396,12 @@ impl<'s> IntState<'s> {
         matmul(self.logits, &view::int8(&model.output)?, self.xq, self.xs, g, &mut self.lut, false);
         Ok(())
     }
+}
+
+/// RMSNorm epsilon in units of 2^-32 (the mean square's units).
+fn norm_eps<const L: usize>(model: &Model<'_, L>) -> u64 {
+    let eps = Scale::from_ieee_bits(view::eps_bits(model));
+    shr_round(eps.m as i64, -(eps.e + 32)).max(0) as u64
 }
 
 /// Every layer (`step`'s range for a whole forward pass).
