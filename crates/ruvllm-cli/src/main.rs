@@ -412,13 +412,14 @@ whose arena does not fit, or an Xtensa chip: ESP32/S2/S3 do not map the partitio
         #[arg(long)]
         yes: bool,
     },
-    /// Plan a pipeline-parallel cluster of chips over the model's layers (writes cluster.toml),
-    /// or run one (`cluster run`)
+    /// Plan a cluster of chips, pipeline-parallel over the model's layers or tensor-parallel
+    /// over its heads and FFN rows (writes cluster.toml), or run one (`cluster run`)
     #[command(
         args_conflicts_with_subcommands = true,
         after_help = "Examples:
   ruvllm-esp32 cluster --chips 2
   ruvllm-esp32 cluster --chips 3 -m stories260K-q8.gguf -o three.toml --force
+  ruvllm-esp32 cluster --chips 3 --topology tensor -o tensor.toml
   ruvllm-esp32 cluster run --config three.toml --prompt \"Once upon a time\" --steps 64"
     )]
     Cluster {
@@ -434,6 +435,9 @@ whose arena does not fit, or an Xtensa chip: ESP32/S2/S3 do not map the partitio
         /// Link speed between the chips
         #[arg(long, default_value_t = 115_200, value_parser = baud())]
         baud: u32,
+        /// pipeline (contiguous layer ranges) or tensor (heads and FFN rows of every layer)
+        #[arg(long, default_value = "pipeline", value_parser = ["pipeline", "tensor"])]
+        topology: String,
         /// Overwrite the output file
         #[arg(long)]
         force: bool,
@@ -634,8 +638,8 @@ fn main() -> ExitCode {
         Cmd::Cluster { cmd: Some(ClusterCmd::Node { config, id, next }), .. } => {
             tools::node(&config, id, next)
         }
-        Cmd::Cluster { cmd: None, chips: Some(chips), model, output, baud, force } => {
-            tools::plan(&model, chips, &output, baud, force)
+        Cmd::Cluster { cmd: None, chips: Some(chips), model, output, baud, topology, force } => {
+            tools::plan(&model, chips, &output, baud, topology == "tensor", force)
         }
         Cmd::Cluster { cmd: None, chips: None, .. } => Err(anyhow::anyhow!(
             "cluster: pass --chips N to plan N chips, or `cluster run --config FILE` to run a plan"

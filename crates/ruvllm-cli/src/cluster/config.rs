@@ -25,7 +25,7 @@ pub struct ClusterFile {
 pub struct ClusterSection {
     pub name: String,
     pub chips: usize,
-    /// "pipeline" (contiguous layer ranges) or "tensor" (not run by this version).
+    /// "pipeline" (contiguous layer ranges) or "tensor" (heads and FFN rows of every layer).
     pub topology: String,
     /// The federation protocol version the nodes speak (absent: this build's).
     #[serde(default = "protocol_version")]
@@ -118,6 +118,24 @@ pub struct NodeEntry {
     pub model: Option<String>,
 }
 
+/// How the nodes share the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// Contiguous layer ranges, one after another.
+    Pipeline,
+    /// Some heads and FFN rows of every layer on each node, partial sums reduced.
+    Tensor,
+}
+
+impl Topology {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topology::Pipeline => "pipeline",
+            Topology::Tensor => "tensor",
+        }
+    }
+}
+
 /// A node as the run uses it, in pipeline order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -143,21 +161,24 @@ impl ClusterFile {
         dim: usize,
         checksum: u32,
         chips: usize,
+        topology: Topology,
     ) -> Result<Self> {
-        let nodes = plan(layers, chips)?
-            .map(|s| NodeEntry {
-                id: s.chip as i64,
-                role: s.role.as_str().to_string(),
-                port: toml::Value::Integer(BASE_PORT as i64 + s.chip as i64),
-                layers: [s.layers.start as i64, s.layers.end as i64 - 1],
-                model: None,
-            })
-            .collect();
+        let entry = |chip: usize, role: Role, layers: Range<usize>| NodeEntry {
+            id: chip as i64,
+            role: role.as_str().to_string(),
+            port: toml::Value::Integer(BASE_PORT as i64 + chip as i64),
+            layers: [layers.start as i64, layers.end as i64 - 1],
+            model: None,
+        };
+        let nodes = match topology {
+            Topology::Pipeline => plan(layers, chips)?.map(|s| entry(s.chip, s.role, s.layers)).collect(),
+            Topology::Tensor => (0..chips).map(|i| entry(i, Role::Shard, 0..layers)).collect(),
+        };
         Ok(ClusterFile {
             cluster: ClusterSection {
                 name: name.to_string(),
                 chips,
-                topology: "pipeline".into(),
+                topology: topology.as_str().into(),
                 protocol: VERSION,
             },
             model: ModelSection { path, tokenizer: None, layers, dim, checksum: format!("{checksum:08x}") },
@@ -171,15 +192,21 @@ impl ClusterFile {
         toml::from_str(text).map_err(|e| anyhow::anyhow!("{what}: {}", e.message().trim_end()))
     }
 
-    /// The nodes in pipeline order, after checking the file against the model it runs
-    /// (`layers`, `dim`, and, when given, `checksum`, the CRC-32 of the image).
-    pub fn check(&self, layers: usize, dim: usize, checksum: Option<u32>) -> Result<Vec<Node>> {
-        let c = &self.cluster;
-        match c.topology.as_str() {
-            "pipeline" => {}
-            "tensor" => bail!("topology \"tensor\" is not run by this version: use \"pipeline\""),
+    /// The topology named in `[cluster]`.
+    pub fn topology(&self) -> Result<Topology> {
+        match self.cluster.topology.as_str() {
+            "pipeline" => Ok(Topology::Pipeline),
+            "tensor" => Ok(Topology::Tensor),
             t => bail!("topology \"{t}\": use \"pipeline\" or \"tensor\""),
         }
+    }
+
+    /// The nodes (in pipeline order; for the tensor topology in the file's order, which is the
+    /// order of their shards), after checking the file against the model it runs (`layers`,
+    /// `dim`, and, when given, `checksum`, the CRC-32 of the image).
+    pub fn check(&self, layers: usize, dim: usize, checksum: Option<u32>) -> Result<Vec<Node>> {
+        let c = &self.cluster;
+        let topology = self.topology()?;
         if c.protocol != VERSION {
             bail!(
                 "[cluster] protocol = {}, but this build speaks federation protocol version {VERSION}: update every node to one version, then re-plan",
@@ -248,9 +275,24 @@ impl ClusterFile {
                 "head" => Role::Head,
                 "middle" => Role::Middle,
                 "tail" => Role::Tail,
-                r => bail!("node {id}: role \"{r}\": use head, middle, tail or single"),
+                "shard" => Role::Shard,
+                r => bail!(
+                    "node {id}: role \"{r}\": use head, middle, tail or single (pipeline), or shard (tensor)"
+                ),
             };
             nodes.push(Node { id, role, port, layers: a as usize..b as usize + 1, model: e.model.clone() });
+        }
+        if topology == Topology::Tensor {
+            for m in &nodes {
+                if m.role != Role::Shard || m.layers != (0..layers) {
+                    bail!(
+                        "node {}: in the tensor topology every node holds a part of every layer: role = \"shard\", layers = [0, {}]",
+                        m.id,
+                        layers - 1
+                    );
+                }
+            }
+            return Ok(nodes);
         }
         nodes.sort_by_key(|m| m.layers.start);
         let mut next = 0;
