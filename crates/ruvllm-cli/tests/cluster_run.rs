@@ -246,7 +246,7 @@ fn bad_cluster_files_are_one_clear_error() {
         (
             "tensor",
             Box::new(|f| f.cluster.topology = "tensor".into()),
-            "topology \"tensor\" is not run by this version",
+            "node 0: in the tensor topology every node holds a part of every layer",
         ),
     ];
     for (name, edit, want) in cases {
