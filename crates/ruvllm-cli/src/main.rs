@@ -6,6 +6,7 @@
 mod attention;
 mod bench;
 mod board;
+mod cluster_boards;
 mod commands;
 mod console;
 mod firmware;
@@ -482,6 +483,41 @@ enum ClusterCmd {
         #[arg(long)]
         qemu: bool,
     },
+    /// Flash every board of cluster.toml (its port: the board's serial device) with the
+    /// firmware and its node's model, as `flash` does; or, with --dry-run, write one flash
+    /// image per node
+    #[command(after_help = "Examples:
+  ruvllm-esp32 cluster flash --config boards.toml
+  ruvllm-esp32 cluster flash --config boards.toml --dry-run -o images/")]
+    Flash {
+        #[arg(long)]
+        config: PathBuf,
+        /// esp32, esp32s2, esp32s3, esp32c3 or esp32c6
+        #[arg(long, default_value = "esp32c3")]
+        chip: String,
+        /// Flash this firmware ELF instead of building one
+        #[arg(long)]
+        elf: Option<PathBuf>,
+        /// Write the flash images (DIR/node-ID.bin) instead of flashing
+        #[arg(long)]
+        dry_run: bool,
+        /// Where --dry-run writes the images
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// Serial speed while flashing
+        #[arg(long, default_value_t = 460_800, value_parser = baud())]
+        baud: u32,
+    },
+    /// Show every board of cluster.toml at once: each line of each serial port, prefixed by
+    /// its node id (Ctrl-C ends)
+    #[command(after_help = "Example:
+  ruvllm-esp32 cluster monitor --config boards.toml")]
+    Monitor {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(short = 'b', long, default_value_t = 115_200, value_parser = baud())]
+        baud: u32,
+    },
     /// One node of a cluster (what `cluster run` starts)
     #[command(hide = true)]
     Node {
@@ -635,6 +671,14 @@ fn main() -> ExitCode {
             cmd: Some(ClusterCmd::Run { config, text: TextArgs { prompt, steps, temp }, seed, qemu }),
             ..
         } => tools::run(tools::RunArgs { config, prompt, steps, temp, seed, qemu }),
+        Cmd::Cluster { cmd: Some(ClusterCmd::Monitor { config, baud }), .. } => {
+            cluster_boards::monitor(&config, baud)
+        }
+        Cmd::Cluster {
+            cmd: Some(ClusterCmd::Flash { config, chip, elf, dry_run, output, baud }), ..
+        } => {
+            cluster_boards::flash(&cluster_boards::ClusterFlash { config, chip, elf, dry_run, output, baud })
+        }
         Cmd::Cluster { cmd: Some(ClusterCmd::Node { config, id, next }), .. } => {
             tools::node(&config, id, next)
         }

@@ -119,7 +119,7 @@ pub fn plan(
 }
 
 /// cluster.toml, read within bounds and parsed.
-fn read_config(path: &Path) -> Result<ClusterFile> {
+pub(crate) fn read_config(path: &Path) -> Result<ClusterFile> {
     let bytes = input::read_input(path, "cluster.toml", MAX_CONFIG_BYTES)?;
     let text = std::str::from_utf8(&bytes).map_err(|_| anyhow!("{}: not UTF-8 text", path.display()))?;
     ClusterFile::parse(text, &path.display().to_string())

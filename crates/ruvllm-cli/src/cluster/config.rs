@@ -192,6 +192,46 @@ impl ClusterFile {
         toml::from_str(text).map_err(|e| anyhow::anyhow!("{what}: {}", e.message().trim_end()))
     }
 
+    /// The nodes' ids in the file's order: bytes other than the coordinator's, each once.
+    fn node_ids(&self) -> Result<Vec<u8>> {
+        let mut ids = Vec::with_capacity(self.chips.nodes.len());
+        for e in &self.chips.nodes {
+            let id = u8::try_from(e.id).ok().filter(|id| *id != u8::MAX);
+            let Some(id) = id else { bail!("node id {}: use 0 to {}", e.id, MAX_NODES) };
+            if ids.contains(&id) {
+                bail!("duplicate node id {id}: each [[chips.nodes]] needs its own id");
+            }
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Every node's serial port (`cluster flash`, `cluster monitor`): each a device that
+    /// exists (unless `must_exist` is false, for a flash image written instead), each once.
+    pub fn serial_ports(&self, must_exist: bool) -> Result<Vec<(u8, String)>> {
+        let n = self.chips.nodes.len();
+        if n == 0 || n > MAX_NODES {
+            bail!("[[chips.nodes]]: {n} nodes; a cluster has 1 to {MAX_NODES}");
+        }
+        let mut ports: Vec<(u8, String)> = Vec::with_capacity(n);
+        for (e, id) in self.chips.nodes.iter().zip(self.node_ids()?) {
+            let port = match &e.port {
+                toml::Value::String(s) if !must_exist || std::path::Path::new(s).exists() => s.clone(),
+                toml::Value::String(s) => {
+                    bail!("node {id}: port \"{s}\" does not exist (is the board plugged in? `ruvllm-esp32 ports` lists them)")
+                }
+                v => bail!(
+                    "node {id}: port {v} is not a serial port: give each board's device, e.g. port = \"/dev/ttyUSB0\""
+                ),
+            };
+            if let Some((other, _)) = ports.iter().find(|(_, p)| *p == port) {
+                bail!("nodes {other} and {id} both use port {port}");
+            }
+            ports.push((id, port));
+        }
+        Ok(ports)
+    }
+
     /// The topology named in `[cluster]`.
     pub fn topology(&self) -> Result<Topology> {
         match self.cluster.topology.as_str() {
@@ -239,13 +279,9 @@ impl ClusterFile {
         {
             bail!("[link]: ack_ms must be 1 to 60000, retries at most 10000, corrupt 0 to 0.5");
         }
+        let ids = self.node_ids()?;
         let mut nodes = Vec::with_capacity(n);
-        for e in &self.chips.nodes {
-            let id = u8::try_from(e.id).ok().filter(|id| *id != u8::MAX);
-            let Some(id) = id else { bail!("node id {}: use 0 to {}", e.id, MAX_NODES) };
-            if nodes.iter().any(|m: &Node| m.id == id) {
-                bail!("duplicate node id {id}: each [[chips.nodes]] needs its own id");
-            }
+        for (e, id) in self.chips.nodes.iter().zip(ids) {
             let [a, b] = e.layers;
             if a < 0 || b < a {
                 bail!("node {id}: layers = [{a}, {b}] is not a range [first, last] of layers");
