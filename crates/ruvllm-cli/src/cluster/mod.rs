@@ -506,6 +506,13 @@ fn fail_reason(r: FailReason) -> &'static str {
 /// model's shape does not split that far (with its figures).
 pub fn tensor_shards(model: &Model<'_>, nodes: usize) -> Result<Vec<Shard>> {
     let p = ruvllm_esp32::infer::parts(model)?;
+    let max = ruvllm_esp32::federation::wire::MAX_PARTIAL;
+    if model.config.dim > max {
+        bail!(
+            "tensor parallelism runs models up to width {max} (this one is {}): use topology \"pipeline\"",
+            model.config.dim
+        );
+    }
     if nodes == 0 || nodes > p.max_nodes() {
         let c = &model.config;
         bail!(
