@@ -142,6 +142,12 @@ pub struct RunArgs {
     pub qemu: bool,
 }
 
+/// A piece of the generated text to stdout, at once.
+fn write(piece: &[u8]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(piece).and_then(|()| out.flush()).map_err(ruvllm_cli::out::write_error)
+}
+
 /// Seconds a node process may take to load its model and join the ring.
 const STARTUP: Duration = Duration::from_secs(60);
 
@@ -156,14 +162,13 @@ pub fn run(args: RunArgs) -> Result<()> {
     let prompt = commands::encode_prompt(&model, &args.prompt, args.steps)?;
     let temp_milli = (args.temp * 1000.0).round() as u32;
     let shards = match file.topology()? {
-        Topology::Tensor if args.qemu => bail!("--qemu runs the pipeline topology only"),
         Topology::Tensor => Some(cluster::tensor_shards(&model, nodes.len())?),
         Topology::Pipeline => None,
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     if args.qemu {
         let job = Job { prompt: &prompt, steps: args.steps, temp_milli, seed: args.seed };
-        let report = rt.block_on(run_boards(&file, &nodes, &img, checksum, &job))?;
+        let report = rt.block_on(run_boards(&file, &nodes, &img, checksum, &job, shards.as_deref()))?;
         print_report(&report, &nodes, &file, Busy::Instructions);
         return Ok(());
     }
@@ -182,30 +187,35 @@ async fn run_boards(
     img: &Image,
     checksum: u32,
     job: &Job<'_>,
+    shards: Option<&[Shard]>,
 ) -> Result<RunReport> {
     let tc = crate::board::Toolchain::find()?;
     let dir = std::env::temp_dir().join(format!("ruvllm-cluster-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let result = boards_in(file, nodes, img, checksum, job, &tc, &dir).await;
+    let result = boards_in(file, nodes, img, checksum, job, shards, &tc, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn boards_in(
     file: &ClusterFile,
     nodes: &[Node],
     img: &Image,
     checksum: u32,
     job: &Job<'_>,
+    shards: Option<&[Shard]>,
     tc: &crate::board::Toolchain,
     dir: &Path,
 ) -> Result<RunReport> {
     let image = dir.join("model.gguf");
     std::fs::write(&image, img.bytes()).with_context(|| format!("{}: cannot write", image.display()))?;
     let mut boards = Vec::with_capacity(nodes.len());
-    for n in nodes {
+    for (i, n) in nodes.iter().enumerate() {
         let spec = format!("{}:{}:{}", n.id, n.layers.start, n.layers.end - 1);
-        let built = crate::board::build_node(tc, &image, &spec).with_context(|| format!("node {}", n.id))?;
+        let tensor = shards.map(|s| format!("{i}:{}", s.len()));
+        let built = crate::board::build_node(tc, &image, &spec, tensor.as_deref())
+            .with_context(|| format!("node {}", n.id))?;
         let elf = dir.join(format!("node-{}.elf", n.id));
         std::fs::copy(&built, &elf).with_context(|| format!("{}: cannot write", elf.display()))?;
         let serial = format!("tcp:127.0.0.1:{},server=on,wait=on", n.port);
@@ -223,13 +233,15 @@ async fn boards_in(
                 }
             }
         });
+        let part = match shards {
+            Some(s) => describe(&s[i]),
+            None => format!("layers {}..={}", n.layers.start, n.layers.end - 1),
+        };
         eprintln!(
-            "node {}: QEMU board (pid {}), UART on port {}, layers {}..={}",
+            "node {}: QEMU board (pid {}), UART on port {}, {part}",
             n.id,
             child.id().unwrap_or(0),
-            n.port,
-            n.layers.start,
-            n.layers.end - 1
+            n.port
         );
         boards.push(child);
     }
@@ -245,12 +257,11 @@ async fn boards_in(
     }
     let model = img.model()?;
     let answer_ms = cfg.give_up_ms();
-    let mut out = std::io::stdout().lock();
-    let report = cluster::coordinate_boards(&model, checksum, &mut links, job, answer_ms, |piece| {
-        out.write_all(piece).and_then(|()| out.flush()).map_err(ruvllm_cli::out::write_error)
-    })
-    .await?;
-    out.write_all(b"\n").and_then(|()| out.flush()).map_err(ruvllm_cli::out::write_error)?;
+    let report = match shards {
+        Some(s) => cluster::coordinate_tensor(&model, checksum, &mut links, s, job, answer_ms, write).await?,
+        None => cluster::coordinate_boards(&model, checksum, &mut links, job, answer_ms, write).await?,
+    };
+    write(b"\n")?;
     drop(links);
     for (mut b, n) in boards.into_iter().zip(nodes) {
         match tokio::time::timeout(Duration::from_secs(10), b.wait()).await {
@@ -323,10 +334,6 @@ async fn coordinate(
     let cfg = file.link.config();
     let corrupt = file.link.corrupt;
     let head_port = nodes[0].port;
-    let write = |piece: &[u8]| {
-        let mut out = std::io::stdout().lock();
-        out.write_all(piece).and_then(|()| out.flush()).map_err(ruvllm_cli::out::write_error)
-    };
     let tensor = async |shards: &[Shard]| {
         let mut links = Vec::with_capacity(nodes.len());
         for (i, n) in nodes.iter().enumerate() {

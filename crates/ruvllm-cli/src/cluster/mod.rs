@@ -556,6 +556,8 @@ pub async fn run_tensor_node<U: AsyncRead + AsyncWrite + Unpin>(
             own.retransmits = s.retransmits;
             own.bad_frames = s.bad_frames;
             up.send(Body::Stats(own)).await.map_err(|e| link_error("the coordinator", e, cfg))?;
+            // Then the Finish itself, as a board and the pipeline's nodes pass it on.
+            up.send(Body::Finish).await.map_err(|e| link_error("the coordinator", e, cfg))?;
             break;
         }
         let t = Instant::now();
@@ -644,8 +646,8 @@ pub async fn coordinate_tensor<S: AsyncRead + AsyncWrite + Unpin>(
     let mut nodes = Vec::with_capacity(links.len());
     for (l, name) in links.iter_mut().zip(&names) {
         send(l, name, Body::Finish).await?;
-        match recv(l, name).await? {
-            Body::Stats(s) => nodes.push(s),
+        match (recv(l, name).await?, recv(l, name).await?) {
+            (Body::Stats(s), Body::Finish) => nodes.push(s),
             _ => bail!("{name} answered out of turn while finishing"),
         }
     }
