@@ -53,7 +53,8 @@ fn main() {
     let tensor = std::env::var("RUVLLM_TENSOR").ok().filter(|s| !s.is_empty()).map(|spec| {
         let v: Vec<usize> = spec.split(':').filter_map(|x| x.parse().ok()).collect();
         let [i, n] = v[..] else { fail(&format!("RUVLLM_TENSOR={spec}: use index:nodes")) };
-        ruvllm_esp32::infer::shard(&model, n, i).unwrap_or_else(|e| fail(&format!("RUVLLM_TENSOR={spec}: {e}")))
+        ruvllm_esp32::infer::shard(&model, n, i)
+            .unwrap_or_else(|e| fail(&format!("RUVLLM_TENSOR={spec}: {e}")))
     });
     let arena = match &tensor {
         Some(s) => ruvllm_esp32::infer::TensorState::arena_len(&model, s, seq),

@@ -1,7 +1,8 @@
 //! `cluster run --qemu`: every node a QEMU ESP32-C3-sized board (rv32imc, 400 KiB RAM, the
 //! integer engine) built around the model with only its layers to run, its UART a TCP socket;
 //! the host relays between the boards. The text is exactly `gen --int`'s with 2 and 3 boards,
-//! greedy and seeded, and each board reports the instructions of its layers.
+//! greedy and seeded, and each board reports the instructions of its layers; the same for the
+//! tensor topology (each board a shard of every layer).
 //!
 //! Needs Debian's chip toolchain and qemu-system-riscv32: without them the test prints why it
 //! skips, except under CI=true, where it fails.
@@ -47,6 +48,47 @@ fn qemu_boards_print_what_gen_prints() {
         eprintln!("{chips} boards, temp {temp}:\n{err}");
         for i in 0..chips {
             let line = err.lines().find(|l| l.starts_with(&format!("node {i} ("))).expect("a line per board");
+            assert!(line.contains(" instructions in its layers ("), "{line}");
+        }
+    }
+}
+
+/// The tensor topology on QEMU boards: each board a shard of every layer (its heads and FFN
+/// rows, only its KV cache in its 400 KiB), the host reducing their partial sums: exactly `gen
+/// --int`'s text with 2 boards (greedy) and 3 (seeded), and each board's instructions.
+#[test]
+fn qemu_shards_print_what_gen_prints() {
+    let Some(()) = chip_tools() else { return };
+    let base = 38_000 + (std::process::id() % 1000) as u16 * 8;
+    for (chips, temp, seed) in [(2, "0", "42"), (3, "0.8", "7")] {
+        let path = plan_cluster(
+            &format!("qemu-tensor-{chips}.toml"),
+            chips,
+            &["--topology", "tensor"],
+            base,
+            |_| {},
+        );
+        let args = ["-p", "Once upon a time", "-n", "16", "--temp", temp, "--seed", seed];
+        let want = run(&[&["gen", "--int"][..], &args].concat());
+        assert!(want.status.success());
+        let child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
+            .args([&["cluster", "run", "--qemu", "--config", s(&path)][..], &args].concat())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait_within(child, Instant::now(), Duration::from_secs(900), "cluster run --qemu");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{chips} boards: {err}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&want.stdout),
+            "{chips} boards"
+        );
+        eprintln!("{chips} tensor boards, temp {temp}:\n{err}");
+        for i in 0..chips {
+            let line =
+                err.lines().find(|l| l.starts_with(&format!("node {i} (shard"))).expect("a line per board");
             assert!(line.contains(" instructions in its layers ("), "{line}");
         }
     }
