@@ -190,3 +190,27 @@ fn a_node_answers_bad_rounds_with_a_failure() {
     let mut arena = vec![0; TensorState::arena_len(&model, &bad, 8)];
     assert!(TensorState::new(&model, bad, &mut arena, 8).is_err());
 }
+
+/// The coordinator takes only the answer to the round it sent: another round's, a short one
+/// or a message of another kind is refused, and the sum so far is kept.
+#[test]
+fn the_coordinator_refuses_answers_out_of_turn() {
+    let five = tensor_models::five_heads();
+    let img = common::Image::new(&five);
+    let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
+    let shards: Vec<_> = (0..2).map(|i| shard(&model, 2, i).unwrap()).collect();
+    let mut arena = vec![0; TensorLead::arena_len(&model)];
+    let mut total = vec![0i64; model.config.dim];
+    let mut lead = TensorLead::new(&model, &mut arena, &shards, &mut total).unwrap();
+    lead.embed(1).unwrap();
+    let sent = lead.round(0, 0, 1, true);
+    let partial = |layer, n: usize| {
+        let acc = ruvllm_esp32::federation::wire::Partials::from_slice(&vec![7; n]).unwrap();
+        Body::Partial(ruvllm_esp32::federation::wire::Partial { stream: 0, pos: 0, layer, ffn: true, acc })
+    };
+    let dim = model.config.dim;
+    assert!(lead.absorb(&sent, &partial(0, dim)).is_err(), "another layer");
+    assert!(lead.absorb(&sent, &partial(1, dim - 1)).is_err(), "too short");
+    assert!(lead.absorb(&sent, &Body::Finish).is_err(), "not a partial");
+    assert!(lead.absorb(&sent, &partial(1, dim)).is_ok());
+}
