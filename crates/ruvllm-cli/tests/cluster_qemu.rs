@@ -10,46 +10,45 @@
 mod common;
 
 use common::*;
-use ruvllm_cli::cluster::config::ClusterFile;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// `cluster run --qemu` of a plan of `chips` boards (`extra`: plan arguments) over `steps`
+/// positions: its text must be `gen --int`'s, and every board must report its instructions.
+fn boards_match_gen(extra: &[&str], chips: usize, base: u16, steps: usize, temp: &str, seed: &str) {
+    let label = format!("{chips} boards {extra:?}");
+    let path = plan_cluster(&format!("qemu-{chips}-{}.toml", extra.len()), chips, extra, base, |_| {});
+    let n = steps.to_string();
+    let args = ["-p", "Once upon a time", "-n", &n, "--temp", temp, "--seed", seed];
+    let want = run(&[&["gen", "--int"][..], &args].concat());
+    assert!(want.status.success());
+    let child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
+        .args([&["cluster", "run", "--qemu", "--config", s(&path)][..], &args].concat())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_within(child, Instant::now(), Duration::from_secs(900), "cluster run --qemu");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{label}: {err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&want.stdout), "{label}");
+    eprintln!("{label}, temp {temp}:\n{err}");
+    for i in 0..chips {
+        let line = err.lines().find(|l| l.starts_with(&format!("node {i} ("))).expect("a line per board");
+        assert!(line.contains(" instructions in its layers ("), "{line}");
+    }
+}
+
+/// Ports of this test process, apart from other test binaries (and apart per test).
+fn base_port(slot: u16) -> u16 {
+    30_000 + (std::process::id() % 1000) as u16 * 16 + slot * 8
+}
 
 #[test]
 fn qemu_boards_print_what_gen_prints() {
     let Some(()) = chip_tools() else { return };
-    // Ports of this test process, apart from other test binaries.
-    let base = 30_000 + (std::process::id() % 1000) as i64 * 8;
     for (chips, temp, seed) in [(2, "0", "42"), (3, "0.8", "7")] {
-        let path = scratch(&format!("qemu-{chips}.toml"));
-        let out = run(&["cluster", "--chips", &chips.to_string(), "-o", s(&path), "--force"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let mut file = ClusterFile::parse(&std::fs::read_to_string(&path).unwrap(), "plan").unwrap();
-        for (i, n) in file.chips.nodes.iter_mut().enumerate() {
-            n.port = toml::Value::Integer(base + i as i64);
-        }
-        std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
-        let args = ["-p", "Once upon a time", "-n", "24", "--temp", temp, "--seed", seed];
-        let want = run(&[&["gen", "--int"][..], &args].concat());
-        assert!(want.status.success());
-        let child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
-            .args([&["cluster", "run", "--qemu", "--config", s(&path)][..], &args].concat())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = wait_within(child, Instant::now(), Duration::from_secs(600), "cluster run --qemu");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{chips} boards: {err}");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&want.stdout),
-            "{chips} boards"
-        );
-        eprintln!("{chips} boards, temp {temp}:\n{err}");
-        for i in 0..chips {
-            let line = err.lines().find(|l| l.starts_with(&format!("node {i} ("))).expect("a line per board");
-            assert!(line.contains(" instructions in its layers ("), "{line}");
-        }
+        boards_match_gen(&[], chips, base_port(0), 24, temp, seed);
     }
 }
 
@@ -59,37 +58,7 @@ fn qemu_boards_print_what_gen_prints() {
 #[test]
 fn qemu_shards_print_what_gen_prints() {
     let Some(()) = chip_tools() else { return };
-    let base = 38_000 + (std::process::id() % 1000) as u16 * 8;
     for (chips, temp, seed) in [(2, "0", "42"), (3, "0.8", "7")] {
-        let path = plan_cluster(
-            &format!("qemu-tensor-{chips}.toml"),
-            chips,
-            &["--topology", "tensor"],
-            base,
-            |_| {},
-        );
-        let args = ["-p", "Once upon a time", "-n", "16", "--temp", temp, "--seed", seed];
-        let want = run(&[&["gen", "--int"][..], &args].concat());
-        assert!(want.status.success());
-        let child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
-            .args([&["cluster", "run", "--qemu", "--config", s(&path)][..], &args].concat())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = wait_within(child, Instant::now(), Duration::from_secs(900), "cluster run --qemu");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{chips} boards: {err}");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&want.stdout),
-            "{chips} boards"
-        );
-        eprintln!("{chips} tensor boards, temp {temp}:\n{err}");
-        for i in 0..chips {
-            let line =
-                err.lines().find(|l| l.starts_with(&format!("node {i} (shard"))).expect("a line per board");
-            assert!(line.contains(" instructions in its layers ("), "{line}");
-        }
+        boards_match_gen(&["--topology", "tensor"], chips, base_port(1), 16, temp, seed);
     }
 }
