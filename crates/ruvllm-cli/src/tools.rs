@@ -447,7 +447,9 @@ impl Log {
         if let Some((id, sig)) = self.killed.first() {
             return Some(anyhow!("node {id} stopped (killed by signal {sig}) before the run ended"));
         }
-        if let Some(e) = self.errors.first() {
+        // A node that saw the coordinator close its link reports a consequence, not the cause.
+        let consequence = |e: &&String| e.contains("the coordinator closed the link");
+        if let Some(e) = self.errors.iter().find(|e| !consequence(e)).or(self.errors.first()) {
             return Some(anyhow!("{e}"));
         }
         self.failed.first().map(|(id, status)| anyhow!("node {id} stopped ({status}) before the run ended"))

@@ -169,3 +169,21 @@ fn bad_tensor_clusters_are_one_clear_error() {
     });
     fails_with(&cluster_run(&config, "Once", 8, "0", "1"), "this model splits into at most 5");
 }
+
+/// A shard given another model image than the coordinator's refuses its link in the
+/// handshake; the run stops with a line naming that node and both checksums.
+#[test]
+fn a_shard_with_another_model_is_refused() {
+    let other = scratch("other-padded.gguf");
+    let builtin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/default.gguf");
+    let out = run(&["convert", s(&builtin), "--quant", "q8", "--pad-ffn", "32", "-o", s(&other)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config =
+        plan("tensor-other.toml", 2, 23, &[], |f| f.chips.nodes[1].model = Some(s(&other).to_string()));
+    let out = cluster_run(&config, "Once", 8, "0", "1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let last = err.trim_end().lines().last().unwrap();
+    assert!(last.contains("node 1 holds a different model image (checksum "), "{err}");
+    assert!(last.contains("the coordinator's f0fecf4f): give every node the same model"), "{err}");
+}
