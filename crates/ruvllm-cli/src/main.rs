@@ -478,8 +478,9 @@ enum ClusterCmd {
         text: TextArgs,
         #[arg(short = 's', long, default_value_t = 42)]
         seed: u64,
-        /// Run each node as a QEMU ESP32-C3 board holding its layers, its UART a TCP socket on
-        /// the node's port (needs the chip toolchain and qemu-system-riscv32, as `board`)
+        /// Run each node as a QEMU ESP32-C3 board running its part (layers, or a tensor shard),
+        /// its UART a TCP socket on the node's port (needs the chip toolchain and
+        /// qemu-system-riscv32, as `board`)
         #[arg(long)]
         qemu: bool,
     },
