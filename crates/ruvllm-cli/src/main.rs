@@ -386,23 +386,16 @@ whose arena does not fit, or an Xtensa chip: ESP32/S2/S3 do not map the partitio
         /// Serial port of the board, e.g. /dev/ttyUSB0
         #[arg(short = 'p', long)]
         port: Option<String>,
-        /// esp32, esp32s2, esp32s3, esp32c3 or esp32c6
-        #[arg(long, default_value = "esp32c3")]
-        chip: String,
+        #[command(flatten)]
+        firmware: FirmwareArgs,
         #[command(flatten)]
         model: ModelArgs,
-        /// Flash this firmware ELF instead of building one
-        #[arg(long)]
-        elf: Option<PathBuf>,
         /// Write the merged flash image to -o instead of flashing
         #[arg(long)]
         dry_run: bool,
         /// Where --dry-run writes the merged image (4 MiB)
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
-        /// Serial speed while flashing
-        #[arg(long, default_value_t = 460_800, value_parser = baud())]
-        baud: u32,
     },
     /// Check the chip toolchains and print the steps for what is missing
     #[command(after_help = "Examples:
@@ -451,6 +444,20 @@ whose arena does not fit, or an Xtensa chip: ESP32/S2/S3 do not map the partitio
     Completions { shell: clap_complete::Shell },
 }
 
+/// What a board is flashed with, and how fast (`flash`, `cluster flash`).
+#[derive(clap::Args, Clone)]
+struct FirmwareArgs {
+    /// esp32, esp32s2, esp32s3, esp32c3 or esp32c6
+    #[arg(long, default_value = "esp32c3")]
+    chip: String,
+    /// Flash this firmware ELF instead of building one
+    #[arg(long)]
+    elf: Option<PathBuf>,
+    /// Serial speed while flashing
+    #[arg(long, default_value_t = 460_800, value_parser = baud())]
+    baud: u32,
+}
+
 /// The prompt, positions and temperature of `gen` and `cluster run`.
 #[derive(clap::Args, Clone)]
 struct TextArgs {
@@ -493,21 +500,14 @@ enum ClusterCmd {
     Flash {
         #[arg(long)]
         config: PathBuf,
-        /// esp32, esp32s2, esp32s3, esp32c3 or esp32c6
-        #[arg(long, default_value = "esp32c3")]
-        chip: String,
-        /// Flash this firmware ELF instead of building one
-        #[arg(long)]
-        elf: Option<PathBuf>,
+        #[command(flatten)]
+        firmware: FirmwareArgs,
         /// Write the flash images (DIR/node-ID.bin) instead of flashing
         #[arg(long)]
         dry_run: bool,
         /// Where --dry-run writes the images
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
-        /// Serial speed while flashing
-        #[arg(long, default_value_t = 460_800, value_parser = baud())]
-        baud: u32,
     },
     /// Show every board of cluster.toml at once: each line of each serial port, prefixed by
     /// its node id (Ctrl-C ends)
@@ -664,7 +664,7 @@ fn main() -> ExitCode {
         Cmd::Ports { all } => serial::ports_cmd(all),
         Cmd::Monitor { port, baud } => serial::open(&port, baud).and_then(serial::terminal),
         Cmd::Build { target, release, model } => firmware::build_cmd(&target, release, &model),
-        Cmd::Flash { port, chip, model, elf, dry_run, output, baud } => {
+        Cmd::Flash { port, firmware: FirmwareArgs { chip, elf, baud }, model, dry_run, output } => {
             firmware::flash(&firmware::FlashArgs { port, chip, model, elf, dry_run, output, baud })
         }
         Cmd::Install { yes } => firmware::install(yes),
@@ -676,7 +676,9 @@ fn main() -> ExitCode {
             cluster_boards::monitor(&config, baud)
         }
         Cmd::Cluster {
-            cmd: Some(ClusterCmd::Flash { config, chip, elf, dry_run, output, baud }), ..
+            cmd:
+                Some(ClusterCmd::Flash { config, firmware: FirmwareArgs { chip, elf, baud }, dry_run, output }),
+            ..
         } => {
             cluster_boards::flash(&cluster_boards::ClusterFlash { config, chip, elf, dry_run, output, baud })
         }
