@@ -60,12 +60,7 @@ impl<'a, 'm, 's, const L: usize> TensorNode<'a, 'm, 's, L> {
         }
         let slot = self.slots.get_mut(r.stream as usize).ok_or(FailReason::BadStream)?;
         let (layer, pos, acc) = (r.layer as usize, r.pos as usize, &mut self.acc[..dim]);
-        let held = if r.ffn {
-            slot.ffn(self.model, layer, pos, &r.residual, acc)
-        } else {
-            slot.attention(self.model, layer, pos, &r.residual, acc)
-        };
-        held.map_err(|_| FailReason::BadStep)?;
+        slot.round(self.model, layer, r.ffn, pos, &r.residual, acc).map_err(|_| FailReason::BadStep)?;
         let part = if r.ffn { &slot.shard().hidden } else { &slot.shard().heads };
         let acc =
             if part.is_empty() { Partials::new() } else { Partials::from_slice(acc).unwrap_or_default() };

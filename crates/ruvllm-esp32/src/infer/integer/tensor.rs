@@ -248,10 +248,31 @@ impl<'s> TensorState<'s> {
         Ok(())
     }
 
-    /// Layer `layer`'s attention at `pos` over the residual stream `x` (`dim` values): this
-    /// shard's heads, their KV cache written at `pos`, and `wo`'s partial accumulators over
-    /// their columns into `acc` (`dim` values, overwritten; all zero without heads).
-    pub fn attention<const L: usize>(
+    /// One half-layer of layer `layer` at `pos` over the residual stream `x` (`dim` values):
+    /// the attention (this shard's heads, their KV cache written at `pos`, and `wo`'s partial
+    /// accumulators over their columns) or, with `ffn`, the FFN (this shard's rows of `w1`/`w3`
+    /// and `w2`'s partial accumulators over those columns), into `acc` (`dim` values,
+    /// overwritten; all zero when the shard holds no part of it).
+    pub fn round<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        layer: usize,
+        ffn: bool,
+        pos: usize,
+        x: &[i32],
+        acc: &mut [i64],
+    ) -> Result<()> {
+        self.check(model, layer, pos, x)?;
+        acc.fill(0);
+        match ffn {
+            false if self.shard.heads.is_empty() => Ok(()),
+            true if self.shard.hidden.is_empty() => Ok(()),
+            false => self.attention(model, layer, pos, x, acc),
+            true => self.ffn(model, layer, x, acc),
+        }
+    }
+
+    fn attention<const L: usize>(
         &mut self,
         model: &Model<'_, L>,
         layer: usize,
@@ -259,11 +280,6 @@ impl<'s> TensorState<'s> {
         x: &[i32],
         acc: &mut [i64],
     ) -> Result<()> {
-        self.check(model, layer, pos, x)?;
-        acc.fill(0);
-        if self.shard.heads.is_empty() {
-            return Ok(());
-        }
         let s = self.shape;
         let (hs, g) = (s.head_size(), s.group);
         let w = view::layer(&model.layers[layer])?;
@@ -304,22 +320,14 @@ impl<'s> TensorState<'s> {
         Ok(())
     }
 
-    /// Layer `layer`'s FFN over the residual stream `x`: this shard's rows of `w1`/`w3`, and
-    /// `w2`'s partial accumulators over those columns into `acc` (all zero without rows).
-    pub fn ffn<const L: usize>(
+    fn ffn<const L: usize>(
         &mut self,
         model: &Model<'_, L>,
         layer: usize,
-        pos: usize,
         x: &[i32],
         acc: &mut [i64],
     ) -> Result<()> {
-        self.check(model, layer, pos, x)?;
-        acc.fill(0);
         let f = self.shard.hidden.clone();
-        if f.is_empty() {
-            return Ok(());
-        }
         let g = self.shape.group;
         let w = view::layer(&model.layers[layer])?;
         rmsnorm(self.xb, x, w.ffn_norm, self.eps);
