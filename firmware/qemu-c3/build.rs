@@ -48,6 +48,18 @@ fn main() {
         }
         ruvllm_esp32::infer::IntState::arena_len(&model, seq)
     };
+    // A tensor-parallel node (RUVLLM_TENSOR=i:n: shard i of n) holds only its shard's cache.
+    println!("cargo:rerun-if-env-changed=RUVLLM_TENSOR");
+    let tensor = std::env::var("RUVLLM_TENSOR").ok().filter(|s| !s.is_empty()).map(|spec| {
+        let v: Vec<usize> = spec.split(':').filter_map(|x| x.parse().ok()).collect();
+        let [i, n] = v[..] else { fail(&format!("RUVLLM_TENSOR={spec}: use index:nodes")) };
+        ruvllm_esp32::infer::shard(&model, n, i)
+            .unwrap_or_else(|e| fail(&format!("RUVLLM_TENSOR={spec}: {e}")))
+    });
+    let arena = match &tensor {
+        Some(s) => ruvllm_esp32::infer::TensorState::arena_len(&model, s, seq),
+        None => arena,
+    };
     let plan = format!(
         "/// Layers of the embedded model (the `Model` bound).\npub const LAYERS: usize = {};\n\
          /// Context the arena holds: the model's full context.\npub const SEQ_LEN: usize = {seq};\n\
@@ -69,6 +81,17 @@ fn main() {
             "/// This node's id and layers.\npub const NODE_ID: u8 = {id};\npub const NODE_LAYERS: core::ops::Range<usize> = {first}..{};\n",
             last + 1
         );
+        let r = |r: &core::ops::Range<usize>| format!("{}..{}", r.start, r.end);
+        plan += &match &tensor {
+            Some(s) => format!(
+                "/// A tensor-parallel node's shard.\npub const SHARD: Option<ruvllm_esp32::infer::Shard> = Some(ruvllm_esp32::infer::Shard {{ heads: {}, kv_heads: {}, hidden: {} }});\n",
+                r(&s.heads),
+                r(&s.kv_heads),
+                r(&s.hidden)
+            ),
+            None => "/// A pipeline node.\npub const SHARD: Option<ruvllm_esp32::infer::Shard> = None;\n".into(),
+        };
+        plan += &format!("/// The model's width.\npub const DIM: usize = {};\n", model.config.dim);
     }
     std::fs::write(out.join("plan.rs"), plan).expect("write plan.rs");
 

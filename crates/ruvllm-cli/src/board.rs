@@ -144,9 +144,12 @@ pub fn build(
 
 /// Builds the board as one node of a federated pipeline around `image`: `node` is
 /// `id:first:last` (its layers, inclusive); the ELF's path.
-pub fn build_node(tc: &Toolchain, image: &Path, node: &str) -> Result<PathBuf> {
+pub fn build_node(tc: &Toolchain, image: &Path, node: &str, tensor: Option<&str>) -> Result<PathBuf> {
     let image = std::fs::canonicalize(image).with_context(|| format!("{}: cannot read", image.display()))?;
-    cargo_build(tc, &["federation-node"], &[("RUVLLM_MODEL", &image), ("RUVLLM_NODE", Path::new(node))])
+    let mut env = vec![("RUVLLM_MODEL", image.as_path()), ("RUVLLM_NODE", Path::new(node))];
+    // index:nodes of a tensor-parallel split; a pipeline node has none (an empty value).
+    env.push(("RUVLLM_TENSOR", Path::new(tensor.unwrap_or(""))));
+    cargo_build(tc, &["federation-node"], &env)
 }
 
 /// Builds `firmware/qemu-c3` for the chip with `features` and the build script's inputs in

@@ -6,6 +6,7 @@
 mod attention;
 mod bench;
 mod board;
+mod cluster_boards;
 mod commands;
 mod console;
 mod firmware;
@@ -393,23 +394,16 @@ whose arena does not fit, or an Xtensa chip: ESP32/S2/S3 do not map the partitio
         /// Serial port of the board, e.g. /dev/ttyUSB0
         #[arg(short = 'p', long)]
         port: Option<String>,
-        /// esp32, esp32s2, esp32s3, esp32c3 or esp32c6
-        #[arg(long, default_value = "esp32c3")]
-        chip: String,
+        #[command(flatten)]
+        firmware: FirmwareArgs,
         #[command(flatten)]
         model: ModelArgs,
-        /// Flash this firmware ELF instead of building one
-        #[arg(long)]
-        elf: Option<PathBuf>,
         /// Write the merged flash image to -o instead of flashing
         #[arg(long)]
         dry_run: bool,
         /// Where --dry-run writes the merged image (4 MiB)
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
-        /// Serial speed while flashing
-        #[arg(long, default_value_t = 460_800, value_parser = baud())]
-        baud: u32,
     },
     /// Check the chip toolchains and print the steps for what is missing
     #[command(after_help = "Examples:
@@ -420,13 +414,14 @@ whose arena does not fit, or an Xtensa chip: ESP32/S2/S3 do not map the partitio
         #[arg(long)]
         yes: bool,
     },
-    /// Plan a pipeline-parallel cluster of chips over the model's layers (writes cluster.toml),
-    /// or run one (`cluster run`)
+    /// Plan a cluster of chips, pipeline-parallel over the model's layers or tensor-parallel
+    /// over its heads and FFN rows (writes cluster.toml), or run one (`cluster run`)
     #[command(
         args_conflicts_with_subcommands = true,
         after_help = "Examples:
   ruvllm-esp32 cluster --chips 2
   ruvllm-esp32 cluster --chips 3 -m stories260K-q8.gguf -o three.toml --force
+  ruvllm-esp32 cluster --chips 3 --topology tensor -o tensor.toml
   ruvllm-esp32 cluster run --config three.toml --prompt \"Once upon a time\" --steps 64"
     )]
     Cluster {
@@ -442,6 +437,9 @@ whose arena does not fit, or an Xtensa chip: ESP32/S2/S3 do not map the partitio
         /// Link speed between the chips
         #[arg(long, default_value_t = 115_200, value_parser = baud())]
         baud: u32,
+        /// pipeline (contiguous layer ranges) or tensor (heads and FFN rows of every layer)
+        #[arg(long, default_value = "pipeline", value_parser = ["pipeline", "tensor"])]
+        topology: String,
         /// Overwrite the output file
         #[arg(long)]
         force: bool,
@@ -452,6 +450,20 @@ whose arena does not fit, or an Xtensa chip: ESP32/S2/S3 do not map the partitio
   ruvllm-esp32 completions zsh > ~/.zfunc/_ruvllm-esp32
   ruvllm-esp32 completions fish > ~/.config/fish/completions/ruvllm-esp32.fish")]
     Completions { shell: clap_complete::Shell },
+}
+
+/// What a board is flashed with, and how fast (`flash`, `cluster flash`).
+#[derive(clap::Args, Clone)]
+struct FirmwareArgs {
+    /// esp32, esp32s2, esp32s3, esp32c3 or esp32c6
+    #[arg(long, default_value = "esp32c3")]
+    chip: String,
+    /// Flash this firmware ELF instead of building one
+    #[arg(long)]
+    elf: Option<PathBuf>,
+    /// Serial speed while flashing
+    #[arg(long, default_value_t = 460_800, value_parser = baud())]
+    baud: u32,
 }
 
 /// The prompt, positions and temperature of `gen` and `cluster run`.
@@ -481,10 +493,39 @@ enum ClusterCmd {
         text: TextArgs,
         #[arg(short = 's', long, default_value_t = 42)]
         seed: u64,
-        /// Run each node as a QEMU ESP32-C3 board holding its layers, its UART a TCP socket on
-        /// the node's port (needs the chip toolchain and qemu-system-riscv32, as `board`)
+        /// Run each node as a QEMU ESP32-C3 board running its part (layers, or a tensor shard),
+        /// its UART a TCP socket on the node's port (needs the chip toolchain and
+        /// qemu-system-riscv32, as `board`)
         #[arg(long)]
         qemu: bool,
+    },
+    /// Flash every board of cluster.toml (its port: the board's serial device) with the
+    /// firmware and its node's model, as `flash` does; or, with --dry-run, write one flash
+    /// image per node
+    #[command(after_help = "Examples:
+  ruvllm-esp32 cluster flash --config boards.toml
+  ruvllm-esp32 cluster flash --config boards.toml --dry-run -o images/")]
+    Flash {
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        firmware: FirmwareArgs,
+        /// Write the flash images (DIR/node-ID.bin) instead of flashing
+        #[arg(long)]
+        dry_run: bool,
+        /// Where --dry-run writes the images
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+    /// Show every board of cluster.toml at once: each line of each serial port, prefixed by
+    /// its node id (Ctrl-C ends)
+    #[command(after_help = "Example:
+  ruvllm-esp32 cluster monitor --config boards.toml")]
+    Monitor {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(short = 'b', long, default_value_t = 115_200, value_parser = baud())]
+        baud: u32,
     },
     /// One node of a cluster (what `cluster run` starts)
     #[command(hide = true)]
@@ -632,7 +673,7 @@ fn main() -> ExitCode {
         Cmd::Ports { all } => serial::ports_cmd(all),
         Cmd::Monitor { port, baud } => serial::open(&port, baud).and_then(serial::terminal),
         Cmd::Build { target, release, model } => firmware::build_cmd(&target, release, &model),
-        Cmd::Flash { port, chip, model, elf, dry_run, output, baud } => {
+        Cmd::Flash { port, firmware: FirmwareArgs { chip, elf, baud }, model, dry_run, output } => {
             firmware::flash(&firmware::FlashArgs { port, chip, model, elf, dry_run, output, baud })
         }
         Cmd::Install { yes } => firmware::install(yes),
@@ -640,11 +681,21 @@ fn main() -> ExitCode {
             cmd: Some(ClusterCmd::Run { config, text: TextArgs { prompt, steps, temp }, seed, qemu }),
             ..
         } => tools::run(tools::RunArgs { config, prompt, steps, temp, seed, qemu }),
+        Cmd::Cluster { cmd: Some(ClusterCmd::Monitor { config, baud }), .. } => {
+            cluster_boards::monitor(&config, baud)
+        }
+        Cmd::Cluster {
+            cmd:
+                Some(ClusterCmd::Flash { config, firmware: FirmwareArgs { chip, elf, baud }, dry_run, output }),
+            ..
+        } => {
+            cluster_boards::flash(&cluster_boards::ClusterFlash { config, chip, elf, dry_run, output, baud })
+        }
         Cmd::Cluster { cmd: Some(ClusterCmd::Node { config, id, next }), .. } => {
             tools::node(&config, id, next)
         }
-        Cmd::Cluster { cmd: None, chips: Some(chips), model, output, baud, force } => {
-            tools::plan(&model, chips, &output, baud, force)
+        Cmd::Cluster { cmd: None, chips: Some(chips), model, output, baud, topology, force } => {
+            tools::plan(&model, chips, &output, baud, topology == "tensor", force)
         }
         Cmd::Cluster { cmd: None, chips: None, .. } => Err(anyhow::anyhow!(
             "cluster: pass --chips N to plan N chips, or `cluster run --config FILE` to run a plan"

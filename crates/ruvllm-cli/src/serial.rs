@@ -155,6 +155,13 @@ pub struct Opened {
     name: String,
 }
 
+impl Opened {
+    /// The open, locked port and its name, for a reader of its own (`cluster monitor`).
+    pub fn into_parts(self) -> (serialport::TTYPort, String) {
+        (self.port, self.name)
+    }
+}
+
 /// Opens `name` at `baud` (8N1, no flow control) and takes an exclusive advisory lock on it, so
 /// a second terminal, flasher or monitor that locks too is refused instead of stealing bytes.
 pub fn open(name: &str, baud: u32) -> Result<Opened> {

@@ -5,10 +5,11 @@ use crate::commands;
 use crate::image::{self, Image};
 use crate::ModelArgs;
 use anyhow::{anyhow, bail, Context, Result};
-use ruvllm_cli::cluster::config::{ClusterFile, Node};
+use ruvllm_cli::cluster::config::{ClusterFile, Node, Topology};
 use ruvllm_cli::cluster::{self, host_link, Job, Line, NodeSpec, RunReport};
 use ruvllm_cli::{input, outln};
 use ruvllm_esp32::federation::link::LinkConfig;
+use ruvllm_esp32::infer::Shard;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -32,6 +33,29 @@ const HEADER: &str = "# ruvllm-esp32 cluster: pipeline parallel over {chips} chi
 
 ";
 
+/// The header of a tensor-parallel cluster.toml.
+const TENSOR_HEADER: &str = "# ruvllm-esp32 cluster: tensor parallel over {chips} chip(s).
+# Written by `ruvllm-esp32 cluster --chips {chips} --topology tensor`; run it with
+#   ruvllm-esp32 cluster run --config THIS_FILE --prompt \"Once upon a time\" --steps 64
+# Every node (role shard, layers = all) holds some attention heads and some FFN rows of
+# every layer, chosen from the model's shape in the order the nodes are listed; the
+# coordinator holds the embeddings and the classifier, sends each half-layer's residual
+# stream to the nodes and adds up their partial sums.
+# port: the node's TCP port on loopback for `cluster run`. model.checksum: the
+# CRC-32 of the model image every node must hold. link: UART speed between boards,
+# the acknowledgement timeout (ms) and the resends before a node counts as gone.
+
+";
+
+/// A shard as the plan and the run print it.
+fn describe(s: &Shard) -> String {
+    let part = |r: &std::ops::Range<usize>| match r.len() {
+        0 => "none".to_string(),
+        _ => format!("{}..={}", r.start, r.end - 1),
+    };
+    format!("heads {}, FFN rows {}", part(&s.heads), part(&s.hidden))
+}
+
 /// Most bytes of a cluster.toml read.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -43,11 +67,19 @@ fn load(args: &ModelArgs) -> Result<(Image, u32)> {
 }
 
 /// `cluster --chips N`: plan `chips` nodes over the model's layers and write cluster.toml.
-pub fn plan(args: &ModelArgs, chips: usize, output: &Path, baud: u32, force: bool) -> Result<()> {
+pub fn plan(
+    args: &ModelArgs,
+    chips: usize,
+    output: &Path,
+    baud: u32,
+    tensor: bool,
+    force: bool,
+) -> Result<()> {
     let (img, checksum) = load(args)?;
     let model = img.model()?;
     let layers = model.config.n_layers;
-    if chips < 1 || chips > layers {
+    let shards = if tensor { Some(cluster::tensor_shards(&model, chips)?) } else { None };
+    if shards.is_none() && (chips < 1 || chips > layers) {
         bail!(
             "--chips {chips}: use 1 to {layers} (the {} has {layers} layers, at least one a chip)",
             args.name()
@@ -65,22 +97,29 @@ pub fn plan(args: &ModelArgs, chips: usize, output: &Path, baud: u32, force: boo
         model.config.dim,
         checksum,
         chips,
+        if tensor { Topology::Tensor } else { Topology::Pipeline },
     )?;
     file.model.tokenizer = args.tokenizer.as_deref().map(absolute);
     file.link.baud = baud;
     let body = toml::to_string(&file).context("writing cluster.toml")?;
-    let text = HEADER.replace("{chips}", &chips.to_string()) + &body;
+    let header = if tensor { TENSOR_HEADER } else { HEADER };
+    let text = header.replace("{chips}", &chips.to_string()) + &body;
     // Atomic, regular files only, through a symlink: as `convert -o`.
     ruvllm_train::run::checkpoint::write_atomic(output, text.as_bytes())?;
-    for s in ruvllm_esp32::federation::plan(layers, chips)? {
-        eprintln!("chip {}: layers {}..={}", s.chip, s.layers.start, s.layers.end - 1);
+    match shards {
+        Some(shards) => shards.iter().enumerate().for_each(|(i, s)| eprintln!("chip {i}: {}", describe(s))),
+        None => {
+            for s in ruvllm_esp32::federation::plan(layers, chips)? {
+                eprintln!("chip {}: layers {}..={}", s.chip, s.layers.start, s.layers.end - 1);
+            }
+        }
     }
     outln!("{}", output.display());
     Ok(())
 }
 
 /// cluster.toml, read within bounds and parsed.
-fn read_config(path: &Path) -> Result<ClusterFile> {
+pub(crate) fn read_config(path: &Path) -> Result<ClusterFile> {
     let bytes = input::read_input(path, "cluster.toml", MAX_CONFIG_BYTES)?;
     let text = std::str::from_utf8(&bytes).map_err(|_| anyhow!("{}: not UTF-8 text", path.display()))?;
     ClusterFile::parse(text, &path.display().to_string())
@@ -103,6 +142,12 @@ pub struct RunArgs {
     pub qemu: bool,
 }
 
+/// A piece of the generated text to stdout, at once.
+fn write(piece: &[u8]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(piece).and_then(|()| out.flush()).map_err(ruvllm_cli::out::write_error)
+}
+
 /// Seconds a node process may take to load its model and join the ring.
 const STARTUP: Duration = Duration::from_secs(60);
 
@@ -116,15 +161,21 @@ pub fn run(args: RunArgs) -> Result<()> {
     commands::check_steps(&model, args.steps)?;
     let prompt = commands::encode_prompt(&model, &args.prompt, args.steps)?;
     let temp_milli = (args.temp * 1000.0).round() as u32;
+    let shards = match file.topology()? {
+        Topology::Tensor => Some(cluster::tensor_shards(&model, nodes.len())?),
+        Topology::Pipeline => None,
+    };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     if args.qemu {
         let job = Job { prompt: &prompt, steps: args.steps, temp_milli, seed: args.seed };
-        let report = rt.block_on(run_boards(&file, &nodes, &img, checksum, &job))?;
+        let report = rt.block_on(run_boards(&file, &nodes, &img, checksum, &job, shards.as_deref()))?;
         print_report(&report, &nodes, &file, Busy::Instructions);
         return Ok(());
     }
-    let report = rt.block_on(coordinate(&args, &file, &nodes, &model, checksum, &prompt, temp_milli))?;
-    print_report(&report, &nodes, &file, Busy::Micros);
+    let job = Job { prompt: &prompt, steps: args.steps, temp_milli, seed: args.seed };
+    let report = rt.block_on(coordinate(&args, &file, &nodes, &model, checksum, &job, shards.as_deref()))?;
+    let busy = if shards.is_some() { Busy::Star } else { Busy::Micros };
+    print_report(&report, &nodes, &file, busy);
     Ok(())
 }
 
@@ -136,30 +187,35 @@ async fn run_boards(
     img: &Image,
     checksum: u32,
     job: &Job<'_>,
+    shards: Option<&[Shard]>,
 ) -> Result<RunReport> {
     let tc = crate::board::Toolchain::find()?;
     let dir = std::env::temp_dir().join(format!("ruvllm-cluster-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let result = boards_in(file, nodes, img, checksum, job, &tc, &dir).await;
+    let result = boards_in(file, nodes, img, checksum, job, shards, &tc, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn boards_in(
     file: &ClusterFile,
     nodes: &[Node],
     img: &Image,
     checksum: u32,
     job: &Job<'_>,
+    shards: Option<&[Shard]>,
     tc: &crate::board::Toolchain,
     dir: &Path,
 ) -> Result<RunReport> {
     let image = dir.join("model.gguf");
     std::fs::write(&image, img.bytes()).with_context(|| format!("{}: cannot write", image.display()))?;
     let mut boards = Vec::with_capacity(nodes.len());
-    for n in nodes {
+    for (i, n) in nodes.iter().enumerate() {
         let spec = format!("{}:{}:{}", n.id, n.layers.start, n.layers.end - 1);
-        let built = crate::board::build_node(tc, &image, &spec).with_context(|| format!("node {}", n.id))?;
+        let tensor = shards.map(|s| format!("{i}:{}", s.len()));
+        let built = crate::board::build_node(tc, &image, &spec, tensor.as_deref())
+            .with_context(|| format!("node {}", n.id))?;
         let elf = dir.join(format!("node-{}.elf", n.id));
         std::fs::copy(&built, &elf).with_context(|| format!("{}: cannot write", elf.display()))?;
         let serial = format!("tcp:127.0.0.1:{},server=on,wait=on", n.port);
@@ -177,13 +233,15 @@ async fn boards_in(
                 }
             }
         });
+        let part = match shards {
+            Some(s) => describe(&s[i]),
+            None => format!("layers {}..={}", n.layers.start, n.layers.end - 1),
+        };
         eprintln!(
-            "node {}: QEMU board (pid {}), UART on port {}, layers {}..={}",
+            "node {}: QEMU board (pid {}), UART on port {}, {part}",
             n.id,
             child.id().unwrap_or(0),
-            n.port,
-            n.layers.start,
-            n.layers.end - 1
+            n.port
         );
         boards.push(child);
     }
@@ -199,12 +257,11 @@ async fn boards_in(
     }
     let model = img.model()?;
     let answer_ms = cfg.give_up_ms();
-    let mut out = std::io::stdout().lock();
-    let report = cluster::coordinate_boards(&model, checksum, &mut links, job, answer_ms, |piece| {
-        out.write_all(piece).and_then(|()| out.flush()).map_err(ruvllm_cli::out::write_error)
-    })
-    .await?;
-    out.write_all(b"\n").and_then(|()| out.flush()).map_err(ruvllm_cli::out::write_error)?;
+    let report = match shards {
+        Some(s) => cluster::coordinate_tensor(&model, checksum, &mut links, s, job, answer_ms, write).await?,
+        None => cluster::coordinate_boards(&model, checksum, &mut links, job, answer_ms, write).await?,
+    };
+    write(b"\n")?;
     drop(links);
     for (mut b, n) in boards.into_iter().zip(nodes) {
         match tokio::time::timeout(Duration::from_secs(10), b.wait()).await {
@@ -228,8 +285,8 @@ async fn coordinate(
     nodes: &[Node],
     model: &ruvllm_esp32::model::Model<'_>,
     checksum: u32,
-    prompt: &[u32],
-    temp_milli: u32,
+    job: &Job<'_>,
+    shards: Option<&[Shard]>,
 ) -> Result<RunReport> {
     let listener = TcpListener::bind("127.0.0.1:0").await.context("the coordinator's port on loopback")?;
     let back = listener.local_addr()?.port();
@@ -248,14 +305,11 @@ async fn coordinate(
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn().with_context(|| format!("starting node {}", n.id))?;
-        eprintln!(
-            "node {}: pid {}, port {}, layers {}..={}",
-            n.id,
-            child.id().unwrap_or(0),
-            n.port,
-            n.layers.start,
-            n.layers.end - 1
-        );
+        let part = match shards {
+            Some(s) => describe(&s[children.len()]),
+            None => format!("layers {}..={}", n.layers.start, n.layers.end - 1),
+        };
+        eprintln!("node {}: pid {}, port {}, {part}", n.id, child.id().unwrap_or(0), n.port);
         let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("piped")).lines();
         let (tx, id) = (events_tx.clone(), n.id);
         tokio::spawn(async move {
@@ -280,7 +334,23 @@ async fn coordinate(
     let cfg = file.link.config();
     let corrupt = file.link.corrupt;
     let head_port = nodes[0].port;
+    let tensor = async |shards: &[Shard]| {
+        let mut links = Vec::with_capacity(nodes.len());
+        for (i, n) in nodes.iter().enumerate() {
+            let s =
+                connect(n.port, Instant::now() + STARTUP).await.map_err(|e| anyhow!("node {}: {e}", n.id))?;
+            links.push(host_link(s, cfg, Line { corrupt, baud: 0, seed: 0xc0 + i as u64 }));
+        }
+        let answer_ms = cfg.give_up_ms() * 2;
+        let report =
+            cluster::coordinate_tensor(model, checksum, &mut links, shards, job, answer_ms, write).await?;
+        write(b"\n")?;
+        Ok::<_, anyhow::Error>(report)
+    };
     let run = async {
+        if let Some(shards) = shards {
+            return tensor(shards).await;
+        }
         let head = connect(head_port, Instant::now() + STARTUP)
             .await
             .map_err(|e| anyhow!("node {}: {e}", nodes[0].id))?;
@@ -292,14 +362,11 @@ async fn coordinate(
             s.set_nodelay(true)?;
             Ok(host_link(s, cfg, Line { corrupt, baud: 0, seed: 0xc1 }))
         };
-        let job = Job { prompt, steps: args.steps, temp_milli, seed: args.seed };
         let answer_ms = cfg.give_up_ms() * (nodes.len() as u64 + 1);
-        let mut out = std::io::stdout().lock();
-        let report = cluster::coordinate(model, checksum, head, tail, &[job], answer_ms, |_, piece| {
-            out.write_all(piece).and_then(|()| out.flush()).map_err(ruvllm_cli::out::write_error)
-        })
-        .await?;
-        out.write_all(b"\n").and_then(|()| out.flush()).map_err(ruvllm_cli::out::write_error)?;
+        let jobs = [Job { ..*job }];
+        let report =
+            cluster::coordinate(model, checksum, head, tail, &jobs, answer_ms, |_, p| write(p)).await?;
+        write(b"\n")?;
         Ok::<_, anyhow::Error>(report)
     };
     tokio::pin!(run);
@@ -380,7 +447,9 @@ impl Log {
         if let Some((id, sig)) = self.killed.first() {
             return Some(anyhow!("node {id} stopped (killed by signal {sig}) before the run ended"));
         }
-        if let Some(e) = self.errors.first() {
+        // A node that saw the coordinator close its link reports a consequence, not the cause.
+        let consequence = |e: &&String| e.contains("the coordinator closed the link");
+        if let Some(e) = self.errors.iter().find(|e| !consequence(e)).or(self.errors.first()) {
             return Some(anyhow!("{e}"));
         }
         self.failed.first().map(|(id, status)| anyhow!("node {id} stopped ({status}) before the run ended"))
@@ -408,6 +477,9 @@ async fn connect(port: u16, deadline: Instant) -> Result<TcpStream> {
 enum Busy {
     /// Microseconds: node processes in a ring (a hop a node, and one back).
     Micros,
+    /// Microseconds: tensor-parallel node processes, each linked to this host (two hops a
+    /// node); a node's positions are those it had a part of.
+    Star,
     /// Retired instructions: QEMU boards, each linked to this host (two hops a board).
     Instructions,
 }
@@ -418,7 +490,7 @@ fn print_report(r: &RunReport, nodes: &[Node], file: &ClusterFile, busy: Busy) {
     let mut text = String::new();
     for (s, n) in r.nodes.iter().zip(nodes) {
         let work = match busy {
-            Busy::Micros => format!(
+            Busy::Micros | Busy::Star => format!(
                 "{:.2} ms in its layers ({:.3} ms a position)",
                 s.busy_us as f64 / 1e3,
                 s.busy_us as f64 / 1e3 / pos
@@ -480,6 +552,10 @@ fn node_inner(config: &Path, id: u8, next: u16) -> Result<()> {
     let me = &nodes[i];
     let down_port = nodes.get(i + 1).map_or(next, |n| n.port);
     let cfg = file.link.config();
+    let shard = match file.topology()? {
+        Topology::Tensor => Some(cluster::tensor_shards(&model, nodes.len())?.swap_remove(i)),
+        Topology::Pipeline => None,
+    };
     let spec = NodeSpec {
         id,
         layers: me.layers.clone(),
@@ -499,6 +575,9 @@ fn node_inner(config: &Path, id: u8, next: u16) -> Result<()> {
         up.set_nodelay(true)?;
         let seed = 0x100 * (id as u64 + 1);
         let up = host_link(up, cfg, Line { corrupt: file.link.corrupt, baud: 0, seed });
+        if let Some(shard) = shard {
+            return cluster::run_tensor_node(&model, &spec, shard, up).await;
+        }
         let down = async {
             let s = connect(down_port, Instant::now() + STARTUP).await?;
             Ok(host_link(s, cfg, Line { corrupt: file.link.corrupt, baud: 0, seed: seed + 1 }))

@@ -1,7 +1,8 @@
 //! `cluster run --qemu`: every node a QEMU ESP32-C3-sized board (rv32imc, 400 KiB RAM, the
 //! integer engine) built around the model with only its layers to run, its UART a TCP socket;
 //! the host relays between the boards. The text is exactly `gen --int`'s with 2 and 3 boards,
-//! greedy and seeded, and each board reports the instructions of its layers.
+//! greedy and seeded, and each board reports the instructions of its layers; the same for the
+//! tensor topology (each board a shard of every layer).
 //!
 //! Needs Debian's chip toolchain and qemu-system-riscv32: without them the test prints why it
 //! skips, except under CI=true, where it fails.
@@ -9,45 +10,55 @@
 mod common;
 
 use common::*;
-use ruvllm_cli::cluster::config::ClusterFile;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// `cluster run --qemu` of a plan of `chips` boards (`extra`: plan arguments) over `steps`
+/// positions: its text must be `gen --int`'s, and every board must report its instructions.
+fn boards_match_gen(extra: &[&str], chips: usize, base: u16, steps: usize, temp: &str, seed: &str) {
+    let label = format!("{chips} boards {extra:?}");
+    let path = plan_cluster(&format!("qemu-{chips}-{}.toml", extra.len()), chips, extra, base, |_| {});
+    let n = steps.to_string();
+    let args = ["-p", "Once upon a time", "-n", &n, "--temp", temp, "--seed", seed];
+    let want = run(&[&["gen", "--int"][..], &args].concat());
+    assert!(want.status.success());
+    let child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
+        .args([&["cluster", "run", "--qemu", "--config", s(&path)][..], &args].concat())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_within(child, Instant::now(), Duration::from_secs(900), "cluster run --qemu");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{label}: {err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&want.stdout), "{label}");
+    eprintln!("{label}, temp {temp}:\n{err}");
+    for i in 0..chips {
+        let line = err.lines().find(|l| l.starts_with(&format!("node {i} ("))).expect("a line per board");
+        assert!(line.contains(" instructions in its layers ("), "{line}");
+    }
+}
+
+/// Ports of this test process, apart from other test binaries (and apart per test).
+fn base_port(slot: u16) -> u16 {
+    30_000 + (std::process::id() % 1000) as u16 * 16 + slot * 8
+}
 
 #[test]
 fn qemu_boards_print_what_gen_prints() {
     let Some(()) = chip_tools() else { return };
-    // Ports of this test process, apart from other test binaries.
-    let base = 30_000 + (std::process::id() % 1000) as i64 * 8;
     for (chips, temp, seed) in [(2, "0", "42"), (3, "0.8", "7")] {
-        let path = scratch(&format!("qemu-{chips}.toml"));
-        let out = run(&["cluster", "--chips", &chips.to_string(), "-o", s(&path), "--force"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let mut file = ClusterFile::parse(&std::fs::read_to_string(&path).unwrap(), "plan").unwrap();
-        for (i, n) in file.chips.nodes.iter_mut().enumerate() {
-            n.port = toml::Value::Integer(base + i as i64);
-        }
-        std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
-        let args = ["-p", "Once upon a time", "-n", "24", "--temp", temp, "--seed", seed];
-        let want = run(&[&["gen", "--int"][..], &args].concat());
-        assert!(want.status.success());
-        let child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
-            .args([&["cluster", "run", "--qemu", "--config", s(&path)][..], &args].concat())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = wait_within(child, Instant::now(), Duration::from_secs(600), "cluster run --qemu");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{chips} boards: {err}");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&want.stdout),
-            "{chips} boards"
-        );
-        eprintln!("{chips} boards, temp {temp}:\n{err}");
-        for i in 0..chips {
-            let line = err.lines().find(|l| l.starts_with(&format!("node {i} ("))).expect("a line per board");
-            assert!(line.contains(" instructions in its layers ("), "{line}");
-        }
+        boards_match_gen(&[], chips, base_port(0), 24, temp, seed);
+    }
+}
+
+/// The tensor topology on QEMU boards: each board a shard of every layer (its heads and FFN
+/// rows, only its KV cache in its 400 KiB), the host reducing their partial sums: exactly `gen
+/// --int`'s text with 2 boards (greedy) and 3 (seeded), and each board's instructions.
+#[test]
+fn qemu_shards_print_what_gen_prints() {
+    let Some(()) = chip_tools() else { return };
+    for (chips, temp, seed) in [(2, "0", "42"), (3, "0.8", "7")] {
+        boards_match_gen(&["--topology", "tensor"], chips, base_port(1), 16, temp, seed);
     }
 }

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use ruvllm_cli::cluster::config::ClusterFile;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,47 +20,7 @@ fn base_port(slot: u16) -> u16 {
 /// `cluster --chips N` (extra args: the model), then the file with this test's ports and
 /// `edit` applied.
 fn plan(name: &str, chips: usize, slot: u16, model: &[&str], edit: impl FnOnce(&mut ClusterFile)) -> PathBuf {
-    let path = scratch(name);
-    let mut args = vec![
-        "cluster",
-        "--chips",
-        &*Box::leak(chips.to_string().into_boxed_str()),
-        "-o",
-        s(&path),
-        "--force",
-    ];
-    args.extend_from_slice(model);
-    let out = run(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut file = ClusterFile::parse(&std::fs::read_to_string(&path).unwrap(), name).unwrap();
-    for (i, n) in file.chips.nodes.iter_mut().enumerate() {
-        n.port = toml::Value::Integer((base_port(slot) + i as u16) as i64);
-    }
-    edit(&mut file);
-    std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
-    path
-}
-
-fn cluster_run(config: &Path, prompt: &str, steps: usize, temp: &str, seed: &str) -> Output {
-    let n = steps.to_string();
-    let args =
-        ["cluster", "run", "--config", s(config), "-p", prompt, "-n", &n, "--temp", temp, "--seed", seed];
-    let child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_within(child, Instant::now(), Duration::from_secs(120), "cluster run")
-}
-
-fn gen_int(model: &[&str], prompt: &str, steps: usize, temp: &str, seed: &str) -> Vec<u8> {
-    let n = steps.to_string();
-    let mut args = vec!["gen", "--int", "-p", prompt, "-n", &n, "--temp", temp, "--seed", seed];
-    args.extend_from_slice(model);
-    let out = run(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    out.stdout
+    plan_cluster(name, chips, model, base_port(slot), edit)
 }
 
 fn stderr(out: &Output) -> String {
@@ -246,7 +206,7 @@ fn bad_cluster_files_are_one_clear_error() {
         (
             "tensor",
             Box::new(|f| f.cluster.topology = "tensor".into()),
-            "topology \"tensor\" is not run by this version",
+            "node 0: in the tensor topology every node holds a part of every layer",
         ),
     ];
     for (name, edit, want) in cases {

@@ -14,7 +14,7 @@ use generation::{encode, single};
 use proptest::prelude::*;
 use ruvllm_esp32::federation::pipeline::{Sequence, Slot, Stage};
 use ruvllm_esp32::federation::wire::{
-    self, Body, Decoder, Forward, Frame, FrameError, Hello, Residual, MAX_FRAME,
+    self, Body, Decoder, Forward, Frame, FrameError, Hello, Partial, Partials, Residual, Round, MAX_FRAME,
 };
 use ruvllm_esp32::federation::{plan, Role};
 use ruvllm_esp32::infer::IntState;
@@ -162,6 +162,34 @@ fn frame() -> impl Strategy<Value = Frame> {
             pos,
             token
         }),
+        (
+            any::<u8>(),
+            any::<u32>(),
+            any::<u16>(),
+            any::<bool>(),
+            proptest::collection::vec(any::<i32>(), 0..300)
+        )
+            .prop_map(|(stream, pos, layer, ffn, r)| Body::Round(Round {
+                stream,
+                pos,
+                layer,
+                ffn,
+                residual: Residual::from_slice(&r).unwrap()
+            })),
+        (
+            any::<u8>(),
+            any::<u32>(),
+            any::<u16>(),
+            any::<bool>(),
+            proptest::collection::vec(any::<i64>(), 0..300)
+        )
+            .prop_map(|(stream, pos, layer, ffn, a)| Body::Partial(Partial {
+                stream,
+                pos,
+                layer,
+                ffn,
+                acc: Partials::from_slice(&a).unwrap()
+            })),
     ];
     (any::<u16>(), body).prop_map(|(seq, body)| Frame { seq, body })
 }
@@ -247,6 +275,9 @@ fn an_oversized_frame_is_refused_and_the_next_one_decodes() {
     let wide = Residual::from_slice(&[i32::MIN; wire::MAX_DIM]).unwrap();
     let body =
         Body::Forward(Forward { stream: 255, pos: u32::MAX, token: u32::MAX, sample: true, residual: wide });
+    assert!(wire::encode(&Frame { seq: u16::MAX, body }, &mut buf).is_some());
+    let wide = Partials::from_slice(&[i64::MIN; wire::MAX_PARTIAL]).unwrap();
+    let body = Body::Partial(Partial { stream: 255, pos: u32::MAX, layer: u16::MAX, ffn: true, acc: wide });
     assert!(wire::encode(&Frame { seq: u16::MAX, body }, &mut buf).is_some());
     assert_eq!(decode_all(&[1, 0]), [Err(FrameError::Malformed)]);
 }

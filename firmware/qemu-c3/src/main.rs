@@ -165,8 +165,20 @@ fn main() -> ! {
     let seq = SEQ_LEN.min(model.config.seq_len);
     // SAFETY: main runs once and never returns, so this is the only reference to ARENA.
     let arena = unsafe { &mut *addr_of_mut!(ARENA) };
-    exit(node::run(uart, &model, &IMAGE.0, arena, seq, NODE_ID, NODE_LAYERS, instret))
+    let code = match SHARD {
+        Some(shard) => {
+            // SAFETY: as ARENA.
+            let acc = unsafe { &mut *addr_of_mut!(PARTIALS) };
+            node::run_tensor(uart, &model, &IMAGE.0, arena, acc, seq, NODE_ID, shard, instret)
+        }
+        None => node::run(uart, &model, &IMAGE.0, arena, seq, NODE_ID, NODE_LAYERS, instret),
+    };
+    exit(code)
 }
+
+/// A tensor-parallel node's partial sums, one per residual value.
+#[cfg(feature = "federation-node")]
+static mut PARTIALS: [i64; DIM] = [0; DIM];
 
 #[cfg(all(not(feature = "vector-bench"), not(feature = "federation-node"), not(feature = "sparse-bench")))]
 #[riscv_rt::entry]

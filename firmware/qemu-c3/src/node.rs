@@ -12,8 +12,9 @@ use core::task::{Context, Poll, Waker};
 use embedded_io::{Read as _, ReadReady as _, Write as _};
 use ruvllm_esp32::federation::link::{Clock, Link, LinkConfig};
 use ruvllm_esp32::federation::pipeline::{Slot, Stage};
+use ruvllm_esp32::federation::tensor::TensorNode;
 use ruvllm_esp32::federation::wire::{Body, Hello, NodeStats, VERSION};
-use ruvllm_esp32::infer::IntState;
+use ruvllm_esp32::infer::{IntState, Shard, TensorState};
 use ruvllm_esp32::model::Model;
 use ruvllm_esp32::sample::Sampling;
 
@@ -78,7 +79,8 @@ fn block_on<F: Future>(f: F) -> F::Output {
     }
 }
 
-/// Serves the link until the run's `Finish`; the exit code for QEMU.
+/// A pipeline node: serves the link until the run's `Finish`; the exit code for QEMU.
+#[allow(clippy::too_many_arguments)]
 pub fn run<const L: usize>(
     uart: Uart,
     model: &Model<'_, L>,
@@ -92,6 +94,38 @@ pub fn run<const L: usize>(
     let Ok(state) = IntState::new(model, arena, seq_len) else { return 3 };
     let mut slots = [Slot { state, sampling: Sampling::GREEDY }];
     let Ok(mut stage) = Stage::new(id, model, layers, &mut slots) else { return 4 };
+    serve(uart, image, id, instret, |b| matches!(b, Body::Forward(_)), |b| stage.handle(b))
+}
+
+/// A tensor-parallel node (its shard of every layer): as [`run`].
+#[allow(clippy::too_many_arguments)]
+pub fn run_tensor<const L: usize>(
+    uart: Uart,
+    model: &Model<'_, L>,
+    image: &[u8],
+    arena: &mut [i32],
+    acc: &mut [i64],
+    seq_len: usize,
+    id: u8,
+    shard: Shard,
+    instret: fn() -> u64,
+) -> u32 {
+    let Ok(state) = TensorState::new(model, shard, arena, seq_len) else { return 3 };
+    let mut slots = [state];
+    let Ok(mut node) = TensorNode::new(id, model, &mut slots, acc) else { return 4 };
+    serve(uart, image, id, instret, |b| matches!(b, Body::Round(_)), |b| node.handle(b))
+}
+
+/// The link's loop: every body from the host answered by `handle`, the instructions of the
+/// bodies that are `work` counted, until `Finish` (answered by this node's costs).
+fn serve(
+    uart: Uart,
+    image: &[u8],
+    id: u8,
+    instret: fn() -> u64,
+    work: fn(&Body) -> bool,
+    mut handle: impl FnMut(Body) -> Body,
+) -> u32 {
     let checksum = crc32fast::hash(image);
     let mut link = Link::new(Port(uart), Mtime, LinkConfig { ack_ms: 2000, retries: 10 });
     let me = Hello { version: VERSION, model: checksum, node: id };
@@ -111,9 +145,9 @@ pub fn run<const L: usize>(
                     return 7;
                 }
             }
-            let position = matches!(body, Body::Forward(_));
+            let position = work(&body);
             let t = instret();
-            let out = stage.handle(body);
+            let out = handle(body);
             if position {
                 // On the board: instructions, not microseconds.
                 own.busy_us += instret() - t;

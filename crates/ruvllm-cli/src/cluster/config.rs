@@ -25,7 +25,7 @@ pub struct ClusterFile {
 pub struct ClusterSection {
     pub name: String,
     pub chips: usize,
-    /// "pipeline" (contiguous layer ranges) or "tensor" (not run by this version).
+    /// "pipeline" (contiguous layer ranges) or "tensor" (heads and FFN rows of every layer).
     pub topology: String,
     /// The federation protocol version the nodes speak (absent: this build's).
     #[serde(default = "protocol_version")]
@@ -118,6 +118,24 @@ pub struct NodeEntry {
     pub model: Option<String>,
 }
 
+/// How the nodes share the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// Contiguous layer ranges, one after another.
+    Pipeline,
+    /// Some heads and FFN rows of every layer on each node, partial sums reduced.
+    Tensor,
+}
+
+impl Topology {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topology::Pipeline => "pipeline",
+            Topology::Tensor => "tensor",
+        }
+    }
+}
+
 /// A node as the run uses it, in pipeline order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -143,21 +161,24 @@ impl ClusterFile {
         dim: usize,
         checksum: u32,
         chips: usize,
+        topology: Topology,
     ) -> Result<Self> {
-        let nodes = plan(layers, chips)?
-            .map(|s| NodeEntry {
-                id: s.chip as i64,
-                role: s.role.as_str().to_string(),
-                port: toml::Value::Integer(BASE_PORT as i64 + s.chip as i64),
-                layers: [s.layers.start as i64, s.layers.end as i64 - 1],
-                model: None,
-            })
-            .collect();
+        let entry = |chip: usize, role: Role, layers: Range<usize>| NodeEntry {
+            id: chip as i64,
+            role: role.as_str().to_string(),
+            port: toml::Value::Integer(BASE_PORT as i64 + chip as i64),
+            layers: [layers.start as i64, layers.end as i64 - 1],
+            model: None,
+        };
+        let nodes = match topology {
+            Topology::Pipeline => plan(layers, chips)?.map(|s| entry(s.chip, s.role, s.layers)).collect(),
+            Topology::Tensor => (0..chips).map(|i| entry(i, Role::Shard, 0..layers)).collect(),
+        };
         Ok(ClusterFile {
             cluster: ClusterSection {
                 name: name.to_string(),
                 chips,
-                topology: "pipeline".into(),
+                topology: topology.as_str().into(),
                 protocol: VERSION,
             },
             model: ModelSection { path, tokenizer: None, layers, dim, checksum: format!("{checksum:08x}") },
@@ -171,15 +192,61 @@ impl ClusterFile {
         toml::from_str(text).map_err(|e| anyhow::anyhow!("{what}: {}", e.message().trim_end()))
     }
 
-    /// The nodes in pipeline order, after checking the file against the model it runs
-    /// (`layers`, `dim`, and, when given, `checksum`, the CRC-32 of the image).
-    pub fn check(&self, layers: usize, dim: usize, checksum: Option<u32>) -> Result<Vec<Node>> {
-        let c = &self.cluster;
-        match c.topology.as_str() {
-            "pipeline" => {}
-            "tensor" => bail!("topology \"tensor\" is not run by this version: use \"pipeline\""),
+    /// The nodes' ids in the file's order: bytes other than the coordinator's, each once.
+    fn node_ids(&self) -> Result<Vec<u8>> {
+        let mut ids = Vec::with_capacity(self.chips.nodes.len());
+        for e in &self.chips.nodes {
+            let id = u8::try_from(e.id).ok().filter(|id| *id != u8::MAX);
+            let Some(id) = id else { bail!("node id {}: use 0 to {}", e.id, MAX_NODES) };
+            if ids.contains(&id) {
+                bail!("duplicate node id {id}: each [[chips.nodes]] needs its own id");
+            }
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Every node's serial port (`cluster flash`, `cluster monitor`): each a device that
+    /// exists (unless `must_exist` is false, for a flash image written instead), each once.
+    pub fn serial_ports(&self, must_exist: bool) -> Result<Vec<(u8, String)>> {
+        let n = self.chips.nodes.len();
+        if n == 0 || n > MAX_NODES {
+            bail!("[[chips.nodes]]: {n} nodes; a cluster has 1 to {MAX_NODES}");
+        }
+        let mut ports: Vec<(u8, String)> = Vec::with_capacity(n);
+        for (e, id) in self.chips.nodes.iter().zip(self.node_ids()?) {
+            let port = match &e.port {
+                toml::Value::String(s) if !must_exist || std::path::Path::new(s).exists() => s.clone(),
+                toml::Value::String(s) => {
+                    bail!("node {id}: port \"{s}\" does not exist (is the board plugged in? `ruvllm-esp32 ports` lists them)")
+                }
+                v => bail!(
+                    "node {id}: port {v} is not a serial port: give each board's device, e.g. port = \"/dev/ttyUSB0\""
+                ),
+            };
+            if let Some((other, _)) = ports.iter().find(|(_, p)| *p == port) {
+                bail!("nodes {other} and {id} both use port {port}");
+            }
+            ports.push((id, port));
+        }
+        Ok(ports)
+    }
+
+    /// The topology named in `[cluster]`.
+    pub fn topology(&self) -> Result<Topology> {
+        match self.cluster.topology.as_str() {
+            "pipeline" => Ok(Topology::Pipeline),
+            "tensor" => Ok(Topology::Tensor),
             t => bail!("topology \"{t}\": use \"pipeline\" or \"tensor\""),
         }
+    }
+
+    /// The nodes (in pipeline order; for the tensor topology in the file's order, which is the
+    /// order of their shards), after checking the file against the model it runs (`layers`,
+    /// `dim`, and, when given, `checksum`, the CRC-32 of the image).
+    pub fn check(&self, layers: usize, dim: usize, checksum: Option<u32>) -> Result<Vec<Node>> {
+        let c = &self.cluster;
+        let topology = self.topology()?;
         if c.protocol != VERSION {
             bail!(
                 "[cluster] protocol = {}, but this build speaks federation protocol version {VERSION}: update every node to one version, then re-plan",
@@ -212,13 +279,9 @@ impl ClusterFile {
         {
             bail!("[link]: ack_ms must be 1 to 60000, retries at most 10000, corrupt 0 to 0.5");
         }
+        let ids = self.node_ids()?;
         let mut nodes = Vec::with_capacity(n);
-        for e in &self.chips.nodes {
-            let id = u8::try_from(e.id).ok().filter(|id| *id != u8::MAX);
-            let Some(id) = id else { bail!("node id {}: use 0 to {}", e.id, MAX_NODES) };
-            if nodes.iter().any(|m: &Node| m.id == id) {
-                bail!("duplicate node id {id}: each [[chips.nodes]] needs its own id");
-            }
+        for (e, id) in self.chips.nodes.iter().zip(ids) {
             let [a, b] = e.layers;
             if a < 0 || b < a {
                 bail!("node {id}: layers = [{a}, {b}] is not a range [first, last] of layers");
@@ -248,9 +311,24 @@ impl ClusterFile {
                 "head" => Role::Head,
                 "middle" => Role::Middle,
                 "tail" => Role::Tail,
-                r => bail!("node {id}: role \"{r}\": use head, middle, tail or single"),
+                "shard" => Role::Shard,
+                r => bail!(
+                    "node {id}: role \"{r}\": use head, middle, tail or single (pipeline), or shard (tensor)"
+                ),
             };
             nodes.push(Node { id, role, port, layers: a as usize..b as usize + 1, model: e.model.clone() });
+        }
+        if topology == Topology::Tensor {
+            for m in &nodes {
+                if m.role != Role::Shard || m.layers != (0..layers) {
+                    bail!(
+                        "node {}: in the tensor topology every node holds a part of every layer: role = \"shard\", layers = [0, {}]",
+                        m.id,
+                        layers - 1
+                    );
+                }
+            }
+            return Ok(nodes);
         }
         nodes.sort_by_key(|m| m.layers.start);
         let mut next = 0;

@@ -6,10 +6,11 @@ use anyhow::{anyhow, bail, Result};
 use embedded_io_adapters::tokio_1::FromTokio;
 use ruvllm_esp32::federation::link::{Clock, Link, LinkConfig, LinkError, LinkStats};
 use ruvllm_esp32::federation::pipeline::{Sequence, Slot, Stage};
+use ruvllm_esp32::federation::tensor::{TensorLead, TensorNode};
 use ruvllm_esp32::federation::wire::{
     Body, FailReason, Forward, Hello, NodeStats, Residual, COORDINATOR, VERSION,
 };
-use ruvllm_esp32::infer::IntState;
+use ruvllm_esp32::infer::{IntState, Shard, TensorState};
 use ruvllm_esp32::model::Model;
 use ruvllm_esp32::sample::Sampling;
 use ruvllm_esp32::tokenizer::DECODE_MAX;
@@ -477,13 +478,19 @@ pub async fn coordinate_boards<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
-    let mut head = LinkStats::default();
-    for b in boards.iter() {
-        head.sent_bytes += b.stats.sent_bytes;
-        head.retransmits += b.stats.retransmits;
-        head.bad_frames += b.stats.bad_frames;
-    }
+    let head = link_totals(boards);
     Ok(RunReport { nodes, head, tail: LinkStats::default(), positions, generated: seq.generated, elapsed })
+}
+
+/// What this end of `links` counted, summed.
+fn link_totals<S>(links: &[HostLink<S>]) -> LinkStats {
+    let mut t = LinkStats::default();
+    for l in links {
+        t.sent_bytes += l.stats.sent_bytes;
+        t.retransmits += l.stats.retransmits;
+        t.bad_frames += l.stats.bad_frames;
+    }
+    t
 }
 
 fn fail_reason(r: FailReason) -> &'static str {
@@ -493,4 +500,157 @@ fn fail_reason(r: FailReason) -> &'static str {
         FailReason::BadStream => "a sequence number beyond its sequences",
         FailReason::Unexpected => "a message out of turn",
     }
+}
+
+/// Every node's shard of a tensor-parallel split of `model` over `nodes` nodes, or why the
+/// model's shape does not split that far (with its figures).
+pub fn tensor_shards(model: &Model<'_>, nodes: usize) -> Result<Vec<Shard>> {
+    let p = ruvllm_esp32::infer::parts(model)?;
+    let max = ruvllm_esp32::federation::wire::MAX_PARTIAL;
+    if model.config.dim > max {
+        bail!(
+            "tensor parallelism runs models up to width {max} (this one is {}): use topology \"pipeline\"",
+            model.config.dim
+        );
+    }
+    if nodes == 0 || nodes > p.max_nodes() {
+        let c = &model.config;
+        bail!(
+            "{nodes} tensor-parallel nodes: this model splits into at most {} (its {} KV heads of {} values make {} attention part(s) of whole quantization groups of {}, its {} FFN rows {} part(s) of {}); use 1 to {} nodes, or topology \"pipeline\"",
+            p.max_nodes(),
+            c.n_kv_heads,
+            c.dim / c.n_heads,
+            p.attention,
+            p.group,
+            c.hidden_dim,
+            p.ffn,
+            p.group,
+            p.max_nodes()
+        );
+    }
+    (0..nodes).map(|i| Ok(ruvllm_esp32::infer::shard(model, nodes, i)?)).collect()
+}
+
+/// A tensor-parallel node: accepts the coordinator's link (refusing another protocol version
+/// or model), then answers every round with its shard's partial sums until the run ends.
+pub async fn run_tensor_node<U: AsyncRead + AsyncWrite + Unpin>(
+    model: &Model<'_>,
+    spec: &NodeSpec,
+    shard: Shard,
+    mut up: HostLink<U>,
+) -> Result<()> {
+    let me = Hello { version: VERSION, model: spec.checksum, node: spec.id };
+    let cfg = up.config();
+    up.accept(me, spec.accept_ms).await.map_err(|e| link_error("the coordinator", e, cfg))?;
+    let mut arena = vec![0; TensorState::arena_len(model, &shard, spec.seq_len)];
+    let mut slots = vec![TensorState::new(model, shard, &mut arena, spec.seq_len)?];
+    let mut acc = vec![0i64; model.config.dim];
+    let mut node = TensorNode::new(spec.id, model, &mut slots, &mut acc)?;
+    let mut own = NodeStats { node: spec.id, ..NodeStats::default() };
+    let mut last = None;
+    loop {
+        let body = up.recv(None).await.map_err(|e| link_error("the coordinator", e, cfg))?;
+        if body == Body::Finish {
+            let s = up.stats;
+            own.sent_bytes = s.sent_bytes;
+            own.retransmits = s.retransmits;
+            own.bad_frames = s.bad_frames;
+            up.send(Body::Stats(own)).await.map_err(|e| link_error("the coordinator", e, cfg))?;
+            // Then the Finish itself, as a board and the pipeline's nodes pass it on.
+            up.send(Body::Finish).await.map_err(|e| link_error("the coordinator", e, cfg))?;
+            break;
+        }
+        let t = Instant::now();
+        if let Body::Round(r) = &body {
+            if last != Some((r.stream, r.pos)) {
+                last = Some((r.stream, r.pos));
+                own.positions += 1;
+            }
+        }
+        let out = node.handle(body);
+        own.busy_us += t.elapsed().as_micros() as u64;
+        up.send(out).await.map_err(|e| link_error("the coordinator", e, cfg))?;
+    }
+    while up.recv(Some(linger_ms(cfg))).await.is_ok() {}
+    Ok(())
+}
+
+/// The coordinator of a tensor-parallel split, one link to each node (`links[i]` to the node
+/// holding `shards[i]`): each half-layer of each position goes to the nodes holding a part of
+/// it, their partial sums come back and are reduced here; the embeddings, the classifier and
+/// sampling run here too. The report's `head` sums this end of the links.
+pub async fn coordinate_tensor<S: AsyncRead + AsyncWrite + Unpin>(
+    model: &Model<'_>,
+    checksum: u32,
+    links: &mut [HostLink<S>],
+    shards: &[Shard],
+    job: &Job<'_>,
+    answer_ms: u64,
+    mut emit: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<RunReport> {
+    let me = Hello { version: VERSION, model: checksum, node: COORDINATOR };
+    let mut names = Vec::with_capacity(links.len());
+    for l in links.iter_mut() {
+        let cfg = l.config();
+        let peer = l.hello(me).await.map_err(|e| link_error("a node", e, cfg))?;
+        names.push(node_name(peer.node));
+    }
+    let mut arena = vec![0; TensorLead::arena_len(model)];
+    let mut total = vec![0i64; model.config.dim];
+    let mut lead = TensorLead::new(model, &mut arena, shards, &mut total)?;
+    let rounds: Vec<(u16, bool)> = lead.rounds().collect();
+    let takers: [Vec<usize>; 2] = [lead.takers(false).collect(), lead.takers(true).collect()];
+    let send = async |l: &mut HostLink<S>, name: &str, body: Body| {
+        let cfg = l.config();
+        l.send(body).await.map_err(|e| link_error(name, e, cfg))
+    };
+    let recv = async |l: &mut HostLink<S>, name: &str| match l.recv(Some(answer_ms)).await {
+        Ok(Body::Fail { node, reason }) => Err(anyhow!("node {node} failed: {}", fail_reason(reason))),
+        Ok(b) => Ok(b),
+        Err(LinkError::Silent) => Err(anyhow!("no answer from {name} within {answer_ms} ms")),
+        Err(e) => Err(link_error(name, e, l.config())),
+    };
+    let start = Instant::now();
+    let begin = Body::Start { stream: 0, temp_milli: job.temp_milli, seed: job.seed };
+    for (l, name) in links.iter_mut().zip(&names) {
+        send(l, name, begin.clone()).await?;
+        if recv(l, name).await? != begin {
+            bail!("{name} answered out of turn while starting");
+        }
+    }
+    let mut sampling = Sampling::new(job.temp_milli, job.seed);
+    let mut seq = Sequence::new(job.prompt, job.steps)?;
+    let (mut positions, mut scratch) = (0, [0u8; DECODE_MAX]);
+    while let Some((pos, token, sample)) = seq.next_step() {
+        lead.embed(token)?;
+        for &(layer, ffn) in &rounds {
+            let msg = lead.round(0, pos, layer, ffn);
+            let takers = &takers[usize::from(ffn)];
+            // Every taker gets the round before any answer is awaited: they work at once.
+            for &t in takers {
+                send(&mut links[t], &names[t], msg.clone()).await?;
+            }
+            for &t in takers {
+                let answer = recv(&mut links[t], &names[t]).await?;
+                lead.absorb(&msg, &answer).map_err(|_| anyhow!("{} answered out of turn", names[t]))?;
+            }
+            lead.reduce();
+        }
+        let next = if sample { Some(lead.sample(&mut sampling)?) } else { None };
+        positions += 1;
+        if let Some(piece) = seq.advance(&model.vocab, next, &mut scratch)? {
+            emit(piece)?;
+        }
+    }
+    let elapsed = start.elapsed();
+    let mut nodes = Vec::with_capacity(links.len());
+    for (l, name) in links.iter_mut().zip(&names) {
+        send(l, name, Body::Finish).await?;
+        match (recv(l, name).await?, recv(l, name).await?) {
+            (Body::Stats(s), Body::Finish) => nodes.push(s),
+            _ => bail!("{name} answered out of turn while finishing"),
+        }
+    }
+    let head = link_totals(links);
+    Ok(RunReport { nodes, head, tail: LinkStats::default(), positions, generated: seq.generated, elapsed })
 }

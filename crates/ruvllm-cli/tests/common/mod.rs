@@ -94,3 +94,52 @@ pub fn wait_within(mut child: Child, start: Instant, limit: Duration, what: &str
     }
     child.wait_with_output().unwrap()
 }
+
+/// `cluster --chips N` with `extra` (a model, `--topology tensor`) into scratch file `name`,
+/// then node i on loopback port `first_port + i` and `edit` applied.
+pub fn plan_cluster(
+    name: &str,
+    chips: usize,
+    extra: &[&str],
+    first_port: u16,
+    edit: impl FnOnce(&mut ruvllm_cli::cluster::config::ClusterFile),
+) -> PathBuf {
+    let path = scratch(name);
+    let n = chips.to_string();
+    let mut args = vec!["cluster", "--chips", &n, "-o", s(&path), "--force"];
+    args.extend_from_slice(extra);
+    let out = run(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut file = ruvllm_cli::cluster::config::ClusterFile::parse(&text, name).unwrap();
+    for (i, n) in file.chips.nodes.iter_mut().enumerate() {
+        n.port = toml::Value::Integer((first_port + i as u16) as i64);
+    }
+    edit(&mut file);
+    std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
+    path
+}
+
+/// `cluster run` of `config`, within two minutes.
+pub fn cluster_run(config: &Path, prompt: &str, steps: usize, temp: &str, seed: &str) -> Output {
+    let n = steps.to_string();
+    let args =
+        ["cluster", "run", "--config", s(config), "-p", prompt, "-n", &n, "--temp", temp, "--seed", seed];
+    let child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_within(child, Instant::now(), Duration::from_secs(120), "cluster run")
+}
+
+/// What `gen --int` prints (`model`: extra arguments naming the model).
+pub fn gen_int(model: &[&str], prompt: &str, steps: usize, temp: &str, seed: &str) -> Vec<u8> {
+    let n = steps.to_string();
+    let mut args = vec!["gen", "--int", "-p", prompt, "-n", &n, "--temp", temp, "--seed", seed];
+    args.extend_from_slice(model);
+    let out = run(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}

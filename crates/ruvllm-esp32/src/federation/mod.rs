@@ -20,6 +20,7 @@
 
 pub mod link;
 pub mod pipeline;
+pub mod tensor;
 pub mod wire;
 
 use core::ops::Range;
@@ -37,6 +38,8 @@ pub enum Role {
     Middle,
     /// Its layers, then the final norm, the classifier and sampling.
     Tail,
+    /// Tensor parallel ([`tensor`]): some heads and FFN rows of every layer.
+    Shard,
 }
 
 impl Role {
@@ -47,6 +50,7 @@ impl Role {
             Role::Head => "head",
             Role::Middle => "middle",
             Role::Tail => "tail",
+            Role::Shard => "shard",
         }
     }
 }

@@ -63,7 +63,12 @@ impl<'a, 'm, 's, const L: usize> Stage<'a, 'm, 's, L> {
             },
             Body::Forward(f) => self.forward(f).unwrap_or_else(fail),
             b @ (Body::Next { .. } | Body::Stats(_) | Body::Finish | Body::Fail { .. }) => b,
-            Body::Ack | Body::Hello(_) | Body::Welcome(_) | Body::Refuse(_) => fail(FailReason::Unexpected),
+            Body::Ack
+            | Body::Hello(_)
+            | Body::Welcome(_)
+            | Body::Refuse(_)
+            | Body::Round(_)
+            | Body::Partial(_) => fail(FailReason::Unexpected),
         }
     }
 

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version a [`Hello`] carries; a link whose two ends differ is refused.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// The widest residual stream a [`Forward`] carries (a model's `dim`).
 pub const MAX_DIM: usize = 1024;
@@ -22,6 +22,13 @@ pub const MAX_FRAME: usize = {
 
 /// The residual stream between stages: Q16.16 values, each a zigzag varint on the wire.
 pub type Residual = heapless::Vec<i32, MAX_DIM>;
+
+/// The widest model a tensor-parallel split runs: its [`Partial`] (up to 10 bytes a value)
+/// fits [`MAX_FRAME`] as a [`Forward`] does.
+pub const MAX_PARTIAL: usize = MAX_DIM / 2;
+
+/// A node's partial accumulators of one matmul, one per residual value (units of 2^-32).
+pub type Partials = heapless::Vec<i64, MAX_PARTIAL>;
 
 /// One frame: a sequence number and a body. A data body is acknowledged by an [`Body::Ack`]
 /// frame carrying the same sequence number.
@@ -57,6 +64,32 @@ pub enum Body {
     Finish,
     /// A node could not do its part; passed on to the coordinator, which reports it.
     Fail { node: u8, reason: FailReason },
+    /// Tensor parallel, coordinator to node: one half-layer of one position.
+    Round(Round),
+    /// Tensor parallel, node to coordinator: its partial sums for that [`Round`].
+    Partial(Partial),
+}
+
+/// One half-layer (attention, or with `ffn` the FFN) of layer `layer` at position `pos`, over
+/// the residual stream before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Round {
+    pub stream: u8,
+    pub pos: u32,
+    pub layer: u16,
+    pub ffn: bool,
+    pub residual: Residual,
+}
+
+/// A node's answer to a [`Round`]: the same coordinates and its partial accumulators of
+/// `wo` (or `w2`), empty when it holds no part of that half-layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partial {
+    pub stream: u8,
+    pub pos: u32,
+    pub layer: u16,
+    pub ffn: bool,
+    pub acc: Partials,
 }
 
 /// The first words on a link.

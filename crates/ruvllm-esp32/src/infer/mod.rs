@@ -12,7 +12,7 @@ pub use batch::Batch;
 pub use eval::{nll, score, LogitValue, Score};
 pub(crate) use generate::emit;
 pub use generate::{generate, generate_int, generate_int_sampled, GenStats, TokenFlow};
-pub use integer::{IntBatch, IntState};
+pub use integer::{parts, reduce, shard, IntBatch, IntState, Parts, Shard, TensorState};
 
 use crate::error::{Error, Result};
 use crate::kernels::{reference, AttnShape, CacheQ8, Kernels, QueryQ8};

@@ -21,6 +21,7 @@ pub mod profile;
 mod rv32;
 pub mod sparse;
 mod tables;
+mod tensor;
 mod view;
 
 #[cfg(test)]
@@ -35,6 +36,7 @@ pub use fixed::{
 };
 use profile::{time, Kernel as K};
 pub use tables::{EXP2_NEG, SIGMOID};
+pub use tensor::{parts, reduce, shard, Parts, Shard, TensorState};
 
 use super::arena::Carver;
 use super::{Sliding, Step};
@@ -152,8 +154,7 @@ impl<'s> IntState<'s> {
         if arena.len() < plan.len() {
             return Err(Error::BufferTooSmall { need: plan.len() * 4, have: arena.len() * 4 });
         }
-        let eps = Scale::from_ieee_bits(view::eps_bits(model));
-        let eps = shr_round(eps.m as i64, -(eps.e + 32)).max(0) as u64;
+        let eps = norm_eps(model);
         let attn_scale = inv_sqrt(shape.head_size() as u64, 0);
         let mut c = Carver(arena);
         let [d0, d1, d2, d3, kv, h0, h1, att, voc] = plan.words;
@@ -424,6 +425,12 @@ impl<'s> IntState<'s> {
         });
         Ok(())
     }
+}
+
+/// RMSNorm epsilon in units of 2^-32 (the mean square's units).
+fn norm_eps<const L: usize>(model: &Model<'_, L>) -> u64 {
+    let eps = Scale::from_ieee_bits(view::eps_bits(model));
+    shr_round(eps.m as i64, -(eps.e + 32)).max(0) as u64
 }
 
 /// Every layer (`step`'s range for a whole forward pass).
