@@ -2,14 +2,16 @@
 //! forward pass, a different kernel set) replaces [`ReferenceEngine`] by implementing
 //! [`Engine`], and the console, the boards and their tests stay as they are.
 
+use super::speculation::Speculation;
 use super::MAX_LINE;
 use crate::error::Result;
-use crate::infer::{self, GenStats, IntState, LogitValue, State, Step};
+use crate::infer::{self, GenStats, IntState, LogitValue, Pattern, State, Step};
 use crate::kernels::Kernels;
 use crate::knowledge::answer;
 use crate::knowledge::language::{self, TokenStats};
 use crate::model::Model;
 use crate::sample::{Sampler, Sampling};
+use crate::speculative::{self, Mode, SpecStats};
 use crate::tokenizer;
 use core::ops::ControlFlow;
 
@@ -87,6 +89,23 @@ pub trait Engine {
     fn token_stats(&mut self, _text: &[u8]) -> Result<Option<TokenStats>> {
         Ok(None)
     }
+    /// `set attention`: the pattern of the generations that follow; refused when the engine
+    /// has no room for its scratch (`Error::BufferTooSmall`, in bytes) or no model.
+    fn set_attention(&mut self, _pattern: Pattern) -> Result<()> {
+        Err(crate::Error::Unsupported { what: "attention patterns without a model" })
+    }
+    /// The attention pattern (full unless `set attention` changed it).
+    fn attention(&self) -> Pattern {
+        Pattern::Full
+    }
+    /// `set speculative on|off`: drafts by the model's own first layers, verified in batches.
+    fn set_speculative(&mut self, _on: bool) -> Result<()> {
+        Err(crate::Error::Unsupported { what: "speculative decoding on this engine (no draft)" })
+    }
+    /// What the last generation's speculation did, when it ran speculatively.
+    fn speculation(&self) -> Option<SpecStats> {
+        None
+    }
 }
 
 /// The float forward pass ([`State`] + [`infer::generate`]) with the scalar reference
@@ -97,6 +116,7 @@ pub struct ReferenceEngine<'m, 'a, 's, const L: usize> {
     state: State<'s>,
     arena_bytes: usize,
     text: Text,
+    pattern: Pattern,
 }
 
 /// An engine's text buffers and what it measured on known text.
@@ -163,11 +183,24 @@ impl Text {
 const WORK: usize = tokenizer::WORK_PER_TOKEN * (MAX_LINE + 2);
 
 impl<'m, 'a, 's, const L: usize> ReferenceEngine<'m, 'a, 's, L> {
-    /// Builds the state for `seq_len` positions inside `arena` (see [`State::arena_len`]).
+    /// Builds the state for `seq_len` positions inside `arena` (see [`State::arena_len`]);
+    /// an arena of [`State::sparse_arena_len`]`(model, seq_len, Pattern::Full)` also takes
+    /// every attention pattern (`set attention`).
     pub fn new(model: &'m Model<'a, L>, arena: &'s mut [f32], seq_len: usize) -> Result<Self> {
-        let arena_bytes = State::arena_len(model, seq_len) * 4;
-        let state = State::new(model, arena, seq_len, Kernels::REFERENCE)?;
-        Ok(ReferenceEngine { model, state, arena_bytes, text: Text::EMPTY })
+        let k = Kernels::REFERENCE;
+        let sparse_len = State::sparse_arena_len(model, seq_len, Pattern::Full);
+        let (state, words) = if arena.len() >= sparse_len {
+            (State::sparse(model, arena, seq_len, k, Pattern::Full)?, sparse_len)
+        } else {
+            (State::new(model, arena, seq_len, k)?, State::arena_len(model, seq_len))
+        };
+        Ok(ReferenceEngine {
+            model,
+            state,
+            arena_bytes: words * 4,
+            text: Text::EMPTY,
+            pattern: Pattern::Full,
+        })
     }
 }
 
@@ -233,6 +266,16 @@ impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
     fn token_stats(&mut self, text: &[u8]) -> Result<Option<TokenStats>> {
         self.text.stats(self.model, &mut self.state, text).map(Some)
     }
+
+    fn set_attention(&mut self, pattern: Pattern) -> Result<()> {
+        self.state.set_pattern(self.model, pattern)?;
+        self.pattern = pattern;
+        Ok(())
+    }
+
+    fn attention(&self) -> Pattern {
+        self.pattern
+    }
 }
 
 /// The integer-only forward pass ([`IntState`] + [`infer::generate_int`]): what a chip without
@@ -242,14 +285,39 @@ pub struct IntegerEngine<'m, 'a, 's, const L: usize> {
     state: IntState<'s>,
     arena_bytes: usize,
     text: Text,
+    pattern: Pattern,
+    speculation: Option<Speculation<'a, 's, L>>,
 }
 
 impl<'m, 'a, 's, const L: usize> IntegerEngine<'m, 'a, 's, L> {
-    /// Builds the state for `seq_len` positions inside `arena` (see [`IntState::arena_len`]).
+    /// Builds the state for `seq_len` positions inside `arena` (see [`IntState::arena_len`]);
+    /// an arena of [`IntState::sparse_arena_len`]`(model, seq_len, Pattern::Full)` also takes
+    /// every attention pattern (`set attention`).
     pub fn new(model: &'m Model<'a, L>, arena: &'s mut [i32], seq_len: usize) -> Result<Self> {
-        let arena_bytes = IntState::ram_bytes(model, seq_len);
-        let state = IntState::new(model, arena, seq_len)?;
-        Ok(IntegerEngine { model, state, arena_bytes, text: Text::EMPTY })
+        let sparse_len = IntState::sparse_arena_len(model, seq_len, Pattern::Full);
+        let (state, words) = if arena.len() >= sparse_len {
+            (IntState::sparse(model, arena, seq_len, Pattern::Full)?, sparse_len)
+        } else {
+            (IntState::new(model, arena, seq_len)?, IntState::arena_len(model, seq_len))
+        };
+        let text = Text::EMPTY;
+        Ok(IntegerEngine {
+            model,
+            state,
+            arena_bytes: words * 4,
+            text,
+            pattern: Pattern::Full,
+            speculation: None,
+        })
+    }
+
+    /// With a draft for `set speculative on` (its state and buffers count in `stats`' arena).
+    pub fn with_speculation(mut self, speculation: Speculation<'a, 's, L>) -> Self {
+        let (layers, gamma) = (speculation.layers(), speculation.gamma);
+        self.arena_bytes +=
+            Speculation::arena_len(self.model, self.state.seq_len(), layers, gamma).unwrap_or(0) * 4;
+        self.speculation = Some(speculation);
+        self
     }
 }
 
@@ -282,9 +350,34 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
         emit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<GenStats> {
         let tokens = self.text.encode(self.model, prompt)?;
-        infer::generate_int_sampled(self.model, &mut self.state, tokens, steps, sampling, |piece, _| {
-            emit(piece)
-        })
+        let Some(spec) = self.speculation.as_mut().filter(|s| s.on) else {
+            return infer::generate_int_sampled(
+                self.model,
+                &mut self.state,
+                tokens,
+                steps,
+                sampling,
+                |piece, _| emit(piece),
+            );
+        };
+        let mode = match sampling.temp_milli {
+            0 => Mode::Greedy,
+            temp => Mode::Sample { temp, rng: &mut sampling.rng },
+        };
+        let (target, draft) = (self.model, &spec.draft);
+        let s = speculative::generate(
+            target,
+            &mut self.state,
+            draft,
+            &mut spec.state,
+            &mut spec.buf,
+            mode,
+            tokens,
+            steps,
+            |piece, _| emit(piece),
+        )?;
+        spec.last = Some(s);
+        Ok(s.gen)
     }
 
     fn step(&mut self, token: u32, pos: usize) -> Result<u32> {
@@ -302,6 +395,41 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
 
     fn token_stats(&mut self, text: &[u8]) -> Result<Option<TokenStats>> {
         self.text.stats(self.model, &mut self.state, text).map(Some)
+    }
+
+    fn set_attention(&mut self, pattern: Pattern) -> Result<()> {
+        if pattern != Pattern::Full && self.speculation.as_ref().is_some_and(|s| s.on) {
+            return Err(crate::Error::Unsupported {
+                what: "a sparse pattern with speculative decoding: set speculative off first",
+            });
+        }
+        self.state.set_pattern(pattern)?;
+        self.pattern = pattern;
+        Ok(())
+    }
+
+    fn attention(&self) -> Pattern {
+        self.pattern
+    }
+
+    fn set_speculative(&mut self, on: bool) -> Result<()> {
+        let Some(spec) = self.speculation.as_mut() else {
+            return Err(crate::Error::Unsupported {
+                what: "speculative decoding: this console has no room for a draft",
+            });
+        };
+        if on && self.pattern != Pattern::Full {
+            return Err(crate::Error::Unsupported {
+                what: "speculative decoding with a sparse pattern: set attention full first",
+            });
+        }
+        spec.on = on;
+        spec.last = None;
+        Ok(())
+    }
+
+    fn speculation(&self) -> Option<SpecStats> {
+        self.speculation.as_ref().filter(|s| s.on).and_then(|s| s.last)
     }
 }
 

@@ -136,6 +136,13 @@ impl<'s> SparseRows<'s> {
             SparseRows::Q8(s) => s.select(pos),
         }
     }
+
+    fn sparse(&self) -> Option<Pattern> {
+        match self {
+            SparseRows::F32(s) => s.sparse(),
+            SparseRows::Q8(s) => s.sparse(),
+        }
+    }
 }
 
 /// Sizes of every buffer, in elements; the single source for both sizing and carving.
@@ -307,6 +314,11 @@ impl<'s> State<'s> {
             }),
         });
         Ok(state)
+    }
+
+    /// The attention pattern, unless it is full attention.
+    pub fn pattern(&self) -> Option<Pattern> {
+        self.sparse.as_ref().and_then(SparseRows::sparse)
     }
 
     /// Changes a [`State::sparse`] state's pattern, for the positions that follow (those

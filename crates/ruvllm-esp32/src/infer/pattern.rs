@@ -62,6 +62,21 @@ impl fmt::Display for PatternError<'_> {
     }
 }
 
+/// The pattern as [`Pattern::parse`] reads it.
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Pattern::Full => f.write_str("full"),
+            Pattern::Window(n) => write!(f, "window:{n}"),
+            Pattern::Strided(s) => write!(f, "strided:{s}"),
+            Pattern::Dilated { gap, count } => write!(f, "dilated:{gap}:{count}"),
+            Pattern::BigBird { global, local, random, seed } => {
+                write!(f, "bigbird:{global}:{local}:{random}:{seed}")
+            }
+        }
+    }
+}
+
 impl Pattern {
     /// Parses `spec` (see [`PATTERNS`]); `cache` is the most positions a cache holds (the
     /// model's context), the limit of every count.
@@ -244,12 +259,22 @@ pub(crate) type Rows<'a, V, S> = (&'a [V], &'a [S], &'a [V], &'a [S]);
 impl<V: Copy, S: Copy> Scratch<'_, V, S> {
     /// Lists the positions `pos` attends to (once per token, before the layers).
     pub fn select(&mut self, pos: usize) {
-        self.n = self.pattern.select(pos, self.idx);
+        if self.pattern != Pattern::Full {
+            self.n = self.pattern.select(pos, self.idx);
+        }
+    }
+
+    /// The pattern, unless it is full attention.
+    pub fn sparse(&self) -> Option<Pattern> {
+        Some(self.pattern).filter(|p| *p != Pattern::Full)
     }
 
     /// Copies the selected rows of one layer's cache (`row` values and `scales` scales a
-    /// position) and returns them, in order.
-    pub fn gather(&mut self, layer: Rows<'_, V, S>, row: usize, scales: usize) -> Rows<'_, V, S> {
+    /// position) and returns them, in order; full attention reads the cache as it is.
+    pub fn gather<'a>(&'a mut self, layer: Rows<'a, V, S>, row: usize, scales: usize) -> Rows<'a, V, S> {
+        if self.pattern == Pattern::Full {
+            return layer;
+        }
         let idx = &self.idx[..self.n];
         let (k, ks) = (gather(self.k, layer.0, row, idx), gather(self.ks, layer.1, scales, idx));
         let (v, vs) = (gather(self.v, layer.2, row, idx), gather(self.vs, layer.3, scales, idx));

@@ -196,7 +196,7 @@ impl IntState<'_> {
         if pos + n > self.seq_len {
             return Err(Error::ContextFull { need: pos + n, capacity: self.seq_len });
         }
-        if self.sparse.is_some() {
+        if self.pattern().is_some() {
             return Err(Error::Unsupported {
                 what: "speculative decoding with a sparse attention pattern (use full attention)",
             });

@@ -224,6 +224,11 @@ impl<'s> IntState<'s> {
         Ok(state)
     }
 
+    /// The attention pattern, unless it is full attention.
+    pub fn pattern(&self) -> Option<Pattern> {
+        self.sparse.as_ref().and_then(Scratch::sparse)
+    }
+
     /// Changes an [`IntState::sparse`] state's pattern for the positions that follow: refused
     /// when its rows do not fit the scratch the state was built with, or it has none.
     pub fn set_pattern(&mut self, pattern: Pattern) -> Result<()> {
