@@ -41,3 +41,18 @@ pub fn check_steps(model: &Model<'_>, steps: usize, pattern: Option<Pattern>) ->
         Some(_) => Ok(()),
     }
 }
+
+/// One example of each pattern for a context of `ctx` positions, as `info` shows their RAM:
+/// full, a quarter-context window, a stride of about the square root of the context, every
+/// second position of a quarter of it, and BigBird with one global, an eighth of the context
+/// local and 8 random positions.
+pub fn examples(ctx: usize) -> [Pattern; 5] {
+    let quarter = (ctx / 4).max(1);
+    [
+        Pattern::Full,
+        Pattern::Window(quarter),
+        Pattern::Strided(ctx.isqrt().max(1)),
+        Pattern::Dilated { gap: 2, count: quarter },
+        Pattern::BigBird { global: 1, local: (ctx / 8).max(1), random: 8.min(ctx), seed: 0 },
+    ]
+}

@@ -368,7 +368,10 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
         path: &'static str,
         max_ctx: usize,
         verdict: String,
+        /// RAM (activations, KV cache, a pattern's scratch) of each of `patterns` at `max_ctx`.
+        attention: Vec<usize>,
     }
+    let patterns = crate::attention::examples(c.seq_len);
     let rows: Vec<ChipRow> = ruvllm_esp32::model::chips::plan(&model, image_len)
         .iter()
         .map(|fit| {
@@ -395,6 +398,15 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
                 path: if fit.integer { "integer" } else { model.precision.name() },
                 max_ctx: fit.max_context,
                 verdict,
+                attention: patterns
+                    .iter()
+                    .map(|&p| match fit.integer {
+                        true => IntState::pattern_ram_bytes(&model, fit.max_context, p),
+                        false => {
+                            State::pattern_ram_bytes(c, model.precision, model.group, fit.max_context, p)
+                        }
+                    })
+                    .collect(),
             }
         })
         .collect();
@@ -413,6 +425,9 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
                     "max_context": r.max_ctx,
                     "fits": r.max_ctx > 0 && !r.verdict.starts_with("does not fit"),
                     "verdict": r.verdict,
+                    "attention_ram_bytes": patterns.iter().zip(&r.attention)
+                        .map(|(p, b)| (p.to_string(), serde_json::json!(b)))
+                        .collect::<serde_json::Map<_, _>>(),
                 })
             })
             .collect();
@@ -505,6 +520,17 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
             r.max_ctx,
             r.verdict
         );
+    }
+    outln!();
+    outln!("RAM by attention pattern (--attention; each chip's path at its max ctx: activations, KV cache and the pattern's scratch; a window's cache is a ring of its positions):");
+    let names: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+    outln!("{:<8}{}", "chip", names.iter().map(|n| format!(" {n:>18}")).collect::<String>());
+    for r in &rows {
+        let cell = |b: usize| format!(" {:>18}", kib(b) + if b > r.budget { " *" } else { "" });
+        outln!("{:<8}{}", r.name, r.attention.iter().map(|b| cell(*b)).collect::<String>());
+    }
+    if rows.iter().any(|r| r.attention.iter().any(|b| *b > r.budget)) {
+        outln!("* more than the chip's arena budget: use a window, or a shorter --steps");
     }
     Ok(())
 }

@@ -88,3 +88,21 @@ fn sparse_patterns_run_on_every_path_and_cover_full_attention_when_they_list_eve
     let (strided, _) = ok(&["eval", "--text", heldout, "--attention", "strided:16"]);
     assert_ne!(strided, full);
 }
+
+#[test]
+fn info_shows_the_ram_of_each_pattern_on_each_chip() {
+    let (text, _) = ok(&["info"]);
+    assert!(text.contains("RAM by attention pattern"), "{text}");
+    let (json, _) = ok(&["info", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for chip in v["chips"].as_array().unwrap() {
+        let ram = &chip["attention_ram_bytes"];
+        let b = |p: &str| ram[p].as_u64().unwrap_or_else(|| panic!("{p} missing: {chip}"));
+        // The built-in model's context is 256: a ring of 64 positions holds a quarter of the
+        // cache; the sparse patterns add their scratch to the whole cache.
+        assert!(b("window:64") < b("full") / 2, "{chip}");
+        for p in ["strided:16", "dilated:2:64", "bigbird:1:32:8:0"] {
+            assert!(b(p) > b("full"), "{p}: {chip}");
+        }
+    }
+}
