@@ -311,11 +311,9 @@ impl<'m, 'a, 's, const L: usize> IntegerEngine<'m, 'a, 's, L> {
         })
     }
 
-    /// With a draft for `set speculative on` (its state and buffers count in `stats`' arena).
+    /// With a draft for `set speculative on` (its own arena, not counted in `stats`' arena
+    /// RAM, which stays the forward pass's).
     pub fn with_speculation(mut self, speculation: Speculation<'a, 's, L>) -> Self {
-        let (layers, gamma) = (speculation.layers(), speculation.gamma);
-        self.arena_bytes +=
-            Speculation::arena_len(self.model, self.state.seq_len(), layers, gamma).unwrap_or(0) * 4;
         self.speculation = Some(speculation);
         self
     }

@@ -12,7 +12,6 @@ pub struct Speculation<'a, 's, const L: usize> {
     pub(super) draft: Model<'a, L>,
     pub(super) state: IntState<'s>,
     pub(super) buf: IntBuffers<'s>,
-    pub(super) gamma: usize,
     pub(super) on: bool,
     /// What the last speculative generation did.
     pub(super) last: Option<SpecStats>,
@@ -50,11 +49,6 @@ impl<'a, 's, const L: usize> Speculation<'a, 's, L> {
         let (a, b) = arena.split_at_mut(IntState::arena_len(&draft, seq_len));
         let state = IntState::new(&draft, a, seq_len)?;
         let buf = IntBuffers::new(model, b, gamma)?;
-        Ok(Speculation { draft, state, buf, gamma, on: false, last: None })
-    }
-
-    /// The draft's layers.
-    pub fn layers(&self) -> usize {
-        self.draft.config.n_layers
+        Ok(Speculation { draft, state, buf, on: false, last: None })
     }
 }
