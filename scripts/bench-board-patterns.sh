@@ -28,15 +28,20 @@ script() {
 }
 script | "$BIN" board "$@" 2>&1 | tr -d '\r' | awk '
     /^> set attention / { pattern = $4 }
-    /^instructions\/token at position/ { sub(":", "", $5); at[pattern] = at[pattern] sprintf(" | %s", $6) }
+    /^instructions\/token at position/ {
+        at[pattern] = at[pattern] sprintf(" | %s", $5)
+        if (n == 0) { sub(":", "", $4); head = head sprintf(" | position %s", $4); rule = rule " | ---" }
+    }
+    /^error: / { errors = errors "\n" $0 }
     /^instructions\/token average/ { avg[pattern] = $6; order[++n] = pattern }
     /^> set speculative / { spec = $4 }
     /^speculative: / { acc = $0 }
     /^last generation: / { gen[spec] = $0; accs[spec] = acc; acc = "" }
     END {
-        print "| pattern | position 1 | 64 | 128 | 255 | 255 (clamped 511) | average 0-127 |"
-        print "| --- | --- | --- | --- | --- | --- | --- |"
+        print "| pattern" head " | average 0-127 |"
+        print "| ---" rule " | --- |"
         for (i = 1; i <= n; i++) { p = order[i]; printf "| %s%s | %s |\n", p, at[p], avg[p] }
         print ""
         for (s in gen) printf "speculative %s: %s %s\n", s, gen[s], accs[s]
+        if (errors != "") print "board errors:" errors
     }'
