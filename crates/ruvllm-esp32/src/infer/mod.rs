@@ -294,24 +294,18 @@ impl<'s> State<'s> {
         let idx = bytemuck::cast_slice_mut(c.words(rows));
         let (kv, ng) = (model.config.kv_dim(), model.config.kv_dim().div_ceil(g));
         state.sparse = Some(match model.precision {
-            Precision::F32 => SparseRows::F32(Scratch {
+            Precision::F32 => SparseRows::F32(Scratch::new(
                 pattern,
                 idx,
-                n: 0,
-                k: c.words(rows * kv),
-                ks: &mut [],
-                v: c.words(rows * kv),
-                vs: &mut [],
-            }),
-            _ => SparseRows::Q8(Scratch {
+                (c.words(rows * kv), &mut []),
+                (c.words(rows * kv), &mut []),
+            )),
+            _ => SparseRows::Q8(Scratch::new(
                 pattern,
                 idx,
-                n: 0,
-                k: c.i8(rows * kv),
-                ks: c.words(rows * ng),
-                v: c.i8(rows * kv),
-                vs: c.words(rows * ng),
-            }),
+                (c.i8(rows * kv), c.words(rows * ng)),
+                (c.i8(rows * kv), c.words(rows * ng)),
+            )),
         });
         Ok(state)
     }

@@ -139,38 +139,60 @@ impl Pattern {
     /// needs [`Pattern::bound`] entries for a cache that holds `pos`; a shorter one gets the
     /// first `out.len()` (never written past).
     pub fn select(&self, pos: usize, out: &mut [u32]) -> usize {
-        let mut w = Writer { out, n: 0 };
-        let first_of_last = |k: usize| (pos + 1).saturating_sub(k);
+        self.spans().select(pos, out)
+    }
+
+    /// The pattern in the one shape [`Spans::select`] reads.
+    pub(crate) fn spans(&self) -> Spans {
+        let none = Spans { global: 0, local: usize::MAX, step: 0, count: 0, random: 0, seed: 0 };
         match *self {
-            Pattern::Full => w.range(0, pos + 1),
-            Pattern::Window(n) => w.range(first_of_last(n), pos + 1),
-            Pattern::Strided(s) => {
-                let (s, local) = (s.max(1), first_of_last(s));
-                let mut j = pos % s;
-                while j < local {
-                    w.push(j);
-                    j += s;
-                }
-                w.range(local, pos + 1);
-            }
-            Pattern::Dilated { gap, count } => {
-                let gap = gap.max(1);
-                let k = (pos / gap).min(count.saturating_sub(1));
-                let mut j = pos - k * gap;
-                while j <= pos {
-                    w.push(j);
-                    j += gap;
-                }
-            }
+            Pattern::Full => none,
+            Pattern::Window(n) => Spans { local: n, ..none },
+            Pattern::Strided(s) => Spans { local: s, step: s, count: usize::MAX, ..none },
+            Pattern::Dilated { gap, count } => Spans { local: 1, step: gap, count, ..none },
             Pattern::BigBird { global, local, random, seed } => {
-                let g = global.min(pos + 1);
-                w.range(0, g);
-                // Random draws among the positions neither global nor local.
-                let (lo, hi) = (g, first_of_last(local.max(1)).max(g));
-                w.random(lo, hi, random.min(MAX_RANDOM), seed, pos);
-                w.range(hi, pos + 1);
+                Spans { global, local, random: random.min(MAX_RANDOM), seed, ..none }
             }
         }
+    }
+}
+
+/// Every pattern in one shape: the first `global` positions, the last `local`, the positions
+/// `step` apart going back from the current one (`count` of them counting the current one)
+/// that come before the local ones, and `random` drawn among the positions neither global nor
+/// local (no pattern has both a step and random draws). Listing a token's positions then
+/// takes no branch on the pattern's kind: the token loop holds no jump table, whose indirect
+/// jump the board's float-free check cannot follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Spans {
+    global: usize,
+    local: usize,
+    step: usize,
+    count: usize,
+    random: usize,
+    seed: u32,
+}
+
+impl Spans {
+    /// [`Pattern::select`].
+    pub fn select(&self, pos: usize, out: &mut [u32]) -> usize {
+        let mut w = Writer { out, n: 0 };
+        let end = pos + 1;
+        let g = self.global.min(end);
+        w.range(0, g);
+        // The local positions start at `local` (never inside the global ones).
+        let local = end.saturating_sub(self.local.max(1)).max(g);
+        if self.step > 0 && local > g {
+            // pos - k step for k from the farthest (within `count` and at or after the global
+            // ones) to the nearest before the local ones.
+            let far = ((pos - g) / self.step).min(self.count.saturating_sub(1));
+            let near = (pos - local) / self.step + 1;
+            for k in (near..=far).rev() {
+                w.push(pos - k * self.step);
+            }
+        }
+        w.random(g, local, self.random, self.seed, pos);
+        w.range(local, end);
         w.n
     }
 }
@@ -243,6 +265,10 @@ impl SplitMix {
 /// cache rows they select (values `V` with group scales `S`; no scales for an f32 cache).
 pub(crate) struct Scratch<'s, V, S> {
     pub pattern: Pattern,
+    /// The pattern as the token loop reads it, and whether it is full attention (read as it
+    /// is, nothing listed or copied).
+    pub spans: Spans,
+    pub full: bool,
     /// Positions listed for the current token, and how many.
     pub idx: &'s mut [u32],
     pub n: usize,
@@ -256,11 +282,22 @@ pub(crate) struct Scratch<'s, V, S> {
 /// scales.
 pub(crate) type Rows<'a, V, S> = (&'a [V], &'a [S], &'a [V], &'a [S]);
 
-impl<V: Copy, S: Copy> Scratch<'_, V, S> {
+impl<'s, V: Copy, S: Copy> Scratch<'s, V, S> {
+    /// A scratch of `idx.len()` positions (keys and values with their scales) for `pattern`.
+    pub fn new(
+        pattern: Pattern,
+        idx: &'s mut [u32],
+        (k, ks): (&'s mut [V], &'s mut [S]),
+        (v, vs): (&'s mut [V], &'s mut [S]),
+    ) -> Self {
+        let (spans, full) = (pattern.spans(), pattern == Pattern::Full);
+        Scratch { pattern, spans, full, idx, n: 0, k, ks, v, vs }
+    }
+
     /// Lists the positions `pos` attends to (once per token, before the layers).
     pub fn select(&mut self, pos: usize) {
-        if self.pattern != Pattern::Full {
-            self.n = self.pattern.select(pos, self.idx);
+        if !self.full {
+            self.n = self.spans.select(pos, self.idx);
         }
     }
 
@@ -272,7 +309,7 @@ impl<V: Copy, S: Copy> Scratch<'_, V, S> {
     /// Copies the selected rows of one layer's cache (`row` values and `scales` scales a
     /// position) and returns them, in order; full attention reads the cache as it is.
     pub fn gather<'a>(&'a mut self, layer: Rows<'a, V, S>, row: usize, scales: usize) -> Rows<'a, V, S> {
-        if self.pattern == Pattern::Full {
+        if self.full {
             return layer;
         }
         let idx = &self.idx[..self.n];
@@ -288,7 +325,7 @@ impl<V: Copy, S: Copy> Scratch<'_, V, S> {
         if need > have {
             return Err(crate::Error::BufferTooSmall { need: need * row_bytes, have: have * row_bytes });
         }
-        self.pattern = pattern;
+        (self.pattern, self.spans, self.full) = (pattern, pattern.spans(), pattern == Pattern::Full);
         Ok(())
     }
 }

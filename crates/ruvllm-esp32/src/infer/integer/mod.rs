@@ -220,7 +220,7 @@ impl<'s> IntState<'s> {
         let idx = bytemuck::cast_slice_mut(c.words(rows));
         let (k, ks) = (c.i8(rows * kv), c.words(rows * ng));
         let (v, vs) = (c.i8(rows * kv), c.words(rows * ng));
-        state.sparse = Some(Scratch { pattern, idx, n: 0, k, ks, v, vs });
+        state.sparse = Some(Scratch::new(pattern, idx, (k, ks), (v, vs)));
         Ok(state)
     }
 
