@@ -125,13 +125,20 @@ pub fn parse_engine(s: &str) -> Result<bool> {
     }
 }
 
-pub fn build(tc: &Toolchain, image: &Path, corrupt: bool, float_engine: bool) -> Result<PathBuf> {
+pub fn build(
+    tc: &Toolchain,
+    image: &Path,
+    corrupt: bool,
+    float_engine: bool,
+    kernels: bool,
+) -> Result<PathBuf> {
     let image = std::fs::canonicalize(image).with_context(|| format!("{}: cannot read", image.display()))?;
-    let features: Vec<&str> = [(corrupt, "corrupt-image"), (float_engine, "float-engine")]
-        .iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, f)| *f)
-        .collect();
+    let features: Vec<&str> =
+        [(corrupt, "corrupt-image"), (float_engine, "float-engine"), (kernels, "kernel-profile")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, f)| *f)
+            .collect();
     cargo_build(tc, &features, &[("RUVLLM_MODEL", &image)])
 }
 
@@ -368,13 +375,16 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 const PROMPT: &str = "\r\n> ";
 
 /// Converts the model into a scratch file the build can embed.
-fn board_image(args: &ModelArgs, dir: &Path, quant: Quant) -> Result<(PathBuf, usize)> {
+/// The board's model image written to `dir`: its path, its length, and the bytes of it one
+/// token reads (all from flash on a chip).
+fn board_image(args: &ModelArgs, dir: &Path, quant: Quant) -> Result<(PathBuf, usize, Option<usize>)> {
     let img = image::load(args.model.as_deref(), args.tokenizer.as_deref(), Some(quant))?;
-    img.model().with_context(|| format!("the {} image does not load", quant.name()))?;
+    let model = img.model().with_context(|| format!("the {} image does not load", quant.name()))?;
+    let per_token = ruvllm_esp32::infer::IntState::flash_bytes_per_token(&model).ok();
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let path = dir.join(format!("model-{}.gguf", image::quant_name(quant)));
     std::fs::write(&path, img.bytes()).with_context(|| format!("{}: cannot write", path.display()))?;
-    Ok((path, img.bytes().len()))
+    Ok((path, img.bytes().len(), per_token))
 }
 
 fn scratch_dir() -> PathBuf {
@@ -395,8 +405,8 @@ pub fn run_board(
     let quant = image::parse_quant(quant)?;
     let tc = Toolchain::find()?;
     let dir = scratch_dir();
-    let (image, _) = board_image(args, &dir, quant)?;
-    let elf = build(&tc, &image, corrupt, float_engine);
+    let (image, _, _) = board_image(args, &dir, quant)?;
+    let elf = build(&tc, &image, corrupt, float_engine, false);
     let _ = std::fs::remove_dir_all(&dir);
     let elf = elf?;
     if let Some(out) = elf_out {
@@ -464,8 +474,18 @@ fn piped(mut s: Session) -> Result<Option<i32>> {
 }
 
 /// `bench --chip esp32c3`: instructions per token by position and peak RAM on the board.
-pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str, json: bool) -> Result<()> {
+pub fn bench(
+    args: &ModelArgs,
+    chip: &str,
+    engine: &str,
+    quant: &str,
+    json: bool,
+    kernels: bool,
+) -> Result<()> {
     let float_engine = parse_engine(engine)?;
+    if kernels && float_engine {
+        bail!("--kernels measures the integer engine's kernels: drop --engine float");
+    }
     let quant = image::parse_quant(quant)?;
     if quant == Quant::F32 {
         bail!("--quant f32: an f32 image does not fit the ESP32-C3's RAM (use q8, ternary or binary)");
@@ -473,8 +493,8 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str, json: bool
     check_chip(chip)?;
     let tc = Toolchain::find()?;
     let dir = scratch_dir();
-    let (image, image_len) = board_image(args, &dir, quant)?;
-    let elf = build(&tc, &image, false, float_engine);
+    let (image, image_len, flash_per_token) = board_image(args, &dir, quant)?;
+    let elf = build(&tc, &image, false, float_engine, kernels);
     let _ = std::fs::remove_dir_all(&dir);
     let elf = elf?;
     let flash = std::fs::read(&elf).ok().and_then(|b| flash_bytes(&b));
@@ -498,6 +518,7 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str, json: bool
     let mut lines = Vec::new();
     let mut positions = Vec::new();
     let mut average = None;
+    let mut kernel_rows: Vec<(String, u64)> = Vec::new();
     for line in report.lines() {
         if let Some(rest) = line.strip_prefix("instructions/token ") {
             let rest = rest.trim_end();
@@ -514,6 +535,10 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str, json: bool
                 if let (Ok(a), Ok(b), Ok(n)) = (a.parse::<u64>(), b.parse::<u64>(), n.trim().parse::<u64>()) {
                     average = Some(serde_json::json!({"from": a, "to": b, "instructions": n}));
                 }
+            }
+        } else if let Some((name, n)) = line.strip_prefix("kernel ").and_then(|r| r.split_once(": ")) {
+            if let Ok(n) = n.trim().trim_end_matches("/token").parse::<u64>() {
+                kernel_rows.push((name.to_string(), n));
             }
         } else if line.starts_with("error:") {
             bail!("the board reported: {line}");
@@ -540,6 +565,11 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str, json: bool
             "stack_high_water_bytes": nums.get(2),
             "flash_image_bytes": flash,
             "model_image_bytes": image_len,
+            "flash_bytes_per_token": flash_per_token,
+            "kernels_per_token_average_0_127": kernel_rows
+                .iter()
+                .map(|(k, n)| serde_json::json!({"kernel": k, "instructions": n}))
+                .collect::<Vec<_>>(),
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -551,10 +581,26 @@ pub fn bench(args: &ModelArgs, chip: &str, engine: &str, quant: &str, json: bool
     for l in &lines {
         outln!("{l}");
     }
+    if !kernel_rows.is_empty() {
+        let total: u64 = kernel_rows.iter().map(|(_, n)| n).sum::<u64>().max(1);
+        outln!("per kernel, instructions/token averaged over positions 0-127 (board built with a counter read around each kernel):");
+        for (k, n) in &kernel_rows {
+            outln!("  {k:<17} {n:>10}  {:>5.1}%", 100.0 * *n as f64 / total as f64);
+        }
+    }
     outln!("peak RAM: {ram}");
     match flash {
         Some(f) => outln!("flash image: {f} bytes (ELF in flash; the model image is {image_len} of them)"),
         None => outln!("flash image: model image {image_len} bytes"),
+    }
+    // A real chip streams these through its 16 KiB flash cache every token.
+    if let Some(bytes) = flash_per_token {
+        let ceiling = |mb_s: f64| mb_s * 1e6 / bytes.max(1) as f64;
+        outln!(
+            "flash read per token: {bytes} bytes (at most {:.0} tokens/s at 40 MB/s, {:.0} at 80 MB/s)",
+            ceiling(40.0),
+            ceiling(80.0)
+        );
     }
     Ok(())
 }

@@ -204,6 +204,10 @@ enum Cmd {
         /// scalar f32 kernels, soft-float on the chip)
         #[arg(long, default_value = "int")]
         engine: String,
+        /// With --chip and the int engine: also the instructions of each kernel per token
+        /// (a board built with a counter read around each kernel)
+        #[arg(long)]
+        kernels: bool,
     },
     /// Build the QEMU ESP32-C3 board around a model (as q8) and run its console here
     #[command(
@@ -577,8 +581,8 @@ fn main() -> ExitCode {
         Cmd::Info { model, tokenizer, quant, json } => {
             commands::info(model.as_deref(), tokenizer.as_deref(), quant.as_deref(), json)
         }
-        Cmd::Bench { model, chip: Some(chip), engine, quant, json, .. } => {
-            board::bench(&model, &chip, &engine, &quant, json)
+        Cmd::Bench { model, chip: Some(chip), engine, quant, json, kernels, .. } => {
+            board::bench(&model, &chip, &engine, &quant, json, kernels)
         }
         Cmd::Bench { model, prompt, steps, repeat, json, chip: None, .. } => {
             bench::run(&model, &prompt, steps, repeat, json)

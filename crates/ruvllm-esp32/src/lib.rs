@@ -12,7 +12,8 @@
 //! | `host-test` | the std build for testing on the host: `std` under the name the published README uses |
 //! | `federation` | `federation`: pipeline-parallel plans of a model's layers over several chips (what `ruvllm-esp32 cluster` writes), the wire protocol that runs them (postcard frames, a reliable link over `embedded-io-async`) and the pipeline stages |
 //! | `wasm` | the set for `wasm32-unknown-unknown`: `alloc` without `std` (no threads, no CPU detection there); CI builds it for that target |
-//! | `full` | all of the above (what docs.rs documents) |
+//! | `kernel-profile` | the instructions of each kernel of the integer forward pass, read from the chip's counter (`bench --chip esp32c3 --kernels`); not for shipped firmware |
+//! | `full` | all of the above except `kernel-profile` (what docs.rs documents) |
 #![cfg_attr(not(test), no_std)]
 
 #[cfg(feature = "alloc")]

@@ -64,6 +64,7 @@ pub use saved::{KnowledgeStore, Restored, SavingOff};
 pub use speculation::Speculation;
 pub use typeahead::TYPEAHEAD;
 
+use crate::infer::integer::profile;
 use core::fmt;
 use core::mem::size_of;
 use core::ops::ControlFlow;
@@ -1116,10 +1117,15 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
         sayln!(&mut self.io, "bench: greedy from BOS, {ctx} positions")?;
         let mut token = self.engine.bos();
         let mut sum = 0u64;
+        let mut kernels = [0u64; profile::NAMES.len()];
         for pos in 0..ctx {
+            profile::take();
             let start = counter();
             let next = self.engine.step(token, pos);
             let ticks = counter().wrapping_sub(start);
+            if pos < BENCH_AVERAGE {
+                kernels.iter_mut().zip(profile::take()).for_each(|(k, t)| *k += t as u64);
+            }
             token = match next {
                 Ok(t) => t,
                 Err(e) => return sayln!(&mut self.io, "error: position {pos}: {e}"),
@@ -1143,6 +1149,11 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
             n - 1,
             sum / n
         )?;
+        if profile::ENABLED {
+            for (name, k) in profile::NAMES.iter().zip(kernels) {
+                sayln!(&mut self.io, "kernel {name}: {}/token", k / n)?;
+            }
+        }
         self.report_peak_ram()
     }
 }

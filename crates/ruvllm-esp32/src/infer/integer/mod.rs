@@ -16,6 +16,9 @@
 
 mod batch;
 mod fixed;
+pub mod profile;
+#[cfg(target_arch = "riscv32")]
+mod rv32;
 mod tables;
 mod view;
 
@@ -29,6 +32,7 @@ pub use fixed::{
     argmax, exp_neg, inv_sqrt, isqrt, sample_int, sat32, shr_round, sigmoid, swiglu, weigher, Scale, ACC,
     FRAC, P_FRAC,
 };
+use profile::{time, Kernel as K};
 pub use tables::{EXP2_NEG, SIGMOID};
 
 use super::arena::Carver;
@@ -127,6 +131,22 @@ impl<'s> IntState<'s> {
     /// RAM in bytes for the activations and KV cache at `seq_len` positions.
     pub fn ram_bytes<const L: usize>(model: &Model<'_, L>, seq_len: usize) -> usize {
         Self::arena_len(model, seq_len) * 4
+    }
+
+    /// Bytes of the model image one token reads, all of them from flash on a chip (its 16 KiB
+    /// cache holds none of a layer's weights until the next token): every layer's matrices and
+    /// norms, the classifier and the final norm, one embedding row and one RoPE row.
+    pub fn flash_bytes_per_token<const L: usize>(model: &Model<'_, L>) -> Result<usize> {
+        let mut n = 0;
+        for layer in model.layers.iter() {
+            let w = view::layer(layer)?;
+            n += 4 * (w.attn_norm.len() + w.ffn_norm.len());
+            n += [w.wq, w.wk, w.wv, w.wo, w.w1, w.w2, w.w3].iter().map(|m| m.bytes()).sum::<usize>();
+        }
+        n += view::int8(&model.output)?.bytes() + 4 * model.output_norm.len();
+        n += view::int8(&model.token_embd)?.row_bytes();
+        n += view::require(model)?.at(0).len();
+        Ok(n)
     }
 
     /// Builds the state in `arena` for up to `seq_len` positions. The model must be q8 with
@@ -410,29 +430,32 @@ impl<'s> IntState<'s> {
             sp.select(pos);
         }
         if embeds {
-            embed(self.x, &view::int8(&model.token_embd)?, token as usize, g);
+            let table = view::int8(&model.token_embd)?;
+            time(K::Embed, || embed(self.x, &table, token as usize, g));
         }
         for (l, layer) in model.layers.iter().enumerate().take(layers.end).skip(layers.start) {
             let w = view::layer(layer)?;
-            rmsnorm(self.xb, self.x, w.attn_norm, self.eps);
-            quantize(self.xb, self.xq, self.xs, g);
-            matmul(self.q, &w.wq, self.xq, self.xs, g, &mut self.lut, true);
+            time(K::Rmsnorm, || rmsnorm(self.xb, self.x, w.attn_norm, self.eps));
+            time(K::Quantize, || quantize(self.xb, self.xq, self.xs, g));
+            time(K::Matvec, || matmul(self.q, &w.wq, self.xq, self.xs, g, &mut self.lut, true));
             let row = (l * self.seq_len + slot) * kv_dim;
             let srow = (l * self.seq_len + slot) * ng;
             let (krow, ksrow) = (&mut self.kc[row..row + kv_dim], &mut self.ks[srow..srow + ng]);
-            matmul(self.kv_row, &w.wk, self.xq, self.xs, g, &mut self.lut, false);
-            rotate(self.kv_row, rope);
-            quantize(self.kv_row, krow, ksrow, g);
+            time(K::Matvec, || matmul(self.kv_row, &w.wk, self.xq, self.xs, g, &mut self.lut, false));
+            time(K::Rope, || rotate(self.kv_row, rope));
+            time(K::Quantize, || quantize(self.kv_row, krow, ksrow, g));
             let (vrow, vsrow) = (&mut self.vc[row..row + kv_dim], &mut self.vs[srow..srow + ng]);
-            matmul(self.kv_row, &w.wv, self.xq, self.xs, g, &mut self.lut, false);
-            quantize(self.kv_row, vrow, vsrow, g);
-            rotate(self.q, rope);
+            time(K::Matvec, || matmul(self.kv_row, &w.wv, self.xq, self.xs, g, &mut self.lut, false));
+            time(K::Quantize, || quantize(self.kv_row, vrow, vsrow, g));
+            time(K::Rope, || rotate(self.q, rope));
             // The query in int8 too, with 1/sqrt(head_size) folded into its scales.
             let (qq, qs) = (&mut self.xq[..d], &mut self.xs[..d.div_ceil(g)]);
-            quantize(self.q, qq, qs, g);
-            for p in qs.iter_mut() {
-                *p = Scale::unpack(*p).times(self.attn_scale).pack();
-            }
+            time(K::Quantize, || {
+                quantize(self.q, qq, qs, g);
+                for p in qs.iter_mut() {
+                    *p = Scale::unpack(*p).times(self.attn_scale).pack();
+                }
+            });
             let (start, n) = (l * self.seq_len, seen);
             let mut rows: Rows<'_, i8, i32> = (
                 &self.kc[start * kv_dim..(start + n) * kv_dim],
@@ -447,22 +470,24 @@ impl<'s> IntState<'s> {
             let n = keys.len() / kv_dim.max(1);
             let cache = Cache { keys, key_scales, values, value_scales };
             attention(self.xb2, qq, qs, cache, &mut self.att[..n], &s);
-            quantize(self.xb2, self.xq, self.xs, g);
-            matmul(self.xb, &w.wo, self.xq, self.xs, g, &mut self.lut, true);
-            add(self.x, self.xb);
-            rmsnorm(self.xb, self.x, w.ffn_norm, self.eps);
-            quantize(self.xb, self.xq, self.xs, g);
-            matmul(self.hb, &w.w1, self.xq, self.xs, g, &mut self.lut, true);
-            matmul(self.hb2, &w.w3, self.xq, self.xs, g, &mut self.lut, false);
-            for (a, b) in self.hb.iter_mut().zip(self.hb2.iter()) {
-                *a = swiglu(*a, *b);
-            }
-            quantize(self.hb, self.xq, self.xs, g);
-            matmul(self.xb, &w.w2, self.xq, self.xs, g, &mut self.lut, true);
+            time(K::Quantize, || quantize(self.xb2, self.xq, self.xs, g));
+            time(K::Matvec, || matmul(self.xb, &w.wo, self.xq, self.xs, g, &mut self.lut, true));
+            time(K::Residual, || add(self.x, self.xb));
+            time(K::Rmsnorm, || rmsnorm(self.xb, self.x, w.ffn_norm, self.eps));
+            time(K::Quantize, || quantize(self.xb, self.xq, self.xs, g));
+            time(K::Matvec, || matmul(self.hb, &w.w1, self.xq, self.xs, g, &mut self.lut, true));
+            time(K::Matvec, || matmul(self.hb2, &w.w3, self.xq, self.xs, g, &mut self.lut, false));
+            time(K::Swiglu, || {
+                for (a, b) in self.hb.iter_mut().zip(self.hb2.iter()) {
+                    *a = swiglu(*a, *b);
+                }
+            });
+            time(K::Quantize, || quantize(self.hb, self.xq, self.xs, g));
+            time(K::Matvec, || matmul(self.xb, &w.w2, self.xq, self.xs, g, &mut self.lut, true));
             if let Some(adapter) = lora.filter(|a| a.layer == l) {
                 adapter.apply(self.hb, self.xb);
             }
-            add(self.x, self.xb);
+            time(K::Residual, || add(self.x, self.xb));
         }
         if logits {
             self.classifier(model)?;
@@ -472,9 +497,12 @@ impl<'s> IntState<'s> {
 
     fn classifier<const L: usize>(&mut self, model: &Model<'_, L>) -> Result<()> {
         let g = self.shape.group;
-        rmsnorm(self.xb, self.x, view::bits(model.output_norm), self.eps);
-        quantize(self.xb, self.xq, self.xs, g);
-        matmul(self.logits, &view::int8(&model.output)?, self.xq, self.xs, g, &mut self.lut, false);
+        let out = view::int8(&model.output)?;
+        time(K::Classifier, || {
+            rmsnorm(self.xb, self.x, view::bits(model.output_norm), self.eps);
+            quantize(self.xb, self.xq, self.xs, g);
+            matmul(self.logits, &out, self.xq, self.xs, g, &mut self.lut, false);
+        });
         Ok(())
     }
 }
@@ -687,6 +715,9 @@ fn matvec_blocks(out: &mut [i32], m: &BMat<'_>, xq: &[i8], xs: &[i32]) {
 /// each group together, so every activation byte is loaded once for four multiply-adds (on a
 /// chip without SIMD the loads are most of the cost); the arithmetic per row is unchanged.
 fn matvec(out: &mut [i32], m: &QMat<'_>, xq: &[i8], xs: &[i32], group: usize) {
+    if group == 32 {
+        return matvec32(out, m, xq, xs);
+    }
     let n = m.cols;
     let ng = n.div_ceil(group);
     let (xq, xs) = (&xq[..n], &xs[..ng]);
@@ -728,13 +759,108 @@ fn matvec(out: &mut [i32], m: &QMat<'_>, xq: &[i8], xs: &[i32], group: usize) {
     }
 }
 
+/// [`matvec`] for groups of 32 (every image `convert` writes): each whole group is a
+/// fixed-size block, so the compiler unrolls its 32 values into loads at constant offsets, with
+/// no pointer or loop arithmetic per value. The sums and their scaling are exactly [`matvec`]'s.
+fn matvec32(out: &mut [i32], m: &QMat<'_>, xq: &[i8], xs: &[i32]) {
+    let n = m.cols;
+    let (ng, whole) = (n.div_ceil(32), n / 32);
+    let (xq, xs) = (&xq[..n], &xs[..ng]);
+    let (xb, xtail) = xq.as_chunks::<32>();
+    let xscales: &[i32] = xs;
+    let mut rows = out.chunks_exact_mut(4).zip(m.q.chunks_exact(4 * n)).zip(m.s.chunks_exact(4 * ng));
+    for ((o, w), ws) in &mut rows {
+        let row = |r: usize| w[r * n..(r + 1) * n].as_chunks::<32>();
+        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+        let mut acc = [0i64; 4];
+        let (s0, s1, s2, s3) = (&ws[..ng], &ws[ng..2 * ng], &ws[2 * ng..3 * ng], &ws[3 * ng..]);
+        for (g, x) in xb.iter().enumerate() {
+            let [i0, i1, i2, i3] = dot4(x, [&r0.0[g], &r1.0[g], &r2.0[g], &r3.0[g]]);
+            let sx = Scale::unpack(xscales[g]);
+            // Written out, not looped: the four sums stay in registers.
+            acc[0] = acc[0].saturating_add(scaled(i0, s0[g], sx));
+            acc[1] = acc[1].saturating_add(scaled(i1, s1[g], sx));
+            acc[2] = acc[2].saturating_add(scaled(i2, s2[g], sx));
+            acc[3] = acc[3].saturating_add(scaled(i3, s3[g], sx));
+        }
+        if !xtail.is_empty() {
+            let sx = Scale::unpack(xscales[whole]);
+            for (r, (acc, tail)) in acc.iter_mut().zip([r0.1, r1.1, r2.1, r3.1]).enumerate() {
+                let isum = tail.iter().zip(xtail).map(|(a, b)| *a as i32 * *b as i32).sum();
+                *acc = acc.saturating_add(scaled(isum, ws[r * ng + whole], sx));
+            }
+        }
+        for (o, acc) in o.iter_mut().zip(acc) {
+            *o = sat32(shr_round(acc, ACC - FRAC as i32));
+        }
+    }
+    let done = out.len() / 4 * 4;
+    for ((o, row), rs) in
+        out[done..].iter_mut().zip(m.q[done * n..].chunks_exact(n)).zip(m.s[done * ng..].chunks_exact(ng))
+    {
+        let mut acc = 0i64;
+        for (((wg, xg), sw), sx) in row.chunks(32).zip(xq.chunks(32)).zip(rs).zip(xs) {
+            let isum = wg.iter().zip(xg).map(|(a, b)| *a as i32 * *b as i32).sum();
+            acc = acc.saturating_add(scaled(isum, *sw, Scale::unpack(*sx)));
+        }
+        *o = sat32(shr_round(acc, ACC - FRAC as i32));
+    }
+}
+
+/// Four rows' exact sums over one group of 32: each activation loaded once for four products.
+/// On RISC-V, [`rv32::dot4`]; elsewhere (and as its reference in tests) [`dot4_portable`].
+#[inline(always)]
+fn dot4(x: &[i8; 32], w: [&[i8; 32]; 4]) -> [i32; 4] {
+    #[cfg(target_arch = "riscv32")]
+    return rv32::dot4(x, w);
+    #[cfg(not(target_arch = "riscv32"))]
+    dot4_portable(x, w)
+}
+
+#[cfg_attr(target_arch = "riscv32", allow(dead_code))]
+#[inline(always)]
+fn dot4_portable(x: &[i8; 32], w: [&[i8; 32]; 4]) -> [i32; 4] {
+    let mut s = [0i32; 4];
+    for (j, xv) in x.iter().enumerate() {
+        let xv = *xv as i32;
+        for (s, w) in s.iter_mut().zip(w) {
+            *s += w[j] as i32 * xv;
+        }
+    }
+    s
+}
+
 /// One group's exact sum times its weight scale (IEEE bits) and activation scale, in the
 /// accumulator's fixed point.
-#[inline]
+#[inline(always)]
 fn scaled(isum: i32, weight_scale_bits: u32, x: Scale) -> i64 {
-    let w = Scale::from_ieee_bits(weight_scale_bits);
-    let t = isum as i64 * (w.m as i64 * x.m as i64);
-    shr_round(t, -(w.e + x.e + ACC))
+    product_shifted(isum, Scale::from_ieee_bits(weight_scale_bits), x, ACC)
+}
+
+/// `shr_round(isum * (a.m * b.m), -(a.e + b.e + extra))`, the rescaling after every exact
+/// integer sum. The common case (`b.m >= 0`, a right shift of 1 to 31 bits) takes 32-bit
+/// steps: on rv32 the product of an i32 and a u32 is two instructions, and a 64-bit shift by an
+/// unknown amount a branchy routine. Both branches give the same value.
+#[inline(always)]
+fn product_shifted(isum: i32, a: Scale, b: Scale, extra: i32) -> i64 {
+    let sh = -(a.e + b.e + extra);
+    if (1..=31).contains(&sh) && b.m >= 0 {
+        // |a.m| and b.m are below 2^16, so their product fits a u32.
+        let v = isum as i64 * (a.m.unsigned_abs() * b.m as u32) as i64;
+        return shr_round_31(if a.m < 0 { -v } else { v }, sh as u32);
+    }
+    shr_round(isum as i64 * (a.m as i64 * b.m as i64), sh)
+}
+
+/// [`shr_round`] for a shift of 1 to 31 bits, on 32-bit halves.
+#[inline(always)]
+fn shr_round_31(v: i64, sh: u32) -> i64 {
+    let s = (sh - 1) & 31;
+    let (lo, hi) = (v as u32, (v >> 32) as i32);
+    // v >> s, then half up on the last bit shifted out.
+    let lo = (lo >> s) | (((hi as u32) << 1) << (31 - s));
+    let r = (((hi >> s) as i64) << 32) | lo as i64;
+    (r >> 1) + (r & 1)
 }
 
 /// `out = W x` for a layer matrix of any format. The packed kernels read `xq` through `lut`,
@@ -905,58 +1031,138 @@ fn attention(out: &mut [i32], qq: &[i8], qs: &[i32], cache: Cache<'_>, att: &mut
     let kv_mul = s.n_heads / s.n_kv_heads;
     for (h, oh) in out.chunks_exact_mut(hs).enumerate().take(s.n_heads) {
         let (qoff, koff) = (h * hs, (h / kv_mul) * hs);
-        att.fill(0);
-        for (i, len) in segments(qoff, koff, hs, g) {
-            let (a, b) = (qoff + i, koff + i);
-            let qv = &qq[a..a + len];
-            let sq = Scale::unpack(qs[a / g]);
-            let rows = cache.keys.chunks_exact(kv_dim).zip(cache.key_scales.chunks_exact(ng));
-            for (sc, (k, ks)) in att.iter_mut().zip(rows) {
-                let isum: i32 = qv.iter().zip(&k[b..b + len]).map(|(x, y)| *x as i32 * *y as i32).sum();
-                let sk = Scale::unpack(ks[b / g]);
-                let t = isum as i64 * (sq.m as i64 * sk.m as i64);
-                *sc = sc.saturating_add(sat32(shr_round(t, -(sq.e + sk.e + FRAC as i32))));
+        time(K::AttentionScores, || {
+            att.fill(0);
+            for (i, len) in segments(qoff, koff, hs, g) {
+                let (a, b) = (qoff + i, koff + i);
+                let qv = &qq[a..a + len];
+                let sq = Scale::unpack(qs[a / g]);
+                let rows = cache.keys.chunks_exact(kv_dim).zip(cache.key_scales.chunks_exact(ng));
+                let score = |isum: i32, ks: &[i32]| {
+                    sat32(product_shifted(isum, sq, Scale::unpack(ks[b / g]), FRAC as i32))
+                };
+                // Heads of 8 (every shipped model): the query stays in registers.
+                if let Some(q8) = qv.first_chunk::<8>().filter(|_| len == 8) {
+                    let q8 = q8.map(|v| v as i32);
+                    for (sc, (k, ks)) in att.iter_mut().zip(rows) {
+                        let Some(k8) = k[b..].first_chunk::<8>() else { continue };
+                        let isum = q8.iter().zip(k8).map(|(x, y)| x * *y as i32).sum();
+                        *sc = sc.saturating_add(score(isum, ks));
+                    }
+                    continue;
+                }
+                for (sc, (k, ks)) in att.iter_mut().zip(rows) {
+                    let isum: i32 = qv.iter().zip(&k[b..b + len]).map(|(x, y)| *x as i32 * *y as i32).sum();
+                    *sc = sc.saturating_add(score(isum, ks));
+                }
             }
-        }
-        softmax(att);
-        // out = sum_t p_t v_t, a chunk of lanes at a time so the i64 sums stay on the stack.
-        const LANES: usize = 16;
-        for (i, len) in segments(koff, koff, hs, g) {
-            let (b, gi) = (koff + i, (koff + i) / g);
-            let rows = || cache.values.chunks_exact(kv_dim).zip(cache.value_scales.chunks_exact(ng));
-            // p (Q2.30) times the value scale, in units of 2^-ACC.
-            let weight = |p: i32, vs: &[i32]| {
-                let sv = Scale::unpack(vs[gi]);
-                shr_round(p as i64 * sv.m as i64, P_FRAC as i32 - ACC - sv.e)
-            };
-            // When every weight fits an i32 (value scales below 0.5: always, in practice), no
-            // sum below can overflow (|w| < 2^31, |v| <= 128, at most 2^20 positions), so plain
-            // 32x32->64 products give exactly what the saturating path gives, at a fraction of
-            // the cost on a 32-bit chip.
-            let narrow = att.iter().zip(rows()).all(|(p, (_, vs))| weight(*p, vs).unsigned_abs() < 1 << 31);
-            let mut c0 = 0;
-            while c0 < len {
-                let lanes = LANES.min(len - c0);
-                let mut acc = [0i64; LANES];
-                for (p, (v, vs)) in att.iter().zip(rows()) {
-                    let c = weight(*p, vs);
-                    let v = &v[b + c0..b + c0 + lanes];
-                    if narrow {
-                        let c = c as i32;
-                        for (a, x) in acc.iter_mut().zip(v) {
-                            *a += c as i64 * *x as i64;
-                        }
-                    } else {
-                        for (a, x) in acc.iter_mut().zip(v) {
-                            *a = a.saturating_add(c.saturating_mul(*x as i64));
+        });
+        time(K::Softmax, || softmax(att));
+        time(K::AttentionValues, || {
+            let one_group = koff / g == (koff + hs - 1) / g;
+            if one_group && values_narrow(oh, att, &cache, koff, koff / g, kv_dim) {
+                return;
+            }
+            // out = sum_t p_t v_t, a chunk of lanes at a time so the i64 sums stay on the stack.
+            const LANES: usize = 16;
+            for (i, len) in segments(koff, koff, hs, g) {
+                let (b, gi) = (koff + i, (koff + i) / g);
+                let rows = || cache.values.chunks_exact(kv_dim).zip(cache.value_scales.chunks_exact(ng));
+                // p (Q2.30) times the value scale, in units of 2^-ACC.
+                let weight = |p: i32, vs: &[i32]| {
+                    let sv = Scale::unpack(vs[gi]);
+                    shr_round(p as i64 * sv.m as i64, P_FRAC as i32 - ACC - sv.e)
+                };
+                // When every weight fits an i32 (value scales below 0.5: always, in practice), no
+                // sum below can overflow (|w| < 2^31, |v| <= 128, at most 2^20 positions), so plain
+                // 32x32->64 products give exactly what the saturating path gives, at a fraction of
+                // the cost on a 32-bit chip.
+                let narrow =
+                    att.iter().zip(rows()).all(|(p, (_, vs))| weight(*p, vs).unsigned_abs() < 1 << 31);
+                let mut c0 = 0;
+                while c0 < len {
+                    let lanes = LANES.min(len - c0);
+                    let mut acc = [0i64; LANES];
+                    for (p, (v, vs)) in att.iter().zip(rows()) {
+                        let c = weight(*p, vs);
+                        let v = &v[b + c0..b + c0 + lanes];
+                        if narrow {
+                            let c = c as i32;
+                            for (a, x) in acc.iter_mut().zip(v) {
+                                *a += c as i64 * *x as i64;
+                            }
+                        } else {
+                            for (a, x) in acc.iter_mut().zip(v) {
+                                *a = a.saturating_add(c.saturating_mul(*x as i64));
+                            }
                         }
                     }
+                    for (o, a) in oh[i + c0..i + c0 + lanes].iter_mut().zip(acc) {
+                        *o = sat32(shr_round(a, ACC - FRAC as i32));
+                    }
+                    c0 += lanes;
                 }
-                for (o, a) in oh[i + c0..i + c0 + lanes].iter_mut().zip(acc) {
-                    *o = sat32(shr_round(a, ACC - FRAC as i32));
+            }
+        });
+    }
+}
+
+/// The weighted sum of values of one head whose lanes lie in one group of the cache (as in
+/// every shipped model), when every value scale is below 1/4 (m 2^e with e <= -18), so that every weight is below
+/// 2^30: what [`attention`]'s general loop computes, with each weight computed once (in place
+/// of its probability) and 32-bit sums. A weight splits into 16-bit halves whose sums over 256
+/// positions cannot overflow an i32; each block of 256 then joins an exact i64 total. Returns
+/// false, touching nothing, when a scale is too large.
+fn values_narrow(
+    oh: &mut [i32],
+    att: &mut [i32],
+    cache: &Cache<'_>,
+    b: usize,
+    gi: usize,
+    kv_dim: usize,
+) -> bool {
+    let ng = cache.value_scales.len() / att.len().max(1);
+    let scales = || cache.value_scales.chunks_exact(ng.max(1)).map(|vs| Scale::unpack(vs[gi]));
+    if !scales().all(|sv| sv.m == 0 || sv.e <= -18) {
+        return false;
+    }
+    // p * 2^-30 times the scale, in units of 2^-32: shr_round(p * m, -2 - e).
+    let one = Scale { m: 1, e: 0 };
+    for (p, sv) in att.iter_mut().zip(scales()) {
+        *p = product_shifted(*p, sv, one, ACC - P_FRAC as i32) as i32;
+    }
+    for (c0, out) in (0..oh.len()).step_by(8).zip(oh.chunks_mut(8)) {
+        let lanes = out.len();
+        let mut total = [0i64; 8];
+        for (weights, rows) in att.chunks(256).zip(cache.values.chunks(256 * kv_dim)) {
+            let (mut hi, mut lo) = ([0i32; 8], [0i32; 8]);
+            let rows = weights.iter().zip(rows.chunks_exact(kv_dim));
+            if lanes == 8 {
+                // Fixed lanes: the sums stay in registers.
+                for (c, v) in rows {
+                    let (ch, cl) = (*c >> 16, *c & 0xffff);
+                    let Some(x) = v[b + c0..].first_chunk::<8>() else { continue };
+                    for j in 0..8 {
+                        hi[j] += ch * x[j] as i32;
+                        lo[j] += cl * x[j] as i32;
+                    }
                 }
-                c0 += lanes;
+            } else {
+                for (c, v) in rows {
+                    let (ch, cl) = (*c >> 16, *c & 0xffff);
+                    for ((h, l), x) in hi.iter_mut().zip(lo.iter_mut()).zip(&v[b + c0..b + c0 + lanes]) {
+                        *h += ch * *x as i32;
+                        *l += cl * *x as i32;
+                    }
+                }
+            }
+            for ((t, h), l) in total.iter_mut().zip(hi).zip(lo) {
+                *t += ((h as i64) << 16) + l as i64;
             }
         }
+        for (o, t) in out.iter_mut().zip(total) {
+            *o = sat32(shr_round(t, ACC - FRAC as i32));
+        }
     }
+    true
 }

@@ -291,3 +291,73 @@ fn q8_0_blocks_compute_exactly_what_split_int8_does_with_their_scales() {
     embed(&mut e2, &view::LMat::Q8Block(blocks), 5, 32);
     assert_eq!(e1, e2);
 }
+
+/// `scaled` as first written: one 64-bit product and the general shift.
+fn scaled_any(isum: i32, weight_scale_bits: u32, x: Scale) -> i64 {
+    let w = Scale::from_ieee_bits(weight_scale_bits);
+    let t = isum as i64 * (w.m as i64 * x.m as i64);
+    shr_round(t, -(w.e + x.e + ACC))
+}
+
+/// A small deterministic generator for the exhaustive-ish checks below.
+fn lcg(state: &mut u64) -> u64 {
+    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *state >> 11
+}
+
+#[test]
+fn the_fast_group_scaling_equals_the_general_one() {
+    let mut st = 1u64;
+    // Every exponent class of the weight scale (zero, subnormal, normal, infinity, NaN), both
+    // signs, and activation scales across shifts from far left to far right.
+    for _ in 0..200_000 {
+        let r = lcg(&mut st);
+        let bits = match r % 8 {
+            0 => 0,
+            1 => (r >> 8) as u32 & 0x807f_ffff,
+            2 => 0x7f80_0000 | ((r >> 8) as u32 & 0x8000_0000),
+            3 => 0x7fc0_0001,
+            _ => (r >> 8) as u32,
+        };
+        let isum = (lcg(&mut st) % (2 * 32 * 128 * 128 + 1)) as i32 - 32 * 128 * 128;
+        let x =
+            Scale { m: (1 << 15) + (lcg(&mut st) % (1 << 15)) as i32, e: (lcg(&mut st) % 120) as i32 - 90 };
+        assert_eq!(scaled(isum, bits, x), scaled_any(isum, bits, x), "{isum} {bits:#x} {x:?}");
+    }
+    for sh in 1..=31u32 {
+        for _ in 0..2_000 {
+            let v = lcg(&mut st) as i64 - (1i64 << 52);
+            assert_eq!(shr_round_31(v, sh), shr_round(v, sh as i32), "{v} >> {sh}");
+        }
+    }
+}
+
+#[test]
+fn the_unrolled_matvec_equals_the_general_one() {
+    let mut st = 7u64;
+    for (rows, cols) in [(4, 32), (7, 64), (9, 172), (5, 12), (64, 64)] {
+        let ng = usize::div_ceil(cols, 32);
+        let q: Vec<i8> = (0..rows * cols).map(|_| lcg(&mut st) as i8).collect();
+        let s: Vec<u32> =
+            (0..rows * ng).map(|_| (0.001f32 + (lcg(&mut st) % 1000) as f32 / 1e4).to_bits()).collect();
+        let xq: Vec<i8> = (0..cols).map(|_| lcg(&mut st) as i8).collect();
+        let xs: Vec<i32> =
+            (0..ng).map(|_| Scale::of_group(1 + (lcg(&mut st) % 50_000_000) as u32, FRAC).pack()).collect();
+        let m = QMat { q: &q, s: &s, cols };
+        let (mut fast, mut general) = (vec![0; rows], vec![0; rows]);
+        matvec32(&mut fast, &m, &xq, &xs);
+        // A group size the fast path does not take, over the same groups of 32.
+        let mut acc = vec![0i64; rows];
+        for (r, a) in acc.iter_mut().enumerate() {
+            for g in 0..ng {
+                let w = &q[r * cols + 32 * g..r * cols + (32 * g + 32).min(cols)];
+                let isum = w.iter().zip(&xq[32 * g..]).map(|(a, b)| *a as i32 * *b as i32).sum();
+                *a = a.saturating_add(scaled_any(isum, s[r * ng + g], Scale::unpack(xs[g])));
+            }
+        }
+        for (o, a) in general.iter_mut().zip(acc) {
+            *o = sat32(shr_round(a, ACC - FRAC as i32));
+        }
+        assert_eq!(fast, general, "{rows}x{cols}");
+    }
+}

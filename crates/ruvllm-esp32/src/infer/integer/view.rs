@@ -150,3 +150,24 @@ pub(super) fn layer<'a>(l: &Layer<'a>) -> Result<IntLayer<'a>> {
         w3: lmat(&l.w3)?,
     })
 }
+
+impl LMat<'_> {
+    /// Bytes of the image one full pass over this matrix reads.
+    pub fn bytes(&self) -> usize {
+        match self {
+            LMat::Q8(m) => m.q.len() + 4 * m.s.len(),
+            LMat::Q8Block(m) => m.b.len(),
+            LMat::Ternary(p) | LMat::Binary(p) => p.q.len() + 4 * p.s.len(),
+        }
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        let rows = match self {
+            LMat::Q8(m) => m.q.len() / m.cols.max(1),
+            LMat::Q8Block(m) => m.b.len() / (m.cols / 32 * crate::gguf::Q8_0_BYTES as usize).max(1),
+            LMat::Ternary(p) | LMat::Binary(p) => p.s.len(),
+        };
+        self.bytes() / rows.max(1)
+    }
+}
