@@ -62,8 +62,9 @@ fn main() {
     // gamma 2, when its state and buffers fit the RAM left after the arena, the knowledge and
     // the stack (else the console refuses the setting).
     let (spec_layers, spec_gamma) = (model.config.n_layers.saturating_sub(1), 2);
+    let draft = ruvllm_esp32::speculative::early_exit(&model, spec_layers);
     let spec =
-        ruvllm_esp32::console::Speculation::arena_len(&model, seq, spec_layers, spec_gamma).unwrap_or(0);
+        draft.map_or(0, |d| ruvllm_esp32::console::Speculation::arena_len(&model, &d, seq, spec_gamma));
     let left = (RAM - STACK - MARGIN)
         .saturating_sub(arena * 4)
         .saturating_sub(std::mem::size_of::<ruvllm_esp32::console::Knowledge>());

@@ -495,6 +495,17 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
         );
     }
     outln!();
+    outln!("RAM by attention pattern (--attention; each chip's path at its max ctx, as in the chip plan below: activations, KV cache and the pattern's scratch; a window's cache is a ring of its positions):");
+    let names: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+    outln!("{:<8}{}", "chip", names.iter().map(|n| format!(" {n:>18}")).collect::<String>());
+    for r in &rows {
+        let cell = |b: usize| format!(" {:>18}", kib(b) + if b > r.budget { " *" } else { "" });
+        outln!("{:<8}{}", r.name, r.attention.iter().map(|b| cell(*b)).collect::<String>());
+    }
+    if rows.iter().any(|r| r.attention.iter().any(|b| *b > r.budget)) {
+        outln!("* more than the chip's arena budget: use a window, or a shorter --steps");
+    }
+    outln!();
     outln!("chip plan ({} precision; arena budget = data RAM - {} firmware reserve - {} knowledge ({} entries); image budget = flash - {} app):",
         model.precision.name(), kib(ruvllm_esp32::model::chips::FIRMWARE_RESERVE), kib(ruvllm_esp32::model::chips::KNOWLEDGE_RESERVE),
         ruvllm_esp32::console::CHIP_KNOWLEDGE_CAP, kib(ruvllm_esp32::model::chips::APP_FLASH_RESERVE));
@@ -520,17 +531,6 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
             r.max_ctx,
             r.verdict
         );
-    }
-    outln!();
-    outln!("RAM by attention pattern (--attention; each chip's path at its max ctx: activations, KV cache and the pattern's scratch; a window's cache is a ring of its positions):");
-    let names: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
-    outln!("{:<8}{}", "chip", names.iter().map(|n| format!(" {n:>18}")).collect::<String>());
-    for r in &rows {
-        let cell = |b: usize| format!(" {:>18}", kib(b) + if b > r.budget { " *" } else { "" });
-        outln!("{:<8}{}", r.name, r.attention.iter().map(|b| cell(*b)).collect::<String>());
-    }
-    if rows.iter().any(|r| r.attention.iter().any(|b| *b > r.budget)) {
-        outln!("* more than the chip's arena budget: use a window, or a shorter --steps");
     }
     Ok(())
 }

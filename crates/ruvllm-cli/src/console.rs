@@ -64,12 +64,11 @@ pub fn run(img: &Image, knowledge_file: Option<&Path>) -> Result<()> {
     let engine = IntegerEngine::new(&model, &mut arena, seq).with_context(|| {
         format!("{}: the integer engine needs a q8 image with its RoPE table", img.origin)
     })?;
-    let (layers, gamma) = (model.config.n_layers.saturating_sub(1), 2);
-    let spec_len = Speculation::arena_len(&model, seq, layers, gamma).unwrap_or(0);
-    let mut spec_arena = vec![0i32; spec_len];
-    let engine = match Speculation::new(&model, &mut spec_arena, seq, layers, gamma) {
-        Ok(spec) => engine.with_speculation(spec),
-        Err(_) => engine,
+    let draft = ruvllm_esp32::speculative::early_exit(&model, model.config.n_layers.saturating_sub(1));
+    let mut spec_arena = vec![0i32; draft.as_ref().map_or(0, |d| Speculation::arena_len(&model, d, seq, 2))];
+    let engine = match draft.as_ref().map(|d| Speculation::new(&model, d, &mut spec_arena, seq, 2)) {
+        Ok(Ok(spec)) => engine.with_speculation(spec),
+        _ => engine,
     };
     let board = Board { name: "host", counter: Some(micros), counter_unit: "us", ram: None };
     micros();

@@ -66,9 +66,9 @@ fn set_attention_and_set_speculative_run_the_library() {
     let img = builtin();
     let model: Model<'_> = Model::from_gguf(img.bytes()).unwrap();
     let mut arena = vec![0i32; IntState::sparse_arena_len(&model, STEPS, Pattern::Full)];
-    let (layers, gamma) = (model.config.n_layers / 2, 4);
-    let mut spec_arena = vec![0i32; Speculation::arena_len(&model, STEPS, layers, gamma).unwrap()];
-    let spec = Speculation::new(&model, &mut spec_arena, STEPS, layers, gamma).unwrap();
+    let draft = ruvllm_esp32::speculative::early_exit(&model, model.config.n_layers / 2).unwrap();
+    let mut spec_arena = vec![0i32; Speculation::arena_len(&model, &draft, STEPS, 4)];
+    let spec = Speculation::new(&model, &draft, &mut spec_arena, STEPS, 4).unwrap();
     let engine = IntegerEngine::new(&model, &mut arena, STEPS).unwrap().with_speculation(spec);
     let gen = format!("gen {PROMPT}");
     let steps = format!("set steps {STEPS}");

@@ -201,17 +201,18 @@ fn main() -> ! {
             exit(3);
         }
     };
-    // SAFETY: main runs once and never returns, so this is the only reference to SPEC_ARENA.
+    // The early-exit draft (the model's own first layers), when build.rs found room for its
+    // state. SAFETY: main runs once and never returns, so this is the only reference to
+    // SPEC_ARENA.
     #[cfg(not(feature = "float-engine"))]
-    let engine = match Speculation::new(
-        model,
-        unsafe { &mut *addr_of_mut!(SPEC_ARENA) },
-        seq,
-        SPEC_LAYERS,
-        SPEC_GAMMA,
-    ) {
-        Ok(spec) => engine.with_speculation(spec),
-        Err(_) => engine,
+    let draft = ruvllm_esp32::speculative::early_exit(model, SPEC_LAYERS);
+    #[cfg(not(feature = "float-engine"))]
+    let engine = match draft
+        .as_ref()
+        .map(|d| Speculation::new(model, d, unsafe { &mut *addr_of_mut!(SPEC_ARENA) }, seq, SPEC_GAMMA))
+    {
+        Ok(Ok(spec)) => engine.with_speculation(spec),
+        _ => engine,
     };
     let board =
         Board { name: "qemu-c3", counter: Some(instret), counter_unit: "instructions", ram: Some(ram_use) };

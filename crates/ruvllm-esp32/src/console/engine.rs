@@ -116,7 +116,6 @@ pub struct ReferenceEngine<'m, 'a, 's, const L: usize> {
     state: State<'s>,
     arena_bytes: usize,
     text: Text,
-    pattern: Pattern,
 }
 
 /// An engine's text buffers and what it measured on known text.
@@ -188,19 +187,15 @@ impl<'m, 'a, 's, const L: usize> ReferenceEngine<'m, 'a, 's, L> {
     /// every attention pattern (`set attention`).
     pub fn new(model: &'m Model<'a, L>, arena: &'s mut [f32], seq_len: usize) -> Result<Self> {
         let k = Kernels::REFERENCE;
-        let sparse_len = State::sparse_arena_len(model, seq_len, Pattern::Full);
-        let (state, words) = if arena.len() >= sparse_len {
-            (State::sparse(model, arena, seq_len, k, Pattern::Full)?, sparse_len)
+        let state = if arena.len() >= State::sparse_arena_len(model, seq_len, Pattern::Full) {
+            State::sparse(model, arena, seq_len, k, Pattern::Full)?
         } else {
-            (State::new(model, arena, seq_len, k)?, State::arena_len(model, seq_len))
+            State::new(model, arena, seq_len, k)?
         };
-        Ok(ReferenceEngine {
-            model,
-            state,
-            arena_bytes: words * 4,
-            text: Text::EMPTY,
-            pattern: Pattern::Full,
-        })
+        // `stats`' arena RAM is the forward pass's activations and cache, a pattern's scratch
+        // not counted (`info` shows each pattern's RAM).
+        let arena_bytes = State::arena_len(model, seq_len) * 4;
+        Ok(ReferenceEngine { model, state, arena_bytes, text: Text::EMPTY })
     }
 }
 
@@ -268,13 +263,11 @@ impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
     }
 
     fn set_attention(&mut self, pattern: Pattern) -> Result<()> {
-        self.state.set_pattern(self.model, pattern)?;
-        self.pattern = pattern;
-        Ok(())
+        self.state.set_pattern(self.model, pattern)
     }
 
     fn attention(&self) -> Pattern {
-        self.pattern
+        self.state.pattern().unwrap_or(Pattern::Full)
     }
 }
 
@@ -285,8 +278,7 @@ pub struct IntegerEngine<'m, 'a, 's, const L: usize> {
     state: IntState<'s>,
     arena_bytes: usize,
     text: Text,
-    pattern: Pattern,
-    speculation: Option<Speculation<'a, 's, L>>,
+    speculation: Option<Speculation<'m, 'a, 's, L>>,
 }
 
 impl<'m, 'a, 's, const L: usize> IntegerEngine<'m, 'a, 's, L> {
@@ -294,26 +286,19 @@ impl<'m, 'a, 's, const L: usize> IntegerEngine<'m, 'a, 's, L> {
     /// an arena of [`IntState::sparse_arena_len`]`(model, seq_len, Pattern::Full)` also takes
     /// every attention pattern (`set attention`).
     pub fn new(model: &'m Model<'a, L>, arena: &'s mut [i32], seq_len: usize) -> Result<Self> {
-        let sparse_len = IntState::sparse_arena_len(model, seq_len, Pattern::Full);
-        let (state, words) = if arena.len() >= sparse_len {
-            (IntState::sparse(model, arena, seq_len, Pattern::Full)?, sparse_len)
+        let state = if arena.len() >= IntState::sparse_arena_len(model, seq_len, Pattern::Full) {
+            IntState::sparse(model, arena, seq_len, Pattern::Full)?
         } else {
-            (IntState::new(model, arena, seq_len)?, IntState::arena_len(model, seq_len))
+            IntState::new(model, arena, seq_len)?
         };
-        let text = Text::EMPTY;
-        Ok(IntegerEngine {
-            model,
-            state,
-            arena_bytes: words * 4,
-            text,
-            pattern: Pattern::Full,
-            speculation: None,
-        })
+        // As the float engine's: the forward pass's activations and cache.
+        let arena_bytes = IntState::ram_bytes(model, seq_len);
+        Ok(IntegerEngine { model, state, arena_bytes, text: Text::EMPTY, speculation: None })
     }
 
     /// With a draft for `set speculative on` (its own arena, not counted in `stats`' arena
     /// RAM, which stays the forward pass's).
-    pub fn with_speculation(mut self, speculation: Speculation<'a, 's, L>) -> Self {
+    pub fn with_speculation(mut self, speculation: Speculation<'m, 'a, 's, L>) -> Self {
         self.speculation = Some(speculation);
         self
     }
@@ -362,7 +347,7 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
             0 => Mode::Greedy,
             temp => Mode::Sample { temp, rng: &mut sampling.rng },
         };
-        let (target, draft) = (self.model, &spec.draft);
+        let (target, draft) = (self.model, spec.draft);
         let s = speculative::generate(
             target,
             &mut self.state,
@@ -401,13 +386,11 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
                 what: "a sparse pattern with speculative decoding: set speculative off first",
             });
         }
-        self.state.set_pattern(pattern)?;
-        self.pattern = pattern;
-        Ok(())
+        self.state.set_pattern(pattern)
     }
 
     fn attention(&self) -> Pattern {
-        self.pattern
+        self.state.pattern().unwrap_or(Pattern::Full)
     }
 
     fn set_speculative(&mut self, on: bool) -> Result<()> {
@@ -416,7 +399,7 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
                 what: "speculative decoding: this console has no room for a draft",
             });
         };
-        if on && self.pattern != Pattern::Full {
+        if on && self.state.pattern().is_some() {
             return Err(crate::Error::Unsupported {
                 what: "speculative decoding with a sparse pattern: set attention full first",
             });
