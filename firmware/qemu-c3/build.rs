@@ -40,24 +40,23 @@ fn main() {
         .unwrap_or_else(|e| fail(&format!("RUVLLM_MODEL={path}: {e}")));
     let seq = model.config.seq_len;
     let float_engine = std::env::var_os("CARGO_FEATURE_FLOAT_ENGINE").is_some();
-    // The console's arena has room for every attention pattern (`set attention`); a
-    // federation node's holds its forward pass only.
+    // The console's arena has room for every attention pattern (`set attention`) when the RAM
+    // left after the knowledge and the stack holds it (else the console refuses patterns, and
+    // a model that fits without them still links); a federation node's holds its forward pass.
     let node = std::env::var_os("CARGO_FEATURE_FEDERATION_NODE").is_some();
     let full = ruvllm_esp32::infer::Pattern::Full;
-    let arena = if float_engine {
-        match node {
-            true => ruvllm_esp32::infer::State::arena_len(&model, seq),
-            false => ruvllm_esp32::infer::State::sparse_arena_len(&model, seq, full),
-        }
+    let (plain, with_patterns) = if float_engine {
+        use ruvllm_esp32::infer::State;
+        (State::arena_len(&model, seq), State::sparse_arena_len(&model, seq, full))
     } else {
         if model.rope.is_none() || !model.precision.int8_activations() {
             fail(&format!("RUVLLM_MODEL={path}: the integer path needs a q8, ternary or binary image with its RoPE table (`ruvllm-esp32 convert --quant q8`)"));
         }
-        match node {
-            true => ruvllm_esp32::infer::IntState::arena_len(&model, seq),
-            false => ruvllm_esp32::infer::IntState::sparse_arena_len(&model, seq, full),
-        }
+        use ruvllm_esp32::infer::IntState;
+        (IntState::arena_len(&model, seq), IntState::sparse_arena_len(&model, seq, full))
     };
+    let room = (RAM - STACK - MARGIN).saturating_sub(std::mem::size_of::<ruvllm_esp32::console::Knowledge>());
+    let arena = if node || with_patterns * 4 > room { plain } else { with_patterns };
     // `set speculative on` (integer engine): an early-exit draft of all layers but the last,
     // gamma 2, when its state and buffers fit the RAM left after the arena, the knowledge and
     // the stack (else the console refuses the setting).
@@ -65,15 +64,12 @@ fn main() {
     let draft = ruvllm_esp32::speculative::early_exit(&model, spec_layers);
     let spec =
         draft.map_or(0, |d| ruvllm_esp32::console::Speculation::arena_len(&model, &d, seq, spec_gamma));
-    let left = (RAM - STACK - MARGIN)
-        .saturating_sub(arena * 4)
-        .saturating_sub(std::mem::size_of::<ruvllm_esp32::console::Knowledge>());
-    let spec = if float_engine || node || spec * 4 > left { 0 } else { spec };
+    let spec = if float_engine || node || (arena + spec) * 4 > room { 0 } else { spec };
     let plan = format!(
         "/// Layers of the embedded model (the `Model` bound).\npub const LAYERS: usize = {};\n\
          /// Context the arena holds: the model's full context.\npub const SEQ_LEN: usize = {seq};\n\
          /// `IntState::sparse_arena_len` (or `State::..` with `float-engine`) for SEQ_LEN and\n\
-         /// full attention, in elements (a node's: `arena_len`).\npub const ARENA_LEN: usize = {arena};\n\
+         /// full attention when it fits, else `arena_len`, in elements.\npub const ARENA_LEN: usize = {arena};\n\
          /// `Speculation::arena_len` of the early-exit draft (0: no room).\npub const SPEC_LEN: usize = {spec};\n\
          /// The draft's layers and gamma.\npub const SPEC_LAYERS: usize = {spec_layers};\npub const SPEC_GAMMA: usize = {spec_gamma};\n",
         model.config.n_layers
