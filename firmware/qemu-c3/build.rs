@@ -40,14 +40,31 @@ fn main() {
         .unwrap_or_else(|e| fail(&format!("RUVLLM_MODEL={path}: {e}")));
     let seq = model.config.seq_len;
     let float_engine = std::env::var_os("CARGO_FEATURE_FLOAT_ENGINE").is_some();
-    let arena = if float_engine {
-        ruvllm_esp32::infer::State::arena_len(&model, seq)
+    // The console's arena has room for every attention pattern (`set attention`) when the RAM
+    // left after the knowledge and the stack holds it (else the console refuses patterns, and
+    // a model that fits without them still links); a federation node's holds its forward pass.
+    let node = std::env::var_os("CARGO_FEATURE_FEDERATION_NODE").is_some();
+    let full = ruvllm_esp32::infer::Pattern::Full;
+    let (plain, with_patterns) = if float_engine {
+        use ruvllm_esp32::infer::State;
+        (State::arena_len(&model, seq), State::sparse_arena_len(&model, seq, full))
     } else {
         if model.rope.is_none() || !model.precision.int8_activations() {
             fail(&format!("RUVLLM_MODEL={path}: the integer path needs a q8, ternary or binary image with its RoPE table (`ruvllm-esp32 convert --quant q8`)"));
         }
-        ruvllm_esp32::infer::IntState::arena_len(&model, seq)
+        use ruvllm_esp32::infer::IntState;
+        (IntState::arena_len(&model, seq), IntState::sparse_arena_len(&model, seq, full))
     };
+    let room = (RAM - STACK - MARGIN).saturating_sub(std::mem::size_of::<ruvllm_esp32::console::Knowledge>());
+    let arena = if node || with_patterns * 4 > room { plain } else { with_patterns };
+    // `set speculative on` (integer engine): an early-exit draft of all layers but the last,
+    // gamma 2, when its state and buffers fit the RAM left after the arena, the knowledge and
+    // the stack (else the console refuses the setting).
+    let (spec_layers, spec_gamma) = (model.config.n_layers.saturating_sub(1), 2);
+    let draft = ruvllm_esp32::speculative::early_exit(&model, spec_layers);
+    let spec =
+        draft.map_or(0, |d| ruvllm_esp32::console::Speculation::arena_len(&model, &d, seq, spec_gamma));
+    let spec = if float_engine || node || (arena + spec) * 4 > room { 0 } else { spec };
     // A tensor-parallel node (RUVLLM_TENSOR=i:n: shard i of n) holds only its shard's cache.
     println!("cargo:rerun-if-env-changed=RUVLLM_TENSOR");
     let tensor = std::env::var("RUVLLM_TENSOR").ok().filter(|s| !s.is_empty()).map(|spec| {
@@ -63,7 +80,10 @@ fn main() {
     let plan = format!(
         "/// Layers of the embedded model (the `Model` bound).\npub const LAYERS: usize = {};\n\
          /// Context the arena holds: the model's full context.\npub const SEQ_LEN: usize = {seq};\n\
-         /// `IntState::arena_len` (or `State::arena_len` with `float-engine`) for SEQ_LEN, in elements.\npub const ARENA_LEN: usize = {arena};\n",
+         /// `IntState::sparse_arena_len` (or `State::..` with `float-engine`) for SEQ_LEN and\n\
+         /// full attention when it fits, else `arena_len`, in elements.\npub const ARENA_LEN: usize = {arena};\n\
+         /// `Speculation::arena_len` of the early-exit draft (0: no room).\npub const SPEC_LEN: usize = {spec};\n\
+         /// The draft's layers and gamma.\npub const SPEC_LAYERS: usize = {spec_layers};\npub const SPEC_GAMMA: usize = {spec_gamma};\n",
         model.config.n_layers
     );
     let mut plan = plan;
@@ -110,6 +130,11 @@ fn main() {
     };
     println!("cargo:rustc-env=RUVLLM_IMAGE={image}");
 }
+
+/// The board's RAM and stack (memory.x), and room kept for the other statics.
+const RAM: usize = 400 * 1024;
+const STACK: usize = 48 * 1024;
+const MARGIN: usize = 16 * 1024;
 
 /// The blob's header: magic, then little-endian u32 fields, the seed (u64) and the ef_search
 /// values; f32 data follows (base vectors, then queries). Keep in step with

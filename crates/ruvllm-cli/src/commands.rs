@@ -135,11 +135,12 @@ pub fn gen(
     }
     let img = if int { load_int(args, quant)? } else { load(args, quant)? };
     let model = img.model()?;
-    let window = crate::attention::window(attention, &model)?;
-    if let (Some(_), Some(w)) = (lora, window) {
-        bail!("--lora runs with full attention: drop --attention window:{w}");
+    let pattern = crate::attention::pattern(attention, &model)?;
+    if let (Some(_), Some(p)) = (lora, attention.filter(|_| pattern.is_some())) {
+        bail!("--lora runs with full attention: drop --attention {p}");
     }
-    crate::attention::check_steps(&model, steps, window)?;
+    crate::attention::check_steps(&model, steps, pattern)?;
+    let window = crate::attention::window(pattern);
     if top_k > model.config.vocab_size {
         bail!("--top-k {top_k}: use 0 to {}, the model's vocabulary size", model.config.vocab_size);
     }
@@ -147,8 +148,14 @@ pub fn gen(
     let kernels = if scalar { Kernels::REFERENCE } else { Kernels::detect() };
     // A window's cache is a ring of the window's positions, whatever --steps is.
     let cache = window.unwrap_or(steps);
-    let mut arena = vec![0f32; if int { 0 } else { State::arena_len(&model, cache) }];
-    let mut int_arena = vec![0i32; if int { IntState::arena_len(&model, cache) } else { 0 }];
+    // A sparse pattern's scratch sits beside the cache (sized for full attention: the most).
+    let sparse = pattern.filter(|_| window.is_none());
+    let (float_len, int_len) = match sparse {
+        Some(p) => (State::sparse_arena_len(&model, cache, p), IntState::sparse_arena_len(&model, cache, p)),
+        None => (State::arena_len(&model, cache), IntState::arena_len(&model, cache)),
+    };
+    let mut arena = vec![0f32; if int { 0 } else { float_len }];
+    let mut int_arena = vec![0i32; if int { int_len } else { 0 }];
     let mut sampler = Sampler::new(temp, top_p, top_k, seed);
     let mut scratch = vec![ProbIndex::default(); model.config.vocab_size];
 
@@ -164,22 +171,30 @@ pub fn gen(
         }
     };
     let mut sampling = ruvllm_esp32::sample::Sampling::new(temp_milli as u32, seed);
-    let stats = match (int, window) {
-        (true, Some(w)) => {
+    let stats = match (int, window, sparse) {
+        (true, Some(w), _) => {
             let mut state = IntState::sliding(&model, &mut int_arena, w)?;
             infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
         }
-        (true, None) => {
+        (true, None, Some(p)) => {
+            let mut state = IntState::sparse(&model, &mut int_arena, steps, p)?;
+            infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
+        }
+        (true, None, None) => {
             let adapter = lora.map(|p| crate::lora::read_adapter(p, img.bytes(), &model)).transpose()?;
             let mut state = IntState::new(&model, &mut int_arena, steps)?;
             let mut state = ruvllm_esp32::lora::WithLora { state: &mut state, lora: adapter.as_ref() };
             infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
         }
-        (false, Some(w)) => {
+        (false, Some(w), _) => {
             let mut state = State::sliding(&model, &mut arena, w, kernels)?;
             infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
         }
-        (false, None) => {
+        (false, None, Some(p)) => {
+            let mut state = State::sparse(&model, &mut arena, steps, kernels, p)?;
+            infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
+        }
+        (false, None, None) => {
             let mut state = State::new(&model, &mut arena, steps, kernels)?;
             infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
         }
@@ -230,25 +245,34 @@ pub fn eval(
         bail!("{}: too short to score (needs at least one token)", text.display());
     }
     let ctx = model.config.seq_len;
-    let window = crate::attention::window(attention, &model)?;
+    let pattern = crate::attention::pattern(attention, &model)?;
+    let window = crate::attention::window(pattern);
     // With a window, a text is scored in one pass, however long; without, in windows of the
     // context.
     let cache = window.unwrap_or(ctx);
     let (mut ints, mut floats) = (vec![0i32; 0], vec![0f32; 0]);
-    let s = match (int, window) {
-        (true, Some(w)) => {
+    let s = match (int, window, pattern) {
+        (true, None, Some(p)) => {
+            ints.resize(IntState::sparse_arena_len(&model, ctx, p), 0);
+            score_all(&model, &mut IntState::sparse(&model, &mut ints, ctx, p)?, &seqs)?
+        }
+        (false, None, Some(p)) => {
+            floats.resize(State::sparse_arena_len(&model, ctx, p), 0.0);
+            score_all(&model, &mut State::sparse(&model, &mut floats, ctx, Kernels::detect(), p)?, &seqs)?
+        }
+        (true, Some(w), _) => {
             ints.resize(IntState::arena_len(&model, cache), 0);
             score_all(&model, &mut IntState::sliding(&model, &mut ints, w)?, &seqs)?
         }
-        (true, None) => {
+        (true, None, None) => {
             ints.resize(IntState::arena_len(&model, cache), 0);
             score_all(&model, &mut IntState::new(&model, &mut ints, ctx)?, &seqs)?
         }
-        (false, Some(w)) => {
+        (false, Some(w), _) => {
             floats.resize(State::arena_len(&model, cache), 0.0);
             score_all(&model, &mut State::sliding(&model, &mut floats, w, Kernels::detect())?, &seqs)?
         }
-        (false, None) => {
+        (false, None, None) => {
             floats.resize(State::arena_len(&model, cache), 0.0);
             score_all(&model, &mut State::new(&model, &mut floats, ctx, Kernels::detect())?, &seqs)?
         }
@@ -344,7 +368,10 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
         path: &'static str,
         max_ctx: usize,
         verdict: String,
+        /// RAM (activations, KV cache, a pattern's scratch) of each of `patterns` at `max_ctx`.
+        attention: Vec<usize>,
     }
+    let patterns = crate::attention::examples(c.seq_len);
     let rows: Vec<ChipRow> = ruvllm_esp32::model::chips::plan(&model, image_len)
         .iter()
         .map(|fit| {
@@ -371,6 +398,15 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
                 path: if fit.integer { "integer" } else { model.precision.name() },
                 max_ctx: fit.max_context,
                 verdict,
+                attention: patterns
+                    .iter()
+                    .map(|&p| match fit.integer {
+                        true => IntState::pattern_ram_bytes(&model, fit.max_context, p),
+                        false => {
+                            State::pattern_ram_bytes(c, model.precision, model.group, fit.max_context, p)
+                        }
+                    })
+                    .collect(),
             }
         })
         .collect();
@@ -389,6 +425,9 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
                     "max_context": r.max_ctx,
                     "fits": r.max_ctx > 0 && !r.verdict.starts_with("does not fit"),
                     "verdict": r.verdict,
+                    "attention_ram_bytes": patterns.iter().zip(&r.attention)
+                        .map(|(p, b)| (p.to_string(), serde_json::json!(b)))
+                        .collect::<serde_json::Map<_, _>>(),
                 })
             })
             .collect();
@@ -454,6 +493,17 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
             c.seq_len,
             kib(ram)
         );
+    }
+    outln!();
+    outln!("RAM by attention pattern (--attention; each chip's path at its max ctx, as in the chip plan below: activations, KV cache and the pattern's scratch; a window's cache is a ring of its positions):");
+    let names: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+    outln!("{:<8}{}", "chip", names.iter().map(|n| format!(" {n:>18}")).collect::<String>());
+    for r in &rows {
+        let cell = |b: usize| format!(" {:>18}", kib(b) + if b > r.budget { " *" } else { "" });
+        outln!("{:<8}{}", r.name, r.attention.iter().map(|b| cell(*b)).collect::<String>());
+    }
+    if rows.iter().any(|r| r.attention.iter().any(|b| *b > r.budget)) {
+        outln!("* more than the chip's arena budget: use a window, or a shorter --steps");
     }
     outln!();
     outln!("chip plan ({} precision; arena budget = data RAM - {} firmware reserve - {} knowledge ({} entries); image budget = flash - {} app):",

@@ -5,8 +5,8 @@
 use crate::image::Image;
 use anyhow::{Context, Result};
 use ruvllm_cli::snapshot::open_knowledge_file;
-use ruvllm_esp32::console::{Board, Console, IntegerEngine, Knowledge};
-use ruvllm_esp32::infer::IntState;
+use ruvllm_esp32::console::{Board, Console, IntegerEngine, Knowledge, Speculation};
+use ruvllm_esp32::infer::{IntState, Pattern};
 use ruvllm_esp32::lora::{model_id, DeviceLora};
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
@@ -58,11 +58,20 @@ fn micros() -> u64 {
 pub fn run(img: &Image, knowledge_file: Option<&Path>) -> Result<()> {
     let model = img.model()?;
     let seq = model.config.seq_len;
-    let mut arena = vec![0i32; IntState::arena_len(&model, seq)];
+    // Room for every attention pattern (`set attention`) and, with two layers or more, an
+    // early-exit draft of all layers but the last (`set speculative on`, gamma 2): the early
+    // exit that keeps the most drafts (docs/BENCHMARKS.md, issue 17).
+    let mut arena = vec![0i32; IntState::sparse_arena_len(&model, seq, Pattern::Full)];
     let mut lora = Box::new(DeviceLora::EMPTY);
     let engine = IntegerEngine::new(&model, &mut arena, seq)
         .with_context(|| format!("{}: the integer engine needs a q8 image with its RoPE table", img.origin))?
         .with_lora(&mut lora, model_id(img.bytes()));
+    let draft = ruvllm_esp32::speculative::early_exit(&model, model.config.n_layers.saturating_sub(1));
+    let mut spec_arena = vec![0i32; draft.as_ref().map_or(0, |d| Speculation::arena_len(&model, d, seq, 2))];
+    let engine = match draft.as_ref().map(|d| Speculation::new(&model, d, &mut spec_arena, seq, 2)) {
+        Ok(Ok(spec)) => engine.with_speculation(spec),
+        _ => engine,
+    };
     let board = Board { name: "host", counter: Some(micros), counter_unit: "us", ram: None };
     micros();
     let io = Stdio { stdin: std::io::stdin(), stdout: std::io::stdout() };

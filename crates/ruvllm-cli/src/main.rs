@@ -134,8 +134,10 @@ enum Cmd {
         /// With --speculative: draft tokens per target pass, 1 to 16
         #[arg(long, value_name = "G", requires = "speculative")]
         gamma: Option<usize>,
-        /// Attention pattern: full (default) or window:N, the last N positions through a cache
-        /// of N positions (float paths; --steps may then exceed the model's context)
+        /// Attention pattern: full (default); window:N, the last N positions through a cache of
+        /// N positions (--steps may then exceed the model's context); strided:S,
+        /// dilated:GAP[:COUNT] or bigbird:GLOBAL:LOCAL:RANDOM[:SEED], only the positions they
+        /// list read from the cache
         #[arg(long, value_name = "PATTERN", conflicts_with = "speculative")]
         attention: Option<String>,
     },
@@ -159,8 +161,9 @@ enum Cmd {
         /// them (default: the whole file as one text)
         #[arg(long)]
         documents: bool,
-        /// Attention pattern: full (default: the text in windows of the model's context) or
-        /// window:N (the text in one pass, each token seeing the last N positions)
+        /// Attention pattern: full (default: the text in windows of the model's context),
+        /// window:N (the text in one pass, each token seeing the last N positions), strided:S,
+        /// dilated:GAP[:COUNT] or bigbird:GLOBAL:LOCAL:RANDOM[:SEED] (windows of the context)
         #[arg(long, value_name = "PATTERN")]
         attention: Option<String>,
     },

@@ -52,12 +52,57 @@ fn bad_patterns_name_both_values() {
     let gen = |pattern: &str| run(&["gen", "-n", "16", "--attention", pattern]);
     fails_with(&gen("window:0"), "a window of 0 positions is outside 1..=256");
     fails_with(&gen("window:300"), "a window of 300 positions is outside 1..=256");
-    fails_with(&gen("window:many"), "the window is a number of positions");
-    fails_with(&gen("strided:8"), "the strided pattern is not implemented");
-    fails_with(&gen("sparse"), "--attention sparse: unknown pattern; use full or window:N");
+    fails_with(&gen("window:many"), "--attention window:many: write it as window:N");
+    fails_with(&gen("strided:0"), "--attention strided:0: a stride of 0 is outside 1..=256");
+    fails_with(&gen("dilated:2:0"), "a count of 0 positions is outside 1..=256");
+    fails_with(&gen("bigbird:1:0:2"), "a local window of 0 positions is outside 1..=256");
+    fails_with(&gen("bigbird:1:8:100"), "a random count of 100 positions is outside 0..=64");
+    fails_with(&gen("bigbird:1:8"), "write it as bigbird:GLOBAL:LOCAL:RANDOM[:SEED]");
+    fails_with(&gen("sparse"), "--attention sparse: unknown pattern sparse; use full, window:N, strided:S");
     fails_with(&run(&["gen", "-n", "300"]), "--steps 300 is outside 1..=256");
     fails_with(
         &run(&["gen", "-n", "2000000", "--attention", "window:8"]),
         "--steps 2000000 is outside 1..=1000000",
     );
+}
+
+#[test]
+fn sparse_patterns_run_on_every_path_and_cover_full_attention_when_they_list_everything() {
+    for path in [&[][..], &["--int"][..], &["--quant", "f32"][..]] {
+        let mut base = vec!["gen", "-p", "Once upon a time", "-n", "120"];
+        base.extend_from_slice(path);
+        let (plain, _) = ok(&base);
+        for pattern in ["strided:1", "dilated:1", "bigbird:0:120:0"] {
+            let args: Vec<&str> = base.iter().copied().chain(["--attention", pattern]).collect();
+            assert_eq!(ok(&args).0, plain, "{path:?} {pattern}");
+        }
+        for pattern in ["strided:4", "dilated:2:16", "bigbird:1:4:2:7"] {
+            let args: Vec<&str> = base.iter().copied().chain(["--attention", pattern]).collect();
+            let (text, _) = ok(&args);
+            assert!(text.starts_with("Once upon a time") && text != plain, "{path:?} {pattern}");
+        }
+    }
+    let heldout = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/heldout.txt");
+    let (full, _) = ok(&["eval", "--text", heldout]);
+    assert_eq!(ok(&["eval", "--text", heldout, "--attention", "strided:1"]).0, full);
+    let (strided, _) = ok(&["eval", "--text", heldout, "--attention", "strided:16"]);
+    assert_ne!(strided, full);
+}
+
+#[test]
+fn info_shows_the_ram_of_each_pattern_on_each_chip() {
+    let (text, _) = ok(&["info"]);
+    assert!(text.contains("RAM by attention pattern"), "{text}");
+    let (json, _) = ok(&["info", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for chip in v["chips"].as_array().unwrap() {
+        let ram = &chip["attention_ram_bytes"];
+        let b = |p: &str| ram[p].as_u64().unwrap_or_else(|| panic!("{p} missing: {chip}"));
+        // The built-in model's context is 256: a ring of 64 positions holds a quarter of the
+        // cache; the sparse patterns add their scratch to the whole cache.
+        assert!(b("window:64") < b("full") / 2, "{chip}");
+        for p in ["strided:16", "dilated:2:64", "bigbird:1:32:8:0"] {
+            assert!(b(p) > b("full"), "{p}: {chip}");
+        }
+    }
 }

@@ -247,6 +247,42 @@ fn the_built_in_model_runs_on_the_board_as_on_the_host() {
     knowledge_board_matches_host(&img);
 }
 
+/// `set attention` and `set speculative` on the board run the library's sparse attention and
+/// speculative decoder: the board's texts are the host's `gen --int --attention P` and (greedy
+/// speculation) plain `gen --int`, and the decoder reports its drafts.
+#[test]
+fn attention_patterns_and_speculation_on_the_board_match_the_host() {
+    let Some(()) = chip_tools() else { return };
+    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/default.gguf");
+    let steps = STEPS.to_string();
+    let host = |extra: &[&str]| {
+        let mut args = vec!["gen", "--model", s(&img), "--int", "--prompt", PROMPT, "--steps", &steps];
+        args.extend_from_slice(extra);
+        let out = run(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().strip_suffix('\n').unwrap().to_string()
+    };
+    let Some(elf) = build(&img, false, "int") else { return };
+    let mut b = Board::boot(&elf);
+    b.expect("type help\r\n> ");
+    assert_eq!(b.command(&format!("set steps {STEPS}")), format!("steps {STEPS}"));
+    for pattern in ["strided:8", "bigbird:1:16:8:3", "dilated:2:32", "window:16"] {
+        assert_eq!(b.command(&format!("set attention {pattern}")), format!("attention {pattern}"));
+        let text = b.command(&format!("gen {PROMPT}"));
+        assert_eq!(text, host(&["--attention", pattern]), "{pattern}: board and host texts differ");
+    }
+    assert!(b.command("set attention strided:0").starts_with("error: attention strided:0: a stride of 0"));
+    assert_eq!(b.command("set attention full"), "attention full");
+    assert_eq!(b.command("set speculative on"), "speculative on");
+    let out = b.command(&format!("gen {PROMPT}"));
+    let (text, drafts) = out.split_once("\r\nspeculative: ").expect("the drafts' line");
+    assert_eq!(text, host(&[]), "greedy speculation on the board is the plain text");
+    assert!(drafts.contains("drafts accepted") && drafts.contains("tokens per target pass"), "{drafts}");
+    b.send(b"quit\n");
+    b.expect("bye");
+    assert_eq!(b.exit_code(), 0);
+}
+
 /// The board keeps its knowledge in its flash file: a fact added in one run is found in the
 /// next; a store region damaged beyond repair is reported in one line, left as it is, and the
 /// console still answers (RAM only). Prints the instructions of a persisted `add`.

@@ -247,6 +247,37 @@ proptest! {
     }
 }
 
+/// An attention pattern spec as a user might type it: a known or garbled name, then fields
+/// of digits (any size), words or nothing.
+fn pattern_spec() -> impl Strategy<Value = String> {
+    let name =
+        prop::sample::select(vec!["full", "window", "strided", "dilated", "bigbird", "", "BigBird", "x"]);
+    let field = prop_oneof!["[0-9]{1,3}", "[0-9]{1,25}", "[a-z]{0,3}", Just(String::new())];
+    (name, prop::collection::vec(field, 0..6))
+        .prop_map(|(n, f)| f.iter().fold(n.to_string(), |s, x| s + ":" + x))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Any spec is parsed or refused (never a panic), and a parsed pattern lists, at any
+    /// position of the cache, ascending distinct positions up to it, within its bound.
+    #[test]
+    fn attention_pattern_specs_parse_or_refuse_and_select_within_bound(
+        spec in pattern_spec(),
+        cache in 1usize..1200,
+        at in any::<usize>(),
+    ) {
+        let Ok(p) = ruvllm_esp32::infer::Pattern::parse(&spec, cache) else { return Ok(()) };
+        let mut out = vec![0u32; p.bound(cache)];
+        for pos in [0, at % cache, cache - 1] {
+            let n = p.select(pos, &mut out);
+            prop_assert!(n >= 1 && n <= out.len(), "{} at {}: {}", spec, pos, n);
+            prop_assert!(out[..n].windows(2).all(|w| w[0] < w[1]) && out[n - 1] as usize == pos);
+        }
+    }
+}
+
 /// Offsets of every score in a llama2.c tokenizer.bin of `n` tokens.
 fn score_offsets(tok: &[u8], n: usize) -> Vec<usize> {
     let mut at = 4;

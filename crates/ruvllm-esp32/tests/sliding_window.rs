@@ -1,4 +1,5 @@
-//! Sliding-window attention through a ring-buffer cache (`State::sliding`): the same numbers as
+//! Sliding-window attention through a ring-buffer cache (`State::sliding`), and the sparse
+//! patterns (`State::sparse`, `IntState::sparse`) at the end: the same numbers as
 //! full attention while the window holds every position, the numbers of an independent
 //! windowed forward pass after it, and positions far past the model's context in the RAM of
 //! the window.
@@ -7,7 +8,7 @@
 mod common;
 
 use ruvllm_esp32::convert::{load_llama2c, load_tokenizer_bin, Quant};
-use ruvllm_esp32::infer::{IntState, State, Step};
+use ruvllm_esp32::infer::{IntState, Pattern, State, Step};
 use ruvllm_esp32::kernels::Kernels;
 use ruvllm_esp32::model::{Matrix, Model};
 
@@ -44,11 +45,12 @@ fn a_window_that_holds_every_position_is_full_attention() {
     }
 }
 
-/// An f32 model's forward pass written out plainly, attention over the last `window`
-/// positions in their natural order: the reference the ring is checked against.
+/// An f32 model's forward pass written out plainly, attention over the positions `attends`
+/// allows (`attends(pos, p)`) in their natural order: the reference the ring and the sparse
+/// patterns are checked against.
 struct Reference<'m> {
     model: &'m Model<'m>,
-    window: usize,
+    attends: Box<dyn Fn(usize, usize) -> bool + 'm>,
     keys: Vec<Vec<Vec<f32>>>,
     values: Vec<Vec<Vec<f32>>>,
 }
@@ -96,13 +98,14 @@ impl<'m> Reference<'m> {
             rope(&mut k, pos, hs, c.rope_theta);
             self.keys[l].push(k);
             self.values[l].push(matvec(&layer.wv, &xb));
-            let from = (pos + 1).saturating_sub(self.window);
+            let seen: Vec<usize> = (0..=pos).filter(|&p| (self.attends)(pos, p)).collect();
             let mut out = vec![0f32; d];
             for h in 0..c.n_heads {
                 let kv = (h / kv_mul) * hs;
                 let qh = &q[h * hs..(h + 1) * hs];
-                let scores: Vec<f32> = (from..=pos)
-                    .map(|p| {
+                let scores: Vec<f32> = seen
+                    .iter()
+                    .map(|&p| {
                         qh.iter().zip(&self.keys[l][p][kv..kv + hs]).map(|(a, b)| a * b).sum::<f32>()
                             / (hs as f32).sqrt()
                     })
@@ -110,7 +113,7 @@ impl<'m> Reference<'m> {
                 let max = scores.iter().cloned().fold(f32::MIN, f32::max);
                 let e: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
                 let total: f32 = e.iter().sum();
-                for (p, e) in (from..=pos).zip(&e) {
+                for (&p, e) in seen.iter().zip(&e) {
                     for (o, v) in out[h * hs..(h + 1) * hs].iter_mut().zip(&self.values[l][p][kv..kv + hs]) {
                         *o += e / total * v;
                     }
@@ -136,8 +139,12 @@ fn the_ring_computes_windowed_attention() {
     let model: Model = Model::from_gguf(img.bytes()).unwrap();
     let window = 16;
     let layers = model.config.n_layers;
-    let mut reference =
-        Reference { model: &model, window, keys: vec![vec![]; layers], values: vec![vec![]; layers] };
+    let mut reference = Reference {
+        model: &model,
+        attends: Box::new(move |pos, p| pos - p < window),
+        keys: vec![vec![]; layers],
+        values: vec![vec![]; layers],
+    };
     let mut arena = vec![0f32; State::arena_len(&model, window)];
     let mut ring = State::sliding(&model, &mut arena, window, Kernels::REFERENCE).unwrap();
     let mut worst = 0f32;
@@ -228,4 +235,166 @@ fn the_integer_ring_is_full_attention_inside_the_window_and_runs_past_the_contex
         }
     }
     assert!(distinct.len() > 20, "{} distinct tokens in the last 500", distinct.len());
+}
+
+/// Patterns that list every position of an `n`-position run (BigBird's random draws included).
+fn covering(n: usize) -> Vec<Pattern> {
+    vec![
+        Pattern::Full,
+        Pattern::Window(n),
+        Pattern::Strided(1),
+        Pattern::Strided(n),
+        Pattern::Dilated { gap: 1, count: n },
+        Pattern::BigBird { global: 0, local: n, random: 0, seed: 0 },
+        Pattern::BigBird { global: 2, local: 8, random: n, seed: 3 },
+    ]
+}
+
+/// `attends(pos, p)`: whether position `pos` attends to position `p`.
+type Mask = Box<dyn Fn(usize, usize) -> bool>;
+
+/// Patterns that cut attention, with their definitions written as predicates (BigBird's random
+/// draws are the library's: the reference checks what is computed over them).
+fn cutting() -> Vec<(Pattern, Mask)> {
+    let bigbird = Pattern::BigBird { global: 1, local: 4, random: 3, seed: 11 };
+    vec![
+        (Pattern::Window(6), Box::new(|pos, p| pos - p < 6)),
+        (Pattern::Strided(4), Box::new(|pos, p| pos - p < 4 || (pos - p).is_multiple_of(4))),
+        (
+            Pattern::Dilated { gap: 3, count: 5 },
+            Box::new(|pos, p| (pos - p).is_multiple_of(3) && (pos - p) / 3 < 5),
+        ),
+        (
+            bigbird,
+            Box::new(move |pos, p| {
+                let mut out = [0u32; 8];
+                let n = bigbird.select(pos, &mut out);
+                out[..n].contains(&(p as u32))
+            }),
+        ),
+    ]
+}
+
+fn float_logits(model: &Model, pattern: Option<Pattern>, kernels: Kernels, toks: &[u32]) -> Vec<Vec<u32>> {
+    let n = toks.len();
+    let mut arena = vec![0f32; State::sparse_arena_len(model, n, Pattern::Full)];
+    let mut s = match pattern {
+        Some(p) => State::sparse(model, &mut arena, n, kernels, p).unwrap(),
+        None => State::new(model, &mut arena, n, kernels).unwrap(),
+    };
+    let mut out = vec![];
+    for (pos, &t) in toks.iter().enumerate() {
+        out.push(s.forward(model, t, pos).unwrap().iter().map(|v| v.to_bits()).collect());
+    }
+    out
+}
+
+fn int_logits(model: &Model, pattern: Option<Pattern>, toks: &[u32]) -> Vec<Vec<i32>> {
+    let n = toks.len();
+    let mut arena = vec![0i32; IntState::sparse_arena_len(model, n, Pattern::Full)];
+    let mut s = match pattern {
+        Some(p) => IntState::sparse(model, &mut arena, n, p).unwrap(),
+        None => IntState::new(model, &mut arena, n).unwrap(),
+    };
+    toks.iter().enumerate().map(|(pos, &t)| s.forward(model, t, pos).unwrap().to_vec()).collect()
+}
+
+#[test]
+fn sparse_patterns_that_list_every_position_are_full_attention_bit_for_bit() {
+    let n = 48;
+    let toks = tokens(n);
+    let builtin = builtin();
+    let q8: Model = Model::from_gguf(builtin.bytes()).unwrap();
+    let full_q8 = float_logits(&q8, None, Kernels::detect(), &toks);
+    let full_int = int_logits(&q8, None, &toks);
+    let f32_img = stories_f32();
+    let f32_model: Option<Model> = f32_img.as_ref().map(|i| Model::from_gguf(i.bytes()).unwrap());
+    let full_f32 = f32_model.as_ref().map(|m| float_logits(m, None, Kernels::detect(), &toks));
+    for p in covering(n) {
+        assert_eq!(float_logits(&q8, Some(p), Kernels::detect(), &toks), full_q8, "q8 {p:?}");
+        assert_eq!(int_logits(&q8, Some(p), &toks), full_int, "integer {p:?}");
+        if let (Some(m), Some(full)) = (&f32_model, &full_f32) {
+            assert_eq!(&float_logits(m, Some(p), Kernels::detect(), &toks), full, "f32 {p:?}");
+        }
+    }
+    // And the cutting patterns really cut, on every path.
+    for (p, _) in cutting() {
+        assert_ne!(float_logits(&q8, Some(p), Kernels::detect(), &toks), full_q8, "q8 {p:?}");
+        assert_ne!(int_logits(&q8, Some(p), &toks), full_int, "integer {p:?}");
+    }
+}
+
+#[test]
+fn sparse_patterns_compute_masked_attention() {
+    let Some(img) = stories_f32() else { return };
+    let model: Model = Model::from_gguf(img.bytes()).unwrap();
+    let layers = model.config.n_layers;
+    let toks = tokens(80);
+    for (p, attends) in cutting() {
+        let mut reference =
+            Reference { model: &model, attends, keys: vec![vec![]; layers], values: vec![vec![]; layers] };
+        let got = float_logits(&model, Some(p), Kernels::REFERENCE, &toks);
+        let mut worst = 0f32;
+        for (pos, &t) in toks.iter().enumerate() {
+            let want = reference.forward(t, pos);
+            let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
+            for (a, b) in got[pos].iter().zip(&want) {
+                worst = worst.max((f32::from_bits(*a) - b).abs() / scale);
+            }
+        }
+        assert!(worst < 1e-4, "{p:?}: largest difference {worst} of the logits' range");
+    }
+}
+
+#[test]
+fn positions_a_pattern_skips_are_never_read() {
+    // dilated:2 attends to positions of its own parity only: changing every odd position's
+    // token leaves every even position's logits exactly as they were, on every path.
+    let img = builtin();
+    let model: Model = Model::from_gguf(img.bytes()).unwrap();
+    let a = tokens(40);
+    let b: Vec<u32> =
+        a.iter().enumerate().map(|(i, &t)| if i % 2 == 1 { (t + 101) % 500 + 3 } else { t }).collect();
+    let p = Some(Pattern::Dilated { gap: 2, count: 40 });
+    let (fa, fb) =
+        (float_logits(&model, p, Kernels::detect(), &a), float_logits(&model, p, Kernels::detect(), &b));
+    let (ia, ib) = (int_logits(&model, p, &a), int_logits(&model, p, &b));
+    for pos in (0..40).step_by(2) {
+        assert_eq!(fa[pos], fb[pos], "q8, position {pos}");
+        assert_eq!(ia[pos], ib[pos], "integer, position {pos}");
+    }
+    assert_ne!(fa[1], fb[1]);
+}
+
+#[test]
+fn an_integer_window_over_the_whole_cache_equals_the_ring() {
+    // Two implementations of the same attention (rows gathered from a full cache, a ring of
+    // the window's slots): the integer path's exact sums make them equal bit for bit past the
+    // ring's first wrap too.
+    let img = builtin();
+    let model: Model = Model::from_gguf(img.bytes()).unwrap();
+    let (n, w) = (100, 12);
+    let mut ring_arena = vec![0i32; IntState::arena_len(&model, w)];
+    let mut ring = IntState::sliding(&model, &mut ring_arena, w).unwrap();
+    let sparse = int_logits(&model, Some(Pattern::Window(w)), &tokens(n));
+    for (pos, &t) in tokens(n).iter().enumerate() {
+        assert_eq!(ring.forward(&model, t, pos).unwrap(), &sparse[pos][..], "position {pos}");
+    }
+}
+
+#[test]
+fn a_pattern_must_fit_the_scratch_it_was_built_with() {
+    let img = builtin();
+    let model: Model = Model::from_gguf(img.bytes()).unwrap();
+    let n = 64;
+    let small = Pattern::Strided(8);
+    let mut arena = vec![0i32; IntState::sparse_arena_len(&model, n, small)];
+    let mut s = IntState::sparse(&model, &mut arena, n, small).unwrap();
+    assert!(s.set_pattern(Pattern::Window(8)).is_ok());
+    assert!(matches!(s.set_pattern(Pattern::Full), Err(ruvllm_esp32::Error::BufferTooSmall { .. })));
+    let mut short = vec![0i32; IntState::sparse_arena_len(&model, n, small) - 1];
+    assert!(IntState::sparse(&model, &mut short, n, small).is_err());
+    let mut farena = vec![0f32; State::arena_len(&model, n)];
+    let mut plain = State::new(&model, &mut farena, n, Kernels::detect()).unwrap();
+    assert!(plain.set_pattern(&model, small).is_err(), "a state built without scratch");
 }

@@ -28,13 +28,13 @@ use core::fmt::Write as _;
 use core::mem::MaybeUninit;
 #[cfg(not(feature = "vector-bench"))]
 use core::ptr::addr_of_mut;
-#[cfg(all(not(feature = "float-engine"), not(feature = "vector-bench")))]
-use ruvllm_esp32::console::IntegerEngine;
 use ruvllm_esp32::console::RamUse;
 #[cfg(all(feature = "float-engine", not(feature = "vector-bench")))]
 use ruvllm_esp32::console::ReferenceEngine;
 #[cfg(not(feature = "vector-bench"))]
 use ruvllm_esp32::console::{Board, Console, Knowledge, KnowledgeStore, SavingOff};
+#[cfg(all(not(feature = "float-engine"), not(feature = "vector-bench")))]
+use ruvllm_esp32::console::{IntegerEngine, Speculation};
 #[cfg(not(feature = "vector-bench"))]
 use ruvllm_esp32::model::Model;
 #[cfg(not(feature = "vector-bench"))]
@@ -59,6 +59,11 @@ static IMAGE: &Aligned<[u8]> = &Aligned(*include_bytes!(env!("RUVLLM_IMAGE")));
 static mut ARENA: [i32; ARENA_LEN] = [0; ARENA_LEN];
 #[cfg(all(feature = "float-engine", not(feature = "vector-bench")))]
 static mut ARENA: [f32; ARENA_LEN] = [0.0; ARENA_LEN];
+
+/// The early-exit draft's state and the verification buffers (`set speculative on`), when
+/// build.rs found room for them.
+#[cfg(all(not(feature = "float-engine"), not(feature = "vector-bench")))]
+static mut SPEC_ARENA: [i32; SPEC_LEN] = [0; SPEC_LEN];
 
 /// The console's knowledge (`add`, `ask`, `anomaly`): in .bss next to the arena, so the link
 /// checks that both fit the 400 KiB; written once at boot.
@@ -228,6 +233,19 @@ fn main() -> ! {
             let _ = writeln!(Fmt(&mut uart), "error: cannot set up the engine: {e}");
             exit(3);
         }
+    };
+    // The early-exit draft (the model's own first layers), when build.rs found room for its
+    // state. SAFETY: main runs once and never returns, so this is the only reference to
+    // SPEC_ARENA.
+    #[cfg(not(feature = "float-engine"))]
+    let draft = ruvllm_esp32::speculative::early_exit(model, SPEC_LAYERS);
+    #[cfg(not(feature = "float-engine"))]
+    let engine = match draft
+        .as_ref()
+        .map(|d| Speculation::new(model, d, unsafe { &mut *addr_of_mut!(SPEC_ARENA) }, seq, SPEC_GAMMA))
+    {
+        Ok(Ok(spec)) => engine.with_speculation(spec),
+        _ => engine,
     };
     let board =
         Board { name: "qemu-c3", counter: Some(instret), counter_unit: "instructions", ram: Some(ram_use) };

@@ -2,15 +2,17 @@
 //! forward pass, a different kernel set) replaces [`ReferenceEngine`] by implementing
 //! [`Engine`], and the console, the boards and their tests stay as they are.
 
+use super::speculation::Speculation;
 use super::MAX_LINE;
 use crate::error::Result;
-use crate::infer::{self, GenStats, IntState, LogitValue, State, Step};
+use crate::infer::{self, GenStats, IntState, LogitValue, Pattern, State, Step};
 use crate::kernels::Kernels;
 use crate::knowledge::answer;
 use crate::knowledge::language::{self, TokenStats};
 use crate::lora::{DeviceLora, Trained, WithLora};
 use crate::model::{Config, Model};
 use crate::sample::{Sampler, Sampling};
+use crate::speculative::{self, Mode, SpecStats};
 use crate::tokenizer;
 use core::ops::ControlFlow;
 
@@ -103,6 +105,23 @@ pub trait Engine {
     ) -> Result<Trained> {
         Err(NO_ADAPTER)
     }
+    /// `set attention`: the pattern of the generations that follow; refused when the engine
+    /// has no room for its scratch (`Error::BufferTooSmall`, in bytes) or no model.
+    fn set_attention(&mut self, _pattern: Pattern) -> Result<()> {
+        Err(crate::Error::Unsupported { what: "attention patterns without a model" })
+    }
+    /// The attention pattern (full unless `set attention` changed it).
+    fn attention(&self) -> Pattern {
+        Pattern::Full
+    }
+    /// `set speculative on|off`: drafts by the model's own first layers, verified in batches.
+    fn set_speculative(&mut self, _on: bool) -> Result<()> {
+        Err(crate::Error::Unsupported { what: "speculative decoding on this engine (no draft)" })
+    }
+    /// What the last generation's speculation did, when it ran speculatively.
+    fn speculation(&self) -> Option<SpecStats> {
+        None
+    }
 }
 
 /// What `lora` answers on an engine without an adapter.
@@ -185,10 +204,19 @@ impl Text {
 const WORK: usize = tokenizer::WORK_PER_TOKEN * (MAX_LINE + 2);
 
 impl<'m, 'a, 's, const L: usize> ReferenceEngine<'m, 'a, 's, L> {
-    /// Builds the state for `seq_len` positions inside `arena` (see [`State::arena_len`]).
+    /// Builds the state for `seq_len` positions inside `arena` (see [`State::arena_len`]);
+    /// an arena of [`State::sparse_arena_len`]`(model, seq_len, Pattern::Full)` also takes
+    /// every attention pattern (`set attention`).
     pub fn new(model: &'m Model<'a, L>, arena: &'s mut [f32], seq_len: usize) -> Result<Self> {
+        let k = Kernels::REFERENCE;
+        let state = if arena.len() >= State::sparse_arena_len(model, seq_len, Pattern::Full) {
+            State::sparse(model, arena, seq_len, k, Pattern::Full)?
+        } else {
+            State::new(model, arena, seq_len, k)?
+        };
+        // `stats`' arena RAM is the forward pass's activations and cache, a pattern's scratch
+        // not counted (`info` shows each pattern's RAM).
         let arena_bytes = State::arena_len(model, seq_len) * 4;
-        let state = State::new(model, arena, seq_len, Kernels::REFERENCE)?;
         Ok(ReferenceEngine { model, state, arena_bytes, text: Text::EMPTY })
     }
 }
@@ -255,6 +283,14 @@ impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
     fn token_stats(&mut self, text: &[u8]) -> Result<Option<TokenStats>> {
         self.text.stats(self.model, &mut self.state, text).map(Some)
     }
+
+    fn set_attention(&mut self, pattern: Pattern) -> Result<()> {
+        self.state.set_pattern(self.model, pattern)
+    }
+
+    fn attention(&self) -> Pattern {
+        self.state.pattern().unwrap_or(Pattern::Full)
+    }
 }
 
 /// The integer-only forward pass ([`IntState`] + [`infer::generate_int`]): what a chip without
@@ -266,14 +302,29 @@ pub struct IntegerEngine<'m, 'a, 's, const L: usize> {
     text: Text,
     /// The MicroLoRA adapter generation applies while it is on ([`Self::with_lora`]).
     lora: Option<&'s mut DeviceLora>,
+    speculation: Option<Speculation<'m, 'a, 's, L>>,
 }
 
 impl<'m, 'a, 's, const L: usize> IntegerEngine<'m, 'a, 's, L> {
-    /// Builds the state for `seq_len` positions inside `arena` (see [`IntState::arena_len`]).
+    /// Builds the state for `seq_len` positions inside `arena` (see [`IntState::arena_len`]);
+    /// an arena of [`IntState::sparse_arena_len`]`(model, seq_len, Pattern::Full)` also takes
+    /// every attention pattern (`set attention`).
     pub fn new(model: &'m Model<'a, L>, arena: &'s mut [i32], seq_len: usize) -> Result<Self> {
+        let state = if arena.len() >= IntState::sparse_arena_len(model, seq_len, Pattern::Full) {
+            IntState::sparse(model, arena, seq_len, Pattern::Full)?
+        } else {
+            IntState::new(model, arena, seq_len)?
+        };
+        // As the float engine's: the forward pass's activations and cache.
         let arena_bytes = IntState::ram_bytes(model, seq_len);
-        let state = IntState::new(model, arena, seq_len)?;
-        Ok(IntegerEngine { model, state, arena_bytes, text: Text::EMPTY, lora: None })
+        Ok(IntegerEngine { model, state, arena_bytes, text: Text::EMPTY, lora: None, speculation: None })
+    }
+
+    /// With a draft for `set speculative on` (its own arena, not counted in `stats`' arena
+    /// RAM, which stays the forward pass's).
+    pub fn with_speculation(mut self, speculation: Speculation<'m, 'a, 's, L>) -> Self {
+        self.speculation = Some(speculation);
+        self
     }
 
     /// Gives the engine a MicroLoRA adapter (`lora` commands), set up fresh in `lora` for this
@@ -319,8 +370,42 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
         emit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<GenStats> {
         let tokens = self.text.encode(self.model, prompt)?;
-        let mut state = adapted(&mut self.state, &self.lora);
-        infer::generate_int_sampled(self.model, &mut state, tokens, steps, sampling, |piece, _| emit(piece))
+        let adapter = self.lora.as_deref().and_then(DeviceLora::active).is_some();
+        // Speculation drafts with the base model's layers: an active adapter generates plainly.
+        if adapter {
+            if let Some(spec) = self.speculation.as_mut() {
+                spec.last = None;
+            }
+        }
+        let Some(spec) = self.speculation.as_mut().filter(|s| s.on && !adapter) else {
+            let mut state = adapted(&mut self.state, &self.lora);
+            return infer::generate_int_sampled(
+                self.model,
+                &mut state,
+                tokens,
+                steps,
+                sampling,
+                |piece, _| emit(piece),
+            );
+        };
+        let mode = match sampling.temp_milli {
+            0 => Mode::Greedy,
+            temp => Mode::Sample { temp, rng: &mut sampling.rng },
+        };
+        let (target, draft) = (self.model, spec.draft);
+        let s = speculative::generate(
+            target,
+            &mut self.state,
+            draft,
+            &mut spec.state,
+            &mut spec.buf,
+            mode,
+            tokens,
+            steps,
+            |piece, _| emit(piece),
+        )?;
+        spec.last = Some(s);
+        Ok(s.gen)
     }
 
     fn step(&mut self, token: u32, pos: usize) -> Result<u32> {
@@ -356,6 +441,39 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
         let lora = self.lora.as_deref_mut().ok_or(NO_ADAPTER)?;
         let tokens = self.text.encode(self.model, text)?;
         lora.train(self.model, &mut self.state, tokens, steps, counter, stop)
+    }
+
+    fn set_attention(&mut self, pattern: Pattern) -> Result<()> {
+        if pattern != Pattern::Full && self.speculation.as_ref().is_some_and(|s| s.on) {
+            return Err(crate::Error::Unsupported {
+                what: "a sparse pattern with speculative decoding: set speculative off first",
+            });
+        }
+        self.state.set_pattern(pattern)
+    }
+
+    fn attention(&self) -> Pattern {
+        self.state.pattern().unwrap_or(Pattern::Full)
+    }
+
+    fn set_speculative(&mut self, on: bool) -> Result<()> {
+        let Some(spec) = self.speculation.as_mut() else {
+            return Err(crate::Error::Unsupported {
+                what: "speculative decoding: this console has no room for a draft",
+            });
+        };
+        if on && self.state.pattern().is_some() {
+            return Err(crate::Error::Unsupported {
+                what: "speculative decoding with a sparse pattern: set attention full first",
+            });
+        }
+        spec.on = on;
+        spec.last = None;
+        Ok(())
+    }
+
+    fn speculation(&self) -> Option<SpecStats> {
+        self.speculation.as_ref().filter(|s| s.on).and_then(|s| s.last)
     }
 }
 

@@ -40,6 +40,7 @@ mod host_tx;
 mod knowledge;
 mod memory;
 mod saved;
+mod speculation;
 #[cfg(test)]
 mod tests;
 mod typeahead;
@@ -60,6 +61,7 @@ pub use memory::{
 #[cfg(feature = "alloc")]
 pub use saved::{ImageKnowledge, ImageSink};
 pub use saved::{KnowledgeStore, Restored, SavingOff};
+pub use speculation::Speculation;
 pub use typeahead::TYPEAHEAD;
 
 use crate::infer::integer::profile;
@@ -192,7 +194,7 @@ macro_rules! sayln {
 mod lora;
 
 /// Every command: its usage and one line of help, in the order `help` lists them.
-const COMMANDS: [(&str, &str); 18] = [
+const COMMANDS: [(&str, &str); 20] = [
     ("gen <text>", "continue <text> (none: from BOS); greedy at temp 0, else sampled"),
     ("add <text>", "store <text> as knowledge (at most 128 bytes) and learn it as normal"),
     ("ask <query>", "matching knowledge; with a model, its answer; a like earlier gen/ask"),
@@ -208,6 +210,8 @@ const COMMANDS: [(&str, &str); 18] = [
     ("set temp <t>", "sampling temperature 0..10, at most 3 decimals (0 = greedy, default)"),
     ("set seed <n>", "restart the sampler's random numbers from <n> (default 42)"),
     ("set echo on|off", "echo typed bytes (a serial terminal needs it)"),
+    ("set attention <p>", "full, window:N, strided:S, dilated:GAP[:COUNT], bigbird:G:L:R[:SEED]"),
+    ("set speculative on|off", "draft with the model's first layers, verify in one batched pass"),
     ("reset", "settings back to defaults and counters zeroed (knowledge kept)"),
     ("help", "this text"),
     ("quit", "leave (the QEMU board exits)"),
@@ -550,9 +554,25 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 self.echo = v == "on";
                 sayln!(&mut self.io, "echo {v}")
             }
+            (Some("attention"), Some(spec), None) => {
+                let ctx = self.engine.context_len();
+                match crate::infer::Pattern::parse(spec, ctx).map(|p| (p, self.engine.set_attention(p))) {
+                    Ok((p, Ok(()))) => sayln!(&mut self.io, "attention {p}"),
+                    Ok((_, Err(crate::Error::BufferTooSmall { need, have }))) => sayln!(
+                        &mut self.io,
+                        "error: attention {spec} needs {need} bytes of scratch, this console has {have}: use full or a smaller pattern"
+                    ),
+                    Ok((_, Err(e))) => sayln!(&mut self.io, "error: attention {spec}: {e}"),
+                    Err(e) => sayln!(&mut self.io, "error: attention {spec}: {e}"),
+                }
+            }
+            (Some("speculative"), Some(v @ ("on" | "off")), None) => match self.engine.set_speculative(v == "on") {
+                Ok(()) => sayln!(&mut self.io, "speculative {v}"),
+                Err(e) => sayln!(&mut self.io, "error: {e}"),
+            },
             _ => sayln!(
                 &mut self.io,
-                "error: usage: set steps <n> | set temp <t> | set seed <n> | set echo on|off"
+                "error: usage: set steps <n> | set temp <t> | set seed <n> | set echo on|off | set attention <pattern> | set speculative on|off"
             ),
         }
     }
@@ -589,7 +609,8 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
             m.parameters,
             m.weight_bytes
         )?;
-        sayln!(&mut self.io, "engine: {}, arena {} bytes", self.engine.name(), self.engine.arena_bytes())
+        sayln!(&mut self.io, "engine: {}, arena {} bytes", self.engine.name(), self.engine.arena_bytes())?;
+        sayln!(&mut self.io, "attention: {}", self.engine.attention())
     }
 
     /// `features`: what this build has, as it is configured now.
@@ -769,6 +790,19 @@ impl<'k, IO: Read + ReadReady + Write, E: Engine> Console<'k, IO, E> {
                 self.totals.last_ticks = ticks;
                 self.totals.all_positions += positions;
                 self.totals.all_ticks += ticks;
+                if let Some(sp) = self.engine.speculation() {
+                    // Integers only: a chip's console formats no floats.
+                    let per_pass = sp.gen.generated * 100 / sp.target_passes.max(1);
+                    sayln!(
+                        &mut self.io,
+                        "speculative: {} of {} drafts accepted ({}%), {}.{:02} tokens per target pass",
+                        sp.accepted,
+                        sp.drafted,
+                        sp.accepted * 100 / sp.drafted.max(1),
+                        per_pass / 100,
+                        per_pass % 100
+                    )?;
+                }
             }
             Err(e) => sayln!(&mut self.io, "error: {e}")?,
         }

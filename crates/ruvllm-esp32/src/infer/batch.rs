@@ -167,6 +167,11 @@ impl State<'_> {
         if pos + n > self.seq_len {
             return Err(Error::ContextFull { need: pos + n, capacity: self.seq_len });
         }
+        if self.pattern().is_some() {
+            return Err(Error::Unsupported {
+                what: "speculative decoding with a sparse attention pattern (use full attention)",
+            });
+        }
         let (d, h, hs, kv_dim, group) = (c.dim, c.hidden_dim, c.head_size(), c.kv_dim(), model.group);
         let shape = AttnShape { head_size: hs, kv_dim, kv_mul: c.n_heads / c.n_kv_heads };
         let ng = kv_dim.div_ceil(group);

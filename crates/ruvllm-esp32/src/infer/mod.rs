@@ -7,17 +7,20 @@ mod batch;
 mod eval;
 mod generate;
 pub mod integer;
+mod pattern;
 
 pub use batch::Batch;
 pub use eval::{nll, score, LogitValue, Score};
 pub(crate) use generate::emit;
 pub use generate::{generate, generate_int, generate_int_sampled, GenStats, TokenFlow};
 pub use integer::{parts, reduce, shard, IntBatch, IntState, Parts, Shard, TensorState};
+pub use pattern::{Pattern, PatternError, MAX_RANDOM, PATTERNS};
 
 use crate::error::{Error, Result};
 use crate::kernels::{reference, AttnShape, CacheQ8, Kernels, QueryQ8};
 use crate::model::{Config, Matrix, Model, Precision};
 use arena::Carver;
+use pattern::Scratch;
 
 /// One forward pass over a model, as the shared generation and scoring loops see it: the f32 /
 /// q8 [`State`] and the integer [`IntState`] both implement it.
@@ -115,6 +118,31 @@ pub struct State<'s> {
     xq: &'s mut [i8],
     xs: &'s mut [f32],
     kv: KvCache<'s>,
+    /// A sparse pattern's scratch ([`State::sparse`]), of the cache's kind; `None`: every
+    /// position.
+    sparse: Option<SparseRows<'s>>,
+}
+
+/// A sparse pattern's scratch for an f32 or an int8 cache.
+enum SparseRows<'s> {
+    F32(Scratch<'s, f32, f32>),
+    Q8(Scratch<'s, i8, f32>),
+}
+
+impl<'s> SparseRows<'s> {
+    fn select(&mut self, pos: usize) {
+        match self {
+            SparseRows::F32(s) => s.select(pos),
+            SparseRows::Q8(s) => s.select(pos),
+        }
+    }
+
+    fn sparse(&self) -> Option<Pattern> {
+        match self {
+            SparseRows::F32(s) => s.sparse(),
+            SparseRows::Q8(s) => s.sparse(),
+        }
+    }
 }
 
 /// Sizes of every buffer, in elements; the single source for both sizing and carving.
@@ -147,6 +175,17 @@ impl Plan {
                 xs: widest.div_ceil(group),
             },
         }
+    }
+
+    /// Arena words of a sparse pattern's scratch of `rows` positions: their indices and the
+    /// copied keys and values (with scales on the q8 path).
+    fn sparse_len(c: &Config, p: Precision, group: usize, rows: usize) -> usize {
+        let kv = c.kv_dim();
+        let copies = match p {
+            Precision::F32 => 2 * rows * kv,
+            _ => 2 * (rows * kv).div_ceil(4) + 2 * rows * kv.div_ceil(group),
+        };
+        rows + copies
     }
 
     /// Total arena length in f32 units (int8 buffers are rounded up to whole f32s).
@@ -201,7 +240,92 @@ impl<'s> State<'s> {
             },
         };
         let (xq, xs) = (c.i8(plan.xq), c.words(plan.xs));
-        Ok(State { seq_len, kernels, x, xb, xb2, hb, hb2, q, kv_row, att, logits, rope, xq, xs, kv })
+        let sparse = None;
+        Ok(State { seq_len, kernels, x, xb, xb2, hb, hb2, q, kv_row, att, logits, rope, xq, xs, kv, sparse })
+    }
+
+    /// Arena length (in f32 elements) of [`State::sparse`] with `pattern` at `seq_len`.
+    pub fn sparse_arena_len<const L: usize>(model: &Model<'_, L>, seq_len: usize, pattern: Pattern) -> usize {
+        let (c, p, g) = (&model.config, model.precision, model.group);
+        Plan::new(c, p, g, seq_len).len() + Plan::sparse_len(c, p, g, pattern.bound(seq_len))
+    }
+
+    /// RAM in bytes that `pattern` needs at `seq_len` positions: a window's ring of its own
+    /// positions ([`State::sliding`]), full attention's cache, or the cache and the scratch
+    /// of [`State::sparse`].
+    pub fn pattern_ram_bytes(
+        c: &Config,
+        p: Precision,
+        group: usize,
+        seq_len: usize,
+        pattern: Pattern,
+    ) -> usize {
+        let words = match pattern {
+            Pattern::Window(w) => Plan::new(c, p, group, w.min(seq_len)).len(),
+            Pattern::Full => Plan::new(c, p, group, seq_len).len(),
+            _ => {
+                Plan::new(c, p, group, seq_len).len() + Plan::sparse_len(c, p, group, pattern.bound(seq_len))
+            }
+        };
+        words * 4
+    }
+
+    /// A state whose attention follows `pattern` ([`Pattern`]): each position's positions are
+    /// listed before the layers run, and only their rows of the cache are read. The cache
+    /// holds all `seq_len` positions (a window's memory is bounded by [`State::sliding`]
+    /// instead); `arena` needs [`State::sparse_arena_len`]. A pattern that lists every
+    /// position gives [`State::new`]'s numbers bit for bit.
+    pub fn sparse<const L: usize>(
+        model: &Model<'_, L>,
+        arena: &'s mut [f32],
+        seq_len: usize,
+        kernels: Kernels,
+        pattern: Pattern,
+    ) -> Result<State<'s>> {
+        let (c, p, g) = (&model.config, model.precision, model.group);
+        let need = Self::sparse_arena_len(model, seq_len.min(c.seq_len), pattern);
+        if arena.len() < need {
+            return Err(Error::BufferTooSmall { need: need * 4, have: arena.len() * 4 });
+        }
+        let (main, rest) = arena.split_at_mut(Plan::new(c, p, g, seq_len).len());
+        let mut state = State::new(model, main, seq_len, kernels)?;
+        let rows = pattern.bound(seq_len);
+        let mut c = Carver(rest);
+        let idx = bytemuck::cast_slice_mut(c.words(rows));
+        let (kv, ng) = (model.config.kv_dim(), model.config.kv_dim().div_ceil(g));
+        state.sparse = Some(match model.precision {
+            Precision::F32 => SparseRows::F32(Scratch::new(
+                pattern,
+                idx,
+                (c.words(rows * kv), &mut []),
+                (c.words(rows * kv), &mut []),
+            )),
+            _ => SparseRows::Q8(Scratch::new(
+                pattern,
+                idx,
+                (c.i8(rows * kv), c.words(rows * ng)),
+                (c.i8(rows * kv), c.words(rows * ng)),
+            )),
+        });
+        Ok(state)
+    }
+
+    /// The attention pattern, unless it is full attention.
+    pub fn pattern(&self) -> Option<Pattern> {
+        self.sparse.as_ref().and_then(SparseRows::sparse)
+    }
+
+    /// Changes a [`State::sparse`] state's pattern, for the positions that follow (those
+    /// already cached keep their keys and values): refused when its rows do not fit the
+    /// scratch the state was built with, or the state has none.
+    pub fn set_pattern<const L: usize>(&mut self, model: &Model<'_, L>, pattern: Pattern) -> Result<()> {
+        let (seq_len, c) = (self.seq_len, &model.config);
+        let row_bytes = Plan::sparse_len(c, model.precision, model.group, 1) * 4;
+        match &mut self.sparse {
+            Some(SparseRows::F32(s)) => s.set(pattern, seq_len, row_bytes),
+            Some(SparseRows::Q8(s)) => s.set(pattern, seq_len, row_bytes),
+            None => Err(Error::BufferTooSmall { need: pattern.bound(seq_len) * row_bytes, have: 0 }),
+        }
     }
 
     /// A state whose attention sees the last `window` positions only (the current one
@@ -277,6 +401,9 @@ impl<'s> State<'s> {
         let k = self.kernels;
         model.token_embd.row_into(token as usize, self.x, group);
         reference::rope_table(self.rope, pos, hs, c.rope_theta);
+        if let Some(s) = &mut self.sparse {
+            s.select(pos);
+        }
         let ng = kv_dim.div_ceil(group);
         for (l, layer) in model.layers.iter().enumerate() {
             reference::rmsnorm(self.xb, self.x, layer.attn_norm, c.norm_eps);
@@ -296,14 +423,12 @@ impl<'s> State<'s> {
                     reference::rope(krow, self.rope);
                     mv(&mut vc[cache_row..cache_row + kv_dim], &layer.wv, true);
                     reference::rope(self.q, self.rope);
-                    (k.attention_f32)(
-                        self.xb2,
-                        self.q,
-                        &kc[layer_range.clone()],
-                        &vc[layer_range],
-                        self.att,
-                        shape,
-                    );
+                    let mut rows: pattern::Rows<'_, f32, f32> =
+                        (&kc[layer_range.clone()], &[], &vc[layer_range], &[]);
+                    if let Some(SparseRows::F32(s)) = &mut self.sparse {
+                        rows = s.gather(rows, kv_dim, 0);
+                    }
+                    (k.attention_f32)(self.xb2, self.q, rows.0, rows.2, self.att, shape);
                 }
                 KvCache::Q8 { k: kc, ks, v: vc, vs } => {
                     mv(self.kv_row, &layer.wk, true);
@@ -329,12 +454,13 @@ impl<'s> State<'s> {
                     (k.quantize)(self.q, qq, qs, group);
                     crate::quant::dequantize_row(qq, qs, self.q, group);
                     let query = QueryQ8 { q: self.q, qq, qs };
-                    let cache = CacheQ8 {
-                        keys: &kc[layer_range.clone()],
-                        key_scales: &ks[s_range.clone()],
-                        values: &vc[layer_range],
-                        value_scales: &vs[s_range],
-                    };
+                    let mut rows =
+                        (&kc[layer_range.clone()], &ks[s_range.clone()], &vc[layer_range], &vs[s_range]);
+                    if let Some(SparseRows::Q8(s)) = &mut self.sparse {
+                        rows = s.gather(rows, kv_dim, ng);
+                    }
+                    let (keys, key_scales, values, value_scales) = rows;
+                    let cache = CacheQ8 { keys, key_scales, values, value_scales };
                     (k.attention_q8)(self.xb2, query, cache, self.att, shape, group);
                 }
             }

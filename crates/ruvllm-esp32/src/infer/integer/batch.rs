@@ -196,6 +196,11 @@ impl IntState<'_> {
         if pos + n > self.seq_len {
             return Err(Error::ContextFull { need: pos + n, capacity: self.seq_len });
         }
+        if self.pattern().is_some() {
+            return Err(Error::Unsupported {
+                what: "speculative decoding with a sparse attention pattern (use full attention)",
+            });
+        }
         let (d, h, kv_dim, g) = (s.dim, s.hidden, s.kv_dim(), s.group);
         let ng = kv_dim.div_ceil(g);
         let cap = batch.capacity;

@@ -39,7 +39,8 @@ pub use tables::{EXP2_NEG, SIGMOID};
 pub use tensor::{parts, reduce, shard, Parts, Shard, TensorState};
 
 use super::arena::Carver;
-use super::{Sliding, Step};
+use super::pattern::{Rows, Scratch};
+use super::{Pattern, Sliding, Step};
 use crate::error::{Error, Result};
 use crate::model::{Model, ROPE_FRAC};
 use crate::quant::quantize_row_fixed;
@@ -68,6 +69,13 @@ impl Plan {
             kv_scales: s.n_layers * seq_len * kv.div_ceil(s.group),
             lut: s.lut_entries(),
         }
+    }
+
+    /// Words of a sparse pattern's scratch of `rows` positions: their indices and the copied
+    /// int8 keys and values with their scales.
+    fn sparse_len(s: &Shape, rows: usize) -> usize {
+        let kv = s.kv_dim();
+        rows + 2 * ((rows * kv).div_ceil(4) + rows * kv.div_ceil(s.group))
     }
 
     fn len(&self) -> usize {
@@ -105,6 +113,8 @@ pub struct IntState<'s> {
     vs: &'s mut [i32],
     /// Scratch of the packed (ternary/binary) kernels, built from `xq` per matmul input.
     lut: Lut<'s>,
+    /// A sparse pattern's scratch ([`IntState::sparse`]); `None`: every position.
+    sparse: Option<Scratch<'s, i8, i32>>,
 }
 
 /// The packed kernels' view of one quantized matmul input.
@@ -185,7 +195,70 @@ impl<'s> IntState<'s> {
             vc,
             vs,
             lut,
+            sparse: None,
         })
+    }
+
+    /// Arena length in i32 words of [`IntState::sparse`] with `pattern` at `seq_len`.
+    pub fn sparse_arena_len<const L: usize>(model: &Model<'_, L>, seq_len: usize, pattern: Pattern) -> usize {
+        let s = view::shape(model);
+        Plan::new(&s, seq_len).len() + Plan::sparse_len(&s, pattern.bound(seq_len))
+    }
+
+    /// RAM in bytes that `pattern` needs at `seq_len` positions, as
+    /// [`crate::infer::State::pattern_ram_bytes`] on the integer path.
+    pub fn pattern_ram_bytes<const L: usize>(
+        model: &Model<'_, L>,
+        seq_len: usize,
+        pattern: Pattern,
+    ) -> usize {
+        4 * match pattern {
+            Pattern::Window(w) => Self::arena_len(model, w.min(seq_len)),
+            Pattern::Full => Self::arena_len(model, seq_len),
+            _ => Self::sparse_arena_len(model, seq_len, pattern),
+        }
+    }
+
+    /// As [`crate::infer::State::sparse`] on the integer path: attention over the positions
+    /// `pattern` lists, decided before the layers run; only their cache rows are read. A
+    /// pattern that lists every position gives [`IntState::new`]'s numbers bit for bit.
+    pub fn sparse<const L: usize>(
+        model: &Model<'_, L>,
+        arena: &'s mut [i32],
+        seq_len: usize,
+        pattern: Pattern,
+    ) -> Result<Self> {
+        view::require(model)?;
+        let shape = view::shape(model);
+        let need = Self::sparse_arena_len(model, seq_len.min(model.config.seq_len), pattern);
+        if arena.len() < need {
+            return Err(Error::BufferTooSmall { need: need * 4, have: arena.len() * 4 });
+        }
+        let (main, rest) = arena.split_at_mut(Plan::new(&shape, seq_len).len());
+        let mut state = Self::new(model, main, seq_len)?;
+        let rows = pattern.bound(seq_len);
+        let (kv, ng) = (shape.kv_dim(), shape.kv_dim().div_ceil(shape.group));
+        let mut c = Carver(rest);
+        let idx = bytemuck::cast_slice_mut(c.words(rows));
+        let (k, ks) = (c.i8(rows * kv), c.words(rows * ng));
+        let (v, vs) = (c.i8(rows * kv), c.words(rows * ng));
+        state.sparse = Some(Scratch::new(pattern, idx, (k, ks), (v, vs)));
+        Ok(state)
+    }
+
+    /// The attention pattern, unless it is full attention.
+    pub fn pattern(&self) -> Option<Pattern> {
+        self.sparse.as_ref().and_then(Scratch::sparse)
+    }
+
+    /// Changes an [`IntState::sparse`] state's pattern for the positions that follow: refused
+    /// when its rows do not fit the scratch the state was built with, or it has none.
+    pub fn set_pattern(&mut self, pattern: Pattern) -> Result<()> {
+        let row_bytes = Plan::sparse_len(&self.shape, 1) * 4;
+        match &mut self.sparse {
+            Some(s) => s.set(pattern, self.seq_len, row_bytes),
+            None => Err(Error::BufferTooSmall { need: pattern.bound(self.seq_len) * row_bytes, have: 0 }),
+        }
     }
 
     /// Positions this state can hold.
@@ -355,6 +428,9 @@ impl<'s> IntState<'s> {
         // Validated at load: [model seq_len][hs / 2][2]; past it (a ring only), composed.
         let mut composed = [0u8; ROTATION_BYTES];
         let rope = rotation_at(&rope, pos, s.model_seq_len, &mut composed)?;
+        if let Some(sp) = &mut self.sparse {
+            sp.select(pos);
+        }
         if embeds {
             let table = view::int8(&model.token_embd)?;
             time(K::Embed, || embed(self.x, &table, token as usize, g));
@@ -383,12 +459,18 @@ impl<'s> IntState<'s> {
                 }
             });
             let (start, n) = (l * self.seq_len, seen);
-            let cache = Cache {
-                keys: &self.kc[start * kv_dim..(start + n) * kv_dim],
-                key_scales: &self.ks[start * ng..(start + n) * ng],
-                values: &self.vc[start * kv_dim..(start + n) * kv_dim],
-                value_scales: &self.vs[start * ng..(start + n) * ng],
-            };
+            let mut rows: Rows<'_, i8, i32> = (
+                &self.kc[start * kv_dim..(start + n) * kv_dim],
+                &self.ks[start * ng..(start + n) * ng],
+                &self.vc[start * kv_dim..(start + n) * kv_dim],
+                &self.vs[start * ng..(start + n) * ng],
+            );
+            if let Some(sp) = &mut self.sparse {
+                rows = sp.gather(rows, kv_dim, ng);
+            }
+            let (keys, key_scales, values, value_scales) = rows;
+            let n = keys.len() / kv_dim.max(1);
+            let cache = Cache { keys, key_scales, values, value_scales };
             attention(self.xb2, qq, qs, cache, &mut self.att[..n], &s);
             time(K::Quantize, || quantize(self.xb2, self.xq, self.xs, g));
             time(K::Matvec, || matmul(self.xb, &w.wo, self.xq, self.xs, g, &mut self.lut, true));
