@@ -1,6 +1,6 @@
 //! Where the integer forward pass spends its instructions, kernel by kernel: what
 //! `bench --chip esp32c3 --kernels` prints. Only the `kernel-profile` feature compiles the
-//! reads; without it [`time`] is the bare call, so the shipped build is not the measured one
+//! reads; without it `time` is the bare call, so the shipped build is not the measured one
 //! (the reads around each kernel add a few instructions to it).
 //!
 //! On a RISC-V chip the clock is the `instret` counter: under QEMU with `-icount shift=0` its
