@@ -286,3 +286,36 @@ fn a_waiting_sender_keeps_one_frame_and_leaves_the_next_unacknowledged() {
         assert_eq!(got[1], Frame { seq: 0, body: Body::Ack });
     });
 }
+
+/// The last frame of a run, whose acknowledgement is lost: the receiving end lingers and
+/// acknowledges it again, so the sender does not end the run with an error (TCP's TIME_WAIT).
+#[test]
+fn a_lost_last_acknowledgement_is_given_again() {
+    use ruvllm_esp32::federation::wire::{self, Body, Frame};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    rt().block_on(async {
+        let (ours, mut peer) = tokio::io::duplex(PIPE);
+        let mut link = host_link(ours, LinkConfig::default(), Line { corrupt: 0.0, baud: 0, seed: 0 });
+        let mut buf = [0u8; 64];
+        let finish = wire::encode(&Frame { seq: 0, body: Body::Finish }, &mut buf).unwrap().to_vec();
+        let ack = wire::encode(&Frame { seq: 0, body: Body::Ack }, &mut buf).unwrap().to_vec();
+        peer.write_all(&finish).await.unwrap();
+        assert_eq!(link.recv(None).await.unwrap(), Body::Finish);
+        let mut got = vec![0u8; ack.len()];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, ack);
+        // That acknowledgement is "lost": the peer sends its Finish again.
+        peer.write_all(&finish).await.unwrap();
+        let lingering = async {
+            link.linger(300).await;
+            drop(link);
+        };
+        let peer_side = async {
+            peer.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, ack, "the resent Finish was not acknowledged again");
+            // After the linger the link is closed: the peer reads the end of the stream.
+            assert_eq!(peer.read(&mut got).await.unwrap(), 0);
+        };
+        tokio::join!(lingering, peer_side);
+    });
+}

@@ -222,7 +222,7 @@ where
             }
         }
         // Acknowledge a resent Finish until the upstream end closes or goes quiet.
-        while up.recv(Some(linger_ms(cfg))).await.is_ok() {}
+        up.linger(linger_ms(cfg)).await;
         Ok::<(), anyhow::Error>(())
     };
     let worker = async {
@@ -411,7 +411,7 @@ where
     // Closing the head link lets the nodes end in turn; until the tail closes its end too,
     // acknowledge a resent Finish.
     drop(head);
-    while tail.recv(Some(linger_ms(cfg))).await.is_ok() {}
+    tail.linger(linger_ms(cfg)).await;
     Ok(report)
 }
 
@@ -479,7 +479,29 @@ pub async fn coordinate_boards<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let head = link_totals(boards);
+    linger_all(boards).await;
     Ok(RunReport { nodes, head, tail: LinkStats::default(), positions, generated: seq.generated, elapsed })
+}
+
+/// [`Link::linger`] on every link at once: a node's last Finish is acknowledged again if
+/// our first acknowledgement was lost, and the run ends one linger period later, not N.
+async fn linger_all<S: AsyncRead + AsyncWrite + Unpin>(links: &mut [HostLink<S>]) {
+    let mut waits: Vec<_> = links
+        .iter_mut()
+        .map(|l| {
+            let ms = linger_ms(l.config());
+            Box::pin(l.linger(ms))
+        })
+        .collect();
+    std::future::poll_fn(|cx| {
+        waits.retain_mut(|w| w.as_mut().poll(cx).is_pending());
+        if waits.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 /// What this end of `links` counted, summed.
@@ -571,7 +593,7 @@ pub async fn run_tensor_node<U: AsyncRead + AsyncWrite + Unpin>(
         own.busy_us += t.elapsed().as_micros() as u64;
         up.send(out).await.map_err(|e| link_error("the coordinator", e, cfg))?;
     }
-    while up.recv(Some(linger_ms(cfg))).await.is_ok() {}
+    up.linger(linger_ms(cfg)).await;
     Ok(())
 }
 
@@ -652,5 +674,6 @@ pub async fn coordinate_tensor<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let head = link_totals(links);
+    linger_all(links).await;
     Ok(RunReport { nodes, head, tail: LinkStats::default(), positions, generated: seq.generated, elapsed })
 }

@@ -189,6 +189,13 @@ impl<T: Read + Write, C: Clock> Link<T, C> {
         }
     }
 
+    /// After the last exchange: acknowledges whatever the peer sends again (its last frame,
+    /// when our acknowledgement of it was lost) until the peer is quiet for `ms` or closes,
+    /// as TCP's TIME_WAIT does. Without it the peer's final send may never be acknowledged.
+    pub async fn linger(&mut self, ms: u64) {
+        while self.recv(Some(ms)).await.is_ok() {}
+    }
+
     /// Opens the link from this end: sends `me`, returns the peer's [`Hello`] once it agrees.
     pub async fn hello(&mut self, me: Hello) -> Result<Hello, LinkError<T::Error>> {
         self.send(Body::Hello(me)).await?;
