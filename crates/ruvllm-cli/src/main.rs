@@ -354,6 +354,22 @@ enum Cmd {
         #[arg(long)]
         wordnet: Option<PathBuf>,
     },
+    /// Count the anomaly check's character trigram table from the built-in corpus and, with
+    /// --wordnet, WordNet's glosses
+    #[command(after_help = "Example (the committed table; needs Debian's wordnet-base):
+  ruvllm-esp32 train-chars --wordnet /usr/share/wordnet -o crates/ruvllm-esp32/data/char-trigrams.bin")]
+    TrainChars {
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+        /// Corpus documents counted (at most 2 million)
+        #[arg(long, default_value_t = ruvllm_train::chars::BUILTIN_DOCS,
+              value_parser = clap::value_parser!(u64).range(1..=MAX_DOCS as u64))]
+        docs: u64,
+        /// A WordNet database folder (Debian's wordnet-base: /usr/share/wordnet) whose words and
+        /// glosses are counted too
+        #[arg(long)]
+        wordnet: Option<PathBuf>,
+    },
     /// Write the built-in generated corpus of simple stories and facts
     Corpus {
         #[arg(short = 'o', long)]
@@ -671,6 +687,7 @@ fn main() -> ExitCode {
         Cmd::TrainEmbedder { output, rows, steps, docs, seed, wordnet } => {
             train::embedder_cmd(&output, rows, steps, docs, seed, wordnet.as_deref())
         }
+        Cmd::TrainChars { output, docs, wordnet } => train::chars_cmd(&output, docs, wordnet.as_deref()),
         Cmd::Index { cmd } => index::run(cmd),
         Cmd::Lora { cmd } => lora::run(cmd),
         Cmd::Ports { all } => serial::ports_cmd(all),

@@ -664,7 +664,7 @@ fn text_score(text: &str) -> f32 {
 /// ROC AUC and balanced accuracy at `cal.threshold` (score through `verdict`, with the
 /// references' distances when `refs` holds some), overall and per anomaly kind. With `cascade`,
 /// as the console with a model: a text whose text-only score is above `ANOMALY_TEXT_CERTAIN`
-/// gets the text-only verdict (no forward pass); the count of such lines is reported.
+/// or below `ANOMALY_TEXT_CLEAR` gets the text-only verdict (no forward pass); the count of such lines is reported.
 fn report(
     name: &str,
     cal: &LanguageCalibration,
@@ -682,7 +682,10 @@ fn report(
             d.try_check(&v).ok()
         });
         let t = text_score(text);
-        if cascade && t > ruvllm_esp32::console::ANOMALY_TEXT_CERTAIN {
+        if cascade
+            && (t > ruvllm_esp32::console::ANOMALY_TEXT_CERTAIN
+                || t < ruvllm_esp32::console::ANOMALY_TEXT_CLEAR)
+        {
             by_text += 1;
             return language::verdict(t, cal.threshold, distance).score;
         }
@@ -805,6 +808,13 @@ fn no_setup_language_score() {
     let certain = ruvllm_esp32::console::ANOMALY_TEXT_CERTAIN;
     let highest = dev.normal.iter().chain(&held.normal).map(|t| text_score(t)).fold(0.0f32, f32::max);
     println!("highest text-only score of a normal line: {highest:.3} (decides alone above {certain})");
+    // And where no anomalous line of either split comes near: below the clear cut, with a
+    // margin of 2x, a line is normal by its text alone.
+    let clear = ruvllm_esp32::console::ANOMALY_TEXT_CLEAR;
+    let lowest =
+        dev.kinds.iter().chain(&held.kinds).flat_map(|(_, t)| t).map(|t| text_score(t)).fold(1.0, f32::min);
+    println!("lowest text-only score of an anomalous line: {lowest:.3} (normal alone below {clear})");
+    assert!(lowest > 2.0 * clear, "an anomalous line scores {lowest} by its text alone, near {clear}");
     assert!(highest < certain, "a normal line scores {highest} by its text alone, above {certain}");
     // Floors a little under the held-out figures of 2026-12-03 (docs/BENCHMARKS.md), ROC AUC /
     // balanced accuracy: with the model 0.999 / 0.991 without references, 0.994 / 0.966 with
