@@ -816,11 +816,11 @@ fn no_setup_language_score() {
     println!("lowest text-only score of an anomalous line: {lowest:.3} (normal alone below {clear})");
     assert!(lowest > 2.0 * clear, "an anomalous line scores {lowest} by its text alone, near {clear}");
     assert!(highest < certain, "a normal line scores {highest} by its text alone, above {certain}");
-    // Floors a little under the held-out figures of 2026-12-03 (docs/BENCHMARKS.md), ROC AUC /
-    // balanced accuracy: with the model 0.999 / 0.991 without references, 0.994 / 0.966 with
-    // 64; without a model 0.979 / 0.930 and 0.969 / 0.922.
+    // Floors a little under the held-out figures of 2026-12-04 (docs/BENCHMARKS.md), ROC AUC /
+    // balanced accuracy: with the model 0.995 / 0.996 without references, 0.994 / 0.986 with
+    // 64; without a model (the character model's) 0.999 / 0.993 and 0.999 / 0.984.
     for (name, _, _, none, refs) in &measured {
-        let (auc_floor, ba_floor) = if *name == "with the model" { (0.98, 0.95) } else { (0.9, 0.85) };
+        let (auc_floor, ba_floor) = if *name == "with the model" { (0.98, 0.95) } else { (0.97, 0.95) };
         assert!(none.0 > auc_floor && none.1 > ba_floor, "{name}, no references: {none:?}");
         assert!(refs.0 > auc_floor - 0.02 && refs.1 > ba_floor - 0.03, "{name}, 64 references: {refs:?}");
     }
