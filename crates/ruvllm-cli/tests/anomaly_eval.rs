@@ -682,10 +682,8 @@ fn report(
             d.try_check(&v).ok()
         });
         let t = text_score(text);
-        if cascade
-            && (t > ruvllm_esp32::console::ANOMALY_TEXT_CERTAIN
-                || t < ruvllm_esp32::console::ANOMALY_TEXT_CLEAR)
-        {
+        let decided = ruvllm_esp32::console::ANOMALY_TEXT_CLEAR..=ruvllm_esp32::console::ANOMALY_TEXT_CERTAIN;
+        if cascade && !decided.contains(&t) {
             by_text += 1;
             return language::verdict(t, cal.threshold, distance).score;
         }

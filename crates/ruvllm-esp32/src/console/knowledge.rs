@@ -339,7 +339,7 @@ impl Knowledge {
         check_text(text)?;
         let by_text = ANOMALY_TEXT.score(&language::features(text, None));
         let (score, threshold) = match token_stats {
-            Some(_) if by_text > ANOMALY_TEXT_CERTAIN || by_text < ANOMALY_TEXT_CLEAR => {
+            Some(_) if !(ANOMALY_TEXT_CLEAR..=ANOMALY_TEXT_CERTAIN).contains(&by_text) => {
                 (by_text, ANOMALY_LANGUAGE.threshold)
             }
             Some(stats) => match stats(text) {
