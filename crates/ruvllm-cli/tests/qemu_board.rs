@@ -673,6 +673,14 @@ fn index_bench_on_a_chip_refuses_what_it_cannot_run() {
     }
 }
 
+/// `--kernels` profiles the integer engine's kernels: with the float engine it is refused
+/// before anything is built (no chip toolchain needed), with one line and a non-zero exit.
+#[test]
+fn bench_kernels_with_the_float_engine_is_refused() {
+    let out = run(&["bench", "--chip", "esp32c3", "--kernels", "--engine", "float"]);
+    fails_with(&out, "--kernels measures the integer engine's kernels: drop --engine float");
+}
+
 /// 72 distinct short story sentences for the knowledge-store cost test.
 fn story_sentences() -> Vec<String> {
     let who =
