@@ -33,6 +33,7 @@ if [[ $what == nano || $what == all ]]; then
     $bin train --preset nano --quant q8 --steps 6000 --threads 2 \
         --tokenizer-from crates/ruvllm-cli/data/default.gguf -o target/train/nano-q8.gguf
     cp target/train/nano-q8.gguf models/nano.gguf
+    cp target/train/nano-q8.loss.svg docs/img/nano-q8-loss.svg
 fi
 if [[ $what == qat || $what == all ]]; then
     # Equal parameter count (the 260k preset, stories260K's shape), four weight formats. The

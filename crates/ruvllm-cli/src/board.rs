@@ -150,7 +150,8 @@ pub struct RamParts {
     pub anomaly_detector: u64,
     /// The rest of the console's knowledge value: its embedders.
     pub embedders: u64,
-    /// Static RAM besides the arena and the knowledge (the UART, an adapter, a draft's state).
+    /// Static RAM besides the arena and the knowledge: a MicroLoRA adapter, a draft's state,
+    /// attention-pattern scratch (the UART is memory-mapped: no RAM).
     pub other_static: u64,
     /// The stack's high-water mark; the console value lives on it.
     pub stack: u64,
@@ -185,7 +186,7 @@ impl RamParts {
             ("semantic memory", self.memory),
             ("anomaly detector", self.anomaly_detector),
             ("embedders", self.embedders),
-            ("other static (UART, adapter, draft)", self.other_static),
+            ("other static (adapter, draft, patterns)", self.other_static),
             ("stack high-water (console included)", self.stack),
         ]
     }

@@ -274,6 +274,12 @@ fn the_nano_model_on_the_lean_board_matches_the_host_within_its_ram() {
     b.expect("type help\r\n> ");
     assert_eq!(b.command(&format!("set steps {STEPS}")), format!("steps {STEPS}"));
     assert_eq!(b.command(&format!("gen {PROMPT}")), host.trim_end(), "board and host texts differ");
+    // No pattern scratch, no draft, no adapter: each says so in one line; full attention is
+    // what the board runs.
+    assert_eq!(b.command("set attention full"), "attention full");
+    assert!(b.command("set attention window:16").starts_with("error: attention window:16 needs"));
+    assert!(b.command("set speculative on").contains("no room for a draft"));
+    assert!(b.command("lora stats").contains("built without --lean"));
     for line in ["add The cat sleeps on the warm mat.", "add Tom the dog plays in the park."] {
         assert!(b.command(line).contains("#"), "{line}");
     }
