@@ -333,7 +333,8 @@ fn attention_patterns_and_speculation_on_the_board_match_the_host() {
     assert_eq!(b.command("set attention full"), "attention full");
     assert_eq!(b.command("set speculative on"), "speculative on");
     let out = b.command(&format!("gen {PROMPT}"));
-    let (text, drafts) = out.split_once("\r\nspeculative: ").expect("the drafts' line");
+    let (text, drafts) =
+        out.split_once("\r\nspeculative: ").unwrap_or_else(|| panic!("no drafts line: {out:?}"));
     assert_eq!(text, host(&[]), "greedy speculation on the board is the plain text");
     assert!(drafts.contains("drafts accepted") && drafts.contains("tokens per target pass"), "{drafts}");
     b.send(b"quit\n");
