@@ -94,8 +94,12 @@ fn main() {
             std::env::var("RUVLLM_NODE").unwrap_or_else(|_| fail("RUVLLM_NODE=id:first:last is not set"));
         let v: Vec<usize> = spec.split(':').filter_map(|x| x.parse().ok()).collect();
         let [id, first, last] = v[..] else { fail(&format!("RUVLLM_NODE={spec}: use id:first:last")) };
-        if first > last || last >= model.config.n_layers || id >= 255 {
-            fail(&format!("RUVLLM_NODE={spec}: layers outside the model's {}", model.config.n_layers));
+        // An image cut to this node's layers (`federation::cut`) holds the model's
+        // first..first + n_layers.
+        let n = model.config.n_layers;
+        let (offset, total) = model.cut.map_or((0, n), |c| (c.first, c.total));
+        if first > last || first < offset || last >= offset + n || id >= 255 {
+            fail(&format!("RUVLLM_NODE={spec}: layers outside the image's {offset}..={} of {total}", offset + n - 1));
         }
         plan += &format!(
             "/// This node's id and layers.\npub const NODE_ID: u8 = {id};\npub const NODE_LAYERS: core::ops::Range<usize> = {first}..{};\n",

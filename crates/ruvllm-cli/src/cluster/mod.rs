@@ -418,18 +418,22 @@ where
 /// The coordinator for boards that each have one link, to this host (QEMU boards on their one
 /// UART): a position goes to the first board, its answer to the next, and so on; the last
 /// board's answer is the token. The messages are the ring's; the host relays between boards.
-/// The report's `head` sums the host's links.
+/// The report's `head` sums the host's links. `checksums[i]`: the CRC-32 of the image board
+/// `i` must hold (each board may hold only its layers' cut of the model).
 pub async fn coordinate_boards<S: AsyncRead + AsyncWrite + Unpin>(
     model: &Model<'_>,
-    checksum: u32,
+    checksums: &[u32],
     boards: &mut [HostLink<S>],
     job: &Job<'_>,
     answer_ms: u64,
     mut emit: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<RunReport> {
-    let me = Hello { version: VERSION, model: checksum, node: COORDINATOR };
+    if checksums.len() != boards.len() {
+        bail!("one image checksum per board");
+    }
     let mut names = Vec::with_capacity(boards.len());
-    for b in boards.iter_mut() {
+    for (b, &checksum) in boards.iter_mut().zip(checksums) {
+        let me = Hello { version: VERSION, model: checksum, node: COORDINATOR };
         let cfg = b.config();
         let peer = b.hello(me).await.map_err(|e| link_error("a board", e, cfg))?;
         names.push(node_name(peer.node));

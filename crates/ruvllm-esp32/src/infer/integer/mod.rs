@@ -348,21 +348,36 @@ impl<'s> IntState<'s> {
         layers: core::ops::Range<usize>,
         residual: Option<&[i32]>,
     ) -> Result<&[i32]> {
+        match (layers.start, residual) {
+            (0, None) | (1.., Some(_)) => self.run_part(model, token, pos, layers, residual),
+            (0, Some(_)) => Err(Error::Invalid { what: "the first stage embeds its token: no residual" }),
+            _ => Err(Error::Invalid { what: "a later stage needs the residual stream of dim values" }),
+        }
+    }
+
+    /// [`IntState::run_layers`] without its rule that only layer 0 embeds, for a model cut to
+    /// one stage's layers ([`Model::cut`]), whose layer 0 may follow other stages: `None`
+    /// embeds `token`, `Some` starts from the residual stream the stage before returned.
+    pub fn run_part<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        token: u32,
+        pos: usize,
+        layers: core::ops::Range<usize>,
+        residual: Option<&[i32]>,
+    ) -> Result<&[i32]> {
         if layers.start >= layers.end || layers.end > self.shape.n_layers {
             return Err(Error::Invalid {
                 what: "stage layers must be a non-empty range of the model's layers",
             });
         }
-        match (layers.start, residual) {
-            (0, None) => self.step(model, token, pos, Pass { logits: false, layers, ..Pass::FULL })?,
-            (s, Some(r)) if s > 0 && r.len() == self.shape.dim => {
+        match residual {
+            None => self.step(model, token, pos, Pass { logits: false, layers, ..Pass::FULL })?,
+            Some(r) if r.len() == self.shape.dim => {
                 self.x.copy_from_slice(r);
                 self.step(model, token, pos, Pass { logits: false, layers, embeds: false, ..Pass::FULL })?
             }
-            (0, Some(_)) => {
-                return Err(Error::Invalid { what: "the first stage embeds its token: no residual" })
-            }
-            _ => {
+            Some(_) => {
                 return Err(Error::Invalid { what: "a later stage needs the residual stream of dim values" })
             }
         }
