@@ -32,6 +32,19 @@ fn info_says_the_3m_model_does_not_fit_one_esp32c3() {
     assert!(std::fs::metadata(MODEL).unwrap().len() > C3_IMAGE);
 }
 
+/// A board's cut of the image (some layers only) is refused by the commands that would run it
+/// alone, with one line saying so.
+#[test]
+fn a_cut_image_does_not_run_alone() {
+    let bytes = std::fs::read(MODEL).unwrap();
+    let part = scratch("3m-cut.gguf");
+    std::fs::write(&part, ruvllm_esp32::federation::cut::cut(&bytes, 4..8).unwrap()).unwrap();
+    for cmd in [&["gen", "--int", "-p", "Once", "-n", "4", "-m"][..], &["info"]] {
+        let out = run(&[cmd, &[s(&part)]].concat());
+        fails_with(&out, "holds only some layers of a model");
+    }
+}
+
 /// A number after `key` in `line`.
 fn figure(line: &str, key: &str) -> u64 {
     let rest = &line[line.find(key).unwrap_or_else(|| panic!("{key:?} in {line}")) + key.len()..];
