@@ -33,6 +33,7 @@ if [[ $what == 3m || $what == all ]]; then
     $bin train --preset 3m --quant q8 --steps 2000 --threads 2 --checkpoint-every 100 \
         --tokenizer-from crates/ruvllm-cli/data/default.gguf -o target/train/3m-q8.gguf
     cp target/train/3m-q8.gguf models/3m.gguf
+    cp target/train/3m-q8.loss.svg models/3m.loss.svg
 fi
 if [[ $what == qat || $what == all ]]; then
     # Equal parameter count (the 260k preset, stories260K's shape), four weight formats. The
