@@ -11,8 +11,6 @@
 mod common;
 
 use common::*;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/3m.gguf");
 
@@ -61,15 +59,8 @@ fn too_big_for_one_chip_runs_split_over_qemu_boards() {
         let args = ["-p", "Once upon a time", "-n", "16", "--temp", temp, "--seed", seed];
         let want = run(&[&["gen", "--int", "-m", MODEL][..], &args].concat());
         assert!(want.status.success(), "{}", String::from_utf8_lossy(&want.stderr));
-        let child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
-            .args([&["cluster", "run", "--qemu", "--config", s(&path)][..], &args].concat())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = wait_within(child, Instant::now(), Duration::from_secs(900), "cluster run --qemu");
+        let out = cluster_run_qemu(&path, &args);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{label}: {err}");
         assert_eq!(String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&want.stdout), "{label}");
         eprintln!("{label}:\n{err}");
         for i in 0..chips {
@@ -79,7 +70,8 @@ fn too_big_for_one_chip_runs_split_over_qemu_boards() {
             assert!(image <= C3_IMAGE && flash <= C3_FLASH, "{label}: {board}");
             let report = err.lines().find(|l| l.starts_with(&format!("node {i} ("))).expect("a report line");
             let ram = figure(report, "peak RAM ");
-            assert!(ram > 0 && ram <= C3_RAM, "{label}: {report}");
+            // A stack that ran into the static data reports all of the RAM.
+            assert!(ram > 0 && ram < C3_RAM, "{label}: {report}");
             assert!(report.contains(" instructions in its layers ("), "{report}");
         }
     }

@@ -92,7 +92,7 @@ impl<'a, 'm, 's, const L: usize> Stage<'a, 'm, 's, L> {
         let input = (!first).then_some(&f.residual[..]);
         let x = slot
             .state
-            .run_part(model, f.token, f.pos as usize, layers, input)
+            .run_layers(model, f.token, f.pos as usize, layers, input)
             .map_err(|_| FailReason::BadStep)?;
         if !tail {
             let mut residual = Residual::new();

@@ -336,29 +336,13 @@ impl<'s> IntState<'s> {
 
     /// One pipeline stage: runs the transformer layers `layers` of `token` at `pos` and returns
     /// the residual stream after them (Q16.16, `dim` values), what the next stage starts from.
-    /// The stage holding layer 0 embeds `token`; a later one starts from `residual`, the
-    /// stream the stage before returned (`None` only for the first). Only these layers' KV
-    /// cache is written, so a sequence must keep one split. The same integer work as
-    /// [`IntState::forward`], layer for layer, so a chain of stages gives its result exactly.
+    /// The stage holding the model's layer 0 embeds `token`; a later one starts from
+    /// `residual`, the stream the stage before returned (`None` only for the first). For a
+    /// model cut to one stage's layers ([`Model::cut`]) `layers` counts from the cut's first
+    /// layer. Only these layers' KV cache is written, so a sequence must keep one split. The
+    /// same integer work as [`IntState::forward`], layer for layer, so a chain of stages gives
+    /// its result exactly.
     pub fn run_layers<const L: usize>(
-        &mut self,
-        model: &Model<'_, L>,
-        token: u32,
-        pos: usize,
-        layers: core::ops::Range<usize>,
-        residual: Option<&[i32]>,
-    ) -> Result<&[i32]> {
-        match (layers.start, residual) {
-            (0, None) | (1.., Some(_)) => self.run_part(model, token, pos, layers, residual),
-            (0, Some(_)) => Err(Error::Invalid { what: "the first stage embeds its token: no residual" }),
-            _ => Err(Error::Invalid { what: "a later stage needs the residual stream of dim values" }),
-        }
-    }
-
-    /// [`IntState::run_layers`] without its rule that only layer 0 embeds, for a model cut to
-    /// one stage's layers ([`Model::cut`]), whose layer 0 may follow other stages: `None`
-    /// embeds `token`, `Some` starts from the residual stream the stage before returned.
-    pub fn run_part<const L: usize>(
         &mut self,
         model: &Model<'_, L>,
         token: u32,
@@ -371,13 +355,17 @@ impl<'s> IntState<'s> {
                 what: "stage layers must be a non-empty range of the model's layers",
             });
         }
-        match residual {
-            None => self.step(model, token, pos, Pass { logits: false, layers, ..Pass::FULL })?,
-            Some(r) if r.len() == self.shape.dim => {
+        let first = layers.start + model.cut.map_or(0, |c| c.first) == 0;
+        match (first, residual) {
+            (true, None) => self.step(model, token, pos, Pass { logits: false, layers, ..Pass::FULL })?,
+            (false, Some(r)) if r.len() == self.shape.dim => {
                 self.x.copy_from_slice(r);
                 self.step(model, token, pos, Pass { logits: false, layers, embeds: false, ..Pass::FULL })?
             }
-            Some(_) => {
+            (true, Some(_)) => {
+                return Err(Error::Invalid { what: "the first stage embeds its token: no residual" })
+            }
+            _ => {
                 return Err(Error::Invalid { what: "a later stage needs the residual stream of dim values" })
             }
         }
