@@ -99,7 +99,10 @@ fn main() {
         let n = model.config.n_layers;
         let (offset, total) = model.cut.map_or((0, n), |c| (c.first, c.total));
         if first > last || first < offset || last >= offset + n || id >= 255 {
-            fail(&format!("RUVLLM_NODE={spec}: layers outside the image's {offset}..={} of {total}", offset + n - 1));
+            fail(&format!(
+                "RUVLLM_NODE={spec}: layers outside the image's {offset}..={} of {total}",
+                offset + n - 1
+            ));
         }
         plan += &format!(
             "/// This node's id and layers.\npub const NODE_ID: u8 = {id};\npub const NODE_LAYERS: core::ops::Range<usize> = {first}..{};\n",
