@@ -3,7 +3,7 @@
 //! `info` says it does not fit one; `cluster run --qemu` runs it over 2 and 3 QEMU ESP32-C3
 //! boards, each linking only its layers' cut of the image, each within the chip's 400 KiB of
 //! RAM and 4 MiB of flash, and prints exactly what `gen --int` of the whole model prints on the
-//! host.
+//! host. One board with every layer fails to build: too little RAM is left for its stack.
 //!
 //! The board runs need Debian's chip toolchain and qemu-system-riscv32: without them that test
 //! prints why it skips, except under CI=true, where it fails.
@@ -75,4 +75,10 @@ fn too_big_for_one_chip_runs_split_over_qemu_boards() {
             assert!(report.contains(" instructions in its layers ("), "{report}");
         }
     }
+    // One board with every layer: its static data leave too little RAM for the node's stack,
+    // and the build says so (the emulated board's 4 MiB of flash would hold the image).
+    let path = plan_cluster("too-big-1.toml", 1, &["-m", MODEL], base, |_| {});
+    let out = run(&["cluster", "run", "--qemu", "--config", s(&path), "-p", "Once", "-n", "4"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("split the model over more boards"), "{err}");
 }
