@@ -57,6 +57,8 @@ fn main() {
     // left after the knowledge and the stack holds it (else the console refuses patterns, and
     // a model that fits without them still links); a federation node's holds its forward pass.
     let node = std::env::var_os("CARGO_FEATURE_FEDERATION_NODE").is_some();
+    // `lean`: nothing in RAM beyond the model's own arena, the knowledge and the stack.
+    let lean = std::env::var_os("CARGO_FEATURE_LEAN").is_some();
     let full = ruvllm_esp32::infer::Pattern::Full;
     let (plain, with_patterns) = if float_engine {
         use ruvllm_esp32::infer::State;
@@ -69,7 +71,7 @@ fn main() {
         (IntState::arena_len(&model, seq), IntState::sparse_arena_len(&model, seq, full))
     };
     let room = (RAM - STACK - MARGIN).saturating_sub(std::mem::size_of::<ruvllm_esp32::console::Knowledge>());
-    let arena = if node || with_patterns * 4 > room { plain } else { with_patterns };
+    let arena = if node || lean || with_patterns * 4 > room { plain } else { with_patterns };
     // `set speculative on` (integer engine): an early-exit draft of all layers but the last,
     // gamma 2, when its state and buffers fit the RAM left after the arena, the knowledge and
     // the stack (else the console refuses the setting).
@@ -77,7 +79,7 @@ fn main() {
     let draft = ruvllm_esp32::speculative::early_exit(&model, spec_layers);
     let spec =
         draft.map_or(0, |d| ruvllm_esp32::console::Speculation::arena_len(&model, &d, seq, spec_gamma));
-    let spec = if float_engine || node || (arena + spec) * 4 > room { 0 } else { spec };
+    let spec = if float_engine || node || lean || (arena + spec) * 4 > room { 0 } else { spec };
     // A tensor-parallel node (RUVLLM_TENSOR=i:n: shard i of n) holds only its shard's cache.
     println!("cargo:rerun-if-env-changed=RUVLLM_TENSOR");
     let tensor = std::env::var("RUVLLM_TENSOR").ok().filter(|s| !s.is_empty()).map(|spec| {

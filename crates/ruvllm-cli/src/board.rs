@@ -125,21 +125,93 @@ pub fn parse_engine(s: &str) -> Result<bool> {
     }
 }
 
-pub fn build(
-    tc: &Toolchain,
-    image: &Path,
-    corrupt: bool,
-    float_engine: bool,
-    kernels: bool,
-) -> Result<PathBuf> {
+pub fn build(tc: &Toolchain, image: &Path, how: BoardBuild) -> Result<PathBuf> {
     let image = std::fs::canonicalize(image).with_context(|| format!("{}: cannot read", image.display()))?;
-    let features: Vec<&str> =
-        [(corrupt, "corrupt-image"), (float_engine, "float-engine"), (kernels, "kernel-profile")]
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, f)| *f)
-            .collect();
+    let features: Vec<&str> = [
+        (how.corrupt, "corrupt-image"),
+        (how.float_engine, "float-engine"),
+        (how.kernels, "kernel-profile"),
+        (how.lean, "lean"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, f)| *f)
+    .collect();
     cargo_build(tc, &features, &[("RUVLLM_MODEL", &image)])
+}
+
+/// The board's RAM by part, from its `stats json` after `bench` (bytes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RamParts {
+    /// The engine's arena: activations and KV cache.
+    pub arena: u64,
+    pub rag_store: u64,
+    pub memory: u64,
+    pub anomaly_detector: u64,
+    /// The rest of the console's knowledge value: its embedders.
+    pub embedders: u64,
+    /// Static RAM besides the arena and the knowledge: a MicroLoRA adapter, a draft's state,
+    /// attention-pattern scratch (the UART is memory-mapped: no RAM).
+    pub other_static: u64,
+    /// The stack's high-water mark; the console value lives on it.
+    pub stack: u64,
+    pub console: u64,
+}
+
+impl RamParts {
+    /// The figures of one `stats json` line, when the board measured its RAM.
+    fn parse(text: &str) -> Option<RamParts> {
+        let line = text.lines().find(|l| l.trim_start().starts_with('{'))?;
+        let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+        let ram = v.get("ram")?;
+        let n = |k: &str| ram.get(k).and_then(serde_json::Value::as_u64);
+        let (arena, knowledge) = (n("arena")?, n("knowledge")?);
+        let (rag_store, memory, anomaly_detector) = (n("rag_store")?, n("memory")?, n("anomaly_detector")?);
+        Some(RamParts {
+            arena,
+            rag_store,
+            memory,
+            anomaly_detector,
+            embedders: knowledge.checked_sub(rag_store + memory + anomaly_detector)?,
+            other_static: n("static")?.checked_sub(arena + knowledge)?,
+            stack: n("stack_high_water")?,
+            console: n("console")?,
+        })
+    }
+
+    fn rows(&self) -> [(&'static str, u64); 7] {
+        [
+            ("model: activations + KV cache", self.arena),
+            ("RAG store", self.rag_store),
+            ("semantic memory", self.memory),
+            ("anomaly detector", self.anomaly_detector),
+            ("embedders", self.embedders),
+            ("other static (adapter, draft, patterns)", self.other_static),
+            ("stack high-water (console included)", self.stack),
+        ]
+    }
+
+    fn print(&self) -> Result<()> {
+        outln!("RAM by part (the board's `stats json` after the bench):");
+        for (what, n) in self.rows() {
+            outln!("  {what:<38} {n:>7} bytes");
+        }
+        outln!("  (the console value on the stack: {} bytes)", self.console);
+        Ok(())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "arena": self.arena,
+            "rag_store": self.rag_store,
+            "memory": self.memory,
+            "anomaly_detector": self.anomaly_detector,
+            "embedders": self.embedders,
+            "other_static": self.other_static,
+            "stack_high_water": self.stack,
+            "console": self.console,
+        })
+    }
 }
 
 /// Builds the board as one node of a federated pipeline around `image`: `node` is
@@ -402,6 +474,12 @@ pub struct BoardBuild {
     pub corrupt: bool,
     /// The sparse-kernel benchmark instead of the console.
     pub sparse_bench: bool,
+    /// The float engine instead of the integer-only one.
+    pub float_engine: bool,
+    /// A counter read around each kernel (`--kernels`).
+    pub kernels: bool,
+    /// No adapter, draft or pattern scratch in RAM (`--lean`).
+    pub lean: bool,
 }
 
 pub fn run_board(
@@ -422,7 +500,7 @@ pub fn run_board(
         true => std::fs::canonicalize(&image)
             .map_err(anyhow::Error::from)
             .and_then(|image| cargo_build(&tc, &["sparse-bench"], &[("RUVLLM_MODEL", &image)])),
-        false => build(&tc, &image, how.corrupt, float_engine, false),
+        false => build(&tc, &image, BoardBuild { float_engine, ..how }),
     };
     let _ = std::fs::remove_dir_all(&dir);
     let elf = elf?;
@@ -506,6 +584,7 @@ pub fn bench(
     quant: &str,
     json: bool,
     kernels: bool,
+    lean: bool,
 ) -> Result<()> {
     let float_engine = parse_engine(engine)?;
     if kernels && float_engine {
@@ -519,7 +598,7 @@ pub fn bench(
     let tc = Toolchain::find()?;
     let dir = scratch_dir();
     let (image, image_len, flash_per_token) = board_image(args, &dir, quant)?;
-    let elf = build(&tc, &image, false, float_engine, kernels);
+    let elf = build(&tc, &image, BoardBuild { float_engine, kernels, lean, ..BoardBuild::default() });
     let _ = std::fs::remove_dir_all(&dir);
     let elf = elf?;
     let flash = std::fs::read(&elf).ok().and_then(|b| flash_bytes(&b));
@@ -534,6 +613,8 @@ pub fn bench(
     s.send(b"bench\n")?;
     let report = s.expect("peak RAM:", Duration::from_secs(3600))?;
     let ram_line = s.expect(PROMPT, Duration::from_secs(60))?;
+    s.send(b"stats json\n")?;
+    let parts = RamParts::parse(&s.expect(PROMPT, Duration::from_secs(60))?);
     s.send(b"quit\n")?;
     let _ = s.expect("bye", Duration::from_secs(10));
     let _ = s.wait(Duration::from_secs(10));
@@ -591,6 +672,8 @@ pub fn bench(
             "flash_image_bytes": flash,
             "model_image_bytes": image_len,
             "flash_bytes_per_token": flash_per_token,
+            "lean": lean,
+            "ram_by_part_bytes": parts.as_ref().map(RamParts::json),
             "kernels_per_token_average_0_127": kernel_rows
                 .iter()
                 .map(|(k, n)| serde_json::json!({"kernel": k, "instructions": n}))
@@ -613,7 +696,20 @@ pub fn bench(
             outln!("  {k:<17} {n:>10}  {:>5.1}%", 100.0 * *n as f64 / total as f64);
         }
     }
+    if let Some(n) = average.as_ref().and_then(|a| a["instructions"].as_u64()) {
+        // What the published "~4 ms/token at 240 MHz" compares with; a real C3 also waits on
+        // its flash cache, which QEMU does not model.
+        let ms = |mhz: f64| n as f64 / (mhz * 1e3);
+        outln!(
+            "time/token at one instruction a cycle (average 0-127): {:.2} ms at 160 MHz, {:.2} ms at 240 MHz",
+            ms(160.0),
+            ms(240.0)
+        );
+    }
     outln!("peak RAM: {ram}");
+    if let Some(p) = &parts {
+        p.print()?;
+    }
     match flash {
         Some(f) => outln!("flash image: {f} bytes (ELF in flash; the model image is {image_len} of them)"),
         None => outln!("flash image: model image {image_len} bytes"),

@@ -209,6 +209,11 @@ enum Cmd {
         /// (a board built with a counter read around each kernel)
         #[arg(long)]
         kernels: bool,
+        /// With --chip: the published resource table's board, the model, the console's
+        /// knowledge and the stack only (no MicroLoRA adapter, speculation draft or
+        /// attention-pattern scratch); also prints RAM by part
+        #[arg(long)]
+        lean: bool,
     },
     /// Build the QEMU ESP32-C3 board around a model (as q8) and run its console here
     #[command(
@@ -238,6 +243,10 @@ enum Cmd {
         /// model's first-layer matrices pruned to 0-95% (the break-even sparsity), then exit
         #[arg(long, conflicts_with_all = ["flash_image", "corrupt_image"])]
         sparse_bench: bool,
+        /// The published resource table's board: the model, the console's knowledge and the
+        /// stack only (no MicroLoRA adapter, speculation draft or attention-pattern scratch)
+        #[arg(long)]
+        lean: bool,
     },
     /// Train a model on a text corpus (or the built-in generated one): BPE tokenizer, model,
     /// quantization-aware training; writes OUT.gguf, OUT.ckpt and OUT.loss.svg
@@ -249,7 +258,7 @@ enum Cmd {
         /// UTF-8 text; documents separated by blank lines. Default: the built-in generated corpus
         #[arg(long)]
         text: Option<PathBuf>,
-        /// tiny (~100K parameters), 260k (stories260K's shape), default (the built-in model's) or 1m
+        /// nano (~16K parameters, the published resource table's model), tiny (~100K parameters), 260k (stories260K's shape), default (the built-in model's) or 1m
         #[arg(long, default_value = "260k")]
         preset: String,
         /// Total optimizer steps, at least 1 (a resumed run continues up to this)
@@ -351,6 +360,22 @@ enum Cmd {
         seed: u64,
         /// A WordNet database folder (Debian's wordnet-base: /usr/share/wordnet) whose synonym
         /// sets join the training topics
+        #[arg(long)]
+        wordnet: Option<PathBuf>,
+    },
+    /// Count the anomaly check's character trigram table from the built-in corpus and, with
+    /// --wordnet, WordNet's glosses
+    #[command(after_help = "Example (the committed table; needs Debian's wordnet-base):
+  ruvllm-esp32 train-chars --wordnet /usr/share/wordnet -o crates/ruvllm-esp32/data/char-trigrams.bin")]
+    TrainChars {
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+        /// Corpus documents counted (at most 2 million)
+        #[arg(long, default_value_t = ruvllm_train::chars::BUILTIN_DOCS,
+              value_parser = clap::value_parser!(u64).range(1..=MAX_DOCS as u64))]
+        docs: u64,
+        /// A WordNet database folder (Debian's wordnet-base: /usr/share/wordnet) whose words and
+        /// glosses are counted too
         #[arg(long)]
         wordnet: Option<PathBuf>,
     },
@@ -626,14 +651,14 @@ fn main() -> ExitCode {
         Cmd::Info { model, tokenizer, quant, json } => {
             commands::info(model.as_deref(), tokenizer.as_deref(), quant.as_deref(), json)
         }
-        Cmd::Bench { model, chip: Some(chip), engine, quant, json, kernels, .. } => {
-            board::bench(&model, &chip, &engine, &quant, json, kernels)
+        Cmd::Bench { model, chip: Some(chip), engine, quant, json, kernels, lean, .. } => {
+            board::bench(&model, &chip, &engine, &quant, json, kernels, lean)
         }
         Cmd::Bench { model, prompt, steps, repeat, json, chip: None, .. } => {
             bench::run(&model, &prompt, steps, repeat, json)
         }
-        Cmd::Board { model, quant, elf, corrupt_image, engine, flash_image, sparse_bench } => {
-            let how = board::BoardBuild { corrupt: corrupt_image, sparse_bench };
+        Cmd::Board { model, quant, elf, corrupt_image, engine, flash_image, sparse_bench, lean } => {
+            let how = board::BoardBuild { corrupt: corrupt_image, sparse_bench, lean, ..Default::default() };
             board::run_board(&model, &quant, elf.as_deref(), how, &engine, flash_image.as_deref())
         }
         Cmd::Train {
@@ -671,6 +696,7 @@ fn main() -> ExitCode {
         Cmd::TrainEmbedder { output, rows, steps, docs, seed, wordnet } => {
             train::embedder_cmd(&output, rows, steps, docs, seed, wordnet.as_deref())
         }
+        Cmd::TrainChars { output, docs, wordnet } => train::chars_cmd(&output, docs, wordnet.as_deref()),
         Cmd::Index { cmd } => index::run(cmd),
         Cmd::Lora { cmd } => lora::run(cmd),
         Cmd::Ports { all } => serial::ports_cmd(all),

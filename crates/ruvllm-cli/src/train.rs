@@ -173,6 +173,41 @@ pub fn corpus_cmd(output: &Path, docs: usize, seed: u64) -> Result<()> {
     Ok(())
 }
 
+/// WordNet's synonym sets and glosses as sentences, each file read through the bounded reader
+/// (a FIFO, a device or an endless file is refused before it is read).
+fn wordnet_sentences(dir: &Path) -> Result<ruvllm_train::embedder::Topics> {
+    use ruvllm_train::embedder;
+    let read = |path: &Path| -> std::result::Result<String, String> {
+        let bytes =
+            input::read_input(path, "WordNet file", embedder::MAX_WORDNET_FILE).map_err(|e| e.to_string())?;
+        String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))
+    };
+    embedder::wordnet_topics(dir, &read).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// `train-chars`: the character trigram table of the anomaly check.
+pub fn chars_cmd(output: &Path, docs: u64, wordnet: Option<&Path>) -> Result<()> {
+    let mut counts = ruvllm_train::chars::Counts::default();
+    for i in 0..docs {
+        counts.add(&ruvllm_train::corpus::document(ruvllm_train::corpus::DEFAULT_SEED, i));
+    }
+    let mut glosses = 0;
+    if let Some(dir) = wordnet {
+        for s in wordnet_sentences(dir)?.sentences.iter().flatten() {
+            counts.add(s);
+            glosses += 1;
+        }
+    }
+    let file = counts.file();
+    ruvllm_train::run::checkpoint::write_atomic(output, &file)?;
+    eprintln!(
+        "wrote {} ({docs} corpus documents, {glosses} WordNet sentences, {} bytes)",
+        output.display(),
+        file.len()
+    );
+    Ok(())
+}
+
 /// `train-embedder`: the learned n-gram table of the knowledge commands.
 pub fn embedder_cmd(
     output: &Path,
@@ -188,16 +223,7 @@ pub fn embedder_cmd(
         bail!("the first {docs} corpus documents hold fewer than two fact topics: use more --docs");
     }
     let extra = match wordnet {
-        Some(dir) => {
-            // Each file through the bounded reader: a FIFO, a device or an endless file is
-            // refused before it is read.
-            let read = |path: &Path| -> std::result::Result<String, String> {
-                let bytes = input::read_input(path, "WordNet file", embedder::MAX_WORDNET_FILE)
-                    .map_err(|e| e.to_string())?;
-                String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))
-            };
-            embedder::wordnet_topics(dir, &read).map_err(|e| anyhow::anyhow!(e))?
-        }
+        Some(dir) => wordnet_sentences(dir)?,
         None => embedder::Topics { names: Vec::new(), sentences: Vec::new() },
     };
     let cfg = embedder::Config { rows, steps, seed, ..embedder::Config::default() };

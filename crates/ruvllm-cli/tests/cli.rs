@@ -591,3 +591,20 @@ fn lora_train_writes_an_adapter_that_gen_applies_and_bad_ones_are_refused() {
         );
     }
 }
+
+/// `models/nano.gguf` (scripts/train-models.sh nano) is the published resource table's model:
+/// about 16 K int8 weights and, on the integer path, activations and KV cache for its whole
+/// context within the table's ~20 KB of RAM.
+#[test]
+fn the_committed_nano_model_fits_the_published_table() {
+    let img = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/nano.gguf");
+    let (info, _) = ok(&["info", s(&img)]);
+    let after = |label: &str| -> u64 {
+        let rest =
+            &info[info.find(label).unwrap_or_else(|| panic!("no {label:?} in {info}")) + label.len()..];
+        rest.split(|c: char| !c.is_ascii_digit()).find(|t| !t.is_empty()).unwrap().parse().unwrap()
+    };
+    assert!((15_000..=16_384).contains(&after("parameters: ")), "{info}");
+    assert!(after("int8 ") <= 16 * 1024, "{info}");
+    assert!(after("on the integer path (chips without an FPU): ") <= 20 * 1024, "{info}");
+}

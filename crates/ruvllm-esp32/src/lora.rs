@@ -49,6 +49,11 @@ pub struct IntLora {
 }
 
 impl IntLora {
+    /// Whether `B` is all zero: then `B (A h)` is exactly 0 and the adapter changes no output.
+    pub fn changes_nothing(&self) -> bool {
+        self.bt[..self.rank * self.dim].iter().all(|&b| b == 0)
+    }
+
     /// Adds `B (A h)` to `out` (Q16.16), `h` the layer's SwiGLU activation (Q16.16).
     pub(crate) fn apply(&self, h: &[i32], out: &mut [i32]) {
         for j in 0..self.rank {
@@ -595,9 +600,11 @@ impl DeviceLora {
         Ok(())
     }
 
-    /// The adapter generation applies: `None` while off (or before [`Self::attach`]).
+    /// The adapter generation applies: `None` while off (or before [`Self::attach`]), and while
+    /// it changes nothing (fresh or reset: `B` is zero), so a console with an untrained adapter
+    /// generates, and speculates, as without one.
     pub fn active(&self) -> Option<&IntLora> {
-        (self.ready && self.on).then(|| self.trainer.adapter())
+        (self.ready && self.on).then(|| self.trainer.adapter()).filter(|a| !a.changes_nothing())
     }
 
     /// Applies the adapter (`true`) or runs the base model alone (`false`).

@@ -397,4 +397,13 @@ fn a_pattern_must_fit_the_scratch_it_was_built_with() {
     let mut farena = vec![0f32; State::arena_len(&model, n)];
     let mut plain = State::new(&model, &mut farena, n, Kernels::detect()).unwrap();
     assert!(plain.set_pattern(&model, small).is_err(), "a state built without scratch");
+    // Without scratch attention is full already: asking for full is no error (a board whose
+    // RAM holds no pattern scratch answers `set attention full`).
+    assert!(plain.set_pattern(&model, Pattern::Full).is_ok());
+    assert_eq!(plain.pattern(), None);
+    let mut iarena = vec![0i32; IntState::arena_len(&model, n)];
+    let mut iplain = IntState::new(&model, &mut iarena, n).unwrap();
+    assert!(iplain.set_pattern(small).is_err(), "an integer state built without scratch");
+    assert!(iplain.set_pattern(Pattern::Full).is_ok());
+    assert_eq!(iplain.pattern(), None);
 }

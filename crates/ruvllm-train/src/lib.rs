@@ -9,6 +9,7 @@
 //! * [`run`]: the training loop: batches, validation split, checkpoints and resume, loss curve.
 
 pub mod bpe;
+pub mod chars;
 pub mod corpus;
 pub mod embedder;
 pub mod model;

@@ -72,7 +72,7 @@ static mut KNOWLEDGE: MaybeUninit<Knowledge> = MaybeUninit::uninit();
 
 /// The MicroLoRA adapter the console trains (`lora`): in .bss (all zeros until the engine sets
 /// it up), so the link checks its fixed size fits too.
-#[cfg(all(not(feature = "float-engine"), not(feature = "vector-bench")))]
+#[cfg(all(not(feature = "float-engine"), not(feature = "vector-bench"), not(feature = "lean")))]
 static mut LORA: ruvllm_esp32::lora::DeviceLora = ruvllm_esp32::lora::DeviceLora::EMPTY;
 
 /// The knowledge store's region: the two erase blocks (512 KiB) of pflash bank 0 after its
@@ -225,12 +225,14 @@ fn main() -> ! {
     // SAFETY: main runs once and never returns, so this is the only reference to ARENA.
     let arena = unsafe { &mut *addr_of_mut!(ARENA) };
     // SAFETY: main runs once and never returns, so this is the only reference to LORA.
-    #[cfg(not(feature = "float-engine"))]
+    #[cfg(all(not(feature = "float-engine"), not(feature = "lean")))]
     let lora = unsafe { &mut *addr_of_mut!(LORA) };
-    #[cfg(not(feature = "float-engine"))]
+    #[cfg(all(not(feature = "float-engine"), not(feature = "lean")))]
     let engine =
         IntegerEngine::new(model, arena, seq).map(|e| e.with_lora(lora, ruvllm_esp32::lora::model_id(image)));
-    #[cfg(feature = "float-engine")]
+    #[cfg(all(not(feature = "float-engine"), feature = "lean"))]
+    let engine = IntegerEngine::new(model, arena, seq);
+    #[cfg(any(feature = "float-engine", feature = "lean"))]
     let _ = image;
     #[cfg(feature = "float-engine")]
     let engine = ReferenceEngine::new(model, arena, seq);

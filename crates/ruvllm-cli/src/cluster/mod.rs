@@ -428,16 +428,7 @@ pub async fn coordinate_boards<S: AsyncRead + AsyncWrite + Unpin>(
     answer_ms: u64,
     mut emit: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<RunReport> {
-    if checksums.len() != boards.len() {
-        bail!("one image checksum per board");
-    }
-    let mut names = Vec::with_capacity(boards.len());
-    for (b, &checksum) in boards.iter_mut().zip(checksums) {
-        let me = Hello { version: VERSION, model: checksum, node: COORDINATOR };
-        let cfg = b.config();
-        let peer = b.hello(me).await.map_err(|e| link_error("a board", e, cfg))?;
-        names.push(node_name(peer.node));
-    }
+    let names = greet_all(boards, checksums, "a board").await?;
     // One message through every board in turn: what the last one answers.
     let through = async |boards: &mut [HostLink<S>], mut body: Body| {
         for (b, name) in boards.iter_mut().zip(&names) {
@@ -470,21 +461,62 @@ pub async fn coordinate_boards<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let elapsed = start.elapsed();
-    let mut nodes = Vec::with_capacity(boards.len());
-    for (b, name) in boards.iter_mut().zip(&names) {
-        let cfg = b.config();
-        b.send(Body::Finish).await.map_err(|e| link_error(name, e, cfg))?;
-        for _ in 0..2 {
-            match b.recv(Some(answer_ms)).await.map_err(|e| link_error(name, e, cfg))? {
-                Body::Stats(s) => nodes.push(s),
-                Body::Finish => {}
-                _ => bail!("{name} answered out of turn while finishing"),
-            }
-        }
-    }
+    let nodes = finish_all(boards, &names, answer_ms).await?;
     let head = link_totals(boards);
     linger_all(boards).await;
     Ok(RunReport { nodes, head, tail: LinkStats::default(), positions, generated: seq.generated, elapsed })
+}
+
+/// Opens every link (`who` names the peers in errors; `checksums[i]`: the CRC-32 of the image
+/// link `i`'s node must hold); the names of the nodes that answered.
+async fn greet_all<S: AsyncRead + AsyncWrite + Unpin>(
+    links: &mut [HostLink<S>],
+    checksums: &[u32],
+    who: &str,
+) -> Result<Vec<String>> {
+    if checksums.len() != links.len() {
+        bail!("one image checksum per link");
+    }
+    let mut names = Vec::with_capacity(links.len());
+    for (l, &checksum) in links.iter_mut().zip(checksums) {
+        let me = Hello { version: VERSION, model: checksum, node: COORDINATOR };
+        let cfg = l.config();
+        let peer = l.hello(me).await.map_err(|e| link_error(who, e, cfg))?;
+        names.push(node_name(peer.node));
+    }
+    Ok(names)
+}
+
+/// The next message from node `name`, within `answer_ms`; its failure report as an error.
+async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+    l: &mut HostLink<S>,
+    name: &str,
+    answer_ms: u64,
+) -> Result<Body> {
+    match l.recv(Some(answer_ms)).await {
+        Ok(Body::Fail { node, reason }) => Err(anyhow!("node {node} failed: {}", fail_reason(reason))),
+        Ok(b) => Ok(b),
+        Err(LinkError::Silent) => Err(anyhow!("no answer from {name} within {answer_ms} ms")),
+        Err(e) => Err(link_error(name, e, l.config())),
+    }
+}
+
+/// Sends each node its Finish and takes what it answers: its statistics, then its Finish.
+async fn finish_all<S: AsyncRead + AsyncWrite + Unpin>(
+    links: &mut [HostLink<S>],
+    names: &[String],
+    answer_ms: u64,
+) -> Result<Vec<NodeStats>> {
+    let mut nodes = Vec::with_capacity(links.len());
+    for (l, name) in links.iter_mut().zip(names) {
+        let cfg = l.config();
+        l.send(Body::Finish).await.map_err(|e| link_error(name, e, cfg))?;
+        match (answer(l, name, answer_ms).await?, answer(l, name, answer_ms).await?) {
+            (Body::Stats(s), Body::Finish) => nodes.push(s),
+            _ => bail!("{name} answered out of turn while finishing"),
+        }
+    }
+    Ok(nodes)
 }
 
 /// [`Link::linger`] on every link at once: a node's last Finish is acknowledged again if
@@ -614,13 +646,7 @@ pub async fn coordinate_tensor<S: AsyncRead + AsyncWrite + Unpin>(
     answer_ms: u64,
     mut emit: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<RunReport> {
-    let me = Hello { version: VERSION, model: checksum, node: COORDINATOR };
-    let mut names = Vec::with_capacity(links.len());
-    for l in links.iter_mut() {
-        let cfg = l.config();
-        let peer = l.hello(me).await.map_err(|e| link_error("a node", e, cfg))?;
-        names.push(node_name(peer.node));
-    }
+    let names = greet_all(links, &vec![checksum; links.len()], "a node").await?;
     let mut arena = vec![0; TensorLead::arena_len(model)];
     let mut total = vec![0i64; model.config.dim];
     let mut lead = TensorLead::new(model, &mut arena, shards, &mut total)?;
@@ -630,12 +656,7 @@ pub async fn coordinate_tensor<S: AsyncRead + AsyncWrite + Unpin>(
         let cfg = l.config();
         l.send(body).await.map_err(|e| link_error(name, e, cfg))
     };
-    let recv = async |l: &mut HostLink<S>, name: &str| match l.recv(Some(answer_ms)).await {
-        Ok(Body::Fail { node, reason }) => Err(anyhow!("node {node} failed: {}", fail_reason(reason))),
-        Ok(b) => Ok(b),
-        Err(LinkError::Silent) => Err(anyhow!("no answer from {name} within {answer_ms} ms")),
-        Err(e) => Err(link_error(name, e, l.config())),
-    };
+    let recv = async |l: &mut HostLink<S>, name: &str| answer(l, name, answer_ms).await;
     let start = Instant::now();
     let begin = Body::Start { stream: 0, temp_milli: job.temp_milli, seed: job.seed };
     for (l, name) in links.iter_mut().zip(&names) {
@@ -669,14 +690,7 @@ pub async fn coordinate_tensor<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let elapsed = start.elapsed();
-    let mut nodes = Vec::with_capacity(links.len());
-    for (l, name) in links.iter_mut().zip(&names) {
-        send(l, name, Body::Finish).await?;
-        match (recv(l, name).await?, recv(l, name).await?) {
-            (Body::Stats(s), Body::Finish) => nodes.push(s),
-            _ => bail!("{name} answered out of turn while finishing"),
-        }
-    }
+    let nodes = finish_all(links, &names, answer_ms).await?;
     let head = link_totals(links);
     linger_all(links).await;
     Ok(RunReport { nodes, head, tail: LinkStats::default(), positions, generated: seq.generated, elapsed })

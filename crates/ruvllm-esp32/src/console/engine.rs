@@ -127,7 +127,7 @@ pub trait Engine {
 /// What `lora` answers on an engine without an adapter.
 pub(super) const NO_ADAPTER: crate::Error =
     crate::Error::Unsupported {
-        what: "no MicroLoRA adapter here (it needs the integer engine and a model of dim 256 and hidden 512 at most)",
+        what: "no MicroLoRA adapter here (it needs the integer engine, a model of dim 256 and hidden 512 at most, and a board built without --lean)",
     };
 
 /// The float forward pass ([`State`] + [`infer::generate`]) with the scalar reference

@@ -24,7 +24,7 @@
 use core::mem::{size_of, MaybeUninit};
 use core::ptr::addr_of_mut;
 
-use super::anomaly::{ANOMALY_LANGUAGE, ANOMALY_TEXT, ANOMALY_TEXT_CERTAIN};
+use super::anomaly::{ANOMALY_LANGUAGE, ANOMALY_TEXT, ANOMALY_TEXT_CERTAIN, ANOMALY_TEXT_CLEAR};
 use super::memory::{new_memory, KnowledgeMemory};
 use super::saved::{roll_back, KnowledgeStore};
 use crate::embed::{has_word, Embedder, NgramEmbedder, TableEmbedder};
@@ -326,10 +326,11 @@ impl Knowledge {
 
     /// [`Self::anomaly`] with a model at hand: `token_stats` gives what the model makes of the
     /// text's tokens ([`Engine::token_stats`](super::Engine::token_stats); [`ANOMALY_LANGUAGE`]),
-    /// as the console asks it. It is not called when the text alone is certainly no language
-    /// (its text-only score above [`ANOMALY_TEXT_CERTAIN`]): that saves the forward passes,
-    /// tens of millions of instructions on a chip, for the lines that need them. The verdict
-    /// is then on the model's threshold, as every other line of that console.
+    /// as the console asks it. It is not called when the text alone decides: certainly no
+    /// language (its text-only score above [`ANOMALY_TEXT_CERTAIN`]) or clearly language
+    /// (below [`ANOMALY_TEXT_CLEAR`]). That saves the forward passes, tens of millions of
+    /// instructions on a chip, for the few lines that need them. The verdict is then on the
+    /// model's threshold, as every other line of that console.
     pub fn anomaly_with(
         &mut self,
         text: &str,
@@ -338,7 +339,9 @@ impl Knowledge {
         check_text(text)?;
         let by_text = ANOMALY_TEXT.score(&language::features(text, None));
         let (score, threshold) = match token_stats {
-            Some(_) if by_text > ANOMALY_TEXT_CERTAIN => (by_text, ANOMALY_LANGUAGE.threshold),
+            Some(_) if !(ANOMALY_TEXT_CLEAR..=ANOMALY_TEXT_CERTAIN).contains(&by_text) => {
+                (by_text, ANOMALY_LANGUAGE.threshold)
+            }
             Some(stats) => match stats(text) {
                 Some(t) => {
                     (ANOMALY_LANGUAGE.score(&language::features(text, Some(&t))), ANOMALY_LANGUAGE.threshold)

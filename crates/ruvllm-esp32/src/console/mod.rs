@@ -46,7 +46,7 @@ mod tests;
 mod typeahead;
 
 pub use crate::sample::Sampling;
-pub use anomaly::{ANOMALY_LANGUAGE, ANOMALY_TEXT, ANOMALY_TEXT_CERTAIN};
+pub use anomaly::{ANOMALY_LANGUAGE, ANOMALY_TEXT, ANOMALY_TEXT_CERTAIN, ANOMALY_TEXT_CLEAR};
 pub use engine::{Engine, IntegerEngine, ModelInfo, NoModel, ReferenceEngine};
 pub use host_tx::{HostTx, TryTx};
 pub use knowledge::{

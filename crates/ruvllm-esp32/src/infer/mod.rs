@@ -324,6 +324,8 @@ impl<'s> State<'s> {
         match &mut self.sparse {
             Some(SparseRows::F32(s)) => s.set(pattern, seq_len, row_bytes),
             Some(SparseRows::Q8(s)) => s.set(pattern, seq_len, row_bytes),
+            // Built without scratch: attention is already full (the dense path).
+            None if pattern == Pattern::Full => Ok(()),
             None => Err(Error::BufferTooSmall { need: pattern.bound(seq_len) * row_bytes, have: 0 }),
         }
     }

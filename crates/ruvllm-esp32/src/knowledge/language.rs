@@ -6,7 +6,8 @@
 //!
 //! **Features** ([`FEATURES`] values, [`features`]): text ones (letter, digit and symbol
 //! fractions, vowels among letters, mean word length (capped), distinct words, capitals, plain
-//! words) and, with [`TokenStats`], model ones (mean and 75th-percentile negative
+//! words, and the characters' surprise under the built-in trigram model of
+//! [`super::chars`]: mean bits a character and the fraction of rare transitions) and, with [`TokenStats`], model ones (mean and 75th-percentile negative
 //! log-likelihood of the scored tokens in nats, byte-fallback tokens per token, bytes per
 //! token, distinct tokens, and the surprise beyond the entropy of the model's own predictions).
 //! Without a model the model features are 0 and a [`LanguageCalibration`] fitted without them
@@ -29,9 +30,9 @@ use crate::model::Model;
 /// Most tokens [`token_stats`] runs the model on (the rest of a long line is not scored).
 pub const SCORED_TOKENS: usize = 32;
 /// Features of a text ([`features`]): [`TEXT_FEATURES`] text ones, then 6 model ones.
-pub const FEATURES: usize = 14;
+pub const FEATURES: usize = 16;
 /// The text features come first; the rest need a model.
-pub const TEXT_FEATURES: usize = 8;
+pub const TEXT_FEATURES: usize = 10;
 /// Names of the features, in order (for reports).
 pub const FEATURE_NAMES: [&str; FEATURES] = [
     "letters",
@@ -42,6 +43,8 @@ pub const FEATURE_NAMES: [&str; FEATURES] = [
     "distinct words",
     "capitals",
     "plain words",
+    "char surprise",
+    "rare chars",
     "mean surprise",
     "p75 surprise",
     "byte fallback",
@@ -211,13 +214,16 @@ pub fn features(text: &str, tokens: Option<&TokenStats>) -> [f32; FEATURES] {
     f[5] = distinct as f32 / kept.len().max(1) as f32;
     f[6] = caps as f32 / letters.max(1) as f32;
     f[7] = plain as f32 / n.max(1) as f32;
+    let chars = super::chars::built_in().surprise(text);
+    f[8] = chars.mean_bits;
+    f[9] = chars.rare;
     if let Some(t) = tokens {
-        f[8] = t.mean_nll;
-        f[9] = t.p75_nll;
-        f[10] = t.byte_rate;
-        f[11] = t.bytes_per_token;
-        f[12] = t.distinct;
-        f[13] = t.excess_nll;
+        f[10] = t.mean_nll;
+        f[11] = t.p75_nll;
+        f[12] = t.byte_rate;
+        f[13] = t.bytes_per_token;
+        f[14] = t.distinct;
+        f[15] = t.excess_nll;
     }
     f
 }
@@ -269,7 +275,7 @@ mod tests {
     fn text_features_tell_words_from_symbols_and_repeats() {
         let prose = features("The pump runs at six, doesn't it?", None);
         assert!(prose[0] > 0.8 && prose[2] < 0.15 && prose[5] == 1.0 && prose[7] == 1.0, "{prose:?}");
-        assert!(prose[8..].iter().all(|&x| x == 0.0));
+        assert!(prose[TEXT_FEATURES..].iter().all(|&x| x == 0.0));
         let symbols = features("%%%% #### @@@@", None);
         assert_eq!((symbols[0], symbols[2], symbols[7]), (0.0, 1.0, 0.0));
         let repeat = features("go go go go", None);

@@ -37,7 +37,7 @@ pub enum TrainError {
     Checkpoint { path: PathBuf, why: String },
     #[error("cannot resume from {path}: {what} differs (checkpoint: {checkpoint}, this run: {requested})")]
     ResumeMismatch { path: PathBuf, what: &'static str, checkpoint: String, requested: String },
-    #[error("unknown preset {0:?} (tiny, 260k, default, 1m, 3m)")]
+    #[error("unknown preset {0:?} (nano, tiny, 260k, default, 1m, 3m)")]
     UnknownPreset(String),
     #[error("loss curve: {0}")]
     Plot(String),
@@ -68,7 +68,24 @@ pub struct Preset {
     pub lr: f32,
 }
 
-pub const PRESETS: [Preset; 5] = [
+pub const PRESETS: [Preset; 6] = [
+    // ~16K parameters: the published resource table's "model (INT8) ~16 KB flash, ~20 KB RAM".
+    // Half the parameters are the 512 x 16 embedding (shared with the classifier): the
+    // tokenizer's 259 reserved pieces (byte fallback) make a much smaller vocabulary pointless,
+    // and the built-in model's 512 pieces let it share that model's tokenizer. One KV head of
+    // 8 keeps the int8 KV cache at 8 KiB for 256 positions.
+    Preset {
+        name: "nano",
+        dim: 16,
+        hidden_dim: 64,
+        n_layers: 2,
+        n_heads: 2,
+        n_kv_heads: 1,
+        vocab_size: 512,
+        seq_len: 256,
+        batch: 32,
+        lr: 4e-3,
+    },
     // ~100K parameters: the draft model for speculative decoding, and quick experiments.
     Preset {
         name: "tiny",

@@ -222,3 +222,11 @@ fn fine_tuning_a_pruned_model_keeps_it_sparse_and_recovers_loss() {
     let _ = std::fs::remove_dir_all(d1);
     let _ = std::fs::remove_dir_all(d2);
 }
+
+#[test]
+fn the_nano_preset_is_the_published_tables_16k_model() {
+    // "model (INT8) ~16 KB flash": about 16 K parameters, one int8 byte each.
+    let p = preset("nano").unwrap();
+    let n = crate::model::Layout::new(&p.config(p.vocab_size)).len;
+    assert!((15_000..=16_384).contains(&n), "{n} parameters");
+}

@@ -257,6 +257,8 @@ impl<'s> IntState<'s> {
         let row_bytes = Plan::sparse_len(&self.shape, 1) * 4;
         match &mut self.sparse {
             Some(s) => s.set(pattern, self.seq_len, row_bytes),
+            // Built without scratch: attention is already full (the dense path).
+            None if pattern == Pattern::Full => Ok(()),
             None => Err(Error::BufferTooSmall { need: pattern.bound(self.seq_len) * row_bytes, have: 0 }),
         }
     }
