@@ -3,7 +3,7 @@
 # (docs/MODELS.md "The built-in model", docs/BENCHMARKS.md "Training"). Everything trains on the
 # generated corpus (`ruvllm-esp32 corpus`); nothing is downloaded.
 #
-#   scripts/train-models.sh [default|draft|nano|qat|eval|all|restamp]
+#   scripts/train-models.sh [default|draft|nano|qat|3m|eval|all|restamp]
 #
 # Runs are deterministic for a given thread count and CPU kernel set (AVX-512 here); other
 # machines reproduce the losses to a few parts in a thousand, not bit for bit.
@@ -34,6 +34,14 @@ if [[ $what == nano || $what == all ]]; then
         --tokenizer-from crates/ruvllm-cli/data/default.gguf -o target/train/nano-q8.gguf
     cp target/train/nano-q8.gguf models/nano.gguf
     cp target/train/nano-q8.loss.svg docs/img/nano-q8-loss.svg
+fi
+if [[ $what == 3m || $what == all ]]; then
+    # A model too big for one ESP32-C3 (its q8 image is over the chip's 3 MiB flash budget),
+    # for the pipeline split across QEMU boards (docs/BENCHMARKS.md "Multi-chip federation").
+    $bin train --preset 3m --quant q8 --steps 2000 --threads 2 --checkpoint-every 100 \
+        --tokenizer-from crates/ruvllm-cli/data/default.gguf -o target/train/3m-q8.gguf
+    cp target/train/3m-q8.gguf models/3m.gguf
+    cp target/train/3m-q8.loss.svg models/3m.loss.svg
 fi
 if [[ $what == qat || $what == all ]]; then
     # Equal parameter count (the 260k preset, stories260K's shape), four weight formats. The

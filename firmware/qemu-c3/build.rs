@@ -10,7 +10,20 @@ use std::path::PathBuf;
 
 fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    std::fs::copy("memory.x", out.join("memory.x")).expect("copy memory.x");
+    let mut memory = std::fs::read_to_string("memory.x").expect("read memory.x");
+    if std::env::var_os("CARGO_FEATURE_FEDERATION_NODE").is_some() {
+        // A federation node's loop keeps the link's frames and messages on its stack: about
+        // 127 KiB measured (the peak RAM it reports), so a board whose part of the model leaves
+        // less fails to link instead of running its stack into the arena.
+        let (from, to) = ("_hart_stack_size = 48K;", format!("_hart_stack_size = {}K;", NODE_STACK / 1024));
+        let (why, node_why) = (
+            "under 48 KiB of the ESP32-C3's 400 KiB RAM for the stack: use a q8 image or a smaller model",
+            format!("under {} KiB of the ESP32-C3's 400 KiB RAM for a federation node's stack: split the model over more boards", NODE_STACK / 1024),
+        );
+        assert!(memory.contains(from) && memory.contains(why), "memory.x changed: update build.rs");
+        memory = memory.replace(from, &to).replace(why, &node_why);
+    }
+    std::fs::write(out.join("memory.x"), memory).expect("write memory.x");
     println!("cargo:rustc-link-search={}", out.display());
     // memory.x (the chip's FLASH and RAM) must come before riscv-rt's link.x.
     println!("cargo:rustc-link-arg-bins=-Tmemory.x");
@@ -96,8 +109,15 @@ fn main() {
             std::env::var("RUVLLM_NODE").unwrap_or_else(|_| fail("RUVLLM_NODE=id:first:last is not set"));
         let v: Vec<usize> = spec.split(':').filter_map(|x| x.parse().ok()).collect();
         let [id, first, last] = v[..] else { fail(&format!("RUVLLM_NODE={spec}: use id:first:last")) };
-        if first > last || last >= model.config.n_layers || id >= 255 {
-            fail(&format!("RUVLLM_NODE={spec}: layers outside the model's {}", model.config.n_layers));
+        // An image cut to this node's layers (`federation::cut`) holds the model's
+        // first..first + n_layers.
+        let n = model.config.n_layers;
+        let (offset, total) = model.cut.map_or((0, n), |c| (c.first, c.total));
+        if first > last || first < offset || last >= offset + n || id >= 255 {
+            fail(&format!(
+                "RUVLLM_NODE={spec}: layers outside the image's {offset}..={} of {total}",
+                offset + n - 1
+            ));
         }
         plan += &format!(
             "/// This node's id and layers.\npub const NODE_ID: u8 = {id};\npub const NODE_LAYERS: core::ops::Range<usize> = {first}..{};\n",
@@ -137,6 +157,8 @@ fn main() {
 const RAM: usize = 400 * 1024;
 const STACK: usize = 48 * 1024;
 const MARGIN: usize = 16 * 1024;
+/// A federation node's stack (see `main`).
+const NODE_STACK: usize = 144 * 1024;
 
 /// The blob's header: magic, then little-endian u32 fields, the seed (u64) and the ef_search
 /// values; f32 data follows (base vectors, then queries). Keep in step with

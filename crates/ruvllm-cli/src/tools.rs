@@ -208,16 +208,26 @@ async fn boards_in(
     tc: &crate::board::Toolchain,
     dir: &Path,
 ) -> Result<RunReport> {
-    let image = dir.join("model.gguf");
-    std::fs::write(&image, img.bytes()).with_context(|| format!("{}: cannot write", image.display()))?;
     let mut boards = Vec::with_capacity(nodes.len());
+    let mut checksums = Vec::with_capacity(nodes.len());
     for (i, n) in nodes.iter().enumerate() {
+        // A pipeline board links only its layers' cut of the model (so a model too big for one
+        // chip fits several); a tensor board holds the whole image.
+        let bytes = match shards {
+            Some(_) => img.bytes().to_vec(),
+            None => ruvllm_esp32::federation::cut::cut(img.bytes(), n.layers.clone())
+                .map_err(|e| anyhow!("node {}: cutting its layers from the model: {e}", n.id))?,
+        };
+        let image = dir.join(format!("node-{}.gguf", n.id));
+        std::fs::write(&image, &bytes).with_context(|| format!("{}: cannot write", image.display()))?;
+        checksums.push(crc32fast::hash(&bytes));
         let spec = format!("{}:{}:{}", n.id, n.layers.start, n.layers.end - 1);
         let tensor = shards.map(|s| format!("{i}:{}", s.len()));
         let built = crate::board::build_node(tc, &image, &spec, tensor.as_deref())
             .with_context(|| format!("node {}", n.id))?;
         let elf = dir.join(format!("node-{}.elf", n.id));
         std::fs::copy(&built, &elf).with_context(|| format!("{}: cannot write", elf.display()))?;
+        let flash = std::fs::read(&elf).ok().and_then(|b| crate::board::flash_bytes(&b)).unwrap_or(0);
         let serial = format!("tcp:127.0.0.1:{},server=on,wait=on", n.port);
         let cmd = crate::board::qemu_serial(tc, &elf, &["-serial", &serial]);
         let mut cmd = tokio::process::Command::from(cmd);
@@ -238,10 +248,11 @@ async fn boards_in(
             None => format!("layers {}..={}", n.layers.start, n.layers.end - 1),
         };
         eprintln!(
-            "node {}: QEMU board (pid {}), UART on port {}, {part}",
+            "node {}: QEMU board (pid {}), UART on port {}, {part}, model image {} bytes, flash {flash} bytes",
             n.id,
             child.id().unwrap_or(0),
-            n.port
+            n.port,
+            bytes.len()
         );
         boards.push(child);
     }
@@ -259,7 +270,7 @@ async fn boards_in(
     let answer_ms = cfg.give_up_ms();
     let report = match shards {
         Some(s) => cluster::coordinate_tensor(&model, checksum, &mut links, s, job, answer_ms, write).await?,
-        None => cluster::coordinate_boards(&model, checksum, &mut links, job, answer_ms, write).await?,
+        None => cluster::coordinate_boards(&model, &checksums, &mut links, job, answer_ms, write).await?,
     };
     write(b"\n")?;
     drop(links);
@@ -495,9 +506,12 @@ fn print_report(r: &RunReport, nodes: &[Node], file: &ClusterFile, busy: Busy) {
                 s.busy_us as f64 / 1e3,
                 s.busy_us as f64 / 1e3 / pos
             ),
-            Busy::Instructions => {
-                format!("{} instructions in its layers ({:.0} a position)", s.busy_us, s.busy_us as f64 / pos)
-            }
+            Busy::Instructions => format!(
+                "{} instructions in its layers ({:.0} a position), peak RAM {} bytes",
+                s.busy_us,
+                s.busy_us as f64 / pos,
+                s.peak_ram
+            ),
         };
         text += &format!(
             "node {} ({}, layers {}..={}): {work}, {} bytes sent ({:.1} a position), {} retransmits, {} bad frames\n",

@@ -10,8 +10,6 @@
 mod common;
 
 use common::*;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// `cluster run --qemu` of a plan of `chips` boards (`extra`: plan arguments) over `steps`
 /// positions: its text must be `gen --int`'s, and every board must report its instructions.
@@ -22,15 +20,8 @@ fn boards_match_gen(extra: &[&str], chips: usize, base: u16, steps: usize, temp:
     let args = ["-p", "Once upon a time", "-n", &n, "--temp", temp, "--seed", seed];
     let want = run(&[&["gen", "--int"][..], &args].concat());
     assert!(want.status.success());
-    let child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
-        .args([&["cluster", "run", "--qemu", "--config", s(&path)][..], &args].concat())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = wait_within(child, Instant::now(), Duration::from_secs(900), "cluster run --qemu");
+    let out = cluster_run_qemu(&path, &args);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{label}: {err}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&want.stdout), "{label}");
     eprintln!("{label}, temp {temp}:\n{err}");
     for i in 0..chips {

@@ -21,6 +21,7 @@ use ruvllm_esp32::infer::IntState;
 use ruvllm_esp32::model::Model;
 use ruvllm_esp32::sample::Sampling;
 use ruvllm_esp32::tokenizer;
+use std::ops::Range;
 
 fn builtin() -> common::Image {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-cli/data/default.gguf");
@@ -36,17 +37,32 @@ fn chained(
     temp_milli: u32,
     seed: u64,
 ) -> Vec<u8> {
-    let stages: Vec<_> = plan(model.config.n_layers, nodes).unwrap().collect();
-    let mut arenas: Vec<Vec<i32>> =
-        stages.iter().map(|_| vec![0i32; IntState::arena_len(model, steps)]).collect();
+    let layers: Vec<_> = plan(model.config.n_layers, nodes).unwrap().map(|s| s.layers).collect();
+    ring(model, &vec![model; layers.len()], &layers, prompt, steps, temp_milli, seed)
+}
+
+/// [`chained`] with stage `i` running `layers[i]` of `parts[i]` (the whole model, or its cut).
+fn ring(
+    model: &Model<'_>,
+    parts: &[&Model<'_>],
+    layers: &[Range<usize>],
+    prompt: &[u32],
+    steps: usize,
+    temp_milli: u32,
+    seed: u64,
+) -> Vec<u8> {
+    let mut arenas: Vec<Vec<i32>> = parts.iter().map(|m| vec![0i32; IntState::arena_len(m, steps)]).collect();
     let mut slots: Vec<Vec<Slot<'_>>> = arenas
         .iter_mut()
-        .map(|a| vec![Slot { state: IntState::new(model, a, steps).unwrap(), sampling: Sampling::GREEDY }])
+        .zip(parts)
+        .map(|(a, m)| vec![Slot { state: IntState::new(m, a, steps).unwrap(), sampling: Sampling::GREEDY }])
         .collect();
-    let mut nodes: Vec<Stage<'_, '_, '_>> = stages
+    let mut nodes: Vec<Stage<'_, '_, '_>> = layers
         .iter()
         .zip(slots.iter_mut())
-        .map(|(s, slot)| Stage::new(s.chip as u8, model, s.layers.clone(), slot).unwrap())
+        .zip(parts)
+        .enumerate()
+        .map(|(i, ((l, slot), m))| Stage::new(i as u8, m, l.clone(), slot).unwrap())
         .collect();
     let through = |nodes: &mut [Stage<'_, '_, '_>], mut body: Body| {
         for n in nodes.iter_mut() {
@@ -98,6 +114,61 @@ fn chained_stages_give_the_single_node_tokens() {
     }
     let roles: Vec<Role> = plan(5, 3).unwrap().map(|s| s.role).collect();
     assert_eq!(roles, [Role::Head, Role::Middle, Role::Tail]);
+}
+
+/// Each stage holding only its layers' cut of the image (what a board links) gives exactly
+/// the whole model's tokens: the built-in model over 2, 3 and 5 cuts, and models/3m.gguf, a
+/// trained model too big for one ESP32-C3's flash, over 2 and 3.
+#[test]
+fn stages_on_cut_images_give_the_single_node_tokens() {
+    use ruvllm_esp32::federation::cut::cut;
+    let check = |img: &common::Image, prompt: &str, counts: &[usize], steps: usize| {
+        let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
+        let n = model.config.n_layers;
+        let prompt = encode(&model, prompt);
+        for &nodes in counts {
+            let layers: Vec<_> = plan(n, nodes).unwrap().map(|s| s.layers).collect();
+            let cuts: Vec<common::Image> =
+                layers.iter().map(|l| common::Image::new(&cut(img.bytes(), l.clone()).unwrap())).collect();
+            let parts: Vec<Model<'_>> = cuts.iter().map(|c| Model::from_gguf(c.bytes()).unwrap()).collect();
+            for (p, l) in parts.iter().zip(&layers) {
+                assert!(p.checksum_verified);
+                assert_eq!(p.config.n_layers, l.len());
+                assert_eq!(p.cut, Some(ruvllm_esp32::model::Cut { first: l.start, total: n }));
+            }
+            let bytes: usize = cuts.iter().map(|c| c.bytes().len()).sum();
+            assert!(cuts.iter().all(|c| c.bytes().len() < img.bytes().len() * 3 / 4), "{nodes} cuts");
+            assert!(bytes < img.bytes().len() * 2, "{nodes} cuts: {bytes} bytes");
+            let refs: Vec<&Model<'_>> = parts.iter().collect();
+            for (temp, seed) in [(0, 0), (800, 7)] {
+                let want = single(&model, &prompt, steps, temp, seed);
+                assert!(want.len() > steps / 2, "{}", String::from_utf8_lossy(&want));
+                let got = ring(&model, &refs, &layers, &prompt, steps, temp, seed);
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(&want),
+                    "{nodes} cuts, temp {temp}"
+                );
+            }
+        }
+    };
+    check(&builtin(), "Once upon a time", &[2, 3, 5], 48);
+    let big = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/3m.gguf");
+    check(&common::Image::new(&std::fs::read(big).unwrap()), "Once upon a time", &[2, 3], 24);
+
+    // What a cut refuses: layers outside the model, cutting a cut, and a stage of other layers.
+    let img = builtin();
+    assert!(cut(img.bytes(), 3..6).is_err());
+    assert!(cut(img.bytes(), 2..2).is_err());
+    let part = common::Image::new(&cut(img.bytes(), 1..3).unwrap());
+    assert!(cut(part.bytes(), 0..1).is_err());
+    let model = <Model<'_>>::from_gguf(part.bytes()).unwrap();
+    for bad in [0..2, 2..4, 0..1] {
+        assert!(Stage::new(0, &model, bad.clone(), &mut []).is_err(), "{bad:?}");
+    }
+    assert!(Stage::new(0, &model, 1..3, &mut []).is_ok());
+    // The whole range is the image itself.
+    assert_eq!(cut(img.bytes(), 0..5).unwrap(), img.bytes());
 }
 
 /// A stage refuses what it cannot run with a failure naming itself, and keeps its state.

@@ -174,11 +174,18 @@ fn main() -> ! {
         Some(shard) => {
             // SAFETY: as ARENA.
             let acc = unsafe { &mut *addr_of_mut!(PARTIALS) };
-            node::run_tensor(uart, &model, &IMAGE.0, arena, acc, seq, NODE_ID, shard, instret)
+            node::run_tensor(uart, &model, &IMAGE.0, arena, acc, seq, NODE_ID, shard, instret, peak_ram)
         }
-        None => node::run(uart, &model, &IMAGE.0, arena, seq, NODE_ID, NODE_LAYERS, instret),
+        None => node::run(uart, &model, &IMAGE.0, arena, seq, NODE_ID, NODE_LAYERS, instret, peak_ram),
     };
     exit(code)
+}
+
+/// Static RAM and the stack's high-water mark so far, in bytes.
+#[cfg(feature = "federation-node")]
+fn peak_ram() -> u32 {
+    let r = ram_use();
+    (r.static_bytes + r.stack_bytes) as u32
 }
 
 /// A tensor-parallel node's partial sums, one per residual value.

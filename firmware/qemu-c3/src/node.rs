@@ -90,11 +90,12 @@ pub fn run<const L: usize>(
     id: u8,
     layers: core::ops::Range<usize>,
     instret: fn() -> u64,
+    ram: fn() -> u32,
 ) -> u32 {
     let Ok(state) = IntState::new(model, arena, seq_len) else { return 3 };
     let mut slots = [Slot { state, sampling: Sampling::GREEDY }];
     let Ok(mut stage) = Stage::new(id, model, layers, &mut slots) else { return 4 };
-    serve(uart, image, id, instret, |b| matches!(b, Body::Forward(_)), |b| stage.handle(b))
+    serve(uart, image, id, (instret, ram), |b| matches!(b, Body::Forward(_)), |b| stage.handle(b))
 }
 
 /// A tensor-parallel node (its shard of every layer): as [`run`].
@@ -109,20 +110,22 @@ pub fn run_tensor<const L: usize>(
     id: u8,
     shard: Shard,
     instret: fn() -> u64,
+    ram: fn() -> u32,
 ) -> u32 {
     let Ok(state) = TensorState::new(model, shard, arena, seq_len) else { return 3 };
     let mut slots = [state];
     let Ok(mut node) = TensorNode::new(id, model, &mut slots, acc) else { return 4 };
-    serve(uart, image, id, instret, |b| matches!(b, Body::Round(_)), |b| node.handle(b))
+    serve(uart, image, id, (instret, ram), |b| matches!(b, Body::Round(_)), |b| node.handle(b))
 }
 
 /// The link's loop: every body from the host answered by `handle`, the instructions of the
-/// bodies that are `work` counted, until `Finish` (answered by this node's costs).
+/// bodies that are `work` counted, until `Finish` (answered by this node's costs, its peak RAM
+/// from `ram`).
 fn serve(
     uart: Uart,
     image: &[u8],
     id: u8,
-    instret: fn() -> u64,
+    (instret, ram): (fn() -> u64, fn() -> u32),
     work: fn(&Body) -> bool,
     mut handle: impl FnMut(Body) -> Body,
 ) -> u32 {
@@ -141,6 +144,7 @@ fn serve(
                 own.sent_bytes = link.stats.sent_bytes;
                 own.retransmits = link.stats.retransmits;
                 own.bad_frames = link.stats.bad_frames;
+                own.peak_ram = ram();
                 if link.send(Body::Stats(own)).await.is_err() {
                     return 7;
                 }

@@ -418,16 +418,17 @@ where
 /// The coordinator for boards that each have one link, to this host (QEMU boards on their one
 /// UART): a position goes to the first board, its answer to the next, and so on; the last
 /// board's answer is the token. The messages are the ring's; the host relays between boards.
-/// The report's `head` sums the host's links.
+/// The report's `head` sums the host's links. `checksums[i]`: the CRC-32 of the image board
+/// `i` must hold (each board may hold only its layers' cut of the model).
 pub async fn coordinate_boards<S: AsyncRead + AsyncWrite + Unpin>(
     model: &Model<'_>,
-    checksum: u32,
+    checksums: &[u32],
     boards: &mut [HostLink<S>],
     job: &Job<'_>,
     answer_ms: u64,
     mut emit: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<RunReport> {
-    let names = greet_all(boards, checksum, "a board").await?;
+    let names = greet_all(boards, checksums, "a board").await?;
     // One message through every board in turn: what the last one answers.
     let through = async |boards: &mut [HostLink<S>], mut body: Body| {
         for (b, name) in boards.iter_mut().zip(&names) {
@@ -466,15 +467,19 @@ pub async fn coordinate_boards<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(RunReport { nodes, head, tail: LinkStats::default(), positions, generated: seq.generated, elapsed })
 }
 
-/// Opens every link (`who` names the peers in errors); the names of the nodes that answered.
+/// Opens every link (`who` names the peers in errors; `checksums[i]`: the CRC-32 of the image
+/// link `i`'s node must hold); the names of the nodes that answered.
 async fn greet_all<S: AsyncRead + AsyncWrite + Unpin>(
     links: &mut [HostLink<S>],
-    checksum: u32,
+    checksums: &[u32],
     who: &str,
 ) -> Result<Vec<String>> {
-    let me = Hello { version: VERSION, model: checksum, node: COORDINATOR };
+    if checksums.len() != links.len() {
+        bail!("one image checksum per link");
+    }
     let mut names = Vec::with_capacity(links.len());
-    for l in links.iter_mut() {
+    for (l, &checksum) in links.iter_mut().zip(checksums) {
+        let me = Hello { version: VERSION, model: checksum, node: COORDINATOR };
         let cfg = l.config();
         let peer = l.hello(me).await.map_err(|e| link_error(who, e, cfg))?;
         names.push(node_name(peer.node));
@@ -641,7 +646,7 @@ pub async fn coordinate_tensor<S: AsyncRead + AsyncWrite + Unpin>(
     answer_ms: u64,
     mut emit: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<RunReport> {
-    let names = greet_all(links, checksum, "a node").await?;
+    let names = greet_all(links, &vec![checksum; links.len()], "a node").await?;
     let mut arena = vec![0; TensorLead::arena_len(model)];
     let mut total = vec![0i64; model.config.dim];
     let mut lead = TensorLead::new(model, &mut arena, shards, &mut total)?;

@@ -134,6 +134,20 @@ pub fn cluster_run(config: &Path, prompt: &str, steps: usize, temp: &str, seed: 
     wait_within(child, Instant::now(), Duration::from_secs(120), "cluster run")
 }
 
+/// `cluster run --qemu` of `config` with `args` (prompt, steps, sampling), within 15 minutes
+/// (each board's firmware is built first); it must succeed.
+pub fn cluster_run_qemu(config: &Path, args: &[&str]) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_ruvllm-esp32"))
+        .args([&["cluster", "run", "--qemu", "--config", s(config)][..], args].concat())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_within(child, Instant::now(), Duration::from_secs(900), "cluster run --qemu");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
 /// What `gen --int` prints (`model`: extra arguments naming the model).
 pub fn gen_int(model: &[&str], prompt: &str, steps: usize, temp: &str, seed: &str) -> Vec<u8> {
     let n = steps.to_string();

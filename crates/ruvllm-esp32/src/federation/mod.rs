@@ -18,6 +18,8 @@
 //! # Ok::<(), ruvllm_esp32::Error>(())
 //! ```
 
+#[cfg(feature = "alloc")]
+pub mod cut;
 pub mod link;
 pub mod pipeline;
 pub mod tensor;

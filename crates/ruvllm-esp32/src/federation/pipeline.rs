@@ -20,32 +20,40 @@ pub struct Slot<'s> {
 }
 
 /// One node's part: a contiguous range of the model's layers, for up to `slots.len()`
-/// sequences at once. The node holding the last layer is the tail: it samples.
+/// sequences at once. The node holding the last layer is the tail: it samples. The model may
+/// be the whole one or an image cut to this node's layers ([`Model::cut`]).
 pub struct Stage<'a, 'm, 's, const L: usize = { crate::model::weights::DEFAULT_MAX_LAYERS }> {
     pub node: u8,
     model: &'a Model<'m, L>,
+    /// The whole model's layers this node runs.
     layers: Range<usize>,
+    /// The whole model's layer count, and the model's first layer in it (0 unless a cut).
+    total: usize,
+    offset: usize,
     slots: &'a mut [Slot<'s>],
 }
 
 impl<'a, 'm, 's, const L: usize> Stage<'a, 'm, 's, L> {
-    /// `layers` must be a non-empty range of the model's layers.
+    /// `layers` (numbered in the whole model) must be a non-empty range of the layers `model`
+    /// holds.
     pub fn new(
         node: u8,
         model: &'a Model<'m, L>,
         layers: Range<usize>,
         slots: &'a mut [Slot<'s>],
     ) -> Result<Self> {
-        if layers.start >= layers.end || layers.end > model.config.n_layers {
+        let n = model.config.n_layers;
+        let (offset, total) = model.cut.map_or((0, n), |c| (c.first, c.total));
+        if layers.start >= layers.end || layers.start < offset || layers.end > offset + n {
             return Err(Error::Invalid {
                 what: "a node's layers must be a non-empty range of the model's layers",
             });
         }
-        Ok(Stage { node, model, layers, slots })
+        Ok(Stage { node, model, layers, total, offset, slots })
     }
 
     fn tail(&self) -> bool {
-        self.layers.end == self.model.config.n_layers
+        self.layers.end == self.total
     }
 
     /// What goes on downstream after `body` came from upstream: a position runs through this
@@ -79,7 +87,7 @@ impl<'a, 'm, 's, const L: usize> Stage<'a, 'm, 's, L> {
             return Err(FailReason::BadResidual);
         }
         let tail = self.tail();
-        let (model, layers) = (self.model, self.layers.clone());
+        let (model, layers) = (self.model, self.layers.start - self.offset..self.layers.end - self.offset);
         let slot = self.slots.get_mut(f.stream as usize).ok_or(FailReason::BadStream)?;
         let input = (!first).then_some(&f.residual[..]);
         let x = slot

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version a [`Hello`] carries; a link whose two ends differ is refused.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 
 /// The widest residual stream a [`Forward`] carries (a model's `dim`).
 pub const MAX_DIM: usize = 1024;
@@ -152,6 +152,9 @@ pub struct NodeStats {
     pub retransmits: u32,
     /// Frames it received that failed COBS, CRC or decoding, or were too long.
     pub bad_frames: u32,
+    /// A board's peak RAM in bytes: its static data (the arena included) and its stack's
+    /// high-water mark; 0 from a host process.
+    pub peak_ram: u32,
 }
 
 /// Why a received frame was dropped.

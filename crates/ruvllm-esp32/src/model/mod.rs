@@ -5,4 +5,6 @@ pub mod config;
 pub mod weights;
 
 pub use config::Config;
-pub use weights::{Layer, Matrix, Model, Precision, RopeTable, ROPE_FRAC, ROPE_KEY};
+pub use weights::{
+    Cut, Layer, Matrix, Model, Precision, RopeTable, CUT_FIRST_KEY, CUT_TOTAL_KEY, ROPE_FRAC, ROPE_KEY,
+};

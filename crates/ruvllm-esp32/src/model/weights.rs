@@ -14,6 +14,19 @@ pub const DEFAULT_MAX_LAYERS: usize = 64;
 pub const ROPE_KEY: &str = "ruvllm.rope";
 /// Fractional bits of that table: Q1.30 in i32, so cos 1.0 is exactly `1 << 30`.
 pub const ROPE_FRAC: u32 = 30;
+/// Metadata of an image cut to one pipeline node's layers (`federation::cut`): the model
+/// layer its first layer is, and how many layers the whole model has.
+pub const CUT_FIRST_KEY: &str = "ruvllm.cut.first";
+pub const CUT_TOTAL_KEY: &str = "ruvllm.cut.layers";
+
+/// Where an image cut to some layers sits in its whole model: its layers are the model's
+/// `first..first + n_layers` of `total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    pub first: usize,
+    pub total: usize,
+}
+
 /// Bytes of one Q8_0 block (f16 scale, 32 int8 values).
 const Q8_0_BYTES: usize = gguf::Q8_0_BYTES as usize;
 
@@ -198,6 +211,9 @@ pub struct Model<'a, const MAX_LAYERS: usize = DEFAULT_MAX_LAYERS> {
     pub rope: Option<RopeTable<'a>>,
     /// The image's checksum was present and verified.
     pub checksum_verified: bool,
+    /// Set when the image holds only some layers of a model (one pipeline node's): it runs
+    /// only as that node, never alone.
+    pub cut: Option<Cut>,
 }
 
 impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
@@ -329,6 +345,7 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
             vocab,
             rope: rope_table(g, &config)?,
             checksum_verified,
+            cut: cut_of(g, config.n_layers)?,
         })
     }
 
@@ -523,4 +540,22 @@ fn matrix<'a>(g: &Gguf<'a>, name: &str, rows: usize, cols: usize, group: usize) 
             what: "tensor type (the engine reads F32, Q8_0 and its own int8; convert F16 and k-quant files first)",
         }),
     }
+}
+
+/// The image's [`Cut`], if it is one; a cut whose layers fall outside its model is refused.
+fn cut_of(g: &Gguf<'_>, n_layers: usize) -> Result<Option<Cut>> {
+    let (Some(first), Some(total)) = (g.get(CUT_FIRST_KEY), g.get(CUT_TOTAL_KEY)) else {
+        if g.get(CUT_FIRST_KEY).is_some() || g.get(CUT_TOTAL_KEY).is_some() {
+            return Err(Error::Invalid { what: "a cut image needs both ruvllm.cut keys" });
+        }
+        return Ok(None);
+    };
+    let (Some(first), Some(total)) = (first.as_u32(), total.as_u32()) else {
+        return Err(Error::Invalid { what: "ruvllm.cut keys must be integers" });
+    };
+    let (first, total) = (first as usize, total as usize);
+    if first.checked_add(n_layers).is_none_or(|end| end > total) {
+        return Err(Error::Invalid { what: "a cut image's layers fall outside its model" });
+    }
+    Ok(Some(Cut { first, total }))
 }

@@ -37,7 +37,7 @@ pub enum TrainError {
     Checkpoint { path: PathBuf, why: String },
     #[error("cannot resume from {path}: {what} differs (checkpoint: {checkpoint}, this run: {requested})")]
     ResumeMismatch { path: PathBuf, what: &'static str, checkpoint: String, requested: String },
-    #[error("unknown preset {0:?} (nano, tiny, 260k, default, 1m)")]
+    #[error("unknown preset {0:?} (nano, tiny, 260k, default, 1m, 3m)")]
     UnknownPreset(String),
     #[error("loss curve: {0}")]
     Plot(String),
@@ -68,7 +68,7 @@ pub struct Preset {
     pub lr: f32,
 }
 
-pub const PRESETS: [Preset; 5] = [
+pub const PRESETS: [Preset; 6] = [
     // ~16K parameters: the published resource table's "model (INT8) ~16 KB flash, ~20 KB RAM".
     // Half the parameters are the 512 x 16 embedding (shared with the classifier): the
     // tokenizer's 259 reserved pieces (byte fallback) make a much smaller vocabulary pointless,
@@ -136,6 +136,21 @@ pub const PRESETS: [Preset; 5] = [
         vocab_size: 512,
         seq_len: 256,
         batch: 32,
+        lr: 1e-3,
+    },
+    // Too big for one ESP32-C3 (a q8 image over its 3 MiB of flash for models): the 1m
+    // preset's width, 16 layers deep, for pipelines over several chips. A shorter context and
+    // batch keep a step cheap enough to train on a laptop.
+    Preset {
+        name: "3m",
+        dim: 128,
+        hidden_dim: 344,
+        n_layers: 16,
+        n_heads: 8,
+        n_kv_heads: 4,
+        vocab_size: 512,
+        seq_len: 128,
+        batch: 16,
         lr: 1e-3,
     },
 ];

@@ -338,10 +338,12 @@ impl<'s> IntState<'s> {
 
     /// One pipeline stage: runs the transformer layers `layers` of `token` at `pos` and returns
     /// the residual stream after them (Q16.16, `dim` values), what the next stage starts from.
-    /// The stage holding layer 0 embeds `token`; a later one starts from `residual`, the
-    /// stream the stage before returned (`None` only for the first). Only these layers' KV
-    /// cache is written, so a sequence must keep one split. The same integer work as
-    /// [`IntState::forward`], layer for layer, so a chain of stages gives its result exactly.
+    /// The stage holding the model's layer 0 embeds `token`; a later one starts from
+    /// `residual`, the stream the stage before returned (`None` only for the first). For a
+    /// model cut to one stage's layers ([`Model::cut`]) `layers` counts from the cut's first
+    /// layer. Only these layers' KV cache is written, so a sequence must keep one split. The
+    /// same integer work as [`IntState::forward`], layer for layer, so a chain of stages gives
+    /// its result exactly.
     pub fn run_layers<const L: usize>(
         &mut self,
         model: &Model<'_, L>,
@@ -355,13 +357,14 @@ impl<'s> IntState<'s> {
                 what: "stage layers must be a non-empty range of the model's layers",
             });
         }
-        match (layers.start, residual) {
-            (0, None) => self.step(model, token, pos, Pass { logits: false, layers, ..Pass::FULL })?,
-            (s, Some(r)) if s > 0 && r.len() == self.shape.dim => {
+        let first = layers.start + model.cut.map_or(0, |c| c.first) == 0;
+        match (first, residual) {
+            (true, None) => self.step(model, token, pos, Pass { logits: false, layers, ..Pass::FULL })?,
+            (false, Some(r)) if r.len() == self.shape.dim => {
                 self.x.copy_from_slice(r);
                 self.step(model, token, pos, Pass { logits: false, layers, embeds: false, ..Pass::FULL })?
             }
-            (0, Some(_)) => {
+            (true, Some(_)) => {
                 return Err(Error::Invalid { what: "the first stage embeds its token: no residual" })
             }
             _ => {
