@@ -167,6 +167,24 @@ fn stages_on_cut_images_give_the_single_node_tokens() {
         assert!(Stage::new(0, &model, bad.clone(), &mut []).is_err(), "{bad:?}");
     }
     assert!(Stage::new(0, &model, 1..3, &mut []).is_ok());
+    // A cut whose keys lie (checksum re-stamped, so only the keys are wrong) is refused by
+    // the loader: a first layer of u32::MAX, past the model's count, or a model of fewer
+    // layers than the cut holds.
+    let value_at =
+        |bytes: &[u8], key: &[u8]| bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len() + 4;
+    for (key, value) in
+        [(&b"ruvllm.cut.first"[..], u32::MAX), (b"ruvllm.cut.first", 4), (b"ruvllm.cut.layers", 1)]
+    {
+        let mut bad = part.bytes().to_vec();
+        let at = value_at(&bad, key);
+        bad[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        let crc_at = value_at(&bad, b"ruvllm.checksum");
+        let crc = ruvllm_esp32::gguf::image_crc(&bad, crc_at);
+        bad[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+        let bad = common::Image::new(&bad);
+        let err = <Model<'_>>::from_gguf(bad.bytes()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("outside its model"), "{}={value}: {err:?}", String::from_utf8_lossy(key));
+    }
     // The whole range is the image itself.
     assert_eq!(cut(img.bytes(), 0..5).unwrap(), img.bytes());
 }

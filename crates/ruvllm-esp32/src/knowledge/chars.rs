@@ -161,6 +161,29 @@ mod tests {
         bad[HEADER_LEN + 1000] ^= 1;
         assert_eq!(CharModel::parse(&bad).unwrap_err(), CharModelError::Checksum);
         assert_eq!(CharModel::parse(&bad[..100]).unwrap_err(), CharModelError::Format);
+        // Any one flipped bit, header or table, is refused; so is any shorter or longer file.
+        for at in (0..BUILT_IN.len()).step_by(97).chain(0..HEADER_LEN) {
+            let mut bad = BUILT_IN.to_vec();
+            bad[at] ^= 1 << (at % 8);
+            assert!(CharModel::parse(&bad).is_err(), "bit flip at {at} accepted");
+        }
+        let mut long = BUILT_IN.to_vec();
+        long.push(0);
+        assert_eq!(CharModel::parse(&long).unwrap_err(), CharModelError::Format);
+        assert_eq!(CharModel::parse(&[]).unwrap_err(), CharModelError::Format);
+    }
+
+    #[test]
+    fn any_text_is_scored_within_bounds() {
+        let m = built_in();
+        let long = "a\u{1F600}\0\u{FFFD}Z9 ".repeat(400);
+        for text in ["\u{0}", "\u{10FFFF}\u{10FFFF}", "   \t\n  ", long.as_str()] {
+            let s = m.surprise(text);
+            assert!(
+                s.chars <= MAX_CHARS && s.mean_bits.is_finite() && (0.0..=1.0).contains(&s.rare),
+                "{s:?}"
+            );
+        }
     }
 
     #[test]
