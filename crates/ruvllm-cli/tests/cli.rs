@@ -608,3 +608,19 @@ fn the_committed_nano_model_fits_the_published_table() {
     assert!(after("int8 ") <= 16 * 1024, "{info}");
     assert!(after("on the integer path (chips without an FPU): ") <= 20 * 1024, "{info}");
 }
+
+/// The committed character trigram table is what `train-chars` writes from the built-in
+/// corpus and WordNet (Debian's wordnet-base, which `.ci/run` installs), byte for byte.
+#[test]
+fn train_chars_rebuilds_the_committed_table() {
+    let wordnet = std::path::Path::new("/usr/share/wordnet");
+    if !wordnet.join("data.noun").exists() {
+        let _ = missing("WordNet (/usr/share/wordnet, apt-get install wordnet-base)");
+        return;
+    }
+    let out = scratch("char-trigrams.bin");
+    let r = run(&["train-chars", "--wordnet", s(wordnet), "-o", s(&out)]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let committed = concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-esp32/data/char-trigrams.bin");
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(committed).unwrap(), "the table differs");
+}

@@ -189,6 +189,11 @@ fn other_options_out_of_range_are_refused() {
     refused_with_range(&run_capped(&["train", "--eval-every", "0", "-o", "x.gguf"]), "not in 1..");
     refused_with_range(&run_capped(&["train", "--steps", "0", "-o", "x.gguf"]), "not in 1..");
     refused_with_range(&run_capped(&["train-embedder", "--rows", "0", "-o", "x.bin"]), "not in 1..=1048576");
+    refused_with_range(&run_capped(&["train-chars", "--docs", "0", "-o", "x.bin"]), "not in 1..=2000000");
+    refused_with_range(
+        &run_capped(&["train-chars", "--docs", "18446744073709551615", "-o", "x.bin"]),
+        "not in 1..=2000000",
+    );
     refused_with_range(
         &run_capped(&["corpus", "--docs", "18446744073709551615", "-o", "x.txt"]),
         "not in 1..=2000000",
@@ -308,7 +313,7 @@ fn cluster_toml_holds_any_path_as_valid_toml() {
     let _ = std::fs::remove_dir_all(Path::new(&dir));
 }
 
-/// `train-embedder --wordnet DIR` reads WordNet's files through the bounded reader: a FIFO
+/// `train-embedder --wordnet DIR` and `train-chars --wordnet DIR` read WordNet's files through the bounded reader: a FIFO
 /// with no writer (it hung), /dev/zero (it read until memory ran out) and a file larger than
 /// any WordNet file are refused in one line before reading, naming the file.
 #[test]
@@ -329,8 +334,11 @@ fn wordnet_files_that_are_not_regular_or_too_large_are_refused() {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         make(&dir.join("index.noun"));
-        let r = run_capped(&["train-embedder", "--wordnet", s(&dir), "--steps", "1", "-o", s(&out)]);
-        fails_with(&r, want);
-        assert!(!out.exists(), "{name}: a table was written");
+        // Both tables that read WordNet: the embedder and the character trigrams.
+        for cmd in [&["train-embedder", "--steps", "1"][..], &["train-chars", "--docs", "1"]] {
+            let r = run_capped(&[cmd, &["--wordnet", s(&dir), "-o", s(&out)]].concat());
+            fails_with(&r, want);
+            assert!(!out.exists(), "{name}, {}: a table was written", cmd[0]);
+        }
     }
 }
