@@ -168,12 +168,12 @@ impl Text {
         out: &mut [u8],
     ) -> Result<usize>
     where
-        S::Logit: PartialOrd,
+        S::Logit: LogitValue,
     {
         let mut prompt = [0u8; MAX_LINE];
         let n = answer::write_prompt(&mut prompt, fact, question);
-        let tokens = self.encode(model, prompt.get(..n).unwrap_or_default())?;
-        answer::answer(model, state, tokens, fact, out)
+        let n = self.encode(model, prompt.get(..n).unwrap_or_default())?.len();
+        answer::answer(model, state, (&mut self.tokens, n), &mut self.work, fact, out)
     }
 
     /// What the model makes of `text` relative to what it makes of known text

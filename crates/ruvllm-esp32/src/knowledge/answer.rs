@@ -2,18 +2,14 @@
 //!
 //! The built-in model is trained on documents of one fixed form (see [`write_prompt`]):
 //! `Fact: <fact> Question: <question> Answer: <span>`, the span copied from the fact and the
-//! document ended by the next BOS. [`answer`] runs that prompt and decodes greedily under a
-//! copy constraint: every generated token must continue a span of the fact (starting at a word),
-//! or end the answer where a phrase of the fact ends (before `.`, `,`, `;`, `:`, `!`, `?`, a
-//! joining word such as "and", or the end), so whatever the model prefers, the answer is whole
-//! words taken from the fact. The model picks where the answer starts and at which phrase end
-//! it stops.
-//! It stops at BOS/EOS, at a newline, when the span cannot go on, or when `out` is full.
+//! document ended by the next BOS. [`answer`] runs that prompt and picks the span of the fact
+//! the model gives the best start and end: the answer is always whole words taken from the
+//! fact, starting at a word and ending where a phrase of the fact ends.
 //! No allocation: the caller owns every buffer; float ([`crate::infer::State`]) and integer
 //! ([`crate::infer::IntState`]) forward passes both drive it.
 
 use crate::error::{Error, Result};
-use crate::infer::Step;
+use crate::infer::{LogitValue, Step};
 use crate::model::Model;
 use crate::tokenizer::{self, truncate};
 
@@ -48,51 +44,28 @@ pub fn write_prompt(buf: &mut [u8], fact: &str, question: &str) -> usize {
     len
 }
 
-/// Positions in the source where the answer so far could continue, as a bit set.
-struct Spans {
-    bits: [u64; MAX_FACT.div_ceil(64) + 1],
-}
-
-impl Spans {
-    fn get(&self, i: usize) -> bool {
-        self.bits.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1)
-    }
-    fn set(&mut self, i: usize, on: bool) {
-        if let Some(w) = self.bits.get_mut(i / 64) {
-            *w = (*w & !(1 << (i % 64))) | (u64::from(on) << (i % 64));
-        }
-    }
-}
-
-/// The source the answer copies from: a space, then the fact, so that a span starting at a
-/// word starts with the space that the tokenizer attaches to the word.
+/// The fact an answer is copied from.
 struct Source<'f> {
     fact: &'f [u8],
 }
 
 impl Source<'_> {
-    fn len(&self) -> usize {
-        self.fact.len() + 1
-    }
     fn at(&self, i: usize) -> Option<u8> {
-        if i == 0 {
-            Some(b' ')
-        } else {
-            self.fact.get(i - 1).copied()
-        }
-    }
-    /// Whether `piece` is the source's text at `i`.
-    fn matches(&self, i: usize, piece: &[u8]) -> bool {
-        piece.iter().enumerate().all(|(k, &b)| self.at(i + k) == Some(b))
+        self.fact.get(i).copied()
     }
 
-    /// Whether a phrase of the fact ends before `i`: at the end of the fact, before a stop,
-    /// comma, semicolon, colon, `!` or `?` that ends a word, or before a joining word (and,
-    /// but, or, ...).
+    /// Whether an answer may start at byte `i`: the start of a word.
+    fn word_starts(&self, i: usize) -> bool {
+        self.at(i).is_some_and(|b| b != b' ') && (i == 0 || self.at(i - 1) == Some(b' '))
+    }
+
+    /// Whether a phrase of the fact ends before byte `i`: at the end of the fact, before a
+    /// stop, comma, semicolon, colon, `!` or `?` that ends a word, or before a joining word
+    /// (and, but, or, ...).
     fn phrase_ends(&self, i: usize) -> bool {
         let word_end = |j: usize| !self.at(j).is_some_and(|b| b.is_ascii_alphanumeric() || !b.is_ascii());
         match self.at(i) {
-            None => true,
+            None => i == self.fact.len() && !matches!(self.at(i.wrapping_sub(1)), Some(b'.' | b'!' | b'?')),
             Some(b'.' | b',' | b';' | b':' | b'!' | b'?') => matches!(self.at(i + 1), None | Some(b' ')),
             Some(b' ') => JOINING.iter().any(|w| {
                 let w = w.as_bytes();
@@ -109,80 +82,115 @@ impl Source<'_> {
 /// Words that start a new phrase: an answer may end before them.
 const JOINING: [&str; 9] = ["and", "but", "or", "so", "because", "while", "which", "who", "if"];
 
-/// The answer to `question` about `fact` from `model`: `prompt` holds the tokens of
-/// [`write_prompt`]'s text after BOS (as [`tokenizer::encode_with`] makes them). The answer's
-/// bytes go to `out` (its length bounds the answer) and their count is returned, with no
-/// leading or trailing spaces and no trailing `.`, `,` or `;`. The state must hold the prompt
-/// and the answer's tokens ([`Error::ContextFull`] otherwise).
+/// Answer starts considered: every word of a [`MAX_FACT`]-byte fact.
+const MAX_STARTS: usize = MAX_FACT / 2 + 1;
+
+/// `log softmax(logits)` at `ids` summed in probability (`ln Σ p(id)`), in f64.
+fn log_prob<T: LogitValue>(logits: &[T], ids: &[u32]) -> f64 {
+    let max = logits.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.value()));
+    let sum: f64 = logits.iter().map(|v| libm::exp(v.value() - max)).sum();
+    let hit: f64 =
+        ids.iter().filter_map(|&id| logits.get(id as usize)).map(|v| libm::exp(v.value() - max)).sum();
+    libm::log(hit) - libm::log(sum)
+}
+
+/// The answer to `question` about `fact` from `model`: a span of the fact, chosen the way
+/// extractive question answering scores a span, by where it starts and where it ends.
+/// `tokens[..prompt]` holds the tokens of [`write_prompt`]'s text after BOS (as
+/// [`tokenizer::encode_with`] makes them); after the prompt has run, `tokens` and `work` (sized
+/// as for encoding [`MAX_FACT`] bytes) encode the candidate spans. The answer's bytes go to
+/// `out` (its length bounds the answer) and their count is returned, with no leading or
+/// trailing spaces and no trailing `.`, `,` or `;`.
+///
+/// A candidate starts at a word of the fact and ends where a phrase of the fact ends (before
+/// `.` `,` `;` `:` `!` `?`, a joining word such as "and", or the end), so an answer is always
+/// whole words taken from the fact. Its score is `log p(first token | prompt) + log p(end of
+/// document | prompt, span)` (BOS or EOS: the training documents end after the answer). The
+/// tokens inside the span are not scored: a model this small does not copy, so their
+/// probabilities say how predictable the fact's words are, not whether they belong to the
+/// answer (scored, they favour one-word answers: docs/BENCHMARKS.md, "Grounded answers").
+/// Each start runs its span's tokens once and scores every phrase end on the way; starts go
+/// in order of their first token's probability and stop when that cannot beat the best
+/// answer, since an end's probability is at most 1. The state must hold the prompt and the
+/// answer's tokens ([`Error::ContextFull`] otherwise); spans past its capacity are not scored.
 pub fn answer<S: Step, const L: usize>(
     model: &Model<'_, L>,
     state: &mut S,
-    prompt: &[u32],
+    (tokens, prompt): (&mut [u32], usize),
+    work: &mut [u32],
     fact: &str,
     out: &mut [u8],
 ) -> Result<usize>
 where
-    S::Logit: PartialOrd,
+    S::Logit: LogitValue,
 {
     let vocab = &model.vocab;
-    let (Some((&last, head)), true) = (prompt.split_last(), prompt.first() == Some(&vocab.bos())) else {
+    let (Some((&last, head)), true) =
+        (tokens.get(..prompt).and_then(<[u32]>::split_last), tokens.first() == Some(&vocab.bos()))
+    else {
         return Err(Error::Invalid { what: "answer prompt must start with BOS" });
     };
-    if prompt.len() >= state.capacity() {
-        return Err(Error::ContextFull { need: prompt.len() + 1, capacity: state.capacity() });
+    if prompt >= state.capacity() {
+        return Err(Error::ContextFull { need: prompt + 1, capacity: state.capacity() });
     }
     for (pos, &t) in head.iter().enumerate() {
         state.prefill_token(model, t, pos)?;
     }
     let src = Source { fact: truncate(fact.trim(), MAX_FACT).as_bytes() };
-    // Where the answer may start: before each word (a space in the source).
-    let mut spans = Spans { bits: [0; MAX_FACT.div_ceil(64) + 1] };
-    for i in 0..src.len() {
-        spans.set(i, src.at(i) == Some(b' ') && src.at(i + 1).is_some_and(|b| b != b' '));
-    }
-    let (mut len, mut token, mut pos) = (0usize, last, head.len());
-    let mut scratch = [0u8; tokenizer::DECODE_MAX];
-    while pos < state.capacity() {
-        let logits = state.logits(model, token, pos)?;
-        pos += 1;
-        // Greedy over the tokens that continue a span, and the end: once there is an answer
-        // and it ends a phrase of the fact (the model picks where the answer starts and which
-        // phrase ends it; it never stops inside a word, a number or a name).
-        let can_end = len > 0 && (0..src.len()).any(|i| spans.get(i) && src.phrase_ends(i + len));
-        let mut best: Option<(u32, S::Logit)> = None;
-        for (id, &logit) in (0u32..).zip(logits.iter()) {
-            if best.is_some_and(|(_, b)| logit <= b) {
-                continue;
-            }
-            let allowed = if id == vocab.bos() || id == vocab.eos() {
-                can_end
-            } else {
-                let piece = tokenizer::decode(vocab, token, id, &mut scratch);
-                if piece.contains(&b'\n') {
-                    can_end
-                } else {
-                    !piece.is_empty()
-                        && len + piece.len() <= out.len()
-                        && (0..src.len()).any(|i| spans.get(i) && src.matches(i + len, piece))
-                }
-            };
-            if allowed {
-                best = Some((id, logit));
-            }
+    let (ends, room) = ([vocab.bos(), vocab.eos()], out.len());
+    // The tokens of the span starting at `s`, cut where no answer could end (`out` is full):
+    // the tokenizer's dummy prefix gives the first word its leading space, as after "Answer:".
+    let span = |s: usize, tokens: &mut [u32], work: &mut [u32]| {
+        let text = src.fact.get(s..src.fact.len().min(s + room)).unwrap_or_default();
+        tokenizer::encode_with(vocab, text, false, false, tokens, work)
+    };
+    let starts = || (0..src.fact.len()).filter(|&s| src.word_starts(s));
+
+    // The first token of every start, scored from the prompt's logits.
+    let mut first = [f64::NEG_INFINITY; MAX_STARTS];
+    let logits = state.logits(model, last, prompt - 1)?;
+    for (slot, s) in first.iter_mut().zip(starts()) {
+        let n = span(s, tokens, work)?;
+        if let Some(&t) = tokens.get(..n).and_then(<[u32]>::first) {
+            *slot = log_prob(logits, &[t]);
         }
-        let Some((next, _)) = best else { break };
-        let piece = tokenizer::decode(vocab, token, next, &mut scratch);
-        if next == vocab.bos() || next == vocab.eos() || piece.contains(&b'\n') {
+    }
+
+    let mut best: Option<(f64, usize, usize)> = None;
+    let mut scratch = [0u8; tokenizer::DECODE_MAX];
+    // The unexplored start whose first token is likeliest, while it can still win.
+    while let Some((k, &lp)) = first.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+    {
+        if lp == f64::NEG_INFINITY || best.is_some_and(|(b, ..)| lp <= b) {
             break;
         }
-        for i in 0..src.len() {
-            spans.set(i, spans.get(i) && src.matches(i + len, piece));
+        first[k] = f64::NEG_INFINITY;
+        let Some(s) = starts().nth(k) else { break };
+        let n = span(s, tokens, work)?;
+        let (mut end, mut prev) = (s, last);
+        for (i, &t) in tokens.get(..n).unwrap_or_default().iter().enumerate() {
+            let pos = prompt + i;
+            if pos >= state.capacity() {
+                break;
+            }
+            // Bytes of the span so far: the first piece's leading space is not in the fact.
+            let piece = tokenizer::decode(vocab, prev, t, &mut scratch).len();
+            end += if i == 0 { piece.saturating_sub(1) } else { piece };
+            prev = t;
+            let logits = state.logits(model, t, pos)?;
+            if end > s && src.phrase_ends(end) {
+                let whole = lp + log_prob(logits, &ends);
+                if best.is_none_or(|(b, ..)| whole > b) {
+                    best = Some((whole, s, end));
+                }
+            }
         }
-        if let Some(dst) = out.get_mut(len..len + piece.len()) {
-            dst.copy_from_slice(piece);
-        }
-        len += piece.len();
-        token = next;
+    }
+    let Some((_, s, e)) = best else { return Ok(0) };
+    let text = src.fact.get(s..e).unwrap_or_default();
+    let len = text.len().min(out.len());
+    if let (Some(dst), Some(text)) = (out.get_mut(..len), text.get(..len)) {
+        dst.copy_from_slice(text);
     }
     Ok(trim(out, len))
 }
@@ -219,9 +227,12 @@ mod tests {
     #[test]
     fn phrases_end_at_stops_joining_words_and_the_end() {
         let src = Source { fact: b"The cat gets fed at 7am and 6pm, 4:30 daily." };
-        let ends: Vec<usize> = (0..=src.len()).filter(|&i| src.phrase_ends(i)).collect();
-        // " The cat gets fed at 7am| and 6pm|, 4:30 daily|.|"
-        assert_eq!(ends, [24, 32, 44, 45]);
+        let ends: Vec<usize> = (0..=src.fact.len() + 1).filter(|&i| src.phrase_ends(i)).collect();
+        // "The cat gets fed at 7am| and 6pm|, 4:30 daily|." (not after the final stop)
+        assert_eq!(ends, [23, 31, 43]);
+        assert!(Source { fact: b"at 3pm" }.phrase_ends(6));
+        let starts: Vec<usize> = (0..src.fact.len()).filter(|&i| src.word_starts(i)).collect();
+        assert_eq!(starts, [0, 4, 8, 13, 17, 20, 24, 28, 33, 38]);
     }
 
     #[test]
