@@ -218,7 +218,7 @@ pub fn embedder_cmd(
     wordnet: Option<&Path>,
 ) -> Result<()> {
     use ruvllm_train::embedder;
-    let topics = embedder::fact_topics(ruvllm_train::corpus::DEFAULT_SEED, docs);
+    let topics = embedder::corpus_topics(ruvllm_train::corpus::DEFAULT_SEED, docs);
     if topics.names.len() < 2 {
         bail!("the first {docs} corpus documents hold fewer than two fact topics: use more --docs");
     }
@@ -231,7 +231,7 @@ pub fn embedder_cmd(
     let file = table.to_file();
     ruvllm_train::run::checkpoint::write_atomic(output, &file)?;
     eprintln!(
-        "wrote {} ({} corpus topics and {} WordNet synonym sets, {} sentences, {rows} x {} table, {} bytes; final InfoNCE loss {loss:.3})",
+        "wrote {} ({} corpus topics and facts and {} WordNet synonym sets, {} sentences, {rows} x {} table, {} bytes; final InfoNCE loss {loss:.3})",
         output.display(),
         topics.names.len(),
         extra.names.len(),

@@ -73,7 +73,7 @@ pub const WORDNET_DIR: &str = "/usr/share/wordnet";
 /// `wordnet`. Deterministic: one thread, fixed seed.
 pub fn builtin_table(wordnet: &Path, read_file: ReadFile) -> Result<(Table, f32), String> {
     let extra = wordnet_topics(wordnet, read_file)?;
-    Ok(train_mixed(&fact_topics(corpus::DEFAULT_SEED, BUILTIN_DOCS), &extra, &Config::default()))
+    Ok(train_mixed(&corpus_topics(corpus::DEFAULT_SEED, BUILTIN_DOCS), &extra, &Config::default()))
 }
 
 /// Largest WordNet file read (data.noun is 15 MB).
@@ -182,6 +182,27 @@ pub fn fact_topics(seed: u64, docs: u64) -> Topics {
         names: by.keys().cloned().collect(),
         sentences: by.into_values().map(|s| s.into_iter().collect()).collect(),
     }
+}
+
+/// The corpus's topics for the first `docs` documents: [`fact_topics`] and [`qa_topics`].
+pub fn corpus_topics(seed: u64, docs: u64) -> Topics {
+    let mut topics = fact_topics(seed, docs);
+    let qa = qa_topics(seed, docs);
+    topics.names.extend(qa.names);
+    topics.sentences.extend(qa.sentences);
+    topics
+}
+
+/// The facts of the question-answer documents after the first `docs` documents of the
+/// corpus for `seed`, each a topic of the fact and its question forms (some share no content
+/// word with the fact), so that a question lands near its fact.
+pub fn qa_topics(seed: u64, docs: u64) -> Topics {
+    let mut topics = Topics { names: Vec::new(), sentences: Vec::new() };
+    for (fact, questions) in (0..docs).filter_map(|i| corpus::qa_fact(seed, i)) {
+        topics.names.push(fact.clone());
+        topics.sentences.push(std::iter::once(fact).chain(questions).collect());
+    }
+    topics
 }
 
 /// A text's features as (row, weight).

@@ -81,6 +81,13 @@ pub fn qa_document(seed: u64, index: u64) -> Option<String> {
     rng.chance(QA_PERCENT).then(|| qa::qa(&mut rng))
 }
 
+/// The fact and all question forms of the question-answer document after document `index`, if
+/// any: the same fact as [`qa_document`]'s (which asks one of the questions).
+pub fn qa_fact(seed: u64, index: u64) -> Option<(String, Vec<String>)> {
+    let mut rng = doc_rng(seed ^ 0x0A5A_E3F1_9C2B_7D46, index);
+    rng.chance(QA_PERCENT).then(|| qa::fact_and_questions(&mut rng))
+}
+
 /// The endless sequence of documents for `seed`: document 0, its question-answer document if
 /// any, document 1, ...
 pub fn documents(seed: u64) -> impl Iterator<Item = String> {

@@ -922,6 +922,14 @@ fn fact(rng: &mut Rng) -> Fact {
     f
 }
 
+/// A fact from a random template and all of its question forms (as the user would type them:
+/// lower-case, no final `?`), for training retrieval to bring questions to their fact.
+pub fn fact_and_questions(rng: &mut Rng) -> (String, Vec<String>) {
+    let f = fact(rng);
+    let questions = f.qs.iter().map(|(q, _)| q.trim_end_matches('?').to_ascii_lowercase()).collect();
+    (f.text, questions)
+}
+
 /// One question-answer document: a fact from a random template, one of its questions, and
 /// the answer copied from the fact.
 pub fn qa(rng: &mut Rng) -> String {
