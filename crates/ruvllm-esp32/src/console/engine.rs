@@ -200,6 +200,32 @@ impl Text {
     }
 }
 
+/// The [`Engine`] getters that an engine with a model (`model`, `state`, `arena_bytes`)
+/// answers the same way on every forward pass.
+macro_rules! model_engine_getters {
+    () => {
+        fn context_len(&self) -> usize {
+            self.state.seq_len()
+        }
+
+        fn arena_bytes(&self) -> usize {
+            self.arena_bytes
+        }
+
+        fn info(&self) -> Option<ModelInfo> {
+            Some(ModelInfo::of(self.model))
+        }
+
+        fn bos(&self) -> u32 {
+            self.model.vocab.bos()
+        }
+
+        fn attention(&self) -> Pattern {
+            self.state.pattern().unwrap_or(Pattern::Full)
+        }
+    };
+}
+
 /// Work words of the prompt encoder for the longest line.
 const WORK: usize = tokenizer::WORK_PER_TOKEN * (MAX_LINE + 2);
 
@@ -222,6 +248,8 @@ impl<'m, 'a, 's, const L: usize> ReferenceEngine<'m, 'a, 's, L> {
 }
 
 impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
+    model_engine_getters!();
+
     fn name(&self) -> &'static str {
         match self.model.precision {
             crate::model::Precision::F32 => "f32 weights, scalar reference kernels",
@@ -231,20 +259,8 @@ impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
         }
     }
 
-    fn context_len(&self) -> usize {
-        self.state.seq_len()
-    }
-
-    fn arena_bytes(&self) -> usize {
-        self.arena_bytes
-    }
-
     fn sampler(&self) -> &'static str {
         "f32 softmax (crate::sample::Sampler, multinomial)"
-    }
-
-    fn info(&self) -> Option<ModelInfo> {
-        Some(ModelInfo::of(self.model))
     }
 
     fn generate(
@@ -272,10 +288,6 @@ impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
         Ok(Sampler::new(0.0, 0.9, 0, 42).sample(logits, &mut []))
     }
 
-    fn bos(&self) -> u32 {
-        self.model.vocab.bos()
-    }
-
     fn answer(&mut self, fact: &str, question: &str, out: &mut [u8]) -> Result<usize> {
         self.text.answer(self.model, &mut self.state, (fact, question), out)
     }
@@ -286,10 +298,6 @@ impl<const L: usize> Engine for ReferenceEngine<'_, '_, '_, L> {
 
     fn set_attention(&mut self, pattern: Pattern) -> Result<()> {
         self.state.set_pattern(self.model, pattern)
-    }
-
-    fn attention(&self) -> Pattern {
-        self.state.pattern().unwrap_or(Pattern::Full)
     }
 }
 
@@ -342,24 +350,14 @@ fn adapted<'e, 's>(state: &'e mut IntState<'s>, lora: &'e Option<&'s mut DeviceL
 }
 
 impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
+    model_engine_getters!();
+
     fn name(&self) -> &'static str {
         "q8 weights, integer-only path"
     }
 
-    fn context_len(&self) -> usize {
-        self.state.seq_len()
-    }
-
-    fn arena_bytes(&self) -> usize {
-        self.arena_bytes
-    }
-
     fn sampler(&self) -> &'static str {
         "integer softmax (Q16.16 logits, fixed-point exp, xorshift RNG; no float)"
-    }
-
-    fn info(&self) -> Option<ModelInfo> {
-        Some(ModelInfo::of(self.model))
     }
 
     fn generate(
@@ -413,10 +411,6 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
         Ok(crate::infer::integer::argmax(logits))
     }
 
-    fn bos(&self) -> u32 {
-        self.model.vocab.bos()
-    }
-
     fn answer(&mut self, fact: &str, question: &str, out: &mut [u8]) -> Result<usize> {
         let mut state = adapted(&mut self.state, &self.lora);
         self.text.answer(self.model, &mut state, (fact, question), out)
@@ -450,10 +444,6 @@ impl<const L: usize> Engine for IntegerEngine<'_, '_, '_, L> {
             });
         }
         self.state.set_pattern(pattern)
-    }
-
-    fn attention(&self) -> Pattern {
-        self.state.pattern().unwrap_or(Pattern::Full)
     }
 
     fn set_speculative(&mut self, on: bool) -> Result<()> {
