@@ -147,9 +147,9 @@ impl Sites {
 
     /// The sites, layer by layer, in [`Target::ALL`]'s order (the order of their parameters).
     pub fn iter(self) -> impl Iterator<Item = (usize, Target)> {
-        (0..MAX_LAYERS)
-            .filter(move |l| self.layers >> l & 1 == 1)
-            .flat_map(move |l| Target::ALL.into_iter().filter(move |t| self.targets & t.bit() != 0).map(move |t| (l, t)))
+        (0..MAX_LAYERS).filter(move |l| self.layers >> l & 1 == 1).flat_map(move |l| {
+            Target::ALL.into_iter().filter(move |t| self.targets & t.bit() != 0).map(move |t| (l, t))
+        })
     }
 
     pub fn count(self) -> usize {
@@ -377,7 +377,8 @@ impl<const P: usize> IntLora<P> {
         if stored != computed {
             return Err(Error::Checksum { stored, computed });
         }
-        let u16_at = |i: usize| body.get(i..i + 2).map_or(usize::MAX, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
+        let u16_at =
+            |i: usize| body.get(i..i + 2).map_or(usize::MAX, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
         let trained_for = body.get(8..12).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         let header = if v1 { HEADER_V1 } else { HEADER };
         if body.len() < header {
@@ -583,7 +584,12 @@ impl<const P: usize> LoraTrainer<P> {
     }
 
     /// [`Self::from_adapter`] in place; on an error the trainer is left as it was.
-    pub fn resume<const Q: usize>(&mut self, c: &Config, config: LoraConfig, adapter: &IntLora<Q>) -> Result<()> {
+    pub fn resume<const Q: usize>(
+        &mut self,
+        c: &Config,
+        config: LoraConfig,
+        adapter: &IntLora<Q>,
+    ) -> Result<()> {
         if adapter.dims != Dims::of(c) {
             return Err(Error::Invalid { what: "adapter shape does not match the model" });
         }
@@ -679,7 +685,11 @@ impl<const P: usize> LoraTrainer<P> {
         let work = work.get_mut(..need).ok_or(Error::BufferTooSmall { need, have })?;
         let np = self.int.params();
         self.grad[..np].fill(0.0);
-        let loss = if need == 0 { self.run_local(model, state, tokens)? } else { self.run(model, state, tokens, work)? };
+        let loss = if need == 0 {
+            self.run_local(model, state, tokens)?
+        } else {
+            self.run(model, state, tokens, work)?
+        };
         let n = (tokens.len() - 1) as f32;
         // AdamW (beta 0.9 / 0.999, no weight decay: the adapter starts at no change).
         self.steps += 1;
@@ -775,7 +785,11 @@ impl<const P: usize> LoraTrainer<P> {
 
 /// Per site, its rows as (offset, length): `A`'s `r` rows, then `B` transposed's `r` rows, in
 /// the order of the site's scales.
-fn row_spans(sites: Sites, d: &Dims, r: usize) -> impl Iterator<Item = impl Iterator<Item = (usize, usize)>> + '_ {
+fn row_spans(
+    sites: Sites,
+    d: &Dims,
+    r: usize,
+) -> impl Iterator<Item = impl Iterator<Item = (usize, usize)>> + '_ {
     let mut off = 0;
     sites.iter().map(move |(_, t)| {
         let ((n, m), at) = (t.shape(d), off);
@@ -861,7 +875,16 @@ fn site_fwd(w: &[f32], r: usize, n: usize, m: usize, x: &[f32], out: &mut [f32])
 /// One site's backward pass: `dy` the gradient of its output, `x` its input; into `g` the
 /// gradient of `A` and `B`, and into `dx` (when wanted) the adapter's share of the input's.
 #[allow(clippy::too_many_arguments)]
-fn site_back(w: &[f32], g: &mut [f32], r: usize, n: usize, m: usize, x: &[f32], dy: &[f32], mut dx: Option<&mut [f32]>) {
+fn site_back(
+    w: &[f32],
+    g: &mut [f32],
+    r: usize,
+    n: usize,
+    m: usize,
+    x: &[f32],
+    dy: &[f32],
+    mut dx: Option<&mut [f32]>,
+) {
     let (a, bt) = w.split_at(r * n);
     let (ga, gb) = g.split_at_mut(r * n);
     for j in 0..r {
@@ -1028,8 +1051,11 @@ impl<const L: usize> Float<'_, '_, L> {
             crate::kernels::reference::rope(&mut b.q[pos * d.dim..(pos + 1) * d.dim], &tab[..hs]);
             crate::kernels::reference::rope(&mut b.k[pos * d.kv_dim..(pos + 1) * d.kv_dim], &tab[..hs]);
         }
-        let shape =
-            crate::kernels::AttnShape { head_size: hs, kv_dim: d.kv_dim, kv_mul: c.n_heads / c.n_kv_heads.max(1) };
+        let shape = crate::kernels::AttnShape {
+            head_size: hs,
+            kv_dim: d.kv_dim,
+            kv_mul: c.n_heads / c.n_kv_heads.max(1),
+        };
         for pos in 0..self.t {
             let n = pos + 1;
             crate::kernels::reference::attention_f32(
@@ -1098,7 +1124,9 @@ impl<const L: usize> Float<'_, '_, L> {
         if !attn {
             return Ok(());
         }
-        for ((g, x1), db) in dy.chunks_exact_mut(d.dim).zip(b.x1.chunks_exact(d.dim)).zip(b.db.chunks_exact(d.dim)) {
+        for ((g, x1), db) in
+            dy.chunks_exact_mut(d.dim).zip(b.x1.chunks_exact(d.dim)).zip(b.db.chunks_exact(d.dim))
+        {
             rmsnorm_back(g, x1, layer.ffn_norm, db, c.norm_eps);
         }
         // Attention: x1 = x + Wo o, o = softmax(q k / sqrt(hs)) v per head.
@@ -1158,7 +1186,9 @@ impl<const L: usize> Float<'_, '_, L> {
         let da = need_dx.then_some(&mut *b.da);
         self.project_back(l, Target::Wv, b.a, b.dv, grad, da)?;
         if need_dx {
-            for ((g, x), da) in dy.chunks_exact_mut(d.dim).zip(x.chunks_exact(d.dim)).zip(b.da.chunks_exact(d.dim)) {
+            for ((g, x), da) in
+                dy.chunks_exact_mut(d.dim).zip(x.chunks_exact(d.dim)).zip(b.da.chunks_exact(d.dim))
+            {
                 rmsnorm_back(g, x, layer.attn_norm, da, c.norm_eps);
             }
         }

@@ -59,7 +59,7 @@ fn an_adapter_learns_a_users_phrases_without_forgetting() {
 
     let lr: f32 =
         std::env::var("LORA_LR").ok().and_then(|v| v.parse().ok()).unwrap_or(LoraConfig::default().lr);
-    let mut t = LoraTrainer::new(&model, LoraConfig { lr, ..LoraConfig::default() }).unwrap();
+    let mut t = <LoraTrainer>::new(&model, LoraConfig { lr, ..LoraConfig::default() }).unwrap();
     let before =
         (mean_loss(&mut t, &model, &mut state, &heldout), mean_loss(&mut t, &model, &mut state, &general));
     let epochs: usize = std::env::var("LORA_EPOCHS").ok().and_then(|v| v.parse().ok()).unwrap_or(EPOCHS);
@@ -101,7 +101,7 @@ fn a_new_adapter_changes_nothing_and_bad_input_is_refused() {
     let ctx = 32;
     let mut arena = vec![0i32; IntState::arena_len(&model, ctx)];
     let mut state = IntState::new(&model, &mut arena, ctx).unwrap();
-    let t = LoraTrainer::new(&model, LoraConfig::default()).unwrap();
+    let t = <LoraTrainer>::new(&model, LoraConfig::default()).unwrap();
     let tokens = encode(&model, "Once upon a time");
     for (pos, &tok) in tokens.iter().enumerate() {
         let plain = state.forward(&model, tok, pos).unwrap().to_vec();
@@ -110,12 +110,12 @@ fn a_new_adapter_changes_nothing_and_bad_input_is_refused() {
     }
     for rank in [0, 3] {
         assert!(
-            LoraTrainer::new(&model, LoraConfig { rank, ..LoraConfig::default() }).is_err(),
+            <LoraTrainer>::new(&model, LoraConfig { rank, ..LoraConfig::default() }).is_err(),
             "rank {rank}"
         );
     }
     for lr in [0.0, -1.0, f32::NAN] {
-        assert!(LoraTrainer::new(&model, LoraConfig { lr, ..LoraConfig::default() }).is_err(), "lr {lr}");
+        assert!(<LoraTrainer>::new(&model, LoraConfig { lr, ..LoraConfig::default() }).is_err(), "lr {lr}");
     }
     let mut t = t;
     assert!(t.step(&model, &mut state, &tokens[..1]).is_err(), "one token");
@@ -134,7 +134,7 @@ fn adapter_files_round_trip_and_refuse_damage_and_other_models() {
     let ctx = 64;
     let mut arena = vec![0i32; IntState::arena_len(&model, ctx)];
     let mut state = IntState::new(&model, &mut arena, ctx).unwrap();
-    let mut t = LoraTrainer::new(&model, LoraConfig::default()).unwrap();
+    let mut t = <LoraTrainer>::new(&model, LoraConfig::default()).unwrap();
     for l in TRAIN.lines().take(3) {
         t.step(&model, &mut state, &encode(&model, l)).unwrap();
     }
@@ -142,20 +142,20 @@ fn adapter_files_round_trip_and_refuse_damage_and_other_models() {
     let mut buf = [0u8; MAX_FILE];
     let n = t.adapter().write(id, &mut buf).unwrap();
     let file = &buf[..n];
-    let back = IntLora::read(file, id, &model.config).unwrap();
+    let back = <IntLora>::read(file, id, &model.config).unwrap();
     assert_eq!(&back, t.adapter());
     // Going on from the file gives the same forward pass.
-    let again = LoraTrainer::from_adapter(&model, LoraConfig::default(), &back).unwrap();
+    let again = <LoraTrainer>::from_adapter(&model, LoraConfig::default(), &back).unwrap();
     assert_eq!(again.adapter(), t.adapter());
     for i in [0, 9, 20, n / 2, n - 1] {
         let mut bad = file.to_vec();
         bad[i] ^= 0x40;
-        assert!(IntLora::read(&bad, id, &model.config).is_err(), "flipped byte {i}");
+        assert!(<IntLora>::read(&bad, id, &model.config).is_err(), "flipped byte {i}");
     }
     for len in [0, 3, 8, 12, n - 1] {
-        assert!(IntLora::read(&file[..len], id, &model.config).is_err(), "truncated to {len}");
+        assert!(<IntLora>::read(&file[..len], id, &model.config).is_err(), "truncated to {len}");
     }
-    let e = IntLora::read(file, id ^ 1, &model.config).unwrap_err();
+    let e = <IntLora>::read(file, id ^ 1, &model.config).unwrap_err();
     assert!(format!("{e}").contains("different model"), "{e}");
-    assert!(IntLora::read(&vec![0u8; MAX_FILE + 1], id, &model.config).is_err());
+    assert!(<IntLora>::read(&vec![0u8; MAX_FILE + 1], id, &model.config).is_err());
 }

@@ -327,7 +327,12 @@ impl<'s> IntState<'s> {
     ) -> Result<&mut [i32]> {
         self.step(model, token, pos, Pass { logits: false, layers: 0..at, lora: Some(lora), ..Pass::FULL })?;
         keep.copy_from_slice(self.x);
-        self.step(model, token, pos, Pass { layers: at..ALL.end, embeds: false, lora: Some(lora), ..Pass::FULL })?;
+        self.step(
+            model,
+            token,
+            pos,
+            Pass { layers: at..ALL.end, embeds: false, lora: Some(lora), ..Pass::FULL },
+        )?;
         Ok(self.logits)
     }
 
