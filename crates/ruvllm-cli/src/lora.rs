@@ -8,7 +8,7 @@ use clap::Subcommand;
 use ruvllm_cli::input;
 use ruvllm_esp32::infer::IntState;
 use ruvllm_esp32::lora::{
-    max_file, model_id, Dims, IntLora, LoraConfig, LoraTrainer, Sites, Target, HOST_PARAMS,
+    max_file, model_id, training_bytes, Dims, IntLora, LoraConfig, LoraTrainer, Sites, Target, HOST_PARAMS,
 };
 use ruvllm_esp32::tokenizer;
 use std::path::{Path, PathBuf};
@@ -35,6 +35,10 @@ pub enum LoraCmd {
         /// Projections of each of those layers that get one: wq, wk, wv, wo, w1, w2, w3
         #[arg(long, default_value = "w2", value_delimiter = ',')]
         targets: Vec<String>,
+        /// Memory for training, in bytes (the trainer and the activations of the longest line):
+        /// a set that needs more is refused before training starts
+        #[arg(long, default_value_t = 1 << 20)]
+        budget: usize,
         /// Passes over the lines, 1 to 1000
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1000))]
         epochs: u16,
@@ -45,8 +49,8 @@ pub enum LoraCmd {
 
 pub fn run(cmd: LoraCmd) -> Result<()> {
     match cmd {
-        LoraCmd::Train { model, text, rank, layers, targets, epochs, output } => {
-            train(&model, &text, (rank as usize, &layers, &targets), epochs as usize, &output)
+        LoraCmd::Train { model, text, rank, layers, targets, budget, epochs, output } => {
+            train(&model, &text, (rank as usize, &layers, &targets, budget), epochs as usize, &output)
         }
     }
 }
@@ -99,16 +103,13 @@ fn sites(c: &ruvllm_esp32::model::Config, rank: usize, layers: &str, targets: &[
     Ok(sites)
 }
 
-fn train(
-    args: &ModelArgs,
-    text: &Path,
-    set: (usize, &str, &[String]),
-    epochs: usize,
-    output: &Path,
-) -> Result<()> {
+/// `--rank`, `--layers`, `--targets`, `--budget`.
+type SetArgs<'a> = (usize, &'a str, &'a [String], usize);
+
+fn train(args: &ModelArgs, text: &Path, set: SetArgs<'_>, epochs: usize, output: &Path) -> Result<()> {
     let img = load_int(args, None)?;
     let model = img.model()?;
-    let (rank, layers, targets) = set;
+    let (rank, layers, targets, budget) = set;
     let sites = sites(&model.config, rank, layers, targets)?;
     let bytes = input::read_input(text, "text file", input::MAX_TEXT_BYTES)?;
     let text_str =
@@ -131,9 +132,16 @@ fn train(
     let mut arena = vec![0i32; IntState::arena_len(&model, ctx)];
     let mut state = IntState::new(&model, &mut arena, ctx)?;
     // The whole memory is set up here: no step allocates.
+    let longest = phrases.iter().map(Vec::len).max().unwrap_or(0);
+    let need = training_bytes::<HOST_PARAMS>(&model.config, sites, longest);
+    if need > budget {
+        bail!(
+            "--layers {layers} --targets {} at --rank {rank} needs {need} bytes to train on lines of up to {longest} tokens, above the memory budget of {budget} bytes (raise --budget, or choose fewer layers or projections, or --rank 1)",
+            targets.join(",")
+        );
+    }
     let mut t: Box<LoraTrainer<HOST_PARAMS>> = Box::new(LoraTrainer::EMPTY);
     t.reset(&model.config, LoraConfig { rank, ..LoraConfig::default() }, sites)?;
-    let longest = phrases.iter().map(Vec::len).max().unwrap_or(0);
     let mut work = vec![0f32; t.work_len(&model, longest)];
     let mean = |t: &mut LoraTrainer<HOST_PARAMS>, state: &mut IntState<'_>| -> Result<f64> {
         let (mut sum, mut n) = (0.0f64, 0usize);

@@ -625,17 +625,9 @@ impl<const P: usize> LoraTrainer<P> {
         self.steps
     }
 
-    /// f32 values of work buffer a step on `tokens` tokens needs (0 for the last layer's `w2`
-    /// alone): the residual stream entering every layer from the lowest adapted one, its
-    /// gradient, and one layer's activations and their gradients, for each position.
+    /// f32 values of work buffer a step on `tokens` tokens needs ([`work_len`]).
     pub fn work_len<const L: usize>(&self, model: &Model<'_, L>, tokens: usize) -> usize {
-        let d = &self.int.dims;
-        if self.int.sites.position_local(d) {
-            return 0;
-        }
-        let t = tokens.saturating_sub(1);
-        let layers = d.n_layers - self.int.sites.lowest();
-        t * d.dim * (layers + 1) + Buffers::len(d, model.config.n_heads, t)
+        work_len(&model.config, self.int.sites, tokens)
     }
 
     /// Mean cross-entropy of `tokens` (each predicting the next) with the current adapter,
@@ -796,6 +788,25 @@ fn row_spans(
         off += r * (n + m);
         (0..2 * r).map(move |j| if j < r { (at + j * n, n) } else { (at + r * n + (j - r) * m, m) })
     })
+}
+
+/// f32 values of work buffer a training step of the set `sites` on `tokens` tokens needs (0 for
+/// the last layer's `w2` alone): the residual stream entering every layer from the lowest
+/// adapted one, its gradient, and one layer's activations and their gradients, for each
+/// position.
+pub fn work_len(c: &Config, sites: Sites, tokens: usize) -> usize {
+    let d = Dims::of(c);
+    if sites.count() == 0 || sites.position_local(&d) {
+        return 0;
+    }
+    let t = tokens.saturating_sub(1);
+    let layers = d.n_layers.saturating_sub(sites.lowest());
+    t * d.dim * (layers + 1) + Buffers::len(&d, c.n_heads, t)
+}
+
+/// Bytes a trainer of `P` parameters and its work buffer for `tokens` tokens hold.
+pub fn training_bytes<const P: usize>(c: &Config, sites: Sites, tokens: usize) -> usize {
+    core::mem::size_of::<LoraTrainer<P>>() + 4 * work_len(c, sites, tokens)
 }
 
 /// A training text: BOS and at least one token, within the state's context.
