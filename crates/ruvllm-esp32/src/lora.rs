@@ -1407,3 +1407,6 @@ impl DeviceLora {
         }
     }
 }
+
+#[cfg(all(test, feature = "std"))]
+mod tests;
