@@ -541,6 +541,12 @@ fn pruned_models_convert_run_and_lose_perplexity_with_sparsity() {
     }
 }
 
+/// The loss before and after that `lora train` prints.
+fn lora_losses(err: &str) -> Vec<f64> {
+    let line = err.split("loss ").nth(1).unwrap();
+    line.split(" nats").next().unwrap().split(" -> ").map(|v| v.parse().unwrap()).collect()
+}
+
 /// `lora train` on the built-in model lowers the loss of the phrases it learns, writes an
 /// adapter that `gen --lora` applies (changing the text), and bad adapters or texts get one
 /// line and a non-zero exit.
@@ -551,16 +557,7 @@ fn lora_train_writes_an_adapter_that_gen_applies_and_bad_ones_are_refused() {
     let out = run(&["lora", "train", "--text", text, "-o", s(&adapter)]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    let losses: Vec<f64> = err
-        .split("loss ")
-        .nth(1)
-        .unwrap()
-        .split(" nats")
-        .next()
-        .unwrap()
-        .split(" -> ")
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let losses = lora_losses(&err);
     assert!(losses[1] < losses[0], "{err}");
     let plain = run(&["gen", "--int", "-p", "My dog", "-n", "24"]);
     let adapted = run(&["gen", "--lora", s(&adapter), "-p", "My dog", "-n", "24"]);
@@ -616,16 +613,7 @@ fn lora_train_on_chosen_layers_and_projections_and_bad_sets_are_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("rank 2 on 0.wq,0.wv,1.wq,1.wv,2.wq,2.wv,3.wq,3.wv,4.wq,4.wv;"), "{err}");
-    let losses: Vec<f64> = err
-        .split("loss ")
-        .nth(1)
-        .unwrap()
-        .split(" nats")
-        .next()
-        .unwrap()
-        .split(" -> ")
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let losses = lora_losses(&err);
     assert!(losses[1] < losses[0] - 0.3, "{err}");
     let plain = run(&["gen", "--int", "-p", "My dog", "-n", "24"]);
     let adapted = run(&["gen", "--lora", s(&adapter), "-p", "My dog", "-n", "24"]);

@@ -27,6 +27,7 @@
 use crate::error::{Error, Result};
 use crate::infer::integer::{sat32, shr_round, Scale, FRAC};
 use crate::infer::{IntState, Step};
+use crate::kernels::reference;
 use crate::model::{Config, Model};
 
 /// Largest adapter rank.
@@ -864,14 +865,6 @@ fn rmsnorm_back(dx: &mut [f32], x: &[f32], w: &[f32], dy: &[f32], eps: f32) {
     }
 }
 
-fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
-    let ms = x.iter().map(|&v| v * v).sum::<f32>() / x.len() as f32 + eps;
-    let rinv = 1.0 / libm::sqrtf(ms);
-    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
-        *o = v * rinv * g;
-    }
-}
-
 /// One site's `out += B (A x)` with the master weights `w` (`A` rows, then `B` transposed).
 fn site_fwd(w: &[f32], r: usize, n: usize, m: usize, x: &[f32], out: &mut [f32]) {
     let (a, bt) = w.split_at(r * n);
@@ -1051,16 +1044,16 @@ impl<const L: usize> Float<'_, '_, L> {
         let layer = &self.model.layers[l];
         let hs = d.dim / c.n_heads;
         for (a, x) in b.a.chunks_exact_mut(d.dim).zip(x.chunks_exact(d.dim)) {
-            rmsnorm(a, x, layer.attn_norm, c.norm_eps);
+            reference::rmsnorm(a, x, layer.attn_norm, c.norm_eps);
         }
         self.project(l, Target::Wq, b.a, b.q)?;
         self.project(l, Target::Wk, b.a, b.k)?;
         self.project(l, Target::Wv, b.a, b.v)?;
         let mut tab = [0.0f32; 64];
         for pos in 0..self.t {
-            crate::kernels::reference::rope_table(&mut tab[..hs], pos, hs, c.rope_theta);
-            crate::kernels::reference::rope(&mut b.q[pos * d.dim..(pos + 1) * d.dim], &tab[..hs]);
-            crate::kernels::reference::rope(&mut b.k[pos * d.kv_dim..(pos + 1) * d.kv_dim], &tab[..hs]);
+            reference::rope_table(&mut tab[..hs], pos, hs, c.rope_theta);
+            reference::rope(&mut b.q[pos * d.dim..(pos + 1) * d.dim], &tab[..hs]);
+            reference::rope(&mut b.k[pos * d.kv_dim..(pos + 1) * d.kv_dim], &tab[..hs]);
         }
         let shape = crate::kernels::AttnShape {
             head_size: hs,
@@ -1069,7 +1062,7 @@ impl<const L: usize> Float<'_, '_, L> {
         };
         for pos in 0..self.t {
             let n = pos + 1;
-            crate::kernels::reference::attention_f32(
+            reference::attention_f32(
                 &mut b.o[pos * d.dim..(pos + 1) * d.dim],
                 &b.q[pos * d.dim..(pos + 1) * d.dim],
                 &b.k[..n * d.kv_dim],
@@ -1083,7 +1076,7 @@ impl<const L: usize> Float<'_, '_, L> {
             *x1 += x;
         }
         for (bn, x1) in b.b.chunks_exact_mut(d.dim).zip(b.x1.chunks_exact(d.dim)) {
-            rmsnorm(bn, x1, layer.ffn_norm, c.norm_eps);
+            reference::rmsnorm(bn, x1, layer.ffn_norm, c.norm_eps);
         }
         self.project(l, Target::W1, b.b, b.h1)?;
         self.project(l, Target::W3, b.b, b.h3)?;
@@ -1160,7 +1153,7 @@ impl<const L: usize> Float<'_, '_, L> {
                     let k = &b.k[u * d.kv_dim + koff..u * d.kv_dim + koff + hs];
                     *s = qh.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
                 }
-                crate::kernels::reference::softmax(p);
+                reference::softmax(p);
                 // dp_u = do . v_u; ds = p (dp - sum p dp).
                 let mut dots = 0.0f32;
                 for (u, &pu) in p.iter().enumerate() {
@@ -1182,12 +1175,12 @@ impl<const L: usize> Float<'_, '_, L> {
         // Back through RoPE: the inverse rotation.
         let mut tab = [0.0f32; 64];
         for pos in 0..self.t {
-            crate::kernels::reference::rope_table(&mut tab[..hs], pos, hs, c.rope_theta);
+            reference::rope_table(&mut tab[..hs], pos, hs, c.rope_theta);
             for cs in tab[..hs].chunks_exact_mut(2) {
                 cs[1] = -cs[1];
             }
-            crate::kernels::reference::rope(&mut b.dq[pos * d.dim..(pos + 1) * d.dim], &tab[..hs]);
-            crate::kernels::reference::rope(&mut b.dk[pos * d.kv_dim..(pos + 1) * d.kv_dim], &tab[..hs]);
+            reference::rope(&mut b.dq[pos * d.dim..(pos + 1) * d.dim], &tab[..hs]);
+            reference::rope(&mut b.dk[pos * d.kv_dim..(pos + 1) * d.kv_dim], &tab[..hs]);
         }
         b.da.fill(0.0);
         let da = need_dx.then_some(&mut *b.da);
