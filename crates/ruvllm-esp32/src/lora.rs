@@ -38,6 +38,8 @@ pub const MAX_HIDDEN: usize = 512;
 pub const MAX_DIM: usize = 256;
 /// Most projections one adapter set covers (every projection of 6 layers, or 3 of 16).
 pub const MAX_SITES: usize = 48;
+/// Widest attention head the backward pass takes (its RoPE table sits on the stack).
+const MAX_HEAD: usize = 64;
 /// Most layers an adapter set names.
 pub const MAX_LAYERS: usize = 64;
 /// Parameters of a device's adapter set: a rank-2 adapter on the widest model's `w2`, what the
@@ -170,7 +172,8 @@ impl Sites {
     /// Whether a step's gradient reaches every site through each position alone (the set is
     /// the last layer's `w2`): then it needs no work buffer.
     fn position_local(self, d: &Dims) -> bool {
-        self == Sites { layers: 1u64 << (d.n_layers - 1), targets: Target::W2.bit() }
+        let last = d.n_layers.checked_sub(1).filter(|&l| l < MAX_LAYERS);
+        last.is_some_and(|l| self == Sites { layers: 1u64 << l, targets: Target::W2.bit() })
     }
 }
 
@@ -544,8 +547,13 @@ impl<const P: usize> LoraTrainer<P> {
             return Err(Error::Invalid { what: "adapter learning rate must be a positive number" });
         }
         let dims = Dims::of(c);
-        if sites.count() == 0 || (sites.layers >> dims.n_layers != 0 && dims.n_layers < MAX_LAYERS) {
+        if sites.count() == 0 || (dims.n_layers < MAX_LAYERS && sites.layers >> dims.n_layers != 0) {
             return Err(Error::Invalid { what: "adapter layer outside the model" });
+        }
+        if !sites.position_local(&dims) && c.dim / c.n_heads.max(1) > MAX_HEAD {
+            return Err(Error::Unsupported {
+                what: "adapters below the last layer's w2 on heads of more than 64 values",
+            });
         }
         self.int.set_shape(config.rank, sites, dims)?;
         (self.config, self.steps) = (config, 0);
@@ -1049,7 +1057,7 @@ impl<const L: usize> Float<'_, '_, L> {
         self.project(l, Target::Wq, b.a, b.q)?;
         self.project(l, Target::Wk, b.a, b.k)?;
         self.project(l, Target::Wv, b.a, b.v)?;
-        let mut tab = [0.0f32; 64];
+        let mut tab = [0.0f32; MAX_HEAD];
         for pos in 0..self.t {
             reference::rope_table(&mut tab[..hs], pos, hs, c.rope_theta);
             reference::rope(&mut b.q[pos * d.dim..(pos + 1) * d.dim], &tab[..hs]);
@@ -1173,7 +1181,7 @@ impl<const L: usize> Float<'_, '_, L> {
             }
         }
         // Back through RoPE: the inverse rotation.
-        let mut tab = [0.0f32; 64];
+        let mut tab = [0.0f32; MAX_HEAD];
         for pos in 0..self.t {
             reference::rope_table(&mut tab[..hs], pos, hs, c.rope_theta);
             for cs in tab[..hs].chunks_exact_mut(2) {
