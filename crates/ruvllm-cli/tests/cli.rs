@@ -541,6 +541,12 @@ fn pruned_models_convert_run_and_lose_perplexity_with_sparsity() {
     }
 }
 
+/// The loss before and after that `lora train` prints.
+fn lora_losses(err: &str) -> Vec<f64> {
+    let line = err.split("loss ").nth(1).unwrap();
+    line.split(" nats").next().unwrap().split(" -> ").map(|v| v.parse().unwrap()).collect()
+}
+
 /// `lora train` on the built-in model lowers the loss of the phrases it learns, writes an
 /// adapter that `gen --lora` applies (changing the text), and bad adapters or texts get one
 /// line and a non-zero exit.
@@ -551,16 +557,7 @@ fn lora_train_writes_an_adapter_that_gen_applies_and_bad_ones_are_refused() {
     let out = run(&["lora", "train", "--text", text, "-o", s(&adapter)]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    let losses: Vec<f64> = err
-        .split("loss ")
-        .nth(1)
-        .unwrap()
-        .split(" nats")
-        .next()
-        .unwrap()
-        .split(" -> ")
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let losses = lora_losses(&err);
     assert!(losses[1] < losses[0], "{err}");
     let plain = run(&["gen", "--int", "-p", "My dog", "-n", "24"]);
     let adapted = run(&["gen", "--lora", s(&adapter), "-p", "My dog", "-n", "24"]);
@@ -589,6 +586,64 @@ fn lora_train_writes_an_adapter_that_gen_applies_and_bad_ones_are_refused() {
             !out.status.success() && err.contains(want) && err.trim().lines().count() <= 3,
             "{args:?}: {err}"
         );
+    }
+}
+
+/// `lora train --layers --targets`: a set on every layer's wq and wv trains and `gen --lora`
+/// applies it; a layer or projection that does not exist, a rank outside 1-2 and a set above
+/// the memory budget each get one line naming the values, and a non-zero exit.
+#[test]
+fn lora_train_on_chosen_layers_and_projections_and_bad_sets_are_refused() {
+    let text = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/lora/train.txt");
+    let adapter = scratch("adapter-wq-wv.bin");
+    let out = run(&[
+        "lora",
+        "train",
+        "--text",
+        text,
+        "--layers",
+        "all",
+        "--targets",
+        "wq,wv",
+        "--epochs",
+        "1",
+        "-o",
+        s(&adapter),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("rank 2 on 0.wq,0.wv,1.wq,1.wv,2.wq,2.wv,3.wq,3.wv,4.wq,4.wv;"), "{err}");
+    let losses = lora_losses(&err);
+    assert!(losses[1] < losses[0] - 0.3, "{err}");
+    let plain = run(&["gen", "--int", "-p", "My dog", "-n", "24"]);
+    let adapted = run(&["gen", "--lora", s(&adapter), "-p", "My dog", "-n", "24"]);
+    assert!(plain.status.success() && adapted.status.success());
+    assert_ne!(plain.stdout, adapted.stdout, "the wq/wv adapters changed nothing");
+    let o = s(&scratch("x.bin")).to_string();
+    let train = |extra: &[&'static str]| {
+        let mut args = vec!["lora", "train", "--text", text, "-o", &o];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    for (args, want) in [
+        (train(&["--layers", "5"]), vec!["layer \"5\" does not exist", "layers 0 to 4"]),
+        (train(&["--layers", "0,x"]), vec!["layer \"x\" does not exist"]),
+        (
+            train(&["--targets", "wq,wx"]),
+            vec!["projection \"wx\" does not exist", "wq, wk, wv, wo, w1, w2, w3"],
+        ),
+        (train(&["--rank", "3"]), vec!["'3'", "--rank", "1..=2"]),
+        (train(&["--rank", "0"]), vec!["'0'", "--rank", "1..=2"]),
+        (
+            train(&["--layers", "all", "--targets", "wq,wv", "--budget", "100000"]),
+            vec!["--layers all --targets wq,wv at --rank 2 needs", "above the memory budget of 100000 bytes"],
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(want.iter().all(|w| err.contains(w)) && err.trim().lines().count() <= 3, "{args:?}: {err}");
     }
 }
 

@@ -417,12 +417,12 @@ fn the_lora_adapter_is_kept_in_the_knowledge_file() {
     let shown = session(&file, input.as_bytes());
     let r = ruvllm_esp32::console::replies(&shown, &script).unwrap_or_else(|| panic!("{shown}"));
     assert_ne!(r[0], r[2], "training changed the loss: {shown}");
-    assert_eq!(r[3], "lora: saved (456 bytes; restored at boot)");
+    assert_eq!(r[3], "lora: saved (468 bytes; restored at boot)");
 
     let script = [loss.as_str(), "lora reset", "ask where does the cat sleep", "quit"];
     let input: String = script.iter().map(|l| format!("{l}\n")).collect();
     let shown = session(&file, input.as_bytes());
-    assert!(shown.contains("lora: restored the saved adapter (rank 2, 456 bytes)\r\n"), "{shown}");
+    assert!(shown.contains("lora: restored the saved adapter (rank 2, 468 bytes)\r\n"), "{shown}");
     let again = ruvllm_esp32::console::replies(&shown, &script).unwrap_or_else(|| panic!("{shown}"));
     assert_eq!(again[0], r[2], "the restored adapter gives the trained loss");
     assert!(again[2].starts_with(&format!("Found: {CAT}")), "{shown}");

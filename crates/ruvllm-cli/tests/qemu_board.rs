@@ -1324,7 +1324,7 @@ fn the_board_learns_a_lora_adapter_as_the_host_does_and_keeps_it_in_flash() {
     );
     assert!(ha <= 0.8 * hb && ga <= 1.02 * gb, "held-out {hb} -> {ha}, general {gb} -> {ga}");
     let saved = b.command("lora save");
-    assert_eq!(saved, "lora: saved (456 bytes; restored at boot)");
+    assert_eq!(saved, "lora: saved (468 bytes; restored at boot)");
     let stats = b.command("lora stats");
     eprintln!("board: {stats}");
     b.send(b"quit\n");
@@ -1334,7 +1334,7 @@ fn the_board_learns_a_lora_adapter_as_the_host_does_and_keeps_it_in_flash() {
     // The next boot restores it from flash: the same loss as before the restart.
     let mut b = Board::boot_with(&elf, Some(&flash));
     let boot = b.expect("type help\r\n> ");
-    assert!(boot.contains("lora: restored the saved adapter (rank 2, 456 bytes)\r\n"), "{boot}");
+    assert!(boot.contains("lora: restored the saved adapter (rank 2, 468 bytes)\r\n"), "{boot}");
     assert_eq!(b.command(&eval[0]), host[script.len() - bad.len() - e]);
     b.send(b"quit\n");
     b.expect("bye");

@@ -88,7 +88,7 @@ fn lora_train_save_and_the_next_boot_restores_it() {
     let (r, boot) = session(&img, 64, Some(&mut store), &cmds);
     assert!(!boot.contains("lora"), "nothing saved yet: no boot line: {boot}");
     assert!(r[0].starts_with("lora: on, rank 2 on 4.w2"), "{}", r[0]);
-    assert!(r[0].contains("flash: 456 bytes"), "{}", r[0]);
+    assert!(r[0].contains("flash: 468 bytes"), "{}", r[0]);
     let base = losses(&r[1]).0;
     let (b1, a1) = losses(&r[2]);
     let (b2, a2) = losses(&r[3]);
@@ -98,17 +98,17 @@ fn lora_train_save_and_the_next_boot_restores_it() {
     let trained = losses(&r[4]).0;
     assert_eq!(trained, a2);
     assert_eq!(losses(&r[6]).0, base, "lora off: the base model");
-    assert_eq!(r[8], "lora: saved (456 bytes; restored at boot)");
+    assert_eq!(r[8], "lora: saved (468 bytes; restored at boot)");
     assert!(r[9].contains("8 steps trained, as loaded or saved"), "{}", r[9]);
 
     // The next boot restores it: the same loss, to the last digit.
     let mut store = reboot(store);
     let (r, boot) = session(&img, 64, Some(&mut store), &[&loss, "lora reset", &loss, "lora load", &loss]);
-    assert!(boot.contains("lora: restored the saved adapter (rank 2, 456 bytes)"), "{boot}");
+    assert!(boot.contains("lora: restored the saved adapter (rank 2, 468 bytes)"), "{boot}");
     assert_eq!(losses(&r[0]).0, trained, "{r:?}");
     assert!(r[1].starts_with("lora: a fresh rank-2 adapter on 4.w2"), "{}", r[1]);
     assert_eq!(losses(&r[2]).0, base);
-    assert_eq!(r[3], "lora: loaded the saved adapter (456 bytes), on");
+    assert_eq!(r[3], "lora: loaded the saved adapter (468 bytes), on");
     assert_eq!(losses(&r[4]).0, trained);
 }
 

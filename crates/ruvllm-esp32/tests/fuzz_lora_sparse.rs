@@ -35,7 +35,7 @@ fn adapter_file() -> &'static [u8] {
         let model: Model<'_> = Model::from_gguf(image().bytes()).unwrap();
         let mut arena = vec![0i32; IntState::arena_len(&model, 16)];
         let mut state = IntState::new(&model, &mut arena, 16).unwrap();
-        let mut t = LoraTrainer::new(&model, LoraConfig::default()).unwrap();
+        let mut t = <LoraTrainer>::new(&model, LoraConfig::default()).unwrap();
         for _ in 0..2 {
             t.step(&model, &mut state, &[1, 400, 300, 200, 100]).unwrap();
         }
@@ -92,7 +92,7 @@ proptest! {
             file[n..].copy_from_slice(&crc.to_le_bytes());
         }
         let id = model_id(image().bytes());
-        if let Ok(lora) = IntLora::read(&file, id, &model.config) {
+        if let Ok(lora) = <IntLora>::read(&file, id, &model.config) {
             let mut arena = vec![0i32; IntState::arena_len(&model, 4)];
             let mut state = IntState::new(&model, &mut arena, 4).unwrap();
             state.forward_lora(&model, 1, 0, Some(&lora)).unwrap();
@@ -119,7 +119,7 @@ proptest! {
 #[test]
 fn fixtures_are_valid() {
     let model: Model<'_> = Model::from_gguf(image().bytes()).unwrap();
-    assert!(IntLora::read(adapter_file(), model_id(image().bytes()), &model.config).is_ok());
+    assert!(<IntLora>::read(adapter_file(), model_id(image().bytes()), &model.config).is_ok());
     let (codes, _, rows, cols, group, bytes) = sparse_fixture();
     assert!(SparseRows::new(bytes, *rows, *cols, *group).is_ok());
     assert!(codes.iter().filter(|&&c| c == 0).count() >= codes.len() * 7 / 10);

@@ -197,7 +197,7 @@ impl<IO: Read + ReadReady + Write, E: Engine> Console<'_, IO, E> {
             if (layer, proj) != (Some(last), "w2") {
                 return sayln!(
                     &mut self.io,
-                    "error: an adapter goes on the last layer's feed-forward down projection only ({last}.w2): its gradient needs no backward pass through attention"
+                    "error: on this console an adapter goes on the last layer's feed-forward down projection only ({last}.w2): other projections need activations for a backward pass that its RAM plan does not hold (train them on the host: ruvllm-esp32 lora train --layers ... --targets ...)"
                 );
             }
         }

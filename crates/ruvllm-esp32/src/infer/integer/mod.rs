@@ -291,27 +291,49 @@ impl<'s> IntState<'s> {
         Ok(self.logits)
     }
 
-    /// [`IntState::forward`] with a MicroLoRA adapter on its layer ([`crate::lora`]).
-    pub fn forward_lora<const L: usize>(
+    /// [`IntState::forward`] with a MicroLoRA adapter set on its projections ([`crate::lora`]).
+    pub fn forward_lora<const L: usize, const P: usize>(
         &mut self,
         model: &Model<'_, L>,
         token: u32,
         pos: usize,
-        lora: Option<&crate::lora::IntLora>,
+        lora: Option<&crate::lora::IntLora<P>>,
     ) -> Result<&mut [i32]> {
-        self.step(model, token, pos, Pass { lora, ..Pass::FULL })?;
+        self.step(model, token, pos, Pass { lora: lora.map(|a| a.view()), ..Pass::FULL })?;
         Ok(self.logits)
     }
 
-    /// [`IntState::prefill`] with a MicroLoRA adapter: the classifier is skipped.
-    pub fn prefill_lora<const L: usize>(
+    /// [`IntState::prefill`] with a MicroLoRA adapter set: the classifier is skipped.
+    pub fn prefill_lora<const L: usize, const P: usize>(
         &mut self,
         model: &Model<'_, L>,
         token: u32,
         pos: usize,
-        lora: Option<&crate::lora::IntLora>,
+        lora: Option<&crate::lora::IntLora<P>>,
     ) -> Result<()> {
-        self.step(model, token, pos, Pass { logits: false, lora, ..Pass::FULL })
+        self.step(model, token, pos, Pass { logits: false, lora: lora.map(|a| a.view()), ..Pass::FULL })
+    }
+
+    /// [`IntState::forward_lora`] that also copies the residual stream entering layer `at`
+    /// into `keep` (`dim` values): where an adapter set's backward pass starts from.
+    pub(crate) fn forward_lora_keep<const L: usize>(
+        &mut self,
+        model: &Model<'_, L>,
+        token: u32,
+        pos: usize,
+        lora: crate::lora::LoraRef<'_>,
+        at: usize,
+        keep: &mut [i32],
+    ) -> Result<&mut [i32]> {
+        self.step(model, token, pos, Pass { logits: false, layers: 0..at, lora: Some(lora), ..Pass::FULL })?;
+        keep.copy_from_slice(self.x);
+        self.step(
+            model,
+            token,
+            pos,
+            Pass { layers: at..ALL.end, embeds: false, lora: Some(lora), ..Pass::FULL },
+        )?;
+        Ok(self.logits)
     }
 
     /// After a forward pass: the final residual stream, the last layer's SwiGLU activation and
@@ -328,6 +350,36 @@ impl<'s> IntState<'s> {
         out: &mut [i32],
     ) -> Result<()> {
         embed(out, &view::int8(&model.output)?, v, self.shape.group);
+        Ok(())
+    }
+
+    /// Row `r` of layer `l`'s projection `t`, dequantized to Q16.16 into `out` (its input
+    /// width): what an adapter's backward pass multiplies by. int8 layers only.
+    pub(crate) fn weight_row<const L: usize>(
+        model: &Model<'_, L>,
+        l: usize,
+        t: crate::lora::Target,
+        r: usize,
+        out: &mut [i32],
+    ) -> Result<()> {
+        use crate::lora::Target as T;
+        let layer = model.layers.get(l).ok_or(Error::Invalid { what: "adapter layer outside the model" })?;
+        let w = view::layer(layer)?;
+        let m = match t {
+            T::Wq => w.wq,
+            T::Wk => w.wk,
+            T::Wv => w.wv,
+            T::Wo => w.wo,
+            T::W1 => w.w1,
+            T::W2 => w.w2,
+            T::W3 => w.w3,
+        };
+        if let LMat::Ternary(_) | LMat::Binary(_) = m {
+            return Err(Error::Unsupported {
+                what: "adapters below the last layer's w2 need a q8 model (convert with --quant q8)",
+            });
+        }
+        embed(out, &m, r, model.group);
         Ok(())
     }
 
@@ -414,6 +466,7 @@ impl<'s> IntState<'s> {
         pos: usize,
         pass: Pass<'_>,
     ) -> Result<()> {
+        use crate::lora::Target::{Wk, Wo, Wq, Wv, W1, W2, W3};
         let Pass { logits, layers, embeds, lora, ring } = pass;
         let rope = view::require(model)?;
         let s = self.shape;
@@ -445,14 +498,23 @@ impl<'s> IntState<'s> {
             time(K::Rmsnorm, || rmsnorm(self.xb, self.x, w.attn_norm, self.eps));
             time(K::Quantize, || quantize(self.xb, self.xq, self.xs, g));
             time(K::Matvec, || matmul(self.q, &w.wq, self.xq, self.xs, g, &mut self.lut, true));
+            if let Some(a) = &lora {
+                a.apply(l, Wq, self.xb, self.q);
+            }
             let row = (l * self.seq_len + slot) * kv_dim;
             let srow = (l * self.seq_len + slot) * ng;
             let (krow, ksrow) = (&mut self.kc[row..row + kv_dim], &mut self.ks[srow..srow + ng]);
             time(K::Matvec, || matmul(self.kv_row, &w.wk, self.xq, self.xs, g, &mut self.lut, false));
+            if let Some(a) = &lora {
+                a.apply(l, Wk, self.xb, self.kv_row);
+            }
             time(K::Rope, || rotate(self.kv_row, rope));
             time(K::Quantize, || quantize(self.kv_row, krow, ksrow, g));
             let (vrow, vsrow) = (&mut self.vc[row..row + kv_dim], &mut self.vs[srow..srow + ng]);
             time(K::Matvec, || matmul(self.kv_row, &w.wv, self.xq, self.xs, g, &mut self.lut, false));
+            if let Some(a) = &lora {
+                a.apply(l, Wv, self.xb, self.kv_row);
+            }
             time(K::Quantize, || quantize(self.kv_row, vrow, vsrow, g));
             time(K::Rope, || rotate(self.q, rope));
             // The query in int8 too, with 1/sqrt(head_size) folded into its scales.
@@ -479,11 +541,18 @@ impl<'s> IntState<'s> {
             attention(self.xb2, qq, qs, cache, &mut self.att[..n], &s);
             time(K::Quantize, || quantize(self.xb2, self.xq, self.xs, g));
             time(K::Matvec, || matmul(self.xb, &w.wo, self.xq, self.xs, g, &mut self.lut, true));
+            if let Some(a) = &lora {
+                a.apply(l, Wo, self.xb2, self.xb);
+            }
             time(K::Residual, || add(self.x, self.xb));
             time(K::Rmsnorm, || rmsnorm(self.xb, self.x, w.ffn_norm, self.eps));
             time(K::Quantize, || quantize(self.xb, self.xq, self.xs, g));
             time(K::Matvec, || matmul(self.hb, &w.w1, self.xq, self.xs, g, &mut self.lut, true));
             time(K::Matvec, || matmul(self.hb2, &w.w3, self.xq, self.xs, g, &mut self.lut, false));
+            if let Some(a) = &lora {
+                a.apply(l, W1, self.xb, self.hb);
+                a.apply(l, W3, self.xb, self.hb2);
+            }
             time(K::Swiglu, || {
                 for (a, b) in self.hb.iter_mut().zip(self.hb2.iter()) {
                     *a = swiglu(*a, *b);
@@ -491,8 +560,8 @@ impl<'s> IntState<'s> {
             });
             time(K::Quantize, || quantize(self.hb, self.xq, self.xs, g));
             time(K::Matvec, || matmul(self.xb, &w.w2, self.xq, self.xs, g, &mut self.lut, true));
-            if let Some(adapter) = lora.filter(|a| a.layer == l) {
-                adapter.apply(self.hb, self.xb);
+            if let Some(a) = &lora {
+                a.apply(l, W2, self.hb, self.xb);
             }
             time(K::Residual, || add(self.x, self.xb));
         }
@@ -532,8 +601,8 @@ struct Pass<'l> {
     layers: core::ops::Range<usize>,
     /// Embed the token; a later pipeline stage starts from the residual stream in `x` instead.
     embeds: bool,
-    /// A MicroLoRA adapter on its layer.
-    lora: Option<&'l crate::lora::IntLora>,
+    /// A MicroLoRA adapter set on its layers' projections.
+    lora: Option<crate::lora::LoraRef<'l>>,
     /// The cache is a ring ([`Sliding`]): positions past its size wrap.
     ring: bool,
 }
