@@ -1163,14 +1163,12 @@ mod tests {
             let ng = cols.div_ceil(32);
             let ws: Vec<f32> = (0..rows * ng).map(|_| (next() % 1000) as f32 / 997.0 + 0.01).collect();
             let xs: Vec<f32> = (0..ng).map(|_| (next() % 1000) as f32 / 991.0 + 0.01).collect();
-            let cases: [(Box<dyn Fn(u64) -> i8>, Box<dyn Fn(u64) -> i8>); 4] = [
-                (Box::new(|r| r as i8), Box::new(|r| (r as i8).max(-127))),
-                (Box::new(|_| -128), Box::new(|_| -127)),
-                (Box::new(|_| 127), Box::new(|_| 127)),
-                (
-                    Box::new(|r| if r & 1 == 0 { -128 } else { 127 }),
-                    Box::new(|r| if r & 2 == 0 { -127 } else { 127 }),
-                ),
+            // (weight, activation) codes from a random word
+            let cases: [(fn(u64) -> i8, fn(u64) -> i8); 4] = [
+                (|r| r as i8, |r| (r as i8).max(-127)),
+                (|_| -128, |_| -127),
+                (|_| 127, |_| 127),
+                (|r| if r & 1 == 0 { -128 } else { 127 }, |r| if r & 2 == 0 { -127 } else { 127 }),
             ];
             for (wf, xf) in &cases {
                 let wq: Vec<i8> = (0..rows * cols).map(|_| wf(next())).collect();
