@@ -1164,7 +1164,8 @@ mod tests {
             let ws: Vec<f32> = (0..rows * ng).map(|_| (next() % 1000) as f32 / 997.0 + 0.01).collect();
             let xs: Vec<f32> = (0..ng).map(|_| (next() % 1000) as f32 / 991.0 + 0.01).collect();
             // (weight, activation) codes from a random word
-            let cases: [(fn(u64) -> i8, fn(u64) -> i8); 4] = [
+            type Code = fn(u64) -> i8;
+            let cases: [(Code, Code); 4] = [
                 (|r| r as i8, |r| (r as i8).max(-127)),
                 (|_| -128, |_| -127),
                 (|_| 127, |_| 127),
