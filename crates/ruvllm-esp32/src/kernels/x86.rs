@@ -32,7 +32,11 @@ pub fn detect() -> Option<Kernels> {
     if std::is_x86_feature_detected!("avx512f") {
         // Wider f32 products. The rest stays 256-bit: a head of 8 values fills one register.
         let name = if avx2.name == "avx2" { "avx512" } else { "avx512+vnni" };
-        return Some(Kernels { name, matvec_f32: matvec_f32_512, ..avx2 });
+        let wide = Kernels { name, matvec_f32: matvec_f32_512, ..avx2 };
+        if std::is_x86_feature_detected!("avx512vl") {
+            return Some(Kernels { attention_q8: attention_q8_512, ..wide });
+        }
+        return Some(wide);
     }
     Some(avx2)
 }
@@ -40,7 +44,7 @@ pub fn detect() -> Option<Kernels> {
 /// The AVX2 set even on a CPU that has AVX-512 or AVX-VNNI, so tests can compare each with
 /// the reference.
 pub fn avx2_only() -> Option<Kernels> {
-    detect().map(|k| Kernels { name: "avx2", matvec_f32, matvec_q8, ..k })
+    detect().map(|k| Kernels { name: "avx2", matvec_f32, matvec_q8, attention_q8, ..k })
 }
 
 fn matvec_f32_512(out: &mut [f32], w: &[f32], x: &[f32]) {
@@ -140,6 +144,30 @@ fn attention_q8(
     shape: AttnShape,
     group: usize,
 ) {
+    attention_q8_on::<false>(out, query, cache, att, shape, group)
+}
+
+/// [`attention_q8`] with the AVX-512 register file (32 vector registers, so the kernel's
+/// accumulators are not spilled): the same instructions on the same values.
+fn attention_q8_512(
+    out: &mut [f32],
+    query: QueryQ8<'_>,
+    cache: CacheQ8<'_>,
+    att: &mut [f32],
+    shape: AttnShape,
+    group: usize,
+) {
+    attention_q8_on::<true>(out, query, cache, att, shape, group)
+}
+
+fn attention_q8_on<const WIDE: bool>(
+    out: &mut [f32],
+    query: QueryQ8<'_>,
+    cache: CacheQ8<'_>,
+    att: &mut [f32],
+    shape: AttnShape,
+    group: usize,
+) {
     let AttnShape { head_size: hs, kv_dim, .. } = shape;
     let n_heads = query.q.len() / hs;
     let positions = cache.keys.len() / kv_dim;
@@ -152,8 +180,15 @@ fn attention_q8(
             && query.qs.len() >= query.q.len().div_ceil(group)
     );
     if hs == 8 && group == 32 && kv_dim.is_multiple_of(32) && n_heads.is_multiple_of(8) {
-        // SAFETY: as above; the shape is the one this kernel is written for.
-        return unsafe { attention_q8_hs8_avx2(out, query, cache, att, shape) };
+        // SAFETY: as above (`WIDE` only through `detect` having checked AVX-512F and VL); the
+        // shape is the one this kernel is written for.
+        return unsafe {
+            if WIDE {
+                attention_q8_hs8_avx512(out, query, cache, att, shape)
+            } else {
+                attention_q8_hs8_avx2(out, query, cache, att, shape)
+            }
+        };
     }
     // Otherwise the f32 block kernel on the dequantized query, if each head lies inside one
     // scale group.
@@ -835,6 +870,28 @@ unsafe fn widen_chunk(p: *const i8) -> [__m256; 4] {
 /// `isum * query scale * key scale`.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn attention_q8_hs8_avx2(
+    out: &mut [f32],
+    query: QueryQ8<'_>,
+    cache: CacheQ8<'_>,
+    att: &mut [f32],
+    shape: AttnShape,
+) {
+    attention_q8_hs8(out, query, cache, att, shape)
+}
+
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+unsafe fn attention_q8_hs8_avx512(
+    out: &mut [f32],
+    query: QueryQ8<'_>,
+    cache: CacheQ8<'_>,
+    att: &mut [f32],
+    shape: AttnShape,
+) {
+    attention_q8_hs8(out, query, cache, att, shape)
+}
+
+#[inline(always)]
+unsafe fn attention_q8_hs8(
     out: &mut [f32],
     query: QueryQ8<'_>,
     cache: CacheQ8<'_>,
