@@ -34,7 +34,8 @@ pub fn detect() -> Option<Kernels> {
         let name = if avx2.name == "avx2" { "avx512" } else { "avx512+vnni" };
         let wide = Kernels { name, matvec_f32: matvec_f32_512, ..avx2 };
         if std::is_x86_feature_detected!("avx512vl") {
-            return Some(Kernels { attention_q8: attention_q8_512, ..wide });
+            let matvec_q8 = if name == "avx512" { matvec_q8 } else { matvec_q8_vnni_512 };
+            return Some(Kernels { attention_q8: attention_q8_512, matvec_q8, ..wide });
         }
         return Some(wide);
     }
@@ -71,15 +72,36 @@ fn matvec_q8(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32], grou
 }
 
 fn matvec_q8_vnni_checked(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32], group: usize) {
+    matvec_q8_vnni_on::<false>(out, wq, ws, xq, xs, group)
+}
+
+fn matvec_q8_vnni_512(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32], group: usize) {
+    matvec_q8_vnni_on::<true>(out, wq, ws, xq, xs, group)
+}
+
+fn matvec_q8_vnni_on<const WIDE: bool>(
+    out: &mut [f32],
+    wq: &[i8],
+    ws: &[f32],
+    xq: &[i8],
+    xs: &[f32],
+    group: usize,
+) {
     let n = xq.len();
     let ng = n.div_ceil(group);
     if group != 32 {
         return reference::matvec_q8(out, wq, ws, xq, xs, group);
     }
     assert!(wq.len() >= out.len() * n && ws.len() >= out.len() * ng && xs.len() >= ng);
-    // SAFETY: only reachable through `detect`, which checked AVX2, FMA and AVX-VNNI; bounds
-    // asserted.
-    unsafe { matvec_q8_vnni(out, wq, ws, xq, xs) }
+    // SAFETY: only reachable through `detect`, which checked AVX2, FMA and AVX-VNNI (and
+    // AVX-512F and VL for `WIDE`); bounds asserted.
+    unsafe {
+        if WIDE {
+            matvec_q8_vnni_wide(out, wq, ws, xq, xs)
+        } else {
+            matvec_q8_vnni(out, wq, ws, xq, xs)
+        }
+    }
 }
 
 fn matvec_q8_block(out: &mut [f32], wb: &[u8], xq: &[i8], xs: &[f32]) {
@@ -439,6 +461,12 @@ unsafe fn matvec_q8_avx2(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: 
 
 #[target_feature(enable = "avx2,fma,avxvnni")]
 unsafe fn matvec_q8_vnni(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32]) {
+    matvec_q8_body::<true>(out, wq, ws, xq, xs)
+}
+
+/// [`matvec_q8_vnni`] with the AVX-512 register file (no spills): the same instructions.
+#[target_feature(enable = "avx2,fma,avxvnni,avx512f,avx512vl")]
+unsafe fn matvec_q8_vnni_wide(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32]) {
     matvec_q8_body::<true>(out, wq, ws, xq, xs)
 }
 
@@ -1206,7 +1234,10 @@ mod tests {
             eprintln!("skipping: this CPU has no AVX2/FMA");
             return;
         };
-        let kernels = [wide.matvec_q8, matvec_q8 as crate::kernels::MatvecQ8];
+        let mut kernels = vec![wide.matvec_q8, matvec_q8 as crate::kernels::MatvecQ8];
+        if std::is_x86_feature_detected!("avxvnni") {
+            kernels.push(matvec_q8_vnni_checked);
+        }
         let mut s = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
             s ^= s << 13;
@@ -1233,7 +1264,7 @@ mod tests {
                 let xq: Vec<i8> = (0..cols).map(|_| xf(next())).collect();
                 let mut want = vec![0.0; rows];
                 reference::matvec_q8(&mut want, &wq, &ws, &xq, &xs, 32);
-                for kernel in kernels {
+                for kernel in &kernels {
                     let mut got = vec![f32::NAN; rows];
                     kernel(&mut got, &wq, &ws, &xq, &xs, 32);
                     assert_eq!(got, want, "{rows} x {cols}");
