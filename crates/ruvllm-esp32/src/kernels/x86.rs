@@ -486,8 +486,9 @@ unsafe fn dot32<const VNNI: bool>(w: *const i8, x: __m256i) -> __m256i {
     }
 }
 
-/// [`reference::matvec_q8`] for groups of 32, bit for bit: each group's exact i32 sum times
-/// `sw * sx`, added to the row's total in group order starting from 0.0.
+/// [`reference::matvec_q8`] for groups of 32: each group's exact i32 sum times `sw * sx`,
+/// accumulated over the groups with FMA (so within rounding of the reference, and the same
+/// floats for the AVX2 and VNNI variants and for any layout of the work below).
 #[inline(always)]
 unsafe fn matvec_q8_body<const VNNI: bool>(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32]) {
     const G: usize = 32;
@@ -516,20 +517,21 @@ unsafe fn matvec_q8_body<const VNNI: bool>(out: &mut [f32], wq: &[i8], ws: &[f32
         let sx = _mm256_setr_ps(xs[0], xs[1], xs[0], xs[1], xs[0], xs[1], xs[0], xs[1]);
         let zero = _mm256_setzero_ps();
         while r + 8 <= out.len() {
-            let mut prod = [zero; 2];
-            for (h, prod) in prod.iter_mut().enumerate() {
+            let (mut isum, mut scales) = ([zero; 2], [zero; 2]);
+            for h in 0..2 {
                 let mut d = [_mm256_setzero_si256(); 8];
                 for (k, d) in d.iter_mut().enumerate() {
                     let (row, g) = (r + 4 * h + k / 2, k % 2);
                     *d = dot32::<VNNI>(wp.add(row * n + g * G), x[g]);
                 }
-                let scales = _mm256_mul_ps(_mm256_loadu_ps(sp.add((r + 4 * h) * 2)), sx);
-                *prod = _mm256_mul_ps(_mm256_cvtepi32_ps(hsum8_epi32(&d)), scales);
+                scales[h] = _mm256_mul_ps(_mm256_loadu_ps(sp.add((r + 4 * h) * 2)), sx);
+                isum[h] = _mm256_cvtepi32_ps(hsum8_epi32(&d));
             }
             // Lanes [r0 r1 r4 r5 | r2 r3 r6 r7] of group 0, then of group 1.
-            let g0 = _mm256_shuffle_ps::<0x88>(prod[0], prod[1]);
-            let g1 = _mm256_shuffle_ps::<0xdd>(prod[0], prod[1]);
-            let sum = _mm256_add_ps(_mm256_add_ps(zero, g0), g1);
+            let g0 = |v: [__m256; 2]| _mm256_shuffle_ps::<0x88>(v[0], v[1]);
+            let g1 = |v: [__m256; 2]| _mm256_shuffle_ps::<0xdd>(v[0], v[1]);
+            let acc = _mm256_fmadd_ps(g0(isum), g0(scales), zero);
+            let sum = _mm256_fmadd_ps(g1(isum), g1(scales), acc);
             let sum = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xd8>(_mm256_castps_pd(sum)));
             _mm256_storeu_ps(out.as_mut_ptr().add(r), sum);
             r += 8;
@@ -550,7 +552,7 @@ unsafe fn matvec_q8_body<const VNNI: bool>(out: &mut [f32], wq: &[i8], ws: &[f32
             }
             let scales = _mm256_i32gather_ps::<4>(sp.add(r * ng + g), row_scales);
             let scales = _mm256_mul_ps(scales, _mm256_set1_ps(*xs.get_unchecked(g)));
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(hsum8_epi32(&d)), scales));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hsum8_epi32(&d)), scales, acc);
         }
         let mut res = [0.0f32; 8];
         _mm256_storeu_ps(res.as_mut_ptr(), acc);
@@ -564,28 +566,21 @@ unsafe fn matvec_q8_body<const VNNI: bool>(out: &mut [f32], wq: &[i8], ws: &[f32
         r += 8;
     }
     while r < out.len() {
-        let mut acc = 0.0f32;
+        let mut acc = _mm256_setzero_ps();
         for g in 0..full {
             let x = _mm256_loadu_si256(xq.as_ptr().add(g * G) as *const __m256i);
             let p32 = dot32::<VNNI>(wp.add(r * n + g * G), x);
-            acc += hsum_epi32(p32) as f32 * (*sp.add(r * ng + g) * *xs.get_unchecked(g));
+            let scale = _mm256_set1_ps(*sp.add(r * ng + g) * *xs.get_unchecked(g));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), scale, acc);
         }
+        let mut s = hsum(acc);
         if full < ng {
             let isum = dot_tail(wp.add(r * n + full * G), tail);
-            acc += isum as f32 * (*sp.add(r * ng + full) * *xs.get_unchecked(full));
+            s += isum as f32 * (*sp.add(r * ng + full) * *xs.get_unchecked(full));
         }
-        out[r] = acc;
+        out[r] = s;
         r += 1;
     }
-}
-
-/// The sum of eight i32 lanes.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn hsum_epi32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0x4e>(s));
-    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0xb1>(s)))
 }
 
 /// The i32 dot product of a row's last, partial group.
@@ -1163,7 +1158,7 @@ mod tests {
             crate::quant::quantize_row(&x, &mut xq, &mut xsc, 32);
             (k.matvec_q8)(&mut a, &wq, &wsc, &xq, &xsc, 32);
             reference::matvec_q8(&mut b, &wq, &wsc, &xq, &xsc, 32);
-            assert_eq!(a, b, "{} matvec_q8, {rows} x {cols}", k.name);
+            close(&a, &b, 1e-5);
 
             if cols.is_multiple_of(32) {
                 // The same codes as Q8_0 blocks with f16 scales: the block kernel computes
@@ -1224,10 +1219,11 @@ mod tests {
         }
     }
 
-    /// Every int8 matvec kernel this CPU runs (AVX2, and AVX-VNNI where present) gives the
-    /// reference's floats bit for bit, on random codes and on the extremes: weights of -128
-    /// and 127 (a GGUF may hold -128), activations of +-127, rows of one, two and many groups
-    /// with a short last group, and row counts that are not multiples of eight.
+    /// Every int8 matvec kernel this CPU runs (AVX2, and AVX-VNNI where present) agrees with
+    /// the reference, and all of them give the same floats, on random codes and on the
+    /// extremes: weights of -128 and 127 (a GGUF may hold -128), activations of +-127, rows of
+    /// one, two and many groups with a short last group, and row counts that are not
+    /// multiples of eight.
     #[test]
     fn int8_matvec_kernels_are_bit_exact_on_extremes() {
         let Some(wide) = detect() else {
@@ -1264,10 +1260,12 @@ mod tests {
                 let xq: Vec<i8> = (0..cols).map(|_| xf(next())).collect();
                 let mut want = vec![0.0; rows];
                 reference::matvec_q8(&mut want, &wq, &ws, &xq, &xs, 32);
+                let mut first: Option<Vec<f32>> = None;
                 for kernel in &kernels {
                     let mut got = vec![f32::NAN; rows];
                     kernel(&mut got, &wq, &ws, &xq, &xs, 32);
-                    assert_eq!(got, want, "{rows} x {cols}");
+                    close(&got, &want, 1e-5);
+                    assert_eq!(first.get_or_insert_with(|| got.clone()), &got, "{rows} x {cols}");
                 }
             }
         }
