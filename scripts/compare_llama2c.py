@@ -7,6 +7,10 @@ llama2.c is not part of this repository: build it yourself from https://github.c
 with `gcc -Ofast -march=native -o run run.c -lm` and pass its path.
 
 usage: scripts/compare_llama2c.py /path/to/llama2c/run [--runs 40] [--steps 256] [--cpu N]
+                                  [--before /path/to/older/ruvllm-esp32]
+
+`--before` adds another build of this engine (say, main's, before a change) to the same
+alternating runs, on the same images, so a before/after pair is measured under the same noise.
 """
 import argparse
 import os
@@ -42,6 +46,8 @@ def main():
     ap.add_argument("--cpu", type=int, default=None,
                     help="pin every run to this CPU (taskset): on a VM whose vCPUs differ in "
                          "speed, both programs then meet the same CPU")
+    ap.add_argument("--before", default=None,
+                    help="another ruvllm-esp32 binary to time alongside (its .gguf rows)")
     a = ap.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
@@ -63,6 +69,10 @@ def main():
         "ruvllm gen .gguf f32": [ours, "gen", "-m", images["f32"], "-p", a.prompt, "-n", steps],
         "ruvllm gen .gguf q8": [ours, "gen", "-m", images["q8"], "-p", a.prompt, "-n", steps],
     }
+    if a.before:
+        for q in ["f32", "q8"]:
+            cmds[f"before: gen .gguf {q}"] = [a.before, "gen", "-m", images[q], "-p", a.prompt,
+                                              "-n", steps]
     if a.cpu is not None:
         cmds = {k: ["taskset", "-c", str(a.cpu)] + c for k, c in cmds.items()}
     times = {k: [] for k in cmds}

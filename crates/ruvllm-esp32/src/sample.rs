@@ -78,7 +78,29 @@ fn key(x: f32) -> f32 {
 }
 
 /// Index of the largest value, the first on ties (llama2.c's argmax); 0 for an empty slice.
+/// The largest value is found lane by lane first (a loop the compiler vectorizes), then the
+/// first index holding it: NaN never compares greater, so it never wins.
 pub(crate) fn argmax(x: &[f32]) -> usize {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            if v > *m {
+                *m = v;
+            }
+        }
+    }
+    let best = lanes.iter().chain(rest).fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    if best == f32::NEG_INFINITY {
+        return 0;
+    }
+    x.iter().position(|&v| v == best).unwrap_or(0)
+}
+
+/// [`argmax`] the plain way, one value at a time: the definition the fast one is tested against.
+#[cfg(test)]
+pub(crate) fn argmax_simple(x: &[f32]) -> usize {
     let mut best = 0;
     let mut best_v = f32::NEG_INFINITY;
     for (i, &v) in x.iter().enumerate() {

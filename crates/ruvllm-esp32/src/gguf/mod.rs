@@ -411,6 +411,23 @@ impl<'a> Cursor<'a> {
         Ok((key, at, self.value(ty)?))
     }
 
+    /// Steps over a value of type `ty` (validated by [`Gguf::parse`]) without decoding it.
+    fn skip_value(&mut self, ty: ValueType) -> Result<()> {
+        match ty.fixed_size() {
+            Some(size) => self.take(size).map(drop),
+            None if ty == ValueType::Str => self.gguf_bytes().map(drop),
+            None => self.value(ty).map(drop),
+        }
+    }
+
+    /// Steps over a tensor info (validated by [`Gguf::parse`]), returning its name's bytes.
+    fn skip_tensor_info(&mut self) -> Result<&'a [u8]> {
+        let name = self.gguf_bytes()?;
+        let n_dims = self.u32()? as usize;
+        self.take(n_dims.checked_mul(8).ok_or(Error::Invalid { what: "GGUF tensor dimension count" })? + 12)?;
+        Ok(name)
+    }
+
     /// Reads a tensor info; `data` is resolved against `data_section` (empty during the
     /// first pass, when the section's start is not yet known).
     fn tensor_info(&mut self, data_section: Option<(&'a [u8], usize)>) -> Result<TensorInfo<'a>> {
@@ -540,9 +557,19 @@ impl<'a> Gguf<'a> {
         (0..self.n_kv).map_while(move |_| cur.kv().ok())
     }
 
-    /// The first value stored under `key`.
+    /// The first value stored under `key`. Keys are compared as bytes and other values are
+    /// stepped over undecoded: a model's load looks up many keys past its vocabulary.
     pub fn get(&self, key: &str) -> Option<Value<'a>> {
-        self.kvs().find(|(k, _)| *k == key).map(|(_, v)| v)
+        let mut cur = Cursor { buf: self.bytes, pos: self.kv_start };
+        for _ in 0..self.n_kv {
+            let k = cur.gguf_bytes().ok()?;
+            let ty = ValueType::from_id(cur.u32().ok()?)?;
+            if k == key.as_bytes() {
+                return cur.value(ty).ok();
+            }
+            cur.skip_value(ty).ok()?;
+        }
+        None
     }
 
     /// Any integer type whose value fits in `u32`.
@@ -581,9 +608,18 @@ impl<'a> Gguf<'a> {
         (0..self.n_tensors).map_while(move |_| cur.tensor_info(Some((section, align))).ok())
     }
 
-    /// The first tensor called `name`.
+    /// The first tensor called `name`. Names are compared as bytes and only the match is
+    /// decoded: a model's load looks up every tensor by name.
     pub fn tensor(&self, name: &str) -> Option<TensorInfo<'a>> {
-        self.tensors().find(|t| t.name == name)
+        let mut cur = Cursor { buf: self.bytes, pos: self.ti_start };
+        for _ in 0..self.n_tensors {
+            let at = cur.pos;
+            if cur.skip_tensor_info().ok()? == name.as_bytes() {
+                cur.pos = at;
+                return cur.tensor_info(Some((self.data_section(), self.alignment))).ok();
+            }
+        }
+        None
     }
 
     /// Everything from the (aligned) start of tensor data to the end of the file.

@@ -85,6 +85,24 @@ mod with_writer {
         w.finish()
     }
 
+    /// `get` and `tensor` step over what they skip without decoding it: they find exactly
+    /// what a full walk finds, for every key and name, and nothing for absent ones.
+    #[test]
+    fn lookups_agree_with_a_full_walk() {
+        let bytes = sample();
+        let g = Gguf::parse(&bytes).unwrap();
+        for (k, v) in g.kvs() {
+            assert_eq!(format!("{:?}", g.get(k)), format!("{:?}", Some(v)), "{k}");
+        }
+        for t in g.tensors() {
+            let found = g.tensor(t.name).unwrap();
+            assert_eq!((found.name, found.dims, found.ty, found.data), (t.name, t.dims, t.ty, t.data));
+        }
+        for absent in ["", "a", "a.u3", "a.u32x", "t.f3", "t.q8 "] {
+            assert!(g.get(absent).is_none() && g.tensor(absent).is_none(), "{absent:?}");
+        }
+    }
+
     #[test]
     fn writer_output_reads_back() {
         let bytes = sample();

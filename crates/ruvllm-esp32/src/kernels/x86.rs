@@ -22,17 +22,30 @@ pub fn detect() -> Option<Kernels> {
         attention_q8,
         quantize,
     };
+    // AVX-VNNI's int8 dot product on 256-bit registers (the 512-bit VNNI matvec measured
+    // slower here than the AVX2 one).
+    let avx2 = if std::is_x86_feature_detected!("avxvnni") {
+        Kernels { name: "avx2+vnni", matvec_q8: matvec_q8_on::<VNNI>, ..avx2 }
+    } else {
+        avx2
+    };
     if std::is_x86_feature_detected!("avx512f") {
-        // Wider f32 products. The rest stays AVX2: a head of 8 values fills one 256-bit lane,
-        // and a VNNI int8 matvec measured slower here than the AVX2 one.
-        return Some(Kernels { name: "avx512", matvec_f32: matvec_f32_512, ..avx2 });
+        // Wider f32 products. The rest stays 256-bit: a head of 8 values fills one register.
+        let name = if avx2.name == "avx2" { "avx512" } else { "avx512+vnni" };
+        let wide = Kernels { name, matvec_f32: matvec_f32_512, ..avx2 };
+        if std::is_x86_feature_detected!("avx512vl") {
+            let matvec_q8 = if name == "avx512" { matvec_q8 } else { matvec_q8_on::<VNNI_WIDE> };
+            return Some(Kernels { attention_q8: attention_q8_512, matvec_q8, ..wide });
+        }
+        return Some(wide);
     }
     Some(avx2)
 }
 
-/// The AVX2 set even on a CPU that has AVX-512, so tests can compare both with the reference.
+/// The AVX2 set even on a CPU that has AVX-512 or AVX-VNNI, so tests can compare each with
+/// the reference.
 pub fn avx2_only() -> Option<Kernels> {
-    detect().map(|k| Kernels { name: "avx2", matvec_f32, matvec_q8, ..k })
+    detect().map(|k| Kernels { name: "avx2", matvec_f32, matvec_q8, attention_q8, ..k })
 }
 
 fn matvec_f32_512(out: &mut [f32], w: &[f32], x: &[f32]) {
@@ -47,15 +60,39 @@ fn matvec_f32(out: &mut [f32], w: &[f32], x: &[f32]) {
     unsafe { matvec_f32_avx2(out, w, x) }
 }
 
+/// Which int8 matvec kernel [`matvec_q8_on`] runs.
+const AVX2: u8 = 0;
+const VNNI: u8 = 1;
+/// VNNI with the AVX-512 register file.
+const VNNI_WIDE: u8 = 2;
+
 fn matvec_q8(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32], group: usize) {
+    matvec_q8_on::<AVX2>(out, wq, ws, xq, xs, group)
+}
+
+fn matvec_q8_on<const KERNEL: u8>(
+    out: &mut [f32],
+    wq: &[i8],
+    ws: &[f32],
+    xq: &[i8],
+    xs: &[f32],
+    group: usize,
+) {
     let n = xq.len();
     let ng = n.div_ceil(group);
     if group != 32 {
         return reference::matvec_q8(out, wq, ws, xq, xs, group);
     }
     assert!(wq.len() >= out.len() * n && ws.len() >= out.len() * ng && xs.len() >= ng);
-    // SAFETY: as above.
-    unsafe { matvec_q8_avx2(out, wq, ws, xq, xs) }
+    // SAFETY: only reachable through `detect`, which checked AVX2 and FMA, and AVX-VNNI for
+    // `VNNI`, and AVX-512F and VL too for `VNNI_WIDE`; bounds asserted.
+    unsafe {
+        match KERNEL {
+            VNNI => matvec_q8_vnni(out, wq, ws, xq, xs),
+            VNNI_WIDE => matvec_q8_vnni_wide(out, wq, ws, xq, xs),
+            _ => matvec_q8_avx2(out, wq, ws, xq, xs),
+        }
+    }
 }
 
 fn matvec_q8_block(out: &mut [f32], wb: &[u8], xq: &[i8], xs: &[f32]) {
@@ -120,6 +157,30 @@ fn attention_q8(
     shape: AttnShape,
     group: usize,
 ) {
+    attention_q8_on::<false>(out, query, cache, att, shape, group)
+}
+
+/// [`attention_q8`] with the AVX-512 register file (32 vector registers, so the kernel's
+/// accumulators are not spilled): the same instructions on the same values.
+fn attention_q8_512(
+    out: &mut [f32],
+    query: QueryQ8<'_>,
+    cache: CacheQ8<'_>,
+    att: &mut [f32],
+    shape: AttnShape,
+    group: usize,
+) {
+    attention_q8_on::<true>(out, query, cache, att, shape, group)
+}
+
+fn attention_q8_on<const WIDE: bool>(
+    out: &mut [f32],
+    query: QueryQ8<'_>,
+    cache: CacheQ8<'_>,
+    att: &mut [f32],
+    shape: AttnShape,
+    group: usize,
+) {
     let AttnShape { head_size: hs, kv_dim, .. } = shape;
     let n_heads = query.q.len() / hs;
     let positions = cache.keys.len() / kv_dim;
@@ -132,8 +193,15 @@ fn attention_q8(
             && query.qs.len() >= query.q.len().div_ceil(group)
     );
     if hs == 8 && group == 32 && kv_dim.is_multiple_of(32) && n_heads.is_multiple_of(8) {
-        // SAFETY: as above; the shape is the one this kernel is written for.
-        return unsafe { attention_q8_hs8_avx2(out, query, cache, att, shape) };
+        // SAFETY: as above (`WIDE` only through `detect` having checked AVX-512F and VL); the
+        // shape is the one this kernel is written for.
+        return unsafe {
+            if WIDE {
+                attention_q8_hs8_avx512(out, query, cache, att, shape)
+            } else {
+                attention_q8_hs8_avx2(out, query, cache, att, shape)
+            }
+        };
     }
     // Otherwise the f32 block kernel on the dequantized query, if each head lies inside one
     // scale group.
@@ -310,16 +378,6 @@ unsafe fn dot_group(w: *const i8, x: __m256i, ax: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(w, x)), _mm256_set1_epi16(1))
 }
 
-/// The i32 dot product of a row's last, partial group.
-#[inline]
-unsafe fn dot_tail(w: *const i8, x: &[i8]) -> i32 {
-    let mut isum = 0i32;
-    for (j, xv) in x.iter().enumerate() {
-        isum += *w.add(j) as i32 * *xv as i32;
-    }
-    isum
-}
-
 /// Eight rows at a time in 512-bit registers; the row's tail is a masked load, so any width
 /// works without a scalar loop.
 #[target_feature(enable = "avx512f,avx2,fma")]
@@ -389,6 +447,41 @@ fn hsum8_epi32(v: &[__m256i; 8]) -> __m256i {
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn matvec_q8_avx2(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32]) {
+    matvec_q8_body::<false>(out, wq, ws, xq, xs)
+}
+
+#[target_feature(enable = "avx2,fma,avxvnni")]
+unsafe fn matvec_q8_vnni(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32]) {
+    matvec_q8_body::<true>(out, wq, ws, xq, xs)
+}
+
+/// [`matvec_q8_vnni`] with the AVX-512 register file (no spills): the same instructions.
+#[target_feature(enable = "avx2,fma,avxvnni,avx512f,avx512vl")]
+unsafe fn matvec_q8_vnni_wide(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32]) {
+    matvec_q8_body::<true>(out, wq, ws, xq, xs)
+}
+
+/// One 32-value group's i32 dot product in eight lanes. Both instructions multiply unsigned by
+/// signed bytes, so w's sign moves onto x: |w| is exact for every int8 (|-128| = 128 unsigned),
+/// and x, an activation from `quantize_row`, lies in [-127, 127], so `sign(x, w)` is exact too
+/// (and maddubs' pairwise i16 sums, at most 2 * 128 * 127, cannot saturate). AVX-VNNI's
+/// `vpdpbusd` sums the products straight into i32; AVX2 needs maddubs then madd.
+#[inline(always)]
+unsafe fn dot32<const VNNI: bool>(w: *const i8, x: __m256i) -> __m256i {
+    let w = _mm256_loadu_si256(w as *const __m256i);
+    let (aw, sx) = (_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+    if VNNI {
+        _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), aw, sx)
+    } else {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1))
+    }
+}
+
+/// [`reference::matvec_q8`] for groups of 32: each group's exact i32 sum times `sw * sx`,
+/// accumulated over the groups with FMA (so within rounding of the reference, and the same
+/// floats for the AVX2 and VNNI variants and for any layout of the work below).
+#[inline(always)]
+unsafe fn matvec_q8_body<const VNNI: bool>(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32]) {
     const G: usize = 32;
     let n = xq.len();
     let full = n / G;
@@ -407,9 +500,36 @@ unsafe fn matvec_q8_avx2(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: 
         }
     };
     let (wp, sp) = (wq.as_ptr(), ws.as_ptr());
+    let mut r = 0;
+    if n == 2 * G {
+        // Rows of two groups (dim 64): the (row, group) sums of four rows lie in the order of
+        // their scales in `ws`, so the scales are one plain load (no gather).
+        let x: [__m256i; 2] = core::array::from_fn(|g| _mm256_loadu_si256(x_at(g) as *const __m256i));
+        let sx = _mm256_setr_ps(xs[0], xs[1], xs[0], xs[1], xs[0], xs[1], xs[0], xs[1]);
+        let zero = _mm256_setzero_ps();
+        while r + 8 <= out.len() {
+            let (mut isum, mut scales) = ([zero; 2], [zero; 2]);
+            for h in 0..2 {
+                let mut d = [_mm256_setzero_si256(); 8];
+                for (k, d) in d.iter_mut().enumerate() {
+                    let (row, g) = (r + 4 * h + k / 2, k % 2);
+                    *d = dot32::<VNNI>(wp.add(row * n + g * G), x[g]);
+                }
+                scales[h] = _mm256_mul_ps(_mm256_loadu_ps(sp.add((r + 4 * h) * 2)), sx);
+                isum[h] = _mm256_cvtepi32_ps(hsum8_epi32(&d));
+            }
+            // Lanes [r0 r1 r4 r5 | r2 r3 r6 r7] of group 0, then of group 1.
+            let g0 = |v: [__m256; 2]| _mm256_shuffle_ps::<0x88>(v[0], v[1]);
+            let g1 = |v: [__m256; 2]| _mm256_shuffle_ps::<0xdd>(v[0], v[1]);
+            let acc = _mm256_fmadd_ps(g0(isum), g0(scales), zero);
+            let sum = _mm256_fmadd_ps(g1(isum), g1(scales), acc);
+            let sum = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xd8>(_mm256_castps_pd(sum)));
+            _mm256_storeu_ps(out.as_mut_ptr().add(r), sum);
+            r += 8;
+        }
+    }
     let row_scales = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let row_scales = _mm256_mullo_epi32(row_scales, _mm256_set1_epi32(ng as i32));
-    let mut r = 0;
     // Eight rows at a time: their i32 group sums are reduced together, converted once and
     // scaled by the eight rows' scales for that group.
     while r + 8 <= out.len() {
@@ -417,10 +537,9 @@ unsafe fn matvec_q8_avx2(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: 
         let mut acc = _mm256_setzero_ps();
         for g in 0..groups {
             let x = _mm256_loadu_si256(x_at(g) as *const __m256i);
-            let ax = _mm256_sign_epi8(x, x);
             let mut d = [_mm256_setzero_si256(); 8];
             for (i, d) in d.iter_mut().enumerate() {
-                *d = dot_group(wp.add((r + i) * n + g * G), x, ax);
+                *d = dot32::<VNNI>(wp.add((r + i) * n + g * G), x);
             }
             let scales = _mm256_i32gather_ps::<4>(sp.add(r * ng + g), row_scales);
             let scales = _mm256_mul_ps(scales, _mm256_set1_ps(*xs.get_unchecked(g)));
@@ -441,7 +560,7 @@ unsafe fn matvec_q8_avx2(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: 
         let mut acc = _mm256_setzero_ps();
         for g in 0..full {
             let x = _mm256_loadu_si256(xq.as_ptr().add(g * G) as *const __m256i);
-            let p32 = dot_group(wp.add(r * n + g * G), x, _mm256_sign_epi8(x, x));
+            let p32 = dot32::<VNNI>(wp.add(r * n + g * G), x);
             let scale = _mm256_set1_ps(*sp.add(r * ng + g) * *xs.get_unchecked(g));
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), scale, acc);
         }
@@ -453,6 +572,16 @@ unsafe fn matvec_q8_avx2(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: 
         out[r] = s;
         r += 1;
     }
+}
+
+/// The i32 dot product of a row's last, partial group.
+#[inline]
+unsafe fn dot_tail(w: *const i8, x: &[i8]) -> i32 {
+    let mut isum = 0i32;
+    for (j, xv) in x.iter().enumerate() {
+        isum += *w.add(j) as i32 * *xv as i32;
+    }
+    isum
 }
 
 /// The codes of one group of 32 weights (`BYTES` bytes of a packed row from `off`, zero past
@@ -761,6 +890,28 @@ unsafe fn attention_q8_hs8_avx2(
     att: &mut [f32],
     shape: AttnShape,
 ) {
+    attention_q8_hs8(out, query, cache, att, shape)
+}
+
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+unsafe fn attention_q8_hs8_avx512(
+    out: &mut [f32],
+    query: QueryQ8<'_>,
+    cache: CacheQ8<'_>,
+    att: &mut [f32],
+    shape: AttnShape,
+) {
+    attention_q8_hs8(out, query, cache, att, shape)
+}
+
+#[inline(always)]
+unsafe fn attention_q8_hs8(
+    out: &mut [f32],
+    query: QueryQ8<'_>,
+    cache: CacheQ8<'_>,
+    att: &mut [f32],
+    shape: AttnShape,
+) {
     let AttnShape { kv_dim, kv_mul, .. } = shape;
     let n_heads = query.q.len() / 8;
     let positions = cache.keys.len() / kv_dim;
@@ -1056,6 +1207,58 @@ mod tests {
             (k.attention_q8)(&mut a, query, cache, &mut att, shape, 32);
             reference::attention_q8(&mut b, query, cache, &mut att, shape, 32);
             close(&a, &b, 1e-5);
+        }
+    }
+
+    /// Every int8 matvec kernel this CPU runs (AVX2, and AVX-VNNI where present) agrees with
+    /// the reference, and all of them give the same floats, on random codes and on the
+    /// extremes: weights of -128 and 127 (a GGUF may hold -128), activations of +-127, rows of
+    /// one, two and many groups with a short last group, and row counts that are not
+    /// multiples of eight.
+    #[test]
+    fn int8_matvec_kernels_agree_on_extremes() {
+        let Some(wide) = detect() else {
+            eprintln!("skipping: this CPU has no AVX2/FMA");
+            return;
+        };
+        let mut kernels = vec![wide.matvec_q8, matvec_q8 as crate::kernels::MatvecQ8];
+        if std::is_x86_feature_detected!("avxvnni") {
+            kernels.push(matvec_q8_on::<VNNI>);
+        }
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for (rows, cols) in
+            [(8usize, 64usize), (16, 64), (12, 64), (172, 64), (64, 172), (5, 32), (9, 13), (24, 96), (3, 1)]
+        {
+            let ng = cols.div_ceil(32);
+            let ws: Vec<f32> = (0..rows * ng).map(|_| (next() % 1000) as f32 / 997.0 + 0.01).collect();
+            let xs: Vec<f32> = (0..ng).map(|_| (next() % 1000) as f32 / 991.0 + 0.01).collect();
+            // (weight, activation) codes from a random word
+            type Code = fn(u64) -> i8;
+            let cases: [(Code, Code); 4] = [
+                (|r| r as i8, |r| (r as i8).max(-127)),
+                (|_| -128, |_| -127),
+                (|_| 127, |_| 127),
+                (|r| if r & 1 == 0 { -128 } else { 127 }, |r| if r & 2 == 0 { -127 } else { 127 }),
+            ];
+            for (wf, xf) in &cases {
+                let wq: Vec<i8> = (0..rows * cols).map(|_| wf(next())).collect();
+                let xq: Vec<i8> = (0..cols).map(|_| xf(next())).collect();
+                let mut want = vec![0.0; rows];
+                reference::matvec_q8(&mut want, &wq, &ws, &xq, &xs, 32);
+                let mut first: Option<Vec<f32>> = None;
+                for kernel in &kernels {
+                    let mut got = vec![f32::NAN; rows];
+                    kernel(&mut got, &wq, &ws, &xq, &xs, 32);
+                    close(&got, &want, 1e-5);
+                    assert_eq!(first.get_or_insert_with(|| got.clone()), &got, "{rows} x {cols}");
+                }
+            }
         }
     }
 

@@ -40,6 +40,47 @@ fn greedy_is_argmax_first_max_wins() {
     assert_eq!(s.sample(&mut [], &mut scratch), 0);
 }
 
+/// The lane-wise argmax picks exactly the index of the one-at-a-time definition: ties (the
+/// first wins, also between -0.0 and 0.0), NaN anywhere, all -inf, lengths around the lane
+/// count, and random logits.
+#[test]
+fn fast_argmax_matches_the_definition() {
+    let nan = f32::NAN;
+    let ninf = f32::NEG_INFINITY;
+    let mut cases: Vec<Vec<f32>> = vec![
+        vec![],
+        vec![nan],
+        vec![ninf, ninf, nan],
+        vec![-0.0, 0.0, -1.0],
+        vec![0.0, -0.0],
+        vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 8.0],
+        vec![9.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 9.0, nan],
+        vec![nan, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0],
+        vec![f32::INFINITY; 20],
+    ];
+    let mut s = 12345u32;
+    for n in [1usize, 7, 8, 9, 15, 16, 17, 512, 1000] {
+        for coarse in [false, true] {
+            cases.push(
+                (0..n)
+                    .map(|_| {
+                        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        // Coarse values tie often; a few NaN too.
+                        match (s >> 28, coarse) {
+                            (0, _) => nan,
+                            (_, true) => ((s >> 20) % 5) as f32,
+                            _ => (s >> 8) as f32 / 65536.0 - 128.0,
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    for c in &cases {
+        assert_eq!(argmax(c), argmax_simple(c), "{c:?}");
+    }
+}
+
 #[test]
 fn same_seed_same_sequence_different_seed_differs() {
     let logits: Vec<f32> = (0..50).map(|i| libm::sinf(i as f32) * 2.0).collect();
