@@ -113,80 +113,120 @@ fn restore(store: &mut RamStore) -> Option<(BTreeMap<u32, String>, Box<Knowledge
     Some((held, k))
 }
 
+/// A damaged knowledge file: the outer checksum refuses it unless fixed up (`fix`: the
+/// damage then reaches the store). Whatever restores holds only entries that were written, at
+/// their ids; an add acknowledged afterwards is there after a re-open, with every entry that
+/// was restored.
+fn damaged_knowledge_file(
+    which: usize,
+    d: &Damage,
+    fix: bool,
+    cut: Option<u16>,
+) -> Result<(), TestCaseError> {
+    let (file, written) = &knowledge_files()[which];
+    let mut bytes = file.clone();
+    d.apply(&mut bytes, if fix { 16 } else { 0 });
+    if let Some(cut) = cut.filter(|c| c % 4 == 0) {
+        bytes.truncate(usize::from(cut) % bytes.len());
+    }
+    if fix && bytes.len() > 16 {
+        let crc = crc32fast::hash(&bytes[16..]);
+        bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+    }
+    let Ok(image) = decode_snapshot(Path::new("fuzz.rvk"), &bytes) else { return Ok(()) };
+    let Ok(mut store) = mount(image.to_vec()) else { return Ok(()) };
+    let Some((held, mut k)) = restore(&mut store) else { return Ok(()) };
+    for (id, text) in &held {
+        prop_assert_eq!(written.get(id), Some(text), "entry {} is not one that was written", id);
+    }
+    let fresh = "Purple owls read maps by candle light.";
+    if let Ok(id) = k.add_saved(fresh, &mut store) {
+        let mut again = mount(store.into_flash().into_inner()).expect("a store that took a write reopens");
+        let (after, _) = restore(&mut again).expect("and restores");
+        prop_assert_eq!(after.get(&id).map(String::as_str), Some(fresh), "the acknowledged add is lost");
+        for (id, text) in &held {
+            prop_assert_eq!(after.get(id), Some(text), "restored entry {} lost by the add", id);
+        }
+    }
+    Ok(())
+}
+
+/// A damaged flash image: open, iterate and read every key, then write one. Values read are
+/// ones that were written; an acknowledged put reads back after a re-open, and the other keys
+/// keep the values they had.
+fn damaged_store_image(which: usize, d: &Damage) -> Result<(), TestCaseError> {
+    let (file, _) = &knowledge_files()[which];
+    let mut image = file[16..].to_vec();
+    let clean = image.clone();
+    d.apply(&mut image, 0);
+    let Ok(mut store) = mount(image) else { return Ok(()) };
+    let mut seen = BTreeMap::new();
+    let mut buf = [0u8; MAX_VALUE_LEN];
+    let mut after = None;
+    loop {
+        match store.next_after(after, &mut buf) {
+            Ok(Some((key, n))) => {
+                prop_assert!(after.is_none_or(|a| key > a), "keys out of order");
+                let value = buf[..n].to_vec();
+                prop_assert!(
+                    clean.windows(n.max(1)).any(|w| w == &value[..]) || n == 0,
+                    "key {} reads bytes never written",
+                    key
+                );
+                seen.insert(key, value);
+                after = Some(key);
+            }
+            Ok(None) => break,
+            Err(_) => return Ok(()),
+        }
+    }
+    let key = 0x0700_0001;
+    let value = b"written after the damage".to_vec();
+    if store.put(key, &value).is_ok()
+        && store.get(key, &mut buf).ok().flatten().map(|n| buf[..n].to_vec()) == Some(value.clone())
+    {
+        let mut again = mount(store.into_flash().into_inner()).expect("a store that took a write reopens");
+        let n = again.get(key, &mut buf).unwrap();
+        prop_assert_eq!(n.map(|n| buf[..n].to_vec()), Some(value), "the acknowledged put is lost");
+        for (k, v) in &seen {
+            let got = again.get(*k, &mut buf).unwrap().map(|n| buf[..n].to_vec());
+            prop_assert_eq!(got.as_ref(), Some(v), "key {} changed by the put", k);
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
-    /// A damaged knowledge file: the outer checksum refuses it unless fixed up (`fix`: the
-    /// damage then reaches the store). Whatever restores holds only entries that were
-    /// written, at their ids; an add acknowledged afterwards is there after a re-open, with
-    /// every entry that was restored.
     #[test]
     fn damaged_knowledge_files(which in 0..2usize, d in damage(), fix in any::<bool>(), cut in any::<Option<u16>>()) {
-        let (file, written) = &knowledge_files()[which];
-        let mut bytes = file.clone();
-        d.apply(&mut bytes, if fix { 16 } else { 0 });
-        if let Some(cut) = cut.filter(|c| c % 4 == 0) {
-            bytes.truncate(usize::from(cut) % bytes.len());
-        }
-        if fix && bytes.len() > 16 {
-            let crc = crc32fast::hash(&bytes[16..]);
-            bytes[12..16].copy_from_slice(&crc.to_le_bytes());
-        }
-        let Ok(image) = decode_snapshot(Path::new("fuzz.rvk"), &bytes) else { return Ok(()) };
-        let Ok(mut store) = mount(image.to_vec()) else { return Ok(()) };
-        let Some((held, mut k)) = restore(&mut store) else { return Ok(()) };
-        for (id, text) in &held {
-            prop_assert_eq!(written.get(id), Some(text), "entry {} is not one that was written", id);
-        }
-        let fresh = "Purple owls read maps by candle light.";
-        if let Ok(id) = k.add_saved(fresh, &mut store) {
-            let mut again = mount(store.into_flash().into_inner()).expect("a store that took a write reopens");
-            let (after, _) = restore(&mut again).expect("and restores");
-            prop_assert_eq!(after.get(&id).map(String::as_str), Some(fresh), "the acknowledged add is lost");
-            for (id, text) in &held {
-                prop_assert_eq!(after.get(id), Some(text), "restored entry {} lost by the add", id);
-            }
-        }
+        damaged_knowledge_file(which, &d, fix, cut)?;
     }
 
-    /// A damaged flash image: open, iterate and read every key, then write one. Values read
-    /// are ones that were written; an acknowledged put reads back after a re-open, and the
-    /// other keys keep the values they had.
     #[test]
     fn damaged_store_images(which in 0..2usize, d in damage()) {
-        let (file, _) = &knowledge_files()[which];
-        let mut image = file[16..].to_vec();
-        let clean = image.clone();
-        d.apply(&mut image, 0);
-        let Ok(mut store) = mount(image) else { return Ok(()) };
-        let mut seen = BTreeMap::new();
-        let mut buf = [0u8; MAX_VALUE_LEN];
-        let mut after = None;
-        loop {
-            match store.next_after(after, &mut buf) {
-                Ok(Some((key, n))) => {
-                    prop_assert!(after.is_none_or(|a| key > a), "keys out of order");
-                    let value = buf[..n].to_vec();
-                    prop_assert!(clean.windows(n.max(1)).any(|w| w == &value[..]) || n == 0, "key {} reads bytes never written", key);
-                    seen.insert(key, value);
-                    after = Some(key);
-                }
-                Ok(None) => break,
-                Err(_) => return Ok(()),
-            }
-        }
-        let key = 0x0700_0001;
-        let value = b"written after the damage".to_vec();
-        if store.put(key, &value).is_ok() && store.get(key, &mut buf).ok().flatten().map(|n| buf[..n].to_vec()) == Some(value.clone()) {
-            let mut again = mount(store.into_flash().into_inner()).expect("a store that took a write reopens");
-            let n = again.get(key, &mut buf).unwrap();
-            prop_assert_eq!(n.map(|n| buf[..n].to_vec()), Some(value), "the acknowledged put is lost");
-            for (k, v) in &seen {
-                let got = again.get(*k, &mut buf).unwrap().map(|n| buf[..n].to_vec());
-                prop_assert_eq!(got.as_ref(), Some(v), "key {} changed by the put", k);
-            }
-        }
+        damaged_store_image(which, &d)?;
     }
+}
+
+/// Found by `damaged_store_images` (CI, 2026-12-04), as printed.
+#[test]
+fn found_erased_span_in_a_page_of_items() {
+    let d = Damage { flips: vec![], sets: vec![], span: Some((2338215134389802238, 38, 0xFF)) };
+    damaged_store_image(0, &d).unwrap();
+}
+
+/// Found by `damaged_knowledge_files` (CI, 2026-12-04), as printed: in the 2-sector file, page
+/// 1 (erased) gets its markers set and a removed item's header in its body.
+#[test]
+fn found_closed_page_of_removed_items() {
+    let d = Damage {
+        flips: vec![(9595847938919948284, 23)],
+        sets: vec![],
+        span: Some((3401506021056417792, 10, 0)),
+    };
+    damaged_knowledge_file(1, &d, true, None).unwrap();
 }
 
 /// Found by `damaged_knowledge_files` and `damaged_store_images`: in the 2-sector file (page 0

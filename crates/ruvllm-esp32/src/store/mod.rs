@@ -218,6 +218,22 @@ fn config_error(e: MapConfigError) -> Error {
     }
 }
 
+/// sequential-storage 8's CRC of an item's length field (CRC-16F/4.2, never 0xFFFF), so the
+/// boot check reads headers exactly as the crate does.
+fn length_crc(data: &[u8]) -> u16 {
+    let mut crc = 0xffffu16;
+    for &byte in data {
+        crc ^= u16::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0x1a2e } else { crc >> 1 };
+        }
+    }
+    match crc ^ 0xffff {
+        0xffff => 0xfffe,
+        other => other,
+    }
+}
+
 /// Counts zero bits (written bits) in `bytes`.
 fn zero_bits(bytes: &[u8]) -> u32 {
     bytes.iter().map(|b| b.count_zeros()).sum()
@@ -286,8 +302,9 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
         let (mut partials, mut empty_partial) = (0, [false; MAX_PAGES]);
         let mut partial = None;
         let mut dirty_partial = None;
-        // Closed pages that hold no item (items start right after the first marker, so an
-        // erased first header means none; what else the body holds is damage).
+        // Closed pages that hold no item: an erased first header (items start right after the
+        // first marker), or only headers of removed items (a zeroed data CRC: damage that
+        // cleared bits there reads as one). What else the body holds is damage.
         let mut blank_closed = [false; MAX_PAGES];
         let mut counted = 0;
         let mut headers = 0;
@@ -301,7 +318,7 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
                     report.pages_in_use += 1;
                     let (items, free) = self.walk_page(start)?;
                     headers += items;
-                    if last_set && free == Some(start + w) {
+                    if last_set && items == 0 {
                         if let Some(slot) = blank_closed.get_mut(index) {
                             *slot = true;
                         }
@@ -443,9 +460,10 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
     /// word, then key and value padded to the word; a data CRC of 0 marks a removed item).
     /// Returns the items not removed (intact or not) and where the free space starts: after
     /// the last item, when a blank header follows it or the words stepped over (`None`: the
-    /// page is full). A header whose length does not fit the page is stepped over a word at a
-    /// time, as the crate does; those words count as part of the free space, so damage there
-    /// is found too.
+    /// page is full). A header whose length does not fit the page or fails its length CRC is
+    /// stepped over a word at a time, as the crate does; those words count as part of the
+    /// free space, so damage there is found too. (The crate writes its next item at the first
+    /// blank header it steps to: an erased hole inside the items, with items after it.)
     fn walk_page(&mut self, start: u32) -> Result<(usize, Option<u32>)> {
         let w = word::<F>() as u32;
         let overhead = Map::<F>::item_overhead_size();
@@ -460,7 +478,8 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
             }
             let len = u32::from(u16::from_le_bytes([header[4], header[5]]));
             let next = at + overhead + len.next_multiple_of(w);
-            if next <= end {
+            let len_crc = u16::from_le_bytes([header[6], header[7]]);
+            if next <= end && len_crc == length_crc(&header[4..6]) {
                 items += usize::from(header[..4] != [0; 4]);
                 at = next;
                 free = next;
