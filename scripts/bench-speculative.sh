@@ -2,11 +2,13 @@
 # Speculative decoding against plain decoding, in the same run: each configuration alternates
 # a plain `gen` and a speculative one RUNS times and reports the medians (whole process, wall
 # clock) and their ratio, with the acceptance rate and tokens per target pass the tool prints.
-#   scripts/bench-speculative.sh [RUNS]      (release binary: cargo build --release -p ruvllm-cli)
+#   scripts/bench-speculative.sh [RUNS] [SECTION]   (release binary: cargo build --release -p ruvllm-cli)
+# SECTION: builtin, stories260K or 3m (the default runs all three).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/ruvllm-esp32}
 RUNS=${1:-9}
+SECTION=${2:-all}
 SHARED=../shared/models
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
@@ -43,6 +45,8 @@ bench() {
 
 echo "| model | speculative | draft statistics | plain ms | speculative ms | speedup |"
 echo "| --- | --- | --- | --- | --- | --- |"
+want() { [ "$SECTION" = all ] || [ "$SECTION" = "$1" ]; }
+if want builtin; then
 for g in 1 2 3 4 6 8; do
     bench "built-in, -n 256" "-n 256" "--draft models/draft.gguf --gamma $g"
 done
@@ -52,11 +56,24 @@ done
 for g in 1 2 4; do
     bench "built-in, integer path, -n 256" "--int -n 256" "--draft models/draft.gguf --gamma $g"
 done
-if [ -f "$SHARED/stories260K.bin" ]; then
+fi
+if want stories260K && [ -f "$SHARED/stories260K.bin" ]; then
     for q in f32 q8; do
         "$BIN" convert "$SHARED/stories260K.bin" -z "$SHARED/tok512.bin" --quant $q -o "$TMP/s-$q.gguf" 2>/dev/null
         for l in 1 2 3 4; do
             bench "stories260K $q, -n 512" "-m $TMP/s-$q.gguf -n 512" "--early-exit $l --gamma 2"
         done
     done
+fi
+# A target whose weights do not fit the CPU's caches: models/3m.gguf (2,969,728 parameters;
+# 3.4 MB at q8, 11.9 MB at f32) with the built-in model (same tokenizer) as its draft.
+if want 3m; then
+    "$BIN" convert models/3m.gguf --quant f32 -o "$TMP/3m-f32.gguf" 2>/dev/null
+    for g in 2 4 6 8; do
+        bench "3m f32, -n 128" "-m $TMP/3m-f32.gguf -n 128" "--draft crates/ruvllm-cli/data/default.gguf --gamma $g"
+    done
+    for g in 4 8; do
+        bench "3m q8, -n 128" "-m models/3m.gguf -n 128" "--draft crates/ruvllm-cli/data/default.gguf --gamma $g"
+    done
+    bench "3m f32, -n 128" "-m $TMP/3m-f32.gguf -n 128" "--early-exit 12 --gamma 4"
 fi
