@@ -12,9 +12,10 @@ mod generation;
 
 use generation::{encode, single};
 use proptest::prelude::*;
-use ruvllm_esp32::federation::pipeline::{Sequence, Slot, Stage};
+use ruvllm_esp32::federation::pipeline::{self, Sequence, Slot, Stage};
 use ruvllm_esp32::federation::wire::{
-    self, Body, Decoder, Forward, Frame, FrameError, Hello, Partial, Partials, Residual, Round, MAX_FRAME,
+    self, Body, Decoder, Forward, Frame, FrameError, Hello, Partial, Partials, PlanEntry, Residual, RingPlan,
+    Round, MAX_FRAME,
 };
 use ruvllm_esp32::federation::{plan, Role};
 use ruvllm_esp32::infer::IntState;
@@ -279,6 +280,17 @@ fn frame() -> impl Strategy<Value = Frame> {
                 ffn,
                 acc: Partials::from_slice(&a).unwrap()
             })),
+        (
+            any::<u16>(),
+            proptest::collection::vec((any::<u8>(), any::<u16>(), any::<u16>(), any::<u16>()), 0..40)
+        )
+            .prop_map(|(layers, n)| Body::Plan(RingPlan {
+                layers,
+                nodes: n
+                    .into_iter()
+                    .map(|(node, port, first, end)| PlanEntry { node, port, first, end })
+                    .collect()
+            })),
     ];
     (any::<u16>(), body).prop_map(|(seq, body)| Frame { seq, body })
 }
@@ -369,6 +381,80 @@ fn an_oversized_frame_is_refused_and_the_next_one_decodes() {
     let body = Body::Partial(Partial { stream: 255, pos: u32::MAX, layer: u16::MAX, ffn: true, acc: wide });
     assert!(wire::encode(&Frame { seq: u16::MAX, body }, &mut buf).is_some());
     assert_eq!(decode_all(&[1, 0]), [Err(FrameError::Malformed)]);
+    // The longest plan fits too; a plan naming one node more does not decode.
+    let most = PlanEntry { node: 255, port: u16::MAX, first: u16::MAX, end: u16::MAX };
+    let plan = RingPlan { layers: u16::MAX, nodes: [most; wire::MAX_PLAN].into_iter().collect() };
+    let mut body = Body::Plan(plan);
+    assert!(wire::encode(&Frame { seq: u16::MAX, body: body.clone() }, &mut buf).is_some());
+    // postcard: seq, the variant, layers, then the count of entries, one more than allowed.
+    let Body::Plan(p) = &mut body else { unreachable!() };
+    p.nodes.truncate(1);
+    let mut raw = postcard::to_slice(&Frame { seq: 1, body }, &mut buf).unwrap().to_vec();
+    let count_at = 1 + 1 + 3;
+    assert_eq!(raw[count_at], 1);
+    // 255 as a varint, then 255 entries of (node 1, port 2, layers 3..4).
+    raw.splice(count_at.., [0xff, 0x01]);
+    raw.extend(std::iter::repeat_n([0x01, 0x02, 0x03, 0x04], wire::MAX_PLAN + 1).flatten());
+    let mut crc = wire::CRC.digest();
+    crc.update(&raw);
+    raw.extend_from_slice(&crc.finalize().to_le_bytes());
+    let mut framed = vec![0u8; raw.len() + raw.len() / 254 + 2];
+    let n = cobs::encode(&raw, &mut framed);
+    framed.truncate(n);
+    framed.push(0);
+    assert_eq!(decode_all(&framed), [Err(FrameError::Malformed)]);
+    // The same bytes with 254 entries are the plan.
+    let ok = raw.len() - 4 - 4;
+    let mut fine = raw[..ok].to_vec();
+    fine[count_at] = 0xfe;
+    let mut crc = wire::CRC.digest();
+    crc.update(&fine);
+    fine.extend_from_slice(&crc.finalize().to_le_bytes());
+    let n = cobs::encode(&fine, &mut framed[..]);
+    let mut good = framed[..n].to_vec();
+    good.push(0);
+    assert!(
+        matches!(&decode_all(&good)[..], [Ok(Frame { body: Body::Plan(p), .. })] if p.nodes.len() == wire::MAX_PLAN)
+    );
+}
+
+/// A plan names each node's layers and the port of the node after it; a plan that does not
+/// cover the model once, or names a node not exactly once, is refused; a stage holds only
+/// the layers of its image (a cut cannot take more).
+#[test]
+fn ring_plans_cover_the_model_once() {
+    use wire::FailReason::BadPlan;
+    let p = RingPlan::over(5, &[(4, 100), (7, 200), (9, 300)]).unwrap();
+    assert_eq!(p.place(4, 5), Ok((0..2, Some(200))));
+    assert_eq!(p.place(7, 5), Ok((2..4, Some(300))));
+    assert_eq!(p.place(9, 5), Ok((4..5, None)));
+    assert_eq!(p.place(5, 5), Err(BadPlan));
+    assert_eq!(p.place(4, 6), Err(BadPlan));
+    let bad = |edit: &dyn Fn(&mut RingPlan)| {
+        let mut q = p.clone();
+        edit(&mut q);
+        (0..=255u8).all(|n| q.place(n, 5) == Err(BadPlan))
+    };
+    assert!(bad(&|q| q.nodes[1].first = 3));
+    assert!(bad(&|q| q.nodes[2].end = 4));
+    assert!(bad(&|q| q.nodes[0].first = 1));
+    assert!(bad(&|q| (q.nodes[1].first, q.nodes[1].end) = (2, 2)));
+    assert!(bad(&|q| q.nodes.clear()));
+    let mut twice = p.clone();
+    twice.nodes[2].node = 4;
+    assert_eq!(twice.place(4, 5), Err(BadPlan));
+    assert_eq!(twice.place(7, 5), Ok((2..4, Some(300))));
+    assert!(RingPlan::over(5, &[]).is_err());
+    assert!(RingPlan::over(2, &[(0, 1), (1, 2), (2, 3)]).is_err());
+    let img = builtin();
+    let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
+    assert!(pipeline::holds(&model, &(0..5)) && !pipeline::holds(&model, &(3..6)));
+    let part = ruvllm_esp32::federation::cut::cut(img.bytes(), 2..4).unwrap();
+    let part = common::Image::new(&part);
+    let cut = <Model<'_>>::from_gguf(part.bytes()).unwrap();
+    assert!(pipeline::holds(&cut, &(2..4)) && pipeline::holds(&cut, &(3..4)));
+    assert!(!pipeline::holds(&cut, &(1..4)) && !pipeline::holds(&cut, &(2..5)));
+    assert_eq!(pipeline::total_layers(&cut), 5);
 }
 
 /// The bytes docs/FEDERATION.md shows: a change to the wire format fails here first.
