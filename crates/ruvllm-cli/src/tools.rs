@@ -172,7 +172,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     if args.qemu {
         let job = Job { prompt: &prompt, steps: args.steps, temp_milli, seed: args.seed };
-        let report = rt.block_on(run_boards(&file, &nodes, &img, checksum, &job, shards.as_deref()))?;
+        let report = rt.block_on(run_boards(&file, &nodes, &img, &job, shards.as_deref()))?;
         print_report(&report, &nodes, &file, Busy::Instructions);
         return Ok(());
     }
@@ -190,14 +190,13 @@ async fn run_boards(
     file: &ClusterFile,
     nodes: &[Node],
     img: &Image,
-    checksum: u32,
     job: &Job<'_>,
     shards: Option<&[Shard]>,
 ) -> Result<RunReport> {
     let tc = crate::board::Toolchain::find()?;
     let dir = std::env::temp_dir().join(format!("ruvllm-cluster-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let result = boards_in(file, nodes, img, checksum, job, shards, &tc, &dir).await;
+    let result = boards_in(file, nodes, img, job, shards, &tc, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -207,7 +206,6 @@ async fn boards_in(
     file: &ClusterFile,
     nodes: &[Node],
     img: &Image,
-    checksum: u32,
     job: &Job<'_>,
     shards: Option<&[Shard]>,
     tc: &crate::board::Toolchain,
@@ -216,9 +214,11 @@ async fn boards_in(
     let mut boards = Vec::with_capacity(nodes.len());
     let mut checksums = Vec::with_capacity(nodes.len());
     for (i, n) in nodes.iter().enumerate() {
-        // A pipeline board links only its layers' cut of the model (so a model too big for one
-        // chip fits several); a tensor board holds the whole image.
+        // A board links only its part of the model (so a model too big for one chip fits
+        // several): a pipeline board its layers' cut, a tensor board its shard's.
         let bytes = match shards {
+            Some(s) if s.len() > 1 => ruvllm_esp32::federation::cut::shard(img.bytes(), &s[i])
+                .map_err(|e| anyhow!("node {}: cutting its shard from the model: {e}", n.id))?,
             Some(_) => img.bytes().to_vec(),
             None => ruvllm_esp32::federation::cut::cut(img.bytes(), n.layers.clone())
                 .map_err(|e| anyhow!("node {}: cutting its layers from the model: {e}", n.id))?,
@@ -274,7 +274,9 @@ async fn boards_in(
     let model = img.model()?;
     let answer_ms = cfg.give_up_ms();
     let report = match shards {
-        Some(s) => cluster::coordinate_tensor(&model, checksum, &mut links, s, job, answer_ms, write).await?,
+        Some(s) => {
+            cluster::coordinate_tensor(&model, &checksums, &mut links, s, job, answer_ms, write).await?
+        }
         None => cluster::coordinate_boards(&model, &checksums, &mut links, job, answer_ms, write).await?,
     };
     write(b"\n")?;
@@ -362,8 +364,16 @@ async fn coordinate(
             links.push(host_link(s, cfg, Line { corrupt, baud: 0, seed: 0xc0 + i as u64 }));
         }
         let answer_ms = cfg.give_up_ms() * 2;
-        let report =
-            cluster::coordinate_tensor(model, checksum, &mut links, shards, job, answer_ms, write).await?;
+        let report = cluster::coordinate_tensor(
+            model,
+            &vec![checksum; nodes.len()],
+            &mut links,
+            shards,
+            job,
+            answer_ms,
+            write,
+        )
+        .await?;
         write(b"\n")?;
         Ok::<_, anyhow::Error>(report)
     };

@@ -11,6 +11,7 @@ mod generation;
 mod tensor_models;
 
 use generation::{encode, single};
+use ruvllm_esp32::federation::cut;
 use ruvllm_esp32::federation::pipeline::Sequence;
 use ruvllm_esp32::federation::tensor::{TensorLead, TensorNode};
 use ruvllm_esp32::federation::wire::{Body, FailReason, Residual, Round};
@@ -30,21 +31,36 @@ fn split(
     temp: u32,
     seed: u64,
 ) -> (Vec<u8>, Vec<u32>) {
+    split_over(model, &vec![model; nodes], prompt, steps, temp, seed)
+}
+
+/// [`split`] with node `i` holding `parts[i]` (the whole model, or its shard's cut).
+fn split_over(
+    model: &Model<'_>,
+    parts: &[&Model<'_>],
+    prompt: &[u32],
+    steps: usize,
+    temp: u32,
+    seed: u64,
+) -> (Vec<u8>, Vec<u32>) {
+    let nodes = parts.len();
     let shards: Vec<_> = (0..nodes).map(|i| shard(model, nodes, i).unwrap()).collect();
     let mut arenas: Vec<Vec<i32>> =
         shards.iter().map(|s| vec![0; TensorState::arena_len(model, s, steps)]).collect();
     let mut slots: Vec<Vec<TensorState<'_>>> = arenas
         .iter_mut()
         .zip(&shards)
-        .map(|(a, s)| vec![TensorState::new(model, s.clone(), a, steps).unwrap()])
+        .zip(parts)
+        .map(|((a, s), m)| vec![TensorState::new(*m, s.clone(), a, steps).unwrap()])
         .collect();
     let dim = model.config.dim;
     let mut accs = vec![vec![0i64; dim]; nodes];
     let mut nodes: Vec<TensorNode<'_, '_, '_>> = slots
         .iter_mut()
         .zip(accs.iter_mut())
+        .zip(parts)
         .enumerate()
-        .map(|(i, (s, a))| TensorNode::new(i as u8, model, s, a).unwrap())
+        .map(|(i, ((s, a), m))| TensorNode::new(i as u8, m, s, a).unwrap())
         .collect();
     let mut arena = vec![0; TensorLead::arena_len(model)];
     let mut total = vec![0i64; dim];
@@ -114,6 +130,88 @@ fn check(name: &str, bytes: &[u8], text: &str, counts: &[usize], steps: usize) {
             assert_eq!(got, want, "{name}, {n} nodes, temp {temp}");
         }
     }
+    // Each node holding only its shard's cut of the image (what a board links): the same.
+    for &n in counts {
+        let cuts: Vec<_> = (0..n)
+            .map(|i| common::Image::new(&cut::shard(img.bytes(), &shard(&model, n, i).unwrap()).unwrap()))
+            .collect();
+        let parts: Vec<Model<'_>> = cuts.iter().map(|c| <Model<'_>>::from_gguf(c.bytes()).unwrap()).collect();
+        for (c, m) in cuts.iter().zip(&parts) {
+            assert!(c.bytes().len() < img.bytes().len() || n == 1, "{name}: a cut of {n} no smaller");
+            assert!(m.shard.is_some());
+        }
+        let refs: Vec<&Model<'_>> = parts.iter().collect();
+        for (temp, seed) in [(0, 0), (800, 7)] {
+            let want = single(&model, &prompt, steps, temp, seed);
+            let (got, _) = split_over(&model, &refs, &prompt, steps, temp, seed);
+            assert_eq!(got, want, "{name}, {n} cut nodes, temp {temp}");
+        }
+    }
+}
+
+/// A shard's cut is refused where it cannot be: cut again, off the groups, another shard's
+/// state on it; its metadata is checked when read.
+#[test]
+fn shard_cuts_refuse_what_they_cannot_hold() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-cli/data/default.gguf");
+    let img = common::Image::new(&std::fs::read(path).unwrap());
+    let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
+    let (s0, s1) = (shard(&model, 2, 0).unwrap(), shard(&model, 2, 1).unwrap());
+    let part = common::Image::new(&cut::shard(img.bytes(), &s1).unwrap());
+    assert!(cut::shard(part.bytes(), &s1).is_err());
+    assert!(cut::cut(part.bytes(), 0..2).is_err());
+    let mut off = s1.clone();
+    off.hidden.start += 1;
+    assert!(cut::shard(img.bytes(), &off).is_err());
+    let mut past = s1.clone();
+    past.hidden.end = 10_000;
+    assert!(cut::shard(img.bytes(), &past).is_err());
+    let m1 = <Model<'_>>::from_gguf(part.bytes()).unwrap();
+    let mut arena = vec![0; TensorState::arena_len(&model, &s0, 8)];
+    assert!(TensorState::new(&m1, s0.clone(), &mut arena, 8).is_err());
+    assert!(TensorState::new(&m1, s1.clone(), &mut arena, 8).is_ok());
+    // Metadata that does not describe a shard inside the model: refused on reading.
+    for bad in [[0u32, 0, 0, 0, 0, 0], [0, 4, 0, 4, 0, 100_000], [0, 3, 0, 4, 0, 32], [4, 0, 4, 0, 0, 32]] {
+        let copied = rewrite_shard_key(part.bytes(), &bad);
+        let copied = common::Image::new(&copied);
+        assert!(<Model<'_>>::from_gguf(copied.bytes()).is_err(), "{bad:?}");
+    }
+}
+
+/// `bytes` with its ruvllm.shard key set to `values`, re-checksummed.
+fn rewrite_shard_key(bytes: &[u8], values: &[u32]) -> Vec<u8> {
+    use ruvllm_esp32::gguf::{Gguf, GgufWriter, Value, ValueType};
+    let g = Gguf::parse(bytes).unwrap();
+    let mut w = GgufWriter::new();
+    for (key, value) in g.kvs() {
+        match (key, value) {
+            ("general.alignment" | ruvllm_esp32::gguf::CHECKSUM_KEY, _) => {}
+            (ruvllm_esp32::model::SHARD_KEY, _) => w.add_u32_array(key, values),
+            (_, Value::U32(v)) => w.add_u32(key, v),
+            (_, Value::I32(v)) => w.add_i32(key, v),
+            (_, Value::F32(v)) => w.add_f32(key, v),
+            (_, Value::Bool(v)) => w.add_bool(key, v),
+            (_, Value::Str(v)) => w.add_str(key, v),
+            (_, Value::Array(a)) => match a.elem {
+                ValueType::Str => w.add_str_array(key, &a.str_iter().collect::<Vec<_>>()),
+                ValueType::F32 => {
+                    w.add_f32_array(key, &(0..a.len).filter_map(|i| a.f32_at(i)).collect::<Vec<_>>())
+                }
+                ValueType::I32 => {
+                    w.add_i32_array(key, &(0..a.len).filter_map(|i| a.i32_at(i)).collect::<Vec<_>>())
+                }
+                ValueType::U32 => {
+                    w.add_u32_array(key, &(0..a.len).filter_map(|i| a.u32_at(i)).collect::<Vec<_>>())
+                }
+                _ => panic!("{key}"),
+            },
+            _ => panic!("{key}"),
+        }
+    }
+    for t in g.tensors() {
+        w.add_tensor(t.name, &t.dims[..t.n_dims], t.ty, t.data.to_vec()).unwrap();
+    }
+    w.finish()
 }
 
 #[test]

@@ -833,17 +833,18 @@ pub async fn run_tensor_node<U: AsyncRead + AsyncWrite + Unpin>(
 /// The coordinator of a tensor-parallel split, one link to each node (`links[i]` to the node
 /// holding `shards[i]`): each half-layer of each position goes to the nodes holding a part of
 /// it, their partial sums come back and are reduced here; the embeddings, the classifier and
-/// sampling run here too. The report's `head` sums this end of the links.
+/// sampling run here too. The report's `head` sums this end of the links. `checksums[i]`: the
+/// CRC-32 of the image node `i` must hold (the whole model's, or a board's shard cut).
 pub async fn coordinate_tensor<S: AsyncRead + AsyncWrite + Unpin>(
     model: &Model<'_>,
-    checksum: u32,
+    checksums: &[u32],
     links: &mut [HostLink<S>],
     shards: &[Shard],
     job: &Job<'_>,
     answer_ms: u64,
     mut emit: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<RunReport> {
-    let names = greet_all(links, &vec![checksum; links.len()], "a node").await?;
+    let names = greet_all(links, checksums, "a node").await?;
     let mut arena = vec![0; TensorLead::arena_len(model)];
     let mut total = vec![0i64; model.config.dim];
     let mut lead = TensorLead::new(model, &mut arena, shards, &mut total)?;
