@@ -280,17 +280,13 @@ fn frame() -> impl Strategy<Value = Frame> {
                 ffn,
                 acc: Partials::from_slice(&a).unwrap()
             })),
-        (
-            any::<u16>(),
-            proptest::collection::vec((any::<u8>(), any::<u16>(), any::<u16>(), any::<u16>()), 0..40)
-        )
-            .prop_map(|(layers, n)| Body::Plan(RingPlan {
+        (any::<u16>(), any::<u8>(), any::<u8>(), (any::<u8>(), any::<u16>(), any::<u16>(), any::<u16>()))
+            .prop_map(|(layers, index, count, (node, port, first, end))| Body::Plan {
                 layers,
-                nodes: n
-                    .into_iter()
-                    .map(|(node, port, first, end)| PlanEntry { node, port, first, end })
-                    .collect()
-            })),
+                index,
+                count,
+                entry: PlanEntry { node, port, first, end }
+            }),
     ];
     (any::<u16>(), body).prop_map(|(seq, body)| Frame { seq, body })
 }
@@ -381,41 +377,6 @@ fn an_oversized_frame_is_refused_and_the_next_one_decodes() {
     let body = Body::Partial(Partial { stream: 255, pos: u32::MAX, layer: u16::MAX, ffn: true, acc: wide });
     assert!(wire::encode(&Frame { seq: u16::MAX, body }, &mut buf).is_some());
     assert_eq!(decode_all(&[1, 0]), [Err(FrameError::Malformed)]);
-    // The longest plan fits too; a plan naming one node more does not decode.
-    let most = PlanEntry { node: 255, port: u16::MAX, first: u16::MAX, end: u16::MAX };
-    let plan = RingPlan { layers: u16::MAX, nodes: [most; wire::MAX_PLAN].into_iter().collect() };
-    let mut body = Body::Plan(plan);
-    assert!(wire::encode(&Frame { seq: u16::MAX, body: body.clone() }, &mut buf).is_some());
-    // postcard: seq, the variant, layers, then the count of entries, one more than allowed.
-    let Body::Plan(p) = &mut body else { unreachable!() };
-    p.nodes.truncate(1);
-    let mut raw = postcard::to_slice(&Frame { seq: 1, body }, &mut buf).unwrap().to_vec();
-    let count_at = 1 + 1 + 3;
-    assert_eq!(raw[count_at], 1);
-    // 255 as a varint, then 255 entries of (node 1, port 2, layers 3..4).
-    raw.splice(count_at.., [0xff, 0x01]);
-    raw.extend(std::iter::repeat_n([0x01, 0x02, 0x03, 0x04], wire::MAX_PLAN + 1).flatten());
-    let mut crc = wire::CRC.digest();
-    crc.update(&raw);
-    raw.extend_from_slice(&crc.finalize().to_le_bytes());
-    let mut framed = vec![0u8; raw.len() + raw.len() / 254 + 2];
-    let n = cobs::encode(&raw, &mut framed);
-    framed.truncate(n);
-    framed.push(0);
-    assert_eq!(decode_all(&framed), [Err(FrameError::Malformed)]);
-    // The same bytes with 254 entries are the plan.
-    let ok = raw.len() - 4 - 4;
-    let mut fine = raw[..ok].to_vec();
-    fine[count_at] = 0xfe;
-    let mut crc = wire::CRC.digest();
-    crc.update(&fine);
-    fine.extend_from_slice(&crc.finalize().to_le_bytes());
-    let n = cobs::encode(&fine, &mut framed[..]);
-    let mut good = framed[..n].to_vec();
-    good.push(0);
-    assert!(
-        matches!(&decode_all(&good)[..], [Ok(Frame { body: Body::Plan(p), .. })] if p.nodes.len() == wire::MAX_PLAN)
-    );
 }
 
 /// A plan names each node's layers and the port of the node after it; a plan that does not
@@ -445,6 +406,29 @@ fn ring_plans_cover_the_model_once() {
     assert_eq!(twice.place(4, 5), Err(BadPlan));
     assert_eq!(twice.place(7, 5), Ok((2..4, Some(300))));
     assert!(RingPlan::over(5, &[]).is_err());
+    // On the wire: one frame a node, taken back in order into the same plan.
+    let mut back = RingPlan::default();
+    let parts: Vec<Body> = p.parts().collect();
+    assert_eq!(parts.len(), 3);
+    assert_eq!(parts.iter().map(|b| back.take(b).unwrap()).collect::<Vec<_>>(), [false, false, true]);
+    assert_eq!(back, p);
+    let part = |layers, index, count| Body::Plan { layers, index, count, entry: p.nodes[0] };
+    let take_all = |bodies: &[Body]| {
+        let mut q = RingPlan::default();
+        bodies.iter().map(|b| q.take(b)).collect::<Vec<_>>()
+    };
+    use wire::FailReason::Unexpected;
+    assert_eq!(take_all(&[part(5, 1, 3)]), [Err(BadPlan)]);
+    assert_eq!(take_all(&[part(5, 0, 0)]), [Err(BadPlan)]);
+    assert_eq!(take_all(&[part(5, 0, 255)]), [Err(BadPlan)]);
+    assert_eq!(take_all(&[part(5, 0, 3), part(6, 1, 3)]), [Ok(false), Err(BadPlan)]);
+    assert_eq!(take_all(&[part(5, 0, 3), part(5, 1, 2)]), [Ok(false), Err(BadPlan)]);
+    assert_eq!(take_all(&[part(5, 0, 3), part(5, 0, 3)]), [Ok(false), Err(BadPlan)]);
+    assert_eq!(take_all(&[Body::Finish]), [Err(Unexpected)]);
+    // A plan cut short does not place anyone.
+    let mut short = RingPlan::default();
+    short.take(&parts[0]).unwrap();
+    assert_eq!(short.place(4, 5), Err(BadPlan));
     assert!(RingPlan::over(2, &[(0, 1), (1, 2), (2, 3)]).is_err());
     let img = builtin();
     let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();

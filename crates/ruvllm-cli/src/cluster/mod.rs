@@ -253,10 +253,15 @@ where
     let upstream =
         up.accept(me, spec.accept_ms).await.map_err(|e| link_error("its upstream neighbour", e, cfg))?;
     let upstream = node_name(upstream.node);
-    let plan = match up.recv(Some(spec.accept_ms)).await.map_err(|e| link_error(&upstream, e, cfg))? {
-        Body::Plan(p) => p,
-        _ => bail!("{upstream} sent no plan first"),
-    };
+    let mut plan = RingPlan::default();
+    loop {
+        let body = up.recv(Some(spec.accept_ms)).await.map_err(|e| link_error(&upstream, e, cfg))?;
+        match plan.take(&body) {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(_) => bail!("{upstream} sent no whole plan first"),
+        }
+    }
     let total = pipeline::total_layers(model);
     let (layers, next) = plan.place(spec.id, total).map_err(|_| {
         anyhow!(
@@ -266,7 +271,9 @@ where
     let mut down = connect(next).await?;
     let downstream = down.hello(me).await.map_err(|e| link_error("its downstream neighbour", e, cfg))?;
     let downstream = node_name(downstream.node);
-    down.send(Body::Plan(plan)).await.map_err(|e| link_error(&downstream, e, cfg))?;
+    for part in plan.parts() {
+        down.send(part).await.map_err(|e| link_error(&downstream, e, cfg))?;
+    }
     if !pipeline::holds(model, &layers) {
         let refuse = Body::Fail { node: spec.id, reason: FailReason::Layers };
         down.send(refuse).await.map_err(|e| link_error(&downstream, e, cfg))?;
@@ -486,7 +493,9 @@ where
     let first = head.hello(me).await.map_err(|e| link_error("the head node", e, cfg))?;
     let first = node_name(first.node);
     if let Some(p) = plan {
-        head.send(Body::Plan(p.clone())).await.map_err(|e| link_error(&first, e, cfg))?;
+        for part in p.parts() {
+            head.send(part).await.map_err(|e| link_error(&first, e, cfg))?;
+        }
     }
     let mut tail = tail.await?;
     let last = tail.accept(me, answer_ms).await.map_err(|e| link_error("the tail node", e, cfg))?;
@@ -500,9 +509,10 @@ where
         Err(e) => Err(link_error(&last, e, cfg)),
     };
     if let Some(p) = plan {
-        match recv(&mut tail).await? {
-            Body::Plan(back) if back == *p => {}
-            _ => bail!("the pipeline answered out of turn while taking its plan"),
+        let mut back = RingPlan::default();
+        while !back.take(&recv(&mut tail).await?).unwrap_or(true) {}
+        if back != *p {
+            bail!("the pipeline answered out of turn while taking its plan");
         }
         // A node that cannot hold its layers passed its refusal on right after the plan.
     }

@@ -89,7 +89,7 @@ impl<'a, 'm, 's, const L: usize> Stage<'a, 'm, 's, L> {
             | Body::Refuse(_)
             | Body::Round(_)
             | Body::Partial(_)
-            | Body::Plan(_) => fail(FailReason::Unexpected),
+            | Body::Plan { .. } => fail(FailReason::Unexpected),
         }
     }
 
@@ -134,7 +134,43 @@ impl RingPlan {
             let (first, end) = (s.layers.start as u16, s.layers.end as u16);
             out.push(PlanEntry { node, port, first, end }).map_err(|_| too_many)?;
         }
-        Ok(RingPlan { layers: l16, nodes: out })
+        Ok(RingPlan { layers: l16, count: out.len() as u8, nodes: out })
+    }
+
+    /// The plan's frames: one [`Body::Plan`] a node, in ring order.
+    pub fn parts(&self) -> impl Iterator<Item = Body> + '_ {
+        let count = self.nodes.len() as u8;
+        self.nodes.iter().enumerate().map(move |(i, &entry)| Body::Plan {
+            layers: self.layers,
+            index: i as u8,
+            count,
+            entry,
+        })
+    }
+
+    /// Takes the next of a plan's frames into this plan (start from `RingPlan::default()`):
+    /// true once all `count` are in. A frame out of order, of another plan (its layers or
+    /// count differ), of more nodes than [`MAX_PLAN`](super::wire::MAX_PLAN), or not a plan
+    /// at all is refused.
+    pub fn take(&mut self, body: &Body) -> core::result::Result<bool, FailReason> {
+        let &Body::Plan { layers, index, count, entry } = body else {
+            return Err(FailReason::Unexpected);
+        };
+        let first = self.nodes.is_empty();
+        if count == 0
+            || count as usize > super::wire::MAX_PLAN
+            || index as usize != self.nodes.len()
+            || (!first && (layers != self.layers || count as usize <= self.nodes.len()))
+        {
+            return Err(FailReason::BadPlan);
+        }
+        if !first && self.count != count {
+            return Err(FailReason::BadPlan);
+        }
+        self.layers = layers;
+        self.count = count;
+        self.nodes.push(entry).map_err(|_| FailReason::BadPlan)?;
+        Ok(self.nodes.len() == count as usize)
     }
 
     /// Node `node`'s place in the plan, for a model of `layers` layers: its layers and the
@@ -148,6 +184,7 @@ impl RingPlan {
     ) -> core::result::Result<(Range<usize>, Option<u16>), FailReason> {
         let n = &self.nodes;
         let covers = self.layers as usize == layers
+            && n.len() == self.count as usize
             && n.first().is_some_and(|e| e.first == 0)
             && n.last().is_some_and(|e| e.end as usize == layers)
             && n.iter().all(|e| e.first < e.end)

@@ -68,9 +68,12 @@ pub enum Body {
     Round(Round),
     /// Tensor parallel, node to coordinator: its partial sums for that [`Round`].
     Partial(Partial),
-    /// Pipeline, coordinator down the ring: which layers each node holds and where it sends
-    /// on. The first message of a ring (again after a re-plan onto the surviving nodes).
-    Plan(RingPlan),
+    /// Pipeline, coordinator down the ring: one node's line of the ring's [`RingPlan`] (which
+    /// layers it holds, where it sends on), node `index` of `count`, in ring order. The plan
+    /// opens a ring (again after a re-plan onto the surviving nodes). One small frame a node,
+    /// not one frame of the whole plan: a message this large in every board's enum of messages
+    /// would cost each board 8 KiB of stack.
+    Plan { layers: u16, index: u8, count: u8, entry: PlanEntry },
 }
 
 /// The most nodes a [`RingPlan`] names.
@@ -86,10 +89,13 @@ pub struct PlanEntry {
     pub end: u16,
 }
 
-/// A pipeline's plan: the model's layer count and the nodes in ring order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A pipeline's plan: the model's layer count and the nodes in ring order. On the wire it is
+/// [`Body::Plan`] frames, one a node ([`RingPlan::parts`], [`RingPlan::take`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RingPlan {
     pub layers: u16,
+    /// The nodes the plan's frames announce (all of `nodes` once complete).
+    pub count: u8,
     pub nodes: heapless::Vec<PlanEntry, MAX_PLAN>,
 }
 
