@@ -148,7 +148,7 @@ fn slice_columns(t: &TensorInfo<'_>, c: Range<usize>, group: usize) -> Result<(V
     let (keep, unit) = match t.ty {
         GgmlType::F32 if scales => (c.start / group..c.end.div_ceil(group), 4),
         GgmlType::I8 if !scales => (c.clone(), 1),
-        GgmlType::Q8_0 if !scales && c.start % 32 == 0 && c.end % 32 == 0 => {
+        GgmlType::Q8_0 if !scales && c.start.is_multiple_of(32) && c.end.is_multiple_of(32) => {
             (c.start / 32..c.end / 32, per_row / n.div_ceil(32).max(1))
         }
         _ => {
