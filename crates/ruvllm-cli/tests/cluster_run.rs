@@ -158,7 +158,10 @@ fn kill_mid_run(
     let mut got = 0;
     while got < out.len() {
         let n = stdout.read(&mut out[got..]).unwrap();
-        assert!(n > 0, "the run ended before the kill");
+        if n == 0 {
+            let _ = child.wait();
+            panic!("the run ended before the kill: {}", err_reader.join().unwrap());
+        }
         got += n;
     }
     let killed = Instant::now();
