@@ -353,6 +353,31 @@ proptest! {
         }
     }
 
+    /// Any run of plan frames (hostile or damaged) is taken or refused, never trusted: a plan
+    /// that completes places each node it names on a non-empty range of the model's layers,
+    /// or refuses it.
+    #[test]
+    fn plan_frames_never_panic(
+        parts in proptest::collection::vec(
+            (0..8u16, 0..6u8, 0..6u8, (0..6u8, any::<u16>(), 0..9u16, 0..9u16)), 1..8),
+        layers in 1..9usize,
+    ) {
+        let mut plan = RingPlan::default();
+        for (l, index, count, (node, port, first, end)) in parts {
+            let body = Body::Plan { layers: l, index, count, entry: PlanEntry { node, port, first, end } };
+            match plan.take(&body) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(_) => return Ok(()),
+            }
+        }
+        for node in 0..6u8 {
+            if let Ok((r, _)) = plan.place(node, layers) {
+                prop_assert!(!r.is_empty() && r.end <= layers);
+            }
+        }
+    }
+
     /// Arbitrary bytes never panic, never allocate, and an overlong run is refused as such.
     #[test]
     fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
