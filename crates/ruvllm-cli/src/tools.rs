@@ -11,7 +11,6 @@ use ruvllm_cli::{input, outln};
 use ruvllm_esp32::federation::link::LinkConfig;
 use ruvllm_esp32::federation::wire::RingPlan;
 use ruvllm_esp32::infer::Shard;
-use std::future::Future;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -316,7 +315,7 @@ async fn coordinate(
         if image::ALLOW_UNVERIFIED.load(std::sync::atomic::Ordering::Relaxed) {
             cmd.arg("--allow-unverified");
         }
-        if args.replan && shards.is_none() {
+        if args.replan {
             cmd.args(["cluster", "node", "--rejoin"]);
         } else {
             cmd.args(["cluster", "node"]);
@@ -356,34 +355,10 @@ async fn coordinate(
 
     let cfg = file.link.config();
     let corrupt = file.link.corrupt;
-    let tensor = async |shards: &[Shard]| {
-        let mut links = Vec::with_capacity(nodes.len());
-        for (i, n) in nodes.iter().enumerate() {
-            let s =
-                connect(n.port, Instant::now() + STARTUP).await.map_err(|e| anyhow!("node {}: {e}", n.id))?;
-            links.push(host_link(s, cfg, Line { corrupt, baud: 0, seed: 0xc0 + i as u64 }));
-        }
-        let answer_ms = cfg.give_up_ms() * 2;
-        let report = cluster::coordinate_tensor(
-            model,
-            &vec![checksum; nodes.len()],
-            &mut links,
-            shards,
-            job,
-            answer_ms,
-            write,
-        )
-        .await?;
-        write(b"\n")?;
-        Ok::<_, anyhow::Error>(report)
-    };
     let mut log = Log::default();
-    if let Some(shards) = shards {
-        let run = tensor(shards);
-        return Ok((watch(run, &mut events, &mut log, nodes.len(), cfg).await?, nodes.to_vec()));
-    }
-    // The pipeline: a ring given its plan, formed again over the nodes still running when
-    // one stops (with --no-replan, or when none is left, the run stops naming it).
+    // A ring given its plan (or, tensor parallel, a star of shards), formed again over the
+    // nodes still running when one stops (with --no-replan, or when none is left, the run
+    // stops naming it).
     let answer_ms = cfg.give_up_ms() * (nodes.len() as u64 + 1);
     let jobs = [Job { ..*job }];
     let mut progress = cluster::Progress::new(&jobs)?;
@@ -392,12 +367,39 @@ async fn coordinate(
     let layers = model.config.n_layers;
     loop {
         let members: Vec<(u8, u16)> = alive.iter().map(|n| (n.id, n.port)).collect();
-        let plan = RingPlan::over(layers, &members).map_err(|e| anyhow!("re-planning: {e}"))?;
+        let plan = match shards {
+            Some(_) => RingPlan::tensor(layers, &members),
+            None => RingPlan::over(layers, &members),
+        };
+        let plan = plan.map_err(|e| anyhow!("re-planning: {e}"))?;
         let replayed_before = progress.replayed;
         // The attempt in a block of its own: dropped (a failed ring's links closed) before
         // `progress` and `alive` are looked at again.
         let result = {
             let run = async {
+                if shards.is_some() {
+                    let shards = cluster::tensor_shards(model, alive.len())?;
+                    let mut links = Vec::with_capacity(alive.len());
+                    for (i, n) in alive.iter().enumerate() {
+                        let s = connect(n.port, Instant::now() + STARTUP)
+                            .await
+                            .map_err(|e| anyhow!("node {}: {e}", n.id))?;
+                        links.push(host_link(s, cfg, Line { corrupt, baud: 0, seed: 0xc0 + i as u64 }));
+                    }
+                    let report = cluster::coordinate_tensor_from(
+                        model,
+                        &vec![checksum; alive.len()],
+                        &mut links,
+                        &shards,
+                        Some(&plan),
+                        &mut progress,
+                        cfg.give_up_ms() * 2,
+                        write,
+                    )
+                    .await?;
+                    write(b"\n")?;
+                    return Ok(report);
+                }
                 let head = connect(alive[0].port, Instant::now() + STARTUP)
                     .await
                     .map_err(|e| anyhow!("node {}: {e}", alive[0].id))?;
@@ -449,6 +451,9 @@ async fn coordinate(
             Ok(report) => {
                 finish(&mut events, &mut log, nodes.len(), cfg).await?;
                 // The nodes as the last plan has them (their layers after a re-plan).
+                if shards.is_some() {
+                    return Ok((report, alive.into_iter().cloned().collect()));
+                }
                 let roles = ruvllm_esp32::federation::plan(layers, alive.len())?;
                 let last = alive
                     .iter()
@@ -489,43 +494,11 @@ async fn coordinate(
         }
         let why = format!("{cause}").replace(" before the run ended", "");
         let ids: Vec<String> = alive.iter().map(|n| n.id.to_string()).collect();
-        eprintln!("cluster: {why}; re-planning the {layers} layers over node(s) {}", ids.join(", "));
+        let what = if shards.is_some() { "shards of the" } else { "the" };
+        eprintln!("cluster: {why}; re-planning {what} {layers} layers over node(s) {}", ids.join(", "));
         lost = Some((why, at));
         log.forget();
     }
-}
-
-/// Runs `run` while watching the node processes: a node that stops ends the run with its
-/// own account; then waits for the nodes to end.
-async fn watch(
-    run: impl Future<Output = Result<RunReport>>,
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<NodeEvent>,
-    log: &mut Log,
-    nodes: usize,
-    cfg: LinkConfig,
-) -> Result<RunReport> {
-    tokio::pin!(run);
-    let result = loop {
-        tokio::select! {
-            r = &mut run => break r,
-            Some(ev) = events.recv() => {
-                if log.take(ev) {
-                    break Err(anyhow!("a node stopped"));
-                }
-            }
-        }
-    };
-    let report = match result {
-        Ok(r) => r,
-        Err(e) => {
-            while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
-                log.take(ev);
-            }
-            return Err(log.cause().unwrap_or(e));
-        }
-    };
-    finish(events, log, nodes, cfg).await?;
-    Ok(report)
 }
 
 /// After a run: waits for the node processes to end (they do once the run's Finish passed).
@@ -715,9 +688,10 @@ fn node_inner(config: &Path, id: u8, next: u16, rejoin: bool) -> Result<()> {
     let i = nodes.iter().position(|n| n.id == id).expect("checked");
     let me = &nodes[i];
     let cfg = file.link.config();
-    let shard = match file.topology()? {
-        Topology::Tensor => Some(cluster::tensor_shards(&model, nodes.len())?.swap_remove(i)),
-        Topology::Pipeline => None,
+    // A tensor node takes its shard from the coordinator's plan; this checks the split here.
+    let tensor = match file.topology()? {
+        Topology::Tensor => cluster::tensor_shards(&model, nodes.len()).map(|_| true)?,
+        Topology::Pipeline => false,
     };
     let spec = NodeSpec {
         id,
@@ -740,15 +714,16 @@ fn node_inner(config: &Path, id: u8, next: u16, rejoin: bool) -> Result<()> {
             up.set_nodelay(true)?;
             let seed = 0x100 * (id as u64 + 1);
             let up = host_link(up, cfg, Line { corrupt, baud: 0, seed });
-            if let Some(shard) = shard {
-                return cluster::run_tensor_node(&model, &spec, shard, up).await;
-            }
             // The coordinator's plan names the node after this one (none: the coordinator).
             let down = async |port: Option<u16>| {
                 let s = connect(port.unwrap_or(next), Instant::now() + STARTUP).await?;
                 Ok(host_link(s, cfg, Line { corrupt, baud: 0, seed: seed + 1 }))
             };
-            match cluster::run_planned_node(&model, &spec, up, down).await {
+            let result = match tensor {
+                true => cluster::run_planned_tensor_node(&model, &spec, up).await,
+                false => cluster::run_planned_node(&model, &spec, up, down).await,
+            };
+            match result {
                 Err(e) if rejoin && cluster::is_link_lost(&e) => {
                     eprintln!("{e:#}; waiting to be re-planned");
                 }

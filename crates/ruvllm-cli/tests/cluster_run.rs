@@ -216,37 +216,15 @@ fn a_killed_node_is_named_and_the_run_stops() {
 
 /// A node killed in the middle of a run (by default): the coordinator re-plans the layers over
 /// the nodes left, replays the positions so far through them and goes on; the text is exactly
-/// `gen --int`'s. 3 and 5 nodes; the middle, the tail and the head; greedy and seeded.
+/// `gen --int`'s. 3 and 5 nodes; the middle, the tail and the head; greedy and seeded; the
+/// pipeline and the tensor topology.
 #[test]
 fn a_killed_node_is_planned_around_and_the_text_is_unchanged() {
     for (slot, nodes, victim, temp, seed) in
         [(9, 3, 1, "0", "42"), (10, 5, 4, "0.8", "7"), (11, 5, 0, "0.9", "11"), (12, 3, 2, "0.8", "7")]
     {
         let config = slowed(&format!("replan-{nodes}-{victim}.toml"), nodes, slot);
-        let want = gen_int(&[], "Once upon a time", 200, temp, seed);
-        let k = kill_mid_run(&config, &[], victim, 200, temp, seed);
-        assert!(k.ok, "{}", k.stderr);
-        assert_eq!(
-            String::from_utf8_lossy(&k.stdout),
-            String::from_utf8_lossy(&want),
-            "{nodes} nodes, node {victim} killed, temp {temp}: {}",
-            k.stderr
-        );
-        let left: Vec<String> = (0..nodes).filter(|&i| i != victim as usize).map(|i| i.to_string()).collect();
-        let replan = format!(
-            "cluster: node {victim} stopped (killed by signal 9); re-planning the 5 layers over node(s) {}",
-            left.join(", ")
-        );
-        assert!(k.stderr.contains(&replan), "{}", k.stderr);
-        let recovered = k
-            .stderr
-            .lines()
-            .find(|l| l.starts_with("cluster: recovered from"))
-            .unwrap_or_else(|| panic!("{}", k.stderr));
-        eprintln!(
-            "{nodes} nodes, node {victim} killed, temp {temp}: {recovered} (run ended {:?} after the kill)",
-            k.took
-        );
+        let (left, err) = planned_around(&config, nodes, victim, 200, temp, seed, "the");
         // The report names the nodes of the last plan, with their new layers.
         let plan: Vec<_> = ruvllm_esp32::federation::plan(5, nodes - 1).unwrap().collect();
         for (id, st) in left.iter().zip(&plan) {
@@ -256,9 +234,62 @@ fn a_killed_node_is_planned_around_and_the_text_is_unchanged() {
                 st.layers.start,
                 st.layers.end - 1
             );
-            assert!(k.stderr.contains(&line), "{line}: {}", k.stderr);
+            assert!(err.contains(&line), "{line}: {err}");
         }
     }
+    // Tensor parallel: the shards of the nodes left are split again (links corrupting 0.3% of
+    // their bytes: a round's frames are larger).
+    for (slot, nodes, victim, temp, seed) in [(13, 3, 1, "0.8", "7"), (14, 5, 4, "0", "42")] {
+        let config =
+            plan(&format!("replan-tensor-{nodes}.toml"), nodes, slot, &["--topology", "tensor"], |f| {
+                f.link.corrupt = 0.003;
+                f.link.ack_ms = 5;
+                f.link.retries = 2000;
+            });
+        let (left, err) = planned_around(&config, nodes, victim, 100, temp, seed, "shards of the");
+        for id in left {
+            assert!(err.contains(&format!("node {id} (shard, layers 0..=4)")), "{err}");
+        }
+    }
+}
+
+/// `cluster run` of `config` with node `victim` killed mid-run: the text must be `gen --int`'s,
+/// stderr must say the run re-planned `what` 5 layers over the nodes left and how it recovered.
+/// The ids of the nodes left, and stderr.
+fn planned_around(
+    config: &std::path::Path,
+    nodes: usize,
+    victim: u8,
+    steps: usize,
+    temp: &str,
+    seed: &str,
+    what: &str,
+) -> (Vec<String>, String) {
+    let want = gen_int(&[], "Once upon a time", steps, temp, seed);
+    let k = kill_mid_run(config, &[], victim, steps, temp, seed);
+    assert!(k.ok, "{}", k.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&k.stdout),
+        String::from_utf8_lossy(&want),
+        "{nodes} nodes, node {victim} killed, temp {temp}: {}",
+        k.stderr
+    );
+    let left: Vec<String> = (0..nodes).filter(|&i| i != victim as usize).map(|i| i.to_string()).collect();
+    let replan = format!(
+        "cluster: node {victim} stopped (killed by signal 9); re-planning {what} 5 layers over node(s) {}",
+        left.join(", ")
+    );
+    assert!(k.stderr.contains(&replan), "{}", k.stderr);
+    let recovered = k
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("cluster: recovered from"))
+        .unwrap_or_else(|| panic!("{}", k.stderr));
+    eprintln!(
+        "{nodes} nodes ({what}), node {victim} killed, temp {temp}: {recovered} (run ended {:?} after the kill)",
+        k.took
+    );
+    (left, k.stderr)
 }
 
 /// Each bad cluster.toml is refused before any node starts, in one line that says what to fix.

@@ -420,6 +420,8 @@ pub struct Job<'p> {
 pub struct Progress<'p> {
     jobs: Vec<(u32, u64, usize)>,
     seqs: Vec<Sequence<'p>>,
+    /// Each job's sampler where the coordinator samples (tensor parallel).
+    samplings: Vec<Sampling>,
     tokens: Vec<Vec<u32>>,
     /// Positions answered (replays not counted).
     pub positions: usize,
@@ -442,8 +444,18 @@ impl<'p> Progress<'p> {
             tokens.push(s.next_step().map(|(_, t, _)| t).into_iter().collect());
             seqs.push(s);
         }
+        let samplings = jobs.iter().map(|j| Sampling::new(j.temp_milli, j.seed)).collect();
         let jobs = jobs.iter().map(|j| (j.temp_milli, j.seed, j.prompt.len())).collect();
-        Ok(Progress { jobs, seqs, tokens, positions: 0, replayed: 0, start: None, replay_done: None })
+        Ok(Progress {
+            jobs,
+            seqs,
+            samplings,
+            tokens,
+            positions: 0,
+            replayed: 0,
+            start: None,
+            replay_done: None,
+        })
     }
 }
 
@@ -807,6 +819,47 @@ pub async fn run_tensor_node<U: AsyncRead + AsyncWrite + Unpin>(
     let me = Hello { version: VERSION, model: spec.checksum, node: spec.id };
     let cfg = up.config();
     up.accept(me, spec.accept_ms).await.map_err(|e| link_error("the coordinator", e, cfg))?;
+    serve_tensor(model, spec, shard, up).await
+}
+
+/// A tensor-parallel node the coordinator plans ([`RingPlan::tensor`]): accepts the
+/// coordinator's link, takes the plan (its first message), computes its shard from its place
+/// in it (shard `i` of a split into as many parts as the plan has nodes) and answers rounds
+/// as [`run_tensor_node`]. A [`LinkLost`] error: the coordinator went away; the caller may
+/// wait to be re-planned.
+pub async fn run_planned_tensor_node<U: AsyncRead + AsyncWrite + Unpin>(
+    model: &Model<'_>,
+    spec: &NodeSpec,
+    mut up: HostLink<U>,
+) -> Result<()> {
+    let me = Hello { version: VERSION, model: spec.checksum, node: spec.id };
+    let cfg = up.config();
+    up.accept(me, spec.accept_ms).await.map_err(|e| link_error("the coordinator", e, cfg))?;
+    let mut plan = RingPlan::default();
+    loop {
+        let body = up.recv(Some(spec.accept_ms)).await.map_err(|e| link_error("the coordinator", e, cfg))?;
+        match plan.take(&body) {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(_) => bail!("the coordinator sent no whole plan first"),
+        }
+    }
+    let layers = model.config.n_layers;
+    let (i, n) = plan.shard_place(spec.id, layers).map_err(|_| {
+        anyhow!("the plan does not give every node all {layers} layers, or names this node not exactly once")
+    })?;
+    let shard = tensor_shards(model, n)?.swap_remove(i);
+    serve_tensor(model, spec, shard, up).await
+}
+
+/// A tensor-parallel node's rounds until the run's Finish.
+async fn serve_tensor<U: AsyncRead + AsyncWrite + Unpin>(
+    model: &Model<'_>,
+    spec: &NodeSpec,
+    shard: Shard,
+    mut up: HostLink<U>,
+) -> Result<()> {
+    let cfg = up.config();
     let mut arena = vec![0; TensorState::arena_len(model, &shard, spec.seq_len)];
     let mut slots = vec![TensorState::new(model, shard, &mut arena, spec.seq_len)?];
     let mut acc = vec![0i64; model.config.dim];
@@ -852,6 +905,26 @@ pub async fn coordinate_tensor<S: AsyncRead + AsyncWrite + Unpin>(
     shards: &[Shard],
     job: &Job<'_>,
     answer_ms: u64,
+    emit: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<RunReport> {
+    let mut progress = Progress::new(std::slice::from_ref(job))?;
+    coordinate_tensor_from(model, checksums, links, shards, None, &mut progress, answer_ms, emit).await
+}
+
+/// [`coordinate_tensor`] over [`run_planned_tensor_node`]s given `plan` first (with `None`,
+/// over [`run_tensor_node`]s), for the first job of `progress`, from where it stands: a split
+/// formed again after a node failed first replays every position passed so far (every round,
+/// so each node rebuilds the KV cache of its new shard; the sampler, here, has already drawn
+/// for them), then goes on.
+#[allow(clippy::too_many_arguments)]
+pub async fn coordinate_tensor_from<S: AsyncRead + AsyncWrite + Unpin>(
+    model: &Model<'_>,
+    checksums: &[u32],
+    links: &mut [HostLink<S>],
+    shards: &[Shard],
+    plan: Option<&RingPlan>,
+    progress: &mut Progress<'_>,
+    answer_ms: u64,
     mut emit: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<RunReport> {
     let names = greet_all(links, checksums, "a node").await?;
@@ -865,18 +938,35 @@ pub async fn coordinate_tensor<S: AsyncRead + AsyncWrite + Unpin>(
         l.send(body).await.map_err(|e| link_error(name, e, cfg))
     };
     let recv = async |l: &mut HostLink<S>, name: &str| answer(l, name, answer_ms).await;
-    let start = Instant::now();
-    let begin = Body::Start { stream: 0, temp_milli: job.temp_milli, seed: job.seed };
+    if let Some(p) = plan {
+        for (l, name) in links.iter_mut().zip(&names) {
+            for part in p.parts() {
+                send(l, name, part).await?;
+            }
+        }
+    }
+    let start = *progress.start.get_or_insert_with(Instant::now);
+    let (temp_milli, seed, _) = progress.jobs[0];
+    let begin = Body::Start { stream: 0, temp_milli, seed };
     for (l, name) in links.iter_mut().zip(&names) {
         send(l, name, begin.clone()).await?;
         if recv(l, name).await? != begin {
             bail!("{name} answered out of turn while starting");
         }
     }
-    let mut sampling = Sampling::new(job.temp_milli, job.seed);
-    let mut seq = Sequence::new(job.prompt, job.steps)?;
-    let (mut positions, mut scratch) = (0, [0u8; DECODE_MAX]);
-    while let Some((pos, token, sample)) = seq.next_step() {
+    let mut scratch = [0u8; DECODE_MAX];
+    // Positions passed so far (a split formed again), then the rest.
+    let replay = progress.seqs[0].pos();
+    let mut p = 0;
+    loop {
+        let (pos, token, sample) = if p < replay {
+            (p as u32, progress.tokens[0][p], false)
+        } else {
+            match progress.seqs[0].next_step() {
+                Some(step) => step,
+                None => break,
+            }
+        };
         lead.embed(token)?;
         for &(layer, ffn) in &rounds {
             let msg = lead.round(0, pos, layer, ffn);
@@ -891,15 +981,30 @@ pub async fn coordinate_tensor<S: AsyncRead + AsyncWrite + Unpin>(
             }
             lead.reduce();
         }
-        let next = if sample { Some(lead.sample(&mut sampling)?) } else { None };
-        positions += 1;
-        if let Some(piece) = seq.advance(&model.vocab, next, &mut scratch)? {
+        if p < replay {
+            p += 1;
+            progress.replayed += 1;
+            if p == replay {
+                progress.replay_done = Some(Instant::now());
+            }
+            continue;
+        }
+        // Sampled and recorded before any await: a run dropped at one keeps a consistent account.
+        let next = if sample { Some(lead.sample(&mut progress.samplings[0])?) } else { None };
+        progress.positions += 1;
+        let s = &mut progress.seqs[0];
+        let piece = s.advance(&model.vocab, next, &mut scratch)?;
+        if let Some((_, t, _)) = s.next_step() {
+            progress.tokens[0].push(t);
+        }
+        if let Some(piece) = piece {
             emit(piece)?;
         }
     }
+    let (positions, generated) = (progress.positions, progress.seqs[0].generated);
     let elapsed = start.elapsed();
     let nodes = finish_all(links, &names, answer_ms).await?;
     let head = link_totals(links);
     linger_all(links).await;
-    Ok(RunReport { nodes, head, tail: LinkStats::default(), positions, generated: seq.generated, elapsed })
+    Ok(RunReport { nodes, head, tail: LinkStats::default(), positions, generated, elapsed })
 }

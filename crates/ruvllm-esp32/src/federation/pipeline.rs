@@ -137,6 +137,37 @@ impl RingPlan {
         Ok(RingPlan { layers: l16, count: out.len() as u8, nodes: out })
     }
 
+    /// A tensor-parallel plan: `nodes` (id, port) each holding a part of all `layers` layers;
+    /// node `i` of `n` takes shard `i` of a split into `n` ([`RingPlan::shard_place`]).
+    pub fn tensor(layers: usize, nodes: &[(u8, u16)]) -> Result<Self> {
+        let too_many = Error::Invalid { what: "a plan of more nodes or layers than the protocol carries" };
+        let end = u16::try_from(layers).map_err(|_| too_many)?;
+        if nodes.is_empty() || layers == 0 {
+            return Err(Error::Invalid { what: "a plan needs at least one node and one layer" });
+        }
+        let mut out = heapless::Vec::new();
+        for &(node, port) in nodes {
+            out.push(PlanEntry { node, port, first: 0, end }).map_err(|_| too_many)?;
+        }
+        Ok(RingPlan { layers: end, count: out.len() as u8, nodes: out })
+    }
+
+    /// Node `node`'s place in a tensor plan for a model of `layers` layers: its index and the
+    /// node count. A plan whose nodes do not each hold all the layers, or that names `node`
+    /// not exactly once, is refused.
+    pub fn shard_place(&self, node: u8, layers: usize) -> core::result::Result<(usize, usize), FailReason> {
+        let n = &self.nodes;
+        let whole = self.layers as usize == layers
+            && n.len() == self.count as usize
+            && !n.is_empty()
+            && n.iter().all(|e| e.first == 0 && e.end as usize == layers);
+        let mut mine = n.iter().enumerate().filter(|(_, e)| e.node == node);
+        match (mine.next(), mine.next(), whole) {
+            (Some((i, _)), None, true) => Ok((i, n.len())),
+            _ => Err(FailReason::BadPlan),
+        }
+    }
+
     /// The plan's frames: one [`Body::Plan`] a node, in ring order.
     pub fn parts(&self) -> impl Iterator<Item = Body> + '_ {
         let count = self.nodes.len() as u8;
