@@ -526,9 +526,9 @@ enum ClusterCmd {
         /// qemu-system-riscv32, as `board`)
         #[arg(long)]
         qemu: bool,
-        /// Stop when a node stops answering, naming it. By default a pipeline run re-plans the
-        /// layers over the nodes that still answer, replays the positions so far through the
-        /// new plan and goes on (node processes only; tensor runs and QEMU boards always stop)
+        /// Stop when a node stops answering, naming it. By default the run re-plans the layers
+        /// (tensor: the shards) over the nodes that still answer, replays the positions so far
+        /// through the new plan and goes on (node processes only; QEMU boards always stop)
         #[arg(long)]
         no_replan: bool,
     },
