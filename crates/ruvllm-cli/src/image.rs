@@ -137,6 +137,9 @@ pub struct Edits {
 /// As [`load`], always rebuilt in this version's format, with `edits` applied.
 /// One line naming what the engine runs, for a GGUF of another architecture or tokenizer.
 fn supported(g: &Gguf<'_>, name: &str, own_tokenizer: bool) -> Result<()> {
+    if g.get(ruvllm_esp32::model::SHARD_KEY).is_some() {
+        bail!("{name}: this image holds only one shard of a model's layers (one board's part of a tensor-parallel split): it does not run alone; use the whole model");
+    }
     if g.get(ruvllm_esp32::model::CUT_FIRST_KEY).is_some() {
         bail!("{name}: this image holds only some layers of a model (one board's part of a pipeline): it does not run alone; use the whole model");
     }

@@ -526,6 +526,11 @@ enum ClusterCmd {
         /// qemu-system-riscv32, as `board`)
         #[arg(long)]
         qemu: bool,
+        /// Stop when a node stops answering, naming it. By default the run re-plans the layers
+        /// (tensor: the shards) over the nodes that still answer, replays the positions so far
+        /// through the new plan and goes on (node processes only; QEMU boards always stop)
+        #[arg(long)]
+        no_replan: bool,
     },
     /// Flash every board of cluster.toml (its port: the board's serial device) with the
     /// firmware and its node's model, as `flash` does; or, with --dry-run, write one flash
@@ -565,6 +570,9 @@ enum ClusterCmd {
         /// The coordinator's port, where the tail connects back
         #[arg(long)]
         next: u16,
+        /// When a neighbour goes away, wait to be re-planned instead of stopping
+        #[arg(long)]
+        rejoin: bool,
     },
 }
 
@@ -707,9 +715,10 @@ fn main() -> ExitCode {
         }
         Cmd::Install { yes } => firmware::install(yes),
         Cmd::Cluster {
-            cmd: Some(ClusterCmd::Run { config, text: TextArgs { prompt, steps, temp }, seed, qemu }),
+            cmd:
+                Some(ClusterCmd::Run { config, text: TextArgs { prompt, steps, temp }, seed, qemu, no_replan }),
             ..
-        } => tools::run(tools::RunArgs { config, prompt, steps, temp, seed, qemu }),
+        } => tools::run(tools::RunArgs { config, prompt, steps, temp, seed, qemu, replan: !no_replan }),
         Cmd::Cluster { cmd: Some(ClusterCmd::Monitor { config, baud }), .. } => {
             cluster_boards::monitor(&config, baud)
         }
@@ -720,8 +729,8 @@ fn main() -> ExitCode {
         } => {
             cluster_boards::flash(&cluster_boards::ClusterFlash { config, chip, elf, dry_run, output, baud })
         }
-        Cmd::Cluster { cmd: Some(ClusterCmd::Node { config, id, next }), .. } => {
-            tools::node(&config, id, next)
+        Cmd::Cluster { cmd: Some(ClusterCmd::Node { config, id, next, rejoin }), .. } => {
+            tools::node(&config, id, next, rejoin)
         }
         Cmd::Cluster { cmd: None, chips: Some(chips), model, output, baud, topology, force } => {
             tools::plan(&model, chips, &output, baud, topology == "tensor", force)

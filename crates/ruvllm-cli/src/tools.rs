@@ -9,6 +9,7 @@ use ruvllm_cli::cluster::config::{ClusterFile, Node, Topology};
 use ruvllm_cli::cluster::{self, host_link, Job, Line, NodeSpec, RunReport};
 use ruvllm_cli::{input, outln};
 use ruvllm_esp32::federation::link::LinkConfig;
+use ruvllm_esp32::federation::wire::RingPlan;
 use ruvllm_esp32::infer::Shard;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -140,6 +141,8 @@ pub struct RunArgs {
     pub seed: u64,
     /// Each node a QEMU board instead of a process.
     pub qemu: bool,
+    /// A pipeline of processes re-plans onto the nodes that survive a failure.
+    pub replan: bool,
 }
 
 /// A piece of the generated text to stdout, at once.
@@ -168,14 +171,15 @@ pub fn run(args: RunArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     if args.qemu {
         let job = Job { prompt: &prompt, steps: args.steps, temp_milli, seed: args.seed };
-        let report = rt.block_on(run_boards(&file, &nodes, &img, checksum, &job, shards.as_deref()))?;
+        let report = rt.block_on(run_boards(&file, &nodes, &img, &job, shards.as_deref()))?;
         print_report(&report, &nodes, &file, Busy::Instructions);
         return Ok(());
     }
     let job = Job { prompt: &prompt, steps: args.steps, temp_milli, seed: args.seed };
-    let report = rt.block_on(coordinate(&args, &file, &nodes, &model, checksum, &job, shards.as_deref()))?;
+    let (report, last) =
+        rt.block_on(coordinate(&args, &file, &nodes, &model, checksum, &job, shards.as_deref()))?;
     let busy = if shards.is_some() { Busy::Star } else { Busy::Micros };
-    print_report(&report, &nodes, &file, busy);
+    print_report(&report, &last, &file, busy);
     Ok(())
 }
 
@@ -185,14 +189,13 @@ async fn run_boards(
     file: &ClusterFile,
     nodes: &[Node],
     img: &Image,
-    checksum: u32,
     job: &Job<'_>,
     shards: Option<&[Shard]>,
 ) -> Result<RunReport> {
     let tc = crate::board::Toolchain::find()?;
     let dir = std::env::temp_dir().join(format!("ruvllm-cluster-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let result = boards_in(file, nodes, img, checksum, job, shards, &tc, &dir).await;
+    let result = boards_in(file, nodes, img, job, shards, &tc, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -202,7 +205,6 @@ async fn boards_in(
     file: &ClusterFile,
     nodes: &[Node],
     img: &Image,
-    checksum: u32,
     job: &Job<'_>,
     shards: Option<&[Shard]>,
     tc: &crate::board::Toolchain,
@@ -211,9 +213,11 @@ async fn boards_in(
     let mut boards = Vec::with_capacity(nodes.len());
     let mut checksums = Vec::with_capacity(nodes.len());
     for (i, n) in nodes.iter().enumerate() {
-        // A pipeline board links only its layers' cut of the model (so a model too big for one
-        // chip fits several); a tensor board holds the whole image.
+        // A board links only its part of the model (so a model too big for one chip fits
+        // several): a pipeline board its layers' cut, a tensor board its shard's.
         let bytes = match shards {
+            Some(s) if s.len() > 1 => ruvllm_esp32::federation::cut::shard(img.bytes(), &s[i])
+                .map_err(|e| anyhow!("node {}: cutting its shard from the model: {e}", n.id))?,
             Some(_) => img.bytes().to_vec(),
             None => ruvllm_esp32::federation::cut::cut(img.bytes(), n.layers.clone())
                 .map_err(|e| anyhow!("node {}: cutting its layers from the model: {e}", n.id))?,
@@ -269,7 +273,9 @@ async fn boards_in(
     let model = img.model()?;
     let answer_ms = cfg.give_up_ms();
     let report = match shards {
-        Some(s) => cluster::coordinate_tensor(&model, checksum, &mut links, s, job, answer_ms, write).await?,
+        Some(s) => {
+            cluster::coordinate_tensor(&model, &checksums, &mut links, s, job, answer_ms, write).await?
+        }
         None => cluster::coordinate_boards(&model, &checksums, &mut links, job, answer_ms, write).await?,
     };
     write(b"\n")?;
@@ -298,7 +304,7 @@ async fn coordinate(
     checksum: u32,
     job: &Job<'_>,
     shards: Option<&[Shard]>,
-) -> Result<RunReport> {
+) -> Result<(RunReport, Vec<Node>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await.context("the coordinator's port on loopback")?;
     let back = listener.local_addr()?.port();
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
@@ -309,7 +315,12 @@ async fn coordinate(
         if image::ALLOW_UNVERIFIED.load(std::sync::atomic::Ordering::Relaxed) {
             cmd.arg("--allow-unverified");
         }
-        cmd.args(["cluster", "node", "--id", &n.id.to_string(), "--next", &back.to_string(), "--config"]);
+        if args.replan {
+            cmd.args(["cluster", "node", "--rejoin"]);
+        } else {
+            cmd.args(["cluster", "node"]);
+        }
+        cmd.args(["--id", &n.id.to_string(), "--next", &back.to_string(), "--config"]);
         cmd.arg(&args.config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -344,68 +355,162 @@ async fn coordinate(
 
     let cfg = file.link.config();
     let corrupt = file.link.corrupt;
-    let head_port = nodes[0].port;
-    let tensor = async |shards: &[Shard]| {
-        let mut links = Vec::with_capacity(nodes.len());
-        for (i, n) in nodes.iter().enumerate() {
-            let s =
-                connect(n.port, Instant::now() + STARTUP).await.map_err(|e| anyhow!("node {}: {e}", n.id))?;
-            links.push(host_link(s, cfg, Line { corrupt, baud: 0, seed: 0xc0 + i as u64 }));
-        }
-        let answer_ms = cfg.give_up_ms() * 2;
-        let report =
-            cluster::coordinate_tensor(model, checksum, &mut links, shards, job, answer_ms, write).await?;
-        write(b"\n")?;
-        Ok::<_, anyhow::Error>(report)
-    };
-    let run = async {
-        if let Some(shards) = shards {
-            return tensor(shards).await;
-        }
-        let head = connect(head_port, Instant::now() + STARTUP)
-            .await
-            .map_err(|e| anyhow!("node {}: {e}", nodes[0].id))?;
-        let head = host_link(head, cfg, Line { corrupt, baud: 0, seed: 0xc0 });
-        let tail = async {
-            let (s, _) = tokio::time::timeout(STARTUP, listener.accept()).await.map_err(|_| {
-                anyhow!("the tail node did not connect back within {} s", STARTUP.as_secs())
-            })??;
-            s.set_nodelay(true)?;
-            Ok(host_link(s, cfg, Line { corrupt, baud: 0, seed: 0xc1 }))
-        };
-        let answer_ms = cfg.give_up_ms() * (nodes.len() as u64 + 1);
-        let jobs = [Job { ..*job }];
-        let report =
-            cluster::coordinate(model, checksum, head, tail, &jobs, answer_ms, |_, p| write(p)).await?;
-        write(b"\n")?;
-        Ok::<_, anyhow::Error>(report)
-    };
-    tokio::pin!(run);
     let mut log = Log::default();
-    let result = loop {
-        tokio::select! {
-            r = &mut run => break r,
-            Some(ev) = events.recv() => {
-                if log.take(ev) {
-                    break Err(anyhow!("a node stopped"));
+    // A ring given its plan (or, tensor parallel, a star of shards), formed again over the
+    // nodes still running when one stops (with --no-replan, or when none is left, the run
+    // stops naming it).
+    let answer_ms = cfg.give_up_ms() * (nodes.len() as u64 + 1);
+    let jobs = [Job { ..*job }];
+    let mut progress = cluster::Progress::new(&jobs)?;
+    let mut alive: Vec<&Node> = nodes.iter().collect();
+    let mut lost: Option<(String, Instant)> = None;
+    let layers = model.config.n_layers;
+    loop {
+        let members: Vec<(u8, u16)> = alive.iter().map(|n| (n.id, n.port)).collect();
+        let plan = match shards {
+            Some(_) => RingPlan::tensor(layers, &members),
+            None => RingPlan::over(layers, &members),
+        };
+        let plan = plan.map_err(|e| anyhow!("re-planning: {e}"))?;
+        let replayed_before = progress.replayed;
+        // The attempt in a block of its own: dropped (a failed ring's links closed) before
+        // `progress` and `alive` are looked at again.
+        let result = {
+            let run = async {
+                if shards.is_some() {
+                    let shards = cluster::tensor_shards(model, alive.len())?;
+                    let mut links = Vec::with_capacity(alive.len());
+                    for (i, n) in alive.iter().enumerate() {
+                        let s = connect(n.port, Instant::now() + STARTUP)
+                            .await
+                            .map_err(|e| anyhow!("node {}: {e}", n.id))?;
+                        links.push(host_link(s, cfg, Line { corrupt, baud: 0, seed: 0xc0 + i as u64 }));
+                    }
+                    let report = cluster::coordinate_tensor_from(
+                        model,
+                        &vec![checksum; alive.len()],
+                        &mut links,
+                        &shards,
+                        Some(&plan),
+                        &mut progress,
+                        cfg.give_up_ms() * 2,
+                        write,
+                    )
+                    .await?;
+                    write(b"\n")?;
+                    return Ok(report);
+                }
+                let head = connect(alive[0].port, Instant::now() + STARTUP)
+                    .await
+                    .map_err(|e| anyhow!("node {}: {e}", alive[0].id))?;
+                let head = host_link(head, cfg, Line { corrupt, baud: 0, seed: 0xc0 });
+                let tail = async {
+                    let (s, _) = tokio::time::timeout(STARTUP, listener.accept()).await.map_err(|_| {
+                        anyhow!("the tail node did not connect back within {} s", STARTUP.as_secs())
+                    })??;
+                    s.set_nodelay(true)?;
+                    Ok(host_link(s, cfg, Line { corrupt, baud: 0, seed: 0xc1 }))
+                };
+                let report = cluster::coordinate_ring(
+                    model,
+                    checksum,
+                    head,
+                    tail,
+                    Some(&plan),
+                    &mut progress,
+                    answer_ms,
+                    |_, p| write(p),
+                )
+                .await?;
+                write(b"\n")?;
+                Ok::<_, anyhow::Error>(report)
+            };
+            tokio::pin!(run);
+            loop {
+                tokio::select! {
+                    r = &mut run => break r,
+                    Some(ev) = events.recv() => {
+                        if log.take(ev) {
+                            break Err(anyhow!("a node stopped"));
+                        }
+                    }
                 }
             }
-        }
-    };
-    let report = match result {
-        Ok(r) => r,
-        Err(e) => {
-            // The nodes' own account (a killed node first) beats the coordinator's view of a
-            // closed link: give them a moment to say it.
-            while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
-                log.take(ev);
+        };
+        if let Some((why, at)) = &lost {
+            if progress.replayed > replayed_before {
+                let took = progress.replay_done.map_or(Duration::ZERO, |d| d.duration_since(*at));
+                eprintln!(
+                    "cluster: recovered from {why} in {:.1} ms: {} position(s) replayed through the new plan",
+                    took.as_secs_f64() * 1e3,
+                    progress.replayed - replayed_before
+                );
             }
-            return Err(log.cause().unwrap_or(e));
         }
-    };
+        let e = match result {
+            Ok(report) => {
+                finish(&mut events, &mut log, nodes.len(), cfg).await?;
+                // The nodes as the last plan has them (their layers after a re-plan).
+                if shards.is_some() {
+                    return Ok((report, alive.into_iter().cloned().collect()));
+                }
+                let roles = ruvllm_esp32::federation::plan(layers, alive.len())?;
+                let last = alive
+                    .iter()
+                    .zip(roles)
+                    .map(|(n, s)| Node { role: s.role, layers: s.layers, ..(*n).clone() })
+                    .collect();
+                return Ok((report, last));
+            }
+            Err(e) => e,
+        };
+        let at = Instant::now();
+        // The nodes' own account (a killed node first) beats the coordinator's view of a
+        // closed link: give them a moment to say it.
+        let exited = log.exited;
+        let quiet = Duration::from_millis(if args.replan { 1000 } else { 200 });
+        while let Ok(Some(ev)) = tokio::time::timeout(quiet, events.recv()).await {
+            log.take(ev);
+            if args.replan && log.exited > exited {
+                break;
+            }
+        }
+        let gone = log.gone();
+        let before = alive.len();
+        alive.retain(|n| !gone.contains(&n.id));
+        let cause = log.cause().unwrap_or(e);
+        if !args.replan {
+            return Err(cause);
+        }
+        if let Some((why, _)) = &lost {
+            if alive.len() == before {
+                // Nothing new went away: the re-formed ring itself failed (a node that cannot
+                // take its new layers says so here).
+                return Err(anyhow!("{why}; re-planning onto the other nodes failed: {cause}"));
+            }
+        }
+        if alive.is_empty() || alive.len() == before {
+            return Err(cause);
+        }
+        let why = format!("{cause}").replace(" before the run ended", "");
+        let ids: Vec<String> = alive.iter().map(|n| n.id.to_string()).collect();
+        let what = if shards.is_some() { "shards of the" } else { "the" };
+        eprintln!("cluster: {why}; re-planning {what} {layers} layers over node(s) {}", ids.join(", "));
+        lost = Some((why, at));
+        log.forget();
+    }
+}
+
+/// After a run: waits for the node processes to end (they do once the run's Finish passed).
+async fn finish(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<NodeEvent>,
+    log: &mut Log,
+    nodes: usize,
+    cfg: LinkConfig,
+) -> Result<()> {
     // The nodes end once the run's Finish has passed them.
     let deadline = tokio::time::Instant::now() + Duration::from_millis(cfg.give_up_ms() + 2000);
-    while log.exited < nodes.len() {
+    while log.exited < nodes {
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Some(ev)) => {
                 if log.take(ev) {
@@ -415,7 +520,7 @@ async fn coordinate(
             Ok(None) | Err(_) => break,
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// What the node processes said and how they ended.
@@ -451,6 +556,24 @@ impl Log {
                 true
             }
         }
+    }
+
+    /// The nodes that went away (killed) before the run ended: the ones a re-plan leaves out.
+    /// A node that stopped on an error of its own (a refusal) stops the run instead.
+    fn gone(&self) -> Vec<u8> {
+        if self.failed.is_empty() {
+            self.killed.iter().map(|k| k.0).collect()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// After a re-plan: the nodes that stopped are accounted for (they stay counted as
+    /// exited); the error lines of the ring that failed are no cause of the next one's.
+    fn forget(&mut self) {
+        self.errors.clear();
+        self.killed.clear();
+        self.failed.clear();
     }
 
     /// Why the run failed: a killed node, else the first node's error line.
@@ -542,12 +665,12 @@ fn print_report(r: &RunReport, nodes: &[Node], file: &ClusterFile, busy: Busy) {
 
 /// `cluster node`: one node of cluster.toml, listening on its port; `next` is the
 /// coordinator's port, where the tail connects back.
-pub fn node(config: &Path, id: u8, next: u16) -> Result<()> {
-    let result = node_inner(config, id, next);
+pub fn node(config: &Path, id: u8, next: u16, rejoin: bool) -> Result<()> {
+    let result = node_inner(config, id, next, rejoin);
     result.map_err(|e| anyhow!("node {id}: {e:#}"))
 }
 
-fn node_inner(config: &Path, id: u8, next: u16) -> Result<()> {
+fn node_inner(config: &Path, id: u8, next: u16, rejoin: bool) -> Result<()> {
     let file = read_config(config)?;
     let entry =
         file.chips.nodes.iter().find(|n| n.id == id as i64).ok_or_else(|| anyhow!("not in cluster.toml"))?;
@@ -564,11 +687,11 @@ fn node_inner(config: &Path, id: u8, next: u16) -> Result<()> {
     let nodes = file.check(model.config.n_layers, model.config.dim, None)?;
     let i = nodes.iter().position(|n| n.id == id).expect("checked");
     let me = &nodes[i];
-    let down_port = nodes.get(i + 1).map_or(next, |n| n.port);
     let cfg = file.link.config();
-    let shard = match file.topology()? {
-        Topology::Tensor => Some(cluster::tensor_shards(&model, nodes.len())?.swap_remove(i)),
-        Topology::Pipeline => None,
+    // A tensor node takes its shard from the coordinator's plan; this checks the split here.
+    let tensor = match file.topology()? {
+        Topology::Tensor => cluster::tensor_shards(&model, nodes.len()).map(|_| true)?,
+        Topology::Pipeline => false,
     };
     let spec = NodeSpec {
         id,
@@ -583,19 +706,29 @@ fn node_inner(config: &Path, id: u8, next: u16) -> Result<()> {
         let listener = TcpListener::bind(("127.0.0.1", me.port))
             .await
             .with_context(|| format!("port {} on loopback", me.port))?;
-        let (up, _) = tokio::time::timeout(STARTUP, listener.accept())
-            .await
-            .map_err(|_| anyhow!("nobody connected to port {} within {} s", me.port, STARTUP.as_secs()))??;
-        up.set_nodelay(true)?;
-        let seed = 0x100 * (id as u64 + 1);
-        let up = host_link(up, cfg, Line { corrupt: file.link.corrupt, baud: 0, seed });
-        if let Some(shard) = shard {
-            return cluster::run_tensor_node(&model, &spec, shard, up).await;
+        let corrupt = file.link.corrupt;
+        loop {
+            let (up, _) = tokio::time::timeout(STARTUP, listener.accept()).await.map_err(|_| {
+                anyhow!("nobody connected to port {} within {} s", me.port, STARTUP.as_secs())
+            })??;
+            up.set_nodelay(true)?;
+            let seed = 0x100 * (id as u64 + 1);
+            let up = host_link(up, cfg, Line { corrupt, baud: 0, seed });
+            // The coordinator's plan names the node after this one (none: the coordinator).
+            let down = async |port: Option<u16>| {
+                let s = connect(port.unwrap_or(next), Instant::now() + STARTUP).await?;
+                Ok(host_link(s, cfg, Line { corrupt, baud: 0, seed: seed + 1 }))
+            };
+            let result = match tensor {
+                true => cluster::run_planned_tensor_node(&model, &spec, up).await,
+                false => cluster::run_planned_node(&model, &spec, up, down).await,
+            };
+            match result {
+                Err(e) if rejoin && cluster::is_link_lost(&e) => {
+                    eprintln!("{e:#}; waiting to be re-planned");
+                }
+                r => return r,
+            }
         }
-        let down = async {
-            let s = connect(down_port, Instant::now() + STARTUP).await?;
-            Ok(host_link(s, cfg, Line { corrupt: file.link.corrupt, baud: 0, seed: seed + 1 }))
-        };
-        cluster::run_node(&model, &spec, up, down).await
     })
 }

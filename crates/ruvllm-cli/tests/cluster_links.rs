@@ -319,3 +319,85 @@ fn a_lost_last_acknowledgement_is_given_again() {
         tokio::join!(lingering, peer_side);
     });
 }
+
+/// A ring given a plan (what `cluster run` does, and again after a re-plan): the same tokens as
+/// one node. A node whose image is a cut that does not hold the layers the plan gives it (a
+/// board linked with only its own layers) refuses them: the coordinator stops at once with one
+/// line naming it, and the node says which layers it holds; nobody waits for a timeout.
+#[test]
+fn a_planned_ring_runs_and_a_node_that_cannot_take_its_layers_refuses() {
+    use ruvllm_esp32::federation::wire::RingPlan;
+    let words = builtin();
+    let bytes: &[u8] = bytemuck::cast_slice(&words);
+    let model = <Model<'_>>::from_gguf(bytes).unwrap();
+    let prompt = encode(&model, "Once upon a time");
+    // Node 1 holds the cut of layers 3..=4; a plan of 3 nodes gives it layers 2..=3.
+    let part = ruvllm_esp32::federation::cut::cut(bytes, 3..5).unwrap();
+    let mut part_words = vec![0u64; part.len().div_ceil(8)];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut part_words)[..part.len()].copy_from_slice(&part);
+    let cut = <Model<'_>>::from_gguf(&bytemuck::cast_slice(&part_words)[..part.len()]).unwrap();
+    let plan = RingPlan::over(5, &[(0, 0), (1, 0), (2, 0)]).unwrap();
+    for (models, want_ok) in [([&model, &model, &model], true), ([&model, &cut, &model], false)] {
+        let (mut writing, mut reading): (Vec<DuplexStream>, Vec<DuplexStream>) =
+            (0..=3).map(|_| tokio::io::duplex(PIPE)).unzip();
+        let head_end = writing.remove(0);
+        let coord_end = reading.pop().unwrap();
+        let cfg = LinkConfig { ack_ms: 50, retries: 20 };
+        let line = Line::default();
+        let jobs = [Job { prompt: &prompt, steps: 32, temp_milli: 800, seed: 7 }];
+        let errors = std::sync::Mutex::new(Vec::new());
+        let mut text = Vec::new();
+        let report = std::thread::scope(|s| {
+            for (i, ((m, up), down)) in models.iter().zip(reading).zip(writing).enumerate() {
+                let spec = NodeSpec {
+                    id: i as u8,
+                    layers: 0..0,
+                    streams: 1,
+                    seq_len: model.config.seq_len,
+                    checksum: 1,
+                    accept_ms: 10_000,
+                };
+                let errors = &errors;
+                s.spawn(move || {
+                    let up = host_link(up, cfg, line);
+                    let connect = move |_port: Option<u16>| async move { Ok(host_link(down, cfg, line)) };
+                    if let Err(e) = rt().block_on(cluster::run_planned_node(m, &spec, up, connect)) {
+                        errors.lock().unwrap().push(format!("node {i}: {e:#}"));
+                    }
+                });
+            }
+            let head = host_link(head_end, cfg, line);
+            let tail = async { Ok(host_link(coord_end, cfg, line)) };
+            let mut progress = cluster::Progress::new(&jobs).unwrap();
+            rt().block_on(cluster::coordinate_ring(
+                &model,
+                1,
+                head,
+                tail,
+                Some(&plan),
+                &mut progress,
+                10_000,
+                |_, piece| {
+                    text.extend_from_slice(piece);
+                    Ok(())
+                },
+            ))
+        });
+        let errors = errors.into_inner().unwrap();
+        if want_ok {
+            report.unwrap();
+            assert_eq!(text, single(&model, &prompt, 32, 800, 7));
+            assert!(errors.is_empty(), "{errors:?}");
+        } else {
+            let e = format!("{:#}", report.unwrap_err());
+            assert_eq!(
+                e,
+                "node 1 failed: its model image does not hold the layers the plan gives it (a board linked with only its own layers' cut cannot take more)"
+            );
+            assert!(
+                errors.iter().any(|e| e == "node 1: cannot take layers 2..=3: its model image holds only layers 3..=4"),
+                "{errors:?}"
+            );
+        }
+    }
+}

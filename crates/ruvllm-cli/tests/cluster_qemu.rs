@@ -27,6 +27,14 @@ fn boards_match_gen(extra: &[&str], chips: usize, base: u16, steps: usize, temp:
     for i in 0..chips {
         let line = err.lines().find(|l| l.starts_with(&format!("node {i} ("))).expect("a line per board");
         assert!(line.contains(" instructions in its layers ("), "{line}");
+        // Each board of several links only its part of the image (its layers or its shard).
+        let start = format!("node {i}: QEMU board");
+        let board = err.lines().find(|l| l.starts_with(&start)).expect("a board line");
+        let image: usize =
+            board.split("model image ").nth(1).and_then(|r| r.split(' ').next()?.parse().ok()).unwrap();
+        let whole =
+            std::fs::metadata(concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf")).unwrap().len();
+        assert!(chips == 1 || (image as u64) < whole, "{board}: not smaller than the whole {whole}");
     }
 }
 

@@ -58,7 +58,15 @@ fn star(model: &Model<'_>, nodes: usize, corrupt: f64, job: &Job<'_>) -> (Vec<u8
             text.extend_from_slice(p);
             Ok(())
         };
-        let r = rt().block_on(cluster::coordinate_tensor(model, 1, &mut links, &shards, job, 10_000, emit));
+        let r = rt().block_on(cluster::coordinate_tensor(
+            model,
+            &vec![1; links.len()],
+            &mut links,
+            &shards,
+            job,
+            10_000,
+            emit,
+        ));
         drop(links);
         r.unwrap()
     });

@@ -41,6 +41,16 @@ fn a_cut_image_does_not_run_alone() {
         let out = run(&[cmd, &[s(&part)]].concat());
         fails_with(&out, "holds only some layers of a model");
     }
+    // A tensor board's shard cut neither (the built-in model's second FFN half).
+    let builtin = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf")).unwrap();
+    let model = <ruvllm_esp32::model::Model<'_>>::from_gguf(&builtin).unwrap();
+    let shard = ruvllm_esp32::infer::shard(&model, 2, 1).unwrap();
+    let part = scratch("builtin-shard.gguf");
+    std::fs::write(&part, ruvllm_esp32::federation::cut::shard(&builtin, &shard).unwrap()).unwrap();
+    for cmd in [&["gen", "--int", "-p", "Once", "-n", "4", "-m"][..], &["info"]] {
+        let out = run(&[cmd, &[s(&part)]].concat());
+        fails_with(&out, "holds only one shard of a model's layers");
+    }
 }
 
 /// A number after `key` in `line`.

@@ -12,9 +12,10 @@ mod generation;
 
 use generation::{encode, single};
 use proptest::prelude::*;
-use ruvllm_esp32::federation::pipeline::{Sequence, Slot, Stage};
+use ruvllm_esp32::federation::pipeline::{self, Sequence, Slot, Stage};
 use ruvllm_esp32::federation::wire::{
-    self, Body, Decoder, Forward, Frame, FrameError, Hello, Partial, Partials, Residual, Round, MAX_FRAME,
+    self, Body, Decoder, Forward, Frame, FrameError, Hello, Partial, Partials, PlanEntry, Residual, RingPlan,
+    Round, MAX_FRAME,
 };
 use ruvllm_esp32::federation::{plan, Role};
 use ruvllm_esp32::infer::IntState;
@@ -279,6 +280,13 @@ fn frame() -> impl Strategy<Value = Frame> {
                 ffn,
                 acc: Partials::from_slice(&a).unwrap()
             })),
+        (any::<u16>(), any::<u8>(), any::<u8>(), (any::<u8>(), any::<u16>(), any::<u16>(), any::<u16>()))
+            .prop_map(|(layers, index, count, (node, port, first, end))| Body::Plan {
+                layers,
+                index,
+                count,
+                entry: PlanEntry { node, port, first, end }
+            }),
     ];
     (any::<u16>(), body).prop_map(|(seq, body)| Frame { seq, body })
 }
@@ -345,6 +353,31 @@ proptest! {
         }
     }
 
+    /// Any run of plan frames (hostile or damaged) is taken or refused, never trusted: a plan
+    /// that completes places each node it names on a non-empty range of the model's layers,
+    /// or refuses it.
+    #[test]
+    fn plan_frames_never_panic(
+        parts in proptest::collection::vec(
+            (0..8u16, 0..6u8, 0..6u8, (0..6u8, any::<u16>(), 0..9u16, 0..9u16)), 1..8),
+        layers in 1..9usize,
+    ) {
+        let mut plan = RingPlan::default();
+        for (l, index, count, (node, port, first, end)) in parts {
+            let body = Body::Plan { layers: l, index, count, entry: PlanEntry { node, port, first, end } };
+            match plan.take(&body) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(_) => return Ok(()),
+            }
+        }
+        for node in 0..6u8 {
+            if let Ok((r, _)) = plan.place(node, layers) {
+                prop_assert!(!r.is_empty() && r.end <= layers);
+            }
+        }
+    }
+
     /// Arbitrary bytes never panic, never allocate, and an overlong run is refused as such.
     #[test]
     fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
@@ -369,6 +402,68 @@ fn an_oversized_frame_is_refused_and_the_next_one_decodes() {
     let body = Body::Partial(Partial { stream: 255, pos: u32::MAX, layer: u16::MAX, ffn: true, acc: wide });
     assert!(wire::encode(&Frame { seq: u16::MAX, body }, &mut buf).is_some());
     assert_eq!(decode_all(&[1, 0]), [Err(FrameError::Malformed)]);
+}
+
+/// A plan names each node's layers and the port of the node after it; a plan that does not
+/// cover the model once, or names a node not exactly once, is refused; a stage holds only
+/// the layers of its image (a cut cannot take more).
+#[test]
+fn ring_plans_cover_the_model_once() {
+    use wire::FailReason::BadPlan;
+    let p = RingPlan::over(5, &[(4, 100), (7, 200), (9, 300)]).unwrap();
+    assert_eq!(p.place(4, 5), Ok((0..2, Some(200))));
+    assert_eq!(p.place(7, 5), Ok((2..4, Some(300))));
+    assert_eq!(p.place(9, 5), Ok((4..5, None)));
+    assert_eq!(p.place(5, 5), Err(BadPlan));
+    assert_eq!(p.place(4, 6), Err(BadPlan));
+    let bad = |edit: &dyn Fn(&mut RingPlan)| {
+        let mut q = p.clone();
+        edit(&mut q);
+        (0..=255u8).all(|n| q.place(n, 5) == Err(BadPlan))
+    };
+    assert!(bad(&|q| q.nodes[1].first = 3));
+    assert!(bad(&|q| q.nodes[2].end = 4));
+    assert!(bad(&|q| q.nodes[0].first = 1));
+    assert!(bad(&|q| (q.nodes[1].first, q.nodes[1].end) = (2, 2)));
+    assert!(bad(&|q| q.nodes.clear()));
+    let mut twice = p.clone();
+    twice.nodes[2].node = 4;
+    assert_eq!(twice.place(4, 5), Err(BadPlan));
+    assert_eq!(twice.place(7, 5), Ok((2..4, Some(300))));
+    assert!(RingPlan::over(5, &[]).is_err());
+    // On the wire: one frame a node, taken back in order into the same plan.
+    let mut back = RingPlan::default();
+    let parts: Vec<Body> = p.parts().collect();
+    assert_eq!(parts.len(), 3);
+    assert_eq!(parts.iter().map(|b| back.take(b).unwrap()).collect::<Vec<_>>(), [false, false, true]);
+    assert_eq!(back, p);
+    let part = |layers, index, count| Body::Plan { layers, index, count, entry: p.nodes[0] };
+    let take_all = |bodies: &[Body]| {
+        let mut q = RingPlan::default();
+        bodies.iter().map(|b| q.take(b)).collect::<Vec<_>>()
+    };
+    use wire::FailReason::Unexpected;
+    assert_eq!(take_all(&[part(5, 1, 3)]), [Err(BadPlan)]);
+    assert_eq!(take_all(&[part(5, 0, 0)]), [Err(BadPlan)]);
+    assert_eq!(take_all(&[part(5, 0, 255)]), [Err(BadPlan)]);
+    assert_eq!(take_all(&[part(5, 0, 3), part(6, 1, 3)]), [Ok(false), Err(BadPlan)]);
+    assert_eq!(take_all(&[part(5, 0, 3), part(5, 1, 2)]), [Ok(false), Err(BadPlan)]);
+    assert_eq!(take_all(&[part(5, 0, 3), part(5, 0, 3)]), [Ok(false), Err(BadPlan)]);
+    assert_eq!(take_all(&[Body::Finish]), [Err(Unexpected)]);
+    // A plan cut short does not place anyone.
+    let mut short = RingPlan::default();
+    short.take(&parts[0]).unwrap();
+    assert_eq!(short.place(4, 5), Err(BadPlan));
+    assert!(RingPlan::over(2, &[(0, 1), (1, 2), (2, 3)]).is_err());
+    let img = builtin();
+    let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
+    assert!(pipeline::holds(&model, &(0..5)) && !pipeline::holds(&model, &(3..6)));
+    let part = ruvllm_esp32::federation::cut::cut(img.bytes(), 2..4).unwrap();
+    let part = common::Image::new(&part);
+    let cut = <Model<'_>>::from_gguf(part.bytes()).unwrap();
+    assert!(pipeline::holds(&cut, &(2..4)) && pipeline::holds(&cut, &(3..4)));
+    assert!(!pipeline::holds(&cut, &(1..4)) && !pipeline::holds(&cut, &(2..5)));
+    assert_eq!(pipeline::total_layers(&cut), 5);
 }
 
 /// The bytes docs/FEDERATION.md shows: a change to the wire format fails here first.

@@ -11,6 +11,7 @@ mod generation;
 mod tensor_models;
 
 use generation::{encode, single};
+use ruvllm_esp32::federation::cut;
 use ruvllm_esp32::federation::pipeline::Sequence;
 use ruvllm_esp32::federation::tensor::{TensorLead, TensorNode};
 use ruvllm_esp32::federation::wire::{Body, FailReason, Residual, Round};
@@ -30,21 +31,36 @@ fn split(
     temp: u32,
     seed: u64,
 ) -> (Vec<u8>, Vec<u32>) {
+    split_over(model, &vec![model; nodes], prompt, steps, temp, seed)
+}
+
+/// [`split`] with node `i` holding `parts[i]` (the whole model, or its shard's cut).
+fn split_over(
+    model: &Model<'_>,
+    parts: &[&Model<'_>],
+    prompt: &[u32],
+    steps: usize,
+    temp: u32,
+    seed: u64,
+) -> (Vec<u8>, Vec<u32>) {
+    let nodes = parts.len();
     let shards: Vec<_> = (0..nodes).map(|i| shard(model, nodes, i).unwrap()).collect();
     let mut arenas: Vec<Vec<i32>> =
         shards.iter().map(|s| vec![0; TensorState::arena_len(model, s, steps)]).collect();
     let mut slots: Vec<Vec<TensorState<'_>>> = arenas
         .iter_mut()
         .zip(&shards)
-        .map(|(a, s)| vec![TensorState::new(model, s.clone(), a, steps).unwrap()])
+        .zip(parts)
+        .map(|((a, s), m)| vec![TensorState::new(*m, s.clone(), a, steps).unwrap()])
         .collect();
     let dim = model.config.dim;
     let mut accs = vec![vec![0i64; dim]; nodes];
     let mut nodes: Vec<TensorNode<'_, '_, '_>> = slots
         .iter_mut()
         .zip(accs.iter_mut())
+        .zip(parts)
         .enumerate()
-        .map(|(i, (s, a))| TensorNode::new(i as u8, model, s, a).unwrap())
+        .map(|(i, ((s, a), m))| TensorNode::new(i as u8, m, s, a).unwrap())
         .collect();
     let mut arena = vec![0; TensorLead::arena_len(model)];
     let mut total = vec![0i64; dim];
@@ -113,6 +129,59 @@ fn check(name: &str, bytes: &[u8], text: &str, counts: &[usize], steps: usize) {
             assert_eq!(tokens, want_tokens, "{name}, {n} nodes, temp {temp}");
             assert_eq!(got, want, "{name}, {n} nodes, temp {temp}");
         }
+    }
+    // Each node holding only its shard's cut of the image (what a board links): the same.
+    for &n in counts {
+        let cuts: Vec<_> = (0..n)
+            .map(|i| common::Image::new(&cut::shard(img.bytes(), &shard(&model, n, i).unwrap()).unwrap()))
+            .collect();
+        let parts: Vec<Model<'_>> = cuts.iter().map(|c| <Model<'_>>::from_gguf(c.bytes()).unwrap()).collect();
+        for (c, m) in cuts.iter().zip(&parts) {
+            assert!(c.bytes().len() < img.bytes().len() || n == 1, "{name}: a cut of {n} no smaller");
+            assert!(m.shard.is_some());
+        }
+        let refs: Vec<&Model<'_>> = parts.iter().collect();
+        for (temp, seed) in [(0, 0), (800, 7)] {
+            let want = single(&model, &prompt, steps, temp, seed);
+            let (got, _) = split_over(&model, &refs, &prompt, steps, temp, seed);
+            assert_eq!(got, want, "{name}, {n} cut nodes, temp {temp}");
+        }
+    }
+}
+
+/// A shard's cut is refused where it cannot be: cut again, off the groups, another shard's
+/// state on it; its metadata is checked when read.
+#[test]
+fn shard_cuts_refuse_what_they_cannot_hold() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-cli/data/default.gguf");
+    let img = common::Image::new(&std::fs::read(path).unwrap());
+    let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
+    let (s0, s1) = (shard(&model, 2, 0).unwrap(), shard(&model, 2, 1).unwrap());
+    let part = common::Image::new(&cut::shard(img.bytes(), &s1).unwrap());
+    assert!(cut::shard(part.bytes(), &s1).is_err());
+    assert!(cut::cut(part.bytes(), 0..2).is_err());
+    let mut off = s1.clone();
+    off.hidden.start += 1;
+    assert!(cut::shard(img.bytes(), &off).is_err());
+    let mut past = s1.clone();
+    past.hidden.end = 10_000;
+    assert!(cut::shard(img.bytes(), &past).is_err());
+    let m1 = <Model<'_>>::from_gguf(part.bytes()).unwrap();
+    let mut arena = vec![0; TensorState::arena_len(&model, &s0, 8)];
+    assert!(TensorState::new(&m1, s0.clone(), &mut arena, 8).is_err());
+    assert!(TensorState::new(&m1, s1.clone(), &mut arena, 8).is_ok());
+    // Metadata that does not describe a shard inside the model: refused on reading (the six
+    // values patched in place: after the key, its type, element type and count).
+    let key = ruvllm_esp32::model::SHARD_KEY.as_bytes();
+    let at = part.bytes().windows(key.len()).position(|w| w == key).unwrap() + key.len() + 16;
+    for bad in [[0u32, 0, 0, 0, 0, 0], [0, 4, 0, 4, 0, 100_000], [0, 3, 0, 4, 0, 32], [4, 0, 4, 0, 0, 32]] {
+        let mut bytes = part.bytes().to_vec();
+        for (i, v) in bad.iter().enumerate() {
+            bytes[at + 4 * i..at + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        let bytes = common::Image::new(&bytes);
+        let e = <Model<'_>>::from_gguf_unverified(bytes.bytes()).unwrap_err();
+        assert!(format!("{e}").contains("ruvllm.shard"), "{bad:?}: {e}");
     }
 }
 

@@ -5,10 +5,10 @@
 use anyhow::{anyhow, bail, Result};
 use embedded_io_adapters::tokio_1::FromTokio;
 use ruvllm_esp32::federation::link::{Clock, Link, LinkConfig, LinkError, LinkStats};
-use ruvllm_esp32::federation::pipeline::{Sequence, Slot, Stage};
+use ruvllm_esp32::federation::pipeline::{self, replayed, Sequence, Slot, Stage};
 use ruvllm_esp32::federation::tensor::{TensorLead, TensorNode};
 use ruvllm_esp32::federation::wire::{
-    Body, FailReason, Forward, Hello, NodeStats, Residual, COORDINATOR, VERSION,
+    Body, FailReason, Forward, Hello, NodeStats, Residual, RingPlan, COORDINATOR, VERSION,
 };
 use ruvllm_esp32::infer::{IntState, Shard, TensorState};
 use ruvllm_esp32::model::Model;
@@ -136,8 +136,36 @@ pub fn host_link<S: AsyncRead + AsyncWrite + Unpin>(stream: S, cfg: LinkConfig, 
     Link::new(Faulty::new(FromTokio::new(stream), line), TokioClock::default(), cfg)
 }
 
+/// A link that failed because its peer went away (closed, silent, unacknowledging): a node
+/// that can be re-planned waits for the coordinator instead of stopping.
+#[derive(Debug)]
+pub struct LinkLost(String);
+
+impl std::fmt::Display for LinkLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LinkLost {}
+
+/// Whether `e` is a [`LinkLost`] (not a refusal or a bad message).
+pub fn is_link_lost(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<LinkLost>())
+}
+
 /// One link failure as a sentence naming the peer.
 fn link_error(peer: &str, e: LinkError<std::io::Error>, cfg: LinkConfig) -> anyhow::Error {
+    let lost = matches!(e, LinkError::NoAck | LinkError::Closed | LinkError::Silent | LinkError::Io(_));
+    let e = link_error_text(peer, e, cfg);
+    if lost {
+        anyhow::Error::new(LinkLost(e.to_string()))
+    } else {
+        e
+    }
+}
+
+fn link_error_text(peer: &str, e: LinkError<std::io::Error>, cfg: LinkConfig) -> anyhow::Error {
     match e {
         LinkError::NoAck => anyhow!(
             "{peer} did not acknowledge within {} ms ({} sends): it stopped or the link is down",
@@ -198,7 +226,85 @@ where
     let mut down = down.await?;
     let downstream = down.hello(me).await.map_err(|e| link_error("its downstream neighbour", e, cfg))?;
     let downstream = node_name(downstream.node);
+    serve(model, spec, up, down, &upstream, &downstream).await
+}
 
+/// A node of a ring the coordinator plans ([`RingPlan`]): accepts its upstream link, takes the
+/// plan (its first message), opens the downstream link to the node after it in the plan
+/// (`connect(port)`; `None`: it is the tail, and connects back to the coordinator), passes the
+/// plan on and runs the layers the plan gives it, as [`run_node`]. A node whose model image
+/// does not hold those layers (a cut) passes the plan on with its refusal after it, so the
+/// coordinator says so and nobody waits. A [`LinkLost`] error: a neighbour went away; the
+/// caller may wait to be re-planned.
+pub async fn run_planned_node<U, D, F, C>(
+    model: &Model<'_>,
+    spec: &NodeSpec,
+    mut up: HostLink<U>,
+    connect: C,
+) -> Result<()>
+where
+    U: AsyncRead + AsyncWrite + Unpin,
+    D: AsyncRead + AsyncWrite + Unpin,
+    F: Future<Output = Result<HostLink<D>>>,
+    C: FnOnce(Option<u16>) -> F,
+{
+    let me = Hello { version: VERSION, model: spec.checksum, node: spec.id };
+    let cfg = up.config();
+    let upstream =
+        up.accept(me, spec.accept_ms).await.map_err(|e| link_error("its upstream neighbour", e, cfg))?;
+    let upstream = node_name(upstream.node);
+    let mut plan = RingPlan::default();
+    loop {
+        let body = up.recv(Some(spec.accept_ms)).await.map_err(|e| link_error(&upstream, e, cfg))?;
+        match plan.take(&body) {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(_) => bail!("{upstream} sent no whole plan first"),
+        }
+    }
+    let total = pipeline::total_layers(model);
+    let (layers, next) = plan.place(spec.id, total).map_err(|_| {
+        anyhow!(
+            "the plan does not cover the model's {total} layers once, or names this node not exactly once"
+        )
+    })?;
+    let mut down = connect(next).await?;
+    let downstream = down.hello(me).await.map_err(|e| link_error("its downstream neighbour", e, cfg))?;
+    let downstream = node_name(downstream.node);
+    for part in plan.parts() {
+        down.send(part).await.map_err(|e| link_error(&downstream, e, cfg))?;
+    }
+    if !pipeline::holds(model, &layers) {
+        let refuse = Body::Fail { node: spec.id, reason: FailReason::Layers };
+        down.send(refuse).await.map_err(|e| link_error(&downstream, e, cfg))?;
+        down.linger(linger_ms(cfg)).await;
+        bail!("cannot take layers {}..={}: {}", layers.start, layers.end - 1, holding(model));
+    }
+    let spec = NodeSpec { layers, ..spec.clone() };
+    serve(model, &spec, up, down, &upstream, &downstream).await
+}
+
+/// Which layers a model image holds, for a refusal.
+fn holding(model: &Model<'_>) -> String {
+    let n = model.config.n_layers;
+    let first = model.cut.map_or(0, |c| c.first);
+    format!("its model image holds only layers {first}..={}", first + n - 1)
+}
+
+/// A node's part of a running ring: positions down through its layers until the run's Finish.
+async fn serve<U, D>(
+    model: &Model<'_>,
+    spec: &NodeSpec,
+    mut up: HostLink<U>,
+    mut down: HostLink<D>,
+    upstream: &str,
+    downstream: &str,
+) -> Result<()>
+where
+    U: AsyncRead + AsyncWrite + Unpin,
+    D: AsyncRead + AsyncWrite + Unpin,
+{
+    let cfg = up.config();
     let mut arenas: Vec<Vec<i32>> =
         (0..spec.streams).map(|_| vec![0; IntState::arena_len(model, spec.seq_len)]).collect();
     let mut slots = Vec::with_capacity(spec.streams);
@@ -214,7 +320,7 @@ where
         loop {
             let got = up.recv(None).await;
             up_stats.set(up.stats);
-            let body = got.map_err(|e| link_error(&upstream, e, cfg))?;
+            let body = got.map_err(|e| link_error(upstream, e, cfg))?;
             let finish = body == Body::Finish;
             to_worker.send(body).await.map_err(|_| anyhow!("stopped"))?;
             if finish {
@@ -257,7 +363,7 @@ where
                 }
             }
             let finish = body == Body::Finish;
-            down.send(body).await.map_err(|e| link_error(&downstream, e, cfg))?;
+            down.send(body).await.map_err(|e| link_error(downstream, e, cfg))?;
             if finish {
                 break;
             }
@@ -309,6 +415,50 @@ pub struct Job<'p> {
     pub seed: u64,
 }
 
+/// Where a ring's sequences stand, kept across re-plans: each sequence's progress and the
+/// token at each of its positions so far, so a re-formed ring can replay them.
+pub struct Progress<'p> {
+    jobs: Vec<(u32, u64, usize)>,
+    seqs: Vec<Sequence<'p>>,
+    /// Each job's sampler where the coordinator samples (tensor parallel).
+    samplings: Vec<Sampling>,
+    tokens: Vec<Vec<u32>>,
+    /// Positions answered (replays not counted).
+    pub positions: usize,
+    /// Positions replayed to rebuild the KV caches of re-formed rings.
+    pub replayed: usize,
+    /// When the first ring started, and when the last replay ended.
+    start: Option<Instant>,
+    pub replay_done: Option<Instant>,
+}
+
+impl<'p> Progress<'p> {
+    pub fn new(jobs: &[Job<'p>]) -> Result<Self> {
+        if jobs.len() > u8::MAX as usize {
+            bail!("at most 255 sequences at once");
+        }
+        let mut seqs = Vec::with_capacity(jobs.len());
+        let mut tokens = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            let s = Sequence::new(j.prompt, j.steps)?;
+            tokens.push(s.next_step().map(|(_, t, _)| t).into_iter().collect());
+            seqs.push(s);
+        }
+        let samplings = jobs.iter().map(|j| Sampling::new(j.temp_milli, j.seed)).collect();
+        let jobs = jobs.iter().map(|j| (j.temp_milli, j.seed, j.prompt.len())).collect();
+        Ok(Progress {
+            jobs,
+            seqs,
+            samplings,
+            tokens,
+            positions: 0,
+            replayed: 0,
+            start: None,
+            replay_done: None,
+        })
+    }
+}
+
 /// The coordinator: opens the ring (`head`: its link to the head node, which it opens;
 /// `tail`: the tail's link back, which the tail opens), runs every job at once, one position
 /// per job in flight, calling `emit(job, piece)` with each printable piece in order, then
@@ -316,9 +466,33 @@ pub struct Job<'p> {
 pub async fn coordinate<H, T>(
     model: &Model<'_>,
     checksum: u32,
-    mut head: HostLink<H>,
+    head: HostLink<H>,
     tail: impl Future<Output = Result<HostLink<T>>>,
     jobs: &[Job<'_>],
+    answer_ms: u64,
+    emit: impl FnMut(usize, &[u8]) -> Result<()>,
+) -> Result<RunReport>
+where
+    H: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut progress = Progress::new(jobs)?;
+    coordinate_ring(model, checksum, head, tail, None, &mut progress, answer_ms, emit).await
+}
+
+/// [`coordinate`] over a ring of [`run_planned_node`]s given `plan` first (with `None`, of
+/// [`run_node`]s), from where `progress` stands: a ring re-formed after a node failed first
+/// replays every position its sequences have passed (so the nodes' KV caches of the layers
+/// they now hold are rebuilt, and the tail's sampler draws again what it drew), checking that
+/// each sampled position gives the token it gave before, then goes on.
+#[allow(clippy::too_many_arguments)]
+pub async fn coordinate_ring<H, T>(
+    model: &Model<'_>,
+    checksum: u32,
+    mut head: HostLink<H>,
+    tail: impl Future<Output = Result<HostLink<T>>>,
+    plan: Option<&RingPlan>,
+    progress: &mut Progress<'_>,
     answer_ms: u64,
     mut emit: impl FnMut(usize, &[u8]) -> Result<()>,
 ) -> Result<RunReport>
@@ -330,17 +504,14 @@ where
     let cfg = head.config();
     let first = head.hello(me).await.map_err(|e| link_error("the head node", e, cfg))?;
     let first = node_name(first.node);
+    if let Some(p) = plan {
+        for part in p.parts() {
+            head.send(part).await.map_err(|e| link_error(&first, e, cfg))?;
+        }
+    }
     let mut tail = tail.await?;
     let last = tail.accept(me, answer_ms).await.map_err(|e| link_error("the tail node", e, cfg))?;
     let last = node_name(last.node);
-    if jobs.len() > u8::MAX as usize {
-        bail!("at most 255 sequences at once");
-    }
-    let start = Instant::now();
-    let mut seqs = Vec::with_capacity(jobs.len());
-    for j in jobs {
-        seqs.push(Sequence::new(j.prompt, j.steps)?);
-    }
     let send =
         async |head: &mut HostLink<H>, body| head.send(body).await.map_err(|e| link_error(&first, e, cfg));
     let recv = async |tail: &mut HostLink<T>| match tail.recv(Some(answer_ms)).await {
@@ -349,14 +520,51 @@ where
         Err(LinkError::Silent) => Err(anyhow!("no answer from the pipeline within {answer_ms} ms")),
         Err(e) => Err(link_error(&last, e, cfg)),
     };
-    for (i, j) in jobs.iter().enumerate() {
-        send(&mut head, Body::Start { stream: i as u8, temp_milli: j.temp_milli, seed: j.seed }).await?;
+    if let Some(p) = plan {
+        let mut back = RingPlan::default();
+        while !back.take(&recv(&mut tail).await?).unwrap_or(true) {}
+        if back != *p {
+            bail!("the pipeline answered out of turn while taking its plan");
+        }
+        // A node that cannot hold its layers passed its refusal on right after the plan.
     }
-    for _ in jobs {
+    let start = *progress.start.get_or_insert_with(Instant::now);
+    let open: Vec<usize> =
+        (0..progress.seqs.len()).filter(|&i| progress.seqs[i].next_step().is_some()).collect();
+    for &i in &open {
+        let (temp_milli, seed, _) = progress.jobs[i];
+        send(&mut head, Body::Start { stream: i as u8, temp_milli, seed }).await?;
+    }
+    for _ in &open {
         let b = recv(&mut tail).await?;
         if !matches!(b, Body::Start { .. }) {
             bail!("the pipeline answered out of turn while starting");
         }
+    }
+    // A re-formed ring: every position passed so far again, one at a time.
+    let mut replays = 0;
+    for &i in &open {
+        let prompt = progress.jobs[i].2;
+        for p in 0..progress.seqs[i].pos() {
+            let token = progress.tokens[i][p];
+            let sample = p + 1 >= prompt;
+            let residual = Residual::new();
+            let f = Forward { stream: i as u8, pos: p as u32, token, sample, residual };
+            send(&mut head, Body::Forward(f)).await?;
+            match recv(&mut tail).await? {
+                Body::Next { stream, pos, token } if (stream as usize, pos as usize) == (i, p) => {
+                    if token != replayed(&progress.tokens[i], prompt, p) {
+                        bail!("the re-formed pipeline gave another token at position {p} than before");
+                    }
+                }
+                _ => bail!("the pipeline answered out of turn while replaying"),
+            }
+            replays += 1;
+            progress.replayed += 1;
+        }
+    }
+    if replays > 0 {
+        progress.replay_done = Some(Instant::now());
     }
     let forward = |i: usize, s: &Sequence<'_>| {
         s.next_step().map(|(pos, token, sample)| {
@@ -364,28 +572,35 @@ where
         })
     };
     let mut open = 0;
-    for (i, s) in seqs.iter().enumerate() {
+    for (i, s) in progress.seqs.iter().enumerate() {
         if let Some(b) = forward(i, s) {
             send(&mut head, b).await?;
             open += 1;
         }
     }
-    let mut positions = 0;
     let mut scratch = [0u8; DECODE_MAX];
     while open > 0 {
         let Body::Next { stream, pos, token } = recv(&mut tail).await? else {
             bail!("the pipeline answered out of turn");
         };
         let i = stream as usize;
-        let s = seqs.get_mut(i).ok_or_else(|| anyhow!("the pipeline answered for an unknown sequence"))?;
+        let s = progress
+            .seqs
+            .get_mut(i)
+            .ok_or_else(|| anyhow!("the pipeline answered for an unknown sequence"))?;
         if s.next_step().map(|n| n.0) != Some(pos) {
             bail!("the pipeline answered position {pos} of sequence {i} out of turn");
         }
-        positions += 1;
-        if let Some(piece) = s.advance(&model.vocab, token, &mut scratch)? {
+        progress.positions += 1;
+        let piece = s.advance(&model.vocab, token, &mut scratch)?;
+        // Recorded before any await: a run dropped at one keeps a consistent account.
+        if let Some((_, t, _)) = s.next_step() {
+            progress.tokens[i].push(t);
+        }
+        if let Some(piece) = piece {
             emit(i, piece)?;
         }
-        match forward(i, s) {
+        match forward(i, &progress.seqs[i]) {
             Some(b) => send(&mut head, b).await?,
             None => open -= 1,
         }
@@ -404,8 +619,8 @@ where
         nodes,
         head: head.stats,
         tail: tail.stats,
-        positions,
-        generated: seqs.iter().map(|s| s.generated).sum(),
+        positions: progress.positions,
+        generated: progress.seqs.iter().map(|s| s.generated).sum(),
         elapsed,
     };
     // Closing the head link lets the nodes end in turn; until the tail closes its end too,
@@ -557,6 +772,10 @@ fn fail_reason(r: FailReason) -> &'static str {
         FailReason::BadResidual => "an activation of the wrong width (a model of another shape?)",
         FailReason::BadStream => "a sequence number beyond its sequences",
         FailReason::Unexpected => "a message out of turn",
+        FailReason::BadPlan => "a plan that does not cover the model's layers once",
+        FailReason::Layers => {
+            "its model image does not hold the layers the plan gives it (a board linked with only its own layers' cut cannot take more)"
+        }
     }
 }
 
@@ -600,6 +819,47 @@ pub async fn run_tensor_node<U: AsyncRead + AsyncWrite + Unpin>(
     let me = Hello { version: VERSION, model: spec.checksum, node: spec.id };
     let cfg = up.config();
     up.accept(me, spec.accept_ms).await.map_err(|e| link_error("the coordinator", e, cfg))?;
+    serve_tensor(model, spec, shard, up).await
+}
+
+/// A tensor-parallel node the coordinator plans ([`RingPlan::tensor`]): accepts the
+/// coordinator's link, takes the plan (its first message), computes its shard from its place
+/// in it (shard `i` of a split into as many parts as the plan has nodes) and answers rounds
+/// as [`run_tensor_node`]. A [`LinkLost`] error: the coordinator went away; the caller may
+/// wait to be re-planned.
+pub async fn run_planned_tensor_node<U: AsyncRead + AsyncWrite + Unpin>(
+    model: &Model<'_>,
+    spec: &NodeSpec,
+    mut up: HostLink<U>,
+) -> Result<()> {
+    let me = Hello { version: VERSION, model: spec.checksum, node: spec.id };
+    let cfg = up.config();
+    up.accept(me, spec.accept_ms).await.map_err(|e| link_error("the coordinator", e, cfg))?;
+    let mut plan = RingPlan::default();
+    loop {
+        let body = up.recv(Some(spec.accept_ms)).await.map_err(|e| link_error("the coordinator", e, cfg))?;
+        match plan.take(&body) {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(_) => bail!("the coordinator sent no whole plan first"),
+        }
+    }
+    let layers = model.config.n_layers;
+    let (i, n) = plan.shard_place(spec.id, layers).map_err(|_| {
+        anyhow!("the plan does not give every node all {layers} layers, or names this node not exactly once")
+    })?;
+    let shard = tensor_shards(model, n)?.swap_remove(i);
+    serve_tensor(model, spec, shard, up).await
+}
+
+/// A tensor-parallel node's rounds until the run's Finish.
+async fn serve_tensor<U: AsyncRead + AsyncWrite + Unpin>(
+    model: &Model<'_>,
+    spec: &NodeSpec,
+    shard: Shard,
+    mut up: HostLink<U>,
+) -> Result<()> {
+    let cfg = up.config();
     let mut arena = vec![0; TensorState::arena_len(model, &shard, spec.seq_len)];
     let mut slots = vec![TensorState::new(model, shard, &mut arena, spec.seq_len)?];
     let mut acc = vec![0i64; model.config.dim];
@@ -636,17 +896,38 @@ pub async fn run_tensor_node<U: AsyncRead + AsyncWrite + Unpin>(
 /// The coordinator of a tensor-parallel split, one link to each node (`links[i]` to the node
 /// holding `shards[i]`): each half-layer of each position goes to the nodes holding a part of
 /// it, their partial sums come back and are reduced here; the embeddings, the classifier and
-/// sampling run here too. The report's `head` sums this end of the links.
+/// sampling run here too. The report's `head` sums this end of the links. `checksums[i]`: the
+/// CRC-32 of the image node `i` must hold (the whole model's, or a board's shard cut).
 pub async fn coordinate_tensor<S: AsyncRead + AsyncWrite + Unpin>(
     model: &Model<'_>,
-    checksum: u32,
+    checksums: &[u32],
     links: &mut [HostLink<S>],
     shards: &[Shard],
     job: &Job<'_>,
     answer_ms: u64,
+    emit: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<RunReport> {
+    let mut progress = Progress::new(std::slice::from_ref(job))?;
+    coordinate_tensor_from(model, checksums, links, shards, None, &mut progress, answer_ms, emit).await
+}
+
+/// [`coordinate_tensor`] over [`run_planned_tensor_node`]s given `plan` first (with `None`,
+/// over [`run_tensor_node`]s), for the first job of `progress`, from where it stands: a split
+/// formed again after a node failed first replays every position passed so far (every round,
+/// so each node rebuilds the KV cache of its new shard; the sampler, here, has already drawn
+/// for them), then goes on.
+#[allow(clippy::too_many_arguments)]
+pub async fn coordinate_tensor_from<S: AsyncRead + AsyncWrite + Unpin>(
+    model: &Model<'_>,
+    checksums: &[u32],
+    links: &mut [HostLink<S>],
+    shards: &[Shard],
+    plan: Option<&RingPlan>,
+    progress: &mut Progress<'_>,
+    answer_ms: u64,
     mut emit: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<RunReport> {
-    let names = greet_all(links, &vec![checksum; links.len()], "a node").await?;
+    let names = greet_all(links, checksums, "a node").await?;
     let mut arena = vec![0; TensorLead::arena_len(model)];
     let mut total = vec![0i64; model.config.dim];
     let mut lead = TensorLead::new(model, &mut arena, shards, &mut total)?;
@@ -657,18 +938,35 @@ pub async fn coordinate_tensor<S: AsyncRead + AsyncWrite + Unpin>(
         l.send(body).await.map_err(|e| link_error(name, e, cfg))
     };
     let recv = async |l: &mut HostLink<S>, name: &str| answer(l, name, answer_ms).await;
-    let start = Instant::now();
-    let begin = Body::Start { stream: 0, temp_milli: job.temp_milli, seed: job.seed };
+    if let Some(p) = plan {
+        for (l, name) in links.iter_mut().zip(&names) {
+            for part in p.parts() {
+                send(l, name, part).await?;
+            }
+        }
+    }
+    let start = *progress.start.get_or_insert_with(Instant::now);
+    let (temp_milli, seed, _) = progress.jobs[0];
+    let begin = Body::Start { stream: 0, temp_milli, seed };
     for (l, name) in links.iter_mut().zip(&names) {
         send(l, name, begin.clone()).await?;
         if recv(l, name).await? != begin {
             bail!("{name} answered out of turn while starting");
         }
     }
-    let mut sampling = Sampling::new(job.temp_milli, job.seed);
-    let mut seq = Sequence::new(job.prompt, job.steps)?;
-    let (mut positions, mut scratch) = (0, [0u8; DECODE_MAX]);
-    while let Some((pos, token, sample)) = seq.next_step() {
+    let mut scratch = [0u8; DECODE_MAX];
+    // Positions passed so far (a split formed again), then the rest.
+    let replay = progress.seqs[0].pos();
+    let mut p = 0;
+    loop {
+        let (pos, token, sample) = if p < replay {
+            (p as u32, progress.tokens[0][p], false)
+        } else {
+            match progress.seqs[0].next_step() {
+                Some(step) => step,
+                None => break,
+            }
+        };
         lead.embed(token)?;
         for &(layer, ffn) in &rounds {
             let msg = lead.round(0, pos, layer, ffn);
@@ -683,15 +981,30 @@ pub async fn coordinate_tensor<S: AsyncRead + AsyncWrite + Unpin>(
             }
             lead.reduce();
         }
-        let next = if sample { Some(lead.sample(&mut sampling)?) } else { None };
-        positions += 1;
-        if let Some(piece) = seq.advance(&model.vocab, next, &mut scratch)? {
+        if p < replay {
+            p += 1;
+            progress.replayed += 1;
+            if p == replay {
+                progress.replay_done = Some(Instant::now());
+            }
+            continue;
+        }
+        // Sampled and recorded before any await: a run dropped at one keeps a consistent account.
+        let next = if sample { Some(lead.sample(&mut progress.samplings[0])?) } else { None };
+        progress.positions += 1;
+        let s = &mut progress.seqs[0];
+        let piece = s.advance(&model.vocab, next, &mut scratch)?;
+        if let Some((_, t, _)) = s.next_step() {
+            progress.tokens[0].push(t);
+        }
+        if let Some(piece) = piece {
             emit(piece)?;
         }
     }
+    let (positions, generated) = (progress.positions, progress.seqs[0].generated);
     let elapsed = start.elapsed();
     let nodes = finish_all(links, &names, answer_ms).await?;
     let head = link_totals(links);
     linger_all(links).await;
-    Ok(RunReport { nodes, head, tail: LinkStats::default(), positions, generated: seq.generated, elapsed })
+    Ok(RunReport { nodes, head, tail: LinkStats::default(), positions, generated, elapsed })
 }

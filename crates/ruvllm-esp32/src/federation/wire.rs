@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version a [`Hello`] carries; a link whose two ends differ is refused.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 
 /// The widest residual stream a [`Forward`] carries (a model's `dim`).
 pub const MAX_DIM: usize = 1024;
@@ -68,6 +68,35 @@ pub enum Body {
     Round(Round),
     /// Tensor parallel, node to coordinator: its partial sums for that [`Round`].
     Partial(Partial),
+    /// Pipeline, coordinator down the ring: one node's line of the ring's [`RingPlan`] (which
+    /// layers it holds, where it sends on), node `index` of `count`, in ring order. The plan
+    /// opens a ring (again after a re-plan onto the surviving nodes). One small frame a node,
+    /// not one frame of the whole plan: a message this large in every board's enum of messages
+    /// would cost each board 8 KiB of stack.
+    Plan { layers: u16, index: u8, count: u8, entry: PlanEntry },
+}
+
+/// The most nodes a [`RingPlan`] names.
+pub const MAX_PLAN: usize = 254;
+
+/// One node of a [`RingPlan`]: its layers `first..end` (numbered in the whole model) and the
+/// port its upstream neighbour reaches it on (a host's loopback port; 0 where none applies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanEntry {
+    pub node: u8,
+    pub port: u16,
+    pub first: u16,
+    pub end: u16,
+}
+
+/// A pipeline's plan: the model's layer count and the nodes in ring order. On the wire it is
+/// [`Body::Plan`] frames, one a node ([`RingPlan::parts`], [`RingPlan::take`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RingPlan {
+    pub layers: u16,
+    /// The nodes the plan's frames announce (all of `nodes` once complete).
+    pub count: u8,
+    pub nodes: heapless::Vec<PlanEntry, MAX_PLAN>,
 }
 
 /// One half-layer (attention, or with `ffn` the FFN) of layer `layer` at position `pos`, over
@@ -125,6 +154,12 @@ pub enum FailReason {
     BadStream,
     /// A message that has no place at this point.
     Unexpected,
+    /// A [`RingPlan`] that does not cover the model's layers once, in order, or names this
+    /// node not exactly once.
+    BadPlan,
+    /// The plan gives this node layers its model image does not hold (a board that links
+    /// only its own layers' cut cannot take more).
+    Layers,
 }
 
 /// A position of a sequence: the token at `pos`, the residual stream after the stages it

@@ -6,5 +6,6 @@ pub mod weights;
 
 pub use config::Config;
 pub use weights::{
-    Cut, Layer, Matrix, Model, Precision, RopeTable, CUT_FIRST_KEY, CUT_TOTAL_KEY, ROPE_FRAC, ROPE_KEY,
+    Cut, Layer, Matrix, Model, Precision, RopeTable, ShardCut, CUT_FIRST_KEY, CUT_TOTAL_KEY, ROPE_FRAC,
+    ROPE_KEY, SHARD_KEY,
 };

@@ -27,6 +27,20 @@ pub struct Cut {
     pub total: usize,
 }
 
+/// Metadata of an image cut to one tensor-parallel node's shard (`federation::cut::shard`):
+/// six U32 values, its query heads, KV heads and FFN rows as `[start, end)` pairs.
+pub const SHARD_KEY: &str = "ruvllm.shard";
+
+/// The part of every layer an image cut to a tensor-parallel shard holds: the rows of `wq`
+/// (`heads`), `wk` and `wv` (`kv_heads`), `w1` and `w3` (`hidden`), and those columns of `wo`
+/// and `w2`; numbered in the whole model, whose shape the config keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardCut {
+    pub heads: core::ops::Range<usize>,
+    pub kv_heads: core::ops::Range<usize>,
+    pub hidden: core::ops::Range<usize>,
+}
+
 /// Bytes of one Q8_0 block (f16 scale, 32 int8 values).
 const Q8_0_BYTES: usize = gguf::Q8_0_BYTES as usize;
 
@@ -214,6 +228,9 @@ pub struct Model<'a, const MAX_LAYERS: usize = DEFAULT_MAX_LAYERS> {
     /// Set when the image holds only some layers of a model (one pipeline node's): it runs
     /// only as that node, never alone.
     pub cut: Option<Cut>,
+    /// Set when the image holds only one tensor-parallel shard of every layer: its matrices
+    /// are that shard's rows and columns; it runs only as that node, never alone.
+    pub shard: Option<ShardCut>,
 }
 
 impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
@@ -270,7 +287,14 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
         // The layers' format decides (ternary and binary images keep q8 embeddings).
         let mut name = heapless::String::<64>::new();
         layer_name(&mut name, 0, "attn_q.weight")?;
-        let precision = precision_of(&matrix(g, &name, d, d, group)?);
+        let precision = match shard_of(g, &config)? {
+            Some(c) if c.heads.is_empty() => {
+                layer_name(&mut name, 0, "ffn_gate.weight")?;
+                precision_of(&matrix(g, &name, c.hidden.len(), d, group)?)
+            }
+            Some(c) => precision_of(&matrix(g, &name, c.heads.len() * config.head_size(), d, group)?),
+            None => precision_of(&matrix(g, &name, d, d, group)?),
+        };
         if matches!(precision, Precision::Ternary | Precision::Binary) {
             if !group.is_multiple_of(8) {
                 return Err(Error::Unsupported {
@@ -283,18 +307,29 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
         } else {
             same_precision(&token_embd, precision)?;
         }
+        let shard = shard_of(g, &config)?;
+        // A shard's matrices: its heads' and rows' part (a whole model's otherwise).
+        let hs = config.head_size();
+        let (q, kv, h) = match &shard {
+            Some(c) => (c.heads.len() * hs, c.kv_heads.len() * hs, c.hidden.len()),
+            None => (d, kv, h),
+        };
         let mut layers = heapless::Vec::new();
         for l in 0..config.n_layers {
             let mut m = |suffix: &str, rows: usize, cols: usize| -> Result<Matrix<'a>> {
+                // A shard holding no heads (or no FFN rows) has no such matrices at all.
+                if rows == 0 || cols == 0 {
+                    return Ok(Matrix::Q8 { q: &[], s: &[], rows, cols });
+                }
                 layer_name(&mut name, l, suffix)?;
                 let m = matrix(g, &name, rows, cols, group)?;
                 same_precision(&m, precision)?;
                 Ok(m)
             };
-            let wq = m("attn_q.weight", d, d)?;
+            let wq = m("attn_q.weight", q, d)?;
             let wk = m("attn_k.weight", kv, d)?;
             let wv = m("attn_v.weight", kv, d)?;
-            let wo = m("attn_output.weight", d, d)?;
+            let wo = m("attn_output.weight", d, q)?;
             let w1 = m("ffn_gate.weight", h, d)?;
             let w2 = m("ffn_down.weight", d, h)?;
             let w3 = m("ffn_up.weight", h, d)?;
@@ -346,6 +381,7 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
             rope: rope_table(g, &config)?,
             checksum_verified,
             cut: cut_of(g, config.n_layers)?,
+            shard,
         })
     }
 
@@ -540,6 +576,34 @@ fn matrix<'a>(g: &Gguf<'a>, name: &str, rows: usize, cols: usize, group: usize) 
             what: "tensor type (the engine reads F32, Q8_0 and its own int8; convert F16 and k-quant files first)",
         }),
     }
+}
+
+/// The image's [`ShardCut`], if it is one; a shard whose ranges fall outside the model, or
+/// whose heads are not its KV heads' queries, is refused.
+fn shard_of(g: &Gguf<'_>, c: &crate::model::Config) -> Result<Option<ShardCut>> {
+    let Some(v) = g.get(SHARD_KEY) else { return Ok(None) };
+    let bad = Error::Invalid { what: "ruvllm.shard: not six U32 values of ranges inside the model" };
+    let Value::Array(a) = v else { return Err(bad) };
+    if a.len != 6 {
+        return Err(bad);
+    }
+    let mut r = [0usize; 6];
+    for (i, x) in r.iter_mut().enumerate() {
+        *x = a.u32_at(i).ok_or(bad)? as usize;
+    }
+    let (heads, kv_heads, hidden) = (r[0]..r[1], r[2]..r[3], r[4]..r[5]);
+    let kv_mul = c.n_heads / c.n_kv_heads.max(1);
+    let ok = heads.start <= heads.end
+        && kv_heads.start <= kv_heads.end
+        && hidden.start <= hidden.end
+        && kv_heads.end <= c.n_kv_heads
+        && hidden.end <= c.hidden_dim
+        && heads == (kv_heads.start * kv_mul..kv_heads.end * kv_mul)
+        && !(heads.is_empty() && hidden.is_empty());
+    if !ok {
+        return Err(bad);
+    }
+    Ok(Some(ShardCut { heads, kv_heads, hidden }))
 }
 
 /// The image's [`Cut`], if it is one; a cut whose layers fall outside its model is refused.

@@ -201,6 +201,11 @@ impl<'s> TensorState<'s> {
                 what: "a tensor shard that does not fall on whole quantization groups",
             });
         }
+        if let Some(c) = &model.shard {
+            if (&c.heads, &c.kv_heads, &c.hidden) != (&shard.heads, &shard.kv_heads, &shard.hidden) {
+                return Err(Error::Invalid { what: "a tensor node's image is cut for another shard" });
+            }
+        }
         let z = Sizes::new(&s, &shard, seq_len);
         let need = z.len(&s, seq_len);
         if arena.len() < need {
@@ -287,6 +292,8 @@ impl<'s> TensorState<'s> {
         quantize(self.xb, self.xq, self.xs, g);
         let (qr, kr) = (self.shard.heads.start * hs..self.shard.heads.end * hs, self.kv_row_range());
         let (qd, kvd) = (qr.len(), kr.len());
+        // An image cut to this shard holds only these rows and columns, from 0.
+        let (qr, kr) = if model.shard.is_some() { (0..qd, 0..kvd) } else { (qr, kr) };
         let ng = kvd.div_ceil(g);
         let mut composed = [0u8; ROTATION_BYTES];
         let rope = rotation_at(&view::require(model)?, pos, s.model_seq_len, &mut composed)?;
@@ -328,6 +335,7 @@ impl<'s> TensorState<'s> {
         acc: &mut [i64],
     ) -> Result<()> {
         let f = self.shard.hidden.clone();
+        let f = if model.shard.is_some() { 0..f.len() } else { f };
         let g = self.shape.group;
         let w = view::layer(&model.layers[layer])?;
         rmsnorm(self.xb, x, w.ffn_norm, self.eps);
