@@ -85,6 +85,11 @@ enum Cmd {
         /// With --prune: remove whole feed-forward units instead of single weights
         #[arg(long, requires = "prune")]
         structured: bool,
+        /// With --prune (unstructured, q8): keep every matrix dense. Without it, a matrix whose
+        /// codes are at least 75% zero (the board's measured break-even) is stored as sparse
+        /// rows, which this engine reads on every path but llama.cpp does not
+        #[arg(long, requires = "prune", conflicts_with = "structured")]
+        dense: bool,
         #[arg(short = 'o', long)]
         output: PathBuf,
     },
@@ -603,10 +608,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     image::ALLOW_UNVERIFIED.store(cli.allow_unverified, std::sync::atomic::Ordering::Relaxed);
     let result = match cli.cmd {
-        Cmd::Convert { input, tokenizer, quant, pad_ffn, prune, structured, output } => {
+        Cmd::Convert { input, tokenizer, quant, pad_ffn, prune, structured, dense, output } => {
             use ruvllm_esp32::prune::Pruning;
             let how = if structured { Pruning::Structured } else { Pruning::Unstructured };
-            let edits = image::Edits { pad_ffn: pad_ffn.map(|n| n as usize), prune: prune.map(|s| (s, how)) };
+            let edits = image::Edits {
+                pad_ffn: pad_ffn.map(|n| n as usize),
+                prune: prune.map(|s| (s, how)),
+                sparse: prune.is_some() && !structured && !dense,
+            };
             commands::convert(&input, tokenizer.as_deref(), &quant, edits, &output)
         }
         Cmd::Gen {

@@ -42,6 +42,9 @@ fn tensor(g: &Gguf, name: &str, rows: usize, cols: usize, group: usize) -> Resul
         if let Some(m) = packed_tensor(g, name, rows, cols)? {
             return Ok(m);
         }
+        if let Some(m) = sparse_tensor(g, name, rows, cols, group)? {
+            return Ok(m);
+        }
     }
     let t = g.tensor(name).ok_or(Error::Missing { what: "model tensor (see llama.cpp names)" })?;
     let n = mul(rows, cols)?;
@@ -126,6 +129,30 @@ fn packed_tensor(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<Optio
     Ok(None)
 }
 
+/// This engine's sparse rows (`<name>.sparse` with the dense `<name>.scale`), dequantized as
+/// the dense codes would be; `None` when there are none.
+fn sparse_tensor(g: &Gguf, name: &str, rows: usize, cols: usize, group: usize) -> Result<Option<Vec<f32>>> {
+    let Some(t) = g.tensor(&format!("{name}{}", crate::model::weights::SPARSE_SUFFIX)) else {
+        return Ok(None);
+    };
+    if t.ty != GgmlType::I8 || t.n_dims != 1 {
+        return Err(Error::Invalid { what: "sparse rows that are not one dimension of I8 bytes" });
+    }
+    let m = crate::infer::integer::sparse::SparseRows::new(t.data, rows, cols, group)?;
+    let gpr = quant::groups(cols, group);
+    let st = g.tensor(&format!("{name}.scale")).ok_or(Error::Missing { what: "sparse-row scales" })?;
+    if st.ty != GgmlType::F32 || st.dims[0] != gpr as u64 || st.n_elements() != mul(rows, gpr)? as u64 {
+        return Err(Error::Invalid { what: "sparse-row scale tensor shape" });
+    }
+    let scales: Vec<f32> = f32_le(st.data).collect();
+    let (mut out, mut codes) = (vec![0f32; mul(rows, cols)?], vec![0i8; cols]);
+    for (r, (s, o)) in scales.chunks_exact(gpr).zip(out.chunks_exact_mut(cols.max(1))).enumerate() {
+        m.row_codes(r, &mut codes);
+        quant::dequantize_row(&codes, s, o, group);
+    }
+    Ok(Some(out))
+}
+
 /// Loads a llama-architecture GGUF, dequantizing every tensor to f32, with its tokenizer when
 /// the file carries a SentencePiece (`tokenizer.ggml.model` = "llama") vocabulary.
 pub fn load_gguf(bytes: &[u8]) -> Result<HostModel> {
@@ -162,7 +189,9 @@ pub fn load_gguf(bytes: &[u8]) -> Result<HostModel> {
     // Every stored element takes at least one byte, so a model larger than the file can only
     // come from tensors that overlap: refuse before dequantizing them into RAM.
     // (Packed ternary/binary layers take a quarter or an eighth of a byte per weight.)
+    // (Sparse rows take from 1/32 of a byte per weight, at 100% zeros.)
     let per_byte = match g.get("ruvllm.quant") {
+        _ if g.get(super::SPARSE_KEY).is_some() => 32,
         Some(Value::Str("ternary" | "binary")) => 8,
         _ => 1,
     };

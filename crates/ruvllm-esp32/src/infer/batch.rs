@@ -88,6 +88,9 @@ fn rows_from<'a>(m: &Matrix<'a>, r0: usize, group: usize) -> Matrix<'a> {
             let row_bytes = cols / 32 * crate::gguf::Q8_0_BYTES as usize;
             Matrix::Q8Block { b: &b[r0 * row_bytes..], rows: rows - r0, cols }
         }
+        Matrix::Sparse { m, s } => {
+            Matrix::Sparse { m: m.sub(r0..m.rows()), s: &s[r0 * m.cols().div_ceil(group)..] }
+        }
         Matrix::Ternary { q, s, rows, cols } => {
             let stride = crate::packed::ternary_row_bytes(cols);
             Matrix::Ternary { q: &q[r0 * stride..], s: &s[r0..], rows: rows - r0, cols }

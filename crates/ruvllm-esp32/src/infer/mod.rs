@@ -523,7 +523,7 @@ fn quantize_for(k: Kernels, m: &Matrix<'_>, x: &[f32], xq: &mut [i8], xs: &mut [
                 *s = crate::gguf::f16_to_f32(crate::gguf::f32_to_f16(*s));
             }
         }
-        Matrix::Q8 { .. } | Matrix::Ternary { .. } | Matrix::Binary { .. } => {
+        Matrix::Q8 { .. } | Matrix::Sparse { .. } | Matrix::Ternary { .. } | Matrix::Binary { .. } => {
             (k.quantize)(x, &mut xq[..cols], &mut xs[..cols.div_ceil(group)], group)
         }
     }
@@ -536,6 +536,11 @@ fn product(k: Kernels, out: &mut [f32], m: &Matrix<'_>, x: &[f32], xq: &[i8], xs
         Matrix::F32 { w, .. } => (k.matvec_f32)(out, w, x),
         Matrix::Q8 { q, s, cols, .. } => {
             (k.matvec_q8)(out, q, s, &xq[..cols], &xs[..cols.div_ceil(group)], group)
+        }
+        // No zero multiplied: the reference q8 kernel's sums over the kept codes.
+        Matrix::Sparse { m, s } => {
+            let ng = m.cols().div_ceil(group);
+            reference::matvec_q8_sparse(out, &m, s, &xq[..m.cols()], &xs[..ng])
         }
         Matrix::Q8Block { b, cols, .. } => {
             (k.matvec_q8_block)(out, b, &xq[..cols], &xs[..cols.div_ceil(group)])

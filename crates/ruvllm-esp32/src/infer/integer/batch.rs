@@ -101,6 +101,10 @@ fn rows_from<'a>(m: &LMat<'a>, r0: usize, group: usize) -> LMat<'a> {
             let row = b.cols / 32 * super::BLOCK;
             LMat::Q8Block(view::BMat { b: &b.b[r0 * row..], cols: b.cols })
         }
+        LMat::Sparse(m) => LMat::Sparse(view::SMat {
+            m: m.m.sub(r0..m.m.rows()),
+            s: &m.s[r0 * m.m.cols().div_ceil(group)..],
+        }),
         LMat::Ternary(p) => {
             let stride = crate::packed::ternary_row_bytes(p.cols);
             LMat::Ternary(PMat { q: &p.q[r0 * stride..], s: &p.s[r0..], cols: p.cols })
@@ -118,6 +122,7 @@ fn tile_rows(m: &LMat<'_>, group: usize) -> usize {
     let row_bytes = match *m {
         LMat::Q8(q) => q.cols + 4 * q.cols.div_ceil(group),
         LMat::Q8Block(b) => b.cols / 32 * super::BLOCK,
+        LMat::Sparse(m) => m.m.len() / m.m.rows().max(1) + 4 * m.m.cols().div_ceil(group),
         LMat::Ternary(p) => crate::packed::ternary_row_bytes(p.cols) + 4,
         LMat::Binary(p) => crate::packed::binary_row_bytes(p.cols) + 4,
     };

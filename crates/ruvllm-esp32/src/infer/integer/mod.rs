@@ -761,6 +761,12 @@ fn embed(out: &mut [i32], m: &LMat<'_>, r: usize, group: usize) {
                 og.iter_mut().zip(&blk[2..]).for_each(|(o, v)| *o = value(*v as i8, sc));
             }
         }
+        // A projection's row for an adapter's backward pass: the dense row's values.
+        LMat::Sparse(m) => {
+            let ng = m.m.cols().div_ceil(group);
+            out[..m.m.cols()].fill(0);
+            m.m.for_row(r, |c, v| out[c] = value(v, Scale::from_ieee_bits(m.s[r * ng + c / group])));
+        }
         // The loader keeps embeddings int8 in every format.
         LMat::Ternary(_) | LMat::Binary(_) => out.fill(0),
     }
@@ -959,6 +965,7 @@ fn matmul(
     let (p, ternary) = match m {
         LMat::Q8(m) => return matvec(out, m, xq, xs, group),
         LMat::Q8Block(m) => return matvec_blocks(out, m, xq, xs),
+        LMat::Sparse(m) => return sparse::matvec_bits(out, &m.m, m.s, xq, xs),
         LMat::Ternary(p) => (p, true),
         LMat::Binary(p) => (p, false),
     };

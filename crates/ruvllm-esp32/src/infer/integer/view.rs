@@ -2,6 +2,7 @@
 //! f32 words are reinterpreted as their IEEE-754 bits, in place (no conversion, no copy). Only
 //! this file and the compile-time tables name float types.
 
+use super::sparse::SparseRows;
 use crate::error::{Error, Result};
 use crate::model::{Layer, Matrix, Model, Precision, RopeTable};
 
@@ -28,11 +29,19 @@ pub(super) struct BMat<'a> {
     pub cols: usize,
 }
 
+/// Sparse rows of a pruned q8 matrix with its group scales as IEEE-754 bits.
+#[derive(Clone, Copy)]
+pub(super) struct SMat<'a> {
+    pub m: SparseRows<'a>,
+    pub s: &'a [u32],
+}
+
 /// A matrix in any of the integer path's formats (embeddings and classifier: the int8 ones).
 #[derive(Clone, Copy)]
 pub(super) enum LMat<'a> {
     Q8(QMat<'a>),
     Q8Block(BMat<'a>),
+    Sparse(SMat<'a>),
     Ternary(PMat<'a>),
     Binary(PMat<'a>),
 }
@@ -133,6 +142,7 @@ pub(super) fn lmat<'a>(m: &Matrix<'a>) -> Result<LMat<'a>> {
     match *m {
         Matrix::Ternary { q, s, cols, .. } => Ok(LMat::Ternary(PMat { q, s: bits(s), cols })),
         Matrix::Binary { q, s, cols, .. } => Ok(LMat::Binary(PMat { q, s: bits(s), cols })),
+        Matrix::Sparse { m, s } => Ok(LMat::Sparse(SMat { m, s: bits(s) })),
         _ => int8(m),
     }
 }
@@ -157,6 +167,7 @@ impl LMat<'_> {
         match self {
             LMat::Q8(m) => m.q.len() + 4 * m.s.len(),
             LMat::Q8Block(m) => m.b.len(),
+            LMat::Sparse(m) => m.m.len() + 4 * m.s.len(),
             LMat::Ternary(p) | LMat::Binary(p) => p.q.len() + 4 * p.s.len(),
         }
     }
@@ -166,6 +177,7 @@ impl LMat<'_> {
         let rows = match self {
             LMat::Q8(m) => m.q.len() / m.cols.max(1),
             LMat::Q8Block(m) => m.b.len() / (m.cols / 32 * crate::gguf::Q8_0_BYTES as usize).max(1),
+            LMat::Sparse(m) => m.m.rows(),
             LMat::Ternary(p) | LMat::Binary(p) => p.s.len(),
         };
         self.bytes() / rows.max(1)
