@@ -237,6 +237,30 @@ fn the_integer_board_is_bit_exact_with_the_host_and_float_free() {
     }
 }
 
+/// stories260K pruned to 90% (`convert --prune 0.9`), its matrices stored as sparse rows: the
+/// board's integer path runs the sparse kernel and writes exactly the host's `gen --int` text,
+/// which is the text of the same image stored dense (`--dense`); the token loop stays
+/// float-free with the sparse kernel in it.
+#[test]
+fn the_board_runs_a_pruned_image_with_sparse_rows_as_the_host_does() {
+    let (Some(model), Some(tok)) = (shared("models/stories260K.bin"), shared("models/tok512.bin")) else {
+        return;
+    };
+    let Some(()) = chip_tools() else { return };
+    let (sparse, dense) = (scratch("stories260K-sparse-0.9.gguf"), scratch("stories260K-dense-0.9.gguf"));
+    for (img, extra) in [(&sparse, None), (&dense, Some("--dense"))] {
+        let mut args = vec!["convert", s(&model), "--tokenizer", s(&tok), "--quant", "q8", "--prune", "0.9"];
+        args.extend(extra);
+        args.extend(["-o", s(img)]);
+        let out = run(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let gen =
+        |img: &Path| run(&["gen", "--model", s(img), "--int", "--prompt", PROMPT, "--steps", "64"]).stdout;
+    assert_eq!(gen(&sparse), gen(&dense), "sparse rows and dense codes give the same text");
+    image_board_matches_host(&sparse, "q8 sparse rows");
+}
+
 /// The project's built-in model (trained by `ruvllm-esp32 train`, q8) boots on the board as it
 /// is committed, and writes what the host writes.
 #[test]

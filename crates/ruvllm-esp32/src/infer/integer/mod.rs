@@ -761,14 +761,20 @@ fn embed(out: &mut [i32], m: &LMat<'_>, r: usize, group: usize) {
                 og.iter_mut().zip(&blk[2..]).for_each(|(o, v)| *o = value(*v as i8, sc));
             }
         }
-        // A projection's row for an adapter's backward pass: the dense row's values.
-        LMat::Sparse(m) => {
-            let ng = m.m.cols().div_ceil(group);
-            out[..m.m.cols()].fill(0);
-            m.m.for_row(r, |c, v| out[c] = value(v, Scale::from_ieee_bits(m.s[r * ng + c / group])));
-        }
-        // The loader keeps embeddings int8 in every format.
-        LMat::Ternary(_) | LMat::Binary(_) => out.fill(0),
+        _ => embed_rest(out, m, r, group),
+    }
+}
+
+/// [`embed`] for sparse rows (a projection's row for an adapter's backward pass: the dense
+/// row's values) and the packed formats (never embeddings: the loader keeps those int8). Apart
+/// so that `embed`'s match has three ways out, no jump table.
+#[inline(never)]
+fn embed_rest(out: &mut [i32], m: &LMat<'_>, r: usize, group: usize) {
+    out.fill(0);
+    if let LMat::Sparse(m) = m {
+        let ng = m.m.cols().div_ceil(group);
+        let value = |v: i8, sc: Scale| sat32(shr_round(v as i64 * sc.m as i64, -(sc.e + FRAC as i32)));
+        m.m.for_row(r, |c, v| out[c] = value(v, Scale::from_ieee_bits(m.s[r * ng + c / group])));
     }
 }
 
@@ -962,13 +968,32 @@ fn matmul(
     lut: &mut Lut<'_>,
     build: bool,
 ) {
-    let (p, ternary) = match m {
-        LMat::Q8(m) => return matvec(out, m, xq, xs, group),
-        LMat::Q8Block(m) => return matvec_blocks(out, m, xq, xs),
-        LMat::Sparse(m) => return sparse::matvec_bits(out, &m.m, m.s, xq, xs),
-        LMat::Ternary(p) => (p, true),
-        LMat::Binary(p) => (p, false),
-    };
+    // At most three ways out of each match: a fourth makes a jump table on rv32, an indirect
+    // jump the board's float-free check cannot follow.
+    match m {
+        LMat::Q8(m) => matvec(out, m, xq, xs, group),
+        LMat::Q8Block(m) => matvec_blocks(out, m, xq, xs),
+        _ => matmul_rest(out, m, xq, xs, group, lut, build),
+    }
+}
+
+/// [`matmul`] for sparse rows and the packed formats.
+#[inline(never)]
+fn matmul_rest(
+    out: &mut [i32],
+    m: &LMat<'_>,
+    xq: &[i8],
+    xs: &[i32],
+    group: usize,
+    lut: &mut Lut<'_>,
+    build: bool,
+) {
+    if let LMat::Sparse(m) = m {
+        return sparse::matvec_bits(out, &m.m, m.s, xq, xs);
+    }
+    // `matmul` took the dense q8 kinds.
+    let (LMat::Ternary(p) | LMat::Binary(p)) = m else { return };
+    let ternary = matches!(m, LMat::Ternary(_));
     let stride = if ternary {
         crate::packed::ternary_row_bytes(p.cols)
     } else {

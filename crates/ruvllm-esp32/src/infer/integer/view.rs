@@ -139,10 +139,19 @@ pub(super) fn int8<'a>(m: &Matrix<'a>) -> Result<LMat<'a>> {
 }
 
 pub(super) fn lmat<'a>(m: &Matrix<'a>) -> Result<LMat<'a>> {
+    // Three ways out of a match at most: a fourth makes a jump table on rv32 (see `matmul`).
+    match *m {
+        Matrix::Sparse { m, s } => Ok(LMat::Sparse(SMat { m, s: bits(s) })),
+        Matrix::Ternary { .. } | Matrix::Binary { .. } => packed(m),
+        _ => int8(m),
+    }
+}
+
+#[inline(never)]
+fn packed<'a>(m: &Matrix<'a>) -> Result<LMat<'a>> {
     match *m {
         Matrix::Ternary { q, s, cols, .. } => Ok(LMat::Ternary(PMat { q, s: bits(s), cols })),
         Matrix::Binary { q, s, cols, .. } => Ok(LMat::Binary(PMat { q, s: bits(s), cols })),
-        Matrix::Sparse { m, s } => Ok(LMat::Sparse(SMat { m, s: bits(s) })),
         _ => int8(m),
     }
 }
