@@ -40,6 +40,17 @@
 //!   size, a `11` code or non-zero padding with a typed error. Convert a QAT model from its
 //!   latent f32 weights: already-projected binary rows convert to themselves, but a projected
 //!   ternary row's mean |w| is smaller than its scale (zeros count), so it would be re-scaled.
+//! * Sparse rows ([`HostModel::to_gguf_sparse`], `convert --prune S` without `--dense`): a q8
+//!   block matrix whose int8 codes are at least
+//!   [`BREAK_EVEN`](crate::infer::integer::sparse::BREAK_EVEN)% zero has no `<name>` tensor;
+//!   `<name>.sparse`, I8 of one dimension, holds the encoding of
+//!   [`sparse`](crate::infer::integer::sparse) (per row and group of 32: a count byte, then
+//!   (column in the group, code) pairs), and `<name>.scale` the dense matrix's group scales (F32
+//!   `[groups, rows]`; for an image of Q8_0 blocks, their f16 scales as f32). The codes and
+//!   scales are those the dense image would hold, so both compute the same numbers.
+//!   `ruvllm.sparse` (u32) counts such matrices; without any, neither it nor a sparse tensor is
+//!   written and the image is [`HostModel::to_gguf`]'s. Other GGUF readers (llama.cpp) do not
+//!   read these tensors.
 //! * Tokenizer: `tokenizer.ggml.model` = "llama", `.tokens` (piece bytes in SentencePiece's
 //!   convention: a space is U+2581, llama2.c's BOS/EOS pieces are `<s>`/`</s>`), `.scores`, `.token_type` (2 unknown, 3 BOS/EOS, 6 `<0xHH>`, 1
 //!   otherwise), `.bos_token_id`, `.eos_token_id`, `ruvllm.tokenizer.max_token_length`, and
