@@ -134,6 +134,8 @@ pub struct Edits {
     pub prune: Option<(f32, Pruning)>,
     /// Store q8 matrices at or past the sparse kernel's break-even as sparse rows.
     pub sparse: bool,
+    /// Key/value heads to remove from every layer ([`ruvllm_esp32::prune::prune_heads`]).
+    pub heads: Option<usize>,
 }
 
 /// As [`load`], always rebuilt in this version's format, with `edits` applied.
@@ -211,6 +213,16 @@ fn load_as(
         host.vocab = Some(vocab);
     } else if host.vocab.is_none() {
         bail!("{name}: a llama2.c checkpoint carries no tokenizer: pass --tokenizer tokenizer.bin");
+    }
+    if let Some(n) = edits.heads {
+        let (before, kv_before) = (host.config.n_heads, host.config.n_kv_heads);
+        ruvllm_esp32::prune::prune_heads(&mut host, n).with_context(|| format!("{name}: removing heads"))?;
+        eprintln!(
+            "attention heads {before} -> {} (key/value heads {kv_before} -> {}), head size {}",
+            host.config.n_heads,
+            host.config.n_kv_heads,
+            host.config.head_size()
+        );
     }
     if let Some((sparsity, how)) = edits.prune {
         let r = ruvllm_esp32::prune::prune(&mut host, sparsity, how)

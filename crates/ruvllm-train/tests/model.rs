@@ -15,6 +15,7 @@ fn tiny() -> Config {
         n_layers: 2,
         n_heads: 4,
         n_kv_heads: 2,
+        head_dim: 0,
         vocab_size: 11,
         seq_len: 6,
         shared_classifier: true,

@@ -174,6 +174,12 @@ pub fn load_gguf(bytes: &[u8]) -> Result<HostModel> {
         n_layers: req(&g, "llama.block_count")?,
         n_heads,
         n_kv_heads: opt_u32(&g, "llama.attention.head_count_kv")?.map_or(n_heads, |v| v as usize),
+        head_dim: crate::model::config::head_dim_from(
+            opt_u32(&g, crate::model::config::KEY_LENGTH)?,
+            opt_u32(&g, crate::model::config::VALUE_LENGTH)?,
+            dim,
+            n_heads,
+        )?,
         vocab_size,
         seq_len: req(&g, "llama.context_length")?,
         shared_classifier: g.tensor("output.weight").is_none(),
@@ -211,10 +217,10 @@ pub fn load_gguf(bytes: &[u8]) -> Result<HostModel> {
         let name = |s: &str| format!("blk.{i}.{s}.weight");
         layers.push(HostLayer {
             attn_norm: mat(&name("attn_norm"), 1, d)?,
-            wq: mat(&name("attn_q"), d, d)?,
+            wq: mat(&name("attn_q"), config.q_dim(), d)?,
             wk: mat(&name("attn_k"), kv, d)?,
             wv: mat(&name("attn_v"), kv, d)?,
-            wo: mat(&name("attn_output"), d, d)?,
+            wo: mat(&name("attn_output"), d, config.q_dim())?,
             ffn_norm: mat(&name("ffn_norm"), 1, d)?,
             w1: mat(&name("ffn_gate"), h, d)?,
             w2: mat(&name("ffn_down"), d, h)?,

@@ -166,7 +166,8 @@ pub(crate) fn mul(a: usize, b: usize) -> Result<usize> {
 /// and 32-bit hosts).
 pub(crate) fn checked_params(c: &Config) -> Result<usize> {
     let (d, h, kv) = (c.dim, c.hidden_dim, c.kv_dim());
-    let per_layer = [mul(2, d)?, mul(d, d)?, mul(mul(2, d)?, kv)?, mul(d, d)?, mul(mul(3, d)?, h)?];
+    let q = mul(c.n_heads, c.head_size())?;
+    let per_layer = [mul(2, d)?, mul(d, q)?, mul(mul(2, d)?, kv)?, mul(q, d)?, mul(mul(3, d)?, h)?];
     let cls = if c.shared_classifier { 0 } else { 1 };
     let total = [mul(c.n_layers, sum(&per_layer)?)?, mul(mul(c.vocab_size, d)?, 1 + cls)?, d];
     sum(&total)
@@ -198,7 +199,8 @@ impl HostModel {
         bad(self.layers.len() == c.n_layers, "layer count")?;
         for l in &self.layers {
             bad(l.attn_norm.len() == d && l.ffn_norm.len() == d, "norm size")?;
-            bad(l.wq.len() == mul(d, d)? && l.wo.len() == mul(d, d)?, "attention matrix size")?;
+            let q = c.q_dim();
+            bad(l.wq.len() == mul(q, d)? && l.wo.len() == mul(d, q)?, "attention matrix size")?;
             bad(l.wk.len() == mul(kv, d)? && l.wv.len() == mul(kv, d)?, "key/value matrix size")?;
             bad(
                 l.w1.len() == mul(h, d)? && l.w2.len() == mul(d, h)? && l.w3.len() == mul(h, d)?,
@@ -258,6 +260,11 @@ impl HostModel {
         w.add_u32("llama.attention.head_count", u32_of(c.n_heads, "n_heads")?);
         w.add_u32("llama.attention.head_count_kv", u32_of(c.n_kv_heads, "n_kv_heads")?);
         w.add_u32("llama.rope.dimension_count", u32_of(c.head_size(), "head_size")?);
+        // Only for a model whose heads were removed: other images stay as they were.
+        if c.head_dim > 0 {
+            w.add_u32(crate::model::config::KEY_LENGTH, u32_of(c.head_dim, "head_dim")?);
+            w.add_u32(crate::model::config::VALUE_LENGTH, u32_of(c.head_dim, "head_dim")?);
+        }
         w.add_f32("llama.attention.layer_norm_rms_epsilon", c.norm_eps);
         w.add_f32("llama.rope.freq_base", c.rope_theta);
         w.add_u32("llama.vocab_size", u32_of(c.vocab_size, "vocab_size")?);
@@ -286,10 +293,11 @@ impl HostModel {
             let name = |s: &str| format!("blk.{i}.{s}.weight");
             add_norm(&mut w, &name("attn_norm"), &l.attn_norm)?;
             let n = &mut sparse_count;
-            add_block(&mut w, &name("attn_q"), &l.wq, d, d, n)?;
+            let q = c.q_dim();
+            add_block(&mut w, &name("attn_q"), &l.wq, q, d, n)?;
             add_block(&mut w, &name("attn_k"), &l.wk, kv, d, n)?;
             add_block(&mut w, &name("attn_v"), &l.wv, kv, d, n)?;
-            add_block(&mut w, &name("attn_output"), &l.wo, d, d, n)?;
+            add_block(&mut w, &name("attn_output"), &l.wo, d, q, n)?;
             add_norm(&mut w, &name("ffn_norm"), &l.ffn_norm)?;
             add_block(&mut w, &name("ffn_gate"), &l.w1, h, d, n)?;
             add_block(&mut w, &name("ffn_down"), &l.w2, d, h, n)?;

@@ -161,8 +161,10 @@ impl Plan {
         let cache = c.n_layers * seq_len * kv;
         // Attention scratch: the fast kernels keep scores for blocks of eight heads.
         let att = c.n_heads.next_multiple_of(8) * seq_len;
-        let f32s = [d, d, d, h, h, d, kv, att, c.vocab_size, c.head_size()];
-        let widest = d.max(h);
+        let q = c.q_dim();
+        // x, xb, xb2 (the attention's output), hb, hb2, q, ...
+        let f32s = [d, d, q, h, h, q, kv, att, c.vocab_size, c.head_size()];
+        let widest = d.max(h).max(q);
         match p {
             Precision::F32 => Plan { f32s, kv_f32: cache, kv_i8: 0, kv_scales: 0, xq: 0, xs: 0 },
             // Ternary and binary run the q8 path's activations and cache.

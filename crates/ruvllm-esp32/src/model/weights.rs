@@ -265,6 +265,12 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
             n_layers: u("llama.block_count")?,
             n_heads,
             n_kv_heads: g.get_u32("llama.attention.head_count_kv").map(|v| v as usize).unwrap_or(n_heads),
+            head_dim: crate::model::config::head_dim_from(
+                opt_u32(g, crate::model::config::KEY_LENGTH)?,
+                opt_u32(g, crate::model::config::VALUE_LENGTH)?,
+                dim,
+                n_heads,
+            )?,
             vocab_size: tokens.len,
             seq_len: u("llama.context_length")?,
             shared_classifier: g.tensor("output.weight").is_none(),
@@ -289,7 +295,7 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
         // The layers' format decides (ternary and binary images keep q8 embeddings).
         let mut name = heapless::String::<64>::new();
         layer_name(&mut name, 0, "attn_q.weight")?;
-        let precision = precision_of(&matrix(g, &name, d, d, group)?);
+        let precision = precision_of(&matrix(g, &name, config.q_dim(), d, group)?);
         if matches!(precision, Precision::Ternary | Precision::Binary) {
             if !group.is_multiple_of(8) {
                 return Err(Error::Unsupported {
@@ -310,10 +316,11 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
                 same_precision(&m, precision)?;
                 Ok(m)
             };
-            let wq = m("attn_q.weight", d, d)?;
+            let qd = config.q_dim();
+            let wq = m("attn_q.weight", qd, d)?;
             let wk = m("attn_k.weight", kv, d)?;
             let wv = m("attn_v.weight", kv, d)?;
-            let wo = m("attn_output.weight", d, d)?;
+            let wo = m("attn_output.weight", d, qd)?;
             let w1 = m("ffn_gate.weight", h, d)?;
             let w2 = m("ffn_down.weight", d, h)?;
             let w3 = m("ffn_up.weight", h, d)?;
@@ -561,6 +568,15 @@ fn matrix<'a>(g: &Gguf<'a>, name: &str, rows: usize, cols: usize, group: usize) 
         _ => Err(Error::Unsupported {
             what: "tensor type (the engine reads F32, Q8_0 and its own int8; convert F16 and k-quant files first)",
         }),
+    }
+}
+
+/// An optional u32 key: absent is `None`, present with another type an error.
+fn opt_u32(g: &Gguf<'_>, key: &'static str) -> Result<Option<u32>> {
+    match g.get_u32(key) {
+        Ok(v) => Ok(Some(v)),
+        Err(Error::Missing { .. }) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -249,6 +249,11 @@ impl Params {
         if !m.config.shared_classifier || m.output.is_some() {
             return Err("the trainer needs a classifier shared with the token embedding".into());
         }
+        if m.config.head_dim > 0 {
+            return Err(
+                "the trainer does not yet fine-tune a model whose attention heads were removed".into()
+            );
+        }
         m.validate().map_err(|e| format!("invalid model: {e:?}"))?;
         let l = Layout::new(&m.config);
         let mut data = vec![0.0f32; l.len];
@@ -368,6 +373,7 @@ mod tests {
             n_layers: 2,
             n_heads: 4,
             n_kv_heads: 2,
+            head_dim: 0,
             vocab_size: 11,
             seq_len: 6,
             shared_classifier: true,

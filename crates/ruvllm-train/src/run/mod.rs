@@ -171,6 +171,7 @@ impl Preset {
             n_layers: self.n_layers,
             n_heads: self.n_heads,
             n_kv_heads: self.n_kv_heads,
+            head_dim: 0,
             vocab_size,
             seq_len: self.seq_len,
             shared_classifier: true,

@@ -51,6 +51,11 @@ impl<'s> IntBatch<'s> {
         arena: &'s mut [i32],
         capacity: usize,
     ) -> Result<IntBatch<'s>> {
+        if model.config.head_dim > 0 {
+            return Err(Error::Unsupported {
+                what: "the batch path on a model whose attention heads were removed (not yet)",
+            });
+        }
         let need = Self::arena_len(model, capacity);
         if capacity == 0 || capacity > MAX_POSITIONS || arena.len() < need {
             return Err(Error::BufferTooSmall { need: need.max(1) * 4, have: arena.len() * 4 });

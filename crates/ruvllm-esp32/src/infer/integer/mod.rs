@@ -59,10 +59,11 @@ struct Plan {
 
 impl Plan {
     fn new(s: &Shape, seq_len: usize) -> Plan {
-        let (d, h, kv) = (s.dim, s.hidden, s.kv_dim());
-        let widest = d.max(h);
+        let (d, h, kv, q) = (s.dim, s.hidden, s.kv_dim(), s.q_dim());
+        let widest = d.max(h).max(q);
         Plan {
-            words: [d, d, d, d, kv, h, h, seq_len, s.vocab],
+            // x, xb, xb2 (the attention's output), q, ...
+            words: [d, d, q, q, kv, h, h, seq_len, s.vocab],
             xq: widest,
             xs: widest.div_ceil(s.group),
             kv: s.n_layers * seq_len * kv,
@@ -479,7 +480,7 @@ impl<'s> IntState<'s> {
         if pos >= self.seq_len && !ring {
             return Err(Error::ContextFull { need: pos + 1, capacity: self.seq_len });
         }
-        let (d, kv_dim, g) = (s.dim, s.kv_dim(), s.group);
+        let (qd, kv_dim, g) = (s.q_dim(), s.kv_dim(), s.group);
         let ng = kv_dim.div_ceil(g);
         // This position's cache slot, and how many slots hold positions it attends to.
         let (slot, seen) = (pos % self.seq_len, (pos + 1).min(self.seq_len));
@@ -518,7 +519,7 @@ impl<'s> IntState<'s> {
             time(K::Quantize, || quantize(self.kv_row, vrow, vsrow, g));
             time(K::Rope, || rotate(self.q, rope));
             // The query in int8 too, with 1/sqrt(head_size) folded into its scales.
-            let (qq, qs) = (&mut self.xq[..d], &mut self.xs[..d.div_ceil(g)]);
+            let (qq, qs) = (&mut self.xq[..qd], &mut self.xs[..qd.div_ceil(g)]);
             time(K::Quantize, || {
                 quantize(self.q, qq, qs, g);
                 for p in qs.iter_mut() {

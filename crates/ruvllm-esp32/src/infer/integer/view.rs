@@ -66,6 +66,8 @@ pub(super) struct Shape {
     pub n_layers: usize,
     pub n_heads: usize,
     pub n_kv_heads: usize,
+    /// Values per head (`dim / n_heads` unless heads were removed).
+    pub head: usize,
     pub vocab: usize,
     pub group: usize,
     pub model_seq_len: usize,
@@ -75,7 +77,12 @@ pub(super) struct Shape {
 
 impl Shape {
     pub fn head_size(&self) -> usize {
-        self.dim / self.n_heads
+        self.head
+    }
+
+    /// Width of the query and of the attention's output.
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head
     }
 
     pub fn kv_dim(&self) -> usize {
@@ -85,7 +92,7 @@ impl Shape {
     /// Entries (i32) of the packed kernels' lookup table for the widest matmul input: 16 per
     /// nibble of a packed row (a pair of ternary weights, or four binary ones).
     pub fn lut_entries(&self) -> usize {
-        let widest = self.dim.max(self.hidden);
+        let widest = self.dim.max(self.hidden).max(self.q_dim());
         match self.weights {
             Precision::Ternary => 2 * crate::packed::ternary_row_bytes(widest) * 16,
             Precision::Binary => 2 * crate::packed::binary_row_bytes(widest) * 16,
@@ -102,6 +109,7 @@ pub(super) fn shape<const L: usize>(m: &Model<'_, L>) -> Shape {
         n_layers: c.n_layers,
         n_heads: c.n_heads,
         n_kv_heads: c.n_kv_heads,
+        head: c.head_size(),
         vocab: c.vocab_size,
         group: m.group,
         model_seq_len: c.seq_len,
