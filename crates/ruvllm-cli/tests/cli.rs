@@ -585,6 +585,41 @@ fn unstructured_pruning_past_the_break_even_writes_sparse_rows_that_generate_the
     }
 }
 
+/// `convert --prune-heads N`: the image shrinks, runs on both paths, and removing no head
+/// writes the same bytes as not asking; removing every key/value head is one line.
+#[test]
+fn removing_attention_heads_shrinks_the_image_and_zero_changes_nothing() {
+    let builtin = concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf");
+    let (plain, zero, one) = (scratch("heads-plain.gguf"), scratch("heads-0.gguf"), scratch("heads-1.gguf"));
+    assert!(run(&["convert", builtin, "--quant", "q8", "-o", s(&plain)]).status.success());
+    assert!(run(&["convert", builtin, "--quant", "q8", "--prune-heads", "0", "-o", s(&zero)])
+        .status
+        .success());
+    assert_eq!(std::fs::read(&plain).unwrap(), std::fs::read(&zero).unwrap());
+    let out = run(&["convert", builtin, "--quant", "q8", "--prune-heads", "1", "-o", s(&one)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("attention heads 8 -> 6 (key/value heads 4 -> 3)"), "{err}");
+    assert!(std::fs::metadata(&one).unwrap().len() < std::fs::metadata(&plain).unwrap().len());
+    let info = String::from_utf8(run(&["info", s(&one)]).stdout).unwrap();
+    assert!(info.contains("heads 6 kv_heads 3 head_size 8"), "{info}");
+    for int in [true, false] {
+        let mut args = vec!["gen", "-m", s(&one), "-p", "Once upon a time", "-n", "24"];
+        if int {
+            args.push("--int");
+        }
+        let out = run(&args);
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("Once upon a time"));
+    }
+    for bad in ["4", "9", "-1", "x"] {
+        let out = run(&["convert", builtin, "--prune-heads", bad, "-o", s(&scratch("heads-bad.gguf"))]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.starts_with("error:") && err.lines().count() <= 4,
+            "{bad}: {err}"
+        );
+    }
+}
+
 /// The loss before and after that `lora train` prints.
 fn lora_losses(err: &str) -> Vec<f64> {
     let line = err.split("loss ").nth(1).unwrap();

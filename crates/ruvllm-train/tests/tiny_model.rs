@@ -17,7 +17,6 @@ const TINY: Preset = Preset {
     n_layers: 2,
     n_heads: 4,
     n_kv_heads: 2,
-    head_dim: 0,
     vocab_size: 320,
     seq_len: 64,
     batch: 16,
