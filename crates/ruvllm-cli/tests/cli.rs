@@ -611,7 +611,8 @@ fn removing_attention_heads_shrinks_the_image_and_zero_changes_nothing() {
         assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("Once upon a time"));
     }
     for bad in ["4", "9", "-1", "x"] {
-        let out = run(&["convert", builtin, "--prune-heads", bad, "-o", s(&scratch("heads-bad.gguf"))]);
+        let arg = format!("--prune-heads={bad}");
+        let out = run(&["convert", builtin, &arg, "-o", s(&scratch("heads-bad.gguf"))]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success() && err.starts_with("error:") && err.lines().count() <= 4,
