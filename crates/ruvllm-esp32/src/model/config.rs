@@ -178,6 +178,25 @@ mod tests {
     }
 
     #[test]
+    fn head_size_keys_give_a_head_dim_only_when_it_differs() {
+        assert_eq!(head_dim_from(None, None, 64, 8).unwrap(), 0);
+        // llama.cpp writes the keys for every model: dim / n_heads is the default.
+        assert_eq!(head_dim_from(Some(8), Some(8), 64, 8).unwrap(), 0);
+        assert_eq!(head_dim_from(Some(8), None, 64, 6).unwrap(), 8);
+        assert!(head_dim_from(Some(8), Some(16), 64, 6).is_err());
+        assert!(head_dim_from(Some(0), None, 64, 6).is_err());
+        assert!(head_dim_from(Some(u32::MAX), None, 64, 6).is_err());
+        let mut c = stories260k();
+        (c.n_heads, c.n_kv_heads, c.head_dim) = (6, 3, 8);
+        c.validate().unwrap();
+        assert_eq!((c.head_size(), c.q_dim(), c.kv_dim()), (8, 48, 24));
+        c.head_dim = 7;
+        assert!(c.validate().is_err(), "an odd head size");
+        (c.n_heads, c.head_dim) = (1 << 15, 1 << 15);
+        assert!(c.validate().is_err(), "query wider than the limits");
+    }
+
+    #[test]
     fn a_context_whose_rope_table_outgrows_the_weights_is_refused() {
         let mut c = stories260k();
         c.seq_len = 32_768; // 32768 x 8 = 262,144 table values > 260,032 weights
