@@ -14,8 +14,8 @@ unstructured and structured (`convert --prune S [--structured]`), optionally fin
     unstructured: sparse rows against the same image stored dense (`--dense`), with the
     bytes of the image a token reads from flash and whether `gen --int` writes the same text;
   - attention heads: 1 to all but one key/value head removed from every layer with their query
-    heads (`convert --prune-heads N`; "sparsity" is the share of heads removed), not fine-tuned
-    (the trainer does not take such a model yet);
+    heads (`convert --prune-heads N`; "sparsity" is the share of heads removed), fine-tuned as
+    the rest;
   - with --host-speed: q8 generation tok/s of `bench`, as a ratio against the unpruned model
     measured in the same run (alternating, median of the rounds; noisy on a shared machine).
 
@@ -139,11 +139,17 @@ def main():
             out = os.path.join(tmp, f"{name}-heads-{n}.gguf")
             log = run("convert", src, *extra, "--quant", "q8", "--prune-heads", str(n), "-o", out)
             m = re.search(r"attention heads (\d+) -> (\d+)", log)
-            rows.append({"model": name, "pruning": f"heads {m.group(1)} -> {m.group(2)}", "sparsity": n / kv,
-                         "file": out, "sparse": "0", "bytes": os.path.getsize(out),
-                         "share": 100.0 * (params(info) - params(run("info", out, stdout_only=True))) / block,
-                         "width": re.search(r"hidden (\d+)", info).group(1),
-                         "ppl": perplexity(out, text, tune)})
+            row = {"model": name, "pruning": f"heads {m.group(1)} -> {m.group(2)}", "sparsity": n / kv,
+                   "file": out, "sparse": "0", "bytes": os.path.getsize(out),
+                   "share": 100.0 * (params(info) - params(run("info", out, stdout_only=True))) / block,
+                   "width": re.search(r"hidden (\d+)", info).group(1),
+                   "ppl": perplexity(out, text, tune)}
+            if tune:
+                ft = os.path.join(tmp, f"{name}-heads-{n}-ft.gguf")
+                run("train", "--init", out, "--preset", "default", "--steps", str(a.fine_tune_steps),
+                    "--quant", "q8", "-o", ft)
+                row["ppl_ft"] = perplexity(ft, text, tune)
+            rows.append(row)
         # The unpruned width, from any structured row's report.
         rows[0]["width"] = next((str(r["width_before"]) for r in rows if "width_before" in r), "")
         base = rows[0]["file"]
