@@ -1,9 +1,10 @@
 //! Attention heads removed (`prune::prune_heads`, `convert --prune-heads N`) from the built-in
 //! model (8 query heads reading 4 key/value heads of 8 values): the image records the head size
 //! apart from `dim / n_heads` (`llama.attention.key_length`), the loaders read it, and the float
-//! and integer paths run the smaller attention. Removing a key/value head with its query heads
-//! is the same function as zeroing those query heads' columns of `wo`: the float path with the
-//! reference kernels gives that model's logits bit for bit. Removing none changes no byte.
+//! and integer paths and their batch paths run the smaller attention. Removing a key/value head
+//! with its query heads is the same function as zeroing those query heads' columns of `wo`: the
+//! float path with the reference kernels gives that model's logits bit for bit. Removing none
+//! changes no byte.
 //!
 //! `cargo test -p ruvllm-esp32 --features std --test head_pruning`
 #![cfg(feature = "alloc")]
@@ -11,7 +12,7 @@
 mod common;
 
 use ruvllm_esp32::convert::{load_gguf, HostModel, Quant};
-use ruvllm_esp32::infer::{IntBatch, IntState, State};
+use ruvllm_esp32::infer::{Batch, IntBatch, IntState, State};
 use ruvllm_esp32::kernels::Kernels;
 use ruvllm_esp32::model::Model;
 use ruvllm_esp32::prune::prune_heads;
@@ -120,9 +121,32 @@ fn removed_heads_compute_what_zeroed_output_columns_compute() {
         assert!(agree + 2 >= base_agree, "{groups} removed: top token agrees {agree} against {base_agree}");
         let img = common::Image::new(&q8);
         let m: Model<'_> = Model::from_gguf(img.bytes()).unwrap();
-        // What does not run heads of their own size yet says so.
-        let mut ba = vec![0i32; 1 << 16];
-        assert!(IntBatch::new(&m, &mut ba, 4).is_err());
+        // The batch paths (speculative decoding's verification) give each position the logits a
+        // single forward gives it, bit for bit.
+        let mut a = vec![0i32; IntState::arena_len(&m, 16)];
+        let mut st = IntState::new(&m, &mut a, 16).unwrap();
+        let singles: Vec<Vec<i32>> =
+            TOKENS.iter().enumerate().map(|(p, &t)| st.forward(&m, t, p).unwrap().to_vec()).collect();
+        let mut a = vec![0i32; IntState::arena_len(&m, 16)];
+        let mut many = IntState::new(&m, &mut a, 16).unwrap();
+        let mut ba = vec![0i32; IntBatch::arena_len(&m, 8)];
+        let mut batch = IntBatch::new(&m, &mut ba, 8).unwrap();
+        many.forward_batch(&m, &mut batch, &TOKENS[..8], 0, true).unwrap();
+        for (i, want) in singles.iter().take(8).enumerate() {
+            assert_eq!(batch.logits(i), &want[..], "{groups} removed: integer batch, position {i}");
+        }
+        let mut fa = vec![0f32; State::arena_len(&m, 16)];
+        let mut one = State::new(&m, &mut fa, 16, Kernels::REFERENCE).unwrap();
+        let fsingles: Vec<Vec<f32>> =
+            TOKENS.iter().enumerate().map(|(p, &t)| one.forward(&m, t, p).unwrap().to_vec()).collect();
+        let mut fa = vec![0f32; State::arena_len(&m, 16)];
+        let mut fmany = State::new(&m, &mut fa, 16, Kernels::REFERENCE).unwrap();
+        let mut fb = vec![0f32; Batch::arena_len(&m, 8)];
+        let mut fbatch = Batch::new(&m, &mut fb, 8).unwrap();
+        fmany.forward_batch(&m, &mut fbatch, &TOKENS[..8], 0, true).unwrap();
+        for (i, want) in fsingles.iter().take(8).enumerate() {
+            assert_eq!(fbatch.logits(i), &want[..], "{groups} removed: float batch, position {i}");
+        }
     }
     // At least one key/value head stays.
     let mut all = base.clone();
