@@ -128,6 +128,14 @@ fn split_heads_and_rows_give_the_single_node_tokens() {
     check("five heads", &five, "Once", &[1, 2, 3, 5, 7], 40);
     // GQA: pairs of query heads on one KV head.
     check("grouped", &tensor_models::grouped(), "Hi", &[2, 3], 40);
+    // Heads removed (`convert --prune-heads 1`): 4 heads of 32 in a model 160 wide.
+    let mut host = ruvllm_esp32::convert::load_gguf(&five).unwrap();
+    ruvllm_esp32::prune::prune_heads(&mut host, 1).unwrap();
+    let four = host.to_gguf(ruvllm_esp32::convert::Quant::Q8).unwrap();
+    let img = common::Image::new(&four);
+    let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
+    assert_eq!((model.config.n_heads, model.config.q_dim(), parts(&model).unwrap().attention), (4, 128, 4));
+    check("five heads", &four, "Once", &[1, 2, 3, 4], 40);
     // The built-in model: heads of 8 values, so a group of 32 spans all 4 KV heads and the
     // attention stays whole; the FFN (144 rows) splits into 5.
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-cli/data/default.gguf");

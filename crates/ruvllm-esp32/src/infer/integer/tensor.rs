@@ -57,11 +57,6 @@ pub fn parts<const L: usize>(model: &Model<'_, L>) -> Result<Parts> {
             what: "tensor parallelism on ternary or binary layers (convert with --quant q8)",
         });
     }
-    if model.config.head_dim > 0 {
-        return Err(Error::Unsupported {
-            what: "tensor parallelism on a model whose attention heads were removed (not yet)",
-        });
-    }
     // Shards cut matrices by rows and columns; sparse rows are read whole.
     if model.layers.iter().any(|l| ![l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3].iter().all(dense)) {
         return Err(Error::Unsupported {
