@@ -102,8 +102,7 @@ pub struct Dims {
 
 impl Dims {
     pub fn of(c: &Config) -> Dims {
-        let kv_dim = c.n_kv_heads * (c.dim / c.n_heads.max(1));
-        Dims { dim: c.dim, kv_dim, hidden: c.hidden_dim, n_layers: c.n_layers }
+        Dims { dim: c.dim, kv_dim: c.kv_dim(), hidden: c.hidden_dim, n_layers: c.n_layers }
     }
 }
 
