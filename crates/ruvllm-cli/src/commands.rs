@@ -327,6 +327,8 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
     let model = img.model()?;
     let c = &model.config;
     let (mut f32b, mut i8b, mut scaleb, mut packedb) = (model.output_norm.len() * 4, 0, 0, 0);
+    // Matrices stored as sparse rows, and their bytes.
+    let mut sparse = (0usize, 0usize);
     let mut mats = vec![model.token_embd];
     if !c.shared_classifier {
         mats.push(model.output);
@@ -347,6 +349,11 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
                 let blocks = b.len() / ruvllm_esp32::gguf::Q8_0_BYTES as usize;
                 i8b += blocks * ruvllm_esp32::gguf::Q8_0_BLOCK as usize;
                 scaleb += blocks * 2;
+            }
+            Matrix::Sparse { m, s } => {
+                sparse.0 += 1;
+                sparse.1 += m.len();
+                scaleb += s.len() * 4;
             }
             Matrix::Ternary { q, s, .. } | Matrix::Binary { q, s, .. } => {
                 packedb += q.len();
@@ -447,7 +454,7 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
             "parameters": c.n_params(),
             "precision": model.precision.name(),
             "group": model.group,
-            "weights_bytes": {"f32": f32b, "int8": i8b, "packed": packedb, "scales": scaleb},
+            "weights_bytes": {"f32": f32b, "int8": i8b, "packed": packedb, "sparse": sparse.1, "scales": scaleb},
             "image_bytes": image_len,
             "ram_full_context_bytes": full,
             "ram_full_context_integer_bytes": int_full,
@@ -484,6 +491,9 @@ pub fn info(path: Option<&Path>, tok: Option<&Path>, quant: Option<&str>, json: 
     outln!("weights: f32 {f32b} bytes, int8 {i8b} bytes{packed}, scales {scaleb} bytes");
     if packedb > 0 {
         outln!("layer matrices {}, embeddings q8", model.precision.name());
+    }
+    if sparse.0 > 0 {
+        outln!("sparse rows: {} block matrices, {} bytes (the rest dense)", sparse.0, sparse.1);
     }
     outln!("image: {image_len} bytes (GGUF, read in place from flash)");
     outln!("RAM at full context {}: {} bytes ({}) for activations + KV cache", c.seq_len, full, kib(full));

@@ -132,6 +132,10 @@ pub struct Edits {
     pub pad_ffn: Option<usize>,
     /// Magnitude pruning to this sparsity ([`ruvllm_esp32::prune`]), before any padding.
     pub prune: Option<(f32, Pruning)>,
+    /// Store q8 matrices at or past the sparse kernel's break-even as sparse rows.
+    pub sparse: bool,
+    /// Key/value heads to remove from every layer ([`ruvllm_esp32::prune::prune_heads`]).
+    pub heads: Option<usize>,
 }
 
 /// As [`load`], always rebuilt in this version's format, with `edits` applied.
@@ -213,6 +217,16 @@ fn load_as(
     } else if host.vocab.is_none() {
         bail!("{name}: a llama2.c checkpoint carries no tokenizer: pass --tokenizer tokenizer.bin");
     }
+    if let Some(n) = edits.heads {
+        let (before, kv_before) = (host.config.n_heads, host.config.n_kv_heads);
+        ruvllm_esp32::prune::prune_heads(&mut host, n).with_context(|| format!("{name}: removing heads"))?;
+        eprintln!(
+            "attention heads {before} -> {} (key/value heads {kv_before} -> {}), head size {}",
+            host.config.n_heads,
+            host.config.n_kv_heads,
+            host.config.head_size()
+        );
+    }
     if let Some((sparsity, how)) = edits.prune {
         let r = ruvllm_esp32::prune::prune(&mut host, sparsity, how)
             .with_context(|| format!("{name}: pruning"))?;
@@ -229,7 +243,20 @@ fn load_as(
         host.pad_hidden(multiple).with_context(|| format!("{name}: padding the feed-forward width"))?;
     }
     let quant = quant.unwrap_or(default_quant);
-    let image =
-        host.to_gguf(quant).with_context(|| format!("{name}: converting to {}", quant_name(quant)))?;
+    let (image, sparse) = host
+        .to_gguf_sparse(quant, edits.sparse)
+        .with_context(|| format!("{name}: converting to {}", quant_name(quant)))?;
+    if sparse > 0 {
+        eprintln!(
+            "stored {sparse} of {} block matrices as sparse rows (at least {}% of their codes zero, the board's break-even; the rest dense): every path of this engine reads them, llama.cpp does not (--dense keeps them dense)",
+            7 * host.config.n_layers,
+            ruvllm_esp32::infer::integer::sparse::BREAK_EVEN
+        );
+    } else if edits.sparse && quant == Quant::Q8 {
+        eprintln!(
+            "every block matrix stays dense: none has {}% of its codes zero (the sparse kernel's break-even on the board)",
+            ruvllm_esp32::infer::integer::sparse::BREAK_EVEN
+        );
+    }
     Ok(Image::from_bytes(&image, format!("{name} (converted to {})", quant_name(quant))))
 }

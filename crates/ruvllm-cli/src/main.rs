@@ -85,6 +85,16 @@ enum Cmd {
         /// With --prune: remove whole feed-forward units instead of single weights
         #[arg(long, requires = "prune")]
         structured: bool,
+        /// With --prune (unstructured, q8): keep every matrix dense. Without it, a matrix whose
+        /// codes are at least 75% zero (the board's measured break-even) is stored as sparse
+        /// rows, which this engine reads on every path but llama.cpp does not
+        #[arg(long, requires = "prune", conflicts_with = "structured")]
+        dense: bool,
+        /// Remove N key/value attention heads from every layer, with the query heads that read
+        /// them (the weakest by the norms of their rows of wq/wk/wv and columns of wo); the head
+        /// size stays (GGUF's llama.attention.key_length). Alone or with --prune
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=4096))]
+        prune_heads: Option<u32>,
         #[arg(short = 'o', long)]
         output: PathBuf,
     },
@@ -611,10 +621,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     image::ALLOW_UNVERIFIED.store(cli.allow_unverified, std::sync::atomic::Ordering::Relaxed);
     let result = match cli.cmd {
-        Cmd::Convert { input, tokenizer, quant, pad_ffn, prune, structured, output } => {
+        Cmd::Convert { input, tokenizer, quant, pad_ffn, prune, structured, dense, prune_heads, output } => {
             use ruvllm_esp32::prune::Pruning;
             let how = if structured { Pruning::Structured } else { Pruning::Unstructured };
-            let edits = image::Edits { pad_ffn: pad_ffn.map(|n| n as usize), prune: prune.map(|s| (s, how)) };
+            let edits = image::Edits {
+                pad_ffn: pad_ffn.map(|n| n as usize),
+                prune: prune.map(|s| (s, how)),
+                sparse: prune.is_some() && !structured && !dense,
+                heads: prune_heads.map(|n| n as usize),
+            };
             commands::convert(&input, tokenizer.as_deref(), &quant, edits, &output)
         }
         Cmd::Gen {

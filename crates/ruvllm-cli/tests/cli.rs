@@ -541,6 +541,86 @@ fn pruned_models_convert_run_and_lose_perplexity_with_sparsity() {
     }
 }
 
+/// `convert --prune 0.9` stores the pruned matrices as sparse rows (a smaller image) and
+/// `--dense` keeps them dense: `gen` writes the same text from both, on the integer path and
+/// the float one; `info` counts the sparse matrices; a flag that makes no sense is one line.
+#[test]
+fn unstructured_pruning_past_the_break_even_writes_sparse_rows_that_generate_the_same_text() {
+    let builtin = concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf");
+    let (sparse, dense) = (scratch("prune-sparse-0.9.gguf"), scratch("prune-dense-0.9.gguf"));
+    let out = run(&["convert", builtin, "--quant", "q8", "--prune", "0.9", "-o", s(&sparse)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("stored 35 of 35 block matrices as sparse rows"), "{err}");
+    assert!(err.contains("llama.cpp does not"), "{err}");
+    let out = run(&["convert", builtin, "--quant", "q8", "--prune", "0.9", "--dense", "-o", s(&dense)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("sparse rows"), "{err}");
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert!(size(&sparse) * 2 < size(&dense), "{} vs {}", size(&sparse), size(&dense));
+    let info = String::from_utf8(run(&["info", s(&sparse)]).stdout).unwrap();
+    assert!(info.contains("sparse rows: 35 block matrices"), "{info}");
+    for int in [true, false] {
+        let text = |m: &Path| {
+            let mut args = vec!["gen", "-m", s(m), "-p", "Once upon a time", "-n", "48", "--seed", "5"];
+            if int {
+                args.push("--int");
+            }
+            let out = run(&args);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            out.stdout
+        };
+        assert_eq!(text(&sparse), text(&dense), "int {int}");
+    }
+    // Below the break-even (75% of a matrix's codes zero) every matrix stays dense.
+    let half = scratch("prune-sparse-0.5.gguf");
+    let out = run(&["convert", builtin, "--quant", "q8", "--prune", "0.5", "-o", s(&half)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("every block matrix stays dense"), "{err}");
+    for bad in [vec!["--dense"], vec!["--prune", "0.5", "--structured", "--dense"]] {
+        let mut args = vec!["convert", builtin, "-o", s(&half)];
+        args.extend(bad.iter().copied());
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.starts_with("error:"), "{bad:?}: {err}");
+    }
+}
+
+/// `convert --prune-heads N`: the image shrinks, runs on both paths, and removing no head
+/// writes the same bytes as not asking; removing every key/value head is one line.
+#[test]
+fn removing_attention_heads_shrinks_the_image_and_zero_changes_nothing() {
+    let builtin = concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf");
+    let (plain, zero, one) = (scratch("heads-plain.gguf"), scratch("heads-0.gguf"), scratch("heads-1.gguf"));
+    assert!(run(&["convert", builtin, "--quant", "q8", "-o", s(&plain)]).status.success());
+    assert!(run(&["convert", builtin, "--quant", "q8", "--prune-heads", "0", "-o", s(&zero)])
+        .status
+        .success());
+    assert_eq!(std::fs::read(&plain).unwrap(), std::fs::read(&zero).unwrap());
+    let out = run(&["convert", builtin, "--quant", "q8", "--prune-heads", "1", "-o", s(&one)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("attention heads 8 -> 6 (key/value heads 4 -> 3)"), "{err}");
+    assert!(std::fs::metadata(&one).unwrap().len() < std::fs::metadata(&plain).unwrap().len());
+    let info = String::from_utf8(run(&["info", s(&one)]).stdout).unwrap();
+    assert!(info.contains("heads 6 kv_heads 3 head_size 8"), "{info}");
+    for int in [true, false] {
+        let mut args = vec!["gen", "-m", s(&one), "-p", "Once upon a time", "-n", "24"];
+        if int {
+            args.push("--int");
+        }
+        let out = run(&args);
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("Once upon a time"));
+    }
+    for bad in ["4", "9", "-1", "x"] {
+        let arg = format!("--prune-heads={bad}");
+        let out = run(&["convert", builtin, &arg, "-o", s(&scratch("heads-bad.gguf"))]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.starts_with("error:") && err.lines().count() <= 4,
+            "{bad}: {err}"
+        );
+    }
+}
+
 /// The loss before and after that `lora train` prints.
 fn lora_losses(err: &str) -> Vec<f64> {
     let line = err.split("loss ").nth(1).unwrap();

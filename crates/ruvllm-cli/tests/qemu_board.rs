@@ -237,6 +237,58 @@ fn the_integer_board_is_bit_exact_with_the_host_and_float_free() {
     }
 }
 
+/// stories260K pruned to 90% (`convert --prune 0.9`), its matrices stored as sparse rows: the
+/// board's integer path runs the sparse kernel and writes exactly the host's `gen --int` text,
+/// which is the text of the same image stored dense (`--dense`); the token loop stays
+/// float-free with the sparse kernel in it.
+#[test]
+fn the_board_runs_a_pruned_image_with_sparse_rows_as_the_host_does() {
+    let (Some(model), Some(tok)) = (shared("models/stories260K.bin"), shared("models/tok512.bin")) else {
+        return;
+    };
+    let Some(()) = chip_tools() else { return };
+    let (sparse, dense) = (scratch("stories260K-sparse-0.9.gguf"), scratch("stories260K-dense-0.9.gguf"));
+    for (img, extra) in [(&sparse, None), (&dense, Some("--dense"))] {
+        let mut args = vec!["convert", s(&model), "--tokenizer", s(&tok), "--quant", "q8", "--prune", "0.9"];
+        args.extend(extra);
+        args.extend(["-o", s(img)]);
+        let out = run(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let gen =
+        |img: &Path| run(&["gen", "--model", s(img), "--int", "--prompt", PROMPT, "--steps", "64"]).stdout;
+    assert_eq!(gen(&sparse), gen(&dense), "sparse rows and dense codes give the same text");
+    image_board_matches_host(&sparse, "q8 sparse rows");
+}
+
+/// stories260K with one of its four key/value heads removed from every layer, with the two
+/// query heads that read it (`convert --prune-heads 1`: heads 8 -> 6 of 8 values, the head
+/// size recorded apart from dim / heads): the board plans and runs the smaller attention and
+/// writes exactly the host's `gen --int` text, float-free.
+#[test]
+fn the_board_runs_a_model_with_removed_heads_as_the_host_does() {
+    let (Some(model), Some(tok)) = (shared("models/stories260K.bin"), shared("models/tok512.bin")) else {
+        return;
+    };
+    let Some(()) = chip_tools() else { return };
+    let img = scratch("stories260K-heads-1.gguf");
+    let out = run(&[
+        "convert",
+        s(&model),
+        "--tokenizer",
+        s(&tok),
+        "--quant",
+        "q8",
+        "--prune-heads",
+        "1",
+        "-o",
+        s(&img),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("attention heads 8 -> 6 (key/value heads 4 -> 3)"), "{err}");
+    image_board_matches_host(&img, "q8, heads 8 -> 6");
+}
+
 /// The project's built-in model (trained by `ruvllm-esp32 train`, q8) boots on the board as it
 /// is committed, and writes what the host writes.
 #[test]

@@ -102,8 +102,7 @@ pub struct Dims {
 
 impl Dims {
     pub fn of(c: &Config) -> Dims {
-        let kv_dim = c.n_kv_heads * (c.dim / c.n_heads.max(1));
-        Dims { dim: c.dim, kv_dim, hidden: c.hidden_dim, n_layers: c.n_layers }
+        Dims { dim: c.dim, kv_dim: c.kv_dim(), hidden: c.hidden_dim, n_layers: c.n_layers }
     }
 }
 
@@ -544,6 +543,13 @@ impl<const P: usize> LoraTrainer<P> {
         }
         if !(config.lr.is_finite() && config.lr > 0.0) {
             return Err(Error::Invalid { what: "adapter learning rate must be a positive number" });
+        }
+        // The default set (the last layer's w2) never reaches the attention; others do, and
+        // their backward pass assumes heads of dim / n_heads.
+        if c.head_dim > 0 && sites != Sites::last_w2(c) {
+            return Err(Error::Unsupported {
+                what: "adapters other than the last layer's w2 on a model whose attention heads were removed (not yet)",
+            });
         }
         let dims = Dims::of(c);
         if sites.count() == 0 || (dims.n_layers < MAX_LAYERS && sites.layers >> dims.n_layers != 0) {

@@ -10,9 +10,14 @@
 //!   result is a smaller model of the same architecture (`hidden_dim` shrinks), so every path
 //!   (f32, q8, integer, the chips) runs it with less work and less flash, unchanged.
 //!
-//! Attention heads are not removed: the llama2.c and GGUF files this engine reads give the head
-//! size as `dim / n_heads`, so fewer heads would change the size of every head. Embeddings,
-//! norms and the classifier are never pruned.
+//! - [`prune_heads`]: whole attention heads, the same number of key/value heads in every layer
+//!   with all the query heads that read them (so grouped-query attention keeps one share of
+//!   query heads per key/value head), those whose `wq`/`wk`/`wv` rows and `wo` columns have the
+//!   smallest norm product. The head size stays, so the model then records it apart from `dim /
+//!   n_heads` ([`Config::head_dim`](crate::model::Config::head_dim), GGUF's
+//!   `llama.attention.key_length`).
+//!
+//! Embeddings, norms and the classifier are never pruned.
 
 use alloc::vec::Vec;
 
@@ -99,6 +104,56 @@ pub fn prune(model: &mut HostModel, sparsity: f32, how: Pruning) -> Result<Prune
     Ok(PruneReport { weights_before, pruned, hidden_before, hidden_after: model.config.hidden_dim })
 }
 
+/// Removes `groups` key/value heads from every layer, with the query heads that read them (see
+/// the module docs); 0 changes nothing. At least one must stay: removing all of them, or more
+/// than there are, is [`Error::Invalid`] and leaves the model as it was.
+pub fn prune_heads(model: &mut HostModel, groups: usize) -> Result<()> {
+    model.validate()?;
+    let c = model.config;
+    if groups == 0 {
+        return Ok(());
+    }
+    if groups >= c.n_kv_heads {
+        return Err(Error::Invalid { what: "--prune-heads must leave at least one key/value head" });
+    }
+    let (d, hs, q) = (c.dim, c.head_size(), c.q_dim());
+    let kv_mul = c.n_heads / c.n_kv_heads;
+    let keep = c.n_kv_heads - groups;
+    let norm = |v: &mut dyn Iterator<Item = f32>| libm::sqrtf(v.map(|x| x * x).sum::<f32>());
+    for l in &mut model.layers {
+        // Query heads j * kv_mul .. (j + 1) * kv_mul read key/value head j: rows of wq, columns of wo.
+        let qrows = |j: usize| j * kv_mul * hs..(j + 1) * kv_mul * hs;
+        let mut score: Vec<(f32, usize)> = (0..c.n_kv_heads)
+            .map(|j| {
+                let wq = norm(&mut l.wq[qrows(j).start * d..qrows(j).end * d].iter().copied());
+                let wk = norm(&mut l.wk[j * hs * d..(j + 1) * hs * d].iter().copied());
+                let wv = norm(&mut l.wv[j * hs * d..(j + 1) * hs * d].iter().copied());
+                let wo = norm(
+                    &mut (0..d)
+                        .flat_map(|r| l.wo[r * q + qrows(j).start..r * q + qrows(j).end].iter().copied()),
+                );
+                (wq * wk * wv * wo, j)
+            })
+            .collect();
+        // Strongest first; equal scores keep the lower index (deterministic).
+        score.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut kept: Vec<usize> = score[..keep].iter().map(|&(_, j)| j).collect();
+        kept.sort_unstable();
+        let rows = |m: &[f32], per: usize| -> Vec<f32> {
+            kept.iter().flat_map(|&j| m[j * per * d..(j + 1) * per * d].iter().copied()).collect()
+        };
+        l.wq = rows(&l.wq, kv_mul * hs);
+        l.wk = rows(&l.wk, hs);
+        l.wv = rows(&l.wv, hs);
+        let cols = |r: usize| kept.iter().flat_map(move |&j| r * q + qrows(j).start..r * q + qrows(j).end);
+        l.wo = (0..d).flat_map(cols).map(|i| l.wo[i]).collect();
+    }
+    model.config.head_dim = hs;
+    model.config.n_heads = keep * kv_mul;
+    model.config.n_kv_heads = keep;
+    model.validate()
+}
+
 /// Highest sparsity [`prune`] accepts.
 pub const MAX_SPARSITY: f32 = 0.95;
 
@@ -134,6 +189,7 @@ mod tests {
             n_layers: 1,
             n_heads: 2,
             n_kv_heads: 2,
+            head_dim: 0,
             vocab_size: 3,
             seq_len: 8,
             shared_classifier: true,

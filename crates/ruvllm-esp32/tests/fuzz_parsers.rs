@@ -27,8 +27,9 @@ use fuzz::cases;
 static ALLOC: fuzz::Capped<MAX_ALLOC> = fuzz::Capped;
 
 /// stories260K.bin, tok512.bin, their F32, Q8, ternary and binary GGUF conversions, a chip
-/// flash with the Q8 one in its `model` partition, and a Q8_0 image (the model padded to whole
-/// 32-value blocks).
+/// flash with the Q8 one in its `model` partition, a Q8_0 image (the model padded to whole
+/// 32-value blocks), a Q8 image pruned to 90% whose matrices are sparse rows, and a Q8 image
+/// with one key/value head of four removed (its head size in `llama.attention.key_length`).
 fn corpus() -> Option<&'static [Vec<u8>]> {
     static CORPUS: OnceLock<Option<Vec<Vec<u8>>>> = OnceLock::new();
     CORPUS
@@ -42,9 +43,16 @@ fn corpus() -> Option<&'static [Vec<u8>]> {
             let ternary = m.to_gguf(Quant::Ternary).unwrap();
             let binary = m.to_gguf(Quant::Binary).unwrap();
             let flash = flash_with_model(&q8);
+            let mut pruned = m.clone();
+            let mut heads = m.clone();
+            ruvllm_esp32::prune::prune_heads(&mut heads, 1).unwrap();
+            let heads = heads.to_gguf(Quant::Q8).unwrap();
             m.pad_hidden(32).unwrap();
             let q8_0 = m.to_gguf(Quant::Q8).unwrap();
-            Some(vec![model, tok, f32, q8, ternary, binary, flash, q8_0])
+            ruvllm_esp32::prune::prune(&mut pruned, 0.9, ruvllm_esp32::prune::Pruning::Unstructured).unwrap();
+            let (sparse, n) = pruned.to_gguf_sparse(Quant::Q8, true).unwrap();
+            assert!(n > 0, "the pruned image holds sparse rows");
+            Some(vec![model, tok, f32, q8, ternary, binary, flash, q8_0, sparse, heads])
         })
         .as_deref()
 }
@@ -105,11 +113,21 @@ fn exercise(bytes: &[u8]) {
     let img = common::Image::new(bytes);
     if let Ok(m) = <Model<'_>>::from_gguf_unverified(img.bytes()) {
         let mut row = vec![0f32; m.config.dim.max(m.config.hidden_dim)];
+        let mut sparse = false;
         for l in &m.layers {
             for w in [l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3] {
+                sparse |= matches!(w, ruvllm_esp32::model::Matrix::Sparse { .. });
                 for r in 0..w.rows() {
                     w.row_into(r, &mut row[..w.cols()], m.group);
                 }
+            }
+        }
+        // Sparse rows or heads of their own size the loader accepted, through the integer path.
+        if sparse || m.config.head_dim > 0 {
+            use ruvllm_esp32::infer::IntState;
+            let mut arena = vec![0i32; IntState::arena_len(&m, 2)];
+            if let Ok(mut st) = IntState::new(&m, &mut arena, 2) {
+                let _ = st.forward(&m, 1, 0);
             }
         }
     }
@@ -227,7 +245,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn mutated_real_files_never_panic(which in 0usize..8, muts in prop::collection::vec(mutation(), 1..6)) {
+    fn mutated_real_files_never_panic(which in 0usize..10, muts in prop::collection::vec(mutation(), 1..6)) {
         let Some(corpus) = corpus() else { return Ok(()) };
         let mut data = corpus[which].clone();
         for m in &muts {
@@ -298,7 +316,7 @@ proptest! {
     /// chip's boot check and the host's load refuse it. (Only a mutation that removes every
     /// `ruvllm.*` name could make it pass as a foreign, unverified GGUF.)
     #[test]
-    fn mutated_images_never_verify(which in 2usize..8, muts in prop::collection::vec(mutation(), 1..5)) {
+    fn mutated_images_never_verify(which in 2usize..10, muts in prop::collection::vec(mutation(), 1..5)) {
         let Some(corpus) = corpus() else { return Ok(()) };
         let original: &[u8] = if which == 6 { &corpus[3] } else { &corpus[which] };
         let mut data = corpus[which].clone();

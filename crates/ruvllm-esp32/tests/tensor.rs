@@ -197,6 +197,14 @@ fn split_heads_and_rows_give_the_single_node_tokens() {
     check("five heads", &five, "Once", &[1, 2, 3, 5, 7], 40);
     // GQA: pairs of query heads on one KV head.
     check("grouped", &tensor_models::grouped(), "Hi", &[2, 3], 40);
+    // Heads removed (`convert --prune-heads 1`): 4 heads of 32 in a model 160 wide.
+    let mut host = ruvllm_esp32::convert::load_gguf(&five).unwrap();
+    ruvllm_esp32::prune::prune_heads(&mut host, 1).unwrap();
+    let four = host.to_gguf(ruvllm_esp32::convert::Quant::Q8).unwrap();
+    let img = common::Image::new(&four);
+    let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
+    assert_eq!((model.config.n_heads, model.config.q_dim(), parts(&model).unwrap().attention), (4, 128, 4));
+    check("five heads", &four, "Once", &[1, 2, 3, 4], 40);
     // The built-in model: heads of 8 values, so a group of 32 spans all 4 KV heads and the
     // attention stays whole; the FFN (144 rows) splits into 5.
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-cli/data/default.gguf");
@@ -282,4 +290,26 @@ fn the_coordinator_refuses_answers_out_of_turn() {
     assert!(lead.absorb(&sent, &partial(1, dim - 1)).is_err(), "too short");
     assert!(lead.absorb(&sent, &Body::Finish).is_err(), "not a partial");
     assert!(lead.absorb(&sent, &partial(1, dim)).is_ok());
+}
+
+/// A pruned image whose matrices went sparse is not cut into tensor shards (their rows are
+/// not sliced): one error naming the way out, at cut time rather than on the node.
+#[test]
+fn a_shard_of_sparse_rows_is_refused() {
+    use ruvllm_esp32::convert::{load_gguf, Quant};
+    use ruvllm_esp32::prune::{prune, Pruning};
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-cli/data/default.gguf");
+    let dense = common::Image::new(&std::fs::read(path).unwrap());
+    let mut host = load_gguf(dense.bytes()).unwrap();
+    prune(&mut host, 0.9, Pruning::Unstructured).unwrap();
+    let (sparse, n) = host.to_gguf_sparse(Quant::Q8, true).unwrap();
+    assert!(n > 0);
+    let img = common::Image::new(&sparse);
+    let model = <Model<'_>>::from_gguf(img.bytes()).unwrap();
+    // The plan refuses it, and so does the cut given a plan of the same shape.
+    let err = shard(&model, 2, 0).unwrap_err();
+    assert!(err.to_string().contains("--dense"), "{err}");
+    let same_shape = shard(&<Model<'_>>::from_gguf(dense.bytes()).unwrap(), 2, 0).unwrap();
+    let err = cut::shard(img.bytes(), &same_shape).unwrap_err();
+    assert!(err.to_string().contains("--dense"), "{err}");
 }

@@ -25,6 +25,7 @@ fn main() {
         n_layers: 5,
         n_heads: 8,
         n_kv_heads: 4,
+        head_dim: 0,
         vocab_size: 512,
         seq_len: 256,
         shared_classifier: true,

@@ -21,6 +21,7 @@ fn gguf_with(v: &HostVocab) -> Vec<u8> {
         n_layers: 1,
         n_heads: 2,
         n_kv_heads: 2,
+        head_dim: 0,
         vocab_size: n,
         seq_len: 16,
         shared_classifier: true,

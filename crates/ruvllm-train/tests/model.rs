@@ -15,6 +15,7 @@ fn tiny() -> Config {
         n_layers: 2,
         n_heads: 4,
         n_kv_heads: 2,
+        head_dim: 0,
         vocab_size: 11,
         seq_len: 6,
         shared_classifier: true,
@@ -72,7 +73,7 @@ struct RefLayer {
 }
 
 fn ref_offsets(c: &Config) -> (Vec<RefLayer>, usize, usize) {
-    let (d, h, kv) = (c.dim, c.hidden_dim, c.kv_dim());
+    let (d, h, kv, qd) = (c.dim, c.hidden_dim, c.kv_dim(), c.q_dim());
     let mut at = c.vocab_size * d;
     let mut layers = Vec::new();
     for _ in 0..c.n_layers {
@@ -83,10 +84,10 @@ fn ref_offsets(c: &Config) -> (Vec<RefLayer>, usize, usize) {
         };
         layers.push(RefLayer {
             attn_norm: next(d),
-            wq: next(d * d),
+            wq: next(qd * d),
             wk: next(kv * d),
             wv: next(kv * d),
-            wo: next(d * d),
+            wo: next(d * qd),
             ffn_norm: next(d),
             w1: next(h * d),
             w2: next(d * h),
@@ -121,7 +122,7 @@ fn rope(v: &mut [f64], pos: usize, hs: usize, theta: f64) {
 
 /// Logits of every position of one sequence.
 fn ref_logits(c: &Config, w: &[f64], toks: &[u32]) -> Vec<Vec<f64>> {
-    let (d, h, kv, hs) = (c.dim, c.hidden_dim, c.kv_dim(), c.head_size());
+    let (d, h, kv, hs, qd) = (c.dim, c.hidden_dim, c.kv_dim(), c.head_size(), c.q_dim());
     let (layers, onorm, end) = ref_offsets(c);
     assert_eq!(end, w.len());
     let eps = c.norm_eps as f64;
@@ -132,14 +133,14 @@ fn ref_logits(c: &Config, w: &[f64], toks: &[u32]) -> Vec<Vec<f64>> {
         let mut x = w[tok as usize * d..(tok as usize + 1) * d].to_vec();
         for (l, o) in layers.iter().enumerate() {
             let xn = rmsnorm(&x, &w[o.attn_norm..o.attn_norm + d], eps);
-            let mut q = matvec(&w[o.wq..o.wq + d * d], &xn, d);
+            let mut q = matvec(&w[o.wq..o.wq + qd * d], &xn, qd);
             let mut k = matvec(&w[o.wk..o.wk + kv * d], &xn, kv);
             let v = matvec(&w[o.wv..o.wv + kv * d], &xn, kv);
             rope(&mut q, pos, hs, c.rope_theta as f64);
             rope(&mut k, pos, hs, c.rope_theta as f64);
             keys[l].push(k);
             vals[l].push(v);
-            let mut att = vec![0.0; d];
+            let mut att = vec![0.0; qd];
             for head in 0..c.n_heads {
                 let g = head / (c.n_heads / c.n_kv_heads);
                 let qh = &q[head * hs..(head + 1) * hs];
@@ -159,7 +160,7 @@ fn ref_logits(c: &Config, w: &[f64], toks: &[u32]) -> Vec<Vec<f64>> {
                     }
                 }
             }
-            let y = matvec(&w[o.wo..o.wo + d * d], &att, d);
+            let y = matvec(&w[o.wo..o.wo + d * qd], &att, d);
             x.iter_mut().zip(&y).for_each(|(a, b)| *a += b);
             let xn = rmsnorm(&x, &w[o.ffn_norm..o.ffn_norm + d], eps);
             let a = matvec(&w[o.w1..o.w1 + h * d], &xn, h);
@@ -219,6 +220,17 @@ fn gradients_match_finite_differences_with_head_size_16_and_one_kv_head() {
         Config { dim: 32, hidden_dim: 24, n_heads: 2, n_kv_heads: 1, vocab_size: 9, seq_len: 18, ..tiny() };
     for k in KERNELS {
         grad_check(&c, 2, 18, k);
+    }
+}
+
+/// Attention heads removed (`convert --prune-heads`): two query heads of 8 on one key/value
+/// head, in a model 32 wide (the query 16 wide, apart from `dim`).
+#[test]
+fn gradients_match_finite_differences_with_removed_heads() {
+    let c = Config { n_heads: 2, n_kv_heads: 1, head_dim: 8, ..head8() };
+    assert_eq!(c.q_dim(), 16);
+    for k in KERNELS {
+        grad_check(&c, 2, 21, k);
     }
 }
 

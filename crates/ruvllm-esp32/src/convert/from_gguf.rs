@@ -42,6 +42,9 @@ fn tensor(g: &Gguf, name: &str, rows: usize, cols: usize, group: usize) -> Resul
         if let Some(m) = packed_tensor(g, name, rows, cols)? {
             return Ok(m);
         }
+        if let Some(m) = sparse_tensor(g, name, rows, cols, group)? {
+            return Ok(m);
+        }
     }
     let t = g.tensor(name).ok_or(Error::Missing { what: "model tensor (see llama.cpp names)" })?;
     let n = mul(rows, cols)?;
@@ -126,6 +129,30 @@ fn packed_tensor(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<Optio
     Ok(None)
 }
 
+/// This engine's sparse rows (`<name>.sparse` with the dense `<name>.scale`), dequantized as
+/// the dense codes would be; `None` when there are none.
+fn sparse_tensor(g: &Gguf, name: &str, rows: usize, cols: usize, group: usize) -> Result<Option<Vec<f32>>> {
+    let Some(t) = g.tensor(&format!("{name}{}", crate::model::weights::SPARSE_SUFFIX)) else {
+        return Ok(None);
+    };
+    if t.ty != GgmlType::I8 || t.n_dims != 1 {
+        return Err(Error::Invalid { what: "sparse rows that are not one dimension of I8 bytes" });
+    }
+    let m = crate::infer::integer::sparse::SparseRows::new(t.data, rows, cols, group)?;
+    let gpr = quant::groups(cols, group);
+    let st = g.tensor(&format!("{name}.scale")).ok_or(Error::Missing { what: "sparse-row scales" })?;
+    if st.ty != GgmlType::F32 || st.dims[0] != gpr as u64 || st.n_elements() != mul(rows, gpr)? as u64 {
+        return Err(Error::Invalid { what: "sparse-row scale tensor shape" });
+    }
+    let scales: Vec<f32> = f32_le(st.data).collect();
+    let (mut out, mut codes) = (vec![0f32; mul(rows, cols)?], vec![0i8; cols]);
+    for (r, (s, o)) in scales.chunks_exact(gpr).zip(out.chunks_exact_mut(cols.max(1))).enumerate() {
+        m.row_codes(r, &mut codes);
+        quant::dequantize_row(&codes, s, o, group);
+    }
+    Ok(Some(out))
+}
+
 /// Loads a llama-architecture GGUF, dequantizing every tensor to f32, with its tokenizer when
 /// the file carries a SentencePiece (`tokenizer.ggml.model` = "llama") vocabulary.
 pub fn load_gguf(bytes: &[u8]) -> Result<HostModel> {
@@ -147,6 +174,12 @@ pub fn load_gguf(bytes: &[u8]) -> Result<HostModel> {
         n_layers: req(&g, "llama.block_count")?,
         n_heads,
         n_kv_heads: opt_u32(&g, "llama.attention.head_count_kv")?.map_or(n_heads, |v| v as usize),
+        head_dim: crate::model::config::head_dim_from(
+            opt_u32(&g, crate::model::config::KEY_LENGTH)?,
+            opt_u32(&g, crate::model::config::VALUE_LENGTH)?,
+            dim,
+            n_heads,
+        )?,
         vocab_size,
         seq_len: req(&g, "llama.context_length")?,
         shared_classifier: g.tensor("output.weight").is_none(),
@@ -162,7 +195,9 @@ pub fn load_gguf(bytes: &[u8]) -> Result<HostModel> {
     // Every stored element takes at least one byte, so a model larger than the file can only
     // come from tensors that overlap: refuse before dequantizing them into RAM.
     // (Packed ternary/binary layers take a quarter or an eighth of a byte per weight.)
+    // (Sparse rows take from 1/32 of a byte per weight, at 100% zeros.)
     let per_byte = match g.get("ruvllm.quant") {
+        _ if g.get(super::SPARSE_KEY).is_some() => 32,
         Some(Value::Str("ternary" | "binary")) => 8,
         _ => 1,
     };
@@ -182,10 +217,10 @@ pub fn load_gguf(bytes: &[u8]) -> Result<HostModel> {
         let name = |s: &str| format!("blk.{i}.{s}.weight");
         layers.push(HostLayer {
             attn_norm: mat(&name("attn_norm"), 1, d)?,
-            wq: mat(&name("attn_q"), d, d)?,
+            wq: mat(&name("attn_q"), config.q_dim(), d)?,
             wk: mat(&name("attn_k"), kv, d)?,
             wv: mat(&name("attn_v"), kv, d)?,
-            wo: mat(&name("attn_output"), d, d)?,
+            wo: mat(&name("attn_output"), d, config.q_dim())?,
             ffn_norm: mat(&name("ffn_norm"), 1, d)?,
             w1: mat(&name("ffn_gate"), h, d)?,
             w2: mat(&name("ffn_down"), d, h)?,

@@ -126,6 +126,7 @@ fn config_from(h: &[i32; 7], shared: bool) -> Result<Config> {
         n_layers: dim(h[2])?,
         n_heads: dim(h[3])?,
         n_kv_heads: dim(h[4])?,
+        head_dim: 0,
         vocab_size: dim(h[5])?,
         seq_len: dim(h[6])?,
         shared_classifier: shared,

@@ -40,6 +40,17 @@
 //!   size, a `11` code or non-zero padding with a typed error. Convert a QAT model from its
 //!   latent f32 weights: already-projected binary rows convert to themselves, but a projected
 //!   ternary row's mean |w| is smaller than its scale (zeros count), so it would be re-scaled.
+//! * Sparse rows ([`HostModel::to_gguf_sparse`], `convert --prune S` without `--dense`): a q8
+//!   block matrix whose int8 codes are at least
+//!   [`BREAK_EVEN`](crate::infer::integer::sparse::BREAK_EVEN)% zero has no `<name>` tensor;
+//!   `<name>.sparse`, I8 of one dimension, holds the encoding of
+//!   [`sparse`](crate::infer::integer::sparse) (per row and group of 32: a count byte, then
+//!   (column in the group, code) pairs), and `<name>.scale` the dense matrix's group scales (F32
+//!   `[groups, rows]`; for an image of Q8_0 blocks, their f16 scales as f32). The codes and
+//!   scales are those the dense image would hold, so both compute the same numbers.
+//!   `ruvllm.sparse` (u32) counts such matrices; without any, neither it nor a sparse tensor is
+//!   written and the image is [`HostModel::to_gguf`]'s. Other GGUF readers (llama.cpp) do not
+//!   read these tensors.
 //! * Tokenizer: `tokenizer.ggml.model` = "llama", `.tokens` (piece bytes in SentencePiece's
 //!   convention: a space is U+2581, llama2.c's BOS/EOS pieces are `<s>`/`</s>`), `.scores`, `.token_type` (2 unknown, 3 BOS/EOS, 6 `<0xHH>`, 1
 //!   otherwise), `.bos_token_id`, `.eos_token_id`, `ruvllm.tokenizer.max_token_length`, and
@@ -155,7 +166,8 @@ pub(crate) fn mul(a: usize, b: usize) -> Result<usize> {
 /// and 32-bit hosts).
 pub(crate) fn checked_params(c: &Config) -> Result<usize> {
     let (d, h, kv) = (c.dim, c.hidden_dim, c.kv_dim());
-    let per_layer = [mul(2, d)?, mul(d, d)?, mul(mul(2, d)?, kv)?, mul(d, d)?, mul(mul(3, d)?, h)?];
+    let q = mul(c.n_heads, c.head_size())?;
+    let per_layer = [mul(2, d)?, mul(d, q)?, mul(mul(2, d)?, kv)?, mul(q, d)?, mul(mul(3, d)?, h)?];
     let cls = if c.shared_classifier { 0 } else { 1 };
     let total = [mul(c.n_layers, sum(&per_layer)?)?, mul(mul(c.vocab_size, d)?, 1 + cls)?, d];
     sum(&total)
@@ -187,7 +199,8 @@ impl HostModel {
         bad(self.layers.len() == c.n_layers, "layer count")?;
         for l in &self.layers {
             bad(l.attn_norm.len() == d && l.ffn_norm.len() == d, "norm size")?;
-            bad(l.wq.len() == mul(d, d)? && l.wo.len() == mul(d, d)?, "attention matrix size")?;
+            let q = c.q_dim();
+            bad(l.wq.len() == mul(q, d)? && l.wo.len() == mul(d, q)?, "attention matrix size")?;
             bad(l.wk.len() == mul(kv, d)? && l.wv.len() == mul(kv, d)?, "key/value matrix size")?;
             bad(
                 l.w1.len() == mul(h, d)? && l.w2.len() == mul(d, h)? && l.w3.len() == mul(h, d)?,
@@ -224,6 +237,14 @@ impl HostModel {
 
     /// Writes the engine's GGUF (layout in the module docs). `Err(Missing)` without a vocab.
     pub fn to_gguf(&self, quant: Quant) -> Result<Vec<u8>> {
+        Ok(self.to_gguf_sparse(quant, false)?.0)
+    }
+
+    /// [`HostModel::to_gguf`], with `sparse` (q8 only): each block matrix whose codes are at
+    /// least [`sparse::BREAK_EVEN`](crate::infer::integer::sparse::BREAK_EVEN) zero is stored
+    /// as sparse rows, the others dense. Also returns how many matrices went sparse; with none,
+    /// the image is exactly [`HostModel::to_gguf`]'s.
+    pub fn to_gguf_sparse(&self, quant: Quant, sparse: bool) -> Result<(Vec<u8>, usize)> {
         let vocab = self.vocab.as_ref().ok_or(Error::Missing { what: "tokenizer vocabulary" })?;
         self.validate()?;
         let c = &self.config;
@@ -239,6 +260,11 @@ impl HostModel {
         w.add_u32("llama.attention.head_count", u32_of(c.n_heads, "n_heads")?);
         w.add_u32("llama.attention.head_count_kv", u32_of(c.n_kv_heads, "n_kv_heads")?);
         w.add_u32("llama.rope.dimension_count", u32_of(c.head_size(), "head_size")?);
+        // Only for a model whose heads were removed: other images stay as they were.
+        if c.head_dim > 0 {
+            w.add_u32(crate::model::config::KEY_LENGTH, u32_of(c.head_dim, "head_dim")?);
+            w.add_u32(crate::model::config::VALUE_LENGTH, u32_of(c.head_dim, "head_dim")?);
+        }
         w.add_f32("llama.attention.layer_norm_rms_epsilon", c.norm_eps);
         w.add_f32("llama.rope.freq_base", c.rope_theta);
         w.add_u32("llama.vocab_size", u32_of(c.vocab_size, "vocab_size")?);
@@ -253,26 +279,91 @@ impl HostModel {
         let add_matrix = |w: &mut GgufWriter, name: &str, m: &[f32], rows, cols, quant| {
             add_matrix(w, name, m, rows, cols, quant, blocks)
         };
+        let mut sparse_count = 0;
+        let sparse = sparse && quant == Quant::Q8;
+        let add_block = |w: &mut GgufWriter, name: &str, m: &[f32], rows, cols, count: &mut usize| {
+            if sparse && add_sparse(w, name, m, rows, cols, blocks)? {
+                *count += 1;
+                return Ok(());
+            }
+            add_matrix(w, name, m, rows, cols, quant)
+        };
         add_matrix(&mut w, "token_embd.weight", &self.token_embd, c.vocab_size, d, quant.embeddings())?;
         for (i, l) in self.layers.iter().enumerate() {
             let name = |s: &str| format!("blk.{i}.{s}.weight");
             add_norm(&mut w, &name("attn_norm"), &l.attn_norm)?;
-            add_matrix(&mut w, &name("attn_q"), &l.wq, d, d, quant)?;
-            add_matrix(&mut w, &name("attn_k"), &l.wk, kv, d, quant)?;
-            add_matrix(&mut w, &name("attn_v"), &l.wv, kv, d, quant)?;
-            add_matrix(&mut w, &name("attn_output"), &l.wo, d, d, quant)?;
+            let n = &mut sparse_count;
+            let q = c.q_dim();
+            add_block(&mut w, &name("attn_q"), &l.wq, q, d, n)?;
+            add_block(&mut w, &name("attn_k"), &l.wk, kv, d, n)?;
+            add_block(&mut w, &name("attn_v"), &l.wv, kv, d, n)?;
+            add_block(&mut w, &name("attn_output"), &l.wo, d, q, n)?;
             add_norm(&mut w, &name("ffn_norm"), &l.ffn_norm)?;
-            add_matrix(&mut w, &name("ffn_gate"), &l.w1, h, d, quant)?;
-            add_matrix(&mut w, &name("ffn_down"), &l.w2, d, h, quant)?;
-            add_matrix(&mut w, &name("ffn_up"), &l.w3, h, d, quant)?;
+            add_block(&mut w, &name("ffn_gate"), &l.w1, h, d, n)?;
+            add_block(&mut w, &name("ffn_down"), &l.w2, d, h, n)?;
+            add_block(&mut w, &name("ffn_up"), &l.w3, h, d, n)?;
         }
         add_norm(&mut w, "output_norm.weight", &self.output_norm)?;
         if let Some(o) = &self.output {
             add_matrix(&mut w, "output.weight", o, c.vocab_size, d, quant.embeddings())?;
         }
         add_rope_table(&mut w, c)?;
-        Ok(w.finish())
+        if sparse_count > 0 {
+            w.add_u32(SPARSE_KEY, sparse_count as u32);
+        }
+        Ok((w.finish(), sparse_count))
     }
+}
+
+/// Metadata of an image holding sparse rows: how many matrices are stored so (absent: none).
+pub const SPARSE_KEY: &str = "ruvllm.sparse";
+
+/// The q8 codes and group scales a dense image would store for `m` (`rows x cols`): GGUF's
+/// Q8_0 (f16 scales, as f32) when `blocks`, else the engine's I8 groups with f32 scales.
+fn q8_codes(m: &[f32], rows: usize, cols: usize, blocks: bool) -> Result<(Vec<i8>, Vec<f32>)> {
+    if blocks {
+        let b = q8_0_blocks(m)?;
+        let (mut q, mut s) = (Vec::with_capacity(m.len()), Vec::with_capacity(m.len() / 32));
+        for k in b.chunks_exact(crate::gguf::Q8_0_BYTES as usize) {
+            s.push(crate::gguf::f16_to_f32(u16::from_le_bytes([k[0], k[1]])));
+            q.extend(k[2..].iter().map(|v| *v as i8));
+        }
+        return Ok((q, s));
+    }
+    let g = quant::groups(cols, quant::GROUP);
+    let mut q = vec![0i8; m.len()];
+    let mut s = vec![0f32; mul(rows, g)?];
+    for ((x, q), s) in m.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(s.chunks_exact_mut(g)) {
+        quant::quantize_row(x, q, s, quant::GROUP);
+    }
+    Ok((q, s))
+}
+
+/// Stores `m` as sparse rows (`<name>.sparse`, I8 of one dimension, and `<name>.scale`, F32
+/// `[groups, rows]`) when its q8 codes are zero at or past the measured break-even, with the
+/// codes and scales the dense image would hold (so both compute the same numbers); `false`
+/// (nothing written) below it.
+fn add_sparse(
+    w: &mut GgufWriter,
+    name: &str,
+    m: &[f32],
+    rows: usize,
+    cols: usize,
+    blocks: bool,
+) -> Result<bool> {
+    use crate::infer::integer::sparse;
+    let (q, s) = q8_codes(m, rows, cols, blocks)?;
+    if !sparse::prefer_sparse(q.iter().filter(|&&c| c == 0).count(), q.len()) {
+        return Ok(false);
+    }
+    let mut b = vec![0u8; sparse::encoded_len(&q, cols, quant::GROUP)];
+    let n = sparse::encode(&q, cols, quant::GROUP, &mut b)?;
+    b.truncate(n);
+    let len = b.len() as u64;
+    w.add_tensor(&format!("{name}{}", crate::model::weights::SPARSE_SUFFIX), &[len], GgmlType::I8, b)?;
+    let g = quant::groups(cols, quant::GROUP) as u64;
+    w.add_tensor(&format!("{name}.scale"), &[g, rows as u64], GgmlType::F32, f32_bytes(&s))?;
+    Ok(true)
 }
 
 /// GGUF's Q8_0 of `m` (rows of whole blocks): per 32 values the f16 scale `amax / 127`, then
@@ -321,11 +412,7 @@ fn add_matrix(
         Quant::Q8 if blocks => w.add_tensor(name, &dims, GgmlType::Q8_0, q8_0_blocks(m)?),
         Quant::Q8 => {
             let g = quant::groups(cols, quant::GROUP);
-            let mut q = vec![0i8; m.len()];
-            let mut s = vec![0f32; mul(rows, g)?];
-            for ((x, q), s) in m.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(s.chunks_exact_mut(g)) {
-                quant::quantize_row(x, q, s, quant::GROUP);
-            }
+            let (q, s) = q8_codes(m, rows, cols, false)?;
             let qb: Vec<u8> = q.iter().map(|v| *v as u8).collect();
             w.add_tensor(name, &dims, GgmlType::I8, qb)?;
             w.add_tensor(&format!("{name}.scale"), &[g as u64, rows as u64], GgmlType::F32, f32_bytes(&s))

@@ -21,6 +21,7 @@ fn tiny(shared: bool) -> HostModel {
         n_layers: 2,
         n_heads: 4,
         n_kv_heads: 2,
+        head_dim: 0,
         vocab_size: 260,
         seq_len: 32,
         shared_classifier: shared,

@@ -67,13 +67,14 @@ pub fn shard(image: &[u8], s: &Shard) -> Result<Vec<u8>> {
         return Err(Error::Unsupported { what: "cutting an image that is already one node's part" });
     }
     let model = <Model<'_>>::from_gguf(image)?;
+    // Refuses what tensor parallelism cannot split (packed or sparse rows among them).
     crate::infer::parts(&model)?;
     let c = &model.config;
     let (hs, group) = (c.head_size(), model.group);
     if s.heads.start > s.heads.end
         || s.kv_heads.start > s.kv_heads.end
         || s.hidden.start > s.hidden.end
-        || s.heads.end * hs > c.dim
+        || s.heads.end * hs > c.q_dim()
         || s.kv_heads.end * hs > c.kv_dim()
         || s.hidden.end > c.hidden_dim
         || !(s.heads.start * hs).is_multiple_of(group)

@@ -32,10 +32,11 @@ pub struct Batch<'s> {
 /// Buffer sizes per position, in elements: `[x, xb, xb2, hb, hb2, q, k, v, rope, logits]`
 /// f32s, then the int8 activation and its scales.
 fn per_position(c: &Config, p: Precision, group: usize) -> ([usize; 10], usize, usize) {
-    let (d, h, kv) = (c.dim, c.hidden_dim, c.kv_dim());
-    let widest = d.max(h);
+    let (d, h, kv, q) = (c.dim, c.hidden_dim, c.kv_dim(), c.q_dim());
+    let widest = d.max(h).max(q);
     let (xq, xs) = if p == Precision::F32 { (0, 0) } else { (widest, widest.div_ceil(group)) };
-    ([d, d, d, h, h, d, kv, kv, c.head_size(), c.vocab_size], xq, xs)
+    // x, xb, xb2 (the attention's output), hb, hb2, q, ...
+    ([d, d, q, h, h, q, kv, kv, c.head_size(), c.vocab_size], xq, xs)
 }
 
 impl<'s> Batch<'s> {
@@ -87,6 +88,9 @@ fn rows_from<'a>(m: &Matrix<'a>, r0: usize, group: usize) -> Matrix<'a> {
         Matrix::Q8Block { b, rows, cols } => {
             let row_bytes = cols / 32 * crate::gguf::Q8_0_BYTES as usize;
             Matrix::Q8Block { b: &b[r0 * row_bytes..], rows: rows - r0, cols }
+        }
+        Matrix::Sparse { m, s } => {
+            Matrix::Sparse { m: m.sub(r0..m.rows()), s: &s[r0 * m.cols().div_ceil(group)..] }
         }
         Matrix::Ternary { q, s, rows, cols } => {
             let stride = crate::packed::ternary_row_bytes(cols);
@@ -173,6 +177,7 @@ impl State<'_> {
             });
         }
         let (d, h, hs, kv_dim, group) = (c.dim, c.hidden_dim, c.head_size(), c.kv_dim(), model.group);
+        let qd = c.q_dim();
         let shape = AttnShape { head_size: hs, kv_dim, kv_mul: c.n_heads / c.n_kv_heads };
         let ng = kv_dim.div_ceil(group);
         let k = self.kernels;
@@ -215,18 +220,18 @@ impl State<'_> {
             // Each position attends to the cache up to itself, now that all of them are in.
             for i in 0..n {
                 let p = pos + i;
-                let qi = &mut q[i * d..(i + 1) * d];
+                let qi = &mut q[i * qd..(i + 1) * qd];
                 reference::rope(qi, &rope[i * hs..(i + 1) * hs]);
                 let range = l * self.seq_len * kv_dim..(l * self.seq_len + p + 1) * kv_dim;
                 let s_range = l * self.seq_len * ng..(l * self.seq_len + p + 1) * ng;
-                let o = &mut xb2[i * d..(i + 1) * d];
+                let o = &mut xb2[i * qd..(i + 1) * qd];
                 match &self.kv {
                     KvCache::F32 { k: kc, v: vc } => {
                         (k.attention_f32)(o, qi, &kc[range.clone()], &vc[range], self.att, shape)
                     }
                     KvCache::Q8 { k: kc, ks, v: vc, vs } => {
                         let (qq, qs) =
-                            (&mut xq[i * q_w..i * q_w + d], &mut xs[i * s_w..i * s_w + d.div_ceil(group)]);
+                            (&mut xq[i * q_w..i * q_w + qd], &mut xs[i * s_w..i * s_w + qd.div_ceil(group)]);
                         (k.quantize)(qi, qq, qs, group);
                         crate::quant::dequantize_row(qq, qs, qi, group);
                         let query = QueryQ8 { q: qi, qq, qs };

@@ -161,8 +161,10 @@ impl Plan {
         let cache = c.n_layers * seq_len * kv;
         // Attention scratch: the fast kernels keep scores for blocks of eight heads.
         let att = c.n_heads.next_multiple_of(8) * seq_len;
-        let f32s = [d, d, d, h, h, d, kv, att, c.vocab_size, c.head_size()];
-        let widest = d.max(h);
+        let q = c.q_dim();
+        // x, xb, xb2 (the attention's output), hb, hb2, q, ...
+        let f32s = [d, d, q, h, h, q, kv, att, c.vocab_size, c.head_size()];
+        let widest = d.max(h).max(q);
         match p {
             Precision::F32 => Plan { f32s, kv_f32: cache, kv_i8: 0, kv_scales: 0, xq: 0, xs: 0 },
             // Ternary and binary run the q8 path's activations and cache.
@@ -523,7 +525,7 @@ fn quantize_for(k: Kernels, m: &Matrix<'_>, x: &[f32], xq: &mut [i8], xs: &mut [
                 *s = crate::gguf::f16_to_f32(crate::gguf::f32_to_f16(*s));
             }
         }
-        Matrix::Q8 { .. } | Matrix::Ternary { .. } | Matrix::Binary { .. } => {
+        Matrix::Q8 { .. } | Matrix::Sparse { .. } | Matrix::Ternary { .. } | Matrix::Binary { .. } => {
             (k.quantize)(x, &mut xq[..cols], &mut xs[..cols.div_ceil(group)], group)
         }
     }
@@ -536,6 +538,11 @@ fn product(k: Kernels, out: &mut [f32], m: &Matrix<'_>, x: &[f32], xq: &[i8], xs
         Matrix::F32 { w, .. } => (k.matvec_f32)(out, w, x),
         Matrix::Q8 { q, s, cols, .. } => {
             (k.matvec_q8)(out, q, s, &xq[..cols], &xs[..cols.div_ceil(group)], group)
+        }
+        // No zero multiplied: the reference q8 kernel's sums over the kept codes.
+        Matrix::Sparse { m, s } => {
+            let ng = m.cols().div_ceil(group);
+            reference::matvec_q8_sparse(out, &m, s, &xq[..m.cols()], &xs[..ng])
         }
         Matrix::Q8Block { b, cols, .. } => {
             (k.matvec_q8_block)(out, b, &xq[..cols], &xs[..cols.div_ceil(group)])

@@ -36,6 +36,36 @@ pub fn matvec_q8(out: &mut [f32], wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32], 
     }
 }
 
+/// [`matvec_q8`] over sparse rows ([`crate::infer::integer::sparse`]) with the dense matrix's
+/// group scales `ws`: each group's exact sum over its kept codes is the dense group's sum, and
+/// every group (an empty one too) adds `isum * (sw * sx)` in the same order, so the result is
+/// [`matvec_q8`]'s on the same codes bit for bit. `out` may be shorter than the matrix.
+pub fn matvec_q8_sparse(
+    out: &mut [f32],
+    m: &crate::infer::integer::sparse::SparseRows<'_>,
+    ws: &[f32],
+    xq: &[i8],
+    xs: &[f32],
+) {
+    let (b, cols, group) = (m.bytes(), m.cols(), m.group());
+    let ng = cols.div_ceil(group);
+    let mut at = 0;
+    for (o, rs) in out.iter_mut().take(m.rows()).zip(ws.chunks_exact(ng)) {
+        let mut acc = 0.0f32;
+        for (g, (sw, sx)) in rs.iter().zip(&xs[..ng]).enumerate() {
+            let n = b[at] as usize;
+            let xg = &xq[g * group..(g * group + group).min(cols)];
+            let mut isum = 0i32;
+            for p in b[at + 1..at + 1 + 2 * n].chunks_exact(2) {
+                isum += p[1] as i8 as i32 * xg[p[0] as usize] as i32;
+            }
+            at += 1 + 2 * n;
+            acc += isum as f32 * (sw * sx);
+        }
+        *o = acc;
+    }
+}
+
 /// [`matvec_q8`] over GGUF Q8_0 rows: `wb` holds `out.len()` rows of `n / 32` blocks, each an
 /// f16 scale then 32 int8 values; `xq`/`xs` is the activation quantized in groups of 32. The
 /// same arithmetic as `matvec_q8` with the block's scale as the group's.

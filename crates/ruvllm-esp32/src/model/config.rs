@@ -19,6 +19,10 @@ pub struct Config {
     pub n_heads: usize,
     /// Key/value heads (grouped-query attention when smaller than `n_heads`).
     pub n_kv_heads: usize,
+    /// Values per head when a model's heads are not `dim / n_heads` wide (attention heads
+    /// removed by `convert --prune-heads`: GGUF's `llama.attention.key_length`); 0: `dim /
+    /// n_heads`, as in every llama2.c file.
+    pub head_dim: usize,
     pub vocab_size: usize,
     /// Context length the model was trained for.
     pub seq_len: usize,
@@ -28,9 +32,41 @@ pub struct Config {
     pub rope_theta: f32,
 }
 
+/// GGUF's head size keys, which llama.cpp writes for every model and this engine only for one
+/// whose heads were removed (`convert --prune-heads`).
+pub const KEY_LENGTH: &str = "llama.attention.key_length";
+pub const VALUE_LENGTH: &str = "llama.attention.value_length";
+
+/// [`Config::head_dim`] from [`KEY_LENGTH`] and [`VALUE_LENGTH`] (either may be absent): 0 when
+/// both are, or when the size is `dim / n_heads` anyway. Keys and values of different sizes
+/// are refused (this engine's attention reads both with one head size).
+pub fn head_dim_from(key: Option<u32>, value: Option<u32>, dim: usize, n_heads: usize) -> Result<usize> {
+    let hs = match (key, value) {
+        (None, None) => return Ok(0),
+        (Some(k), Some(v)) if k != v => {
+            return Err(Error::Unsupported { what: "attention keys and values of different head sizes" })
+        }
+        (k, v) => k.or(v).unwrap_or(0) as usize,
+    };
+    if hs == 0 || hs > MAX_DIM {
+        return Err(Error::Invalid { what: "llama.attention.key_length out of range" });
+    }
+    Ok(if n_heads > 0 && hs.checked_mul(n_heads) == Some(dim) { 0 } else { hs })
+}
+
 impl Config {
     pub fn head_size(&self) -> usize {
-        self.dim / self.n_heads
+        if self.head_dim > 0 {
+            self.head_dim
+        } else {
+            self.dim / self.n_heads.max(1)
+        }
+    }
+
+    /// Width of the query and of the attention's output (`wq`'s rows, `wo`'s columns):
+    /// `dim`, unless heads were removed.
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_size()
     }
 
     pub fn kv_dim(&self) -> usize {
@@ -53,8 +89,11 @@ impl Config {
         if !ok_range(self.seq_len, MAX_SEQ_LEN) {
             return Err(Error::Invalid { what: "context length out of range" });
         }
-        if self.n_heads == 0 || !self.dim.is_multiple_of(self.n_heads) {
+        if self.n_heads == 0 || (self.head_dim == 0 && !self.dim.is_multiple_of(self.n_heads)) {
             return Err(Error::Invalid { what: "dim is not a multiple of the head count" });
+        }
+        if self.head_dim > MAX_DIM || (self.n_heads as u64) * (self.head_size() as u64) > MAX_DIM as u64 {
+            return Err(Error::Invalid { what: "head size or head count out of range" });
         }
         if !self.head_size().is_multiple_of(2) {
             return Err(Error::Invalid { what: "head size must be even for RoPE" });
@@ -91,7 +130,8 @@ impl Config {
     /// chip's usize could, before `validate` ran).
     fn params(&self) -> u64 {
         let (d, h, kv) = (self.dim as u64, self.hidden_dim as u64, self.kv_dim() as u64);
-        let per_layer = 2 * d + d * d + 2 * d * kv + d * d + 3 * d * h;
+        let q = self.q_dim() as u64;
+        let per_layer = 2 * d + d * q + 2 * d * kv + q * d + 3 * d * h;
         let vocab = self.vocab_size as u64 * d;
         let cls = if self.shared_classifier { 0 } else { vocab };
         vocab + self.n_layers as u64 * per_layer + d + cls
@@ -109,6 +149,7 @@ mod tests {
             n_layers: 5,
             n_heads: 8,
             n_kv_heads: 4,
+            head_dim: 0,
             vocab_size: 512,
             seq_len: 512,
             shared_classifier: true,
@@ -134,6 +175,25 @@ mod tests {
         let mut c = stories260k();
         c.n_layers = 0;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn head_size_keys_give_a_head_dim_only_when_it_differs() {
+        assert_eq!(head_dim_from(None, None, 64, 8).unwrap(), 0);
+        // llama.cpp writes the keys for every model: dim / n_heads is the default.
+        assert_eq!(head_dim_from(Some(8), Some(8), 64, 8).unwrap(), 0);
+        assert_eq!(head_dim_from(Some(8), None, 64, 6).unwrap(), 8);
+        assert!(head_dim_from(Some(8), Some(16), 64, 6).is_err());
+        assert!(head_dim_from(Some(0), None, 64, 6).is_err());
+        assert!(head_dim_from(Some(u32::MAX), None, 64, 6).is_err());
+        let mut c = stories260k();
+        (c.n_heads, c.n_kv_heads, c.head_dim) = (6, 3, 8);
+        c.validate().unwrap();
+        assert_eq!((c.head_size(), c.q_dim(), c.kv_dim()), (8, 48, 24));
+        c.head_dim = 7;
+        assert!(c.validate().is_err(), "an odd head size");
+        (c.n_heads, c.head_dim) = (1 << 15, 1 << 15);
+        assert!(c.validate().is_err(), "query wider than the limits");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::gguf::{self, GgmlType, Gguf, TensorInfo, Value, ValueType};
+use crate::infer::integer::sparse::SparseRows;
 use crate::model::Config;
 use crate::packed;
 use crate::tokenizer::Vocab;
@@ -95,6 +96,14 @@ pub enum Matrix<'a> {
         rows: usize,
         cols: usize,
     },
+    /// A pruned q8 matrix as sparse rows ([`crate::infer::integer::sparse`]): only its non-zero
+    /// codes, with the dense matrix's group scales `s` (`[rows][groups]`). The same numbers as
+    /// [`Matrix::Q8`] with those codes; checked at load, so its kernels read it without a bounds
+    /// failure.
+    Sparse {
+        m: SparseRows<'a>,
+        s: &'a [f32],
+    },
     /// [`crate::packed`] ternary rows (`ternary_row_bytes(cols)` bytes each), one scale per row.
     Ternary {
         q: &'a [u8],
@@ -119,6 +128,7 @@ impl<'a> Matrix<'a> {
             | Matrix::Q8Block { rows, .. }
             | Matrix::Ternary { rows, .. }
             | Matrix::Binary { rows, .. } => rows,
+            Matrix::Sparse { m, .. } => m.rows(),
         }
     }
 
@@ -129,6 +139,7 @@ impl<'a> Matrix<'a> {
             | Matrix::Q8Block { cols, .. }
             | Matrix::Ternary { cols, .. }
             | Matrix::Binary { cols, .. } => cols,
+            Matrix::Sparse { m, .. } => m.cols(),
         }
     }
 
@@ -138,6 +149,7 @@ impl<'a> Matrix<'a> {
             Matrix::F32 { w, .. } => core::mem::size_of_val(w),
             Matrix::Q8 { q, s, .. } => q.len() + core::mem::size_of_val(s),
             Matrix::Q8Block { b, .. } => b.len(),
+            Matrix::Sparse { m, s } => m.len() + core::mem::size_of_val(s),
             Matrix::Ternary { q, s, .. } | Matrix::Binary { q, s, .. } => q.len() + core::mem::size_of_val(s),
         }
     }
@@ -147,6 +159,7 @@ impl<'a> Matrix<'a> {
         match *self {
             Matrix::F32 { w: v, .. }
             | Matrix::Q8 { s: v, .. }
+            | Matrix::Sparse { s: v, .. }
             | Matrix::Ternary { s: v, .. }
             | Matrix::Binary { s: v, .. } => v.iter().all(|x| x.is_finite()),
             // A half is infinite or NaN when its exponent bits are all set.
@@ -166,6 +179,12 @@ impl<'a> Matrix<'a> {
                     out,
                     group,
                 );
+            }
+            // `code as f32 * scale` of each kept code, as `dequantize_row` of the dense codes.
+            Matrix::Sparse { m, s } => {
+                let ng = m.cols().div_ceil(group);
+                out[..m.cols()].fill(0.0);
+                m.for_row(r, |c, v| out[c] = v as f32 * s[r * ng + c / group]);
             }
             Matrix::Q8Block { b, cols, .. } => {
                 let row = &b[r * (cols / 32) * Q8_0_BYTES..(r + 1) * (cols / 32) * Q8_0_BYTES];
@@ -263,6 +282,12 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
             n_layers: u("llama.block_count")?,
             n_heads,
             n_kv_heads: g.get_u32("llama.attention.head_count_kv").map(|v| v as usize).unwrap_or(n_heads),
+            head_dim: crate::model::config::head_dim_from(
+                opt_u32(g, crate::model::config::KEY_LENGTH)?,
+                opt_u32(g, crate::model::config::VALUE_LENGTH)?,
+                dim,
+                n_heads,
+            )?,
             vocab_size: tokens.len,
             seq_len: u("llama.context_length")?,
             shared_classifier: g.tensor("output.weight").is_none(),
@@ -293,7 +318,7 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
                 precision_of(&matrix(g, &name, c.hidden.len(), d, group)?)
             }
             Some(c) => precision_of(&matrix(g, &name, c.heads.len() * config.head_size(), d, group)?),
-            None => precision_of(&matrix(g, &name, d, d, group)?),
+            None => precision_of(&matrix(g, &name, config.q_dim(), d, group)?),
         };
         if matches!(precision, Precision::Ternary | Precision::Binary) {
             if !group.is_multiple_of(8) {
@@ -312,7 +337,7 @@ impl<'a, const MAX_LAYERS: usize> Model<'a, MAX_LAYERS> {
         let hs = config.head_size();
         let (q, kv, h) = match &shard {
             Some(c) => (c.heads.len() * hs, c.kv_heads.len() * hs, c.hidden.len()),
-            None => (d, kv, h),
+            None => (config.q_dim(), kv, h),
         };
         let mut layers = heapless::Vec::new();
         for l in 0..config.n_layers {
@@ -472,7 +497,7 @@ fn layer_name(name: &mut heapless::String<64>, l: usize, suffix: &str) -> Result
 fn precision_of(m: &Matrix<'_>) -> Precision {
     match m {
         Matrix::F32 { .. } => Precision::F32,
-        Matrix::Q8 { .. } | Matrix::Q8Block { .. } => Precision::Q8,
+        Matrix::Q8 { .. } | Matrix::Q8Block { .. } | Matrix::Sparse { .. } => Precision::Q8,
         Matrix::Ternary { .. } => Precision::Ternary,
         Matrix::Binary { .. } => Precision::Binary,
     }
@@ -524,6 +549,9 @@ fn matrix<'a>(g: &Gguf<'a>, name: &str, rows: usize, cols: usize, group: usize) 
         Ok(s)
     };
     if g.tensor(name).is_none() {
+        if let Some(t) = g.tensor(&suffixed(SPARSE_SUFFIX)?) {
+            return sparse_matrix(g, &t, &suffixed(".scale")?, rows, cols, group);
+        }
         for (suffix, ternary) in [(".tern", true), (".bin", false)] {
             let Some(t) = g.tensor(&suffixed(suffix)?) else { continue };
             let stride =
@@ -604,6 +632,44 @@ fn shard_of(g: &Gguf<'_>, c: &crate::model::Config) -> Result<Option<ShardCut>> 
         return Err(bad);
     }
     Ok(Some(ShardCut { heads, kv_heads, hidden }))
+}
+
+/// An optional u32 key: absent is `None`, present with another type an error.
+fn opt_u32(g: &Gguf<'_>, key: &'static str) -> Result<Option<u32>> {
+    match g.get_u32(key) {
+        Ok(v) => Ok(Some(v)),
+        Err(Error::Missing { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Suffix of a sparse matrix's tensor (`<name>.sparse`, which replaces `<name>`).
+pub const SPARSE_SUFFIX: &str = ".sparse";
+
+/// `<name>.sparse`: I8 bytes of one dimension, the encoding of
+/// [`crate::infer::integer::sparse`], with the dense matrix's `<name>.scale` (F32
+/// `[groups, rows]`). Every count and column is checked here.
+fn sparse_matrix<'a>(
+    g: &Gguf<'a>,
+    t: &TensorInfo<'a>,
+    scale: &str,
+    rows: usize,
+    cols: usize,
+    group: usize,
+) -> Result<Matrix<'a>> {
+    if t.ty != GgmlType::I8 || t.n_dims != 1 {
+        return Err(Error::Invalid { what: "sparse rows that are not one dimension of I8 bytes" });
+    }
+    if group > crate::infer::integer::sparse::MAX_GROUP {
+        return Err(Error::Unsupported { what: "sparse rows in quantization groups over 255" });
+    }
+    let st = g.tensor(scale).ok_or(Error::Missing { what: "the .scale tensor of a sparse matrix" })?;
+    check_dims(&st, &[cols.div_ceil(group), rows])?;
+    if st.ty != GgmlType::F32 {
+        return Err(Error::Invalid { what: "sparse-row scales that are not F32" });
+    }
+    let m = SparseRows::new(t.data, rows, cols, group)?;
+    Ok(Matrix::Sparse { m, s: gguf::as_f32(st.data)? })
 }
 
 /// The image's [`Cut`], if it is one; a cut whose layers fall outside its model is refused.

@@ -29,6 +29,7 @@ pub fn synthetic(dim: usize, hidden: usize, layers: usize, heads: usize, kv_head
         n_layers: layers,
         n_heads: heads,
         n_kv_heads: kv_heads,
+        head_dim: 0,
         vocab_size: vocab,
         seq_len: 96,
         shared_classifier: false,

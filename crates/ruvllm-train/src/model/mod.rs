@@ -100,6 +100,7 @@ pub struct Tensor {
 impl Layout {
     pub fn new(c: &Config) -> Layout {
         let (d, h, kv, v) = (c.dim, c.hidden_dim, c.kv_dim(), c.vocab_size);
+        let q = c.q_dim();
         let mut at = 0;
         let mut take = |n: usize| {
             let r = at..at + n;
@@ -110,10 +111,10 @@ impl Layout {
         let layers = (0..c.n_layers)
             .map(|_| LayerLayout {
                 attn_norm: take(d),
-                wq: take(d * d),
+                wq: take(q * d),
                 wk: take(kv * d),
                 wv: take(kv * d),
-                wo: take(d * d),
+                wo: take(d * q),
                 ffn_norm: take(d),
                 w1: take(h * d),
                 w2: take(d * h),
@@ -137,10 +138,10 @@ impl Layout {
         let mut out = vec![t("token_embd".into(), &self.token_embd, v, d)];
         for (i, l) in self.layers.iter().enumerate() {
             out.push(t(format!("{i}.attn_norm"), &l.attn_norm, 1, d));
-            out.push(t(format!("{i}.wq"), &l.wq, d, d));
+            out.push(t(format!("{i}.wq"), &l.wq, c.q_dim(), d));
             out.push(t(format!("{i}.wk"), &l.wk, kv, d));
             out.push(t(format!("{i}.wv"), &l.wv, kv, d));
-            out.push(t(format!("{i}.wo"), &l.wo, d, d));
+            out.push(t(format!("{i}.wo"), &l.wo, d, c.q_dim()));
             out.push(t(format!("{i}.ffn_norm"), &l.ffn_norm, 1, d));
             out.push(t(format!("{i}.w1"), &l.w1, h, d));
             out.push(t(format!("{i}.w2"), &l.w2, d, h));
@@ -368,6 +369,7 @@ mod tests {
             n_layers: 2,
             n_heads: 4,
             n_kv_heads: 2,
+            head_dim: 0,
             vocab_size: 11,
             seq_len: 6,
             shared_classifier: true,

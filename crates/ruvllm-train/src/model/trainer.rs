@@ -175,6 +175,8 @@ struct Worker {
 impl Worker {
     fn new(c: &Config, t: usize, n_params: usize, own_grads: bool) -> Worker {
         let (d, h, kv, l, v) = (c.dim, c.hidden_dim, c.kv_dim(), c.n_layers, c.vocab_size);
+        // The query and the attention's output: dim wide unless heads were removed.
+        let q = c.q_dim();
         let z = |n: usize| vec![0.0f32; n];
         Worker {
             x: z((l + 1) * t * d),
@@ -184,26 +186,26 @@ impl Worker {
             xn1: z(l * t * d),
             xn2: z(l * t * d),
             xnf: z(t * d),
-            q: z(l * t * d),
+            q: z(l * t * q),
             kt: z(l * kv * t),
             vt: z(l * kv * t),
-            ao: z(l * t * d),
+            ao: z(l * t * q),
             lse: z(l * c.n_heads * t),
             h1: z(l * t * h),
             h3: z(l * t * h),
             hg: z(l * t * h),
             logits: z(t * v),
-            qkv: z(t * (d + 2 * kv)),
+            qkv: z(t * (q.max(d) + 2 * kv)),
             krow: z(t * kv),
             vrow: z(t * kv),
             dres: z(t * d),
             dxn: z(t * d),
-            dq: z(t * d),
+            dq: z(t * q),
             dk: z(t * kv),
             dv: z(t * kv),
             dkt: z(kv * t),
             dvt: z(kv * t),
-            dao: z(t * d),
+            dao: z(t * q),
             dh1: z(t * h),
             dh3: z(t * h),
             dhg: z(t * h),
@@ -304,8 +306,10 @@ impl Worker {
             self.x[t * d..(t + 1) * d].copy_from_slice(&embd[tok * d..(tok + 1) * d]);
         }
         tm.lap(OTHER_F);
+        let qd = c.q_dim();
         for (l, lw) in cx.layout.layers.iter().enumerate() {
             let td = l * st * d..(l + 1) * st * d;
+            let tq = l * st * qd..(l + 1) * st * qd;
             let (x, rest) = self.x[l * st * d..].split_at_mut(st * d);
             let x_next = &mut rest[..st * d];
             let xn1 = &mut self.xn1[td.clone()];
@@ -316,19 +320,19 @@ impl Worker {
             }
             tm.lap(OTHER_F);
             // wq, wk and wv are consecutive in the layout: one product for all three.
-            let nqkv = d + 2 * kv;
+            let nqkv = qd + 2 * kv;
             k::matmul_xwt(&mut self.qkv, xn1, &w[lw.wq.start..lw.wv.end], t_len, d, nqkv, 0.0);
             tm.lap(MM_F);
-            let q = &mut self.q[td.clone()];
+            let q = &mut self.q[tq.clone()];
             for t in 0..t_len {
                 let row = &self.qkv[t * nqkv..(t + 1) * nqkv];
-                q[t * d..(t + 1) * d].copy_from_slice(&row[..d]);
-                self.krow[t * kv..(t + 1) * kv].copy_from_slice(&row[d..d + kv]);
-                self.vrow[t * kv..(t + 1) * kv].copy_from_slice(&row[d + kv..]);
+                q[t * qd..(t + 1) * qd].copy_from_slice(&row[..qd]);
+                self.krow[t * kv..(t + 1) * kv].copy_from_slice(&row[qd..qd + kv]);
+                self.vrow[t * kv..(t + 1) * kv].copy_from_slice(&row[qd + kv..]);
             }
             for t in 0..t_len {
                 let table = &cx.rope[t * hs..(t + 1) * hs];
-                rope(&mut q[t * d..(t + 1) * d], table);
+                rope(&mut q[t * qd..(t + 1) * qd], table);
                 rope(&mut self.krow[t * kv..(t + 1) * kv], table);
             }
             let kvr = l * kv * st..(l + 1) * kv * st;
@@ -342,7 +346,7 @@ impl Worker {
                 }
             }
             tm.lap(OTHER_F);
-            let ao = &mut self.ao[td.clone()];
+            let ao = &mut self.ao[tq.clone()];
             let lse = &mut self.lse[l * c.n_heads * st..(l + 1) * c.n_heads * st];
             if cx.unfused {
                 self.tt.resize(2 * st * st, 0.0);
@@ -353,7 +357,7 @@ impl Worker {
             tm.lap(ATT_F);
             let xm = &mut self.xm[td.clone()];
             xm[..t_len * d].copy_from_slice(&x[..t_len * d]);
-            k::matmul_xwt(xm, ao, &w[lw.wo.clone()], t_len, d, d, 1.0);
+            k::matmul_xwt(xm, ao, &w[lw.wo.clone()], t_len, qd, d, 1.0);
             tm.lap(MM_F);
             let xn2 = &mut self.xn2[td.clone()];
             let r2 = &mut self.r2[l * st..(l + 1) * st];
@@ -437,8 +441,10 @@ impl Worker {
             &self.r1[nl * st..nl * st + t_len],
         );
         tm.lap(OTHER_B);
+        let qd = c.q_dim();
         for (l, lw) in lay.layers.iter().enumerate().rev() {
             let td = l * st * d..(l + 1) * st * d;
+            let tq = l * st * qd..(l + 1) * st * qd;
             let th = l * st * h..(l + 1) * st * h;
             // FFN.
             let (h1, h3, hg) = (&self.h1[th.clone()], &self.h3[th.clone()], &self.hg[th]);
@@ -464,14 +470,14 @@ impl Worker {
             );
             tm.lap(OTHER_B);
             // Attention.
-            let ao = &self.ao[td.clone()];
-            k::matmul_xw(&mut self.dao, &self.dres, &w[lw.wo.clone()], t_len, d, d, 0.0);
-            k::matmul_dw(&mut g[lw.wo.clone()], &self.dres, ao, t_len, d, d);
+            let ao = &self.ao[tq.clone()];
+            k::matmul_xw(&mut self.dao, &self.dres, &w[lw.wo.clone()], t_len, qd, d, 0.0);
+            k::matmul_dw(&mut g[lw.wo.clone()], &self.dres, ao, t_len, qd, d);
             let kvr = l * kv * st..(l + 1) * kv * st;
             self.dkt.fill(0.0);
             self.dvt.fill(0.0);
             tm.lap(MM_B);
-            let q = &self.q[td.clone()];
+            let q = &self.q[tq];
             let lse = &self.lse[l * c.n_heads * st..(l + 1) * c.n_heads * st];
             if cx.unfused {
                 k::attention_backward_unfused(
@@ -502,16 +508,16 @@ impl Worker {
             k::untranspose(&mut self.dv, &self.dvt, t_len, kv, st);
             for t in 0..t_len {
                 let table = &cx.rope[t * hs..(t + 1) * hs];
-                k::rope_backward(&mut self.dq[t * d..(t + 1) * d], table);
+                k::rope_backward(&mut self.dq[t * qd..(t + 1) * qd], table);
                 k::rope_backward(&mut self.dk[t * kv..(t + 1) * kv], table);
             }
             tm.lap(OTHER_B);
-            let nqkv = d + 2 * kv;
+            let nqkv = qd + 2 * kv;
             for t in 0..t_len {
                 let row = &mut self.qkv[t * nqkv..(t + 1) * nqkv];
-                row[..d].copy_from_slice(&self.dq[t * d..(t + 1) * d]);
-                row[d..d + kv].copy_from_slice(&self.dk[t * kv..(t + 1) * kv]);
-                row[d + kv..].copy_from_slice(&self.dv[t * kv..(t + 1) * kv]);
+                row[..qd].copy_from_slice(&self.dq[t * qd..(t + 1) * qd]);
+                row[qd..qd + kv].copy_from_slice(&self.dk[t * kv..(t + 1) * kv]);
+                row[qd + kv..].copy_from_slice(&self.dv[t * kv..(t + 1) * kv]);
             }
             tm.lap(OTHER_B);
             let xn1 = &self.xn1[td.clone()];

@@ -171,6 +171,7 @@ impl Preset {
             n_layers: self.n_layers,
             n_heads: self.n_heads,
             n_kv_heads: self.n_kv_heads,
+            head_dim: 0,
             vocab_size,
             seq_len: self.seq_len,
             shared_classifier: true,
@@ -340,7 +341,9 @@ pub fn train(
             val_need,
         });
     }
-    let config = p.config(n_vocab);
+    // A fine-tuned model keeps its head size (heads removed: `convert --prune-heads`).
+    let mut config = p.config(n_vocab);
+    config.head_dim = opts.init.as_ref().map_or(0, |m| m.config.head_dim);
     let (mut loss_sum, mut loss_n) = (0.0f64, 0u64);
     let (mut params, mut adam, mut step, mut history, mut tokens_seen) = match resume {
         Some((_, ck)) => {

@@ -35,9 +35,9 @@ pub const MAX_POSITIONS: usize = 17;
 
 /// Per position, in words: `[x, xb, xb2, q, k, v, hb, hb2, logits, xq words, xs, lut]`.
 fn per_position(s: &view::Shape) -> [usize; 12] {
-    let (d, h, kv) = (s.dim, s.hidden, s.kv_dim());
-    let widest = d.max(h);
-    [d, d, d, d, kv, kv, h, h, s.vocab, widest.div_ceil(4), widest.div_ceil(s.group), s.lut_entries()]
+    let (d, h, kv, q) = (s.dim, s.hidden, s.kv_dim(), s.q_dim());
+    let widest = d.max(h).max(q);
+    [d, d, q, q, kv, kv, h, h, s.vocab, widest.div_ceil(4), widest.div_ceil(s.group), s.lut_entries()]
 }
 
 impl<'s> IntBatch<'s> {
@@ -101,6 +101,10 @@ fn rows_from<'a>(m: &LMat<'a>, r0: usize, group: usize) -> LMat<'a> {
             let row = b.cols / 32 * super::BLOCK;
             LMat::Q8Block(view::BMat { b: &b.b[r0 * row..], cols: b.cols })
         }
+        LMat::Sparse(m) => LMat::Sparse(view::SMat {
+            m: m.m.sub(r0..m.m.rows()),
+            s: &m.s[r0 * m.m.cols().div_ceil(group)..],
+        }),
         LMat::Ternary(p) => {
             let stride = crate::packed::ternary_row_bytes(p.cols);
             LMat::Ternary(PMat { q: &p.q[r0 * stride..], s: &p.s[r0..], cols: p.cols })
@@ -118,6 +122,7 @@ fn tile_rows(m: &LMat<'_>, group: usize) -> usize {
     let row_bytes = match *m {
         LMat::Q8(q) => q.cols + 4 * q.cols.div_ceil(group),
         LMat::Q8Block(b) => b.cols / 32 * super::BLOCK,
+        LMat::Sparse(m) => m.m.len() / m.m.rows().max(1) + 4 * m.m.cols().div_ceil(group),
         LMat::Ternary(p) => crate::packed::ternary_row_bytes(p.cols) + 4,
         LMat::Binary(p) => crate::packed::binary_row_bytes(p.cols) + 4,
     };
@@ -202,6 +207,8 @@ impl IntState<'_> {
             });
         }
         let (d, h, kv_dim, g) = (s.dim, s.hidden, s.kv_dim(), s.group);
+        // The query and the attention's output: dim wide unless heads were removed.
+        let qd = s.q_dim();
         let ng = kv_dim.div_ceil(g);
         let cap = batch.capacity;
         let IntBatch { x, xb, xb2, q, k, v, hb, hb2, logits: out, xq, xs, lut, lut_e, .. } = batch;
@@ -228,7 +235,7 @@ impl IntState<'_> {
                 rmsnorm(&mut xb[i * d..(i + 1) * d], &x[i * d..(i + 1) * d], w.attn_norm, self.eps);
             }
             quantize_all(xb, d, xq, xs);
-            matmul_n(n, d, &mut q[..n * d], &w.wq, xq, xs, lut, lut_e, g, true);
+            matmul_n(n, qd, &mut q[..n * qd], &w.wq, xq, xs, lut, lut_e, g, true);
             matmul_n(n, kv_dim, &mut k[..n * kv_dim], &w.wk, xq, xs, lut, lut_e, g, false);
             matmul_n(n, kv_dim, &mut v[..n * kv_dim], &w.wv, xq, xs, lut, lut_e, g, false);
             for i in 0..n {
@@ -243,9 +250,9 @@ impl IntState<'_> {
             // Each position attends to the cache up to itself, now that all of them are in.
             for i in 0..n {
                 let p = pos + i;
-                let qi = &mut q[i * d..(i + 1) * d];
+                let qi = &mut q[i * qd..(i + 1) * qd];
                 rotate(qi, rope.at(p));
-                let (qq, qs) = (&mut xq[i * q_w..i * q_w + d], &mut xs[i * s_w..i * s_w + d.div_ceil(g)]);
+                let (qq, qs) = (&mut xq[i * q_w..i * q_w + qd], &mut xs[i * s_w..i * s_w + qd.div_ceil(g)]);
                 quantize(qi, qq, qs, g);
                 for sc in qs.iter_mut() {
                     *sc = Scale::unpack(*sc).times(self.attn_scale).pack();
@@ -257,9 +264,9 @@ impl IntState<'_> {
                     values: &self.vc[start * kv_dim..(start + len) * kv_dim],
                     value_scales: &self.vs[start * ng..(start + len) * ng],
                 };
-                attention(&mut xb2[i * d..(i + 1) * d], qq, qs, cache, &mut self.att[..len], &s);
+                attention(&mut xb2[i * qd..(i + 1) * qd], qq, qs, cache, &mut self.att[..len], &s);
             }
-            quantize_all(xb2, d, xq, xs);
+            quantize_all(xb2, qd, xq, xs);
             matmul_n(n, d, &mut xb[..n * d], &w.wo, xq, xs, lut, lut_e, g, true);
             add(&mut x[..n * d], &xb[..n * d]);
             for i in 0..n {

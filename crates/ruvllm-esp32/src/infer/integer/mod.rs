@@ -59,10 +59,11 @@ struct Plan {
 
 impl Plan {
     fn new(s: &Shape, seq_len: usize) -> Plan {
-        let (d, h, kv) = (s.dim, s.hidden, s.kv_dim());
-        let widest = d.max(h);
+        let (d, h, kv, q) = (s.dim, s.hidden, s.kv_dim(), s.q_dim());
+        let widest = d.max(h).max(q);
         Plan {
-            words: [d, d, d, d, kv, h, h, seq_len, s.vocab],
+            // x, xb, xb2 (the attention's output), q, ...
+            words: [d, d, q, q, kv, h, h, seq_len, s.vocab],
             xq: widest,
             xs: widest.div_ceil(s.group),
             kv: s.n_layers * seq_len * kv,
@@ -479,7 +480,7 @@ impl<'s> IntState<'s> {
         if pos >= self.seq_len && !ring {
             return Err(Error::ContextFull { need: pos + 1, capacity: self.seq_len });
         }
-        let (d, kv_dim, g) = (s.dim, s.kv_dim(), s.group);
+        let (qd, kv_dim, g) = (s.q_dim(), s.kv_dim(), s.group);
         let ng = kv_dim.div_ceil(g);
         // This position's cache slot, and how many slots hold positions it attends to.
         let (slot, seen) = (pos % self.seq_len, (pos + 1).min(self.seq_len));
@@ -518,7 +519,7 @@ impl<'s> IntState<'s> {
             time(K::Quantize, || quantize(self.kv_row, vrow, vsrow, g));
             time(K::Rope, || rotate(self.q, rope));
             // The query in int8 too, with 1/sqrt(head_size) folded into its scales.
-            let (qq, qs) = (&mut self.xq[..d], &mut self.xs[..d.div_ceil(g)]);
+            let (qq, qs) = (&mut self.xq[..qd], &mut self.xs[..qd.div_ceil(g)]);
             time(K::Quantize, || {
                 quantize(self.q, qq, qs, g);
                 for p in qs.iter_mut() {
@@ -761,8 +762,20 @@ fn embed(out: &mut [i32], m: &LMat<'_>, r: usize, group: usize) {
                 og.iter_mut().zip(&blk[2..]).for_each(|(o, v)| *o = value(*v as i8, sc));
             }
         }
-        // The loader keeps embeddings int8 in every format.
-        LMat::Ternary(_) | LMat::Binary(_) => out.fill(0),
+        _ => embed_rest(out, m, r, group),
+    }
+}
+
+/// [`embed`] for sparse rows (a projection's row for an adapter's backward pass: the dense
+/// row's values) and the packed formats (never embeddings: the loader keeps those int8). Apart
+/// so that `embed`'s match has three ways out, no jump table.
+#[inline(never)]
+fn embed_rest(out: &mut [i32], m: &LMat<'_>, r: usize, group: usize) {
+    out.fill(0);
+    if let LMat::Sparse(m) = m {
+        let ng = m.m.cols().div_ceil(group);
+        let value = |v: i8, sc: Scale| sat32(shr_round(v as i64 * sc.m as i64, -(sc.e + FRAC as i32)));
+        m.m.for_row(r, |c, v| out[c] = value(v, Scale::from_ieee_bits(m.s[r * ng + c / group])));
     }
 }
 
@@ -956,12 +969,32 @@ fn matmul(
     lut: &mut Lut<'_>,
     build: bool,
 ) {
-    let (p, ternary) = match m {
-        LMat::Q8(m) => return matvec(out, m, xq, xs, group),
-        LMat::Q8Block(m) => return matvec_blocks(out, m, xq, xs),
-        LMat::Ternary(p) => (p, true),
-        LMat::Binary(p) => (p, false),
-    };
+    // At most three ways out of each match: a fourth makes a jump table on rv32, an indirect
+    // jump the board's float-free check cannot follow.
+    match m {
+        LMat::Q8(m) => matvec(out, m, xq, xs, group),
+        LMat::Q8Block(m) => matvec_blocks(out, m, xq, xs),
+        _ => matmul_rest(out, m, xq, xs, group, lut, build),
+    }
+}
+
+/// [`matmul`] for sparse rows and the packed formats.
+#[inline(never)]
+fn matmul_rest(
+    out: &mut [i32],
+    m: &LMat<'_>,
+    xq: &[i8],
+    xs: &[i32],
+    group: usize,
+    lut: &mut Lut<'_>,
+    build: bool,
+) {
+    if let LMat::Sparse(m) = m {
+        return sparse::matvec_bits(out, &m.m, m.s, xq, xs);
+    }
+    // `matmul` took the dense q8 kinds.
+    let (LMat::Ternary(p) | LMat::Binary(p)) = m else { return };
+    let ternary = matches!(m, LMat::Ternary(_));
     let stride = if ternary {
         crate::packed::ternary_row_bytes(p.cols)
     } else {

@@ -141,6 +141,55 @@ impl<'a> SparseRows<'a> {
         self.rows
     }
 
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn group(&self) -> usize {
+        self.group
+    }
+
+    /// The encoding's bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Byte offset of row `r` (at most `rows`): rows differ in length, so a scan over the
+    /// count bytes before it. Checked at construction, so every count read is in range.
+    fn row_offset(&self, r: usize) -> usize {
+        let mut at = 0;
+        for _ in 0..r.min(self.rows) * self.cols.div_ceil(self.group) {
+            at += 1 + 2 * self.bytes[at] as usize;
+        }
+        at
+    }
+
+    /// Rows `r` (clamped to the matrix) as sparse rows of their own.
+    pub fn sub(&self, r: core::ops::Range<usize>) -> SparseRows<'a> {
+        let (start, end) = (r.start.min(self.rows), r.end.min(self.rows).max(r.start.min(self.rows)));
+        let (a, b) = (self.row_offset(start), self.row_offset(end));
+        SparseRows { bytes: &self.bytes[a..b], rows: end - start, ..*self }
+    }
+
+    /// Calls `f(column, code)` for each kept code of row `r`, columns increasing.
+    pub fn for_row(&self, r: usize, mut f: impl FnMut(usize, i8)) {
+        let one = self.sub(r..r + 1);
+        let mut at = 0;
+        for g0 in (0..one.rows * self.cols).step_by(self.group) {
+            let n = one.bytes[at] as usize;
+            for p in one.bytes[at + 1..at + 1 + 2 * n].chunks_exact(2) {
+                f(g0 + p[0] as usize, p[1] as i8);
+            }
+            at += 1 + 2 * n;
+        }
+    }
+
+    /// Row `r`'s codes, dense, into `out` (`cols` values; zeros where none is kept).
+    pub fn row_codes(&self, r: usize, out: &mut [i8]) {
+        out[..self.cols].fill(0);
+        self.for_row(r, |c, v| out[c] = v);
+    }
+
     /// Bytes of the encoding.
     pub fn len(&self) -> usize {
         self.bytes.len()
@@ -155,11 +204,17 @@ impl<'a> SparseRows<'a> {
 /// per row and group), from the int8 activation `xq` and its packed group scales `xs`
 /// ([`quantize_activation`]): bit-identical to [`matvec_dense`] on the same codes.
 pub fn matvec_sparse(out: &mut [i32], m: &SparseRows<'_>, s: &[f32], xq: &[i8], xs: &[i32]) {
+    matvec_bits(out, m, bytemuck::cast_slice(s), xq, xs)
+}
+
+/// [`matvec_sparse`] with the scales as IEEE-754 bits (the integer path's view of the image).
+/// `out` may be shorter than the matrix: its first rows.
+pub(super) fn matvec_bits(out: &mut [i32], m: &SparseRows<'_>, s: &[u32], xq: &[i8], xs: &[i32]) {
     let (cols, group) = (m.cols, m.group);
     let ng = cols.div_ceil(group);
     let (b, xq, xs) = (m.bytes, &xq[..cols], &xs[..ng]);
     let mut at = 0;
-    for (o, ws) in out[..m.rows].iter_mut().zip(s.chunks_exact(ng)) {
+    for (o, ws) in out.iter_mut().take(m.rows).zip(s.chunks_exact(ng)) {
         let mut acc = 0i64;
         for (g, (sx, sw)) in xs.iter().zip(ws).enumerate() {
             let n = b[at] as usize;
@@ -175,7 +230,7 @@ pub fn matvec_sparse(out: &mut [i32], m: &SparseRows<'_>, s: &[f32], xq: &[i8], 
                 // which is `xg`'s length.
                 isum += p[1] as i8 as i32 * unsafe { *xg.get_unchecked(p[0] as usize) } as i32;
             }
-            acc = acc.saturating_add(scaled(isum, sw.to_bits(), Scale::unpack(*sx)));
+            acc = acc.saturating_add(scaled(isum, *sw, Scale::unpack(*sx)));
         }
         *o = sat32(shr_round(acc, ACC - FRAC as i32));
     }

@@ -51,7 +51,15 @@ const fn gcd(a: usize, b: usize) -> usize {
 /// The parts `model` splits into (q8 layers only: the packed formats scale whole rows at once).
 pub fn parts<const L: usize>(model: &Model<'_, L>) -> Result<Parts> {
     view::require(model)?;
-    if model.layers.iter().any(|l| !matches!(view::lmat(&l.wq), Ok(LMat::Q8(_) | LMat::Q8Block(_)))) {
+    // Shards cut matrices by rows and columns; sparse rows are read whole.
+    let sparse = |m: &crate::model::Matrix<'_>| matches!(m, crate::model::Matrix::Sparse { .. });
+    if model.layers.iter().any(|l| [l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3].iter().any(sparse)) {
+        return Err(Error::Unsupported {
+            what: "tensor parallelism on sparse rows (convert the pruned model with --dense)",
+        });
+    }
+    let dense = |m: &crate::model::Matrix<'_>| matches!(view::lmat(m), Ok(LMat::Q8(_) | LMat::Q8Block(_)));
+    if model.layers.iter().any(|l| !dense(&l.wq)) {
         return Err(Error::Unsupported {
             what: "tensor parallelism on ternary or binary layers (convert with --quant q8)",
         });
@@ -368,8 +376,8 @@ fn rows(out: &mut [i32], m: &LMat<'_>, r: Range<usize>, xq: &[i8], xs: &[i32], g
             let row = m.cols / 32 * BLOCK;
             matvec_blocks(out, &BMat { b: &m.b[r.start * row..r.end * row], cols: m.cols }, xq, xs)
         }
-        // `parts` admits q8 layers only.
-        LMat::Ternary(_) | LMat::Binary(_) => out.fill(0),
+        // `parts` admits dense q8 layers only.
+        LMat::Sparse(_) | LMat::Ternary(_) | LMat::Binary(_) => out.fill(0),
     }
 }
 
@@ -400,7 +408,7 @@ fn columns(acc: &mut [i64], m: &LMat<'_>, c: Range<usize>, xq: &[i8], xs: &[i32]
                 }
             }
         }
-        LMat::Ternary(_) | LMat::Binary(_) => {}
+        LMat::Sparse(_) | LMat::Ternary(_) | LMat::Binary(_) => {}
     }
 }
 

@@ -2,6 +2,7 @@
 //! f32 words are reinterpreted as their IEEE-754 bits, in place (no conversion, no copy). Only
 //! this file and the compile-time tables name float types.
 
+use super::sparse::SparseRows;
 use crate::error::{Error, Result};
 use crate::model::{Layer, Matrix, Model, Precision, RopeTable};
 
@@ -28,11 +29,19 @@ pub(super) struct BMat<'a> {
     pub cols: usize,
 }
 
+/// Sparse rows of a pruned q8 matrix with its group scales as IEEE-754 bits.
+#[derive(Clone, Copy)]
+pub(super) struct SMat<'a> {
+    pub m: SparseRows<'a>,
+    pub s: &'a [u32],
+}
+
 /// A matrix in any of the integer path's formats (embeddings and classifier: the int8 ones).
 #[derive(Clone, Copy)]
 pub(super) enum LMat<'a> {
     Q8(QMat<'a>),
     Q8Block(BMat<'a>),
+    Sparse(SMat<'a>),
     Ternary(PMat<'a>),
     Binary(PMat<'a>),
 }
@@ -57,6 +66,8 @@ pub(super) struct Shape {
     pub n_layers: usize,
     pub n_heads: usize,
     pub n_kv_heads: usize,
+    /// Values per head (`dim / n_heads` unless heads were removed).
+    pub head: usize,
     pub vocab: usize,
     pub group: usize,
     pub model_seq_len: usize,
@@ -66,7 +77,12 @@ pub(super) struct Shape {
 
 impl Shape {
     pub fn head_size(&self) -> usize {
-        self.dim / self.n_heads
+        self.head
+    }
+
+    /// Width of the query and of the attention's output.
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head
     }
 
     pub fn kv_dim(&self) -> usize {
@@ -76,7 +92,7 @@ impl Shape {
     /// Entries (i32) of the packed kernels' lookup table for the widest matmul input: 16 per
     /// nibble of a packed row (a pair of ternary weights, or four binary ones).
     pub fn lut_entries(&self) -> usize {
-        let widest = self.dim.max(self.hidden);
+        let widest = self.dim.max(self.hidden).max(self.q_dim());
         match self.weights {
             Precision::Ternary => 2 * crate::packed::ternary_row_bytes(widest) * 16,
             Precision::Binary => 2 * crate::packed::binary_row_bytes(widest) * 16,
@@ -93,6 +109,7 @@ pub(super) fn shape<const L: usize>(m: &Model<'_, L>) -> Shape {
         n_layers: c.n_layers,
         n_heads: c.n_heads,
         n_kv_heads: c.n_kv_heads,
+        head: c.head_size(),
         vocab: c.vocab_size,
         group: m.group,
         model_seq_len: c.seq_len,
@@ -130,6 +147,16 @@ pub(super) fn int8<'a>(m: &Matrix<'a>) -> Result<LMat<'a>> {
 }
 
 pub(super) fn lmat<'a>(m: &Matrix<'a>) -> Result<LMat<'a>> {
+    // Three ways out of a match at most: a fourth makes a jump table on rv32 (see `matmul`).
+    match *m {
+        Matrix::Sparse { m, s } => Ok(LMat::Sparse(SMat { m, s: bits(s) })),
+        Matrix::Ternary { .. } | Matrix::Binary { .. } => packed(m),
+        _ => int8(m),
+    }
+}
+
+#[inline(never)]
+fn packed<'a>(m: &Matrix<'a>) -> Result<LMat<'a>> {
     match *m {
         Matrix::Ternary { q, s, cols, .. } => Ok(LMat::Ternary(PMat { q, s: bits(s), cols })),
         Matrix::Binary { q, s, cols, .. } => Ok(LMat::Binary(PMat { q, s: bits(s), cols })),
@@ -157,6 +184,7 @@ impl LMat<'_> {
         match self {
             LMat::Q8(m) => m.q.len() + 4 * m.s.len(),
             LMat::Q8Block(m) => m.b.len(),
+            LMat::Sparse(m) => m.m.len() + 4 * m.s.len(),
             LMat::Ternary(p) | LMat::Binary(p) => p.q.len() + 4 * p.s.len(),
         }
     }
@@ -166,6 +194,7 @@ impl LMat<'_> {
         let rows = match self {
             LMat::Q8(m) => m.q.len() / m.cols.max(1),
             LMat::Q8Block(m) => m.b.len() / (m.cols / 32 * crate::gguf::Q8_0_BYTES as usize).max(1),
+            LMat::Sparse(m) => m.m.rows(),
             LMat::Ternary(p) | LMat::Binary(p) => p.s.len(),
         };
         self.bytes() / rows.max(1)
