@@ -8,6 +8,7 @@
 //!   one architecture (as llm.c does for GPT-2), with quantization-aware training, and AdamW.
 //! * [`run`]: the training loop: batches, validation split, checkpoints and resume, loss curve.
 
+pub mod answerer;
 pub mod bpe;
 pub mod chars;
 pub mod corpus;

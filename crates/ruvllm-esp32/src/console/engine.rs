@@ -173,7 +173,7 @@ impl Text {
         let mut prompt = [0u8; MAX_LINE];
         let n = answer::write_prompt(&mut prompt, fact, question);
         let n = self.encode(model, prompt.get(..n).unwrap_or_default())?.len();
-        answer::answer(model, state, (&mut self.tokens, n), &mut self.work, fact, out)
+        answer::answer(model, state, (&mut self.tokens, n), &mut self.work, (fact, question), out)
     }
 
     /// What the model makes of `text` relative to what it makes of known text

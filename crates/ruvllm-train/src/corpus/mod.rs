@@ -24,7 +24,7 @@
 //! are the same with or without it.
 
 mod facts;
-mod qa;
+pub(crate) mod qa;
 mod stories;
 mod words;
 

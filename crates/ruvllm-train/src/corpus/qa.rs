@@ -930,9 +930,9 @@ pub fn fact_and_questions(rng: &mut Rng) -> (String, Vec<String>) {
     (f.text, questions)
 }
 
-/// One question-answer document: a fact from a random template, one of its questions, and
-/// the answer copied from the fact.
-pub fn qa(rng: &mut Rng) -> String {
+/// A fact from a random template as a user types it, one of its questions, and the byte range
+/// of the fact that answers it (the answer a question-answer document copies).
+pub fn triple(rng: &mut Rng) -> (String, String, (usize, usize)) {
     let f = fact(rng);
     let (q, (a, b)) = &f.qs[rng.below(f.qs.len())];
     // Users type facts and questions loosely: sometimes without the final stop, lower-case.
@@ -947,5 +947,12 @@ pub fn qa(rng: &mut Rng) -> String {
     } else {
         q.clone()
     };
-    format!("{FACT_TAG} {fact} {QUESTION_TAG} {question} {ANSWER_TAG} {}", &f.text[*a..*b])
+    (fact, question, (*a, *b))
+}
+
+/// One question-answer document: a fact from a random template, one of its questions, and
+/// the answer copied from the fact.
+pub fn qa(rng: &mut Rng) -> String {
+    let (fact, question, (a, b)) = triple(rng);
+    format!("{FACT_TAG} {fact} {QUESTION_TAG} {question} {ANSWER_TAG} {}", &fact[a..b])
 }
