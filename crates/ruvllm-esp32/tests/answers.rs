@@ -10,6 +10,10 @@
 
 mod common;
 
+#[path = "common/fuzz.rs"]
+mod fuzz;
+
+use proptest::prelude::*;
 use ruvllm_esp32::console::{Engine, IntegerEngine, ReferenceEngine};
 use ruvllm_esp32::convert::Quant;
 use ruvllm_esp32::infer::{IntState, State};
@@ -172,5 +176,83 @@ fn held_out_answers_are_spans_of_the_fact_and_mostly_right() {
             acc[1]
         );
         assert!(acc[0] >= FLOOR_SHARED && acc[1] >= FLOOR_PARAPHRASE, "{path}: {acc:?}");
+    }
+}
+
+/// Pieces of hostile facts and questions: words and punctuation of real facts, joining words,
+/// numbers, multi-byte characters, control bytes and runs of spaces.
+const PIECES: &[&str] = &[
+    "The",
+    "meeting",
+    "is",
+    "at",
+    "3pm",
+    "on",
+    "Thursday",
+    "in",
+    "room",
+    "B",
+    "Our",
+    "neighbour",
+    "Anna",
+    "every",
+    "17",
+    "and",
+    "or",
+    "who",
+    "if",
+    ".",
+    ",",
+    ";",
+    ":",
+    "!",
+    "?",
+    "-",
+    "'s",
+    "é",
+    "日本",
+    "🦀",
+    "\t",
+    "\u{0}",
+    "\u{1b}[2J",
+    "   ",
+    "when",
+    "what",
+    "time",
+    "day",
+    "is,",
+    "at.",
+    "4.5",
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+];
+
+fn text(parts: &[(usize, bool)]) -> String {
+    parts
+        .iter()
+        .map(|&(i, space)| format!("{}{}", PIECES[i % PIECES.len()], if space { " " } else { "" }))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: fuzz::cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Any fact and question, on the integer path the chips run: an answer or an error, never a
+    /// panic, and an answer is always a piece of the fact.
+    #[test]
+    fn any_fact_and_question_get_a_span_of_the_fact_or_an_error(
+        fact in prop::collection::vec((any::<usize>(), any::<bool>()), 0..80),
+        question in prop::collection::vec((any::<usize>(), any::<bool>()), 0..30),
+    ) {
+        let (fact, question) = (text(&fact), text(&question));
+        let img = builtin();
+        let model: Model<'_> = Model::from_gguf(img.bytes()).unwrap();
+        let ctx = model.config.seq_len;
+        let mut arena = vec![0i32; IntState::arena_len(&model, ctx)];
+        let mut engine = IntegerEngine::new(&model, &mut arena, ctx).unwrap();
+        let mut out = [0u8; 128];
+        if let Ok(n) = engine.answer(&fact, &question, &mut out) {
+            let got = std::str::from_utf8(&out[..n]).unwrap();
+            prop_assert!(fact.contains(got), "{got:?} not in {fact:?}");
+        }
     }
 }
