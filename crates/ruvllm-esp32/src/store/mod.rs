@@ -421,19 +421,33 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
         // damaged page erased above) would hide every older page from the store's searches:
         // mark it closed (an empty closed page) so the entries behind it stay readable.
         if let (Some(p), true) = (partial, counted == pages) {
-            // The free pages after the partial-open one. A page there whose markers read as
-            // closed but which holds nothing is damage on an unused page: erase it. Left
-            // closed, the crate would take it for the oldest page and recycle the partial
-            // page's entries away on the next write.
-            let mut i = (p + 1) % pages;
+            // The free pages after the partial-open one, then the oldest closed pages. A page
+            // among the free ones whose markers read as closed but which holds nothing (right
+            // after the partial page, or with a free page after it) is damage on an unused
+            // page: erase it. Left closed, the crate would take it for the oldest page and
+            // recycle the partial page's entries away on the next write. Closed pages holding
+            // only removed items after the last free page are the oldest pages, as the crate
+            // left them: they stay.
+            let next = |i: usize| (i + 1) % pages;
+            let (mut run, mut free_run, mut i) = (0, 0, next(p));
             while i != p && (open[i] || blank_closed[i]) {
+                run += 1;
+                if open[i] {
+                    free_run = run;
+                }
+                i = next(i);
+            }
+            // No free page at all after the partial one: the first is the damaged one.
+            let damaged = if free_run == 0 { run.min(1) } else { free_run };
+            let mut i = next(p);
+            for _ in 0..damaged {
                 if !open[i] {
                     self.erase_page(range.start + i as u32 * page)?;
                     open[i] = true;
                     report.dirty_pages += 1;
                     report.pages_in_use -= 1;
                 }
-                i = (i + 1) % pages;
+                i = next(i);
             }
             while i != p {
                 if open[i] {

@@ -597,8 +597,13 @@ fn model_op() -> impl Strategy<Value = ModelOp> {
     ]
 }
 
+/// Cases of [`matches_a_model_map`]: env `FUZZ_CASES`, 64 by default.
+fn model_cases() -> u32 {
+    std::env::var("FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig { cases: model_cases(), failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn matches_a_model_map(ops in proptest::collection::vec(model_op(), 1..80)) {
         let mut model: BTreeMap<Key, Vec<u8>> = BTreeMap::new();
@@ -724,4 +729,49 @@ fn a_page_opened_by_damage_costs_no_entries() {
     }
     assert_eq!(get(&mut store, 50).as_deref(), Some(&b"after the damage"[..]));
     assert_eq!(report.torn_pages, 1, "{report:?}");
+}
+
+/// A series of puts and removes (found by `matches_a_model_map`) after which a re-open must
+/// find the store clean: every page the crate closed holds what it wrote there.
+#[test]
+fn removes_that_empty_a_closed_page_leave_a_clean_store() {
+    use ModelOp::*;
+    let ops = [
+        Put(0, 0, 0),
+        Put(0, 425, 0),
+        Put(0, 397, 0),
+        Put(8, 337, 0),
+        Put(8, 445, 0),
+        Put(0, 445, 0),
+        Put(0, 129, 0),
+        Put(0, 481, 0),
+        Put(0, 241, 1),
+        Put(10, 361, 63),
+        Remove(2),
+        Remove(3),
+        Remove(8),
+        Remove(10),
+        Put(5, 277, 211),
+        Remove(0),
+        Remove(5),
+        Remove(1),
+        Put(2, 378, 200),
+    ];
+    let mut store = open(SimFlash::new(SECTORS));
+    for op in ops {
+        match op {
+            Put(k, n, b) => {
+                store.put(k, &(0..n).map(|i| b.wrapping_add(i as u8)).collect::<Vec<u8>>()).unwrap()
+            }
+            Remove(k) => store.remove(k).unwrap(),
+            Reopen => {}
+        }
+    }
+    let (mut store, report) = Store::open(store.into_flash(), region()).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    let want = (0..378).map(|i| 200u8.wrapping_add(i as u8)).collect::<Vec<u8>>();
+    assert_eq!(get(&mut store, 2), Some(want));
+    for k in [0, 1, 3, 5, 8, 10] {
+        assert_eq!(get(&mut store, k), None, "key {k}");
+    }
 }
