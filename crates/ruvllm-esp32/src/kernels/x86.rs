@@ -35,7 +35,13 @@ pub fn detect() -> Option<Kernels> {
         let wide = Kernels { name, matvec_f32: matvec_f32_512, ..avx2 };
         if std::is_x86_feature_detected!("avx512vl") {
             let matvec_q8 = if name == "avx512" { matvec_q8 } else { matvec_q8_on::<VNNI_WIDE> };
-            return Some(Kernels { attention_q8: attention_q8_512, matvec_q8, ..wide });
+            let attention_q8 =
+                if std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("avx512vnni") {
+                    attention_q8_zmm
+                } else {
+                    attention_q8_512
+                };
+            return Some(Kernels { attention_q8, matvec_q8, ..wide });
         }
         return Some(wide);
     }
@@ -157,8 +163,14 @@ fn attention_q8(
     shape: AttnShape,
     group: usize,
 ) {
-    attention_q8_on::<false>(out, query, cache, att, shape, group)
+    attention_q8_on::<YMM>(out, query, cache, att, shape, group)
 }
+
+/// Which int8 attention kernel [`attention_q8_on`] runs: AVX2, the same with AVX-512's
+/// register file, or two positions per 512-bit register (AVX-512 BW and VNNI too).
+const YMM: u8 = 0;
+const YMM32: u8 = 1;
+const ZMM: u8 = 2;
 
 /// [`attention_q8`] with the AVX-512 register file (32 vector registers, so the kernel's
 /// accumulators are not spilled): the same instructions on the same values.
@@ -170,10 +182,23 @@ fn attention_q8_512(
     shape: AttnShape,
     group: usize,
 ) {
-    attention_q8_on::<true>(out, query, cache, att, shape, group)
+    attention_q8_on::<YMM32>(out, query, cache, att, shape, group)
 }
 
-fn attention_q8_on<const WIDE: bool>(
+/// [`attention_q8_512`] with the 512-bit score and exponential passes
+/// ([`attention_q8_hs8_zmm`]): the same floats.
+fn attention_q8_zmm(
+    out: &mut [f32],
+    query: QueryQ8<'_>,
+    cache: CacheQ8<'_>,
+    att: &mut [f32],
+    shape: AttnShape,
+    group: usize,
+) {
+    attention_q8_on::<ZMM>(out, query, cache, att, shape, group)
+}
+
+fn attention_q8_on<const KERNEL: u8>(
     out: &mut [f32],
     query: QueryQ8<'_>,
     cache: CacheQ8<'_>,
@@ -193,13 +218,13 @@ fn attention_q8_on<const WIDE: bool>(
             && query.qs.len() >= query.q.len().div_ceil(group)
     );
     if hs == 8 && group == 32 && kv_dim.is_multiple_of(32) && n_heads.is_multiple_of(8) {
-        // SAFETY: as above (`WIDE` only through `detect` having checked AVX-512F and VL); the
-        // shape is the one this kernel is written for.
+        // SAFETY: as above (`YMM32` only through `detect` having checked AVX-512F and VL,
+        // `ZMM` BW and VNNI too); the shape is the one these kernels are written for.
         return unsafe {
-            if WIDE {
-                attention_q8_hs8_avx512(out, query, cache, att, shape)
-            } else {
-                attention_q8_hs8_avx2(out, query, cache, att, shape)
+            match KERNEL {
+                ZMM if shape.kv_mul.is_multiple_of(2) => attention_q8_hs8_zmm(out, query, cache, att, shape),
+                YMM32 | ZMM => attention_q8_hs8_avx512(out, query, cache, att, shape),
+                _ => attention_q8_hs8_avx2(out, query, cache, att, shape),
             }
         };
     }
@@ -866,6 +891,12 @@ unsafe fn attention_blocks_avx2<const INT8: bool>(
     }
 }
 
+/// `sqrt(8)`, the score divisor of heads of eight, correctly rounded (twice the correctly
+/// rounded `sqrt(2)`, scaling by two being exact) as `libm::sqrtf(8.0)` gives it. A constant:
+/// libm's `sqrtf` is a legacy-SSE instruction, which costs a state transition inside these
+/// AVX-512 kernels.
+const SQRT_8: f32 = 2.0 * core::f32::consts::SQRT_2;
+
 /// 32 int8 values as four vectors of eight f32.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -902,6 +933,164 @@ unsafe fn attention_q8_hs8_avx512(
     shape: AttnShape,
 ) {
     attention_q8_hs8(out, query, cache, att, shape)
+}
+
+/// [`attention_q8_hs8`] two positions per 512-bit register where the work is per lane: the
+/// scores (AVX-512 VNNI `vpdpbusd`, exact integer sums like `maddubs` + `madd` on int8 that
+/// never reaches -128) and the exponentials. Each lane computes the same operations on the
+/// same values in the same order (the running sum adds position t before t + 1), so the
+/// result is bit for bit the 256-bit kernel's. For a block whose two quads read the same key
+/// chunk (an even number of query heads per KV head, stories260K's 2).
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn attention_q8_hs8_zmm(
+    out: &mut [f32],
+    query: QueryQ8<'_>,
+    cache: CacheQ8<'_>,
+    att: &mut [f32],
+    shape: AttnShape,
+) {
+    let AttnShape { kv_dim, kv_mul, .. } = shape;
+    debug_assert!(kv_mul.is_multiple_of(2));
+    let n_heads = query.q.len() / 8;
+    let positions = cache.keys.len() / kv_dim;
+    let pairs = positions / 2;
+    let ng = kv_dim / 32;
+    let a = att.as_mut_ptr();
+    let (kp, vp) = (cache.keys.as_ptr(), cache.values.as_ptr());
+    let (ksp, vsp) = (cache.key_scales.as_ptr(), cache.value_scales.as_ptr());
+    let quad_head = |u: usize, j: usize| (4 * (u / kv_mul) + j) * kv_mul + u % kv_mul;
+    // `hadd_epi32(da, db)` of the 256-bit kernel for both positions: output lane 8p + i sums
+    // the int32 pair k = [0,1,0,1,2,3,2,3][i] of quad A's (i in 0,1,4,5) or B's products.
+    let pair_lo = _mm512_setr_epi32(0, 2, 16, 18, 4, 6, 20, 22, 8, 10, 24, 26, 12, 14, 28, 30);
+    let pair_hi = _mm512_add_epi32(pair_lo, _mm512_set1_epi32(1));
+    // Both positions' scales: the first in lanes 0-7, the second in 8-15.
+    let two = |s: *const f32| {
+        _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+            _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_broadcast_ss(&*s))),
+            _mm256_castps_pd(_mm256_broadcast_ss(&*s.add(ng))),
+        ))
+    };
+    let both =
+        |x: __m256| _mm512_shuffle_f32x4::<0b0100_0100>(_mm512_castps256_ps512(x), _mm512_castps256_ps512(x));
+    for block in 0..n_heads / 8 {
+        let (ua, ub) = (2 * block, 2 * block + 1);
+        let c = ua / kv_mul;
+        let lane_head = [
+            quad_head(ua, 0),
+            quad_head(ua, 1),
+            quad_head(ub, 0),
+            quad_head(ub, 1),
+            quad_head(ua, 2),
+            quad_head(ua, 3),
+            quad_head(ub, 2),
+            quad_head(ub, 3),
+        ];
+        let mut bytes = [[0i8; 32]; 2];
+        for (quad, b) in [ua, ub].into_iter().zip(bytes.iter_mut()) {
+            for (j, slot) in b.chunks_exact_mut(8).enumerate() {
+                let h = quad_head(quad, j);
+                slot.copy_from_slice(&query.qq[h * 8..h * 8 + 8]);
+            }
+        }
+        let qa = _mm256_loadu_si256(bytes[0].as_ptr() as *const __m256i);
+        let qb = _mm256_loadu_si256(bytes[1].as_ptr() as *const __m256i);
+        let (abs_a, abs_b) = (_mm256_sign_epi8(qa, qa), _mm256_sign_epi8(qb, qb));
+        let lane_scale: [f32; 8] = core::array::from_fn(|i| query.qs[lane_head[i] * 8 / 32] / SQRT_8);
+        let qscale = _mm256_loadu_ps(lane_scale.as_ptr());
+        // The 512-bit copies: both halves hold the same query.
+        let wide = |x: __m256i| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x), x);
+        let (qa2, qb2) = (wide(qa), wide(qb));
+        let (abs_a2, abs_b2) = (wide(abs_a), wide(abs_b));
+        let (neg_a, neg_b) = (_mm512_movepi8_mask(qa2), _mm512_movepi8_mask(qb2));
+        let qscale2 = both(qscale);
+        let zero = _mm512_setzero_si512();
+        let mut max2 = _mm512_set1_ps(f32::NEG_INFINITY);
+        for u in 0..pairs {
+            let t = 2 * u;
+            let k0 = _mm256_loadu_si256(kp.add(t * kv_dim + c * 32) as *const __m256i);
+            let k1 = _mm256_loadu_si256(kp.add((t + 1) * kv_dim + c * 32) as *const __m256i);
+            let k = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(k0), k1);
+            // k * sign(q) (a zero query byte multiplies by |q| = 0 anyway).
+            let (sa, sb) = (_mm512_mask_sub_epi8(k, neg_a, zero, k), _mm512_mask_sub_epi8(k, neg_b, zero, k));
+            let da = _mm512_dpbusd_epi32(zero, abs_a2, sa);
+            let db = _mm512_dpbusd_epi32(zero, abs_b2, sb);
+            let isum = _mm512_add_epi32(
+                _mm512_permutex2var_epi32(da, pair_lo, db),
+                _mm512_permutex2var_epi32(da, pair_hi, db),
+            );
+            let ks = two(ksp.add(t * ng + c));
+            let sc = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum), qscale2), ks);
+            max2 = _mm512_max_ps(max2, sc);
+            _mm512_storeu_ps(a.add(t * 8), sc);
+        }
+        let mut maxv = _mm256_max_ps(
+            _mm512_castps512_ps256(max2),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(max2))),
+        );
+        let ones = _mm256_set1_epi16(1);
+        for t in 2 * pairs..positions {
+            let row = kp.add(t * kv_dim);
+            let ka = _mm256_loadu_si256(row.add(c * 32) as *const __m256i);
+            let da = _mm256_madd_epi16(_mm256_maddubs_epi16(abs_a, _mm256_sign_epi8(ka, qa)), ones);
+            let db = _mm256_madd_epi16(_mm256_maddubs_epi16(abs_b, _mm256_sign_epi8(ka, qb)), ones);
+            let isum = _mm256_cvtepi32_ps(_mm256_hadd_epi32(da, db));
+            let ks = _mm256_broadcast_ss(&*ksp.add(t * ng + c));
+            let sc = _mm256_mul_ps(_mm256_mul_ps(isum, qscale), ks);
+            maxv = _mm256_max_ps(maxv, sc);
+            _mm256_storeu_ps(a.add(t * 8), sc);
+        }
+        let max2 = both(maxv);
+        let mut sumv = _mm256_setzero_ps();
+        for u in 0..pairs {
+            let t = 2 * u;
+            let e = exp16_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(a.add(t * 8)), max2));
+            sumv = _mm256_add_ps(sumv, _mm512_castps512_ps256(e));
+            sumv = _mm256_add_ps(sumv, _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(e))));
+            _mm512_storeu_ps(a.add(t * 8), _mm512_mul_ps(e, two(vsp.add(t * ng + c))));
+        }
+        for t in 2 * pairs..positions {
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(a.add(t * 8)), maxv));
+            sumv = _mm256_add_ps(sumv, e);
+            let vs = _mm256_broadcast_ss(&*vsp.add(t * ng + c));
+            _mm256_storeu_ps(a.add(t * 8), _mm256_mul_ps(e, vs));
+        }
+        let mut inv = [0.0f32; 8];
+        _mm256_storeu_ps(inv.as_mut_ptr(), _mm256_div_ps(_mm256_set1_ps(1.0), sumv));
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for t in 0..positions {
+            let w = a.add(t * 8);
+            let v = widen_chunk(vp.add(t * kv_dim + c * 32));
+            let lanes = [v[0], v[1], v[0], v[1], v[2], v[3], v[2], v[3]];
+            for (i, (acc, v)) in acc.iter_mut().zip(lanes).enumerate() {
+                *acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*w.add(i)), v, *acc);
+            }
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            let o = out.as_mut_ptr().add(lane_head[i] * 8);
+            _mm256_storeu_ps(o, _mm256_mul_ps(*acc, _mm256_set1_ps(inv[i])));
+        }
+    }
+}
+
+/// [`exp8`] on sixteen lanes of inputs that are at most zero (a score minus the maximum), so
+/// its upper clamp never acts and is left out: the same operations otherwise, the same bits.
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f")]
+fn exp16_nonpositive(x: __m512) -> __m512 {
+    let x = _mm512_max_ps(x, _mm512_set1_ps(-87.33));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+        x,
+        _mm512_set1_ps(core::f32::consts::LOG2_E),
+    ));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
+    let mut p = _mm512_set1_ps(1.0 / 5040.0);
+    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let e = _mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)));
+    let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(-64.0));
+    _mm512_maskz_mul_ps(keep, p, _mm512_castsi512_ps(e))
 }
 
 #[inline(always)]
@@ -944,8 +1133,7 @@ unsafe fn attention_q8_hs8(
         let qa = _mm256_loadu_si256(bytes[0].as_ptr() as *const __m256i);
         let qb = _mm256_loadu_si256(bytes[1].as_ptr() as *const __m256i);
         let (abs_a, abs_b) = (_mm256_sign_epi8(qa, qa), _mm256_sign_epi8(qb, qb));
-        let lane_scale: [f32; 8] =
-            core::array::from_fn(|i| query.qs[lane_head[i] * 8 / 32] / libm::sqrtf(8.0));
+        let lane_scale: [f32; 8] = core::array::from_fn(|i| query.qs[lane_head[i] * 8 / 32] / SQRT_8);
         let qscale = _mm256_loadu_ps(lane_scale.as_ptr());
         // Lanes 2, 3, 6, 7 come from quad B (and its key chunk).
         const FROM_B: i32 = 0b1100_1100;
@@ -1207,6 +1395,55 @@ mod tests {
             (k.attention_q8)(&mut a, query, cache, &mut att, shape, 32);
             reference::attention_q8(&mut b, query, cache, &mut att, shape, 32);
             close(&a, &b, 1e-5);
+        }
+    }
+
+    /// The 512-bit int8 attention gives exactly the 256-bit kernel's floats (the q8 text is
+    /// the same whichever runs), on odd and even position counts, several blocks and a
+    /// query with negative and zero bytes.
+    #[test]
+    fn wide_int8_attention_is_bit_identical() {
+        assert_eq!(SQRT_8, libm::sqrtf(8.0));
+        if !(detect().is_some()
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni"))
+        {
+            eprintln!("skipping: this CPU has no AVX-512 VNNI");
+            return;
+        }
+        for (heads, kv_heads, positions, spread) in [
+            (8, 4, 1, 1.0),
+            (8, 4, 2, 1.0),
+            (8, 4, 37, 30.0),
+            (8, 4, 256, 3.0),
+            (16, 8, 511, 1.0),
+            (16, 4, 64, 8.0),
+        ] {
+            let shape = AttnShape { head_size: 8, kv_dim: kv_heads * 8, kv_mul: heads / kv_heads };
+            let mut q = data(heads * 8, 11 + positions as u64);
+            q[3] = 0.0;
+            q.iter_mut().for_each(|v| *v *= spread);
+            let keys = data(positions * shape.kv_dim, 12);
+            let values = data(positions * shape.kv_dim, 13);
+            let (kd, ng) = (shape.kv_dim, shape.kv_dim / 32);
+            let (mut kq, mut ksc) = (vec![0i8; keys.len()], vec![0.0; positions * ng]);
+            let (mut vq, mut vsc) = (vec![0i8; keys.len()], vec![0.0; positions * ng]);
+            for t in 0..positions {
+                let (r, sr) = (t * kd..(t + 1) * kd, t * ng..(t + 1) * ng);
+                crate::quant::quantize_row(&keys[r.clone()], &mut kq[r.clone()], &mut ksc[sr.clone()], 32);
+                crate::quant::quantize_row(&values[r.clone()], &mut vq[r], &mut vsc[sr], 32);
+            }
+            let (mut qq, mut qsc, mut qd) = (vec![0i8; q.len()], vec![0.0; heads / 4], vec![0.0; q.len()]);
+            crate::quant::quantize_row(&q, &mut qq, &mut qsc, 32);
+            crate::quant::dequantize_row(&qq, &qsc, &mut qd, 32);
+            let query = QueryQ8 { q: &qd, qq: &qq, qs: &qsc };
+            let cache = CacheQ8 { keys: &kq, key_scales: &ksc, values: &vq, value_scales: &vsc };
+            let (mut a, mut b) = (vec![0.0; heads * 8], vec![0.0; heads * 8]);
+            let mut att = vec![0.0; heads * positions];
+            attention_q8_zmm(&mut a, query, cache, &mut att, shape, 32);
+            attention_q8_512(&mut b, query, cache, &mut att, shape, 32);
+            assert_eq!(a, b, "{heads} heads, {kv_heads} KV heads, {positions} positions");
         }
     }
 
