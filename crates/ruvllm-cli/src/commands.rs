@@ -195,7 +195,9 @@ pub fn gen(
             infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
         }
         (false, None, None) => {
-            let mut state = State::new(&model, &mut arena, steps, kernels)?;
+            // The int8 matrices repacked for the CPU's fastest kernel (the same floats).
+            let packed = if scalar { None } else { infer::PackedModel::new(&model) };
+            let mut state = State::new(&model, &mut arena, steps, kernels)?.with_packed(packed.as_ref());
             infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
         }
     };

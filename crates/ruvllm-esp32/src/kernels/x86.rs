@@ -4,6 +4,7 @@
 
 use super::{reference, AttnShape, CacheQ8, Kernels, QueryQ8};
 use core::arch::x86_64::*;
+use std::{vec, vec::Vec};
 
 /// The AVX2 kernel set, if this CPU has AVX2 and FMA.
 pub fn detect() -> Option<Kernels> {
@@ -596,6 +597,223 @@ unsafe fn matvec_q8_body<const VNNI: bool>(out: &mut [f32], wq: &[i8], ws: &[f32
         }
         out[r] = s;
         r += 1;
+    }
+}
+
+/// An int8 matrix's full blocks of eight rows, repacked for [`matvec_q8_packed`]: for each
+/// block and 32-value group, eight runs of four columns, each holding the eight rows' four
+/// weights plus 128 (unsigned, as `vpdpbusd` wants its first operand; zero past the row's
+/// end), and the eight rows' scales of that group. Built once per model on the host.
+pub struct PackedQ8 {
+    cols: usize,
+    blocks: usize,
+    w: Vec<u8>,
+    s: Vec<f32>,
+}
+
+impl PackedQ8 {
+    fn new(q: &[i8], s: &[f32], rows: usize, cols: usize) -> PackedQ8 {
+        const G: usize = 32;
+        let (blocks, ng) = (rows / 8, cols.div_ceil(G));
+        let mut w = vec![0u8; blocks * ng * 8 * 32];
+        let mut sc = vec![0.0f32; blocks * ng * 8];
+        let full = cols / G;
+        for b in 0..blocks {
+            for g in 0..full {
+                let at = (b * ng + g) * 8;
+                // SAFETY: `PackedModel::new` checked AVX2; the eight rows' group lies in `q`
+                // (`q.len() >= rows * cols`) and its 256 packed bytes in `w`.
+                unsafe {
+                    transpose_group(q.as_ptr().add(8 * b * cols + g * G), cols, w.as_mut_ptr().add(at * 32))
+                };
+                for i in 0..8 {
+                    sc[at + i] = s[(8 * b + i) * ng + g];
+                }
+            }
+            for i in 0..8 {
+                let row = &q[(8 * b + i) * cols..(8 * b + i + 1) * cols];
+                for (g, run) in row.chunks(G).enumerate().skip(full) {
+                    let base = (b * ng + g) * 8;
+                    for (c, four) in run.chunks(4).enumerate() {
+                        let mut v = [0u8; 4];
+                        for (d, x) in v.iter_mut().zip(four) {
+                            *d = (*x as u8) ^ 0x80;
+                        }
+                        let at = (base + c) * 32 + i * 4;
+                        w[at..at + 4].copy_from_slice(&v);
+                    }
+                    sc[base + i] = s[(8 * b + i) * ng + g];
+                }
+            }
+        }
+        PackedQ8 { cols, blocks, w, s: sc }
+    }
+}
+
+/// One full group of eight rows (`stride` bytes apart) as [`PackedQ8`] lays it out: the 8 x 8
+/// dwords transposed, each byte plus 128.
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_group(src: *const i8, stride: usize, dst: *mut u8) {
+    let flip = _mm256_set1_epi8(-128);
+    let r: [__m256i; 8] = core::array::from_fn(|i| {
+        _mm256_xor_si256(_mm256_loadu_si256(src.add(i * stride) as *const __m256i), flip)
+    });
+    let a: [__m256i; 8] = core::array::from_fn(|i| {
+        let (x, y) = (r[(i / 2) * 2], r[(i / 2) * 2 + 1]);
+        if i % 2 == 0 {
+            _mm256_unpacklo_epi32(x, y)
+        } else {
+            _mm256_unpackhi_epi32(x, y)
+        }
+    });
+    // a[0] = r0 r1 interleaved (dwords 0,1 | 4,5), a[1] = (2,3 | 6,7); likewise a[2..4] for r2 r3.
+    let b: [__m256i; 8] = core::array::from_fn(|i| {
+        let (h, k) = (i / 4, i % 4);
+        let (x, y) = (a[4 * h + k % 2], a[4 * h + 2 + k % 2]);
+        if k < 2 {
+            _mm256_unpacklo_epi64(x, y)
+        } else {
+            _mm256_unpackhi_epi64(x, y)
+        }
+    });
+    // b[4h + k]: rows 4h..4h+4 of dwords [k'=0: 0|4, 1: 2|6, 2: 1|5, 3: 3|7].
+    for (k, c) in [(0, 0), (2, 1), (1, 2), (3, 3)] {
+        let (lo, hi) = (b[c], b[4 + c]);
+        _mm256_storeu_si256(dst.add(k * 32) as *mut __m256i, _mm256_permute2x128_si256::<0x20>(lo, hi));
+        _mm256_storeu_si256(dst.add((k + 4) * 32) as *mut __m256i, _mm256_permute2x128_si256::<0x31>(lo, hi));
+    }
+}
+
+/// Every int8 matrix of a model repacked ([`PackedQ8`]): the weights once more in host RAM
+/// (260 KB for stories260K), so that each group of eight rows costs eight `vpdpbusd` and no
+/// horizontal sums. Only where the CPU has AVX-512 VNNI (its broadcast operand).
+pub struct PackedModel {
+    layers: Vec<[Option<PackedQ8>; 7]>,
+    output: Option<PackedQ8>,
+}
+
+/// A layer's matrices in [`PackedModel`]: wq, wk, wv, wo, w1, w3, w2.
+pub const SLOTS: usize = 7;
+
+impl PackedModel {
+    /// `None` unless this CPU runs [`matvec_q8_packed`] and the model has int8 matrices in
+    /// groups of 32.
+    pub fn new<const L: usize>(model: &crate::model::Model<'_, L>) -> Option<PackedModel> {
+        if model.group != 32
+            // AVX-VNNI too: rows past the packed blocks run its kernel.
+            || !(std::is_x86_feature_detected!("avx512vnni")
+                && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("avxvnni"))
+            || detect().is_none()
+        {
+            return None;
+        }
+        let pack = |m: &crate::model::Matrix<'_>| match *m {
+            crate::model::Matrix::Q8 { q, s, rows, cols } if q.len() >= rows * cols => {
+                Some(PackedQ8::new(q, s, rows, cols))
+            }
+            _ => None,
+        };
+        let layers: Vec<[Option<PackedQ8>; SLOTS]> = model
+            .layers
+            .iter()
+            .map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w3, &l.w2].map(pack))
+            .collect();
+        let output = pack(&model.output);
+        if output.is_none() && layers.iter().all(|l| l.iter().all(Option::is_none)) {
+            return None;
+        }
+        Some(PackedModel { layers, output })
+    }
+
+    /// Layer `l`'s matrix in `slot` ([`SLOTS`]), or the classifier for `None`.
+    pub fn get(&self, layer: Option<usize>, slot: usize) -> Option<&PackedQ8> {
+        match layer {
+            Some(l) => self.layers.get(l)?.get(slot)?.as_ref(),
+            None => self.output.as_ref(),
+        }
+    }
+}
+
+/// `out = m * x` for an int8 matrix (`wq`, `ws`, groups of 32) with its [`PackedQ8`]: the
+/// same floats as [`matvec_q8_on`] (each group's exact i32 sum times `sw * sx`, the groups
+/// accumulated by FMA from zero in order, and a block whose padded last group would read
+/// past `wq` adding that group by a multiply and an add, as that kernel does). Rows past
+/// the packed blocks run through that kernel.
+pub fn matvec_q8_packed(out: &mut [f32], p: &PackedQ8, wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32]) {
+    const G: usize = 32;
+    let n = xq.len();
+    let ng = n.div_ceil(G);
+    let rows = out.len();
+    assert!(n == p.cols && wq.len() >= rows * n && ws.len() >= rows * ng && xs.len() >= ng);
+    let blocks = p.blocks.min(rows / 8);
+    // x as whole groups of dwords (zero-padded) and each group's -128 * sum(x), which takes
+    // the +128 of the packed weights back out of the exact sums. On the stack up to 1024
+    // columns.
+    let (mut small, mut large) = ([0i32; 256 + 32], Vec::new());
+    let buf = if ng * 9 <= small.len() {
+        &mut small[..ng * 9]
+    } else {
+        large.resize(ng * 9, 0);
+        &mut large[..]
+    };
+    let (xw, corr) = buf.split_at_mut(ng * 8);
+    let xb: &mut [i8] = bytemuck::cast_slice_mut(xw);
+    xb[..n].copy_from_slice(xq);
+    for (c, xg) in corr.iter_mut().zip(xq.chunks(G)) {
+        *c = -128 * xg.iter().map(|v| *v as i32).sum::<i32>();
+    }
+    let full = n / G;
+    // SAFETY: only built by `PackedModel::new`, which checked AVX-512 VNNI and VL, AVX-VNNI,
+    // AVX2 and FMA; `p` holds `blocks` blocks of `ng` groups; bounds asserted.
+    unsafe { matvec_q8_packed_vnni(&mut out[..blocks * 8], p, wq.len(), n, full, xw, corr, xs) };
+    let r = blocks * 8;
+    matvec_q8_on::<VNNI_WIDE>(&mut out[r..], &wq[r * n..], &ws[r * ng..], xq, xs, G);
+}
+
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn matvec_q8_packed_vnni(
+    out: &mut [f32],
+    p: &PackedQ8,
+    wq_len: usize,
+    n: usize,
+    full: usize,
+    xw: &[i32],
+    corr: &[i32],
+    xs: &[f32],
+) {
+    const G: usize = 32;
+    let ng = n.div_ceil(G);
+    let (wp, sp, xp) = (p.w.as_ptr(), p.s.as_ptr(), xw.as_ptr());
+    // The whole group's i32 sums of the block's eight rows, and its eight scales times sx.
+    let group = |b: usize, g: usize| {
+        let w = wp.add((b * ng + g) * 256);
+        // Two chains of four (exact integer sums, in any order).
+        let mut d = [_mm256_set1_epi32(*corr.get_unchecked(g)), _mm256_setzero_si256()];
+        for j in 0..8 {
+            let wv = _mm256_loadu_si256(w.add(j * 32) as *const __m256i);
+            d[j % 2] = _mm256_dpbusd_epi32(d[j % 2], wv, _mm256_set1_epi32(*xp.add(g * 8 + j)));
+        }
+        let d = _mm256_add_epi32(d[0], d[1]);
+        let s =
+            _mm256_mul_ps(_mm256_loadu_ps(sp.add((b * ng + g) * 8)), _mm256_set1_ps(*xs.get_unchecked(g)));
+        (_mm256_cvtepi32_ps(d), s)
+    };
+    for b in 0..out.len() / 8 {
+        let r = 8 * b;
+        // As `matvec_q8_body`'s `groups_for`.
+        let short = full < ng && (r + 7) * n + full * G + G > wq_len;
+        let mut acc = _mm256_setzero_ps();
+        for g in 0..if short { full } else { ng } {
+            let (d, s) = group(b, g);
+            acc = _mm256_fmadd_ps(d, s, acc);
+        }
+        if short {
+            let (d, s) = group(b, full);
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(d, s));
+        }
+        _mm256_storeu_ps(out.as_mut_ptr().add(r), acc);
     }
 }
 
@@ -1395,6 +1613,43 @@ mod tests {
             (k.attention_q8)(&mut a, query, cache, &mut att, shape, 32);
             reference::attention_q8(&mut b, query, cache, &mut att, shape, 32);
             close(&a, &b, 1e-5);
+        }
+    }
+
+    /// The repacked int8 matvec gives exactly the floats of the kernel it replaces, on rows
+    /// that are and are not a multiple of eight, short last groups (whose padded read would
+    /// and would not run past the matrix), codes of -128 and 127, and wide rows.
+    #[test]
+    fn packed_int8_matvec_is_bit_identical() {
+        if !(detect().is_some()
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("avxvnni"))
+        {
+            eprintln!("skipping: this CPU has no AVX-512 VNNI and AVX-VNNI");
+            return;
+        }
+        for (rows, cols) in [(64, 64), (172, 64), (64, 172), (13, 40), (512, 64), (24, 4200), (16, 8)] {
+            let w = data(rows * cols, 3 + rows as u64);
+            let x = data(cols, 77 + cols as u64);
+            let ng = cols.div_ceil(32);
+            let (mut wq, mut ws) = (vec![0i8; rows * cols], vec![0.0; rows * ng]);
+            for r in 0..rows {
+                let (rr, sr) = (r * cols..(r + 1) * cols, r * ng..(r + 1) * ng);
+                crate::quant::quantize_row(&w[rr.clone()], &mut wq[rr], &mut ws[sr], 32);
+            }
+            wq[0] = -128;
+            wq[rows * cols - 1] = 127;
+            let (mut xq, mut xs) = (vec![0i8; cols], vec![0.0; ng]);
+            crate::quant::quantize_row(&x, &mut xq, &mut xs, 32);
+            xq[cols - 1] = -127;
+            let p = PackedQ8::new(&wq, &ws, rows, cols);
+            for out_rows in [rows, rows / 2] {
+                let (mut a, mut b) = (vec![0.0; out_rows], vec![0.0; out_rows]);
+                matvec_q8_packed(&mut a, &p, &wq, &ws, &xq, &xs);
+                matvec_q8_on::<VNNI_WIDE>(&mut b, &wq, &ws, &xq, &xs, 32);
+                assert_eq!(a, b, "{rows} x {cols}, {out_rows} rows");
+            }
         }
     }
 
