@@ -101,6 +101,9 @@ enum KvCache<'s> {
     Q8 { k: &'s mut [i8], ks: &'s mut [f32], v: &'s mut [i8], vs: &'s mut [f32] },
 }
 
+/// Pairs of a head whose RoPE frequencies a [`State`] keeps.
+const ROPE_FREQS: usize = 32;
+
 /// Activations and KV cache for one sequence.
 pub struct State<'s> {
     seq_len: usize,
@@ -115,6 +118,9 @@ pub struct State<'s> {
     att: &'s mut [f32],
     logits: &'s mut [f32],
     rope: &'s mut [f32],
+    /// [`reference::rope_freq`] of each pair, computed once (a `powf` each): heads of up to
+    /// `2 * ROPE_FREQS` values; larger ones compute them at every position.
+    rope_freq: [f32; ROPE_FREQS],
     /// Quantized activation (INT8 path): values and group scales.
     xq: &'s mut [i8],
     xs: &'s mut [f32],
@@ -247,6 +253,8 @@ impl<'s> State<'s> {
         };
         let (xq, xs) = (c.i8(plan.xq), c.words(plan.xs));
         let (sparse, packed) = (None, None);
+        let (hs, theta) = (model.config.head_size(), model.config.rope_theta);
+        let rope_freq = core::array::from_fn(|i| reference::rope_freq(i, hs, theta));
         Ok(State {
             seq_len,
             kernels,
@@ -260,6 +268,7 @@ impl<'s> State<'s> {
             att,
             logits,
             rope,
+            rope_freq,
             xq,
             xs,
             kv,
@@ -433,7 +442,13 @@ impl<'s> State<'s> {
         let shape = AttnShape { head_size: hs, kv_dim, kv_mul: c.n_heads / c.n_kv_heads };
         let k = self.kernels;
         model.token_embd.row_into(token as usize, self.x, group);
-        reference::rope_table(self.rope, pos, hs, c.rope_theta);
+        if hs / 2 <= ROPE_FREQS {
+            for (cs, f) in self.rope.chunks_exact_mut(2).zip(&self.rope_freq) {
+                reference::rope_pair(cs, pos, *f);
+            }
+        } else {
+            reference::rope_table(self.rope, pos, hs, c.rope_theta);
+        }
         if let Some(s) = &mut self.sparse {
             s.select(pos);
         }
