@@ -748,9 +748,9 @@ pub fn matvec_q8_packed(out: &mut [f32], p: &PackedQ8, wq: &[i8], ws: &[f32], xq
     assert!(n == p.cols && wq.len() >= rows * n && ws.len() >= rows * ng && xs.len() >= ng);
     let blocks = p.blocks.min(rows / 8);
     // x as whole groups of dwords (zero-padded) and each group's -128 * sum(x), which takes
-    // the +128 of the packed weights back out of the exact sums. On the stack up to 1024
-    // columns.
-    let (mut small, mut large) = ([0i32; 256 + 32], Vec::new());
+    // the +128 of the packed weights back out of the exact sums. On the stack up to 256
+    // columns (a small buffer: it is zeroed at every call).
+    let (mut small, mut large) = ([0i32; 8 * 9], Vec::new());
     let buf = if ng * 9 <= small.len() {
         &mut small[..ng * 9]
     } else {
@@ -758,17 +758,25 @@ pub fn matvec_q8_packed(out: &mut [f32], p: &PackedQ8, wq: &[i8], ws: &[f32], xq
         &mut large[..]
     };
     let (xw, corr) = buf.split_at_mut(ng * 8);
-    let xb: &mut [i8] = bytemuck::cast_slice_mut(xw);
-    xb[..n].copy_from_slice(xq);
-    for (c, xg) in corr.iter_mut().zip(xq.chunks(G)) {
-        *c = -128 * xg.iter().map(|v| *v as i32).sum::<i32>();
-    }
     let full = n / G;
     // SAFETY: only built by `PackedModel::new`, which checked AVX-512 VNNI and VL, AVX-VNNI,
     // AVX2 and FMA; `p` holds `blocks` blocks of `ng` groups; bounds asserted.
-    unsafe { matvec_q8_packed_vnni(&mut out[..blocks * 8], p, wq.len(), n, full, xw, corr, xs) };
+    unsafe {
+        prepare_x(xq, xw, corr);
+        matvec_q8_packed_vnni(&mut out[..blocks * 8], p, wq.len(), n, full, xw, corr, xs)
+    };
     let r = blocks * 8;
     matvec_q8_on::<VNNI_WIDE>(&mut out[r..], &wq[r * n..], &ws[r * ng..], xq, xs, G);
+}
+
+/// `xq` into `xw` (whole groups, the zeros past its end kept) and each group's -128 * sum.
+#[target_feature(enable = "avx2")]
+fn prepare_x(xq: &[i8], xw: &mut [i32], corr: &mut [i32]) {
+    let xb: &mut [i8] = bytemuck::cast_slice_mut(xw);
+    xb[..xq.len()].copy_from_slice(xq);
+    for (c, xg) in corr.iter_mut().zip(xq.chunks(32)) {
+        *c = -128 * xg.iter().map(|v| *v as i32).sum::<i32>();
+    }
 }
 
 #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
@@ -917,16 +925,34 @@ unsafe fn quantize_avx2(x: &[f32], q: &mut [i8], scales: &mut [f32]) {
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
     let (half, one) = (_mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    // The scales of up to eight groups at once: their two divisions each (amax / 127, then
+    // 1 / scale, the same IEEE quotients as one at a time) in one vector division each,
+    // instead of two dependent scalar ones per group.
+    let mut inv8 = [0.0f32; 8];
     for g in 0..full {
+        if g % 8 == 0 {
+            let mut amax = [0.0f32; 8];
+            for (k, a) in amax.iter_mut().enumerate().take(full - g) {
+                let p = x.as_ptr().add((g + k) * G);
+                let m = (0..4).fold(_mm256_setzero_ps(), |m, i| {
+                    _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(p.add(i * 8)), abs_mask))
+                });
+                let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+                let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+                *a = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+            }
+            let scale = _mm256_div_ps(_mm256_loadu_ps(amax.as_ptr()), _mm256_set1_ps(127.0));
+            let positive = _mm256_cmp_ps(scale, _mm256_setzero_ps(), _CMP_GT_OQ);
+            let inv = _mm256_and_ps(_mm256_div_ps(one, scale), positive);
+            _mm256_storeu_ps(inv8.as_mut_ptr(), inv);
+            let mut sc = [0.0f32; 8];
+            _mm256_storeu_ps(sc.as_mut_ptr(), scale);
+            let k = (full - g).min(8);
+            scales[g..g + k].copy_from_slice(&sc[..k]);
+        }
         let p = x.as_ptr().add(g * G);
         let v: [__m256; 4] = core::array::from_fn(|i| _mm256_loadu_ps(p.add(i * 8)));
-        let m = v.iter().fold(_mm256_setzero_ps(), |m, v| _mm256_max_ps(m, _mm256_and_ps(*v, abs_mask)));
-        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
-        let scale = amax / 127.0;
-        let inv = _mm256_set1_ps(if scale > 0.0 { 1.0 / scale } else { 0.0 });
-        *scales.get_unchecked_mut(g) = scale;
+        let inv = _mm256_set1_ps(inv8[g % 8]);
         // round half away from zero from the exact truncation, as quant::round_to_i8 does
         let r: [__m256i; 4] = core::array::from_fn(|i| {
             let y = _mm256_mul_ps(v[i], inv);
