@@ -38,7 +38,8 @@ pub fn detect() -> Option<Kernels> {
             let matvec_q8 = if name == "avx512" { matvec_q8 } else { matvec_q8_on::<VNNI_WIDE> };
             let attention_q8 =
                 if std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("avx512vnni") {
-                    attention_q8_zmm
+                    // The 512-bit score and exponential passes: the same floats.
+                    attention_q8_on::<ZMM>
                 } else {
                     attention_q8_512
                 };
@@ -184,19 +185,6 @@ fn attention_q8_512(
     group: usize,
 ) {
     attention_q8_on::<YMM32>(out, query, cache, att, shape, group)
-}
-
-/// [`attention_q8_512`] with the 512-bit score and exponential passes
-/// ([`attention_q8_hs8_zmm`]): the same floats.
-fn attention_q8_zmm(
-    out: &mut [f32],
-    query: QueryQ8<'_>,
-    cache: CacheQ8<'_>,
-    att: &mut [f32],
-    shape: AttnShape,
-    group: usize,
-) {
-    attention_q8_on::<ZMM>(out, query, cache, att, shape, group)
 }
 
 fn attention_q8_on<const KERNEL: u8>(
@@ -1179,6 +1167,84 @@ unsafe fn attention_q8_hs8_avx512(
     attention_q8_hs8(out, query, cache, att, shape)
 }
 
+/// One block's eight query heads for the int8 attention kernels: the head in each lane, lane
+/// order [A0 A1 B0 B1 A2 A3 B2 B3] (A and B two quads: the four query heads, one per KV head
+/// of the same replica, that read one 32-byte key chunk), the quads' query bytes and their
+/// absolute values, and each lane's query scale over sqrt(8).
+struct Quads {
+    lane_head: [usize; 8],
+    qa: __m256i,
+    qb: __m256i,
+    abs_a: __m256i,
+    abs_b: __m256i,
+    qscale: __m256,
+}
+
+#[inline(always)]
+unsafe fn quads(query: QueryQ8<'_>, kv_mul: usize, block: usize) -> Quads {
+    let (ua, ub) = (2 * block, 2 * block + 1);
+    // Query head in slot j of quad u.
+    let quad_head = |u: usize, j: usize| (4 * (u / kv_mul) + j) * kv_mul + u % kv_mul;
+    let lane_head = [
+        quad_head(ua, 0),
+        quad_head(ua, 1),
+        quad_head(ub, 0),
+        quad_head(ub, 1),
+        quad_head(ua, 2),
+        quad_head(ua, 3),
+        quad_head(ub, 2),
+        quad_head(ub, 3),
+    ];
+    let mut bytes = [[0i8; 32]; 2];
+    for (quad, b) in [ua, ub].into_iter().zip(bytes.iter_mut()) {
+        for (j, slot) in b.chunks_exact_mut(8).enumerate() {
+            let h = quad_head(quad, j);
+            slot.copy_from_slice(&query.qq[h * 8..h * 8 + 8]);
+        }
+    }
+    let qa = _mm256_loadu_si256(bytes[0].as_ptr() as *const __m256i);
+    let qb = _mm256_loadu_si256(bytes[1].as_ptr() as *const __m256i);
+    let (abs_a, abs_b) = (_mm256_sign_epi8(qa, qa), _mm256_sign_epi8(qb, qb));
+    let lane_scale: [f32; 8] = core::array::from_fn(|i| query.qs[lane_head[i] * 8 / 32] / SQRT_8);
+    let qscale = _mm256_loadu_ps(lane_scale.as_ptr());
+    Quads { lane_head, qa, qb, abs_a, abs_b, qscale }
+}
+
+/// The int8 attention's last pass: the weights in `a` (softmax numerators times value
+/// scales, eight lanes a position) times the values, each 32-byte chunk widened to four f32
+/// vectors (one per KV head) once per position and shared by the lanes that read it (lane i
+/// reads slot [0,1,0,1,2,3,2,3][i] of chunk `ca`'s or `cb`'s), then divided by the sums.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn weighted_values(
+    out: &mut [f32],
+    a: *const f32,
+    vp: *const i8,
+    kv_dim: usize,
+    positions: usize,
+    (ca, cb): (usize, usize),
+    lane_head: [usize; 8],
+    sumv: __m256,
+) {
+    let mut inv = [0.0f32; 8];
+    _mm256_storeu_ps(inv.as_mut_ptr(), _mm256_div_ps(_mm256_set1_ps(1.0), sumv));
+    let mut acc = [_mm256_setzero_ps(); 8];
+    for t in 0..positions {
+        let w = a.add(t * 8);
+        let row = vp.add(t * kv_dim);
+        let va = widen_chunk(row.add(ca * 32));
+        let vb = if cb == ca { va } else { widen_chunk(row.add(cb * 32)) };
+        let lanes = [va[0], va[1], vb[0], vb[1], va[2], va[3], vb[2], vb[3]];
+        for (i, (acc, v)) in acc.iter_mut().zip(lanes).enumerate() {
+            *acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*w.add(i)), v, *acc);
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        let o = out.as_mut_ptr().add(lane_head[i] * 8);
+        _mm256_storeu_ps(o, _mm256_mul_ps(*acc, _mm256_set1_ps(inv[i])));
+    }
+}
+
 /// [`attention_q8_hs8`] two positions per 512-bit register where the work is per lane: the
 /// scores (AVX-512 VNNI `vpdpbusd`, exact integer sums like `maddubs` + `madd` on int8 that
 /// never reaches -128) and the exponentials. Each lane computes the same operations on the
@@ -1202,7 +1268,6 @@ unsafe fn attention_q8_hs8_zmm(
     let a = att.as_mut_ptr();
     let (kp, vp) = (cache.keys.as_ptr(), cache.values.as_ptr());
     let (ksp, vsp) = (cache.key_scales.as_ptr(), cache.value_scales.as_ptr());
-    let quad_head = |u: usize, j: usize| (4 * (u / kv_mul) + j) * kv_mul + u % kv_mul;
     // `hadd_epi32(da, db)` of the 256-bit kernel for both positions: output lane 8p + i sums
     // the int32 pair k = [0,1,0,1,2,3,2,3][i] of quad A's (i in 0,1,4,5) or B's products.
     let pair_lo = _mm512_setr_epi32(0, 2, 16, 18, 4, 6, 20, 22, 8, 10, 24, 26, 12, 14, 28, 30);
@@ -1217,30 +1282,9 @@ unsafe fn attention_q8_hs8_zmm(
     let both =
         |x: __m256| _mm512_shuffle_f32x4::<0b0100_0100>(_mm512_castps256_ps512(x), _mm512_castps256_ps512(x));
     for block in 0..n_heads / 8 {
-        let (ua, ub) = (2 * block, 2 * block + 1);
-        let c = ua / kv_mul;
-        let lane_head = [
-            quad_head(ua, 0),
-            quad_head(ua, 1),
-            quad_head(ub, 0),
-            quad_head(ub, 1),
-            quad_head(ua, 2),
-            quad_head(ua, 3),
-            quad_head(ub, 2),
-            quad_head(ub, 3),
-        ];
-        let mut bytes = [[0i8; 32]; 2];
-        for (quad, b) in [ua, ub].into_iter().zip(bytes.iter_mut()) {
-            for (j, slot) in b.chunks_exact_mut(8).enumerate() {
-                let h = quad_head(quad, j);
-                slot.copy_from_slice(&query.qq[h * 8..h * 8 + 8]);
-            }
-        }
-        let qa = _mm256_loadu_si256(bytes[0].as_ptr() as *const __m256i);
-        let qb = _mm256_loadu_si256(bytes[1].as_ptr() as *const __m256i);
-        let (abs_a, abs_b) = (_mm256_sign_epi8(qa, qa), _mm256_sign_epi8(qb, qb));
-        let lane_scale: [f32; 8] = core::array::from_fn(|i| query.qs[lane_head[i] * 8 / 32] / SQRT_8);
-        let qscale = _mm256_loadu_ps(lane_scale.as_ptr());
+        // Both quads read chunk c (kv_mul is even).
+        let c = 2 * block / kv_mul;
+        let Quads { lane_head, qa, qb, abs_a, abs_b, qscale } = quads(query, kv_mul, block);
         // The 512-bit copies: both halves hold the same query.
         let wide = |x: __m256i| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x), x);
         let (qa2, qb2) = (wide(qa), wide(qb));
@@ -1298,21 +1342,7 @@ unsafe fn attention_q8_hs8_zmm(
             let vs = _mm256_broadcast_ss(&*vsp.add(t * ng + c));
             _mm256_storeu_ps(a.add(t * 8), _mm256_mul_ps(e, vs));
         }
-        let mut inv = [0.0f32; 8];
-        _mm256_storeu_ps(inv.as_mut_ptr(), _mm256_div_ps(_mm256_set1_ps(1.0), sumv));
-        let mut acc = [_mm256_setzero_ps(); 8];
-        for t in 0..positions {
-            let w = a.add(t * 8);
-            let v = widen_chunk(vp.add(t * kv_dim + c * 32));
-            let lanes = [v[0], v[1], v[0], v[1], v[2], v[3], v[2], v[3]];
-            for (i, (acc, v)) in acc.iter_mut().zip(lanes).enumerate() {
-                *acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*w.add(i)), v, *acc);
-            }
-        }
-        for (i, acc) in acc.iter().enumerate() {
-            let o = out.as_mut_ptr().add(lane_head[i] * 8);
-            _mm256_storeu_ps(o, _mm256_mul_ps(*acc, _mm256_set1_ps(inv[i])));
-        }
+        weighted_values(out, a, vp, kv_dim, positions, (c, c), lane_head, sumv);
     }
 }
 
@@ -1352,33 +1382,10 @@ unsafe fn attention_q8_hs8(
     let ones = _mm256_set1_epi16(1);
     let a = att.as_mut_ptr();
     let (kp, vp) = (cache.keys.as_ptr(), cache.values.as_ptr());
-    // Query head in slot j of quad u.
-    let quad_head = |u: usize, j: usize| (4 * (u / kv_mul) + j) * kv_mul + u % kv_mul;
     for block in 0..n_heads / 8 {
         let (ua, ub) = (2 * block, 2 * block + 1);
         let (ca, cb) = (ua / kv_mul, ub / kv_mul);
-        let lane_head = [
-            quad_head(ua, 0),
-            quad_head(ua, 1),
-            quad_head(ub, 0),
-            quad_head(ub, 1),
-            quad_head(ua, 2),
-            quad_head(ua, 3),
-            quad_head(ub, 2),
-            quad_head(ub, 3),
-        ];
-        let mut bytes = [[0i8; 32]; 2];
-        for (quad, b) in [ua, ub].into_iter().zip(bytes.iter_mut()) {
-            for (j, slot) in b.chunks_exact_mut(8).enumerate() {
-                let h = quad_head(quad, j);
-                slot.copy_from_slice(&query.qq[h * 8..h * 8 + 8]);
-            }
-        }
-        let qa = _mm256_loadu_si256(bytes[0].as_ptr() as *const __m256i);
-        let qb = _mm256_loadu_si256(bytes[1].as_ptr() as *const __m256i);
-        let (abs_a, abs_b) = (_mm256_sign_epi8(qa, qa), _mm256_sign_epi8(qb, qb));
-        let lane_scale: [f32; 8] = core::array::from_fn(|i| query.qs[lane_head[i] * 8 / 32] / SQRT_8);
-        let qscale = _mm256_loadu_ps(lane_scale.as_ptr());
+        let Quads { lane_head, qa, qb, abs_a, abs_b, qscale } = quads(query, kv_mul, block);
         // Lanes 2, 3, 6, 7 come from quad B (and its key chunk).
         const FROM_B: i32 = 0b1100_1100;
         let mut maxv = _mm256_set1_ps(f32::NEG_INFINITY);
@@ -1405,26 +1412,7 @@ unsafe fn attention_q8_hs8(
                 _mm256_blend_ps::<FROM_B>(_mm256_broadcast_ss(&*s.add(ca)), _mm256_broadcast_ss(&*s.add(cb)));
             _mm256_storeu_ps(a.add(t * 8), _mm256_mul_ps(e, vs));
         }
-        let mut inv = [0.0f32; 8];
-        _mm256_storeu_ps(inv.as_mut_ptr(), _mm256_div_ps(_mm256_set1_ps(1.0), sumv));
-        // Values: each 32-byte chunk is widened to four f32 vectors (one per KV head) once per
-        // position and shared by the lanes that read it; lane i reads slot [0,1,0,1,2,3,2,3][i]
-        // of chunk A's or B's.
-        let mut acc = [_mm256_setzero_ps(); 8];
-        for t in 0..positions {
-            let w = a.add(t * 8);
-            let row = vp.add(t * kv_dim);
-            let va = widen_chunk(row.add(ca * 32));
-            let vb = if cb == ca { va } else { widen_chunk(row.add(cb * 32)) };
-            let lanes = [va[0], va[1], vb[0], vb[1], va[2], va[3], vb[2], vb[3]];
-            for (i, (acc, v)) in acc.iter_mut().zip(lanes).enumerate() {
-                *acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*w.add(i)), v, *acc);
-            }
-        }
-        for (i, acc) in acc.iter().enumerate() {
-            let o = out.as_mut_ptr().add(lane_head[i] * 8);
-            _mm256_storeu_ps(o, _mm256_mul_ps(*acc, _mm256_set1_ps(inv[i])));
-        }
+        weighted_values(out, a, vp, kv_dim, positions, (ca, cb), lane_head, sumv);
     }
 }
 
@@ -1722,7 +1710,7 @@ mod tests {
             let cache = CacheQ8 { keys: &kq, key_scales: &ksc, values: &vq, value_scales: &vsc };
             let (mut a, mut b) = (vec![0.0; heads * 8], vec![0.0; heads * 8]);
             let mut att = vec![0.0; heads * positions];
-            attention_q8_zmm(&mut a, query, cache, &mut att, shape, 32);
+            attention_q8_on::<ZMM>(&mut a, query, cache, &mut att, shape, 32);
             attention_q8_512(&mut b, query, cache, &mut att, shape, 32);
             assert_eq!(a, b, "{heads} heads, {kv_heads} KV heads, {positions} positions");
         }
