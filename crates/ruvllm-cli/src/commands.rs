@@ -171,6 +171,9 @@ pub fn gen(
         }
     };
     let mut sampling = ruvllm_esp32::sample::Sampling::new(temp_milli as u32, seed);
+    // Full attention on the float path: the int8 matrices repacked for the CPU's fastest
+    // kernel (the same floats).
+    let packed = if int || scalar || pattern.is_some() { None } else { infer::PackedModel::new(&model) };
     let stats = match (int, window, sparse) {
         (true, Some(w), _) => {
             let mut state = IntState::sliding(&model, &mut int_arena, w)?;
@@ -195,7 +198,7 @@ pub fn gen(
             infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
         }
         (false, None, None) => {
-            let mut state = State::new(&model, &mut arena, steps, kernels)?;
+            let mut state = State::new(&model, &mut arena, steps, kernels)?.with_packed(packed.as_ref());
             infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
         }
     };
@@ -217,6 +220,11 @@ pub fn gen(
         if int { "fixed-point" } else { kernels.name },
     );
     let _ = std::io::stderr().write_all(line.as_bytes());
+    // The process ends now: the kernel takes the buffers and the mapping back at exit in one
+    // go, cheaper than freeing and unmapping them one by one first.
+    std::mem::forget((arena, int_arena, scratch, packed));
+    std::mem::forget(model);
+    std::mem::forget(img);
     Ok(())
 }
 

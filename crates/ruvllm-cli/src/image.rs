@@ -57,7 +57,9 @@ impl Image {
         let (file, _) = input::open_input(path, "model file", input::MAX_MODEL_BYTES)?;
         // SAFETY: the mapping is read-only and private to this short-lived process; like
         // llama.cpp, we accept that someone truncating the file meanwhile would fault us.
-        let map = unsafe { memmap2::Mmap::map(&file) }.with_context(err)?;
+        // Populated: every page is read anyway (the checksum), and one call maps them all
+        // instead of a page fault per few pages.
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.with_context(err)?;
         Ok(Image { storage: Storage::Mapped(map), origin: path.display().to_string() })
     }
 

@@ -17,7 +17,8 @@ pub use integer::{parts, reduce, shard, IntBatch, IntState, Parts, Shard, Tensor
 pub use pattern::{Pattern, PatternError, MAX_RANDOM, PATTERNS};
 
 use crate::error::{Error, Result};
-use crate::kernels::{reference, AttnShape, CacheQ8, Kernels, QueryQ8};
+pub use crate::kernels::PackedModel;
+use crate::kernels::{reference, AttnShape, CacheQ8, Kernels, PackedQ8, QueryQ8};
 use crate::model::{Config, Matrix, Model, Precision};
 use arena::Carver;
 use pattern::Scratch;
@@ -100,6 +101,9 @@ enum KvCache<'s> {
     Q8 { k: &'s mut [i8], ks: &'s mut [f32], v: &'s mut [i8], vs: &'s mut [f32] },
 }
 
+/// Pairs of a head whose RoPE frequencies a [`State`] keeps.
+const ROPE_FREQS: usize = 32;
+
 /// Activations and KV cache for one sequence.
 pub struct State<'s> {
     seq_len: usize,
@@ -114,6 +118,9 @@ pub struct State<'s> {
     att: &'s mut [f32],
     logits: &'s mut [f32],
     rope: &'s mut [f32],
+    /// [`reference::rope_freq`] of each pair, computed once (a `powf` each): heads of up to
+    /// `2 * ROPE_FREQS` values; larger ones compute them at every position.
+    rope_freq: [f32; ROPE_FREQS],
     /// Quantized activation (INT8 path): values and group scales.
     xq: &'s mut [i8],
     xs: &'s mut [f32],
@@ -121,6 +128,9 @@ pub struct State<'s> {
     /// A sparse pattern's scratch ([`State::sparse`]), of the cache's kind; `None`: every
     /// position.
     sparse: Option<SparseRows<'s>>,
+    /// The model's int8 matrices repacked for the host's fastest kernel
+    /// ([`State::with_packed`]).
+    packed: Option<&'s PackedModel>,
 }
 
 /// A sparse pattern's scratch for an f32 or an int8 cache.
@@ -242,8 +252,29 @@ impl<'s> State<'s> {
             },
         };
         let (xq, xs) = (c.i8(plan.xq), c.words(plan.xs));
-        let sparse = None;
-        Ok(State { seq_len, kernels, x, xb, xb2, hb, hb2, q, kv_row, att, logits, rope, xq, xs, kv, sparse })
+        let (sparse, packed) = (None, None);
+        let (hs, theta) = (model.config.head_size(), model.config.rope_theta);
+        let rope_freq = core::array::from_fn(|i| reference::rope_freq(i, hs, theta));
+        Ok(State {
+            seq_len,
+            kernels,
+            x,
+            xb,
+            xb2,
+            hb,
+            hb2,
+            q,
+            kv_row,
+            att,
+            logits,
+            rope,
+            rope_freq,
+            xq,
+            xs,
+            kv,
+            sparse,
+            packed,
+        })
     }
 
     /// Arena length (in f32 elements) of [`State::sparse`] with `pattern` at `seq_len`.
@@ -349,6 +380,13 @@ impl<'s> State<'s> {
         Ok(Sliding(Self::new(model, arena, window, kernels)?))
     }
 
+    /// Runs the int8 matrices through `packed` (built from this state's model by
+    /// [`PackedModel::new`]): the same floats, sooner.
+    pub fn with_packed(mut self, packed: Option<&'s PackedModel>) -> Self {
+        self.packed = packed;
+        self
+    }
+
     /// Positions this state can hold.
     pub fn seq_len(&self) -> usize {
         self.seq_len
@@ -404,7 +442,13 @@ impl<'s> State<'s> {
         let shape = AttnShape { head_size: hs, kv_dim, kv_mul: c.n_heads / c.n_kv_heads };
         let k = self.kernels;
         model.token_embd.row_into(token as usize, self.x, group);
-        reference::rope_table(self.rope, pos, hs, c.rope_theta);
+        if hs / 2 <= ROPE_FREQS {
+            for (cs, f) in self.rope.chunks_exact_mut(2).zip(&self.rope_freq) {
+                reference::rope_pair(cs, pos, *f);
+            }
+        } else {
+            reference::rope_table(self.rope, pos, hs, c.rope_theta);
+        }
         if let Some(s) = &mut self.sparse {
             s.select(pos);
         }
@@ -416,16 +460,18 @@ impl<'s> State<'s> {
             let srow = (l * self.seq_len + slot) * ng;
             let s_range = l * self.seq_len * ng..(l * self.seq_len + seen) * ng;
             // q, k, v for this position; k and v go straight into the cache.
-            let mut mv = |out: &mut [f32], m: &Matrix<'_>, quantized: bool| {
-                matvec(k, out, m, self.xb, self.xq, self.xs, group, quantized)
+            let packed = self.packed;
+            let pk = |slot: usize| packed_matrix(packed, Some(l), slot);
+            let mut mv = |out: &mut [f32], m: &Matrix<'_>, slot: usize, quantized: bool| {
+                matvec(k, out, (m, pk(slot)), self.xb, self.xq, self.xs, group, quantized)
             };
-            mv(self.q, &layer.wq, false);
+            mv(self.q, &layer.wq, 0, false);
             match &mut self.kv {
                 KvCache::F32 { k: kc, v: vc } => {
                     let krow = &mut kc[cache_row..cache_row + kv_dim];
-                    mv(krow, &layer.wk, true);
+                    mv(krow, &layer.wk, 1, true);
                     reference::rope(krow, self.rope);
-                    mv(&mut vc[cache_row..cache_row + kv_dim], &layer.wv, true);
+                    mv(&mut vc[cache_row..cache_row + kv_dim], &layer.wv, 2, true);
                     reference::rope(self.q, self.rope);
                     let mut rows: pattern::Rows<'_, f32, f32> =
                         (&kc[layer_range.clone()], &[], &vc[layer_range], &[]);
@@ -435,7 +481,7 @@ impl<'s> State<'s> {
                     (k.attention_f32)(self.xb2, self.q, rows.0, rows.2, self.att, shape);
                 }
                 KvCache::Q8 { k: kc, ks, v: vc, vs } => {
-                    mv(self.kv_row, &layer.wk, true);
+                    mv(self.kv_row, &layer.wk, 1, true);
                     reference::rope(self.kv_row, self.rope);
                     (k.quantize)(
                         self.kv_row,
@@ -443,7 +489,7 @@ impl<'s> State<'s> {
                         &mut ks[srow..srow + ng],
                         group,
                     );
-                    mv(self.kv_row, &layer.wv, true);
+                    mv(self.kv_row, &layer.wv, 2, true);
                     (k.quantize)(
                         self.kv_row,
                         &mut vc[cache_row..cache_row + kv_dim],
@@ -468,18 +514,19 @@ impl<'s> State<'s> {
                     (k.attention_q8)(self.xb2, query, cache, self.att, shape, group);
                 }
             }
-            matvec(k, self.xb, &layer.wo, self.xb2, self.xq, self.xs, group, false);
+            matvec(k, self.xb, (&layer.wo, pk(3)), self.xb2, self.xq, self.xs, group, false);
             add(self.x, self.xb);
             reference::rmsnorm(self.xb, self.x, layer.ffn_norm, c.norm_eps);
-            matvec(k, self.hb, &layer.w1, self.xb, self.xq, self.xs, group, false);
-            matvec(k, self.hb2, &layer.w3, self.xb, self.xq, self.xs, group, true);
+            matvec(k, self.hb, (&layer.w1, pk(4)), self.xb, self.xq, self.xs, group, false);
+            matvec(k, self.hb2, (&layer.w3, pk(5)), self.xb, self.xq, self.xs, group, true);
             (k.swiglu)(self.hb, self.hb2);
-            matvec(k, self.xb, &layer.w2, self.hb, self.xq, self.xs, group, false);
+            matvec(k, self.xb, (&layer.w2, pk(6)), self.hb, self.xq, self.xs, group, false);
             add(self.x, self.xb);
         }
         if logits {
             reference::rmsnorm(self.xb, self.x, model.output_norm, c.norm_eps);
-            matvec(k, self.logits, &model.output, self.xb, self.xq, self.xs, group, false);
+            let out = packed_matrix(self.packed, None, 0);
+            matvec(k, self.logits, (&model.output, out), self.xb, self.xq, self.xs, group, false);
         }
         Ok(())
     }
@@ -497,7 +544,7 @@ fn add(x: &mut [f32], y: &[f32]) {
 fn matvec(
     k: Kernels,
     out: &mut [f32],
-    m: &Matrix<'_>,
+    (m, packed): (&Matrix<'_>, Option<&PackedQ8>),
     x: &[f32],
     xq: &mut [i8],
     xs: &mut [f32],
@@ -507,7 +554,28 @@ fn matvec(
     if !reuse {
         quantize_for(k, m, x, xq, xs, group);
     }
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    if let (Some(p), Matrix::Q8 { q, s, cols, .. }) = (packed, m) {
+        let (xq, xs) = (&xq[..*cols], &xs[..cols.div_ceil(group)]);
+        return crate::kernels::x86::matvec_q8_packed(out, p, q, s, xq, xs);
+    }
+    #[cfg(not(all(target_arch = "x86_64", feature = "std")))]
+    if let Some(p) = packed {
+        match *p {}
+    }
     product(k, out, m, x, xq, xs, group)
+}
+
+/// Layer `layer`'s matrix in `slot` (wq, wk, wv, wo, w1, w3, w2), or the classifier for
+/// `None`, as `packed` holds it.
+fn packed_matrix(packed: Option<&PackedModel>, layer: Option<usize>, slot: usize) -> Option<&PackedQ8> {
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    return packed?.get(layer, slot);
+    #[cfg(not(all(target_arch = "x86_64", feature = "std")))]
+    {
+        let _ = (layer, slot);
+        match *packed? {}
+    }
 }
 
 /// Quantizes the activation `x` the way `m`'s product reads it (nothing for an f32 matrix).

@@ -261,11 +261,21 @@ pub fn swiglu(h1: &mut [f32], h3: &[f32]) {
 /// `(cos, sin)`. Computed once per token, shared by every layer and head.
 pub fn rope_table(table: &mut [f32], pos: usize, head_size: usize, theta: f32) {
     for (i, cs) in table.chunks_exact_mut(2).enumerate() {
-        let freq = 1.0 / libm::powf(theta, (2 * i) as f32 / head_size as f32);
-        let val = pos as f32 * freq;
-        cs[0] = libm::cosf(val);
-        cs[1] = libm::sinf(val);
+        rope_pair(cs, pos, rope_freq(i, head_size, theta));
     }
+}
+
+/// The frequency of pair `i` of a head of `head_size` values.
+pub fn rope_freq(i: usize, head_size: usize, theta: f32) -> f32 {
+    1.0 / libm::powf(theta, (2 * i) as f32 / head_size as f32)
+}
+
+/// One pair's cosine and sine at `pos` for frequency `freq` (from [`rope_freq`]).
+#[inline]
+pub fn rope_pair(cs: &mut [f32], pos: usize, freq: f32) {
+    let val = pos as f32 * freq;
+    cs[0] = libm::cosf(val);
+    cs[1] = libm::sinf(val);
 }
 
 /// Rotary position embedding over adjacent pairs (llama2.c / GGML "normal" mode), head by head,

@@ -4,6 +4,7 @@
 
 use super::{reference, AttnShape, CacheQ8, Kernels, QueryQ8};
 use core::arch::x86_64::*;
+use std::{vec, vec::Vec};
 
 /// The AVX2 kernel set, if this CPU has AVX2 and FMA.
 pub fn detect() -> Option<Kernels> {
@@ -35,7 +36,14 @@ pub fn detect() -> Option<Kernels> {
         let wide = Kernels { name, matvec_f32: matvec_f32_512, ..avx2 };
         if std::is_x86_feature_detected!("avx512vl") {
             let matvec_q8 = if name == "avx512" { matvec_q8 } else { matvec_q8_on::<VNNI_WIDE> };
-            return Some(Kernels { attention_q8: attention_q8_512, matvec_q8, ..wide });
+            let attention_q8 =
+                if std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("avx512vnni") {
+                    // The 512-bit score and exponential passes: the same floats.
+                    attention_q8_on::<ZMM>
+                } else {
+                    attention_q8_512
+                };
+            return Some(Kernels { attention_q8, matvec_q8, ..wide });
         }
         return Some(wide);
     }
@@ -157,8 +165,14 @@ fn attention_q8(
     shape: AttnShape,
     group: usize,
 ) {
-    attention_q8_on::<false>(out, query, cache, att, shape, group)
+    attention_q8_on::<YMM>(out, query, cache, att, shape, group)
 }
+
+/// Which int8 attention kernel [`attention_q8_on`] runs: AVX2, the same with AVX-512's
+/// register file, or two positions per 512-bit register (AVX-512 BW and VNNI too).
+const YMM: u8 = 0;
+const YMM32: u8 = 1;
+const ZMM: u8 = 2;
 
 /// [`attention_q8`] with the AVX-512 register file (32 vector registers, so the kernel's
 /// accumulators are not spilled): the same instructions on the same values.
@@ -170,10 +184,10 @@ fn attention_q8_512(
     shape: AttnShape,
     group: usize,
 ) {
-    attention_q8_on::<true>(out, query, cache, att, shape, group)
+    attention_q8_on::<YMM32>(out, query, cache, att, shape, group)
 }
 
-fn attention_q8_on<const WIDE: bool>(
+fn attention_q8_on<const KERNEL: u8>(
     out: &mut [f32],
     query: QueryQ8<'_>,
     cache: CacheQ8<'_>,
@@ -193,13 +207,13 @@ fn attention_q8_on<const WIDE: bool>(
             && query.qs.len() >= query.q.len().div_ceil(group)
     );
     if hs == 8 && group == 32 && kv_dim.is_multiple_of(32) && n_heads.is_multiple_of(8) {
-        // SAFETY: as above (`WIDE` only through `detect` having checked AVX-512F and VL); the
-        // shape is the one this kernel is written for.
+        // SAFETY: as above (`YMM32` only through `detect` having checked AVX-512F and VL,
+        // `ZMM` BW and VNNI too); the shape is the one these kernels are written for.
         return unsafe {
-            if WIDE {
-                attention_q8_hs8_avx512(out, query, cache, att, shape)
-            } else {
-                attention_q8_hs8_avx2(out, query, cache, att, shape)
+            match KERNEL {
+                ZMM if shape.kv_mul.is_multiple_of(2) => attention_q8_hs8_zmm(out, query, cache, att, shape),
+                YMM32 | ZMM => attention_q8_hs8_avx512(out, query, cache, att, shape),
+                _ => attention_q8_hs8_avx2(out, query, cache, att, shape),
             }
         };
     }
@@ -574,6 +588,231 @@ unsafe fn matvec_q8_body<const VNNI: bool>(out: &mut [f32], wq: &[i8], ws: &[f32
     }
 }
 
+/// An int8 matrix's full blocks of eight rows, repacked for [`matvec_q8_packed`]: for each
+/// block and 32-value group, eight runs of four columns, each holding the eight rows' four
+/// weights plus 128 (unsigned, as `vpdpbusd` wants its first operand; zero past the row's
+/// end), and the eight rows' scales of that group. Built once per model on the host.
+pub struct PackedQ8 {
+    cols: usize,
+    blocks: usize,
+    w: Vec<u8>,
+    s: Vec<f32>,
+}
+
+impl PackedQ8 {
+    fn new(q: &[i8], s: &[f32], rows: usize, cols: usize) -> PackedQ8 {
+        const G: usize = 32;
+        let (blocks, ng) = (rows / 8, cols.div_ceil(G));
+        let mut w = vec![0u8; blocks * ng * 8 * 32];
+        let mut sc = vec![0.0f32; blocks * ng * 8];
+        let full = cols / G;
+        for b in 0..blocks {
+            for g in 0..full {
+                let at = (b * ng + g) * 8;
+                // SAFETY: `PackedModel::new` checked AVX2; the eight rows' group lies in `q`
+                // (`q.len() >= rows * cols`) and its 256 packed bytes in `w`.
+                unsafe {
+                    transpose_group(q.as_ptr().add(8 * b * cols + g * G), cols, w.as_mut_ptr().add(at * 32))
+                };
+                for i in 0..8 {
+                    sc[at + i] = s[(8 * b + i) * ng + g];
+                }
+            }
+            for i in 0..8 {
+                let row = &q[(8 * b + i) * cols..(8 * b + i + 1) * cols];
+                for (g, run) in row.chunks(G).enumerate().skip(full) {
+                    let base = (b * ng + g) * 8;
+                    for (c, four) in run.chunks(4).enumerate() {
+                        let mut v = [0u8; 4];
+                        for (d, x) in v.iter_mut().zip(four) {
+                            *d = (*x as u8) ^ 0x80;
+                        }
+                        let at = (base + c) * 32 + i * 4;
+                        w[at..at + 4].copy_from_slice(&v);
+                    }
+                    sc[base + i] = s[(8 * b + i) * ng + g];
+                }
+            }
+        }
+        PackedQ8 { cols, blocks, w, s: sc }
+    }
+}
+
+/// One full group of eight rows (`stride` bytes apart) as [`PackedQ8`] lays it out: the 8 x 8
+/// dwords transposed, each byte plus 128.
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_group(src: *const i8, stride: usize, dst: *mut u8) {
+    let flip = _mm256_set1_epi8(-128);
+    let r: [__m256i; 8] = core::array::from_fn(|i| {
+        _mm256_xor_si256(_mm256_loadu_si256(src.add(i * stride) as *const __m256i), flip)
+    });
+    let a: [__m256i; 8] = core::array::from_fn(|i| {
+        let (x, y) = (r[(i / 2) * 2], r[(i / 2) * 2 + 1]);
+        if i % 2 == 0 {
+            _mm256_unpacklo_epi32(x, y)
+        } else {
+            _mm256_unpackhi_epi32(x, y)
+        }
+    });
+    // a[0] = r0 r1 interleaved (dwords 0,1 | 4,5), a[1] = (2,3 | 6,7); likewise a[2..4] for r2 r3.
+    let b: [__m256i; 8] = core::array::from_fn(|i| {
+        let (h, k) = (i / 4, i % 4);
+        let (x, y) = (a[4 * h + k % 2], a[4 * h + 2 + k % 2]);
+        if k < 2 {
+            _mm256_unpacklo_epi64(x, y)
+        } else {
+            _mm256_unpackhi_epi64(x, y)
+        }
+    });
+    // b[4h + k]: rows 4h..4h+4 of dwords [k'=0: 0|4, 1: 2|6, 2: 1|5, 3: 3|7].
+    for (k, c) in [(0, 0), (2, 1), (1, 2), (3, 3)] {
+        let (lo, hi) = (b[c], b[4 + c]);
+        _mm256_storeu_si256(dst.add(k * 32) as *mut __m256i, _mm256_permute2x128_si256::<0x20>(lo, hi));
+        _mm256_storeu_si256(dst.add((k + 4) * 32) as *mut __m256i, _mm256_permute2x128_si256::<0x31>(lo, hi));
+    }
+}
+
+/// Every int8 matrix of a model repacked ([`PackedQ8`]): the weights once more in host RAM
+/// (260 KB for stories260K), so that each group of eight rows costs eight `vpdpbusd` and no
+/// horizontal sums. Only where the CPU has AVX-512 VNNI (its broadcast operand).
+pub struct PackedModel {
+    layers: Vec<[Option<PackedQ8>; 7]>,
+    output: Option<PackedQ8>,
+}
+
+/// A layer's matrices in [`PackedModel`]: wq, wk, wv, wo, w1, w3, w2.
+pub const SLOTS: usize = 7;
+
+impl PackedModel {
+    /// `None` unless this CPU runs [`matvec_q8_packed`] and the model has int8 matrices in
+    /// groups of 32.
+    pub fn new<const L: usize>(model: &crate::model::Model<'_, L>) -> Option<PackedModel> {
+        if model.group != 32
+            // AVX-VNNI too: rows past the packed blocks run its kernel.
+            || !(std::is_x86_feature_detected!("avx512vnni")
+                && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("avxvnni"))
+            || detect().is_none()
+        {
+            return None;
+        }
+        let pack = |m: &crate::model::Matrix<'_>| match *m {
+            crate::model::Matrix::Q8 { q, s, rows, cols } if q.len() >= rows * cols => {
+                Some(PackedQ8::new(q, s, rows, cols))
+            }
+            _ => None,
+        };
+        let layers: Vec<[Option<PackedQ8>; SLOTS]> = model
+            .layers
+            .iter()
+            .map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w3, &l.w2].map(pack))
+            .collect();
+        let output = pack(&model.output);
+        if output.is_none() && layers.iter().all(|l| l.iter().all(Option::is_none)) {
+            return None;
+        }
+        Some(PackedModel { layers, output })
+    }
+
+    /// Layer `l`'s matrix in `slot` ([`SLOTS`]), or the classifier for `None`.
+    pub fn get(&self, layer: Option<usize>, slot: usize) -> Option<&PackedQ8> {
+        match layer {
+            Some(l) => self.layers.get(l)?.get(slot)?.as_ref(),
+            None => self.output.as_ref(),
+        }
+    }
+}
+
+/// `out = m * x` for an int8 matrix (`wq`, `ws`, groups of 32) with its [`PackedQ8`]: the
+/// same floats as [`matvec_q8_on`] (each group's exact i32 sum times `sw * sx`, the groups
+/// accumulated by FMA from zero in order, and a block whose padded last group would read
+/// past `wq` adding that group by a multiply and an add, as that kernel does). Rows past
+/// the packed blocks run through that kernel.
+pub fn matvec_q8_packed(out: &mut [f32], p: &PackedQ8, wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32]) {
+    const G: usize = 32;
+    let n = xq.len();
+    let ng = n.div_ceil(G);
+    let rows = out.len();
+    assert!(n == p.cols && wq.len() >= rows * n && ws.len() >= rows * ng && xs.len() >= ng);
+    let blocks = p.blocks.min(rows / 8);
+    // x as whole groups of dwords (zero-padded) and each group's -128 * sum(x), which takes
+    // the +128 of the packed weights back out of the exact sums. On the stack up to 256
+    // columns (a small buffer: it is zeroed at every call).
+    let (mut small, mut large) = ([0i32; 8 * 9], Vec::new());
+    let buf = if ng * 9 <= small.len() {
+        &mut small[..ng * 9]
+    } else {
+        large.resize(ng * 9, 0);
+        &mut large[..]
+    };
+    let (xw, corr) = buf.split_at_mut(ng * 8);
+    let full = n / G;
+    // SAFETY: only built by `PackedModel::new`, which checked AVX-512 VNNI and VL, AVX-VNNI,
+    // AVX2 and FMA; `p` holds `blocks` blocks of `ng` groups; bounds asserted.
+    unsafe {
+        prepare_x(xq, xw, corr);
+        matvec_q8_packed_vnni(&mut out[..blocks * 8], p, wq.len(), n, full, xw, corr, xs)
+    };
+    let r = blocks * 8;
+    matvec_q8_on::<VNNI_WIDE>(&mut out[r..], &wq[r * n..], &ws[r * ng..], xq, xs, G);
+}
+
+/// `xq` into `xw` (whole groups, the zeros past its end kept) and each group's -128 * sum.
+#[target_feature(enable = "avx2")]
+fn prepare_x(xq: &[i8], xw: &mut [i32], corr: &mut [i32]) {
+    let xb: &mut [i8] = bytemuck::cast_slice_mut(xw);
+    xb[..xq.len()].copy_from_slice(xq);
+    for (c, xg) in corr.iter_mut().zip(xq.chunks(32)) {
+        *c = -128 * xg.iter().map(|v| *v as i32).sum::<i32>();
+    }
+}
+
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn matvec_q8_packed_vnni(
+    out: &mut [f32],
+    p: &PackedQ8,
+    wq_len: usize,
+    n: usize,
+    full: usize,
+    xw: &[i32],
+    corr: &[i32],
+    xs: &[f32],
+) {
+    const G: usize = 32;
+    let ng = n.div_ceil(G);
+    let (wp, sp, xp) = (p.w.as_ptr(), p.s.as_ptr(), xw.as_ptr());
+    // The whole group's i32 sums of the block's eight rows, and its eight scales times sx.
+    let group = |b: usize, g: usize| {
+        let w = wp.add((b * ng + g) * 256);
+        // Two chains of four (exact integer sums, in any order).
+        let mut d = [_mm256_set1_epi32(*corr.get_unchecked(g)), _mm256_setzero_si256()];
+        for j in 0..8 {
+            let wv = _mm256_loadu_si256(w.add(j * 32) as *const __m256i);
+            d[j % 2] = _mm256_dpbusd_epi32(d[j % 2], wv, _mm256_set1_epi32(*xp.add(g * 8 + j)));
+        }
+        let d = _mm256_add_epi32(d[0], d[1]);
+        let s =
+            _mm256_mul_ps(_mm256_loadu_ps(sp.add((b * ng + g) * 8)), _mm256_set1_ps(*xs.get_unchecked(g)));
+        (_mm256_cvtepi32_ps(d), s)
+    };
+    for b in 0..out.len() / 8 {
+        let r = 8 * b;
+        // As `matvec_q8_body`'s `groups_for`.
+        let short = full < ng && (r + 7) * n + full * G + G > wq_len;
+        let mut acc = _mm256_setzero_ps();
+        for g in 0..if short { full } else { ng } {
+            let (d, s) = group(b, g);
+            acc = _mm256_fmadd_ps(d, s, acc);
+        }
+        if short {
+            let (d, s) = group(b, full);
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(d, s));
+        }
+        _mm256_storeu_ps(out.as_mut_ptr().add(r), acc);
+    }
+}
+
 /// The i32 dot product of a row's last, partial group.
 #[inline]
 unsafe fn dot_tail(w: *const i8, x: &[i8]) -> i32 {
@@ -674,16 +913,34 @@ unsafe fn quantize_avx2(x: &[f32], q: &mut [i8], scales: &mut [f32]) {
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
     let (half, one) = (_mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    // The scales of up to eight groups at once: their two divisions each (amax / 127, then
+    // 1 / scale, the same IEEE quotients as one at a time) in one vector division each,
+    // instead of two dependent scalar ones per group.
+    let mut inv8 = [0.0f32; 8];
     for g in 0..full {
+        if g % 8 == 0 {
+            let mut amax = [0.0f32; 8];
+            for (k, a) in amax.iter_mut().enumerate().take(full - g) {
+                let p = x.as_ptr().add((g + k) * G);
+                let m = (0..4).fold(_mm256_setzero_ps(), |m, i| {
+                    _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(p.add(i * 8)), abs_mask))
+                });
+                let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+                let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+                *a = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+            }
+            let scale = _mm256_div_ps(_mm256_loadu_ps(amax.as_ptr()), _mm256_set1_ps(127.0));
+            let positive = _mm256_cmp_ps(scale, _mm256_setzero_ps(), _CMP_GT_OQ);
+            let inv = _mm256_and_ps(_mm256_div_ps(one, scale), positive);
+            _mm256_storeu_ps(inv8.as_mut_ptr(), inv);
+            let mut sc = [0.0f32; 8];
+            _mm256_storeu_ps(sc.as_mut_ptr(), scale);
+            let k = (full - g).min(8);
+            scales[g..g + k].copy_from_slice(&sc[..k]);
+        }
         let p = x.as_ptr().add(g * G);
         let v: [__m256; 4] = core::array::from_fn(|i| _mm256_loadu_ps(p.add(i * 8)));
-        let m = v.iter().fold(_mm256_setzero_ps(), |m, v| _mm256_max_ps(m, _mm256_and_ps(*v, abs_mask)));
-        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
-        let scale = amax / 127.0;
-        let inv = _mm256_set1_ps(if scale > 0.0 { 1.0 / scale } else { 0.0 });
-        *scales.get_unchecked_mut(g) = scale;
+        let inv = _mm256_set1_ps(inv8[g % 8]);
         // round half away from zero from the exact truncation, as quant::round_to_i8 does
         let r: [__m256i; 4] = core::array::from_fn(|i| {
             let y = _mm256_mul_ps(v[i], inv);
@@ -866,6 +1123,12 @@ unsafe fn attention_blocks_avx2<const INT8: bool>(
     }
 }
 
+/// `sqrt(8)`, the score divisor of heads of eight, correctly rounded (twice the correctly
+/// rounded `sqrt(2)`, scaling by two being exact) as `libm::sqrtf(8.0)` gives it. A constant:
+/// libm's `sqrtf` is a legacy-SSE instruction, which costs a state transition inside these
+/// AVX-512 kernels.
+const SQRT_8: f32 = 2.0 * core::f32::consts::SQRT_2;
+
 /// 32 int8 values as four vectors of eight f32.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -904,6 +1167,206 @@ unsafe fn attention_q8_hs8_avx512(
     attention_q8_hs8(out, query, cache, att, shape)
 }
 
+/// One block's eight query heads for the int8 attention kernels: the head in each lane, lane
+/// order [A0 A1 B0 B1 A2 A3 B2 B3] (A and B two quads: the four query heads, one per KV head
+/// of the same replica, that read one 32-byte key chunk), the quads' query bytes and their
+/// absolute values, and each lane's query scale over sqrt(8).
+struct Quads {
+    lane_head: [usize; 8],
+    qa: __m256i,
+    qb: __m256i,
+    abs_a: __m256i,
+    abs_b: __m256i,
+    qscale: __m256,
+}
+
+#[inline(always)]
+unsafe fn quads(query: QueryQ8<'_>, kv_mul: usize, block: usize) -> Quads {
+    let (ua, ub) = (2 * block, 2 * block + 1);
+    // Query head in slot j of quad u.
+    let quad_head = |u: usize, j: usize| (4 * (u / kv_mul) + j) * kv_mul + u % kv_mul;
+    let lane_head = [
+        quad_head(ua, 0),
+        quad_head(ua, 1),
+        quad_head(ub, 0),
+        quad_head(ub, 1),
+        quad_head(ua, 2),
+        quad_head(ua, 3),
+        quad_head(ub, 2),
+        quad_head(ub, 3),
+    ];
+    let mut bytes = [[0i8; 32]; 2];
+    for (quad, b) in [ua, ub].into_iter().zip(bytes.iter_mut()) {
+        for (j, slot) in b.chunks_exact_mut(8).enumerate() {
+            let h = quad_head(quad, j);
+            slot.copy_from_slice(&query.qq[h * 8..h * 8 + 8]);
+        }
+    }
+    let qa = _mm256_loadu_si256(bytes[0].as_ptr() as *const __m256i);
+    let qb = _mm256_loadu_si256(bytes[1].as_ptr() as *const __m256i);
+    let (abs_a, abs_b) = (_mm256_sign_epi8(qa, qa), _mm256_sign_epi8(qb, qb));
+    let lane_scale: [f32; 8] = core::array::from_fn(|i| query.qs[lane_head[i] * 8 / 32] / SQRT_8);
+    let qscale = _mm256_loadu_ps(lane_scale.as_ptr());
+    Quads { lane_head, qa, qb, abs_a, abs_b, qscale }
+}
+
+/// The int8 attention's last pass: the weights in `a` (softmax numerators times value
+/// scales, eight lanes a position) times the values, each 32-byte chunk widened to four f32
+/// vectors (one per KV head) once per position and shared by the lanes that read it (lane i
+/// reads slot [0,1,0,1,2,3,2,3][i] of chunk `ca`'s or `cb`'s), then divided by the sums.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn weighted_values(
+    out: &mut [f32],
+    a: *const f32,
+    vp: *const i8,
+    kv_dim: usize,
+    positions: usize,
+    (ca, cb): (usize, usize),
+    lane_head: [usize; 8],
+    sumv: __m256,
+) {
+    let mut inv = [0.0f32; 8];
+    _mm256_storeu_ps(inv.as_mut_ptr(), _mm256_div_ps(_mm256_set1_ps(1.0), sumv));
+    let mut acc = [_mm256_setzero_ps(); 8];
+    for t in 0..positions {
+        let w = a.add(t * 8);
+        let row = vp.add(t * kv_dim);
+        let va = widen_chunk(row.add(ca * 32));
+        let vb = if cb == ca { va } else { widen_chunk(row.add(cb * 32)) };
+        let lanes = [va[0], va[1], vb[0], vb[1], va[2], va[3], vb[2], vb[3]];
+        for (i, (acc, v)) in acc.iter_mut().zip(lanes).enumerate() {
+            *acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*w.add(i)), v, *acc);
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        let o = out.as_mut_ptr().add(lane_head[i] * 8);
+        _mm256_storeu_ps(o, _mm256_mul_ps(*acc, _mm256_set1_ps(inv[i])));
+    }
+}
+
+/// [`attention_q8_hs8`] two positions per 512-bit register where the work is per lane: the
+/// scores (AVX-512 VNNI `vpdpbusd`, exact integer sums like `maddubs` + `madd` on int8 that
+/// never reaches -128) and the exponentials. Each lane computes the same operations on the
+/// same values in the same order (the running sum adds position t before t + 1), so the
+/// result is bit for bit the 256-bit kernel's. For a block whose two quads read the same key
+/// chunk (an even number of query heads per KV head, stories260K's 2).
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn attention_q8_hs8_zmm(
+    out: &mut [f32],
+    query: QueryQ8<'_>,
+    cache: CacheQ8<'_>,
+    att: &mut [f32],
+    shape: AttnShape,
+) {
+    let AttnShape { kv_dim, kv_mul, .. } = shape;
+    debug_assert!(kv_mul.is_multiple_of(2));
+    let n_heads = query.q.len() / 8;
+    let positions = cache.keys.len() / kv_dim;
+    let pairs = positions / 2;
+    let ng = kv_dim / 32;
+    let a = att.as_mut_ptr();
+    let (kp, vp) = (cache.keys.as_ptr(), cache.values.as_ptr());
+    let (ksp, vsp) = (cache.key_scales.as_ptr(), cache.value_scales.as_ptr());
+    // `hadd_epi32(da, db)` of the 256-bit kernel for both positions: output lane 8p + i sums
+    // the int32 pair k = [0,1,0,1,2,3,2,3][i] of quad A's (i in 0,1,4,5) or B's products.
+    let pair_lo = _mm512_setr_epi32(0, 2, 16, 18, 4, 6, 20, 22, 8, 10, 24, 26, 12, 14, 28, 30);
+    let pair_hi = _mm512_add_epi32(pair_lo, _mm512_set1_epi32(1));
+    // Both positions' scales: the first in lanes 0-7, the second in 8-15.
+    let two = |s: *const f32| {
+        _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+            _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_broadcast_ss(&*s))),
+            _mm256_castps_pd(_mm256_broadcast_ss(&*s.add(ng))),
+        ))
+    };
+    let both =
+        |x: __m256| _mm512_shuffle_f32x4::<0b0100_0100>(_mm512_castps256_ps512(x), _mm512_castps256_ps512(x));
+    for block in 0..n_heads / 8 {
+        // Both quads read chunk c (kv_mul is even).
+        let c = 2 * block / kv_mul;
+        let Quads { lane_head, qa, qb, abs_a, abs_b, qscale } = quads(query, kv_mul, block);
+        // The 512-bit copies: both halves hold the same query.
+        let wide = |x: __m256i| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x), x);
+        let (qa2, qb2) = (wide(qa), wide(qb));
+        let (abs_a2, abs_b2) = (wide(abs_a), wide(abs_b));
+        let (neg_a, neg_b) = (_mm512_movepi8_mask(qa2), _mm512_movepi8_mask(qb2));
+        let qscale2 = both(qscale);
+        let zero = _mm512_setzero_si512();
+        let mut max2 = _mm512_set1_ps(f32::NEG_INFINITY);
+        for u in 0..pairs {
+            let t = 2 * u;
+            let k0 = _mm256_loadu_si256(kp.add(t * kv_dim + c * 32) as *const __m256i);
+            let k1 = _mm256_loadu_si256(kp.add((t + 1) * kv_dim + c * 32) as *const __m256i);
+            let k = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(k0), k1);
+            // k * sign(q) (a zero query byte multiplies by |q| = 0 anyway).
+            let (sa, sb) = (_mm512_mask_sub_epi8(k, neg_a, zero, k), _mm512_mask_sub_epi8(k, neg_b, zero, k));
+            let da = _mm512_dpbusd_epi32(zero, abs_a2, sa);
+            let db = _mm512_dpbusd_epi32(zero, abs_b2, sb);
+            let isum = _mm512_add_epi32(
+                _mm512_permutex2var_epi32(da, pair_lo, db),
+                _mm512_permutex2var_epi32(da, pair_hi, db),
+            );
+            let ks = two(ksp.add(t * ng + c));
+            let sc = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum), qscale2), ks);
+            max2 = _mm512_max_ps(max2, sc);
+            _mm512_storeu_ps(a.add(t * 8), sc);
+        }
+        let mut maxv = _mm256_max_ps(
+            _mm512_castps512_ps256(max2),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(max2))),
+        );
+        let ones = _mm256_set1_epi16(1);
+        for t in 2 * pairs..positions {
+            let row = kp.add(t * kv_dim);
+            let ka = _mm256_loadu_si256(row.add(c * 32) as *const __m256i);
+            let da = _mm256_madd_epi16(_mm256_maddubs_epi16(abs_a, _mm256_sign_epi8(ka, qa)), ones);
+            let db = _mm256_madd_epi16(_mm256_maddubs_epi16(abs_b, _mm256_sign_epi8(ka, qb)), ones);
+            let isum = _mm256_cvtepi32_ps(_mm256_hadd_epi32(da, db));
+            let ks = _mm256_broadcast_ss(&*ksp.add(t * ng + c));
+            let sc = _mm256_mul_ps(_mm256_mul_ps(isum, qscale), ks);
+            maxv = _mm256_max_ps(maxv, sc);
+            _mm256_storeu_ps(a.add(t * 8), sc);
+        }
+        let max2 = both(maxv);
+        let mut sumv = _mm256_setzero_ps();
+        for u in 0..pairs {
+            let t = 2 * u;
+            let e = exp16_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(a.add(t * 8)), max2));
+            sumv = _mm256_add_ps(sumv, _mm512_castps512_ps256(e));
+            sumv = _mm256_add_ps(sumv, _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(e))));
+            _mm512_storeu_ps(a.add(t * 8), _mm512_mul_ps(e, two(vsp.add(t * ng + c))));
+        }
+        for t in 2 * pairs..positions {
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(a.add(t * 8)), maxv));
+            sumv = _mm256_add_ps(sumv, e);
+            let vs = _mm256_broadcast_ss(&*vsp.add(t * ng + c));
+            _mm256_storeu_ps(a.add(t * 8), _mm256_mul_ps(e, vs));
+        }
+        weighted_values(out, a, vp, kv_dim, positions, (c, c), lane_head, sumv);
+    }
+}
+
+/// [`exp8`] on sixteen lanes of inputs that are at most zero (a score minus the maximum), so
+/// its upper clamp never acts and is left out: the same operations otherwise, the same bits.
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f")]
+fn exp16_nonpositive(x: __m512) -> __m512 {
+    let x = _mm512_max_ps(x, _mm512_set1_ps(-87.33));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+        x,
+        _mm512_set1_ps(core::f32::consts::LOG2_E),
+    ));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
+    let mut p = _mm512_set1_ps(1.0 / 5040.0);
+    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let e = _mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)));
+    let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(-64.0));
+    _mm512_maskz_mul_ps(keep, p, _mm512_castsi512_ps(e))
+}
+
 #[inline(always)]
 unsafe fn attention_q8_hs8(
     out: &mut [f32],
@@ -919,34 +1382,10 @@ unsafe fn attention_q8_hs8(
     let ones = _mm256_set1_epi16(1);
     let a = att.as_mut_ptr();
     let (kp, vp) = (cache.keys.as_ptr(), cache.values.as_ptr());
-    // Query head in slot j of quad u.
-    let quad_head = |u: usize, j: usize| (4 * (u / kv_mul) + j) * kv_mul + u % kv_mul;
     for block in 0..n_heads / 8 {
         let (ua, ub) = (2 * block, 2 * block + 1);
         let (ca, cb) = (ua / kv_mul, ub / kv_mul);
-        let lane_head = [
-            quad_head(ua, 0),
-            quad_head(ua, 1),
-            quad_head(ub, 0),
-            quad_head(ub, 1),
-            quad_head(ua, 2),
-            quad_head(ua, 3),
-            quad_head(ub, 2),
-            quad_head(ub, 3),
-        ];
-        let mut bytes = [[0i8; 32]; 2];
-        for (quad, b) in [ua, ub].into_iter().zip(bytes.iter_mut()) {
-            for (j, slot) in b.chunks_exact_mut(8).enumerate() {
-                let h = quad_head(quad, j);
-                slot.copy_from_slice(&query.qq[h * 8..h * 8 + 8]);
-            }
-        }
-        let qa = _mm256_loadu_si256(bytes[0].as_ptr() as *const __m256i);
-        let qb = _mm256_loadu_si256(bytes[1].as_ptr() as *const __m256i);
-        let (abs_a, abs_b) = (_mm256_sign_epi8(qa, qa), _mm256_sign_epi8(qb, qb));
-        let lane_scale: [f32; 8] =
-            core::array::from_fn(|i| query.qs[lane_head[i] * 8 / 32] / libm::sqrtf(8.0));
-        let qscale = _mm256_loadu_ps(lane_scale.as_ptr());
+        let Quads { lane_head, qa, qb, abs_a, abs_b, qscale } = quads(query, kv_mul, block);
         // Lanes 2, 3, 6, 7 come from quad B (and its key chunk).
         const FROM_B: i32 = 0b1100_1100;
         let mut maxv = _mm256_set1_ps(f32::NEG_INFINITY);
@@ -973,26 +1412,7 @@ unsafe fn attention_q8_hs8(
                 _mm256_blend_ps::<FROM_B>(_mm256_broadcast_ss(&*s.add(ca)), _mm256_broadcast_ss(&*s.add(cb)));
             _mm256_storeu_ps(a.add(t * 8), _mm256_mul_ps(e, vs));
         }
-        let mut inv = [0.0f32; 8];
-        _mm256_storeu_ps(inv.as_mut_ptr(), _mm256_div_ps(_mm256_set1_ps(1.0), sumv));
-        // Values: each 32-byte chunk is widened to four f32 vectors (one per KV head) once per
-        // position and shared by the lanes that read it; lane i reads slot [0,1,0,1,2,3,2,3][i]
-        // of chunk A's or B's.
-        let mut acc = [_mm256_setzero_ps(); 8];
-        for t in 0..positions {
-            let w = a.add(t * 8);
-            let row = vp.add(t * kv_dim);
-            let va = widen_chunk(row.add(ca * 32));
-            let vb = if cb == ca { va } else { widen_chunk(row.add(cb * 32)) };
-            let lanes = [va[0], va[1], vb[0], vb[1], va[2], va[3], vb[2], vb[3]];
-            for (i, (acc, v)) in acc.iter_mut().zip(lanes).enumerate() {
-                *acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*w.add(i)), v, *acc);
-            }
-        }
-        for (i, acc) in acc.iter().enumerate() {
-            let o = out.as_mut_ptr().add(lane_head[i] * 8);
-            _mm256_storeu_ps(o, _mm256_mul_ps(*acc, _mm256_set1_ps(inv[i])));
-        }
+        weighted_values(out, a, vp, kv_dim, positions, (ca, cb), lane_head, sumv);
     }
 }
 
@@ -1207,6 +1627,92 @@ mod tests {
             (k.attention_q8)(&mut a, query, cache, &mut att, shape, 32);
             reference::attention_q8(&mut b, query, cache, &mut att, shape, 32);
             close(&a, &b, 1e-5);
+        }
+    }
+
+    /// The repacked int8 matvec gives exactly the floats of the kernel it replaces, on rows
+    /// that are and are not a multiple of eight, short last groups (whose padded read would
+    /// and would not run past the matrix), codes of -128 and 127, and wide rows.
+    #[test]
+    fn packed_int8_matvec_is_bit_identical() {
+        if !(detect().is_some()
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("avxvnni"))
+        {
+            eprintln!("skipping: this CPU has no AVX-512 VNNI and AVX-VNNI");
+            return;
+        }
+        for (rows, cols) in [(64, 64), (172, 64), (64, 172), (13, 40), (512, 64), (24, 4200), (16, 8)] {
+            let w = data(rows * cols, 3 + rows as u64);
+            let x = data(cols, 77 + cols as u64);
+            let ng = cols.div_ceil(32);
+            let (mut wq, mut ws) = (vec![0i8; rows * cols], vec![0.0; rows * ng]);
+            for r in 0..rows {
+                let (rr, sr) = (r * cols..(r + 1) * cols, r * ng..(r + 1) * ng);
+                crate::quant::quantize_row(&w[rr.clone()], &mut wq[rr], &mut ws[sr], 32);
+            }
+            wq[0] = -128;
+            wq[rows * cols - 1] = 127;
+            let (mut xq, mut xs) = (vec![0i8; cols], vec![0.0; ng]);
+            crate::quant::quantize_row(&x, &mut xq, &mut xs, 32);
+            xq[cols - 1] = -127;
+            let p = PackedQ8::new(&wq, &ws, rows, cols);
+            for out_rows in [rows, rows / 2] {
+                let (mut a, mut b) = (vec![0.0; out_rows], vec![0.0; out_rows]);
+                matvec_q8_packed(&mut a, &p, &wq, &ws, &xq, &xs);
+                matvec_q8_on::<VNNI_WIDE>(&mut b, &wq, &ws, &xq, &xs, 32);
+                assert_eq!(a, b, "{rows} x {cols}, {out_rows} rows");
+            }
+        }
+    }
+
+    /// The 512-bit int8 attention gives exactly the 256-bit kernel's floats (the q8 text is
+    /// the same whichever runs), on odd and even position counts, several blocks and a
+    /// query with negative and zero bytes.
+    #[test]
+    fn wide_int8_attention_is_bit_identical() {
+        assert_eq!(SQRT_8, libm::sqrtf(8.0));
+        if !(detect().is_some()
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni"))
+        {
+            eprintln!("skipping: this CPU has no AVX-512 VNNI");
+            return;
+        }
+        for (heads, kv_heads, positions, spread) in [
+            (8, 4, 1, 1.0),
+            (8, 4, 2, 1.0),
+            (8, 4, 37, 30.0),
+            (8, 4, 256, 3.0),
+            (16, 8, 511, 1.0),
+            (16, 4, 64, 8.0),
+        ] {
+            let shape = AttnShape { head_size: 8, kv_dim: kv_heads * 8, kv_mul: heads / kv_heads };
+            let mut q = data(heads * 8, 11 + positions as u64);
+            q[3] = 0.0;
+            q.iter_mut().for_each(|v| *v *= spread);
+            let keys = data(positions * shape.kv_dim, 12);
+            let values = data(positions * shape.kv_dim, 13);
+            let (kd, ng) = (shape.kv_dim, shape.kv_dim / 32);
+            let (mut kq, mut ksc) = (vec![0i8; keys.len()], vec![0.0; positions * ng]);
+            let (mut vq, mut vsc) = (vec![0i8; keys.len()], vec![0.0; positions * ng]);
+            for t in 0..positions {
+                let (r, sr) = (t * kd..(t + 1) * kd, t * ng..(t + 1) * ng);
+                crate::quant::quantize_row(&keys[r.clone()], &mut kq[r.clone()], &mut ksc[sr.clone()], 32);
+                crate::quant::quantize_row(&values[r.clone()], &mut vq[r], &mut vsc[sr], 32);
+            }
+            let (mut qq, mut qsc, mut qd) = (vec![0i8; q.len()], vec![0.0; heads / 4], vec![0.0; q.len()]);
+            crate::quant::quantize_row(&q, &mut qq, &mut qsc, 32);
+            crate::quant::dequantize_row(&qq, &qsc, &mut qd, 32);
+            let query = QueryQ8 { q: &qd, qq: &qq, qs: &qsc };
+            let cache = CacheQ8 { keys: &kq, key_scales: &ksc, values: &vq, value_scales: &vsc };
+            let (mut a, mut b) = (vec![0.0; heads * 8], vec![0.0; heads * 8]);
+            let mut att = vec![0.0; heads * positions];
+            attention_q8_on::<ZMM>(&mut a, query, cache, &mut att, shape, 32);
+            attention_q8_512(&mut b, query, cache, &mut att, shape, 32);
+            assert_eq!(a, b, "{heads} heads, {kv_heads} KV heads, {positions} positions");
         }
     }
 
