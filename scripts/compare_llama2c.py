@@ -7,7 +7,12 @@ llama2.c is not part of this repository: build it yourself from https://github.c
 with `gcc -Ofast -march=native -o run run.c -lm` and pass its path.
 
 usage: scripts/compare_llama2c.py /path/to/llama2c/run [--runs 40] [--steps 256] [--cpu N]
-                                  [--before /path/to/older/ruvllm-esp32]
+                                  [--before /path/to/older/ruvllm-esp32] [--runq /path/to/runq]
+
+`--runq` adds llama2.c's int8 program (`gcc -Ofast -march=native -o runq runq.c -lm`) on the
+model written as its int8 checkpoint by `convert --quant q8 --llama2c --pad-ffn 64` (groups of
+64, as llama2.c's export.py picks them; runq.c needs groups that divide the FFN width, so the
+FFN is padded with zero units from 172 to 192: the same model, 12% more FFN work for runq).
 
 `--before` adds another build of this engine (say, main's, before a change) to the same
 alternating runs, on the same images, so a before/after pair is measured under the same noise.
@@ -48,6 +53,8 @@ def main():
                          "speed, both programs then meet the same CPU")
     ap.add_argument("--before", default=None,
                     help="another ruvllm-esp32 binary to time alongside (its .gguf rows)")
+    ap.add_argument("--runq", default=None,
+                    help="llama2.c's runq (int8) to time alongside, on the model's int8 checkpoint")
     a = ap.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
@@ -69,6 +76,13 @@ def main():
         "ruvllm gen .gguf f32": [ours, "gen", "-m", images["f32"], "-p", a.prompt, "-n", steps],
         "ruvllm gen .gguf q8": [ours, "gen", "-m", images["q8"], "-p", a.prompt, "-n", steps],
     }
+    if a.runq:
+        ckpt = os.path.join(tmp, "model-q8-llama2c.bin")
+        subprocess.run([ours, "convert", a.model, "--tokenizer", a.tokenizer, "--quant", "q8",
+                        "--llama2c", "--pad-ffn", "64", "-o", ckpt], check=True,
+                       stderr=subprocess.DEVNULL)
+        cmds["llama2.c runq (int8)"] = [a.runq, ckpt, "-z", a.tokenizer, "-t", "0", "-n", steps,
+                                        "-i", a.prompt]
     if a.before:
         for q in ["f32", "q8"]:
             cmds[f"before: gen .gguf {q}"] = [a.before, "gen", "-m", images[q], "-p", a.prompt,
@@ -98,6 +112,10 @@ def main():
         same = "same as llama2.c" if outputs[k] == ref else "differs"
         print(f"{k:<26} {m * 1e3:>10.2f} {a.steps / m:>8.0f} {base / m:>7.2f}x "
               f"{lt:>11.0f} {lt / base_loop:>7.2f}x  {same}")
+    if a.runq:
+        q, r = "ruvllm gen .gguf q8", "llama2.c runq (int8)"
+        print(f"q8 image against runq: {statistics.median(times[r]) / statistics.median(times[q]):.2f}x "
+              f"whole process, {statistics.median(loop[q]) / statistics.median(loop[r]):.2f}x loop")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,33 @@ pub fn convert(
     Ok(())
 }
 
+/// `convert --llama2c`: the model (after `edits`) as llama2.c's int8 checkpoint, for runq.c.
+pub fn convert_llama2c(
+    input: &Path,
+    tok: Option<&Path>,
+    quant: &str,
+    edits: image::Edits,
+    output: &Path,
+) -> Result<()> {
+    if image::parse_quant(quant)? != Quant::Q8 {
+        bail!("--llama2c writes llama2.c's int8 checkpoint: use it with --quant q8");
+    }
+    if edits.heads.is_some_and(|n| n > 0) {
+        bail!("--llama2c cannot hold a model with heads removed: llama2.c's heads are dim / n_heads wide");
+    }
+    let img = image::load_converted(Some(input), tok, Quant::F32, edits)?;
+    let host = ruvllm_esp32::convert::load_gguf(img.bytes()).context("converted image does not load")?;
+    let group = ruvllm_esp32::convert::llama2c_group(&host.config).unwrap_or(0);
+    let bytes = ruvllm_esp32::convert::to_llama2c_q8(&host)?;
+    ruvllm_train::run::checkpoint::write_atomic(output, &bytes)?;
+    eprintln!(
+        "wrote {} ({} bytes, llama2.c int8 checkpoint, groups of {group})",
+        output.display(),
+        bytes.len()
+    );
+    Ok(())
+}
+
 pub fn load(args: &ModelArgs, quant: Option<&str>) -> Result<Image> {
     let q = quant.map(image::parse_quant).transpose()?;
     image::load(args.model.as_deref(), args.tokenizer.as_deref(), q)

@@ -95,6 +95,12 @@ enum Cmd {
         /// size stays (GGUF's llama.attention.key_length). Alone or with --prune
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=4096))]
         prune_heads: Option<u32>,
+        /// Write llama2.c's int8 checkpoint (ak42 version 2, what its export.py writes and
+        /// runq.c runs, with the model's tokenizer.bin) instead of a GGUF image; with --quant q8.
+        /// Groups as export.py picks them and dividing the FFN width (runq.c skips a partial
+        /// group): --pad-ffn 64 gives stories260K groups of 64 instead of 4
+        #[arg(long)]
+        llama2c: bool,
         #[arg(short = 'o', long)]
         output: PathBuf,
     },
@@ -621,7 +627,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     image::ALLOW_UNVERIFIED.store(cli.allow_unverified, std::sync::atomic::Ordering::Relaxed);
     let result = match cli.cmd {
-        Cmd::Convert { input, tokenizer, quant, pad_ffn, prune, structured, dense, prune_heads, output } => {
+        Cmd::Convert {
+            input,
+            tokenizer,
+            quant,
+            pad_ffn,
+            prune,
+            structured,
+            dense,
+            prune_heads,
+            llama2c,
+            output,
+        } => {
             use ruvllm_esp32::prune::Pruning;
             let how = if structured { Pruning::Structured } else { Pruning::Unstructured };
             let edits = image::Edits {
@@ -630,7 +647,11 @@ fn main() -> ExitCode {
                 sparse: prune.is_some() && !structured && !dense,
                 heads: prune_heads.map(|n| n as usize),
             };
-            commands::convert(&input, tokenizer.as_deref(), &quant, edits, &output)
+            if llama2c {
+                commands::convert_llama2c(&input, tokenizer.as_deref(), &quant, edits, &output)
+            } else {
+                commands::convert(&input, tokenizer.as_deref(), &quant, edits, &output)
+            }
         }
         Cmd::Gen {
             model,

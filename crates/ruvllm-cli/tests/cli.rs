@@ -759,3 +759,37 @@ fn train_chars_rebuilds_the_committed_table() {
     let committed = concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-esp32/data/char-trigrams.bin");
     assert!(std::fs::read(&out).unwrap() == std::fs::read(committed).unwrap(), "the table differs");
 }
+
+/// `convert --llama2c`: llama2.c's int8 checkpoint (ak42 version 2, for runq.c), groups that
+/// divide the FFN width; it reads back (llama2.c's layout) and writes the story. Not q8, or
+/// heads removed: one line, nothing written.
+#[test]
+fn convert_writes_a_llama2c_int8_checkpoint() {
+    let Some(f) = files() else { return };
+    for (pad, group) in [(None, 4u32), (Some("64"), 64)] {
+        let out_path = scratch(&format!("stories260K-q8-{group}.bin"));
+        let mut args =
+            vec!["convert", s(&f.model), "-z", s(&f.tok), "--quant", "q8", "--llama2c", "-o", s(&out_path)];
+        if let Some(n) = pad {
+            args.extend(["--pad-ffn", n]);
+        }
+        let (_, err) = ok(&args);
+        assert!(err.contains(&format!("llama2.c int8 checkpoint, groups of {group}")), "{err}");
+        let bytes = std::fs::read(&out_path).unwrap();
+        assert_eq!((&bytes[..4], &bytes[4..8]), (&b"24ka"[..], &2i32.to_le_bytes()[..]));
+        assert_eq!(bytes[37..41], group.to_le_bytes());
+        let (text, _) =
+            ok(&["gen", "-m", s(&out_path), "-z", s(&f.tok), "-p", "Once upon a time", "-n", "24"]);
+        assert!(text.starts_with("Once upon a time, there was a little girl"), "{text}");
+    }
+    let refused = scratch("refused.bin");
+    let _ = std::fs::remove_file(&refused);
+    for (extra, needle) in
+        [(&[][..], "use it with --quant q8"), (&["--quant", "q8", "--prune-heads", "1"][..], "heads")]
+    {
+        let mut args = vec!["convert", s(&f.model), "-z", s(&f.tok), "--llama2c", "-o", s(&refused)];
+        args.extend_from_slice(extra);
+        fails_with(&run(&args), needle);
+        assert!(!refused.exists());
+    }
+}

@@ -1,9 +1,10 @@
-//! llama2.c checkpoints (legacy fp32 "v0", "ak42" v1 fp32 and v2 int8) and tokenizer.bin.
+//! llama2.c checkpoints (legacy fp32 "v0", "ak42" v1 fp32 and v2 int8) and tokenizer.bin; and
+//! the int8 checkpoint written back ([`to_llama2c_q8`]), for llama2.c's `runq.c`.
 
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::{mul, HostLayer, HostModel, HostVocab};
+use super::{f32_bytes, mul, HostLayer, HostModel, HostVocab};
 use crate::error::{Error, Result};
 use crate::model::Config;
 use crate::quant;
@@ -241,6 +242,65 @@ pub fn load_llama2c(bytes: &[u8]) -> Result<HostModel> {
     };
     m.validate()?;
     Ok(m)
+}
+
+/// The group of [`to_llama2c_q8`]: as llama2.c's `export.py` picks it (64, halved until it
+/// divides `dim`), and also dividing the FFN width, since `runq.c` quantizes the FFN's
+/// activation in the same groups and skips a last partial one. `None` when the model has no
+/// llama2.c form (heads of another size than `dim / n_heads`).
+pub fn llama2c_group(c: &Config) -> Option<usize> {
+    if c.q_dim() != c.dim || c.dim == 0 {
+        return None;
+    }
+    let mut g = 64;
+    while !c.dim.is_multiple_of(g) || !c.hidden_dim.is_multiple_of(g) {
+        g /= 2;
+    }
+    Some(g)
+}
+
+/// `m` as llama2.c's int8 checkpoint ("ak42" version 2, what `export.py --version 2` writes
+/// and `runq.c` reads): a 256-byte header, the fp32 norms, then the token embedding and every
+/// matrix (all `wq`, then all `wk`, ...; the classifier last when not shared) as int8 values
+/// followed by one f32 scale per group of [`llama2c_group`] values, quantized by
+/// [`quant::quantize_row`] (`max|x| / 127`, rounded half away from zero, as `export.py`).
+pub fn to_llama2c_q8(m: &HostModel) -> Result<Vec<u8>> {
+    let c = &m.config;
+    let group = llama2c_group(c).ok_or(Error::Unsupported {
+        what: "llama2.c checkpoints hold heads of dim / n_heads values only (heads were removed)",
+    })?;
+    let mut out = Vec::new();
+    out.extend_from_slice(&AK42_MAGIC.to_le_bytes());
+    out.extend_from_slice(&2i32.to_le_bytes());
+    for v in [c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.seq_len, group] {
+        let v = i32::try_from(v)
+            .map_err(|_| Error::Invalid { what: "model size beyond llama2.c's i32 header" })?;
+        out.extend_from_slice(&v.to_le_bytes());
+        if out.len() == 36 {
+            // After the seven sizes: the shared-classifier flag, then the group size.
+            out.push(u8::from(m.output.is_none()));
+        }
+    }
+    out.resize(AK42_HEADER, 0);
+    m.layers.iter().for_each(|l| out.extend(f32_bytes(&l.attn_norm)));
+    m.layers.iter().for_each(|l| out.extend(f32_bytes(&l.ffn_norm)));
+    out.extend(f32_bytes(&m.output_norm));
+    let mut q8 = |v: &[f32]| {
+        let (mut q, mut scales) = (vec![0i8; v.len()], vec![0f32; quant::groups(v.len(), group)]);
+        quant::quantize_row(v, &mut q, &mut scales, group);
+        out.extend(q.iter().map(|&b| b as u8));
+        out.extend(f32_bytes(&scales));
+    };
+    q8(&m.token_embd);
+    let picks: [fn(&HostLayer) -> &Vec<f32>; 7] =
+        [|l| &l.wq, |l| &l.wk, |l| &l.wv, |l| &l.wo, |l| &l.w1, |l| &l.w2, |l| &l.w3];
+    for pick in picks {
+        m.layers.iter().for_each(|l| q8(pick(l)));
+    }
+    if let Some(o) = &m.output {
+        q8(o);
+    }
+    Ok(out)
 }
 
 /// Per-layer matrices as read in llama2.c's "all wq, then all wk, ..." order.

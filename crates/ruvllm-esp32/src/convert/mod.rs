@@ -65,7 +65,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 pub use from_gguf::load_gguf;
-pub use llama2c::{load_llama2c, load_tokenizer_bin};
+pub use llama2c::{llama2c_group, load_llama2c, load_tokenizer_bin, to_llama2c_q8};
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, GgufWriter};

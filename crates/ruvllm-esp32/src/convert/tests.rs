@@ -368,3 +368,40 @@ fn every_header_byte_is_covered_by_the_checksum() {
         }
     }
 }
+
+/// The int8 llama2.c checkpoint reads back (by the ak42 v2 reader, as `runq.c` lays it out)
+/// as its weights quantized in its groups: dim 16 and FFN 40 take groups of 8.
+#[test]
+fn llama2c_q8_checkpoint_round_trips() {
+    for shared in [false, true] {
+        let m = tiny(shared);
+        let group = llama2c_group(&m.config).unwrap();
+        assert_eq!(group, 8);
+        let bytes = to_llama2c_q8(&m).unwrap();
+        assert_eq!(&bytes[..4], b"24ka", "the magic of export.py");
+        let back = load_llama2c(&bytes).unwrap();
+        assert_eq!(back.config, m.config);
+        let rounded = |v: &[f32]| {
+            let (mut q, mut s, mut out) =
+                (vec![0i8; v.len()], vec![0f32; v.len() / group], vec![0f32; v.len()]);
+            quant::quantize_row(v, &mut q, &mut s, group);
+            quant::dequantize_row(&q, &s, &mut out, group);
+            out
+        };
+        assert_eq!(back.token_embd, rounded(&m.token_embd));
+        assert_eq!(back.output, m.output.as_deref().map(rounded));
+        assert_eq!(back.output_norm, m.output_norm);
+        for (b, l) in back.layers.iter().zip(&m.layers) {
+            assert_eq!((&b.attn_norm, &b.ffn_norm), (&l.attn_norm, &l.ffn_norm));
+            for (x, y) in [(&b.wq, &l.wq), (&b.wk, &l.wk), (&b.wv, &l.wv), (&b.wo, &l.wo), (&b.w1, &l.w1)] {
+                assert_eq!(*x, rounded(y));
+            }
+            assert_eq!((&b.w2, &b.w3), (&rounded(&l.w2), &rounded(&l.w3)));
+        }
+    }
+    // Heads narrower than dim / n_heads have no llama2.c form.
+    let mut m = tiny(true);
+    m.config.head_dim = 2;
+    assert!(llama2c_group(&m.config).is_none());
+    assert!(matches!(to_llama2c_q8(&m), Err(Error::Unsupported { .. })));
+}
