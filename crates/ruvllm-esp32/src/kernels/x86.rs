@@ -724,7 +724,7 @@ impl PackedModel {
 }
 
 /// `out = m * x` for an int8 matrix (`wq`, `ws`, groups of 32) with its [`PackedQ8`]: the
-/// same floats as [`matvec_q8_on`] (each group's exact i32 sum times `sw * sx`, the groups
+/// same floats as `matvec_q8_on` (each group's exact i32 sum times `sw * sx`, the groups
 /// accumulated by FMA from zero in order, and a block whose padded last group would read
 /// past `wq` adding that group by a multiply and an add, as that kernel does). Rows past
 /// the packed blocks run through that kernel.
