@@ -15,51 +15,42 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Instant;
 
+/// `convert`: the engine's GGUF image at `quant`, or with `llama2c` llama2.c's int8
+/// checkpoint (for runq.c), after `edits`.
 pub fn convert(
     input: &Path,
     tok: Option<&Path>,
     quant: &str,
     edits: image::Edits,
+    llama2c: bool,
     output: &Path,
 ) -> Result<()> {
     let q = image::parse_quant(quant)?;
+    if llama2c && q != Quant::Q8 {
+        bail!("--llama2c writes llama2.c's int8 checkpoint: use it with --quant q8");
+    }
+    if llama2c && edits.heads.is_some_and(|n| n > 0) {
+        bail!("--llama2c cannot hold a model with heads removed: llama2.c's heads are dim / n_heads wide");
+    }
     let spin = crate::firmware::spinner(format!("converting {} to {quant}", input.display()));
     // Always rebuilt, even from an engine image at `q`: the output follows this version's format.
-    let img = image::load_converted(Some(input), tok, q, edits);
+    // llama2.c's checkpoint is quantized in its own groups, from the f32 weights.
+    let img = image::load_converted(Some(input), tok, if llama2c { Quant::F32 } else { q }, edits);
     spin.finish_and_clear();
     let img = img?;
     // Check the result loads before anything is written, then write it atomically.
     img.model().context("converted image does not load")?;
+    let (bytes, what) = if llama2c {
+        let host = ruvllm_esp32::convert::load_gguf(img.bytes()).context("converted image does not load")?;
+        let group = ruvllm_esp32::convert::llama2c_group(&host.config).unwrap_or(0);
+        let bytes = ruvllm_esp32::convert::to_llama2c_q8(&host)?;
+        (std::borrow::Cow::Owned(bytes), format!("llama2.c int8 checkpoint, groups of {group}"))
+    } else {
+        (std::borrow::Cow::Borrowed(img.bytes()), quant.to_string())
+    };
     // One line: the path and the reason (a FIFO, device or directory is refused, untouched).
-    ruvllm_train::run::checkpoint::write_atomic(output, img.bytes())?;
-    eprintln!("wrote {} ({} bytes, {})", output.display(), img.bytes().len(), quant);
-    Ok(())
-}
-
-/// `convert --llama2c`: the model (after `edits`) as llama2.c's int8 checkpoint, for runq.c.
-pub fn convert_llama2c(
-    input: &Path,
-    tok: Option<&Path>,
-    quant: &str,
-    edits: image::Edits,
-    output: &Path,
-) -> Result<()> {
-    if image::parse_quant(quant)? != Quant::Q8 {
-        bail!("--llama2c writes llama2.c's int8 checkpoint: use it with --quant q8");
-    }
-    if edits.heads.is_some_and(|n| n > 0) {
-        bail!("--llama2c cannot hold a model with heads removed: llama2.c's heads are dim / n_heads wide");
-    }
-    let img = image::load_converted(Some(input), tok, Quant::F32, edits)?;
-    let host = ruvllm_esp32::convert::load_gguf(img.bytes()).context("converted image does not load")?;
-    let group = ruvllm_esp32::convert::llama2c_group(&host.config).unwrap_or(0);
-    let bytes = ruvllm_esp32::convert::to_llama2c_q8(&host)?;
     ruvllm_train::run::checkpoint::write_atomic(output, &bytes)?;
-    eprintln!(
-        "wrote {} ({} bytes, llama2.c int8 checkpoint, groups of {group})",
-        output.display(),
-        bytes.len()
-    );
+    eprintln!("wrote {} ({} bytes, {what})", output.display(), bytes.len());
     Ok(())
 }
 

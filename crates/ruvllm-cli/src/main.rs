@@ -647,11 +647,7 @@ fn main() -> ExitCode {
                 sparse: prune.is_some() && !structured && !dense,
                 heads: prune_heads.map(|n| n as usize),
             };
-            if llama2c {
-                commands::convert_llama2c(&input, tokenizer.as_deref(), &quant, edits, &output)
-            } else {
-                commands::convert(&input, tokenizer.as_deref(), &quant, edits, &output)
-            }
+            commands::convert(&input, tokenizer.as_deref(), &quant, edits, llama2c, &output)
         }
         Cmd::Gen {
             model,

@@ -124,21 +124,12 @@ pub fn fit(examples: &[Example], steps: usize, l2: f64) -> [f64; FEATURES] {
 mod tests {
     use super::*;
 
-    /// The built-in model's image, aligned as the model reader needs.
-    fn builtin() -> Vec<u64> {
-        let bytes =
-            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-cli/data/default.gguf")).unwrap();
-        let mut words = vec![0u64; bytes.len().div_ceil(8)];
-        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
-        words
-    }
-
     /// The fit is reproducible (it gives `answer::WEIGHTS`, which `ask` uses) and beats the
     /// model's own span scores on generated questions it was not fitted on.
     #[test]
     fn answer_weights() {
-        let words = builtin();
-        let model = <Model<'_>>::from_gguf(bytemuck::cast_slice::<u64, u8>(&words)).unwrap();
+        let (words, len) = crate::builtin_image();
+        let model = <Model<'_>>::from_gguf(&bytemuck::cast_slice::<u64, u8>(&words)[..len]).unwrap();
         let (train, test) = (examples(&model, 600, 1).unwrap(), examples(&model, 300, 2).unwrap());
         let w = fit(&train, 1500, 1e-3);
         let mut model_only = [0.0; FEATURES];

@@ -580,12 +580,8 @@ mod projection {
 
     #[test]
     fn a_projection_of_the_model_states_retrieves_worse_than_the_learned_table() {
-        let bytes =
-            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-cli/data/default.gguf")).unwrap();
-        // GGUF tensors are read in place: an 8-byte aligned copy.
-        let mut words = vec![0u64; bytes.len().div_ceil(8)];
-        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
-        let model = <Model<'_>>::from_gguf(&bytemuck::cast_slice::<u64, u8>(&words)[..bytes.len()]).unwrap();
+        let (words, len) = crate::builtin_image();
+        let model = <Model<'_>>::from_gguf(&bytemuck::cast_slice::<u64, u8>(&words)[..len]).unwrap();
         let mut arena = vec![0i32; ModelEmbedder::arena_len(&model, 64)];
         let mut me = ModelEmbedder::new(&model, &mut arena, 64, Pooling::Mean).unwrap();
         let mut pooled = |t: &str| {

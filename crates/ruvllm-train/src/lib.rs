@@ -16,3 +16,14 @@ pub mod embedder;
 pub mod model;
 pub mod rng;
 pub mod run;
+
+/// The built-in model's image for tests: an 8-byte aligned copy (GGUF tensors are read in
+/// place) and its length in bytes.
+#[cfg(test)]
+pub(crate) fn builtin_image() -> (Vec<u64>, usize) {
+    let bytes =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../ruvllm-cli/data/default.gguf")).unwrap();
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+    (words, bytes.len())
+}
