@@ -356,14 +356,15 @@ enum Cmd {
         cmd: index::IndexCmd,
     },
     /// Learn the knowledge commands' text embedder (an int8 n-gram table) from the fact
-    /// documents of the built-in corpus and, with --wordnet, WordNet's synonym sets
+    /// documents of the built-in corpus, the built-in lexicon of everyday topics (or --lexicon)
+    /// and, with --wordnet, WordNet's synonym sets
     #[command(after_help = "Example (the committed table; needs Debian's wordnet-base):
   ruvllm-esp32 train-embedder --wordnet /usr/share/wordnet -o crates/ruvllm-esp32/data/ngram-table.bin")]
     TrainEmbedder {
         #[arg(short = 'o', long)]
         output: PathBuf,
         /// Table rows, 1 to 1048576 (feature hashes fold onto them); the file holds rows x 64 bytes
-        #[arg(long, default_value_t = 2048, value_parser = count(1, 1 << 20))]
+        #[arg(long, default_value_t = ruvllm_train::embedder::Config::default().rows, value_parser = count(1, 1 << 20))]
         rows: usize,
         #[arg(long, default_value_t = ruvllm_train::embedder::Config::default().steps,
               value_parser = count(1, usize::MAX))]
@@ -378,6 +379,10 @@ enum Cmd {
         /// sets join the training topics
         #[arg(long)]
         wordnet: Option<PathBuf>,
+        /// A lexicon of your own topics instead of the built-in one: one a line,
+        /// `topic: phrase, phrase, ...` (phrases people use for the same thing)
+        #[arg(long)]
+        lexicon: Option<PathBuf>,
     },
     /// Count the anomaly check's character trigram table from the built-in corpus and, with
     /// --wordnet, WordNet's glosses
@@ -733,8 +738,8 @@ fn main() -> ExitCode {
             commands::load_int(&model, None).and_then(|img| console::run(&img, knowledge.as_deref()))
         }
         Cmd::Corpus { output, docs, seed } => train::corpus_cmd(&output, docs, seed),
-        Cmd::TrainEmbedder { output, rows, steps, docs, seed, wordnet } => {
-            train::embedder_cmd(&output, rows, steps, docs, seed, wordnet.as_deref())
+        Cmd::TrainEmbedder { output, rows, steps, docs, seed, wordnet, lexicon } => {
+            train::embedder_cmd(&output, rows, steps, docs, seed, wordnet.as_deref(), lexicon.as_deref())
         }
         Cmd::TrainChars { output, docs, wordnet } => train::chars_cmd(&output, docs, wordnet.as_deref()),
         Cmd::Index { cmd } => index::run(cmd),

@@ -216,6 +216,7 @@ pub fn embedder_cmd(
     docs: u64,
     seed: u64,
     wordnet: Option<&Path>,
+    lexicon: Option<&Path>,
 ) -> Result<()> {
     use ruvllm_train::embedder;
     let topics = embedder::corpus_topics(ruvllm_train::corpus::DEFAULT_SEED, docs);
@@ -226,16 +227,26 @@ pub fn embedder_cmd(
         Some(dir) => wordnet_sentences(dir)?,
         None => embedder::Topics { names: Vec::new(), sentences: Vec::new() },
     };
+    let lexicon = match lexicon {
+        Some(path) => {
+            let bytes = input::read_input(path, "lexicon", embedder::MAX_LEXICON_FILE)?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
+            embedder::lexicon_topics(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => embedder::lexicon_topics(embedder::BUILTIN_LEXICON).map_err(|e| anyhow::anyhow!(e))?,
+    };
     let cfg = embedder::Config { rows, steps, seed, ..embedder::Config::default() };
-    let (table, loss) = embedder::train_mixed(&topics, &extra, &cfg);
+    let (table, loss) = embedder::train_builtin(&topics, &extra, &lexicon, &cfg);
     let file = table.to_file();
     ruvllm_train::run::checkpoint::write_atomic(output, &file)?;
     eprintln!(
-        "wrote {} ({} corpus topics and facts and {} WordNet synonym sets, {} sentences, {rows} x {} table, {} bytes; final InfoNCE loss {loss:.3})",
+        "wrote {} ({} corpus topics and facts, {} WordNet synonym sets, {} lexicon topics, {} sentences, {rows} x {} table, {} bytes; final InfoNCE loss {loss:.3})",
         output.display(),
         topics.names.len(),
         extra.names.len(),
-        topics.sentences.iter().chain(&extra.sentences).map(Vec::len).sum::<usize>(),
+        lexicon.names.len(),
+        topics.sentences.iter().chain(&extra.sentences).chain(&lexicon.sentences).map(Vec::len).sum::<usize>(),
         cfg.dim,
         file.len()
     );

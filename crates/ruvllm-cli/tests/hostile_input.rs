@@ -340,5 +340,23 @@ fn wordnet_files_that_are_not_regular_or_too_large_are_refused() {
             fails_with(&r, want);
             assert!(!out.exists(), "{name}, {}: a table was written", cmd[0]);
         }
+        // `train-embedder --lexicon FILE` reads its file the same way.
+        let r = run_capped(&[
+            "train-embedder",
+            "--steps",
+            "1",
+            "--lexicon",
+            s(&dir.join("index.noun")),
+            "-o",
+            s(&out),
+        ]);
+        fails_with(&r, if name == "zero" { want } else { "lexicon" });
+        assert!(!out.exists(), "{name}, --lexicon: a table was written");
     }
+    // A lexicon line that is not `topic: phrase, ...`: one line naming the file and the line.
+    let bad = scratch("bad-lexicon.txt");
+    std::fs::write(&bad, "pets: vet, dog\nno colon here\n").unwrap();
+    let r = run_capped(&["train-embedder", "--steps", "1", "--lexicon", s(&bad), "-o", s(&out)]);
+    fails_with(&r, "lexicon line 2: no `:`");
+    assert!(!out.exists(), "a bad lexicon wrote a table");
 }

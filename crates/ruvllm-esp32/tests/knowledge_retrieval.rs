@@ -22,10 +22,10 @@ const DIM: usize = 64;
 const ALL: usize = 160;
 /// The chip's store.
 const CHIP: usize = 64;
-/// Floors of ours on the held-out questions: hit@1 of the shared-word form, hit@3 count of
-/// the paraphrases (set from the measured figures).
+/// Floors of ours on the held-out questions: hit@1 of the shared-word form and of the
+/// paraphrases (set from the measured figures: 1.000, and 0.298 / 0.423 for stores of 156 / 64).
 const FLOOR_SHARED_AT1: f32 = 0.99;
-const FLOOR_PARA_AT3: usize = 2;
+const FLOOR_PARA_AT1: f32 = 0.28;
 
 struct Row {
     fact: String,
@@ -290,7 +290,7 @@ fn hybrid_beats_bm25_on_held_out_questions() {
     // Floors: the figures measured when this was written.
     let ((s, p), (s64, p64)) = (ours[0], ours[1]);
     assert!(s.at1() >= FLOOR_SHARED_AT1 && s64.at1() >= FLOOR_SHARED_AT1, "{s:?} {s64:?}");
-    assert!(p.at3 >= FLOOR_PARA_AT3 && p64.at3 >= FLOOR_PARA_AT3, "{p:?} {p64:?}");
+    assert!(p.at1() >= FLOOR_PARA_AT1 && p64.at1() >= FLOOR_PARA_AT1, "{p:?} {p64:?}");
 }
 
 /// The console's `ask` (issue 16): "when is the team meeting" finds the meeting, not the
