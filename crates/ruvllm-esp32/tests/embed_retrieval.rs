@@ -113,7 +113,7 @@ fn both_embedders_retrieve_paraphrased_facts() {
     assert!(h1 >= at_least(6) && h3 >= at_least(10), "ngram 256: {h1} {h3}");
     let table = table();
     let (h1, h3) = measure(
-        "learned ngram D=64 (2048-row int8 table)",
+        "learned ngram D=64 (16384-row int8 table)",
         &mut TableEmbedder::<64>::from_bytes(&table).unwrap(),
         &pairs,
     );

@@ -68,7 +68,7 @@ pub const ASK_RESULTS: usize = 3;
 pub const ASK_MIN_SIMILARITY: f32 = 0.31;
 
 /// The learned n-gram table `ask` embeds with (`ruvllm-esp32 train-embedder --wordnet
-/// /usr/share/wordnet -o crates/ruvllm-esp32/data/ngram-table.bin` rebuilds it byte for byte): 2048 x 64 int8, read in place.
+/// /usr/share/wordnet -o crates/ruvllm-esp32/data/ngram-table.bin` rebuilds it byte for byte): 16384 x 64 int8 (1 MiB of flash), read in place.
 pub static BUILTIN_TABLE: &[u8] =
     include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/data/ngram-table.bin"));
 
