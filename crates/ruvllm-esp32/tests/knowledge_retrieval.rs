@@ -8,7 +8,9 @@
 //! Split: rows 0, 3, 6, ... are the development third, on which the lexical weight and the
 //! `ask` threshold were chosen (`choose_weight`, `threshold`); the figures asserted are those
 //! of the other two thirds (held out), over a store of all 156 facts and over stores of 64
-//! (the chip's capacity). The embedder never saw the set.
+//! (the chip's capacity). The embedder never saw the set; the writers of its lexicon of
+//! everyday topics were not shown it (their prompts quoted two development-third questions as
+//! examples of the task: docs/BENCHMARKS.md, "Retrieval that weighs words").
 //!
 //! `cargo test -p ruvllm-esp32 --features std --test knowledge_retrieval -- --nocapture --test-threads 1`
 
@@ -23,9 +25,9 @@ const ALL: usize = 160;
 /// The chip's store.
 const CHIP: usize = 64;
 /// Floors of ours on the held-out questions: hit@1 of the shared-word form and of the
-/// paraphrases (set from the measured figures: 1.000, and 0.298 / 0.423 for stores of 156 / 64).
+/// paraphrases (set from the measured figures: 1.000, and 0.337 / 0.423 for stores of 156 / 64).
 const FLOOR_SHARED_AT1: f32 = 0.99;
-const FLOOR_PARA_AT1: f32 = 0.28;
+const FLOOR_PARA_AT1: f32 = 0.32;
 
 struct Row {
     fact: String,
@@ -188,11 +190,15 @@ fn choose_weight() {
     let (rows, t) = (rows(), table());
     let scores: Vec<(f32, f32)> = WEIGHTS.iter().map(|&w| (w, dev_objective(&rows, &t, w))).collect();
     println!("lexical weight -> dev objective: {scores:?}");
+    // The largest weight within one dev question of the best: where the dev third cannot tell
+    // weights apart, more weight on the words (which never match a fact by accident of the
+    // table) is the safer choice.
     let best = scores.iter().map(|s| s.1).fold(f32::MIN, f32::max);
-    let ours = dev_objective(&rows, &t, LEXICAL_WEIGHT);
+    let one_question = 1.0 / rows.iter().enumerate().filter(|(i, _)| is_dev(*i)).count() as f32;
+    let chosen = scores.iter().filter(|s| s.1 >= best - one_question).map(|s| s.0).fold(0.0, f32::max);
     assert!(
-        ours >= best - 1e-6,
-        "LEXICAL_WEIGHT {LEXICAL_WEIGHT} scores {ours} on the dev third, the best weight {best}"
+        (chosen - LEXICAL_WEIGHT).abs() < 1e-6,
+        "the dev third chooses {chosen}, LEXICAL_WEIGHT is {LEXICAL_WEIGHT} (objectives {scores:?})"
     );
 }
 

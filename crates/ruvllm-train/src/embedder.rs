@@ -92,8 +92,8 @@ pub fn train_builtin(corpus: &Topics, wordnet: &Topics, lexicon: &Topics, cfg: &
 
 /// The project's lexicon of everyday topics (`data/everyday-topics.txt`): words and phrases
 /// people use for the same everyday thing ("get online", "router", "wifi"), so that a question
-/// in other words than its note lands near it. Written for this project without looking at the
-/// evaluation's questions.
+/// in other words than its note lands near it. Written for this project (1,144 topics) by
+/// sessions that were not shown the evaluation's questions.
 pub const BUILTIN_LEXICON: &str = include_str!("../data/everyday-topics.txt");
 
 /// Largest lexicon file read.
