@@ -33,7 +33,7 @@ pub fn detect() -> Option<Kernels> {
     if std::is_x86_feature_detected!("avx512f") {
         // Wider f32 products. The rest stays 256-bit: a head of 8 values fills one register.
         let name = if avx2.name == "avx2" { "avx512" } else { "avx512+vnni" };
-        let wide = Kernels { name, matvec_f32: matvec_f32_512, ..avx2 };
+        let wide = Kernels { name, matvec_f32: matvec_f32_512, attention_f32: attention_f32_512, ..avx2 };
         if std::is_x86_feature_detected!("avx512vl") {
             let matvec_q8 = if name == "avx512" { matvec_q8 } else { matvec_q8_on::<VNNI_WIDE> };
             let attention_q8 =
@@ -53,7 +53,7 @@ pub fn detect() -> Option<Kernels> {
 /// The AVX2 set even on a CPU that has AVX-512 or AVX-VNNI, so tests can compare each with
 /// the reference.
 pub fn avx2_only() -> Option<Kernels> {
-    detect().map(|k| Kernels { name: "avx2", matvec_f32, matvec_q8, attention_q8, ..k })
+    detect().map(|k| Kernels { name: "avx2", matvec_f32, matvec_q8, attention_f32, attention_q8, ..k })
 }
 
 fn matvec_f32_512(out: &mut [f32], w: &[f32], x: &[f32]) {
@@ -256,6 +256,32 @@ fn attention_f32(
     };
     // SAFETY: as above; the cache holds `positions` rows of `kv_dim` f32 values.
     unsafe { attention_blocks_avx2::<false>(out, q, keys.len() / shape.kv_dim, cache, att, shape) }
+}
+
+/// [`attention_f32`] with AVX-512: heads of eight values two positions per 512-bit register
+/// ([`attention_f32_hs8_zmm`], the same floats); other shapes run the 256-bit kernel.
+fn attention_f32_512(
+    out: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    att: &mut [f32],
+    shape: AttnShape,
+) {
+    let n_heads = q.len() / 8;
+    if shape.head_size != 8 || n_heads == 0 || !n_heads.is_multiple_of(8) {
+        return attention_f32(out, q, keys, values, att, shape);
+    }
+    check_attention(out, q, keys.len(), values.len(), att, shape);
+    // SAFETY: only reachable through `detect`, which checked AVX-512F, AVX2 and FMA; bounds
+    // checked above, the shape is the one the kernel is written for.
+    unsafe {
+        if shape.kv_mul.is_multiple_of(2) {
+            attention_f32_hs8_zmm::<true>(out, q, keys, values, att, shape)
+        } else {
+            attention_f32_hs8_zmm::<false>(out, q, keys, values, att, shape)
+        }
+    }
 }
 
 /// The bounds every fast attention relies on.
@@ -672,37 +698,45 @@ unsafe fn transpose_group(src: *const i8, stride: usize, dst: *mut u8) {
     }
 }
 
-/// Every int8 matrix of a model repacked ([`PackedQ8`]): the weights once more in host RAM
-/// (260 KB for stories260K), so that each group of eight rows costs eight `vpdpbusd` and no
-/// horizontal sums. Only where the CPU has AVX-512 VNNI (its broadcast operand).
+/// Every int8 and f32 matrix of a model repacked ([`Packed`]): the weights once more in host
+/// RAM (260 KB for stories260K at int8, 1 MB at f32), so that a block of rows costs no
+/// horizontal sums. Int8 only where the CPU has AVX-512 VNNI (its broadcast operand), f32 where
+/// it has AVX-512F.
 pub struct PackedModel {
-    layers: Vec<[Option<PackedQ8>; 7]>,
-    output: Option<PackedQ8>,
+    layers: Vec<[Option<Packed>; 7]>,
+    output: Option<Packed>,
+}
+
+/// One repacked matrix of a [`PackedModel`].
+pub enum Packed {
+    Q8(PackedQ8),
+    F32(PackedF32),
 }
 
 /// A layer's matrices in [`PackedModel`]: wq, wk, wv, wo, w1, w3, w2.
 pub const SLOTS: usize = 7;
 
 impl PackedModel {
-    /// `None` unless this CPU runs [`matvec_q8_packed`] and the model has int8 matrices in
-    /// groups of 32.
+    /// `None` unless this CPU runs [`matvec_q8_packed`] on a model with int8 matrices in
+    /// groups of 32, or [`matvec_f32_packed`] on one with f32 matrices.
     pub fn new<const L: usize>(model: &crate::model::Model<'_, L>) -> Option<PackedModel> {
-        if model.group != 32
+        detect()?;
+        let q8 = model.group == 32
             // AVX-VNNI too: rows past the packed blocks run its kernel.
-            || !(std::is_x86_feature_detected!("avx512vnni")
-                && std::is_x86_feature_detected!("avx512vl")
-                && std::is_x86_feature_detected!("avxvnni"))
-            || detect().is_none()
-        {
-            return None;
-        }
+            && std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avxvnni");
+        let f32 = std::is_x86_feature_detected!("avx512f");
         let pack = |m: &crate::model::Matrix<'_>| match *m {
-            crate::model::Matrix::Q8 { q, s, rows, cols } if q.len() >= rows * cols => {
-                Some(PackedQ8::new(q, s, rows, cols))
+            crate::model::Matrix::Q8 { q, s, rows, cols } if q8 && q.len() >= rows * cols => {
+                Some(Packed::Q8(PackedQ8::new(q, s, rows, cols)))
+            }
+            crate::model::Matrix::F32 { w, rows, cols } if f32 && w.len() >= rows * cols => {
+                Some(Packed::F32(PackedF32::new(w, rows, cols)))
             }
             _ => None,
         };
-        let layers: Vec<[Option<PackedQ8>; SLOTS]> = model
+        let layers: Vec<[Option<Packed>; SLOTS]> = model
             .layers
             .iter()
             .map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w3, &l.w2].map(pack))
@@ -715,10 +749,95 @@ impl PackedModel {
     }
 
     /// Layer `l`'s matrix in `slot` ([`SLOTS`]), or the classifier for `None`.
-    pub fn get(&self, layer: Option<usize>, slot: usize) -> Option<&PackedQ8> {
+    pub fn get(&self, layer: Option<usize>, slot: usize) -> Option<&Packed> {
         match layer {
             Some(l) => self.layers.get(l)?.get(slot)?.as_ref(),
             None => self.output.as_ref(),
+        }
+    }
+}
+
+/// Rows per block of [`PackedF32`]: one 512-bit register of f32.
+const F32_BLOCK: usize = 16;
+/// Blocks that share each broadcast activation value in [`matvec_f32_packed`].
+const F32_GROUP: usize = 4;
+
+/// An f32 matrix repacked for [`matvec_f32_packed`]: blocks of 16 rows (zero past the last
+/// row) in groups of up to four blocks; within a group, column by column, each block's 16
+/// weights, so the kernel reads one sequential stream and multiplies a whole block by one
+/// broadcast activation value.
+pub struct PackedF32 {
+    rows: usize,
+    cols: usize,
+    w: Vec<f32>,
+}
+
+impl PackedF32 {
+    fn new(w: &[f32], rows: usize, cols: usize) -> PackedF32 {
+        let nb = rows.div_ceil(F32_BLOCK);
+        let mut p = vec![0.0f32; nb * F32_BLOCK * cols];
+        for b0 in (0..nb).step_by(F32_GROUP) {
+            let g = (nb - b0).min(F32_GROUP);
+            let group = &mut p[b0 * F32_BLOCK * cols..(b0 + g) * F32_BLOCK * cols];
+            for r in b0 * F32_BLOCK..((b0 + g) * F32_BLOCK).min(rows) {
+                let lane = r - b0 * F32_BLOCK;
+                for (j, v) in w[r * cols..(r + 1) * cols].iter().enumerate() {
+                    group[j * g * F32_BLOCK + lane] = *v;
+                }
+            }
+        }
+        PackedF32 { rows, cols, w: p }
+    }
+}
+
+/// `out = m * x` for an f32 matrix with its [`PackedF32`] (`out` may hold fewer rows than
+/// `m`: its first `out.len()`). Each row's sum is one FMA chain over the columns in order,
+/// from zero: `acc = w[j].mul_add(x[j], acc)`, as a scalar loop with `mul_add` gives it.
+pub fn matvec_f32_packed(out: &mut [f32], p: &PackedF32, x: &[f32]) {
+    assert!(x.len() == p.cols && out.len() <= p.rows);
+    // SAFETY: only built by `PackedModel::new`, which checked AVX-512F; `p.w` holds
+    // `rows.div_ceil(16)` blocks of `cols` columns; stores are masked to `out`.
+    unsafe { matvec_f32_packed_avx512(out, p, x) }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn matvec_f32_packed_avx512(out: &mut [f32], p: &PackedF32, x: &[f32]) {
+    let (n, rows) = (p.cols, out.len());
+    let nb = rows.div_ceil(F32_BLOCK);
+    let mut b0 = 0;
+    while b0 < nb {
+        // The packing's group of this block (a short last group of the matrix's blocks).
+        let g = (p.rows.div_ceil(F32_BLOCK) - b0).min(F32_GROUP);
+        let (w, o) = (p.w.as_ptr().add(b0 * F32_BLOCK * n), out.as_mut_ptr().add(b0 * F32_BLOCK));
+        let left = rows - b0 * F32_BLOCK;
+        match g {
+            4 => f32_group::<4>(o, w, x.as_ptr(), n, left),
+            3 => f32_group::<3>(o, w, x.as_ptr(), n, left),
+            2 => f32_group::<2>(o, w, x.as_ptr(), n, left),
+            _ => f32_group::<1>(o, w, x.as_ptr(), n, left),
+        }
+        b0 += g;
+    }
+}
+
+/// `G` blocks of a [`PackedF32`] group: `G` independent FMA chains share each broadcast `x[j]`;
+/// `left` rows of `o` are written (masked past them).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn f32_group<const G: usize>(o: *mut f32, w: *const f32, x: *const f32, n: usize, left: usize) {
+    let mut acc = [_mm512_setzero_ps(); G];
+    for j in 0..n {
+        let xv = _mm512_set1_ps(*x.add(j));
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_fmadd_ps(_mm512_loadu_ps(w.add((j * G + i) * F32_BLOCK)), xv, *a);
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        let l = left.saturating_sub(i * F32_BLOCK);
+        if l >= F32_BLOCK {
+            _mm512_storeu_ps(o.add(i * F32_BLOCK), *a);
+        } else if l > 0 {
+            _mm512_mask_storeu_ps(o.add(i * F32_BLOCK), ((1u32 << l) - 1) as __mmask16, *a);
         }
     }
 }
@@ -1346,6 +1465,116 @@ unsafe fn attention_q8_hs8_zmm(
     }
 }
 
+/// f32 attention for heads of eight values, bit for bit [`attention_blocks_avx2`]'s: its
+/// `hsum8` adds each head's eight products as ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 +
+/// p7)), and so does this kernel, with two positions per 512-bit register and no `hadd`
+/// (there is none on 512 bits). A register holds heads `i` and `i + 4` of a block of eight
+/// (pair `i`); adding adjacent lanes twice leaves each 128-bit lane with four heads' half
+/// sums, and one 128-bit shuffle per half lines up [position t: heads 0-7 | t + 1: heads 0-7]
+/// for the exponentials, which run on both positions at once with the running sum adding t
+/// before t + 1. `SHARE`: pairs 2j and 2j + 1 read the same two KV heads (an even number of
+/// query heads per KV head, stories260K's 2), so their keys are loaded once.
+#[target_feature(enable = "avx2,fma,avx512f")]
+unsafe fn attention_f32_hs8_zmm<const SHARE: bool>(
+    out: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    att: &mut [f32],
+    shape: AttnShape,
+) {
+    let AttnShape { kv_dim, kv_mul, .. } = shape;
+    let n_heads = q.len() / 8;
+    let positions = keys.len() / kv_dim;
+    let pairs = positions / 2;
+    let a = att.as_mut_ptr();
+    let (kp, vp, qp) = (keys.as_ptr(), values.as_ptr(), q.as_ptr());
+    let scale = _mm512_set1_ps(1.0 / SQRT_8);
+    let zero = _mm512_setzero_ps();
+    // (`insertf32x8` would need AVX-512DQ; the 64-bit lanes move the same bits.)
+    let join = |lo: __m256, hi: __m256| {
+        _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+            _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+            _mm256_castps_pd(hi),
+        ))
+    };
+    // `hadd` within 128-bit lanes: [x0 + x1, x2 + x3, y0 + y1, y2 + y3].
+    let hadd = |x: __m512, y: __m512| {
+        _mm512_add_ps(_mm512_shuffle_ps::<0x88>(x, y), _mm512_shuffle_ps::<0xDD>(x, y))
+    };
+    let high = |x: __m512| _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x)));
+    for h0 in (0..n_heads).step_by(8) {
+        // Offset of each head's slice within a cache row.
+        let off: [usize; 8] = core::array::from_fn(|i| ((h0 + i) / kv_mul) * 8);
+        let qv: [__m512; 4] = core::array::from_fn(|i| {
+            join(_mm256_loadu_ps(qp.add((h0 + i) * 8)), _mm256_loadu_ps(qp.add((h0 + i + 4) * 8)))
+        });
+        let key = |row: *const f32, i: usize| {
+            join(_mm256_loadu_ps(row.add(off[i])), _mm256_loadu_ps(row.add(off[i + 4])))
+        };
+        // Per 128-bit lane of the result: the half sums of the four pairs' heads (lane 0:
+        // heads 0-3, dims 0-3; lane 1: heads 0-3, dims 4-7; lanes 2, 3: heads 4-7).
+        let halves = |row: *const f32| {
+            let (k0, k2) = (key(row, 0), key(row, 2));
+            let (k1, k3) = if SHARE { (k0, k2) } else { (key(row, 1), key(row, 3)) };
+            let p = [k0, k1, k2, k3];
+            let p: [__m512; 4] = core::array::from_fn(|i| _mm512_fmadd_ps(qv[i], p[i], zero));
+            hadd(hadd(p[0], p[1]), hadd(p[2], p[3]))
+        };
+        let mut max2 = _mm512_set1_ps(f32::NEG_INFINITY);
+        for u in 0..pairs {
+            let t = 2 * u;
+            let (m0, m1) = (halves(kp.add(t * kv_dim)), halves(kp.add((t + 1) * kv_dim)));
+            let lo = _mm512_shuffle_f32x4::<0x88>(m0, m1);
+            let hi = _mm512_shuffle_f32x4::<0xDD>(m0, m1);
+            let sc = _mm512_mul_ps(_mm512_add_ps(lo, hi), scale);
+            max2 = _mm512_max_ps(max2, sc);
+            _mm512_storeu_ps(a.add(t * 8), sc);
+        }
+        let mut maxv = _mm256_max_ps(_mm512_castps512_ps256(max2), high(max2));
+        if positions % 2 == 1 {
+            let t = positions - 1;
+            let m = halves(kp.add(t * kv_dim));
+            let lo = _mm512_shuffle_f32x4::<0x88>(m, m);
+            let hi = _mm512_shuffle_f32x4::<0xDD>(m, m);
+            let sc =
+                _mm256_mul_ps(_mm512_castps512_ps256(_mm512_add_ps(lo, hi)), _mm512_castps512_ps256(scale));
+            maxv = _mm256_max_ps(maxv, sc);
+            _mm256_storeu_ps(a.add(t * 8), sc);
+        }
+        let max2 = join(maxv, maxv);
+        let mut sumv = _mm256_setzero_ps();
+        for u in 0..pairs {
+            let t = 2 * u;
+            let e = exp16_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(a.add(t * 8)), max2));
+            sumv = _mm256_add_ps(sumv, _mm512_castps512_ps256(e));
+            sumv = _mm256_add_ps(sumv, high(e));
+            _mm512_storeu_ps(a.add(t * 8), e);
+        }
+        if positions % 2 == 1 {
+            let t = positions - 1;
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(a.add(t * 8)), maxv));
+            sumv = _mm256_add_ps(sumv, e);
+            _mm256_storeu_ps(a.add(t * 8), e);
+        }
+        // As `attention_blocks_avx2`: each head's weighted values summed in position order,
+        // then times 1/sum.
+        let mut inv = [0.0f32; 8];
+        _mm256_storeu_ps(inv.as_mut_ptr(), _mm256_div_ps(_mm256_set1_ps(1.0), sumv));
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for t in 0..positions {
+            let (w, row) = (a.add(t * 8), vp.add(t * kv_dim));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                *acc =
+                    _mm256_fmadd_ps(_mm256_broadcast_ss(&*w.add(i)), _mm256_loadu_ps(row.add(off[i])), *acc);
+            }
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr().add((h0 + i) * 8), _mm256_mul_ps(*acc, _mm256_set1_ps(inv[i])));
+        }
+    }
+}
+
 /// [`exp8`] on sixteen lanes of inputs that are at most zero (a score minus the maximum), so
 /// its upper clamp never acts and is left out: the same operations otherwise, the same bits.
 #[inline]
@@ -1713,6 +1942,66 @@ mod tests {
             attention_q8_on::<ZMM>(&mut a, query, cache, &mut att, shape, 32);
             attention_q8_512(&mut b, query, cache, &mut att, shape, 32);
             assert_eq!(a, b, "{heads} heads, {kv_heads} KV heads, {positions} positions");
+        }
+    }
+
+    /// The 512-bit f32 attention gives the 256-bit kernel's floats bit for bit, on one and two
+    /// positions, odd counts, GQA and plain multi-head shapes and large scores.
+    #[test]
+    fn wide_f32_attention_is_bit_identical() {
+        if !(detect().is_some() && std::is_x86_feature_detected!("avx512f")) {
+            eprintln!("skipping: this CPU has no AVX-512F");
+            return;
+        }
+        for (heads, kv_heads, positions, spread) in [
+            (8, 4, 1, 1.0),
+            (8, 4, 2, 1.0),
+            (8, 4, 37, 30.0),
+            (8, 4, 346, 3.0),
+            (8, 8, 5, 1.0),
+            (16, 8, 511, 1.0),
+            (16, 4, 64, 8.0),
+            (24, 3, 9, 2.0),
+        ] {
+            let shape = AttnShape { head_size: 8, kv_dim: kv_heads * 8, kv_mul: heads / kv_heads };
+            let mut q = data(heads * 8, 21 + positions as u64);
+            q[3] = 0.0;
+            q.iter_mut().for_each(|v| *v *= spread);
+            let keys = data(positions * shape.kv_dim, 22);
+            let values = data(positions * shape.kv_dim, 23);
+            let (mut a, mut b) = (vec![0.0; heads * 8], vec![0.0; heads * 8]);
+            let mut att = vec![0.0; heads.next_multiple_of(8) * positions];
+            attention_f32_512(&mut a, &q, &keys, &values, &mut att, shape);
+            attention_f32(&mut b, &q, &keys, &values, &mut att, shape);
+            assert_eq!(a, b, "{heads} heads, {kv_heads} KV heads, {positions} positions");
+        }
+    }
+
+    /// The repacked f32 matvec is, bit for bit, one FMA chain per row over the columns in
+    /// order, for row counts around the blocks of 16 and groups of four blocks, and a
+    /// shorter output.
+    #[test]
+    fn packed_f32_matvec_is_one_fma_chain_per_row() {
+        if !(detect().is_some() && std::is_x86_feature_detected!("avx512f")) {
+            eprintln!("skipping: this CPU has no AVX-512F");
+            return;
+        }
+        for (rows, cols) in
+            [(1, 1), (15, 7), (16, 64), (17, 64), (64, 64), (172, 64), (64, 172), (512, 64), (100, 3)]
+        {
+            let w = data(rows * cols, 31 + rows as u64);
+            let x = data(cols, 32 + cols as u64);
+            let p = PackedF32::new(&w, rows, cols);
+            let mut got = vec![f32::NAN; rows];
+            matvec_f32_packed(&mut got, &p, &x);
+            let want: Vec<f32> = w
+                .chunks_exact(cols)
+                .map(|row| row.iter().zip(&x).fold(0.0f32, |acc, (a, b)| a.mul_add(*b, acc)))
+                .collect();
+            assert_eq!(got, want, "{rows} x {cols}");
+            let mut short = vec![f32::NAN; rows / 2 + 1];
+            matvec_f32_packed(&mut short, &p, &x);
+            assert_eq!(short, want[..short.len()], "{rows} x {cols}, first rows");
         }
     }
 
