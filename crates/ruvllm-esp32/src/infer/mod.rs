@@ -18,7 +18,7 @@ pub use pattern::{Pattern, PatternError, MAX_RANDOM, PATTERNS};
 
 use crate::error::{Error, Result};
 pub use crate::kernels::PackedModel;
-use crate::kernels::{reference, AttnShape, CacheQ8, Kernels, Packed, QueryQ8};
+use crate::kernels::{reference, AttnShape, CacheQ8, Kernels, PackedQ8, QueryQ8};
 use crate::model::{Config, Matrix, Model, Precision};
 use arena::Carver;
 use pattern::Scratch;
@@ -544,7 +544,7 @@ fn add(x: &mut [f32], y: &[f32]) {
 fn matvec(
     k: Kernels,
     out: &mut [f32],
-    (m, packed): (&Matrix<'_>, Option<&Packed>),
+    (m, packed): (&Matrix<'_>, Option<&PackedQ8>),
     x: &[f32],
     xq: &mut [i8],
     xs: &mut [f32],
@@ -555,15 +555,9 @@ fn matvec(
         quantize_for(k, m, x, xq, xs, group);
     }
     #[cfg(all(target_arch = "x86_64", feature = "std"))]
-    match (packed, m) {
-        (Some(Packed::Q8(p)), Matrix::Q8 { q, s, cols, .. }) => {
-            let (xq, xs) = (&xq[..*cols], &xs[..cols.div_ceil(group)]);
-            return crate::kernels::x86::matvec_q8_packed(out, p, q, s, xq, xs);
-        }
-        (Some(Packed::F32(p)), Matrix::F32 { .. }) => {
-            return crate::kernels::x86::matvec_f32_packed(out, p, x)
-        }
-        _ => {}
+    if let (Some(p), Matrix::Q8 { q, s, cols, .. }) = (packed, m) {
+        let (xq, xs) = (&xq[..*cols], &xs[..cols.div_ceil(group)]);
+        return crate::kernels::x86::matvec_q8_packed(out, p, q, s, xq, xs);
     }
     #[cfg(not(all(target_arch = "x86_64", feature = "std")))]
     if let Some(p) = packed {
@@ -574,7 +568,7 @@ fn matvec(
 
 /// Layer `layer`'s matrix in `slot` (wq, wk, wv, wo, w1, w3, w2), or the classifier for
 /// `None`, as `packed` holds it.
-fn packed_matrix(packed: Option<&PackedModel>, layer: Option<usize>, slot: usize) -> Option<&Packed> {
+fn packed_matrix(packed: Option<&PackedModel>, layer: Option<usize>, slot: usize) -> Option<&PackedQ8> {
     #[cfg(all(target_arch = "x86_64", feature = "std"))]
     return packed?.get(layer, slot);
     #[cfg(not(all(target_arch = "x86_64", feature = "std")))]

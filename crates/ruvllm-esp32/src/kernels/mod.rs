@@ -5,14 +5,14 @@ pub mod reference;
 #[cfg(all(target_arch = "x86_64", feature = "std"))]
 pub mod x86;
 
-/// The host's repacked int8 and f32 matrices ([`x86::PackedModel`]); elsewhere a type with
-/// no value, so a state never holds one.
+/// The host's repacked int8 matrices ([`x86::PackedModel`]); elsewhere a type with no value,
+/// so a state never holds one.
 #[cfg(all(target_arch = "x86_64", feature = "std"))]
-pub use x86::{Packed, PackedModel};
+pub use x86::{PackedModel, PackedQ8};
 #[cfg(not(all(target_arch = "x86_64", feature = "std")))]
 pub enum PackedModel {}
 #[cfg(not(all(target_arch = "x86_64", feature = "std")))]
-pub enum Packed {}
+pub enum PackedQ8 {}
 
 /// Shape of one attention call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

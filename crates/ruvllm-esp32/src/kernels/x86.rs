@@ -698,45 +698,37 @@ unsafe fn transpose_group(src: *const i8, stride: usize, dst: *mut u8) {
     }
 }
 
-/// Every int8 and f32 matrix of a model repacked ([`Packed`]): the weights once more in host
-/// RAM (260 KB for stories260K at int8, 1 MB at f32), so that a block of rows costs no
-/// horizontal sums. Int8 only where the CPU has AVX-512 VNNI (its broadcast operand), f32 where
-/// it has AVX-512F.
+/// Every int8 matrix of a model repacked ([`PackedQ8`]): the weights once more in host RAM
+/// (260 KB for stories260K), so that each group of eight rows costs eight `vpdpbusd` and no
+/// horizontal sums. Only where the CPU has AVX-512 VNNI (its broadcast operand).
 pub struct PackedModel {
-    layers: Vec<[Option<Packed>; 7]>,
-    output: Option<Packed>,
-}
-
-/// One repacked matrix of a [`PackedModel`].
-pub enum Packed {
-    Q8(PackedQ8),
-    F32(PackedF32),
+    layers: Vec<[Option<PackedQ8>; 7]>,
+    output: Option<PackedQ8>,
 }
 
 /// A layer's matrices in [`PackedModel`]: wq, wk, wv, wo, w1, w3, w2.
 pub const SLOTS: usize = 7;
 
 impl PackedModel {
-    /// `None` unless this CPU runs [`matvec_q8_packed`] on a model with int8 matrices in
-    /// groups of 32, or [`matvec_f32_packed`] on one with f32 matrices.
+    /// `None` unless this CPU runs [`matvec_q8_packed`] and the model has int8 matrices in
+    /// groups of 32.
     pub fn new<const L: usize>(model: &crate::model::Model<'_, L>) -> Option<PackedModel> {
-        detect()?;
-        let q8 = model.group == 32
+        if model.group != 32
             // AVX-VNNI too: rows past the packed blocks run its kernel.
-            && std::is_x86_feature_detected!("avx512vnni")
-            && std::is_x86_feature_detected!("avx512vl")
-            && std::is_x86_feature_detected!("avxvnni");
-        let f32 = std::is_x86_feature_detected!("avx512f");
+            || !(std::is_x86_feature_detected!("avx512vnni")
+                && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("avxvnni"))
+            || detect().is_none()
+        {
+            return None;
+        }
         let pack = |m: &crate::model::Matrix<'_>| match *m {
-            crate::model::Matrix::Q8 { q, s, rows, cols } if q8 && q.len() >= rows * cols => {
-                Some(Packed::Q8(PackedQ8::new(q, s, rows, cols)))
-            }
-            crate::model::Matrix::F32 { w, rows, cols } if f32 && w.len() >= rows * cols => {
-                Some(Packed::F32(PackedF32::new(w, rows, cols)))
+            crate::model::Matrix::Q8 { q, s, rows, cols } if q.len() >= rows * cols => {
+                Some(PackedQ8::new(q, s, rows, cols))
             }
             _ => None,
         };
-        let layers: Vec<[Option<Packed>; SLOTS]> = model
+        let layers: Vec<[Option<PackedQ8>; SLOTS]> = model
             .layers
             .iter()
             .map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w3, &l.w2].map(pack))
@@ -749,95 +741,10 @@ impl PackedModel {
     }
 
     /// Layer `l`'s matrix in `slot` ([`SLOTS`]), or the classifier for `None`.
-    pub fn get(&self, layer: Option<usize>, slot: usize) -> Option<&Packed> {
+    pub fn get(&self, layer: Option<usize>, slot: usize) -> Option<&PackedQ8> {
         match layer {
             Some(l) => self.layers.get(l)?.get(slot)?.as_ref(),
             None => self.output.as_ref(),
-        }
-    }
-}
-
-/// Rows per block of [`PackedF32`]: one 512-bit register of f32.
-const F32_BLOCK: usize = 16;
-/// Blocks that share each broadcast activation value in [`matvec_f32_packed`].
-const F32_GROUP: usize = 4;
-
-/// An f32 matrix repacked for [`matvec_f32_packed`]: blocks of 16 rows (zero past the last
-/// row) in groups of up to four blocks; within a group, column by column, each block's 16
-/// weights, so the kernel reads one sequential stream and multiplies a whole block by one
-/// broadcast activation value.
-pub struct PackedF32 {
-    rows: usize,
-    cols: usize,
-    w: Vec<f32>,
-}
-
-impl PackedF32 {
-    fn new(w: &[f32], rows: usize, cols: usize) -> PackedF32 {
-        let nb = rows.div_ceil(F32_BLOCK);
-        let mut p = vec![0.0f32; nb * F32_BLOCK * cols];
-        for b0 in (0..nb).step_by(F32_GROUP) {
-            let g = (nb - b0).min(F32_GROUP);
-            let group = &mut p[b0 * F32_BLOCK * cols..(b0 + g) * F32_BLOCK * cols];
-            for r in b0 * F32_BLOCK..((b0 + g) * F32_BLOCK).min(rows) {
-                let lane = r - b0 * F32_BLOCK;
-                for (j, v) in w[r * cols..(r + 1) * cols].iter().enumerate() {
-                    group[j * g * F32_BLOCK + lane] = *v;
-                }
-            }
-        }
-        PackedF32 { rows, cols, w: p }
-    }
-}
-
-/// `out = m * x` for an f32 matrix with its [`PackedF32`] (`out` may hold fewer rows than
-/// `m`: its first `out.len()`). Each row's sum is one FMA chain over the columns in order,
-/// from zero: `acc = w[j].mul_add(x[j], acc)`, as a scalar loop with `mul_add` gives it.
-pub fn matvec_f32_packed(out: &mut [f32], p: &PackedF32, x: &[f32]) {
-    assert!(x.len() == p.cols && out.len() <= p.rows);
-    // SAFETY: only built by `PackedModel::new`, which checked AVX-512F; `p.w` holds
-    // `rows.div_ceil(16)` blocks of `cols` columns; stores are masked to `out`.
-    unsafe { matvec_f32_packed_avx512(out, p, x) }
-}
-
-#[target_feature(enable = "avx512f")]
-unsafe fn matvec_f32_packed_avx512(out: &mut [f32], p: &PackedF32, x: &[f32]) {
-    let (n, rows) = (p.cols, out.len());
-    let nb = rows.div_ceil(F32_BLOCK);
-    let mut b0 = 0;
-    while b0 < nb {
-        // The packing's group of this block (a short last group of the matrix's blocks).
-        let g = (p.rows.div_ceil(F32_BLOCK) - b0).min(F32_GROUP);
-        let (w, o) = (p.w.as_ptr().add(b0 * F32_BLOCK * n), out.as_mut_ptr().add(b0 * F32_BLOCK));
-        let left = rows - b0 * F32_BLOCK;
-        match g {
-            4 => f32_group::<4>(o, w, x.as_ptr(), n, left),
-            3 => f32_group::<3>(o, w, x.as_ptr(), n, left),
-            2 => f32_group::<2>(o, w, x.as_ptr(), n, left),
-            _ => f32_group::<1>(o, w, x.as_ptr(), n, left),
-        }
-        b0 += g;
-    }
-}
-
-/// `G` blocks of a [`PackedF32`] group: `G` independent FMA chains share each broadcast `x[j]`;
-/// `left` rows of `o` are written (masked past them).
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn f32_group<const G: usize>(o: *mut f32, w: *const f32, x: *const f32, n: usize, left: usize) {
-    let mut acc = [_mm512_setzero_ps(); G];
-    for j in 0..n {
-        let xv = _mm512_set1_ps(*x.add(j));
-        for (i, a) in acc.iter_mut().enumerate() {
-            *a = _mm512_fmadd_ps(_mm512_loadu_ps(w.add((j * G + i) * F32_BLOCK)), xv, *a);
-        }
-    }
-    for (i, a) in acc.iter().enumerate() {
-        let l = left.saturating_sub(i * F32_BLOCK);
-        if l >= F32_BLOCK {
-            _mm512_storeu_ps(o.add(i * F32_BLOCK), *a);
-        } else if l > 0 {
-            _mm512_mask_storeu_ps(o.add(i * F32_BLOCK), ((1u32 << l) - 1) as __mmask16, *a);
         }
     }
 }
@@ -1974,34 +1881,6 @@ mod tests {
             attention_f32_512(&mut a, &q, &keys, &values, &mut att, shape);
             attention_f32(&mut b, &q, &keys, &values, &mut att, shape);
             assert_eq!(a, b, "{heads} heads, {kv_heads} KV heads, {positions} positions");
-        }
-    }
-
-    /// The repacked f32 matvec is, bit for bit, one FMA chain per row over the columns in
-    /// order, for row counts around the blocks of 16 and groups of four blocks, and a
-    /// shorter output.
-    #[test]
-    fn packed_f32_matvec_is_one_fma_chain_per_row() {
-        if !(detect().is_some() && std::is_x86_feature_detected!("avx512f")) {
-            eprintln!("skipping: this CPU has no AVX-512F");
-            return;
-        }
-        for (rows, cols) in
-            [(1, 1), (15, 7), (16, 64), (17, 64), (64, 64), (172, 64), (64, 172), (512, 64), (100, 3)]
-        {
-            let w = data(rows * cols, 31 + rows as u64);
-            let x = data(cols, 32 + cols as u64);
-            let p = PackedF32::new(&w, rows, cols);
-            let mut got = vec![f32::NAN; rows];
-            matvec_f32_packed(&mut got, &p, &x);
-            let want: Vec<f32> = w
-                .chunks_exact(cols)
-                .map(|row| row.iter().zip(&x).fold(0.0f32, |acc, (a, b)| a.mul_add(*b, acc)))
-                .collect();
-            assert_eq!(got, want, "{rows} x {cols}");
-            let mut short = vec![f32::NAN; rows / 2 + 1];
-            matvec_f32_packed(&mut short, &p, &x);
-            assert_eq!(short, want[..short.len()], "{rows} x {cols}, first rows");
         }
     }
 
