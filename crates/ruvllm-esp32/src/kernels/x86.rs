@@ -276,10 +276,11 @@ fn attention_f32_512(
     // SAFETY: only reachable through `detect`, which checked AVX-512F, AVX2 and FMA; bounds
     // checked above, the shape is the one the kernel is written for.
     unsafe {
-        if shape.kv_mul.is_multiple_of(2) {
-            attention_f32_hs8_zmm::<true>(out, q, keys, values, att, shape)
-        } else {
-            attention_f32_hs8_zmm::<false>(out, q, keys, values, att, shape)
+        match shape.kv_mul {
+            1 => attention_f32_hs8_zmm::<true, false>(out, q, keys, values, att, shape),
+            2 | 4 => attention_f32_hs8_zmm::<true, true>(out, q, keys, values, att, shape),
+            m if m % 2 == 0 => attention_f32_hs8_zmm::<false, true>(out, q, keys, values, att, shape),
+            _ => attention_f32_hs8_zmm::<false, false>(out, q, keys, values, att, shape),
         }
     }
 }
@@ -1375,14 +1376,17 @@ unsafe fn attention_q8_hs8_zmm(
 /// f32 attention for heads of eight values, bit for bit [`attention_blocks_avx2`]'s: its
 /// `hsum8` adds each head's eight products as ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 +
 /// p7)), and so does this kernel, with two positions per 512-bit register and no `hadd`
-/// (there is none on 512 bits). A register holds heads `i` and `i + 4` of a block of eight
-/// (pair `i`); adding adjacent lanes twice leaves each 128-bit lane with four heads' half
-/// sums, and one 128-bit shuffle per half lines up [position t: heads 0-7 | t + 1: heads 0-7]
-/// for the exponentials, which run on both positions at once with the running sum adding t
-/// before t + 1. `SHARE`: pairs 2j and 2j + 1 read the same two KV heads (an even number of
-/// query heads per KV head, stories260K's 2), so their keys are loaded once.
+/// (there is none on 512 bits). A register holds two heads of a block of eight (a pair):
+/// with 1, 2 or 4 query heads per KV head (`ADJACENT`), heads `a` and `a + kv_mul`, whose KV
+/// heads are neighbours, so one 512-bit load brings both keys; otherwise heads `i` and
+/// `i + 4`, their keys joined from two loads. Adding adjacent lanes twice leaves each
+/// 128-bit lane with four heads' half sums, and one 128-bit shuffle per half lines up
+/// [position t: 8 lanes | t + 1: 8 lanes] (lane `i` is head `lane_head[i]` of the block) for
+/// the exponentials, which run on both positions at once with the running sum adding t
+/// before t + 1. `SHARE`: lanes 2j and 2j + 1 read the same KV head (an even number of query
+/// heads per KV head, stories260K's 2), whose values are then loaded once.
 #[target_feature(enable = "avx2,fma,avx512f")]
-unsafe fn attention_f32_hs8_zmm<const SHARE: bool>(
+unsafe fn attention_f32_hs8_zmm<const ADJACENT: bool, const SHARE: bool>(
     out: &mut [f32],
     q: &[f32],
     keys: &[f32],
@@ -1410,22 +1414,32 @@ unsafe fn attention_f32_hs8_zmm<const SHARE: bool>(
         _mm512_add_ps(_mm512_shuffle_ps::<0x88>(x, y), _mm512_shuffle_ps::<0xDD>(x, y))
     };
     let high = |x: __m512| _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x)));
+    // The block's heads in each lane: pair j is lanes j (its first head) and j + 4.
+    let lane_head: [usize; 8] = if ADJACENT {
+        // The heads whose KV head is even within the block, then each one's partner.
+        let first: [usize; 4] = core::array::from_fn(|j| (j / kv_mul) * 2 * kv_mul + j % kv_mul);
+        core::array::from_fn(|i| if i < 4 { first[i] } else { first[i - 4] + kv_mul })
+    } else {
+        core::array::from_fn(|i| i)
+    };
     for h0 in (0..n_heads).step_by(8) {
-        // Offset of each head's slice within a cache row.
-        let off: [usize; 8] = core::array::from_fn(|i| ((h0 + i) / kv_mul) * 8);
-        let qv: [__m512; 4] = core::array::from_fn(|i| {
-            join(_mm256_loadu_ps(qp.add((h0 + i) * 8)), _mm256_loadu_ps(qp.add((h0 + i + 4) * 8)))
+        let head: [usize; 8] = core::array::from_fn(|i| h0 + lane_head[i]);
+        // Offset of each lane's head slice within a cache row.
+        let off: [usize; 8] = core::array::from_fn(|i| (head[i] / kv_mul) * 8);
+        let qv: [__m512; 4] = core::array::from_fn(|j| {
+            join(_mm256_loadu_ps(qp.add(head[j] * 8)), _mm256_loadu_ps(qp.add(head[j + 4] * 8)))
         });
-        let key = |row: *const f32, i: usize| {
-            join(_mm256_loadu_ps(row.add(off[i])), _mm256_loadu_ps(row.add(off[i + 4])))
+        let key = |row: *const f32, j: usize| {
+            if ADJACENT {
+                _mm512_loadu_ps(row.add(off[j]))
+            } else {
+                join(_mm256_loadu_ps(row.add(off[j])), _mm256_loadu_ps(row.add(off[j + 4])))
+            }
         };
         // Per 128-bit lane of the result: the half sums of the four pairs' heads (lane 0:
-        // heads 0-3, dims 0-3; lane 1: heads 0-3, dims 4-7; lanes 2, 3: heads 4-7).
+        // lanes 0-3's heads, dims 0-3; lane 1: the same, dims 4-7; lanes 2, 3: lanes 4-7's).
         let halves = |row: *const f32| {
-            let (k0, k2) = (key(row, 0), key(row, 2));
-            let (k1, k3) = if SHARE { (k0, k2) } else { (key(row, 1), key(row, 3)) };
-            let p = [k0, k1, k2, k3];
-            let p: [__m512; 4] = core::array::from_fn(|i| _mm512_fmadd_ps(qv[i], p[i], zero));
+            let p: [__m512; 4] = core::array::from_fn(|j| _mm512_fmadd_ps(qv[j], key(row, j), zero));
             hadd(hadd(p[0], p[1]), hadd(p[2], p[3]))
         };
         let mut max2 = _mm512_set1_ps(f32::NEG_INFINITY);
@@ -1471,13 +1485,16 @@ unsafe fn attention_f32_hs8_zmm<const SHARE: bool>(
         let mut acc = [_mm256_setzero_ps(); 8];
         for t in 0..positions {
             let (w, row) = (a.add(t * 8), vp.add(t * kv_dim));
-            for (i, acc) in acc.iter_mut().enumerate() {
-                *acc =
-                    _mm256_fmadd_ps(_mm256_broadcast_ss(&*w.add(i)), _mm256_loadu_ps(row.add(off[i])), *acc);
+            for j in 0..4 {
+                let (i, k) = (2 * j, 2 * j + 1);
+                let v = _mm256_loadu_ps(row.add(off[i]));
+                let u = if SHARE { v } else { _mm256_loadu_ps(row.add(off[k])) };
+                acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*w.add(i)), v, acc[i]);
+                acc[k] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*w.add(k)), u, acc[k]);
             }
         }
         for (i, acc) in acc.iter().enumerate() {
-            _mm256_storeu_ps(out.as_mut_ptr().add((h0 + i) * 8), _mm256_mul_ps(*acc, _mm256_set1_ps(inv[i])));
+            _mm256_storeu_ps(out.as_mut_ptr().add(head[i] * 8), _mm256_mul_ps(*acc, _mm256_set1_ps(inv[i])));
         }
     }
 }
@@ -1866,9 +1883,13 @@ mod tests {
             (8, 4, 37, 30.0),
             (8, 4, 346, 3.0),
             (8, 8, 5, 1.0),
+            (8, 2, 33, 1.0),
+            (8, 1, 12, 4.0),
             (16, 8, 511, 1.0),
             (16, 4, 64, 8.0),
+            (16, 16, 3, 1.0),
             (24, 3, 9, 2.0),
+            (24, 8, 7, 2.0),
         ] {
             let shape = AttnShape { head_size: 8, kv_dim: kv_heads * 8, kv_mul: heads / kv_heads };
             let mut q = data(heads * 8, 21 + positions as u64);
