@@ -1820,6 +1820,24 @@ mod tests {
         }
     }
 
+    /// A query (one value zero, the rest scaled by `spread`), keys and values for heads of
+    /// eight, from seeds `seed` to `seed + 2`.
+    fn attention_case(
+        heads: usize,
+        kv_heads: usize,
+        positions: usize,
+        spread: f32,
+        seed: u64,
+    ) -> (AttnShape, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let shape = AttnShape { head_size: 8, kv_dim: kv_heads * 8, kv_mul: heads / kv_heads };
+        let mut q = data(heads * 8, seed + positions as u64);
+        q[3] = 0.0;
+        q.iter_mut().for_each(|v| *v *= spread);
+        let keys = data(positions * shape.kv_dim, seed + 1);
+        let values = data(positions * shape.kv_dim, seed + 2);
+        (shape, q, keys, values)
+    }
+
     /// The 512-bit int8 attention gives exactly the 256-bit kernel's floats (the q8 text is
     /// the same whichever runs), on odd and even position counts, several blocks and a
     /// query with negative and zero bytes.
@@ -1842,12 +1860,7 @@ mod tests {
             (16, 8, 511, 1.0),
             (16, 4, 64, 8.0),
         ] {
-            let shape = AttnShape { head_size: 8, kv_dim: kv_heads * 8, kv_mul: heads / kv_heads };
-            let mut q = data(heads * 8, 11 + positions as u64);
-            q[3] = 0.0;
-            q.iter_mut().for_each(|v| *v *= spread);
-            let keys = data(positions * shape.kv_dim, 12);
-            let values = data(positions * shape.kv_dim, 13);
+            let (shape, q, keys, values) = attention_case(heads, kv_heads, positions, spread, 11);
             let (kd, ng) = (shape.kv_dim, shape.kv_dim / 32);
             let (mut kq, mut ksc) = (vec![0i8; keys.len()], vec![0.0; positions * ng]);
             let (mut vq, mut vsc) = (vec![0i8; keys.len()], vec![0.0; positions * ng]);
@@ -1891,12 +1904,7 @@ mod tests {
             (24, 3, 9, 2.0),
             (24, 8, 7, 2.0),
         ] {
-            let shape = AttnShape { head_size: 8, kv_dim: kv_heads * 8, kv_mul: heads / kv_heads };
-            let mut q = data(heads * 8, 21 + positions as u64);
-            q[3] = 0.0;
-            q.iter_mut().for_each(|v| *v *= spread);
-            let keys = data(positions * shape.kv_dim, 22);
-            let values = data(positions * shape.kv_dim, 23);
+            let (shape, q, keys, values) = attention_case(heads, kv_heads, positions, spread, 21);
             let (mut a, mut b) = (vec![0.0; heads * 8], vec![0.0; heads * 8]);
             let mut att = vec![0.0; heads.next_multiple_of(8) * positions];
             attention_f32_512(&mut a, &q, &keys, &values, &mut att, shape);
