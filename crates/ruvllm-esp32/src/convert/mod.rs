@@ -388,12 +388,11 @@ fn q8_0_blocks(m: &[f32]) -> Result<Vec<u8>> {
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    // Sized once (a `flat_map` collect grows its vector step by step, copying it each time).
-    let mut out = Vec::with_capacity(v.len() * 4);
-    for x in v {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out
+    // One copy on a little-endian host (a `flat_map` collect grows its vector step by step).
+    #[cfg(target_endian = "little")]
+    return bytemuck::cast_slice::<f32, u8>(v).to_vec();
+    #[cfg(not(target_endian = "little"))]
+    return v.iter().flat_map(|x| x.to_le_bytes()).collect();
 }
 
 fn add_norm(w: &mut GgufWriter, name: &str, v: &[f32]) -> Result<()> {
