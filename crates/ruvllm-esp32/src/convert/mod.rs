@@ -388,7 +388,11 @@ fn q8_0_blocks(m: &[f32]) -> Result<Vec<u8>> {
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    // One copy on a little-endian host (a `flat_map` collect grows its vector step by step).
+    #[cfg(target_endian = "little")]
+    return bytemuck::cast_slice::<f32, u8>(v).to_vec();
+    #[cfg(not(target_endian = "little"))]
+    return v.iter().flat_map(|x| x.to_le_bytes()).collect();
 }
 
 fn add_norm(w: &mut GgufWriter, name: &str, v: &[f32]) -> Result<()> {
@@ -448,9 +452,11 @@ fn add_rope_table(w: &mut GgufWriter, c: &Config) -> Result<()> {
     let hs = c.head_size();
     let one = (1u64 << crate::model::ROPE_FRAC) as f64;
     let mut table = Vec::with_capacity(mul(c.seq_len, hs)?);
+    // Each pair's frequency once, not once per position: the same values.
+    let freqs: Vec<f64> =
+        (0..hs / 2).map(|i| 1.0 / libm::pow(c.rope_theta as f64, (2 * i) as f64 / hs as f64)).collect();
     for pos in 0..c.seq_len {
-        for i in 0..hs / 2 {
-            let freq = 1.0 / libm::pow(c.rope_theta as f64, (2 * i) as f64 / hs as f64);
+        for &freq in &freqs {
             let angle = pos as f64 * freq;
             table.extend([libm::cos(angle), libm::sin(angle)].map(|v| libm::round(v * one) as i32));
         }

@@ -124,18 +124,21 @@ impl GgufWriter {
         Ok(())
     }
 
-    /// Emits the file: header, tensor infos, padding, data section.
+    /// Emits the file: header, tensor infos, padding, data section. The file is written into
+    /// one buffer of its final size, each tensor copied once (a model's converted image is
+    /// built this way at every `gen` of a llama2.c checkpoint).
     pub fn finish(self) -> Vec<u8> {
-        let mut data = Vec::new();
+        // Each tensor's offset in the data section, and the section's length.
         let mut offsets = Vec::with_capacity(self.tensors.len());
+        let mut len = 0usize;
         for t in &self.tensors {
-            data.resize(data.len().next_multiple_of(ALIGNMENT), 0);
-            offsets.push(data.len() as u64);
-            data.extend_from_slice(&t.data);
+            len = len.next_multiple_of(ALIGNMENT);
+            offsets.push(len as u64);
+            len += t.data.len();
         }
-        data.resize(data.len().next_multiple_of(ALIGNMENT), 0);
-
-        let mut out = Vec::with_capacity(self.kv.len() + data.len() + 1024);
+        let len = len.next_multiple_of(ALIGNMENT);
+        let infos: usize = self.tensors.iter().map(|t| t.name.len() + 8 * t.dims.len() + 32).sum();
+        let mut out = Vec::with_capacity(self.kv.len() + infos + 1024 + ALIGNMENT + len);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&3u32.to_le_bytes());
         out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
@@ -148,7 +151,7 @@ impl GgufWriter {
         tail.add_u32(CHECKSUM_KEY, 0);
         out.extend_from_slice(&tail.kv);
         let value_at = out.len() - 4;
-        for (t, off) in self.tensors.iter().zip(offsets) {
+        for (t, off) in self.tensors.iter().zip(&offsets) {
             put_str(&mut out, t.name.as_bytes());
             out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
             t.dims.iter().for_each(|d| out.extend_from_slice(&d.to_le_bytes()));
@@ -156,7 +159,12 @@ impl GgufWriter {
             out.extend_from_slice(&off.to_le_bytes());
         }
         out.resize(out.len().next_multiple_of(ALIGNMENT), 0);
-        out.extend_from_slice(&data);
+        let base = out.len();
+        for (t, off) in self.tensors.iter().zip(&offsets) {
+            out.resize(base + *off as usize, 0);
+            out.extend_from_slice(&t.data);
+        }
+        out.resize(base + len, 0);
         let checksum = image_crc(&out, value_at);
         out[value_at..value_at + 4].copy_from_slice(&checksum.to_le_bytes());
         out

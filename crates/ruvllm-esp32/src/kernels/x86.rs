@@ -33,7 +33,7 @@ pub fn detect() -> Option<Kernels> {
     if std::is_x86_feature_detected!("avx512f") {
         // Wider f32 products. The rest stays 256-bit: a head of 8 values fills one register.
         let name = if avx2.name == "avx2" { "avx512" } else { "avx512+vnni" };
-        let wide = Kernels { name, matvec_f32: matvec_f32_512, ..avx2 };
+        let wide = Kernels { name, matvec_f32: matvec_f32_512, attention_f32: attention_f32_512, ..avx2 };
         if std::is_x86_feature_detected!("avx512vl") {
             let matvec_q8 = if name == "avx512" { matvec_q8 } else { matvec_q8_on::<VNNI_WIDE> };
             let attention_q8 =
@@ -53,7 +53,7 @@ pub fn detect() -> Option<Kernels> {
 /// The AVX2 set even on a CPU that has AVX-512 or AVX-VNNI, so tests can compare each with
 /// the reference.
 pub fn avx2_only() -> Option<Kernels> {
-    detect().map(|k| Kernels { name: "avx2", matvec_f32, matvec_q8, attention_q8, ..k })
+    detect().map(|k| Kernels { name: "avx2", matvec_f32, matvec_q8, attention_f32, attention_q8, ..k })
 }
 
 fn matvec_f32_512(out: &mut [f32], w: &[f32], x: &[f32]) {
@@ -256,6 +256,33 @@ fn attention_f32(
     };
     // SAFETY: as above; the cache holds `positions` rows of `kv_dim` f32 values.
     unsafe { attention_blocks_avx2::<false>(out, q, keys.len() / shape.kv_dim, cache, att, shape) }
+}
+
+/// [`attention_f32`] with AVX-512: heads of eight values two positions per 512-bit register
+/// ([`attention_f32_hs8_zmm`], the same floats); other shapes run the 256-bit kernel.
+fn attention_f32_512(
+    out: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    att: &mut [f32],
+    shape: AttnShape,
+) {
+    let n_heads = q.len() / 8;
+    if shape.head_size != 8 || n_heads == 0 || !n_heads.is_multiple_of(8) {
+        return attention_f32(out, q, keys, values, att, shape);
+    }
+    check_attention(out, q, keys.len(), values.len(), att, shape);
+    // SAFETY: only reachable through `detect`, which checked AVX-512F, AVX2 and FMA; bounds
+    // checked above, the shape is the one the kernel is written for.
+    unsafe {
+        match shape.kv_mul {
+            1 => attention_f32_hs8_zmm::<true, false>(out, q, keys, values, att, shape),
+            2 | 4 => attention_f32_hs8_zmm::<true, true>(out, q, keys, values, att, shape),
+            m if m % 2 == 0 => attention_f32_hs8_zmm::<false, true>(out, q, keys, values, att, shape),
+            _ => attention_f32_hs8_zmm::<false, false>(out, q, keys, values, att, shape),
+        }
+    }
 }
 
 /// The bounds every fast attention relies on.
@@ -1346,6 +1373,132 @@ unsafe fn attention_q8_hs8_zmm(
     }
 }
 
+/// f32 attention for heads of eight values, bit for bit [`attention_blocks_avx2`]'s: its
+/// `hsum8` adds each head's eight products as ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 +
+/// p7)), and so does this kernel, with two positions per 512-bit register and no `hadd`
+/// (there is none on 512 bits). A register holds two heads of a block of eight (a pair):
+/// with 1, 2 or 4 query heads per KV head (`ADJACENT`), heads `a` and `a + kv_mul`, whose KV
+/// heads are neighbours, so one 512-bit load brings both keys; otherwise heads `i` and
+/// `i + 4`, their keys joined from two loads. Adding adjacent lanes twice leaves each
+/// 128-bit lane with four heads' half sums, and one 128-bit shuffle per half lines up
+/// [position t: 8 lanes | t + 1: 8 lanes] (lane `i` is head `lane_head[i]` of the block) for
+/// the exponentials, which run on both positions at once with the running sum adding t
+/// before t + 1. `SHARE`: lanes 2j and 2j + 1 read the same KV head (an even number of query
+/// heads per KV head, stories260K's 2), whose values are then loaded once.
+#[target_feature(enable = "avx2,fma,avx512f")]
+unsafe fn attention_f32_hs8_zmm<const ADJACENT: bool, const SHARE: bool>(
+    out: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    att: &mut [f32],
+    shape: AttnShape,
+) {
+    let AttnShape { kv_dim, kv_mul, .. } = shape;
+    let n_heads = q.len() / 8;
+    let positions = keys.len() / kv_dim;
+    let pairs = positions / 2;
+    let a = att.as_mut_ptr();
+    let (kp, vp, qp) = (keys.as_ptr(), values.as_ptr(), q.as_ptr());
+    let scale = _mm512_set1_ps(1.0 / SQRT_8);
+    let zero = _mm512_setzero_ps();
+    // (`insertf32x8` would need AVX-512DQ; the 64-bit lanes move the same bits.)
+    let join = |lo: __m256, hi: __m256| {
+        _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+            _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+            _mm256_castps_pd(hi),
+        ))
+    };
+    // `hadd` within 128-bit lanes: [x0 + x1, x2 + x3, y0 + y1, y2 + y3].
+    let hadd = |x: __m512, y: __m512| {
+        _mm512_add_ps(_mm512_shuffle_ps::<0x88>(x, y), _mm512_shuffle_ps::<0xDD>(x, y))
+    };
+    let high = |x: __m512| _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x)));
+    // The block's heads in each lane: pair j is lanes j (its first head) and j + 4.
+    let lane_head: [usize; 8] = if ADJACENT {
+        // The heads whose KV head is even within the block, then each one's partner.
+        let first: [usize; 4] = core::array::from_fn(|j| (j / kv_mul) * 2 * kv_mul + j % kv_mul);
+        core::array::from_fn(|i| if i < 4 { first[i] } else { first[i - 4] + kv_mul })
+    } else {
+        core::array::from_fn(|i| i)
+    };
+    for h0 in (0..n_heads).step_by(8) {
+        let head: [usize; 8] = core::array::from_fn(|i| h0 + lane_head[i]);
+        // Offset of each lane's head slice within a cache row.
+        let off: [usize; 8] = core::array::from_fn(|i| (head[i] / kv_mul) * 8);
+        let qv: [__m512; 4] = core::array::from_fn(|j| {
+            join(_mm256_loadu_ps(qp.add(head[j] * 8)), _mm256_loadu_ps(qp.add(head[j + 4] * 8)))
+        });
+        let key = |row: *const f32, j: usize| {
+            if ADJACENT {
+                _mm512_loadu_ps(row.add(off[j]))
+            } else {
+                join(_mm256_loadu_ps(row.add(off[j])), _mm256_loadu_ps(row.add(off[j + 4])))
+            }
+        };
+        // Per 128-bit lane of the result: the half sums of the four pairs' heads (lane 0:
+        // lanes 0-3's heads, dims 0-3; lane 1: the same, dims 4-7; lanes 2, 3: lanes 4-7's).
+        let halves = |row: *const f32| {
+            let p: [__m512; 4] = core::array::from_fn(|j| _mm512_fmadd_ps(qv[j], key(row, j), zero));
+            hadd(hadd(p[0], p[1]), hadd(p[2], p[3]))
+        };
+        let mut max2 = _mm512_set1_ps(f32::NEG_INFINITY);
+        for u in 0..pairs {
+            let t = 2 * u;
+            let (m0, m1) = (halves(kp.add(t * kv_dim)), halves(kp.add((t + 1) * kv_dim)));
+            let lo = _mm512_shuffle_f32x4::<0x88>(m0, m1);
+            let hi = _mm512_shuffle_f32x4::<0xDD>(m0, m1);
+            let sc = _mm512_mul_ps(_mm512_add_ps(lo, hi), scale);
+            max2 = _mm512_max_ps(max2, sc);
+            _mm512_storeu_ps(a.add(t * 8), sc);
+        }
+        let mut maxv = _mm256_max_ps(_mm512_castps512_ps256(max2), high(max2));
+        if positions % 2 == 1 {
+            let t = positions - 1;
+            let m = halves(kp.add(t * kv_dim));
+            let lo = _mm512_shuffle_f32x4::<0x88>(m, m);
+            let hi = _mm512_shuffle_f32x4::<0xDD>(m, m);
+            let sc =
+                _mm256_mul_ps(_mm512_castps512_ps256(_mm512_add_ps(lo, hi)), _mm512_castps512_ps256(scale));
+            maxv = _mm256_max_ps(maxv, sc);
+            _mm256_storeu_ps(a.add(t * 8), sc);
+        }
+        let max2 = join(maxv, maxv);
+        let mut sumv = _mm256_setzero_ps();
+        for u in 0..pairs {
+            let t = 2 * u;
+            let e = exp16_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(a.add(t * 8)), max2));
+            sumv = _mm256_add_ps(sumv, _mm512_castps512_ps256(e));
+            sumv = _mm256_add_ps(sumv, high(e));
+            _mm512_storeu_ps(a.add(t * 8), e);
+        }
+        if positions % 2 == 1 {
+            let t = positions - 1;
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(a.add(t * 8)), maxv));
+            sumv = _mm256_add_ps(sumv, e);
+            _mm256_storeu_ps(a.add(t * 8), e);
+        }
+        // As `attention_blocks_avx2`: each head's weighted values summed in position order,
+        // then times 1/sum.
+        let mut inv = [0.0f32; 8];
+        _mm256_storeu_ps(inv.as_mut_ptr(), _mm256_div_ps(_mm256_set1_ps(1.0), sumv));
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for t in 0..positions {
+            let (w, row) = (a.add(t * 8), vp.add(t * kv_dim));
+            for j in 0..4 {
+                let (i, k) = (2 * j, 2 * j + 1);
+                let v = _mm256_loadu_ps(row.add(off[i]));
+                let u = if SHARE { v } else { _mm256_loadu_ps(row.add(off[k])) };
+                acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*w.add(i)), v, acc[i]);
+                acc[k] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*w.add(k)), u, acc[k]);
+            }
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr().add(head[i] * 8), _mm256_mul_ps(*acc, _mm256_set1_ps(inv[i])));
+        }
+    }
+}
+
 /// [`exp8`] on sixteen lanes of inputs that are at most zero (a score minus the maximum), so
 /// its upper clamp never acts and is left out: the same operations otherwise, the same bits.
 #[inline]
@@ -1667,6 +1820,24 @@ mod tests {
         }
     }
 
+    /// A query (one value zero, the rest scaled by `spread`), keys and values for heads of
+    /// eight, from seeds `seed` to `seed + 2`.
+    fn attention_case(
+        heads: usize,
+        kv_heads: usize,
+        positions: usize,
+        spread: f32,
+        seed: u64,
+    ) -> (AttnShape, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let shape = AttnShape { head_size: 8, kv_dim: kv_heads * 8, kv_mul: heads / kv_heads };
+        let mut q = data(heads * 8, seed + positions as u64);
+        q[3] = 0.0;
+        q.iter_mut().for_each(|v| *v *= spread);
+        let keys = data(positions * shape.kv_dim, seed + 1);
+        let values = data(positions * shape.kv_dim, seed + 2);
+        (shape, q, keys, values)
+    }
+
     /// The 512-bit int8 attention gives exactly the 256-bit kernel's floats (the q8 text is
     /// the same whichever runs), on odd and even position counts, several blocks and a
     /// query with negative and zero bytes.
@@ -1689,12 +1860,7 @@ mod tests {
             (16, 8, 511, 1.0),
             (16, 4, 64, 8.0),
         ] {
-            let shape = AttnShape { head_size: 8, kv_dim: kv_heads * 8, kv_mul: heads / kv_heads };
-            let mut q = data(heads * 8, 11 + positions as u64);
-            q[3] = 0.0;
-            q.iter_mut().for_each(|v| *v *= spread);
-            let keys = data(positions * shape.kv_dim, 12);
-            let values = data(positions * shape.kv_dim, 13);
+            let (shape, q, keys, values) = attention_case(heads, kv_heads, positions, spread, 11);
             let (kd, ng) = (shape.kv_dim, shape.kv_dim / 32);
             let (mut kq, mut ksc) = (vec![0i8; keys.len()], vec![0.0; positions * ng]);
             let (mut vq, mut vsc) = (vec![0i8; keys.len()], vec![0.0; positions * ng]);
@@ -1712,6 +1878,37 @@ mod tests {
             let mut att = vec![0.0; heads * positions];
             attention_q8_on::<ZMM>(&mut a, query, cache, &mut att, shape, 32);
             attention_q8_512(&mut b, query, cache, &mut att, shape, 32);
+            assert_eq!(a, b, "{heads} heads, {kv_heads} KV heads, {positions} positions");
+        }
+    }
+
+    /// The 512-bit f32 attention gives the 256-bit kernel's floats bit for bit, on one and two
+    /// positions, odd counts, GQA and plain multi-head shapes and large scores.
+    #[test]
+    fn wide_f32_attention_is_bit_identical() {
+        if !(detect().is_some() && std::is_x86_feature_detected!("avx512f")) {
+            eprintln!("skipping: this CPU has no AVX-512F");
+            return;
+        }
+        for (heads, kv_heads, positions, spread) in [
+            (8, 4, 1, 1.0),
+            (8, 4, 2, 1.0),
+            (8, 4, 37, 30.0),
+            (8, 4, 346, 3.0),
+            (8, 8, 5, 1.0),
+            (8, 2, 33, 1.0),
+            (8, 1, 12, 4.0),
+            (16, 8, 511, 1.0),
+            (16, 4, 64, 8.0),
+            (16, 16, 3, 1.0),
+            (24, 3, 9, 2.0),
+            (24, 8, 7, 2.0),
+        ] {
+            let (shape, q, keys, values) = attention_case(heads, kv_heads, positions, spread, 21);
+            let (mut a, mut b) = (vec![0.0; heads * 8], vec![0.0; heads * 8]);
+            let mut att = vec![0.0; heads.next_multiple_of(8) * positions];
+            attention_f32_512(&mut a, &q, &keys, &values, &mut att, shape);
+            attention_f32(&mut b, &q, &keys, &values, &mut att, shape);
             assert_eq!(a, b, "{heads} heads, {kv_heads} KV heads, {positions} positions");
         }
     }
