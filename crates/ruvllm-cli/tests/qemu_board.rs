@@ -538,24 +538,9 @@ fn knowledge_board_matches_host(img: &Path) {
     assert_eq!(b.exit_code(), 0);
 }
 
-/// Bad input to each knowledge command and the one reply each gets: a 1 MB line per command,
-/// then the cases of `tests/data/bad_knowledge_lines.bin` (raw bytes: invalid UTF-8, control
-/// bytes, no text; `line<TAB>reply` per line), which the QEMU board test types too.
-fn bad_knowledge_lines() -> Vec<(Vec<u8>, &'static str)> {
-    let huge = ["add", "ask", "anomaly"].map(|cmd| {
-        let mut l = format!("{cmd} ").into_bytes();
-        l.resize(1 << 20, b'x');
-        (l, "error: line too long (max 255 bytes)")
-    });
-    let cases = include_bytes!("../../ruvllm-esp32/tests/data/bad_knowledge_lines.bin")
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty());
-    let cases = cases.map(|l| {
-        let tab = l.iter().position(|&b| b == b'\t').expect("line<TAB>reply");
-        (l[..tab].to_vec(), std::str::from_utf8(&l[tab + 1..]).expect("UTF-8 reply"))
-    });
-    huge.into_iter().chain(cases).collect()
-}
+#[path = "../../ruvllm-esp32/tests/data/bad_knowledge_lines.rs"]
+mod bad_lines;
+use bad_lines::bad_knowledge_lines;
 
 fn integer_board_matches_host(model: &Path, tok: &Path, quant: &str) {
     let img = scratch(&format!("stories260K-{quant}-int.gguf"));
