@@ -1235,7 +1235,14 @@ fn the_board_reads_its_model_from_the_flash_images_model_partition() {
     let (builtin, draft) = (crate_dir.join("data/default.gguf"), crate_dir.join("../../models/draft.gguf"));
     let chip = scratch("chip-with-draft.bin");
     let out = run(&["flash", "--dry-run", "--chip", "esp32c3", "--model", s(&draft), "-o", s(&chip)]);
-    assert!(out.status.success(), "flash --dry-run: {}", String::from_utf8_lossy(&out.stderr));
+    let layout = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "flash --dry-run: {layout}");
+    // Where the layout put the model partition (after the app, which sets its size).
+    let model_offset = layout
+        .lines()
+        .find_map(|l| l.strip_suffix("  model")?.split_whitespace().next()?.strip_prefix("0x"))
+        .and_then(|hex| usize::from_str_radix(hex, 16).ok())
+        .unwrap_or_else(|| panic!("no model segment in the layout: {layout}"));
     let Some(elf) = build(&builtin, false, "int") else { return };
     let host_text = |model: &Path| {
         let host = run(&["gen", "--model", s(model), "--int", "--prompt", PROMPT, "--steps", "48"]);
@@ -1263,7 +1270,7 @@ fn the_board_reads_its_model_from_the_flash_images_model_partition() {
     let draft_len = std::fs::metadata(&draft).unwrap().len();
     assert!(
         boot.contains(&format!(
-            "model: partition `model` at flash 0x110000, {draft_len} bytes, checksum verified"
+            "model: partition `model` at flash {model_offset:#x}, {draft_len} bytes, checksum verified"
         )),
         "{boot}"
     );
@@ -1272,7 +1279,7 @@ fn the_board_reads_its_model_from_the_flash_images_model_partition() {
 
     // One flipped byte in the partition's image: refused by its checksum, the linked one serves.
     let mut bytes = std::fs::read(&flash).unwrap();
-    bytes[FLASH_CHIP_IMAGE.start + 0x11_0000 + draft_len as usize - 64] ^= 0x10;
+    bytes[FLASH_CHIP_IMAGE.start + model_offset + draft_len as usize - 64] ^= 0x10;
     std::fs::write(&flash, &bytes).unwrap();
     let (boot, text, _) = gen_on(&flash);
     assert!(boot.contains("model partition refused: checksum mismatch"), "{boot}");
