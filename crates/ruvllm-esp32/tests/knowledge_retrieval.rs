@@ -5,12 +5,13 @@
 //! built-in table), the dense part alone (lexical weight 0), the lexical part alone (weight
 //! 1), and the `bm25` crate as the anchor.
 //!
-//! Split: rows 0, 3, 6, ... are the development third, on which the lexical weight and the
-//! `ask` threshold were chosen (`choose_weight`, `threshold`); the figures asserted are those
-//! of the other two thirds (held out), over a store of all 156 facts and over stores of 64
-//! (the chip's capacity). The embedder never saw the set; the writers of its lexicon of
-//! everyday topics were not shown it (their prompts quoted two development-third questions as
-//! examples of the task: docs/BENCHMARKS.md, "Retrieval that weighs words").
+//! Split: the lexical weight and the `ask` threshold are chosen on the development set
+//! `testdata/knowledge/dev.tsv` (`choose_weight`, `threshold`: 50 facts written apart from the
+//! held-out set by a session that saw neither it nor the embedder's training data). The
+//! figures asserted are those of the held-out questions: rows 1, 2, 4, 5, 7, ... of facts.tsv
+//! (rows 0, 3, 6, ... were the development third until 2026-12-04 and are left out: the
+//! prompts of the lexicon's first writers quoted two of its questions), over a store of all
+//! 156 facts and over stores of 64 (the chip's capacity). The embedder never saw facts.tsv.
 //!
 //! `cargo test -p ruvllm-esp32 --features std --test knowledge_retrieval -- --nocapture --test-threads 1`
 
@@ -25,9 +26,9 @@ const ALL: usize = 160;
 /// The chip's store.
 const CHIP: usize = 64;
 /// Floors of ours on the held-out questions: hit@1 of the shared-word form and of the
-/// paraphrases (set from the measured figures: 1.000, and 0.337 / 0.423 for stores of 156 / 64).
-const FLOOR_SHARED_AT1: f32 = 0.99;
-const FLOOR_PARA_AT1: f32 = 0.32;
+/// paraphrases (set from the measured figures: 0.990, and 0.423 / 0.519 for stores of 156 / 64).
+const FLOOR_SHARED_AT1: f32 = 0.98;
+const FLOOR_PARA_AT1: f32 = 0.41;
 
 struct Row {
     fact: String,
@@ -35,9 +36,19 @@ struct Row {
     para: String,
 }
 
+/// The held-out set (`facts.tsv`).
 fn rows() -> Vec<Row> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/knowledge/facts.tsv");
-    let text = std::fs::read_to_string(path).expect("testdata/knowledge/facts.tsv");
+    rows_of("facts.tsv")
+}
+
+/// The development set (`dev.tsv`).
+fn dev_rows() -> Vec<Row> {
+    rows_of("dev.tsv")
+}
+
+fn rows_of(name: &str) -> Vec<Row> {
+    let path = format!("{}/../../testdata/knowledge/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect(&path);
     text.lines()
         .skip(1)
         .map(|l| {
@@ -53,7 +64,8 @@ fn offtopic() -> Vec<String> {
     text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).map(String::from).collect()
 }
 
-fn is_dev(i: usize) -> bool {
+/// Rows of facts.tsv that were its development third (not counted).
+fn is_old_dev(i: usize) -> bool {
     i.is_multiple_of(3)
 }
 
@@ -140,18 +152,11 @@ impl Hits {
     }
 }
 
-/// Which rows' questions count.
-#[derive(Clone, Copy, PartialEq)]
-enum Split {
-    Dev,
-    Test,
-}
-
 /// (shared, paraphrase) hits of a retriever built per store: the whole set in one store
 /// (`chunk` = None) or stores of `chunk` facts each, every question asked of its fact's store.
 fn measure<R: Retriever>(
     rows: &[Row],
-    split: Split,
+    counts: impl Fn(usize) -> bool,
     chunk: Option<usize>,
     mut build: impl FnMut(&[&str]) -> R,
 ) -> (Hits, Hits) {
@@ -161,7 +166,7 @@ fn measure<R: Retriever>(
         let facts: Vec<&str> = part.iter().map(|r| r.fact.as_str()).collect();
         let mut r = build(&facts);
         for (j, row) in part.iter().enumerate() {
-            if is_dev(c * size + j) != (split == Split::Dev) {
+            if !counts(c * size + j) {
                 continue;
             }
             s.add(j, &r.top3(&row.shared));
@@ -173,12 +178,13 @@ fn measure<R: Retriever>(
 
 /// Hits of one retriever on the test two thirds: all facts in one store, then stores of 64.
 fn figures<R: Retriever>(rows: &[Row], mut build: impl FnMut(&[&str]) -> R) -> [(Hits, Hits); 2] {
-    [measure(rows, Split::Test, None, &mut build), measure(rows, Split::Test, Some(CHIP), &mut build)]
+    let held_out = |i: usize| !is_old_dev(i);
+    [measure(rows, held_out, None, &mut build), measure(rows, held_out, Some(CHIP), &mut build)]
 }
 
 /// Dev objective of a lexical weight: hit@1 of both question forms, hit@3 breaking ties.
-fn dev_objective(rows: &[Row], t: &[u8], w: f32) -> f32 {
-    let (s, p) = measure(rows, Split::Dev, None, |f| Ours::new(t, f, w));
+fn dev_objective(dev: &[Row], t: &[u8], w: f32) -> f32 {
+    let (s, p) = measure(dev, |_| true, None, |f| Ours::new(t, f, w));
     s.at1() + p.at1() + 0.1 * (s.at3() + p.at3())
 }
 
@@ -187,18 +193,18 @@ const WEIGHTS: [f32; 11] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.
 
 #[test]
 fn choose_weight() {
-    let (rows, t) = (rows(), table());
-    let scores: Vec<(f32, f32)> = WEIGHTS.iter().map(|&w| (w, dev_objective(&rows, &t, w))).collect();
+    let (dev, t) = (dev_rows(), table());
+    let scores: Vec<(f32, f32)> = WEIGHTS.iter().map(|&w| (w, dev_objective(&dev, &t, w))).collect();
     println!("lexical weight -> dev objective: {scores:?}");
-    // The largest weight within one dev question of the best: where the dev third cannot tell
+    // The largest weight within one dev question of the best: where the dev set cannot tell
     // weights apart, more weight on the words (which never match a fact by accident of the
     // table) is the safer choice.
     let best = scores.iter().map(|s| s.1).fold(f32::MIN, f32::max);
-    let one_question = 1.0 / rows.iter().enumerate().filter(|(i, _)| is_dev(*i)).count() as f32;
+    let one_question = 1.0 / dev.len() as f32;
     let chosen = scores.iter().filter(|s| s.1 >= best - one_question).map(|s| s.0).fold(0.0, f32::max);
     assert!(
         (chosen - LEXICAL_WEIGHT).abs() < 1e-6,
-        "the dev third chooses {chosen}, LEXICAL_WEIGHT is {LEXICAL_WEIGHT} (objectives {scores:?})"
+        "the dev set chooses {chosen}, LEXICAL_WEIGHT is {LEXICAL_WEIGHT} (objectives {scores:?})"
     );
 }
 
@@ -207,31 +213,39 @@ fn top_scores(o: &mut Ours<'_>, questions: impl Iterator<Item = String>) -> Vec<
     questions.map(|q| o.scored(&q, 1).first().map_or(0.0, |g| g.1)).collect()
 }
 
-/// `ask`'s threshold: on the dev third (questions whose own fact comes first) and the even
-/// lines of the off-topic questions, the score that best keeps the one and drops the other
-/// (largest true-accept minus false-accept rate, the lowest such score), in stores of 64 facts
-/// (the chip's). Reports the rates on the held-out rest.
+/// `ask`'s threshold: on the dev set (questions whose own fact comes first, in a store of its
+/// facts: fewer than the chip's 64) and the even lines of the off-topic questions asked of it,
+/// the score that best keeps the one and drops the other (largest true-accept minus
+/// false-accept rate, the lowest such score). Reports the rates on the held-out questions and
+/// the odd off-topic lines, in stores of 64 facts (the chip's).
 #[test]
 fn threshold() {
     use ruvllm_esp32::console::ASK_MIN_SIMILARITY;
-    let (rows, t) = (rows(), table());
+    let (rows, dev, t) = (rows(), dev_rows(), table());
+    assert!(dev.len() <= CHIP);
     let off = offtopic();
-    let (mut dev_right, mut test_right, mut off_dev, mut off_test) = (vec![], vec![], vec![], vec![]);
-    for (c, part) in rows.chunks(CHIP).enumerate() {
-        let facts: Vec<&str> = part.iter().map(|r| r.fact.as_str()).collect();
-        let mut o = Ours::new(&t, &facts, LEXICAL_WEIGHT);
-        for (j, r) in part.iter().enumerate() {
-            for q in [&r.shared, &r.para] {
-                if let Some(&(id, s)) = o.scored(q, 1).first() {
-                    if id == j {
-                        if is_dev(c * CHIP + j) { &mut dev_right } else { &mut test_right }.push(s);
+    // Scores of the questions that find their own fact first, in stores of `chunk` facts.
+    let right = |rows: &[Row], chunk: usize, counts: &dyn Fn(usize) -> bool, off: Vec<String>| {
+        let (mut right, mut off_scores) = (vec![], vec![]);
+        for (c, part) in rows.chunks(chunk).enumerate() {
+            let facts: Vec<&str> = part.iter().map(|r| r.fact.as_str()).collect();
+            let mut o = Ours::new(&t, &facts, LEXICAL_WEIGHT);
+            for (j, r) in part.iter().enumerate().filter(|(j, _)| counts(c * chunk + j)) {
+                for q in [&r.shared, &r.para] {
+                    if let Some(&(id, s)) = o.scored(q, 1).first() {
+                        if id == j {
+                            right.push(s);
+                        }
                     }
                 }
             }
+            off_scores.extend(top_scores(&mut o, off.iter().cloned()));
         }
-        off_dev.extend(top_scores(&mut o, off.iter().step_by(2).cloned()));
-        off_test.extend(top_scores(&mut o, off.iter().skip(1).step_by(2).cloned()));
-    }
+        (right, off_scores)
+    };
+    let (dev_right, off_dev) = right(&dev, CHIP, &|_| true, off.iter().step_by(2).cloned().collect());
+    let (test_right, off_test) =
+        right(&rows, CHIP, &|i| !is_old_dev(i), off.iter().skip(1).step_by(2).cloned().collect());
     let rate = |v: &[f32], th: f32| v.iter().filter(|&&s| s >= th).count() as f32 / v.len() as f32;
     let mut best = (f32::MIN, 0.0);
     for c in 0..=100 {
@@ -289,9 +303,12 @@ fn hybrid_beats_bm25_on_held_out_questions() {
             );
         }
     }
+    // Above BM25 on the paraphrases; on the shared-word questions, where BM25 finds every
+    // fact, at most one question behind it (the dev set's weight, 0.1, lets "when do I take
+    // vitamin D" find the metformin fact, which also says when it is taken).
     for (i, ((os, op), (bs, bp))) in ours.iter().zip(&bm25).enumerate() {
-        assert!(os.at1 >= bs.at1 && op.at1 >= bp.at1, "store {i}: ours {os:?} {op:?}, BM25 {bs:?} {bp:?}");
-        assert!(os.at3 >= bs.at3 && op.at3 >= bp.at3, "store {i}: ours {os:?} {op:?}, BM25 {bs:?} {bp:?}");
+        assert!(op.at1 > bp.at1 && op.at3 > bp.at3, "store {i}: ours {op:?}, BM25 {bp:?}");
+        assert!(os.at1 + 1 >= bs.at1 && os.at3 >= bs.at3, "store {i}: ours {os:?}, BM25 {bs:?}");
     }
     // Floors: the figures measured when this was written.
     let ((s, p), (s64, p64)) = (ours[0], ours[1]);

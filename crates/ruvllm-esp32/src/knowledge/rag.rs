@@ -39,9 +39,9 @@ pub const RAG_M0: usize = 16;
 /// larger ones get fewer levels (search still runs over the complete level 0).
 pub const RAG_UP: usize = 128;
 
-/// Default [`RAGConfig::lexical_weight`]: chosen on the development third of
-/// `testdata/knowledge/facts.tsv` (`tests/knowledge_retrieval.rs`, `choose_weight`).
-pub const LEXICAL_WEIGHT: f32 = 0.3;
+/// Default [`RAGConfig::lexical_weight`]: chosen on the knowledge development set
+/// `testdata/knowledge/dev.tsv` (`tests/knowledge_retrieval.rs`, `choose_weight`).
+pub const LEXICAL_WEIGHT: f32 = 0.1;
 
 type Index<const DIM: usize, const CAP: usize> = MicroHNSW<DIM, CAP, I8, RAG_M0, RAG_UP>;
 
