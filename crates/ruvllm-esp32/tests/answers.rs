@@ -20,6 +20,8 @@ use ruvllm_esp32::infer::{IntState, State};
 use ruvllm_esp32::model::Model;
 
 const FACTS: &str = include_str!("../../../testdata/knowledge/facts.tsv");
+/// The development set, written apart from the held-out facts (`knowledge_set`).
+const DEV: &str = include_str!("../../../testdata/knowledge/dev.tsv");
 
 /// Accuracy floors this model reaches (measured: see the module doc), per path and question form.
 const FLOOR_SHARED: f64 = 0.7;
@@ -32,17 +34,20 @@ struct Row {
 }
 
 fn rows() -> Vec<Row> {
-    let rows: Vec<Row> = FACTS
-        .lines()
+    let rows = rows_of(FACTS);
+    assert!(rows.len() >= 150);
+    rows
+}
+
+fn rows_of(tsv: &'static str) -> Vec<Row> {
+    tsv.lines()
         .skip(1)
         .map(|l| {
             let c: Vec<&str> = l.split('\t').collect();
             assert_eq!(c.len(), 5, "{l}");
             Row { fact: c[1], questions: [c[2], c[3]], answer: c[4] }
         })
-        .collect();
-    assert!(rows.len() >= 150);
-    rows
+        .collect()
 }
 
 /// Lower-case ASCII words (letters and digits); everything else separates.
@@ -145,8 +150,27 @@ fn score_rule() {
 /// the floors.
 #[test]
 fn held_out_answers_are_spans_of_the_fact_and_mostly_right() {
-    let rows = rows();
-    for (path, answers) in all_paths(&rows) {
+    for (path, acc) in accuracies(&rows()) {
+        assert!(acc[0] >= FLOOR_SHARED && acc[1] >= FLOOR_PARAPHRASE, "{path}: {acc:?}");
+    }
+}
+
+/// The same on the development set (50 facts written by a session that saw neither the
+/// held-out facts nor the corpus's templates): how far the answers carry to other facts.
+/// `cargo test --release -p ruvllm-esp32 --features std --test answers dev_set -- --ignored --nocapture`
+#[test]
+#[ignore = "a report (two minutes in release): the held-out test above is the one CI runs"]
+fn dev_set_answers() {
+    for (path, acc) in accuracies(&rows_of(DEV)) {
+        assert!(acc.iter().all(|a| (0.0..=1.0).contains(a)), "{path}: {acc:?}");
+    }
+}
+
+/// Each path's accuracy on the (shared-word, paraphrase) questions of `rows`, printed with
+/// its misses; every answer must be a non-empty span of its fact.
+fn accuracies(rows: &[Row]) -> Vec<(&'static str, [f64; 2])> {
+    let mut out = Vec::new();
+    for (path, answers) in all_paths(rows) {
         let mut right = [0usize; 2];
         for (r, a) in rows.iter().zip(&answers) {
             for (form, produced) in a.iter().enumerate() {
@@ -175,8 +199,9 @@ fn held_out_answers_are_spans_of_the_fact_and_mostly_right() {
             rows.len(),
             acc[1]
         );
-        assert!(acc[0] >= FLOOR_SHARED && acc[1] >= FLOOR_PARAPHRASE, "{path}: {acc:?}");
+        out.push((path, acc));
     }
+    out
 }
 
 /// Pieces of hostile facts and questions: words and punctuation of real facts, joining words,
