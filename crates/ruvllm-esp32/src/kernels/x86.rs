@@ -85,7 +85,7 @@ unsafe fn matvec_f32_avx512_rows(out: &mut [f32], w: &[f32], x: &[f32]) {
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn block_rows<const C: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
     let n = x.len();
-    let tail: __mmask16 = if n % 16 == 0 { !0 } else { ((1u32 << (n % 16)) - 1) as __mmask16 };
+    let tail: __mmask16 = if n.is_multiple_of(16) { !0 } else { ((1u32 << (n % 16)) - 1) as __mmask16 };
     let chunk = |p: *const f32, c: usize| {
         if c + 1 < C {
             _mm512_loadu_ps(p.add(16 * c))
@@ -106,11 +106,7 @@ unsafe fn block_rows<const C: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
                 *acc = _mm512_fmadd_ps(chunk(row, c), *xv, *acc);
             }
         }
-        let mut halves = [_mm256_setzero_ps(); 8];
-        for (h, a) in halves.iter_mut().zip(&acc) {
-            *h = halve(*a);
-        }
-        _mm256_storeu_ps(out.as_mut_ptr().add(r), hsum8(&halves));
+        _mm256_storeu_ps(out.as_mut_ptr().add(r), block_sums(&acc));
         r += 8;
     }
     while r < out.len() {
@@ -507,11 +503,7 @@ unsafe fn matvec_f32_avx512(out: &mut [f32], w: &[f32], x: &[f32]) {
                 *acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, base.add(i * n + j)), xv, *acc);
             }
         }
-        let mut halves = [_mm256_setzero_ps(); 8];
-        for (h, a) in halves.iter_mut().zip(&acc) {
-            *h = halve(*a);
-        }
-        _mm256_storeu_ps(out.as_mut_ptr().add(r), hsum8(&halves));
+        _mm256_storeu_ps(out.as_mut_ptr().add(r), block_sums(&acc));
         r += 8;
     }
     while r < out.len() {
@@ -529,6 +521,18 @@ unsafe fn matvec_f32_avx512(out: &mut [f32], w: &[f32], x: &[f32]) {
         out[r] = _mm512_reduce_add_ps(acc);
         r += 1;
     }
+}
+
+/// The eight rows' sums of a block's 512-bit accumulators: each one's two halves added, then
+/// [`hsum8`].
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn block_sums(acc: &[__m512; 8]) -> __m256 {
+    let mut halves = [_mm256_setzero_ps(); 8];
+    for (h, a) in halves.iter_mut().zip(acc) {
+        *h = halve(*a);
+    }
+    hsum8(&halves)
 }
 
 /// Sum of each 512-bit accumulator's two halves, for [`hsum8`].
