@@ -29,10 +29,24 @@ pub struct Image {
 
 enum Storage {
     Mapped(memmap2::Mmap),
-    Owned { words: Vec<u64>, len: usize },
+    Owned {
+        words: Vec<u64>,
+        len: usize,
+    },
+    /// A converted image kept in the buffer it was written to, when that buffer happens to be
+    /// 8-byte aligned (a large allocation is, in practice): no second copy of the image.
+    Written(Vec<u8>),
 }
 
 impl Image {
+    /// An image written in memory: kept as it is when aligned, else copied into words.
+    fn from_vec(bytes: Vec<u8>, origin: String) -> Image {
+        if bytes.as_ptr().align_offset(8) == 0 {
+            return Image { storage: Storage::Written(bytes), origin };
+        }
+        Image::from_bytes(&bytes, origin)
+    }
+
     fn from_bytes(bytes: &[u8], origin: String) -> Image {
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
         bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
@@ -67,6 +81,7 @@ impl Image {
         match &self.storage {
             Storage::Mapped(m) => m,
             Storage::Owned { words, len } => &bytemuck::cast_slice::<u64, u8>(words)[..*len],
+            Storage::Written(v) => v,
         }
     }
 }
@@ -260,5 +275,5 @@ fn load_as(
             ruvllm_esp32::infer::integer::sparse::BREAK_EVEN
         );
     }
-    Ok(Image::from_bytes(&image, format!("{name} (converted to {})", quant_name(quant))))
+    Ok(Image::from_vec(image, format!("{name} (converted to {})", quant_name(quant))))
 }
