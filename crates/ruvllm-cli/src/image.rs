@@ -19,7 +19,7 @@ pub static ALLOW_UNVERIFIED: AtomicBool = AtomicBool::new(false);
 pub static BUILTIN_MODEL: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf"));
 
 /// A model image whose tensors can be read in place: a read-only mapping of the file (page
-/// aligned, no copy, pages arrive as they are touched), or an 8-byte aligned buffer for an
+/// aligned, no copy, pages arrive as they are touched), or a 64-byte aligned buffer for an
 /// image converted in memory.
 pub struct Image {
     storage: Storage,
@@ -29,15 +29,42 @@ pub struct Image {
 
 enum Storage {
     Mapped(memmap2::Mmap),
-    Owned { words: Vec<u64>, len: usize },
+    Owned {
+        lines: Vec<Line>,
+        len: usize,
+    },
+    /// A converted image kept in the buffer it was written to, when that buffer happens to
+    /// start on a cache line: no second copy of the image.
+    Written(Vec<u8>),
 }
 
+/// 64 bytes on a cache line: an image copied into these has its tensors (64-byte aligned
+/// within the image) on whole lines, so a 512-bit load of a row never spans two (the f32 loop
+/// about 10% faster than at 16 bytes past a line, where a large allocation starts).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+// SAFETY: 64 bytes, no padding, any bit pattern valid.
+unsafe impl bytemuck::Zeroable for Line {}
+// SAFETY: as above.
+unsafe impl bytemuck::Pod for Line {}
+
 impl Image {
+    /// An image written in memory: kept as it is when it starts on a cache line, else copied
+    /// onto lines.
+    fn from_vec(bytes: Vec<u8>, origin: String) -> Image {
+        if bytes.as_ptr().align_offset(64) == 0 {
+            return Image { storage: Storage::Written(bytes), origin };
+        }
+        Image::from_bytes(&bytes, origin)
+    }
+
     fn from_bytes(bytes: &[u8], origin: String) -> Image {
-        let mut words = vec![0u64; bytes.len().div_ceil(8)];
-        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        let mut lines = vec![Line([0; 64]); bytes.len().div_ceil(64)];
+        bytemuck::cast_slice_mut::<Line, u8>(&mut lines)[..bytes.len()].copy_from_slice(bytes);
         let len = bytes.len();
-        Image { storage: Storage::Owned { words, len }, origin }
+        Image { storage: Storage::Owned { lines, len }, origin }
     }
 
     /// The engine's view of the image. [`load`] already verified the checksum of a file (or
@@ -66,7 +93,8 @@ impl Image {
     pub fn bytes(&self) -> &[u8] {
         match &self.storage {
             Storage::Mapped(m) => m,
-            Storage::Owned { words, len } => &bytemuck::cast_slice::<u64, u8>(words)[..*len],
+            Storage::Owned { lines, len } => &bytemuck::cast_slice::<Line, u8>(lines)[..*len],
+            Storage::Written(v) => v,
         }
     }
 }
@@ -260,5 +288,5 @@ fn load_as(
             ruvllm_esp32::infer::integer::sparse::BREAK_EVEN
         );
     }
-    Ok(Image::from_bytes(&image, format!("{name} (converted to {})", quant_name(quant))))
+    Ok(Image::from_vec(image, format!("{name} (converted to {})", quant_name(quant))))
 }

@@ -59,7 +59,65 @@ pub fn avx2_only() -> Option<Kernels> {
 fn matvec_f32_512(out: &mut [f32], w: &[f32], x: &[f32]) {
     assert!(w.len() >= out.len() * x.len());
     // SAFETY: only reachable through `detect`, which checked AVX-512F; bounds asserted.
-    unsafe { matvec_f32_avx512(out, w, x) }
+    unsafe { matvec_f32_avx512_rows(out, w, x) }
+}
+
+/// [`matvec_f32_avx512`] for rows of up to 192 values: the activation held in registers, each
+/// block's rows read one after the other, front to back, while the next block is fetched into
+/// L1 (the weights stream from L2 at every token: 7% faster loop on stories260K than the
+/// column-interleaved order). Every accumulator takes the same products in the same order, so
+/// the floats are the same. Wider rows run [`matvec_f32_avx512`].
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn matvec_f32_avx512_rows(out: &mut [f32], w: &[f32], x: &[f32]) {
+    macro_rules! chunks {
+        ($($c:literal)*) => {
+            match x.len().div_ceil(16) {
+                $($c => block_rows::<$c>(out, w, x),)*
+                _ => matvec_f32_avx512(out, w, x),
+            }
+        };
+    }
+    chunks!(1 2 3 4 5 6 7 8 9 10 11 12)
+}
+
+/// [`matvec_f32_avx512_rows`] for rows of `C` chunks of sixteen (the last one masked).
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn block_rows<const C: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
+    let n = x.len();
+    let tail: __mmask16 = if n.is_multiple_of(16) { !0 } else { ((1u32 << (n % 16)) - 1) as __mmask16 };
+    let chunk = |p: *const f32, c: usize| {
+        if c + 1 < C {
+            _mm512_loadu_ps(p.add(16 * c))
+        } else {
+            _mm512_maskz_loadu_ps(tail, p.add(16 * c))
+        }
+    };
+    let xs: [__m512; C] = core::array::from_fn(|c| chunk(x.as_ptr(), c));
+    let mut r = 0;
+    while r + 8 <= out.len() {
+        let base = w.as_ptr().add(r * n);
+        let mut acc = [_mm512_setzero_ps(); 8];
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let row = base.add(i * n);
+            for (c, xv) in xs.iter().enumerate() {
+                // The same chunk of the next block (past the matrix's end a prefetch is a no-op).
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(8 * n + 16 * c) as *const i8);
+                *acc = _mm512_fmadd_ps(chunk(row, c), *xv, *acc);
+            }
+        }
+        _mm256_storeu_ps(out.as_mut_ptr().add(r), block_sums(&acc));
+        r += 8;
+    }
+    while r < out.len() {
+        let row = w.as_ptr().add(r * n);
+        let mut acc = _mm512_setzero_ps();
+        for (c, xv) in xs.iter().enumerate() {
+            acc = _mm512_fmadd_ps(chunk(row, c), *xv, acc);
+        }
+        out[r] = _mm512_reduce_add_ps(acc);
+        r += 1;
+    }
 }
 
 fn matvec_f32(out: &mut [f32], w: &[f32], x: &[f32]) {
@@ -445,11 +503,7 @@ unsafe fn matvec_f32_avx512(out: &mut [f32], w: &[f32], x: &[f32]) {
                 *acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, base.add(i * n + j)), xv, *acc);
             }
         }
-        let mut halves = [_mm256_setzero_ps(); 8];
-        for (h, a) in halves.iter_mut().zip(&acc) {
-            *h = halve(*a);
-        }
-        _mm256_storeu_ps(out.as_mut_ptr().add(r), hsum8(&halves));
+        _mm256_storeu_ps(out.as_mut_ptr().add(r), block_sums(&acc));
         r += 8;
     }
     while r < out.len() {
@@ -467,6 +521,18 @@ unsafe fn matvec_f32_avx512(out: &mut [f32], w: &[f32], x: &[f32]) {
         out[r] = _mm512_reduce_add_ps(acc);
         r += 1;
     }
+}
+
+/// The eight rows' sums of a block's 512-bit accumulators: each one's two halves added, then
+/// [`hsum8`].
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn block_sums(acc: &[__m512; 8]) -> __m256 {
+    let mut halves = [_mm256_setzero_ps(); 8];
+    for (h, a) in halves.iter_mut().zip(acc) {
+        *h = halve(*a);
+    }
+    hsum8(&halves)
 }
 
 /// Sum of each 512-bit accumulator's two halves, for [`hsum8`].
@@ -1780,6 +1846,32 @@ mod tests {
             (k.attention_q8)(&mut a, query, cache, &mut att, shape, 32);
             reference::attention_q8(&mut b, query, cache, &mut att, shape, 32);
             close(&a, &b, 1e-5);
+        }
+    }
+
+    /// The row-order f32 matvec gives exactly the floats of the column-interleaved kernel, on
+    /// every row width it takes (full and masked last chunks), row counts that are and are not
+    /// a multiple of eight, and a width past it (the old kernel itself).
+    #[test]
+    fn row_order_f32_matvec_is_bit_identical() {
+        if !(detect().is_some() && std::is_x86_feature_detected!("avx512f")) {
+            eprintln!("skipping: this CPU has no AVX-512F");
+            return;
+        }
+        let widths = (1..=193).filter(|c| c % 16 == 0 || c % 16 == 1 || c % 16 == 4 || c % 16 == 15);
+        for cols in widths.chain([64, 172, 4200]) {
+            for rows in [1, 7, 8, 17, 64] {
+                let w = data(rows * cols, 11 + (rows * cols) as u64);
+                let x = data(cols, 13 + cols as u64);
+                let (mut a, mut b) = (vec![0.0; rows], vec![0.0; rows]);
+                // SAFETY: AVX-512F checked above; `w` holds rows * cols values.
+                unsafe {
+                    matvec_f32_avx512(&mut a, &w, &x);
+                    matvec_f32_avx512_rows(&mut b, &w, &x);
+                }
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a), bits(&b), "{rows} x {cols}");
+            }
         }
     }
 
