@@ -185,6 +185,10 @@ fn figures<R: Retriever>(rows: &[Row], mut build: impl FnMut(&[&str]) -> R) -> [
 /// Dev objective of a lexical weight: hit@1 of both question forms, hit@3 breaking ties.
 fn dev_objective(dev: &[Row], t: &[u8], w: f32) -> f32 {
     let (s, p) = measure(dev, |_| true, None, |f| Ours::new(t, f, w));
+    println!(
+        "weight {w}: dev shared hit@1 {}/{}, paraphrase hit@1 {}/{} hit@3 {}",
+        s.at1, s.n, p.at1, p.n, p.at3
+    );
     s.at1() + p.at1() + 0.1 * (s.at3() + p.at3())
 }
 

@@ -62,9 +62,9 @@ pub const ANOMALY_PRIOR: AnomalyPrior =
 pub const ASK_RESULTS: usize = 3;
 /// Entries whose hybrid score (words and meaning, 0..=1: [`MicroRAG::retrieve_hybrid`]) for
 /// the question is below this are not retrieved; with none above it `ask` says
-/// `No results found`. Chosen on the knowledge development set (`testdata/knowledge/dev.tsv`) and half of the
-/// off-topic questions (`cargo test -p ruvllm-esp32 --features std --test knowledge_retrieval
-/// threshold -- --nocapture`).
+/// `No results found`. Chosen on the knowledge development set (`testdata/knowledge/dev.tsv`)
+/// and half of the off-topic questions (`cargo test -p ruvllm-esp32 --features std --test
+/// knowledge_retrieval threshold -- --nocapture`).
 pub const ASK_MIN_SIMILARITY: f32 = 0.28;
 
 /// The learned n-gram table `ask` embeds with (`ruvllm-esp32 train-embedder --wordnet
