@@ -17,8 +17,8 @@
 
 use bm25::{Language, SearchEngineBuilder};
 use ruvllm_esp32::embed::{Embedder, TableEmbedder};
-use ruvllm_esp32::knowledge::rag::LEXICAL_WEIGHT;
-use ruvllm_esp32::knowledge::{MicroRAG, RAGConfig};
+use ruvllm_esp32::knowledge::rag::{LEXICAL_WEIGHT, WORD_MATCH_WEIGHT};
+use ruvllm_esp32::knowledge::{MicroRAG, QuestionWords, RAGConfig};
 
 const DIM: usize = 64;
 /// Room for the whole set.
@@ -84,17 +84,23 @@ trait Retriever {
     fn top3(&mut self, q: &str) -> Vec<usize>;
 }
 
-/// `MicroRAG::retrieve_hybrid` at one lexical weight.
+/// `MicroRAG::retrieve_matched` (the console's `ask`) at one lexical weight and one word-match
+/// weight.
 struct Ours<'t> {
     rag: Box<MicroRAG<DIM, ALL>>,
     e: TableEmbedder<'t, DIM>,
 }
 
 impl<'t> Ours<'t> {
-    fn new(table: &'t [u8], facts: &[&str], w: f32) -> Self {
+    fn new(table: &'t [u8], facts: &[&str], w: f32, m: f32) -> Self {
         let mut e = TableEmbedder::from_bytes(table).unwrap();
         // A score of exactly 0 (nothing matched) is no result.
-        let cfg = RAGConfig { lexical_weight: w, min_similarity: f32::MIN_POSITIVE, ..RAGConfig::default() };
+        let cfg = RAGConfig {
+            lexical_weight: w,
+            word_match_weight: m,
+            min_similarity: f32::MIN_POSITIVE,
+            ..RAGConfig::default()
+        };
         let mut rag = Box::new(MicroRAG::new(cfg));
         for f in facts {
             rag.add_knowledge(f, &embed(&mut e, f)).unwrap();
@@ -105,7 +111,9 @@ impl<'t> Ours<'t> {
     /// Best (id, score) for `q`.
     fn scored(&mut self, q: &str, k: usize) -> Vec<(usize, f32)> {
         let v = embed(&mut self.e, q);
-        self.rag.retrieve_hybrid(q, &v, k).unwrap().iter().map(|r| (r.id as usize, r.score)).collect()
+        let (e, words) = (&self.e, QuestionWords::new(&self.e, q));
+        let found = self.rag.retrieve_matched(q, &v, k, |text| words.score(e, text)).unwrap();
+        found.iter().map(|r| (r.id as usize, r.score)).collect()
     }
 }
 
@@ -182,11 +190,12 @@ fn figures<R: Retriever>(rows: &[Row], mut build: impl FnMut(&[&str]) -> R) -> [
     [measure(rows, held_out, None, &mut build), measure(rows, held_out, Some(CHIP), &mut build)]
 }
 
-/// Dev objective of a lexical weight: hit@1 of both question forms, hit@3 breaking ties.
-fn dev_objective(dev: &[Row], t: &[u8], w: f32) -> f32 {
-    let (s, p) = measure(dev, |_| true, None, |f| Ours::new(t, f, w));
+/// Dev objective of a lexical weight and a word-match weight: hit@1 of both question forms,
+/// hit@3 breaking ties.
+fn dev_objective(dev: &[Row], t: &[u8], w: f32, m: f32) -> f32 {
+    let (s, p) = measure(dev, |_| true, None, |f| Ours::new(t, f, w, m));
     println!(
-        "weight {w}: dev shared hit@1 {}/{}, paraphrase hit@1 {}/{} hit@3 {}",
+        "lexical weight {w}, word match {m}: dev shared hit@1 {}/{}, paraphrase hit@1 {}/{} hit@3 {}",
         s.at1, s.n, p.at1, p.n, p.at3
     );
     s.at1() + p.at1() + 0.1 * (s.at3() + p.at3())
@@ -194,21 +203,30 @@ fn dev_objective(dev: &[Row], t: &[u8], w: f32) -> f32 {
 
 /// The weights tried for [`LEXICAL_WEIGHT`].
 const WEIGHTS: [f32; 11] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+/// The weights tried for [`WORD_MATCH_WEIGHT`].
+const MATCH_WEIGHTS: [f32; 7] = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0];
 
 #[test]
 fn choose_weight() {
     let (dev, t) = (dev_rows(), table());
-    let scores: Vec<(f32, f32)> = WEIGHTS.iter().map(|&w| (w, dev_objective(&dev, &t, w))).collect();
-    println!("lexical weight -> dev objective: {scores:?}");
-    // The largest weight within one dev question of the best: where the dev set cannot tell
-    // weights apart, more weight on the words (which never match a fact by accident of the
-    // table) is the safer choice.
-    let best = scores.iter().map(|s| s.1).fold(f32::MIN, f32::max);
+    let mut scores = vec![];
+    for &w in &WEIGHTS {
+        for &m in &MATCH_WEIGHTS {
+            scores.push((w, m, dev_objective(&dev, &t, w, m)));
+        }
+    }
+    // Within one dev question of the best, where the dev set cannot tell the pairs apart: the
+    // largest lexical weight (words never match a fact by an accident of the table), then the
+    // smallest word-match weight (the cheaper, simpler score).
+    let best = scores.iter().map(|s| s.2).fold(f32::MIN, f32::max);
     let one_question = 1.0 / dev.len() as f32;
-    let chosen = scores.iter().filter(|s| s.1 >= best - one_question).map(|s| s.0).fold(0.0, f32::max);
+    let near: Vec<_> = scores.iter().filter(|s| s.2 >= best - one_question).collect();
+    let w = near.iter().map(|s| s.0).fold(0.0, f32::max);
+    let m = near.iter().filter(|s| s.0 == w).map(|s| s.1).fold(f32::MAX, f32::min);
+    println!("best objective {best}; within one question: {near:?}; chosen ({w}, {m})");
     assert!(
-        (chosen - LEXICAL_WEIGHT).abs() < 1e-6,
-        "the dev set chooses {chosen}, LEXICAL_WEIGHT is {LEXICAL_WEIGHT} (objectives {scores:?})"
+        (w - LEXICAL_WEIGHT).abs() < 1e-6 && (m - WORD_MATCH_WEIGHT).abs() < 1e-6,
+        "the dev set chooses ({w}, {m}), LEXICAL_WEIGHT is {LEXICAL_WEIGHT}, WORD_MATCH_WEIGHT {WORD_MATCH_WEIGHT}"
     );
 }
 
@@ -233,7 +251,7 @@ fn threshold() {
         let (mut right, mut off_scores) = (vec![], vec![]);
         for (c, part) in rows.chunks(chunk).enumerate() {
             let facts: Vec<&str> = part.iter().map(|r| r.fact.as_str()).collect();
-            let mut o = Ours::new(&t, &facts, LEXICAL_WEIGHT);
+            let mut o = Ours::new(&t, &facts, LEXICAL_WEIGHT, WORD_MATCH_WEIGHT);
             for (j, r) in part.iter().enumerate().filter(|(j, _)| counts(c * chunk + j)) {
                 for q in [&r.shared, &r.para] {
                     if let Some(&(id, s)) = o.scored(q, 1).first() {
@@ -283,18 +301,22 @@ fn threshold() {
 #[test]
 fn hybrid_beats_bm25_on_held_out_questions() {
     let (rows, t) = (rows(), table());
-    let ours = figures(&rows, |f| Ours::new(&t, f, LEXICAL_WEIGHT));
+    let ours = figures(&rows, |f| Ours::new(&t, f, LEXICAL_WEIGHT, WORD_MATCH_WEIGHT));
     let bm25 = figures(&rows, Anchor::new);
-    let dense = figures(&rows, |f| Ours::new(&t, f, 0.0));
-    let lexical = figures(&rows, |f| Ours::new(&t, f, 1.0));
+    let cosine = figures(&rows, |f| Ours::new(&t, f, 0.0, 0.0));
+    let dense = figures(&rows, |f| Ours::new(&t, f, 0.0, WORD_MATCH_WEIGHT));
+    let hybrid = figures(&rows, |f| Ours::new(&t, f, LEXICAL_WEIGHT, 0.0));
+    let lexical = figures(&rows, |f| Ours::new(&t, f, 1.0, 0.0));
     let (s, _) = ours[0];
     println!("held-out questions: {} of each form; stores of all {} facts / of 64 facts", s.n, rows.len());
     println!("| retriever | store | shared hit@1 | shared hit@3 | paraphrase hit@1 | paraphrase hit@3 |");
     println!("|---|---|---|---|---|---|");
     for (name, f) in [
-        (format!("ours (hybrid, lexical weight {LEXICAL_WEIGHT})"), &ours),
+        (format!("ours (lexical weight {LEXICAL_WEIGHT}, word match {WORD_MATCH_WEIGHT})"), &ours),
         ("BM25 (`bm25` crate)".to_string(), &bm25),
-        ("dense part alone".to_string(), &dense),
+        ("dense part alone (cosine and word match)".to_string(), &dense),
+        ("cosine alone".to_string(), &cosine),
+        ("hybrid without the word match".to_string(), &hybrid),
         ("lexical part alone".to_string(), &lexical),
     ] {
         for (store, (s, p)) in ["156".to_string(), "64".to_string()].iter().zip(f) {

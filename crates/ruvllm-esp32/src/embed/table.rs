@@ -83,12 +83,12 @@ pub fn table_file(
     out
 }
 
-impl<const D: usize> Embedder<D> for TableEmbedder<'_, D> {
-    fn embed(&mut self, text: &str, out: &mut [f32; D]) -> Result<()> {
-        let mut acc = [0i32; D];
+impl<const D: usize> TableEmbedder<'_, D> {
+    /// The table rows of `text`'s features summed (exact in `i32`); the number of words.
+    fn accumulate(&self, text: &str, acc: &mut [i32; D]) -> usize {
         let (rows, table, ww) = (self.rows, self.table, self.word_weight as i32);
         let mut left = MAX_FEATURES;
-        let words = for_each_feature(text, self.skip_common, ww as f32, |h, w| {
+        for_each_feature(text, self.skip_common, ww as f32, |h, w| {
             if left == 0 {
                 return;
             }
@@ -97,8 +97,42 @@ impl<const D: usize> Embedder<D> for TableEmbedder<'_, D> {
             let w = if w == 1.0 { 1 } else { ww };
             let row = &table[table_row(h, rows) * D..][..D];
             acc.iter_mut().zip(row).for_each(|(a, &x)| *a += w * x as i32);
-        });
-        if words == 0 {
+        })
+    }
+
+    /// `text`'s direction in int8 (the largest value +-127) and the inverse length of that
+    /// int8 vector, so that a cosine is an integer dot product and two multiplies: integer
+    /// work but for one square root, for the chips without an FPU. `None` when no feature
+    /// counts (no word, or only common words when the table skips them).
+    pub fn embed_i8(&self, text: &str, out: &mut [i8; D]) -> Option<f32> {
+        let mut acc = [0i32; D];
+        if self.accumulate(text, &mut acc) == 0 {
+            return None;
+        }
+        let max = acc.iter().map(|a| a.unsigned_abs()).max().unwrap_or(0);
+        if max == 0 {
+            return None;
+        }
+        let mut n2 = 0i64;
+        for (o, &a) in out.iter_mut().zip(&acc) {
+            // |a| <= max, so the quotient is in -127..=127; a word's sum is far below the
+            // i32 bound of a * 127, a long text's may not be.
+            let q = if max <= (i32::MAX / 127) as u32 {
+                a * 127 / max as i32
+            } else {
+                (a as i64 * 127 / max as i64) as i32
+            };
+            *o = q as i8;
+            n2 += i64::from(q * q);
+        }
+        Some(1.0 / libm::sqrtf(n2 as f32))
+    }
+}
+
+impl<const D: usize> Embedder<D> for TableEmbedder<'_, D> {
+    fn embed(&mut self, text: &str, out: &mut [f32; D]) -> Result<()> {
+        let mut acc = [0i32; D];
+        if self.accumulate(text, &mut acc) == 0 {
             return Err(Error::Invalid { what: "text has nothing to embed (no word)" });
         }
         out.iter_mut().zip(&acc).for_each(|(o, &a)| *o = a as f32);

@@ -17,12 +17,14 @@ pub mod lexical;
 pub mod memory;
 pub mod persist;
 pub mod rag;
+pub mod word_match;
 
 pub use anomaly::{AnomalyConfig, AnomalyDetector, AnomalyPrior, AnomalyResult, Learned, PRIOR_COUNTS};
 pub use language::{LanguageCalibration, TokenStats};
 pub use memory::{Evicted, MemoryConfig, MemoryType, Recalled, SemanticMemory, Stored};
 pub use persist::LoadReport;
 pub use rag::{MicroRAG, RAGConfig, Retrieved};
+pub use word_match::QuestionWords;
 
 use crate::error::{Error, Result};
 use crate::vector::hnsw::{I8Query, I8Vector, Storage};

@@ -41,7 +41,14 @@ pub const RAG_UP: usize = 128;
 
 /// Default [`RAGConfig::lexical_weight`]: chosen on the knowledge development set
 /// `testdata/knowledge/dev.tsv` (`tests/knowledge_retrieval.rs`, `choose_weight`).
-pub const LEXICAL_WEIGHT: f32 = 0.3;
+pub const LEXICAL_WEIGHT: f32 = 0.2;
+
+/// Default [`RAGConfig::word_match_weight`], chosen with [`LEXICAL_WEIGHT`] on the same
+/// development set.
+pub const WORD_MATCH_WEIGHT: f32 = 0.75;
+
+/// Entries [`MicroRAG::retrieve_matched`] reranks word by word: the best of the hybrid score.
+pub const RERANK: usize = 8;
 
 type Index<const DIM: usize, const CAP: usize> = MicroHNSW<DIM, CAP, I8, RAG_M0, RAG_UP>;
 
@@ -61,6 +68,9 @@ pub struct RAGConfig {
     /// Share of the word match in [`MicroRAG::retrieve_hybrid`]'s score (0..=1; the rest is
     /// the cosine).
     pub lexical_weight: f32,
+    /// Weight of the word-by-word match beside the cosine in [`MicroRAG::retrieve_matched`]'s
+    /// meaning part: `(cos + w * words) / (1 + w)` (0 leaves the cosine alone).
+    pub word_match_weight: f32,
 }
 
 impl Default for RAGConfig {
@@ -71,8 +81,20 @@ impl Default for RAGConfig {
             min_similarity: 0.0,
             ef_search: 32,
             lexical_weight: LEXICAL_WEIGHT,
+            word_match_weight: WORD_MATCH_WEIGHT,
         }
     }
+}
+
+/// An entry among the best of the hybrid score, with its parts.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    id: u16,
+    /// The normalized BM25 (0..=1).
+    lexical: f32,
+    /// The cosine of the int8 vectors (-1..=1).
+    cosine: f32,
+    score: f32,
 }
 
 /// One retrieved entry.
@@ -265,39 +287,93 @@ impl<const DIM: usize, const CAP: usize, const TEXT: usize> MicroRAG<DIM, CAP, T
         query: &[f32],
         k: usize,
     ) -> Result<heapless::Vec<Retrieved<'_>, MAX_RESULTS>> {
+        let w = self.cfg.lexical_weight.clamp(0.0, 1.0);
+        let best = self.best_hybrid(query_text, query, k)?;
+        Ok(self.results(best.iter().map(|c| (c.id, w * c.lexical + (1.0 - w) * c.cosine.max(0.0)))))
+    }
+
+    /// [`Self::retrieve_hybrid`] with its best [`RERANK`] entries (or `k`, if more) scored
+    /// again, the meaning part now `(cos + m * words) / (1 + m)` with `m` the
+    /// [`RAGConfig::word_match_weight`] and `words` what `word_score` gives the entry's text
+    /// (0..=1; [`QuestionWords::score`](super::word_match::QuestionWords::score) is the one
+    /// the console uses), then the best `k` of them. A store of any size costs the hybrid
+    /// score plus `RERANK` word matches.
+    pub fn retrieve_matched(
+        &self,
+        query_text: &str,
+        query: &[f32],
+        k: usize,
+        mut word_score: impl FnMut(&str) -> f32,
+    ) -> Result<heapless::Vec<Retrieved<'_>, MAX_RESULTS>> {
+        let w = self.cfg.lexical_weight.clamp(0.0, 1.0);
+        let m = if self.cfg.word_match_weight > 0.0 { self.cfg.word_match_weight } else { 0.0 };
+        let best = self.best_hybrid(query_text, query, k.max(RERANK))?;
+        let mut scored: heapless::Vec<(u16, f32), MAX_RESULTS> = heapless::Vec::new();
+        for c in &best {
+            let words = match self.text(c.id) {
+                Some(text) if m > 0.0 => word_score(text).clamp(0.0, 1.0),
+                _ => 0.0,
+            };
+            let meaning = (c.cosine.max(0.0) + m * words) / (1.0 + m);
+            let score = w * c.lexical + (1.0 - w) * meaning;
+            // Insertion by score; on a tie the hybrid's order stands.
+            let mut j = scored.len();
+            let _ = scored.push((c.id, score));
+            while j > 0 && score > scored[j - 1].1 {
+                scored.swap(j, j - 1);
+                j -= 1;
+            }
+        }
+        Ok(self.results(scored.iter().take(k.min(MAX_RESULTS)).copied()))
+    }
+
+    /// The `k` (at most [`MAX_RESULTS`]) entries with the best hybrid score, best first, with
+    /// their two parts; no threshold applied.
+    fn best_hybrid(
+        &self,
+        query_text: &str,
+        query: &[f32],
+        k: usize,
+    ) -> Result<heapless::Vec<Candidate, MAX_RESULTS>> {
         check_embedding(query, DIM)?;
         let live = |i: usize| self.lens[i] > 0;
         let mut lex = [0.0f32; CAP];
         bm25_normalized(&Terms::of(query_text), &self.terms, live, &mut lex);
         let w = self.cfg.lexical_weight.clamp(0.0, 1.0);
         let q = prepare::<DIM>(query);
-        let mut best = [(0u16, f32::NEG_INFINITY); MAX_RESULTS];
+        let none = Candidate { id: 0, lexical: 0.0, cosine: 0.0, score: f32::NEG_INFINITY };
+        let mut best = [none; MAX_RESULTS];
         let k = k.min(MAX_RESULTS);
         for (i, &l) in lex.iter().enumerate() {
             let Some(e) = self.index.get(i as u16) else { continue };
-            let cos = 1.0 - query_distance(&q, e);
-            let score = w * l + (1.0 - w) * cos.max(0.0);
+            let cosine = 1.0 - query_distance(&q, e);
+            let score = w * l + (1.0 - w) * cosine.max(0.0);
             // Insertion into the k best; an earlier id wins a tie.
-            if k > 0 && score > best[k - 1].1 {
+            if k > 0 && score > best[k - 1].score {
                 let mut j = k - 1;
-                while j > 0 && score > best[j - 1].1 {
+                while j > 0 && score > best[j - 1].score {
                     best[j] = best[j - 1];
                     j -= 1;
                 }
-                best[j] = (i as u16, score);
+                best[j] = Candidate { id: i as u16, lexical: l, cosine, score };
             }
         }
+        Ok(best[..k].iter().filter(|c| c.score != f32::NEG_INFINITY).copied().collect())
+    }
+
+    /// `(id, score)` pairs as results, best first, those below the threshold dropped.
+    fn results(&self, scored: impl Iterator<Item = (u16, f32)>) -> heapless::Vec<Retrieved<'_>, MAX_RESULTS> {
         let mut out = heapless::Vec::new();
-        for &(id, score) in &best[..k] {
+        for (id, score) in scored {
             // NaN `min_similarity` drops nothing, as in `retrieve`.
-            if score == f32::NEG_INFINITY || score < self.cfg.min_similarity {
+            if score < self.cfg.min_similarity {
                 continue;
             }
             if let Some(text) = self.text(id) {
                 let _ = out.push(Retrieved { id, text, score });
             }
         }
-        Ok(out)
+        out
     }
 
     /// [`Self::retrieve`] with the configured `top_k`.
