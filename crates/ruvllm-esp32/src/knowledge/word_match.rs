@@ -83,3 +83,102 @@ impl<const D: usize> QuestionWords<D> {
         best[..self.n].iter().sum::<f32>() / self.n as f32
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::embed::Embedder;
+    use crate::knowledge::{MicroRAG, RAGConfig};
+    use proptest::prelude::*;
+    use std::string::String;
+
+    const D: usize = 64;
+    static TABLE: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/data/ngram-table.bin"));
+
+    fn table() -> TableEmbedder<'static, D> {
+        TableEmbedder::from_bytes(TABLE).unwrap()
+    }
+
+    fn dev_facts() -> std::vec::Vec<String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/knowledge/dev.tsv");
+        let text = std::fs::read_to_string(path).unwrap();
+        text.lines().skip(1).map(|l| l.split('\t').nth(1).unwrap().into()).collect()
+    }
+
+    /// The int8 cosine is the float one but for rounding, on the development facts' words and
+    /// on whole facts.
+    #[test]
+    fn int8_cosines_agree_with_the_float_embedding() {
+        let mut t = table();
+        let facts = dev_facts();
+        let mut texts: std::vec::Vec<&str> = facts.iter().map(String::as_str).collect();
+        texts.extend(facts.iter().flat_map(|f| words(f)));
+        let (mut compared, mut worst) = (0, 0.0f32);
+        for pair in texts.windows(2) {
+            let (mut a, mut b) = ([0.0f32; D], [0.0f32; D]);
+            let (mut qa, mut qb) = ([0i8; D], [0i8; D]);
+            let (Ok(()), Ok(())) = (t.embed(pair[0], &mut a), t.embed(pair[1], &mut b)) else { continue };
+            let ia = t.embed_i8(pair[0], &mut qa).unwrap();
+            let ib = t.embed_i8(pair[1], &mut qb).unwrap();
+            let float: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            let int = dot(&qa, &qb) as f32 * ia * ib;
+            worst = worst.max((float - int).abs());
+            compared += 1;
+        }
+        assert!(compared > 300, "{compared}");
+        assert!(worst < 0.02, "largest difference {worst}");
+    }
+
+    #[test]
+    fn a_question_word_the_fact_holds_matches_fully() {
+        let t = table();
+        let q = QuestionWords::new(&t, "meeting");
+        assert_eq!(q.len(), 1);
+        let s = q.score(&t, "The team meeting is at 3pm on Thursday in room B.");
+        assert!((s - 1.0).abs() < 1e-3, "{s}");
+        assert!(q.score(&t, "Tomatoes need watering when the soil is dry.") < 0.9);
+    }
+
+    #[test]
+    fn words_are_bounded_and_wordless_texts_score_zero() {
+        let t = table();
+        let long: String = (0..100).map(|i| std::format!("word{i} ")).collect();
+        assert_eq!(QuestionWords::new(&t, &long).len(), MAX_QUESTION_WORDS);
+        assert!(QuestionWords::new(&t, "%%%% #### @@@@").is_empty());
+        assert_eq!(QuestionWords::new(&t, "").score(&t, "the cat"), 0.0);
+        assert_eq!(QuestionWords::new(&t, "cat").score(&t, "!!! ???"), 0.0);
+    }
+
+    /// With no weight on the word match, `retrieve_matched` is `retrieve_hybrid`.
+    #[test]
+    fn no_word_match_weight_is_the_hybrid_score() {
+        let mut t = table();
+        let facts = dev_facts();
+        let cfg = RAGConfig { word_match_weight: 0.0, min_similarity: 0.2, ..RAGConfig::default() };
+        let mut rag = std::boxed::Box::new(MicroRAG::<D, 64>::new(cfg));
+        let mut v = [0.0f32; D];
+        for f in &facts {
+            t.embed(f, &mut v).unwrap();
+            rag.add_knowledge(f, &v).unwrap();
+        }
+        for q in ["who feeds the cat", "when is the boiler serviced", "what is the capital of Australia"] {
+            t.embed(q, &mut v).unwrap();
+            for k in [1, 3, 8] {
+                let a = rag.retrieve_hybrid(q, &v, k).unwrap();
+                let b = rag.retrieve_matched(q, &v, k, |_| panic!("not called at weight 0")).unwrap();
+                assert_eq!(a, b, "{q} k {k}");
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_scores_within_bounds(q in "\\PC{0,200}", f in "\\PC{0,300}") {
+            let t = table();
+            let words = QuestionWords::new(&t, &q);
+            let s = words.score(&t, &f);
+            prop_assert!((-1.0..=1.0).contains(&s) || (s - 1.0).abs() < 1e-4, "{s}");
+        }
+    }
+}
