@@ -913,8 +913,9 @@ fn a_store_saved_by_the_32_entry_console_loads_and_grows() {
     let q = "where is the green lamp of room 5";
     let mut v = [0.0; KNOWLEDGE_DIM];
     table.embed(q, &mut v).unwrap();
-    let old: Vec<String> =
-        rag.retrieve_hybrid(q, &v, ASK_RESULTS).unwrap().iter().map(|r| r.text.to_string()).collect();
+    let words = crate::knowledge::QuestionWords::new(&table, q);
+    let found = rag.retrieve_matched(q, &v, ASK_RESULTS, |t| words.score(&table, t)).unwrap();
+    let old: Vec<String> = found.iter().map(|r| r.text.to_string()).collect();
     let new: Vec<String> = k.ask(q).unwrap().iter().map(|r| r.text.to_string()).collect();
     assert_eq!(new, old);
     for i in 32..KNOWLEDGE_CAP {

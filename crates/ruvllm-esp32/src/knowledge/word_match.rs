@@ -59,30 +59,35 @@ impl<const D: usize> QuestionWords<D> {
     }
 
     /// The mean over the question's words of each one's best cosine among `fact`'s words
-    /// (-1..=1); 0 when either has no word the table takes.
+    /// (-1..=1); 0 when either has no word the table takes. The best match of a question word
+    /// is found in integers (its dot products scaled by each fact word's inverse length in
+    /// fixed point); floats only sum the bests.
     pub fn score(&self, table: &TableEmbedder<'_, D>, fact: &str) -> f32 {
         if self.n == 0 {
             return 0.0;
         }
-        let mut best = [-1.0f32; MAX_QUESTION_WORDS];
+        let mut best = [i64::MIN; MAX_QUESTION_WORDS];
         let mut v = [0i8; D];
         let mut any = false;
         for w in words(fact).take(MAX_FACT_WORDS) {
             let Some(inv) = table.embed_i8(w, &mut v) else { continue };
+            // inv <= 1/127 (the largest value is 127), so this stays below 2^18.
+            let inv = (inv * INV_ONE) as i64;
             any = true;
-            for i in 0..self.n {
-                let c = dot(&self.vectors[i], &v) as f32 * (self.inv_len[i] * inv);
-                if c > best[i] {
-                    best[i] = c;
-                }
+            for (b, q) in best.iter_mut().zip(&self.vectors[..self.n]) {
+                *b = (*b).max(i64::from(dot(q, &v)) * inv);
             }
         }
         if !any {
             return 0.0;
         }
-        best[..self.n].iter().sum::<f32>() / self.n as f32
+        let sum: f32 = best[..self.n].iter().zip(&self.inv_len).map(|(&b, &q)| b as f32 * q).sum();
+        sum / (INV_ONE * self.n as f32)
     }
 }
+
+/// Fixed-point one of a fact word's inverse length in [`QuestionWords::score`].
+const INV_ONE: f32 = (1u32 << 24) as f32;
 
 #[cfg(test)]
 mod tests {
