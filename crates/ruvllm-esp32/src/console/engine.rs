@@ -60,10 +60,14 @@ pub trait Engine {
     fn context_len(&self) -> usize;
     /// RAM of the engine's arena (activations and KV cache), in bytes.
     fn arena_bytes(&self) -> usize;
-    /// How this engine samples at a temperature above 0, for `features`.
-    fn sampler(&self) -> &'static str;
+    /// How this engine samples at a temperature above 0, for `features` ("none": it does not).
+    fn sampler(&self) -> &'static str {
+        "none"
+    }
     /// The model, for `info`; `None` without one.
-    fn info(&self) -> Option<ModelInfo>;
+    fn info(&self) -> Option<ModelInfo> {
+        None
+    }
     /// Generation of `steps` positions from `prompt` (BOS is added), exactly like the host's
     /// `gen` (greedy at temperature 0): `emit` gets the prompt's pieces, then each generated
     /// piece as soon as it is known, and stops the generation there by returning
@@ -483,14 +487,6 @@ impl Engine for NoModel {
 
     fn arena_bytes(&self) -> usize {
         0
-    }
-
-    fn sampler(&self) -> &'static str {
-        "none"
-    }
-
-    fn info(&self) -> Option<ModelInfo> {
-        None
     }
 
     fn generate(

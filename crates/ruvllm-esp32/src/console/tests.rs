@@ -113,12 +113,6 @@ impl Engine for Echo {
     fn arena_bytes(&self) -> usize {
         1234
     }
-    fn sampler(&self) -> &'static str {
-        "none"
-    }
-    fn info(&self) -> Option<ModelInfo> {
-        None
-    }
     fn generate(
         &mut self,
         prompt: &[u8],
