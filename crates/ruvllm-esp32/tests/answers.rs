@@ -155,7 +155,7 @@ fn held_out_answers_are_spans_of_the_fact_and_mostly_right() {
     }
 }
 
-/// The same on the development set (50 facts written by a session that saw neither the
+/// The same on the development set (131 facts written by sessions that saw neither the
 /// held-out facts nor the corpus's templates): how far the answers carry to other facts.
 /// `cargo test --release -p ruvllm-esp32 --features std --test answers dev_set -- --ignored --nocapture`
 #[test]

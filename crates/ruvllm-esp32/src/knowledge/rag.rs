@@ -41,11 +41,11 @@ pub const RAG_UP: usize = 128;
 
 /// Default [`RAGConfig::lexical_weight`]: chosen on the knowledge development set
 /// `testdata/knowledge/dev.tsv` (`tests/knowledge_retrieval.rs`, `choose_weight`).
-pub const LEXICAL_WEIGHT: f32 = 0.2;
+pub const LEXICAL_WEIGHT: f32 = 0.1;
 
 /// Default [`RAGConfig::word_match_weight`], chosen with [`LEXICAL_WEIGHT`] on the same
 /// development set.
-pub const WORD_MATCH_WEIGHT: f32 = 0.75;
+pub const WORD_MATCH_WEIGHT: f32 = 0.5;
 
 /// Entries [`MicroRAG::retrieve_matched`] reranks word by word: the best of the hybrid score.
 pub const RERANK: usize = 8;

@@ -163,7 +163,7 @@ mod tests {
         let cfg = RAGConfig { word_match_weight: 0.0, min_similarity: 0.2, ..RAGConfig::default() };
         let mut rag = std::boxed::Box::new(MicroRAG::<D, 64>::new(cfg));
         let mut v = [0.0f32; D];
-        for f in &facts {
+        for f in facts.iter().take(64) {
             t.embed(f, &mut v).unwrap();
             rag.add_knowledge(f, &v).unwrap();
         }
