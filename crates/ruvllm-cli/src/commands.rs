@@ -136,6 +136,7 @@ pub struct GenPath<'a> {
     pub attention: Option<&'a str>,
 }
 
+#[inline(never)]
 pub fn gen(
     args: &ModelArgs,
     prompt: &str,
@@ -172,7 +173,14 @@ pub fn gen(
         Some(p) => (State::sparse_arena_len(&model, cache, p), IntState::sparse_arena_len(&model, cache, p)),
         None => (State::arena_len(&model, cache), IntState::arena_len(&model, cache)),
     };
-    let mut arena = vec![0f32; if int { 0 } else { float_len }];
+    // The float arena (activations and the KV cache) is mapped zeroed with every page in place:
+    // zeros from `vec!` come as untouched pages, and the cache then took a page fault every few
+    // positions as it grew (some 110 in a 346-position run).
+    let mut arena_map = populated(if int { 0 } else { float_len * 4 })?;
+    let arena: &mut [f32] = match &mut arena_map {
+        Some(m) => bytemuck::cast_slice_mut(&mut m[..]),
+        None => &mut [],
+    };
     let mut int_arena = vec![0i32; if int { int_len } else { 0 }];
     let mut sampler = Sampler::new(temp, top_p, top_k, seed);
     let mut scratch = vec![ProbIndex::default(); model.config.vocab_size];
@@ -208,15 +216,15 @@ pub fn gen(
             infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
         }
         (false, Some(w), _) => {
-            let mut state = State::sliding(&model, &mut arena, w, kernels)?;
+            let mut state = State::sliding(&model, arena, w, kernels)?;
             infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
         }
         (false, None, Some(p)) => {
-            let mut state = State::sparse(&model, &mut arena, steps, kernels, p)?;
+            let mut state = State::sparse(&model, arena, steps, kernels, p)?;
             infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
         }
         (false, None, None) => {
-            let mut state = State::new(&model, &mut arena, steps, kernels)?.with_packed(packed.as_ref());
+            let mut state = State::new(&model, arena, steps, kernels)?.with_packed(packed.as_ref());
             infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
         }
     };
@@ -240,10 +248,19 @@ pub fn gen(
     let _ = std::io::stderr().write_all(line.as_bytes());
     // The process ends now: the kernel takes the buffers and the mapping back at exit in one
     // go, cheaper than freeing and unmapping them one by one first.
-    std::mem::forget((arena, int_arena, scratch, packed));
+    std::mem::forget((arena_map, int_arena, scratch, packed));
     std::mem::forget(model);
     std::mem::forget(img);
     Ok(())
+}
+
+/// `bytes` of zeros, page aligned, every page mapped now in one call (`None` for none).
+fn populated(bytes: usize) -> Result<Option<memmap2::MmapMut>> {
+    if bytes == 0 {
+        return Ok(None);
+    }
+    let map = memmap2::MmapOptions::new().len(bytes).populate().map_anon();
+    Ok(Some(map.with_context(|| format!("cannot allocate {bytes} bytes of working memory"))?))
 }
 
 pub fn eval(
