@@ -152,8 +152,8 @@ pub fn gen(
     if int && temp != 0.0 && top_k != 0 {
         bail!("--int samples from the whole distribution (no --top-k)");
     }
-    let img = if int { load_int(args, quant)? } else { load(args, quant)? };
-    let model = img.model()?;
+    let mut img = if int { load_int(args, quant)? } else { load(args, quant)? };
+    let (model, img_bytes, spare) = img.model_and_spare()?;
     let pattern = crate::attention::pattern(attention, &model)?;
     if let (Some(_), Some(p)) = (lora, attention.filter(|_| pattern.is_some())) {
         bail!("--lora runs with full attention: drop --attention {p}");
@@ -176,10 +176,15 @@ pub fn gen(
     // The float arena (activations and the KV cache) is mapped zeroed with every page in place:
     // zeros from `vec!` come as untouched pages, and the cache then took a page fault every few
     // positions as it grew (some 110 in a 346-position run).
-    let mut arena_map = populated(if int { 0 } else { float_len * 4 })?;
-    let arena: &mut [f32] = match &mut arena_map {
-        Some(m) => bytemuck::cast_slice_mut(&mut m[..]),
-        None => &mut [],
+    // On a model read onto huge pages, the arena takes the zeroed rest of the last one when it
+    // fits.
+    let float_bytes = if int { 0 } else { float_len * 4 };
+    let in_spare = spare.get_mut(..float_bytes).and_then(|b| bytemuck::try_cast_slice_mut(b).ok());
+    let mut arena_map = if in_spare.is_some() { None } else { populated(float_bytes)? };
+    let arena: &mut [f32] = match (in_spare, &mut arena_map) {
+        (Some(a), _) => a,
+        (None, Some(m)) => bytemuck::cast_slice_mut(&mut m[..]),
+        (None, None) => &mut [],
     };
     let mut int_arena = vec![0i32; if int { int_len } else { 0 }];
     let mut sampler = Sampler::new(temp, top_p, top_k, seed);
@@ -210,7 +215,7 @@ pub fn gen(
             infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
         }
         (true, None, None) => {
-            let adapter = lora.map(|p| crate::lora::read_adapter(p, img.bytes(), &model)).transpose()?;
+            let adapter = lora.map(|p| crate::lora::read_adapter(p, img_bytes, &model)).transpose()?;
             let mut state = IntState::new(&model, &mut int_arena, steps)?;
             let mut state = ruvllm_esp32::lora::WithLora { state: &mut state, lora: adapter.as_ref() };
             infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
