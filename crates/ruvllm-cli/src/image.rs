@@ -144,10 +144,19 @@ const HUGE_COPY_MIN: u64 = (HUGE_PAGE / 2) as u64;
 const HUGE_COPY_MAX: u64 = 64 << 20;
 
 /// Reads `size` bytes of `file` into anonymous memory aligned to 2 MB and advised onto huge
-/// pages; `None` where the kernel takes no such advice (the file is then mapped).
+/// pages; `None` where the kernel gives no huge pages on advice (the file is then mapped: on
+/// 4 KB pages the copy cost 0.8 ms more than the mapping).
 #[cfg(target_os = "linux")]
 fn read_huge(file: &mut std::fs::File, size: usize) -> std::io::Result<Option<Storage>> {
     use std::io::Read;
+    // "always [madvise] never": the bracketed mode is the one in force.
+    let mut mode = [0u8; 64];
+    let n = std::fs::File::open("/sys/kernel/mm/transparent_hugepage/enabled")
+        .and_then(|mut f| f.read(&mut mode))
+        .unwrap_or(0);
+    if n == 0 || mode[..n].windows(7).any(|w| w == b"[never]") {
+        return Ok(None);
+    }
     let span = size.div_ceil(HUGE_PAGE).max(1) * HUGE_PAGE;
     let mut map = memmap2::MmapOptions::new().len(span + HUGE_PAGE).map_anon()?;
     let start = map.as_ptr().align_offset(HUGE_PAGE);
