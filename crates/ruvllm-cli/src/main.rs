@@ -648,9 +648,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// `gen`, kept apart from the other commands: inlined together, their locals (some hundreds of
-/// kilobytes of fixed buffers) made one stack frame that every start touched page by page (the
-/// stack probe; some 50 page faults), `gen` included.
+/// `gen`, kept apart from the other commands: inlined together, their locals (fixed buffers)
+/// made one stack frame of about 200 KB that every start touched page by page (the stack
+/// probe; some 50 page faults), `gen` included.
 #[inline(never)]
 fn run_gen(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
