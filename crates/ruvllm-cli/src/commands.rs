@@ -136,6 +136,7 @@ pub struct GenPath<'a> {
     pub attention: Option<&'a str>,
 }
 
+#[inline(never)]
 pub fn gen(
     args: &ModelArgs,
     prompt: &str,
@@ -151,8 +152,8 @@ pub fn gen(
     if int && temp != 0.0 && top_k != 0 {
         bail!("--int samples from the whole distribution (no --top-k)");
     }
-    let img = if int { load_int(args, quant)? } else { load(args, quant)? };
-    let model = img.model()?;
+    let mut img = if int { load_int(args, quant)? } else { load(args, quant)? };
+    let (model, img_bytes, spare) = img.model_and_spare()?;
     let pattern = crate::attention::pattern(attention, &model)?;
     if let (Some(_), Some(p)) = (lora, attention.filter(|_| pattern.is_some())) {
         bail!("--lora runs with full attention: drop --attention {p}");
@@ -172,7 +173,19 @@ pub fn gen(
         Some(p) => (State::sparse_arena_len(&model, cache, p), IntState::sparse_arena_len(&model, cache, p)),
         None => (State::arena_len(&model, cache), IntState::arena_len(&model, cache)),
     };
-    let mut arena = vec![0f32; if int { 0 } else { float_len }];
+    // The float arena (activations and the KV cache) is mapped zeroed with every page in place:
+    // zeros from `vec!` come as untouched pages, and the cache then took a page fault every few
+    // positions as it grew (some 110 in a 346-position run).
+    // On a model read onto huge pages, the arena takes the zeroed rest of the last one when it
+    // fits.
+    let float_bytes = if int { 0 } else { float_len * 4 };
+    let in_spare = spare.get_mut(..float_bytes).and_then(|b| bytemuck::try_cast_slice_mut(b).ok());
+    let mut arena_map = if in_spare.is_some() { None } else { populated(float_bytes)? };
+    let arena: &mut [f32] = match (in_spare, &mut arena_map) {
+        (Some(a), _) => a,
+        (None, Some(m)) => bytemuck::cast_slice_mut(&mut m[..]),
+        (None, None) => &mut [],
+    };
     let mut int_arena = vec![0i32; if int { int_len } else { 0 }];
     let mut sampler = Sampler::new(temp, top_p, top_k, seed);
     let mut scratch = vec![ProbIndex::default(); model.config.vocab_size];
@@ -202,21 +215,21 @@ pub fn gen(
             infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
         }
         (true, None, None) => {
-            let adapter = lora.map(|p| crate::lora::read_adapter(p, img.bytes(), &model)).transpose()?;
+            let adapter = lora.map(|p| crate::lora::read_adapter(p, img_bytes, &model)).transpose()?;
             let mut state = IntState::new(&model, &mut int_arena, steps)?;
             let mut state = ruvllm_esp32::lora::WithLora { state: &mut state, lora: adapter.as_ref() };
             infer::generate_int_sampled(&model, &mut state, &tokens, steps, &mut sampling, emit)?
         }
         (false, Some(w), _) => {
-            let mut state = State::sliding(&model, &mut arena, w, kernels)?;
+            let mut state = State::sliding(&model, arena, w, kernels)?;
             infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
         }
         (false, None, Some(p)) => {
-            let mut state = State::sparse(&model, &mut arena, steps, kernels, p)?;
+            let mut state = State::sparse(&model, arena, steps, kernels, p)?;
             infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
         }
         (false, None, None) => {
-            let mut state = State::new(&model, &mut arena, steps, kernels)?.with_packed(packed.as_ref());
+            let mut state = State::new(&model, arena, steps, kernels)?.with_packed(packed.as_ref());
             infer::generate(&model, &mut state, &mut sampler, &mut scratch, &tokens, steps, emit)?
         }
     };
@@ -240,10 +253,19 @@ pub fn gen(
     let _ = std::io::stderr().write_all(line.as_bytes());
     // The process ends now: the kernel takes the buffers and the mapping back at exit in one
     // go, cheaper than freeing and unmapping them one by one first.
-    std::mem::forget((arena, int_arena, scratch, packed));
+    std::mem::forget((arena_map, int_arena, scratch, packed));
     std::mem::forget(model);
     std::mem::forget(img);
     Ok(())
+}
+
+/// `bytes` of zeros, page aligned, every page mapped now in one call (`None` for none).
+fn populated(bytes: usize) -> Result<Option<memmap2::MmapMut>> {
+    if bytes == 0 {
+        return Ok(None);
+    }
+    let map = memmap2::MmapOptions::new().len(bytes).populate().map_anon();
+    Ok(Some(map.with_context(|| format!("cannot allocate {bytes} bytes of working memory"))?))
 }
 
 pub fn eval(

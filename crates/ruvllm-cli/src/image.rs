@@ -19,8 +19,8 @@ pub static ALLOW_UNVERIFIED: AtomicBool = AtomicBool::new(false);
 pub static BUILTIN_MODEL: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/data/default.gguf"));
 
 /// A model image whose tensors can be read in place: a read-only mapping of the file (page
-/// aligned, no copy, pages arrive as they are touched), or a 64-byte aligned buffer for an
-/// image converted in memory.
+/// aligned, no copy), the file read onto huge pages (a file of 1 to 64 MB), or a 64-byte
+/// aligned buffer for an image converted in memory.
 pub struct Image {
     storage: Storage,
     /// How the image was obtained, for messages.
@@ -29,6 +29,14 @@ pub struct Image {
 
 enum Storage {
     Mapped(memmap2::Mmap),
+    /// A file read into anonymous memory on 2 MB pages: `len` bytes from `start`, then zeros
+    /// to `start + span` (what [`Image::model_and_spare`] hands out).
+    Huge {
+        map: memmap2::MmapMut,
+        start: usize,
+        len: usize,
+        span: usize,
+    },
     Owned {
         lines: Vec<Line>,
         len: usize,
@@ -73,6 +81,24 @@ impl Image {
         Model::from_gguf_unverified(self.bytes()).with_context(|| self.origin.clone())
     }
 
+    /// The engine's view of the image, the image's bytes, and the zeroed rest of its last huge
+    /// page (64-byte aligned; empty unless the file was read onto huge pages): room for the
+    /// working memory of a run, already in place.
+    pub fn model_and_spare(&mut self) -> Result<(Model<'_>, &[u8], &mut [u8])> {
+        let (bytes, spare): (&[u8], &mut [u8]) = match &mut self.storage {
+            Storage::Huge { map, start, len, span } => {
+                let used = len.next_multiple_of(64).min(*span);
+                let (image, spare) = map[*start..*start + *span].split_at_mut(used);
+                (&image[..*len], spare)
+            }
+            Storage::Mapped(m) => (m, &mut []),
+            Storage::Owned { lines, len } => (&bytemuck::cast_slice::<Line, u8>(lines)[..*len], &mut []),
+            Storage::Written(v) => (v, &mut []),
+        };
+        let model = Model::from_gguf_unverified(bytes).with_context(|| self.origin.clone())?;
+        Ok((model, bytes, spare))
+    }
+
     /// The built-in model compiled into this binary.
     pub fn builtin() -> Image {
         Image::from_bytes(BUILTIN_MODEL, "built-in model".to_string())
@@ -81,7 +107,12 @@ impl Image {
     fn map(path: &Path) -> Result<Image> {
         let err = || format!("{}: cannot read", path.display());
         // Only a regular file is mapped: a FIFO, a device or a directory is refused first.
-        let (file, _) = input::open_input(path, "model file", input::MAX_MODEL_BYTES)?;
+        let (mut file, size) = input::open_input(path, "model file", input::MAX_MODEL_BYTES)?;
+        if (HUGE_COPY_MIN..=HUGE_COPY_MAX).contains(&size) {
+            if let Some(storage) = read_huge(&mut file, size as usize).with_context(err)? {
+                return Ok(Image { storage, origin: path.display().to_string() });
+            }
+        }
         // SAFETY: the mapping is read-only and private to this short-lived process; like
         // llama.cpp, we accept that someone truncating the file meanwhile would fault us.
         // Populated: every page is read anyway (the checksum), and one call maps them all
@@ -93,10 +124,52 @@ impl Image {
     pub fn bytes(&self) -> &[u8] {
         match &self.storage {
             Storage::Mapped(m) => m,
+            Storage::Huge { map, start, len, .. } => &map[*start..*start + *len],
             Storage::Owned { lines, len } => &bytemuck::cast_slice::<Line, u8>(lines)[..*len],
             Storage::Written(v) => v,
         }
     }
+}
+
+/// A transparent huge page.
+const HUGE_PAGE: usize = 2 << 20;
+
+/// A model file of this size range is read onto huge pages rather than mapped (Linux). How
+/// fast a mapping runs depends on where the page cache happens to hold the file: copies of the
+/// same f32 stories260K image ran its loop up to 15% slower than others, one 75% slower, and
+/// read onto a huge page none was (docs/BENCHMARKS.md, "f32 start-up"). Below half a huge
+/// page, zeroing the 2 MB costs more than that saves (the q8 image, 332 KB: whole process 0.3
+/// ms slower); above the top, the copy would double the memory a large model takes.
+const HUGE_COPY_MIN: u64 = (HUGE_PAGE / 2) as u64;
+const HUGE_COPY_MAX: u64 = 64 << 20;
+
+/// Reads `size` bytes of `file` into anonymous memory aligned to 2 MB and advised onto huge
+/// pages; `None` where the kernel gives no huge pages on advice (the file is then mapped: on
+/// 4 KB pages the copy cost 0.8 ms more than the mapping).
+#[cfg(target_os = "linux")]
+fn read_huge(file: &mut std::fs::File, size: usize) -> std::io::Result<Option<Storage>> {
+    use std::io::Read;
+    // "always [madvise] never": the bracketed mode is the one in force.
+    let mut mode = [0u8; 64];
+    let n = std::fs::File::open("/sys/kernel/mm/transparent_hugepage/enabled")
+        .and_then(|mut f| f.read(&mut mode))
+        .unwrap_or(0);
+    if n == 0 || mode[..n].windows(7).any(|w| w == b"[never]") {
+        return Ok(None);
+    }
+    let span = size.div_ceil(HUGE_PAGE).max(1) * HUGE_PAGE;
+    let mut map = memmap2::MmapOptions::new().len(span + HUGE_PAGE).map_anon()?;
+    let start = map.as_ptr().align_offset(HUGE_PAGE);
+    if map.advise_range(memmap2::Advice::HugePage, start, span).is_err() {
+        return Ok(None);
+    }
+    file.read_exact(&mut map[start..start + size])?;
+    Ok(Some(Storage::Huge { map, start, len: size, span }))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_huge(_: &mut std::fs::File, _: usize) -> std::io::Result<Option<Storage>> {
+    Ok(None)
 }
 
 /// The image format that holds weights trained for `format`.

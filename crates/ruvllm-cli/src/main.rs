@@ -632,28 +632,28 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     image::ALLOW_UNVERIFIED.store(cli.allow_unverified, std::sync::atomic::Ordering::Relaxed);
     let result = match cli.cmd {
-        Cmd::Convert {
-            input,
-            tokenizer,
-            quant,
-            pad_ffn,
-            prune,
-            structured,
-            dense,
-            prune_heads,
-            llama2c,
-            output,
-        } => {
-            use ruvllm_esp32::prune::Pruning;
-            let how = if structured { Pruning::Structured } else { Pruning::Unstructured };
-            let edits = image::Edits {
-                pad_ffn: pad_ffn.map(|n| n as usize),
-                prune: prune.map(|s| (s, how)),
-                sparse: prune.is_some() && !structured && !dense,
-                heads: prune_heads.map(|n| n as usize),
-            };
-            commands::convert(&input, tokenizer.as_deref(), &quant, edits, llama2c, &output)
+        cmd @ Cmd::Gen { .. } => run_gen(cmd),
+        cmd => run(cmd),
+    };
+    // What is still buffered must reach stdout too, or the run failed.
+    let result = result
+        .and_then(|()| std::io::Write::flush(&mut std::io::stdout()).map_err(ruvllm_cli::out::write_error));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // A closed stderr leaves only the exit status to tell.
+            let _ = writeln!(std::io::stderr(), "error: {}", error_line(&e));
+            ExitCode::FAILURE
         }
+    }
+}
+
+/// `gen`, kept apart from the other commands: inlined together, their locals (fixed buffers)
+/// made one stack frame of about 200 KB that every start touched page by page (the stack
+/// probe; some 50 page faults), `gen` included.
+#[inline(never)]
+fn run_gen(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
         Cmd::Gen {
             model,
             text: TextArgs { prompt, steps, temp },
@@ -689,6 +689,37 @@ fn main() -> ExitCode {
                 };
                 commands::gen(&model, &prompt, steps, sampling, path)
             }
+        }
+        other => run(other),
+    }
+}
+
+/// Every command but `gen` (see [`run_gen`]).
+#[inline(never)]
+fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        cmd @ Cmd::Gen { .. } => run_gen(cmd),
+        Cmd::Convert {
+            input,
+            tokenizer,
+            quant,
+            pad_ffn,
+            prune,
+            structured,
+            dense,
+            prune_heads,
+            llama2c,
+            output,
+        } => {
+            use ruvllm_esp32::prune::Pruning;
+            let how = if structured { Pruning::Structured } else { Pruning::Unstructured };
+            let edits = image::Edits {
+                pad_ffn: pad_ffn.map(|n| n as usize),
+                prune: prune.map(|s| (s, how)),
+                sparse: prune.is_some() && !structured && !dense,
+                heads: prune_heads.map(|n| n as usize),
+            };
+            commands::convert(&input, tokenizer.as_deref(), &quant, edits, llama2c, &output)
         }
         Cmd::Eval { model, text, quant, int, documents, attention } => {
             commands::eval(&model, &text, quant.as_deref(), int, documents, attention.as_deref())
@@ -780,17 +811,6 @@ fn main() -> ExitCode {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "ruvllm-esp32", &mut script);
             ruvllm_cli::out::bytes(&script)
-        }
-    };
-    // What is still buffered must reach stdout too, or the run failed.
-    let result = result
-        .and_then(|()| std::io::Write::flush(&mut std::io::stdout()).map_err(ruvllm_cli::out::write_error));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // A closed stderr leaves only the exit status to tell.
-            let _ = writeln!(std::io::stderr(), "error: {}", error_line(&e));
-            ExitCode::FAILURE
         }
     }
 }

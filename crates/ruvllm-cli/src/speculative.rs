@@ -44,6 +44,7 @@ fn is_gguf(path: &Path) -> bool {
 }
 
 #[allow(clippy::too_many_arguments)]
+#[inline(never)]
 pub fn gen(
     args: &ModelArgs,
     prompt: &str,

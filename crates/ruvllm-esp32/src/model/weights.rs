@@ -475,7 +475,25 @@ pub(crate) const LAYER_TENSORS: [&str; 9] = [
 /// Whether every value is finite: chunks checked whole (no exit inside one), so the check
 /// vectorizes; a model's megabyte of f32 weights is checked at every load.
 pub(crate) fn all_finite(v: &[f32]) -> bool {
+    // The same loop on 512-bit registers where the CPU has them (the check was some 5% of a
+    // short `gen`'s time on 128-bit ones).
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { all_finite_avx512(v) };
+    }
+    all_finite_any(v)
+}
+
+#[inline(always)]
+fn all_finite_any(v: &[f32]) -> bool {
     v.chunks(256).all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()))
+}
+
+#[cfg(all(target_arch = "x86_64", feature = "std"))]
+#[target_feature(enable = "avx512f")]
+unsafe fn all_finite_avx512(v: &[f32]) -> bool {
+    all_finite_any(v)
 }
 
 pub(crate) fn check_finite(v: &[f32], tensor: &'static str, layer: Option<usize>) -> Result<()> {
