@@ -40,7 +40,7 @@ fn boards_match_gen(extra: &[&str], chips: usize, base: u16, steps: usize, temp:
 
 /// Ports of this test process, apart from other test binaries (and apart per test).
 fn base_port(slot: u16) -> u16 {
-    30_000 + (std::process::id() % 1000) as u16 * 16 + slot * 8
+    24_000 + (std::process::id() % 400) as u16 * 16 + slot * 8
 }
 
 #[test]

@@ -13,9 +13,11 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Loopback ports for this test process: apart from other test binaries running at once.
+/// Loopback ports for this test process: apart from other test binaries running at once, and
+/// below Linux's ephemeral range (32768-60999), where an outgoing connection's own port (a
+/// node's link to its neighbour) once took a node's listening port.
 fn base_port(slot: u16) -> u16 {
-    20_000 + (std::process::id() % 2000) as u16 * 16 + slot * 6
+    10_000 + (std::process::id() % 400) as u16 * 16 + slot * 6
 }
 
 /// `cluster --chips N` (extra args: the model), then the file with this test's ports and
