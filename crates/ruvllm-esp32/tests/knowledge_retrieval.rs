@@ -17,7 +17,7 @@
 
 use bm25::{Language, SearchEngineBuilder};
 use ruvllm_esp32::embed::{Embedder, TableEmbedder};
-use ruvllm_esp32::knowledge::rag::{LEXICAL_WEIGHT, WORD_MATCH_WEIGHT};
+use ruvllm_esp32::knowledge::rag::{ANSWER_TYPE_WEIGHT, LEXICAL_WEIGHT, WORD_MATCH_WEIGHT};
 use ruvllm_esp32::knowledge::{MicroRAG, QuestionWords, RAGConfig};
 
 const DIM: usize = 64;
@@ -84,20 +84,21 @@ trait Retriever {
     fn top3(&mut self, q: &str) -> Vec<usize>;
 }
 
-/// `MicroRAG::retrieve_matched` (the console's `ask`) at one lexical weight and one word-match
-/// weight.
+/// `MicroRAG::retrieve_matched` (the console's `ask`) at one lexical weight, one word-match
+/// weight and one answer-type weight.
 struct Ours<'t> {
     rag: Box<MicroRAG<DIM, ALL>>,
     e: TableEmbedder<'t, DIM>,
 }
 
 impl<'t> Ours<'t> {
-    fn new(table: &'t [u8], facts: &[&str], w: f32, m: f32) -> Self {
+    fn new(table: &'t [u8], facts: &[&str], w: f32, m: f32, a: f32) -> Self {
         let mut e = TableEmbedder::from_bytes(table).unwrap();
         // A score of exactly 0 (nothing matched) is no result.
         let cfg = RAGConfig {
             lexical_weight: w,
             word_match_weight: m,
+            answer_type_weight: a,
             min_similarity: f32::MIN_POSITIVE,
             ..RAGConfig::default()
         };
@@ -190,12 +191,12 @@ fn figures<R: Retriever>(rows: &[Row], mut build: impl FnMut(&[&str]) -> R) -> [
     [measure(rows, held_out, None, &mut build), measure(rows, held_out, Some(CHIP), &mut build)]
 }
 
-/// Dev objective of a lexical weight and a word-match weight: hit@1 of both question forms,
-/// hit@3 breaking ties.
-fn dev_objective(dev: &[Row], t: &[u8], w: f32, m: f32) -> f32 {
-    let (s, p) = measure(dev, |_| true, None, |f| Ours::new(t, f, w, m));
+/// Dev objective of a lexical weight, a word-match weight and an answer-type weight: hit@1
+/// of both question forms, hit@3 breaking ties.
+fn dev_objective(dev: &[Row], t: &[u8], w: f32, m: f32, a: f32) -> f32 {
+    let (s, p) = measure(dev, |_| true, None, |f| Ours::new(t, f, w, m, a));
     println!(
-        "lexical weight {w}, word match {m}: dev shared hit@1 {}/{}, paraphrase hit@1 {}/{} hit@3 {}",
+        "lexical weight {w}, word match {m}, answer type {a}: dev shared hit@1 {}/{}, paraphrase hit@1 {}/{} hit@3 {}",
         s.at1, s.n, p.at1, p.n, p.at3
     );
     s.at1() + p.at1() + 0.1 * (s.at3() + p.at3())
@@ -205,6 +206,8 @@ fn dev_objective(dev: &[Row], t: &[u8], w: f32, m: f32) -> f32 {
 const WEIGHTS: [f32; 11] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 /// The weights tried for [`WORD_MATCH_WEIGHT`].
 const MATCH_WEIGHTS: [f32; 7] = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0];
+/// The weights tried for [`ANSWER_TYPE_WEIGHT`].
+const TYPE_WEIGHTS: [f32; 6] = [0.0, 0.05, 0.1, 0.15, 0.2, 0.3];
 
 #[test]
 fn choose_weight() {
@@ -212,21 +215,27 @@ fn choose_weight() {
     let mut scores = vec![];
     for &w in &WEIGHTS {
         for &m in &MATCH_WEIGHTS {
-            scores.push((w, m, dev_objective(&dev, &t, w, m)));
+            for &a in &TYPE_WEIGHTS {
+                scores.push((w, m, a, dev_objective(&dev, &t, w, m, a)));
+            }
         }
     }
-    // Within one dev question of the best, where the dev set cannot tell the pairs apart: the
-    // largest lexical weight (words never match a fact by an accident of the table), then the
-    // smallest word-match weight (the cheaper, simpler score).
-    let best = scores.iter().map(|s| s.2).fold(f32::MIN, f32::max);
+    // Within one dev question of the best, where the dev set cannot tell the triples apart:
+    // the largest lexical weight (words never match a fact by an accident of the table), then
+    // the smallest word-match weight (the cheaper, simpler score), then the smallest
+    // answer-type weight (the least a rule of thumb moves the similarity).
+    let best = scores.iter().map(|s| s.3).fold(f32::MIN, f32::max);
     let one_question = 1.0 / dev.len() as f32;
-    let near: Vec<_> = scores.iter().filter(|s| s.2 >= best - one_question).collect();
+    let near: Vec<_> = scores.iter().filter(|s| s.3 >= best - one_question).collect();
     let w = near.iter().map(|s| s.0).fold(0.0, f32::max);
     let m = near.iter().filter(|s| s.0 == w).map(|s| s.1).fold(f32::MAX, f32::min);
-    println!("best objective {best}; within one question: {near:?}; chosen ({w}, {m})");
+    let a = near.iter().filter(|s| s.0 == w && s.1 == m).map(|s| s.2).fold(f32::MAX, f32::min);
+    println!("best objective {best}; within one question: {near:?}; chosen ({w}, {m}, {a})");
     assert!(
-        (w - LEXICAL_WEIGHT).abs() < 1e-6 && (m - WORD_MATCH_WEIGHT).abs() < 1e-6,
-        "the dev set chooses ({w}, {m}), LEXICAL_WEIGHT is {LEXICAL_WEIGHT}, WORD_MATCH_WEIGHT {WORD_MATCH_WEIGHT}"
+        (w - LEXICAL_WEIGHT).abs() < 1e-6
+            && (m - WORD_MATCH_WEIGHT).abs() < 1e-6
+            && (a - ANSWER_TYPE_WEIGHT).abs() < 1e-6,
+        "the dev set chooses ({w}, {m}, {a}), LEXICAL_WEIGHT is {LEXICAL_WEIGHT}, WORD_MATCH_WEIGHT {WORD_MATCH_WEIGHT}, ANSWER_TYPE_WEIGHT {ANSWER_TYPE_WEIGHT}"
     );
 }
 
@@ -250,7 +259,7 @@ fn threshold() {
         let (mut right, mut off_scores) = (vec![], vec![]);
         for (c, part) in rows.chunks(chunk).enumerate() {
             let facts: Vec<&str> = part.iter().map(|r| r.fact.as_str()).collect();
-            let mut o = Ours::new(&t, &facts, LEXICAL_WEIGHT, WORD_MATCH_WEIGHT);
+            let mut o = Ours::new(&t, &facts, LEXICAL_WEIGHT, WORD_MATCH_WEIGHT, ANSWER_TYPE_WEIGHT);
             for (j, r) in part.iter().enumerate().filter(|(j, _)| counts(c * chunk + j)) {
                 for q in [&r.shared, &r.para] {
                     if let Some(&(id, s)) = o.scored(q, 1).first() {
@@ -302,19 +311,22 @@ fn threshold() {
 #[test]
 fn hybrid_beats_bm25_on_held_out_questions() {
     let (rows, t) = (rows(), table());
-    let ours = figures(&rows, |f| Ours::new(&t, f, LEXICAL_WEIGHT, WORD_MATCH_WEIGHT));
+    let (w, m, a) = (LEXICAL_WEIGHT, WORD_MATCH_WEIGHT, ANSWER_TYPE_WEIGHT);
+    let ours = figures(&rows, |f| Ours::new(&t, f, w, m, a));
     let bm25 = figures(&rows, Anchor::new);
-    let cosine = figures(&rows, |f| Ours::new(&t, f, 0.0, 0.0));
-    let dense = figures(&rows, |f| Ours::new(&t, f, 0.0, WORD_MATCH_WEIGHT));
-    let hybrid = figures(&rows, |f| Ours::new(&t, f, LEXICAL_WEIGHT, 0.0));
-    let lexical = figures(&rows, |f| Ours::new(&t, f, 1.0, 0.0));
+    let untyped = figures(&rows, |f| Ours::new(&t, f, w, m, 0.0));
+    let cosine = figures(&rows, |f| Ours::new(&t, f, 0.0, 0.0, 0.0));
+    let dense = figures(&rows, |f| Ours::new(&t, f, 0.0, m, 0.0));
+    let hybrid = figures(&rows, |f| Ours::new(&t, f, w, 0.0, 0.0));
+    let lexical = figures(&rows, |f| Ours::new(&t, f, 1.0, 0.0, 0.0));
     let (s, _) = ours[0];
     println!("held-out questions: {} of each form; stores of all {} facts / of 64 facts", s.n, rows.len());
     println!("| retriever | store | shared hit@1 | shared hit@3 | paraphrase hit@1 | paraphrase hit@3 |");
     println!("|---|---|---|---|---|---|");
     for (name, f) in [
-        (format!("ours (lexical weight {LEXICAL_WEIGHT}, word match {WORD_MATCH_WEIGHT})"), &ours),
+        (format!("ours (lexical weight {w}, word match {m}, answer type {a})"), &ours),
         ("BM25 (`bm25` crate)".to_string(), &bm25),
+        ("ours without the answer type".to_string(), &untyped),
         ("dense part alone (cosine and word match)".to_string(), &dense),
         ("cosine alone".to_string(), &cosine),
         ("hybrid without the word match".to_string(), &hybrid),

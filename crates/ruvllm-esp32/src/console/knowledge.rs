@@ -67,7 +67,7 @@ pub const ASK_RESULTS: usize = 3;
 /// `No results found`. Chosen on the knowledge development set (`testdata/knowledge/dev.tsv`)
 /// and half of the off-topic questions (`cargo test -p ruvllm-esp32 --features std --test
 /// knowledge_retrieval threshold -- --nocapture`).
-pub const ASK_MIN_SIMILARITY: f32 = 0.35;
+pub const ASK_MIN_SIMILARITY: f32 = 0.39;
 
 /// The learned n-gram table `ask` embeds with (`ruvllm-esp32 train-embedder --wordnet
 /// /usr/share/wordnet -o crates/ruvllm-esp32/data/ngram-table.bin` rebuilds it byte for byte): 16384 x 64 int8 (1 MiB of flash), read in place.

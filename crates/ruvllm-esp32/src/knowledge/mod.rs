@@ -11,6 +11,7 @@
 
 pub mod anomaly;
 pub mod answer;
+pub mod answer_type;
 pub mod chars;
 pub mod language;
 pub mod lexical;

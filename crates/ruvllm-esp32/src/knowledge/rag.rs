@@ -26,6 +26,7 @@
 use core::mem::{size_of, MaybeUninit};
 use core::ptr::addr_of_mut;
 
+use super::answer_type;
 use super::lexical::{bm25_normalized, Terms};
 use super::{check_embedding, prepare, query_distance, MAX_RESULTS};
 use crate::error::{Error, Result};
@@ -46,6 +47,10 @@ pub const LEXICAL_WEIGHT: f32 = 0.1;
 /// Default [`RAGConfig::word_match_weight`], chosen with [`LEXICAL_WEIGHT`] on the same
 /// development set.
 pub const WORD_MATCH_WEIGHT: f32 = 0.5;
+
+/// Default [`RAGConfig::answer_type_weight`], chosen with the two weights above on the same
+/// development set.
+pub const ANSWER_TYPE_WEIGHT: f32 = 0.1;
 
 /// Entries [`MicroRAG::retrieve_matched`] reranks word by word: the best of the hybrid score.
 pub const RERANK: usize = 8;
@@ -71,6 +76,11 @@ pub struct RAGConfig {
     /// Weight of the word-by-word match beside the cosine in [`MicroRAG::retrieve_matched`]'s
     /// meaning part: `(cos + w * words) / (1 + w)` (0 leaves the cosine alone).
     pub word_match_weight: f32,
+    /// Weight of the answer type in [`MicroRAG::retrieve_matched`]: when the question asks
+    /// for a kind of answer ([`super::answer_type`]: a time, a name, a place, a number), its
+    /// score becomes `(score + w * holds) / (1 + w)`, `holds` 1 when the entry has one (0
+    /// leaves the score alone).
+    pub answer_type_weight: f32,
 }
 
 impl Default for RAGConfig {
@@ -82,6 +92,7 @@ impl Default for RAGConfig {
             ef_search: 32,
             lexical_weight: LEXICAL_WEIGHT,
             word_match_weight: WORD_MATCH_WEIGHT,
+            answer_type_weight: ANSWER_TYPE_WEIGHT,
         }
     }
 }
@@ -296,8 +307,9 @@ impl<const DIM: usize, const CAP: usize, const TEXT: usize> MicroRAG<DIM, CAP, T
     /// again, the meaning part now `(cos + m * words) / (1 + m)` with `m` the
     /// [`RAGConfig::word_match_weight`] and `words` what `word_score` gives the entry's text
     /// (0..=1; [`QuestionWords::score`](super::word_match::QuestionWords::score) is the one
-    /// the console uses), then the best `k` of them. A store of any size costs the hybrid
-    /// score plus `RERANK` word matches.
+    /// the console uses); when the question asks for a kind of answer, weighed by the
+    /// [`RAGConfig::answer_type_weight`] ([`super::answer_type`]); then the best `k` of them.
+    /// A store of any size costs the hybrid score plus `RERANK` word matches.
     pub fn retrieve_matched(
         &self,
         query_text: &str,
@@ -307,15 +319,22 @@ impl<const DIM: usize, const CAP: usize, const TEXT: usize> MicroRAG<DIM, CAP, T
     ) -> Result<heapless::Vec<Retrieved<'_>, MAX_RESULTS>> {
         let w = self.cfg.lexical_weight.clamp(0.0, 1.0);
         let m = if self.cfg.word_match_weight > 0.0 { self.cfg.word_match_weight } else { 0.0 };
+        let t = if self.cfg.answer_type_weight > 0.0 { self.cfg.answer_type_weight } else { 0.0 };
+        let wanted = if t > 0.0 { answer_type::expected(query_text) } else { None };
         let best = self.best_hybrid(query_text, query, k.max(RERANK))?;
         let mut scored: heapless::Vec<(u16, f32), MAX_RESULTS> = heapless::Vec::new();
         for c in &best {
-            let words = match self.text(c.id) {
+            let text = self.text(c.id);
+            let words = match text {
                 Some(text) if m > 0.0 => word_score(text).clamp(0.0, 1.0),
                 _ => 0.0,
             };
             let meaning = (c.cosine.max(0.0) + m * words) / (1.0 + m);
-            let score = w * c.lexical + (1.0 - w) * meaning;
+            let mut score = w * c.lexical + (1.0 - w) * meaning;
+            if let Some(kind) = wanted {
+                let holds = text.is_some_and(|text| answer_type::holds(text, kind));
+                score = (score + if holds { t } else { 0.0 }) / (1.0 + t);
+            }
             // Insertion by score; on a tie the hybrid's order stands.
             let mut j = scored.len();
             let _ = scored.push((c.id, score));

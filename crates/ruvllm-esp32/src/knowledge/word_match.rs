@@ -155,12 +155,18 @@ mod tests {
         assert_eq!(QuestionWords::new(&t, "cat").score(&t, "!!! ???"), 0.0);
     }
 
-    /// With no weight on the word match, `retrieve_matched` is `retrieve_hybrid`.
+    /// With no weight on the word match nor the answer type, `retrieve_matched` is
+    /// `retrieve_hybrid`.
     #[test]
     fn no_word_match_weight_is_the_hybrid_score() {
         let mut t = table();
         let facts = dev_facts();
-        let cfg = RAGConfig { word_match_weight: 0.0, min_similarity: 0.2, ..RAGConfig::default() };
+        let cfg = RAGConfig {
+            word_match_weight: 0.0,
+            answer_type_weight: 0.0,
+            min_similarity: 0.2,
+            ..RAGConfig::default()
+        };
         let mut rag = std::boxed::Box::new(MicroRAG::<D, 64>::new(cfg));
         let mut v = [0.0f32; D];
         for f in facts.iter().take(64) {
