@@ -17,6 +17,7 @@
 
 use bm25::{Language, SearchEngineBuilder};
 use ruvllm_esp32::embed::{Embedder, TableEmbedder};
+use ruvllm_esp32::knowledge::answer_type::expected;
 use ruvllm_esp32::knowledge::rag::{ANSWER_TYPE_WEIGHT, LEXICAL_WEIGHT, WORD_MATCH_WEIGHT};
 use ruvllm_esp32::knowledge::{MicroRAG, QuestionWords, RAGConfig};
 
@@ -26,9 +27,9 @@ const ALL: usize = 160;
 /// The chip's store.
 const CHIP: usize = 64;
 /// Floors of ours on the held-out questions: hit@1 of the shared-word form and of the
-/// paraphrases (set from the measured figures: 1.000, and 0.365 / 0.462 for stores of 156 / 64).
+/// paraphrases (set from the measured figures: 1.000, and 0.462 / 0.558 for stores of 156 / 64).
 const FLOOR_SHARED_AT1: f32 = 0.99;
-const FLOOR_PARA_AT1: f32 = 0.35;
+const FLOOR_PARA_AT1: f32 = 0.45;
 
 struct Row {
     fact: String,
@@ -321,6 +322,17 @@ fn hybrid_beats_bm25_on_held_out_questions() {
     let lexical = figures(&rows, |f| Ours::new(&t, f, 1.0, 0.0, 0.0));
     let (s, _) = ours[0];
     println!("held-out questions: {} of each form; stores of all {} facts / of 64 facts", s.n, rows.len());
+    let typed = |rows: &[Row], counts: &dyn Fn(usize) -> bool| {
+        let n = rows.iter().enumerate().filter(|(i, _)| counts(*i)).count();
+        let typed =
+            rows.iter().enumerate().filter(|(i, r)| counts(*i) && expected(&r.para).is_some()).count();
+        format!("{typed} of {n}")
+    };
+    println!(
+        "paraphrases asking for a kind of answer: held out {}, development {}",
+        typed(&rows, &|i| !is_old_dev(i)),
+        typed(&dev_rows(), &|_| true)
+    );
     println!("| retriever | store | shared hit@1 | shared hit@3 | paraphrase hit@1 | paraphrase hit@3 |");
     println!("|---|---|---|---|---|---|");
     for (name, f) in [
