@@ -26,24 +26,18 @@ pub enum AnswerType {
     Number,
 }
 
-/// Phrases that make a question one about time, wherever they stand.
-const TIME_PHRASES: &[&[&str]] = &[
-    &["what", "time"],
-    &["what", "day"],
-    &["what", "date"],
-    &["what", "month"],
-    &["what", "year"],
-    &["how", "often"],
+/// Two-word phrases that make a question one about time, wherever they stand.
+const TIME_PHRASES: &[[&str; 2]] = &[
+    ["what", "time"],
+    ["what", "day"],
+    ["what", "date"],
+    ["what", "month"],
+    ["what", "year"],
+    ["how", "often"],
 ];
-/// Phrases that make a question one about a number.
-const NUMBER_PHRASES: &[&[&str]] = &[
-    &["how", "many"],
-    &["how", "much"],
-    &["how", "long"],
-    &["how", "far"],
-    &["how", "old"],
-    &["what", "number"],
-];
+/// Two-word phrases that make a question one about a number.
+const NUMBER_PHRASES: &[[&str; 2]] =
+    &[["how", "many"], ["how", "much"], ["how", "long"], ["how", "far"], ["how", "old"], ["what", "number"]];
 
 /// Words that say when.
 const TIME_WORDS: &[&str] = &[
@@ -109,9 +103,6 @@ const PLACE_WORDS: &[&str] = &[
     "near",
 ];
 
-/// Most words of a question read for its type.
-const MAX_WORDS: usize = 64;
-
 /// Runs of ASCII letters and digits (other bytes separate words).
 fn words(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty())
@@ -121,28 +112,28 @@ fn is_any(word: &str, list: &[&str]) -> bool {
     list.iter().any(|l| l.eq_ignore_ascii_case(word))
 }
 
-/// The answer type `question` asks for, if its words say one.
+/// The answer type `question` asks for, if its words say one. Reads the words one pair at a
+/// time: no buffer, whatever the question's length.
 pub fn expected(question: &str) -> Option<AnswerType> {
-    let mut w: [&str; MAX_WORDS] = [""; MAX_WORDS];
-    let mut n = 0;
-    for (slot, word) in w.iter_mut().zip(words(question)) {
-        *slot = word;
-        n += 1;
-    }
-    let w = &w[..n];
-    let first = *w.first()?;
-    let has = |phrases: &[&[&str]]| {
-        phrases
-            .iter()
-            .any(|p| w.windows(p.len()).any(|win| win.iter().zip(*p).all(|(a, b)| a.eq_ignore_ascii_case(b))))
+    let mut w = words(question);
+    let first = w.next()?;
+    let pair = |a: &str, b: &str, phrases: &[[&str; 2]]| {
+        phrases.iter().any(|p| p[0].eq_ignore_ascii_case(a) && p[1].eq_ignore_ascii_case(b))
     };
-    if first.eq_ignore_ascii_case("when") || has(TIME_PHRASES) {
+    let (mut time, mut number) = (first.eq_ignore_ascii_case("when"), false);
+    let mut prev = first;
+    for word in w {
+        time |= pair(prev, word, TIME_PHRASES);
+        number |= pair(prev, word, NUMBER_PHRASES);
+        prev = word;
+    }
+    if time {
         Some(AnswerType::Time)
     } else if is_any(first, &["who", "whom", "whose"]) {
         Some(AnswerType::Person)
     } else if first.eq_ignore_ascii_case("where") {
         Some(AnswerType::Place)
-    } else if has(NUMBER_PHRASES) {
+    } else if number {
         Some(AnswerType::Number)
     } else {
         None
