@@ -13,6 +13,8 @@
 //!
 //! [`MicroRAG::retrieve_matched`]: super::MicroRAG::retrieve_matched
 
+use super::words;
+
 /// What a question asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnswerType {
@@ -103,11 +105,6 @@ const PLACE_WORDS: &[&str] = &[
     "near",
 ];
 
-/// Runs of ASCII letters and digits (other bytes separate words).
-fn words(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty())
-}
-
 fn is_any(word: &str, list: &[&str]) -> bool {
     list.iter().any(|l| l.eq_ignore_ascii_case(word))
 }
@@ -167,10 +164,12 @@ pub fn holds(fact: &str, t: AnswerType) -> bool {
 /// "7am", "10pm", "6.30pm" (its last part): digits then am or pm.
 fn is_clock(w: &str) -> bool {
     let b = w.as_bytes();
-    b.len() >= 3
-        && b[0].is_ascii_digit()
-        && (w[b.len() - 2..].eq_ignore_ascii_case("am") || w[b.len() - 2..].eq_ignore_ascii_case("pm"))
-        && b[..b.len() - 2].iter().all(u8::is_ascii_digit)
+    if b.len() < 3 {
+        return false;
+    }
+    let (digits, suffix) = b.split_at(b.len() - 2);
+    digits.iter().all(u8::is_ascii_digit)
+        && (suffix.eq_ignore_ascii_case(b"am") || suffix.eq_ignore_ascii_case(b"pm"))
 }
 
 /// A digit, a colon and a digit: "18:30".
@@ -217,6 +216,7 @@ mod tests {
         assert!(!holds("The fire extinguisher is mounted next to the fridge.", Time));
         assert!(!holds("Tomatoes need water.", Number));
         assert!(!holds("", Place));
+        assert!(!holds("Café Müller at the pm meeting", Time) && holds("Café Müller opens 7am", Time));
     }
 
     proptest! {

@@ -31,6 +31,12 @@ use crate::error::{Error, Result};
 use crate::vector::hnsw::{I8Query, I8Vector, Storage};
 use crate::vector::{Metric, I8};
 
+/// The words of `text`: runs of letters and digits (anything else separates them). The word
+/// match and the answer type read texts this way.
+pub(crate) fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty())
+}
+
 /// Most results one retrieval or recall returns.
 pub const MAX_RESULTS: usize = crate::vector::hnsw::MAX_K;
 

@@ -10,17 +10,13 @@
 //! ([`TableEmbedder::embed_i8`]), a cosine is an `i32` dot product and two multiplies. No
 //! allocation: the question's words live in a fixed array.
 
+use super::words;
 use crate::embed::TableEmbedder;
 
 /// Question words weighed; later ones are ignored.
 pub const MAX_QUESTION_WORDS: usize = 12;
 /// Words of an entry compared; later ones are ignored.
 pub const MAX_FACT_WORDS: usize = 48;
-
-/// The words of `text`: runs of letters and digits.
-fn words(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty())
-}
 
 fn dot<const D: usize>(a: &[i8; D], b: &[i8; D]) -> i32 {
     a.iter().zip(b).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum()
